@@ -1,0 +1,518 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Protocol is what a route recognises in the first bytes a client sends.
+//
+// +kubebuilder:validation:Enum=ssh;tls;http;websocket;openvpn;socks5;bytes;any;timeout
+type Protocol string
+
+// The protocols a route can match. They are sniffed from the client's first
+// bytes; the bytes read while sniffing are replayed to the backend.
+const (
+	// ProtocolSSH matches an SSH identification line (RFC 4253 §4.2).
+	ProtocolSSH Protocol = "ssh"
+	// ProtocolTLS matches a TLS ClientHello, optionally by SNI and ALPN.
+	ProtocolTLS Protocol = "tls"
+	// ProtocolHTTP matches an HTTP/1.x request, optionally by Host and path.
+	ProtocolHTTP Protocol = "http"
+	// ProtocolWebSocket matches an HTTP/1.1 WebSocket Upgrade request (RFC 6455).
+	ProtocolWebSocket Protocol = "websocket"
+	// ProtocolOpenVPN matches OpenVPN over TCP (a client hard reset).
+	ProtocolOpenVPN Protocol = "openvpn"
+	// ProtocolSOCKS5 matches a SOCKS5 greeting (RFC 1928).
+	ProtocolSOCKS5 Protocol = "socks5"
+	// ProtocolBytes matches a literal prefix or a regular expression.
+	ProtocolBytes Protocol = "bytes"
+	// ProtocolAny matches every connection: the catch-all route.
+	ProtocolAny Protocol = "any"
+	// ProtocolTimeout matches a client that sent nothing within the
+	// listener's probeTimeout: server-speaks-first protocols.
+	ProtocolTimeout Protocol = "timeout"
+)
+
+// BackendMode says whether a backend receives the client's bytes untouched or
+// through an HTTP reverse proxy.
+//
+// +kubebuilder:validation:Enum=tcp;http
+type BackendMode string
+
+const (
+	// BackendModeTCP forwards the bytes as they are, sniffed bytes included.
+	BackendModeTCP BackendMode = "tcp"
+	// BackendModeHTTP runs an HTTP/1.1 reverse proxy that adds
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
+	BackendModeHTTP BackendMode = "http"
+)
+
+// ProxyProtocolVersion selects the PROXY protocol header sent to a backend.
+//
+// +kubebuilder:validation:Enum=v1;v2
+type ProxyProtocolVersion string
+
+const (
+	// ProxyProtocolV1 is the human-readable header ("PROXY TCP4 …\r\n").
+	ProxyProtocolV1 ProxyProtocolVersion = "v1"
+	// ProxyProtocolV2 is the binary header.
+	ProxyProtocolV2 ProxyProtocolVersion = "v2"
+)
+
+// TransportProtocol is the transport a tunnel carries to its target.
+//
+// +kubebuilder:validation:Enum=TCP;UDP
+type TransportProtocol string
+
+const (
+	// TransportTCP carries a byte stream.
+	TransportTCP TransportProtocol = "TCP"
+	// TransportUDP carries datagrams, one WebSocket message each.
+	TransportUDP TransportProtocol = "UDP"
+)
+
+// PortMuxSpec declares the listeners a PortMux binds and the routes that
+// decide, from the first bytes of each connection, where it goes.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, r.listeners.all(l, self.listeners.exists(x, x.name == l)))",messageExpression="'spec.routes: route ' + self.routes.filter(r, !r.listeners.all(l, self.listeners.exists(x, x.name == l)))[0].name + ' names a listener that spec.listeners does not declare; add the listener or fix the name'",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",messageExpression="'spec.routes: route ' + self.routes.filter(r, has(r.listener) && !self.listeners.exists(x, x.name == r.listener && !has(x.port)))[0].name + ' hands its connections to listener ' + self.routes.filter(r, has(r.listener) && !self.listeners.exists(x, x.name == r.listener && !has(x.port)))[0].listener + ', which must be declared in spec.listeners without a port (an internal listener)'",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port))",messageExpression="'spec.listeners: port ' + string(self.listeners.filter(a, has(a.port) && !self.listeners.exists_one(b, has(b.port) && b.port == a.port))[0].port) + ' is used by more than one listener; give each listener its own port'",reason=FieldValueDuplicate,fieldPath=".listeners"
+type PortMuxSpec struct {
+	// listeners are the entry points of this PortMux. A listener with a port
+	// binds it on the dataplane; a listener without a port is internal: it
+	// terminates TLS for streams that a route hands to it, then sniffs what is
+	// inside like any other listener. Names are unique.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=name
+	Listeners []Listener `json:"listeners"`
+
+	// routes decide where a connection goes. For each listener, the routes
+	// that name it are tried in the order written here; the first whose match
+	// fits the client's first bytes wins. A connection no route matches is
+	// closed. Names are unique.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Listener is a port that the dataplane binds, or an internal TLS-terminating
+// stage that routes hand connections to.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls)",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="has(self.port) || !self.proxyProtocol",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+type Listener struct {
+	// name identifies the listener in routes and in status. A DNS label.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// port is the TCP port the dataplane binds for this listener. Leave it
+	// out for an internal listener, which only receives streams that a route
+	// with the listener action hands to it. Ports below 1024 need the
+	// NET_BIND_SERVICE capability, which the PortMux pod has.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port *int32 `json:"port,omitempty"`
+
+	// probeTimeout is how long the dataplane waits for the client's first
+	// bytes before it decides with what it has; a client that sent nothing by
+	// then matches a route with protocol timeout. Default 3s, between 10ms
+	// and 60s. A longer timeout lets slow clients through but holds a
+	// connection slot for that long per silent client.
+	//
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="probeTimeout must be between 10ms and 60s"
+	ProbeTimeout *metav1.Duration `json:"probeTimeout,omitempty"`
+
+	// maxConnections caps the connections this listener holds at once
+	// (sniffing or forwarding). Past it, new connections are closed at once so
+	// one listener cannot starve the others. Default 10000.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxConnections *int32 `json:"maxConnections,omitempty"`
+
+	// proxyProtocol, when true, requires every connection to start with a
+	// PROXY protocol v1 or v2 header from an outer load balancer; the client
+	// address it carries is the one logged and passed on. Connections without
+	// a valid header are refused. Only turn it on behind a load balancer that
+	// sends the header: anyone who can reach the port directly could forge it.
+	//
+	// +optional
+	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+
+	// tls makes the listener terminate TLS with certificates from Secrets and
+	// sniff the decrypted stream. On a listener with a port every connection
+	// is terminated; an internal listener terminates what routes hand to it.
+	//
+	// +optional
+	TLS *ListenerTLS `json:"tls,omitempty"`
+}
+
+// ListenerTLS holds what a listener needs to terminate TLS.
+type ListenerTLS struct {
+	// certificateRefs name kubernetes.io/tls Secrets in the PortMux's
+	// namespace. The certificate is chosen by the client's SNI: exact names
+	// first, then wildcards; the first Secret is the default for clients that
+	// send no SNI or an unknown one. A changed Secret serves new handshakes
+	// at once; open connections keep theirs.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	CertificateRefs []SecretRef `json:"certificateRefs"`
+
+	// alpn lists the application protocols offered to clients during the
+	// handshake (RFC 7301), most preferred first, e.g. [h2, http/1.1]. Empty:
+	// no ALPN.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	ALPN []string `json:"alpn,omitempty"`
+}
+
+// SecretRef names a Secret in the PortMux's own namespace: a PortMux can never
+// read Secrets elsewhere.
+type SecretRef struct {
+	// name of the Secret.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// SecretKeyRef names one key of a Secret in the PortMux's own namespace.
+type SecretKeyRef struct {
+	// name of the Secret.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret's data. Default "token".
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// Route sends the connections it matches to exactly one place: a backend, an
+// internal listener, or a WebSocket tunnel.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.backend), has(self.listener), has(self.tunnel)].filter(x, x).size() == 1",message="a route needs exactly one action: set one of backend, listener or tunnel"
+// +kubebuilder:validation:XValidation:rule="!has(self.tunnel) || self.match.protocol == 'websocket'",message="tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint",fieldPath=".tunnel"
+// +kubebuilder:validation:XValidation:rule="!has(self.listener) || self.match.protocol == 'tls'",message="listener needs match.protocol tls: the internal listener terminates the TLS stream it is handed",fieldPath=".listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.listener) || !(self.listener in self.listeners)",message="a route cannot hand connections to a listener it is attached to: remove the listener from listeners or pick another one",fieldPath=".listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.backend) || !has(self.backend.mode) || self.backend.mode != 'http' || self.match.protocol in ['http', 'websocket']",message="backend.mode http needs match.protocol http or websocket: only HTTP requests can be reverse-proxied",fieldPath=".backend.mode"
+type Route struct {
+	// name identifies the route in metrics, logs and status. A DNS label.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// listeners are the names of the listeners this route applies to.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	Listeners []string `json:"listeners"`
+
+	// match is what the client's first bytes must look like.
+	Match RouteMatch `json:"match"`
+
+	// backend forwards matched connections to a Service or an address.
+	//
+	// +optional
+	Backend *Backend `json:"backend,omitempty"`
+
+	// listener hands matched TLS connections to the named internal listener,
+	// which terminates TLS and sniffs the decrypted stream with its own
+	// routes.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Listener *string `json:"listener,omitempty"`
+
+	// tunnel makes this route a WebSocket tunnel endpoint: clients
+	// (`portmux tunnel`) ask for one of the allowed targets and their TCP
+	// stream or UDP datagrams are carried over the WebSocket.
+	//
+	// +optional
+	Tunnel *Tunnel `json:"tunnel,omitempty"`
+}
+
+// RouteMatch is what a route recognises. Only the fields of the chosen
+// protocol may be set; an empty list matches everything of that protocol.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.sni) || self.protocol == 'tls'",message="sni applies only to protocol tls",fieldPath=".sni"
+// +kubebuilder:validation:XValidation:rule="!has(self.alpn) || self.protocol == 'tls'",message="alpn applies only to protocol tls",fieldPath=".alpn"
+// +kubebuilder:validation:XValidation:rule="!has(self.host) || self.protocol in ['http', 'websocket']",message="host applies only to protocols http and websocket",fieldPath=".host"
+// +kubebuilder:validation:XValidation:rule="!has(self.pathPrefix) || self.protocol in ['http', 'websocket']",message="pathPrefix applies only to protocols http and websocket",fieldPath=".pathPrefix"
+// +kubebuilder:validation:XValidation:rule="!has(self.prefix) || self.protocol == 'bytes'",message="prefix applies only to protocol bytes",fieldPath=".prefix"
+// +kubebuilder:validation:XValidation:rule="!has(self.regex) || self.protocol == 'bytes'",message="regex applies only to protocol bytes",fieldPath=".regex"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'bytes' || (has(self.prefix) != has(self.regex))",message="protocol bytes needs exactly one of prefix or regex"
+type RouteMatch struct {
+	// protocol is what the first bytes must be: ssh, tls, http, websocket,
+	// openvpn, socks5, bytes (with prefix or regex), any (every connection),
+	// or timeout (the client sent nothing within the listener's
+	// probeTimeout).
+	Protocol Protocol `json:"protocol"`
+
+	// sni lists server names a TLS ClientHello must ask for. "*.example.com"
+	// matches one label under example.com. Compared without case. Empty: any
+	// name, and clients that send none.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$`
+	SNI []string `json:"sni,omitempty"`
+
+	// alpn lists application protocols; the ClientHello must offer at least
+	// one of them.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	ALPN []string `json:"alpn,omitempty"`
+
+	// host lists HTTP Host names (without port); "*.example.com" matches
+	// one label under example.com.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$`
+	Host []string `json:"host,omitempty"`
+
+	// pathPrefix is a URL path the request path must start with, at a
+	// segment boundary ("/tunnel" matches "/tunnel" and "/tunnel/x", not
+	// "/tunnels").
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+
+	// prefix is text the first bytes must start with, like haproxy's
+	// payload match. For binary patterns use regex with \x escapes.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Prefix string `json:"prefix,omitempty"`
+
+	// regex is an RE2 expression tried on the bytes read so far (at most
+	// 16 KiB), like sslh's regex probe. Anchor it with ^ to match at the
+	// start. It keeps the probe waiting until it matches or the probe ends,
+	// so put cheaper routes first.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Regex string `json:"regex,omitempty"`
+}
+
+// Backend is where a route forwards connections.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.service) != has(self.address)",message="a backend needs exactly one of service or address"
+// +kubebuilder:validation:XValidation:rule="!has(self.proxyProtocol) || !has(self.mode) || self.mode != 'http'",message="proxyProtocol cannot be combined with mode http: http mode passes the client address in X-Forwarded-For",fieldPath=".proxyProtocol"
+type Backend struct {
+	// service is a Service in the PortMux's namespace; connections are spread
+	// over its ready endpoints, and a failed dial tries the next one.
+	//
+	// +optional
+	Service *ServicePort `json:"service,omitempty"`
+
+	// address is a fixed host:port to dial. Used by `portmux serve`; in a
+	// cluster the controller accepts it only when started with
+	// --allow-address-backends, since it lets a PortMux author reach any
+	// address the pod can.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$`
+	Address string `json:"address,omitempty"`
+
+	// mode is tcp (default: the bytes are forwarded untouched) or http (an
+	// HTTP/1.1 reverse proxy that sets X-Forwarded-For, -Proto and -Host;
+	// only for http and websocket routes).
+	//
+	// +optional
+	Mode BackendMode `json:"mode,omitempty"`
+
+	// proxyProtocol sends a PROXY protocol header of this version (v1 or
+	// v2) before the client's bytes, so the backend sees the client's
+	// address. The backend must expect it.
+	//
+	// +optional
+	ProxyProtocol ProxyProtocolVersion `json:"proxyProtocol,omitempty"`
+}
+
+// ServicePort names a Service in the PortMux's namespace and one of its ports.
+type ServicePort struct {
+	// name of the Service.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// port is the Service port, by number (1-65535) or by name.
+	//
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="port must be a number from 1 to 65535 or a port name"
+	Port intstr.IntOrString `json:"port"`
+}
+
+// Tunnel is a WebSocket tunnel endpoint. It is never an open proxy: only the
+// targets in allow can be reached.
+type Tunnel struct {
+	// auth, when set, requires clients to present a bearer token.
+	//
+	// +optional
+	Auth *TunnelAuth `json:"auth,omitempty"`
+
+	// allow lists the only targets clients may ask for. Anything else is
+	// refused before anything is dialled.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Allow []TunnelTarget `json:"allow"`
+}
+
+// TunnelAuth says how tunnel clients prove they may connect.
+type TunnelAuth struct {
+	// tokenSecretRef names the Secret key that holds the token clients send as
+	// "Authorization: Bearer TOKEN". Compared in constant time.
+	TokenSecretRef SecretKeyRef `json:"tokenSecretRef"`
+}
+
+// TunnelTarget is one destination a tunnel client may reach.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.service) != has(self.address)",message="a tunnel target needs exactly one of service or address"
+type TunnelTarget struct {
+	// service is a Service port in the PortMux's namespace.
+	//
+	// +optional
+	Service *ServicePort `json:"service,omitempty"`
+
+	// address is a fixed host:port (see Backend.address for when it is
+	// accepted).
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$`
+	Address string `json:"address,omitempty"`
+
+	// protocol is TCP (default) or UDP.
+	//
+	// +optional
+	Protocol TransportProtocol `json:"protocol,omitempty"`
+}
+
+// PortMuxStatus is what the controller observed when it last programmed the
+// dataplane from this PortMux.
+type PortMuxStatus struct {
+	// observedGeneration is the metadata.generation the conditions describe.
+	//
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Accepted (the spec is valid and its ports are not held by
+	// another PortMux), ResolvedRefs (every Secret and Service it names was
+	// found and usable), Programmed (the dataplane serves it), Ready.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// listeners reports each listener's state.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Listeners []ListenerStatus `json:"listeners,omitempty"`
+}
+
+// ListenerStatus is the observed state of one listener.
+type ListenerStatus struct {
+	// name of the listener.
+	Name string `json:"name"`
+
+	// port the listener is bound to; empty for internal listeners.
+	//
+	// +optional
+	Port *int32 `json:"port,omitempty"`
+
+	// attachedRoutes counts the routes that apply to this listener.
+	AttachedRoutes int32 `json:"attachedRoutes"`
+
+	// conditions: Accepted, ResolvedRefs, Programmed for this listener.
+	//
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// PortMux shares ports between protocols: it binds listeners, sniffs each
+// connection's first bytes and routes it to a Service, an internal TLS
+// listener or a WebSocket tunnel.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=pmx,categories=portmux
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.listeners[*].port`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type PortMux struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is what the user wants served.
+	Spec PortMuxSpec `json:"spec"`
+
+	// status is what the controller made of it.
+	//
+	// +optional
+	Status PortMuxStatus `json:"status,omitempty"`
+}
+
+// PortMuxList is a list of PortMux objects.
+//
+// +kubebuilder:object:root=true
+type PortMuxList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PortMux `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PortMux{}, &PortMuxList{})
+}

@@ -1,0 +1,204 @@
+package forward
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options tune Pipe. The zero value forwards until both sides close.
+type Options struct {
+	// IdleTimeout closes the connection when neither direction has carried a
+	// byte for this long. Activity is observed at chunk boundaries, so a
+	// connection is closed after between IdleTimeout and 2×IdleTimeout of
+	// silence. Zero disables it: dead peers are then found only by TCP
+	// keepalive.
+	IdleTimeout time.Duration
+
+	// BufferPool provides copy buffers for the directions that cannot splice
+	// (TLS-terminated streams). Nil allocates 32 KiB per such direction.
+	BufferPool *sync.Pool
+}
+
+// Result is what Pipe observed.
+type Result struct {
+	// Up counts bytes from client to backend, Down from backend to client.
+	// Bytes written before Pipe (sniffed bytes, PROXY headers) are not
+	// included.
+	Up, Down int64
+
+	// Err is the first error that was not a clean end of stream, or nil.
+	Err error
+
+	// Idle is true when the idle timeout ended the connection.
+	Idle bool
+}
+
+// Pipe copies client→backend and backend→client until both directions have
+// ended, then closes both connections. It blocks; one extra goroutine runs
+// the client→backend direction.
+func Pipe(client, backend net.Conn, opt Options) Result {
+	p := &pipe{opt: opt, client: client, backend: backend}
+	p.touch()
+	up := make(chan dirResult, 1)
+	go func() { up <- p.copy(backend, client) }()
+	down := p.copy(client, backend)
+	u := <-up
+	_ = client.Close()
+	_ = backend.Close()
+
+	r := Result{Up: u.n, Down: down.n, Idle: u.idle || down.idle}
+	if e := p.firstErr.Load(); e != nil && !r.Idle {
+		r.Err = *e
+	}
+	return r
+}
+
+type pipe struct {
+	opt             Options
+	client, backend net.Conn
+	// firstErr is the error that ended the pipe; later ones are its echoes
+	// (use of a closed connection) and are not reported.
+	firstErr atomic.Pointer[error]
+	// last is the time of the last observed activity, in UnixNano.
+	last atomic.Int64
+}
+
+type dirResult struct {
+	n    int64
+	err  error
+	idle bool
+}
+
+func (p *pipe) touch() { p.last.Store(time.Now().UnixNano()) }
+
+// idleExpired reports whether the pipe has been silent for the idle timeout.
+func (p *pipe) idleExpired() bool {
+	return time.Since(time.Unix(0, p.last.Load())) >= p.opt.IdleTimeout
+}
+
+// copy moves src→dst until src ends, then half-closes dst. On error it closes
+// both connections so the other direction ends too.
+func (p *pipe) copy(dst, src net.Conn) dirResult {
+	var r dirResult
+	var err error
+	if s, ok := src.(*net.TCPConn); ok {
+		if d, ok := dst.(*net.TCPConn); ok {
+			r.n, err = p.splice(d, s)
+		} else {
+			r.n, err = p.buffered(dst, src)
+		}
+	} else {
+		r.n, err = p.buffered(dst, src)
+	}
+	if err == nil {
+		closeWrite(dst)
+		return r
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		r.idle = true
+	}
+	r.err = err
+	if p.firstErr.CompareAndSwap(nil, &err) {
+		// An error in one direction ends the other too.
+		_ = p.client.Close()
+		_ = p.backend.Close()
+	}
+	return r
+}
+
+// splice forwards without copying through user space. It waits for src to be
+// readable while holding nothing, then moves exactly what is queued.
+func (p *pipe) splice(dst, src *net.TCPConn) (int64, error) {
+	raw, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	lr := io.LimitedReader{R: src}
+	for {
+		if err := p.armDeadline(src); err != nil {
+			return total, err
+		}
+		avail, err := waitReadable(raw)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
+				continue // the other direction was active
+			}
+			return total, err
+		}
+		if avail == 0 {
+			return total, nil // EOF
+		}
+		lr.N = int64(avail)
+		n, err := dst.ReadFrom(&lr)
+		total += n
+		if n > 0 {
+			p.touch()
+		}
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, nil // EOF raced with the probe
+		}
+	}
+}
+
+// buffered copies through a pooled buffer, for streams the kernel cannot
+// splice (TLS).
+func (p *pipe) buffered(dst io.Writer, src net.Conn) (int64, error) {
+	var buf []byte
+	if p.opt.BufferPool != nil {
+		bp := p.opt.BufferPool.Get().(*[]byte)
+		defer p.opt.BufferPool.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, 32<<10)
+	}
+	var total int64
+	for {
+		if err := p.armDeadline(src); err != nil {
+			return total, err
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.touch()
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
+				continue
+			}
+			return total, err
+		}
+	}
+}
+
+func (p *pipe) armDeadline(c net.Conn) error {
+	if p.opt.IdleTimeout <= 0 {
+		return nil
+	}
+	return c.SetReadDeadline(time.Now().Add(p.opt.IdleTimeout))
+}
+
+// closeWrite half-closes c, or closes it when it cannot half-close.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		if hc.CloseWrite() == nil {
+			return
+		}
+	}
+	_ = c.Close()
+}

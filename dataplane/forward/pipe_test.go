@@ -1,0 +1,276 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := ln.Accept(); ch <- res{c, err} }()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return a.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// proxied starts Pipe between two TCP pairs and returns the client's and the
+// backend's far ends, plus a channel with Pipe's result.
+func proxied(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-chan Result) {
+	t.Helper()
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	ch := make(chan Result, 1)
+	go func() { ch <- Pipe(muxClient, muxBackend, opt) }()
+	return client, backend, ch
+}
+
+// halfCloser hides *net.TCPConn (so nothing splices) but keeps CloseWrite.
+type halfCloser struct{ *net.TCPConn }
+
+func echo(c net.Conn) {
+	_, _ = io.Copy(c, c)
+	closeWrite(c)
+}
+
+func TestPipeCarriesEveryByteBothWays(t *testing.T) {
+	for _, name := range []string{"splice", "buffered"} {
+		t.Run(name, func(t *testing.T) {
+			var client, backend net.Conn
+			var done <-chan Result
+			if name == "splice" {
+				client, backend, done = proxied(t, Options{})
+			} else {
+				// A mux side that is not a *net.TCPConn takes the buffered
+				// path (as TLS-terminated streams do).
+				c, mc := tcpPair(t)
+				mb, b := tcpPair(t)
+				ch := make(chan Result, 1)
+				go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
+				client, backend, done = c, b, ch
+			}
+			go echo(backend)
+
+			payload := make([]byte, 8<<20)
+			_, _ = rand.Read(payload)
+			go func() {
+				_, _ = client.Write(payload)
+				closeWrite(client)
+			}()
+			got, err := io.ReadAll(client)
+			if err != nil {
+				t.Fatalf("read echo: %v", err)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+			}
+			r := <-done
+			if r.Err != nil || r.Up != int64(len(payload)) || r.Down != int64(len(payload)) {
+				t.Fatalf("result = %+v, want %d bytes each way and no error", r, len(payload))
+			}
+			client.Close()
+			backend.Close()
+		})
+	}
+}
+
+func TestPipeHalfCloseLetsTheAnswerThrough(t *testing.T) {
+	client, backend, done := proxied(t, Options{})
+	defer client.Close()
+	defer backend.Close()
+	go func() {
+		// The backend answers only after the client has finished sending.
+		req, _ := io.ReadAll(backend)
+		_, _ = backend.Write(append([]byte("answer to "), req...))
+		backend.Close()
+	}()
+	_, _ = client.Write([]byte("question"))
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "answer to question" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if r := <-done; r.Err != nil {
+		t.Fatalf("pipe error: %v", r.Err)
+	}
+}
+
+func TestPipeIdleTimeoutClosesSilentConnections(t *testing.T) {
+	client, backend, done := proxied(t, Options{IdleTimeout: 50 * time.Millisecond})
+	defer client.Close()
+	defer backend.Close()
+	select {
+	case r := <-done:
+		if !r.Idle || r.Err != nil {
+			t.Fatalf("result = %+v, want idle and no error", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle connection was never closed")
+	}
+	// The client sees the close.
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read data after idle close")
+	}
+}
+
+func TestPipeIdleTimeoutSparesOneWayTraffic(t *testing.T) {
+	// Only the backend talks (a download): the client→backend direction is
+	// silent for many idle periods, and the connection must survive.
+	const idle = 30 * time.Millisecond
+	client, backend, done := proxied(t, Options{IdleTimeout: idle})
+	defer client.Close()
+	defer backend.Close()
+	go func() {
+		for range 20 {
+			_, _ = backend.Write([]byte("tick"))
+			time.Sleep(idle / 3)
+		}
+		backend.Close()
+	}()
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 20*4 {
+		t.Fatalf("got %d bytes, want %d: the connection was cut while active", len(got), 80)
+	}
+	client.Close()
+	<-done
+}
+
+func TestPipeResetEndsBothDirections(t *testing.T) {
+	client, backend, done := proxied(t, Options{})
+	defer client.Close()
+	_ = backend.SetLinger(0) // close sends RST
+	backend.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pipe did not end after the backend reset")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil || errors.Is(err, io.ErrNoProgress) {
+		t.Fatalf("client read after backend reset: %v", err)
+	}
+}
+
+func TestDialerSpreadsAndSkipsDeadEndpoints(t *testing.T) {
+	var lns []net.Listener
+	var addrs []string
+	var mu sync.Mutex
+	hits := map[string]int{}
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				hits[ln.Addr().String()]++
+				mu.Unlock()
+				c.Close()
+			}
+		}()
+	}
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	// A dead endpoint: a port that was bound and released refuses at once.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	d := &Dialer{Timeout: 2 * time.Second}
+	eps := []string{addrs[0], deadAddr, addrs[1]}
+	for range 30 {
+		c, ep, err := d.Dial(context.Background(), eps)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		if ep == deadAddr {
+			t.Fatal("reported the dead endpoint as used")
+		}
+		c.Close()
+	}
+	if _, _, err := d.Dial(context.Background(), []string{deadAddr}); err == nil {
+		t.Fatal("dial to only a dead endpoint succeeded")
+	}
+	if _, _, err := d.Dial(context.Background(), nil); !errors.Is(err, ErrNoEndpoints) {
+		t.Fatalf("no endpoints: err = %v", err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the accept loops count
+	mu.Lock()
+	defer mu.Unlock()
+	if hits[addrs[0]] < 10 || hits[addrs[1]] < 10 {
+		t.Fatalf("connections not spread: %v", hits)
+	}
+}
+
+func BenchmarkPipeSplice(b *testing.B) { benchPipe(b, true) }
+
+func BenchmarkPipeBuffered(b *testing.B) { benchPipe(b, false) }
+
+func benchPipe(b *testing.B, splice bool) {
+	var client, backend net.Conn
+	var done <-chan Result
+	if splice {
+		client, backend, done = proxied(b, Options{})
+	} else {
+		c, mc := tcpPair(b)
+		mb, bk := tcpPair(b)
+		ch := make(chan Result, 1)
+		// Hide the TCP type so the buffered path is used.
+		go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
+		client, backend, done = c, bk, ch
+	}
+	go func() { _, _ = io.Copy(io.Discard, backend); backend.Close() }()
+	buf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := client.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	client.Close()
+	<-done
+}

@@ -1,0 +1,193 @@
+// Package snapshot is the dataplane's whole configuration as one immutable
+// value: the listeners to bind, the routes each one tries, and the resolved
+// endpoints, certificates and tokens they use.
+//
+// Both the controller (from Kubernetes objects) and `portmux serve` (from
+// YAML files) compile into a Snapshot; the dataplane builds its router from it
+// and never sees where it came from. Nothing in a Snapshot is changed after
+// it is handed over: a new configuration is a new Snapshot, swapped in whole.
+package snapshot
+
+import (
+	"crypto/tls"
+	"regexp"
+	"time"
+)
+
+// Defaults applied by compile when a PortMux leaves a field out. They live
+// here so that every producer of snapshots agrees on them.
+const (
+	DefaultProbeTimeout   = 3 * time.Second
+	DefaultMaxConnections = 10000
+	DefaultDialTimeout    = 5 * time.Second
+	// DefaultMaxProbeBytes is how much of a connection's start is buffered
+	// while sniffing: room for the largest real ClientHello (post-quantum key
+	// shares make them ~1.8 KB, with padding and many extensions up to a few
+	// KB) with margin.
+	DefaultMaxProbeBytes = 16 << 10
+)
+
+// Protocol is what a route's match recognises.
+type Protocol string
+
+// The protocols the dataplane sniffs; see the API for their meaning.
+const (
+	SSH       Protocol = "ssh"
+	TLS       Protocol = "tls"
+	HTTP      Protocol = "http"
+	WebSocket Protocol = "websocket"
+	OpenVPN   Protocol = "openvpn"
+	SOCKS5    Protocol = "socks5"
+	Bytes     Protocol = "bytes"
+	Any       Protocol = "any"
+	Timeout   Protocol = "timeout"
+)
+
+// Snapshot is everything the dataplane serves.
+type Snapshot struct {
+	// Listeners, sorted by Name. Names are unique.
+	Listeners []Listener
+
+	// MaxConnections caps connections across all listeners; 0 means no cap
+	// beyond each listener's own.
+	MaxConnections int
+}
+
+// Listener is a bound port (Address set) or an internal TLS-terminating stage
+// that routes hand streams to (Address empty).
+type Listener struct {
+	// Name is unique in the snapshot, e.g. "namespace/portmux/listener". It
+	// is the metrics and log label.
+	Name string
+
+	// Address is host:port to bind; empty for internal listeners.
+	Address string
+
+	// ProbeTimeout bounds how long the first bytes are waited for.
+	ProbeTimeout time.Duration
+
+	// MaxProbeBytes bounds how many bytes are buffered while sniffing.
+	MaxProbeBytes int
+
+	// MaxConnections caps the connections this listener holds at once.
+	MaxConnections int
+
+	// ProxyProtocol requires a PROXY v1/v2 header on every connection.
+	ProxyProtocol bool
+
+	// TLS, when set, terminates TLS before sniffing.
+	TLS *TLSConfig
+
+	// Routes in the order they are tried.
+	Routes []Route
+}
+
+// Internal reports whether the listener binds no port and only receives
+// streams from routes.
+func (l *Listener) Internal() bool { return l.Address == "" }
+
+// TLSConfig is what a terminating listener serves.
+type TLSConfig struct {
+	// Certificates, the first one the default. Each is chosen by the names
+	// in its leaf (exact names before wildcards).
+	Certificates []Certificate
+
+	// ALPN protocols offered, most preferred first.
+	ALPN []string
+}
+
+// Certificate is one parsed key pair and where it came from.
+type Certificate struct {
+	// Source names the Secret (or file) for logs and findings.
+	Source string
+
+	// Certificate is the parsed chain and key; Leaf is set.
+	Certificate *tls.Certificate
+}
+
+// Route is one entry of a listener's ordered route table.
+type Route struct {
+	// Name is the metrics and log label, e.g. "namespace/portmux/route".
+	Name string
+
+	// Match decides whether the route takes a connection.
+	Match Match
+
+	// Exactly one of Backend, Listener and Tunnel is set.
+	Backend *Backend
+	// Listener is the Name of the internal listener to hand the stream to.
+	Listener string
+	Tunnel   *Tunnel
+}
+
+// Match is what a route recognises in a connection's first bytes. Lists are
+// alternatives; an empty list does not constrain.
+type Match struct {
+	Protocol Protocol
+
+	// SNI names (lowercase; "*.example.com" matches one label) and ALPN
+	// protocols, for TLS.
+	SNI  []string
+	ALPN []string
+
+	// Host names (lowercase, wildcards as SNI) and a path prefix matched at
+	// a segment boundary, for HTTP and WebSocket.
+	Host       []string
+	PathPrefix string
+
+	// Prefix or Regex, for Bytes.
+	Prefix []byte
+	Regex  *regexp.Regexp
+}
+
+// Mode is how a backend receives the connection.
+type Mode string
+
+const (
+	// ModeTCP forwards the bytes untouched.
+	ModeTCP Mode = "tcp"
+	// ModeHTTP reverse-proxies HTTP/1.1 requests, adding X-Forwarded-*.
+	ModeHTTP Mode = "http"
+)
+
+// Backend is a set of endpoints that take the same traffic.
+type Backend struct {
+	// Name identifies the backend in logs and metrics ("ns/svc:port" or the
+	// address).
+	Name string
+
+	// Endpoints are host:port addresses, ready ones only. Connections are
+	// spread over them; a failed dial tries the next.
+	Endpoints []string
+
+	// Mode is tcp (default) or http.
+	Mode Mode
+
+	// ProxyProtocol is the PROXY header version sent first: 0 (none), 1 or 2.
+	ProxyProtocol int
+
+	// DialTimeout bounds each dial attempt.
+	DialTimeout time.Duration
+}
+
+// Tunnel is a WebSocket tunnel endpoint.
+type Tunnel struct {
+	// Token, when not empty, must be presented as a bearer token.
+	Token []byte
+
+	// Allow lists the only targets a client may ask for.
+	Allow []TunnelTarget
+}
+
+// TunnelTarget is one destination a tunnel client may reach.
+type TunnelTarget struct {
+	// Names are what clients ask for ("sshd:22", "sshd:ssh", or the
+	// address "10.0.0.1:22"); any of them selects this target.
+	Names []string
+
+	// UDP is true for datagram targets, false for streams.
+	UDP bool
+
+	// Backend holds the endpoints to dial.
+	Backend Backend
+}
