@@ -1,0 +1,461 @@
+// Package compile turns PortMux objects, and the Secrets, Services and
+// EndpointSlices they name, into one dataplane snapshot plus what each
+// PortMux should be told about itself.
+//
+// It is a pure function: no client, no clock, no I/O. The controller gathers
+// the objects from its cache and `portmux serve` reads them from files; both
+// call Compile. Every problem becomes a finding on the PortMux it belongs to,
+// and takes down only what depends on it: a missing certificate stops its
+// listener, a missing Service leaves its route in place with no endpoints
+// (so the route order the user wrote still holds), a missing tunnel token
+// closes the tunnel, and a port held by an older PortMux stays with it.
+package compile
+
+import (
+	"cmp"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// Input is everything Compile looks at.
+type Input struct {
+	PortMuxes []v1alpha1.PortMux
+
+	// Secrets, Services and EndpointSlices by namespace and name; only those
+	// the PortMuxes name are needed. EndpointSlices are keyed by the
+	// namespace and name of their Service.
+	Secrets        map[types.NamespacedName]*corev1.Secret
+	Services       map[types.NamespacedName]*corev1.Service
+	EndpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice
+
+	// BindAddress is the host listeners bind ("" for every interface).
+	BindAddress string
+
+	// AllowAddressBackends accepts `address` backends and tunnel targets.
+	// Off in a cluster by default: it lets a PortMux author reach any address
+	// the dataplane can.
+	AllowAddressBackends bool
+}
+
+// Output is the compiled snapshot and a Result per PortMux.
+type Output struct {
+	Snapshot *snapshot.Snapshot
+	Results  map[types.NamespacedName]*Result
+}
+
+// Result is what Compile found for one PortMux: the inputs of its Accepted
+// and ResolvedRefs conditions and of its listener statuses.
+type Result struct {
+	// Invalid holds spec errors the API server would have refused (files
+	// given to `portmux serve` never met it). Any makes the PortMux not
+	// Accepted and nothing of it is served.
+	Invalid []string
+
+	// Listeners by name, in spec order.
+	Listeners []ListenerResult
+
+	// Refs holds unresolved references (missing Secret, Service, port,
+	// invalid certificate, no ready endpoints).
+	Refs []Finding
+}
+
+// ListenerResult is the compiled state of one listener.
+type ListenerResult struct {
+	Name           string
+	Port           *int32
+	AttachedRoutes int32
+	// Snapshot is the listener's name in the snapshot, "" when it is not
+	// served (conflict or broken certificates).
+	Snapshot string
+	// Conflict names the PortMux that holds this listener's port.
+	Conflict string
+	// Refs are the unresolved references that affect this listener.
+	Refs []Finding
+}
+
+// Finding is one unresolved reference, with a reason for conditions.
+type Finding struct {
+	Reason  string
+	Message string
+}
+
+// Reasons used in findings.
+const (
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonInvalidCertificate  = "InvalidCertificate"
+	ReasonInvalidSecret       = "InvalidSecret"
+	ReasonServiceNotFound     = "ServiceNotFound"
+	ReasonServicePortNotFound = "ServicePortNotFound"
+	ReasonNoReadyEndpoints    = "NoReadyEndpoints"
+	ReasonAddressNotAllowed   = "AddressBackendNotAllowed"
+)
+
+// DefaultTokenKey is the Secret key a tunnel token is read from when the
+// reference names none.
+const DefaultTokenKey = "token"
+
+// Compile builds the snapshot. PortMuxes are processed oldest first, so the
+// oldest holder of a port keeps it whatever order they are listed in.
+func Compile(in Input) *Output {
+	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}}
+	pms := slices.Clone(in.PortMuxes)
+	slices.SortFunc(pms, func(a, b v1alpha1.PortMux) int {
+		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	ports := map[int32]string{} // port → holder "namespace/name"
+	for i := range pms {
+		pm := &pms[i]
+		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+		c := &compiler{in: &in, pm: pm, res: &Result{}}
+		out.Results[key] = c.res
+		if errs := Validate(pm); len(errs) > 0 {
+			c.res.Invalid = errs
+			continue
+		}
+		out.Snapshot.Listeners = append(out.Snapshot.Listeners, c.listeners(ports)...)
+	}
+	slices.SortFunc(out.Snapshot.Listeners, func(a, b snapshot.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+type compiler struct {
+	in  *Input
+	pm  *v1alpha1.PortMux
+	res *Result
+}
+
+func (c *compiler) qualify(name string) string {
+	if c.pm.Namespace == "" {
+		return c.pm.Name + "/" + name
+	}
+	return c.pm.Namespace + "/" + c.pm.Name + "/" + name
+}
+
+func (c *compiler) holder() string {
+	if c.pm.Namespace == "" {
+		return c.pm.Name
+	}
+	return c.pm.Namespace + "/" + c.pm.Name
+}
+
+func (c *compiler) ref(lr *ListenerResult, reason, format string, args ...any) {
+	f := Finding{Reason: reason, Message: fmt.Sprintf(format, args...)}
+	if lr != nil {
+		lr.Refs = append(lr.Refs, f)
+	}
+	if !slices.Contains(c.res.Refs, f) {
+		c.res.Refs = append(c.res.Refs, f)
+	}
+}
+
+// listeners compiles every listener of the PortMux that can be served.
+func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
+	spec := &c.pm.Spec
+	c.res.Listeners = make([]ListenerResult, len(spec.Listeners))
+	var out []snapshot.Listener
+	for i := range spec.Listeners {
+		l := &spec.Listeners[i]
+		lr := &c.res.Listeners[i]
+		lr.Name, lr.Port = l.Name, l.Port
+		for _, r := range spec.Routes {
+			if slices.Contains(r.Listeners, l.Name) {
+				lr.AttachedRoutes++
+			}
+		}
+		if l.Port != nil {
+			if h, held := ports[*l.Port]; held && h != c.holder() {
+				lr.Conflict = h
+				continue
+			}
+			ports[*l.Port] = c.holder()
+		}
+		sl := snapshot.Listener{
+			Name:           c.qualify(l.Name),
+			ProbeTimeout:   snapshot.DefaultProbeTimeout,
+			MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
+			MaxConnections: snapshot.DefaultMaxConnections,
+			ProxyProtocol:  l.ProxyProtocol,
+		}
+		if l.Port != nil {
+			sl.Address = net.JoinHostPort(c.in.BindAddress, strconv.Itoa(int(*l.Port)))
+		}
+		if l.ProbeTimeout != nil {
+			sl.ProbeTimeout = l.ProbeTimeout.Duration
+		}
+		if l.MaxConnections != nil {
+			sl.MaxConnections = int(*l.MaxConnections)
+		}
+		if l.TLS != nil {
+			t, ok := c.tls(lr, l.TLS)
+			if !ok {
+				continue // no usable certificate: this listener is down
+			}
+			sl.TLS = t
+		}
+		for j := range spec.Routes {
+			r := &spec.Routes[j]
+			if slices.Contains(r.Listeners, l.Name) {
+				sl.Routes = append(sl.Routes, c.route(lr, r))
+			}
+		}
+		lr.Snapshot = sl.Name
+		out = append(out, sl)
+	}
+	return out
+}
+
+// tls loads the listener's certificates. Broken ones are findings; the
+// listener is served as long as one certificate is usable.
+func (c *compiler) tls(lr *ListenerResult, t *v1alpha1.ListenerTLS) (*snapshot.TLSConfig, bool) {
+	out := &snapshot.TLSConfig{ALPN: slices.Clone(t.ALPN)}
+	for _, ref := range t.CertificateRefs {
+		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]
+		if s == nil {
+			c.ref(lr, ReasonSecretNotFound, "Secret %s (listener %s certificateRefs) not found", ref.Name, lr.Name)
+			continue
+		}
+		cert, err := keyPair(s)
+		if err != nil {
+			c.ref(lr, ReasonInvalidCertificate, "Secret %s (listener %s certificateRefs): %v", ref.Name, lr.Name, err)
+			continue
+		}
+		out.Certificates = append(out.Certificates, snapshot.Certificate{Source: "secret/" + ref.Name, Certificate: cert})
+	}
+	return out, len(out.Certificates) > 0
+}
+
+// keyPair parses a kubernetes.io/tls Secret's tls.crt and tls.key.
+func keyPair(s *corev1.Secret) (*tls.Certificate, error) {
+	crt, key := secretValue(s, corev1.TLSCertKey), secretValue(s, corev1.TLSPrivateKeyKey)
+	if len(crt) == 0 || len(key) == 0 {
+		return nil, fmt.Errorf("needs %s and %s", corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	cert, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("invalid key pair: %w", err)
+	}
+	if cert.Leaf == nil {
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("invalid certificate: %w", err)
+		}
+		cert.Leaf = leaf
+	}
+	return &cert, nil
+}
+
+// secretValue reads data, or stringData for Secrets that never went through
+// the API server (files given to `portmux serve`).
+func secretValue(s *corev1.Secret, key string) []byte {
+	if v, ok := s.Data[key]; ok {
+		return v
+	}
+	if v, ok := s.StringData[key]; ok {
+		return []byte(v)
+	}
+	return nil
+}
+
+func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
+	sr := snapshot.Route{Name: c.qualify(r.Name), Match: compileMatch(&r.Match)}
+	switch {
+	case r.Backend != nil:
+		b := c.backend(lr, r.Backend.Service, r.Backend.Address, corev1.ProtocolTCP)
+		b.Mode = snapshot.ModeTCP
+		if r.Backend.Mode == v1alpha1.BackendModeHTTP {
+			b.Mode = snapshot.ModeHTTP
+		}
+		switch r.Backend.ProxyProtocol {
+		case v1alpha1.ProxyProtocolV1:
+			b.ProxyProtocol = 1
+		case v1alpha1.ProxyProtocolV2:
+			b.ProxyProtocol = 2
+		}
+		sr.Backend = &b
+	case r.Listener != nil:
+		sr.Listener = c.qualify(*r.Listener)
+	case r.Tunnel != nil:
+		sr.Tunnel = c.tunnel(lr, r.Tunnel)
+	}
+	return sr
+}
+
+func compileMatch(m *v1alpha1.RouteMatch) snapshot.Match {
+	out := snapshot.Match{
+		Protocol:   snapshot.Protocol(m.Protocol),
+		SNI:        lower(m.SNI),
+		ALPN:       slices.Clone(m.ALPN),
+		Host:       lower(m.Host),
+		PathPrefix: m.PathPrefix,
+	}
+	if m.Prefix != "" {
+		out.Prefix = []byte(m.Prefix)
+	}
+	if m.Regex != "" {
+		out.Regex = regexp.MustCompile(m.Regex) // Validate compiled it already
+	}
+	return out
+}
+
+func lower(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = strings.TrimSuffix(strings.ToLower(s), ".")
+	}
+	return out
+}
+
+func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunnel {
+	out := &snapshot.Tunnel{}
+	for _, a := range t.Allow {
+		proto := corev1.ProtocolTCP
+		if a.Protocol == v1alpha1.TransportUDP {
+			proto = corev1.ProtocolUDP
+		}
+		tt := snapshot.TunnelTarget{UDP: proto == corev1.ProtocolUDP}
+		tt.Backend = c.backend(lr, a.Service, a.Address, proto)
+		if a.Service != nil {
+			tt.Names = append(tt.Names, a.Service.Name+":"+a.Service.Port.String())
+			if p := c.servicePort(a.Service, proto); p != nil {
+				// Clients may ask by number or by name.
+				for _, alt := range []string{strconv.Itoa(int(p.Port)), p.Name} {
+					if n := a.Service.Name + ":" + alt; alt != "" && !slices.Contains(tt.Names, n) {
+						tt.Names = append(tt.Names, n)
+					}
+				}
+			}
+		} else {
+			tt.Names = append(tt.Names, a.Address)
+		}
+		out.Allow = append(out.Allow, tt)
+	}
+	if t.Auth != nil {
+		ref := t.Auth.TokenSecretRef
+		key := cmp.Or(ref.Key, DefaultTokenKey)
+		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]
+		var token []byte
+		switch {
+		case s == nil:
+			c.ref(lr, ReasonSecretNotFound, "Secret %s (tunnel token) not found; the tunnel refuses every client until it exists", ref.Name)
+		default:
+			token = secretValue(s, key)
+			if len(token) == 0 {
+				c.ref(lr, ReasonInvalidSecret, "Secret %s has no key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
+			}
+		}
+		if len(token) == 0 {
+			// Fail closed: without its token the tunnel allows nothing.
+			return &snapshot.Tunnel{Token: []byte{}, Allow: nil}
+		}
+		out.Token = token
+	}
+	return out
+}
+
+// backend resolves a Service port to its ready endpoints, or takes an
+// address as is.
+func (c *compiler) backend(lr *ListenerResult, svc *v1alpha1.ServicePort, address string, proto corev1.Protocol) snapshot.Backend {
+	b := snapshot.Backend{DialTimeout: snapshot.DefaultDialTimeout}
+	if svc == nil {
+		b.Name = address
+		if !c.in.AllowAddressBackends {
+			c.ref(lr, ReasonAddressNotAllowed, "address %s is not allowed in this cluster (the controller runs without --allow-address-backends); use a Service", address)
+			return b
+		}
+		b.Endpoints = []string{address}
+		return b
+	}
+	b.Name = c.pm.Namespace + "/" + svc.Name + ":" + svc.Port.String()
+	sp := c.servicePort(svc, proto)
+	if sp == nil {
+		if c.in.Services[types.NamespacedName{Namespace: c.pm.Namespace, Name: svc.Name}] == nil {
+			c.ref(lr, ReasonServiceNotFound, "Service %s not found", svc.Name)
+		} else {
+			c.ref(lr, ReasonServicePortNotFound, "Service %s has no %s port %s", svc.Name, proto, svc.Port.String())
+		}
+		return b
+	}
+	b.Endpoints = c.endpoints(svc.Name, sp)
+	if len(b.Endpoints) == 0 {
+		c.ref(lr, ReasonNoReadyEndpoints, "Service %s port %s has no ready endpoints", svc.Name, svc.Port.String())
+	}
+	return b
+}
+
+func (c *compiler) servicePort(svc *v1alpha1.ServicePort, proto corev1.Protocol) *corev1.ServicePort {
+	s := c.in.Services[types.NamespacedName{Namespace: c.pm.Namespace, Name: svc.Name}]
+	if s == nil {
+		return nil
+	}
+	for i := range s.Spec.Ports {
+		p := &s.Spec.Ports[i]
+		if cmp.Or(p.Protocol, corev1.ProtocolTCP) != proto {
+			continue
+		}
+		if (svc.Port.Type == intstr.Int && p.Port == svc.Port.IntVal) ||
+			(svc.Port.Type == intstr.String && p.Name == svc.Port.StrVal) {
+			return p
+		}
+	}
+	return nil
+}
+
+// endpoints lists the ready addresses of a Service port, sorted, from its
+// EndpointSlices. A slice port matches by the Service port's name (EndpointSlice
+// ports carry it); an endpoint with no ready condition counts as ready, as
+// the API defines.
+func (c *compiler) endpoints(service string, sp *corev1.ServicePort) []string {
+	var out []string
+	for _, es := range c.in.EndpointSlices[types.NamespacedName{Namespace: c.pm.Namespace, Name: service}] {
+		if es.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		var port int32 = -1
+		for _, p := range es.Ports {
+			if p.Port != nil && ptrOr(p.Name, "") == sp.Name && cmp.Or(ptrOr(p.Protocol, corev1.ProtocolTCP), corev1.ProtocolTCP) == cmp.Or(sp.Protocol, corev1.ProtocolTCP) {
+				port = *p.Port
+				break
+			}
+		}
+		if port < 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				out = append(out, net.JoinHostPort(a, strconv.Itoa(int(port))))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

@@ -1,0 +1,193 @@
+package compile
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+)
+
+// Validate checks what the CRD's schema and CEL rules check, for objects that
+// never met an API server (`portmux serve` reads files), plus what CEL cannot
+// see (a regex that does not compile). Messages name the field, as the API
+// server's do.
+func Validate(pm *v1alpha1.PortMux) []string {
+	var errs []string
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, field+": "+fmt.Sprintf(format, args...))
+	}
+	spec := &pm.Spec
+	if len(spec.Listeners) == 0 {
+		bad("spec.listeners", "at least one listener is required")
+	}
+	listeners := map[string]*v1alpha1.Listener{}
+	ports := map[int32]string{}
+	for i := range spec.Listeners {
+		l := &spec.Listeners[i]
+		f := fmt.Sprintf("spec.listeners[%d]", i)
+		if !dnsLabel.MatchString(l.Name) {
+			bad(f+".name", "%q must be a DNS label (lower case letters, digits and '-')", l.Name)
+		}
+		if _, dup := listeners[l.Name]; dup {
+			bad(f+".name", "listener %q is declared twice", l.Name)
+		}
+		listeners[l.Name] = l
+		if l.Port != nil {
+			if *l.Port < 1 || *l.Port > 65535 {
+				bad(f+".port", "%d must be between 1 and 65535", *l.Port)
+			}
+			if other, dup := ports[*l.Port]; dup {
+				bad(f+".port", "port %d is also used by listener %s; give each listener its own port", *l.Port, other)
+			}
+			ports[*l.Port] = l.Name
+		} else {
+			if l.TLS == nil {
+				bad(f+".tls", "an internal listener (one without port) must set tls")
+			}
+			if l.ProxyProtocol {
+				bad(f+".proxyProtocol", "applies only to a listener with a port")
+			}
+		}
+		if l.ProbeTimeout != nil && (l.ProbeTimeout.Duration < 10*time.Millisecond || l.ProbeTimeout.Duration > 60*time.Second) {
+			bad(f+".probeTimeout", "must be between 10ms and 60s")
+		}
+		if l.MaxConnections != nil && *l.MaxConnections < 1 {
+			bad(f+".maxConnections", "must be at least 1")
+		}
+		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
+			bad(f+".tls.certificateRefs", "at least one Secret is required")
+		}
+	}
+	routes := map[string]bool{}
+	for i := range spec.Routes {
+		r := &spec.Routes[i]
+		f := fmt.Sprintf("spec.routes[%d]", i)
+		if !dnsLabel.MatchString(r.Name) {
+			bad(f+".name", "%q must be a DNS label", r.Name)
+		}
+		if routes[r.Name] {
+			bad(f+".name", "route %q is declared twice", r.Name)
+		}
+		routes[r.Name] = true
+		if len(r.Listeners) == 0 {
+			bad(f+".listeners", "name at least one listener")
+		}
+		for _, ln := range r.Listeners {
+			if listeners[ln] == nil {
+				bad(f+".listeners", "listener %q is not declared in spec.listeners", ln)
+			}
+		}
+		errs = append(errs, validateMatch(f+".match", &r.Match)...)
+		actions := 0
+		if r.Backend != nil {
+			actions++
+			errs = append(errs, validateBackend(f+".backend", r)...)
+		}
+		if r.Listener != nil {
+			actions++
+			target := listeners[*r.Listener]
+			switch {
+			case target == nil:
+				bad(f+".listener", "listener %q is not declared in spec.listeners", *r.Listener)
+			case target.Port != nil:
+				bad(f+".listener", "listener %q has a port; hand connections only to an internal listener (no port)", *r.Listener)
+			case slices.Contains(r.Listeners, *r.Listener):
+				bad(f+".listener", "a route cannot hand connections to a listener it is attached to")
+			}
+			if r.Match.Protocol != v1alpha1.ProtocolTLS {
+				bad(f+".listener", "needs match.protocol tls")
+			}
+		}
+		if r.Tunnel != nil {
+			actions++
+			if r.Match.Protocol != v1alpha1.ProtocolWebSocket {
+				bad(f+".tunnel", "needs match.protocol websocket")
+			}
+			if len(r.Tunnel.Allow) == 0 {
+				bad(f+".tunnel.allow", "list at least one target")
+			}
+			for j, a := range r.Tunnel.Allow {
+				if (a.Service == nil) == (a.Address == "") {
+					bad(fmt.Sprintf("%s.tunnel.allow[%d]", f, j), "needs exactly one of service or address")
+				}
+				if a.Address != "" {
+					errs = append(errs, validateAddress(fmt.Sprintf("%s.tunnel.allow[%d].address", f, j), a.Address)...)
+				}
+			}
+		}
+		if actions != 1 {
+			bad(f, "a route needs exactly one action: set one of backend, listener or tunnel")
+		}
+	}
+	return errs
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+func validateMatch(f string, m *v1alpha1.RouteMatch) []string {
+	var errs []string
+	bad := func(field, msg string) { errs = append(errs, f+field+": "+msg) }
+	p := m.Protocol
+	switch p {
+	case v1alpha1.ProtocolSSH, v1alpha1.ProtocolTLS, v1alpha1.ProtocolHTTP, v1alpha1.ProtocolWebSocket,
+		v1alpha1.ProtocolOpenVPN, v1alpha1.ProtocolSOCKS5, v1alpha1.ProtocolBytes, v1alpha1.ProtocolAny, v1alpha1.ProtocolTimeout:
+	default:
+		bad(".protocol", fmt.Sprintf("unsupported value %q: one of ssh, tls, http, websocket, openvpn, socks5, bytes, any, timeout", p))
+	}
+	if (len(m.SNI) > 0 || len(m.ALPN) > 0) && p != v1alpha1.ProtocolTLS {
+		bad("", "sni and alpn apply only to protocol tls")
+	}
+	if (len(m.Host) > 0 || m.PathPrefix != "") && p != v1alpha1.ProtocolHTTP && p != v1alpha1.ProtocolWebSocket {
+		bad("", "host and pathPrefix apply only to protocols http and websocket")
+	}
+	if (m.Prefix != "" || m.Regex != "") && p != v1alpha1.ProtocolBytes {
+		bad("", "prefix and regex apply only to protocol bytes")
+	}
+	if p == v1alpha1.ProtocolBytes && (m.Prefix == "") == (m.Regex == "") {
+		bad("", "protocol bytes needs exactly one of prefix or regex")
+	}
+	if m.Regex != "" {
+		if _, err := regexp.Compile(m.Regex); err != nil {
+			bad(".regex", fmt.Sprintf("does not compile: %v", err))
+		}
+	}
+	if m.PathPrefix != "" && m.PathPrefix[0] != '/' {
+		bad(".pathPrefix", "must start with /")
+	}
+	return errs
+}
+
+func validateBackend(f string, r *v1alpha1.Route) []string {
+	var errs []string
+	b := r.Backend
+	if (b.Service == nil) == (b.Address == "") {
+		errs = append(errs, f+": a backend needs exactly one of service or address")
+	}
+	if b.Address != "" {
+		errs = append(errs, validateAddress(f+".address", b.Address)...)
+	}
+	if b.Mode == v1alpha1.BackendModeHTTP {
+		if r.Match.Protocol != v1alpha1.ProtocolHTTP && r.Match.Protocol != v1alpha1.ProtocolWebSocket {
+			errs = append(errs, f+".mode: http needs match.protocol http or websocket")
+		}
+		if b.ProxyProtocol != "" {
+			errs = append(errs, f+".proxyProtocol: cannot be combined with mode http")
+		}
+	}
+	return errs
+}
+
+func validateAddress(f, addr string) []string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return []string{fmt.Sprintf("%s: %q must be host:port", f, addr)}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return []string{fmt.Sprintf("%s: port %q must be between 1 and 65535", f, port)}
+	}
+	return nil
+}
