@@ -1,0 +1,165 @@
+package sniff
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fuzzSniffer seeds f with every capture and a few synthetic first flights,
+// and checks on every input: no panic, the prefix contract (NeedMore, then one
+// stable verdict and Info), a zero Info unless Match, and the Info invariants
+// of p.
+func fuzzSniffer(f *testing.F, p Protocol, extra func(t *testing.T, b []byte, v Verdict, info Info)) {
+	for _, name := range corpusFiles(f) {
+		f.Add(readCorpus(f, name))
+	}
+	f.Add(goClientHello(f, "fuzz.example", "h2", "http/1.1"))
+	f.Add(records(handshakeOf(f, goClientHello(f, "fuzz.example", "h2")), 50))
+	f.Add([]byte("GET /tunnel HTTP/1.1\r\nHost: [::1]:80\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: x\r\n\r\n"))
+	f.Add([]byte("CONNECT a:1 HTTP/1.1\r\n\r\n"))
+	f.Add([]byte("\x05\x01\x00"))
+	sniff := For(p)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if msg := prefixViolation(sniff, b); msg != "" {
+			t.Fatal(msg)
+		}
+		v, info := sniff(b)
+		if len(b) >= MaxBytes && v == NeedMore {
+			t.Fatalf("NeedMore with %d bytes", len(b))
+		}
+		if extra != nil {
+			extra(t, b, v, info)
+		}
+	})
+}
+
+func FuzzSSH(f *testing.F) {
+	fuzzSniffer(f, ProtocolSSH, func(t *testing.T, b []byte, v Verdict, info Info) {
+		if v != Match {
+			return
+		}
+		if !strings.HasPrefix(info.SSHVersion, sshPrefix20) && !strings.HasPrefix(info.SSHVersion, sshPrefix199) ||
+			len(info.SSHVersion) > sshMaxLine || strings.ContainsAny(info.SSHVersion, "\r\n") {
+			t.Fatalf("SSHVersion %q", info.SSHVersion)
+		}
+	})
+}
+
+// FuzzTLS also holds the sniffer to crypto/tls, the standard parser: whenever
+// a Go server gets as far as asking for a config for a ClientHello, the
+// sniffer must have matched it and seen the same SNI and ALPN, unless one of
+// the sniffer's documented stricter rules refused it.
+func FuzzTLS(f *testing.F) {
+	fuzzSniffer(f, ProtocolTLS, func(t *testing.T, b []byte, v Verdict, info Info) {
+		if v == Match {
+			if info.SNI != strings.ToLower(info.SNI) || strings.HasSuffix(info.SNI, ".") {
+				t.Fatalf("SNI %q", info.SNI)
+			}
+			if slices.Contains(info.ALPN, "") {
+				t.Fatalf("ALPN %q", info.ALPN)
+			}
+		}
+		chi, ok := goServerClientHello(clip(b))
+		if !ok {
+			return
+		}
+		if v != Match {
+			if reason := stricterTLSRule(b, chi); reason != "" {
+				return
+			}
+			t.Fatalf("crypto/tls accepts the ClientHello (SNI %q, ALPN %q), the sniffer says %v", chi.ServerName, chi.SupportedProtos, v)
+		}
+		if want := strings.ToLower(strings.TrimSuffix(chi.ServerName, ".")); info.SNI != want {
+			t.Fatalf("SNI %q, crypto/tls: %q", info.SNI, chi.ServerName)
+		}
+		if !slices.Equal(info.ALPN, chi.SupportedProtos) {
+			t.Fatalf("ALPN %q, crypto/tls: %q", info.ALPN, chi.SupportedProtos)
+		}
+	})
+}
+
+// stricterTLSRule names the documented rule by which the sniffer refuses a
+// ClientHello that crypto/tls accepts, or "" if there is none.
+func stricterTLSRule(b []byte, chi *tls.ClientHelloInfo) string {
+	if len(b) >= 3 && b[0] == tlsRecordTypeHandshake && b[1] == 3 && b[2] > 4 {
+		return "record version above 3.4"
+	}
+	for _, c := range []byte(chi.ServerName) {
+		if c <= ' ' || c >= 0x7f {
+			return "SNI not printable ASCII"
+		}
+	}
+	return ""
+}
+
+// goServerClientHello runs a crypto/tls server on b and returns what it
+// parsed of the ClientHello, if it got that far.
+func goServerClientHello(b []byte) (*tls.ClientHelloInfo, bool) {
+	conn := &scriptConn{}
+	conn.script.Reset(b)
+	var got *tls.ClientHelloInfo
+	srv := tls.Server(conn, &tls.Config{
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+			got = chi
+			return nil, errors.New("stop after the ClientHello")
+		},
+	})
+	_ = srv.Handshake()
+	return got, got != nil
+}
+
+func FuzzHTTP(f *testing.F) {
+	fuzzSniffer(f, ProtocolHTTP, checkHTTPInfo)
+}
+
+func FuzzWebSocket(f *testing.F) {
+	fuzzSniffer(f, ProtocolWebSocket, func(t *testing.T, b []byte, v Verdict, info Info) {
+		checkHTTPInfo(t, b, v, info)
+		if v == Match && !info.WebSocket {
+			t.Fatal("WebSocket Match without WebSocket")
+		}
+		if hv, hinfo := HTTP(b); v == Match && (hv != Match || !sameInfo(hinfo, info)) {
+			t.Fatalf("WebSocket matches, HTTP says %v %+v", hv, hinfo)
+		}
+	})
+}
+
+// checkHTTPInfo holds HTTP's Info to its documentation, and a Match to
+// net/http's parser.
+func checkHTTPInfo(t *testing.T, b []byte, v Verdict, info Info) {
+	if v != Match {
+		return
+	}
+	if info.Host != strings.ToLower(info.Host) || strings.HasSuffix(info.Host, ".") || strings.ContainsAny(info.Host, "[]/ ") {
+		t.Fatalf("Host %q", info.Host)
+	}
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(clip(b))))
+	if err != nil {
+		t.Fatalf("Match, but net/http: %v", err)
+	}
+	if req.Method != info.Method {
+		t.Fatalf("Method %q, net/http %q", info.Method, req.Method)
+	}
+}
+
+func FuzzOpenVPN(f *testing.F) {
+	fuzzSniffer(f, ProtocolOpenVPN, func(t *testing.T, b []byte, v Verdict, info Info) {
+		if v == Match && info.OpenVPNOpcode != openvpnHardResetV2 && info.OpenVPNOpcode != openvpnHardResetV3 {
+			t.Fatalf("opcode %d", info.OpenVPNOpcode)
+		}
+	})
+}
+
+func FuzzSOCKS5(f *testing.F) {
+	fuzzSniffer(f, ProtocolSOCKS5, func(t *testing.T, b []byte, v Verdict, info Info) {
+		if v == Match && (b[0] != socks5Version || b[1] == 0 || len(b) < 2+int(b[1])) {
+			t.Fatalf("Match on %x", b)
+		}
+	})
+}
