@@ -83,9 +83,13 @@ bench: ## Run the Go benchmarks.
 
 ##@ Build
 
+.PHONY: serve
+serve: build ## Run the dataplane without a cluster on config/serve/demo.yaml (127.0.0.1:8443).
+	$(LOCALBIN)/portmux serve -f config/serve/demo.yaml --bind-address 127.0.0.1 --metrics-addr 127.0.0.1:9090
+
 .PHONY: build
 build: ## Build bin/portmux.
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/portmux/portmux/cmd/portmux/app.version=$(VERSION)" -o $(LOCALBIN)/portmux ./cmd/portmux
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(LOCALBIN)/portmux ./cmd/portmux
 
 ##@ Tools
 

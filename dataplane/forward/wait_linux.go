@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -41,4 +42,16 @@ func waitReadable(raw syscall.RawConn) (int, error) {
 		return 0, err
 	}
 	return avail, opErr
+}
+
+// WaitReadable parks until c has data queued or has reached end of stream,
+// holding no buffer while it waits, and reports how many bytes are queued
+// (0 at end of stream). c's read deadline applies. It lets a caller take a
+// buffer only once a client has actually sent something.
+func WaitReadable(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	return waitReadable(raw)
 }

@@ -1,0 +1,24 @@
+// Command portmux shares one port between many protocols.
+//
+//	portmux manager   the controller and dataplane, as run in the cluster
+//	portmux serve     the dataplane from PortMux YAML files, no cluster
+//	portmux tunnel    the client end of a WebSocket tunnel
+//	portmux version   the build's version
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "portmux:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/portmux/portmux/controllers/compile"
+	"github.com/portmux/portmux/dataplane"
+)
+
+type serveOptions struct {
+	files          []string
+	bindAddress    string
+	metricsAddr    string
+	idleTimeout    time.Duration
+	shutdownGrace  time.Duration
+	maxConnections int
+	logConnections bool
+	watch          bool
+}
+
+func newServeCommand() *cobra.Command {
+	o := serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve -f FILE [-f FILE...]",
+		Short: "Serve PortMux YAML files without a cluster",
+		Long: `Serve runs the dataplane from PortMux documents (and kind: Secret documents
+for certificates and tunnel tokens) read from files, with address backends.
+It reloads on SIGHUP and when a file changes; open connections are never cut.`,
+		Args: cobra.NoArgs,
+	}
+	newLog := logFlags(cmd)
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.files, "file", "f", nil, "PortMux/Secret YAML file (repeatable)")
+	f.StringVar(&o.bindAddress, "bind-address", "", "host the listeners bind (empty: every interface)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
+	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
+	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
+	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
+	f.BoolVar(&o.watch, "watch", true, "reload when a file changes")
+	_ = cmd.MarkFlagRequired("file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runServe(cmd.Context(), newLog(), o)
+	}
+	return cmd
+}
+
+// compileFiles loads and compiles the files. Invalid PortMuxes are errors;
+// unresolved references are warnings that leave the rest served.
+func compileFiles(log logr.Logger, o serveOptions) (*compile.Output, error) {
+	in, err := loadFiles(o.files)
+	if err != nil {
+		return nil, err
+	}
+	in.BindAddress = o.bindAddress
+	in.AllowAddressBackends = true
+	out := compile.Compile(in)
+	out.Snapshot.MaxConnections = o.maxConnections
+	var invalid []string
+	keys := make([]string, 0, len(out.Results))
+	for k := range out.Results {
+		keys = append(keys, k.String())
+	}
+	sort.Strings(keys)
+	for k, r := range out.Results {
+		name := strings.TrimPrefix(k.String(), "/")
+		for _, e := range r.Invalid {
+			invalid = append(invalid, fmt.Sprintf("PortMux %s: %s", name, e))
+		}
+		for _, f := range r.Refs {
+			log.Info("unresolved reference", "portmux", name, "reason", f.Reason, "message", f.Message)
+		}
+		for _, l := range r.Listeners {
+			if l.Conflict != "" {
+				log.Info("listener not served: port held by another PortMux", "portmux", name, "listener", l.Name, "holder", l.Conflict)
+			}
+		}
+	}
+	if len(invalid) > 0 {
+		sort.Strings(invalid)
+		return nil, errors.New(strings.Join(invalid, "\n"))
+	}
+	return out, nil
+}
+
+func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := dataplane.NewServer(dataplane.Options{
+		Log:            log.WithName("dataplane"),
+		Metrics:        dataplane.NewMetrics(reg),
+		IdleTimeout:    o.idleTimeout,
+		LogConnections: o.logConnections,
+	})
+
+	out, err := compileFiles(log, o)
+	if err != nil {
+		return err
+	}
+	if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
+		_ = srv.Shutdown(context.Background())
+		return fmt.Errorf("cannot bind: %w", joinMap(errs))
+	}
+
+	if o.metricsAddr != "" {
+		ms := &http.Server{Addr: o.metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "metrics server stopped")
+			}
+		}()
+		defer ms.Close()
+	}
+
+	reload := make(chan string, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			trigger(reload, "SIGHUP")
+		}
+	}()
+	if o.watch {
+		stop, err := watchFiles(log, o.files, reload)
+		if err != nil {
+			log.Error(err, "cannot watch files; reload with SIGHUP")
+		} else {
+			defer stop()
+		}
+	}
+
+	log.Info("serving", "files", o.files)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down; draining connections", "grace", o.shutdownGrace)
+			sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Info("grace period over; closed remaining connections")
+			}
+			return nil
+		case why := <-reload:
+			out, err := compileFiles(log, o)
+			if err != nil {
+				log.Error(err, "reload failed; still serving the previous configuration", "trigger", why)
+				continue
+			}
+			if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
+				log.Error(joinMap(errs), "reloaded with listeners that cannot bind", "trigger", why)
+				continue
+			}
+			log.Info("reloaded", "trigger", why)
+		}
+	}
+}
+
+// trigger asks for a reload without blocking; one pending request is enough.
+func trigger(ch chan string, why string) {
+	select {
+	case ch <- why:
+	default:
+	}
+}
+
+// watchFiles reloads when one of the files is written, created or replaced.
+// It watches their directories, since editors and ConfigMap mounts replace
+// files rather than write them in place. Events are debounced.
+func watchFiles(log logr.Logger, files []string, reload chan string) (func(), error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	dirs := map[string]bool{}
+	for _, f := range files {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			_ = w.Close()
+			return nil, err
+		}
+		want[abs] = true
+		dirs[filepath.Dir(abs)] = true
+	}
+	for d := range dirs {
+		if err := w.Add(d); err != nil {
+			_ = w.Close()
+			return nil, err
+		}
+	}
+	go func() {
+		var debounce <-chan time.Time
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if want[ev.Name] && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+					debounce = time.After(200 * time.Millisecond)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Error(err, "file watch")
+			case <-debounce:
+				debounce = nil
+				trigger(reload, "file changed")
+			}
+		}
+	}()
+	return func() { _ = w.Close() }, nil
+}
+
+func joinMap(errs map[string]error) error {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var all []error
+	for _, k := range keys {
+		all = append(all, fmt.Errorf("listener %s: %w", k, errs[k]))
+	}
+	return errors.Join(all...)
+}

@@ -1,0 +1,126 @@
+package dataplane
+
+import (
+	"crypto/tls"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// config is a snapshot made ready to serve: TLS configurations built,
+// dialers and metric children resolved. It is immutable once built; a
+// connection keeps the config it was accepted with.
+type config struct {
+	snap      *snapshot.Snapshot
+	listeners map[string]*listenerConfig
+	// byKey maps a bound socket's key to its listener; Apply fills it in.
+	byKey map[string]*listenerConfig
+}
+
+type listenerConfig struct {
+	*snapshot.Listener
+	tls    *tls.Config
+	routes []routeConfig
+	sniff  prometheus.Observer
+}
+
+type routeConfig struct {
+	*snapshot.Route
+	dialer   *forward.Dialer
+	up, down prometheus.Counter
+	// transport pools connections to a backend in http mode.
+	transport *http.Transport
+}
+
+func newConfig(snap *snapshot.Snapshot, m *Metrics) *config {
+	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
+	for i := range snap.Listeners {
+		l := &snap.Listeners[i]
+		lc := &listenerConfig{Listener: l, sniff: m.sniff.WithLabelValues(l.Name)}
+		if l.TLS != nil {
+			lc.tls = serverTLSConfig(l.TLS)
+		}
+		for j := range l.Routes {
+			r := &l.Routes[j]
+			rc := routeConfig{
+				Route: r,
+				up:    m.bytes.WithLabelValues(l.Name, r.Name, "up"),
+				down:  m.bytes.WithLabelValues(l.Name, r.Name, "down"),
+			}
+			if r.Backend != nil {
+				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout}
+				if r.Backend.Mode == snapshot.ModeHTTP {
+					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
+				}
+			}
+			lc.routes = append(lc.routes, rc)
+		}
+		c.listeners[l.Name] = lc
+	}
+	return c
+}
+
+// closeIdle drops the idle pooled connections of a configuration that new
+// connections no longer use.
+func (c *config) closeIdle() {
+	for _, l := range c.listeners {
+		for _, r := range l.routes {
+			if r.transport != nil {
+				r.transport.CloseIdleConnections()
+			}
+		}
+	}
+}
+
+// serverTLSConfig chooses certificates by SNI: an exact name in a leaf's
+// DNS names first, then a wildcard covering it, then the first certificate.
+// TLS 1.2 is the minimum.
+func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
+	exact := map[string]*tls.Certificate{}
+	wild := map[string]*tls.Certificate{}
+	var def *tls.Certificate
+	for _, c := range t.Certificates {
+		if c.Certificate == nil {
+			continue
+		}
+		if def == nil {
+			def = c.Certificate
+		}
+		if c.Certificate.Leaf == nil {
+			continue
+		}
+		for _, n := range c.Certificate.Leaf.DNSNames {
+			n = strings.ToLower(n)
+			if rest, ok := strings.CutPrefix(n, "*."); ok {
+				if _, dup := wild[rest]; !dup {
+					wild[rest] = c.Certificate
+				}
+			} else if _, dup := exact[n]; !dup {
+				exact[n] = c.Certificate
+			}
+		}
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: t.ALPN,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
+			if c, ok := exact[name]; ok {
+				return c, nil
+			}
+			if dot := strings.IndexByte(name, '.'); dot > 0 {
+				if c, ok := wild[name[dot+1:]]; ok {
+					return c, nil
+				}
+			}
+			if def == nil {
+				return nil, errNoCertificate
+			}
+			return def, nil
+		},
+	}
+}

@@ -1,0 +1,277 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/route"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// maxListenerDepth bounds how many internal listeners one connection can pass
+// through (TLS inside TLS inside ...), so no configuration loops forever.
+const maxListenerDepth = 4
+
+var (
+	errNoCertificate = errors.New("no certificate configured")
+	errNoRoute       = errors.New("no route matched")
+	errClientLeft    = errors.New("client closed before sending anything")
+)
+
+// handle runs one connection through a listener: PROXY header, TLS
+// termination, sniffing, then the chosen route's action. pre holds bytes
+// already read from c that belong in front of what c will still return.
+func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *listenerConfig, depth int) {
+	probeEnd := time.Now().Add(lc.ProbeTimeout)
+
+	if lc.ProxyProtocol && depth == 0 {
+		client, rest, err := readProxyHeader(c, probeEnd)
+		if err != nil {
+			ev.outcome, ev.err = OutcomeProxyError, err
+			return
+		}
+		ev.client, pre = client, rest
+	}
+
+	if lc.tls != nil {
+		tc := tls.Server(withPrefix(c, pre), lc.tls)
+		_ = c.SetDeadline(probeEnd)
+		err := tc.HandshakeContext(context.Background())
+		_ = c.SetDeadline(time.Time{})
+		if err != nil {
+			ev.outcome, ev.err = OutcomeTLSError, fmt.Errorf("TLS handshake: %w", err)
+			return
+		}
+		st := tc.ConnectionState()
+		ev.sni, ev.alpn, ev.tls = st.ServerName, st.NegotiatedProtocol, true
+		c, pre = tc, nil
+		probeEnd = time.Now().Add(lc.ProbeTimeout)
+	}
+
+	bp, data, d, err := s.probe(c, pre, lc, probeEnd)
+	lc.sniff.Observe(time.Since(ev.start).Seconds())
+	release := func() {
+		if bp != nil {
+			s.probeBufs.Put(bp)
+			bp = nil
+		}
+	}
+	defer release()
+	if err != nil {
+		ev.outcome, ev.err = OutcomeProbeError, err
+		return
+	}
+	if d.Route < 0 {
+		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
+		return
+	}
+	rc := &lc.routes[d.Route]
+	ev.route, ev.protocol = rc.Name, string(rc.Match.Protocol)
+	if d.Info.SNI != "" {
+		ev.sni = d.Info.SNI
+	}
+	if d.Info.Host != "" {
+		ev.host = d.Info.Host
+	}
+
+	switch {
+	case rc.Backend != nil:
+		s.forward(ev, c, data, rc, release)
+	case rc.Listener != "":
+		next := cfg.listeners[rc.Listener]
+		if next == nil || depth+1 >= maxListenerDepth {
+			ev.outcome, ev.err = OutcomeError, fmt.Errorf("internal listener %q unavailable", rc.Listener)
+			return
+		}
+		ev.internalListeners = append(ev.internalListeners, next.Name)
+		// The sniffed bytes are the start of the TLS stream the internal
+		// listener terminates; copy them out of the pooled buffer.
+		handoff := append([]byte(nil), data...)
+		release()
+		s.handle(ev, c, handoff, cfg, next, depth+1)
+	case rc.Tunnel != nil:
+		ev.outcome, ev.err = OutcomeError, errors.New("tunnel routes are not served by this build")
+	default:
+		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
+	}
+}
+
+// forward dials the route's backend, sends the sniffed bytes and then
+// carries the connection both ways until it ends.
+func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, release func()) {
+	b := rc.Backend
+	if b.Mode == snapshot.ModeHTTP {
+		h := append([]byte(nil), data...)
+		release()
+		s.serveHTTP(ev, c, h, rc, ev.tls)
+		return
+	}
+	up, ep, err := rc.dialer.Dial(context.Background(), b.Endpoints)
+	if err != nil {
+		s.m.dialErrors.WithLabelValues(b.Name).Inc()
+		ev.outcome, ev.err = OutcomeDialError, err
+		return
+	}
+	ev.backend = ep
+	if b.ProxyProtocol > 0 {
+		h := proxyproto.HeaderProxyFromAddrs(byte(b.ProxyProtocol), clientAddr(c, ev), c.LocalAddr())
+		if _, err := h.WriteTo(up); err != nil {
+			_ = up.Close()
+			ev.outcome, ev.err = OutcomeError, fmt.Errorf("write PROXY header: %w", err)
+			return
+		}
+	}
+	if len(data) > 0 {
+		if _, err := up.Write(data); err != nil {
+			_ = up.Close()
+			ev.outcome, ev.err = OutcomeError, fmt.Errorf("write sniffed bytes: %w", err)
+			return
+		}
+	}
+	release() // no buffer is held while the connection lives
+	r := forward.Pipe(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs})
+	ev.up, ev.down = r.Up+int64(len(data)), r.Down
+	rc.up.Add(float64(ev.up))
+	rc.down.Add(float64(ev.down))
+	switch {
+	case r.Idle:
+		ev.outcome = OutcomeIdleTimeout
+	case r.Err != nil && !isClosedConn(r.Err):
+		ev.outcome, ev.err = OutcomeError, r.Err
+	default:
+		ev.outcome = OutcomeForwarded
+	}
+}
+
+// probe reads the client's first bytes until a route decides, the probe
+// timeout passes, the buffer is full or the client ends its stream. While
+// the client has sent nothing it holds no buffer. The returned buffer, if
+// any, must go back to the pool once data is no longer needed.
+func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, end time.Time) (*[]byte, []byte, route.Decision, error) {
+	if d := route.Decide(lc.Routes, pre, false); !d.NeedMore {
+		return nil, pre, d, nil // e.g. an "any" route first: no waiting
+	}
+	_ = c.SetReadDeadline(end)
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+
+	if tc, ok := c.(*net.TCPConn); ok && len(pre) == 0 {
+		n, err := forward.WaitReadable(tc)
+		switch {
+		case isTimeout(err):
+			return nil, nil, route.Decide(lc.Routes, nil, true), nil
+		case err != nil:
+			return nil, nil, route.Decision{}, err
+		case n == 0:
+			return nil, nil, route.Decision{}, errClientLeft
+		}
+	}
+
+	bp := s.probeBufs.Get().(*[]byte)
+	limit := lc.MaxProbeBytes
+	if limit <= 0 || limit > len(*bp) {
+		limit = len(*bp)
+	}
+	buf := (*bp)[:limit]
+	n := copy(buf, pre)
+	for {
+		d := route.Decide(lc.Routes, buf[:n], false)
+		if !d.NeedMore {
+			return bp, buf[:n], d, nil
+		}
+		if n == len(buf) {
+			return bp, buf[:n], route.Decide(lc.Routes, buf[:n], true), nil
+		}
+		m, err := c.Read(buf[n:])
+		n += m
+		if err != nil {
+			if isTimeout(err) || (errors.Is(err, io.EOF) && n > 0) {
+				return bp, buf[:n], route.Decide(lc.Routes, buf[:n], true), nil
+			}
+			s.probeBufs.Put(bp)
+			if errors.Is(err, io.EOF) {
+				err = errClientLeft
+			}
+			return nil, nil, route.Decision{}, err
+		}
+	}
+}
+
+// readProxyHeader reads a PROXY v1 or v2 header, and returns the client
+// address it carries and any bytes read past it.
+func readProxyHeader(c net.Conn, end time.Time) (string, []byte, error) {
+	_ = c.SetReadDeadline(end)
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	br := bufio.NewReaderSize(c, 512)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return "", nil, fmt.Errorf("PROXY header: %w", err)
+	}
+	var rest []byte
+	if n := br.Buffered(); n > 0 {
+		rest, _ = br.Peek(n)
+		rest = append([]byte(nil), rest...)
+	}
+	client := c.RemoteAddr().String()
+	if h.SourceAddr != nil {
+		client = h.SourceAddr.String()
+	}
+	return client, rest, nil
+}
+
+// clientAddr is the address to pass on in a PROXY header: the one a PROXY
+// header told us, else the peer's.
+func clientAddr(c net.Conn, ev *connEvent) net.Addr {
+	if a, err := net.ResolveTCPAddr("tcp", ev.client); err == nil {
+		return a
+	}
+	return c.RemoteAddr()
+}
+
+func isTimeout(err error) bool {
+	return err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func isClosedConn(err error) bool {
+	return errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection reset by peer") || errors.Is(err, io.ErrClosedPipe)
+}
+
+// prefixConn replays bytes read while sniffing before reading on.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func withPrefix(c net.Conn, pre []byte) net.Conn {
+	if len(pre) == 0 {
+		return c
+	}
+	return &prefixConn{Conn: c, pre: pre}
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// CloseWrite half-closes the underlying connection when it can.
+func (p *prefixConn) CloseWrite() error {
+	if hc, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return p.Conn.Close()
+}

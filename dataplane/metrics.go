@@ -1,0 +1,68 @@
+package dataplane
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the dataplane's Prometheus collectors. They are registered on
+// the registry the caller passes, never on a global one, so tests and
+// several servers in one process stay apart.
+type Metrics struct {
+	connections *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	bytes       *prometheus.CounterVec
+	sniff       *prometheus.HistogramVec
+	dialErrors  *prometheus.CounterVec
+	listening   *prometheus.GaugeVec
+}
+
+// Outcomes label how a connection ended.
+const (
+	OutcomeForwarded   = "forwarded"    // routed and carried until both sides closed
+	OutcomeNoRoute     = "no_route"     // no route matched; closed
+	OutcomeDialError   = "dial_error"   // every endpoint of the backend failed
+	OutcomeRejected    = "rejected"     // over maxConnections
+	OutcomeProbeError  = "probe_error"  // the client failed or left before a decision
+	OutcomeIdleTimeout = "idle_timeout" // closed after the idle timeout
+	OutcomeTLSError    = "tls_error"    // TLS termination failed
+	OutcomeProxyError  = "proxy_error"  // a required PROXY header was missing or malformed
+	OutcomeError       = "error"        // the stream ended with an error
+	OutcomeTunnel      = "tunnel"       // served as a WebSocket tunnel
+	OutcomeHTTP        = "http"         // served by the HTTP reverse proxy
+)
+
+// NewMetrics creates the collectors and registers them on reg (nil: not
+// registered, for tests that do not scrape).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_connections_total",
+			Help: "Connections handled, by listener, route, sniffed protocol and outcome.",
+		}, []string{"listener", "route", "protocol", "outcome"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portmux_active_connections",
+			Help: "Connections open now, by listener.",
+		}, []string{"listener"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_bytes_total",
+			Help: "Bytes forwarded, by listener, route and direction (up: client to backend).",
+		}, []string{"listener", "route", "direction"}),
+		sniff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "portmux_sniff_duration_seconds",
+			Help:    "Time from accept to a routing decision.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"listener"}),
+		dialErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_dial_errors_total",
+			Help: "Failed dials to backend endpoints, by backend.",
+		}, []string{"backend"}),
+		listening: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portmux_listener_up",
+			Help: "1 when the listener's port is bound and accepting.",
+		}, []string{"listener", "address"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening)
+	}
+	return m
+}

@@ -1,0 +1,188 @@
+// Package route decides which route of a listener takes a connection, from
+// the bytes the client has sent so far. It is pure: no reading, no clocks.
+//
+// Routes are tried in order and the first that matches wins. A route whose
+// sniffer needs more bytes holds the decision back, even when a later route
+// would match already: otherwise the order the user wrote would depend on
+// how the client's bytes were split into packets. When the probe ends (the
+// probe timeout, end of stream, or the byte cap), routes still undecided
+// count as no match.
+//
+// Two protocols are not sniffers: "any" matches every connection at once,
+// bytes or not, so it belongs last; "timeout" matches a connection that
+// ended its probe without sending a byte (server-speaks-first clients), so
+// it belongs before any.
+package route
+
+import (
+	"strings"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/sniff"
+)
+
+// Decision is the outcome of looking at a connection's first bytes.
+type Decision struct {
+	// Route is the index of the chosen route in the listener's routes, or -1
+	// when none matched (or NeedMore).
+	Route int
+
+	// NeedMore means an undecided route holds the decision: read more bytes
+	// and ask again, or ask with done set when no more will come.
+	NeedMore bool
+
+	// Info is what the chosen route's sniffer extracted (SNI, Host, ...).
+	Info sniff.Info
+}
+
+// Decide picks a route for data. done says that no more bytes will arrive
+// before the decision must be taken.
+func Decide(routes []snapshot.Route, data []byte, done bool) Decision {
+	var c cache
+	for i := range routes {
+		m := &routes[i].Match
+		v, info := c.verdict(m, data, done)
+		switch v {
+		case sniff.Match:
+			if constraintsHold(m, &info) {
+				return Decision{Route: i, Info: info}
+			}
+		case sniff.NeedMore:
+			if !done {
+				return Decision{Route: -1, NeedMore: true}
+			}
+		}
+	}
+	return Decision{Route: -1}
+}
+
+// cache keeps one sniffer result per protocol within a Decide call, so ten
+// TLS routes parse the ClientHello once.
+type cache struct {
+	have [nProtocols]bool
+	v    [nProtocols]sniff.Verdict
+	info [nProtocols]sniff.Info
+}
+
+const (
+	pSSH = iota
+	pTLS
+	pHTTP
+	pWebSocket
+	pOpenVPN
+	pSOCKS5
+	nProtocols
+)
+
+func (c *cache) verdict(m *snapshot.Match, data []byte, done bool) (sniff.Verdict, sniff.Info) {
+	var slot int
+	var fn func([]byte) (sniff.Verdict, sniff.Info)
+	switch m.Protocol {
+	case snapshot.Any:
+		return sniff.Match, sniff.Info{}
+	case snapshot.Timeout:
+		switch {
+		case len(data) > 0:
+			return sniff.NoMatch, sniff.Info{}
+		case done:
+			return sniff.Match, sniff.Info{}
+		default:
+			return sniff.NeedMore, sniff.Info{}
+		}
+	case snapshot.Bytes:
+		return bytesVerdict(m, data), sniff.Info{}
+	case snapshot.SSH:
+		slot, fn = pSSH, sniff.SSH
+	case snapshot.TLS:
+		slot, fn = pTLS, sniff.TLS
+	case snapshot.HTTP:
+		slot, fn = pHTTP, sniff.HTTP
+	case snapshot.WebSocket:
+		slot, fn = pWebSocket, sniff.WebSocket
+	case snapshot.OpenVPN:
+		slot, fn = pOpenVPN, sniff.OpenVPN
+	case snapshot.SOCKS5:
+		slot, fn = pSOCKS5, sniff.SOCKS5
+	default:
+		return sniff.NoMatch, sniff.Info{}
+	}
+	if !c.have[slot] {
+		c.v[slot], c.info[slot] = fn(data)
+		c.have[slot] = true
+	}
+	return c.v[slot], c.info[slot]
+}
+
+func bytesVerdict(m *snapshot.Match, data []byte) sniff.Verdict {
+	if len(m.Prefix) > 0 {
+		return sniff.Prefix(data, m.Prefix)
+	}
+	if m.Regex != nil {
+		if m.Regex.Match(data) {
+			return sniff.Match
+		}
+		// More bytes could still match; the probe's end decides.
+		return sniff.NeedMore
+	}
+	return sniff.NoMatch
+}
+
+// constraintsHold checks a matched protocol's extra conditions: SNI and ALPN
+// for TLS, Host and path for HTTP and WebSocket.
+func constraintsHold(m *snapshot.Match, info *sniff.Info) bool {
+	if len(m.SNI) > 0 && !HostMatches(m.SNI, info.SNI) {
+		return false
+	}
+	if len(m.ALPN) > 0 && !anyIn(m.ALPN, info.ALPN) {
+		return false
+	}
+	if len(m.Host) > 0 && !HostMatches(m.Host, info.Host) {
+		return false
+	}
+	if m.PathPrefix != "" && !PathHasPrefix(info.Path, m.PathPrefix) {
+		return false
+	}
+	return true
+}
+
+// HostMatches reports whether name (already lowercase) is one of patterns.
+// A pattern "*.example.com" matches exactly one label in front of
+// example.com, as certificate wildcards do (RFC 6125 §6.4.3).
+func HostMatches(patterns []string, name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, p := range patterns {
+		if rest, ok := strings.CutPrefix(p, "*."); ok {
+			dot := strings.IndexByte(name, '.')
+			if dot > 0 && name[dot+1:] == rest {
+				return true
+			}
+			continue
+		}
+		if p == name {
+			return true
+		}
+	}
+	return false
+}
+
+// PathHasPrefix reports whether path starts with prefix at a segment
+// boundary: "/tunnel" matches "/tunnel" and "/tunnel/x", not "/tunnels".
+func PathHasPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+func anyIn(want, offered []string) bool {
+	for _, w := range want {
+		for _, o := range offered {
+			if w == o {
+				return true
+			}
+		}
+	}
+	return false
+}

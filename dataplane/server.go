@@ -1,0 +1,349 @@
+// Package dataplane serves a snapshot: it binds the listeners' ports, sniffs
+// the first bytes of every connection, picks a route and forwards, hands the
+// stream to an internal TLS listener, or serves a tunnel.
+//
+// It knows nothing of Kubernetes. A new snapshot is applied whole: new ports
+// are bound, ports no longer declared stop accepting while their open
+// connections drain, and new connections see the new routes. A connection
+// keeps the configuration it was accepted with until it ends.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Log receives one line per connection and the listeners' lifecycle.
+	Log logr.Logger
+
+	// Metrics to update; nil creates unregistered ones.
+	Metrics *Metrics
+
+	// IdleTimeout closes forwarded connections silent in both directions for
+	// this long (see forward.Options). Zero: never.
+	IdleTimeout time.Duration
+
+	// LogConnections logs each connection at info level; otherwise at V(1).
+	LogConnections bool
+
+	// Listen binds a listener's address. Nil uses TCP with SO_REUSEADDR.
+	Listen func(ctx context.Context, address string) (net.Listener, error)
+}
+
+// Server is the dataplane. Apply programs it; Shutdown stops it.
+type Server struct {
+	opt Options
+	log logr.Logger
+	m   *Metrics
+
+	// cfg is the configuration new connections are accepted with.
+	cfg atomic.Pointer[config]
+
+	mu     sync.Mutex // guards bound, conns and closed
+	bound  map[string]*boundListener
+	conns  map[net.Conn]struct{}
+	closed bool
+
+	handlers sync.WaitGroup // connection handlers and accept loops
+	active   atomic.Int64   // open connections across listeners
+
+	probeBufs sync.Pool // *[]byte of snapshot.DefaultMaxProbeBytes
+	copyBufs  sync.Pool // *[]byte of 32 KiB, for streams that cannot splice
+}
+
+// boundListener is one bound port. It outlives configurations: a snapshot
+// that keeps the address keeps the socket and its connection count.
+type boundListener struct {
+	key    string
+	ln     net.Listener
+	active atomic.Int64
+	done   chan struct{} // closed when the accept loop has returned
+}
+
+// NewServer returns a server with nothing bound.
+func NewServer(opt Options) *Server {
+	if opt.Metrics == nil {
+		opt.Metrics = NewMetrics(nil)
+	}
+	if opt.Listen == nil {
+		opt.Listen = func(ctx context.Context, address string) (net.Listener, error) {
+			var lc net.ListenConfig
+			return lc.Listen(ctx, "tcp", address)
+		}
+	}
+	s := &Server{
+		opt:   opt,
+		log:   opt.Log,
+		m:     opt.Metrics,
+		bound: map[string]*boundListener{},
+		conns: map[net.Conn]struct{}{},
+	}
+	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
+	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m))
+	return s
+}
+
+// bindKey identifies a bound socket across snapshots: its address, except
+// for ephemeral ports (":0"), which only the same listener can keep.
+func bindKey(l *snapshot.Listener) string {
+	if _, port, err := net.SplitHostPort(l.Address); err == nil && port == "0" {
+		return l.Name + "@" + l.Address
+	}
+	return l.Address
+}
+
+// Apply makes snap the configuration for new connections, binds the
+// addresses it adds and closes those it drops (their connections drain). It
+// returns the bind error of every listener that could not be bound, by
+// listener name; the rest of the snapshot is served regardless.
+func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
+	cfg := newConfig(snap, s.m)
+	want := map[string]*snapshot.Listener{}
+	for i := range snap.Listeners {
+		if l := &snap.Listeners[i]; !l.Internal() {
+			want[bindKey(l)] = l
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	// Stop accepting on dropped addresses first, so an address that moves
+	// to another key can be bound again below.
+	for key, b := range s.bound {
+		if _, keep := want[key]; !keep {
+			_ = b.ln.Close()
+			delete(s.bound, key)
+			s.log.Info("listener closed; open connections drain", "address", b.ln.Addr().String())
+		}
+	}
+	errs := map[string]error{}
+	cfg.byKey = map[string]*listenerConfig{}
+	for key, l := range want {
+		if _, ok := s.bound[key]; !ok {
+			ln, err := s.opt.Listen(context.Background(), l.Address)
+			if err != nil {
+				errs[l.Name] = fmt.Errorf("bind %s: %w", l.Address, err)
+				s.log.Error(err, "cannot bind listener", "listener", l.Name, "address", l.Address)
+				continue
+			}
+			b := &boundListener{key: key, ln: ln, done: make(chan struct{})}
+			s.bound[key] = b
+			s.handlers.Add(1)
+			go s.acceptLoop(b)
+			s.log.Info("listening", "listener", l.Name, "address", ln.Addr().String())
+		}
+		cfg.byKey[key] = cfg.listeners[l.Name]
+	}
+	if old := s.cfg.Swap(cfg); old != nil {
+		old.closeIdle()
+	}
+	s.updateListenerGauge(cfg)
+	return errs
+}
+
+func (s *Server) updateListenerGauge(cfg *config) {
+	s.m.listening.Reset()
+	for key, b := range s.bound {
+		if lc := cfg.byKey[key]; lc != nil {
+			s.m.listening.WithLabelValues(lc.Name, b.ln.Addr().String()).Set(1)
+		}
+	}
+}
+
+// Addr returns the bound address of the named listener (useful with port 0),
+// or nil when it is not bound.
+func (s *Server) Addr(listener string) net.Addr {
+	cfg := s.cfg.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, lc := range cfg.byKey {
+		if lc != nil && lc.Name == listener {
+			if b := s.bound[key]; b != nil {
+				return b.ln.Addr()
+			}
+		}
+	}
+	return nil
+}
+
+// ActiveConnections counts the connections open now.
+func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
+
+// Shutdown stops accepting everywhere, waits for open connections to finish
+// until ctx is done, then closes the rest. It returns ctx's error when it had
+// to cut connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for key, b := range s.bound {
+		_ = b.ln.Close()
+		delete(s.bound, key)
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) acceptLoop(b *boundListener) {
+	defer s.handlers.Done()
+	defer close(b.done)
+	var backoff time.Duration
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors or a transient error: back off so
+			// the loop does not spin, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error(err, "accept failed; retrying", "address", b.ln.Addr().String(), "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		cfg := s.cfg.Load()
+		lc := cfg.byKey[b.key]
+		if lc == nil {
+			_ = c.Close() // the listener is being removed
+			continue
+		}
+		if !s.admit(b, lc, cfg) {
+			s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeRejected).Inc()
+			s.log.V(1).Info("connection rejected: too many connections", "listener", lc.Name, "client", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
+		if !s.track(c) {
+			s.release(b)
+			_ = c.Close()
+			continue
+		}
+		s.handlers.Add(1)
+		go s.serve(c, cfg, lc, b)
+	}
+}
+
+// admit counts a new connection against the listener's and the global cap.
+func (s *Server) admit(b *boundListener, lc *listenerConfig, cfg *config) bool {
+	if n := b.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
+		b.active.Add(-1)
+		return false
+	}
+	if n := s.active.Add(1); cfg.snap.MaxConnections > 0 && n > int64(cfg.snap.MaxConnections) {
+		s.active.Add(-1)
+		b.active.Add(-1)
+		return false
+	}
+	s.m.active.WithLabelValues(lc.Name).Inc()
+	return true
+}
+
+func (s *Server) release(b *boundListener) {
+	b.active.Add(-1)
+	s.active.Add(-1)
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// serve handles one accepted connection from start to end and reports it.
+func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener) {
+	defer s.handlers.Done()
+	defer s.release(b)
+	defer s.untrack(c)
+	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String()}
+	s.handle(ev, c, nil, cfg, lc, 0)
+	_ = c.Close()
+	s.m.active.WithLabelValues(lc.Name).Dec()
+	s.report(ev)
+}
+
+// connEvent is what the log line and the metrics say about one connection.
+type connEvent struct {
+	start             time.Time
+	listener, route   string
+	protocol, sni     string
+	alpn, host        string
+	client, backend   string
+	up, down          int64
+	outcome           string
+	tls               bool // the stream was TLS-terminated here
+	err               error
+	internalListeners []string
+}
+
+func (s *Server) report(ev *connEvent) {
+	s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
+	log := s.log
+	if !s.opt.LogConnections {
+		log = log.V(1)
+	}
+	if !log.Enabled() {
+		return
+	}
+	kv := []any{
+		"listener", ev.listener, "route", ev.route, "protocol", ev.protocol,
+		"client", ev.client, "backend", ev.backend,
+		"up", ev.up, "down", ev.down,
+		"duration", time.Since(ev.start).Round(time.Microsecond).String(),
+		"outcome", ev.outcome,
+	}
+	if ev.sni != "" {
+		kv = append(kv, "sni", ev.sni)
+	}
+	if ev.alpn != "" {
+		kv = append(kv, "alpn", ev.alpn)
+	}
+	if ev.host != "" {
+		kv = append(kv, "host", ev.host)
+	}
+	if len(ev.internalListeners) > 0 {
+		kv = append(kv, "via", ev.internalListeners)
+	}
+	if ev.err != nil {
+		kv = append(kv, "error", ev.err.Error())
+	}
+	log.Info("connection", kv...)
+}
