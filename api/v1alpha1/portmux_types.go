@@ -75,9 +75,9 @@ const (
 // PortMuxSpec declares the listeners a PortMux binds and the routes that
 // decide, from the first bytes of each connection, where it goes.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, r.listeners.all(l, self.listeners.exists(x, x.name == l)))",messageExpression="'spec.routes: route ' + self.routes.filter(r, !r.listeners.all(l, self.listeners.exists(x, x.name == l)))[0].name + ' names a listener that spec.listeners does not declare; add the listener or fix the name'",reason=FieldValueInvalid,fieldPath=".routes"
-// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",messageExpression="'spec.routes: route ' + self.routes.filter(r, has(r.listener) && !self.listeners.exists(x, x.name == r.listener && !has(x.port)))[0].name + ' hands its connections to listener ' + self.routes.filter(r, has(r.listener) && !self.listeners.exists(x, x.name == r.listener && !has(x.port)))[0].listener + ', which must be declared in spec.listeners without a port (an internal listener)'",reason=FieldValueInvalid,fieldPath=".routes"
-// +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port))",messageExpression="'spec.listeners: port ' + string(self.listeners.filter(a, has(a.port) && !self.listeners.exists_one(b, has(b.port) && b.port == a.port))[0].port) + ' is used by more than one listener; give each listener its own port'",reason=FieldValueDuplicate,fieldPath=".listeners"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, r.listeners.all(l, self.listeners.exists(x, x.name == l)))",message="each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",message="a route's listener action must name an internal listener: one declared in spec.listeners without a port",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port))",message="two listeners have the same port: give each listener its own port",reason=FieldValueInvalid,fieldPath=".listeners"
 type PortMuxSpec struct {
 	// listeners are the entry points of this PortMux. A listener with a port
 	// binds it on the dataplane; a listener without a port is internal: it
@@ -106,7 +106,7 @@ type PortMuxSpec struct {
 // stage that routes hand connections to.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls)",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="has(self.port) || !self.proxyProtocol",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol) || !self.proxyProtocol",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
 type Listener struct {
 	// name identifies the listener in routes and in status. A DNS label.
 	//
@@ -133,8 +133,9 @@ type Listener struct {
 	//
 	// +optional
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms') && duration(self) <= duration('60s')",message="probeTimeout must be between 10ms and 60s"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m))+$') || (duration(self) >= duration('10ms') && duration(self) <= duration('60s'))",message="probeTimeout must be between 10ms and 60s"
 	ProbeTimeout *metav1.Duration `json:"probeTimeout,omitempty"`
 
 	// maxConnections caps the connections this listener holds at once
@@ -378,10 +379,12 @@ type ServicePort struct {
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// port is the Service port, by number (1-65535) or by name.
+	// port is the Service port, by number (1-65535) or by name (a
+	// Kubernetes port name: at most 15 lowercase letters, digits and '-').
 	//
 	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="port must be a number from 1 to 65535 or a port name"
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')"
 	Port intstr.IntOrString `json:"port"`
 }
 

@@ -1,0 +1,577 @@
+package v1alpha1_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/portmux/portmux/api/v1alpha1"
+)
+
+// The validation tables create PortMux objects from YAML (so that they can
+// hold what Go types cannot, like probeTimeout "abc") and compare the API
+// server's refusal with the expected causes, each exactly as kubectl prints it
+// ("field: kind of error: message"), and no others: a rule that misfires on a
+// valid part of the spec fails the test too.
+
+// notChecked is the cause the API server adds when a schema error (an enum,
+// maxItems) made it skip CEL rules whose cost relies on the schema holding.
+const notChecked = `<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`
+
+// ok is a route action that is always valid, to keep the cases short.
+const ok = `backend: {service: {name: sshd, port: 22}}`
+
+func TestInvalidPortMuxIsRefused(t *testing.T) {
+	ns := newNamespace(t)
+
+	for _, tc := range []struct {
+		name string
+		spec string
+		want []string
+	}{
+		// Listeners.
+		{
+			name: "duplicate listener names",
+			spec: `
+listeners: [{name: public, port: 443}, {name: public, port: 8443}]`,
+			want: []string{`spec.listeners[1]: Duplicate value: {"name":"public"}`},
+		},
+		{
+			name: "listener name not a DNS label",
+			spec: `
+listeners: [{name: Public, port: 443}]`,
+			want: []string{`spec.listeners[0].name: Invalid value: "Public": spec.listeners[0].name in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'`},
+		},
+		{
+			name: "no listeners",
+			spec: `
+listeners: []`,
+			want: []string{`spec.listeners: Invalid value: 0: spec.listeners in body should have at least 1 items`},
+		},
+		{
+			name: "17 listeners",
+			spec: manyListeners(17),
+			want: []string{`spec.listeners: Too many: 17: must have at most 16 items`, notChecked},
+		},
+		{
+			name: "port 0",
+			spec: `
+listeners: [{name: public, port: 0}]`,
+			want: []string{`spec.listeners[0].port: Invalid value: 0: spec.listeners[0].port in body should be greater than or equal to 1`},
+		},
+		{
+			name: "port 65536",
+			spec: `
+listeners: [{name: public, port: 65536}]`,
+			want: []string{`spec.listeners[0].port: Invalid value: 65536: spec.listeners[0].port in body should be less than or equal to 65535`},
+		},
+		{
+			name: "two listeners on one port",
+			spec: `
+listeners: [{name: public, port: 443}, {name: other, port: 443}]`,
+			want: []string{`spec.listeners: Invalid value: two listeners have the same port: give each listener its own port`},
+		},
+		{
+			name: "internal listener without tls",
+			spec: `
+listeners: [{name: public, port: 443}, {name: inner}]`,
+			want: []string{`spec.listeners[1].port: Required value: an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead`},
+		},
+		{
+			name: "proxyProtocol on an internal listener",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: cert}]}}`,
+			want: []string{`spec.listeners[1].proxyProtocol: Invalid value: proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer`},
+		},
+		{
+			name: "probeTimeout 5ms",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: 5ms}]`,
+			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "5ms": probeTimeout must be between 10ms and 60s`},
+		},
+		{
+			name: "probeTimeout 2m",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: 2m}]`,
+			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "2m": probeTimeout must be between 10ms and 60s`},
+		},
+		{
+			name: "probeTimeout in hours",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: 1h}]`,
+			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "1h": spec.listeners[0].probeTimeout in body should match '^([0-9]+(\.[0-9]+)?(ms|s|m))+$'`},
+		},
+		{
+			name: "probeTimeout not a duration",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: abc}]`,
+			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "abc": spec.listeners[0].probeTimeout in body should match '^([0-9]+(\.[0-9]+)?(ms|s|m))+$'`},
+		},
+
+		// Routes and their actions.
+		{
+			name: "route names one listener twice",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public, public], match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes[0].listeners[1]: Duplicate value: "public"`},
+		},
+		{
+			name: "route without listeners",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [], match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes[0].listeners: Invalid value: 0: spec.routes[0].listeners in body should have at least 1 items`},
+		},
+		{
+			name: "duplicate route names",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, ` + ok + `}
+- {name: ssh, listeners: [public], match: {protocol: any}, ` + ok + `}`,
+			want: []string{`spec.routes[1]: Duplicate value: {"name":"ssh"}`},
+		},
+		{
+			name: "route names an undeclared listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public, pubic], match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name`},
+		},
+		{
+			name: "route without an action",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}}`,
+			want: []string{`spec.routes[0]: Invalid value: a route needs exactly one action: set one of backend, listener or tunnel`},
+		},
+		{
+			name: "route with two actions",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls}, listener: inner, ` + ok + `}`,
+			want: []string{`spec.routes[0]: Invalid value: a route needs exactly one action: set one of backend, listener or tunnel`},
+		},
+		{
+			name: "listener action to a listener with a port",
+			spec: `
+listeners: [{name: public, port: 443}, {name: other, port: 8443}]
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls}, listener: other}`,
+			want: []string{`spec.routes: Invalid value: a route's listener action must name an internal listener: one declared in spec.listeners without a port`},
+		},
+		{
+			name: "listener action to an undeclared listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls}, listener: inner}`,
+			want: []string{`spec.routes: Invalid value: a route's listener action must name an internal listener: one declared in spec.listeners without a port`},
+		},
+		{
+			name: "listener action with protocol ssh",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, listener: inner}`,
+			want: []string{`spec.routes[0].listener: Invalid value: listener needs match.protocol tls: the internal listener terminates the TLS stream it is handed`},
+		},
+		{
+			name: "route hands to a listener it is attached to",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: loop, listeners: [public, inner], match: {protocol: tls}, listener: inner}`,
+			want: []string{`spec.routes[0].listener: Invalid value: a route cannot hand connections to a listener it is attached to: remove the listener from listeners or pick another one`},
+		},
+		{
+			name: "tunnel with protocol http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel: Invalid value: tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint`},
+		},
+		{
+			name: "tunnel with an empty allow list",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}`,
+			want: []string{`spec.routes[0].tunnel.allow: Invalid value: 0: spec.routes[0].tunnel.allow in body should have at least 1 items`},
+		},
+		{
+			name: "tunnel target with service and address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- name: tunnel
+  listeners: [public]
+  match: {protocol: websocket}
+  tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}`,
+			want: []string{`spec.routes[0].tunnel.allow[0]: Invalid value: a tunnel target needs exactly one of service or address`},
+		},
+
+		// Matches.
+		{
+			name: "unknown protocol",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: quic, listeners: [public], match: {protocol: quic}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.protocol: Unsupported value: "quic": supported values: "ssh", "tls", "http", "websocket", "openvpn", "socks5", "bytes", "any", "timeout"`, notChecked},
+		},
+		{
+			name: "pathPrefix without a leading slash",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: web, listeners: [public], match: {protocol: http, pathPrefix: api}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.pathPrefix: Invalid value: "api": spec.routes[0].match.pathPrefix in body should match '^/[^\s?#]*$'`},
+		},
+		{
+			name: "sni with protocol ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh, sni: [example.com]}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocol tls`},
+		},
+		{
+			name: "alpn with protocol http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: web, listeners: [public], match: {protocol: http, alpn: [h2]}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.alpn: Invalid value: alpn applies only to protocol tls`},
+		},
+		{
+			name: "host with protocol tls",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls, host: [example.com]}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.host: Invalid value: host applies only to protocols http and websocket`},
+		},
+		{
+			name: "pathPrefix with protocol ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh, pathPrefix: /ssh}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.pathPrefix: Invalid value: pathPrefix applies only to protocols http and websocket`},
+		},
+		{
+			name: "prefix with protocol http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: web, listeners: [public], match: {protocol: http, prefix: GET}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.prefix: Invalid value: prefix applies only to protocol bytes`},
+		},
+		{
+			name: "regex with protocol tls",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls, regex: "^\\x16"}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.regex: Invalid value: regex applies only to protocol bytes`},
+		},
+		{
+			name: "bytes with neither prefix nor regex",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: raw, listeners: [public], match: {protocol: bytes}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match: Invalid value: protocol bytes needs exactly one of prefix or regex`},
+		},
+		{
+			name: "bytes with prefix and regex",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: raw, listeners: [public], match: {protocol: bytes, prefix: "SSH-", regex: "^SSH-"}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match: Invalid value: protocol bytes needs exactly one of prefix or regex`},
+		},
+
+		// Backends.
+		{
+			name: "mode http with protocol ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 22}, mode: http}}`,
+			want: []string{`spec.routes[0].backend.mode: Invalid value: backend.mode http needs match.protocol http or websocket: only HTTP requests can be reverse-proxied`},
+		},
+		{
+			name: "proxyProtocol with mode http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: web, listeners: [public], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: http, proxyProtocol: v2}}`,
+			want: []string{`spec.routes[0].backend.proxyProtocol: Invalid value: proxyProtocol cannot be combined with mode http: http mode passes the client address in X-Forwarded-For`},
+		},
+		{
+			name: "backend with service and address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 22}, address: "10.0.0.1:22"}}`,
+			want: []string{`spec.routes[0].backend: Invalid value: a backend needs exactly one of service or address`},
+		},
+		{
+			name: "backend with neither service nor address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {mode: tcp}}`,
+			want: []string{`spec.routes[0].backend: Invalid value: a backend needs exactly one of service or address`},
+		},
+		{
+			name: "service port 70000",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 70000}}}`,
+			want: []string{`spec.routes[0].backend.service.port: Invalid value: 70000: port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')`},
+		},
+		{
+			name: "service port name Bad_Name",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: Bad_Name}}}`,
+			want: []string{`spec.routes[0].backend.service.port: Invalid value: "Bad_Name": port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')`},
+		},
+		{
+			name: "service port name longer than 15",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: a-very-long-port-name}}}`,
+			want: []string{`spec.routes[0].backend.service.port: Too long: may not be more than 15 bytes`, notChecked},
+		},
+		{
+			name: "tunnel target port 0",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 0}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allow[0].service.port: Invalid value: 0: port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')`},
+		},
+		{
+			name: "address without a port",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {address: sshd.example.com}}`,
+			want: []string{`spec.routes[0].backend.address: Invalid value: "sshd.example.com": spec.routes[0].backend.address in body should match '^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$'`},
+		},
+		{
+			name: "proxyProtocol v3",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 22}, proxyProtocol: v3}}`,
+			want: []string{`spec.routes[0].backend.proxyProtocol: Unsupported value: "v3": supported values: "v1", "v2"`, notChecked},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := createSpec(t, ns, tc.spec)
+			if err == nil {
+				t.Fatalf("the API server accepted the PortMux; want a refusal with %q", tc.want)
+			}
+			got := refusalCauses(t, err)
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tc.want))
+			if !slices.Equal(got, want) {
+				t.Errorf("the API server refused it with\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+			}
+		})
+	}
+}
+
+func TestValidEdgeCasesAreAccepted(t *testing.T) {
+	ns := newNamespace(t)
+
+	for _, tc := range []struct {
+		name string
+		spec string
+	}{
+		{
+			name: "service port by name",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: ssh}}}`,
+		},
+		{
+			name: "internal listener with tls and no proxyProtocol",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: unwrap, listeners: [public], match: {protocol: tls}, listener: inner}
+- {name: ssh, listeners: [inner], match: {protocol: ssh}, ` + ok + `}`,
+		},
+		{
+			name: "internal listener with proxyProtocol false",
+			spec: `
+listeners:
+- {name: public, port: 443, proxyProtocol: true}
+- {name: inner, proxyProtocol: false, tls: {certificateRefs: [{name: cert}]}}`,
+		},
+		{
+			name: "tls termination on a listener with a port",
+			spec: `
+listeners: [{name: https, port: 443, tls: {certificateRefs: [{name: a}, {name: b}], alpn: [h2, http/1.1]}}]
+routes:
+- {name: web, listeners: [https], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: http}}`,
+		},
+		{
+			name: "wildcard sni and alpn",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tls, listeners: [public], match: {protocol: tls, sni: ["*.example.com", Example.ORG], alpn: [h2]}, ` + ok + `}`,
+		},
+		{
+			name: "regex route",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: raw, listeners: [public], match: {protocol: bytes, regex: "^(GET|POST) /legacy"}, ` + ok + `}`,
+		},
+		{
+			name: "prefix route",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: raw, listeners: [public], match: {protocol: bytes, prefix: "\u0016\u0003"}, ` + ok + `}`,
+		},
+		{
+			name: "websocket with host, path and http mode",
+			spec: `
+listeners: [{name: public, port: 80}]
+routes:
+- {name: ws, listeners: [public], match: {protocol: websocket, host: ["*.example.com"], pathPrefix: /ws}, backend: {service: {name: ws, port: 8080}, mode: http}}`,
+		},
+		{
+			name: "probeTimeout bounds and compound duration",
+			spec: `
+listeners:
+- {name: a, port: 1, probeTimeout: 10ms}
+- {name: b, port: 65535, probeTimeout: 60s}
+- {name: c, port: 8443, probeTimeout: 1m}
+- {name: d, port: 9443, probeTimeout: 0.5s}`,
+		},
+		{
+			name: "two internal listeners, neither with a port",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner-a, tls: {certificateRefs: [{name: a}]}}
+- {name: inner-b, tls: {certificateRefs: [{name: b}]}}
+routes:
+- {name: to-a, listeners: [public], match: {protocol: tls, sni: [a.example.com]}, listener: inner-a}
+- {name: to-b, listeners: [public], match: {protocol: tls, sni: [b.example.com]}, listener: inner-b}`,
+		},
+		{
+			name: "16 listeners",
+			spec: manyListeners(16),
+		},
+		{
+			name: "address backends and tunnel targets",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, backend: {address: "[::1]:22", proxyProtocol: v1}}
+- name: tunnel
+  listeners: [public]
+  match: {protocol: websocket}
+  tunnel:
+    auth: {tokenSecretRef: {name: token}}
+    allow: [{address: "dns.example.com:53", protocol: UDP}, {service: {name: db, port: 5432}, protocol: TCP}]`,
+		},
+		{
+			name: "one route on two listeners, timeout and any",
+			spec: `
+listeners: [{name: a, port: 443}, {name: b, port: 8443}]
+routes:
+- {name: ssh, listeners: [a, b], match: {protocol: ssh}, ` + ok + `}
+- {name: silent, listeners: [a], match: {protocol: timeout}, ` + ok + `}
+- {name: rest, listeners: [a, b], match: {protocol: any}, ` + ok + `}`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := createSpec(t, ns, tc.spec); err != nil {
+				t.Fatalf("the API server refused a valid PortMux:\n  %s", strings.Join(refusalCauses(t, err), "\n  "))
+			}
+		})
+	}
+}
+
+// manyListeners returns a spec with n listeners on ports 1001...
+func manyListeners(n int) string {
+	var b strings.Builder
+	b.WriteString("listeners:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "- {name: l%d, port: %d}\n", i, 1001+i)
+	}
+	return b.String()
+}
+
+// createSpec creates a PortMux with the given spec (YAML) in ns, under a
+// name generated from the test's name.
+func createSpec(t *testing.T, ns, spec string) error {
+	t.Helper()
+	var s map[string]any
+	if err := yaml.Unmarshal([]byte(spec), &s); err != nil {
+		t.Fatalf("test spec is not YAML: %v\n%s", err, spec)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": s}}
+	u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("PortMux"))
+	u.SetNamespace(ns)
+	u.SetGenerateName("case-")
+	return k8s.Create(t.Context(), u)
+}
+
+// refusalCauses returns each cause of an Invalid refusal as
+// "field: message", the way kubectl prints them.
+func refusalCauses(t *testing.T, err error) []string {
+	t.Helper()
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || !apierrors.IsInvalid(err) {
+		t.Fatalf("want an Invalid refusal from the API server, got: %v", err)
+	}
+	details := status.Status().Details
+	if details == nil || len(details.Causes) == 0 {
+		t.Fatalf("refusal without causes: %v", err)
+	}
+	var causes []string
+	for _, c := range details.Causes {
+		causes = append(causes, c.Field+": "+c.Message)
+	}
+	return causes
+}
