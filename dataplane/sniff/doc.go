@@ -36,7 +36,8 @@
 // the clock alone. Nothing here decrypts: TLS is sniffed from the clear-text
 // ClientHello, and sniffing inside TLS is done on the terminated stream.
 //
-// The sniffers run for every connection, so the NoMatch paths allocate
-// nothing and a Match allocates only the Info it returns (HTTP excepted:
-// net/http's parser allocates the request it builds).
+// The sniffers run for every connection, so refusing another protocol's
+// first flight allocates nothing, and a Match allocates only the Info it
+// returns, except for HTTP and WebSocket: net/http's parser builds a request
+// (about a dozen allocations), also for a request it has to parse to refuse.
 package sniff

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // fuzzSniffer seeds f with every capture and a few synthetic first flights,
@@ -85,10 +87,33 @@ func FuzzTLS(f *testing.F) {
 }
 
 // stricterTLSRule names the documented rule by which the sniffer refuses a
-// ClientHello that crypto/tls accepts, or "" if there is none.
+// ClientHello that crypto/tls accepts, or "" if there is none. crypto/tls
+// leaves some length limits of RFC 8446 §4.1.2 to later stages of its
+// handshake; the sniffer applies them at once.
 func stricterTLSRule(b []byte, chi *tls.ClientHelloInfo) string {
 	if len(b) >= 3 && b[0] == tlsRecordTypeHandshake && b[1] == 3 && b[2] > 4 {
 		return "record version above 3.4"
+	}
+	hello, v := tlsClientHello(clip(b))
+	if v != Match {
+		return ""
+	}
+	s := cryptobyte.String(hello[tlsHandshakeHeaderLen:])
+	var legacy uint16
+	var sessionID, suites, compression cryptobyte.String
+	if !s.ReadUint16(&legacy) || !s.Skip(32) || !s.ReadUint8LengthPrefixed(&sessionID) ||
+		!s.ReadUint16LengthPrefixed(&suites) || !s.ReadUint8LengthPrefixed(&compression) {
+		return ""
+	}
+	switch {
+	case legacy>>8 != 3:
+		return "legacy_version not 3.x"
+	case len(sessionID) > 32:
+		return "legacy_session_id over 32 bytes"
+	case len(suites) < 2 || len(suites)%2 != 0:
+		return "cipher_suites empty or odd"
+	case len(compression) < 1:
+		return "legacy_compression_methods empty"
 	}
 	for _, c := range []byte(chi.ServerName) {
 		if c <= ' ' || c >= 0x7f {

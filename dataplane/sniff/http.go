@@ -25,7 +25,9 @@ const httpVersionPrefix = "HTTP/1."
 // request-target without spaces or controls, SP, "HTTP/1." and a digit,
 // CR LF. Anything else is NoMatch at the first byte that cannot fit, so a
 // TLS record (0x16), an OpenVPN length, "SSH-2.0-…" and the HTTP/2 preface
-// ("PRI * HTTP/2.0") are refused early. Match needs the whole header block,
+// ("PRI * HTTP/2.0") are refused early. Lines end in CR LF only: a bare CR
+// or LF in the request line or header block is NoMatch as soon as it shows
+// (so is a hand-typed "GET / HTTP/1.0\n\n"). Match needs the whole header block,
 // up to the first CR LF CR LF within MaxBytes, so that Host is known; the
 // block is then parsed by net/http's ReadRequest, and a request it refuses
 // is NoMatch, as are two Host headers, a Host value that is not a host
@@ -61,13 +63,20 @@ func sniffHTTP(b []byte, webSocketOnly bool) (Verdict, Info) {
 	// The header block ends at the first empty line; the request line's
 	// CR LF can be the first half of the CR LF CR LF.
 	i := bytes.Index(b[lineEnd-2:], []byte("\r\n\r\n"))
+	blockEnd := len(b)
+	if i >= 0 {
+		blockEnd = lineEnd - 2 + i + 4
+	}
+	if hasBareCRorLF(b[:blockEnd], lineEnd) {
+		return NoMatch, Info{}
+	}
 	if i < 0 {
 		if len(b) == MaxBytes {
 			return NoMatch, Info{}
 		}
 		return NeedMore, Info{}
 	}
-	block := b[:lineEnd-2+i+4]
+	block := b[:blockEnd]
 	if webSocketOnly && !containsFold(block[lineEnd:], "websocket") {
 		// No Upgrade header can list the token: refuse without parsing,
 		// so plain requests cost a WebSocket route no allocation.
@@ -215,6 +224,27 @@ func hasToken(values []string, token string) bool {
 			var item string
 			item, v, _ = strings.Cut(v, ",")
 			if strings.EqualFold(strings.Trim(item, " \t"), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasBareCRorLF reports a CR or LF from b[from:] on that is not part of a
+// CR LF pair; a CR that ends b may still be. net/http takes a bare LF as a
+// line end (RFC 9112 §2.2 allows it); a backend that does not would read the
+// header lines, Host among them, differently from the router, so such
+// requests are refused, and as soon as the byte shows.
+func hasBareCRorLF(b []byte, from int) bool {
+	for i := from; i < len(b); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 < len(b) && b[i+1] != '\n' {
+				return true
+			}
+		case '\n':
+			if i == 0 || b[i-1] != '\r' {
 				return true
 			}
 		}

@@ -34,7 +34,13 @@ func TestHTTP(t *testing.T) {
 		{"trailing dot", "GET / HTTP/1.1\r\nHost: a.test.:80\r\n\r\n", Match, get("a.test", "/")},
 		{"empty port", "GET / HTTP/1.1\r\nHost: a.test:\r\n\r\n", Match, get("a.test", "/")},
 		{"decoded path", "GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n", Match, get("a", "/a b")},
-		{"bare LF inside headers", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", Match, get("a", "/")},
+		{"bare LF inside headers", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", NoMatch, Info{}},
+		{"bare LF hiding a Host", "GET / HTTP/1.1\r\nHost: a\n\nHost: b\r\n\r\n", NoMatch, Info{}},
+		{"bare LF, decided before the block ends", "GET / HTTP/1.1\r\nHost: a\nX", NoMatch, Info{}},
+		{"CR at the end so far", "GET / HTTP/1.1\r\nHost: a\r", NeedMore, Info{}},
+		{"bare LF after the block is body", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n\n\n", Match,
+			Info{Method: "POST", Host: "a", Path: "/"}},
+		{"bare CR inside headers", "GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", NoMatch, Info{}},
 
 		// Early NoMatch on what cannot be a request line.
 		{"TLS record", "\x16\x03\x01", NoMatch, Info{}},

@@ -45,9 +45,12 @@ const (
 // record headers, so the peek never waits for what it could not hold.
 // Real ClientHellos, post-quantum ones included, are 0.2 to 2 KiB.
 //
-// Match needs the whole ClientHello and a well-formed one: the fixed fields,
-// the extensions block (absent is fine before TLS 1.3), and the three
-// extensions read here. A server_name list that is empty, names a host_name
+// Match needs the whole ClientHello and a well-formed one: the fixed fields
+// within RFC 8446 §4.1.2's limits (legacy_version 3.x, a legacy_session_id
+// of at most 32 bytes, a non-empty even cipher_suites list, at least one
+// compression method; crypto/tls defers some of these to later in its
+// handshake, a sniffer has no later), the extensions block (absent is fine
+// before TLS 1.3), and the three extensions read here. A server_name list that is empty, names a host_name
 // twice, or whose host name is empty or not printable ASCII; an ALPN list
 // that is empty or has an empty name; a supported_versions list of odd
 // length; any of the three extensions twice (RFC 8446 §4.2: a router reading
