@@ -42,12 +42,10 @@ func Regex(b []byte, re *regexp.Regexp) Verdict {
 	return NeedMore
 }
 
-// Any is the `any` protocol: Match as soon as the client has sent a byte,
-// NeedMore before. A client that sends nothing is left to `timeout`, so the
-// two can route differently.
-func Any(b []byte) (Verdict, Info) {
-	if len(b) == 0 {
-		return NeedMore, Info{}
-	}
+// Any is the `any` protocol: Match for every connection, bytes or not, so
+// a route to a server-speaks-first backend does not wait for the client.
+// A listener that wants silent clients elsewhere puts a `timeout` route
+// before it (dataplane/route holds the decision while timeout is undecided).
+func Any([]byte) (Verdict, Info) {
 	return Match, Info{}
 }

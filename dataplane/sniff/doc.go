@@ -26,7 +26,7 @@
 //     defines it (ssl_pkt.h, reliable.c, ps.c).
 //   - SOCKS5: the client greeting, RFC 1928 §3
 //     (https://www.rfc-editor.org/rfc/rfc1928#section-3).
-//   - bytes and any: a literal prefix, a regular expression, any byte.
+//   - bytes and any: a literal prefix, a regular expression, anything.
 //
 // What it does not do: read from the network, wait, keep a deadline, hold
 // state between calls or between connections, or choose among protocols.

@@ -99,7 +99,7 @@ func TestSOCKS5(t *testing.T) {
 
 func TestAny(t *testing.T) {
 	runSniffCases(t, Any, []sniffCase{
-		{"nothing yet", "", NeedMore, Info{}},
+		{"nothing yet", "", Match, Info{}},
 		{"one byte", "\x00", Match, Info{}},
 	})
 }

@@ -100,7 +100,7 @@ const (
 	// ProtocolBytes needs a prefix or a regex from the route: see Prefix
 	// and Regex. For has no Func for it.
 	ProtocolBytes Protocol = "bytes"
-	// ProtocolAny matches as soon as the client has sent anything: see Any.
+	// ProtocolAny matches every connection, bytes or not: see Any.
 	ProtocolAny Protocol = "any"
 	// ProtocolTimeout is decided by the peek wrapper (the client sent
 	// nothing before the probe deadline), never by bytes. For has no Func
