@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers"
+	"github.com/portmux/portmux/dataplane"
+)
+
+type managerOptions struct {
+	watchNamespaces      []string
+	dataplaneBindAddress string
+	metricsBindAddress   string
+	probeBindAddress     string
+	leaderElect          bool
+	leaderElectionNS     string
+	allowAddressBackends bool
+	idleTimeout          time.Duration
+	shutdownGrace        time.Duration
+	logConnections       bool
+}
+
+func newManagerCommand() *cobra.Command {
+	o := managerOptions{}
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the controller and the dataplane (the PortMux pod)",
+		Long: `Manager watches PortMux objects and the Secrets, Services and EndpointSlices
+they name, programs the dataplane in this process from them, and (as leader)
+writes their status. Every replica programs its own dataplane.
+
+The API server is found as every Kubernetes client finds it: --kubeconfig,
+then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
+		Args: cobra.NoArgs,
+	}
+	newLog := logFlags(cmd)
+	gfs := flag.NewFlagSet("kubeconfig", flag.ContinueOnError)
+	config.RegisterFlags(gfs)
+	cmd.Flags().AddGoFlagSet(gfs)
+	f := cmd.Flags()
+	f.StringArrayVar(&o.watchNamespaces, "watch-namespace", nil, "only watch PortMuxes (and what they name) in this namespace; repeatable (default: all namespaces)")
+	f.StringVar(&o.dataplaneBindAddress, "dataplane-bind-address", "", "host the dataplane's listeners bind (empty: every interface)")
+	f.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	f.StringVar(&o.probeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
+	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
+	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
+	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
+	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log := newLog()
+		ctrl.SetLogger(log)
+		return runManager(cmd.Context(), log, o)
+	}
+	return cmd
+}
+
+func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
+	restCfg, err := config.GetConfig()
+	if err != nil {
+		return fmt.Errorf("find the API server: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+
+	// The dataplane outlives managers: if leadership is lost or the API
+	// server goes away, the manager is rebuilt while traffic keeps flowing
+	// on the last snapshot.
+	srv := dataplane.NewServer(dataplane.Options{
+		Log:            log.WithName("dataplane"),
+		Metrics:        dataplane.NewMetrics(ctrlmetrics.Registry),
+		IdleTimeout:    o.idleTimeout,
+		LogConnections: o.logConnections,
+	})
+	defer func() {
+		log.Info("draining dataplane connections", "grace", o.shutdownGrace)
+		sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	var namespaces map[string]cache.Config
+	if len(o.watchNamespaces) > 0 {
+		namespaces = map[string]cache.Config{}
+		for _, ns := range o.watchNamespaces {
+			namespaces[ns] = cache.Config{}
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		err := runOneManager(ctx, log, restCfg, scheme, namespaces, srv, o, attempt)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Error(err, "manager stopped; the dataplane keeps serving while it restarts")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(min(time.Duration(attempt+1)*time.Second, 30*time.Second)):
+		}
+	}
+}
+
+func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, scheme *runtime.Scheme,
+	namespaces map[string]cache.Config, srv *dataplane.Server, o managerOptions, attempt int) error {
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: o.metricsBindAddress},
+		HealthProbeBindAddress:  o.probeBindAddress,
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "portmux.dev",
+		LeaderElectionNamespace: o.leaderElectionNS,
+		// Leadership only decides who writes status. Losing it ends this
+		// manager (runManager builds a new one) but never the dataplane.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{DefaultNamespaces: namespaces},
+		// A restarted manager registers the same controllers again.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(attempt > 0)},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	c, err := controllers.Setup(ctx, mgr, srv, controllers.Options{
+		BindAddress:          o.dataplaneBindAddress,
+		AllowAddressBackends: o.allowAddressBackends,
+	})
+	if err != nil {
+		return fmt.Errorf("set up controllers: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("dataplane", c.ReadyCheck); err != nil {
+		return err
+	}
+	log.Info("starting manager", "leaderElection", o.leaderElect, "namespaces", o.watchNamespaces)
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	if ctx.Err() == nil {
+		return errors.New("manager returned")
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package compile
+
+import (
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+)
+
+// Condition types and reasons written to PortMux status. They follow the
+// Gateway API's vocabulary, which cluster operators already know.
+const (
+	ConditionAccepted     = "Accepted"
+	ConditionResolvedRefs = "ResolvedRefs"
+	ConditionProgrammed   = "Programmed"
+	ConditionReady        = "Ready"
+
+	ReasonAccepted     = "Accepted"
+	ReasonInvalid      = "Invalid"
+	ReasonPortConflict = "PortConflict"
+	ReasonResolvedRefs = "ResolvedRefs"
+	ReasonProgrammed   = "Programmed"
+	ReasonBindFailed   = "BindFailed"
+	ReasonNotServed    = "NotServed"
+	ReasonReady        = "Ready"
+)
+
+// Status computes a PortMux's status from its compile Result and the bind
+// errors the dataplane returned (by snapshot listener name). Conditions keep
+// their LastTransitionTime when their status does not change, so writing the
+// result back is a no-op when nothing changed.
+func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now metav1.Time) v1alpha1.PortMuxStatus {
+	st := *pm.Status.DeepCopy()
+	st.ObservedGeneration = pm.Generation
+	gen := pm.Generation
+	set := func(conds *[]metav1.Condition, typ string, ok bool, reason, msg string) {
+		s := metav1.ConditionFalse
+		if ok {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(conds, metav1.Condition{
+			Type: typ, Status: s, Reason: reason, Message: truncate(msg), ObservedGeneration: gen, LastTransitionTime: now,
+		})
+	}
+
+	if len(res.Invalid) > 0 {
+		msg := "spec is invalid: " + strings.Join(res.Invalid, "; ")
+		set(&st.Conditions, ConditionAccepted, false, ReasonInvalid, msg)
+		set(&st.Conditions, ConditionResolvedRefs, false, ReasonInvalid, "not resolved: the spec is invalid")
+		set(&st.Conditions, ConditionProgrammed, false, ReasonInvalid, "not programmed: the spec is invalid")
+		set(&st.Conditions, ConditionReady, false, ReasonInvalid, msg)
+		st.Listeners = nil
+		return st
+	}
+
+	old := map[string]v1alpha1.ListenerStatus{}
+	for _, l := range pm.Status.Listeners {
+		old[l.Name] = l
+	}
+	var conflicts, unbound, notServed []string
+	st.Listeners = make([]v1alpha1.ListenerStatus, 0, len(res.Listeners))
+	for _, lr := range res.Listeners {
+		ls := v1alpha1.ListenerStatus{Name: lr.Name, Port: lr.Port, AttachedRoutes: lr.AttachedRoutes, Conditions: old[lr.Name].Conditions}
+		if lr.Conflict != "" {
+			msg := fmt.Sprintf("port %d is held by PortMux %s, which was created first", *lr.Port, lr.Conflict)
+			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
+			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
+		} else {
+			set(&ls.Conditions, ConditionAccepted, true, ReasonAccepted, "listener accepted")
+		}
+		if len(lr.Refs) > 0 {
+			set(&ls.Conditions, ConditionResolvedRefs, false, lr.Refs[0].Reason, joinFindings(lr.Refs))
+		} else {
+			set(&ls.Conditions, ConditionResolvedRefs, true, ReasonResolvedRefs, "all references resolved")
+		}
+		switch {
+		case lr.Snapshot == "":
+			reason := ReasonNotServed
+			msg := "not served: no usable certificate"
+			if lr.Conflict != "" {
+				reason, msg = ReasonPortConflict, "not served: the port belongs to "+lr.Conflict
+			}
+			notServed = append(notServed, lr.Name)
+			set(&ls.Conditions, ConditionProgrammed, false, reason, msg)
+		case bindErrs[lr.Snapshot] != nil:
+			msg := bindErrs[lr.Snapshot].Error()
+			unbound = append(unbound, fmt.Sprintf("listener %s: %s", lr.Name, msg))
+			set(&ls.Conditions, ConditionProgrammed, false, ReasonBindFailed, msg)
+		default:
+			set(&ls.Conditions, ConditionProgrammed, true, ReasonProgrammed, "served by the dataplane")
+		}
+		st.Listeners = append(st.Listeners, ls)
+	}
+
+	accepted := len(conflicts) == 0
+	if accepted {
+		set(&st.Conditions, ConditionAccepted, true, ReasonAccepted, "spec accepted")
+	} else {
+		set(&st.Conditions, ConditionAccepted, false, ReasonPortConflict, strings.Join(conflicts, "; "))
+	}
+	resolved := len(res.Refs) == 0
+	if resolved {
+		set(&st.Conditions, ConditionResolvedRefs, true, ReasonResolvedRefs, "all references resolved")
+	} else {
+		set(&st.Conditions, ConditionResolvedRefs, false, res.Refs[0].Reason, joinFindings(res.Refs))
+	}
+	programmed := len(unbound) == 0 && len(notServed) == 0
+	switch {
+	case programmed:
+		set(&st.Conditions, ConditionProgrammed, true, ReasonProgrammed, "every listener is served by the dataplane")
+	case len(unbound) > 0:
+		set(&st.Conditions, ConditionProgrammed, false, ReasonBindFailed, strings.Join(unbound, "; "))
+	default:
+		set(&st.Conditions, ConditionProgrammed, false, ReasonNotServed, "listeners not served: "+strings.Join(notServed, ", "))
+	}
+	switch {
+	case !accepted:
+		set(&st.Conditions, ConditionReady, false, ReasonPortConflict, strings.Join(conflicts, "; "))
+	case !resolved:
+		set(&st.Conditions, ConditionReady, false, res.Refs[0].Reason, joinFindings(res.Refs))
+	case !programmed:
+		c := meta.FindStatusCondition(st.Conditions, ConditionProgrammed)
+		set(&st.Conditions, ConditionReady, false, c.Reason, c.Message)
+	default:
+		set(&st.Conditions, ConditionReady, true, ReasonReady, "serving")
+	}
+	return st
+}
+
+func joinFindings(fs []Finding) string {
+	msgs := make([]string, len(fs))
+	for i, f := range fs {
+		msgs[i] = f.Message
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// truncate keeps a condition message within the API's 32768-byte limit.
+func truncate(s string) string {
+	const max = 32768
+	if len(s) <= max {
+		return s
+	}
+	return s[:max-3] + "..."
+}

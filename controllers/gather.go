@@ -1,0 +1,188 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers/compile"
+)
+
+// gatherer does every read a compile needs. PortMuxes, Services and
+// EndpointSlices come from the informer cache. Secrets do not: the cache
+// holds only their metadata (so the controller notices changes without
+// holding every Secret of the cluster in memory), and the data of the
+// Secrets a PortMux names — and only those — is read from the API server,
+// then kept until the Secret's resourceVersion changes.
+type gatherer struct {
+	cache     client.Reader // cached: PortMux, Service, EndpointSlice, Secret metadata
+	apiReader client.Reader // uncached: referenced Secrets' data
+
+	mu      sync.Mutex
+	secrets map[types.NamespacedName]*corev1.Secret
+}
+
+func newGatherer(cache, apiReader client.Reader) *gatherer {
+	return &gatherer{cache: cache, apiReader: apiReader, secrets: map[types.NamespacedName]*corev1.Secret{}}
+}
+
+// gather reads every PortMux and what they refer to into a compile input.
+func (g *gatherer) gather(ctx context.Context) (compile.Input, error) {
+	var in compile.Input
+	var list v1alpha1.PortMuxList
+	if err := g.cache.List(ctx, &list); err != nil {
+		return in, fmt.Errorf("list PortMuxes: %w", err)
+	}
+	in.PortMuxes = list.Items
+	in.Secrets = map[types.NamespacedName]*corev1.Secret{}
+	in.Services = map[types.NamespacedName]*corev1.Service{}
+	in.EndpointSlices = map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
+
+	wantSecrets := map[types.NamespacedName]bool{}
+	for i := range list.Items {
+		pm := &list.Items[i]
+		for _, name := range secretRefs(pm) {
+			wantSecrets[types.NamespacedName{Namespace: pm.Namespace, Name: name}] = true
+		}
+		for _, name := range serviceRefs(pm) {
+			key := types.NamespacedName{Namespace: pm.Namespace, Name: name}
+			if _, done := in.Services[key]; done {
+				continue
+			}
+			var svc corev1.Service
+			switch err := g.cache.Get(ctx, key, &svc); {
+			case apierrors.IsNotFound(err):
+				continue
+			case err != nil:
+				return in, fmt.Errorf("get Service %s: %w", key, err)
+			}
+			in.Services[key] = &svc
+			var slices discoveryv1.EndpointSliceList
+			if err := g.cache.List(ctx, &slices, client.InNamespace(pm.Namespace),
+				client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
+				return in, fmt.Errorf("list EndpointSlices of %s: %w", key, err)
+			}
+			for j := range slices.Items {
+				in.EndpointSlices[key] = append(in.EndpointSlices[key], &slices.Items[j])
+			}
+		}
+	}
+	for key := range wantSecrets {
+		s, err := g.secret(ctx, key)
+		if err != nil {
+			return in, err
+		}
+		if s != nil {
+			in.Secrets[key] = s
+		}
+	}
+	g.forgetExcept(wantSecrets)
+	return in, nil
+}
+
+// secret returns a referenced Secret, reading its data only when the cached
+// metadata shows a resourceVersion the gatherer has not read yet.
+func (g *gatherer) secret(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	meta := secretMetadata()
+	switch err := g.cache.Get(ctx, key, meta); {
+	case apierrors.IsNotFound(err):
+		g.mu.Lock()
+		delete(g.secrets, key)
+		g.mu.Unlock()
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s metadata: %w", key, err)
+	}
+	rv := meta.ResourceVersion
+	g.mu.Lock()
+	cached := g.secrets[key]
+	g.mu.Unlock()
+	if cached != nil && cached.ResourceVersion == rv {
+		return cached, nil
+	}
+	s := &corev1.Secret{}
+	switch err := g.apiReader.Get(ctx, key, s); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s: %w", key, err)
+	}
+	g.mu.Lock()
+	g.secrets[key] = s
+	g.mu.Unlock()
+	return s, nil
+}
+
+// forgetExcept drops the data of Secrets no PortMux names any more.
+func (g *gatherer) forgetExcept(keep map[types.NamespacedName]bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k := range g.secrets {
+		if !keep[k] {
+			delete(g.secrets, k)
+		}
+	}
+}
+
+// secretRefs lists the Secrets a PortMux names: certificates and tunnel
+// tokens. It is also the field index that maps a Secret to its users.
+func secretRefs(pm *v1alpha1.PortMux) []string {
+	var out []string
+	for _, l := range pm.Spec.Listeners {
+		if l.TLS != nil {
+			for _, r := range l.TLS.CertificateRefs {
+				out = appendUnique(out, r.Name)
+			}
+		}
+	}
+	for _, r := range pm.Spec.Routes {
+		if r.Tunnel != nil && r.Tunnel.Auth != nil {
+			out = appendUnique(out, r.Tunnel.Auth.TokenSecretRef.Name)
+		}
+	}
+	return out
+}
+
+// serviceRefs lists the Services a PortMux names: backends and tunnel
+// targets.
+func serviceRefs(pm *v1alpha1.PortMux) []string {
+	var out []string
+	for _, r := range pm.Spec.Routes {
+		if r.Backend != nil && r.Backend.Service != nil {
+			out = appendUnique(out, r.Backend.Service.Name)
+		}
+		if r.Tunnel != nil {
+			for _, a := range r.Tunnel.Allow {
+				if a.Service != nil {
+					out = appendUnique(out, a.Service.Name)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// secretMetadata is the metadata-only form in which Secrets are watched and
+// cached.
+func secretMetadata() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
+}
+
+func appendUnique(s []string, v string) []string {
+	for _, x := range s {
+		if x == v {
+			return s
+		}
+	}
+	return append(s, v)
+}

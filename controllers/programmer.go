@@ -1,0 +1,172 @@
+// Package controllers reconciles PortMux objects into the dataplane that
+// runs in the same pod, and reports the outcome in their status.
+//
+// Two reconcilers share the work:
+//
+//   - the programmer runs on every replica. All PortMuxes compile into one
+//     snapshot, so it reconciles a single key: gather (the only I/O), compile
+//     (pure), apply to the local dataplane. It then asks for a status update
+//     of exactly the PortMuxes whose status it changed.
+//   - the status writer runs on the leader only. It computes one PortMux's
+//     status from the programmer's last result (pure) and writes it once,
+//     only when it differs.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers/compile"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// Dataplane is what the programmer programs: dataplane.Server in the pod, a
+// recorder in tests.
+type Dataplane interface {
+	// Apply serves snap and returns bind errors by snapshot listener name.
+	Apply(snap *snapshot.Snapshot) map[string]error
+}
+
+// Options are the controller's settings from the command line.
+type Options struct {
+	// BindAddress is the host the dataplane's listeners bind.
+	BindAddress string
+	// AllowAddressBackends accepts `address` backends (see compile.Input).
+	AllowAddressBackends bool
+	// BindRetry is how soon listeners that failed to bind are tried again.
+	// Default 10s.
+	BindRetry time.Duration
+}
+
+// programmed is the outcome of the last compile and apply, shared by the two
+// reconcilers.
+type programmed struct {
+	mu       sync.RWMutex
+	out      *compile.Output
+	bindErrs map[string]error
+	ready    bool
+}
+
+func (p *programmed) get(key types.NamespacedName) (*compile.Result, map[string]error, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.out == nil {
+		return nil, nil, false
+	}
+	r, ok := p.out.Results[key]
+	return r, p.bindErrs, ok
+}
+
+// Ready reports whether the dataplane has been programmed at least once;
+// the readiness probe waits for it.
+func (p *programmed) Ready() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.ready
+}
+
+// programmer compiles every PortMux into the local dataplane.
+type programmer struct {
+	gather    *gatherer
+	dataplane Dataplane
+	opt       Options
+	state     *programmed
+	// statusEvents asks the status writer to look at a PortMux.
+	statusEvents chan<- event.TypedGenericEvent[*v1alpha1.PortMux]
+	log          logr.Logger
+
+	// fingerprint of the inputs last applied; an identical set of inputs
+	// compiles to an identical snapshot (compile is pure), so it is skipped.
+	fingerprint string
+}
+
+// programmerKey is the one request the programmer reconciles: every change
+// leads to the same whole-cluster compile.
+var programmerKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "dataplane"}}
+
+func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	in, err := p.gather.gather(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	in.BindAddress = p.opt.BindAddress
+	in.AllowAddressBackends = p.opt.AllowAddressBackends
+
+	p.state.mu.RLock()
+	retryBinds := len(p.state.bindErrs) > 0
+	p.state.mu.RUnlock()
+	fp := fingerprint(in)
+	if fp == p.fingerprint && !retryBinds {
+		return reconcile.Result{}, nil
+	}
+
+	out := compile.Compile(in)
+	bindErrs := p.dataplane.Apply(out.Snapshot)
+	p.fingerprint = fp
+	p.state.mu.Lock()
+	p.state.out, p.state.bindErrs, p.state.ready = out, bindErrs, true
+	p.state.mu.Unlock()
+	p.log.V(1).Info("dataplane programmed", "listeners", len(out.Snapshot.Listeners), "bindErrors", len(bindErrs))
+
+	// Ask for a status write for each PortMux whose status this changes.
+	now := metav1.Now()
+	for i := range in.PortMuxes {
+		pm := &in.PortMuxes[i]
+		res := out.Results[types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}]
+		if res == nil {
+			continue
+		}
+		want := compile.Status(pm, res, bindErrs, now)
+		if !statusEqual(&pm.Status, &want) {
+			select {
+			case p.statusEvents <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: pm}:
+			default: // not the leader (nobody drains) or a burst: the status writer resyncs
+			}
+		}
+	}
+	if len(bindErrs) > 0 {
+		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, nil
+	}
+	return reconcile.Result{}, nil
+}
+
+// fingerprint identifies the inputs of a compile by the resource versions of
+// everything gathered.
+func fingerprint(in compile.Input) string {
+	var parts []string
+	for _, pm := range in.PortMuxes {
+		parts = append(parts, fmt.Sprintf("pm/%s/%s/%s/%d/%s", pm.Namespace, pm.Name, pm.UID, pm.Generation, pm.CreationTimestamp.UTC()))
+	}
+	for k, s := range in.Secrets {
+		parts = append(parts, "s/"+k.String()+"/"+s.ResourceVersion)
+	}
+	for k, s := range in.Services {
+		parts = append(parts, "svc/"+k.String()+"/"+s.ResourceVersion)
+	}
+	for k, list := range in.EndpointSlices {
+		for _, es := range list {
+			parts = append(parts, "es/"+k.String()+"/"+es.Name+"/"+es.ResourceVersion)
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\n")
+}
+
+// statusEqual reports whether writing b over a would change nothing.
+// compile.Status keeps a condition's LastTransitionTime while its status
+// holds, so a recomputed, unchanged status is equal.
+func statusEqual(a, b *v1alpha1.PortMuxStatus) bool {
+	return equality.Semantic.DeepEqual(a, b)
+}

@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+)
+
+// The RBAC the manager needs, and nothing more. Secrets: list and watch
+// serve the metadata-only cache (change notifications); get reads the data
+// of the Secrets a PortMux names, and no others.
+//
+// +kubebuilder:rbac:groups=portmux.dev,resources=portmuxes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=portmux.dev,resources=portmuxes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+//
+// Leader election's Lease lives in the manager's namespace: a namespaced Role
+// in config/rbac grants it, not this ClusterRole.
+
+// Field indexes on PortMux: which Secrets and Services each one names.
+const (
+	indexSecretRefs  = "spec.secretRefs"
+	indexServiceRefs = "spec.serviceRefs"
+)
+
+// Controller is the PortMux controller as the manager runs it.
+type Controller struct {
+	state *programmed
+}
+
+// Setup registers the field indexes and both reconcilers with mgr. The
+// dataplane is programmed on every replica; status is written by the leader.
+func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*Controller, error) {
+	if opt.BindRetry <= 0 {
+		opt.BindRetry = 10 * time.Second
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.PortMux{}, indexSecretRefs, func(o client.Object) []string {
+		return secretRefs(o.(*v1alpha1.PortMux))
+	}); err != nil {
+		return nil, err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.PortMux{}, indexServiceRefs, func(o client.Object) []string {
+		return serviceRefs(o.(*v1alpha1.PortMux))
+	}); err != nil {
+		return nil, err
+	}
+
+	state := &programmed{}
+	statusEvents := make(chan event.TypedGenericEvent[*v1alpha1.PortMux], 1024)
+	c := mgr.GetClient()
+	p := &programmer{
+		gather:       newGatherer(c, mgr.GetAPIReader()),
+		dataplane:    dp,
+		opt:          opt,
+		state:        state,
+		statusEvents: statusEvents,
+		log:          mgr.GetLogger().WithName("programmer"),
+	}
+	users := &referrers{c: c}
+	toProgrammer := func(find func(context.Context, client.Object) []reconcile.Request) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			if len(find(ctx, o)) == 0 {
+				return nil // nobody uses it: nothing to recompile
+			}
+			return []reconcile.Request{programmerKey}
+		})
+	}
+	always := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{programmerKey}
+	})
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("dataplane").
+		Watches(&v1alpha1.PortMux{}, always).
+		Watches(&corev1.Secret{}, toProgrammer(users.ofSecret), builder.OnlyMetadata).
+		Watches(&corev1.Service{}, toProgrammer(users.ofService)).
+		Watches(&discoveryv1.EndpointSlice{}, toProgrammer(users.ofEndpointSlice)).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1}).
+		Complete(p)
+	if err != nil {
+		return nil, err
+	}
+
+	w := &statusWriter{
+		client:   c,
+		state:    state,
+		recorder: mgr.GetEventRecorder("portmux"),
+		log:      mgr.GetLogger().WithName("status"),
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("portmux-status").
+		For(&v1alpha1.PortMux{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(users.ofSecret), builder.OnlyMetadata).
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(users.ofService)).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(users.ofEndpointSlice)).
+		WatchesRawSource(source.Channel(statusEvents, &handler.TypedEnqueueRequestForObject[*v1alpha1.PortMux]{})).
+		Complete(w)
+	if err != nil {
+		return nil, err
+	}
+	return &Controller{state: state}, nil
+}
+
+// ReadyCheck is a readiness probe: ready once the dataplane has been
+// programmed from the cluster's PortMuxes at least once.
+func (c *Controller) ReadyCheck(*http.Request) error {
+	if !c.state.Ready() {
+		return errors.New("dataplane not programmed yet")
+	}
+	return nil
+}
+
+// referrers finds the PortMuxes that name an object, through the indexes.
+type referrers struct{ c client.Client }
+
+func (r *referrers) list(ctx context.Context, namespace, index, name string) []reconcile.Request {
+	var list v1alpha1.PortMuxList
+	if err := r.c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{index: name}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for _, pm := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}})
+	}
+	return out
+}
+
+func (r *referrers) ofSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.list(ctx, o.GetNamespace(), indexSecretRefs, o.GetName())
+}
+
+func (r *referrers) ofService(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.list(ctx, o.GetNamespace(), indexServiceRefs, o.GetName())
+}
+
+func (r *referrers) ofEndpointSlice(ctx context.Context, o client.Object) []reconcile.Request {
+	svc := o.GetLabels()[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return nil
+	}
+	return r.list(ctx, o.GetNamespace(), indexServiceRefs, svc)
+}

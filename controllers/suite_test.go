@@ -1,0 +1,170 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// These tests run the controller against a real kube-apiserver and etcd
+// (envtest) and a real in-process dataplane bound on loopback, so what they
+// observe is what a user sees: conditions written by the API server, ports
+// that accept connections, bytes that arrive at backends.
+var (
+	skipReason string
+	scheme     = runtime.NewScheme()
+	restCfg    *rest.Config
+	k8s        client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		skipReason = "KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)"
+		return m.Run()
+	}
+	logf.SetLogger(logr.Discard())
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	env := &envtest.Environment{
+		Scheme:                scheme,
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	restCfg, err = env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	k8s, err = client.New(restCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// recordingDataplane is the real dataplane, plus a record of the snapshots
+// the controller applied, so tests can wait for one.
+type recordingDataplane struct {
+	*dataplane.Server
+	mu   sync.Mutex
+	last *snapshot.Snapshot
+	n    int
+}
+
+func (r *recordingDataplane) Apply(s *snapshot.Snapshot) map[string]error {
+	errs := r.Server.Apply(s)
+	r.mu.Lock()
+	r.last, r.n = s, r.n+1
+	r.mu.Unlock()
+	return errs
+}
+
+func (r *recordingDataplane) snapshot() *snapshot.Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// startController runs a manager with the controller in a fresh namespace
+// and returns the namespace and the dataplane it programs.
+func startController(t *testing.T) (string, *recordingDataplane) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ns := &corev1.Namespace{}
+	ns.GenerateName = "pmx-"
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	dp := &recordingDataplane{Server: dataplane.NewServer(dataplane.Options{Log: testr.New(t)})}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:     scheme,
+		Logger:     testr.New(t),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		// One namespace per test, as --watch-namespace does: envtest has no
+		// namespace controller, so earlier tests' objects never go away.
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns.Name: {}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Setup(ctx, mgr, dp, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = dp.Shutdown(sctx)
+		_ = k8s.Delete(context.Background(), ns)
+	})
+	return ns.Name, dp
+}
+
+// freePort returns a loopback port that was free a moment ago. PortMux
+// ports are declared up front, so the test cannot let the kernel choose.
+func freePort(t *testing.T) int32 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return int32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// eventually polls f until it returns nil or the bound passes.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
