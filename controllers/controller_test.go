@@ -235,7 +235,7 @@ func TestMissingSecretThenCreated(t *testing.T) {
 	pm := sshMux(ns, "edge", plain, "sshd")
 	pm.Spec.Listeners = append(pm.Spec.Listeners, v1alpha1.Listener{
 		Name: "secure", Port: ptr.To(tlsPort),
-		TLS:  &v1alpha1.ListenerTLS{CertificateRefs: []v1alpha1.SecretRef{{Name: "edge-tls"}}},
+		TLS: &v1alpha1.ListenerTLS{CertificateRefs: []v1alpha1.SecretRef{{Name: "edge-tls"}}},
 	})
 	pm.Spec.Routes[0].Listeners = []string{"public", "secure"}
 	if err := k8s.Create(ctx, pm); err != nil {
