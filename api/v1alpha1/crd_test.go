@@ -122,10 +122,11 @@ func TestPrinterColumns(t *testing.T) {
 	}
 	cells := table.Rows[0].Cells
 	// The API server renders a CRD column from the FIRST value its JSONPath
-	// finds (apiextensions-apiserver tableconvertor: results[0][0]), so
-	// .spec.listeners[*].port shows the first listener's port, never a list.
-	if got, want := cells[1], any("443"); got != want {
-		t.Errorf("Ports = %#v, want %#v", got, want)
+	// finds (apiextensions-apiserver tableconvertor: results[0][0]), so the
+	// column reads status.ports, which the controller fills in; before any
+	// status it is empty.
+	if got := cells[1]; got != nil {
+		t.Errorf("Ports before any status = %#v, want none", got)
 	}
 	if got := cells[2]; got != nil {
 		t.Errorf("Ready before any status = %#v, want none", got)
@@ -139,10 +140,14 @@ func TestPrinterColumns(t *testing.T) {
 		Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted",
 		ObservedGeneration: pm.Generation,
 	})
+	pm.Status.Ports = "443,8443"
 	if err := k8s.Status().Update(t.Context(), pm); err != nil {
 		t.Fatalf("writing status: %v", err)
 	}
 	cells = getTable(t, ns).Rows[0].Cells
+	if got, want := cells[1], any("443,8443"); got != want {
+		t.Errorf("Ports = %#v, want %#v", got, want)
+	}
 	if got, want := cells[2], any("False"); got != want {
 		t.Errorf("Ready = %#v, want %#v", got, want)
 	}
@@ -172,8 +177,8 @@ func TestPrinterColumns(t *testing.T) {
 		if got, want := strings.Fields(lines[0]), []string{"NAME", "PORTS", "READY", "REASON", "AGE"}; !slices.Equal(got, want) {
 			t.Errorf("header = %v, want %v", got, want)
 		}
-		if got := strings.Fields(lines[1]); len(got) != 5 || got[0] != "edge" || got[1] != "443" || got[2] != "False" || got[3] != "PortInUse" {
-			t.Errorf("row = %v, want [edge 443 False PortInUse AGE]", got)
+		if got := strings.Fields(lines[1]); len(got) != 5 || got[0] != "edge" || got[1] != "443,8443" || got[2] != "False" || got[3] != "PortInUse" {
+			t.Errorf("row = %v, want [edge 443,8443 False PortInUse AGE]", got)
 		}
 	})
 }

@@ -442,6 +442,13 @@ type PortMuxStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// ports lists the ports the listeners bind, comma-separated ("443,8443"),
+	// for `kubectl get`: a printer column can show only one value of a list.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Ports string `json:"ports,omitempty"`
+
 	// conditions: Accepted (the spec is valid and its ports are not held by
 	// another PortMux), ResolvedRefs (every Secret and Service it names was
 	// found and usable), Programmed (the dataplane serves it), Ready.
@@ -490,7 +497,7 @@ type ListenerStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=pmx,categories=portmux
-// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.spec.listeners[*].port`
+// +kubebuilder:printcolumn:name="Ports",type=string,JSONPath=`.status.ports`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

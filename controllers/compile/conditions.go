@@ -2,6 +2,7 @@ package compile
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -35,6 +36,7 @@ const (
 func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now metav1.Time) v1alpha1.PortMuxStatus {
 	st := *pm.Status.DeepCopy()
 	st.ObservedGeneration = pm.Generation
+	st.Ports = ports(pm)
 	gen := pm.Generation
 	set := func(conds *[]metav1.Condition, typ string, ok bool, reason, msg string) {
 		s := metav1.ConditionFalse
@@ -128,6 +130,17 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 		set(&st.Conditions, ConditionReady, true, ReasonReady, "serving")
 	}
 	return st
+}
+
+// ports renders the listeners' ports for the printer column.
+func ports(pm *v1alpha1.PortMux) string {
+	var out []string
+	for _, l := range pm.Spec.Listeners {
+		if l.Port != nil {
+			out = append(out, strconv.Itoa(int(*l.Port)))
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func joinFindings(fs []Finding) string {

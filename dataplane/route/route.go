@@ -15,6 +15,7 @@
 package route
 
 import (
+	"path"
 	"strings"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -118,11 +119,9 @@ func bytesVerdict(m *snapshot.Match, data []byte) sniff.Verdict {
 		return sniff.Prefix(data, m.Prefix)
 	}
 	if m.Regex != nil {
-		if m.Regex.Match(data) {
-			return sniff.Match
-		}
-		// More bytes could still match; the probe's end decides.
-		return sniff.NeedMore
+		// Match within the first sniff.MaxBytes, else NeedMore: more bytes
+		// could still match, and the probe's end decides.
+		return sniff.Regex(data, m.Regex)
 	}
 	return sniff.NoMatch
 }
@@ -139,7 +138,7 @@ func constraintsHold(m *snapshot.Match, info *sniff.Info) bool {
 	if len(m.Host) > 0 && !HostMatches(m.Host, info.Host) {
 		return false
 	}
-	if m.PathPrefix != "" && !PathHasPrefix(info.Path, m.PathPrefix) {
+	if m.PathPrefix != "" && !PathHasPrefix(cleanPath(info.Path), m.PathPrefix) {
 		return false
 	}
 	return true
@@ -174,6 +173,19 @@ func PathHasPrefix(path, prefix string) bool {
 		return false
 	}
 	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// cleanPath resolves dot segments and repeated slashes, as the backend will,
+// so "/public/../admin" cannot pass a "/public" prefix to reach /admin.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		return p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 func anyIn(want, offered []string) bool {

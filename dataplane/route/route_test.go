@@ -103,6 +103,21 @@ func TestDecideReportsWhatTheSnifferFound(t *testing.T) {
 	}
 }
 
+func TestPathPrefixSeesTheNormalisedPath(t *testing.T) {
+	rs := routes(snapshot.Match{Protocol: snapshot.HTTP, PathPrefix: "/public"})
+	for path, want := range map[string]int{
+		"/public/x":          0,
+		"/public/../admin":   -1,
+		"//public/./x":       0,
+		"/public/%2e%2e/adm": -1,
+	} {
+		req := []byte("GET " + path + " HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		if d := Decide(rs, req, false); d.Route != want {
+			t.Errorf("%s: route %d, want %d", path, d.Route, want)
+		}
+	}
+}
+
 func TestHostMatches(t *testing.T) {
 	tests := []struct {
 		patterns []string
