@@ -1,0 +1,283 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"go.uber.org/goleak"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// TestMain fails the package when a test leaves a goroutine behind: no byte
+// sequence, slow client, reload or shutdown may leak one. Nothing is
+// ignored: every server, backend and peer a test starts is stopped by its
+// cleanup, and the dataplane's Shutdown waits for its own goroutines.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// ioTimeout bounds any single wait for bytes or for an end of stream in
+// these tests. It is generous: a test asserts that things happen, never how
+// fast.
+const ioTimeout = 10 * time.Second
+
+// testMux is an in-process dataplane for one test.
+type testMux struct {
+	*dataplane.Server
+	t testing.TB
+}
+
+// startMux starts a Server, applies snap (every listener must bind) and
+// shuts it down at cleanup, failing the test when Shutdown had to cut
+// connections the test left open.
+func startMux(t testing.TB, snap *snapshot.Snapshot) *testMux {
+	t.Helper()
+	m := newMux(t, dataplane.Options{})
+	m.apply(snap)
+	return m
+}
+
+// newMux is startMux with options and nothing applied. The logger is the
+// test's, with a line per connection.
+func newMux(t testing.TB, opt dataplane.Options) *testMux {
+	t.Helper()
+	opt.Log = testr.NewWithInterface(t, testr.Options{Verbosity: 1})
+	opt.LogConnections = true
+	srv := dataplane.NewServer(opt)
+	m := &testMux{Server: srv, t: t}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown at cleanup: %v (connections left open)", err)
+		}
+	})
+	return m
+}
+
+// apply applies snap and fails the test on any bind error.
+func (m *testMux) apply(snap *snapshot.Snapshot) {
+	m.t.Helper()
+	if errs := m.Apply(snap); len(errs) > 0 {
+		m.t.Fatalf("Apply: %v", errs)
+	}
+}
+
+// addr is the bound address of a listener.
+func (m *testMux) addr(listener string) string {
+	m.t.Helper()
+	a := m.Addr(listener)
+	if a == nil {
+		m.t.Fatalf("listener %q is not bound", listener)
+	}
+	return a.String()
+}
+
+// waitIdle waits until the dataplane holds no connection.
+func (m *testMux) waitIdle() {
+	m.t.Helper()
+	eventually(m.t, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
+}
+
+// listenerOn returns a listener on 127.0.0.1:0 with a 2s probe timeout.
+func listenerOn(name string, routes ...snapshot.Route) snapshot.Listener {
+	return snapshot.Listener{
+		Name:          name,
+		Address:       "127.0.0.1:0",
+		ProbeTimeout:  2 * time.Second,
+		MaxProbeBytes: snapshot.DefaultMaxProbeBytes,
+		Routes:        routes,
+	}
+}
+
+// routeTo returns a route matching proto that forwards to the endpoints.
+func routeTo(name string, proto snapshot.Protocol, endpoints ...string) snapshot.Route {
+	return snapshot.Route{
+		Name:    name,
+		Match:   snapshot.Match{Protocol: proto},
+		Backend: &snapshot.Backend{Name: name, Endpoints: endpoints, DialTimeout: 5 * time.Second},
+	}
+}
+
+func snapshotOf(listeners ...snapshot.Listener) *snapshot.Snapshot {
+	return &snapshot.Snapshot{Listeners: listeners}
+}
+
+// tcpBackend is a TCP server on 127.0.0.1 that runs handle for every
+// connection and counts them. Cleanup closes the listener and every
+// connection and waits for the handlers.
+type tcpBackend struct {
+	addr     string
+	accepted atomic.Int64
+
+	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newTCPBackend(t testing.TB, handle func(net.Conn)) *tcpBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &tcpBackend{addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			b.mu.Lock()
+			b.conns[c] = struct{}{}
+			b.mu.Unlock()
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer func() {
+					b.mu.Lock()
+					delete(b.conns, c)
+					b.mu.Unlock()
+					_ = c.Close()
+				}()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		b.mu.Lock()
+		for c := range b.conns {
+			_ = c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+// echoBackend echoes every connection until the client half-closes, then
+// half-closes back.
+func echoBackend(t testing.TB) *tcpBackend {
+	return greetingEchoBackend(t, "")
+}
+
+// greetingEchoBackend writes greeting as soon as it accepts (a server that
+// speaks first, or a way to tell backends apart), then echoes.
+func greetingEchoBackend(t testing.TB, greeting string) *tcpBackend {
+	return newTCPBackend(t, func(c net.Conn) {
+		if greeting != "" {
+			if _, err := io.WriteString(c, greeting); err != nil {
+				return
+			}
+		}
+		echo(c, c)
+	})
+}
+
+// echo copies r back to c and half-closes c at the end of r.
+func echo(c net.Conn, r io.Reader) {
+	if _, err := io.Copy(c, r); err != nil {
+		return
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+}
+
+// dial connects to addr and closes the connection at cleanup.
+func dial(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// roundTrip writes msg on c and reads the same bytes back (through an echo
+// backend).
+func roundTrip(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read echo of %q: %v (got %q)", msg, err, got)
+	}
+	if string(got) != msg {
+		t.Fatalf("echo = %q, want %q", got, msg)
+	}
+}
+
+// readLine reads one line (with its newline) within ioTimeout.
+func readLine(t testing.TB, r *bufio.Reader, c net.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read line: %v (got %q)", err, line)
+	}
+	return line
+}
+
+// closedByPeer reads c until it ends and reports how: nil when the peer
+// closed it (EOF or reset) within d, an error when d passed first or data
+// arrived that nobody should have sent.
+func closedByPeer(c net.Conn, d time.Duration) error {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			return errors.New("received data: " + string(buf[:n]))
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return errors.New("still open after " + d.String())
+		default:
+			return nil // EOF or connection reset: closed
+		}
+	}
+}
+
+// eventually polls cond until it holds, failing the test after ioTimeout.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(ioTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// knownBug skips a test that fails because of a dataplane bug that is
+// reported but not fixed yet; the reason names the bug. Set
+// PORTMUX_TEST_KNOWN_BUGS=1 to run such tests anyway (e.g. to check a fix).
+func knownBug(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("PORTMUX_TEST_KNOWN_BUGS") == "" {
+		t.Skip("bug: " + what)
+	}
+}

@@ -1,0 +1,141 @@
+package peers
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Cert is an EC P-256 key pair with its certificate, in the forms tests
+// hand to programs (PEM) and to Go (tls.Certificate, Leaf set).
+type Cert struct {
+	CertPEM []byte
+	KeyPEM  []byte
+	TLS     *tls.Certificate
+	Leaf    *x509.Certificate
+
+	key *ecdsa.PrivateKey
+}
+
+// CA is a certificate authority that issues Certs.
+type CA struct {
+	Cert
+}
+
+// certTemplate is what every certificate here shares: valid from an hour
+// ago (clock skew) for a day.
+func certTemplate(cn string, names []string) *x509.Certificate {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	return tmpl
+}
+
+// sign creates the certificate tmpl for a new key, signed by parent (nil:
+// self-signed).
+func sign(t testing.TB, tmpl *x509.Certificate, parent *Cert) *Cert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentCert, parentKey := tmpl, key
+	if parent != nil {
+		parentCert, parentKey = parent.Leaf, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatalf("create certificate %q: %v", tmpl.Subject.CommonName, err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cert{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		Leaf:    leaf,
+		key:     key,
+	}
+	c.TLS = &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return c
+}
+
+// CertPair returns a self-signed server certificate whose subject CN is
+// names[0] and whose SANs are all names (IP literals as IP SANs), for
+// TLS-terminating listeners and s_server.
+func CertPair(t testing.TB, names ...string) *Cert {
+	t.Helper()
+	if len(names) == 0 {
+		t.Fatal("CertPair needs at least one name")
+	}
+	tmpl := certTemplate(names[0], names)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	return sign(t, tmpl, nil)
+}
+
+// NewCA returns a CA certificate: basicConstraints CA:TRUE (crypto/x509
+// always marks it critical), keyUsage keyCertSign and cRLSign.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	tmpl := certTemplate(cn, nil)
+	tmpl.IsCA = true
+	tmpl.BasicConstraintsValid = true
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	return &CA{Cert: *sign(t, tmpl, nil)}
+}
+
+// Issue signs a leaf certificate for cn with one extended key usage
+// (x509.ExtKeyUsageServerAuth or x509.ExtKeyUsageClientAuth) and the given
+// SANs.
+func (ca *CA) Issue(t testing.TB, cn string, eku x509.ExtKeyUsage, names ...string) *Cert {
+	t.Helper()
+	tmpl := certTemplate(cn, names)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{eku}
+	return sign(t, tmpl, &ca.Cert)
+}
+
+// WriteFiles writes the certificate and key as base.crt and base.key in
+// dir (the key mode 0600) and returns their paths.
+func (c *Cert) WriteFiles(t testing.TB, dir, base string) (certFile, keyFile string) {
+	t.Helper()
+	certFile = filepath.Join(dir, base+".crt")
+	keyFile = filepath.Join(dir, base+".key")
+	if err := os.WriteFile(certFile, c.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, c.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
