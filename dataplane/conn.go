@@ -33,7 +33,11 @@ var (
 // termination, sniffing, then the chosen route's action. pre holds bytes
 // already read from c that belong in front of what c will still return.
 func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *listenerConfig, depth int) {
-	probeEnd := time.Now().Add(lc.ProbeTimeout)
+	probeTimeout := lc.ProbeTimeout
+	if probeTimeout <= 0 {
+		probeTimeout = snapshot.DefaultProbeTimeout
+	}
+	probeEnd := time.Now().Add(probeTimeout)
 
 	if lc.ProxyProtocol && depth == 0 {
 		client, rest, err := readProxyHeader(c, probeEnd)
@@ -56,7 +60,7 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		st := tc.ConnectionState()
 		ev.sni, ev.alpn, ev.tls = st.ServerName, st.NegotiatedProtocol, true
 		c, pre = tc, nil
-		probeEnd = time.Now().Add(lc.ProbeTimeout)
+		probeEnd = time.Now().Add(probeTimeout)
 	}
 
 	bp, data, d, err := s.probe(c, pre, lc, probeEnd)
@@ -101,7 +105,11 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		release()
 		s.handle(ev, c, handoff, cfg, next, depth+1)
 	case rc.Tunnel != nil:
-		ev.outcome, ev.err = OutcomeError, errors.New("tunnel routes are not served by this build")
+		// The sniffed bytes are the handshake request; copy them out of
+		// the pooled buffer, which is not held while the tunnel lives.
+		handshake := append([]byte(nil), data...)
+		release()
+		s.serveTunnel(ev, c, handshake, rc)
 	default:
 		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
 	}
@@ -117,7 +125,7 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 		s.serveHTTP(ev, c, h, rc, ev.tls)
 		return
 	}
-	up, ep, err := rc.dialer.Dial(context.Background(), b.Endpoints)
+	up, ep, err := rc.dialer.Dial(s.stop, b.Endpoints)
 	if err != nil {
 		s.m.dialErrors.WithLabelValues(b.Name).Inc()
 		ev.outcome, ev.err = OutcomeDialError, err
@@ -182,6 +190,8 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, end time.Time
 	if limit <= 0 || limit > len(*bp) {
 		limit = len(*bp)
 	}
+	// Bytes already read (past a PROXY header) are never dropped.
+	limit = max(limit, min(len(pre), len(*bp)))
 	buf := (*bp)[:limit]
 	n := copy(buf, pre)
 	for {

@@ -272,12 +272,3 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// knownBug skips a test that fails because of a dataplane bug that is
-// reported but not fixed yet; the reason names the bug. Set
-// PORTMUX_TEST_KNOWN_BUGS=1 to run such tests anyway (e.g. to check a fix).
-func knownBug(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("PORTMUX_TEST_KNOWN_BUGS") == "" {
-		t.Skip("bug: " + what)
-	}
-}

@@ -289,7 +289,6 @@ func loopbackListen(onBind func(n int, ln net.Listener)) func(context.Context, s
 }
 
 func TestApplyReportsListenersSharingAnAddress(t *testing.T) {
-	knownBug(t, "Apply keys listeners by address (server.go want map): a second listener on the same address is dropped with no bind error")
 	t.Parallel()
 	backend := echoBackend(t)
 	m := newMux(t, dataplane.Options{Listen: loopbackListen(nil)})
@@ -311,7 +310,6 @@ func TestApplyReportsListenersSharingAnAddress(t *testing.T) {
 }
 
 func TestNewListenerServesItsFirstConnection(t *testing.T) {
-	knownBug(t, "Apply starts a new accept loop before storing the config that maps its key (server.go), so a connection accepted meanwhile is closed unserved")
 	t.Parallel()
 	backend := greetingEchoBackend(t, "hello\n")
 	var (

@@ -302,7 +302,6 @@ func TestShutdownDeadlineCutsConnections(t *testing.T) {
 }
 
 func TestProxyHeaderFollowedByMoreThanMaxProbeBytes(t *testing.T) {
-	knownBug(t, "probe copies pre into a buffer of MaxProbeBytes (conn.go copy(buf, pre)) and drops what does not fit")
 	t.Parallel()
 	// The PROXY header is read through a buffer, which takes the bytes the
 	// client sent after it too. However small MaxProbeBytes is, none of
@@ -368,7 +367,6 @@ func blackholeAddr(t testing.TB) string {
 }
 
 func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
-	knownBug(t, "forward dials with context.Background (conn.go), so Shutdown waits out a backend dial timeout after its deadline")
 	t.Parallel()
 	r := routeTo("any", snapshot.Any, blackholeAddr(t))
 	r.Backend.DialTimeout = 30 * time.Second
@@ -422,7 +420,6 @@ func (g *gatedListener) Close() error {
 }
 
 func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
-	knownBug(t, "acceptLoop releases a connection refused by track without decrementing portmux_active_connections (server.go)")
 	t.Parallel()
 	backend := echoBackend(t)
 	gl := &gatedListener{taken: make(chan struct{}, 1), gate: make(chan struct{}), closed: make(chan struct{})}
@@ -542,7 +539,6 @@ func httpModeRoute(addr string) snapshot.Route {
 }
 
 func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
-	knownBug(t, "Shutdown never calls closeIdle on the current config: http-mode backend connections stay pooled for IdleConnTimeout (90s)")
 	t.Parallel()
 	backend := newSlowHTTPBackend(t)
 	close(backend.release) // answer at once

@@ -50,6 +50,10 @@ type Server struct {
 	// cfg is the configuration new connections are accepted with.
 	cfg atomic.Pointer[config]
 
+	// stop is cancelled when Shutdown gives up waiting: dials in flight end.
+	stop       context.Context
+	cancelStop context.CancelFunc
+
 	mu     sync.Mutex // guards bound, conns and closed
 	bound  map[string]*boundListener
 	conns  map[net.Conn]struct{}
@@ -89,6 +93,7 @@ func NewServer(opt Options) *Server {
 		bound: map[string]*boundListener{},
 		conns: map[net.Conn]struct{}{},
 	}
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
 	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m))
@@ -111,8 +116,13 @@ func bindKey(l *snapshot.Listener) string {
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 	cfg := newConfig(snap, s.m)
 	want := map[string]*snapshot.Listener{}
+	errs := map[string]error{}
 	for i := range snap.Listeners {
 		if l := &snap.Listeners[i]; !l.Internal() {
+			if prev, dup := want[bindKey(l)]; dup {
+				errs[l.Name] = fmt.Errorf("bind %s: address used by listener %q too", l.Address, prev.Name)
+				continue
+			}
 			want[bindKey(l)] = l
 		}
 	}
@@ -131,8 +141,8 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 			s.log.Info("listener closed; open connections drain", "address", b.ln.Addr().String())
 		}
 	}
-	errs := map[string]error{}
 	cfg.byKey = map[string]*listenerConfig{}
+	var started []*boundListener
 	for key, l := range want {
 		if _, ok := s.bound[key]; !ok {
 			ln, err := s.opt.Listen(context.Background(), l.Address)
@@ -143,14 +153,17 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 			}
 			b := &boundListener{key: key, ln: ln, done: make(chan struct{})}
 			s.bound[key] = b
-			s.handlers.Add(1)
-			go s.acceptLoop(b)
+			started = append(started, b)
 			s.log.Info("listening", "listener", l.Name, "address", ln.Addr().String())
 		}
 		cfg.byKey[key] = cfg.listeners[l.Name]
 	}
 	if old := s.cfg.Swap(cfg); old != nil {
 		old.closeIdle()
+	}
+	for _, b := range started {
+		s.handlers.Add(1)
+		go s.acceptLoop(b)
 	}
 	s.updateListenerGauge(cfg)
 	return errs
@@ -200,15 +213,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.cfg.Load().closeIdle()
 		return nil
 	case <-ctx.Done():
 	}
+	s.cancelStop()
 	s.mu.Lock()
 	for c := range s.conns {
 		_ = c.Close()
 	}
 	s.mu.Unlock()
 	<-done
+	s.cfg.Load().closeIdle()
 	return ctx.Err()
 }
 
@@ -244,6 +260,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 		}
 		if !s.track(c) {
 			s.release(b)
+			s.m.active.WithLabelValues(lc.Name).Dec()
 			_ = c.Close()
 			continue
 		}
