@@ -105,11 +105,7 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		release()
 		s.handle(ev, c, handoff, cfg, next, depth+1)
 	case rc.Tunnel != nil:
-		// The sniffed bytes are the handshake request; copy them out of
-		// the pooled buffer, which is not held while the tunnel lives.
-		handshake := append([]byte(nil), data...)
-		release()
-		s.serveTunnel(ev, c, handshake, rc)
+		ev.outcome, ev.err = OutcomeError, errors.New("tunnel routes are not served by this build")
 	default:
 		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
 	}
