@@ -1,0 +1,560 @@
+package compile_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers/compile"
+)
+
+// Validate is all the checking `portmux serve` gets: its files never meet
+// the API server's schema and CEL rules. Each invalid spec below must be
+// refused with exactly the listed errors, in order, each containing the
+// given text, which starts with the field path. Specs are YAML, as users
+// write them.
+
+// okBackend is a route action that is always valid, to keep the rows short.
+const okBackend = `backend: {service: {name: sshd, port: 22}}`
+
+type validateRow struct {
+	name string
+	spec string
+	want []string // substrings of the errors, in order; none for a valid spec
+	// bug, when set, says why Validate does not give want yet: the row is
+	// skipped while it fails and must be unmarked once it passes.
+	bug string
+}
+
+func TestValidateRefuses(t *testing.T) {
+	runValidateRows(t, []validateRow{
+		// Listeners.
+		{
+			name: "no listeners",
+			spec: `listeners: []`,
+			want: []string{`spec.listeners: at least one listener is required`},
+		},
+		{
+			name: "listener name not a DNS label",
+			spec: `
+listeners: [{name: Public, port: 443}]`,
+			want: []string{`spec.listeners[0].name: "Public" must be a DNS label`},
+		},
+		{
+			name: "listener name with a trailing dash",
+			spec: `
+listeners: [{name: public-, port: 443}]`,
+			want: []string{`spec.listeners[0].name: "public-" must be a DNS label`},
+		},
+		{
+			name: "duplicate listener names",
+			spec: `
+listeners: [{name: public, port: 443}, {name: public, port: 8443}]`,
+			want: []string{`spec.listeners[1].name: listener "public" is declared twice`},
+		},
+		{
+			name: "port 0",
+			spec: `
+listeners: [{name: public, port: 0}]`,
+			want: []string{`spec.listeners[0].port: 0 must be between 1 and 65535`},
+		},
+		{
+			name: "port 65536",
+			spec: `
+listeners: [{name: public, port: 65536}]`,
+			want: []string{`spec.listeners[0].port: 65536 must be between 1 and 65535`},
+		},
+		{
+			name: "two listeners on one port",
+			spec: `
+listeners: [{name: a, port: 443}, {name: b, port: 443}]`,
+			want: []string{`spec.listeners[1].port: port 443 is also used by listener a`},
+		},
+		{
+			name: "internal listener without tls",
+			spec: `
+listeners: [{name: inner}]`,
+			want: []string{`spec.listeners[0].tls: an internal listener (one without port) must set tls`},
+		},
+		{
+			name: "internal listener expecting a PROXY header",
+			spec: `
+listeners: [{name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: c}]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol: applies only to a listener with a port`},
+		},
+		{
+			name: "probeTimeout too short",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: 5ms}]`,
+			want: []string{`spec.listeners[0].probeTimeout: must be between 10ms and 60s`},
+		},
+		{
+			name: "probeTimeout too long",
+			spec: `
+listeners: [{name: public, port: 443, probeTimeout: 2m}]`,
+			want: []string{`spec.listeners[0].probeTimeout: must be between 10ms and 60s`},
+		},
+		{
+			name: "maxConnections 0",
+			spec: `
+listeners: [{name: public, port: 443, maxConnections: 0}]`,
+			want: []string{`spec.listeners[0].maxConnections: must be at least 1`},
+		},
+		{
+			name: "tls without certificates",
+			spec: `
+listeners: [{name: public, port: 443, tls: {certificateRefs: []}}]`,
+			want: []string{`spec.listeners[0].tls.certificateRefs: at least one Secret is required`},
+		},
+
+		// Routes.
+		{
+			name: "route name not a DNS label",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: SSH, listeners: [public], match: {protocol: ssh}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].name: "SSH" must be a DNS label`},
+		},
+		{
+			name: "duplicate route names",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh}, ` + okBackend + `}
+- {name: ssh, listeners: [public], match: {protocol: any}, ` + okBackend + `}`,
+			want: []string{`spec.routes[1].name: route "ssh" is declared twice`},
+		},
+		{
+			name: "route on no listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [], match: {protocol: ssh}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].listeners: name at least one listener`},
+		},
+		{
+			name: "route on an undeclared listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public, pubic], match: {protocol: ssh}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].listeners: listener "pubic" is not declared in spec.listeners`},
+		},
+
+		// Matches.
+		{
+			name: "unknown protocol",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ftp, listeners: [public], match: {protocol: ftp}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.protocol: unsupported value "ftp"`},
+		},
+		{
+			name: "sni on ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh, sni: [a.example.com]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: sni and alpn apply only to protocol tls`},
+		},
+		{
+			name: "alpn on http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: web, listeners: [public], match: {protocol: http, alpn: [h2]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: sni and alpn apply only to protocol tls`},
+		},
+		{
+			name: "host on tls",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: git, listeners: [public], match: {protocol: tls, host: [git.example.com]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: host and pathPrefix apply only to protocols http and websocket`},
+		},
+		{
+			name: "pathPrefix on ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh, pathPrefix: /x}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: host and pathPrefix apply only to protocols http and websocket`},
+		},
+		{
+			name: "prefix on http",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: web, listeners: [public], match: {protocol: http, prefix: GET}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: prefix and regex apply only to protocol bytes`},
+		},
+		{
+			name: "bytes without prefix or regex",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: raw, listeners: [public], match: {protocol: bytes}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: protocol bytes needs exactly one of prefix or regex`},
+		},
+		{
+			name: "bytes with prefix and regex",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: raw, listeners: [public], match: {protocol: bytes, prefix: GET, regex: ^GET}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match: protocol bytes needs exactly one of prefix or regex`},
+		},
+		{
+			name: "regex that does not compile",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: raw, listeners: [public], match: {protocol: bytes, regex: "^SSH-("}, ` + okBackend + `}]`,
+			want: []string{"spec.routes[0].match.regex: does not compile: error parsing regexp: missing closing ): `^SSH-(`"},
+		},
+		{
+			name: "regex with a Perl construct RE2 lacks",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: raw, listeners: [public], match: {protocol: bytes, regex: '^(?=SSH)'}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.regex: does not compile: error parsing regexp: invalid or unsupported Perl syntax`},
+		},
+		{
+			name: "pathPrefix without a leading slash",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: web, listeners: [public], match: {protocol: http, pathPrefix: app}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.pathPrefix: must start with /`},
+		},
+
+		// Actions.
+		{
+			name: "no action",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}}]`,
+			want: []string{`spec.routes[0]: a route needs exactly one action: set one of backend, listener or tunnel`},
+		},
+		{
+			name: "two actions",
+			spec: `
+listeners: [{name: public, port: 443}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes: [{name: git, listeners: [public], match: {protocol: tls}, listener: inner, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0]: a route needs exactly one action`},
+		},
+		{
+			name: "backend with service and address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 22}, address: "10.0.0.1:22"}}]`,
+			want: []string{`spec.routes[0].backend: a backend needs exactly one of service or address`},
+		},
+		{
+			name: "backend with neither service nor address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {mode: tcp}}]`,
+			want: []string{`spec.routes[0].backend: a backend needs exactly one of service or address`},
+		},
+		{
+			name: "backend address without a port",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {address: sshd.internal}}]`,
+			want: []string{`spec.routes[0].backend.address: "sshd.internal" must be host:port`},
+		},
+		{
+			name: "backend address without a host",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {address: ":22"}}]`,
+			want: []string{`spec.routes[0].backend.address: ":22" must be host:port`},
+		},
+		{
+			name: "backend address port out of range",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {address: "10.0.0.1:70000"}}]`,
+			want: []string{`spec.routes[0].backend.address: port "70000" must be between 1 and 65535`},
+		},
+		{
+			name: "mode http on ssh",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 22}, mode: http}}]`,
+			want: []string{`spec.routes[0].backend.mode: http needs match.protocol http or websocket`},
+		},
+		{
+			name: "mode http with a PROXY header",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: web, listeners: [public], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: http, proxyProtocol: v2}}]`,
+			want: []string{`spec.routes[0].backend.proxyProtocol: cannot be combined with mode http`},
+		},
+		{
+			name: "listener action to an undeclared listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: unwrap, listeners: [public], match: {protocol: tls}, listener: inner}]`,
+			want: []string{`spec.routes[0].listener: listener "inner" is not declared in spec.listeners`},
+		},
+		{
+			name: "listener action to a listener with a port",
+			spec: `
+listeners: [{name: public, port: 443}, {name: alt, port: 8443}]
+routes: [{name: unwrap, listeners: [public], match: {protocol: tls}, listener: alt}]`,
+			want: []string{`spec.routes[0].listener: listener "alt" has a port`},
+		},
+		{
+			name: "listener action to the listener the route is on",
+			spec: `
+listeners: [{name: public, port: 443}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes: [{name: loop, listeners: [inner], match: {protocol: tls}, listener: inner}]`,
+			want: []string{`spec.routes[0].listener: a route cannot hand connections to a listener it is attached to`},
+		},
+		{
+			name: "listener action on a non-TLS match",
+			spec: `
+listeners: [{name: public, port: 443}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes: [{name: unwrap, listeners: [public], match: {protocol: ssh}, listener: inner}]`,
+			want: []string{`spec.routes[0].listener: needs match.protocol tls`},
+		},
+		{
+			name: "tunnel on an http match",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel: needs match.protocol websocket`},
+		},
+		{
+			name: "tunnel allowing nothing",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}]`,
+			want: []string{`spec.routes[0].tunnel.allow: list at least one target`},
+		},
+		{
+			name: "tunnel target with service and address",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}}]`,
+			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
+		},
+		{
+			name: "tunnel target with neither",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{protocol: UDP}]}}]`,
+			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
+		},
+		{
+			name: "tunnel target address without a port",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}, {address: wg.internal}]}}]`,
+			want: []string{`spec.routes[0].tunnel.allow[1].address: "wg.internal" must be host:port`},
+		},
+
+		// Every error is reported, not only the first.
+		{
+			name: "several errors at once",
+			spec: `
+listeners: [{name: Public, port: 443}, {name: inner}]
+routes:
+- {name: ssh, listeners: [public], match: {protocol: ssh, sni: [x.example.com]}}
+- {name: raw, listeners: [inner], match: {protocol: bytes, regex: "("}, ` + okBackend + `}`,
+			want: []string{
+				`spec.listeners[0].name: "Public" must be a DNS label`,
+				`spec.listeners[1].tls: an internal listener (one without port) must set tls`,
+				`spec.routes[0].listeners: listener "public" is not declared in spec.listeners`,
+				`spec.routes[0].match: sni and alpn apply only to protocol tls`,
+				`spec.routes[0]: a route needs exactly one action`,
+				`spec.routes[1].match.regex: does not compile`,
+			},
+		},
+
+		// What the CRD's schema refuses and Validate does not (yet).
+		// Enums: a typo silently changes behaviour under `portmux serve`.
+		{
+			name: "backend mode not in the enum",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: web, listeners: [public], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: HTTP}}]`,
+			want: []string{`spec.routes[0].backend.mode`},
+			bug:  `validate.go:164-182 (validateBackend) does not check the enum tcp|http: compile.go:281-284 turns "HTTP" into a plain tcp backend, silently without X-Forwarded-*`,
+		},
+		{
+			name: "backend proxyProtocol not in the enum",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: vpn, listeners: [public], match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: V2}}]`,
+			want: []string{`spec.routes[0].backend.proxyProtocol`},
+			bug:  `validate.go:164-182 (validateBackend) does not check the enum v1|v2: compile.go:285-290 sends no PROXY header for "V2", so a backend that requires one fails every connection`,
+		},
+		{
+			name: "tunnel target protocol not in the enum",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: wireguard, port: 51820}, protocol: udp}]}}]`,
+			want: []string{`spec.routes[0].tunnel.allow[0].protocol`},
+			bug:  `validate.go:113-120 does not check the enum TCP|UDP: compile.go:331-335 makes a "udp" target a TCP one`,
+		},
+		// Service ports: the schema's range and name pattern.
+		{
+			name: "backend Service port 0",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {service: {name: sshd, port: 0}}}]`,
+			want: []string{`spec.routes[0].backend.service.port`},
+			bug:  `validate.go does not check ServicePort.port (1-65535 or a port name); compile reports ServicePortNotFound instead of Invalid`,
+		},
+		{
+			name: "tunnel Service port name not a port name",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: SSH}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.allow[0].service.port`},
+			bug:  `validate.go does not check ServicePort.port (1-65535 or a port name); compile reports ServicePortNotFound instead of Invalid`,
+		},
+		// Names and sizes.
+		{
+			name: "listener name longer than 63",
+			spec: `
+listeners: [{name: ` + strings.Repeat("a", 64) + `, port: 443}]`,
+			want: []string{`spec.listeners[0].name`},
+			bug:  `validate.go:129: dnsLabel has no length limit; the schema's maxLength is 63 (names are metrics labels)`,
+		},
+		{
+			name: "maxConnections over the maximum",
+			spec: `
+listeners: [{name: public, port: 443, maxConnections: 2000000}]`,
+			want: []string{`spec.listeners[0].maxConnections`},
+			bug:  `validate.go:58-60 checks only the minimum; the schema's maximum is 1000000`,
+		},
+		{
+			name: "sni that is not a host name",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: git, listeners: [public], match: {protocol: tls, sni: ["*"]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.sni[0]`},
+			bug:  `validate.go:131-162 (validateMatch) does not check the sni/host pattern (a bare "*" or a name with spaces)`,
+		},
+		{
+			name: "tunnel token Secret without a name",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {tokenSecretRef: {name: ""}}, allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth.tokenSecretRef.name`},
+			bug:  `validate.go does not check SecretKeyRef.name (minLength 1); compile reports "Secret  (tunnel token) not found"`,
+		},
+	})
+}
+
+func TestValidateAccepts(t *testing.T) {
+	runValidateRows(t, []validateRow{
+		{
+			name: "one listener, no routes",
+			spec: `listeners: [{name: public, port: 443}]`,
+		},
+		{
+			name: "every listener option",
+			spec: `
+listeners:
+- {name: public, port: 443, probeTimeout: 10ms, maxConnections: 1, proxyProtocol: true}
+- {name: slow, port: 8443, probeTimeout: 60s, tls: {certificateRefs: [{name: a}, {name: b}], alpn: [h2, http/1.1]}}
+- {name: inner, tls: {certificateRefs: [{name: a}]}}`,
+		},
+		{
+			name: "every protocol and action",
+			spec: `
+listeners: [{name: public, port: 443}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes:
+- {name: ssh, listeners: [public, inner], match: {protocol: ssh}, backend: {service: {name: sshd, port: ssh}}}
+- {name: vpn, listeners: [public], match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: v2}}
+- {name: socks, listeners: [public], match: {protocol: socks5}, backend: {address: "10.0.0.1:1080", mode: tcp, proxyProtocol: v1}}
+- {name: unwrap, listeners: [public], match: {protocol: tls, sni: ["*.example.com"], alpn: [h2]}, listener: inner}
+- {name: tunnel, listeners: [inner], match: {protocol: websocket, host: [vpn.example.com], pathPrefix: /t}, tunnel: {auth: {tokenSecretRef: {name: tok}}, allow: [{service: {name: wg, port: 51820}, protocol: UDP}, {address: "[fd00::1]:22", protocol: TCP}]}}
+- {name: web, listeners: [inner], match: {protocol: http, pathPrefix: /}, backend: {service: {name: web, port: 80}, mode: http}}
+- {name: raw, listeners: [public], match: {protocol: bytes, prefix: "\x16\x03"}, backend: {address: "localhost:443"}}
+- {name: re, listeners: [public], match: {protocol: bytes, regex: '^\x16\x03[\x00-\x04]'}, backend: {address: "localhost:443"}}
+- {name: silent, listeners: [public], match: {protocol: timeout}, backend: {service: {name: sshd, port: 22}}}
+- {name: rest, listeners: [public], match: {protocol: any}, backend: {service: {name: web, port: 443}}}`,
+		},
+	})
+}
+
+// TestValidateAcceptsTheSamples checks the PortMux samples shipped in
+// config/samples: `portmux serve` must take what `kubectl apply` takes.
+func TestValidateAcceptsTheSamples(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "portmux_*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) == 0 {
+		t.Fatal("no samples found in config/samples")
+	}
+	for _, p := range paths {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pm v1alpha1.PortMux
+			if err := sigsyaml.UnmarshalStrict(data, &pm); err != nil {
+				t.Fatal(err)
+			}
+			if errs := compile.Validate(&pm); errs != nil {
+				t.Errorf("Validate(%s) = %q, want nil", p, errs)
+			}
+		})
+	}
+}
+
+func runValidateRows(t *testing.T, rows []validateRow) {
+	t.Helper()
+	names := map[string]bool{}
+	for _, row := range rows {
+		if names[row.name] {
+			t.Fatalf("two rows named %q", row.name)
+		}
+		names[row.name] = true
+		t.Run(row.name, func(t *testing.T) {
+			var pm v1alpha1.PortMux
+			pm.Name, pm.Namespace = "edge", "infra"
+			if err := sigsyaml.UnmarshalStrict([]byte(row.spec), &pm.Spec); err != nil {
+				t.Fatalf("spec does not decode: %v", err)
+			}
+			errs := compile.Validate(&pm)
+			problem := validateProblem(errs, row.want)
+			switch {
+			case problem != "" && row.bug != "":
+				t.Skipf("known bug: %s\n%s", row.bug, problem)
+			case problem != "":
+				t.Error(problem)
+			case row.bug != "":
+				t.Errorf("Validate now gives %q: the bug is fixed, remove the row's bug mark", errs)
+			}
+		})
+	}
+}
+
+// validateProblem says how errs differs from want (substrings, in order).
+func validateProblem(errs, want []string) string {
+	if len(want) == 0 {
+		if errs != nil {
+			return "Validate = " + quoteAll(errs) + ", want nil"
+		}
+		return ""
+	}
+	if len(errs) != len(want) {
+		return "Validate = " + quoteAll(errs) + ", want errors containing " + quoteAll(want)
+	}
+	for i := range want {
+		if !strings.Contains(errs[i], want[i]) {
+			return "Validate = " + quoteAll(errs) + ", want errors containing " + quoteAll(want)
+		}
+	}
+	return ""
+}
+
+func quoteAll(s []string) string {
+	if len(s) == 0 {
+		return "[]"
+	}
+	return "[\n\t" + strings.Join(s, "\n\t") + "\n]"
+}
