@@ -144,18 +144,22 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 		}
 	}
 	release() // no buffer is held while the connection lives
-	r := forward.Pipe(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs})
-	ev.up, ev.down = r.Up+int64(len(data)), r.Down
-	rc.up.Add(float64(ev.up))
-	rc.down.Add(float64(ev.down))
-	switch {
-	case r.Idle:
-		ev.outcome = OutcomeIdleTimeout
-	case r.Err != nil && !isClosedConn(r.Err):
-		ev.outcome, ev.err = OutcomeError, r.Err
-	default:
-		ev.outcome = OutcomeForwarded
-	}
+	ev.async = true
+	sent := int64(len(data))
+	forward.Start(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs}, func(r forward.Result) {
+		ev.up, ev.down = r.Up+sent, r.Down
+		rc.up.Add(float64(ev.up))
+		rc.down.Add(float64(ev.down))
+		switch {
+		case r.Idle:
+			ev.outcome = OutcomeIdleTimeout
+		case r.Err != nil && !isClosedConn(r.Err):
+			ev.outcome, ev.err = OutcomeError, r.Err
+		default:
+			ev.outcome = OutcomeForwarded
+		}
+		ev.finish()
+	})
 }
 
 // probe reads the client's first bytes until a route decides, the probe

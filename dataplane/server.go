@@ -306,15 +306,24 @@ func (s *Server) untrack(c net.Conn) {
 }
 
 // serve handles one accepted connection from start to end and reports it.
+//
+// A forwarded connection outlives this goroutine: its two copy goroutines
+// start small and finish the connection when the last one ends, so the
+// stack grown while sniffing is not held for the connection's life.
 func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener) {
-	defer s.handlers.Done()
-	defer s.release(b)
-	defer s.untrack(c)
 	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String()}
+	ev.finish = func() {
+		_ = c.Close()
+		s.m.active.WithLabelValues(lc.Name).Dec()
+		s.report(ev)
+		s.untrack(c)
+		s.release(b)
+		s.handlers.Done()
+	}
 	s.handle(ev, c, nil, cfg, lc, 0)
-	_ = c.Close()
-	s.m.active.WithLabelValues(lc.Name).Dec()
-	s.report(ev)
+	if !ev.async {
+		ev.finish()
+	}
 }
 
 // connEvent is what the log line and the metrics say about one connection.
@@ -329,6 +338,11 @@ type connEvent struct {
 	tls               bool // the stream was TLS-terminated here
 	err               error
 	internalListeners []string
+	// finish ends the connection: close, report, release its slot. It runs
+	// once: after handle returns, or, when async is set, when forwarding
+	// ends.
+	finish func()
+	async  bool
 }
 
 func (s *Server) report(ev *connEvent) {

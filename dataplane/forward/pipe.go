@@ -39,28 +39,51 @@ type Result struct {
 }
 
 // Pipe copies client→backend and backend→client until both directions have
-// ended, then closes both connections. It blocks; one extra goroutine runs
-// the client→backend direction.
+// ended, then closes both connections and returns what it observed.
 func Pipe(client, backend net.Conn, opt Options) Result {
-	p := &pipe{opt: opt, client: client, backend: backend}
-	p.touch()
-	up := make(chan dirResult, 1)
-	go func() { up <- p.copy(backend, client) }()
-	down := p.copy(client, backend)
-	u := <-up
-	_ = client.Close()
-	_ = backend.Close()
+	ch := make(chan Result, 1)
+	Start(client, backend, opt, func(r Result) { ch <- r })
+	return <-ch
+}
 
-	r := Result{Up: u.n, Down: down.n, Idle: u.idle || down.idle}
+// Start is Pipe without the wait: it runs each direction on a new goroutine
+// and returns at once. done runs once, on the goroutine that finishes last,
+// after both connections are closed.
+//
+// The two goroutines start with small stacks and stay shallow, so an idle
+// forwarded connection costs two small parked stacks, whatever the caller's
+// stack grew to while it sniffed and dialled.
+func Start(client, backend net.Conn, opt Options, done func(Result)) {
+	p := &pipe{opt: opt, client: client, backend: backend, done: done}
+	p.touch()
+	p.pending.Store(2)
+	go p.run(&p.up, backend, client)
+	go p.run(&p.down, client, backend)
+}
+
+// run copies one direction and, if it is the last to end, finishes the pipe.
+func (p *pipe) run(res *dirResult, dst, src net.Conn) {
+	*res = p.copy(dst, src)
+	if p.pending.Add(-1) != 0 {
+		return
+	}
+	_ = p.client.Close()
+	_ = p.backend.Close()
+	r := Result{Up: p.up.n, Down: p.down.n, Idle: p.up.idle || p.down.idle}
 	if e := p.firstErr.Load(); e != nil && !r.Idle {
 		r.Err = *e
 	}
-	return r
+	p.done(r)
 }
 
 type pipe struct {
 	opt             Options
 	client, backend net.Conn
+	done            func(Result)
+	// up and down are each written by their own goroutine; pending orders
+	// those writes before the last goroutine reads both.
+	up, down dirResult
+	pending  atomic.Int32
 	// firstErr is the error that ended the pipe; later ones are its echoes
 	// (use of a closed connection) and are not reported.
 	firstErr atomic.Pointer[error]

@@ -1,0 +1,75 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// benchEcho is a backend that echoes every connection until EOF.
+func benchEcho(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// BenchmarkConnSSH measures the whole life of one short SSH-routed
+// connection through the dataplane: accept, sniff, route, dial, forward the
+// banner both ways, close. Compare allocs/op and ns/op before and after a
+// change; the muxbench harness (make bench) compares with haproxy and sslh.
+func BenchmarkConnSSH(b *testing.B) {
+	backend := benchEcho(b)
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+	snap := &snapshot.Snapshot{Listeners: []snapshot.Listener{{
+		Name: "bench/public", Address: "127.0.0.1:0", ProbeTimeout: 3 * time.Second,
+		Routes: []snapshot.Route{
+			{Name: "ssh", Match: snapshot.Match{Protocol: snapshot.SSH}, Backend: &snapshot.Backend{Name: "ssh", Endpoints: []string{backend}}},
+			{Name: "tls-b", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{"b.bench.test"}}, Backend: &snapshot.Backend{Name: "b", Endpoints: []string{backend}}},
+			{Name: "any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: &snapshot.Backend{Name: "any", Endpoints: []string{backend}}},
+		},
+	}}}
+	if errs := srv.Apply(snap); len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	b.Cleanup(func() { _ = srv.Shutdown(b.Context()) })
+	addr := srv.Addr("bench/public").String()
+	banner := []byte("SSH-2.0-bench\r\n")
+	buf := make([]byte, len(banner))
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(banner); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(bufio.NewReader(c), buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
