@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -65,6 +66,12 @@ func decodeDocuments(path string, data []byte, in *compile.Input) error {
 			var pm v1alpha1.PortMux
 			if err := yaml.UnmarshalStrict(doc, &pm); err != nil {
 				return fmt.Errorf("%s: document %d (PortMux): %w", path, n, err)
+			}
+			for _, other := range in.PortMuxes {
+				if other.Namespace == pm.Namespace && other.Name == pm.Name {
+					return fmt.Errorf("%s: document %d: PortMux %q is declared twice; each PortMux must have its own name",
+						path, n, strings.TrimPrefix(pm.Namespace+"/"+pm.Name, "/"))
+				}
 			}
 			in.PortMuxes = append(in.PortMuxes, pm)
 		case head.Kind == "Secret" && head.APIVersion == "v1":

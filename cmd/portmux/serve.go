@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +29,7 @@ type serveOptions struct {
 	files          []string
 	bindAddress    string
 	metricsAddr    string
+	pprofAddr      string
 	idleTimeout    time.Duration
 	shutdownGrace  time.Duration
 	maxConnections int
@@ -50,6 +52,7 @@ It reloads on SIGHUP and when a file changes; open connections are never cut.`,
 	f.StringArrayVarP(&o.files, "file", "f", nil, "PortMux/Secret YAML file (repeatable)")
 	f.StringVar(&o.bindAddress, "bind-address", "", "host the listeners bind (empty: every interface)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
+	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (empty: off)")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
 	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
@@ -127,6 +130,17 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 			}
 		}()
 		defer ms.Close()
+	}
+
+	if o.pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ps := &http.Server{Addr: o.pprofAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = ps.ListenAndServe() }()
+		defer ps.Close()
 	}
 
 	reload := make(chan string, 1)

@@ -113,7 +113,7 @@ const DefaultTokenKey = "token"
 func Compile(in Input) *Output {
 	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}}
 	pms := slices.Clone(in.PortMuxes)
-	slices.SortFunc(pms, func(a, b v1alpha1.PortMux) int {
+	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
 		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
@@ -123,6 +123,12 @@ func Compile(in Input) *Output {
 	for i := range pms {
 		pm := &pms[i]
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+		if _, dup := out.Results[key]; dup {
+			// The same object twice can only come from files given to
+			// `portmux serve` (which refuses them when loading): the first
+			// one stands.
+			continue
+		}
 		c := &compiler{in: &in, pm: pm, res: &Result{}}
 		out.Results[key] = c.res
 		if errs := Validate(pm); len(errs) > 0 {
@@ -157,7 +163,7 @@ func (c *compiler) holder() string {
 
 func (c *compiler) ref(lr *ListenerResult, reason, format string, args ...any) {
 	f := Finding{Reason: reason, Message: fmt.Sprintf(format, args...)}
-	if lr != nil {
+	if lr != nil && !slices.Contains(lr.Refs, f) {
 		lr.Refs = append(lr.Refs, f)
 	}
 	if !slices.Contains(c.res.Refs, f) {

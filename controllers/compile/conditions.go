@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,7 +60,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	}
 
 	old := map[string]v1alpha1.ListenerStatus{}
-	for _, l := range pm.Status.Listeners {
+	for _, l := range st.Listeners { // the deep copy: pm is never modified
 		old[l.Name] = l
 	}
 	var conflicts, unbound, notServed []string
@@ -67,7 +68,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	for _, lr := range res.Listeners {
 		ls := v1alpha1.ListenerStatus{Name: lr.Name, Port: lr.Port, AttachedRoutes: lr.AttachedRoutes, Conditions: old[lr.Name].Conditions}
 		if lr.Conflict != "" {
-			msg := fmt.Sprintf("port %d is held by PortMux %s, which was created first", *lr.Port, lr.Conflict)
+			msg := fmt.Sprintf("port %d is held by PortMux %s, which was created first (or, created at the same second, sorts first by namespace and name)", *lr.Port, lr.Conflict)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
 		} else {
@@ -151,11 +152,16 @@ func joinFindings(fs []Finding) string {
 	return strings.Join(msgs, "; ")
 }
 
-// truncate keeps a condition message within the API's 32768-byte limit.
+// truncate keeps a condition message within the API's 32768-byte limit,
+// without cutting a UTF-8 sequence in half.
 func truncate(s string) string {
 	const max = 32768
 	if len(s) <= max {
 		return s
 	}
-	return s[:max-3] + "..."
+	cut := max - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }

@@ -23,10 +23,6 @@ import (
 // they are skipped while it is there and fail once it is fixed, so that the
 // mark is removed with the fix.
 var knownStatusBugs = map[string]string{
-	"TestStatusDoesNotModifyItsInput": "conditions.go:61-68: the old listener conditions are taken from pm.Status.Listeners " +
-		"(not from the deep copy st), so meta.SetStatusCondition updates the caller's PortMux in place; " +
-		"the controller's statusWriter takes `before` after calling Status, so a merge patch built from it " +
-		"leaves out changed listener conditions",
 }
 
 // failing reports a failure of a test, or skips it when it is a known bug.

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	"github.com/portmux/portmux/api/v1alpha1"
 )
 
@@ -55,8 +57,8 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		if l.ProbeTimeout != nil && (l.ProbeTimeout.Duration < 10*time.Millisecond || l.ProbeTimeout.Duration > 60*time.Second) {
 			bad(f+".probeTimeout", "must be between 10ms and 60s")
 		}
-		if l.MaxConnections != nil && *l.MaxConnections < 1 {
-			bad(f+".maxConnections", "must be at least 1")
+		if l.MaxConnections != nil && (*l.MaxConnections < 1 || *l.MaxConnections > 1000000) {
+			bad(f+".maxConnections", "must be between 1 and 1000000")
 		}
 		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
 			bad(f+".tls.certificateRefs", "at least one Secret is required")
@@ -110,9 +112,21 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			if len(r.Tunnel.Allow) == 0 {
 				bad(f+".tunnel.allow", "list at least one target")
 			}
+			if a := r.Tunnel.Auth; a != nil && a.TokenSecretRef.Name == "" {
+				bad(f+".tunnel.auth.tokenSecretRef.name", "the name of the token Secret is required")
+			}
 			for j, a := range r.Tunnel.Allow {
+				af := fmt.Sprintf("%s.tunnel.allow[%d]", f, j)
 				if (a.Service == nil) == (a.Address == "") {
-					bad(fmt.Sprintf("%s.tunnel.allow[%d]", f, j), "needs exactly one of service or address")
+					bad(af, "needs exactly one of service or address")
+				}
+				if a.Service != nil {
+					errs = append(errs, validateServicePort(af+".service", a.Service)...)
+				}
+				switch a.Protocol {
+				case "", v1alpha1.TransportTCP, v1alpha1.TransportUDP:
+				default:
+					bad(af+".protocol", "unsupported value %q: TCP or UDP", a.Protocol)
 				}
 				if a.Address != "" {
 					errs = append(errs, validateAddress(fmt.Sprintf("%s.tunnel.allow[%d].address", f, j), a.Address)...)
@@ -126,7 +140,34 @@ func Validate(pm *v1alpha1.PortMux) []string {
 	return errs
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+// dnsLabel is the name pattern of listeners and routes, length included:
+// names become metrics labels.
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// hostPattern is the schema's pattern for sni and host entries.
+var hostPattern = regexp.MustCompile(`^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$`)
+
+// portName is the schema's pattern for a Service port given by name.
+var portName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// validateServicePort checks a Service reference as the schema does.
+func validateServicePort(f string, sp *v1alpha1.ServicePort) []string {
+	var errs []string
+	if sp.Name == "" || len(sp.Name) > 63 {
+		errs = append(errs, f+".name: the name of a Service is required (at most 63 characters)")
+	}
+	switch sp.Port.Type {
+	case intstr.Int:
+		if sp.Port.IntVal < 1 || sp.Port.IntVal > 65535 {
+			errs = append(errs, fmt.Sprintf("%s.port: %d must be a number from 1 to 65535 or the name of a Service port", f, sp.Port.IntVal))
+		}
+	default:
+		if len(sp.Port.StrVal) > 15 || !portName.MatchString(sp.Port.StrVal) {
+			errs = append(errs, fmt.Sprintf("%s.port: %q must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')", f, sp.Port.StrVal))
+		}
+	}
+	return errs
+}
 
 func validateMatch(f string, m *v1alpha1.RouteMatch) []string {
 	var errs []string
@@ -158,6 +199,16 @@ func validateMatch(f string, m *v1alpha1.RouteMatch) []string {
 	if m.PathPrefix != "" && m.PathPrefix[0] != '/' {
 		bad(".pathPrefix", "must start with /")
 	}
+	for i, n := range m.SNI {
+		if len(n) > 253 || !hostPattern.MatchString(n) {
+			bad(fmt.Sprintf(".sni[%d]", i), fmt.Sprintf("%q must be a host name, optionally starting with \"*.\"", n))
+		}
+	}
+	for i, n := range m.Host {
+		if len(n) > 253 || !hostPattern.MatchString(n) {
+			bad(fmt.Sprintf(".host[%d]", i), fmt.Sprintf("%q must be a host name, optionally starting with \"*.\"", n))
+		}
+	}
 	return errs
 }
 
@@ -169,6 +220,19 @@ func validateBackend(f string, r *v1alpha1.Route) []string {
 	}
 	if b.Address != "" {
 		errs = append(errs, validateAddress(f+".address", b.Address)...)
+	}
+	if b.Service != nil {
+		errs = append(errs, validateServicePort(f+".service", b.Service)...)
+	}
+	switch b.Mode {
+	case "", v1alpha1.BackendModeTCP, v1alpha1.BackendModeHTTP:
+	default:
+		errs = append(errs, fmt.Sprintf("%s.mode: unsupported value %q: tcp or http", f, b.Mode))
+	}
+	switch b.ProxyProtocol {
+	case "", v1alpha1.ProxyProtocolV1, v1alpha1.ProxyProtocolV2:
+	default:
+		errs = append(errs, fmt.Sprintf("%s.proxyProtocol: unsupported value %q: v1 or v2", f, b.ProxyProtocol))
 	}
 	if b.Mode == v1alpha1.BackendModeHTTP {
 		if r.Match.Protocol != v1alpha1.ProtocolHTTP && r.Match.Protocol != v1alpha1.ProtocolWebSocket {
