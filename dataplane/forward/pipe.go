@@ -111,7 +111,7 @@ func (p *pipe) copy(dst, src net.Conn) dirResult {
 	var err error
 	if s, ok := src.(*net.TCPConn); ok {
 		if d, ok := dst.(*net.TCPConn); ok {
-			r.n, err = p.splice(d, s)
+			r.n, err = p.tcp(d, s)
 		} else {
 			r.n, err = p.buffered(dst, src)
 		}
@@ -134,55 +134,12 @@ func (p *pipe) copy(dst, src net.Conn) dirResult {
 	return r
 }
 
-// splice forwards without copying through user space. It waits for src to be
-// readable while holding nothing, then moves exactly what is queued.
-func (p *pipe) splice(dst, src *net.TCPConn) (int64, error) {
-	raw, err := src.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	lr := io.LimitedReader{R: src}
-	for {
-		if err := p.armDeadline(src); err != nil {
-			return total, err
-		}
-		avail, err := waitReadable(raw)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
-				continue // the other direction was active
-			}
-			return total, err
-		}
-		if avail == 0 {
-			return total, nil // EOF
-		}
-		lr.N = int64(avail)
-		n, err := dst.ReadFrom(&lr)
-		total += n
-		if n > 0 {
-			p.touch()
-		}
-		if err != nil {
-			return total, err
-		}
-		if n == 0 {
-			return total, nil // EOF raced with the probe
-		}
-	}
-}
-
 // buffered copies through a pooled buffer, for streams the kernel cannot
 // splice (TLS).
 func (p *pipe) buffered(dst io.Writer, src net.Conn) (int64, error) {
-	var buf []byte
-	if p.opt.BufferPool != nil {
-		bp := p.opt.BufferPool.Get().(*[]byte)
-		defer p.opt.BufferPool.Put(bp)
-		buf = *bp
-	} else {
-		buf = make([]byte, 32<<10)
-	}
+	bp := p.getBuf()
+	defer p.putBuf(bp)
+	buf := *bp
 	var total int64
 	for {
 		if err := p.armDeadline(src); err != nil {
@@ -206,6 +163,22 @@ func (p *pipe) buffered(dst io.Writer, src net.Conn) (int64, error) {
 			}
 			return total, err
 		}
+	}
+}
+
+// getBuf takes a copy buffer of at least 4 KiB from the pool (or allocates
+// one without a pool); putBuf gives it back.
+func (p *pipe) getBuf() *[]byte {
+	if p.opt.BufferPool != nil {
+		return p.opt.BufferPool.Get().(*[]byte)
+	}
+	b := make([]byte, 32<<10)
+	return &b
+}
+
+func (p *pipe) putBuf(bp *[]byte) {
+	if p.opt.BufferPool != nil {
+		p.opt.BufferPool.Put(bp)
 	}
 }
 
