@@ -48,6 +48,9 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		ev.client, pre = client, rest
 	}
 
+	// sni is the server name of a handshake this listener terminated: an
+	// HTTP/2 stream inside is routed by it (route.DecideTerminated).
+	var sni string
 	if lc.tls != nil {
 		tc := tls.Server(withPrefix(c, pre), lc.tls)
 		_ = c.SetDeadline(probeEnd)
@@ -59,11 +62,12 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		}
 		st := tc.ConnectionState()
 		ev.sni, ev.alpn, ev.tls = st.ServerName, st.NegotiatedProtocol, true
+		sni = strings.TrimSuffix(strings.ToLower(st.ServerName), ".")
 		c, pre = tc, nil
 		probeEnd = time.Now().Add(probeTimeout)
 	}
 
-	bp, data, d, err := s.probe(c, pre, lc, probeEnd)
+	bp, data, d, err := s.probe(c, pre, lc, sni, probeEnd)
 	lc.sniff.Observe(time.Since(ev.start).Seconds())
 	release := func() {
 		if bp != nil {
@@ -166,8 +170,11 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 // timeout passes, the buffer is full or the client ends its stream. While
 // the client has sent nothing it holds no buffer. The returned buffer, if
 // any, must go back to the pool once data is no longer needed.
-func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, end time.Time) (*[]byte, []byte, route.Decision, error) {
-	if d := route.Decide(lc.Routes, pre, false); !d.NeedMore {
+func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, end time.Time) (*[]byte, []byte, route.Decision, error) {
+	decide := func(data []byte, done bool) route.Decision {
+		return route.DecideTerminated(lc.Routes, data, done, sni)
+	}
+	if d := decide(pre, false); !d.NeedMore {
 		return nil, pre, d, nil // e.g. an "any" route first: no waiting
 	}
 	_ = c.SetReadDeadline(end)
@@ -177,7 +184,7 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, end time.Time
 		n, err := forward.WaitReadable(tc)
 		switch {
 		case isTimeout(err):
-			return nil, nil, route.Decide(lc.Routes, nil, true), nil
+			return nil, nil, decide(nil, true), nil
 		case err != nil:
 			return nil, nil, route.Decision{}, err
 		case n == 0:
@@ -195,18 +202,18 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, end time.Time
 	buf := (*bp)[:limit]
 	n := copy(buf, pre)
 	for {
-		d := route.Decide(lc.Routes, buf[:n], false)
+		d := decide(buf[:n], false)
 		if !d.NeedMore {
 			return bp, buf[:n], d, nil
 		}
 		if n == len(buf) {
-			return bp, buf[:n], route.Decide(lc.Routes, buf[:n], true), nil
+			return bp, buf[:n], decide(buf[:n], true), nil
 		}
 		m, err := c.Read(buf[n:])
 		n += m
 		if err != nil {
 			if isTimeout(err) || (errors.Is(err, io.EOF) && n > 0) {
-				return bp, buf[:n], route.Decide(lc.Routes, buf[:n], true), nil
+				return bp, buf[:n], decide(buf[:n], true), nil
 			}
 			s.probeBufs.Put(bp)
 			if errors.Is(err, io.EOF) {

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -9,7 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/sniff"
 )
 
 // newHTTPTransport builds the connection pool of a backend in http mode. It
@@ -33,8 +37,14 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 // first bytes are data) to the route's backend with net/http's server and
 // httputil.ReverseProxy: keep-alive, WebSocket upgrades passed through, and
 // X-Forwarded-For/-Proto/-Host set from what the dataplane saw (the PROXY
-// header's client, TLS termination). The connection's first request chose
-// the route; later requests on it go to the same backend.
+// header's client, TLS termination). Forwarded headers the client sent are
+// dropped, never trusted. The connection's first request chose the route;
+// later requests on it go to the same backend.
+//
+// A connection that starts with the HTTP/2 preface (a client that
+// negotiated h2 by ALPN, or h2c with prior knowledge) is served as HTTP/2
+// (golang.org/x/net/http2), each stream proxied to the backend over
+// HTTP/1.1.
 func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, tlsTerminated bool) {
 	proto := "http"
 	if tlsTerminated {
@@ -42,7 +52,8 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 	}
 	client := ev.client
 	counted := &countingConn{Conn: withPrefix(c, data), remote: client}
-	var handlers sync.WaitGroup
+	var handlers handlerGroup
+	var errMu sync.Mutex // HTTP/2 streams fail concurrently
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -54,17 +65,23 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 		Transport: rc.transport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
+			errMu.Lock()
 			ev.err = err
+			errMu.Unlock()
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !handlers.enter() {
+			w.WriteHeader(http.StatusServiceUnavailable) // the connection is gone
+			return
+		}
+		defer handlers.leave()
+		proxy.ServeHTTP(w, r)
+	})
 	ln := newOneConnListener(counted)
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			handlers.Add(1)
-			defer handlers.Done()
-			proxy.ServeHTTP(w, r)
-		}),
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       s.opt.IdleTimeout,
 		ConnState: func(_ net.Conn, st http.ConnState) {
@@ -74,13 +91,62 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 		},
 		ErrorLog: nil,
 	}
-	_ = srv.Serve(ln)
-	handlers.Wait() // a hijacked (upgraded) connection is still being copied
+	if bytes.HasPrefix(data, []byte(sniff.HTTP2Preface)) {
+		h2 := &http2.Server{IdleTimeout: s.opt.IdleTimeout}
+		h2.ServeConn(counted, &http2.ServeConnOpts{Context: s.stop, BaseConfig: srv, Handler: handler})
+		_ = counted.Close() // ServeConn leaves a connection it gave up on open
+	} else {
+		_ = srv.Serve(ln)
+	}
+	// A hijacked (upgraded) connection is still being copied, and HTTP/2
+	// handlers may outlive ServeConn.
+	handlers.closeAndWait()
 	ev.backend = rc.Backend.Name
 	ev.up, ev.down = counted.in.Load(), counted.out.Load()
 	rc.up.Add(float64(ev.up))
 	rc.down.Add(float64(ev.down))
 	ev.outcome = OutcomeHTTP
+}
+
+// handlerGroup counts running handlers. Unlike a WaitGroup it may be
+// entered while closeAndWait waits: an HTTP/2 handler goroutine can start
+// after ServeConn has returned; it is refused then.
+type handlerGroup struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running int
+	closed  bool
+}
+
+func (g *handlerGroup) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.running++
+	return true
+}
+
+func (g *handlerGroup) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.running--
+	if g.running == 0 && g.cond != nil {
+		g.cond.Broadcast()
+	}
+}
+
+func (g *handlerGroup) closeAndWait() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	if g.cond == nil {
+		g.cond = sync.NewCond(&g.mu)
+	}
+	for g.running > 0 {
+		g.cond.Wait()
+	}
 }
 
 // oneConnListener hands one connection to http.Server and then reports

@@ -39,12 +39,23 @@ type Decision struct {
 // Decide picks a route for data. done says that no more bytes will arrive
 // before the decision must be taken.
 func Decide(routes []snapshot.Route, data []byte, done bool) Decision {
+	return DecideTerminated(routes, data, done, "")
+}
+
+// DecideTerminated is Decide for a stream that comes out of a TLS handshake
+// the dataplane terminated with server name sni. An HTTP/2 connection
+// preface names no host (each stream carries its own :authority), so HTTP
+// routes with hosts compare sni instead; everything else is as Decide.
+func DecideTerminated(routes []snapshot.Route, data []byte, done bool, sni string) Decision {
 	var c cache
 	for i := range routes {
 		m := &routes[i].Match
 		v, info := c.verdict(m, data, done)
 		switch v {
 		case sniff.Match:
+			if isHTTP2Preface(m, &info) && sni != "" {
+				info.Host = sni
+			}
 			if constraintsHold(m, &info) {
 				return Decision{Route: i, Info: info}
 			}
@@ -124,6 +135,12 @@ func bytesVerdict(m *snapshot.Match, data []byte) sniff.Verdict {
 		return sniff.Regex(data, m.Regex)
 	}
 	return sniff.NoMatch
+}
+
+// isHTTP2Preface reports the Info the HTTP sniffer returns for the HTTP/2
+// connection preface.
+func isHTTP2Preface(m *snapshot.Match, info *sniff.Info) bool {
+	return m.Protocol == snapshot.HTTP && info.Method == "PRI" && info.Path == "*" && info.Host == ""
 }
 
 // constraintsHold checks a matched protocol's extra conditions: SNI and ALPN

@@ -25,6 +25,7 @@ func fuzzSniffer(f *testing.F, p Protocol, extra func(t *testing.T, b []byte, v 
 	f.Add(records(handshakeOf(f, goClientHello(f, "fuzz.example", "h2")), 50))
 	f.Add([]byte("GET /tunnel HTTP/1.1\r\nHost: [::1]:80\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: x\r\n\r\n"))
 	f.Add([]byte("CONNECT a:1 HTTP/1.1\r\n\r\n"))
+	f.Add([]byte(HTTP2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
 	f.Add([]byte("\x05\x01\x00"))
 	sniff := For(p)
 	f.Fuzz(func(t *testing.T, b []byte) {

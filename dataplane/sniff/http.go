@@ -16,6 +16,13 @@ const httpMaxMethodLen = 32
 // httpVersionPrefix is the start of every HTTP/1.x version (RFC 9112 §2.3).
 const httpVersionPrefix = "HTTP/1."
 
+// HTTP2Preface is the client connection preface of HTTP/2 (RFC 9113 §3.4,
+// https://www.rfc-editor.org/rfc/rfc9113#section-3.4): what a client that
+// negotiated "h2" by ALPN, or knows the server speaks HTTP/2 ("prior
+// knowledge"), sends first. It reads as an HTTP/1 request line with the
+// reserved method PRI and version HTTP/2.0, and names no host.
+const HTTP2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
 // HTTP sniffs an HTTP/1.x request (RFC 9112,
 // https://www.rfc-editor.org/rfc/rfc9112), WebSocket opening handshakes
 // included, and extracts Method, Host, Path and WebSocket.
@@ -24,8 +31,11 @@ const httpVersionPrefix = "HTTP/1."
 // a method token (RFC 9110 §5.6.2) of at most 32 characters, SP, a
 // request-target without spaces or controls, SP, "HTTP/1." and a digit,
 // CR LF. Anything else is NoMatch at the first byte that cannot fit, so a
-// TLS record (0x16), an OpenVPN length, "SSH-2.0-…" and the HTTP/2 preface
-// ("PRI * HTTP/2.0") are refused early. Lines end in CR LF only: a bare CR
+// TLS record (0x16), an OpenVPN length and "SSH-2.0-…" are refused early.
+// The HTTP/2 connection preface (HTTP2Preface) is the one other start that
+// matches: Method "PRI", Path "*" and no Host, since HTTP/2 carries the host
+// in each stream's :authority; the dataplane routes such a connection by
+// the TLS server name it came in with. Lines end in CR LF only: a bare CR
 // or LF in the request line or header block is NoMatch as soon as it shows
 // (so is a hand-typed "GET / HTTP/1.0\n\n"). Match needs the whole header block,
 // up to the first CR LF CR LF within MaxBytes, so that Host is known; the
@@ -53,6 +63,16 @@ func WebSocket(b []byte) (Verdict, Info) {
 // sniffHTTP is HTTP and WebSocket: one parse, two acceptance rules.
 func sniffHTTP(b []byte, webSocketOnly bool) (Verdict, Info) {
 	b = clip(b)
+	switch {
+	case len(b) >= len(HTTP2Preface) && string(b[:len(HTTP2Preface)]) == HTTP2Preface:
+		if webSocketOnly {
+			return NoMatch, Info{} // no HTTP/1.1 Upgrade in HTTP/2
+		}
+		return Match, Info{Method: "PRI", Path: "*"}
+	case len(b) < len(HTTP2Preface) && strings.HasPrefix(HTTP2Preface, string(b)) && !webSocketOnly:
+		// "PRI * HTTP/" may still become either version.
+		return NeedMore, Info{}
+	}
 	method, minor, lineEnd, v := scanRequestLine(b)
 	if v != Match {
 		return v, Info{}

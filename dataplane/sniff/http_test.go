@@ -46,8 +46,13 @@ func TestHTTP(t *testing.T) {
 		{"TLS record", "\x16\x03\x01", NoMatch, Info{}},
 		{"SSH banner", "SSH-2.0-OpenSSH_9.2p1\r\n", NoMatch, Info{}},
 		{"SSH banner with comment", "SSH-2.0-OpenSSH_9.2p1 Debian\r\n", NoMatch, Info{}},
-		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", NoMatch, Info{}},
-		{"HTTP/2 preface so far", "PRI * HTTP/2", NoMatch, Info{}},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Match, Info{Method: "PRI", Path: "*"}},
+		{"HTTP/2 preface and SETTINGS", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", Match, Info{Method: "PRI", Path: "*"}},
+		{"HTTP/2 preface so far", "PRI * HTTP/2", NeedMore, Info{}},
+		{"HTTP/2 preface to its last byte", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r", NeedMore, Info{}},
+		{"HTTP/2 preface, wrong tail", "PRI * HTTP/2.0\r\n\r\nSN\r\n\r\n", NoMatch, Info{}},
+		{"HTTP/2.0 request line without the preface", "PRI * HTTP/2.0\r\nHost: a\r\n\r\n", NoMatch, Info{}},
+		{"PRI as an HTTP/1.1 method", "PRI * HTTP/1.1\r\nHost: a\r\n\r\n", Match, Info{Method: "PRI", Host: "a", Path: "*"}},
 		{"leading CRLF", "\r\nGET / HTTP/1.1\r\n", NoMatch, Info{}},
 		{"leading space", " GET", NoMatch, Info{}},
 		{"empty target", "GET  HTTP/1.1", NoMatch, Info{}},
@@ -126,6 +131,7 @@ func TestWebSocket(t *testing.T) {
 		{"HTTP/1.0, decided on the request line", "GET /tunnel HTTP/1.0\r\n", NoMatch, Info{}},
 		{"GET so far", "GET /tunnel HTTP/1.1\r\nHost: a.test\r\n", NeedMore, Info{}},
 		{"not HTTP", "\x05\x01\x00", NoMatch, Info{}},
+		{"HTTP/2 preface", HTTP2Preface, NoMatch, Info{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,519 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// TLS termination with real clients: certificates chosen by SNI, ALPN as
+// the listener declares it, TLS 1.2 as the floor, the decrypted stream
+// sniffed again (SSH, OpenVPN, HTTP inside TLS), termination beside
+// passthrough, and certificate rotation by a new snapshot.
+
+// tlsOf is a listener TLS configuration serving certs (the first one the
+// default) and offering alpn.
+func tlsOf(alpn []string, certs ...*peers.Cert) *snapshot.TLSConfig {
+	t := &snapshot.TLSConfig{ALPN: alpn}
+	for i, c := range certs {
+		t.Certificates = append(t.Certificates, snapshot.Certificate{Source: fmt.Sprintf("test/%d", i), Certificate: c.TLS})
+	}
+	return t
+}
+
+// terminating is listenerOn with TLS: a port listener that terminates
+// every connection (haproxy's first recipe).
+func terminating(name string, t *snapshot.TLSConfig, routes ...snapshot.Route) snapshot.Listener {
+	l := listenerOn(name, routes...)
+	l.TLS = t
+	return l
+}
+
+// internalTLS is an internal listener (no port) that terminates what a
+// route hands it (haproxy's second recipe).
+func internalTLS(name string, t *snapshot.TLSConfig, routes ...snapshot.Route) snapshot.Listener {
+	l := listenerOn(name, routes...)
+	l.Address = ""
+	l.TLS = t
+	return l
+}
+
+// handTo is a TLS route (by SNI when names are given) that hands the
+// stream to an internal listener.
+func handTo(name, listener string, sni ...string) snapshot.Route {
+	return snapshot.Route{Name: name, Match: snapshot.Match{Protocol: snapshot.TLS, SNI: sni}, Listener: listener}
+}
+
+// passTLS is a TLS route by SNI forwarded untouched (passthrough).
+func passTLS(name, addr string, sni ...string) snapshot.Route {
+	r := routeTo(name, snapshot.TLS, addr)
+	r.Match.SNI = sni
+	return r
+}
+
+// metricsMux is startMux with a registry to read outcomes from.
+func metricsMux(t testing.TB, snap *snapshot.Snapshot) (*testMux, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m := newMux(t, dataplane.Options{Metrics: dataplane.NewMetrics(reg)})
+	m.apply(snap)
+	return m, reg
+}
+
+// outcomeCount sums portmux_connections_total over the connections of
+// listener (every one when "") that ended with outcome.
+func outcomeCount(t testing.TB, reg *prometheus.Registry, listener, outcome string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		if f.GetName() != "portmux_connections_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["outcome"] == outcome && (listener == "" || labels["listener"] == listener) {
+				n += int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return n
+}
+
+// openssl runs `openssl args...` with stdin at EOF and returns its output.
+func openssl(t testing.TB, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	bin := peers.LookPath(t, "openssl")
+	ctx, cancel := context.WithTimeout(context.Background(), peers.SClientTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdin = strings.NewReader("")
+	cmd.WaitDelay = 2 * time.Second
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// tlsDial completes a TLS handshake with addr as a client offering sni and
+// alpn (no verification: the tests compare certificates themselves). The
+// connection is closed at cleanup.
+func tlsDial(t testing.TB, addr, sni string, alpn ...string) *tls.Conn {
+	t.Helper()
+	c, err := tlsDialTry(addr, &tls.Config{ServerName: sni, NextProtos: alpn, InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("TLS to %s (SNI %q): %v", addr, sni, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func tlsDialTry(addr string, cfg *tls.Config) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: ioTimeout}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return fmt.Sprintf("%x", sum[:8])
+}
+
+func TestTLSTerminationChoosesCertificateBySNI(t *testing.T) {
+	t.Parallel()
+	def := peers.CertPair(t, "default.test")
+	exact := peers.CertPair(t, "a.test", "a.test")
+	wild := peers.CertPair(t, "wildcard.w.test", "*.w.test")
+	// Listed after the wildcard, but an exact name beats a wildcard.
+	exactUnderWild := peers.CertPair(t, "x.w.test", "x.w.test")
+	backend := echoBackend(t)
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, def, exact, wild, exactUnderWild),
+		routeTo("any", snapshot.Any, backend.addr))))
+	pub := m.addr("pub")
+
+	for _, tc := range []struct{ sni, wantCN string }{
+		{"a.test", "a.test"},
+		{"A.Test", "a.test"}, // names compare case-insensitively
+		{"y.w.test", "wildcard.w.test"},
+		{"x.w.test", "x.w.test"},
+		{"deep.y.w.test", "default.test"}, // a wildcard covers one label
+		{"w.test", "default.test"},
+		{"unknown.test", "default.test"},
+	} {
+		if cn, _ := peers.SClient(t, pub, tc.sni); cn != tc.wantCN {
+			t.Errorf("s_client -servername %s got CN %q, want %q", tc.sni, cn, tc.wantCN)
+		}
+	}
+	// No SNI at all: the default certificate.
+	out, errOut, err := openssl(t, "s_client", "-connect", pub, "-noservername")
+	if err != nil || !strings.Contains(out, "subject=CN = default.test") {
+		t.Errorf("s_client -noservername: %v; want the default certificate\n%s\n%s", err, out, errOut)
+	}
+	// The stream inside is carried: a Go client's bytes come back.
+	c := tlsDial(t, pub, "a.test")
+	roundTrip(t, c, "inside TLS\n")
+	_ = c.Close()
+	m.waitIdle()
+}
+
+func TestTLSTerminationALPNAsDeclared(t *testing.T) {
+	t.Parallel()
+	cert := peers.CertPair(t, "alpn.test")
+	backend := echoBackend(t)
+	m := startMux(t, snapshotOf(
+		terminating("both", tlsOf([]string{"h2", "http/1.1"}, cert), routeTo("any", snapshot.Any, backend.addr)),
+		terminating("h1", tlsOf([]string{"http/1.1"}, cert), routeTo("any", snapshot.Any, backend.addr)),
+		terminating("none", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.addr)),
+	))
+	for _, tc := range []struct {
+		listener string
+		offer    []string
+		want     string
+	}{
+		{"both", []string{"h2", "http/1.1"}, "h2"},
+		{"both", []string{"http/1.1", "h2"}, "h2"}, // the server's preference
+		{"both", []string{"http/1.1"}, "http/1.1"},
+		{"h1", []string{"h2", "http/1.1"}, "http/1.1"},
+		{"none", []string{"h2", "http/1.1"}, ""}, // no ALPN declared: none negotiated
+	} {
+		if _, got := peers.SClient(t, m.addr(tc.listener), "alpn.test", tc.offer...); got != tc.want {
+			t.Errorf("listener %s, client offers %v: negotiated %q, want %q", tc.listener, tc.offer, got, tc.want)
+		}
+	}
+	// A client that only speaks h2 cannot get it from an http/1.1 listener.
+	if _, err := tlsDialTry(m.addr("h1"), &tls.Config{ServerName: "alpn.test", NextProtos: []string{"h2"}, InsecureSkipVerify: true}); err == nil {
+		t.Error("an h2-only client completed a handshake with a listener declaring only http/1.1")
+	}
+	m.waitIdle()
+}
+
+func TestTLSTerminationRefusesTLS11(t *testing.T) {
+	t.Parallel()
+	cert := peers.CertPair(t, "old.test")
+	backend := echoBackend(t)
+	m, reg := metricsMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.addr))))
+	pub := m.addr("pub")
+
+	// OpenSSL 3 builds TLS 1.1 ClientHellos only at security level 0; at
+	// the default level the client would fail before sending anything.
+	out, errOut, err := openssl(t, "s_client", "-connect", pub, "-servername", "old.test", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+	if err == nil || strings.Contains(out, "BEGIN CERTIFICATE") {
+		t.Fatalf("s_client -tls1_1 got through: %v\n%s", err, out)
+	}
+	if !strings.Contains(errOut, "protocol version") {
+		t.Errorf("s_client -tls1_1 failed without a protocol_version alert:\n%s", errOut)
+	}
+	// TLS 1.2 and 1.3 are served.
+	for _, v := range []string{"-tls1_2", "-tls1_3"} {
+		out, _, err := openssl(t, "s_client", "-connect", pub, "-servername", "old.test", v)
+		if err != nil || !strings.Contains(out, "subject=CN = old.test") {
+			t.Errorf("s_client %s: %v\n%s", v, err, out)
+		}
+	}
+	// Go's client pinned to TLS 1.1 is refused the same way.
+	if _, err := tlsDialTry(pub, &tls.Config{ServerName: "old.test", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, InsecureSkipVerify: true}); err == nil {
+		t.Error("a TLS 1.1 Go client completed a handshake")
+	}
+	m.waitIdle()
+	if n := backend.accepted.Load(); n != 2 {
+		t.Errorf("the backend was dialled %d times; want 2, for the TLS 1.2 and 1.3 clients only", n)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeTLSError); n < 2 {
+		t.Errorf("%d connections ended tls_error, want the 2 TLS 1.1 clients at least", n)
+	}
+}
+
+// TestTLSPortListenerTerminatesEverything is haproxy's first recipe: the
+// public port terminates TLS and sniffs what is inside: SSH for a client
+// behind a TLS-only firewall (ssh with openssl s_client as ProxyCommand),
+// HTTPS, and anything else.
+func TestTLSPortListenerTerminatesEverything(t *testing.T) {
+	t.Parallel()
+	sshd := peers.SSHD(t)
+	web := peers.HTTPBackend(t, "web")
+	other := greetingEchoBackend(t, "other\n")
+	cert := peers.CertPair(t, "ssh.example.test", "*.example.test")
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf([]string{"http/1.1"}, cert),
+		routeTo("ssh", snapshot.SSH, sshd.Addr),
+		routeTo("web", snapshot.HTTP, web.Addr),
+		routeTo("other", snapshot.Any, other.addr),
+	)))
+	pub := m.addr("pub")
+	opensslBin := peers.LookPath(t, "openssl")
+
+	out, err := sshd.RunVia(t, opensslBin+" s_client -quiet -verify_quiet -connect "+pub+" -servername ssh.example.test", "echo", "ok")
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		t.Fatalf("ssh inside TLS: %q, %v", out, err)
+	}
+	r, err := peers.Curl(t, "-k", "--resolve", resolve("www.example.test", pub), "https://www.example.test:"+portOf(pub)+"/x")
+	if err != nil || r.Body != "web GET /x\n" || r.Version != "1.1" {
+		t.Fatalf("curl over HTTPS through termination: %+v, %v", r, err)
+	}
+	c := tlsDial(t, pub, "misc.example.test")
+	br := make([]byte, len("other\n"))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(c, br); err != nil || string(br) != "other\n" {
+		t.Fatalf("a silent client inside TLS did not reach the any route: %q, %v", br, err)
+	}
+	_ = c.Close()
+	m.waitIdle()
+}
+
+// TestTLSPassthroughAndTerminationBySNI puts both on one port: one name is
+// passed through to a TLS server untouched, another is terminated here
+// and its inside sniffed (haproxy's second recipe), a third matches no
+// route.
+func TestTLSPassthroughAndTerminationBySNI(t *testing.T) {
+	t.Parallel()
+	sshd := peers.SSHD(t)
+	passed := peers.OpenSSLServer(t, "pass.test")
+	web := peers.HTTPBackend(t, "web")
+	ours := peers.CertPair(t, "terminated.test", "*.term.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("pub",
+			passTLS("pass", passed.Addr, "pass.test"),
+			handTo("unwrap", "inner", "*.term.test"),
+		),
+		internalTLS("inner", tlsOf([]string{"http/1.1"}, ours),
+			routeTo("ssh", snapshot.SSH, sshd.Addr),
+			routeTo("web", snapshot.HTTP, web.Addr),
+		),
+	))
+	pub := m.addr("pub")
+
+	if cn, _ := peers.SClient(t, pub, "pass.test"); cn != "pass.test" {
+		t.Errorf("SNI pass.test reached CN %q; want s_server's own certificate (passthrough)", cn)
+	}
+	if cn, alpn := peers.SClient(t, pub, "a.term.test", "h2", "http/1.1"); cn != "terminated.test" || alpn != "http/1.1" {
+		t.Errorf("SNI a.term.test: CN %q ALPN %q; want our certificate and http/1.1", cn, alpn)
+	}
+	if _, err := peers.SClientTry(t, pub, "none.test"); err == nil {
+		t.Error("SNI none.test got a certificate; want no route")
+	}
+	r, err := peers.Curl(t, "-k", "--http1.1", "--resolve", resolve("pass.test", pub), "https://pass.test:"+portOf(pub)+"/")
+	if err != nil || !strings.Contains(r.Body, "s_server") {
+		t.Errorf("curl to the passed-through name: %+v, %v", r, err)
+	}
+	r, err = peers.Curl(t, "-k", "--resolve", resolve("b.term.test", pub), "https://b.term.test:"+portOf(pub)+"/in")
+	if err != nil || r.Body != "web GET /in\n" {
+		t.Errorf("curl to the terminated name: %+v, %v", r, err)
+	}
+	opensslBin := peers.LookPath(t, "openssl")
+	out, err := sshd.RunVia(t, opensslBin+" s_client -quiet -verify_quiet -connect "+pub+" -servername ssh.term.test", "echo", "ok")
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		t.Errorf("ssh inside the terminated name: %q, %v", out, err)
+	}
+	m.waitIdle()
+}
+
+// tlsRelay listens on loopback and carries every connection inside TLS
+// (SNI sni) to addr: a stand-in for stunnel's client end, for programs
+// that cannot speak TLS themselves (OpenVPN).
+func tlsRelay(t testing.TB, addr, sni string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open := map[net.Conn]struct{}{}
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if open == nil {
+			return false
+		}
+		open[c] = struct{}{}
+		return true
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				if !track(c) {
+					return
+				}
+				up, err := tlsDialTry(addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				if !track(up) {
+					return
+				}
+				done := make(chan struct{})
+				go func() { _, _ = io.Copy(up, c); _ = up.CloseWrite(); close(done) }()
+				_, _ = io.Copy(c, up)
+				_ = c.(*net.TCPConn).CloseWrite()
+				<-done
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for c := range open {
+			_ = c.Close()
+		}
+		open = nil
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func TestTLSOpenVPNInsideTerminatedTLS(t *testing.T) {
+	t.Parallel()
+	vpn := peers.OpenVPN(t)
+	sink := newTCPBackend(t, func(c net.Conn) {})
+	cert := peers.CertPair(t, "vpn.test")
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert),
+		routeTo("ssh", snapshot.SSH, sink.addr),
+		routeTo("vpn", snapshot.OpenVPN, vpn.Addr),
+		routeTo("any", snapshot.Any, sink.addr),
+	)))
+	relay := tlsRelay(t, m.addr("pub"), "vpn.test")
+	client := vpn.Client(t, relay)
+	vpn.WaitConnected(t, client)
+	if n := sink.accepted.Load(); n != 0 {
+		t.Fatalf("the ssh/any sink got %d connections; OpenVPN inside TLS was misrouted", n)
+	}
+	client.Stop()
+	m.waitIdle()
+}
+
+// TestTLSCertificateRotation applies a snapshot whose listener serves a new
+// certificate: new handshakes get it at once, a stream opened before keeps
+// flowing on the old one.
+func TestTLSCertificateRotation(t *testing.T) {
+	t.Parallel()
+	oldCert := peers.CertPair(t, "old.rot.test", "rot.test")
+	newCert := peers.CertPair(t, "new.rot.test", "rot.test")
+	backend := echoBackend(t)
+	cfg := func(c *peers.Cert) *snapshot.Snapshot {
+		return snapshotOf(
+			terminating("pub", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.addr)),
+			listenerOn("wrapped", handTo("unwrap", "inner")),
+			internalTLS("inner", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.addr)),
+		)
+	}
+	m := startMux(t, cfg(oldCert))
+	pub, wrapped := m.addr("pub"), m.addr("wrapped")
+
+	before := tlsDial(t, pub, "rot.test")
+	beforeInner := tlsDial(t, wrapped, "rot.test")
+	for _, c := range []*tls.Conn{before, beforeInner} {
+		if got := fingerprint(c.ConnectionState().PeerCertificates[0].Raw); got != fingerprint(oldCert.Leaf.Raw) {
+			t.Fatalf("first handshake got certificate %s, want the old one", got)
+		}
+		roundTrip(t, c, "before rotation\n")
+	}
+
+	m.apply(cfg(newCert))
+	if m.addr("pub") != pub || m.addr("wrapped") != wrapped {
+		t.Fatal("rotation rebound the listeners")
+	}
+	for _, addr := range []string{pub, wrapped} {
+		if cn, _ := peers.SClient(t, addr, "rot.test"); cn != "new.rot.test" {
+			t.Errorf("s_client after rotation (%s) got CN %q, want new.rot.test", addr, cn)
+		}
+		c := tlsDial(t, addr, "rot.test")
+		if got := fingerprint(c.ConnectionState().PeerCertificates[0].Raw); got != fingerprint(newCert.Leaf.Raw) {
+			t.Errorf("handshake after rotation got certificate %s, want the new one", got)
+		}
+		roundTrip(t, c, "after rotation\n")
+		_ = c.Close()
+	}
+	// The streams opened before still flow, both ways.
+	for _, c := range []*tls.Conn{before, beforeInner} {
+		roundTrip(t, c, "still flowing after rotation\n")
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if err := closedByPeer(c, ioTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.waitIdle()
+}
+
+// TestTLSListenerWithoutCertificateLeavesOthersServing: compile drops a
+// listener whose Secrets are all missing or broken, and routes that hand
+// streams to it then point nowhere. The dataplane closes those connections
+// (outcome error) and serves every other route and listener.
+func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
+	t.Parallel()
+	sshd := greetingEchoBackend(t, "")
+	good := peers.CertPair(t, "good.test")
+	web := peers.HTTPBackend(t, "web")
+	m, reg := metricsMux(t, snapshotOf(
+		listenerOn("pub",
+			handTo("to-dropped", "dropped", "dropped.test"),
+			handTo("to-good", "good", "good.test"),
+			routeTo("ssh", snapshot.SSH, sshd.addr),
+		),
+		internalTLS("good", tlsOf(nil, good), routeTo("web", snapshot.HTTP, web.Addr)),
+		// A listener whose TLS has no certificate at all, if a producer
+		// ever hands one over: every handshake fails, nothing else does.
+		terminating("empty", &snapshot.TLSConfig{}, routeTo("any", snapshot.Any, web.Addr)),
+	))
+	pub := m.addr("pub")
+
+	if _, err := peers.SClientTry(t, pub, "dropped.test"); err == nil {
+		t.Error("a route to the dropped listener served a certificate")
+	}
+	if _, err := peers.SClientTry(t, m.addr("empty"), "any.test"); err == nil {
+		t.Error("a listener without certificates completed a handshake")
+	}
+	r, err := peers.Curl(t, "-k", "--resolve", resolve("good.test", pub), "https://good.test:"+portOf(pub)+"/ok")
+	if err != nil || r.Body != "web GET /ok\n" {
+		t.Errorf("the other terminating route: %+v, %v", r, err)
+	}
+	c := dial(t, pub)
+	roundTrip(t, c, "SSH-2.0-test\r\n")
+	_ = c.Close()
+	m.waitIdle()
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeError); n != 1 {
+		t.Errorf("%d connections ended error on pub, want 1 (the dropped listener's)", n)
+	}
+	if n := outcomeCount(t, reg, "empty", dataplane.OutcomeTLSError); n != 1 {
+		t.Errorf("%d connections ended tls_error on the listener without certificates, want 1", n)
+	}
+	if len(web.Requests()) != 1 {
+		t.Errorf("web saw %d requests, want 1", len(web.Requests()))
+	}
+}
+
