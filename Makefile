@@ -83,6 +83,10 @@ bench: ## Run the Go benchmarks.
 
 ##@ Build
 
+.PHONY: run
+run: build ## Run portmux manager against an offline API server with the CRDs (kubeconfig in bin/dev); dataplane on 127.0.0.1. Ctrl-C stops both.
+	LOCALBIN=$(LOCALBIN) GO=$(GO) hack/devcluster/run.sh
+
 .PHONY: serve
 serve: build ## Run the dataplane without a cluster on config/serve/demo.yaml (127.0.0.1:8443).
 	$(LOCALBIN)/portmux serve -f config/serve/demo.yaml --bind-address 127.0.0.1 --metrics-addr 127.0.0.1:9090

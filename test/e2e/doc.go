@@ -1,0 +1,16 @@
+// Package e2e tests the portmux binary from the outside.
+//
+// TestManagerProcess (no build tag: `make test` runs it) is the process
+// tier: `portmux manager` as its own process against a real kube-apiserver
+// and etcd (envtest, from KUBEBUILDER_ASSETS), configured with the real
+// kubectl, carrying traffic from real clients (ssh, openssl s_client) to
+// real backends (sshd, openssl s_server) that Services and EndpointSlices
+// name. It needs root for the test addresses of test/hostaddr (the API
+// server refuses loopback endpoints) and skips with a one-line reason when
+// KUBEBUILDER_ASSETS is unset or a program is missing. Everything binds
+// 127.0.0.1 or the test addresses.
+//
+// Tests behind the e2e build tag (`make test-e2e`) run on a kind cluster.
+//
+// The package has no code of its own; it decides nothing.
+package e2e

@@ -1,0 +1,404 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/portmux/portmux/test/hostaddr"
+)
+
+const e2eNamespace = "e2e"
+
+// TestManagerProcess runs `portmux manager` as its own process against a
+// real API server and checks what a user would: kubectl apply, traffic from
+// real clients through the manager's port, kubectl wait and get, a change
+// that new connections follow while an open one lives on, metrics and
+// readiness, and a dataplane that keeps serving when the API server is gone.
+func TestManagerProcess(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
+	}
+	kubectl := needProgram(t, filepath.Join(assets, "kubectl"))
+	goBin := needProgram(t, "go")
+	needProgram(t, sshdPath)
+	sshBin := needProgram(t, "ssh")
+	openssl := needProgram(t, "openssl")
+	stdbuf := needProgram(t, "stdbuf")
+	addrs := hostaddr.Ensure(t)
+	logf.SetLogger(logr.Discard())
+
+	dir := t.TempDir()
+	began := time.Now()
+	phase := func(what string, args ...any) {
+		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
+	}
+
+	// Build the binary while the control plane starts.
+	bin := filepath.Join(dir, "portmux")
+	var buildErr error
+	built := make(chan struct{})
+	go func() {
+		defer close(built)
+		buildErr = buildPortmux(goBin, bin)
+	}()
+	t.Cleanup(func() { <-built })
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:        []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: time.Minute,
+	}
+	apiLog, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { apiLog.Close() })
+	env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
+	// Stopping the API server while the manager still watches: without a
+	// bound the graceful shutdown waits for those watches forever (until
+	// envtest's SIGKILL after ControlPlaneStopTimeout).
+	env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
+	if _, err := env.Start(); err != nil {
+		t.Fatalf("start kube-apiserver and etcd from %s: %v", assets, err)
+	}
+	var stopOnce sync.Once
+	var stopErr error
+	stopAPIServer := func() error {
+		stopOnce.Do(func() { stopErr = env.Stop() })
+		return stopErr
+	}
+	t.Cleanup(func() { _ = stopAPIServer() })
+	admin, err := env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	<-built
+	if buildErr != nil {
+		t.Fatalf("build portmux: %v", buildErr)
+	}
+	phase("API server up at %s, portmux built", admin.Config().Host)
+
+	// Real backends on the test addresses: the API server refuses loopback
+	// endpoints.
+	sshd := startSSHD(t, dir, addrs[0])
+	tlsA := startSServer(t, dir, addrs[0], "backend-a.e2e.test", openssl, stdbuf)
+	tlsB := startSServer(t, dir, addrs[1], "backend-b.e2e.test", openssl, stdbuf)
+	phase("backends: sshd %s:%d, s_server %s:%d (CN %s), %s:%d (CN %s)",
+		sshd.host, sshd.port, tlsA.host, tlsA.port, tlsA.cn, tlsB.host, tlsB.port, tlsB.cn)
+
+	ports := freeTCPPorts(t, "127.0.0.1", 3)
+	muxPort, metricsAddr, probeAddr := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
+	mgr := startProc(t, dir, "manager", false, bin, "manager",
+		"--kubeconfig", kubeconfig,
+		"--dataplane-bind-address", "127.0.0.1",
+		"--metrics-bind-address", metricsAddr,
+		"--health-probe-bind-address", probeAddr,
+		"--shutdown-grace", "2s")
+	mgrFailed := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%s\n(manager log: %s; its tail is printed below)", fmt.Sprintf(format, args...), mgr.logPath)
+	}
+
+	k := func(timeout time.Duration, args ...string) (string, error) {
+		return runBounded(timeout, nil, append([]string{kubectl, "--kubeconfig", kubeconfig}, args...)...)
+	}
+	apply := func(name, yaml string) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := k(30*time.Second, "apply", "-f", path); err != nil {
+			t.Fatalf("kubectl apply -f %s: %v\n%s", name, err, out)
+		}
+	}
+	apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
+	apply("portmux.yaml", portMux(muxPort, "tls-a"))
+	phase("applied the PortMux (port %d) and its Services and EndpointSlices", muxPort)
+
+	if out, err := k(70*time.Second, "wait", "-n", e2eNamespace, "--for=condition=Ready", "portmux/edge", "--timeout=60s"); err != nil {
+		status, _ := k(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", "jsonpath={.status}")
+		mgrFailed("kubectl wait --for=condition=Ready portmux/edge: %v\n%s\nstatus: %s", err, out, status)
+	}
+	phase("PortMux Ready")
+
+	sshEcho := func(when string) {
+		t.Helper()
+		out, err := runBounded(clientTimeout, nil, sshd.sshArgs(sshBin, muxPort, "echo ok")...)
+		if err != nil || strings.TrimSpace(out) != "ok" {
+			mgrFailed("%s: ssh through 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
+		}
+	}
+	tlsReaches := func(when string, want *tlsServer) {
+		t.Helper()
+		cn, err := sClientCN(openssl, muxPort, "site.e2e.test")
+		if err != nil || cn != want.cn {
+			mgrFailed("%s: s_client -servername site.e2e.test through 127.0.0.1:%d: got CN %q, want %q: %v", when, muxPort, cn, want.cn, err)
+		}
+	}
+	sshEcho("after Ready")
+	tlsReaches("after Ready", tlsA)
+	phase("ssh and s_client through the mux")
+
+	// An ssh session opened before the change, still talking after it. It
+	// waits for a line from the test, so it certainly spans the change.
+	session := startProc(t, dir, "ssh-session", true, sshd.sshArgs(sshBin, muxPort, "echo started; read x; echo still $x")...)
+	session.waitFor(t, "started", clientTimeout)
+
+	apply("portmux-edited.yaml", portMux(muxPort, "tls-b"))
+	changed := time.Now()
+	var lastErr error
+	for deadline := time.Now().Add(followTimeout); ; {
+		cn, err := sClientCN(openssl, muxPort, "site.e2e.test")
+		if err == nil && cn == tlsB.cn {
+			break
+		}
+		if err == nil {
+			err = fmt.Errorf("got CN %q, want %q", cn, tlsB.cn)
+		}
+		lastErr = err
+		if time.Now().After(deadline) {
+			mgrFailed("new TLS connections did not move to %s within %s after the change: %v", tlsB.cn, followTimeout, lastErr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	phase("new TLS connections follow the change after %s", time.Since(changed).Round(time.Millisecond))
+
+	if _, err := io.WriteString(session.stdin, "alive\n"); err != nil {
+		mgrFailed("the ssh session opened before the change is gone: %v\n%s", err, session.tail(20))
+	}
+	_ = session.stdin.Close()
+	session.waitFor(t, "still alive", clientTimeout)
+	select {
+	case <-session.exited:
+		if session.waitErr != nil {
+			mgrFailed("the ssh session opened before the change ended with %v\n%s", session.waitErr, session.tail(20))
+		}
+	case <-time.After(clientTimeout):
+		mgrFailed("the ssh session did not end")
+	}
+	sshEcho("after the change")
+	phase("the ssh session opened before the change lived through it; new ssh works")
+
+	// Status follows the new generation; kubectl shows the Ready column.
+	var gens string
+	for deadline := time.Now().Add(followTimeout); ; {
+		gens, _ = k(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", "jsonpath={.metadata.generation} {.status.observedGeneration}")
+		if f := strings.Fields(gens); len(f) == 2 && f[0] == f[1] {
+			break
+		}
+		if time.Now().After(deadline) {
+			mgrFailed("status.observedGeneration did not reach metadata.generation (generation, observed: %q)", gens)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := k(10*time.Second, "get", "-n", e2eNamespace, "pmx", "edge")
+	if err != nil {
+		t.Fatalf("kubectl get pmx: %v\n%s", err, out)
+	}
+	if got := tableColumn(out, "READY", "edge"); got != "True" {
+		mgrFailed("kubectl get pmx: READY is %q, want True:\n%s", got, out)
+	}
+	t.Logf("kubectl get pmx:\n%s", strings.TrimRight(out, "\n"))
+
+	metrics := getURL(t, "http://"+metricsAddr+"/metrics")
+	var counted []string
+	for line := range strings.SplitSeq(metrics.body, "\n") {
+		if strings.HasPrefix(line, "portmux_connections_total{") {
+			counted = append(counted, line)
+		}
+	}
+	if metrics.code != http.StatusOK || len(counted) == 0 {
+		mgrFailed("/metrics (%d) has no portmux_connections_total samples:\n%s", metrics.code, lastLines(metrics.body, 40))
+	}
+	t.Logf("portmux_connections_total:\n%s", strings.Join(counted, "\n"))
+	if r := getURL(t, "http://"+probeAddr+"/readyz"); r.code != http.StatusOK {
+		mgrFailed("/readyz: %d %s", r.code, r.body)
+	}
+	phase("kubectl get pmx Ready=True, /metrics, /readyz")
+
+	// Without the API server the dataplane keeps the last snapshot.
+	stopStart := time.Now()
+	if err := stopAPIServer(); err != nil {
+		out, _ := exec.Command("tail", "-50", apiLog.Name()).CombinedOutput()
+		t.Fatalf("stop the API server: %v after %s\n%s", err, time.Since(stopStart), out)
+	}
+	phase("API server and etcd stopped")
+	sshEcho("right after the API server stopped")
+	select {
+	case <-mgr.exited:
+		mgrFailed("the manager exited (%v) after the API server stopped", mgr.waitErr)
+	case <-time.After(3 * time.Second):
+	}
+	sshEcho("3s after the API server stopped")
+	tlsReaches("3s after the API server stopped", tlsB)
+	if !mgr.alive() {
+		mgrFailed("the manager exited (%v) after the API server stopped", mgr.waitErr)
+	}
+	phase("without the API server: the manager is alive, ssh and TLS still served")
+}
+
+// buildPortmux builds ./cmd/portmux from the module root into bin, as
+// `make build` does (same flags, so the build cache is shared).
+func buildPortmux(goBin, bin string) error {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", bin, "./cmd/portmux")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w\n%s", err, out)
+	}
+	return nil
+}
+
+// freeTCPPorts returns n distinct ports on host that were free a moment ago
+// (all held at once while choosing, so none repeats).
+func freeTCPPorts(t *testing.T, host string, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+type urlResult struct {
+	code int
+	body string
+}
+
+func getURL(t *testing.T, url string) urlResult {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return urlResult{code: resp.StatusCode, body: b.String()}
+}
+
+// tableColumn returns the value in the named column of the row whose first
+// field is name, from kubectl's table output.
+func tableColumn(table, header, name string) string {
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	idx := -1
+	for i, h := range strings.Fields(lines[0]) {
+		if h == header {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return ""
+	}
+	for _, l := range lines[1:] {
+		if f := strings.Fields(l); len(f) > idx && f[0] == name {
+			return f[idx]
+		}
+	}
+	return ""
+}
+
+// backendObjects are the Services and EndpointSlices that name the real
+// backends, in their own namespace.
+func backendObjects(sshd *sshServer, tlsA, tlsB *tlsServer) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", e2eNamespace)
+	service := func(name, portName string, port int, host string, target int) {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Service
+metadata:
+  name: %[1]s
+  namespace: %[6]s
+spec:
+  ports:
+  - {name: %[2]s, port: %[3]d, targetPort: %[5]d, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[1]s-1
+  namespace: %[6]s
+  labels:
+    kubernetes.io/service-name: %[1]s
+addressType: IPv4
+ports:
+- {name: %[2]s, port: %[5]d, protocol: TCP}
+endpoints:
+- addresses: [%[4]q]
+  conditions: {ready: true}
+`, name, portName, port, host, target, e2eNamespace)
+	}
+	service("sshd", "ssh", 22, sshd.host, sshd.port)
+	service("tls-a", "https", 443, tlsA.host, tlsA.port)
+	service("tls-b", "https", 443, tlsB.host, tlsB.port)
+	return b.String()
+}
+
+// portMux is the PortMux under test: SSH to sshd, TLS for site.e2e.test
+// passed through to siteService.
+func portMux(port int, siteService string) string {
+	return `apiVersion: portmux.dev/v1alpha1
+kind: PortMux
+metadata:
+  name: edge
+  namespace: ` + e2eNamespace + `
+spec:
+  listeners:
+  - name: public
+    port: ` + strconv.Itoa(port) + `
+    probeTimeout: 2s
+  routes:
+  - name: ssh
+    listeners: [public]
+    match: {protocol: ssh}
+    backend: {service: {name: sshd, port: ssh}}
+  - name: site
+    listeners: [public]
+    match: {protocol: tls, sni: [site.e2e.test]}
+    backend: {service: {name: ` + siteService + `, port: 443}}
+`
+}
