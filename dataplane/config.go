@@ -34,6 +34,8 @@ type routeConfig struct {
 	up, down prometheus.Counter
 	// transport pools connections to a backend in http mode.
 	transport *http.Transport
+	// tunnel serves a tunnel route's handshakes and tunnels.
+	tunnel http.Handler
 }
 
 func newConfig(snap *snapshot.Snapshot, m *Metrics) *config {
@@ -56,6 +58,9 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics) *config {
 				if r.Backend.Mode == snapshot.ModeHTTP {
 					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
 				}
+			}
+			if r.Tunnel != nil {
+				rc.tunnel = newTunnelHandler(r.Tunnel)
 			}
 			lc.routes = append(lc.routes, rc)
 		}

@@ -109,7 +109,11 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		release()
 		s.handle(ev, c, handoff, cfg, next, depth+1)
 	case rc.Tunnel != nil:
-		ev.outcome, ev.err = OutcomeError, errors.New("tunnel routes are not served by this build")
+		// The sniffed bytes are the handshake request; copy them out of
+		// the pooled buffer, which is not held while the tunnel lives.
+		handshake := append([]byte(nil), data...)
+		release()
+		s.serveTunnel(ev, c, handshake, rc)
 	default:
 		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
 	}
@@ -225,7 +229,10 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 }
 
 // readProxyHeader reads a PROXY v1 or v2 header, and returns the client
-// address it carries and any bytes read past it.
+// address it carries and any bytes read past it. The read is bounded in
+// time by end (a header sent byte by byte is cut there) and in size by the
+// library: a v1 line is at most 107 bytes and must arrive in one read, a v2
+// header at most 16 + proxyproto.MaxV2HeaderSize (4096) bytes.
 func readProxyHeader(c net.Conn, end time.Time) (string, []byte, error) {
 	_ = c.SetReadDeadline(end)
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
@@ -239,9 +246,12 @@ func readProxyHeader(c net.Conn, end time.Time) (string, []byte, error) {
 		rest, _ = br.Peek(n)
 		rest = append([]byte(nil), rest...)
 	}
+	// A LOCAL header (the balancer's own health check) and addresses that
+	// are not TCP (UNKNOWN, UNSPEC, UDP, unix) leave the real peer as the
+	// client, as the spec says for LOCAL.
 	client := c.RemoteAddr().String()
-	if h.SourceAddr != nil {
-		client = h.SourceAddr.String()
+	if src, _, ok := h.TCPAddrs(); ok && h.Command.IsProxy() {
+		client = src.String()
 	}
 	return client, rest, nil
 }

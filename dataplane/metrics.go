@@ -14,6 +14,7 @@ type Metrics struct {
 	sniff       *prometheus.HistogramVec
 	dialErrors  *prometheus.CounterVec
 	listening   *prometheus.GaugeVec
+	tunnels     *prometheus.CounterVec
 }
 
 // Outcomes label how a connection ended.
@@ -60,9 +61,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_listener_up",
 			Help: "1 when the listener's port is bound and accepting.",
 		}, []string{"listener", "address"}),
+		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_tunnels_total",
+			Help: "WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
+		}, []string{"listener", "route", "target", "protocol", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels)
 	}
 	return m
 }

@@ -18,7 +18,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newManagerCommand(), newServeCommand(), newVersionCommand())
+	root.AddCommand(newManagerCommand(), newServeCommand(), newTunnelCommand(), newVersionCommand())
 	return root
 }
 

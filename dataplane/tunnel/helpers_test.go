@@ -1,0 +1,374 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
+)
+
+const testToken = "correct horse battery staple"
+
+// mux is a real dataplane.Server with one listener on 127.0.0.1:0 whose
+// only route is a WebSocket tunnel on /tunnel.
+type mux struct {
+	srv  *dataplane.Server
+	reg  *prometheus.Registry
+	addr string
+	// url is ws://addr/tunnel or wss://addr/tunnel.
+	url string
+}
+
+// startMux serves tun on a new dataplane; with cert the listener
+// terminates TLS first. It is shut down by t.Cleanup.
+func startMux(t testing.TB, tun *snapshot.Tunnel, cert *tls.Certificate) *mux {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard(), Metrics: dataplane.NewMetrics(reg)})
+	l := snapshot.Listener{
+		Name:          "test/public",
+		Address:       "127.0.0.1:0",
+		ProbeTimeout:  snapshot.DefaultProbeTimeout,
+		MaxProbeBytes: snapshot.DefaultMaxProbeBytes,
+		Routes: []snapshot.Route{{
+			Name:   "test/tunnel",
+			Match:  snapshot.Match{Protocol: snapshot.WebSocket, PathPrefix: "/tunnel"},
+			Tunnel: tun,
+		}},
+	}
+	scheme := "ws"
+	if cert != nil {
+		l.TLS = &snapshot.TLSConfig{
+			Certificates: []snapshot.Certificate{{Source: "test", Certificate: cert}},
+			ALPN:         []string{"http/1.1"},
+		}
+		scheme = "wss"
+	}
+	if errs := srv.Apply(&snapshot.Snapshot{Listeners: []snapshot.Listener{l}}); len(errs) > 0 {
+		t.Fatalf("apply: %v", errs)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("dataplane shutdown had to cut connections: %v", err)
+		}
+	})
+	addr := srv.Addr("test/public").String()
+	return &mux{srv: srv, reg: reg, addr: addr, url: scheme + "://" + addr + "/tunnel"}
+}
+
+// tunnels returns portmux_tunnels_total by outcome.
+func (m *mux) tunnels(t testing.TB) map[string]float64 {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "portmux_tunnels_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			out[label(mt, "outcome")] += mt.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// waitTunnels waits until the mux has reported n tunnels with outcome.
+func (m *mux) waitTunnels(t testing.TB, outcome tunnel.Outcome, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := m.tunnels(t)
+		if got[string(outcome)] >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunnels by outcome = %v, want %v %s", got, n, outcome)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// target is an allow-list entry for endpoints.
+func target(udp bool, endpoints []string, names ...string) snapshot.TunnelTarget {
+	return snapshot.TunnelTarget{
+		Names: names,
+		UDP:   udp,
+		Backend: snapshot.Backend{
+			Name:        "test/" + names[0],
+			Endpoints:   endpoints,
+			DialTimeout: 2 * time.Second,
+		},
+	}
+}
+
+// newClient returns a client of url with the test token.
+func newClient(t testing.TB, rawURL string) *tunnel.Client {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tunnel.Client{
+		URL:        u,
+		Token:      testToken,
+		Log:        testr.NewWithInterface(t, testr.Options{Verbosity: 1}),
+		MinBackoff: 10 * time.Millisecond,
+		MaxBackoff: 100 * time.Millisecond,
+	}
+}
+
+// tcpBackend is a TCP server on loopback that counts the connections it
+// accepts and serves each with handle.
+type tcpBackend struct {
+	ln       net.Listener
+	addr     string
+	accepted atomic.Int32
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startTCPBackend(t testing.TB, handle func(net.Conn)) *tcpBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &tcpBackend{ln: ln, addr: ln.Addr().String()}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		b.mu.Lock()
+		for _, c := range b.conns {
+			_ = c.Close()
+		}
+		b.mu.Unlock()
+		b.wg.Wait()
+	})
+	return b
+}
+
+// echo copies what it reads back, and half-closes after the client has.
+func echo(c net.Conn) {
+	_, _ = io.Copy(c, c)
+	_ = c.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// discard reads until EOF.
+func discard(c net.Conn) { _, _ = io.Copy(io.Discard, c) }
+
+// udpEcho is a UDP server that sends every datagram back to its sender.
+func udpEcho(t testing.TB) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = pc.SetReadBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, a, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if strings.Contains(err.Error(), "closed") {
+					return
+				}
+				continue
+			}
+			_, _ = pc.WriteToUDPAddrPort(buf[:n], a)
+		}
+	}()
+	t.Cleanup(func() { _ = pc.Close(); <-done })
+	return pc
+}
+
+// serveTCP runs c.ServeTCP on a new loopback listener until the test ends
+// and returns the listener's address.
+func serveTCP(t testing.TB, c *tunnel.Client, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.ServeTCP(ctx, ln, target) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeTCP: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// writeFile writes content into a new file of the test's temporary
+// directory, mode 0600, and returns its path.
+func writeFile(t testing.TB, name string, content []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// connectProxy is an HTTP proxy that only speaks CONNECT, as corporate
+// proxies let tunnels out, and counts what it was asked.
+type connectProxy struct {
+	ln       net.Listener
+	url      *url.URL
+	connects atomic.Int32
+	mu       sync.Mutex
+	targets  []string
+	auth     []string
+	wg       sync.WaitGroup
+	conns    map[net.Conn]struct{}
+}
+
+func startConnectProxy(t testing.TB) *connectProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &connectProxy{ln: ln, url: &url.URL{Scheme: "http", Host: ln.Addr().String()}, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.track(c, true)
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer p.track(c, false)
+				p.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *connectProxy) track(c net.Conn, add bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+}
+
+func (p *connectProxy) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return
+	}
+	if req.Method != http.MethodConnect {
+		_, _ = io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		return
+	}
+	p.connects.Add(1)
+	p.mu.Lock()
+	p.targets = append(p.targets, req.Host)
+	p.auth = append(p.auth, req.Header.Get("Proxy-Authorization"))
+	p.mu.Unlock()
+	up, err := net.DialTimeout("tcp", req.Host, 5*time.Second)
+	if err != nil {
+		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		return
+	}
+	p.track(up, true)
+	defer p.track(up, false)
+	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		_ = up.Close()
+		return
+	}
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			_ = up.Close()
+			return
+		}
+	}
+	forward.Pipe(c, up, forward.Options{})
+}
+
+// certPool trusts cert alone.
+func certPool(cert *x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(cert)
+	return p
+}

@@ -1,0 +1,263 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
+)
+
+// Small keepalive settings, so that a dead peer is found in well under a
+// second: within 2 intervals + the pong timeout.
+const (
+	testKeepAlive   = 100 * time.Millisecond
+	testPongTimeout = 300 * time.Millisecond
+	// closeBound is the generous bound the tests assert: the keepalive
+	// bound is 500ms, the rest is room for a loaded machine.
+	closeBound = 10 * time.Second
+)
+
+// handlerServer serves a tunnel Handler with the test keepalive on a plain
+// http.Server and sends its reports on a channel.
+type handlerServer struct {
+	addr    string
+	reports chan *tunnel.Report
+}
+
+func startHandler(t *testing.T, tun *snapshot.Tunnel) *handlerServer {
+	t.Helper()
+	hs := &handlerServer{reports: make(chan *tunnel.Report, 16)}
+	h := tunnel.NewHandler(tun, tunnel.Options{
+		KeepAlive:   testKeepAlive,
+		PongTimeout: testPongTimeout,
+		Report:      func(_ context.Context, r *tunnel.Report) { hs.reports <- r },
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	hs.addr = ln.Addr().String()
+	return hs
+}
+
+// report waits for the next report.
+func (hs *handlerServer) report(t *testing.T) *tunnel.Report {
+	t.Helper()
+	select {
+	case r := <-hs.reports:
+		return r
+	case <-time.After(closeBound):
+		t.Fatal("the server did not report the tunnel")
+		return nil
+	}
+}
+
+// pausableProxy relays TCP connections and, once paused, stops relaying
+// anything either way while keeping the sockets open: a peer gone silent,
+// as behind a dead NAT mapping.
+type pausableProxy struct {
+	addr  string
+	ln    net.Listener
+	gate  sync.RWMutex // write-locked while paused
+	pause sync.Once
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
+	// pauseFn stops all relaying, for good.
+	pauseFn func()
+}
+
+func startPausableProxy(t *testing.T, upstream string) *pausableProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausableProxy{ln: ln, addr: ln.Addr().String()}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.relay(up, c)
+			go p.relay(c, up)
+		}
+	}()
+	paused := false
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.pause.Do(func() {}) // a later Pause does nothing
+		if paused {
+			p.gate.Unlock()
+		}
+		p.wg.Wait()
+	})
+	p.pauseFn = func() { p.pause.Do(func() { p.gate.Lock(); paused = true }) }
+	return p
+}
+
+func (p *pausableProxy) relay(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.gate.RLock()
+			_, werr := dst.Write(buf[:n])
+			p.gate.RUnlock()
+			if werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = dst.Close()
+			return
+		}
+	}
+}
+
+func TestDeadPeerClosesBothEnds(t *testing.T) {
+	t.Parallel()
+	b := startTCPBackend(t, echo)
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}})
+	p := startPausableProxy(t, hs.addr)
+	c := newClient(t, "ws://"+p.addr+"/tunnel")
+	c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
+
+	s, err := c.Dial(context.Background(), "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	roundTrip := func(msg string) {
+		t.Helper()
+		if _, err := s.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo %q, %v", buf, err)
+		}
+	}
+	roundTrip("before")
+	// Idle for many keepalive periods: pings keep a healthy tunnel open.
+	time.Sleep(20 * testKeepAlive)
+	roundTrip("still there")
+
+	// The path goes silent: nothing passes either way, no FIN, no RST.
+	p.pauseFn()
+	start := time.Now()
+	readErr := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, s); readErr <- err }()
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, tunnel.ErrDeadPeer) {
+			t.Fatalf("the client's read ended with %v, want ErrDeadPeer", err)
+		}
+		t.Logf("client closed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(closeBound):
+		t.Fatal("the client did not close its end of the silent tunnel")
+	}
+	r := hs.report(t)
+	t.Logf("server closed after %v: %v", time.Since(start).Round(time.Millisecond), r.Err)
+	if r.Outcome != tunnel.OutcomeDeadPeer {
+		t.Fatalf("server outcome %s (%v), want %s", r.Outcome, r.Err, tunnel.OutcomeDeadPeer)
+	}
+}
+
+func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
+	t.Parallel()
+	// Longer than the library's 5s bound on writing a pong: a pong that
+	// waited behind a blocked data write would end the tunnel.
+	const stall = 6 * time.Second
+	const size = 16 << 20
+	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+
+	t.Run("client", func(t *testing.T) {
+		t.Parallel()
+		// The target sends a lot; the client's reader does not read for a
+		// while.
+		b := startTCPBackend(t, func(c net.Conn) { _, _ = c.Write(payload) })
+		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "src:1")}})
+		c := newClient(t, "ws://"+hs.addr+"/tunnel")
+		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
+		s, err := c.Dial(context.Background(), "src:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		_ = s.CloseWrite()
+		time.Sleep(stall)
+		got, err := io.ReadAll(s)
+		if err != nil || !bytes.Equal(got, payload) {
+			r := hs.report(t)
+			t.Fatalf("read %d bytes, %v; want %d (server: %s %v)", len(got), err, size, r.Outcome, r.Err)
+		}
+		_ = s.Close()
+		if r := hs.report(t); r.Outcome != tunnel.OutcomeClosed {
+			t.Fatalf("server outcome %s (%v), want closed", r.Outcome, r.Err)
+		}
+	})
+
+	t.Run("target", func(t *testing.T) {
+		t.Parallel()
+		// The client sends a lot; the target does not read for a while.
+		b := startTCPBackend(t, func(c net.Conn) {
+			time.Sleep(stall)
+			n, _ := io.Copy(io.Discard, c)
+			_, _ = fmt.Fprint(c, n)
+		})
+		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "sink:1")}})
+		c := newClient(t, "ws://"+hs.addr+"/tunnel")
+		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
+		s, err := c.Dial(context.Background(), "sink:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.Write(payload); err != nil {
+			r := hs.report(t)
+			t.Fatalf("write: %v (server: %s %v)", err, r.Outcome, r.Err)
+		}
+		_ = s.CloseWrite()
+		got, err := io.ReadAll(s)
+		if err != nil || string(got) != strconv.Itoa(size) {
+			t.Fatalf("target counted %q, %v; want %d", got, err, size)
+		}
+		_ = s.Close()
+		if r := hs.report(t); r.Outcome != tunnel.OutcomeClosed {
+			t.Fatalf("server outcome %s (%v), want closed", r.Outcome, r.Err)
+		}
+	})
+}

@@ -1,0 +1,410 @@
+package tunnel
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// Options tune a Handler. The zero value is usable.
+type Options struct {
+	// KeepAlive is the interval between pings to the client. Zero means
+	// DefaultKeepAlive (20s); negative disables pings, and a dead client is
+	// then found only by TCP (minutes to hours).
+	KeepAlive time.Duration
+
+	// PongTimeout is how long a pong may take. Zero means
+	// DefaultPongTimeout (10s).
+	PongTimeout time.Duration
+
+	// UDPIdleTimeout closes a UDP tunnel that carried no datagram either
+	// way for this long. Zero means DefaultUDPIdleTimeout (60s); negative:
+	// never (a client that forgets its tunnels then holds a socket each).
+	UDPIdleTimeout time.Duration
+
+	// BufferPool provides the copy buffers of TCP tunnels (*[]byte, at
+	// least 16 KiB). Nil uses a pool of 32 KiB buffers.
+	BufferPool *sync.Pool
+
+	// Report, when set, is called once for every request the Handler
+	// answers, refused or served, after it has ended. ctx is the
+	// request's context (values set on the server's BaseContext or
+	// ConnContext are there). It runs on the request's goroutine.
+	Report func(ctx context.Context, r *Report)
+}
+
+func (o Options) withDefaults() Options {
+	if o.KeepAlive == 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	if o.PongTimeout <= 0 {
+		o.PongTimeout = DefaultPongTimeout
+	}
+	switch {
+	case o.UDPIdleTimeout == 0:
+		o.UDPIdleTimeout = DefaultUDPIdleTimeout
+	case o.UDPIdleTimeout < 0:
+		o.UDPIdleTimeout = 0
+	}
+	if o.BufferPool == nil {
+		o.BufferPool = defaultBufferPool
+	}
+	return o
+}
+
+var defaultBufferPool = &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Handler serves one tunnel route: it checks the token and the target,
+// dials the target, upgrades the request to a WebSocket and carries the
+// stream or the datagrams until either end closes. It is safe for
+// concurrent use and keeps nothing per connection.
+type Handler struct {
+	opt Options
+	// closed: the tunnel's token Secret is missing; refuse everything.
+	closed bool
+	// tokenSum is the SHA-256 of the token; auth says whether one is
+	// required.
+	auth     bool
+	tokenSum [sha256.Size]byte
+	targets  map[targetKey]*target
+	// names lists every allowed name, for telling "wrong protocol" from
+	// "not allowed".
+	names map[string]bool
+}
+
+type targetKey struct {
+	name string
+	udp  bool
+}
+
+type target struct {
+	*snapshot.TunnelTarget
+	dialer forward.Dialer // TCP: spreads over endpoints, next on failure
+	next   atomic.Uint64  // UDP: the round-robin cursor
+}
+
+// NewHandler builds the handler of t. t is not modified and must not be
+// modified while the handler is in use.
+func NewHandler(t *snapshot.Tunnel, opt Options) *Handler {
+	h := &Handler{
+		opt:     opt.withDefaults(),
+		targets: map[targetKey]*target{},
+		names:   map[string]bool{},
+	}
+	if t == nil || (t.Token != nil && len(t.Token) == 0) {
+		// Fail closed: a token Secret that is missing allows nothing.
+		h.closed = true
+		return h
+	}
+	if len(t.Token) > 0 {
+		h.auth = true
+		h.tokenSum = sha256.Sum256(t.Token)
+	}
+	for i := range t.Allow {
+		tt := &target{TunnelTarget: &t.Allow[i]}
+		tt.dialer.Timeout = tt.Backend.DialTimeout
+		for _, n := range tt.Names {
+			k := targetKey{name: n, udp: tt.UDP}
+			if _, dup := h.targets[k]; !dup {
+				h.targets[k] = tt
+			}
+			h.names[n] = true
+		}
+	}
+	return h
+}
+
+// refusal is an answer before the upgrade.
+type refusal struct {
+	status  int
+	outcome Outcome
+	msg     string
+}
+
+func (r *refusal) Error() string { return r.msg }
+
+// ServeHTTP answers one handshake request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rep := &Report{Start: time.Now()}
+	defer func() {
+		rep.Duration = time.Since(rep.Start)
+		if h.opt.Report != nil {
+			h.opt.Report(r.Context(), rep)
+		}
+	}()
+
+	tt, udp, ref := h.check(r, rep)
+	if ref != nil {
+		h.refuse(w, rep, ref)
+		return
+	}
+
+	// Dial before upgrading, so that a target that cannot be reached is a
+	// 502 the client can read, not a WebSocket that closes at once.
+	if udp {
+		up, ep, err := h.dialUDP(r.Context(), tt)
+		if err != nil {
+			h.refuse(w, rep, &refusal{http.StatusBadGateway, OutcomeDialError, "cannot reach " + rep.Target + ": " + err.Error()})
+			rep.Err = err
+			return
+		}
+		rep.Endpoint = ep
+		c, live, err := h.accept(w, r)
+		if err != nil {
+			_ = up.Close()
+			rep.Outcome, rep.Err = OutcomeError, err
+			return
+		}
+		rep.Status = http.StatusSwitchingProtocols
+		h.serveUDP(c, live, up, rep)
+		return
+	}
+	up, ep, err := tt.dialer.Dial(r.Context(), tt.Backend.Endpoints)
+	if err != nil {
+		h.refuse(w, rep, &refusal{http.StatusBadGateway, OutcomeDialError, "cannot reach " + rep.Target + ": " + err.Error()})
+		rep.Err = err
+		return
+	}
+	rep.Endpoint = ep
+	c, live, err := h.accept(w, r)
+	if err != nil {
+		_ = up.Close()
+		rep.Outcome, rep.Err = OutcomeError, err
+		return
+	}
+	rep.Status = http.StatusSwitchingProtocols
+	h.serveTCP(c, live, up, rep, r)
+}
+
+// check decides whether the request may have a tunnel, in an order that
+// tells an unauthenticated client nothing about the allow list.
+func (h *Handler) check(r *http.Request, rep *Report) (*target, bool, *refusal) {
+	q := r.URL.Query()
+	rep.Target = q.Get(ParamTarget)
+	if len(rep.Target) > maxTargetLen {
+		rep.Target = rep.Target[:maxTargetLen]
+	}
+	if h.closed {
+		return nil, false, &refusal{http.StatusServiceUnavailable, OutcomeUnavailable, "tunnel unavailable: its token Secret is missing"}
+	}
+	if h.auth && !h.tokenOK(r.Header.Values("Authorization")) {
+		return nil, false, &refusal{http.StatusUnauthorized, OutcomeUnauthorized, "missing or wrong bearer token"}
+	}
+	if ref := checkHandshake(r); ref != nil {
+		return nil, false, ref
+	}
+	var udp bool
+	switch p := q.Get(ParamProtocol); strings.ToLower(p) {
+	case "", ProtocolTCP:
+	case ProtocolUDP:
+		udp = true
+	default:
+		return nil, false, &refusal{http.StatusBadRequest, OutcomeBadRequest, fmt.Sprintf("unknown protocol %.32q: want tcp or udp", p)}
+	}
+	rep.UDP = udp
+	if rep.Target == "" {
+		return nil, udp, &refusal{http.StatusBadRequest, OutcomeBadRequest, "missing target: add ?target=NAME:PORT"}
+	}
+	tt := h.targets[targetKey{name: rep.Target, udp: udp}]
+	if tt == nil {
+		proto := ProtocolTCP
+		if udp {
+			proto = ProtocolUDP
+		}
+		if h.names[rep.Target] {
+			return nil, udp, &refusal{http.StatusForbidden, OutcomeForbidden, fmt.Sprintf("target %q is not allowed over %s", rep.Target, proto)}
+		}
+		return nil, udp, &refusal{http.StatusForbidden, OutcomeForbidden, fmt.Sprintf("target %q is not allowed", rep.Target)}
+	}
+	rep.Allowed, rep.Backend = true, tt.Backend.Name
+	return tt, udp, nil
+}
+
+// tokenOK compares the bearer token in constant time. Both sides are
+// hashed first, so that not even the token's length leaks through timing.
+func (h *Handler) tokenOK(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
+}
+
+// checkHandshake refuses what the upgrade would refuse (RFC 6455 §4.2.1),
+// so that nothing is dialled for a request that cannot become a tunnel. A
+// request with an Origin header is a browser's: it must come from a page of
+// the same host (RFC 6455 §10.2), or any web page could reach the targets.
+func checkHandshake(r *http.Request) *refusal {
+	switch {
+	case !r.ProtoAtLeast(1, 1):
+		return &refusal{http.StatusUpgradeRequired, OutcomeBadRequest, "a WebSocket handshake needs HTTP/1.1"}
+	case !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return &refusal{http.StatusUpgradeRequired, OutcomeBadRequest, "not a WebSocket handshake: Upgrade: websocket required"}
+	case r.Method != http.MethodGet:
+		return &refusal{http.StatusMethodNotAllowed, OutcomeBadRequest, "a WebSocket handshake is a GET"}
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		return &refusal{http.StatusBadRequest, OutcomeBadRequest, "unsupported Sec-WebSocket-Version: want 13"}
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return &refusal{http.StatusBadRequest, OutcomeBadRequest, "want exactly one Sec-WebSocket-Key"}
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return &refusal{http.StatusBadRequest, OutcomeBadRequest, "invalid Sec-WebSocket-Key"}
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || !strings.EqualFold(u.Host, r.Host) {
+			return &refusal{http.StatusForbidden, OutcomeForbidden, "cross-origin WebSocket requests are refused"}
+		}
+	}
+	return nil
+}
+
+// headerHasToken reports whether a comma-separated header lists token
+// (case-insensitive).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, rep *Report, ref *refusal) {
+	rep.Status, rep.Outcome = ref.status, ref.outcome
+	if rep.Err == nil {
+		rep.Err = ref
+	}
+	hdr := w.Header()
+	hdr.Set("Connection", "close") // one connection, one attempt
+	if ref.status == http.StatusUnauthorized {
+		hdr.Set("WWW-Authenticate", `Bearer realm="portmux"`)
+	}
+	if ref.status == http.StatusUpgradeRequired {
+		hdr.Set("Upgrade", "websocket")
+	}
+	http.Error(w, ref.msg, ref.status)
+}
+
+// accept upgrades the request; the liveness it returns is fed by the
+// connection's ping and pong callbacks.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, *liveness, error) {
+	live := newLiveness()
+	rec := &hijackRecorder{ResponseWriter: w}
+	c, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
+		Subprotocols: []string{Subprotocol},
+		// checkHandshake has verified the origin already.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+		OnPingReceived:     live.onPing,
+		OnPongReceived:     live.onPong,
+	})
+	if err == nil {
+		live.room = socketRoom(rec.conn)
+	}
+	return c, live, err
+}
+
+// hijackRecorder keeps the connection the WebSocket library takes over, so
+// that the keepalive can look at its socket.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
+	return &watchdog{interval: h.opt.KeepAlive, timeout: h.opt.PongTimeout, idle: idle, live: live}
+}
+
+// serveTCP carries the stream between the client and up until both ends
+// have finished.
+func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, r *http.Request) {
+	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remoteAddr(r))
+	res := forward.Pipe(s, up, forward.Options{BufferPool: h.opt.BufferPool})
+	_ = s.Close()
+	rep.Up, rep.Down = res.Up, res.Down
+	var re *ResetError
+	switch {
+	case s.deadPeer():
+		rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
+	case errors.As(res.Err, &re) && re.Code == websocket.StatusGoingAway:
+		// The client stopped on purpose (SIGINT, or ssh ending its
+		// ProxyCommand): the stream was cut, but nothing failed.
+		rep.Outcome, rep.Err = OutcomeClosed, res.Err
+	case res.Err != nil:
+		rep.Outcome, rep.Err = OutcomeError, res.Err
+	default:
+		rep.Outcome = OutcomeClosed
+	}
+}
+
+func remoteAddr(r *http.Request) net.Addr {
+	if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		return a
+	}
+	return addr{"tcp", r.RemoteAddr}
+}
+
+// dialUDP opens the tunnel's upstream socket to one of the target's
+// endpoints, round-robin, trying the next when one fails (for UDP only
+// resolution and routing can fail here).
+func (h *Handler) dialUDP(ctx context.Context, tt *target) (*net.UDPConn, string, error) {
+	eps := tt.Backend.Endpoints
+	if len(eps) == 0 {
+		return nil, "", forward.ErrNoEndpoints
+	}
+	timeout := tt.Backend.DialTimeout
+	if timeout <= 0 {
+		timeout = snapshot.DefaultDialTimeout
+	}
+	d := net.Dialer{Timeout: timeout}
+	start := tt.next.Add(1) - 1
+	var errs []error
+	for i := range eps {
+		ep := eps[(start+uint64(i))%uint64(len(eps))]
+		c, err := d.DialContext(ctx, "udp", ep)
+		if err == nil {
+			uc := c.(*net.UDPConn)
+			// Room for bursts of replies while the client is slow to take
+			// them (the kernel caps it at net.core.rmem_max).
+			_ = uc.SetReadBuffer(udpSocketBuffer)
+			return uc, ep, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, "", fmt.Errorf("dial %d endpoint(s): %w", len(eps), errors.Join(errs...))
+}
+
+var _ http.Handler = (*Handler)(nil)

@@ -1,0 +1,223 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+var errTextMessage = errors.New("text message: only binary messages belong to " + Subprotocol)
+
+// Stream is one end of a TCP tunnel: a net.Conn over a WebSocket
+// connection that keeps TCP's half-close. Write sends each chunk as one
+// binary message; CloseWrite sends the empty message that ends this end's
+// half; Read returns io.EOF once the peer's half has ended. Close ends the
+// connection with 1000 when both halves ended cleanly, with 4000 (reset)
+// otherwise.
+//
+// While it is open a watchdog pings the peer (see the package
+// documentation); a peer found dead closes the connection, and Read and
+// Write fail.
+//
+// Deadlines are not supported: the WebSocket library closes a connection
+// whose read is cancelled, so a deadline could not leave it usable. The
+// Set*Deadline methods return errors.ErrUnsupported.
+type Stream struct {
+	c      *websocket.Conn
+	live   *liveness
+	stopWD func() error
+
+	// Read side, used by one reader at a time.
+	r      io.Reader // the message being read, nil between messages
+	rn     int       // bytes read of it so far
+	rerr   error     // sticky: io.EOF once the peer ended its half
+	gotEOF atomic.Bool
+
+	sentEOF   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	local, remote net.Addr
+}
+
+// newStream wraps c, whose liveness callbacks report to live, and starts
+// its watchdog.
+func newStream(c *websocket.Conn, live *liveness, wd *watchdog, local, remote net.Addr) *Stream {
+	c.SetReadLimit(-1) // messages are streamed through, never buffered whole
+	return &Stream{c: c, live: live, stopWD: wd.start(c), local: local, remote: remote}
+}
+
+// Read reads the peer's stream.
+func (s *Stream) Read(p []byte) (int, error) {
+	s.live.busy.Store(false)
+	n, err := s.read(p)
+	if n > 0 {
+		s.live.markHeard()
+	}
+	if err == nil {
+		// Until the next Read nobody reads the connection: pongs wait.
+		// (After the peer's EOF a background reader takes over.)
+		s.live.busy.Store(true)
+	}
+	return n, err
+}
+
+func (s *Stream) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if s.rerr != nil {
+			return 0, s.rerr
+		}
+		if s.r == nil {
+			typ, r, err := s.c.Reader(context.Background())
+			if err != nil {
+				s.rerr = s.readError(err)
+				return 0, s.rerr
+			}
+			if typ != websocket.MessageBinary {
+				_ = s.c.Close(websocket.StatusUnsupportedData, "binary messages only")
+				s.rerr = errTextMessage
+				return 0, s.rerr
+			}
+			s.live.markHeard()
+			s.r, s.rn = r, 0
+		}
+		n, err := s.r.Read(p)
+		s.rn += n
+		if err != nil && !errors.Is(err, io.EOF) {
+			s.rerr = s.readError(err)
+			return n, s.rerr
+		}
+		if errors.Is(err, io.EOF) {
+			s.r = nil
+			if s.rn == 0 {
+				// The empty message: the peer's half has ended. Keep
+				// reading control frames (pongs, the close) in the
+				// background; a data message now is a protocol error.
+				s.rerr = io.EOF
+				s.gotEOF.Store(true)
+				s.c.CloseRead(context.Background())
+				return 0, io.EOF
+			}
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+}
+
+// readError turns the error that ended the message stream into what Read
+// returns: ErrDeadPeer when the keepalive closed the connection; a close
+// frame before the empty message is a reset, except a plain 1000, which
+// clients that do not half-close send to end.
+func (s *Stream) readError(err error) error {
+	if s.live.dead.Load() {
+		return ErrDeadPeer
+	}
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		if ce.Code == websocket.StatusNormalClosure {
+			return io.EOF
+		}
+		return &ResetError{Code: ce.Code, Reason: ce.Reason}
+	}
+	return err
+}
+
+// Write sends p as one binary message. An empty p sends nothing (an empty
+// message would end the stream; that is CloseWrite).
+func (s *Stream) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.sentEOF.Load() {
+		return 0, net.ErrClosed
+	}
+	s.live.writing.Add(1)
+	err := s.c.Write(context.Background(), websocket.MessageBinary, p)
+	s.live.writing.Add(-1)
+	if err != nil {
+		if s.live.dead.Load() {
+			return 0, ErrDeadPeer
+		}
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// CloseWrite ends this end's half of the stream: the peer reads EOF and
+// half-closes its side. Reading goes on.
+func (s *Stream) CloseWrite() error {
+	if s.sentEOF.Swap(true) {
+		return nil
+	}
+	s.live.writing.Add(1)
+	defer s.live.writing.Add(-1)
+	return s.c.Write(context.Background(), websocket.MessageBinary, nil)
+}
+
+// Close ends the connection: with 1000 when both halves ended cleanly,
+// otherwise with 4000 so that the peer resets its side. It stops the
+// watchdog and returns once the WebSocket connection is closed.
+func (s *Stream) Close() error {
+	s.closeOnce.Do(func() {
+		code, reason := websocket.StatusNormalClosure, ""
+		if !s.sentEOF.Load() || !s.gotEOF.Load() {
+			code, reason = CloseReset, "stream reset"
+		}
+		err := s.c.Close(code, reason)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			s.closeErr = err
+		}
+		_ = s.stopWD()
+	})
+	return s.closeErr
+}
+
+// closeGoingAway ends the connection with 1001, for an end that shuts down.
+func (s *Stream) closeGoingAway() {
+	s.closeOnce.Do(func() {
+		_ = s.c.Close(websocket.StatusGoingAway, "shutting down")
+		_ = s.stopWD()
+	})
+}
+
+// deadPeer reports whether the watchdog closed the connection because the
+// peer stopped answering. Valid after Close.
+func (s *Stream) deadPeer() bool { return errors.Is(s.stopWD(), ErrDeadPeer) }
+
+// LocalAddr is the local address of the WebSocket connection, when known.
+func (s *Stream) LocalAddr() net.Addr { return s.local }
+
+// RemoteAddr is the peer's address, when known.
+func (s *Stream) RemoteAddr() net.Addr { return s.remote }
+
+// SetDeadline is not supported (see Stream).
+func (s *Stream) SetDeadline(time.Time) error { return errors.ErrUnsupported }
+
+// SetReadDeadline is not supported (see Stream).
+func (s *Stream) SetReadDeadline(time.Time) error { return errors.ErrUnsupported }
+
+// SetWriteDeadline is not supported (see Stream).
+func (s *Stream) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+
+// addr is a net.Addr for ends whose socket address is unknown (the client
+// end of a connection made through net/http).
+type addr struct{ network, s string }
+
+func (a addr) Network() string { return a.network }
+func (a addr) String() string  { return a.s }
+
+var (
+	_ net.Conn                        = (*Stream)(nil)
+	_ interface{ CloseWrite() error } = (*Stream)(nil)
+)

@@ -1,0 +1,168 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
+	"github.com/portmux/portmux/test/peers"
+)
+
+func TestTCPTunnelCarriesEveryByteBothWays(t *testing.T) {
+	t.Parallel()
+	b := startTCPBackend(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
+	c := newClient(t, m.url)
+
+	s, err := c.Dial(context.Background(), "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	payload := make([]byte, 8<<20)
+	_, _ = rand.Read(payload)
+	go func() {
+		_, _ = s.Write(payload)
+		_ = s.CloseWrite()
+	}()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	m.waitTunnels(t, tunnel.OutcomeClosed, 1)
+}
+
+func TestTCPTunnelHalfCloseLetsTheAnswerThrough(t *testing.T) {
+	t.Parallel()
+	// The backend answers only once the client has finished sending, as
+	// request/response protocols that shut down their side do.
+	b := startTCPBackend(t, func(c net.Conn) {
+		req, _ := io.ReadAll(c)
+		_, _ = c.Write(append([]byte("answer to "), req...))
+	})
+	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "qa:1")}}, nil)
+	c := newClient(t, m.url)
+	c.Token = "" // the tunnel has no token: none needed
+
+	local := serveTCP(t, c, "qa:1")
+	conn, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte("question"))
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "answer to question" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	m.waitTunnels(t, tunnel.OutcomeClosed, 1)
+}
+
+func TestTCPTunnelBackendResetResetsTheClient(t *testing.T) {
+	t.Parallel()
+	b := startTCPBackend(t, func(c net.Conn) {
+		buf := make([]byte, 5)
+		_, _ = io.ReadFull(c, buf)
+		_ = c.(*net.TCPConn).SetLinger(0) // close sends RST
+	})
+	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "rst:1")}}, nil)
+	s, err := newClient(t, m.url).Dial(context.Background(), "rst:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, _ = s.Write([]byte("hello"))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(s); done <- err }()
+	select {
+	case err := <-done:
+		if _, ok := err.(*tunnel.ResetError); !ok {
+			t.Fatalf("read after the backend reset: %v (%T), want a *tunnel.ResetError", err, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client never saw the reset")
+	}
+}
+
+// sshTunnel is an sshd behind a tunnel route that allows it as "sshd:22"
+// and "sshd:ssh".
+func sshTunnel(t *testing.T, tlsCert *peers.Cert) (*peers.SSHServer, *mux) {
+	t.Helper()
+	sshd := peers.SSHD(t)
+	tun := &snapshot.Tunnel{
+		Token: []byte(testToken),
+		Allow: []snapshot.TunnelTarget{target(false, []string{sshd.Addr}, "sshd:22", "sshd:ssh")},
+	}
+	var cert *tls.Certificate
+	if tlsCert != nil {
+		cert = tlsCert.TLS
+	}
+	return sshd, startMux(t, tun, cert)
+}
+
+func TestSSHThroughStdioTunnel(t *testing.T) {
+	t.Parallel()
+	bin := portmuxBinary(t)
+	tokenFile := writeFile(t, "token", []byte(testToken+"\n"))
+
+	t.Run("ws", func(t *testing.T) {
+		t.Parallel()
+		sshd, m := sshTunnel(t, nil)
+		proxy := bin + " tunnel --token-file " + tokenFile + " -L stdio:sshd:22 " + m.url
+		out, err := sshd.RunVia(t, proxy, "echo", "ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out != "ok\n" {
+			t.Fatalf("ssh printed %q, want ok", out)
+		}
+		// A bigger stream, and the port asked for by its name.
+		proxy = bin + " tunnel --token-file " + tokenFile + " -L stdio:sshd:ssh " + m.url
+		out, err = sshd.RunVia(t, proxy, "head -c 8388608 /dev/zero | wc -c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out != "8388608\n" {
+			t.Fatalf("ssh printed %q, want 8388608", out)
+		}
+		m.waitTunnels(t, tunnel.OutcomeClosed, 2)
+	})
+
+	t.Run("wss", func(t *testing.T) {
+		t.Parallel()
+		cert := peers.CertPair(t, "127.0.0.1")
+		sshd, m := sshTunnel(t, cert)
+		caFile := writeFile(t, "ca.pem", cert.CertPEM)
+		proxy := bin + " tunnel --token-file " + tokenFile + " --ca-file " + caFile + " -L stdio:sshd:22 " + m.url
+		out, err := sshd.RunVia(t, proxy, "echo", "ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out != "ok\n" {
+			t.Fatalf("ssh printed %q, want ok", out)
+		}
+		// Without the CA the server is not trusted, and nothing is sent.
+		proxy = bin + " tunnel --token-file " + tokenFile + " --retries 0 -L stdio:sshd:22 " + m.url
+		if out, err := sshd.RunVia(t, proxy, "echo", "ok"); err == nil {
+			t.Fatalf("ssh through an unverified wss:// server succeeded: %q", out)
+		}
+		m.waitTunnels(t, tunnel.OutcomeClosed, 1)
+	})
+}

@@ -1,0 +1,136 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
+)
+
+// newTunnelHandler builds the handler of a tunnel route. It is part of the
+// route's configuration, so the round-robin over each target's endpoints
+// is shared by the connections the configuration serves.
+func newTunnelHandler(t *snapshot.Tunnel) http.Handler {
+	return tunnel.NewHandler(t, tunnel.Options{Report: recordTunnel})
+}
+
+// tunnelSlotKey keys the tunnelSlot of a connection in the contexts of its
+// requests.
+type tunnelSlotKey struct{}
+
+// tunnelSlot receives the report of the connection's tunnel request (a
+// refusal closes the connection, an upgrade takes it over: there is at
+// most one).
+type tunnelSlot struct{ rep *tunnel.Report }
+
+func recordTunnel(ctx context.Context, r *tunnel.Report) {
+	if slot, ok := ctx.Value(tunnelSlotKey{}).(*tunnelSlot); ok {
+		slot.rep = r
+	}
+}
+
+// serveTunnel serves one client connection (c, whose first bytes are data)
+// with the route's tunnel handler: net/http reads the handshake request the
+// route matched, and the handler refuses it or upgrades it and carries the
+// tunnel until it ends. The tunnel's report is logged and counted with the
+// connection.
+func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeConfig) {
+	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
+	slot := &tunnelSlot{}
+	var handlers sync.WaitGroup
+	ln := newOneConnListener(&tunnelConn{countingConn: counted, tcp: socketOf(c)})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
+			rc.tunnel.ServeHTTP(w, r)
+		}),
+		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), tunnelSlotKey{}, slot) },
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       s.opt.IdleTimeout,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				ln.finish()
+			}
+		},
+	}
+	_ = srv.Serve(ln)
+	handlers.Wait() // an upgraded connection is served until the tunnel ends
+
+	ev.up, ev.down = counted.in.Load(), counted.out.Load()
+	rc.up.Add(float64(ev.up))
+	rc.down.Add(float64(ev.down))
+	ev.outcome = OutcomeTunnel
+	rep := slot.rep
+	if rep == nil {
+		// net/http refused the request before the handler saw it.
+		return
+	}
+	ev.backend, ev.err = rep.Endpoint, rep.Err
+	if rep.Outcome == tunnel.OutcomeDialError {
+		ev.outcome = OutcomeDialError
+		s.m.dialErrors.WithLabelValues(rep.Backend).Inc()
+	}
+	proto := tunnel.ProtocolTCP
+	if rep.UDP {
+		proto = tunnel.ProtocolUDP
+	}
+	s.m.tunnels.WithLabelValues(ev.listener, ev.route, rep.Backend, proto, string(rep.Outcome)).Inc()
+
+	log := s.log
+	if !s.opt.LogConnections {
+		log = log.V(1)
+	}
+	if !log.Enabled() {
+		return
+	}
+	kv := []any{
+		"listener", ev.listener, "route", ev.route, "client", ev.client,
+		"target", rep.Target, "protocol", proto, "endpoint", rep.Endpoint,
+		"status", rep.Status, "up", rep.Up, "down", rep.Down,
+		"duration", rep.Duration.Round(time.Microsecond).String(),
+		"outcome", string(rep.Outcome),
+	}
+	if rep.UDP {
+		kv = append(kv, "upDatagrams", rep.UpDatagrams, "downDatagrams", rep.DownDatagrams)
+	}
+	if rep.Err != nil {
+		kv = append(kv, "error", rep.Err.Error())
+	}
+	log.Info("tunnel", kv...)
+}
+
+// tunnelConn is the connection handed to net/http: it counts bytes and
+// lets the tunnel's keepalive find the TCP socket under TLS and the
+// dataplane's wrappers, to see whether its send buffer has room.
+type tunnelConn struct {
+	*countingConn
+	tcp net.Conn
+}
+
+// NetConn returns the TCP connection the client's bytes arrive on, or nil.
+func (t *tunnelConn) NetConn() net.Conn { return t.tcp }
+
+// socketOf unwraps c down to its TCP connection, or returns nil.
+func socketOf(c net.Conn) net.Conn {
+	for range 8 {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *tls.Conn:
+			c = v.NetConn()
+		case *prefixConn:
+			c = v.Conn
+		case *countingConn:
+			c = v.Conn
+		default:
+			return nil
+		}
+	}
+	return nil
+}
