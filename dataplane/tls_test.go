@@ -516,4 +516,3 @@ func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
 		t.Errorf("web saw %d requests, want 1", len(web.Requests()))
 	}
 }
-
