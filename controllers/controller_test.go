@@ -161,6 +161,19 @@ func talk(port int32, line string) (string, error) {
 	return strings.TrimSpace(s), err
 }
 
+func TestReadyWithoutAnyPortMux(t *testing.T) {
+	_, dp, c := startControllerWith(t)
+	eventually(t, "ready with no PortMux in the cluster", func() error {
+		if err := c.ReadyCheck(nil); err != nil {
+			return err
+		}
+		if s := dp.snapshot(); s == nil || len(s.Listeners) != 0 {
+			return fmt.Errorf("want an empty snapshot applied, got %+v", s)
+		}
+		return nil
+	})
+}
+
 func TestPortMuxLifecycle(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()

@@ -90,6 +90,7 @@ type programmer struct {
 	// fingerprint of the inputs last applied; an identical set of inputs
 	// compiles to an identical snapshot (compile is pure), so it is skipped.
 	fingerprint string
+	applied     bool
 }
 
 // programmerKey is the one request the programmer reconciles: every change
@@ -108,13 +109,13 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	retryBinds := len(p.state.bindErrs) > 0
 	p.state.mu.RUnlock()
 	fp := fingerprint(in)
-	if fp == p.fingerprint && !retryBinds {
+	if p.applied && fp == p.fingerprint && !retryBinds {
 		return reconcile.Result{}, nil
 	}
 
 	out := compile.Compile(in)
 	bindErrs := p.dataplane.Apply(out.Snapshot)
-	p.fingerprint = fp
+	p.fingerprint, p.applied = fp, true
 	p.state.mu.Lock()
 	p.state.out, p.state.bindErrs, p.state.ready = out, bindErrs, true
 	p.state.mu.Unlock()

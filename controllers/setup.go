@@ -88,9 +88,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 	always := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{programmerKey}
 	})
+	// One compile at start, so that a cluster without any PortMux still
+	// programs (an empty snapshot) and the pod becomes ready.
+	kick := make(chan event.TypedGenericEvent[*v1alpha1.PortMux], 1)
+	kick <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: &v1alpha1.PortMux{}}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("dataplane").
 		Watches(&v1alpha1.PortMux{}, always).
+		WatchesRawSource(source.Channel(kick, handler.TypedEnqueueRequestsFromMapFunc(
+			func(context.Context, *v1alpha1.PortMux) []reconcile.Request { return []reconcile.Request{programmerKey} }))).
 		Watches(&corev1.Secret{}, toProgrammer(users.ofSecret), builder.OnlyMetadata).
 		Watches(&corev1.Service{}, toProgrammer(users.ofService)).
 		Watches(&discoveryv1.EndpointSlice{}, toProgrammer(users.ofEndpointSlice)).

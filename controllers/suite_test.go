@@ -100,6 +100,13 @@ func (r *recordingDataplane) snapshot() *snapshot.Snapshot {
 // and returns the namespace and the dataplane it programs.
 func startController(t *testing.T) (string, *recordingDataplane) {
 	t.Helper()
+	ns, dp, _ := startControllerWith(t)
+	return ns, dp
+}
+
+// startControllerWith is startController that also returns the Controller.
+func startControllerWith(t *testing.T) (string, *recordingDataplane, *Controller) {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -122,7 +129,8 @@ func startController(t *testing.T) (string, *recordingDataplane) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Setup(ctx, mgr, dp, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond}); err != nil {
+	c, err := Setup(ctx, mgr, dp, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -140,7 +148,7 @@ func startController(t *testing.T) (string, *recordingDataplane) {
 		_ = dp.Shutdown(sctx)
 		_ = k8s.Delete(context.Background(), ns)
 	})
-	return ns.Name, dp
+	return ns.Name, dp, c
 }
 
 // freePort returns a loopback port that was free a moment ago. PortMux
