@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/portmux/portmux/test/peers"
+)
+
+// `portmux serve` with certificates from kind: Secret documents: a changed
+// Secret file serves new handshakes with the new certificate while streams
+// opened before keep flowing, and a Secret without a valid key pair is
+// logged and takes down only the listener that needs it.
+
+// serveLog collects runServe's log lines.
+type serveLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *serveLog) add(prefix, args string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, prefix+" "+args)
+}
+
+func (l *serveLog) contains(substrs ...string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		ok := true
+		for _, s := range substrs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *serveLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// freePort is a port that was free a moment ago: serve binds the ports
+// the YAML names, so the test has to name them.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoServer echoes every connection until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// tlsSecret is a kind: Secret document holding cert.
+func tlsSecret(name string, certPEM, keyPEM []byte) string {
+	indent := func(b []byte) string {
+		return "    " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n    ")
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+%s
+  tls.key: |
+%s
+`, name, indent(certPEM), indent(keyPEM))
+}
+
+// writeAtomically replaces path the way kubelet updates a mounted Secret:
+// a new file renamed over the old one.
+func writeAtomically(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func certID(der []byte) string {
+	sum := sha256.Sum256(der)
+	return fmt.Sprintf("%x", sum[:8])
+}
+
+// handshake returns the certificate a new TLS connection to addr gets, or
+// an error.
+func handshake(addr, sni string) (string, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: sni, InsecureSkipVerify: true})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return certID(c.ConnectionState().PeerCertificates[0].Raw), nil
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func echoOnce(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+}
+
+func TestServeRotatesCertificateFromSecretFile(t *testing.T) {
+	oldCert := peers.CertPair(t, "old.serve.test", "serve.test")
+	newCert := peers.CertPair(t, "new.serve.test", "serve.test")
+	echo := echoServer(t)
+	securePort, brokenPort, plainPort := freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	portmuxFile := filepath.Join(dir, "portmux.yaml")
+	secretsFile := filepath.Join(dir, "secrets.yaml")
+	writeAtomically(t, portmuxFile, fmt.Sprintf(`apiVersion: portmux.dev/v1alpha1
+kind: PortMux
+metadata: {name: edge, namespace: default}
+spec:
+  listeners:
+  - {name: secure, port: %d, tls: {certificateRefs: [{name: edge-tls}], alpn: [http/1.1]}}
+  - {name: broken, port: %d, tls: {certificateRefs: [{name: broken-tls}]}}
+  - {name: plain, port: %d}
+  routes:
+  - name: echo
+    listeners: [secure, broken, plain]
+    match: {protocol: any}
+    backend: {address: "%s"}
+`, securePort, brokenPort, plainPort, echo))
+	brokenSecret := tlsSecret("broken-tls", oldCert.CertPEM, []byte("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"))
+	writeAtomically(t, secretsFile, tlsSecret("edge-tls", oldCert.CertPEM, oldCert.KeyPEM)+"---\n"+brokenSecret)
+
+	logs := &serveLog{}
+	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, log, serveOptions{
+			files:          []string{portmuxFile, secretsFile},
+			bindAddress:    "127.0.0.1",
+			shutdownGrace:  5 * time.Second,
+			logConnections: true,
+			watch:          true,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runServe: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("runServe did not return after cancel")
+		}
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs)
+		}
+	})
+
+	secure := fmt.Sprintf("127.0.0.1:%d", securePort)
+	waitFor(t, "the secure listener", 10*time.Second, func() bool {
+		id, err := handshake(secure, "serve.test")
+		return err == nil && id == certID(oldCert.Leaf.Raw)
+	})
+	// The broken Secret is logged by name; its listener is not bound, and
+	// the plain one is served.
+	if !logs.contains("unresolved reference", "broken-tls") {
+		t.Errorf("no log line names the broken Secret broken-tls")
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", brokenPort), time.Second); err == nil {
+		_ = c.Close()
+		t.Errorf("the listener whose only Secret is broken accepts connections")
+	}
+	plain, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", plainPort), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, plain, "plain\n")
+	_ = plain.Close()
+
+	// A stream opened before the rotation.
+	before, err := tls.Dial("tcp", secure, &tls.Config{ServerName: "serve.test", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+	echoOnce(t, before, "before\n")
+
+	// Rotate edge-tls and repair broken-tls in one write.
+	writeAtomically(t, secretsFile, tlsSecret("edge-tls", newCert.CertPEM, newCert.KeyPEM)+"---\n"+
+		tlsSecret("broken-tls", oldCert.CertPEM, oldCert.KeyPEM))
+	waitFor(t, "new handshakes to get the new certificate", 10*time.Second, func() bool {
+		id, err := handshake(secure, "serve.test")
+		return err == nil && id == certID(newCert.Leaf.Raw)
+	})
+	if cn, _ := peers.SClient(t, secure, "serve.test"); cn != "new.serve.test" {
+		t.Errorf("s_client after rotation got CN %q, want new.serve.test", cn)
+	}
+	waitFor(t, "the repaired listener", 10*time.Second, func() bool {
+		id, err := handshake(fmt.Sprintf("127.0.0.1:%d", brokenPort), "serve.test")
+		return err == nil && id == certID(oldCert.Leaf.Raw)
+	})
+	// The old stream still flows, on its old certificate.
+	echoOnce(t, before, "after\n")
+	if id := certID(before.ConnectionState().PeerCertificates[0].Raw); id != certID(oldCert.Leaf.Raw) {
+		t.Errorf("the stream opened before changed certificate")
+	}
+	if !logs.contains("reloaded", "file changed") {
+		t.Errorf("no reload was logged")
+	}
+}
