@@ -3,21 +3,42 @@
 # Tools are pinned and installed into ./bin from the Go module proxy; nothing
 # here downloads a prebuilt binary.
 
-# Image and versions.
-IMG ?= portmux.local/portmux:dev
+# Versions. charts/portmux/Chart.yaml is the single source of the release
+# version: its `version` (kept equal to `appVersion`, which test/chart checks)
+# tags the image, and the chart's image tag defaults to appVersion. VERSION is
+# what the binary reports (`portmux version`): the git description.
+CHART_DIR := charts/portmux
+CHART_VERSION := $(shell awk '$$1 == "version:" { print $$2; exit }' $(CHART_DIR)/Chart.yaml)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+# The image. Its base images are build arguments, so a mirror can stand in
+# for a registry; without them `make docker-build` builds FROM scratch.
+IMG ?= portmux.local/portmux:$(CHART_VERSION)
+GO_IMAGE ?= golang:1.26
+RUNTIME_IMAGE ?= gcr.io/distroless/static:nonroot
+DOCKER ?= docker
+# Set to 1 to skip the base images and build Dockerfile.offline at once.
+DOCKER_OFFLINE ?=
+# The host's CA bundle, copied into the offline image (Debian's path).
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+KIND_CLUSTER ?= portmux
 
 # Pinned tool versions.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
+HELM_VERSION ?= v3.22.0
+KIND_VERSION ?= v0.33.0
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KIND ?= $(LOCALBIN)/kind-$(KIND_VERSION)
 
 GO ?= go
 GOTEST_FLAGS ?= -race -count=1
 FUZZTIME ?= 10s
+E2E_TIMEOUT ?= 45m
 
 # Every recipe runs in bash with errors fatal, so a failing pipeline fails.
 SHELL = /usr/bin/env bash -o pipefail
@@ -38,6 +59,10 @@ help: ## Display this help.
 manifests: controller-gen ## Generate the CRD and RBAC from the markers (config/ and the chart).
 	$(CONTROLLER_GEN) rbac:roleName=portmux-manager crd paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The chart ships the same CRDs and renders its ClusterRole's rules from the same file.
+	rm -f $(CHART_DIR)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+	cp config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods from the markers.
@@ -66,8 +91,17 @@ envtest: ## Build (or reuse) the offline test control plane; prints its director
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: vet ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test $(GOTEST_FLAGS) ./...
+test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test $(GOTEST_FLAGS) ./...
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the chart (test/chart also lints it, renders it and dry-runs it on the API server).
+	$(HELM) lint --strict $(CHART_DIR)
+
+.PHONY: test-e2e
+test-e2e: helm kind ## Run the kind e2e suite (test/e2e, tag e2e): image, chart, cluster, traffic. Skips without Docker or a node image.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" KIND="$(KIND)" \
+		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ -run '^TestKind'
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.
@@ -95,6 +129,37 @@ serve: build ## Run the dataplane without a cluster on config/serve/demo.yaml (1
 build: ## Build bin/portmux.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(LOCALBIN)/portmux ./cmd/portmux
 
+# With GO_IMAGE and RUNTIME_IMAGE present (or pullable) this is the
+# Dockerfile's multi-stage build. Without them (no registry) it builds
+# Dockerfile.offline: FROM scratch with bin/portmux (host architecture), an
+# /etc/passwd line for uid 65532 and the host's CA bundle ($(CA_BUNDLE)).
+.PHONY: docker-build
+docker-build: build ## Build the image IMG (offline FROM scratch when the base images are unavailable).
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine ('$(DOCKER) info' failed)" >&2; exit 1; }
+	@have() { $(DOCKER) image inspect "$$1" >/dev/null 2>&1 || $(DOCKER) pull -q "$$1" >/dev/null 2>&1; }; \
+	if [ -z "$(DOCKER_OFFLINE)" ] && have "$(GO_IMAGE)" && have "$(RUNTIME_IMAGE)"; then \
+	  echo "docker-build: $(IMG) from Dockerfile ($(GO_IMAGE), $(RUNTIME_IMAGE))"; \
+	  $(DOCKER) build --build-arg GO_IMAGE="$(GO_IMAGE)" --build-arg RUNTIME_IMAGE="$(RUNTIME_IMAGE)" \
+	    --build-arg VERSION="$(VERSION)" -t "$(IMG)" .; \
+	else \
+	  echo "docker-build: $(IMG) FROM scratch from bin/portmux (Dockerfile.offline; $(GO_IMAGE) or $(RUNTIME_IMAGE) unavailable, or DOCKER_OFFLINE set)"; \
+	  test -r "$(CA_BUNDLE)" || { echo "docker-build: no CA bundle at $(CA_BUNDLE) (set CA_BUNDLE)" >&2; exit 1; }; \
+	  ctx="$(LOCALBIN)/image-offline"; rm -rf "$$ctx"; mkdir -p "$$ctx/etc/ssl/certs"; \
+	  cp "$(LOCALBIN)/portmux" "$$ctx/portmux"; \
+	  cp "$(CA_BUNDLE)" "$$ctx/etc/ssl/certs/ca-certificates.crt"; \
+	  echo 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > "$$ctx/etc/passwd"; \
+	  echo 'nonroot:x:65532:' > "$$ctx/etc/group"; \
+	  $(DOCKER) build -f Dockerfile.offline --build-arg VERSION="$(VERSION)" -t "$(IMG)" "$$ctx"; \
+	fi
+
+.PHONY: kind-load
+kind-load: kind ## Load the image IMG into the kind cluster KIND_CLUSTER.
+	$(KIND) load docker-image "$(IMG)" --name "$(KIND_CLUSTER)"
+
+.PHONY: helm-package
+helm-package: helm ## Package the chart into bin/ (portmux-$(CHART_VERSION).tgz).
+	$(HELM) package $(CHART_DIR) --destination $(LOCALBIN)
+
 ##@ Tools
 
 .PHONY: controller-gen
@@ -110,3 +175,24 @@ $(GOLANGCI_LINT):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	mv $(LOCALBIN)/golangci-lint $@
+
+.PHONY: helm
+helm: $(HELM) ## Install helm into ./bin (built from the Go module proxy; takes a few minutes cold).
+# Stamped as helm's own Makefile does: without it `helm version` says
+# "v3.22" and `helm template` assumes Kubernetes v1.20. HELM_KUBE_MINOR is the
+# minor of the k8s.io/client-go that helm $(HELM_VERSION) requires (v0.37).
+HELM_KUBE_MINOR ?= 37
+HELM_LDFLAGS = -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_KUBE_MINOR) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_KUBE_MINOR)
+$(HELM):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $@
+
+.PHONY: kind
+kind: $(KIND) ## Install kind into ./bin.
+$(KIND):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install sigs.k8s.io/kind@$(KIND_VERSION)
+	mv $(LOCALBIN)/kind $@

@@ -1,0 +1,514 @@
+package chart
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+)
+
+// The chart's version, its appVersion and the image tag config/default
+// deploys come from one place: Chart.yaml.
+func TestVersionHasOneSource(t *testing.T) {
+	var chart struct {
+		Version    string `json:"version"`
+		AppVersion string `json:"appVersion"`
+	}
+	readYAML(t, filepath.Join(chartDir, "Chart.yaml"), &chart)
+	if chart.Version == "" || chart.Version != chart.AppVersion {
+		t.Errorf("Chart.yaml: version %q and appVersion %q must be set and equal (the one release version)", chart.Version, chart.AppVersion)
+	}
+	var kust struct {
+		Images []struct {
+			Name   string `json:"name"`
+			NewTag string `json:"newTag"`
+		} `json:"images"`
+	}
+	readYAML(t, filepath.Join(repoRoot, "config", "manager", "kustomization.yaml"), &kust)
+	if len(kust.Images) != 1 || kust.Images[0].NewTag != chart.AppVersion {
+		t.Errorf("config/manager/kustomization.yaml images: %+v; want one image with newTag %q (Chart.yaml appVersion)", kust.Images, chart.AppVersion)
+	}
+}
+
+// The chart's CRDs are copies of controller-gen's output (`make manifests`).
+func TestCRDsAreGenerated(t *testing.T) {
+	want := globBase(t, filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
+	got := globBase(t, filepath.Join(chartDir, "crds", "*.yaml"))
+	if !slices.Equal(got, want) {
+		t.Fatalf("charts/portmux/crds has %v, config/crd/bases has %v: run `make manifests`", got, want)
+	}
+	for _, name := range want {
+		a := readFile(t, filepath.Join(repoRoot, "config", "crd", "bases", name))
+		b := readFile(t, filepath.Join(chartDir, "crds", name))
+		if a != b {
+			t.Errorf("charts/portmux/crds/%s differs from config/crd/bases/%s: run `make manifests`", name, name)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	requireHelm(t)
+	for _, c := range valuesCases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"lint", "--strict", chartDir, "--namespace", releaseNamespace}
+			if c.values != "" {
+				args = append(args, "--values", c.values)
+			}
+			if out, err := helm(t, args...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// The rendered chart, per values case, as golden files: a change to a
+// template shows up in review as a change to testdata/golden. Rewrite them
+// with `go test ./test/chart -run TestGolden -update`.
+func TestGolden(t *testing.T) {
+	requireHelm(t)
+	for _, c := range valuesCases {
+		t.Run(c.name, func(t *testing.T) {
+			got, _ := render(t, c)
+			path := filepath.Join("testdata", "golden", c.name+".yaml")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (create it with -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("helm template with %s values differs from %s (rewrite with -update after checking the diff):\n%s",
+					c.name, path, firstDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// expectation is what a values case must render.
+type expectation struct {
+	manager, dataplane, metrics string // object names; metrics "" = none
+	replicas                    int32
+	leaderElect                 bool
+	args                        []string // flags after "manager", in order
+	unprivilegedPortStart       string   // "" = no sysctl
+	serviceType                 corev1.ServiceType
+	trafficPolicy               corev1.ServiceExternalTrafficPolicy
+	servicePorts                []corev1.ServicePort
+	containerPorts              []corev1.ContainerPort // all of them, in order
+	serviceMonitor, sa          bool
+	pdb                         string // "minAvailable=N" or "maxUnavailable=N"; "" = none
+}
+
+var expectations = map[string]expectation{
+	"default": {
+		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
+		replicas: 1, leaderElect: true,
+		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--zap-log-level=info"},
+		unprivilegedPortStart: "0",
+		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
+		servicePorts: []corev1.ServicePort{{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP}},
+		containerPorts: []corev1.ContainerPort{
+			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+			{Name: "metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+		},
+		pdb: "maxUnavailable=1", sa: true,
+	},
+	"custom": {
+		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
+		replicas: 3, leaderElect: true,
+		args: []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--zap-log-level=debug",
+			"--watch-namespace=team-a", "--watch-namespace=team-b", "--allow-address-backends", "--idle-timeout=1h", "--shutdown-grace=20s"},
+		unprivilegedPortStart: "0",
+		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+		servicePorts: []corev1.ServicePort{
+			{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP, NodePort: 30443},
+			{Name: "ssh", Port: 22, TargetPort: intstr.FromInt32(2222), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("ssh")},
+		},
+		containerPorts: []corev1.ContainerPort{
+			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+			{Name: "ssh", ContainerPort: 2222, Protocol: corev1.ProtocolTCP},
+			{Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP},
+			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+		},
+		serviceMonitor: true, pdb: "minAvailable=2", sa: true,
+	},
+	"minimal": {
+		manager: "edge-controller-manager", dataplane: "edge-dataplane",
+		replicas: 1,
+		args:     []string{"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info"},
+		servicePorts: []corev1.ServicePort{
+			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443), Protocol: corev1.ProtocolTCP},
+		},
+		serviceType: corev1.ServiceTypeClusterIP,
+		containerPorts: []corev1.ContainerPort{
+			{Name: "https", ContainerPort: 8443, Protocol: corev1.ProtocolTCP},
+			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+		},
+	},
+}
+
+// The Deployment runs `portmux manager` with the restricted security
+// context, the flags its values ask for and probes on the health port; the
+// dataplane Service's ports reach container ports.
+func TestRenderedObjects(t *testing.T) {
+	requireHelm(t)
+	for _, c := range valuesCases {
+		t.Run(c.name, func(t *testing.T) {
+			want := expectations[c.name]
+			_, objs := render(t, c)
+			dep := into[appsv1.Deployment](t, mustFind(t, objs, "Deployment", want.manager))
+
+			if got := ptrVal(dep.Spec.Replicas); got != want.replicas {
+				t.Errorf("replicas = %d, want %d", got, want.replicas)
+			}
+			pod := dep.Spec.Template.Spec
+			checkPodSecurity(t, pod.SecurityContext, want.unprivilegedPortStart)
+			if len(pod.Containers) != 1 {
+				t.Fatalf("%d containers, want 1", len(pod.Containers))
+			}
+			ctr := pod.Containers[0]
+			checkContainerSecurity(t, ctr.SecurityContext)
+			if len(ctr.Command) != 0 || len(ctr.Args) == 0 || ctr.Args[0] != "manager" {
+				t.Errorf("command %q args %q: want the image's entrypoint with args starting with manager", ctr.Command, ctr.Args)
+			} else if !slices.Equal(ctr.Args[1:], want.args) {
+				t.Errorf("manager flags:\n got %q\nwant %q", ctr.Args[1:], want.args)
+			}
+			if got := slices.Contains(ctr.Args, "--leader-elect"); got != want.leaderElect {
+				t.Errorf("--leader-elect present = %v, want %v", got, want.leaderElect)
+			}
+			if !reflect.DeepEqual(ctr.Ports, want.containerPorts) {
+				t.Errorf("container ports:\n got %+v\nwant %+v", ctr.Ports, want.containerPorts)
+			}
+			checkProbe(t, "liveness", ctr.LivenessProbe, "/healthz")
+			checkProbe(t, "readiness", ctr.ReadinessProbe, "/readyz")
+			if !slices.ContainsFunc(ctr.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/tmp" }) {
+				t.Errorf("no writable /tmp next to the read-only root filesystem: %+v", ctr.VolumeMounts)
+			}
+
+			svc := into[corev1.Service](t, mustFind(t, objs, "Service", want.dataplane))
+			if svc.Spec.Type != want.serviceType || svc.Spec.ExternalTrafficPolicy != want.trafficPolicy {
+				t.Errorf("dataplane Service type %q externalTrafficPolicy %q, want %q %q",
+					svc.Spec.Type, svc.Spec.ExternalTrafficPolicy, want.serviceType, want.trafficPolicy)
+			}
+			if !reflect.DeepEqual(svc.Spec.Ports, want.servicePorts) {
+				t.Errorf("dataplane Service ports:\n got %+v\nwant %+v", svc.Spec.Ports, want.servicePorts)
+			}
+			checkSelects(t, svc.Spec.Selector, dep)
+			for _, p := range svc.Spec.Ports {
+				if !slices.ContainsFunc(ctr.Ports, func(cp corev1.ContainerPort) bool { return cp.ContainerPort == p.TargetPort.IntVal }) {
+					t.Errorf("Service port %s targets %s, which the pod does not declare", p.Name, p.TargetPort.String())
+				}
+			}
+
+			if m := find(objs, "Service", want.metrics); (m != nil) != (want.metrics != "") {
+				t.Errorf("metrics Service rendered = %v, want %v", m != nil, want.metrics != "")
+			} else if m != nil {
+				ms := into[corev1.Service](t, m)
+				checkSelects(t, ms.Spec.Selector, dep)
+				if len(ms.Spec.Ports) != 1 || ms.Spec.Ports[0].TargetPort != intstr.FromString("metrics") {
+					t.Errorf("metrics Service ports %+v: want one, to the pod's metrics port", ms.Spec.Ports)
+				}
+			}
+			if got := hasKind(objs, "ServiceMonitor"); got != want.serviceMonitor {
+				t.Errorf("ServiceMonitor rendered = %v, want %v", got, want.serviceMonitor)
+			}
+			if p := find(objs, "PodDisruptionBudget", want.manager); (p != nil) != (want.pdb != "") {
+				t.Errorf("PodDisruptionBudget rendered = %v, want %q", p != nil, want.pdb)
+			} else if p != nil {
+				pdb := into[policyv1.PodDisruptionBudget](t, p)
+				var got []string
+				if v := pdb.Spec.MinAvailable; v != nil {
+					got = append(got, "minAvailable="+v.String())
+				}
+				if v := pdb.Spec.MaxUnavailable; v != nil {
+					got = append(got, "maxUnavailable="+v.String())
+				}
+				if !slices.Equal(got, []string{want.pdb}) {
+					t.Errorf("PodDisruptionBudget %v, want %s", got, want.pdb)
+				}
+				checkSelects(t, pdb.Spec.Selector.MatchLabels, dep)
+			}
+			if got := hasKind(objs, "ServiceAccount"); got != want.sa {
+				t.Errorf("ServiceAccount rendered = %v, want %v", got, want.sa)
+			}
+			if got := hasKind(objs, "Role"); got != want.leaderElect {
+				t.Errorf("leader-election Role rendered = %v, want %v", got, want.leaderElect)
+			}
+			checkBindingsName(t, objs, pod.ServiceAccountName)
+		})
+	}
+}
+
+func checkPodSecurity(t *testing.T, sc *corev1.PodSecurityContext, portStart string) {
+	t.Helper()
+	if sc == nil {
+		t.Fatal("no pod securityContext")
+	}
+	if !ptrVal(sc.RunAsNonRoot) || ptrVal(sc.RunAsUser) != 65532 || ptrVal(sc.RunAsGroup) != 65532 {
+		t.Errorf("pod securityContext runAsNonRoot %v runAsUser %v runAsGroup %v: want true 65532 65532",
+			ptrVal(sc.RunAsNonRoot), ptrVal(sc.RunAsUser), ptrVal(sc.RunAsGroup))
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod seccompProfile %+v, want RuntimeDefault", sc.SeccompProfile)
+	}
+	var want []corev1.Sysctl
+	if portStart != "" {
+		want = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: portStart}}
+	}
+	if !reflect.DeepEqual(sc.Sysctls, want) {
+		t.Errorf("pod sysctls %+v, want %+v", sc.Sysctls, want)
+	}
+}
+
+func checkContainerSecurity(t *testing.T, sc *corev1.SecurityContext) {
+	t.Helper()
+	if sc == nil {
+		t.Fatal("no container securityContext")
+	}
+	if !ptrVal(sc.RunAsNonRoot) || ptrVal(sc.RunAsUser) != 65532 {
+		t.Errorf("runAsNonRoot %v runAsUser %v, want true 65532", ptrVal(sc.RunAsNonRoot), ptrVal(sc.RunAsUser))
+	}
+	if !ptrVal(sc.ReadOnlyRootFilesystem) {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if ptrVal(sc.Privileged) {
+		t.Error("privileged")
+	}
+	if sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}) {
+		t.Errorf("capabilities %+v, want drop [ALL] add [NET_BIND_SERVICE]", sc.Capabilities)
+	}
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccompProfile %+v, want RuntimeDefault", sc.SeccompProfile)
+	}
+}
+
+func checkProbe(t *testing.T, what string, p *corev1.Probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("%s probe %+v: want an HTTP GET", what, p)
+		return
+	}
+	if p.HTTPGet.Path != path || p.HTTPGet.Port != intstr.FromString("health") {
+		t.Errorf("%s probe GET %s on port %s, want %s on port health", what, p.HTTPGet.Path, p.HTTPGet.Port.String(), path)
+	}
+}
+
+// checkSelects fails unless the selector is non-empty and matches the pods.
+func checkSelects(t *testing.T, sel map[string]string, dep *appsv1.Deployment) {
+	t.Helper()
+	if len(sel) == 0 {
+		t.Error("empty selector")
+	}
+	for k, v := range sel {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("selector %s=%s does not match the pod labels %v", k, v, dep.Spec.Template.Labels)
+		}
+	}
+}
+
+// checkBindingsName fails unless every binding's subject is the pod's
+// ServiceAccount in the release namespace.
+func checkBindingsName(t *testing.T, objs []*unstructured.Unstructured, sa string) {
+	t.Helper()
+	for _, o := range objs {
+		var subjects []rbacv1.Subject
+		switch o.GetKind() {
+		case "ClusterRoleBinding":
+			subjects = into[rbacv1.ClusterRoleBinding](t, o).Subjects
+		case "RoleBinding":
+			subjects = into[rbacv1.RoleBinding](t, o).Subjects
+		default:
+			continue
+		}
+		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: releaseNamespace}}
+		if !reflect.DeepEqual(subjects, want) {
+			t.Errorf("%s %s subjects %+v, want %+v", o.GetKind(), o.GetName(), subjects, want)
+		}
+	}
+}
+
+// The chart's ClusterRole has exactly the rules controller-gen generated
+// from the +kubebuilder:rbac markers.
+func TestClusterRoleMatchesMarkers(t *testing.T) {
+	requireHelm(t)
+	var generated rbacv1.ClusterRole
+	readYAML(t, filepath.Join(repoRoot, "config", "rbac", "role.yaml"), &generated)
+	if len(generated.Rules) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rules")
+	}
+	for _, c := range valuesCases {
+		t.Run(c.name, func(t *testing.T) {
+			_, objs := render(t, c)
+			var roles []*rbacv1.ClusterRole
+			for _, o := range objs {
+				if o.GetKind() == "ClusterRole" {
+					roles = append(roles, into[rbacv1.ClusterRole](t, o))
+				}
+			}
+			if len(roles) != 1 {
+				t.Fatalf("%d ClusterRoles rendered, want 1", len(roles))
+			}
+			if !reflect.DeepEqual(roles[0].Rules, generated.Rules) {
+				t.Errorf("ClusterRole %s rules differ from config/rbac/role.yaml (run `make manifests`):\n got %+v\nwant %+v",
+					roles[0].Name, roles[0].Rules, generated.Rules)
+			}
+		})
+	}
+}
+
+// values.schema.json and the templates refuse what would render a broken
+// or dangerous release, with a message that names the problem.
+func TestRefusedValues(t *testing.T) {
+	requireHelm(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown key", []string{"--set", "replicas=3"}, "additional properties 'replicas'"},
+		{"unknown nested key", []string{"--set", "service.typo=x"}, "additional properties 'typo'"},
+		{"service type", []string{"--set", "service.type=ExternalName"}, "/service/type"},
+		{"traffic policy", []string{"--set", "service.externalTrafficPolicy=Nowhere"}, "/service/externalTrafficPolicy"},
+		{"no ports", []string{"--set-json", "service.ports=[]"}, "/service/ports': minItems"},
+		{"long port name", []string{"--set", "service.ports[0].name=much-too-long-a-name", "--set", "service.ports[0].port=443"}, "/service/ports/0/name': maxLength"},
+		{"port range", []string{"--set", "service.ports[0].name=p", "--set", "service.ports[0].port=70000"}, "/service/ports/0/port': maximum"},
+		{"port name taken", []string{"--set", "service.ports[0].name=metrics", "--set", "service.ports[0].port=443"}, "already has"},
+		{"duplicate port name", []string{"--set-json", `service.ports=[{"name":"a","port":1},{"name":"a","port":2}]`}, "used twice"},
+		{"no leader election with replicas", []string{"--set", "leaderElection.enabled=false", "--set", "replicaCount=3"}, "needs replicaCount=1"},
+		{"disruption bound", []string{"--set", "podDisruptionBudget.maxUnavailable=-1"}, "/podDisruptionBudget/maxUnavailable"},
+		{"digest", []string{"--set", "image.digest=latest"}, "/image/digest"},
+		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "/image/pullPolicy"},
+		{"service monitor switch", []string{"--set", "metrics.serviceMonitor.enabled=maybe"}, "/metrics/serviceMonitor/enabled"},
+		{"log level", []string{"--set", "logLevel=loud"}, "/logLevel"},
+		{"watch namespace", []string{"--set", "watchNamespaces[0]=Not_A_Namespace"}, "/watchNamespaces/0"},
+		{"extra arg", []string{"--set", "extraArgs[0]=manager"}, "/extraArgs/0"},
+		{"sysctl", []string{"--set", "unprivilegedPortStart=-1"}, "/unprivilegedPortStart"},
+		{"no service account", []string{"--set", "serviceAccount.create=false"}, "serviceAccount.name is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"template", releaseName, chartDir, "--namespace", releaseNamespace}, tc.args...)
+			out, err := helm(t, args...)
+			if err == nil {
+				t.Fatalf("helm template %s rendered:\n%s", strings.Join(tc.args, " "), out)
+			}
+			var he *helmError
+			if !errors.As(err, &he) {
+				t.Fatal(err)
+			}
+			if !strings.Contains(he.stderr, tc.want) {
+				t.Errorf("helm's message does not mention %q:\n%s", tc.want, he.stderr)
+			}
+		})
+	}
+}
+
+// metrics.serviceMonitor.enabled=auto renders a ServiceMonitor only where
+// the cluster serves the CRD.
+func TestServiceMonitorAuto(t *testing.T) {
+	requireHelm(t)
+	const api = "monitoring.coreos.com/v1/ServiceMonitor"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want bool
+	}{
+		{"auto without the CRD", []string{"--set", "metrics.serviceMonitor.enabled=auto"}, false},
+		{"auto with the CRD", []string{"--set", "metrics.serviceMonitor.enabled=auto", "--api-versions", api}, true},
+		{"off with the CRD", []string{"--api-versions", api}, false},
+		{"on without metrics", []string{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.enabled=false"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, objs := render(t, valuesCase{name: tc.name}, tc.args...)
+			if got := hasKind(objs, "ServiceMonitor"); got != tc.want {
+				t.Errorf("ServiceMonitor rendered = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func hasKind(objs []*unstructured.Unstructured, kind string) bool {
+	return slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == kind })
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	if err := yaml.Unmarshal([]byte(readFile(t, path)), v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func globBase(t *testing.T, pattern string) []string {
+	t.Helper()
+	paths, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range paths {
+		names = append(names, filepath.Base(p))
+	}
+	slices.Sort(names)
+	return names
+}
+
+// firstDiff shows the first differing line of two texts, with its number.
+func firstDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < max(len(w), len(g)); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			return "line " + strconv.Itoa(i+1) + ":\n-" + wl + "\n+" + gl
+		}
+	}
+	return "(identical lines; different line endings?)"
+}
+
+// ptrVal is *p, or the zero value for nil.
+func ptrVal[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
