@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"net/http"
 	"strings"
@@ -38,13 +40,14 @@ type routeConfig struct {
 	tunnel http.Handler
 }
 
-func newConfig(snap *snapshot.Snapshot, m *Metrics) *config {
+func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
 		lc := &listenerConfig{Listener: l, sniff: m.sniff.WithLabelValues(l.Name)}
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
+			tickets.bind(lc.tls, l.Name)
 		}
 		for j := range l.Routes {
 			r := &l.Routes[j]
@@ -78,6 +81,40 @@ func (c *config) closeIdle() {
 				r.transport.CloseIdleConnections()
 			}
 		}
+	}
+}
+
+// sessionTickets encrypts the TLS session tickets (RFC 5077, RFC 8446
+// §4.6.1) of every terminating listener of a Server, across snapshots. Each
+// snapshot builds new tls.Configs, and a tls.Config's own ticket keys die
+// with it: a client holding a ticket would pay a full handshake after every
+// reload, and the controller applies one on every EndpointSlice change.
+// The keys are those of one tls.Config that never handshakes, rotated by
+// crypto/tls (a new key every day, each valid for a week). A ticket is
+// bound to the listener that issued it: it does not resume elsewhere.
+type sessionTickets struct {
+	keys *tls.Config
+}
+
+func newSessionTickets() *sessionTickets { return &sessionTickets{keys: &tls.Config{}} }
+
+// bind makes cfg issue and accept tickets tagged with the listener's name.
+func (t *sessionTickets) bind(cfg *tls.Config, listener string) {
+	sum := sha256.Sum256([]byte(listener))
+	tag := sum[:8:8]
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ticket, err := t.keys.EncryptTicket(cs, ss)
+		if err != nil {
+			return nil, err
+		}
+		return append(tag, ticket...), nil // tag has no spare capacity: a new slice
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ticket, ok := bytes.CutPrefix(identity, tag)
+		if !ok {
+			return nil, nil // another listener's, or not ours: a full handshake
+		}
+		return t.keys.DecryptTicket(ticket, cs)
 	}
 }
 

@@ -154,7 +154,7 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 	release() // no buffer is held while the connection lives
 	ev.async = true
 	sent := int64(len(data))
-	forward.Start(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs}, func(r forward.Result) {
+	h := forward.Start(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs, Parker: s.parker}, func(r forward.Result) {
 		ev.up, ev.down = r.Up+sent, r.Down
 		rc.up.Add(float64(ev.up))
 		rc.down.Add(float64(ev.down))
@@ -168,6 +168,7 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 		}
 		ev.finish()
 	})
+	s.cutWith(ev.conn, h.Abort)
 }
 
 // probe reads the client's first bytes until a route decides, the probe

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -33,6 +34,11 @@ type Options struct {
 	// IdleTimeout closes forwarded connections silent in both directions for
 	// this long (see forward.Options). Zero: never.
 	IdleTimeout time.Duration
+
+	// ParkThreshold is how long a forwarded connection's direction waits for
+	// data before it is parked off its goroutine (Linux). Zero:
+	// forward.DefaultParkThreshold; negative: never park.
+	ParkThreshold time.Duration
 
 	// LogConnections logs each connection at info level; otherwise at V(1).
 	LogConnections bool
@@ -56,14 +62,15 @@ type Server struct {
 
 	mu     sync.Mutex // guards bound, conns and closed
 	bound  map[string]*boundListener
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]func() // open connections and how to cut each
 	closed bool
 
 	handlers sync.WaitGroup // connection handlers and accept loops
 	active   atomic.Int64   // open connections across listeners
 
-	probeBufs sync.Pool // *[]byte of snapshot.DefaultMaxProbeBytes
-	copyBufs  sync.Pool // *[]byte of 32 KiB, for streams that cannot splice
+	parker    *forward.Parker // nil: directions stay on their goroutines
+	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
+	copyBufs  sync.Pool       // *[]byte of 32 KiB, for streams that cannot splice
 }
 
 // boundListener is one bound port. It outlives configurations: a snapshot
@@ -91,9 +98,17 @@ func NewServer(opt Options) *Server {
 		log:   opt.Log,
 		m:     opt.Metrics,
 		bound: map[string]*boundListener{},
-		conns: map[net.Conn]struct{}{},
+		conns: map[net.Conn]func(){},
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	if opt.ParkThreshold >= 0 {
+		pk, err := forward.NewParker(opt.ParkThreshold)
+		if err != nil {
+			s.log.V(1).Info("idle connections keep their goroutines", "reason", err.Error())
+		} else {
+			s.parker = pk
+		}
+	}
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
 	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m))
@@ -214,18 +229,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cfg.Load().closeIdle()
+		s.closeParker()
 		return nil
 	case <-ctx.Done():
 	}
 	s.cancelStop()
 	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
+	for _, cut := range s.conns {
+		cut()
 	}
 	s.mu.Unlock()
 	<-done
 	s.cfg.Load().closeIdle()
+	s.closeParker()
 	return ctx.Err()
+}
+
+func (s *Server) closeParker() {
+	if s.parker != nil {
+		if err := s.parker.Close(); err != nil {
+			s.log.Error(err, "closing the idle parker")
+		}
+	}
 }
 
 func (s *Server) acceptLoop(b *boundListener) {
@@ -295,8 +320,18 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closed {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = func() { _ = c.Close() }
 	return true
+}
+
+// cutWith changes how Shutdown cuts a connection: a forwarded one is
+// aborted through its pipe, which may hold it parked.
+func (s *Server) cutWith(c net.Conn, cut func()) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		s.conns[c] = cut
+	}
+	s.mu.Unlock()
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -311,7 +346,7 @@ func (s *Server) untrack(c net.Conn) {
 // start small and finish the connection when the last one ends, so the
 // stack grown while sniffing is not held for the connection's life.
 func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener) {
-	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String()}
+	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c}
 	ev.finish = func() {
 		_ = c.Close()
 		s.m.active.WithLabelValues(lc.Name).Dec()
@@ -343,6 +378,8 @@ type connEvent struct {
 	// ends.
 	finish func()
 	async  bool
+	// conn is the accepted connection, the key Shutdown cuts it by.
+	conn net.Conn
 }
 
 func (s *Server) report(ev *connEvent) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -104,11 +105,23 @@ func outcomeCount(t testing.TB, reg *prometheus.Registry, listener, outcome stri
 // openssl runs `openssl args...` with stdin at EOF and returns its output.
 func openssl(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return opensslHolding(t, 0, args...)
+}
+
+// opensslHolding is openssl with stdin held open for hold before EOF, so
+// that s_client reads what the server sends after the handshake (TLS 1.3
+// session tickets).
+func opensslHolding(t testing.TB, hold time.Duration, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	bin := peers.LookPath(t, "openssl")
 	ctx, cancel := context.WithTimeout(context.Background(), peers.SClientTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdin = strings.NewReader("")
+	stdin, w := io.Pipe()
+	timer := time.AfterFunc(hold, func() { _ = w.Close() })
+	defer timer.Stop()
+	defer w.Close()
+	cmd.Stdin = stdin
 	cmd.WaitDelay = 2 * time.Second
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -515,4 +528,66 @@ func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
 	if len(web.Requests()) != 1 {
 		t.Errorf("web saw %d requests, want 1", len(web.Requests()))
 	}
+}
+
+// TestTLSSessionResumptionSurvivesReload: a snapshot applied (the
+// controller applies one on every EndpointSlice change) builds new TLS
+// configurations; tickets issued before must still resume, or every
+// returning client pays a full handshake after each reload. A ticket
+// from one listener does not resume on another.
+func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
+	t.Parallel()
+	cert := peers.CertPair(t, "resume.test")
+	backend := echoBackend(t)
+	snap := func(backends ...string) *snapshot.Snapshot {
+		return snapshotOf(
+			terminating("a", tlsOf(nil, cert), routeTo("any", snapshot.Any, backends...)),
+			terminating("b", tlsOf(nil, cert), routeTo("any", snapshot.Any, backends...)),
+		)
+	}
+	m := startMux(t, snap(backend.addr))
+	a, b := m.addr("a"), m.addr("b")
+
+	// openssl s_client saves its session, a reload happens, and it
+	// resumes.
+	sess := filepath.Join(t.TempDir(), "session.pem")
+	out, errOut, err := opensslHolding(t, 300*time.Millisecond, "s_client", "-connect", a, "-servername", "resume.test", "-sess_out", sess)
+	if err != nil || !strings.Contains(out, "New, TLSv1.3") {
+		t.Fatalf("s_client -sess_out: %v\n%s\n%s", err, out, errOut)
+	}
+	m.apply(snap(backend.addr, backend.addr))
+	out, errOut, err = opensslHolding(t, 300*time.Millisecond, "s_client", "-connect", a, "-servername", "resume.test", "-sess_in", sess)
+	if err != nil || !strings.Contains(out, "Reused, TLSv1.3") {
+		t.Errorf("s_client -sess_in after a reload did not resume: %v\n%s\n%s", err, out, errOut)
+	}
+	m.apply(snap(backend.addr))
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cache := tls.NewLRUClientSessionCache(4)
+		cfg := func() *tls.Config {
+			return &tls.Config{ServerName: "resume.test", InsecureSkipVerify: true, ClientSessionCache: cache, MaxVersion: v}
+		}
+		dialResume := func(addr string) bool {
+			c, err := tlsDialTry(addr, cfg())
+			if err != nil {
+				t.Fatalf("TLS to %s: %v", addr, err)
+			}
+			defer c.Close()
+			roundTrip(t, c, "resume?\n")
+			return c.ConnectionState().DidResume
+		}
+		if dialResume(a) {
+			t.Fatal("the first handshake resumed")
+		}
+		if !dialResume(a) {
+			t.Fatalf("version %x: no resumption without a reload", v)
+		}
+		m.apply(snap(backend.addr, backend.addr)) // any change: new TLS configurations
+		if !dialResume(a) {
+			t.Errorf("version %x: the session did not resume after a reload", v)
+		}
+		if dialResume(b) {
+			t.Errorf("version %x: a ticket from listener a resumed on listener b", v)
+		}
+	}
+	m.waitIdle()
 }

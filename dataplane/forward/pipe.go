@@ -19,9 +19,14 @@ type Options struct {
 	// keepalive.
 	IdleTimeout time.Duration
 
-	// BufferPool provides copy buffers for the directions that cannot splice
-	// (TLS-terminated streams). Nil allocates 32 KiB per such direction.
+	// BufferPool provides copy buffers (at least 4 KiB). Nil allocates 32 KiB
+	// per read, which is only fit for tests.
 	BufferPool *sync.Pool
+
+	// Parker, when set, takes a direction that has waited for data longer
+	// than its threshold off its goroutine, so an idle connection holds no
+	// goroutine at all. Nil: each direction keeps a parked goroutine.
+	Parker *Parker
 }
 
 // Result is what Pipe observed.
@@ -38,6 +43,9 @@ type Result struct {
 	Idle bool
 }
 
+// errIdle ends a direction whose connection was silent for the idle timeout.
+var errIdle = errors.New("idle timeout")
+
 // Pipe copies client→backend and backend→client until both directions have
 // ended, then closes both connections and returns what it observed.
 func Pipe(client, backend net.Conn, opt Options) Result {
@@ -46,24 +54,91 @@ func Pipe(client, backend net.Conn, opt Options) Result {
 	return <-ch
 }
 
+// Handle is a running pipe.
+type Handle struct{ p *pipe }
+
+// Abort ends the pipe as an error would: both connections are closed, and
+// done runs once both directions have noticed. Use it rather than closing a
+// connection under a running pipe, which would strand a direction parked
+// off its goroutine.
+func (h Handle) Abort() { h.p.fail(net.ErrClosed) }
+
 // Start is Pipe without the wait: it runs each direction on a new goroutine
 // and returns at once. done runs once, on the goroutine that finishes last,
 // after both connections are closed.
 //
-// The two goroutines start with small stacks and stay shallow, so an idle
-// forwarded connection costs two small parked stacks, whatever the caller's
-// stack grew to while it sniffed and dialled.
-func Start(client, backend net.Conn, opt Options, done func(Result)) {
+// The two goroutines start with small stacks and stay shallow, so whatever
+// the caller's stack grew to while it sniffed and dialled is not held for
+// the connection's life; with a Parker, an idle connection holds none.
+func Start(client, backend net.Conn, opt Options, done func(Result)) Handle {
 	p := &pipe{opt: opt, client: client, backend: backend, done: done}
+	p.up = dir{p: p, dst: backend, src: client}
+	p.down = dir{p: p, dst: client, src: backend}
 	p.touch()
 	p.pending.Store(2)
-	go p.run(&p.up, backend, client)
-	go p.run(&p.down, client, backend)
+	go p.up.run()
+	go p.down.run()
+	return Handle{p}
 }
 
-// run copies one direction and, if it is the last to end, finishes the pipe.
-func (p *pipe) run(res *dirResult, dst, src net.Conn) {
-	*res = p.copy(dst, src)
+type pipe struct {
+	opt             Options
+	client, backend net.Conn
+	done            func(Result)
+	up, down        dir
+	// pending counts the directions still running; the last one finishes.
+	pending atomic.Int32
+	// firstErr is the error that ended the pipe; later ones are its echoes
+	// (use of a closed connection) and are not reported.
+	firstErr atomic.Pointer[error]
+	// last is the time of the last observed activity, in UnixNano.
+	last atomic.Int64
+	// aborted stops directions from parking once the pipe is ending;
+	// guarded by the Parker's lock.
+	aborted bool
+}
+
+// dir is one direction of a pipe. Its fields are owned by whichever
+// goroutine runs it; a parked dir belongs to the Parker until woken.
+type dir struct {
+	p        *pipe
+	dst, src net.Conn
+	n        int64
+	err      error
+	idle     bool
+	tcpState // platform state: splice mode, parking token
+}
+
+// run copies until the direction ends or is parked. A woken direction runs
+// again from where it stopped.
+func (d *dir) run() {
+	parked, err := d.copy()
+	if parked {
+		return
+	}
+	d.finish(err)
+}
+
+func (d *dir) copy() (parked bool, err error) {
+	if s, ok := d.src.(*net.TCPConn); ok {
+		if t, ok := d.dst.(*net.TCPConn); ok {
+			return d.tcp(t, s)
+		}
+	}
+	return false, d.buffered()
+}
+
+// finish ends the direction: a clean end half-closes the other side, an
+// error ends the whole pipe. The last direction to finish reports.
+func (d *dir) finish(err error) {
+	if err == nil {
+		closeWrite(d.dst)
+	} else {
+		d.idle = errors.Is(err, errIdle)
+		d.err = err
+		d.p.fail(err)
+	}
+	p := d.p
 	if p.pending.Add(-1) != 0 {
 		return
 	}
@@ -76,92 +151,64 @@ func (p *pipe) run(res *dirResult, dst, src net.Conn) {
 	p.done(r)
 }
 
-type pipe struct {
-	opt             Options
-	client, backend net.Conn
-	done            func(Result)
-	// up and down are each written by their own goroutine; pending orders
-	// those writes before the last goroutine reads both.
-	up, down dirResult
-	pending  atomic.Int32
-	// firstErr is the error that ended the pipe; later ones are its echoes
-	// (use of a closed connection) and are not reported.
-	firstErr atomic.Pointer[error]
-	// last is the time of the last observed activity, in UnixNano.
-	last atomic.Int64
-}
-
-type dirResult struct {
-	n    int64
-	err  error
-	idle bool
+// fail ends the pipe once: parked directions are woken (before their
+// sockets close, so the Parker never acts on a reused descriptor), then both
+// connections are closed, which ends the running ones.
+func (p *pipe) fail(err error) {
+	if !p.firstErr.CompareAndSwap(nil, &err) {
+		return
+	}
+	var woken []*dir
+	if p.opt.Parker != nil {
+		woken = p.opt.Parker.detach(p)
+	}
+	_ = p.client.Close()
+	_ = p.backend.Close()
+	for _, d := range woken {
+		go d.run()
+	}
 }
 
 func (p *pipe) touch() { p.last.Store(time.Now().UnixNano()) }
 
 // idleExpired reports whether the pipe has been silent for the idle timeout.
 func (p *pipe) idleExpired() bool {
-	return time.Since(time.Unix(0, p.last.Load())) >= p.opt.IdleTimeout
-}
-
-// copy moves src→dst until src ends, then half-closes dst. On error it closes
-// both connections so the other direction ends too.
-func (p *pipe) copy(dst, src net.Conn) dirResult {
-	var r dirResult
-	var err error
-	if s, ok := src.(*net.TCPConn); ok {
-		if d, ok := dst.(*net.TCPConn); ok {
-			r.n, err = p.tcp(d, s)
-		} else {
-			r.n, err = p.buffered(dst, src)
-		}
-	} else {
-		r.n, err = p.buffered(dst, src)
-	}
-	if err == nil {
-		closeWrite(dst)
-		return r
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		r.idle = true
-	}
-	r.err = err
-	if p.firstErr.CompareAndSwap(nil, &err) {
-		// An error in one direction ends the other too.
-		_ = p.client.Close()
-		_ = p.backend.Close()
-	}
-	return r
+	return p.opt.IdleTimeout > 0 && time.Since(time.Unix(0, p.last.Load())) >= p.opt.IdleTimeout
 }
 
 // buffered copies through a pooled buffer, for streams the kernel cannot
 // splice (TLS).
-func (p *pipe) buffered(dst io.Writer, src net.Conn) (int64, error) {
+func (d *dir) buffered() error {
+	p := d.p
 	bp := p.getBuf()
 	defer p.putBuf(bp)
 	buf := *bp
-	var total int64
 	for {
-		if err := p.armDeadline(src); err != nil {
-			return total, err
+		if p.opt.IdleTimeout > 0 {
+			if err := d.src.SetReadDeadline(time.Now().Add(p.opt.IdleTimeout)); err != nil {
+				return err
+			}
 		}
-		n, err := src.Read(buf)
+		n, err := d.src.Read(buf)
 		if n > 0 {
 			p.touch()
-			w, werr := dst.Write(buf[:n])
-			total += int64(w)
+			w, werr := d.dst.Write(buf[:n])
+			d.n += int64(w)
 			if werr != nil {
-				return total, werr
+				return werr
 			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return total, nil
+				return nil
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if p.idleExpired() {
+					return errIdle
+				}
 				continue
 			}
-			return total, err
+			return err
 		}
 	}
 }
@@ -180,13 +227,6 @@ func (p *pipe) putBuf(bp *[]byte) {
 	if p.opt.BufferPool != nil {
 		p.opt.BufferPool.Put(bp)
 	}
-}
-
-func (p *pipe) armDeadline(c net.Conn) error {
-	if p.opt.IdleTimeout <= 0 {
-		return nil
-	}
-	return c.SetReadDeadline(time.Now().Add(p.opt.IdleTimeout))
 }
 
 // closeWrite half-closes c, or closes it when it cannot half-close.

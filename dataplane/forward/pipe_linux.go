@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,74 +17,123 @@ import (
 // splice's pipe and its extra system calls.
 const smallRead = 4 << 10
 
-// tcp forwards between two TCP sockets. While parked it holds no buffer:
-// each wake-up takes a pooled buffer for one non-blocking read, and gives it
-// back before parking again. A read that fills the buffer means a bulk
+// tcpState is a TCP direction's state that survives parking.
+type tcpState struct {
+	raw syscall.RawConn
+	// bulk: the last read filled the buffer, so splice what is queued.
+	bulk bool
+	// token identifies the direction while it is parked (0: not parked).
+	token uint64
+	// expired: the Parker woke the direction because the idle timeout
+	// passed.
+	expired bool
+	// deadline: a read deadline is set on src.
+	deadline bool
+}
+
+// tcp forwards between two TCP sockets. While it waits it holds no buffer:
+// each wake-up takes a pooled buffer for one non-blocking read and gives it
+// back before waiting again. A read that fills the buffer means a bulk
 // transfer, which continues with splice (no copy through user space) for as
-// long as chunks stay large.
-func (p *pipe) tcp(dst, src *net.TCPConn) (int64, error) {
-	raw, err := src.SyscallConn()
-	if err != nil {
-		return 0, err
+// long as chunks stay large. A wait longer than the Parker's threshold parks
+// the direction off its goroutine.
+func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
+	p := d.p
+	if d.raw == nil {
+		if d.raw, err = src.SyscallConn(); err != nil {
+			return false, err
+		}
 	}
-	var total int64
-	bulk := false
 	lr := io.LimitedReader{R: src}
 	for {
-		if err := p.armDeadline(src); err != nil {
-			return total, err
+		if d.expired {
+			return false, errIdle
 		}
-		if !bulk {
-			bp, n, err := p.readOrWait(raw)
+		if err := d.armDeadline(src); err != nil {
+			return false, err
+		}
+		if !d.bulk {
+			bp, n, err := p.readOrWait(d.raw)
 			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
-					continue // the other direction was active
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					if p.idleExpired() {
+						return false, errIdle
+					}
+					if p.opt.Parker != nil && p.opt.Parker.park(d) {
+						return true, nil
+					}
+					continue
 				}
-				return total, err
+				return false, err
 			}
 			if n == 0 {
-				return total, nil // EOF
+				return false, nil // EOF
 			}
 			p.touch()
 			w, werr := dst.Write((*bp)[:n])
 			p.putBuf(bp)
-			total += int64(w)
+			d.n += int64(w)
 			if werr != nil {
-				return total, werr
+				return false, werr
 			}
-			bulk = n == smallRead
+			d.bulk = n == smallRead
 			continue
 		}
-		avail, err := waitReadable(raw)
+		avail, err := waitReadable(d.raw)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && !p.idleExpired() {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if p.idleExpired() {
+					return false, errIdle
+				}
+				d.bulk = false // park from the plain-read state
 				continue
 			}
-			return total, err
+			return false, err
 		}
 		if avail == 0 {
-			return total, nil // EOF
+			return false, nil // EOF
 		}
 		if avail < smallRead {
-			bulk = false // a small chunk: back to plain reads
+			d.bulk = false // a small chunk: back to plain reads
 			continue
 		}
 		lr.N = int64(avail)
 		n, err := dst.ReadFrom(&lr)
-		total += n
+		d.n += n
 		if n > 0 {
 			p.touch()
 		}
 		if err != nil {
-			return total, err
+			return false, err
 		}
 		if n == 0 {
-			return total, nil // EOF raced with the ioctl
+			return false, nil // EOF raced with the ioctl
 		}
 	}
 }
 
-// readOrWait reads at most smallRead bytes without blocking, parking in the
+// armDeadline bounds the next wait by the Parker's threshold and the idle
+// timeout, whichever comes first; with neither, reads have no deadline.
+func (d *dir) armDeadline(src *net.TCPConn) error {
+	var wait time.Duration
+	if pk := d.p.opt.Parker; pk != nil {
+		wait = pk.threshold
+	}
+	if it := d.p.opt.IdleTimeout; it > 0 && (wait == 0 || it < wait) {
+		wait = it
+	}
+	if wait == 0 {
+		if d.deadline {
+			d.deadline = false
+			return src.SetReadDeadline(time.Time{})
+		}
+		return nil
+	}
+	d.deadline = true
+	return src.SetReadDeadline(time.Now().Add(wait))
+}
+
+// readOrWait reads at most smallRead bytes without blocking, waiting in the
 // poller (with no buffer held) until there is something to read. n == 0
 // means end of stream.
 func (p *pipe) readOrWait(raw syscall.RawConn) (*[]byte, int, error) {

@@ -1,0 +1,229 @@
+package forward
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultParkThreshold is how long a direction waits for data on its
+// goroutine before it is parked: long enough that request/response traffic
+// rarely parks, short enough that idle connections soon cost no goroutine.
+const DefaultParkThreshold = 500 * time.Millisecond
+
+// Returning memory after a burst: when this many more directions are parked
+// than at the last release, and at least releaseEvery has passed, the
+// stacks their goroutines left behind are given back to the OS at once
+// rather than by the runtime's slow background scavenger.
+const (
+	releaseAfter = 256
+	releaseEvery = 5 * time.Second
+)
+
+// Parker holds the idle directions of forwarded connections in one epoll
+// instance of its own, so that an idle connection costs its sockets and a
+// few hundred bytes instead of two goroutine stacks. When a parked socket
+// becomes readable (or closes, or errs), its direction resumes on a new
+// goroutine.
+//
+// The sockets stay registered with Go's poller too; the Parker only waits.
+// Directions are removed from its epoll set while their sockets are still
+// open (see pipe.fail), so it never acts on a reused descriptor.
+type Parker struct {
+	threshold time.Duration
+	epfd      int
+	wakeFd    int // eventfd: Close wakes the loop
+	done      chan struct{}
+
+	mu     sync.Mutex // guards parked, seq, closed and every pipe.aborted
+	parked map[uint64]*dir
+	seq    uint64
+	closed bool
+}
+
+// NewParker starts a Parker that parks directions idle for threshold (0:
+// DefaultParkThreshold). Close it to resume every parked direction.
+func NewParker(threshold time.Duration) (*Parker, error) {
+	if threshold <= 0 {
+		threshold = DefaultParkThreshold
+	}
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	// Token 0 is the eventfd.
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wfd)
+		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	}
+	pk := &Parker{threshold: threshold, epfd: epfd, wakeFd: wfd, done: make(chan struct{}), parked: map[uint64]*dir{}}
+	go pk.loop()
+	return pk, nil
+}
+
+// Parked counts the directions parked now.
+func (pk *Parker) Parked() int {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	return len(pk.parked)
+}
+
+// Close resumes every parked direction and stops the Parker. Directions
+// that wait after Close stay on their goroutines.
+func (pk *Parker) Close() error {
+	pk.mu.Lock()
+	if pk.closed {
+		pk.mu.Unlock()
+		return nil
+	}
+	pk.closed = true
+	pk.mu.Unlock()
+	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	if _, err := unix.Write(pk.wakeFd, one); err != nil {
+		return fmt.Errorf("wake the parker: %w", err)
+	}
+	<-pk.done
+	return errors.Join(unix.Close(pk.epfd), unix.Close(pk.wakeFd))
+}
+
+// park registers d's source socket and takes d off its goroutine. It
+// reports false when d must keep waiting on its goroutine (the pipe is
+// ending, the Parker is closed, or the socket is gone).
+func (pk *Parker) park(d *dir) bool {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if pk.closed || d.p.aborted {
+		return false
+	}
+	pk.seq++
+	tok := pk.seq
+	var cerr error
+	// Control holds the descriptor open while epoll_ctl runs. The lock is
+	// held too, so an event that fires at once waits for the map entry.
+	err := d.raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
+		cerr = unix.EpollCtl(pk.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err != nil || cerr != nil {
+		return false
+	}
+	d.token = tok
+	pk.parked[tok] = d
+	return true
+}
+
+// detach marks p as ending and takes its parked directions out of the epoll
+// set, returning them for the caller to resume once it has closed the
+// sockets.
+func (pk *Parker) detach(p *pipe) []*dir {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	p.aborted = true
+	var out []*dir
+	for _, d := range []*dir{&p.up, &p.down} {
+		if d.token != 0 && pk.parked[d.token] == d {
+			delete(pk.parked, d.token)
+			d.token = 0
+			pk.unregister(d)
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// unregister removes d's socket from the epoll set, if it is still open.
+func (pk *Parker) unregister(d *dir) {
+	_ = d.raw.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(pk.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// wake resumes the direction parked under tok, if it still is.
+func (pk *Parker) wake(tok uint64, expired bool) {
+	pk.mu.Lock()
+	d := pk.parked[tok]
+	if d != nil {
+		delete(pk.parked, tok)
+		d.token = 0
+		pk.unregister(d)
+	}
+	pk.mu.Unlock()
+	if d != nil {
+		d.expired = expired
+		go d.run()
+	}
+}
+
+func (pk *Parker) loop() {
+	defer close(pk.done)
+	events := make([]unix.EpollEvent, 256)
+	lastScan := time.Now()
+	var lastRelease time.Time
+	releasedAt := 0 // parked count at the last release
+	for {
+		// A blocking system call: the runtime hands this goroutine's P to
+		// others while it waits. The timeout drives the idle scan.
+		n, err := unix.EpollWait(pk.epfd, events, 250)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			n = 0
+			time.Sleep(10 * time.Millisecond)
+		}
+		for i := range n {
+			tok := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+			if tok == 0 {
+				pk.resumeAll()
+				return
+			}
+			pk.wake(tok, false)
+		}
+		if time.Since(lastScan) >= 250*time.Millisecond {
+			lastScan = time.Now()
+			pk.expire()
+			switch parked := pk.Parked(); {
+			case parked < releasedAt:
+				releasedAt = parked
+			case parked-releasedAt >= releaseAfter && time.Since(lastRelease) >= releaseEvery:
+				releasedAt, lastRelease = parked, time.Now()
+				go debug.FreeOSMemory()
+			}
+		}
+	}
+}
+
+// expire wakes the parked directions whose pipe has been idle for its idle
+// timeout; they end the pipe.
+func (pk *Parker) expire() {
+	pk.mu.Lock()
+	var due []uint64
+	for tok, d := range pk.parked {
+		if d.p.idleExpired() {
+			due = append(due, tok)
+		}
+	}
+	pk.mu.Unlock()
+	for _, tok := range due {
+		pk.wake(tok, true)
+	}
+}
+
+func (pk *Parker) resumeAll() {
+	pk.mu.Lock()
+	toks := make([]uint64, 0, len(pk.parked))
+	for tok := range pk.parked {
+		toks = append(toks, tok)
+	}
+	pk.mu.Unlock()
+	for _, tok := range toks {
+		pk.wake(tok, false)
+	}
+}

@@ -1,0 +1,183 @@
+//go:build linux
+
+package forward
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newParker(t *testing.T) *Parker {
+	t.Helper()
+	pk, err := NewParker(20 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := pk.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return pk
+}
+
+// waitFor polls cond for a generous while: tests assert that things happen,
+// never how fast.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func roundTrip(t *testing.T, from, to net.Conn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(from, msg); err != nil {
+		t.Fatal(err)
+	}
+	_ = to.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(to, got); err != nil || string(got) != msg {
+		t.Fatalf("read %q, %v; want %q", got, err, msg)
+	}
+}
+
+func TestIdleDirectionsParkOffTheirGoroutines(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	defer client.Close()
+	defer backend.Close()
+	done := make(chan Result, 1)
+	before := runtime.NumGoroutine()
+	Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	roundTrip(t, client, backend, "hello")
+	roundTrip(t, backend, client, "world")
+
+	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	waitFor(t, "the copy goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+
+	// Traffic resumes them, in both directions, many times.
+	for i := range 20 {
+		roundTrip(t, client, backend, fmt.Sprintf("up %d", i))
+		roundTrip(t, backend, client, fmt.Sprintf("down %d", i))
+		if i%5 == 0 {
+			waitFor(t, "parked again", func() bool { return pk.Parked() == 2 })
+		}
+	}
+	// A half-close while parked still reaches the other side.
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(backend); err != nil || len(b) != 0 {
+		t.Fatalf("backend after client's half-close: %q, %v", b, err)
+	}
+	roundTrip(t, backend, client, "still open the other way")
+	backend.Close()
+	if r := <-done; r.Err != nil || r.Idle {
+		t.Fatalf("result %+v", r)
+	}
+	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
+
+func TestAbortWakesParkedDirections(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	defer client.Close()
+	defer backend.Close()
+	done := make(chan Result, 1)
+	h := Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	h.Abort()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Abort did not end a parked pipe")
+	}
+	if pk.Parked() != 0 {
+		t.Fatalf("%d directions still parked", pk.Parked())
+	}
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read data after Abort")
+	}
+}
+
+func TestIdleTimeoutEndsParkedPipes(t *testing.T) {
+	pk := newParker(t)
+	client, backend, done := proxied(t, Options{Parker: pk, IdleTimeout: 200 * time.Millisecond})
+	defer client.Close()
+	defer backend.Close()
+	select {
+	case r := <-done:
+		if !r.Idle || r.Err != nil {
+			t.Fatalf("result %+v, want idle", r)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("a parked idle pipe was never closed")
+	}
+}
+
+func TestParkerCloseResumesEverything(t *testing.T) {
+	pk, err := NewParker(20 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, backend, done := proxied(t, Options{Parker: pk})
+	defer client.Close()
+	defer backend.Close()
+	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	if err := pk.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Back on their goroutines, the directions still carry bytes.
+	roundTrip(t, client, backend, "after close")
+	client.Close()
+	backend.Close()
+	<-done
+}
+
+func TestManyPipesParkAndWakeConcurrently(t *testing.T) {
+	pk := newParker(t)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client, backend, done := proxied(t, Options{Parker: pk})
+			defer client.Close()
+			defer backend.Close()
+			go echo(backend)
+			for j := range 10 {
+				msg := []byte(fmt.Sprintf("pipe %d msg %d", i, j))
+				if _, err := client.Write(msg); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, len(msg))
+				_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, msg) {
+					t.Errorf("echo %q, %v", got, err)
+					return
+				}
+				time.Sleep(time.Duration(j%3) * 15 * time.Millisecond) // sometimes long enough to park
+			}
+			client.CloseWrite()
+			_, _ = io.ReadAll(client)
+			<-done
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
