@@ -56,6 +56,9 @@ type Server struct {
 	// cfg is the configuration new connections are accepted with.
 	cfg atomic.Pointer[config]
 
+	// tickets encrypts TLS session tickets across configurations.
+	tickets *sessionTickets
+
 	// stop is cancelled when Shutdown gives up waiting: dials in flight end.
 	stop       context.Context
 	cancelStop context.CancelFunc
@@ -111,7 +114,8 @@ func NewServer(opt Options) *Server {
 	}
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
 	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m))
+	s.tickets = newSessionTickets()
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets))
 	return s
 }
 
@@ -129,7 +133,7 @@ func bindKey(l *snapshot.Listener) string {
 // returns the bind error of every listener that could not be bound, by
 // listener name; the rest of the snapshot is served regardless.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	cfg := newConfig(snap, s.m)
+	cfg := newConfig(snap, s.m, s.tickets)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
