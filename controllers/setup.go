@@ -96,7 +96,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		Named("dataplane").
 		Watches(&v1alpha1.PortMux{}, always).
 		WatchesRawSource(source.Channel(kick, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *v1alpha1.PortMux) []reconcile.Request { return []reconcile.Request{programmerKey} }))).
+			func(context.Context, *v1alpha1.PortMux) []reconcile.Request {
+				return []reconcile.Request{programmerKey}
+			}))).
 		Watches(&corev1.Secret{}, toProgrammer(users.ofSecret), builder.OnlyMetadata).
 		Watches(&corev1.Service{}, toProgrammer(users.ofService)).
 		Watches(&discoveryv1.EndpointSlice{}, toProgrammer(users.ofEndpointSlice)).

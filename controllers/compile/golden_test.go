@@ -60,8 +60,7 @@ var goldenNow = metav1.NewTime(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 // produce but does not yet, each with the bug. They are skipped while the
 // output differs (-update leaves them alone) and fail once it matches, so
 // that the entry is removed with the fix.
-var knownBugs = map[string]string{
-}
+var knownBugs = map[string]string{}
 
 // compileOptions is the test-only document that sets compile.Input's options.
 type compileOptions struct {

@@ -22,8 +22,7 @@ import (
 // knownStatusBugs mark tests that fail because of a bug in conditions.go;
 // they are skipped while it is there and fail once it is fixed, so that the
 // mark is removed with the fix.
-var knownStatusBugs = map[string]string{
-}
+var knownStatusBugs = map[string]string{}
 
 // failing reports a failure of a test, or skips it when it is a known bug.
 func failing(t *testing.T, format string, args ...any) {
