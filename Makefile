@@ -91,8 +91,9 @@ envtest: ## Build (or reuse) the offline test control plane; prints its director
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart.
+test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart; then a short fuzz run.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test $(GOTEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the chart (test/chart also lints it, renders it and dry-runs it on the API server).
@@ -103,17 +104,28 @@ test-e2e: helm kind ## Run the kind e2e suite (test/e2e, tag e2e): image, chart,
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" KIND="$(KIND)" \
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ -run '^TestKind'
 
+# Packages with fuzz targets, and a short run of each target in `make test`.
+FUZZ_DIRS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u)
+FUZZTIME_TEST ?= 3s
+
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME each.
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
+	@for d in $(FUZZ_DIRS); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$d/*_test.go | cut -c6-); do \
+	    echo "== $$d $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$d || exit 1; \
 	  done; \
 	done
 
 .PHONY: bench
-bench: ## Run the Go benchmarks.
+bench: bench-go bench-mux ## Run the Go benchmarks, then the harness against portmux, haproxy and sslh.
+
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+.PHONY: bench-mux
+bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy and sslh, interleaved (REPS, SCEN, PEERS).
+	hack/bench.sh
 
 ##@ Build
 
