@@ -2,9 +2,11 @@ package dataplane
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,30 +122,36 @@ func (t *sessionTickets) bind(cfg *tls.Config, listener string) {
 
 // serverTLSConfig chooses certificates by SNI: an exact name in a leaf's
 // DNS names first, then a wildcard covering it, then the first certificate.
-// TLS 1.2 is the minimum.
+// When several certificates carry the name (an ECDSA and an RSA one, as
+// haproxy and nginx serve them), ECDSA and Ed25519 ones are tried first and
+// the first the client can use wins: clients that accept ECDSA get the
+// cheaper handshake (an RSA 2048 signature costs Go's crypto tens of times
+// an ECDSA P-256 one). Without a name that matches, the first certificate
+// the client can use is the default. TLS 1.2 is the minimum.
 func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
-	exact := map[string]*tls.Certificate{}
-	wild := map[string]*tls.Certificate{}
-	var def *tls.Certificate
+	exact := map[string][]*tls.Certificate{}
+	wild := map[string][]*tls.Certificate{}
+	var def []*tls.Certificate
 	for _, c := range t.Certificates {
 		if c.Certificate == nil {
 			continue
 		}
-		if def == nil {
-			def = c.Certificate
-		}
+		def = append(def, c.Certificate)
 		if c.Certificate.Leaf == nil {
 			continue
 		}
 		for _, n := range c.Certificate.Leaf.DNSNames {
 			n = strings.ToLower(n)
 			if rest, ok := strings.CutPrefix(n, "*."); ok {
-				if _, dup := wild[rest]; !dup {
-					wild[rest] = c.Certificate
-				}
-			} else if _, dup := exact[n]; !dup {
-				exact[n] = c.Certificate
+				wild[rest] = append(wild[rest], c.Certificate)
+			} else {
+				exact[n] = append(exact[n], c.Certificate)
 			}
+		}
+	}
+	for _, byName := range []map[string][]*tls.Certificate{exact, wild} {
+		for _, cs := range byName {
+			slices.SortStableFunc(cs, func(a, b *tls.Certificate) int { return rsaLast(a) - rsaLast(b) })
 		}
 	}
 	return &tls.Config{
@@ -151,18 +159,44 @@ func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
 		NextProtos: t.ALPN,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
-			if c, ok := exact[name]; ok {
-				return c, nil
+			if cs, ok := exact[name]; ok {
+				return supported(hello, cs), nil
 			}
 			if dot := strings.IndexByte(name, '.'); dot > 0 {
-				if c, ok := wild[name[dot+1:]]; ok {
-					return c, nil
+				if cs, ok := wild[name[dot+1:]]; ok {
+					return supported(hello, cs), nil
 				}
 			}
-			if def == nil {
+			if len(def) == 0 {
 				return nil, errNoCertificate
 			}
-			return def, nil
+			// None carries the name: ask only whether the client can
+			// use the key (SupportsCertificate also checks the name).
+			anyName := *hello
+			anyName.ServerName = ""
+			return supported(&anyName, def), nil
 		},
 	}
+}
+
+// rsaLast orders RSA keys after the others.
+func rsaLast(c *tls.Certificate) int {
+	if _, ok := c.PrivateKey.(*rsa.PrivateKey); ok {
+		return 1
+	}
+	return 0
+}
+
+// supported returns the first of cs the client can use, or the first when
+// it can use none (the handshake then fails as it would have). A single
+// candidate is returned without asking.
+func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certificate {
+	if len(cs) > 1 {
+		for _, c := range cs {
+			if hello.SupportsCertificate(c) == nil {
+				return c
+			}
+		}
+	}
+	return cs[0]
 }

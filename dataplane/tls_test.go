@@ -3,10 +3,15 @@ package dataplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -587,6 +592,67 @@ func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
 		}
 		if dialResume(b) {
 			t.Errorf("version %x: a ticket from listener a resumed on listener b", v)
+		}
+	}
+	m.waitIdle()
+}
+
+// rsaCert is a self-signed RSA 2048 certificate for cn and names (peers
+// makes only ECDSA ones).
+func rsaCert(t testing.TB, cn string, names ...string) *peers.Cert {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &peers.Cert{Leaf: leaf, TLS: &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}
+}
+
+// TestTLSDualCertificatesECDSAFirst: an RSA and an ECDSA certificate for
+// the same name, the RSA one listed first. A client that takes ECDSA gets
+// it (the cheaper handshake); one that only verifies RSA signatures gets
+// the RSA one.
+func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
+	t.Parallel()
+	rsaC := rsaCert(t, "rsa.dual.test", "dual.test", "*.dual.test")
+	ecC := peers.CertPair(t, "ecdsa.dual.test", "dual.test", "*.dual.test")
+	backend := echoBackend(t)
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, rsaC, ecC), routeTo("any", snapshot.Any, backend.addr))))
+	pub := m.addr("pub")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		wantCN string
+	}{
+		{"both, exact name", []string{"-servername", "dual.test"}, "ecdsa.dual.test"},
+		{"both, wildcard", []string{"-servername", "www.dual.test"}, "ecdsa.dual.test"},
+		{"RSA only, TLS 1.3", []string{"-servername", "dual.test", "-sigalgs", "rsa_pss_rsae_sha256"}, "rsa.dual.test"},
+		{"RSA only, TLS 1.2", []string{"-servername", "dual.test", "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"}, "rsa.dual.test"},
+		{"ECDSA only", []string{"-servername", "dual.test", "-sigalgs", "ecdsa_secp256r1_sha256"}, "ecdsa.dual.test"},
+		// No matching name: the first certificate the client can use.
+		{"other name", []string{"-servername", "other.test"}, "rsa.dual.test"},
+		{"other name, ECDSA only", []string{"-servername", "other.test", "-sigalgs", "ecdsa_secp256r1_sha256"}, "ecdsa.dual.test"},
+	} {
+		out, errOut, err := openssl(t, append([]string{"s_client", "-connect", pub}, tc.args...)...)
+		if err != nil || !strings.Contains(out, "subject=CN = "+tc.wantCN+"\n") {
+			t.Errorf("%s: want CN %s; %v\n%s\n%s", tc.name, tc.wantCN, err, out, errOut)
 		}
 	}
 	m.waitIdle()
