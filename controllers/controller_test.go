@@ -19,13 +19,16 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/portmux/portmux/api/v1alpha1"
@@ -174,6 +177,62 @@ func TestReadyWithoutAnyPortMux(t *testing.T) {
 	})
 }
 
+func TestOnlyTheLeaderWritesStatus(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	ctx := context.Background()
+	// Another replica holds the lease for an hour.
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", GenerateName: "portmux-test-"},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To("another-replica"),
+			LeaseDurationSeconds: ptr.To[int32](3600),
+			AcquireTime:          &metav1.MicroTime{Time: time.Now()},
+			RenewTime:            &metav1.MicroTime{Time: time.Now()},
+		},
+	}
+	if err := k8s.Create(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	ns, _, _ := startControllerWith(t, func(o *ctrl.Options) {
+		o.LeaderElection = true
+		o.LeaderElectionID = lease.Name
+		o.LeaderElectionNamespace = "default"
+		o.LeaseDuration = ptr.To(2 * time.Second)
+		o.RenewDeadline = ptr.To(time.Second)
+		o.RetryPeriod = ptr.To(200 * time.Millisecond)
+	})
+	h, p := echoBackend(t, "x")
+	serviceFor(t, ns, "x", p, h)
+	port := freePort(t)
+	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "x")); err != nil {
+		t.Fatal(err)
+	}
+	// A replica that is not the leader still serves traffic...
+	eventually(t, "traffic through a replica that is not the leader", func() error {
+		got, err := talk(port, "hi")
+		if err != nil || got != "x:hi" {
+			return fmt.Errorf("%q, %v", got, err)
+		}
+		return nil
+	})
+	// ...and writes no status.
+	time.Sleep(2 * time.Second)
+	var pm v1alpha1.PortMux
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edge"}, &pm); err != nil {
+		t.Fatal(err)
+	}
+	if len(pm.Status.Conditions) != 0 {
+		t.Fatalf("a replica that is not the leader wrote status: %+v", pm.Status.Conditions)
+	}
+	// The leader goes away: this replica takes over and writes status.
+	if err := k8s.Delete(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
+}
+
 func TestPortMuxLifecycle(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()
@@ -259,6 +318,18 @@ func TestMissingSecretThenCreated(t *testing.T) {
 		t.Fatalf("message does not name the Secret: %q", c.Message)
 	}
 	condition(t, ns, "edge", "Ready", metav1.ConditionFalse, "SecretNotFound")
+	eventually(t, "a Warning event names the missing Secret", func() error {
+		var evs eventsv1.EventList
+		if err := k8s.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "edge" && e.Type == corev1.EventTypeWarning && e.Reason == "SecretNotFound" && strings.Contains(e.Note, "edge-tls") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none a SecretNotFound warning for edge", len(evs.Items))
+	})
 	// The broken listener takes down only itself.
 	if got, err := talk(plain, "hi"); err != nil || got != "ssh:hi" {
 		t.Fatalf("the listener without TLS should keep working: %q, %v", got, err)

@@ -105,7 +105,7 @@ func startController(t *testing.T) (string, *recordingDataplane) {
 }
 
 // startControllerWith is startController that also returns the Controller.
-func startControllerWith(t *testing.T) (string, *recordingDataplane, *Controller) {
+func startControllerWith(t *testing.T, tweaks ...func(*ctrl.Options)) (string, *recordingDataplane, *Controller) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -117,7 +117,7 @@ func startControllerWith(t *testing.T) (string, *recordingDataplane, *Controller
 		t.Fatal(err)
 	}
 	dp := &recordingDataplane{Server: dataplane.NewServer(dataplane.Options{Log: testr.New(t)})}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+	opts := ctrl.Options{
 		Scheme:     scheme,
 		Logger:     testr.New(t),
 		Metrics:    metricsserver.Options{BindAddress: "0"},
@@ -125,7 +125,11 @@ func startControllerWith(t *testing.T) (string, *recordingDataplane, *Controller
 		// One namespace per test, as --watch-namespace does: envtest has no
 		// namespace controller, so earlier tests' objects never go away.
 		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns.Name: {}}},
-	})
+	}
+	for _, tweak := range tweaks {
+		tweak(&opts)
+	}
+	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
