@@ -50,7 +50,9 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 			defer handlers.Done()
 			rc.tunnel.ServeHTTP(w, r)
 		}),
-		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), tunnelSlotKey{}, slot) },
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), tunnelSlotKey{}, slot)
+		},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       s.opt.IdleTimeout,
 		ConnState: func(_ net.Conn, st http.ConnState) {
