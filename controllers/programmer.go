@@ -48,6 +48,9 @@ type Options struct {
 	// BindRetry is how soon listeners that failed to bind are tried again.
 	// Default 10s.
 	BindRetry time.Duration
+	// MaxConnections caps connections across all listeners (0: only each
+	// listener's maxConnections).
+	MaxConnections int
 }
 
 // programmed is the outcome of the last compile and apply, shared by the two
@@ -114,6 +117,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	out := compile.Compile(in)
+	out.Snapshot.MaxConnections = p.opt.MaxConnections
 	bindErrs := p.dataplane.Apply(out.Snapshot)
 	p.fingerprint, p.applied = fp, true
 	p.state.mu.Lock()

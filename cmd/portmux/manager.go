@@ -35,6 +35,7 @@ type managerOptions struct {
 	leaderElectionNS     string
 	allowAddressBackends bool
 	idleTimeout          time.Duration
+	maxConnections       int
 	shutdownGrace        time.Duration
 	logConnections       bool
 }
@@ -66,6 +67,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
+	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
 	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log := newLog()
@@ -148,6 +150,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 	c, err := controllers.Setup(ctx, mgr, srv, controllers.Options{
 		BindAddress:          o.dataplaneBindAddress,
 		AllowAddressBackends: o.allowAddressBackends,
+		MaxConnections:       o.maxConnections,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
