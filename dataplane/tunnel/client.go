@@ -13,13 +13,10 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
-
-	"github.com/portmux/portmux/dataplane/forward"
 )
 
 // Defaults of Client fields left zero.
@@ -90,17 +87,8 @@ func (c *Client) init() {
 		// WebSocket needs HTTP/1.1 (RFC 6455; RFC 8441 over HTTP/2 is
 		// not what the dataplane serves).
 		cfg.NextProtos = []string{"http/1.1"}
-		tr := &http.Transport{
-			Proxy:                 nil, // dialContext goes through the proxy itself, with CONNECT
-			DialContext:           c.dialContext,
-			TLSClientConfig:       cfg,
-			TLSHandshakeTimeout:   c.dialTimeout(),
-			ResponseHeaderTimeout: c.dialTimeout(),
-			DisableKeepAlives:     true, // every connection becomes a tunnel or is refused
-			ForceAttemptHTTP2:     false,
-		}
 		c.hc = &http.Client{
-			Transport: tr,
+			Transport: &upgradeTransport{c: c, tls: cfg},
 			// Never follow a redirect: it would carry the token elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -145,20 +133,10 @@ func (c *Client) udpIdle() time.Duration {
 	return c.UDPIdleTimeout
 }
 
-// dialContext connects the HTTP transport to the server, through the
-// proxy when one applies.
+// dialContext connects to the server, through the proxy when one
+// applies.
 func (c *Client) dialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: c.dialTimeout(), KeepAlive: 30 * time.Second}
-	conn, err := c.dialDirectOrProxy(ctx, d, network, address)
-	if err == nil {
-		if h, ok := ctx.Value(dialedKey{}).(*atomic.Pointer[net.Conn]); ok {
-			h.Store(&conn)
-		}
-	}
-	return conn, err
-}
-
-func (c *Client) dialDirectOrProxy(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
 	if c.Proxy != nil {
 		p, err := c.Proxy(c.URL)
 		if err != nil {
@@ -171,14 +149,11 @@ func (c *Client) dialDirectOrProxy(ctx context.Context, d *net.Dialer, network, 
 	return d.DialContext(ctx, network, address)
 }
 
-// dialedKey carries, in a handshake's context, where dialContext leaves
-// the connection it made: the keepalive looks at its socket.
-type dialedKey struct{}
-
-// handshake opens one WebSocket connection for target.
-func (c *Client) handshake(ctx context.Context, target string, udp bool) (*websocket.Conn, *liveness, error) {
+// handshake opens one WebSocket connection for target, and returns the
+// coalescer its messages are written through.
+func (c *Client) handshake(ctx context.Context, target string, udp bool) (*websocket.Conn, *liveness, *coalescer, error) {
 	if c.URL == nil {
-		return nil, nil, errors.New("tunnel client has no URL")
+		return nil, nil, nil, errors.New("tunnel client has no URL")
 	}
 	c.init()
 	u := *c.URL
@@ -197,8 +172,8 @@ func (c *Client) handshake(ctx context.Context, target string, udp bool) (*webso
 	}
 	hdr.Set("User-Agent", "portmux-tunnel")
 	live := newLiveness()
-	var dialed atomic.Pointer[net.Conn]
-	ctx = context.WithValue(ctx, dialedKey{}, &dialed)
+	var conns handshakeConns
+	ctx = context.WithValue(ctx, handshakeKey{}, &conns)
 	ctx, cancel := context.WithTimeout(ctx, c.dialTimeout())
 	defer cancel()
 	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
@@ -211,14 +186,12 @@ func (c *Client) handshake(ctx context.Context, target string, udp bool) (*webso
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, nil, refused(resp)
+			return nil, nil, nil, refused(resp)
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if conn := dialed.Load(); conn != nil {
-		live.room = socketRoom(*conn)
-	}
-	return ws, live, nil
+	live.room = socketRoom(conns.raw)
+	return ws, live, conns.cw, nil
 }
 
 // refused reads the first line of a refusal's body.
@@ -234,11 +207,13 @@ func refused(resp *http.Response) error {
 // Dial opens one TCP tunnel to target (a name from the route's allow list,
 // e.g. "sshd:22"). It makes one attempt; a refusal is a *RefusedError.
 func (c *Client) Dial(ctx context.Context, target string) (*Stream, error) {
-	ws, live, err := c.handshake(ctx, target, false)
+	ws, live, cw, err := c.handshake(ctx, target, false)
 	if err != nil {
 		return nil, err
 	}
-	return newStream(ws, live, c.watchdog(live, 0), addr{"websocket", "local"}, addr{"websocket", c.URL.Host}), nil
+	s := newStream(ws, live, c.watchdog(live, 0), addr{"websocket", "local"}, addr{"websocket", c.URL.Host})
+	s.cw = cw
+	return s, nil
 }
 
 // dialRetry is Dial, tried again with backoff after failures that may
@@ -297,8 +272,6 @@ func (c *Client) ServeTCP(ctx context.Context, ln net.Listener, target string) e
 	}
 }
 
-var clientBufferPool = &sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
 func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string) {
 	start := time.Now()
 	log := c.Log.WithValues("target", target, "client", conn.RemoteAddr().String())
@@ -314,15 +287,14 @@ func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string) {
 		s.closeGoingAway() // first: the server learns it was no failure
 		_ = conn.Close()
 	})
-	res := forward.Pipe(conn, s, forward.Options{BufferPool: clientBufferPool})
+	res := relay(s, conn, nil)
 	stop()
-	_ = s.Close()
-	kv := []any{"up", res.Up, "down", res.Down, "duration", time.Since(start).Round(time.Millisecond).String()}
+	kv := []any{"up", res.toStream, "down", res.fromStream, "duration", time.Since(start).Round(time.Millisecond).String()}
 	switch {
 	case s.deadPeer():
 		log.Error(ErrDeadPeer, "tunnel closed", kv...)
-	case res.Err != nil && ctx.Err() == nil:
-		log.Error(res.Err, "tunnel failed", kv...)
+	case res.err != nil && ctx.Err() == nil:
+		log.Error(res.err, "tunnel failed", kv...)
 	default:
 		log.V(1).Info("tunnel closed", kv...)
 	}
@@ -348,17 +320,17 @@ func (c *Client) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, ta
 
 	upDone := make(chan error, 1)
 	go func() {
-		bp := clientBufferPool.Get().(*[]byte)
-		defer clientBufferPool.Put(bp)
+		bp := relayBuffers.Get().(*[]byte)
+		defer relayBuffers.Put(bp)
 		_, err := io.CopyBuffer(s, onlyReader{in}, *bp)
 		if err == nil {
 			err = s.CloseWrite()
 		}
 		upDone <- err
 	}()
-	bp := clientBufferPool.Get().(*[]byte)
+	bp := relayBuffers.Get().(*[]byte)
 	_, downErr := io.CopyBuffer(onlyWriter{out}, s, *bp)
-	clientBufferPool.Put(bp)
+	relayBuffers.Put(bp)
 	if oc, ok := out.(io.Closer); ok {
 		_ = oc.Close()
 	}

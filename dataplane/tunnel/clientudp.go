@@ -101,7 +101,7 @@ func (c *Client) runUDPSession(ctx context.Context, pc *net.UDPConn, target stri
 		if idle > 0 && time.Since(time.Unix(0, s.last.Load())) >= idle && end(s) {
 			return
 		}
-		ws, live, err := c.handshake(ctx, target, true)
+		ws, live, cw, err := c.handshake(ctx, target, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -117,7 +117,7 @@ func (c *Client) runUDPSession(ctx context.Context, pc *net.UDPConn, target stri
 		}
 		b.reset()
 		start := time.Now()
-		up, down, err := c.pumpUDP(ctx, ws, live, pc, s)
+		up, down, err := c.pumpUDP(ctx, ws, live, cw, pc, s)
 		kv := []any{"up", up, "down", down, "duration", time.Since(start).Round(time.Millisecond).String()}
 		switch {
 		case ctx.Err() != nil:
@@ -138,8 +138,9 @@ func (c *Client) runUDPSession(ctx context.Context, pc *net.UDPConn, target stri
 
 // pumpUDP carries the session's datagrams over ws until it ends, and
 // returns the payload bytes each way and why it ended.
-func (c *Client) pumpUDP(ctx context.Context, ws *websocket.Conn, live *liveness, pc *net.UDPConn, s *udpSession) (int64, int64, error) {
+func (c *Client) pumpUDP(ctx context.Context, ws *websocket.Conn, live *liveness, cw *coalescer, pc *net.UDPConn, s *udpSession) (int64, int64, error) {
 	dg := newDatagrams(ws, live)
+	dg.cw = cw
 	stopWD := c.watchdog(live, c.udpIdle()).start(ws)
 	stopCtx := afterFunc(ctx, func() { _ = ws.Close(websocket.StatusGoingAway, "shutting down") })
 

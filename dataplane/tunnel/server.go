@@ -39,7 +39,9 @@ type Options struct {
 	UDPIdleTimeout time.Duration
 
 	// BufferPool provides the copy buffers of TCP tunnels (*[]byte, at
-	// least 16 KiB). Nil uses a pool of 32 KiB buffers.
+	// least 4 KiB; a chunk read is one message). A buffer is held only
+	// while a direction moves bytes, never while it waits. Nil uses a pool
+	// of 64 KiB buffers.
 	BufferPool *sync.Pool
 
 	// Report, when set, is called once for every request the Handler
@@ -63,12 +65,10 @@ func (o Options) withDefaults() Options {
 		o.UDPIdleTimeout = 0
 	}
 	if o.BufferPool == nil {
-		o.BufferPool = defaultBufferPool
+		o.BufferPool = relayBuffers
 	}
 	return o
 }
-
-var defaultBufferPool = &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // Handler serves one tunnel route: it checks the token and the target,
 // dials the target, upgrades the request to a WebSocket and carries the
@@ -352,19 +352,18 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 // have finished.
 func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, r *http.Request) {
 	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remoteAddr(r))
-	res := forward.Pipe(s, up, forward.Options{BufferPool: h.opt.BufferPool})
-	_ = s.Close()
-	rep.Up, rep.Down = res.Up, res.Down
+	res := relay(s, up, h.opt.BufferPool)
+	rep.Up, rep.Down = res.fromStream, res.toStream
 	var re *ResetError
 	switch {
 	case s.deadPeer():
 		rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
-	case errors.As(res.Err, &re) && re.Code == websocket.StatusGoingAway:
+	case errors.As(res.err, &re) && re.Code == websocket.StatusGoingAway:
 		// The client stopped on purpose (SIGINT, or ssh ending its
 		// ProxyCommand): the stream was cut, but nothing failed.
-		rep.Outcome, rep.Err = OutcomeClosed, res.Err
-	case res.Err != nil:
-		rep.Outcome, rep.Err = OutcomeError, res.Err
+		rep.Outcome, rep.Err = OutcomeClosed, res.err
+	case res.err != nil:
+		rep.Outcome, rep.Err = OutcomeError, res.err
 	default:
 		rep.Outcome = OutcomeClosed
 	}

@@ -39,6 +39,15 @@ type Stream struct {
 	rerr   error     // sticky: io.EOF once the peer ended its half
 	gotEOF atomic.Bool
 
+	// cw, on the client end, gathers each message into one write.
+	cw *coalescer
+
+	// drained is closed when the reader started by drain (once draining
+	// is set) has returned; peerErr is the abnormal close it saw.
+	draining atomic.Bool
+	drained  chan struct{}
+	peerErr  atomic.Pointer[error]
+
 	sentEOF   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -50,69 +59,121 @@ type Stream struct {
 // its watchdog.
 func newStream(c *websocket.Conn, live *liveness, wd *watchdog, local, remote net.Addr) *Stream {
 	c.SetReadLimit(-1) // messages are streamed through, never buffered whole
-	return &Stream{c: c, live: live, stopWD: wd.start(c), local: local, remote: remote}
+	return &Stream{c: c, live: live, stopWD: wd.start(c), local: local, remote: remote, drained: make(chan struct{})}
 }
 
 // Read reads the peer's stream.
 func (s *Stream) Read(p []byte) (int, error) {
-	s.live.busy.Store(false)
-	n, err := s.read(p)
-	if n > 0 {
-		s.live.markHeard()
-	}
-	if err == nil {
-		// Until the next Read nobody reads the connection: pongs wait.
-		// (After the peer's EOF a background reader takes over.)
-		s.live.busy.Store(true)
-	}
-	return n, err
-}
-
-func (s *Stream) read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
-		if s.rerr != nil {
-			return 0, s.rerr
+		if err := s.awaitMessage(); err != nil {
+			return 0, err
 		}
-		if s.r == nil {
-			typ, r, err := s.c.Reader(context.Background())
-			if err != nil {
-				s.rerr = s.readError(err)
-				return 0, s.rerr
-			}
-			if typ != websocket.MessageBinary {
-				_ = s.c.Close(websocket.StatusUnsupportedData, "binary messages only")
-				s.rerr = errTextMessage
-				return 0, s.rerr
-			}
-			s.live.markHeard()
-			s.r, s.rn = r, 0
-		}
-		n, err := s.r.Read(p)
-		s.rn += n
-		if err != nil && !errors.Is(err, io.EOF) {
-			s.rerr = s.readError(err)
-			return n, s.rerr
-		}
-		if errors.Is(err, io.EOF) {
-			s.r = nil
-			if s.rn == 0 {
-				// The empty message: the peer's half has ended. Keep
-				// reading control frames (pongs, the close) in the
-				// background; a data message now is a protocol error.
-				s.rerr = io.EOF
-				s.gotEOF.Store(true)
-				s.c.CloseRead(context.Background())
-				return 0, io.EOF
-			}
-			err = nil
-		}
+		n, err := s.readMessage(p)
 		if n > 0 || err != nil {
 			return n, err
 		}
 	}
+}
+
+// awaitMessage waits, holding no buffer, until a message has begun (or
+// the stream has ended).
+func (s *Stream) awaitMessage() error {
+	if s.rerr != nil {
+		return s.rerr
+	}
+	if s.r != nil {
+		return nil
+	}
+	s.live.busy.Store(false)
+	typ, r, err := s.c.Reader(context.Background())
+	if err != nil {
+		s.rerr = s.readError(err)
+		return s.rerr
+	}
+	s.live.markHeard()
+	// Until the next read nobody reads the connection: pongs wait.
+	s.live.busy.Store(true)
+	if typ != websocket.MessageBinary {
+		_ = s.c.Close(websocket.StatusUnsupportedData, "binary messages only")
+		s.rerr = errTextMessage
+		return s.rerr
+	}
+	s.r, s.rn = r, 0
+	return nil
+}
+
+// readMessage reads from the message awaitMessage found. It returns 0 and
+// no error when that message has ended (and s.r is nil again), and io.EOF
+// when it was the empty message that ends the peer's half.
+func (s *Stream) readMessage(p []byte) (int, error) {
+	if s.r == nil {
+		return 0, s.rerr
+	}
+	s.live.busy.Store(false)
+	n, err := s.r.Read(p)
+	s.rn += n
+	if n > 0 {
+		s.live.markHeard()
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		s.r = nil
+		if s.rn == 0 {
+			// The empty message: the peer's half has ended. Keep reading
+			// control frames (pings, pongs, the close) in the background;
+			// a data message now is a protocol error.
+			s.rerr = io.EOF
+			s.gotEOF.Store(true)
+			s.drain()
+			return 0, io.EOF
+		}
+	default:
+		s.rerr = s.readError(err)
+		return n, s.rerr
+	}
+	s.live.busy.Store(true)
+	return n, nil
+}
+
+// drain reads on after the peer's half has ended, so that pings, pongs
+// and the close are still handled, and keeps why the peer closed. A data
+// message now is a protocol error.
+func (s *Stream) drain() {
+	s.draining.Store(true)
+	go func() {
+		defer close(s.drained)
+		for {
+			_, _, err := s.c.Reader(context.Background())
+			if err != nil {
+				if e := s.readError(err); e != io.EOF {
+					s.peerErr.Store(&e)
+				}
+				return
+			}
+			_ = s.c.Close(websocket.StatusProtocolError, "data after the end of the stream")
+		}
+	}()
+}
+
+// closedBy returns why the peer ended the connection when it did so
+// abnormally (a reset, going away) or the keepalive found it dead; nil
+// otherwise.
+func (s *Stream) closedBy() error {
+	if s.live.dead.Load() {
+		return ErrDeadPeer
+	}
+	if e := s.peerErr.Load(); e != nil {
+		return *e
+	}
+	var re *ResetError
+	if s.rerr != nil && errors.As(s.rerr, &re) {
+		return re
+	}
+	return nil
 }
 
 // readError turns the error that ended the message stream into what Read
@@ -142,9 +203,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	if s.sentEOF.Load() {
 		return 0, net.ErrClosed
 	}
-	s.live.writing.Add(1)
-	err := s.c.Write(context.Background(), websocket.MessageBinary, p)
-	s.live.writing.Add(-1)
+	err := s.writeMessage(p)
 	if err != nil {
 		if s.live.dead.Load() {
 			return 0, ErrDeadPeer
@@ -160,9 +219,22 @@ func (s *Stream) CloseWrite() error {
 	if s.sentEOF.Swap(true) {
 		return nil
 	}
+	return s.writeMessage(nil)
+}
+
+// writeMessage sends p as one binary message.
+func (s *Stream) writeMessage(p []byte) error {
 	s.live.writing.Add(1)
 	defer s.live.writing.Add(-1)
-	return s.c.Write(context.Background(), websocket.MessageBinary, nil)
+	if s.cw == nil {
+		return s.c.Write(context.Background(), websocket.MessageBinary, p)
+	}
+	s.cw.begin()
+	err := s.c.Write(context.Background(), websocket.MessageBinary, p)
+	if ferr := s.cw.end(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // Close ends the connection: with 1000 when both halves ended cleanly,
@@ -178,16 +250,25 @@ func (s *Stream) Close() error {
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			s.closeErr = err
 		}
-		_ = s.stopWD()
+		s.closed()
 	})
 	return s.closeErr
+}
+
+// closed stops the watchdog and waits for the drain reader, once the
+// connection is closed.
+func (s *Stream) closed() {
+	_ = s.stopWD()
+	if s.draining.Load() {
+		<-s.drained
+	}
 }
 
 // closeGoingAway ends the connection with 1001, for an end that shuts down.
 func (s *Stream) closeGoingAway() {
 	s.closeOnce.Do(func() {
 		_ = s.c.Close(websocket.StatusGoingAway, "shutting down")
-		_ = s.stopWD()
+		s.closed()
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 type datagrams struct {
 	c    *websocket.Conn
 	live *liveness
+	cw   *coalescer // client end only
 }
 
 func newDatagrams(c *websocket.Conn, live *liveness) *datagrams {
@@ -57,7 +58,15 @@ func (d *datagrams) Send(p []byte) error {
 	d.live.markData()
 	d.live.writing.Add(1)
 	defer d.live.writing.Add(-1)
-	return d.c.Write(context.Background(), websocket.MessageBinary, p)
+	if d.cw == nil {
+		return d.c.Write(context.Background(), websocket.MessageBinary, p)
+	}
+	d.cw.begin()
+	err := d.c.Write(context.Background(), websocket.MessageBinary, p)
+	if ferr := d.cw.end(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // ignorableUDPError reports errors a connected UDP socket returns for an

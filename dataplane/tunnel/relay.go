@@ -1,0 +1,152 @@
+package tunnel
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/portmux/portmux/dataplane/forward"
+)
+
+// relayBufferSize is the copy buffer of a tunnel direction: a chunk read
+// from the connection is one message, and bigger messages mean fewer
+// frames and system calls for bulk transfers.
+const relayBufferSize = 64 << 10
+
+var relayBuffers = &sync.Pool{New: func() any { b := make([]byte, relayBufferSize); return &b }}
+
+// relayResult is what relay observed.
+type relayResult struct {
+	// toStream counts bytes read from the connection and sent as
+	// messages; fromStream the stream's bytes written to the connection.
+	toStream, fromStream int64
+	// err is the first error that was not a clean end, or nil.
+	err error
+}
+
+// relay carries s and c both ways until both halves have ended or one
+// direction failed, then closes both. Like forward.Pipe it keeps
+// half-close (the end of c's stream becomes the empty message, the
+// stream's end a CloseWrite on c), but it holds no buffer while a
+// direction waits: an idle tunnel costs its goroutines and the WebSocket
+// library's small buffers only.
+func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
+	if pool == nil {
+		pool = relayBuffers
+	}
+	var (
+		res      relayResult
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+		abortAll = func(err error) {
+			// An error in one direction ends the other: c is closed, and
+			// the stream closed with 4000 (reset).
+			errOnce.Do(func() {
+				res.err = err
+				_ = c.Close()
+				_ = s.Close()
+			})
+		}
+	)
+	wg.Add(1)
+	go func() { // c → stream
+		defer wg.Done()
+		n, err := connToStream(s, c, pool)
+		res.toStream = n
+		if err != nil {
+			abortAll(err)
+		}
+	}()
+	n, err := streamToConn(c, s, pool)
+	res.fromStream = n
+	if err != nil {
+		abortAll(err)
+	}
+	wg.Wait()
+	_ = c.Close()
+	_ = s.Close()
+	// When the peer closes (or the keepalive gives up on it) while this
+	// end writes, the write may fail first with a bare "closed"; what the
+	// reading side learnt says why.
+	if why := s.closedBy(); why != nil && res.err != nil {
+		res.err = why
+	}
+	return res
+}
+
+// connToStream sends what c delivers as messages, and the end of c's
+// stream as the empty message.
+func connToStream(s *Stream, c net.Conn, pool *sync.Pool) (int64, error) {
+	tc, _ := c.(*net.TCPConn)
+	var total int64
+	for {
+		if tc != nil {
+			// Park until there is something to read, holding nothing.
+			if _, err := forward.WaitReadable(tc); err != nil {
+				return total, err
+			}
+		}
+		bp := pool.Get().(*[]byte)
+		n, err := c.Read(*bp)
+		if n > 0 {
+			if _, werr := s.Write((*bp)[:n]); werr != nil {
+				pool.Put(bp)
+				return total, werr
+			}
+			total += int64(n)
+		}
+		pool.Put(bp)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, s.CloseWrite()
+			}
+			return total, err
+		}
+	}
+}
+
+// streamToConn writes the stream's messages to c, and half-closes c when
+// the stream ends.
+func streamToConn(c net.Conn, s *Stream, pool *sync.Pool) (int64, error) {
+	var total int64
+	for {
+		// Park until a message begins, holding nothing.
+		if err := s.awaitMessage(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, closeWrite(c)
+			}
+			return total, err
+		}
+		bp := pool.Get().(*[]byte)
+		for {
+			n, err := s.readMessage(*bp)
+			if n > 0 {
+				if _, werr := c.Write((*bp)[:n]); werr != nil {
+					pool.Put(bp)
+					return total, werr
+				}
+				total += int64(n)
+			}
+			if err != nil {
+				pool.Put(bp)
+				if errors.Is(err, io.EOF) {
+					return total, closeWrite(c)
+				}
+				return total, err
+			}
+			if s.r == nil {
+				break // the message has ended: give the buffer back
+			}
+		}
+		pool.Put(bp)
+	}
+}
+
+// closeWrite half-closes c, or closes it when it cannot.
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Close()
+}

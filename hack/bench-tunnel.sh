@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Compares WebSocket tunnels on loopback, in one interleaved run (repeat 1 of
+# every peer, then repeat 2, ...), with the shared muxbench harness:
+#
+#   direct          the client talks to the target itself (the baseline)
+#   portmux-tunnel  portmux tunnel -L ... ws://  ->  portmux serve (tunnel route)
+#   wstunnel        wstunnel 1.4.0 (npm, Node.js): client -t ... ws://  ->  server -s
+#
+# Scenarios (muxbench, target: its "SSH" echo backend, 127.0.0.1:$BASE+1):
+#   tput, 1 stream and 16 streams: bytes sent through the tunnel and echoed back
+#   conn-ssh: tunnel set-up rate, 32 workers each opening a connection through
+#             the tunnel, exchanging a line with the target and closing
+#
+#   hack/bench-tunnel.sh                 # 3 repeats
+#   REPS=1 TPUT=256MiB hack/bench-tunnel.sh
+#   PEERS="direct portmux-tunnel" hack/bench-tunnel.sh
+#
+# Output: bin/bench-tunnel/results-{1,16}.jsonl and results-{1,16}-table.md.
+# Needs: Go, Node.js and npm (wstunnel is installed into bin/bench-tunnel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BENCH_SRC=${BENCH_SRC:-$ROOT/../shared/bench}
+OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
+REPS=${REPS:-3}
+D=${D:-5s}
+TPUT=${TPUT:-1GiB}
+PEERS=${PEERS:-direct portmux-tunnel wstunnel}
+WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
+NICE=${NICE:--10}
+# Ports from BASE, away from hack/bench.sh's 17001-17443 so both can run.
+BASE=${BASE:-17200}
+LOCAL=127.0.0.1:$((BASE + 43))   # where each tunnel client listens: muxbench's "mux" address
+SERVER=127.0.0.1:$((BASE + 80))  # where each tunnel server listens
+TARGET=127.0.0.1:$((BASE + 1))   # muxbench's SSH-like echo backend
+BACKENDS=(-ssh-backend "$TARGET" -tls-backend 127.0.0.1:$((BASE + 2)) -tls-b-backend 127.0.0.1:$((BASE + 4))
+          -any-backend 127.0.0.1:$((BASE + 3)) -stats 127.0.0.1:$((BASE + 9)))
+
+[ -d "$BENCH_SRC/muxbench" ] || { echo "no muxbench harness at $BENCH_SRC (set BENCH_SRC)" >&2; exit 2; }
+command -v node >/dev/null && command -v npm >/dev/null || { echo "Node.js and npm are needed for wstunnel" >&2; exit 2; }
+
+# The harness's folder may be read-only: work on a copy.
+rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
+cp -r "$BENCH_SRC/." "$OUT_DIR/"
+chmod -R u+w "$OUT_DIR"
+(cd "$OUT_DIR/muxbench" && go build -o ../bin/muxbench .)
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
+(cd "$OUT_DIR" && mkdir -p wst && cd wst &&
+  npm install --silent --no-audit --no-fund --no-save "wstunnel@$WSTUNNEL_VERSION" >/dev/null)
+WST=$OUT_DIR/wst/node_modules/wstunnel/bin/wstunnel
+[ -f "$WST" ] || WST=$(readlink -f "$OUT_DIR/wst/node_modules/.bin/wstunnel")
+
+echo "bench-tunnel-token" > "$OUT_DIR/token"
+cat > "$OUT_DIR/portmux-tunnel.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: tunnel-token}
+stringData: {token: bench-tunnel-token}
+---
+apiVersion: portmux.dev/v1alpha1
+kind: PortMux
+metadata: {name: bench}
+spec:
+  listeners: [{name: public, port: ${SERVER##*:}, maxConnections: 20000}]
+  routes:
+    - name: tunnel
+      listeners: [public]
+      match: {protocol: websocket, pathPrefix: /tunnel}
+      tunnel:
+        auth: {tokenSecretRef: {name: tunnel-token, key: token}}
+        allow: [{address: "$TARGET"}]
+YAML
+
+# Each peer runs its server and its client in the foreground of one shell;
+# muxbench measures the whole process tree and kills its group.
+portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false &
+  $OUT_DIR/portmux tunnel --token-file $OUT_DIR/token -L $LOCAL:$TARGET ws://$SERVER/tunnel &
+  wait"
+wstunnel_cmd="node $WST -s $SERVER -t $TARGET &
+  node $WST -t $LOCAL:$TARGET ws://$SERVER &
+  wait"
+
+cd "$OUT_DIR"
+COMMON=("${BACKENDS[@]}" -d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT"
+        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 -logdir logs)
+MB=(nice -n "$NICE" bin/muxbench)
+mkdir -p logs
+run() { # peer streams scenarios
+  local peer=$1 streams=$2 scen=$3 out=results-$2.jsonl
+  case $peer in
+    direct)         "${MB[@]}" suite -peer direct -direct -reps 1 -first-rep "$rep" -scenarios "$scen" \
+                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" >/dev/null ;;
+    portmux-tunnel) "${MB[@]}" suite -peer portmux-tunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
+                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$portmux_cmd" >/dev/null ;;
+    wstunnel)       "${MB[@]}" suite -peer wstunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
+                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$wstunnel_cmd" >/dev/null ;;
+    *) echo "unknown peer $peer" >&2; exit 2 ;;
+  esac
+}
+for rep in $(seq 1 "$REPS"); do
+  echo "=== repeat $rep of $REPS" >&2
+  for peer in $PEERS; do
+    echo "--- $peer" >&2
+    run "$peer" 1 tput,conn-ssh
+    run "$peer" 16 tput
+  done
+done
+for s in 1 16; do
+  echo
+  echo "## tput with $s stream(s) per run; conn-ssh (tunnel set-up) in the 1-stream table"
+  bin/muxbench summarize "results-$s.jsonl" | tee "results-$s-table.md"
+done
