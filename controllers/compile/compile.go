@@ -102,6 +102,7 @@ const (
 	ReasonServicePortNotFound = "ServicePortNotFound"
 	ReasonNoReadyEndpoints    = "NoReadyEndpoints"
 	ReasonAddressNotAllowed   = "AddressBackendNotAllowed"
+	ReasonListenerNotServed   = "InternalListenerNotServed"
 )
 
 // DefaultTokenKey is the Secret key a tunnel token is read from when the
@@ -145,6 +146,8 @@ type compiler struct {
 	in  *Input
 	pm  *v1alpha1.PortMux
 	res *Result
+	// routeName names the route being compiled, for findings.
+	routeName string
 }
 
 func (c *compiler) qualify(name string) string {
@@ -162,7 +165,11 @@ func (c *compiler) holder() string {
 }
 
 func (c *compiler) ref(lr *ListenerResult, reason, format string, args ...any) {
-	f := Finding{Reason: reason, Message: fmt.Sprintf(format, args...)}
+	msg := fmt.Sprintf(format, args...)
+	if c.routeName != "" {
+		msg = "route " + c.routeName + ": " + msg
+	}
+	f := Finding{Reason: reason, Message: msg}
 	if lr != nil && !slices.Contains(lr.Refs, f) {
 		lr.Refs = append(lr.Refs, f)
 	}
@@ -224,7 +231,34 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		lr.Snapshot = sl.Name
 		out = append(out, sl)
 	}
+	// A route that hands its streams to an internal listener that is not
+	// served (its certificates are missing) leaves them nowhere to go.
+	for _, r := range spec.Routes {
+		if r.Listener == nil {
+			continue
+		}
+		target := c.listenerResult(*r.Listener)
+		if target == nil || target.Snapshot != "" {
+			continue
+		}
+		for _, name := range r.Listeners {
+			if lr := c.listenerResult(name); lr != nil && lr.Snapshot != "" {
+				c.routeName = r.Name
+				c.ref(lr, ReasonListenerNotServed, "hands TLS streams to listener %s, which is not served; they are closed", *r.Listener)
+				c.routeName = ""
+			}
+		}
+	}
 	return out
+}
+
+func (c *compiler) listenerResult(name string) *ListenerResult {
+	for i := range c.res.Listeners {
+		if c.res.Listeners[i].Name == name {
+			return &c.res.Listeners[i]
+		}
+	}
+	return nil
 }
 
 // tls loads the listener's certificates. Broken ones are findings; the
@@ -280,6 +314,8 @@ func secretValue(s *corev1.Secret, key string) []byte {
 }
 
 func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
+	c.routeName = r.Name
+	defer func() { c.routeName = "" }()
 	sr := snapshot.Route{Name: c.qualify(r.Name), Match: compileMatch(&r.Match)}
 	switch {
 	case r.Backend != nil:
@@ -366,7 +402,7 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		default:
 			token = secretValue(s, key)
 			if len(token) == 0 {
-				c.ref(lr, ReasonInvalidSecret, "Secret %s has no key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
+				c.ref(lr, ReasonInvalidSecret, "Secret %s has no value under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
 			}
 		}
 		if len(token) == 0 {
