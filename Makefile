@@ -117,7 +117,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	done
 
 .PHONY: bench
-bench: bench-go bench-mux ## Run the Go benchmarks, then the harness against portmux, haproxy and sslh.
+bench: bench-go bench-mux bench-tls ## Run the Go benchmarks, the harness against portmux, haproxy and sslh, and TLS termination against haproxy.
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
@@ -126,6 +126,10 @@ bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whol
 .PHONY: bench-mux
 bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy and sslh, interleaved (REPS, SCEN, PEERS).
 	hack/bench.sh
+
+.PHONY: bench-tls
+bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).
+	hack/bench/tls.sh
 
 ##@ Build
 

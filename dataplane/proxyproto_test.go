@@ -78,6 +78,9 @@ func TestProxyProtocolInAcceptsV1AndV2(t *testing.T) {
 		{"v2 TCP4", v2TCP4("203.0.113.8", "192.0.2.1", 5555, 443, nil), "203.0.113.8:5555"},
 		{"v2 TCP4 with a TLV", v2TCP4("203.0.113.9", "192.0.2.1", 5556, 443, authority), "203.0.113.9:5556"},
 		{"v2 LOCAL (health check)", v2Header(0x20, 0x00, 0, nil), ""},
+		// LOCAL with an address block: the addresses are informational,
+		// the real peer is the client (spec §2.2).
+		{"v2 LOCAL with addresses", v2Header(0x20, 0x11, 12, v2TCP4("203.0.113.66", "192.0.2.1", 1, 443, nil)[16:]), ""},
 	} {
 		for _, split := range []bool{false, true} {
 			c := dial(t, pub)

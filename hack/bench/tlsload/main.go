@@ -1,0 +1,386 @@
+// Command tlsload measures a TLS-terminating proxy on loopback: full
+// handshakes per second and bulk throughput, with the proxy's own CPU time
+// read from /proc. hack/bench/tls.sh runs it against `portmux serve` and
+// haproxy with the same certificates.
+//
+//	tlsload echo -addr 127.0.0.1:17101
+//	tlsload handshake -addr 127.0.0.1:17443 -c 32 -d 5s -pid PID
+//	tlsload bulk -addr 127.0.0.1:17443 -conns 4 -bytes 256MiB -pid PID
+//
+// Every handshake is a full one (no session resumption) unless -resume,
+// TLS 1.3 unless -tls12, with key exchange X25519 unless -groups default (Go's default
+// list, X25519MLKEM768 first, which OpenSSL 3.0 does not have). After the
+// handshake the client writes a line and reads its echo, so the proxy
+// has dialled its backend too. Only 127.0.0.1 is dialled.
+//
+// Output: one JSON object on stdout, a summary line on stderr.
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: tlsload echo|handshake|bulk [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "echo":
+		err = runEcho(os.Args[2:])
+	case "handshake":
+		err = runHandshake(os.Args[2:])
+	case "bulk":
+		err = runBulk(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tlsload:", err)
+		os.Exit(1)
+	}
+}
+
+// loopback refuses any address that is not 127.0.0.1.
+func loopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host != "127.0.0.1" {
+		return fmt.Errorf("%s: only 127.0.0.1 is allowed", addr)
+	}
+	return nil
+}
+
+// runEcho is the backend: a plain TCP echo server.
+func runEcho(args []string) error {
+	fs := flag.NewFlagSet("echo", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:17101", "listen address")
+	_ = fs.Parse(args)
+	if err := loopback(*addr); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "echo listening on", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			_, _ = io.CopyBuffer(c, c, buf)
+		}()
+	}
+}
+
+// cpuSeconds is the user+system CPU time of pid and its threads.
+func cpuSeconds(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100 // USER_HZ
+}
+
+func clientConfig(sni, groups string, tls12 bool) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName:             sni,
+		InsecureSkipVerify:     true, // the proxy's certificate is self-signed; its signature is still checked
+		SessionTicketsDisabled: true,
+		ClientSessionCache:     nil,
+		MinVersion:             tls.VersionTLS12,
+	}
+	if tls12 {
+		cfg.MaxVersion = tls.VersionTLS12
+	}
+	switch groups {
+	case "x25519":
+		// P-256 is listed too (with no key share): OpenSSL serves an
+		// ECDSA P-256 certificate over TLS 1.2 only to clients that
+		// list its curve (RFC 8422 §5.1).
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+	case "p256":
+		cfg.CurvePreferences = []tls.CurveID{tls.CurveP256}
+	case "default":
+	default:
+		return nil, fmt.Errorf("groups %q: x25519, p256 or default", groups)
+	}
+	return cfg, nil
+}
+
+type handshakeResult struct {
+	Peer         string  `json:"peer"`
+	Cert         string  `json:"cert"`
+	Scenario     string  `json:"scenario"`
+	Workers      int     `json:"workers"`
+	Seconds      float64 `json:"seconds"`
+	Handshakes   int64   `json:"handshakes"`
+	Failures     int64   `json:"failures"`
+	Resumed      int64   `json:"resumed"`
+	PerSecond    float64 `json:"per_second"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	MuxCPUs      float64 `json:"mux_cpu_s"`
+	MuxCPUus     float64 `json:"mux_cpu_us_per_handshake"`
+	FirstFailure string  `json:"first_failure,omitempty"`
+}
+
+func runHandshake(args []string) error {
+	fs := flag.NewFlagSet("handshake", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
+	sni := fs.String("sni", "bench.test", "server name")
+	groups := fs.String("groups", "x25519", "key exchange: x25519, p256 or default")
+	tls12 := fs.Bool("tls12", false, "TLS 1.2 instead of 1.3")
+	resume := fs.Bool("resume", false, "each client keeps its session ticket and resumes")
+	workers := fs.Int("c", 32, "concurrent clients")
+	d := fs.Duration("d", 5*time.Second, "measured duration")
+	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up")
+	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
+	peer := fs.String("peer", "", "label")
+	cert := fs.String("cert", "", "label")
+	_ = fs.Parse(args)
+	if err := loopback(*addr); err != nil {
+		return err
+	}
+	cfg, err := clientConfig(*sni, *groups, *tls12)
+	if err != nil {
+		return err
+	}
+
+	var measuring, stop atomic.Bool
+	var ok, failed, resumed atomic.Int64
+	var firstErr atomic.Value
+	lat := make([][]time.Duration, *workers)
+	var wg sync.WaitGroup
+	msg := []byte("ping\n")
+	for w := range *workers {
+		wg.Add(1)
+		wcfg := cfg
+		if *resume {
+			wcfg = cfg.Clone()
+			wcfg.SessionTicketsDisabled = false
+			wcfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, len(msg))
+			for !stop.Load() {
+				start := time.Now()
+				didResume, err := oneHandshake(*addr, wcfg, msg, buf)
+				if !measuring.Load() {
+					continue
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+				if didResume {
+					resumed.Add(1)
+				}
+				lat[w] = append(lat[w], time.Since(start))
+			}
+		}()
+	}
+	time.Sleep(*warmup)
+	cpu0 := cpuSeconds(*pid)
+	t0 := time.Now()
+	measuring.Store(true)
+	time.Sleep(*d)
+	measuring.Store(false)
+	elapsed := time.Since(t0).Seconds()
+	cpu := cpuSeconds(*pid) - cpu0
+	n := ok.Load()
+	stop.Store(true)
+	wg.Wait()
+
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000
+	}
+	scen := "tls13"
+	if *tls12 {
+		scen = "tls12"
+	}
+	if *resume {
+		scen += "-resumed"
+	}
+	r := handshakeResult{
+		Peer: *peer, Cert: *cert, Scenario: "handshake-" + scen + "-" + *groups, Workers: *workers,
+		Seconds: elapsed, Handshakes: n, Failures: failed.Load(),
+		Resumed: resumed.Load(), PerSecond: float64(n) / elapsed, P50ms: pct(0.5), P99ms: pct(0.99), MuxCPUs: cpu,
+	}
+	if n > 0 && *pid > 0 {
+		r.MuxCPUus = cpu / float64(n) * 1e6
+	}
+	if v, ok := firstErr.Load().(string); ok {
+		r.FirstFailure = v
+	}
+	fmt.Fprintf(os.Stderr, "%s %s %s: %.0f handshakes/s (%d resumed), p50 %.2f ms, p99 %.2f ms, %d failed, proxy CPU %.0f µs/handshake\n",
+		r.Peer, r.Cert, r.Scenario, r.PerSecond, r.Resumed, r.P50ms, r.P99ms, r.Failures, r.MuxCPUus)
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// oneHandshake connects, completes a handshake (full unless cfg holds a
+// session to resume), and round-trips msg (which also reads a TLS 1.3
+// session ticket).
+func oneHandshake(addr string, cfg *tls.Config, msg, buf []byte) (resumed bool, err error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false, err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	c := tls.Client(raw, cfg)
+	if err := c.Handshake(); err != nil {
+		return false, fmt.Errorf("handshake: %w", err)
+	}
+	if _, err := c.Write(msg); err != nil {
+		return false, err
+	}
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return false, fmt.Errorf("echo: %w", err)
+	}
+	return c.ConnectionState().DidResume, nil
+}
+
+type bulkResult struct {
+	Peer      string  `json:"peer"`
+	Cert      string  `json:"cert"`
+	Scenario  string  `json:"scenario"`
+	Conns     int     `json:"conns"`
+	Bytes     int64   `json:"bytes_each_way"`
+	Seconds   float64 `json:"seconds"`
+	MBps      float64 `json:"mb_per_s"`
+	MuxCPUs   float64 `json:"mux_cpu_s"`
+	MuxCPUsGB float64 `json:"mux_cpu_s_per_gb"`
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n * mult, err
+}
+
+func runBulk(args []string) error {
+	fs := flag.NewFlagSet("bulk", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
+	sni := fs.String("sni", "bench.test", "server name")
+	conns := fs.Int("conns", 4, "parallel connections")
+	size := fs.String("bytes", "256MiB", "bytes each connection writes (and reads back)")
+	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
+	peer := fs.String("peer", "", "label")
+	cert := fs.String("cert", "", "label")
+	_ = fs.Parse(args)
+	if err := loopback(*addr); err != nil {
+		return err
+	}
+	each, err := parseSize(*size)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientConfig(*sni, "x25519", false)
+	if err != nil {
+		return err
+	}
+	// Connect and handshake first, so only the transfer is timed.
+	var cs []*tls.Conn
+	for range *conns {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	cpu0 := cpuSeconds(*pid)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2**conns)
+	for _, c := range cs {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			for left := each; left > 0; {
+				n := min(left, int64(len(buf)))
+				if _, err := c.Write(buf[:n]); err != nil {
+					errs <- err
+					return
+				}
+				left -= n
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if n, err := io.CopyN(io.Discard, c, each); err != nil {
+				errs <- fmt.Errorf("read back %d of %d bytes: %w", n, each, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(t0).Seconds()
+	cpu := cpuSeconds(*pid) - cpu0
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	total := float64(each) * float64(*conns)
+	r := bulkResult{
+		Peer: *peer, Cert: *cert, Scenario: "bulk", Conns: *conns, Bytes: each, Seconds: elapsed,
+		MBps: total / elapsed / 1e6, MuxCPUs: cpu,
+	}
+	if *pid > 0 {
+		r.MuxCPUsGB = cpu / (total / 1e9)
+	}
+	fmt.Fprintf(os.Stderr, "%s %s bulk: %.0f MB/s (one way, %d conns), proxy CPU %.2f s/GB\n",
+		r.Peer, r.Cert, r.MBps, r.Conns, r.MuxCPUsGB)
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
