@@ -145,15 +145,19 @@ func TestPipeIdleTimeoutClosesSilentConnections(t *testing.T) {
 
 func TestPipeIdleTimeoutSparesOneWayTraffic(t *testing.T) {
 	// Only the backend talks (a download): the client→backend direction is
-	// silent for many idle periods, and the connection must survive.
-	const idle = 30 * time.Millisecond
+	// silent for three idle periods, and the connection must survive. The
+	// backend writes ten times per idle period, so only a scheduler stall of
+	// a whole period (on a loaded 2-core CI machine, with -race) could make
+	// the connection really idle.
+	const idle = 300 * time.Millisecond
+	const ticks = 30
 	client, backend, done := proxied(t, Options{IdleTimeout: idle})
 	defer client.Close()
 	defer backend.Close()
 	go func() {
-		for range 20 {
+		for range ticks {
 			_, _ = backend.Write([]byte("tick"))
-			time.Sleep(idle / 3)
+			time.Sleep(idle / 10)
 		}
 		backend.Close()
 	}()
@@ -161,8 +165,8 @@ func TestPipeIdleTimeoutSparesOneWayTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 20*4 {
-		t.Fatalf("got %d bytes, want %d: the connection was cut while active", len(got), 80)
+	if len(got) != ticks*4 {
+		t.Fatalf("got %d bytes, want %d: the connection was cut while active", len(got), ticks*4)
 	}
 	client.Close()
 	<-done
