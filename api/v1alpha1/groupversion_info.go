@@ -11,17 +11,25 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
 	// GroupVersion names the API group and version every PortMux object carries.
 	GroupVersion = schema.GroupVersion{Group: "portmux.dev", Version: "v1alpha1"}
 
-	// SchemeBuilder registers the PortMux kinds with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// SchemeBuilder registers the PortMux kinds with a runtime.Scheme. It
+	// depends on apimachinery only, so the API package stays cheap to import.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme lets clients and managers decode PortMux objects.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, &PortMux{}, &PortMuxList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}

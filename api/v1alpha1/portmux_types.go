@@ -522,7 +522,3 @@ type PortMuxList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []PortMux `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&PortMux{}, &PortMuxList{})
-}

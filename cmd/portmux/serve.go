@@ -129,7 +129,7 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 				log.Error(err, "metrics server stopped")
 			}
 		}()
-		defer ms.Close()
+		defer func() { _ = ms.Close() }()
 	}
 
 	if o.pprofAddr != "" {
@@ -140,7 +140,7 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		ps := &http.Server{Addr: o.pprofAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = ps.ListenAndServe() }()
-		defer ps.Close()
+		defer func() { _ = ps.Close() }()
 	}
 
 	reload := make(chan string, 1)

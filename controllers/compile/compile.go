@@ -115,7 +115,7 @@ func Compile(in Input) *Output {
 	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}}
 	pms := slices.Clone(in.PortMuxes)
 	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
-		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -396,10 +396,9 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		key := cmp.Or(ref.Key, DefaultTokenKey)
 		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]
 		var token []byte
-		switch {
-		case s == nil:
+		if s == nil {
 			c.ref(lr, ReasonSecretNotFound, "Secret %s (tunnel token) not found; the tunnel refuses every client until it exists", ref.Name)
-		default:
+		} else {
 			token = secretValue(s, key)
 			if len(token) == 0 {
 				c.ref(lr, ReasonInvalidSecret, "Secret %s has no value under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
