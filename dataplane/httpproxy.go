@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -10,10 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/portmux/portmux/dataplane/forward"
-	"github.com/portmux/portmux/dataplane/sniff"
 )
 
 // newHTTPTransport builds the connection pool of a backend in http mode. It
@@ -43,8 +39,7 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 //
 // A connection that starts with the HTTP/2 preface (a client that
 // negotiated h2 by ALPN, or h2c with prior knowledge) is served as HTTP/2
-// (golang.org/x/net/http2), each stream proxied to the backend over
-// HTTP/1.1.
+// by net/http, each stream proxied to the backend over HTTP/1.1.
 func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, tlsTerminated bool) {
 	proto := "http"
 	if tlsTerminated {
@@ -91,13 +86,13 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 		},
 		ErrorLog: nil,
 	}
-	if bytes.HasPrefix(data, []byte(sniff.HTTP2Preface)) {
-		h2 := &http2.Server{IdleTimeout: s.opt.IdleTimeout}
-		h2.ServeConn(counted, &http2.ServeConnOpts{Context: s.stop, BaseConfig: srv, Handler: handler})
-		_ = counted.Close() // ServeConn leaves a connection it gave up on open
-	} else {
-		_ = srv.Serve(ln)
-	}
+	// HTTP/1.x, and HTTP/2 with prior knowledge: after termination the
+	// connection is not a *tls.Conn to net/http, so an h2 client's
+	// preface is "unencrypted HTTP/2" to it.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	_ = srv.Serve(ln)
 	// A hijacked (upgraded) connection is still being copied, and HTTP/2
 	// handlers may outlive ServeConn.
 	handlers.closeAndWait()

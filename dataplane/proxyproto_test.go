@@ -314,7 +314,7 @@ func TestProxyProtocolOutToHAProxy(t *testing.T) {
 		}
 		_ = res.Body.Close()
 		_ = c.Close()
-		if res.StatusCode != 200 {
+		if res.StatusCode != http.StatusOK {
 			t.Fatalf("%s: haproxy answered %s", tc.host, res.Status)
 		}
 		reqs := web.Requests()

@@ -86,7 +86,7 @@ func runEcho(args []string) error {
 			return err
 		}
 		go func() {
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			buf := make([]byte, 64<<10)
 			_, _ = io.CopyBuffer(c, c, buf)
 		}()
@@ -270,7 +270,7 @@ func oneHandshake(addr string, cfg *tls.Config, msg, buf []byte) (resumed bool, 
 	if err != nil {
 		return false, err
 	}
-	defer raw.Close()
+	defer func() { _ = raw.Close() }()
 	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
 	c := tls.Client(raw, cfg)
 	if err := c.Handshake(); err != nil {
@@ -336,7 +336,7 @@ func runBulk(args []string) error {
 		if err != nil {
 			return err
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		cs = append(cs, c)
 	}
 	cpu0 := cpuSeconds(*pid)
