@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -94,6 +95,8 @@ type programmer struct {
 	// compiles to an identical snapshot (compile is pure), so it is skipped.
 	fingerprint string
 	applied     bool
+	// lastGood are the certificate Secrets served by the last compile.
+	lastGood map[types.NamespacedName]*corev1.Secret
 }
 
 // programmerKey is the one request the programmer reconciles: every change
@@ -107,6 +110,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	in.BindAddress = p.opt.BindAddress
 	in.AllowAddressBackends = p.opt.AllowAddressBackends
+	in.LastGoodSecrets = p.lastGood
 
 	p.state.mu.RLock()
 	retryBinds := len(p.state.bindErrs) > 0
@@ -118,6 +122,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 
 	out := compile.Compile(in)
 	out.Snapshot.MaxConnections = p.opt.MaxConnections
+	p.lastGood = out.GoodSecrets
 	bindErrs := p.dataplane.Apply(out.Snapshot)
 	p.fingerprint, p.applied = fp, true
 	p.state.mu.Lock()

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
@@ -67,13 +69,14 @@ It reloads on SIGHUP and when a file changes; open connections are never cut.`,
 
 // compileFiles loads and compiles the files. Invalid PortMuxes are errors;
 // unresolved references are warnings that leave the rest served.
-func compileFiles(log logr.Logger, o serveOptions) (*compile.Output, error) {
+func compileFiles(log logr.Logger, o serveOptions, lastGood map[types.NamespacedName]*corev1.Secret) (*compile.Output, error) {
 	in, err := loadFiles(o.files)
 	if err != nil {
 		return nil, err
 	}
 	in.BindAddress = o.bindAddress
 	in.AllowAddressBackends = true
+	in.LastGoodSecrets = lastGood
 	out := compile.Compile(in)
 	out.Snapshot.MaxConnections = o.maxConnections
 	var invalid []string
@@ -113,10 +116,11 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 		LogConnections: o.logConnections,
 	})
 
-	out, err := compileFiles(log, o)
+	out, err := compileFiles(log, o, nil)
 	if err != nil {
 		return err
 	}
+	lastGood := out.GoodSecrets
 	if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("cannot bind: %w", joinMap(errs))
@@ -173,12 +177,14 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 			}
 			return nil
 		case why := <-reload:
-			out, err := compileFiles(log, o)
+			out, err := compileFiles(log, o, lastGood)
 			if err != nil {
 				log.Error(err, "reload failed; still serving the previous configuration", "trigger", why)
 				continue
 			}
-			if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
+			errs := srv.Apply(out.Snapshot)
+			lastGood = out.GoodSecrets
+			if len(errs) > 0 {
 				log.Error(joinMap(errs), "reloaded with listeners that cannot bind", "trigger", why)
 				continue
 			}

@@ -42,6 +42,14 @@ type Input struct {
 	Services       map[types.NamespacedName]*corev1.Service
 	EndpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice
 
+	// LastGoodSecrets are the last versions of certificate Secrets that held
+	// a valid key pair (Output.GoodSecrets of the previous compile). When a
+	// Secret is updated with a broken key pair, its previous certificate
+	// keeps being served, with a finding, instead of the listener going
+	// down: a bad edit must not take a site offline. A deleted Secret is
+	// not replaced.
+	LastGoodSecrets map[types.NamespacedName]*corev1.Secret
+
 	// BindAddress is the host listeners bind ("" for every interface).
 	BindAddress string
 
@@ -55,6 +63,11 @@ type Input struct {
 type Output struct {
 	Snapshot *snapshot.Snapshot
 	Results  map[types.NamespacedName]*Result
+
+	// GoodSecrets are the certificate Secrets whose certificate is being
+	// served (the current version, or the last good one): the next
+	// compile's LastGoodSecrets.
+	GoodSecrets map[types.NamespacedName]*corev1.Secret
 }
 
 // Result is what Compile found for one PortMux: the inputs of its Accepted
@@ -112,7 +125,7 @@ const DefaultTokenKey = "token"
 // Compile builds the snapshot. PortMuxes are processed oldest first, so the
 // oldest holder of a port keeps it whatever order they are listed in.
 func Compile(in Input) *Output {
-	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}}
+	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
 	pms := slices.Clone(in.PortMuxes)
 	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
@@ -130,7 +143,7 @@ func Compile(in Input) *Output {
 			// one stands.
 			continue
 		}
-		c := &compiler{in: &in, pm: pm, res: &Result{}}
+		c := &compiler{in: &in, pm: pm, res: &Result{}, good: out.GoodSecrets}
 		out.Results[key] = c.res
 		if errs := Validate(pm); len(errs) > 0 {
 			c.res.Invalid = errs
@@ -148,6 +161,8 @@ type compiler struct {
 	res *Result
 	// routeName names the route being compiled, for findings.
 	routeName string
+	// good collects the certificate Secrets being served.
+	good map[types.NamespacedName]*corev1.Secret
 }
 
 func (c *compiler) qualify(name string) string {
@@ -266,16 +281,27 @@ func (c *compiler) listenerResult(name string) *ListenerResult {
 func (c *compiler) tls(lr *ListenerResult, t *v1alpha1.ListenerTLS) (*snapshot.TLSConfig, bool) {
 	out := &snapshot.TLSConfig{ALPN: slices.Clone(t.ALPN)}
 	for _, ref := range t.CertificateRefs {
-		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]
+		key := types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}
+		s := c.in.Secrets[key]
 		if s == nil {
 			c.ref(lr, ReasonSecretNotFound, "Secret %s (listener %s certificateRefs) not found", ref.Name, lr.Name)
 			continue
 		}
 		cert, err := keyPair(s)
 		if err != nil {
-			c.ref(lr, ReasonInvalidCertificate, "Secret %s (listener %s certificateRefs): %v", ref.Name, lr.Name, err)
-			continue
+			prev := c.in.LastGoodSecrets[key]
+			var prevCert *tls.Certificate
+			if prev != nil {
+				prevCert, _ = keyPair(prev)
+			}
+			if prevCert == nil {
+				c.ref(lr, ReasonInvalidCertificate, "Secret %s (listener %s certificateRefs): %v", ref.Name, lr.Name, err)
+				continue
+			}
+			c.ref(lr, ReasonInvalidCertificate, "Secret %s (listener %s certificateRefs): %v; still serving its previous certificate", ref.Name, lr.Name, err)
+			cert, s = prevCert, prev
 		}
+		c.good[key] = s
 		out.Certificates = append(out.Certificates, snapshot.Certificate{Source: "secret/" + ref.Name, Certificate: cert})
 	}
 	return out, len(out.Certificates) > 0
