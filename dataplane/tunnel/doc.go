@@ -82,16 +82,23 @@
 // for the idle timeout (default 60s) is closed with 4001 (idle).
 //
 // Keepalive: each end sends a ping (RFC 6455 §5.5.2) every interval
-// (default 20s) and expects its pong within the pong timeout (default 10s).
-// An end that has heard nothing at all from its peer (no data, ping or pong)
-// for an interval plus the timeout when a ping fails treats the peer as dead
-// and closes the connection without a handshake; a dead peer is therefore
-// found within two intervals plus the timeout. Because the WebSocket
-// library answers pings from its reader, an end whose own reader is blocked
-// handing data to a slow local consumer does not judge its peer: the
-// stall is its own. Pings and pongs also keep idle NAT and proxy
-// mappings open.
+// (default 20s), on schedule whether or not earlier ones were answered, and
+// expects each pong within the pong timeout (default 10s). An end takes
+// its peer for dead when a ping fails while it was reading and nothing at
+// all (data, ping or pong) has come from the peer for an interval plus the
+// timeout; it then closes the connection without a handshake. A dead peer
+// is found within two intervals plus the timeout. Pings and pongs also keep
+// idle NAT and proxy mappings open.
 //
-// Shutdown: an end that is going away (a client stopped by SIGINT) closes
-// with 1001 (Going Away).
+// Control frames are written only when they cannot block: no data write in
+// progress and, where the socket can be asked (Linux), its send buffer less
+// than a quarter full. The WebSocket library closes a connection whose
+// control frame misses its deadline, so a ping or pong queued behind a
+// peer that does not read (a slow consumer behind it) would cut a live
+// tunnel. Such a peer gets no pings or pongs until it reads again, and
+// shows that it is alive with its own pings.
+//
+// Shutdown: an end that is going away (a client stopped by SIGINT, SIGTERM
+// or SIGHUP, which ssh sends its ProxyCommand) closes with 1001 (Going
+// Away); the stream is cut, and the server counts the tunnel as closed.
 package tunnel

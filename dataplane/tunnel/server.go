@@ -41,7 +41,7 @@ type Options struct {
 	// BufferPool provides the copy buffers of TCP tunnels (*[]byte, at
 	// least 4 KiB; a chunk read is one message). A buffer is held only
 	// while a direction moves bytes, never while it waits. Nil uses a pool
-	// of 64 KiB buffers.
+	// of 256 KiB buffers.
 	BufferPool *sync.Pool
 
 	// Report, when set, is called once for every request the Handler

@@ -229,7 +229,7 @@ func (s *Stream) writeMessage(p []byte) error {
 	if s.cw == nil {
 		return s.c.Write(context.Background(), websocket.MessageBinary, p)
 	}
-	s.cw.begin()
+	s.cw.begin(len(p))
 	err := s.c.Write(context.Background(), websocket.MessageBinary, p)
 	if ferr := s.cw.end(); err == nil {
 		err = ferr

@@ -117,14 +117,19 @@ func (b *upgradedBody) Write(p []byte) (int, error) { return b.cw.Write(p) }
 func (b *upgradedBody) Close() error                { return b.cw.Close() }
 
 // coalesceLimit is how much a coalescer gathers before it writes anyway.
-const coalesceLimit = 128 << 10
+const coalesceLimit = 512 << 10
 
-var coalesceBuffers = sync.Pool{New: func() any { b := make([]byte, 0, coalesceLimit+8<<10); return &b }}
+// coalesceBuffers hold a message's frames: small messages (keystrokes,
+// datagrams) take a small buffer, bulk chunks a large one.
+var (
+	coalesceSmall = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+	coalesceLarge = sync.Pool{New: func() any { b := make([]byte, 0, coalesceLimit+8<<10); return &b }}
+)
 
 // coalescer gathers the writes the WebSocket library makes of one message
 // and sends them as one. A client masks its frames (RFC 6455 §5.3), which
-// the library does through a 4 KiB buffer, writing each piece: a 64 KiB
-// message would cost 16 system calls (and 16 TLS records). Between begin
+// the library does through a 4 KiB buffer, writing each piece: a 256 KiB
+// message would cost 64 system calls (and 64 TLS records). Between begin
 // and end the pieces are gathered (up to coalesceLimit); outside, writes
 // (pings and pongs) go straight through. A buffer is held only between
 // begin and end.
@@ -133,10 +138,17 @@ type coalescer struct {
 	gather atomic.Bool
 	mu     sync.Mutex
 	bp     *[]byte
+	pool   *sync.Pool // where bp comes from
+	large  bool       // the message being gathered is big
 }
 
-// begin starts gathering a message.
-func (w *coalescer) begin() { w.gather.Store(true) }
+// begin starts gathering a message of size bytes.
+func (w *coalescer) begin(size int) {
+	w.mu.Lock()
+	w.large = size > 12<<10
+	w.mu.Unlock()
+	w.gather.Store(true)
+}
 
 // end sends what was gathered.
 func (w *coalescer) end() error {
@@ -156,7 +168,11 @@ func (w *coalescer) Write(p []byte) (int, error) {
 		return w.Conn.Write(p)
 	}
 	if w.bp == nil {
-		w.bp = coalesceBuffers.Get().(*[]byte)
+		w.pool = &coalesceSmall
+		if w.large {
+			w.pool = &coalesceLarge
+		}
+		w.bp = w.pool.Get().(*[]byte)
 	}
 	*w.bp = append(*w.bp, p...)
 	if len(*w.bp) >= coalesceLimit {
@@ -175,7 +191,7 @@ func (w *coalescer) flushLocked() error {
 	w.bp = nil
 	_, err := w.Conn.Write(*bp)
 	*bp = (*bp)[:0]
-	coalesceBuffers.Put(bp)
+	w.pool.Put(bp)
 	return err
 }
 

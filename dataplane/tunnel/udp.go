@@ -61,7 +61,7 @@ func (d *datagrams) Send(p []byte) error {
 	if d.cw == nil {
 		return d.c.Write(context.Background(), websocket.MessageBinary, p)
 	}
-	d.cw.begin()
+	d.cw.begin(len(p))
 	err := d.c.Write(context.Background(), websocket.MessageBinary, p)
 	if ferr := d.cw.end(); err == nil {
 		err = ferr
