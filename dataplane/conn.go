@@ -301,5 +301,5 @@ func (p *prefixConn) CloseWrite() error {
 	if hc, ok := p.Conn.(interface{ CloseWrite() error }); ok {
 		return hc.CloseWrite()
 	}
-	return p.Conn.Close()
+	return p.Close()
 }
