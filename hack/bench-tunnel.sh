@@ -14,6 +14,7 @@
 #   hack/bench-tunnel.sh                 # 3 repeats
 #   REPS=1 TPUT=256MiB hack/bench-tunnel.sh
 #   PEERS="direct portmux-tunnel" hack/bench-tunnel.sh
+#   IDLE=2000 hack/bench-tunnel.sh       # also memory per idle tunnel (both ends), in the 1-stream table
 #
 # Output: bin/bench-tunnel/results-{1,16}.jsonl and results-{1,16}-table.md.
 # Needs: Go, Node.js and npm (wstunnel is installed into bin/bench-tunnel).
@@ -102,7 +103,9 @@ for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
   for peer in $PEERS; do
     echo "--- $peer" >&2
-    run "$peer" 1 tput,conn-ssh
+    scen=tput,conn-ssh
+    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ]; then scen=$scen,idle-$IDLE; fi
+    run "$peer" 1 "$scen"
     run "$peer" 16 tput
   done
 done

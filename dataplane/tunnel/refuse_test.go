@@ -180,6 +180,9 @@ func TestUnreachableTargetIsABadGateway(t *testing.T) {
 	if !errors.As(err, &re) || re.Status != http.StatusBadGateway || !strings.Contains(re.Message, "gone:1") {
 		t.Fatalf("%v, want 502 naming the target", err)
 	}
+	if strings.Contains(re.Message, dead) {
+		t.Fatalf("the 502 tells the client the endpoint: %q", re.Message)
+	}
 	m.waitTunnels(t, tunnel.OutcomeDialError, 1)
 
 	// A 502 may pass (an endpoint coming up): a local connection's

@@ -160,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if udp {
 		up, ep, err := h.dialUDP(r.Context(), tt)
 		if err != nil {
-			h.refuse(w, rep, &refusal{http.StatusBadGateway, OutcomeDialError, "cannot reach " + rep.Target + ": " + err.Error()})
+			h.refuse(w, rep, unreachable(rep.Target))
 			rep.Err = err
 			return
 		}
@@ -177,7 +177,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	up, ep, err := tt.dialer.Dial(r.Context(), tt.Backend.Endpoints)
 	if err != nil {
-		h.refuse(w, rep, &refusal{http.StatusBadGateway, OutcomeDialError, "cannot reach " + rep.Target + ": " + err.Error()})
+		h.refuse(w, rep, unreachable(rep.Target))
 		rep.Err = err
 		return
 	}
@@ -190,6 +190,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rep.Status = http.StatusSwitchingProtocols
 	h.serveTCP(c, live, up, rep, r)
+}
+
+// unreachable is the 502 answer. It names the target the client asked for
+// but not the endpoints or the dial error: those are the cluster's
+// business, and go to the log.
+func unreachable(target string) *refusal {
+	return &refusal{http.StatusBadGateway, OutcomeDialError, fmt.Sprintf("cannot reach %q: no endpoint answered", target)}
 }
 
 // check decides whether the request may have a tunnel, in an order that
