@@ -99,8 +99,26 @@ test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a rea
 helm-lint: helm ## Lint the chart (test/chart also lints it, renders it and dry-runs it on the API server).
 	$(HELM) lint --strict $(CHART_DIR)
 
+# The kind e2e's node image: kind's own (E2E_NODE_IMAGE_OFFICIAL, the test's
+# default) when it is present or can be pulled, else the one
+# hack/kind-node-image.sh builds from Debian packages and the Go module proxy
+# (cached; a cold build compiles for a long while), with the cluster config
+# patches it needs and its Debian base for the peers image. Setting
+# PORTMUX_E2E_NODE_IMAGE skips all this. Without a Docker engine the test
+# skips (hack/kindnode/dockerd.sh starts one).
+E2E_NODE_IMAGE_OFFICIAL ?= kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
+E2E_PEERS_BASE_OFFICIAL ?= debian:bookworm-slim
+
 .PHONY: test-e2e
-test-e2e: helm kind ## Run the kind e2e suite (test/e2e, tag e2e): image, chart, cluster, traffic. Skips without Docker or a node image.
+test-e2e: helm kind ## Run the kind e2e suite (test/e2e, tag e2e): image, chart, cluster, traffic. Skips without Docker.
+	@have() { $(DOCKER) image inspect "$$1" >/dev/null 2>&1 || $(DOCKER) pull -q "$$1" >/dev/null 2>&1; }; \
+	if [ -z "$$PORTMUX_E2E_NODE_IMAGE" ] && $(DOCKER) info >/dev/null 2>&1 && ! have "$(E2E_NODE_IMAGE_OFFICIAL)"; then \
+	  echo "test-e2e: $(E2E_NODE_IMAGE_OFFICIAL) unavailable: using hack/kind-node-image.sh's node image"; \
+	  PORTMUX_E2E_NODE_IMAGE=$$(KIND_VERSION=$(KIND_VERSION) hack/kind-node-image.sh); \
+	  export PORTMUX_E2E_NODE_IMAGE PORTMUX_E2E_KIND_CONFIG=$${PORTMUX_E2E_KIND_CONFIG:-$(CURDIR)/hack/kindnode/kind-config.yaml}; \
+	  if [ -z "$$PORTMUX_E2E_PEERS_BASE" ] && ! have "$(E2E_PEERS_BASE_OFFICIAL)"; then export PORTMUX_E2E_PEERS_BASE=portmux.local/debian:bookworm; fi; \
+	fi; \
+	echo "test-e2e: node image $${PORTMUX_E2E_NODE_IMAGE:-the test default}"; \
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" KIND="$(KIND)" \
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ -run '^TestKind'
 

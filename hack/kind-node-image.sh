@@ -202,7 +202,8 @@ if ! bins_complete "$bin_dir"; then
 		out=$("$tmp_bin/$c" --version 2>&1 || "$tmp_bin/$c" version -o short 2>&1) || true
 		[[ $out == *"$k8s_version"* ]] || die "$c reports '$out', expected $k8s_version"
 	done
-	"$tmp_bin/coredns" -version | grep -q "${coredns_version#v}" || die "coredns does not report $coredns_version"
+	out=$("$tmp_bin/coredns" -version 2>&1) || true
+	[[ $out == *"${coredns_version#v}"* ]] || die "coredns reports '$out', expected $coredns_version"
 	chmod 0755 "$tmp_bin"
 	rm -rf "$bin_dir"
 	mv "$tmp_bin" "$bin_dir"
