@@ -55,6 +55,9 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 		},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       s.opt.IdleTimeout,
+		// Not nil: no HTTP/2 set-up for a connection that is HTTP/1.1
+		// and about to be taken over (it cost an allocation per tunnel).
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				ln.finish()

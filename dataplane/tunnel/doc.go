@@ -84,11 +84,12 @@
 // Keepalive: each end sends a ping (RFC 6455 §5.5.2) every interval
 // (default 20s), on schedule whether or not earlier ones were answered, and
 // expects each pong within the pong timeout (default 10s). An end takes
-// its peer for dead when a ping fails while it was reading and nothing at
-// all (data, ping or pong) has come from the peer for an interval plus the
-// timeout; it then closes the connection without a handshake. A dead peer
-// is found within two intervals plus the timeout. Pings and pongs also keep
-// idle NAT and proxy mappings open.
+// its peer for dead when a ping fails and nothing at all (data, ping or
+// pong) has come from the peer for an interval plus the timeout while the
+// end was reading all that time; it then closes the connection without a
+// handshake. A dead peer is found within two intervals plus the timeout of
+// the end's last read. Pings and pongs also keep idle NAT and proxy
+// mappings open.
 //
 // Control frames are written only when they cannot block: no data write in
 // progress and, where the socket can be asked (Linux), its send buffer less

@@ -26,10 +26,11 @@ type liveness struct {
 	// data is the time (UnixNano) a datagram last went either way, for the
 	// UDP idle timeout.
 	data atomic.Int64
-	// busy is true while nobody reads the connection (before the first
-	// read, and while the reader hands data to a slow consumer): pongs
+	// reading is the time (UnixNano) the reader began waiting for the
+	// peer, or 0 while nobody reads the connection (before the first read,
+	// and while the reader hands data to a slow consumer): then pongs
 	// cannot arrive, and the peer is not to blame.
-	busy atomic.Bool
+	reading atomic.Int64
 	// dead is set once the watchdog has found the peer dead.
 	dead atomic.Bool
 	// writing counts data writes in progress.
@@ -81,11 +82,14 @@ func newLiveness() *liveness {
 	now := time.Now().UnixNano()
 	l.heard.Store(now)
 	l.data.Store(now)
-	l.busy.Store(true)
 	return l
 }
 
 func (l *liveness) markHeard() { l.heard.Store(time.Now().UnixNano()) }
+
+// startRead and endRead bracket every read from the connection.
+func (l *liveness) startRead() { l.reading.Store(time.Now().UnixNano()) }
+func (l *liveness) endRead()   { l.reading.Store(0) }
 func (l *liveness) markData()  { l.data.Store(time.Now().UnixNano()) }
 
 func since(t *atomic.Int64) time.Duration { return time.Duration(time.Now().UnixNano() - t.Load()) }
@@ -100,7 +104,8 @@ func (l *liveness) onPing(context.Context, []byte) bool {
 func (l *liveness) onPong(context.Context, []byte) { l.markHeard() }
 
 // watchdog pings the peer and enforces the UDP idle timeout for one
-// connection.
+// connection. It runs on a timer: an idle tunnel costs no goroutine, and
+// each ping waits for its pong on a short-lived one.
 type watchdog struct {
 	// interval between pings; zero or negative: no pings.
 	interval time.Duration
@@ -110,104 +115,136 @@ type watchdog struct {
 	// never.
 	idle time.Duration
 	live *liveness
+
+	c        *websocket.Conn
+	ctx      context.Context // cancelled by stop: ends pending pings
+	cancel   context.CancelFunc
+	mu       sync.Mutex // guards the fields below, held while a tick runs
+	timer    *time.Timer
+	stopped  bool
+	nextPing time.Time
+	pending  int // pings waiting for their pong
+	maxPings int
+	pings    sync.WaitGroup
+	// verdict is ErrDeadPeer or errIdle once the watchdog has closed the
+	// connection.
+	verdict atomic.Pointer[error]
 }
 
-// run watches c until ctx is done or the peer is found dead or idle. In
-// those two cases it closes c and returns ErrDeadPeer or errIdle;
-// otherwise nil.
+// start watches c until the returned function is called; that function
+// stops the watchdog, waits for its pings, and returns ErrDeadPeer or
+// errIdle when the watchdog closed the connection (the same on every
+// call). It must be called.
 //
-// Pings go out on a fixed schedule, each waiting for its pong in its own
-// goroutine, so that a peer that cannot answer still sees our pings every
-// interval (they are its evidence that we are alive).
-func (w *watchdog) run(ctx context.Context, c *websocket.Conn) error {
+// Pings go out on a fixed schedule, each waiting for its pong on its own,
+// so that a peer that cannot answer still sees our pings every interval
+// (they are its evidence that we are alive).
+func (w *watchdog) start(c *websocket.Conn) (stop func() error) {
 	if w.interval <= 0 && w.idle <= 0 {
-		<-ctx.Done()
-		return nil
+		return func() error { return nil }
 	}
-	maxPings := 1
+	w.c = c
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.maxPings = 1
 	if w.interval > 0 {
-		maxPings += int(w.timeout / w.interval)
+		w.maxPings += int(w.timeout / w.interval)
 	}
-	results := make(chan error, maxPings)
-	pending := 0
-	var pings sync.WaitGroup
-	defer pings.Wait() // each ends at its timeout, or at once when ctx is done
-	pctx, cancelPings := context.WithCancel(ctx)
-	defer cancelPings()
+	w.mu.Lock()
+	w.nextPing = time.Now().Add(w.interval)
+	w.timer = time.AfterFunc(w.untilWake(), w.tick)
+	w.mu.Unlock()
+	return sync.OnceValue(func() error {
+		w.mu.Lock()
+		w.stopped = true
+		w.timer.Stop()
+		w.mu.Unlock()
+		w.cancel()
+		w.pings.Wait()
+		if e := w.verdict.Load(); e != nil {
+			return *e
+		}
+		return nil
+	})
+}
 
-	dead := func() error {
-		w.live.dead.Store(true)
-		_ = c.CloseNow()
-		return ErrDeadPeer
+// untilWake is the time to the next ping or idle deadline. w.mu is held.
+func (w *watchdog) untilWake() time.Duration {
+	wake := time.Now().Add(time.Hour)
+	if w.interval > 0 {
+		wake = w.nextPing
 	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	nextPing := time.Now().Add(w.interval)
-	for {
-		wake := nextPing
-		if w.interval <= 0 {
-			wake = time.Now().Add(time.Hour)
+	if w.idle > 0 {
+		if d := time.Unix(0, w.live.data.Load()).Add(w.idle); d.Before(wake) {
+			wake = d
 		}
-		if w.idle > 0 {
-			if d := time.Unix(0, w.live.data.Load()).Add(w.idle); d.Before(wake) {
-				wake = d
-			}
-		}
-		timer.Reset(time.Until(wake))
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-results:
-			pending--
-			if err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && w.silent() {
-				return dead()
-			}
-			continue
-		case <-timer.C:
-		}
-		if w.idle > 0 && since(&w.live.data) >= w.idle {
-			_ = c.Close(CloseIdle, "idle")
-			return errIdle
-		}
-		if w.interval <= 0 || time.Now().Before(nextPing) {
-			continue
-		}
-		nextPing = time.Now().Add(w.interval)
+	}
+	return time.Until(wake)
+}
+
+func (w *watchdog) tick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.verdict.Load() != nil {
+		return
+	}
+	if w.idle > 0 && since(&w.live.data) >= w.idle {
+		e := errIdle
+		w.verdict.Store(&e)
+		_ = w.c.Close(CloseIdle, "idle")
+		return
+	}
+	if w.interval > 0 && !time.Now().Before(w.nextPing) {
+		w.nextPing = time.Now().Add(w.interval)
 		switch {
 		case !w.live.canWriteControl():
 			// We cannot ask. A peer that keeps its own keepalive shows it
 			// is alive by pinging us; one that does not may just be busy.
 			if w.live.pinged.Load() && w.silent() {
-				return dead()
+				w.dead()
+				return
 			}
-		case pending < maxPings:
-			pending++
-			pings.Add(1)
-			go func() {
-				defer pings.Done()
-				ctx, cancel := context.WithTimeout(pctx, w.timeout)
-				defer cancel()
-				results <- c.Ping(ctx)
-			}()
+		case w.pending < w.maxPings:
+			w.pending++
+			w.pings.Add(1)
+			go w.ping()
 		}
+	}
+	w.timer.Reset(w.untilWake())
+}
+
+// ping sends one ping and judges the peer if no pong comes.
+func (w *watchdog) ping() {
+	defer w.pings.Done()
+	ctx, cancel := context.WithTimeout(w.ctx, w.timeout)
+	err := w.c.Ping(ctx)
+	cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending--
+	if err != nil && !w.stopped && w.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) &&
+		w.verdict.Load() == nil && w.silent() {
+		w.dead()
 	}
 }
 
-// silent reports whether the peer is to blame for its silence: we are
-// reading (else its answers could not arrive) and nothing at all has come
-// from it for an interval plus the pong timeout.
-func (w *watchdog) silent() bool {
-	return !w.live.busy.Load() && since(&w.live.heard) >= w.interval+w.timeout
+// dead closes the connection of a peer found dead. w.mu is held.
+func (w *watchdog) dead() {
+	w.live.dead.Store(true)
+	e := ErrDeadPeer
+	w.verdict.Store(&e)
+	_ = w.c.CloseNow()
 }
 
-// start runs the watchdog in a goroutine; the returned function stops it
-// and returns its result (the same on every call). It must be called.
-func (w *watchdog) start(c *websocket.Conn) (stop func() error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.run(ctx, c) }()
-	return sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
+// silent reports whether the peer is to blame for its silence: nothing at
+// all has come from it for an interval plus the pong timeout, and all that
+// time we were reading (else its answers could not arrive: a reader that
+// was stuck on a slow consumer and has just come back has not yet seen
+// what waits in the socket).
+func (w *watchdog) silent() bool {
+	window := w.interval + w.timeout
+	if since(&w.live.heard) < window {
+		return false
+	}
+	start := w.live.reading.Load()
+	return start != 0 && time.Duration(time.Now().UnixNano()-start) >= window
 }

@@ -87,7 +87,7 @@ func (s *Stream) awaitMessage() error {
 	if s.r != nil {
 		return nil
 	}
-	s.live.busy.Store(false)
+	s.live.startRead()
 	typ, r, err := s.c.Reader(context.Background())
 	if err != nil {
 		s.rerr = s.readError(err)
@@ -95,7 +95,7 @@ func (s *Stream) awaitMessage() error {
 	}
 	s.live.markHeard()
 	// Until the next read nobody reads the connection: pongs wait.
-	s.live.busy.Store(true)
+	s.live.endRead()
 	if typ != websocket.MessageBinary {
 		_ = s.c.Close(websocket.StatusUnsupportedData, "binary messages only")
 		s.rerr = errTextMessage
@@ -112,7 +112,7 @@ func (s *Stream) readMessage(p []byte) (int, error) {
 	if s.r == nil {
 		return 0, s.rerr
 	}
-	s.live.busy.Store(false)
+	s.live.startRead()
 	n, err := s.r.Read(p)
 	s.rn += n
 	if n > 0 {
@@ -135,7 +135,7 @@ func (s *Stream) readMessage(p []byte) (int, error) {
 		s.rerr = s.readError(err)
 		return n, s.rerr
 	}
-	s.live.busy.Store(true)
+	s.live.endRead()
 	return n, nil
 }
 

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -89,7 +90,14 @@ func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if h, ok := ctx.Value(handshakeKey{}).(*handshakeConns); ok {
 		h.raw, h.cw = raw, cw
 	}
-	resp.Body = &upgradedBody{br: br, cw: cw}
+	// The WebSocket library reads through a buffer of its own: keep what
+	// net/http's reader holds beyond the answer, and let it go.
+	var r io.Reader = conn
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		r = io.MultiReader(bytes.NewReader(append([]byte(nil), b...)), conn)
+	}
+	resp.Body = &upgradedBody{r: r, cw: cw}
 	return resp, nil
 }
 
@@ -105,14 +113,14 @@ func (b *closeConnBody) Close() error {
 }
 
 // upgradedBody is the connection after a 101, as the WebSocket library
-// wants it: reads go through what net/http buffered, writes through the
-// coalescer.
+// wants it: reads start with what net/http had read ahead, writes go
+// through the coalescer.
 type upgradedBody struct {
-	br *bufio.Reader
+	r  io.Reader
 	cw *coalescer
 }
 
-func (b *upgradedBody) Read(p []byte) (int, error)  { return b.br.Read(p) }
+func (b *upgradedBody) Read(p []byte) (int, error)  { return b.r.Read(p) }
 func (b *upgradedBody) Write(p []byte) (int, error) { return b.cw.Write(p) }
 func (b *upgradedBody) Close() error                { return b.cw.Close() }
 

@@ -27,7 +27,7 @@ func newDatagrams(c *websocket.Conn, live *liveness) *datagrams {
 
 // Receive reads one datagram into buf (at least maxDatagram bytes).
 func (d *datagrams) Receive(buf []byte) (int, error) {
-	d.live.busy.Store(false)
+	d.live.startRead()
 	typ, r, err := d.c.Reader(context.Background())
 	if err != nil {
 		return 0, err
@@ -49,7 +49,7 @@ func (d *datagrams) Receive(buf []byte) (int, error) {
 		}
 	}
 	d.live.markData()
-	d.live.busy.Store(true) // until the next Receive
+	d.live.endRead() // until the next Receive
 	return n, nil
 }
 
