@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,7 +43,7 @@ type routeConfig struct {
 	tunnel http.Handler
 }
 
-func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets) *config {
+func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive time.Duration) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
@@ -59,7 +60,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets) *co
 				down:  m.bytes.WithLabelValues(l.Name, r.Name, "down"),
 			}
 			if r.Backend != nil {
-				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout}
+				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout, KeepAlive: keepAlive}
 				if r.Backend.Mode == snapshot.ModeHTTP {
 					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
 				}

@@ -90,12 +90,6 @@ func NewServer(opt Options) *Server {
 	if opt.Metrics == nil {
 		opt.Metrics = NewMetrics(nil)
 	}
-	if opt.Listen == nil {
-		opt.Listen = func(ctx context.Context, address string) (net.Listener, error) {
-			var lc net.ListenConfig
-			return lc.Listen(ctx, "tcp", address)
-		}
-	}
 	s := &Server{
 		opt:   opt,
 		log:   opt.Log,
@@ -112,10 +106,17 @@ func NewServer(opt Options) *Server {
 			s.parker = pk
 		}
 	}
+	if s.opt.Listen == nil {
+		keepAlive := s.keepAlive()
+		s.opt.Listen = func(ctx context.Context, address string) (net.Listener, error) {
+			lc := net.ListenConfig{KeepAlive: keepAlive}
+			return lc.Listen(ctx, "tcp", address)
+		}
+	}
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
 	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.tickets = newSessionTickets()
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive()))
 	return s
 }
 
@@ -133,7 +134,7 @@ func bindKey(l *snapshot.Listener) string {
 // returns the bind error of every listener that could not be bound, by
 // listener name; the rest of the snapshot is served regardless.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	cfg := newConfig(snap, s.m, s.tickets)
+	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive())
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
@@ -247,6 +248,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cfg.Load().closeIdle()
 	s.closeParker()
 	return ctx.Err()
+}
+
+// keepAlive is the TCP keepalive setting for accepted and dialled sockets:
+// off when the Parker turns it on for sockets that idle, Go's default
+// otherwise.
+func (s *Server) keepAlive() time.Duration {
+	if s.parker != nil {
+		return -1
+	}
+	return 0
 }
 
 func (s *Server) closeParker() {

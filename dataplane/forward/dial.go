@@ -16,6 +16,10 @@ type Dialer struct {
 	// Timeout bounds each attempt. Zero means 5s.
 	Timeout time.Duration
 
+	// KeepAlive is net.Dialer's: 0 for Go's default, negative to leave TCP
+	// keepalive off (a Parker turns it on when the connection idles).
+	KeepAlive time.Duration
+
 	// next is the round-robin cursor; it only grows.
 	next atomic.Uint64
 }
@@ -37,7 +41,7 @@ func (d *Dialer) Dial(ctx context.Context, endpoints []string) (net.Conn, string
 	}
 	start := d.next.Add(1) - 1
 	var errs []error
-	nd := net.Dialer{Timeout: timeout}
+	nd := net.Dialer{Timeout: timeout, KeepAlive: d.KeepAlive}
 	for i := range len(endpoints) {
 		ep := endpoints[(start+uint64(i))%uint64(len(endpoints))]
 		c, err := nd.DialContext(ctx, "tcp", ep)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func newParker(t *testing.T) *Parker {
@@ -180,4 +182,87 @@ func TestManyPipesParkAndWakeConcurrently(t *testing.T) {
 	}
 	wg.Wait()
 	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
+
+// A socket gets TCP keepalive when its direction first parks, so owners can
+// accept and dial without it and short connections skip the system calls.
+func TestParkedSocketsGetKeepAlive(t *testing.T) {
+	pk := newParker(t)
+	pair := func() (*net.TCPConn, *net.TCPConn) {
+		lc := net.ListenConfig{KeepAlive: -1}
+		ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		d := net.Dialer{KeepAlive: -1}
+		a, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.(*net.TCPConn), b.(*net.TCPConn)
+	}
+	keepAlive := func(c *net.TCPConn) int {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		_ = raw.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE) })
+		return v
+	}
+	client, muxClient := pair()
+	muxBackend, backend := pair()
+	defer client.Close()
+	defer backend.Close()
+	if keepAlive(muxClient) != 0 || keepAlive(muxBackend) != 0 {
+		t.Fatal("test sockets start with keepalive on")
+	}
+	done := make(chan Result, 1)
+	Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	if keepAlive(muxClient) != 1 || keepAlive(muxBackend) != 1 {
+		t.Fatalf("keepalive after parking: client side %d, backend side %d", keepAlive(muxClient), keepAlive(muxBackend))
+	}
+	client.Close()
+	backend.Close()
+	<-done
+}
+
+// A bulk transfer to a slow receiver holds splice longer than the parking
+// threshold (the read deadline): the stream must go on, whole.
+func TestBulkToASlowReceiverOutlastsTheThreshold(t *testing.T) {
+	pk := newParker(t)
+	client, backend, done := proxied(t, Options{Parker: pk, BufferPool: &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}})
+	defer client.Close()
+	defer backend.Close()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	go func() {
+		_, _ = client.Write(payload)
+		_ = client.CloseWrite()
+	}()
+	var got bytes.Buffer
+	buf := make([]byte, 256<<10)
+	// Let the mux's receive queue fill (more than a splice pipe holds)
+	// before reading, then read slower than the 20ms threshold.
+	time.Sleep(300 * time.Millisecond)
+	for {
+		time.Sleep(30 * time.Millisecond)
+		n, err := backend.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	if !bytes.Equal(got.Bytes(), payload) {
+		t.Fatalf("received %d of %d bytes", got.Len(), len(payload))
+	}
+	backend.Close()
+	if r := <-done; r.Err != nil {
+		t.Fatalf("pipe error: %v", r.Err)
+	}
 }

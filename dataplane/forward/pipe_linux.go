@@ -29,6 +29,8 @@ type tcpState struct {
 	expired bool
 	// deadline: a read deadline is set on src.
 	deadline bool
+	// keepalive: src has TCP keepalive (set when it first parks).
+	keepalive bool
 }
 
 // tcp forwards between two TCP sockets. While it waits it holds no buffer:
@@ -104,6 +106,15 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			p.touch()
 		}
 		if err != nil {
+			// The read deadline armed for the wait also bounds splice's
+			// reads: a slow receiver can hold the transfer past it. Splice
+			// only reads into an empty pipe, so nothing is lost: go on.
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if p.idleExpired() {
+					return false, errIdle
+				}
+				continue
+			}
 			return false, err
 		}
 		if n == 0 {
