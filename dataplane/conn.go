@@ -185,8 +185,19 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 	_ = c.SetReadDeadline(end)
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 
+	limit := lc.MaxProbeBytes
+	if limit <= 0 || limit > snapshot.DefaultMaxProbeBytes {
+		limit = snapshot.DefaultMaxProbeBytes
+	}
+	// Bytes already read (past a PROXY header) are never dropped.
+	limit = max(limit, min(len(pre), snapshot.DefaultMaxProbeBytes))
+
+	var bp *[]byte
+	n := 0
 	if tc, ok := c.(*net.TCPConn); ok && len(pre) == 0 {
-		n, err := forward.WaitReadable(tc)
+		// No buffer while the client is silent; one read once it speaks.
+		var err error
+		bp, n, err = forward.ReadOrWait(tc, &s.probeBufs, limit)
 		switch {
 		case isTimeout(err):
 			return nil, nil, decide(nil, true), nil
@@ -195,17 +206,11 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 		case n == 0:
 			return nil, nil, route.Decision{}, errClientLeft
 		}
+	} else {
+		bp = s.probeBufs.Get().(*[]byte)
+		n = copy((*bp)[:limit], pre)
 	}
-
-	bp := s.probeBufs.Get().(*[]byte)
-	limit := lc.MaxProbeBytes
-	if limit <= 0 || limit > len(*bp) {
-		limit = len(*bp)
-	}
-	// Bytes already read (past a PROXY header) are never dropped.
-	limit = max(limit, min(len(pre), len(*bp)))
 	buf := (*bp)[:limit]
-	n := copy(buf, pre)
 	for {
 		d := decide(buf[:n], false)
 		if !d.NeedMore {

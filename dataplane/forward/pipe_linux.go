@@ -7,8 +7,6 @@ import (
 	"os"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // smallRead is how much one direction reads through user space before it
@@ -55,7 +53,7 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			return false, err
 		}
 		if !d.bulk {
-			bp, n, err := p.readOrWait(d.raw)
+			bp, n, err := readOrWait(d.raw, p.getBuf, p.putBuf, smallRead)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					if p.idleExpired() {
@@ -142,40 +140,4 @@ func (d *dir) armDeadline(src *net.TCPConn) error {
 	}
 	d.deadline = true
 	return src.SetReadDeadline(time.Now().Add(wait))
-}
-
-// readOrWait reads at most smallRead bytes without blocking, waiting in the
-// poller (with no buffer held) until there is something to read. n == 0
-// means end of stream.
-func (p *pipe) readOrWait(raw syscall.RawConn) (*[]byte, int, error) {
-	var (
-		bp    *[]byte
-		n     int
-		opErr error
-	)
-	err := raw.Read(func(fd uintptr) bool {
-		bp = p.getBuf()
-		var err error
-		n, err = unix.Read(int(fd), (*bp)[:smallRead])
-		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
-			p.putBuf(bp)
-			bp = nil
-			return false
-		case err != nil:
-			opErr = err
-			n = 0
-		}
-		return true
-	})
-	if err == nil {
-		err = opErr
-	}
-	if err != nil || n == 0 {
-		if bp != nil {
-			p.putBuf(bp)
-		}
-		return nil, 0, err
-	}
-	return bp, n, nil
 }

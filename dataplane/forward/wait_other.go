@@ -3,7 +3,10 @@
 package forward
 
 import (
+	"errors"
+	"io"
 	"net"
+	"sync"
 	"syscall"
 )
 
@@ -14,3 +17,22 @@ func waitReadable(syscall.RawConn) (int, error) { return 1 << 20, nil }
 // WaitReadable on this platform cannot wait without reading: it reports a
 // full chunk at once and the caller's read blocks instead.
 func WaitReadable(*net.TCPConn) (int, error) { return 1 << 20, nil }
+
+// ReadOrWait reads into a pooled buffer; on this platform the buffer is held
+// while the read waits.
+func ReadOrWait(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error) {
+	bp := pool.Get().(*[]byte)
+	buf := *bp
+	if limit > 0 && limit < len(buf) {
+		buf = buf[:limit]
+	}
+	n, err := c.Read(buf)
+	if n == 0 {
+		pool.Put(bp)
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		return nil, 0, err
+	}
+	return bp, n, nil
+}
