@@ -35,38 +35,11 @@ import (
 	"github.com/portmux/portmux/test/hostaddr"
 )
 
-// echoBackend is a real TCP server on loopback that answers each line with
-// its name and the line, so a test can tell which backend it reached.
+// echoBackend is a real TCP server on a test address that answers each line
+// with its name and the line, so a test can tell which backend it reached.
 func echoBackend(t *testing.T, name string) (host string, port int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(hostaddr.Ensure(t)[0], "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	a := ln.Addr().(*net.TCPAddr)
-	return a.IP.String(), int32(a.Port)
+	return echoBackendOn(t, hostaddr.Ensure(t)[0], name, 0)
 }
 
 // serviceFor creates a Service with one TCP port and an EndpointSlice with
@@ -457,8 +430,8 @@ func TestBindFailureIsReported(t *testing.T) {
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 }
 
-// echoBackendOn is echoBackend on a given loopback address and port.
-func echoBackendOn(t *testing.T, host, name string, port int32) {
+// echoBackendOn is echoBackend on a given address and port (0: any).
+func echoBackendOn(t *testing.T, host, name string, port int32) (string, int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
 	if err != nil {
@@ -479,11 +452,15 @@ func echoBackendOn(t *testing.T, host, name string, port int32) {
 					if err != nil {
 						return
 					}
-					fmt.Fprintf(c, "%s:%s", name, line)
+					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
+						return
+					}
 				}
 			}()
 		}
 	}()
+	a := ln.Addr().(*net.TCPAddr)
+	return a.IP.String(), int32(a.Port)
 }
 
 func selfSigned(t *testing.T, name string) (crtPEM, keyPEM []byte) {
