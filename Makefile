@@ -186,6 +186,10 @@ docker-build: build ## Build the image IMG (offline FROM scratch when the base i
 	  $(DOCKER) build -f Dockerfile.offline --build-arg VERSION="$(VERSION)" -t "$(IMG)" "$$ctx"; \
 	fi
 
+.PHONY: kind-node-image
+kind-node-image: ## Build (or reuse) the offline kind node image and its control-plane images (hack/kind-node-image.sh); prints its name.
+	@KIND_VERSION=$(KIND_VERSION) hack/kind-node-image.sh
+
 .PHONY: kind-load
 kind-load: kind ## Load the image IMG into the kind cluster KIND_CLUSTER.
 	$(KIND) load docker-image "$(IMG)" --name "$(KIND_CLUSTER)"

@@ -113,7 +113,7 @@ node_key=$(
 	{
 		printf 'kind-node-image revision %s\nkind %s\nmirror %s\n' "$NODE_REVISION" "$kind_version" "$mirror"
 		printf 'binaries %s\nenvtest %s\n' "$bin_key" "$(basename "$envtest_dir")"
-		cat "$0"
+		cat "$script_dir/$(basename "${BASH_SOURCE[0]}")"
 		find "$kn/node" -type f | LC_ALL=C sort | xargs cat
 	} | sha256
 )

@@ -39,6 +39,13 @@ systemctl stop docker.socket docker.service containerd.service 2>/dev/null || tr
 
 install -m 0755 "$here/runc-wrapper" /usr/local/sbin/portmux-runc
 
+# A dockerd that was killed (a session's processes end before CI runs) leaves
+# its pid file; dockerd refuses to start if that pid is now someone else's.
+pidfile=/var/run/docker.pid
+if [[ -f $pidfile ]] && ! grep -qx dockerd "/proc/$(cat "$pidfile")/comm" 2>/dev/null; then
+	rm -f "$pidfile"
+fi
+
 log "starting dockerd (default runtime: portmux-runc)"
 nohup dockerd --storage-driver overlay2 \
 	--add-runtime portmux-runc=/usr/local/sbin/portmux-runc --default-runtime portmux-runc \
