@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -25,12 +26,20 @@ type tunnelSlotKey struct{}
 
 // tunnelSlot receives the report of the connection's tunnel request (a
 // refusal closes the connection, an upgrade takes it over: there is at
-// most one).
-type tunnelSlot struct{ rep *tunnel.Report }
+// most one). done is closed when it has come.
+type tunnelSlot struct {
+	asked atomic.Bool // the handler got a request, so a report will come
+	once  sync.Once
+	rep   *tunnel.Report
+	done  chan struct{}
+}
 
 func recordTunnel(ctx context.Context, r *tunnel.Report) {
 	if slot, ok := ctx.Value(tunnelSlotKey{}).(*tunnelSlot); ok {
-		slot.rep = r
+		slot.once.Do(func() {
+			slot.rep = r
+			close(slot.done)
+		})
 	}
 }
 
@@ -41,13 +50,14 @@ func recordTunnel(ctx context.Context, r *tunnel.Report) {
 // connection.
 func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeConfig) {
 	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
-	slot := &tunnelSlot{}
+	slot := &tunnelSlot{done: make(chan struct{})}
 	var handlers sync.WaitGroup
 	ln := newOneConnListener(&tunnelConn{countingConn: counted, tcp: socketOf(c)})
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
 			defer handlers.Done()
+			slot.asked.Store(true)
 			rc.tunnel.ServeHTTP(w, r)
 		}),
 		BaseContext: func(net.Listener) context.Context {
@@ -65,7 +75,10 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 		},
 	}
 	_ = srv.Serve(ln)
-	handlers.Wait() // an upgraded connection is served until the tunnel ends
+	handlers.Wait()
+	if slot.asked.Load() {
+		<-slot.done // an upgraded connection is served until the tunnel ends
+	}
 
 	ev.up, ev.down = counted.in.Load(), counted.out.Load()
 	rc.up.Add(float64(ev.up))

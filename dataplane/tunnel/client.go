@@ -267,12 +267,15 @@ func (c *Client) ServeTCP(ctx context.Context, ln net.Listener, target string) e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.forwardTCP(ctx, conn, target)
+			c.forwardTCP(ctx, conn, target, &wg)
 		}()
 	}
 }
 
-func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string) {
+// forwardTCP opens the tunnel of a local connection, and hands both to a
+// fresh goroutine (tracked by wg) that carries them: the one that made
+// the handshake, deep from it, ends.
+func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string, wg *sync.WaitGroup) {
 	start := time.Now()
 	log := c.Log.WithValues("target", target, "client", conn.RemoteAddr().String())
 	s, err := c.dialRetry(ctx, target)
@@ -283,6 +286,15 @@ func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string) {
 		}
 		return
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.carryTCP(ctx, conn, s, start, log)
+	}()
+}
+
+// carryTCP relays a local connection and its tunnel until both end.
+func (c *Client) carryTCP(ctx context.Context, conn net.Conn, s *Stream, start time.Time, log logr.Logger) {
 	stop := afterFunc(ctx, func() {
 		s.closeGoingAway() // first: the server learns it was no failure
 		_ = conn.Close()

@@ -45,9 +45,11 @@ type Options struct {
 	BufferPool *sync.Pool
 
 	// Report, when set, is called once for every request the Handler
-	// answers, refused or served, after it has ended. ctx is the
-	// request's context (values set on the server's BaseContext or
-	// ConnContext are there). It runs on the request's goroutine.
+	// answers, after it has ended: a refusal before ServeHTTP returns, a
+	// tunnel when it closes (on the tunnel's goroutine, after ServeHTTP
+	// has returned). ctx is the request's context: values set on the
+	// server's BaseContext or ConnContext are there, but it may be
+	// cancelled.
 	Report func(ctx context.Context, r *Report)
 }
 
@@ -139,13 +141,23 @@ type refusal struct {
 
 func (r *refusal) Error() string { return r.msg }
 
-// ServeHTTP answers one handshake request.
+// ServeHTTP answers one handshake request. A refused request is answered
+// and reported before it returns. An upgraded one returns at once: the
+// tunnel runs on goroutines of its own (the hijacked connection belongs
+// to it, not to the HTTP server), and is reported when it ends.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rep := &Report{Start: time.Now()}
-	defer func() {
+	ctx := r.Context()
+	report := func() {
 		rep.Duration = time.Since(rep.Start)
 		if h.opt.Report != nil {
-			h.opt.Report(r.Context(), rep)
+			h.opt.Report(ctx, rep)
+		}
+	}
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			report()
 		}
 	}()
 
@@ -157,31 +169,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Dial before upgrading, so that a target that cannot be reached is a
 	// 502 the client can read, not a WebSocket that closes at once.
+	var up net.Conn
+	var err error
 	if udp {
-		up, ep, err := h.dialUDP(r.Context(), tt)
-		if err != nil {
-			h.refuse(w, rep, unreachable(rep.Target))
-			rep.Err = err
-			return
-		}
-		rep.Endpoint = ep
-		c, live, err := h.accept(w, r)
-		if err != nil {
-			_ = up.Close()
-			rep.Outcome, rep.Err = OutcomeError, err
-			return
-		}
-		rep.Status = http.StatusSwitchingProtocols
-		h.serveUDP(c, live, up, rep)
-		return
+		up, rep.Endpoint, err = h.dialUDP(ctx, tt)
+	} else {
+		up, rep.Endpoint, err = tt.dialer.Dial(ctx, tt.Backend.Endpoints)
 	}
-	up, ep, err := tt.dialer.Dial(r.Context(), tt.Backend.Endpoints)
 	if err != nil {
 		h.refuse(w, rep, unreachable(rep.Target))
 		rep.Err = err
 		return
 	}
-	rep.Endpoint = ep
 	c, live, err := h.accept(w, r)
 	if err != nil {
 		_ = up.Close()
@@ -189,7 +188,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep.Status = http.StatusSwitchingProtocols
-	h.serveTCP(c, live, up, rep, r)
+	upgraded = true
+	remote := remoteAddr(r)
+	// A fresh goroutine with a small stack carries the tunnel, and the
+	// server's goroutine, deep from parsing the request, ends.
+	go func() {
+		if udp {
+			h.serveUDP(c, live, up.(*net.UDPConn), rep)
+		} else {
+			h.serveTCP(c, live, up, rep, remote)
+		}
+		report()
+	}()
 }
 
 // unreachable is the 502 answer. It names the target the client asked for
@@ -357,8 +367,8 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 
 // serveTCP carries the stream between the client and up until both ends
 // have finished.
-func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, r *http.Request) {
-	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remoteAddr(r))
+func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr) {
+	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remote)
 	res := relay(s, up, h.opt.BufferPool)
 	rep.Up, rep.Down = res.fromStream, res.toStream
 	var re *ResetError
