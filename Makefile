@@ -141,6 +141,10 @@ bench: bench-go bench-mux bench-tls ## Run the Go benchmarks, the harness agains
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
+.PHONY: bench-tunnel
+bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm) and a direct connection (hack/bench-tunnel.sh).
+	hack/bench-tunnel.sh
+
 .PHONY: bench-mux
 bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy and sslh, interleaved (REPS, SCEN, PEERS).
 	hack/bench.sh

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -276,7 +277,7 @@ func isTimeout(err error) bool {
 }
 
 func isClosedConn(err error) bool {
-	return errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection reset by peer") || errors.Is(err, io.ErrClosedPipe)
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrClosedPipe)
 }
 
 // prefixConn replays bytes read while sniffing before reading on.
