@@ -209,9 +209,6 @@ func echo(c net.Conn) {
 	_, _ = io.Copy(io.Discard, c)
 }
 
-// discard reads until EOF.
-func discard(c net.Conn) { _, _ = io.Copy(io.Discard, c) }
-
 // udpEcho is a UDP server that sends every datagram back to its sender.
 func udpEcho(t testing.TB) *net.UDPConn {
 	t.Helper()

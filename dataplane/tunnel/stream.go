@@ -149,7 +149,7 @@ func (s *Stream) drain() {
 		for {
 			_, _, err := s.c.Reader(context.Background())
 			if err != nil {
-				if e := s.readError(err); e != io.EOF {
+				if e := s.readError(err); !errors.Is(e, io.EOF) {
 					s.peerErr.Store(&e)
 				}
 				return
