@@ -75,6 +75,7 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 		proxy.ServeHTTP(w, r)
 	})
 	ln := newOneConnListener(counted)
+	counted.onClose = ln.finish
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -182,6 +183,17 @@ type countingConn struct {
 	net.Conn
 	remote  string
 	in, out atomic.Int64
+	// onClose runs when the server closes the connection: the listener
+	// that handed it out reports closed then, whatever ConnState said.
+	onClose func()
+}
+
+// Close closes the connection and runs onClose.
+func (c *countingConn) Close() error {
+	if c.onClose != nil {
+		defer c.onClose()
+	}
+	return c.Conn.Close()
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
