@@ -31,6 +31,10 @@ type listenerConfig struct {
 	tls    *tls.Config
 	routes []routeConfig
 	sniff  prometheus.Observer
+	// clientSpeaksFirst: no connection is routed before the client has
+	// sent something (or gone silent for the probe timeout), so the
+	// kernel may hold a connection until its first bytes (deferAccept).
+	clientSpeaksFirst bool
 }
 
 type routeConfig struct {
@@ -47,7 +51,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
-		lc := &listenerConfig{Listener: l, sniff: m.sniff.WithLabelValues(l.Name)}
+		lc := &listenerConfig{Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l)}
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
 			tickets.bind(lc.tls, l.Name)
@@ -200,4 +204,21 @@ func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certifica
 		}
 	}
 	return cs[0]
+}
+
+// clientSpeaksFirst reports whether every way through the listener starts
+// with bytes from the client: a TLS handshake or a PROXY header to read, or
+// routes that need data before they match. A `timeout` route serves
+// clients that wait for the server, and an `any` route first matches at
+// once; with either, connections must be accepted while still silent.
+func clientSpeaksFirst(l *snapshot.Listener) bool {
+	if l.TLS != nil || l.ProxyProtocol {
+		return true
+	}
+	for i, r := range l.Routes {
+		if r.Match.Protocol == snapshot.Timeout || (i == 0 && r.Match.Protocol == snapshot.Any) {
+			return false
+		}
+	}
+	return true
 }

@@ -82,6 +82,9 @@ type boundListener struct {
 	key    string
 	ln     net.Listener
 	active atomic.Int64
+	// deferred: the socket waits for a client's first bytes before it
+	// accepts (deferAccept); guarded by Server.mu.
+	deferred bool
 	done   chan struct{} // closed when the accept loop has returned
 }
 
@@ -176,7 +179,15 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 			started = append(started, b)
 			s.log.Info("listening", "listener", l.Name, "address", ln.Addr().String())
 		}
-		cfg.byKey[key] = cfg.listeners[l.Name]
+		lc := cfg.listeners[l.Name]
+		cfg.byKey[key] = lc
+		if b := s.bound[key]; b.deferred != lc.clientSpeaksFirst {
+			if err := deferAccept(b.ln, lc.clientSpeaksFirst); err != nil {
+				s.log.V(1).Info("connections are accepted before their first bytes", "listener", l.Name, "reason", err.Error())
+			} else {
+				b.deferred = lc.clientSpeaksFirst
+			}
+		}
 	}
 	if old := s.cfg.Swap(cfg); old != nil {
 		old.closeIdle()

@@ -275,7 +275,11 @@ type RouteMatch struct {
 	// protocol is what the first bytes must be: ssh, tls, http, websocket,
 	// openvpn, socks5, bytes (with prefix or regex), any (every connection),
 	// or timeout (the client sent nothing within the listener's
-	// probeTimeout).
+	// probeTimeout). Route protocols where the server speaks first (SMTP,
+	// some SSH setups) with timeout: on a port with no timeout route and no
+	// any route first, the kernel holds a silent client for about a second
+	// before the dataplane sees it (TCP_DEFER_ACCEPT), so silent clients
+	// cost nothing there.
 	Protocol Protocol `json:"protocol"`
 
 	// sni lists server names a TLS ClientHello must ask for. "*.example.com"

@@ -71,14 +71,33 @@ func (h Handle) Abort() { h.p.fail(net.ErrClosed) }
 // the caller's stack grew to while it sniffed and dialled is not held for
 // the connection's life; with a Parker, an idle connection holds none.
 func Start(client, backend net.Conn, opt Options, done func(Result)) Handle {
+	h := New(client, backend, opt, done)
+	go h.p.up.run()
+	go h.p.down.run()
+	return h
+}
+
+// New prepares a pipe without running it, so the caller can make Abort
+// reachable (for a shutdown) before any byte moves. Run starts it.
+func New(client, backend net.Conn, opt Options, done func(Result)) Handle {
 	p := &pipe{opt: opt, client: client, backend: backend, done: done}
 	p.up = dir{p: p, dst: backend, src: client}
 	p.down = dir{p: p, dst: client, src: backend}
 	p.touch()
 	p.pending.Store(2)
-	go p.up.run()
-	go p.down.run()
 	return Handle{p}
+}
+
+// Run runs the pipe, carrying client→backend on the calling goroutine and
+// backend→client on a new one: a connection costs one goroutine creation
+// less than with Start. It returns when the client→backend direction has
+// ended or been parked; done still runs once both have ended. The caller's
+// stack is held while that direction is active, so call it from a goroutine
+// that is not deep, and with a Parker, which lets an idle connection give
+// the goroutine up.
+func (h Handle) Run() {
+	go h.p.down.run()
+	h.p.up.run()
 }
 
 type pipe struct {
@@ -131,14 +150,19 @@ func (d *dir) copy() (parked bool, err error) {
 // finish ends the direction: a clean end half-closes the other side, an
 // error ends the whole pipe. The last direction to finish reports.
 func (d *dir) finish(err error) {
+	p := d.p
 	if err == nil {
-		closeWrite(d.dst)
+		// A clean end is passed on as a half-close, unless the other
+		// direction has ended too: then both sockets close right below,
+		// and closing sends the same FIN for one system call less.
+		if p.pending.Load() > 1 {
+			closeWrite(d.dst)
+		}
 	} else {
 		d.idle = errors.Is(err, errIdle)
 		d.err = err
-		d.p.fail(err)
+		p.fail(err)
 	}
-	p := d.p
 	if p.pending.Add(-1) != 0 {
 		return
 	}
