@@ -73,8 +73,13 @@ type Server struct {
 
 	parker    *forward.Parker // nil: directions stay on their goroutines
 	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
-	copyBufs  sync.Pool       // *[]byte of 32 KiB, for streams that cannot splice
+	copyBufs  sync.Pool       // *[]byte of copyBufSize, for streams that cannot splice
 }
+
+// copyBufSize is the copy buffer of a stream that cannot splice: that of a
+// TLS record's plaintext, the most one read from a TLS connection returns.
+// An idle TLS-terminated connection holds one, so it is no bigger.
+const copyBufSize = 16 << 10
 
 // boundListener is one bound port. It outlives configurations: a snapshot
 // that keeps the address keeps the socket and its connection count.
@@ -117,7 +122,7 @@ func NewServer(opt Options) *Server {
 		}
 	}
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
-	s.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	s.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	s.tickets = newSessionTickets()
 	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive()))
 	return s

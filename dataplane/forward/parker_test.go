@@ -4,8 +4,15 @@ package forward
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"runtime"
 	"sync"
@@ -265,4 +272,66 @@ func TestBulkToASlowReceiverOutlastsTheThreshold(t *testing.T) {
 	if r := <-done; r.Err != nil {
 		t.Fatalf("pipe error: %v", r.Err)
 	}
+}
+
+// A TLS-terminated connection (the client side decrypted here) cannot
+// splice, but its backend→client direction still reads from a plain TCP
+// socket: idle, it holds no buffer and parks like any other, and wakes to
+// carry the backend's bytes into the TLS stream.
+func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	defer backend.Close()
+	cert := selfSigned(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: pool})
+	defer tlsClient.Close()
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{cert}})
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	roundTrip(t, tlsClient, backend, "hello")
+	roundTrip(t, backend, tlsClient, "world")
+
+	waitFor(t, "the backend→client direction parked", func() bool { return pk.Parked() == 1 })
+	for i := range 5 {
+		roundTrip(t, backend, tlsClient, fmt.Sprintf("down %d", i))
+		roundTrip(t, tlsClient, backend, fmt.Sprintf("up %d", i))
+		waitFor(t, "parked again", func() bool { return pk.Parked() == 1 })
+	}
+	backend.Close()
+	_ = tlsClient.Close()
+	if r := <-done; r.Idle {
+		t.Fatalf("result %+v", r)
+	}
+	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
+
+// selfSigned makes an ECDSA certificate for mux.test.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mux.test"},
+		DNSNames:              []string{"mux.test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }

@@ -140,9 +140,10 @@ func (d *dir) run() {
 
 func (d *dir) copy() (parked bool, err error) {
 	if s, ok := d.src.(*net.TCPConn); ok {
-		if t, ok := d.dst.(*net.TCPConn); ok {
-			return d.tcp(t, s)
-		}
+		// From a TCP socket the direction waits without a buffer and can
+		// park; into one (t non-nil) it can also splice. Into TLS it cannot.
+		t, _ := d.dst.(*net.TCPConn)
+		return d.tcp(t, s)
 	}
 	return false, d.buffered()
 }

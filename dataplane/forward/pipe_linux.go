@@ -31,12 +31,13 @@ type tcpState struct {
 	keepalive bool
 }
 
-// tcp forwards between two TCP sockets. While it waits it holds no buffer:
-// each wake-up takes a pooled buffer for one non-blocking read and gives it
-// back before waiting again. A read that fills the buffer means a bulk
-// transfer, which continues with splice (no copy through user space) for as
-// long as chunks stay large. A wait longer than the Parker's threshold parks
-// the direction off its goroutine.
+// tcp forwards from a TCP socket. While it waits it holds no buffer: each
+// wake-up takes a pooled buffer for one non-blocking read and gives it back
+// before waiting again. When dst is a TCP socket too, a read that fills the
+// small buffer means a bulk transfer, which continues with splice (no copy
+// through user space) for as long as chunks stay large; a nil dst (the
+// other side is TLS) always copies, a whole pooled buffer at a time. A wait
+// longer than the Parker's threshold parks the direction off its goroutine.
 func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 	p := d.p
 	if d.raw == nil {
@@ -53,7 +54,11 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			return false, err
 		}
 		if !d.bulk {
-			bp, n, err := readOrWait(d.raw, p.getBuf, p.putBuf, smallRead)
+			limit := smallRead
+			if dst == nil {
+				limit = 0 // no splice to switch to: read all there is
+			}
+			bp, n, err := readOrWait(d.raw, p.getBuf, p.putBuf, limit)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					if p.idleExpired() {
@@ -70,13 +75,13 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 				return false, nil // EOF
 			}
 			p.touch()
-			w, werr := dst.Write((*bp)[:n])
+			w, werr := d.dst.Write((*bp)[:n])
 			p.putBuf(bp)
 			d.n += int64(w)
 			if werr != nil {
 				return false, werr
 			}
-			d.bulk = n == smallRead
+			d.bulk = dst != nil && n == smallRead
 			continue
 		}
 		avail, err := waitReadable(d.raw)
