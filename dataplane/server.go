@@ -90,7 +90,7 @@ type boundListener struct {
 	// deferred: the socket waits for a client's first bytes before it
 	// accepts (deferAccept); guarded by Server.mu.
 	deferred bool
-	done   chan struct{} // closed when the accept loop has returned
+	done     chan struct{} // closed when the accept loop has returned
 }
 
 // NewServer returns a server with nothing bound.

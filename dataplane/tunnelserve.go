@@ -20,6 +20,10 @@ func newTunnelHandler(t *snapshot.Tunnel) http.Handler {
 	return tunnel.NewHandler(t, tunnel.Options{Report: recordTunnel})
 }
 
+// goingAwayGrace is how long a tunnel client has to answer the server's
+// closing handshake at shutdown before its connection is cut.
+const goingAwayGrace = time.Second
+
 // tunnelSlotKey keys the tunnelSlot of a connection in the contexts of its
 // requests.
 type tunnelSlotKey struct{}
@@ -51,6 +55,19 @@ func recordTunnel(ctx context.Context, r *tunnel.Report) {
 func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeConfig) {
 	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
 	slot := &tunnelSlot{done: make(chan struct{})}
+	// When Shutdown gives up draining, a tunnel is closed with 1001 (going
+	// away) rather than cut; a client that does not answer the close within
+	// goingAwayGrace is cut all the same.
+	shutdown, goAway := context.WithCancel(context.Background())
+	defer goAway()
+	s.cutWith(ev.conn, func() {
+		goAway()
+		if !slot.asked.Load() {
+			_ = c.Close() // still in the handshake: nothing to tell
+			return
+		}
+		time.AfterFunc(goingAwayGrace, func() { _ = c.Close() })
+	})
 	var handlers sync.WaitGroup
 	ln := newOneConnListener(&tunnelConn{countingConn: counted, tcp: socketOf(c)})
 	srv := &http.Server{
@@ -61,7 +78,7 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 			rc.tunnel.ServeHTTP(w, r)
 		}),
 		BaseContext: func(net.Listener) context.Context {
-			return context.WithValue(context.Background(), tunnelSlotKey{}, slot)
+			return tunnel.WithShutdown(context.WithValue(context.Background(), tunnelSlotKey{}, slot), shutdown)
 		},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       s.opt.IdleTimeout,

@@ -190,17 +190,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rep.Status = http.StatusSwitchingProtocols
 	upgraded = true
 	remote := remoteAddr(r)
+	shutdown := shutdownOf(ctx)
 	// A fresh goroutine with a small stack carries the tunnel, and the
 	// server's goroutine, deep from parsing the request, ends.
 	go func() {
 		if udp {
-			h.serveUDP(c, live, up.(*net.UDPConn), rep)
+			h.serveUDP(c, live, up.(*net.UDPConn), rep, shutdown)
 		} else {
-			h.serveTCP(c, live, up, rep, remote)
+			h.serveTCP(c, live, up, rep, remote, shutdown)
 		}
 		report()
 	}()
 }
+
+// shutdownKey keys the shutdown context of a connection's requests.
+type shutdownKey struct{}
+
+// WithShutdown returns ctx for the requests of one client connection,
+// carrying shutdown: once it is cancelled, a tunnel upgraded on the
+// connection ends with close code 1001 (going away), so the client learns
+// the server stopped on purpose and can reconnect, instead of seeing its
+// connection cut. Use it in http.Server's BaseContext: a request's own
+// context ends with its handler, long before the tunnel does.
+func WithShutdown(ctx, shutdown context.Context) context.Context {
+	return context.WithValue(ctx, shutdownKey{}, shutdown)
+}
+
+// shutdownOf returns the shutdown context WithShutdown put in ctx, or a
+// context that never ends.
+func shutdownOf(ctx context.Context) context.Context {
+	if s, ok := ctx.Value(shutdownKey{}).(context.Context); ok {
+		return s
+	}
+	return context.Background()
+}
+
+// errShuttingDown is the report's error for a tunnel the server ended.
+var errShuttingDown = errors.New("server shutting down")
 
 // unreachable is the 502 answer. It names the target the client asked for
 // but not the endpoints or the dial error: those are the cluster's
@@ -367,12 +393,16 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 
 // serveTCP carries the stream between the client and up until both ends
 // have finished.
-func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr) {
+func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr, shutdown context.Context) {
 	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remote)
+	stop := afterFunc(shutdown, s.closeGoingAway)
 	res := relay(s, up, h.opt.BufferPool)
+	stop()
 	rep.Up, rep.Down = res.fromStream, res.toStream
 	var re *ResetError
 	switch {
+	case shutdown.Err() != nil:
+		rep.Outcome, rep.Err = OutcomeClosed, errShuttingDown
 	case s.deadPeer():
 		rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
 	case errors.As(res.err, &re) && re.Code == websocket.StatusGoingAway:

@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
@@ -165,4 +168,41 @@ func TestSSHThroughStdioTunnel(t *testing.T) {
 		}
 		m.waitTunnels(t, tunnel.OutcomeClosed, 1)
 	})
+}
+
+// A dataplane that stops while a tunnel is open waits for it (draining),
+// then ends it with close code 1001: the client is told the server went
+// away, not left with a cut connection.
+func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
+	t.Parallel()
+	b := startTCPBackend(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
+	c := newClient(t, m.url)
+	s, err := c.Dial(context.Background(), "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client reads, as a tunnel client does while it waits for data.
+	readErr := make(chan error, 1)
+	go func() { _, err := s.Read(buf); readErr <- err }()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := m.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the drain deadline to pass (the tunnel is open)", err)
+	}
+	err = <-readErr
+	var re *tunnel.ResetError
+	if !errors.As(err, &re) || re.Code != websocket.StatusGoingAway {
+		t.Fatalf("client read after shutdown: %v, want close 1001 (going away)", err)
+	}
+	m.waitTunnels(t, tunnel.OutcomeClosed, 1)
 }

@@ -79,9 +79,10 @@ func ignorableUDPError(err error) bool {
 
 // serveUDP relays datagrams between the client and up until either ends,
 // the client is found dead, or nothing is carried for the idle timeout.
-func (h *Handler) serveUDP(c *websocket.Conn, live *liveness, up *net.UDPConn, rep *Report) {
+func (h *Handler) serveUDP(c *websocket.Conn, live *liveness, up *net.UDPConn, rep *Report, shutdown context.Context) {
 	dg := newDatagrams(c, live)
 	stopWD := h.watchdog(live, h.opt.UDPIdleTimeout).start(c)
+	defer afterFunc(shutdown, func() { _ = c.Close(websocket.StatusGoingAway, "shutting down") })()
 
 	var down, downN atomic.Int64
 	var downErr error
