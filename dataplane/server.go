@@ -74,12 +74,18 @@ type Server struct {
 	parker    *forward.Parker // nil: directions stay on their goroutines
 	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
 	copyBufs  sync.Pool       // *[]byte of copyBufSize, for streams that cannot splice
+	recBufs   sync.Pool       // *[]byte of recordBufSize, for reads from TLS
 }
 
-// copyBufSize is the copy buffer of a stream that cannot splice: that of a
-// TLS record's plaintext, the most one read from a TLS connection returns.
-// An idle TLS-terminated connection holds one, so it is no bigger.
-const copyBufSize = 16 << 10
+// Copy buffers for streams that cannot splice. One read from a TLS
+// connection returns at most a record's plaintext, 16 KiB, and that
+// direction holds its buffer while it waits, so its buffer is no bigger.
+// A direction that reads a TCP socket holds none while it waits and reads
+// 32 KiB at a time (fewer system calls for bulk into TLS).
+const (
+	copyBufSize   = 32 << 10
+	recordBufSize = 16 << 10
+)
 
 // boundListener is one bound port. It outlives configurations: a snapshot
 // that keeps the address keeps the socket and its connection count.
@@ -123,6 +129,7 @@ func NewServer(opt Options) *Server {
 	}
 	s.probeBufs.New = func() any { b := make([]byte, snapshot.DefaultMaxProbeBytes); return &b }
 	s.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
+	s.recBufs.New = func() any { b := make([]byte, recordBufSize); return &b }
 	s.tickets = newSessionTickets()
 	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive()))
 	return s

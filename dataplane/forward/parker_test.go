@@ -335,3 +335,49 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
+
+// Bulk from the backend into a TLS client switches to full-buffer reads and
+// back, around idle pauses where it parks: every byte arrives, in order.
+func TestBulkIntoTLSSurvivesPausesAndParking(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	cert := selfSigned(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: pool})
+	defer tlsClient.Close()
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{cert}})
+	bufs := &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	recs := &sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk, BufferPool: bufs, StreamBufferPool: recs}, func(r Result) { done <- r })
+
+	payload := make([]byte, 8<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	go func() {
+		for i, chunk := range [][]byte{payload[:3<<20], payload[3<<20 : 3<<20+100], payload[3<<20+100:]} {
+			if i > 0 {
+				time.Sleep(60 * time.Millisecond) // past the Parker's threshold
+			}
+			if _, err := backend.Write(chunk); err != nil {
+				return
+			}
+		}
+		_ = backend.CloseWrite()
+	}()
+	got, err := io.ReadAll(tlsClient)
+	if err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("client got %d bytes, not the %d sent", len(got), len(payload))
+	}
+	_ = tlsClient.Close()
+	if r := <-done; r.Down != int64(len(payload)) {
+		t.Fatalf("result %+v, want %d bytes down", r, len(payload))
+	}
+	backend.Close()
+}

@@ -23,6 +23,12 @@ type Options struct {
 	// per read, which is only fit for tests.
 	BufferPool *sync.Pool
 
+	// StreamBufferPool, when set, provides the buffers of directions that
+	// read a stream which is not a TCP socket (TLS). Such a direction holds
+	// its buffer while it waits, so it should be small: 16 KiB, the most
+	// one read from a TLS connection returns, loses nothing. Nil: BufferPool.
+	StreamBufferPool *sync.Pool
+
 	// Parker, when set, takes a direction that has waited for data longer
 	// than its threshold off its goroutine, so an idle connection holds no
 	// goroutine at all. Nil: each direction keeps a parked goroutine.
@@ -205,8 +211,17 @@ func (p *pipe) idleExpired() bool {
 // splice (TLS).
 func (d *dir) buffered() error {
 	p := d.p
-	bp := p.getBuf()
-	defer p.putBuf(bp)
+	pool := p.opt.StreamBufferPool
+	if pool == nil {
+		pool = p.opt.BufferPool
+	}
+	var bp *[]byte
+	if pool != nil {
+		bp = pool.Get().(*[]byte)
+		defer pool.Put(bp)
+	} else {
+		bp = p.getBuf()
+	}
 	buf := *bp
 	for {
 		if p.opt.IdleTimeout > 0 {

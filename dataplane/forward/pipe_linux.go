@@ -29,6 +29,8 @@ type tcpState struct {
 	deadline bool
 	// keepalive: src has TCP keepalive (set when it first parks).
 	keepalive bool
+	// eof: src reached its end of stream during a bulk copy.
+	eof bool
 }
 
 // tcp forwards from a TCP socket. While it waits it holds no buffer: each
@@ -81,7 +83,22 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			if werr != nil {
 				return false, werr
 			}
-			d.bulk = dst != nil && n == smallRead
+			if dst == nil {
+				d.bulk = n == len(*bp)
+			} else {
+				d.bulk = n == smallRead
+			}
+			continue
+		}
+		if dst == nil {
+			// Bulk into TLS: blocking reads through one held buffer for as
+			// long as they come back full, one deadline for all of them.
+			if err := d.bulkCopy(src); err != nil {
+				return false, err
+			}
+			if d.eof {
+				return false, nil
+			}
 			continue
 		}
 		avail, err := waitReadable(d.raw)
@@ -122,6 +139,41 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 		}
 		if n == 0 {
 			return false, nil // EOF raced with the ioctl
+		}
+	}
+}
+
+// bulkCopy copies from src through one pooled buffer while every read fills
+// it, then returns to waiting without a buffer (d.bulk false). The deadline
+// armed before it bounds the whole run: when it passes, the run ends and
+// the caller re-arms it. It sets d.eof at src's end of stream.
+func (d *dir) bulkCopy(src *net.TCPConn) error {
+	p := d.p
+	bp := p.getBuf()
+	defer p.putBuf(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.touch()
+			w, werr := d.dst.Write(buf[:n])
+			d.n += int64(w)
+			if werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			d.eof = true
+			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			d.bulk = false
+			return nil
+		case err != nil:
+			return err
+		case n < len(buf):
+			d.bulk = false
+			return nil
 		}
 	}
 }
