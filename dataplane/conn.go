@@ -41,12 +41,13 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 	probeEnd := time.Now().Add(probeTimeout)
 
 	if lc.ProxyProtocol && depth == 0 {
-		client, rest, err := readProxyHeader(c, probeEnd)
+		ph, err := readProxyHeader(c, probeEnd)
 		if err != nil {
 			ev.outcome, ev.err = OutcomeProxyError, err
 			return
 		}
-		ev.client, pre = client, rest
+		ev.client, pre = ph.client, ph.rest
+		ev.proxySrc, ev.proxyDst = ph.src, ph.dst
 	}
 
 	// sni is the server name of a handshake this listener terminated: an
@@ -138,7 +139,11 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 	}
 	ev.backend = ep
 	if b.ProxyProtocol > 0 {
-		h := proxyproto.HeaderProxyFromAddrs(byte(b.ProxyProtocol), clientAddr(c, ev), c.LocalAddr())
+		src, dst := c.RemoteAddr(), c.LocalAddr()
+		if ev.proxySrc != nil {
+			src, dst = ev.proxySrc, ev.proxyDst // the connection the balancer took
+		}
+		h := proxyproto.HeaderProxyFromAddrs(byte(b.ProxyProtocol), src, dst)
 		if _, err := h.WriteTo(up); err != nil {
 			_ = up.Close()
 			ev.outcome, ev.err = OutcomeError, fmt.Errorf("write PROXY header: %w", err)
@@ -236,41 +241,42 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 	}
 }
 
-// readProxyHeader reads a PROXY v1 or v2 header, and returns the client
-// address it carries and any bytes read past it. The read is bounded in
+// proxyHeader is what an incoming PROXY header told.
+type proxyHeader struct {
+	// client is the client to log and to pass on: the header's source,
+	// or the real peer for a LOCAL or non-TCP header.
+	client string
+	// src and dst are the connection the balancer accepted, nil unless
+	// the header is a PROXY command with TCP addresses.
+	src, dst *net.TCPAddr
+	// rest holds the bytes read past the header.
+	rest []byte
+}
+
+// readProxyHeader reads a PROXY v1 or v2 header. The read is bounded in
 // time by end (a header sent byte by byte is cut there) and in size by the
 // library: a v1 line is at most 107 bytes and must arrive in one read, a v2
 // header at most 16 + proxyproto.MaxV2HeaderSize (4096) bytes.
-func readProxyHeader(c net.Conn, end time.Time) (string, []byte, error) {
+func readProxyHeader(c net.Conn, end time.Time) (proxyHeader, error) {
 	_ = c.SetReadDeadline(end)
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	br := bufio.NewReaderSize(c, 512)
 	h, err := proxyproto.Read(br)
 	if err != nil {
-		return "", nil, fmt.Errorf("PROXY header: %w", err)
+		return proxyHeader{}, fmt.Errorf("PROXY header: %w", err)
 	}
-	var rest []byte
+	ph := proxyHeader{client: c.RemoteAddr().String()}
 	if n := br.Buffered(); n > 0 {
-		rest, _ = br.Peek(n)
-		rest = append([]byte(nil), rest...)
+		rest, _ := br.Peek(n)
+		ph.rest = append([]byte(nil), rest...)
 	}
 	// A LOCAL header (the balancer's own health check) and addresses that
 	// are not TCP (UNKNOWN, UNSPEC, UDP, unix) leave the real peer as the
 	// client, as the spec says for LOCAL.
-	client := c.RemoteAddr().String()
-	if src, _, ok := h.TCPAddrs(); ok && h.Command.IsProxy() {
-		client = src.String()
+	if src, dst, ok := h.TCPAddrs(); ok && h.Command.IsProxy() {
+		ph.client, ph.src, ph.dst = src.String(), src, dst
 	}
-	return client, rest, nil
-}
-
-// clientAddr is the address to pass on in a PROXY header: the one a PROXY
-// header told us, else the peer's.
-func clientAddr(c net.Conn, ev *connEvent) net.Addr {
-	if a, err := net.ResolveTCPAddr("tcp", ev.client); err == nil {
-		return a
-	}
-	return c.RemoteAddr()
+	return ph, nil
 }
 
 func isTimeout(err error) bool {

@@ -68,19 +68,20 @@ func TestProxyProtocolInAcceptsV1AndV2(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		header []byte
-		// want is the client the backend must be told of; "" for the
-		// real peer (LOCAL, UNKNOWN).
-		want string
+		// want is the client the backend must be told of and wantDst the
+		// address the client connected to; "" for the real connection
+		// (LOCAL, UNKNOWN).
+		want, wantDst string
 	}{
-		{"v1 TCP4", []byte("PROXY TCP4 203.0.113.7 192.0.2.1 4444 443\r\n"), "203.0.113.7:4444"},
-		{"v1 TCP6", []byte("PROXY TCP6 2001:db8::7 2001:db8::1 4445 443\r\n"), "[2001:db8::7]:4445"},
-		{"v1 UNKNOWN", []byte("PROXY UNKNOWN\r\n"), ""},
-		{"v2 TCP4", v2TCP4("203.0.113.8", "192.0.2.1", 5555, 443, nil), "203.0.113.8:5555"},
-		{"v2 TCP4 with a TLV", v2TCP4("203.0.113.9", "192.0.2.1", 5556, 443, authority), "203.0.113.9:5556"},
-		{"v2 LOCAL (health check)", v2Header(0x20, 0x00, 0, nil), ""},
+		{"v1 TCP4", []byte("PROXY TCP4 203.0.113.7 192.0.2.1 4444 443\r\n"), "203.0.113.7:4444", "192.0.2.1:443"},
+		{"v1 TCP6", []byte("PROXY TCP6 2001:db8::7 2001:db8::1 4445 443\r\n"), "[2001:db8::7]:4445", "[2001:db8::1]:443"},
+		{"v1 UNKNOWN", []byte("PROXY UNKNOWN\r\n"), "", ""},
+		{"v2 TCP4", v2TCP4("203.0.113.8", "192.0.2.2", 5555, 8443, nil), "203.0.113.8:5555", "192.0.2.2:8443"},
+		{"v2 TCP4 with a TLV", v2TCP4("203.0.113.9", "192.0.2.1", 5556, 443, authority), "203.0.113.9:5556", "192.0.2.1:443"},
+		{"v2 LOCAL (health check)", v2Header(0x20, 0x00, 0, nil), "", ""},
 		// LOCAL with an address block: the addresses are informational,
 		// the real peer is the client (spec §2.2).
-		{"v2 LOCAL with addresses", v2Header(0x20, 0x11, 12, v2TCP4("203.0.113.66", "192.0.2.1", 1, 443, nil)[16:]), ""},
+		{"v2 LOCAL with addresses", v2Header(0x20, 0x11, 12, v2TCP4("203.0.113.66", "192.0.2.1", 1, 443, nil)[16:]), "", ""},
 	} {
 		for _, split := range []bool{false, true} {
 			c := dial(t, pub)
@@ -110,6 +111,13 @@ func TestProxyProtocolInAcceptsV1AndV2(t *testing.T) {
 			}
 			if got := h.SourceAddr.String(); got != want {
 				t.Errorf("%s (split %v): the backend was told the client is %s, want %s", tc.name, split, got, want)
+			}
+			wantDst := tc.wantDst
+			if wantDst == "" {
+				wantDst = pub
+			}
+			if got := h.DestinationAddr.String(); got != wantDst {
+				t.Errorf("%s (split %v): the backend was told the client connected to %s, want %s", tc.name, split, got, wantDst)
 			}
 			_ = c.Close()
 		}

@@ -411,6 +411,9 @@ type connEvent struct {
 	tls               bool // the stream was TLS-terminated here
 	err               error
 	internalListeners []string
+	// proxySrc and proxyDst are the addresses of an incoming PROXY
+	// header, passed on to backends that want one; nil without.
+	proxySrc, proxyDst *net.TCPAddr
 	// finish ends the connection: close, report, release its slot. It runs
 	// once: after handle returns, or, when async is set, when forwarding
 	// ends.

@@ -178,7 +178,10 @@ type ListenerTLS struct {
 
 	// alpn lists the application protocols offered to clients during the
 	// handshake (RFC 7301), most preferred first, e.g. [h2, http/1.1]. Empty:
-	// no ALPN.
+	// no ALPN. A client that negotiated h2 speaks HTTP/2 inside: a route
+	// with backend mode http serves it and proxies each stream as HTTP/1.1;
+	// with mode tcp the decrypted bytes go as they are, so that backend
+	// must speak cleartext HTTP/2 (h2c).
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=8
