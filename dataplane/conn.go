@@ -160,7 +160,7 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 	release() // no buffer is held while the connection lives
 	ev.async = true
 	sent := int64(len(data))
-	h := forward.New(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
+	h := forward.Start(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
 		ev.up, ev.down = r.Up+sent, r.Down
 		rc.up.Add(float64(ev.up))
 		rc.down.Add(float64(ev.down))
@@ -175,7 +175,6 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 		ev.finish()
 	})
 	s.cutWith(ev.conn, h.Abort)
-	h.Run()
 }
 
 // probe reads the client's first bytes until a route decides, the probe
