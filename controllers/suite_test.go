@@ -107,6 +107,14 @@ func startController(t *testing.T) (string, *recordingDataplane) {
 // startControllerWith is startController that also returns the Controller.
 func startControllerWith(t *testing.T, tweaks ...func(*ctrl.Options)) (string, *recordingDataplane, *Controller) {
 	t.Helper()
+	return startControllerAs(t, restCfg, nil, tweaks...)
+}
+
+// startControllerAs is startControllerWith with the manager talking to the
+// API server through cfg; prepare, when set, runs once the namespace
+// exists and before the manager starts.
+func startControllerAs(t *testing.T, cfg *rest.Config, prepare func(ns string), tweaks ...func(*ctrl.Options)) (string, *recordingDataplane, *Controller) {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -115,6 +123,9 @@ func startControllerWith(t *testing.T, tweaks ...func(*ctrl.Options)) (string, *
 	ns.GenerateName = "pmx-"
 	if err := k8s.Create(ctx, ns); err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(ns.Name)
 	}
 	dp := &recordingDataplane{Server: dataplane.NewServer(dataplane.Options{Log: testr.New(t)})}
 	opts := ctrl.Options{
@@ -129,7 +140,7 @@ func startControllerWith(t *testing.T, tweaks ...func(*ctrl.Options)) (string, *
 	for _, tweak := range tweaks {
 		tweak(&opts)
 	}
-	mgr, err := ctrl.NewManager(restCfg, opts)
+	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -512,3 +512,43 @@ func ptrVal[T any](p *T) T {
 	}
 	return *p
 }
+
+// With watchNamespaces the manager's rules are granted only in those
+// namespaces (a RoleBinding to the ClusterRole in each), never cluster-wide;
+// without, by one ClusterRoleBinding.
+func TestManagerRulesBoundWhereWatched(t *testing.T) {
+	requireHelm(t)
+	for _, tc := range []struct {
+		name string
+		c    valuesCase
+		// want lists "Kind namespace" of every binding to the manager's
+		// ClusterRole.
+		want []string
+	}{
+		{"cluster-wide", valuesCases[0], []string{"ClusterRoleBinding "}},
+		{"watched namespaces", valuesCases[1], []string{"RoleBinding team-a", "RoleBinding team-b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, objs := render(t, tc.c)
+			var got []string
+			for _, o := range objs {
+				var ref rbacv1.RoleRef
+				switch o.GetKind() {
+				case "ClusterRoleBinding":
+					ref = into[rbacv1.ClusterRoleBinding](t, o).RoleRef
+				case "RoleBinding":
+					ref = into[rbacv1.RoleBinding](t, o).RoleRef
+				default:
+					continue
+				}
+				if ref.Kind == "ClusterRole" && ref.Name == releaseName+"-manager" {
+					got = append(got, o.GetKind()+" "+o.GetNamespace())
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("bindings of the manager's ClusterRole: %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

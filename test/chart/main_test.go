@@ -158,6 +158,9 @@ func startAPIServer() (stop func(), err error) {
 	ctx := context.Background()
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: releaseNamespace}},
+		// The namespaces values-custom.yaml watches (RoleBindings go there).
+		{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: restrictedNamespace, Labels: map[string]string{
 			"pod-security.kubernetes.io/enforce":         "restricted",
 			"pod-security.kubernetes.io/enforce-version": "latest",
