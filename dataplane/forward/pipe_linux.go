@@ -76,10 +76,8 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			if n == 0 {
 				return false, nil // EOF
 			}
-			p.touch()
-			w, werr := d.dst.Write((*bp)[:n])
+			werr := d.send((*bp)[:n])
 			p.putBuf(bp)
-			d.n += int64(w)
 			if werr != nil {
 				return false, werr
 			}
@@ -155,10 +153,7 @@ func (d *dir) bulkCopy(src *net.TCPConn) error {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			p.touch()
-			w, werr := d.dst.Write(buf[:n])
-			d.n += int64(w)
-			if werr != nil {
+			if werr := d.send(buf[:n]); werr != nil {
 				return werr
 			}
 		}
