@@ -25,11 +25,11 @@ const (
 )
 
 // Parker holds the idle directions of forwarded connections in one epoll
-// instance of its own, and gives a socket TCP keepalive when it first idles
-// (so its owner can accept and dial without it), so that an idle connection costs its sockets and a
-// few hundred bytes instead of two goroutine stacks. When a parked socket
-// becomes readable (or closes, or errs), its direction resumes on a new
-// goroutine.
+// instance of its own, so that an idle connection costs its sockets and a
+// few hundred bytes instead of two goroutine stacks. It also gives a socket
+// TCP keepalive when it first idles, so its owner can accept and dial
+// without it. When a parked socket becomes readable (or closes, or errs),
+// its direction resumes on a new goroutine.
 //
 // The sockets stay registered with Go's poller too; the Parker only waits.
 // Directions are removed from its epoll set while their sockets are still
