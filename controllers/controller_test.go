@@ -3,16 +3,9 @@ package controllers
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strconv"
 	"strings"
@@ -33,6 +26,7 @@ import (
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/test/hostaddr"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // echoBackend is a real TCP server on a test address that answers each line
@@ -308,11 +302,11 @@ func TestMissingSecretThenCreated(t *testing.T) {
 		t.Fatalf("the listener without TLS should keep working: %q, %v", got, err)
 	}
 
-	crt, key := selfSigned(t, "edge.example.test")
+	cert := peers.CertPair(t, "edge.example.test")
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge-tls"},
 		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key},
+		Data:       map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
 	}
 	if err := k8s.Create(ctx, sec); err != nil {
 		t.Fatal(err)
@@ -461,30 +455,4 @@ func echoBackendOn(t *testing.T, host, name string, port int32) (string, int32) 
 	}()
 	a := ln.Addr().(*net.TCPAddr)
 	return a.IP.String(), int32(a.Port)
-}
-
-func selfSigned(t *testing.T, name string) (crtPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
 }

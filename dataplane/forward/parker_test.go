@@ -4,15 +4,10 @@ package forward
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"runtime"
 	"sync"
@@ -20,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 func newParker(t *testing.T) *Parker {
@@ -280,17 +277,9 @@ func TestBulkToASlowReceiverOutlastsTheThreshold(t *testing.T) {
 // carry the backend's bytes into the TLS stream.
 func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
 	pk := newParker(t)
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
+	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk})
 	defer backend.Close()
-	cert := selfSigned(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: pool})
 	defer tlsClient.Close()
-	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{cert}})
-	done := make(chan Result, 1)
-	Start(tlsMux, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
 	roundTrip(t, tlsClient, backend, "hello")
 	roundTrip(t, backend, tlsClient, "world")
 
@@ -308,50 +297,14 @@ func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
 	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
 }
 
-// selfSigned makes an ECDSA certificate for mux.test.
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mux.test"},
-		DNSNames:              []string{"mux.test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
-
 // Bulk from the backend into a TLS client switches to full-buffer reads and
 // back, around idle pauses where it parks: every byte arrives, in order.
 func TestBulkIntoTLSSurvivesPausesAndParking(t *testing.T) {
 	pk := newParker(t)
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
-	cert := selfSigned(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: pool})
-	defer tlsClient.Close()
-	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{cert}})
 	bufs := &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	recs := &sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
-	done := make(chan Result, 1)
-	Start(tlsMux, muxBackend, Options{Parker: pk, BufferPool: bufs, StreamBufferPool: recs}, func(r Result) { done <- r })
+	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk, BufferPool: bufs, StreamBufferPool: recs})
+	defer tlsClient.Close()
 
 	payload := make([]byte, 8<<20)
 	for i := range payload {
@@ -380,4 +333,21 @@ func TestBulkIntoTLSSurvivesPausesAndParking(t *testing.T) {
 		t.Fatalf("result %+v, want %d bytes down", r, len(payload))
 	}
 	backend.Close()
+}
+
+// tlsPipe starts a pipe whose client side is TLS terminated here, as a
+// TLS listener's forwarded connections are, and returns the TLS client,
+// the backend's end and where the pipe reports.
+func tlsPipe(t *testing.T, opt Options) (*tls.Conn, *net.TCPConn, <-chan Result) {
+	t.Helper()
+	client, muxClient := tcpPair(t)
+	muxBackend, backend := tcpPair(t)
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: roots})
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, opt, func(r Result) { done <- r })
+	return tlsClient, backend, done
 }

@@ -20,14 +20,7 @@ import (
 
 func TestTCPTunnelCarriesEveryByteBothWays(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
-	c := newClient(t, m.url)
-
-	s, err := c.Dial(context.Background(), "echo:7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, s := echoTunnel(t)
 	defer s.Close()
 	payload := make([]byte, 8<<20)
 	_, _ = rand.Read(payload)
@@ -175,13 +168,7 @@ func TestSSHThroughStdioTunnel(t *testing.T) {
 // away, not left with a cut connection.
 func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
-	c := newClient(t, m.url)
-	s, err := c.Dial(context.Background(), "echo:7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, s := echoTunnel(t)
 	defer s.Close()
 	if _, err := s.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
@@ -199,10 +186,23 @@ func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 	if err := m.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown = %v, want the drain deadline to pass (the tunnel is open)", err)
 	}
-	err = <-readErr
+	err := <-readErr
 	var re *tunnel.ResetError
 	if !errors.As(err, &re) || re.Code != websocket.StatusGoingAway {
 		t.Fatalf("client read after shutdown: %v, want close 1001 (going away)", err)
 	}
 	m.waitTunnels(t, tunnel.OutcomeClosed, 1)
+}
+
+// echoTunnel opens a tunnel to "echo:7", an echo backend behind a new
+// dataplane with the test token.
+func echoTunnel(t *testing.T) (*mux, *tunnel.Stream) {
+	t.Helper()
+	b := startTCPBackend(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
+	s, err := newClient(t, m.url).Dial(context.Background(), "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, s
 }

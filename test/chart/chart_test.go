@@ -337,13 +337,8 @@ func checkSelects(t *testing.T, sel map[string]string, dep *appsv1.Deployment) {
 func checkBindingsName(t *testing.T, objs []*unstructured.Unstructured, sa string) {
 	t.Helper()
 	for _, o := range objs {
-		var subjects []rbacv1.Subject
-		switch o.GetKind() {
-		case "ClusterRoleBinding":
-			subjects = into[rbacv1.ClusterRoleBinding](t, o).Subjects
-		case "RoleBinding":
-			subjects = into[rbacv1.RoleBinding](t, o).Subjects
-		default:
+		subjects, _, ok := binding(t, o)
+		if !ok {
 			continue
 		}
 		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: releaseNamespace}}
@@ -351,6 +346,21 @@ func checkBindingsName(t *testing.T, objs []*unstructured.Unstructured, sa strin
 			t.Errorf("%s %s subjects %+v, want %+v", o.GetKind(), o.GetName(), subjects, want)
 		}
 	}
+}
+
+// binding returns the subjects and role of a ClusterRoleBinding or
+// RoleBinding; ok is false for any other object.
+func binding(t *testing.T, o *unstructured.Unstructured) (subjects []rbacv1.Subject, ref rbacv1.RoleRef, ok bool) {
+	t.Helper()
+	switch o.GetKind() {
+	case "ClusterRoleBinding":
+		b := into[rbacv1.ClusterRoleBinding](t, o)
+		return b.Subjects, b.RoleRef, true
+	case "RoleBinding":
+		b := into[rbacv1.RoleBinding](t, o)
+		return b.Subjects, b.RoleRef, true
+	}
+	return nil, rbacv1.RoleRef{}, false
 }
 
 // The chart's ClusterRole has exactly the rules controller-gen generated
@@ -532,16 +542,8 @@ func TestManagerRulesBoundWhereWatched(t *testing.T) {
 			_, objs := render(t, tc.c)
 			var got []string
 			for _, o := range objs {
-				var ref rbacv1.RoleRef
-				switch o.GetKind() {
-				case "ClusterRoleBinding":
-					ref = into[rbacv1.ClusterRoleBinding](t, o).RoleRef
-				case "RoleBinding":
-					ref = into[rbacv1.RoleBinding](t, o).RoleRef
-				default:
-					continue
-				}
-				if ref.Kind == "ClusterRole" && ref.Name == releaseName+"-manager" {
+				_, ref, ok := binding(t, o)
+				if ok && ref.Kind == "ClusterRole" && ref.Name == releaseName+"-manager" {
 					got = append(got, o.GetKind()+" "+o.GetNamespace())
 				}
 			}
