@@ -18,7 +18,7 @@ func TestSilentClientCostsNothingWhereClientsSpeakFirst(t *testing.T) {
 	const banner = "SSH-2.0-Deferred\r\n"
 	backend := echoBackend(t)
 	speaker := greetingEchoBackend(t, "SSH-2.0-ServerFirst\r\n")
-	l := listenerOn("pub", routeTo("ssh", snapshot.SSH, backend.addr), routeTo("any", snapshot.Any, backend.addr))
+	l := listenerOn("pub", routeTo("ssh", snapshot.SSH, backend.Addr), routeTo("any", snapshot.Any, backend.Addr))
 	m := startMux(t, snapshotOf(l))
 
 	c := dial(t, m.addr("pub"))
@@ -36,7 +36,7 @@ func TestSilentClientCostsNothingWhereClientsSpeakFirst(t *testing.T) {
 	m.waitIdle()
 
 	// The same port with a timeout route: silent clients are served.
-	l.Routes = append([]snapshot.Route{routeTo("silent", snapshot.Timeout, speaker.addr)}, l.Routes...)
+	l.Routes = append([]snapshot.Route{routeTo("silent", snapshot.Timeout, speaker.Addr)}, l.Routes...)
 	l.ProbeTimeout = 100 * time.Millisecond
 	m.apply(snapshotOf(l))
 	c = dial(t, m.addr("pub"))

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,8 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestMain fails the package when a test leaves a goroutine behind: no byte
@@ -112,73 +112,16 @@ func snapshotOf(listeners ...snapshot.Listener) *snapshot.Snapshot {
 	return &snapshot.Snapshot{Listeners: listeners}
 }
 
-// tcpBackend is a TCP server on 127.0.0.1 that runs handle for every
-// connection and counts them. Cleanup closes the listener and every
-// connection and waits for the handlers.
-type tcpBackend struct {
-	addr     string
-	accepted atomic.Int64
-
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newTCPBackend(t testing.TB, handle func(net.Conn)) *tcpBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &tcpBackend{addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			b.mu.Lock()
-			b.conns[c] = struct{}{}
-			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer func() {
-					b.mu.Lock()
-					delete(b.conns, c)
-					b.mu.Unlock()
-					_ = c.Close()
-				}()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		b.mu.Lock()
-		for c := range b.conns {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
 // echoBackend echoes every connection until the client half-closes, then
 // half-closes back.
-func echoBackend(t testing.TB) *tcpBackend {
+func echoBackend(t testing.TB) *peers.TCPServer {
 	return greetingEchoBackend(t, "")
 }
 
 // greetingEchoBackend writes greeting as soon as it accepts (a server that
 // speaks first, or a way to tell backends apart), then echoes.
-func greetingEchoBackend(t testing.TB, greeting string) *tcpBackend {
-	return newTCPBackend(t, func(c net.Conn) {
+func greetingEchoBackend(t testing.TB, greeting string) *peers.TCPServer {
+	return peers.NewTCPServer(t, func(c net.Conn) {
 		if greeting != "" {
 			if _, err := io.WriteString(c, greeting); err != nil {
 				return

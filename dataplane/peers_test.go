@@ -189,15 +189,15 @@ func TestPeerOpenVPNThroughMux(t *testing.T) {
 	t.Parallel()
 	vpn := peers.OpenVPN(t)
 	// ssh first and any last: the OpenVPN reset must be told from both.
-	sink := newTCPBackend(t, func(c net.Conn) {})
+	sink := peers.NewTCPServer(t, func(c net.Conn) {})
 	m := startMux(t, snapshotOf(listenerOn("pub",
-		routeTo("ssh", snapshot.SSH, sink.addr),
+		routeTo("ssh", snapshot.SSH, sink.Addr),
 		routeTo("vpn", snapshot.OpenVPN, vpn.Addr),
-		routeTo("any", snapshot.Any, sink.addr),
+		routeTo("any", snapshot.Any, sink.Addr),
 	)))
 	client := vpn.Client(t, m.addr("pub"))
 	vpn.WaitConnected(t, client)
-	if n := sink.accepted.Load(); n != 0 {
+	if n := sink.Accepted(); n != 0 {
 		t.Fatalf("the ssh/any sink got %d connections; OpenVPN was misrouted", n)
 	}
 	// Stop the client first so the mux has nothing left to drain.
@@ -207,9 +207,9 @@ func TestPeerOpenVPNThroughMux(t *testing.T) {
 
 // proxyBackend reads a PROXY header on every connection, hands it to the
 // test, then echoes what follows.
-func proxyBackend(t testing.TB) (*tcpBackend, <-chan *proxyproto.Header) {
+func proxyBackend(t testing.TB) (*peers.TCPServer, <-chan *proxyproto.Header) {
 	headers := make(chan *proxyproto.Header, 4)
-	b := newTCPBackend(t, func(c net.Conn) {
+	b := peers.NewTCPServer(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		h, err := proxyproto.Read(br)
 		if err != nil {
@@ -228,7 +228,7 @@ func TestPeerProxyProtocolOut(t *testing.T) {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			t.Parallel()
 			backend, headers := proxyBackend(t)
-			r := routeTo("any", snapshot.Any, backend.addr)
+			r := routeTo("any", snapshot.Any, backend.Addr)
 			r.Backend.ProxyProtocol = version
 			m := startMux(t, snapshotOf(listenerOn("pub", r)))
 			c := dial(t, m.addr("pub"))
@@ -257,7 +257,7 @@ func TestPeerProxyProtocolInToOut(t *testing.T) {
 	// A listener behind an outer load balancer passes the address its
 	// PROXY header carried on to a backend that wants one too.
 	backend, headers := proxyBackend(t)
-	r := routeTo("any", snapshot.Any, backend.addr)
+	r := routeTo("any", snapshot.Any, backend.Addr)
 	r.Backend.ProxyProtocol = 2
 	l := listenerOn("pub", r)
 	l.ProxyProtocol = true

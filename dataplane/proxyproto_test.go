@@ -58,7 +58,7 @@ func v2TCP4(src, dst string, sport, dport uint16, tlvs []byte) []byte {
 func TestProxyProtocolInAcceptsV1AndV2(t *testing.T) {
 	t.Parallel()
 	backend, headers := proxyBackend(t)
-	r := routeTo("ssh", snapshot.SSH, backend.addr)
+	r := routeTo("ssh", snapshot.SSH, backend.Addr)
 	r.Backend.ProxyProtocol = 2
 	m := startMux(t, snapshotOf(proxyListener("pub", 2*time.Second, r)))
 	pub := m.addr("pub")
@@ -134,9 +134,9 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 	backend := echoBackend(t)
 	const probe = 500 * time.Millisecond
 	m, reg := metricsMux(t, snapshotOf(proxyListener("pub", probe,
-		routeTo("ssh", snapshot.SSH, backend.addr),
-		routeTo("timeout", snapshot.Timeout, backend.addr),
-		routeTo("any", snapshot.Any, backend.addr),
+		routeTo("ssh", snapshot.SSH, backend.Addr),
+		routeTo("timeout", snapshot.Timeout, backend.Addr),
+		routeTo("any", snapshot.Any, backend.Addr),
 	)))
 	pub := m.addr("pub")
 
@@ -210,7 +210,7 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 		})
 	}
 	m.waitIdle()
-	if n := backend.accepted.Load(); n != 0 {
+	if n := backend.Accepted(); n != 0 {
 		t.Errorf("the backend was dialled %d times; no connection without a valid header may reach it", n)
 	}
 	if n, want := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyError), 24; n != want {
@@ -227,7 +227,7 @@ func TestProxyProtocolThroughTermination(t *testing.T) {
 		t.Run(fmt.Sprintf("out v%d", version), func(t *testing.T) {
 			t.Parallel()
 			backend, headers := proxyBackend(t)
-			r := routeTo("ssh", snapshot.SSH, backend.addr)
+			r := routeTo("ssh", snapshot.SSH, backend.Addr)
 			r.Backend.ProxyProtocol = version
 			cert := peers.CertPair(t, "pp.test")
 			l := terminating("pub", tlsOf(nil, cert), r)

@@ -57,18 +57,18 @@ func TestReloadUnderLoadLosesNoByte(t *testing.T) {
 	snapAt := func(i int) *snapshot.Snapshot {
 		var pub snapshot.Listener
 		if i%2 == 0 {
-			pub = listenerOn("pub", routeTo("any-a", snapshot.Any, a.addr))
+			pub = listenerOn("pub", routeTo("any-a", snapshot.Any, a.Addr))
 		} else {
 			pub = listenerOn("pub",
-				routeTo("ssh-a", snapshot.SSH, a.addr),
-				routeTo("tls-a", snapshot.TLS, a.addr),
-				routeTo("any-b", snapshot.Any, b.addr),
+				routeTo("ssh-a", snapshot.SSH, a.Addr),
+				routeTo("tls-a", snapshot.TLS, a.Addr),
+				routeTo("any-b", snapshot.Any, b.Addr),
 			)
 			pub.ProbeTimeout = time.Second
 		}
 		s := snapshotOf(pub)
 		if i%4 < 2 {
-			s.Listeners = append(s.Listeners, listenerOn("extra", routeTo("any-b", snapshot.Any, b.addr)))
+			s.Listeners = append(s.Listeners, listenerOn("extra", routeTo("any-b", snapshot.Any, b.Addr)))
 		}
 		return s
 	}
@@ -180,8 +180,8 @@ func TestReloadUnderLoadLosesNoByte(t *testing.T) {
 func TestReloadDroppedPortDrains(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
-	pub := listenerOn("pub", routeTo("any", snapshot.Any, backend.addr))
-	extra := listenerOn("extra", routeTo("any", snapshot.Any, backend.addr))
+	pub := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	extra := listenerOn("extra", routeTo("any", snapshot.Any, backend.Addr))
 	m := startMux(t, snapshotOf(pub, extra))
 	extraAddr := m.addr("extra")
 	c := dial(t, extraAddr)
@@ -225,8 +225,8 @@ func TestReloadRoutesApplyToNewConnectionsOnly(t *testing.T) {
 	t.Parallel()
 	a := greetingEchoBackend(t, "A\n")
 	b := greetingEchoBackend(t, "B\n")
-	toA := listenerOn("pub", routeTo("ssh", snapshot.SSH, a.addr), routeTo("any", snapshot.Any, a.addr))
-	toB := listenerOn("pub", routeTo("ssh", snapshot.SSH, b.addr), routeTo("any", snapshot.Any, b.addr))
+	toA := listenerOn("pub", routeTo("ssh", snapshot.SSH, a.Addr), routeTo("any", snapshot.Any, a.Addr))
+	toB := listenerOn("pub", routeTo("ssh", snapshot.SSH, b.Addr), routeTo("any", snapshot.Any, b.Addr))
 	m := startMux(t, snapshotOf(toA))
 	pub := m.addr("pub")
 
@@ -265,7 +265,7 @@ func TestReloadRoutesApplyToNewConnectionsOnly(t *testing.T) {
 	if got := readLine(t, br1, c1); got != "after the reload\n" {
 		t.Fatalf("c1 echo after the reload %q", got)
 	}
-	if na, nb := a.accepted.Load(), b.accepted.Load(); na != 2 || nb != 1 {
+	if na, nb := a.Accepted(), b.Accepted(); na != 2 || nb != 1 {
 		t.Fatalf("A accepted %d, B %d; want 2 and 1", na, nb)
 	}
 	_ = c1.Close()
@@ -292,8 +292,8 @@ func TestApplyReportsListenersSharingAnAddress(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
 	m := newMux(t, dataplane.Options{Listen: loopbackListen(nil)})
-	a := listenerOn("a", routeTo("any", snapshot.Any, backend.addr))
-	b := listenerOn("b", routeTo("any", snapshot.Any, backend.addr))
+	a := listenerOn("a", routeTo("any", snapshot.Any, backend.Addr))
+	b := listenerOn("b", routeTo("any", snapshot.Any, backend.Addr))
 	a.Address, b.Address = "127.0.0.1:7001", "127.0.0.1:7001"
 	errs := m.Apply(snapshotOf(a, b))
 	bound := 0
@@ -343,8 +343,8 @@ func TestNewListenerServesItsFirstConnection(t *testing.T) {
 		}
 	})})
 	m.apply(snapshotOf(
-		listenerOn("a", routeTo("any", snapshot.Any, backend.addr)),
-		listenerOn("b", routeTo("any", snapshot.Any, backend.addr)),
+		listenerOn("a", routeTo("any", snapshot.Any, backend.Addr)),
+		listenerOn("b", routeTo("any", snapshot.Any, backend.Addr)),
 	))
 	if early == nil {
 		t.Fatalf("could not connect during Apply: %v", readErr)

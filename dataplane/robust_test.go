@@ -33,9 +33,9 @@ func TestSilentClientTakesTimeoutRoute(t *testing.T) {
 	speaker := greetingEchoBackend(t, banner)
 	other := echoBackend(t)
 	l := listenerOn("pub",
-		routeTo("tls", snapshot.TLS, other.addr),
-		routeTo("silent", snapshot.Timeout, speaker.addr),
-		routeTo("any", snapshot.Any, other.addr),
+		routeTo("tls", snapshot.TLS, other.Addr),
+		routeTo("silent", snapshot.Timeout, speaker.Addr),
+		routeTo("any", snapshot.Any, other.Addr),
 	)
 	l.ProbeTimeout = 200 * time.Millisecond
 	m := startMux(t, snapshotOf(l))
@@ -48,7 +48,7 @@ func TestSilentClientTakesTimeoutRoute(t *testing.T) {
 	}
 	// Then the connection is an ordinary forwarded one.
 	roundTrip(t, c, "hello\n")
-	if n := other.accepted.Load(); n != 0 {
+	if n := other.Accepted(); n != 0 {
 		t.Fatalf("the tls/any backend got %d connections", n)
 	}
 	_ = c.CloseWrite()
@@ -80,9 +80,9 @@ func TestMisbehavingClientsClosedOnTimeOthersServed(t *testing.T) {
 	// No timeout or any route: a client that does not finish a protocol
 	// has nowhere to go and must be closed.
 	l := listenerOn("pub",
-		routeTo("ssh", snapshot.SSH, backend.addr),
-		routeTo("tls", snapshot.TLS, backend.addr),
-		routeTo("http", snapshot.HTTP, backend.addr),
+		routeTo("ssh", snapshot.SSH, backend.Addr),
+		routeTo("tls", snapshot.TLS, backend.Addr),
+		routeTo("http", snapshot.HTTP, backend.Addr),
 	)
 	l.ProbeTimeout = probeTimeout
 	m := startMux(t, snapshotOf(l))
@@ -181,7 +181,7 @@ func TestMisbehavingClientsClosedOnTimeOthersServed(t *testing.T) {
 			t.Errorf("%s: not closed by the dataplane within %v: %v", tc.name, bound, errs[i])
 		}
 	}
-	if n := backend.accepted.Load(); n != 1 {
+	if n := backend.Accepted(); n != 1 {
 		t.Errorf("backend accepted %d connections, want only the well-behaved one", n)
 	}
 	m.waitIdle()
@@ -190,7 +190,7 @@ func TestMisbehavingClientsClosedOnTimeOthersServed(t *testing.T) {
 func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
-	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.addr))
+	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
 	l.MaxConnections = 2
 	m := startMux(t, snapshotOf(l))
 	pub := m.addr("pub")
@@ -206,7 +206,7 @@ func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 	}
 	roundTrip(t, c1, "one still works\n")
 	roundTrip(t, c2, "two still works\n")
-	if n := backend.accepted.Load(); n != 2 {
+	if n := backend.Accepted(); n != 2 {
 		t.Fatalf("backend accepted %d connections, want 2", n)
 	}
 
@@ -225,7 +225,7 @@ func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 func TestShutdownDrainsOpenConnections(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
-	m := startMux(t, snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 	c := dial(t, pub)
 	roundTrip(t, c, "before shutdown\n")
@@ -276,7 +276,7 @@ func TestShutdownDrainsOpenConnections(t *testing.T) {
 func TestShutdownDeadlineCutsConnections(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
-	m := startMux(t, snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))))
 	c := dial(t, m.addr("pub"))
 	roundTrip(t, c, "open\n")
 
@@ -309,8 +309,8 @@ func TestProxyHeaderFollowedByMoreThanMaxProbeBytes(t *testing.T) {
 	backend := echoBackend(t)
 	other := echoBackend(t)
 	l := listenerOn("pub",
-		routeTo("http", snapshot.HTTP, other.addr), // undecided until the probe ends
-		routeTo("any", snapshot.Any, backend.addr),
+		routeTo("http", snapshot.HTTP, other.Addr), // undecided until the probe ends
+		routeTo("any", snapshot.Any, backend.Addr),
 	)
 	l.ProxyProtocol = true
 	l.MaxProbeBytes = 32
@@ -433,7 +433,7 @@ func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
 			return gl, err
 		},
 	})
-	m.apply(snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.addr))))
+	m.apply(snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))))
 	c := dial(t, m.addr("pub"))
 	<-gl.taken // accepted by the kernel and the listener, not yet by the dataplane
 

@@ -170,7 +170,7 @@ func TestTLSTerminationChoosesCertificateBySNI(t *testing.T) {
 	exactUnderWild := peers.CertPair(t, "x.w.test", "x.w.test")
 	backend := echoBackend(t)
 	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, def, exact, wild, exactUnderWild),
-		routeTo("any", snapshot.Any, backend.addr))))
+		routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 
 	for _, tc := range []struct{ sni, wantCN string }{
@@ -203,9 +203,9 @@ func TestTLSTerminationALPNAsDeclared(t *testing.T) {
 	cert := peers.CertPair(t, "alpn.test")
 	backend := echoBackend(t)
 	m := startMux(t, snapshotOf(
-		terminating("both", tlsOf([]string{"h2", "http/1.1"}, cert), routeTo("any", snapshot.Any, backend.addr)),
-		terminating("h1", tlsOf([]string{"http/1.1"}, cert), routeTo("any", snapshot.Any, backend.addr)),
-		terminating("none", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.addr)),
+		terminating("both", tlsOf([]string{"h2", "http/1.1"}, cert), routeTo("any", snapshot.Any, backend.Addr)),
+		terminating("h1", tlsOf([]string{"http/1.1"}, cert), routeTo("any", snapshot.Any, backend.Addr)),
+		terminating("none", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.Addr)),
 	))
 	for _, tc := range []struct {
 		listener string
@@ -233,7 +233,7 @@ func TestTLSTerminationRefusesTLS11(t *testing.T) {
 	t.Parallel()
 	cert := peers.CertPair(t, "old.test")
 	backend := echoBackend(t)
-	m, reg := metricsMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.addr))))
+	m, reg := metricsMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 
 	// OpenSSL 3 builds TLS 1.1 ClientHellos only at security level 0; at
@@ -257,7 +257,7 @@ func TestTLSTerminationRefusesTLS11(t *testing.T) {
 		t.Error("a TLS 1.1 Go client completed a handshake")
 	}
 	m.waitIdle()
-	if n := backend.accepted.Load(); n != 2 {
+	if n := backend.Accepted(); n != 2 {
 		t.Errorf("the backend was dialled %d times; want 2, for the TLS 1.2 and 1.3 clients only", n)
 	}
 	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeTLSError); n < 2 {
@@ -278,7 +278,7 @@ func TestTLSPortListenerTerminatesEverything(t *testing.T) {
 	m := startMux(t, snapshotOf(terminating("pub", tlsOf([]string{"http/1.1"}, cert),
 		routeTo("ssh", snapshot.SSH, sshd.Addr),
 		routeTo("web", snapshot.HTTP, web.Addr),
-		routeTo("other", snapshot.Any, other.addr),
+		routeTo("other", snapshot.Any, other.Addr),
 	)))
 	pub := m.addr("pub")
 	opensslBin := peers.LookPath(t, "openssl")
@@ -416,17 +416,17 @@ func tlsRelay(t testing.TB, addr, sni string) string {
 func TestTLSOpenVPNInsideTerminatedTLS(t *testing.T) {
 	t.Parallel()
 	vpn := peers.OpenVPN(t)
-	sink := newTCPBackend(t, func(c net.Conn) {})
+	sink := peers.NewTCPServer(t, func(c net.Conn) {})
 	cert := peers.CertPair(t, "vpn.test")
 	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert),
-		routeTo("ssh", snapshot.SSH, sink.addr),
+		routeTo("ssh", snapshot.SSH, sink.Addr),
 		routeTo("vpn", snapshot.OpenVPN, vpn.Addr),
-		routeTo("any", snapshot.Any, sink.addr),
+		routeTo("any", snapshot.Any, sink.Addr),
 	)))
 	relay := tlsRelay(t, m.addr("pub"), "vpn.test")
 	client := vpn.Client(t, relay)
 	vpn.WaitConnected(t, client)
-	if n := sink.accepted.Load(); n != 0 {
+	if n := sink.Accepted(); n != 0 {
 		t.Fatalf("the ssh/any sink got %d connections; OpenVPN inside TLS was misrouted", n)
 	}
 	client.Stop()
@@ -443,9 +443,9 @@ func TestTLSCertificateRotation(t *testing.T) {
 	backend := echoBackend(t)
 	cfg := func(c *peers.Cert) *snapshot.Snapshot {
 		return snapshotOf(
-			terminating("pub", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.addr)),
+			terminating("pub", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.Addr)),
 			listenerOn("wrapped", handTo("unwrap", "inner")),
-			internalTLS("inner", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.addr)),
+			internalTLS("inner", tlsOf(nil, c), routeTo("any", snapshot.Any, backend.Addr)),
 		)
 	}
 	m := startMux(t, cfg(oldCert))
@@ -501,7 +501,7 @@ func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
 		listenerOn("pub",
 			handTo("to-dropped", "dropped", "dropped.test"),
 			handTo("to-good", "good", "good.test"),
-			routeTo("ssh", snapshot.SSH, sshd.addr),
+			routeTo("ssh", snapshot.SSH, sshd.Addr),
 		),
 		internalTLS("good", tlsOf(nil, good), routeTo("web", snapshot.HTTP, web.Addr)),
 		// A listener whose TLS has no certificate at all, if a producer
@@ -550,7 +550,7 @@ func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
 			terminating("b", tlsOf(nil, cert), routeTo("any", snapshot.Any, backends...)),
 		)
 	}
-	m := startMux(t, snap(backend.addr))
+	m := startMux(t, snap(backend.Addr))
 	a, b := m.addr("a"), m.addr("b")
 
 	// openssl s_client saves its session, a reload happens, and it
@@ -560,12 +560,12 @@ func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
 	if err != nil || !strings.Contains(out, "New, TLSv1.3") {
 		t.Fatalf("s_client -sess_out: %v\n%s\n%s", err, out, errOut)
 	}
-	m.apply(snap(backend.addr, backend.addr))
+	m.apply(snap(backend.Addr, backend.Addr))
 	out, errOut, err = opensslHolding(t, 300*time.Millisecond, "s_client", "-connect", a, "-servername", "resume.test", "-sess_in", sess)
 	if err != nil || !strings.Contains(out, "Reused, TLSv1.3") {
 		t.Errorf("s_client -sess_in after a reload did not resume: %v\n%s\n%s", err, out, errOut)
 	}
-	m.apply(snap(backend.addr))
+	m.apply(snap(backend.Addr))
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		cache := tls.NewLRUClientSessionCache(4)
 		cfg := func() *tls.Config {
@@ -586,7 +586,7 @@ func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
 		if !dialResume(a) {
 			t.Fatalf("version %x: no resumption without a reload", v)
 		}
-		m.apply(snap(backend.addr, backend.addr)) // any change: new TLS configurations
+		m.apply(snap(backend.Addr, backend.Addr)) // any change: new TLS configurations
 		if !dialResume(a) {
 			t.Errorf("version %x: the session did not resume after a reload", v)
 		}
@@ -634,7 +634,7 @@ func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
 	rsaC := rsaCert(t, "rsa.dual.test", "dual.test", "*.dual.test")
 	ecC := peers.CertPair(t, "ecdsa.dual.test", "dual.test", "*.dual.test")
 	backend := echoBackend(t)
-	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, rsaC, ecC), routeTo("any", snapshot.Any, backend.addr))))
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, rsaC, ecC), routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 	for _, tc := range []struct {
 		name   string

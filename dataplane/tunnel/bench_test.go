@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // benchTunnel is the whole path of a tunnel in one process: a local TCP
@@ -23,8 +25,8 @@ type benchTunnel struct {
 func startBenchTunnel(b *testing.B, handle func(bt *benchTunnel, c net.Conn)) *benchTunnel {
 	b.Helper()
 	bt := &benchTunnel{}
-	backend := startTCPBackend(b, func(c net.Conn) { handle(bt, c) })
-	m := startMux(b, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{backend.addr}, "bench:1")}}, nil)
+	backend := peers.NewTCPServer(b, func(c net.Conn) { handle(bt, c) })
+	m := startMux(b, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{backend.Addr}, "bench:1")}}, nil)
 	c := newClient(b, m.url)
 	c.Log = c.Log.V(1) // quiet: one line per tunnel at V(1) would drown the output
 	bt.local = serveTCP(b, c, "bench:1")

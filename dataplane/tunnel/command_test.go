@@ -14,6 +14,8 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestTunnelCommand runs the built `portmux tunnel` with a TCP and a UDP
@@ -21,10 +23,10 @@ import (
 func TestTunnelCommand(t *testing.T) {
 	t.Parallel()
 	bin := portmuxBinary(t)
-	b := startTCPBackend(t, echo)
+	b := peers.NewTCPServer(t, echo)
 	up := udpEcho(t)
 	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
-		target(false, []string{b.addr}, "echo:7"),
+		target(false, []string{b.Addr}, "echo:7"),
 		target(true, []string{up.LocalAddr().String()}, "echo:7"),
 	}}, nil)
 	tokenFile := writeFile(t, "token", []byte(testToken))

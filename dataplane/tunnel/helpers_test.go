@@ -26,6 +26,8 @@ import (
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 const testToken = "correct horse battery staple"
@@ -152,56 +154,6 @@ func newClient(t testing.TB, rawURL string) *tunnel.Client {
 	}
 }
 
-// tcpBackend is a TCP server on loopback that counts the connections it
-// accepts and serves each with handle.
-type tcpBackend struct {
-	ln       net.Listener
-	addr     string
-	accepted atomic.Int32
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func startTCPBackend(t testing.TB, handle func(net.Conn)) *tcpBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &tcpBackend{ln: ln, addr: ln.Addr().String()}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			b.mu.Lock()
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			_ = c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
 // echo copies what it reads back, and half-closes after the client has.
 func echo(c net.Conn) {
 	_, _ = io.Copy(c, c)
@@ -270,64 +222,23 @@ func writeFile(t testing.TB, name string, content []byte) string {
 // connectProxy is an HTTP proxy that only speaks CONNECT, as corporate
 // proxies let tunnels out, and counts what it was asked.
 type connectProxy struct {
-	ln       net.Listener
 	url      *url.URL
 	connects atomic.Int32
 	mu       sync.Mutex
 	targets  []string
 	auth     []string
-	wg       sync.WaitGroup
-	conns    map[net.Conn]struct{}
 }
 
 func startConnectProxy(t testing.TB) *connectProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &connectProxy{ln: ln, url: &url.URL{Scheme: "http", Host: ln.Addr().String()}, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c, true)
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				defer p.track(c, false)
-				p.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	p := &connectProxy{}
+	p.url = &url.URL{Scheme: "http", Host: peers.NewTCPServer(t, p.serve).Addr}
 	return p
 }
 
-func (p *connectProxy) track(c net.Conn, add bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if add {
-		p.conns[c] = struct{}{}
-	} else {
-		delete(p.conns, c)
-	}
-}
-
+// serve answers one CONNECT and relays until either side ends (the server
+// closes c when the test ends, which ends the relay too).
 func (p *connectProxy) serve(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReader(c)
 	req, err := http.ReadRequest(br)
 	if err != nil {
@@ -347,8 +258,6 @@ func (p *connectProxy) serve(c net.Conn) {
 		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 		return
 	}
-	p.track(up, true)
-	defer p.track(up, false)
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		_ = up.Close()
 		return

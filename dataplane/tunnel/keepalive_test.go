@@ -15,6 +15,8 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // Small keepalive settings, so that a dead peer is found in about a second
@@ -72,64 +74,43 @@ func (hs *handlerServer) report(t *testing.T) *tunnel.Report {
 // as behind a dead NAT mapping.
 type pausableProxy struct {
 	addr  string
-	ln    net.Listener
 	gate  sync.RWMutex // write-locked while paused
 	pause sync.Once
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
 	// pauseFn stops all relaying, for good.
 	pauseFn func()
 }
 
 func startPausableProxy(t *testing.T, upstream string) *pausableProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pausableProxy{ln: ln, addr: ln.Addr().String()}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go p.relay(up, c)
-			go p.relay(c, up)
+	p := &pausableProxy{}
+	p.addr = peers.NewTCPServer(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			return
 		}
-	}()
+		defer up.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.relay(up, c)
+		}()
+		p.relay(c, up)
+		<-done
+	}).Addr
 	paused := false
+	// This runs before the server's own cleanup, which closes the
+	// connections and waits for the relays: let the blocked ones go.
 	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
 		p.pause.Do(func() {}) // a later Pause does nothing
 		if paused {
 			p.gate.Unlock()
 		}
-		p.wg.Wait()
 	})
 	p.pauseFn = func() { p.pause.Do(func() { p.gate.Lock(); paused = true }) }
 	return p
 }
 
 func (p *pausableProxy) relay(dst, src net.Conn) {
-	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -150,8 +131,8 @@ func (p *pausableProxy) relay(dst, src net.Conn) {
 
 func TestDeadPeerClosesBothEnds(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}})
+	b := peers.NewTCPServer(t, echo)
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}})
 	p := startPausableProxy(t, hs.addr)
 	c := newClient(t, "ws://"+p.addr+"/tunnel")
 	c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
@@ -209,8 +190,8 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 		t.Parallel()
 		// The target sends a lot; the client's reader does not read for a
 		// while.
-		b := startTCPBackend(t, func(c net.Conn) { _, _ = c.Write(payload) })
-		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "src:1")}})
+		b := peers.NewTCPServer(t, func(c net.Conn) { _, _ = c.Write(payload) })
+		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "src:1")}})
 		c := newClient(t, "ws://"+hs.addr+"/tunnel")
 		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
 		s, err := c.Dial(context.Background(), "src:1")
@@ -234,12 +215,12 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 	t.Run("target", func(t *testing.T) {
 		t.Parallel()
 		// The client sends a lot; the target does not read for a while.
-		b := startTCPBackend(t, func(c net.Conn) {
+		b := peers.NewTCPServer(t, func(c net.Conn) {
 			time.Sleep(stall)
 			n, _ := io.Copy(io.Discard, c)
 			_, _ = fmt.Fprint(c, n)
 		})
-		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "sink:1")}})
+		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "sink:1")}})
 		c := newClient(t, "ws://"+hs.addr+"/tunnel")
 		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
 		s, err := c.Dial(context.Background(), "sink:1")

@@ -20,8 +20,8 @@ func TestClientGoesOutThroughAnHTTPConnectProxy(t *testing.T) {
 	for _, scheme := range []string{"ws", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			t.Parallel()
-			b := startTCPBackend(t, echo)
-			tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}
+			b := peers.NewTCPServer(t, echo)
+			tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}
 			var cert *peers.Cert
 			var tlsCert *tls.Certificate
 			if scheme == "wss" {
@@ -97,19 +97,19 @@ func TestProxyFromEnvironment(t *testing.T) {
 
 func TestProxyRefusingConnectFailsTheHandshake(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
+	b := peers.NewTCPServer(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
 	// A "proxy" that is the backend's echo: it answers no CONNECT.
-	silent := startTCPBackend(t, func(c net.Conn) {
+	silent := peers.NewTCPServer(t, func(c net.Conn) {
 		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
 	})
 	c := newClient(t, m.url)
-	c.Proxy = tunnel.FixedProxy(&url.URL{Scheme: "http", Host: silent.addr})
+	c.Proxy = tunnel.FixedProxy(&url.URL{Scheme: "http", Host: silent.Addr})
 	_, err := c.Dial(context.Background(), "echo:7")
 	if err == nil {
 		t.Fatal("dialled through a proxy that refused CONNECT")
 	}
-	if b.accepted.Load() != 0 {
+	if b.Accepted() != 0 {
 		t.Fatal("the backend was reached")
 	}
 }

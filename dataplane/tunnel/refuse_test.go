@@ -13,13 +13,15 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 func TestRefusalsHappenBeforeAnythingIsDialled(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
+	b := peers.NewTCPServer(t, echo)
 	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
-		target(false, []string{b.addr}, "echo:7", "echo:echo"),
+		target(false, []string{b.Addr}, "echo:7", "echo:echo"),
 		target(true, []string{"127.0.0.1:9"}, "dns:53"),
 	}}, nil)
 
@@ -31,7 +33,7 @@ func TestRefusalsHappenBeforeAnythingIsDialled(t *testing.T) {
 		status int // 0: no HTTP answer at all
 	}{
 		{name: "target outside allow", url: m.url, token: testToken, target: "other:22", status: 403},
-		{name: "an allowed target's endpoint by address", url: m.url, token: testToken, target: b.addr, status: 403},
+		{name: "an allowed target's endpoint by address", url: m.url, token: testToken, target: b.Addr, status: 403},
 		{name: "missing token", url: m.url, target: "echo:7", status: 401},
 		{name: "wrong token", url: m.url, token: "correct horse battery stapler", target: "echo:7", status: 401},
 		{name: "wrong token, same length", url: m.url, token: strings.Repeat("x", len(testToken)), target: "echo:7", status: 401},
@@ -86,7 +88,7 @@ func TestRefusalsHappenBeforeAnythingIsDialled(t *testing.T) {
 		}
 	}
 
-	if n := b.accepted.Load(); n != 0 {
+	if n := b.Accepted(); n != 0 {
 		t.Fatalf("the backend saw %d connections from refused requests", n)
 	}
 	// The same backend through an allowed request: its connection is the
@@ -98,7 +100,7 @@ func TestRefusalsHappenBeforeAnythingIsDialled(t *testing.T) {
 	_ = s.CloseWrite()
 	_, _ = io.ReadAll(s)
 	_ = s.Close()
-	if n := b.accepted.Load(); n != 1 {
+	if n := b.Accepted(); n != 1 {
 		t.Fatalf("the backend saw %d connections, want the allowed one only", n)
 	}
 	m.waitTunnels(t, tunnel.OutcomeUnauthorized, 6)
@@ -146,19 +148,19 @@ func rawHandshake(t *testing.T, addr, path string, h http.Header) (*http.Respons
 
 func TestMissingTokenSecretRefusesEverything(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, echo)
+	b := peers.NewTCPServer(t, echo)
 	// What compile produces when auth names a Secret that does not exist.
 	m := startMux(t, &snapshot.Tunnel{Token: []byte{}, Allow: nil}, nil)
 	for _, tok := range []string{"", testToken} {
 		c := newClient(t, m.url)
 		c.Token = tok
-		_, err := c.Dial(context.Background(), b.addr)
+		_, err := c.Dial(context.Background(), b.Addr)
 		var re *tunnel.RefusedError
 		if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable {
 			t.Fatalf("token %q: %v, want 503", tok, err)
 		}
 	}
-	if n := b.accepted.Load(); n != 0 {
+	if n := b.Accepted(); n != 0 {
 		t.Fatalf("the backend saw %d connections", n)
 	}
 	m.waitTunnels(t, tunnel.OutcomeUnavailable, 2)

@@ -45,11 +45,11 @@ func TestTCPTunnelHalfCloseLetsTheAnswerThrough(t *testing.T) {
 	t.Parallel()
 	// The backend answers only once the client has finished sending, as
 	// request/response protocols that shut down their side do.
-	b := startTCPBackend(t, func(c net.Conn) {
+	b := peers.NewTCPServer(t, func(c net.Conn) {
 		req, _ := io.ReadAll(c)
 		_, _ = c.Write(append([]byte("answer to "), req...))
 	})
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "qa:1")}}, nil)
+	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "qa:1")}}, nil)
 	c := newClient(t, m.url)
 	c.Token = "" // the tunnel has no token: none needed
 
@@ -73,12 +73,12 @@ func TestTCPTunnelHalfCloseLetsTheAnswerThrough(t *testing.T) {
 
 func TestTCPTunnelBackendResetResetsTheClient(t *testing.T) {
 	t.Parallel()
-	b := startTCPBackend(t, func(c net.Conn) {
+	b := peers.NewTCPServer(t, func(c net.Conn) {
 		buf := make([]byte, 5)
 		_, _ = io.ReadFull(c, buf)
 		_ = c.(*net.TCPConn).SetLinger(0) // close sends RST
 	})
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "rst:1")}}, nil)
+	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "rst:1")}}, nil)
 	s, err := newClient(t, m.url).Dial(context.Background(), "rst:1")
 	if err != nil {
 		t.Fatal(err)
@@ -198,8 +198,8 @@ func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 // dataplane with the test token.
 func echoTunnel(t *testing.T) (*mux, *tunnel.Stream) {
 	t.Helper()
-	b := startTCPBackend(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.addr}, "echo:7")}}, nil)
+	b := peers.NewTCPServer(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
 	s, err := newClient(t, m.url).Dial(context.Background(), "echo:7")
 	if err != nil {
 		t.Fatal(err)

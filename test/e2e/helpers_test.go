@@ -3,17 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -27,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // Bounds on waits: every wait in these tests ends with a message, never a
@@ -263,8 +255,8 @@ func startSSHD(t *testing.T, dir, host string) *sshServer {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeSSHKey(t, filepath.Join(dir, "host_ed25519"))
-	pub := writeSSHKey(t, filepath.Join(dir, "client_ed25519"))
+	peers.WriteSSHKey(t, filepath.Join(dir, "host_ed25519"))
+	pub := peers.WriteSSHKey(t, filepath.Join(dir, "client_ed25519"))
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -318,28 +310,6 @@ func waitOrExit(p *proc, substr string, timeout time.Duration) bool {
 	}
 }
 
-// writeSSHKey writes a new ed25519 private key in OpenSSH format (mode 0600,
-// as ssh requires) and returns the public key in authorized_keys format.
-func writeSSHKey(t *testing.T, path string) []byte {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ssh.MarshalAuthorizedKey(signer.PublicKey())
-}
-
 // sshArgs is an ssh command line through 127.0.0.1:port to s, running
 // remote.
 func (s *sshServer) sshArgs(sshPath string, port int, remote string) []string {
@@ -360,7 +330,7 @@ type tlsServer struct {
 // for cn. It binds port 0 and reads the port from its ready line.
 func startSServer(t *testing.T, dir, host, cn, opensslPath, stdbufPath string) *tlsServer {
 	t.Helper()
-	certFile, keyFile := writeSelfSigned(t, dir, cn)
+	certFile, keyFile := peers.CertPair(t, cn).WriteFiles(t, dir, cn)
 	// s_server's stdout is block-buffered: the ready line needs -oL.
 	p := startProc(t, dir, "s_server-"+cn, false, stdbufPath, "-oL", opensslPath, "s_server",
 		"-accept", net.JoinHostPort(host, "0"), "-cert", certFile, "-key", keyFile, "-www")
@@ -371,45 +341,6 @@ func startSServer(t *testing.T, dir, host, cn, opensslPath, stdbufPath string) *
 		t.Fatalf("s_server ready line %q does not name a port", line)
 	}
 	return &tlsServer{host: host, port: port, cn: cn}
-}
-
-// writeSelfSigned writes a self-signed ECDSA P-256 certificate for cn (also its
-// DNS SAN) and its key, and returns their paths.
-func writeSelfSigned(t *testing.T, dir, cn string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     []string{cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, cn+".crt"), filepath.Join(dir, cn+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 var subjectCN = regexp.MustCompile(`(?m)^subject=.*CN ?= ?([^,/\r\n]+)`)

@@ -58,8 +58,8 @@ func SSHD(t testing.TB) *SSHServer {
 	}
 
 	dir := t.TempDir()
-	writeSSHKey(t, filepath.Join(dir, "host_ed25519"))
-	clientPub := writeSSHKey(t, filepath.Join(dir, "client_ed25519"))
+	WriteSSHKey(t, filepath.Join(dir, "host_ed25519"))
+	clientPub := WriteSSHKey(t, filepath.Join(dir, "client_ed25519"))
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), clientPub, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -93,9 +93,10 @@ func SSHD(t testing.TB) *SSHServer {
 	return s
 }
 
-// writeSSHKey writes a new ed25519 private key in OpenSSH format (mode
-// 0600, as ssh demands) and returns its public key in authorized_keys form.
-func writeSSHKey(t testing.TB, path string) []byte {
+// WriteSSHKey writes a new ed25519 private key in OpenSSH format (mode
+// 0600, as ssh demands) and returns its public key in authorized_keys form,
+// for tests that run sshd or ssh themselves (in a pod, say).
+func WriteSSHKey(t testing.TB, path string) []byte {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -1,0 +1,73 @@
+package peers
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TCPServer is a TCP server on 127.0.0.1 that serves every connection with
+// a handler and counts them: the backend routes and tunnels are pointed
+// at, so a test sees what arrived, and that nothing did when something
+// must be refused. Cleanup closes the listener and every open connection
+// and waits for the handlers.
+type TCPServer struct {
+	// Addr is where it listens.
+	Addr string
+
+	accepted atomic.Int64
+	ln       net.Listener
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
+}
+
+// NewTCPServer starts a TCPServer; handle runs on its own goroutine for
+// each connection, which is closed when handle returns.
+func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &TCPServer{Addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() {
+					s.mu.Lock()
+					delete(s.conns, c)
+					s.mu.Unlock()
+					_ = c.Close()
+				}()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// Accepted is how many connections it has accepted so far.
+func (s *TCPServer) Accepted() int64 { return s.accepted.Load() }
