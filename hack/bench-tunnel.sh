@@ -5,6 +5,9 @@
 #   direct          the client talks to the target itself (the baseline)
 #   portmux-tunnel  portmux tunnel -L ... ws://  ->  portmux serve (tunnel route)
 #   wstunnel        wstunnel 1.4.0 (npm, Node.js): client -t ... ws://  ->  server -s
+#   relay-chain     a reference, not a tunnel: two hack/bench/minrelay in series
+#                   (plain TCP, splice, no framing) where the tunnel's client and
+#                   server sit; the most any two-process tunnel could carry here
 #
 # Scenarios (muxbench, target: its "SSH" echo backend, 127.0.0.1:$BASE+1):
 #   tput, 1 stream and 16 streams: bytes sent through the tunnel and echoed back
@@ -27,7 +30,7 @@ OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
 REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
-PEERS=${PEERS:-direct portmux-tunnel wstunnel}
+PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain}
 WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
 NICE=${NICE:--10}
 # Ports from BASE, away from hack/bench.sh's 17001-17443 so both can run.
@@ -47,6 +50,7 @@ cp -r "$BENCH_SRC/." "$OUT_DIR/"
 chmod -R u+w "$OUT_DIR"
 (cd "$OUT_DIR/muxbench" && go build -o ../bin/muxbench .)
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 (cd "$OUT_DIR" && mkdir -p wst && cd wst &&
   npm install --silent --no-audit --no-fund --no-save "wstunnel@$WSTUNNEL_VERSION" >/dev/null)
 WST=$OUT_DIR/wst/node_modules/wstunnel/bin/wstunnel
@@ -81,6 +85,9 @@ portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-addre
 wstunnel_cmd="node $WST -s $SERVER -t $TARGET &
   node $WST -t $LOCAL:$TARGET ws://$SERVER &
   wait"
+relay_chain_cmd="$OUT_DIR/minrelay -listen $SERVER -target $TARGET &
+  $OUT_DIR/minrelay -listen $LOCAL -target $SERVER &
+  wait"
 
 cd "$OUT_DIR"
 COMMON=("${BACKENDS[@]}" -d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT"
@@ -96,6 +103,8 @@ run() { # peer streams scenarios
                       -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$portmux_cmd" >/dev/null ;;
     wstunnel)       "${MB[@]}" suite -peer wstunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
                       -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$wstunnel_cmd" >/dev/null ;;
+    relay-chain)    "${MB[@]}" suite -peer relay-chain -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
+                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$relay_chain_cmd" >/dev/null ;;
     *) echo "unknown peer $peer" >&2; exit 2 ;;
   esac
 }
@@ -104,7 +113,7 @@ for rep in $(seq 1 "$REPS"); do
   for peer in $PEERS; do
     echo "--- $peer" >&2
     scen=tput,conn-ssh
-    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ]; then scen=$scen,idle-$IDLE; fi
+    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "$peer" != relay-chain ]; then scen=$scen,idle-$IDLE; fi
     run "$peer" 1 "$scen"
     run "$peer" 16 tput
   done

@@ -4,6 +4,12 @@
 # numbers can be compared side by side. Everything stays on 127.0.0.1 and
 # every run is bounded in time.
 #
+# go-minimal is a reference, not a proxy: hack/bench/minrelay accepts,
+# dials the SSH backend and copies both ways (splice), nothing else. Its
+# connection rate is the floor Go's net package sets for any Go proxy, its
+# throughput the ceiling of one zero-copy hop on this machine; it runs the
+# SSH and throughput scenarios only (it routes nothing).
+#
 #   hack/bench.sh                         # 3 repeats of every scenario
 #   REPS=1 SCEN=conn-ssh,tput hack/bench.sh
 #   PEERS="portmux haproxy" hack/bench.sh
@@ -20,7 +26,7 @@ REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
 SCEN=${SCEN:-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
-PEERS=${PEERS:-direct portmux haproxy sslh-fork}
+PEERS=${PEERS:-direct portmux haproxy sslh-fork go-minimal}
 ADDR=127.0.0.1:17443
 NICE=${NICE:--10}
 
@@ -45,6 +51,7 @@ cp -r "$BENCH_SRC/." "$OUT_DIR/"
 chmod -R u+w "$OUT_DIR"
 (cd "$OUT_DIR/muxbench" && go build -o ../bin/muxbench .)
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
 cat > "$OUT_DIR/portmux.yaml" <<'YAML'
 # The harness's routing contract (see its README): SSH -> 17001, TLS SNI
@@ -68,6 +75,7 @@ COMMON=(-d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT" -tput-streams 4
 MB=(nice -n "$NICE" bin/muxbench)
 mkdir -p logs
 conn_only=$(echo "$SCEN" | tr ',' '\n' | grep -v '^idle-' | paste -sd, -)
+ssh_only=$(echo "$SCEN" | tr ',' '\n' | { grep -E '^(conn-ssh|lat-ssh|tput)$' || true; } | paste -sd, -)
 for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
   for peer in $PEERS; do
@@ -79,6 +87,8 @@ for rep in $(seq 1 "$REPS"); do
                    -cmd "exec haproxy -f $OUT_DIR/configs/haproxy.cfg -db" >/dev/null ;;
       sslh-fork) "${MB[@]}" suite -peer sslh-fork -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$SCEN" "${COMMON[@]}" \
                    -cmd "exec sslh -F$OUT_DIR/configs/sslh.cfg" >/dev/null ;;
+      go-minimal) [ -z "$ssh_only" ] || "${MB[@]}" suite -peer go-minimal -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$ssh_only" "${COMMON[@]}" \
+                   -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:17001" >/dev/null ;;
       *) echo "unknown peer $peer" >&2; exit 2 ;;
     esac
   done
