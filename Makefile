@@ -142,11 +142,11 @@ bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whol
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 .PHONY: bench-tunnel
-bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm) and a direct connection (hack/bench-tunnel.sh).
+bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm), two minimal relays in series (the ceiling) and a direct connection (hack/bench-tunnel.sh).
 	hack/bench-tunnel.sh
 
 .PHONY: bench-mux
-bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy and sslh, interleaved (REPS, SCEN, PEERS).
+bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved (REPS, SCEN, PEERS).
 	hack/bench.sh
 
 .PHONY: bench-tls
