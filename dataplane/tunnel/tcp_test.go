@@ -8,6 +8,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,6 +198,71 @@ func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 
 // echoTunnel opens a tunnel to "echo:7", an echo backend behind a new
 // dataplane with the test token.
+// TestIdleTunnelHoldsOnlyItsOwnGoroutines checks what an open tunnel
+// costs the dataplane: its two directions, not also the goroutine that
+// sniffed the connection and parsed the handshake (with the stack it grew
+// doing so), which hands the connection over and ends. The connection is
+// still finished, counted and logged when the tunnel ends.
+//
+// Not parallel: it counts the goroutines of the whole process.
+func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
+	const n = 20
+	b := peers.NewTCPServer(t, echo)
+	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+	c := newClient(t, m.url)
+	streams := make([]*tunnel.Stream, n)
+	for i := range streams {
+		s, err := c.Dial(context.Background(), "echo:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		streams[i] = s
+	}
+	waiting := func() int {
+		var buf bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+		return strings.Count(buf.String(), "dataplane.(*Server).serveTunnel(")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for waiting() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if w := waiting(); w > 0 {
+		t.Fatalf("%d of %d idle tunnels still hold the goroutine that accepted them", w, n)
+	}
+	if a := m.srv.ActiveConnections(); a != n {
+		t.Fatalf("active connections = %d while %d tunnels are open", a, n)
+	}
+
+	for _, s := range streams {
+		if _, err := s.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo through an idle tunnel: %q, %v", buf, err)
+		}
+		if err := s.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(s); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.waitTunnels(t, tunnel.OutcomeClosed, n)
+	deadline = time.Now().Add(5 * time.Second)
+	for m.srv.ActiveConnections() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a := m.srv.ActiveConnections(); a != 0 {
+		t.Fatalf("active connections = %d after every tunnel ended", a)
+	}
+}
+
 func echoTunnel(t *testing.T) (*mux, *tunnel.Stream) {
 	t.Helper()
 	b := peers.NewTCPServer(t, echo)
