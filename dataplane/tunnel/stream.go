@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/portmux/portmux/dataplane/forward"
 )
 
 var errTextMessage = errors.New("text message: only binary messages belong to " + Subprotocol)
@@ -77,6 +79,12 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 	}
 }
+
+// WaitRead waits, holding no buffer, until a message has begun or the
+// stream has ended, for forward's copy loops (forward.Waiter): it returns
+// nil when Read will not wait for the peer, or the error Read would
+// return.
+func (s *Stream) WaitRead() error { return s.awaitMessage() }
 
 // awaitMessage waits, holding no buffer, until a message has begun (or
 // the stream has ended).
@@ -301,4 +309,5 @@ func (a addr) String() string  { return a.s }
 var (
 	_ net.Conn                        = (*Stream)(nil)
 	_ interface{ CloseWrite() error } = (*Stream)(nil)
+	_ forward.Waiter                  = (*Stream)(nil)
 )
