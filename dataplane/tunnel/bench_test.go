@@ -29,7 +29,7 @@ func startBenchTunnel(b *testing.B, handle func(bt *benchTunnel, c net.Conn)) *b
 	m := startMux(b, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{backend.Addr}, "bench:1")}}, nil)
 	c := newClient(b, m.url)
 	c.Log = c.Log.V(1) // quiet: one line per tunnel at V(1) would drown the output
-	bt.local, _ = serveTCP(b, c, "bench:1")
+	bt.local = serveTCP(b, c, "bench:1")
 	return bt
 }
 

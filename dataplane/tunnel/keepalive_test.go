@@ -60,14 +60,8 @@ func startHandler(t *testing.T, tun *snapshot.Tunnel) *handlerServer {
 // report waits for the next report.
 func (hs *handlerServer) report(t *testing.T) *tunnel.Report {
 	t.Helper()
-	return awaitReport(t, hs.reports)
-}
-
-// awaitReport waits for the next report on ch.
-func awaitReport(t *testing.T, ch <-chan *tunnel.Report) *tunnel.Report {
-	t.Helper()
 	select {
-	case r := <-ch:
+	case r := <-hs.reports:
 		return r
 	case <-time.After(closeBound):
 		t.Fatal("the server did not report the tunnel")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,6 +65,30 @@ func startParkingTunnel(t *testing.T, backend func(net.Conn)) *parkingTunnel {
 	return pt
 }
 
+// serve runs the client on a local listener until stop is called, which
+// reports ServeTCP's error.
+func (pt *parkingTunnel) serve(t *testing.T) (addr string, stop func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pt.client.ServeTCP(ctx, ln, "echo:7") }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(closeBound):
+			return errors.New("ServeTCP did not return: a tunnel was left running")
+		}
+	})
+	t.Cleanup(func() { _ = stop() })
+	return ln.Addr().String(), stop
+}
+
 func (pt *parkingTunnel) waitParked(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(closeBound)
@@ -75,18 +100,15 @@ func (pt *parkingTunnel) waitParked(t *testing.T) {
 	}
 }
 
-// wantNoneParked fails the test if a tunnel side is still parked at either
-// end once the tunnel has ended.
-func (pt *parkingTunnel) wantNoneParked(t *testing.T) {
-	t.Helper()
-	if a, b := pt.srvPk.Parked(), pt.cliPk.Parked(); a != 0 || b != 0 {
-		t.Fatalf("still parked after the tunnel ended: server %d, client %d", a, b)
-	}
-}
-
 func (pt *parkingTunnel) report(t *testing.T) *tunnel.Report {
 	t.Helper()
-	return awaitReport(t, pt.reports)
+	select {
+	case r := <-pt.reports:
+		return r
+	case <-time.After(closeBound):
+		t.Fatal("the server did not report the tunnel")
+		return nil
+	}
 }
 
 func echoLine(t *testing.T, c net.Conn, msg string) {
@@ -101,25 +123,17 @@ func echoLine(t *testing.T, c net.Conn, msg string) {
 	}
 }
 
-// parkedConn opens a connection through pt, exchanges a line, and returns
-// once the tunnel idles parked at both ends; stop ends the client.
-func parkedConn(t *testing.T, pt *parkingTunnel) (c net.Conn, stop func() error) {
-	t.Helper()
-	addr, stop := serveTCP(t, pt.client, "echo:7")
+func TestIdleTunnelParksAtBothEndsAndWakes(t *testing.T) {
+	t.Parallel()
+	pt := startParkingTunnel(t, echo)
+	addr, _ := pt.serve(t)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	echoLine(t, c, "hello")
+	defer c.Close()
+	echoLine(t, c, "first")
 	pt.waitParked(t)
-	return c, stop
-}
-
-func TestIdleTunnelParksAtBothEndsAndWakes(t *testing.T) {
-	t.Parallel()
-	pt := startParkingTunnel(t, echo)
-	c, _ := parkedConn(t, pt)
 	echoLine(t, c, "after parking")
 	pt.waitParked(t)
 
@@ -135,13 +149,22 @@ func TestIdleTunnelParksAtBothEndsAndWakes(t *testing.T) {
 	if r.Outcome != tunnel.OutcomeClosed || r.Err != nil || r.Up != 18 || r.Down != 18 {
 		t.Fatalf("report: outcome %s, err %v, up %d, down %d; want closed, nil, 18, 18", r.Outcome, r.Err, r.Up, r.Down)
 	}
-	pt.wantNoneParked(t)
+	if a, b := pt.srvPk.Parked(), pt.cliPk.Parked(); a != 0 || b != 0 {
+		t.Fatalf("still parked after the end: server %d, client %d", a, b)
+	}
 }
 
 func TestServerGoingAwayEndsParkedTunnel(t *testing.T) {
 	t.Parallel()
 	pt := startParkingTunnel(t, echo)
-	c, _ := parkedConn(t, pt)
+	addr, _ := pt.serve(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoLine(t, c, "hello")
+	pt.waitParked(t)
 
 	pt.shutdown()
 	r := pt.report(t)
@@ -153,13 +176,22 @@ func TestServerGoingAwayEndsParkedTunnel(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("local connection after the server went away: %v; want it ended", err)
 	}
-	pt.wantNoneParked(t)
+	if a, b := pt.srvPk.Parked(), pt.cliPk.Parked(); a != 0 || b != 0 {
+		t.Fatalf("still parked: server %d, client %d", a, b)
+	}
 }
 
 func TestClientStopEndsParkedTunnel(t *testing.T) {
 	t.Parallel()
 	pt := startParkingTunnel(t, echo)
-	_, stop := parkedConn(t, pt)
+	addr, stop := pt.serve(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoLine(t, c, "hello")
+	pt.waitParked(t)
 
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -170,7 +202,9 @@ func TestClientStopEndsParkedTunnel(t *testing.T) {
 	if r.Outcome != tunnel.OutcomeClosed || !errors.As(r.Err, &re) || re.Code != 1001 {
 		t.Fatalf("report: outcome %s, err %v; want closed with 1001", r.Outcome, r.Err)
 	}
-	pt.wantNoneParked(t)
+	if a, b := pt.srvPk.Parked(), pt.cliPk.Parked(); a != 0 || b != 0 {
+		t.Fatalf("still parked: server %d, client %d", a, b)
+	}
 }
 
 func isTimeout(err error) bool {
@@ -188,7 +222,7 @@ func TestClientStopEndsHalfClosedParkedTunnel(t *testing.T) {
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.Copy(io.Discard, c)
 	})
-	addr, stop := serveTCP(t, pt.client, "echo:7")
+	addr, stop := pt.serve(t)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +242,7 @@ func TestClientStopEndsHalfClosedParkedTunnel(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	pt.report(t)
-	pt.wantNoneParked(t)
+	if n := pt.cliPk.Parked(); n != 0 {
+		t.Fatalf("still parked after stop: %d", n)
+	}
 }

@@ -39,7 +39,7 @@ func TestClientGoesOutThroughAnHTTPConnectProxy(t *testing.T) {
 			withAuth.User = url.UserPassword("alice", "s3cret")
 			c.Proxy = tunnel.FixedProxy(&withAuth)
 
-			local, _ := serveTCP(t, c, "echo:7")
+			local := serveTCP(t, c, "echo:7")
 			for i := range 3 {
 				conn, err := net.Dial("tcp", local)
 				if err != nil {

@@ -190,8 +190,7 @@ func TestUnreachableTargetIsABadGateway(t *testing.T) {
 	// A 502 may pass (an endpoint coming up): a local connection's
 	// handshake is retried, then the connection is closed.
 	c.Retries = 2
-	local, _ := serveTCP(t, c, "gone:1")
-	conn, err := net.Dial("tcp", local)
+	conn, err := net.Dial("tcp", serveTCP(t, c, "gone:1"))
 	if err != nil {
 		t.Fatal(err)
 	}

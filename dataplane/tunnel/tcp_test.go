@@ -55,7 +55,7 @@ func TestTCPTunnelHalfCloseLetsTheAnswerThrough(t *testing.T) {
 	c := newClient(t, m.url)
 	c.Token = "" // the tunnel has no token: none needed
 
-	local, _ := serveTCP(t, c, "qa:1")
+	local := serveTCP(t, c, "qa:1")
 	conn, err := net.Dial("tcp", local)
 	if err != nil {
 		t.Fatal(err)
