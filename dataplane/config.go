@@ -47,7 +47,7 @@ type routeConfig struct {
 	tunnel http.Handler
 }
 
-func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive time.Duration, parker *forward.Parker) *config {
+func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive time.Duration) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
@@ -70,7 +70,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 				}
 			}
 			if r.Tunnel != nil {
-				rc.tunnel = newTunnelHandler(r.Tunnel, parker)
+				rc.tunnel = newTunnelHandler(r.Tunnel)
 			}
 			lc.routes = append(lc.routes, rc)
 		}

@@ -131,7 +131,7 @@ func NewServer(opt Options) *Server {
 	s.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	s.recBufs.New = func() any { b := make([]byte, recordBufSize); return &b }
 	s.tickets = newSessionTickets()
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive(), s.parker))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive()))
 	return s
 }
 
@@ -149,7 +149,7 @@ func bindKey(l *snapshot.Listener) string {
 // returns the bind error of every listener that could not be bound, by
 // listener name; the rest of the snapshot is served regardless.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.parker)
+	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive())
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {

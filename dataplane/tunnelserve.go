@@ -9,17 +9,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
 )
 
 // newTunnelHandler builds the handler of a tunnel route. It is part of the
 // route's configuration, so the round-robin over each target's endpoints
-// is shared by the connections the configuration serves; idle tunnels park
-// their target side in the server's parker (nil: they do not).
-func newTunnelHandler(t *snapshot.Tunnel, parker *forward.Parker) http.Handler {
-	return tunnel.NewHandler(t, tunnel.Options{Report: recordTunnel, Parker: parker})
+// is shared by the connections the configuration serves.
+func newTunnelHandler(t *snapshot.Tunnel) http.Handler {
+	return tunnel.NewHandler(t, tunnel.Options{Report: recordTunnel})
 }
 
 // goingAwayGrace is how long a tunnel client has to answer the server's

@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/tunnel"
 )
 
@@ -282,21 +281,9 @@ func runTunnel(ctx context.Context, c *tunnel.Client, specs []string, stdin io.R
 			_ = cl.Close()
 		}
 	}()
-	parking := c.Parker != nil
 	for _, fs := range forwards {
 		switch fs.kind {
 		case "tcp":
-			if !parking {
-				parking = true
-				// Idle tunnels' local sides wait in one epoll set, off
-				// their goroutines. Closed after every tunnel has ended.
-				if pk, err := forward.NewParker(0); err != nil {
-					c.Log.V(1).Info("idle tunnels keep their goroutines", "reason", err.Error())
-				} else {
-					c.Parker = pk
-					closers = append(closers, pk)
-				}
-			}
 			ln, err := net.Listen("tcp", fs.listen)
 			if err != nil {
 				return fmt.Errorf("-L %s: %w", fs.listen, err)

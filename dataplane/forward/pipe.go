@@ -49,17 +49,6 @@ type Result struct {
 	Idle bool
 }
 
-// Waiter is a stream that can wait for its next bytes without a buffer: a
-// WebSocket tunnel's stream waits for its next message. A direction that
-// reads one takes a buffer only once WaitRead has returned, and gives it
-// back before it waits again, so an idle one holds none. WaitRead returns
-// nil when Read will not block on an empty stream (data, or the end of the
-// stream, is there), or the error that ended the stream. A Waiter keeps
-// its own idle and liveness checks: the pipe sets no read deadline on it.
-type Waiter interface {
-	WaitRead() error
-}
-
 // errIdle ends a direction whose connection was silent for the idle timeout.
 var errIdle = errors.New("idle timeout")
 
@@ -155,11 +144,9 @@ func (d *dir) finish(err error) {
 	p := d.p
 	if err == nil {
 		// A clean end is passed on as a half-close, unless the other
-		// direction has ended too and dst is a TCP socket: then both
-		// close right below, and closing sends the same FIN for one system
-		// call less. Other streams say more with their half-close (TLS's
-		// close_notify, a tunnel's end-of-stream message).
-		if _, tcp := d.dst.(*net.TCPConn); !tcp || p.pending.Load() > 1 {
+		// direction has ended too: then both sockets close right below,
+		// and closing sends the same FIN for one system call less.
+		if p.pending.Load() > 1 {
 			closeWrite(d.dst)
 		}
 	} else {
@@ -205,15 +192,12 @@ func (p *pipe) idleExpired() bool {
 }
 
 // buffered copies through a pooled buffer, for streams the kernel cannot
-// splice (TLS, tunnels).
+// splice (TLS).
 func (d *dir) buffered() error {
 	p := d.p
 	pool := p.opt.StreamBufferPool
 	if pool == nil {
 		pool = p.opt.BufferPool
-	}
-	if w, ok := d.src.(Waiter); ok {
-		return d.waited(w, pool)
 	}
 	bp := bufFrom(pool)
 	defer bufTo(pool, bp)
@@ -240,33 +224,6 @@ func (d *dir) buffered() error {
 				}
 				continue
 			}
-			return err
-		}
-	}
-}
-
-// waited copies from a Waiter, holding a buffer only for each read.
-func (d *dir) waited(w Waiter, pool *sync.Pool) error {
-	for {
-		if err := w.WaitRead(); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		bp := bufFrom(pool)
-		n, err := d.src.Read(*bp)
-		var werr error
-		if n > 0 {
-			werr = d.send((*bp)[:n])
-		}
-		bufTo(pool, bp)
-		switch {
-		case werr != nil:
-			return werr
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
 			return err
 		}
 	}

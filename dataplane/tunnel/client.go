@@ -17,8 +17,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
-
-	"github.com/portmux/portmux/dataplane/forward"
 )
 
 // Defaults of Client fields left zero.
@@ -73,10 +71,6 @@ type Client struct {
 
 	// Log receives one line per tunnel at V(1), and failures.
 	Log logr.Logger
-
-	// Parker, when set, takes the local side of an idle TCP tunnel off its
-	// goroutine (see forward.Parker). Nil: it keeps one.
-	Parker *forward.Parker
 
 	initOnce sync.Once
 	hc       *http.Client
@@ -278,9 +272,9 @@ func (c *Client) ServeTCP(ctx context.Context, ln net.Listener, target string) e
 	}
 }
 
-// forwardTCP opens the tunnel of a local connection and starts carrying
-// both (tracked by wg) on fresh goroutines: the one that made the
-// handshake, deep from it, ends.
+// forwardTCP opens the tunnel of a local connection, and hands both to a
+// fresh goroutine (tracked by wg) that carries them: the one that made
+// the handshake, deep from it, ends.
 func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string, wg *sync.WaitGroup) {
 	start := time.Now()
 	log := c.Log.WithValues("target", target, "client", conn.RemoteAddr().String())
@@ -293,24 +287,29 @@ func (c *Client) forwardTCP(ctx context.Context, conn net.Conn, target string, w
 		return
 	}
 	wg.Add(1)
-	c.carryTCP(ctx, conn, s, start, log, wg.Done)
+	go func() {
+		defer wg.Done()
+		c.carryTCP(ctx, conn, s, start, log)
+	}()
 }
 
-// carryTCP relays a local connection and its tunnel until both end, then
-// logs the tunnel and calls done.
-func (c *Client) carryTCP(ctx context.Context, conn net.Conn, s *Stream, start time.Time, log logr.Logger, done func()) {
-	startRelay(s, conn, nil, c.Parker, ctx, func(res relayResult) {
-		defer done()
-		kv := []any{"up", res.toStream, "down", res.fromStream, "duration", time.Since(start).Round(time.Millisecond).String()}
-		switch {
-		case s.deadPeer():
-			log.Error(ErrDeadPeer, "tunnel closed", kv...)
-		case res.err != nil && ctx.Err() == nil:
-			log.Error(res.err, "tunnel failed", kv...)
-		default:
-			log.V(1).Info("tunnel closed", kv...)
-		}
+// carryTCP relays a local connection and its tunnel until both end.
+func (c *Client) carryTCP(ctx context.Context, conn net.Conn, s *Stream, start time.Time, log logr.Logger) {
+	stop := afterFunc(ctx, func() {
+		s.closeGoingAway() // first: the server learns it was no failure
+		_ = conn.Close()
 	})
+	res := relay(s, conn, nil)
+	stop()
+	kv := []any{"up", res.toStream, "down", res.fromStream, "duration", time.Since(start).Round(time.Millisecond).String()}
+	switch {
+	case s.deadPeer():
+		log.Error(ErrDeadPeer, "tunnel closed", kv...)
+	case res.err != nil && ctx.Err() == nil:
+		log.Error(res.err, "tunnel failed", kv...)
+	default:
+		log.V(1).Info("tunnel closed", kv...)
+	}
 }
 
 // ServeStdio carries in and out through one tunnel to target, for ssh's

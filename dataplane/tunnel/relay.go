@@ -1,7 +1,8 @@
 package tunnel
 
 import (
-	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -25,41 +26,128 @@ type relayResult struct {
 	err error
 }
 
-// startRelay carries s and c both ways, as forward.Start carries two
-// connections, and calls done once both halves have ended or one direction
-// failed and both are closed. It keeps half-close: the end of c's stream
-// becomes the empty message, the stream's end a CloseWrite on c; an error
-// in one direction closes c and resets the stream (close code 4000). When
-// goAway is done first, the stream is closed with 1001 (going away) and c
-// is closed.
-//
-// It holds no buffer while a direction waits. The stream's direction waits
-// for the next message on its goroutine (the WebSocket library reads
-// there); c's direction waits without one when pk is set, so an idle
-// tunnel costs one goroutine at each end.
-func startRelay(s *Stream, c net.Conn, pool *sync.Pool, pk *forward.Parker, goAway context.Context, done func(relayResult)) {
+// relay carries s and c both ways until both halves have ended or one
+// direction failed, then closes both. Like forward.Pipe it keeps
+// half-close (the end of c's stream becomes the empty message, the
+// stream's end a CloseWrite on c), but it holds no buffer while a
+// direction waits: an idle tunnel costs its goroutines and the WebSocket
+// library's small buffers only.
+func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
 	if pool == nil {
 		pool = relayBuffers
 	}
-	var stop func()
-	registered := make(chan struct{})
-	h := forward.Start(c, s, forward.Options{BufferPool: pool, Parker: pk}, func(r forward.Result) {
-		<-registered
-		stop()
-		res := relayResult{toStream: r.Up, fromStream: r.Down, err: r.Err}
-		// When the peer closes (or the keepalive gives up on it) while
-		// this end writes, the write may fail first with a bare "closed";
-		// what the reading side learnt says why.
-		if why := s.closedBy(); why != nil && res.err != nil {
-			res.err = why
+	var (
+		res      relayResult
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+		abortAll = func(err error) {
+			// An error in one direction ends the other: c is closed, and
+			// the stream closed with 4000 (reset).
+			errOnce.Do(func() {
+				res.err = err
+				_ = c.Close()
+				_ = s.Close()
+			})
 		}
-		done(res)
-	})
-	// Abort, not a Close under the running pipe: a direction parked in
-	// pk is woken and ends.
-	stop = afterFunc(goAway, func() {
-		s.closeGoingAway() // first: the peer learns it was no failure
-		h.Abort()
-	})
-	close(registered)
+	)
+	wg.Add(1)
+	go func() { // c → stream
+		defer wg.Done()
+		n, err := connToStream(s, c, pool)
+		res.toStream = n
+		if err != nil {
+			abortAll(err)
+		}
+	}()
+	n, err := streamToConn(c, s, pool)
+	res.fromStream = n
+	if err != nil {
+		abortAll(err)
+	}
+	wg.Wait()
+	_ = c.Close()
+	_ = s.Close()
+	// When the peer closes (or the keepalive gives up on it) while this
+	// end writes, the write may fail first with a bare "closed"; what the
+	// reading side learnt says why.
+	if why := s.closedBy(); why != nil && res.err != nil {
+		res.err = why
+	}
+	return res
+}
+
+// connToStream sends what c delivers as messages, and the end of c's
+// stream as the empty message.
+func connToStream(s *Stream, c net.Conn, pool *sync.Pool) (int64, error) {
+	tc, _ := c.(*net.TCPConn)
+	var total int64
+	for {
+		if tc != nil {
+			// Park until there is something to read, holding nothing.
+			if _, err := forward.WaitReadable(tc); err != nil {
+				return total, err
+			}
+		}
+		bp := pool.Get().(*[]byte)
+		n, err := c.Read(*bp)
+		if n > 0 {
+			if _, werr := s.Write((*bp)[:n]); werr != nil {
+				pool.Put(bp)
+				return total, werr
+			}
+			total += int64(n)
+		}
+		pool.Put(bp)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, s.CloseWrite()
+			}
+			return total, err
+		}
+	}
+}
+
+// streamToConn writes the stream's messages to c, and half-closes c when
+// the stream ends.
+func streamToConn(c net.Conn, s *Stream, pool *sync.Pool) (int64, error) {
+	var total int64
+	for {
+		// Park until a message begins, holding nothing.
+		if err := s.awaitMessage(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, closeWrite(c)
+			}
+			return total, err
+		}
+		bp := pool.Get().(*[]byte)
+		for {
+			n, err := s.readMessage(*bp)
+			if n > 0 {
+				if _, werr := c.Write((*bp)[:n]); werr != nil {
+					pool.Put(bp)
+					return total, werr
+				}
+				total += int64(n)
+			}
+			if err != nil {
+				pool.Put(bp)
+				if errors.Is(err, io.EOF) {
+					return total, closeWrite(c)
+				}
+				return total, err
+			}
+			if s.r == nil {
+				break // the message has ended: give the buffer back
+			}
+		}
+		pool.Put(bp)
+	}
+}
+
+// closeWrite half-closes c, or closes it when it cannot.
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Close()
 }

@@ -44,10 +44,6 @@ type Options struct {
 	// of 256 KiB buffers.
 	BufferPool *sync.Pool
 
-	// Parker, when set, takes the target side of an idle TCP tunnel off
-	// its goroutine (see forward.Parker). Nil: it keeps one.
-	Parker *forward.Parker
-
 	// Report, when set, is called once for every request the Handler
 	// answers, after it has ended: a refusal before ServeHTTP returns, a
 	// tunnel when it closes (on the tunnel's goroutine, after ServeHTTP
@@ -195,16 +191,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upgraded = true
 	remote := remoteAddr(r)
 	shutdown := shutdownOf(ctx)
-	// Fresh goroutines with small stacks carry the tunnel, and the
+	// A fresh goroutine with a small stack carries the tunnel, and the
 	// server's goroutine, deep from parsing the request, ends.
-	if udp {
-		go func() {
+	go func() {
+		if udp {
 			h.serveUDP(c, live, up.(*net.UDPConn), rep, shutdown)
-			report()
-		}()
-		return
-	}
-	h.startTCP(c, live, up, rep, remote, shutdown, report)
+		} else {
+			h.serveTCP(c, live, up, rep, remote, shutdown)
+		}
+		report()
+	}()
 }
 
 // shutdownKey keys the shutdown context of a connection's requests.
@@ -395,29 +391,29 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 	return &watchdog{interval: h.opt.KeepAlive, timeout: h.opt.PongTimeout, idle: idle, live: live}
 }
 
-// startTCP carries the stream between the client and up until both ends
-// have finished, then fills in rep and calls done.
-func (h *Handler) startTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr, shutdown context.Context, done func()) {
+// serveTCP carries the stream between the client and up until both ends
+// have finished.
+func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr, shutdown context.Context) {
 	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remote)
-	startRelay(s, up, h.opt.BufferPool, h.opt.Parker, shutdown, func(res relayResult) {
-		rep.Up, rep.Down = res.fromStream, res.toStream
-		var re *ResetError
-		switch {
-		case shutdown.Err() != nil:
-			rep.Outcome, rep.Err = OutcomeClosed, errShuttingDown
-		case s.deadPeer():
-			rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
-		case errors.As(res.err, &re) && re.Code == websocket.StatusGoingAway:
-			// The client stopped on purpose (SIGINT, or ssh ending its
-			// ProxyCommand): the stream was cut, but nothing failed.
-			rep.Outcome, rep.Err = OutcomeClosed, res.err
-		case res.err != nil:
-			rep.Outcome, rep.Err = OutcomeError, res.err
-		default:
-			rep.Outcome = OutcomeClosed
-		}
-		done()
-	})
+	stop := afterFunc(shutdown, s.closeGoingAway)
+	res := relay(s, up, h.opt.BufferPool)
+	stop()
+	rep.Up, rep.Down = res.fromStream, res.toStream
+	var re *ResetError
+	switch {
+	case shutdown.Err() != nil:
+		rep.Outcome, rep.Err = OutcomeClosed, errShuttingDown
+	case s.deadPeer():
+		rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
+	case errors.As(res.err, &re) && re.Code == websocket.StatusGoingAway:
+		// The client stopped on purpose (SIGINT, or ssh ending its
+		// ProxyCommand): the stream was cut, but nothing failed.
+		rep.Outcome, rep.Err = OutcomeClosed, res.err
+	case res.err != nil:
+		rep.Outcome, rep.Err = OutcomeError, res.err
+	default:
+		rep.Outcome = OutcomeClosed
+	}
 }
 
 func remoteAddr(r *http.Request) net.Addr {

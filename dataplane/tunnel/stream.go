@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/portmux/portmux/dataplane/forward"
 )
 
 var errTextMessage = errors.New("text message: only binary messages belong to " + Subprotocol)
@@ -79,12 +77,6 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 	}
 }
-
-// WaitRead waits, holding no buffer, until a message has begun or the
-// stream has ended, for forward's copy loops (forward.Waiter): it returns
-// nil when Read will not wait for the peer, or the error Read would
-// return.
-func (s *Stream) WaitRead() error { return s.awaitMessage() }
 
 // awaitMessage waits, holding no buffer, until a message has begun (or
 // the stream has ended).
@@ -309,5 +301,4 @@ func (a addr) String() string  { return a.s }
 var (
 	_ net.Conn                        = (*Stream)(nil)
 	_ interface{ CloseWrite() error } = (*Stream)(nil)
-	_ forward.Waiter                  = (*Stream)(nil)
 )
