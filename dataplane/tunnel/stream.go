@@ -223,15 +223,21 @@ func (s *Stream) CloseWrite() error {
 }
 
 // writeMessage sends p as one binary message.
-func (s *Stream) writeMessage(p []byte) error {
-	s.live.writing.Add(1)
-	defer s.live.writing.Add(-1)
-	if s.cw == nil {
-		return s.c.Write(context.Background(), websocket.MessageBinary, p)
+func (s *Stream) writeMessage(p []byte) error { return writeBinary(s.c, s.live, s.cw, p) }
+
+// writeBinary sends p as one binary message on c. While it writes, live
+// holds the keepalive's pings and pongs back (a control frame behind a
+// blocked write would time out and close the connection); on the client
+// end cw gathers the message into one write.
+func writeBinary(c *websocket.Conn, live *liveness, cw *coalescer, p []byte) error {
+	live.writing.Add(1)
+	defer live.writing.Add(-1)
+	if cw == nil {
+		return c.Write(context.Background(), websocket.MessageBinary, p)
 	}
-	s.cw.begin(len(p))
-	err := s.c.Write(context.Background(), websocket.MessageBinary, p)
-	if ferr := s.cw.end(); err == nil {
+	cw.begin(len(p))
+	err := c.Write(context.Background(), websocket.MessageBinary, p)
+	if ferr := cw.end(); err == nil {
 		err = ferr
 	}
 	return err

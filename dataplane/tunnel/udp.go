@@ -56,17 +56,7 @@ func (d *datagrams) Receive(buf []byte) (int, error) {
 // Send writes one datagram as one message.
 func (d *datagrams) Send(p []byte) error {
 	d.live.markData()
-	d.live.writing.Add(1)
-	defer d.live.writing.Add(-1)
-	if d.cw == nil {
-		return d.c.Write(context.Background(), websocket.MessageBinary, p)
-	}
-	d.cw.begin(len(p))
-	err := d.c.Write(context.Background(), websocket.MessageBinary, p)
-	if ferr := d.cw.end(); err == nil {
-		err = ferr
-	}
-	return err
+	return writeBinary(d.c, d.live, d.cw, p)
 }
 
 // ignorableUDPError reports errors a connected UDP socket returns for an
