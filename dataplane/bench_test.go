@@ -11,29 +11,13 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // benchEcho is a backend that echoes every connection until EOF.
 func benchEcho(b *testing.B) string {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return peers.NewTCPServer(b, func(c net.Conn) { _, _ = io.Copy(c, c) }).Addr
 }
 
 // BenchmarkConnSSH measures the whole life of one short SSH-routed
