@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/portmux/portmux/api/v1alpha1"
@@ -30,6 +32,8 @@ type managerOptions struct {
 	watchNamespaces      []string
 	dataplaneBindAddress string
 	metricsBindAddress   string
+	metricsSecure        bool
+	metricsCertDir       string
 	probeBindAddress     string
 	leaderElect          bool
 	leaderElectionNS     string
@@ -61,6 +65,8 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringArrayVar(&o.watchNamespaces, "watch-namespace", nil, "only watch PortMuxes (and what they name) in this namespace; repeatable (default: all namespaces)")
 	f.StringVar(&o.dataplaneBindAddress, "dataplane-bind-address", "", "host the dataplane's listeners bind (empty: every interface)")
 	f.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	f.BoolVar(&o.metricsSecure, "metrics-secure", false, "serve metrics over HTTPS to clients whose bearer token may get /metrics (checked with TokenReview and SubjectAccessReview, which the manager must be allowed to create); a self-signed certificate unless --metrics-cert-dir holds tls.crt and tls.key")
+	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory of the metrics endpoint's tls.crt and tls.key, reloaded when they change (with --metrics-secure)")
 	f.StringVar(&o.probeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
@@ -132,7 +138,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Logger:                  log,
-		Metrics:                 metricsserver.Options{BindAddress: o.metricsBindAddress},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeBindAddress,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "portmux.dev",
@@ -169,4 +175,20 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		return errors.New("manager returned")
 	}
 	return nil
+}
+
+// metricsOptions serves metrics as the flags say. Secure serving
+// authenticates the caller's bearer token (TokenReview) and asks whether it
+// may get /metrics (SubjectAccessReview), as Kubernetes' own components do,
+// and speaks HTTP/1.1 only (HTTP/2's stream resets are a denial-of-service
+// risk an endpoint this small does not need to take).
+func metricsOptions(o managerOptions) metricsserver.Options {
+	opt := metricsserver.Options{BindAddress: o.metricsBindAddress}
+	if o.metricsSecure {
+		opt.SecureServing = true
+		opt.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opt.CertDir = o.metricsCertDir
+		opt.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	}
+	return opt
 }
