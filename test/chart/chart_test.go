@@ -123,7 +123,7 @@ var expectations = map[string]expectation{
 	"default": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 1, leaderElect: true,
-		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--zap-log-level=info"},
+		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
 		servicePorts: []corev1.ServicePort{{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP}},
@@ -137,7 +137,7 @@ var expectations = map[string]expectation{
 	"custom": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 3, leaderElect: true,
-		args: []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--zap-log-level=debug",
+		args: []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
 			"--watch-namespace=team-a", "--watch-namespace=team-b", "--allow-address-backends", "--idle-timeout=1h", "--shutdown-grace=20s"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
@@ -377,12 +377,12 @@ func TestClusterRoleMatchesMarkers(t *testing.T) {
 			_, objs := render(t, c)
 			var roles []*rbacv1.ClusterRole
 			for _, o := range objs {
-				if o.GetKind() == "ClusterRole" {
+				if o.GetKind() == "ClusterRole" && strings.HasSuffix(o.GetName(), "-manager") {
 					roles = append(roles, into[rbacv1.ClusterRole](t, o))
 				}
 			}
 			if len(roles) != 1 {
-				t.Fatalf("%d ClusterRoles rendered, want 1", len(roles))
+				t.Fatalf("%d manager ClusterRoles rendered, want 1", len(roles))
 			}
 			if !reflect.DeepEqual(roles[0].Rules, generated.Rules) {
 				t.Errorf("ClusterRole %s rules differ from config/rbac/role.yaml (run `make manifests`):\n got %+v\nwant %+v",
@@ -457,6 +457,63 @@ func TestServiceMonitorAuto(t *testing.T) {
 			_, objs := render(t, valuesCase{name: tc.name}, tc.args...)
 			if got := hasKind(objs, "ServiceMonitor"); got != tc.want {
 				t.Errorf("ServiceMonitor rendered = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// With metrics.secure (the default) the manager serves metrics over HTTPS
+// to callers allowed to get /metrics: it is bound, cluster-wide even with
+// watchNamespaces, to create TokenReviews and SubjectAccessReviews; a
+// metrics-reader ClusterRole is there for scrapers; a ServiceMonitor
+// scrapes over HTTPS with its service account token. Off, all of that
+// goes and metrics are plain HTTP.
+func TestMetricsSecureSwitch(t *testing.T) {
+	requireHelm(t)
+	sm := []string{"--set", "metrics.serviceMonitor.enabled=true"}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		secure bool
+	}{
+		{"secure by default", sm, true},
+		{"secure with watched namespaces", append([]string{"--set", "watchNamespaces={team-a}"}, sm...), true},
+		{"plain", append([]string{"--set", "metrics.secure=false"}, sm...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, objs := render(t, valuesCase{name: tc.name}, tc.args...)
+			var args []string
+			var scheme, bearer string
+			auth, reader := false, false
+			for _, o := range objs {
+				switch {
+				case o.GetKind() == "Deployment":
+					args = into[appsv1.Deployment](t, o).Spec.Template.Spec.Containers[0].Args
+				case o.GetKind() == "ServiceMonitor":
+					eps, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
+					if len(eps) == 1 {
+						ep, _ := eps[0].(map[string]any)
+						scheme, _ = ep["scheme"].(string)
+						bearer, _ = ep["bearerTokenFile"].(string)
+					}
+				case o.GetKind() == "ClusterRole" && o.GetName() == releaseName+"-metrics-reader":
+					r := into[rbacv1.ClusterRole](t, o)
+					reader = len(r.Rules) == 1 && slices.Equal(r.Rules[0].NonResourceURLs, []string{"/metrics"}) && slices.Equal(r.Rules[0].Verbs, []string{"get"})
+				case o.GetKind() == "ClusterRoleBinding" && o.GetName() == releaseName+"-metrics-auth":
+					b := into[rbacv1.ClusterRoleBinding](t, o)
+					auth = b.RoleRef.Name == releaseName+"-metrics-auth" && len(b.Subjects) == 1 &&
+						b.Subjects[0].Kind == rbacv1.ServiceAccountKind && b.Subjects[0].Namespace == releaseNamespace
+				}
+			}
+			wantScheme := map[bool]string{true: "https", false: "http"}[tc.secure]
+			if got := slices.Contains(args, "--metrics-secure"); got != tc.secure {
+				t.Errorf("--metrics-secure in the manager's flags = %v, want %v (%q)", got, tc.secure, args)
+			}
+			if scheme != wantScheme || (bearer != "") != tc.secure {
+				t.Errorf("ServiceMonitor scheme %q, bearerTokenFile %q; want %s, token sent = %v", scheme, bearer, wantScheme, tc.secure)
+			}
+			if auth != tc.secure || reader != tc.secure {
+				t.Errorf("metrics-auth bound to the manager cluster-wide = %v, metrics-reader = %v; want %v", auth, reader, tc.secure)
 			}
 		})
 	}
