@@ -324,6 +324,28 @@ func TestKind(t *testing.T) {
 			}
 		})
 	}
+	// Metrics are served over HTTPS to scrapers allowed to get /metrics:
+	// the manager asks the API server about each token with the rights
+	// the chart grants it (portmux-metrics-auth).
+	t.Run("metrics only for a scraper bound to metrics-reader", func(t *testing.T) {
+		e.kubectlOut(t, "-n", kindAppNS, "create", "serviceaccount", "scraper")
+		e.kubectlOut(t, "create", "clusterrolebinding", "e2e-scraper", "--clusterrole="+kindRelease+"-metrics-reader",
+			"--serviceaccount="+kindAppNS+":scraper")
+		t.Cleanup(func() {
+			_, _ = kindBounded(time.Minute, e.env(), nil, e.kubectl, "delete", "clusterrolebinding", "e2e-scraper")
+		})
+		token := strings.TrimSpace(e.kubectlOut(t, "-n", kindAppNS, "create", "token", "scraper"))
+		url := "https://" + kindRelease + "-metrics." + kindSystemNS + ".svc:8080/metrics"
+		curl := []string{"curl", "--silent", "--show-error", "--insecure", "--max-time", "20"}
+		out := e.clientExec(t, append(curl, "--fail", "-H", "Authorization: Bearer "+token, url)...)
+		if !strings.Contains(out, "portmux_connections_total") {
+			t.Errorf("the scraper's /metrics has no portmux_connections_total:\n%s", kindTail(out, 20))
+		}
+		code := e.clientExec(t, append(curl, "--output", "/dev/null", "--write-out", "%{http_code}", url)...)
+		if strings.TrimSpace(code) != "401" {
+			t.Errorf("/metrics without a token answered %q, want 401", code)
+		}
+	})
 	e.step(t, "done")
 }
 
