@@ -20,7 +20,6 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/portmux/portmux/api/v1alpha1"
@@ -179,14 +178,14 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 
 // metricsOptions serves metrics as the flags say. Secure serving
 // authenticates the caller's bearer token (TokenReview) and asks whether it
-// may get /metrics (SubjectAccessReview), as Kubernetes' own components do,
-// and speaks HTTP/1.1 only (HTTP/2's stream resets are a denial-of-service
+// may get /metrics (SubjectAccessReview; see metricsAuth), as Kubernetes'
+// own components do, and speaks HTTP/1.1 only (HTTP/2's stream resets are a denial-of-service
 // risk an endpoint this small does not need to take).
 func metricsOptions(o managerOptions) metricsserver.Options {
 	opt := metricsserver.Options{BindAddress: o.metricsBindAddress}
 	if o.metricsSecure {
 		opt.SecureServing = true
-		opt.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opt.FilterProvider = metricsAuth
 		opt.CertDir = o.metricsCertDir
 		opt.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
 	}

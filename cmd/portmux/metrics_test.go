@@ -117,9 +117,7 @@ func TestSecureMetricsAskTheAPIServer(t *testing.T) {
 		want       int
 	}{
 		{"no token", "", http.StatusUnauthorized},
-		// controller-runtime's filter answers 500 when the TokenReview
-		// carries an error, which it does for a token it cannot parse.
-		{"a token the API server does not know", "not-a-token", http.StatusInternalServerError},
+		{"a token the API server does not know", "not-a-token", http.StatusUnauthorized},
 		{"a service account without the role", denied, http.StatusForbidden},
 	} {
 		code, body, err := get("https://"+addr+"/metrics", c.token)
