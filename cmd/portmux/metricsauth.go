@@ -11,7 +11,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"k8s.io/client-go/rest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
@@ -34,11 +35,17 @@ const (
 // this binary 30 MB larger and `portmux serve` start with 50 MB of RSS
 // instead of 30.
 func metricsAuth(c *rest.Config, hc *http.Client) (metricsserver.Filter, error) {
-	cs, err := kubernetes.NewForConfigAndClient(c, hc)
+	// The two typed clients only: the whole clientset would link every API
+	// group (3 MB more RSS).
+	authn, err := authnclient.NewForConfigAndClient(c, hc)
 	if err != nil {
 		return nil, err
 	}
-	a := &metricsAuthorizer{cs: cs, cache: map[[32]byte]metricsDecision{}}
+	authz, err := authzclient.NewForConfigAndClient(c, hc)
+	if err != nil {
+		return nil, err
+	}
+	a := &metricsAuthorizer{authn: authn, authz: authz, cache: map[[32]byte]metricsDecision{}}
 	return func(log logr.Logger, next http.Handler) (http.Handler, error) {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			code, msg := a.check(r, log)
@@ -52,7 +59,8 @@ func metricsAuth(c *rest.Config, hc *http.Client) (metricsserver.Filter, error) 
 }
 
 type metricsAuthorizer struct {
-	cs    kubernetes.Interface
+	authn authnclient.TokenReviewsGetter
+	authz authzclient.SubjectAccessReviewsGetter
 	mu    sync.Mutex
 	cache map[[32]byte]metricsDecision
 }
@@ -100,7 +108,7 @@ func (a *metricsAuthorizer) check(r *http.Request, log logr.Logger) (int, string
 
 func (a *metricsAuthorizer) review(r *http.Request, token, verb string, log logr.Logger) metricsDecision {
 	ctx := r.Context()
-	tr, err := a.cs.AuthenticationV1().TokenReviews().Create(ctx,
+	tr, err := a.authn.TokenReviews().Create(ctx,
 		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		log.Error(err, "metrics: TokenReview failed")
@@ -114,7 +122,7 @@ func (a *metricsAuthorizer) review(r *http.Request, token, verb string, log logr
 	for k, v := range u.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
 	}
-	sar, err := a.cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+	sar, err := a.authz.SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 		Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: u.Username, UID: u.UID, Groups: u.Groups, Extra: extra,
 			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: r.URL.Path, Verb: verb},

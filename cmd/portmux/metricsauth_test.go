@@ -38,7 +38,7 @@ func TestMetricsAuthRemembersDecisions(t *testing.T) {
 		sar.Status.Allowed = sar.Spec.User == "system:serviceaccount:monitoring:prometheus" && sar.Spec.NonResourceAttributes.Path == "/metrics"
 		return true, sar, nil
 	})
-	a := &metricsAuthorizer{cs: cs, cache: map[[32]byte]metricsDecision{}}
+	a := &metricsAuthorizer{authn: cs.AuthenticationV1(), authz: cs.AuthorizationV1(), cache: map[[32]byte]metricsDecision{}}
 	check := func(token, path string) int {
 		r := httptest.NewRequest(http.MethodGet, path, nil)
 		if token != "" {
