@@ -75,9 +75,8 @@ type metricsDecision struct {
 // check answers 200 for a caller allowed to read, 401 without a valid
 // token, 403 when its user may not, 500 when the API server cannot say.
 func (a *metricsAuthorizer) check(r *http.Request, log logr.Logger) (int, string) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	token = strings.TrimSpace(token)
-	if !ok || token == "" {
+	token := bearerToken(r.Header.Get("Authorization"))
+	if token == "" {
 		return http.StatusUnauthorized, "Unauthorized: a bearer token is required"
 	}
 	verb := strings.ToLower(r.Method)
@@ -137,4 +136,14 @@ func (a *metricsAuthorizer) review(r *http.Request, token, verb string, log logr
 		return metricsDecision{code: http.StatusForbidden, msg: "Forbidden: " + u.Username + " may not " + verb + " " + r.URL.Path}
 	}
 	return metricsDecision{code: http.StatusOK}
+}
+
+// bearerToken returns the token of an "Authorization: Bearer TOKEN" header
+// (the scheme is case-insensitive, RFC 9110 §11.1), or "".
+func bearerToken(h string) string {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }

@@ -42,7 +42,7 @@ func TestMetricsAuthRemembersDecisions(t *testing.T) {
 	check := func(token, path string) int {
 		r := httptest.NewRequest(http.MethodGet, path, nil)
 		if token != "" {
-			r.Header.Set("Authorization", "Bearer "+token)
+			r.Header.Set("Authorization", "bearer "+token) // the scheme's case does not matter
 		}
 		code, _ := a.check(r, logr.Discard())
 		return code
@@ -73,5 +73,22 @@ func TestMetricsAuthRemembersDecisions(t *testing.T) {
 	}
 	if reviews["token"] != 6 {
 		t.Errorf("a failed review was remembered: %d token reviews, want 6", reviews["token"])
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	for h, want := range map[string]string{
+		"Bearer abc":     "abc",
+		"bearer abc":     "abc",
+		"BEARER  abc ":   "abc",
+		"Basic dXNlcjpw": "",
+		"Bearer":         "",
+		"Bearer ":        "",
+		"":               "",
+		"abc":            "",
+	} {
+		if got := bearerToken(h); got != want {
+			t.Errorf("bearerToken(%q) = %q, want %q", h, got, want)
+		}
 	}
 }
