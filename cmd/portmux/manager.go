@@ -179,8 +179,8 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 // metricsOptions serves metrics as the flags say. Secure serving
 // authenticates the caller's bearer token (TokenReview) and asks whether it
 // may get /metrics (SubjectAccessReview; see metricsAuth), as Kubernetes'
-// own components do, and speaks HTTP/1.1 only (HTTP/2's stream resets are a denial-of-service
-// risk an endpoint this small does not need to take).
+// own components do, and speaks HTTP/1.1 only (HTTP/2's stream resets are
+// a denial-of-service risk an endpoint this small does not need to take).
 func metricsOptions(o managerOptions) metricsserver.Options {
 	opt := metricsserver.Options{BindAddress: o.metricsBindAddress}
 	if o.metricsSecure {

@@ -112,17 +112,21 @@ func label(m *dto.Metric, name string) string {
 // waitTunnels waits until the mux has reported n tunnels with outcome.
 func (m *mux) waitTunnels(t testing.TB, outcome tunnel.Outcome, n float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := m.tunnels(t)
-		if got[string(outcome)] >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tunnels by outcome = %v, want %v %s", got, n, outcome)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var got map[string]float64
+	if !within(10*time.Second, func() bool { got = m.tunnels(t); return got[string(outcome)] >= n }) {
+		t.Fatalf("tunnels by outcome = %v, want %v %s", got, n, outcome)
 	}
+}
+
+// within polls cond until it holds, for at most d, and reports whether it
+// did.
+func within(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // target is an allow-list entry for endpoints.

@@ -224,12 +224,8 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 		_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
 		return strings.Count(buf.String(), "dataplane.(*Server).serveTunnel(")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for waiting() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if w := waiting(); w > 0 {
-		t.Fatalf("%d of %d idle tunnels still hold the goroutine that accepted them", w, n)
+	if !within(5*time.Second, func() bool { return waiting() == 0 }) {
+		t.Fatalf("%d of %d idle tunnels still hold the goroutine that accepted them", waiting(), n)
 	}
 	if a := m.srv.ActiveConnections(); a != n {
 		t.Fatalf("active connections = %d while %d tunnels are open", a, n)
@@ -254,12 +250,8 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 		}
 	}
 	m.waitTunnels(t, tunnel.OutcomeClosed, n)
-	deadline = time.Now().Add(5 * time.Second)
-	for m.srv.ActiveConnections() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if a := m.srv.ActiveConnections(); a != 0 {
-		t.Fatalf("active connections = %d after every tunnel ended", a)
+	if !within(5*time.Second, func() bool { return m.srv.ActiveConnections() == 0 }) {
+		t.Fatalf("active connections = %d after every tunnel ended", m.srv.ActiveConnections())
 	}
 }
 
