@@ -8,6 +8,13 @@
 #   relay-chain     a reference, not a tunnel: two hack/bench/minrelay in series
 #                   (plain TCP, splice, no framing) where the tunnel's client and
 #                   server sit; the most any two-process tunnel could carry here
+#   masked-chain    the same with the upload read into user space and XORed at
+#                   both hops (minrelay -mask): what RFC 6455 masking costs any
+#                   WebSocket tunnel, with no framing at all and the download
+#                   still spliced; the most a tunnel could carry here
+#   copy-chain      also the download through user space (minrelay -mask -copy):
+#                   the least work a tunnel over a WebSocket library that owns
+#                   its frame buffers (coder/websocket, gorilla/websocket) does
 #
 # Scenarios (muxbench, target: its "SSH" echo backend, 127.0.0.1:$BASE+1):
 #   tput, 1 stream and 16 streams: bytes sent through the tunnel and echoed back
@@ -30,7 +37,7 @@ OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
 REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
-PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain}
+PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain masked-chain copy-chain}
 WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
 NICE=${NICE:--10}
 # Ports from BASE, away from hack/bench.sh's 17001-17443 so both can run.
@@ -85,9 +92,11 @@ portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-addre
 wstunnel_cmd="node $WST -s $SERVER -t $TARGET &
   node $WST -t $LOCAL:$TARGET ws://$SERVER &
   wait"
-relay_chain_cmd="$OUT_DIR/minrelay -listen $SERVER -target $TARGET &
-  $OUT_DIR/minrelay -listen $LOCAL -target $SERVER &
+chain_cmd() { # minrelay flags
+  echo "$OUT_DIR/minrelay $* -listen $SERVER -target $TARGET &
+  $OUT_DIR/minrelay $* -listen $LOCAL -target $SERVER &
   wait"
+}
 
 cd "$OUT_DIR"
 COMMON=("${BACKENDS[@]}" -d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT"
@@ -103,8 +112,10 @@ run() { # peer streams scenarios
                       -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$portmux_cmd" >/dev/null ;;
     wstunnel)       "${MB[@]}" suite -peer wstunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
                       -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$wstunnel_cmd" >/dev/null ;;
-    relay-chain)    "${MB[@]}" suite -peer relay-chain -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
-                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$relay_chain_cmd" >/dev/null ;;
+    relay-chain|masked-chain|copy-chain)
+                    flags=; case $peer in masked-chain) flags=-mask ;; copy-chain) flags="-mask -copy" ;; esac
+                    "${MB[@]}" suite -peer "$peer" -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
+                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$(chain_cmd $flags)" >/dev/null ;;
     *) echo "unknown peer $peer" >&2; exit 2 ;;
   esac
 }
@@ -113,7 +124,7 @@ for rep in $(seq 1 "$REPS"); do
   for peer in $PEERS; do
     echo "--- $peer" >&2
     scen=tput,conn-ssh
-    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "$peer" != relay-chain ]; then scen=$scen,idle-$IDLE; fi
+    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "${peer%-chain}" = "$peer" ]; then scen=$scen,idle-$IDLE; fi
     run "$peer" 1 "$scen"
     run "$peer" 16 tput
   done

@@ -9,10 +9,25 @@
 // that one (or, chained, two) zero-copy user-space hops set on throughput,
 // so the cost of what portmux does on top can be read off directly.
 //
+// Two flags take away the zero copy the way a WebSocket tunnel must give
+// it up, without any framing, so that two chained relays show the most a
+// tunnel could carry under each constraint:
+//
+//   - -mask carries the accepted connection's bytes (the tunnel client's
+//     upload) through a user-space buffer and XORs them, as RFC 6455 makes
+//     every client mask and every server unmask what a client sends;
+//   - -copy carries the other direction through a user-space buffer too,
+//     as a WebSocket library that reads and writes frames through its own
+//     buffers (coder/websocket, gorilla/websocket) must.
+//
+// Usage:
+//
 //	minrelay -listen 127.0.0.1:17443 -target 127.0.0.1:17001
+//	minrelay -mask -copy -listen 127.0.0.1:17443 -target 127.0.0.1:17001
 package main
 
 import (
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -21,33 +36,48 @@ import (
 	"time"
 )
 
+// bufferSize is a user-space copy's buffer: the size of portmux's tunnel
+// messages.
+const bufferSize = 256 << 10
+
+// maskKey XORs every byte with the same value, so that two chained relays
+// restore the bytes whatever their read boundaries; it costs what a real
+// 4-byte key costs.
+const maskKey = 0x5a5a5a5a5a5a5a5a
+
+// mode is how each direction is carried.
+type mode struct{ mask, copy bool }
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:17443", "address to accept connections on")
 	target := flag.String("target", "127.0.0.1:17001", "address every connection is relayed to")
+	var m mode
+	flag.BoolVar(&m.mask, "mask", false, "carry the accepted connection's bytes through a user-space buffer and XOR them (WebSocket masking)")
+	flag.BoolVar(&m.copy, "copy", false, "carry the target's bytes through a user-space buffer instead of splicing them")
 	flag.Parse()
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "minrelay:", err)
 		os.Exit(1)
 	}
-	serve(l, *target)
+	serve(l, *target, m)
 }
 
 // serve relays every connection l accepts, until the process is killed.
-func serve(l net.Listener, target string) {
+func serve(l net.Listener, target string, m mode) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			time.Sleep(5 * time.Millisecond) // out of descriptors: do not spin
 			continue
 		}
-		go relay(c.(*net.TCPConn), target)
+		go relay(c.(*net.TCPConn), target, m)
 	}
 }
 
 // relay carries c to a new connection to target and back until both
 // directions have ended.
-func relay(c *net.TCPConn, target string) {
+func relay(c *net.TCPConn, target string, m mode) {
 	defer func() { _ = c.Close() }()
 	u, err := net.Dial("tcp", target)
 	if err != nil {
@@ -58,10 +88,49 @@ func relay(c *net.TCPConn, target string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(b, c)
+		if m.mask {
+			copyThrough(b, c, true)
+		} else {
+			_, _ = io.Copy(b, c)
+		}
 		_ = b.CloseWrite()
 	}()
-	_, _ = io.Copy(c, b)
+	if m.copy {
+		copyThrough(c, b, false)
+	} else {
+		_, _ = io.Copy(c, b)
+	}
 	_ = c.CloseWrite()
 	<-done
+}
+
+// copyThrough copies src to dst through a buffer in user space (read,
+// then write: never splice), XORing every byte when mask is set.
+func copyThrough(dst, src *net.TCPConn, mask bool) {
+	buf := make([]byte, bufferSize)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if mask {
+				xor(buf[:n])
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// xor masks p with maskKey, eight bytes at a time as WebSocket libraries do.
+func xor(p []byte) {
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^maskKey)
+	}
+	for ; i < len(p); i++ {
+		p[i] ^= maskKey & 0xff
+	}
 }
