@@ -206,8 +206,14 @@ func TestHTTPModeHTTP2(t *testing.T) {
 		t.Errorf("curl --http2 to an http/1.1 listener: %+v, %v; want HTTP/1.1", r, err)
 	}
 
-	// Many concurrent streams on one HTTP/2 connection.
+	// Many concurrent streams on one HTTP/2 connection. A first request
+	// sets the connection up: 20 at once on a cold transport would each
+	// dial, and the one extra connection Go's pool sometimes keeps from
+	// that race outlives CloseIdleConnections.
 	client, tr := muxClient(t, h2, true)
+	if body, res := get(t, client, "https://a.h2.test/s-first"); res.ProtoMajor != 2 || body != "a GET /s-first\n" {
+		t.Fatalf("first request: %s %q", res.Proto, body)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
 	for i := range 20 {
