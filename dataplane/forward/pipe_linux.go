@@ -29,8 +29,6 @@ type tcpState struct {
 	deadline bool
 	// keepalive: src has TCP keepalive (set when it first parks).
 	keepalive bool
-	// eof: src reached its end of stream during a bulk copy.
-	eof bool
 }
 
 // tcp forwards from a TCP socket. While it waits it holds no buffer: each
@@ -91,11 +89,8 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 		if dst == nil {
 			// Bulk into TLS: blocking reads through one held buffer for as
 			// long as they come back full, one deadline for all of them.
-			if err := d.bulkCopy(src); err != nil {
+			if eof, err := d.bulkCopy(src); err != nil || eof {
 				return false, err
-			}
-			if d.eof {
-				return false, nil
 			}
 			continue
 		}
@@ -144,8 +139,8 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 // bulkCopy copies from src through one pooled buffer while every read fills
 // it, then returns to waiting without a buffer (d.bulk false). The deadline
 // armed before it bounds the whole run: when it passes, the run ends and
-// the caller re-arms it. It sets d.eof at src's end of stream.
-func (d *dir) bulkCopy(src *net.TCPConn) error {
+// the caller re-arms it. It reports whether src reached its end of stream.
+func (d *dir) bulkCopy(src *net.TCPConn) (bool, error) {
 	p := d.p
 	bp := p.getBuf()
 	defer p.putBuf(bp)
@@ -154,21 +149,20 @@ func (d *dir) bulkCopy(src *net.TCPConn) error {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if werr := d.send(buf[:n]); werr != nil {
-				return werr
+				return false, werr
 			}
 		}
 		switch {
 		case errors.Is(err, io.EOF):
-			d.eof = true
-			return nil
+			return true, nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			d.bulk = false
-			return nil
+			return false, nil
 		case err != nil:
-			return err
+			return false, err
 		case n < len(buf):
 			d.bulk = false
-			return nil
+			return false, nil
 		}
 	}
 }
