@@ -142,7 +142,7 @@ func (c *Client) pumpUDP(ctx context.Context, ws *websocket.Conn, live *liveness
 	dg := newDatagrams(ws, live)
 	dg.cw = cw
 	stopWD := c.watchdog(live, c.udpIdle()).start(ws)
-	stopCtx := afterFunc(ctx, func() { _ = ws.Close(websocket.StatusGoingAway, "shutting down") })
+	stopCtx := afterFunc(ctx, func() { goingAway(ws) })
 
 	var up atomic.Int64
 	done := make(chan struct{})

@@ -273,10 +273,14 @@ func (s *Stream) closed() {
 // closeGoingAway ends the connection with 1001, for an end that shuts down.
 func (s *Stream) closeGoingAway() {
 	s.closeOnce.Do(func() {
-		_ = s.c.Close(websocket.StatusGoingAway, "shutting down")
+		goingAway(s.c)
 		s.closed()
 	})
 }
+
+// goingAway closes c with 1001 (going away): this end shuts down on
+// purpose, and the peer may reconnect.
+func goingAway(c *websocket.Conn) { _ = c.Close(websocket.StatusGoingAway, "shutting down") }
 
 // deadPeer reports whether the watchdog closed the connection because the
 // peer stopped answering. Valid after Close.

@@ -196,8 +196,6 @@ func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 	m.waitTunnels(t, tunnel.OutcomeClosed, 1)
 }
 
-// echoTunnel opens a tunnel to "echo:7", an echo backend behind a new
-// dataplane with the test token.
 // TestIdleTunnelHoldsOnlyItsOwnGoroutines checks what an open tunnel
 // costs the dataplane: its two directions, not also the goroutine that
 // sniffed the connection and parsed the handshake (with the stack it grew
@@ -207,8 +205,7 @@ func TestShutdownEndsTunnelsGoingAway(t *testing.T) {
 // Not parallel: it counts the goroutines of the whole process.
 func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 	const n = 20
-	b := peers.NewTCPServer(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+	m := echoMux(t)
 	c := newClient(t, m.url)
 	streams := make([]*tunnel.Stream, n)
 	for i := range streams {
@@ -255,10 +252,18 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 	}
 }
 
-func echoTunnel(t *testing.T) (*mux, *tunnel.Stream) {
+// echoMux starts a dataplane with the test token whose tunnels may reach
+// "echo:7", an echo backend.
+func echoMux(t *testing.T) *mux {
 	t.Helper()
 	b := peers.NewTCPServer(t, echo)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+}
+
+// echoTunnel opens a tunnel to "echo:7" through a new echoMux.
+func echoTunnel(t *testing.T) (*mux, *tunnel.Stream) {
+	t.Helper()
+	m := echoMux(t)
 	s, err := newClient(t, m.url).Dial(context.Background(), "echo:7")
 	if err != nil {
 		t.Fatal(err)

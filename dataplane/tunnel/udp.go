@@ -72,7 +72,7 @@ func ignorableUDPError(err error) bool {
 func (h *Handler) serveUDP(c *websocket.Conn, live *liveness, up *net.UDPConn, rep *Report, shutdown context.Context) {
 	dg := newDatagrams(c, live)
 	stopWD := h.watchdog(live, h.opt.UDPIdleTimeout).start(c)
-	defer afterFunc(shutdown, func() { _ = c.Close(websocket.StatusGoingAway, "shutting down") })()
+	defer afterFunc(shutdown, func() { goingAway(c) })()
 
 	var down, downN atomic.Int64
 	var downErr error
