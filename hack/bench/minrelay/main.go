@@ -28,6 +28,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,10 +64,13 @@ func main() {
 	serve(l, *target, m)
 }
 
-// serve relays every connection l accepts, until the process is killed.
+// serve relays every connection l accepts, until l is closed.
 func serve(l net.Listener, target string, m mode) {
 	for {
 		c, err := l.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
 		if err != nil {
 			time.Sleep(5 * time.Millisecond) // out of descriptors: do not spin
 			continue

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestChainCarriesBytesIntact sends random bytes through two relays in
@@ -14,18 +16,9 @@ import (
 // nothing may be lost at odd read boundaries.
 func TestChainCarriesBytesIntact(t *testing.T) {
 	for _, m := range []mode{{}, {mask: true}, {mask: true, copy: true}} {
-		echo := listen(t)
-		go func() {
-			for {
-				c, err := echo.Accept()
-				if err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(c, c); _ = c.(*net.TCPConn).CloseWrite() }()
-			}
-		}()
+		echo := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(c, c); _ = c.(*net.TCPConn).CloseWrite() })
 		far, near := listen(t), listen(t)
-		go serve(far, echo.Addr().String(), m)
+		go serve(far, echo.Addr, m)
 		go serve(near, far.Addr().String(), m)
 
 		c, err := net.Dial("tcp", near.Addr().String())
