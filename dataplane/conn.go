@@ -182,10 +182,9 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 // the client has sent nothing it holds no buffer. The returned buffer, if
 // any, must go back to the pool once data is no longer needed.
 func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, end time.Time) (*[]byte, []byte, route.Decision, error) {
-	decide := func(data []byte, done bool) route.Decision {
-		return route.DecideTerminated(lc.Routes, data, done, sni)
-	}
-	if d := decide(pre, false); !d.NeedMore {
+	// A client that dribbles its bytes costs CPU linear in them.
+	prober := route.NewProber(lc.Routes, sni)
+	if d := prober.Decide(pre, false); !d.NeedMore {
 		return nil, pre, d, nil // e.g. an "any" route first: no waiting
 	}
 	_ = c.SetReadDeadline(end)
@@ -206,7 +205,7 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 		bp, n, err = forward.ReadOrWait(tc, &s.probeBufs, limit)
 		switch {
 		case isTimeout(err):
-			return nil, nil, decide(nil, true), nil
+			return nil, nil, prober.Decide(nil, true), nil
 		case err != nil:
 			return nil, nil, route.Decision{}, err
 		case n == 0:
@@ -218,18 +217,18 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 	}
 	buf := (*bp)[:limit]
 	for {
-		d := decide(buf[:n], false)
+		d := prober.Decide(buf[:n], false)
 		if !d.NeedMore {
 			return bp, buf[:n], d, nil
 		}
 		if n == len(buf) {
-			return bp, buf[:n], decide(buf[:n], true), nil
+			return bp, buf[:n], prober.Decide(buf[:n], true), nil
 		}
 		m, err := c.Read(buf[n:])
 		n += m
 		if err != nil {
 			if isTimeout(err) || (errors.Is(err, io.EOF) && n > 0) {
-				return bp, buf[:n], decide(buf[:n], true), nil
+				return bp, buf[:n], prober.Decide(buf[:n], true), nil
 			}
 			s.probeBufs.Put(bp)
 			if errors.Is(err, io.EOF) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -556,4 +557,32 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	// Shutdown no connection to the backend (and no goroutine serving one)
 	// may be left.
 	eventually(t, "Shutdown to close the pooled backend connections", func() bool { return backend.openConns() == 0 })
+}
+
+// TestDribbledRegexMatchForwarded: a client that sends its bytes one per
+// write still reaches the regex route they match, with every byte
+// replayed (the probe skips looks to stay linear, never the decision).
+func TestDribbledRegexMatchForwarded(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	r := routeTo("magic", snapshot.Bytes, backend.Addr)
+	r.Match.Regex = regexp.MustCompile(`magic[0-9]`)
+	m := startMux(t, snapshotOf(listenerOn("pub", r)))
+	c := dial(t, m.addr("pub"))
+	msg := strings.Repeat("x", 3000) + "magic7"
+	for i := range len(msg) {
+		if _, err := c.Write([]byte{msg[i]}); err != nil {
+			t.Fatalf("write byte %d: %v", i, err)
+		}
+	}
+	got := make([]byte, len(msg))
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo: %v (%d bytes, want the %d sent)", err, len(got), len(msg))
+	}
+	_ = c.CloseWrite()
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		t.Fatal(err)
+	}
+	m.waitIdle()
 }

@@ -8,6 +8,9 @@
 // probe timeout, end of stream, or the byte cap), routes still undecided
 // count as no match.
 //
+// The sniffers look at the whole buffer each time; Prober spaces the looks
+// at one connection so that its cost stays linear in the bytes it sent.
+//
 // Two protocols are not sniffers: "any" matches every connection at once,
 // bytes or not, so it belongs last; "timeout" matches a connection that
 // ended its probe without sending a byte (server-speaks-first clients), so
