@@ -15,6 +15,7 @@ type Metrics struct {
 	dialErrors  *prometheus.CounterVec
 	listening   *prometheus.GaugeVec
 	tunnels     *prometheus.CounterVec
+	panics      prometheus.Counter
 }
 
 // Outcomes label how a connection ended.
@@ -65,9 +66,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_tunnels_total",
 			Help: "WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
 		}, []string{"listener", "route", "target", "protocol", "outcome"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portmux_panics_total",
+			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics)
 	}
 	return m
 }

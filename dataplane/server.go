@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -393,10 +394,33 @@ func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundList
 		s.release(b)
 		s.handlers.Done()
 	}
-	s.handle(ev, c, nil, cfg, lc, 0)
+	if err := s.handleContained(ev, c, cfg, lc); err != nil {
+		if ev.async {
+			// Handed over before the panic: its new owner finishes it.
+			s.logPanic(ev, panics.Is(err))
+			return
+		}
+		ev.outcome, ev.err = OutcomeError, err
+	}
 	if !ev.async {
 		ev.finish()
 	}
+}
+
+// handleContained is handle with a panic recovered as an error: a bug that
+// one client's bytes reach ends that connection only.
+func (s *Server) handleContained(ev *connEvent, c net.Conn, cfg *config, lc *listenerConfig) (err error) {
+	defer panics.Capture(&err)
+	s.handle(ev, c, nil, cfg, lc, 0)
+	return nil
+}
+
+// logPanic counts a recovered panic and logs it with its stack and the
+// connection's fields.
+func (s *Server) logPanic(ev *connEvent, p *panics.Error) {
+	s.m.panics.Inc()
+	s.log.Error(p, "panic serving a connection; it was closed, the others are served",
+		"listener", ev.listener, "route", ev.route, "client", ev.client, "stack", string(p.Stack))
 }
 
 // connEvent is what the log line and the metrics say about one connection.
@@ -425,6 +449,9 @@ type connEvent struct {
 
 func (s *Server) report(ev *connEvent) {
 	s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
+	if p := panics.Is(ev.err); p != nil {
+		s.logPanic(ev, p)
+	}
 	log := s.log
 	if !s.opt.LogConnections {
 		log = log.V(1)

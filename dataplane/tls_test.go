@@ -85,26 +85,41 @@ func metricsMux(t testing.TB, snap *snapshot.Snapshot) (*testMux, *prometheus.Re
 // listener (every one when "") that ended with outcome.
 func outcomeCount(t testing.TB, reg *prometheus.Registry, listener, outcome string) int {
 	t.Helper()
+	want := map[string]string{"outcome": outcome}
+	if listener != "" {
+		want["listener"] = listener
+	}
+	return int(metricSum(t, reg, "portmux_connections_total", want))
+}
+
+// metricSum sums the counters or gauges of the family name whose labels
+// include want.
+func metricSum(t testing.TB, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var sum float64
 	for _, f := range families {
-		if f.GetName() != "portmux_connections_total" {
+		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["outcome"] == outcome && (listener == "" || labels["listener"] == listener) {
-				n += int(m.GetCounter().GetValue())
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
 			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	return n
+	return sum
 }
 
 // openssl runs `openssl args...` with stdin at EOF and returns its output.

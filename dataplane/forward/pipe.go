@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portmux/portmux/dataplane/panics"
 )
 
 // Options tune Pipe. The zero value forwards until both sides close.
@@ -120,12 +122,21 @@ type dir struct {
 
 // run copies until the direction ends or is parked. A woken direction runs
 // again from where it stopped.
+//
+// A panic while copying (a bug the bytes reached) ends the pipe as an
+// error would, with a *panics.Error in Result.Err: both connections are
+// closed and done runs, and the process serves on.
 func (d *dir) run() {
-	parked, err := d.copy()
+	parked, err := d.copyContained()
 	if parked {
 		return
 	}
 	d.finish(err)
+}
+
+func (d *dir) copyContained() (parked bool, err error) {
+	defer panics.Capture(&err)
+	return d.copy()
 }
 
 func (d *dir) copy() (parked bool, err error) {

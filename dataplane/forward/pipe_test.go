@@ -5,13 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/portmux/portmux/dataplane/panics"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -277,4 +282,74 @@ func benchPipe(b *testing.B, splice bool) {
 	}
 	client.Close()
 	<-done
+}
+
+// panicky panics when it reads a byte sequence, as a bug that a client's
+// bytes reach would.
+type panicky struct {
+	halfCloser
+	trigger string
+}
+
+func (p panicky) Read(b []byte) (int, error) {
+	n, err := p.halfCloser.Read(b)
+	if strings.Contains(string(b[:n]), p.trigger) {
+		panic("bug reached by " + p.trigger)
+	}
+	return n, err
+}
+
+// TestPipePanicEndsOnlyItsConnection: a panic while copying one direction
+// ends the pipe with the panic as its error, closes both connections, and
+// the process goes on (the test binary would die otherwise).
+func TestPipePanicEndsOnlyItsConnection(t *testing.T) {
+	for _, where := range []string{"client", "backend"} {
+		t.Run(where, func(t *testing.T) {
+			client, muxClient := tcpPair(t)
+			muxBackend, backend := tcpPair(t)
+			defer client.Close()
+			defer backend.Close()
+			var cc, bc net.Conn = halfCloser{muxClient}, halfCloser{muxBackend}
+			if where == "client" {
+				cc = panicky{halfCloser{muxClient}, "BOOM"}
+			} else {
+				bc = panicky{halfCloser{muxBackend}, "BOOM"}
+			}
+			ch := make(chan Result, 1)
+			go func() { ch <- Pipe(cc, bc, Options{}) }()
+
+			// Bytes flow until the trigger.
+			if _, err := client.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 5)
+			_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadFull(backend, got); err != nil {
+				t.Fatalf("before the panic: %v", err)
+			}
+			sender := client
+			if where == "backend" {
+				sender = backend
+			}
+			if _, err := sender.Write([]byte("BOOM")); err != nil {
+				t.Fatal(err)
+			}
+			var r Result
+			select {
+			case r = <-ch:
+			case <-time.After(10 * time.Second):
+				t.Fatal("pipe did not end after the panic")
+			}
+			p := panics.Is(r.Err)
+			if p == nil || !strings.Contains(fmt.Sprint(p.Value), "BOOM") {
+				t.Fatalf("Result.Err = %v, want the recovered panic", r.Err)
+			}
+			for name, c := range map[string]*net.TCPConn{"client": client, "backend": backend} {
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+					t.Errorf("%s side not closed: %v", name, err)
+				}
+			}
+		})
+	}
 }

@@ -37,14 +37,18 @@ type handlerServer struct {
 	reports chan *tunnel.Report
 }
 
-func startHandler(t *testing.T, tun *snapshot.Tunnel) *handlerServer {
+func startHandler(t *testing.T, tun *snapshot.Tunnel, opts ...func(*tunnel.Options)) *handlerServer {
 	t.Helper()
 	hs := &handlerServer{reports: make(chan *tunnel.Report, 16)}
-	h := tunnel.NewHandler(tun, tunnel.Options{
+	opt := tunnel.Options{
 		KeepAlive:   testKeepAlive,
 		PongTimeout: testPongTimeout,
 		Report:      func(_ context.Context, r *tunnel.Report) { hs.reports <- r },
-	})
+	}
+	for _, o := range opts {
+		o(&opt)
+	}
+	h := tunnel.NewHandler(tun, opt)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/panics"
 )
 
 // relayBufferSize is the copy buffer of a tunnel direction: a chunk read
@@ -53,15 +54,18 @@ func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
 	wg.Add(1)
 	go func() { // c → stream
 		defer wg.Done()
-		n, err := connToStream(s, c, pool)
-		res.toStream = n
-		if err != nil {
+		// A panic (a bug the bytes reached) ends this tunnel as an error.
+		if err := panics.Run(func() (err error) {
+			res.toStream, err = connToStream(s, c, pool)
+			return err
+		}); err != nil {
 			abortAll(err)
 		}
 	}()
-	n, err := streamToConn(c, s, pool)
-	res.fromStream = n
-	if err != nil {
+	if err := panics.Run(func() (err error) {
+		res.fromStream, err = streamToConn(c, s, pool)
+		return err
+	}); err != nil {
 		abortAll(err)
 	}
 	wg.Wait()

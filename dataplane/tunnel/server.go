@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -194,10 +195,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A fresh goroutine with a small stack carries the tunnel, and the
 	// server's goroutine, deep from parsing the request, ends.
 	go func() {
-		if udp {
-			h.serveUDP(c, live, up.(*net.UDPConn), rep, shutdown)
-		} else {
-			h.serveTCP(c, live, up, rep, remote, shutdown)
+		// The relays contain their own panics; one anywhere else in the
+		// tunnel's life still ends only this tunnel.
+		if err := panics.Run(func() error {
+			if udp {
+				h.serveUDP(c, live, up.(*net.UDPConn), rep, shutdown)
+			} else {
+				h.serveTCP(c, live, up, rep, remote, shutdown)
+			}
+			return nil
+		}); err != nil {
+			_ = c.CloseNow()
+			_ = up.Close()
+			rep.Outcome, rep.Err = OutcomeError, err
 		}
 		report()
 	}()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/portmux/portmux/dataplane/panics"
 )
 
 var errTextMessage = errors.New("text message: only binary messages belong to " + Subprotocol)
@@ -146,15 +148,20 @@ func (s *Stream) drain() {
 	s.draining.Store(true)
 	go func() {
 		defer close(s.drained)
-		for {
-			_, _, err := s.c.Reader(context.Background())
-			if err != nil {
-				if e := s.readError(err); !errors.Is(e, io.EOF) {
-					s.peerErr.Store(&e)
+		err := panics.Run(func() error {
+			for {
+				_, _, err := s.c.Reader(context.Background())
+				if err != nil {
+					return s.readError(err)
 				}
-				return
+				_ = s.c.Close(websocket.StatusProtocolError, "data after the end of the stream")
 			}
-			_ = s.c.Close(websocket.StatusProtocolError, "data after the end of the stream")
+		})
+		if panics.Is(err) != nil {
+			_ = s.c.CloseNow()
+		}
+		if !errors.Is(err, io.EOF) {
+			s.peerErr.Store(&err)
 		}
 	}()
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/coder/websocket"
+
+	"github.com/portmux/portmux/dataplane/panics"
 )
 
 // datagrams moves UDP datagrams as binary messages over one WebSocket
@@ -80,43 +82,47 @@ func (h *Handler) serveUDP(c *websocket.Conn, live *liveness, up *net.UDPConn, r
 	wg.Add(1)
 	go func() { // target → client
 		defer wg.Done()
-		buf := make([]byte, maxDatagram+1)
-		for {
-			n, err := up.Read(buf)
-			if err != nil {
-				if ignorableUDPError(err) {
-					continue
+		// A panic (a bug the datagrams reached) ends this tunnel as an
+		// error.
+		if err := panics.Run(func() error {
+			buf := make([]byte, maxDatagram+1)
+			for {
+				n, err := up.Read(buf)
+				if err != nil {
+					if ignorableUDPError(err) {
+						continue
+					}
+					return err
 				}
-				if !errors.Is(err, net.ErrClosed) {
-					downErr = err
+				if err := dg.Send(buf[:n]); err != nil {
+					_ = up.Close()
+					return nil
 				}
-				_ = c.CloseNow()
-				return
+				down.Add(int64(n))
+				downN.Add(1)
 			}
-			if err := dg.Send(buf[:n]); err != nil {
-				_ = up.Close()
-				return
+		}); err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				downErr = err
 			}
-			down.Add(int64(n))
-			downN.Add(1)
+			_ = c.CloseNow()
 		}
 	}()
 
-	buf := make([]byte, maxDatagram+1)
-	var upErr error
-	for { // client → target
-		n, err := dg.Receive(buf)
-		if err != nil {
-			upErr = err
-			break
+	upErr := panics.Run(func() error {
+		buf := make([]byte, maxDatagram+1)
+		for { // client → target
+			n, err := dg.Receive(buf)
+			if err != nil {
+				return err
+			}
+			if _, err := up.Write(buf[:n]); err != nil && !ignorableUDPError(err) {
+				return err
+			}
+			rep.Up += int64(n)
+			rep.UpDatagrams++
 		}
-		if _, err := up.Write(buf[:n]); err != nil && !ignorableUDPError(err) {
-			upErr = err
-			break
-		}
-		rep.Up += int64(n)
-		rep.UpDatagrams++
-	}
+	})
 	_ = up.Close()
 	wdErr := stopWD()
 	wg.Wait()
