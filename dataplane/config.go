@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portmux/portmux/dataplane/clientlimit"
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
@@ -31,6 +33,8 @@ type listenerConfig struct {
 	tls    *tls.Config
 	routes []routeConfig
 	sniff  prometheus.Observer
+	// clientLimits are the listener's per-client caps.
+	clientLimits clientlimit.Limits
 	// clientSpeaksFirst: no connection is routed before the client has
 	// sent something (or gone silent for the probe timeout), so the
 	// kernel may hold a connection until its first bytes (deferAccept).
@@ -45,13 +49,20 @@ type routeConfig struct {
 	transport *http.Transport
 	// tunnel serves a tunnel route's handshakes and tunnels.
 	tunnel http.Handler
+	// idle is the idle timeout of a forwarded connection; 0: none.
+	idle time.Duration
 }
 
-func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive time.Duration) *config {
+// newConfig builds the configuration of snap. idle is the idle timeout of
+// routes that set none (Options.IdleTimeout: negative for never).
+func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
-		lc := &listenerConfig{Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l)}
+		lc := &listenerConfig{
+			Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l),
+			clientLimits: clientlimit.Limits{MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient},
+		}
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
 			tickets.bind(lc.tls, l.Name)
@@ -62,6 +73,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 				Route: r,
 				up:    m.bytes.WithLabelValues(l.Name, r.Name, "up"),
 				down:  m.bytes.WithLabelValues(l.Name, r.Name, "down"),
+				idle:  cmp.Or(r.IdleTimeout, max(idle, 0)),
 			}
 			if r.Backend != nil {
 				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout, KeepAlive: keepAlive}
@@ -70,7 +82,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 				}
 			}
 			if r.Tunnel != nil {
-				rc.tunnel = newTunnelHandler(r.Tunnel)
+				rc.tunnel = newTunnelHandler(r, idle)
 			}
 			lc.routes = append(lc.routes, rc)
 		}

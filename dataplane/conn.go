@@ -48,6 +48,13 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		}
 		ev.client, pre = ph.client, ph.rest
 		ev.proxySrc, ev.proxyDst = ph.src, ph.dst
+		client := peerAddr(c)
+		if ph.src != nil {
+			client = ph.src.AddrPort().Addr()
+		}
+		if !s.admitClient(ev, lc, client) {
+			return
+		}
 	}
 
 	// sni is the server name of a handshake this listener terminated: an
@@ -160,7 +167,7 @@ func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig
 	release() // no buffer is held while the connection lives
 	ev.async = true
 	sent := int64(len(data))
-	h := forward.Start(c, up, forward.Options{IdleTimeout: s.opt.IdleTimeout, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
+	h := forward.Start(c, up, forward.Options{IdleTimeout: rc.idle, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
 		ev.up, ev.down = r.Up+sent, r.Down
 		rc.up.Add(float64(ev.up))
 		rc.down.Add(float64(ev.down))

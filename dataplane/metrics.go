@@ -24,6 +24,7 @@ const (
 	OutcomeNoRoute     = "no_route"     // no route matched; closed
 	OutcomeDialError   = "dial_error"   // every endpoint of the backend failed
 	OutcomeRejected    = "rejected"     // over maxConnections
+	OutcomeClientLimit = "client_limit" // the client is over maxConnectionsPerClient or maxConnectionRatePerClient
 	OutcomeProbeError  = "probe_error"  // the client failed or left before a decision
 	OutcomeIdleTimeout = "idle_timeout" // closed after the idle timeout
 	OutcomeTLSError    = "tls_error"    // TLS termination failed

@@ -586,3 +586,25 @@ func TestDribbledRegexMatchForwarded(t *testing.T) {
 	}
 	m.waitIdle()
 }
+
+// TestRouteIdleTimeoutClosesSilentConnections: a route's idleTimeout
+// closes the connections it forwards once nothing passed either way for
+// that long, with its own outcome.
+func TestRouteIdleTimeoutClosesSilentConnections(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	short := routeTo("ssh", snapshot.SSH, backend.Addr)
+	short.IdleTimeout = 300 * time.Millisecond
+	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", short, routeTo("any", snapshot.Any, backend.Addr))))
+	pub := m.addr("pub")
+
+	c := dial(t, pub)
+	roundTrip(t, c, "SSH-2.0-idle\r\n")
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		t.Fatalf("silent connection: %v", err)
+	}
+	eventually(t, "an idle_timeout outcome", func() bool {
+		return outcomeCount(t, reg, "pub", dataplane.OutcomeIdleTimeout) == 1
+	})
+	m.waitIdle()
+}

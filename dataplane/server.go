@@ -13,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/portmux/portmux/dataplane/clientlimit"
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -32,8 +34,9 @@ type Options struct {
 	// Metrics to update; nil creates unregistered ones.
 	Metrics *Metrics
 
-	// IdleTimeout closes forwarded connections silent in both directions for
-	// this long (see forward.Options). Zero: never.
+	// IdleTimeout closes forwarded connections and TCP tunnels silent in
+	// both directions for this long, unless their route sets its own. Zero:
+	// snapshot.DefaultIdleTimeout; negative: never (tests and benchmarks).
 	IdleTimeout time.Duration
 
 	// ParkThreshold is how long a forwarded connection's direction waits for
@@ -43,6 +46,9 @@ type Options struct {
 
 	// LogConnections logs each connection at info level; otherwise at V(1).
 	LogConnections bool
+
+	// Now is the clock of the per-client rate limits. Nil: time.Now.
+	Now func() time.Time
 
 	// Listen binds a listener's address. Nil uses TCP with SO_REUSEADDR.
 	Listen func(ctx context.Context, address string) (net.Listener, error)
@@ -94,6 +100,8 @@ type boundListener struct {
 	key    string
 	ln     net.Listener
 	active atomic.Int64
+	// clients counts each client's connections and their rate.
+	clients *clientlimit.Table
 	// deferred: the socket waits for a client's first bytes before it
 	// accepts (deferAccept); guarded by Server.mu.
 	deferred bool
@@ -121,6 +129,9 @@ func NewServer(opt Options) *Server {
 			s.parker = pk
 		}
 	}
+	if s.opt.Now == nil {
+		s.opt.Now = time.Now
+	}
 	if s.opt.Listen == nil {
 		keepAlive := s.keepAlive()
 		s.opt.Listen = func(ctx context.Context, address string) (net.Listener, error) {
@@ -132,7 +143,10 @@ func NewServer(opt Options) *Server {
 	s.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
 	s.recBufs.New = func() any { b := make([]byte, recordBufSize); return &b }
 	s.tickets = newSessionTickets()
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive()))
+	if s.opt.IdleTimeout == 0 {
+		s.opt.IdleTimeout = snapshot.DefaultIdleTimeout
+	}
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout))
 	return s
 }
 
@@ -150,7 +164,7 @@ func bindKey(l *snapshot.Listener) string {
 // returns the bind error of every listener that could not be bound, by
 // listener name; the rest of the snapshot is served regardless.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive())
+	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
@@ -187,7 +201,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 				s.log.Error(err, "cannot bind listener", "listener", l.Name, "address", l.Address)
 				continue
 			}
-			b := &boundListener{key: key, ln: ln, done: make(chan struct{})}
+			b := &boundListener{key: key, ln: ln, done: make(chan struct{}), clients: clientlimit.NewTable()}
 			s.bound[key] = b
 			started = append(started, b)
 			s.log.Info("listening", "listener", l.Name, "address", ln.Addr().String())
@@ -322,15 +336,53 @@ func (s *Server) acceptLoop(b *boundListener) {
 			_ = c.Close()
 			continue
 		}
+		var client netip.Prefix
+		if !lc.ProxyProtocol {
+			// Behind a PROXY sender the peer is the balancer: the client
+			// is known once its header is read (admitClient in handle).
+			var refused clientlimit.Refusal
+			if client, refused = b.clients.Admit(peerAddr(c), s.opt.Now(), lc.clientLimits); refused != "" {
+				s.release(b)
+				s.m.active.WithLabelValues(lc.Name).Dec()
+				s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeClientLimit).Inc()
+				s.log.V(1).Info("connection refused: client over its limit", "listener", lc.Name, "client", c.RemoteAddr().String(), "limit", string(refused))
+				_ = c.Close()
+				continue
+			}
+		}
 		if !s.track(c) {
+			if client.IsValid() {
+				b.clients.Release(client)
+			}
 			s.release(b)
 			s.m.active.WithLabelValues(lc.Name).Dec()
 			_ = c.Close()
 			continue
 		}
 		s.handlers.Add(1)
-		go s.serve(c, cfg, lc, b)
+		go s.serve(c, cfg, lc, b, client)
 	}
+}
+
+// peerAddr is the address of c's peer, the zero Addr when it is not IP.
+func peerAddr(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return netip.Addr{}
+}
+
+// admitClient counts a connection whose client a PROXY header named
+// against the listener's per-client limits, and reports whether it may go
+// on; a refused one gets its outcome.
+func (s *Server) admitClient(ev *connEvent, lc *listenerConfig, addr netip.Addr) bool {
+	key, refused := ev.bound.clients.Admit(addr, s.opt.Now(), lc.clientLimits)
+	if refused != "" {
+		ev.outcome, ev.err = OutcomeClientLimit, fmt.Errorf("client over its %s limit", refused)
+		return false
+	}
+	ev.limitKey = key
+	return true
 }
 
 // admit counts a new connection against the listener's and the global cap.
@@ -384,13 +436,16 @@ func (s *Server) untrack(c net.Conn) {
 // A forwarded connection outlives this goroutine: its two copy goroutines
 // start small and finish the connection when the last one ends, so the
 // stack grown while sniffing is not held for the connection's life.
-func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener) {
-	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c}
+func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) {
+	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c, bound: b, limitKey: client}
 	ev.finish = func() {
 		_ = c.Close()
 		s.m.active.WithLabelValues(lc.Name).Dec()
 		s.report(ev)
 		s.untrack(c)
+		if ev.limitKey.IsValid() {
+			b.clients.Release(ev.limitKey)
+		}
 		s.release(b)
 		s.handlers.Done()
 	}
@@ -445,6 +500,10 @@ type connEvent struct {
 	async  bool
 	// conn is the accepted connection, the key Shutdown cuts it by.
 	conn net.Conn
+	// bound is the socket it was accepted on; limitKey the client it
+	// counts as in bound's per-client table, if it was admitted there.
+	bound    *boundListener
+	limitKey netip.Prefix
 }
 
 func (s *Server) report(ev *connEvent) {

@@ -15,9 +15,15 @@ import (
 
 // newTunnelHandler builds the handler of a tunnel route. It is part of the
 // route's configuration, so the round-robin over each target's endpoints
-// is shared by the connections the configuration serves.
-func newTunnelHandler(t *snapshot.Tunnel) http.Handler {
-	return tunnel.NewHandler(t, tunnel.Options{Report: recordTunnel})
+// is shared by the connections the configuration serves. The route's idle
+// timeout applies to its TCP and UDP tunnels alike; without one, TCP
+// tunnels take idle (negative: never) and UDP ones the tunnel default.
+func newTunnelHandler(r *snapshot.Route, idle time.Duration) http.Handler {
+	opt := tunnel.Options{Report: recordTunnel, IdleTimeout: idle}
+	if r.IdleTimeout > 0 {
+		opt.IdleTimeout, opt.UDPIdleTimeout = r.IdleTimeout, r.IdleTimeout
+	}
+	return tunnel.NewHandler(r.Tunnel, opt)
 }
 
 // goingAwayGrace is how long a tunnel client has to answer the server's

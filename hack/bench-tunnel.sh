@@ -74,7 +74,7 @@ apiVersion: portmux.dev/v1alpha1
 kind: PortMux
 metadata: {name: bench}
 spec:
-  listeners: [{name: public, port: ${SERVER##*:}, maxConnections: 20000}]
+  listeners: [{name: public, port: ${SERVER##*:}, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}]
   routes:
     - name: tunnel
       listeners: [public]

@@ -60,7 +60,7 @@ apiVersion: portmux.dev/v1alpha1
 kind: PortMux
 metadata: {name: bench}
 spec:
-  listeners: [{name: public, port: 17443, probeTimeout: 2s, maxConnections: 20000}]
+  listeners: [{name: public, port: 17443, probeTimeout: 2s, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}]
   routes:
     - {name: ssh, listeners: [public], match: {protocol: ssh},                     backend: {address: "127.0.0.1:17001"}}
     - {name: b,   listeners: [public], match: {protocol: tls, sni: [b.bench.test]}, backend: {address: "127.0.0.1:17004"}}

@@ -147,6 +147,32 @@ type Listener struct {
 	// +kubebuilder:validation:Maximum=1000000
 	MaxConnections *int32 `json:"maxConnections,omitempty"`
 
+	// maxConnectionsPerClient caps the connections one client holds on this
+	// listener at once, so that one address cannot take every slot of
+	// maxConnections. A client is an IPv4 address or an IPv6 /64 (what one
+	// subscriber usually gets), the PROXY header's source on a listener with
+	// proxyProtocol. Past it, the client's new connections are closed at once
+	// (outcome client_limit). Default 512. Clients must reach the pod with
+	// their own addresses: behind a Service with externalTrafficPolicy
+	// Cluster, every client of a node shares the node's address.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxConnectionsPerClient *int32 `json:"maxConnectionsPerClient,omitempty"`
+
+	// maxConnectionRatePerClient caps the new connections per second one
+	// client may open on this listener (a token bucket that also allows a
+	// burst of twice the rate), which bounds the handshakes and dials one
+	// address can make the dataplane do. Past it, new connections are closed
+	// at once (outcome client_limit). Default 64. Clients are counted as for
+	// maxConnectionsPerClient.
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	MaxConnectionRatePerClient *int32 `json:"maxConnectionRatePerClient,omitempty"`
+
 	// proxyProtocol, when true, requires every connection to start with a
 	// PROXY protocol v1 or v2 header from an outer load balancer; the client
 	// address it carries is the one logged and passed on. Connections without
@@ -255,6 +281,21 @@ type Route struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	Listener *string `json:"listener,omitempty"`
+
+	// idleTimeout closes what this route carries once no byte has passed
+	// either way for this long: a forwarded connection, a tunnel (keepalive
+	// pings do not count), or, in http mode, a kept-alive connection between
+	// requests. Default by kind: 1h for forwarded connections and TCP
+	// tunnels (the manager's --idle-timeout), 60s between HTTP requests and
+	// for UDP tunnels. Between 1s and 168h. Dead peers are found sooner by
+	// TCP keepalive on idle sockets and by the tunnels' pings.
+	//
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('168h'))",message="idleTimeout must be between 1s and 168h"
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 
 	// tunnel makes this route a WebSocket tunnel endpoint: clients
 	// (`portmux tunnel`) ask for one of the allowed targets and their TCP

@@ -104,6 +104,34 @@ listeners: [{name: public, port: 443, probeTimeout: 2m}]`,
 			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "2m": probeTimeout must be between 10ms and 60s`},
 		},
 		{
+			name: "maxConnectionsPerClient 0",
+			spec: `
+listeners: [{name: public, port: 443, maxConnectionsPerClient: 0}]`,
+			want: []string{`spec.listeners[0].maxConnectionsPerClient: Invalid value: 0: spec.listeners[0].maxConnectionsPerClient in body should be greater than or equal to 1`},
+		},
+		{
+			name: "maxConnectionRatePerClient 0",
+			spec: `
+listeners: [{name: public, port: 443, maxConnectionRatePerClient: 0}]`,
+			want: []string{`spec.listeners[0].maxConnectionRatePerClient: Invalid value: 0: spec.listeners[0].maxConnectionRatePerClient in body should be greater than or equal to 1`},
+		},
+		{
+			name: "route idleTimeout 500ms",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], idleTimeout: 500ms, match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes[0].idleTimeout: Invalid value: "500ms": idleTimeout must be between 1s and 168h`},
+		},
+		{
+			name: "route idleTimeout 169h",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, listeners: [public], idleTimeout: 169h, match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes[0].idleTimeout: Invalid value: "169h": idleTimeout must be between 1s and 168h`},
+		},
+		{
 			name: "probeTimeout in hours",
 			spec: `
 listeners: [{name: public, port: 443, probeTimeout: 1h}]`,
@@ -455,6 +483,14 @@ routes:
 listeners: [{name: public, port: 443}]
 routes:
 - {name: tls, listeners: [public], match: {protocol: tls, sni: ["*.example.com", Example.ORG], alpn: [h2]}, ` + ok + `}`,
+		},
+		{
+			name: "per-client limits and a route idle timeout at their bounds",
+			spec: `
+listeners: [{name: public, port: 443, maxConnectionsPerClient: 1, maxConnectionRatePerClient: 1000000}]
+routes:
+- {name: ssh, listeners: [public], idleTimeout: 168h, match: {protocol: ssh}, ` + ok + `}
+- {name: web, listeners: [public], idleTimeout: 1s, match: {protocol: http}, ` + ok + `}`,
 		},
 		{
 			name: "regex route",

@@ -63,6 +63,16 @@ func (in *Listener) DeepCopyInto(out *Listener) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.MaxConnectionsPerClient != nil {
+		in, out := &in.MaxConnectionsPerClient, &out.MaxConnectionsPerClient
+		*out = new(int32)
+		**out = **in
+	}
+	if in.MaxConnectionRatePerClient != nil {
+		in, out := &in.MaxConnectionRatePerClient, &out.MaxConnectionRatePerClient
+		*out = new(int32)
+		**out = **in
+	}
 	if in.TLS != nil {
 		in, out := &in.TLS, &out.TLS
 		*out = new(ListenerTLS)
@@ -266,6 +276,11 @@ func (in *Route) DeepCopyInto(out *Route) {
 	if in.Listener != nil {
 		in, out := &in.Listener, &out.Listener
 		*out = new(string)
+		**out = **in
+	}
+	if in.IdleTimeout != nil {
+		in, out := &in.IdleTimeout, &out.IdleTimeout
+		*out = new(v1.Duration)
 		**out = **in
 	}
 	if in.Tunnel != nil {

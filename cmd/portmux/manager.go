@@ -25,6 +25,7 @@ import (
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers"
 	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 type managerOptions struct {
@@ -70,7 +71,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
 	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
 	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")

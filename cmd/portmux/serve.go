@@ -25,6 +25,7 @@ import (
 
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 type serveOptions struct {
@@ -55,7 +56,7 @@ It reloads on SIGHUP and when a file changes; open connections are never cut.`,
 	f.StringVar(&o.bindAddress, "bind-address", "", "host the listeners bind (empty: every interface)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (empty: off)")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close forwarded connections idle this long in both directions (0: never)")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
 	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
 	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")

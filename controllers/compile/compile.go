@@ -220,6 +220,9 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
 			MaxConnections: snapshot.DefaultMaxConnections,
 			ProxyProtocol:  l.ProxyProtocol,
+
+			MaxConnectionsPerClient:    int(ptrOr(l.MaxConnectionsPerClient, snapshot.DefaultMaxConnectionsPerClient)),
+			MaxConnectionRatePerClient: int(ptrOr(l.MaxConnectionRatePerClient, snapshot.DefaultMaxConnectionRatePerClient)),
 		}
 		if l.Port != nil {
 			sl.Address = net.JoinHostPort(c.in.BindAddress, strconv.Itoa(int(*l.Port)))
@@ -343,6 +346,9 @@ func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
 	c.routeName = r.Name
 	defer func() { c.routeName = "" }()
 	sr := snapshot.Route{Name: c.qualify(r.Name), Match: compileMatch(&r.Match)}
+	if r.IdleTimeout != nil {
+		sr.IdleTimeout = r.IdleTimeout.Duration
+	}
 	switch {
 	case r.Backend != nil:
 		b := c.backend(lr, r.Backend.Service, r.Backend.Address, corev1.ProtocolTCP)

@@ -337,9 +337,11 @@ type goldenListener struct {
 }
 
 type goldenLimits struct {
-	ProbeTimeout   string `yaml:"probeTimeout"`
-	MaxProbeBytes  int    `yaml:"maxProbeBytes"`
-	MaxConnections int    `yaml:"maxConnections"`
+	ProbeTimeout               string `yaml:"probeTimeout"`
+	MaxProbeBytes              int    `yaml:"maxProbeBytes"`
+	MaxConnections             int    `yaml:"maxConnections"`
+	MaxConnectionsPerClient    int    `yaml:"maxConnectionsPerClient"`
+	MaxConnectionRatePerClient int    `yaml:"maxConnectionRatePerClient"`
 }
 
 type goldenTLS struct {
@@ -357,11 +359,12 @@ type goldenCertificate struct {
 }
 
 type goldenRoute struct {
-	Name     string         `yaml:"name"`
-	Match    goldenMatch    `yaml:"match,flow"`
-	Backend  *goldenBackend `yaml:"backend,omitempty"`
-	Listener string         `yaml:"listener,omitempty"`
-	Tunnel   *goldenTunnel  `yaml:"tunnel,omitempty"`
+	Name        string         `yaml:"name"`
+	Match       goldenMatch    `yaml:"match,flow"`
+	IdleTimeout string         `yaml:"idleTimeout,omitempty"`
+	Backend     *goldenBackend `yaml:"backend,omitempty"`
+	Listener    string         `yaml:"listener,omitempty"`
+	Tunnel      *goldenTunnel  `yaml:"tunnel,omitempty"`
 }
 
 type goldenMatch struct {
@@ -426,10 +429,13 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 		}
 		names[l.Name] = true
 		gl := goldenListener{
-			Name:          l.Name,
-			Address:       l.Address,
-			Internal:      l.Internal(),
-			Limits:        goldenLimits{ProbeTimeout: l.ProbeTimeout.String(), MaxProbeBytes: l.MaxProbeBytes, MaxConnections: l.MaxConnections},
+			Name:     l.Name,
+			Address:  l.Address,
+			Internal: l.Internal(),
+			Limits: goldenLimits{
+				ProbeTimeout: l.ProbeTimeout.String(), MaxProbeBytes: l.MaxProbeBytes, MaxConnections: l.MaxConnections,
+				MaxConnectionsPerClient: l.MaxConnectionsPerClient, MaxConnectionRatePerClient: l.MaxConnectionRatePerClient,
+			},
 			ProxyProtocol: l.ProxyProtocol,
 			Routes:        []goldenRoute{},
 		}
@@ -448,6 +454,9 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 		}
 		for _, r := range l.Routes {
 			gr := goldenRoute{Name: r.Name, Match: renderMatch(r.Match), Listener: r.Listener}
+			if r.IdleTimeout != 0 {
+				gr.IdleTimeout = r.IdleTimeout.String()
+			}
 			actions := 0
 			if r.Listener != "" {
 				actions++

@@ -57,8 +57,13 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		if l.ProbeTimeout != nil && (l.ProbeTimeout.Duration < 10*time.Millisecond || l.ProbeTimeout.Duration > 60*time.Second) {
 			bad(f+".probeTimeout", "must be between 10ms and 60s")
 		}
-		if l.MaxConnections != nil && (*l.MaxConnections < 1 || *l.MaxConnections > 1000000) {
-			bad(f+".maxConnections", "must be between 1 and 1000000")
+		for _, c := range []struct {
+			name string
+			v    *int32
+		}{{"maxConnections", l.MaxConnections}, {"maxConnectionsPerClient", l.MaxConnectionsPerClient}, {"maxConnectionRatePerClient", l.MaxConnectionRatePerClient}} {
+			if c.v != nil && (*c.v < 1 || *c.v > 1000000) {
+				bad(f+"."+c.name, "must be between 1 and 1000000")
+			}
 		}
 		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
 			bad(f+".tls.certificateRefs", "at least one Secret is required")
@@ -84,6 +89,9 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			}
 		}
 		errs = append(errs, validateMatch(f+".match", &r.Match)...)
+		if r.IdleTimeout != nil && (r.IdleTimeout.Duration < time.Second || r.IdleTimeout.Duration > 168*time.Hour) {
+			bad(f+".idleTimeout", "must be between 1s and 168h")
+		}
 		actions := 0
 		if r.Backend != nil {
 			actions++

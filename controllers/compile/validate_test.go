@@ -87,6 +87,27 @@ listeners: [{name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: c}
 			want: []string{`spec.listeners[0].proxyProtocol: applies only to a listener with a port`},
 		},
 		{
+			name: "per-client limits of 0",
+			spec: `
+listeners: [{name: public, port: 443, maxConnectionsPerClient: 0, maxConnectionRatePerClient: 0}]`,
+			want: []string{
+				`spec.listeners[0].maxConnectionsPerClient: must be between 1 and 1000000`,
+				`spec.listeners[0].maxConnectionRatePerClient: must be between 1 and 1000000`,
+			},
+		},
+		{
+			name: "route idleTimeout out of range",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: a, listeners: [public], idleTimeout: 10ms, match: {protocol: ssh}, backend: {address: "127.0.0.1:22"}}
+- {name: b, listeners: [public], idleTimeout: 200h, match: {protocol: tls}, backend: {address: "127.0.0.1:22"}}`,
+			want: []string{
+				`spec.routes[0].idleTimeout: must be between 1s and 168h`,
+				`spec.routes[1].idleTimeout: must be between 1s and 168h`,
+			},
+		},
+		{
 			name: "probeTimeout too short",
 			spec: `
 listeners: [{name: public, port: 443, probeTimeout: 5ms}]`,

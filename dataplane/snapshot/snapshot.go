@@ -25,6 +25,22 @@ const (
 	// shares make them ~1.8 KB, with padding and many extensions up to a few
 	// KB) with margin.
 	DefaultMaxProbeBytes = 16 << 10
+	// DefaultMaxConnectionsPerClient and DefaultMaxConnectionRatePerClient
+	// (new connections per second) bound what one client address can take
+	// of a listener: a few users behind one NAT stay well under them, one
+	// host cannot fill maxConnections or make the dataplane handshake and
+	// dial without end.
+	DefaultMaxConnectionsPerClient    = 512
+	DefaultMaxConnectionRatePerClient = 64
+	// DefaultIdleTimeout closes forwarded connections and TCP tunnels that
+	// carried nothing either way for this long, so that idle connections
+	// cannot hold a listener's slots for ever. Long enough for an idle SSH
+	// session over a coffee break; dead peers are found sooner by TCP
+	// keepalive and tunnel pings.
+	DefaultIdleTimeout = time.Hour
+	// DefaultHTTPIdleTimeout is how long an HTTP connection may wait for
+	// its next request in http mode (nginx's keepalive_timeout is 75s).
+	DefaultHTTPIdleTimeout = 60 * time.Second
 )
 
 // Protocol is what a route's match recognises.
@@ -72,6 +88,14 @@ type Listener struct {
 	// MaxConnections caps the connections this listener holds at once.
 	MaxConnections int
 
+	// MaxConnectionsPerClient caps the connections one client (an IPv4
+	// address or an IPv6 /64) holds on this listener; 0: no cap.
+	MaxConnectionsPerClient int
+
+	// MaxConnectionRatePerClient caps the new connections per second of one
+	// client, with a burst of twice that; 0: no cap.
+	MaxConnectionRatePerClient int
+
 	// ProxyProtocol requires a PROXY v1/v2 header on every connection.
 	ProxyProtocol bool
 
@@ -112,6 +136,11 @@ type Route struct {
 
 	// Match decides whether the route takes a connection.
 	Match Match
+
+	// IdleTimeout closes what the route carries after this long without a
+	// byte either way; 0: the default of its kind (DefaultIdleTimeout,
+	// DefaultHTTPIdleTimeout, or the tunnel's UDP default).
+	IdleTimeout time.Duration
 
 	// Exactly one of Backend, Listener and Tunnel is set.
 	Backend *Backend

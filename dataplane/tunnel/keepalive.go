@@ -15,7 +15,7 @@ import (
 // found the peer dead and closed the connection.
 var ErrDeadPeer = errors.New("tunnel peer did not answer keepalive pings")
 
-var errIdle = errors.New("no datagram for the idle timeout")
+var errIdle = errors.New("nothing carried for the idle timeout")
 
 // liveness is what one end knows of its peer, for the watchdog. Its
 // methods are safe for concurrent use.
@@ -23,8 +23,8 @@ type liveness struct {
 	// heard is the time (UnixNano) anything last arrived from the peer: a
 	// data message, a ping or a pong.
 	heard atomic.Int64
-	// data is the time (UnixNano) a datagram last went either way, for the
-	// UDP idle timeout.
+	// data is the time (UnixNano) data last went either way, for the idle
+	// timeout.
 	data atomic.Int64
 	// reading is the time (UnixNano) the reader began waiting for the
 	// peer, or 0 while nobody reads the connection (before the first read,
@@ -187,7 +187,8 @@ func (w *watchdog) tick() {
 	if w.stopped || w.verdict.Load() != nil {
 		return
 	}
-	if w.idle > 0 && since(&w.live.data) >= w.idle {
+	// A write blocked on a slow peer is not idleness.
+	if w.idle > 0 && since(&w.live.data) >= w.idle && w.live.writing.Load() == 0 {
 		e := errIdle
 		w.verdict.Store(&e)
 		_ = w.c.Close(CloseIdle, "idle")

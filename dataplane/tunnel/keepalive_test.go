@@ -247,3 +247,43 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 		}
 	})
 }
+
+// TestTCPTunnelIdleTimeout: a TCP tunnel that carries nothing either way
+// for its idle timeout is closed (pings do not keep it), and reported so;
+// one that carries bytes is not.
+func TestTCPTunnelIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = 600 * time.Millisecond
+	b := peers.NewTCPServer(t, echo)
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}},
+		func(o *tunnel.Options) { o.IdleTimeout = idle })
+	c := newClient(t, "ws://"+hs.addr+"/tunnel")
+	s, err := c.Dial(context.Background(), "echo:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Busy for longer than the idle timeout, a byte at a time.
+	for deadline := time.Now().Add(2 * idle); time.Now().Before(deadline); time.Sleep(idle / 6) {
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatalf("write while busy: %v", err)
+		}
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			t.Fatalf("echo while busy: %v", err)
+		}
+	}
+	// Then silent: pings go on (testKeepAlive is shorter), bytes do not.
+	ended := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, s); ended <- err }()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Error("the idle tunnel ended cleanly for the client, want it told")
+		}
+	case <-time.After(closeBound):
+		t.Fatalf("the idle tunnel is still open after %v", closeBound)
+	}
+	if rep := hs.report(t); rep.Outcome != tunnel.OutcomeIdleTimeout {
+		t.Fatalf("report outcome %s (%v), want %s", rep.Outcome, rep.Err, tunnel.OutcomeIdleTimeout)
+	}
+}

@@ -34,6 +34,12 @@ type Options struct {
 	// DefaultPongTimeout (10s).
 	PongTimeout time.Duration
 
+	// IdleTimeout closes a TCP tunnel that carried no byte either way for
+	// this long (keepalive pings do not count). Zero means
+	// DefaultIdleTimeout (1h); negative: never (an idle client then holds
+	// its tunnel, a socket to the target and a goroutine for ever).
+	IdleTimeout time.Duration
+
 	// UDPIdleTimeout closes a UDP tunnel that carried no datagram either
 	// way for this long. Zero means DefaultUDPIdleTimeout (60s); negative:
 	// never (a client that forgets its tunnels then holds a socket each).
@@ -60,6 +66,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PongTimeout <= 0 {
 		o.PongTimeout = DefaultPongTimeout
+	}
+	switch {
+	case o.IdleTimeout == 0:
+		o.IdleTimeout = DefaultIdleTimeout
+	case o.IdleTimeout < 0:
+		o.IdleTimeout = 0
 	}
 	switch {
 	case o.UDPIdleTimeout == 0:
@@ -404,7 +416,7 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 // serveTCP carries the stream between the client and up until both ends
 // have finished.
 func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr, shutdown context.Context) {
-	s := newStream(c, live, h.watchdog(live, 0), up.LocalAddr(), remote)
+	s := newStream(c, live, h.watchdog(live, h.opt.IdleTimeout), up.LocalAddr(), remote)
 	stop := afterFunc(shutdown, s.closeGoingAway)
 	res := relay(s, up, h.opt.BufferPool)
 	stop()
@@ -415,6 +427,8 @@ func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *
 		rep.Outcome, rep.Err = OutcomeClosed, errShuttingDown
 	case s.deadPeer():
 		rep.Outcome, rep.Err = OutcomeDeadPeer, ErrDeadPeer
+	case s.idled():
+		rep.Outcome = OutcomeIdleTimeout
 	case errors.As(res.err, &re) && re.Code == websocket.StatusGoingAway:
 		// The client stopped on purpose (SIGINT, or ssh ending its
 		// ProxyCommand): the stream was cut, but nothing failed.

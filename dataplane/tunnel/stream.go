@@ -119,6 +119,7 @@ func (s *Stream) readMessage(p []byte) (int, error) {
 	s.rn += n
 	if n > 0 {
 		s.live.markHeard()
+		s.live.markData()
 	}
 	switch {
 	case err == nil:
@@ -210,6 +211,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	if s.sentEOF.Load() {
 		return 0, net.ErrClosed
 	}
+	s.live.markData()
 	err := s.writeMessage(p)
 	if err != nil {
 		if s.live.dead.Load() {
@@ -292,6 +294,10 @@ func goingAway(c *websocket.Conn) { _ = c.Close(websocket.StatusGoingAway, "shut
 // deadPeer reports whether the watchdog closed the connection because the
 // peer stopped answering. Valid after Close.
 func (s *Stream) deadPeer() bool { return errors.Is(s.stopWD(), ErrDeadPeer) }
+
+// idled reports whether the watchdog closed the connection for its idle
+// timeout.
+func (s *Stream) idled() bool { return errors.Is(s.stopWD(), errIdle) }
 
 // LocalAddr is the local address of the WebSocket connection, when known.
 func (s *Stream) LocalAddr() net.Addr { return s.local }

@@ -28,8 +28,7 @@ const (
 	// CloseReset aborts a TCP stream: the sending end failed (the target
 	// or local connection was reset, a write failed).
 	CloseReset websocket.StatusCode = 4000
-	// CloseIdle ends a UDP tunnel that carried nothing for its idle
-	// timeout.
+	// CloseIdle ends a tunnel that carried nothing for its idle timeout.
 	CloseIdle websocket.StatusCode = 4001
 )
 
@@ -38,6 +37,10 @@ const (
 	DefaultKeepAlive      = 20 * time.Second
 	DefaultPongTimeout    = 10 * time.Second
 	DefaultUDPIdleTimeout = 60 * time.Second
+	// DefaultIdleTimeout ends a TCP tunnel that carried no byte either way
+	// for this long (pings do not count), so idle tunnels cannot hold the
+	// server's slots and sockets for ever.
+	DefaultIdleTimeout = time.Hour
 )
 
 // udpSocketBuffer is the receive buffer asked for UDP sockets that relay
@@ -61,7 +64,7 @@ const (
 	OutcomeClosed      Outcome = "closed"       // both ends finished the stream, a UDP tunnel was closed, or the client went away (1001)
 	OutcomeError       Outcome = "error"        // a read or write failed, or a peer reset the stream
 	OutcomeDeadPeer    Outcome = "dead_peer"    // no pong and nothing else heard within the keepalive bound
-	OutcomeIdleTimeout Outcome = "idle_timeout" // a UDP tunnel carried nothing for its idle timeout
+	OutcomeIdleTimeout Outcome = "idle_timeout" // the tunnel carried nothing for its idle timeout
 
 	OutcomeBadRequest   Outcome = "bad_request"  // 400 (and 405, 426): no target, unknown protocol, not a WebSocket handshake
 	OutcomeUnauthorized Outcome = "unauthorized" // 401: token missing or wrong

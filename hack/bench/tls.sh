@@ -72,7 +72,7 @@ kind: PortMux
 metadata: {name: bench, namespace: default}
 spec:
   listeners:
-  - {name: tls, port: $PORT, maxConnections: 20000, tls: {certificateRefs: [{name: bench-tls}]}}
+  - {name: tls, port: $PORT, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000, tls: {certificateRefs: [{name: bench-tls}]}}
   routes:
   - {name: echo, listeners: [tls], match: {protocol: any}, backend: {address: "127.0.0.1:$ECHO_PORT"}}
 ---

@@ -125,7 +125,7 @@ var expectations = map[string]expectation{
 		replicas: 1, leaderElect: true,
 		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info"},
 		unprivilegedPortStart: "0",
-		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyCluster,
+		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP}},
 		containerPorts: []corev1.ContainerPort{
 			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},

@@ -1,0 +1,117 @@
+package clientlimit
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestKey(t *testing.T) {
+	tests := []struct{ addr, want string }{
+		{"192.0.2.7", "192.0.2.7/32"},
+		{"::ffff:192.0.2.7", "192.0.2.7/32"},
+		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"},
+	}
+	for _, tt := range tests {
+		if got := Key(netip.MustParseAddr(tt.addr)).String(); got != tt.want {
+			t.Errorf("Key(%s) = %s, want %s", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// step is one admission or release in a scenario.
+type step struct {
+	at      time.Duration // after t0
+	addr    string
+	release bool    // release this client's last admitted connection
+	want    Refusal // for admissions
+}
+
+func TestTable(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits Limits
+		steps  []step
+	}{
+		{"connection cap per client", Limits{MaxConnections: 2}, []step{
+			{addr: "192.0.2.1"}, {addr: "192.0.2.1"},
+			{addr: "192.0.2.1", want: Connections},
+			{addr: "192.0.2.2"}, // another client is not affected
+			{addr: "192.0.2.1", release: true},
+			{addr: "192.0.2.1"}, // a slot freed
+		}},
+		{"an IPv6 /64 is one client", Limits{MaxConnections: 1}, []step{
+			{addr: "2001:db8::1"},
+			{addr: "2001:db8::2", want: Connections},
+			{addr: "2001:db8:0:1::1"},
+		}},
+		{"rate: burst of twice the rate, then refills", Limits{Rate: 2}, []step{
+			{addr: "192.0.2.1"}, {addr: "192.0.2.1"}, {addr: "192.0.2.1"}, {addr: "192.0.2.1"},
+			{addr: "192.0.2.1", want: TooFast},
+			{addr: "192.0.2.2"},
+			{at: 500 * time.Millisecond, addr: "192.0.2.1"}, // one token back
+			{at: 500 * time.Millisecond, addr: "192.0.2.1", want: TooFast},
+		}},
+		{"a refused connection takes no slot", Limits{MaxConnections: 1, Rate: 1}, []step{
+			{addr: "192.0.2.1"},
+			{addr: "192.0.2.1", want: Connections},
+			{addr: "192.0.2.1", release: true},
+			{addr: "192.0.2.1"}, // the second token of the burst
+		}},
+		{"no limits", Limits{}, []step{
+			{addr: "192.0.2.1"}, {addr: "192.0.2.1"}, {addr: "192.0.2.1"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := NewTable()
+			keys := map[string][]netip.Prefix{}
+			for i, s := range tt.steps {
+				if s.release {
+					k := keys[s.addr]
+					tab.Release(k[len(k)-1])
+					keys[s.addr] = k[:len(k)-1]
+					continue
+				}
+				k, got := tab.Admit(netip.MustParseAddr(s.addr), t0.Add(s.at), tt.limits)
+				if got != s.want {
+					t.Fatalf("step %d (%s at %v): %q, want %q", i, s.addr, s.at, got, s.want)
+				}
+				if got == Admitted {
+					keys[s.addr] = append(keys[s.addr], k)
+				}
+			}
+		})
+	}
+}
+
+// TestTableForgetsIdleClients: memory stays bounded by the clients that
+// hold connections or opened some recently, however many come and go.
+func TestTableForgetsIdleClients(t *testing.T) {
+	tab := NewTable()
+	l := Limits{MaxConnections: 4, Rate: 10}
+	held, _ := tab.Admit(netip.MustParseAddr("198.51.100.1"), t0, l)
+	for i := range 100_000 {
+		addr := netip.MustParseAddr(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		k, r := tab.Admit(addr, now, l)
+		if r != Admitted {
+			t.Fatalf("client %d refused: %s", i, r)
+		}
+		tab.Release(k)
+	}
+	// 100,000 clients over 100 s, each refilled a second after it left:
+	// only about a second's worth (and the sweep's slack) remain.
+	if n := tab.Len(); n > 2*minSweep+1 {
+		t.Errorf("table holds %d clients after 100,000 came and went, want at most %d", n, 2*minSweep+1)
+	}
+	// The client that holds a connection is remembered.
+	if _, r := tab.Admit(netip.MustParseAddr("198.51.100.1"), t0.Add(200*time.Second), Limits{MaxConnections: 1}); r != Connections {
+		t.Errorf("client with an open connection: %q, want it counted", r)
+	}
+	tab.Release(held)
+}

@@ -1,0 +1,147 @@
+package dataplane_test
+
+import (
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// dialFrom connects to addr from the local address from (any 127.x
+// address is local on Linux) and closes the connection at cleanup.
+func dialFrom(t testing.TB, from, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, from, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// limitMux serves one listener with per-client limits in front of an echo
+// backend, on a clock the test moves.
+func limitMux(t *testing.T, l snapshot.Listener) (*testMux, *prometheus.Registry, *atomic.Int64) {
+	t.Helper()
+	var now atomic.Int64 // nanoseconds after a fixed instant
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg := prometheus.NewRegistry()
+	m := newMux(t, dataplane.Options{
+		Metrics: dataplane.NewMetrics(reg),
+		Now:     func() time.Time { return base.Add(time.Duration(now.Load())) },
+	})
+	m.apply(snapshotOf(l))
+	return m, reg, &now
+}
+
+// TestPerClientConnectionCap: one address cannot hold more than its share
+// of a listener (slot hogging): past maxConnectionsPerClient its new
+// connections are closed and counted, while other clients are served.
+func TestPerClientConnectionCap(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	l.MaxConnections = 4
+	l.MaxConnectionsPerClient = 2
+	m, reg, _ := limitMux(t, l)
+	pub := m.addr("pub")
+
+	hog := []*net.TCPConn{dialFrom(t, "127.0.0.2", pub), dialFrom(t, "127.0.0.2", pub)}
+	for i, c := range hog {
+		roundTrip(t, c, fmt.Sprintf("hog %d\n", i))
+	}
+	third := dialFrom(t, "127.0.0.2", pub)
+	if err := closedByPeer(third, ioTimeout); err != nil {
+		t.Fatalf("the hog's third connection: %v", err)
+	}
+	// The listener has room for others.
+	other := dialFrom(t, "127.0.0.3", pub)
+	roundTrip(t, other, "another client\n")
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 1 {
+		t.Errorf("client_limit outcomes = %d, want 1", n)
+	}
+
+	// A connection the hog closes frees its slot.
+	_ = hog[0].Close()
+	eventually(t, "the hog's connection to be released", func() bool { return m.ActiveConnections() == 2 })
+	again := dialFrom(t, "127.0.0.2", pub)
+	roundTrip(t, again, "hog again\n")
+
+	for _, c := range []*net.TCPConn{hog[1], other, again} {
+		_ = c.Close()
+	}
+	m.waitIdle()
+}
+
+// TestPerClientRateLimit: a client opens a burst of twice its rate, then
+// one connection per 1/rate; another client has its own budget.
+func TestPerClientRateLimit(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	l.MaxConnectionRatePerClient = 2
+	m, reg, now := limitMux(t, l)
+	pub := m.addr("pub")
+
+	burst := func(from string, n int) {
+		t.Helper()
+		for range n {
+			c := dialFrom(t, from, pub)
+			roundTrip(t, c, "within the burst\n")
+			_ = c.Close()
+		}
+	}
+	burst("127.0.0.2", 4) // the burst: twice the rate
+	if err := closedByPeer(dialFrom(t, "127.0.0.2", pub), ioTimeout); err != nil {
+		t.Fatalf("fifth connection within the same instant: %v", err)
+	}
+	burst("127.0.0.3", 4)                  // another client's budget is its own
+	now.Add(int64(500 * time.Millisecond)) // one token back
+	burst("127.0.0.2", 1)                  // ... and only one
+	if err := closedByPeer(dialFrom(t, "127.0.0.2", pub), ioTimeout); err != nil {
+		t.Fatalf("second connection after half a second: %v", err)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 2 {
+		t.Errorf("client_limit outcomes = %d, want 2", n)
+	}
+	m.waitIdle()
+}
+
+// TestPerClientLimitUsesTheProxyHeader: behind a PROXY sender the client
+// is the header's source, not the balancer that connects.
+func TestPerClientLimitUsesTheProxyHeader(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	l := proxyListener("pub", 2*time.Second, routeTo("any", snapshot.Any, backend.Addr))
+	l.MaxConnectionsPerClient = 1
+	m, reg, _ := limitMux(t, l)
+	pub := m.addr("pub")
+
+	withHeader := func(src string) *net.TCPConn {
+		c := dial(t, pub)
+		if _, err := fmt.Fprintf(c, "PROXY TCP4 %s 127.0.0.1 40000 443\r\n", src); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := withHeader("203.0.113.1"), withHeader("203.0.113.2")
+	roundTrip(t, a, "client one\n")
+	roundTrip(t, b, "client two, same balancer\n")
+	again := withHeader("203.0.113.1")
+	if err := closedByPeer(again, ioTimeout); err != nil {
+		t.Fatalf("client one's second connection: %v", err)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 1 {
+		t.Errorf("client_limit outcomes = %d, want 1", n)
+	}
+	_ = a.Close()
+	_ = b.Close()
+	m.waitIdle()
+}
