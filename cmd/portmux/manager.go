@@ -73,7 +73,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
-	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
+	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
 	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log := newLog()
@@ -84,6 +84,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 }
 
 func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
+	o.maxConnections = applyBudget(log, o.maxConnections)
 	restCfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)

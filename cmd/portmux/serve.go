@@ -58,7 +58,7 @@ It reloads on SIGHUP and when a file changes; open connections are never cut.`,
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (empty: off)")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
-	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: only per-listener caps)")
+	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
 	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	f.BoolVar(&o.watch, "watch", true, "reload when a file changes")
 	_ = cmd.MarkFlagRequired("file")
@@ -108,6 +108,7 @@ func compileFiles(log logr.Logger, o serveOptions, lastGood map[types.Namespaced
 }
 
 func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
+	o.maxConnections = applyBudget(log, o.maxConnections)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := dataplane.NewServer(dataplane.Options{
