@@ -67,6 +67,9 @@ func TestPerClientConnectionCap(t *testing.T) {
 	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 1 {
 		t.Errorf("client_limit outcomes = %d, want 1", n)
 	}
+	if n := metricSum(t, reg, "portmux_clients", map[string]string{"listener": "pub"}); n != 2 {
+		t.Errorf("portmux_clients = %v, want the hog and the other client", n)
+	}
 
 	// A connection the hog closes frees its slot.
 	_ = hog[0].Close()

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +18,27 @@ type Metrics struct {
 	listening   *prometheus.GaugeVec
 	tunnels     *prometheus.CounterVec
 	panics      prometheus.Counter
+	clients     *clientsCollector
+}
+
+// clientsCollector reports the size of each bound listener's per-client
+// table when scraped, so the accept path pays nothing for it. The Server
+// that uses the Metrics sets count.
+type clientsCollector struct {
+	desc  *prometheus.Desc
+	count atomic.Pointer[func() map[string]int]
+}
+
+func (c *clientsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *clientsCollector) Collect(ch chan<- prometheus.Metric) {
+	count := c.count.Load()
+	if count == nil {
+		return
+	}
+	for listener, n := range (*count)() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), listener)
+	}
 }
 
 // Outcomes label how a connection ended.
@@ -67,13 +90,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_tunnels_total",
 			Help: "WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
 		}, []string{"listener", "route", "target", "protocol", "outcome"}),
+		clients: &clientsCollector{desc: prometheus.NewDesc("portmux_clients",
+			"Clients each listener counts for its per-client limits: those with connections open or opened recently.",
+			[]string{"listener"}, nil)},
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "portmux_panics_total",
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients)
 	}
 	return m
 }

@@ -121,6 +121,8 @@ func NewServer(opt Options) *Server {
 		conns: map[net.Conn]func(){},
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	count := s.clientCounts
+	s.m.clients.count.Store(&count)
 	if opt.ParkThreshold >= 0 {
 		pk, err := forward.NewParker(opt.ParkThreshold)
 		if err != nil {
@@ -234,6 +236,21 @@ func (s *Server) updateListenerGauge(cfg *config) {
 			s.m.listening.WithLabelValues(lc.Name, b.ln.Addr().String()).Set(1)
 		}
 	}
+}
+
+// clientCounts is the size of each bound listener's per-client table, by
+// listener name.
+func (s *Server) clientCounts() map[string]int {
+	cfg := s.cfg.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.bound))
+	for key, b := range s.bound {
+		if lc := cfg.byKey[key]; lc != nil {
+			out[lc.Name] = b.clients.Len()
+		}
+	}
+	return out
 }
 
 // Addr returns the bound address of the named listener (useful with port 0),

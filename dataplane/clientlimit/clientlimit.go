@@ -16,6 +16,7 @@ package clientlimit
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -47,6 +48,8 @@ const (
 type Table struct {
 	mu      sync.Mutex
 	clients map[netip.Prefix]*client
+	// size is len(clients), readable without the lock.
+	size atomic.Int64
 	// sweepAt is the table size that triggers the next sweep of
 	// forgotten clients, so that sweeping costs O(1) per admission.
 	sweepAt int
@@ -90,6 +93,7 @@ func (t *Table) Admit(addr netip.Addr, now time.Time, l Limits) (netip.Prefix, R
 		}
 		c = &client{}
 		t.clients[key] = c
+		t.size.Store(int64(len(t.clients)))
 	}
 	if l.MaxConnections > 0 && c.open >= l.MaxConnections {
 		return key, Connections
@@ -117,16 +121,14 @@ func (t *Table) Release(key netip.Prefix) {
 		c.open--
 		if c.open == 0 && c.limiter == nil {
 			delete(t.clients, key)
+			t.size.Store(int64(len(t.clients)))
 		}
 	}
 }
 
-// Len is how many clients the table holds now, for a gauge.
-func (t *Table) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.clients)
-}
+// Len is how many clients the table holds now, for a gauge. It does not
+// wait for the table's lock.
+func (t *Table) Len() int { return int(t.size.Load()) }
 
 // sweep forgets the clients with nothing open whose rate budget has
 // refilled: for them a new entry would decide the same. t.mu is held.
@@ -137,4 +139,5 @@ func (t *Table) sweep(now time.Time) {
 		}
 	}
 	t.sweepAt = max(minSweep, 2*len(t.clients))
+	t.size.Store(int64(len(t.clients)))
 }
