@@ -51,22 +51,22 @@ func TestMemoryLimit(t *testing.T) {
 			"sys/fs/cgroup/memory.max": file("max\n"),
 		}, 0},
 		{"cgroup v2 on a host: the smallest along the path", fstest.MapFS{
-			"proc/self/cgroup": file("0::/kubepods.slice/pod1/ctr\n"),
+			"proc/self/cgroup":                                 file("0::/kubepods.slice/pod1/ctr\n"),
 			"sys/fs/cgroup/kubepods.slice/memory.max":          file("8589934592\n"),
 			"sys/fs/cgroup/kubepods.slice/pod1/memory.max":     file("1073741824\n"),
 			"sys/fs/cgroup/kubepods.slice/pod1/ctr/memory.max": file("max\n"),
 		}, 1 << 30},
 		{"cgroup v1 with the path visible", fstest.MapFS{
-			"proc/self/cgroup": file("9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n"),
+			"proc/self/cgroup":                                           file("9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/\n"),
 			"sys/fs/cgroup/memory/memory.limit_in_bytes":                 file("9223372036854771712\n"),
 			"sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes": file("268435456\n"),
 		}, 256 << 20},
 		{"cgroup v1 unlimited (this build machine)", fstest.MapFS{
-			"proc/self/cgroup": file("4:memory:/process_api/abc\n0::/\n"),
+			"proc/self/cgroup":                           file("4:memory:/process_api/abc\n0::/\n"),
 			"sys/fs/cgroup/memory/memory.limit_in_bytes": file("9223372036854771712\n"),
 		}, 0},
 		{"cgroup v1 with the memory controller listed with others", fstest.MapFS{
-			"proc/self/cgroup": file("3:cpu,memory:/docker/x\n"),
+			"proc/self/cgroup":                           file("3:cpu,memory:/docker/x\n"),
 			"sys/fs/cgroup/memory/memory.limit_in_bytes": file("104857600\n"),
 		}, 100 << 20},
 		{"no cgroup files at all", fstest.MapFS{
