@@ -16,6 +16,7 @@ import (
 	"github.com/portmux/portmux/dataplane/clientlimit"
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
 )
 
 // config is a snapshot made ready to serve: TLS configurations built,
@@ -54,8 +55,9 @@ type routeConfig struct {
 }
 
 // newConfig builds the configuration of snap. idle is the idle timeout of
-// routes that set none (Options.IdleTimeout: negative for never).
-func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration) *config {
+// routes that set none (Options.IdleTimeout: negative for never); bufs
+// are the copy buffers its tunnels share with every other configuration's.
+func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, bufs *tunnel.Buffers) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
@@ -82,7 +84,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 				}
 			}
 			if r.Tunnel != nil {
-				rc.tunnel = newTunnelHandler(r, idle)
+				rc.tunnel = newTunnelHandler(r, idle, bufs)
 			}
 			lc.routes = append(lc.routes, rc)
 		}

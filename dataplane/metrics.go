@@ -19,6 +19,8 @@ type Metrics struct {
 	tunnels     *prometheus.CounterVec
 	panics      prometheus.Counter
 	clients     *clientsCollector
+	// tunnelBufferBytes reads what the Server's tunnel buffers hold.
+	tunnelBufferBytes atomic.Pointer[func() int64]
 }
 
 // clientsCollector reports the size of each bound listener's per-client
@@ -98,8 +100,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
 	}
+	bufBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portmux_tunnel_buffer_bytes",
+		Help: "Memory held by the big copy buffers of TCP tunnels whose bytes wait for a slow peer (bounded: past the bound, tunnels use small buffers).",
+	}, func() float64 {
+		if f := m.tunnelBufferBytes.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes)
 	}
 	return m
 }

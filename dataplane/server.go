@@ -24,6 +24,7 @@ import (
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tunnel"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -65,6 +66,9 @@ type Server struct {
 
 	// tickets encrypts TLS session tickets across configurations.
 	tickets *sessionTickets
+
+	// tunnelBufs bounds the copy buffers every tunnel route holds.
+	tunnelBufs *tunnel.Buffers
 
 	// stop is cancelled when Shutdown gives up waiting: dials in flight end.
 	stop       context.Context
@@ -123,6 +127,9 @@ func NewServer(opt Options) *Server {
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	count := s.clientCounts
 	s.m.clients.count.Store(&count)
+	s.tunnelBufs = &tunnel.Buffers{}
+	held := s.tunnelBufs.HeldBytes
+	s.m.tunnelBufferBytes.Store(&held)
 	if opt.ParkThreshold >= 0 {
 		pk, err := forward.NewParker(opt.ParkThreshold)
 		if err != nil {
@@ -148,7 +155,7 @@ func NewServer(opt Options) *Server {
 	if s.opt.IdleTimeout == 0 {
 		s.opt.IdleTimeout = snapshot.DefaultIdleTimeout
 	}
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs))
 	return s
 }
 
@@ -166,7 +173,7 @@ func bindKey(l *snapshot.Listener) string {
 // returns the bind error of every listener that could not be bound, by
 // listener name; the rest of the snapshot is served regardless.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout)
+	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {

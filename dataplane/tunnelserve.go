@@ -18,8 +18,8 @@ import (
 // is shared by the connections the configuration serves. The route's idle
 // timeout applies to its TCP and UDP tunnels alike; without one, TCP
 // tunnels take idle (negative: never) and UDP ones the tunnel default.
-func newTunnelHandler(r *snapshot.Route, idle time.Duration) http.Handler {
-	opt := tunnel.Options{Report: recordTunnel, IdleTimeout: idle}
+func newTunnelHandler(r *snapshot.Route, idle time.Duration, bufs *tunnel.Buffers) http.Handler {
+	opt := tunnel.Options{Report: recordTunnel, IdleTimeout: idle, Buffers: bufs}
 	if r.IdleTimeout > 0 {
 		opt.IdleTimeout, opt.UDPIdleTimeout = r.IdleTimeout, r.IdleTimeout
 	}

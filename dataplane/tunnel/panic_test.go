@@ -31,7 +31,7 @@ func TestPanicInRelayEndsOnlyItsTunnel(t *testing.T) {
 		return &buf
 	}}
 	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}},
-		func(o *tunnel.Options) { o.BufferPool = pool })
+		func(o *tunnel.Options) { o.Buffers = &tunnel.Buffers{Pool: pool} })
 	c := newClient(t, "ws://"+hs.addr+"/tunnel")
 
 	doomed, err := c.Dial(context.Background(), "echo:7")

@@ -10,14 +10,6 @@ import (
 	"github.com/portmux/portmux/dataplane/panics"
 )
 
-// relayBufferSize is the copy buffer of a tunnel direction: a chunk read
-// from the connection is one message, and bigger messages mean fewer
-// frames and system calls for bulk transfers (256 KiB instead of 64 KiB:
-// about 10% less CPU per byte). It is held only while bytes move.
-const relayBufferSize = 256 << 10
-
-var relayBuffers = &sync.Pool{New: func() any { b := make([]byte, relayBufferSize); return &b }}
-
 // relayResult is what relay observed.
 type relayResult struct {
 	// toStream counts bytes read from the connection and sent as
@@ -33,9 +25,9 @@ type relayResult struct {
 // stream's end a CloseWrite on c), but it holds no buffer while a
 // direction waits: an idle tunnel costs its goroutines and the WebSocket
 // library's small buffers only.
-func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
-	if pool == nil {
-		pool = relayBuffers
+func relay(s *Stream, c net.Conn, bufs *Buffers) relayResult {
+	if bufs == nil {
+		bufs = &Buffers{}
 	}
 	var (
 		res      relayResult
@@ -56,14 +48,14 @@ func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
 		defer wg.Done()
 		// A panic (a bug the bytes reached) ends this tunnel as an error.
 		if err := panics.Run(func() (err error) {
-			res.toStream, err = connToStream(s, c, pool)
+			res.toStream, err = connToStream(s, c, bufs)
 			return err
 		}); err != nil {
 			abortAll(err)
 		}
 	}()
 	if err := panics.Run(func() (err error) {
-		res.fromStream, err = streamToConn(c, s, pool)
+		res.fromStream, err = streamToConn(c, s, bufs)
 		return err
 	}); err != nil {
 		abortAll(err)
@@ -82,7 +74,7 @@ func relay(s *Stream, c net.Conn, pool *sync.Pool) relayResult {
 
 // connToStream sends what c delivers as messages, and the end of c's
 // stream as the empty message.
-func connToStream(s *Stream, c net.Conn, pool *sync.Pool) (int64, error) {
+func connToStream(s *Stream, c net.Conn, bufs *Buffers) (int64, error) {
 	tc, _ := c.(*net.TCPConn)
 	var total int64
 	for {
@@ -92,16 +84,16 @@ func connToStream(s *Stream, c net.Conn, pool *sync.Pool) (int64, error) {
 				return total, err
 			}
 		}
-		bp := pool.Get().(*[]byte)
+		bp, big := bufs.get()
 		n, err := c.Read(*bp)
 		if n > 0 {
 			if _, werr := s.Write((*bp)[:n]); werr != nil {
-				pool.Put(bp)
+				bufs.put(bp, big)
 				return total, werr
 			}
 			total += int64(n)
 		}
-		pool.Put(bp)
+		bufs.put(bp, big)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return total, s.CloseWrite()
@@ -113,7 +105,7 @@ func connToStream(s *Stream, c net.Conn, pool *sync.Pool) (int64, error) {
 
 // streamToConn writes the stream's messages to c, and half-closes c when
 // the stream ends.
-func streamToConn(c net.Conn, s *Stream, pool *sync.Pool) (int64, error) {
+func streamToConn(c net.Conn, s *Stream, bufs *Buffers) (int64, error) {
 	var total int64
 	for {
 		// Park until a message begins, holding nothing.
@@ -123,18 +115,18 @@ func streamToConn(c net.Conn, s *Stream, pool *sync.Pool) (int64, error) {
 			}
 			return total, err
 		}
-		bp := pool.Get().(*[]byte)
+		bp, big := bufs.get()
 		for {
 			n, err := s.readMessage(*bp)
 			if n > 0 {
 				if _, werr := c.Write((*bp)[:n]); werr != nil {
-					pool.Put(bp)
+					bufs.put(bp, big)
 					return total, werr
 				}
 				total += int64(n)
 			}
 			if err != nil {
-				pool.Put(bp)
+				bufs.put(bp, big)
 				if errors.Is(err, io.EOF) {
 					return total, closeWrite(c)
 				}
@@ -144,7 +136,7 @@ func streamToConn(c net.Conn, s *Stream, pool *sync.Pool) (int64, error) {
 				break // the message has ended: give the buffer back
 			}
 		}
-		pool.Put(bp)
+		bufs.put(bp, big)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,11 +44,11 @@ type Options struct {
 	// never (a client that forgets its tunnels then holds a socket each).
 	UDPIdleTimeout time.Duration
 
-	// BufferPool provides the copy buffers of TCP tunnels (*[]byte, at
-	// least 4 KiB; a chunk read is one message). A buffer is held only
-	// while a direction moves bytes, never while it waits. Nil uses a pool
-	// of 256 KiB buffers.
-	BufferPool *sync.Pool
+	// Buffers provides the copy buffers of TCP tunnels (a chunk read is one
+	// message) and bounds the memory they hold; share one between every
+	// Handler of a process. A buffer is held only while a direction moves
+	// bytes, never while it waits. Nil: a Buffers of this Handler's own.
+	Buffers *Buffers
 
 	// Report, when set, is called once for every request the Handler
 	// answers, after it has ended: a refusal before ServeHTTP returns, a
@@ -79,8 +78,8 @@ func (o Options) withDefaults() Options {
 	case o.UDPIdleTimeout < 0:
 		o.UDPIdleTimeout = 0
 	}
-	if o.BufferPool == nil {
-		o.BufferPool = relayBuffers
+	if o.Buffers == nil {
+		o.Buffers = &Buffers{}
 	}
 	return o
 }
@@ -418,7 +417,7 @@ func (h *Handler) watchdog(live *liveness, idle time.Duration) *watchdog {
 func (h *Handler) serveTCP(c *websocket.Conn, live *liveness, up net.Conn, rep *Report, remote net.Addr, shutdown context.Context) {
 	s := newStream(c, live, h.watchdog(live, h.opt.IdleTimeout), up.LocalAddr(), remote)
 	stop := afterFunc(shutdown, s.closeGoingAway)
-	res := relay(s, up, h.opt.BufferPool)
+	res := relay(s, up, h.opt.Buffers)
 	stop()
 	rep.Up, rep.Down = res.fromStream, res.toStream
 	var re *ResetError
