@@ -15,6 +15,9 @@ type Metrics struct {
 	dialErrors  *prometheus.CounterVec
 	listening   *prometheus.GaugeVec
 	tunnels     *prometheus.CounterVec
+	// httpRequests counts the requests of connections in http mode, each
+	// routed on its own.
+	httpRequests *prometheus.CounterVec
 }
 
 // Outcomes label how a connection ended.
@@ -30,6 +33,15 @@ const (
 	OutcomeError       = "error"        // the stream ended with an error
 	OutcomeTunnel      = "tunnel"       // served as a WebSocket tunnel
 	OutcomeHTTP        = "http"         // served by the HTTP reverse proxy
+)
+
+// Request outcomes label portmux_http_requests_total: what became of one
+// request (an HTTP/1.1 request or an HTTP/2 stream) on a connection served
+// in http mode, which routes every request on its own.
+const (
+	RequestProxied     = "proxied"     // the backend answered, whatever its status
+	RequestMisdirected = "misdirected" // 421: no http-mode route of the listener takes it
+	RequestBadGateway  = "bad_gateway" // 502: the backend could not be reached or failed
 )
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -65,9 +77,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_tunnels_total",
 			Help: "WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
 		}, []string{"listener", "route", "target", "protocol", "outcome"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_http_requests_total",
+			Help: "Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, bad_gateway).",
+		}, []string{"listener", "route", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.httpRequests)
 	}
 	return m
 }
