@@ -41,16 +41,38 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 // prior knowledge). Every request, the first included, and every HTTP/2
 // stream is routed on its own by the listener's routes (httpConn) and
 // reverse-proxied to its route's backend over HTTP/1.1. The log line and
-// byte counters of the connection stay with rc.
+// byte counters of the connection stay with rc. What the client can make
+// the dataplane hold is bounded (Options.HTTP): header block size, header
+// and idle time, HTTP/2 streams and frame size.
 func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, lc *listenerConfig, rc *routeConfig) {
 	hc := newHTTPConn(s, ev, lc)
 	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
 	ln := newOneConnListener(counted)
 	counted.onClose = ln.finish
+	_ = s.newHTTPServer(hc, ln).Serve(ln)
+	// A hijacked (upgraded) connection is still being copied, and HTTP/2
+	// handlers may outlive ServeConn.
+	hc.handlers.closeAndWait()
+	ev.backend = rc.Backend.Name
+	ev.up, ev.down = counted.in.Load(), counted.out.Load()
+	rc.up.Add(float64(ev.up))
+	rc.down.Add(float64(ev.down))
+	ev.outcome = OutcomeHTTP
+}
+
+// newHTTPServer is the net/http server of one connection in http mode
+// (ln hands it over), within the server's HTTP limits.
+func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener) *http.Server {
+	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	srv := &http.Server{
-		Handler:           hc,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       s.opt.IdleTimeout,
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: lim.MaxConcurrentStreams,
+			MaxReadFrameSize:     httpMaxReadFrameSize,
+		},
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				ln.finish()
@@ -64,15 +86,7 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, lc *listenerC
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	_ = srv.Serve(ln)
-	// A hijacked (upgraded) connection is still being copied, and HTTP/2
-	// handlers may outlive ServeConn.
-	hc.handlers.closeAndWait()
-	ev.backend = rc.Backend.Name
-	ev.up, ev.down = counted.in.Load(), counted.out.Load()
-	rc.up.Add(float64(ev.up))
-	rc.down.Add(float64(ev.down))
-	ev.outcome = OutcomeHTTP
+	return srv
 }
 
 // httpConn routes and proxies the requests of one client connection in

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,21 +30,36 @@ import (
 // included.
 func exchange(t testing.TB, c net.Conn, br *bufio.Reader, req string) (int, string) {
 	t.Helper()
+	res := send(t, c, br, req)
+	defer res.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("response body to %s: %v", requestLine(req), err)
+	}
+	return res.StatusCode, string(body)
+}
+
+// send writes one raw request on c and reads the head of its response.
+func send(t testing.TB, c net.Conn, br *bufio.Reader, req string) *http.Response {
+	t.Helper()
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
 	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatalf("write %q: %v", req, err)
+		t.Fatalf("write %s: %v", requestLine(req), err)
 	}
 	res, err := http.ReadResponse(br, nil)
 	if err != nil {
-		t.Fatalf("response to %q: %v", req, err)
+		t.Fatalf("response to %s: %v", requestLine(req), err)
 	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("response body to %q: %v", req, err)
-	}
-	return res.StatusCode, string(body)
+	return res
+}
+
+// requestLine is the first line of a raw request, for messages.
+func requestLine(req string) string {
+	line, _, _ := strings.Cut(req, "\r\n")
+	return strconv.Quote(line)
 }
 
 // readerConn reads through r (a bufio.Reader holding bytes read past a
@@ -171,7 +187,9 @@ func h2Conn(t testing.TB, addr, sni string) *http2.ClientConn {
 		}
 		c = tc
 	}
-	tr := &http2.Transport{AllowHTTP: true}
+	// Strict: past the server's stream limit, requests wait for a stream
+	// instead of failing (a pool would dial another connection).
+	tr := &http2.Transport{AllowHTTP: true, StrictMaxConcurrentStreams: true}
 	cc, err := tr.NewClientConn(c)
 	if err != nil {
 		t.Fatalf("HTTP/2 client connection: %v", err)

@@ -32,7 +32,8 @@ type Options struct {
 	Metrics *Metrics
 
 	// IdleTimeout closes forwarded connections silent in both directions for
-	// this long (see forward.Options). Zero: never.
+	// this long (see forward.Options). Zero: never. In http mode it bounds
+	// the keep-alive idle time too when shorter (HTTPLimits.IdleTimeout).
 	IdleTimeout time.Duration
 
 	// ParkThreshold is how long a forwarded connection's direction waits for
@@ -45,6 +46,10 @@ type Options struct {
 
 	// Listen binds a listener's address. Nil uses TCP with SO_REUSEADDR.
 	Listen func(ctx context.Context, address string) (net.Listener, error)
+
+	// HTTP bounds connections served in http mode; zero fields take the
+	// defaults.
+	HTTP HTTPLimits
 }
 
 // Server is the dataplane. Apply programs it; Shutdown stops it.
