@@ -102,7 +102,7 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 		// connection lives.
 		first := append([]byte(nil), data...)
 		release()
-		s.serveHTTP(ev, c, first, lc, rc)
+		s.serveHTTP(ev, c, first, cfg, lc, rc)
 	case rc.Backend != nil:
 		s.forward(ev, c, data, rc, release)
 	case rc.Listener != "":

@@ -2,13 +2,13 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -17,23 +17,6 @@ import (
 	"github.com/portmux/portmux/dataplane/sniff"
 )
 
-// newHTTPTransport builds the connection pool of a backend in http mode. It
-// dials the backend's endpoints like a TCP route does (spread, next on
-// failure) and keeps idle connections for reuse.
-func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, _, err := d.Dial(ctx, endpoints)
-			return c, err
-		},
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0, // long polls and slow backends are the backend's business
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
-	}
-}
-
 // serveHTTP serves one client connection in http mode (c, whose first
 // bytes are data; rc is the route they chose) with net/http's server:
 // HTTP/1.1 with keep-alive, and HTTP/2 for a connection that starts with
@@ -41,15 +24,20 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 // prior knowledge). Every request, the first included, and every HTTP/2
 // stream is routed on its own by the listener's routes (httpConn) and
 // reverse-proxied to its route's backend over HTTP/1.1. The log line and
-// byte counters of the connection stay with rc. What the client can make
-// the dataplane hold is bounded (Options.HTTP): header block size, header
-// and idle time, HTTP/2 streams and frame size.
-func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, lc *listenerConfig, rc *routeConfig) {
+// byte counters of the connection stay with rc.
+//
+// What the client can make the dataplane hold is bounded (Options.HTTP):
+// header block size, header and idle time, HTTP/2 streams and frame size;
+// and every backend connection dialled for its requests takes a slot of
+// the listener that accepted it (cfg is the configuration it was accepted
+// with).
+func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, cfg *config, lc *listenerConfig, rc *routeConfig) {
 	hc := newHTTPConn(s, ev, lc)
 	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
 	ln := newOneConnListener(counted)
 	counted.onClose = ln.finish
-	_ = s.newHTTPServer(hc, ln).Serve(ln)
+	slot := takeSlot(func() (func(), bool) { return s.backendSlot(ev.bound, ev.boundLC, cfg) })
+	_ = s.newHTTPServer(hc, ln, slot).Serve(ln)
 	// A hijacked (upgraded) connection is still being copied, and HTTP/2
 	// handlers may outlive ServeConn.
 	hc.handlers.closeAndWait()
@@ -61,9 +49,12 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, lc *listenerC
 }
 
 // newHTTPServer is the net/http server of one connection in http mode
-// (ln hands it over), within the server's HTTP limits.
-func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener) *http.Server {
+// (ln hands it over), within the server's HTTP limits. The contexts of its
+// requests carry slot, which the backend pool charges the connections it
+// dials for them to.
+func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener, slot takeSlot) *http.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
+	base := context.WithValue(context.Background(), backendSlotKey{}, slot)
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
@@ -73,6 +64,7 @@ func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener) *http.Server
 			MaxConcurrentStreams: lim.MaxConcurrentStreams,
 			MaxReadFrameSize:     httpMaxReadFrameSize,
 		},
+		BaseContext: func(net.Listener) context.Context { return base },
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				ln.finish()
@@ -152,11 +144,17 @@ func (h *httpConn) route(r *http.Request, ws bool) *routeConfig {
 	return &h.lc.routes[i]
 }
 
-// proxy sends r to rc's backend and its response back.
+// proxy sends r to the next endpoint of rc's backend and its response
+// back.
 func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig, ws bool) {
+	endpoint := rc.dialer.Next(rc.Backend.Endpoints)
+	if endpoint == "" {
+		h.count(rc, h.fail(w, rc, forward.ErrNoEndpoints))
+		return
+	}
 	outcome := RequestProxied
 	p := &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(pr, ws) },
+		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
 		Transport: rc.transport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			outcome = h.fail(w, rc, err)
@@ -166,13 +164,14 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 	h.count(rc, outcome)
 }
 
-// rewrite makes the request the backend receives: the client's Host kept,
+// rewrite makes the request the backend receives: sent to endpoint, which
+// is what the pool keys its connections by, with the client's Host kept;
 // X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set from what
-// the dataplane saw (those the client sent are dropped, never trusted),
+// the dataplane saw (those the client sent are dropped, never trusted);
 // and no Upgrade but a WebSocket handshake's.
-func (h *httpConn) rewrite(pr *httputil.ProxyRequest, ws bool) {
+func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) {
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = pr.In.Host
+	pr.Out.URL.Host = endpoint
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
 	pr.Out.Header.Set("X-Forwarded-Proto", h.proto)
@@ -193,6 +192,10 @@ func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) strin
 	h.errMu.Lock()
 	h.ev.err = err
 	h.errMu.Unlock()
+	if errors.Is(err, errNoBackendSlot) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return RequestUnavailable
+	}
 	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
 	w.WriteHeader(http.StatusBadGateway)
 	return RequestBadGateway

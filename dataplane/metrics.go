@@ -18,6 +18,9 @@ type Metrics struct {
 	// httpRequests counts the requests of connections in http mode, each
 	// routed on its own.
 	httpRequests *prometheus.CounterVec
+	// httpBackendConns counts the backend connections of http mode, which
+	// take slots of their clients' listeners.
+	httpBackendConns *prometheus.GaugeVec
 }
 
 // Outcomes label how a connection ended.
@@ -41,6 +44,7 @@ const (
 const (
 	RequestProxied     = "proxied"     // the backend answered, whatever its status
 	RequestMisdirected = "misdirected" // 421: no http-mode route of the listener takes it
+	RequestUnavailable = "unavailable" // 503: no connection slot left for a new backend connection
 	RequestBadGateway  = "bad_gateway" // 502: the backend could not be reached or failed
 )
 
@@ -79,11 +83,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener", "route", "target", "protocol", "outcome"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portmux_http_requests_total",
-			Help: "Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, bad_gateway).",
+			Help: "Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway).",
 		}, []string{"listener", "route", "outcome"}),
+		httpBackendConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portmux_http_backend_connections",
+			Help: "Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",
+		}, []string{"listener"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.httpRequests)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.httpRequests, m.httpBackendConns)
 	}
 	return m
 }

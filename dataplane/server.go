@@ -75,6 +75,9 @@ type Server struct {
 
 	handlers sync.WaitGroup // connection handlers and accept loops
 	active   atomic.Int64   // open connections across listeners
+	// backends counts http mode's backend connections, which take slots
+	// of active (and of their client's listener) too.
+	backends backendConns
 
 	parker    *forward.Parker // nil: directions stay on their goroutines
 	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
@@ -242,8 +245,10 @@ func (s *Server) Addr(listener string) net.Addr {
 	return nil
 }
 
-// ActiveConnections counts the connections open now.
-func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
+// ActiveConnections counts the client connections open now; backend
+// connections that http mode pools are not among them, although they take
+// connection slots too.
+func (s *Server) ActiveConnections() int { return s.backends.clients(&s.active) }
 
 // Shutdown stops accepting everywhere, waits for open connections to finish
 // until ctx is done, then closes the rest. It returns ctx's error when it had
@@ -389,7 +394,7 @@ func (s *Server) untrack(c net.Conn) {
 // start small and finish the connection when the last one ends, so the
 // stack grown while sniffing is not held for the connection's life.
 func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener) {
-	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c}
+	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c, bound: b, boundLC: lc}
 	ev.finish = func() {
 		_ = c.Close()
 		s.m.active.WithLabelValues(lc.Name).Dec()
@@ -426,6 +431,11 @@ type connEvent struct {
 	async  bool
 	// conn is the accepted connection, the key Shutdown cuts it by.
 	conn net.Conn
+	// bound is the listener that accepted the connection, configured by
+	// boundLC: backend connections that http mode opens for it take
+	// slots of its cap (Server.backendSlot).
+	bound   *boundListener
+	boundLC *listenerConfig
 }
 
 func (s *Server) report(ev *connEvent) {
