@@ -110,3 +110,19 @@ func TestDecideRequestAgreesWithDecide(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDecideRequest(b *testing.B) {
+	rs := routes(
+		snapshot.Match{Protocol: snapshot.SSH},
+		snapshot.Match{Protocol: snapshot.WebSocket, Host: []string{"www.bench.test"}, PathPrefix: "/tunnel"},
+		snapshot.Match{Protocol: snapshot.HTTP, Host: []string{"api.bench.test"}},
+		snapshot.Match{Protocol: snapshot.HTTP, Host: []string{"*.bench.test"}, PathPrefix: "/"},
+	)
+	req := Request{Method: http.MethodGet, Host: "WWW.bench.test:443", Path: "/static/app.js"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if i := DecideRequest(rs, req); i != 3 {
+			b.Fatal(i)
+		}
+	}
+}
