@@ -154,8 +154,9 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 	}
 	outcome := RequestProxied
 	p := &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
-		Transport: rc.transport,
+		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
+		Transport:  rc.transport,
+		BufferPool: proxyBuffers{&h.s.copyBufs},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			outcome = h.fail(w, rc, err)
 		},
@@ -163,6 +164,14 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 	p.ServeHTTP(w, r)
 	h.count(rc, outcome)
 }
+
+// proxyBuffers lends the reverse proxy the server's copy buffers for
+// response bodies: without a pool it allocates 32 KiB per request.
+type proxyBuffers struct{ pool *sync.Pool }
+
+func (p proxyBuffers) Get() []byte { return *p.pool.Get().(*[]byte) }
+
+func (p proxyBuffers) Put(b []byte) { p.pool.Put(&b) }
 
 // rewrite makes the request the backend receives: sent to endpoint, which
 // is what the pool keys its connections by, with the client's Host kept;
