@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -55,5 +57,57 @@ func BenchmarkConnSSH(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// BenchmarkHTTPModeRequest measures one request on a kept-alive client
+// connection through http mode: routing (every request since issue 14),
+// the reverse proxy and a pooled backend connection, with the backend in
+// the same process. Compare before and after a change.
+func BenchmarkHTTPModeRequest(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	}))
+	b.Cleanup(backend.Close)
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+	web := func(name, host string) snapshot.Route {
+		return snapshot.Route{
+			Name:    name,
+			Match:   snapshot.Match{Protocol: snapshot.HTTP, Host: []string{host}},
+			Backend: &snapshot.Backend{Name: name, Endpoints: []string{backend.Listener.Addr().String()}, Mode: snapshot.ModeHTTP},
+		}
+	}
+	snap := &snapshot.Snapshot{Listeners: []snapshot.Listener{{
+		Name: "bench/public", Address: "127.0.0.1:0", ProbeTimeout: 3 * time.Second,
+		Routes: []snapshot.Route{
+			{Name: "ssh", Match: snapshot.Match{Protocol: snapshot.SSH}, Backend: &snapshot.Backend{Name: "ssh", Endpoints: []string{backend.Listener.Addr().String()}}},
+			web("api", "api.bench.test"),
+			web("www", "www.bench.test"),
+		},
+	}}}
+	if errs := srv.Apply(snap); len(errs) > 0 {
+		b.Fatal(errs)
+	}
+	b.Cleanup(func() { _ = srv.Shutdown(b.Context()) })
+	c, err := net.Dial("tcp", srv.Addr("bench/public").String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	br := bufio.NewReader(c)
+	req := []byte("GET /page HTTP/1.1\r\nHost: www.bench.test\r\nUser-Agent: bench\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, res.Body); err != nil || res.StatusCode != 200 {
+			b.Fatal(res.Status, err)
+		}
+		_ = res.Body.Close()
 	}
 }

@@ -103,6 +103,13 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 	}
 
 	switch {
+	case rc.Backend != nil && rc.Backend.Mode == snapshot.ModeHTTP:
+		// The sniffed bytes are the first request, served by net/http;
+		// copy them out of the pooled buffer, which is not held while the
+		// connection lives.
+		first := append([]byte(nil), data...)
+		release()
+		s.serveHTTP(ev, c, first, cfg, lc, rc)
 	case rc.Backend != nil:
 		s.forward(ev, c, data, rc, release)
 	case rc.Listener != "":
@@ -132,12 +139,6 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 // carries the connection both ways until it ends.
 func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, release func()) {
 	b := rc.Backend
-	if b.Mode == snapshot.ModeHTTP {
-		h := append([]byte(nil), data...)
-		release()
-		s.serveHTTP(ev, c, h, rc, ev.tls)
-		return
-	}
 	up, ep, err := rc.dialer.Dial(s.stop, b.Endpoints)
 	if err != nil {
 		s.m.dialErrors.WithLabelValues(b.Name).Inc()

@@ -65,11 +65,25 @@ func get(t testing.TB, c *http.Client, url string) (string, *http.Response) {
 	return string(body), res
 }
 
-// checkForwarded asserts the X-Forwarded-* headers a backend saw.
+// checkForwarded asserts the forwarding headers a backend saw: the
+// X-Forwarded-* set, X-Real-IP and Forwarded (RFC 7239), each once.
 func checkForwarded(t testing.TB, req peers.Request, wantFor, wantProto, wantHost string) {
 	t.Helper()
 	if got := req.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != wantFor {
 		t.Errorf("%s: X-Forwarded-For %q, want %q", req.Path, got, wantFor)
+	}
+	if got := req.Header.Values("X-Real-IP"); len(got) != 1 || got[0] != wantFor {
+		t.Errorf("%s: X-Real-IP %q, want %q", req.Path, got, wantFor)
+	}
+	node, host := wantFor, wantHost
+	if strings.Contains(node, ":") {
+		node = `"[` + node + `]"`
+	}
+	if strings.Contains(host, ":") {
+		host = `"` + host + `"`
+	}
+	if got, want := req.Header.Values("Forwarded"), "for="+node+";proto="+wantProto+";host="+host; len(got) != 1 || got[0] != want {
+		t.Errorf("%s: Forwarded %q, want %q", req.Path, got, want)
 	}
 	if got := req.Header.Get("X-Forwarded-Proto"); got != wantProto {
 		t.Errorf("%s: X-Forwarded-Proto %q, want %q", req.Path, got, wantProto)
@@ -137,8 +151,8 @@ func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 
 // TestHTTPModeHTTPSThroughTermination is the issue's curl test: HTTPS
 // terminated here, HTTP inside routed by Host and proxied to a backend
-// that checks X-Forwarded-*. Forwarded headers sent by the client are
-// replaced, not trusted.
+// that checks X-Forwarded-*, X-Real-IP and Forwarded. Those sent by the
+// client are replaced, not trusted.
 func TestHTTPModeHTTPSThroughTermination(t *testing.T) {
 	t.Parallel()
 	web := peers.HTTPBackend(t, "web")
@@ -153,6 +167,7 @@ func TestHTTPModeHTTPSThroughTermination(t *testing.T) {
 
 	r, err := peers.Curl(t, "-k", "--resolve", resolve("www.example.test", pub),
 		"-H", "X-Forwarded-For: 198.51.100.66", "-H", "X-Forwarded-Proto: gopher",
+		"-H", "X-Real-IP: 198.51.100.66", "-H", "Forwarded: for=198.51.100.66;proto=https",
 		"https://www.example.test:"+port+"/page")
 	if err != nil || r.Code != 200 || r.Body != "web GET /page\n" || r.Version != "1.1" {
 		t.Fatalf("curl https://www.example.test: %+v, %v", r, err)
@@ -333,8 +348,9 @@ func TestHTTPModeWebSocketUpgrade(t *testing.T) {
 }
 
 // TestHTTPModeForwardedForFromProxyHeader: behind an outer load balancer,
-// X-Forwarded-For is the client its PROXY header names, over plain HTTP and
-// inside TLS terminated here.
+// X-Forwarded-For, X-Real-IP and Forwarded name the client its PROXY
+// header names (an IPv6 one bracketed and quoted in Forwarded), over plain
+// HTTP and inside TLS terminated here; the client's own are replaced.
 func TestHTTPModeForwardedForFromProxyHeader(t *testing.T) {
 	t.Parallel()
 	web := peers.HTTPBackend(t, "web")
@@ -368,7 +384,7 @@ func TestHTTPModeForwardedForFromProxyHeader(t *testing.T) {
 			c = tc
 		}
 		path := fmt.Sprintf("/%d", i)
-		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n", path); err != nil {
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: lb.test\r\nX-Real-IP: 192.0.2.1\r\nForwarded: for=192.0.2.1\r\nConnection: close\r\n\r\n", path); err != nil {
 			t.Fatal(err)
 		}
 		res, err := http.ReadResponse(bufio.NewReader(c), nil)

@@ -2,90 +2,81 @@ package dataplane
 
 import (
 	"context"
+	"errors"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/route"
+	"github.com/portmux/portmux/dataplane/sniff"
 )
 
-// newHTTPTransport builds the connection pool of a backend in http mode. It
-// dials the backend's endpoints like a TCP route does (spread, next on
-// failure) and keeps idle connections for reuse.
-func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, _, err := d.Dial(ctx, endpoints)
-			return c, err
-		},
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0, // long polls and slow backends are the backend's business
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
-	}
-}
-
-// serveHTTP reverse-proxies the requests of one client connection (c, whose
-// first bytes are data) to the route's backend with net/http's server and
-// httputil.ReverseProxy: keep-alive, WebSocket upgrades passed through, and
-// X-Forwarded-For/-Proto/-Host set from what the dataplane saw (the PROXY
-// header's client, TLS termination). Forwarded headers the client sent are
-// dropped, never trusted. The connection's first request chose the route;
-// later requests on it go to the same backend.
+// serveHTTP serves one client connection in http mode (c, whose first
+// bytes are data; rc is the route they chose) with net/http's server:
+// HTTP/1.1 with keep-alive, and HTTP/2 for a connection that starts with
+// the HTTP/2 preface (a client that negotiated h2 by ALPN, or h2c with
+// prior knowledge). Every request, the first included, and every HTTP/2
+// stream is routed on its own by the listener's routes (httpConn) and
+// reverse-proxied to its route's backend over HTTP/1.1. The log line and
+// byte counters of the connection stay with rc.
 //
-// A connection that starts with the HTTP/2 preface (a client that
-// negotiated h2 by ALPN, or h2c with prior knowledge) is served as HTTP/2
-// by net/http, each stream proxied to the backend over HTTP/1.1.
-func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, tlsTerminated bool) {
-	proto := "http"
-	if tlsTerminated {
-		proto = "https"
-	}
-	client := ev.client
-	counted := &countingConn{Conn: withPrefix(c, data), remote: client}
-	var handlers handlerGroup
-	var errMu sync.Mutex // HTTP/2 streams fail concurrently
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = pr.In.Host
-			pr.SetXForwarded()
-			pr.Out.Header.Set("X-Forwarded-Proto", proto)
-			pr.Out.Host = pr.In.Host
-		},
-		Transport: rc.transport,
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
-			errMu.Lock()
-			ev.err = err
-			errMu.Unlock()
-			w.WriteHeader(http.StatusBadGateway)
-		},
-	}
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !handlers.enter() {
-			w.WriteHeader(http.StatusServiceUnavailable) // the connection is gone
-			return
-		}
-		defer handlers.leave()
-		proxy.ServeHTTP(w, r)
-	})
+// What the client can make the dataplane hold is bounded (Options.HTTP):
+// header block size, header and idle time, HTTP/2 streams and frame size;
+// and every backend connection dialled for its requests takes a slot of
+// the listener that accepted it (cfg is the configuration it was accepted
+// with).
+func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, cfg *config, lc *listenerConfig, rc *routeConfig) {
+	hc := newHTTPConn(s, ev, lc)
+	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
 	ln := newOneConnListener(counted)
 	counted.onClose = ln.finish
+	slot := takeSlot(func() (func(), bool) { return s.backendSlot(ev.bound, ev.boundLC, cfg) })
+	_ = s.newHTTPServer(hc, ln, slot, rc.Route.IdleTimeout, s.httpErrorLog(ev)).Serve(ln)
+	// A hijacked (upgraded) connection is still being copied, and HTTP/2
+	// handlers may outlive ServeConn.
+	hc.handlers.closeAndWait()
+	ev.backend = rc.Backend.Name
+	ev.up, ev.down = counted.in.Load(), counted.out.Load()
+	rc.up.Add(float64(ev.up))
+	rc.down.Add(float64(ev.down))
+	ev.outcome = OutcomeHTTP
+}
+
+// newHTTPServer is the net/http server of one connection in http mode
+// (ln hands it over), within the server's HTTP limits; idle, when set, is
+// the idle timeout of the route the connection's first request chose. The
+// contexts of its requests carry slot, which the backend pool charges the
+// connections it dials for them to.
+func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener, slot takeSlot, idle time.Duration, errLog *log.Logger) *http.Server {
+	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
+	if idle > 0 {
+		lim.IdleTimeout = idle
+	}
+	base := context.WithValue(context.Background(), backendSlotKey{}, slot)
 	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       s.opt.IdleTimeout,
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: lim.MaxConcurrentStreams,
+			MaxReadFrameSize:     httpMaxReadFrameSize,
+		},
+		BaseContext: func(net.Listener) context.Context { return base },
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			if st == http.StateClosed || st == http.StateHijacked {
 				ln.finish()
 			}
 		},
-		ErrorLog: nil,
+		ErrorLog: errLog,
 	}
 	// HTTP/1.x, and HTTP/2 with prior knowledge: after termination the
 	// connection is not a *tls.Conn to net/http, so an h2 client's
@@ -93,15 +84,182 @@ func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, rc *routeConf
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
-	_ = srv.Serve(ln)
-	// A hijacked (upgraded) connection is still being copied, and HTTP/2
-	// handlers may outlive ServeConn.
-	handlers.closeAndWait()
-	ev.backend = rc.Backend.Name
-	ev.up, ev.down = counted.in.Load(), counted.out.Load()
-	rc.up.Add(float64(ev.up))
-	rc.down.Add(float64(ev.down))
-	ev.outcome = OutcomeHTTP
+	return srv
+}
+
+// httpConn routes and proxies the requests of one client connection in
+// http mode. Its first request chose the mode; no later request is
+// trusted to go where the first went: each is decided by the listener's
+// routes (route.DecideRequest) and served only by an http-mode route.
+type httpConn struct {
+	s  *Server
+	ev *connEvent
+	// lc is the listener whose routes decide every request.
+	lc *listenerConfig
+	// proto is the scheme the client spoke to the dataplane: https when
+	// TLS was terminated here.
+	proto string
+	// clientIP is the client address the dataplane established (a PROXY
+	// header's, if any), without port: X-Forwarded-For, X-Real-IP and
+	// Forwarded are set from it, never taken from the client.
+	clientIP string
+	handlers handlerGroup
+	errMu    sync.Mutex // HTTP/2 streams fail concurrently
+}
+
+func newHTTPConn(s *Server, ev *connEvent, lc *listenerConfig) *httpConn {
+	proto := "http"
+	if ev.tls {
+		proto = "https"
+	}
+	ip, _, err := net.SplitHostPort(ev.client)
+	if err != nil {
+		ip = ev.client
+	}
+	return &httpConn{s: s, ev: ev, lc: lc, proto: proto, clientIP: ip}
+}
+
+// ServeHTTP routes one request (or HTTP/2 stream): to the backend of the
+// first route that takes it when that route is in http mode, else 421
+// Misdirected Request (RFC 9110 §15.5.20), and nothing reaches a backend.
+// A client that retries a 421 on a new connection has that connection's
+// first bytes sniffed, so it reaches a tcp-mode route or a tunnel there.
+func (h *httpConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.handlers.enter() {
+		w.WriteHeader(http.StatusServiceUnavailable) // the connection is gone
+		return
+	}
+	defer h.handlers.leave()
+	ws := sniff.IsWebSocketUpgrade(r)
+	rc := h.route(r, ws)
+	if rc == nil {
+		h.count(nil, RequestMisdirected)
+		http.Error(w, "no route for this request on this connection", http.StatusMisdirectedRequest)
+		return
+	}
+	h.proxy(w, r, rc, ws)
+}
+
+// route returns the http-mode route that takes r, or nil when its route
+// is not in http mode or there is none.
+func (h *httpConn) route(r *http.Request, ws bool) *routeConfig {
+	i := route.DecideRequest(h.lc.Routes, route.Request{Method: r.Method, Host: r.Host, Path: r.URL.Path, WebSocket: ws})
+	if i < 0 || h.lc.routes[i].transport == nil {
+		return nil
+	}
+	return &h.lc.routes[i]
+}
+
+// proxy sends r to the next endpoint of rc's backend and its response
+// back.
+func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig, ws bool) {
+	endpoint := rc.dialer.Next(rc.Backend.Endpoints)
+	if endpoint == "" {
+		h.count(rc, h.fail(w, rc, forward.ErrNoEndpoints))
+		return
+	}
+	outcome := RequestProxied
+	p := &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
+		Transport:  rc.transport,
+		BufferPool: proxyBuffers{&h.s.copyBufs},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			outcome = h.fail(w, rc, err)
+		},
+	}
+	p.ServeHTTP(w, r)
+	h.count(rc, outcome)
+}
+
+// proxyBuffers lends the reverse proxy the server's copy buffers for
+// response bodies: without a pool it allocates 32 KiB per request.
+type proxyBuffers struct{ pool *sync.Pool }
+
+func (p proxyBuffers) Get() []byte { return *p.pool.Get().(*[]byte) }
+
+func (p proxyBuffers) Put(b []byte) { p.pool.Put(&b) }
+
+// rewrite makes the request the backend receives: sent to endpoint, which
+// is what the pool keys its connections by, with the client's Host kept;
+// X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set from what
+// the dataplane saw (those the client sent are dropped, never trusted);
+// and no Upgrade but a WebSocket handshake's.
+func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = endpoint
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	pr.Out.Header.Set("X-Forwarded-Proto", h.proto)
+	pr.Out.Header.Set("X-Real-IP", h.clientIP)
+	pr.Out.Header.Set("Forwarded", forwardedHeader(h.clientIP, h.proto, pr.In.Host))
+	if !ws {
+		// Only a WebSocket handshake may switch protocols. Any other
+		// upgrade (h2c above all) would turn the connection into a raw
+		// tunnel to the backend, where later requests go unrouted.
+		for _, k := range []string{"Upgrade", "Connection", "Http2-Settings"} {
+			pr.Out.Header.Del(k)
+		}
+	}
+}
+
+// fail answers a request the backend did not, and returns its outcome.
+func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) string {
+	h.errMu.Lock()
+	h.ev.err = err
+	h.errMu.Unlock()
+	if errors.Is(err, errNoBackendSlot) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return RequestUnavailable
+	}
+	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
+	w.WriteHeader(http.StatusBadGateway)
+	return RequestBadGateway
+}
+
+// count records what became of one request; rc is nil when it was
+// misdirected.
+func (h *httpConn) count(rc *routeConfig, outcome string) {
+	name := ""
+	if rc != nil {
+		name = rc.Name
+	}
+	h.s.m.httpRequests.WithLabelValues(h.lc.Name, name, outcome).Inc()
+}
+
+// forwardedHeader is the Forwarded field (RFC 7239 §4) of one hop: the
+// client's address, the scheme and the Host it asked for. An IPv6 address
+// is bracketed (§6), and a value that is not a token is quoted.
+func forwardedHeader(clientIP, proto, host string) string {
+	node := clientIP
+	switch {
+	case node == "":
+		node = "unknown"
+	case strings.Contains(node, ":"):
+		node = "[" + node + "]"
+	}
+	v := "for=" + forwardedValue(node) + ";proto=" + forwardedValue(proto)
+	if host != "" {
+		v += ";host=" + forwardedValue(host)
+	}
+	return v
+}
+
+// forwardedValue is v as a token, or as a quoted-string (RFC 9110 §5.6.4)
+// when it is not one.
+func forwardedValue(v string) string {
+	if httpguts.ValidHeaderFieldName(v) { // a token
+		return v
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(v); i++ {
+		if v[i] == '"' || v[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(v[i])
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // handlerGroup counts running handlers. Unlike a WaitGroup it may be

@@ -21,6 +21,12 @@ type Metrics struct {
 	clients     *clientsCollector
 	// tunnelBufferBytes reads what the Server's tunnel buffers hold.
 	tunnelBufferBytes atomic.Pointer[func() int64]
+	// httpRequests counts the requests of connections in http mode, each
+	// routed on its own.
+	httpRequests *prometheus.CounterVec
+	// httpBackendConns counts the backend connections of http mode, which
+	// take slots of their clients' listeners.
+	httpBackendConns *prometheus.GaugeVec
 }
 
 // clientsCollector reports the size of each bound listener's per-client
@@ -57,6 +63,16 @@ const (
 	OutcomeError       = "error"        // the stream ended with an error
 	OutcomeTunnel      = "tunnel"       // served as a WebSocket tunnel
 	OutcomeHTTP        = "http"         // served by the HTTP reverse proxy
+)
+
+// Request outcomes label portmux_http_requests_total: what became of one
+// request (an HTTP/1.1 request or an HTTP/2 stream) on a connection served
+// in http mode, which routes every request on its own.
+const (
+	RequestProxied     = "proxied"     // the backend answered, whatever its status
+	RequestMisdirected = "misdirected" // 421: no http-mode route of the listener takes it
+	RequestUnavailable = "unavailable" // 503: no connection slot left for a new backend connection
+	RequestBadGateway  = "bad_gateway" // 502: the backend could not be reached or failed
 )
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -99,6 +115,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_panics_total",
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portmux_http_requests_total",
+			Help: "Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway).",
+		}, []string{"listener", "route", "outcome"}),
+		httpBackendConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portmux_http_backend_connections",
+			Help: "Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",
+		}, []string{"listener"}),
 	}
 	bufBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "portmux_tunnel_buffer_bytes",
@@ -110,7 +134,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return 0
 	})
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes)
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes,
+			m.httpRequests, m.httpBackendConns)
 	}
 	return m
 }

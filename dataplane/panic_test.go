@@ -1,10 +1,16 @@
 package dataplane_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -87,5 +93,65 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	}
 	_ = before.Close()
 	_ = after.Close()
+	m.waitIdle()
+}
+
+// TestPanicInHTTPModeEndsOnlyItsConnection: net/http recovers a panic on
+// its connection's goroutine itself; the dataplane counts and logs it like
+// any other, and serves the other clients.
+func TestPanicInHTTPModeEndsOnlyItsConnection(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello "+r.URL.Path)
+	}))
+	t.Cleanup(web.Close)
+	reg := prometheus.NewRegistry()
+	m := newMux(t, dataplane.Options{
+		Metrics: dataplane.NewMetrics(reg),
+		Listen: func(ctx context.Context, address string) (net.Listener, error) {
+			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", address)
+			if err != nil {
+				return nil, err
+			}
+			return panickyListener{Listener: ln, trigger: "BOOM"}, nil
+		},
+	})
+	r := routeTo("web", snapshot.HTTP, strings.TrimPrefix(web.URL, "http://"))
+	r.Backend.Mode = snapshot.ModeHTTP
+	m.apply(snapshotOf(listenerOn("pub", r)))
+	pub := m.addr("pub")
+
+	get := func(c net.Conn, path string) string {
+		t.Helper()
+		_ = c.SetDeadline(time.Now().Add(ioTimeout))
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web.test\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	doomed := dial(t, pub)
+	if got := get(doomed, "/first"); got != "hello /first" {
+		t.Fatalf("first request: %q", got)
+	}
+	// The second request's bytes make net/http's read panic.
+	if _, err := io.WriteString(doomed, "GET /BOOM HTTP/1.1\r\nHost: web.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := closedByPeer(doomed, ioTimeout); err != nil {
+		t.Fatalf("the connection that panicked: %v", err)
+	}
+	other := dial(t, pub)
+	if got := get(other, "/other"); got != "hello /other" {
+		t.Fatalf("another client: %q", got)
+	}
+	if n := metricSum(t, reg, "portmux_panics_total", nil); n != 1 {
+		t.Errorf("portmux_panics_total = %v, want 1", n)
+	}
+	_ = other.Close()
 	m.waitIdle()
 }

@@ -12,8 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +39,9 @@ type Options struct {
 
 	// IdleTimeout closes forwarded connections and TCP tunnels silent in
 	// both directions for this long, unless their route sets its own. Zero:
-	// snapshot.DefaultIdleTimeout; negative: never (tests and benchmarks).
+	// snapshot.DefaultIdleTimeout; negative: never (tests and benchmarks). In http
+	// mode it bounds the keep-alive idle time too when shorter
+	// (HTTPLimits.IdleTimeout).
 	IdleTimeout time.Duration
 
 	// ParkThreshold is how long a forwarded connection's direction waits for
@@ -53,6 +57,10 @@ type Options struct {
 
 	// Listen binds a listener's address. Nil uses TCP with SO_REUSEADDR.
 	Listen func(ctx context.Context, address string) (net.Listener, error)
+
+	// HTTP bounds connections served in http mode; zero fields take the
+	// defaults.
+	HTTP HTTPLimits
 }
 
 // Server is the dataplane. Apply programs it; Shutdown stops it.
@@ -81,6 +89,9 @@ type Server struct {
 
 	handlers sync.WaitGroup // connection handlers and accept loops
 	active   atomic.Int64   // open connections across listeners
+	// backends counts http mode's backend connections, which take slots
+	// of active (and of their client's listener) too.
+	backends backendConns
 
 	parker    *forward.Parker // nil: directions stay on their goroutines
 	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
@@ -276,8 +287,10 @@ func (s *Server) Addr(listener string) net.Addr {
 	return nil
 }
 
-// ActiveConnections counts the connections open now.
-func (s *Server) ActiveConnections() int { return int(s.active.Load()) }
+// ActiveConnections counts the client connections open now; backend
+// connections that http mode pools are not among them, although they take
+// connection slots too.
+func (s *Server) ActiveConnections() int { return s.backends.clients(&s.active) }
 
 // Shutdown stops accepting everywhere, waits for open connections to finish
 // until ctx is done, then closes the rest. It returns ctx's error when it had
@@ -461,7 +474,7 @@ func (s *Server) untrack(c net.Conn) {
 // start small and finish the connection when the last one ends, so the
 // stack grown while sniffing is not held for the connection's life.
 func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) {
-	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c, bound: b, limitKey: client}
+	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c, bound: b, boundLC: lc, limitKey: client}
 	ev.finish = func() {
 		_ = c.Close()
 		s.m.active.WithLabelValues(lc.Name).Dec()
@@ -494,6 +507,32 @@ func (s *Server) handleContained(ev *connEvent, c net.Conn, cfg *config, lc *lis
 	return nil
 }
 
+// httpErrorLog is the ErrorLog of the net/http server of one connection
+// (http mode, tunnels). net/http recovers the panics of its handlers and of
+// its connection goroutines itself and logs them here: they are counted
+// and logged like any connection's panic. The rest (a client's TLS or
+// protocol errors) goes to the log at V(1).
+func (s *Server) httpErrorLog(ev *connEvent) *log.Logger {
+	return log.New(httpErrorWriter{s: s, ev: ev}, "", 0)
+}
+
+type httpErrorWriter struct {
+	s  *Server
+	ev *connEvent
+}
+
+func (w httpErrorWriter) Write(p []byte) (int, error) {
+	msg, stack, _ := strings.Cut(strings.TrimSuffix(string(p), "\n"), "\n")
+	if strings.Contains(msg, "panic serving") {
+		w.s.m.panics.Inc()
+		w.s.log.Error(errors.New(msg), "panic serving a connection; it was closed, the others are served",
+			"listener", w.ev.listener, "route", w.ev.route, "client", w.ev.client, "stack", stack)
+		return len(p), nil
+	}
+	w.s.log.V(1).Info("HTTP server", "listener", w.ev.listener, "client", w.ev.client, "message", string(p))
+	return len(p), nil
+}
+
 // logPanic counts a recovered panic and logs it with its stack and the
 // connection's fields.
 func (s *Server) logPanic(ev *connEvent, p *panics.Error) {
@@ -524,9 +563,12 @@ type connEvent struct {
 	async  bool
 	// conn is the accepted connection, the key Shutdown cuts it by.
 	conn net.Conn
-	// bound is the socket it was accepted on; limitKey the client it
+	// bound is the listener that accepted the connection, configured by
+	// boundLC: backend connections that http mode opens for it take
+	// slots of its cap (Server.backendSlot). limitKey is the client it
 	// counts as in bound's per-client table, if it was admitted there.
 	bound    *boundListener
+	boundLC  *listenerConfig
 	limitKey netip.Prefix
 }
 

@@ -104,6 +104,7 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 	})
 	var handlers sync.WaitGroup
 	ln := newOneConnListener(&tunnelConn{countingConn: counted, tcp: socketOf(c)})
+	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
@@ -114,8 +115,11 @@ func (s *Server) serveTunnel(ev *connEvent, c net.Conn, data []byte, rc *routeCo
 		BaseContext: func(net.Listener) context.Context {
 			return tunnel.WithShutdown(context.WithValue(context.Background(), tunnelSlotKey{}, slot), shutdown)
 		},
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       s.opt.IdleTimeout,
+		// The handshake is read under http mode's limits.
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ErrorLog:          s.httpErrorLog(ev),
 		// Not nil: no HTTP/2 set-up for a connection that is HTTP/1.1
 		// and about to be taken over (it cost an allocation per tunnel).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},

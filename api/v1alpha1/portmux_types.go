@@ -41,10 +41,12 @@ const (
 type BackendMode string
 
 const (
-	// BackendModeTCP forwards the bytes as they are, sniffed bytes included.
+	// BackendModeTCP forwards the bytes as they are, sniffed bytes included:
+	// the route is decided once per connection, by its first bytes.
 	BackendModeTCP BackendMode = "tcp"
-	// BackendModeHTTP runs an HTTP/1.1 reverse proxy that adds
-	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
+	// BackendModeHTTP runs an HTTP reverse proxy that decides the route of
+	// every request again and adds X-Forwarded-For, X-Forwarded-Proto,
+	// X-Forwarded-Host, X-Real-IP and Forwarded.
 	BackendModeHTTP BackendMode = "http"
 )
 
@@ -140,7 +142,9 @@ type Listener struct {
 
 	// maxConnections caps the connections this listener holds at once
 	// (sniffing or forwarding). Past it, new connections are closed at once so
-	// one listener cannot starve the others. Default 10000.
+	// one listener cannot starve the others. Default 10000. Backend
+	// connections that http mode opens (or keeps pooled) for this listener's
+	// clients count too; a request that would need one more gets 503.
 	//
 	// +optional
 	// +kubebuilder:validation:Minimum=1
@@ -243,7 +247,9 @@ type SecretKeyRef struct {
 }
 
 // Route sends the connections it matches to exactly one place: a backend, an
-// internal listener, or a WebSocket tunnel.
+// internal listener, or a WebSocket tunnel. A connection is routed once, by
+// its first bytes; on a connection served by a backend in mode http, every
+// request that follows is routed again (see Backend's mode).
 //
 // +kubebuilder:validation:XValidation:rule="[has(self.backend), has(self.listener), has(self.tunnel)].filter(x, x).size() == 1",message="a route needs exactly one action: set one of backend, listener or tunnel"
 // +kubebuilder:validation:XValidation:rule="!has(self.tunnel) || self.match.protocol == 'websocket'",message="tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint",fieldPath=".tunnel"
@@ -266,7 +272,10 @@ type Route struct {
 	// +listType=set
 	Listeners []string `json:"listeners"`
 
-	// match is what the client's first bytes must look like.
+	// match is what the client's first bytes must look like. On a
+	// connection served by a backend in mode http, every request after
+	// them is matched again; with mode tcp, host and pathPrefix are checked
+	// on a connection's first request only.
 	Match RouteMatch `json:"match"`
 
 	// backend forwards matched connections to a Service or an address.
@@ -307,6 +316,10 @@ type Route struct {
 
 // RouteMatch is what a route recognises. Only the fields of the chosen
 // protocol may be set; an empty list matches everything of that protocol.
+// It is checked against a connection's first bytes, and, on a connection
+// served in http mode, against each request after them: host and
+// pathPrefix hold for every request there, but only for the first request
+// of a connection whose backend is in mode tcp.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.sni) || self.protocol == 'tls'",message="sni applies only to protocol tls",fieldPath=".sni"
 // +kubebuilder:validation:XValidation:rule="!has(self.alpn) || self.protocol == 'tls'",message="alpn applies only to protocol tls",fieldPath=".alpn"
@@ -403,9 +416,25 @@ type Backend struct {
 	// +kubebuilder:validation:Pattern=`^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?):[0-9]{1,5}$`
 	Address string `json:"address,omitempty"`
 
-	// mode is tcp (default: the bytes are forwarded untouched) or http (an
-	// HTTP/1.1 reverse proxy that sets X-Forwarded-For, -Proto and -Host;
-	// only for http and websocket routes).
+	// mode is tcp (default) or http (only for http and websocket routes).
+	//
+	// tcp decides once per connection, as haproxy's tcp mode does: the
+	// connection's first bytes choose the route and all its bytes are
+	// forwarded untouched, so a route's host and pathPrefix are checked on
+	// the first request of a connection only; later requests on a
+	// kept-alive connection go to the same backend whatever they ask for.
+	//
+	// http decides per request: the dataplane is an HTTP reverse proxy
+	// (HTTP/1.1 with keep-alive, and HTTP/2 from clients that negotiated
+	// h2), and every request and HTTP/2 stream is matched against the
+	// listener's routes in their order. It goes to the backend of the first
+	// route that takes it when that route is in mode http too; otherwise
+	// (a tcp-mode route, a tunnel, no route) the client gets 421 Misdirected
+	// Request and nothing reaches a backend. X-Forwarded-For, -Proto,
+	// -Host, X-Real-IP and Forwarded are set from what the dataplane saw,
+	// never taken from the client; only WebSocket upgrades pass. Requests
+	// are spread over the endpoints one by one, on pooled connections that
+	// count against the listener's maxConnections.
 	//
 	// +optional
 	Mode BackendMode `json:"mode,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -35,11 +36,37 @@ func (d *Dialer) Dial(ctx context.Context, endpoints []string) (net.Conn, string
 	if len(endpoints) == 0 {
 		return nil, "", ErrNoEndpoints
 	}
+	return d.dialFrom(ctx, endpoints, d.next.Add(1)-1)
+}
+
+// Next returns the endpoint whose turn it is, moving the turn on, or ""
+// when there is none. http mode picks the endpoint of each request with
+// it, so that its connection pool is keyed by endpoint, and dials the
+// picked one with DialFrom.
+func (d *Dialer) Next(endpoints []string) string {
+	if len(endpoints) == 0 {
+		return ""
+	}
+	return endpoints[(d.next.Add(1)-1)%uint64(len(endpoints))]
+}
+
+// DialFrom is Dial starting at first: when first fails, the endpoints
+// after it are tried in turn. An address that is not one of endpoints is
+// the only one tried.
+func (d *Dialer) DialFrom(ctx context.Context, endpoints []string, first string) (net.Conn, string, error) {
+	i := slices.Index(endpoints, first)
+	if i < 0 {
+		return d.dialFrom(ctx, []string{first}, 0)
+	}
+	return d.dialFrom(ctx, endpoints, uint64(i))
+}
+
+// dialFrom tries each of endpoints once, from index start on.
+func (d *Dialer) dialFrom(ctx context.Context, endpoints []string, start uint64) (net.Conn, string, error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	start := d.next.Add(1) - 1
 	var errs []error
 	nd := net.Dialer{Timeout: timeout, KeepAlive: d.KeepAlive}
 	for i := range len(endpoints) {

@@ -38,9 +38,6 @@ const (
 	// session over a coffee break; dead peers are found sooner by TCP
 	// keepalive and tunnel pings.
 	DefaultIdleTimeout = time.Hour
-	// DefaultHTTPIdleTimeout is how long an HTTP connection may wait for
-	// its next request in http mode (nginx's keepalive_timeout is 75s).
-	DefaultHTTPIdleTimeout = 60 * time.Second
 )
 
 // Protocol is what a route's match recognises.
@@ -138,8 +135,8 @@ type Route struct {
 	Match Match
 
 	// IdleTimeout closes what the route carries after this long without a
-	// byte either way; 0: the default of its kind (DefaultIdleTimeout,
-	// DefaultHTTPIdleTimeout, or the tunnel's UDP default).
+	// byte either way; 0: the default of its kind (DefaultIdleTimeout, the
+	// dataplane's HTTP keep-alive default, or the tunnel's UDP default).
 	IdleTimeout time.Duration
 
 	// Exactly one of Backend, Listener and Tunnel is set.

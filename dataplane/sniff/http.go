@@ -106,7 +106,7 @@ func sniffHTTP(b []byte, webSocketOnly bool) (Verdict, Info) {
 	if err != nil {
 		return NoMatch, Info{}
 	}
-	host, ok := routeHost(req.Host)
+	host, ok := RouteHost(req.Host)
 	if !ok || (host == "" && req.ProtoAtLeast(1, 1) && req.Method != http.MethodConnect) {
 		return NoMatch, Info{}
 	}
@@ -114,7 +114,7 @@ func sniffHTTP(b []byte, webSocketOnly bool) (Verdict, Info) {
 	if path == "" && req.Method != http.MethodConnect {
 		path = "/" // an absolute-form target with an empty path (RFC 9110 §4.2.3)
 	}
-	ws := isWebSocketUpgrade(req)
+	ws := IsWebSocketUpgrade(req)
 	if webSocketOnly && !ws {
 		return NoMatch, Info{}
 	}
@@ -178,10 +178,12 @@ func isTokenChar(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-// routeHost turns a Host value (uri-host [":" port], RFC 9112 §3.2) into the
+// RouteHost turns a Host value (uri-host [":" port], RFC 9112 §3.2) into the
 // host name routes compare: no port, no IPv6 brackets, no trailing dot, lower
-// case. It refuses values that are not a host, as a server would.
-func routeHost(h string) (string, bool) {
+// case. It refuses values that are not a host, as a server would. It is
+// exported so that the requests after a connection's first (http mode) are
+// routed by the same host as the first.
+func RouteHost(h string) (string, bool) {
 	if h == "" {
 		return "", true
 	}
@@ -227,9 +229,10 @@ func isHostChar(c byte) bool {
 	return strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0
 }
 
-// isWebSocketUpgrade applies RFC 6455 §4.1 (client requirements 2, 5, 6, 7)
-// to a parsed request.
-func isWebSocketUpgrade(req *http.Request) bool {
+// IsWebSocketUpgrade applies RFC 6455 §4.1 (client requirements 2, 5, 6, 7)
+// to a parsed request. It is exported so that http mode tells a WebSocket
+// handshake from other requests as the sniffer does.
+func IsWebSocketUpgrade(req *http.Request) bool {
 	return req.Method == http.MethodGet && req.ProtoAtLeast(1, 1) &&
 		hasToken(req.Header["Upgrade"], "websocket") &&
 		hasToken(req.Header["Connection"], "upgrade") &&

@@ -1,0 +1,79 @@
+package dataplane
+
+import "time"
+
+// Defaults of HTTPLimits. net/http's own defaults suit a server behind a
+// proxy, not one on the open internet: 1 MiB of headers per request, no
+// header timeout, keep-alive forever, 250 streams per HTTP/2 connection.
+const (
+	// DefaultHTTPMaxHeaderBytes caps a request's header block; a larger
+	// one gets 431. Browsers with heavy cookies send a few KiB, and nginx
+	// (4 buffers of 8 KiB) and haproxy (16 KiB buffers) refuse much less
+	// than this: it passes real clients, while a request holds 64 KiB of
+	// the dataplane's memory, not 1 MiB.
+	DefaultHTTPMaxHeaderBytes = 64 << 10
+
+	// DefaultHTTPReadHeaderTimeout is how long a request's header block
+	// may take once its first byte has come: a client that trickles
+	// headers (slowloris) loses its connection then, instead of holding
+	// it and its slot of maxConnections.
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+
+	// DefaultHTTPIdleTimeout closes a kept-alive connection (HTTP/1.1 or
+	// HTTP/2) with no request for this long. An idle client holds a slot
+	// of maxConnections; browsers reconnect at once when they need to
+	// (nginx waits 75 s by default).
+	DefaultHTTPIdleTimeout = 60 * time.Second
+
+	// DefaultHTTPMaxConcurrentStreams caps the streams open at once on one
+	// HTTP/2 connection: each is a goroutine here and may need a backend
+	// connection. 100 is the least RFC 9113 §6.5.2 recommends, and what
+	// haproxy advertises (nginx: 128).
+	DefaultHTTPMaxConcurrentStreams = 100
+)
+
+// HTTPLimits bound what one client connection in http mode can make the
+// dataplane hold. Zero fields take the defaults above.
+type HTTPLimits struct {
+	// MaxHeaderBytes caps a request's header block (an HTTP/2 header list
+	// too); a larger one gets 431.
+	MaxHeaderBytes int
+
+	// ReadHeaderTimeout bounds the arrival of a request's header block.
+	ReadHeaderTimeout time.Duration
+
+	// IdleTimeout closes a connection with no request in flight for this
+	// long. Zero: DefaultHTTPIdleTimeout, or Options.IdleTimeout when that
+	// is set and shorter.
+	IdleTimeout time.Duration
+
+	// MaxConcurrentStreams caps the streams open at once on one HTTP/2
+	// connection; the client waits for one to end before it opens more.
+	MaxConcurrentStreams int
+}
+
+// httpMaxReadFrameSize is the largest HTTP/2 frame read from a client:
+// 16 KiB, the protocol's initial value (RFC 9113 §6.5.2) and what clients
+// send anyway, so that a connection's frame buffer stays 16 KiB instead of
+// the 1 MiB net/http would let a client make it grow to.
+const httpMaxReadFrameSize = 16 << 10
+
+// withDefaults fills the zero fields; idle is Options.IdleTimeout.
+func (l HTTPLimits) withDefaults(idle time.Duration) HTTPLimits {
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultHTTPMaxHeaderBytes
+	}
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = DefaultHTTPReadHeaderTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultHTTPIdleTimeout
+		if idle > 0 && idle < l.IdleTimeout {
+			l.IdleTimeout = idle
+		}
+	}
+	if l.MaxConcurrentStreams <= 0 {
+		l.MaxConcurrentStreams = DefaultHTTPMaxConcurrentStreams
+	}
+	return l
+}

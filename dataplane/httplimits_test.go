@@ -1,0 +1,350 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// http mode is bounded: headers, header and idle time, HTTP/2 streams, and
+// backend connections, which are pooled by endpoint and take connection
+// slots like accepted ones.
+
+// TestHTTPModeHeaderBlockCap: past the sniffed first request, a request's
+// header block is capped at 64 KiB (net/http's default is 1 MiB); the
+// client gets 431 and the backend never sees the request.
+func TestHTTPModeHeaderBlockCap(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPBackend(t, "web")
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	withHeader := func(path string, n int) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: www.test\r\nX-Big: " + strings.Repeat("a", n) + "\r\n\r\n"
+	}
+	if status, _ := exchange(t, c, br, withHeader("/small", 10)); status != 200 {
+		t.Fatalf("small header block: %d", status)
+	}
+	if status, _ := exchange(t, c, br, withHeader("/60k", 60<<10)); status != 200 {
+		t.Fatalf("60 KiB header block: %d, want 200 (under the cap)", status)
+	}
+	// The dataplane hangs up after a 431: only its head is read.
+	if res := send(t, c, br, withHeader("/100k", 100<<10)); res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("100 KiB header block: %d, want 431", res.StatusCode)
+	}
+	_ = c.Close()
+	m.waitIdle()
+	if got := paths(web.Requests()); len(got) != 2 || got[1] != "/60k" {
+		t.Fatalf("backend saw %q, want /small and /60k", got)
+	}
+}
+
+// TestHTTPModeHTTP2Settings reads what the dataplane's HTTP/2 server
+// advertises to a client: 100 streams at once (not net/http's 250), a
+// header list of 64 KiB (and HTTP/2's per-field overhead, not 1 MiB), and
+// frames of 16 KiB (not 1 MiB).
+func TestHTTPModeHTTP2Settings(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPBackend(t, "web")
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[http2.SettingID]uint32{}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the server's SETTINGS: %v", err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			_ = sf.ForeachSetting(func(s http2.Setting) error { got[s.ID] = s.Val; return nil })
+			break
+		}
+	}
+	_ = c.Close()
+	m.waitIdle()
+	if v := got[http2.SettingMaxConcurrentStreams]; v != 100 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want 100", v)
+	}
+	// net/http pads the header list size by 32 bytes for each of ten
+	// fields (HTTP/2 counts 32 bytes per field, RFC 9113 §6.5.2).
+	if v, ok := got[http2.SettingMaxHeaderListSize]; !ok || v < 64<<10 || v > 64<<10+320 {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d (sent %v), want 64 KiB and at most 320 more", v, ok)
+	}
+	if v, ok := got[http2.SettingMaxFrameSize]; ok && v != 16<<10 {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want 16 KiB", v)
+	}
+}
+
+// TestHTTPModeTimeouts: a kept-alive connection with no request is closed
+// after the idle timeout (it used to stay open forever), and so is one
+// whose next header block does not arrive within the header timeout.
+func TestHTTPModeTimeouts(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPBackend(t, "web")
+	m := newMux(t, dataplane.Options{HTTP: dataplane.HTTPLimits{
+		IdleTimeout:       200 * time.Millisecond,
+		ReadHeaderTimeout: 200 * time.Millisecond,
+	}})
+	m.apply(snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	for _, tc := range []struct{ name, then string }{
+		{"idle after a response", ""},
+		{"a header block that stops half way", "GET /next HTTP/1.1\r\nHost: www"},
+	} {
+		c := dial(t, m.addr("pub"))
+		if status, _ := exchange(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 {
+			t.Fatalf("%s: first request: %d", tc.name, status)
+		}
+		if _, err := io.WriteString(c, tc.then); err != nil {
+			t.Fatal(err)
+		}
+		if err := closedByPeer(c, ioTimeout); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		_ = c.Close()
+	}
+	m.waitIdle()
+	if got := paths(web.Requests()); len(got) != 2 {
+		t.Errorf("backend saw %q, want the two first requests only", got)
+	}
+}
+
+// TestHTTPModeBackendPoolKeyedByEndpoint is the finding of issue 14: one
+// client connection sending requests with 300 different Host headers left
+// one idle backend connection per Host, because the pool was keyed by the
+// request's Host. It is keyed by endpoint now: each request goes to the
+// next endpoint in turn, and the backend keeps a connection or two.
+func TestHTTPModeBackendPoolKeyedByEndpoint(t *testing.T) {
+	t.Parallel()
+	e1 := peers.HTTPBackend(t, "web")
+	e2 := peers.HTTPBackend(t, "web")
+	r := httpRoute("web", e1.Addr)
+	r.Backend.Endpoints = append(r.Backend.Endpoints, e2.Addr)
+	m := startMux(t, snapshotOf(listenerOn("pub", r)))
+
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	const n = 300
+	for i := range n {
+		host := fmt.Sprintf("h%d.test", i)
+		if status, body := exchange(t, c, br, "GET /"+host+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); status != 200 || body != "web GET /"+host+"\n" {
+			t.Fatalf("request %d: %d %q", i, status, body)
+		}
+	}
+	_ = c.Close()
+	m.waitIdle()
+
+	// Round-robin per request: half each. The Host is the client's.
+	for i, e := range []*peers.HTTPServer{e1, e2} {
+		reqs := e.Requests()
+		if len(reqs) != n/2 {
+			t.Errorf("endpoint %d saw %d requests, want %d", i, len(reqs), n/2)
+		}
+		for _, req := range reqs {
+			if req.Host != strings.TrimPrefix(req.Path, "/") {
+				t.Errorf("endpoint %d: request %s came with Host %q", i, req.Path, req.Host)
+				break
+			}
+		}
+		// One pooled connection each; rarely two, when a request wins the
+		// race with the connection's return to the pool (see
+		// TestHTTPModeKeepAliveBothSides). Keyed by Host it was 150.
+		if open := e.OpenConns(); open > 2 {
+			t.Errorf("endpoint %d holds %d connections after the client left, want 1 or 2", i, open)
+		}
+	}
+}
+
+// gateBackend is an HTTP backend whose handler answers only once the
+// test opens its gate, and that tracks how many connections it holds at
+// once and at most.
+type gateBackend struct {
+	addr string
+	gate chan struct{}
+	mu   sync.Mutex
+	open map[net.Conn]bool
+	peak int
+}
+
+func newGateBackend(t testing.TB) *gateBackend {
+	t.Helper()
+	b := &gateBackend{gate: make(chan struct{}), open: map[net.Conn]bool{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = ln.Addr().String()
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-b.gate
+			_, _ = io.WriteString(w, "ok\n")
+		}),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if st == http.StateClosed || st == http.StateHijacked {
+				delete(b.open, c)
+			} else {
+				b.open[c] = true
+			}
+			b.peak = max(b.peak, len(b.open))
+		},
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return b
+}
+
+func (b *gateBackend) peakConns() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peak
+}
+
+// gaugeValue is the value of the gauge name for listener.
+func gaugeValue(t testing.TB, reg *prometheus.Registry, name, listener string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "listener" && l.GetValue() == listener {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestHTTPModeBackendConnectionsTakeSlots is the other finding of issue 14:
+// with maxConnections 2, one h2c client with 150 concurrent streams made
+// the dataplane open 151 backend connections. A backend connection takes a
+// slot of the listener's cap (or the global cap) while it is open: the
+// client's connection holds one slot, one backend connection the other,
+// and the streams that would need another get 503.
+func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name                    string
+		listenerCap, serverCaps int
+	}{
+		{"listener maxConnections 2", 2, 0},
+		{"global maxConnections 2", 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			backend := newGateBackend(t)
+			l := listenerOn("pub", httpRoute("web", backend.addr))
+			l.MaxConnections = tc.listenerCap
+			snap := snapshotOf(l)
+			snap.MaxConnections = tc.serverCaps
+			m, reg := metricsMux(t, snap)
+			pub := m.addr("pub")
+
+			cc := h2Conn(t, pub, "")
+			const streams = 150
+			statuses := make(chan int, streams)
+			var wg sync.WaitGroup
+			for i := range streams {
+				wg.Go(func() {
+					status, _, err := h2Get(t, cc, "www.test", fmt.Sprintf("http://www.test/s%d", i))
+					if err != nil {
+						t.Errorf("stream %d: %v", i, err)
+					}
+					statuses <- status
+				})
+			}
+			// Every stream but the one holding the backend connection is
+			// answered at once; open the gate then (or after ioTimeout,
+			// so that a dataplane with no bound still ends the test).
+			got := map[int]int{}
+			deadline := time.After(ioTimeout)
+		answered:
+			for got[http.StatusServiceUnavailable]+got[0] < streams-1 {
+				select {
+				case s := <-statuses:
+					got[s]++
+				case <-deadline:
+					break answered
+				}
+			}
+			close(backend.gate)
+			wg.Wait()
+			close(statuses)
+			for s := range statuses {
+				got[s]++
+			}
+			if got[200] != 1 || got[http.StatusServiceUnavailable] != streams-1 {
+				t.Errorf("statuses %v, want one 200 and %d 503", got, streams-1)
+			}
+			if p := backend.peakConns(); p != 1 {
+				t.Errorf("the backend had %d connections at once, want 1", p)
+			}
+			if n := httpRequestCount(t, reg, "pub", dataplane.RequestUnavailable); n != streams-1 {
+				t.Errorf("%d requests counted unavailable, want %d", n, streams-1)
+			}
+			_ = cc.Close()
+			m.waitIdle()
+			if n := gaugeValue(t, reg, "portmux_http_backend_connections", "pub"); n != 1 {
+				t.Errorf("portmux_http_backend_connections %v after the client left, want 1 (pooled)", n)
+			}
+
+			// The pooled connection still holds its slot; a new client
+			// takes the other one and is served through it.
+			if resp := getOnce(t, pub, "www.test", "/again"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+				t.Errorf("a new client after the first left: %q", resp)
+			}
+			if p := backend.peakConns(); p != 1 {
+				t.Errorf("the backend had %d connections at once, want 1", p)
+			}
+			m.waitIdle()
+		})
+	}
+}
+
+// TestHTTPModeRouteIdleTimeout: the idleTimeout of the route a
+// connection's first request chose is its keep-alive idle time.
+func TestHTTPModeRouteIdleTimeout(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPBackend(t, "web")
+	r := httpRoute("web", web.Addr)
+	r.IdleTimeout = 300 * time.Millisecond
+	m := startMux(t, snapshotOf(listenerOn("pub", r)))
+	c := dial(t, m.addr("pub"))
+	if status, _ := exchange(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 {
+		t.Fatalf("first request: %d", status)
+	}
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		t.Fatalf("idle kept-alive connection: %v", err)
+	}
+	m.waitIdle()
+}

@@ -1,0 +1,165 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/forward"
+)
+
+// The backend pool of an http-mode route: one http.Transport per route,
+// whose connections are keyed by endpoint (each request's URL names the
+// endpoint it goes to), never by the client's Host, and each of which
+// holds a connection slot while it is open.
+const (
+	// httpMaxConnsPerEndpoint caps a route's connections to one endpoint;
+	// past it, requests wait for one of them, as haproxy queues at a
+	// server's maxconn. The listeners' caps bound the total anyway; this
+	// keeps one endpoint from being sent all of them.
+	httpMaxConnsPerEndpoint = 1024
+
+	// httpMaxIdleConnsPerEndpoint is how many idle connections to one
+	// endpoint are kept for reuse: a burst's worth. An idle one holds a
+	// connection slot too.
+	httpMaxIdleConnsPerEndpoint = 32
+
+	// httpMaxIdleConns caps a route's idle connections over all its
+	// endpoints.
+	httpMaxIdleConns = 128
+
+	// httpBackendIdleTimeout closes a pooled connection idle for this
+	// long, which gives its connection slot back.
+	httpBackendIdleTimeout = 30 * time.Second
+)
+
+// errNoBackendSlot is why a request gets 503: opening one more backend
+// connection would take the listener (or the server) past maxConnections.
+var errNoBackendSlot = errors.New("no connection slot for another backend connection: the listener or the server is at maxConnections")
+
+// newHTTPTransport builds the connection pool of a backend in http mode.
+// The endpoint of each request is chosen before it reaches the pool
+// (Dialer.Next); a failed dial tries the endpoints after it, as a TCP
+// route does. A connection dialled for a request takes a slot from the
+// request's client connection (backendSlotKey) until it closes.
+func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dialBackend(ctx, d, endpoints, addr)
+		},
+		MaxConnsPerHost:       httpMaxConnsPerEndpoint,
+		MaxIdleConnsPerHost:   httpMaxIdleConnsPerEndpoint,
+		MaxIdleConns:          httpMaxIdleConns,
+		IdleConnTimeout:       httpBackendIdleTimeout,
+		ResponseHeaderTimeout: 0, // long polls and slow backends are the backend's business
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// backendSlotKey keys, in the contexts of a client connection's requests,
+// the takeSlot that charges backend connections to that connection's
+// listener.
+type backendSlotKey struct{}
+
+// takeSlot takes a connection slot for one backend connection: release
+// gives it back; ok is false when none is free.
+type takeSlot func() (release func(), ok bool)
+
+// dialBackend connects to addr, the endpoint a request was given, or to
+// the endpoints after it when that fails, holding a connection slot of the
+// request's client connection while the connection is open.
+func dialBackend(ctx context.Context, d *forward.Dialer, endpoints []string, addr string) (net.Conn, error) {
+	take, _ := ctx.Value(backendSlotKey{}).(takeSlot)
+	if take == nil {
+		return nil, errNoBackendSlot // not a request of serveHTTP's: no slot to charge
+	}
+	release, ok := take()
+	if !ok {
+		return nil, errNoBackendSlot
+	}
+	c, _, err := d.DialFrom(ctx, endpoints, addr)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &slotConn{Conn: c, release: release}, nil
+}
+
+// slotConn is a backend connection that gives its slot back when closed.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+// Close closes the connection and gives its slot back, once.
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// backendSlot takes a slot for a backend connection that http mode opens
+// on behalf of a client accepted on b (configured by lc, within cfg), as
+// admit does for an accepted connection: one of the listener's
+// maxConnections and one of the global cap. Without it, one client could
+// make the dataplane hold a backend connection per HTTP/2 stream, however
+// low the caps.
+func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) (release func(), ok bool) {
+	if n := b.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
+		b.active.Add(-1)
+		return nil, false
+	}
+	if !s.backends.add(&s.active, cfg.snap.MaxConnections) {
+		b.active.Add(-1)
+		return nil, false
+	}
+	gauge := s.m.httpBackendConns.WithLabelValues(lc.Name)
+	gauge.Inc()
+	return func() {
+		gauge.Dec()
+		s.backends.remove(&s.active)
+		b.active.Add(-1)
+	}, true
+}
+
+// backendConns counts the backend connections http mode holds open, which
+// count in Server.active too; mu keeps the two consistent for
+// ActiveConnections.
+type backendConns struct {
+	mu sync.Mutex
+	n  int64
+}
+
+// add counts one more backend connection in active and in b, unless that
+// takes active past limit (0: none).
+func (b *backendConns) add(active *atomic.Int64, limit int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := active.Add(1); limit > 0 && n > int64(limit) {
+		active.Add(-1)
+		return false
+	}
+	b.n++
+	return true
+}
+
+// remove counts one backend connection less in active and in b.
+func (b *backendConns) remove(active *atomic.Int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.n--
+	active.Add(-1)
+}
+
+// clients is active without the backend connections.
+func (b *backendConns) clients(active *atomic.Int64) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int(active.Load() - b.n)
+}

@@ -1,0 +1,345 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// http mode decides per request: every HTTP/1.1 request and HTTP/2 stream
+// is matched against the listener's routes, not only the one that opened
+// the connection.
+
+// exchange writes one raw request on c and reads its response, body
+// included.
+func exchange(t testing.TB, c net.Conn, br *bufio.Reader, req string) (int, string) {
+	t.Helper()
+	res := send(t, c, br, req)
+	defer res.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("response body to %s: %v", requestLine(req), err)
+	}
+	return res.StatusCode, string(body)
+}
+
+// send writes one raw request on c and reads the head of its response.
+func send(t testing.TB, c net.Conn, br *bufio.Reader, req string) *http.Response {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatalf("write %s: %v", requestLine(req), err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("response to %s: %v", requestLine(req), err)
+	}
+	return res
+}
+
+// requestLine is the first line of a raw request, for messages.
+func requestLine(req string) string {
+	line, _, _ := strings.Cut(req, "\r\n")
+	return strconv.Quote(line)
+}
+
+// readerConn reads through r (a bufio.Reader holding bytes read past a
+// response) and writes to the connection.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// paths lists the paths a backend saw, in order.
+func paths(reqs []peers.Request) []string {
+	var out []string
+	for _, r := range reqs {
+		out = append(out, r.Path)
+	}
+	return out
+}
+
+// httpRequestCount sums portmux_http_requests_total of listener with outcome.
+func httpRequestCount(t testing.TB, reg *prometheus.Registry, listener, outcome string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		if f.GetName() != "portmux_http_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["listener"] == listener && labels["outcome"] == outcome {
+				n += int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return n
+}
+
+// TestHTTPModeRoutesEveryRequest is the finding of issue 14: after a
+// request a route allows, a request on the same kept-alive connection for
+// a host (or path) no route allows reached the backend. Now every request
+// is routed: to its own http-mode route's backend, or 421 when its route
+// is not http mode or there is none, and nothing reaches a backend then.
+func TestHTTPModeRoutesEveryRequest(t *testing.T) {
+	t.Parallel()
+	public := peers.HTTPBackend(t, "public")
+	api := peers.HTTPBackend(t, "api")
+	raw := peers.HTTPBackend(t, "raw")
+	pub := httpRoute("public", public.Addr, "public.test")
+	pub.Match.PathPrefix = "/public"
+	tcpMode := routeTo("raw", snapshot.HTTP, raw.Addr)
+	tcpMode.Match.Host = []string{"raw.test"}
+	tun := snapshot.Route{
+		Name:   "tunnel",
+		Match:  snapshot.Match{Protocol: snapshot.WebSocket, Host: []string{"tunnel.test"}},
+		Tunnel: &snapshot.Tunnel{},
+	}
+	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", pub, httpRoute("api", api.Addr, "api.test"), tcpMode, tun)))
+
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	const wsHeaders = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, step := range []struct {
+		req    string
+		status int
+		body   string
+	}{
+		{"GET /public/a HTTP/1.1\r\nHost: public.test\r\n\r\n", 200, "public GET /public/a\n"},
+		{"GET /admin HTTP/1.1\r\nHost: admin.test\r\n\r\n", 421, ""},
+		{"GET /public/../admin HTTP/1.1\r\nHost: public.test\r\n\r\n", 421, ""},
+		{"GET /admin HTTP/1.1\r\nHost: public.test\r\n\r\n", 421, ""},
+		{"GET /v1 HTTP/1.1\r\nHost: api.test\r\n\r\n", 200, "api GET /v1\n"},
+		{"GET /x HTTP/1.1\r\nHost: raw.test\r\n\r\n", 421, ""},
+		{"GET /t HTTP/1.1\r\nHost: tunnel.test\r\n" + wsHeaders + "\r\n", 421, ""},
+		{"POST /admin HTTP/1.1\r\nHost: admin.test\r\nContent-Length: 5\r\n\r\nhello", 421, ""},
+		{"GET /public/b HTTP/1.1\r\nHost: PUBLIC.test:80\r\n\r\n", 200, "public GET /public/b\n"},
+	} {
+		status, body := exchange(t, c, br, step.req)
+		if status != step.status || (step.body != "" && body != step.body) {
+			t.Errorf("%q: %d %q, want %d %q", step.req, status, body, step.status, step.body)
+		}
+	}
+	_ = c.Close()
+	m.waitIdle()
+
+	if got := paths(public.Requests()); !slices.Equal(got, []string{"/public/a", "/public/b"}) {
+		t.Errorf("public backend saw %q, want only /public/a and /public/b", got)
+	}
+	if got := paths(api.Requests()); !slices.Equal(got, []string{"/v1"}) {
+		t.Errorf("api backend saw %q, want /v1", got)
+	}
+	if got := raw.Requests(); len(got) != 0 {
+		t.Errorf("the tcp-mode backend saw %q through an http-mode connection", paths(got))
+	}
+	if n := httpRequestCount(t, reg, "pub", dataplane.RequestMisdirected); n != 6 {
+		t.Errorf("%d requests counted misdirected, want 6", n)
+	}
+	if n := httpRequestCount(t, reg, "pub", dataplane.RequestProxied); n != 3 {
+		t.Errorf("%d requests counted proxied, want 3", n)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP); n != 1 {
+		t.Errorf("%d connections served as http, want 1", n)
+	}
+}
+
+// h2Conn opens one HTTP/2 connection to addr: TLS with ALPN h2 when sni is
+// set, else cleartext with prior knowledge. It is closed at cleanup.
+func h2Conn(t testing.TB, addr, sni string) *http2.ClientConn {
+	t.Helper()
+	var c net.Conn = dial(t, addr)
+	if sni != "" {
+		tc := tls.Client(c, &tls.Config{ServerName: sni, NextProtos: []string{"h2"}, InsecureSkipVerify: true})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Fatalf("ALPN %q, want h2", p)
+		}
+		c = tc
+	}
+	// Strict: past the server's stream limit, requests wait for a stream
+	// instead of failing (a pool would dial another connection).
+	tr := &http2.Transport{AllowHTTP: true, StrictMaxConcurrentStreams: true}
+	cc, err := tr.NewClientConn(c)
+	if err != nil {
+		t.Fatalf("HTTP/2 client connection: %v", err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// h2Get sends GET url with host on cc and returns the status and body.
+func h2Get(t testing.TB, cc *http2.ClientConn, host, url string) (int, string, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	res, err := cc.RoundTrip(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	return res.StatusCode, string(body), err
+}
+
+// TestHTTPModeRoutesEveryHTTP2Stream: on one HTTP/2 connection (the TLS
+// server name chose the first route) each stream goes where its
+// :authority routes it, or gets 421.
+func TestHTTPModeRoutesEveryHTTP2Stream(t *testing.T) {
+	t.Parallel()
+	a := peers.HTTPBackend(t, "a")
+	b := peers.HTTPBackend(t, "b")
+	raw := peers.HTTPBackend(t, "raw")
+	tcpMode := routeTo("raw", snapshot.HTTP, raw.Addr)
+	tcpMode.Match.Host = []string{"raw.h2.test"}
+	cert := peers.CertPair(t, "*.h2.test")
+	m := startMux(t, snapshotOf(terminating("h2", tlsOf([]string{"h2"}, cert),
+		httpRoute("a", a.Addr, "a.h2.test"),
+		httpRoute("b", b.Addr, "b.h2.test"),
+		tcpMode,
+	)))
+	cc := h2Conn(t, m.addr("h2"), "a.h2.test")
+	for _, step := range []struct {
+		host   string
+		status int
+		body   string
+	}{
+		{"a.h2.test", 200, "a GET /s\n"},
+		{"b.h2.test", 200, "b GET /s\n"},
+		{"raw.h2.test", 421, ""},
+		{"admin.h2.test", 421, ""},
+		{"a.h2.test", 200, "a GET /s\n"},
+	} {
+		status, body, err := h2Get(t, cc, step.host, "https://"+step.host+"/s")
+		if err != nil || status != step.status || (step.body != "" && body != step.body) {
+			t.Errorf("stream for %s: %d %q %v, want %d %q", step.host, status, body, err, step.status, step.body)
+		}
+	}
+	_ = cc.Close()
+	m.waitIdle()
+	if n, n2 := len(a.Requests()), len(b.Requests()); n != 2 || n2 != 1 {
+		t.Errorf("a saw %d requests (want 2), b %d (want 1)", n, n2)
+	}
+	if n := len(raw.Requests()); n != 0 {
+		t.Errorf("the tcp-mode backend saw %d requests", n)
+	}
+}
+
+// upgradeBackend answers every Upgrade request with 101 and then echoes
+// the raw bytes: what a backend that speaks h2c does with "Upgrade: h2c".
+// A request without Upgrade gets 200 "plain". It records the headers of
+// every request.
+func upgradeBackend(t testing.TB) (addr string, seen func() []http.Header) {
+	t.Helper()
+	var mu sync.Mutex
+	var headers []http.Header
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			headers = append(headers, req.Header.Clone())
+			mu.Unlock()
+			if up := req.Header.Get("Upgrade"); up != "" {
+				if _, err := fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", up); err != nil {
+					return
+				}
+				echo(c, br)
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nplain\n"); err != nil {
+				return
+			}
+		}
+	})
+	return srv.Addr, func() []http.Header {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(headers)
+	}
+}
+
+// TestHTTPModeRefusesUpgradesOtherThanWebSocket: an "Upgrade: h2c" passed
+// on would let a backend that speaks h2c turn the connection into a raw
+// tunnel, where HTTP/2 streams for any host reach it unrouted. Only
+// WebSocket handshakes keep their Upgrade; any other is stripped with its
+// Connection tokens and the request is served as a plain one.
+func TestHTTPModeRefusesUpgradesOtherThanWebSocket(t *testing.T) {
+	t.Parallel()
+	backend, seen := upgradeBackend(t)
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend, "public.test"))))
+
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	if status, body := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: public.test\r\n\r\n"); status != 200 || body != "plain\n" {
+		t.Fatalf("first request: %d %q", status, body)
+	}
+	h2cUpgrade := "GET / HTTP/1.1\r\nHost: public.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+	if status, body := exchange(t, c, br, h2cUpgrade); status != 200 || body != "plain\n" {
+		t.Fatalf("h2c upgrade: %d %q, want 200 \"plain\\n\" (served as a plain request)", status, body)
+	}
+	for _, up := range []string{"websocketx", "TLS/1.2"} {
+		req := "GET / HTTP/1.1\r\nHost: public.test\r\nConnection: Upgrade\r\nUpgrade: " + up + "\r\n\r\n"
+		if status, _ := exchange(t, c, br, req); status != 200 {
+			t.Errorf("Upgrade: %s: status %d, want 200", up, status)
+		}
+	}
+	// A WebSocket handshake still upgrades, end to end.
+	ws := "GET /ws HTTP/1.1\r\nHost: public.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if status, _ := exchange(t, c, br, ws); status != http.StatusSwitchingProtocols {
+		t.Fatalf("WebSocket handshake: status %d, want 101", status)
+	}
+	roundTrip(t, readerConn{Conn: c, r: br}, "through the upgrade\n")
+	_ = c.Close()
+	m.waitIdle()
+
+	hs := seen()
+	if len(hs) != 5 {
+		t.Fatalf("backend saw %d requests, want 5", len(hs))
+	}
+	for i, h := range hs[:4] {
+		if h.Get("Upgrade") != "" || h.Get("Connection") != "" || h.Get("Http2-Settings") != "" {
+			t.Errorf("request %d reached the backend with Upgrade %q, Connection %q, HTTP2-Settings %q", i, h.Get("Upgrade"), h.Get("Connection"), h.Get("Http2-Settings"))
+		}
+	}
+	if h := hs[4]; !strings.EqualFold(h.Get("Upgrade"), "websocket") || !strings.EqualFold(h.Get("Connection"), "upgrade") {
+		t.Errorf("WebSocket handshake reached the backend with Upgrade %q, Connection %q", h.Get("Upgrade"), h.Get("Connection"))
+	}
+}
