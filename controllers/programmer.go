@@ -46,6 +46,9 @@ type Options struct {
 	BindAddress string
 	// AllowAddressBackends accepts `address` backends (see compile.Input).
 	AllowAddressBackends bool
+	// PortPolicy says which namespaces may claim which ports (see
+	// compile.PortPolicy); empty: any.
+	PortPolicy compile.PortPolicy
 	// BindRetry is how soon listeners that failed to bind are tried again.
 	// Default 10s.
 	BindRetry time.Duration
@@ -110,6 +113,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	in.BindAddress = p.opt.BindAddress
 	in.AllowAddressBackends = p.opt.AllowAddressBackends
+	in.PortPolicy = p.opt.PortPolicy
 	in.LastGoodSecrets = p.lastGood
 
 	p.state.mu.RLock()

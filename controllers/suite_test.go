@@ -115,6 +115,18 @@ func startControllerWith(t *testing.T, tweaks ...func(*ctrl.Options)) (string, *
 // exists and before the manager starts.
 func startControllerAs(t *testing.T, cfg *rest.Config, prepare func(ns string), tweaks ...func(*ctrl.Options)) (string, *recordingDataplane, *Controller) {
 	t.Helper()
+	var setup func(string, *Options)
+	if prepare != nil {
+		setup = func(ns string, _ *Options) { prepare(ns) }
+	}
+	return startControllerWithOptions(t, cfg, setup, tweaks...)
+}
+
+// startControllerWithOptions is startControllerAs where setup, when set,
+// runs once the namespace exists and may set the controller's options
+// (their BindAddress and BindRetry are the tests').
+func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns string, copt *Options), tweaks ...func(*ctrl.Options)) (string, *recordingDataplane, *Controller) {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -124,8 +136,9 @@ func startControllerAs(t *testing.T, cfg *rest.Config, prepare func(ns string), 
 	if err := k8s.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	if prepare != nil {
-		prepare(ns.Name)
+	var copt Options
+	if setup != nil {
+		setup(ns.Name, &copt)
 	}
 	dp := &recordingDataplane{Server: dataplane.NewServer(dataplane.Options{Log: testr.New(t)})}
 	opts := ctrl.Options{
@@ -144,7 +157,8 @@ func startControllerAs(t *testing.T, cfg *rest.Config, prepare func(ns string), 
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Setup(ctx, mgr, dp, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	copt.BindAddress, copt.BindRetry = "127.0.0.1", 500*time.Millisecond
+	c, err := Setup(ctx, mgr, dp, copt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers"
+	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
@@ -38,6 +39,8 @@ type managerOptions struct {
 	leaderElect          bool
 	leaderElectionNS     string
 	allowAddressBackends bool
+	portPolicy           []string
+	policy               compile.PortPolicy // portPolicy parsed
 	idleTimeout          time.Duration
 	maxConnections       int
 	shutdownGrace        time.Duration
@@ -71,6 +74,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
+	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
 	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
 	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
@@ -84,6 +88,13 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 }
 
 func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
+	for _, v := range o.portPolicy {
+		r, err := compile.ParsePortRule(v)
+		if err != nil {
+			return fmt.Errorf("--port-policy: %w", err)
+		}
+		o.policy = append(o.policy, r)
+	}
 	o.maxConnections = applyBudget(log, o.maxConnections)
 	restCfg, err := config.GetConfig()
 	if err != nil {
@@ -157,6 +168,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 	c, err := controllers.Setup(ctx, mgr, srv, controllers.Options{
 		BindAddress:          o.dataplaneBindAddress,
 		AllowAddressBackends: o.allowAddressBackends,
+		PortPolicy:           o.policy,
 		MaxConnections:       o.maxConnections,
 	})
 	if err != nil {

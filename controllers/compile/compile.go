@@ -57,6 +57,9 @@ type Input struct {
 	// Off in a cluster by default: it lets a PortMux author reach any address
 	// the dataplane can.
 	AllowAddressBackends bool
+
+	// PortPolicy says which namespaces may claim which ports; empty: any.
+	PortPolicy PortPolicy
 }
 
 // Output is the compiled snapshot and a Result per PortMux.
@@ -96,6 +99,9 @@ type ListenerResult struct {
 	Snapshot string
 	// Conflict names the PortMux that holds this listener's port.
 	Conflict string
+	// NotAllowed is set when the port policy does not grant the listener's
+	// port to its namespace: it is not served and holds nothing.
+	NotAllowed bool
 	// Refs are the unresolved references that affect this listener.
 	Refs []Finding
 }
@@ -208,6 +214,10 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			}
 		}
 		if l.Port != nil {
+			if !c.in.PortPolicy.Allows(*l.Port, c.pm.Namespace) {
+				lr.NotAllowed = true
+				continue
+			}
 			if h, held := ports[*l.Port]; held && h != c.holder() {
 				lr.Conflict = h
 				continue

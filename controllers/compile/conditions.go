@@ -23,6 +23,9 @@ const (
 	ReasonAccepted     = "Accepted"
 	ReasonInvalid      = "Invalid"
 	ReasonPortConflict = "PortConflict"
+	// ReasonPortNotAllowed: the cluster's port policy does not grant the
+	// port to the PortMux's namespace.
+	ReasonPortNotAllowed = "PortNotAllowed"
 	ReasonResolvedRefs = "ResolvedRefs"
 	ReasonProgrammed   = "Programmed"
 	ReasonBindFailed   = "BindFailed"
@@ -64,14 +67,21 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 		old[l.Name] = l
 	}
 	var conflicts, unbound, notServed []string
+	refusal := ReasonPortConflict // the reason of conflicts: PortNotAllowed if any listener is
 	st.Listeners = make([]v1alpha1.ListenerStatus, 0, len(res.Listeners))
 	for _, lr := range res.Listeners {
 		ls := v1alpha1.ListenerStatus{Name: lr.Name, Port: lr.Port, AttachedRoutes: lr.AttachedRoutes, Conditions: old[lr.Name].Conditions}
-		if lr.Conflict != "" {
+		switch {
+		case lr.NotAllowed:
+			msg := fmt.Sprintf("port %d is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", *lr.Port, pm.Namespace)
+			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
+			refusal = ReasonPortNotAllowed
+			set(&ls.Conditions, ConditionAccepted, false, ReasonPortNotAllowed, msg)
+		case lr.Conflict != "":
 			msg := fmt.Sprintf("port %d is held by PortMux %s, which was created first (or, created at the same second, sorts first by namespace and name)", *lr.Port, lr.Conflict)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
-		} else {
+		default:
 			set(&ls.Conditions, ConditionAccepted, true, ReasonAccepted, "listener accepted")
 		}
 		if len(lr.Refs) > 0 {
@@ -83,7 +93,10 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 		case lr.Snapshot == "":
 			reason := ReasonNotServed
 			msg := "not served: no usable certificate"
-			if lr.Conflict != "" {
+			switch {
+			case lr.NotAllowed:
+				reason, msg = ReasonPortNotAllowed, "not served: the port is not granted to this namespace"
+			case lr.Conflict != "":
 				reason, msg = ReasonPortConflict, "not served: the port belongs to "+lr.Conflict
 			}
 			notServed = append(notServed, lr.Name)
@@ -102,7 +115,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	if accepted {
 		set(&st.Conditions, ConditionAccepted, true, ReasonAccepted, "spec accepted")
 	} else {
-		set(&st.Conditions, ConditionAccepted, false, ReasonPortConflict, strings.Join(conflicts, "; "))
+		set(&st.Conditions, ConditionAccepted, false, refusal, strings.Join(conflicts, "; "))
 	}
 	resolved := len(res.Refs) == 0
 	if resolved {
@@ -121,7 +134,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	}
 	switch {
 	case !accepted:
-		set(&st.Conditions, ConditionReady, false, ReasonPortConflict, strings.Join(conflicts, "; "))
+		set(&st.Conditions, ConditionReady, false, refusal, strings.Join(conflicts, "; "))
 	case !resolved:
 		set(&st.Conditions, ConditionReady, false, res.Refs[0].Reason, joinFindings(res.Refs))
 	case !programmed:

@@ -43,7 +43,8 @@ import (
 //     to the Service named by their kubernetes.io/service-name label, as the
 //     controller's gatherer finds them.
 //   - at most one `kind: CompileOptions` document, which only this test
-//     understands: bindAddress and allowAddressBackends (compile.Input) and
+//     understands: bindAddress, allowAddressBackends and portPolicy (a list
+//     of --port-policy values) of compile.Input, and
 //     bindErrors, the errors the dataplane would return for listeners, by
 //     snapshot listener name.
 //
@@ -68,6 +69,8 @@ type compileOptions struct {
 	BindAddress          string            `json:"bindAddress,omitempty"`
 	AllowAddressBackends bool              `json:"allowAddressBackends,omitempty"`
 	BindErrors           map[string]string `json:"bindErrors,omitempty"`
+	// PortPolicy holds --port-policy values.
+	PortPolicy []string `json:"portPolicy,omitempty"`
 }
 
 type goldenCase struct {
@@ -201,6 +204,13 @@ func loadGoldenCase(t *testing.T, path string) *goldenCase {
 				t.Fatalf("%s: more than one CompileOptions document", path)
 			}
 			c.in.BindAddress, c.in.AllowAddressBackends = o.BindAddress, o.AllowAddressBackends
+			for _, v := range o.PortPolicy {
+				r, err := compile.ParsePortRule(v)
+				if err != nil {
+					t.Fatalf("%s: %v", path, err)
+				}
+				c.in.PortPolicy = append(c.in.PortPolicy, r)
+			}
 			for k, v := range o.BindErrors {
 				c.bindErrs[k] = errors.New(v)
 			}

@@ -123,7 +123,7 @@ var expectations = map[string]expectation{
 	"default": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 1, leaderElect: true,
-		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info"},
+		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP}},
@@ -138,7 +138,8 @@ var expectations = map[string]expectation{
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 3, leaderElect: true,
 		args: []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
-			"--watch-namespace=team-a", "--watch-namespace=team-b", "--allow-address-backends", "--idle-timeout=1h", "--shutdown-grace=20s"},
+			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
+			"--allow-address-backends", "--idle-timeout=1h", "--shutdown-grace=20s"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{
@@ -156,7 +157,7 @@ var expectations = map[string]expectation{
 	"minimal": {
 		manager: "edge-controller-manager", dataplane: "edge-dataplane",
 		replicas: 1,
-		args:     []string{"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info"},
+		args:     []string{"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system"},
 		servicePorts: []corev1.ServicePort{
 			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443), Protocol: corev1.ProtocolTCP},
 		},
@@ -405,6 +406,8 @@ func TestRefusedValues(t *testing.T) {
 		{"unknown nested key", []string{"--set", "service.typo=x"}, "additional properties 'typo'"},
 		{"service type", []string{"--set", "service.type=ExternalName"}, "/service/type"},
 		{"traffic policy", []string{"--set", "service.externalTrafficPolicy=Nowhere"}, "/service/externalTrafficPolicy"},
+		{"port policy ports", []string{"--set-json", `portPolicy=[{"ports":"https","namespaces":["edge"]}]`}, "/portPolicy/0/ports"},
+		{"port policy without namespaces", []string{"--set-json", `portPolicy=[{"ports":"443"}]`}, "missing property 'namespaces'"},
 		{"no ports", []string{"--set-json", "service.ports=[]"}, "/service/ports': minItems"},
 		{"long port name", []string{"--set", "service.ports[0].name=much-too-long-a-name", "--set", "service.ports[0].port=443"}, "/service/ports/0/name': maxLength"},
 		{"port range", []string{"--set", "service.ports[0].name=p", "--set", "service.ports[0].port=70000"}, "/service/ports/0/port': maximum"},

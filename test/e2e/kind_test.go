@@ -246,6 +246,9 @@ func TestKind(t *testing.T) {
 		"--set", "image.repository="+kindImageRepo, "--set", "image.tag="+kindImageTag, "--set", "image.pullPolicy=Never",
 		// kind has no load balancer; the client pod uses the ClusterIP.
 		"--set", "service.type=ClusterIP",
+		// The test's PortMuxes live in their own namespace: grant it every
+		// port (by default only the release's namespace may claim ports).
+		"--set-json", `portPolicy=[{"ports":"*","namespaces":["`+kindAppNS+`"]}]`,
 		"--wait", "--timeout", "5m")
 	ip := strings.TrimSpace(e.kubectlOut(t, "-n", kindSystemNS, "get", "service", kindDataplaneSvc, "-o", "jsonpath={.spec.clusterIP}"))
 	if net.ParseIP(ip) == nil {
