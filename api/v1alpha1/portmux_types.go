@@ -484,7 +484,11 @@ type Tunnel struct {
 // TunnelAuth says how tunnel clients prove they may connect.
 type TunnelAuth struct {
 	// tokenSecretRef names the Secret key that holds the token clients send as
-	// "Authorization: Bearer TOKEN". Compared in constant time.
+	// "Authorization: Bearer TOKEN". Compared in constant time. Whitespace at
+	// the end of the value (spaces, tabs, CR, LF) is not part of the token,
+	// so a Secret made with `kubectl create secret generic --from-file`
+	// works; a value that is empty or only whitespace refuses every client,
+	// as a missing Secret does.
 	TokenSecretRef SecretKeyRef `json:"tokenSecretRef"`
 }
 

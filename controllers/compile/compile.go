@@ -12,6 +12,7 @@
 package compile
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/tls"
 	"crypto/x509"
@@ -431,9 +432,13 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		if s == nil {
 			c.ref(lr, ReasonSecretNotFound, "Secret %s (tunnel token) not found; the tunnel refuses every client until it exists", ref.Name)
 		} else {
-			token = secretValue(s, key)
-			if len(token) == 0 {
+			raw := secretValue(s, key)
+			token = trimToken(raw)
+			switch {
+			case len(raw) == 0:
 				c.ref(lr, ReasonInvalidSecret, "Secret %s has no value under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
+			case len(token) == 0:
+				c.ref(lr, ReasonInvalidSecret, "Secret %s holds only whitespace under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
 			}
 		}
 		if len(token) == 0 {
@@ -443,6 +448,14 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		out.Token = token
 	}
 	return out
+}
+
+// trimToken drops the whitespace at the end of a token Secret's value:
+// `kubectl create secret --from-file` keeps the file's final newline (CRLF
+// from some editors), which no client sends. The result is a copy: a
+// snapshot never shares the Secret's bytes.
+func trimToken(v []byte) []byte {
+	return bytes.Clone(bytes.TrimRight(v, " \t\r\n"))
 }
 
 // backend resolves a Service port to its ready endpoints, or takes an
