@@ -466,9 +466,16 @@ type ServicePort struct {
 }
 
 // Tunnel is a WebSocket tunnel endpoint. It is never an open proxy: only the
-// targets in allow can be reached.
+// targets in allow can be reached, and never open by omission: auth says who
+// may open a tunnel, even when the answer is anyone.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.auth)",message="a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it",fieldPath=".auth",reason=FieldValueRequired
 type Tunnel struct {
-	// auth, when set, requires clients to present a bearer token.
+	// auth says how clients prove they may open a tunnel: a bearer token
+	// (tokenSecretRef), or none: true for a tunnel anyone who reaches the
+	// route may open. Required: a tunnel that leaves it out is refused
+	// rather than open to everyone (the rule on Tunnel requires it, with a
+	// message that says what to write).
 	//
 	// +optional
 	Auth *TunnelAuth `json:"auth,omitempty"`
@@ -481,7 +488,10 @@ type Tunnel struct {
 	Allow []TunnelTarget `json:"allow"`
 }
 
-// TunnelAuth says how tunnel clients prove they may connect.
+// TunnelAuth says how tunnel clients prove they may connect: with a token,
+// or, said explicitly, not at all.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.tokenSecretRef), has(self.none) && self.none].filter(x, x).size() == 1",message="auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
 type TunnelAuth struct {
 	// tokenSecretRef names the Secret key that holds the token clients send as
 	// "Authorization: Bearer TOKEN". Compared in constant time. Whitespace at
@@ -489,7 +499,17 @@ type TunnelAuth struct {
 	// so a Secret made with `kubectl create secret generic --from-file`
 	// works; a value that is empty or only whitespace refuses every client,
 	// as a missing Secret does.
-	TokenSecretRef SecretKeyRef `json:"tokenSecretRef"`
+	//
+	// +optional
+	TokenSecretRef *SecretKeyRef `json:"tokenSecretRef,omitempty"`
+
+	// none: true lets every client that reaches the route open tunnels to
+	// the allowed targets without a token: for targets that authenticate
+	// on their own (SSH, WireGuard) or a route reachable only from trusted
+	// networks. It must be written out: leaving auth out is an error.
+	//
+	// +optional
+	None bool `json:"none,omitempty"`
 }
 
 // TunnelTarget is one destination a tunnel client may reach.

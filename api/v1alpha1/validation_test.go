@@ -237,7 +237,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}`,
+- {name: tunnel, listeners: [public], match: {protocol: http}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}`,
 			want: []string{`spec.routes[0].tunnel: Invalid value: tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint`},
 		},
 		{
@@ -245,7 +245,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}`,
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: []}}`,
 			want: []string{`spec.routes[0].tunnel.allow: Invalid value: 0: spec.routes[0].tunnel.allow in body should have at least 1 items`},
 		},
 		{
@@ -256,8 +256,40 @@ routes:
 - name: tunnel
   listeners: [public]
   match: {protocol: websocket}
-  tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}`,
+  tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: Invalid value: a tunnel target needs exactly one of service or address`},
+		},
+		{
+			name: "tunnel without auth",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Required value: a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it`},
+		},
+		{
+			name: "tunnel auth with neither token nor none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth none false",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth with a token and none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true, tokenSecretRef: {name: token}}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
 		},
 
 		// Matches.
@@ -404,7 +436,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 0}}]}}`,
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 0}}]}}`,
 			want: []string{`spec.routes[0].tunnel.allow[0].service.port: Invalid value: 0: port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')`},
 		},
 		{
@@ -549,6 +581,20 @@ routes:
   tunnel:
     auth: {tokenSecretRef: {name: token}}
     allow: [{address: "dns.example.com:53", protocol: UDP}, {service: {name: db, port: 5432}, protocol: TCP}]`,
+		},
+		{
+			name: "tunnel open to anyone, said so",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}`,
+		},
+		{
+			name: "tunnel token with none false",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false, tokenSecretRef: {name: token}}, allow: [{service: {name: sshd, port: 22}}]}}`,
 		},
 		{
 			name: "one route on two listeners, timeout and any",

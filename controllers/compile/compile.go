@@ -424,7 +424,7 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		}
 		out.Allow = append(out.Allow, tt)
 	}
-	if t.Auth != nil {
+	if t.Auth.TokenSecretRef != nil { // Validate refused a tunnel without auth
 		ref := t.Auth.TokenSecretRef
 		key := cmp.Or(ref.Key, DefaultTokenKey)
 		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]

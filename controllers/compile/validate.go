@@ -120,9 +120,7 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			if len(r.Tunnel.Allow) == 0 {
 				bad(f+".tunnel.allow", "list at least one target")
 			}
-			if a := r.Tunnel.Auth; a != nil && a.TokenSecretRef.Name == "" {
-				bad(f+".tunnel.auth.tokenSecretRef.name", "the name of the token Secret is required")
-			}
+			errs = append(errs, validateTunnelAuth(f+".tunnel.auth", r.Tunnel.Auth)...)
 			for j, a := range r.Tunnel.Allow {
 				af := fmt.Sprintf("%s.tunnel.allow[%d]", f, j)
 				if (a.Service == nil) == (a.Address == "") {
@@ -146,6 +144,27 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		}
 	}
 	return errs
+}
+
+// The CRD's messages for a tunnel's auth, word for word: `portmux serve`
+// says what the API server says.
+const (
+	msgTunnelAuthRequired   = "a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it"
+	msgTunnelAuthExactlyOne = "auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
+)
+
+// validateTunnelAuth refuses a tunnel that does not say who may open it:
+// leaving auth out must never mean "anyone".
+func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
+	switch {
+	case a == nil:
+		return []string{f + ": " + msgTunnelAuthRequired}
+	case (a.TokenSecretRef != nil) == a.None:
+		return []string{f + ": " + msgTunnelAuthExactlyOne}
+	case a.TokenSecretRef != nil && a.TokenSecretRef.Name == "":
+		return []string{f + ".tokenSecretRef.name: the name of the token Secret is required"}
+	}
+	return nil
 }
 
 // dnsLabel is the name pattern of listeners and routes, length included:

@@ -339,36 +339,57 @@ routes: [{name: unwrap, listeners: [public], match: {protocol: ssh}, listener: i
 			name: "tunnel on an http match",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: http}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}]`,
 			want: []string{`spec.routes[0].tunnel: needs match.protocol websocket`},
 		},
 		{
 			name: "tunnel allowing nothing",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: []}}]`,
 			want: []string{`spec.routes[0].tunnel.allow: list at least one target`},
 		},
 		{
 			name: "tunnel target with service and address",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
 		},
 		{
 			name: "tunnel target with neither",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{protocol: UDP}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{protocol: UDP}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
 		},
 		{
 			name: "tunnel target address without a port",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}, {address: wg.internal}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}, {address: wg.internal}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[1].address: "wg.internal" must be host:port`},
+		},
+		{
+			name: "tunnel without auth",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it`},
+		},
+		{
+			name: "tunnel auth with neither token nor none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false}, allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth with a token and none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true, tokenSecretRef: {name: tok}}, allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
 		},
 
 		// Every error is reported, not only the first.
@@ -409,7 +430,7 @@ routes: [{name: vpn, listeners: [public], match: {protocol: openvpn}, backend: {
 			name: "tunnel target protocol not in the enum",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: wireguard, port: 51820}, protocol: udp}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: wireguard, port: 51820}, protocol: udp}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0].protocol`},
 		},
 		// Service ports: the schema's range and name pattern.
@@ -424,7 +445,7 @@ routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {serv
 			name: "tunnel Service port name not a port name",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: SSH}}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: SSH}}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0].service.port`},
 		},
 		// Names and sizes.
@@ -481,6 +502,7 @@ routes:
 - {name: socks, listeners: [public], match: {protocol: socks5}, backend: {address: "10.0.0.1:1080", mode: tcp, proxyProtocol: v1}}
 - {name: unwrap, listeners: [public], match: {protocol: tls, sni: ["*.example.com"], alpn: [h2]}, listener: inner}
 - {name: tunnel, listeners: [inner], match: {protocol: websocket, host: [vpn.example.com], pathPrefix: /t}, tunnel: {auth: {tokenSecretRef: {name: tok}}, allow: [{service: {name: wg, port: 51820}, protocol: UDP}, {address: "[fd00::1]:22", protocol: TCP}]}}
+- {name: open, listeners: [inner], match: {protocol: websocket, pathPrefix: /open}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}
 - {name: web, listeners: [inner], match: {protocol: http, pathPrefix: /}, backend: {service: {name: web, port: 80}, mode: http}}
 - {name: raw, listeners: [public], match: {protocol: bytes, prefix: "\x16\x03"}, backend: {address: "localhost:443"}}
 - {name: re, listeners: [public], match: {protocol: bytes, regex: '^\x16\x03[\x00-\x04]'}, backend: {address: "localhost:443"}}
