@@ -486,7 +486,29 @@ type Tunnel struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=32
 	Allow []TunnelTarget `json:"allow"`
+
+	// allowedOrigins lists the web origins (scheme://host[:port], e.g.
+	// https://app.example.com) whose pages may open tunnels from a
+	// browser. A browser sends the page's Origin with every WebSocket
+	// handshake; a handshake from an origin not listed is refused (403), so
+	// that no other site the user visits can reach the targets through the
+	// user's browser. Compared without case; a default port (80 for http,
+	// 443 for https) may be written or left out. Empty, the default:
+	// browsers are refused. Clients that send no Origin (portmux tunnel,
+	// wstunnel) are not concerned.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	AllowedOrigins []Origin `json:"allowedOrigins,omitempty"`
 }
+
+// Origin is a web origin (RFC 6454): a scheme, a host and optionally a
+// port, nothing after them.
+//
+// +kubebuilder:validation:MaxLength=300
+// +kubebuilder:validation:XValidation:rule="self.matches(r'^[a-zA-Z][-+.a-zA-Z0-9]*://(\\[[0-9a-fA-F:.]+\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$')",message="must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com"
+type Origin string
 
 // TunnelAuth says how tunnel clients prove they may connect: with a token,
 // or, said explicitly, not at all.

@@ -292,6 +292,54 @@ routes:
 			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
 		},
 
+		{
+			name: "an origin with a path",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "https://app.example.com/"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "https://app.example.com/": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin without a scheme",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "app.example.com"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "app.example.com": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin with port 99999",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "https://app.example.com:99999"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "https://app.example.com:99999": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "a wildcard origin",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "*"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "*": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "the opaque origin null",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "null"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "null": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin listed twice",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, https://ok.example.com], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Duplicate value: "https://ok.example.com"`},
+		},
 		// Matches.
 		{
 			name: "unknown protocol",
@@ -595,6 +643,19 @@ routes:
 listeners: [{name: public, port: 443}]
 routes:
 - {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false, tokenSecretRef: {name: token}}, allow: [{service: {name: sshd, port: 22}}]}}`,
+		},
+		{
+			name: "tunnel origins",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- name: tunnel
+  listeners: [public]
+  match: {protocol: websocket}
+  tunnel:
+    auth: {tokenSecretRef: {name: token}}
+    allowedOrigins: [https://app.example.com, "HTTP://LocalHost:8080", "https://[2001:db8::1]:8443", "chrome-extension://abcdefghijklmnop"]
+    allow: [{service: {name: sshd, port: 22}}]`,
 		},
 		{
 			name: "one route on two listeners, timeout and any",

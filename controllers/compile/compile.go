@@ -402,6 +402,10 @@ func lower(in []string) []string {
 
 func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunnel {
 	out := &snapshot.Tunnel{}
+	for _, o := range t.AllowedOrigins {
+		co, _ := snapshot.CanonicalOrigin(string(o)) // Validate checked it
+		out.AllowedOrigins = append(out.AllowedOrigins, co)
+	}
 	for _, a := range t.Allow {
 		proto := corev1.ProtocolTCP
 		if a.Protocol == v1alpha1.TransportUDP {

@@ -388,8 +388,9 @@ type goldenBackend struct {
 type goldenTunnel struct {
 	// Token is "none" (no auth), "set", or "empty: refuses every client"
 	// (auth is required but its token could not be read).
-	Token string         `yaml:"token"`
-	Allow []goldenTarget `yaml:"allow"`
+	Token          string         `yaml:"token"`
+	AllowedOrigins []string       `yaml:"allowedOrigins,flow,omitempty"`
+	Allow          []goldenTarget `yaml:"allow"`
 }
 
 type goldenTarget struct {
@@ -502,7 +503,7 @@ func renderBackend(b *snapshot.Backend) goldenBackend {
 }
 
 func renderTunnel(tn *snapshot.Tunnel) *goldenTunnel {
-	g := &goldenTunnel{Token: "none", Allow: []goldenTarget{}}
+	g := &goldenTunnel{Token: "none", AllowedOrigins: tn.AllowedOrigins, Allow: []goldenTarget{}}
 	switch {
 	case tn.Token != nil && len(tn.Token) == 0:
 		g.Token = "empty: refuses every client"

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // Validate checks what the CRD's schema and CEL rules check, for objects that
@@ -121,6 +122,7 @@ func Validate(pm *v1alpha1.PortMux) []string {
 				bad(f+".tunnel.allow", "list at least one target")
 			}
 			errs = append(errs, validateTunnelAuth(f+".tunnel.auth", r.Tunnel.Auth)...)
+			errs = append(errs, validateOrigins(f+".tunnel.allowedOrigins", r.Tunnel.AllowedOrigins)...)
 			for j, a := range r.Tunnel.Allow {
 				af := fmt.Sprintf("%s.tunnel.allow[%d]", f, j)
 				if (a.Service == nil) == (a.Address == "") {
@@ -165,6 +167,30 @@ func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
 		return []string{f + ".tokenSecretRef.name: the name of the token Secret is required"}
 	}
 	return nil
+}
+
+// originPattern is the CRD's rule for an allowed origin.
+var originPattern = regexp.MustCompile(`^[a-zA-Z][-+.a-zA-Z0-9]*://(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$`)
+
+// validateOrigins checks a tunnel's allowed origins as the CRD does, and
+// that the dataplane reads each as an origin.
+func validateOrigins(f string, origins []v1alpha1.Origin) []string {
+	var errs []string
+	seen := map[v1alpha1.Origin]bool{}
+	for i, o := range origins {
+		_, ok := snapshot.CanonicalOrigin(string(o))
+		switch {
+		case len(o) > 300 || !ok || !originPattern.MatchString(string(o)):
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com", f, i, o))
+		case seen[o]:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, o))
+		}
+		seen[o] = true
+	}
+	if len(origins) > 16 {
+		errs = append(errs, f+": at most 16 origins")
+	}
+	return errs
 }
 
 // dnsLabel is the name pattern of listeners and routes, length included:

@@ -391,6 +391,20 @@ listeners: [{name: public, port: 443}]
 routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true, tokenSecretRef: {name: tok}}, allow: [{service: {name: sshd, port: 22}}]}}]`,
 			want: []string{`spec.routes[0].tunnel.auth: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
 		},
+		{
+			name: "tunnel origins that are not origins, and one twice",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: ["https://app.example.com/", app.example.com, "https://app.example.com:99999", "*", "null", "https://ok.example.com", "https://ok.example.com"], allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{
+				`spec.routes[0].tunnel.allowedOrigins[0]: "https://app.example.com/" must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`,
+				`spec.routes[0].tunnel.allowedOrigins[1]: "app.example.com" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[2]: "https://app.example.com:99999" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[3]: "*" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[4]: "null" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[6]: "https://ok.example.com" is listed twice`,
+			},
+		},
 
 		// Every error is reported, not only the first.
 		{
@@ -502,7 +516,7 @@ routes:
 - {name: socks, listeners: [public], match: {protocol: socks5}, backend: {address: "10.0.0.1:1080", mode: tcp, proxyProtocol: v1}}
 - {name: unwrap, listeners: [public], match: {protocol: tls, sni: ["*.example.com"], alpn: [h2]}, listener: inner}
 - {name: tunnel, listeners: [inner], match: {protocol: websocket, host: [vpn.example.com], pathPrefix: /t}, tunnel: {auth: {tokenSecretRef: {name: tok}}, allow: [{service: {name: wg, port: 51820}, protocol: UDP}, {address: "[fd00::1]:22", protocol: TCP}]}}
-- {name: open, listeners: [inner], match: {protocol: websocket, pathPrefix: /open}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}
+- {name: open, listeners: [inner], match: {protocol: websocket, pathPrefix: /open}, tunnel: {auth: {none: true}, allowedOrigins: [https://app.example.com, "HTTP://LocalHost:8080", "https://[2001:db8::1]:8443", "chrome-extension://abcdefghijklmnop"], allow: [{service: {name: sshd, port: 22}}]}}
 - {name: web, listeners: [inner], match: {protocol: http, pathPrefix: /}, backend: {service: {name: web, port: 80}, mode: http}}
 - {name: raw, listeners: [public], match: {protocol: bytes, prefix: "\x16\x03"}, backend: {address: "localhost:443"}}
 - {name: re, listeners: [public], match: {protocol: bytes, regex: '^\x16\x03[\x00-\x04]'}, backend: {address: "localhost:443"}}

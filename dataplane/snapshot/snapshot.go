@@ -10,7 +10,10 @@ package snapshot
 
 import (
 	"crypto/tls"
+	"net/url"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -203,6 +206,14 @@ type Tunnel struct {
 
 	// Allow lists the only targets a client may ask for.
 	Allow []TunnelTarget
+
+	// AllowedOrigins are the browser origins ("scheme://host[:port]") whose
+	// pages may open tunnels. A request with an Origin header comes from a
+	// browser, on behalf of a page: it is refused unless its origin is
+	// listed (compared without case, default ports implied). Empty: every
+	// request with an Origin is refused. Requests without one (non-browser
+	// clients) are not concerned.
+	AllowedOrigins []string
 }
 
 // TunnelTarget is one destination a tunnel client may reach.
@@ -216,4 +227,46 @@ type TunnelTarget struct {
 
 	// Backend holds the endpoints to dial.
 	Backend Backend
+}
+
+// CanonicalOrigin returns an origin (RFC 6454: "scheme://host[:port]",
+// nothing else) in one spelling, so that equal origins compare equal:
+// scheme and host in lower case, the port left out when it is the
+// scheme's default. It reports false for anything else, such as the
+// opaque origin "null" or a URL with a path. It is the one definition of
+// an origin: compile validates allowedOrigins with it, and the tunnel
+// handler compares a request's Origin with the list through it.
+func CanonicalOrigin(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Hostname() == "" || u.Opaque != "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.HasSuffix(u.Host, ":") {
+		return "", false
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 literal
+	}
+	port := u.Port()
+	if port == "" {
+		return scheme + "://" + host, true
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", false
+	}
+	if port = strconv.Itoa(n); port == defaultPort(scheme) {
+		return scheme + "://" + host, true
+	}
+	return scheme + "://" + host + ":" + port, true
+}
+
+// defaultPort is the port an origin of scheme implies when it names none.
+func defaultPort(scheme string) string {
+	switch scheme {
+	case "http", "ws":
+		return "80"
+	case "https", "wss":
+		return "443"
+	}
+	return ""
 }
