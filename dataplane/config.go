@@ -6,7 +6,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -91,6 +93,31 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 		c.listeners[l.Name] = lc
 	}
 	return c
+}
+
+// trusted reports whether peer may connect to the listener: anyone, unless
+// the listener reads PROXY headers, which only peers in its trusted
+// networks may send (any other could claim any client address). An
+// IPv4-mapped IPv6 peer is matched as IPv4, and an IPv6 zone is ignored.
+func (lc *listenerConfig) trusted(peer net.Addr) bool {
+	if lc.ProxyProtocol == nil {
+		return true
+	}
+	ta, ok := peer.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range lc.ProxyProtocol.TrustedCIDRs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // closeIdle drops the idle pooled connections of a configuration that new
@@ -245,7 +272,7 @@ func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certifica
 // clients that wait for the server, and an `any` route first matches at
 // once; with either, connections must be accepted while still silent.
 func clientSpeaksFirst(l *snapshot.Listener) bool {
-	if l.TLS != nil || l.ProxyProtocol {
+	if l.TLS != nil || l.ProxyProtocol != nil {
 		return true
 	}
 	for i, r := range l.Routes {

@@ -108,7 +108,7 @@ type PortMuxSpec struct {
 // stage that routes hand connections to.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls)",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol) || !self.proxyProtocol",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol)",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
 type Listener struct {
 	// name identifies the listener in routes and in status. A DNS label.
 	//
@@ -177,14 +177,14 @@ type Listener struct {
 	// +kubebuilder:validation:Maximum=1000000
 	MaxConnectionRatePerClient *int32 `json:"maxConnectionRatePerClient,omitempty"`
 
-	// proxyProtocol, when true, requires every connection to start with a
-	// PROXY protocol v1 or v2 header from an outer load balancer; the client
-	// address it carries is the one logged and passed on. Connections without
-	// a valid header are refused. Only turn it on behind a load balancer that
-	// sends the header: anyone who can reach the port directly could forge it.
+	// proxyProtocol, when set, requires every connection to start with a
+	// PROXY protocol v1 or v2 header from an outer load balancer in its
+	// trustedCIDRs; the client address the header carries is the one
+	// logged and passed on. A connection from any other address is refused
+	// as soon as it is accepted, and one without a valid header is refused.
 	//
 	// +optional
-	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	ProxyProtocol *ListenerProxyProtocol `json:"proxyProtocol,omitempty"`
 
 	// tls makes the listener terminate TLS with certificates from Secrets and
 	// sniff the decrypted stream. On a listener with a port every connection
@@ -193,6 +193,34 @@ type Listener struct {
 	// +optional
 	TLS *ListenerTLS `json:"tls,omitempty"`
 }
+
+// ListenerProxyProtocol says that a listener's connections start with a
+// PROXY protocol header, and whose header is believed. The header names the
+// client; whoever can send it can claim any client address, which logs,
+// X-Forwarded-For and PROXY headers to backends then repeat.
+type ListenerProxyProtocol struct {
+	// trustedCIDRs are the networks of the load balancers that send the
+	// header, e.g. [10.0.0.0/8]. A connection from any other address is
+	// refused when it is accepted, before anything is read: pods in the
+	// cluster reach the dataplane's pod IP directly, not through the load
+	// balancer. An IPv4 peer matches IPv4 networks only, also when a
+	// dual-stack socket reports it as an IPv4-mapped IPv6 address; to
+	// trust every peer that can reach the port, write both 0.0.0.0/0 and
+	// ::/0.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	TrustedCIDRs []CIDR `json:"trustedCIDRs"`
+}
+
+// CIDR is an IPv4 or IPv6 network in CIDR notation, written as its network
+// address: 10.0.0.0/8, 192.0.2.7/32, 2001:db8::/32.
+//
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)"
+type CIDR string
 
 // ListenerTLS holds what a listener needs to terminate TLS.
 type ListenerTLS struct {

@@ -88,8 +88,68 @@ listeners: [{name: public, port: 443}, {name: inner}]`,
 			spec: `
 listeners:
 - {name: public, port: 443}
-- {name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: cert}]}}`,
+- {name: inner, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}, tls: {certificateRefs: [{name: cert}]}}`,
 			want: []string{`spec.listeners[1].proxyProtocol: Invalid value: proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer`},
+		},
+		{
+			name: "proxyProtocol true, as it was",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: true}]`,
+			want: []string{`spec.listeners[0].proxyProtocol: Invalid value: "boolean": spec.listeners[0].proxyProtocol in body must be of type object: "boolean"`, notChecked},
+		},
+		{
+			name: "proxyProtocol without trustedCIDRs",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: Required value`, notChecked},
+		},
+		{
+			name: "proxyProtocol trusting no one",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: []}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: Invalid value: 0: spec.listeners[0].proxyProtocol.trustedCIDRs in body should have at least 1 items`},
+		},
+		{
+			name: "trusted CIDR without a prefix length",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.0.0.1"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.0.0.1": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR with prefix length 33",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.0.0.0/33"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.0.0.0/33": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR that is a host name",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "lb.example.com/32"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "lb.example.com/32": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted IPv6 CIDR with a zone",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "fe80::%eth0/64"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "fe80::%eth0/64": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR with host bits",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.1.2.3/8"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.1.2.3/8": must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`},
+		},
+		{
+			name: "trusted IPv6 CIDR with host bits",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "2001:db8::1/32"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "2001:db8::1/32": must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`},
+		},
+		{
+			name: "trusted CIDR listed twice",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, 192.0.2.0/24]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Duplicate value: "192.0.2.0/24"`},
 		},
 		{
 			name: "probeTimeout 5ms",
@@ -544,11 +604,18 @@ routes:
 - {name: ssh, listeners: [inner], match: {protocol: ssh}, ` + ok + `}`,
 		},
 		{
-			name: "internal listener with proxyProtocol false",
+			name: "proxyProtocol on the port, not on the internal listener",
 			spec: `
 listeners:
-- {name: public, port: 443, proxyProtocol: true}
-- {name: inner, proxyProtocol: false, tls: {certificateRefs: [{name: cert}]}}`,
+- {name: public, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}`,
+		},
+		{
+			name: "trusted CIDRs of both families, everyone written out",
+			spec: `
+listeners:
+- {name: lb, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.0/8, 192.0.2.7/32, "2001:db8::/32", "fd00::1/128"]}}
+- {name: anyone, port: 8443, proxyProtocol: {trustedCIDRs: [0.0.0.0/0, "::/0"]}}`,
 		},
 		{
 			name: "tls termination on a listener with a port",

@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -220,7 +221,7 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			ProbeTimeout:   snapshot.DefaultProbeTimeout,
 			MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
 			MaxConnections: snapshot.DefaultMaxConnections,
-			ProxyProtocol:  l.ProxyProtocol,
+			ProxyProtocol:  proxyProtocol(l.ProxyProtocol),
 
 			MaxConnectionsPerClient:    int(ptrOr(l.MaxConnectionsPerClient, snapshot.DefaultMaxConnectionsPerClient)),
 			MaxConnectionRatePerClient: int(ptrOr(l.MaxConnectionRatePerClient, snapshot.DefaultMaxConnectionRatePerClient)),
@@ -267,6 +268,28 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 				c.routeName = ""
 			}
 		}
+	}
+	return out
+}
+
+// proxyProtocol compiles a listener's trusted PROXY header senders. An
+// IPv4-mapped IPv6 network (::ffff:10.0.0.0/104) becomes the IPv4 network
+// it maps: the dataplane matches IPv4-mapped peers as IPv4, so as written
+// it would match nobody.
+func proxyProtocol(pp *v1alpha1.ListenerProxyProtocol) *snapshot.ProxyProtocol {
+	if pp == nil {
+		return nil
+	}
+	out := &snapshot.ProxyProtocol{}
+	for _, c := range pp.TrustedCIDRs {
+		p, err := netip.ParsePrefix(string(c))
+		if err != nil {
+			continue // Validate refused it
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out.TrustedCIDRs = append(out.TrustedCIDRs, p.Masked())
 	}
 	return out
 }

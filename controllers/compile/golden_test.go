@@ -331,9 +331,13 @@ type goldenListener struct {
 	Address       string        `yaml:"address,omitempty"`
 	Internal      bool          `yaml:"internal,omitempty"`
 	Limits        goldenLimits  `yaml:"limits,flow"`
-	ProxyProtocol bool          `yaml:"proxyProtocol,omitempty"`
+	ProxyProtocol *goldenProxy  `yaml:"proxyProtocol,omitempty"`
 	TLS           *goldenTLS    `yaml:"tls,omitempty"`
 	Routes        []goldenRoute `yaml:"routes"`
+}
+
+type goldenProxy struct {
+	TrustedCIDRs []string `yaml:"trustedCIDRs,flow"`
 }
 
 type goldenLimits struct {
@@ -437,8 +441,13 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 				ProbeTimeout: l.ProbeTimeout.String(), MaxProbeBytes: l.MaxProbeBytes, MaxConnections: l.MaxConnections,
 				MaxConnectionsPerClient: l.MaxConnectionsPerClient, MaxConnectionRatePerClient: l.MaxConnectionRatePerClient,
 			},
-			ProxyProtocol: l.ProxyProtocol,
-			Routes:        []goldenRoute{},
+			Routes: []goldenRoute{},
+		}
+		if pp := l.ProxyProtocol; pp != nil {
+			gl.ProxyProtocol = &goldenProxy{TrustedCIDRs: []string{}}
+			for _, p := range pp.TrustedCIDRs {
+				gl.ProxyProtocol.TrustedCIDRs = append(gl.ProxyProtocol.TrustedCIDRs, p.String())
+			}
 		}
 		if l.TLS != nil {
 			gl.TLS = &goldenTLS{ALPN: l.TLS.ALPN, Certificates: []goldenCertificate{}}

@@ -3,6 +3,7 @@ package compile
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -51,7 +52,7 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			if l.TLS == nil {
 				bad(f+".tls", "an internal listener (one without port) must set tls")
 			}
-			if l.ProxyProtocol {
+			if l.ProxyProtocol != nil {
 				bad(f+".proxyProtocol", "applies only to a listener with a port")
 			}
 		}
@@ -68,6 +69,9 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		}
 		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
 			bad(f+".tls.certificateRefs", "at least one Secret is required")
+		}
+		if l.ProxyProtocol != nil {
+			errs = append(errs, validateTrustedCIDRs(f+".proxyProtocol.trustedCIDRs", l.ProxyProtocol.TrustedCIDRs)...)
 		}
 	}
 	routes := map[string]bool{}
@@ -167,6 +171,32 @@ func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
 		return []string{f + ".tokenSecretRef.name: the name of the token Secret is required"}
 	}
 	return nil
+}
+
+// validateTrustedCIDRs checks a listener's trusted PROXY header senders as
+// the CRD does: at least one, each a CIDR written as its network address.
+func validateTrustedCIDRs(f string, cidrs []v1alpha1.CIDR) []string {
+	if len(cidrs) == 0 {
+		return []string{f + ": list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone)"}
+	}
+	var errs []string
+	seen := map[v1alpha1.CIDR]bool{}
+	for i, c := range cidrs {
+		p, err := netip.ParsePrefix(string(c))
+		switch {
+		case err != nil || len(c) > 64:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32", f, i, c))
+		case p != p.Masked():
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)", f, i, c))
+		case seen[c]:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, c))
+		}
+		seen[c] = true
+	}
+	if len(cidrs) > 32 {
+		errs = append(errs, f+": at most 32 networks")
+	}
+	return errs
 }
 
 // originPattern is the CRD's rule for an allowed origin.

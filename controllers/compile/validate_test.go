@@ -83,7 +83,7 @@ listeners: [{name: inner}]`,
 		{
 			name: "internal listener expecting a PROXY header",
 			spec: `
-listeners: [{name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: c}]}}]`,
+listeners: [{name: inner, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}, tls: {certificateRefs: [{name: c}]}}]`,
 			want: []string{`spec.listeners[0].proxyProtocol: applies only to a listener with a port`},
 		},
 		{
@@ -105,6 +105,26 @@ routes:
 			want: []string{
 				`spec.routes[0].idleTimeout: must be between 1s and 168h`,
 				`spec.routes[1].idleTimeout: must be between 1s and 168h`,
+			},
+		},
+		{
+			name: "PROXY header trusted from no one",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: []}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: list at least one network that may send PROXY headers`},
+		},
+		{
+			name: "trusted CIDRs that are not CIDRs, or not network addresses",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.1, 10.0.0.0/33, lb.example.com/32, "fe80::%eth0/64", 10.1.2.3/8, "2001:db8::1/32", 192.0.2.0/24, 192.0.2.0/24]}}]`,
+			want: []string{
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[0]: "10.0.0.1" must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: "10.0.0.0/33" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[2]: "lb.example.com/32" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[3]: "fe80::%eth0/64" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[4]: "10.1.2.3/8" must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[5]: "2001:db8::1/32" must be written as its network address`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[7]: "192.0.2.0/24" is listed twice`,
 			},
 		},
 		{
@@ -502,7 +522,8 @@ func TestValidateAccepts(t *testing.T) {
 			name: "every listener option",
 			spec: `
 listeners:
-- {name: public, port: 443, probeTimeout: 10ms, maxConnections: 1, proxyProtocol: true}
+- {name: public, port: 443, probeTimeout: 10ms, maxConnections: 1, proxyProtocol: {trustedCIDRs: [10.0.0.0/8, 192.0.2.7/32, "2001:db8::/32"]}}
+- {name: anyone, port: 8080, proxyProtocol: {trustedCIDRs: [0.0.0.0/0, "::/0"]}}
 - {name: slow, port: 8443, probeTimeout: 60s, tls: {certificateRefs: [{name: a}, {name: b}], alpn: [h2, http/1.1]}}
 - {name: inner, tls: {certificateRefs: [{name: a}]}}`,
 		},

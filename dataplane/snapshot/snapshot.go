@@ -10,6 +10,7 @@ package snapshot
 
 import (
 	"crypto/tls"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -96,14 +97,25 @@ type Listener struct {
 	// client, with a burst of twice that; 0: no cap.
 	MaxConnectionRatePerClient int
 
-	// ProxyProtocol requires a PROXY v1/v2 header on every connection.
-	ProxyProtocol bool
+	// ProxyProtocol, when set, requires a PROXY v1/v2 header on every
+	// connection, from a peer it trusts.
+	ProxyProtocol *ProxyProtocol
 
 	// TLS, when set, terminates TLS before sniffing.
 	TLS *TLSConfig
 
 	// Routes in the order they are tried.
 	Routes []Route
+}
+
+// ProxyProtocol says whose PROXY headers a listener believes. A header names
+// the client, so a peer that may send one can claim any client address.
+type ProxyProtocol struct {
+	// TrustedCIDRs are the networks whose peers may connect; a connection
+	// from anywhere else is refused when accepted. IPv4 networks match
+	// IPv4 peers, also those a dual-stack socket reports as IPv4-mapped
+	// IPv6 addresses. Empty: nobody.
+	TrustedCIDRs []netip.Prefix
 }
 
 // Internal reports whether the listener binds no port and only receives
