@@ -189,6 +189,8 @@ type Listener struct {
 	// tls makes the listener terminate TLS with certificates from Secrets and
 	// sniff the decrypted stream. On a listener with a port every connection
 	// is terminated; an internal listener terminates what routes hand to it.
+	// Mozilla's intermediate profile: TLS 1.3, and TLS 1.2 with ECDHE and
+	// AES-GCM or ChaCha20-Poly1305 only.
 	//
 	// +optional
 	TLS *ListenerTLS `json:"tls,omitempty"`
