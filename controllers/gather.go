@@ -144,7 +144,7 @@ func secretRefs(pm *v1alpha1.PortMux) []string {
 		}
 	}
 	for _, r := range pm.Spec.Routes {
-		if r.Tunnel != nil && r.Tunnel.Auth != nil {
+		if r.Tunnel != nil && r.Tunnel.Auth != nil && r.Tunnel.Auth.TokenSecretRef != nil {
 			out = appendUnique(out, r.Tunnel.Auth.TokenSecretRef.Name)
 		}
 	}

@@ -6,7 +6,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -93,6 +95,31 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 	return c
 }
 
+// trusted reports whether peer may connect to the listener: anyone, unless
+// the listener reads PROXY headers, which only peers in its trusted
+// networks may send (any other could claim any client address). An
+// IPv4-mapped IPv6 peer is matched as IPv4, and an IPv6 zone is ignored.
+func (lc *listenerConfig) trusted(peer net.Addr) bool {
+	if lc.ProxyProtocol == nil {
+		return true
+	}
+	ta, ok := peer.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap().WithZone("")
+	for _, p := range lc.ProxyProtocol.TrustedCIDRs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // closeIdle drops the idle pooled connections of a configuration that new
 // connections no longer use.
 func (c *config) closeIdle() {
@@ -146,7 +173,8 @@ func (t *sessionTickets) bind(cfg *tls.Config, listener string) {
 // the first the client can use wins: clients that accept ECDSA get the
 // cheaper handshake (an RSA 2048 signature costs Go's crypto tens of times
 // an ECDSA P-256 one). Without a name that matches, the first certificate
-// the client can use is the default. TLS 1.2 is the minimum.
+// the client can use is the default. TLS 1.2 is the minimum, with
+// intermediateSuites only.
 func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
 	exact := map[string][]*tls.Certificate{}
 	wild := map[string][]*tls.Certificate{}
@@ -174,8 +202,9 @@ func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
 		}
 	}
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: t.ALPN,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: intermediateSuites,
+		NextProtos:   t.ALPN,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
 			if cs, ok := exact[name]; ok {
@@ -196,6 +225,23 @@ func serverTLSConfig(t *snapshot.TLSConfig) *tls.Config {
 			return supported(&anyName, def), nil
 		},
 	}
+}
+
+// intermediateSuites are the TLS 1.2 cipher suites of Mozilla's
+// "intermediate" server profile: ECDHE key exchange (forward secrecy) and
+// an AEAD cipher only. Go also enables ECDHE with AES-CBC-SHA for TLS 1.2,
+// which scanners report as obsolete CBC and potentially vulnerable to
+// Lucky 13; every client that speaks TLS 1.2 has one of these (TLS 1.3
+// suites are not configurable and are all AEAD). The order is Go's own:
+// it prefers AES-GCM where the CPU has AES instructions and ChaCha20
+// elsewhere, whatever the list says.
+var intermediateSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 // rsaLast orders RSA keys after the others.
@@ -226,7 +272,7 @@ func supported(hello *tls.ClientHelloInfo, cs []*tls.Certificate) *tls.Certifica
 // clients that wait for the server, and an `any` route first matches at
 // once; with either, connections must be accepted while still silent.
 func clientSpeaksFirst(l *snapshot.Listener) bool {
-	if l.TLS != nil || l.ProxyProtocol {
+	if l.TLS != nil || l.ProxyProtocol != nil {
 		return true
 	}
 	for i, r := range l.Routes {

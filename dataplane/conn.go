@@ -40,7 +40,7 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 	}
 	probeEnd := time.Now().Add(probeTimeout)
 
-	if lc.ProxyProtocol && depth == 0 {
+	if lc.ProxyProtocol != nil && depth == 0 {
 		ph, err := readProxyHeader(c, probeEnd)
 		if err != nil {
 			ev.outcome, ev.err = OutcomeProxyError, err

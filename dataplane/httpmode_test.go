@@ -356,9 +356,9 @@ func TestHTTPModeForwardedForFromProxyHeader(t *testing.T) {
 	web := peers.HTTPBackend(t, "web")
 	cert := peers.CertPair(t, "lb.test")
 	plain := listenerOn("plain", httpRoute("web", web.Addr))
-	plain.ProxyProtocol = true
+	plain.ProxyProtocol = trustingLocalhost()
 	secure := terminating("secure", tlsOf([]string{"http/1.1"}, cert), httpRoute("web", web.Addr))
-	secure.ProxyProtocol = true
+	secure.ProxyProtocol = trustingLocalhost()
 	m := startMux(t, snapshotOf(plain, secure))
 
 	for i, tc := range []struct {

@@ -51,18 +51,19 @@ func (c *clientsCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Outcomes label how a connection ended.
 const (
-	OutcomeForwarded   = "forwarded"    // routed and carried until both sides closed
-	OutcomeNoRoute     = "no_route"     // no route matched; closed
-	OutcomeDialError   = "dial_error"   // every endpoint of the backend failed
-	OutcomeRejected    = "rejected"     // over maxConnections
-	OutcomeClientLimit = "client_limit" // the client is over maxConnectionsPerClient or maxConnectionRatePerClient
-	OutcomeProbeError  = "probe_error"  // the client failed or left before a decision
-	OutcomeIdleTimeout = "idle_timeout" // closed after the idle timeout
-	OutcomeTLSError    = "tls_error"    // TLS termination failed
-	OutcomeProxyError  = "proxy_error"  // a required PROXY header was missing or malformed
-	OutcomeError       = "error"        // the stream ended with an error
-	OutcomeTunnel      = "tunnel"       // served as a WebSocket tunnel
-	OutcomeHTTP        = "http"         // served by the HTTP reverse proxy
+	OutcomeForwarded      = "forwarded"       // routed and carried until both sides closed
+	OutcomeNoRoute        = "no_route"        // no route matched; closed
+	OutcomeDialError      = "dial_error"      // every endpoint of the backend failed
+	OutcomeRejected       = "rejected"        // over maxConnections
+	OutcomeClientLimit    = "client_limit"    // the client is over maxConnectionsPerClient or maxConnectionRatePerClient
+	OutcomeProbeError     = "probe_error"     // the client failed or left before a decision
+	OutcomeIdleTimeout    = "idle_timeout"    // closed after the idle timeout
+	OutcomeTLSError       = "tls_error"       // TLS termination failed
+	OutcomeProxyError     = "proxy_error"     // a required PROXY header was missing or malformed
+	OutcomeProxyUntrusted = "proxy_untrusted" // closed unread at accept: the peer may not send PROXY headers
+	OutcomeError          = "error"           // the stream ended with an error
+	OutcomeTunnel         = "tunnel"          // served as a WebSocket tunnel
+	OutcomeHTTP           = "http"            // served by the HTTP reverse proxy
 )
 
 // Request outcomes label portmux_http_requests_total: what became of one

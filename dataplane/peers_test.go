@@ -260,7 +260,7 @@ func TestPeerProxyProtocolInToOut(t *testing.T) {
 	r := routeTo("any", snapshot.Any, backend.Addr)
 	r.Backend.ProxyProtocol = 2
 	l := listenerOn("pub", r)
-	l.ProxyProtocol = true
+	l.ProxyProtocol = trustingLocalhost()
 	m := startMux(t, snapshotOf(l))
 	c := dial(t, m.addr("pub"))
 	if _, err := c.Write([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 4444 443\r\n")); err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,12 +27,20 @@ import (
 // cap, and passes the client it names on (to logs, X-Forwarded-For and
 // PROXY headers to backends).
 
-// proxyListener requires a PROXY header and gives up on it after probe.
+// proxyListener requires a PROXY header from 127.0.0.1 and gives up on it
+// after probe.
 func proxyListener(name string, probe time.Duration, routes ...snapshot.Route) snapshot.Listener {
 	l := listenerOn(name, routes...)
-	l.ProxyProtocol = true
+	l.ProxyProtocol = trustingLocalhost()
 	l.ProbeTimeout = probe
 	return l
+}
+
+// trustingLocalhost believes PROXY headers from 127.0.0.1 only, where the
+// tests' clients connect from; other loopback addresses (127.0.0.2) are
+// untrusted peers.
+func trustingLocalhost() *snapshot.ProxyProtocol {
+	return &snapshot.ProxyProtocol{TrustedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
 }
 
 // sigV2 is the 12-byte v2 signature.
@@ -218,6 +227,59 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 	}
 }
 
+// TestProxyProtocolRefusesUntrustedPeers: a listener believes PROXY
+// headers only from its trusted networks (here 127.0.0.1/32, the load
+// balancer). A peer elsewhere (127.0.0.2, a pod that reaches the pod IP
+// directly) is refused as soon as it is accepted: with a well-formed header
+// claiming another client, and silent, long before the header deadline.
+// Nothing reaches the backend, and the refusals are counted as
+// proxy_untrusted. The load balancer itself is served as before.
+func TestProxyProtocolRefusesUntrustedPeers(t *testing.T) {
+	t.Parallel()
+	backend, headers := proxyBackend(t)
+	r := routeTo("ssh", snapshot.SSH, backend.Addr)
+	r.Backend.ProxyProtocol = 2
+	const probe = 8 * time.Second
+	m, reg := metricsMux(t, snapshotOf(proxyListener("pub", probe, r)))
+	pub := m.addr("pub")
+	header := []byte("PROXY TCP4 203.0.113.7 192.0.2.1 4444 443\r\n")
+
+	forged := dialFrom(t, "127.0.0.2", pub)
+	_ = forged.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := forged.Write(append(header, "SSH-2.0-forged\r\n"...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := closedByPeer(forged, ioTimeout); err != nil {
+		t.Errorf("an untrusted peer sending a header: %v", err)
+	}
+	silent := dialFrom(t, "127.0.0.2", pub)
+	start := time.Now()
+	if err := closedByPeer(silent, probe); err != nil {
+		t.Errorf("a silent untrusted peer: %v; want it closed at accept, not at the %v header deadline", err, probe)
+	}
+	t.Logf("silent untrusted peer closed after %v (the kernel holds it about a second: TCP_DEFER_ACCEPT)", time.Since(start).Round(time.Millisecond))
+
+	lb := dial(t, pub)
+	if _, err := lb.Write(header); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, lb, "SSH-2.0-balanced\r\n")
+	if h := <-headers; h.SourceAddr.String() != "203.0.113.7:4444" {
+		t.Errorf("the trusted balancer's client reached the backend as %s, want 203.0.113.7:4444", h.SourceAddr)
+	}
+	_ = lb.Close()
+	m.waitIdle()
+	if n := backend.Accepted(); n != 1 {
+		t.Errorf("the backend was dialled %d times, want once: for the trusted balancer only", n)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyUntrusted); n != 2 {
+		t.Errorf("%d connections ended proxy_untrusted, want 2", n)
+	}
+	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyError); n != 0 {
+		t.Errorf("%d connections ended proxy_error, want 0: untrusted peers are refused before any header is read", n)
+	}
+}
+
 // TestProxyProtocolThroughTermination: a header in front of TLS names the
 // client; the stream inside, terminated and sniffed, reaches a backend that
 // wants a PROXY header of its own with that client.
@@ -231,7 +293,7 @@ func TestProxyProtocolThroughTermination(t *testing.T) {
 			r.Backend.ProxyProtocol = version
 			cert := peers.CertPair(t, "pp.test")
 			l := terminating("pub", tlsOf(nil, cert), r)
-			l.ProxyProtocol = true
+			l.ProxyProtocol = trustingLocalhost()
 			m := startMux(t, snapshotOf(l))
 			raw := dial(t, m.addr("pub"))
 			if _, err := raw.Write(v2TCP4("198.51.100.4", "192.0.2.1", 6000, 443, nil)); err != nil {

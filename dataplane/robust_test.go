@@ -313,7 +313,7 @@ func TestProxyHeaderFollowedByMoreThanMaxProbeBytes(t *testing.T) {
 		routeTo("http", snapshot.HTTP, other.Addr), // undecided until the probe ends
 		routeTo("any", snapshot.Any, backend.Addr),
 	)
-	l.ProxyProtocol = true
+	l.ProxyProtocol = trustingLocalhost()
 	l.MaxProbeBytes = 32
 	m := startMux(t, snapshotOf(l))
 	c := dial(t, m.addr("pub"))

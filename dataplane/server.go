@@ -367,6 +367,10 @@ func (s *Server) acceptLoop(b *boundListener) {
 			_ = c.Close() // the listener is being removed
 			continue
 		}
+		if !lc.trusted(c.RemoteAddr()) {
+			s.refuseUntrusted(c, lc)
+			continue
+		}
 		if !s.admit(b, lc, cfg) {
 			s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeRejected).Inc()
 			s.log.V(1).Info("connection rejected: too many connections", "listener", lc.Name, "client", c.RemoteAddr().String())
@@ -374,7 +378,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 			continue
 		}
 		var client netip.Prefix
-		if !lc.ProxyProtocol {
+		if lc.ProxyProtocol == nil {
 			// Behind a PROXY sender the peer is the balancer: the client
 			// is known once its header is read (admitClient in handle).
 			var refused clientlimit.Refusal
@@ -399,6 +403,14 @@ func (s *Server) acceptLoop(b *boundListener) {
 		s.handlers.Add(1)
 		go s.serve(c, cfg, lc, b, client)
 	}
+}
+
+// refuseUntrusted closes a connection, unread, from a peer that may not
+// send the listener's PROXY headers.
+func (s *Server) refuseUntrusted(c net.Conn, lc *listenerConfig) {
+	s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeProxyUntrusted).Inc()
+	s.log.V(1).Info("connection refused: not from a trusted PROXY header sender", "listener", lc.Name, "client", c.RemoteAddr().String())
+	_ = c.Close()
 }
 
 // peerAddr is the address of c's peer, the zero Addr when it is not IP.

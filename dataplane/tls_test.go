@@ -672,3 +672,58 @@ func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
 	}
 	m.waitIdle()
 }
+
+// TestTLS12OffersOnlyForwardSecretAEAD: a terminating listener speaks TLS
+// 1.2 with ECDHE and an AEAD cipher only (Mozilla's intermediate profile).
+// A client pinned to TLS 1.2 that offers nothing else, whether CBC (Lucky
+// 13, the "obsolete CBC" finding of scanners), RSA key exchange (no forward
+// secrecy) or 3DES, gets no handshake; each of the six AEAD suites works,
+// with an ECDSA and an RSA certificate on the listener.
+func TestTLS12OffersOnlyForwardSecretAEAD(t *testing.T) {
+	t.Parallel()
+	rsaC := rsaCert(t, "rsa.suites.test", "suites.test")
+	ecC := peers.CertPair(t, "ecdsa.suites.test", "suites.test")
+	backend := echoBackend(t)
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, ecC, rsaC), routeTo("any", snapshot.Any, backend.Addr))))
+	pub := m.addr("pub")
+	for _, tc := range []struct {
+		name   string
+		suites []uint16
+		ok     bool
+	}{
+		{"ECDHE with CBC", []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+		}, false},
+		{"RSA key exchange", []uint16{
+			tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA, tls.TLS_RSA_WITH_AES_128_CBC_SHA256,
+		}, false},
+		{"3DES", []uint16{tls.TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA, tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA}, false},
+		{"RC4", []uint16{tls.TLS_ECDHE_RSA_WITH_RC4_128_SHA, tls.TLS_ECDHE_ECDSA_WITH_RC4_128_SHA, tls.TLS_RSA_WITH_RC4_128_SHA}, false},
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}, true},
+		{"ECDHE-ECDSA-AES256-GCM-SHA384", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}, true},
+		{"ECDHE-ECDSA-CHACHA20-POLY1305", []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}, true},
+		{"ECDHE-RSA-AES128-GCM-SHA256", []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}, true},
+		{"ECDHE-RSA-AES256-GCM-SHA384", []uint16{tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384}, true},
+		{"ECDHE-RSA-CHACHA20-POLY1305", []uint16{tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}, true},
+	} {
+		c, err := tlsDialTry(pub, &tls.Config{
+			ServerName: "suites.test", InsecureSkipVerify: true,
+			MaxVersion: tls.VersionTLS12, CipherSuites: tc.suites,
+		})
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: no handshake: %v", tc.name, err)
+		case tc.ok && c.ConnectionState().CipherSuite != tc.suites[0]:
+			t.Errorf("%s: negotiated %s", tc.name, tls.CipherSuiteName(c.ConnectionState().CipherSuite))
+		case !tc.ok && err == nil:
+			t.Errorf("%s: a TLS 1.2 client offering only these got %s", tc.name, tls.CipherSuiteName(c.ConnectionState().CipherSuite))
+		}
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	m.waitIdle()
+}

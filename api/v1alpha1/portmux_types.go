@@ -108,7 +108,7 @@ type PortMuxSpec struct {
 // stage that routes hand connections to.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls)",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol) || !self.proxyProtocol",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol)",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
 type Listener struct {
 	// name identifies the listener in routes and in status. A DNS label.
 	//
@@ -177,22 +177,52 @@ type Listener struct {
 	// +kubebuilder:validation:Maximum=1000000
 	MaxConnectionRatePerClient *int32 `json:"maxConnectionRatePerClient,omitempty"`
 
-	// proxyProtocol, when true, requires every connection to start with a
-	// PROXY protocol v1 or v2 header from an outer load balancer; the client
-	// address it carries is the one logged and passed on. Connections without
-	// a valid header are refused. Only turn it on behind a load balancer that
-	// sends the header: anyone who can reach the port directly could forge it.
+	// proxyProtocol, when set, requires every connection to start with a
+	// PROXY protocol v1 or v2 header from an outer load balancer in its
+	// trustedCIDRs; the client address the header carries is the one
+	// logged and passed on. A connection from any other address is refused
+	// as soon as it is accepted, and one without a valid header is refused.
 	//
 	// +optional
-	ProxyProtocol bool `json:"proxyProtocol,omitempty"`
+	ProxyProtocol *ListenerProxyProtocol `json:"proxyProtocol,omitempty"`
 
 	// tls makes the listener terminate TLS with certificates from Secrets and
 	// sniff the decrypted stream. On a listener with a port every connection
 	// is terminated; an internal listener terminates what routes hand to it.
+	// Mozilla's intermediate profile: TLS 1.3, and TLS 1.2 with ECDHE and
+	// AES-GCM or ChaCha20-Poly1305 only.
 	//
 	// +optional
 	TLS *ListenerTLS `json:"tls,omitempty"`
 }
+
+// ListenerProxyProtocol says that a listener's connections start with a
+// PROXY protocol header, and whose header is believed. The header names the
+// client; whoever can send it can claim any client address, which logs,
+// X-Forwarded-For and PROXY headers to backends then repeat.
+type ListenerProxyProtocol struct {
+	// trustedCIDRs are the networks of the load balancers that send the
+	// header, e.g. [10.0.0.0/8]. A connection from any other address is
+	// refused when it is accepted, before anything is read: pods in the
+	// cluster reach the dataplane's pod IP directly, not through the load
+	// balancer. An IPv4 peer matches IPv4 networks only, also when a
+	// dual-stack socket reports it as an IPv4-mapped IPv6 address; to
+	// trust every peer that can reach the port, write both 0.0.0.0/0 and
+	// ::/0.
+	//
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	TrustedCIDRs []CIDR `json:"trustedCIDRs"`
+}
+
+// CIDR is an IPv4 or IPv6 network in CIDR notation, written as its network
+// address: 10.0.0.0/8, 192.0.2.7/32, 2001:db8::/32.
+//
+// +kubebuilder:validation:MaxLength=64
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)"
+type CIDR string
 
 // ListenerTLS holds what a listener needs to terminate TLS.
 type ListenerTLS struct {
@@ -466,9 +496,16 @@ type ServicePort struct {
 }
 
 // Tunnel is a WebSocket tunnel endpoint. It is never an open proxy: only the
-// targets in allow can be reached.
+// targets in allow can be reached, and never open by omission: auth says who
+// may open a tunnel, even when the answer is anyone.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.auth)",message="a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it",fieldPath=".auth",reason=FieldValueRequired
 type Tunnel struct {
-	// auth, when set, requires clients to present a bearer token.
+	// auth says how clients prove they may open a tunnel: a bearer token
+	// (tokenSecretRef), or none: true for a tunnel anyone who reaches the
+	// route may open. Required: a tunnel that leaves it out is refused
+	// rather than open to everyone (the rule on Tunnel requires it, with a
+	// message that says what to write).
 	//
 	// +optional
 	Auth *TunnelAuth `json:"auth,omitempty"`
@@ -479,13 +516,52 @@ type Tunnel struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=32
 	Allow []TunnelTarget `json:"allow"`
+
+	// allowedOrigins lists the web origins (scheme://host[:port], e.g.
+	// https://app.example.com) whose pages may open tunnels from a
+	// browser. A browser sends the page's Origin with every WebSocket
+	// handshake; a handshake from an origin not listed is refused (403), so
+	// that no other site the user visits can reach the targets through the
+	// user's browser. Compared without case; a default port (80 for http,
+	// 443 for https) may be written or left out. Empty, the default:
+	// browsers are refused. Clients that send no Origin (portmux tunnel,
+	// wstunnel) are not concerned.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=set
+	AllowedOrigins []Origin `json:"allowedOrigins,omitempty"`
 }
 
-// TunnelAuth says how tunnel clients prove they may connect.
+// Origin is a web origin (RFC 6454): a scheme, a host and optionally a
+// port, nothing after them.
+//
+// +kubebuilder:validation:MaxLength=300
+// +kubebuilder:validation:XValidation:rule="self.matches(r'^[a-zA-Z][-+.a-zA-Z0-9]*://(\\[[0-9a-fA-F:.]+\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$')",message="must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com"
+type Origin string
+
+// TunnelAuth says how tunnel clients prove they may connect: with a token,
+// or, said explicitly, not at all.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.tokenSecretRef), has(self.none) && self.none].filter(x, x).size() == 1",message="auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
 type TunnelAuth struct {
 	// tokenSecretRef names the Secret key that holds the token clients send as
-	// "Authorization: Bearer TOKEN". Compared in constant time.
-	TokenSecretRef SecretKeyRef `json:"tokenSecretRef"`
+	// "Authorization: Bearer TOKEN". Compared in constant time. Whitespace at
+	// the end of the value (spaces, tabs, CR, LF) is not part of the token,
+	// so a Secret made with `kubectl create secret generic --from-file`
+	// works; a value that is empty or only whitespace refuses every client,
+	// as a missing Secret does.
+	//
+	// +optional
+	TokenSecretRef *SecretKeyRef `json:"tokenSecretRef,omitempty"`
+
+	// none: true lets every client that reaches the route open tunnels to
+	// the allowed targets without a token: for targets that authenticate
+	// on their own (SSH, WireGuard) or a route reachable only from trusted
+	// networks. It must be written out: leaving auth out is an error.
+	//
+	// +optional
+	None bool `json:"none,omitempty"`
 }
 
 // TunnelTarget is one destination a tunnel client may reach.

@@ -88,8 +88,68 @@ listeners: [{name: public, port: 443}, {name: inner}]`,
 			spec: `
 listeners:
 - {name: public, port: 443}
-- {name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: cert}]}}`,
+- {name: inner, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}, tls: {certificateRefs: [{name: cert}]}}`,
 			want: []string{`spec.listeners[1].proxyProtocol: Invalid value: proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer`},
+		},
+		{
+			name: "proxyProtocol true, as it was",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: true}]`,
+			want: []string{`spec.listeners[0].proxyProtocol: Invalid value: "boolean": spec.listeners[0].proxyProtocol in body must be of type object: "boolean"`, notChecked},
+		},
+		{
+			name: "proxyProtocol without trustedCIDRs",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: Required value`, notChecked},
+		},
+		{
+			name: "proxyProtocol trusting no one",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: []}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: Invalid value: 0: spec.listeners[0].proxyProtocol.trustedCIDRs in body should have at least 1 items`},
+		},
+		{
+			name: "trusted CIDR without a prefix length",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.0.0.1"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.0.0.1": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR with prefix length 33",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.0.0.0/33"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.0.0.0/33": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR that is a host name",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "lb.example.com/32"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "lb.example.com/32": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted IPv6 CIDR with a zone",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "fe80::%eth0/64"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "fe80::%eth0/64": must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`},
+		},
+		{
+			name: "trusted CIDR with host bits",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "10.1.2.3/8"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "10.1.2.3/8": must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`},
+		},
+		{
+			name: "trusted IPv6 CIDR with host bits",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, "2001:db8::1/32"]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Invalid value: "2001:db8::1/32": must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`},
+		},
+		{
+			name: "trusted CIDR listed twice",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [192.0.2.0/24, 192.0.2.0/24]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: Duplicate value: "192.0.2.0/24"`},
 		},
 		{
 			name: "probeTimeout 5ms",
@@ -237,7 +297,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}`,
+- {name: tunnel, listeners: [public], match: {protocol: http}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}`,
 			want: []string{`spec.routes[0].tunnel: Invalid value: tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint`},
 		},
 		{
@@ -245,7 +305,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}`,
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: []}}`,
 			want: []string{`spec.routes[0].tunnel.allow: Invalid value: 0: spec.routes[0].tunnel.allow in body should have at least 1 items`},
 		},
 		{
@@ -256,10 +316,90 @@ routes:
 - name: tunnel
   listeners: [public]
   match: {protocol: websocket}
-  tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}`,
+  tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: Invalid value: a tunnel target needs exactly one of service or address`},
 		},
+		{
+			name: "tunnel without auth",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Required value: a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it`},
+		},
+		{
+			name: "tunnel auth with neither token nor none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth none false",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth with a token and none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true, tokenSecretRef: {name: token}}, allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.auth: Invalid value: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
 
+		{
+			name: "an origin with a path",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "https://app.example.com/"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "https://app.example.com/": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin without a scheme",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "app.example.com"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "app.example.com": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin with port 99999",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "https://app.example.com:99999"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "https://app.example.com:99999": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "a wildcard origin",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "*"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "*": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "the opaque origin null",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, "null"], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Invalid value: "null": must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`},
+		},
+		{
+			name: "an origin listed twice",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: [https://ok.example.com, https://ok.example.com], allow: [{service: {name: sshd, port: 22}}]}}`,
+			want: []string{`spec.routes[0].tunnel.allowedOrigins[1]: Duplicate value: "https://ok.example.com"`},
+		},
 		// Matches.
 		{
 			name: "unknown protocol",
@@ -404,7 +544,7 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 0}}]}}`,
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 0}}]}}`,
 			want: []string{`spec.routes[0].tunnel.allow[0].service.port: Invalid value: 0: port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')`},
 		},
 		{
@@ -464,11 +604,18 @@ routes:
 - {name: ssh, listeners: [inner], match: {protocol: ssh}, ` + ok + `}`,
 		},
 		{
-			name: "internal listener with proxyProtocol false",
+			name: "proxyProtocol on the port, not on the internal listener",
 			spec: `
 listeners:
-- {name: public, port: 443, proxyProtocol: true}
-- {name: inner, proxyProtocol: false, tls: {certificateRefs: [{name: cert}]}}`,
+- {name: public, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}`,
+		},
+		{
+			name: "trusted CIDRs of both families, everyone written out",
+			spec: `
+listeners:
+- {name: lb, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.0/8, 192.0.2.7/32, "2001:db8::/32", "fd00::1/128"]}}
+- {name: anyone, port: 8443, proxyProtocol: {trustedCIDRs: [0.0.0.0/0, "::/0"]}}`,
 		},
 		{
 			name: "tls termination on a listener with a port",
@@ -549,6 +696,33 @@ routes:
   tunnel:
     auth: {tokenSecretRef: {name: token}}
     allow: [{address: "dns.example.com:53", protocol: UDP}, {service: {name: db, port: 5432}, protocol: TCP}]`,
+		},
+		{
+			name: "tunnel open to anyone, said so",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}`,
+		},
+		{
+			name: "tunnel token with none false",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: tunnel, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false, tokenSecretRef: {name: token}}, allow: [{service: {name: sshd, port: 22}}]}}`,
+		},
+		{
+			name: "tunnel origins",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- name: tunnel
+  listeners: [public]
+  match: {protocol: websocket}
+  tunnel:
+    auth: {tokenSecretRef: {name: token}}
+    allowedOrigins: [https://app.example.com, "HTTP://LocalHost:8080", "https://[2001:db8::1]:8443", "chrome-extension://abcdefghijklmnop"]
+    allow: [{service: {name: sshd, port: 22}}]`,
 		},
 		{
 			name: "one route on two listeners, timeout and any",

@@ -18,17 +18,32 @@ import (
 	"github.com/portmux/portmux/controllers/compile"
 )
 
-// loadFiles reads PortMux and Secret documents from YAML files (several
-// documents per file, separated by ---) into compile's input. Unknown fields
-// are errors: a typo must not silently drop a route.
-func loadFiles(paths []string) (compile.Input, error) {
-	in := compile.Input{Secrets: map[types.NamespacedName]*corev1.Secret{}}
+// fileData is the content of one file as it was read.
+type fileData struct {
+	path string
+	data []byte
+}
+
+// readFiles reads every file, in order.
+func readFiles(paths []string) ([]fileData, error) {
+	files := make([]fileData, 0, len(paths))
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return in, err
+			return nil, err
 		}
-		if err := decodeDocuments(p, data, &in); err != nil {
+		files = append(files, fileData{path: p, data: data})
+	}
+	return files, nil
+}
+
+// loadFiles decodes PortMux and Secret documents from the contents of YAML
+// files (several documents per file, separated by ---) into compile's
+// input. Unknown fields are errors: a typo must not silently drop a route.
+func loadFiles(files []fileData) (compile.Input, error) {
+	in := compile.Input{Secrets: map[types.NamespacedName]*corev1.Secret{}}
+	for _, f := range files {
+		if err := decodeDocuments(f.path, f.data, &in); err != nil {
 			return in, err
 		}
 	}

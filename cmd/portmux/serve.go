@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,13 +9,11 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -38,6 +37,9 @@ type serveOptions struct {
 	maxConnections int
 	logConnections bool
 	watch          bool
+	// settle is how long changed files must stay unchanged before they
+	// are applied; zero means defaultSettle.
+	settle time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -47,7 +49,11 @@ func newServeCommand() *cobra.Command {
 		Short: "Serve PortMux YAML files without a cluster",
 		Long: `Serve runs the dataplane from PortMux documents (and kind: Secret documents
 for certificates and tunnel tokens) read from files, with address backends.
-It reloads on SIGHUP and when a file changes; open connections are never cut.`,
+It reloads on SIGHUP and when a file changes; open connections are never cut.
+A changed file is applied once the files have stayed unchanged for a second:
+write them elsewhere and rename them into place to have them applied whole.
+A reload applies only files that parse and validate completely; otherwise
+the previous configuration keeps serving.`,
 		Args: cobra.NoArgs,
 	}
 	newLog := logFlags(cmd)
@@ -68,10 +74,17 @@ It reloads on SIGHUP and when a file changes; open connections are never cut.`,
 	return cmd
 }
 
-// compileFiles loads and compiles the files. Invalid PortMuxes are errors;
-// unresolved references are warnings that leave the rest served.
-func compileFiles(log logr.Logger, o serveOptions, lastGood map[types.NamespacedName]*corev1.Secret) (*compile.Output, error) {
-	in, err := loadFiles(o.files)
+// compileFiles compiles the files' contents (nil: reads them now). Invalid
+// PortMuxes are errors; unresolved references are warnings that leave the
+// rest served.
+func compileFiles(log logr.Logger, o serveOptions, files []fileData, lastGood map[types.NamespacedName]*corev1.Secret) (*compile.Output, error) {
+	if files == nil {
+		var err error
+		if files, err = readFiles(o.files); err != nil {
+			return nil, err
+		}
+	}
+	in, err := loadFiles(files)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +131,7 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 		LogConnections: o.logConnections,
 	})
 
-	out, err := compileFiles(log, o, nil)
+	out, err := compileFiles(log, o, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -149,17 +162,22 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 		defer func() { _ = ps.Close() }()
 	}
 
-	reload := make(chan string, 1)
+	reload := newReloads()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
-		for range hup {
-			trigger(reload, "SIGHUP")
+		for {
+			select {
+			case <-hup:
+				reload.put(reloadRequest{why: "SIGHUP"}) // at once, read then
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	if o.watch {
-		stop, err := watchFiles(log, o.files, reload)
+		stop, err := watchFiles(log, o.files, cmp.Or(o.settle, defaultSettle), reload)
 		if err != nil {
 			log.Error(err, "cannot watch files; reload with SIGHUP")
 		} else {
@@ -178,79 +196,34 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 				log.Info("grace period over; closed remaining connections")
 			}
 			return nil
-		case why := <-reload:
-			out, err := compileFiles(log, o, lastGood)
-			if err != nil {
-				log.Error(err, "reload failed; still serving the previous configuration", "trigger", why)
-				continue
+		case <-reload.ready:
+			if req, ok := reload.take(); ok {
+				lastGood = applyReload(log, o, srv, req, lastGood)
 			}
-			errs := srv.Apply(out.Snapshot)
-			lastGood = out.GoodSecrets
-			if len(errs) > 0 {
-				log.Error(joinMap(errs), "reloaded with listeners that cannot bind", "trigger", why)
-				continue
-			}
-			log.Info("reloaded", "trigger", why)
 		}
 	}
 }
 
-// trigger asks for a reload without blocking; one pending request is enough.
-func trigger(ch chan string, why string) {
-	select {
-	case ch <- why:
-	default:
+// applyReload serves the configuration a reload request names, if it
+// compiles, and returns the certificate Secrets served from then on. A
+// configuration that does not load or validate completely is not applied:
+// the previous one keeps serving.
+func applyReload(log logr.Logger, o serveOptions, srv *dataplane.Server, req reloadRequest, lastGood map[types.NamespacedName]*corev1.Secret) map[types.NamespacedName]*corev1.Secret {
+	err := req.err
+	var out *compile.Output
+	if err == nil {
+		out, err = compileFiles(log, o, req.files, lastGood)
 	}
-}
-
-// watchFiles reloads when one of the files is written, created or replaced.
-// It watches their directories, since editors and ConfigMap mounts replace
-// files rather than write them in place. Events are debounced.
-func watchFiles(log logr.Logger, files []string, reload chan string) (func(), error) {
-	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, err
+		log.Error(err, "reload failed; still serving the previous configuration", "trigger", req.why)
+		return lastGood
 	}
-	want := map[string]bool{}
-	dirs := map[string]bool{}
-	for _, f := range files {
-		abs, err := filepath.Abs(f)
-		if err != nil {
-			_ = w.Close()
-			return nil, err
-		}
-		want[abs] = true
-		dirs[filepath.Dir(abs)] = true
+	if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
+		log.Error(joinMap(errs), "reloaded with listeners that cannot bind", "trigger", req.why)
+		return out.GoodSecrets
 	}
-	for d := range dirs {
-		if err := w.Add(d); err != nil {
-			_ = w.Close()
-			return nil, err
-		}
-	}
-	go func() {
-		var debounce <-chan time.Time
-		for {
-			select {
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if want[ev.Name] && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
-					debounce = time.After(200 * time.Millisecond)
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				log.Error(err, "file watch")
-			case <-debounce:
-				debounce = nil
-				trigger(reload, "file changed")
-			}
-		}
-	}()
-	return func() { _ = w.Close() }, nil
+	log.Info("reloaded", "trigger", req.why)
+	return out.GoodSecrets
 }
 
 func joinMap(errs map[string]error) error {

@@ -168,6 +168,38 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
+// startServe runs runServe with o (bound to 127.0.0.1, watching the files,
+// logging every connection) until the test ends, and returns its log. The
+// test fails when runServe returns an error or does not return once
+// cancelled.
+func startServe(t *testing.T, o serveOptions) *serveLog {
+	t.Helper()
+	o.bindAddress = "127.0.0.1"
+	o.shutdownGrace = 5 * time.Second
+	o.logConnections = true
+	o.watch = true
+	logs := &serveLog{}
+	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, log, o) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("runServe: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("runServe did not return after cancel")
+		}
+		if t.Failed() {
+			t.Logf("serve log:\n%s", logs)
+		}
+	})
+	return logs
+}
+
 func echoOnce(t *testing.T, c net.Conn, msg string) {
 	t.Helper()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -205,33 +237,7 @@ spec:
 	brokenSecret := tlsSecret("broken-tls", oldCert.CertPEM, []byte("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"))
 	writeAtomically(t, secretsFile, tlsSecret("edge-tls", oldCert.CertPEM, oldCert.KeyPEM)+"---\n"+brokenSecret)
 
-	logs := &serveLog{}
-	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, log, serveOptions{
-			files:          []string{portmuxFile, secretsFile},
-			bindAddress:    "127.0.0.1",
-			shutdownGrace:  5 * time.Second,
-			logConnections: true,
-			watch:          true,
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("runServe: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("runServe did not return after cancel")
-		}
-		if t.Failed() {
-			t.Logf("serve log:\n%s", logs)
-		}
-	})
+	logs := startServe(t, serveOptions{files: []string{portmuxFile, secretsFile}})
 
 	secure := fmt.Sprintf("127.0.0.1:%d", securePort)
 	waitFor(t, "the secure listener", 10*time.Second, func() bool {

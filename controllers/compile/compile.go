@@ -12,11 +12,13 @@
 package compile
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -229,7 +231,7 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			ProbeTimeout:   snapshot.DefaultProbeTimeout,
 			MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
 			MaxConnections: snapshot.DefaultMaxConnections,
-			ProxyProtocol:  l.ProxyProtocol,
+			ProxyProtocol:  proxyProtocol(l.ProxyProtocol),
 
 			MaxConnectionsPerClient:    int(ptrOr(l.MaxConnectionsPerClient, snapshot.DefaultMaxConnectionsPerClient)),
 			MaxConnectionRatePerClient: int(ptrOr(l.MaxConnectionRatePerClient, snapshot.DefaultMaxConnectionRatePerClient)),
@@ -276,6 +278,28 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 				c.routeName = ""
 			}
 		}
+	}
+	return out
+}
+
+// proxyProtocol compiles a listener's trusted PROXY header senders. An
+// IPv4-mapped IPv6 network (::ffff:10.0.0.0/104) becomes the IPv4 network
+// it maps: the dataplane matches IPv4-mapped peers as IPv4, so as written
+// it would match nobody.
+func proxyProtocol(pp *v1alpha1.ListenerProxyProtocol) *snapshot.ProxyProtocol {
+	if pp == nil {
+		return nil
+	}
+	out := &snapshot.ProxyProtocol{}
+	for _, c := range pp.TrustedCIDRs {
+		p, err := netip.ParsePrefix(string(c))
+		if err != nil {
+			continue // Validate refused it
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out.TrustedCIDRs = append(out.TrustedCIDRs, p.Masked())
 	}
 	return out
 }
@@ -411,6 +435,10 @@ func lower(in []string) []string {
 
 func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunnel {
 	out := &snapshot.Tunnel{}
+	for _, o := range t.AllowedOrigins {
+		co, _ := snapshot.CanonicalOrigin(string(o)) // Validate checked it
+		out.AllowedOrigins = append(out.AllowedOrigins, co)
+	}
 	for _, a := range t.Allow {
 		proto := corev1.ProtocolTCP
 		if a.Protocol == v1alpha1.TransportUDP {
@@ -433,7 +461,7 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		}
 		out.Allow = append(out.Allow, tt)
 	}
-	if t.Auth != nil {
+	if t.Auth.TokenSecretRef != nil { // Validate refused a tunnel without auth
 		ref := t.Auth.TokenSecretRef
 		key := cmp.Or(ref.Key, DefaultTokenKey)
 		s := c.in.Secrets[types.NamespacedName{Namespace: c.pm.Namespace, Name: ref.Name}]
@@ -441,9 +469,13 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		if s == nil {
 			c.ref(lr, ReasonSecretNotFound, "Secret %s (tunnel token) not found; the tunnel refuses every client until it exists", ref.Name)
 		} else {
-			token = secretValue(s, key)
-			if len(token) == 0 {
+			raw := secretValue(s, key)
+			token = trimToken(raw)
+			switch {
+			case len(raw) == 0:
 				c.ref(lr, ReasonInvalidSecret, "Secret %s has no value under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
+			case len(token) == 0:
+				c.ref(lr, ReasonInvalidSecret, "Secret %s holds only whitespace under key %q for the tunnel token; the tunnel refuses every client", ref.Name, key)
 			}
 		}
 		if len(token) == 0 {
@@ -453,6 +485,14 @@ func (c *compiler) tunnel(lr *ListenerResult, t *v1alpha1.Tunnel) *snapshot.Tunn
 		out.Token = token
 	}
 	return out
+}
+
+// trimToken drops the whitespace at the end of a token Secret's value:
+// `kubectl create secret --from-file` keeps the file's final newline (CRLF
+// from some editors), which no client sends. The result is a copy: a
+// snapshot never shares the Secret's bytes.
+func trimToken(v []byte) []byte {
+	return bytes.Clone(bytes.TrimRight(v, " \t\r\n"))
 }
 
 // backend resolves a Service port to its ready endpoints, or takes an

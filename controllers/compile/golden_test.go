@@ -341,9 +341,13 @@ type goldenListener struct {
 	Address       string        `yaml:"address,omitempty"`
 	Internal      bool          `yaml:"internal,omitempty"`
 	Limits        goldenLimits  `yaml:"limits,flow"`
-	ProxyProtocol bool          `yaml:"proxyProtocol,omitempty"`
+	ProxyProtocol *goldenProxy  `yaml:"proxyProtocol,omitempty"`
 	TLS           *goldenTLS    `yaml:"tls,omitempty"`
 	Routes        []goldenRoute `yaml:"routes"`
+}
+
+type goldenProxy struct {
+	TrustedCIDRs []string `yaml:"trustedCIDRs,flow"`
 }
 
 type goldenLimits struct {
@@ -398,8 +402,9 @@ type goldenBackend struct {
 type goldenTunnel struct {
 	// Token is "none" (no auth), "set", or "empty: refuses every client"
 	// (auth is required but its token could not be read).
-	Token string         `yaml:"token"`
-	Allow []goldenTarget `yaml:"allow"`
+	Token          string         `yaml:"token"`
+	AllowedOrigins []string       `yaml:"allowedOrigins,flow,omitempty"`
+	Allow          []goldenTarget `yaml:"allow"`
 }
 
 type goldenTarget struct {
@@ -446,8 +451,13 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 				ProbeTimeout: l.ProbeTimeout.String(), MaxProbeBytes: l.MaxProbeBytes, MaxConnections: l.MaxConnections,
 				MaxConnectionsPerClient: l.MaxConnectionsPerClient, MaxConnectionRatePerClient: l.MaxConnectionRatePerClient,
 			},
-			ProxyProtocol: l.ProxyProtocol,
-			Routes:        []goldenRoute{},
+			Routes: []goldenRoute{},
+		}
+		if pp := l.ProxyProtocol; pp != nil {
+			gl.ProxyProtocol = &goldenProxy{TrustedCIDRs: []string{}}
+			for _, p := range pp.TrustedCIDRs {
+				gl.ProxyProtocol.TrustedCIDRs = append(gl.ProxyProtocol.TrustedCIDRs, p.String())
+			}
 		}
 		if l.TLS != nil {
 			gl.TLS = &goldenTLS{ALPN: l.TLS.ALPN, Certificates: []goldenCertificate{}}
@@ -512,7 +522,7 @@ func renderBackend(b *snapshot.Backend) goldenBackend {
 }
 
 func renderTunnel(tn *snapshot.Tunnel) *goldenTunnel {
-	g := &goldenTunnel{Token: "none", Allow: []goldenTarget{}}
+	g := &goldenTunnel{Token: "none", AllowedOrigins: tn.AllowedOrigins, Allow: []goldenTarget{}}
 	switch {
 	case tn.Token != nil && len(tn.Token) == 0:
 		g.Token = "empty: refuses every client"

@@ -3,6 +3,7 @@ package compile
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // Validate checks what the CRD's schema and CEL rules check, for objects that
@@ -50,7 +52,7 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			if l.TLS == nil {
 				bad(f+".tls", "an internal listener (one without port) must set tls")
 			}
-			if l.ProxyProtocol {
+			if l.ProxyProtocol != nil {
 				bad(f+".proxyProtocol", "applies only to a listener with a port")
 			}
 		}
@@ -67,6 +69,9 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		}
 		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
 			bad(f+".tls.certificateRefs", "at least one Secret is required")
+		}
+		if l.ProxyProtocol != nil {
+			errs = append(errs, validateTrustedCIDRs(f+".proxyProtocol.trustedCIDRs", l.ProxyProtocol.TrustedCIDRs)...)
 		}
 	}
 	routes := map[string]bool{}
@@ -120,9 +125,8 @@ func Validate(pm *v1alpha1.PortMux) []string {
 			if len(r.Tunnel.Allow) == 0 {
 				bad(f+".tunnel.allow", "list at least one target")
 			}
-			if a := r.Tunnel.Auth; a != nil && a.TokenSecretRef.Name == "" {
-				bad(f+".tunnel.auth.tokenSecretRef.name", "the name of the token Secret is required")
-			}
+			errs = append(errs, validateTunnelAuth(f+".tunnel.auth", r.Tunnel.Auth)...)
+			errs = append(errs, validateOrigins(f+".tunnel.allowedOrigins", r.Tunnel.AllowedOrigins)...)
 			for j, a := range r.Tunnel.Allow {
 				af := fmt.Sprintf("%s.tunnel.allow[%d]", f, j)
 				if (a.Service == nil) == (a.Address == "") {
@@ -144,6 +148,77 @@ func Validate(pm *v1alpha1.PortMux) []string {
 		if actions != 1 {
 			bad(f, "a route needs exactly one action: set one of backend, listener or tunnel")
 		}
+	}
+	return errs
+}
+
+// The CRD's messages for a tunnel's auth, word for word: `portmux serve`
+// says what the API server says.
+const (
+	msgTunnelAuthRequired   = "a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it"
+	msgTunnelAuthExactlyOne = "auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
+)
+
+// validateTunnelAuth refuses a tunnel that does not say who may open it:
+// leaving auth out must never mean "anyone".
+func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
+	switch {
+	case a == nil:
+		return []string{f + ": " + msgTunnelAuthRequired}
+	case (a.TokenSecretRef != nil) == a.None:
+		return []string{f + ": " + msgTunnelAuthExactlyOne}
+	case a.TokenSecretRef != nil && a.TokenSecretRef.Name == "":
+		return []string{f + ".tokenSecretRef.name: the name of the token Secret is required"}
+	}
+	return nil
+}
+
+// validateTrustedCIDRs checks a listener's trusted PROXY header senders as
+// the CRD does: at least one, each a CIDR written as its network address.
+func validateTrustedCIDRs(f string, cidrs []v1alpha1.CIDR) []string {
+	if len(cidrs) == 0 {
+		return []string{f + ": list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone)"}
+	}
+	var errs []string
+	seen := map[v1alpha1.CIDR]bool{}
+	for i, c := range cidrs {
+		p, err := netip.ParsePrefix(string(c))
+		switch {
+		case err != nil || len(c) > 64:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32", f, i, c))
+		case p != p.Masked():
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)", f, i, c))
+		case seen[c]:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, c))
+		}
+		seen[c] = true
+	}
+	if len(cidrs) > 32 {
+		errs = append(errs, f+": at most 32 networks")
+	}
+	return errs
+}
+
+// originPattern is the CRD's rule for an allowed origin.
+var originPattern = regexp.MustCompile(`^[a-zA-Z][-+.a-zA-Z0-9]*://(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$`)
+
+// validateOrigins checks a tunnel's allowed origins as the CRD does, and
+// that the dataplane reads each as an origin.
+func validateOrigins(f string, origins []v1alpha1.Origin) []string {
+	var errs []string
+	seen := map[v1alpha1.Origin]bool{}
+	for i, o := range origins {
+		_, ok := snapshot.CanonicalOrigin(string(o))
+		switch {
+		case len(o) > 300 || !ok || !originPattern.MatchString(string(o)):
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com", f, i, o))
+		case seen[o]:
+			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, o))
+		}
+		seen[o] = true
+	}
+	if len(origins) > 16 {
+		errs = append(errs, f+": at most 16 origins")
 	}
 	return errs
 }

@@ -83,7 +83,7 @@ listeners: [{name: inner}]`,
 		{
 			name: "internal listener expecting a PROXY header",
 			spec: `
-listeners: [{name: inner, proxyProtocol: true, tls: {certificateRefs: [{name: c}]}}]`,
+listeners: [{name: inner, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}, tls: {certificateRefs: [{name: c}]}}]`,
 			want: []string{`spec.listeners[0].proxyProtocol: applies only to a listener with a port`},
 		},
 		{
@@ -105,6 +105,26 @@ routes:
 			want: []string{
 				`spec.routes[0].idleTimeout: must be between 1s and 168h`,
 				`spec.routes[1].idleTimeout: must be between 1s and 168h`,
+			},
+		},
+		{
+			name: "PROXY header trusted from no one",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: []}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol.trustedCIDRs: list at least one network that may send PROXY headers`},
+		},
+		{
+			name: "trusted CIDRs that are not CIDRs, or not network addresses",
+			spec: `
+listeners: [{name: public, port: 443, proxyProtocol: {trustedCIDRs: [10.0.0.1, 10.0.0.0/33, lb.example.com/32, "fe80::%eth0/64", 10.1.2.3/8, "2001:db8::1/32", 192.0.2.0/24, 192.0.2.0/24]}}]`,
+			want: []string{
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[0]: "10.0.0.1" must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[1]: "10.0.0.0/33" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[2]: "lb.example.com/32" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[3]: "fe80::%eth0/64" must be a CIDR`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[4]: "10.1.2.3/8" must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[5]: "2001:db8::1/32" must be written as its network address`,
+				`spec.listeners[0].proxyProtocol.trustedCIDRs[7]: "192.0.2.0/24" is listed twice`,
 			},
 		},
 		{
@@ -339,36 +359,71 @@ routes: [{name: unwrap, listeners: [public], match: {protocol: ssh}, listener: i
 			name: "tunnel on an http match",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: http}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: http}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}]}}]`,
 			want: []string{`spec.routes[0].tunnel: needs match.protocol websocket`},
 		},
 		{
 			name: "tunnel allowing nothing",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: []}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: []}}]`,
 			want: []string{`spec.routes[0].tunnel.allow: list at least one target`},
 		},
 		{
 			name: "tunnel target with service and address",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}, address: "10.0.0.1:22"}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
 		},
 		{
 			name: "tunnel target with neither",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{protocol: UDP}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{protocol: UDP}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0]: needs exactly one of service or address`},
 		},
 		{
 			name: "tunnel target address without a port",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}, {address: wg.internal}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: 22}}, {address: wg.internal}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[1].address: "wg.internal" must be host:port`},
+		},
+		{
+			name: "tunnel without auth",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it`},
+		},
+		{
+			name: "tunnel auth with neither token nor none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: false}, allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel auth with a token and none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true, tokenSecretRef: {name: tok}}, allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{`spec.routes[0].tunnel.auth: auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)`},
+		},
+		{
+			name: "tunnel origins that are not origins, and one twice",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allowedOrigins: ["https://app.example.com/", app.example.com, "https://app.example.com:99999", "*", "null", "https://ok.example.com", "https://ok.example.com"], allow: [{service: {name: sshd, port: 22}}]}}]`,
+			want: []string{
+				`spec.routes[0].tunnel.allowedOrigins[0]: "https://app.example.com/" must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com`,
+				`spec.routes[0].tunnel.allowedOrigins[1]: "app.example.com" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[2]: "https://app.example.com:99999" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[3]: "*" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[4]: "null" must be a web origin`,
+				`spec.routes[0].tunnel.allowedOrigins[6]: "https://ok.example.com" is listed twice`,
+			},
 		},
 
 		// Every error is reported, not only the first.
@@ -409,7 +464,7 @@ routes: [{name: vpn, listeners: [public], match: {protocol: openvpn}, backend: {
 			name: "tunnel target protocol not in the enum",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: wireguard, port: 51820}, protocol: udp}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: wireguard, port: 51820}, protocol: udp}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0].protocol`},
 		},
 		// Service ports: the schema's range and name pattern.
@@ -424,7 +479,7 @@ routes: [{name: ssh, listeners: [public], match: {protocol: ssh}, backend: {serv
 			name: "tunnel Service port name not a port name",
 			spec: `
 listeners: [{name: public, port: 443}]
-routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {allow: [{service: {name: sshd, port: SSH}}]}}]`,
+routes: [{name: t, listeners: [public], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: sshd, port: SSH}}]}}]`,
 			want: []string{`spec.routes[0].tunnel.allow[0].service.port`},
 		},
 		// Names and sizes.
@@ -467,7 +522,8 @@ func TestValidateAccepts(t *testing.T) {
 			name: "every listener option",
 			spec: `
 listeners:
-- {name: public, port: 443, probeTimeout: 10ms, maxConnections: 1, proxyProtocol: true}
+- {name: public, port: 443, probeTimeout: 10ms, maxConnections: 1, proxyProtocol: {trustedCIDRs: [10.0.0.0/8, 192.0.2.7/32, "2001:db8::/32"]}}
+- {name: anyone, port: 8080, proxyProtocol: {trustedCIDRs: [0.0.0.0/0, "::/0"]}}
 - {name: slow, port: 8443, probeTimeout: 60s, tls: {certificateRefs: [{name: a}, {name: b}], alpn: [h2, http/1.1]}}
 - {name: inner, tls: {certificateRefs: [{name: a}]}}`,
 		},
@@ -481,6 +537,7 @@ routes:
 - {name: socks, listeners: [public], match: {protocol: socks5}, backend: {address: "10.0.0.1:1080", mode: tcp, proxyProtocol: v1}}
 - {name: unwrap, listeners: [public], match: {protocol: tls, sni: ["*.example.com"], alpn: [h2]}, listener: inner}
 - {name: tunnel, listeners: [inner], match: {protocol: websocket, host: [vpn.example.com], pathPrefix: /t}, tunnel: {auth: {tokenSecretRef: {name: tok}}, allow: [{service: {name: wg, port: 51820}, protocol: UDP}, {address: "[fd00::1]:22", protocol: TCP}]}}
+- {name: open, listeners: [inner], match: {protocol: websocket, pathPrefix: /open}, tunnel: {auth: {none: true}, allowedOrigins: [https://app.example.com, "HTTP://LocalHost:8080", "https://[2001:db8::1]:8443", "chrome-extension://abcdefghijklmnop"], allow: [{service: {name: sshd, port: 22}}]}}
 - {name: web, listeners: [inner], match: {protocol: http, pathPrefix: /}, backend: {service: {name: web, port: 80}, mode: http}}
 - {name: raw, listeners: [public], match: {protocol: bytes, prefix: "\x16\x03"}, backend: {address: "localhost:443"}}
 - {name: re, listeners: [public], match: {protocol: bytes, regex: '^\x16\x03[\x00-\x04]'}, backend: {address: "localhost:443"}}

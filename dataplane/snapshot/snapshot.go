@@ -10,7 +10,11 @@ package snapshot
 
 import (
 	"crypto/tls"
+	"net/netip"
+	"net/url"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -93,14 +97,25 @@ type Listener struct {
 	// client, with a burst of twice that; 0: no cap.
 	MaxConnectionRatePerClient int
 
-	// ProxyProtocol requires a PROXY v1/v2 header on every connection.
-	ProxyProtocol bool
+	// ProxyProtocol, when set, requires a PROXY v1/v2 header on every
+	// connection, from a peer it trusts.
+	ProxyProtocol *ProxyProtocol
 
 	// TLS, when set, terminates TLS before sniffing.
 	TLS *TLSConfig
 
 	// Routes in the order they are tried.
 	Routes []Route
+}
+
+// ProxyProtocol says whose PROXY headers a listener believes. A header names
+// the client, so a peer that may send one can claim any client address.
+type ProxyProtocol struct {
+	// TrustedCIDRs are the networks whose peers may connect; a connection
+	// from anywhere else is refused when accepted. IPv4 networks match
+	// IPv4 peers, also those a dual-stack socket reports as IPv4-mapped
+	// IPv6 addresses. Empty: nobody.
+	TrustedCIDRs []netip.Prefix
 }
 
 // Internal reports whether the listener binds no port and only receives
@@ -203,6 +218,14 @@ type Tunnel struct {
 
 	// Allow lists the only targets a client may ask for.
 	Allow []TunnelTarget
+
+	// AllowedOrigins are the browser origins ("scheme://host[:port]") whose
+	// pages may open tunnels. A request with an Origin header comes from a
+	// browser, on behalf of a page: it is refused unless its origin is
+	// listed (compared without case, default ports implied). Empty: every
+	// request with an Origin is refused. Requests without one (non-browser
+	// clients) are not concerned.
+	AllowedOrigins []string
 }
 
 // TunnelTarget is one destination a tunnel client may reach.
@@ -216,4 +239,46 @@ type TunnelTarget struct {
 
 	// Backend holds the endpoints to dial.
 	Backend Backend
+}
+
+// CanonicalOrigin returns an origin (RFC 6454: "scheme://host[:port]",
+// nothing else) in one spelling, so that equal origins compare equal:
+// scheme and host in lower case, the port left out when it is the
+// scheme's default. It reports false for anything else, such as the
+// opaque origin "null" or a URL with a path. It is the one definition of
+// an origin: compile validates allowedOrigins with it, and the tunnel
+// handler compares a request's Origin with the list through it.
+func CanonicalOrigin(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Hostname() == "" || u.Opaque != "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.HasSuffix(u.Host, ":") {
+		return "", false
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname())
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 literal
+	}
+	port := u.Port()
+	if port == "" {
+		return scheme + "://" + host, true
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", false
+	}
+	if port = strconv.Itoa(n); port == defaultPort(scheme) {
+		return scheme + "://" + host, true
+	}
+	return scheme + "://" + host + ":" + port, true
+}
+
+// defaultPort is the port an origin of scheme implies when it names none.
+func defaultPort(scheme string) string {
+	switch scheme {
+	case "http", "ws":
+		return "80"
+	case "https", "wss":
+		return "443"
+	}
+	return ""
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -100,6 +99,9 @@ type Handler struct {
 	// names lists every allowed name, for telling "wrong protocol" from
 	// "not allowed".
 	names map[string]bool
+	// origins holds the allowed browser origins, canonical (see
+	// snapshot.CanonicalOrigin).
+	origins map[string]bool
 }
 
 type targetKey struct {
@@ -120,6 +122,7 @@ func NewHandler(t *snapshot.Tunnel, opt Options) *Handler {
 		opt:     opt.withDefaults(),
 		targets: map[targetKey]*target{},
 		names:   map[string]bool{},
+		origins: map[string]bool{},
 	}
 	if t == nil || (t.Token != nil && len(t.Token) == 0) {
 		// Fail closed: a token Secret that is missing allows nothing.
@@ -129,6 +132,11 @@ func NewHandler(t *snapshot.Tunnel, opt Options) *Handler {
 	if len(t.Token) > 0 {
 		h.auth = true
 		h.tokenSum = sha256.Sum256(t.Token)
+	}
+	for _, o := range t.AllowedOrigins {
+		if c, ok := snapshot.CanonicalOrigin(o); ok {
+			h.origins[c] = true // one that is not an origin matches nothing
+		}
 	}
 	for i := range t.Allow {
 		tt := &target{TunnelTarget: &t.Allow[i]}
@@ -273,6 +281,9 @@ func (h *Handler) check(r *http.Request, rep *Report) (*target, bool, *refusal) 
 	if ref := checkHandshake(r); ref != nil {
 		return nil, false, ref
 	}
+	if ref := h.checkOrigin(r); ref != nil {
+		return nil, false, ref
+	}
 	var udp bool
 	switch p := q.Get(ParamProtocol); strings.ToLower(p) {
 	case "", ProtocolTCP:
@@ -315,9 +326,7 @@ func (h *Handler) tokenOK(values []string) bool {
 }
 
 // checkHandshake refuses what the upgrade would refuse (RFC 6455 §4.2.1),
-// so that nothing is dialled for a request that cannot become a tunnel. A
-// request with an Origin header is a browser's: it must come from a page of
-// the same host (RFC 6455 §10.2), or any web page could reach the targets.
+// so that nothing is dialled for a request that cannot become a tunnel.
 func checkHandshake(r *http.Request) *refusal {
 	switch {
 	case !r.ProtoAtLeast(1, 1):
@@ -336,13 +345,24 @@ func checkHandshake(r *http.Request) *refusal {
 	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
 		return &refusal{http.StatusBadRequest, OutcomeBadRequest, "invalid Sec-WebSocket-Key"}
 	}
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || !strings.EqualFold(u.Host, r.Host) {
-			return &refusal{http.StatusForbidden, OutcomeForbidden, "cross-origin WebSocket requests are refused"}
-		}
-	}
 	return nil
+}
+
+// checkOrigin refuses a browser's request from a page whose origin is not
+// in the tunnel's allowed list (RFC 6455 §10.2): otherwise any web page a
+// user visits could reach the targets through the user's browser. The
+// request's own Host proves nothing: a page served under a name the
+// attacker re-points at the tunnel (DNS rebinding) sends a matching Host
+// and Origin. Non-browser clients send no Origin and are not concerned.
+func (h *Handler) checkOrigin(r *http.Request) *refusal {
+	origins := r.Header.Values("Origin")
+	if len(origins) == 0 {
+		return nil
+	}
+	if c, ok := snapshot.CanonicalOrigin(origins[0]); ok && len(origins) == 1 && h.origins[c] {
+		return nil
+	}
+	return &refusal{http.StatusForbidden, OutcomeForbidden, fmt.Sprintf("cross-origin request refused: origin %.64q is not in the tunnel's allowedOrigins", origins[0])}
 }
 
 // headerHasToken reports whether a comma-separated header lists token
@@ -381,7 +401,7 @@ func (h *Handler) accept(w http.ResponseWriter, r *http.Request) (*websocket.Con
 	rec := &hijackRecorder{ResponseWriter: w}
 	c, err := websocket.Accept(rec, r, &websocket.AcceptOptions{
 		Subprotocols: []string{Subprotocol},
-		// checkHandshake has verified the origin already.
+		// checkOrigin has verified the origin already.
 		InsecureSkipVerify: true,
 		CompressionMode:    websocket.CompressionDisabled,
 		OnPingReceived:     live.onPing,

@@ -655,7 +655,10 @@ func kindWriteFiles(t *testing.T, dir string) map[string]string {
 	if _, err := rand.Read(token); err != nil {
 		t.Fatal(err)
 	}
-	put("token", []byte(hex.EncodeToString(token)))
+	// With a final newline, as `echo TOKEN > token` writes it: the Secret
+	// made from the file with --from-file keeps it, and the tunnel must
+	// ignore it.
+	put("token", []byte(hex.EncodeToString(token)+"\n"))
 	return files
 }
 

@@ -1,0 +1,89 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// handshakeStatus sends one WebSocket handshake for path with Host host
+// and the headers h, and returns the status of the answer. An upgraded
+// tunnel is closed at once.
+func handshakeStatus(t *testing.T, addr, host, path string, h http.Header) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	req.Host = host
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestBrowserOriginsMustBeListed: a handshake with an Origin header comes
+// from a browser, on behalf of whatever page it shows. The tunnel takes it
+// only from the origins in its allowed list (scheme, host and port, without
+// case, default ports implied); an Origin naming the Host the browser sent
+// is no proof of anything (a page on a rebound DNS name sends both), and
+// an empty list refuses every browser. Clients that send no Origin
+// (portmux tunnel, wstunnel) are not concerned.
+func TestBrowserOriginsMustBeListed(t *testing.T) {
+	t.Parallel()
+	b := peers.NewTCPServer(t, echo)
+	allow := []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}
+	listed := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
+	unlisted := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
+	const path = "/tunnel?target=echo:7"
+	for _, tc := range []struct {
+		name   string
+		m      *mux
+		host   string
+		origin string // "": no Origin header
+		want   int
+	}{
+		{"no Origin, empty list", unlisted, "vpn.example.com", "", http.StatusSwitchingProtocols},
+		{"no Origin, listed origins", listed, "vpn.example.com", "", http.StatusSwitchingProtocols},
+		{"Origin equal to Host, empty list (DNS rebinding)", unlisted, "evil.example", "http://evil.example", http.StatusForbidden},
+		{"Origin equal to Host with port, empty list", unlisted, "vpn.example.com:8443", "https://vpn.example.com:8443", http.StatusForbidden},
+		{"Origin equal to Host, not listed", listed, "evil.example", "http://evil.example", http.StatusForbidden},
+		{"listed", listed, "vpn.example.com", "https://app.example.com", http.StatusSwitchingProtocols},
+		{"listed, other case, default port written", listed, "vpn.example.com", "HTTPS://App.Example.COM:443", http.StatusSwitchingProtocols},
+		{"listed with its port", listed, "vpn.example.com", "http://localhost:8080", http.StatusSwitchingProtocols},
+		{"listed host, other port", listed, "vpn.example.com", "https://app.example.com:8443", http.StatusForbidden},
+		{"listed host, other scheme", listed, "vpn.example.com", "http://app.example.com", http.StatusForbidden},
+		{"listed host, port left out", listed, "vpn.example.com", "http://localhost", http.StatusForbidden},
+		{"a subdomain of a listed host", listed, "vpn.example.com", "https://evil.app.example.com", http.StatusForbidden},
+		{"opaque origin", listed, "vpn.example.com", "null", http.StatusForbidden},
+		{"not an origin", listed, "vpn.example.com", "https://app.example.com/page", http.StatusForbidden},
+	} {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		if got := handshakeStatus(t, tc.m.addr, tc.host, path, h); got != tc.want {
+			t.Errorf("%s: Origin %q, Host %q: status %d, want %d", tc.name, tc.origin, tc.host, got, tc.want)
+		}
+	}
+}
