@@ -1,6 +1,9 @@
 package v1alpha1
 
 import (
+	"bytes"
+	"encoding/json"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -214,6 +217,22 @@ type ListenerProxyProtocol struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=set
 	TrustedCIDRs []CIDR `json:"trustedCIDRs"`
+}
+
+// UnmarshalJSON also reads the boolean proxyProtocol of earlier versions of
+// this API, which the API server may still hold for objects created
+// before it changed: decoding them must not fail, or the controller could
+// read no PortMux at all. true or false decodes as a header with no trusted
+// networks, which validation refuses with a message that says what to
+// write instead; the object gets a condition, the others are served.
+func (p *ListenerProxyProtocol) UnmarshalJSON(b []byte) error {
+	switch string(bytes.TrimSpace(b)) {
+	case "true", "false":
+		*p = ListenerProxyProtocol{}
+		return nil
+	}
+	type plain ListenerProxyProtocol // without this method
+	return json.Unmarshal(b, (*plain)(p))
 }
 
 // CIDR is an IPv4 or IPv6 network in CIDR notation, written as its network

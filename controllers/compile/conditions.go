@@ -26,11 +26,11 @@ const (
 	// ReasonPortNotAllowed: the cluster's port policy does not grant the
 	// port to the PortMux's namespace.
 	ReasonPortNotAllowed = "PortNotAllowed"
-	ReasonResolvedRefs = "ResolvedRefs"
-	ReasonProgrammed   = "Programmed"
-	ReasonBindFailed   = "BindFailed"
-	ReasonNotServed    = "NotServed"
-	ReasonReady        = "Ready"
+	ReasonResolvedRefs   = "ResolvedRefs"
+	ReasonProgrammed     = "Programmed"
+	ReasonBindFailed     = "BindFailed"
+	ReasonNotServed      = "NotServed"
+	ReasonReady          = "Ready"
 )
 
 // Status computes a PortMux's status from its compile Result and the bind

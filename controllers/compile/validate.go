@@ -177,7 +177,7 @@ func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
 // the CRD does: at least one, each a CIDR written as its network address.
 func validateTrustedCIDRs(f string, cidrs []v1alpha1.CIDR) []string {
 	if len(cidrs) == 0 {
-		return []string{f + ": list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone)"}
+		return []string{f + ": list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone; proxyProtocol: true is no longer accepted)"}
 	}
 	var errs []string
 	seen := map[v1alpha1.CIDR]bool{}

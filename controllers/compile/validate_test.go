@@ -1,6 +1,7 @@
 package compile_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -626,4 +627,28 @@ func quoteAll(s []string) string {
 		return "[]"
 	}
 	return "[\n\t" + strings.Join(s, "\n\t") + "\n]"
+}
+
+// TestLegacyProxyProtocolBool: a PortMux stored with the boolean
+// proxyProtocol of an earlier version of the API still decodes (else the
+// controller could list no PortMux at all), and is refused with a message
+// that says what to write.
+func TestLegacyProxyProtocolBool(t *testing.T) {
+	for _, v := range []string{"true", "false"} {
+		var pm v1alpha1.PortMux
+		doc := `{"apiVersion":"portmux.dev/v1alpha1","kind":"PortMux","metadata":{"name":"old"},
+			"spec":{"listeners":[{"name":"public","port":443,"proxyProtocol":` + v + `}]}}`
+		if err := json.Unmarshal([]byte(doc), &pm); err != nil {
+			t.Fatalf("proxyProtocol: %s does not decode: %v", v, err)
+		}
+		errs := compile.Validate(&pm)
+		if len(errs) != 1 || !strings.Contains(errs[0], "spec.listeners[0].proxyProtocol.trustedCIDRs") || !strings.Contains(errs[0], "no longer accepted") {
+			t.Errorf("proxyProtocol: %s: Validate = %q, want one error naming trustedCIDRs", v, errs)
+		}
+	}
+	var pm v1alpha1.PortMux
+	if err := json.Unmarshal([]byte(`{"spec":{"listeners":[{"name":"p","port":1,"proxyProtocol":{"trustedCIDRs":["10.0.0.0/8"]}}]}}`), &pm); err != nil ||
+		pm.Spec.Listeners[0].ProxyProtocol == nil || len(pm.Spec.Listeners[0].ProxyProtocol.TrustedCIDRs) != 1 {
+		t.Errorf("the object form: %+v, %v", pm.Spec.Listeners[0].ProxyProtocol, err)
+	}
 }
