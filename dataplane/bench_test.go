@@ -105,7 +105,7 @@ func BenchmarkHTTPModeRequest(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := io.Copy(io.Discard, res.Body); err != nil || res.StatusCode != 200 {
+		if _, err := io.Copy(io.Discard, res.Body); err != nil || res.StatusCode != http.StatusOK {
 			b.Fatal(res.Status, err)
 		}
 		_ = res.Body.Close()

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -15,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -174,23 +174,20 @@ func TestHTTPModeRoutesEveryRequest(t *testing.T) {
 
 // h2Conn opens one HTTP/2 connection to addr: TLS with ALPN h2 when sni is
 // set, else cleartext with prior knowledge. It is closed at cleanup.
-func h2Conn(t testing.TB, addr, sni string) *http2.ClientConn {
+func h2Conn(t testing.TB, addr, sni string) *http.ClientConn {
 	t.Helper()
-	var c net.Conn = dial(t, addr)
-	if sni != "" {
-		tc := tls.Client(c, &tls.Config{ServerName: sni, NextProtos: []string{"h2"}, InsecureSkipVerify: true})
-		if err := tc.Handshake(); err != nil {
-			t.Fatalf("TLS handshake: %v", err)
-		}
-		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-			t.Fatalf("ALPN %q, want h2", p)
-		}
-		c = tc
-	}
 	// Strict: past the server's stream limit, requests wait for a stream
 	// instead of failing (a pool would dial another connection).
-	tr := &http2.Transport{AllowHTTP: true, StrictMaxConcurrentStreams: true}
-	cc, err := tr.NewClientConn(c)
+	tr := &http.Transport{HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true}, Protocols: new(http.Protocols)}
+	scheme := "http"
+	if sni != "" {
+		scheme = "https"
+		tr.TLSClientConfig = &tls.Config{ServerName: sni, InsecureSkipVerify: true}
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	cc, err := tr.NewClientConn(context.Background(), scheme, addr)
 	if err != nil {
 		t.Fatalf("HTTP/2 client connection: %v", err)
 	}
@@ -199,7 +196,7 @@ func h2Conn(t testing.TB, addr, sni string) *http2.ClientConn {
 }
 
 // h2Get sends GET url with host on cc and returns the status and body.
-func h2Get(t testing.TB, cc *http2.ClientConn, host, url string) (int, string, error) {
+func h2Get(t testing.TB, cc *http.ClientConn, host, url string) (int, string, error) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {

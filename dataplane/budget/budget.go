@@ -84,7 +84,7 @@ func MemoryLimit(fsys fs.FS) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read the process's cgroup: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var v1, v2 string
 	haveV1, haveV2 := false, false
 	sc := bufio.NewScanner(f)

@@ -26,8 +26,8 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 
-// Capture, deferred, recovers a panic of its goroutine and stores it in
-// *err as an *Error, replacing what was there. It must be deferred
+// Capture recovers a panic of its goroutine, when deferred, and stores it
+// in *err as an *Error, replacing what was there. It must be deferred
 // directly (defer panics.Capture(&err)): recover only works in the
 // deferred call itself.
 func Capture(err *error) {
