@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -612,5 +613,44 @@ func TestManagerRulesBoundWhereWatched(t *testing.T) {
 				t.Errorf("bindings of the manager's ClusterRole: %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestNetworkPolicy: off by default; on, it admits the listener ports
+// (every targetPort of service.ports) from listenerFrom and the metrics
+// port from metricsFrom only, and with egress rules it restricts egress to
+// DNS and those rules.
+func TestNetworkPolicy(t *testing.T) {
+	requireHelm(t)
+	_, objs := render(t, valuesCases[0])
+	for _, o := range objs {
+		if o.GetKind() == "NetworkPolicy" {
+			t.Fatalf("default values render NetworkPolicy %s", o.GetName())
+		}
+	}
+	_, objs = render(t, valuesCases[1]) // custom: enabled, with egress
+	np := into[networkingv1.NetworkPolicy](t, mustFind(t, objs, "NetworkPolicy", "portmux"))
+	ports := func(r []networkingv1.NetworkPolicyPort) []string {
+		var out []string
+		for _, p := range r {
+			out = append(out, p.Port.String())
+		}
+		return out
+	}
+	if len(np.Spec.Ingress) != 2 {
+		t.Fatalf("ingress rules: %+v, want the listeners' and the metrics'", np.Spec.Ingress)
+	}
+	if got := ports(np.Spec.Ingress[0].Ports); !slices.Equal(got, []string{"443", "2222"}) {
+		t.Errorf("listener ports %v, want the Service's targetPorts 443 and 2222", got)
+	}
+	if from := np.Spec.Ingress[0].From; len(from) != 1 || from[0].IPBlock == nil || from[0].IPBlock.CIDR != "0.0.0.0/0" {
+		t.Errorf("listeners from %+v, want listenerFrom", from)
+	}
+	if got := ports(np.Spec.Ingress[1].Ports); !slices.Equal(got, []string{"9090"}) || len(np.Spec.Ingress[1].From) == 0 {
+		t.Errorf("metrics rule %+v, want port 9090 from metricsFrom only", np.Spec.Ingress[1])
+	}
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) || len(np.Spec.Egress) != 3 ||
+		!slices.Equal(ports(np.Spec.Egress[0].Ports), []string{"53", "53"}) {
+		t.Errorf("egress %+v, want DNS and the two rules of the values", np.Spec.Egress)
 	}
 }
