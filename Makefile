@@ -149,6 +149,16 @@ bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm), two minimal 
 bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved (REPS, SCEN, PEERS).
 	hack/bench.sh
 
+# The soak's knobs: how long the attack lasts and the memory limit of
+# portmux's cgroup (the chart's default limit).
+SOAK_DURATION ?= 60s
+SOAK_LIMIT ?= 512Mi
+SOAK_OUT ?= soak-results
+
+.PHONY: soak
+soak: build ## Attack portmux serve (slowloris, 1 MiB headers, hogs, dribbled regex probes, garbage) while real SSH, TLS and HTTP clients use it; report their success and latency, peak memory against SOAK_LIMIT, leaks (hack/soak).
+	$(GO) run ./hack/soak -portmux $(LOCALBIN)/portmux -duration $(SOAK_DURATION) -limit $(SOAK_LIMIT) -out $(SOAK_OUT)
+
 .PHONY: bench-tls
 bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).
 	hack/bench/tls.sh
