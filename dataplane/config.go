@@ -46,6 +46,10 @@ type listenerConfig struct {
 
 type routeConfig struct {
 	*snapshot.Route
+	// lc is the listener whose routes this is one of.
+	lc *listenerConfig
+	// act carries the connections the route takes.
+	act      action
 	dialer   *forward.Dialer
 	up, down prometheus.Counter
 	// transport pools connections to a backend in http mode.
@@ -75,6 +79,8 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 			r := &l.Routes[j]
 			rc := routeConfig{
 				Route: r,
+				lc:    lc,
+				act:   actionOf(r),
 				up:    m.bytes.WithLabelValues(l.Name, r.Name, "up"),
 				down:  m.bytes.WithLabelValues(l.Name, r.Name, "down"),
 				idle:  cmp.Or(r.IdleTimeout, max(idle, 0)),

@@ -8,14 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
@@ -30,10 +33,143 @@ var (
 	errClientLeft    = errors.New("client closed before sending anything")
 )
 
-// handle runs one connection through a listener: PROXY header, TLS
-// termination, sniffing, then the chosen route's action. pre holds bytes
-// already read from c that belong in front of what c will still return.
-func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *listenerConfig, depth int) {
+// conn is one accepted connection, from accept to its log line. It owns
+// the socket, the slots it holds (the listener's and the server's caps,
+// its client's per-client slot), the probe buffer while the first bytes
+// are read, what its log line and metrics will say, and how Shutdown cuts
+// it. Whoever holds it ends it (end) exactly once: the goroutine that
+// accepted it, or the action it was handed to (see action).
+type conn struct {
+	s     *Server
+	raw   net.Conn        // the accepted socket
+	cfg   *config         // the configuration it was accepted with
+	lc    *listenerConfig // the listener that accepted it
+	bound *boundListener  // the socket it was accepted on
+	// client is its slot in bound's per-client table, if it took one.
+	client netip.Prefix
+
+	// probe is the pooled buffer the first bytes were read into, nil when
+	// none is held (see keepSniffed and releaseProbe).
+	probe *[]byte
+
+	// handedOff is set once an action took ownership: from then on only
+	// that action ends the connection (the panic path needs to know).
+	handedOff bool
+	// cut is how Shutdown ends the connection once it gives up draining:
+	// the action's abort once it has one; until then (nil), closing the
+	// socket.
+	cut   atomic.Pointer[func()]
+	ended atomic.Bool
+
+	rep report
+}
+
+// report is what the log line and the metrics say about one connection.
+type report struct {
+	start             time.Time
+	listener, route   string
+	protocol, sni     string
+	alpn, host        string
+	client, backend   string
+	up, down          int64
+	outcome           string
+	tls               bool // the stream was TLS-terminated here
+	err               error
+	internalListeners []string
+	// proxySrc and proxyDst are the addresses of an incoming PROXY
+	// header, passed on to backends that want one; nil without.
+	proxySrc, proxyDst *net.TCPAddr
+}
+
+func newConn(s *Server, raw net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) *conn {
+	c := &conn{s: s, raw: raw, cfg: cfg, lc: lc, bound: b, client: client}
+	c.rep = report{start: time.Now(), listener: lc.Name, client: raw.RemoteAddr().String()}
+	return c
+}
+
+// serve runs the connection through its listener and the route it
+// chooses, then ends it, unless an action took it over.
+func (c *conn) serve() {
+	owned, err := c.handleContained()
+	switch {
+	case err != nil && c.handedOff:
+		// Handed over before the panic: its new owner ends it.
+		c.s.logPanic(&c.rep, panics.Is(err))
+	case err != nil:
+		c.rep.outcome, c.rep.err = OutcomeError, err
+		c.end()
+	case !owned:
+		c.end()
+	}
+}
+
+// handleContained is handle with a panic recovered as an error: a bug that
+// one client's bytes reach ends that connection only.
+func (c *conn) handleContained() (owned bool, err error) {
+	defer panics.Capture(&err)
+	defer c.releaseProbe()
+	return c.handle(c.raw, nil, c.lc, 0), nil
+}
+
+// end closes the connection, reports it and gives back every slot it
+// holds. It runs once; later calls do nothing.
+func (c *conn) end() {
+	if c.ended.Swap(true) {
+		return
+	}
+	_ = c.raw.Close()
+	c.releaseProbe()
+	s := c.s
+	s.m.active.WithLabelValues(c.lc.Name).Dec()
+	s.report(&c.rep)
+	s.untrack(c)
+	if c.client.IsValid() {
+		c.bound.clients.Release(c.client)
+	}
+	s.release(c.bound)
+	s.handlers.Done()
+}
+
+// cutWith makes abort the way Shutdown ends the connection.
+func (c *conn) cutWith(abort func()) { c.cut.Store(&abort) }
+
+// abort ends the connection from outside (Shutdown out of patience).
+func (c *conn) abort() {
+	if cut := c.cut.Load(); cut != nil {
+		(*cut)()
+		return
+	}
+	_ = c.raw.Close()
+}
+
+// handOff records that an action takes ownership of the connection: it
+// will end it. Call it right before starting what will.
+func (c *conn) handOff() { c.handedOff = true }
+
+// keepSniffed returns a copy of the sniffed bytes and gives the probe
+// buffer back: for actions that keep the bytes while the connection
+// lives, which must not hold a pooled buffer that long.
+func (c *conn) keepSniffed(sniffed []byte) []byte {
+	kept := append([]byte(nil), sniffed...)
+	c.releaseProbe()
+	return kept
+}
+
+// releaseProbe gives the probe buffer back; the sniffed bytes it held
+// are no longer valid.
+func (c *conn) releaseProbe() {
+	if c.probe != nil {
+		c.s.probeBufs.Put(c.probe)
+		c.probe = nil
+	}
+}
+
+// handle runs the connection through lc: PROXY header, TLS termination,
+// sniffing, then the chosen route's action. st is what to read (the
+// socket, or a TLS layer on it) and pre holds bytes already read from it
+// that belong in front of what it will still return. It reports whether
+// an action took ownership of the connection.
+func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (owned bool) {
 	probeTimeout := lc.ProbeTimeout
 	if probeTimeout <= 0 {
 		probeTimeout = snapshot.DefaultProbeTimeout
@@ -41,19 +177,9 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 	probeEnd := time.Now().Add(probeTimeout)
 
 	if lc.ProxyProtocol != nil && depth == 0 {
-		ph, err := readProxyHeader(c, probeEnd)
-		if err != nil {
-			ev.outcome, ev.err = OutcomeProxyError, err
-			return
-		}
-		ev.client, pre = ph.client, ph.rest
-		ev.proxySrc, ev.proxyDst = ph.src, ph.dst
-		client := peerAddr(c)
-		if ph.src != nil {
-			client = ph.src.AddrPort().Addr()
-		}
-		if !s.admitClient(ev, lc, client) {
-			return
+		var ok bool
+		if pre, ok = c.readProxyHeader(probeEnd); !ok {
+			return false
 		}
 	}
 
@@ -61,142 +187,79 @@ func (s *Server) handle(ev *connEvent, c net.Conn, pre []byte, cfg *config, lc *
 	// HTTP/2 stream inside is routed by it (route.DecideTerminated).
 	var sni string
 	if lc.tls != nil {
-		tc := tls.Server(withPrefix(c, pre), lc.tls)
-		_ = c.SetDeadline(probeEnd)
+		tc := tls.Server(withPrefix(st, pre), lc.tls)
+		_ = st.SetDeadline(probeEnd)
 		err := tc.HandshakeContext(context.Background())
-		_ = c.SetDeadline(time.Time{})
+		_ = st.SetDeadline(time.Time{})
 		if err != nil {
-			ev.outcome, ev.err = OutcomeTLSError, fmt.Errorf("TLS handshake: %w", err)
-			return
+			c.rep.outcome, c.rep.err = OutcomeTLSError, fmt.Errorf("TLS handshake: %w", err)
+			return false
 		}
-		st := tc.ConnectionState()
-		ev.sni, ev.alpn, ev.tls = st.ServerName, st.NegotiatedProtocol, true
-		sni = strings.TrimSuffix(strings.ToLower(st.ServerName), ".")
-		c, pre = tc, nil
+		cs := tc.ConnectionState()
+		c.rep.sni, c.rep.alpn, c.rep.tls = cs.ServerName, cs.NegotiatedProtocol, true
+		sni = strings.TrimSuffix(strings.ToLower(cs.ServerName), ".")
+		st, pre = tc, nil
 		probeEnd = time.Now().Add(probeTimeout)
 	}
 
-	bp, data, d, err := s.probe(c, pre, lc, sni, probeEnd)
-	lc.sniff.Observe(time.Since(ev.start).Seconds())
-	release := func() {
-		if bp != nil {
-			s.probeBufs.Put(bp)
-			bp = nil
-		}
-	}
-	defer release()
+	sniffed, d, err := c.sniff(st, pre, lc, sni, probeEnd)
+	lc.sniff.Observe(time.Since(c.rep.start).Seconds())
 	if err != nil {
-		ev.outcome, ev.err = OutcomeProbeError, err
-		return
+		c.rep.outcome, c.rep.err = OutcomeProbeError, err
+		return false
 	}
 	if d.Route < 0 {
-		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
-		return
+		c.rep.outcome, c.rep.err = OutcomeNoRoute, errNoRoute
+		return false
 	}
 	rc := &lc.routes[d.Route]
-	ev.route, ev.protocol = rc.Name, string(rc.Match.Protocol)
+	c.rep.route, c.rep.protocol = rc.Name, string(rc.Match.Protocol)
 	if d.Info.SNI != "" {
-		ev.sni = d.Info.SNI
+		c.rep.sni = d.Info.SNI
 	}
 	if d.Info.Host != "" {
-		ev.host = d.Info.Host
+		c.rep.host = d.Info.Host
 	}
-
-	switch {
-	case rc.Backend != nil && rc.Backend.Mode == snapshot.ModeHTTP:
-		// The sniffed bytes are the first request, served by net/http;
-		// copy them out of the pooled buffer, which is not held while the
-		// connection lives.
-		first := append([]byte(nil), data...)
-		release()
-		s.serveHTTP(ev, c, first, cfg, lc, rc)
-	case rc.Backend != nil:
-		s.forward(ev, c, data, rc, release)
-	case rc.Listener != "":
-		next := cfg.listeners[rc.Listener]
-		if next == nil || depth+1 >= maxListenerDepth {
-			ev.outcome, ev.err = OutcomeError, fmt.Errorf("internal listener %q unavailable", rc.Listener)
-			return
-		}
-		ev.internalListeners = append(ev.internalListeners, next.Name)
-		// The sniffed bytes are the start of the TLS stream the internal
-		// listener terminates; copy them out of the pooled buffer.
-		handoff := append([]byte(nil), data...)
-		release()
-		s.handle(ev, c, handoff, cfg, next, depth+1)
-	case rc.Tunnel != nil:
-		// The sniffed bytes are the handshake request; copy them out of
-		// the pooled buffer, which is not held while the tunnel lives.
-		handshake := append([]byte(nil), data...)
-		release()
-		s.serveTunnel(ev, c, handshake, rc)
-	default:
-		ev.outcome, ev.err = OutcomeNoRoute, errNoRoute
-	}
+	return rc.act(c, rc, st, sniffed, depth)
 }
 
-// forward dials the route's backend, sends the sniffed bytes and then
-// carries the connection both ways until it ends.
-func (s *Server) forward(ev *connEvent, c net.Conn, data []byte, rc *routeConfig, release func()) {
-	b := rc.Backend
-	up, ep, err := rc.dialer.Dial(s.stop, b.Endpoints)
+// readProxyHeader reads the PROXY header a listener requires, counts the
+// client it names against the per-client limits, and returns the bytes
+// read past it; false when the connection must end (its outcome is set).
+func (c *conn) readProxyHeader(end time.Time) ([]byte, bool) {
+	ph, err := readProxyHeader(c.raw, end)
 	if err != nil {
-		s.m.dialErrors.WithLabelValues(b.Name).Inc()
-		ev.outcome, ev.err = OutcomeDialError, err
-		return
+		c.rep.outcome, c.rep.err = OutcomeProxyError, err
+		return nil, false
 	}
-	ev.backend = ep
-	if b.ProxyProtocol > 0 {
-		src, dst := c.RemoteAddr(), c.LocalAddr()
-		if ev.proxySrc != nil {
-			src, dst = ev.proxySrc, ev.proxyDst // the connection the balancer took
-		}
-		h := proxyproto.HeaderProxyFromAddrs(byte(b.ProxyProtocol), src, dst)
-		if _, err := h.WriteTo(up); err != nil {
-			_ = up.Close()
-			ev.outcome, ev.err = OutcomeError, fmt.Errorf("write PROXY header: %w", err)
-			return
-		}
+	c.rep.client = ph.client
+	c.rep.proxySrc, c.rep.proxyDst = ph.src, ph.dst
+	client := peerAddr(c.raw)
+	if ph.src != nil {
+		client = ph.src.AddrPort().Addr()
 	}
-	if len(data) > 0 {
-		if _, err := up.Write(data); err != nil {
-			_ = up.Close()
-			ev.outcome, ev.err = OutcomeError, fmt.Errorf("write sniffed bytes: %w", err)
-			return
-		}
+	key, refused := c.bound.clients.Admit(client, c.s.opt.Now(), c.lc.clientLimits)
+	if refused != "" {
+		c.rep.outcome, c.rep.err = OutcomeClientLimit, fmt.Errorf("client over its %s limit", refused)
+		return nil, false
 	}
-	release() // no buffer is held while the connection lives
-	ev.async = true
-	sent := int64(len(data))
-	h := forward.Start(c, up, forward.Options{IdleTimeout: rc.idle, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
-		ev.up, ev.down = r.Up+sent, r.Down
-		rc.up.Add(float64(ev.up))
-		rc.down.Add(float64(ev.down))
-		switch {
-		case r.Idle:
-			ev.outcome = OutcomeIdleTimeout
-		case r.Err != nil && !isClosedConn(r.Err):
-			ev.outcome, ev.err = OutcomeError, r.Err
-		default:
-			ev.outcome = OutcomeForwarded
-		}
-		ev.finish()
-	})
-	s.cutWith(ev.conn, h.Abort)
+	c.client = key
+	return ph.rest, true
 }
 
-// probe reads the client's first bytes until a route decides, the probe
-// timeout passes, the buffer is full or the client ends its stream. While
-// the client has sent nothing it holds no buffer. The returned buffer, if
-// any, must go back to the pool once data is no longer needed.
-func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, end time.Time) (*[]byte, []byte, route.Decision, error) {
+// sniff reads the client's first bytes from st until a route decides, the
+// probe timeout passes, the buffer is full or the client ends its stream.
+// While the client has sent nothing the connection holds no buffer; the
+// one it reads into is c.probe, and the bytes returned are valid until
+// that is released.
+func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, end time.Time) ([]byte, route.Decision, error) {
 	// A client that dribbles its bytes costs CPU linear in them.
 	prober := route.NewProber(lc.Routes, sni)
 	if d := prober.Decide(pre, false); !d.NeedMore {
-		return nil, pre, d, nil // e.g. an "any" route first: no waiting
+		return pre, d, nil // e.g. an "any" route first: no waiting
 	}
-	_ = c.SetReadDeadline(end)
-	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	_ = st.SetReadDeadline(end)
+	defer func() { _ = st.SetReadDeadline(time.Time{}) }()
 
 	limit := lc.MaxProbeBytes
 	if limit <= 0 || limit > snapshot.DefaultMaxProbeBytes {
@@ -205,44 +268,43 @@ func (s *Server) probe(c net.Conn, pre []byte, lc *listenerConfig, sni string, e
 	// Bytes already read (past a PROXY header) are never dropped.
 	limit = max(limit, min(len(pre), snapshot.DefaultMaxProbeBytes))
 
-	var bp *[]byte
+	pool := &c.s.probeBufs
 	n := 0
-	if tc, ok := c.(*net.TCPConn); ok && len(pre) == 0 {
+	if tc, ok := st.(*net.TCPConn); ok && len(pre) == 0 {
 		// No buffer while the client is silent; one read once it speaks.
-		var err error
-		bp, n, err = forward.ReadOrWait(tc, &s.probeBufs, limit)
+		bp, read, err := forward.ReadOrWait(tc, pool, limit)
 		switch {
 		case isTimeout(err):
-			return nil, nil, prober.Decide(nil, true), nil
+			return nil, prober.Decide(nil, true), nil
 		case err != nil:
-			return nil, nil, route.Decision{}, err
-		case n == 0:
-			return nil, nil, route.Decision{}, errClientLeft
+			return nil, route.Decision{}, err
+		case read == 0:
+			return nil, route.Decision{}, errClientLeft
 		}
+		c.probe, n = bp, read
 	} else {
-		bp = s.probeBufs.Get().(*[]byte)
-		n = copy((*bp)[:limit], pre)
+		c.probe = pool.Get().(*[]byte)
+		n = copy((*c.probe)[:limit], pre)
 	}
-	buf := (*bp)[:limit]
+	buf := (*c.probe)[:limit]
 	for {
-		d := prober.Decide(buf[:n], false)
-		if !d.NeedMore {
-			return bp, buf[:n], d, nil
+		if d := prober.Decide(buf[:n], false); !d.NeedMore {
+			return buf[:n], d, nil
 		}
 		if n == len(buf) {
-			return bp, buf[:n], prober.Decide(buf[:n], true), nil
+			return buf[:n], prober.Decide(buf[:n], true), nil
 		}
-		m, err := c.Read(buf[n:])
+		m, err := st.Read(buf[n:])
 		n += m
 		if err != nil {
 			if isTimeout(err) || (errors.Is(err, io.EOF) && n > 0) {
-				return bp, buf[:n], prober.Decide(buf[:n], true), nil
+				return buf[:n], prober.Decide(buf[:n], true), nil
 			}
-			s.probeBufs.Put(bp)
+			c.releaseProbe()
 			if errors.Is(err, io.EOF) {
 				err = errClientLeft
 			}
-			return nil, nil, route.Decision{}, err
+			return nil, route.Decision{}, err
 		}
 	}
 }
@@ -285,40 +347,18 @@ func readProxyHeader(c net.Conn, end time.Time) (proxyHeader, error) {
 	return ph, nil
 }
 
+// peerAddr is the address of c's peer, the zero Addr when it is not IP.
+func peerAddr(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return netip.Addr{}
+}
+
 func isTimeout(err error) bool {
 	return err != nil && errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func isClosedConn(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrClosedPipe)
-}
-
-// prefixConn replays bytes read while sniffing before reading on.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-func withPrefix(c net.Conn, pre []byte) net.Conn {
-	if len(pre) == 0 {
-		return c
-	}
-	return &prefixConn{Conn: c, pre: pre}
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
-}
-
-// CloseWrite half-closes the underlying connection when it can.
-func (p *prefixConn) CloseWrite() error {
-	if hc, ok := p.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return p.Close()
 }

@@ -3,13 +3,11 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -19,43 +17,46 @@ import (
 	"github.com/portmux/portmux/dataplane/sniff"
 )
 
-// serveHTTP serves one client connection in http mode (c, whose first
-// bytes are data; rc is the route they chose) with net/http's server:
-// HTTP/1.1 with keep-alive, and HTTP/2 for a connection that starts with
-// the HTTP/2 preface (a client that negotiated h2 by ALPN, or h2c with
-// prior knowledge). Every request, the first included, and every HTTP/2
-// stream is routed on its own by the listener's routes (httpConn) and
-// reverse-proxied to its route's backend over HTTP/1.1. The log line and
-// byte counters of the connection stay with rc.
+// serveHTTPMode serves one client connection in http mode (the action of
+// a route whose backend is in http mode; st is what to read, sniffed its
+// first request) with net/http's server: HTTP/1.1 with keep-alive, and
+// HTTP/2 for a connection that starts with the HTTP/2 preface (a client
+// that negotiated h2 by ALPN, or h2c with prior knowledge). Every request,
+// the first included, and every HTTP/2 stream is routed on its own by the
+// routes of rc.lc (httpConn) and reverse-proxied to its route's
+// backend over HTTP/1.1. The log line and byte counters of the connection
+// stay with rc. It serves the connection until it ends and never takes
+// ownership of it.
 //
 // What the client can make the dataplane hold is bounded (Options.HTTP):
 // header block size, header and idle time, HTTP/2 streams and frame size;
 // and every backend connection dialled for its requests takes a slot of
-// the listener that accepted it (cfg is the configuration it was accepted
-// with).
-func (s *Server) serveHTTP(ev *connEvent, c net.Conn, data []byte, cfg *config, lc *listenerConfig, rc *routeConfig) {
-	hc := newHTTPConn(s, ev, lc)
-	counted := &countingConn{Conn: withPrefix(c, data), remote: ev.client}
-	ln := newOneConnListener(counted)
-	counted.onClose = ln.finish
-	slot := takeSlot(func() (func(), bool) { return s.backendSlot(ev.bound, ev.boundLC, cfg) })
-	_ = s.newHTTPServer(hc, ln, slot, rc.Route.IdleTimeout, s.httpErrorLog(ev)).Serve(ln)
-	// A hijacked (upgraded) connection is still being copied, and HTTP/2
-	// handlers may outlive ServeConn.
+// the listener that accepted it.
+func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bool {
+	s := c.s
+	hc := newHTTPConn(c, rc.lc)
+	// The first request is served by net/http, which keeps no pooled buffer
+	// of ours while the connection lives.
+	counted := c.counted(st, c.keepSniffed(sniffed))
+	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
+	c.serveOne(counted, s.newHTTPServer(hc, slot, rc.Route.IdleTimeout))
+	// HTTP/2 handlers and upgraded connections may outlive the server's
+	// hold on the connection.
 	hc.handlers.closeAndWait()
-	ev.backend = rc.Backend.Name
-	ev.up, ev.down = counted.in.Load(), counted.out.Load()
-	rc.up.Add(float64(ev.up))
-	rc.down.Add(float64(ev.down))
-	ev.outcome = OutcomeHTTP
+	c.rep.backend = rc.Backend.Name
+	c.rep.up, c.rep.down = counted.in.Load(), counted.out.Load()
+	rc.up.Add(float64(c.rep.up))
+	rc.down.Add(float64(c.rep.down))
+	c.rep.outcome = OutcomeHTTP
+	return false
 }
 
-// newHTTPServer is the net/http server of one connection in http mode
-// (ln hands it over), within the server's HTTP limits; idle, when set, is
-// the idle timeout of the route the connection's first request chose. The
-// contexts of its requests carry slot, which the backend pool charges the
-// connections it dials for them to.
-func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener, slot takeSlot, idle time.Duration, errLog *log.Logger) *http.Server {
+// newHTTPServer is the net/http server of one connection in http mode,
+// within the server's HTTP limits; idle, when set, is the idle timeout of
+// the route the connection's first request chose. The contexts of its
+// requests carry slot, which the backend pool charges the connections it
+// dials for them to.
+func (s *Server) newHTTPServer(h http.Handler, slot takeSlot, idle time.Duration) *http.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
 		lim.IdleTimeout = idle
@@ -71,12 +72,6 @@ func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener, slot takeSlo
 			MaxReadFrameSize:     httpMaxReadFrameSize,
 		},
 		BaseContext: func(net.Listener) context.Context { return base },
-		ConnState: func(_ net.Conn, st http.ConnState) {
-			if st == http.StateClosed || st == http.StateHijacked {
-				ln.finish()
-			}
-		},
-		ErrorLog: errLog,
 	}
 	// HTTP/1.x, and HTTP/2 with prior knowledge: after termination the
 	// connection is not a *tls.Conn to net/http, so an h2 client's
@@ -92,8 +87,8 @@ func (s *Server) newHTTPServer(h http.Handler, ln *oneConnListener, slot takeSlo
 // trusted to go where the first went: each is decided by the listener's
 // routes (route.DecideRequest) and served only by an http-mode route.
 type httpConn struct {
-	s  *Server
-	ev *connEvent
+	s *Server
+	c *conn
 	// lc is the listener whose routes decide every request.
 	lc *listenerConfig
 	// proto is the scheme the client spoke to the dataplane: https when
@@ -107,16 +102,16 @@ type httpConn struct {
 	errMu    sync.Mutex // HTTP/2 streams fail concurrently
 }
 
-func newHTTPConn(s *Server, ev *connEvent, lc *listenerConfig) *httpConn {
+func newHTTPConn(c *conn, lc *listenerConfig) *httpConn {
 	proto := "http"
-	if ev.tls {
+	if c.rep.tls {
 		proto = "https"
 	}
-	ip, _, err := net.SplitHostPort(ev.client)
+	ip, _, err := net.SplitHostPort(c.rep.client)
 	if err != nil {
-		ip = ev.client
+		ip = c.rep.client
 	}
-	return &httpConn{s: s, ev: ev, lc: lc, proto: proto, clientIP: ip}
+	return &httpConn{s: c.s, c: c, lc: lc, proto: proto, clientIP: ip}
 }
 
 // ServeHTTP routes one request (or HTTP/2 stream): to the backend of the
@@ -205,7 +200,7 @@ func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) 
 // fail answers a request the backend did not, and returns its outcome.
 func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) string {
 	h.errMu.Lock()
-	h.ev.err = err
+	h.c.rep.err = err
 	h.errMu.Unlock()
 	if errors.Is(err, errNoBackendSlot) {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -301,74 +296,4 @@ func (g *handlerGroup) closeAndWait() {
 	for g.running > 0 {
 		g.cond.Wait()
 	}
-}
-
-// oneConnListener hands one connection to http.Server and then reports
-// closed once that connection is done, so Serve returns.
-type oneConnListener struct {
-	mu   sync.Mutex
-	conn net.Conn
-	addr net.Addr
-	done chan struct{}
-	once sync.Once
-}
-
-func newOneConnListener(c net.Conn) *oneConnListener {
-	return &oneConnListener{conn: c, addr: c.LocalAddr(), done: make(chan struct{})}
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	c := l.conn
-	l.conn = nil
-	l.mu.Unlock()
-	if c != nil {
-		return c, nil
-	}
-	<-l.done
-	return nil, net.ErrClosed
-}
-
-func (l *oneConnListener) finish() { l.once.Do(func() { close(l.done) }) }
-
-func (l *oneConnListener) Close() error { l.finish(); return nil }
-
-func (l *oneConnListener) Addr() net.Addr { return l.addr }
-
-// countingConn counts bytes each way and reports the client address the
-// dataplane established (a PROXY header's, not the load balancer's).
-type countingConn struct {
-	net.Conn
-	remote  string
-	in, out atomic.Int64
-	// onClose runs when the server closes the connection: the listener
-	// that handed it out reports closed then, whatever ConnState said.
-	onClose func()
-}
-
-// Close closes the connection and runs onClose.
-func (c *countingConn) Close() error {
-	if c.onClose != nil {
-		defer c.onClose()
-	}
-	return c.Conn.Close()
-}
-
-func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	c.in.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.out.Add(int64(n))
-	return n, err
-}
-
-func (c *countingConn) RemoteAddr() net.Addr {
-	if a, err := net.ResolveTCPAddr("tcp", c.remote); err == nil {
-		return a
-	}
-	return c.Conn.RemoteAddr()
 }

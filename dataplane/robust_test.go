@@ -371,7 +371,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	t.Parallel()
 	r := routeTo("any", snapshot.Any, blackholeAddr(t))
 	r.Backend.DialTimeout = 30 * time.Second
-	m := startMux(t, snapshotOf(listenerOn("pub", r)))
+	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))
 	eventually(t, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
@@ -383,6 +383,12 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	// deadline has passed (the bound is generous, the dial timeout larger).
 	select {
 	case err := <-done:
+		if err == nil && metricSum(t, reg, "portmux_dial_errors_total", nil) > 0 {
+			// Seen in CI on a loaded machine: the kernel answered the
+			// full backlog after all and the dial failed by itself, so
+			// there was nothing left to cut.
+			t.Skip("the blackhole backend refused the dial instead of dropping it")
+		}
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Shutdown = %v, want %v", err, context.DeadlineExceeded)
 		}

@@ -6,16 +6,25 @@
 // are bound, ports no longer declared stop accepting while their open
 // connections drain, and new connections see the new routes. A connection
 // keeps the configuration it was accepted with until it ends.
+//
+// The path of one connection, in one direction: the accept loop admits it
+// (the listener's cap, the server's, the client's) and hands it, as a conn
+// that owns it from then on, to a goroutine of its own; conn.serve reads
+// the PROXY header, terminates TLS, sniffs and decides (conn.handle), and
+// runs the chosen route's action (actions.go): forward it (tcp mode),
+// serve it in http mode, serve a tunnel, or hand it to an internal
+// listener, which handles it again. An action either finishes with the
+// connection, and serve ends it, or takes it over (a forward pipe, an
+// upgraded tunnel), and ends it when it is done. Ending reports the
+// connection and gives back every slot it holds.
 package dataplane
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,7 +93,7 @@ type Server struct {
 
 	mu     sync.Mutex // guards bound, conns and closed
 	bound  map[string]*boundListener
-	conns  map[net.Conn]func() // open connections and how to cut each
+	conns  map[*conn]struct{} // open connections, for Shutdown to cut
 	closed bool
 
 	handlers sync.WaitGroup // connection handlers and accept loops
@@ -133,7 +142,7 @@ func NewServer(opt Options) *Server {
 		log:   opt.Log,
 		m:     opt.Metrics,
 		bound: map[string]*boundListener{},
-		conns: map[net.Conn]func(){},
+		conns: map[*conn]struct{}{},
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	count := s.clientCounts
@@ -315,8 +324,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelStop()
 	s.mu.Lock()
-	for _, cut := range s.conns {
-		cut()
+	for c := range s.conns {
+		c.abort()
 	}
 	s.mu.Unlock()
 	<-done
@@ -391,7 +400,8 @@ func (s *Server) acceptLoop(b *boundListener) {
 				continue
 			}
 		}
-		if !s.track(c) {
+		cn := newConn(s, c, cfg, lc, b, client)
+		if !s.track(cn) {
 			if client.IsValid() {
 				b.clients.Release(client)
 			}
@@ -401,7 +411,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 			continue
 		}
 		s.handlers.Add(1)
-		go s.serve(c, cfg, lc, b, client)
+		go cn.serve()
 	}
 }
 
@@ -411,27 +421,6 @@ func (s *Server) refuseUntrusted(c net.Conn, lc *listenerConfig) {
 	s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeProxyUntrusted).Inc()
 	s.log.V(1).Info("connection refused: not from a trusted PROXY header sender", "listener", lc.Name, "client", c.RemoteAddr().String())
 	_ = c.Close()
-}
-
-// peerAddr is the address of c's peer, the zero Addr when it is not IP.
-func peerAddr(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr()
-	}
-	return netip.Addr{}
-}
-
-// admitClient counts a connection whose client a PROXY header named
-// against the listener's per-client limits, and reports whether it may go
-// on; a refused one gets its outcome.
-func (s *Server) admitClient(ev *connEvent, lc *listenerConfig, addr netip.Addr) bool {
-	key, refused := ev.bound.clients.Admit(addr, s.opt.Now(), lc.clientLimits)
-	if refused != "" {
-		ev.outcome, ev.err = OutcomeClientLimit, fmt.Errorf("client over its %s limit", refused)
-		return false
-	}
-	ev.limitKey = key
-	return true
 }
 
 // admit counts a new connection against the listener's and the global cap.
@@ -454,137 +443,32 @@ func (s *Server) release(b *boundListener) {
 	s.active.Add(-1)
 }
 
-func (s *Server) track(c net.Conn) bool {
+func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	s.conns[c] = func() { _ = c.Close() }
+	s.conns[c] = struct{}{}
 	return true
 }
 
-// cutWith changes how Shutdown cuts a connection: a forwarded one is
-// aborted through its pipe, which may hold it parked.
-func (s *Server) cutWith(c net.Conn, cut func()) {
-	s.mu.Lock()
-	if _, ok := s.conns[c]; ok {
-		s.conns[c] = cut
-	}
-	s.mu.Unlock()
-}
-
-func (s *Server) untrack(c net.Conn) {
+func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
 }
 
-// serve handles one accepted connection from start to end and reports it.
-//
-// A forwarded connection outlives this goroutine: its two copy goroutines
-// start small and finish the connection when the last one ends, so the
-// stack grown while sniffing is not held for the connection's life.
-func (s *Server) serve(c net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) {
-	ev := &connEvent{start: time.Now(), listener: lc.Name, client: c.RemoteAddr().String(), conn: c, bound: b, boundLC: lc, limitKey: client}
-	ev.finish = func() {
-		_ = c.Close()
-		s.m.active.WithLabelValues(lc.Name).Dec()
-		s.report(ev)
-		s.untrack(c)
-		if ev.limitKey.IsValid() {
-			b.clients.Release(ev.limitKey)
-		}
-		s.release(b)
-		s.handlers.Done()
-	}
-	if err := s.handleContained(ev, c, cfg, lc); err != nil {
-		if ev.async {
-			// Handed over before the panic: its new owner finishes it.
-			s.logPanic(ev, panics.Is(err))
-			return
-		}
-		ev.outcome, ev.err = OutcomeError, err
-	}
-	if !ev.async {
-		ev.finish()
-	}
-}
-
-// handleContained is handle with a panic recovered as an error: a bug that
-// one client's bytes reach ends that connection only.
-func (s *Server) handleContained(ev *connEvent, c net.Conn, cfg *config, lc *listenerConfig) (err error) {
-	defer panics.Capture(&err)
-	s.handle(ev, c, nil, cfg, lc, 0)
-	return nil
-}
-
-// httpErrorLog is the ErrorLog of the net/http server of one connection
-// (http mode, tunnels). net/http recovers the panics of its handlers and of
-// its connection goroutines itself and logs them here: they are counted
-// and logged like any connection's panic. The rest (a client's TLS or
-// protocol errors) goes to the log at V(1).
-func (s *Server) httpErrorLog(ev *connEvent) *log.Logger {
-	return log.New(httpErrorWriter{s: s, ev: ev}, "", 0)
-}
-
-type httpErrorWriter struct {
-	s  *Server
-	ev *connEvent
-}
-
-func (w httpErrorWriter) Write(p []byte) (int, error) {
-	msg, stack, _ := strings.Cut(strings.TrimSuffix(string(p), "\n"), "\n")
-	if strings.Contains(msg, "panic serving") {
-		w.s.m.panics.Inc()
-		w.s.log.Error(errors.New(msg), "panic serving a connection; it was closed, the others are served",
-			"listener", w.ev.listener, "route", w.ev.route, "client", w.ev.client, "stack", stack)
-		return len(p), nil
-	}
-	w.s.log.V(1).Info("HTTP server", "listener", w.ev.listener, "client", w.ev.client, "message", string(p))
-	return len(p), nil
-}
-
 // logPanic counts a recovered panic and logs it with its stack and the
 // connection's fields.
-func (s *Server) logPanic(ev *connEvent, p *panics.Error) {
+func (s *Server) logPanic(rep *report, p *panics.Error) {
 	s.m.panics.Inc()
 	s.log.Error(p, "panic serving a connection; it was closed, the others are served",
-		"listener", ev.listener, "route", ev.route, "client", ev.client, "stack", string(p.Stack))
+		"listener", rep.listener, "route", rep.route, "client", rep.client, "stack", string(p.Stack))
 }
 
-// connEvent is what the log line and the metrics say about one connection.
-type connEvent struct {
-	start             time.Time
-	listener, route   string
-	protocol, sni     string
-	alpn, host        string
-	client, backend   string
-	up, down          int64
-	outcome           string
-	tls               bool // the stream was TLS-terminated here
-	err               error
-	internalListeners []string
-	// proxySrc and proxyDst are the addresses of an incoming PROXY
-	// header, passed on to backends that want one; nil without.
-	proxySrc, proxyDst *net.TCPAddr
-	// finish ends the connection: close, report, release its slot. It runs
-	// once: after handle returns, or, when async is set, when forwarding
-	// ends.
-	finish func()
-	async  bool
-	// conn is the accepted connection, the key Shutdown cuts it by.
-	conn net.Conn
-	// bound is the listener that accepted the connection, configured by
-	// boundLC: backend connections that http mode opens for it take
-	// slots of its cap (Server.backendSlot). limitKey is the client it
-	// counts as in bound's per-client table, if it was admitted there.
-	bound    *boundListener
-	boundLC  *listenerConfig
-	limitKey netip.Prefix
-}
-
-func (s *Server) report(ev *connEvent) {
+// report counts a connection that ended and logs its line.
+func (s *Server) report(ev *report) {
 	s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
 	if p := panics.Is(ev.err); p != nil {
 		s.logPanic(ev, p)
