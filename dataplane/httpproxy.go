@@ -39,7 +39,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 	// of ours while the connection lives.
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
-	c.serveOne(counted, s.newHTTPServer(hc, slot, rc.Route.IdleTimeout))
+	c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
 	// HTTP/2 handlers and upgraded connections may outlive the server's
 	// hold on the connection.
 	hc.handlers.closeAndWait()
