@@ -81,7 +81,7 @@ func (b *backends) serveTCP(wrap func(net.Listener) net.Listener, serve func(net
 				continue
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				serve(c)
 			}()
 		}
@@ -133,7 +133,7 @@ func (b *backends) serveSSH() (string, error) {
 // serveSession answers an exec request by echoing the session's input,
 // then exits 0.
 func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	for r := range reqs {
 		if r.Type != "exec" {
 			_ = r.Reply(false, nil)
@@ -226,6 +226,6 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }

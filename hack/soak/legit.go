@@ -178,7 +178,7 @@ func sshOp(ctx context.Context, d *net.Dialer, target string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(opTimeout))
 	sc, chans, reqs, err := ssh.NewClientConn(c, target, &ssh.ClientConfig{
 		User: "soak", HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: opTimeout,
@@ -187,12 +187,12 @@ func sshOp(ctx context.Context, d *net.Dialer, target string) (bool, error) {
 		return false, fmt.Errorf("ssh handshake: %w", err)
 	}
 	client := ssh.NewClient(sc, chans, reqs)
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	sess, err := client.NewSession()
 	if err != nil {
 		return false, err
 	}
-	defer sess.Close()
+	defer func() { _ = sess.Close() }()
 	in, err := sess.StdinPipe()
 	if err != nil {
 		return false, err
@@ -222,7 +222,7 @@ func tlsOp(ctx context.Context, d *net.Dialer, target string, be *backends) (boo
 	if err != nil {
 		return false, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(opTimeout))
 	tc := tls.Client(c, &tls.Config{ServerName: "soak.test", RootCAs: be.roots})
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -254,7 +254,7 @@ func httpOp(ctx context.Context, client *http.Client, target string) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return false, err

@@ -118,7 +118,7 @@ func (p *portmux) budgetLine() string {
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "memory budget") {
@@ -222,7 +222,7 @@ func (p *portmux) sample() (sample, error) {
 	if err != nil {
 		return s, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return s, err
