@@ -81,10 +81,11 @@ lint: golangci-lint ## Run golangci-lint (config in .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files differ from the markers, or code is not gofmt'ed.
+verify: generate manifests ## Fail when generated files differ from the markers, code is not gofmt'ed, or golangci-lint finds anything.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files:"; git status --porcelain -- api config charts; exit 1; }
+	$(MAKE) --no-print-directory lint
 
 .PHONY: envtest
 envtest: ## Build (or reuse) the offline test control plane; prints its directory.
