@@ -214,7 +214,10 @@ type sample struct {
 	Outcomes    map[string]float64 `json:"outcomes"`
 }
 
-var metricsClient = &http.Client{Timeout: 5 * time.Second}
+// metricsClient reads portmux's metrics on a new connection each time, so
+// that no connection of ours stays open in the goroutines and files
+// counted before and after.
+var metricsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 func (p *portmux) sample() (sample, error) {
 	s := sample{At: time.Now(), Outcomes: map[string]float64{}}
