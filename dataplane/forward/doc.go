@@ -3,14 +3,25 @@
 //
 // It decides nothing about where a connection goes. What it promises:
 //
-//   - Between two TCP sockets the bytes never enter user space: each
-//     direction waits for readability without holding any buffer, then
-//     splices exactly what is queued (Go's (*net.TCPConn).ReadFrom over an
-//     io.LimitedReader). An idle connection holds two parked goroutines and
-//     its sockets, no buffer and no pipe.
+//   - Between two TCP sockets, small reads (up to 4 KiB: keystrokes,
+//     handshakes, short requests) go through one pooled buffer, one read and
+//     one write; a read that fills it means a bulk transfer, which goes on
+//     with splice (Go's (*net.TCPConn).ReadFrom over an io.LimitedReader),
+//     so bulk bytes never enter user space. A stream that is not a TCP
+//     socket (TLS, terminated by the dataplane) is copied through a pooled
+//     buffer.
+//   - A direction waiting on a TCP socket holds no buffer. With a Parker,
+//     a direction idle past its threshold is taken off its goroutine into
+//     one epoll set and resumed on a new goroutine when its socket wakes,
+//     so an idle forwarded connection holds no goroutine and no buffer,
+//     only its sockets; the Parker turns TCP keepalive on for sockets that
+//     idle. A direction reading TLS keeps its goroutine and a 16 KiB
+//     buffer (the TLS state may hold decrypted bytes its socket no longer
+//     shows).
 //   - Each direction ends on its own: EOF from one side becomes a half-close
 //     (CloseWrite) towards the other, so request/response protocols that shut
-//     down their sending side keep working; an error closes both.
+//     down their sending side keep working; an error, or a panic, closes
+//     both.
 //   - An optional idle timeout closes a connection with no bytes in either
 //     direction for that long (within twice that, see Options).
 package forward

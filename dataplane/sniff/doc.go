@@ -30,10 +30,11 @@
 //
 // What it does not do: read from the network, wait, keep a deadline, hold
 // state between calls or between connections, or choose among protocols.
-// The peek wrapper reads (at most MaxBytes, until a deadline) and replays the
-// bytes to the backend; the router asks each route's sniffer in order and
-// treats NeedMore at the end of the probe as NoMatch; `timeout` is decided by
-// the clock alone. Nothing here decrypts: TLS is sniffed from the clear-text
+// The dataplane reads a connection's first bytes (at most MaxBytes, until
+// the probe timeout) and replays them to the backend; dataplane/route asks
+// each route's sniffer in order, spacing its looks so that a client's
+// dribbled bytes cost CPU linear in them, and treats NeedMore at the end of
+// the probe as NoMatch; `timeout` is decided by the clock alone. Nothing here decrypts: TLS is sniffed from the clear-text
 // ClientHello, and sniffing inside TLS is done on the terminated stream.
 //
 // The sniffers run for every connection, so refusing another protocol's
