@@ -26,12 +26,12 @@ import (
 	"github.com/portmux/portmux/controllers"
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
-	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/daemon"
 )
 
 type managerOptions struct {
 	watchNamespaces      []string
-	dataplaneBindAddress string
+	dp                   daemon.Flags
 	metricsBindAddress   string
 	metricsSecure        bool
 	metricsCertDir       string
@@ -41,10 +41,6 @@ type managerOptions struct {
 	allowAddressBackends bool
 	portPolicy           []string
 	policy               compile.PortPolicy // portPolicy parsed
-	idleTimeout          time.Duration
-	maxConnections       int
-	shutdownGrace        time.Duration
-	logConnections       bool
 }
 
 func newManagerCommand() *cobra.Command {
@@ -66,7 +62,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	cmd.Flags().AddGoFlagSet(gfs)
 	f := cmd.Flags()
 	f.StringArrayVar(&o.watchNamespaces, "watch-namespace", nil, "only watch PortMuxes (and what they name) in this namespace; repeatable (default: all namespaces)")
-	f.StringVar(&o.dataplaneBindAddress, "dataplane-bind-address", "", "host the dataplane's listeners bind (empty: every interface)")
+	o.dp.AddFlags(f, "dataplane-bind-address")
 	f.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	f.BoolVar(&o.metricsSecure, "metrics-secure", false, "serve metrics over HTTPS to clients whose bearer token may get /metrics (checked with TokenReview and SubjectAccessReview, which the manager must be allowed to create); a self-signed certificate unless --metrics-cert-dir holds tls.crt and tls.key")
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory of the metrics endpoint's tls.crt and tls.key, reloaded when they change (with --metrics-secure)")
@@ -75,10 +71,6 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
-	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
-	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
-	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log := newLog()
 		ctrl.SetLogger(log)
@@ -95,7 +87,6 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 		o.policy = append(o.policy, r)
 	}
-	o.maxConnections = applyBudget(log, o.maxConnections)
 	restCfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)
@@ -111,18 +102,8 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 	// The dataplane outlives managers: if leadership is lost or the API
 	// server goes away, the manager is rebuilt while traffic keeps flowing
 	// on the last snapshot.
-	srv := dataplane.NewServer(dataplane.Options{
-		Log:            log.WithName("dataplane"),
-		Metrics:        dataplane.NewMetrics(ctrlmetrics.Registry),
-		IdleTimeout:    o.idleTimeout,
-		LogConnections: o.logConnections,
-	})
-	defer func() {
-		log.Info("draining dataplane connections", "grace", o.shutdownGrace)
-		sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
+	srv := o.dp.NewServer(log, ctrlmetrics.Registry)
+	defer o.dp.Drain(log, srv)
 
 	var namespaces map[string]cache.Config
 	if len(o.watchNamespaces) > 0 {
@@ -166,10 +147,10 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		return fmt.Errorf("create manager: %w", err)
 	}
 	c, err := controllers.Setup(ctx, mgr, srv, controllers.Options{
-		BindAddress:          o.dataplaneBindAddress,
+		BindAddress:          o.dp.BindAddress,
 		AllowAddressBackends: o.allowAddressBackends,
 		PortPolicy:           o.policy,
-		MaxConnections:       o.maxConnections,
+		MaxConnections:       o.dp.MaxConnections,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)

@@ -296,6 +296,9 @@ func TestRoutes(t *testing.T) {
 	if err := c.Probe(ctx(t), false); err != nil {
 		t.Errorf("healthz while draining: %v", err)
 	}
+	if _, err := c.Apply(ctx(t), encode(t, oneListener)); !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable {
+		t.Errorf("PUT /snapshot while draining: %v, want 503", err)
+	}
 	if dp.count() != 1 {
 		t.Errorf("%d snapshots applied, want 1", dp.count())
 	}

@@ -51,7 +51,8 @@ func NewHandler(dp Dataplane, g prometheus.Gatherer, log logr.Logger) *Handler {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// Stopping makes /readyz fail from now on: the process is draining.
+// Stopping makes /readyz fail and PUT /snapshot refuse from now on: the
+// process is draining.
 func (h *Handler) Stopping() { h.stopping.Store(true) }
 
 // State returns what GET /state answers.
@@ -62,6 +63,10 @@ func (h *Handler) State() State {
 }
 
 func (h *Handler) putSnapshot(w http.ResponseWriter, r *http.Request) {
+	if h.stopping.Load() {
+		http.Error(w, "draining: no snapshot applies any more", http.StatusServiceUnavailable)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSnapshotBytes))
 	if err != nil {
 		code := http.StatusBadRequest
