@@ -48,6 +48,9 @@ type RemoteDataplane struct {
 	state   control.State
 	err     error  // why the last request got no answer; nil once one does
 	refused string // a version the dataplane refused; Run does not send it again to the same process
+	// inflight is set while a PUT is under way: a dataplane serving the
+	// previous snapshot stays ready meanwhile.
+	inflight bool
 
 	resynced chan struct{}
 }
@@ -101,7 +104,10 @@ func (r *RemoteDataplane) Apply(snap *snapshot.Snapshot) map[string]error {
 // Resynced implements Resyncer.
 func (r *RemoteDataplane) Resynced() <-chan struct{} { return r.resynced }
 
-// Ready returns nil when the dataplane serves the current snapshot.
+// Ready returns nil when the dataplane serves the current snapshot, or
+// serves one and is being sent the current one: a readiness probe that
+// runs while an update is under way must not take the pod out of its
+// Services.
 func (r *RemoteDataplane) Ready() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -110,7 +116,7 @@ func (r *RemoteDataplane) Ready() error {
 		return errors.New("no snapshot for the dataplane yet")
 	case r.err != nil:
 		return r.err
-	case r.state.Version != r.version:
+	case r.state.Version != r.version && (!r.inflight || !r.state.Applied):
 		return errors.New("the dataplane does not serve the current snapshot yet")
 	}
 	return nil
@@ -183,6 +189,7 @@ func (r *RemoteDataplane) observe(st control.State) (resend bool) {
 func (r *RemoteDataplane) send(ctx context.Context) map[string]error {
 	r.mu.Lock()
 	wire, version, bound := r.wire, r.version, r.bound
+	r.inflight = true
 	r.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, r.opt.ApplyTimeout)
 	defer cancel()
@@ -190,6 +197,7 @@ func (r *RemoteDataplane) send(ctx context.Context) map[string]error {
 	st, err := r.client.Apply(actx, wire)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.inflight = false
 	var se *control.StatusError
 	switch {
 	case errors.As(err, &se):

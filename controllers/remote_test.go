@@ -325,3 +325,40 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 		return err
 	})
 }
+
+// While a snapshot is on its way, a dataplane that serves the previous one
+// stays ready (a readiness probe then must not take the pod out of its
+// Services); one that serves none is not.
+func TestRemoteReadyWhileSending(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		applied bool
+	}{
+		{"serving the previous snapshot", true},
+		{"serving nothing yet", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := remoteSocket(t)
+			release := make(chan struct{})
+			var puts atomic.Int32
+			state := fmt.Sprintf(`{"bootID":"b1","applied":%t,"version":"sha256:previous"}`, tc.applied)
+			serveDataplane(t, path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if req.Method == http.MethodPut {
+					puts.Add(1)
+					<-release
+				}
+				_, _ = w.Write([]byte(state))
+			}))
+			r := newRemote(t, path)
+			r.check(context.Background()) // learns what the dataplane serves
+			done := make(chan struct{})
+			go func() { defer close(done); r.Apply(twoListeners("1")) }()
+			waitUntil(t, "the PUT is under way", func() bool { return puts.Load() == 1 })
+			if err := r.Ready(); (err == nil) != tc.applied {
+				t.Errorf("Ready while sending: %v; want ready = %v", err, tc.applied)
+			}
+			close(release)
+			<-done
+		})
+	}
+}
