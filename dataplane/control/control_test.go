@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +23,7 @@ import (
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/snapshot/snapshottest"
 )
 
 // fakeDataplane records what it is given and answers the bind errors it
@@ -411,5 +413,53 @@ func TestMirroredName(t *testing.T) {
 		if got := control.MirroredName(in); got != want {
 			t.Errorf("MirroredName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// BenchmarkApplyOverSocket is what the manager pays per snapshot: encode,
+// PUT over the socket, decode and apply in a real dataplane (TLS
+// configurations built for every terminating listener), the answer read;
+// beside the same apply in the process, as the manager did it before.
+func BenchmarkApplyOverSocket(b *testing.B) {
+	for _, tc := range []struct {
+		tenants int
+		kind    string
+	}{{10, "ecdsa"}, {1000, "ecdsa"}, {1000, "rsa"}} {
+		b.Run(fmt.Sprintf("in-process/%d-tenants-%s", tc.tenants, tc.kind), func(b *testing.B) {
+			srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+			defer func() { _ = srv.Shutdown(context.Background()) }()
+			snap := snapshottest.Tenants(b, tc.tenants, tc.kind, "127.0.0.1:0")
+			for b.Loop() {
+				if errs := srv.Apply(snap); len(errs) > 0 {
+					b.Fatal(errs)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("socket/%d-tenants-%s", tc.tenants, tc.kind), func(b *testing.B) {
+			srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+			defer func() { _ = srv.Shutdown(context.Background()) }()
+			dir := b.TempDir()
+			ln, err := control.Listen(filepath.Join(dir, "dp.sock"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs := &http.Server{Handler: control.NewHandler(srv, prometheus.NewRegistry(), logr.Discard()), ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = hs.Serve(ln) }()
+			defer hs.Close()
+			c := control.NewClient(filepath.Join(dir, "dp.sock"))
+			snap := snapshottest.Tenants(b, tc.tenants, tc.kind, "127.0.0.1:0")
+			var size int
+			for b.Loop() {
+				wire, err := snapshot.Encode(snap)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(wire)
+				if st, err := c.Apply(context.Background(), wire); err != nil || len(st.BindErrors) > 0 {
+					b.Fatalf("apply: %+v, %v", st, err)
+				}
+			}
+			b.ReportMetric(float64(size), "bytes")
+		})
 	}
 }

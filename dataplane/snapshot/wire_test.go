@@ -1,18 +1,9 @@
 package snapshot_test
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"fmt"
-	"math/big"
 	"net/netip"
 	"reflect"
 	"regexp"
@@ -24,68 +15,6 @@ import (
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/snapshot/snapshottest"
 )
-
-// keyPair returns a certificate for names with a new key of the given
-// kind, signed by parent (nil: self-signed), with Leaf set as compile sets
-// it. The chain holds the leaf, then parent's chain.
-func keyPair(t testing.TB, kind string, parent *tls.Certificate, names ...string) *tls.Certificate {
-	t.Helper()
-	var key crypto.Signer
-	var err error
-	switch kind {
-	case "ecdsa":
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "ed25519":
-		_, key, err = ed25519.GenerateKey(rand.Reader)
-	case "rsa":
-		key = rsaKey(t)
-	default:
-		t.Fatalf("key kind %q", kind)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IsCA:         parent == nil, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	issuer, signer := tmpl, key
-	var chain [][]byte
-	if parent != nil {
-		issuer, signer, chain = parent.Leaf, parent.PrivateKey.(crypto.Signer), parent.Certificate
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: append([][]byte{der}, chain...), PrivateKey: key, Leaf: leaf}
-}
-
-var (
-	rsaOnce sync.Once
-	rsaPriv *rsa.PrivateKey
-)
-
-// rsaKey is one RSA key for every RSA certificate of the tests: generating
-// one takes a good part of a second, parsing it is what is measured.
-func rsaKey(t testing.TB) *rsa.PrivateKey {
-	rsaOnce.Do(func() {
-		var err error
-		if rsaPriv, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			t.Fatal(err)
-		}
-	})
-	return rsaPriv
-}
 
 var (
 	richOnce sync.Once
@@ -100,14 +29,14 @@ var (
 func richSnapshot(t testing.TB, kinds ...string) *snapshot.Snapshot {
 	t.Helper()
 	richOnce.Do(func() {
-		richCA = keyPair(t, "ecdsa", nil, "ca.example")
-		richRSA = keyPair(t, "rsa", richCA, "rsa.example.com")
+		richCA = snapshottest.KeyPair(t, "ecdsa", nil, "ca.example")
+		richRSA = snapshottest.KeyPair(t, "rsa", richCA, "rsa.example.com")
 	})
 	var certs []snapshot.Certificate
 	for _, k := range kinds {
 		c := richRSA
 		if k != "rsa" {
-			c = keyPair(t, k, richCA, k+".example.com", "*."+k+".example.com")
+			c = snapshottest.KeyPair(t, k, richCA, k+".example.com", "*."+k+".example.com")
 		}
 		certs = append(certs, snapshot.Certificate{Source: "secret/" + k, Certificate: c})
 	}
@@ -253,7 +182,7 @@ func TestDecodeRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := keyPair(t, "ecdsa", nil, "other.example")
+	other := snapshottest.KeyPair(t, "ecdsa", nil, "other.example")
 	otherKey, _ := x509.MarshalPKCS8PrivateKey(other.PrivateKey)
 	// edit decodes the good encoding generically, changes it and encodes it
 	// again.
@@ -332,7 +261,7 @@ func TestDecodeRefuses(t *testing.T) {
 // Encode refuses a certificate it cannot carry whole, rather than send
 // less than the snapshot holds.
 func TestEncodeRefuses(t *testing.T) {
-	pair := keyPair(t, "ecdsa", nil, "a.example")
+	pair := snapshottest.KeyPair(t, "ecdsa", nil, "a.example")
 	withStaple := *pair
 	withStaple.OCSPStaple = []byte{1}
 	for _, tc := range []struct {
@@ -389,66 +318,31 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// bigSnapshot is a cluster with many tenants: n PortMuxes on one port,
-// each with a TLS-terminating listener (one certificate), an SSH route,
-// an SNI passthrough route and a tunnel, over Services of 10 endpoints.
-func bigSnapshot(b testing.TB, n int, kind string) *snapshot.Snapshot {
-	ca := keyPair(b, "ecdsa", nil, "ca.example")
-	pub := snapshot.Listener{Name: "edge/public", Address: ":443", ProbeTimeout: 3 * time.Second, MaxProbeBytes: 16 << 10, MaxConnections: 10000}
-	s := &snapshot.Snapshot{}
-	endpoints := func(i int) []string {
-		var eps []string
-		for j := range 10 {
-			eps = append(eps, fmt.Sprintf("10.%d.%d.%d:8443", i/250, i%250, j))
-		}
-		return eps
-	}
-	for i := range n {
-		ns := fmt.Sprintf("tenant-%d", i)
-		host := ns + ".example.com"
-		backend := snapshot.Backend{Name: ns + "/svc:443", Endpoints: endpoints(i), Mode: snapshot.ModeTCP, DialTimeout: 5 * time.Second}
-		internal := ns + "/edge/tls"
-		pub.Routes = append(pub.Routes,
-			snapshot.Route{Name: ns + "/edge/pass", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{"pass." + host}}, Backend: &backend},
-			snapshot.Route{Name: ns + "/edge/unwrap", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{host}}, Listener: internal})
-		s.Listeners = append(s.Listeners, snapshot.Listener{
-			Name: internal, ProbeTimeout: 3 * time.Second, MaxProbeBytes: 16 << 10,
-			TLS: &snapshot.TLSConfig{Certificates: []snapshot.Certificate{{Source: "secret/" + ns, Certificate: keyPair(b, kind, ca, host)}}},
-			Routes: []snapshot.Route{{Name: ns + "/edge/tunnel", Match: snapshot.Match{Protocol: snapshot.WebSocket, PathPrefix: "/tunnel"},
-				Tunnel: &snapshot.Tunnel{Token: []byte("0123456789abcdef0123456789abcdef"), Allow: []snapshot.TunnelTarget{{Names: []string{"svc:443"}, Backend: backend}}}}},
-		})
-	}
-	pub.Routes = append(pub.Routes, snapshot.Route{Name: "edge/edge/ssh", Match: snapshot.Match{Protocol: snapshot.SSH},
-		Backend: &snapshot.Backend{Name: "edge/sshd:22", Endpoints: endpoints(n)}})
-	s.Listeners = append([]snapshot.Listener{pub}, s.Listeners...)
-	return s
-}
-
 // BenchmarkWire measures Encode and Decode of a 1000-tenant snapshot (1000
 // certificates, 3001 routes, 30k endpoints); decoding is dominated by
 // parsing keys and certificates.
 func BenchmarkWire(b *testing.B) {
 	for _, kind := range []string{"ecdsa", "rsa"} {
-		s := bigSnapshot(b, 1000, kind)
+		s := snapshottest.Tenants(b, 1000, kind, ":443")
 		wire, err := snapshot.Encode(s)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Run("encode/"+kind, func(b *testing.B) {
-			b.ReportMetric(float64(len(wire)), "bytes")
 			for b.Loop() {
 				if _, err := snapshot.Encode(s); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(len(wire)), "bytes")
 		})
 		b.Run("decode/"+kind, func(b *testing.B) {
-			b.ReportMetric(float64(len(wire)), "bytes")
 			for b.Loop() {
 				if _, err := snapshot.Decode(wire); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(len(wire)), "bytes")
 		})
 	}
 }

@@ -1,7 +1,7 @@
-// Package snapshottest compares snapshots for tests: two snapshots are
-// equal when the dataplane would serve them alike, which reflect.DeepEqual
+// Package snapshottest helps tests of snapshots: Equal compares two, equal
+// when the dataplane would serve them alike, which reflect.DeepEqual
 // cannot say of parsed keys (their internal caches differ) nor of compiled
-// regexps.
+// regexps; KeyPair and Tenants make certificates and big snapshots.
 package snapshottest
 
 import (
