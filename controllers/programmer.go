@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -33,8 +34,9 @@ import (
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
-// Dataplane is what the programmer programs: dataplane.Server in the pod, a
-// recorder in tests.
+// Dataplane is what the programmer programs: a RemoteDataplane in the pod
+// (the dataplane runs in its own container), dataplane.Server in this
+// process otherwise, a recorder in tests.
 type Dataplane interface {
 	// Apply serves snap and returns bind errors by snapshot listener name.
 	Apply(snap *snapshot.Snapshot) map[string]error
@@ -100,6 +102,9 @@ type programmer struct {
 	applied     bool
 	// lastGood are the certificate Secrets served by the last compile.
 	lastGood map[types.NamespacedName]*corev1.Secret
+	// force applies even unchanged inputs once: the dataplane changed on
+	// its own (a Resyncer said so), and status must follow.
+	force atomic.Bool
 }
 
 // programmerKey is the one request the programmer reconciles: every change
@@ -119,8 +124,9 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	p.state.mu.RLock()
 	retryBinds := len(p.state.bindErrs) > 0
 	p.state.mu.RUnlock()
+	force := p.force.Swap(false)
 	fp := fingerprint(in)
-	if p.applied && fp == p.fingerprint && !retryBinds {
+	if p.applied && fp == p.fingerprint && !retryBinds && !force {
 		return reconcile.Result{}, nil
 	}
 

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -92,7 +93,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 	// programs (an empty snapshot) and the pod becomes ready.
 	kick := make(chan event.TypedGenericEvent[*v1alpha1.PortMux], 1)
 	kick <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: &v1alpha1.PortMux{}}
-	err := ctrl.NewControllerManagedBy(mgr).
+	programmerBuilder := ctrl.NewControllerManagedBy(mgr).
 		Named("dataplane").
 		Watches(&v1alpha1.PortMux{}, always).
 		WatchesRawSource(source.Channel(kick, handler.TypedEnqueueRequestsFromMapFunc(
@@ -102,9 +103,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		Watches(&corev1.Secret{}, toProgrammer(users.ofSecret), builder.OnlyMetadata).
 		Watches(&corev1.Service{}, toProgrammer(users.ofService)).
 		Watches(&discoveryv1.EndpointSlice{}, toProgrammer(users.ofEndpointSlice)).
-		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1}).
-		Complete(p)
-	if err != nil {
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1})
+	if rs, ok := dp.(Resyncer); ok {
+		programmerBuilder = programmerBuilder.WatchesRawSource(resyncs(rs, p))
+	}
+	if err := programmerBuilder.Complete(p); err != nil {
 		return nil, err
 	}
 
@@ -114,7 +117,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		recorder: mgr.GetEventRecorder("portmux"),
 		log:      mgr.GetLogger().WithName("status"),
 	}
-	err = ctrl.NewControllerManagedBy(mgr).
+	err := ctrl.NewControllerManagedBy(mgr).
 		Named("portmux-status").
 		For(&v1alpha1.PortMux{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(users.ofSecret), builder.OnlyMetadata).
@@ -126,6 +129,26 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		return nil, err
 	}
 	return &Controller{state: state}, nil
+}
+
+// resyncs asks the programmer for a forced apply each time the dataplane
+// changed on its own, for as long as the controller runs (a manager that
+// is rebuilt starts a new one).
+func resyncs(rs Resyncer, p *programmer) source.Source {
+	return source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-rs.Resynced():
+					p.force.Store(true)
+					q.Add(programmerKey)
+				}
+			}
+		}()
+		return nil
+	})
 }
 
 // ReadyCheck is a readiness probe: ready once the dataplane has been

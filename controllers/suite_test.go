@@ -13,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -130,7 +131,7 @@ func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns st
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
 	ns := &corev1.Namespace{}
 	ns.GenerateName = "pmx-"
 	if err := k8s.Create(ctx, ns); err != nil {
@@ -141,6 +142,20 @@ func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns st
 		setup(ns.Name, &copt)
 	}
 	dp := &recordingDataplane{Server: dataplane.NewServer(dataplane.Options{Log: testr.New(t)})}
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = dp.Shutdown(sctx)
+	})
+	copt.BindAddress, copt.BindRetry = "127.0.0.1", 500*time.Millisecond
+	return ns.Name, dp, startManager(t, cfg, ns.Name, dp, copt, tweaks...)
+}
+
+// startManager runs a manager with the controller programming dp, watching
+// namespace ns, until the test ends; the namespace is deleted then.
+func startManager(t *testing.T, cfg *rest.Config, ns string, dp Dataplane, copt Options, tweaks ...func(*ctrl.Options)) *Controller {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	opts := ctrl.Options{
 		Scheme:     scheme,
 		Logger:     testr.New(t),
@@ -148,18 +163,19 @@ func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns st
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 		// One namespace per test, as --watch-namespace does: envtest has no
 		// namespace controller, so earlier tests' objects never go away.
-		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns.Name: {}}},
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
 	}
 	for _, tweak := range tweaks {
 		tweak(&opts)
 	}
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	copt.BindAddress, copt.BindRetry = "127.0.0.1", 500*time.Millisecond
 	c, err := Setup(ctx, mgr, dp, copt)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -172,12 +188,9 @@ func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns st
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = dp.Shutdown(sctx)
-		_ = k8s.Delete(context.Background(), ns)
+		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	})
-	return ns.Name, dp, c
+	return c
 }
 
 // freePort returns a loopback port that was free a moment ago. PortMux

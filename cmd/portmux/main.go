@@ -1,6 +1,7 @@
 // Command portmux shares one port between many protocols.
 //
-//	portmux manager   the controller and dataplane, as run in the cluster
+//	portmux manager   the controller (and the dataplane, unless --dataplane-socket)
+//	portmux dataplane the dataplane alone, programmed over a Unix socket
 //	portmux serve     the dataplane from PortMux YAML files, no cluster
 //	portmux tunnel    the client end of a WebSocket tunnel
 //	portmux version   the build's version

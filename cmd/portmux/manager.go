@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,13 +26,17 @@ import (
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers"
 	"github.com/portmux/portmux/controllers/compile"
-	"github.com/portmux/portmux/dataplane"
-	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/control"
+	"github.com/portmux/portmux/dataplane/daemon"
 )
 
 type managerOptions struct {
-	watchNamespaces      []string
-	dataplaneBindAddress string
+	watchNamespaces []string
+	// dataplaneSocket, when set, is where the dataplane process listens
+	// (`portmux dataplane --socket`); otherwise it runs in this process,
+	// configured by dp.
+	dataplaneSocket      string
+	dp                   daemon.Flags
 	metricsBindAddress   string
 	metricsSecure        bool
 	metricsCertDir       string
@@ -41,20 +46,23 @@ type managerOptions struct {
 	allowAddressBackends bool
 	portPolicy           []string
 	policy               compile.PortPolicy // portPolicy parsed
-	idleTimeout          time.Duration
-	maxConnections       int
-	shutdownGrace        time.Duration
-	logConnections       bool
 }
 
 func newManagerCommand() *cobra.Command {
 	o := managerOptions{}
 	cmd := &cobra.Command{
 		Use:   "manager",
-		Short: "Run the controller and the dataplane (the PortMux pod)",
+		Short: "Run the controller, which programs the dataplane (in the pod: over a Unix socket)",
 		Long: `Manager watches PortMux objects and the Secrets, Services and EndpointSlices
-they name, programs the dataplane in this process from them, and (as leader)
-writes their status. Every replica programs its own dataplane.
+they name, programs the dataplane from them, and (as leader) writes their
+status. Every replica programs its own dataplane.
+
+With --dataplane-socket the dataplane is another process, "portmux dataplane"
+(in the pod: another container, without Kubernetes credentials), which the
+manager sends each snapshot over that socket, again whenever the dataplane
+restarts; the manager's /readyz waits until the dataplane serves the current
+snapshot, and its metrics endpoint includes the dataplane's. Without it the
+dataplane runs in this process, configured by the dataplane flags.
 
 The API server is found as every Kubernetes client finds it: --kubeconfig,
 then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
@@ -66,7 +74,8 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	cmd.Flags().AddGoFlagSet(gfs)
 	f := cmd.Flags()
 	f.StringArrayVar(&o.watchNamespaces, "watch-namespace", nil, "only watch PortMuxes (and what they name) in this namespace; repeatable (default: all namespaces)")
-	f.StringVar(&o.dataplaneBindAddress, "dataplane-bind-address", "", "host the dataplane's listeners bind (empty: every interface)")
+	f.StringVar(&o.dataplaneSocket, "dataplane-socket", "", "program the dataplane process serving this Unix socket (portmux dataplane --socket) instead of running one in this process")
+	serverFlags := o.dp.AddFlags(f, "dataplane-bind-address")
 	f.StringVar(&o.metricsBindAddress, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	f.BoolVar(&o.metricsSecure, "metrics-secure", false, "serve metrics over HTTPS to clients whose bearer token may get /metrics (checked with TokenReview and SubjectAccessReview, which the manager must be allowed to create); a self-signed certificate unless --metrics-cert-dir holds tls.crt and tls.key")
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory of the metrics endpoint's tls.crt and tls.key, reloaded when they change (with --metrics-secure)")
@@ -75,11 +84,14 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
-	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
-	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
-	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if o.dataplaneSocket != "" {
+			for _, name := range serverFlags {
+				if cmd.Flags().Changed(name) {
+					return fmt.Errorf("--%s configures a dataplane in this process; with --dataplane-socket give it to portmux dataplane", name)
+				}
+			}
+		}
 		log := newLog()
 		ctrl.SetLogger(log)
 		return runManager(cmd.Context(), log, o)
@@ -95,7 +107,6 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 		o.policy = append(o.policy, r)
 	}
-	o.maxConnections = applyBudget(log, o.maxConnections)
 	restCfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)
@@ -111,18 +122,15 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 	// The dataplane outlives managers: if leadership is lost or the API
 	// server goes away, the manager is rebuilt while traffic keeps flowing
 	// on the last snapshot.
-	srv := dataplane.NewServer(dataplane.Options{
-		Log:            log.WithName("dataplane"),
-		Metrics:        dataplane.NewMetrics(ctrlmetrics.Registry),
-		IdleTimeout:    o.idleTimeout,
-		LogConnections: o.logConnections,
-	})
-	defer func() {
-		log.Info("draining dataplane connections", "grace", o.shutdownGrace)
-		sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
+	var dp controllers.Dataplane
+	dpReady := func() error { return nil } // in this process: ready once programmed
+	if o.dataplaneSocket != "" {
+		dp, dpReady = remoteDataplane(ctx, log, o.dataplaneSocket)
+	} else {
+		srv := o.dp.NewServer(log, ctrlmetrics.Registry)
+		defer o.dp.Drain(log, srv)
+		dp = srv
+	}
 
 	var namespaces map[string]cache.Config
 	if len(o.watchNamespaces) > 0 {
@@ -132,7 +140,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err := runOneManager(ctx, log, restCfg, scheme, namespaces, srv, o, attempt)
+		err := runOneManager(ctx, log, restCfg, scheme, namespaces, dp, dpReady, o, attempt)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -146,7 +154,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 }
 
 func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, scheme *runtime.Scheme,
-	namespaces map[string]cache.Config, srv *dataplane.Server, o managerOptions, attempt int) error {
+	namespaces map[string]cache.Config, dp controllers.Dataplane, dpReady func() error, o managerOptions, attempt int) error {
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Logger:                  log,
@@ -165,11 +173,11 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	c, err := controllers.Setup(ctx, mgr, srv, controllers.Options{
-		BindAddress:          o.dataplaneBindAddress,
+	c, err := controllers.Setup(ctx, mgr, dp, controllers.Options{
+		BindAddress:          o.dp.BindAddress,
 		AllowAddressBackends: o.allowAddressBackends,
 		PortPolicy:           o.policy,
-		MaxConnections:       o.maxConnections,
+		MaxConnections:       o.dp.MaxConnections,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
@@ -177,7 +185,12 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("dataplane", c.ReadyCheck); err != nil {
+	if err := mgr.AddReadyzCheck("dataplane", func(r *http.Request) error {
+		if err := c.ReadyCheck(r); err != nil {
+			return err
+		}
+		return dpReady()
+	}); err != nil {
 		return err
 	}
 	log.Info("starting manager", "leaderElection", o.leaderElect, "namespaces", o.watchNamespaces)
@@ -188,6 +201,20 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		return errors.New("manager returned")
 	}
 	return nil
+}
+
+// remoteDataplane programs the dataplane process on socket, follows its
+// restarts until ctx is done, and mirrors its metrics into this process's
+// endpoint. The manager's own container holds no traffic: only the Go
+// runtime's memory limit is set from it.
+func remoteDataplane(ctx context.Context, log logr.Logger, socket string) (controllers.Dataplane, func() error) {
+	daemon.SetMemoryLimit(log)
+	client := control.NewClient(socket)
+	remote := controllers.NewRemoteDataplane(client, log.WithName("dataplane"), controllers.RemoteOptions{})
+	go remote.Run(ctx)
+	ctrlmetrics.Registry.MustRegister(control.NewCollector(client, 5*time.Second, log.WithName("dataplane-metrics")))
+	log.Info("programming the dataplane process", "socket", socket)
+	return remote, remote.Ready
 }
 
 // metricsOptions serves metrics as the flags say. Secure serving

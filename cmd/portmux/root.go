@@ -6,6 +6,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/portmux/portmux/dataplane/daemon"
 )
 
 // version is stamped at build time (-X main.version=...).
@@ -18,7 +20,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newManagerCommand(), newServeCommand(), newTunnelCommand(), newVersionCommand())
+	root.AddCommand(newManagerCommand(), daemon.NewCommand(logFlags), newServeCommand(), newTunnelCommand(), newVersionCommand())
 	return root
 }
 

@@ -24,19 +24,15 @@ import (
 
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
-	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/daemon"
 )
 
 type serveOptions struct {
-	files          []string
-	bindAddress    string
-	metricsAddr    string
-	pprofAddr      string
-	idleTimeout    time.Duration
-	shutdownGrace  time.Duration
-	maxConnections int
-	logConnections bool
-	watch          bool
+	files       []string
+	dp          daemon.Flags
+	metricsAddr string
+	pprofAddr   string
+	watch       bool
 	// settle is how long changed files must stay unchanged before they
 	// are applied; zero means defaultSettle.
 	settle time.Duration
@@ -59,13 +55,9 @@ the previous configuration keeps serving.`,
 	newLog := logFlags(cmd)
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "file", "f", nil, "PortMux/Secret YAML file (repeatable)")
-	f.StringVar(&o.bindAddress, "bind-address", "", "host the listeners bind (empty: every interface)")
+	o.dp.AddFlags(f, "bind-address")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (empty: off)")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve Go's pprof profiles on this address, e.g. 127.0.0.1:6060 (empty: off)")
-	f.DurationVar(&o.idleTimeout, "idle-timeout", snapshot.DefaultIdleTimeout, "close forwarded connections and TCP tunnels idle this long in both directions, unless their route sets idleTimeout")
-	f.DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
-	f.IntVar(&o.maxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
-	f.BoolVar(&o.logConnections, "log-connections", true, "log one line per connection")
 	f.BoolVar(&o.watch, "watch", true, "reload when a file changes")
 	_ = cmd.MarkFlagRequired("file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -88,11 +80,11 @@ func compileFiles(log logr.Logger, o serveOptions, files []fileData, lastGood ma
 	if err != nil {
 		return nil, err
 	}
-	in.BindAddress = o.bindAddress
+	in.BindAddress = o.dp.BindAddress
 	in.AllowAddressBackends = true
 	in.LastGoodSecrets = lastGood
 	out := compile.Compile(in)
-	out.Snapshot.MaxConnections = o.maxConnections
+	out.Snapshot.MaxConnections = o.dp.MaxConnections
 	var invalid []string
 	keys := make([]string, 0, len(out.Results))
 	for k := range out.Results {
@@ -121,15 +113,9 @@ func compileFiles(log logr.Logger, o serveOptions, files []fileData, lastGood ma
 }
 
 func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
-	o.maxConnections = applyBudget(log, o.maxConnections)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := dataplane.NewServer(dataplane.Options{
-		Log:            log.WithName("dataplane"),
-		Metrics:        dataplane.NewMetrics(reg),
-		IdleTimeout:    o.idleTimeout,
-		LogConnections: o.logConnections,
-	})
+	srv := o.dp.NewServer(log, reg)
 
 	out, err := compileFiles(log, o, nil, nil)
 	if err != nil {
@@ -189,12 +175,7 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("shutting down; draining connections", "grace", o.shutdownGrace)
-			sctx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Info("grace period over; closed remaining connections")
-			}
+			o.dp.Drain(log, srv)
 			return nil
 		case <-reload.ready:
 			if req, ok := reload.take(); ok {

@@ -174,9 +174,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // cancelled.
 func startServe(t *testing.T, o serveOptions) *serveLog {
 	t.Helper()
-	o.bindAddress = "127.0.0.1"
-	o.shutdownGrace = 5 * time.Second
-	o.logConnections = true
+	o.dp.BindAddress = "127.0.0.1"
+	o.dp.ShutdownGrace = 5 * time.Second
+	o.dp.LogConnections = true
 	o.watch = true
 	logs := &serveLog{}
 	log := funcr.New(logs.add, funcr.Options{Verbosity: 1})

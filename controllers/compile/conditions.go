@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -29,8 +30,15 @@ const (
 	ReasonResolvedRefs   = "ResolvedRefs"
 	ReasonProgrammed     = "Programmed"
 	ReasonBindFailed     = "BindFailed"
-	ReasonNotServed      = "NotServed"
-	ReasonReady          = "Ready"
+	// ReasonDataplaneUnreachable: the dataplane runs in another process
+	// (container) and does not answer on its control socket; it serves
+	// what it had, but nothing new reaches it.
+	ReasonDataplaneUnreachable = "DataplaneUnreachable"
+	// ReasonDataplaneRefused: the dataplane process refused the snapshot
+	// (e.g. a manager and a dataplane of different versions).
+	ReasonDataplaneRefused = "DataplaneRefused"
+	ReasonNotServed        = "NotServed"
+	ReasonReady            = "Ready"
 )
 
 // Status computes a PortMux's status from its compile Result and the bind
@@ -67,7 +75,8 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 		old[l.Name] = l
 	}
 	var conflicts, unbound, notServed []string
-	refusal := ReasonPortConflict // the reason of conflicts: PortNotAllowed if any listener is
+	unboundReason := ReasonBindFailed // the first unbound listener's
+	refusal := ReasonPortConflict     // the reason of conflicts: PortNotAllowed if any listener is
 	st.Listeners = make([]v1alpha1.ListenerStatus, 0, len(res.Listeners))
 	for _, lr := range res.Listeners {
 		ls := v1alpha1.ListenerStatus{Name: lr.Name, Port: lr.Port, AttachedRoutes: lr.AttachedRoutes, Conditions: old[lr.Name].Conditions}
@@ -103,8 +112,11 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 			set(&ls.Conditions, ConditionProgrammed, false, reason, msg)
 		case bindErrs[lr.Snapshot] != nil:
 			msg := bindErrs[lr.Snapshot].Error()
+			if len(unbound) == 0 {
+				unboundReason = bindReason(bindErrs[lr.Snapshot])
+			}
 			unbound = append(unbound, fmt.Sprintf("listener %s: %s", lr.Name, msg))
-			set(&ls.Conditions, ConditionProgrammed, false, ReasonBindFailed, msg)
+			set(&ls.Conditions, ConditionProgrammed, false, bindReason(bindErrs[lr.Snapshot]), msg)
 		default:
 			set(&ls.Conditions, ConditionProgrammed, true, ReasonProgrammed, "served by the dataplane")
 		}
@@ -128,7 +140,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	case programmed:
 		set(&st.Conditions, ConditionProgrammed, true, ReasonProgrammed, "every listener is served by the dataplane")
 	case len(unbound) > 0:
-		set(&st.Conditions, ConditionProgrammed, false, ReasonBindFailed, strings.Join(unbound, "; "))
+		set(&st.Conditions, ConditionProgrammed, false, unboundReason, strings.Join(unbound, "; "))
 	default:
 		set(&st.Conditions, ConditionProgrammed, false, ReasonNotServed, "listeners not served: "+strings.Join(notServed, ", "))
 	}
@@ -144,6 +156,21 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 		set(&st.Conditions, ConditionReady, true, ReasonReady, "serving")
 	}
 	return st
+}
+
+// ReasonedError is a listener's error from the dataplane that says which
+// condition reason it is; any other error is ReasonBindFailed.
+type ReasonedError interface {
+	error
+	Reason() string
+}
+
+func bindReason(err error) string {
+	var r ReasonedError
+	if errors.As(err, &r) {
+		return r.Reason()
+	}
+	return ReasonBindFailed
 }
 
 // ports renders the listeners' ports for the printer column.

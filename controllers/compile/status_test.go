@@ -2,6 +2,7 @@ package compile_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +160,44 @@ func TestStatusMessagesFitTheAPI(t *testing.T) {
 		if len(c.Message) > limit {
 			t.Errorf("condition %s message is %d bytes, over the API's %d", c.Type, len(c.Message), limit)
 		}
+	}
+}
+
+// reasoned is an error from a dataplane that names its condition reason.
+type reasoned struct{ reason string }
+
+func (r reasoned) Error() string  { return "dataplane unreachable: connect: no such file or directory" }
+func (r reasoned) Reason() string { return r.reason }
+
+// An error that carries a reason (a dataplane in another process that does
+// not answer) shows that reason, not BindFailed, on the listener and on
+// the PortMux's Programmed and Ready conditions.
+func TestStatusReasonFromTheError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		errs map[string]error
+		want string
+	}{
+		{"a bind error", map[string]error{"infra/edge/public": errors.New("bind: address already in use")}, compile.ReasonBindFailed},
+		{"an unreachable dataplane", map[string]error{
+			"infra/edge/public": reasoned{compile.ReasonDataplaneUnreachable},
+			"infra/edge/alt":    reasoned{compile.ReasonDataplaneUnreachable},
+		}, compile.ReasonDataplaneUnreachable},
+		{"wrapped", map[string]error{"infra/edge/alt": fmt.Errorf("apply: %w", reasoned{compile.ReasonDataplaneRefused})}, compile.ReasonDataplaneRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := compile.Status(statusPortMux(), servedResult(), tc.errs, t0)
+			for _, typ := range []string{compile.ConditionProgrammed, compile.ConditionReady} {
+				if c := meta.FindStatusCondition(st.Conditions, typ); c == nil || c.Reason != tc.want || c.Status != metav1.ConditionFalse {
+					t.Errorf("%s: %+v, want False with reason %s", typ, c, tc.want)
+				}
+			}
+			for _, l := range st.Listeners {
+				c := meta.FindStatusCondition(l.Conditions, compile.ConditionProgrammed)
+				if tc.errs["infra/edge/"+l.Name] != nil && (c == nil || c.Reason != tc.want) {
+					t.Errorf("listener %s Programmed: %+v, want reason %s", l.Name, c, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -6,6 +6,8 @@
 // YAML files) compile into a Snapshot; the dataplane builds its router from it
 // and never sees where it came from. Nothing in a Snapshot is changed after
 // it is handed over: a new configuration is a new Snapshot, swapped in whole.
+// Encode and Decode carry one to a dataplane in another process (`portmux
+// dataplane`), keys and all.
 package snapshot
 
 import (

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -111,68 +112,88 @@ type expectation struct {
 	replicas                    int32
 	leaderElect                 bool
 	args                        []string // flags after "manager", in order
+	dataplaneArgs               []string // flags after "dataplane", in order
 	unprivilegedPortStart       string   // "" = no sysctl
 	serviceType                 corev1.ServiceType
 	trafficPolicy               corev1.ServiceExternalTrafficPolicy
 	servicePorts                []corev1.ServicePort
-	containerPorts              []corev1.ContainerPort // all of them, in order
+	managerPorts                []corev1.ContainerPort // all of them, in order
+	dataplanePorts              []corev1.ContainerPort // the listeners', in order
+	dataplaneMemory             string                 // the dataplane container's memory limit
 	serviceMonitor, sa          bool
 	pdb                         string // "minAvailable=N" or "maxUnavailable=N"; "" = none
 }
+
+// The control socket both containers mount, and where the manager's token
+// is mounted.
+const (
+	socketFlag = "--socket=/run/portmux/dataplane.sock"
+	tokenDir   = "/var/run/secrets/kubernetes.io/serviceaccount"
+)
 
 var expectations = map[string]expectation{
 	"default": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 1, leaderElect: true,
-		args:                  []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		args:                  []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		dataplaneArgs:         []string{socketFlag, "--zap-log-level=info"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP}},
-		containerPorts: []corev1.ContainerPort{
-			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+		managerPorts: []corev1.ContainerPort{
 			{Name: "metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
 			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
 		},
-		pdb: "maxUnavailable=1", sa: true,
+		dataplanePorts:  []corev1.ContainerPort{{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP}},
+		dataplaneMemory: "512Mi",
+		pdb:             "maxUnavailable=1", sa: true,
 	},
 	"custom": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 3, leaderElect: true,
-		args: []string{"--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
+		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
 			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
-			"--allow-address-backends", "--idle-timeout=1h", "--shutdown-grace=20s"},
+			"--allow-address-backends", "--leader-election-namespace=portmux-system"},
+		dataplaneArgs:         []string{socketFlag, "--zap-log-level=debug", "--idle-timeout=1h", "--shutdown-grace=20s"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{
 			{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP, NodePort: 30443},
 			{Name: "ssh", Port: 22, TargetPort: intstr.FromInt32(2222), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("ssh")},
 		},
-		containerPorts: []corev1.ContainerPort{
-			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
-			{Name: "ssh", ContainerPort: 2222, Protocol: corev1.ProtocolTCP},
+		managerPorts: []corev1.ContainerPort{
 			{Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP},
 			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
 		},
-		serviceMonitor: true, pdb: "minAvailable=2", sa: true,
+		dataplanePorts: []corev1.ContainerPort{
+			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+			{Name: "ssh", ContainerPort: 2222, Protocol: corev1.ProtocolTCP},
+		},
+		dataplaneMemory: "2Gi",
+		serviceMonitor:  true, pdb: "minAvailable=2", sa: true,
 	},
 	"minimal": {
 		manager: "edge-controller-manager", dataplane: "edge-dataplane",
-		replicas: 1,
-		args:     []string{"--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		replicas:      1,
+		args:          []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		dataplaneArgs: []string{socketFlag, "--zap-log-level=info"},
 		servicePorts: []corev1.ServicePort{
 			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443), Protocol: corev1.ProtocolTCP},
 		},
-		serviceType: corev1.ServiceTypeClusterIP,
-		containerPorts: []corev1.ContainerPort{
-			{Name: "https", ContainerPort: 8443, Protocol: corev1.ProtocolTCP},
-			{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
-		},
+		serviceType:     corev1.ServiceTypeClusterIP,
+		managerPorts:    []corev1.ContainerPort{{Name: "health", ContainerPort: 8081, Protocol: corev1.ProtocolTCP}},
+		dataplanePorts:  []corev1.ContainerPort{{Name: "https", ContainerPort: 8443, Protocol: corev1.ProtocolTCP}},
+		dataplaneMemory: "512Mi",
 	},
 }
 
-// The Deployment runs `portmux manager` with the restricted security
-// context, the flags its values ask for and probes on the health port; the
-// dataplane Service's ports reach container ports.
+// The Deployment runs two containers from the image: `portmux manager`,
+// with the pod's only service account token, no capability and its probes
+// on the health port, and `portmux dataplane`, with no token, only
+// NET_BIND_SERVICE, the listener ports and exec probes on the control
+// socket both mount; both with the restricted security context and the
+// flags the values ask for. The dataplane Service's ports reach the
+// dataplane's container ports.
 func TestRenderedObjects(t *testing.T) {
 	requireHelm(t)
 	for _, c := range valuesCases {
@@ -186,27 +207,31 @@ func TestRenderedObjects(t *testing.T) {
 			}
 			pod := dep.Spec.Template.Spec
 			checkPodSecurity(t, pod.SecurityContext, want.unprivilegedPortStart)
-			if len(pod.Containers) != 1 {
-				t.Fatalf("%d containers, want 1", len(pod.Containers))
+			if names := containerNames(pod.Containers); !slices.Equal(names, []string{"manager", "dataplane"}) {
+				t.Fatalf("containers %q, want manager and dataplane", names)
 			}
-			ctr := pod.Containers[0]
-			checkContainerSecurity(t, ctr.SecurityContext)
-			if len(ctr.Command) != 0 || len(ctr.Args) == 0 || ctr.Args[0] != "manager" {
-				t.Errorf("command %q args %q: want the image's entrypoint with args starting with manager", ctr.Command, ctr.Args)
-			} else if !slices.Equal(ctr.Args[1:], want.args) {
-				t.Errorf("manager flags:\n got %q\nwant %q", ctr.Args[1:], want.args)
-			}
-			if got := slices.Contains(ctr.Args, "--leader-elect"); got != want.leaderElect {
+			mgr, dp := pod.Containers[0], pod.Containers[1]
+			checkContainerSecurity(t, "manager", mgr.SecurityContext)
+			checkContainerSecurity(t, "dataplane", dp.SecurityContext, "NET_BIND_SERVICE")
+			checkArgs(t, mgr, "manager", want.args)
+			checkArgs(t, dp, "dataplane", want.dataplaneArgs)
+			if got := slices.Contains(mgr.Args, "--leader-elect"); got != want.leaderElect {
 				t.Errorf("--leader-elect present = %v, want %v", got, want.leaderElect)
 			}
-			if !reflect.DeepEqual(ctr.Ports, want.containerPorts) {
-				t.Errorf("container ports:\n got %+v\nwant %+v", ctr.Ports, want.containerPorts)
+			if !reflect.DeepEqual(mgr.Ports, want.managerPorts) {
+				t.Errorf("manager container ports:\n got %+v\nwant %+v", mgr.Ports, want.managerPorts)
 			}
-			checkProbe(t, "liveness", ctr.LivenessProbe, "/healthz")
-			checkProbe(t, "readiness", ctr.ReadinessProbe, "/readyz")
-			if !slices.ContainsFunc(ctr.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/tmp" }) {
-				t.Errorf("no writable /tmp next to the read-only root filesystem: %+v", ctr.VolumeMounts)
+			if !reflect.DeepEqual(dp.Ports, want.dataplanePorts) {
+				t.Errorf("dataplane container ports:\n got %+v\nwant %+v", dp.Ports, want.dataplanePorts)
 			}
+			checkProbe(t, "manager liveness", mgr.LivenessProbe, "/healthz")
+			checkProbe(t, "manager readiness", mgr.ReadinessProbe, "/readyz")
+			checkExecProbe(t, "dataplane liveness", dp.LivenessProbe, "/portmux", "dataplane", "probe", socketFlag)
+			checkExecProbe(t, "dataplane readiness", dp.ReadinessProbe, "/portmux", "dataplane", "probe", "--ready", socketFlag)
+			if got := dp.Resources.Limits.Memory().String(); got != want.dataplaneMemory {
+				t.Errorf("dataplane memory limit %s, want %s (it sizes the dataplane)", got, want.dataplaneMemory)
+			}
+			checkCredentials(t, pod)
 
 			svc := into[corev1.Service](t, mustFind(t, objs, "Service", want.dataplane))
 			if svc.Spec.Type != want.serviceType || svc.Spec.ExternalTrafficPolicy != want.trafficPolicy {
@@ -218,8 +243,8 @@ func TestRenderedObjects(t *testing.T) {
 			}
 			checkSelects(t, svc.Spec.Selector, dep)
 			for _, p := range svc.Spec.Ports {
-				if !slices.ContainsFunc(ctr.Ports, func(cp corev1.ContainerPort) bool { return cp.ContainerPort == p.TargetPort.IntVal }) {
-					t.Errorf("Service port %s targets %s, which the pod does not declare", p.Name, p.TargetPort.String())
+				if !slices.ContainsFunc(dp.Ports, func(cp corev1.ContainerPort) bool { return cp.ContainerPort == p.TargetPort.IntVal }) {
+					t.Errorf("Service port %s targets %s, which the dataplane container does not declare", p.Name, p.TargetPort.String())
 				}
 			}
 
@@ -283,10 +308,12 @@ func checkPodSecurity(t *testing.T, sc *corev1.PodSecurityContext, portStart str
 	}
 }
 
-func checkContainerSecurity(t *testing.T, sc *corev1.SecurityContext) {
+// checkContainerSecurity checks the restricted profile, with exactly the
+// capabilities add.
+func checkContainerSecurity(t *testing.T, name string, sc *corev1.SecurityContext, add ...corev1.Capability) {
 	t.Helper()
 	if sc == nil {
-		t.Fatal("no container securityContext")
+		t.Fatalf("%s: no container securityContext", name)
 	}
 	if !ptrVal(sc.RunAsNonRoot) || ptrVal(sc.RunAsUser) != 65532 {
 		t.Errorf("runAsNonRoot %v runAsUser %v, want true 65532", ptrVal(sc.RunAsNonRoot), ptrVal(sc.RunAsUser))
@@ -302,11 +329,83 @@ func checkContainerSecurity(t *testing.T, sc *corev1.SecurityContext) {
 	}
 	if sc.Capabilities == nil ||
 		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
-		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_BIND_SERVICE"}) {
-		t.Errorf("capabilities %+v, want drop [ALL] add [NET_BIND_SERVICE]", sc.Capabilities)
+		!slices.Equal(sc.Capabilities.Add, add) {
+		t.Errorf("%s: capabilities %+v, want drop [ALL] add %v", name, sc.Capabilities, add)
 	}
 	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("seccompProfile %+v, want RuntimeDefault", sc.SeccompProfile)
+	}
+}
+
+func containerNames(cs []corev1.Container) []string {
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// checkArgs checks that a container runs the image's entrypoint with a
+// portmux command and then exactly the flags want.
+func checkArgs(t *testing.T, c corev1.Container, command string, want []string) {
+	t.Helper()
+	if len(c.Command) != 0 || len(c.Args) == 0 || c.Args[0] != command {
+		t.Errorf("%s: command %q args %q: want the image's entrypoint with args starting with %s", c.Name, c.Command, c.Args, command)
+	} else if !slices.Equal(c.Args[1:], want) {
+		t.Errorf("%s flags:\n got %q\nwant %q", command, c.Args[1:], want)
+	}
+}
+
+// checkCredentials checks that the manager container alone gets the
+// service account token, through the projected volume automounting would
+// have made, and that both containers mount the control socket's emptyDir
+// and nothing else they share.
+func checkCredentials(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("automountServiceAccountToken is not false: every container would get the token")
+	}
+	mounts := map[string]map[string]corev1.VolumeMount{} // container -> path -> mount
+	for _, c := range pod.Containers {
+		mounts[c.Name] = map[string]corev1.VolumeMount{}
+		for _, m := range c.VolumeMounts {
+			mounts[c.Name][m.MountPath] = m
+		}
+	}
+	if m, ok := mounts["manager"][tokenDir]; !ok || !m.ReadOnly || m.Name != "kube-api-access" {
+		t.Errorf("the manager mounts %+v at %s, want kube-api-access read-only", m, tokenDir)
+	}
+	if _, ok := mounts["manager"]["/tmp"]; !ok {
+		t.Error("the manager has no writable /tmp next to the read-only root filesystem")
+	}
+	if got := slices.Sorted(maps.Keys(mounts["dataplane"])); !slices.Equal(got, []string{"/run/portmux"}) {
+		t.Errorf("the dataplane mounts %q, want only /run/portmux (the control socket)", got)
+	}
+	if mounts["manager"]["/run/portmux"].Name != "control" || mounts["dataplane"]["/run/portmux"].Name != "control" {
+		t.Error("the two containers do not share the control volume at /run/portmux")
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	if v := volumes["control"]; v.EmptyDir == nil {
+		t.Errorf("the control volume %+v is not an emptyDir", v)
+	}
+	p := volumes["kube-api-access"].Projected
+	if p == nil || len(p.Sources) != 3 || p.Sources[0].ServiceAccountToken == nil || p.Sources[0].ServiceAccountToken.Path != "token" ||
+		p.Sources[1].ConfigMap == nil || p.Sources[1].ConfigMap.Name != "kube-root-ca.crt" ||
+		p.Sources[2].DownwardAPI == nil || len(p.Sources[2].DownwardAPI.Items) != 1 || p.Sources[2].DownwardAPI.Items[0].Path != "namespace" {
+		t.Errorf("kube-api-access %+v: want a projected token, the cluster's CA and the namespace, as automounting makes", volumes["kube-api-access"])
+	}
+}
+
+func checkExecProbe(t *testing.T, what string, p *corev1.Probe, command ...string) {
+	t.Helper()
+	if p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, command) {
+		t.Errorf("%s probe %+v: want exec %q", what, p, command)
+	}
+	if p != nil && p.HTTPGet != nil || p != nil && p.TCPSocket != nil || p != nil && p.GRPC != nil {
+		t.Errorf("%s probe %+v: the dataplane has no port for it", what, p)
 	}
 }
 
@@ -422,6 +521,8 @@ func TestRefusedValues(t *testing.T) {
 		{"log level", []string{"--set", "logLevel=loud"}, "/logLevel"},
 		{"watch namespace", []string{"--set", "watchNamespaces[0]=Not_A_Namespace"}, "/watchNamespaces/0"},
 		{"extra arg", []string{"--set", "extraArgs[0]=manager"}, "/extraArgs/0"},
+		{"dataplane extra arg", []string{"--set", "dataplane.extraArgs[0]=dataplane"}, "/dataplane/extraArgs/0"},
+		{"unknown dataplane key", []string{"--set", "dataplane.socket=/tmp/x.sock"}, "additional properties 'socket'"},
 		{"sysctl", []string{"--set", "unprivilegedPortStart=-1"}, "/unprivilegedPortStart"},
 		{"no service account", []string{"--set", "serviceAccount.create=false"}, "serviceAccount.name is required"},
 	} {
@@ -492,7 +593,11 @@ func TestMetricsSecureSwitch(t *testing.T) {
 			for _, o := range objs {
 				switch {
 				case o.GetKind() == "Deployment":
-					args = into[appsv1.Deployment](t, o).Spec.Template.Spec.Containers[0].Args
+					for _, c := range into[appsv1.Deployment](t, o).Spec.Template.Spec.Containers {
+						if c.Name == "manager" {
+							args = c.Args
+						}
+					}
 				case o.GetKind() == "ServiceMonitor":
 					eps, _, _ := unstructured.NestedSlice(o.Object, "spec", "endpoints")
 					if len(eps) == 1 {

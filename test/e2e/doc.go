@@ -10,6 +10,10 @@
 // KUBEBUILDER_ASSETS is unset or a program is missing. Everything binds
 // 127.0.0.1 or the test addresses.
 //
+// TestSplitProcesses is the same tier for the pod's shape: `portmux
+// dataplane --socket` and `portmux manager --dataplane-socket` as two
+// processes, each killed and restarted while the other carries on.
+//
 // Tests behind the e2e build tag (`make test-e2e`) run on a kind cluster.
 //
 // The package has no code of its own; it decides nothing.

@@ -95,6 +95,13 @@ type proc struct {
 // On test failure the tail of the log is printed.
 func startProc(t *testing.T, dir, name string, withStdin bool, argv ...string) *proc {
 	t.Helper()
+	return startProcWith(t, dir, name, withStdin, nil, argv...)
+}
+
+// startProcWith is startProc where configure, when set, adjusts the
+// command before it starts (its environment, say).
+func startProcWith(t *testing.T, dir, name string, withStdin bool, configure func(*exec.Cmd), argv ...string) *proc {
+	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -108,6 +115,9 @@ func startProc(t *testing.T, dir, name string, withStdin bool, argv ...string) *
 		exited:  make(chan struct{}),
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if configure != nil {
+		configure(p.cmd)
+	}
 	if withStdin {
 		if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 			t.Fatal(err)

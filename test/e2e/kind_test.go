@@ -18,7 +18,11 @@ package e2e
 //     (another SNI), then the tunnel route's token and allow list;
 //
 // and checks that `kubectl get portmux` shows it Ready and that the tunnel
-// refuses a client without the token.
+// refuses a client without the token. Then it checks the pod's split
+// (kind_split_test.go): the dataplane container has no token file, no
+// Kubernetes API access and no listening port but its listener's, seen
+// from an ephemeral container beside it; and every connection open
+// through the dataplane survives a SIGKILL of the manager container.
 //
 // It skips, with a one-line reason, where it cannot run: no docker CLI or
 // engine, no kind or helm in ./bin (`make test-e2e` installs them), no
@@ -93,7 +97,7 @@ const kindPeersDockerfile = `ARG BASE
 FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      openssh-server openssh-client openssl curl ca-certificates coreutils \
+      openssh-server openssh-client openssl curl ca-certificates coreutils iproute2 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --shell /bin/sh e2e \
  && usermod --password '*' e2e \
@@ -349,6 +353,10 @@ func TestKind(t *testing.T) {
 			t.Errorf("/metrics without a token answered %q, want 401", code)
 		}
 	})
+	e.step(t, "checking that the dataplane container holds no credentials")
+	e.checkDataplaneHoldsNothing(t)
+	e.step(t, "killing the manager container's process while connections are open")
+	e.checkManagerKill(t, sshOpts, tunnelURL)
 	e.step(t, "done")
 }
 
@@ -496,7 +504,9 @@ func (e *kindEnv) dumpState(t *testing.T) {
 	for _, args := range [][]string{
 		{"get", "portmux", "-A", "-o", "yaml"},
 		{"get", "pods", "-A", "-o", "wide"},
-		{"-n", kindSystemNS, "logs", "deployment/" + kindManager, "--tail=200"},
+		{"-n", kindSystemNS, "logs", "deployment/" + kindManager, "-c", "manager", "--tail=200"},
+		{"-n", kindSystemNS, "logs", "deployment/" + kindManager, "-c", "manager", "--previous", "--tail=100"},
+		{"-n", kindSystemNS, "logs", "deployment/" + kindManager, "-c", "dataplane", "--tail=200"},
 		{"-n", kindAppNS, "logs", "deployment/sshd", "--tail=50"},
 		{"-n", kindAppNS, "logs", "deployment/web", "--tail=50"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},

@@ -50,58 +50,8 @@ func TestManagerProcess(t *testing.T) {
 		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
 	}
 
-	// Build the binary while the control plane starts.
-	bin := filepath.Join(dir, "portmux")
-	var buildErr error
-	built := make(chan struct{})
-	go func() {
-		defer close(built)
-		buildErr = buildPortmux(goBin, bin)
-	}()
-	t.Cleanup(func() { <-built })
-
-	env := &envtest.Environment{
-		CRDDirectoryPaths:        []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: time.Minute,
-	}
-	apiLog, err := os.Create(filepath.Join(dir, "kube-apiserver.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { apiLog.Close() })
-	env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
-	// Stopping the API server while the manager still watches: without a
-	// bound the graceful shutdown waits for those watches forever (until
-	// envtest's SIGKILL after ControlPlaneStopTimeout).
-	env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
-	if _, err := env.Start(); err != nil {
-		t.Fatalf("start kube-apiserver and etcd from %s: %v", assets, err)
-	}
-	var stopOnce sync.Once
-	var stopErr error
-	stopAPIServer := func() error {
-		stopOnce.Do(func() { stopErr = env.Stop() })
-		return stopErr
-	}
-	t.Cleanup(func() { _ = stopAPIServer() })
-	admin, err := env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	<-built
-	if buildErr != nil {
-		t.Fatalf("build portmux: %v", buildErr)
-	}
-	phase("API server up at %s, portmux built", admin.Config().Host)
+	bin, cp := buildAndStartControlPlane(t, dir, goBin, kubectl)
+	phase("API server up at %s, portmux built", cp.host)
 
 	// Real backends on the test addresses: the API server refuses loopback
 	// endpoints.
@@ -114,7 +64,7 @@ func TestManagerProcess(t *testing.T) {
 	ports := freeTCPPorts(t, "127.0.0.1", 3)
 	muxPort, metricsAddr, probeAddr := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
 	mgr := startProc(t, dir, "manager", false, bin, "manager",
-		"--kubeconfig", kubeconfig,
+		"--kubeconfig", cp.kubeconfig,
 		"--dataplane-bind-address", "127.0.0.1",
 		"--metrics-bind-address", metricsAddr,
 		"--health-probe-bind-address", probeAddr,
@@ -124,19 +74,7 @@ func TestManagerProcess(t *testing.T) {
 		t.Fatalf("%s\n(manager log: %s; its tail is printed below)", fmt.Sprintf(format, args...), mgr.logPath)
 	}
 
-	k := func(timeout time.Duration, args ...string) (string, error) {
-		return runBounded(timeout, nil, append([]string{kubectl, "--kubeconfig", kubeconfig}, args...)...)
-	}
-	apply := func(name, yaml string) {
-		t.Helper()
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := k(30*time.Second, "apply", "-f", path); err != nil {
-			t.Fatalf("kubectl apply -f %s: %v\n%s", name, err, out)
-		}
-	}
+	k, apply := cp.kubectl, cp.apply
 	apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
 	apply("portmux.yaml", portMux(muxPort, "tls-a"))
 	phase("applied the PortMux (port %d) and its Services and EndpointSlices", muxPort)
@@ -243,11 +181,7 @@ func TestManagerProcess(t *testing.T) {
 	phase("kubectl get pmx Ready=True, /metrics, /readyz")
 
 	// Without the API server the dataplane keeps the last snapshot.
-	stopStart := time.Now()
-	if err := stopAPIServer(); err != nil {
-		out, _ := exec.Command("tail", "-50", apiLog.Name()).CombinedOutput()
-		t.Fatalf("stop the API server: %v after %s\n%s", err, time.Since(stopStart), out)
-	}
+	cp.stop(t)
 	phase("API server and etcd stopped")
 	sshEcho("right after the API server stopped")
 	select {
@@ -261,6 +195,105 @@ func TestManagerProcess(t *testing.T) {
 		mgrFailed("the manager exited (%v) after the API server stopped", mgr.waitErr)
 	}
 	phase("without the API server: the manager is alive, ssh and TLS still served")
+}
+
+// controlPlane is a kube-apiserver and etcd from the envtest assets, with
+// the CRDs installed, and an admin kubeconfig for kubectl.
+type controlPlane struct {
+	t          *testing.T
+	dir        string
+	kubectlBin string
+	kubeconfig string
+	host       string
+	apiLog     string
+	stopOnce   sync.Once
+	stopErr    error
+	env        *envtest.Environment
+}
+
+// buildAndStartControlPlane builds portmux into dir while it starts the
+// control plane, and returns the binary and the control plane, which the
+// test's end stops.
+func buildAndStartControlPlane(t *testing.T, dir, goBin, kubectl string) (string, *controlPlane) {
+	t.Helper()
+	bin := filepath.Join(dir, "portmux")
+	var buildErr error
+	built := make(chan struct{})
+	go func() {
+		defer close(built)
+		buildErr = buildPortmux(goBin, bin)
+	}()
+	t.Cleanup(func() { <-built })
+
+	cp := &controlPlane{t: t, dir: dir, kubectlBin: kubectl, apiLog: filepath.Join(dir, "kube-apiserver.log")}
+	cp.env = &envtest.Environment{
+		CRDDirectoryPaths:        []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: time.Minute,
+	}
+	apiLog, err := os.Create(cp.apiLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { apiLog.Close() })
+	cp.env.ControlPlane.APIServer = &envtest.APIServer{Out: apiLog, Err: apiLog}
+	// Stopping the API server while the manager still watches: without a
+	// bound the graceful shutdown waits for those watches forever (until
+	// envtest's SIGKILL after ControlPlaneStopTimeout).
+	cp.env.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
+	if _, err := cp.env.Start(); err != nil {
+		t.Fatalf("start kube-apiserver and etcd from %s: %v", os.Getenv("KUBEBUILDER_ASSETS"), err)
+	}
+	t.Cleanup(func() { _ = cp.stopNow() })
+	admin, err := cp.env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.kubeconfig, cp.host = filepath.Join(dir, "kubeconfig"), admin.Config().Host
+	if err := os.WriteFile(cp.kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	<-built
+	if buildErr != nil {
+		t.Fatalf("build portmux: %v", buildErr)
+	}
+	return bin, cp
+}
+
+// kubectl runs kubectl against the control plane.
+func (cp *controlPlane) kubectl(timeout time.Duration, args ...string) (string, error) {
+	return runBounded(timeout, nil, append([]string{cp.kubectlBin, "--kubeconfig", cp.kubeconfig}, args...)...)
+}
+
+// apply writes yaml to a file named name and kubectl-applies it.
+func (cp *controlPlane) apply(name, yaml string) {
+	cp.t.Helper()
+	path := filepath.Join(cp.dir, name)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		cp.t.Fatal(err)
+	}
+	if out, err := cp.kubectl(30*time.Second, "apply", "-f", path); err != nil {
+		cp.t.Fatalf("kubectl apply -f %s: %v\n%s", name, err, out)
+	}
+}
+
+// stop stops the API server and etcd, failing the test if they do not.
+func (cp *controlPlane) stop(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	if err := cp.stopNow(); err != nil {
+		out, _ := exec.Command("tail", "-50", cp.apiLog).CombinedOutput()
+		t.Fatalf("stop the API server: %v after %s\n%s", err, time.Since(start), out)
+	}
+}
+
+func (cp *controlPlane) stopNow() error {
+	cp.stopOnce.Do(func() { cp.stopErr = cp.env.Stop() })
+	return cp.stopErr
 }
 
 // buildPortmux builds ./cmd/portmux from the module root into bin, as

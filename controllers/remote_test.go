@@ -1,0 +1,364 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/portmux/portmux/controllers/compile"
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/control"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// appliedLog is a dataplane behind a real control socket that records the
+// listener names of each snapshot it is sent.
+type appliedLog struct {
+	mu   sync.Mutex
+	got  [][]string
+	errs map[string]error
+}
+
+func (a *appliedLog) Apply(s *snapshot.Snapshot) map[string]error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, boundListeners(s))
+	return a.errs
+}
+
+func (a *appliedLog) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got)
+}
+
+// remoteSocket is a fresh socket path (short: Unix socket paths are).
+func remoteSocket(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pmx-remote-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, "dp.sock")
+}
+
+// serveDataplane serves h on path until stop (or the test's end).
+func serveDataplane(t *testing.T, path string, h http.Handler) (stop func()) {
+	t.Helper()
+	ln, err := control.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = hs.Serve(ln) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { _ = hs.Close(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// startDataplane is a dataplane process: a control handler for a new
+// appliedLog on path.
+func startDataplane(t *testing.T, path string) (*appliedLog, *control.Handler, func()) {
+	t.Helper()
+	a := &appliedLog{}
+	h := control.NewHandler(a, prometheus.NewRegistry(), testr.New(t))
+	return a, h, serveDataplane(t, path, h)
+}
+
+func twoListeners(port string) *snapshot.Snapshot {
+	route := []snapshot.Route{{Name: "ns/pm/any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: &snapshot.Backend{Name: "b"}}}
+	return &snapshot.Snapshot{Listeners: []snapshot.Listener{
+		{Name: "ns/pm/public", Address: "127.0.0.1:" + port, Routes: route},
+		{Name: "ns/pm/tls", Routes: route}, // internal: binds nothing
+	}}
+}
+
+func newRemote(t *testing.T, path string) *RemoteDataplane {
+	return NewRemoteDataplane(control.NewClient(path), testr.New(t),
+		RemoteOptions{Interval: 50 * time.Millisecond, Retry: 10 * time.Millisecond, StateTimeout: time.Second, ApplyTimeout: 5 * time.Second})
+}
+
+// runRemote runs r's loop until the test ends.
+func runRemote(t *testing.T, r *RemoteDataplane) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func drain(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Apply sends the snapshot and returns the dataplane's bind errors;
+// readiness follows what the dataplane serves.
+func TestRemoteApply(t *testing.T) {
+	path := remoteSocket(t)
+	dp, _, _ := startDataplane(t, path)
+	dp.errs = map[string]error{"ns/pm/public": errors.New("bind 127.0.0.1:1: permission denied")}
+	r := newRemote(t, path)
+	if err := r.Ready(); err == nil {
+		t.Error("ready before any snapshot")
+	}
+	errs := r.Apply(twoListeners("1"))
+	if len(errs) != 1 || errs["ns/pm/public"] == nil || errs["ns/pm/public"].Error() != "bind 127.0.0.1:1: permission denied" {
+		t.Errorf("bind errors %v", errs)
+	}
+	if compile.ReasonBindFailed != reasonOf(errs["ns/pm/public"]) {
+		t.Errorf("a bind error has reason %s", reasonOf(errs["ns/pm/public"]))
+	}
+	if err := r.Ready(); err != nil {
+		t.Errorf("not ready after the dataplane took the snapshot: %v", err)
+	}
+	if dp.count() != 1 {
+		t.Errorf("%d snapshots sent, want 1", dp.count())
+	}
+}
+
+// reasonOf is the condition reason status shows for err.
+func reasonOf(err error) string {
+	var r compile.ReasonedError
+	if errors.As(err, &r) {
+		return r.Reason()
+	}
+	return compile.ReasonBindFailed
+}
+
+// With the dataplane away, every listener that binds gets an unreachable
+// error (reason DataplaneUnreachable), readiness fails, and the programmer
+// is told; once the dataplane is there, it gets the snapshot at once and
+// the programmer is told again.
+func TestRemoteUnreachableThenBack(t *testing.T) {
+	path := remoteSocket(t)
+	r := newRemote(t, path)
+	errs := r.Apply(twoListeners("1"))
+	if len(errs) != 1 || !errors.Is(errs["ns/pm/public"], control.ErrUnreachable) ||
+		reasonOf(errs["ns/pm/public"]) != compile.ReasonDataplaneUnreachable ||
+		!strings.HasPrefix(errs["ns/pm/public"].Error(), "dataplane unreachable: ") {
+		t.Fatalf("errors with no dataplane: %v", errs)
+	}
+	if err := r.Ready(); !errors.Is(err, control.ErrUnreachable) {
+		t.Errorf("Ready with no dataplane: %v", err)
+	}
+	if !drain(r.Resynced()) {
+		t.Error("the programmer was not told that the dataplane went away")
+	}
+
+	runRemote(t, r)
+	dp, _, _ := startDataplane(t, path)
+	took := waitUntil(t, "the snapshot reaches the dataplane that came", func() bool { return dp.count() == 1 })
+	t.Logf("the dataplane had the snapshot %s after it started listening", took.Round(time.Millisecond))
+	waitUntil(t, "ready", func() bool { return r.Ready() == nil })
+	waitUntil(t, "the programmer is told", func() bool { return drain(r.Resynced()) })
+}
+
+// A dataplane that restarted (a new process, nothing applied) gets the
+// current snapshot at once, without a new Apply, however short its
+// absence; so does one that holds another snapshot.
+func TestRemoteResends(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cause func(t *testing.T, path string, stop func()) *appliedLog
+	}{
+		{"restarted", func(t *testing.T, path string, stop func()) *appliedLog {
+			stop()
+			dp, _, _ := startDataplane(t, path)
+			return dp
+		}},
+		{"holds another snapshot", func(t *testing.T, path string, _ func()) *appliedLog {
+			wire, err := snapshot.Encode(twoListeners("2"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := control.NewClient(path).Apply(context.Background(), wire); err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := remoteSocket(t)
+			first, _, stop := startDataplane(t, path)
+			r := newRemote(t, path)
+			r.Apply(twoListeners("1"))
+			runRemote(t, r)
+			waitUntil(t, "ready", func() bool { return r.Ready() == nil })
+			drain(r.Resynced())
+
+			dp := tc.cause(t, path, stop)
+			if dp == nil {
+				dp = first
+			}
+			want := dp.count() + 1
+			took := waitUntil(t, "the current snapshot is sent again", func() bool { return dp.count() >= want })
+			t.Logf("sent again after %s", took.Round(time.Millisecond))
+			st, err := control.NewClient(path).State(context.Background())
+			if err != nil || st.Version != r.version {
+				t.Errorf("the dataplane holds %q (%v), want the current %q", st.Version, err, r.version)
+			}
+			waitUntil(t, "ready", func() bool { return r.Ready() == nil })
+			waitUntil(t, "the programmer is told", func() bool { return drain(r.Resynced()) })
+		})
+	}
+}
+
+// A snapshot the dataplane refuses (e.g. a dataplane of another version)
+// is reported with reason DataplaneRefused and not sent again and again
+// to the same process; readiness fails.
+func TestRemoteRefused(t *testing.T) {
+	path := remoteSocket(t)
+	var puts atomic.Int32
+	serveDataplane(t, path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodPut {
+			puts.Add(1)
+			http.Error(w, "decode snapshot: wire format 1, this dataplane reads 2", http.StatusBadRequest)
+			return
+		}
+		_, _ = w.Write([]byte(`{"bootID":"b1","applied":true,"version":"sha256:old"}`))
+	}))
+	r := newRemote(t, path)
+	errs := r.Apply(twoListeners("1"))
+	if reasonOf(errs["ns/pm/public"]) != compile.ReasonDataplaneRefused || !strings.Contains(errs["ns/pm/public"].Error(), "this dataplane reads 2") {
+		t.Fatalf("errors: %v", errs)
+	}
+	for range 5 {
+		r.check(context.Background())
+	}
+	if n := puts.Load(); n != 1 {
+		t.Errorf("%d PUTs of a refused snapshot, want 1", n)
+	}
+	if err := r.Ready(); err == nil {
+		t.Error("ready although the dataplane refused the snapshot")
+	}
+}
+
+// With the dataplane in another process: a PortMux becomes Ready through
+// it; when the dataplane stops answering, status says DataplaneUnreachable
+// without any change to the PortMux, and when a new dataplane process
+// comes, it gets the snapshot at once and status turns Ready again.
+func TestRemoteDataplaneStatus(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	path := remoteSocket(t)
+	// process starts a dataplane "process": a server behind a control
+	// socket; stop ends both, as a killed process would.
+	process := func() (stop func()) {
+		srv := dataplane.NewServer(dataplane.Options{Log: testr.New(t)})
+		stopSocket := serveDataplane(t, path, control.NewHandler(srv, prometheus.NewRegistry(), testr.New(t)))
+		return func() {
+			stopSocket()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}
+	}
+	stop := process()
+	remote := newRemote(t, path)
+	runRemote(t, remote)
+
+	ctx := context.Background()
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
+	if err := k8s.Create(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	ns := nsObj.Name
+	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	host, bport := echoBackend(t, "a")
+	serviceFor(t, ns, "echo", bport, host)
+	port := freePort(t)
+	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "echo")); err != nil {
+		t.Fatal(err)
+	}
+	condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
+	if got, err := talk(port, "hello"); err != nil || !strings.HasPrefix(got, "a") {
+		t.Fatalf("through the dataplane: %q, %v", got, err)
+	}
+
+	stop()
+	c := condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionFalse, compile.ReasonDataplaneUnreachable)
+	t.Logf("while the dataplane is away: %s", c.Message)
+	if err := remote.Ready(); err == nil {
+		t.Error("ready while the dataplane is away")
+	}
+
+	process()
+	condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
+	eventually(t, "traffic through the new dataplane process", func() error {
+		got, err := talk(port, "again")
+		if err == nil && !strings.HasPrefix(got, "a") {
+			err = fmt.Errorf("answer %q", got)
+		}
+		return err
+	})
+}
+
+// While a snapshot is on its way, a dataplane that serves the previous one
+// stays ready (a readiness probe then must not take the pod out of its
+// Services); one that serves none is not.
+func TestRemoteReadyWhileSending(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		applied bool
+	}{
+		{"serving the previous snapshot", true},
+		{"serving nothing yet", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := remoteSocket(t)
+			release := make(chan struct{})
+			var puts atomic.Int32
+			state := fmt.Sprintf(`{"bootID":"b1","applied":%t,"version":"sha256:previous"}`, tc.applied)
+			serveDataplane(t, path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if req.Method == http.MethodPut {
+					puts.Add(1)
+					<-release
+				}
+				_, _ = w.Write([]byte(state))
+			}))
+			r := newRemote(t, path)
+			r.check(context.Background()) // learns what the dataplane serves
+			done := make(chan struct{})
+			go func() { defer close(done); r.Apply(twoListeners("1")) }()
+			waitUntil(t, "the PUT is under way", func() bool { return puts.Load() == 1 })
+			if err := r.Ready(); (err == nil) != tc.applied {
+				t.Errorf("Ready while sending: %v; want ready = %v", err, tc.applied)
+			}
+			close(release)
+			<-done
+		})
+	}
+}

@@ -1,0 +1,278 @@
+package snapshot
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// WireFormat is the version of the encoding Encode writes and Decode reads.
+// Both ends of the control socket run the same image, so there is one
+// version at a time; a change to the Snapshot types changes the encoding,
+// and a change that an old decoder would misread bumps this.
+const WireFormat = 1
+
+// The wire format is JSON of the Snapshot types themselves, inside an
+// envelope that names the format. Go's encoding carries what a snapshot
+// holds without help: durations as integer nanoseconds, byte slices as
+// base64, netip.Prefix and *regexp.Regexp as their text (a regexp as its
+// source, compiled again when decoded). Only certificates need their own
+// encoding (Certificate.MarshalJSON). Every field of every type is
+// encoded, so a field added to a Snapshot type crosses the socket without
+// a change here (TestWireCoversEveryField checks that the round-trip test
+// sets it).
+type wireEnvelope struct {
+	Format   int       `json:"format"`
+	Snapshot *Snapshot `json:"snapshot"`
+}
+
+// Encode returns snap in the wire format, for a dataplane in another
+// process. It fails only for what cannot cross: a certificate without a key
+// pair, or with fields the format does not carry.
+func Encode(snap *Snapshot) ([]byte, error) {
+	if snap == nil {
+		return nil, errors.New("encode snapshot: nil")
+	}
+	b, err := json.Marshal(wireEnvelope{Format: WireFormat, Snapshot: snap})
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot: %w", err)
+	}
+	return b, nil
+}
+
+// Decode parses what Encode wrote and checks what a decoder can: the
+// format, unknown fields (an older dataplane must not drop a setting it
+// does not know, such as a trust list, and serve without it), regexes that
+// compile, certificates whose key matches, and the shape the dataplane
+// relies on (unique listener names, one action per route, streams handed
+// to internal listeners only, known protocols and modes, no negative
+// limits).
+func Decode(data []byte) (*Snapshot, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	var env wireEnvelope
+	if err := d.Decode(&env); err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", err)
+	}
+	if d.More() {
+		return nil, errors.New("decode snapshot: data after the snapshot")
+	}
+	if env.Format != WireFormat {
+		return nil, fmt.Errorf("decode snapshot: wire format %d, this dataplane reads %d", env.Format, WireFormat)
+	}
+	if env.Snapshot == nil {
+		return nil, errors.New("decode snapshot: no snapshot")
+	}
+	if err := env.Snapshot.check(); err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", err)
+	}
+	return env.Snapshot, nil
+}
+
+// wireCertificate is a Certificate on the wire: the chain as DER, leaf
+// first, and the private key as PKCS #8 DER.
+type wireCertificate struct {
+	Source string   `json:"source"`
+	Chain  [][]byte `json:"chain"`
+	Key    []byte   `json:"key"`
+}
+
+// MarshalJSON encodes the key pair as DER: the chain and a PKCS #8 key.
+// The parsed leaf is not sent; the decoder parses it from the chain.
+func (c Certificate) MarshalJSON() ([]byte, error) {
+	tc := c.Certificate
+	if tc == nil || len(tc.Certificate) == 0 || tc.PrivateKey == nil {
+		return nil, fmt.Errorf("certificate %s: no key pair", c.Source)
+	}
+	if tc.OCSPStaple != nil || tc.SignedCertificateTimestamps != nil || tc.SupportedSignatureAlgorithms != nil {
+		return nil, fmt.Errorf("certificate %s: OCSP staples, SCTs and signature algorithms are not carried", c.Source)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(tc.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", c.Source, err)
+	}
+	return json.Marshal(wireCertificate{Source: c.Source, Chain: tc.Certificate, Key: key})
+}
+
+// UnmarshalJSON parses the chain and the key and checks that they belong
+// together, as tls.X509KeyPair does.
+func (c *Certificate) UnmarshalJSON(data []byte) error {
+	var w wireCertificate
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&w); err != nil {
+		return err
+	}
+	tc, err := keyPair(w.Chain, w.Key)
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", w.Source, err)
+	}
+	*c = Certificate{Source: w.Source, Certificate: tc}
+	return nil
+}
+
+// keyPair builds a tls.Certificate from DER, with Leaf set.
+func keyPair(chain [][]byte, keyDER []byte) (*tls.Certificate, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("no certificate in the chain")
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("leaf: %w", err)
+	}
+	for i, der := range chain[1:] {
+		if len(der) == 0 {
+			return nil, fmt.Errorf("chain certificate %d is empty", i+1)
+		}
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("private key of type %T cannot sign", key)
+	}
+	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(signer.Public()) {
+		return nil, errors.New("private key does not match the leaf's public key")
+	}
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// check verifies what the dataplane relies on and a decoder can see.
+func (s *Snapshot) check() error {
+	if s.MaxConnections < 0 {
+		return fmt.Errorf("maxConnections %d is negative", s.MaxConnections)
+	}
+	internal := map[string]bool{}
+	for i := range s.Listeners {
+		l := &s.Listeners[i]
+		if l.Name == "" {
+			return fmt.Errorf("listener %d has no name", i)
+		}
+		if _, dup := internal[l.Name]; dup {
+			return fmt.Errorf("listener %q is declared twice", l.Name)
+		}
+		internal[l.Name] = l.Internal()
+	}
+	for i := range s.Listeners {
+		if err := s.Listeners[i].check(internal); err != nil {
+			return fmt.Errorf("listener %q: %w", s.Listeners[i].Name, err)
+		}
+	}
+	return nil
+}
+
+func (l *Listener) check(internal map[string]bool) error {
+	if l.Address != "" {
+		_, port, err := net.SplitHostPort(l.Address)
+		if err != nil {
+			return fmt.Errorf("address: %w", err)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("address %q: port: %w", l.Address, err)
+		} else if n == 0 && port != "0" {
+			return fmt.Errorf("address %q: port %q", l.Address, port)
+		}
+	}
+	for _, n := range []struct {
+		what string
+		v    int64
+	}{
+		{"probeTimeout", int64(l.ProbeTimeout)},
+		{"maxProbeBytes", int64(l.MaxProbeBytes)},
+		{"maxConnections", int64(l.MaxConnections)},
+		{"maxConnectionsPerClient", int64(l.MaxConnectionsPerClient)},
+		{"maxConnectionRatePerClient", int64(l.MaxConnectionRatePerClient)},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("%s %d is negative", n.what, n.v)
+		}
+	}
+	if l.ProxyProtocol != nil {
+		for _, p := range l.ProxyProtocol.TrustedCIDRs {
+			if !p.IsValid() {
+				return errors.New("proxyProtocol: an invalid trusted CIDR")
+			}
+		}
+	}
+	if l.TLS != nil && len(l.TLS.Certificates) == 0 {
+		return errors.New("tls: no certificate")
+	}
+	for i := range l.Routes {
+		if err := l.Routes[i].check(internal); err != nil {
+			return fmt.Errorf("route %q: %w", l.Routes[i].Name, err)
+		}
+	}
+	return nil
+}
+
+func (r *Route) check(internal map[string]bool) error {
+	if !r.Match.Protocol.known() {
+		return fmt.Errorf("unknown protocol %q", r.Match.Protocol)
+	}
+	if r.IdleTimeout < 0 {
+		return fmt.Errorf("idleTimeout %s is negative", r.IdleTimeout)
+	}
+	actions := 0
+	if r.Backend != nil {
+		actions++
+		if err := r.Backend.check(); err != nil {
+			return fmt.Errorf("backend %s: %w", r.Backend.Name, err)
+		}
+	}
+	if r.Listener != "" {
+		actions++
+		// A listener that is missing is served as an error per connection
+		// (compile drops a TLS listener without a usable certificate and
+		// keeps the routes to it); a bound one cannot take streams.
+		if !internal[r.Listener] {
+			if _, bound := internal[r.Listener]; bound {
+				return fmt.Errorf("listener %q binds a port; a route hands streams to internal listeners only", r.Listener)
+			}
+		}
+	}
+	if r.Tunnel != nil {
+		actions++
+		for _, t := range r.Tunnel.Allow {
+			if err := t.Backend.check(); err != nil {
+				return fmt.Errorf("tunnel target %s: %w", t.Backend.Name, err)
+			}
+		}
+	}
+	if actions != 1 {
+		return fmt.Errorf("%d actions (backend, listener, tunnel); want exactly one", actions)
+	}
+	return nil
+}
+
+func (b *Backend) check() error {
+	switch b.Mode {
+	case "", ModeTCP, ModeHTTP:
+	default:
+		return fmt.Errorf("unknown mode %q", b.Mode)
+	}
+	if b.ProxyProtocol < 0 || b.ProxyProtocol > 2 {
+		return fmt.Errorf("proxyProtocol version %d", b.ProxyProtocol)
+	}
+	if b.DialTimeout < 0 {
+		return fmt.Errorf("dialTimeout %s is negative", b.DialTimeout)
+	}
+	return nil
+}
+
+// known reports whether p is one of the protocols the dataplane sniffs.
+func (p Protocol) known() bool {
+	switch p {
+	case SSH, TLS, HTTP, WebSocket, OpenVPN, SOCKS5, Bytes, Any, Timeout:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,397 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/portmux/portmux/test/hostaddr"
+)
+
+// TestSplitProcesses runs the pod's two containers as two processes, as
+// the chart does: `portmux dataplane --socket` (no kubeconfig, nothing
+// Kubernetes in its environment) and `portmux manager --dataplane-socket`
+// against a real API server. It checks that
+//
+//   - SSH and TLS passthrough reach real sshd and s_server through the
+//     dataplane, programmed over the socket;
+//   - the dataplane process has no kubeconfig or API server in its
+//     environment, no file open but sockets, pipes, epoll, /dev/null and
+//     its cgroup's limits, and no TCP or UDP socket bound but its
+//     listener;
+//   - killing the manager (SIGKILL) cuts no open connection, new
+//     connections still work and the dataplane stays ready; a new manager
+//     brings a PortMux change to the dataplane, and the connections opened
+//     before the kill still talk;
+//   - killing the dataplane (SIGKILL) turns status to DataplaneUnreachable
+//     and the manager unready; a new dataplane process gets the snapshot
+//     from the manager at once, with no PortMux change, and status turns
+//     Ready again.
+func TestSplitProcesses(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
+	}
+	kubectl := needProgram(t, filepath.Join(assets, "kubectl"))
+	goBin := needProgram(t, "go")
+	needProgram(t, sshdPath)
+	sshBin := needProgram(t, "ssh")
+	openssl := needProgram(t, "openssl")
+	stdbuf := needProgram(t, "stdbuf")
+	addrs := hostaddr.Ensure(t)
+	logf.SetLogger(logr.Discard())
+
+	dir := t.TempDir()
+	began := time.Now()
+	phase := func(what string, args ...any) {
+		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
+	}
+	bin, cp := buildAndStartControlPlane(t, dir, goBin, kubectl)
+	sshd := startSSHD(t, dir, addrs[0])
+	tlsA := startSServer(t, dir, addrs[0], "backend-a.e2e.test", openssl, stdbuf)
+	tlsB := startSServer(t, dir, addrs[1], "backend-b.e2e.test", openssl, stdbuf)
+	phase("API server up, portmux built, backends started")
+
+	ports := freeTCPPorts(t, "127.0.0.1", 3)
+	muxPort, metricsAddr, probeAddr := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
+	socket := filepath.Join(dir, "dp.sock")
+	startDataplane := func(name string) *proc {
+		t.Helper()
+		p := startProcEnv(t, dir, name, withoutKubernetes(os.Environ()), bin, "dataplane",
+			"--socket", socket, "--bind-address", "127.0.0.1", "--shutdown-grace", "2s")
+		p.waitFor(t, "waiting for snapshots", readyTimeout)
+		return p
+	}
+	startManager := func(name string) *proc {
+		t.Helper()
+		return startProc(t, dir, name, false, bin, "manager", "--kubeconfig", cp.kubeconfig, "--dataplane-socket", socket,
+			"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr)
+	}
+	dp := startDataplane("dataplane")
+	mgr := startManager("manager")
+	failed := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%s\n(logs in %s; tails below)", fmt.Sprintf(format, args...), dir)
+	}
+
+	cp.apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
+	cp.apply("portmux.yaml", portMux(muxPort, "tls-a"))
+	waitCondition(t, cp, "Ready", "True", "Ready")
+	sshEcho := func(when string) {
+		t.Helper()
+		out, err := runBounded(clientTimeout, nil, sshd.sshArgs(sshBin, muxPort, "echo ok")...)
+		if err != nil || strings.TrimSpace(out) != "ok" {
+			failed("%s: ssh through the dataplane on 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
+		}
+	}
+	tlsReaches := func(when string, want *tlsServer) {
+		t.Helper()
+		if cn, err := sClientCN(openssl, muxPort, "site.e2e.test"); err != nil || cn != want.cn {
+			failed("%s: TLS passthrough: CN %q, want %q: %v", when, cn, want.cn, err)
+		}
+	}
+	sshEcho("programmed over the socket")
+	tlsReaches("programmed over the socket", tlsA)
+	phase("the manager programmed the dataplane process over %s: ssh and TLS passthrough through it", socket)
+
+	checkHoldsNothing(t, dp.cmd.Process.Pid, muxPort)
+	phase("the dataplane process: no Kubernetes in its environment, no file open but cgroup limits, no port bound but %d", muxPort)
+
+	metrics := getURL(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{"portmux_connections_total{", "portmux_dataplane_up 1", "portmux_dataplane_go_goroutines "} {
+		if !strings.Contains(metrics.body, want) {
+			failed("the manager's /metrics has no %q (the dataplane's, over the socket):\n%s", want, lastLines(metrics.body, 30))
+		}
+	}
+	phase("the manager's /metrics mirrors the dataplane's")
+
+	// Connections opened now must outlive the manager.
+	var sessions []*proc
+	for i := range 3 {
+		s := startProc(t, dir, fmt.Sprintf("ssh-session-%d", i), true,
+			sshd.sshArgs(sshBin, muxPort, `echo started; while read x; do echo "still $x"; done`)...)
+		s.waitFor(t, "started", clientTimeout)
+		sessions = append(sessions, s)
+	}
+	tlsSession := startProc(t, dir, "s_client-session", true, openssl, "s_client", "-connect", "127.0.0.1:"+strconv.Itoa(muxPort), "-servername", "site.e2e.test")
+	tlsSession.waitFor(t, "Verify return code", clientTimeout)
+	talk := func(when, word string) {
+		t.Helper()
+		survived := 0
+		for i, s := range sessions {
+			line := fmt.Sprintf("%s-%d", word, i)
+			if _, err := io.WriteString(s.stdin, line+"\n"); err == nil && waitOrExit(s, "still "+line, clientTimeout) {
+				survived++
+			} else {
+				t.Errorf("%s: ssh session %d is gone:\n%s", when, i, s.tail(10))
+			}
+		}
+		if survived != len(sessions) {
+			failed("%s: %d of %d ssh sessions survived", when, survived, len(sessions))
+		}
+	}
+
+	if err := mgr.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-mgr.exited
+	phase("manager killed (SIGKILL)")
+	talk("after the manager was killed", "alive")
+	// (s_server serves one connection at a time and tlsSession holds
+	// backend A's: new TLS connections are checked with backend B below.)
+	sshEcho("a new connection while no manager runs")
+	if out, err := runBounded(10*time.Second, nil, bin, "dataplane", "probe", "--ready", "--socket", socket); err != nil {
+		failed("the dataplane's readiness probe while no manager runs: %v\n%s", err, out)
+	}
+	phase("with no manager: %d open ssh sessions survived, new ssh connections work, the dataplane is ready", len(sessions))
+
+	startManager("manager-2")
+	waitURL(t, "http://"+probeAddr+"/readyz", http.StatusOK)
+	cp.apply("portmux-edited.yaml", portMux(muxPort, "tls-b"))
+	changed := time.Now()
+	eventuallyTLS(t, openssl, muxPort, tlsB.cn)
+	phase("a new manager: the PortMux change reached the dataplane after %s", time.Since(changed).Round(time.Millisecond))
+	talk("after the new manager programmed a change", "again")
+	if _, err := io.WriteString(tlsSession.stdin, "GET / HTTP/1.0\r\n\r\n"); err != nil || !waitOrExit(tlsSession, "s_server", clientTimeout) {
+		failed("the TLS passthrough connection opened before the manager was killed is gone (%v):\n%s", err, tlsSession.tail(10))
+	}
+	phase("every connection opened before the kill still talks: %d ssh sessions, 1 TLS passthrough", len(sessions))
+	for _, s := range sessions {
+		_ = s.stdin.Close()
+	}
+
+	// The dataplane goes: status and readiness say so; a new one gets the
+	// snapshot at once.
+	if err := dp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-dp.exited
+	waitCondition(t, cp, "Ready", "False", "DataplaneUnreachable")
+	waitURL(t, "http://"+probeAddr+"/readyz", http.StatusInternalServerError)
+	gen := generation(t, cp)
+	phase("dataplane killed (SIGKILL): status DataplaneUnreachable, the manager not ready")
+
+	restarted := time.Now()
+	startDataplane("dataplane-2")
+	listening := time.Since(restarted)
+	serving := eventuallyBanner(t, muxPort)
+	sshEcho("after the dataplane restarted")
+	phase("a new dataplane process: listening on the socket after %s, routing SSH %s later, with no PortMux change",
+		listening.Round(time.Millisecond), serving.Round(time.Millisecond))
+	if serving > 5*time.Second {
+		t.Errorf("the new dataplane served %s after it listened; the manager should send the snapshot at once", serving)
+	}
+	tlsReaches("after the dataplane restarted", tlsB)
+	waitCondition(t, cp, "Ready", "True", "Ready")
+	waitURL(t, "http://"+probeAddr+"/readyz", http.StatusOK)
+	if g := generation(t, cp); g != gen {
+		t.Errorf("the PortMux changed (generation %s, then %s); the dataplane should get its snapshot without", gen, g)
+	}
+	phase("status Ready and the manager ready again")
+}
+
+// startProcEnv is startProc with the given environment and no stdin.
+func startProcEnv(t *testing.T, dir, name string, env []string, argv ...string) *proc {
+	t.Helper()
+	return startProcWith(t, dir, name, false, func(cmd *exec.Cmd) { cmd.Env = env }, argv...)
+}
+
+// withoutKubernetes drops from env what would point a process at an API
+// server: a kubeconfig, the in-cluster variables, the envtest assets.
+func withoutKubernetes(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "KUBECONFIG=") || strings.HasPrefix(kv, "KUBERNETES_") || strings.HasPrefix(kv, "KUBEBUILDER_")
+	})
+}
+
+// checkHoldsNothing fails unless the process has nothing Kubernetes in its
+// environment, no file open but sockets, pipes, event fds, /dev/null and
+// its cgroup's limits, and binds no TCP or UDP socket but a TCP listener
+// on port.
+func checkHoldsNothing(t *testing.T, pid, port int) {
+	t.Helper()
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kv := range strings.SplitSeq(string(environ), "\x00") {
+		if strings.HasPrefix(kv, "KUBECONFIG=") || strings.HasPrefix(kv, "KUBERNETES_") {
+			t.Errorf("the dataplane's environment has %s", kv)
+		}
+	}
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		switch {
+		case strings.HasPrefix(target, "socket:["):
+			inodes[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+		case strings.HasPrefix(target, "pipe:["), strings.HasPrefix(target, "anon_inode:"), target == "/dev/null":
+		case strings.HasPrefix(target, "/sys/fs/cgroup/"):
+			// The Go runtime keeps the CPU quota open to follow it
+			// (GOMAXPROCS); the budget reads the memory limit there.
+		default:
+			t.Errorf("the dataplane holds %s open (fd %s)", target, fd.Name())
+		}
+	}
+	var bound []string
+	for _, table := range []string{"tcp", "tcp6", "udp", "udp6"} {
+		bound = append(bound, socketsOf(t, pid, table, inodes)...)
+	}
+	if want := []string{"tcp listen " + strconv.Itoa(port)}; !slices.Equal(bound, want) {
+		t.Errorf("the dataplane's TCP and UDP sockets: %q; want only %q", bound, want)
+	}
+}
+
+// socketsOf lists the sockets of /proc/PID/net/TABLE whose inode is one of
+// the process's: "tcp listen PORT" for a TCP listener, "PROTO STATE PORT"
+// for anything else bound (a TCP connection to the process is not).
+func socketsOf(t *testing.T, pid int, table string, inodes map[string]bool) []string {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || !inodes[fields[9]] {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(fields[1], ":")
+		port, _ := strconv.ParseUint(hexPort, 16, 16)
+		proto := strings.TrimSuffix(table, "6")
+		switch {
+		case proto == "tcp" && fields[3] == "0A":
+			out = append(out, fmt.Sprintf("tcp listen %d", port))
+		case proto == "tcp" && fields[3] == "01":
+			// an established connection: a client's or a backend's
+		default:
+			out = append(out, fmt.Sprintf("%s state %s port %d", proto, fields[3], port))
+		}
+	}
+	return out
+}
+
+// waitCondition waits until kubectl shows the PortMux edge's condition
+// with that status and reason.
+func waitCondition(t *testing.T, cp *controlPlane, typ, status, reason string) {
+	t.Helper()
+	jsonpath := fmt.Sprintf(`jsonpath={.status.conditions[?(@.type=="%s")].status} {.status.conditions[?(@.type=="%s")].reason}`, typ, typ)
+	var last string
+	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		last, _ = cp.kubectl(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", jsonpath)
+		if strings.TrimSpace(last) == status+" "+reason {
+			return
+		}
+	}
+	t.Fatalf("PortMux edge %s is %q, want %s %s", typ, last, status, reason)
+}
+
+func generation(t *testing.T, cp *controlPlane) string {
+	t.Helper()
+	out, err := cp.kubectl(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", "jsonpath={.metadata.generation}")
+	if err != nil {
+		t.Fatalf("kubectl get: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// waitURL waits until a GET of url answers code.
+func waitURL(t *testing.T, url string, code int) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	var last string
+	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := c.Get(url)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == code {
+			return
+		}
+		last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+	}
+	t.Fatalf("GET %s: %s, want %d", url, last, code)
+}
+
+// eventuallyTLS waits until TLS passthrough reaches the backend named cn.
+func eventuallyTLS(t *testing.T, openssl string, port int, cn string) {
+	t.Helper()
+	var last error
+	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		got, err := sClientCN(openssl, port, "site.e2e.test")
+		if err == nil && got == cn {
+			return
+		}
+		if last = err; err == nil {
+			last = fmt.Errorf("CN %q", got)
+		}
+	}
+	t.Fatalf("TLS passthrough did not reach %s: %v", cn, last)
+}
+
+// eventuallyBanner waits until an SSH client's first line sent to the
+// port is routed to sshd (its identification line comes back), and
+// returns how long that took.
+func eventuallyBanner(t *testing.T, port int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < followTimeout {
+		if err = sshBanner(port); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("SSH through 127.0.0.1:%d was never routed: %v", port, err)
+	return 0
+}
+
+func sshBanner(port int) error {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, "SSH-2.0-portmux-e2e\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "SSH-2.0-OpenSSH") {
+		return fmt.Errorf("answer %q", line)
+	}
+	return nil
+}
