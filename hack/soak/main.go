@@ -54,6 +54,9 @@ type options struct {
 	legit      int
 	legitRate  float64
 	pprof      string
+	// attack, when set, makes this process the attackers' child (see
+	// attackproc.go), aimed at this address.
+	attack string
 }
 
 func main() {
@@ -72,10 +75,18 @@ func main() {
 	flag.IntVar(&o.legit, "legit", 8, "legitimate clients of each kind (SSH, TLS, HTTP), each from its own address")
 	flag.Float64Var(&o.legitRate, "legit-rate", 10, "operations per second of each legitimate client")
 	flag.StringVar(&o.pprof, "pprof", "", "pass --pprof-addr to portmux (e.g. 127.0.0.1:6060), to profile it during the attack")
+	flag.StringVar(&o.attack, "attack", "", "internal: run only the attackers against this address (the harness starts itself so)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.attack != "" {
+		if err := runAttacker(ctx, o, o.attack); err != nil {
+			fmt.Fprintln(os.Stderr, "soak attackers:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
@@ -142,18 +153,23 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("attack: %v\n", o.duration)
 	cpuStart, _ := pm.sample()
 	selfStart, attackStart := selfCPU(), time.Now()
-	actx, cancel := context.WithTimeout(ctx, o.duration)
-	atk := startAttack(actx, o, target)
-	under := runLegit(actx, o.legit, o.legitRate, o.duration, target, be)
-	cancel()
-	atk.wait()
+	atk, err := startAttackChild(o, target, o.duration)
+	if err != nil {
+		return err
+	}
+	under := runLegit(ctx, o.legit, o.legitRate, o.duration, target, be)
 	rep.Attack = under.summary()
+	var attackCPU float64
+	rep.Attackers, attackCPU, err = atk.wait()
+	if err != nil {
+		return err
+	}
 	if cpuEnd, err := pm.sample(); err == nil {
 		wall := time.Since(attackStart).Seconds()
 		rep.PortmuxCores = (cpuEnd.CPU - cpuStart.CPU) / wall
-		rep.GeneratorCores = (selfCPU() - selfStart) / wall
+		rep.ClientCores = (selfCPU() - selfStart) / wall
+		rep.AttackerCores = attackCPU / wall
 	}
-	rep.Attackers = atk.summary()
 	rep.Peak = samples.peak()
 	if pm.dead() {
 		rep.Died = true

@@ -78,11 +78,12 @@ type report struct {
 	CgroupFailcnt  int64              `json:"cgroupFailcnt"`
 	LegitBytesLost int                `json:"legitAnswersWrong"`
 	Died           bool               `json:"died"`
-	// PortmuxCores and GeneratorCores are the CPU each used during the
-	// attack, in cores: on a small machine the clients and attackers
-	// compete with portmux for it.
-	PortmuxCores   float64 `json:"portmuxCores"`
-	GeneratorCores float64 `json:"generatorCores"`
+	// PortmuxCores, ClientCores (the legitimate clients and the backends)
+	// and AttackerCores are the CPU each used during the attack, in cores:
+	// on a small machine they compete for it.
+	PortmuxCores  float64 `json:"portmuxCores"`
+	ClientCores   float64 `json:"clientCores"`
+	AttackerCores float64 `json:"attackerCores"`
 }
 
 func (r *report) write(dir string) error {
@@ -123,8 +124,8 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "- no memory limit (%s); peak RSS (VmHWM) %.1f MiB\n", r.CgroupNote, mib(r.Peak.PeakRSS))
 	}
 	fmt.Fprintf(&b, "- budget: %s\n", r.Budget)
-	fmt.Fprintf(&b, "- CPU during the attack: portmux %.2f cores, the clients, attackers and backends %.2f cores (of %d)\n",
-		r.PortmuxCores, r.GeneratorCores, runtime.NumCPU())
+	fmt.Fprintf(&b, "- CPU during the attack: portmux %.2f cores, the legitimate clients and backends %.2f, the attackers (a process of their own) %.2f, of %d\n",
+		r.PortmuxCores, r.ClientCores, r.AttackerCores, runtime.NumCPU())
 	fmt.Fprintf(&b, "- goroutines: %.0f before, %.0f at the peak, %.0f after; open files: %.0f before, %.0f at the peak, %.0f after\n",
 		r.Before.Goroutines, r.Peak.Goroutines, r.After.Goroutines, r.Before.OpenFDs, r.Peak.OpenFDs, r.After.OpenFDs)
 	fmt.Fprintf(&b, "- connections at the peak: %.0f (and %.0f to http backends); every connection closed %v after the attack: %v\n",
