@@ -463,3 +463,63 @@ func BenchmarkApplyOverSocket(b *testing.B) {
 		})
 	}
 }
+
+// endless answers every request with a 200 whose body never ends (a
+// dataplane gone wrong, or taken over), and counts what it wrote.
+type endless struct {
+	line    string
+	written int64
+	mu      sync.Mutex
+}
+
+func (e *endless) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusOK)
+	chunk := []byte(strings.Repeat(e.line, 4096/len(e.line)+1))
+	for {
+		n, err := w.Write(chunk)
+		e.mu.Lock()
+		e.written += int64(n)
+		e.mu.Unlock()
+		if err != nil || r.Context().Err() != nil {
+			return
+		}
+	}
+}
+
+// TestClientReadsBounded: whatever a dataplane answers, the manager reads
+// a bounded amount of it and gives up with an error, instead of reading
+// (and holding) without end.
+func TestClientReadsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		line string
+		read func(*control.Client) error
+	}{
+		{"state", `{"bootID":"` + strings.Repeat("a", 64), func(c *control.Client) error { _, err := c.State(ctx(t)); return err }},
+		{"metrics", "portmux_x 1\n", func(c *control.Client) error { _, err := c.Metrics(ctx(t)); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := socketPath(t)
+			ln, err := control.Listen(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &endless{line: tc.line}
+			hs := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = hs.Serve(ln) }()
+			t.Cleanup(func() { _ = hs.Close() })
+
+			if err := tc.read(control.NewClient(path)); err == nil {
+				t.Fatal("an endless answer was read as a good one")
+			}
+			_ = hs.Close()
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			// What the server got rid of is what the client read, plus
+			// what the socket buffers held: far below unbounded.
+			if e.written > 80<<20 {
+				t.Errorf("the client let the server write %d MiB", e.written>>20)
+			}
+		})
+	}
+}
