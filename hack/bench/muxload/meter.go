@@ -23,7 +23,7 @@ type sample struct {
 	muxProcs    int
 	cgroupCPU   time.Duration
 	selfTicks   uint64
-	busyTicks   uint64
+	machine     cpuTimes
 	kernelTicks uint64 // kernel threads
 	err         error
 }
@@ -55,7 +55,7 @@ func (m meter) sample() sample {
 	// Own time only: the mux is this process's child, and an earlier
 	// mux reaped in between would land in cutime.
 	s.selfTicks = self.utime + self.stime
-	if s.busyTicks, err = m.proc.busyTicks(); err != nil {
+	if s.machine, err = m.proc.cpuTimes(); err != nil {
 		s.err = err
 	}
 	return s
@@ -71,8 +71,10 @@ type usage struct {
 	MuxProcs           int    // processes in the mux's tree at the end
 	SelfCPU            float64
 	// OtherCores is the rest of the machine's busy time, kernel threads
-	// left out, per second of the window: other people's jobs.
+	// left out, plus the time stolen by the hypervisor, per second of the
+	// window: other people's jobs, here or on the host.
 	OtherCores float64
+	StealCores float64 // the hypervisor's share of OtherCores
 	Err        error
 }
 
@@ -93,9 +95,11 @@ func (m meter) between(a, b sample) usage {
 		u.MuxCPU, u.Source = (b.cgroupCPU - a.cgroupCPU).Seconds(), "cgroup"
 	}
 	u.SelfCPU = diff(a.selfTicks, b.selfTicks)
-	other := diff(a.busyTicks, b.busyTicks) - diff(a.kernelTicks, b.kernelTicks) - u.SelfCPU - u.MuxCPU
+	other := diff(a.machine.busy, b.machine.busy) - diff(a.kernelTicks, b.kernelTicks) - u.SelfCPU - u.MuxCPU
+	steal := diff(a.machine.steal, b.machine.steal)
 	if u.Seconds > 0 {
-		u.OtherCores = max(other, 0) / u.Seconds
+		u.StealCores = max(steal, 0) / u.Seconds
+		u.OtherCores = max(other, 0)/u.Seconds + u.StealCores
 	}
 	return u
 }

@@ -217,32 +217,40 @@ func (p procFS) treeMemory(root int) (memory, error) {
 	return total, nil
 }
 
-// parseProcStat returns the machine's busy time from the aggregate "cpu"
-// line of /proc/stat, in clock ticks: user + nice + system, the time spent
-// in processes (kernel threads included), not in interrupts and not stolen
-// by a hypervisor.
-func parseProcStat(b []byte) (uint64, error) {
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	f := strings.Fields(string(line))
-	if len(f) < 5 || f[0] != "cpu" {
-		return 0, fmt.Errorf("/proc/stat: first line %q is not the cpu total", line)
-	}
-	var busy uint64
-	for i, v := range f[1:4] {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/stat: column %d: %w", i+1, err)
-		}
-		busy += n
-	}
-	return busy, nil
+// cpuTimes is the machine's CPU from the aggregate "cpu" line of
+// /proc/stat, in clock ticks.
+type cpuTimes struct {
+	// busy is user + nice + system: the time spent in processes (kernel
+	// threads included), not in interrupts.
+	busy uint64
+	// steal is the time the hypervisor gave this VM's CPUs to someone
+	// else: on a shared host, load that no process here shows.
+	steal uint64
 }
 
-// busyTicks reads the machine's busy time from /proc/stat.
-func (p procFS) busyTicks() (uint64, error) {
+// parseProcStat reads the aggregate "cpu" line of /proc/stat.
+func parseProcStat(b []byte) (cpuTimes, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("/proc/stat: first line %q is not the cpu total", line)
+	}
+	var col [8]uint64
+	for i := range col {
+		n, err := strconv.ParseUint(f[i+1], 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("/proc/stat: column %d: %w", i+1, err)
+		}
+		col[i] = n
+	}
+	return cpuTimes{busy: col[0] + col[1] + col[2], steal: col[7]}, nil
+}
+
+// cpuTimes reads the machine's CPU from /proc/stat.
+func (p procFS) cpuTimes() (cpuTimes, error) {
 	b, err := os.ReadFile(filepath.Join(p.root, "stat"))
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	return parseProcStat(b)
 }

@@ -95,30 +95,31 @@ func TestParseSmapsRollup(t *testing.T) {
 	}
 }
 
-func TestBusyTicks(t *testing.T) {
-	busy, err := fixture.busyTicks()
+func TestCPUTimes(t *testing.T) {
+	c, err := fixture.cpuTimes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if busy != 508417+71427+192324 {
-		t.Fatalf("busy = %d", busy)
+	if c.busy != 508417+71427+192324 || c.steal != 12431 {
+		t.Fatalf("busy, steal = %d, %d", c.busy, c.steal)
 	}
-	if _, err := parseProcStat([]byte("cpu0 1 2 3 4\n")); err == nil {
+	if _, err := parseProcStat([]byte("cpu0 1 2 3 4 5 6 7 8\n")); err == nil {
 		t.Fatal("a per-CPU line taken for the total")
 	}
 }
 
 func TestBetweenToleratesVanishedChildren(t *testing.T) {
 	m := meter{pid: 100}
-	a := sample{muxTicks: 500, busyTicks: 1000, selfTicks: 100}
-	b := sample{muxTicks: 400, busyTicks: 1300, selfTicks: 200}
+	a := sample{muxTicks: 500, machine: cpuTimes{busy: 1000, steal: 10}, selfTicks: 100}
+	b := sample{muxTicks: 400, machine: cpuTimes{busy: 1250, steal: 60}, selfTicks: 200}
 	b.at = a.at.Add(1e9)
 	u := m.between(a, b)
 	if u.MuxCPU != 0 || u.Source != "proc" {
 		t.Fatalf("mux CPU %v from %s, want 0 from proc", u.MuxCPU, u.Source)
 	}
-	// 3 s busy, 1 s ours, none the mux's: 2 cores of other load.
-	if u.OtherCores != 2 {
-		t.Fatalf("other load = %v cores, want 2", u.OtherCores)
+	// 2.5 s busy, 1 s ours, none the mux's, 0.5 s stolen: 2 cores of
+	// other load.
+	if u.OtherCores != 2 || u.StealCores != 0.5 {
+		t.Fatalf("other load = %v cores, %v stolen; want 2, 0.5", u.OtherCores, u.StealCores)
 	}
 }

@@ -54,7 +54,8 @@ type result struct {
 
 	// Whether the box was quiet.
 	PreLoad   float64 `json:"pre_load_cores"`
-	Other     float64 `json:"other_cores"`
+	Other     float64 `json:"other_cores"` // steal included
+	Steal     float64 `json:"steal_cores"`
 	Disturbed bool    `json:"disturbed"`
 
 	// Routing: what each backend accepted during the run (warm-up and

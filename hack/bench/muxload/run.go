@@ -145,7 +145,7 @@ func (r *runner) runOnce(sc scenario, attempt int) result {
 		}
 	}
 	res.BackendsDrain = r.backends.drain(r.opt.drainTimeout)
-	res.Disturbed = res.PreLoad > r.opt.quiet || res.Other > r.opt.quiet
+	res.Disturbed = r.opt.quiet > 0 && (res.PreLoad > r.opt.quiet || res.Other > r.opt.quiet)
 	return res
 }
 
@@ -231,7 +231,7 @@ func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, er
 // recordUsage copies a window's CPU figures into res.
 func recordUsage(res *result, u usage) {
 	res.MuxCPU, res.MuxProcCPU, res.CPUSource = u.MuxCPU, u.MuxProcCPU, u.Source
-	res.MuxProcs, res.SelfCPU, res.Other = u.MuxProcs, u.SelfCPU, u.OtherCores
+	res.MuxProcs, res.SelfCPU, res.Other, res.Steal = u.MuxProcs, u.SelfCPU, u.OtherCores, u.StealCores
 	if u.Err != nil && res.Err == "" {
 		res.Err = "measure CPU: " + u.Err.Error()
 	}

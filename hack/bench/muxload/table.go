@@ -32,11 +32,11 @@ func headlineRows(rs []result) []row {
 		return ""
 	}
 	rows := []row{
-		{"SSH-routed conn/s" + workers("conn-ssh"), "conn-ssh", medianOf(func(r result) float64 { return r.ConnPerS }, fmtRate)},
-		{"CPU per SSH connection", "conn-ssh", medianOf(func(r result) float64 { return r.CPUusConn }, fmtMicros)},
+		{"SSH-routed conn/s" + workers("conn-ssh"), "conn-ssh", medianOf(always(func(r result) float64 { return r.ConnPerS }), fmtRate)},
+		{"CPU per SSH connection", "conn-ssh", medianOf(muxCPU(func(r result) float64 { return r.CPUusConn }), fmtMicros)},
 		{"1-conn SSH p50 / p99", "lat-ssh", latencyCell},
-		{"TLS-SNI-routed conn/s" + workers("conn-tls"), "conn-tls", medianOf(func(r result) float64 { return r.ConnPerS }, fmtRate)},
-		{"CPU per TLS connection", "conn-tls", medianOf(func(r result) float64 { return r.CPUusConn }, fmtMicros)},
+		{"TLS-SNI-routed conn/s" + workers("conn-tls"), "conn-tls", medianOf(always(func(r result) float64 { return r.ConnPerS }), fmtRate)},
+		{"CPU per TLS connection", "conn-tls", medianOf(muxCPU(func(r result) float64 { return r.CPUusConn }), fmtMicros)},
 		{"1-conn TLS p50 / p99", "lat-tls", latencyCell},
 	}
 	streams := 0
@@ -47,29 +47,43 @@ func headlineRows(rs []result) []row {
 		}
 	}
 	rows = append(rows,
-		row{fmt.Sprintf("throughput, %d streams", streams), "tput", medianOf(func(r result) float64 { return r.MBps }, fmtMBps)},
-		row{"CPU per GB forwarded", "tput", medianOf(func(r result) float64 { return r.CPUsPerG }, fmtSecondsPerGB)},
+		row{fmt.Sprintf("throughput, %d streams", streams), "tput", medianOf(always(func(r result) float64 { return r.MBps }), fmtMBps)},
+		row{"CPU per GB forwarded", "tput", medianOf(muxCPU(func(r result) float64 { return r.CPUsPerG }), fmtSecondsPerGB)},
 	)
 	for _, scen := range scenarioOrder(rs) {
 		if n, ok := strings.CutPrefix(scen, "idle-"); ok {
 			rows = append(rows, row{"memory per idle connection @" + n + " (PSS)", scen,
-				medianOf(func(r result) float64 { return r.PSSKBConn }, fmtKB)})
+				medianOf(always(func(r result) float64 { return r.PSSKBConn }), fmtKB)})
 		}
 	}
 	return rows
 }
 
-// medianOf makes a cell: the median of value over the good runs, and a
-// count of the runs left out for failing.
-func medianOf(value func(result) float64, format func(float64) string) func([]result) string {
+// always is a figure every run has.
+func always(f func(result) float64) func(result) (float64, bool) {
+	return func(r result) (float64, bool) { return f(r), true }
+}
+
+// muxCPU is a figure of the mux's CPU, which runs without a mux (direct)
+// do not have.
+func muxCPU(f func(result) float64) func(result) (float64, bool) {
+	return func(r result) (float64, bool) { return f(r), r.CPUSource != "none" && r.CPUSource != "" }
+}
+
+// medianOf makes a cell: the median of value over the good runs that have
+// it, and a count of the runs left out for failing.
+func medianOf(value func(result) (float64, bool), format func(float64) string) func([]result) string {
 	return func(runs []result) string {
 		var xs []float64
+		failed := 0
 		for _, r := range runs {
-			if good(r) {
-				xs = append(xs, value(r))
+			if !good(r) {
+				failed++
+			} else if x, ok := value(r); ok {
+				xs = append(xs, x)
 			}
 		}
-		return cell(format, xs, len(runs)-len(xs))
+		return cell(format, xs, failed)
 	}
 }
 

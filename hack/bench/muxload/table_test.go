@@ -20,19 +20,20 @@ func sampleResults() []result {
 		{Peer: "portmux", Scenario: "conn-ssh", Rep: 3, Workers: 32, Conns: 1, ConnPerS: 1, RouteErr: "misrouted: 1 to plain", MuxAlive: true},
 		ok(result{Peer: "portmux", Scenario: "tput", Rep: 1, Streams: 4, MBps: 992, CPUsPerG: 0.48, CPUSource: "cgroup"}),
 		ok(result{Peer: "portmux", Scenario: "idle-2000", Rep: 1, Idle: 2000, PSSKBConn: 6.34}),
+		ok(result{Peer: "direct", Scenario: "tput", Rep: 1, Streams: 4, MBps: 2000, CPUSource: "none"}),
 	}
 }
 
 func TestHeadlineTable(t *testing.T) {
 	got := renderTables(sampleResults())
 	for _, want := range []string{
-		"| | portmux | haproxy |\n|---|---|---|\n",
-		"| SSH-routed conn/s (32 workers) | 7.3k (1 failed) | 8.9k |\n",
-		"| CPU per SSH connection | 125 µs (1 failed) | 96 µs |\n",
-		"| throughput, 4 streams | 992 MB/s | — |\n",
-		"| CPU per GB forwarded | 0.48 s | — |\n",
-		"| memory per idle connection @2000 (PSS) | 6.3 KB | — |\n",
-		"| route checks passed | 4/5 | 2/2 |\n",
+		"| | portmux | haproxy | direct |\n|---|---|---|---|\n",
+		"| SSH-routed conn/s (32 workers) | 7.3k (1 failed) | 8.9k | — |\n",
+		"| CPU per SSH connection | 125 µs (1 failed) | 96 µs | — |\n",
+		"| throughput, 4 streams | 992 MB/s | — | 2000 MB/s |\n",
+		"| CPU per GB forwarded | 0.48 s | — | — |\n",
+		"| memory per idle connection @2000 (PSS) | 6.3 KB | — | — |\n",
+		"| route checks passed | 4/5 | 2/2 | 1/1 |\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("no %q in\n%s", want, got)
