@@ -47,7 +47,7 @@ func headlineRows(rs []result) []row {
 		}
 	}
 	rows = append(rows,
-		row{fmt.Sprintf("throughput, %d streams", streams), "tput", medianOf(always(func(r result) float64 { return r.MBps }), fmtMBps)},
+		row{throughputLabel(streams), "tput", medianOf(always(func(r result) float64 { return r.MBps }), fmtMBps)},
 		row{"CPU per GB forwarded", "tput", medianOf(muxCPU(func(r result) float64 { return r.CPUsPerG }), fmtSecondsPerGB)},
 	)
 	for _, scen := range scenarioOrder(rs) {
@@ -68,6 +68,14 @@ func always(f func(result) float64) func(result) (float64, bool) {
 // do not have.
 func muxCPU(f func(result) float64) func(result) (float64, bool) {
 	return func(r result) (float64, bool) { return f(r), r.CPUSource != "none" && r.CPUSource != "" }
+}
+
+// throughputLabel names the throughput row after its stream count.
+func throughputLabel(streams int) string {
+	if streams == 1 {
+		return "throughput, 1 stream"
+	}
+	return fmt.Sprintf("throughput, %d streams", streams)
 }
 
 // medianOf makes a cell: the median of value over the good runs that have
