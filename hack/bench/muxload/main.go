@@ -248,7 +248,7 @@ func cmdTable(args []string) error {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return errors.New("usage: muxload table RESULTS.jsonl...")
+		return errors.New("no results: muxload table FILE.jsonl [FILE.jsonl]")
 	}
 	rs, err := readResults(fs.Args())
 	if err != nil {

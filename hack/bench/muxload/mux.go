@@ -49,8 +49,7 @@ func startMux(cmdline, logPath, name string, useCgroup bool) (*muxProcess, error
 	m.cmd.Stdout, m.cmd.Stderr = log, log
 	m.cmd.SysProcAttr = attr
 	if err := m.cmd.Start(); err != nil {
-		m.release()
-		return nil, fmt.Errorf("start %q: %w", cmdline, err)
+		return nil, errors.Join(fmt.Errorf("start %q: %w", cmdline, err), m.release())
 	}
 	go func() {
 		_ = m.cmd.Wait()

@@ -68,7 +68,7 @@ func (r *runner) runAll() error {
 			return err
 		}
 		if why := r.skip(sc); why != "" {
-			fmt.Fprintf(r.log, "%s %s: skipped, %s\n", r.opt.peer, sc.name, why)
+			r.logf("%s %s: skipped, %s", r.opt.peer, sc.name, why)
 			continue
 		}
 		res := r.runWithRetries(sc)
@@ -78,12 +78,18 @@ func (r *runner) runAll() error {
 		if err := json.NewEncoder(r.out).Encode(res); err != nil {
 			return fmt.Errorf("write result: %w", err)
 		}
-		fmt.Fprintln(r.log, describe(res))
+		r.logf("%s", describe(res))
 	}
 	if failed {
 		return errRunsFailed
 	}
 	return nil
+}
+
+// logf writes one line to the human log; a log that cannot be written
+// must not stop a measurement.
+func (r *runner) logf(format string, args ...any) {
+	_, _ = fmt.Fprintf(r.log, format+"\n", args...)
 }
 
 // skip says why the peer cannot run sc, or "".
@@ -109,7 +115,7 @@ func (r *runner) runWithRetries(sc scenario) result {
 		if !res.Disturbed || sc.kind == kindIdle || attempt > r.opt.retries || res.Err != "" {
 			return res
 		}
-		fmt.Fprintf(r.log, "%s %s: other load %.2f cores before, %.2f during: again\n",
+		r.logf("%s %s: other load %.2f cores before, %.2f during: again",
 			r.opt.peer, sc.name, res.PreLoad, res.Other)
 	}
 }
