@@ -114,7 +114,25 @@ func cmdRun(args []string) error {
 	defer b.close()
 	r := &runner{opt: opt, proc: procFS{root: "/proc"}, backends: b,
 		target: target{mux: opt.addr, direct: opt.direct, backends: b}, out: w, log: os.Stderr}
+	stopOnSignal(r)
 	return r.runAll()
+}
+
+// stopOnSignal makes SIGINT, SIGTERM and SIGHUP stop the running mux
+// before muxload exits.
+func stopOnSignal(r *runner) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		r.abort()
+		fmt.Fprintln(os.Stderr, "muxload: stopped by", s)
+		code := 1
+		if n, ok := s.(syscall.Signal); ok {
+			code = 128 + int(n)
+		}
+		os.Exit(code)
+	}()
 }
 
 // parseRunFlags reads and checks the flags of `muxload run`; out is the

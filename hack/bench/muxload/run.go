@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -51,6 +52,32 @@ type runner struct {
 	target   target
 	out      io.Writer // JSON lines
 	log      io.Writer // one human line per run
+
+	mu      sync.Mutex
+	current *muxProcess // the mux running now, for abort
+	aborted bool
+}
+
+// track records the mux that runs now (nil: none), so that abort can stop
+// it. It refuses a new mux once aborted.
+func (r *runner) track(m *muxProcess) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.current = m
+	return !r.aborted
+}
+
+// abort stops the running mux, if any, and any mux started after: the
+// mux runs in a process group of its own, so a signal that stops muxload
+// does not reach it, and without this it would outlive the run.
+func (r *runner) abort() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.aborted = true
+	if r.current != nil {
+		_ = r.current.stop()
+		r.current = nil
+	}
 }
 
 // errRunsFailed says that some run failed or misrouted; its JSON line says
@@ -136,6 +163,11 @@ func (r *runner) runOnce(sc scenario, attempt int) result {
 			res.Err = err.Error()
 			return res
 		}
+		if !r.track(mux) {
+			_ = mux.stop()
+			res.Err = "aborted"
+			return res
+		}
 		m.pid, m.cg = mux.pid(), mux.cg
 	}
 	alive := func() bool { return mux == nil || mux.alive() }
@@ -145,7 +177,7 @@ func (r *runner) runOnce(sc scenario, attempt int) result {
 		r.measure(sc, m, &res)
 		res.MuxAlive = alive()
 	}
-	if mux != nil {
+	if mux != nil && r.track(nil) {
 		if err := mux.stop(); err != nil && res.Err == "" {
 			res.Err = err.Error()
 		}
