@@ -220,11 +220,11 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 func (r *runner) measureConns(sc scenario, m meter, res *result) clientCount {
 	st := connLoop(sc.workers, r.opt.warmup, r.opt.d, r.target.routeOp(sc.route), m)
 	l := summarize(st.lat)
-	res.Workers, res.Seconds, res.Conns, res.Failed = sc.workers, st.use.Seconds, st.ok, st.failed
+	res.Workers, res.Seconds, res.Conns, res.Failed = sc.workers, st.window.Seconds(), st.ok, st.failed
 	if n := st.ok + st.failed; n > 0 {
 		res.FailPct = 100 * float64(st.failed) / float64(n)
 	}
-	res.ConnPerS = float64(st.ok) / st.use.Seconds
+	res.ConnPerS = float64(st.ok) / st.window.Seconds()
 	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = l.P50, l.P90, l.P99, l.Max
 	res.FirstErr = st.firstErr
 	recordUsage(res, st.use)

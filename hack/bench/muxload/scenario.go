@@ -67,7 +67,8 @@ type connStats struct {
 	failed   int64 // failed inside the window
 	lat      []time.Duration
 	firstErr string
-	use      usage
+	window   time.Duration // from the start of counting to its end
+	use      usage         // over the samples taken just outside the window
 }
 
 // connLoop runs workers clients, each doing op back to back, for warmup
@@ -106,16 +107,18 @@ func connLoop(workers int, warmup, d time.Duration, op func() error, m meter) co
 	}
 	time.Sleep(warmup)
 	a := m.sample()
+	t0 := time.Now()
 	measuring.Store(true)
 	time.Sleep(d)
 	measuring.Store(false)
+	window := time.Since(t0)
 	b := m.sample()
 	stop.Store(true)
 	wg.Wait()
 
 	s := connStats{
 		client: clientCount{attempts: attempts.Load(), succeeded: succeeded.Load()},
-		ok:     ok.Load(), failed: failed.Load(), use: m.between(a, b),
+		ok:     ok.Load(), failed: failed.Load(), window: window, use: m.between(a, b),
 	}
 	for _, l := range lat {
 		s.lat = append(s.lat, l...)
