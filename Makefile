@@ -136,7 +136,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	done
 
 .PHONY: bench
-bench: bench-go bench-mux bench-tls ## Run the Go benchmarks, the harness against portmux, haproxy and sslh, and TLS termination against haproxy.
+bench: bench-go bench-mux bench-tls ## Run the Go benchmarks, muxload against portmux, haproxy and sslh, and TLS termination against haproxy.
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
@@ -147,7 +147,7 @@ bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm), two minimal 
 	hack/bench-tunnel.sh
 
 .PHONY: bench-mux
-bench-mux: ## Run ../shared/bench's harness: portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved (REPS, SCEN, PEERS).
+bench-mux: ## Run hack/bench/muxload against portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved; results in bin/bench (REPS, D, TPUT, SCEN, PEERS).
 	hack/bench.sh
 
 # The soak's knobs: how long the attack lasts and the memory limit of

@@ -25,7 +25,7 @@ func benchEcho(b *testing.B) string {
 // BenchmarkConnSSH measures the whole life of one short SSH-routed
 // connection through the dataplane: accept, sniff, route, dial, forward the
 // banner both ways, close. Compare allocs/op and ns/op before and after a
-// change; the muxbench harness (make bench) compares with haproxy and sslh.
+// change; hack/bench/muxload (make bench-mux) compares with haproxy and sslh.
 func BenchmarkConnSSH(b *testing.B) {
 	backend := benchEcho(b)
 	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares WebSocket tunnels on loopback, in one interleaved run (repeat 1 of
-# every peer, then repeat 2, ...), with the shared muxbench harness:
+# every peer, then repeat 2, ...), with muxload (hack/bench/muxload):
 #
 #   direct          the client talks to the target itself (the baseline)
 #   portmux-tunnel  portmux tunnel -L ... ws://  ->  portmux serve (tunnel route)
@@ -16,7 +16,7 @@
 #                   the least work a tunnel over a WebSocket library that owns
 #                   its frame buffers (coder/websocket, gorilla/websocket) does
 #
-# Scenarios (muxbench, target: its "SSH" echo backend, 127.0.0.1:$BASE+1):
+# Scenarios (muxload, target: its "SSH" echo backend, 127.0.0.1:$BASE+1):
 #   tput, 1 stream and 16 streams: bytes sent through the tunnel and echoed back
 #   conn-ssh: tunnel set-up rate, 32 workers each opening a connection through
 #             the tunnel, exchanging a line with the target and closing
@@ -32,7 +32,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-BENCH_SRC=${BENCH_SRC:-$ROOT/../shared/bench}
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
 REPS=${REPS:-3}
 D=${D:-5s}
@@ -42,20 +41,14 @@ WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
 NICE=${NICE:--10}
 # Ports from BASE, away from hack/bench.sh's 17001-17443 so both can run.
 BASE=${BASE:-17200}
-LOCAL=127.0.0.1:$((BASE + 43))   # where each tunnel client listens: muxbench's "mux" address
+LOCAL=127.0.0.1:$((BASE + 43))   # where each tunnel client listens: muxload's "mux" address
 SERVER=127.0.0.1:$((BASE + 80))  # where each tunnel server listens
-TARGET=127.0.0.1:$((BASE + 1))   # muxbench's SSH-like echo backend
-BACKENDS=(-ssh-backend "$TARGET" -tls-backend 127.0.0.1:$((BASE + 2)) -tls-b-backend 127.0.0.1:$((BASE + 4))
-          -any-backend 127.0.0.1:$((BASE + 3)) -stats 127.0.0.1:$((BASE + 9)))
+TARGET=127.0.0.1:$((BASE + 1))   # muxload's SSH-like echo backend (-base-port $BASE)
 
-[ -d "$BENCH_SRC/muxbench" ] || { echo "no muxbench harness at $BENCH_SRC (set BENCH_SRC)" >&2; exit 2; }
 command -v node >/dev/null && command -v npm >/dev/null || { echo "Node.js and npm are needed for wstunnel" >&2; exit 2; }
 
-# The harness's folder may be read-only: work on a copy.
 rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
-cp -r "$BENCH_SRC/." "$OUT_DIR/"
-chmod -R u+w "$OUT_DIR"
-(cd "$OUT_DIR/muxbench" && go build -o ../bin/muxbench .)
+go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 (cd "$OUT_DIR" && mkdir -p wst && cd wst &&
@@ -85,7 +78,7 @@ spec:
 YAML
 
 # Each peer runs its server and its client in the foreground of one shell;
-# muxbench measures the whole process tree and kills its group.
+# muxload measures the whole process tree and stops its group.
 portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false &
   $OUT_DIR/portmux tunnel --token-file $OUT_DIR/token -L $LOCAL:$TARGET ws://$SERVER/tunnel &
   wait"
@@ -99,23 +92,24 @@ chain_cmd() { # minrelay flags
 }
 
 cd "$OUT_DIR"
-COMMON=("${BACKENDS[@]}" -d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT"
+# Every peer carries the SSH route only: -routes ssh.
+COMMON=(-base-port "$BASE" -routes ssh -d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT"
         -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 -logdir logs)
-MB=(nice -n "$NICE" bin/muxbench)
+ML=("$OUT_DIR/muxload")
+if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then ML=(nice -n "$NICE" "${ML[@]}"); fi
 mkdir -p logs
+failed=0
 run() { # peer streams scenarios
-  local peer=$1 streams=$2 scen=$3 out=results-$2.jsonl
+  local peer=$1 streams=$2 scen=$3 out=results-$2.jsonl flags=
+  local args=(run -peer "$peer" -rep "$rep" -addr "$LOCAL" -scenarios "$scen"
+              -tput-streams "$streams" -out "$out" "${COMMON[@]}")
   case $peer in
-    direct)         "${MB[@]}" suite -peer direct -direct -reps 1 -first-rep "$rep" -scenarios "$scen" \
-                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" >/dev/null ;;
-    portmux-tunnel) "${MB[@]}" suite -peer portmux-tunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
-                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$portmux_cmd" >/dev/null ;;
-    wstunnel)       "${MB[@]}" suite -peer wstunnel -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
-                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$wstunnel_cmd" >/dev/null ;;
+    direct)         "${ML[@]}" "${args[@]}" -direct || failed=1 ;;
+    portmux-tunnel) "${ML[@]}" "${args[@]}" -cmd "$portmux_cmd" || failed=1 ;;
+    wstunnel)       "${ML[@]}" "${args[@]}" -cmd "$wstunnel_cmd" || failed=1 ;;
     relay-chain|masked-chain|copy-chain)
-                    flags=; case $peer in masked-chain) flags=-mask ;; copy-chain) flags="-mask -copy" ;; esac
-                    "${MB[@]}" suite -peer "$peer" -addr "$LOCAL" -reps 1 -first-rep "$rep" -scenarios "$scen" \
-                      -tput-streams "$streams" -out "$out" "${COMMON[@]}" -cmd "$(chain_cmd $flags)" >/dev/null ;;
+                    case $peer in masked-chain) flags=-mask ;; copy-chain) flags="-mask -copy" ;; esac
+                    "${ML[@]}" "${args[@]}" -cmd "$(chain_cmd $flags)" || failed=1 ;;
     *) echo "unknown peer $peer" >&2; exit 2 ;;
   esac
 }
@@ -132,5 +126,6 @@ done
 for s in 1 16; do
   echo
   echo "## tput with $s stream(s) per run; conn-ssh (tunnel set-up) in the 1-stream table"
-  bin/muxbench summarize "results-$s.jsonl" | tee "results-$s-table.md"
+  "$OUT_DIR/muxload" table "results-$s.jsonl" | tee "results-$s-table.md"
 done
+exit "$failed"

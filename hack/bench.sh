@@ -1,96 +1,98 @@
 #!/usr/bin/env bash
-# Runs the shared muxbench harness against `portmux serve`, haproxy and sslh
-# in one run, interleaved (repeat 1 of every peer, then repeat 2, ...), so the
-# numbers can be compared side by side. Everything stays on 127.0.0.1 and
-# every run is bounded in time.
+# Runs muxload (hack/bench/muxload) against `portmux serve`, haproxy 2.6 in
+# tcp mode and sslh (fork) in one run, interleaved (repeat 1 of every peer,
+# then repeat 2, ...), so that they are compared under the same conditions.
+# Everything stays on 127.0.0.1 and every run is bounded in time.
 #
-# go-minimal is a reference, not a proxy: hack/bench/minrelay accepts,
-# dials the SSH backend and copies both ways (splice), nothing else. Its
-# connection rate is the floor Go's net package sets for any Go proxy, its
-# throughput the ceiling of one zero-copy hop on this machine; it runs the
-# SSH and throughput scenarios only (it routes nothing).
+# Peers (configs in hack/bench/peers/):
+#   direct      no mux: the client dials the backends (the baseline)
+#   portmux     portmux serve -f hack/bench/peers/portmux.yaml
+#   haproxy     haproxy -db -f hack/bench/peers/haproxy.cfg
+#   sslh-fork   sslh -F hack/bench/peers/sslh.cfg
+#   go-minimal  hack/bench/minrelay: a reference, not a proxy. It accepts,
+#               dials the SSH backend and copies both ways (splice), nothing
+#               else: the floor Go's net package sets on connection rate and
+#               the ceiling of one zero-copy hop on throughput. It routes
+#               nothing, so it runs the SSH-routed scenarios only.
 #
 #   hack/bench.sh                         # 3 repeats of every scenario
 #   REPS=1 SCEN=conn-ssh,tput hack/bench.sh
-#   PEERS="portmux haproxy" hack/bench.sh
+#   PEERS="portmux haproxy" D=3s hack/bench.sh
 #
-# Output: bin/bench/results.jsonl and bin/bench/results-table.md.
+# Knobs: REPS, D (measured window of each connection scenario), TPUT (bytes
+# through the throughput streams), SCEN, PEERS, C (workers), STREAMS, NICE,
+# QUIET (cores of other load that mark a run disturbed), QUIET_WAIT.
+# Output: bin/bench/results.jsonl, bin/bench/results-table.md, and each
+# peer's log in bin/bench/logs/.
 # Needs: Go, haproxy and sslh (installed from apt when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-BENCH_SRC=${BENCH_SRC:-$ROOT/../shared/bench}
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
 REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
 SCEN=${SCEN:-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
 PEERS=${PEERS:-direct portmux haproxy sslh-fork go-minimal}
-ADDR=127.0.0.1:17443
+C=${C:-32}
+STREAMS=${STREAMS:-4}
 NICE=${NICE:--10}
+ADDR=127.0.0.1:17443
+PEER_CONF=$ROOT/hack/bench/peers
 
-[ -d "$BENCH_SRC/muxbench" ] || { echo "no muxbench harness at $BENCH_SRC (set BENCH_SRC)" >&2; exit 2; }
 need=()
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v sslh >/dev/null || need+=(sslh)
+case " $PEERS " in *" haproxy "*) command -v haproxy >/dev/null || need+=(haproxy) ;; esac
+case " $PEERS " in *" sslh-fork "*) command -v sslh >/dev/null || need+=(sslh) ;; esac
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The packages start their system services; the benchmark runs its own.
     systemctl stop haproxy sslh 2>/dev/null || true
   else
     echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2; exit 2
   fi
 fi
-pkill -x haproxy 2>/dev/null || true
-pkill -x sslh 2>/dev/null || true
 
-# The harness's folder may be read-only: work on a copy.
-rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
-cp -r "$BENCH_SRC/." "$OUT_DIR/"
-chmod -R u+w "$OUT_DIR"
-(cd "$OUT_DIR/muxbench" && go build -o ../bin/muxbench .)
+mkdir -p "$OUT_DIR/logs"
+rm -f "$OUT_DIR/results.jsonl" "$OUT_DIR"/logs/*.log
+echo "building muxload, portmux and minrelay" >&2
+go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
-cat > "$OUT_DIR/portmux.yaml" <<'YAML'
-# The harness's routing contract (see its README): SSH -> 17001, TLS SNI
-# b.bench.test -> 17004, a.bench.test -> 17002, anything else -> 17003.
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: bench}
-spec:
-  listeners: [{name: public, port: 17443, probeTimeout: 2s, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}]
-  routes:
-    - {name: ssh, listeners: [public], match: {protocol: ssh},                     backend: {address: "127.0.0.1:17001"}}
-    - {name: b,   listeners: [public], match: {protocol: tls, sni: [b.bench.test]}, backend: {address: "127.0.0.1:17004"}}
-    - {name: a,   listeners: [public], match: {protocol: tls, sni: [a.bench.test]}, backend: {address: "127.0.0.1:17002"}}
-    - {name: any, listeners: [public], match: {protocol: any},                     backend: {address: "127.0.0.1:17003"}}
-YAML
+# peer_args NAME sets args to muxload's flags for one peer.
+peer_args() {
+  case $1 in
+    direct) args=(-direct) ;;
+    portmux) args=(-cmd "exec $OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
+    haproxy) args=(-cmd "exec haproxy -db -f $PEER_CONF/haproxy.cfg") ;;
+    sslh-fork) args=(-cmd "exec sslh -F$PEER_CONF/sslh.cfg") ;;
+    go-minimal) args=(-routes ssh -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:17001") ;;
+    *) echo "unknown peer $1 (direct, portmux, haproxy, sslh-fork, go-minimal)" >&2; exit 2 ;;
+  esac
+}
+for peer in $PEERS; do peer_args "$peer"; done
 
+# Priority for everything a run starts (muxload, its backends, the mux),
+# so that other jobs on a shared box take less from a run.
+run=("$OUT_DIR/muxload")
+if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
+
+failed=0
 cd "$OUT_DIR"
-OUT=results.jsonl
-COMMON=(-d "$D" -warmup 1s -c 32 -tput-bytes "$TPUT" -tput-streams 4
-        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 -out "$OUT" -logdir logs)
-MB=(nice -n "$NICE" bin/muxbench)
-mkdir -p logs
-conn_only=$(echo "$SCEN" | tr ',' '\n' | grep -v '^idle-' | paste -sd, -)
-ssh_only=$(echo "$SCEN" | tr ',' '\n' | { grep -E '^(conn-ssh|lat-ssh|tput)$' || true; } | paste -sd, -)
 for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
   for peer in $PEERS; do
-    case $peer in
-      direct)    "${MB[@]}" suite -peer direct -direct -reps 1 -first-rep "$rep" -scenarios "$conn_only" "${COMMON[@]}" >/dev/null ;;
-      portmux)   "${MB[@]}" suite -peer portmux -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$SCEN" "${COMMON[@]}" \
-                   -cmd "exec $OUT_DIR/portmux serve -f $OUT_DIR/portmux.yaml --bind-address 127.0.0.1 --log-connections=false" >/dev/null ;;
-      haproxy)   "${MB[@]}" suite -peer haproxy -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$SCEN" "${COMMON[@]}" \
-                   -cmd "exec haproxy -f $OUT_DIR/configs/haproxy.cfg -db" >/dev/null ;;
-      sslh-fork) "${MB[@]}" suite -peer sslh-fork -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$SCEN" "${COMMON[@]}" \
-                   -cmd "exec sslh -F$OUT_DIR/configs/sslh.cfg" >/dev/null ;;
-      go-minimal) [ -z "$ssh_only" ] || "${MB[@]}" suite -peer go-minimal -addr "$ADDR" -reps 1 -first-rep "$rep" -scenarios "$ssh_only" "${COMMON[@]}" \
-                   -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:17001" >/dev/null ;;
-      *) echo "unknown peer $peer" >&2; exit 2 ;;
-    esac
+    peer_args "$peer"
+    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" "${args[@]}" -scenarios "$SCEN" \
+      -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
+      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+      -out results.jsonl -logdir logs || failed=1
   done
 done
-bin/muxbench summarize "$OUT" | tee results-table.md
+"$OUT_DIR/muxload" table results.jsonl | tee results-table.md
+if [ "$failed" != 0 ]; then
+  echo "some runs failed or were misrouted: see results.jsonl and logs/" >&2
+fi
+exit "$failed"

@@ -90,3 +90,38 @@ func TestNoPathOutsideTheRepository(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptsStandAlone: the Makefile and everything under hack/ (scripts,
+// tools, the benchmark peers' configs) run from a clone, with no path to a
+// sibling checkout or to the machine they were written on.
+func TestScriptsStandAlone(t *testing.T) {
+	outside := regexp.MustCompile(`\.\./shared|/work/`)
+	paths := []string{filepath.Join(root, "Makefile")}
+	err := filepath.WalkDir(filepath.Join(root, "hack"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == "testdata" {
+			return filepath.SkipDir
+		}
+		switch filepath.Ext(p) {
+		case ".sh", ".go", ".cfg", ".yaml", ".md":
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if outside.MatchString(line) {
+				t.Errorf("%s:%d points outside the repository: %s", p, i+1, line)
+			}
+		}
+	}
+}

@@ -1,0 +1,304 @@
+// Command muxload is PortMux's load generator for protocol-sniffing
+// multiplexers: anything that shares one port between SSH, TLS passed
+// through by SNI and a plain fallback, as `portmux serve`, haproxy in tcp
+// mode and sslh do. hack/bench.sh runs it against each of them in turn;
+// the README's Performance table comes from it.
+//
+//	muxload run -peer portmux -cmd 'exec portmux serve -f bench.yaml' -scenarios conn-ssh,tput
+//	muxload run -peer direct -direct -scenarios conn-ssh,conn-tls
+//	muxload table results.jsonl > table.md
+//	muxload backends -for 10m
+//
+// It starts its own backends on 127.0.0.1 (base port 17000): 17001 an
+// echo that stands for SSH, 17002 and 17004 TLS echo servers for the
+// server names a.bench.test and b.bench.test, 17003 a plain echo for
+// everything else. The mux listens on 127.0.0.1:17443 and must route SSH
+// (first bytes "SSH-2.0") to 17001, SNI b.bench.test to 17004, SNI
+// a.bench.test to 17002 and anything else to 17003, passing TLS through.
+//
+// Each scenario gets a fresh mux from -cmd (a shell command line, in a
+// process group of its own), which must stay in the foreground: its
+// process tree is what is measured, CPU from /proc/PID/stat (and from a
+// cgroup of its own where one can be made, which also counts children
+// that exit unreaped), memory from /proc/PID/smaps_rollup. After every
+// run the backends' accept counts must show every connection on the right
+// backend, and one probe per route must reach its backend.
+//
+// Scenarios:
+//
+//	conn-ssh  -c workers loop {connect, send an SSH banner, read its echo,
+//	          close} for -warmup then -d: conn/s, latency, mux CPU per conn
+//	conn-tls  the same with a full TLS handshake (SNI a.bench.test, Go's
+//	          defaults, no resumption) and a line echoed inside it
+//	lat-ssh, lat-tls  the same with one worker: the mux's own latency
+//	tput      -tput-streams SSH-routed connections write -tput-bytes in
+//	          all, in 64 KiB writes, reading the echo back: MB/s one way,
+//	          mux CPU per GB
+//	idle-N    hold N SSH-routed connections (banner echoed, so the mux
+//	          holds both legs): memory per connection, from the tree's Pss
+//	          and Rss before and after
+//
+// Only loopback addresses are used, and every run is bounded: connection
+// loops by -warmup and -d, every connection by 10 s, throughput by
+// -tput-timeout, opening idle connections by -idle-timeout, a mux's start
+// by -ready-timeout and its stop by 3 s before SIGKILL.
+//
+// Output: one JSON object per run, appended to -out (stdout when empty),
+// and a human line per run on stderr. `muxload table` renders JSON lines
+// as markdown: medians over repeats, one column per peer.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: muxload run|table|backends [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = cmdRun(os.Args[2:])
+	case "table":
+		err = cmdTable(os.Args[2:])
+	case "backends":
+		err = cmdBackends(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q: run, table or backends", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "muxload:", err)
+		os.Exit(1)
+	}
+}
+
+// cmdRun is `muxload run`: start the backends, run the scenarios against
+// one peer, write the results.
+func cmdRun(args []string) error {
+	opt, out, err := parseRunFlags(args)
+	if err != nil {
+		return err
+	}
+	w := os.Stdout
+	if out != "" {
+		f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		w = f
+	}
+	if err := os.MkdirAll(opt.logDir, 0o755); err != nil {
+		return fmt.Errorf("log directory: %w", err)
+	}
+	if opt.cmd != "" {
+		if err := waitFree(opt.addr, time.Second); err != nil {
+			return err
+		}
+	}
+	b, err := startBackends(opt.basePort)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	r := &runner{opt: opt, proc: procFS{root: "/proc"}, backends: b,
+		target: target{mux: opt.addr, direct: opt.direct, backends: b}, out: w, log: os.Stderr}
+	stopOnSignal(r)
+	return r.runAll()
+}
+
+// stopOnSignal makes SIGINT, SIGTERM and SIGHUP stop the running mux
+// before muxload exits.
+func stopOnSignal(r *runner) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		r.abort()
+		fmt.Fprintln(os.Stderr, "muxload: stopped by", s)
+		code := 1
+		if n, ok := s.(syscall.Signal); ok {
+			code = 128 + int(n)
+		}
+		os.Exit(code)
+	}()
+}
+
+// parseRunFlags reads and checks the flags of `muxload run`; out is the
+// results file.
+func parseRunFlags(args []string) (opt options, out string, err error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.StringVar(&opt.peer, "peer", "", "the peer's name in the results (required)")
+	fs.IntVar(&opt.rep, "rep", 1, "repeat number, recorded in the results (the caller interleaves repeats)")
+	fs.StringVar(&opt.addr, "addr", "127.0.0.1:17443", "the mux's listener (loopback only)")
+	fs.BoolVar(&opt.direct, "direct", false, "no mux: the client dials the backends (the baseline)")
+	fs.StringVar(&opt.cmd, "cmd", "", "shell command line that runs the mux in the foreground, started afresh for every scenario")
+	fs.IntVar(&opt.pid, "pid", 0, "without -cmd: the PID of a mux started by hand, for its CPU and memory")
+	scen := fs.String("scenarios", "conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400", "comma-separated scenarios, run in this order")
+	routes := fs.String("routes", strings.Join(routeNames, ","), "the routes the peer implements; scenarios needing others are skipped, and these are probed after every run")
+	fs.IntVar(&opt.basePort, "base-port", 17000, "backends listen on 127.0.0.1 at base+1 (ssh), +2 (tls-a), +3 (plain), +4 (tls-b)")
+	fs.IntVar(&opt.workers, "c", 32, "workers in conn-ssh and conn-tls")
+	fs.DurationVar(&opt.warmup, "warmup", time.Second, "unmeasured load before each connection scenario's window")
+	fs.DurationVar(&opt.d, "d", 5*time.Second, "each connection scenario's measured window")
+	size := fs.String("tput-bytes", "1GiB", "bytes all throughput streams write together (and read back)")
+	fs.IntVar(&opt.tputStreams, "tput-streams", 4, "throughput streams")
+	fs.DurationVar(&opt.tputTimeout, "tput-timeout", time.Minute, "bound on a throughput run")
+	fs.IntVar(&opt.idleBatch, "idle-batch", 64, "idle connections opened at once")
+	fs.DurationVar(&opt.idleSettle, "idle-settle", 2*time.Second, "wait between opening the idle connections and reading memory")
+	fs.DurationVar(&opt.idleTimeout, "idle-timeout", 2*time.Minute, "bound on opening the idle connections")
+	fs.Float64Var(&opt.quiet, "quiet", 0.3, "cores of other load, before or during a run, that make it disturbed (0: do not wait or check)")
+	fs.DurationVar(&opt.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a run")
+	fs.IntVar(&opt.retries, "retries", 1, "times a disturbed connection or throughput run is redone")
+	fs.BoolVar(&opt.cgroup, "cgroup", true, "start the mux in a cgroup v2 of its own when one can be made (exact CPU of children that exit unreaped)")
+	fs.DurationVar(&opt.readyTimeout, "ready-timeout", 10*time.Second, "bound on a mux's start, until it routes an SSH connection")
+	fs.DurationVar(&opt.drainTimeout, "drain-timeout", 5*time.Second, "bound on waiting for the backends to close their connections after a run")
+	fs.StringVar(&opt.logDir, "logdir", "logs", "directory of the muxes' logs, one file per peer")
+	fs.StringVar(&out, "out", "", "append JSON results to this file (default: stdout)")
+	if err := fs.Parse(args); err != nil {
+		return opt, "", err
+	}
+	if opt.peer == "" {
+		return opt, "", errors.New("-peer is required")
+	}
+	if opt.direct && (opt.cmd != "" || opt.pid != 0) {
+		return opt, "", errors.New("-direct runs no mux: no -cmd or -pid")
+	}
+	if err := loopback(opt.addr); err != nil {
+		return opt, "", err
+	}
+	if opt.basePort < 0 || opt.basePort > 65535-4 {
+		return opt, "", fmt.Errorf("-base-port %d is out of range", opt.basePort)
+	}
+	if opt.tputBytes, err = parseSize(*size); err != nil {
+		return opt, "", fmt.Errorf("-tput-bytes: %w", err)
+	}
+	if opt.workers < 1 || opt.tputStreams < 1 || opt.idleBatch < 1 || opt.d <= 0 {
+		return opt, "", errors.New("-c, -tput-streams, -idle-batch and -d must be positive")
+	}
+	opt.scenarios = splitList(*scen)
+	if opt.routes = splitList(*routes); !validRoutes(opt.routes) {
+		return opt, "", fmt.Errorf("-routes %q: a list of %s, with ssh (the readiness check uses it)", *routes, strings.Join(routeNames, ", "))
+	}
+	for _, s := range opt.scenarios {
+		if _, err := parseScenario(s, opt.workers); err != nil {
+			return opt, "", err
+		}
+	}
+	return opt, out, nil
+}
+
+// validRoutes says whether routes are known and include ssh.
+func validRoutes(routes []string) bool {
+	hasSSH := false
+	for _, r := range routes {
+		switch r {
+		case routeSSH:
+			hasSSH = true
+		case routeTLSA, routeTLSB, routePlain:
+		default:
+			return false
+		}
+	}
+	return hasSSH
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// loopback refuses any address that is not a loopback IP literal: the
+// load is meant for this machine, and a name could resolve elsewhere.
+func loopback(addr string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: want a loopback IP and port: %w", addr, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("address %s: only loopback addresses are allowed", addr)
+	}
+	return nil
+}
+
+// parseSize reads a byte count with an optional KiB, MiB or GiB suffix.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("%d: must be positive", n)
+	}
+	return n * mult, nil
+}
+
+// cmdTable is `muxload table FILES...`: markdown from JSON lines.
+func cmdTable(args []string) error {
+	fs := flag.NewFlagSet("table", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("no results: muxload table FILE.jsonl [FILE.jsonl]")
+	}
+	rs, err := readResults(fs.Args())
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.WriteString(renderTables(rs))
+	return err
+}
+
+// cmdBackends is `muxload backends`: the backends alone, in the
+// foreground, for trying a mux by hand; bounded by -for.
+func cmdBackends(args []string) error {
+	fs := flag.NewFlagSet("backends", flag.ContinueOnError)
+	base := fs.Int("base-port", 17000, "backends listen on 127.0.0.1 at base+1..base+4")
+	bound := fs.Duration("for", 10*time.Minute, "stop after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := startBackends(*base)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	for _, r := range routeNames {
+		fmt.Fprintf(os.Stderr, "%-6s %s\n", r, b.addr(r))
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	select {
+	case <-sig:
+	case <-time.After(*bound):
+	}
+	fmt.Fprintln(os.Stderr, "accepted:", b.counts())
+	return nil
+}

@@ -1,0 +1,364 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+)
+
+// options are the flags of `muxload run`.
+type options struct {
+	peer      string
+	rep       int
+	addr      string   // the mux's listener
+	direct    bool     // no mux: dial the backends themselves
+	cmd       string   // starts the mux; empty: it runs already
+	pid       int      // with no cmd: the running mux's PID, for CPU and memory
+	scenarios []string // in order
+	routes    []string // the routes the peer implements
+	basePort  int
+
+	workers     int
+	warmup, d   time.Duration
+	tputBytes   int64
+	tputStreams int
+	tputTimeout time.Duration
+	idleBatch   int
+	idleSettle  time.Duration
+	idleTimeout time.Duration
+
+	quiet        float64 // cores of other load that make a run disturbed
+	quietWait    time.Duration
+	retries      int // redos of a disturbed run
+	cgroup       bool
+	readyTimeout time.Duration
+	drainTimeout time.Duration
+	logDir       string
+}
+
+// runner runs scenarios against one peer with backends it owns.
+type runner struct {
+	opt      options
+	proc     procFS
+	backends *backends
+	target   target
+	out      io.Writer // JSON lines
+	log      io.Writer // one human line per run
+
+	mu      sync.Mutex
+	current *muxProcess // the mux running now, for abort
+	aborted bool
+}
+
+// track records the mux that runs now (nil: none), so that abort can stop
+// it. It refuses a new mux once aborted.
+func (r *runner) track(m *muxProcess) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.current = m
+	return !r.aborted
+}
+
+// abort stops the running mux, if any, and any mux started after: the
+// mux runs in a process group of its own, so a signal that stops muxload
+// does not reach it, and without this it would outlive the run.
+func (r *runner) abort() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.aborted = true
+	if r.current != nil {
+		_ = r.current.stop()
+		r.current = nil
+	}
+}
+
+// errRunsFailed says that some run failed or misrouted; its JSON line says
+// which and why.
+var errRunsFailed = errors.New("some runs failed or misrouted: see their JSON lines")
+
+// runAll runs every scenario in order, each in a fresh mux, and writes one
+// JSON line per kept run. Scenarios the peer cannot take (a route it does
+// not implement, memory of no mux) are skipped with a line on the log.
+func (r *runner) runAll() error {
+	failed := false
+	for _, name := range r.opt.scenarios {
+		sc, err := parseScenario(name, r.opt.workers)
+		if err != nil {
+			return err
+		}
+		if why := r.skip(sc); why != "" {
+			r.logf("%s %s: skipped, %s", r.opt.peer, sc.name, why)
+			continue
+		}
+		res := r.runWithRetries(sc)
+		if res.Err != "" || !res.RouteOK {
+			failed = true
+		}
+		if err := json.NewEncoder(r.out).Encode(res); err != nil {
+			return fmt.Errorf("write result: %w", err)
+		}
+		r.logf("%s", describe(res))
+	}
+	if failed {
+		return errRunsFailed
+	}
+	return nil
+}
+
+// logf writes one line to the human log; a log that cannot be written
+// must not stop a measurement.
+func (r *runner) logf(format string, args ...any) {
+	_, _ = fmt.Fprintf(r.log, format+"\n", args...)
+}
+
+// skip says why the peer cannot run sc, or "".
+func (r *runner) skip(sc scenario) string {
+	if !slices.Contains(r.opt.routes, sc.route) {
+		return "the peer does not route " + sc.route
+	}
+	if sc.kind == kindIdle && r.opt.direct {
+		return "no mux to measure the memory of"
+	}
+	if sc.kind == kindIdle && r.opt.cmd == "" && r.opt.pid == 0 {
+		return "no -pid to measure the memory of"
+	}
+	return ""
+}
+
+// runWithRetries runs sc, and again up to -retries times while other load
+// disturbed it; the last try is kept, marked if still disturbed. Memory
+// is not redone: other load does not change what the mux holds.
+func (r *runner) runWithRetries(sc scenario) result {
+	for attempt := 1; ; attempt++ {
+		res := r.runOnce(sc, attempt)
+		if !res.Disturbed || sc.kind == kindIdle || attempt > r.opt.retries || res.Err != "" {
+			return res
+		}
+		r.logf("%s %s: other load %.2f cores before, %.2f during: again",
+			r.opt.peer, sc.name, res.PreLoad, res.Other)
+	}
+}
+
+// runOnce starts a fresh mux, waits until it routes, runs sc, checks the
+// routing and stops the mux.
+func (r *runner) runOnce(sc scenario, attempt int) result {
+	res := result{Peer: r.opt.peer, Scenario: sc.name, Rep: r.opt.rep, Attempt: attempt,
+		Start: time.Now().UTC().Format(time.RFC3339), MuxAlive: true}
+	if r.opt.quiet > 0 {
+		res.PreLoad = waitQuiet(r.proc, r.opt.quiet, r.opt.quietWait)
+	}
+	m := meter{proc: r.proc, pid: r.opt.pid}
+	var mux *muxProcess
+	if r.opt.cmd != "" {
+		var err error
+		if mux, err = r.startMux(sc, attempt); err != nil {
+			res.Err = err.Error()
+			return res
+		}
+		if !r.track(mux) {
+			_ = mux.stop()
+			res.Err = "aborted"
+			return res
+		}
+		m.pid, m.cg = mux.pid(), mux.cg
+	}
+	alive := func() bool { return mux == nil || mux.alive() }
+	if err := r.waitReady(alive); err != nil {
+		res.Err = err.Error()
+	} else {
+		r.measure(sc, m, &res)
+		res.MuxAlive = alive()
+	}
+	if mux != nil && r.track(nil) {
+		if err := mux.stop(); err != nil && res.Err == "" {
+			res.Err = err.Error()
+		}
+	}
+	res.BackendsDrain = r.backends.drain(r.opt.drainTimeout)
+	res.Disturbed = r.opt.quiet > 0 && (res.PreLoad > r.opt.quiet || res.Other > r.opt.quiet)
+	return res
+}
+
+// measure runs the scenario's load, fills res and checks the routing.
+func (r *runner) measure(sc scenario, m meter, res *result) {
+	before := r.backends.counts()
+	var client clientCount
+	var err error
+	switch sc.kind {
+	case kindConn:
+		client = r.measureConns(sc, m, res)
+	case kindTput:
+		client, err = r.measureTput(m, res)
+	case kindIdle:
+		client, err = r.measureIdle(sc, m, res)
+	}
+	if err != nil {
+		res.Err = err.Error()
+	}
+	delta := routeDelta(before, r.backends.counts())
+	res.Routed, res.ClientConns, res.ClientOK = delta, client.attempts, client.succeeded
+	rerr := checkRoutes(delta, sc.route, client.succeeded, client.attempts)
+	if rerr == nil {
+		res.ProbedRoutes = r.opt.routes
+		rerr = probeRoutes(r.target, r.backends, r.opt.routes)
+	}
+	res.RouteOK = rerr == nil
+	if rerr != nil {
+		res.RouteErr = rerr.Error()
+	}
+}
+
+// measureConns runs a connection loop and records rate, latency and CPU.
+func (r *runner) measureConns(sc scenario, m meter, res *result) clientCount {
+	st := connLoop(sc.workers, r.opt.warmup, r.opt.d, r.target.routeOp(sc.route), m)
+	l := summarize(st.lat)
+	res.Workers, res.Seconds, res.Conns, res.Failed = sc.workers, st.window.Seconds(), st.ok, st.failed
+	if n := st.ok + st.failed; n > 0 {
+		res.FailPct = 100 * float64(st.failed) / float64(n)
+	}
+	res.ConnPerS = float64(st.ok) / st.window.Seconds()
+	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = l.P50, l.P90, l.P99, l.Max
+	res.FirstErr = st.firstErr
+	recordUsage(res, st.use)
+	if st.ok > 0 && st.use.Source != "none" {
+		res.CPUusConn = res.MuxCPU / float64(st.ok) * 1e6
+	}
+	return st.client
+}
+
+// measureTput runs the throughput streams and records MB/s and CPU per GB.
+func (r *runner) measureTput(m meter, res *result) (clientCount, error) {
+	st, err := runTput(r.target.addr(routeSSH), r.opt.tputStreams, r.opt.tputBytes, r.opt.tputTimeout, m)
+	res.Streams, res.Bytes, res.Seconds = r.opt.tputStreams, st.bytes, st.elapsed.Seconds()
+	if err != nil {
+		return st.client, err
+	}
+	res.MBps = float64(st.bytes) / st.elapsed.Seconds() / 1e6
+	recordUsage(res, st.use)
+	if st.use.Source != "none" {
+		res.CPUsPerG = res.MuxCPU / (float64(st.bytes) / 1e9)
+	}
+	return st.client, nil
+}
+
+// measureIdle holds the idle connections and records memory per
+// connection, from the mux tree's Pss and Rss.
+func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, error) {
+	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
+	st, err := runIdle(r.target.addr(routeSSH), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
+	res.Idle = st.opened
+	res.PSSBeforeKB, res.PSSAfterKB = st.before.pssKB, st.after.pssKB
+	res.RSSBeforeKB, res.RSSAfterKB = st.before.rssKB, st.after.rssKB
+	res.MuxProcs = st.after.procs
+	if err != nil {
+		return st.client, err
+	}
+	res.PSSKBConn = float64(st.after.pssKB-st.before.pssKB) / float64(st.opened)
+	res.RSSKBConn = float64(st.after.rssKB-st.before.rssKB) / float64(st.opened)
+	return st.client, nil
+}
+
+// recordUsage copies a window's CPU figures into res.
+func recordUsage(res *result, u usage) {
+	res.MuxCPU, res.MuxProcCPU, res.CPUSource = u.MuxCPU, u.MuxProcCPU, u.Source
+	res.MuxProcs, res.SelfCPU, res.Other, res.Steal = u.MuxProcs, u.SelfCPU, u.OtherCores, u.StealCores
+	if u.Err != nil && res.Err == "" {
+		res.Err = "measure CPU: " + u.Err.Error()
+	}
+}
+
+// unsafeName matches what may not appear in a file or cgroup name.
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// startMux starts the peer's command once the mux's address is free.
+func (r *runner) startMux(sc scenario, attempt int) (*muxProcess, error) {
+	if err := waitFree(r.opt.addr, r.opt.readyTimeout); err != nil {
+		return nil, err
+	}
+	name := unsafeName.ReplaceAllString(fmt.Sprintf("%s-%s-%d-%d", r.opt.peer, sc.name, r.opt.rep, attempt), "_")
+	logPath := filepath.Join(r.opt.logDir, unsafeName.ReplaceAllString(r.opt.peer, "_")+".log")
+	if err := appendLine(logPath, "=== muxload "+name+" "+time.Now().UTC().Format(time.RFC3339)); err != nil {
+		return nil, err
+	}
+	return startMux(r.opt.cmd, logPath, name, r.opt.cgroup)
+}
+
+// waitReady waits until an SSH-routed connection gets its echo through the
+// target, failing early when the mux has exited. The readiness connection
+// is made before the run's counts are taken.
+func (r *runner) waitReady(alive func() bool) error {
+	deadline := time.Now().Add(r.opt.readyTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if !alive() {
+			return errors.New("the mux exited before it routed a connection (see its log)")
+		}
+		if err = sshOnce(r.target.addr(routeSSH)); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no SSH connection routed in %v: %w", r.opt.readyTimeout, err)
+}
+
+// waitFree waits until nothing accepts connections on addr: the last
+// mux has let go of it, and no one else's proxy would be measured.
+func waitFree(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return nil
+		}
+		_ = c.Close()
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is in use by another process", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// appendLine appends one line to a file.
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("log: %w", err)
+	}
+	_, werr := fmt.Fprintln(f, line)
+	return errors.Join(werr, f.Close())
+}
+
+// describe is a run's human line.
+func describe(r result) string {
+	s := fmt.Sprintf("%s %s rep %d:", r.Peer, r.Scenario, r.Rep)
+	switch {
+	case r.ConnPerS > 0:
+		s += fmt.Sprintf(" %.0f conn/s, p50 %.2f ms, p99 %.2f ms, %.1f%% failed, mux %.0f µs/conn",
+			r.ConnPerS, r.P50ms, r.P99ms, r.FailPct, r.CPUusConn)
+	case r.MBps > 0:
+		s += fmt.Sprintf(" %.0f MB/s with %d streams, mux %.2f s/GB", r.MBps, r.Streams, r.CPUsPerG)
+	case r.Idle > 0:
+		s += fmt.Sprintf(" %d idle, %.1f KB/conn PSS (%.1f RSS), %d procs", r.Idle, r.PSSKBConn, r.RSSKBConn, r.MuxProcs)
+	}
+	s += fmt.Sprintf(" [cpu %s, other load %.2f/%.2f cores]", r.CPUSource, r.PreLoad, r.Other)
+	if r.RouteOK {
+		s += " routes ok"
+	} else {
+		s += " ROUTES: " + r.RouteErr
+	}
+	if !r.MuxAlive {
+		s += " MUX DIED"
+	}
+	if r.Err != "" {
+		s += " ERROR: " + r.Err
+	}
+	return s
+}

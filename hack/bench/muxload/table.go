@@ -1,0 +1,370 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// good says whether a run counts towards the headline: it completed and
+// its routing checked out. The others are counted, never averaged in.
+func good(r result) bool { return r.Err == "" && r.RouteOK }
+
+// row is one line of the headline table: a figure of one scenario.
+type row struct {
+	label    string
+	scenario string
+	cell     func(runs []result) string // medians over the good runs
+}
+
+// headlineRows are the figures the README's table shows, in its order.
+// Rows whose scenario did not run are left out; idle-N and tput rows take
+// their N and stream count from the results.
+func headlineRows(rs []result) []row {
+	workers := func(scen string) string {
+		for _, r := range rs {
+			if r.Scenario == scen && r.Workers > 0 {
+				return fmt.Sprintf(" (%d workers)", r.Workers)
+			}
+		}
+		return ""
+	}
+	rows := []row{
+		{"SSH-routed conn/s" + workers("conn-ssh"), "conn-ssh", medianOf(always(func(r result) float64 { return r.ConnPerS }), fmtRate)},
+		{"CPU per SSH connection", "conn-ssh", medianOf(muxCPU(func(r result) float64 { return r.CPUusConn }), fmtMicros)},
+		{"1-conn SSH p50 / p99", "lat-ssh", latencyCell},
+		{"TLS-SNI-routed conn/s" + workers("conn-tls"), "conn-tls", medianOf(always(func(r result) float64 { return r.ConnPerS }), fmtRate)},
+		{"CPU per TLS connection", "conn-tls", medianOf(muxCPU(func(r result) float64 { return r.CPUusConn }), fmtMicros)},
+		{"1-conn TLS p50 / p99", "lat-tls", latencyCell},
+	}
+	streams := 0
+	for _, r := range rs {
+		if r.Scenario == "tput" && r.Streams > 0 {
+			streams = r.Streams
+			break
+		}
+	}
+	rows = append(rows,
+		row{throughputLabel(streams), "tput", medianOf(always(func(r result) float64 { return r.MBps }), fmtMBps)},
+		row{"CPU per GB forwarded", "tput", medianOf(muxCPU(func(r result) float64 { return r.CPUsPerG }), fmtSecondsPerGB)},
+	)
+	for _, scen := range scenarioOrder(rs) {
+		if n, ok := strings.CutPrefix(scen, "idle-"); ok {
+			rows = append(rows, row{"memory per idle connection @" + n + " (PSS)", scen,
+				medianOf(always(func(r result) float64 { return r.PSSKBConn }), fmtKB)})
+		}
+	}
+	return rows
+}
+
+// always is a figure every run has.
+func always(f func(result) float64) func(result) (float64, bool) {
+	return func(r result) (float64, bool) { return f(r), true }
+}
+
+// muxCPU is a figure of the mux's CPU, which runs without a mux (direct)
+// do not have.
+func muxCPU(f func(result) float64) func(result) (float64, bool) {
+	return func(r result) (float64, bool) { return f(r), r.CPUSource != "none" && r.CPUSource != "" }
+}
+
+// throughputLabel names the throughput row after its stream count.
+func throughputLabel(streams int) string {
+	if streams == 1 {
+		return "throughput, 1 stream"
+	}
+	return fmt.Sprintf("throughput, %d streams", streams)
+}
+
+// medianOf makes a cell: the median of value over the good runs that have
+// it, and a count of the runs left out for failing.
+func medianOf(value func(result) (float64, bool), format func(float64) string) func([]result) string {
+	return func(runs []result) string {
+		var xs []float64
+		failed := 0
+		for _, r := range runs {
+			if !good(r) {
+				failed++
+			} else if x, ok := value(r); ok {
+				xs = append(xs, x)
+			}
+		}
+		return cell(format, xs, failed)
+	}
+}
+
+// latencyCell is "p50 / p99 ms", the medians over the good runs.
+func latencyCell(runs []result) string {
+	var p50, p99 []float64
+	for _, r := range runs {
+		if good(r) {
+			p50, p99 = append(p50, r.P50ms), append(p99, r.P99ms)
+		}
+	}
+	if len(p50) == 0 {
+		return cell(nil, nil, len(runs))
+	}
+	return cell(func(float64) string {
+		return fmtMs(median(p50)) + " / " + fmtMs(median(p99)) + " ms"
+	}, p50, len(runs)-len(p50))
+}
+
+// cell formats the median of xs, notes failed runs, and is "—" when there
+// is nothing to show.
+func cell(format func(float64) string, xs []float64, failed int) string {
+	s := "—"
+	if len(xs) > 0 {
+		s = format(median(xs))
+	}
+	if failed > 0 {
+		s += fmt.Sprintf(" (%d failed)", failed)
+	}
+	return s
+}
+
+// renderTables is the markdown for a set of results: the headline (one
+// column per peer, medians over repeats) and the detail (one row per peer
+// and scenario, with ranges, latency, CPU, failures, routing and load).
+func renderTables(rs []result) string {
+	var b strings.Builder
+	peers := peerOrder(rs)
+	b.WriteString("| |")
+	for _, p := range peers {
+		b.WriteString(" " + p + " |")
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(peers)) + "\n")
+	for _, rw := range headlineRows(rs) {
+		if !slices.ContainsFunc(rs, func(r result) bool { return r.Scenario == rw.scenario }) {
+			continue
+		}
+		b.WriteString("| " + rw.label + " |")
+		for _, p := range peers {
+			b.WriteString(" " + rw.cell(runsOf(rs, p, rw.scenario)) + " |")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("| route checks passed |")
+	for _, p := range peers {
+		runs := runsOf(rs, p, "")
+		n := 0
+		for _, r := range runs {
+			if r.RouteOK {
+				n++
+			}
+		}
+		fmt.Fprintf(&b, " %d/%d |", n, len(runs))
+	}
+	b.WriteString("\n\n")
+	b.WriteString(renderDetail(rs, peers))
+	return b.String()
+}
+
+// renderDetail is one row per peer and scenario.
+func renderDetail(rs []result, peers []string) string {
+	var b strings.Builder
+	b.WriteString("| peer | scenario | runs | median [min–max] | p50 / p90 / p99 ms | mux CPU | failed | routes ok | mux alive | disturbed (max other load) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, p := range peers {
+		for _, scen := range scenarioOrder(rs) {
+			runs := runsOf(rs, p, scen)
+			if len(runs) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
+				p, scen, len(runs), spread(runs), latencies3(runs), cpuCell(runs),
+				failures(runs), countIf(runs, func(r result) bool { return r.RouteOK }),
+				countIf(runs, func(r result) bool { return r.MuxAlive }), disturbance(runs))
+		}
+	}
+	return b.String()
+}
+
+// headline is a run's main figure, how to print its number and its unit.
+func headline(r result) (x float64, number func(float64) string, unit string) {
+	switch {
+	case r.Idle > 0:
+		return r.PSSKBConn, fmtKBNumber, "KB"
+	case r.Streams > 0:
+		return r.MBps, fmtWhole, "MB/s"
+	default:
+		return r.ConnPerS, fmtRate, "conn/s"
+	}
+}
+
+// spread is "median [min–max] unit" of the good runs' main figure.
+func spread(runs []result) string {
+	var xs []float64
+	var number func(float64) string
+	var unit string
+	for _, r := range runs {
+		if good(r) {
+			var x float64
+			x, number, unit = headline(r)
+			xs = append(xs, x)
+		}
+	}
+	if len(xs) == 0 {
+		return "—"
+	}
+	s := number(median(xs))
+	if len(xs) > 1 {
+		s += " [" + number(slices.Min(xs)) + "–" + number(slices.Max(xs)) + "]"
+	}
+	return s + " " + unit
+}
+
+// latencies3 is the median p50, p90 and p99 of connection runs.
+func latencies3(runs []result) string {
+	var a, b, c []float64
+	for _, r := range runs {
+		if good(r) && r.ConnPerS > 0 {
+			a, b, c = append(a, r.P50ms), append(b, r.P90ms), append(c, r.P99ms)
+		}
+	}
+	if len(a) == 0 {
+		return "—"
+	}
+	return fmtMs(median(a)) + " / " + fmtMs(median(b)) + " / " + fmtMs(median(c))
+}
+
+// cpuCell is the mux's median CPU per unit of work and where it was read.
+func cpuCell(runs []result) string {
+	var xs []float64
+	var unit func(float64) string
+	source := ""
+	for _, r := range runs {
+		if !good(r) || r.CPUSource == "none" || r.CPUSource == "" {
+			continue
+		}
+		source = r.CPUSource
+		switch {
+		case r.Streams > 0:
+			xs, unit = append(xs, r.CPUsPerG), func(v float64) string { return fmtSecondsPerGB(v) + "/GB" }
+		case r.ConnPerS > 0:
+			xs, unit = append(xs, r.CPUusConn), func(v float64) string { return fmtMicros(v) + "/conn" }
+		}
+	}
+	if len(xs) == 0 {
+		return "—"
+	}
+	return unit(median(xs)) + " (" + source + ")"
+}
+
+// failures sums failed connections over all runs and counts runs that
+// could not complete.
+func failures(runs []result) string {
+	var failed, total int64
+	errs := 0
+	for _, r := range runs {
+		failed += r.Failed
+		total += r.Conns + r.Failed
+		if r.Err != "" {
+			errs++
+		}
+	}
+	s := "0"
+	if total > 0 {
+		s = strconv.FormatFloat(100*float64(failed)/float64(total), 'f', 1, 64) + " %"
+	}
+	if errs > 0 {
+		s += fmt.Sprintf(", %d run(s) with errors", errs)
+	}
+	return s
+}
+
+// countIf is "k/n": how many runs satisfy ok.
+func countIf(runs []result, ok func(result) bool) string {
+	k := 0
+	for _, r := range runs {
+		if ok(r) {
+			k++
+		}
+	}
+	return fmt.Sprintf("%d/%d", k, len(runs))
+}
+
+// disturbance counts disturbed runs and gives the most other load seen.
+func disturbance(runs []result) string {
+	n, worst := 0, 0.0
+	for _, r := range runs {
+		if r.Disturbed {
+			n++
+		}
+		worst = max(worst, r.PreLoad, r.Other)
+	}
+	return fmt.Sprintf("%d (%.2f cores)", n, worst)
+}
+
+// peerOrder lists the peers in the order they first appear.
+func peerOrder(rs []result) []string {
+	var ps []string
+	for _, r := range rs {
+		if !slices.Contains(ps, r.Peer) {
+			ps = append(ps, r.Peer)
+		}
+	}
+	return ps
+}
+
+// scenarioOrder lists the scenarios in the order they first appear.
+func scenarioOrder(rs []result) []string {
+	var ss []string
+	for _, r := range rs {
+		if !slices.Contains(ss, r.Scenario) {
+			ss = append(ss, r.Scenario)
+		}
+	}
+	return ss
+}
+
+// runsOf is the runs of one peer, of one scenario or ("") of all.
+func runsOf(rs []result, peer, scen string) []result {
+	var out []result
+	for _, r := range rs {
+		if r.Peer == peer && (scen == "" || r.Scenario == scen) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// fmtRate prints a rate as 7.3k above a thousand.
+func fmtRate(v float64) string {
+	if v >= 1000 {
+		return strconv.FormatFloat(v/1000, 'f', 1, 64) + "k"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// fmtWhole prints a number with no decimals.
+func fmtWhole(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+
+// fmtMicros prints microseconds.
+func fmtMicros(v float64) string { return fmtWhole(v) + " µs" }
+
+// fmtMBps prints MB/s.
+func fmtMBps(v float64) string { return fmtWhole(v) + " MB/s" }
+
+// fmtSecondsPerGB prints CPU seconds (per GB, said by the row).
+func fmtSecondsPerGB(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + " s" }
+
+// fmtKBNumber prints kilobytes with one decimal below 10, none above.
+func fmtKBNumber(v float64) string {
+	if math.Abs(v) < 10 {
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return fmtWhole(v)
+}
+
+// fmtKB prints kilobytes.
+func fmtKB(v float64) string { return fmtKBNumber(v) + " KB" }
+
+// fmtMs prints milliseconds with two decimals below 10, one above.
+func fmtMs(v float64) string {
+	if v < 10 {
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
