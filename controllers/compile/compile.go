@@ -407,7 +407,7 @@ func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
 
 func compileMatch(m *v1alpha1.RouteMatch) snapshot.Match {
 	out := snapshot.Match{
-		Protocol:   snapshot.Protocol(m.Protocol),
+		Protocol:   snapshot.Protocol(m.Protocol), // the same names: TestProtocolsAgree
 		SNI:        lower(m.SNI),
 		ALPN:       slices.Clone(m.ALPN),
 		Host:       lower(m.Host),

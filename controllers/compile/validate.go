@@ -7,11 +7,13 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -256,11 +258,12 @@ func validateMatch(f string, m *v1alpha1.RouteMatch) []string {
 	var errs []string
 	bad := func(field, msg string) { errs = append(errs, f+field+": "+msg) }
 	p := m.Protocol
-	switch p {
-	case v1alpha1.ProtocolSSH, v1alpha1.ProtocolTLS, v1alpha1.ProtocolHTTP, v1alpha1.ProtocolWebSocket,
-		v1alpha1.ProtocolOpenVPN, v1alpha1.ProtocolSOCKS5, v1alpha1.ProtocolBytes, v1alpha1.ProtocolAny, v1alpha1.ProtocolTimeout:
-	default:
-		bad(".protocol", fmt.Sprintf("unsupported value %q: one of ssh, tls, http, websocket, openvpn, socks5, bytes, any, timeout", p))
+	if protocols := route.Protocols(); !slices.Contains(protocols, snapshot.Protocol(p)) {
+		names := make([]string, len(protocols))
+		for i, p := range protocols {
+			names[i] = string(p)
+		}
+		bad(".protocol", fmt.Sprintf("unsupported value %q: one of %s", p, strings.Join(names, ", ")))
 	}
 	if (len(m.SNI) > 0 || len(m.ALPN) > 0) && p != v1alpha1.ProtocolTLS {
 		bad("", "sni and alpn apply only to protocol tls")
