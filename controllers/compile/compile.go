@@ -62,6 +62,10 @@ type Input struct {
 
 	// PortPolicy says which namespaces may claim which ports; empty: any.
 	PortPolicy PortPolicy
+
+	// MaxConnections caps connections across all listeners (the
+	// snapshot's MaxConnections); 0: only each listener's maxConnections.
+	MaxConnections int
 }
 
 // Output is the compiled snapshot and a Result per PortMux.
@@ -133,7 +137,7 @@ const DefaultTokenKey = "token"
 // Compile builds the snapshot. PortMuxes are processed oldest first, so the
 // oldest holder of a port keeps it whatever order they are listed in.
 func Compile(in Input) *Output {
-	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
+	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
 	pms := slices.Clone(in.PortMuxes)
 	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
