@@ -28,6 +28,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -83,9 +84,9 @@ type Output struct {
 // and ResolvedRefs conditions and of its listener statuses.
 type Result struct {
 	// Invalid holds spec errors the API server would have refused (files
-	// given to `portmux serve` never met it). Any makes the PortMux not
-	// Accepted and nothing of it is served.
-	Invalid []string
+	// given to `portmux serve` never met it), as Validate gives them. Any
+	// makes the PortMux not Accepted and nothing of it is served.
+	Invalid field.ErrorList
 
 	// Listeners by name, in spec order.
 	Listeners []ListenerResult
