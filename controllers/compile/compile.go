@@ -215,8 +215,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		l := &spec.Listeners[i]
 		lr := &c.res.Listeners[i]
 		lr.Name, lr.Port = l.Name, l.Port
-		for _, r := range spec.Routes {
-			if slices.Contains(r.Listeners, l.Name) {
+		for j := range spec.Routes {
+			if attached(&spec.Routes[j], l) {
 				lr.AttachedRoutes++
 			}
 		}
@@ -258,8 +258,7 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			sl.TLS = t
 		}
 		for j := range spec.Routes {
-			r := &spec.Routes[j]
-			if slices.Contains(r.Listeners, l.Name) {
+			if r := &spec.Routes[j]; attached(r, l) {
 				sl.Routes = append(sl.Routes, c.route(lr, r))
 			}
 		}
@@ -268,7 +267,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 	}
 	// A route that hands its streams to an internal listener that is not
 	// served (its certificates are missing) leaves them nowhere to go.
-	for _, r := range spec.Routes {
+	for j := range spec.Routes {
+		r := &spec.Routes[j]
 		if r.Listener == nil {
 			continue
 		}
@@ -276,8 +276,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		if target == nil || target.Snapshot != "" {
 			continue
 		}
-		for _, name := range r.Listeners {
-			if lr := c.listenerResult(name); lr != nil && lr.Snapshot != "" {
+		for i := range spec.Listeners {
+			if lr := &c.res.Listeners[i]; attached(r, &spec.Listeners[i]) && lr.Snapshot != "" {
 				c.routeName = r.Name
 				c.ref(lr, ReasonListenerNotServed, "hands TLS streams to listener %s, which is not served; they are closed", *r.Listener)
 				c.routeName = ""
@@ -285,6 +285,17 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		}
 	}
 	return out
+}
+
+// attached reports whether route r applies to listener l: l is among the
+// listeners r names, or r names none and l has a port (as a Gateway API
+// parentRef without sectionName attaches to every listener of its
+// Gateway). Internal listeners only take the routes that name them.
+func attached(r *v1alpha1.Route, l *v1alpha1.Listener) bool {
+	if len(r.Listeners) == 0 {
+		return l.Port != nil
+	}
+	return slices.Contains(r.Listeners, l.Name)
 }
 
 // proxyProtocol compiles a listener's trusted PROXY header senders. An

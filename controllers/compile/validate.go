@@ -75,6 +75,7 @@ const (
 	msgDuplicatePort            = "also the port of listener %s: give each listener its own port"
 	msgTrustedCIDRsRequired     = "list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone; proxyProtocol: true is no longer accepted)"
 	msgHostName                 = `must be a host name, optionally starting with "*."`
+	msgAttachNowhere            = ", or leave listeners out to attach the route to every listener with a port"
 	msgListenerNotDeclared      = "must be a listener declared in spec.listeners: add the listener or fix the name"
 	msgHandOffTargetNotDeclared = "must name a listener declared in spec.listeners: an internal one, without a port"
 	msgHandOffTargetHasPort     = "must name an internal listener (one declared without port): a listener with a port takes connections from clients, not from routes"
@@ -250,11 +251,14 @@ func validateRoutes(routes []v1alpha1.Route, declared map[string]*v1alpha1.Liste
 	return errs
 }
 
-// validateAttachment checks the listeners a route applies to: declared
-// ones.
+// validateAttachment checks the listeners a route names: declared ones,
+// at least one when the list is there at all. A route that leaves
+// listeners out applies to every listener with a port.
 func validateAttachment(names []string, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
-	if len(names) == 0 {
-		return field.ErrorList{field.Required(p, "name at least one listener")}
+	if names != nil && len(names) == 0 {
+		e := field.TooFew(p, 0, 1)
+		e.Detail += msgAttachNowhere
+		return field.ErrorList{e}
 	}
 	var errs field.ErrorList
 	for j, name := range names {

@@ -173,11 +173,18 @@ routes:
 			want: []string{`spec.routes[1]: Duplicate value: {"name":"ssh"}`},
 		},
 		{
-			name: "route on no listener",
+			name: "route on an empty list of listeners",
 			spec: `
 listeners: [{name: public, port: 443}]
 routes: [{name: ssh, listeners: [], match: {protocol: ssh}, ` + okBackend + `}]`,
-			want: []string{`spec.routes[0].listeners: Required value: name at least one listener`},
+			want: []string{`spec.routes[0].listeners: Too few: 0: must have at least 1 item, or leave listeners out to attach the route to every listener with a port`},
+		},
+		{
+			name: "route on every listener with a port, handing to one of them",
+			spec: `
+listeners: [{name: public, port: 443}, {name: alt, port: 8443}]
+routes: [{name: unwrap, match: {protocol: tls}, listener: alt}]`,
+			want: []string{`spec.routes[0].listener: Invalid value: "alt": must name an internal listener`},
 		},
 		{
 			name: "route on an undeclared listener",
@@ -595,11 +602,21 @@ routes:
 - {name: silent, listeners: [public], match: {protocol: timeout}, backend: {service: {name: sshd, port: 22}}}
 - {name: rest, listeners: [public], match: {protocol: any}, backend: {service: {name: web, port: 443}}}`,
 		},
+		{
+			name: "routes that name no listener",
+			spec: `
+listeners: [{name: public, port: 443}, {name: alt, port: 8443}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes:
+- {name: ssh, match: {protocol: ssh}, ` + okBackend + `}
+- {name: unwrap, match: {protocol: tls}, listener: inner}
+- {name: web, listeners: [inner], match: {protocol: http}, ` + okBackend + `}`,
+		},
 	})
 }
 
 // TestValidateAcceptsTheSamples checks the PortMux samples shipped in
-// config/samples: `portmux serve` must take what `kubectl apply` takes.
+// config/samples: `portmux serve` must take what `kubectl apply` takes; and
+// `make serve`'s config/serve/demo.yaml.
 func TestValidateAcceptsTheSamples(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "portmux_*.yaml"))
 	if err != nil {
@@ -608,6 +625,7 @@ func TestValidateAcceptsTheSamples(t *testing.T) {
 	if len(paths) == 0 {
 		t.Fatal("no samples found in config/samples")
 	}
+	paths = append(paths, filepath.Join("..", "..", "config", "serve", "demo.yaml"))
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
 			data, err := os.ReadFile(p)
