@@ -120,6 +120,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	in.AllowAddressBackends = p.opt.AllowAddressBackends
 	in.PortPolicy = p.opt.PortPolicy
 	in.LastGoodSecrets = p.lastGood
+	in.MaxConnections = p.opt.MaxConnections
 
 	p.state.mu.RLock()
 	retryBinds := len(p.state.bindErrs) > 0
@@ -131,7 +132,6 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 
 	out := compile.Compile(in)
-	out.Snapshot.MaxConnections = p.opt.MaxConnections
 	p.lastGood = out.GoodSecrets
 	bindErrs := p.dataplane.Apply(out.Snapshot)
 	p.fingerprint, p.applied = fp, true

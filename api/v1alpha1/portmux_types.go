@@ -80,7 +80,7 @@ const (
 // PortMuxSpec declares the listeners a PortMux binds and the routes that
 // decide, from the first bytes of each connection, where it goes.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, r.listeners.all(l, self.listeners.exists(x, x.name == l)))",message="each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listeners) || r.listeners.all(l, self.listeners.exists(x, x.name == l)))",message="each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",reason=FieldValueInvalid,fieldPath=".routes"
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",message="a route's listener action must name an internal listener: one declared in spec.listeners without a port",reason=FieldValueInvalid,fieldPath=".routes"
 // +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port))",message="two listeners have the same port: give each listener its own port",reason=FieldValueInvalid,fieldPath=".listeners"
 type PortMuxSpec struct {
@@ -96,9 +96,10 @@ type PortMuxSpec struct {
 	Listeners []Listener `json:"listeners"`
 
 	// routes decide where a connection goes. For each listener, the routes
-	// that name it are tried in the order written here; the first whose match
-	// fits the client's first bytes wins. A connection no route matches is
-	// closed. Names are unique.
+	// attached to it (those that name it, and on a listener with a port those
+	// that name no listener) are tried in the order written here; the first
+	// whose match fits the client's first bytes wins. A connection no route
+	// matches is closed. Names are unique.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
@@ -303,7 +304,7 @@ type SecretKeyRef struct {
 // +kubebuilder:validation:XValidation:rule="[has(self.backend), has(self.listener), has(self.tunnel)].filter(x, x).size() == 1",message="a route needs exactly one action: set one of backend, listener or tunnel"
 // +kubebuilder:validation:XValidation:rule="!has(self.tunnel) || self.match.protocol == 'websocket'",message="tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint",fieldPath=".tunnel"
 // +kubebuilder:validation:XValidation:rule="!has(self.listener) || self.match.protocol == 'tls'",message="listener needs match.protocol tls: the internal listener terminates the TLS stream it is handed",fieldPath=".listener"
-// +kubebuilder:validation:XValidation:rule="!has(self.listener) || !(self.listener in self.listeners)",message="a route cannot hand connections to a listener it is attached to: remove the listener from listeners or pick another one",fieldPath=".listener"
+// +kubebuilder:validation:XValidation:rule="!has(self.listener) || !has(self.listeners) || !(self.listener in self.listeners)",message="a route cannot hand connections to a listener it is attached to: remove the listener from listeners or pick another one",fieldPath=".listener"
 // +kubebuilder:validation:XValidation:rule="!has(self.backend) || !has(self.backend.mode) || self.backend.mode != 'http' || self.match.protocol in ['http', 'websocket']",message="backend.mode http needs match.protocol http or websocket: only HTTP requests can be reverse-proxied",fieldPath=".backend.mode"
 type Route struct {
 	// name identifies the route in metrics, logs and status. A DNS label.
@@ -313,13 +314,19 @@ type Route struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// listeners are the names of the listeners this route applies to.
+	// listeners are the names of the listeners this route applies to. Leave
+	// it out to attach the route to every listener with a port (not to the
+	// internal ones), as a Gateway API parentRef without sectionName attaches
+	// to every listener of its Gateway: a PortMux with one port need not
+	// name it on each route. Either way, a listener tries its routes in the
+	// order of spec.routes. When given, it names at least one listener.
 	//
+	// +optional
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=63
 	// +listType=set
-	Listeners []string `json:"listeners"`
+	Listeners []string `json:"listeners,omitempty"`
 
 	// match is what the client's first bytes must look like. On a
 	// connection served by a backend in mode http, every request after

@@ -214,7 +214,7 @@ routes:
 			want: []string{`spec.routes[0].listeners[1]: Duplicate value: "public"`},
 		},
 		{
-			name: "route without listeners",
+			name: "route with an empty list of listeners",
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
@@ -236,6 +236,16 @@ routes:
 listeners: [{name: public, port: 443}]
 routes:
 - {name: ssh, listeners: [public, pubic], match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name`},
+		},
+		{
+			name: "route names an undeclared listener, next to routes that name none",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, match: {protocol: ssh}, ` + ok + `}
+- {name: web, listeners: [pubic], match: {protocol: http}, ` + ok + `}
+- {name: rest, match: {protocol: any}, ` + ok + `}`,
 			want: []string{`spec.routes: Invalid value: each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name`},
 		},
 		{
@@ -262,6 +272,14 @@ routes:
 listeners: [{name: public, port: 443}, {name: other, port: 8443}]
 routes:
 - {name: tls, listeners: [public], match: {protocol: tls}, listener: other}`,
+			want: []string{`spec.routes: Invalid value: a route's listener action must name an internal listener: one declared in spec.listeners without a port`},
+		},
+		{
+			name: "listener action to a listener with a port, from a route that names no listener",
+			spec: `
+listeners: [{name: public, port: 443}, {name: other, port: 8443}]
+routes:
+- {name: tls, match: {protocol: tls}, listener: other}`,
 			want: []string{`spec.routes: Invalid value: a route's listener action must name an internal listener: one declared in spec.listeners without a port`},
 		},
 		{
@@ -723,6 +741,26 @@ routes:
     auth: {tokenSecretRef: {name: token}}
     allowedOrigins: [https://app.example.com, "HTTP://LocalHost:8080", "https://[2001:db8::1]:8443", "chrome-extension://abcdefghijklmnop"]
     allow: [{service: {name: sshd, port: 22}}]`,
+		},
+		{
+			name: "routes that name no listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: ssh, match: {protocol: ssh}, ` + ok + `}
+- {name: silent, match: {protocol: timeout}, ` + ok + `}
+- {name: rest, match: {protocol: any}, ` + ok + `}`,
+		},
+		{
+			name: "a listener action from a route that names no listener",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: alt, port: 8443}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: unwrap, match: {protocol: tls}, listener: inner}
+- {name: web, listeners: [inner], match: {protocol: http}, ` + ok + `}`,
 		},
 		{
 			name: "one route on two listeners, timeout and any",

@@ -83,8 +83,8 @@ func compileFiles(log logr.Logger, o serveOptions, files []fileData, lastGood ma
 	in.BindAddress = o.dp.BindAddress
 	in.AllowAddressBackends = true
 	in.LastGoodSecrets = lastGood
+	in.MaxConnections = o.dp.MaxConnections
 	out := compile.Compile(in)
-	out.Snapshot.MaxConnections = o.dp.MaxConnections
 	var invalid []string
 	keys := make([]string, 0, len(out.Results))
 	for k := range out.Results {

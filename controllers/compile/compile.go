@@ -28,6 +28,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -62,6 +63,10 @@ type Input struct {
 
 	// PortPolicy says which namespaces may claim which ports; empty: any.
 	PortPolicy PortPolicy
+
+	// MaxConnections caps connections across all listeners (the
+	// snapshot's MaxConnections); 0: only each listener's maxConnections.
+	MaxConnections int
 }
 
 // Output is the compiled snapshot and a Result per PortMux.
@@ -79,9 +84,9 @@ type Output struct {
 // and ResolvedRefs conditions and of its listener statuses.
 type Result struct {
 	// Invalid holds spec errors the API server would have refused (files
-	// given to `portmux serve` never met it). Any makes the PortMux not
-	// Accepted and nothing of it is served.
-	Invalid []string
+	// given to `portmux serve` never met it), as Validate gives them. Any
+	// makes the PortMux not Accepted and nothing of it is served.
+	Invalid field.ErrorList
 
 	// Listeners by name, in spec order.
 	Listeners []ListenerResult
@@ -133,7 +138,7 @@ const DefaultTokenKey = "token"
 // Compile builds the snapshot. PortMuxes are processed oldest first, so the
 // oldest holder of a port keeps it whatever order they are listed in.
 func Compile(in Input) *Output {
-	out := &Output{Snapshot: &snapshot.Snapshot{}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
+	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
 	pms := slices.Clone(in.PortMuxes)
 	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
@@ -210,8 +215,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		l := &spec.Listeners[i]
 		lr := &c.res.Listeners[i]
 		lr.Name, lr.Port = l.Name, l.Port
-		for _, r := range spec.Routes {
-			if slices.Contains(r.Listeners, l.Name) {
+		for j := range spec.Routes {
+			if attached(&spec.Routes[j], l) {
 				lr.AttachedRoutes++
 			}
 		}
@@ -253,8 +258,7 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 			sl.TLS = t
 		}
 		for j := range spec.Routes {
-			r := &spec.Routes[j]
-			if slices.Contains(r.Listeners, l.Name) {
+			if r := &spec.Routes[j]; attached(r, l) {
 				sl.Routes = append(sl.Routes, c.route(lr, r))
 			}
 		}
@@ -263,7 +267,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 	}
 	// A route that hands its streams to an internal listener that is not
 	// served (its certificates are missing) leaves them nowhere to go.
-	for _, r := range spec.Routes {
+	for j := range spec.Routes {
+		r := &spec.Routes[j]
 		if r.Listener == nil {
 			continue
 		}
@@ -271,8 +276,8 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		if target == nil || target.Snapshot != "" {
 			continue
 		}
-		for _, name := range r.Listeners {
-			if lr := c.listenerResult(name); lr != nil && lr.Snapshot != "" {
+		for i := range spec.Listeners {
+			if lr := &c.res.Listeners[i]; attached(r, &spec.Listeners[i]) && lr.Snapshot != "" {
 				c.routeName = r.Name
 				c.ref(lr, ReasonListenerNotServed, "hands TLS streams to listener %s, which is not served; they are closed", *r.Listener)
 				c.routeName = ""
@@ -280,6 +285,17 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		}
 	}
 	return out
+}
+
+// attached reports whether route r applies to listener l: l is among the
+// listeners r names, or r names none and l has a port (as a Gateway API
+// parentRef without sectionName attaches to every listener of its
+// Gateway). Internal listeners only take the routes that name them.
+func attached(r *v1alpha1.Route, l *v1alpha1.Listener) bool {
+	if len(r.Listeners) == 0 {
+		return l.Port != nil
+	}
+	return slices.Contains(r.Listeners, l.Name)
 }
 
 // proxyProtocol compiles a listener's trusted PROXY header senders. An
@@ -407,7 +423,7 @@ func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
 
 func compileMatch(m *v1alpha1.RouteMatch) snapshot.Match {
 	out := snapshot.Match{
-		Protocol:   snapshot.Protocol(m.Protocol),
+		Protocol:   snapshot.Protocol(m.Protocol), // the same names: TestProtocolsAgree
 		SNI:        lower(m.SNI),
 		ALPN:       slices.Clone(m.ALPN),
 		Host:       lower(m.Host),

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 )
@@ -61,7 +62,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	}
 
 	if len(res.Invalid) > 0 {
-		msg := "spec is invalid: " + strings.Join(res.Invalid, "; ")
+		msg := "spec is invalid: " + joinErrors(res.Invalid)
 		set(&st.Conditions, ConditionAccepted, false, ReasonInvalid, msg)
 		set(&st.Conditions, ConditionResolvedRefs, false, ReasonInvalid, "not resolved: the spec is invalid")
 		set(&st.Conditions, ConditionProgrammed, false, ReasonInvalid, "not programmed: the spec is invalid")
@@ -182,6 +183,15 @@ func ports(pm *v1alpha1.PortMux) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// joinErrors renders spec errors as the API server's, one after another.
+func joinErrors(errs field.ErrorList) string {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "; ")
 }
 
 func joinFindings(fs []Finding) string {

@@ -43,8 +43,8 @@ import (
 //     to the Service named by their kubernetes.io/service-name label, as the
 //     controller's gatherer finds them.
 //   - at most one `kind: CompileOptions` document, which only this test
-//     understands: bindAddress, allowAddressBackends and portPolicy (a list
-//     of --port-policy values) of compile.Input, and
+//     understands: bindAddress, allowAddressBackends, maxConnections and
+//     portPolicy (a list of --port-policy values) of compile.Input, and
 //     bindErrors, the errors the dataplane would return for listeners, by
 //     snapshot listener name.
 //
@@ -71,6 +71,8 @@ type compileOptions struct {
 	BindErrors           map[string]string `json:"bindErrors,omitempty"`
 	// PortPolicy holds --port-policy values.
 	PortPolicy []string `json:"portPolicy,omitempty"`
+	// MaxConnections is the cap across all listeners.
+	MaxConnections int `json:"maxConnections,omitempty"`
 }
 
 type goldenCase struct {
@@ -203,7 +205,7 @@ func loadGoldenCase(t *testing.T, path string) *goldenCase {
 			if options++; options > 1 {
 				t.Fatalf("%s: more than one CompileOptions document", path)
 			}
-			c.in.BindAddress, c.in.AllowAddressBackends = o.BindAddress, o.AllowAddressBackends
+			c.in.BindAddress, c.in.AllowAddressBackends, c.in.MaxConnections = o.BindAddress, o.AllowAddressBackends, o.MaxConnections
 			for _, v := range o.PortPolicy {
 				r, err := compile.ParsePortRule(v)
 				if err != nil {

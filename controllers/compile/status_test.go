@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	"github.com/portmux/portmux/api/v1alpha1"
@@ -129,7 +130,8 @@ func TestStatusDropsListenersNoLongerDeclared(t *testing.T) {
 func TestStatusInvalidClearsListeners(t *testing.T) {
 	pm := statusPortMux()
 	pm.Status = compile.Status(pm, servedResult(), nil, t0)
-	st := compile.Status(pm, &compile.Result{Invalid: []string{"spec.routes[0].match.regex: does not compile"}}, nil, t1)
+	invalid := field.ErrorList{field.Invalid(field.NewPath("spec", "routes").Index(0).Child("match", "regex"), "(", "does not compile")}
+	st := compile.Status(pm, &compile.Result{Invalid: invalid}, nil, t1)
 	if st.Listeners != nil {
 		t.Errorf("listeners %+v, want none for an invalid spec", st.Listeners)
 	}
@@ -139,7 +141,7 @@ func TestStatusInvalidClearsListeners(t *testing.T) {
 			t.Errorf("%s = %+v, want False Invalid since %v", typ, c, t1)
 		}
 	}
-	if c := meta.FindStatusCondition(st.Conditions, compile.ConditionAccepted); c != nil && !strings.Contains(c.Message, "spec.routes[0].match.regex") {
+	if c := meta.FindStatusCondition(st.Conditions, compile.ConditionAccepted); c != nil && !strings.Contains(c.Message, `spec.routes[0].match.regex: Invalid value: "(": does not compile`) {
 		t.Errorf("Accepted message %q does not name the field", c.Message)
 	}
 }

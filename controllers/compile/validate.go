@@ -9,216 +9,138 @@ import (
 	"strconv"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // Validate checks what the CRD's schema and CEL rules check, for objects that
 // never met an API server (`portmux serve` reads files), plus what CEL cannot
-// see (a regex that does not compile). Messages name the field, as the API
-// server's do.
-func Validate(pm *v1alpha1.PortMux) []string {
-	var errs []string
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, field+": "+fmt.Sprintf(format, args...))
-	}
-	spec := &pm.Spec
-	if len(spec.Listeners) == 0 {
-		bad("spec.listeners", "at least one listener is required")
-	}
-	listeners := map[string]*v1alpha1.Listener{}
-	ports := map[int32]string{}
-	for i := range spec.Listeners {
-		l := &spec.Listeners[i]
-		f := fmt.Sprintf("spec.listeners[%d]", i)
-		if !dnsLabel.MatchString(l.Name) {
-			bad(f+".name", "%q must be a DNS label (lower case letters, digits and '-')", l.Name)
-		}
-		if _, dup := listeners[l.Name]; dup {
-			bad(f+".name", "listener %q is declared twice", l.Name)
-		}
-		listeners[l.Name] = l
-		if l.Port != nil {
-			if *l.Port < 1 || *l.Port > 65535 {
-				bad(f+".port", "%d must be between 1 and 65535", *l.Port)
-			}
-			if other, dup := ports[*l.Port]; dup {
-				bad(f+".port", "port %d is also used by listener %s; give each listener its own port", *l.Port, other)
-			}
-			ports[*l.Port] = l.Name
-		} else {
-			if l.TLS == nil {
-				bad(f+".tls", "an internal listener (one without port) must set tls")
-			}
-			if l.ProxyProtocol != nil {
-				bad(f+".proxyProtocol", "applies only to a listener with a port")
-			}
-		}
-		if l.ProbeTimeout != nil && (l.ProbeTimeout.Duration < 10*time.Millisecond || l.ProbeTimeout.Duration > 60*time.Second) {
-			bad(f+".probeTimeout", "must be between 10ms and 60s")
-		}
-		for _, c := range []struct {
-			name string
-			v    *int32
-		}{{"maxConnections", l.MaxConnections}, {"maxConnectionsPerClient", l.MaxConnectionsPerClient}, {"maxConnectionRatePerClient", l.MaxConnectionRatePerClient}} {
-			if c.v != nil && (*c.v < 1 || *c.v > 1000000) {
-				bad(f+"."+c.name, "must be between 1 and 1000000")
-			}
-		}
-		if l.TLS != nil && len(l.TLS.CertificateRefs) == 0 {
-			bad(f+".tls.certificateRefs", "at least one Secret is required")
-		}
-		if l.ProxyProtocol != nil {
-			errs = append(errs, validateTrustedCIDRs(f+".proxyProtocol.trustedCIDRs", l.ProxyProtocol.TrustedCIDRs)...)
-		}
-	}
-	routes := map[string]bool{}
-	for i := range spec.Routes {
-		r := &spec.Routes[i]
-		f := fmt.Sprintf("spec.routes[%d]", i)
-		if !dnsLabel.MatchString(r.Name) {
-			bad(f+".name", "%q must be a DNS label", r.Name)
-		}
-		if routes[r.Name] {
-			bad(f+".name", "route %q is declared twice", r.Name)
-		}
-		routes[r.Name] = true
-		if len(r.Listeners) == 0 {
-			bad(f+".listeners", "name at least one listener")
-		}
-		for _, ln := range r.Listeners {
-			if listeners[ln] == nil {
-				bad(f+".listeners", "listener %q is not declared in spec.listeners", ln)
-			}
-		}
-		errs = append(errs, validateMatch(f+".match", &r.Match)...)
-		if r.IdleTimeout != nil && (r.IdleTimeout.Duration < time.Second || r.IdleTimeout.Duration > 168*time.Hour) {
-			bad(f+".idleTimeout", "must be between 1s and 168h")
-		}
-		actions := 0
-		if r.Backend != nil {
-			actions++
-			errs = append(errs, validateBackend(f+".backend", r)...)
-		}
-		if r.Listener != nil {
-			actions++
-			target := listeners[*r.Listener]
-			switch {
-			case target == nil:
-				bad(f+".listener", "listener %q is not declared in spec.listeners", *r.Listener)
-			case target.Port != nil:
-				bad(f+".listener", "listener %q has a port; hand connections only to an internal listener (no port)", *r.Listener)
-			case slices.Contains(r.Listeners, *r.Listener):
-				bad(f+".listener", "a route cannot hand connections to a listener it is attached to")
-			}
-			if r.Match.Protocol != v1alpha1.ProtocolTLS {
-				bad(f+".listener", "needs match.protocol tls")
-			}
-		}
-		if r.Tunnel != nil {
-			actions++
-			if r.Match.Protocol != v1alpha1.ProtocolWebSocket {
-				bad(f+".tunnel", "needs match.protocol websocket")
-			}
-			if len(r.Tunnel.Allow) == 0 {
-				bad(f+".tunnel.allow", "list at least one target")
-			}
-			errs = append(errs, validateTunnelAuth(f+".tunnel.auth", r.Tunnel.Auth)...)
-			errs = append(errs, validateOrigins(f+".tunnel.allowedOrigins", r.Tunnel.AllowedOrigins)...)
-			for j, a := range r.Tunnel.Allow {
-				af := fmt.Sprintf("%s.tunnel.allow[%d]", f, j)
-				if (a.Service == nil) == (a.Address == "") {
-					bad(af, "needs exactly one of service or address")
-				}
-				if a.Service != nil {
-					errs = append(errs, validateServicePort(af+".service", a.Service)...)
-				}
-				switch a.Protocol {
-				case "", v1alpha1.TransportTCP, v1alpha1.TransportUDP:
-				default:
-					bad(af+".protocol", "unsupported value %q: TCP or UDP", a.Protocol)
-				}
-				if a.Address != "" {
-					errs = append(errs, validateAddress(fmt.Sprintf("%s.tunnel.allow[%d].address", f, j), a.Address)...)
-				}
-			}
-		}
-		if actions != 1 {
-			bad(f, "a route needs exactly one action: set one of backend, listener or tunnel")
-		}
-	}
-	return errs
+// see (a regex that does not compile). Its errors are the API server's kind:
+// a field path, the kind of error and the value, then why
+// ("spec.listeners[0].port: Invalid value: 0: must be between 1 and
+// 65535"). Where the CRD has a CEL rule, the error is the one the API server
+// gives for it, word for word (see ruleError); where a rule of the CRD can
+// only point at a list, Validate names the item.
+func Validate(pm *v1alpha1.PortMux) field.ErrorList {
+	return validateSpec(&pm.Spec, field.NewPath("spec"))
 }
 
-// The CRD's messages for a tunnel's auth, word for word: `portmux serve`
-// says what the API server says.
+// ruleMessage is the message of a CEL rule of the CRD, word for word:
+// `portmux serve` says what the API server says. TestValidateSaysTheCRDsRules
+// checks that every rule's message is here (or said of the item, see
+// perItem there), and nothing else.
+type ruleMessage string
+
 const (
-	msgTunnelAuthRequired   = "a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it"
-	msgTunnelAuthExactlyOne = "auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
+	msgInternalNeedsTLS         ruleMessage = "an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead"
+	msgInternalNoProxyProtocol  ruleMessage = "proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer"
+	msgProbeTimeoutRange        ruleMessage = "probeTimeout must be between 10ms and 60s"
+	msgIdleTimeoutRange         ruleMessage = "idleTimeout must be between 1s and 168h"
+	msgCIDR                     ruleMessage = "must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32"
+	msgCIDRMasked               ruleMessage = "must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)"
+	msgOneAction                ruleMessage = "a route needs exactly one action: set one of backend, listener or tunnel"
+	msgHandOffNeedsTLS          ruleMessage = "listener needs match.protocol tls: the internal listener terminates the TLS stream it is handed"
+	msgHandOffToItself          ruleMessage = "a route cannot hand connections to a listener it is attached to: remove the listener from listeners or pick another one"
+	msgTunnelNeedsWebSocket     ruleMessage = "tunnel needs match.protocol websocket: a tunnel is a WebSocket endpoint"
+	msgTunnelAuthRequired       ruleMessage = "a tunnel needs auth: set auth.tokenSecretRef to require a bearer token, or auth.none: true to let anyone who reaches the route open it"
+	msgTunnelAuthExactlyOne     ruleMessage = "auth needs exactly one of tokenSecretRef (clients present a bearer token) or none: true (anyone who reaches the route may open the tunnel)"
+	msgTunnelTargetExactlyOne   ruleMessage = "a tunnel target needs exactly one of service or address"
+	msgOrigin                   ruleMessage = "must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com"
+	msgBackendExactlyOne        ruleMessage = "a backend needs exactly one of service or address"
+	msgModeHTTPNeedsHTTP        ruleMessage = "backend.mode http needs match.protocol http or websocket: only HTTP requests can be reverse-proxied"
+	msgModeHTTPNoProxyProtocol  ruleMessage = "proxyProtocol cannot be combined with mode http: http mode passes the client address in X-Forwarded-For"
+	msgServicePort              ruleMessage = "port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')"
+	msgBytesNeedsPrefixXorRegex ruleMessage = "protocol bytes needs exactly one of prefix or regex"
+	msgSNIOnlyTLS               ruleMessage = "sni applies only to protocol tls"
+	msgALPNOnlyTLS              ruleMessage = "alpn applies only to protocol tls"
+	msgHostOnlyHTTP             ruleMessage = "host applies only to protocols http and websocket"
+	msgPathPrefixOnlyHTTP       ruleMessage = "pathPrefix applies only to protocols http and websocket"
+	msgPrefixOnlyBytes          ruleMessage = "prefix applies only to protocol bytes"
+	msgRegexOnlyBytes           ruleMessage = "regex applies only to protocol bytes"
 )
 
-// validateTunnelAuth refuses a tunnel that does not say who may open it:
-// leaving auth out must never mean "anyone".
-func validateTunnelAuth(f string, a *v1alpha1.TunnelAuth) []string {
-	switch {
-	case a == nil:
-		return []string{f + ": " + msgTunnelAuthRequired}
-	case (a.TokenSecretRef != nil) == a.None:
-		return []string{f + ": " + msgTunnelAuthExactlyOne}
-	case a.TokenSecretRef != nil && a.TokenSecretRef.Name == "":
-		return []string{f + ".tokenSecretRef.name: the name of the token Secret is required"}
-	}
-	return nil
+// Validate's own words: for what the CRD's schema checks (the API server
+// words those as OpenAPI does: "should be greater than or equal to 1"), for
+// what it checks of a list where Validate names the item, and for what it
+// cannot check.
+const (
+	msgDNSLabel                 = "must be a DNS label: at most 63 lower case letters, digits and '-', starting and ending with a letter or digit"
+	msgListenerPortRange        = "must be between 1 and 65535"
+	msgLimitRange               = "must be between 1 and 1000000"
+	msgDuplicatePort            = "also the port of listener %s: give each listener its own port"
+	msgTrustedCIDRsRequired     = "list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone; proxyProtocol: true is no longer accepted)"
+	msgHostName                 = `must be a host name, optionally starting with "*."`
+	msgAttachNowhere            = ", or leave listeners out to attach the route to every listener with a port"
+	msgListenerNotDeclared      = "must be a listener declared in spec.listeners: add the listener or fix the name"
+	msgHandOffTargetNotDeclared = "must name a listener declared in spec.listeners: an internal one, without a port"
+	msgHandOffTargetHasPort     = "must name an internal listener (one declared without port): a listener with a port takes connections from clients, not from routes"
+)
+
+// ruleError is the error the API server gives when a CEL rule of the CRD
+// fails: the rule's field path and message, without a value.
+func ruleError(p *field.Path, msg ruleMessage) *field.Error {
+	return field.Invalid(p, field.OmitValueType{}, string(msg))
 }
 
-// validateTrustedCIDRs checks a listener's trusted PROXY header senders as
-// the CRD does: at least one, each a CIDR written as its network address.
-func validateTrustedCIDRs(f string, cidrs []v1alpha1.CIDR) []string {
-	if len(cidrs) == 0 {
-		return []string{f + ": list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone; proxyProtocol: true is no longer accepted)"}
-	}
-	var errs []string
-	seen := map[v1alpha1.CIDR]bool{}
-	for i, c := range cidrs {
-		p, err := netip.ParsePrefix(string(c))
-		switch {
-		case err != nil || len(c) > 64:
-			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a CIDR: an IPv4 or IPv6 network address and a prefix length, e.g. 10.0.0.0/8 or 2001:db8::/32", f, i, c))
-		case p != p.Masked():
-			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be written as its network address: the bits past the prefix length must be zero (10.0.0.0/8, not 10.1.2.3/8)", f, i, c))
-		case seen[c]:
-			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, c))
-		}
-		seen[c] = true
-	}
-	if len(cidrs) > 32 {
-		errs = append(errs, f+": at most 32 networks")
-	}
-	return errs
+// nameKey is how the API server shows the key of a list of type map keyed
+// by name, in a Duplicate error: {"name":"public"}.
+type nameKey struct {
+	Name string `json:"name"`
 }
 
-// originPattern is the CRD's rule for an allowed origin.
-var originPattern = regexp.MustCompile(`^[a-zA-Z][-+.a-zA-Z0-9]*://(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$`)
-
-// validateOrigins checks a tunnel's allowed origins as the CRD does, and
-// that the dataplane reads each as an origin.
-func validateOrigins(f string, origins []v1alpha1.Origin) []string {
-	var errs []string
-	seen := map[v1alpha1.Origin]bool{}
-	for i, o := range origins {
-		_, ok := snapshot.CanonicalOrigin(string(o))
-		switch {
-		case len(o) > 300 || !ok || !originPattern.MatchString(string(o)):
-			errs = append(errs, fmt.Sprintf("%s[%d]: %q must be a web origin: scheme://host or scheme://host:port (port 1-65535), with nothing after it, e.g. https://app.example.com", f, i, o))
-		case seen[o]:
-			errs = append(errs, fmt.Sprintf("%s[%d]: %q is listed twice", f, i, o))
+func validateSpec(spec *v1alpha1.PortMuxSpec, p *field.Path) field.ErrorList {
+	errs := validateListeners(spec.Listeners, p.Child("listeners"))
+	declared := map[string]*v1alpha1.Listener{}
+	for i := range spec.Listeners {
+		if l := &spec.Listeners[i]; declared[l.Name] == nil {
+			declared[l.Name] = l
 		}
-		seen[o] = true
 	}
-	if len(origins) > 16 {
-		errs = append(errs, f+": at most 16 origins")
+	return append(errs, validateRoutes(spec.Routes, declared, p.Child("routes"))...)
+}
+
+// validateListeners checks each listener, and that names and ports are
+// unique.
+func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
+	if len(ls) == 0 {
+		return field.ErrorList{field.Required(p, "at least one listener")}
+	}
+	var errs field.ErrorList
+	names := map[string]bool{}
+	ports := map[int32]string{}
+	for i := range ls {
+		l := &ls[i]
+		lp := p.Index(i)
+		errs = append(errs, validateDNSLabel(l.Name, lp.Child("name"))...)
+		if names[l.Name] {
+			errs = append(errs, field.Duplicate(lp, nameKey{l.Name}))
+		}
+		names[l.Name] = true
+		if l.Port != nil {
+			errs = append(errs, validateListenerPort(*l.Port, lp.Child("port"))...)
+			if other, dup := ports[*l.Port]; dup {
+				e := field.Duplicate(lp.Child("port"), *l.Port)
+				e.Detail = fmt.Sprintf(msgDuplicatePort, other)
+				errs = append(errs, e)
+			} else {
+				ports[*l.Port] = l.Name
+			}
+		} else {
+			errs = append(errs, validateInternalListener(l, lp)...)
+		}
+		errs = append(errs, validateProbeTimeout(l.ProbeTimeout, lp.Child("probeTimeout"))...)
+		errs = append(errs, validateLimits(l, lp)...)
+		if l.TLS != nil {
+			errs = append(errs, validateListenerTLS(l.TLS, lp.Child("tls"))...)
+		}
+		if l.ProxyProtocol != nil {
+			errs = append(errs, validateTrustedCIDRs(l.ProxyProtocol.TrustedCIDRs, lp.Child("proxyProtocol", "trustedCIDRs"))...)
+		}
 	}
 	return errs
 }
@@ -227,114 +149,367 @@ func validateOrigins(f string, origins []v1alpha1.Origin) []string {
 // names become metrics labels.
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
+func validateDNSLabel(name string, p *field.Path) field.ErrorList {
+	if !dnsLabel.MatchString(name) {
+		return field.ErrorList{field.Invalid(p, name, msgDNSLabel)}
+	}
+	return nil
+}
+
+func validateListenerPort(port int32, p *field.Path) field.ErrorList {
+	if port < 1 || port > 65535 {
+		return field.ErrorList{field.Invalid(p, port, msgListenerPortRange)}
+	}
+	return nil
+}
+
+// validateInternalListener checks a listener without a port: it
+// terminates TLS for what routes hand it, and has no load balancer in
+// front to send PROXY headers.
+func validateInternalListener(l *v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if l.TLS == nil {
+		errs = append(errs, field.Required(p.Child("port"), string(msgInternalNeedsTLS)))
+	}
+	if l.ProxyProtocol != nil {
+		errs = append(errs, ruleError(p.Child("proxyProtocol"), msgInternalNoProxyProtocol))
+	}
+	return errs
+}
+
+func validateProbeTimeout(d *metav1.Duration, p *field.Path) field.ErrorList {
+	if d != nil && (d.Duration < 10*time.Millisecond || d.Duration > 60*time.Second) {
+		return field.ErrorList{field.Invalid(p, d.Duration.String(), string(msgProbeTimeoutRange))}
+	}
+	return nil
+}
+
+// validateLimits checks a listener's connection limits.
+func validateLimits(l *v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, c := range []struct {
+		name string
+		v    *int32
+	}{{"maxConnections", l.MaxConnections}, {"maxConnectionsPerClient", l.MaxConnectionsPerClient}, {"maxConnectionRatePerClient", l.MaxConnectionRatePerClient}} {
+		if c.v != nil && (*c.v < 1 || *c.v > 1000000) {
+			errs = append(errs, field.Invalid(p.Child(c.name), *c.v, msgLimitRange))
+		}
+	}
+	return errs
+}
+
+func validateListenerTLS(t *v1alpha1.ListenerTLS, p *field.Path) field.ErrorList {
+	if len(t.CertificateRefs) == 0 {
+		return field.ErrorList{field.Required(p.Child("certificateRefs"), "at least one Secret")}
+	}
+	return nil
+}
+
+// validateTrustedCIDRs checks a listener's trusted PROXY header senders as
+// the CRD does: at least one, each a CIDR written as its network address.
+func validateTrustedCIDRs(cidrs []v1alpha1.CIDR, p *field.Path) field.ErrorList {
+	if len(cidrs) == 0 {
+		return field.ErrorList{field.Required(p, msgTrustedCIDRsRequired)}
+	}
+	var errs field.ErrorList
+	seen := map[v1alpha1.CIDR]bool{}
+	for i, c := range cidrs {
+		prefix, err := netip.ParsePrefix(string(c))
+		switch {
+		case err != nil || len(c) > 64:
+			errs = append(errs, field.Invalid(p.Index(i), string(c), string(msgCIDR)))
+		case prefix != prefix.Masked():
+			errs = append(errs, field.Invalid(p.Index(i), string(c), string(msgCIDRMasked)))
+		case seen[c]:
+			errs = append(errs, field.Duplicate(p.Index(i), string(c)))
+		}
+		seen[c] = true
+	}
+	if len(cidrs) > 32 {
+		errs = append(errs, field.TooMany(p, len(cidrs), 32))
+	}
+	return errs
+}
+
+// validateRoutes checks each route, and that names are unique.
+func validateRoutes(routes []v1alpha1.Route, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	names := map[string]bool{}
+	for i := range routes {
+		r := &routes[i]
+		rp := p.Index(i)
+		errs = append(errs, validateDNSLabel(r.Name, rp.Child("name"))...)
+		if names[r.Name] {
+			errs = append(errs, field.Duplicate(rp, nameKey{r.Name}))
+		}
+		names[r.Name] = true
+		errs = append(errs, validateAttachment(r.Listeners, declared, rp.Child("listeners"))...)
+		errs = append(errs, validateMatch(&r.Match, rp.Child("match"))...)
+		errs = append(errs, validateIdleTimeout(r.IdleTimeout, rp.Child("idleTimeout"))...)
+		errs = append(errs, validateAction(r, declared, rp)...)
+	}
+	return errs
+}
+
+// validateAttachment checks the listeners a route names: declared ones,
+// at least one when the list is there at all. A route that leaves
+// listeners out applies to every listener with a port.
+func validateAttachment(names []string, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
+	if names != nil && len(names) == 0 {
+		e := field.TooFew(p, 0, 1)
+		e.Detail += msgAttachNowhere
+		return field.ErrorList{e}
+	}
+	var errs field.ErrorList
+	for j, name := range names {
+		if declared[name] == nil {
+			e := field.NotFound(p.Index(j), name)
+			e.Detail = msgListenerNotDeclared
+			errs = append(errs, e)
+		}
+	}
+	return errs
+}
+
+func validateIdleTimeout(d *metav1.Duration, p *field.Path) field.ErrorList {
+	if d != nil && (d.Duration < time.Second || d.Duration > 168*time.Hour) {
+		return field.ErrorList{field.Invalid(p, d.Duration.String(), string(msgIdleTimeoutRange))}
+	}
+	return nil
+}
+
 // hostPattern is the schema's pattern for sni and host entries.
 var hostPattern = regexp.MustCompile(`^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$`)
+
+// validateMatch checks the protocol, that only its own fields are set, and
+// those fields.
+func validateMatch(m *v1alpha1.RouteMatch, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	proto := m.Protocol
+	if !slices.Contains(route.Protocols(), snapshot.Protocol(proto)) {
+		errs = append(errs, field.NotSupported(p.Child("protocol"), string(proto), route.Protocols()))
+	}
+	isTLS := proto == v1alpha1.ProtocolTLS
+	isHTTP := proto == v1alpha1.ProtocolHTTP || proto == v1alpha1.ProtocolWebSocket
+	isBytes := proto == v1alpha1.ProtocolBytes
+	for _, f := range []struct {
+		name    string
+		msg     ruleMessage
+		set, ok bool
+	}{
+		{"sni", msgSNIOnlyTLS, len(m.SNI) > 0, isTLS},
+		{"alpn", msgALPNOnlyTLS, len(m.ALPN) > 0, isTLS},
+		{"host", msgHostOnlyHTTP, len(m.Host) > 0, isHTTP},
+		{"pathPrefix", msgPathPrefixOnlyHTTP, m.PathPrefix != "", isHTTP},
+		{"prefix", msgPrefixOnlyBytes, m.Prefix != "", isBytes},
+		{"regex", msgRegexOnlyBytes, m.Regex != "", isBytes},
+	} {
+		if f.set && !f.ok {
+			errs = append(errs, ruleError(p.Child(f.name), f.msg))
+		}
+	}
+	if isBytes && (m.Prefix == "") == (m.Regex == "") {
+		errs = append(errs, ruleError(p, msgBytesNeedsPrefixXorRegex))
+	}
+	if m.Regex != "" {
+		if _, err := regexp.Compile(m.Regex); err != nil {
+			errs = append(errs, field.Invalid(p.Child("regex"), m.Regex, "does not compile: "+err.Error()))
+		}
+	}
+	if m.PathPrefix != "" && m.PathPrefix[0] != '/' {
+		errs = append(errs, field.Invalid(p.Child("pathPrefix"), m.PathPrefix, "must start with /"))
+	}
+	errs = append(errs, validateHostNames(m.SNI, p.Child("sni"))...)
+	errs = append(errs, validateHostNames(m.Host, p.Child("host"))...)
+	return errs
+}
+
+func validateHostNames(names []string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, n := range names {
+		if len(n) > 253 || !hostPattern.MatchString(n) {
+			errs = append(errs, field.Invalid(p.Index(i), n, msgHostName))
+		}
+	}
+	return errs
+}
+
+// validateAction checks that a route has exactly one action, and that
+// action.
+func validateAction(r *v1alpha1.Route, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	actions := 0
+	if r.Backend != nil {
+		actions++
+		errs = append(errs, validateBackend(r.Backend, r.Match.Protocol, p.Child("backend"))...)
+	}
+	if r.Listener != nil {
+		actions++
+		errs = append(errs, validateHandOff(r, declared, p.Child("listener"))...)
+	}
+	if r.Tunnel != nil {
+		actions++
+		errs = append(errs, validateTunnel(r.Tunnel, r.Match.Protocol, p.Child("tunnel"))...)
+	}
+	if actions != 1 {
+		errs = append(errs, ruleError(p, msgOneAction))
+	}
+	return errs
+}
+
+func validateBackend(b *v1alpha1.Backend, proto v1alpha1.Protocol, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if (b.Service == nil) == (b.Address == "") {
+		errs = append(errs, ruleError(p, msgBackendExactlyOne))
+	}
+	if b.Address != "" {
+		errs = append(errs, validateAddress(b.Address, p.Child("address"))...)
+	}
+	if b.Service != nil {
+		errs = append(errs, validateServicePort(b.Service, p.Child("service"))...)
+	}
+	if modes := []v1alpha1.BackendMode{v1alpha1.BackendModeTCP, v1alpha1.BackendModeHTTP}; b.Mode != "" && !slices.Contains(modes, b.Mode) {
+		errs = append(errs, field.NotSupported(p.Child("mode"), string(b.Mode), modes))
+	}
+	if versions := []v1alpha1.ProxyProtocolVersion{v1alpha1.ProxyProtocolV1, v1alpha1.ProxyProtocolV2}; b.ProxyProtocol != "" && !slices.Contains(versions, b.ProxyProtocol) {
+		errs = append(errs, field.NotSupported(p.Child("proxyProtocol"), string(b.ProxyProtocol), versions))
+	}
+	if b.Mode == v1alpha1.BackendModeHTTP {
+		if proto != v1alpha1.ProtocolHTTP && proto != v1alpha1.ProtocolWebSocket {
+			errs = append(errs, ruleError(p.Child("mode"), msgModeHTTPNeedsHTTP))
+		}
+		if b.ProxyProtocol != "" {
+			errs = append(errs, ruleError(p.Child("proxyProtocol"), msgModeHTTPNoProxyProtocol))
+		}
+	}
+	return errs
+}
+
+// validateHandOff checks a listener action: it hands TLS streams to an
+// internal listener of the same PortMux, never to one the route is on.
+func validateHandOff(r *v1alpha1.Route, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	name := *r.Listener
+	switch target := declared[name]; {
+	case target == nil:
+		e := field.NotFound(p, name)
+		e.Detail = msgHandOffTargetNotDeclared
+		errs = append(errs, e)
+	case target.Port != nil:
+		errs = append(errs, field.Invalid(p, name, msgHandOffTargetHasPort))
+	case slices.Contains(r.Listeners, name):
+		errs = append(errs, ruleError(p, msgHandOffToItself))
+	}
+	if r.Match.Protocol != v1alpha1.ProtocolTLS {
+		errs = append(errs, ruleError(p, msgHandOffNeedsTLS))
+	}
+	return errs
+}
+
+func validateTunnel(t *v1alpha1.Tunnel, proto v1alpha1.Protocol, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if proto != v1alpha1.ProtocolWebSocket {
+		errs = append(errs, ruleError(p, msgTunnelNeedsWebSocket))
+	}
+	if len(t.Allow) == 0 {
+		errs = append(errs, field.Required(p.Child("allow"), "list at least one target"))
+	}
+	errs = append(errs, validateTunnelAuth(t.Auth, p.Child("auth"))...)
+	errs = append(errs, validateOrigins(t.AllowedOrigins, p.Child("allowedOrigins"))...)
+	for j := range t.Allow {
+		errs = append(errs, validateTunnelTarget(&t.Allow[j], p.Child("allow").Index(j))...)
+	}
+	return errs
+}
+
+// validateTunnelAuth refuses a tunnel that does not say who may open it:
+// leaving auth out must never mean "anyone".
+func validateTunnelAuth(a *v1alpha1.TunnelAuth, p *field.Path) field.ErrorList {
+	switch {
+	case a == nil:
+		return field.ErrorList{field.Required(p, string(msgTunnelAuthRequired))}
+	case (a.TokenSecretRef != nil) == a.None:
+		return field.ErrorList{ruleError(p, msgTunnelAuthExactlyOne)}
+	case a.TokenSecretRef != nil && a.TokenSecretRef.Name == "":
+		return field.ErrorList{field.Required(p.Child("tokenSecretRef", "name"), "the name of the token Secret")}
+	}
+	return nil
+}
+
+// originPattern is the CRD's rule for an allowed origin.
+var originPattern = regexp.MustCompile(`^[a-zA-Z][-+.a-zA-Z0-9]*://(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$`)
+
+// validateOrigins checks a tunnel's allowed origins as the CRD does, and
+// that the dataplane reads each as an origin.
+func validateOrigins(origins []v1alpha1.Origin, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[v1alpha1.Origin]bool{}
+	for i, o := range origins {
+		_, ok := snapshot.CanonicalOrigin(string(o))
+		switch {
+		case len(o) > 300 || !ok || !originPattern.MatchString(string(o)):
+			errs = append(errs, field.Invalid(p.Index(i), string(o), string(msgOrigin)))
+		case seen[o]:
+			errs = append(errs, field.Duplicate(p.Index(i), string(o)))
+		}
+		seen[o] = true
+	}
+	if len(origins) > 16 {
+		errs = append(errs, field.TooMany(p, len(origins), 16))
+	}
+	return errs
+}
+
+func validateTunnelTarget(a *v1alpha1.TunnelTarget, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if (a.Service == nil) == (a.Address == "") {
+		errs = append(errs, ruleError(p, msgTunnelTargetExactlyOne))
+	}
+	if a.Service != nil {
+		errs = append(errs, validateServicePort(a.Service, p.Child("service"))...)
+	}
+	if transports := []v1alpha1.TransportProtocol{v1alpha1.TransportTCP, v1alpha1.TransportUDP}; a.Protocol != "" && !slices.Contains(transports, a.Protocol) {
+		errs = append(errs, field.NotSupported(p.Child("protocol"), string(a.Protocol), transports))
+	}
+	if a.Address != "" {
+		errs = append(errs, validateAddress(a.Address, p.Child("address"))...)
+	}
+	return errs
+}
 
 // portName is the schema's pattern for a Service port given by name.
 var portName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // validateServicePort checks a Service reference as the schema does.
-func validateServicePort(f string, sp *v1alpha1.ServicePort) []string {
-	var errs []string
-	if sp.Name == "" || len(sp.Name) > 63 {
-		errs = append(errs, f+".name: the name of a Service is required (at most 63 characters)")
+func validateServicePort(sp *v1alpha1.ServicePort, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch {
+	case sp.Name == "":
+		errs = append(errs, field.Required(p.Child("name"), "the name of a Service"))
+	case len(sp.Name) > 63:
+		errs = append(errs, field.TooLong(p.Child("name"), sp.Name, 63))
 	}
-	switch sp.Port.Type {
-	case intstr.Int:
+	switch {
+	case sp.Port.Type == intstr.Int:
 		if sp.Port.IntVal < 1 || sp.Port.IntVal > 65535 {
-			errs = append(errs, fmt.Sprintf("%s.port: %d must be a number from 1 to 65535 or the name of a Service port", f, sp.Port.IntVal))
+			errs = append(errs, field.Invalid(p.Child("port"), sp.Port.IntVal, string(msgServicePort)))
 		}
-	default:
-		if len(sp.Port.StrVal) > 15 || !portName.MatchString(sp.Port.StrVal) {
-			errs = append(errs, fmt.Sprintf("%s.port: %q must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')", f, sp.Port.StrVal))
-		}
+	case len(sp.Port.StrVal) > 15:
+		errs = append(errs, field.TooLong(p.Child("port"), sp.Port.StrVal, 15))
+	case !portName.MatchString(sp.Port.StrVal):
+		errs = append(errs, field.Invalid(p.Child("port"), sp.Port.StrVal, string(msgServicePort)))
 	}
 	return errs
 }
 
-func validateMatch(f string, m *v1alpha1.RouteMatch) []string {
-	var errs []string
-	bad := func(field, msg string) { errs = append(errs, f+field+": "+msg) }
-	p := m.Protocol
-	switch p {
-	case v1alpha1.ProtocolSSH, v1alpha1.ProtocolTLS, v1alpha1.ProtocolHTTP, v1alpha1.ProtocolWebSocket,
-		v1alpha1.ProtocolOpenVPN, v1alpha1.ProtocolSOCKS5, v1alpha1.ProtocolBytes, v1alpha1.ProtocolAny, v1alpha1.ProtocolTimeout:
-	default:
-		bad(".protocol", fmt.Sprintf("unsupported value %q: one of ssh, tls, http, websocket, openvpn, socks5, bytes, any, timeout", p))
-	}
-	if (len(m.SNI) > 0 || len(m.ALPN) > 0) && p != v1alpha1.ProtocolTLS {
-		bad("", "sni and alpn apply only to protocol tls")
-	}
-	if (len(m.Host) > 0 || m.PathPrefix != "") && p != v1alpha1.ProtocolHTTP && p != v1alpha1.ProtocolWebSocket {
-		bad("", "host and pathPrefix apply only to protocols http and websocket")
-	}
-	if (m.Prefix != "" || m.Regex != "") && p != v1alpha1.ProtocolBytes {
-		bad("", "prefix and regex apply only to protocol bytes")
-	}
-	if p == v1alpha1.ProtocolBytes && (m.Prefix == "") == (m.Regex == "") {
-		bad("", "protocol bytes needs exactly one of prefix or regex")
-	}
-	if m.Regex != "" {
-		if _, err := regexp.Compile(m.Regex); err != nil {
-			bad(".regex", fmt.Sprintf("does not compile: %v", err))
-		}
-	}
-	if m.PathPrefix != "" && m.PathPrefix[0] != '/' {
-		bad(".pathPrefix", "must start with /")
-	}
-	for i, n := range m.SNI {
-		if len(n) > 253 || !hostPattern.MatchString(n) {
-			bad(fmt.Sprintf(".sni[%d]", i), fmt.Sprintf("%q must be a host name, optionally starting with \"*.\"", n))
-		}
-	}
-	for i, n := range m.Host {
-		if len(n) > 253 || !hostPattern.MatchString(n) {
-			bad(fmt.Sprintf(".host[%d]", i), fmt.Sprintf("%q must be a host name, optionally starting with \"*.\"", n))
-		}
-	}
-	return errs
-}
-
-func validateBackend(f string, r *v1alpha1.Route) []string {
-	var errs []string
-	b := r.Backend
-	if (b.Service == nil) == (b.Address == "") {
-		errs = append(errs, f+": a backend needs exactly one of service or address")
-	}
-	if b.Address != "" {
-		errs = append(errs, validateAddress(f+".address", b.Address)...)
-	}
-	if b.Service != nil {
-		errs = append(errs, validateServicePort(f+".service", b.Service)...)
-	}
-	switch b.Mode {
-	case "", v1alpha1.BackendModeTCP, v1alpha1.BackendModeHTTP:
-	default:
-		errs = append(errs, fmt.Sprintf("%s.mode: unsupported value %q: tcp or http", f, b.Mode))
-	}
-	switch b.ProxyProtocol {
-	case "", v1alpha1.ProxyProtocolV1, v1alpha1.ProxyProtocolV2:
-	default:
-		errs = append(errs, fmt.Sprintf("%s.proxyProtocol: unsupported value %q: v1 or v2", f, b.ProxyProtocol))
-	}
-	if b.Mode == v1alpha1.BackendModeHTTP {
-		if r.Match.Protocol != v1alpha1.ProtocolHTTP && r.Match.Protocol != v1alpha1.ProtocolWebSocket {
-			errs = append(errs, f+".mode: http needs match.protocol http or websocket")
-		}
-		if b.ProxyProtocol != "" {
-			errs = append(errs, f+".proxyProtocol: cannot be combined with mode http")
-		}
-	}
-	return errs
-}
-
-func validateAddress(f, addr string) []string {
+// validateAddress checks a host:port to dial.
+func validateAddress(addr string, p *field.Path) field.ErrorList {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return []string{fmt.Sprintf("%s: %q must be host:port", f, addr)}
+		return field.ErrorList{field.Invalid(p, addr, "must be host:port")}
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return []string{fmt.Sprintf("%s: port %q must be between 1 and 65535", f, port)}
+		return field.ErrorList{field.Invalid(p, addr, "port must be between 1 and 65535")}
 	}
 	return nil
 }

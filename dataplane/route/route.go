@@ -71,30 +71,58 @@ func DecideTerminated(routes []snapshot.Route, data []byte, done bool, sni strin
 	return Decision{Route: -1}
 }
 
+// protocols is the one table of the protocols a route can match, in the
+// order the API lists them, each with the sniffer that decides it from the
+// bytes alone. bytes and timeout have none: bytes needs the route's prefix
+// or regex, and timeout is decided by the clock (see verdict). A protocol's
+// index is its slot in a Decide call's cache.
+var protocols = [...]struct {
+	name  snapshot.Protocol
+	sniff sniff.Func
+}{
+	{snapshot.SSH, sniff.SSH},
+	{snapshot.TLS, sniff.TLS},
+	{snapshot.HTTP, sniff.HTTP},
+	{snapshot.WebSocket, sniff.WebSocket},
+	{snapshot.OpenVPN, sniff.OpenVPN},
+	{snapshot.SOCKS5, sniff.SOCKS5},
+	{snapshot.Bytes, nil},
+	{snapshot.Any, sniff.Any},
+	{snapshot.Timeout, nil},
+}
+
+// Protocols lists every protocol a route can match, in the API's order:
+// the values the API's match.protocol accepts (compile validates specs
+// against it, and a test checks it against the API's enum and the
+// snapshot's constants).
+func Protocols() []snapshot.Protocol {
+	out := make([]snapshot.Protocol, len(protocols))
+	for i, p := range protocols {
+		out[i] = p.name
+	}
+	return out
+}
+
+// slot returns p's index in protocols, or -1 for a protocol it lacks.
+func slot(p snapshot.Protocol) int {
+	for i := range protocols {
+		if protocols[i].name == p {
+			return i
+		}
+	}
+	return -1
+}
+
 // cache keeps one sniffer result per protocol within a Decide call, so ten
 // TLS routes parse the ClientHello once.
 type cache struct {
-	have [nProtocols]bool
-	v    [nProtocols]sniff.Verdict
-	info [nProtocols]sniff.Info
+	have [len(protocols)]bool
+	v    [len(protocols)]sniff.Verdict
+	info [len(protocols)]sniff.Info
 }
 
-const (
-	pSSH = iota
-	pTLS
-	pHTTP
-	pWebSocket
-	pOpenVPN
-	pSOCKS5
-	nProtocols
-)
-
 func (c *cache) verdict(m *snapshot.Match, data []byte, done bool) (sniff.Verdict, sniff.Info) {
-	var slot int
-	var fn func([]byte) (sniff.Verdict, sniff.Info)
 	switch m.Protocol {
-	case snapshot.Any:
-		return sniff.Match, sniff.Info{}
 	case snapshot.Timeout:
 		switch {
 		case len(data) > 0:
@@ -106,26 +134,16 @@ func (c *cache) verdict(m *snapshot.Match, data []byte, done bool) (sniff.Verdic
 		}
 	case snapshot.Bytes:
 		return bytesVerdict(m, data), sniff.Info{}
-	case snapshot.SSH:
-		slot, fn = pSSH, sniff.SSH
-	case snapshot.TLS:
-		slot, fn = pTLS, sniff.TLS
-	case snapshot.HTTP:
-		slot, fn = pHTTP, sniff.HTTP
-	case snapshot.WebSocket:
-		slot, fn = pWebSocket, sniff.WebSocket
-	case snapshot.OpenVPN:
-		slot, fn = pOpenVPN, sniff.OpenVPN
-	case snapshot.SOCKS5:
-		slot, fn = pSOCKS5, sniff.SOCKS5
-	default:
+	}
+	i := slot(m.Protocol)
+	if i < 0 || protocols[i].sniff == nil {
 		return sniff.NoMatch, sniff.Info{}
 	}
-	if !c.have[slot] {
-		c.v[slot], c.info[slot] = fn(data)
-		c.have[slot] = true
+	if !c.have[i] {
+		c.v[i], c.info[i] = protocols[i].sniff(data)
+		c.have[i] = true
 	}
-	return c.v[slot], c.info[slot]
+	return c.v[i], c.info[i]
 }
 
 func bytesVerdict(m *snapshot.Match, data []byte) sniff.Verdict {

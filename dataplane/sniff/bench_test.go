@@ -36,12 +36,11 @@ func benchInputs(b *testing.B) map[string][]byte {
 	}
 }
 
-// benchProtocol benchmarks p on its own inputs (Match) and on the first
+// benchProtocol benchmarks f on its own inputs (Match) and on the first
 // flight of every other protocol (NoMatch, the common case when routes are
 // tried in order).
-func benchProtocol(b *testing.B, p Protocol, own ...string) {
+func benchProtocol(b *testing.B, f Func, own ...string) {
 	in := benchInputs(b)
-	f := For(p)
 	for _, name := range own {
 		b.Run("match/"+name, func(b *testing.B) { benchSniff(b, f, in[name], Match) })
 	}
@@ -52,16 +51,16 @@ func benchProtocol(b *testing.B, p Protocol, own ...string) {
 	}
 }
 
-func BenchmarkSSH(b *testing.B) { benchProtocol(b, ProtocolSSH, "ssh") }
+func BenchmarkSSH(b *testing.B) { benchProtocol(b, SSH, "ssh") }
 
 func BenchmarkTLS(b *testing.B) {
-	benchProtocol(b, ProtocolTLS, "tls-openssl", "tls-curl", "tls-go-pq", "tls-go-pq-100")
+	benchProtocol(b, TLS, "tls-openssl", "tls-curl", "tls-go-pq", "tls-go-pq-100")
 }
 
-func BenchmarkHTTP(b *testing.B) { benchProtocol(b, ProtocolHTTP, "http", "websocket") }
+func BenchmarkHTTP(b *testing.B) { benchProtocol(b, HTTP, "http", "websocket") }
 
-func BenchmarkWebSocket(b *testing.B) { benchProtocol(b, ProtocolWebSocket, "websocket") }
+func BenchmarkWebSocket(b *testing.B) { benchProtocol(b, WebSocket, "websocket") }
 
-func BenchmarkOpenVPN(b *testing.B) { benchProtocol(b, ProtocolOpenVPN, "openvpn", "openvpn-v3") }
+func BenchmarkOpenVPN(b *testing.B) { benchProtocol(b, OpenVPN, "openvpn", "openvpn-v3") }
 
-func BenchmarkSOCKS5(b *testing.B) { benchProtocol(b, ProtocolSOCKS5, "socks5") }
+func BenchmarkSOCKS5(b *testing.B) { benchProtocol(b, SOCKS5, "socks5") }

@@ -11,7 +11,7 @@ import (
 // for the protocols in match, NoMatch for every other sniffer.
 type corpusCase struct {
 	file  string
-	match []Protocol
+	match []string // names in sniffers()
 	info  Info
 }
 
@@ -19,24 +19,24 @@ func corpusCases() []corpusCase {
 	const sshVersion = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10"
 	tls13 := Info{SNI: "example.test", ALPN: []string{"h2", "http/1.1"}, TLSVersions: []uint16{0x0304, 0x0303, 0x0302, 0x0301}}
 	return []corpusCase{
-		{"ssh_client_first_flight.bin", []Protocol{ProtocolSSH}, Info{SSHVersion: sshVersion}},
-		{"ssh_client_first2k_via_relay.bin", []Protocol{ProtocolSSH}, Info{SSHVersion: sshVersion}},
-		{"tls13_clienthello_openssl_sni_alpn.bin", []Protocol{ProtocolTLS}, tls13},
-		{"tls13_clienthello_curl.bin", []Protocol{ProtocolTLS}, tls13},
-		{"tls12_clienthello_openssl_sni_alpn.bin", []Protocol{ProtocolTLS},
+		{"ssh_client_first_flight.bin", []string{"ssh"}, Info{SSHVersion: sshVersion}},
+		{"ssh_client_first2k_via_relay.bin", []string{"ssh"}, Info{SSHVersion: sshVersion}},
+		{"tls13_clienthello_openssl_sni_alpn.bin", []string{"tls"}, tls13},
+		{"tls13_clienthello_curl.bin", []string{"tls"}, tls13},
+		{"tls12_clienthello_openssl_sni_alpn.bin", []string{"tls"},
 			Info{SNI: "example.test", ALPN: []string{"http/1.1"}, TLSVersions: []uint16{0x0303}}},
-		{"http11_get_curl.bin", []Protocol{ProtocolHTTP},
+		{"http11_get_curl.bin", []string{"http"},
 			Info{Method: "GET", Host: "127.0.0.1", Path: "/index.html"}},
-		{"http11_websocket_upgrade_curl.bin", []Protocol{ProtocolHTTP, ProtocolWebSocket},
+		{"http11_websocket_upgrade_curl.bin", []string{"http", "websocket"},
 			Info{Method: "GET", Host: "127.0.0.1", Path: "/chat", WebSocket: true}},
-		{"openvpn_tcp_client_hard_reset_v2.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 7}},
-		{"openvpn_tcp_client_hard_reset_v2_tls_auth.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 7}},
-		{"openvpn_tcp_client_hard_reset_tls_crypt.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 7}},
-		{"openvpn_tcp_client_hard_reset_v3_tls_crypt_v2.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 10}},
-		{"openvpn_tcp_client_v2_first2k_via_relay.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 7}},
-		{"openvpn_tcp_client_tls_crypt_v2_first2k_via_relay.bin", []Protocol{ProtocolOpenVPN}, Info{OpenVPNOpcode: 10}},
-		{"socks5_greeting_curl.bin", []Protocol{ProtocolSOCKS5}, Info{}},
-		{"socks5_greeting_userpass_curl.bin", []Protocol{ProtocolSOCKS5}, Info{}},
+		{"openvpn_tcp_client_hard_reset_v2.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 7}},
+		{"openvpn_tcp_client_hard_reset_v2_tls_auth.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 7}},
+		{"openvpn_tcp_client_hard_reset_tls_crypt.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 7}},
+		{"openvpn_tcp_client_hard_reset_v3_tls_crypt_v2.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 10}},
+		{"openvpn_tcp_client_v2_first2k_via_relay.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 7}},
+		{"openvpn_tcp_client_tls_crypt_v2_first2k_via_relay.bin", []string{"openvpn"}, Info{OpenVPNOpcode: 10}},
+		{"socks5_greeting_curl.bin", []string{"socks5"}, Info{}},
+		{"socks5_greeting_userpass_curl.bin", []string{"socks5"}, Info{}},
 	}
 }
 
@@ -46,9 +46,9 @@ func TestCorpus(t *testing.T) {
 	for _, tc := range corpusCases() {
 		b := readCorpus(t, tc.file)
 		for _, p := range sniffers() {
-			t.Run(tc.file+"/"+string(p), func(t *testing.T) {
-				v, info := For(p)(b)
-				if !slices.Contains(tc.match, p) {
+			t.Run(tc.file+"/"+p.name, func(t *testing.T) {
+				v, info := p.f(b)
+				if !slices.Contains(tc.match, p.name) {
 					if v != NoMatch || !reflect.DeepEqual(info, Info{}) {
 						t.Fatalf("got %v %+v, want %v", v, info, NoMatch)
 					}
@@ -85,9 +85,9 @@ func TestCorpusComplete(t *testing.T) {
 func TestCorpusPrefixes(t *testing.T) {
 	for _, name := range corpusFiles(t) {
 		b := readCorpus(t, name)
-		for _, p := range append(sniffers(), ProtocolAny) {
-			if msg := prefixViolation(For(p), b); msg != "" {
-				t.Errorf("%s %s: %s", name, p, msg)
+		for _, p := range append(sniffers(), namedSniffer{"any", Any}) {
+			if msg := prefixViolation(p.f, b); msg != "" {
+				t.Errorf("%s %s: %s", name, p.name, msg)
 			}
 		}
 	}
@@ -117,31 +117,15 @@ func TestDecidesWithinMaxBytes(t *testing.T) {
 		for fname, filler := range fillers {
 			b := append(slices.Clip(start), filler...)
 			for _, p := range sniffers() {
-				f := For(p)
-				v, info := f(b[:MaxBytes])
+				v, info := p.f(b[:MaxBytes])
 				if v == NeedMore {
-					t.Errorf("%s+%s %s: NeedMore at MaxBytes", sname, fname, p)
+					t.Errorf("%s+%s %s: NeedMore at MaxBytes", sname, fname, p.name)
 				}
-				v2, info2 := f(b)
+				v2, info2 := p.f(b)
 				if v2 != v || !reflect.DeepEqual(info, info2) {
-					t.Errorf("%s+%s %s: %v at MaxBytes, %v past it", sname, fname, p, v, v2)
+					t.Errorf("%s+%s %s: %v at MaxBytes, %v past it", sname, fname, p.name, v, v2)
 				}
 			}
-		}
-	}
-}
-
-// TestFor covers the lookup table: byte-decided protocols have a sniffer,
-// the others do not.
-func TestFor(t *testing.T) {
-	for _, p := range append(sniffers(), ProtocolAny) {
-		if For(p) == nil {
-			t.Errorf("For(%q) = nil", p)
-		}
-	}
-	for _, p := range []Protocol{ProtocolBytes, ProtocolTimeout, "", "SSH", "gopher"} {
-		if For(p) != nil {
-			t.Errorf("For(%q) != nil", p)
 		}
 	}
 }

@@ -16,8 +16,8 @@ import (
 // fuzzSniffer seeds f with every capture and a few synthetic first flights,
 // and checks on every input: no panic, the prefix contract (NeedMore, then one
 // stable verdict and Info), a zero Info unless Match, and the Info invariants
-// of p.
-func fuzzSniffer(f *testing.F, p Protocol, extra func(t *testing.T, b []byte, v Verdict, info Info)) {
+// of the protocol.
+func fuzzSniffer(f *testing.F, sniff Func, extra func(t *testing.T, b []byte, v Verdict, info Info)) {
 	for _, name := range corpusFiles(f) {
 		f.Add(readCorpus(f, name))
 	}
@@ -27,7 +27,6 @@ func fuzzSniffer(f *testing.F, p Protocol, extra func(t *testing.T, b []byte, v 
 	f.Add([]byte("CONNECT a:1 HTTP/1.1\r\n\r\n"))
 	f.Add([]byte(HTTP2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
 	f.Add([]byte("\x05\x01\x00"))
-	sniff := For(p)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if msg := prefixViolation(sniff, b); msg != "" {
 			t.Fatal(msg)
@@ -43,7 +42,7 @@ func fuzzSniffer(f *testing.F, p Protocol, extra func(t *testing.T, b []byte, v 
 }
 
 func FuzzSSH(f *testing.F) {
-	fuzzSniffer(f, ProtocolSSH, func(t *testing.T, b []byte, v Verdict, info Info) {
+	fuzzSniffer(f, SSH, func(t *testing.T, b []byte, v Verdict, info Info) {
 		if v != Match {
 			return
 		}
@@ -59,7 +58,7 @@ func FuzzSSH(f *testing.F) {
 // sniffer must have matched it and seen the same SNI and ALPN, unless one of
 // the sniffer's documented stricter rules refused it.
 func FuzzTLS(f *testing.F) {
-	fuzzSniffer(f, ProtocolTLS, func(t *testing.T, b []byte, v Verdict, info Info) {
+	fuzzSniffer(f, TLS, func(t *testing.T, b []byte, v Verdict, info Info) {
 		if v == Match {
 			if info.SNI != strings.ToLower(info.SNI) || strings.HasSuffix(info.SNI, ".") {
 				t.Fatalf("SNI %q", info.SNI)
@@ -141,11 +140,11 @@ func goServerClientHello(b []byte) (*tls.ClientHelloInfo, bool) {
 }
 
 func FuzzHTTP(f *testing.F) {
-	fuzzSniffer(f, ProtocolHTTP, checkHTTPInfo)
+	fuzzSniffer(f, HTTP, checkHTTPInfo)
 }
 
 func FuzzWebSocket(f *testing.F) {
-	fuzzSniffer(f, ProtocolWebSocket, func(t *testing.T, b []byte, v Verdict, info Info) {
+	fuzzSniffer(f, WebSocket, func(t *testing.T, b []byte, v Verdict, info Info) {
 		checkHTTPInfo(t, b, v, info)
 		if v == Match && !info.WebSocket {
 			t.Fatal("WebSocket Match without WebSocket")
@@ -175,7 +174,7 @@ func checkHTTPInfo(t *testing.T, b []byte, v Verdict, info Info) {
 }
 
 func FuzzOpenVPN(f *testing.F) {
-	fuzzSniffer(f, ProtocolOpenVPN, func(t *testing.T, b []byte, v Verdict, info Info) {
+	fuzzSniffer(f, OpenVPN, func(t *testing.T, b []byte, v Verdict, info Info) {
 		if v == Match && info.OpenVPNOpcode != openvpnHardResetV2 && info.OpenVPNOpcode != openvpnHardResetV3 {
 			t.Fatalf("opcode %d", info.OpenVPNOpcode)
 		}
@@ -183,7 +182,7 @@ func FuzzOpenVPN(f *testing.F) {
 }
 
 func FuzzSOCKS5(f *testing.F) {
-	fuzzSniffer(f, ProtocolSOCKS5, func(t *testing.T, b []byte, v Verdict, info Info) {
+	fuzzSniffer(f, SOCKS5, func(t *testing.T, b []byte, v Verdict, info Info) {
 		if v == Match && (b[0] != socks5Version || b[1] == 0 || len(b) < 2+int(b[1])) {
 			t.Fatalf("Match on %x", b)
 		}

@@ -15,10 +15,17 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// sniffers are the byte-decided protocols of For, by name, for tests that run
-// every sniffer over every input.
-func sniffers() []Protocol {
-	return []Protocol{ProtocolSSH, ProtocolTLS, ProtocolHTTP, ProtocolWebSocket, ProtocolOpenVPN, ProtocolSOCKS5}
+// namedSniffer is a protocol sniffer and the match.protocol it decides.
+type namedSniffer struct {
+	name string
+	f    Func
+}
+
+// sniffers are the protocol sniffers, decided by bytes alone, for tests
+// that run every sniffer over every input. The table the router uses, from
+// each protocol a route can match to its sniffer, is dataplane/route's.
+func sniffers() []namedSniffer {
+	return []namedSniffer{{"ssh", SSH}, {"tls", TLS}, {"http", HTTP}, {"websocket", WebSocket}, {"openvpn", OpenVPN}, {"socks5", SOCKS5}}
 }
 
 // readCorpus returns one capture from testdata/corpus.

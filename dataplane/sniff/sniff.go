@@ -1,12 +1,17 @@
 package sniff
 
-import "strconv"
+import (
+	"strconv"
 
-// MaxBytes is the most bytes of a stream any sniffer looks at. The peek
-// wrapper caps its buffer here: given MaxBytes bytes, every sniffer but Regex
-// answers Match or NoMatch, and bytes past MaxBytes never change an answer, so
-// a client cannot keep a connection in the probe by sending more.
-const MaxBytes = 16 << 10
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// MaxBytes is the most bytes of a stream any sniffer looks at: the
+// dataplane's probe buffer, snapshot.DefaultMaxProbeBytes, which is where
+// it is defined. Given MaxBytes bytes, every sniffer but Regex answers Match
+// or NoMatch, and bytes past MaxBytes never change an answer, so a client
+// cannot keep a connection in the probe by sending more.
+const MaxBytes = snapshot.DefaultMaxProbeBytes
 
 // Verdict is what the bytes seen so far say about one protocol. It is
 // three-valued because a connection's first bytes arrive in pieces: the
@@ -81,56 +86,10 @@ type Info struct {
 	OpenVPNOpcode uint8
 }
 
-// Func is the shape every protocol sniffer shares, so the router can hold
-// one per route without knowing the protocol.
+// Func is the shape every protocol sniffer shares, so that the router can
+// hold one per protocol (dataplane/route's table maps each protocol a route
+// can match to its sniffer).
 type Func func(b []byte) (Verdict, Info)
-
-// Protocol is a match.protocol name of the PortMux API. The dataplane keys
-// routes by it; the strings are the API's, so they never change.
-type Protocol string
-
-// The protocol names of match.protocol.
-const (
-	ProtocolSSH       Protocol = "ssh"
-	ProtocolTLS       Protocol = "tls"
-	ProtocolHTTP      Protocol = "http"
-	ProtocolWebSocket Protocol = "websocket"
-	ProtocolOpenVPN   Protocol = "openvpn"
-	ProtocolSOCKS5    Protocol = "socks5"
-	// ProtocolBytes needs a prefix or a regex from the route: see Prefix
-	// and Regex. For has no Func for it.
-	ProtocolBytes Protocol = "bytes"
-	// ProtocolAny matches every connection, bytes or not: see Any.
-	ProtocolAny Protocol = "any"
-	// ProtocolTimeout is decided by the peek wrapper (the client sent
-	// nothing before the probe deadline), never by bytes. For has no Func
-	// for it.
-	ProtocolTimeout Protocol = "timeout"
-)
-
-// For returns the sniffer of a protocol that is decided by bytes alone, or
-// nil for ProtocolBytes (it needs the route's prefix or regex),
-// ProtocolTimeout (decided by the clock) and unknown names. It is a switch,
-// not a map, so there is no table anyone could change at run time.
-func For(p Protocol) Func {
-	switch p {
-	case ProtocolSSH:
-		return SSH
-	case ProtocolTLS:
-		return TLS
-	case ProtocolHTTP:
-		return HTTP
-	case ProtocolWebSocket:
-		return WebSocket
-	case ProtocolOpenVPN:
-		return OpenVPN
-	case ProtocolSOCKS5:
-		return SOCKS5
-	case ProtocolAny:
-		return Any
-	}
-	return nil
-}
 
 // clip keeps the first MaxBytes bytes, so that what lies past the cap can
 // never change a verdict.

@@ -1,0 +1,110 @@
+package compile
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// TestValidateSaysTheCRDsRules: every CEL rule of the CRD has its message
+// among Validate's ruleMessages, word for word, and every ruleMessage is a
+// rule's; so a rule added to the CRD, or reworded there, fails here until
+// `portmux serve` says the same. The rules in perItem sit on a list
+// because CEL must see the whole spec; Validate names the item instead.
+func TestValidateSaysTheCRDsRules(t *testing.T) {
+	perItem := []string{
+		// validateAttachment: NotFound on spec.routes[i].listeners[j].
+		"each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",
+		// validateHandOff: NotFound or Invalid on spec.routes[i].listener.
+		"a route's listener action must name an internal listener: one declared in spec.listeners without a port",
+		// validateListeners: Duplicate on spec.listeners[i].port.
+		"two listeners have the same port: give each listener its own port",
+	}
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "portmux.dev_portmuxes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := sigsyaml.Unmarshal(data, &crd); err != nil {
+		t.Fatal(err)
+	}
+	var rules []string
+	for _, v := range crd.Spec.Versions {
+		rules = append(rules, celMessages(v.Schema.OpenAPIV3Schema)...)
+	}
+	ours := ruleMessages(t)
+	for _, m := range rules {
+		if !slices.Contains(ours, m) && !slices.Contains(perItem, m) {
+			t.Errorf("the CRD's rule %q is not a ruleMessage of Validate", m)
+		}
+	}
+	for _, m := range append(ours, perItem...) {
+		if !slices.Contains(rules, m) {
+			t.Errorf("%q is no rule's message in the CRD", m)
+		}
+	}
+}
+
+// celMessages returns the messages of the CEL rules in s and below it.
+func celMessages(s *apiextensionsv1.JSONSchemaProps) []string {
+	if s == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range s.XValidations {
+		out = append(out, r.Message)
+	}
+	for _, p := range s.Properties {
+		out = append(out, celMessages(&p)...)
+	}
+	if s.Items != nil {
+		out = append(out, celMessages(s.Items.Schema)...)
+	}
+	return out
+}
+
+// ruleMessages returns the values of the ruleMessage constants in
+// validate.go.
+func ruleMessages(t *testing.T) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "validate.go", nil, parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, s := range gd.Specs {
+			vs := s.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "ruleMessage" {
+				continue
+			}
+			for _, v := range vs.Values {
+				lit, ok := v.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("a ruleMessage that is not a string literal: %v", v)
+				}
+				m, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, m)
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no ruleMessage constants in validate.go")
+	}
+	return out
+}
