@@ -67,26 +67,54 @@ func TestSamplesAreAccepted(t *testing.T) {
 		t.Fatalf("found %d samples in config/samples, want at least 5", len(files))
 	}
 	for _, file := range files {
-		t.Run(filepath.Base(file), func(t *testing.T) {
-			data, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var pm v1alpha1.PortMux
-			if err := yaml.UnmarshalStrict(data, &pm); err != nil {
-				t.Fatalf("decoding the sample as a PortMux: %v", err)
-			}
-			if gvk := pm.GroupVersionKind(); gvk != v1alpha1.GroupVersion.WithKind("PortMux") {
-				t.Fatalf("sample is a %v, want a PortMux", gvk)
-			}
-			if !strings.HasPrefix(string(data), "#") {
-				t.Errorf("sample does not start with a comment saying what it shows")
-			}
-			pm.Namespace = ns
-			if err := k8s.Create(t.Context(), &pm); err != nil {
-				t.Fatalf("the API server refused the sample: %v", err)
-			}
-		})
+		t.Run(filepath.Base(file), func(t *testing.T) { createAsItIs(t, ns, file) })
+	}
+}
+
+// TestUserGuideExamplesAreAccepted creates every PortMux the user guide
+// shows (docs/examples/*/*.yaml), in-cluster and serve forms alike, as it
+// is: serve refuses what the API server would, so both must pass.
+func TestUserGuideExamplesAreAccepted(t *testing.T) {
+	// The two forms of a setup share a name: a namespace for each form.
+	ns := map[string]string{"portmux.yaml": newNamespace(t), "serve.yaml": newNamespace(t)}
+
+	files, err := filepath.Glob(filepath.Join("..", "..", "docs", "examples", "*", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 8 {
+		t.Fatalf("found %d files in docs/examples, want at least 8", len(files))
+	}
+	for _, file := range files {
+		form := filepath.Base(file)
+		if ns[form] == "" {
+			t.Fatalf("%s: the guide's files are portmux.yaml and serve.yaml", file)
+		}
+		t.Run(filepath.Base(filepath.Dir(file))+"/"+form, func(t *testing.T) { createAsItIs(t, ns[form], file) })
+	}
+}
+
+// createAsItIs creates the PortMux in file in namespace ns, failing the
+// test when the API server refuses it.
+func createAsItIs(t *testing.T, ns, file string) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pm v1alpha1.PortMux
+	if err := yaml.UnmarshalStrict(data, &pm); err != nil {
+		t.Fatalf("decoding %s as a PortMux: %v", file, err)
+	}
+	if gvk := pm.GroupVersionKind(); gvk != v1alpha1.GroupVersion.WithKind("PortMux") {
+		t.Fatalf("%s holds a %v, want a PortMux", file, gvk)
+	}
+	if !strings.HasPrefix(string(data), "#") {
+		t.Errorf("%s does not start with a comment saying what it shows", file)
+	}
+	pm.Namespace = ns
+	if err := k8s.Create(t.Context(), &pm); err != nil {
+		t.Fatalf("the API server refused %s: %v", file, err)
 	}
 }
 

@@ -14,6 +14,13 @@
 // dataplane --socket` and `portmux manager --dataplane-socket` as two
 // processes, each killed and restarted while the other carries on.
 //
+// TestUserGuide (no build tag either) tries each setup of
+// docs/user-guide.md: `portmux serve -f` with the guide's own file from
+// docs/examples, only its port and addresses filled in, its Secrets written
+// by docs/examples/secret.sh, and the clients the guide names (ssh,
+// openvpn, curl, openssl s_client, portmux tunnel) against real servers on
+// 127.0.0.1. It needs no cluster.
+//
 // Tests behind the e2e build tag (`make test-e2e`) run on a kind cluster.
 //
 // The package has no code of its own; it decides nothing.

@@ -2,8 +2,10 @@ package peers
 
 import (
 	"crypto/x509"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -93,5 +95,41 @@ func TestStartOnPortRetriesWhenThePortWasTaken(t *testing.T) {
 	case <-p.Exited():
 	default:
 		t.Fatal("Stop returned before the process exited")
+	}
+}
+
+func TestUDPEchoDirect(t *testing.T) {
+	t.Parallel()
+	s := UDPEcho(t)
+	c, err := net.Dial("udp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(ReadyTimeout))
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "ping" || s.Received() != 1 {
+		t.Fatalf("echo: %q, %v, received %d", buf[:n], err, s.Received())
+	}
+}
+
+func TestConnectProxyDirect(t *testing.T) {
+	t.Parallel()
+	h := HTTPBackend(t, "web")
+	p := ConnectProxy(t, map[string]string{"web.test:80": h.Addr})
+	r, err := Curl(t, "--proxytunnel", "--proxy", p.URL, "http://web.test/x")
+	if err != nil || r.Code != 200 || r.Body != "web GET /x\n" || p.Connects() != 1 {
+		t.Fatalf("curl through the proxy: %+v, %v, %d CONNECTs", r, err, p.Connects())
+	}
+	// A name not in the table reaches nothing.
+	if r, err := Curl(t, "--proxytunnel", "--proxy", p.URL, "http://other.test/x"); err == nil {
+		t.Fatalf("curl to a name the proxy does not know: %+v, want a failure", r)
+	}
+	if len(h.Requests()) != 1 || p.Connects() != 1 {
+		t.Fatalf("after a refused CONNECT: %d requests, %d CONNECTs", len(h.Requests()), p.Connects())
 	}
 }

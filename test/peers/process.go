@@ -1,12 +1,13 @@
 // Package peers starts real programs on loopback for tests: OpenSSH's sshd
 // and ssh, openssl s_server and s_client, curl, OpenVPN in point-to-point TLS
-// mode without a tun device, and a recording Go HTTP server. It also makes
-// the certificates they need with crypto/x509.
+// mode without a tun device, and, in Go, a recording HTTP server, TCP
+// servers, a UDP echo server and an HTTP CONNECT proxy. It also makes the
+// certificates they need with crypto/x509.
 //
 // Every peer binds 127.0.0.1 only, is stopped and its files removed by
 // t.Cleanup, and is waited for by its documented ready line with a bounded
 // timeout. A test whose program is not installed is skipped with a one-line
-// reason. The recipes are those of /work/shared/PEERS.md.
+// reason.
 //
 // Where a program reports the port it bound (s_server), port 0 is used.
 // sshd and OpenVPN need a number up front: one is picked by binding
