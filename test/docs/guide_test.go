@@ -121,7 +121,7 @@ func readPortMux(t *testing.T, path string) v1alpha1.PortMux {
 		t.Fatalf("%s holds a %v, want a PortMux", path, pm.GroupVersionKind())
 	}
 	if errs := compile.Validate(&pm); len(errs) > 0 {
-		t.Fatalf("%s is not valid:\n%s", path, strings.Join(errs, "\n"))
+		t.Fatalf("%s is not valid: %v", path, errs.ToAggregate())
 	}
 	return pm
 }
