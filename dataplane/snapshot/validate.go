@@ -38,6 +38,20 @@ func (s *Snapshot) Validate() error {
 }
 
 func (l *Listener) check(internal map[string]bool) error {
+	switch l.Transport {
+	case "", TCP:
+		for i := range l.Routes {
+			if p := l.Routes[i].Match.Protocol; p.known() && !p.FitsTransport(TCP) {
+				return fmt.Errorf("route %q: protocol %s is recognised in datagrams only", l.Routes[i].Name, p)
+			}
+		}
+	case UDP:
+		if err := l.checkUDP(); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown transport %q", l.Transport)
+	}
 	if l.Address != "" {
 		_, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -76,6 +90,29 @@ func (l *Listener) check(internal map[string]bool) error {
 	for i := range l.Routes {
 		if err := l.Routes[i].check(internal); err != nil {
 			return fmt.Errorf("route %q: %w", l.Routes[i].Name, err)
+		}
+	}
+	return nil
+}
+
+// checkUDP refuses what a datagram listener cannot do.
+func (l *Listener) checkUDP() error {
+	if l.Internal() {
+		return errors.New("a UDP listener needs an address: internal listeners take streams")
+	}
+	if l.TLS != nil {
+		return errors.New("a UDP listener cannot terminate TLS")
+	}
+	if l.ProxyProtocol != nil {
+		return errors.New("a UDP listener cannot read PROXY headers")
+	}
+	for i := range l.Routes {
+		r := &l.Routes[i]
+		if !r.Match.Protocol.FitsTransport(UDP) {
+			return fmt.Errorf("route %q: protocol %s cannot be recognised in datagrams", r.Name, r.Match.Protocol)
+		}
+		if r.Backend == nil {
+			return fmt.Errorf("route %q: a UDP listener's routes forward to a backend", r.Name)
 		}
 	}
 	return nil
@@ -133,4 +170,13 @@ func (b *Backend) check() error {
 		return fmt.Errorf("dialTimeout %s is negative", b.DialTimeout)
 	}
 	return nil
+}
+
+// known reports whether p is one of the protocols the dataplane sniffs.
+func (p Protocol) known() bool {
+	switch p {
+	case SSH, TLS, HTTP, WebSocket, OpenVPN, SOCKS5, Bytes, Any, Timeout, QUIC, WireGuard, DNS:
+		return true
+	}
+	return false
 }

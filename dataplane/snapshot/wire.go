@@ -143,12 +143,3 @@ func keyPair(chain [][]byte, keyDER []byte) (*tls.Certificate, error) {
 	}
 	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
 }
-
-// known reports whether p is one of the protocols the dataplane sniffs.
-func (p Protocol) known() bool {
-	switch p {
-	case SSH, TLS, HTTP, WebSocket, OpenVPN, SOCKS5, Bytes, Any, Timeout:
-		return true
-	}
-	return false
-}
