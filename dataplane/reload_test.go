@@ -396,3 +396,22 @@ func TestReloadClosesPooledHTTPConnectionsOfTheOldConfig(t *testing.T) {
 	m.waitIdle()
 	eventually(t, "the retired configuration's pooled backend connection to be closed", func() bool { return backend.openConns() == 0 })
 }
+
+func TestApplyKeepsServingWhenASnapshotIsInvalid(t *testing.T) {
+	t.Parallel()
+	a := greetingEchoBackend(t, "A\n")
+	b := greetingEchoBackend(t, "B\n")
+	m := startMux(t, snapshotOf(listenerOn("pub", routeTo("any", snapshot.Any, a.Addr))))
+	pub := m.addr("pub")
+	expectGreeting(t, pub, "A\n")
+
+	// A producer's bug: a route with two actions. Serving it would pick
+	// one of them silently.
+	bad := listenerOn("pub", routeTo("any", snapshot.Any, b.Addr))
+	bad.Routes[0].Listener = "inner"
+	errs := m.Apply(snapshotOf(bad))
+	if errs["pub"] == nil || !strings.Contains(errs["pub"].Error(), "exactly one") {
+		t.Fatalf("Apply of a route with two actions returned %v, want an error for listener pub naming the broken rule", errs)
+	}
+	expectGreeting(t, pub, "A\n")
+}

@@ -191,8 +191,22 @@ func bindKey(l *snapshot.Listener) string {
 // Apply makes snap the configuration for new connections, binds the
 // addresses it adds and closes those it drops (their connections drain). It
 // returns the bind error of every listener that could not be bound, by
-// listener name; the rest of the snapshot is served regardless.
+// listener name; the rest of the snapshot is served regardless. A snapshot
+// that fails Validate is not applied at all: the previous configuration
+// stays, and every listener of snap (or "" when it has none) reports why.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
+	if err := snap.Validate(); err != nil {
+		err = fmt.Errorf("snapshot refused, the previous one is still served: %w", err)
+		s.log.Error(err, "cannot apply snapshot")
+		errs := map[string]error{}
+		for i := range snap.Listeners {
+			errs[snap.Listeners[i].Name] = err
+		}
+		if len(errs) == 0 {
+			errs[""] = err
+		}
+		return errs
+	}
 	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}

@@ -10,7 +10,7 @@ import (
 
 // Protocol is what a route recognises in the first bytes a client sends.
 //
-// +kubebuilder:validation:Enum=ssh;tls;http;websocket;openvpn;socks5;bytes;any;timeout
+// +kubebuilder:validation:Enum=ssh;tls;http;websocket;openvpn;socks5;bytes;any;timeout;quic;wireguard;dns
 type Protocol string
 
 // The protocols a route can match. They are sniffed from the client's first
@@ -35,6 +35,15 @@ const (
 	// ProtocolTimeout matches a client that sent nothing within the
 	// listener's probeTimeout: server-speaks-first protocols.
 	ProtocolTimeout Protocol = "timeout"
+	// ProtocolQUIC matches a QUIC Initial (RFC 9000, versions 1 and 2),
+	// optionally by the SNI and ALPN of the ClientHello inside it. Datagram
+	// listeners only.
+	ProtocolQUIC Protocol = "quic"
+	// ProtocolWireGuard matches a WireGuard handshake initiation. Datagram
+	// listeners only.
+	ProtocolWireGuard Protocol = "wireguard"
+	// ProtocolDNS matches a DNS query (RFC 1035). Datagram listeners only.
+	ProtocolDNS Protocol = "dns"
 )
 
 // BackendMode says whether a backend receives the client's bytes untouched or

@@ -424,8 +424,8 @@ routes:
 			spec: `
 listeners: [{name: public, port: 443}]
 routes:
-- {name: quic, listeners: [public], match: {protocol: quic}, ` + ok + `}`,
-			want: []string{`spec.routes[0].match.protocol: Unsupported value: "quic": supported values: "ssh", "tls", "http", "websocket", "openvpn", "socks5", "bytes", "any", "timeout"`, notChecked},
+- {name: gopher, listeners: [public], match: {protocol: gopher}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.protocol: Unsupported value: "gopher": supported values: "ssh", "tls", "http", "websocket", "openvpn", "socks5", "bytes", "any", "timeout", "quic", "wireguard", "dns"`, notChecked},
 		},
 		{
 			name: "pathPrefix without a leading slash",

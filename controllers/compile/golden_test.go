@@ -262,6 +262,9 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 	if d := inputDiff(before, c.in); d != "" {
 		pr.add("Compile modified its input: %s", d)
 	}
+	if err := out.Snapshot.Validate(); err != nil {
+		pr.add("the snapshot fails its own invariants: %v", err)
+	}
 
 	g := goldenOutput{Snapshot: renderSnapshot(&pr, out.Snapshot), Status: []goldenStatus{}}
 	// One status per namespace/name, of the first PortMux listed with it.

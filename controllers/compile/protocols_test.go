@@ -43,8 +43,8 @@ func TestProtocolsAgree(t *testing.T) {
 	if !slices.Equal(slices.Sorted(slices.Values(snap)), slices.Sorted(slices.Values(table))) {
 		t.Errorf("dataplane/snapshot's Protocol constants are %q; the router's table has %q", snap, table)
 	}
-	for _, p := range append(slices.Clone(table), "quic") {
-		known := p != "quic"
+	for _, p := range append(slices.Clone(table), "gopher") {
+		known := p != "gopher"
 		if err := decodesWith(snapshot.Protocol(p)); (err == nil) != known {
 			t.Errorf("snapshot.Decode of a route of protocol %q: %v, want accepted %v", p, err, known)
 		}
@@ -139,8 +139,12 @@ func crdProtocolEnum(t *testing.T) []string {
 // decodesWith reports whether a snapshot with one route of protocol p
 // crosses the wire.
 func decodesWith(p snapshot.Protocol) error {
+	transport := snapshot.TCP
+	if !p.FitsTransport(snapshot.TCP) {
+		transport = snapshot.UDP
+	}
 	snap := &snapshot.Snapshot{Listeners: []snapshot.Listener{{
-		Name: "ns/pm/public", Address: ":443", ProbeTimeout: time.Second,
+		Name: "ns/pm/public", Address: ":443", Transport: transport, ProbeTimeout: time.Second,
 		Routes: []snapshot.Route{{
 			Name:    "ns/pm/r",
 			Match:   snapshot.Match{Protocol: p},

@@ -288,6 +288,8 @@ func validateMatch(m *v1alpha1.RouteMatch, p *field.Path) field.ErrorList {
 	proto := m.Protocol
 	if !slices.Contains(route.Protocols(), snapshot.Protocol(proto)) {
 		errs = append(errs, field.NotSupported(p.Child("protocol"), string(proto), route.Protocols()))
+	} else if !snapshot.Protocol(proto).FitsTransport(snapshot.TCP) {
+		errs = append(errs, field.Invalid(p.Child("protocol"), string(proto), "recognised in datagrams only, and listeners are TCP"))
 	}
 	isTLS := proto == v1alpha1.ProtocolTLS
 	isHTTP := proto == v1alpha1.ProtocolHTTP || proto == v1alpha1.ProtocolWebSocket

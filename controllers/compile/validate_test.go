@@ -196,11 +196,18 @@ routes: [{name: ssh, listeners: [public, pubic], match: {protocol: ssh}, ` + okB
 
 		// Matches.
 		{
+			name: "a datagram protocol on a TCP listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: h3, listeners: [public], match: {protocol: quic}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.protocol: Invalid value: "quic": recognised in datagrams only, and listeners are TCP`},
+		},
+		{
 			name: "unknown protocol",
 			spec: `
 listeners: [{name: public, port: 443}]
 routes: [{name: ftp, listeners: [public], match: {protocol: ftp}, ` + okBackend + `}]`,
-			want: []string{`spec.routes[0].match.protocol: Unsupported value: "ftp": supported values: "ssh", "tls", "http", "websocket", "openvpn", "socks5", "bytes", "any", "timeout"`},
+			want: []string{`spec.routes[0].match.protocol: Unsupported value: "ftp": supported values: "ssh", "tls", "http", "websocket", "openvpn", "socks5", "bytes", "any", "timeout", "quic", "wireguard", "dns"`},
 		},
 		{
 			name: "sni on ssh",

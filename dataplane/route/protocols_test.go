@@ -36,6 +36,11 @@ func TestProtocolTable(t *testing.T) {
 				t.Errorf("%s has a sniffer; Decide decides it without one", p.name)
 			}
 			continue
+		case snapshot.QUIC, snapshot.WireGuard, snapshot.DNS:
+			if p.sniff != nil {
+				t.Errorf("%s has a stream sniffer; it is recognised in datagrams only", p.name)
+			}
+			continue
 		case snapshot.Any:
 			continue // matches everything: TestDecide
 		}
@@ -63,14 +68,16 @@ func TestProtocolTable(t *testing.T) {
 }
 
 // TestUnknownProtocolMatchesNothing: a protocol outside the table (a
-// snapshot from a newer compile, say) takes no connection, and does not
-// hold the decision back.
+// snapshot from a newer compile, say), or one recognised in datagrams
+// only, takes no stream, and does not hold the decision back.
 func TestUnknownProtocolMatchesNothing(t *testing.T) {
-	rs := routes(snapshot.Match{Protocol: "quic"}, snapshot.Match{Protocol: snapshot.Any})
-	if d := Decide(rs, []byte("x"), false); d.Route != 1 || d.NeedMore {
-		t.Errorf("Decide = %+v, want route 1", d)
+	for _, p := range []snapshot.Protocol{"gopher", snapshot.QUIC} {
+		rs := routes(snapshot.Match{Protocol: p}, snapshot.Match{Protocol: snapshot.Any})
+		if d := Decide(rs, []byte("x"), false); d.Route != 1 || d.NeedMore {
+			t.Errorf("a %s route first: Decide = %+v, want route 1", p, d)
+		}
 	}
-	if slot("quic") != -1 || slot("") != -1 || slot("SSH") != -1 {
+	if slot("gopher") != -1 || slot("") != -1 || slot("SSH") != -1 {
 		t.Error("slot finds a protocol that is not in the table")
 	}
 }

@@ -89,6 +89,10 @@ var protocols = [...]struct {
 	{snapshot.Bytes, nil},
 	{snapshot.Any, sniff.Any},
 	{snapshot.Timeout, nil},
+	// Recognised in datagrams only: a stream never matches them.
+	{snapshot.QUIC, nil},
+	{snapshot.WireGuard, nil},
+	{snapshot.DNS, nil},
 }
 
 // Protocols lists every protocol a route can match, in the API's order:

@@ -60,7 +60,58 @@ const (
 	Bytes     Protocol = "bytes"
 	Any       Protocol = "any"
 	Timeout   Protocol = "timeout"
+
+	// QUIC, WireGuard and DNS are recognised in a UDP session's first
+	// datagrams only; OpenVPN, Bytes and Any serve both transports.
+	QUIC      Protocol = "quic"
+	WireGuard Protocol = "wireguard"
+	DNS       Protocol = "dns"
 )
+
+// Transport is what a listener binds. The names are Gateway API's, which
+// PortMux's API uses too.
+type Transport string
+
+const (
+	// TCP listeners accept connections and sniff their first bytes.
+	TCP Transport = "TCP"
+	// UDP listeners read datagrams, keep a session per client address and
+	// sniff the first datagrams of each session.
+	UDP Transport = "UDP"
+)
+
+// FitsTransport reports whether a route matching p can serve a listener of
+// transport t: what can be recognised in a stream's first bytes differs
+// from what a first datagram shows.
+func (p Protocol) FitsTransport(t Transport) bool {
+	switch p {
+	case OpenVPN, Bytes, Any:
+		return true
+	case QUIC, WireGuard, DNS:
+		return t == UDP
+	}
+	return t != UDP
+}
+
+// DefaultUDPIdleTimeout is how long a UDP session lives without a datagram
+// either way when its route sets no idleTimeout. UDP has no close: a
+// session ends when its protocol would have given up. DNS is one exchange;
+// QUIC's idle timeout is negotiated and 30 s in most stacks; WireGuard
+// sends a keepalive at least every 25 s when configured to and rekeys every
+// two minutes; OpenVPN pings every 10 s and restarts after 60 s to 120 s.
+func DefaultUDPIdleTimeout(p Protocol) time.Duration {
+	switch p {
+	case DNS:
+		return 5 * time.Second
+	case QUIC:
+		return 30 * time.Second
+	case WireGuard:
+		return 3 * time.Minute
+	case OpenVPN:
+		return 2 * time.Minute
+	}
+	return time.Minute
+}
 
 // Snapshot is everything the dataplane serves.
 type Snapshot struct {
@@ -81,6 +132,16 @@ type Listener struct {
 
 	// Address is host:port to bind; empty for internal listeners.
 	Address string
+
+	// Transport is TCP (also when empty) or UDP. A UDP listener binds a
+	// socket for datagrams; its routes forward sessions to backends in tcp
+	// mode (the mode has no meaning for datagrams and is ignored), and it
+	// has neither TLS nor ProxyProtocol. For a UDP listener the connection
+	// limits below count sessions (a client address with its backend
+	// socket), ProbeTimeout bounds how long a new session's datagrams are
+	// held while they do not yet decide a route, and MaxProbeBytes how many
+	// bytes they may add up to.
+	Transport Transport
 
 	// ProbeTimeout bounds how long the first bytes are waited for.
 	ProbeTimeout time.Duration
@@ -124,6 +185,9 @@ type ProxyProtocol struct {
 // streams from routes.
 func (l *Listener) Internal() bool { return l.Address == "" }
 
+// UDP reports whether the listener serves datagrams.
+func (l *Listener) UDP() bool { return l.Transport == UDP }
+
 // TLSConfig is what a terminating listener serves.
 type TLSConfig struct {
 	// Certificates, the first one the default. Each is chosen by the names
@@ -153,7 +217,8 @@ type Route struct {
 
 	// IdleTimeout closes what the route carries after this long without a
 	// byte either way; 0: the default of its kind (DefaultIdleTimeout, the
-	// dataplane's HTTP keep-alive default, or the tunnel's UDP default).
+	// dataplane's HTTP keep-alive default, the tunnel's UDP default, or
+	// DefaultUDPIdleTimeout for sessions of a UDP listener).
 	IdleTimeout time.Duration
 
 	// Exactly one of Backend, Listener and Tunnel is set.
@@ -169,7 +234,7 @@ type Match struct {
 	Protocol Protocol
 
 	// SNI names (lowercase; "*.example.com" matches one label) and ALPN
-	// protocols, for TLS.
+	// protocols, for TLS and QUIC.
 	SNI  []string
 	ALPN []string
 
@@ -178,7 +243,7 @@ type Match struct {
 	Host       []string
 	PathPrefix string
 
-	// Prefix or Regex, for Bytes.
+	// Prefix or Regex, for Bytes (on UDP, of the first datagram).
 	Prefix []byte
 	Regex  *regexp.Regexp
 }

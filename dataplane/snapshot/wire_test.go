@@ -80,7 +80,16 @@ func richSnapshot(t testing.TB, kinds ...string) *snapshot.Snapshot {
 					}},
 			},
 		}, {
-			Name: "ns/other/empty-lists", Address: "127.0.0.1:0",
+			Name: "ns/edge/public-udp", Address: "0.0.0.0:443", Transport: snapshot.UDP,
+			ProbeTimeout: time.Second, MaxProbeBytes: 4 << 10, MaxConnections: 20000,
+			Routes: []snapshot.Route{
+				{Name: "ns/edge/h3", Match: snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"www.example.com"}, ALPN: []string{"h3"}},
+					Backend: &snapshot.Backend{Name: "ns/web:443", Endpoints: []string{"10.0.0.2:8443"}}},
+				{Name: "ns/edge/wg", Match: snapshot.Match{Protocol: snapshot.WireGuard}, IdleTimeout: 3 * time.Minute,
+					Backend: &snapshot.Backend{Name: "ns/wg:51820", Endpoints: []string{"10.0.0.4:51820"}}},
+			},
+		}, {
+			Name: "ns/other/empty-lists", Address: "127.0.0.1:0", Transport: snapshot.TCP,
 			ProxyProtocol: &snapshot.ProxyProtocol{TrustedCIDRs: []netip.Prefix{}},
 			Routes: []snapshot.Route{{Name: "ns/other/any", Match: snapshot.Match{Protocol: snapshot.Any, SNI: []string{}, Prefix: []byte{}},
 				Backend: &snapshot.Backend{Name: "ns/none:1", Endpoints: []string{}}}},
@@ -245,6 +254,19 @@ func TestDecodeRefuses(t *testing.T) {
 			tunnel["Allow"].([]any)[0].(map[string]any)["Backend"].(map[string]any)["DialTimeout"] = -5
 		}), "dialTimeout -5ns is negative"},
 		{"negative idle timeout", edit(func(s map[string]any) { route(s, 0, 0)["IdleTimeout"] = -1 }), "idleTimeout -1ns"},
+		{"unknown transport", edit(func(s map[string]any) { listener(s, 2)["Transport"] = "SCTP" }), `unknown transport "SCTP"`},
+		{"QUIC on a TCP listener", edit(func(s map[string]any) { route(s, 0, 0)["Match"].(map[string]any)["Protocol"] = "quic" }),
+			"protocol quic is recognised in datagrams only"},
+		{"SSH on a UDP listener", edit(func(s map[string]any) { route(s, 2, 0)["Match"].(map[string]any)["Protocol"] = "ssh" }),
+			"protocol ssh cannot be recognised in datagrams"},
+		{"TLS on a UDP listener", edit(func(s map[string]any) { listener(s, 2)["TLS"] = listener(s, 1)["TLS"] }), "cannot terminate TLS"},
+		{"PROXY headers on a UDP listener", edit(func(s map[string]any) { listener(s, 2)["ProxyProtocol"] = map[string]any{} }),
+			"cannot read PROXY headers"},
+		{"an internal UDP listener", edit(func(s map[string]any) { listener(s, 2)["Address"] = "" }), "needs an address"},
+		{"a tunnel on a UDP listener", edit(func(s map[string]any) {
+			r := route(s, 2, 1)
+			r["Tunnel"], r["Backend"] = route(s, 1, 1)["Tunnel"], nil
+		}), "forward to a backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := snapshot.Decode([]byte(tc.data))
