@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane"
@@ -54,9 +55,12 @@ func run(m *testing.M) int {
 	logf.SetLogger(logr.Discard())
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1alpha1.AddToScheme(scheme)
+	_ = gwv1.Install(scheme)
 	env := &envtest.Environment{
-		Scheme:                scheme,
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		Scheme: scheme,
+		// The Gateway API's standard CRDs, as hack/gateway-api-crds.sh
+		// copies them from the module: a cluster that has them.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "config", "gateway-api")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error
