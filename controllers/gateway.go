@@ -312,10 +312,12 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 	if g.addressService.Name != "" {
 		gin.AddressSource = g.addressService.String()
 		var svc corev1.Service
+		// Not found, or in a namespace the cache does not watch: no
+		// address (the Gateways say AddressNotAssigned).
 		if err := gt.cache.Get(ctx, g.addressService, &svc); err == nil {
 			gin.Addresses = serviceAddresses(&svc)
 		} else if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("get the dataplane Service %s: %w", g.addressService, err)
+			g.log.V(1).Info("the dataplane Service is not readable", "service", g.addressService, "error", err.Error())
 		}
 	}
 	return nil
