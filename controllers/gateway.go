@@ -250,6 +250,11 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 			ours[c.Name] = true
 		}
 	}
+	var grants gwv1.ReferenceGrantList
+	if err := gt.cache.List(ctx, &grants); err != nil {
+		return fmt.Errorf("list ReferenceGrants: %w", err)
+	}
+	gin.ReferenceGrants = grants.Items
 	var gws gwv1.GatewayList
 	if err := gt.cache.List(ctx, &gws); err != nil {
 		return fmt.Errorf("list Gateways: %w", err)
@@ -262,6 +267,11 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 		for _, k := range gatewaySecretRefs(&gw) {
 			ns, name, _ := strings.Cut(k, "/")
 			key := types.NamespacedName{Namespace: ns, Name: name}
+			// Another namespace's Secret is read only when a
+			// ReferenceGrant there allows it: compile would refuse it.
+			if ns != gw.Namespace && !compile.ReferenceGranted(gin.ReferenceGrants, gwv1.GroupName, "Gateway", gw.Namespace, "", "Secret", ns, name) {
+				continue
+			}
 			// A Secret in a namespace the cache does not watch is
 			// missing, not an error that would stop every compile.
 			if err := gt.cache.Get(ctx, key, secretMetadata()); err != nil && !apierrors.IsNotFound(err) {
@@ -274,13 +284,12 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 	var tls gwv1.TLSRouteList
 	var tcp gwv1.TCPRouteList
 	var udp gwv1.UDPRouteList
-	var grants gwv1.ReferenceGrantList
-	for _, l := range []client.ObjectList{&tls, &tcp, &udp, &grants} {
+	for _, l := range []client.ObjectList{&tls, &tcp, &udp} {
 		if err := gt.cache.List(ctx, l); err != nil {
 			return fmt.Errorf("list %T: %w", l, err)
 		}
 	}
-	gin.TLSRoutes, gin.TCPRoutes, gin.UDPRoutes, gin.ReferenceGrants = tls.Items, tcp.Items, udp.Items, grants.Items
+	gin.TLSRoutes, gin.TCPRoutes, gin.UDPRoutes = tls.Items, tcp.Items, udp.Items
 	var routes []client.Object
 	for i := range tls.Items {
 		routes = append(routes, &tls.Items[i])

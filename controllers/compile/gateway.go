@@ -513,8 +513,16 @@ func (g *gwCompiler) certificates(gw *gwv1.Gateway, gl *gwListener) *snapshot.TL
 // granted reports whether a ReferenceGrant in toNS lets objects of
 // fromGroup/fromKind in fromNS refer to toGroup/toKind toName.
 func (g *gwCompiler) granted(fromGroup, fromKind, fromNS, toGroup, toKind, toNS, toName string) bool {
-	for i := range g.gin.ReferenceGrants {
-		rg := &g.gin.ReferenceGrants[i]
+	return ReferenceGranted(g.gin.ReferenceGrants, fromGroup, fromKind, fromNS, toGroup, toKind, toNS, toName)
+}
+
+// ReferenceGranted reports whether one of grants, in toNS, lets objects of
+// fromGroup/fromKind in fromNS refer to toGroup/toKind toName. The
+// controller asks it too, so that it reads no Secret of another namespace
+// that compile would refuse.
+func ReferenceGranted(grants []gwv1.ReferenceGrant, fromGroup, fromKind, fromNS, toGroup, toKind, toNS, toName string) bool {
+	for i := range grants {
+		rg := &grants[i]
 		if rg.Namespace != toNS {
 			continue
 		}
