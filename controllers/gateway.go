@@ -546,10 +546,46 @@ func (w *gatewayStatusWriter) Reconcile(ctx context.Context, _ reconcile.Request
 	for key, res := range out.Gateway.Routes {
 		errs = append(errs, w.route(ctx, key, res, now))
 	}
+	errs = append(errs, w.forgetRoutes(ctx, out.Gateway.Routes, now))
 	if err := errors.Join(errs...); err != nil {
 		return reconcile.Result{}, fmt.Errorf("write Gateway API status: %w", err)
 	}
 	return reconcile.Result{}, nil
+}
+
+// forgetRoutes drops this controller's entries from the status of routes
+// that no longer name a Gateway of ours (their parentRefs changed, or the
+// Gateway went): an entry left behind would say the route is attached.
+func (w *gatewayStatusWriter) forgetRoutes(ctx context.Context, current map[compile.RouteKey]*compile.RouteResult, now metav1.Time) error {
+	var tls gwv1.TLSRouteList
+	var tcp gwv1.TCPRouteList
+	var udp gwv1.UDPRouteList
+	var errs []error
+	for _, l := range []client.ObjectList{&tls, &tcp, &udp} {
+		if err := w.client.List(ctx, l); err != nil {
+			errs = append(errs, fmt.Errorf("list %T: %w", l, err))
+		}
+	}
+	forget := func(kind string, obj client.Object, st *gwv1.RouteStatus) {
+		if _, ok := current[compile.RouteKeyOf(kind, obj.GetNamespace(), obj.GetName())]; ok {
+			return
+		}
+		if !slices.ContainsFunc(st.Parents, func(p gwv1.RouteParentStatus) bool { return string(p.ControllerName) == w.g.controllerName }) {
+			return
+		}
+		want := compile.RouteStatus(*st, obj.GetGeneration(), w.g.controllerName, &compile.RouteResult{}, now)
+		errs = append(errs, w.patch(ctx, obj, st, &want, func() { *st = want }))
+	}
+	for i := range tls.Items {
+		forget(compile.KindTLSRoute, &tls.Items[i], &tls.Items[i].Status.RouteStatus)
+	}
+	for i := range tcp.Items {
+		forget(compile.KindTCPRoute, &tcp.Items[i], &tcp.Items[i].Status.RouteStatus)
+	}
+	for i := range udp.Items {
+		forget(compile.KindUDPRoute, &udp.Items[i], &udp.Items[i].Status.RouteStatus)
+	}
+	return errors.Join(errs...)
 }
 
 // route writes one route's status.

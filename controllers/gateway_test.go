@@ -216,6 +216,44 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A PortMux cannot take the Gateway's port, however it is ordered.
+	if err := k8s.Create(ctx, sshMux(ns, "squatter", port, "git")); err != nil {
+		t.Fatal(err)
+	}
+	c := condition(t, ns, "squatter", "Accepted", metav1.ConditionFalse, "PortConflict")
+	if !strings.Contains(c.Message, "Gateway "+ns+"/edge") {
+		t.Errorf("PortConflict does not name the Gateway: %s", c.Message)
+	}
+	if answer, _, err := talkTLS(port, "git.example.test", "again"); err != nil || answer != "git.example.test:again" {
+		t.Errorf("the Gateway's port stopped routing TLS: %q, %v", answer, err)
+	}
+
+	// A route that leaves the Gateway loses its entry, and the listener
+	// its attached route.
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: app.Name, Name: "git"}, route); err != nil {
+		t.Fatal(err)
+	}
+	route.Spec.ParentRefs[0].Name = "elsewhere"
+	if err := k8s.Update(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the TLSRoute's entry dropped", func() error {
+		var r gwv1.TLSRoute
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: app.Name, Name: "git"}, &r); err != nil {
+			return err
+		}
+		if len(r.Status.Parents) != 0 {
+			return fmt.Errorf("parents %+v", r.Status.Parents)
+		}
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edge"}, &got); err != nil {
+			return err
+		}
+		if n := got.Status.Listeners[0].AttachedRoutes; n != 0 {
+			return fmt.Errorf("listener still has %d attached routes", n)
+		}
+		return nil
+	})
 }
 
 // gatewayClassCondition waits for a GatewayClass condition.
