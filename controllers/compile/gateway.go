@@ -339,6 +339,19 @@ func listenerKind(l *gwv1.Listener) string {
 	return ""
 }
 
+// served reports whether PortMux serves a listener of this protocol. HTTP
+// and HTTPS listeners are accepted and bound (their certificates checked)
+// but take no route: PortMux implements no HTTPRoute yet, and Gateways
+// with such listeners (the conformance suite's base Gateways) must still
+// be Accepted and Programmed. Their connections are closed.
+func served(l *gwv1.Listener) bool {
+	switch l.Protocol {
+	case gwv1.TLSProtocolType, gwv1.TCPProtocolType, gwv1.UDPProtocolType, gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return true
+	}
+	return false
+}
+
 func transportOf(l *gwv1.Listener) snapshot.Transport {
 	if l.Protocol == gwv1.UDPProtocolType {
 		return snapshot.UDP
@@ -359,10 +372,10 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports, udpPorts map[int32]string) 
 		gg.listeners = append(gg.listeners, gl)
 		g.routeKinds(gl)
 		switch {
-		case gl.kind == "":
-			lr.Refused = Finding{reasonUnsupportedProtocol, fmt.Sprintf("protocol %s is not served by PortMux (TLS, TCP and UDP are)", l.Protocol)}
-		case l.Protocol == gwv1.TLSProtocolType && l.TLS == nil:
-			lr.Refused = Finding{reasonUnsupportedValue, "a TLS listener needs tls (the CRD requires it)"}
+		case !served(l):
+			lr.Refused = Finding{reasonUnsupportedProtocol, fmt.Sprintf("protocol %s is not served by PortMux (TLS, TCP and UDP are; HTTP and HTTPS take no routes)", l.Protocol)}
+		case (l.Protocol == gwv1.TLSProtocolType || l.Protocol == gwv1.HTTPSProtocolType) && l.TLS == nil:
+			lr.Refused = Finding{reasonUnsupportedValue, fmt.Sprintf("a %s listener needs tls (the CRD requires it)", l.Protocol)}
 		}
 	}
 	conflicts(gg.listeners)
@@ -398,7 +411,7 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports, udpPorts map[int32]string) 
 	}
 	for _, gl := range gg.listeners {
 		l := gl.spec
-		if gl.res.Refused.Reason != "" || l.Protocol != gwv1.TLSProtocolType || l.TLS == nil ||
+		if gl.res.Refused.Reason != "" || (l.Protocol != gwv1.TLSProtocolType && l.Protocol != gwv1.HTTPSProtocolType) || l.TLS == nil ||
 			ptrOr(l.TLS.Mode, gwv1.TLSModeTerminate) != gwv1.TLSModeTerminate {
 			continue
 		}
@@ -441,13 +454,13 @@ func conflicts(ls []*gwListener) {
 			continue
 		}
 		for _, b := range ls {
-			if a == b || b.kind == "" || a.spec.Port != b.spec.Port || transportOf(a.spec) != transportOf(b.spec) {
+			if a == b || !served(b.spec) || a.spec.Port != b.spec.Port || transportOf(a.spec) != transportOf(b.spec) {
 				continue
 			}
 			switch {
 			case a.spec.Protocol != b.spec.Protocol:
 				a.res.Conflicted = Finding{reasonProtocolConflict, fmt.Sprintf("listener %s uses port %d with protocol %s", b.spec.Name, b.spec.Port, b.spec.Protocol)}
-			case a.spec.Protocol != gwv1.TLSProtocolType || hostname(a.spec) == hostname(b.spec):
+			case !hostnamed(a.spec) || hostname(a.spec) == hostname(b.spec):
 				if a.res.Conflicted.Reason == "" {
 					a.res.Conflicted = Finding{reasonHostnameConflict, fmt.Sprintf("listener %s uses port %d with the same hostname %q", b.spec.Name, b.spec.Port, hostname(b.spec))}
 				}
@@ -459,6 +472,16 @@ func conflicts(ls []*gwListener) {
 			a.res.Refused = a.res.Conflicted
 		}
 	}
+}
+
+// hostnamed reports whether listeners of l's protocol tell each other
+// apart by hostname on one port.
+func hostnamed(l *gwv1.Listener) bool {
+	switch l.Protocol {
+	case gwv1.TLSProtocolType, gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return true
+	}
+	return false
 }
 
 func hostname(l *gwv1.Listener) string {
@@ -858,7 +881,8 @@ func (g *gwCompiler) snapshot(gg *gwGateway) []snapshot.Listener {
 		}
 		if ls[0].kind != KindTLSRoute {
 			// TCP and UDP: one listener per port (others conflict); the
-			// oldest route takes every connection.
+			// oldest route takes every connection. HTTP and HTTPS: no
+			// route, every connection is closed.
 			if rs := ls[0].routes; len(rs) > 0 {
 				sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
 			}
