@@ -204,6 +204,7 @@ type gwRoute struct {
 
 // gwListener is one Gateway listener while it is compiled.
 type gwListener struct {
+	gw     *gwv1.Gateway
 	spec   *gwv1.Listener
 	res    *GatewayListenerResult
 	tls    *snapshot.TLSConfig // terminating listeners' certificates
@@ -220,8 +221,23 @@ type gwCompiler struct {
 	good map[types.NamespacedName]*corev1.Secret
 
 	gateways map[types.NamespacedName]*gwGateway
-	// order holds the Gateways of gateways, oldest first.
-	order []*gwGateway
+	// groups are the ports Gateways hold, in the order they were claimed;
+	// a port's listeners may come from several Gateways.
+	groups map[portKey]*portGroup
+	order  []portKey
+}
+
+// portKey is a port of one transport: TCP and UDP ports are distinct.
+type portKey struct {
+	t    snapshot.Transport
+	port int32
+}
+
+// portGroup is one port held by Gateways: the Gateway that claimed it
+// first and the listeners of every Gateway merged onto it.
+type portGroup struct {
+	holder    string
+	listeners []*gwListener
 }
 
 type gwGateway struct {
@@ -242,6 +258,7 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 			Routes:   map[RouteKey]*RouteResult{},
 		},
 		gateways: map[types.NamespacedName]*gwGateway{},
+		groups:   map[portKey]*portGroup{},
 	}
 	out.Gateway = g.out
 	if g.gin.ControllerName == "" {
@@ -250,7 +267,6 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 	g.classes()
 	gws := slices.Clone(g.gin.Gateways)
 	slices.SortStableFunc(gws, func(a, b gwv1.Gateway) int { return olderFirst(a.ObjectMeta, b.ObjectMeta) })
-	udpPorts := map[int32]string{}
 	for i := range gws {
 		gw := &gws[i]
 		class, ours := g.out.Classes[string(gw.Spec.GatewayClassName)]
@@ -263,7 +279,6 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 		}
 		gg := &gwGateway{gw: gw, res: &GatewayResult{AddressSource: g.gin.AddressSource, Addresses: slices.Clone(g.gin.Addresses)}}
 		g.gateways[key] = gg
-		g.order = append(g.order, gg)
 		g.out.Gateways[key] = gg.res
 		switch {
 		case class.Refused.Reason != "":
@@ -273,12 +288,12 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 			gg.res.Refused = Finding{reasonUnsupportedAddress, "spec.addresses cannot be requested: every Gateway of PortMux is served on its dataplane Service's addresses"}
 			continue
 		}
-		g.listeners(gg, ports, udpPorts)
+		g.listeners(gg, ports)
 	}
 	g.routes()
 	var sls []snapshot.Listener
-	for _, gg := range g.order {
-		sls = append(sls, g.snapshot(gg)...)
+	for _, pk := range g.order {
+		sls = append(sls, g.snapshot(pk, g.groups[pk])...)
 	}
 	return sls
 }
@@ -361,14 +376,14 @@ func transportOf(l *gwv1.Listener) snapshot.Transport {
 
 // listeners decides each listener's acceptance, conflicts, port and
 // certificates.
-func (g *gwCompiler) listeners(gg *gwGateway, ports, udpPorts map[int32]string) {
+func (g *gwCompiler) listeners(gg *gwGateway, ports map[int32]string) {
 	gw := gg.gw
 	gg.res.Listeners = make([]GatewayListenerResult, len(gw.Spec.Listeners))
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
 		lr := &gg.res.Listeners[i]
 		lr.Name, lr.Port = string(l.Name), l.Port
-		gl := &gwListener{spec: l, res: lr, kind: listenerKind(l), hosts: map[*gwRoute][]string{}}
+		gl := &gwListener{gw: gw, spec: l, res: lr, kind: listenerKind(l), hosts: map[*gwRoute][]string{}}
 		gg.listeners = append(gg.listeners, gl)
 		g.routeKinds(gl)
 		switch {
@@ -380,34 +395,22 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports, udpPorts map[int32]string) 
 	}
 	conflicts(gg.listeners)
 
-	// Ports: one claim per transport and port, for every listener on it.
-	type portKey struct {
-		t    snapshot.Transport
-		port int32
-	}
-	decided := map[portKey]Finding{}
+	// Ports: one decision per transport and port, for every listener of
+	// the Gateway on it.
+	mine := map[portKey][]*gwListener{}
+	var keys []portKey
 	for _, gl := range gg.listeners {
 		if gl.res.Refused.Reason != "" {
 			continue
 		}
 		pk := portKey{transportOf(gl.spec), gl.spec.Port}
-		f, done := decided[pk]
-		if !done {
-			table := ports
-			if pk.t == snapshot.UDP {
-				table = udpPorts
-			}
-			switch h, held := table[pk.port]; {
-			case !g.in.PortPolicy.Allows(pk.port, gw.Namespace):
-				f = Finding{reasonPortUnavailable, fmt.Sprintf("port %d is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", pk.port, gw.Namespace)}
-			case held && h != gatewayHolder(gw):
-				f = Finding{reasonPortUnavailable, fmt.Sprintf("%s port %d is held by %s, which was created first", pk.t, pk.port, h)}
-			default:
-				table[pk.port] = gatewayHolder(gw)
-			}
-			decided[pk] = f
+		if _, seen := mine[pk]; !seen {
+			keys = append(keys, pk)
 		}
-		gl.res.Refused = f
+		mine[pk] = append(mine[pk], gl)
+	}
+	for _, pk := range keys {
+		g.claim(gw, pk, mine[pk], ports)
 	}
 	for _, gl := range gg.listeners {
 		l := gl.spec
@@ -418,6 +421,60 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports, udpPorts map[int32]string) 
 		gl.tls = g.certificates(gw, gl)
 		if gl.tls == nil {
 			gl.res.NotServed = "no usable certificate in certificateRefs"
+		}
+	}
+}
+
+// claim gives port pk to a Gateway's listeners ls on it. A port no one
+// holds becomes the Gateway's. A port an older Gateway holds is shared
+// when every listener on it, the older Gateway's and these, is of one
+// protocol that tells listeners apart by hostname (TLS, HTTP, HTTPS): the
+// Gateways are then merged onto the dataplane's one address, as the spec
+// allows, and a listener whose hostname an older Gateway's listener on the
+// port has already is Conflicted (the older keeps it). Otherwise the port
+// is unavailable to ls. TCP and UDP ports are never shared.
+func (g *gwCompiler) claim(gw *gwv1.Gateway, pk portKey, ls []*gwListener, ports map[int32]string) {
+	refuse := func(f Finding) {
+		for _, gl := range ls {
+			gl.res.Refused = f
+		}
+	}
+	if !g.in.PortPolicy.Allows(pk.port, gw.Namespace) {
+		refuse(Finding{reasonPortUnavailable, fmt.Sprintf("port %d is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", pk.port, gw.Namespace)})
+		return
+	}
+	pg := g.groups[pk]
+	if pg == nil {
+		if h, held := ports[pk.port]; held && pk.t == snapshot.TCP {
+			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("port %d is held by %s", pk.port, h)})
+			return
+		}
+		pg = &portGroup{holder: gatewayHolder(gw)}
+		g.groups[pk] = pg
+		g.order = append(g.order, pk)
+		if pk.t == snapshot.TCP {
+			ports[pk.port] = pg.holder
+		}
+		pg.listeners = ls
+		return
+	}
+	proto := pg.listeners[0].spec.Protocol
+	for _, gl := range append(slices.Clone(pg.listeners), ls...) {
+		if !hostnamed(gl.spec) || gl.spec.Protocol != proto {
+			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("%s port %d is held by %s, which was created first (Gateways share a port only when all their listeners on it are TLS, or all HTTP, or all HTTPS)", pk.t, pk.port, pg.holder)})
+			return
+		}
+	}
+	for _, gl := range ls {
+		for _, o := range pg.listeners {
+			if hostname(o.spec) == hostname(gl.spec) {
+				gl.res.Conflicted = Finding{reasonHostnameConflict, fmt.Sprintf("listener %s of Gateway %s/%s, which was created first, uses port %d with the same hostname %q", o.spec.Name, o.gw.Namespace, o.gw.Name, pk.port, hostname(gl.spec))}
+				gl.res.Refused = gl.res.Conflicted
+				break
+			}
+		}
+		if gl.res.Refused.Reason == "" {
+			pg.listeners = append(pg.listeners, gl)
 		}
 	}
 }
@@ -828,8 +885,10 @@ type entry struct {
 	listener *gwListener
 }
 
-// snapshot builds the snapshot listeners of a Gateway: one per transport
-// and port, holding the routes of every served listener on it.
+// snapshot builds the snapshot listeners of a port held by Gateways: the
+// port's listener, holding the routes of every served Gateway listener on
+// it (of one Gateway, or of several merged), and the internal listeners
+// of its Terminate routes.
 //
 // On a TLS port, routes are tried by SNI, most specific name first (exact
 // names, then longer wildcards, then none), then the oldest route: the
@@ -838,129 +897,124 @@ type entry struct {
 // its took, so that a connection for it never falls through to a less
 // specific listener's routes (listener isolation). A Terminate listener's
 // routes hand the stream to an internal listener that terminates TLS with
-// its certificates and forwards what is inside.
-func (g *gwCompiler) snapshot(gg *gwGateway) []snapshot.Listener {
-	gw := gg.gw
-	type portKey struct {
-		t    snapshot.Transport
-		port int32
+// its certificates and forwards what is inside. The port's listener is
+// named by its port alone, so that it stays the same listener whichever
+// Gateways hold it.
+func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
+	var ls []*gwListener
+	for _, gl := range pg.listeners {
+		if gl.res.Refused.Reason == "" && gl.res.NotServed == "" {
+			ls = append(ls, gl)
+		}
 	}
-	groups := map[portKey][]*gwListener{}
-	var order []portKey
-	for _, gl := range gg.listeners {
-		if gl.res.Refused.Reason != "" {
-			continue
-		}
-		if gl.res.NotServed != "" {
-			continue
-		}
-		pk := portKey{transportOf(gl.spec), gl.spec.Port}
-		if _, seen := groups[pk]; !seen {
-			order = append(order, pk)
-		}
-		groups[pk] = append(groups[pk], gl)
+	if len(ls) == 0 {
+		return nil
 	}
-	prefix := "gateway:" + gw.Namespace + "/" + gw.Name
 	var out []snapshot.Listener
-	for _, pk := range order {
-		ls := groups[pk]
-		sl := snapshot.Listener{
-			Name:                       fmt.Sprintf("%s:%d", prefix, pk.port),
-			Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(pk.port))),
-			ProbeTimeout:               snapshot.DefaultProbeTimeout,
-			MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-			MaxConnections:             snapshot.DefaultMaxConnections,
-			MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-			MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
-		}
-		if pk.t == snapshot.UDP {
-			sl.Transport = snapshot.UDP
-		}
-		for _, gl := range ls {
-			gl.res.Snapshot = sl.Name
-		}
-		if ls[0].kind != KindTLSRoute {
-			// TCP and UDP: one listener per port (others conflict); the
-			// oldest route takes every connection. HTTP and HTTPS: no
-			// route, every connection is closed.
-			if rs := ls[0].routes; len(rs) > 0 {
-				sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
-			}
-			out = append(out, sl)
-			continue
-		}
-		var es []entry
-		for _, gl := range ls {
-			for _, r := range gl.routes {
-				for _, h := range gl.hosts[r] {
-					es = append(es, entry{sni: h, route: r, listener: gl})
-				}
-			}
-			if h := hostname(gl.spec); h != "" {
-				es = append(es, entry{sni: h, listener: gl})
-			}
-		}
-		// An entry whose name a more specific listener covers belongs to
-		// that listener (isolation), and of the entries for one name only
-		// the first can match.
-		es = slices.DeleteFunc(es, func(e entry) bool {
-			return slices.ContainsFunc(ls, func(o *gwListener) bool {
-				return specificity(hostname(o.spec)) > specificity(hostname(e.listener.spec)) && hostMatches(hostname(o.spec), e.sni)
-			})
-		})
-		slices.SortStableFunc(es, func(a, b entry) int {
-			if c := cmp.Compare(specificity(b.sni), specificity(a.sni)); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.sni, b.sni); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(specificity(hostname(b.listener.spec)), specificity(hostname(a.listener.spec))); c != 0 {
-				return c
-			}
-			return cmp.Compare(boolInt(a.route == nil), boolInt(b.route == nil)) // routes before the isolation
-		})
-		es = slices.CompactFunc(es, func(a, b entry) bool { return a.sni == b.sni })
-		internal := map[string]bool{}
-		for _, e := range es {
-			m := snapshot.Match{Protocol: snapshot.TLS}
-			if e.sni != "" {
-				m.SNI = []string{e.sni}
-			}
-			switch {
-			case e.route == nil:
-				sl.Routes = append(sl.Routes, snapshot.Route{
-					Name:  prefix + "/" + string(e.listener.spec.Name) + ": no route",
-					Match: m,
-					Backend: &snapshot.Backend{
-						Name: "listener " + string(e.listener.spec.Name) + " has no route for this name", Mode: snapshot.ModeTCP,
-						DialTimeout: snapshot.DefaultDialTimeout,
-					},
-				})
-			case e.listener.tls == nil: // Passthrough
-				sl.Routes = append(sl.Routes, snapshot.Route{Name: routeName(e.route), Match: m, Backend: cloneBackend(e.route.backend)})
-			default: // Terminate
-				name := prefix + "/" + string(e.listener.spec.Name) + "/" + routeName(e.route)
-				sl.Routes = append(sl.Routes, snapshot.Route{Name: routeName(e.route), Match: m, Listener: name})
-				if internal[name] {
-					continue
-				}
-				internal[name] = true
-				out = append(out, snapshot.Listener{
-					Name:                       name,
-					ProbeTimeout:               snapshot.DefaultProbeTimeout,
-					MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-					MaxConnections:             snapshot.DefaultMaxConnections,
-					MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-					MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
-					TLS:                        cloneTLS(e.listener.tls),
-					Routes:                     []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
-				})
-			}
-		}
-		out = append(out, sl)
+	name := fmt.Sprintf("gateway:%d", pk.port)
+	if pk.t == snapshot.UDP {
+		name += "/udp"
 	}
+	sl := snapshot.Listener{
+		Name:                       name,
+		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(pk.port))),
+		ProbeTimeout:               snapshot.DefaultProbeTimeout,
+		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
+		MaxConnections:             snapshot.DefaultMaxConnections,
+		MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
+		MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
+	}
+	if pk.t == snapshot.UDP {
+		sl.Transport = snapshot.UDP
+	}
+	for _, gl := range ls {
+		gl.res.Snapshot = sl.Name
+	}
+	if ls[0].kind != KindTLSRoute {
+		// TCP and UDP: one listener per port (others conflict); the
+		// oldest route takes every connection. HTTP and HTTPS: no
+		// route, every connection is closed.
+		if rs := ls[0].routes; len(rs) > 0 {
+			sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
+		}
+		return append(out, sl)
+	}
+	var es []entry
+	for _, gl := range ls {
+		for _, r := range gl.routes {
+			for _, h := range gl.hosts[r] {
+				es = append(es, entry{sni: h, route: r, listener: gl})
+			}
+		}
+		if h := hostname(gl.spec); h != "" {
+			es = append(es, entry{sni: h, listener: gl})
+		}
+	}
+	// An entry whose name a more specific listener covers belongs to
+	// that listener (isolation), and of the entries for one name only
+	// the first can match.
+	es = slices.DeleteFunc(es, func(e entry) bool {
+		return slices.ContainsFunc(ls, func(o *gwListener) bool {
+			return specificity(hostname(o.spec)) > specificity(hostname(e.listener.spec)) && hostMatches(hostname(o.spec), e.sni)
+		})
+	})
+	slices.SortStableFunc(es, func(a, b entry) int {
+		if c := cmp.Compare(specificity(b.sni), specificity(a.sni)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.sni, b.sni); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(specificity(hostname(b.listener.spec)), specificity(hostname(a.listener.spec))); c != 0 {
+			return c
+		}
+		return cmp.Compare(boolInt(a.route == nil), boolInt(b.route == nil)) // routes before the isolation
+	})
+	es = slices.CompactFunc(es, func(a, b entry) bool { return a.sni == b.sni })
+	internal := map[string]bool{}
+	for _, e := range es {
+		m := snapshot.Match{Protocol: snapshot.TLS}
+		if e.sni != "" {
+			m.SNI = []string{e.sni}
+		}
+		switch {
+		case e.route == nil:
+			sl.Routes = append(sl.Routes, snapshot.Route{
+				Name:  listenerLabel(e.listener) + ": no route",
+				Match: m,
+				Backend: &snapshot.Backend{
+					Name: "listener " + string(e.listener.spec.Name) + " has no route for this name", Mode: snapshot.ModeTCP,
+					DialTimeout: snapshot.DefaultDialTimeout,
+				},
+			})
+		case e.listener.tls == nil: // Passthrough
+			sl.Routes = append(sl.Routes, snapshot.Route{Name: routeName(e.route), Match: m, Backend: cloneBackend(e.route.backend)})
+		default: // Terminate
+			name := listenerLabel(e.listener) + "/" + routeName(e.route)
+			sl.Routes = append(sl.Routes, snapshot.Route{Name: routeName(e.route), Match: m, Listener: name})
+			if internal[name] {
+				continue
+			}
+			internal[name] = true
+			out = append(out, snapshot.Listener{
+				Name:                       name,
+				ProbeTimeout:               snapshot.DefaultProbeTimeout,
+				MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
+				MaxConnections:             snapshot.DefaultMaxConnections,
+				MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
+				MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
+				TLS:                        cloneTLS(e.listener.tls),
+				Routes:                     []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
+			})
+		}
+	}
+	out = append(out, sl)
 	return out
+}
+
+// listenerLabel names a Gateway listener in the snapshot.
+func listenerLabel(gl *gwListener) string {
+	return "gateway:" + gl.gw.Namespace + "/" + gl.gw.Name + "/" + string(gl.spec.Name)
 }
 
 func boolInt(b bool) int {
