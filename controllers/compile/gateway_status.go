@@ -148,22 +148,15 @@ func GatewayStatus(gw *gwv1.Gateway, res *GatewayResult, bindErrs map[string]err
 }
 
 // RouteStatus computes the status of a route (of any kind) from its
-// Result: one entry per parentRef naming a Gateway of ours, in spec order,
-// after the entries of other controllers, which are kept as they are. An
-// entry of ours for a parent the route no longer names is dropped.
+// Result: one entry per parentRef naming a Gateway of ours. Entries keep
+// their place in the list: those of other controllers are left as they
+// are, ours are updated where they stand (a new one is added at the end,
+// one for a parent the route no longer names is dropped), so that two
+// controllers writing their own entries never undo each other's order.
 func RouteStatus(old gwv1.RouteStatus, generation int64, controller string, res *RouteResult, now metav1.Time) gwv1.RouteStatus {
 	s := conditionSetter{generation, now}
-	st := gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{}}
-	mine := map[string]gwv1.RouteParentStatus{}
-	for _, p := range old.Parents {
-		if string(p.ControllerName) != controller {
-			st.Parents = append(st.Parents, *p.DeepCopy())
-			continue
-		}
-		mine[parentKey(p.ParentRef)] = *p.DeepCopy()
-	}
-	for _, pr := range res.Parents {
-		ps := gwv1.RouteParentStatus{ParentRef: pr.Ref, ControllerName: gwv1.GatewayController(controller), Conditions: mine[parentKey(pr.Ref)].Conditions}
+	entry := func(pr RouteParentResult, conds []metav1.Condition) gwv1.RouteParentStatus {
+		ps := gwv1.RouteParentStatus{ParentRef: pr.Ref, ControllerName: gwv1.GatewayController(controller), Conditions: conds}
 		if pr.Refused.Reason != "" {
 			s.setBool(&ps.Conditions, ConditionAccepted, false, pr.Refused.Reason, pr.Refused.Message)
 		} else {
@@ -174,7 +167,31 @@ func RouteStatus(old gwv1.RouteStatus, generation int64, controller string, res 
 		} else {
 			s.setBool(&ps.Conditions, ConditionResolvedRefs, true, reasonResolvedRefs, "all backendRefs resolved")
 		}
-		st.Parents = append(st.Parents, ps)
+		return ps
+	}
+	want := map[string]int{} // parentKey → index in res.Parents
+	for i, pr := range res.Parents {
+		want[parentKey(pr.Ref)] = i
+	}
+	done := make([]bool, len(res.Parents))
+	st := gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{}}
+	for _, p := range old.Parents {
+		p := *p.DeepCopy()
+		if string(p.ControllerName) != controller {
+			st.Parents = append(st.Parents, p)
+			continue
+		}
+		i, ok := want[parentKey(p.ParentRef)]
+		if !ok || done[i] {
+			continue // a parent no longer named (or named twice)
+		}
+		done[i] = true
+		st.Parents = append(st.Parents, entry(res.Parents[i], p.Conditions))
+	}
+	for i, pr := range res.Parents {
+		if !done[i] {
+			st.Parents = append(st.Parents, entry(pr, nil))
+		}
 	}
 	return st
 }

@@ -1,9 +1,12 @@
 package compile
 
 import (
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -63,5 +66,43 @@ func TestSameMinor(t *testing.T) {
 		if got := sameMinor(tc.a, tc.b); got != tc.want {
 			t.Errorf("sameMinor(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// RouteStatus updates PortMux's entries where they stand and leaves other
+// controllers' alone, so that two controllers never reorder each other's.
+func TestRouteStatusKeepsPlaces(t *testing.T) {
+	ref := func(name string) gwv1.ParentReference { return gwv1.ParentReference{Name: gwv1.ObjectName(name)} }
+	then := metav1.NewTime(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	now := metav1.NewTime(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC))
+	accepted := []metav1.Condition{
+		{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: reasonAccepted, Message: "attached to the Gateway", ObservedGeneration: 2, LastTransitionTime: then},
+		{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: reasonResolvedRefs, Message: "all backendRefs resolved", ObservedGeneration: 2, LastTransitionTime: then},
+	}
+	old := gwv1.RouteStatus{Parents: []gwv1.RouteParentStatus{
+		{ParentRef: ref("a"), ControllerName: GatewayControllerName, Conditions: accepted},
+		{ParentRef: ref("x"), ControllerName: "example.net/other", Conditions: accepted},
+		{ParentRef: ref("b"), ControllerName: GatewayControllerName, Conditions: accepted},
+	}}
+	res := &RouteResult{Parents: []RouteParentResult{
+		{Ref: ref("c"), Refused: Finding{reasonNotAllowedByListeners, "no"}},
+		{Ref: ref("b")},
+	}}
+	got := RouteStatus(old, 2, GatewayControllerName, res, now)
+	var order []string
+	for _, p := range got.Parents {
+		order = append(order, string(p.ParentRef.Name))
+	}
+	if !slices.Equal(order, []string{"x", "b", "c"}) {
+		t.Fatalf("parents %q, want x (theirs, in place), b (ours, in place), c (new, at the end); a dropped", order)
+	}
+	if c := got.Parents[1].Conditions[0]; !c.LastTransitionTime.Equal(&then) {
+		t.Errorf("an unchanged condition moved its lastTransitionTime to %v", c.LastTransitionTime)
+	}
+	if c := got.Parents[2].Conditions[0]; c.Status != metav1.ConditionFalse || c.Reason != reasonNotAllowedByListeners || !c.LastTransitionTime.Equal(&now) {
+		t.Errorf("new entry's Accepted: %+v", c)
+	}
+	if again := RouteStatus(got, 2, GatewayControllerName, res, now); !reflect.DeepEqual(again, got) {
+		t.Errorf("recomputing an unchanged status changed it:\n%+v\n%+v", got, again)
 	}
 }
