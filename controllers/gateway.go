@@ -65,7 +65,9 @@ func ParseGatewayAPI(s string) (GatewayAPI, error) {
 // gatewayResources are the Gateway API resources PortMux implements; all
 // must be served (gateway.networking.k8s.io/v1, the Standard channel of
 // v1.6) for the Gateway API to be on.
-var gatewayResources = []string{"gatewayclasses", "gateways", "tlsroutes", "tcproutes", "udproutes", "referencegrants"}
+func gatewayResources() []string {
+	return []string{"gatewayclasses", "gateways", "tlsroutes", "tcproutes", "udproutes", "referencegrants"}
+}
 
 // bundleVersionAnnotation is where a Gateway API CRD says its release.
 const bundleVersionAnnotation = "gateway.networking.k8s.io/bundle-version"
@@ -92,12 +94,12 @@ func gatewayAPIServed(dc discovery.DiscoveryInterface) ([]string, error) {
 	list, err := dc.ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
 	switch {
 	case apierrors.IsNotFound(err):
-		return gatewayResources, nil
+		return gatewayResources(), nil
 	case err != nil:
 		return nil, fmt.Errorf("discover %s: %w", gwv1.GroupVersion, err)
 	}
 	var missing []string
-	for _, r := range gatewayResources {
+	for _, r := range gatewayResources() {
 		if !slices.ContainsFunc(list.APIResources, func(a metav1.APIResource) bool { return a.Name == r }) {
 			missing = append(missing, r)
 		}
@@ -167,7 +169,7 @@ func cmpOr(s, def string) string {
 // then says SupportedVersion False, and is served best effort).
 func bundleVersion(ctx context.Context, r client.Reader, log logr.Logger) string {
 	version := ""
-	for i, res := range gatewayResources {
+	for i, res := range gatewayResources() {
 		crd := &metav1.PartialObjectMetadata{}
 		crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
 		if err := r.Get(ctx, types.NamespacedName{Name: res + "." + gwv1.GroupName}, crd); err != nil {

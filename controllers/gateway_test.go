@@ -295,3 +295,90 @@ func conditionIs(c *metav1.Condition, gen int64, want metav1.ConditionStatus, re
 	}
 	return nil
 }
+
+// A Terminate listener serves the certificate of its Secret and hands
+// what is inside to a plain backend; a TCP listener of the same Gateway
+// forwards to its TCPRoute's.
+func TestGatewayTLSTerminateAndTCP(t *testing.T) {
+	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
+		copt.GatewayAPI = GatewayAPIOn
+	})
+	ctx := context.Background()
+	h, p := echoBackend(t, "inner")
+	serviceFor(t, ns, "inner", p, h)
+	cert := peers.CertPair(t, "shop.example.test")
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-tls"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
+	}
+	if err := k8s.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	class := &gwv1.GatewayClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
+		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
+	}
+	if err := k8s.Create(ctx, class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	tlsPort, tcpPort := freePort(t), freePort(t)
+	gw := &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"},
+		Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class.Name),
+			Listeners: []gwv1.Listener{{
+				Name: "tls", Port: tlsPort, Protocol: gwv1.TLSProtocolType, Hostname: ptr.To(gwv1.Hostname("shop.example.test")),
+				TLS: &gwv1.ListenerTLSConfig{Mode: ptr.To(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: "shop-tls"}}},
+			}, {
+				Name: "tcp", Port: tcpPort, Protocol: gwv1.TCPProtocolType,
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	backend := []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{Name: "inner", Port: ptr.To(gwv1.PortNumber(80))}}}
+	if err := k8s.Create(ctx, &gwv1.TLSRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"},
+		Spec: gwv1.TLSRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "shop", SectionName: ptr.To(gwv1.SectionName("tls"))}}},
+			Hostnames:       []gwv1.Hostname{"shop.example.test"},
+			Rules:           []gwv1.TLSRouteRule{{BackendRefs: backend}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, &gwv1.TCPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "raw"},
+		Spec: gwv1.TCPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "shop", SectionName: ptr.To(gwv1.SectionName("tcp"))}}},
+			Rules:           []gwv1.TCPRouteRule{{BackendRefs: backend}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	routeCondition(t, ns, "shop", "Accepted", metav1.ConditionTrue, "Accepted")
+	eventually(t, "TLS terminated by the Gateway", func() error {
+		answer, cn, err := talkTLS(tlsPort, "shop.example.test", "hi")
+		if err != nil {
+			return err
+		}
+		if cn != "shop.example.test" || answer != "inner:hi" {
+			return fmt.Errorf("answer %q under certificate %q", answer, cn)
+		}
+		return nil
+	})
+	eventually(t, "TCP through the Gateway", func() error {
+		answer, err := talk(tcpPort, "raw")
+		if err != nil {
+			return err
+		}
+		if answer != "inner:raw" {
+			return fmt.Errorf("answer %q", answer)
+		}
+		return nil
+	})
+}

@@ -46,7 +46,7 @@ func TestGatewayAPIServed(t *testing.T) {
 		served []*metav1.APIResourceList
 		want   []string
 	}{
-		{"no Gateway API", nil, gatewayResources},
+		{"no Gateway API", nil, gatewayResources()},
 		{"all of v1.6 standard", []*metav1.APIResourceList{{
 			GroupVersion: gwv1.GroupVersion.String(),
 			APIResources: resources("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes", "referencegrants", "gateways/status"),

@@ -29,10 +29,13 @@ const GatewayControllerName = "portmux.dev/gateway-controller"
 const SupportedBundleVersion = "v1.6.3"
 
 // SupportedFeatures are the Gateway API features the translation
-// implements, sorted as the GatewayClass status requires. They are what the
-// conformance suite is told to run.
-var SupportedFeatures = []gwv1.FeatureName{
-	"Gateway", "ReferenceGrant", "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute",
+// implements, sorted as the GatewayClass status requires: what the
+// conformance suite is told to run. A new slice each call, so that no
+// caller can change what another sees.
+func SupportedFeatures() []gwv1.FeatureName {
+	return []gwv1.FeatureName{
+		"Gateway", "ReferenceGrant", "TCPRoute", "TLSRoute", "TLSRouteModeMixed", "TLSRouteModeTerminate", "UDPRoute",
+	}
 }
 
 // The route kinds a Gateway listener can take, by their Gateway API names.

@@ -49,7 +49,7 @@ func GatewayClassStatus(gc *gwv1.GatewayClass, res *GatewayClassResult, now meta
 		s.setBool(&st.Conditions, "SupportedVersion", false, reasonUnsupportedVersion, res.VersionMessage)
 	}
 	st.SupportedFeatures = nil
-	for _, f := range SupportedFeatures {
+	for _, f := range SupportedFeatures() {
 		st.SupportedFeatures = append(st.SupportedFeatures, gwv1.SupportedFeature{Name: f})
 	}
 	return st
