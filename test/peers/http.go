@@ -114,7 +114,7 @@ func Curl(t testing.TB, args ...string) (CurlResult, error) {
 	// body, which may not end in a newline.
 	argv := append([]string{curl, "-sS", "--max-time", strconv.Itoa(int(CurlTimeout/time.Second) - 5),
 		"-w", curlStatusMarker + "%{http_code} %{http_version}"}, args...)
-	out, errOut, err := runCommand(CurlTimeout, "", argv...)
+	out, errOut, err := Command{Timeout: CurlTimeout}.Output(argv...)
 	r := CurlResult{Stderr: errOut}
 	body, status, ok := strings.Cut(out, curlStatusMarker)
 	if !ok {

@@ -1,13 +1,14 @@
 package peers
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 )
 
-// TCPServer is a TCP server on 127.0.0.1 that serves every connection with
+// TCPServer is a TCP server on a Host that serves every connection with
 // a handler and counts them: the backend routes and tunnels are pointed
 // at, so a test sees what arrived, and that nothing did when something
 // must be refused. Cleanup closes the listener and every open connection
@@ -23,11 +24,17 @@ type TCPServer struct {
 	wg       sync.WaitGroup
 }
 
-// NewTCPServer starts a TCPServer; handle runs on its own goroutine for
-// each connection, which is closed when handle returns.
+// NewTCPServer starts a TCPServer on Loopback; handle runs on its own
+// goroutine for each connection, which is closed when handle returns.
 func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return Loopback.TCPServer(t, handle)
+}
+
+// TCPServer is NewTCPServer on h.
+func (h Host) TCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", h.Addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,3 +78,7 @@ func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 
 // Accepted is how many connections it has accepted so far.
 func (s *TCPServer) Accepted() int64 { return s.accepted.Load() }
+
+// Echo is a handler that writes back what it reads until the client
+// closes.
+func Echo(c net.Conn) { _, _ = io.Copy(c, c) }
