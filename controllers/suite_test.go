@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -193,28 +192,6 @@ func startManager(t *testing.T, cfg *rest.Config, ns string, dp Dataplane, copt 
 	return c
 }
 
-// freePort returns a loopback port that was free a moment ago. PortMux
-// ports are declared up front, so the test cannot let the kernel choose.
-func freePort(t *testing.T) int32 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return int32(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// eventually polls f until it returns nil or the bound passes.
-func eventually(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
+// settleTimeout bounds every wait for the cluster to settle. (PortMux
+// ports are declared up front: tests take them from peers.FreePort.)
+const settleTimeout = 20 * time.Second

@@ -22,6 +22,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // Clients that misbehave cost the dataplane a timer, are closed on time and
@@ -213,7 +214,7 @@ func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 
 	// A freed slot is taken again.
 	_ = c1.Close()
-	eventually(t, "the first connection to be released", func() bool { return m.ActiveConnections() == 1 })
+	peers.Until(t, ioTimeout, "the first connection to be released", func() bool { return m.ActiveConnections() == 1 })
 	c4 := dial(t, pub)
 	roundTrip(t, c4, "four\n")
 	roundTrip(t, c2, "two after four\n")
@@ -239,7 +240,7 @@ func TestShutdownDrainsOpenConnections(t *testing.T) {
 	}()
 
 	// The port stops accepting...
-	eventually(t, "the listener to close", func() bool {
+	peers.Until(t, ioTimeout, "the listener to close", func() bool {
 		nc, err := net.DialTimeout("tcp", pub, time.Second)
 		if err != nil {
 			return true
@@ -373,7 +374,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	r.Backend.DialTimeout = 30 * time.Second
 	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))
-	eventually(t, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
+	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -562,7 +563,7 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	// The http-mode backend's keep-alive pool is the server's: after
 	// Shutdown no connection to the backend (and no goroutine serving one)
 	// may be left.
-	eventually(t, "Shutdown to close the pooled backend connections", func() bool { return backend.openConns() == 0 })
+	peers.Until(t, ioTimeout, "Shutdown to close the pooled backend connections", func() bool { return backend.openConns() == 0 })
 }
 
 // TestDribbledRegexMatchForwarded: a client that sends its bytes one per
@@ -609,7 +610,7 @@ func TestRouteIdleTimeoutClosesSilentConnections(t *testing.T) {
 	if err := closedByPeer(c, ioTimeout); err != nil {
 		t.Fatalf("silent connection: %v", err)
 	}
-	eventually(t, "an idle_timeout outcome", func() bool {
+	peers.Until(t, ioTimeout, "an idle_timeout outcome", func() bool {
 		return outcomeCount(t, reg, "pub", dataplane.OutcomeIdleTimeout) == 1
 	})
 	m.waitIdle()

@@ -14,8 +14,9 @@ import (
 // must be refused. Cleanup closes the listener and every open connection
 // and waits for the handlers.
 type TCPServer struct {
-	// Addr is where it listens.
+	// Addr is where it listens: host:Port.
 	Addr string
+	Port int
 
 	accepted atomic.Int64
 	ln       net.Listener
@@ -34,11 +35,17 @@ func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 // TCPServer is NewTCPServer on h.
 func (h Host) TCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", h.Addr(0))
+	return h.TCPServerOn(t, 0, handle)
+}
+
+// TCPServerOn is TCPServer on a given port (0: one the kernel picks).
+func (h Host) TCPServerOn(t testing.TB, port int, handle func(net.Conn)) *TCPServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", h.Addr(port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &TCPServer{Addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	s := &TCPServer{Addr: ln.Addr().String(), Port: ln.Addr().(*net.TCPAddr).Port, ln: ln, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
