@@ -369,7 +369,7 @@ func TestNewListenerServesItsFirstConnection(t *testing.T) {
 func TestReloadClosesPooledHTTPConnectionsOfTheOldConfig(t *testing.T) {
 	t.Parallel()
 	backend := newSlowHTTPBackend(t)
-	snap := snapshotOf(listenerOn("pub", httpModeRoute(backend.addr)))
+	snap := snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr)))
 	m := startMux(t, snap)
 	pub := m.addr("pub")
 
@@ -389,13 +389,13 @@ func TestReloadClosesPooledHTTPConnectionsOfTheOldConfig(t *testing.T) {
 	<-backend.entered
 	// A reload while the request is in flight: the old configuration is
 	// retired, but its pool gets the backend connection back afterwards.
-	m.apply(snapshotOf(listenerOn("pub", httpModeRoute(backend.addr))))
+	m.apply(snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr))))
 	close(backend.release)
 	if r := <-resp; !strings.HasPrefix(r, "HTTP/1.1 200") {
 		t.Fatalf("response %q", r)
 	}
 	m.waitIdle()
-	peers.Until(t, ioTimeout, "the retired configuration's pooled backend connection to be closed", func() bool { return backend.openConns() == 0 })
+	peers.Until(t, ioTimeout, "the retired configuration's pooled backend connection to be closed", func() bool { return backend.OpenConns() == 0 })
 }
 
 func TestApplyKeepsServingWhenASnapshotIsInvalid(t *testing.T) {

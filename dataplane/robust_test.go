@@ -475,52 +475,23 @@ func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
 }
 
 // slowHTTPBackend is an HTTP server whose handler answers once the test
-// releases it, and that counts the connections open to it.
+// releases it, and that counts the connections open to it (OpenConns).
 type slowHTTPBackend struct {
-	addr    string
+	*peers.HTTPServer
 	entered chan struct{}
 	release chan struct{}
-	mu      sync.Mutex
-	open    map[net.Conn]bool
 }
 
 func newSlowHTTPBackend(t testing.TB) *slowHTTPBackend {
 	t.Helper()
-	b := &slowHTTPBackend{entered: make(chan struct{}, 16), release: make(chan struct{}), open: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.entered <- struct{}{}
-			<-b.release
-			_, _ = io.WriteString(w, "ok\n")
-		}),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if st == http.StateClosed || st == http.StateHijacked {
-				delete(b.open, c)
-			} else {
-				b.open[c] = true
-			}
-		},
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
+	b := &slowHTTPBackend{entered: make(chan struct{}, 16), release: make(chan struct{})}
+	b.HTTPServer = peers.HTTPHandler(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		b.entered <- struct{}{}
+		<-b.release
+		_, _ = io.WriteString(w, "ok\n")
 	})
+	t.Cleanup(func() { openOnce(b.release) }) // before the server's: it waits for the handlers
 	return b
-}
-
-func (b *slowHTTPBackend) openConns() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.open)
 }
 
 // getOnce sends one HTTP/1.1 request with Connection: close on a new
@@ -550,7 +521,7 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	t.Parallel()
 	backend := newSlowHTTPBackend(t)
 	close(backend.release) // answer at once
-	m := startMux(t, snapshotOf(listenerOn("pub", httpModeRoute(backend.addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr))))
 	if resp := getOnce(t, m.addr("pub"), "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Fatalf("response %q", resp)
 	}
@@ -563,7 +534,7 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	// The http-mode backend's keep-alive pool is the server's: after
 	// Shutdown no connection to the backend (and no goroutine serving one)
 	// may be left.
-	peers.Until(t, ioTimeout, "Shutdown to close the pooled backend connections", func() bool { return backend.openConns() == 0 })
+	peers.Until(t, ioTimeout, "Shutdown to close the pooled backend connections", func() bool { return backend.OpenConns() == 0 })
 }
 
 // TestDribbledRegexMatchForwarded: a client that sends its bytes one per

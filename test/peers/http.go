@@ -36,11 +36,23 @@ type HTTPServer struct {
 	mu    sync.Mutex
 	reqs  []Request
 	conns map[net.Conn]http.ConnState
+	peak  int
 }
 
 // HTTPBackend starts a recording HTTP server named name. It is closed by
 // t.Cleanup.
 func HTTPBackend(t testing.TB, name string) *HTTPServer {
+	t.Helper()
+	return HTTPHandler(t, name, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = fmt.Fprintf(w, "%s %s %s\n", name, r.Method, r.URL.Path)
+	})
+}
+
+// HTTPHandler is HTTPBackend that answers with handle (after recording
+// the request). Cleanup waits for the handlers: one that blocks must be
+// released by an earlier cleanup.
+func HTTPHandler(t testing.TB, name string, handle http.HandlerFunc) *HTTPServer {
 	t.Helper()
 	h := &HTTPServer{Name: name, conns: map[net.Conn]http.ConnState{}}
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,8 +62,7 @@ func HTTPBackend(t testing.TB, name string) *HTTPServer {
 			RemoteAddr: r.RemoteAddr, Header: r.Header.Clone(),
 		})
 		h.mu.Unlock()
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = fmt.Fprintf(w, "%s %s %s\n", name, r.Method, r.URL.Path)
+		handle(w, r)
 	}))
 	h.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
 		h.mu.Lock()
@@ -61,8 +72,9 @@ func HTTPBackend(t testing.TB, name string) *HTTPServer {
 		} else {
 			h.conns[c] = st
 		}
+		h.peak = max(h.peak, len(h.conns))
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", Loopback.Addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +91,13 @@ func (h *HTTPServer) Requests() []Request {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]Request(nil), h.reqs...)
+}
+
+// PeakConns is the most client connections it has held open at once.
+func (h *HTTPServer) PeakConns() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peak
 }
 
 // OpenConns counts the client connections open now (active or idle
