@@ -60,20 +60,8 @@ func TestManagerProcess(t *testing.T) {
 	}
 	phase("PortMux Ready")
 
-	sshEcho := func(when string) {
-		t.Helper()
-		out, err := bounded(clientTimeout, sshd.Argv(peers.Loopback.Addr(muxPort), "echo ok")...)
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			mgrFailed("%s: ssh through 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
-		}
-	}
-	tlsReaches := func(when string, want *peers.TLSServer) {
-		t.Helper()
-		cn, err := sClientCN(t, muxPort, "site.e2e.test")
-		if err != nil || cn != want.CN() {
-			mgrFailed("%s: s_client -servername site.e2e.test through 127.0.0.1:%d: got CN %q, want %q: %v", when, muxPort, cn, want.CN(), err)
-		}
-	}
+	sshEcho := func(when string) { t.Helper(); e.sshEcho(t, when, mgrFailed) }
+	tlsReaches := func(when string, want *peers.TLSServer) { t.Helper(); e.tlsReaches(t, when, want, mgrFailed) }
 	sshEcho("after Ready")
 	tlsReaches("after Ready", tlsA)
 	phase("ssh and s_client through the mux")
@@ -194,6 +182,26 @@ func startProcessEnv(t *testing.T) *processEnv {
 	ports := peers.Loopback.FreePorts(t, 3)
 	e.muxPort, e.metricsAddr, e.probeAddr = ports[0], peers.Loopback.Addr(ports[1]), peers.Loopback.Addr(ports[2])
 	return e
+}
+
+// sshEcho runs `echo ok` by ssh through the mux and calls fail unless it
+// printed ok.
+func (e *processEnv) sshEcho(t *testing.T, when string, fail func(string, ...any)) {
+	t.Helper()
+	out, err := bounded(clientTimeout, e.sshd.Argv(peers.Loopback.Addr(e.muxPort), "echo ok")...)
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		fail("%s: ssh through the mux on 127.0.0.1:%d: %v\n%s", when, e.muxPort, err, out)
+	}
+}
+
+// tlsReaches calls fail unless TLS for site.e2e.test through the mux
+// reaches want.
+func (e *processEnv) tlsReaches(t *testing.T, when string, want *peers.TLSServer, fail func(string, ...any)) {
+	t.Helper()
+	cn, err := sClientCN(t, e.muxPort, "site.e2e.test")
+	if err != nil || cn != want.CN() {
+		fail("%s: s_client -servername site.e2e.test through 127.0.0.1:%d: got CN %q, want %q: %v", when, e.muxPort, cn, want.CN(), err)
+	}
 }
 
 // controlPlane is a kube-apiserver and etcd from the envtest assets, with

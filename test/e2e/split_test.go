@@ -67,19 +67,8 @@ func TestSplitProcesses(t *testing.T) {
 	cp.apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
 	cp.apply("portmux.yaml", portMux(muxPort, "tls-a"))
 	waitCondition(t, cp, "Ready", "True", "Ready")
-	sshEcho := func(when string) {
-		t.Helper()
-		out, err := bounded(clientTimeout, sshd.Argv(peers.Loopback.Addr(muxPort), "echo ok")...)
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			failed("%s: ssh through the dataplane on 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
-		}
-	}
-	tlsReaches := func(when string, want *peers.TLSServer) {
-		t.Helper()
-		if cn, err := sClientCN(t, muxPort, "site.e2e.test"); err != nil || cn != want.CN() {
-			failed("%s: TLS passthrough: CN %q, want %q: %v", when, cn, want.CN(), err)
-		}
-	}
+	sshEcho := func(when string) { t.Helper(); e.sshEcho(t, when, failed) }
+	tlsReaches := func(when string, want *peers.TLSServer) { t.Helper(); e.tlsReaches(t, when, want, failed) }
 	sshEcho("programmed over the socket")
 	tlsReaches("programmed over the socket", tlsA)
 	phase("the manager programmed the dataplane process over %s: ssh and TLS passthrough through it", socket)

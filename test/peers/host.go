@@ -47,7 +47,7 @@ func (h Host) FreePorts(t testing.TB, n int) []int {
 		if err != nil {
 			t.Fatalf("pick a port on %s: %v", h, err)
 		}
-		defer ln.Close()
+		defer func() { _ = ln.Close() }()
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports

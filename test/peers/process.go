@@ -285,7 +285,11 @@ func (p *Process) WaitFor(substr string, timeout time.Duration) (string, error) 
 			if s, _ := p.out.snapshot(); strings.Contains(s, substr) {
 				continue
 			}
-			err := fmt.Errorf("%s exited (%v) before printing %q", p.name, p.waitErr, substr)
+			status := p.waitErr
+			if status == nil {
+				status = errors.New("exit status 0")
+			}
+			err := fmt.Errorf("%s exited (%w) before printing %q", p.name, status, substr)
 			if isAddrInUse(p.Output()) {
 				err = fmt.Errorf("%w: %w", errAddrInUse, err)
 			}

@@ -21,7 +21,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, check func() e
 			return time.Since(start)
 		}
 		if time.Since(start) > timeout {
-			if err == errStillFalse {
+			if errors.Is(err, errStillFalse) {
 				t.Fatalf("%s: not within %s", what, timeout)
 			}
 			t.Fatalf("%s: not within %s: %v", what, timeout, err)
