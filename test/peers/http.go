@@ -94,18 +94,17 @@ func (h *HTTPServer) Requests() []Request {
 }
 
 // PeakConns is the most client connections it has held open at once.
-func (h *HTTPServer) PeakConns() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.peak
-}
+func (h *HTTPServer) PeakConns() int { return h.locked(func() int { return h.peak }) }
 
 // OpenConns counts the client connections open now (active or idle
 // keep-alive ones).
-func (h *HTTPServer) OpenConns() int {
+func (h *HTTPServer) OpenConns() int { return h.locked(func() int { return len(h.conns) }) }
+
+// locked is f's count, read under the server's lock.
+func (h *HTTPServer) locked(f func() int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.conns)
+	return f()
 }
 
 // CurlResult is the outcome of one curl request.
