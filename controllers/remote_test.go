@@ -180,14 +180,20 @@ func TestRemoteUnreachableThenBack(t *testing.T) {
 func TestRemoteResends(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		cause func(t *testing.T, path string, stop func()) *appliedLog
+		// cause makes the dataplane at path need the snapshot again and
+		// returns the dataplane that must receive it (nil: the first one)
+		// and how many snapshots it will have applied once it has. It
+		// counts before the cause: the remote may resend at once, before
+		// the test looks.
+		cause func(t *testing.T, path string, first *appliedLog, stop func()) (*appliedLog, int)
 	}{
-		{"restarted", func(t *testing.T, path string, stop func()) *appliedLog {
+		{"restarted", func(t *testing.T, path string, _ *appliedLog, stop func()) (*appliedLog, int) {
 			stop()
 			dp, _, _ := startDataplane(t, path)
-			return dp
+			return dp, 1
 		}},
-		{"holds another snapshot", func(t *testing.T, path string, _ func()) *appliedLog {
+		{"holds another snapshot", func(t *testing.T, path string, first *appliedLog, _ func()) (*appliedLog, int) {
+			want := first.count() + 2 // the other snapshot, then the current one again
 			wire, err := snapshot.Encode(twoListeners("2"))
 			if err != nil {
 				t.Fatal(err)
@@ -195,7 +201,7 @@ func TestRemoteResends(t *testing.T) {
 			if _, err := control.NewClient(path).Apply(context.Background(), wire); err != nil {
 				t.Fatal(err)
 			}
-			return nil
+			return first, want
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,11 +213,7 @@ func TestRemoteResends(t *testing.T) {
 			peers.Until(t, 10*time.Second, "ready", func() bool { return r.Ready() == nil })
 			drain(r.Resynced())
 
-			dp := tc.cause(t, path, stop)
-			if dp == nil {
-				dp = first
-			}
-			want := dp.count() + 1
+			dp, want := tc.cause(t, path, first, stop)
 			took := peers.Until(t, 10*time.Second, "the current snapshot is sent again", func() bool { return dp.count() >= want })
 			t.Logf("sent again after %s", took.Round(time.Millisecond))
 			st, err := control.NewClient(path).State(context.Background())

@@ -196,3 +196,24 @@ func hup(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServeSeesAChangeMadeWhileStarting: a file changed after serve read
+// it at start, before the first connection, is applied like any other
+// change. It used to be lost for good when it came before the file watch
+// was set up (found as a flaky TestServeKeepsServingThroughAHalfWrittenFile
+// on a loaded machine); the hook makes that moment certain.
+func TestServeSeesAChangeMadeWhileStarting(t *testing.T) {
+	a, c := greeter(t, "A\n"), greeter(t, "C\n")
+	port := peers.FreePort(t)
+	file := filepath.Join(t.TempDir(), "portmux.yaml")
+	doc := func(backend string) string {
+		return portmuxDoc(port, fmt.Sprintf("  - {name: first, match: {protocol: any}, backend: {address: %q}}\n", backend))
+	}
+	writeAtomically(t, file, doc(a))
+	logs := startServe(t, serveOptions{files: []string{file}, afterFirstRead: func() { writeAtomically(t, file, doc(c)) }})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	peers.Until(t, 10*time.Second, "the file written during start to be served", func() bool { return answer(addr) == "C\n" })
+	if !logs.contains("reloaded", "file changed") {
+		t.Errorf("no reload was logged")
+	}
+}
