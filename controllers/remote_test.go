@@ -179,7 +179,7 @@ func TestRemoteUnreachableThenBack(t *testing.T) {
 // absence; so does one that holds another snapshot.
 func TestRemoteResends(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name string
 		// cause makes the dataplane at path need the snapshot again and
 		// returns the dataplane that must receive it (nil: the first one)
 		// and how many snapshots it will have applied once it has. It
