@@ -157,3 +157,31 @@ func TestCorpusCut(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherProtocols feeds dataplane/sniff's UDP captures (WireGuard,
+// OpenVPN, DNS) to the Assembler: none is QUIC.
+func TestOtherProtocols(t *testing.T) {
+	dir := filepath.Join("..", "sniff", "testdata", "udp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".bin") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a Assembler
+		if st, err := a.Add(b); st != NotQUIC || err == nil {
+			t.Errorf("%s: %v, %v", e.Name(), st, err)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no captures in " + dir)
+	}
+}
