@@ -36,7 +36,7 @@ type initialKeys struct {
 //	hp  = HKDF-Expand-Label(client_initial_secret, "quic hp", "", 16)
 func clientInitialKeys(p versionParams, dcid []byte) (initialKeys, error) {
 	var k initialKeys
-	initial, err := hkdf.Extract(sha256.New, dcid, p.salt)
+	initial, err := hkdf.Extract(sha256.New, dcid, p.salt[:])
 	if err != nil {
 		return k, err
 	}

@@ -48,7 +48,7 @@ const (
 // versionParams are the constants a version changes.
 type versionParams struct {
 	// salt is the initial_salt of RFC 9001 §5.2 (v1) or RFC 9369 §3.3.1.
-	salt []byte
+	salt [20]byte
 	// keyLabel, ivLabel and hpLabel are the HKDF labels of the packet
 	// protection keys: RFC 9001 §5.1 (v1) and RFC 9369 §3.3.2 (v2).
 	keyLabel, ivLabel, hpLabel string
@@ -63,7 +63,7 @@ func params(v Version) (versionParams, bool) {
 	switch v {
 	case Version1:
 		return versionParams{
-			salt: []byte{
+			salt: [20]byte{
 				0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17,
 				0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a,
 			},
@@ -72,7 +72,7 @@ func params(v Version) (versionParams, bool) {
 		}, true
 	case Version2:
 		return versionParams{
-			salt: []byte{
+			salt: [20]byte{
 				0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93,
 				0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9,
 			},
