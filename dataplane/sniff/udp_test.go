@@ -431,3 +431,24 @@ func BenchmarkUDP(b *testing.B) {
 		}
 	}
 }
+
+// TestUDPAllocs keeps the UDP sniffers free of allocations on every real
+// datagram, matched or not: they run on every new flow of a shared port,
+// and their Info holds nothing to allocate.
+func TestUDPAllocs(t *testing.T) {
+	ds := quicDatagrams(t)
+	for _, tc := range udpCases() {
+		b, err := os.ReadFile(filepath.Join(udpDir, tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds[tc.file] = b
+	}
+	for file, d := range ds {
+		for name, f := range udpSniffers() {
+			if n := testing.AllocsPerRun(20, func() { f(d) }); n != 0 {
+				t.Errorf("%s on %s: %v allocations", name, file, n)
+			}
+		}
+	}
+}
