@@ -54,16 +54,16 @@ func DecideDatagrams(routes []snapshot.Route, datagrams [][]byte, done bool) Dec
 type DatagramProber struct {
 	routes []snapshot.Route
 	// have, verdict and info hold each protocol's answer on the first
-	// datagram, by slot (QUIC's comes from asm).
+	// datagram, by slot (QUIC's comes from asm), all taken when it came,
+	// so the prober keeps no datagram.
 	have    [len(protocols)]bool
 	verdict [len(protocols)]sniff.Verdict
 	info    [len(protocols)]sniff.Info
-	// firstLen is the length of the first datagram, -1 before it.
-	firstLen int
-	// first is the first datagram, which bytes routes match on each time
-	// they are asked; it aliases the caller's buffer, which holds it until
-	// the decision anyway (to forward it).
-	first []byte
+	// bytesMatch has bit i set when route i is a bytes route that the
+	// first datagram matches; nil when the listener has none.
+	bytesMatch []uint64
+	// seen: the first datagram came (and was not dropped).
+	seen bool
 	// quicRoute: some route matches QUIC. asm reads the datagrams while
 	// QUIC is undecided; quicStatus is its answer once it is.
 	quicRoute  bool
@@ -76,7 +76,7 @@ type DatagramProber struct {
 
 // NewDatagramProber returns a prober over a UDP listener's routes.
 func NewDatagramProber(routes []snapshot.Route) DatagramProber {
-	p := DatagramProber{routes: routes, firstLen: -1}
+	p := DatagramProber{routes: routes}
 	for i := range routes {
 		if routes[i].Match.Protocol == snapshot.QUIC {
 			p.quicRoute = true
@@ -85,8 +85,8 @@ func NewDatagramProber(routes []snapshot.Route) DatagramProber {
 	return p
 }
 
-// Add reads the session's next datagram, which the caller keeps (buffered
-// for the backend) until the decision, and returns the decision so far.
+// Add reads the session's next datagram and returns the decision so far.
+// It does not keep the datagram: the caller may reuse its buffer.
 // A non-nil error (ErrShortInitial) means the datagram must be dropped: it
 // was not taken into account and must not reach the backend; a first
 // datagram dropped leaves the prober as it was, so the session need not
@@ -95,9 +95,9 @@ func (p *DatagramProber) Add(datagram []byte) (Decision, error) {
 	if p.quicRoute && p.quicStatus == quic.NeedMore && quic.IsShortInitial(datagram) {
 		return p.decide(false), ErrShortInitial
 	}
-	if p.firstLen < 0 {
-		p.firstLen = len(datagram)
-		p.first = datagram
+	if !p.seen {
+		p.seen = true
+		p.first(datagram)
 	}
 	if p.quicRoute && p.quicStatus == quic.NeedMore {
 		st, err := p.asm.Add(datagram)
@@ -120,7 +120,7 @@ func (p *DatagramProber) Add(datagram []byte) (Decision, error) {
 // undecided count as no match.
 func (p *DatagramProber) Finish() Decision {
 	d := p.decide(true)
-	p.asm, p.first = quic.Assembler{}, nil
+	p.asm = quic.Assembler{}
 	return d
 }
 
@@ -133,7 +133,7 @@ func (p *DatagramProber) QUIC() (v quic.Version, dcid, scid quic.ConnectionID, o
 }
 
 func (p *DatagramProber) decide(done bool) Decision {
-	if p.firstLen < 0 {
+	if !p.seen {
 		if done {
 			return Decision{Route: -1}
 		}
@@ -141,7 +141,7 @@ func (p *DatagramProber) decide(done bool) Decision {
 	}
 	for i := range p.routes {
 		m := &p.routes[i].Match
-		v, info := p.verdictOf(m)
+		v, info := p.verdictOf(i, m)
 		switch v {
 		case sniff.Match:
 			if constraintsHold(m, &info) {
@@ -156,10 +156,36 @@ func (p *DatagramProber) decide(done bool) Decision {
 	return Decision{Route: -1}
 }
 
+// first takes every route's verdict on the first datagram but QUIC's: a
+// datagram is whole, so a sniffer that would want more bytes has its
+// answer, no.
+func (p *DatagramProber) first(d []byte) {
+	for i := range p.routes {
+		m := &p.routes[i].Match
+		if m.Protocol == snapshot.Bytes {
+			if bytesVerdict(m, d) == sniff.Match {
+				if p.bytesMatch == nil {
+					p.bytesMatch = make([]uint64, (len(p.routes)+63)/64)
+				}
+				p.bytesMatch[i/64] |= 1 << (i % 64)
+			}
+			continue
+		}
+		j := slot(m.Protocol)
+		if j < 0 || protocols[j].datagram == nil || p.have[j] {
+			continue
+		}
+		p.verdict[j], p.info[j] = protocols[j].datagram(d)
+		if p.verdict[j] == sniff.NeedMore {
+			p.verdict[j] = sniff.NoMatch
+		}
+		p.have[j] = true
+	}
+}
+
 // verdictOf is a route's verdict on the datagrams so far: QUIC's from the
-// Assembler, the others' from the first datagram alone (a datagram is
-// whole, so a sniffer that would want more bytes has its answer: no).
-func (p *DatagramProber) verdictOf(m *snapshot.Match) (sniff.Verdict, sniff.Info) {
+// Assembler, the others' as first took them.
+func (p *DatagramProber) verdictOf(i int, m *snapshot.Match) (sniff.Verdict, sniff.Info) {
 	switch m.Protocol {
 	case snapshot.QUIC:
 		switch p.quicStatus {
@@ -170,21 +196,13 @@ func (p *DatagramProber) verdictOf(m *snapshot.Match) (sniff.Verdict, sniff.Info
 		}
 		return sniff.NoMatch, sniff.Info{}
 	case snapshot.Bytes:
-		if bytesVerdict(m, p.first) == sniff.Match {
+		if p.bytesMatch != nil && p.bytesMatch[i/64]&(1<<(i%64)) != 0 {
 			return sniff.Match, sniff.Info{}
 		}
 		return sniff.NoMatch, sniff.Info{}
 	}
-	i := slot(m.Protocol)
-	if i < 0 || protocols[i].datagram == nil {
-		return sniff.NoMatch, sniff.Info{}
+	if j := slot(m.Protocol); j >= 0 && p.have[j] {
+		return p.verdict[j], p.info[j]
 	}
-	if !p.have[i] {
-		p.verdict[i], p.info[i] = protocols[i].datagram(p.first)
-		if p.verdict[i] == sniff.NeedMore {
-			p.verdict[i] = sniff.NoMatch
-		}
-		p.have[i] = true
-	}
-	return p.verdict[i], p.info[i]
+	return sniff.NoMatch, sniff.Info{}
 }

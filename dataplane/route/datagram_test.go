@@ -1,6 +1,7 @@
 package route
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -207,5 +208,27 @@ func BenchmarkDatagramProber(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestDatagramProberKeepsNoDatagram: the caller reuses its read buffer, so
+// routes decided after QUIC (here a bytes route past the 64th) must not
+// read the first datagram again.
+func TestDatagramProberKeepsNoDatagram(t *testing.T) {
+	pq := quicFlight(t, "quic-go_v1_pq")
+	var ms []snapshot.Match
+	ms = append(ms, snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"elsewhere.test"}})
+	for range 68 {
+		ms = append(ms, snapshot.Match{Protocol: snapshot.Bytes, Prefix: []byte("nothing")})
+	}
+	ms = append(ms, snapshot.Match{Protocol: snapshot.Bytes, Prefix: pq[0][:6]})
+	p := NewDatagramProber(routes(ms...))
+	buf := bytes.Clone(pq[0])
+	if d, err := p.Add(buf); err != nil || !d.NeedMore {
+		t.Fatalf("first half: %+v, %v", d, err)
+	}
+	clear(buf)
+	if d, err := p.Add(pq[1]); err != nil || d.Route != 69 {
+		t.Fatalf("second half: %+v, %v; want route 69", d, err)
 	}
 }
