@@ -52,14 +52,19 @@ type session struct {
 	addrs      []netip.AddrPort // the client addresses mapped to it, oldest first
 	probe      *probe
 	quic       bool
-	cids       []quic.ConnectionID // registered in Relay.byCID
-	newIDs     []quic.ConnectionID // learnt, to register once mu is released
-	sni        string
-	up, down   int64 // bytes
-	upN, downN int64 // datagrams
-	ended      bool
-	outcome    string
-	err        error
+	// serverIDLen is the length of the server's connection IDs, from its
+	// long headers (0: not seen); lastDCID the last one the client sent
+	// short headers to.
+	serverIDLen int
+	lastDCID    quic.ConnectionID
+	cids        []quic.ConnectionID // registered in Relay.byCID
+	newIDs      []quic.ConnectionID // learnt, to register once mu is released
+	sni         string
+	up, down    int64 // bytes
+	upN, downN  int64 // datagrams
+	ended       bool
+	outcome     string
+	err         error
 }
 
 // probe holds a session's first datagrams until a route is chosen.
@@ -142,7 +147,37 @@ func (s *session) fromClient(d []byte, from netip.AddrPort, oob []byte, now int6
 		return
 	}
 	s.writeBackend(d)
+	learnt := s.quic && s.learnClientDCID(d)
 	s.mu.Unlock()
+	if learnt {
+		s.registerIDs()
+	}
+}
+
+// learnClientDCID notes the connection ID a client's short-header packet
+// is sent to. Servers hand out most of their IDs in NEW_CONNECTION_ID
+// frames, encrypted, and clients move to them soon (quic-go right after
+// its handshake), so the IDs of the server's long headers would not find
+// a client rebound later; the ID it used on its last path does, as a
+// NAT rebinding keeps it. Short headers do not say the ID's length: it
+// is the server's, as its long headers showed. It reports whether the ID
+// is new. s.mu is held.
+func (s *session) learnClientDCID(d []byte) bool {
+	if s.serverIDLen == 0 || len(d) == 0 || d[0]&0x80 != 0 {
+		return false
+	}
+	id, ok := quic.ShortHeaderDCID(d, s.serverIDLen)
+	if !ok || id == s.lastDCID {
+		return false
+	}
+	s.lastDCID = id
+	for _, known := range s.cids {
+		if known == id {
+			return false
+		}
+	}
+	s.newIDs = append(s.newIDs, id)
+	return true
 }
 
 // moveTo makes from the session's client address: a QUIC client that
@@ -332,6 +367,7 @@ func (s *session) learnServerID(d []byte) {
 	if !ok || scid.Len() == 0 {
 		return
 	}
+	s.serverIDLen = scid.Len()
 	for _, id := range s.cids {
 		if id == scid {
 			return
