@@ -445,7 +445,7 @@ func TestUDPWireGuard(t *testing.T) {
 	for _, name := range names {
 		run(ipCmd, "link", "set", name, "up")
 	}
-	eventually(t, "a WireGuard handshake through the mux", func() bool {
+	peers.Until(t, ioTimeout, "a WireGuard handshake through the mux", func() bool {
 		out := run(wg, "show", names[0], "latest-handshakes")
 		f := strings.Fields(out)
 		return len(f) == 2 && f[1] != "0"

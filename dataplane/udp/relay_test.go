@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portmux/portmux/test/peers"
+
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -140,17 +142,6 @@ func receive(t testing.TB, c net.Conn) []byte {
 		t.Fatalf("read: %v", err)
 	}
 	return buf[:n]
-}
-
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(ioTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func capture(t testing.TB, dir, name string) []byte {
@@ -290,7 +281,7 @@ func TestRelayDrops(t *testing.T) {
 	if _, err := c3.Write(dns); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the third client's drop", func() bool { return drops(DropSessionLimit) == 1 })
+	peers.Until(t, ioTimeout, "the third client's drop", func() bool { return drops(DropSessionLimit) == 1 })
 	if r.Sessions() != 2 {
 		t.Errorf("%d sessions, want 2", r.Sessions())
 	}
@@ -316,7 +307,7 @@ func TestRelayClientLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "two drops", func() bool {
+	peers.Until(t, ioTimeout, "two drops", func() bool {
 		return testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientLimit)) == 2
 	})
 	if r.Sessions() != 3 {
@@ -334,7 +325,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 	r := startRelay(t, listener(rt), Options{Metrics: m, SweepInterval: 10 * time.Millisecond})
 	c := client(t, r.Addr().String())
 	exchange(t, c, []byte("a"))
-	eventually(t, "the session to idle out", func() bool { return r.Sessions() == 0 })
+	peers.Until(t, ioTimeout, "the session to idle out", func() bool { return r.Sessions() == 0 })
 	if got := testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "any", "any", OutcomeIdleTimeout)); got != 1 {
 		t.Errorf("idle_timeout sessions = %v", got)
 	}
@@ -373,7 +364,7 @@ func TestRelayNoRouteAfterProbe(t *testing.T) {
 	if _, err := c.Write(capture(t, "quic", "corpus/quic-go_v1_pq.0.bin")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the session to end", func() bool {
+	peers.Until(t, ioTimeout, "the session to end", func() bool {
 		return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "", "", OutcomeNoRoute)) == 1
 	})
 	if r.Sessions() != 0 || be.received.Load() != 0 {
@@ -483,7 +474,7 @@ func TestRelayNeverAmplifies(t *testing.T) {
 			got += int64(len(receive(t, c)))
 		}
 	}
-	eventually(t, "the backend to read everything", func() bool { return be.received.Load() == 20 })
+	peers.Until(t, ioTimeout, "the backend to read everything", func() bool { return be.received.Load() == 20 })
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 100)); err == nil {
 		t.Fatalf("an extra datagram of %d bytes", n)
@@ -532,7 +523,7 @@ func TestRelayHostile(t *testing.T) {
 		}
 		_ = c.Close()
 	}
-	eventually(t, "every session to end", func() bool { return r.Sessions() == 0 })
+	peers.Until(t, ioTimeout, "every session to end", func() bool { return r.Sessions() == 0 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.byAddr) != 0 || len(r.byToken) != 0 || len(r.byCID) != 0 {
@@ -582,7 +573,7 @@ func TestRelayBackendRefuses(t *testing.T) {
 	if _, err := c.Write([]byte("anyone?")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the session to end refused", func() bool {
+	peers.Until(t, ioTimeout, "the session to end refused", func() bool {
 		return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "any", "any", OutcomeRefused)) == 1
 	})
 }
