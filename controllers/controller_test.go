@@ -98,7 +98,7 @@ func sshMux(ns, name string, port int32, svc string) *v1alpha1.PortMux {
 func condition(t *testing.T, ns, name, typ string, want metav1.ConditionStatus, reason string) metav1.Condition {
 	t.Helper()
 	var got metav1.Condition
-	eventually(t, fmt.Sprintf("%s/%s %s=%s %s", ns, name, typ, want, reason), func() error {
+	peers.Eventually(t, settleTimeout, fmt.Sprintf("%s/%s %s=%s %s", ns, name, typ, want, reason), func() error {
 		var pm v1alpha1.PortMux
 		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &pm); err != nil {
 			return err
@@ -133,7 +133,7 @@ func talk(port int32, line string) (string, error) {
 
 func TestReadyWithoutAnyPortMux(t *testing.T) {
 	_, dp, c := startControllerWith(t)
-	eventually(t, "ready with no PortMux in the cluster", func() error {
+	peers.Eventually(t, settleTimeout, "ready with no PortMux in the cluster", func() error {
 		if err := c.ReadyCheck(nil); err != nil {
 			return err
 		}
@@ -172,12 +172,12 @@ func TestOnlyTheLeaderWritesStatus(t *testing.T) {
 	})
 	h, p := echoBackend(t, "x")
 	serviceFor(t, ns, "x", p, h)
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "x")); err != nil {
 		t.Fatal(err)
 	}
 	// A replica that is not the leader still serves traffic...
-	eventually(t, "traffic through a replica that is not the leader", func() error {
+	peers.Eventually(t, settleTimeout, "traffic through a replica that is not the leader", func() error {
 		got, err := talk(port, "hi")
 		if err != nil || got != "x:hi" {
 			return fmt.Errorf("%q, %v", got, err)
@@ -207,7 +207,7 @@ func TestPortMuxLifecycle(t *testing.T) {
 	h2, p2 := echoBackend(t, "two")
 	serviceFor(t, ns, "one", p1, h1)
 	serviceFor(t, ns, "two", p2, h2)
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 
 	pm := sshMux(ns, "edge", port, "one")
 	if err := k8s.Create(ctx, pm); err != nil {
@@ -236,7 +236,7 @@ func TestPortMuxLifecycle(t *testing.T) {
 	if err := k8s.Update(ctx, pm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "new connections reach the new backend", func() error {
+	peers.Eventually(t, settleTimeout, "new connections reach the new backend", func() error {
 		got, err := talk(port, "hi")
 		if err != nil || got != "two:hi" {
 			return fmt.Errorf("%q, %v", got, err)
@@ -252,7 +252,7 @@ func TestPortMuxLifecycle(t *testing.T) {
 	if err := k8s.Delete(ctx, pm); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the port stops accepting", func() error {
+	peers.Eventually(t, settleTimeout, "the port stops accepting", func() error {
 		if s := dp.snapshot(); s != nil && len(s.Listeners) != 0 {
 			return fmt.Errorf("%d listeners still programmed", len(s.Listeners))
 		}
@@ -270,7 +270,7 @@ func TestMissingSecretThenCreated(t *testing.T) {
 	ctx := context.Background()
 	h, p := echoBackend(t, "ssh")
 	serviceFor(t, ns, "sshd", p, h)
-	plain, tlsPort := freePort(t), freePort(t)
+	plain, tlsPort := int32(peers.FreePort(t)), int32(peers.FreePort(t))
 	pm := sshMux(ns, "edge", plain, "sshd")
 	pm.Spec.Listeners = append(pm.Spec.Listeners, v1alpha1.Listener{
 		Name: "secure", Port: ptr.To(tlsPort),
@@ -285,7 +285,7 @@ func TestMissingSecretThenCreated(t *testing.T) {
 		t.Fatalf("message does not name the Secret: %q", c.Message)
 	}
 	condition(t, ns, "edge", "Ready", metav1.ConditionFalse, "SecretNotFound")
-	eventually(t, "a Warning event names the missing Secret", func() error {
+	peers.Eventually(t, settleTimeout, "a Warning event names the missing Secret", func() error {
 		var evs eventsv1.EventList
 		if err := k8s.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -329,7 +329,7 @@ func TestTwoPortMuxesOnOnePort(t *testing.T) {
 	h2, p2 := echoBackend(t, "second")
 	serviceFor(t, ns, "first", p1, h1)
 	serviceFor(t, ns, "second", p2, h2)
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 
 	first := sshMux(ns, "first", port, "first")
 	if err := k8s.Create(ctx, first); err != nil {
@@ -356,7 +356,7 @@ func TestTwoPortMuxesOnOnePort(t *testing.T) {
 		t.Fatal(err)
 	}
 	condition(t, ns, "second", "Ready", metav1.ConditionTrue, "Ready")
-	eventually(t, "the port passes to the second PortMux", func() error {
+	peers.Eventually(t, settleTimeout, "the port passes to the second PortMux", func() error {
 		if got, err := talk(port, "x"); got != "second:x" {
 			return fmt.Errorf("%q, %v", got, err)
 		}
@@ -369,7 +369,7 @@ func TestEndpointSliceScaledFromZeroToTwo(t *testing.T) {
 	ctx := context.Background()
 	_, pa := echoBackend(t, "a")
 	serviceFor(t, ns, "web", pa) // no endpoints yet
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "web")); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func TestEndpointSliceScaledFromZeroToTwo(t *testing.T) {
 	echoBackendOn(t, addrs[1], "b", pa)
 	setEndpoints(t, ns, "web", pa, addrs[0], addrs[1])
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
-	eventually(t, "both endpoints programmed", func() error {
+	peers.Eventually(t, settleTimeout, "both endpoints programmed", func() error {
 		s := dp.snapshot()
 		if s == nil || len(s.Listeners) != 1 || len(s.Listeners[0].Routes[0].Backend.Endpoints) != 2 {
 			return fmt.Errorf("snapshot %+v", s)
@@ -427,32 +427,17 @@ func TestBindFailureIsReported(t *testing.T) {
 // echoBackendOn is echoBackend on a given address and port (0: any).
 func echoBackendOn(t *testing.T, host, name string, port int32) (string, int32) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	s := peers.Host(host).TCPServerOn(t, int(port), func(c net.Conn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
+				return
+			}
 		}
-	}()
-	a := ln.Addr().(*net.TCPAddr)
-	return a.IP.String(), int32(a.Port)
+	})
+	return host, int32(s.Port)
 }

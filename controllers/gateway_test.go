@@ -87,9 +87,7 @@ func talkTLS(port int32, sni, line string) (answer, cn string, err error) {
 // statuses say so as the spec defines, and real TLS reaches the backend by
 // SNI through the in-process dataplane.
 func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
-	if skipReason != "" {
-		t.Skip(skipReason)
-	}
+	requireGatewayAPI(t)
 	ctx := context.Background()
 	app := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-app-", Labels: map[string]string{"portmux-test": "apps"}}}
 	if err := k8s.Create(ctx, app); err != nil {
@@ -122,7 +120,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	gw := &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge"},
 		Spec: gwv1.GatewaySpec{
@@ -175,7 +173,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	routeCondition(t, app.Name, "git", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")
-	eventually(t, "TLS through the Gateway", func() error {
+	peers.Eventually(t, settleTimeout, "TLS through the Gateway", func() error {
 		answer, cn, err := talkTLS(port, "git.example.test", "hello")
 		if err != nil {
 			return err
@@ -190,7 +188,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 	}
 
 	var got gwv1.Gateway
-	eventually(t, "Gateway status", func() error {
+	peers.Eventually(t, settleTimeout, "Gateway status", func() error {
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "edge"}, &got); err != nil {
 			return err
 		}
@@ -238,7 +236,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 	if err := k8s.Update(ctx, route); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the TLSRoute's entry dropped", func() error {
+	peers.Eventually(t, settleTimeout, "the TLSRoute's entry dropped", func() error {
 		var r gwv1.TLSRoute
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: app.Name, Name: "git"}, &r); err != nil {
 			return err
@@ -256,10 +254,22 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 	})
 }
 
+// requireGatewayAPI skips without an API server and fails when the
+// Gateway API CRDs could not be installed in it.
+func requireGatewayAPI(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	if gatewayAPIErr != nil {
+		t.Fatal(gatewayAPIErr)
+	}
+}
+
 // gatewayClassCondition waits for a GatewayClass condition.
 func gatewayClassCondition(t *testing.T, name, typ string, want metav1.ConditionStatus, reason string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("GatewayClass %s %s=%s %s", name, typ, want, reason), func() error {
+	peers.Eventually(t, settleTimeout, fmt.Sprintf("GatewayClass %s %s=%s %s", name, typ, want, reason), func() error {
 		var gc gwv1.GatewayClass
 		if err := k8s.Get(context.Background(), types.NamespacedName{Name: name}, &gc); err != nil {
 			return err
@@ -272,7 +282,7 @@ func gatewayClassCondition(t *testing.T, name, typ string, want metav1.Condition
 // PortMux's controller.
 func routeCondition(t *testing.T, ns, name, typ string, want metav1.ConditionStatus, reason string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("TLSRoute %s/%s %s=%s %s", ns, name, typ, want, reason), func() error {
+	peers.Eventually(t, settleTimeout, fmt.Sprintf("TLSRoute %s/%s %s=%s %s", ns, name, typ, want, reason), func() error {
 		var r gwv1.TLSRoute
 		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &r); err != nil {
 			return err
@@ -300,6 +310,7 @@ func conditionIs(c *metav1.Condition, gen int64, want metav1.ConditionStatus, re
 // what is inside to a plain backend; a TCP listener of the same Gateway
 // forwards to its TCPRoute's.
 func TestGatewayTLSTerminateAndTCP(t *testing.T) {
+	requireGatewayAPI(t)
 	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
 		copt.GatewayAPI = GatewayAPIOn
 	})
@@ -323,7 +334,7 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
-	tlsPort, tcpPort := freePort(t), freePort(t)
+	tlsPort, tcpPort := int32(peers.FreePort(t)), int32(peers.FreePort(t))
 	gw := &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"},
 		Spec: gwv1.GatewaySpec{
@@ -361,7 +372,7 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 	}
 
 	routeCondition(t, ns, "shop", "Accepted", metav1.ConditionTrue, "Accepted")
-	eventually(t, "TLS terminated by the Gateway", func() error {
+	peers.Eventually(t, settleTimeout, "TLS terminated by the Gateway", func() error {
 		answer, cn, err := talkTLS(tlsPort, "shop.example.test", "hi")
 		if err != nil {
 			return err
@@ -371,7 +382,7 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "TCP through the Gateway", func() error {
+	peers.Eventually(t, settleTimeout, "TCP through the Gateway", func() error {
 		answer, err := talk(tcpPort, "raw")
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/portmux/portmux/controllers/compile"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestPortPolicyKeepsPortsWithTheirOwner: the cluster grants a port to one
@@ -23,7 +24,7 @@ import (
 // squatter still asks for it.
 func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
 	ctx := context.Background()
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	var squat string
 	// The port is granted to the test's namespace, the owner's.
 	setup := func(owner string, copt *Options) {
@@ -75,7 +76,7 @@ func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	condition(t, owner, "public", "Ready", metav1.ConditionTrue, "Ready")
-	eventually(t, "the recreated owner serves the port", func() error {
+	peers.Eventually(t, settleTimeout, "the recreated owner serves the port", func() error {
 		if got, err := talk(port, "x"); got != "owner:x" {
 			return fmt.Errorf("%q, %v", got, err)
 		}

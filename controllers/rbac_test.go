@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/portmux/portmux/test/peers"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,7 +55,7 @@ func TestWatchedNamespaceNeedsOnlyARoleBinding(t *testing.T) {
 
 	h, p := echoBackend(t, "one")
 	serviceFor(t, ns, "one", p, h)
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "one")); err != nil {
 		t.Fatal(err)
 	}

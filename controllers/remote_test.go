@@ -22,6 +22,7 @@ import (
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // appliedLog is a dataplane behind a real control socket that records the
@@ -102,18 +103,6 @@ func runRemote(t *testing.T, r *RemoteDataplane) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func drain(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -179,10 +168,10 @@ func TestRemoteUnreachableThenBack(t *testing.T) {
 
 	runRemote(t, r)
 	dp, _, _ := startDataplane(t, path)
-	took := waitUntil(t, "the snapshot reaches the dataplane that came", func() bool { return dp.count() == 1 })
+	took := peers.Until(t, 10*time.Second, "the snapshot reaches the dataplane that came", func() bool { return dp.count() == 1 })
 	t.Logf("the dataplane had the snapshot %s after it started listening", took.Round(time.Millisecond))
-	waitUntil(t, "ready", func() bool { return r.Ready() == nil })
-	waitUntil(t, "the programmer is told", func() bool { return drain(r.Resynced()) })
+	peers.Until(t, 10*time.Second, "ready", func() bool { return r.Ready() == nil })
+	peers.Until(t, 10*time.Second, "the programmer is told", func() bool { return drain(r.Resynced()) })
 }
 
 // A dataplane that restarted (a new process, nothing applied) gets the
@@ -190,15 +179,21 @@ func TestRemoteUnreachableThenBack(t *testing.T) {
 // absence; so does one that holds another snapshot.
 func TestRemoteResends(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		cause func(t *testing.T, path string, stop func()) *appliedLog
+		name string
+		// cause makes the dataplane at path need the snapshot again and
+		// returns the dataplane that must receive it (nil: the first one)
+		// and how many snapshots it will have applied once it has. It
+		// counts before the cause: the remote may resend at once, before
+		// the test looks.
+		cause func(t *testing.T, path string, first *appliedLog, stop func()) (*appliedLog, int)
 	}{
-		{"restarted", func(t *testing.T, path string, stop func()) *appliedLog {
+		{"restarted", func(t *testing.T, path string, _ *appliedLog, stop func()) (*appliedLog, int) {
 			stop()
 			dp, _, _ := startDataplane(t, path)
-			return dp
+			return dp, 1
 		}},
-		{"holds another snapshot", func(t *testing.T, path string, _ func()) *appliedLog {
+		{"holds another snapshot", func(t *testing.T, path string, first *appliedLog, _ func()) (*appliedLog, int) {
+			want := first.count() + 2 // the other snapshot, then the current one again
 			wire, err := snapshot.Encode(twoListeners("2"))
 			if err != nil {
 				t.Fatal(err)
@@ -206,7 +201,7 @@ func TestRemoteResends(t *testing.T) {
 			if _, err := control.NewClient(path).Apply(context.Background(), wire); err != nil {
 				t.Fatal(err)
 			}
-			return nil
+			return first, want
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,22 +210,18 @@ func TestRemoteResends(t *testing.T) {
 			r := newRemote(t, path)
 			r.Apply(twoListeners("1"))
 			runRemote(t, r)
-			waitUntil(t, "ready", func() bool { return r.Ready() == nil })
+			peers.Until(t, 10*time.Second, "ready", func() bool { return r.Ready() == nil })
 			drain(r.Resynced())
 
-			dp := tc.cause(t, path, stop)
-			if dp == nil {
-				dp = first
-			}
-			want := dp.count() + 1
-			took := waitUntil(t, "the current snapshot is sent again", func() bool { return dp.count() >= want })
+			dp, want := tc.cause(t, path, first, stop)
+			took := peers.Until(t, 10*time.Second, "the current snapshot is sent again", func() bool { return dp.count() >= want })
 			t.Logf("sent again after %s", took.Round(time.Millisecond))
 			st, err := control.NewClient(path).State(context.Background())
 			if err != nil || st.Version != r.version {
 				t.Errorf("the dataplane holds %q (%v), want the current %q", st.Version, err, r.version)
 			}
-			waitUntil(t, "ready", func() bool { return r.Ready() == nil })
-			waitUntil(t, "the programmer is told", func() bool { return drain(r.Resynced()) })
+			peers.Until(t, 10*time.Second, "ready", func() bool { return r.Ready() == nil })
+			peers.Until(t, 10*time.Second, "the programmer is told", func() bool { return drain(r.Resynced()) })
 		})
 	}
 }
@@ -299,7 +290,7 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
 	host, bport := echoBackend(t, "a")
 	serviceFor(t, ns, "echo", bport, host)
-	port := freePort(t)
+	port := int32(peers.FreePort(t))
 	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "echo")); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +308,7 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 
 	process()
 	condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
-	eventually(t, "traffic through the new dataplane process", func() error {
+	peers.Eventually(t, settleTimeout, "traffic through the new dataplane process", func() error {
 		got, err := talk(port, "again")
 		if err == nil && !strings.HasPrefix(got, "a") {
 			err = fmt.Errorf("answer %q", got)
@@ -353,7 +344,7 @@ func TestRemoteReadyWhileSending(t *testing.T) {
 			r.check(context.Background()) // learns what the dataplane serves
 			done := make(chan struct{})
 			go func() { defer close(done); r.Apply(twoListeners("1")) }()
-			waitUntil(t, "the PUT is under way", func() bool { return puts.Load() == 1 })
+			peers.Until(t, 10*time.Second, "the PUT is under way", func() bool { return puts.Load() == 1 })
 			if err := r.Ready(); (err == nil) != tc.applied {
 				t.Errorf("Ready while sending: %v; want ready = %v", err, tc.applied)
 			}

@@ -2,34 +2,26 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/apiserver"
 )
 
 // These tests run the controller against a real kube-apiserver and etcd
@@ -38,44 +30,16 @@ import (
 // that accept connections, bytes that arrive at backends.
 var (
 	skipReason string
-	scheme     = runtime.NewScheme()
+	scheme     *runtime.Scheme
 	restCfg    *rest.Config
 	k8s        client.Client
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		skipReason = "KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)"
-		return m.Run()
-	}
-	logf.SetLogger(logr.Discard())
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
-	_ = gwv1.Install(scheme)
-	env := &envtest.Environment{
-		Scheme: scheme,
-		// The Gateway API's standard CRDs, as hack/gateway-api-crds.sh
-		// copies them from the module: a cluster that has them.
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "config", "gateway-api")},
-		ErrorIfCRDPathMissing: true,
-	}
-	var err error
-	restCfg, err = env.Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	k8s, err = client.New(restCfg, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "client: %v\n", err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(apiserver.Main(m, "..", func(e *apiserver.Env) {
+		skipReason, scheme, restCfg, k8s = e.SkipReason, e.Scheme, e.Config, e.Client
+		gatewayAPIErr = installGatewayAPI(e)
+	}))
 }
 
 // recordingDataplane is the real dataplane, plus a record of the snapshots
@@ -197,28 +161,6 @@ func startManager(t *testing.T, cfg *rest.Config, ns string, dp Dataplane, copt 
 	return c
 }
 
-// freePort returns a loopback port that was free a moment ago. PortMux
-// ports are declared up front, so the test cannot let the kernel choose.
-func freePort(t *testing.T) int32 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return int32(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// eventually polls f until it returns nil or the bound passes.
-func eventually(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
+// settleTimeout bounds every wait for the cluster to settle. (PortMux
+// ports are declared up front: tests take them from peers.FreePort.)
+const settleTimeout = 20 * time.Second

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // dialFrom connects to addr from the local address from (any 127.x
@@ -73,7 +74,7 @@ func TestPerClientConnectionCap(t *testing.T) {
 
 	// A connection the hog closes frees its slot.
 	_ = hog[0].Close()
-	eventually(t, "the hog's connection to be released", func() bool { return m.ActiveConnections() == 2 })
+	peers.Until(t, ioTimeout, "the hog's connection to be released", func() bool { return m.ActiveConnections() == 2 })
 	again := dialFrom(t, "127.0.0.2", pub)
 	roundTrip(t, again, "hog again\n")
 

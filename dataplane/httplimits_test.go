@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -175,52 +174,30 @@ func TestHTTPModeBackendPoolKeyedByEndpoint(t *testing.T) {
 
 // gateBackend is an HTTP backend whose handler answers only once the
 // test opens its gate, and that tracks how many connections it holds at
-// once and at most.
+// once and at most (PeakConns).
 type gateBackend struct {
-	addr string
+	*peers.HTTPServer
 	gate chan struct{}
-	mu   sync.Mutex
-	open map[net.Conn]bool
-	peak int
 }
 
 func newGateBackend(t testing.TB) *gateBackend {
 	t.Helper()
-	b := &gateBackend{gate: make(chan struct{}), open: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			<-b.gate
-			_, _ = io.WriteString(w, "ok\n")
-		}),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if st == http.StateClosed || st == http.StateHijacked {
-				delete(b.open, c)
-			} else {
-				b.open[c] = true
-			}
-			b.peak = max(b.peak, len(b.open))
-		},
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
+	b := &gateBackend{gate: make(chan struct{})}
+	b.HTTPServer = peers.HTTPHandler(t, "gate", func(w http.ResponseWriter, r *http.Request) {
+		<-b.gate
+		_, _ = io.WriteString(w, "ok\n")
 	})
+	t.Cleanup(func() { openOnce(b.gate) }) // before the server's: it waits for the handlers
 	return b
 }
 
-func (b *gateBackend) peakConns() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.peak
+// openOnce closes a gate unless the test has.
+func openOnce(gate chan struct{}) {
+	select {
+	case <-gate:
+	default:
+		close(gate)
+	}
 }
 
 // gaugeValue is the value of the gauge name for listener.
@@ -263,7 +240,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			backend := newGateBackend(t)
-			l := listenerOn("pub", httpRoute("web", backend.addr))
+			l := listenerOn("pub", httpRoute("web", backend.Addr))
 			l.MaxConnections = tc.listenerCap
 			snap := snapshotOf(l)
 			snap.MaxConnections = tc.serverCaps
@@ -306,7 +283,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 			if got[200] != 1 || got[http.StatusServiceUnavailable] != streams-1 {
 				t.Errorf("statuses %v, want one 200 and %d 503", got, streams-1)
 			}
-			if p := backend.peakConns(); p != 1 {
+			if p := backend.PeakConns(); p != 1 {
 				t.Errorf("the backend had %d connections at once, want 1", p)
 			}
 			if n := httpRequestCount(t, reg, "pub", dataplane.RequestUnavailable); n != streams-1 {
@@ -323,7 +300,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 			if resp := getOnce(t, pub, "www.test", "/again"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 				t.Errorf("a new client after the first left: %q", resp)
 			}
-			if p := backend.peakConns(); p != 1 {
+			if p := backend.PeakConns(); p != 1 {
 				t.Errorf("the backend had %d connections at once, want 1", p)
 			}
 			m.waitIdle()

@@ -124,7 +124,7 @@ func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 			}
 		}
 		tr.CloseIdleConnections()
-		eventually(t, "the client connection to end", func() bool {
+		peers.Until(t, ioTimeout, "the client connection to end", func() bool {
 			return outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP) == round+1
 		})
 	}
@@ -142,7 +142,7 @@ func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 	if err != nil || res.Code != 200 {
 		t.Fatalf("curl: %+v, %v", res, err)
 	}
-	eventually(t, "curl's connection to end", func() bool { return outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP) == 3 })
+	peers.Until(t, ioTimeout, "curl's connection to end", func() bool { return outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP) == 3 })
 	if n := distinct(web.Requests(), func(r peers.Request) string { return r.RemoteAddr }); n > 3 {
 		t.Errorf("backend connections after curl's 2 requests: %d, want at most 3 for 12 requests", n)
 	}

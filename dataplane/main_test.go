@@ -85,7 +85,7 @@ func (m *testMux) addr(listener string) string {
 // waitIdle waits until the dataplane holds no connection.
 func (m *testMux) waitIdle() {
 	m.t.Helper()
-	eventually(m.t, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
+	peers.Until(m.t, ioTimeout, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
 }
 
 // listenerOn returns a listener on 127.0.0.1:0 with a 2s probe timeout.
@@ -200,17 +200,5 @@ func closedByPeer(c net.Conn, d time.Duration) error {
 		default:
 			return nil // EOF or connection reset: closed
 		}
-	}
-}
-
-// eventually polls cond until it holds, failing the test after ioTimeout.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(ioTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

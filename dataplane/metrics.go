@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portmux/portmux/dataplane/udp"
 )
 
 // Metrics are the dataplane's Prometheus collectors. They are registered on
@@ -27,6 +29,8 @@ type Metrics struct {
 	// httpBackendConns counts the backend connections of http mode, which
 	// take slots of their clients' listeners.
 	httpBackendConns *prometheus.GaugeVec
+	// udp are the UDP listeners' sessions, datagrams and drops.
+	udp *udp.Metrics
 }
 
 // clientsCollector reports the size of each bound listener's per-client
@@ -80,6 +84,7 @@ const (
 // registered, for tests that do not scrape).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		udp: udp.NewMetrics(),
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portmux_connections_total",
 			Help: "Connections handled, by listener, route, sniffed protocol and outcome.",
@@ -137,6 +142,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes,
 			m.httpRequests, m.httpBackendConns)
+		reg.MustRegister(m.udp.Collectors()...)
 	}
 	return m
 }

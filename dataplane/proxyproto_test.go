@@ -343,7 +343,7 @@ backend web
 		t.Fatal(err)
 	}
 	peers.Start(t, "haproxy", bin, "-db", "-f", file)
-	eventually(t, "haproxy to listen", func() bool {
+	peers.Until(t, ioTimeout, "haproxy to listen", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			_ = c.Close()

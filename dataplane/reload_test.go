@@ -18,6 +18,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // A new snapshot never cuts an established connection: it keeps the
@@ -242,7 +243,7 @@ func TestReloadRoutesApplyToNewConnectionsOnly(t *testing.T) {
 	// c2 is accepted but still in its probe (the ssh route waits for
 	// bytes) when the routes change.
 	c2 := dial(t, pub)
-	eventually(t, "c2 to be accepted", func() bool { return m.ActiveConnections() == 2 })
+	peers.Until(t, ioTimeout, "c2 to be accepted", func() bool { return m.ActiveConnections() == 2 })
 
 	m.apply(snapshotOf(toB))
 	expectGreeting(t, pub, "B\n")
@@ -368,7 +369,7 @@ func TestNewListenerServesItsFirstConnection(t *testing.T) {
 func TestReloadClosesPooledHTTPConnectionsOfTheOldConfig(t *testing.T) {
 	t.Parallel()
 	backend := newSlowHTTPBackend(t)
-	snap := snapshotOf(listenerOn("pub", httpModeRoute(backend.addr)))
+	snap := snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr)))
 	m := startMux(t, snap)
 	pub := m.addr("pub")
 
@@ -388,13 +389,13 @@ func TestReloadClosesPooledHTTPConnectionsOfTheOldConfig(t *testing.T) {
 	<-backend.entered
 	// A reload while the request is in flight: the old configuration is
 	// retired, but its pool gets the backend connection back afterwards.
-	m.apply(snapshotOf(listenerOn("pub", httpModeRoute(backend.addr))))
+	m.apply(snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr))))
 	close(backend.release)
 	if r := <-resp; !strings.HasPrefix(r, "HTTP/1.1 200") {
 		t.Fatalf("response %q", r)
 	}
 	m.waitIdle()
-	eventually(t, "the retired configuration's pooled backend connection to be closed", func() bool { return backend.openConns() == 0 })
+	peers.Until(t, ioTimeout, "the retired configuration's pooled backend connection to be closed", func() bool { return backend.OpenConns() == 0 })
 }
 
 func TestApplyKeepsServingWhenASnapshotIsInvalid(t *testing.T) {

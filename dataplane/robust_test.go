@@ -22,6 +22,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // Clients that misbehave cost the dataplane a timer, are closed on time and
@@ -213,7 +214,7 @@ func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 
 	// A freed slot is taken again.
 	_ = c1.Close()
-	eventually(t, "the first connection to be released", func() bool { return m.ActiveConnections() == 1 })
+	peers.Until(t, ioTimeout, "the first connection to be released", func() bool { return m.ActiveConnections() == 1 })
 	c4 := dial(t, pub)
 	roundTrip(t, c4, "four\n")
 	roundTrip(t, c2, "two after four\n")
@@ -239,7 +240,7 @@ func TestShutdownDrainsOpenConnections(t *testing.T) {
 	}()
 
 	// The port stops accepting...
-	eventually(t, "the listener to close", func() bool {
+	peers.Until(t, ioTimeout, "the listener to close", func() bool {
 		nc, err := net.DialTimeout("tcp", pub, time.Second)
 		if err != nil {
 			return true
@@ -373,7 +374,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	r.Backend.DialTimeout = 30 * time.Second
 	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))
-	eventually(t, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
+	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -474,52 +475,23 @@ func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
 }
 
 // slowHTTPBackend is an HTTP server whose handler answers once the test
-// releases it, and that counts the connections open to it.
+// releases it, and that counts the connections open to it (OpenConns).
 type slowHTTPBackend struct {
-	addr    string
+	*peers.HTTPServer
 	entered chan struct{}
 	release chan struct{}
-	mu      sync.Mutex
-	open    map[net.Conn]bool
 }
 
 func newSlowHTTPBackend(t testing.TB) *slowHTTPBackend {
 	t.Helper()
-	b := &slowHTTPBackend{entered: make(chan struct{}, 16), release: make(chan struct{}), open: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.entered <- struct{}{}
-			<-b.release
-			_, _ = io.WriteString(w, "ok\n")
-		}),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if st == http.StateClosed || st == http.StateHijacked {
-				delete(b.open, c)
-			} else {
-				b.open[c] = true
-			}
-		},
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
+	b := &slowHTTPBackend{entered: make(chan struct{}, 16), release: make(chan struct{})}
+	b.HTTPServer = peers.HTTPHandler(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		b.entered <- struct{}{}
+		<-b.release
+		_, _ = io.WriteString(w, "ok\n")
 	})
+	t.Cleanup(func() { openOnce(b.release) }) // before the server's: it waits for the handlers
 	return b
-}
-
-func (b *slowHTTPBackend) openConns() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.open)
 }
 
 // getOnce sends one HTTP/1.1 request with Connection: close on a new
@@ -549,7 +521,7 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	t.Parallel()
 	backend := newSlowHTTPBackend(t)
 	close(backend.release) // answer at once
-	m := startMux(t, snapshotOf(listenerOn("pub", httpModeRoute(backend.addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", httpModeRoute(backend.Addr))))
 	if resp := getOnce(t, m.addr("pub"), "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 		t.Fatalf("response %q", resp)
 	}
@@ -562,7 +534,7 @@ func TestShutdownClosesPooledHTTPBackendConnections(t *testing.T) {
 	// The http-mode backend's keep-alive pool is the server's: after
 	// Shutdown no connection to the backend (and no goroutine serving one)
 	// may be left.
-	eventually(t, "Shutdown to close the pooled backend connections", func() bool { return backend.openConns() == 0 })
+	peers.Until(t, ioTimeout, "Shutdown to close the pooled backend connections", func() bool { return backend.OpenConns() == 0 })
 }
 
 // TestDribbledRegexMatchForwarded: a client that sends its bytes one per
@@ -609,7 +581,7 @@ func TestRouteIdleTimeoutClosesSilentConnections(t *testing.T) {
 	if err := closedByPeer(c, ioTimeout); err != nil {
 		t.Fatalf("silent connection: %v", err)
 	}
-	eventually(t, "an idle_timeout outcome", func() bool {
+	peers.Until(t, ioTimeout, "an idle_timeout outcome", func() bool {
 		return outcomeCount(t, reg, "pub", dataplane.OutcomeIdleTimeout) == 1
 	})
 	m.waitIdle()

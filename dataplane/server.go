@@ -36,6 +36,7 @@ import (
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+	"github.com/portmux/portmux/dataplane/udp"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -91,8 +92,11 @@ type Server struct {
 	stop       context.Context
 	cancelStop context.CancelFunc
 
-	mu     sync.Mutex // guards bound, conns and closed
-	bound  map[string]*boundListener
+	mu    sync.Mutex // guards bound, relays, conns and closed
+	bound map[string]*boundListener
+	// relays are the bound UDP listeners, by bindKey; each ends its own
+	// sessions.
+	relays map[string]*udp.Relay
 	conns  map[*conn]struct{} // open connections, for Shutdown to cut
 	closed bool
 
@@ -138,11 +142,12 @@ func NewServer(opt Options) *Server {
 		opt.Metrics = NewMetrics(nil)
 	}
 	s := &Server{
-		opt:   opt,
-		log:   opt.Log,
-		m:     opt.Metrics,
-		bound: map[string]*boundListener{},
-		conns: map[*conn]struct{}{},
+		opt:    opt,
+		log:    opt.Log,
+		m:      opt.Metrics,
+		bound:  map[string]*boundListener{},
+		relays: map[string]*udp.Relay{},
+		conns:  map[*conn]struct{}{},
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	count := s.clientCounts
@@ -179,13 +184,18 @@ func NewServer(opt Options) *Server {
 	return s
 }
 
-// bindKey identifies a bound socket across snapshots: its address, except
-// for ephemeral ports (":0"), which only the same listener can keep.
+// bindKey identifies a bound socket across snapshots: its address and
+// transport (a TCP and a UDP listener may share a port number), except for
+// ephemeral ports (":0"), which only the same listener can keep.
 func bindKey(l *snapshot.Listener) string {
+	key := l.Address
 	if _, port, err := net.SplitHostPort(l.Address); err == nil && port == "0" {
-		return l.Name + "@" + l.Address
+		key = l.Name + "@" + l.Address
 	}
-	return l.Address
+	if l.UDP() {
+		key = "udp/" + key
+	}
+	return key
 }
 
 // Apply makes snap the configuration for new connections, binds the
@@ -234,9 +244,22 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 			s.log.Info("listener closed; open connections drain", "address", b.ln.Addr().String())
 		}
 	}
+	for key, r := range s.relays {
+		if _, keep := want[key]; !keep {
+			s.closeRelay(key, r)
+		}
+	}
 	cfg.byKey = map[string]*listenerConfig{}
 	var started []*boundListener
 	for key, l := range want {
+		if l.UDP() {
+			if err := s.serveUDP(key, l); err != nil {
+				errs[l.Name] = err
+				continue
+			}
+			cfg.byKey[key] = cfg.listeners[l.Name]
+			continue
+		}
 		if _, ok := s.bound[key]; !ok {
 			ln, err := s.opt.Listen(context.Background(), l.Address)
 			if err != nil {
@@ -277,7 +300,64 @@ func (s *Server) updateListenerGauge(cfg *config) {
 			s.m.listening.WithLabelValues(lc.Name, b.ln.Addr().String()).Set(1)
 		}
 	}
+	for key, r := range s.relays {
+		if lc := cfg.byKey[key]; lc != nil {
+			s.m.listening.WithLabelValues(lc.Name, "udp/"+r.Addr().String()).Set(1)
+		}
+	}
 }
+
+// serveUDP binds a UDP listener's address, unless it is bound already, and
+// gives the relay the listener's routes for its new sessions. s.mu is
+// held.
+func (s *Server) serveUDP(key string, l *snapshot.Listener) error {
+	r := s.relays[key]
+	if r == nil {
+		var err error
+		r, err = udp.Listen(l.Address, udp.Options{
+			Log: s.log, LogSessions: s.opt.LogConnections, Metrics: s.m.udp, Now: s.opt.Now,
+			Admit: s.admitSession, Release: s.releaseSession,
+			OnPanic: func(*panics.Error) { s.m.panics.Inc() },
+		})
+		if err != nil {
+			s.log.Error(err, "cannot bind listener", "listener", l.Name, "address", l.Address, "transport", "UDP")
+			return fmt.Errorf("bind %s/udp: %w", l.Address, err)
+		}
+		s.relays[key] = r
+		s.log.Info("listening", "listener", l.Name, "address", r.Addr().String(), "transport", "UDP")
+	}
+	if err := r.SetListener(l); err != nil {
+		if r.Sessions() == 0 {
+			s.closeRelay(key, r)
+		}
+		return fmt.Errorf("listener %s: %w", l.Name, err)
+	}
+	return nil
+}
+
+// closeRelay unbinds a UDP listener: its sessions end, since without the
+// socket their clients can neither be heard nor answered. s.mu is held.
+func (s *Server) closeRelay(key string, r *udp.Relay) {
+	addr := r.Addr().String()
+	if err := r.Close(); err != nil {
+		s.log.Error(err, "closing a UDP listener", "address", addr)
+	}
+	delete(s.relays, key)
+	s.log.Info("listener closed; its UDP sessions ended", "address", addr)
+}
+
+// admitSession takes a slot of the snapshot's maxConnections for a new
+// UDP session; TCP connections and UDP sessions share the cap.
+func (s *Server) admitSession() bool {
+	limit := s.cfg.Load().snap.MaxConnections
+	if n := s.active.Add(1); limit > 0 && n > int64(limit) {
+		s.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) releaseSession() { s.active.Add(-1) }
 
 // clientCounts is the size of each bound listener's per-client table, by
 // listener name.
@@ -291,11 +371,17 @@ func (s *Server) clientCounts() map[string]int {
 			out[lc.Name] = b.clients.Len()
 		}
 	}
+	for key, r := range s.relays {
+		if lc := cfg.byKey[key]; lc != nil {
+			out[lc.Name] = r.Clients()
+		}
+	}
 	return out
 }
 
 // Addr returns the bound address of the named listener (useful with port 0),
-// or nil when it is not bound.
+// or nil when it is not bound: a *net.TCPAddr, or a *net.UDPAddr for a UDP
+// listener.
 func (s *Server) Addr(listener string) net.Addr {
 	cfg := s.cfg.Load()
 	s.mu.Lock()
@@ -305,15 +391,31 @@ func (s *Server) Addr(listener string) net.Addr {
 			if b := s.bound[key]; b != nil {
 				return b.ln.Addr()
 			}
+			if r := s.relays[key]; r != nil {
+				return r.Addr()
+			}
 		}
 	}
 	return nil
 }
 
+// UDPSessions counts the UDP sessions open now, across listeners. They
+// count against the snapshot's maxConnections too, but not in
+// ActiveConnections.
+func (s *Server) UDPSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.relays {
+		n += r.Sessions()
+	}
+	return n
+}
+
 // ActiveConnections counts the client connections open now; backend
 // connections that http mode pools are not among them, although they take
-// connection slots too.
-func (s *Server) ActiveConnections() int { return s.backends.clients(&s.active) }
+// connection slots too, nor UDP sessions (UDPSessions).
+func (s *Server) ActiveConnections() int { return s.backends.clients(&s.active) - s.UDPSessions() }
 
 // Shutdown stops accepting everywhere, waits for open connections to finish
 // until ctx is done, then closes the rest. It returns ctx's error when it had
@@ -324,6 +426,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for key, b := range s.bound {
 		_ = b.ln.Close()
 		delete(s.bound, key)
+	}
+	// UDP has no close to wait for: sessions end with their sockets.
+	for key, r := range s.relays {
+		s.closeRelay(key, r)
 	}
 	s.mu.Unlock()
 

@@ -27,7 +27,7 @@ func TestCRDIsEstablished(t *testing.T) {
 	requireAPIServer(t)
 
 	var crd apiextensionsv1.CustomResourceDefinition
-	if err := k8s.Get(t.Context(), types.NamespacedName{Name: "portmuxes.portmux.dev"}, &crd); err != nil {
+	if err := env.Client.Get(t.Context(), types.NamespacedName{Name: "portmuxes.portmux.dev"}, &crd); err != nil {
 		t.Fatalf("getting the CRD: %v", err)
 	}
 	for _, want := range []apiextensionsv1.CustomResourceDefinitionConditionType{
@@ -113,7 +113,7 @@ func createAsItIs(t *testing.T, ns, file string) {
 		t.Errorf("%s does not start with a comment saying what it shows", file)
 	}
 	pm.Namespace = ns
-	if err := k8s.Create(t.Context(), &pm); err != nil {
+	if err := env.Client.Create(t.Context(), &pm); err != nil {
 		t.Fatalf("the API server refused %s: %v", file, err)
 	}
 }
@@ -132,7 +132,7 @@ func TestPrinterColumns(t *testing.T) {
 			{Name: "alt", Port: ptr.To[int32](8443)},
 		}},
 	}
-	if err := k8s.Create(t.Context(), pm); err != nil {
+	if err := env.Client.Create(t.Context(), pm); err != nil {
 		t.Fatalf("creating the PortMux: %v", err)
 	}
 
@@ -169,7 +169,7 @@ func TestPrinterColumns(t *testing.T) {
 		ObservedGeneration: pm.Generation,
 	})
 	pm.Status.Ports = "443,8443"
-	if err := k8s.Status().Update(t.Context(), pm); err != nil {
+	if err := env.Client.Status().Update(t.Context(), pm); err != nil {
 		t.Fatalf("writing status: %v", err)
 	}
 	cells = getTable(t, ns).Rows[0].Cells
@@ -189,7 +189,7 @@ func TestPrinterColumns(t *testing.T) {
 			t.Skipf("no kubectl in KUBEBUILDER_ASSETS: %v", err)
 		}
 		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-		if err := os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600); err != nil {
+		if err := os.WriteFile(kubeconfig, env.Environment.KubeConfig, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, err := exec.CommandContext(t.Context(), kubectl, "--kubeconfig", kubeconfig,
@@ -215,11 +215,11 @@ func TestPrinterColumns(t *testing.T) {
 // the Accept header kubectl sends.
 func getTable(t *testing.T, ns string) *metav1.Table {
 	t.Helper()
-	httpClient, err := rest.HTTPClientFor(cfg)
+	httpClient, err := rest.HTTPClientFor(env.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := strings.TrimSuffix(cfg.Host, "/") + path.Join("/apis", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "namespaces", ns, "portmuxes")
+	url := strings.TrimSuffix(env.Config.Host, "/") + path.Join("/apis", v1alpha1.GroupVersion.Group, v1alpha1.GroupVersion.Version, "namespaces", ns, "portmuxes")
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)

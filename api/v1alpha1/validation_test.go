@@ -802,7 +802,7 @@ func createSpec(t *testing.T, ns, spec string) error {
 	u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("PortMux"))
 	u.SetNamespace(ns)
 	u.SetGenerateName("case-")
-	return k8s.Create(t.Context(), u)
+	return env.Client.Create(t.Context(), u)
 }
 
 // refusalCauses returns each cause of an Invalid refusal as

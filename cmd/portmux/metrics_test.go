@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portmux/portmux/test/peers"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -72,7 +73,7 @@ func TestSecureMetricsAskTheAPIServer(t *testing.T) {
 	}
 	allowed, denied := token("prometheus"), token("nosy")
 
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", peers.FreePort(t))
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Metrics:                metricsOptions(managerOptions{metricsBindAddress: addr, metricsSecure: true}),
 		HealthProbeBindAddress: "0",

@@ -36,6 +36,9 @@ type serveOptions struct {
 	// settle is how long changed files must stay unchanged before they
 	// are applied; zero means defaultSettle.
 	settle time.Duration
+	// afterFirstRead, when set, runs once the files have been read at
+	// start: tests change them there.
+	afterFirstRead func()
 }
 
 func newServeCommand() *cobra.Command {
@@ -117,9 +120,23 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := o.dp.NewServer(log, reg)
 
+	// The watch starts before the files are first read, so that a change
+	// made while serve starts is seen: at worst it is read twice.
+	reload := newReloads()
+	if o.watch {
+		stop, err := watchFiles(log, o.files, cmp.Or(o.settle, defaultSettle), reload)
+		if err != nil {
+			log.Error(err, "cannot watch files; reload with SIGHUP")
+		} else {
+			defer stop()
+		}
+	}
 	out, err := compileFiles(log, o, nil, nil)
 	if err != nil {
 		return err
+	}
+	if o.afterFirstRead != nil {
+		o.afterFirstRead()
 	}
 	lastGood := out.GoodSecrets
 	if errs := srv.Apply(out.Snapshot); len(errs) > 0 {
@@ -148,7 +165,6 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 		defer func() { _ = ps.Close() }()
 	}
 
-	reload := newReloads()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -162,15 +178,6 @@ func runServe(ctx context.Context, log logr.Logger, o serveOptions) error {
 			}
 		}
 	}()
-	if o.watch {
-		stop, err := watchFiles(log, o.files, cmp.Or(o.settle, defaultSettle), reload)
-		if err != nil {
-			log.Error(err, "cannot watch files; reload with SIGHUP")
-		} else {
-			defer stop()
-		}
-	}
-
 	log.Info("serving", "files", o.files)
 	for {
 		select {

@@ -7,35 +7,18 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // greeter answers every connection with greeting, then closes it: which
 // backend a connection reached is what it reads.
 func greeter(t *testing.T, greeting string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, greeting)
-			_ = c.Close()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	return peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.WriteString(c, greeting) }).Addr
 }
 
 // answer is what a client that says hello on addr reads before the
@@ -98,13 +81,13 @@ spec:
 // new ones, nothing in between.
 func TestServeAppliesInPlaceEditsOnceSettled(t *testing.T) {
 	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := freePort(t)
+	port := peers.FreePort(t)
 	file := filepath.Join(t.TempDir(), "portmux.yaml")
 	writeAtomically(t, file, portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: "%s"}}
 `, a)))
 	logs := startServe(t, serveOptions{files: []string{file}})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, "the old routes", 10*time.Second, func() bool { return answer(addr) == "A\n" })
+	peers.Until(t, 10*time.Second, "the old routes", func() bool { return answer(addr) == "A\n" })
 
 	half := portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: ssh}, backend: {address: "%s"}}
 `, a))
@@ -126,7 +109,7 @@ func TestServeAppliesInPlaceEditsOnceSettled(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new routes", 10*time.Second, func() bool { return answer(addr) == "C\n" })
+	peers.Until(t, 10*time.Second, "the new routes", func() bool { return answer(addr) == "C\n" })
 	close(stop)
 	if got := <-answers; !slices.Equal(got, []string{"A\n", "C\n"}) {
 		t.Errorf("clients were answered %q while the file was written; want the old routes, then the new ones", got)
@@ -143,13 +126,13 @@ func TestServeAppliesInPlaceEditsOnceSettled(t *testing.T) {
 // completed file is applied once it settles.
 func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
 	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := freePort(t)
+	port := peers.FreePort(t)
 	file := filepath.Join(t.TempDir(), "portmux.yaml")
 	writeAtomically(t, file, portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: "%s"}}
 `, a)))
 	logs := startServe(t, serveOptions{files: []string{file}})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, "the old routes", 10*time.Second, func() bool { return answer(addr) == "A\n" })
+	peers.Until(t, 10*time.Second, "the old routes", func() bool { return answer(addr) == "A\n" })
 
 	cut := portmuxDoc(port, fmt.Sprintf(`  - name: tunnel
     listeners: [plain]
@@ -160,7 +143,7 @@ func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte(cut), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cut file to be refused", 10*time.Second, func() bool {
+	peers.Until(t, 10*time.Second, "the cut file to be refused", func() bool {
 		return logs.contains("reload failed", "spec.routes[0].tunnel.auth")
 	})
 	if got := answer(addr); got != "A\n" {
@@ -173,7 +156,7 @@ func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
 	if err := os.WriteFile(file, []byte(complete), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the completed file", 10*time.Second, func() bool { return answer(addr) == "C\n" })
+	peers.Until(t, 10*time.Second, "the completed file", func() bool { return answer(addr) == "C\n" })
 }
 
 // TestServeReloadsAtOnceOnSIGHUP: SIGHUP does not wait for files to settle
@@ -181,7 +164,7 @@ func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
 // valid configuration.
 func TestServeReloadsAtOnceOnSIGHUP(t *testing.T) {
 	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := freePort(t)
+	port := peers.FreePort(t)
 	file := filepath.Join(t.TempDir(), "portmux.yaml")
 	route := func(backend string) string {
 		return fmt.Sprintf("  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: \"%s\"}}\n", backend)
@@ -189,13 +172,13 @@ func TestServeReloadsAtOnceOnSIGHUP(t *testing.T) {
 	writeAtomically(t, file, portmuxDoc(port, route(a)))
 	logs := startServe(t, serveOptions{files: []string{file}, settle: time.Minute})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, "the first routes", 10*time.Second, func() bool { return answer(addr) == "A\n" })
+	peers.Until(t, 10*time.Second, "the first routes", func() bool { return answer(addr) == "A\n" })
 
 	if err := os.WriteFile(file, []byte("spec: {listeners: [{name: plain, port: "), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hup(t)
-	waitFor(t, "the broken file to be refused", 10*time.Second, func() bool { return logs.contains("reload failed", "SIGHUP") })
+	peers.Until(t, 10*time.Second, "the broken file to be refused", func() bool { return logs.contains("reload failed", "SIGHUP") })
 	if got := answer(addr); got != "A\n" {
 		t.Errorf("after SIGHUP with a broken file, clients get %q; want the previous routes (A)", got)
 	}
@@ -203,7 +186,7 @@ func TestServeReloadsAtOnceOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	hup(t)
-	waitFor(t, "the new routes after SIGHUP", 5*time.Second, func() bool { return answer(addr) == "C\n" })
+	peers.Until(t, 5*time.Second, "the new routes after SIGHUP", func() bool { return answer(addr) == "C\n" })
 }
 
 // hup sends SIGHUP to this process, which runServe (running) catches.
@@ -211,5 +194,26 @@ func hup(t *testing.T) {
 	t.Helper()
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServeSeesAChangeMadeWhileStarting: a file changed after serve read
+// it at start, before the first connection, is applied like any other
+// change. It used to be lost for good when it came before the file watch
+// was set up (found as a flaky TestServeKeepsServingThroughAHalfWrittenFile
+// on a loaded machine); the hook makes that moment certain.
+func TestServeSeesAChangeMadeWhileStarting(t *testing.T) {
+	a, c := greeter(t, "A\n"), greeter(t, "C\n")
+	port := peers.FreePort(t)
+	file := filepath.Join(t.TempDir(), "portmux.yaml")
+	doc := func(backend string) string {
+		return portmuxDoc(port, fmt.Sprintf("  - {name: first, match: {protocol: any}, backend: {address: %q}}\n", backend))
+	}
+	writeAtomically(t, file, doc(a))
+	logs := startServe(t, serveOptions{files: []string{file}, afterFirstRead: func() { writeAtomically(t, file, doc(c)) }})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	peers.Until(t, 10*time.Second, "the file written during start to be served", func() bool { return answer(addr) == "C\n" })
+	if !logs.contains("reloaded", "file changed") {
+		t.Errorf("no reload was logged")
 	}
 }

@@ -57,59 +57,6 @@ func (l *serveLog) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// freePort is a port that was free a moment ago: serve binds the ports
-// the YAML names, so the test has to name them.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// echoServer echoes every connection until the test ends.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
 // tlsSecret is a kind: Secret document holding cert.
 func tlsSecret(name string, certPEM, keyPEM []byte) string {
 	indent := func(b []byte) string {
@@ -155,17 +102,6 @@ func handshake(addr, sni string) (string, error) {
 	}
 	defer c.Close()
 	return certID(c.ConnectionState().PeerCertificates[0].Raw), nil
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // startServe runs runServe with o (bound to 127.0.0.1, watching the files,
@@ -215,8 +151,8 @@ func echoOnce(t *testing.T, c net.Conn, msg string) {
 func TestServeRotatesCertificateFromSecretFile(t *testing.T) {
 	oldCert := peers.CertPair(t, "old.serve.test", "serve.test")
 	newCert := peers.CertPair(t, "new.serve.test", "serve.test")
-	echo := echoServer(t)
-	securePort, brokenPort, plainPort := freePort(t), freePort(t), freePort(t)
+	echo := peers.NewTCPServer(t, peers.Echo).Addr
+	securePort, brokenPort, plainPort := peers.FreePort(t), peers.FreePort(t), peers.FreePort(t)
 	dir := t.TempDir()
 	portmuxFile := filepath.Join(dir, "portmux.yaml")
 	secretsFile := filepath.Join(dir, "secrets.yaml")
@@ -240,7 +176,7 @@ spec:
 	logs := startServe(t, serveOptions{files: []string{portmuxFile, secretsFile}})
 
 	secure := fmt.Sprintf("127.0.0.1:%d", securePort)
-	waitFor(t, "the secure listener", 10*time.Second, func() bool {
+	peers.Until(t, 10*time.Second, "the secure listener", func() bool {
 		id, err := handshake(secure, "serve.test")
 		return err == nil && id == certID(oldCert.Leaf.Raw)
 	})
@@ -271,14 +207,14 @@ spec:
 	// Rotate edge-tls and repair broken-tls in one write.
 	writeAtomically(t, secretsFile, tlsSecret("edge-tls", newCert.CertPEM, newCert.KeyPEM)+"---\n"+
 		tlsSecret("broken-tls", oldCert.CertPEM, oldCert.KeyPEM))
-	waitFor(t, "new handshakes to get the new certificate", 10*time.Second, func() bool {
+	peers.Until(t, 10*time.Second, "new handshakes to get the new certificate", func() bool {
 		id, err := handshake(secure, "serve.test")
 		return err == nil && id == certID(newCert.Leaf.Raw)
 	})
 	if cn, _ := peers.SClient(t, secure, "serve.test"); cn != "new.serve.test" {
 		t.Errorf("s_client after rotation got CN %q, want new.serve.test", cn)
 	}
-	waitFor(t, "the repaired listener", 10*time.Second, func() bool {
+	peers.Until(t, 10*time.Second, "the repaired listener", func() bool {
 		id, err := handshake(fmt.Sprintf("127.0.0.1:%d", brokenPort), "serve.test")
 		return err == nil && id == certID(oldCert.Leaf.Raw)
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portmux/portmux/dataplane/tunnel"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // tunnelClient is a client of the tunnel route at path on addr, sending
@@ -41,8 +42,8 @@ func opaqueSecret(name, value string) string {
 // Secret holding only whitespace is no token: that tunnel refuses every
 // client (503), as when its Secret is missing.
 func TestServeTunnelTokenIgnoresTrailingWhitespace(t *testing.T) {
-	echo := echoServer(t)
-	port := freePort(t)
+	echo := peers.NewTCPServer(t, peers.Echo).Addr
+	port := peers.FreePort(t)
 	dir := t.TempDir()
 	portmuxFile := filepath.Join(dir, "portmux.yaml")
 	route := func(name, secret string) string {
@@ -67,7 +68,7 @@ spec:
 		opaqueSecret("tok-crlf", "s3cret \t\r\n")+"---\n"+opaqueSecret("tok-blank", " \r\n"))
 	logs := startServe(t, serveOptions{files: []string{portmuxFile, secretsFile}})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, "the listener", 10*time.Second, func() bool {
+	peers.Until(t, 10*time.Second, "the listener", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			_ = c.Close()

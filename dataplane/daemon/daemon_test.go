@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/daemon"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // The dataplane command's package, and everything it links, holds no
@@ -122,17 +124,6 @@ func probe(t *testing.T, socket string, args ...string) error {
 	return cmd.Execute()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // The process serves what it is sent, on the host it is told to bind
 // whatever the snapshot says, with the cap on connections it decides
 // itself; its probes answer on the socket, and it is ready once it has a
@@ -146,25 +137,12 @@ func TestDataplaneServesSnapshots(t *testing.T) {
 		t.Error("ready before any snapshot")
 	}
 
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); c.Close() }()
-		}
-	}()
-	port := freePort(t)
+	backend := peers.NewTCPServer(t, peers.Echo)
+	port := strconv.Itoa(peers.FreePort(t))
 	snap := &snapshot.Snapshot{MaxConnections: 1000, Listeners: []snapshot.Listener{{
 		Name: "ns/pm/public", Address: net.JoinHostPort("0.0.0.0", port), MaxConnections: 100,
 		Routes: []snapshot.Route{{Name: "ns/pm/echo", Match: snapshot.Match{Protocol: snapshot.Any},
-			Backend: &snapshot.Backend{Name: "echo", Endpoints: []string{backend.Addr().String()}, DialTimeout: time.Second}}},
+			Backend: &snapshot.Backend{Name: "echo", Endpoints: []string{backend.Addr}, DialTimeout: time.Second}}},
 	}}}
 	wire, err := snapshot.Encode(snap)
 	if err != nil {

@@ -33,19 +33,6 @@ func newParker(t *testing.T) *Parker {
 	return pk
 }
 
-// waitFor polls cond for a generous while: tests assert that things happen,
-// never how fast.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func roundTrip(t *testing.T, from, to net.Conn, msg string) {
 	t.Helper()
 	if _, err := io.WriteString(from, msg); err != nil {
@@ -70,15 +57,15 @@ func TestIdleDirectionsParkOffTheirGoroutines(t *testing.T) {
 	roundTrip(t, client, backend, "hello")
 	roundTrip(t, backend, client, "world")
 
-	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
-	waitFor(t, "the copy goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "the copy goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 
 	// Traffic resumes them, in both directions, many times.
 	for i := range 20 {
 		roundTrip(t, client, backend, fmt.Sprintf("up %d", i))
 		roundTrip(t, backend, client, fmt.Sprintf("down %d", i))
 		if i%5 == 0 {
-			waitFor(t, "parked again", func() bool { return pk.Parked() == 2 })
+			peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 2 })
 		}
 	}
 	// A half-close while parked still reaches the other side.
@@ -93,7 +80,7 @@ func TestIdleDirectionsParkOffTheirGoroutines(t *testing.T) {
 	if r := <-done; r.Err != nil || r.Idle {
 		t.Fatalf("result %+v", r)
 	}
-	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+	peers.Until(t, 10*time.Second, "nothing parked", func() bool { return pk.Parked() == 0 })
 }
 
 func TestAbortWakesParkedDirections(t *testing.T) {
@@ -104,7 +91,7 @@ func TestAbortWakesParkedDirections(t *testing.T) {
 	defer backend.Close()
 	done := make(chan Result, 1)
 	h := Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
-	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
 	h.Abort()
 	select {
 	case <-done:
@@ -143,7 +130,7 @@ func TestParkerCloseResumesEverything(t *testing.T) {
 	client, backend, done := proxied(t, Options{Parker: pk})
 	defer client.Close()
 	defer backend.Close()
-	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
 	if err := pk.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +172,7 @@ func TestManyPipesParkAndWakeConcurrently(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+	peers.Until(t, 10*time.Second, "nothing parked", func() bool { return pk.Parked() == 0 })
 }
 
 // A socket gets TCP keepalive when its direction first parks, so owners can
@@ -228,7 +215,7 @@ func TestParkedSocketsGetKeepAlive(t *testing.T) {
 	}
 	done := make(chan Result, 1)
 	Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
-	waitFor(t, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
 	if keepAlive(muxClient) != 1 || keepAlive(muxBackend) != 1 {
 		t.Fatalf("keepalive after parking: client side %d, backend side %d", keepAlive(muxClient), keepAlive(muxBackend))
 	}
@@ -283,18 +270,18 @@ func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
 	roundTrip(t, tlsClient, backend, "hello")
 	roundTrip(t, backend, tlsClient, "world")
 
-	waitFor(t, "the backend→client direction parked", func() bool { return pk.Parked() == 1 })
+	peers.Until(t, 10*time.Second, "the backend→client direction parked", func() bool { return pk.Parked() == 1 })
 	for i := range 5 {
 		roundTrip(t, backend, tlsClient, fmt.Sprintf("down %d", i))
 		roundTrip(t, tlsClient, backend, fmt.Sprintf("up %d", i))
-		waitFor(t, "parked again", func() bool { return pk.Parked() == 1 })
+		peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 1 })
 	}
 	backend.Close()
 	_ = tlsClient.Close()
 	if r := <-done; r.Idle {
 		t.Fatalf("result %+v", r)
 	}
-	waitFor(t, "nothing parked", func() bool { return pk.Parked() == 0 })
+	peers.Until(t, 10*time.Second, "nothing parked", func() bool { return pk.Parked() == 0 })
 }
 
 // Bulk from the backend into a TLS client switches to full-buffer reads and

@@ -72,27 +72,33 @@ func DecideTerminated(routes []snapshot.Route, data []byte, done bool, sni strin
 }
 
 // protocols is the one table of the protocols a route can match, in the
-// order the API lists them, each with the sniffer that decides it from the
-// bytes alone. bytes and timeout have none: bytes needs the route's prefix
-// or regex, and timeout is decided by the clock (see verdict). A protocol's
-// index is its slot in a Decide call's cache.
+// order the API lists them, each with the sniffer that decides it from a
+// stream's first bytes and the one that decides it from a UDP session's
+// first datagram; nil where the protocol does not serve that transport
+// (snapshot.Protocol.FitsTransport says which do, and a test checks the two
+// agree). bytes and timeout have neither: bytes needs the route's prefix or
+// regex (on a stream's first bytes or a session's first datagram), and
+// timeout is decided by the clock (see verdict). QUIC reads several
+// datagrams, with state, so DatagramProber asks its Assembler, not this
+// table. A protocol's index is its slot in a Decide call's cache.
 var protocols = [...]struct {
-	name  snapshot.Protocol
-	sniff sniff.Func
+	name     snapshot.Protocol
+	sniff    sniff.Func
+	datagram sniff.Func
 }{
-	{snapshot.SSH, sniff.SSH},
-	{snapshot.TLS, sniff.TLS},
-	{snapshot.HTTP, sniff.HTTP},
-	{snapshot.WebSocket, sniff.WebSocket},
-	{snapshot.OpenVPN, sniff.OpenVPN},
-	{snapshot.SOCKS5, sniff.SOCKS5},
-	{snapshot.Bytes, nil},
-	{snapshot.Any, sniff.Any},
-	{snapshot.Timeout, nil},
+	{snapshot.SSH, sniff.SSH, nil},
+	{snapshot.TLS, sniff.TLS, nil},
+	{snapshot.HTTP, sniff.HTTP, nil},
+	{snapshot.WebSocket, sniff.WebSocket, nil},
+	{snapshot.OpenVPN, sniff.OpenVPN, sniff.OpenVPNUDP},
+	{snapshot.SOCKS5, sniff.SOCKS5, nil},
+	{snapshot.Bytes, nil, nil},
+	{snapshot.Any, sniff.Any, sniff.Any},
+	{snapshot.Timeout, nil, nil},
 	// Recognised in datagrams only: a stream never matches them.
-	{snapshot.QUIC, nil},
-	{snapshot.WireGuard, nil},
-	{snapshot.DNS, nil},
+	{snapshot.QUIC, nil, nil},
+	{snapshot.WireGuard, nil, sniff.WireGuard},
+	{snapshot.DNS, nil, sniff.DNS},
 }
 
 // Protocols lists every protocol a route can match, in the API's order:

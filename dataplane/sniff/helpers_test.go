@@ -215,25 +215,29 @@ func clientHelloMsg(spec helloSpec) []byte {
 
 // sniExt is a server_name extension with host_name entries.
 func sniExt(names ...string) helloExt {
-	var b cryptobyte.Builder
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		for _, n := range names {
-			b.AddUint8(tlsServerNameTypeHost)
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(n)) })
-		}
+	return nameListExt(tlsExtServerName, names, func(b *cryptobyte.Builder, n string) {
+		b.AddUint8(tlsServerNameTypeHost)
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(n)) })
 	})
-	return helloExt{tlsExtServerName, b.BytesOrPanic()}
 }
 
 // alpnExt is an ALPN extension offering names in order.
 func alpnExt(names ...string) helloExt {
+	return nameListExt(tlsExtALPN, names, func(b *cryptobyte.Builder, n string) {
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(n)) })
+	})
+}
+
+// nameListExt is an extension of type typ whose body is a list (16-bit
+// length) of names, each written by entry.
+func nameListExt(typ uint16, names []string, entry func(*cryptobyte.Builder, string)) helloExt {
 	var b cryptobyte.Builder
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
 		for _, n := range names {
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(n)) })
+			entry(b, n)
 		}
 	})
-	return helloExt{tlsExtALPN, b.BytesOrPanic()}
+	return helloExt{typ, b.BytesOrPanic()}
 }
 
 // versionsExt is a supported_versions extension as a client sends it.

@@ -68,6 +68,16 @@ func TLS(b []byte) (Verdict, Info) {
 	return Match, info
 }
 
+// ClientHello parses a ClientHello handshake message, msg_type and 24-bit
+// length included, that arrived outside TLS records: QUIC carries the
+// handshake in CRYPTO frames (RFC 9001 §4), and dataplane/quic reassembles
+// them. It applies TLS's rules for the message and its extensions and
+// returns the same Info, so a QUIC route matches SNI and ALPN as a TLS route
+// does. ok is false for anything but exactly one well-formed ClientHello.
+func ClientHello(msg []byte) (info Info, ok bool) {
+	return parseClientHello(msg)
+}
+
 // tlsClientHello walks the handshake records at the start of b and returns
 // the ClientHello handshake message (header included) once it is complete.
 // A message within one record is returned in place; one spread over several

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -31,7 +30,7 @@ var guideExamples = filepath.Join("..", "..", "docs", "examples")
 // these files as they are, and that each in-cluster form is its serve form
 // with Services.
 func TestUserGuide(t *testing.T) {
-	goBin := needProgram(t, "go")
+	goBin := peers.LookPath(t, "go")
 	bin := filepath.Join(t.TempDir(), "portmux")
 	if err := buildPortmux(goBin, bin); err != nil {
 		t.Fatalf("build portmux: %v", err)
@@ -93,7 +92,7 @@ func guideSSLH(t *testing.T, bin string) {
 // routed by what is inside (HTTP by Host, SSH-over-TLS) by an internal
 // listener.
 func guideHAProxySNI(t *testing.T, bin string) {
-	openssl := needProgram(t, "openssl")
+	openssl := peers.LookPath(t, "openssl")
 	sshd := peers.SSHD(t)
 	git := peers.OpenSSLServer(t, "git.example.com")
 	www := peers.HTTPBackend(t, "www")
@@ -145,7 +144,6 @@ func guideHAProxySNI(t *testing.T, bin string) {
 // guideNginxStream: TLS passed through by SNI to several upstreams, and a
 // default for every other TLS client.
 func guideNginxStream(t *testing.T, bin string) {
-	openssl := needProgram(t, "openssl")
 	git := peers.OpenSSLServer(t, "git.example.com")
 	mail := peers.OpenSSLServer(t, "mail.example.com")
 	web := peers.OpenSSLServer(t, "www.example.com")
@@ -163,15 +161,11 @@ func guideNginxStream(t *testing.T, bin string) {
 		{"other.example.net", "www.example.com"},
 		{"", "www.example.com"},
 	} {
-		args := []string{"-servername", tc.sni}
-		if tc.sni == "" {
-			args = []string{"-noservername"}
+		r, err := peers.SClientTry(t, mux, tc.sni)
+		if err != nil || r.CN != tc.want {
+			t.Fatalf("s_client -servername %q through %s: got CN %q (%v), want %q", tc.sni, mux, r.CN, err, tc.want)
 		}
-		cn, err := sClientSubject(openssl, mux, args...)
-		if err != nil || cn != tc.want {
-			t.Fatalf("s_client %s through %s: got CN %q (%v), want %q", strings.Join(args, " "), mux, cn, err, tc.want)
-		}
-		t.Logf("s_client %s: CN %s", strings.Join(args, " "), cn)
+		t.Logf("s_client -servername %q: CN %s", tc.sni, r.CN)
 	}
 	for _, srv := range []*peers.TLSServer{git, web} {
 		name := srv.Cert.Leaf.Subject.CommonName
@@ -213,7 +207,7 @@ func guideWSTunnel(t *testing.T, bin string) {
 	}
 
 	// -L for TCP and UDP, on ports the kernel picks (the log names them).
-	tun := startProc(t, dir, "tunnel", false, client(tokenFile, "0:"+sshd.Addr, "udp://0:"+udp.Addr)...)
+	tun := startProc(t, dir, "tunnel", peers.Options{}, client(tokenFile, "0:"+sshd.Addr, "udp://0:"+udp.Addr)...)
 	localTCP := forwardedAddr(t, tun, "tcp")
 	localUDP := forwardedAddr(t, tun, "udp")
 	guideSSH(t, sshd, "ssh through the tunnel's -L", localTCP, "")
@@ -233,7 +227,7 @@ func guideWSTunnel(t *testing.T, bin string) {
 		{"a wrong token", client(badToken, "stdio:"+sshd.Addr), "401"},
 		{"a target not allowed", client(tokenFile, "stdio:127.0.0.1:25"), "403"},
 	} {
-		out, err := runBounded(clientTimeout, strings.NewReader("SSH-2.0-guide\r\n"), tc.argv...)
+		out, err := peers.Command{Timeout: clientTimeout, Stdin: strings.NewReader("SSH-2.0-guide\r\n")}.Combined(tc.argv...)
 		if err == nil || !strings.Contains(out, tc.want) {
 			t.Fatalf("portmux tunnel with %s: %v, output:\n%s\nwant a failure saying %s", tc.what, err, out, tc.want)
 		}
@@ -260,7 +254,7 @@ func startGuideServe(t *testing.T, bin, dir, setup string, extra []string, fill 
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeTCPPort(t, "127.0.0.1")
+	port := peers.FreePort(t)
 	text := string(b)
 	fill = append([]string{"port: 443\n", fmt.Sprintf("port: %d\n", port)}, fill...)
 	for i := 0; i+1 < len(fill); i += 2 {
@@ -275,9 +269,9 @@ func startGuideServe(t *testing.T, bin, dir, setup string, extra []string, fill 
 		argv = append(argv, "-f", f)
 	}
 	argv = append(argv, "--bind-address", "127.0.0.1", "--shutdown-grace", "2s")
-	p := startProc(t, dir, "portmux-serve", false, argv...)
-	p.waitFor(t, `"msg":"serving"`, readyTimeout)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p := startProc(t, dir, "portmux-serve", peers.Options{}, argv...)
+	p.MustWaitFor(t, `"msg":"serving"`, readyTimeout)
+	addr := peers.Loopback.Addr(port)
 	t.Logf("portmux serve -f %s/serve.yaml on %s", setup, addr)
 	return addr
 }
@@ -286,11 +280,11 @@ func startGuideServe(t *testing.T, bin, dir, setup string, extra []string, fill 
 // writes what it prints to dir/secrets.yaml, as the guide does.
 func guideSecrets(t *testing.T, dir string, calls ...[]string) string {
 	t.Helper()
-	sh := needProgram(t, "sh")
+	sh := peers.LookPath(t, "sh")
 	script := filepath.Join(guideExamples, "secret.sh")
 	var all strings.Builder
 	for _, args := range calls {
-		out, err := runBounded(clientTimeout, nil, append([]string{sh, script}, args...)...)
+		out, err := bounded(clientTimeout, append([]string{sh, script}, args...)...)
 		if err != nil {
 			t.Fatalf("sh secret.sh %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -320,32 +314,18 @@ func guideCurl(t *testing.T, want string, args ...string) {
 	t.Helper()
 	r, err := peers.Curl(t, args...)
 	if err != nil || r.Code != 200 || !strings.Contains(r.Body, want) {
-		t.Fatalf("curl %s: %v, status %d, body:\n%s\nwant 200 with %q", strings.Join(args, " "), err, r.Code, lastLines(r.Body, 10), want)
+		t.Fatalf("curl %s: %v, status %d, body:\n%s\nwant 200 with %q", strings.Join(args, " "), err, r.Code, peers.LastLines(r.Body, 10), want)
 	}
 	t.Logf("curl %s: 200 (HTTP/%s)", args[len(args)-1], r.Version)
-}
-
-// sClientSubject runs `openssl s_client -connect addr` with args and returns
-// the subject CN of the certificate it got.
-func sClientSubject(openssl, addr string, args ...string) (string, error) {
-	out, err := runBounded(clientTimeout, nil, append([]string{openssl, "s_client", "-connect", addr}, args...)...)
-	m := subjectCN.FindStringSubmatch(out)
-	if m == nil {
-		if err == nil {
-			err = errors.New("no server certificate")
-		}
-		return "", fmt.Errorf("%w; output:\n%s", err, lastLines(out, 20))
-	}
-	return strings.TrimSpace(m[1]), nil
 }
 
 var forwardingLine = regexp.MustCompile(`"listen":"(tcp|udp)://([^"]+)"`)
 
 // forwardedAddr returns the local address `portmux tunnel` logged for its
 // -L of kind tcp or udp.
-func forwardedAddr(t *testing.T, p *proc, kind string) string {
+func forwardedAddr(t *testing.T, p *peers.Process, kind string) string {
 	t.Helper()
-	line := p.waitFor(t, `"listen":"`+kind+`://`, readyTimeout)
+	line := p.MustWaitFor(t, `"listen":"`+kind+`://`, readyTimeout)
 	m := forwardingLine.FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("tunnel log line %q names no listen address", line)

@@ -19,12 +19,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // inspectScript runs in an ephemeral container that targets a container
@@ -178,7 +179,7 @@ func (e *kindEnv) checkDataplaneHoldsNothing(t *testing.T) {
 // from the client pod through kubectl exec -i.
 type session struct {
 	name string
-	p    *proc
+	p    *peers.Process
 	// ping writes something and waits for the proof that it went through.
 	ping func(t *testing.T) error
 }
@@ -188,17 +189,17 @@ func (e *kindEnv) lineSession(t *testing.T, name string, ssh ...string) *session
 	t.Helper()
 	argv := append([]string{e.kubectl, "-n", kindAppNS, "exec", "-i", "client", "--"}, ssh...)
 	argv = append(argv, `echo started; while read x; do echo "still $x"; done`)
-	p := startProcWith(t, e.dir, name, true, func(c *exec.Cmd) { c.Env = e.env() }, argv...)
-	p.waitFor(t, "started", 2*time.Minute)
+	p := startProc(t, e.dir, name, peers.Options{Stdin: true, Env: e.env()}, argv...)
+	p.MustWaitFor(t, "started", 2*time.Minute)
 	n := 0
 	return &session{name: name, p: p, ping: func(t *testing.T) error {
 		n++
 		word := fmt.Sprintf("ping-%d", n)
-		if _, err := io.WriteString(p.stdin, word+"\n"); err != nil {
+		if _, err := io.WriteString(p.Stdin, word+"\n"); err != nil {
 			return err
 		}
-		if !waitOrExit(p, "still "+word, time.Minute) {
-			return fmt.Errorf("no answer to %s:\n%s", word, p.tail(10))
+		if !printed(p, "still "+word, time.Minute) {
+			return fmt.Errorf("no answer to %s:\n%s", word, p.Tail(10))
 		}
 		return nil
 	}}
@@ -220,19 +221,19 @@ func (e *kindEnv) checkManagerKill(t *testing.T, sshOpts []string, tunnelURL str
 	sessions = append(sessions, e.lineSession(t, "kill-tunnel", append(slices.Clone(sshOpts), "-o", proxy, "e2e@sshd")...))
 	tlsArgv := []string{e.kubectl, "-n", kindAppNS, "exec", "-i", "client", "--", "openssl", "s_client",
 		"-connect", kindWebHost + ":443", "-servername", kindWebHost, "-CAfile", "/files/ca.crt"}
-	tlsProc := startProcWith(t, e.dir, "kill-tls", true, func(c *exec.Cmd) { c.Env = e.env() }, tlsArgv...)
-	tlsProc.waitFor(t, "Verify return code: 0", 2*time.Minute)
+	tlsProc := startProc(t, e.dir, "kill-tls", peers.Options{Stdin: true, Env: e.env()}, tlsArgv...)
+	tlsProc.MustWaitFor(t, "Verify return code: 0", 2*time.Minute)
 	tlsDone := false
 	sessions = append(sessions, &session{name: "kill-tls", p: tlsProc, ping: func(*testing.T) error {
 		if tlsDone { // s_server -www answers one request, then closes
 			return nil
 		}
 		tlsDone = true
-		if _, err := io.WriteString(tlsProc.stdin, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(tlsProc.Stdin, "GET / HTTP/1.0\r\n\r\n"); err != nil {
 			return err
 		}
-		if !waitOrExit(tlsProc, "s_server", time.Minute) {
-			return fmt.Errorf("no page from the HTTPS server:\n%s", tlsProc.tail(10))
+		if !printed(tlsProc, "s_server", time.Minute) {
+			return fmt.Errorf("no page from the HTTPS server:\n%s", tlsProc.Tail(10))
 		}
 		return nil
 	}})
@@ -317,6 +318,6 @@ func (e *kindEnv) checkManagerKill(t *testing.T, sshOpts []string, tunnelURL str
 	}
 	e.kubectlOut(t, "-n", kindAppNS, "wait", "portmux/edge", "--for=condition=Ready", "--timeout=3m")
 	for _, s := range sessions {
-		_ = s.p.stdin.Close()
+		_ = s.p.Stdin.Close()
 	}
 }

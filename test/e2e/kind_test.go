@@ -45,18 +45,11 @@ package e2e
 //	                         kubectl or PATH's, docker on PATH)
 
 import (
-	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -66,7 +59,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/portmux/portmux/test/peers"
 )
 
 const (
@@ -339,14 +332,14 @@ func TestKind(t *testing.T) {
 		e.kubectlOut(t, "create", "clusterrolebinding", "e2e-scraper", "--clusterrole="+kindRelease+"-metrics-reader",
 			"--serviceaccount="+kindAppNS+":scraper")
 		t.Cleanup(func() {
-			_, _ = kindBounded(time.Minute, e.env(), nil, e.kubectl, "delete", "clusterrolebinding", "e2e-scraper")
+			_, _ = peers.Command{Timeout: time.Minute, Env: e.env()}.Combined(e.kubectl, "delete", "clusterrolebinding", "e2e-scraper")
 		})
 		token := strings.TrimSpace(e.kubectlOut(t, "-n", kindAppNS, "create", "token", "scraper"))
 		url := "https://" + kindRelease + "-metrics." + kindSystemNS + ".svc:8080/metrics"
 		curl := []string{"curl", "--silent", "--show-error", "--insecure", "--max-time", "20"}
 		out := e.clientExec(t, append(curl, "--fail", "-H", "Authorization: Bearer "+token, url)...)
 		if !strings.Contains(out, "portmux_connections_total") {
-			t.Errorf("the scraper's /metrics has no portmux_connections_total:\n%s", kindTail(out, 20))
+			t.Errorf("the scraper's /metrics has no portmux_connections_total:\n%s", peers.LastLines(out, 20))
 		}
 		code := e.clientExec(t, append(curl, "--output", "/dev/null", "--write-out", "%{http_code}", url)...)
 		if strings.TrimSpace(code) != "401" {
@@ -373,7 +366,7 @@ func kindPreflight(t *testing.T) *kindEnv {
 	if e.docker, err = exec.LookPath(kindEnvOr("DOCKER", "docker")); err != nil {
 		t.Skip("kind e2e: no docker CLI on PATH")
 	}
-	if out, err := kindBounded(30*time.Second, nil, nil, e.docker, "info", "--format", "{{.ServerVersion}}"); err != nil {
+	if out, err := bounded(30*time.Second, e.docker, "info", "--format", "{{.ServerVersion}}"); err != nil {
 		t.Skipf("kind e2e: no Docker engine (docker info: %s)", kindFirstLine(out, err))
 	}
 	e.kind = kindTool(t, "KIND", "KIND_VERSION", "kind", "make kind")
@@ -397,10 +390,10 @@ func kindPreflight(t *testing.T) *kindEnv {
 
 // kindHaveImage reports whether an image is present, pulling it if it is not.
 func kindHaveImage(docker, ref string) bool {
-	if _, err := kindBounded(30*time.Second, nil, nil, docker, "image", "inspect", ref); err == nil {
+	if _, err := bounded(30*time.Second, docker, "image", "inspect", ref); err == nil {
 		return true
 	}
-	_, err := kindBounded(15*time.Minute, nil, nil, docker, "pull", "--quiet", ref)
+	_, err := bounded(15*time.Minute, docker, "pull", "--quiet", ref)
 	return err == nil
 }
 
@@ -467,7 +460,7 @@ func (e *kindEnv) buildImages(t *testing.T) {
 func (e *kindEnv) createCluster(t *testing.T) {
 	t.Helper()
 	// A cluster left over by an interrupted run would make create fail.
-	if out, err := kindBounded(time.Minute, nil, nil, e.kind, "get", "clusters"); err == nil &&
+	if out, err := bounded(time.Minute, e.kind, "get", "clusters"); err == nil &&
 		regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(e.cluster)+`$`).MatchString(out) {
 		e.run(t, 5*time.Minute, nil, e.kind, "delete", "cluster", "--name", e.cluster)
 	}
@@ -487,11 +480,11 @@ func (e *kindEnv) createCluster(t *testing.T) {
 		if t.Failed() {
 			// --retain kept the nodes of a failed create; their logs say why.
 			dir := filepath.Join(os.TempDir(), "portmux-e2e-kind-logs")
-			if _, err := kindBounded(5*time.Minute, nil, nil, e.kind, "export", "logs", dir, "--name", e.cluster); err == nil {
+			if _, err := bounded(5*time.Minute, e.kind, "export", "logs", dir, "--name", e.cluster); err == nil {
 				t.Logf("kind logs exported to %s", dir)
 			}
 		}
-		if out, err := kindBounded(5*time.Minute, nil, nil, e.kind, "delete", "cluster", "--name", e.cluster, "--kubeconfig", e.kubeconfig); err != nil {
+		if out, err := bounded(5*time.Minute, e.kind, "delete", "cluster", "--name", e.cluster, "--kubeconfig", e.kubeconfig); err != nil {
 			t.Errorf("kind delete cluster %s: %v\n%s", e.cluster, err, out)
 		}
 	})
@@ -511,8 +504,8 @@ func (e *kindEnv) dumpState(t *testing.T) {
 		{"-n", kindAppNS, "logs", "deployment/web", "--tail=50"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
 	} {
-		out, err := kindBounded(time.Minute, e.env(), nil, append([]string{e.kubectl}, args...)...)
-		t.Logf("kubectl %s (err %v):\n%s", strings.Join(args, " "), err, kindTail(out, 120))
+		out, err := peers.Command{Timeout: time.Minute, Env: e.env()}.Combined(append([]string{e.kubectl}, args...)...)
+		t.Logf("kubectl %s (err %v):\n%s", strings.Join(args, " "), err, peers.LastLines(out, 120))
 	}
 }
 
@@ -532,29 +525,18 @@ func (e *kindEnv) env() []string {
 	)
 }
 
-func (e *kindEnv) run(t *testing.T, timeout time.Duration, stdin *strings.Reader, argv ...string) string {
+func (e *kindEnv) run(t *testing.T, timeout time.Duration, stdin io.Reader, argv ...string) string {
 	t.Helper()
 	return e.runIn(t, "", timeout, stdin, argv...)
 }
 
-func (e *kindEnv) runIn(t *testing.T, dir string, timeout time.Duration, stdin *strings.Reader, argv ...string) string {
+func (e *kindEnv) runIn(t *testing.T, dir string, timeout time.Duration, stdin io.Reader, argv ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Dir, cmd.Env = dir, e.env()
-	if stdin != nil {
-		cmd.Stdin = stdin
+	out, err := peers.Command{Timeout: timeout, Stdin: stdin, Env: e.env(), Dir: dir}.Combined(argv...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, peers.LastLines(out, 80))
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (timed out after %s)", err, timeout)
-		}
-		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, kindTail(out.String(), 80))
-	}
-	return out.String()
+	return out
 }
 
 func (e *kindEnv) kubectlOut(t *testing.T, args ...string) string {
@@ -568,7 +550,7 @@ func (e *kindEnv) clientExec(t *testing.T, argv ...string) string {
 	t.Helper()
 	out, err := e.clientExecErr(t, argv...)
 	if err != nil {
-		t.Fatalf("in the client pod, %s: %v\n%s", strings.Join(argv, " "), err, kindTail(out, 40))
+		t.Fatalf("in the client pod, %s: %v\n%s", strings.Join(argv, " "), err, peers.LastLines(out, 40))
 	}
 	return out
 }
@@ -576,23 +558,7 @@ func (e *kindEnv) clientExec(t *testing.T, argv ...string) string {
 func (e *kindEnv) clientExecErr(t *testing.T, argv ...string) (string, error) {
 	t.Helper()
 	args := append([]string{"-n", kindAppNS, "exec", "client", "--"}, argv...)
-	return kindBounded(2*time.Minute, e.env(), nil, append([]string{e.kubectl}, args...)...)
-}
-
-// kindBounded runs a command with a deadline and returns its combined output.
-func kindBounded(timeout time.Duration, env []string, stdin *strings.Reader, argv ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
-	if stdin != nil {
-		cmd.Stdin = stdin
-	}
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (timed out after %s)", err, timeout)
-	}
-	return string(out), err
+	return peers.Command{Timeout: 2 * time.Minute, Env: e.env()}.Combined(append([]string{e.kubectl}, args...)...)
 }
 
 // kindWriteFiles generates the test's secrets into dir: a CA, certificates
@@ -601,66 +567,14 @@ func kindBounded(timeout time.Duration, env []string, stdin *strings.Reader, arg
 func kindWriteFiles(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	files := map[string]string{}
-	put := func(name string, data []byte) {
-		p := filepath.Join(dir, name)
-		kindWrite(t, p, data, 0o600)
-		files[name] = p
+	ca := peers.NewCA(t, "portmux e2e CA")
+	files["ca.crt"], _ = ca.WriteFiles(t, dir, "ca")
+	for _, leaf := range []struct{ name, host string }{{"web", kindWebHost}, {"tunnel", kindTunnelHost}} {
+		files[leaf.name+".crt"], files[leaf.name+".key"] = ca.Issue(t, leaf.host, x509.ExtKeyUsageServerAuth, leaf.host).WriteFiles(t, dir, leaf.name)
 	}
-	caKey := kindKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "portmux e2e CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	put("ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	for i, leaf := range []struct{ name, host string }{{"web", kindWebHost}, {"tunnel", kindTunnelHost}} {
-		key := kindKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i + 2)),
-			Subject:      pkix.Name{CommonName: leaf.host},
-			DNSNames:     []string{leaf.host},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		put(leaf.name+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-		put(leaf.name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "portmux e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	put("id_ed25519", pem.EncodeToMemory(block))
-	put("authorized_keys", ssh.MarshalAuthorizedKey(sshPub))
+	files["id_ed25519"] = filepath.Join(dir, "id_ed25519")
+	files["authorized_keys"] = filepath.Join(dir, "authorized_keys")
+	kindWrite(t, files["authorized_keys"], peers.WriteSSHKey(t, files["id_ed25519"]), 0o600)
 	token := make([]byte, 24)
 	if _, err := rand.Read(token); err != nil {
 		t.Fatal(err)
@@ -668,17 +582,9 @@ func kindWriteFiles(t *testing.T, dir string) map[string]string {
 	// With a final newline, as `echo TOKEN > token` writes it: the Secret
 	// made from the file with --from-file keeps it, and the tunnel must
 	// ignore it.
-	put("token", []byte(hex.EncodeToString(token)+"\n"))
+	files["token"] = filepath.Join(dir, "token")
+	kindWrite(t, files["token"], []byte(hex.EncodeToString(token)+"\n"), 0o600)
 	return files
-}
-
-func kindKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func kindWrite(t *testing.T, path string, data []byte, mode os.FileMode) {
@@ -737,12 +643,4 @@ func kindFirstLine(out string, err error) string {
 		}
 	}
 	return err.Error()
-}
-
-func kindTail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("[... %d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
 }

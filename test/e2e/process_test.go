@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/portmux/portmux/test/hostaddr"
+	"github.com/portmux/portmux/test/peers"
 )
 
 const e2eNamespace = "e2e"
@@ -31,39 +31,14 @@ const e2eNamespace = "e2e"
 // that new connections follow while an open one lives on, metrics and
 // readiness, and a dataplane that keeps serving when the API server is gone.
 func TestManagerProcess(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
-	}
-	kubectl := needProgram(t, filepath.Join(assets, "kubectl"))
-	goBin := needProgram(t, "go")
-	needProgram(t, sshdPath)
-	sshBin := needProgram(t, "ssh")
-	openssl := needProgram(t, "openssl")
-	stdbuf := needProgram(t, "stdbuf")
-	addrs := hostaddr.Ensure(t)
-	logf.SetLogger(logr.Discard())
+	e := startProcessEnv(t)
+	dir, cp, bin, phase := e.dir, e.cp, e.bin, e.phase
+	sshd, tlsA, tlsB := e.sshd, e.tlsA, e.tlsB
+	muxPort, metricsAddr, probeAddr := e.muxPort, e.metricsAddr, e.probeAddr
+	phase("API server up at %s, portmux built; backends: sshd %s, s_server %s (CN %s), %s (CN %s)",
+		cp.host, sshd.Addr, tlsA.Addr, tlsA.CN(), tlsB.Addr, tlsB.CN())
 
-	dir := t.TempDir()
-	began := time.Now()
-	phase := func(what string, args ...any) {
-		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
-	}
-
-	bin, cp := buildAndStartControlPlane(t, dir, goBin, kubectl)
-	phase("API server up at %s, portmux built", cp.host)
-
-	// Real backends on the test addresses: the API server refuses loopback
-	// endpoints.
-	sshd := startSSHD(t, dir, addrs[0])
-	tlsA := startSServer(t, dir, addrs[0], "backend-a.e2e.test", openssl, stdbuf)
-	tlsB := startSServer(t, dir, addrs[1], "backend-b.e2e.test", openssl, stdbuf)
-	phase("backends: sshd %s:%d, s_server %s:%d (CN %s), %s:%d (CN %s)",
-		sshd.host, sshd.port, tlsA.host, tlsA.port, tlsA.cn, tlsB.host, tlsB.port, tlsB.cn)
-
-	ports := freeTCPPorts(t, "127.0.0.1", 3)
-	muxPort, metricsAddr, probeAddr := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
-	mgr := startProc(t, dir, "manager", false, bin, "manager",
+	mgr := startProc(t, dir, "manager", peers.Options{}, bin, "manager",
 		"--kubeconfig", cp.kubeconfig,
 		"--dataplane-bind-address", "127.0.0.1",
 		"--metrics-bind-address", metricsAddr,
@@ -71,7 +46,7 @@ func TestManagerProcess(t *testing.T) {
 		"--shutdown-grace", "2s")
 	mgrFailed := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("%s\n(manager log: %s; its tail is printed below)", fmt.Sprintf(format, args...), mgr.logPath)
+		t.Fatalf("%s\n(manager log: %s; its tail is printed below)", fmt.Sprintf(format, args...), mgr.LogPath)
 	}
 
 	k, apply := cp.kubectl, cp.apply
@@ -85,57 +60,31 @@ func TestManagerProcess(t *testing.T) {
 	}
 	phase("PortMux Ready")
 
-	sshEcho := func(when string) {
-		t.Helper()
-		out, err := runBounded(clientTimeout, nil, sshd.sshArgs(sshBin, muxPort, "echo ok")...)
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			mgrFailed("%s: ssh through 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
-		}
-	}
-	tlsReaches := func(when string, want *tlsServer) {
-		t.Helper()
-		cn, err := sClientCN(openssl, muxPort, "site.e2e.test")
-		if err != nil || cn != want.cn {
-			mgrFailed("%s: s_client -servername site.e2e.test through 127.0.0.1:%d: got CN %q, want %q: %v", when, muxPort, cn, want.cn, err)
-		}
-	}
+	sshEcho := func(when string) { t.Helper(); e.sshEcho(t, when, mgrFailed) }
+	tlsReaches := func(when string, want *peers.TLSServer) { t.Helper(); e.tlsReaches(t, when, want, mgrFailed) }
 	sshEcho("after Ready")
 	tlsReaches("after Ready", tlsA)
 	phase("ssh and s_client through the mux")
 
 	// An ssh session opened before the change, still talking after it. It
 	// waits for a line from the test, so it certainly spans the change.
-	session := startProc(t, dir, "ssh-session", true, sshd.sshArgs(sshBin, muxPort, "echo started; read x; echo still $x")...)
-	session.waitFor(t, "started", clientTimeout)
+	session := startProc(t, dir, "ssh-session", peers.Options{Stdin: true}, sshd.Argv(peers.Loopback.Addr(muxPort), "echo started; read x; echo still $x")...)
+	session.MustWaitFor(t, "started", clientTimeout)
 
 	apply("portmux-edited.yaml", portMux(muxPort, "tls-b"))
 	changed := time.Now()
-	var lastErr error
-	for deadline := time.Now().Add(followTimeout); ; {
-		cn, err := sClientCN(openssl, muxPort, "site.e2e.test")
-		if err == nil && cn == tlsB.cn {
-			break
-		}
-		if err == nil {
-			err = fmt.Errorf("got CN %q, want %q", cn, tlsB.cn)
-		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			mgrFailed("new TLS connections did not move to %s within %s after the change: %v", tlsB.cn, followTimeout, lastErr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	eventuallyTLS(t, muxPort, tlsB.CN(), fmt.Sprintf("new TLS connections moving to %s after the change (manager log: %s; its tail is printed below)", tlsB.CN(), mgr.LogPath))
 	phase("new TLS connections follow the change after %s", time.Since(changed).Round(time.Millisecond))
 
-	if _, err := io.WriteString(session.stdin, "alive\n"); err != nil {
-		mgrFailed("the ssh session opened before the change is gone: %v\n%s", err, session.tail(20))
+	if _, err := io.WriteString(session.Stdin, "alive\n"); err != nil {
+		mgrFailed("the ssh session opened before the change is gone: %v\n%s", err, session.Tail(20))
 	}
-	_ = session.stdin.Close()
-	session.waitFor(t, "still alive", clientTimeout)
+	_ = session.Stdin.Close()
+	session.MustWaitFor(t, "still alive", clientTimeout)
 	select {
-	case <-session.exited:
-		if session.waitErr != nil {
-			mgrFailed("the ssh session opened before the change ended with %v\n%s", session.waitErr, session.tail(20))
+	case <-session.Exited():
+		if err := session.Err(); err != nil {
+			mgrFailed("the ssh session opened before the change ended with %v\n%s", err, session.Tail(20))
 		}
 	case <-time.After(clientTimeout):
 		mgrFailed("the ssh session did not end")
@@ -144,17 +93,13 @@ func TestManagerProcess(t *testing.T) {
 	phase("the ssh session opened before the change lived through it; new ssh works")
 
 	// Status follows the new generation; kubectl shows the Ready column.
-	var gens string
-	for deadline := time.Now().Add(followTimeout); ; {
-		gens, _ = k(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", "jsonpath={.metadata.generation} {.status.observedGeneration}")
+	peers.Eventually(t, followTimeout, "status.observedGeneration reaching metadata.generation (manager log: "+mgr.LogPath+")", func() error {
+		gens, _ := k(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", "jsonpath={.metadata.generation} {.status.observedGeneration}")
 		if f := strings.Fields(gens); len(f) == 2 && f[0] == f[1] {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			mgrFailed("status.observedGeneration did not reach metadata.generation (generation, observed: %q)", gens)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("generation, observed: %q", gens)
+	})
 	out, err := k(10*time.Second, "get", "-n", e2eNamespace, "pmx", "edge")
 	if err != nil {
 		t.Fatalf("kubectl get pmx: %v\n%s", err, out)
@@ -172,7 +117,7 @@ func TestManagerProcess(t *testing.T) {
 		}
 	}
 	if metrics.code != http.StatusOK || len(counted) == 0 {
-		mgrFailed("/metrics (%d) has no portmux_connections_total samples:\n%s", metrics.code, lastLines(metrics.body, 40))
+		mgrFailed("/metrics (%d) has no portmux_connections_total samples:\n%s", metrics.code, peers.LastLines(metrics.body, 40))
 	}
 	t.Logf("portmux_connections_total:\n%s", strings.Join(counted, "\n"))
 	if r := getURL(t, "http://"+probeAddr+"/readyz"); r.code != http.StatusOK {
@@ -185,16 +130,78 @@ func TestManagerProcess(t *testing.T) {
 	phase("API server and etcd stopped")
 	sshEcho("right after the API server stopped")
 	select {
-	case <-mgr.exited:
-		mgrFailed("the manager exited (%v) after the API server stopped", mgr.waitErr)
+	case <-mgr.Exited():
+		mgrFailed("the manager exited (%v) after the API server stopped", mgr.Err())
 	case <-time.After(3 * time.Second):
 	}
 	sshEcho("3s after the API server stopped")
 	tlsReaches("3s after the API server stopped", tlsB)
-	if !mgr.alive() {
-		mgrFailed("the manager exited (%v) after the API server stopped", mgr.waitErr)
+	if !mgr.Running() {
+		mgrFailed("the manager exited (%v) after the API server stopped", mgr.Err())
 	}
 	phase("without the API server: the manager is alive, ssh and TLS still served")
+}
+
+// processEnv is what TestManagerProcess and TestSplitProcesses start
+// alike: portmux built, a control plane, real backends on the test
+// addresses (the API server refuses loopback endpoints) and three free
+// ports on 127.0.0.1 for the mux, metrics and probes.
+type processEnv struct {
+	dir, bin   string
+	cp         *controlPlane
+	sshd       *peers.SSHServer
+	tlsA, tlsB *peers.TLSServer
+
+	muxPort                int
+	metricsAddr, probeAddr string
+	phase                  func(what string, args ...any)
+}
+
+// startProcessEnv starts a processEnv, or skips the test when envtest's
+// assets or a peer program are missing.
+func startProcessEnv(t *testing.T) *processEnv {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
+	}
+	kubectl := peers.LookPath(t, filepath.Join(assets, "kubectl"))
+	goBin := peers.LookPath(t, "go")
+	addrs := hostaddr.Ensure(t)
+	logf.SetLogger(logr.Discard())
+
+	e := &processEnv{dir: t.TempDir()}
+	began := time.Now()
+	e.phase = func(what string, args ...any) {
+		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
+	}
+	e.bin, e.cp = buildAndStartControlPlane(t, e.dir, goBin, kubectl)
+	e.sshd = peers.Host(addrs[0]).SSHD(t)
+	e.tlsA = peers.Host(addrs[0]).OpenSSLServer(t, "backend-a.e2e.test")
+	e.tlsB = peers.Host(addrs[1]).OpenSSLServer(t, "backend-b.e2e.test")
+	ports := peers.Loopback.FreePorts(t, 3)
+	e.muxPort, e.metricsAddr, e.probeAddr = ports[0], peers.Loopback.Addr(ports[1]), peers.Loopback.Addr(ports[2])
+	return e
+}
+
+// sshEcho runs `echo ok` by ssh through the mux and calls fail unless it
+// printed ok.
+func (e *processEnv) sshEcho(t *testing.T, when string, fail func(string, ...any)) {
+	t.Helper()
+	out, err := bounded(clientTimeout, e.sshd.Argv(peers.Loopback.Addr(e.muxPort), "echo ok")...)
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		fail("%s: ssh through the mux on 127.0.0.1:%d: %v\n%s", when, e.muxPort, err, out)
+	}
+}
+
+// tlsReaches calls fail unless TLS for site.e2e.test through the mux
+// reaches want.
+func (e *processEnv) tlsReaches(t *testing.T, when string, want *peers.TLSServer, fail func(string, ...any)) {
+	t.Helper()
+	cn, err := sClientCN(t, e.muxPort, "site.e2e.test")
+	if err != nil || cn != want.CN() {
+		fail("%s: s_client -servername site.e2e.test through 127.0.0.1:%d: got CN %q, want %q: %v", when, e.muxPort, cn, want.CN(), err)
+	}
 }
 
 // controlPlane is a kube-apiserver and etcd from the envtest assets, with
@@ -266,7 +273,7 @@ func buildAndStartControlPlane(t *testing.T, dir, goBin, kubectl string) (string
 
 // kubectl runs kubectl against the control plane.
 func (cp *controlPlane) kubectl(timeout time.Duration, args ...string) (string, error) {
-	return runBounded(timeout, nil, append([]string{cp.kubectlBin, "--kubeconfig", cp.kubeconfig}, args...)...)
+	return bounded(timeout, append([]string{cp.kubectlBin, "--kubeconfig", cp.kubeconfig}, args...)...)
 }
 
 // apply writes yaml to a file named name and kubectl-applies it.
@@ -312,22 +319,6 @@ func buildPortmux(goBin, bin string) error {
 		return fmt.Errorf("%w\n%s", err, out)
 	}
 	return nil
-}
-
-// freeTCPPorts returns n distinct ports on host that were free a moment ago
-// (all held at once while choosing, so none repeats).
-func freeTCPPorts(t *testing.T, host string, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }
 
 type urlResult struct {
@@ -376,7 +367,7 @@ func tableColumn(table, header, name string) string {
 
 // backendObjects are the Services and EndpointSlices that name the real
 // backends, in their own namespace.
-func backendObjects(sshd *sshServer, tlsA, tlsB *tlsServer) string {
+func backendObjects(sshd *peers.SSHServer, tlsA, tlsB *peers.TLSServer) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", e2eNamespace)
 	service := func(name, portName string, port int, host string, target int) {
@@ -405,9 +396,9 @@ endpoints:
   conditions: {ready: true}
 `, name, portName, port, host, target, e2eNamespace)
 	}
-	service("sshd", "ssh", 22, sshd.host, sshd.port)
-	service("tls-a", "https", 443, tlsA.host, tlsA.port)
-	service("tls-b", "https", 443, tlsB.host, tlsB.port)
+	service("sshd", "ssh", 22, string(sshd.Host), sshd.Port)
+	service("tls-a", "https", 443, string(tlsA.Host), tlsA.Port)
+	service("tls-b", "https", 443, string(tlsB.Host), tlsB.Port)
 	return b.String()
 }
 

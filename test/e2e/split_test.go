@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-
-	"github.com/portmux/portmux/test/hostaddr"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestSplitProcesses runs the pod's two containers as two processes, as
@@ -42,43 +38,23 @@ import (
 //     from the manager at once, with no PortMux change, and status turns
 //     Ready again.
 func TestSplitProcesses(t *testing.T) {
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest-assets.sh)")
-	}
-	kubectl := needProgram(t, filepath.Join(assets, "kubectl"))
-	goBin := needProgram(t, "go")
-	needProgram(t, sshdPath)
-	sshBin := needProgram(t, "ssh")
-	openssl := needProgram(t, "openssl")
-	stdbuf := needProgram(t, "stdbuf")
-	addrs := hostaddr.Ensure(t)
-	logf.SetLogger(logr.Discard())
-
-	dir := t.TempDir()
-	began := time.Now()
-	phase := func(what string, args ...any) {
-		t.Logf("%5.1fs  %s", time.Since(began).Seconds(), fmt.Sprintf(what, args...))
-	}
-	bin, cp := buildAndStartControlPlane(t, dir, goBin, kubectl)
-	sshd := startSSHD(t, dir, addrs[0])
-	tlsA := startSServer(t, dir, addrs[0], "backend-a.e2e.test", openssl, stdbuf)
-	tlsB := startSServer(t, dir, addrs[1], "backend-b.e2e.test", openssl, stdbuf)
+	e := startProcessEnv(t)
+	dir, cp, bin, phase := e.dir, e.cp, e.bin, e.phase
+	sshd, tlsA, tlsB := e.sshd, e.tlsA, e.tlsB
+	muxPort, metricsAddr, probeAddr := e.muxPort, e.metricsAddr, e.probeAddr
 	phase("API server up, portmux built, backends started")
 
-	ports := freeTCPPorts(t, "127.0.0.1", 3)
-	muxPort, metricsAddr, probeAddr := ports[0], fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[2])
 	socket := filepath.Join(dir, "dp.sock")
-	startDataplane := func(name string) *proc {
+	startDataplane := func(name string) *peers.Process {
 		t.Helper()
-		p := startProcEnv(t, dir, name, withoutKubernetes(os.Environ()), bin, "dataplane",
+		p := startProc(t, dir, name, peers.Options{Env: withoutKubernetes(os.Environ())}, bin, "dataplane",
 			"--socket", socket, "--bind-address", "127.0.0.1", "--shutdown-grace", "2s")
-		p.waitFor(t, "waiting for snapshots", readyTimeout)
+		p.MustWaitFor(t, "waiting for snapshots", readyTimeout)
 		return p
 	}
-	startManager := func(name string) *proc {
+	startManager := func(name string) *peers.Process {
 		t.Helper()
-		return startProc(t, dir, name, false, bin, "manager", "--kubeconfig", cp.kubeconfig, "--dataplane-socket", socket,
+		return startProc(t, dir, name, peers.Options{}, bin, "manager", "--kubeconfig", cp.kubeconfig, "--dataplane-socket", socket,
 			"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr)
 	}
 	dp := startDataplane("dataplane")
@@ -91,53 +67,43 @@ func TestSplitProcesses(t *testing.T) {
 	cp.apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
 	cp.apply("portmux.yaml", portMux(muxPort, "tls-a"))
 	waitCondition(t, cp, "Ready", "True", "Ready")
-	sshEcho := func(when string) {
-		t.Helper()
-		out, err := runBounded(clientTimeout, nil, sshd.sshArgs(sshBin, muxPort, "echo ok")...)
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			failed("%s: ssh through the dataplane on 127.0.0.1:%d: %v\n%s", when, muxPort, err, out)
-		}
-	}
-	tlsReaches := func(when string, want *tlsServer) {
-		t.Helper()
-		if cn, err := sClientCN(openssl, muxPort, "site.e2e.test"); err != nil || cn != want.cn {
-			failed("%s: TLS passthrough: CN %q, want %q: %v", when, cn, want.cn, err)
-		}
-	}
+	sshEcho := func(when string) { t.Helper(); e.sshEcho(t, when, failed) }
+	tlsReaches := func(when string, want *peers.TLSServer) { t.Helper(); e.tlsReaches(t, when, want, failed) }
 	sshEcho("programmed over the socket")
 	tlsReaches("programmed over the socket", tlsA)
 	phase("the manager programmed the dataplane process over %s: ssh and TLS passthrough through it", socket)
 
-	checkHoldsNothing(t, dp.cmd.Process.Pid, muxPort)
+	checkHoldsNothing(t, dp.Pid(), muxPort)
 	phase("the dataplane process: no Kubernetes in its environment, no file open but cgroup limits, no port bound but %d", muxPort)
 
 	metrics := getURL(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{"portmux_connections_total{", "portmux_dataplane_up 1", "portmux_dataplane_go_goroutines "} {
 		if !strings.Contains(metrics.body, want) {
-			failed("the manager's /metrics has no %q (the dataplane's, over the socket):\n%s", want, lastLines(metrics.body, 30))
+			failed("the manager's /metrics has no %q (the dataplane's, over the socket):\n%s", want, peers.LastLines(metrics.body, 30))
 		}
 	}
 	phase("the manager's /metrics mirrors the dataplane's")
 
 	// Connections opened now must outlive the manager.
-	var sessions []*proc
+	var sessions []*peers.Process
 	for i := range 3 {
-		s := startProc(t, dir, fmt.Sprintf("ssh-session-%d", i), true,
-			sshd.sshArgs(sshBin, muxPort, `echo started; while read x; do echo "still $x"; done`)...)
-		s.waitFor(t, "started", clientTimeout)
+		s := startProc(t, dir, fmt.Sprintf("ssh-session-%d", i), peers.Options{Stdin: true},
+			sshd.Argv(peers.Loopback.Addr(muxPort), `echo started; while read x; do echo "still $x"; done`)...)
+		s.MustWaitFor(t, "started", clientTimeout)
 		sessions = append(sessions, s)
 	}
-	tlsSession := startProc(t, dir, "s_client-session", true, openssl, "s_client", "-connect", "127.0.0.1:"+strconv.Itoa(muxPort), "-servername", "site.e2e.test")
-	tlsSession.waitFor(t, "Verify return code", clientTimeout)
+	openssl := peers.LookPath(t, "openssl")
+	tlsSession := startProc(t, dir, "s_client-session", peers.Options{Stdin: true}, openssl, "s_client", "-connect", peers.Loopback.Addr(muxPort), "-servername", "site.e2e.test")
+	tlsSession.MustWaitFor(t, "Verify return code", clientTimeout)
 	talk := func(when, word string) {
 		t.Helper()
 		survived := 0
 		for i, s := range sessions {
 			line := fmt.Sprintf("%s-%d", word, i)
-			if _, err := io.WriteString(s.stdin, line+"\n"); err == nil && waitOrExit(s, "still "+line, clientTimeout) {
+			if _, err := io.WriteString(s.Stdin, line+"\n"); err == nil && printed(s, "still "+line, clientTimeout) {
 				survived++
 			} else {
-				t.Errorf("%s: ssh session %d is gone:\n%s", when, i, s.tail(10))
+				t.Errorf("%s: ssh session %d is gone:\n%s", when, i, s.Tail(10))
 			}
 		}
 		if survived != len(sessions) {
@@ -145,16 +111,16 @@ func TestSplitProcesses(t *testing.T) {
 		}
 	}
 
-	if err := mgr.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := mgr.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-mgr.exited
+	<-mgr.Exited()
 	phase("manager killed (SIGKILL)")
 	talk("after the manager was killed", "alive")
 	// (s_server serves one connection at a time and tlsSession holds
 	// backend A's: new TLS connections are checked with backend B below.)
 	sshEcho("a new connection while no manager runs")
-	if out, err := runBounded(10*time.Second, nil, bin, "dataplane", "probe", "--ready", "--socket", socket); err != nil {
+	if out, err := bounded(10*time.Second, bin, "dataplane", "probe", "--ready", "--socket", socket); err != nil {
 		failed("the dataplane's readiness probe while no manager runs: %v\n%s", err, out)
 	}
 	phase("with no manager: %d open ssh sessions survived, new ssh connections work, the dataplane is ready", len(sessions))
@@ -163,23 +129,23 @@ func TestSplitProcesses(t *testing.T) {
 	waitURL(t, "http://"+probeAddr+"/readyz", http.StatusOK)
 	cp.apply("portmux-edited.yaml", portMux(muxPort, "tls-b"))
 	changed := time.Now()
-	eventuallyTLS(t, openssl, muxPort, tlsB.cn)
+	eventuallyTLS(t, muxPort, tlsB.CN(), "TLS passthrough reaching "+tlsB.CN())
 	phase("a new manager: the PortMux change reached the dataplane after %s", time.Since(changed).Round(time.Millisecond))
 	talk("after the new manager programmed a change", "again")
-	if _, err := io.WriteString(tlsSession.stdin, "GET / HTTP/1.0\r\n\r\n"); err != nil || !waitOrExit(tlsSession, "s_server", clientTimeout) {
-		failed("the TLS passthrough connection opened before the manager was killed is gone (%v):\n%s", err, tlsSession.tail(10))
+	if _, err := io.WriteString(tlsSession.Stdin, "GET / HTTP/1.0\r\n\r\n"); err != nil || !printed(tlsSession, "s_server", clientTimeout) {
+		failed("the TLS passthrough connection opened before the manager was killed is gone (%v):\n%s", err, tlsSession.Tail(10))
 	}
 	phase("every connection opened before the kill still talks: %d ssh sessions, 1 TLS passthrough", len(sessions))
 	for _, s := range sessions {
-		_ = s.stdin.Close()
+		_ = s.Stdin.Close()
 	}
 
 	// The dataplane goes: status and readiness say so; a new one gets the
 	// snapshot at once.
-	if err := dp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := dp.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-dp.exited
+	<-dp.Exited()
 	waitCondition(t, cp, "Ready", "False", "DataplaneUnreachable")
 	waitURL(t, "http://"+probeAddr+"/readyz", http.StatusInternalServerError)
 	gen := generation(t, cp)
@@ -202,12 +168,6 @@ func TestSplitProcesses(t *testing.T) {
 		t.Errorf("the PortMux changed (generation %s, then %s); the dataplane should get its snapshot without", gen, g)
 	}
 	phase("status Ready and the manager ready again")
-}
-
-// startProcEnv is startProc with the given environment and no stdin.
-func startProcEnv(t *testing.T, dir, name string, env []string, argv ...string) *proc {
-	t.Helper()
-	return startProcWith(t, dir, name, false, func(cmd *exec.Cmd) { cmd.Env = env }, argv...)
 }
 
 // withoutKubernetes drops from env what would point a process at an API
@@ -303,14 +263,13 @@ func socketsOf(t *testing.T, pid int, table string, inodes map[string]bool) []st
 func waitCondition(t *testing.T, cp *controlPlane, typ, status, reason string) {
 	t.Helper()
 	jsonpath := fmt.Sprintf(`jsonpath={.status.conditions[?(@.type=="%s")].status} {.status.conditions[?(@.type=="%s")].reason}`, typ, typ)
-	var last string
-	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		last, _ = cp.kubectl(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", jsonpath)
+	peers.Eventually(t, followTimeout, fmt.Sprintf("PortMux edge %s %s %s", typ, status, reason), func() error {
+		last, _ := cp.kubectl(10*time.Second, "get", "-n", e2eNamespace, "portmux/edge", "-o", jsonpath)
 		if strings.TrimSpace(last) == status+" "+reason {
-			return
+			return nil
 		}
-	}
-	t.Fatalf("PortMux edge %s is %q, want %s %s", typ, last, status, reason)
+		return fmt.Errorf("%s is %q", typ, last)
+	})
 }
 
 func generation(t *testing.T, cp *controlPlane) string {
@@ -326,37 +285,32 @@ func generation(t *testing.T, cp *controlPlane) string {
 func waitURL(t *testing.T, url string, code int) {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
-	var last string
-	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	peers.Eventually(t, followTimeout, fmt.Sprintf("GET %s answering %d", url, code), func() error {
 		resp, err := c.Get(url)
 		if err != nil {
-			last = err.Error()
-			continue
+			return err
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode == code {
-			return
+			return nil
 		}
-		last = fmt.Sprintf("%d %s", resp.StatusCode, body)
-	}
-	t.Fatalf("GET %s: %s, want %d", url, last, code)
+		return fmt.Errorf("%d %s", resp.StatusCode, body)
+	})
 }
 
-// eventuallyTLS waits until TLS passthrough reaches the backend named cn.
-func eventuallyTLS(t *testing.T, openssl string, port int, cn string) {
+// eventuallyTLS waits until TLS passthrough through 127.0.0.1:port for
+// site.e2e.test reaches the backend named cn; what names the wait in a
+// failure.
+func eventuallyTLS(t *testing.T, port int, cn, what string) {
 	t.Helper()
-	var last error
-	for deadline := time.Now().Add(followTimeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		got, err := sClientCN(openssl, port, "site.e2e.test")
-		if err == nil && got == cn {
-			return
+	peers.Eventually(t, followTimeout, what, func() error {
+		got, err := sClientCN(t, port, "site.e2e.test")
+		if err == nil && got != cn {
+			err = fmt.Errorf("got CN %q, want %q", got, cn)
 		}
-		if last = err; err == nil {
-			last = fmt.Errorf("CN %q", got)
-		}
-	}
-	t.Fatalf("TLS passthrough did not reach %s: %v", cn, last)
+		return err
+	})
 }
 
 // eventuallyBanner waits until an SSH client's first line sent to the
@@ -364,16 +318,14 @@ func eventuallyTLS(t *testing.T, openssl string, port int, cn string) {
 // returns how long that took.
 func eventuallyBanner(t *testing.T, port int) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var err error
-	for time.Since(start) < followTimeout {
-		if err = sshBanner(port); err == nil {
-			return time.Since(start)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("SSH through 127.0.0.1:%d was never routed: %v", port, err)
-	return 0
+	return peers.Eventually(t, followTimeout, fmt.Sprintf("SSH through 127.0.0.1:%d routed", port), func() error { return sshBanner(port) })
+}
+
+// printed reports whether p printed substr before it exited or timeout
+// passed.
+func printed(p *peers.Process, substr string, timeout time.Duration) bool {
+	_, err := p.WaitFor(substr, timeout)
+	return err == nil
 }
 
 func sshBanner(port int) error {

@@ -36,11 +36,23 @@ type HTTPServer struct {
 	mu    sync.Mutex
 	reqs  []Request
 	conns map[net.Conn]http.ConnState
+	peak  int
 }
 
 // HTTPBackend starts a recording HTTP server named name. It is closed by
 // t.Cleanup.
 func HTTPBackend(t testing.TB, name string) *HTTPServer {
+	t.Helper()
+	return HTTPHandler(t, name, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = fmt.Fprintf(w, "%s %s %s\n", name, r.Method, r.URL.Path)
+	})
+}
+
+// HTTPHandler is HTTPBackend that answers with handle (after recording
+// the request). Cleanup waits for the handlers: one that blocks must be
+// released by an earlier cleanup.
+func HTTPHandler(t testing.TB, name string, handle http.HandlerFunc) *HTTPServer {
 	t.Helper()
 	h := &HTTPServer{Name: name, conns: map[net.Conn]http.ConnState{}}
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,8 +62,7 @@ func HTTPBackend(t testing.TB, name string) *HTTPServer {
 			RemoteAddr: r.RemoteAddr, Header: r.Header.Clone(),
 		})
 		h.mu.Unlock()
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = fmt.Fprintf(w, "%s %s %s\n", name, r.Method, r.URL.Path)
+		handle(w, r)
 	}))
 	h.srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
 		h.mu.Lock()
@@ -61,8 +72,9 @@ func HTTPBackend(t testing.TB, name string) *HTTPServer {
 		} else {
 			h.conns[c] = st
 		}
+		h.peak = max(h.peak, len(h.conns))
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", Loopback.Addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,12 +93,18 @@ func (h *HTTPServer) Requests() []Request {
 	return append([]Request(nil), h.reqs...)
 }
 
+// PeakConns is the most client connections it has held open at once.
+func (h *HTTPServer) PeakConns() int { return h.locked(func() int { return h.peak }) }
+
 // OpenConns counts the client connections open now (active or idle
 // keep-alive ones).
-func (h *HTTPServer) OpenConns() int {
+func (h *HTTPServer) OpenConns() int { return h.locked(func() int { return len(h.conns) }) }
+
+// locked is f's count, read under the server's lock.
+func (h *HTTPServer) locked(f func() int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.conns)
+	return f()
 }
 
 // CurlResult is the outcome of one curl request.
@@ -114,7 +132,7 @@ func Curl(t testing.TB, args ...string) (CurlResult, error) {
 	// body, which may not end in a newline.
 	argv := append([]string{curl, "-sS", "--max-time", strconv.Itoa(int(CurlTimeout/time.Second) - 5),
 		"-w", curlStatusMarker + "%{http_code} %{http_version}"}, args...)
-	out, errOut, err := runCommand(CurlTimeout, "", argv...)
+	out, errOut, err := Command{Timeout: CurlTimeout}.Output(argv...)
 	r := CurlResult{Stderr: errOut}
 	body, status, ok := strings.Cut(out, curlStatusMarker)
 	if !ok {

@@ -14,10 +14,11 @@ import (
 // SClientTimeout bounds one s_client run.
 const SClientTimeout = 20 * time.Second
 
-// TLSServer is an `openssl s_server -www` on 127.0.0.1.
+// TLSServer is an `openssl s_server -www` on a Host.
 type TLSServer struct {
-	// Addr is 127.0.0.1:Port, as s_server reported it.
+	// Addr is Host:Port, as s_server reported it.
 	Addr string
+	Host Host
 	Port int
 	// Cert is the certificate it serves (CN and SAN: the cn it was started
 	// with).
@@ -27,11 +28,17 @@ type TLSServer struct {
 	Process *Process
 }
 
-// OpenSSLServer starts s_server with a new certificate for cn, answering
-// every request with its status page (-www). alpn, when given, is the list
-// of protocols it accepts, most preferred first. It binds port 0 and reads
-// the port back from its ready line ("ACCEPT 127.0.0.1:P").
+// OpenSSLServer starts s_server on Loopback with a new certificate for cn,
+// answering every request with its status page (-www). alpn, when given,
+// is the list of protocols it accepts, most preferred first. It binds port
+// 0 and reads the port back from its ready line ("ACCEPT 127.0.0.1:P").
 func OpenSSLServer(t testing.TB, cn string, alpn ...string) *TLSServer {
+	t.Helper()
+	return Loopback.OpenSSLServer(t, cn, alpn...)
+}
+
+// OpenSSLServer is OpenSSLServer on h.
+func (h Host) OpenSSLServer(t testing.TB, cn string, alpn ...string) *TLSServer {
 	t.Helper()
 	openssl := LookPath(t, "openssl")
 	// s_server's stdout is block-buffered; the ready line needs -oL.
@@ -40,7 +47,7 @@ func OpenSSLServer(t testing.TB, cn string, alpn ...string) *TLSServer {
 	cert := CertPair(t, cn)
 	certFile, keyFile := cert.WriteFiles(t, t.TempDir(), "server")
 	argv := []string{stdbuf, "-oL", openssl, "s_server",
-		"-accept", "127.0.0.1:0", "-cert", certFile, "-key", keyFile, "-www"}
+		"-accept", h.Addr(0), "-cert", certFile, "-key", keyFile, "-www"}
 	if len(alpn) > 0 {
 		argv = append(argv, "-alpn", strings.Join(alpn, ","))
 	}
@@ -53,12 +60,16 @@ func OpenSSLServer(t testing.TB, cn string, alpn ...string) *TLSServer {
 		t.Fatalf("s_server ready line %q does not name a port", line)
 	}
 	return &TLSServer{
-		Addr:    net.JoinHostPort("127.0.0.1", portStr),
+		Addr:    h.Addr(port),
+		Host:    h,
 		Port:    port,
 		Cert:    cert,
 		Process: p,
 	}
 }
+
+// CN is the subject common name of the server's certificate.
+func (s *TLSServer) CN() string { return s.Cert.Leaf.Subject.CommonName }
 
 // SClientResult is what one s_client handshake showed.
 type SClientResult struct {
@@ -70,10 +81,11 @@ type SClientResult struct {
 	Output string
 }
 
-// SClient connects with `openssl s_client -servername servername` (and
-// -alpn when alpn is given) to addr, completes a handshake, closes, and
-// returns the server certificate's subject CN and the negotiated ALPN. It
-// fails the test when no certificate came back.
+// SClient connects with `openssl s_client -servername servername`
+// (-noservername when servername is "", and -alpn when alpn is given) to
+// addr, completes a handshake, closes, and returns the server
+// certificate's subject CN and the negotiated ALPN. It fails the test when
+// no certificate came back.
 func SClient(t testing.TB, addr, servername string, alpn ...string) (cn, negotiated string) {
 	t.Helper()
 	r, err := SClientTry(t, addr, servername, alpn...)
@@ -89,11 +101,14 @@ func SClientTry(t testing.TB, addr, servername string, alpn ...string) (SClientR
 	t.Helper()
 	openssl := LookPath(t, "openssl")
 	argv := []string{openssl, "s_client", "-connect", addr, "-servername", servername}
+	if servername == "" {
+		argv = []string{openssl, "s_client", "-connect", addr, "-noservername"}
+	}
 	if len(alpn) > 0 {
 		argv = append(argv, "-alpn", strings.Join(alpn, ","))
 	}
 	// stdin at EOF: s_client handshakes, prints, and closes.
-	out, errOut, runErr := runCommand(SClientTimeout, "", argv...)
+	out, errOut, runErr := Command{Timeout: SClientTimeout}.Output(argv...)
 	r := SClientResult{Output: out}
 	block, _ := pem.Decode([]byte(out[max(0, strings.Index(out, "-----BEGIN CERTIFICATE-----")):]))
 	if block == nil {

@@ -56,7 +56,7 @@ type OpenVPNServer struct {
 func OpenVPN(t testing.TB) *OpenVPNServer {
 	t.Helper()
 	o := &OpenVPNServer{openvpn: LookPath(t, "openvpn"), PKI: NewOpenVPNPKI(t)}
-	o.Process, o.Port = startOnPort(t, func(port int) (*Process, error) {
+	o.Process, o.Port = startOnPort(t, Loopback, func(port int) (*Process, error) {
 		p := Start(t, "openvpn server", o.openvpn,
 			"--dev", "null", "--proto", "tcp-server",
 			"--local", "127.0.0.1", "--port", strconv.Itoa(port),

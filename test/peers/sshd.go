@@ -24,11 +24,12 @@ const sshdPath = "/usr/sbin/sshd"
 // SSHCommandTimeout bounds one ssh client run.
 const SSHCommandTimeout = 30 * time.Second
 
-// SSHServer is an OpenSSH sshd on 127.0.0.1 that accepts the client key it
+// SSHServer is an OpenSSH sshd on a Host that accepts the client key it
 // was made with, for the user running the test.
 type SSHServer struct {
-	// Addr is 127.0.0.1:Port.
+	// Addr is Host:Port.
 	Addr string
+	Host Host
 	Port int
 	// ClientKey is the path of the client's private key (mode 0600).
 	ClientKey string
@@ -39,10 +40,16 @@ type SSHServer struct {
 	Process *Process
 }
 
-// SSHD starts sshd with a fresh host key and an authorized client key. It
-// skips the test when sshd or ssh is missing or the privilege separation
-// directory cannot be made.
+// SSHD starts sshd on Loopback with a fresh host key and an authorized
+// client key. It skips the test when sshd or ssh is missing or the
+// privilege separation directory cannot be made.
 func SSHD(t testing.TB) *SSHServer {
+	t.Helper()
+	return Loopback.SSHD(t)
+}
+
+// SSHD is SSHD on h.
+func (h Host) SSHD(t testing.TB) *SSHServer {
 	t.Helper()
 	if _, err := os.Stat(sshdPath); err != nil {
 		t.Skipf("sshd is not installed: %v", err)
@@ -64,11 +71,11 @@ func SSHD(t testing.TB) *SSHServer {
 		t.Fatal(err)
 	}
 
-	s := &SSHServer{ClientKey: filepath.Join(dir, "client_ed25519"), User: u.Username}
-	s.Process, s.Port = startOnPort(t, func(port int) (*Process, error) {
+	s := &SSHServer{Host: h, ClientKey: filepath.Join(dir, "client_ed25519"), User: u.Username}
+	s.Process, s.Port = startOnPort(t, h, func(port int) (*Process, error) {
 		conf := strings.Join([]string{
 			"Port " + strconv.Itoa(port),
-			"ListenAddress 127.0.0.1",
+			"ListenAddress " + string(h),
 			"HostKey " + filepath.Join(dir, "host_ed25519"),
 			"PidFile " + filepath.Join(dir, "sshd.pid"),
 			"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
@@ -86,10 +93,10 @@ func SSHD(t testing.TB) *SSHServer {
 			t.Fatal(err)
 		}
 		p := Start(t, "sshd", sshdPath, "-D", "-e", "-f", cfgFile)
-		_, err := p.WaitFor(fmt.Sprintf("Server listening on 127.0.0.1 port %d.", port), ReadyTimeout)
+		_, err := p.WaitFor(fmt.Sprintf("Server listening on %s port %d.", h, port), ReadyTimeout)
 		return p, err
 	})
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port))
+	s.Addr = h.Addr(s.Port)
 	return s
 }
 
@@ -164,7 +171,7 @@ func (s *SSHServer) RunVia(t testing.TB, proxyCommand string, cmd ...string) (st
 }
 
 func runSSH(argv []string) (string, error) {
-	out, errOut, err := runCommand(SSHCommandTimeout, "", argv...)
+	out, errOut, err := Command{Timeout: SSHCommandTimeout}.Output(argv...)
 	if err != nil {
 		return out, fmt.Errorf("%s: %w; stderr: %s", strings.Join(argv, " "), err, errOut)
 	}

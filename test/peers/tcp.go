@@ -1,20 +1,22 @@
 package peers
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 )
 
-// TCPServer is a TCP server on 127.0.0.1 that serves every connection with
+// TCPServer is a TCP server on a Host that serves every connection with
 // a handler and counts them: the backend routes and tunnels are pointed
 // at, so a test sees what arrived, and that nothing did when something
 // must be refused. Cleanup closes the listener and every open connection
 // and waits for the handlers.
 type TCPServer struct {
-	// Addr is where it listens.
+	// Addr is where it listens: host:Port.
 	Addr string
+	Port int
 
 	accepted atomic.Int64
 	ln       net.Listener
@@ -23,15 +25,27 @@ type TCPServer struct {
 	wg       sync.WaitGroup
 }
 
-// NewTCPServer starts a TCPServer; handle runs on its own goroutine for
-// each connection, which is closed when handle returns.
+// NewTCPServer starts a TCPServer on Loopback; handle runs on its own
+// goroutine for each connection, which is closed when handle returns.
 func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return Loopback.TCPServer(t, handle)
+}
+
+// TCPServer is NewTCPServer on h.
+func (h Host) TCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
+	t.Helper()
+	return h.TCPServerOn(t, 0, handle)
+}
+
+// TCPServerOn is TCPServer on a given port (0: one the kernel picks).
+func (h Host) TCPServerOn(t testing.TB, port int, handle func(net.Conn)) *TCPServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", h.Addr(port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &TCPServer{Addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	s := &TCPServer{Addr: ln.Addr().String(), Port: ln.Addr().(*net.TCPAddr).Port, ln: ln, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -71,3 +85,7 @@ func NewTCPServer(t testing.TB, handle func(net.Conn)) *TCPServer {
 
 // Accepted is how many connections it has accepted so far.
 func (s *TCPServer) Accepted() int64 { return s.accepted.Load() }
+
+// Echo is a handler that writes back what it reads until the client
+// closes.
+func Echo(c net.Conn) { _, _ = io.Copy(c, c) }

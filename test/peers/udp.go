@@ -8,21 +8,27 @@ import (
 	"testing"
 )
 
-// UDPServer is a UDP echo server on 127.0.0.1: every datagram goes back to
+// UDPServer is a UDP echo server on a Host: every datagram goes back to
 // its sender as it came. It stands in for a UDP service (WireGuard, DNS)
 // that tunnels carry datagrams to. Cleanup closes it and waits for its
 // goroutine.
 type UDPServer struct {
-	// Addr is 127.0.0.1:Port.
+	// Addr is host:port.
 	Addr string
 
 	received atomic.Int64
 }
 
-// UDPEcho starts a UDPServer.
+// UDPEcho starts a UDPServer on Loopback.
 func UDPEcho(t testing.TB) *UDPServer {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return Loopback.UDPEcho(t)
+}
+
+// UDPEcho is UDPEcho on h.
+func (h Host) UDPEcho(t testing.TB) *UDPServer {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", h.Addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,620 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/clientlimit"
+	"github.com/portmux/portmux/dataplane/panics"
+	"github.com/portmux/portmux/dataplane/quic"
+	"github.com/portmux/portmux/dataplane/route"
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// Relay serves one bound UDP listener. Listen binds it, SetListener gives
+// it the snapshot listener to serve (again on every snapshot that keeps its
+// address), Close ends it and every session.
+type Relay struct {
+	opt  Options
+	log  logr.Logger
+	m    *Metrics
+	conn *net.UDPConn
+	pc   batchConn
+	v6   bool // the socket is AF_INET6 (dual-stack when bound to ::)
+	// pktinfo: the socket is bound to a wildcard address, so each
+	// reply names the local address its client wrote to.
+	pktinfo bool
+	batch   int
+	sweep   time.Duration
+	epoch   time.Time // the session clocks count nanoseconds from here
+	seed    maphash.Seed
+
+	cfg     atomic.Pointer[listenerConfig]
+	clients *clientlimit.Table
+	active  atomic.Int64 // sessions open
+
+	epfd, wakeFd int
+	wg           sync.WaitGroup
+
+	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
+	byAddr  map[netip.AddrPort]*session
+	byToken map[uint64]*session
+	byCID   map[quic.ConnectionID]*session
+	cidLens [quic.MaxConnectionIDLen + 1]int // registered IDs by length
+	nextID  uint64
+	closed  bool
+}
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// Listen binds address for datagrams. The Relay reads nothing until
+// SetListener gives it routes.
+func Listen(address string, opt Options) (*Relay, error) {
+	if opt.Metrics == nil {
+		opt.Metrics = NewMetrics()
+	}
+	if opt.Batch <= 0 {
+		opt.Batch = DefaultBatch
+	}
+	if opt.SweepInterval <= 0 {
+		opt.SweepInterval = DefaultSweepInterval
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	network, err := listenNetwork(address)
+	if err != nil {
+		return nil, err
+	}
+	ua, err := net.ResolveUDPAddr(network, address)
+	if err != nil {
+		return nil, fmt.Errorf("address %s: %w", address, err)
+	}
+	conn, err := net.ListenUDP(network, ua)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		opt: opt, log: opt.Log, m: opt.Metrics, conn: conn, batch: opt.Batch, sweep: opt.SweepInterval,
+		epoch: time.Now(), seed: maphash.MakeSeed(), clients: clientlimit.NewTable(),
+		byAddr: map[netip.AddrPort]*session{}, byToken: map[uint64]*session{}, byCID: map[quic.ConnectionID]*session{},
+		epfd: -1, wakeFd: -1,
+	}
+	if err := r.setup(); err != nil {
+		_ = conn.Close()
+		r.closeFds()
+		return nil, err
+	}
+	return r, nil
+}
+
+// listenNetwork is the network an address is bound on: an IPv4 literal
+// (0.0.0.0 included) IPv4 only, an IPv6 literal IPv6 only, no host both,
+// on one dual-stack socket, as the user wrote it rather than as Go's
+// default would make 0.0.0.0 (dual-stack).
+func listenNetwork(address string) (string, error) {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return "", fmt.Errorf("address %s: %w", address, err)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Is4() {
+			return "udp4", nil
+		}
+		return "udp6", nil
+	}
+	return "udp", nil
+}
+
+// socketBuffer is the receive and send buffer asked for the listener
+// socket: room for bursts of many sessions while a goroutine is off CPU.
+// The kernel caps it at net.core.rmem_max and wmem_max.
+const socketBuffer = 4 << 20
+
+func (r *Relay) setup() error {
+	raw, err := r.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var domain int
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("getsockopt SO_DOMAIN: %w", serr)
+	}
+	_ = r.conn.SetReadBuffer(socketBuffer)
+	_ = r.conn.SetWriteBuffer(socketBuffer)
+	local, _ := r.conn.LocalAddr().(*net.UDPAddr)
+	r.pktinfo = local != nil && local.IP.IsUnspecified()
+	r.v6 = domain == unix.AF_INET6
+	if r.v6 {
+		p := ipv6.NewPacketConn(r.conn)
+		if r.pktinfo {
+			if err := p.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
+				return fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
+			}
+		}
+		r.pc = p
+	} else {
+		p := ipv4.NewPacketConn(r.conn)
+		if r.pktinfo {
+			if err := p.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+				return fmt.Errorf("IP_PKTINFO: %w", err)
+			}
+		}
+		r.pc = p
+	}
+	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	if r.wakeFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return fmt.Errorf("eventfd: %w", err)
+	}
+	// Token 0 is the eventfd; sessions count from 1.
+	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.wakeFd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	return nil
+}
+
+func (r *Relay) closeFds() {
+	if r.epfd >= 0 {
+		_ = unix.Close(r.epfd)
+	}
+	if r.wakeFd >= 0 {
+		_ = unix.Close(r.wakeFd)
+	}
+}
+
+// Addr is the bound address (with the port the kernel chose for ":0").
+func (r *Relay) Addr() net.Addr { return r.conn.LocalAddr() }
+
+// Sessions counts the sessions open now.
+func (r *Relay) Sessions() int { return int(r.active.Load()) }
+
+// Clients is the size of the per-client table, for the clients gauge.
+func (r *Relay) Clients() int { return r.clients.Len() }
+
+// SetListener makes l the configuration of new sessions; sessions open
+// keep the routes they started with. The first call starts serving.
+func (r *Relay) SetListener(l *snapshot.Listener) error {
+	lc, err := newListenerConfig(l, r.m)
+	if err != nil {
+		return err
+	}
+	if r.cfg.Swap(lc) == nil {
+		r.wg.Add(2)
+		go r.readLoop()
+		go r.pollLoop()
+	}
+	return nil
+}
+
+// Close stops reading, ends every session (outcome closed) and waits for
+// the Relay's goroutines. UDP has no close to wait for, so nothing drains.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	err := r.conn.Close()
+	started := r.cfg.Load() != nil
+	if started {
+		one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+		if _, werr := unix.Write(r.wakeFd, one); werr != nil {
+			err = errors.Join(err, fmt.Errorf("wake the poller: %w", werr))
+		}
+	}
+	r.wg.Wait()
+	r.endAll()
+	r.closeFds()
+	return err
+}
+
+// now is the sessions' clock: nanoseconds since the Relay started.
+func (r *Relay) now() int64 { return int64(time.Since(r.epoch)) }
+
+// readLoop reads the listener socket until it closes.
+func (r *Relay) readLoop() {
+	defer r.wg.Done()
+	ms := make([]ipv4.Message, r.batch)
+	oobLen := 0
+	if r.pktinfo {
+		oobLen = max(len(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface)), len(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface)))
+	}
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
+		if oobLen > 0 {
+			ms[i].OOB = make([]byte, oobLen)
+		}
+	}
+	var backoff time.Duration
+	for {
+		n, err := r.read(ms)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			r.log.Error(err, "UDP read failed; retrying", "address", r.Addr().String(), "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		now := r.now()
+		for i := range ms[:n] {
+			m := &ms[i]
+			from := addrPortOf(m.Addr)
+			r.fromClientContained(m.Buffers[0][:m.N], from, m.OOB[:m.NN], now)
+		}
+	}
+}
+
+// read fills ms with datagrams: recvmmsg, or one recvmsg without the batch
+// API's allocations when the batch is 1.
+func (r *Relay) read(ms []ipv4.Message) (int, error) {
+	if len(ms) > 1 {
+		return r.pc.ReadBatch(ms, 0)
+	}
+	m := &ms[0]
+	n, nn, _, from, err := r.conn.ReadMsgUDPAddrPort(m.Buffers[0], m.OOB)
+	if err != nil {
+		return 0, err
+	}
+	m.N, m.NN, m.Addr = n, nn, addrPortAddr(from)
+	return 1, nil
+}
+
+// addrPortAddr carries a netip.AddrPort in a net.Addr without allocating.
+type addrPortAddr netip.AddrPort
+
+func (a addrPortAddr) Network() string { return "udp" }
+func (a addrPortAddr) String() string  { return netip.AddrPort(a).String() }
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case addrPortAddr:
+		return netip.AddrPort(a)
+	case *net.UDPAddr:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// fromClientContained is fromClient with a panic turned into the end of
+// the session concerned.
+func (r *Relay) fromClientContained(d []byte, from netip.AddrPort, oob []byte, now int64) {
+	var err error
+	defer func() {
+		if err != nil {
+			r.contain(err, r.lookup(from))
+		}
+	}()
+	defer panics.Capture(&err)
+	r.fromClient(d, from, oob, now)
+}
+
+// contain reports a recovered panic and ends s, if any.
+func (r *Relay) contain(err error, s *session) {
+	p := panics.Is(err)
+	if r.opt.OnPanic != nil {
+		r.opt.OnPanic(p)
+	}
+	name := ""
+	if lc := r.cfg.Load(); lc != nil {
+		name = lc.Name
+	}
+	r.log.Error(p, "panic handling a datagram; its session was ended, the others are served", "listener", name, "stack", string(p.Stack))
+	if s != nil {
+		s.end(OutcomeError, p)
+	}
+}
+
+func (r *Relay) lookup(from netip.AddrPort) *session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byAddr[from]
+}
+
+// fromClient handles one datagram from a client.
+func (r *Relay) fromClient(d []byte, from netip.AddrPort, oob []byte, now int64) {
+	r.mu.Lock()
+	s := r.byAddr[from]
+	if s == nil && r.cfgHasQUICIDs() {
+		s = r.byConnectionID(d)
+	}
+	r.mu.Unlock()
+	if s != nil {
+		s.fromClient(d, from, oob, now)
+		return
+	}
+	lc := r.cfg.Load()
+	// Decide before admitting, so a datagram to drop costs no slot and
+	// a session that would have no route is never created.
+	p := route.NewDatagramProber(lc.Routes)
+	dec, err := p.Add(d)
+	switch {
+	case err != nil:
+		lc.drops[DropShortInitial].Inc()
+		return
+	case !dec.NeedMore && dec.Route < 0:
+		lc.drops[DropNoRoute].Inc()
+		return
+	}
+	s, reason := r.admit(lc, from, now)
+	if s == nil {
+		lc.drops[reason].Inc()
+		return
+	}
+	s.mu.Lock()
+	s.setClient(from, oob)
+	if dec.NeedMore {
+		s.probe = &probe{prober: p, end: now + int64(lc.probeTimeout)}
+		s.deciding.Store(true)
+		s.probe.hold(d)
+		s.mu.Unlock()
+		return
+	}
+	s.decided(dec, &p, now)
+	s.writeBackend(d)
+	s.mu.Unlock()
+	s.registerIDs()
+}
+
+// cfgHasQUICIDs reports whether a datagram from an unknown address could
+// belong to a session by its connection ID. r.mu is held.
+func (r *Relay) cfgHasQUICIDs() bool { return len(r.byCID) > 0 }
+
+// byConnectionID finds the session a QUIC datagram from a new address
+// belongs to: its short header's DCID with every length registered, or
+// its long header's DCID. r.mu is held.
+func (r *Relay) byConnectionID(d []byte) *session {
+	if len(d) == 0 {
+		return nil
+	}
+	if d[0]&0x80 != 0 {
+		if _, dcid, _, ok := quic.LongHeaderIDs(d); ok {
+			return r.byCID[dcid]
+		}
+		return nil
+	}
+	for n, count := range r.cidLens {
+		if count == 0 {
+			continue
+		}
+		if id, ok := quic.ShortHeaderDCID(d, n); ok {
+			if s := r.byCID[id]; s != nil {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// admit creates a session for a new client address within the caps, or
+// says which cap refused it.
+func (r *Relay) admit(lc *listenerConfig, from netip.AddrPort, now int64) (*session, string) {
+	if n := r.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
+		r.active.Add(-1)
+		return nil, DropSessionLimit
+	}
+	if r.opt.Admit != nil && !r.opt.Admit() {
+		r.active.Add(-1)
+		return nil, DropSessionLimit
+	}
+	key, refused := r.clients.Admit(from.Addr().Unmap(), r.opt.Now(), lc.clientLimits)
+	if refused != "" {
+		r.releaseSlots()
+		return nil, DropClientLimit
+	}
+	s := &session{r: r, lc: lc, fd: -1, client: from, key: key, start: now, addrs: []netip.AddrPort{from}}
+	s.lastActive.Store(now)
+	s.idle.Store(math.MaxInt64) // until a route says
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.clients.Release(key)
+		r.releaseSlots()
+		return nil, DropEnded
+	}
+	r.nextID++
+	s.id = r.nextID
+	r.byAddr[from] = s
+	r.byToken[s.id] = s
+	r.mu.Unlock()
+	lc.sessions.Inc()
+	return s, ""
+}
+
+func (r *Relay) releaseSlots() {
+	r.active.Add(-1)
+	if r.opt.Release != nil {
+		r.opt.Release()
+	}
+}
+
+// endpoint picks the session's backend endpoint: a hash of the client
+// address, so a client that comes back after its session idled out finds
+// the same endpoint while the endpoints stay the same.
+func (r *Relay) endpoint(rc *routeConfig, client netip.AddrPort) (netip.AddrPort, bool) {
+	switch len(rc.endpoints) {
+	case 0:
+		return netip.AddrPort{}, false
+	case 1:
+		return rc.endpoints[0], true
+	}
+	b := client.Addr().As16()
+	h := maphash.Bytes(r.seed, b[:]) ^ uint64(client.Port())
+	return rc.endpoints[h%uint64(len(rc.endpoints))], true
+}
+
+// pollLoop waits on every session's backend socket, relays replies to the
+// clients, and sweeps sessions past their timeouts.
+func (r *Relay) pollLoop() {
+	defer r.wg.Done()
+	events := make([]unix.EpollEvent, 128)
+	out := newReplies(r.batch)
+	lastSweep := r.now()
+	for {
+		n, err := unix.EpollWait(r.epfd, events, int(r.sweep/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			r.log.Error(err, "epoll_wait on UDP sessions failed; retrying")
+			n = 0
+			time.Sleep(10 * time.Millisecond)
+		}
+		now := r.now()
+		for i := range n {
+			tok := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+			if tok == 0 {
+				return
+			}
+			r.mu.Lock()
+			s := r.byToken[tok]
+			r.mu.Unlock()
+			if s != nil {
+				r.fromBackendContained(s, out, now)
+			}
+		}
+		r.flush(out)
+		if now-lastSweep >= int64(r.sweep) {
+			lastSweep = now
+			r.sweepSessions(now)
+		}
+	}
+}
+
+func (r *Relay) fromBackendContained(s *session, out *replies, now int64) {
+	var err error
+	defer func() {
+		if err != nil {
+			r.contain(err, s)
+		}
+	}()
+	defer panics.Capture(&err)
+	s.fromBackend(out, now)
+}
+
+// flush sends the replies gathered so far.
+func (r *Relay) flush(out *replies) {
+	if out.n == 0 {
+		return
+	}
+	defer out.reset()
+	if r.batch == 1 {
+		for i := range out.n {
+			if _, _, err := r.conn.WriteMsgUDPAddrPort(out.ms[i].Buffers[0], out.ms[i].OOB, out.to[i]); err != nil {
+				out.drop[i].Inc()
+			}
+		}
+		return
+	}
+	ms := out.ms[:out.n]
+	for len(ms) > 0 {
+		n, err := r.pc.WriteBatch(ms, 0)
+		if err != nil {
+			// The first message failed: drop it and go on with the rest.
+			out.drop[out.n-len(ms)].Inc()
+			ms = ms[1:]
+			continue
+		}
+		ms = ms[n:]
+	}
+}
+
+// sweepSessions ends sessions idle past their timeout and decides those
+// whose probe timed out.
+func (r *Relay) sweepSessions(now int64) {
+	var idle, probing []*session
+	r.mu.Lock()
+	for _, s := range r.byToken {
+		switch {
+		case s.deciding.Load():
+			if now >= s.probeEnd.Load() {
+				probing = append(probing, s)
+			}
+		case now-s.lastActive.Load() >= s.idle.Load():
+			idle = append(idle, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range idle {
+		s.end(OutcomeIdleTimeout, nil)
+	}
+	for _, s := range probing {
+		s.finishProbe(now)
+	}
+}
+
+// endAll ends every session, when the Relay closes.
+func (r *Relay) endAll() {
+	r.mu.Lock()
+	all := make([]*session, 0, len(r.byToken))
+	for _, s := range r.byToken {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.end(OutcomeClosed, nil)
+	}
+}
+
+// replies gathers datagrams from backends for one sendmmsg.
+type replies struct {
+	ms   []ipv4.Message
+	to   []netip.AddrPort // for the batch of 1
+	drop []interface{ Inc() }
+	n    int
+}
+
+func newReplies(batch int) *replies {
+	out := &replies{ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch)}
+	for i := range out.ms {
+		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
+	}
+	return out
+}
+
+func (out *replies) full() bool { return out.n == len(out.ms) }
+
+// next is the buffer of the next reply.
+func (out *replies) next() []byte { return out.ms[out.n].Buffers[0][:maxDatagram] }
+
+// add queues the reply of n bytes read into next().
+func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, drop interface{ Inc() }) {
+	m := &out.ms[out.n]
+	m.Buffers[0] = m.Buffers[0][:n]
+	m.OOB, m.Addr = oob, toAddr
+	out.to[out.n], out.drop[out.n] = to, drop
+	out.n++
+}
+
+func (out *replies) reset() {
+	for i := range out.n {
+		out.ms[i].Buffers[0] = out.ms[i].Buffers[0][:maxDatagram]
+		out.ms[i].OOB, out.ms[i].Addr, out.drop[i] = nil, nil, nil
+	}
+	out.n = 0
+}
