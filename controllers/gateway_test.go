@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -389,6 +390,88 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 		}
 		if answer != "inner:raw" {
 			return fmt.Errorf("answer %q", answer)
+		}
+		return nil
+	})
+}
+
+// A UDP listener forwards the datagrams of each client to its UDPRoute's
+// Service, and the answers back.
+func TestGatewayUDP(t *testing.T) {
+	requireGatewayAPI(t)
+	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
+		copt.GatewayAPI = GatewayAPIOn
+	})
+	ctx := context.Background()
+	echo := peers.Host(hostaddr.Ensure(t)[0]).UDPEcho(t)
+	host, portStr, err := net.SplitHostPort(echo.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bport, _ := strconv.Atoi(portStr)
+	if err := k8s.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
+			Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(bport),
+		}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns-slice",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "dns"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("dns"), Port: ptr.To(int32(bport)), Protocol: ptr.To(corev1.ProtocolUDP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	class := &gwv1.GatewayClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
+		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
+	}
+	if err := k8s.Create(ctx, class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	port := int32(peers.FreePort(t))
+	if err := k8s.Create(ctx, &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},
+		Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class.Name),
+			Listeners:        []gwv1.Listener{{Name: "dns", Port: port, Protocol: gwv1.UDPProtocolType}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, &gwv1.UDPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},
+		Spec: gwv1.UDPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "dns"}}},
+			Rules: []gwv1.UDPRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{
+				Name: "dns", Port: ptr.To(gwv1.PortNumber(53)),
+			}}}}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	peers.Eventually(t, settleTimeout, "a datagram through the Gateway and back", func() error {
+		c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != "ping" {
+			return fmt.Errorf("answer %q", buf[:n])
 		}
 		return nil
 	})
