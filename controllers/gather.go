@@ -28,6 +28,9 @@ type gatherer struct {
 
 	mu      sync.Mutex
 	secrets map[types.NamespacedName]*corev1.Secret
+
+	// gateway, when set, adds the Gateway API objects (gateway.go).
+	gateway *gatewayAPI
 }
 
 func newGatherer(cache, apiReader client.Reader) *gatherer {
@@ -73,6 +76,11 @@ func (g *gatherer) gather(ctx context.Context) (compile.Input, error) {
 			for j := range slices.Items {
 				in.EndpointSlices[key] = append(in.EndpointSlices[key], &slices.Items[j])
 			}
+		}
+	}
+	if g.gateway != nil {
+		if err := g.gateway.gather(ctx, g, &in, wantSecrets); err != nil {
+			return in, err
 		}
 	}
 	for key := range wantSecrets {

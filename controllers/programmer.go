@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
@@ -57,6 +58,15 @@ type Options struct {
 	// MaxConnections caps connections across all listeners (0: only each
 	// listener's maxConnections).
 	MaxConnections int
+
+	// GatewayAPI says whether to implement the Gateway API (gateway.go);
+	// empty: off. GatewayControllerName is the GatewayClass controllerName
+	// served (default compile.GatewayControllerName), and
+	// GatewayAddressService the dataplane Service whose addresses every
+	// Gateway reports (none: Gateways report no address).
+	GatewayAPI            GatewayAPI
+	GatewayControllerName string
+	GatewayAddressService types.NamespacedName
 }
 
 // programmed is the outcome of the last compile and apply, shared by the two
@@ -105,6 +115,9 @@ type programmer struct {
 	// force applies even unchanged inputs once: the dataplane changed on
 	// its own (a Resyncer said so), and status must follow.
 	force atomic.Bool
+	// gatewayStatus, when the Gateway API is on, asks its status writer
+	// to look at the new result.
+	gatewayStatus chan<- event.TypedGenericEvent[*gwv1.GatewayClass]
 }
 
 // programmerKey is the one request the programmer reconciles: every change
@@ -139,6 +152,12 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	p.state.out, p.state.bindErrs, p.state.ready = out, bindErrs, true
 	p.state.mu.Unlock()
 	p.log.V(1).Info("dataplane programmed", "listeners", len(out.Snapshot.Listeners), "bindErrors", len(bindErrs))
+	if p.gatewayStatus != nil {
+		select {
+		case p.gatewayStatus <- event.TypedGenericEvent[*gwv1.GatewayClass]{Object: &gwv1.GatewayClass{}}:
+		default: // a write is pending already, or not the leader
+		}
+	}
 
 	// Ask for a status write for each PortMux whose status this changes.
 	now := metav1.Now()
@@ -180,6 +199,7 @@ func fingerprint(in compile.Input) string {
 			parts = append(parts, "es/"+k.String()+"/"+es.Name+"/"+es.ResourceVersion)
 		}
 	}
+	parts = append(parts, gatewayFingerprint(&in.Gateway)...)
 	slices.Sort(parts)
 	return strings.Join(parts, "\n")
 }

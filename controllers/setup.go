@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 )
@@ -66,6 +67,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		return nil, err
 	}
 
+	gw, err := setupGatewayAPI(ctx, mgr, opt)
+	if err != nil {
+		return nil, err
+	}
+
 	state := &programmed{}
 	statusEvents := make(chan event.TypedGenericEvent[*v1alpha1.PortMux], 1024)
 	c := mgr.GetClient()
@@ -76,6 +82,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		state:        state,
 		statusEvents: statusEvents,
 		log:          mgr.GetLogger().WithName("programmer"),
+	}
+	if gw != nil {
+		p.gather.gateway = gw
+		gwStatus := make(chan event.TypedGenericEvent[*gwv1.GatewayClass], 1)
+		p.gatewayStatus = gwStatus
+		if err := gw.setupStatus(mgr, state, gwStatus); err != nil {
+			return nil, err
+		}
 	}
 	users := &referrers{c: c}
 	toProgrammer := func(find func(context.Context, client.Object) []reconcile.Request) handler.EventHandler {
@@ -104,6 +118,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		Watches(&corev1.Service{}, toProgrammer(users.ofService)).
 		Watches(&discoveryv1.EndpointSlice{}, toProgrammer(users.ofEndpointSlice)).
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false), MaxConcurrentReconciles: 1})
+	if gw != nil {
+		programmerBuilder = gw.watches(programmerBuilder, c, always)
+	}
 	if rs, ok := dp.(Resyncer); ok {
 		programmerBuilder = programmerBuilder.WatchesRawSource(resyncs(rs, p))
 	}
@@ -117,7 +134,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		recorder: mgr.GetEventRecorder("portmux"),
 		log:      mgr.GetLogger().WithName("status"),
 	}
-	err := ctrl.NewControllerManagedBy(mgr).
+	err = ctrl.NewControllerManagedBy(mgr).
 		Named("portmux-status").
 		For(&v1alpha1.PortMux{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(users.ofSecret), builder.OnlyMetadata).

@@ -38,6 +38,7 @@ var (
 func TestMain(m *testing.M) {
 	os.Exit(apiserver.Main(m, "..", func(e *apiserver.Env) {
 		skipReason, scheme, restCfg, k8s = e.SkipReason, e.Scheme, e.Config, e.Client
+		gatewayAPIErr = installGatewayAPI(e)
 	}))
 }
 

@@ -7,11 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers"
@@ -46,6 +49,8 @@ type managerOptions struct {
 	allowAddressBackends bool
 	portPolicy           []string
 	policy               compile.PortPolicy // portPolicy parsed
+	gatewayAPI           string
+	gatewayAddress       string // the dataplane Service, namespace/name
 }
 
 func newManagerCommand() *cobra.Command {
@@ -84,6 +89,8 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
+	f.StringVar(&o.gatewayAPI, "gateway-api", string(controllers.GatewayAPIAuto), "implement the Gateway API (GatewayClasses of controllerName "+compile.GatewayControllerName+"): auto when its CRDs are installed, on (fail without them) or off")
+	f.StringVar(&o.gatewayAddress, "gateway-address-service", "", "NAMESPACE/NAME of the dataplane's Service, whose addresses every Gateway reports in status.addresses")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if o.dataplaneSocket != "" {
 			for _, name := range serverFlags {
@@ -107,6 +114,18 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 		o.policy = append(o.policy, r)
 	}
+	gwMode, err := controllers.ParseGatewayAPI(o.gatewayAPI)
+	if err != nil {
+		return fmt.Errorf("--gateway-api: %w", err)
+	}
+	var gwAddress types.NamespacedName
+	if o.gatewayAddress != "" {
+		ns, name, ok := strings.Cut(o.gatewayAddress, "/")
+		if !ok || ns == "" || name == "" {
+			return fmt.Errorf("--gateway-address-service %q: want NAMESPACE/NAME", o.gatewayAddress)
+		}
+		gwAddress = types.NamespacedName{Namespace: ns, Name: name}
+	}
 	restCfg, err := config.GetConfig()
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)
@@ -116,6 +135,9 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		return err
 	}
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := gwv1.Install(scheme); err != nil {
 		return err
 	}
 
@@ -140,7 +162,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err := runOneManager(ctx, log, restCfg, scheme, namespaces, dp, dpReady, o, attempt)
+		err := runOneManager(ctx, log, restCfg, scheme, namespaces, dp, dpReady, o, gatewayOptions{gwMode, gwAddress}, attempt)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -154,7 +176,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 }
 
 func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, scheme *runtime.Scheme,
-	namespaces map[string]cache.Config, dp controllers.Dataplane, dpReady func() error, o managerOptions, attempt int) error {
+	namespaces map[string]cache.Config, dp controllers.Dataplane, dpReady func() error, o managerOptions, gw gatewayOptions, attempt int) error {
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Logger:                  log,
@@ -174,10 +196,12 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		return fmt.Errorf("create manager: %w", err)
 	}
 	c, err := controllers.Setup(ctx, mgr, dp, controllers.Options{
-		BindAddress:          o.dp.BindAddress,
-		AllowAddressBackends: o.allowAddressBackends,
-		PortPolicy:           o.policy,
-		MaxConnections:       o.dp.MaxConnections,
+		BindAddress:           o.dp.BindAddress,
+		AllowAddressBackends:  o.allowAddressBackends,
+		PortPolicy:            o.policy,
+		MaxConnections:        o.dp.MaxConnections,
+		GatewayAPI:            gw.mode,
+		GatewayAddressService: gw.address,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
@@ -201,6 +225,12 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		return errors.New("manager returned")
 	}
 	return nil
+}
+
+// gatewayOptions are the Gateway API flags, parsed.
+type gatewayOptions struct {
+	mode    controllers.GatewayAPI
+	address types.NamespacedName
 }
 
 // remoteDataplane programs the dataplane process on socket, follows its

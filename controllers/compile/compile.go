@@ -67,6 +67,10 @@ type Input struct {
 	// MaxConnections caps connections across all listeners (the
 	// snapshot's MaxConnections); 0: only each listener's maxConnections.
 	MaxConnections int
+
+	// Gateway holds the Gateway API objects (see gateway.go): they compile
+	// into the same snapshot, and their ports come before any PortMux's.
+	Gateway GatewayInput
 }
 
 // Output is the compiled snapshot and a Result per PortMux.
@@ -78,6 +82,9 @@ type Output struct {
 	// served (the current version, or the last good one): the next
 	// compile's LastGoodSecrets.
 	GoodSecrets map[types.NamespacedName]*corev1.Secret
+
+	// Gateway is what the Gateway API objects were told (never nil).
+	Gateway *GatewayOutput
 }
 
 // Result is what Compile found for one PortMux: the inputs of its Accepted
@@ -146,7 +153,10 @@ func Compile(in Input) *Output {
 		}
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	ports := map[int32]string{} // port → holder "namespace/name"
+	ports := map[int32]string{} // port → holder "namespace/name", or gatewayHolder
+	// Gateways first: a Gateway is the cluster's infrastructure (its class
+	// and its Gateways are the admin's), so its ports are never a PortMux's.
+	out.Snapshot.Listeners = compileGateways(&in, out, ports)
 	for i := range pms {
 		pm := &pms[i]
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
@@ -564,8 +574,14 @@ func (c *compiler) servicePort(svc *v1alpha1.ServicePort, proto corev1.Protocol)
 // ports carry it); an endpoint with no ready condition counts as ready, as
 // the API defines.
 func (c *compiler) endpoints(service string, sp *corev1.ServicePort) []string {
+	return readyEndpoints(c.in, types.NamespacedName{Namespace: c.pm.Namespace, Name: service}, sp)
+}
+
+// readyEndpoints lists the ready addresses of port sp of the Service svc,
+// sorted, from its EndpointSlices.
+func readyEndpoints(in *Input, svc types.NamespacedName, sp *corev1.ServicePort) []string {
 	var out []string
-	for _, es := range c.in.EndpointSlices[types.NamespacedName{Namespace: c.pm.Namespace, Name: service}] {
+	for _, es := range in.EndpointSlices[svc] {
 		if es.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}

@@ -88,7 +88,7 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 			refusal = ReasonPortNotAllowed
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortNotAllowed, msg)
 		case lr.Conflict != "":
-			msg := fmt.Sprintf("port %d is held by PortMux %s, which was created first (or, created at the same second, sorts first by namespace and name)", *lr.Port, lr.Conflict)
+			msg := conflictMessage(*lr.Port, lr.Conflict)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
 		default:

@@ -135,7 +135,8 @@ var expectations = map[string]expectation{
 	"default": {
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 1, leaderElect: true,
-		args:                  []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system",
+			"--gateway-api=auto", "--gateway-address-service=portmux-system/portmux-dataplane"},
 		dataplaneArgs:         []string{socketFlag, "--zap-log-level=info"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
@@ -153,7 +154,8 @@ var expectations = map[string]expectation{
 		replicas: 3, leaderElect: true,
 		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
 			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
-			"--allow-address-backends", "--leader-election-namespace=portmux-system"},
+			"--allow-address-backends", "--gateway-api=on", "--gateway-address-service=portmux-system/portmux-dataplane",
+			"--leader-election-namespace=portmux-system"},
 		dataplaneArgs:         []string{socketFlag, "--zap-log-level=debug", "--idle-timeout=1h", "--shutdown-grace=20s"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
@@ -174,8 +176,9 @@ var expectations = map[string]expectation{
 	},
 	"minimal": {
 		manager: "edge-controller-manager", dataplane: "edge-dataplane",
-		replicas:      1,
-		args:          []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system"},
+		replicas: 1,
+		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system",
+			"--gateway-api=auto", "--gateway-address-service=portmux-system/edge-dataplane"},
 		dataplaneArgs: []string{socketFlag, "--zap-log-level=info"},
 		servicePorts: []corev1.ServicePort{
 			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443), Protocol: corev1.ProtocolTCP},

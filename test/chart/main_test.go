@@ -136,7 +136,9 @@ func startAPIServer() (stop func(), err error) {
 		Scheme: scheme,
 		// The chart's own copy, so that what Helm would install is what the
 		// API server checks.
-		CRDDirectoryPaths:     []string{filepath.Join(chartDir, "crds")},
+		// The Gateway API's CRDs are the cluster's (the chart never
+		// installs them); values that create a GatewayClass need them.
+		CRDDirectoryPaths:     []string{filepath.Join(chartDir, "crds"), filepath.Join(repoRoot, "config", "gateway-api")},
 		CRDs:                  []*apiextensionsv1.CustomResourceDefinition{serviceMonitorCRD()},
 		ErrorIfCRDPathMissing: true,
 	}

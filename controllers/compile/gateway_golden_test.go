@@ -1,0 +1,456 @@
+package compile_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers/compile"
+)
+
+// Gateway API golden tests: each testdata/gateway/NAME.in.yaml is compiled
+// and its snapshot and the statuses of its GatewayClasses, Gateways, routes
+// and PortMuxes rendered as YAML, compared with NAME.out.yaml.
+//
+//	go test ./controllers/compile -run TestGatewayGolden -update
+//
+// An input file starts with a comment saying what the case shows and holds,
+// as YAML documents, gateway.networking.k8s.io/v1 GatewayClass, Gateway,
+// TLSRoute, TCPRoute, UDPRoute and ReferenceGrant objects, v1 Namespace
+// (their labels), Secret and Service, EndpointSlice and PortMux objects,
+// all decoded strictly, and at most one `kind: GatewayOptions` document:
+// bundleVersion (v1.6.3 unless set), addressSource, addresses, bindErrors
+// and portPolicy. The controller name is compile.GatewayControllerName.
+type gatewayOptions struct {
+	Kind          string            `json:"kind"`
+	BundleVersion *string           `json:"bundleVersion,omitempty"`
+	AddressSource string            `json:"addressSource,omitempty"`
+	Addresses     []string          `json:"addresses,omitempty"`
+	BindErrors    map[string]string `json:"bindErrors,omitempty"`
+	PortPolicy    []string          `json:"portPolicy,omitempty"`
+}
+
+type gatewayCase struct {
+	header   string
+	in       compile.Input
+	bindErrs map[string]error
+}
+
+func TestGatewayGolden(t *testing.T) {
+	ins, err := filepath.Glob(filepath.Join("testdata", "gateway", "*.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ins) == 0 {
+		t.Fatal("no Gateway golden cases")
+	}
+	for _, inPath := range ins {
+		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c := loadGatewayCase(t, inPath)
+			got, problems := renderGatewayGolden(t, c)
+			// The order objects are listed in must not matter.
+			reversed := loadGatewayCase(t, inPath)
+			reverseGatewayInput(&reversed.in)
+			again, _ := renderGatewayGolden(t, reversed)
+			if d := lineDiff(string(got), string(again)); d != "" {
+				problems.add("output depends on the order of the objects (-forward +reversed):\n%s", d)
+			}
+			outPath := strings.TrimSuffix(inPath, ".in.yaml") + ".out.yaml"
+			if *update {
+				if err := os.WriteFile(outPath, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(outPath)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			for _, p := range problems {
+				t.Error(p)
+			}
+			if d := lineDiff(string(want), string(got)); d != "" {
+				t.Errorf("output differs from %s (-want +got; run with -update if the change is intended):\n%s", outPath, d)
+			}
+		})
+	}
+}
+
+func reverseGatewayInput(in *compile.Input) {
+	slices.Reverse(in.PortMuxes)
+	g := &in.Gateway
+	slices.Reverse(g.Classes)
+	slices.Reverse(g.Gateways)
+	slices.Reverse(g.TLSRoutes)
+	slices.Reverse(g.TCPRoutes)
+	slices.Reverse(g.UDPRoutes)
+	slices.Reverse(g.ReferenceGrants)
+}
+
+func loadGatewayCase(t *testing.T, path string) *gatewayCase {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &gatewayCase{
+		in: compile.Input{
+			Secrets:        map[types.NamespacedName]*corev1.Secret{},
+			Services:       map[types.NamespacedName]*corev1.Service{},
+			EndpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+			Gateway: compile.GatewayInput{
+				ControllerName:  compile.GatewayControllerName,
+				BundleVersion:   compile.SupportedBundleVersion,
+				NamespaceLabels: map[string]map[string]string{},
+			},
+		},
+		bindErrs: map[string]error{},
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() && strings.HasPrefix(sc.Text(), "#") {
+		c.header += sc.Text() + "\n"
+	}
+	if c.header == "" {
+		t.Fatalf("%s: start with a comment saying what the case shows", path)
+	}
+	g := &c.in.Gateway
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: document %d: %v", path, n, err)
+		}
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		if err := sigsyaml.Unmarshal(doc, &head); err != nil {
+			t.Fatalf("%s: document %d: %v", path, n, err)
+		}
+		strict := func(into any) {
+			t.Helper()
+			if err := sigsyaml.UnmarshalStrict(doc, into); err != nil {
+				t.Fatalf("%s: document %d (%s): %v", path, n, head.Kind, err)
+			}
+		}
+		gw := gwv1.GroupVersion.String() + " "
+		switch head.APIVersion + " " + head.Kind {
+		case " ":
+		case " GatewayOptions":
+			var o gatewayOptions
+			strict(&o)
+			if o.BundleVersion != nil {
+				g.BundleVersion = *o.BundleVersion
+			}
+			g.AddressSource = o.AddressSource
+			for _, a := range o.Addresses {
+				g.Addresses = append(g.Addresses, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: a})
+			}
+			for k, v := range o.BindErrors {
+				c.bindErrs[k] = errors.New(v)
+			}
+			for _, v := range o.PortPolicy {
+				pr, err := compile.ParsePortRule(v)
+				if err != nil {
+					t.Fatalf("%s: %v", path, err)
+				}
+				c.in.PortPolicy = append(c.in.PortPolicy, pr)
+			}
+		case gw + "GatewayClass":
+			var o gwv1.GatewayClass
+			strict(&o)
+			g.Classes = append(g.Classes, o)
+		case gw + "Gateway":
+			var o gwv1.Gateway
+			strict(&o)
+			g.Gateways = append(g.Gateways, o)
+		case gw + "TLSRoute":
+			var o gwv1.TLSRoute
+			strict(&o)
+			g.TLSRoutes = append(g.TLSRoutes, o)
+		case gw + "TCPRoute":
+			var o gwv1.TCPRoute
+			strict(&o)
+			g.TCPRoutes = append(g.TCPRoutes, o)
+		case gw + "UDPRoute":
+			var o gwv1.UDPRoute
+			strict(&o)
+			g.UDPRoutes = append(g.UDPRoutes, o)
+		case gw + "ReferenceGrant":
+			var o gwv1.ReferenceGrant
+			strict(&o)
+			g.ReferenceGrants = append(g.ReferenceGrants, o)
+		case "v1 Namespace":
+			var o corev1.Namespace
+			strict(&o)
+			g.NamespaceLabels[o.Name] = o.Labels
+		case v1alpha1.GroupVersion.String() + " PortMux":
+			var pm v1alpha1.PortMux
+			strict(&pm)
+			c.in.PortMuxes = append(c.in.PortMuxes, pm)
+		case "v1 Secret":
+			var s corev1.Secret
+			strict(&s)
+			c.in.Secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
+		case "v1 Service":
+			var s corev1.Service
+			strict(&s)
+			c.in.Services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
+		case "discovery.k8s.io/v1 EndpointSlice":
+			var es discoveryv1.EndpointSlice
+			strict(&es)
+			key := types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}
+			c.in.EndpointSlices[key] = append(c.in.EndpointSlices[key], &es)
+		default:
+			t.Fatalf("%s: document %d: unexpected %s %s", path, n, head.APIVersion, head.Kind)
+		}
+	}
+	return c
+}
+
+type gatewayGolden struct {
+	Snapshot goldenSnapshot `yaml:"snapshot"`
+	// UDP names the snapshot listeners of transport UDP (the PortMux
+	// goldens' rendering has no transport yet).
+	UDP      []string                  `yaml:"udpListeners,flow,omitempty"`
+	Classes  []goldenGatewayClass      `yaml:"gatewayClasses"`
+	Gateways []goldenGatewayStatus     `yaml:"gateways"`
+	Routes   []goldenRouteStatus       `yaml:"routes"`
+	PortMux  []goldenPortMuxListenerSt `yaml:"portmuxes,omitempty"`
+}
+
+type goldenGatewayClass struct {
+	Name       string            `yaml:"name"`
+	Conditions []goldenCondition `yaml:"conditions"`
+	Features   []string          `yaml:"supportedFeatures,flow"`
+}
+
+type goldenGatewayStatus struct {
+	Gateway    string                  `yaml:"gateway"`
+	Addresses  []string                `yaml:"addresses,flow,omitempty"`
+	Conditions []goldenCondition       `yaml:"conditions"`
+	Listeners  []goldenGatewayListener `yaml:"listeners"`
+}
+
+type goldenGatewayListener struct {
+	Name           string            `yaml:"name"`
+	SupportedKinds []string          `yaml:"supportedKinds,flow"`
+	AttachedRoutes int32             `yaml:"attachedRoutes"`
+	Conditions     []goldenCondition `yaml:"conditions"`
+}
+
+type goldenRouteStatus struct {
+	Route   string              `yaml:"route"`
+	Parents []goldenRouteParent `yaml:"parents"`
+}
+
+type goldenRouteParent struct {
+	ParentRef  string            `yaml:"parentRef"`
+	Conditions []goldenCondition `yaml:"conditions"`
+}
+
+// goldenPortMuxListenerSt is a PortMux's Accepted condition and its
+// listeners' (what a Gateway can take from it).
+type goldenPortMuxListenerSt struct {
+	PortMux    string            `yaml:"portmux"`
+	Conditions []goldenCondition `yaml:"conditions"`
+}
+
+func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
+	t.Helper()
+	var pr problems
+	before := deepCopyInput(c.in)
+	beforeGW := deepCopyGateway(c.in.Gateway)
+	out := compile.Compile(c.in)
+	if d := inputDiff(before, c.in); d != "" {
+		pr.add("Compile modified its input: %s", d)
+	}
+	if !equality.Semantic.DeepEqual(beforeGW, c.in.Gateway) {
+		pr.add("Compile modified its Gateway API input")
+	}
+	if err := out.Snapshot.Validate(); err != nil {
+		pr.add("the snapshot fails its own invariants: %v", err)
+	}
+	g := gatewayGolden{Snapshot: renderSnapshot(&pr, out.Snapshot), Classes: []goldenGatewayClass{}, Gateways: []goldenGatewayStatus{}, Routes: []goldenRouteStatus{}}
+	gin := &c.in.Gateway
+	for _, l := range out.Snapshot.Listeners {
+		if l.UDP() {
+			g.UDP = append(g.UDP, l.Name)
+		}
+	}
+
+	classes := slices.Clone(gin.Classes)
+	slices.SortFunc(classes, func(a, b gwv1.GatewayClass) int { return strings.Compare(a.Name, b.Name) })
+	for i := range classes {
+		gc := &classes[i]
+		res := out.Gateway.Classes[gc.Name]
+		if res == nil {
+			continue
+		}
+		st := compile.GatewayClassStatus(gc, res, goldenNow)
+		checkConditionMeta(&pr, "GatewayClass "+gc.Name, gc.Generation, st.Conditions)
+		gg := goldenGatewayClass{Name: gc.Name, Conditions: renderConditions(st.Conditions)}
+		for _, f := range st.SupportedFeatures {
+			gg.Features = append(gg.Features, string(f.Name))
+		}
+		g.Classes = append(g.Classes, gg)
+	}
+
+	gws := slices.Clone(gin.Gateways)
+	slices.SortFunc(gws, func(a, b gwv1.Gateway) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	for i := range gws {
+		gw := &gws[i]
+		key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		res := out.Gateway.Gateways[key]
+		if res == nil {
+			continue
+		}
+		st := compile.GatewayStatus(gw, res, c.bindErrs, goldenNow)
+		checkConditionMeta(&pr, "Gateway "+key.String(), gw.Generation, st.Conditions)
+		gs := goldenGatewayStatus{Gateway: key.String(), Conditions: renderConditions(st.Conditions), Listeners: []goldenGatewayListener{}}
+		for _, a := range st.Addresses {
+			gs.Addresses = append(gs.Addresses, a.Value)
+		}
+		for _, ls := range st.Listeners {
+			checkConditionMeta(&pr, "Gateway "+key.String()+" listener "+string(ls.Name), gw.Generation, ls.Conditions)
+			gl := goldenGatewayListener{Name: string(ls.Name), AttachedRoutes: ls.AttachedRoutes, Conditions: renderConditions(ls.Conditions), SupportedKinds: []string{}}
+			for _, k := range ls.SupportedKinds {
+				gl.SupportedKinds = append(gl.SupportedKinds, string(k.Kind))
+			}
+			gs.Listeners = append(gs.Listeners, gl)
+		}
+		g.Gateways = append(g.Gateways, gs)
+	}
+
+	type route struct {
+		kind string
+		meta interface {
+			GetNamespace() string
+			GetName() string
+			GetGeneration() int64
+		}
+		status gwv1.RouteStatus
+	}
+	var routes []route
+	for i := range gin.TLSRoutes {
+		routes = append(routes, route{compile.KindTLSRoute, &gin.TLSRoutes[i], gin.TLSRoutes[i].Status.RouteStatus})
+	}
+	for i := range gin.TCPRoutes {
+		routes = append(routes, route{compile.KindTCPRoute, &gin.TCPRoutes[i], gin.TCPRoutes[i].Status.RouteStatus})
+	}
+	for i := range gin.UDPRoutes {
+		routes = append(routes, route{compile.KindUDPRoute, &gin.UDPRoutes[i], gin.UDPRoutes[i].Status.RouteStatus})
+	}
+	slices.SortFunc(routes, func(a, b route) int {
+		return strings.Compare(a.kind+" "+a.meta.GetNamespace()+"/"+a.meta.GetName(), b.kind+" "+b.meta.GetNamespace()+"/"+b.meta.GetName())
+	})
+	for _, r := range routes {
+		name := r.kind + " " + r.meta.GetNamespace() + "/" + r.meta.GetName()
+		res := out.Gateway.Routes[compile.RouteKeyOf(r.kind, r.meta.GetNamespace(), r.meta.GetName())]
+		if res == nil {
+			g.Routes = append(g.Routes, goldenRouteStatus{Route: name, Parents: []goldenRouteParent{}})
+			continue
+		}
+		st := compile.RouteStatus(r.status, r.meta.GetGeneration(), compile.GatewayControllerName, res, goldenNow)
+		gr := goldenRouteStatus{Route: name, Parents: []goldenRouteParent{}}
+		for _, p := range st.Parents {
+			if string(p.ControllerName) == compile.GatewayControllerName {
+				checkConditionMeta(&pr, name, r.meta.GetGeneration(), p.Conditions)
+			}
+			gr.Parents = append(gr.Parents, goldenRouteParent{ParentRef: renderParentRef(p), Conditions: renderConditions(p.Conditions)})
+		}
+		g.Routes = append(g.Routes, gr)
+	}
+
+	pms := slices.Clone(c.in.PortMuxes)
+	slices.SortFunc(pms, func(a, b v1alpha1.PortMux) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for i := range pms {
+		pm := &pms[i]
+		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+		st := compile.Status(pm, out.Results[key], c.bindErrs, goldenNow)
+		g.PortMux = append(g.PortMux, goldenPortMuxListenerSt{PortMux: key.String(), Conditions: renderConditions(st.Conditions)})
+	}
+
+	var b bytes.Buffer
+	b.WriteString(c.header)
+	b.WriteString("#\n# Generated by `go test ./controllers/compile -run TestGatewayGolden -update` from the .in.yaml file.\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(g); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes(), pr
+}
+
+// renderParentRef writes a status entry's parentRef on one line, with the
+// controller that owns the entry when it is not PortMux.
+func renderParentRef(p gwv1.RouteParentStatus) string {
+	r := p.ParentRef
+	s := ""
+	if r.Namespace != nil {
+		s = string(*r.Namespace) + "/"
+	}
+	s += string(r.Name)
+	if r.SectionName != nil {
+		s += "/" + string(*r.SectionName)
+	}
+	if r.Port != nil {
+		s += fmt.Sprintf(":%d", *r.Port)
+	}
+	if string(p.ControllerName) != compile.GatewayControllerName {
+		s += " (" + string(p.ControllerName) + ")"
+	}
+	return s
+}
+
+func deepCopyGateway(in compile.GatewayInput) compile.GatewayInput {
+	out := in
+	out.Classes, out.Gateways, out.TLSRoutes, out.TCPRoutes, out.UDPRoutes, out.ReferenceGrants = nil, nil, nil, nil, nil, nil
+	for i := range in.Classes {
+		out.Classes = append(out.Classes, *in.Classes[i].DeepCopy())
+	}
+	for i := range in.Gateways {
+		out.Gateways = append(out.Gateways, *in.Gateways[i].DeepCopy())
+	}
+	for i := range in.TLSRoutes {
+		out.TLSRoutes = append(out.TLSRoutes, *in.TLSRoutes[i].DeepCopy())
+	}
+	for i := range in.TCPRoutes {
+		out.TCPRoutes = append(out.TCPRoutes, *in.TCPRoutes[i].DeepCopy())
+	}
+	for i := range in.UDPRoutes {
+		out.UDPRoutes = append(out.UDPRoutes, *in.UDPRoutes[i].DeepCopy())
+	}
+	for i := range in.ReferenceGrants {
+		out.ReferenceGrants = append(out.ReferenceGrants, *in.ReferenceGrants[i].DeepCopy())
+	}
+	return out
+}
