@@ -298,12 +298,15 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 }
 
 // attached reports whether route r applies to listener l: l is among the
-// listeners r names, or r names none and l has a port (as a Gateway API
-// parentRef without sectionName attaches to every listener of its
-// Gateway). Internal listeners only take the routes that name them.
+// listeners r names, or r names none and l has a port whose transport
+// carries r's protocol (as a Gateway API parentRef without sectionName
+// attaches to every listener of its Gateway that accepts the route's
+// kind): a quic route goes to UDP listeners, an ssh route to TCP ones,
+// and an openvpn, bytes or any route to both. Internal listeners only
+// take the routes that name them.
 func attached(r *v1alpha1.Route, l *v1alpha1.Listener) bool {
 	if len(r.Listeners) == 0 {
-		return l.Port != nil
+		return l.Port != nil && snapshot.Protocol(r.Match.Protocol).FitsTransport(transportOf(l))
 	}
 	return slices.Contains(r.Listeners, l.Name)
 }
