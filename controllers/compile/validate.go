@@ -120,17 +120,10 @@ func validateSpec(spec *v1alpha1.PortMuxSpec, p *field.Path) field.ErrorList {
 	return append(errs, validateRoutes(spec.Routes, spec.Listeners, declared, p.Child("routes"))...)
 }
 
-// claim is what a listener with a port binds: a port number of one
-// transport. A TCP and a UDP listener may share the number.
-type claim struct {
-	port      int32
-	transport snapshot.Transport
-}
-
-// transportOf is a listener's transport: TCP unless it says UDP (the API
+// listenerTransport is a PortMux listener's transport: TCP unless it says UDP (the API
 // server defaults the field; files given to `portmux serve` may leave it
 // out).
-func transportOf(l *v1alpha1.Listener) snapshot.Transport {
+func listenerTransport(l *v1alpha1.Listener) snapshot.Transport {
 	if l.Protocol == v1alpha1.TransportUDP {
 		return snapshot.UDP
 	}
@@ -145,7 +138,7 @@ func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 	}
 	var errs field.ErrorList
 	names := map[string]bool{}
-	ports := map[claim]string{}
+	ports := map[portKey]string{} // a TCP and a UDP listener may share a number
 	for i := range ls {
 		l := &ls[i]
 		lp := p.Index(i)
@@ -160,20 +153,20 @@ func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 		switch {
 		case l.Port != nil:
 			errs = append(errs, validateListenerPort(*l.Port, lp.Child("port"))...)
-			c := claim{*l.Port, transportOf(l)}
+			c := portKey{t: listenerTransport(l), port: *l.Port}
 			if other, dup := ports[c]; dup {
 				e := field.Duplicate(lp.Child("port"), *l.Port)
-				e.Detail = fmt.Sprintf(msgDuplicatePort, c.transport, other)
+				e.Detail = fmt.Sprintf(msgDuplicatePort, c.t, other)
 				errs = append(errs, e)
 			} else {
 				ports[c] = l.Name
 			}
-		case transportOf(l) == snapshot.UDP:
+		case listenerTransport(l) == snapshot.UDP:
 			errs = append(errs, field.Required(lp.Child("port"), string(msgUDPNeedsPort)))
 		default:
 			errs = append(errs, validateInternalListener(l, lp)...)
 		}
-		if transportOf(l) == snapshot.UDP {
+		if listenerTransport(l) == snapshot.UDP {
 			if l.TLS != nil {
 				errs = append(errs, ruleError(lp.Child("tls"), msgUDPNoTLS))
 			}
@@ -334,8 +327,8 @@ func validateAttachment(r *v1alpha1.Route, listeners []v1alpha1.Listener, declar
 			e := field.NotFound(p.Index(j), name)
 			e.Detail = msgListenerNotDeclared
 			errs = append(errs, e)
-		case known && !proto.FitsTransport(transportOf(l)):
-			errs = append(errs, field.Invalid(p.Index(j), name, fmt.Sprintf(msgProtocolNotCarried, name, transportOf(l), proto, carriedBy(r.Match.Protocol))))
+		case known && !proto.FitsTransport(listenerTransport(l)):
+			errs = append(errs, field.Invalid(p.Index(j), name, fmt.Sprintf(msgProtocolNotCarried, name, listenerTransport(l), proto, carriedBy(r.Match.Protocol))))
 		}
 	}
 	return errs
@@ -350,7 +343,7 @@ func validateOnUDP(r *v1alpha1.Route, listeners []v1alpha1.Listener, rp *field.P
 		return nil
 	}
 	for i := range listeners {
-		if l := &listeners[i]; transportOf(l) == snapshot.UDP && attached(r, l) {
+		if l := &listeners[i]; listenerTransport(l) == snapshot.UDP && attached(r, l) {
 			return field.ErrorList{field.Invalid(rp.Child("backend", "proxyProtocol"), string(r.Backend.ProxyProtocol), fmt.Sprintf(msgBackendPROXYOnUDP, l.Name))}
 		}
 	}
