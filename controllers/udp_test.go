@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -54,6 +56,35 @@ func udpService(t *testing.T, ns, name, backend string, udpTarget, tcpTarget int
 	}
 }
 
+// dnsQuery is a DNS query for example.com A (RFC 1035 §4.1): what the dns
+// route recognises in a session's first datagram.
+var dnsQuery = []byte{
+	0x12, 0x34, 0x01, 0x00, // ID, flags: a query, recursion desired
+	0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // one question
+	7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0,
+	0x00, 0x01, 0x00, 0x01, // type A, class IN
+}
+
+// exchange sends datagram to the UDP port on 127.0.0.1 and returns the
+// first datagram that comes back within a second.
+func exchange(port int32, datagram []byte) ([]byte, error) {
+	c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if _, err := c.Write(datagram); err != nil {
+		return nil, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
 // snapshotListener waits until the applied snapshot has the named listener
 // and returns it.
 func snapshotListener(t *testing.T, dp *recordingDataplane, name string) snapshot.Listener {
@@ -76,8 +107,9 @@ func snapshotListener(t *testing.T, dp *recordingDataplane, name string) snapsho
 
 // TestUDPListenerIsReady: a PortMux with a UDP listener is accepted,
 // resolves the Service's UDP port (not its TCP port of the same number)
-// through the EndpointSlice's UDP port, is served, and says so in its
-// status: Ready, the port shown as N/UDP, the listener's protocol UDP.
+// through the EndpointSlice's UDP port, is served (a DNS query reaches the
+// UDP backend and its answer comes back), and says so in its status:
+// Ready, the port shown as N/UDP, the listener's protocol UDP.
 func TestUDPListenerIsReady(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()
@@ -125,6 +157,17 @@ func TestUDPListenerIsReady(t *testing.T) {
 		t.Errorf("listener Programmed condition %+v, want True", c)
 	}
 
+	peers.Eventually(t, settleTimeout, "a DNS query through the UDP listener comes back from the echo backend", func() error {
+		got, err := exchange(port, dnsQuery)
+		if err != nil || !bytes.Equal(got, dnsQuery) {
+			return fmt.Errorf("%x, %v", got, err)
+		}
+		return nil
+	})
+	if echo.Received() == 0 {
+		t.Fatal("the answer came back, but not from the backend")
+	}
+
 	l := snapshotListener(t, dp, ns+"/edge/dns")
 	if _, p, _ := net.SplitHostPort(l.Address); l.Transport != snapshot.UDP || p != strconv.Itoa(int(port)) || l.TLS != nil || l.ProxyProtocol != nil {
 		t.Errorf("snapshot listener %s: transport %q address %q tls %v proxy %v; want UDP on port %d, neither", l.Name, l.Transport, l.Address, l.TLS, l.ProxyProtocol, port)
@@ -144,9 +187,9 @@ func TestUDPListenerIsReady(t *testing.T) {
 }
 
 // TestTCPAndUDPShareAPort: a TCP and a UDP listener of one PortMux on the
-// same port are two claims, both accepted, and a route that leaves out
-// listeners goes to those whose protocol carries it; a younger PortMux
-// asking for the UDP port conflicts on UDP only.
+// same port are two claims, both accepted and bound, and a route that
+// leaves out listeners goes to those whose protocol carries it; a younger
+// PortMux asking for the UDP port conflicts on UDP only.
 func TestTCPAndUDPShareAPort(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()
@@ -173,6 +216,7 @@ func TestTCPAndUDPShareAPort(t *testing.T) {
 	}
 	condition(t, ns, "edge", "Accepted", metav1.ConditionTrue, "Accepted")
 	condition(t, ns, "edge", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")
+	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 
 	for name, want := range map[string]struct {
 		transport snapshot.Transport
