@@ -1,12 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // udpPortMux is a PortMux file as a user of `portmux serve` writes it: TCP
@@ -98,5 +106,56 @@ func TestServeRefusesWhatTheAPIServerRefusesOnUDP(t *testing.T) {
 				t.Errorf("compileFiles = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestServeForwardsDatagramsBesideTCP: `portmux serve -f` with a TCP and a
+// UDP listener on one port serves both: a DNS query on the UDP port
+// reaches the UDP backend and its answer comes back, and a TCP client on
+// the same port number reaches the TCP backend.
+func TestServeForwardsDatagramsBesideTCP(t *testing.T) {
+	udpBackend := peers.UDPEcho(t)
+	tcpBackend := greeter(t, "tcp backend")
+	port := peers.FreePort(t)
+	doc := fmt.Sprintf(`apiVersion: portmux.dev/v1alpha1
+kind: PortMux
+metadata: {name: edge}
+spec:
+  listeners:
+  - {name: tcp, port: %d}
+  - {name: udp, port: %d, protocol: UDP}
+  routes:
+  - {name: dns, match: {protocol: dns}, backend: {address: %q}}
+  - {name: rest, listeners: [tcp], match: {protocol: any}, backend: {address: %q}}
+`, port, port, udpBackend.Addr, tcpBackend)
+	path := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startServe(t, serveOptions{files: []string{path}})
+
+	query := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1, 0, 1}
+	peers.Eventually(t, 10*time.Second, "a DNS query through the UDP listener comes back from the backend", func() error {
+		c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := c.Write(query); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err != nil || !bytes.Equal(buf[:n], query) {
+			return fmt.Errorf("%x, %v", buf[:n], err)
+		}
+		return nil
+	})
+	if udpBackend.Received() == 0 {
+		t.Fatal("the answer came back, but not from the backend")
+	}
+	if got := answer(net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); got != "tcp backend" {
+		t.Errorf("TCP client on the same port read %q, want the TCP backend's greeting", got)
 	}
 }
