@@ -342,11 +342,13 @@ func TestKind(t *testing.T) {
 		}
 	})
 	t.Run("dns on 443/udp beside tcp 443", func(t *testing.T) {
-		// bash's /dev/udp: a query for kubernetes.default.svc.cluster.local
+		// bash's /dev/udp: a query for kube-dns.kube-system.svc.cluster.local
 		// A (ID 0x1234), then the answer's first four bytes: the ID, and
-		// flags with QR set and RCODE 0 (NOERROR).
+		// flags with QR set and RCODE 0 (NOERROR). No byte of the query is
+		// 0x0a: bash's printf writes up to each newline apart, which would
+		// cut the query into two datagrams.
 		query := `\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00` +
-			`\x0akubernetes\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01`
+			`\x08kube-dns\x0bkube-system\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01`
 		script := fmt.Sprintf(`exec 3<>/dev/udp/%s/443 && printf '%s' >&3 && timeout 10 od -An -tx1 -N4 <&3`, ip, query)
 		var answer []string
 		var out string
