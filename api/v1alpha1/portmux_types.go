@@ -24,25 +24,28 @@ const (
 	ProtocolHTTP Protocol = "http"
 	// ProtocolWebSocket matches an HTTP/1.1 WebSocket Upgrade request (RFC 6455).
 	ProtocolWebSocket Protocol = "websocket"
-	// ProtocolOpenVPN matches OpenVPN over TCP (a client hard reset).
+	// ProtocolOpenVPN matches OpenVPN's client hard reset: over TCP (with
+	// its length prefix) on a TCP listener, the bare packet on a UDP one.
 	ProtocolOpenVPN Protocol = "openvpn"
 	// ProtocolSOCKS5 matches a SOCKS5 greeting (RFC 1928).
 	ProtocolSOCKS5 Protocol = "socks5"
-	// ProtocolBytes matches a literal prefix or a regular expression.
+	// ProtocolBytes matches a literal prefix or a regular expression: of a
+	// connection's first bytes, or of a UDP session's first datagram.
 	ProtocolBytes Protocol = "bytes"
-	// ProtocolAny matches every connection: the catch-all route.
+	// ProtocolAny matches every connection or UDP session: the catch-all
+	// route.
 	ProtocolAny Protocol = "any"
 	// ProtocolTimeout matches a client that sent nothing within the
 	// listener's probeTimeout: server-speaks-first protocols.
 	ProtocolTimeout Protocol = "timeout"
 	// ProtocolQUIC matches a QUIC Initial (RFC 9000, versions 1 and 2),
-	// optionally by the SNI and ALPN of the ClientHello inside it. Datagram
+	// optionally by the SNI and ALPN of the ClientHello inside it. UDP
 	// listeners only.
 	ProtocolQUIC Protocol = "quic"
-	// ProtocolWireGuard matches a WireGuard handshake initiation. Datagram
+	// ProtocolWireGuard matches a WireGuard handshake initiation. UDP
 	// listeners only.
 	ProtocolWireGuard Protocol = "wireguard"
-	// ProtocolDNS matches a DNS query (RFC 1035). Datagram listeners only.
+	// ProtocolDNS matches a DNS query (RFC 1035). UDP listeners only.
 	ProtocolDNS Protocol = "dns"
 )
 
@@ -74,7 +77,9 @@ const (
 	ProxyProtocolV2 ProxyProtocolVersion = "v2"
 )
 
-// TransportProtocol is the transport a tunnel carries to its target.
+// TransportProtocol is the transport of a listener, or the one a tunnel
+// carries to its target. The names are those of Kubernetes Service ports
+// and Gateway API listeners.
 //
 // +kubebuilder:validation:Enum=TCP;UDP
 type TransportProtocol string
@@ -82,7 +87,8 @@ type TransportProtocol string
 const (
 	// TransportTCP carries a byte stream.
 	TransportTCP TransportProtocol = "TCP"
-	// TransportUDP carries datagrams, one WebSocket message each.
+	// TransportUDP carries datagrams: one WebSocket message each in a
+	// tunnel, a session per client address on a listener.
 	TransportUDP TransportProtocol = "UDP"
 )
 
@@ -91,7 +97,10 @@ const (
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listeners) || r.listeners.all(l, self.listeners.exists(x, x.name == l)))",message="each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",reason=FieldValueInvalid,fieldPath=".routes"
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",message="a route's listener action must name an internal listener: one declared in spec.listeners without a port",reason=FieldValueInvalid,fieldPath=".routes"
-// +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port))",message="two listeners have the same port: give each listener its own port",reason=FieldValueInvalid,fieldPath=".listeners"
+// +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port && b.protocol == a.protocol))",message="two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP",reason=FieldValueInvalid,fieldPath=".listeners"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listeners) || r.listeners.all(n, self.listeners.all(l, l.name != n || ((l.protocol == 'UDP') == (r.match.protocol in ['quic', 'wireguard', 'dns']) || r.match.protocol in ['openvpn', 'bytes', 'any']))))",message="a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, has(r.listeners) || self.listeners.exists(l, has(l.port) && ((l.protocol == 'UDP') == (r.match.protocol in ['quic', 'wireguard', 'dns']) || r.match.protocol in ['openvpn', 'bytes', 'any'])))",message="a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.backend) || !has(r.backend.proxyProtocol) || (has(r.listeners) ? !r.listeners.exists(n, self.listeners.exists(l, l.name == n && l.protocol == 'UDP')) : !(r.match.protocol in ['quic', 'wireguard', 'dns', 'openvpn', 'bytes', 'any'] && self.listeners.exists(l, has(l.port) && l.protocol == 'UDP'))))",message="backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners",reason=FieldValueInvalid,fieldPath=".routes"
 type PortMuxSpec struct {
 	// listeners are the entry points of this PortMux. A listener with a port
 	// binds it on the dataplane; a listener without a port is internal: it
@@ -120,8 +129,11 @@ type PortMuxSpec struct {
 // Listener is a port that the dataplane binds, or an internal TLS-terminating
 // stage that routes hand connections to.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls)",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol)",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls) || self.protocol == 'UDP'",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol) || self.protocol == 'UDP'",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || has(self.port)",message="a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal",fieldPath=".port",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.tls)",message="tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)",fieldPath=".tls"
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.proxyProtocol)",message="proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none",fieldPath=".proxyProtocol"
 type Listener struct {
 	// name identifies the listener in routes and in status. A DNS label.
 	//
@@ -130,15 +142,30 @@ type Listener struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// port is the TCP port the dataplane binds for this listener. Leave it
-	// out for an internal listener, which only receives streams that a route
-	// with the listener action hands to it. Ports below 1024 need the
-	// NET_BIND_SERVICE capability, which the PortMux pod has.
+	// port is the port the dataplane binds for this listener, of its
+	// protocol. Leave it out for an internal listener, which only receives
+	// streams that a route with the listener action hands to it. Ports below
+	// 1024 need the NET_BIND_SERVICE capability, which the PortMux pod has.
 	//
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port *int32 `json:"port,omitempty"`
+
+	// protocol is the listener's transport: TCP (the default) accepts
+	// connections and sniffs their first bytes; UDP reads datagrams, keeps a
+	// session per client address and port, and sniffs the session's first
+	// datagrams: QUIC (by SNI and ALPN), WireGuard, DNS, OpenVPN, a bytes
+	// prefix or regex, or any. A TCP and a UDP listener may share a port
+	// number (HTTPS and HTTP/3 on 443); two listeners of one protocol may
+	// not. A UDP listener has a port, and neither tls nor proxyProtocol;
+	// its connection limits count sessions, and probeTimeout bounds how
+	// long a new session's datagrams wait for a route to be decided. The
+	// name is Gateway API's and Kubernetes Services'.
+	//
+	// +optional
+	// +kubebuilder:default=TCP
+	Protocol TransportProtocol `json:"protocol,omitempty"`
 
 	// probeTimeout is how long the dataplane waits for the client's first
 	// bytes before it decides with what it has; a client that sent nothing by
@@ -323,12 +350,19 @@ type Route struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
 
-	// listeners are the names of the listeners this route applies to. Leave
-	// it out to attach the route to every listener with a port (not to the
-	// internal ones), as a Gateway API parentRef without sectionName attaches
-	// to every listener of its Gateway: a PortMux with one port need not
-	// name it on each route. Either way, a listener tries its routes in the
-	// order of spec.routes. When given, it names at least one listener.
+	// listeners are the names of the listeners this route applies to; their
+	// protocol must carry the route's match.protocol. Leave it out to attach
+	// the route to every listener with a port whose protocol carries its
+	// match.protocol (not to the internal ones), as a Gateway API parentRef
+	// without sectionName attaches to every listener of its Gateway that
+	// accepts the route's kind: a PortMux with one port need not name it on
+	// each route, and a quic route goes to the UDP listeners only. openvpn,
+	// bytes and any are carried by both protocols, so left without
+	// listeners they attach to the TCP and the UDP ones (each resolves its
+	// backend Service port of the listener's protocol): name the listeners
+	// to keep a catch-all on one protocol. Either way, a listener tries its
+	// routes in the order of spec.routes. When given, it names at least one
+	// listener.
 	//
 	// +optional
 	// +kubebuilder:validation:MinItems=1
@@ -386,27 +420,32 @@ type Route struct {
 // pathPrefix hold for every request there, but only for the first request
 // of a connection whose backend is in mode tcp.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.sni) || self.protocol == 'tls'",message="sni applies only to protocol tls",fieldPath=".sni"
-// +kubebuilder:validation:XValidation:rule="!has(self.alpn) || self.protocol == 'tls'",message="alpn applies only to protocol tls",fieldPath=".alpn"
+// +kubebuilder:validation:XValidation:rule="!has(self.sni) || self.protocol in ['tls', 'quic']",message="sni applies only to protocols tls and quic",fieldPath=".sni"
+// +kubebuilder:validation:XValidation:rule="!has(self.alpn) || self.protocol in ['tls', 'quic']",message="alpn applies only to protocols tls and quic",fieldPath=".alpn"
 // +kubebuilder:validation:XValidation:rule="!has(self.host) || self.protocol in ['http', 'websocket']",message="host applies only to protocols http and websocket",fieldPath=".host"
 // +kubebuilder:validation:XValidation:rule="!has(self.pathPrefix) || self.protocol in ['http', 'websocket']",message="pathPrefix applies only to protocols http and websocket",fieldPath=".pathPrefix"
 // +kubebuilder:validation:XValidation:rule="!has(self.prefix) || self.protocol == 'bytes'",message="prefix applies only to protocol bytes",fieldPath=".prefix"
 // +kubebuilder:validation:XValidation:rule="!has(self.regex) || self.protocol == 'bytes'",message="regex applies only to protocol bytes",fieldPath=".regex"
 // +kubebuilder:validation:XValidation:rule="self.protocol != 'bytes' || (has(self.prefix) != has(self.regex))",message="protocol bytes needs exactly one of prefix or regex"
 type RouteMatch struct {
-	// protocol is what the first bytes must be: ssh, tls, http, websocket,
-	// openvpn, socks5, bytes (with prefix or regex), any (every connection),
-	// or timeout (the client sent nothing within the listener's
-	// probeTimeout). Route protocols where the server speaks first (SMTP,
-	// some SSH setups) with timeout: on a port with no timeout route and no
-	// any route first, the kernel holds a silent client for about a second
-	// before the dataplane sees it (TCP_DEFER_ACCEPT), so silent clients
-	// cost nothing there.
+	// protocol is what the first bytes must be. On TCP listeners: ssh, tls,
+	// http, websocket, openvpn, socks5, bytes (with prefix or regex), any
+	// (every connection), or timeout (the client sent nothing within the
+	// listener's probeTimeout). Route protocols where the server speaks
+	// first (SMTP, some SSH setups) with timeout: on a port with no timeout
+	// route and no any route first, the kernel holds a silent client for
+	// about a second before the dataplane sees it (TCP_DEFER_ACCEPT), so
+	// silent clients cost nothing there. On UDP listeners, of a session's
+	// first datagrams: quic (with sni and alpn), wireguard, dns, openvpn,
+	// bytes (of the first datagram), or any. The protocol must be one every
+	// listener the route names carries; the API server refuses it
+	// otherwise.
 	Protocol Protocol `json:"protocol"`
 
-	// sni lists server names a TLS ClientHello must ask for. "*.example.com"
-	// matches one label under example.com. Compared without case. Empty: any
-	// name, and clients that send none.
+	// sni lists server names the ClientHello (of TLS, or inside a QUIC
+	// Initial) must ask for. "*.example.com" matches one label under
+	// example.com. Compared without case. Empty: any name, and clients that
+	// send none.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
@@ -414,8 +453,8 @@ type RouteMatch struct {
 	// +kubebuilder:validation:items:Pattern=`^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$`
 	SNI []string `json:"sni,omitempty"`
 
-	// alpn lists application protocols; the ClientHello must offer at least
-	// one of them.
+	// alpn lists application protocols; the ClientHello (of TLS, or inside
+	// a QUIC Initial: h3 for HTTP/3) must offer at least one of them.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=8
@@ -466,7 +505,10 @@ type RouteMatch struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.proxyProtocol) || !has(self.mode) || self.mode != 'http'",message="proxyProtocol cannot be combined with mode http: http mode passes the client address in X-Forwarded-For",fieldPath=".proxyProtocol"
 type Backend struct {
 	// service is a Service in the PortMux's namespace; connections are spread
-	// over its ready endpoints, and a failed dial tries the next one.
+	// over its ready endpoints, and a failed dial tries the next one. The
+	// Service port is looked up among those of the listener's protocol: a
+	// route on a UDP listener forwards to a UDP port (a route on a TCP and a
+	// UDP listener needs both, as DNS Services have 53/TCP and 53/UDP).
 	//
 	// +optional
 	Service *ServicePort `json:"service,omitempty"`
@@ -482,6 +524,8 @@ type Backend struct {
 	Address string `json:"address,omitempty"`
 
 	// mode is tcp (default) or http (only for http and websocket routes).
+	// Routes on UDP listeners forward datagrams, each as it came, and leave
+	// mode at tcp.
 	//
 	// tcp decides once per connection, as haproxy's tcp mode does: the
 	// connection's first bytes choose the route and all its bytes are
@@ -506,7 +550,8 @@ type Backend struct {
 
 	// proxyProtocol sends a PROXY protocol header of this version (v1 or
 	// v2) before the client's bytes, so the backend sees the client's
-	// address. The backend must expect it.
+	// address. The backend must expect it. TCP listeners only: a route on
+	// a UDP listener cannot set it.
 	//
 	// +optional
 	ProxyProtocol ProxyProtocolVersion `json:"proxyProtocol,omitempty"`
@@ -630,11 +675,12 @@ type PortMuxStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// ports lists the ports the listeners bind, comma-separated ("443,8443"),
-	// for `kubectl get`: a printer column can show only one value of a list.
+	// ports lists the ports the listeners bind, comma-separated, UDP ones
+	// with "/UDP" ("443,8443,443/UDP"), for `kubectl get`: a printer column
+	// can show only one value of a list.
 	//
 	// +optional
-	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:MaxLength=256
 	Ports string `json:"ports,omitempty"`
 
 	// conditions: Accepted (the spec is valid and its ports are not held by
@@ -665,6 +711,11 @@ type ListenerStatus struct {
 	//
 	// +optional
 	Port *int32 `json:"port,omitempty"`
+
+	// protocol of the port: TCP or UDP.
+	//
+	// +optional
+	Protocol TransportProtocol `json:"protocol,omitempty"`
 
 	// attachedRoutes counts the routes that apply to this listener.
 	AttachedRoutes int32 `json:"attachedRoutes"`

@@ -9,6 +9,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/portmux/portmux/api/v1alpha1"
@@ -75,7 +77,7 @@ listeners: [{name: public, port: 65536}]`,
 			name: "two listeners on one port",
 			spec: `
 listeners: [{name: public, port: 443}, {name: other, port: 443}]`,
-			want: []string{`spec.listeners: Invalid value: two listeners have the same port: give each listener its own port`},
+			want: []string{`spec.listeners: Invalid value: two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP`},
 		},
 		{
 			name: "internal listener without tls",
@@ -202,6 +204,148 @@ listeners: [{name: public, port: 443, probeTimeout: 1h}]`,
 			spec: `
 listeners: [{name: public, port: 443, probeTimeout: abc}]`,
 			want: []string{`spec.listeners[0].probeTimeout: Invalid value: "abc": spec.listeners[0].probeTimeout in body should match '^([0-9]+(\.[0-9]+)?(ms|s|m))+$'`},
+		},
+
+		// UDP listeners and the protocols their routes match.
+		{
+			name: "two UDP listeners on one port",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}, {name: vpn, port: 443, protocol: UDP}]`,
+			want: []string{`spec.listeners: Invalid value: two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP`},
+		},
+		{
+			name: "two listeners on one port, one TCP by default and one said TCP",
+			spec: `
+listeners: [{name: https, port: 443}, {name: other, port: 443, protocol: TCP}, {name: h3, port: 443, protocol: UDP}]`,
+			want: []string{`spec.listeners: Invalid value: two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP`},
+		},
+		{
+			name: "listener protocol SCTP",
+			spec: `
+listeners: [{name: public, port: 443, protocol: SCTP}]`,
+			want: []string{`spec.listeners[0].protocol: Unsupported value: "SCTP": supported values: "TCP", "UDP"`, notChecked},
+		},
+		{
+			name: "listener protocol in lower case",
+			spec: `
+listeners: [{name: public, port: 443, protocol: udp}]`,
+			want: []string{`spec.listeners[0].protocol: Unsupported value: "udp": supported values: "TCP", "UDP"`, notChecked},
+		},
+		{
+			name: "UDP listener without a port",
+			spec: `
+listeners: [{name: public, port: 443}, {name: dns, protocol: UDP}]`,
+			want: []string{`spec.listeners[1].port: Required value: a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal`},
+		},
+		{
+			name: "UDP listener terminating TLS",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP, tls: {certificateRefs: [{name: cert}]}}]`,
+			want: []string{`spec.listeners[0].tls: Invalid value: tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)`},
+		},
+		{
+			name: "UDP listener expecting PROXY headers",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}}]`,
+			want: []string{`spec.listeners[0].proxyProtocol: Invalid value: proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none`},
+		},
+		{
+			name: "quic on a TCP listener",
+			spec: `
+listeners: [{name: public, port: 443}, {name: h3, port: 443, protocol: UDP}]
+routes:
+- {name: h3, listeners: [public], match: {protocol: quic}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "ssh on a UDP listener, named beside a TCP one",
+			spec: `
+listeners: [{name: public, port: 443}, {name: h3, port: 443, protocol: UDP}]
+routes:
+- {name: ssh, listeners: [public, h3], match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "timeout on a UDP listener",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes:
+- {name: silent, listeners: [dns], match: {protocol: timeout}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "a tunnel on a UDP listener",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes:
+- {name: tunnel, listeners: [dns], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: dns, port: 53}, protocol: UDP}]}}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "a hand-off from a UDP listener",
+			spec: `
+listeners:
+- {name: h3, port: 443, protocol: UDP}
+- {name: inner, tls: {certificateRefs: [{name: cert}]}}
+routes:
+- {name: unwrap, listeners: [h3], match: {protocol: tls}, listener: inner}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "backend mode http on a UDP listener",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}]
+routes:
+- {name: web, listeners: [h3], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: http}}`,
+			want: []string{`spec.routes: Invalid value: a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both`},
+		},
+		{
+			name: "quic that leaves out listeners, and no UDP listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes:
+- {name: h3, match: {protocol: quic, sni: [example.com]}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners`},
+		},
+		{
+			name: "ssh that leaves out listeners, and only UDP listeners",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}]
+routes:
+- {name: ssh, match: {protocol: ssh}, ` + ok + `}`,
+			want: []string{`spec.routes: Invalid value: a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners`},
+		},
+		{
+			name: "backend proxyProtocol on a route naming a UDP listener",
+			spec: `
+listeners: [{name: public, port: 1194}, {name: vpn, port: 1194, protocol: UDP}]
+routes:
+- {name: vpn, listeners: [public, vpn], match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: v2}}`,
+			want: []string{`spec.routes: Invalid value: backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners`},
+		},
+		{
+			name: "backend proxyProtocol on a route that leaves out listeners and reaches a UDP one",
+			spec: `
+listeners: [{name: public, port: 1194}, {name: vpn, port: 1194, protocol: UDP}]
+routes:
+- {name: vpn, match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: v1}}`,
+			want: []string{`spec.routes: Invalid value: backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners`},
+		},
+		{
+			name: "sni with protocol dns",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes:
+- {name: dns, listeners: [dns], match: {protocol: dns, sni: [example.com]}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocols tls and quic`},
+		},
+		{
+			name: "bytes on UDP with neither prefix nor regex",
+			spec: `
+listeners: [{name: raw, port: 9000, protocol: UDP}]
+routes:
+- {name: raw, listeners: [raw], match: {protocol: bytes}, ` + ok + `}`,
+			want: []string{`spec.routes[0].match: Invalid value: protocol bytes needs exactly one of prefix or regex`},
 		},
 
 		// Routes and their actions.
@@ -441,7 +585,7 @@ routes:
 listeners: [{name: public, port: 443}]
 routes:
 - {name: ssh, listeners: [public], match: {protocol: ssh, sni: [example.com]}, ` + ok + `}`,
-			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocol tls`},
+			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocols tls and quic`},
 		},
 		{
 			name: "alpn with protocol http",
@@ -449,7 +593,7 @@ routes:
 listeners: [{name: public, port: 443}]
 routes:
 - {name: web, listeners: [public], match: {protocol: http, alpn: [h2]}, ` + ok + `}`,
-			want: []string{`spec.routes[0].match.alpn: Invalid value: alpn applies only to protocol tls`},
+			want: []string{`spec.routes[0].match.alpn: Invalid value: alpn applies only to protocols tls and quic`},
 		},
 		{
 			name: "host with protocol tls",
@@ -703,6 +847,38 @@ routes:
 			spec: manyListeners(16),
 		},
 		{
+			name: "HTTPS and HTTP/3 on 443, OpenVPN and WireGuard beside QUIC",
+			spec: `
+listeners:
+- {name: https, port: 443}
+- {name: h3, port: 443, protocol: UDP, probeTimeout: 1s, maxConnections: 100000, maxConnectionsPerClient: 64, maxConnectionRatePerClient: 32}
+- {name: tls-explicit, port: 8443, protocol: TCP}
+routes:
+- {name: web, match: {protocol: tls, sni: ["*.example.com"], alpn: [h2, http/1.1]}, backend: {service: {name: web, port: 443}, proxyProtocol: v2}}
+- {name: web-h3, match: {protocol: quic, sni: ["*.example.com", Example.ORG], alpn: [h3]}, backend: {service: {name: web, port: https}}}
+- {name: wg, match: {protocol: wireguard}, idleTimeout: 3m, backend: {service: {name: wg, port: 51820}}}
+- {name: dns, match: {protocol: dns}, backend: {address: "10.0.0.53:53"}}
+- {name: vpn, match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}}}
+- {name: probe, listeners: [h3], match: {protocol: bytes, regex: "^\\x00\\x01"}, ` + ok + `}
+- {name: legacy, listeners: [https], match: {protocol: bytes, prefix: "HELLO"}, backend: {service: {name: legacy, port: 9000}, proxyProtocol: v1}}
+- {name: rest, listeners: [h3], match: {protocol: any}, ` + ok + `}`,
+		},
+		{
+			name: "UDP listeners only, routes that leave out listeners",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}, {name: wg, port: 51820, protocol: UDP}]
+routes:
+- {name: dns, match: {protocol: dns}, ` + ok + `}
+- {name: wg, match: {protocol: wireguard}, ` + ok + `}`,
+		},
+		{
+			name: "an internal listener said TCP",
+			spec: `
+listeners:
+- {name: public, port: 443}
+- {name: inner, protocol: TCP, tls: {certificateRefs: [{name: cert}]}}`,
+		},
+		{
 			name: "address backends and tunnel targets",
 			spec: `
 listeners: [{name: public, port: 443}]
@@ -822,4 +998,33 @@ func refusalCauses(t *testing.T, err error) []string {
 		causes = append(causes, c.Field+": "+c.Message)
 	}
 	return causes
+}
+
+// TestListenerProtocolDefaultsToTCP: a listener that says no protocol is
+// stored as TCP, the listeners of PortMuxes written before UDP existed
+// among them, so that every reader (the CEL rules, compile, kubectl get)
+// sees the transport it binds.
+func TestListenerProtocolDefaultsToTCP(t *testing.T) {
+	ns := newNamespace(t)
+	pm := &v1alpha1.PortMux{}
+	pm.Namespace, pm.Name = ns, "defaults"
+	pm.Spec.Listeners = []v1alpha1.Listener{
+		{Name: "https", Port: ptr.To[int32](443)},
+		{Name: "h3", Port: ptr.To[int32](443), Protocol: v1alpha1.TransportUDP},
+		{Name: "inner", TLS: &v1alpha1.ListenerTLS{CertificateRefs: []v1alpha1.SecretRef{{Name: "cert"}}}},
+	}
+	if err := env.Client.Create(t.Context(), pm); err != nil {
+		t.Fatalf("creating %s: %v", pm.Name, err)
+	}
+	var got v1alpha1.PortMux
+	if err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: pm.Name}, &got); err != nil {
+		t.Fatal(err)
+	}
+	var protocols []v1alpha1.TransportProtocol
+	for _, l := range got.Spec.Listeners {
+		protocols = append(protocols, l.Protocol)
+	}
+	if want := []v1alpha1.TransportProtocol{"TCP", "UDP", "TCP"}; !slices.Equal(protocols, want) {
+		t.Errorf("stored listener protocols = %v, want %v", protocols, want)
+	}
 }

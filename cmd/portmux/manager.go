@@ -88,7 +88,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
-	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
+	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace; a port is TCP and UDP unless written 443/tcp or 443/udp); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
 	f.StringVar(&o.gatewayAPI, "gateway-api", string(controllers.GatewayAPIAuto), "implement the Gateway API (GatewayClasses of controllerName "+compile.GatewayControllerName+"): auto when its CRDs are installed, on (fail without them) or off")
 	f.StringVar(&o.gatewayAddress, "gateway-address-service", "", "NAMESPACE/NAME of the dataplane's Service, whose addresses every Gateway reports in status.addresses")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

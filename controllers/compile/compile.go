@@ -61,7 +61,8 @@ type Input struct {
 	// the dataplane can.
 	AllowAddressBackends bool
 
-	// PortPolicy says which namespaces may claim which ports; empty: any.
+	// PortPolicy says which namespaces may claim which ports (of which
+	// transport); empty: any.
 	PortPolicy PortPolicy
 
 	// MaxConnections caps connections across all listeners (the
@@ -105,8 +106,10 @@ type Result struct {
 
 // ListenerResult is the compiled state of one listener.
 type ListenerResult struct {
-	Name           string
-	Port           *int32
+	Name string
+	Port *int32
+	// Transport is what the listener binds: snapshot.TCP or snapshot.UDP.
+	Transport      snapshot.Transport
 	AttachedRoutes int32
 	// Snapshot is the listener's name in the snapshot, "" when it is not
 	// served (conflict or broken certificates).
@@ -143,7 +146,10 @@ const (
 const DefaultTokenKey = "token"
 
 // Compile builds the snapshot. PortMuxes are processed oldest first, so the
-// oldest holder of a port keeps it whatever order they are listed in.
+// oldest holder of a port keeps it whatever order they are listed in. A
+// port is claimed per transport, as the kernel binds it and as Gateway API
+// and Services count ports: the holder of TCP 443 and the holder of UDP
+// 443 may be two PortMuxes.
 func Compile(in Input) *Output {
 	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
 	pms := slices.Clone(in.PortMuxes)
@@ -153,7 +159,7 @@ func Compile(in Input) *Output {
 		}
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	ports := map[int32]string{} // port → holder "namespace/name", or gatewayHolder
+	ports := map[portKey]string{} // port and transport → holder "namespace/name", or gatewayHolder
 	// Gateways first: a Gateway is the cluster's infrastructure (its class
 	// and its Gateways are the admin's), so its ports are never a PortMux's.
 	out.Snapshot.Listeners = compileGateways(&in, out, ports)
@@ -217,32 +223,34 @@ func (c *compiler) ref(lr *ListenerResult, reason, format string, args ...any) {
 }
 
 // listeners compiles every listener of the PortMux that can be served.
-func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
+func (c *compiler) listeners(ports map[portKey]string) []snapshot.Listener {
 	spec := &c.pm.Spec
 	c.res.Listeners = make([]ListenerResult, len(spec.Listeners))
 	var out []snapshot.Listener
 	for i := range spec.Listeners {
 		l := &spec.Listeners[i]
 		lr := &c.res.Listeners[i]
-		lr.Name, lr.Port = l.Name, l.Port
+		lr.Name, lr.Port, lr.Transport = l.Name, l.Port, listenerTransport(l)
 		for j := range spec.Routes {
 			if attached(&spec.Routes[j], l) {
 				lr.AttachedRoutes++
 			}
 		}
 		if l.Port != nil {
-			if !c.in.PortPolicy.Allows(*l.Port, c.pm.Namespace) {
+			if !c.in.PortPolicy.Allows(*l.Port, lr.Transport, c.pm.Namespace) {
 				lr.NotAllowed = true
 				continue
 			}
-			if h, held := ports[*l.Port]; held && h != c.holder() {
+			cl := portKey{t: lr.Transport, port: *l.Port}
+			if h, held := ports[cl]; held && h != c.holder() {
 				lr.Conflict = h
 				continue
 			}
-			ports[*l.Port] = c.holder()
+			ports[cl] = c.holder()
 		}
 		sl := snapshot.Listener{
 			Name:           c.qualify(l.Name),
+			Transport:      lr.Transport,
 			ProbeTimeout:   snapshot.DefaultProbeTimeout,
 			MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
 			MaxConnections: snapshot.DefaultMaxConnections,
@@ -269,7 +277,7 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 		}
 		for j := range spec.Routes {
 			if r := &spec.Routes[j]; attached(r, l) {
-				sl.Routes = append(sl.Routes, c.route(lr, r))
+				sl.Routes = append(sl.Routes, c.route(lr, r, l))
 			}
 		}
 		lr.Snapshot = sl.Name
@@ -298,12 +306,15 @@ func (c *compiler) listeners(ports map[int32]string) []snapshot.Listener {
 }
 
 // attached reports whether route r applies to listener l: l is among the
-// listeners r names, or r names none and l has a port (as a Gateway API
-// parentRef without sectionName attaches to every listener of its
-// Gateway). Internal listeners only take the routes that name them.
+// listeners r names, or r names none and l has a port whose transport
+// carries r's protocol (as a Gateway API parentRef without sectionName
+// attaches to every listener of its Gateway that accepts the route's
+// kind): a quic route goes to UDP listeners, an ssh route to TCP ones,
+// and an openvpn, bytes or any route to both. Internal listeners only
+// take the routes that name them.
 func attached(r *v1alpha1.Route, l *v1alpha1.Listener) bool {
 	if len(r.Listeners) == 0 {
-		return l.Port != nil
+		return l.Port != nil && snapshot.Protocol(r.Match.Protocol).FitsTransport(listenerTransport(l))
 	}
 	return slices.Contains(r.Listeners, l.Name)
 }
@@ -402,7 +413,10 @@ func secretValue(s *corev1.Secret, key string) []byte {
 	return nil
 }
 
-func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
+// route compiles r for listener l. A route on a TCP and a UDP listener
+// compiles once for each: its backend is the Service port of each
+// listener's transport.
+func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route, l *v1alpha1.Listener) snapshot.Route {
 	c.routeName = r.Name
 	defer func() { c.routeName = "" }()
 	sr := snapshot.Route{Name: c.qualify(r.Name), Match: compileMatch(&r.Match)}
@@ -411,7 +425,11 @@ func (c *compiler) route(lr *ListenerResult, r *v1alpha1.Route) snapshot.Route {
 	}
 	switch {
 	case r.Backend != nil:
-		b := c.backend(lr, r.Backend.Service, r.Backend.Address, corev1.ProtocolTCP)
+		proto := corev1.ProtocolTCP
+		if listenerTransport(l) == snapshot.UDP {
+			proto = corev1.ProtocolUDP
+		}
+		b := c.backend(lr, r.Backend.Service, r.Backend.Address, proto)
 		b.Mode = snapshot.ModeTCP
 		if r.Backend.Mode == v1alpha1.BackendModeHTTP {
 			b.Mode = snapshot.ModeHTTP

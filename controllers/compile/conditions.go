@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // Condition types and reasons written to PortMux status. They follow the
@@ -81,14 +82,17 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 	st.Listeners = make([]v1alpha1.ListenerStatus, 0, len(res.Listeners))
 	for _, lr := range res.Listeners {
 		ls := v1alpha1.ListenerStatus{Name: lr.Name, Port: lr.Port, AttachedRoutes: lr.AttachedRoutes, Conditions: old[lr.Name].Conditions}
+		if lr.Port != nil {
+			ls.Protocol = v1alpha1.TransportProtocol(lr.Transport)
+		}
 		switch {
 		case lr.NotAllowed:
-			msg := fmt.Sprintf("port %d is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", *lr.Port, pm.Namespace)
+			msg := fmt.Sprintf("%s is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", claimName(lr), pm.Namespace)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			refusal = ReasonPortNotAllowed
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortNotAllowed, msg)
 		case lr.Conflict != "":
-			msg := conflictMessage(*lr.Port, lr.Conflict)
+			msg := conflictMessage(claimName(lr), lr.Conflict)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
 		default:
@@ -174,15 +178,29 @@ func bindReason(err error) string {
 	return ReasonBindFailed
 }
 
-// ports renders the listeners' ports for the printer column.
+// ports renders the listeners' ports for the printer column: TCP ports as
+// numbers, as before UDP listeners existed, UDP ones as "443/UDP", the way
+// kubectl shows a Service's.
 func ports(pm *v1alpha1.PortMux) string {
 	var out []string
-	for _, l := range pm.Spec.Listeners {
-		if l.Port != nil {
-			out = append(out, strconv.Itoa(int(*l.Port)))
+	for i := range pm.Spec.Listeners {
+		l := &pm.Spec.Listeners[i]
+		if l.Port == nil {
+			continue
 		}
+		p := strconv.Itoa(int(*l.Port))
+		if listenerTransport(l) == snapshot.UDP {
+			p += "/UDP"
+		}
+		out = append(out, p)
 	}
 	return strings.Join(out, ",")
+}
+
+// claimName says a listener's port in conditions: "port 443" for TCP, as
+// before UDP listeners existed, and "UDP port 443".
+func claimName(lr ListenerResult) string {
+	return portKey{t: lr.Transport, port: *lr.Port}.String()
 }
 
 // joinErrors renders spec errors as the API server's, one after another.

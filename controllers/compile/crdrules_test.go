@@ -26,7 +26,13 @@ func TestValidateSaysTheCRDsRules(t *testing.T) {
 		// validateHandOff: NotFound or Invalid on spec.routes[i].listener.
 		"a route's listener action must name an internal listener: one declared in spec.listeners without a port",
 		// validateListeners: Duplicate on spec.listeners[i].port.
-		"two listeners have the same port: give each listener its own port",
+		"two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP",
+		// validateAttachment: Invalid on spec.routes[i].listeners[j].
+		"a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both",
+		// validateAttachment: Invalid on spec.routes[i].match.protocol.
+		"a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners",
+		// validateOnUDP: Invalid on spec.routes[i].backend.proxyProtocol.
+		"backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners",
 	}
 	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "portmux.dev_portmuxes.yaml"))
 	if err != nil {

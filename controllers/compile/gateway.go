@@ -185,12 +185,13 @@ const (
 // PortMuxes; conflictMessage tells the two kinds of holder apart.
 func gatewayHolder(gw *gwv1.Gateway) string { return "Gateway " + gw.Namespace + "/" + gw.Name }
 
-// conflictMessage says who holds a PortMux listener's port.
-func conflictMessage(port int32, holder string) string {
+// conflictMessage says who holds a PortMux listener's port (claimName's
+// words: "port 443", "UDP port 443").
+func conflictMessage(port, holder string) string {
 	if gw, ok := strings.CutPrefix(holder, "Gateway "); ok {
-		return fmt.Sprintf("port %d is held by Gateway %s: a Gateway's ports are never taken by a PortMux", port, gw)
+		return fmt.Sprintf("%s is held by Gateway %s: a Gateway's ports are never taken by a PortMux", port, gw)
 	}
-	return fmt.Sprintf("port %d is held by PortMux %s, which was created first (or, created at the same second, sorts first by namespace and name)", port, holder)
+	return fmt.Sprintf("%s is held by PortMux %s, which was created first (or, created at the same second, sorts first by namespace and name)", port, holder)
 }
 
 // gwRoute is a TLSRoute, TCPRoute or UDPRoute: they differ only in their
@@ -230,10 +231,21 @@ type gwCompiler struct {
 	order  []portKey
 }
 
-// portKey is a port of one transport: TCP and UDP ports are distinct.
+// portKey is a port of one transport: TCP and UDP ports are distinct
+// claims, for Gateways as for PortMux listeners, which share one table of
+// them.
 type portKey struct {
 	t    snapshot.Transport
 	port int32
+}
+
+// String says the port in conditions as claimName does: "port 443" for
+// TCP, as before UDP listeners existed, and "UDP port 443".
+func (pk portKey) String() string {
+	if pk.t == snapshot.UDP {
+		return fmt.Sprintf("UDP port %d", pk.port)
+	}
+	return fmt.Sprintf("port %d", pk.port)
 }
 
 // portGroup is one port held by Gateways: the Gateway that claimed it
@@ -252,7 +264,7 @@ type gwGateway struct {
 // compileGateways translates the Gateways of the implemented classes into
 // snapshot listeners, claiming their ports in ports before any PortMux
 // does, and records every decision in out.Gateway.
-func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.Listener {
+func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapshot.Listener {
 	g := &gwCompiler{
 		in: in, gin: &in.Gateway, good: out.GoodSecrets,
 		out: &GatewayOutput{
@@ -379,7 +391,7 @@ func transportOf(l *gwv1.Listener) snapshot.Transport {
 
 // listeners decides each listener's acceptance, conflicts, port and
 // certificates.
-func (g *gwCompiler) listeners(gg *gwGateway, ports map[int32]string) {
+func (g *gwCompiler) listeners(gg *gwGateway, ports map[portKey]string) {
 	gw := gg.gw
 	gg.res.Listeners = make([]GatewayListenerResult, len(gw.Spec.Listeners))
 	for i := range gw.Spec.Listeners {
@@ -436,28 +448,26 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports map[int32]string) {
 // allows, and a listener whose hostname an older Gateway's listener on the
 // port has already is Conflicted (the older keeps it). Otherwise the port
 // is unavailable to ls. TCP and UDP ports are never shared.
-func (g *gwCompiler) claim(gw *gwv1.Gateway, pk portKey, ls []*gwListener, ports map[int32]string) {
+func (g *gwCompiler) claim(gw *gwv1.Gateway, pk portKey, ls []*gwListener, ports map[portKey]string) {
 	refuse := func(f Finding) {
 		for _, gl := range ls {
 			gl.res.Refused = f
 		}
 	}
-	if !g.in.PortPolicy.Allows(pk.port, gw.Namespace) {
-		refuse(Finding{reasonPortUnavailable, fmt.Sprintf("port %d is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", pk.port, gw.Namespace)})
+	if !g.in.PortPolicy.Allows(pk.port, pk.t, gw.Namespace) {
+		refuse(Finding{reasonPortUnavailable, fmt.Sprintf("%s is not granted to namespace %s by the cluster's port policy (the manager's --port-policy, the chart's portPolicy)", pk, gw.Namespace)})
 		return
 	}
 	pg := g.groups[pk]
 	if pg == nil {
-		if h, held := ports[pk.port]; held && pk.t == snapshot.TCP {
-			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("port %d is held by %s", pk.port, h)})
+		if h, held := ports[pk]; held {
+			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("%s is held by %s", pk, h)})
 			return
 		}
 		pg = &portGroup{holder: gatewayHolder(gw)}
 		g.groups[pk] = pg
 		g.order = append(g.order, pk)
-		if pk.t == snapshot.TCP {
-			ports[pk.port] = pg.holder
-		}
+		ports[pk] = pg.holder
 		pg.listeners = ls
 		return
 	}

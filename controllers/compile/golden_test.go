@@ -292,9 +292,16 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 		}
 		for _, ls := range st.Listeners {
 			checkConditionMeta(&pr, key.String()+" listener "+ls.Name, pm.Generation, ls.Conditions)
-			gs.Listeners = append(gs.Listeners, goldenListenerStatus{
+			if (ls.Port != nil) != (ls.Protocol != "") {
+				pr.add("%s listener %s: port %v with protocol %q; want a protocol exactly when there is a port", key, ls.Name, ls.Port, ls.Protocol)
+			}
+			gls := goldenListenerStatus{
 				Name: ls.Name, Port: ls.Port, AttachedRoutes: ls.AttachedRoutes, Conditions: renderConditions(ls.Conditions),
-			})
+			}
+			if ls.Protocol != v1alpha1.TransportTCP {
+				gls.Protocol = string(ls.Protocol)
+			}
+			gs.Listeners = append(gs.Listeners, gls)
 		}
 		g.Status = append(g.Status, gs)
 	}
@@ -342,8 +349,11 @@ type goldenSnapshot struct {
 }
 
 type goldenListener struct {
-	Name          string        `yaml:"name"`
-	Address       string        `yaml:"address,omitempty"`
+	Name    string `yaml:"name"`
+	Address string `yaml:"address,omitempty"`
+	// Transport is printed for UDP only: TCP is the default, and the
+	// cases written before UDP listeners existed keep their output.
+	Transport     string        `yaml:"transport,omitempty"`
 	Internal      bool          `yaml:"internal,omitempty"`
 	Limits        goldenLimits  `yaml:"limits,flow"`
 	ProxyProtocol *goldenProxy  `yaml:"proxyProtocol,omitempty"`
@@ -427,8 +437,12 @@ type goldenStatus struct {
 }
 
 type goldenListenerStatus struct {
-	Name           string            `yaml:"name"`
-	Port           *int32            `yaml:"port,omitempty"`
+	Name string `yaml:"name"`
+	Port *int32 `yaml:"port,omitempty"`
+	// Protocol is printed for UDP only, so that the cases written before
+	// UDP listeners existed kept their output; a test checks that every
+	// listener with a port has one.
+	Protocol       string            `yaml:"protocol,omitempty"`
 	AttachedRoutes int32             `yaml:"attachedRoutes"`
 	Conditions     []goldenCondition `yaml:"conditions"`
 }
@@ -448,6 +462,9 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 			pr.add("snapshot listener name %q is not unique", l.Name)
 		}
 		names[l.Name] = true
+		if l.Transport != "" && l.Transport != snapshot.TCP && l.Transport != snapshot.UDP {
+			pr.add("listener %s has transport %q", l.Name, l.Transport)
+		}
 		gl := goldenListener{
 			Name:     l.Name,
 			Address:  l.Address,
@@ -457,6 +474,9 @@ func renderSnapshot(pr *problems, s *snapshot.Snapshot) goldenSnapshot {
 				MaxConnectionsPerClient: l.MaxConnectionsPerClient, MaxConnectionRatePerClient: l.MaxConnectionRatePerClient,
 			},
 			Routes: []goldenRoute{},
+		}
+		if l.UDP() {
+			gl.Transport = string(l.Transport)
 		}
 		if pp := l.ProxyProtocol; pp != nil {
 			gl.ProxyProtocol = &goldenProxy{TrustedCIDRs: []string{}}

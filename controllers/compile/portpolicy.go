@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // PortPolicy says which namespaces may claim which ports: the cluster
@@ -18,6 +20,12 @@ import (
 // Rules are tried in order; the first whose ports include a port decides
 // which namespaces may claim it. A port no rule names may be claimed by no
 // one. A nil or empty PortPolicy allows everything.
+//
+// A claim is a port of one transport, as listeners bind them: TCP 443 and
+// UDP 443 are two claims, which two PortMuxes may hold. A rule's port
+// without a transport covers both, which is what an admin granting "443"
+// means; "443/udp" covers UDP 443 only, to grant HTTP/3 to another team
+// than HTTPS.
 type PortPolicy []PortRule
 
 // PortRule grants ports to namespaces.
@@ -28,16 +36,26 @@ type PortRule struct {
 	Namespaces []string
 }
 
-// PortRange is an inclusive range of ports.
-type PortRange struct{ From, To int32 }
+// PortRange is an inclusive range of ports, of one transport or of both.
+type PortRange struct {
+	From, To int32
+	// Transport limits the range to TCP or UDP ports; "": both.
+	Transport snapshot.Transport
+}
 
-// Allows reports whether a PortMux in namespace may claim port.
-func (p PortPolicy) Allows(port int32, namespace string) bool {
+// includes reports whether the range holds port of transport t.
+func (pr PortRange) includes(port int32, t snapshot.Transport) bool {
+	return pr.From <= port && port <= pr.To && (pr.Transport == "" || pr.Transport == t)
+}
+
+// Allows reports whether a PortMux in namespace may claim port of
+// transport t (snapshot.TCP or snapshot.UDP).
+func (p PortPolicy) Allows(port int32, t snapshot.Transport, namespace string) bool {
 	if len(p) == 0 {
 		return true
 	}
 	for _, r := range p {
-		if r.Ports != nil && !slices.ContainsFunc(r.Ports, func(pr PortRange) bool { return pr.From <= port && port <= pr.To }) {
+		if r.Ports != nil && !slices.ContainsFunc(r.Ports, func(pr PortRange) bool { return pr.includes(port, t) }) {
 			continue
 		}
 		return r.Namespaces == nil || slices.Contains(r.Namespaces, namespace)
@@ -46,13 +64,13 @@ func (p PortPolicy) Allows(port int32, namespace string) bool {
 }
 
 // ParsePortRule parses the manager's --port-policy value: PORTS=NAMESPACES,
-// where PORTS is "*" or a comma-separated list of ports and ranges
-// ("443,8000-8099") and NAMESPACES is "*" or a comma-separated list of
-// namespaces.
+// where PORTS is "*" or a comma-separated list of ports and ranges, each
+// of both transports or followed by /tcp or /udp ("443,8000-8099/udp"),
+// and NAMESPACES is "*" or a comma-separated list of namespaces.
 func ParsePortRule(s string) (PortRule, error) {
 	ports, namespaces, ok := strings.Cut(s, "=")
 	if !ok || ports == "" || namespaces == "" {
-		return PortRule{}, fmt.Errorf("port rule %q: want PORTS=NAMESPACES, e.g. 443,8000-8099=edge,team-a or *=edge", s)
+		return PortRule{}, fmt.Errorf("port rule %q: want PORTS=NAMESPACES, e.g. 443,8000-8099=edge,team-a, 443/udp=edge or *=edge", s)
 	}
 	var r PortRule
 	if ports != "*" {
@@ -77,13 +95,25 @@ func ParsePortRule(s string) (PortRule, error) {
 }
 
 func parsePortRange(s string) (PortRange, error) {
-	from, to, isRange := strings.Cut(s, "-")
+	ports, transport, qualified := strings.Cut(s, "/")
+	var t snapshot.Transport
+	if qualified {
+		switch strings.ToLower(transport) {
+		case "tcp":
+			t = snapshot.TCP
+		case "udp":
+			t = snapshot.UDP
+		default:
+			return PortRange{}, fmt.Errorf("%q: the transport after / is tcp or udp", s)
+		}
+	}
+	from, to, isRange := strings.Cut(ports, "-")
 	a, err := parsePort(from)
 	if err != nil {
 		return PortRange{}, err
 	}
 	if !isRange {
-		return PortRange{a, a}, nil
+		return PortRange{a, a, t}, nil
 	}
 	b, err := parsePort(to)
 	if err != nil {
@@ -92,7 +122,7 @@ func parsePortRange(s string) (PortRange, error) {
 	if b < a {
 		return PortRange{}, fmt.Errorf("range %q ends before it starts", s)
 	}
-	return PortRange{a, b}, nil
+	return PortRange{a, b, t}, nil
 }
 
 func parsePort(s string) (int32, error) {
@@ -109,11 +139,14 @@ func (r PortRule) String() string {
 	if r.Ports != nil {
 		var ps []string
 		for _, p := range r.Ports {
-			if p.From == p.To {
-				ps = append(ps, strconv.Itoa(int(p.From)))
-			} else {
-				ps = append(ps, fmt.Sprintf("%d-%d", p.From, p.To))
+			s := strconv.Itoa(int(p.From))
+			if p.From != p.To {
+				s = fmt.Sprintf("%d-%d", p.From, p.To)
 			}
+			if p.Transport != "" {
+				s += "/" + strings.ToLower(string(p.Transport))
+			}
+			ps = append(ps, s)
 		}
 		ports = strings.Join(ps, ",")
 	}

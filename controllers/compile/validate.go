@@ -56,12 +56,15 @@ const (
 	msgModeHTTPNoProxyProtocol  ruleMessage = "proxyProtocol cannot be combined with mode http: http mode passes the client address in X-Forwarded-For"
 	msgServicePort              ruleMessage = "port must be a number from 1 to 65535 or the name of a Service port (lowercase letters, digits and '-')"
 	msgBytesNeedsPrefixXorRegex ruleMessage = "protocol bytes needs exactly one of prefix or regex"
-	msgSNIOnlyTLS               ruleMessage = "sni applies only to protocol tls"
-	msgALPNOnlyTLS              ruleMessage = "alpn applies only to protocol tls"
+	msgSNIOnlyTLS               ruleMessage = "sni applies only to protocols tls and quic"
+	msgALPNOnlyTLS              ruleMessage = "alpn applies only to protocols tls and quic"
 	msgHostOnlyHTTP             ruleMessage = "host applies only to protocols http and websocket"
 	msgPathPrefixOnlyHTTP       ruleMessage = "pathPrefix applies only to protocols http and websocket"
 	msgPrefixOnlyBytes          ruleMessage = "prefix applies only to protocol bytes"
 	msgRegexOnlyBytes           ruleMessage = "regex applies only to protocol bytes"
+	msgUDPNeedsPort             ruleMessage = "a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal"
+	msgUDPNoTLS                 ruleMessage = "tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)"
+	msgUDPNoProxyProtocol       ruleMessage = "proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none"
 )
 
 // Validate's own words: for what the CRD's schema checks (the API server
@@ -72,14 +75,27 @@ const (
 	msgDNSLabel                 = "must be a DNS label: at most 63 lower case letters, digits and '-', starting and ending with a letter or digit"
 	msgListenerPortRange        = "must be between 1 and 65535"
 	msgLimitRange               = "must be between 1 and 1000000"
-	msgDuplicatePort            = "also the port of listener %s: give each listener its own port"
+	msgDuplicatePort            = "also the %s port of listener %s: give each its own port, or make one TCP and the other UDP"
 	msgTrustedCIDRsRequired     = "list at least one network that may send PROXY headers (0.0.0.0/0 and ::/0 trust everyone; proxyProtocol: true is no longer accepted)"
 	msgHostName                 = `must be a host name, optionally starting with "*."`
 	msgAttachNowhere            = ", or leave listeners out to attach the route to every listener with a port"
 	msgListenerNotDeclared      = "must be a listener declared in spec.listeners: add the listener or fix the name"
 	msgHandOffTargetNotDeclared = "must name a listener declared in spec.listeners: an internal one, without a port"
 	msgHandOffTargetHasPort     = "must name an internal listener (one declared without port): a listener with a port takes connections from clients, not from routes"
+	msgProtocolNotCarried       = "listener %s is %s, which does not carry match.protocol %s: %s"
+	msgAttachedNowhere          = "the route leaves out listeners, so it attaches to every listener with a port whose protocol carries %s, and none does: %s"
+	msgBackendPROXYOnUDP        = "the route is on UDP listener %s, whose sessions reach their backend without a PROXY header: name the route's TCP listeners in listeners, or leave proxyProtocol out"
 )
+
+// carriedBy says, for a protocol that a transport does not carry, which
+// transport does: the end of the messages of a route whose protocol does
+// not fit its listeners.
+func carriedBy(p v1alpha1.Protocol) string {
+	if snapshot.Protocol(p).FitsTransport(snapshot.UDP) {
+		return "it is recognised in UDP datagrams only; name a UDP listener (protocol: UDP)"
+	}
+	return "it is recognised on TCP listeners only; name a TCP listener"
+}
 
 // ruleError is the error the API server gives when a CEL rule of the CRD
 // fails: the rule's field path and message, without a value.
@@ -101,18 +117,28 @@ func validateSpec(spec *v1alpha1.PortMuxSpec, p *field.Path) field.ErrorList {
 			declared[l.Name] = l
 		}
 	}
-	return append(errs, validateRoutes(spec.Routes, declared, p.Child("routes"))...)
+	return append(errs, validateRoutes(spec.Routes, spec.Listeners, declared, p.Child("routes"))...)
 }
 
-// validateListeners checks each listener, and that names and ports are
-// unique.
+// listenerTransport is a PortMux listener's transport: TCP unless it says UDP (the API
+// server defaults the field; files given to `portmux serve` may leave it
+// out).
+func listenerTransport(l *v1alpha1.Listener) snapshot.Transport {
+	if l.Protocol == v1alpha1.TransportUDP {
+		return snapshot.UDP
+	}
+	return snapshot.TCP
+}
+
+// validateListeners checks each listener, and that names and (port,
+// protocol) pairs are unique.
 func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 	if len(ls) == 0 {
 		return field.ErrorList{field.Required(p, "at least one listener")}
 	}
 	var errs field.ErrorList
 	names := map[string]bool{}
-	ports := map[int32]string{}
+	ports := map[portKey]string{} // a TCP and a UDP listener may share a number
 	for i := range ls {
 		l := &ls[i]
 		lp := p.Index(i)
@@ -121,17 +147,32 @@ func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 			errs = append(errs, field.Duplicate(lp, nameKey{l.Name}))
 		}
 		names[l.Name] = true
-		if l.Port != nil {
+		if transports := []v1alpha1.TransportProtocol{v1alpha1.TransportTCP, v1alpha1.TransportUDP}; l.Protocol != "" && !slices.Contains(transports, l.Protocol) {
+			errs = append(errs, field.NotSupported(lp.Child("protocol"), string(l.Protocol), transports))
+		}
+		switch {
+		case l.Port != nil:
 			errs = append(errs, validateListenerPort(*l.Port, lp.Child("port"))...)
-			if other, dup := ports[*l.Port]; dup {
+			c := portKey{t: listenerTransport(l), port: *l.Port}
+			if other, dup := ports[c]; dup {
 				e := field.Duplicate(lp.Child("port"), *l.Port)
-				e.Detail = fmt.Sprintf(msgDuplicatePort, other)
+				e.Detail = fmt.Sprintf(msgDuplicatePort, c.t, other)
 				errs = append(errs, e)
 			} else {
-				ports[*l.Port] = l.Name
+				ports[c] = l.Name
 			}
-		} else {
+		case listenerTransport(l) == snapshot.UDP:
+			errs = append(errs, field.Required(lp.Child("port"), string(msgUDPNeedsPort)))
+		default:
 			errs = append(errs, validateInternalListener(l, lp)...)
+		}
+		if listenerTransport(l) == snapshot.UDP {
+			if l.TLS != nil {
+				errs = append(errs, ruleError(lp.Child("tls"), msgUDPNoTLS))
+			}
+			if l.ProxyProtocol != nil {
+				errs = append(errs, ruleError(lp.Child("proxyProtocol"), msgUDPNoProxyProtocol))
+			}
 		}
 		errs = append(errs, validateProbeTimeout(l.ProbeTimeout, lp.Child("probeTimeout"))...)
 		errs = append(errs, validateLimits(l, lp)...)
@@ -232,7 +273,7 @@ func validateTrustedCIDRs(cidrs []v1alpha1.CIDR, p *field.Path) field.ErrorList 
 }
 
 // validateRoutes checks each route, and that names are unique.
-func validateRoutes(routes []v1alpha1.Route, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
+func validateRoutes(routes []v1alpha1.Route, listeners []v1alpha1.Listener, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	names := map[string]bool{}
 	for i := range routes {
@@ -243,32 +284,70 @@ func validateRoutes(routes []v1alpha1.Route, declared map[string]*v1alpha1.Liste
 			errs = append(errs, field.Duplicate(rp, nameKey{r.Name}))
 		}
 		names[r.Name] = true
-		errs = append(errs, validateAttachment(r.Listeners, declared, rp.Child("listeners"))...)
+		errs = append(errs, validateAttachment(r, listeners, declared, rp)...)
 		errs = append(errs, validateMatch(&r.Match, rp.Child("match"))...)
 		errs = append(errs, validateIdleTimeout(r.IdleTimeout, rp.Child("idleTimeout"))...)
 		errs = append(errs, validateAction(r, declared, rp)...)
+		errs = append(errs, validateOnUDP(r, listeners, rp)...)
 	}
 	return errs
 }
 
 // validateAttachment checks the listeners a route names: declared ones,
-// at least one when the list is there at all. A route that leaves
-// listeners out applies to every listener with a port.
-func validateAttachment(names []string, declared map[string]*v1alpha1.Listener, p *field.Path) field.ErrorList {
-	if names != nil && len(names) == 0 {
+// at least one when the list is there at all, each of a protocol that
+// carries the route's match.protocol. A route that leaves listeners out
+// applies to every listener with a port that carries it, and there must
+// be one.
+func validateAttachment(r *v1alpha1.Route, listeners []v1alpha1.Listener, declared map[string]*v1alpha1.Listener, rp *field.Path) field.ErrorList {
+	p := rp.Child("listeners")
+	proto := snapshot.Protocol(r.Match.Protocol)
+	// An unknown protocol is validateMatch's to report: no listener
+	// carries it, and saying so again would only repeat it.
+	known := slices.Contains(route.Protocols(), proto)
+	if r.Listeners == nil {
+		if !known {
+			return nil
+		}
+		for i := range listeners {
+			if attached(r, &listeners[i]) {
+				return nil
+			}
+		}
+		return field.ErrorList{field.Invalid(rp.Child("match", "protocol"), string(proto), fmt.Sprintf(msgAttachedNowhere, proto, carriedBy(r.Match.Protocol)))}
+	}
+	if len(r.Listeners) == 0 {
 		e := field.TooFew(p, 0, 1)
 		e.Detail += msgAttachNowhere
 		return field.ErrorList{e}
 	}
 	var errs field.ErrorList
-	for j, name := range names {
-		if declared[name] == nil {
+	for j, name := range r.Listeners {
+		switch l := declared[name]; {
+		case l == nil:
 			e := field.NotFound(p.Index(j), name)
 			e.Detail = msgListenerNotDeclared
 			errs = append(errs, e)
+		case known && !proto.FitsTransport(listenerTransport(l)):
+			errs = append(errs, field.Invalid(p.Index(j), name, fmt.Sprintf(msgProtocolNotCarried, name, listenerTransport(l), proto, carriedBy(r.Match.Protocol))))
 		}
 	}
 	return errs
+}
+
+// validateOnUDP refuses what a route cannot do on a UDP listener that its
+// protocol does not refuse already: a PROXY header to its backend (tls
+// termination, hand-offs, tunnels and http mode need protocols that UDP
+// listeners do not carry).
+func validateOnUDP(r *v1alpha1.Route, listeners []v1alpha1.Listener, rp *field.Path) field.ErrorList {
+	if r.Backend == nil || r.Backend.ProxyProtocol == "" {
+		return nil
+	}
+	for i := range listeners {
+		if l := &listeners[i]; listenerTransport(l) == snapshot.UDP && attached(r, l) {
+			return field.ErrorList{field.Invalid(rp.Child("backend", "proxyProtocol"), string(r.Backend.ProxyProtocol), fmt.Sprintf(msgBackendPROXYOnUDP, l.Name))}
+		}
+	}
+	return nil
 }
 
 func validateIdleTimeout(d *metav1.Duration, p *field.Path) field.ErrorList {
@@ -288,10 +367,8 @@ func validateMatch(m *v1alpha1.RouteMatch, p *field.Path) field.ErrorList {
 	proto := m.Protocol
 	if !slices.Contains(route.Protocols(), snapshot.Protocol(proto)) {
 		errs = append(errs, field.NotSupported(p.Child("protocol"), string(proto), route.Protocols()))
-	} else if !snapshot.Protocol(proto).FitsTransport(snapshot.TCP) {
-		errs = append(errs, field.Invalid(p.Child("protocol"), string(proto), "recognised in datagrams only, and listeners are TCP"))
 	}
-	isTLS := proto == v1alpha1.ProtocolTLS
+	isTLS := proto == v1alpha1.ProtocolTLS || proto == v1alpha1.ProtocolQUIC
 	isHTTP := proto == v1alpha1.ProtocolHTTP || proto == v1alpha1.ProtocolWebSocket
 	isBytes := proto == v1alpha1.ProtocolBytes
 	for _, f := range []struct {

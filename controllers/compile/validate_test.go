@@ -75,7 +75,7 @@ listeners: [{name: public, port: 65536}]`,
 			name: "two listeners on one port",
 			spec: `
 listeners: [{name: a, port: 443}, {name: b, port: 443}]`,
-			want: []string{`spec.listeners[1].port: Duplicate value: 443: also the port of listener a: give each listener its own port`},
+			want: []string{`spec.listeners[1].port: Duplicate value: 443: also the TCP port of listener a: give each its own port, or make one TCP and the other UDP`},
 		},
 		{
 			name: "internal listener without tls",
@@ -194,13 +194,131 @@ routes: [{name: ssh, listeners: [public, pubic], match: {protocol: ssh}, ` + okB
 			want: []string{`spec.routes[0].listeners[1]: Not found: "pubic": must be a listener declared in spec.listeners: add the listener or fix the name`},
 		},
 
+		// UDP listeners: the API server's rules, item by item.
+		{
+			name: "two UDP listeners on one port",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}, {name: vpn, port: 443, protocol: UDP}]`,
+			want: []string{`spec.listeners[1].port: Duplicate value: 443: also the UDP port of listener h3: give each its own port, or make one TCP and the other UDP`},
+		},
+		{
+			name: "a TCP listener by default and one said TCP on one port",
+			spec: `
+listeners: [{name: https, port: 443}, {name: h3, port: 443, protocol: UDP}, {name: other, port: 443, protocol: TCP}]`,
+			want: []string{`spec.listeners[2].port: Duplicate value: 443: also the TCP port of listener https`},
+		},
+		{
+			name: "listener protocol not in the enum",
+			spec: `
+listeners: [{name: a, port: 443, protocol: SCTP}, {name: b, port: 53, protocol: udp}]`,
+			want: []string{
+				`spec.listeners[0].protocol: Unsupported value: "SCTP": supported values: "TCP", "UDP"`,
+				`spec.listeners[1].protocol: Unsupported value: "udp": supported values: "TCP", "UDP"`,
+			},
+		},
+		{
+			name: "UDP listener without a port",
+			spec: `
+listeners: [{name: public, port: 443}, {name: dns, protocol: UDP}]`,
+			want: []string{`spec.listeners[1].port: Required value: a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal`},
+		},
+		{
+			name: "UDP listener terminating TLS and expecting PROXY headers",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP, tls: {certificateRefs: [{name: c}]}, proxyProtocol: {trustedCIDRs: [10.0.0.0/8]}}]`,
+			want: []string{
+				`spec.listeners[0].tls: Invalid value: tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)`,
+				`spec.listeners[0].proxyProtocol: Invalid value: proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none`,
+			},
+		},
+		{
+			name: "ssh on a UDP listener, named beside a TCP one",
+			spec: `
+listeners: [{name: public, port: 443}, {name: h3, port: 443, protocol: UDP}]
+routes: [{name: ssh, listeners: [public, h3], match: {protocol: ssh}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].listeners[1]: Invalid value: "h3": listener h3 is UDP, which does not carry match.protocol ssh: it is recognised on TCP listeners only; name a TCP listener`},
+		},
+		{
+			name: "timeout on a UDP listener",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes: [{name: silent, listeners: [dns], match: {protocol: timeout}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].listeners[0]: Invalid value: "dns": listener dns is UDP, which does not carry match.protocol timeout`},
+		},
+		{
+			name: "a tunnel on a UDP listener",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes: [{name: tunnel, listeners: [dns], match: {protocol: websocket}, tunnel: {auth: {none: true}, allow: [{service: {name: dns, port: 53}, protocol: UDP}]}}]`,
+			want: []string{`spec.routes[0].listeners[0]: Invalid value: "dns": listener dns is UDP, which does not carry match.protocol websocket`},
+		},
+		{
+			name: "a hand-off from a UDP listener",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}, {name: inner, tls: {certificateRefs: [{name: c}]}}]
+routes: [{name: unwrap, listeners: [h3], match: {protocol: tls}, listener: inner}]`,
+			want: []string{`spec.routes[0].listeners[0]: Invalid value: "h3": listener h3 is UDP, which does not carry match.protocol tls`},
+		},
+		{
+			name: "backend mode http on a UDP listener",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}]
+routes: [{name: web, listeners: [h3], match: {protocol: http}, backend: {service: {name: web, port: 80}, mode: http}}]`,
+			want: []string{`spec.routes[0].listeners[0]: Invalid value: "h3": listener h3 is UDP, which does not carry match.protocol http`},
+		},
+		{
+			name: "quic that leaves out listeners, and no UDP listener",
+			spec: `
+listeners: [{name: public, port: 443}]
+routes: [{name: h3, match: {protocol: quic, sni: [example.com]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.protocol: Invalid value: "quic": the route leaves out listeners, so it attaches to every listener with a port whose protocol carries quic, and none does: it is recognised in UDP datagrams only; name a UDP listener (protocol: UDP)`},
+		},
+		{
+			name: "ssh that leaves out listeners, and only UDP listeners",
+			spec: `
+listeners: [{name: h3, port: 443, protocol: UDP}]
+routes: [{name: ssh, match: {protocol: ssh}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.protocol: Invalid value: "ssh": the route leaves out listeners, so it attaches to every listener with a port whose protocol carries ssh, and none does: it is recognised on TCP listeners only; name a TCP listener`},
+		},
+		{
+			name: "backend proxyProtocol on a route naming a UDP listener",
+			spec: `
+listeners: [{name: public, port: 1194}, {name: vpn, port: 1194, protocol: UDP}]
+routes: [{name: vpn, listeners: [public, vpn], match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: v2}}]`,
+			want: []string{`spec.routes[0].backend.proxyProtocol: Invalid value: "v2": the route is on UDP listener vpn, whose sessions reach their backend without a PROXY header: name the route's TCP listeners in listeners, or leave proxyProtocol out`},
+		},
+		{
+			name: "backend proxyProtocol on a route that leaves out listeners and reaches a UDP one",
+			spec: `
+listeners: [{name: public, port: 1194}, {name: vpn, port: 1194, protocol: UDP}]
+routes: [{name: vpn, match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}, proxyProtocol: v1}}]`,
+			want: []string{`spec.routes[0].backend.proxyProtocol: Invalid value: "v1": the route is on UDP listener vpn`},
+		},
+		{
+			name: "sni on dns",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes: [{name: dns, listeners: [dns], match: {protocol: dns, sni: [example.com]}, ` + okBackend + `}]`,
+			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocols tls and quic`},
+		},
+		{
+			name: "an unknown protocol on a UDP listener is said once",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}]
+routes: [{name: a, listeners: [dns], match: {protocol: stun}, ` + okBackend + `}, {name: b, match: {protocol: stun}, ` + okBackend + `}]`,
+			want: []string{
+				`spec.routes[0].match.protocol: Unsupported value: "stun"`,
+				`spec.routes[1].match.protocol: Unsupported value: "stun"`,
+			},
+		},
+
 		// Matches.
 		{
 			name: "a datagram protocol on a TCP listener",
 			spec: `
 listeners: [{name: public, port: 443}]
 routes: [{name: h3, listeners: [public], match: {protocol: quic}, ` + okBackend + `}]`,
-			want: []string{`spec.routes[0].match.protocol: Invalid value: "quic": recognised in datagrams only, and listeners are TCP`},
+			want: []string{`spec.routes[0].listeners[0]: Invalid value: "public": listener public is TCP, which does not carry match.protocol quic: it is recognised in UDP datagrams only; name a UDP listener (protocol: UDP)`},
 		},
 		{
 			name: "unknown protocol",
@@ -214,14 +332,14 @@ routes: [{name: ftp, listeners: [public], match: {protocol: ftp}, ` + okBackend 
 			spec: `
 listeners: [{name: public, port: 443}]
 routes: [{name: ssh, listeners: [public], match: {protocol: ssh, sni: [a.example.com]}, ` + okBackend + `}]`,
-			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocol tls`},
+			want: []string{`spec.routes[0].match.sni: Invalid value: sni applies only to protocols tls and quic`},
 		},
 		{
 			name: "alpn on http",
 			spec: `
 listeners: [{name: public, port: 443}]
 routes: [{name: web, listeners: [public], match: {protocol: http, alpn: [h2]}, ` + okBackend + `}]`,
-			want: []string{`spec.routes[0].match.alpn: Invalid value: alpn applies only to protocol tls`},
+			want: []string{`spec.routes[0].match.alpn: Invalid value: alpn applies only to protocols tls and quic`},
 		},
 		{
 			name: "host on tls",
@@ -455,7 +573,7 @@ routes:
 				`spec.listeners[0].name: Invalid value: "Public": must be a DNS label`,
 				`spec.listeners[1].port: Required value: an internal listener (one without port) must set tls`,
 				`spec.routes[0].listeners[0]: Not found: "public": must be a listener declared in spec.listeners`,
-				`spec.routes[0].match.sni: Invalid value: sni applies only to protocol tls`,
+				`spec.routes[0].match.sni: Invalid value: sni applies only to protocols tls and quic`,
 				`spec.routes[0]: Invalid value: a route needs exactly one action`,
 				`spec.routes[1].match.regex: Invalid value: "(": does not compile`,
 			},
@@ -608,6 +726,31 @@ routes:
 - {name: re, listeners: [public], match: {protocol: bytes, regex: '^\x16\x03[\x00-\x04]'}, backend: {address: "localhost:443"}}
 - {name: silent, listeners: [public], match: {protocol: timeout}, backend: {service: {name: sshd, port: 22}}}
 - {name: rest, listeners: [public], match: {protocol: any}, backend: {service: {name: web, port: 443}}}`,
+		},
+		{
+			name: "HTTPS and HTTP/3 on 443, OpenVPN and WireGuard beside QUIC",
+			spec: `
+listeners:
+- {name: https, port: 443}
+- {name: h3, port: 443, protocol: UDP, probeTimeout: 1s, maxConnections: 100000, maxConnectionsPerClient: 64, maxConnectionRatePerClient: 32}
+- {name: tls-explicit, port: 8443, protocol: TCP}
+routes:
+- {name: web, match: {protocol: tls, sni: ["*.example.com"], alpn: [h2, http/1.1]}, backend: {service: {name: web, port: 443}, proxyProtocol: v2}}
+- {name: web-h3, match: {protocol: quic, sni: ["*.example.com", Example.ORG], alpn: [h3]}, backend: {service: {name: web, port: https}}}
+- {name: wg, match: {protocol: wireguard}, idleTimeout: 3m, backend: {service: {name: wg, port: 51820}}}
+- {name: dns, match: {protocol: dns}, backend: {address: "10.0.0.53:53"}}
+- {name: vpn, match: {protocol: openvpn}, backend: {service: {name: openvpn, port: 1194}}}
+- {name: probe, listeners: [h3], match: {protocol: bytes, regex: '^\x00\x01'}, ` + okBackend + `}
+- {name: legacy, listeners: [https], match: {protocol: bytes, prefix: "HELLO"}, backend: {service: {name: legacy, port: 9000}, proxyProtocol: v1}}
+- {name: rest, listeners: [h3], match: {protocol: any}, ` + okBackend + `}`,
+		},
+		{
+			name: "UDP listeners only, routes that leave out listeners",
+			spec: `
+listeners: [{name: dns, port: 53, protocol: UDP}, {name: wg, port: 51820, protocol: UDP}]
+routes:
+- {name: dns, match: {protocol: dns}, ` + okBackend + `}
+- {name: wg, match: {protocol: wireguard}, ` + okBackend + `}`,
 		},
 		{
 			name: "routes that name no listener",

@@ -153,7 +153,7 @@ var expectations = map[string]expectation{
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 3, leaderElect: true,
 		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
-			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
+			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443/udp=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
 			"--allow-address-backends", "--gateway-api=on", "--gateway-address-service=portmux-system/portmux-dataplane",
 			"--leader-election-namespace=portmux-system"},
 		dataplaneArgs:         []string{socketFlag, "--zap-log-level=debug", "--idle-timeout=1h", "--shutdown-grace=20s"},
@@ -161,6 +161,7 @@ var expectations = map[string]expectation{
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		servicePorts: []corev1.ServicePort{
 			{Name: "public", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolTCP, NodePort: 30443},
+			{Name: "public-udp", Port: 443, TargetPort: intstr.FromInt32(443), Protocol: corev1.ProtocolUDP, NodePort: 30443},
 			{Name: "ssh", Port: 22, TargetPort: intstr.FromInt32(2222), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("ssh")},
 		},
 		managerPorts: []corev1.ContainerPort{
@@ -169,6 +170,7 @@ var expectations = map[string]expectation{
 		},
 		dataplanePorts: []corev1.ContainerPort{
 			{Name: "public", ContainerPort: 443, Protocol: corev1.ProtocolTCP},
+			{Name: "public-udp", ContainerPort: 443, Protocol: corev1.ProtocolUDP},
 			{Name: "ssh", ContainerPort: 2222, Protocol: corev1.ProtocolTCP},
 		},
 		dataplaneMemory: "2Gi",
@@ -246,8 +248,10 @@ func TestRenderedObjects(t *testing.T) {
 			}
 			checkSelects(t, svc.Spec.Selector, dep)
 			for _, p := range svc.Spec.Ports {
-				if !slices.ContainsFunc(dp.Ports, func(cp corev1.ContainerPort) bool { return cp.ContainerPort == p.TargetPort.IntVal }) {
-					t.Errorf("Service port %s targets %s, which the dataplane container does not declare", p.Name, p.TargetPort.String())
+				if !slices.ContainsFunc(dp.Ports, func(cp corev1.ContainerPort) bool {
+					return cp.ContainerPort == p.TargetPort.IntVal && cp.Protocol == p.Protocol
+				}) {
+					t.Errorf("Service port %s targets %s/%s, which the dataplane container does not declare", p.Name, p.TargetPort.String(), p.Protocol)
 				}
 			}
 
@@ -516,6 +520,9 @@ func TestRefusedValues(t *testing.T) {
 		{"port range", []string{"--set", "service.ports[0].name=p", "--set", "service.ports[0].port=70000"}, "/service/ports/0/port': maximum"},
 		{"port name taken", []string{"--set", "service.ports[0].name=metrics", "--set", "service.ports[0].port=443"}, "already has"},
 		{"duplicate port name", []string{"--set-json", `service.ports=[{"name":"a","port":1},{"name":"a","port":2}]`}, "used twice"},
+		{"port protocol", []string{"--set-json", `service.ports=[{"name":"a","port":443,"protocol":"SCTP"}]`}, "/service/ports/0/protocol"},
+		{"one port twice on one protocol", []string{"--set-json", `service.ports=[{"name":"a","port":443},{"name":"b","port":8443,"targetPort":443,"protocol":"TCP"}]`}, "both reach the dataplane's 443/TCP"},
+		{"port policy transport", []string{"--set-json", `portPolicy=[{"ports":"443/sctp","namespaces":["edge"]}]`}, "/portPolicy/0/ports"},
 		{"no leader election with replicas", []string{"--set", "leaderElection.enabled=false", "--set", "replicaCount=3"}, "needs replicaCount=1"},
 		{"disruption bound", []string{"--set", "podDisruptionBudget.maxUnavailable=-1"}, "/podDisruptionBudget/maxUnavailable"},
 		{"digest", []string{"--set", "image.digest=latest"}, "/image/digest"},
@@ -741,15 +748,19 @@ func TestNetworkPolicy(t *testing.T) {
 	ports := func(r []networkingv1.NetworkPolicyPort) []string {
 		var out []string
 		for _, p := range r {
-			out = append(out, p.Port.String())
+			s := p.Port.String()
+			if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+				s += "/" + string(*p.Protocol)
+			}
+			out = append(out, s)
 		}
 		return out
 	}
 	if len(np.Spec.Ingress) != 2 {
 		t.Fatalf("ingress rules: %+v, want the listeners' and the metrics'", np.Spec.Ingress)
 	}
-	if got := ports(np.Spec.Ingress[0].Ports); !slices.Equal(got, []string{"443", "2222"}) {
-		t.Errorf("listener ports %v, want the Service's targetPorts 443 and 2222", got)
+	if got := ports(np.Spec.Ingress[0].Ports); !slices.Equal(got, []string{"443", "443/UDP", "2222"}) {
+		t.Errorf("listener ports %v, want the Service's targetPorts 443, 443/UDP and 2222", got)
 	}
 	if from := np.Spec.Ingress[0].From; len(from) != 1 || from[0].IPBlock == nil || from[0].IPBlock.CIDR != "0.0.0.0/0" {
 		t.Errorf("listeners from %+v, want listenerFrom", from)
@@ -758,7 +769,7 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Errorf("metrics rule %+v, want port 9090 from metricsFrom only", np.Spec.Ingress[1])
 	}
 	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) || len(np.Spec.Egress) != 3 ||
-		!slices.Equal(ports(np.Spec.Egress[0].Ports), []string{"53", "53"}) {
+		!slices.Equal(ports(np.Spec.Egress[0].Ports), []string{"53/UDP", "53"}) {
 		t.Errorf("egress %+v, want DNS and the two rules of the values", np.Spec.Egress)
 	}
 }

@@ -135,7 +135,7 @@ func (e *kindEnv) inspect(t *testing.T, pod, target string) inspection {
 
 // checkDataplaneHoldsNothing: the dataplane container has no token file,
 // the API server refuses it for want of credentials, and it listens on
-// its listener port only; the manager container, inspected the same way,
+// its listener ports only (TCP and UDP 443); the manager container, inspected the same way,
 // has the token, is answered, and listens on its own ports.
 func (e *kindEnv) checkDataplaneHoldsNothing(t *testing.T) {
 	pod := e.portmuxPod(t)
@@ -152,7 +152,7 @@ func (e *kindEnv) checkDataplaneHoldsNothing(t *testing.T) {
 			t.Errorf("the manager listens on %q, want %q", in.ownPorts, want)
 		}
 	})
-	t.Run("the dataplane container has no token, no API access, no port but its listener", func(t *testing.T) {
+	t.Run("the dataplane container has no token, no API access, no port but its listeners", func(t *testing.T) {
 		in := e.inspect(t, pod, "dataplane")
 		if !strings.HasPrefix(in.cmdline, "/portmux dataplane ") {
 			t.Fatalf("PID 1 beside the dataplane is %q", in.cmdline)
@@ -166,7 +166,7 @@ func (e *kindEnv) checkDataplaneHoldsNothing(t *testing.T) {
 		if in.api != "401" && in.api != "403" {
 			t.Errorf("the API server answered the dataplane's request with %q, want 401 or 403 (no credentials)", in.api)
 		}
-		if want := []string{"tcp/443"}; !slices.Equal(in.ownPorts, want) {
+		if want := []string{"tcp/443", "udp/443"}; !slices.Equal(in.ownPorts, want) {
 			t.Errorf("the dataplane listens on %q, want only %q (the pod listens on %q)", in.ownPorts, want, in.allPorts)
 		}
 		if !slices.Contains(in.allPorts, "tcp/8081") {

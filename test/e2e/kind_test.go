@@ -16,6 +16,10 @@ package e2e
 //     backend's own certificate);
 //   - SSH again through a WebSocket tunnel: TLS terminated by PortMux on 443
 //     (another SNI), then the tunnel route's token and allow list;
+//   - the cluster's DNS server (CoreDNS) on 443/udp, beside TCP 443 on the
+//     same address: the chart's Service carries 443/TCP and 443/UDP, the
+//     PortMux a UDP listener on 443 whose dns route (which names no
+//     listener, so it lands on the UDP one) reaches a UDP Service port;
 //
 // and checks that `kubectl get portmux` shows it Ready and that the tunnel
 // refuses a client without the token. Then it checks the pod's split
@@ -99,8 +103,10 @@ COPY portmux /usr/local/bin/portmux
 `
 
 // kindWorkloads is everything in the test namespace but the Secrets, which
-// are created from generated files. @PEERS@ and @DATAPLANE_IP@ are
-// replaced.
+// are created from generated files. @PEERS@, @DATAPLANE_IP@ and
+// @COREDNS_IP@ (a CoreDNS pod's address: Service dns has no selector, its
+// EndpointSlice names that pod, so that a UDP Service port of the test's
+// namespace leads to a real DNS server) are replaced.
 const kindWorkloads = `
 apiVersion: apps/v1
 kind: Deployment
@@ -155,6 +161,21 @@ spec:
   selector: {app: web}
   ports: [{name: https, port: 443, targetPort: https}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: dns}
+spec:
+  ports: [{name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dns-coredns
+  labels: {kubernetes.io/service-name: dns}
+addressType: IPv4
+ports: [{name: dns, port: 53, protocol: UDP}]
+endpoints: [{addresses: ["@COREDNS_IP@"]}]
+---
 apiVersion: portmux.dev/v1alpha1
 kind: PortMux
 metadata: {name: edge}
@@ -163,6 +184,9 @@ spec:
   - name: public
     port: 443
     probeTimeout: 3s
+  - name: public-udp
+    port: 443
+    protocol: UDP
   - name: unwrapped
     tls:
       certificateRefs: [{name: tunnel-tls}]
@@ -187,6 +211,9 @@ spec:
       auth: {tokenSecretRef: {name: tunnel-token, key: token}}
       allow:
       - service: {name: sshd, port: 22}
+  - name: dns
+    match: {protocol: dns}
+    backend: {service: {name: dns, port: dns}}
 ---
 apiVersion: v1
 kind: Pod
@@ -243,6 +270,8 @@ func TestKind(t *testing.T) {
 		"--set", "image.repository="+kindImageRepo, "--set", "image.tag="+kindImageTag, "--set", "image.pullPolicy=Never",
 		// kind has no load balancer; the client pod uses the ClusterIP.
 		"--set", "service.type=ClusterIP",
+		// 443 twice: TCP for SSH, TLS and tunnels, UDP for DNS.
+		"--set-json", `service.ports=[{"name":"public","port":443},{"name":"public-udp","port":443,"protocol":"UDP"}]`,
 		// The test's PortMuxes live in their own namespace: grant it every
 		// port (by default only the release's namespace may claim ports).
 		"--set-json", `portPolicy=[{"ports":"*","namespaces":["`+kindAppNS+`"]}]`,
@@ -265,7 +294,12 @@ func TestKind(t *testing.T) {
 	} {
 		e.kubectlOut(t, append([]string{"-n", kindAppNS}, args...)...)
 	}
-	manifest := strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip).Replace(kindWorkloads)
+	coreDNS := strings.TrimSpace(e.kubectlOut(t, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns",
+		"-o", "jsonpath={.items[0].status.podIP}"))
+	if net.ParseIP(coreDNS) == nil {
+		t.Fatalf("no CoreDNS pod address: %q", coreDNS)
+	}
+	manifest := strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip, "@COREDNS_IP@", coreDNS).Replace(kindWorkloads)
 	e.run(t, time.Minute, strings.NewReader(manifest), e.kubectl, "-n", kindAppNS, "apply", "-f", "-")
 	e.kubectlOut(t, "-n", kindAppNS, "rollout", "status", "deployment/sshd", "deployment/web", "--timeout=3m")
 	e.kubectlOut(t, "-n", kindAppNS, "wait", "pod/client", "--for=condition=Ready", "--timeout=3m")
@@ -305,6 +339,31 @@ func TestKind(t *testing.T) {
 		out := e.clientExec(t, append(sshOpts, "-o", proxy, "e2e@sshd", "echo", "ssh-via-tunnel")...)
 		if !strings.Contains(out, "ssh-via-tunnel") {
 			t.Errorf("ssh through the WebSocket tunnel printed %q", out)
+		}
+	})
+	t.Run("dns on 443/udp beside tcp 443", func(t *testing.T) {
+		// bash's /dev/udp: a query for kube-dns.kube-system.svc.cluster.local
+		// A (ID 0x1234), then the answer's first four bytes: the ID, and
+		// flags with QR set and RCODE 0 (NOERROR). No byte of the query is
+		// 0x0a: bash's printf writes up to each newline apart, which would
+		// cut the query into two datagrams.
+		query := `\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00` +
+			`\x08kube-dns\x0bkube-system\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01`
+		script := fmt.Sprintf(`exec 3<>/dev/udp/%s/443 && printf '%s' >&3 && timeout 10 od -An -tx1 -N4 <&3`, ip, query)
+		var answer []string
+		var out string
+		var err error
+		for range 5 { // UDP: nobody resends a datagram lost while kube-proxy programs the Service
+			out, err = e.clientExecErr(t, "bash", "-c", script)
+			if answer = strings.Fields(out); err == nil && len(answer) == 4 {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("no DNS answer through 443/udp: %v\n%s", err, out)
+		}
+		if len(answer) != 4 || answer[0] != "12" || answer[1] != "34" || answer[2] < "80" || !strings.HasSuffix(answer[3], "0") {
+			t.Errorf("the DNS answer through 443/udp starts with %q, want 12 34, QR set, RCODE 0", answer)
 		}
 	})
 	// A tunnel is never an open proxy: no token, or a target outside the

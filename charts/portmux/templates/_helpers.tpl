@@ -74,6 +74,7 @@ app.kubernetes.io/component: controller
 {{- fail "leaderElection.enabled=false needs replicaCount=1: with more replicas every pod would write status" }}
 {{- end }}
 {{- $seen := dict }}
+{{- $bound := dict }}
 {{- range .Values.service.ports }}
 {{- if hasKey $seen .name }}
 {{- fail (printf "service.ports: the name %q is used twice" .name) }}
@@ -82,5 +83,10 @@ app.kubernetes.io/component: controller
 {{- fail (printf "service.ports: %q is the name of a port the pod already has" .name) }}
 {{- end }}
 {{- $_ := set $seen .name true }}
+{{- $key := printf "%v/%s" (default .port .targetPort) (default "TCP" .protocol) }}
+{{- if hasKey $bound $key }}
+{{- fail (printf "service.ports: %q and %q both reach the dataplane's %s: a TCP and a UDP port may share a number, two of one protocol may not" (get $bound $key) .name $key) }}
+{{- end }}
+{{- $_ := set $bound $key .name }}
 {{- end }}
 {{- end }}
