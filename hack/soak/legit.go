@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 // legitAddrs describes where the legitimate clients come from: each
@@ -96,22 +98,13 @@ func (r *legitResults) summary() map[string]kindSummary {
 		slices.Sort(lat)
 		ops := len(lat) + k.failures
 		s := kindSummary{Ops: ops, Failures: k.failures, Lost: k.lost, LastError: k.lastErr,
-			P50: ms(percentile(lat, 0.50)), P99: ms(percentile(lat, 0.99))}
+			P50: ms(harness.Percentile(lat, 50)), P99: ms(harness.Percentile(lat, 99))}
 		if ops > 0 {
 			s.Success = float64(len(lat)) / float64(ops)
 		}
 		out[name] = s
 	}
 	return out
-}
-
-// percentile of sorted durations, nearest rank; 0 for none.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

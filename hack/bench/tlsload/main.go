@@ -31,6 +31,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 func main() {
@@ -55,24 +57,12 @@ func main() {
 	}
 }
 
-// loopback refuses any address that is not 127.0.0.1.
-func loopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if host != "127.0.0.1" {
-		return fmt.Errorf("%s: only 127.0.0.1 is allowed", addr)
-	}
-	return nil
-}
-
 // runEcho is the backend: a plain TCP echo server.
 func runEcho(args []string) error {
 	fs := flag.NewFlagSet("echo", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:17101", "listen address")
 	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := harness.Loopback(*addr); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
@@ -172,7 +162,7 @@ func runHandshake(args []string) error {
 	peer := fs.String("peer", "", "label")
 	cert := fs.String("cert", "", "label")
 	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := harness.Loopback(*addr); err != nil {
 		return err
 	}
 	cfg, err := clientConfig(*sni, *groups, *tls12)
@@ -297,17 +287,6 @@ type bulkResult struct {
 	MuxCPUsGB float64 `json:"mux_cpu_s_per_gb"`
 }
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suf) {
-			s, mult = strings.TrimSuffix(s, suf), m
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n * mult, err
-}
-
 func runBulk(args []string) error {
 	fs := flag.NewFlagSet("bulk", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
@@ -318,10 +297,10 @@ func runBulk(args []string) error {
 	peer := fs.String("peer", "", "label")
 	cert := fs.String("cert", "", "label")
 	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := harness.Loopback(*addr); err != nil {
 		return err
 	}
-	each, err := parseSize(*size)
+	each, err := harness.ParseSize(*size)
 	if err != nil {
 		return err
 	}
