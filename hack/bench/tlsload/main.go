@@ -131,10 +131,40 @@ func clientConfig(sni, groups string, tls12 bool) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// client is what the handshake and bulk commands share: the proxy they
+// load (on loopback), the server name they ask for, the proxy's PID to
+// charge CPU time to, and the labels of their result.
+type client struct {
+	addr, sni  string
+	pid        int
+	peer, cert string
+}
+
+func clientFlags(fs *flag.FlagSet) *client {
+	cl := &client{}
+	fs.StringVar(&cl.addr, "addr", "127.0.0.1:17443", "proxy address")
+	fs.StringVar(&cl.sni, "sni", "bench.test", "server name")
+	fs.IntVar(&cl.pid, "pid", 0, "the proxy's PID, for its CPU time")
+	fs.StringVar(&cl.peer, "peer", "", "label")
+	fs.StringVar(&cl.cert, "cert", "", "label")
+	return cl
+}
+
+// parse parses the command's flags and checks the address.
+func (cl *client) parse(fs *flag.FlagSet, args []string) error {
+	_ = fs.Parse(args)
+	return harness.Loopback(cl.addr)
+}
+
+// labels name the run a result belongs to.
+type labels struct {
+	Peer     string `json:"peer"`
+	Cert     string `json:"cert"`
+	Scenario string `json:"scenario"`
+}
+
 type handshakeResult struct {
-	Peer         string  `json:"peer"`
-	Cert         string  `json:"cert"`
-	Scenario     string  `json:"scenario"`
+	labels
 	Workers      int     `json:"workers"`
 	Seconds      float64 `json:"seconds"`
 	Handshakes   int64   `json:"handshakes"`
@@ -150,22 +180,17 @@ type handshakeResult struct {
 
 func runHandshake(args []string) error {
 	fs := flag.NewFlagSet("handshake", flag.ExitOnError)
-	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
-	sni := fs.String("sni", "bench.test", "server name")
+	cl := clientFlags(fs)
 	groups := fs.String("groups", "x25519", "key exchange: x25519, p256 or default")
 	tls12 := fs.Bool("tls12", false, "TLS 1.2 instead of 1.3")
 	resume := fs.Bool("resume", false, "each client keeps its session ticket and resumes")
 	workers := fs.Int("c", 32, "concurrent clients")
 	d := fs.Duration("d", 5*time.Second, "measured duration")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up")
-	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
-	peer := fs.String("peer", "", "label")
-	cert := fs.String("cert", "", "label")
-	_ = fs.Parse(args)
-	if err := harness.Loopback(*addr); err != nil {
+	if err := cl.parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := clientConfig(*sni, *groups, *tls12)
+	cfg, err := clientConfig(cl.sni, *groups, *tls12)
 	if err != nil {
 		return err
 	}
@@ -189,7 +214,7 @@ func runHandshake(args []string) error {
 			buf := make([]byte, len(msg))
 			for !stop.Load() {
 				start := time.Now()
-				didResume, err := oneHandshake(*addr, wcfg, msg, buf)
+				didResume, err := oneHandshake(cl.addr, wcfg, msg, buf)
 				if !measuring.Load() {
 					continue
 				}
@@ -207,13 +232,13 @@ func runHandshake(args []string) error {
 		}()
 	}
 	time.Sleep(*warmup)
-	cpu0 := cpuSeconds(*pid)
+	cpu0 := cpuSeconds(cl.pid)
 	t0 := time.Now()
 	measuring.Store(true)
 	time.Sleep(*d)
 	measuring.Store(false)
 	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(*pid) - cpu0
+	cpu := cpuSeconds(cl.pid) - cpu0
 	n := ok.Load()
 	stop.Store(true)
 	wg.Wait()
@@ -237,11 +262,11 @@ func runHandshake(args []string) error {
 		scen += "-resumed"
 	}
 	r := handshakeResult{
-		Peer: *peer, Cert: *cert, Scenario: "handshake-" + scen + "-" + *groups, Workers: *workers,
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "handshake-" + scen + "-" + *groups}, Workers: *workers,
 		Seconds: elapsed, Handshakes: n, Failures: failed.Load(),
 		Resumed: resumed.Load(), PerSecond: float64(n) / elapsed, P50ms: pct(0.5), P99ms: pct(0.99), MuxCPUs: cpu,
 	}
-	if n > 0 && *pid > 0 {
+	if n > 0 && cl.pid > 0 {
 		r.MuxCPUus = cpu / float64(n) * 1e6
 	}
 	if v, ok := firstErr.Load().(string); ok {
@@ -276,9 +301,7 @@ func oneHandshake(addr string, cfg *tls.Config, msg, buf []byte) (resumed bool, 
 }
 
 type bulkResult struct {
-	Peer      string  `json:"peer"`
-	Cert      string  `json:"cert"`
-	Scenario  string  `json:"scenario"`
+	labels
 	Conns     int     `json:"conns"`
 	Bytes     int64   `json:"bytes_each_way"`
 	Seconds   float64 `json:"seconds"`
@@ -289,36 +312,31 @@ type bulkResult struct {
 
 func runBulk(args []string) error {
 	fs := flag.NewFlagSet("bulk", flag.ExitOnError)
-	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
-	sni := fs.String("sni", "bench.test", "server name")
+	cl := clientFlags(fs)
 	conns := fs.Int("conns", 4, "parallel connections")
 	size := fs.String("bytes", "256MiB", "bytes each connection writes (and reads back)")
-	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
-	peer := fs.String("peer", "", "label")
-	cert := fs.String("cert", "", "label")
-	_ = fs.Parse(args)
-	if err := harness.Loopback(*addr); err != nil {
+	if err := cl.parse(fs, args); err != nil {
 		return err
 	}
 	each, err := harness.ParseSize(*size)
 	if err != nil {
 		return err
 	}
-	cfg, err := clientConfig(*sni, "x25519", false)
+	cfg, err := clientConfig(cl.sni, "x25519", false)
 	if err != nil {
 		return err
 	}
 	// Connect and handshake first, so only the transfer is timed.
 	var cs []*tls.Conn
 	for range *conns {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, cfg)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", cl.addr, cfg)
 		if err != nil {
 			return err
 		}
 		defer func() { _ = c.Close() }()
 		cs = append(cs, c)
 	}
-	cpu0 := cpuSeconds(*pid)
+	cpu0 := cpuSeconds(cl.pid)
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2**conns)
@@ -346,17 +364,17 @@ func runBulk(args []string) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(*pid) - cpu0
+	cpu := cpuSeconds(cl.pid) - cpu0
 	close(errs)
 	for err := range errs {
 		return err
 	}
 	total := float64(each) * float64(*conns)
 	r := bulkResult{
-		Peer: *peer, Cert: *cert, Scenario: "bulk", Conns: *conns, Bytes: each, Seconds: elapsed,
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "bulk"}, Conns: *conns, Bytes: each, Seconds: elapsed,
 		MBps: total / elapsed / 1e6, MuxCPUs: cpu,
 	}
-	if *pid > 0 {
+	if cl.pid > 0 {
 		r.MuxCPUsGB = cpu / (total / 1e9)
 	}
 	fmt.Fprintf(os.Stderr, "%s %s bulk: %.0f MB/s (one way, %d conns), proxy CPU %.2f s/GB\n",
