@@ -279,19 +279,14 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 	remote := newRemote(t, path)
 	runRemote(t, remote)
 
-	ctx := context.Background()
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
-	if err := k8s.Create(ctx, nsObj); err != nil {
-		t.Fatal(err)
-	}
+	create(t, nsObj)
 	ns := nsObj.Name
 	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
 	host, bport := echoBackend(t, "a")
 	serviceFor(t, ns, "echo", bport, host)
 	port := int32(peers.FreePort(t))
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "echo")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(ns, "edge", port, "echo"))
 	condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
 	if got, err := talk(port, "hello"); err != nil || !strings.HasPrefix(got, "a") {
 		t.Fatalf("through the dataplane: %q, %v", got, err)
