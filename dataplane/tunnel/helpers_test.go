@@ -282,3 +282,36 @@ func certPool(cert *x509.Certificate) *x509.CertPool {
 	p.AddCert(cert)
 	return p
 }
+
+// handshake sends one WebSocket handshake for path to addr, with the Host
+// host (addr's if empty) and the headers h, and hands the answer and the
+// connection's reader to read before it closes the connection.
+func handshake(t *testing.T, addr, host, path string, h http.Header, read func(*http.Response, *bufio.Reader)) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if host != "" {
+		req.Host = host
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	read(resp, br)
+}
