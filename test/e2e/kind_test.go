@@ -47,6 +47,7 @@ package e2e
 import (
 	"crypto/rand"
 	"crypto/x509"
+	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -99,111 +100,17 @@ COPY portmux /usr/local/bin/portmux
 `
 
 // kindWorkloads is everything in the test namespace but the Secrets, which
-// are created from generated files. @PEERS@ and @DATAPLANE_IP@ are
-// replaced.
-const kindWorkloads = `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sshd}
-spec:
-  selector: {matchLabels: {app: sshd}}
-  template:
-    metadata: {labels: {app: sshd}}
-    spec:
-      containers:
-      - name: sshd
-        image: @PEERS@
-        imagePullPolicy: Never
-        command: [sh, -c]
-        args:
-        - ssh-keygen -A && exec /usr/sbin/sshd -D -e -p 22 -o StrictModes=no -o AuthorizedKeysFile=/keys/authorized_keys -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no
-        ports: [{name: ssh, containerPort: 22}]
-        readinessProbe: {tcpSocket: {port: 22}, periodSeconds: 2}
-        volumeMounts: [{name: keys, mountPath: /keys, readOnly: true}]
-      volumes:
-      - {name: keys, secret: {secretName: sshd-keys}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: sshd}
-spec:
-  selector: {app: sshd}
-  ports: [{name: ssh, port: 22, targetPort: ssh}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: @PEERS@
-        imagePullPolicy: Never
-        command: [openssl, s_server, -accept, "8443", -cert, /tls/tls.crt, -key, /tls/tls.key, -www]
-        ports: [{name: https, containerPort: 8443}]
-        volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]
-      volumes:
-      - {name: tls, secret: {secretName: web-tls}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{name: https, port: 443, targetPort: https}]
----
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: edge}
-spec:
-  listeners:
-  - name: public
-    port: 443
-    probeTimeout: 3s
-  - name: unwrapped
-    tls:
-      certificateRefs: [{name: tunnel-tls}]
-      alpn: [http/1.1]
-  routes:
-  - name: ssh
-    listeners: [public]
-    match: {protocol: ssh}
-    backend: {service: {name: sshd, port: 22}}
-  - name: web
-    listeners: [public]
-    match: {protocol: tls, sni: [` + kindWebHost + `]}
-    backend: {service: {name: web, port: 443}}
-  - name: unwrap
-    listeners: [public]
-    match: {protocol: tls, sni: [` + kindTunnelHost + `]}
-    listener: unwrapped
-  - name: tunnel
-    listeners: [unwrapped]
-    match: {protocol: websocket, pathPrefix: /tunnel}
-    tunnel:
-      auth: {tokenSecretRef: {name: tunnel-token, key: token}}
-      allow:
-      - service: {name: sshd, port: 22}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  hostAliases:
-  - ip: "@DATAPLANE_IP@"
-    hostnames: [` + kindEdgeHost + `, ` + kindWebHost + `, ` + kindTunnelHost + `]
-  containers:
-  - name: client
-    image: @PEERS@
-    imagePullPolicy: Never
-    command: [sleep, infinity]
-    volumeMounts: [{name: files, mountPath: /files, readOnly: true}]
-  volumes:
-  - {name: files, secret: {secretName: client-files, defaultMode: 0400}}
-`
+// are created from generated files; kindManifest fills it in.
+//
+//go:embed testdata/kind-workloads.yaml
+var kindWorkloads string
+
+// kindManifest is kindWorkloads with its images, host names and the
+// dataplane's address ip.
+func kindManifest(ip string) string {
+	return strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip,
+		"@WEB_HOST@", kindWebHost, "@TUNNEL_HOST@", kindTunnelHost, "@EDGE_HOST@", kindEdgeHost).Replace(kindWorkloads)
+}
 
 // kindEnv is what the test found on the machine.
 type kindEnv struct {
@@ -265,7 +172,7 @@ func TestKind(t *testing.T) {
 	} {
 		e.kubectlOut(t, append([]string{"-n", kindAppNS}, args...)...)
 	}
-	manifest := strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip).Replace(kindWorkloads)
+	manifest := kindManifest(ip)
 	e.run(t, time.Minute, strings.NewReader(manifest), e.kubectl, "-n", kindAppNS, "apply", "-f", "-")
 	e.kubectlOut(t, "-n", kindAppNS, "rollout", "status", "deployment/sshd", "deployment/web", "--timeout=3m")
 	e.kubectlOut(t, "-n", kindAppNS, "wait", "pod/client", "--for=condition=Ready", "--timeout=3m")
