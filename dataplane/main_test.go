@@ -88,6 +88,17 @@ func (m *testMux) waitIdle() {
 	peers.Until(m.t, ioTimeout, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
 }
 
+// hangUp half-closes c, which the dataplane must then close, and waits
+// until the dataplane holds no connection.
+func (m *testMux) hangUp(c *net.TCPConn) {
+	m.t.Helper()
+	_ = c.CloseWrite()
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		m.t.Fatal(err)
+	}
+	m.waitIdle()
+}
+
 // listenerOn returns a listener on 127.0.0.1:0 with a 2s probe timeout.
 func listenerOn(name string, routes ...snapshot.Route) snapshot.Listener {
 	return snapshot.Listener{

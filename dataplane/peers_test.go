@@ -243,11 +243,7 @@ func TestPeerProxyProtocolOut(t *testing.T) {
 			if got, want := h.DestinationAddr.String(), c.RemoteAddr().String(); got != want {
 				t.Errorf("PROXY destination %s, want the mux address %s", got, want)
 			}
-			_ = c.CloseWrite()
-			if err := closedByPeer(c, ioTimeout); err != nil {
-				t.Fatal(err)
-			}
-			m.waitIdle()
+			m.hangUp(c)
 		})
 	}
 }
@@ -271,11 +267,7 @@ func TestPeerProxyProtocolInToOut(t *testing.T) {
 	if got := h.SourceAddr.String(); got != "203.0.113.7:4444" {
 		t.Errorf("PROXY source %s, want 203.0.113.7:4444 from the incoming header", got)
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 func TestPeerCurlHTTPMode(t *testing.T) {

@@ -208,11 +208,7 @@ func TestReloadDroppedPortDrains(t *testing.T) {
 		t.Fatalf("ActiveConnections = %d with the drained connection open", n)
 	}
 
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 
 	// Declared again, the listener binds a new port and serves.
 	m.apply(snapshotOf(pub, extra))

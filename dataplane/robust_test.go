@@ -53,11 +53,7 @@ func TestSilentClientTakesTimeoutRoute(t *testing.T) {
 	if n := other.Accepted(); n != 0 {
 		t.Fatalf("the tls/any backend got %d connections", n)
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 // halfClientHello is the first 40 bytes of curl's real ClientHello: a TLS
@@ -558,11 +554,7 @@ func TestDribbledRegexMatchForwarded(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
 		t.Fatalf("echo: %v (%d bytes, want the %d sent)", err, len(got), len(msg))
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 // TestRouteIdleTimeoutClosesSilentConnections: a route's idleTimeout
