@@ -88,6 +88,18 @@ func (m *testMux) waitIdle() {
 	peers.Until(m.t, ioTimeout, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
 }
 
+// shutdownWithin starts Shutdown with a deadline d from now, and returns
+// what it returns once it does.
+func (m *testMux) shutdownWithin(d time.Duration) <-chan error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- m.Shutdown(ctx)
+	}()
+	return done
+}
+
 // hangUp half-closes c, which the dataplane must then close, and waits
 // until the dataplane holds no connection.
 func (m *testMux) hangUp(c *net.TCPConn) {

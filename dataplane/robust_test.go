@@ -278,10 +278,7 @@ func TestShutdownDeadlineCutsConnections(t *testing.T) {
 	c := dial(t, m.addr("pub"))
 	roundTrip(t, c, "open\n")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Shutdown(ctx) }()
+	done := m.shutdownWithin(200 * time.Millisecond)
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -372,10 +369,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	c := dial(t, m.addr("pub"))
 	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Shutdown(ctx) }()
+	done := m.shutdownWithin(200 * time.Millisecond)
 	// Shutdown may not wait out a backend's dial timeout once its own
 	// deadline has passed (the bound is generous, the dial timeout larger).
 	select {

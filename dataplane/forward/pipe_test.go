@@ -46,12 +46,25 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return a.(*net.TCPConn), r.c.(*net.TCPConn)
 }
 
+// pipeEnds returns two TCP pairs: the client's connection to the mux and
+// the mux's to the backend. The test holds the far ends, client and
+// backend, which are closed when it ends.
+func pipeEnds(t testing.TB) (client, muxClient, muxBackend, backend *net.TCPConn) {
+	t.Helper()
+	client, muxClient = tcpPair(t)
+	muxBackend, backend = tcpPair(t)
+	t.Cleanup(func() {
+		_ = client.Close()
+		_ = backend.Close()
+	})
+	return client, muxClient, muxBackend, backend
+}
+
 // proxied starts Pipe between two TCP pairs and returns the client's and the
 // backend's far ends, plus a channel with Pipe's result.
 func proxied(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-chan Result) {
 	t.Helper()
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
 	ch := make(chan Result, 1)
 	go func() { ch <- Pipe(muxClient, muxBackend, opt) }()
 	return client, backend, ch
@@ -305,10 +318,7 @@ func (p panicky) Read(b []byte) (int, error) {
 func TestPipePanicEndsOnlyItsConnection(t *testing.T) {
 	for _, where := range []string{"client", "backend"} {
 		t.Run(where, func(t *testing.T) {
-			client, muxClient := tcpPair(t)
-			muxBackend, backend := tcpPair(t)
-			defer client.Close()
-			defer backend.Close()
+			client, muxClient, muxBackend, backend := pipeEnds(t)
 			var cc, bc net.Conn = halfCloser{muxClient}, halfCloser{muxBackend}
 			if where == "client" {
 				cc = panicky{halfCloser{muxClient}, "BOOM"}
