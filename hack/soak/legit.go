@@ -197,16 +197,26 @@ func sshOp(ctx context.Context, d *net.Dialer, target string) (bool, error) {
 	if err := sess.Start("echo"); err != nil {
 		return false, err
 	}
+	if lost, err := echoed("ssh", func(p []byte) { _, _ = in.Write(p); _ = in.Close() }, out); lost || err != nil {
+		return lost, err
+	}
+	return false, sess.Wait()
+}
+
+// echoed sends a random payload with send (which closes its side when it
+// is done) and reads the echo from r to its end; lost says that what came
+// back is not what was sent.
+func echoed(what string, send func([]byte), r io.Reader) (lost bool, err error) {
 	payload := randomPayload()
-	go func() { _, _ = in.Write(payload); _ = in.Close() }()
-	got, err := io.ReadAll(out)
+	go send(payload)
+	got, err := io.ReadAll(r)
 	if err != nil {
 		return false, err
 	}
 	if !bytes.Equal(got, payload) {
-		return true, fmt.Errorf("ssh echo: %d bytes back, not the %d sent", len(got), len(payload))
+		return true, fmt.Errorf("%s echo: %d bytes back, not the %d sent", what, len(got), len(payload))
 	}
-	return false, sess.Wait()
+	return false, nil
 }
 
 // tlsOp: a handshake for soak.test (verified) and an echo.
@@ -221,16 +231,7 @@ func tlsOp(ctx context.Context, d *net.Dialer, target string, be *backends) (boo
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return false, fmt.Errorf("tls handshake: %w", err)
 	}
-	payload := randomPayload()
-	go func() { _, _ = tc.Write(payload); _ = tc.CloseWrite() }()
-	got, err := io.ReadAll(tc)
-	if err != nil {
-		return false, err
-	}
-	if !bytes.Equal(got, payload) {
-		return true, fmt.Errorf("tls echo: %d bytes back, not the %d sent", len(got), len(payload))
-	}
-	return false, nil
+	return echoed("tls", func(p []byte) { _, _ = tc.Write(p); _ = tc.CloseWrite() }, tc)
 }
 
 // httpOp: a GET on a kept-alive connection whose answer must be its token.
