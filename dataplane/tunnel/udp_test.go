@@ -14,8 +14,8 @@ import (
 )
 
 // serveUDP runs c.ServeUDP on a new loopback socket until the test ends and
-// returns the socket's address.
-func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPAddr {
+// returns a client socket connected to it.
+func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPConn {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -31,7 +31,12 @@ func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPAddr {
 			t.Errorf("ServeUDP: %v", err)
 		}
 	})
-	return pc.LocalAddr().(*net.UDPAddr)
+	conn, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }
 
 // datagram builds datagram seq: its number, then size-4 bytes derived from
@@ -51,13 +56,7 @@ func TestUDPTunnelKeepsDatagramBoundaries(t *testing.T) {
 	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
 		target(true, []string{up.LocalAddr().String()}, "dns:53"),
 	}}, nil)
-	local := serveUDP(t, newClient(t, m.url), "dns:53")
-
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveUDP(t, newClient(t, m.url), "dns:53")
 	_ = conn.SetReadBuffer(4 << 20)
 
 	// 1000 datagrams of sizes from 4 bytes to 2 KiB, with 32 in flight at
@@ -127,12 +126,7 @@ func TestUDPTunnelRefusesATCPOnlyTarget(t *testing.T) {
 	}}, nil)
 	c := newClient(t, m.url)
 	c.Retries = -1
-	local := serveUDP(t, c, "dns:53")
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveUDP(t, c, "dns:53")
 	_, _ = conn.Write([]byte("anyone?"))
 	m.waitTunnels(t, tunnel.OutcomeForbidden, 1)
 	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
@@ -149,12 +143,7 @@ func TestUDPTunnelIdleTimeoutEndsTheSession(t *testing.T) {
 	}}, nil)
 	c := newClient(t, m.url)
 	c.UDPIdleTimeout = 500 * time.Millisecond
-	local := serveUDP(t, c, "dns:53")
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveUDP(t, c, "dns:53")
 	for i := range 2 {
 		_, _ = conn.Write([]byte("ping"))
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
