@@ -39,6 +39,16 @@ func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPConn {
 	return conn
 }
 
+// dnsMux is a tunnel endpoint (asking for token, if any) whose one target,
+// dns:53, is a UDP echo server, allowed for UDP if udp.
+func dnsMux(t *testing.T, token []byte, udp bool) *mux {
+	t.Helper()
+	up := udpEcho(t)
+	return startMux(t, &snapshot.Tunnel{Token: token, Allow: []snapshot.TunnelTarget{
+		target(udp, []string{up.LocalAddr().String()}, "dns:53"),
+	}}, nil)
+}
+
 // datagram builds datagram seq: its number, then size-4 bytes derived from
 // it, so that a datagram cut, merged or mixed up with another is seen.
 func datagram(seq uint32, size int) []byte {
@@ -52,10 +62,7 @@ func datagram(seq uint32, size int) []byte {
 
 func TestUDPTunnelKeepsDatagramBoundaries(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
-		target(true, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
+	m := dnsMux(t, []byte(testToken), true)
 	conn := serveUDP(t, newClient(t, m.url), "dns:53")
 	_ = conn.SetReadBuffer(4 << 20)
 
@@ -120,10 +127,7 @@ func TestUDPTunnelKeepsDatagramBoundaries(t *testing.T) {
 
 func TestUDPTunnelRefusesATCPOnlyTarget(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{
-		target(false, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
+	m := dnsMux(t, nil, false)
 	c := newClient(t, m.url)
 	c.Retries = -1
 	conn := serveUDP(t, c, "dns:53")
@@ -137,10 +141,7 @@ func TestUDPTunnelRefusesATCPOnlyTarget(t *testing.T) {
 
 func TestUDPTunnelIdleTimeoutEndsTheSession(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{
-		target(true, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
+	m := dnsMux(t, nil, true)
 	c := newClient(t, m.url)
 	c.UDPIdleTimeout = 500 * time.Millisecond
 	conn := serveUDP(t, c, "dns:53")
