@@ -106,14 +106,7 @@ func TestIdleTimeoutEndsParkedPipes(t *testing.T) {
 	client, backend, done := proxied(t, Options{Parker: pk, IdleTimeout: 200 * time.Millisecond})
 	defer client.Close()
 	defer backend.Close()
-	select {
-	case r := <-done:
-		if !r.Idle || r.Err != nil {
-			t.Fatalf("result %+v, want idle", r)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("a parked idle pipe was never closed")
-	}
+	wantIdle(t, done, 15*time.Second)
 }
 
 func TestParkerCloseResumesEverything(t *testing.T) {

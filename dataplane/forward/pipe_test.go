@@ -70,6 +70,31 @@ func proxied(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-ch
 	return client, backend, ch
 }
 
+// proxiedBuffered is proxied with the client's mux side hidden behind a
+// halfCloser: a mux side that is not a *net.TCPConn takes the buffered
+// path (as TLS-terminated streams do).
+func proxiedBuffered(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-chan Result) {
+	t.Helper()
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	ch := make(chan Result, 1)
+	go func() { ch <- Pipe(halfCloser{muxClient}, muxBackend, opt) }()
+	return client, backend, ch
+}
+
+// wantIdle waits up to bound for the pipe's result, which must be an idle
+// timeout and no error.
+func wantIdle(t *testing.T, done <-chan Result, bound time.Duration) {
+	t.Helper()
+	select {
+	case r := <-done:
+		if !r.Idle || r.Err != nil {
+			t.Fatalf("result = %+v, want idle and no error", r)
+		}
+	case <-time.After(bound):
+		t.Fatal("an idle pipe was never closed")
+	}
+}
+
 // halfCloser hides *net.TCPConn (so nothing splices) but keeps CloseWrite.
 type halfCloser struct{ *net.TCPConn }
 
@@ -86,13 +111,7 @@ func TestPipeCarriesEveryByteBothWays(t *testing.T) {
 			if name == "splice" {
 				client, backend, done = proxied(t, Options{})
 			} else {
-				// A mux side that is not a *net.TCPConn takes the buffered
-				// path (as TLS-terminated streams do).
-				c, mc := tcpPair(t)
-				mb, b := tcpPair(t)
-				ch := make(chan Result, 1)
-				go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
-				client, backend, done = c, b, ch
+				client, backend, done = proxiedBuffered(t, Options{})
 			}
 			go echo(backend)
 
@@ -146,14 +165,7 @@ func TestPipeIdleTimeoutClosesSilentConnections(t *testing.T) {
 	client, backend, done := proxied(t, Options{IdleTimeout: 50 * time.Millisecond})
 	defer client.Close()
 	defer backend.Close()
-	select {
-	case r := <-done:
-		if !r.Idle || r.Err != nil {
-			t.Fatalf("result = %+v, want idle and no error", r)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("an idle connection was never closed")
-	}
+	wantIdle(t, done, 10*time.Second)
 	// The client sees the close.
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := client.Read(make([]byte, 1)); err == nil {
@@ -277,12 +289,7 @@ func benchPipe(b *testing.B, splice bool) {
 	if splice {
 		client, backend, done = proxied(b, Options{})
 	} else {
-		c, mc := tcpPair(b)
-		mb, bk := tcpPair(b)
-		ch := make(chan Result, 1)
-		// Hide the TCP type so the buffered path is used.
-		go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
-		client, backend, done = c, bk, ch
+		client, backend, done = proxiedBuffered(b, Options{})
 	}
 	go func() { _, _ = io.Copy(io.Discard, backend); backend.Close() }()
 	buf := make([]byte, 64<<10)
