@@ -65,6 +65,16 @@ func handTo(name, listener string, sni ...string) snapshot.Route {
 	return snapshot.Route{Name: name, Match: snapshot.Match{Protocol: snapshot.TLS, SNI: sni}, Listener: listener}
 }
 
+// echoTerminating starts a mux whose listener pub terminates TLS with certs
+// (the first one the default) and sends anything to an echo backend; it
+// returns the mux and pub's address.
+func echoTerminating(t *testing.T, certs ...*peers.Cert) (*testMux, string) {
+	t.Helper()
+	backend := echoBackend(t)
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, certs...), routeTo("any", snapshot.Any, backend.Addr))))
+	return m, m.addr("pub")
+}
+
 // passTLS is a TLS route by SNI forwarded untouched (passthrough).
 func passTLS(name, addr string, sni ...string) snapshot.Route {
 	r := routeTo(name, snapshot.TLS, addr)
@@ -639,9 +649,7 @@ func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
 	t.Parallel()
 	rsaC := rsaCert(t, "rsa.dual.test", "dual.test", "*.dual.test")
 	ecC := peers.CertPair(t, "ecdsa.dual.test", "dual.test", "*.dual.test")
-	backend := echoBackend(t)
-	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, rsaC, ecC), routeTo("any", snapshot.Any, backend.Addr))))
-	pub := m.addr("pub")
+	m, pub := echoTerminating(t, rsaC, ecC)
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -674,9 +682,7 @@ func TestTLS12OffersOnlyForwardSecretAEAD(t *testing.T) {
 	t.Parallel()
 	rsaC := rsaCert(t, "rsa.suites.test", "suites.test")
 	ecC := peers.CertPair(t, "ecdsa.suites.test", "suites.test")
-	backend := echoBackend(t)
-	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, ecC, rsaC), routeTo("any", snapshot.Any, backend.Addr))))
-	pub := m.addr("pub")
+	m, pub := echoTerminating(t, ecC, rsaC)
 	for _, tc := range []struct {
 		name   string
 		suites []uint16

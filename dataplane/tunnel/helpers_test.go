@@ -192,6 +192,20 @@ func udpEcho(t testing.TB) *net.UDPConn {
 	return pc
 }
 
+// runUntilEnd runs serve until the test ends, then cancels its context
+// and fails the test if it returned an error.
+func runUntilEnd(t testing.TB, what string, serve func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
+}
+
 // serveTCP runs c.ServeTCP on a new loopback listener until the test ends
 // and returns the listener's address.
 func serveTCP(t testing.TB, c *tunnel.Client, target string) string {
@@ -200,15 +214,7 @@ func serveTCP(t testing.TB, c *tunnel.Client, target string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.ServeTCP(ctx, ln, target) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeTCP: %v", err)
-		}
-	})
+	runUntilEnd(t, "ServeTCP", func(ctx context.Context) error { return c.ServeTCP(ctx, ln, target) })
 	return ln.Addr().String()
 }
 

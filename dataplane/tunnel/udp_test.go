@@ -22,15 +22,7 @@ func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPConn {
 		t.Fatal(err)
 	}
 	_ = pc.SetReadBuffer(4 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.ServeUDP(ctx, pc, target) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeUDP: %v", err)
-		}
-	})
+	runUntilEnd(t, "ServeUDP", func(ctx context.Context) error { return c.ServeUDP(ctx, pc, target) })
 	conn, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
