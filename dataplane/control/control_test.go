@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portmux/portmux/test/peers"
+
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,17 +49,8 @@ func (f *fakeDataplane) count() int {
 	return len(f.applied)
 }
 
-// socketPath is a fresh path for a control socket. Unix socket paths are
-// short (108 bytes), so it is not under the test's long temporary name.
-func socketPath(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pmx-ctl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return filepath.Join(dir, "dp.sock")
-}
+// socketPath is a fresh path for a control socket.
+func socketPath(t *testing.T) string { return peers.SocketPath(t, "pmx-ctl-") }
 
 // serve runs a handler for dp on a new socket and returns a client of it.
 // stop closes the server (the socket goes away).
