@@ -111,6 +111,14 @@ func (m *testMux) hangUp(c *net.TCPConn) {
 	m.waitIdle()
 }
 
+// echoListener is a listener pub whose one route sends anything to a new
+// echo backend.
+func echoListener(t testing.TB) (*peers.TCPServer, snapshot.Listener) {
+	t.Helper()
+	backend := echoBackend(t)
+	return backend, listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+}
+
 // listenerOn returns a listener on 127.0.0.1:0 with a 2s probe timeout.
 func listenerOn(name string, routes ...snapshot.Route) snapshot.Listener {
 	return snapshot.Listener{

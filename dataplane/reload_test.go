@@ -180,8 +180,7 @@ func TestReloadUnderLoadLosesNoByte(t *testing.T) {
 
 func TestReloadDroppedPortDrains(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	pub := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	backend, pub := echoListener(t)
 	extra := listenerOn("extra", routeTo("any", snapshot.Any, backend.Addr))
 	m := startMux(t, snapshotOf(pub, extra))
 	extraAddr := m.addr("extra")

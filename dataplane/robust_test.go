@@ -187,8 +187,7 @@ func TestMisbehavingClientsClosedOnTimeOthersServed(t *testing.T) {
 
 func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	backend, l := echoListener(t)
 	l.MaxConnections = 2
 	m := startMux(t, snapshotOf(l))
 	pub := m.addr("pub")
