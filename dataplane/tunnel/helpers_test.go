@@ -192,6 +192,13 @@ func udpEcho(t testing.TB) *net.UDPConn {
 	return pc
 }
 
+// echoTarget is a TCP target, known by names, whose one endpoint is a new
+// echo server.
+func echoTarget(t testing.TB, names ...string) snapshot.TunnelTarget {
+	t.Helper()
+	return target(false, []string{peers.NewTCPServer(t, echo).Addr}, names...)
+}
+
 // runUntilEnd runs serve until the test ends, then cancels its context
 // and fails the test if it returned an error.
 func runUntilEnd(t testing.TB, what string, serve func(context.Context) error) {

@@ -150,8 +150,7 @@ func dialKeptAlive(t *testing.T, addr, target string) *tunnel.Stream {
 
 func TestDeadPeerClosesBothEnds(t *testing.T) {
 	t.Parallel()
-	b := peers.NewTCPServer(t, echo)
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}})
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}})
 	p := startPausableProxy(t, hs.addr)
 	s := dialKeptAlive(t, p.addr, "echo:7")
 	roundTrip := func(msg string) {
@@ -250,8 +249,7 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 func TestTCPTunnelIdleTimeout(t *testing.T) {
 	t.Parallel()
 	const idle = 600 * time.Millisecond
-	b := peers.NewTCPServer(t, echo)
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}},
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}},
 		func(o *tunnel.Options) { o.IdleTimeout = idle })
 	c := newClient(t, "ws://"+hs.addr+"/tunnel")
 	s, err := c.Dial(context.Background(), "echo:7")

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
-	"github.com/portmux/portmux/test/peers"
 )
 
 // handshakeStatus sends one WebSocket handshake for path with Host host
@@ -31,8 +30,7 @@ func handshakeStatus(t *testing.T, addr, host, path string, h http.Header) int {
 // (portmux tunnel, wstunnel) are not concerned.
 func TestBrowserOriginsMustBeListed(t *testing.T) {
 	t.Parallel()
-	b := peers.NewTCPServer(t, echo)
-	allow := []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}
+	allow := []snapshot.TunnelTarget{echoTarget(t, "echo:7")}
 	listed := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
 	unlisted := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
 	const path = "/tunnel?target=echo:7"

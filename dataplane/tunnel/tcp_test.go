@@ -248,8 +248,7 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 // "echo:7", an echo backend.
 func echoMux(t *testing.T) *mux {
 	t.Helper()
-	b := peers.NewTCPServer(t, echo)
-	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}, nil)
 }
 
 // echoTunnel opens a tunnel to "echo:7" through a new echoMux.
