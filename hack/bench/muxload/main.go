@@ -62,25 +62,10 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: muxload run|table|backends [flags]")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "run":
-		err = cmdRun(os.Args[2:])
-	case "table":
-		err = cmdTable(os.Args[2:])
-	case "backends":
-		err = cmdBackends(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown command %q: run, table or backends", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "muxload:", err)
-		os.Exit(1)
-	}
+	harness.Main("muxload",
+		harness.Command{Name: "run", Run: cmdRun},
+		harness.Command{Name: "table", Run: cmdTable},
+		harness.Command{Name: "backends", Run: cmdBackends})
 }
 
 // cmdRun is `muxload run`: start the backends, run the scenarios against

@@ -36,25 +36,10 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tlsload echo|handshake|bulk [flags]")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "echo":
-		err = runEcho(os.Args[2:])
-	case "handshake":
-		err = runHandshake(os.Args[2:])
-	case "bulk":
-		err = runBulk(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tlsload:", err)
-		os.Exit(1)
-	}
+	harness.Main("tlsload",
+		harness.Command{Name: "echo", Run: runEcho},
+		harness.Command{Name: "handshake", Run: runHandshake},
+		harness.Command{Name: "bulk", Run: runBulk})
 }
 
 // runEcho is the backend: a plain TCP echo server.

@@ -15,10 +15,43 @@ import (
 	"math"
 	"math/big"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// Command is a subcommand of a program: its name and what it runs with the
+// arguments after the name.
+type Command struct {
+	Name string
+	Run  func(args []string) error
+}
+
+// Main runs the command os.Args[1] names with the arguments after it; it
+// exits 2 without a command, 1 for an unknown one or one that failed.
+func Main(program string, commands ...Command) {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.Name)
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprintf(os.Stderr, "usage: %s %s [flags]\n", program, strings.Join(names, "|"))
+		os.Exit(2)
+	}
+	for _, c := range commands {
+		if c.Name == os.Args[1] {
+			if err := c.Run(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", program, err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	last := len(names) - 1
+	fmt.Fprintf(os.Stderr, "%s: unknown command %q: %s or %s\n", program, os.Args[1], strings.Join(names[:last], ", "), names[last])
+	os.Exit(1)
+}
 
 // SelfSigned makes an ECDSA P-256 server certificate for names (the first
 // is also its common name), valid for a day, and a pool that trusts it.
