@@ -3,15 +3,10 @@ package dataplane_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -613,41 +608,13 @@ func TestTLSSessionResumptionSurvivesReload(t *testing.T) {
 	m.waitIdle()
 }
 
-// rsaCert is a self-signed RSA 2048 certificate for cn and names (peers
-// makes only ECDSA ones).
-func rsaCert(t testing.TB, cn string, names ...string) *peers.Cert {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &peers.Cert{Leaf: leaf, TLS: &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}
-}
-
 // TestTLSDualCertificatesECDSAFirst: an RSA and an ECDSA certificate for
 // the same name, the RSA one listed first. A client that takes ECDSA gets
 // it (the cheaper handshake); one that only verifies RSA signatures gets
 // the RSA one.
 func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
 	t.Parallel()
-	rsaC := rsaCert(t, "rsa.dual.test", "dual.test", "*.dual.test")
+	rsaC := peers.RSACert(t, "rsa.dual.test", "dual.test", "*.dual.test")
 	ecC := peers.CertPair(t, "ecdsa.dual.test", "dual.test", "*.dual.test")
 	m, pub := echoTerminating(t, rsaC, ecC)
 	for _, tc := range []struct {
@@ -680,7 +647,7 @@ func TestTLSDualCertificatesECDSAFirst(t *testing.T) {
 // with an ECDSA and an RSA certificate on the listener.
 func TestTLS12OffersOnlyForwardSecretAEAD(t *testing.T) {
 	t.Parallel()
-	rsaC := rsaCert(t, "rsa.suites.test", "suites.test")
+	rsaC := peers.RSACert(t, "rsa.suites.test", "suites.test")
 	ecC := peers.CertPair(t, "ecdsa.suites.test", "suites.test")
 	m, pub := echoTerminating(t, ecC, rsaC)
 	for _, tc := range []struct {
