@@ -244,12 +244,7 @@ func httpOp(ctx context.Context, client *http.Client, target string) (bool, erro
 		return false, err
 	}
 	req.Host = "soak.test"
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
+	resp, body, err := readBody(client.Do(req))
 	if err != nil {
 		return false, err
 	}

@@ -221,14 +221,20 @@ type sample struct {
 // counted before and after.
 var metricsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
-func (p *portmux) sample() (sample, error) {
-	s := sample{At: time.Now(), Outcomes: map[string]float64{}}
-	resp, err := metricsClient.Get("http://" + p.metrics + "/metrics")
+// readBody reads and closes the body of a response, as http.Client
+// returns it with its error.
+func readBody(resp *http.Response, err error) (*http.Response, []byte, error) {
 	if err != nil {
-		return s, err
+		return nil, nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func (p *portmux) sample() (sample, error) {
+	s := sample{At: time.Now(), Outcomes: map[string]float64{}}
+	_, body, err := readBody(metricsClient.Get("http://" + p.metrics + "/metrics"))
 	if err != nil {
 		return s, err
 	}

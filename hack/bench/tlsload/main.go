@@ -148,17 +148,32 @@ type labels struct {
 	Scenario string `json:"scenario"`
 }
 
+// measured is the wall time of a measurement and the proxy's CPU time in
+// it.
+type measured struct {
+	Seconds float64 `json:"seconds"`
+	MuxCPUs float64 `json:"mux_cpu_s"`
+}
+
+// measure starts a measurement; the function it returns ends it.
+func (cl *client) measure() func() measured {
+	cpu0, t0 := cpuSeconds(cl.pid), time.Now()
+	return func() measured {
+		elapsed := time.Since(t0).Seconds()
+		return measured{Seconds: elapsed, MuxCPUs: cpuSeconds(cl.pid) - cpu0}
+	}
+}
+
 type handshakeResult struct {
 	labels
-	Workers      int     `json:"workers"`
-	Seconds      float64 `json:"seconds"`
+	Workers int `json:"workers"`
+	measured
 	Handshakes   int64   `json:"handshakes"`
 	Failures     int64   `json:"failures"`
 	Resumed      int64   `json:"resumed"`
 	PerSecond    float64 `json:"per_second"`
 	P50ms        float64 `json:"p50_ms"`
 	P99ms        float64 `json:"p99_ms"`
-	MuxCPUs      float64 `json:"mux_cpu_s"`
 	MuxCPUus     float64 `json:"mux_cpu_us_per_handshake"`
 	FirstFailure string  `json:"first_failure,omitempty"`
 }
@@ -217,13 +232,11 @@ func runHandshake(args []string) error {
 		}()
 	}
 	time.Sleep(*warmup)
-	cpu0 := cpuSeconds(cl.pid)
-	t0 := time.Now()
+	done := cl.measure()
 	measuring.Store(true)
 	time.Sleep(*d)
 	measuring.Store(false)
-	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(cl.pid) - cpu0
+	mt := done()
 	n := ok.Load()
 	stop.Store(true)
 	wg.Wait()
@@ -248,11 +261,11 @@ func runHandshake(args []string) error {
 	}
 	r := handshakeResult{
 		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "handshake-" + scen + "-" + *groups}, Workers: *workers,
-		Seconds: elapsed, Handshakes: n, Failures: failed.Load(),
-		Resumed: resumed.Load(), PerSecond: float64(n) / elapsed, P50ms: pct(0.5), P99ms: pct(0.99), MuxCPUs: cpu,
+		measured: mt, Handshakes: n, Failures: failed.Load(),
+		Resumed: resumed.Load(), PerSecond: float64(n) / mt.Seconds, P50ms: pct(0.5), P99ms: pct(0.99),
 	}
 	if n > 0 && cl.pid > 0 {
-		r.MuxCPUus = cpu / float64(n) * 1e6
+		r.MuxCPUus = mt.MuxCPUs / float64(n) * 1e6
 	}
 	if v, ok := firstErr.Load().(string); ok {
 		r.FirstFailure = v
@@ -287,11 +300,10 @@ func oneHandshake(addr string, cfg *tls.Config, msg, buf []byte) (resumed bool, 
 
 type bulkResult struct {
 	labels
-	Conns     int     `json:"conns"`
-	Bytes     int64   `json:"bytes_each_way"`
-	Seconds   float64 `json:"seconds"`
+	Conns int   `json:"conns"`
+	Bytes int64 `json:"bytes_each_way"`
+	measured
 	MBps      float64 `json:"mb_per_s"`
-	MuxCPUs   float64 `json:"mux_cpu_s"`
 	MuxCPUsGB float64 `json:"mux_cpu_s_per_gb"`
 }
 
@@ -321,8 +333,7 @@ func runBulk(args []string) error {
 		defer func() { _ = c.Close() }()
 		cs = append(cs, c)
 	}
-	cpu0 := cpuSeconds(cl.pid)
-	t0 := time.Now()
+	done := cl.measure()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2**conns)
 	for _, c := range cs {
@@ -348,19 +359,18 @@ func runBulk(args []string) error {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(cl.pid) - cpu0
+	mt := done()
 	close(errs)
 	for err := range errs {
 		return err
 	}
 	total := float64(each) * float64(*conns)
 	r := bulkResult{
-		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "bulk"}, Conns: *conns, Bytes: each, Seconds: elapsed,
-		MBps: total / elapsed / 1e6, MuxCPUs: cpu,
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "bulk"}, Conns: *conns, Bytes: each, measured: mt,
+		MBps: total / mt.Seconds / 1e6,
 	}
 	if cl.pid > 0 {
-		r.MuxCPUsGB = cpu / (total / 1e9)
+		r.MuxCPUsGB = mt.MuxCPUs / (total / 1e9)
 	}
 	fmt.Fprintf(os.Stderr, "%s %s bulk: %.0f MB/s (one way, %d conns), proxy CPU %.2f s/GB\n",
 		r.Peer, r.Cert, r.MBps, r.Conns, r.MuxCPUsGB)
