@@ -44,6 +44,14 @@ func create(t *testing.T, obj client.Object) {
 	}
 }
 
+// remove deletes obj, or fails the test.
+func remove(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Delete(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // createReady creates pm and waits until it is Ready.
 func createReady(t *testing.T, pm *v1alpha1.PortMux) {
 	t.Helper()
@@ -209,9 +217,7 @@ func TestOnlyTheLeaderWritesStatus(t *testing.T) {
 		t.Fatalf("a replica that is not the leader wrote status: %+v", pm.Status.Conditions)
 	}
 	// The leader goes away: this replica takes over and writes status.
-	if err := k8s.Delete(ctx, lease); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, lease)
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 }
 
@@ -258,9 +264,7 @@ func TestPortMuxLifecycle(t *testing.T) {
 	}
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 
-	if err := k8s.Delete(ctx, pm); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, pm)
 	peers.Eventually(t, settleTimeout, "the port stops accepting", func() error {
 		if s := dp.snapshot(); s != nil && len(s.Listeners) != 0 {
 			return fmt.Errorf("%d listeners still programmed", len(s.Listeners))
@@ -329,7 +333,6 @@ func TestMissingSecretThenCreated(t *testing.T) {
 
 func TestTwoPortMuxesOnOnePort(t *testing.T) {
 	ns, _ := startController(t)
-	ctx := context.Background()
 	echoService(t, ns, "first", "second")
 	port := int32(peers.FreePort(t))
 
@@ -349,9 +352,7 @@ func TestTwoPortMuxesOnOnePort(t *testing.T) {
 		t.Fatalf("the older PortMux must keep the port: %q", got)
 	}
 
-	if err := k8s.Delete(ctx, first); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, first)
 	condition(t, ns, "second", "Ready", metav1.ConditionTrue, "Ready")
 	peers.Eventually(t, settleTimeout, "the port passes to the second PortMux", func() error {
 		if got, err := talk(port, "x"); got != "second:x" {

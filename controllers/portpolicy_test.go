@@ -23,7 +23,6 @@ import (
 // port, and serves it again when it is deleted and recreated while the
 // squatter still asks for it.
 func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
-	ctx := context.Background()
 	port := int32(peers.FreePort(t))
 	var squat string
 	// The port is granted to the test's namespace, the owner's.
@@ -58,9 +57,7 @@ func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
 	}
 
 	// Deleted and recreated: the squatter, older now, still gets nothing.
-	if err := k8s.Delete(ctx, mux); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, mux)
 	condition(t, squat, "grab", "Accepted", metav1.ConditionFalse, compile.ReasonPortNotAllowed)
 	time.Sleep(1100 * time.Millisecond)
 	createReady(t, sshMux(owner, "public", port, "owner"))
