@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/portmux/portmux/dataplane/panics"
+	"github.com/portmux/portmux/test/peers"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -117,16 +117,8 @@ func TestPipeCarriesEveryByteBothWays(t *testing.T) {
 
 			payload := make([]byte, 8<<20)
 			_, _ = rand.Read(payload)
-			go func() {
-				_, _ = client.Write(payload)
-				closeWrite(client)
-			}()
-			got, err := io.ReadAll(client)
-			if err != nil {
-				t.Fatalf("read echo: %v", err)
-			}
-			if !bytes.Equal(got, payload) {
-				t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+			if err := peers.EchoBack(client, payload, func() { closeWrite(client) }); err != nil {
+				t.Fatal(err)
 			}
 			r := <-done
 			if r.Err != nil || r.Up != int64(len(payload)) || r.Down != int64(len(payload)) {

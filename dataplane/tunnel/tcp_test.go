@@ -26,16 +26,8 @@ func TestTCPTunnelCarriesEveryByteBothWays(t *testing.T) {
 	defer s.Close()
 	payload := make([]byte, 8<<20)
 	_, _ = rand.Read(payload)
-	go func() {
-		_, _ = s.Write(payload)
-		_ = s.CloseWrite()
-	}()
-	got, err := io.ReadAll(s)
-	if err != nil {
-		t.Fatalf("read echo: %v", err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+	if err := peers.EchoBack(s, payload, func() { _ = s.CloseWrite() }); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
