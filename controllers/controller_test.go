@@ -36,20 +36,50 @@ func echoBackend(t *testing.T, name string) (host string, port int32) {
 	return echoBackendOn(t, hostaddr.Ensure(t)[0], name, 0)
 }
 
+// create creates obj, or fails the test.
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remove deletes obj, or fails the test.
+func remove(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Delete(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createReady creates pm and waits until it is Ready.
+func createReady(t *testing.T, pm *v1alpha1.PortMux) {
+	t.Helper()
+	create(t, pm)
+	condition(t, pm.Namespace, pm.Name, "Ready", metav1.ConditionTrue, "Ready")
+}
+
+// echoService starts an echo backend for each name, answering "name:...",
+// behind a Service of the same name in ns.
+func echoService(t *testing.T, ns string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		h, p := echoBackend(t, name)
+		serviceFor(t, ns, name, p, h)
+	}
+}
+
 // serviceFor creates a Service with one TCP port and an EndpointSlice with
 // the given backends (host, port pairs all on the same port).
 func serviceFor(t *testing.T, ns, name string, port int32, endpoints ...string) {
 	t.Helper()
-	ctx := context.Background()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
 			Name: "main", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(port),
 		}}},
 	}
-	if err := k8s.Create(ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	create(t, svc)
 	setEndpoints(t, ns, name, port, endpoints...)
 }
 
@@ -74,9 +104,7 @@ func setEndpoints(t *testing.T, ns, svc string, port int32, hosts ...string) {
 		}
 		return
 	}
-	if err := k8s.Create(ctx, es); err != nil {
-		t.Fatal(err)
-	}
+	create(t, es)
 }
 
 func sshMux(ns, name string, port int32, svc string) *v1alpha1.PortMux {
@@ -159,9 +187,7 @@ func TestOnlyTheLeaderWritesStatus(t *testing.T) {
 			RenewTime:            &metav1.MicroTime{Time: time.Now()},
 		},
 	}
-	if err := k8s.Create(ctx, lease); err != nil {
-		t.Fatal(err)
-	}
+	create(t, lease)
 	ns, _, _ := startControllerWith(t, func(o *ctrl.Options) {
 		o.LeaderElection = true
 		o.LeaderElectionID = lease.Name
@@ -170,12 +196,9 @@ func TestOnlyTheLeaderWritesStatus(t *testing.T) {
 		o.RenewDeadline = ptr.To(time.Second)
 		o.RetryPeriod = ptr.To(200 * time.Millisecond)
 	})
-	h, p := echoBackend(t, "x")
-	serviceFor(t, ns, "x", p, h)
+	echoService(t, ns, "x")
 	port := int32(peers.FreePort(t))
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "x")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(ns, "edge", port, "x"))
 	// A replica that is not the leader still serves traffic...
 	peers.Eventually(t, settleTimeout, "traffic through a replica that is not the leader", func() error {
 		got, err := talk(port, "hi")
@@ -194,26 +217,18 @@ func TestOnlyTheLeaderWritesStatus(t *testing.T) {
 		t.Fatalf("a replica that is not the leader wrote status: %+v", pm.Status.Conditions)
 	}
 	// The leader goes away: this replica takes over and writes status.
-	if err := k8s.Delete(ctx, lease); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, lease)
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 }
 
 func TestPortMuxLifecycle(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()
-	h1, p1 := echoBackend(t, "one")
-	h2, p2 := echoBackend(t, "two")
-	serviceFor(t, ns, "one", p1, h1)
-	serviceFor(t, ns, "two", p2, h2)
+	echoService(t, ns, "one", "two")
 	port := int32(peers.FreePort(t))
 
 	pm := sshMux(ns, "edge", port, "one")
-	if err := k8s.Create(ctx, pm); err != nil {
-		t.Fatal(err)
-	}
-	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
+	createReady(t, pm)
 	if got, err := talk(port, "hi"); err != nil || got != "one:hi" {
 		t.Fatalf("through the mux: %q, %v", got, err)
 	}
@@ -249,9 +264,7 @@ func TestPortMuxLifecycle(t *testing.T) {
 	}
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 
-	if err := k8s.Delete(ctx, pm); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, pm)
 	peers.Eventually(t, settleTimeout, "the port stops accepting", func() error {
 		if s := dp.snapshot(); s != nil && len(s.Listeners) != 0 {
 			return fmt.Errorf("%d listeners still programmed", len(s.Listeners))
@@ -277,9 +290,7 @@ func TestMissingSecretThenCreated(t *testing.T) {
 		TLS: &v1alpha1.ListenerTLS{CertificateRefs: []v1alpha1.SecretRef{{Name: "edge-tls"}}},
 	})
 	pm.Spec.Routes[0].Listeners = []string{"public", "secure"}
-	if err := k8s.Create(ctx, pm); err != nil {
-		t.Fatal(err)
-	}
+	create(t, pm)
 	c := condition(t, ns, "edge", "ResolvedRefs", metav1.ConditionFalse, "SecretNotFound")
 	if !strings.Contains(c.Message, "edge-tls") {
 		t.Fatalf("message does not name the Secret: %q", c.Message)
@@ -308,9 +319,7 @@ func TestMissingSecretThenCreated(t *testing.T) {
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
 	}
-	if err := k8s.Create(ctx, sec); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sec)
 	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
 	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(tlsPort))), &tls.Config{InsecureSkipVerify: true, ServerName: "edge.example.test"})
 	if err != nil {
@@ -324,25 +333,16 @@ func TestMissingSecretThenCreated(t *testing.T) {
 
 func TestTwoPortMuxesOnOnePort(t *testing.T) {
 	ns, _ := startController(t)
-	ctx := context.Background()
-	h1, p1 := echoBackend(t, "first")
-	h2, p2 := echoBackend(t, "second")
-	serviceFor(t, ns, "first", p1, h1)
-	serviceFor(t, ns, "second", p2, h2)
+	echoService(t, ns, "first", "second")
 	port := int32(peers.FreePort(t))
 
 	first := sshMux(ns, "first", port, "first")
-	if err := k8s.Create(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	condition(t, ns, "first", "Ready", metav1.ConditionTrue, "Ready")
+	createReady(t, first)
 	// Creation timestamps have a one-second resolution: make sure the
 	// second one is younger.
 	time.Sleep(1100 * time.Millisecond)
 	second := sshMux(ns, "second", port, "second")
-	if err := k8s.Create(ctx, second); err != nil {
-		t.Fatal(err)
-	}
+	create(t, second)
 	c := condition(t, ns, "second", "Accepted", metav1.ConditionFalse, "PortConflict")
 	if !strings.Contains(c.Message, ns+"/first") || !strings.Contains(c.Message, strconv.Itoa(int(port))) {
 		t.Fatalf("conflict message should name the holder and the port: %q", c.Message)
@@ -352,9 +352,7 @@ func TestTwoPortMuxesOnOnePort(t *testing.T) {
 		t.Fatalf("the older PortMux must keep the port: %q", got)
 	}
 
-	if err := k8s.Delete(ctx, first); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, first)
 	condition(t, ns, "second", "Ready", metav1.ConditionTrue, "Ready")
 	peers.Eventually(t, settleTimeout, "the port passes to the second PortMux", func() error {
 		if got, err := talk(port, "x"); got != "second:x" {
@@ -366,13 +364,10 @@ func TestTwoPortMuxesOnOnePort(t *testing.T) {
 
 func TestEndpointSliceScaledFromZeroToTwo(t *testing.T) {
 	ns, dp := startController(t)
-	ctx := context.Background()
 	_, pa := echoBackend(t, "a")
 	serviceFor(t, ns, "web", pa) // no endpoints yet
 	port := int32(peers.FreePort(t))
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "web")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(ns, "edge", port, "web"))
 	c := condition(t, ns, "edge", "ResolvedRefs", metav1.ConditionFalse, "NoReadyEndpoints")
 	if !strings.Contains(c.Message, "web") {
 		t.Fatalf("message should name the Service: %q", c.Message)
@@ -405,17 +400,13 @@ func TestEndpointSliceScaledFromZeroToTwo(t *testing.T) {
 
 func TestBindFailureIsReported(t *testing.T) {
 	ns, _ := startController(t)
-	ctx := context.Background()
-	h, p := echoBackend(t, "x")
-	serviceFor(t, ns, "x", p, h)
+	echoService(t, ns, "x")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := int32(busy.Addr().(*net.TCPAddr).Port)
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "x")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(ns, "edge", port, "x"))
 	c := condition(t, ns, "edge", "Programmed", metav1.ConditionFalse, "BindFailed")
 	if !strings.Contains(c.Message, "address already in use") {
 		t.Fatalf("bind error should say why: %q", c.Message)

@@ -23,15 +23,12 @@ import (
 // port, and serves it again when it is deleted and recreated while the
 // squatter still asks for it.
 func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
-	ctx := context.Background()
 	port := int32(peers.FreePort(t))
 	var squat string
 	// The port is granted to the test's namespace, the owner's.
 	setup := func(owner string, copt *Options) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-squat-"}}
-		if err := k8s.Create(ctx, ns); err != nil {
-			t.Fatal(err)
-		}
+		create(t, ns)
 		squat = ns.Name
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
 		rule, err := compile.ParsePortRule(fmt.Sprintf("%d=%s", port, owner))
@@ -44,38 +41,26 @@ func TestPortPolicyKeepsPortsWithTheirOwner(t *testing.T) {
 		o.Cache.DefaultNamespaces[squat] = cache.Config{}
 	})
 
-	hs, ps := echoBackend(t, "squatter")
-	serviceFor(t, squat, "squatter", ps, hs)
-	ho, po := echoBackend(t, "owner")
-	serviceFor(t, owner, "owner", po, ho)
+	echoService(t, squat, "squatter")
+	echoService(t, owner, "owner")
 
-	if err := k8s.Create(ctx, sshMux(squat, "grab", port, "squatter")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(squat, "grab", port, "squatter"))
 	cond := condition(t, squat, "grab", "Accepted", metav1.ConditionFalse, compile.ReasonPortNotAllowed)
 	if !strings.Contains(cond.Message, strconv.Itoa(int(port))) || !strings.Contains(cond.Message, squat) {
 		t.Errorf("the refusal should name the port and the namespace: %q", cond.Message)
 	}
 	time.Sleep(1100 * time.Millisecond) // the owner's PortMux is younger
 	mux := sshMux(owner, "public", port, "owner")
-	if err := k8s.Create(ctx, mux); err != nil {
-		t.Fatal(err)
-	}
-	condition(t, owner, "public", "Ready", metav1.ConditionTrue, "Ready")
+	createReady(t, mux)
 	if got, err := talk(port, "x"); got != "owner:x" {
 		t.Fatalf("the port should serve the owner: %q, %v", got, err)
 	}
 
 	// Deleted and recreated: the squatter, older now, still gets nothing.
-	if err := k8s.Delete(ctx, mux); err != nil {
-		t.Fatal(err)
-	}
+	remove(t, mux)
 	condition(t, squat, "grab", "Accepted", metav1.ConditionFalse, compile.ReasonPortNotAllowed)
 	time.Sleep(1100 * time.Millisecond)
-	if err := k8s.Create(ctx, sshMux(owner, "public", port, "owner")); err != nil {
-		t.Fatal(err)
-	}
-	condition(t, owner, "public", "Ready", metav1.ConditionTrue, "Ready")
+	createReady(t, sshMux(owner, "public", port, "owner"))
 	peers.Eventually(t, settleTimeout, "the recreated owner serves the port", func() error {
 		if got, err := talk(port, "x"); got != "owner:x" {
 			return fmt.Errorf("%q, %v", got, err)

@@ -34,9 +34,7 @@ func TestWatchedNamespaceNeedsOnlyARoleBinding(t *testing.T) {
 		t.Fatalf("config/rbac/role.yaml: %v (%d rules)", err, len(role.Rules))
 	}
 	role.ObjectMeta = metav1.ObjectMeta{GenerateName: "portmux-manager-"}
-	if err := k8s.Create(ctx, &role); err != nil {
-		t.Fatal(err)
-	}
+	create(t, &role)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), &role) })
 
 	const saNamespace, saName = "portmux-system", "portmux-rbac-test"
@@ -48,18 +46,12 @@ func TestWatchedNamespaceNeedsOnlyARoleBinding(t *testing.T) {
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: saName, Namespace: saNamespace}},
 		}
-		if err := k8s.Create(ctx, rb); err != nil {
-			t.Fatal(err)
-		}
+		create(t, rb)
 	})
 
-	h, p := echoBackend(t, "one")
-	serviceFor(t, ns, "one", p, h)
+	echoService(t, ns, "one")
 	port := int32(peers.FreePort(t))
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "one")); err != nil {
-		t.Fatal(err)
-	}
-	condition(t, ns, "edge", "Ready", metav1.ConditionTrue, "Ready")
+	createReady(t, sshMux(ns, "edge", port, "one"))
 	if got, err := talk(port, "hi"); err != nil || got != "one:hi" {
 		t.Fatalf("through the mux: %q, %v", got, err)
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,17 +42,6 @@ func (a *appliedLog) count() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.got)
-}
-
-// remoteSocket is a fresh socket path (short: Unix socket paths are).
-func remoteSocket(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pmx-remote-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return filepath.Join(dir, "dp.sock")
 }
 
 // serveDataplane serves h on path until stop (or the test's end).
@@ -115,7 +102,7 @@ func drain(ch <-chan struct{}) bool {
 // Apply sends the snapshot and returns the dataplane's bind errors;
 // readiness follows what the dataplane serves.
 func TestRemoteApply(t *testing.T) {
-	path := remoteSocket(t)
+	path := peers.SocketPath(t, "pmx-remote-")
 	dp, _, _ := startDataplane(t, path)
 	dp.errs = map[string]error{"ns/pm/public": errors.New("bind 127.0.0.1:1: permission denied")}
 	r := newRemote(t, path)
@@ -151,7 +138,7 @@ func reasonOf(err error) string {
 // is told; once the dataplane is there, it gets the snapshot at once and
 // the programmer is told again.
 func TestRemoteUnreachableThenBack(t *testing.T) {
-	path := remoteSocket(t)
+	path := peers.SocketPath(t, "pmx-remote-")
 	r := newRemote(t, path)
 	errs := r.Apply(twoListeners("1"))
 	if len(errs) != 1 || !errors.Is(errs["ns/pm/public"], control.ErrUnreachable) ||
@@ -205,7 +192,7 @@ func TestRemoteResends(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := remoteSocket(t)
+			path := peers.SocketPath(t, "pmx-remote-")
 			first, _, stop := startDataplane(t, path)
 			r := newRemote(t, path)
 			r.Apply(twoListeners("1"))
@@ -230,7 +217,7 @@ func TestRemoteResends(t *testing.T) {
 // is reported with reason DataplaneRefused and not sent again and again
 // to the same process; readiness fails.
 func TestRemoteRefused(t *testing.T) {
-	path := remoteSocket(t)
+	path := peers.SocketPath(t, "pmx-remote-")
 	var puts atomic.Int32
 	serveDataplane(t, path, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodPut {
@@ -264,7 +251,7 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	path := remoteSocket(t)
+	path := peers.SocketPath(t, "pmx-remote-")
 	// process starts a dataplane "process": a server behind a control
 	// socket; stop ends both, as a killed process would.
 	process := func() (stop func()) {
@@ -281,19 +268,14 @@ func TestRemoteDataplaneStatus(t *testing.T) {
 	remote := newRemote(t, path)
 	runRemote(t, remote)
 
-	ctx := context.Background()
 	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
-	if err := k8s.Create(ctx, nsObj); err != nil {
-		t.Fatal(err)
-	}
+	create(t, nsObj)
 	ns := nsObj.Name
 	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
 	host, bport := echoBackend(t, "a")
 	serviceFor(t, ns, "echo", bport, host)
 	port := int32(peers.FreePort(t))
-	if err := k8s.Create(ctx, sshMux(ns, "edge", port, "echo")); err != nil {
-		t.Fatal(err)
-	}
+	create(t, sshMux(ns, "edge", port, "echo"))
 	condition(t, ns, "edge", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
 	if got, err := talk(port, "hello"); err != nil || !strings.HasPrefix(got, "a") {
 		t.Fatalf("through the dataplane: %q, %v", got, err)
@@ -329,7 +311,7 @@ func TestRemoteReadyWhileSending(t *testing.T) {
 		{"serving nothing yet", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := remoteSocket(t)
+			path := peers.SocketPath(t, "pmx-remote-")
 			release := make(chan struct{})
 			var puts atomic.Int32
 			state := fmt.Sprintf(`{"bootID":"b1","applied":%t,"version":"sha256:previous"}`, tc.applied)

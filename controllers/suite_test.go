@@ -99,12 +99,9 @@ func startControllerWithOptions(t *testing.T, cfg *rest.Config, setup func(ns st
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	ctx := context.Background()
 	ns := &corev1.Namespace{}
 	ns.GenerateName = "pmx-"
-	if err := k8s.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
+	create(t, ns)
 	var copt Options
 	if setup != nil {
 		setup(ns.Name, &copt)

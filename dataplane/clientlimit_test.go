@@ -47,8 +47,7 @@ func limitMux(t *testing.T, l snapshot.Listener) (*testMux, *prometheus.Registry
 // connections are closed and counted, while other clients are served.
 func TestPerClientConnectionCap(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	_, l := echoListener(t)
 	l.MaxConnections = 4
 	l.MaxConnectionsPerClient = 2
 	m, reg, _ := limitMux(t, l)
@@ -88,8 +87,7 @@ func TestPerClientConnectionCap(t *testing.T) {
 // one connection per 1/rate; another client has its own budget.
 func TestPerClientRateLimit(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	_, l := echoListener(t)
 	l.MaxConnectionRatePerClient = 2
 	m, reg, now := limitMux(t, l)
 	pub := m.addr("pub")

@@ -203,13 +203,7 @@ func h2Get(t testing.TB, cc *http.ClientConn, host, url string) (int, string, er
 		t.Fatal(err)
 	}
 	req.Host = host
-	res, err := cc.RoundTrip(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	return res.StatusCode, string(body), err
+	return peers.StatusBody(cc.RoundTrip(req))
 }
 
 // TestHTTPModeRoutesEveryHTTP2Stream: on one HTTP/2 connection (the TLS

@@ -88,6 +88,37 @@ func (m *testMux) waitIdle() {
 	peers.Until(m.t, ioTimeout, "the dataplane to hold no connection", func() bool { return m.ActiveConnections() == 0 })
 }
 
+// shutdownWithin starts Shutdown with a deadline d from now, and returns
+// what it returns once it does.
+func (m *testMux) shutdownWithin(d time.Duration) <-chan error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- m.Shutdown(ctx)
+	}()
+	return done
+}
+
+// hangUp half-closes c, which the dataplane must then close, and waits
+// until the dataplane holds no connection.
+func (m *testMux) hangUp(c *net.TCPConn) {
+	m.t.Helper()
+	_ = c.CloseWrite()
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		m.t.Fatal(err)
+	}
+	m.waitIdle()
+}
+
+// echoListener is a listener pub whose one route sends anything to a new
+// echo backend.
+func echoListener(t testing.TB) (*peers.TCPServer, snapshot.Listener) {
+	t.Helper()
+	backend := echoBackend(t)
+	return backend, listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+}
+
 // listenerOn returns a listener on 127.0.0.1:0 with a 2s probe timeout.
 func listenerOn(name string, routes ...snapshot.Route) snapshot.Listener {
 	return snapshot.Listener{

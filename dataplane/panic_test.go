@@ -47,6 +47,18 @@ func (c *panickyConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// listenPanicky listens as the dataplane does, through a panickyListener
+// with trigger.
+func listenPanicky(trigger string) func(context.Context, string) (net.Listener, error) {
+	return func(ctx context.Context, address string) (net.Listener, error) {
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", address)
+		if err != nil {
+			return nil, err
+		}
+		return panickyListener{Listener: ln, trigger: trigger}, nil
+	}
+}
+
 // TestPanicEndsOnlyItsConnection: a panic while sniffing one connection,
 // and one while forwarding another, close those two connections, are
 // counted, and every other connection (open before, or new) is served.
@@ -55,13 +67,7 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
 		Metrics: dataplane.NewMetrics(reg),
-		Listen: func(ctx context.Context, address string) (net.Listener, error) {
-			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", address)
-			if err != nil {
-				return nil, err
-			}
-			return panickyListener{Listener: ln, trigger: "BOOM"}, nil
-		},
+		Listen:  listenPanicky("BOOM"),
 	})
 	m.apply(snapshotOf(listenerOn("pub", routeTo("ssh", snapshot.SSH, backend.Addr))))
 	pub := m.addr("pub")
@@ -107,13 +113,7 @@ func TestPanicInHTTPModeEndsOnlyItsConnection(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
 		Metrics: dataplane.NewMetrics(reg),
-		Listen: func(ctx context.Context, address string) (net.Listener, error) {
-			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", address)
-			if err != nil {
-				return nil, err
-			}
-			return panickyListener{Listener: ln, trigger: "BOOM"}, nil
-		},
+		Listen:  listenPanicky("BOOM"),
 	})
 	r := routeTo("web", snapshot.HTTP, strings.TrimPrefix(web.URL, "http://"))
 	r.Backend.Mode = snapshot.ModeHTTP

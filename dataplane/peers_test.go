@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pires/go-proxyproto"
 
@@ -64,15 +63,10 @@ func TestPeerOpenSSLBySNI(t *testing.T) {
 	t.Parallel()
 	a := peers.OpenSSLServer(t, "a.test")
 	b := peers.OpenSSLServer(t, "b.test")
-	tlsRoute := func(name, sni, addr string) snapshot.Route {
-		r := routeTo(name, snapshot.TLS, addr)
-		r.Match.SNI = []string{sni}
-		return r
-	}
 	m := startMux(t, snapshotOf(listenerOn("pub",
-		tlsRoute("a", "a.test", a.Addr),
-		tlsRoute("b", "*.b.test", b.Addr),
-		tlsRoute("b-apex", "b.test", b.Addr),
+		passTLS("a", a.Addr, "a.test"),
+		passTLS("b", b.Addr, "*.b.test"),
+		passTLS("b-apex", b.Addr, "b.test"),
 	)))
 	pub := m.addr("pub")
 
@@ -205,6 +199,15 @@ func TestPeerOpenVPNThroughMux(t *testing.T) {
 	m.waitIdle()
 }
 
+// proxyRoute is a route of protocol p to a new proxyBackend, which wants a
+// PROXY header of version; the headers it reads come on the channel.
+func proxyRoute(t testing.TB, name string, p snapshot.Protocol, version int) (snapshot.Route, *peers.TCPServer, <-chan *proxyproto.Header) {
+	backend, headers := proxyBackend(t)
+	r := routeTo(name, p, backend.Addr)
+	r.Backend.ProxyProtocol = version
+	return r, backend, headers
+}
+
 // proxyBackend reads a PROXY header on every connection, hands it to the
 // test, then echoes what follows.
 func proxyBackend(t testing.TB) (*peers.TCPServer, <-chan *proxyproto.Header) {
@@ -227,9 +230,7 @@ func TestPeerProxyProtocolOut(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			t.Parallel()
-			backend, headers := proxyBackend(t)
-			r := routeTo("any", snapshot.Any, backend.Addr)
-			r.Backend.ProxyProtocol = version
+			r, _, headers := proxyRoute(t, "any", snapshot.Any, version)
 			m := startMux(t, snapshotOf(listenerOn("pub", r)))
 			c := dial(t, m.addr("pub"))
 			roundTrip(t, c, "hello through PROXY\n")
@@ -243,11 +244,7 @@ func TestPeerProxyProtocolOut(t *testing.T) {
 			if got, want := h.DestinationAddr.String(), c.RemoteAddr().String(); got != want {
 				t.Errorf("PROXY destination %s, want the mux address %s", got, want)
 			}
-			_ = c.CloseWrite()
-			if err := closedByPeer(c, ioTimeout); err != nil {
-				t.Fatal(err)
-			}
-			m.waitIdle()
+			m.hangUp(c)
 		})
 	}
 }
@@ -256,9 +253,7 @@ func TestPeerProxyProtocolInToOut(t *testing.T) {
 	t.Parallel()
 	// A listener behind an outer load balancer passes the address its
 	// PROXY header carried on to a backend that wants one too.
-	backend, headers := proxyBackend(t)
-	r := routeTo("any", snapshot.Any, backend.Addr)
-	r.Backend.ProxyProtocol = 2
+	r, _, headers := proxyRoute(t, "any", snapshot.Any, 2)
 	l := listenerOn("pub", r)
 	l.ProxyProtocol = trustingLocalhost()
 	m := startMux(t, snapshotOf(l))
@@ -271,11 +266,7 @@ func TestPeerProxyProtocolInToOut(t *testing.T) {
 	if got := h.SourceAddr.String(); got != "203.0.113.7:4444" {
 		t.Errorf("PROXY source %s, want 203.0.113.7:4444 from the incoming header", got)
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 func TestPeerCurlHTTPMode(t *testing.T) {
@@ -321,28 +312,19 @@ func TestPeerOpenSSHInsideTerminatedTLS(t *testing.T) {
 	openssl := peers.LookPath(t, "openssl")
 	cert := peers.CertPair(t, "ssh.test")
 	web := peers.HTTPBackend(t, "web")
-	unwrap := snapshot.Route{Name: "unwrap", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{"ssh.test"}}, Listener: "unwrapped"}
-	inner := snapshot.Listener{
-		Name:          "unwrapped",
-		ProbeTimeout:  2 * time.Second,
-		MaxProbeBytes: snapshot.DefaultMaxProbeBytes,
-		TLS:           &snapshot.TLSConfig{Certificates: []snapshot.Certificate{{Source: "test", Certificate: cert.TLS}}},
-		Routes: []snapshot.Route{
+	m := startMux(t, snapshotOf(
+		listenerOn("pub", handTo("unwrap", "unwrapped", "ssh.test")),
+		internalTLS("unwrapped", tlsOf(nil, cert),
 			routeTo("ssh", snapshot.SSH, sshd.Addr),
 			routeTo("web", snapshot.HTTP, web.Addr),
-		},
-	}
-	m := startMux(t, snapshotOf(listenerOn("pub", unwrap), inner))
+		),
+	))
 	pub := m.addr("pub")
 
 	// ssh's stream travels inside TLS that the mux terminates, then is
 	// sniffed again: the recipe for networks that only let TLS out.
-	out, err := sshd.RunVia(t, openssl+" s_client -quiet -verify_quiet -connect "+pub+" -servername ssh.test", "echo", "ok")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.TrimSpace(out) != "ok" {
-		t.Fatalf("ssh inside TLS printed %q, want ok", out)
+	if err := sshd.EchoVia(t, openssl+" s_client -quiet -verify_quiet -connect "+pub+" -servername ssh.test"); err != nil {
+		t.Fatalf("ssh inside TLS: %v", err)
 	}
 	// HTTP inside the same TLS goes to the web backend.
 	r, err := peers.Curl(t, "-k", "--http1.1", "--resolve", resolve("ssh.test", pub), "https://ssh.test:"+portOf(pub)+"/inside")

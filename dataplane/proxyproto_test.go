@@ -66,9 +66,7 @@ func v2TCP4(src, dst string, sport, dport uint16, tlvs []byte) []byte {
 
 func TestProxyProtocolInAcceptsV1AndV2(t *testing.T) {
 	t.Parallel()
-	backend, headers := proxyBackend(t)
-	r := routeTo("ssh", snapshot.SSH, backend.Addr)
-	r.Backend.ProxyProtocol = 2
+	r, _, headers := proxyRoute(t, "ssh", snapshot.SSH, 2)
 	m := startMux(t, snapshotOf(proxyListener("pub", 2*time.Second, r)))
 	pub := m.addr("pub")
 
@@ -236,9 +234,7 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 // proxy_untrusted. The load balancer itself is served as before.
 func TestProxyProtocolRefusesUntrustedPeers(t *testing.T) {
 	t.Parallel()
-	backend, headers := proxyBackend(t)
-	r := routeTo("ssh", snapshot.SSH, backend.Addr)
-	r.Backend.ProxyProtocol = 2
+	r, backend, headers := proxyRoute(t, "ssh", snapshot.SSH, 2)
 	const probe = 8 * time.Second
 	m, reg := metricsMux(t, snapshotOf(proxyListener("pub", probe, r)))
 	pub := m.addr("pub")
@@ -288,9 +284,7 @@ func TestProxyProtocolThroughTermination(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("out v%d", version), func(t *testing.T) {
 			t.Parallel()
-			backend, headers := proxyBackend(t)
-			r := routeTo("ssh", snapshot.SSH, backend.Addr)
-			r.Backend.ProxyProtocol = version
+			r, _, headers := proxyRoute(t, "ssh", snapshot.SSH, version)
 			cert := peers.CertPair(t, "pp.test")
 			l := terminating("pub", tlsOf(nil, cert), r)
 			l.ProxyProtocol = trustingLocalhost()

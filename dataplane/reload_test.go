@@ -180,8 +180,7 @@ func TestReloadUnderLoadLosesNoByte(t *testing.T) {
 
 func TestReloadDroppedPortDrains(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	pub := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	backend, pub := echoListener(t)
 	extra := listenerOn("extra", routeTo("any", snapshot.Any, backend.Addr))
 	m := startMux(t, snapshotOf(pub, extra))
 	extraAddr := m.addr("extra")
@@ -208,11 +207,7 @@ func TestReloadDroppedPortDrains(t *testing.T) {
 		t.Fatalf("ActiveConnections = %d with the drained connection open", n)
 	}
 
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 
 	// Declared again, the listener binds a new port and serves.
 	m.apply(snapshotOf(pub, extra))

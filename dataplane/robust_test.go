@@ -53,11 +53,7 @@ func TestSilentClientTakesTimeoutRoute(t *testing.T) {
 	if n := other.Accepted(); n != 0 {
 		t.Fatalf("the tls/any backend got %d connections", n)
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 // halfClientHello is the first 40 bytes of curl's real ClientHello: a TLS
@@ -191,8 +187,7 @@ func TestMisbehavingClientsClosedOnTimeOthersServed(t *testing.T) {
 
 func TestMaxConnectionsRejectsTheThird(t *testing.T) {
 	t.Parallel()
-	backend := echoBackend(t)
-	l := listenerOn("pub", routeTo("any", snapshot.Any, backend.Addr))
+	backend, l := echoListener(t)
 	l.MaxConnections = 2
 	m := startMux(t, snapshotOf(l))
 	pub := m.addr("pub")
@@ -282,10 +277,7 @@ func TestShutdownDeadlineCutsConnections(t *testing.T) {
 	c := dial(t, m.addr("pub"))
 	roundTrip(t, c, "open\n")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Shutdown(ctx) }()
+	done := m.shutdownWithin(200 * time.Millisecond)
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -376,10 +368,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	c := dial(t, m.addr("pub"))
 	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Shutdown(ctx) }()
+	done := m.shutdownWithin(200 * time.Millisecond)
 	// Shutdown may not wait out a backend's dial timeout once its own
 	// deadline has passed (the bound is generous, the dial timeout larger).
 	select {
@@ -558,11 +547,7 @@ func TestDribbledRegexMatchForwarded(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
 		t.Fatalf("echo: %v (%d bytes, want the %d sent)", err, len(got), len(msg))
 	}
-	_ = c.CloseWrite()
-	if err := closedByPeer(c, ioTimeout); err != nil {
-		t.Fatal(err)
-	}
-	m.waitIdle()
+	m.hangUp(c)
 }
 
 // TestRouteIdleTimeoutClosesSilentConnections: a route's idleTimeout

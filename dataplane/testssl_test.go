@@ -46,7 +46,7 @@ var auditFindings = []string{"cipherlist_AVERAGE", "cipherlist_OBSOLETED", "LUCK
 func TestTLSScannerFindsNothingAboveLow(t *testing.T) {
 	t.Parallel()
 	bin := testsslBinary(t)
-	rsaC := rsaCert(t, "rsa.scan.test", "scan.test")
+	rsaC := peers.RSACert(t, "rsa.scan.test", "scan.test")
 	ecC := peers.CertPair(t, "ecdsa.scan.test", "scan.test")
 	web := peers.HTTPBackend(t, "web")
 	r := routeTo("web", snapshot.HTTP, web.Addr)

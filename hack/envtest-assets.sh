@@ -25,32 +25,15 @@ set -euo pipefail
 # that existing cache entries are not reused.
 readonly ASSETS_REVISION=1
 
-log() { printf 'envtest-assets: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$script_dir/lib.sh"
 builder_dir="$script_dir/envtest"
 [[ -f $builder_dir/go.mod && -f $builder_dir/go.sum ]] ||
 	die "builder module not found at $builder_dir (expected go.mod and go.sum)"
 
-# mod_version MODULE prints the version MODULE is required at in the builder's
-# go.mod (replace lines have "=>" as second field and never match).
-mod_version() {
-	awk -v mod="$1" '
-		$1 == "require" { $1 = ""; $0 = $0 }
-		$1 == mod && $2 ~ /^v[0-9]/ { print $2; exit }
-	' "$builder_dir/go.mod"
-}
-
-k8s_version=$(mod_version k8s.io/kubernetes)
-etcd_version=$(mod_version go.etcd.io/etcd/server/v3)
-[[ $k8s_version =~ ^v([0-9]+)\.([0-9]+)\.[0-9]+$ ]] ||
-	die "cannot read a k8s.io/kubernetes release version from $builder_dir/go.mod (got '${k8s_version}')"
-k8s_major=${BASH_REMATCH[1]}
-k8s_minor=${BASH_REMATCH[2]}
+k8s_release "$builder_dir"
+etcd_version=$(mod_version "$builder_dir" go.etcd.io/etcd/server/v3)
 [[ -n $etcd_version ]] ||
 	die "cannot read the go.etcd.io/etcd/server/v3 version from $builder_dir/go.mod"
 

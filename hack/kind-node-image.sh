@@ -54,13 +54,9 @@ set -euo pipefail
 readonly NODE_REVISION=1
 readonly BIN_REVISION=1
 
-log() { printf 'kind-node-image: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
+source "$script_dir/lib.sh"
 repo_root=$(cd "$script_dir/.." && pwd)
 kn="$script_dir/kindnode"
 builder="$kn/builder"
@@ -73,20 +69,8 @@ kind_version=${KIND_VERSION:-$(awk '$1 == "KIND_VERSION" && $2 == "?=" { print $
 
 sha256() { sha256sum | cut -c1-12; }
 
-# mod_version DIR MODULE prints the version MODULE is required at in DIR/go.mod.
-mod_version() {
-	awk -v mod="$2" '
-		$1 == "require" { $1 = ""; $0 = $0 }
-		$1 == mod && $2 ~ /^v[0-9]/ { print $2; exit }
-	' "$1/go.mod"
-}
-
-k8s_version=$(mod_version "$builder" k8s.io/kubernetes)
+k8s_release "$builder"
 coredns_version=$(mod_version "$coredns_mod" github.com/coredns/coredns)
-[[ $k8s_version =~ ^v([0-9]+)\.([0-9]+)\.[0-9]+$ ]] ||
-	die "cannot read a k8s.io/kubernetes release version from $builder/go.mod (got '${k8s_version}')"
-k8s_major=${BASH_REMATCH[1]}
-k8s_minor=${BASH_REMATCH[2]}
 [[ -n $coredns_version ]] || die "cannot read the CoreDNS version from $coredns_mod/go.mod"
 envtest_version=$(mod_version "$script_dir/envtest" k8s.io/kubernetes)
 [[ $envtest_version == "$k8s_version" ]] ||

@@ -72,6 +72,32 @@ spec:
 %s`, port, routes)
 }
 
+// anyRoute is a route, first, that sends anything to backend.
+func anyRoute(backend string) string {
+	return fmt.Sprintf("  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: %q}}\n", backend)
+}
+
+// served is serve running on one file, and what it serves.
+type served struct {
+	a, c       string // greeters answering "A\n" and "C\n"
+	port       int
+	file, addr string
+	logs       *serveLog
+}
+
+// serveA starts the greeters A and C and serve (with settle, unless 0) on
+// a file whose one route takes anything to A, and waits until A answers.
+func serveA(t *testing.T, settle time.Duration) served {
+	t.Helper()
+	r := served{a: greeter(t, "A\n"), c: greeter(t, "C\n"), port: peers.FreePort(t)}
+	r.file = filepath.Join(t.TempDir(), "portmux.yaml")
+	writeAtomically(t, r.file, portmuxDoc(r.port, anyRoute(r.a)))
+	r.logs = startServe(t, serveOptions{files: []string{r.file}, settle: settle})
+	r.addr = fmt.Sprintf("127.0.0.1:%d", r.port)
+	peers.Until(t, 10*time.Second, "the first routes", func() bool { return answer(r.addr) == "A\n" })
+	return r
+}
+
 // TestServeAppliesInPlaceEditsOnceSettled: an editor or a script that
 // writes a file in place writes it in pieces; the first piece alone may be
 // a valid PortMux that means something else (here: the SSH route without
@@ -80,14 +106,8 @@ spec:
 // half-written file is never served: clients see the old routes, then the
 // new ones, nothing in between.
 func TestServeAppliesInPlaceEditsOnceSettled(t *testing.T) {
-	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := peers.FreePort(t)
-	file := filepath.Join(t.TempDir(), "portmux.yaml")
-	writeAtomically(t, file, portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: "%s"}}
-`, a)))
-	logs := startServe(t, serveOptions{files: []string{file}})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	peers.Until(t, 10*time.Second, "the old routes", func() bool { return answer(addr) == "A\n" })
+	r := serveA(t, 0)
+	a, c, port, file, addr, logs := r.a, r.c, r.port, r.file, r.addr, r.logs
 
 	half := portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: ssh}, backend: {address: "%s"}}
 `, a))
@@ -125,14 +145,8 @@ func TestServeAppliesInPlaceEditsOnceSettled(t *testing.T) {
 // become an open tunnel); the previous configuration keeps serving, and the
 // completed file is applied once it settles.
 func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
-	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := peers.FreePort(t)
-	file := filepath.Join(t.TempDir(), "portmux.yaml")
-	writeAtomically(t, file, portmuxDoc(port, fmt.Sprintf(`  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: "%s"}}
-`, a)))
-	logs := startServe(t, serveOptions{files: []string{file}})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	peers.Until(t, 10*time.Second, "the old routes", func() bool { return answer(addr) == "A\n" })
+	r := serveA(t, 0)
+	c, port, file, addr, logs := r.c, r.port, r.file, r.addr, r.logs
 
 	cut := portmuxDoc(port, fmt.Sprintf(`  - name: tunnel
     listeners: [plain]
@@ -163,16 +177,8 @@ func TestServeKeepsServingThroughAHalfWrittenFile(t *testing.T) {
 // (here the settle period is a minute); it still applies only a complete,
 // valid configuration.
 func TestServeReloadsAtOnceOnSIGHUP(t *testing.T) {
-	a, c := greeter(t, "A\n"), greeter(t, "C\n")
-	port := peers.FreePort(t)
-	file := filepath.Join(t.TempDir(), "portmux.yaml")
-	route := func(backend string) string {
-		return fmt.Sprintf("  - {name: first, listeners: [plain], match: {protocol: any}, backend: {address: \"%s\"}}\n", backend)
-	}
-	writeAtomically(t, file, portmuxDoc(port, route(a)))
-	logs := startServe(t, serveOptions{files: []string{file}, settle: time.Minute})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	peers.Until(t, 10*time.Second, "the first routes", func() bool { return answer(addr) == "A\n" })
+	r := serveA(t, time.Minute)
+	c, port, file, addr, logs := r.c, r.port, r.file, r.addr, r.logs
 
 	if err := os.WriteFile(file, []byte("spec: {listeners: [{name: plain, port: "), 0o600); err != nil {
 		t.Fatal(err)
@@ -182,7 +188,7 @@ func TestServeReloadsAtOnceOnSIGHUP(t *testing.T) {
 	if got := answer(addr); got != "A\n" {
 		t.Errorf("after SIGHUP with a broken file, clients get %q; want the previous routes (A)", got)
 	}
-	if err := os.WriteFile(file, []byte(portmuxDoc(port, route(c))), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(portmuxDoc(port, anyRoute(c))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hup(t)

@@ -55,14 +55,7 @@ func TestServeTunnelTokenIgnoresTrailingWhitespace(t *testing.T) {
       allow: [{address: "%s"}]
 `, name, name, secret, echo)
 	}
-	writeAtomically(t, portmuxFile, fmt.Sprintf(`apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: edge, namespace: default}
-spec:
-  listeners:
-  - {name: plain, port: %d}
-  routes:
-`, port)+route("lf", "tok-lf")+route("crlf", "tok-crlf")+route("blank", "tok-blank"))
+	writeAtomically(t, portmuxFile, portmuxDoc(port, route("lf", "tok-lf")+route("crlf", "tok-crlf")+route("blank", "tok-blank")))
 	secretsFile := filepath.Join(dir, "secrets.yaml")
 	writeAtomically(t, secretsFile, opaqueSecret("tok-lf", "s3cret\n")+"---\n"+
 		opaqueSecret("tok-crlf", "s3cret \t\r\n")+"---\n"+opaqueSecret("tok-blank", " \r\n"))

@@ -1,4 +1,4 @@
-package compile
+package compile_test
 
 import (
 	"go/ast"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -34,19 +35,12 @@ func TestValidateSaysTheCRDsRules(t *testing.T) {
 		// validateOnUDP: Invalid on spec.routes[i].backend.proxyProtocol.
 		"backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners",
 	}
-	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "portmux.dev_portmuxes.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crd apiextensionsv1.CustomResourceDefinition
-	if err := sigsyaml.Unmarshal(data, &crd); err != nil {
-		t.Fatal(err)
-	}
+	crd := loadCRD(t)
 	var rules []string
 	for _, v := range crd.Spec.Versions {
 		rules = append(rules, celMessages(v.Schema.OpenAPIV3Schema)...)
 	}
-	ours := ruleMessages(t)
+	ours := stringConsts(t, "ruleMessage", "validate.go")
 	for _, m := range rules {
 		if !slices.Contains(ours, m) && !slices.Contains(perItem, m) {
 			t.Errorf("the CRD's rule %q is not a ruleMessage of Validate", m)
@@ -77,40 +71,58 @@ func celMessages(s *apiextensionsv1.JSONSchemaProps) []string {
 	return out
 }
 
-// ruleMessages returns the values of the ruleMessage constants in
-// validate.go.
-func ruleMessages(t *testing.T) []string {
+// loadCRD reads the generated CRD, which the API server enforces.
+func loadCRD(t *testing.T) *apiextensionsv1.CustomResourceDefinition {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "validate.go", nil, parser.SkipObjectResolution)
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "portmux.dev_portmuxes.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := sigsyaml.Unmarshal(data, &crd); err != nil {
+		t.Fatal(err)
+	}
+	return &crd
+}
+
+// stringConsts returns the values of the constants of the named type
+// declared in the Go files at paths, in the order they are declared; each
+// must be a string literal, and there must be one at least.
+func stringConsts(t *testing.T, typeName string, paths ...string) []string {
+	t.Helper()
+	fset := token.NewFileSet()
 	var out []string
-	for _, d := range f.Decls {
-		gd, ok := d.(*ast.GenDecl)
-		if !ok || gd.Tok != token.CONST {
-			continue
+	for _, path := range paths {
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, s := range gd.Specs {
-			vs := s.(*ast.ValueSpec)
-			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "ruleMessage" {
+		for _, d := range f.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
 				continue
 			}
-			for _, v := range vs.Values {
-				lit, ok := v.(*ast.BasicLit)
-				if !ok || lit.Kind != token.STRING {
-					t.Fatalf("a ruleMessage that is not a string literal: %v", v)
+			for _, s := range gd.Specs {
+				vs := s.(*ast.ValueSpec)
+				if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != typeName {
+					continue
 				}
-				m, err := strconv.Unquote(lit.Value)
-				if err != nil {
-					t.Fatal(err)
+				for _, v := range vs.Values {
+					lit, ok := v.(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						t.Fatalf("%s: a %s constant that is not a string literal", fset.Position(v.Pos()), typeName)
+					}
+					s, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out = append(out, s)
 				}
-				out = append(out, m)
 			}
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("no ruleMessage constants in validate.go")
+		t.Fatalf("no %s constants in %s", typeName, strings.Join(paths, ", "))
 	}
 	return out
 }

@@ -1,18 +1,12 @@
 package compile_test
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/portmux/portmux/dataplane/route"
@@ -55,62 +49,19 @@ func TestProtocolsAgree(t *testing.T) {
 // declared in the Go package in dir, in the order they are declared.
 func protocolConsts(t *testing.T, dir string) []string {
 	t.Helper()
-	fset := token.NewFileSet()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, path := range files {
-		if strings.HasSuffix(path, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range f.Decls {
-			gd, ok := d.(*ast.GenDecl)
-			if !ok || gd.Tok != token.CONST {
-				continue
-			}
-			for _, s := range gd.Specs {
-				vs := s.(*ast.ValueSpec)
-				if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Protocol" {
-					continue
-				}
-				for _, v := range vs.Values {
-					lit, ok := v.(*ast.BasicLit)
-					if !ok || lit.Kind != token.STRING {
-						t.Fatalf("%s: a Protocol constant that is not a string literal", fset.Position(v.Pos()))
-					}
-					s, err := strconv.Unquote(lit.Value)
-					if err != nil {
-						t.Fatal(err)
-					}
-					out = append(out, s)
-				}
-			}
-		}
-	}
-	if len(out) == 0 {
-		t.Fatalf("no Protocol constants in %s", dir)
-	}
-	return out
+	files = slices.DeleteFunc(files, func(path string) bool { return strings.HasSuffix(path, "_test.go") })
+	return stringConsts(t, "Protocol", files...)
 }
 
 // crdProtocolEnum returns the enum of match.protocol in the generated CRD,
 // which the API server enforces.
 func crdProtocolEnum(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "portmux.dev_portmuxes.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crd apiextensionsv1.CustomResourceDefinition
-	if err := sigsyaml.Unmarshal(data, &crd); err != nil {
-		t.Fatal(err)
-	}
+	crd := loadCRD(t)
 	if len(crd.Spec.Versions) != 1 {
 		t.Fatalf("the CRD has %d versions; this test reads one", len(crd.Spec.Versions))
 	}

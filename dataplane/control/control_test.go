@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portmux/portmux/test/peers"
+
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,17 +49,8 @@ func (f *fakeDataplane) count() int {
 	return len(f.applied)
 }
 
-// socketPath is a fresh path for a control socket. Unix socket paths are
-// short (108 bytes), so it is not under the test's long temporary name.
-func socketPath(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pmx-ctl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return filepath.Join(dir, "dp.sock")
-}
+// socketPath is a fresh path for a control socket.
+func socketPath(t *testing.T) string { return peers.SocketPath(t, "pmx-ctl-") }
 
 // serve runs a handler for dp on a new socket and returns a client of it.
 // stop closes the server (the socket goes away).
@@ -182,16 +175,24 @@ func TestRefusedSnapshot(t *testing.T) {
 	}
 }
 
-// Every way of not reaching the dataplane is ErrUnreachable: nothing at
-// the path, a socket file nobody serves, a server that went away.
-func TestUnreachable(t *testing.T) {
-	stale := socketPath(t)
-	ln, err := net.Listen("unix", stale)
+// staleSocket returns the path of a socket file that nobody serves, as a
+// killed dataplane leaves it.
+func staleSocket(t *testing.T) string {
+	t.Helper()
+	path := socketPath(t)
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	_ = ln.Close()
+	return path
+}
+
+// Every way of not reaching the dataplane is ErrUnreachable: nothing at
+// the path, a socket file nobody serves, a server that went away.
+func TestUnreachable(t *testing.T) {
+	stale := staleSocket(t)
 	gone, _, stop := serve(t, &fakeDataplane{}, nil)
 	stop()
 	for _, tc := range []struct {
@@ -217,13 +218,7 @@ func TestUnreachable(t *testing.T) {
 // The socket is for the pod's user only; a socket file that a killed
 // dataplane left is replaced, a live one is not taken over.
 func TestListen(t *testing.T) {
-	path := socketPath(t)
-	old, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.(*net.UnixListener).SetUnlinkOnClose(false)
-	_ = old.Close() // as a SIGKILL leaves it
+	path := staleSocket(t)
 
 	c, _, _ := serveAt(t, path, &fakeDataplane{}, nil)
 	if _, err := c.State(ctx(t)); err != nil {

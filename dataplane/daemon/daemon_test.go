@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,12 +77,7 @@ func testLog(t *testing.T) func(*cobra.Command) func() logr.Logger {
 // returns its socket; stop cancels it and returns what it returned.
 func runDataplane(t *testing.T, args ...string) (socket string, stop func() error) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "pmx-dp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	socket = filepath.Join(dir, "dp.sock")
+	socket = peers.SocketPath(t, "pmx-dp-")
 	cmd := daemon.NewCommand(testLog(t))
 	cmd.SetArgs(append([]string{"--socket", socket, "--shutdown-grace", "1s"}, args...))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -47,10 +47,7 @@ func roundTrip(t *testing.T, from, to net.Conn, msg string) {
 
 func TestIdleDirectionsParkOffTheirGoroutines(t *testing.T) {
 	pk := newParker(t)
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
-	defer client.Close()
-	defer backend.Close()
+	client, muxClient, muxBackend, backend := pipeEnds(t)
 	done := make(chan Result, 1)
 	before := runtime.NumGoroutine()
 	Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
@@ -85,10 +82,7 @@ func TestIdleDirectionsParkOffTheirGoroutines(t *testing.T) {
 
 func TestAbortWakesParkedDirections(t *testing.T) {
 	pk := newParker(t)
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
-	defer client.Close()
-	defer backend.Close()
+	client, muxClient, muxBackend, _ := pipeEnds(t)
 	done := make(chan Result, 1)
 	h := Start(muxClient, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
 	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
@@ -112,14 +106,7 @@ func TestIdleTimeoutEndsParkedPipes(t *testing.T) {
 	client, backend, done := proxied(t, Options{Parker: pk, IdleTimeout: 200 * time.Millisecond})
 	defer client.Close()
 	defer backend.Close()
-	select {
-	case r := <-done:
-		if !r.Idle || r.Err != nil {
-			t.Fatalf("result %+v, want idle", r)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("a parked idle pipe was never closed")
-	}
+	wantIdle(t, done, 15*time.Second)
 }
 
 func TestParkerCloseResumesEverything(t *testing.T) {
@@ -327,8 +314,7 @@ func TestBulkIntoTLSSurvivesPausesAndParking(t *testing.T) {
 // the backend's end and where the pipe reports.
 func tlsPipe(t *testing.T, opt Options) (*tls.Conn, *net.TCPConn, <-chan Result) {
 	t.Helper()
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
 	cert := peers.CertPair(t, "mux.test")
 	roots := x509.NewCertPool()
 	roots.AddCert(cert.Leaf)

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/portmux/portmux/dataplane/panics"
+	"github.com/portmux/portmux/test/peers"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,15 +46,53 @@ func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return a.(*net.TCPConn), r.c.(*net.TCPConn)
 }
 
+// pipeEnds returns two TCP pairs: the client's connection to the mux and
+// the mux's to the backend. The test holds the far ends, client and
+// backend, which are closed when it ends.
+func pipeEnds(t testing.TB) (client, muxClient, muxBackend, backend *net.TCPConn) {
+	t.Helper()
+	client, muxClient = tcpPair(t)
+	muxBackend, backend = tcpPair(t)
+	t.Cleanup(func() {
+		_ = client.Close()
+		_ = backend.Close()
+	})
+	return client, muxClient, muxBackend, backend
+}
+
 // proxied starts Pipe between two TCP pairs and returns the client's and the
 // backend's far ends, plus a channel with Pipe's result.
 func proxied(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-chan Result) {
 	t.Helper()
-	client, muxClient := tcpPair(t)
-	muxBackend, backend := tcpPair(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
 	ch := make(chan Result, 1)
 	go func() { ch <- Pipe(muxClient, muxBackend, opt) }()
 	return client, backend, ch
+}
+
+// proxiedBuffered is proxied with the client's mux side hidden behind a
+// halfCloser: a mux side that is not a *net.TCPConn takes the buffered
+// path (as TLS-terminated streams do).
+func proxiedBuffered(t testing.TB, opt Options) (client, backend *net.TCPConn, done <-chan Result) {
+	t.Helper()
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	ch := make(chan Result, 1)
+	go func() { ch <- Pipe(halfCloser{muxClient}, muxBackend, opt) }()
+	return client, backend, ch
+}
+
+// wantIdle waits up to bound for the pipe's result, which must be an idle
+// timeout and no error.
+func wantIdle(t *testing.T, done <-chan Result, bound time.Duration) {
+	t.Helper()
+	select {
+	case r := <-done:
+		if !r.Idle || r.Err != nil {
+			t.Fatalf("result = %+v, want idle and no error", r)
+		}
+	case <-time.After(bound):
+		t.Fatal("an idle pipe was never closed")
+	}
 }
 
 // halfCloser hides *net.TCPConn (so nothing splices) but keeps CloseWrite.
@@ -73,28 +111,14 @@ func TestPipeCarriesEveryByteBothWays(t *testing.T) {
 			if name == "splice" {
 				client, backend, done = proxied(t, Options{})
 			} else {
-				// A mux side that is not a *net.TCPConn takes the buffered
-				// path (as TLS-terminated streams do).
-				c, mc := tcpPair(t)
-				mb, b := tcpPair(t)
-				ch := make(chan Result, 1)
-				go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
-				client, backend, done = c, b, ch
+				client, backend, done = proxiedBuffered(t, Options{})
 			}
 			go echo(backend)
 
 			payload := make([]byte, 8<<20)
 			_, _ = rand.Read(payload)
-			go func() {
-				_, _ = client.Write(payload)
-				closeWrite(client)
-			}()
-			got, err := io.ReadAll(client)
-			if err != nil {
-				t.Fatalf("read echo: %v", err)
-			}
-			if !bytes.Equal(got, payload) {
-				t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+			if err := peers.EchoBack(client, payload, func() { closeWrite(client) }); err != nil {
+				t.Fatal(err)
 			}
 			r := <-done
 			if r.Err != nil || r.Up != int64(len(payload)) || r.Down != int64(len(payload)) {
@@ -133,14 +157,7 @@ func TestPipeIdleTimeoutClosesSilentConnections(t *testing.T) {
 	client, backend, done := proxied(t, Options{IdleTimeout: 50 * time.Millisecond})
 	defer client.Close()
 	defer backend.Close()
-	select {
-	case r := <-done:
-		if !r.Idle || r.Err != nil {
-			t.Fatalf("result = %+v, want idle and no error", r)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("an idle connection was never closed")
-	}
+	wantIdle(t, done, 10*time.Second)
 	// The client sees the close.
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := client.Read(make([]byte, 1)); err == nil {
@@ -264,12 +281,7 @@ func benchPipe(b *testing.B, splice bool) {
 	if splice {
 		client, backend, done = proxied(b, Options{})
 	} else {
-		c, mc := tcpPair(b)
-		mb, bk := tcpPair(b)
-		ch := make(chan Result, 1)
-		// Hide the TCP type so the buffered path is used.
-		go func() { ch <- Pipe(halfCloser{mc}, mb, Options{}) }()
-		client, backend, done = c, bk, ch
+		client, backend, done = proxiedBuffered(b, Options{})
 	}
 	go func() { _, _ = io.Copy(io.Discard, backend); backend.Close() }()
 	buf := make([]byte, 64<<10)
@@ -305,10 +317,7 @@ func (p panicky) Read(b []byte) (int, error) {
 func TestPipePanicEndsOnlyItsConnection(t *testing.T) {
 	for _, where := range []string{"client", "backend"} {
 		t.Run(where, func(t *testing.T) {
-			client, muxClient := tcpPair(t)
-			muxBackend, backend := tcpPair(t)
-			defer client.Close()
-			defer backend.Close()
+			client, muxClient, muxBackend, backend := pipeEnds(t)
 			var cc, bc net.Conn = halfCloser{muxClient}, halfCloser{muxBackend}
 			if where == "client" {
 				cc = panicky{halfCloser{muxClient}, "BOOM"}

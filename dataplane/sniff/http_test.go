@@ -1,19 +1,13 @@
 package sniff
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 )
 
 func TestHTTP(t *testing.T) {
 	get := func(host, path string) Info { return Info{Method: "GET", Host: host, Path: path} }
-	tests := []struct {
-		name string
-		in   string
-		want Verdict
-		info Info
-	}{
+	tests := []sniffCase{
 		{"empty", "", NeedMore, Info{}},
 		{"method so far", "GE", NeedMore, Info{}},
 		{"request line so far", "GET /a HTTP/1.", NeedMore, Info{}},
@@ -80,17 +74,7 @@ func TestHTTP(t *testing.T) {
 		{"bad Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", NoMatch, Info{}},
 		{"bad target", "GET %zz HTTP/1.1\r\nHost: a\r\n\r\n", NoMatch, Info{}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v, info := HTTP([]byte(tc.in))
-			if v != tc.want || !reflect.DeepEqual(info, tc.info) {
-				t.Fatalf("got %v %+v, want %v %+v", v, info, tc.want, tc.info)
-			}
-			if msg := prefixViolation(HTTP, []byte(tc.in)); msg != "" {
-				t.Fatal(msg)
-			}
-		})
-	}
+	runSniffCases(t, HTTP, tests)
 }
 
 func TestHTTPHeaderBlockCap(t *testing.T) {
@@ -111,12 +95,7 @@ func TestHTTPHeaderBlockCap(t *testing.T) {
 func TestWebSocket(t *testing.T) {
 	const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 	ws := Info{Method: "GET", Host: "a.test", Path: "/tunnel", WebSocket: true}
-	tests := []struct {
-		name string
-		in   string
-		want Verdict
-		info Info
-	}{
+	tests := []sniffCase{
 		{"RFC 6455 example", "GET /tunnel?x=1 HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + key +
 			"Sec-WebSocket-Version: 13\r\n\r\n", Match, ws},
 		{"tokens in lists, any case", "GET /tunnel HTTP/1.1\r\nHost: A.test\r\nUpgrade: foo/2, WebSocket\r\nConnection: keep-alive,\tUPGRADE\r\n" + key + "\r\n", Match, ws},
@@ -133,20 +112,11 @@ func TestWebSocket(t *testing.T) {
 		{"not HTTP", "\x05\x01\x00", NoMatch, Info{}},
 		{"HTTP/2 preface", HTTP2Preface, NoMatch, Info{}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			v, info := WebSocket([]byte(tc.in))
-			if v != tc.want || !reflect.DeepEqual(info, tc.info) {
-				t.Fatalf("got %v %+v, want %v %+v", v, info, tc.want, tc.info)
-			}
-			if msg := prefixViolation(WebSocket, []byte(tc.in)); msg != "" {
-				t.Fatal(msg)
-			}
-			// HTTP matches every well-formed request, upgrades included,
-			// and reports the same upgrade.
-			if v, info := HTTP([]byte(tc.in)); v == Match && info.WebSocket != (tc.want == Match) {
-				t.Fatalf("HTTP: WebSocket = %v", info.WebSocket)
-			}
-		})
-	}
+	runSniffCases(t, WebSocket, tests, func(t *testing.T, tc sniffCase) {
+		// HTTP matches every well-formed request, upgrades included,
+		// and reports the same upgrade.
+		if v, info := HTTP([]byte(tc.in)); v == Match && info.WebSocket != (tc.want == Match) {
+			t.Fatalf("HTTP: WebSocket = %v", info.WebSocket)
+		}
+	})
 }

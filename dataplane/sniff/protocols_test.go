@@ -15,7 +15,9 @@ type sniffCase struct {
 	info Info
 }
 
-func runSniffCases(t *testing.T, f Func, tests []sniffCase) {
+// runSniffCases runs each case through f as a subtest, then the checks in
+// also, if any.
+func runSniffCases(t *testing.T, f Func, tests []sniffCase, also ...func(*testing.T, sniffCase)) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -25,6 +27,9 @@ func runSniffCases(t *testing.T, f Func, tests []sniffCase) {
 			}
 			if msg := prefixViolation(f, []byte(tc.in)); msg != "" {
 				t.Fatal(msg)
+			}
+			for _, check := range also {
+				check(t, tc)
 			}
 		})
 	}

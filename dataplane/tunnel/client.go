@@ -102,15 +102,7 @@ func (c *Client) dialTimeout() time.Duration {
 	return DefaultDialTimeout
 }
 
-func (c *Client) retries() int {
-	switch {
-	case c.Retries == 0:
-		return DefaultRetries
-	case c.Retries < 0:
-		return 0
-	}
-	return c.Retries
-}
+func (c *Client) retries() int { return setting(c.Retries, DefaultRetries) }
 
 func (c *Client) watchdog(live *liveness, idle time.Duration) *watchdog {
 	w := &watchdog{interval: c.KeepAlive, timeout: c.PongTimeout, idle: idle, live: live}
@@ -123,14 +115,18 @@ func (c *Client) watchdog(live *liveness, idle time.Duration) *watchdog {
 	return w
 }
 
-func (c *Client) udpIdle() time.Duration {
+func (c *Client) udpIdle() time.Duration { return setting(c.UDPIdleTimeout, DefaultUDPIdleTimeout) }
+
+// setting reads a Client field where 0 asks for the default and a negative
+// value for none.
+func setting[T int | time.Duration](v, def T) T {
 	switch {
-	case c.UDPIdleTimeout == 0:
-		return DefaultUDPIdleTimeout
-	case c.UDPIdleTimeout < 0:
+	case v == 0:
+		return def
+	case v < 0:
 		return 0
 	}
-	return c.UDPIdleTimeout
+	return v
 }
 
 // dialContext connects to the server, through the proxy when one

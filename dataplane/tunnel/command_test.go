@@ -14,8 +14,6 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
-
-	"github.com/portmux/portmux/test/peers"
 )
 
 // TestTunnelCommand runs the built `portmux tunnel` with a TCP and a UDP
@@ -23,10 +21,9 @@ import (
 func TestTunnelCommand(t *testing.T) {
 	t.Parallel()
 	bin := portmuxBinary(t)
-	b := peers.NewTCPServer(t, echo)
 	up := udpEcho(t)
 	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
-		target(false, []string{b.Addr}, "echo:7"),
+		echoTarget(t, "echo:7"),
 		target(true, []string{up.LocalAddr().String()}, "echo:7"),
 	}}, nil)
 	tokenFile := writeFile(t, "token", []byte(testToken))

@@ -192,6 +192,27 @@ func udpEcho(t testing.TB) *net.UDPConn {
 	return pc
 }
 
+// echoTarget is a TCP target, known by names, whose one endpoint is a new
+// echo server.
+func echoTarget(t testing.TB, names ...string) snapshot.TunnelTarget {
+	t.Helper()
+	return target(false, []string{peers.NewTCPServer(t, echo).Addr}, names...)
+}
+
+// runUntilEnd runs serve until the test ends, then cancels its context
+// and fails the test if it returned an error.
+func runUntilEnd(t testing.TB, what string, serve func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	})
+}
+
 // serveTCP runs c.ServeTCP on a new loopback listener until the test ends
 // and returns the listener's address.
 func serveTCP(t testing.TB, c *tunnel.Client, target string) string {
@@ -200,15 +221,7 @@ func serveTCP(t testing.TB, c *tunnel.Client, target string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.ServeTCP(ctx, ln, target) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeTCP: %v", err)
-		}
-	})
+	runUntilEnd(t, "ServeTCP", func(ctx context.Context) error { return c.ServeTCP(ctx, ln, target) })
 	return ln.Addr().String()
 }
 
@@ -281,4 +294,37 @@ func certPool(cert *x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(cert)
 	return p
+}
+
+// handshake sends one WebSocket handshake for path to addr, with the Host
+// host (addr's if empty) and the headers h, and hands the answer and the
+// connection's reader to read before it closes the connection.
+func handshake(t *testing.T, addr, host, path string, h http.Header, read func(*http.Response, *bufio.Reader)) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if host != "" {
+		req.Host = host
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	if err := req.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	read(resp, br)
 }

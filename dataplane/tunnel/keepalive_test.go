@@ -133,19 +133,26 @@ func (p *pausableProxy) relay(dst, src net.Conn) {
 	}
 }
 
-func TestDeadPeerClosesBothEnds(t *testing.T) {
-	t.Parallel()
-	b := peers.NewTCPServer(t, echo)
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}})
-	p := startPausableProxy(t, hs.addr)
-	c := newClient(t, "ws://"+p.addr+"/tunnel")
+// dialKeptAlive dials target through the tunnel endpoint at addr with the
+// tests' short keepalive and pong timeout; the stream is closed when the
+// test ends.
+func dialKeptAlive(t *testing.T, addr, target string) *tunnel.Stream {
+	t.Helper()
+	c := newClient(t, "ws://"+addr+"/tunnel")
 	c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
-
-	s, err := c.Dial(context.Background(), "echo:7")
+	s, err := c.Dial(context.Background(), target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestDeadPeerClosesBothEnds(t *testing.T) {
+	t.Parallel()
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}})
+	p := startPausableProxy(t, hs.addr)
+	s := dialKeptAlive(t, p.addr, "echo:7")
 	roundTrip := func(msg string) {
 		t.Helper()
 		if _, err := s.Write([]byte(msg)); err != nil {
@@ -196,13 +203,7 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 		// while.
 		b := peers.NewTCPServer(t, func(c net.Conn) { _, _ = c.Write(payload) })
 		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "src:1")}})
-		c := newClient(t, "ws://"+hs.addr+"/tunnel")
-		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
-		s, err := c.Dial(context.Background(), "src:1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := dialKeptAlive(t, hs.addr, "src:1")
 		_ = s.CloseWrite()
 		time.Sleep(stall)
 		got, err := io.ReadAll(s)
@@ -225,13 +226,7 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 			_, _ = fmt.Fprint(c, n)
 		})
 		hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "sink:1")}})
-		c := newClient(t, "ws://"+hs.addr+"/tunnel")
-		c.KeepAlive, c.PongTimeout = testKeepAlive, testPongTimeout
-		s, err := c.Dial(context.Background(), "sink:1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := dialKeptAlive(t, hs.addr, "sink:1")
 		if _, err := s.Write(payload); err != nil {
 			r := hs.report(t)
 			t.Fatalf("write: %v (server: %s %v)", err, r.Outcome, r.Err)
@@ -254,8 +249,7 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 func TestTCPTunnelIdleTimeout(t *testing.T) {
 	t.Parallel()
 	const idle = 600 * time.Millisecond
-	b := peers.NewTCPServer(t, echo)
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}},
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}},
 		func(o *tunnel.Options) { o.IdleTimeout = idle })
 	c := newClient(t, "ws://"+hs.addr+"/tunnel")
 	s, err := c.Dial(context.Background(), "echo:7")

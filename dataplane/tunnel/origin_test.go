@@ -2,13 +2,10 @@ package tunnel_test
 
 import (
 	"bufio"
-	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
-	"github.com/portmux/portmux/test/peers"
 )
 
 // handshakeStatus sends one WebSocket handshake for path with Host host
@@ -16,30 +13,12 @@ import (
 // tunnel is closed at once.
 func handshakeStatus(t *testing.T, addr, host, path string, h http.Header) int {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-	req.Host = host
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	if err := req.Write(c); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode
+	var status int
+	handshake(t, addr, host, path, h, func(resp *http.Response, _ *bufio.Reader) {
+		status = resp.StatusCode
+		_ = resp.Body.Close()
+	})
+	return status
 }
 
 // TestBrowserOriginsMustBeListed: a handshake with an Origin header comes
@@ -51,8 +30,7 @@ func handshakeStatus(t *testing.T, addr, host, path string, h http.Header) int {
 // (portmux tunnel, wstunnel) are not concerned.
 func TestBrowserOriginsMustBeListed(t *testing.T) {
 	t.Parallel()
-	b := peers.NewTCPServer(t, echo)
-	allow := []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}
+	allow := []snapshot.TunnelTarget{echoTarget(t, "echo:7")}
 	listed := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
 	unlisted := startMux(t, &snapshot.Tunnel{Allow: allow, AllowedOrigins: []string{"https://app.example.com", "http://LOCALHOST:8080"}}, nil)
 	const path = "/tunnel?target=echo:7"

@@ -12,7 +12,6 @@ import (
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
-	"github.com/portmux/portmux/test/peers"
 )
 
 // TestPanicInRelayEndsOnlyItsTunnel: a panic while relaying one tunnel's
@@ -21,7 +20,6 @@ import (
 // carries on.
 func TestPanicInRelayEndsOnlyItsTunnel(t *testing.T) {
 	t.Parallel()
-	b := peers.NewTCPServer(t, echo)
 	var gets atomic.Int32
 	pool := &sync.Pool{New: func() any {
 		if gets.Add(1) == 1 {
@@ -30,7 +28,7 @@ func TestPanicInRelayEndsOnlyItsTunnel(t *testing.T) {
 		buf := make([]byte, 32<<10)
 		return &buf
 	}}
-	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}},
+	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}},
 		func(o *tunnel.Options) { o.Buffers = &tunnel.Buffers{Pool: pool} })
 	c := newClient(t, "ws://"+hs.addr+"/tunnel")
 

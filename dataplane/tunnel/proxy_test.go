@@ -20,8 +20,7 @@ func TestClientGoesOutThroughAnHTTPConnectProxy(t *testing.T) {
 	for _, scheme := range []string{"ws", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			t.Parallel()
-			b := peers.NewTCPServer(t, echo)
-			tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}
+			tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}
 			var cert *peers.Cert
 			var tlsCert *tls.Certificate
 			if scheme == "wss" {

@@ -111,39 +111,21 @@ func TestRefusalsHappenBeforeAnythingIsDialled(t *testing.T) {
 // rawHandshake sends one WebSocket handshake for path and returns the
 // answer and its body. The server must close the connection after a
 // refusal.
-func rawHandshake(t *testing.T, addr, path string, h http.Header) (*http.Response, string) {
+func rawHandshake(t *testing.T, addr, path string, h http.Header) (resp *http.Response, body string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-	for k, v := range h {
-		req.Header[k] = v
-	}
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "websocket")
-	req.Header.Set("Sec-WebSocket-Version", "13")
-	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	if err := req.Write(c); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if !resp.Close {
-		t.Errorf("%s: a refusal without Connection: close", path)
-	}
-	if n, err := br.Read(make([]byte, 1)); err == nil {
-		t.Errorf("%s: %d more bytes after the refusal, want the connection closed", path, n)
-	}
-	return resp, string(body)
+	handshake(t, addr, "", path, h, func(r *http.Response, br *bufio.Reader) {
+		resp = r
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		body = string(b)
+		if !resp.Close {
+			t.Errorf("%s: a refusal without Connection: close", path)
+		}
+		if n, err := br.Read(make([]byte, 1)); err == nil {
+			t.Errorf("%s: %d more bytes after the refusal, want the connection closed", path, n)
+		}
+	})
+	return resp, body
 }
 
 func TestMissingTokenSecretRefusesEverything(t *testing.T) {

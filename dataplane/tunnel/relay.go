@@ -86,12 +86,9 @@ func connToStream(s *Stream, c net.Conn, bufs *Buffers) (int64, error) {
 		}
 		bp, big := bufs.get()
 		n, err := c.Read(*bp)
-		if n > 0 {
-			if _, werr := s.Write((*bp)[:n]); werr != nil {
-				bufs.put(bp, big)
-				return total, werr
-			}
-			total += int64(n)
+		if werr := writeCounted(s, (*bp)[:n], &total); werr != nil {
+			bufs.put(bp, big)
+			return total, werr
 		}
 		bufs.put(bp, big)
 		if err != nil {
@@ -118,12 +115,9 @@ func streamToConn(c net.Conn, s *Stream, bufs *Buffers) (int64, error) {
 		bp, big := bufs.get()
 		for {
 			n, err := s.readMessage(*bp)
-			if n > 0 {
-				if _, werr := c.Write((*bp)[:n]); werr != nil {
-					bufs.put(bp, big)
-					return total, werr
-				}
-				total += int64(n)
+			if werr := writeCounted(c, (*bp)[:n], &total); werr != nil {
+				bufs.put(bp, big)
+				return total, werr
 			}
 			if err != nil {
 				bufs.put(bp, big)
@@ -138,6 +132,17 @@ func streamToConn(c net.Conn, s *Stream, bufs *Buffers) (int64, error) {
 		}
 		bufs.put(bp, big)
 	}
+}
+
+// writeCounted writes p to w, if p holds anything, and adds what it wrote
+// to *total.
+func writeCounted(w io.Writer, p []byte, total *int64) (err error) {
+	if len(p) > 0 {
+		if _, err = w.Write(p); err == nil {
+			*total += int64(len(p))
+		}
+	}
+	return err
 }
 
 // closeWrite half-closes c, or closes it when it cannot.

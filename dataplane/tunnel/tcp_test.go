@@ -26,16 +26,8 @@ func TestTCPTunnelCarriesEveryByteBothWays(t *testing.T) {
 	defer s.Close()
 	payload := make([]byte, 8<<20)
 	_, _ = rand.Read(payload)
-	go func() {
-		_, _ = s.Write(payload)
-		_ = s.CloseWrite()
-	}()
-	got, err := io.ReadAll(s)
-	if err != nil {
-		t.Fatalf("read echo: %v", err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(payload))
+	if err := peers.EchoBack(s, payload, func() { _ = s.CloseWrite() }); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
@@ -124,16 +116,12 @@ func TestSSHThroughStdioTunnel(t *testing.T) {
 		t.Parallel()
 		sshd, m := sshTunnel(t, nil)
 		proxy := bin + " tunnel --token-file " + tokenFile + " -L stdio:sshd:22 " + m.url
-		out, err := sshd.RunVia(t, proxy, "echo", "ok")
-		if err != nil {
+		if err := sshd.EchoVia(t, proxy); err != nil {
 			t.Fatal(err)
-		}
-		if out != "ok\n" {
-			t.Fatalf("ssh printed %q, want ok", out)
 		}
 		// A bigger stream, and the port asked for by its name.
 		proxy = bin + " tunnel --token-file " + tokenFile + " -L stdio:sshd:ssh " + m.url
-		out, err = sshd.RunVia(t, proxy, "head -c 8388608 /dev/zero | wc -c")
+		out, err := sshd.RunVia(t, proxy, "head -c 8388608 /dev/zero | wc -c")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,12 +137,8 @@ func TestSSHThroughStdioTunnel(t *testing.T) {
 		sshd, m := sshTunnel(t, cert)
 		caFile := writeFile(t, "ca.pem", cert.CertPEM)
 		proxy := bin + " tunnel --token-file " + tokenFile + " --ca-file " + caFile + " -L stdio:sshd:22 " + m.url
-		out, err := sshd.RunVia(t, proxy, "echo", "ok")
-		if err != nil {
+		if err := sshd.EchoVia(t, proxy); err != nil {
 			t.Fatal(err)
-		}
-		if out != "ok\n" {
-			t.Fatalf("ssh printed %q, want ok", out)
 		}
 		// Without the CA the server is not trusted, and nothing is sent.
 		proxy = bin + " tunnel --token-file " + tokenFile + " --retries 0 -L stdio:sshd:22 " + m.url
@@ -256,8 +240,7 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 // "echo:7", an echo backend.
 func echoMux(t *testing.T) *mux {
 	t.Helper()
-	b := peers.NewTCPServer(t, echo)
-	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{target(false, []string{b.Addr}, "echo:7")}}, nil)
+	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}, nil)
 }
 
 // echoTunnel opens a tunnel to "echo:7" through a new echoMux.

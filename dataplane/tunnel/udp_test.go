@@ -14,24 +14,31 @@ import (
 )
 
 // serveUDP runs c.ServeUDP on a new loopback socket until the test ends and
-// returns the socket's address.
-func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPAddr {
+// returns a client socket connected to it.
+func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPConn {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = pc.SetReadBuffer(4 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.ServeUDP(ctx, pc, target) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeUDP: %v", err)
-		}
-	})
-	return pc.LocalAddr().(*net.UDPAddr)
+	runUntilEnd(t, "ServeUDP", func(ctx context.Context) error { return c.ServeUDP(ctx, pc, target) })
+	conn, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// dnsMux is a tunnel endpoint (asking for token, if any) whose one target,
+// dns:53, is a UDP echo server, allowed for UDP if udp.
+func dnsMux(t *testing.T, token []byte, udp bool) *mux {
+	t.Helper()
+	up := udpEcho(t)
+	return startMux(t, &snapshot.Tunnel{Token: token, Allow: []snapshot.TunnelTarget{
+		target(udp, []string{up.LocalAddr().String()}, "dns:53"),
+	}}, nil)
 }
 
 // datagram builds datagram seq: its number, then size-4 bytes derived from
@@ -47,17 +54,8 @@ func datagram(seq uint32, size int) []byte {
 
 func TestUDPTunnelKeepsDatagramBoundaries(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
-		target(true, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
-	local := serveUDP(t, newClient(t, m.url), "dns:53")
-
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	m := dnsMux(t, []byte(testToken), true)
+	conn := serveUDP(t, newClient(t, m.url), "dns:53")
 	_ = conn.SetReadBuffer(4 << 20)
 
 	// 1000 datagrams of sizes from 4 bytes to 2 KiB, with 32 in flight at
@@ -121,18 +119,10 @@ func TestUDPTunnelKeepsDatagramBoundaries(t *testing.T) {
 
 func TestUDPTunnelRefusesATCPOnlyTarget(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{
-		target(false, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
+	m := dnsMux(t, nil, false)
 	c := newClient(t, m.url)
 	c.Retries = -1
-	local := serveUDP(t, c, "dns:53")
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveUDP(t, c, "dns:53")
 	_, _ = conn.Write([]byte("anyone?"))
 	m.waitTunnels(t, tunnel.OutcomeForbidden, 1)
 	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
@@ -143,18 +133,10 @@ func TestUDPTunnelRefusesATCPOnlyTarget(t *testing.T) {
 
 func TestUDPTunnelIdleTimeoutEndsTheSession(t *testing.T) {
 	t.Parallel()
-	up := udpEcho(t)
-	m := startMux(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{
-		target(true, []string{up.LocalAddr().String()}, "dns:53"),
-	}}, nil)
+	m := dnsMux(t, nil, true)
 	c := newClient(t, m.url)
 	c.UDPIdleTimeout = 500 * time.Millisecond
-	local := serveUDP(t, c, "dns:53")
-	conn, err := net.DialUDP("udp", nil, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := serveUDP(t, c, "dns:53")
 	for i := range 2 {
 		_, _ = conn.Write([]byte("ping"))
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))

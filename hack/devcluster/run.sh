@@ -21,7 +21,8 @@ METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:8080}
 PROBE_ADDR=${PROBE_ADDR:-127.0.0.1:8081}
 kubeconfig=$DEV_DIR/kubeconfig
 
-log() { printf 'run: %s\n' "$*" >&2; }
+# shellcheck source=hack/lib.sh
+source "$root/hack/lib.sh"
 
 [[ -x $LOCALBIN/portmux ]] || { log "$LOCALBIN/portmux is missing: run make build"; exit 1; }
 assets=$(hack/envtest-assets.sh)

@@ -158,14 +158,7 @@ func slowloris(ctx context.Context, c net.Conn, counts *attackCounts) error {
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: soak.test\r\n"); err != nil {
 		return err
 	}
-	header := "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	for i := 0; ctx.Err() == nil; i++ {
-		if _, err := c.Write([]byte{header[i%len(header)]}); err != nil {
-			return err
-		}
-		sleep(ctx, 2*time.Second)
-	}
-	return nil
+	return trickle(ctx, c, "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 2*time.Second)
 }
 
 // bigHeaders sends a 1 MiB header block at once (variant 1: as its second
@@ -204,12 +197,17 @@ func hog(ctx context.Context, c net.Conn, counts *attackCounts) error {
 // dribble sends text that keeps the regex route waiting, one byte per
 // write.
 func dribble(ctx context.Context, c net.Conn, _ *attackCounts) error {
-	text := "hello there, this never quite matches anything at all... "
+	return trickle(ctx, c, "hello there, this never quite matches anything at all... ", 5*time.Millisecond)
+}
+
+// trickle writes text over and over, one byte every interval, until ctx
+// ends or a write fails.
+func trickle(ctx context.Context, c net.Conn, text string, every time.Duration) error {
 	for i := 0; ctx.Err() == nil; i++ {
 		if _, err := c.Write([]byte{text[i%len(text)]}); err != nil {
 			return err
 		}
-		sleep(ctx, 5*time.Millisecond)
+		sleep(ctx, every)
 	}
 	return nil
 }

@@ -1,23 +1,21 @@
 package main
 
 import (
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 // backends are the real servers behind the routes: an SSH server whose
@@ -147,7 +145,7 @@ func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 }
 
 func (b *backends) serveTLS() (string, error) {
-	cert, roots, err := selfSigned("soak.test")
+	cert, roots, err := harness.SelfSigned("soak.test")
 	if err != nil {
 		return "", err
 	}
@@ -173,34 +171,6 @@ func (b *backends) serveHTTP() (string, error) {
 	b.wg.Add(1)
 	go func() { defer b.wg.Done(); _ = srv.Serve(ln) }()
 	return ln.Addr().String(), nil
-}
-
-// selfSigned makes a P-256 certificate for name and a pool that trusts it.
-func selfSigned(name string) (tls.Certificate, *x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots, nil
 }
 
 // config is the PortMux the soak serves: one listener with the routes the

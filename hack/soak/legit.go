@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 // legitAddrs describes where the legitimate clients come from: each
@@ -96,22 +98,13 @@ func (r *legitResults) summary() map[string]kindSummary {
 		slices.Sort(lat)
 		ops := len(lat) + k.failures
 		s := kindSummary{Ops: ops, Failures: k.failures, Lost: k.lost, LastError: k.lastErr,
-			P50: ms(percentile(lat, 0.50)), P99: ms(percentile(lat, 0.99))}
+			P50: ms(harness.Percentile(lat, 50)), P99: ms(harness.Percentile(lat, 99))}
 		if ops > 0 {
 			s.Success = float64(len(lat)) / float64(ops)
 		}
 		out[name] = s
 	}
 	return out
-}
-
-// percentile of sorted durations, nearest rank; 0 for none.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted))+0.5) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -204,16 +197,26 @@ func sshOp(ctx context.Context, d *net.Dialer, target string) (bool, error) {
 	if err := sess.Start("echo"); err != nil {
 		return false, err
 	}
+	if lost, err := echoed("ssh", func(p []byte) { _, _ = in.Write(p); _ = in.Close() }, out); lost || err != nil {
+		return lost, err
+	}
+	return false, sess.Wait()
+}
+
+// echoed sends a random payload with send (which closes its side when it
+// is done) and reads the echo from r to its end; lost says that what came
+// back is not what was sent.
+func echoed(what string, send func([]byte), r io.Reader) (lost bool, err error) {
 	payload := randomPayload()
-	go func() { _, _ = in.Write(payload); _ = in.Close() }()
-	got, err := io.ReadAll(out)
+	go send(payload)
+	got, err := io.ReadAll(r)
 	if err != nil {
 		return false, err
 	}
 	if !bytes.Equal(got, payload) {
-		return true, fmt.Errorf("ssh echo: %d bytes back, not the %d sent", len(got), len(payload))
+		return true, fmt.Errorf("%s echo: %d bytes back, not the %d sent", what, len(got), len(payload))
 	}
-	return false, sess.Wait()
+	return false, nil
 }
 
 // tlsOp: a handshake for soak.test (verified) and an echo.
@@ -228,16 +231,7 @@ func tlsOp(ctx context.Context, d *net.Dialer, target string, be *backends) (boo
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return false, fmt.Errorf("tls handshake: %w", err)
 	}
-	payload := randomPayload()
-	go func() { _, _ = tc.Write(payload); _ = tc.CloseWrite() }()
-	got, err := io.ReadAll(tc)
-	if err != nil {
-		return false, err
-	}
-	if !bytes.Equal(got, payload) {
-		return true, fmt.Errorf("tls echo: %d bytes back, not the %d sent", len(got), len(payload))
-	}
-	return false, nil
+	return echoed("tls", func(p []byte) { _, _ = tc.Write(p); _ = tc.CloseWrite() }, tc)
 }
 
 // httpOp: a GET on a kept-alive connection whose answer must be its token.
@@ -250,12 +244,7 @@ func httpOp(ctx context.Context, client *http.Client, target string) (bool, erro
 		return false, err
 	}
 	req.Host = "soak.test"
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
+	resp, body, err := readBody(client.Do(req))
 	if err != nil {
 		return false, err
 	}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 // portmux is the process under test, in its own memory cgroup when the
@@ -40,8 +42,8 @@ func startPortmux(ctx context.Context, o options, cfg string) (*portmux, error) 
 	}
 	p := &portmux{log: filepath.Join(o.out, "portmux.log"), metrics: fmt.Sprintf("127.0.0.1:%d", mport), done: make(chan struct{})}
 	if o.limit != "" {
-		if p.limit, err = parseBytes(o.limit); err != nil {
-			return nil, err
+		if p.limit, err = harness.ParseSize(o.limit); err != nil {
+			return nil, fmt.Errorf("memory limit %q: want e.g. 512Mi: %w", o.limit, err)
 		}
 		p.cgroup, p.cgroupV2, err = makeCgroup(p.limit)
 		if err != nil {
@@ -219,14 +221,20 @@ type sample struct {
 // counted before and after.
 var metricsClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
-func (p *portmux) sample() (sample, error) {
-	s := sample{At: time.Now(), Outcomes: map[string]float64{}}
-	resp, err := metricsClient.Get("http://" + p.metrics + "/metrics")
+// readBody reads and closes the body of a response, as http.Client
+// returns it with its error.
+func readBody(resp *http.Response, err error) (*http.Response, []byte, error) {
 	if err != nil {
-		return s, err
+		return nil, nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func (p *portmux) sample() (sample, error) {
+	s := sample{At: time.Now(), Outcomes: map[string]float64{}}
+	_, body, err := readBody(metricsClient.Get("http://" + p.metrics + "/metrics"))
 	if err != nil {
 		return s, err
 	}
@@ -324,23 +332,4 @@ func waitListening(ctx context.Context, addr string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("portmux does not listen on %s", addr)
-}
-
-// parseBytes reads 512Mi, 1Gi, 300M or a number of bytes.
-func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = v, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("memory limit %q: want e.g. 512Mi", s)
-	}
-	return n * mult, nil
 }

@@ -3,52 +3,12 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
 )
-
-func TestPercentile(t *testing.T) {
-	ms := func(ns ...int) []time.Duration {
-		var out []time.Duration
-		for _, n := range ns {
-			out = append(out, time.Duration(n)*time.Millisecond)
-		}
-		return out
-	}
-	tests := []struct {
-		sorted []time.Duration
-		p      float64
-		want   time.Duration
-	}{
-		{nil, 0.99, 0},
-		{ms(5), 0.5, 5 * time.Millisecond},
-		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.5, 5 * time.Millisecond},
-		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
-		{ms(1, 2, 3, 4), 0.01, 1 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		if got := percentile(tt.sorted, tt.p); got != tt.want {
-			t.Errorf("percentile(%v, %v) = %v, want %v", tt.sorted, tt.p, got, tt.want)
-		}
-	}
-}
-
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"512Mi": 512 << 20, "1Gi": 1 << 30, "300M": 300e6, "4096": 4096} {
-		if got, err := parseBytes(in); err != nil || got != want {
-			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "lots", "-1Mi", "0"} {
-		if _, err := parseBytes(in); err == nil {
-			t.Errorf("parseBytes(%q): no error", in)
-		}
-	}
-}
 
 func TestMetricLine(t *testing.T) {
 	name, v, ok := metricLine(`portmux_connections_total{listener="soak/public",outcome="no_route",protocol="",route=""} 42`)

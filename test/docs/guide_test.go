@@ -39,13 +39,7 @@ func TestUserGuideShowsTheExamples(t *testing.T) {
 		}
 		shown[m[1]] = m[2]
 	}
-	files, err := filepath.Glob(filepath.Join(guideExamples, "*", "*.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) < 8 {
-		t.Fatalf("found %d example files in docs/examples, want a portmux.yaml and a serve.yaml for each of 4 setups", len(files))
-	}
+	files := globAtLeast(t, filepath.Join(guideExamples, "*", "*.yaml"), 8, "example files in docs/examples, want a portmux.yaml and a serve.yaml for each of 4 setups")
 	for _, f := range files {
 		rel := filepath.ToSlash(strings.TrimPrefix(f, root+string(filepath.Separator)))
 		want, err := os.ReadFile(f)
@@ -76,13 +70,7 @@ func TestUserGuideShowsTheExamples(t *testing.T) {
 // protocols) is equal. So the in-cluster form, which no test runs with
 // traffic, behaves as the serve form that TestUserGuide runs.
 func TestUserGuideFormsAgree(t *testing.T) {
-	dirs, err := filepath.Glob(filepath.Join(guideExamples, "*", "serve.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(dirs) < 4 {
-		t.Fatalf("found %d setups in docs/examples, want 4", len(dirs))
-	}
+	dirs := globAtLeast(t, filepath.Join(guideExamples, "*", "serve.yaml"), 4, "setups in docs/examples, want 4")
 	for _, serveFile := range dirs {
 		setup := filepath.Base(filepath.Dir(serveFile))
 		t.Run(setup, func(t *testing.T) {
@@ -152,4 +140,18 @@ func blank(t *testing.T, file string, pm *v1alpha1.PortMux, services bool) {
 			}
 		}
 	}
+}
+
+// globAtLeast returns the files pattern matches, or fails t if there are
+// fewer than n: "found N " what.
+func globAtLeast(t *testing.T, pattern string, n int, what string) []string {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < n {
+		t.Fatalf("found %d %s", len(files), what)
+	}
+	return files
 }

@@ -51,6 +51,7 @@ package e2e
 import (
 	"crypto/rand"
 	"crypto/x509"
+	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -103,134 +104,19 @@ COPY portmux /usr/local/bin/portmux
 `
 
 // kindWorkloads is everything in the test namespace but the Secrets, which
-// are created from generated files. @PEERS@, @DATAPLANE_IP@ and
-// @COREDNS_IP@ (a CoreDNS pod's address: Service dns has no selector, its
-// EndpointSlice names that pod, so that a UDP Service port of the test's
-// namespace leads to a real DNS server) are replaced.
-const kindWorkloads = `
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sshd}
-spec:
-  selector: {matchLabels: {app: sshd}}
-  template:
-    metadata: {labels: {app: sshd}}
-    spec:
-      containers:
-      - name: sshd
-        image: @PEERS@
-        imagePullPolicy: Never
-        command: [sh, -c]
-        args:
-        - ssh-keygen -A && exec /usr/sbin/sshd -D -e -p 22 -o StrictModes=no -o AuthorizedKeysFile=/keys/authorized_keys -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no
-        ports: [{name: ssh, containerPort: 22}]
-        readinessProbe: {tcpSocket: {port: 22}, periodSeconds: 2}
-        volumeMounts: [{name: keys, mountPath: /keys, readOnly: true}]
-      volumes:
-      - {name: keys, secret: {secretName: sshd-keys}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: sshd}
-spec:
-  selector: {app: sshd}
-  ports: [{name: ssh, port: 22, targetPort: ssh}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: @PEERS@
-        imagePullPolicy: Never
-        command: [openssl, s_server, -accept, "8443", -cert, /tls/tls.crt, -key, /tls/tls.key, -www]
-        ports: [{name: https, containerPort: 8443}]
-        volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]
-      volumes:
-      - {name: tls, secret: {secretName: web-tls}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{name: https, port: 443, targetPort: https}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: dns}
-spec:
-  ports: [{name: dns, port: 53, protocol: UDP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: dns-coredns
-  labels: {kubernetes.io/service-name: dns}
-addressType: IPv4
-ports: [{name: dns, port: 53, protocol: UDP}]
-endpoints: [{addresses: ["@COREDNS_IP@"]}]
----
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: edge}
-spec:
-  listeners:
-  - name: public
-    port: 443
-    probeTimeout: 3s
-  - name: public-udp
-    port: 443
-    protocol: UDP
-  - name: unwrapped
-    tls:
-      certificateRefs: [{name: tunnel-tls}]
-      alpn: [http/1.1]
-  routes:
-  - name: ssh
-    listeners: [public]
-    match: {protocol: ssh}
-    backend: {service: {name: sshd, port: 22}}
-  - name: web
-    listeners: [public]
-    match: {protocol: tls, sni: [` + kindWebHost + `]}
-    backend: {service: {name: web, port: 443}}
-  - name: unwrap
-    listeners: [public]
-    match: {protocol: tls, sni: [` + kindTunnelHost + `]}
-    listener: unwrapped
-  - name: tunnel
-    listeners: [unwrapped]
-    match: {protocol: websocket, pathPrefix: /tunnel}
-    tunnel:
-      auth: {tokenSecretRef: {name: tunnel-token, key: token}}
-      allow:
-      - service: {name: sshd, port: 22}
-  - name: dns
-    match: {protocol: dns}
-    backend: {service: {name: dns, port: dns}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  hostAliases:
-  - ip: "@DATAPLANE_IP@"
-    hostnames: [` + kindEdgeHost + `, ` + kindWebHost + `, ` + kindTunnelHost + `]
-  containers:
-  - name: client
-    image: @PEERS@
-    imagePullPolicy: Never
-    command: [sleep, infinity]
-    volumeMounts: [{name: files, mountPath: /files, readOnly: true}]
-  volumes:
-  - {name: files, secret: {secretName: client-files, defaultMode: 0400}}
-`
+// are created from generated files; kindManifest fills it in.
+//
+//go:embed testdata/kind-workloads.yaml
+var kindWorkloads string
+
+// kindManifest is kindWorkloads with its images, host names, the
+// dataplane's address ip and a CoreDNS pod's address coreDNS (Service dns
+// has no selector: its EndpointSlice names that pod, so that a UDP Service
+// port of the test's namespace leads to a real DNS server).
+func kindManifest(ip, coreDNS string) string {
+	return strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip, "@COREDNS_IP@", coreDNS,
+		"@WEB_HOST@", kindWebHost, "@TUNNEL_HOST@", kindTunnelHost, "@EDGE_HOST@", kindEdgeHost).Replace(kindWorkloads)
+}
 
 // kindEnv is what the test found on the machine.
 type kindEnv struct {
@@ -299,7 +185,7 @@ func TestKind(t *testing.T) {
 	if net.ParseIP(coreDNS) == nil {
 		t.Fatalf("no CoreDNS pod address: %q", coreDNS)
 	}
-	manifest := strings.NewReplacer("@PEERS@", kindPeersImage, "@DATAPLANE_IP@", ip, "@COREDNS_IP@", coreDNS).Replace(kindWorkloads)
+	manifest := kindManifest(ip, coreDNS)
 	e.run(t, time.Minute, strings.NewReader(manifest), e.kubectl, "-n", kindAppNS, "apply", "-f", "-")
 	e.kubectlOut(t, "-n", kindAppNS, "rollout", "status", "deployment/sshd", "deployment/web", "--timeout=3m")
 	e.kubectlOut(t, "-n", kindAppNS, "wait", "pod/client", "--for=condition=Ready", "--timeout=3m")
@@ -341,6 +227,23 @@ func TestKind(t *testing.T) {
 			t.Errorf("ssh through the WebSocket tunnel printed %q", out)
 		}
 	})
+	// A tunnel is never an open proxy: no token, or a target outside the
+	// allow list, and the handshake is refused before anything is dialled.
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"websocket tunnel refuses a client without the token", "401", []string{"-L", "stdio:sshd:22"}},
+		{"websocket tunnel refuses a target not in allow", "403", []string{"--token-file", "/files/token", "-L", "stdio:web:443"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			argv := append([]string{"timeout", "60", "portmux", "tunnel", "--ca-file", "/files/ca.crt", "--retries", "0"}, tc.args...)
+			out, err := e.clientExecErr(t, append(argv, tunnelURL)...)
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Errorf("portmux tunnel %s: err %v, want a %s refusal:\n%s", strings.Join(tc.args, " "), err, tc.want, out)
+			}
+		})
+	}
 	t.Run("dns on 443/udp beside tcp 443", func(t *testing.T) {
 		// bash's /dev/udp: a query for kube-dns.kube-system.svc.cluster.local
 		// A (ID 0x1234), then the answer's first four bytes: the ID, and
@@ -366,23 +269,6 @@ func TestKind(t *testing.T) {
 			t.Errorf("the DNS answer through 443/udp starts with %q, want 12 34, QR set, RCODE 0", answer)
 		}
 	})
-	// A tunnel is never an open proxy: no token, or a target outside the
-	// allow list, and the handshake is refused before anything is dialled.
-	for _, tc := range []struct {
-		name, want string
-		args       []string
-	}{
-		{"websocket tunnel refuses a client without the token", "401", []string{"-L", "stdio:sshd:22"}},
-		{"websocket tunnel refuses a target not in allow", "403", []string{"--token-file", "/files/token", "-L", "stdio:web:443"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			argv := append([]string{"timeout", "60", "portmux", "tunnel", "--ca-file", "/files/ca.crt", "--retries", "0"}, tc.args...)
-			out, err := e.clientExecErr(t, append(argv, tunnelURL)...)
-			if err == nil || !strings.Contains(out, tc.want) {
-				t.Errorf("portmux tunnel %s: err %v, want a %s refusal:\n%s", strings.Join(tc.args, " "), err, tc.want, out)
-			}
-		})
-	}
 	// Metrics are served over HTTPS to scrapers allowed to get /metrics:
 	// the manager asks the API server about each token with the rights
 	// the chart grants it (portmux-metrics-auth).

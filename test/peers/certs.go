@@ -1,9 +1,11 @@
 package peers
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -16,15 +18,16 @@ import (
 	"time"
 )
 
-// Cert is an EC P-256 key pair with its certificate, in the forms tests
-// hand to programs (PEM) and to Go (tls.Certificate, Leaf set).
+// Cert is a key pair (EC P-256 unless made by RSACert) with its
+// certificate, in the forms tests hand to programs (PEM) and to Go
+// (tls.Certificate, Leaf set).
 type Cert struct {
 	CertPEM []byte
 	KeyPEM  []byte
 	TLS     *tls.Certificate
 	Leaf    *x509.Certificate
 
-	key *ecdsa.PrivateKey
+	key crypto.Signer
 }
 
 // CA is a certificate authority that issues Certs.
@@ -55,19 +58,26 @@ func certTemplate(cn string, names []string) *x509.Certificate {
 	return tmpl
 }
 
-// sign creates the certificate tmpl for a new key, signed by parent (nil:
-// self-signed).
+// sign creates the certificate tmpl for a new EC P-256 key, signed by
+// parent (nil: self-signed).
 func sign(t testing.TB, tmpl *x509.Certificate, parent *Cert) *Cert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signKey(t, tmpl, key, parent)
+}
+
+// signKey creates the certificate tmpl for key, signed by parent (nil:
+// self-signed).
+func signKey(t testing.TB, tmpl *x509.Certificate, key crypto.Signer, parent *Cert) *Cert {
+	t.Helper()
 	parentCert, parentKey := tmpl, key
 	if parent != nil {
 		parentCert, parentKey = parent.Leaf, parent.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, parentKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, key.Public(), parentKey)
 	if err != nil {
 		t.Fatalf("create certificate %q: %v", tmpl.Subject.CommonName, err)
 	}
@@ -101,6 +111,20 @@ func CertPair(t testing.TB, names ...string) *Cert {
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	return sign(t, tmpl, nil)
+}
+
+// RSACert returns a self-signed RSA 2048 server certificate for cn and
+// names, for listeners that must serve an RSA and an ECDSA certificate.
+func RSACert(t testing.TB, cn string, names ...string) *Cert {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := certTemplate(cn, names)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	return signKey(t, tmpl, key, nil)
 }
 
 // NewCA returns a CA certificate: basicConstraints CA:TRUE (crypto/x509

@@ -2,6 +2,7 @@ package peers
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -146,4 +147,16 @@ func Curl(t testing.TB, args ...string) (CurlResult, error) {
 		return r, fmt.Errorf("curl %s: %w; stderr: %s", strings.Join(args, " "), err, errOut)
 	}
 	return r, nil
+}
+
+// StatusBody reads and closes the body of a response, as returned with its
+// error by http.Client.Do or a RoundTripper: the status, the body, and the
+// first error.
+func StatusBody(resp *http.Response, err error) (int, string, error) {
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }

@@ -170,6 +170,20 @@ func (s *SSHServer) RunVia(t testing.TB, proxyCommand string, cmd ...string) (st
 	return runSSH(s.ArgvProxy(proxyCommand, cmd...))
 }
 
+// EchoVia runs `echo ok` through proxyCommand and says what went wrong
+// unless it printed exactly "ok\n".
+func (s *SSHServer) EchoVia(t testing.TB, proxyCommand string) error {
+	t.Helper()
+	out, err := s.RunVia(t, proxyCommand, "echo", "ok")
+	if err != nil {
+		return err
+	}
+	if out != "ok\n" {
+		return fmt.Errorf("ssh printed %q, want ok", out)
+	}
+	return nil
+}
+
 func runSSH(argv []string) (string, error) {
 	out, errOut, err := Command{Timeout: SSHCommandTimeout}.Output(argv...)
 	if err != nil {

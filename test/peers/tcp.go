@@ -1,6 +1,8 @@
 package peers
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -89,3 +91,21 @@ func (s *TCPServer) Accepted() int64 { return s.accepted.Load() }
 // Echo is a handler that writes back what it reads until the client
 // closes.
 func Echo(c net.Conn) { _, _ = io.Copy(c, c) }
+
+// EchoBack writes payload to rw from another goroutine, then half-closes
+// it with closeWrite, reads rw to its end and says how the echo differs
+// from what it sent.
+func EchoBack(rw io.ReadWriter, payload []byte, closeWrite func()) error {
+	go func() {
+		_, _ = rw.Write(payload)
+		closeWrite()
+	}()
+	got, err := io.ReadAll(rw)
+	if err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if !bytes.Equal(got, payload) {
+		return fmt.Errorf("echo differs: got %d bytes, want %d", len(got), len(payload))
+	}
+	return nil
+}

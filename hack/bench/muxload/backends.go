@@ -1,21 +1,17 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 // The routes of the scenario contract. Every mux under test routes
@@ -190,7 +186,7 @@ type backends struct {
 // startBackends starts the backends on 127.0.0.1 at basePort+1..4, or on
 // ports the kernel picks when basePort is 0 (tests).
 func startBackends(basePort int) (*backends, error) {
-	cert, err := selfSigned(sniA, sniB)
+	cert, _, err := harness.SelfSigned(sniA, sniB)
 	if err != nil {
 		return nil, err
 	}
@@ -254,27 +250,4 @@ func (b *backends) close() {
 	for _, s := range b.byRoute {
 		s.close()
 	}
-}
-
-// selfSigned makes an ECDSA P-256 certificate for names, valid for a day:
-// the client does not verify it, the mux never sees inside the TLS.
-func selfSigned(names ...string) (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certificate: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

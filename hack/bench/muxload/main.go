@@ -52,35 +52,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: muxload run|table|backends [flags]")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "run":
-		err = cmdRun(os.Args[2:])
-	case "table":
-		err = cmdTable(os.Args[2:])
-	case "backends":
-		err = cmdBackends(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown command %q: run, table or backends", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "muxload:", err)
-		os.Exit(1)
-	}
+	harness.Main("muxload",
+		harness.Command{Name: "run", Run: cmdRun},
+		harness.Command{Name: "table", Run: cmdTable},
+		harness.Command{Name: "backends", Run: cmdBackends})
 }
 
 // cmdRun is `muxload run`: start the backends, run the scenarios against
@@ -174,13 +159,13 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	if opt.direct && (opt.cmd != "" || opt.pid != 0) {
 		return opt, "", errors.New("-direct runs no mux: no -cmd or -pid")
 	}
-	if err := loopback(opt.addr); err != nil {
+	if err := harness.Loopback(opt.addr); err != nil {
 		return opt, "", err
 	}
 	if opt.basePort < 0 || opt.basePort > 65535-4 {
 		return opt, "", fmt.Errorf("-base-port %d is out of range", opt.basePort)
 	}
-	if opt.tputBytes, err = parseSize(*size); err != nil {
+	if opt.tputBytes, err = harness.ParseSize(*size); err != nil {
 		return opt, "", fmt.Errorf("-tput-bytes: %w", err)
 	}
 	if opt.workers < 1 || opt.tputStreams < 1 || opt.idleBatch < 1 || opt.d <= 0 {
@@ -222,41 +207,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// loopback refuses any address that is not a loopback IP literal: the
-// load is meant for this machine, and a name could resolve elsewhere.
-func loopback(addr string) error {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return fmt.Errorf("address %q: want a loopback IP and port: %w", addr, err)
-	}
-	if !ap.Addr().IsLoopback() {
-		return fmt.Errorf("address %s: only loopback addresses are allowed", addr)
-	}
-	return nil
-}
-
-// parseSize reads a byte count with an optional KiB, MiB or GiB suffix.
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = n, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	if n <= 0 {
-		return 0, fmt.Errorf("%d: must be positive", n)
-	}
-	return n * mult, nil
 }
 
 // cmdTable is `muxload table FILES...`: markdown from JSON lines.

@@ -2,32 +2,6 @@ package main
 
 import "testing"
 
-func TestLoopbackOnly(t *testing.T) {
-	for _, a := range []string{"127.0.0.1:17443", "127.0.0.2:1", "[::1]:17443"} {
-		if err := loopback(a); err != nil {
-			t.Errorf("%s refused: %v", a, err)
-		}
-	}
-	for _, a := range []string{"10.0.0.1:17443", "0.0.0.0:17443", "localhost:17443", "example.com:443", "127.0.0.1"} {
-		if err := loopback(a); err == nil {
-			t.Errorf("%s allowed", a)
-		}
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for s, want := range map[string]int64{"1GiB": 1 << 30, "256MiB": 256 << 20, "64KiB": 64 << 10, "1000": 1000} {
-		if got, err := parseSize(s); err != nil || got != want {
-			t.Errorf("%s = %d, %v", s, got, err)
-		}
-	}
-	for _, s := range []string{"", "1GB", "-1MiB", "0"} {
-		if _, err := parseSize(s); err == nil {
-			t.Errorf("%q accepted", s)
-		}
-	}
-}
-
 func TestParseScenario(t *testing.T) {
 	sc, err := parseScenario("idle-9000", 32)
 	if err != nil || sc.kind != kindIdle || sc.idle != 9000 || sc.route != routeSSH {

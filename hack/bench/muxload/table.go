@@ -298,25 +298,22 @@ func disturbance(runs []result) string {
 }
 
 // peerOrder lists the peers in the order they first appear.
-func peerOrder(rs []result) []string {
-	var ps []string
-	for _, r := range rs {
-		if !slices.Contains(ps, r.Peer) {
-			ps = append(ps, r.Peer)
-		}
-	}
-	return ps
-}
+func peerOrder(rs []result) []string { return firstSeen(rs, func(r result) string { return r.Peer }) }
 
 // scenarioOrder lists the scenarios in the order they first appear.
 func scenarioOrder(rs []result) []string {
-	var ss []string
+	return firstSeen(rs, func(r result) string { return r.Scenario })
+}
+
+// firstSeen lists the values of key in rs in the order they first appear.
+func firstSeen(rs []result, key func(result) string) []string {
+	var out []string
 	for _, r := range rs {
-		if !slices.Contains(ss, r.Scenario) {
-			ss = append(ss, r.Scenario)
+		if k := key(r); !slices.Contains(out, k) {
+			out = append(out, k)
 		}
 	}
-	return ss
+	return out
 }
 
 // runsOf is the runs of one peer, of one scenario or ("") of all.

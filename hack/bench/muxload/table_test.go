@@ -24,9 +24,12 @@ func sampleResults() []result {
 	}
 }
 
-func TestHeadlineTable(t *testing.T) {
+// TestTables: renderTables writes the headline table (a column a peer, a
+// row a measure) and the detail table (a row a run).
+func TestTables(t *testing.T) {
 	got := renderTables(sampleResults())
-	for _, want := range []string{
+	wantAll(t, got,
+		// The headline table.
 		"| | portmux | haproxy | direct |\n|---|---|---|---|\n",
 		"| SSH-routed conn/s (32 workers) | 7.3k (1 failed) | 8.9k | — |\n",
 		"| CPU per SSH connection | 125 µs (1 failed) | 96 µs | — |\n",
@@ -34,27 +37,14 @@ func TestHeadlineTable(t *testing.T) {
 		"| CPU per GB forwarded | 0.48 s | — | — |\n",
 		"| memory per idle connection @2000 (PSS) | 6.3 KB | — | — |\n",
 		"| route checks passed | 4/5 | 2/2 | 1/1 |\n",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("no %q in\n%s", want, got)
-		}
-	}
-	if strings.Contains(got, "TLS-SNI") {
-		t.Errorf("a row for a scenario that did not run:\n%s", got)
-	}
-}
-
-func TestDetailTable(t *testing.T) {
-	got := renderTables(sampleResults())
-	for _, want := range []string{
+		// The detail table.
 		"| portmux | conn-ssh | 3 | 7.3k [7.2k–7.4k] conn/s | 1.00 / 2.00 / 10.0 | 125 µs/conn (cgroup) | 0.0 % | 2/3 | 3/3 | 0 (0.00 cores) |\n",
 		"| haproxy | conn-ssh | 2 | 8.9k [8.8k–9.0k] conn/s |",
 		"| 1 (0.50 cores) |\n",
 		"| portmux | tput | 1 | 992 MB/s | — | 0.48 s/GB (cgroup) |",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("no %q in\n%s", want, got)
-		}
+	)
+	if strings.Contains(got, "TLS-SNI") {
+		t.Errorf("a row for a scenario that did not run:\n%s", got)
 	}
 }
 
@@ -66,5 +56,15 @@ func TestDecodeResultsRoundTrip(t *testing.T) {
 	}
 	if _, err := decodeResults(strings.NewReader("{not json\n")); err == nil {
 		t.Fatal("garbage decoded")
+	}
+}
+
+// wantAll fails t for each of wants that got does not contain.
+func wantAll(t *testing.T, got string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, got)
+		}
 	}
 }

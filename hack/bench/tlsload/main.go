@@ -31,40 +31,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/portmux/portmux/hack/internal/harness"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tlsload echo|handshake|bulk [flags]")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "echo":
-		err = runEcho(os.Args[2:])
-	case "handshake":
-		err = runHandshake(os.Args[2:])
-	case "bulk":
-		err = runBulk(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tlsload:", err)
-		os.Exit(1)
-	}
-}
-
-// loopback refuses any address that is not 127.0.0.1.
-func loopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if host != "127.0.0.1" {
-		return fmt.Errorf("%s: only 127.0.0.1 is allowed", addr)
-	}
-	return nil
+	harness.Main("tlsload",
+		harness.Command{Name: "echo", Run: runEcho},
+		harness.Command{Name: "handshake", Run: runHandshake},
+		harness.Command{Name: "bulk", Run: runBulk})
 }
 
 // runEcho is the backend: a plain TCP echo server.
@@ -72,7 +47,7 @@ func runEcho(args []string) error {
 	fs := flag.NewFlagSet("echo", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:17101", "listen address")
 	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := harness.Loopback(*addr); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
@@ -141,41 +116,81 @@ func clientConfig(sni, groups string, tls12 bool) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// client is what the handshake and bulk commands share: the proxy they
+// load (on loopback), the server name they ask for, the proxy's PID to
+// charge CPU time to, and the labels of their result.
+type client struct {
+	addr, sni  string
+	pid        int
+	peer, cert string
+}
+
+func clientFlags(fs *flag.FlagSet) *client {
+	cl := &client{}
+	fs.StringVar(&cl.addr, "addr", "127.0.0.1:17443", "proxy address")
+	fs.StringVar(&cl.sni, "sni", "bench.test", "server name")
+	fs.IntVar(&cl.pid, "pid", 0, "the proxy's PID, for its CPU time")
+	fs.StringVar(&cl.peer, "peer", "", "label")
+	fs.StringVar(&cl.cert, "cert", "", "label")
+	return cl
+}
+
+// parse parses the command's flags and checks the address.
+func (cl *client) parse(fs *flag.FlagSet, args []string) error {
+	_ = fs.Parse(args)
+	return harness.Loopback(cl.addr)
+}
+
+// labels name the run a result belongs to.
+type labels struct {
+	Peer     string `json:"peer"`
+	Cert     string `json:"cert"`
+	Scenario string `json:"scenario"`
+}
+
+// measured is the wall time of a measurement and the proxy's CPU time in
+// it.
+type measured struct {
+	Seconds float64 `json:"seconds"`
+	MuxCPUs float64 `json:"mux_cpu_s"`
+}
+
+// measure starts a measurement; the function it returns ends it.
+func (cl *client) measure() func() measured {
+	cpu0, t0 := cpuSeconds(cl.pid), time.Now()
+	return func() measured {
+		elapsed := time.Since(t0).Seconds()
+		return measured{Seconds: elapsed, MuxCPUs: cpuSeconds(cl.pid) - cpu0}
+	}
+}
+
 type handshakeResult struct {
-	Peer         string  `json:"peer"`
-	Cert         string  `json:"cert"`
-	Scenario     string  `json:"scenario"`
-	Workers      int     `json:"workers"`
-	Seconds      float64 `json:"seconds"`
+	labels
+	Workers int `json:"workers"`
+	measured
 	Handshakes   int64   `json:"handshakes"`
 	Failures     int64   `json:"failures"`
 	Resumed      int64   `json:"resumed"`
 	PerSecond    float64 `json:"per_second"`
 	P50ms        float64 `json:"p50_ms"`
 	P99ms        float64 `json:"p99_ms"`
-	MuxCPUs      float64 `json:"mux_cpu_s"`
 	MuxCPUus     float64 `json:"mux_cpu_us_per_handshake"`
 	FirstFailure string  `json:"first_failure,omitempty"`
 }
 
 func runHandshake(args []string) error {
 	fs := flag.NewFlagSet("handshake", flag.ExitOnError)
-	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
-	sni := fs.String("sni", "bench.test", "server name")
+	cl := clientFlags(fs)
 	groups := fs.String("groups", "x25519", "key exchange: x25519, p256 or default")
 	tls12 := fs.Bool("tls12", false, "TLS 1.2 instead of 1.3")
 	resume := fs.Bool("resume", false, "each client keeps its session ticket and resumes")
 	workers := fs.Int("c", 32, "concurrent clients")
 	d := fs.Duration("d", 5*time.Second, "measured duration")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up")
-	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
-	peer := fs.String("peer", "", "label")
-	cert := fs.String("cert", "", "label")
-	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := cl.parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := clientConfig(*sni, *groups, *tls12)
+	cfg, err := clientConfig(cl.sni, *groups, *tls12)
 	if err != nil {
 		return err
 	}
@@ -199,7 +214,7 @@ func runHandshake(args []string) error {
 			buf := make([]byte, len(msg))
 			for !stop.Load() {
 				start := time.Now()
-				didResume, err := oneHandshake(*addr, wcfg, msg, buf)
+				didResume, err := oneHandshake(cl.addr, wcfg, msg, buf)
 				if !measuring.Load() {
 					continue
 				}
@@ -217,13 +232,11 @@ func runHandshake(args []string) error {
 		}()
 	}
 	time.Sleep(*warmup)
-	cpu0 := cpuSeconds(*pid)
-	t0 := time.Now()
+	done := cl.measure()
 	measuring.Store(true)
 	time.Sleep(*d)
 	measuring.Store(false)
-	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(*pid) - cpu0
+	mt := done()
 	n := ok.Load()
 	stop.Store(true)
 	wg.Wait()
@@ -247,12 +260,12 @@ func runHandshake(args []string) error {
 		scen += "-resumed"
 	}
 	r := handshakeResult{
-		Peer: *peer, Cert: *cert, Scenario: "handshake-" + scen + "-" + *groups, Workers: *workers,
-		Seconds: elapsed, Handshakes: n, Failures: failed.Load(),
-		Resumed: resumed.Load(), PerSecond: float64(n) / elapsed, P50ms: pct(0.5), P99ms: pct(0.99), MuxCPUs: cpu,
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "handshake-" + scen + "-" + *groups}, Workers: *workers,
+		measured: mt, Handshakes: n, Failures: failed.Load(),
+		Resumed: resumed.Load(), PerSecond: float64(n) / mt.Seconds, P50ms: pct(0.5), P99ms: pct(0.99),
 	}
-	if n > 0 && *pid > 0 {
-		r.MuxCPUus = cpu / float64(n) * 1e6
+	if n > 0 && cl.pid > 0 {
+		r.MuxCPUus = mt.MuxCPUs / float64(n) * 1e6
 	}
 	if v, ok := firstErr.Load().(string); ok {
 		r.FirstFailure = v
@@ -286,61 +299,41 @@ func oneHandshake(addr string, cfg *tls.Config, msg, buf []byte) (resumed bool, 
 }
 
 type bulkResult struct {
-	Peer      string  `json:"peer"`
-	Cert      string  `json:"cert"`
-	Scenario  string  `json:"scenario"`
-	Conns     int     `json:"conns"`
-	Bytes     int64   `json:"bytes_each_way"`
-	Seconds   float64 `json:"seconds"`
+	labels
+	Conns int   `json:"conns"`
+	Bytes int64 `json:"bytes_each_way"`
+	measured
 	MBps      float64 `json:"mb_per_s"`
-	MuxCPUs   float64 `json:"mux_cpu_s"`
 	MuxCPUsGB float64 `json:"mux_cpu_s_per_gb"`
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suf) {
-			s, mult = strings.TrimSuffix(s, suf), m
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n * mult, err
 }
 
 func runBulk(args []string) error {
 	fs := flag.NewFlagSet("bulk", flag.ExitOnError)
-	addr := fs.String("addr", "127.0.0.1:17443", "proxy address")
-	sni := fs.String("sni", "bench.test", "server name")
+	cl := clientFlags(fs)
 	conns := fs.Int("conns", 4, "parallel connections")
 	size := fs.String("bytes", "256MiB", "bytes each connection writes (and reads back)")
-	pid := fs.Int("pid", 0, "the proxy's PID, for its CPU time")
-	peer := fs.String("peer", "", "label")
-	cert := fs.String("cert", "", "label")
-	_ = fs.Parse(args)
-	if err := loopback(*addr); err != nil {
+	if err := cl.parse(fs, args); err != nil {
 		return err
 	}
-	each, err := parseSize(*size)
+	each, err := harness.ParseSize(*size)
 	if err != nil {
 		return err
 	}
-	cfg, err := clientConfig(*sni, "x25519", false)
+	cfg, err := clientConfig(cl.sni, "x25519", false)
 	if err != nil {
 		return err
 	}
 	// Connect and handshake first, so only the transfer is timed.
 	var cs []*tls.Conn
 	for range *conns {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", *addr, cfg)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", cl.addr, cfg)
 		if err != nil {
 			return err
 		}
 		defer func() { _ = c.Close() }()
 		cs = append(cs, c)
 	}
-	cpu0 := cpuSeconds(*pid)
-	t0 := time.Now()
+	done := cl.measure()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2**conns)
 	for _, c := range cs {
@@ -366,19 +359,18 @@ func runBulk(args []string) error {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(*pid) - cpu0
+	mt := done()
 	close(errs)
 	for err := range errs {
 		return err
 	}
 	total := float64(each) * float64(*conns)
 	r := bulkResult{
-		Peer: *peer, Cert: *cert, Scenario: "bulk", Conns: *conns, Bytes: each, Seconds: elapsed,
-		MBps: total / elapsed / 1e6, MuxCPUs: cpu,
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: "bulk"}, Conns: *conns, Bytes: each, measured: mt,
+		MBps: total / mt.Seconds / 1e6,
 	}
-	if *pid > 0 {
-		r.MuxCPUsGB = cpu / (total / 1e9)
+	if cl.pid > 0 {
+		r.MuxCPUsGB = mt.MuxCPUs / (total / 1e9)
 	}
 	fmt.Fprintf(os.Stderr, "%s %s bulk: %.0f MB/s (one way, %d conns), proxy CPU %.2f s/GB\n",
 		r.Peer, r.Cert, r.MBps, r.Conns, r.MuxCPUsGB)
