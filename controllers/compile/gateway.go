@@ -76,6 +76,12 @@ type GatewayInput struct {
 	// Addresses are that Service's load-balancer addresses (or its cluster
 	// IP for a ClusterIP Service).
 	Addresses []gwv1.GatewayStatusAddress
+
+	// Services, when set, gives every Gateway a Service and dataplane
+	// ports of its own (gateway_ports.go): AddressSource and Addresses
+	// are then unused. nil: every Gateway is served on the one dataplane
+	// Service, and Gateways asking for one port are merged or refused.
+	Services *GatewayServices
 }
 
 // GatewayOutput is what the translation decided for each Gateway API object
@@ -102,9 +108,13 @@ type GatewayResult struct {
 	Refused Finding
 	// Listeners in spec order.
 	Listeners []GatewayListenerResult
-	// AddressSource and Addresses are copied from the input.
+	// AddressSource and Addresses are copied from the input, or, with
+	// per-Gateway Services, the Gateway's Service and its addresses.
 	AddressSource string
 	Addresses     []gwv1.GatewayStatusAddress
+	// Service is the Service the Gateway should have (per-Gateway
+	// Services only; nil when no listener takes a port).
+	Service *GatewayService
 }
 
 // GatewayListenerResult is the decision on one Gateway listener.
@@ -187,6 +197,9 @@ func gatewayHolder(gw *gwv1.Gateway) string { return "Gateway " + gw.Namespace +
 
 // conflictMessage says who holds a PortMux listener's port.
 func conflictMessage(port int32, holder string) string {
+	if strings.HasPrefix(holder, "the Gateway port range") {
+		return fmt.Sprintf("port %d is in %s (the manager's --gateway-port-range): its ports are the dataplane ports of Gateways", port, holder)
+	}
 	if gw, ok := strings.CutPrefix(holder, "Gateway "); ok {
 		return fmt.Sprintf("port %d is held by Gateway %s: a Gateway's ports are never taken by a PortMux", port, gw)
 	}
@@ -231,7 +244,10 @@ type gwCompiler struct {
 }
 
 // portKey is a port of one transport: TCP and UDP ports are distinct.
+// With per-Gateway Services it is also one Gateway's (gw): Gateways never
+// share a port; on the shared address gw is zero.
 type portKey struct {
+	gw   types.NamespacedName
 	t    snapshot.Transport
 	port int32
 }
@@ -241,6 +257,9 @@ type portKey struct {
 type portGroup struct {
 	holder    string
 	listeners []*gwListener
+	// bind is the dataplane port allocated to it (per-Gateway Services);
+	// 0: the listener port itself.
+	bind int32
 }
 
 type gwGateway struct {
@@ -281,6 +300,10 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 			continue
 		}
 		gg := &gwGateway{gw: gw, res: &GatewayResult{AddressSource: g.gin.AddressSource, Addresses: slices.Clone(g.gin.Addresses)}}
+		if svcs := g.gin.Services; svcs != nil {
+			svc := types.NamespacedName{Namespace: svcs.Namespace, Name: GatewayServiceName(key)}
+			gg.res.AddressSource, gg.res.Addresses = svc.String(), slices.Clone(svcs.Existing[key].Addresses)
+		}
 		g.gateways[key] = gg
 		g.out.Gateways[key] = gg.res
 		switch {
@@ -292,6 +315,9 @@ func compileGateways(in *Input, out *Output, ports map[int32]string) []snapshot.
 			continue
 		}
 		g.listeners(gg, ports)
+	}
+	if g.gin.Services != nil {
+		g.allocate(ports)
 	}
 	g.routes()
 	var sls []snapshot.Listener
@@ -406,7 +432,10 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports map[int32]string) {
 		if gl.res.Refused.Reason != "" {
 			continue
 		}
-		pk := portKey{transportOf(gl.spec), gl.spec.Port}
+		pk := portKey{t: transportOf(gl.spec), port: gl.spec.Port}
+		if g.gin.Services != nil {
+			pk.gw = types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		}
 		if _, seen := mine[pk]; !seen {
 			keys = append(keys, pk)
 		}
@@ -447,6 +476,13 @@ func (g *gwCompiler) claim(gw *gwv1.Gateway, pk portKey, ls []*gwListener, ports
 		return
 	}
 	pg := g.groups[pk]
+	if g.gin.Services != nil {
+		// A port of the Gateway's own Service: nobody else's to take.
+		pg = &portGroup{holder: gatewayHolder(gw), listeners: ls}
+		g.groups[pk] = pg
+		g.order = append(g.order, pk)
+		return
+	}
 	if pg == nil {
 		if h, held := ports[pk.port]; held && pk.t == snapshot.TCP {
 			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("port %d is held by %s", pk.port, h)})
@@ -915,12 +951,17 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	}
 	var out []snapshot.Listener
 	name := fmt.Sprintf("gateway:%d", pk.port)
+	bind := pk.port
+	if pg.bind != 0 {
+		name = fmt.Sprintf("gateway:%s:%d", pk.gw, pk.port)
+		bind = pg.bind
+	}
 	if pk.t == snapshot.UDP {
 		name += "/udp"
 	}
 	sl := snapshot.Listener{
 		Name:                       name,
-		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(pk.port))),
+		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
 		ProbeTimeout:               snapshot.DefaultProbeTimeout,
 		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
 		MaxConnections:             snapshot.DefaultMaxConnections,
