@@ -85,7 +85,11 @@ type gatewayAPI struct {
 	controllerName string
 	bundleVersion  string
 	addressService types.NamespacedName // zero: none
-	log            logr.Logger
+	// portRange, when set, gives each Gateway its own Service, in
+	// addressService's namespace, targeting dataplane ports of this range
+	// (gateway_services.go).
+	portRange *compile.PortRange
+	log       logr.Logger
 }
 
 // gatewayAPIServed reports which Gateway API resources the API server
@@ -133,9 +137,13 @@ func setupGatewayAPI(ctx context.Context, mgr ctrl.Manager, opt Options) (*gatew
 	if !mgr.GetScheme().Recognizes(schema.GroupVersionKind{Group: gwv1.GroupName, Version: "v1", Kind: "Gateway"}) {
 		return nil, errors.New("the manager's scheme lacks the Gateway API types")
 	}
+	if opt.GatewayPortRange != nil && opt.GatewayAddressService.Name == "" {
+		return nil, errors.New("a Gateway port range needs the dataplane Service (--gateway-address-service): the Gateways' Services live in its namespace and take its type and selector")
+	}
 	g := &gatewayAPI{
 		controllerName: cmpOr(opt.GatewayControllerName, compile.GatewayControllerName),
 		addressService: opt.GatewayAddressService,
+		portRange:      opt.GatewayPortRange,
 		log:            log,
 	}
 	g.bundleVersion = bundleVersion(ctx, mgr.GetAPIReader(), log)
@@ -331,6 +339,11 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 			g.log.V(1).Info("the dataplane Service is not readable", "service", g.addressService, "error", err.Error())
 		}
 	}
+	if g.portRange != nil {
+		if err := g.gatherServices(ctx, gt.cache, gin); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -417,6 +430,17 @@ func gatewayFingerprint(g *compile.GatewayInput) []string {
 	for _, a := range g.Addresses {
 		parts = append(parts, "addr/"+a.Value)
 	}
+	if s := g.Services; s != nil {
+		parts = append(parts, fmt.Sprintf("gwsvcs/%s/%d-%d", s.Namespace, s.Range.From, s.Range.To))
+		for k, e := range s.Existing {
+			for _, p := range e.Ports {
+				parts = append(parts, fmt.Sprintf("gwsvc/%s/%s/%d/%s", k, p.Protocol, p.Port, p.TargetPort.String()))
+			}
+			for _, a := range e.Addresses {
+				parts = append(parts, fmt.Sprintf("gwsvc/%s/addr/%s", k, a.Value))
+			}
+		}
+	}
 	return parts
 }
 
@@ -431,6 +455,9 @@ func (g *gatewayAPI) watches(b *builder.TypedBuilder[reconcile.Request], c clien
 			}
 			if k == g.addressService.String() {
 				return []reconcile.Request{programmerKey}
+			}
+			if g.portRange != nil && o.GetNamespace() == g.addressService.Namespace && o.GetLabels()[labelGatewayServiceOf] == g.addressService.Name {
+				return []reconcile.Request{programmerKey} // a Gateway's own Service
 			}
 			lists := []client.ObjectList{&gwv1.GatewayList{}}
 			if index == indexRouteServices {
@@ -527,6 +554,8 @@ func (w *gatewayStatusWriter) Reconcile(ctx context.Context, _ reconcile.Request
 	}
 	now := metav1.Now()
 	var errs []error
+	// The Services first: a Gateway's address comes from its Service.
+	errs = append(errs, w.syncServices(ctx, out.Gateway))
 	for name, res := range out.Gateway.Classes {
 		var gc gwv1.GatewayClass
 		if err := w.client.Get(ctx, types.NamespacedName{Name: name}, &gc); err != nil {
