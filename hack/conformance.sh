@@ -6,7 +6,8 @@
 #
 #   make conformance          (KEEP=1 keeps the cluster)
 #
-# Offline: nothing is pulled. The images are built here: PortMux (make
+# Offline: nothing is pulled (the Go modules come from the module cache or
+# proxy). The images are built here: PortMux (make
 # docker-build), the suite's backend echo-basic from the conformance Go
 # module (tagged with every name the suite's manifests use), the suite
 # itself as a test binary; CoreDNS for the UDP tests is the node image's
@@ -106,8 +107,12 @@ log "creating kind cluster $cluster ($node_image)"
 	--kubeconfig "$kubeconfig" --wait 5m >&2
 "$kind" load docker-image --name "$cluster" "$img" "$runner" "${echo_images[@]}" "$coredns_want" >&2
 
-log "installing the Gateway API CRDs (config/gateway-api) and PortMux"
-k apply --server-side -f config/gateway-api/ >&2
+# The whole standard channel of v1.6.3, as a cluster has it: the suite's
+# manifests hold HTTPRoutes even in tests of the Gateway feature
+# (config/gateway-api holds only the resources PortMux implements).
+crds=$(cd conformance && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard
+log "installing the Gateway API CRDs ($crds) and PortMux"
+k apply --server-side -f "$crds" >&2
 "$helm" --kubeconfig "$kubeconfig" install portmux charts/portmux --namespace "$ns" --create-namespace \
 	--set image.repository="${img%:*}" --set image.tag="${img##*:}" --set image.pullPolicy=Never \
 	--set service.type=ClusterIP --set gatewayAPI=on \

@@ -1019,7 +1019,7 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	for _, e := range es {
 		m := snapshot.Match{Protocol: snapshot.TLS}
 		if e.sni != "" {
-			m.SNI = []string{e.sni}
+			m.SNI = []string{snapshotSNI(e.sni)}
 		}
 		switch {
 		case e.route == nil:
@@ -1054,6 +1054,16 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	}
 	out = append(out, sl)
 	return out
+}
+
+// snapshotSNI writes a Gateway API hostname as a snapshot SNI pattern: a
+// Gateway API wildcard stands for one or more labels, the snapshot's
+// "*." for one (as in certificates), its "**." for one or more.
+func snapshotSNI(h string) string {
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		return "**." + rest
+	}
+	return h
 }
 
 // listenerLabel names a Gateway listener in the snapshot.
