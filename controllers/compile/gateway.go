@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -858,9 +859,10 @@ func specificity(h string) int {
 }
 
 // backend compiles a route's backendRefs into one backend: the ready
-// endpoints of every usable Service port with a weight above zero (the
-// snapshot has no weights; a backend with weight 0 takes nothing, the
-// others share connections evenly). A route none of whose backends is
+// endpoints of every usable Service port with a weight above zero, each
+// repeated in proportion to its share of the weights (weightedEndpoints:
+// the dataplane spreads connections and sessions evenly over the list, so
+// repetition is how weights reach it). A route none of whose backends is
 // usable gets a backend without endpoints: its connections are closed, as
 // the spec requires of an invalid backend.
 func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
@@ -871,6 +873,7 @@ func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
 	b := snapshot.Backend{Mode: snapshot.ModeTCP, DialTimeout: snapshot.DefaultDialTimeout}
 	var names []string
 	var refs []Finding
+	var weighted []weightedBackend
 	for _, ref := range r.backends {
 		group, kind := string(ptrOr(ref.Group, "")), string(ptrOr(ref.Kind, "Service"))
 		ns := string(ptrOr(ref.Namespace, gwv1.Namespace(r.key.Namespace)))
@@ -906,10 +909,9 @@ func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
 			continue
 		}
 		names = append(names, ns+"/"+string(ref.Name)+":"+strconv.Itoa(int(sp.Port)))
-		b.Endpoints = append(b.Endpoints, readyEndpoints(g.in, key, sp)...)
+		weighted = append(weighted, weightedBackend{weight: int64(ptrOr(ref.Weight, 1)), endpoints: readyEndpoints(g.in, key, sp)})
 	}
-	slices.Sort(b.Endpoints)
-	b.Endpoints = slices.Compact(b.Endpoints)
+	b.Endpoints = weightedEndpoints(weighted)
 	b.Name = strings.Join(names, ",")
 	if b.Name == "" {
 		b.Name = r.key.Kind + " " + r.key.String() + ": no usable backend"
@@ -965,8 +967,6 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		ProbeTimeout:               snapshot.DefaultProbeTimeout,
 		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
 		MaxConnections:             snapshot.DefaultMaxConnections,
-		MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-		MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
 	}
 	if pk.t == snapshot.UDP {
 		sl.Transport = snapshot.UDP
@@ -1045,8 +1045,6 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 				ProbeTimeout:               snapshot.DefaultProbeTimeout,
 				MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
 				MaxConnections:             snapshot.DefaultMaxConnections,
-				MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-				MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
 				TLS:                        cloneTLS(e.listener.tls),
 				Routes:                     []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
 			})
@@ -1054,6 +1052,68 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	}
 	out = append(out, sl)
 	return out
+}
+
+// weightedBackend is one usable backendRef: its weight and its ready
+// endpoints.
+type weightedBackend struct {
+	weight    int64
+	endpoints []string
+}
+
+// maxWeightedEndpoints bounds the list weights expand to; beyond it the
+// proportions are rounded (every endpoint keeps at least one place).
+const maxWeightedEndpoints = 1000
+
+// weightedEndpoints is the endpoint list of backends with weights: each
+// endpoint appears in proportion to its share, its backend's weight
+// divided among the backend's endpoints (an endpoint of two backends gets
+// both shares), reduced to the smallest whole numbers, sorted. Equal
+// shares give each endpoint once.
+func weightedEndpoints(bs []weightedBackend) []string {
+	// Shares as whole numbers: weight × L / n with L the lcm of the
+	// endpoint counts.
+	l := int64(1)
+	for _, b := range bs {
+		if n := int64(len(b.endpoints)); n > 0 && b.weight > 0 {
+			l = l / gcd(l, n) * n
+		}
+	}
+	share := map[string]int64{}
+	for _, b := range bs {
+		if b.weight <= 0 {
+			continue
+		}
+		for _, e := range b.endpoints {
+			share[e] += b.weight * l / int64(len(b.endpoints))
+		}
+	}
+	var d, total int64
+	for _, v := range share {
+		d = gcd(d, v)
+	}
+	for _, v := range share {
+		total += v / d
+	}
+	keys := slices.Sorted(maps.Keys(share))
+	var out []string
+	for _, e := range keys {
+		n := share[e] / d
+		if total > maxWeightedEndpoints {
+			n = max(1, n*maxWeightedEndpoints/total)
+		}
+		for range n {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // snapshotSNI writes a Gateway API hostname as a snapshot SNI pattern: a
