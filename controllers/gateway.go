@@ -36,7 +36,7 @@ import (
 // route namespaces by label) and the CRDs' bundle version (the
 // GatewayClass's SupportedVersion).
 //
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;tlsroutes;tcproutes;udproutes;referencegrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;tlsroutes;tcproutes;udproutes;referencegrants;httproutes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;tlsroutes/status;tcproutes/status;udproutes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get
@@ -89,7 +89,10 @@ type gatewayAPI struct {
 	// addressService's namespace, targeting dataplane ports of this range
 	// (gateway_services.go).
 	portRange *compile.PortRange
-	log       logr.Logger
+	// httpRoutes: the cluster serves HTTPRoutes, which HTTP listeners
+	// count (compile.KindHTTPRoute).
+	httpRoutes bool
+	log        logr.Logger
 }
 
 // gatewayAPIServed reports which Gateway API resources the API server
@@ -147,6 +150,9 @@ func setupGatewayAPI(ctx context.Context, mgr ctrl.Manager, opt Options) (*gatew
 		log:            log,
 	}
 	g.bundleVersion = bundleVersion(ctx, mgr.GetAPIReader(), log)
+	if list, err := dc.ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); err == nil {
+		g.httpRoutes = slices.ContainsFunc(list.APIResources, func(a metav1.APIResource) bool { return a.Name == "httproutes" })
+	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &gwv1.Gateway{}, indexGatewaySecrets, func(o client.Object) []string {
 		return gatewaySecretRefs(o.(*gwv1.Gateway))
@@ -300,6 +306,13 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 		}
 	}
 	gin.TLSRoutes, gin.TCPRoutes, gin.UDPRoutes = tls.Items, tcp.Items, udp.Items
+	if g.httpRoutes {
+		var http gwv1.HTTPRouteList
+		if err := gt.cache.List(ctx, &http); err != nil {
+			return fmt.Errorf("list HTTPRoutes: %w", err)
+		}
+		gin.HTTPRoutes = http.Items
+	}
 	var routes []client.Object
 	for i := range tls.Items {
 		routes = append(routes, &tls.Items[i])
@@ -420,6 +433,9 @@ func gatewayFingerprint(g *compile.GatewayInput) []string {
 	for _, o := range g.UDPRoutes {
 		obj("udp", o.ObjectMeta, gen(o.ObjectMeta))
 	}
+	for _, o := range g.HTTPRoutes {
+		obj("http", o.ObjectMeta, gen(o.ObjectMeta))
+	}
 	for _, o := range g.ReferenceGrants {
 		obj("rg", o.ObjectMeta, o.ResourceVersion)
 	}
@@ -477,6 +493,9 @@ func (g *gatewayAPI) watches(b *builder.TypedBuilder[reconcile.Request], c clien
 			return o.GetNamespace() + "/" + svc
 		}
 		return ""
+	}
+	if g.httpRoutes {
+		b = b.Watches(&gwv1.HTTPRoute{}, always)
 	}
 	return b.
 		Watches(&gwv1.GatewayClass{}, always).
@@ -633,6 +652,8 @@ func (w *gatewayStatusWriter) route(ctx context.Context, key compile.RouteKey, r
 	case compile.KindUDPRoute:
 		r := &gwv1.UDPRoute{}
 		obj, st = r, &r.Status.RouteStatus
+	case compile.KindHTTPRoute:
+		return nil // counted on listeners, not implemented: no status
 	default:
 		return fmt.Errorf("route kind %q", key.Kind)
 	}

@@ -44,6 +44,12 @@ const (
 	KindTLSRoute = "TLSRoute"
 	KindTCPRoute = "TCPRoute"
 	KindUDPRoute = "UDPRoute"
+	// KindHTTPRoute is the kind of HTTP and HTTPS listeners. PortMux
+	// does not implement HTTPRoute (it is not a supported feature): it
+	// attaches and counts HTTPRoutes, as the core Gateway conformance
+	// tests expect of HTTP listeners, writes no status for them and
+	// carries no HTTP traffic (the listener closes its connections).
+	KindHTTPRoute = "HTTPRoute"
 )
 
 // GatewayInput is the Gateway API part of a compile's input: the objects of
@@ -61,6 +67,9 @@ type GatewayInput struct {
 	TCPRoutes       []gwv1.TCPRoute
 	UDPRoutes       []gwv1.UDPRoute
 	ReferenceGrants []gwv1.ReferenceGrant
+	// HTTPRoutes are only attached and counted (KindHTTPRoute); nil
+	// when the cluster does not serve them.
+	HTTPRoutes []gwv1.HTTPRoute
 
 	// NamespaceLabels are the labels of every namespace, for listeners
 	// that allow routes from namespaces chosen by a selector.
@@ -380,6 +389,8 @@ func listenerKind(l *gwv1.Listener) string {
 		return KindTCPRoute
 	case gwv1.UDPProtocolType:
 		return KindUDPRoute
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return KindHTTPRoute
 	}
 	return ""
 }
@@ -681,6 +692,16 @@ func (g *gwCompiler) allRoutes() []*gwRoute {
 		r := &g.gin.UDPRoutes[i]
 		add(KindUDPRoute, r.ObjectMeta, r.Spec.CommonRouteSpec, nil, firstRule(r.Spec.Rules, func(x gwv1.UDPRouteRule) []gwv1.BackendRef { return x.BackendRefs }))
 	}
+	for i := range g.gin.HTTPRoutes {
+		r := &g.gin.HTTPRoutes[i]
+		var refs []gwv1.BackendRef
+		for _, rule := range r.Spec.Rules {
+			for _, b := range rule.BackendRefs {
+				refs = append(refs, b.BackendRef)
+			}
+		}
+		add(KindHTTPRoute, r.ObjectMeta, r.Spec.CommonRouteSpec, r.Spec.Hostnames, refs)
+	}
 	slices.SortStableFunc(rs, func(a, b *gwRoute) int {
 		if c := a.created.Compare(b.created.Time); c != 0 {
 			return c
@@ -753,7 +774,7 @@ func (g *gwCompiler) attach(r *gwRoute, gg *gwGateway, ref *gwv1.ParentReference
 		return Finding{reasonNotAllowedByListeners, fmt.Sprintf("no listener this parentRef selects allows a %s from namespace %s", r.key.Kind, r.key.Namespace)}
 	}
 	for _, gl := range allowed {
-		hosts, ok := intersect(hostname(gl.spec), r.hostnames, r.key.Kind == KindTLSRoute)
+		hosts, ok := intersect(hostname(gl.spec), r.hostnames, r.key.Kind == KindTLSRoute || r.key.Kind == KindHTTPRoute)
 		if !ok {
 			continue
 		}
@@ -962,11 +983,11 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		name += "/udp"
 	}
 	sl := snapshot.Listener{
-		Name:                       name,
-		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
-		ProbeTimeout:               snapshot.DefaultProbeTimeout,
-		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-		MaxConnections:             snapshot.DefaultMaxConnections,
+		Name:           name,
+		Address:        net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
+		ProbeTimeout:   snapshot.DefaultProbeTimeout,
+		MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
+		MaxConnections: snapshot.DefaultMaxConnections,
 	}
 	if pk.t == snapshot.UDP {
 		sl.Transport = snapshot.UDP
@@ -978,7 +999,7 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		// TCP and UDP: one listener per port (others conflict); the
 		// oldest route takes every connection. HTTP and HTTPS: no
 		// route, every connection is closed.
-		if rs := ls[0].routes; len(rs) > 0 {
+		if rs := ls[0].routes; len(rs) > 0 && ls[0].kind != KindHTTPRoute {
 			sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
 		}
 		return append(out, sl)
@@ -1041,12 +1062,12 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 			}
 			internal[name] = true
 			out = append(out, snapshot.Listener{
-				Name:                       name,
-				ProbeTimeout:               snapshot.DefaultProbeTimeout,
-				MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-				MaxConnections:             snapshot.DefaultMaxConnections,
-				TLS:                        cloneTLS(e.listener.tls),
-				Routes:                     []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
+				Name:           name,
+				ProbeTimeout:   snapshot.DefaultProbeTimeout,
+				MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
+				MaxConnections: snapshot.DefaultMaxConnections,
+				TLS:            cloneTLS(e.listener.tls),
+				Routes:         []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
 			})
 		}
 	}

@@ -116,6 +116,7 @@ func reverseGatewayInput(in *compile.Input) {
 	slices.Reverse(g.TLSRoutes)
 	slices.Reverse(g.TCPRoutes)
 	slices.Reverse(g.UDPRoutes)
+	slices.Reverse(g.HTTPRoutes)
 	slices.Reverse(g.ReferenceGrants)
 }
 
@@ -234,6 +235,10 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 			var o gwv1.UDPRoute
 			strict(&o)
 			g.UDPRoutes = append(g.UDPRoutes, o)
+		case gw + "HTTPRoute":
+			var o gwv1.HTTPRoute
+			strict(&o)
+			g.HTTPRoutes = append(g.HTTPRoutes, o)
 		case gw + "ReferenceGrant":
 			var o gwv1.ReferenceGrant
 			strict(&o)
