@@ -2,7 +2,9 @@
 # Run the upstream Gateway API conformance suite (v1.6.3; profiles
 # GATEWAY-TLS, GATEWAY-TCP and GATEWAY-UDP) against PortMux on an offline
 # kind cluster, and write the upstream ConformanceReport to
-# conformance/report.yaml and the suite's output to conformance/run.log.
+# conformance/report.yaml, the tests it skipped with their reasons to
+# conformance/skipped.txt and its output to conformance/run.log (not
+# committed: 2 MB).
 #
 #   make conformance          (KEEP=1 keeps the cluster)
 #
@@ -172,6 +174,8 @@ mkdir -p "$out"
 sed '/^----- BEGIN CONFORMANCE REPORT -----$/,/^----- END CONFORMANCE REPORT -----$/d' "$work/run.log" >"$out/run.log"
 sed -n '/^----- BEGIN CONFORMANCE REPORT -----$/,/^----- END CONFORMANCE REPORT -----$/p' "$work/run.log" |
 	sed '1d;$d' >"$out/report.yaml"
+# Every test the suite skipped, with its reason, by reason.
+grep -E 'Skipping [A-Za-z0-9]+: ' "$out/run.log" | sed -E 's/.*Skipping ([A-Za-z0-9]+): (.*)$/\2: \1/' | sort >"$out/skipped.txt" || true
 log "suite done in $((SECONDS - start))s: Job succeeded/failed=$st; report conformance/report.yaml, output conformance/run.log"
 grep -E '^(--- FAIL|--- PASS|--- SKIP|FAIL|ok|PASS)' "$out/run.log" | grep -v '^    ' | tail -n 40 >&2 || true
 [[ -s $out/report.yaml ]] || die "no report in the suite's output"
