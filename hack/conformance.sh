@@ -54,6 +54,10 @@ ns=portmux-system
 out=$root/conformance
 
 "$docker" info >/dev/null 2>&1 || die "no Docker engine answers (sudo hack/kindnode/dockerd.sh starts one)"
+if [[ -z ${CONFORMANCE_NODE_IMAGE:-} ]] && ! "$docker" image inspect "$node_image" >/dev/null 2>&1; then
+	log "no $node_image: building the offline node image (hack/kind-node-image.sh, cached)"
+	node_image=$(hack/kind-node-image.sh)
+fi
 "$docker" image inspect "$node_image" >/dev/null 2>&1 || die "node image $node_image missing (make kind-node-image)"
 
 work=$(mktemp -d)
