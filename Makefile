@@ -183,6 +183,10 @@ build: ## Build bin/portmux.
 # Dockerfile.offline: FROM scratch with bin/portmux (host architecture), an
 # /etc/passwd line for uid 65532 and the host's CA bundle ($(CA_BUNDLE)).
 .PHONY: docker-build
+.PHONY: conformance
+conformance: helm kind ## Run the Gateway API conformance suite v1.6.3 (GATEWAY-TLS, -TCP, -UDP) on an offline kind cluster; writes conformance/report.yaml and run.log (hack/conformance.sh; KEEP=1 keeps the cluster).
+	KIND="$(KIND)" KIND_VERSION=$(KIND_VERSION) HELM="$(HELM)" DOCKER="$(DOCKER)" KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" hack/conformance.sh
+
 docker-build: build ## Build the image IMG (offline FROM scratch when the base images are unavailable).
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "docker-build: no Docker engine ('$(DOCKER) info' failed)" >&2; exit 1; }
 	@have() { $(DOCKER) image inspect "$$1" >/dev/null 2>&1 || $(DOCKER) pull -q "$$1" >/dev/null 2>&1; }; \

@@ -36,7 +36,7 @@ import (
 // route namespaces by label) and the CRDs' bundle version (the
 // GatewayClass's SupportedVersion).
 //
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;tlsroutes;tcproutes;udproutes;referencegrants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses;gateways;tlsroutes;tcproutes;udproutes;referencegrants;httproutes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gatewayclasses/status;gateways/status;tlsroutes/status;tcproutes/status;udproutes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get
@@ -85,7 +85,14 @@ type gatewayAPI struct {
 	controllerName string
 	bundleVersion  string
 	addressService types.NamespacedName // zero: none
-	log            logr.Logger
+	// portRange, when set, gives each Gateway its own Service, in
+	// addressService's namespace, targeting dataplane ports of this range
+	// (gateway_services.go).
+	portRange *compile.PortRange
+	// httpRoutes: the cluster serves HTTPRoutes, which HTTP listeners
+	// count (compile.KindHTTPRoute).
+	httpRoutes bool
+	log        logr.Logger
 }
 
 // gatewayAPIServed reports which Gateway API resources the API server
@@ -133,12 +140,19 @@ func setupGatewayAPI(ctx context.Context, mgr ctrl.Manager, opt Options) (*gatew
 	if !mgr.GetScheme().Recognizes(schema.GroupVersionKind{Group: gwv1.GroupName, Version: "v1", Kind: "Gateway"}) {
 		return nil, errors.New("the manager's scheme lacks the Gateway API types")
 	}
+	if opt.GatewayPortRange != nil && opt.GatewayAddressService.Name == "" {
+		return nil, errors.New("a Gateway port range needs the dataplane Service (--gateway-address-service): the Gateways' Services live in its namespace and take its type and selector")
+	}
 	g := &gatewayAPI{
 		controllerName: cmpOr(opt.GatewayControllerName, compile.GatewayControllerName),
 		addressService: opt.GatewayAddressService,
+		portRange:      opt.GatewayPortRange,
 		log:            log,
 	}
 	g.bundleVersion = bundleVersion(ctx, mgr.GetAPIReader(), log)
+	if list, err := dc.ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); err == nil {
+		g.httpRoutes = slices.ContainsFunc(list.APIResources, func(a metav1.APIResource) bool { return a.Name == "httproutes" })
+	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &gwv1.Gateway{}, indexGatewaySecrets, func(o client.Object) []string {
 		return gatewaySecretRefs(o.(*gwv1.Gateway))
@@ -292,6 +306,13 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 		}
 	}
 	gin.TLSRoutes, gin.TCPRoutes, gin.UDPRoutes = tls.Items, tcp.Items, udp.Items
+	if g.httpRoutes {
+		var http gwv1.HTTPRouteList
+		if err := gt.cache.List(ctx, &http); err != nil {
+			return fmt.Errorf("list HTTPRoutes: %w", err)
+		}
+		gin.HTTPRoutes = http.Items
+	}
 	var routes []client.Object
 	for i := range tls.Items {
 		routes = append(routes, &tls.Items[i])
@@ -329,6 +350,11 @@ func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input
 			gin.Addresses = serviceAddresses(&svc)
 		} else if !apierrors.IsNotFound(err) {
 			g.log.V(1).Info("the dataplane Service is not readable", "service", g.addressService, "error", err.Error())
+		}
+	}
+	if g.portRange != nil {
+		if err := g.gatherServices(ctx, gt.cache, gin); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -407,6 +433,9 @@ func gatewayFingerprint(g *compile.GatewayInput) []string {
 	for _, o := range g.UDPRoutes {
 		obj("udp", o.ObjectMeta, gen(o.ObjectMeta))
 	}
+	for _, o := range g.HTTPRoutes {
+		obj("http", o.ObjectMeta, gen(o.ObjectMeta))
+	}
 	for _, o := range g.ReferenceGrants {
 		obj("rg", o.ObjectMeta, o.ResourceVersion)
 	}
@@ -416,6 +445,17 @@ func gatewayFingerprint(g *compile.GatewayInput) []string {
 	parts = append(parts, "gwctl/"+g.ControllerName+"/"+g.BundleVersion+"/"+g.AddressSource)
 	for _, a := range g.Addresses {
 		parts = append(parts, "addr/"+a.Value)
+	}
+	if s := g.Services; s != nil {
+		parts = append(parts, fmt.Sprintf("gwsvcs/%s/%d-%d", s.Namespace, s.Range.From, s.Range.To))
+		for k, e := range s.Existing {
+			for _, p := range e.Ports {
+				parts = append(parts, fmt.Sprintf("gwsvc/%s/%s/%d/%s", k, p.Protocol, p.Port, p.TargetPort.String()))
+			}
+			for _, a := range e.Addresses {
+				parts = append(parts, fmt.Sprintf("gwsvc/%s/addr/%s", k, a.Value))
+			}
+		}
 	}
 	return parts
 }
@@ -431,6 +471,9 @@ func (g *gatewayAPI) watches(b *builder.TypedBuilder[reconcile.Request], c clien
 			}
 			if k == g.addressService.String() {
 				return []reconcile.Request{programmerKey}
+			}
+			if g.portRange != nil && o.GetNamespace() == g.addressService.Namespace && o.GetLabels()[labelGatewayServiceOf] == g.addressService.Name {
+				return []reconcile.Request{programmerKey} // a Gateway's own Service
 			}
 			lists := []client.ObjectList{&gwv1.GatewayList{}}
 			if index == indexRouteServices {
@@ -450,6 +493,9 @@ func (g *gatewayAPI) watches(b *builder.TypedBuilder[reconcile.Request], c clien
 			return o.GetNamespace() + "/" + svc
 		}
 		return ""
+	}
+	if g.httpRoutes {
+		b = b.Watches(&gwv1.HTTPRoute{}, always)
 	}
 	return b.
 		Watches(&gwv1.GatewayClass{}, always).
@@ -527,6 +573,8 @@ func (w *gatewayStatusWriter) Reconcile(ctx context.Context, _ reconcile.Request
 	}
 	now := metav1.Now()
 	var errs []error
+	// The Services first: a Gateway's address comes from its Service.
+	errs = append(errs, w.syncServices(ctx, out.Gateway))
 	for name, res := range out.Gateway.Classes {
 		var gc gwv1.GatewayClass
 		if err := w.client.Get(ctx, types.NamespacedName{Name: name}, &gc); err != nil {
@@ -604,6 +652,8 @@ func (w *gatewayStatusWriter) route(ctx context.Context, key compile.RouteKey, r
 	case compile.KindUDPRoute:
 		r := &gwv1.UDPRoute{}
 		obj, st = r, &r.Status.RouteStatus
+	case compile.KindHTTPRoute:
+		return nil // counted on listeners, not implemented: no status
 	default:
 		return fmt.Errorf("route kind %q", key.Kind)
 	}

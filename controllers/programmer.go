@@ -67,6 +67,11 @@ type Options struct {
 	GatewayAPI            GatewayAPI
 	GatewayControllerName string
 	GatewayAddressService types.NamespacedName
+	// GatewayPortRange, when set, gives each Gateway a Service of its own
+	// (in GatewayAddressService's namespace, of its type and selector)
+	// targeting dataplane ports of this range; nil: every Gateway is
+	// served on GatewayAddressService's ports.
+	GatewayPortRange *compile.PortRange
 }
 
 // programmed is the outcome of the last compile and apply, shared by the two

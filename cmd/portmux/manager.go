@@ -51,6 +51,7 @@ type managerOptions struct {
 	policy               compile.PortPolicy // portPolicy parsed
 	gatewayAPI           string
 	gatewayAddress       string // the dataplane Service, namespace/name
+	gatewayPortRange     string
 }
 
 func newManagerCommand() *cobra.Command {
@@ -91,6 +92,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace; a port is TCP and UDP unless written 443/tcp or 443/udp); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
 	f.StringVar(&o.gatewayAPI, "gateway-api", string(controllers.GatewayAPIAuto), "implement the Gateway API (GatewayClasses of controllerName "+compile.GatewayControllerName+"): auto when its CRDs are installed, on (fail without them) or off")
 	f.StringVar(&o.gatewayAddress, "gateway-address-service", "", "NAMESPACE/NAME of the dataplane's Service, whose addresses every Gateway reports in status.addresses")
+	f.StringVar(&o.gatewayPortRange, "gateway-port-range", "", "FIRST-LAST: give each Gateway a Service of its own (in the namespace of --gateway-address-service, of its type and selector) whose ports target dataplane ports allocated from this range; PortMux listeners cannot claim ports in it. Empty: every Gateway is served on the dataplane Service")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if o.dataplaneSocket != "" {
 			for _, name := range serverFlags {
@@ -125,6 +127,14 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 			return fmt.Errorf("--gateway-address-service %q: want NAMESPACE/NAME", o.gatewayAddress)
 		}
 		gwAddress = types.NamespacedName{Namespace: ns, Name: name}
+	}
+	var gwRange *compile.PortRange
+	if o.gatewayPortRange != "" {
+		r, err := compile.ParseGatewayPortRange(o.gatewayPortRange)
+		if err != nil {
+			return fmt.Errorf("--gateway-port-range: %w", err)
+		}
+		gwRange = &r
 	}
 	restCfg, err := config.GetConfig()
 	if err != nil {
@@ -162,7 +172,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err := runOneManager(ctx, log, restCfg, scheme, namespaces, dp, dpReady, o, gatewayOptions{gwMode, gwAddress}, attempt)
+		err := runOneManager(ctx, log, restCfg, scheme, namespaces, dp, dpReady, o, gatewayOptions{gwMode, gwAddress, gwRange}, attempt)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -202,6 +212,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		MaxConnections:        o.dp.MaxConnections,
 		GatewayAPI:            gw.mode,
 		GatewayAddressService: gw.address,
+		GatewayPortRange:      gw.portRange,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
@@ -229,8 +240,9 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 
 // gatewayOptions are the Gateway API flags, parsed.
 type gatewayOptions struct {
-	mode    controllers.GatewayAPI
-	address types.NamespacedName
+	mode      controllers.GatewayAPI
+	address   types.NamespacedName
+	portRange *compile.PortRange
 }
 
 // remoteDataplane programs the dataplane process on socket, follows its

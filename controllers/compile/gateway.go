@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -43,6 +44,12 @@ const (
 	KindTLSRoute = "TLSRoute"
 	KindTCPRoute = "TCPRoute"
 	KindUDPRoute = "UDPRoute"
+	// KindHTTPRoute is the kind of HTTP and HTTPS listeners. PortMux
+	// does not implement HTTPRoute (it is not a supported feature): it
+	// attaches and counts HTTPRoutes, as the core Gateway conformance
+	// tests expect of HTTP listeners, writes no status for them and
+	// carries no HTTP traffic (the listener closes its connections).
+	KindHTTPRoute = "HTTPRoute"
 )
 
 // GatewayInput is the Gateway API part of a compile's input: the objects of
@@ -60,6 +67,9 @@ type GatewayInput struct {
 	TCPRoutes       []gwv1.TCPRoute
 	UDPRoutes       []gwv1.UDPRoute
 	ReferenceGrants []gwv1.ReferenceGrant
+	// HTTPRoutes are only attached and counted (KindHTTPRoute); nil
+	// when the cluster does not serve them.
+	HTTPRoutes []gwv1.HTTPRoute
 
 	// NamespaceLabels are the labels of every namespace, for listeners
 	// that allow routes from namespaces chosen by a selector.
@@ -76,6 +86,12 @@ type GatewayInput struct {
 	// Addresses are that Service's load-balancer addresses (or its cluster
 	// IP for a ClusterIP Service).
 	Addresses []gwv1.GatewayStatusAddress
+
+	// Services, when set, gives every Gateway a Service and dataplane
+	// ports of its own (gateway_ports.go): AddressSource and Addresses
+	// are then unused. nil: every Gateway is served on the one dataplane
+	// Service, and Gateways asking for one port are merged or refused.
+	Services *GatewayServices
 }
 
 // GatewayOutput is what the translation decided for each Gateway API object
@@ -102,9 +118,13 @@ type GatewayResult struct {
 	Refused Finding
 	// Listeners in spec order.
 	Listeners []GatewayListenerResult
-	// AddressSource and Addresses are copied from the input.
+	// AddressSource and Addresses are copied from the input, or, with
+	// per-Gateway Services, the Gateway's Service and its addresses.
 	AddressSource string
 	Addresses     []gwv1.GatewayStatusAddress
+	// Service is the Service the Gateway should have (per-Gateway
+	// Services only; nil when no listener takes a port).
+	Service *GatewayService
 }
 
 // GatewayListenerResult is the decision on one Gateway listener.
@@ -188,6 +208,9 @@ func gatewayHolder(gw *gwv1.Gateway) string { return "Gateway " + gw.Namespace +
 // conflictMessage says who holds a PortMux listener's port (claimName's
 // words: "port 443", "UDP port 443").
 func conflictMessage(port, holder string) string {
+	if strings.HasPrefix(holder, "the Gateway port range") {
+		return fmt.Sprintf("%s is in %s (the manager's --gateway-port-range): its ports are the dataplane ports of Gateways", port, holder)
+	}
 	if gw, ok := strings.CutPrefix(holder, "Gateway "); ok {
 		return fmt.Sprintf("%s is held by Gateway %s: a Gateway's ports are never taken by a PortMux", port, gw)
 	}
@@ -233,8 +256,11 @@ type gwCompiler struct {
 
 // portKey is a port of one transport: TCP and UDP ports are distinct
 // claims, for Gateways as for PortMux listeners, which share one table of
-// them.
+// them. With per-Gateway Services it is also one Gateway's (gw): Gateways
+// never share a port; on the shared address, and in the table shared
+// with PortMuxes, gw is zero.
 type portKey struct {
+	gw   types.NamespacedName
 	t    snapshot.Transport
 	port int32
 }
@@ -253,6 +279,9 @@ func (pk portKey) String() string {
 type portGroup struct {
 	holder    string
 	listeners []*gwListener
+	// bind is the dataplane port allocated to it (per-Gateway Services);
+	// 0: the listener port itself.
+	bind int32
 }
 
 type gwGateway struct {
@@ -293,6 +322,10 @@ func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapsho
 			continue
 		}
 		gg := &gwGateway{gw: gw, res: &GatewayResult{AddressSource: g.gin.AddressSource, Addresses: slices.Clone(g.gin.Addresses)}}
+		if svcs := g.gin.Services; svcs != nil {
+			svc := types.NamespacedName{Namespace: svcs.Namespace, Name: GatewayServiceName(key)}
+			gg.res.AddressSource, gg.res.Addresses = svc.String(), slices.Clone(svcs.Existing[key].Addresses)
+		}
 		g.gateways[key] = gg
 		g.out.Gateways[key] = gg.res
 		switch {
@@ -304,6 +337,9 @@ func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapsho
 			continue
 		}
 		g.listeners(gg, ports)
+	}
+	if g.gin.Services != nil {
+		g.allocate(ports)
 	}
 	g.routes()
 	var sls []snapshot.Listener
@@ -365,6 +401,8 @@ func listenerKind(l *gwv1.Listener) string {
 		return KindTCPRoute
 	case gwv1.UDPProtocolType:
 		return KindUDPRoute
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return KindHTTPRoute
 	}
 	return ""
 }
@@ -418,7 +456,10 @@ func (g *gwCompiler) listeners(gg *gwGateway, ports map[portKey]string) {
 		if gl.res.Refused.Reason != "" {
 			continue
 		}
-		pk := portKey{transportOf(gl.spec), gl.spec.Port}
+		pk := portKey{t: transportOf(gl.spec), port: gl.spec.Port}
+		if g.gin.Services != nil {
+			pk.gw = types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		}
 		if _, seen := mine[pk]; !seen {
 			keys = append(keys, pk)
 		}
@@ -459,6 +500,13 @@ func (g *gwCompiler) claim(gw *gwv1.Gateway, pk portKey, ls []*gwListener, ports
 		return
 	}
 	pg := g.groups[pk]
+	if g.gin.Services != nil {
+		// A port of the Gateway's own Service: nobody else's to take.
+		pg = &portGroup{holder: gatewayHolder(gw), listeners: ls}
+		g.groups[pk] = pg
+		g.order = append(g.order, pk)
+		return
+	}
 	if pg == nil {
 		if h, held := ports[pk]; held {
 			refuse(Finding{reasonPortUnavailable, fmt.Sprintf("%s is held by %s", pk, h)})
@@ -654,6 +702,16 @@ func (g *gwCompiler) allRoutes() []*gwRoute {
 		r := &g.gin.UDPRoutes[i]
 		add(KindUDPRoute, r.ObjectMeta, r.Spec.CommonRouteSpec, nil, firstRule(r.Spec.Rules, func(x gwv1.UDPRouteRule) []gwv1.BackendRef { return x.BackendRefs }))
 	}
+	for i := range g.gin.HTTPRoutes {
+		r := &g.gin.HTTPRoutes[i]
+		var refs []gwv1.BackendRef
+		for _, rule := range r.Spec.Rules {
+			for _, b := range rule.BackendRefs {
+				refs = append(refs, b.BackendRef)
+			}
+		}
+		add(KindHTTPRoute, r.ObjectMeta, r.Spec.CommonRouteSpec, r.Spec.Hostnames, refs)
+	}
 	slices.SortStableFunc(rs, func(a, b *gwRoute) int {
 		if c := a.created.Compare(b.created.Time); c != 0 {
 			return c
@@ -726,7 +784,7 @@ func (g *gwCompiler) attach(r *gwRoute, gg *gwGateway, ref *gwv1.ParentReference
 		return Finding{reasonNotAllowedByListeners, fmt.Sprintf("no listener this parentRef selects allows a %s from namespace %s", r.key.Kind, r.key.Namespace)}
 	}
 	for _, gl := range allowed {
-		hosts, ok := intersect(hostname(gl.spec), r.hostnames, r.key.Kind == KindTLSRoute)
+		hosts, ok := intersect(hostname(gl.spec), r.hostnames, r.key.Kind == KindTLSRoute || r.key.Kind == KindHTTPRoute)
 		if !ok {
 			continue
 		}
@@ -832,9 +890,10 @@ func specificity(h string) int {
 }
 
 // backend compiles a route's backendRefs into one backend: the ready
-// endpoints of every usable Service port with a weight above zero (the
-// snapshot has no weights; a backend with weight 0 takes nothing, the
-// others share connections evenly). A route none of whose backends is
+// endpoints of every usable Service port with a weight above zero, each
+// repeated in proportion to its share of the weights (weightedEndpoints:
+// the dataplane spreads connections and sessions evenly over the list, so
+// repetition is how weights reach it). A route none of whose backends is
 // usable gets a backend without endpoints: its connections are closed, as
 // the spec requires of an invalid backend.
 func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
@@ -845,6 +904,7 @@ func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
 	b := snapshot.Backend{Mode: snapshot.ModeTCP, DialTimeout: snapshot.DefaultDialTimeout}
 	var names []string
 	var refs []Finding
+	var weighted []weightedBackend
 	for _, ref := range r.backends {
 		group, kind := string(ptrOr(ref.Group, "")), string(ptrOr(ref.Kind, "Service"))
 		ns := string(ptrOr(ref.Namespace, gwv1.Namespace(r.key.Namespace)))
@@ -880,10 +940,9 @@ func (g *gwCompiler) backend(r *gwRoute) (snapshot.Backend, []Finding) {
 			continue
 		}
 		names = append(names, ns+"/"+string(ref.Name)+":"+strconv.Itoa(int(sp.Port)))
-		b.Endpoints = append(b.Endpoints, readyEndpoints(g.in, key, sp)...)
+		weighted = append(weighted, weightedBackend{weight: int64(ptrOr(ref.Weight, 1)), endpoints: readyEndpoints(g.in, key, sp)})
 	}
-	slices.Sort(b.Endpoints)
-	b.Endpoints = slices.Compact(b.Endpoints)
+	b.Endpoints = weightedEndpoints(weighted)
 	b.Name = strings.Join(names, ",")
 	if b.Name == "" {
 		b.Name = r.key.Kind + " " + r.key.String() + ": no usable backend"
@@ -925,17 +984,20 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	}
 	var out []snapshot.Listener
 	name := fmt.Sprintf("gateway:%d", pk.port)
+	bind := pk.port
+	if pg.bind != 0 {
+		name = fmt.Sprintf("gateway:%s:%d", pk.gw, pk.port)
+		bind = pg.bind
+	}
 	if pk.t == snapshot.UDP {
 		name += "/udp"
 	}
 	sl := snapshot.Listener{
-		Name:                       name,
-		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(pk.port))),
-		ProbeTimeout:               snapshot.DefaultProbeTimeout,
-		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-		MaxConnections:             snapshot.DefaultMaxConnections,
-		MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-		MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
+		Name:           name,
+		Address:        net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
+		ProbeTimeout:   snapshot.DefaultProbeTimeout,
+		MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
+		MaxConnections: snapshot.DefaultMaxConnections,
 	}
 	if pk.t == snapshot.UDP {
 		sl.Transport = snapshot.UDP
@@ -947,7 +1009,7 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		// TCP and UDP: one listener per port (others conflict); the
 		// oldest route takes every connection. HTTP and HTTPS: no
 		// route, every connection is closed.
-		if rs := ls[0].routes; len(rs) > 0 {
+		if rs := ls[0].routes; len(rs) > 0 && ls[0].kind != KindHTTPRoute {
 			sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
 		}
 		return append(out, sl)
@@ -988,7 +1050,7 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 	for _, e := range es {
 		m := snapshot.Match{Protocol: snapshot.TLS}
 		if e.sni != "" {
-			m.SNI = []string{e.sni}
+			m.SNI = []string{snapshotSNI(e.sni)}
 		}
 		switch {
 		case e.route == nil:
@@ -1010,19 +1072,89 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 			}
 			internal[name] = true
 			out = append(out, snapshot.Listener{
-				Name:                       name,
-				ProbeTimeout:               snapshot.DefaultProbeTimeout,
-				MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
-				MaxConnections:             snapshot.DefaultMaxConnections,
-				MaxConnectionsPerClient:    snapshot.DefaultMaxConnectionsPerClient,
-				MaxConnectionRatePerClient: snapshot.DefaultMaxConnectionRatePerClient,
-				TLS:                        cloneTLS(e.listener.tls),
-				Routes:                     []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
+				Name:           name,
+				ProbeTimeout:   snapshot.DefaultProbeTimeout,
+				MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
+				MaxConnections: snapshot.DefaultMaxConnections,
+				TLS:            cloneTLS(e.listener.tls),
+				Routes:         []snapshot.Route{{Name: routeName(e.route), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(e.route.backend)}},
 			})
 		}
 	}
 	out = append(out, sl)
 	return out
+}
+
+// weightedBackend is one usable backendRef: its weight and its ready
+// endpoints.
+type weightedBackend struct {
+	weight    int64
+	endpoints []string
+}
+
+// maxWeightedEndpoints bounds the list weights expand to; beyond it the
+// proportions are rounded (every endpoint keeps at least one place).
+const maxWeightedEndpoints = 1000
+
+// weightedEndpoints is the endpoint list of backends with weights: each
+// endpoint appears in proportion to its share, its backend's weight
+// divided among the backend's endpoints (an endpoint of two backends gets
+// both shares), reduced to the smallest whole numbers, sorted. Equal
+// shares give each endpoint once.
+func weightedEndpoints(bs []weightedBackend) []string {
+	// Shares as whole numbers: weight × L / n with L the lcm of the
+	// endpoint counts.
+	l := int64(1)
+	for _, b := range bs {
+		if n := int64(len(b.endpoints)); n > 0 && b.weight > 0 {
+			l = l / gcd(l, n) * n
+		}
+	}
+	share := map[string]int64{}
+	for _, b := range bs {
+		if b.weight <= 0 {
+			continue
+		}
+		for _, e := range b.endpoints {
+			share[e] += b.weight * l / int64(len(b.endpoints))
+		}
+	}
+	var d, total int64
+	for _, v := range share {
+		d = gcd(d, v)
+	}
+	for _, v := range share {
+		total += v / d
+	}
+	keys := slices.Sorted(maps.Keys(share))
+	var out []string
+	for _, e := range keys {
+		n := share[e] / d
+		if total > maxWeightedEndpoints {
+			n = max(1, n*maxWeightedEndpoints/total)
+		}
+		for range n {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// snapshotSNI writes a Gateway API hostname as a snapshot SNI pattern: a
+// Gateway API wildcard stands for one or more labels, the snapshot's
+// "*." for one (as in certificates), its "**." for one or more.
+func snapshotSNI(h string) string {
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		return "**." + rest
+	}
+	return h
 }
 
 // listenerLabel names a Gateway listener in the snapshot.

@@ -17,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -38,7 +39,10 @@ import (
 // (their labels), Secret and Service, EndpointSlice and PortMux objects,
 // all decoded strictly, and at most one `kind: GatewayOptions` document:
 // bundleVersion (v1.6.3 unless set), addressSource, addresses, bindErrors
-// and portPolicy. The controller name is compile.GatewayControllerName.
+// portPolicy, and services (per-Gateway Services: their namespace, the
+// port range, and the Services found, by Gateway, with their ports as
+// "PROTOCOL/PORT=TARGETPORT" and addresses). The controller name is
+// compile.GatewayControllerName.
 type gatewayOptions struct {
 	Kind          string            `json:"kind"`
 	BundleVersion *string           `json:"bundleVersion,omitempty"`
@@ -46,6 +50,14 @@ type gatewayOptions struct {
 	Addresses     []string          `json:"addresses,omitempty"`
 	BindErrors    map[string]string `json:"bindErrors,omitempty"`
 	PortPolicy    []string          `json:"portPolicy,omitempty"`
+	Services      *struct {
+		Namespace string `json:"namespace"`
+		PortRange string `json:"portRange"`
+		Existing  map[string]struct {
+			Ports     []string `json:"ports,omitempty"`
+			Addresses []string `json:"addresses,omitempty"`
+		} `json:"existing,omitempty"`
+	} `json:"services,omitempty"`
 }
 
 type gatewayCase struct {
@@ -104,6 +116,7 @@ func reverseGatewayInput(in *compile.Input) {
 	slices.Reverse(g.TLSRoutes)
 	slices.Reverse(g.TCPRoutes)
 	slices.Reverse(g.UDPRoutes)
+	slices.Reverse(g.HTTPRoutes)
 	slices.Reverse(g.ReferenceGrants)
 }
 
@@ -172,6 +185,29 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 			for k, v := range o.BindErrors {
 				c.bindErrs[k] = errors.New(v)
 			}
+			if s := o.Services; s != nil {
+				r, err := compile.ParseGatewayPortRange(s.PortRange)
+				if err != nil {
+					t.Fatalf("%s: %v", path, err)
+				}
+				g.Services = &compile.GatewayServices{Namespace: s.Namespace, Range: r, Existing: map[types.NamespacedName]compile.ExistingGatewayService{}}
+				for k, e := range s.Existing {
+					ns, name, _ := strings.Cut(k, "/")
+					var es compile.ExistingGatewayService
+					for _, p := range e.Ports {
+						var proto string
+						var port, target int32
+						if _, err := fmt.Sscanf(strings.NewReplacer("/", " ", "=", " ").Replace(p), "%s %d %d", &proto, &port, &target); err != nil {
+							t.Fatalf("%s: services port %q: %v", path, p, err)
+						}
+						es.Ports = append(es.Ports, corev1.ServicePort{Protocol: corev1.Protocol(proto), Port: port, TargetPort: intstr.FromInt32(target)})
+					}
+					for _, a := range e.Addresses {
+						es.Addresses = append(es.Addresses, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: a})
+					}
+					g.Services.Existing[types.NamespacedName{Namespace: ns, Name: name}] = es
+				}
+			}
 			for _, v := range o.PortPolicy {
 				pr, err := compile.ParsePortRule(v)
 				if err != nil {
@@ -199,6 +235,10 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 			var o gwv1.UDPRoute
 			strict(&o)
 			g.UDPRoutes = append(g.UDPRoutes, o)
+		case gw + "HTTPRoute":
+			var o gwv1.HTTPRoute
+			strict(&o)
+			g.HTTPRoutes = append(g.HTTPRoutes, o)
 		case gw + "ReferenceGrant":
 			var o gwv1.ReferenceGrant
 			strict(&o)
@@ -250,9 +290,17 @@ type goldenGatewayClass struct {
 
 type goldenGatewayStatus struct {
 	Gateway    string                  `yaml:"gateway"`
+	Service    *goldenGatewayService   `yaml:"service,omitempty"`
 	Addresses  []string                `yaml:"addresses,flow,omitempty"`
 	Conditions []goldenCondition       `yaml:"conditions"`
 	Listeners  []goldenGatewayListener `yaml:"listeners"`
+}
+
+// goldenGatewayService is a Gateway's own Service: its ports as
+// "PROTOCOL PORT -> TARGETPORT".
+type goldenGatewayService struct {
+	Name  string   `yaml:"name"`
+	Ports []string `yaml:"ports,flow"`
 }
 
 type goldenGatewayListener struct {
@@ -333,6 +381,12 @@ func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 		gs := goldenGatewayStatus{Gateway: key.String(), Conditions: renderConditions(st.Conditions), Listeners: []goldenGatewayListener{}}
 		for _, a := range st.Addresses {
 			gs.Addresses = append(gs.Addresses, a.Value)
+		}
+		if s := res.Service; s != nil {
+			gs.Service = &goldenGatewayService{Name: s.String()}
+			for _, p := range s.Ports {
+				gs.Service.Ports = append(gs.Service.Ports, fmt.Sprintf("%s %d -> %s", p.Protocol, p.Port, p.TargetPort.String()))
+			}
 		}
 		for _, ls := range st.Listeners {
 			checkConditionMeta(&pr, "Gateway "+key.String()+" listener "+string(ls.Name), gw.Generation, ls.Conditions)

@@ -133,7 +133,7 @@ func GatewayStatus(gw *gwv1.Gateway, res *GatewayResult, bindErrs map[string]err
 	case len(accepted) == 0:
 		s.setBool(&st.Conditions, ConditionProgrammed, false, reasonInvalid, "not programmed: no listener is valid")
 	case res.AddressSource != "" && len(res.Addresses) == 0:
-		s.setBool(&st.Conditions, ConditionProgrammed, false, reasonAddressNotAssigned, "the dataplane Service "+res.AddressSource+" has no address yet")
+		s.setBool(&st.Conditions, ConditionProgrammed, false, reasonAddressNotAssigned, "the Service "+res.AddressSource+", whose addresses are the Gateway's, has no address yet")
 	case len(unprogrammed) > 0:
 		s.setBool(&st.Conditions, ConditionProgrammed, false, reasonInvalid, "listeners not programmed: "+strings.Join(unprogrammed, "; "))
 	default:

@@ -106,3 +106,34 @@ func TestRouteStatusKeepsPlaces(t *testing.T) {
 		t.Errorf("recomputing an unchanged status changed it:\n%+v\n%+v", got, again)
 	}
 }
+
+// Weights reach the dataplane as repetition: each endpoint appears in
+// proportion to its backend's weight divided among its endpoints.
+func TestWeightedEndpoints(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []weightedBackend
+		want []string
+	}{
+		{"one backend", []weightedBackend{{1, []string{"b:1", "a:1"}}}, []string{"a:1", "b:1"}},
+		{"70/20/10", []weightedBackend{{70, []string{"a:1"}}, {20, []string{"b:1"}}, {10, []string{"c:1"}}},
+			[]string{"a:1", "a:1", "a:1", "a:1", "a:1", "a:1", "a:1", "b:1", "b:1", "c:1"}},
+		{"weight split among endpoints", []weightedBackend{{2, []string{"a:1", "a:2"}}, {1, []string{"b:1"}}},
+			[]string{"a:1", "a:2", "b:1"}},
+		{"weight 0 takes nothing", []weightedBackend{{0, []string{"a:1"}}, {5, []string{"b:1"}}}, []string{"b:1"}},
+		{"an endpoint of two backends gets both shares", []weightedBackend{{1, []string{"a:1"}}, {1, []string{"a:1", "b:1"}}},
+			[]string{"a:1", "a:1", "a:1", "b:1"}},
+		{"no endpoints", []weightedBackend{{1, nil}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := weightedEndpoints(tt.in); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+	big := weightedEndpoints([]weightedBackend{{1_000_000, []string{"a:1"}}, {1, []string{"b:1"}}})
+	if len(big) > maxWeightedEndpoints+1 || !slices.Contains(big, "b:1") {
+		t.Errorf("extreme weights: %d endpoints, b kept %v", len(big), slices.Contains(big, "b:1"))
+	}
+}

@@ -194,12 +194,20 @@ func constraintsHold(m *snapshot.Match, info *sniff.Info) bool {
 
 // HostMatches reports whether name (already lowercase) is one of patterns.
 // A pattern "*.example.com" matches exactly one label in front of
-// example.com, as certificate wildcards do (RFC 6125 §6.4.3).
+// example.com, as certificate wildcards do (RFC 6125 §6.4.3);
+// "**.example.com" matches one or more labels, as Gateway API hostnames
+// do (compile writes it for Gateway listeners and routes).
 func HostMatches(patterns []string, name string) bool {
 	if name == "" {
 		return false
 	}
 	for _, p := range patterns {
+		if rest, ok := strings.CutPrefix(p, "**."); ok {
+			if len(name) > len(rest)+1 && strings.HasSuffix(name, rest) && name[len(name)-len(rest)-1] == '.' && name[0] != '.' {
+				return true
+			}
+			continue
+		}
 		if rest, ok := strings.CutPrefix(p, "*."); ok {
 			dot := strings.IndexByte(name, '.')
 			if dot > 0 && name[dot+1:] == rest {

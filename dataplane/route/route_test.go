@@ -130,6 +130,12 @@ func TestHostMatches(t *testing.T) {
 		{[]string{"*.example.com"}, "a.b.example.com", false},
 		{[]string{"*.example.com"}, "example.com", false},
 		{[]string{"*.example.com"}, ".example.com", false},
+		{[]string{"**.example.com"}, "www.example.com", true},
+		{[]string{"**.example.com"}, "a.b.example.com", true},
+		{[]string{"**.example.com"}, "example.com", false},
+		{[]string{"**.example.com"}, ".example.com", false},
+		{[]string{"**.example.com"}, "wwwexample.com", false},
+		{[]string{"**.com"}, "other.example.com", true},
 		{[]string{"a.test", "b.test"}, "b.test", true},
 		{[]string{"a.test"}, "", false},
 	}

@@ -233,7 +233,8 @@ type Route struct {
 type Match struct {
 	Protocol Protocol
 
-	// SNI names (lowercase; "*.example.com" matches one label) and ALPN
+	// SNI names (lowercase; "*.example.com" matches one label,
+	// "**.example.com" one or more) and ALPN
 	// protocols, for TLS and QUIC.
 	SNI  []string
 	ALPN []string

@@ -136,7 +136,7 @@ var expectations = map[string]expectation{
 		manager: "portmux-controller-manager", dataplane: "portmux-dataplane", metrics: "portmux-metrics",
 		replicas: 1, leaderElect: true,
 		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:8080", "--metrics-secure", "--zap-log-level=info", "--port-policy=*=portmux-system",
-			"--gateway-api=auto", "--gateway-address-service=portmux-system/portmux-dataplane"},
+			"--gateway-api=auto", "--gateway-address-service=portmux-system/portmux-dataplane", "--gateway-port-range=20000-20999"},
 		dataplaneArgs:         []string{socketFlag, "--zap-log-level=info"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeLoadBalancer, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
@@ -155,7 +155,7 @@ var expectations = map[string]expectation{
 		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--leader-elect", "--health-probe-bind-address=:8081", "--metrics-bind-address=:9090", "--metrics-secure", "--zap-log-level=debug",
 			"--watch-namespace=team-a", "--watch-namespace=team-b", "--port-policy=443/udp=team-b", "--port-policy=443=team-a", "--port-policy=2222,10000-10999=team-a,team-b",
 			"--allow-address-backends", "--gateway-api=on", "--gateway-address-service=portmux-system/portmux-dataplane",
-			"--leader-election-namespace=portmux-system"},
+			"--gateway-port-range=20000-20999", "--leader-election-namespace=portmux-system"},
 		dataplaneArgs:         []string{socketFlag, "--zap-log-level=debug", "--idle-timeout=1h", "--shutdown-grace=20s"},
 		unprivilegedPortStart: "0",
 		serviceType:           corev1.ServiceTypeNodePort, trafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
@@ -180,7 +180,7 @@ var expectations = map[string]expectation{
 		manager: "edge-controller-manager", dataplane: "edge-dataplane",
 		replicas: 1,
 		args: []string{"--dataplane-socket=/run/portmux/dataplane.sock", "--health-probe-bind-address=:8081", "--metrics-bind-address=0", "--zap-log-level=info", "--port-policy=*=portmux-system",
-			"--gateway-api=auto", "--gateway-address-service=portmux-system/edge-dataplane"},
+			"--gateway-api=auto", "--gateway-address-service=portmux-system/edge-dataplane", "--gateway-port-range=20000-20999"},
 		dataplaneArgs: []string{socketFlag, "--zap-log-level=info"},
 		servicePorts: []corev1.ServicePort{
 			{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443), Protocol: corev1.ProtocolTCP},
@@ -286,7 +286,9 @@ func TestRenderedObjects(t *testing.T) {
 			if got := hasKind(objs, "ServiceAccount"); got != want.sa {
 				t.Errorf("ServiceAccount rendered = %v, want %v", got, want.sa)
 			}
-			if got := hasKind(objs, "Role"); got != want.leaderElect {
+			if got := slices.ContainsFunc(objs, func(o *unstructured.Unstructured) bool {
+				return o.GetKind() == "Role" && strings.HasSuffix(o.GetName(), "-leader-election")
+			}); got != want.leaderElect {
 				t.Errorf("leader-election Role rendered = %v, want %v", got, want.leaderElect)
 			}
 			checkBindingsName(t, objs, pod.ServiceAccountName)
@@ -759,8 +761,11 @@ func TestNetworkPolicy(t *testing.T) {
 	if len(np.Spec.Ingress) != 2 {
 		t.Fatalf("ingress rules: %+v, want the listeners' and the metrics'", np.Spec.Ingress)
 	}
-	if got := ports(np.Spec.Ingress[0].Ports); !slices.Equal(got, []string{"443", "443/UDP", "2222"}) {
-		t.Errorf("listener ports %v, want the Service's targetPorts 443, 443/UDP and 2222", got)
+	if got := ports(np.Spec.Ingress[0].Ports); !slices.Equal(got, []string{"443", "443/UDP", "2222", "20000", "20000/UDP"}) {
+		t.Errorf("listener ports %v, want the Service's targetPorts 443, 443/UDP and 2222, then the Gateway port range (TCP, UDP)", got)
+	}
+	if p := np.Spec.Ingress[0].Ports[3]; p.EndPort == nil || *p.EndPort != 20999 {
+		t.Errorf("Gateway port range rule %+v, want 20000-20999", p)
 	}
 	if from := np.Spec.Ingress[0].From; len(from) != 1 || from[0].IPBlock == nil || from[0].IPBlock.CIDR != "0.0.0.0/0" {
 		t.Errorf("listeners from %+v, want listenerFrom", from)
