@@ -7,8 +7,10 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -46,7 +48,16 @@ type Relay struct {
 	active  atomic.Int64 // sessions open
 
 	epfd, wakeFd int
-	wg           sync.WaitGroup
+	// epoll is epfd, non-blocking, in Go's netpoller: pollLoop parks its
+	// goroutine there instead of blocking a thread in epoll_wait, which
+	// would make the runtime hand its P to another thread at every wait.
+	epoll    *os.File
+	epollRaw syscall.RawConn
+	// up holds the datagrams of one session that came one after another
+	// in a read batch, written to its backend with one sendmmsg. Owned by
+	// readLoop.
+	up upBatch
+	wg sync.WaitGroup
 
 	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
 	byAddr  map[netip.AddrPort]*session
@@ -174,11 +185,21 @@ func (r *Relay) setup() error {
 	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.wakeFd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
+	if err := unix.SetNonblock(r.epfd, true); err != nil {
+		return fmt.Errorf("epoll fd: %w", err)
+	}
+	r.epoll = os.NewFile(uintptr(r.epfd), "udp-sessions-epoll")
+	if r.epollRaw, err = r.epoll.SyscallConn(); err != nil {
+		return fmt.Errorf("epoll fd: %w", err)
+	}
 	return nil
 }
 
 func (r *Relay) closeFds() {
-	if r.epfd >= 0 {
+	switch {
+	case r.epoll != nil:
+		_ = r.epoll.Close()
+	case r.epfd >= 0:
 		_ = unix.Close(r.epfd)
 	}
 	if r.wakeFd >= 0 {
@@ -270,6 +291,8 @@ func (r *Relay) readLoop() {
 			from := addrPortOf(m.Addr)
 			r.fromClientContained(m.Buffers[0][:m.N], from, m.OOB[:m.NN], now)
 		}
+		// The held datagrams point into ms: written before the next read.
+		r.up.flush()
 	}
 }
 
@@ -347,6 +370,10 @@ func (r *Relay) fromClient(d []byte, from netip.AddrPort, oob []byte, now int64)
 		s = r.byConnectionID(d)
 	}
 	r.mu.Unlock()
+	if r.up.s != s {
+		// Another session's datagrams go first, in the order they came.
+		r.up.flush()
+	}
 	if s != nil {
 		s.fromClient(d, from, oob, now)
 		return
@@ -478,9 +505,16 @@ func (r *Relay) pollLoop() {
 	events := make([]unix.EpollEvent, 128)
 	out := newReplies(r.batch)
 	lastSweep := r.now()
+	var deadline int64
 	for {
-		n, err := unix.EpollWait(r.epfd, events, int(r.sweep/time.Millisecond))
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		// Wake for the sweep at the latest; the deadline moves once per
+		// sweep, not once per wait.
+		if next := lastSweep + int64(r.sweep); next != deadline {
+			deadline = next
+			_ = r.epoll.SetReadDeadline(r.epoch.Add(time.Duration(next)))
+		}
+		n, err := r.wait(events)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			r.log.Error(err, "epoll_wait on UDP sessions failed; retrying")
 			n = 0
 			time.Sleep(10 * time.Millisecond)
@@ -504,6 +538,21 @@ func (r *Relay) pollLoop() {
 			r.sweepSessions(now)
 		}
 	}
+}
+
+// wait returns the ready events of the sessions' epoll set, parking in
+// Go's netpoller until there are some or the read deadline passes.
+func (r *Relay) wait(events []unix.EpollEvent) (int, error) {
+	var n int
+	var werr error
+	err := r.epollRaw.Read(func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || (werr != nil && !errors.Is(werr, unix.EINTR))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, werr
 }
 
 func (r *Relay) fromBackendContained(s *session, out *replies, now int64) {
@@ -581,26 +630,69 @@ func (r *Relay) endAll() {
 	}
 }
 
+// upBatch is datagrams from one client for one sendmmsg to its backend.
+type upBatch struct {
+	s    *session // nil: none held
+	bufs [][]byte
+	mm   *mmsg
+}
+
+// add holds d, a datagram of s, whose route is chosen; s.mu is held. A
+// full batch is written at once.
+func (b *upBatch) add(s *session, d []byte) {
+	if b.mm == nil {
+		b.mm = newMmsg(s.r.batch)
+	}
+	b.s = s
+	b.bufs = append(b.bufs, d)
+	if len(b.bufs) == s.r.batch {
+		s.writeBackendBatch(b)
+	}
+}
+
+// flush writes what is held.
+func (b *upBatch) flush() {
+	if b.s == nil {
+		return
+	}
+	s := b.s
+	s.mu.Lock()
+	s.writeBackendBatch(b)
+	s.mu.Unlock()
+}
+
 // replies gathers datagrams from backends for one sendmmsg.
 type replies struct {
 	ms   []ipv4.Message
 	to   []netip.AddrPort // for the batch of 1
 	drop []interface{ Inc() }
 	n    int
+	mm   *mmsg    // reads from a backend socket into the free buffers
+	bufs [][]byte // scratch of free
 }
 
 func newReplies(batch int) *replies {
-	out := &replies{ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch)}
+	out := &replies{
+		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch),
+		mm: newMmsg(batch), bufs: make([][]byte, 0, batch),
+	}
 	for i := range out.ms {
 		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
 	}
 	return out
 }
 
-func (out *replies) full() bool { return out.n == len(out.ms) }
+// free is the buffers of the next replies, at most max of them and at
+// least one: the batch is not full.
+func (out *replies) free(limit int) [][]byte {
+	out.bufs = out.bufs[:0]
+	for i := out.n; i < len(out.ms) && len(out.bufs) < limit; i++ {
+		out.bufs = append(out.bufs, out.ms[i].Buffers[0][:maxDatagram])
+	}
+	return out.bufs
+}
 
-// next is the buffer of the next reply.
-func (out *replies) next() []byte { return out.ms[out.n].Buffers[0][:maxDatagram] }
+func (out *replies) full() bool { return out.n == len(out.ms) }
 
 // add queues the reply of n bytes read into next().
 func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, drop interface{ Inc() }) {
