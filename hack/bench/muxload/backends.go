@@ -220,7 +220,7 @@ func startBackends(basePort int) (*backends, error) {
 		if basePort != 0 {
 			port = basePort + udpBackendPort(r)
 		}
-		e, err := listenUDPEcho(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), udpHello(r))
+		e, err := listenUDPEcho(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			b.close()
 			return nil, fmt.Errorf("%s %w", r, err)

@@ -38,6 +38,21 @@
 //	          holds both legs): memory per connection, from the tree's Pss
 //	          and Rss before and after
 //
+// UDP scenarios run against the same address over UDP, where the mux must
+// route a session whose first datagram is a DNS query to 17011 (udp-dns)
+// and any other to 17012 (udp-any); both backends echo and count hellos,
+// the first datagram of every session, to check the routing:
+//
+//	udp-rate-N   N udp-any sessions each keep -udp-window datagrams of
+//	             -udp-size bytes in flight (sent and read in batches) for
+//	             -warmup then -d: datagrams/s each way, MB/s, loss, mux CPU
+//	             per million datagrams relayed (both ways counted)
+//	udp-small-N  the same with 64-byte datagrams
+//	udp-setup    -c workers open -udp-setup-sessions sessions (a new socket,
+//	             a hello, its echo), held until all are open: sessions/s,
+//	             set-up latency, mux CPU per session
+//	udp-idle-N   hold N sessions: memory per session, as idle-N
+//
 // Only loopback addresses are used, and every run is bounded: connection
 // loops by -warmup and -d, every connection by 10 s, throughput by
 // -tput-timeout, opening idle connections by -idle-timeout, a mux's start

@@ -318,6 +318,16 @@ func failures(runs []result) string {
 	if total > 0 {
 		s = strconv.FormatFloat(100*float64(failed)/float64(total), 'f', 1, 64) + " %"
 	}
+	// Datagrams are not connections: their share lost, the worst run's.
+	lost, rate := 0.0, false
+	for _, r := range runs {
+		if r.DgramPerS > 0 {
+			lost, rate = max(lost, r.LossPct), true
+		}
+	}
+	if rate {
+		s = strconv.FormatFloat(lost, 'f', 1, 64) + " % lost"
+	}
 	if errs > 0 {
 		s += fmt.Sprintf(", %d run(s) with errors", errs)
 	}

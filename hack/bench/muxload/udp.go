@@ -76,10 +76,10 @@ const udpBatch = 64
 const udpSocketBuffer = 4 << 20
 
 // udpEcho is a UDP backend: it sends every datagram back to where it came
-// from and counts the hellos of its route, one per session.
+// from and counts hellos, one per session, of any route: a session
+// misrouted to it counts too.
 type udpEcho struct {
-	conn  *net.UDPConn
-	hello []byte
+	conn *net.UDPConn
 
 	hellos    atomic.Int64
 	datagrams atomic.Int64
@@ -87,7 +87,7 @@ type udpEcho struct {
 }
 
 // listenUDPEcho starts a UDP echo on addr (port 0 picks one).
-func listenUDPEcho(addr string, hello []byte) (*udpEcho, error) {
+func listenUDPEcho(addr string) (*udpEcho, error) {
 	la, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("UDP backend: %w", err)
@@ -98,7 +98,7 @@ func listenUDPEcho(addr string, hello []byte) (*udpEcho, error) {
 	}
 	_ = c.SetReadBuffer(udpSocketBuffer)
 	_ = c.SetWriteBuffer(udpSocketBuffer)
-	e := &udpEcho{conn: c, hello: hello, done: make(chan struct{})}
+	e := &udpEcho{conn: c, done: make(chan struct{})}
 	go e.serve()
 	return e, nil
 }
@@ -121,7 +121,7 @@ func (e *udpEcho) serve() {
 		var hellos int64
 		for i := range n {
 			d := rs[i].Buffers[0][:rs[i].N]
-			if bytes.Equal(d, e.hello) {
+			if bytes.Equal(d, anyHello) || bytes.Equal(d, dnsHello) {
 				hellos++
 			}
 			ws[i].Buffers, ws[i].Addr = [][]byte{d}, rs[i].Addr
