@@ -58,7 +58,11 @@ func (m *mmsg) send(fd int, bufs [][]byte) (int, error) {
 
 func (m *mmsg) call(trap uintptr, fd, n int) (int, error) {
 	for {
-		r, _, errno := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		// Raw: the socket never blocks, and a call the runtime saw
+		// entering the kernel would, once past sysmon's 20 µs (a
+		// loopback send runs the receiver's stack too), hand this
+		// goroutine's P to another thread and wake one for it.
+		r, _, errno := unix.RawSyscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 		runtime.KeepAlive(m)
 		if errno == 0 {
 			return int(r), nil
