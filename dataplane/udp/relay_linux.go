@@ -33,7 +33,6 @@ type Relay struct {
 	log  logr.Logger
 	m    *Metrics
 	conn *net.UDPConn
-	pc   batchConn
 	v6   bool // the socket is AF_INET6 (dual-stack when bound to ::)
 	// pktinfo: the socket is bound to a wildcard address, so each
 	// reply names the local address its client wrote to.
@@ -53,6 +52,7 @@ type Relay struct {
 	// would make the runtime hand its P to another thread at every wait.
 	epoll    *os.File
 	epollRaw syscall.RawConn
+	raw      syscall.RawConn // conn's
 	// up holds the datagrams of one session that came one after another
 	// in a read batch, written to its backend with one sendmmsg. Owned by
 	// readLoop.
@@ -66,12 +66,6 @@ type Relay struct {
 	cidLens [quic.MaxConnectionIDLen + 1]int // registered IDs by length
 	nextID  uint64
 	closed  bool
-}
-
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 // Listen binds address for datagrams. The Relay reads nothing until
@@ -153,6 +147,7 @@ func (r *Relay) setup() error {
 	if serr != nil {
 		return fmt.Errorf("getsockopt SO_DOMAIN: %w", serr)
 	}
+	r.raw = raw
 	_ = r.conn.SetReadBuffer(socketBuffer)
 	_ = r.conn.SetWriteBuffer(socketBuffer)
 	local, _ := r.conn.LocalAddr().(*net.UDPAddr)
@@ -165,7 +160,6 @@ func (r *Relay) setup() error {
 				return fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
 			}
 		}
-		r.pc = p
 	} else {
 		p := ipv4.NewPacketConn(r.conn)
 		if r.pktinfo {
@@ -173,7 +167,6 @@ func (r *Relay) setup() error {
 				return fmt.Errorf("IP_PKTINFO: %w", err)
 			}
 		}
-		r.pc = p
 	}
 	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
@@ -273,8 +266,9 @@ func (r *Relay) readLoop() {
 		}
 	}
 	var backoff time.Duration
+	rb := newReadBatch(ms, r.v6)
 	for {
-		n, err := r.read(ms)
+		n, err := r.read(ms, rb)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -296,11 +290,44 @@ func (r *Relay) readLoop() {
 	}
 }
 
-// read fills ms with datagrams: recvmmsg, or one recvmsg without the batch
-// API's allocations when the batch is 1.
-func (r *Relay) read(ms []ipv4.Message) (int, error) {
+// readBatch is the recvmmsg of readLoop: its headers, and the buffers
+// and control message space of its messages.
+type readBatch struct {
+	mm         *addrMmsg
+	bufs, oobs [][]byte
+}
+
+func newReadBatch(ms []ipv4.Message, v6 bool) *readBatch {
+	rb := &readBatch{mm: newAddrMmsg(len(ms), v6)}
+	for i := range ms {
+		rb.bufs = append(rb.bufs, ms[i].Buffers[0])
+		if len(ms[i].OOB) > 0 {
+			rb.oobs = append(rb.oobs, ms[i].OOB)
+		}
+	}
+	return rb
+}
+
+// read fills ms with datagrams: recvmmsg, or one recvmsg when the batch
+// is 1.
+func (r *Relay) read(ms []ipv4.Message, rb *readBatch) (int, error) {
 	if len(ms) > 1 {
-		return r.pc.ReadBatch(ms, 0)
+		var n int
+		var rerr error
+		err := r.raw.Read(func(fd uintptr) bool {
+			n, rerr = rb.mm.recvFrom(int(fd), rb.bufs, rb.oobs)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, err
+		}
+		for i := range n {
+			ms[i].N, ms[i].NN, ms[i].Addr = rb.mm.n(i), rb.mm.oobn(i), addrPortAddr(rb.mm.from(i))
+		}
+		return n, nil
 	}
 	m := &ms[0]
 	n, nn, _, from, err := r.conn.ReadMsgUDPAddrPort(m.Buffers[0], m.OOB)
@@ -503,7 +530,7 @@ func (r *Relay) endpoint(rc *routeConfig, client netip.AddrPort) (netip.AddrPort
 func (r *Relay) pollLoop() {
 	defer r.wg.Done()
 	events := make([]unix.EpollEvent, 128)
-	out := newReplies(r.batch)
+	out := newReplies(r.batch, r.v6)
 	lastSweep := r.now()
 	var deadline int64
 	for {
@@ -580,17 +607,38 @@ func (r *Relay) flush(out *replies) {
 		}
 		return
 	}
-	ms := out.ms[:out.n]
-	for len(ms) > 0 {
-		n, err := r.pc.WriteBatch(ms, 0)
+	sent := 0
+	for sent < out.n {
+		n, err := r.writeBatch(out, sent)
 		if err != nil {
 			// The first message failed: drop it and go on with the rest.
-			out.drop[out.n-len(ms)].Inc()
-			ms = ms[1:]
-			continue
+			out.drop[sent].Inc()
+			n = 1
 		}
-		ms = ms[n:]
+		sent += n
 	}
+}
+
+// writeBatch sends the replies of out from the from-th with one sendmmsg,
+// waiting while the socket's buffer is full.
+func (r *Relay) writeBatch(out *replies, from int) (int, error) {
+	out.bufs, out.oobs = out.bufs[:0], out.oobs[:0]
+	for i := from; i < out.n; i++ {
+		out.bufs = append(out.bufs, out.ms[i].Buffers[0])
+		out.oobs = append(out.oobs, out.ms[i].OOB)
+	}
+	var n int
+	var werr error
+	err := r.raw.Write(func(fd uintptr) bool {
+		n, werr = out.wm.sendTo(int(fd), out.bufs, out.to[from:out.n], out.oobs)
+		return !errors.Is(werr, unix.EAGAIN)
+	})
+	clear(out.bufs)
+	clear(out.oobs)
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 // sweepSessions ends sessions idle past their timeout and decides those
@@ -667,14 +715,16 @@ type replies struct {
 	to   []netip.AddrPort // for the batch of 1
 	drop []interface{ Inc() }
 	n    int
-	mm   *mmsg    // reads from a backend socket into the free buffers
-	bufs [][]byte // scratch of free
+	mm   *mmsg     // reads from a backend socket into the free buffers
+	bufs [][]byte  // scratch of free and writeBatch
+	wm   *addrMmsg // writes to the listener socket
+	oobs [][]byte  // scratch of writeBatch
 }
 
-func newReplies(batch int) *replies {
+func newReplies(batch int, v6 bool) *replies {
 	out := &replies{
 		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch),
-		mm: newMmsg(batch), bufs: make([][]byte, 0, batch),
+		mm: newMmsg(batch), bufs: make([][]byte, 0, batch), wm: newAddrMmsg(batch, v6), oobs: make([][]byte, 0, batch),
 	}
 	for i := range out.ms {
 		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
@@ -695,10 +745,10 @@ func (out *replies) free(limit int) [][]byte {
 func (out *replies) full() bool { return out.n == len(out.ms) }
 
 // add queues the reply of n bytes read into next().
-func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, drop interface{ Inc() }) {
+func (out *replies) add(n int, to netip.AddrPort, oob []byte, drop interface{ Inc() }) {
 	m := &out.ms[out.n]
 	m.Buffers[0] = m.Buffers[0][:n]
-	m.OOB, m.Addr = oob, toAddr
+	m.OOB = oob
 	out.to[out.n], out.drop[out.n] = to, drop
 	out.n++
 }
@@ -706,7 +756,7 @@ func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, d
 func (out *replies) reset() {
 	for i := range out.n {
 		out.ms[i].Buffers[0] = out.ms[i].Buffers[0][:maxDatagram]
-		out.ms[i].OOB, out.ms[i].Addr, out.drop[i] = nil, nil, nil
+		out.ms[i].OOB, out.drop[i] = nil, nil
 	}
 	out.n = 0
 }

@@ -3,7 +3,6 @@ package udp
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,15 +42,13 @@ type session struct {
 	rc      *routeConfig
 	backend netip.AddrPort
 	// client is where replies go: the address the session heard from
-	// last. clientAddr is the same as a net.Addr for sendmmsg (nil with a
-	// batch of 1), oob the local address it wrote to (nil unless the
-	// listener is bound to a wildcard address).
-	client     netip.AddrPort
-	clientAddr net.Addr
-	oob        []byte
-	addrs      []netip.AddrPort // the client addresses mapped to it, oldest first
-	probe      *probe
-	quic       bool
+	// last; oob the local address it wrote to (nil unless the listener is
+	// bound to a wildcard address).
+	client netip.AddrPort
+	oob    []byte
+	addrs  []netip.AddrPort // the client addresses mapped to it, oldest first
+	probe  *probe
+	quic   bool
 	// serverIDLen is the length of the server's connection IDs, from its
 	// long headers (0: not seen); lastDCID the last one the client sent
 	// short headers to.
@@ -84,9 +81,6 @@ func (p *probe) hold(d []byte) {
 // in oob (the control message of its datagram).
 func (s *session) setClient(from netip.AddrPort, oob []byte) {
 	s.client = from
-	if s.r.batch > 1 {
-		s.clientAddr = net.UDPAddrFromAddrPort(from)
-	}
 	s.oob = nil
 	if !s.r.pktinfo || len(oob) == 0 {
 		return
@@ -384,7 +378,7 @@ func (s *session) fromBackend(out *replies, now int64) {
 				s.learnServerID(buf[:size])
 			}
 			bytes += size
-			out.add(size, s.client, s.clientAddr, s.oob, s.lc.drops[DropClientWrite])
+			out.add(size, s.client, s.oob, s.lc.drops[DropClientWrite])
 		}
 		s.down += int64(bytes)
 		s.downN += int64(n)
