@@ -18,6 +18,10 @@
 #            stream module cannot look into datagrams.
 #   sslh     sslh-select with a UDP listener, when the installed sslh has
 #            UDP (2.0 and later); Debian 12's 1.20 has none and is skipped.
+#   go-minimal  hack/bench/minrelay -udp: a reference, not a proxy. A
+#            connected socket per client and a goroutine per session, one
+#            datagram per system call through Go's net: the obvious Go
+#            design. It routes nothing (udp-any only).
 #
 #   hack/bench-udp.sh                       # 3 repeats of every scenario
 #   REPS=1 SCEN=udp-rate-1 hack/bench-udp.sh
@@ -36,7 +40,7 @@ OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
 REPS=${REPS:-3}
 D=${D:-5s}
 SCEN=${SCEN:-udp-rate-1,udp-rate-64,udp-small-64,udp-setup,udp-idle-5000}
-PEERS=${PEERS:-direct portmux nginx sslh}
+PEERS=${PEERS:-direct portmux nginx sslh go-minimal}
 C=${C:-32}
 WINDOW=${WINDOW:-16}
 SETUP_N=${SETUP_N:-5000}
@@ -64,9 +68,10 @@ sslh_udp() {
 
 mkdir -p "$OUT_DIR/logs" "$OUT_DIR/nginx"
 rm -f "$OUT_DIR/udp-results.jsonl"
-echo "building muxload and udpmux" >&2
+echo "building muxload, udpmux and minrelay" >&2
 go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/udpmux" ./hack/bench/udpmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
 # peer_args NAME sets args to muxload's flags for one peer; empty: skip.
 peer_args() {
@@ -80,7 +85,8 @@ peer_args() {
       else
         args=()
       fi ;;
-    *) echo "unknown peer $1 (direct, portmux, nginx, sslh)" >&2; exit 2 ;;
+    go-minimal) args=(-routes udp-any -cmd "exec $OUT_DIR/minrelay -udp -listen $ADDR -target 127.0.0.1:17012") ;;
+    *) echo "unknown peer $1 (direct, portmux, nginx, sslh, go-minimal)" >&2; exit 2 ;;
   esac
 }
 for peer in $PEERS; do peer_args "$peer"; done
