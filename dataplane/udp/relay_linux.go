@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/net/ipv4"
@@ -573,13 +574,23 @@ func (r *Relay) wait(events []unix.EpollEvent) (int, error) {
 	var n int
 	var werr error
 	err := r.epollRaw.Read(func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
+		n, werr = epollPoll(int(fd), events)
 		return n > 0 || (werr != nil && !errors.Is(werr, unix.EINTR))
 	})
 	if err != nil {
 		return 0, err
 	}
 	return n, werr
+}
+
+// epollPoll is epoll_wait with no timeout: it never blocks, so it is a
+// raw system call the runtime need not watch (as mmsg's).
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }
 
 func (r *Relay) fromBackendContained(s *session, out *replies, now int64) {
