@@ -57,6 +57,12 @@ type runner struct {
 	out      io.Writer // JSON lines
 	log      io.Writer // one human line per run
 
+	// held are the UDP sessions of the run being measured, closed only
+	// after the probes: a closed socket's port may be the next probe's,
+	// and a mux rightly takes a datagram from a session's address for
+	// that session.
+	held []*net.UDPConn
+
 	mu      sync.Mutex
 	current *muxProcess // the mux running now, for abort
 	aborted bool
@@ -225,6 +231,8 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 	if rerr != nil {
 		res.RouteErr = rerr.Error()
 	}
+	closeAll(r.held)
+	r.held = nil
 }
 
 // sameTransport is the routes of one transport: UDP ones or TCP ones.
@@ -293,6 +301,7 @@ func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, er
 func (r *runner) measureUDPRate(sc scenario, m meter, res *result) (clientCount, error) {
 	size := cmp.Or(sc.size, r.opt.udpSize)
 	st, err := runUDPRate(r.target.addr(routeUDPAny), sc.sessions, r.opt.udpWindow, size, r.opt.warmup, r.opt.d, m)
+	r.held = st.held
 	res.Sessions, res.DgramSize, res.Window, res.Seconds = sc.sessions, size, r.opt.udpWindow, st.window.Seconds()
 	res.Datagrams, res.FirstErr = st.echoed, st.firstErr
 	if err != nil {
@@ -314,6 +323,7 @@ func (r *runner) measureUDPRate(sc scenario, m meter, res *result) (clientCount,
 // per second, set-up latency and CPU per session.
 func (r *runner) measureUDPSetup(sc scenario, m meter, res *result) (clientCount, error) {
 	st, err := runUDPSetup(r.target.addr(routeUDPAny), r.opt.udpSetup, sc.workers, r.opt.idleTimeout, m)
+	r.held = st.held
 	res.Workers, res.Seconds, res.Sessions = sc.workers, st.elapsed.Seconds(), st.ok
 	l := summarize(st.lat)
 	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = l.P50, l.P90, l.P99, l.Max
@@ -331,7 +341,8 @@ func (r *runner) measureUDPSetup(sc scenario, m meter, res *result) (clientCount
 // measureUDPIdle holds idle UDP sessions and records memory per session.
 func (r *runner) measureUDPIdle(sc scenario, m meter, res *result) (clientCount, error) {
 	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
-	st, err := runUDPIdle(r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
+	st, held, err := runUDPIdle(r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
+	r.held = held
 	res.Idle = st.opened
 	res.PSSBeforeKB, res.PSSAfterKB = st.before.pssKB, st.after.pssKB
 	res.RSSBeforeKB, res.RSSAfterKB = st.before.rssKB, st.after.rssKB

@@ -19,10 +19,11 @@ const lossWait = 200 * time.Millisecond
 
 // udpRateStats is the result of a datagram-rate run.
 type udpRateStats struct {
-	client   clientCount // sessions
-	echoed   int64       // datagrams that came back inside the window
-	sent     int64       // datagrams sent inside the window
-	lost     int64       // given up on inside the window
+	held     []*net.UDPConn // the sessions, for the caller to close
+	client   clientCount    // sessions
+	echoed   int64          // datagrams that came back inside the window
+	sent     int64          // datagrams sent inside the window
+	lost     int64          // given up on inside the window
 	window   time.Duration
 	use      usage
 	firstErr string
@@ -36,8 +37,7 @@ type udpRateStats struct {
 func runUDPRate(addr string, sessions, window, size int, warmup, d time.Duration, m meter) (udpRateStats, error) {
 	var s udpRateStats
 	conns, _, c, err := openUDPSessions(addr, routeUDPAny, sessions, min(sessions, 64), 30*time.Second)
-	defer closeAll(conns)
-	s.client = c
+	s.held, s.client = conns, c
 	if err != nil {
 		return s, err
 	}
@@ -141,6 +141,7 @@ func windowLoop(c *net.UDPConn, window, size int, stop, measuring *atomic.Bool) 
 
 // udpSetupStats is the result of a session set-up run.
 type udpSetupStats struct {
+	held    []*net.UDPConn // the sessions, for the caller to close
 	client  clientCount
 	ok      int
 	lat     []time.Duration
@@ -150,45 +151,44 @@ type udpSetupStats struct {
 
 // runUDPSetup opens n sessions of route udp-any as fast as workers
 // clients can, each a new socket, a hello and its echo, and holds them
-// until all are open, so that no client port is used twice (a backend
-// could not tell two sessions apart) and the mux holds every session it
-// made, as it would under a flood of new clients. n bounds the run: the
-// box's ports and descriptors bound how many sessions can be held.
+// until all are open and the caller closes them, so that no client port
+// is used twice (a backend could not tell two sessions apart) and the mux
+// holds every session it made, as it would under a flood of new clients.
+// n bounds the run: the box's ports and descriptors bound how many
+// sessions can be held.
 func runUDPSetup(addr string, n, workers int, timeout time.Duration, m meter) (udpSetupStats, error) {
 	a := m.sample()
 	conns, lat, c, err := openUDPSessions(addr, routeUDPAny, n, workers, timeout)
 	b := m.sample()
-	closeAll(conns)
-	return udpSetupStats{client: c, ok: len(conns), lat: lat, elapsed: b.at.Sub(a.at), use: m.between(a, b)}, err
+	return udpSetupStats{held: conns, client: c, ok: len(conns), lat: lat, elapsed: b.at.Sub(a.at), use: m.between(a, b)}, err
 }
 
 // runUDPIdle measures the mux's memory, opens n sessions of route
-// udp-any, batch at a time, waits settle, measures again, checks that a
-// few still echo, and closes them.
-func runUDPIdle(addr string, n, batch int, settle, openTimeout time.Duration, mem func() (memory, error)) (idleStats, error) {
+// udp-any, batch at a time, waits settle, measures again and checks that
+// a few still echo. The caller closes the sessions it returns.
+func runUDPIdle(addr string, n, batch int, settle, openTimeout time.Duration, mem func() (memory, error)) (idleStats, []*net.UDPConn, error) {
 	var s idleStats
 	var err error
 	if s.before, err = mem(); err != nil {
-		return s, fmt.Errorf("memory before: %w", err)
+		return s, nil, fmt.Errorf("memory before: %w", err)
 	}
 	conns, _, c, openErr := openUDPSessions(addr, routeUDPAny, n, batch, openTimeout)
-	defer closeAll(conns)
 	s.client, s.opened = c, len(conns)
 	if openErr != nil {
-		return s, openErr
+		return s, conns, openErr
 	}
 	time.Sleep(settle)
 	if s.after, err = mem(); err != nil {
-		return s, fmt.Errorf("memory after: %w", err)
+		return s, conns, fmt.Errorf("memory after: %w", err)
 	}
 	ping := []byte("ping")
 	for i := 0; i < len(conns) && s.probed < probeCount; i += max(len(conns)/probeCount, 1) {
 		if err := udpRoundTrip(conns[i], ping); err != nil {
-			return s, fmt.Errorf("held session %d of %d: %w", i, len(conns), err)
+			return s, conns, fmt.Errorf("held session %d of %d: %w", i, len(conns), err)
 		}
 		s.probed++
 	}
-	return s, nil
+	return s, conns, nil
 }
 
 // udpRoundTrip sends msg on c and waits for its echo, sending it again
