@@ -136,7 +136,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	done
 
 .PHONY: bench
-bench: bench-go bench-mux bench-tls ## Run the Go benchmarks, muxload against portmux, haproxy and sslh, and TLS termination against haproxy.
+bench: bench-go bench-mux bench-udp bench-tls ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), and TLS termination against haproxy.
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
@@ -159,6 +159,10 @@ SOAK_OUT ?= soak-results
 .PHONY: soak
 soak: build ## Attack portmux serve (slowloris, 1 MiB headers, hogs, dribbled regex probes, garbage) while real SSH, TLS and HTTP clients use it; report their success and latency, peak memory against SOAK_LIMIT, leaks (hack/soak).
 	$(GO) run ./hack/soak -portmux $(LOCALBIN)/portmux -duration $(SOAK_DURATION) -limit $(SOAK_LIMIT) -out $(SOAK_OUT)
+
+.PHONY: bench-udp
+bench-udp: ## Run muxload's UDP scenarios against portmux's UDP dataplane beside nginx's stream module, sslh where it has UDP and a direct path, interleaved; results in bin/bench (REPS, D, SCEN, PEERS, WINDOW).
+	hack/bench-udp.sh
 
 .PHONY: bench-tls
 bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).

@@ -7,9 +7,12 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/net/ipv4"
@@ -31,7 +34,6 @@ type Relay struct {
 	log  logr.Logger
 	m    *Metrics
 	conn *net.UDPConn
-	pc   batchConn
 	v6   bool // the socket is AF_INET6 (dual-stack when bound to ::)
 	// pktinfo: the socket is bound to a wildcard address, so each
 	// reply names the local address its client wrote to.
@@ -46,7 +48,17 @@ type Relay struct {
 	active  atomic.Int64 // sessions open
 
 	epfd, wakeFd int
-	wg           sync.WaitGroup
+	// epoll is epfd, non-blocking, in Go's netpoller: pollLoop parks its
+	// goroutine there instead of blocking a thread in epoll_wait, which
+	// would make the runtime hand its P to another thread at every wait.
+	epoll    *os.File
+	epollRaw syscall.RawConn
+	raw      syscall.RawConn // conn's
+	// up holds the datagrams of one session that came one after another
+	// in a read batch, written to its backend with one sendmmsg. Owned by
+	// readLoop.
+	up upBatch
+	wg sync.WaitGroup
 
 	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
 	byAddr  map[netip.AddrPort]*session
@@ -55,12 +67,6 @@ type Relay struct {
 	cidLens [quic.MaxConnectionIDLen + 1]int // registered IDs by length
 	nextID  uint64
 	closed  bool
-}
-
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 // Listen binds address for datagrams. The Relay reads nothing until
@@ -142,6 +148,7 @@ func (r *Relay) setup() error {
 	if serr != nil {
 		return fmt.Errorf("getsockopt SO_DOMAIN: %w", serr)
 	}
+	r.raw = raw
 	_ = r.conn.SetReadBuffer(socketBuffer)
 	_ = r.conn.SetWriteBuffer(socketBuffer)
 	local, _ := r.conn.LocalAddr().(*net.UDPAddr)
@@ -154,7 +161,6 @@ func (r *Relay) setup() error {
 				return fmt.Errorf("IPV6_RECVPKTINFO: %w", err)
 			}
 		}
-		r.pc = p
 	} else {
 		p := ipv4.NewPacketConn(r.conn)
 		if r.pktinfo {
@@ -162,7 +168,6 @@ func (r *Relay) setup() error {
 				return fmt.Errorf("IP_PKTINFO: %w", err)
 			}
 		}
-		r.pc = p
 	}
 	if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
@@ -174,11 +179,21 @@ func (r *Relay) setup() error {
 	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, r.wakeFd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
+	if err := unix.SetNonblock(r.epfd, true); err != nil {
+		return fmt.Errorf("epoll fd: %w", err)
+	}
+	r.epoll = os.NewFile(uintptr(r.epfd), "udp-sessions-epoll")
+	if r.epollRaw, err = r.epoll.SyscallConn(); err != nil {
+		return fmt.Errorf("epoll fd: %w", err)
+	}
 	return nil
 }
 
 func (r *Relay) closeFds() {
-	if r.epfd >= 0 {
+	switch {
+	case r.epoll != nil:
+		_ = r.epoll.Close()
+	case r.epfd >= 0:
 		_ = unix.Close(r.epfd)
 	}
 	if r.wakeFd >= 0 {
@@ -252,8 +267,9 @@ func (r *Relay) readLoop() {
 		}
 	}
 	var backoff time.Duration
+	rb := newReadBatch(ms, r.v6)
 	for {
-		n, err := r.read(ms)
+		n, err := r.read(ms, rb)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -270,14 +286,49 @@ func (r *Relay) readLoop() {
 			from := addrPortOf(m.Addr)
 			r.fromClientContained(m.Buffers[0][:m.N], from, m.OOB[:m.NN], now)
 		}
+		// The held datagrams point into ms: written before the next read.
+		r.up.flush()
 	}
 }
 
-// read fills ms with datagrams: recvmmsg, or one recvmsg without the batch
-// API's allocations when the batch is 1.
-func (r *Relay) read(ms []ipv4.Message) (int, error) {
+// readBatch is the recvmmsg of readLoop: its headers, and the buffers
+// and control message space of its messages.
+type readBatch struct {
+	mm         *addrMmsg
+	bufs, oobs [][]byte
+}
+
+func newReadBatch(ms []ipv4.Message, v6 bool) *readBatch {
+	rb := &readBatch{mm: newAddrMmsg(len(ms), v6)}
+	for i := range ms {
+		rb.bufs = append(rb.bufs, ms[i].Buffers[0])
+		if len(ms[i].OOB) > 0 {
+			rb.oobs = append(rb.oobs, ms[i].OOB)
+		}
+	}
+	return rb
+}
+
+// read fills ms with datagrams: recvmmsg, or one recvmsg when the batch
+// is 1.
+func (r *Relay) read(ms []ipv4.Message, rb *readBatch) (int, error) {
 	if len(ms) > 1 {
-		return r.pc.ReadBatch(ms, 0)
+		var n int
+		var rerr error
+		err := r.raw.Read(func(fd uintptr) bool {
+			n, rerr = rb.mm.recvFrom(int(fd), rb.bufs, rb.oobs)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, err
+		}
+		for i := range n {
+			ms[i].N, ms[i].NN, ms[i].Addr = rb.mm.n(i), rb.mm.oobn(i), addrPortAddr(rb.mm.from(i))
+		}
+		return n, nil
 	}
 	m := &ms[0]
 	n, nn, _, from, err := r.conn.ReadMsgUDPAddrPort(m.Buffers[0], m.OOB)
@@ -347,6 +398,10 @@ func (r *Relay) fromClient(d []byte, from netip.AddrPort, oob []byte, now int64)
 		s = r.byConnectionID(d)
 	}
 	r.mu.Unlock()
+	if r.up.s != s {
+		// Another session's datagrams go first, in the order they came.
+		r.up.flush()
+	}
 	if s != nil {
 		s.fromClient(d, from, oob, now)
 		return
@@ -476,11 +531,18 @@ func (r *Relay) endpoint(rc *routeConfig, client netip.AddrPort) (netip.AddrPort
 func (r *Relay) pollLoop() {
 	defer r.wg.Done()
 	events := make([]unix.EpollEvent, 128)
-	out := newReplies(r.batch)
+	out := newReplies(r.batch, r.v6)
 	lastSweep := r.now()
+	var deadline int64
 	for {
-		n, err := unix.EpollWait(r.epfd, events, int(r.sweep/time.Millisecond))
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		// Wake for the sweep at the latest; the deadline moves once per
+		// sweep, not once per wait.
+		if next := lastSweep + int64(r.sweep); next != deadline {
+			deadline = next
+			_ = r.epoll.SetReadDeadline(r.epoch.Add(time.Duration(next)))
+		}
+		n, err := r.wait(events)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			r.log.Error(err, "epoll_wait on UDP sessions failed; retrying")
 			n = 0
 			time.Sleep(10 * time.Millisecond)
@@ -504,6 +566,31 @@ func (r *Relay) pollLoop() {
 			r.sweepSessions(now)
 		}
 	}
+}
+
+// wait returns the ready events of the sessions' epoll set, parking in
+// Go's netpoller until there are some or the read deadline passes.
+func (r *Relay) wait(events []unix.EpollEvent) (int, error) {
+	var n int
+	var werr error
+	err := r.epollRaw.Read(func(fd uintptr) bool {
+		n, werr = epollPoll(int(fd), events)
+		return n > 0 || (werr != nil && !errors.Is(werr, unix.EINTR))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, werr
+}
+
+// epollPoll is epoll_wait with no timeout: it never blocks, so it is a
+// raw system call the runtime need not watch (as mmsg's).
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }
 
 func (r *Relay) fromBackendContained(s *session, out *replies, now int64) {
@@ -531,17 +618,38 @@ func (r *Relay) flush(out *replies) {
 		}
 		return
 	}
-	ms := out.ms[:out.n]
-	for len(ms) > 0 {
-		n, err := r.pc.WriteBatch(ms, 0)
+	sent := 0
+	for sent < out.n {
+		n, err := r.writeBatch(out, sent)
 		if err != nil {
 			// The first message failed: drop it and go on with the rest.
-			out.drop[out.n-len(ms)].Inc()
-			ms = ms[1:]
-			continue
+			out.drop[sent].Inc()
+			n = 1
 		}
-		ms = ms[n:]
+		sent += n
 	}
+}
+
+// writeBatch sends the replies of out from the from-th with one sendmmsg,
+// waiting while the socket's buffer is full.
+func (r *Relay) writeBatch(out *replies, from int) (int, error) {
+	out.bufs, out.oobs = out.bufs[:0], out.oobs[:0]
+	for i := from; i < out.n; i++ {
+		out.bufs = append(out.bufs, out.ms[i].Buffers[0])
+		out.oobs = append(out.oobs, out.ms[i].OOB)
+	}
+	var n int
+	var werr error
+	err := r.raw.Write(func(fd uintptr) bool {
+		n, werr = out.wm.sendTo(int(fd), out.bufs, out.to[from:out.n], out.oobs)
+		return !errors.Is(werr, unix.EAGAIN)
+	})
+	clear(out.bufs)
+	clear(out.oobs)
+	if err == nil {
+		err = werr
+	}
+	return n, err
 }
 
 // sweepSessions ends sessions idle past their timeout and decides those
@@ -581,32 +689,77 @@ func (r *Relay) endAll() {
 	}
 }
 
+// upBatch is datagrams from one client for one sendmmsg to its backend.
+type upBatch struct {
+	s    *session // nil: none held
+	bufs [][]byte
+	mm   *mmsg
+}
+
+// add holds d, a datagram of s, whose route is chosen; s.mu is held. A
+// full batch is written at once.
+func (b *upBatch) add(s *session, d []byte) {
+	if b.mm == nil {
+		b.mm = newMmsg(s.r.batch)
+	}
+	b.s = s
+	b.bufs = append(b.bufs, d)
+	if len(b.bufs) == s.r.batch {
+		s.writeBackendBatch(b)
+	}
+}
+
+// flush writes what is held.
+func (b *upBatch) flush() {
+	if b.s == nil {
+		return
+	}
+	s := b.s
+	s.mu.Lock()
+	s.writeBackendBatch(b)
+	s.mu.Unlock()
+}
+
 // replies gathers datagrams from backends for one sendmmsg.
 type replies struct {
 	ms   []ipv4.Message
 	to   []netip.AddrPort // for the batch of 1
 	drop []interface{ Inc() }
 	n    int
+	mm   *mmsg     // reads from a backend socket into the free buffers
+	bufs [][]byte  // scratch of free and writeBatch
+	wm   *addrMmsg // writes to the listener socket
+	oobs [][]byte  // scratch of writeBatch
 }
 
-func newReplies(batch int) *replies {
-	out := &replies{ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch)}
+func newReplies(batch int, v6 bool) *replies {
+	out := &replies{
+		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch),
+		mm: newMmsg(batch), bufs: make([][]byte, 0, batch), wm: newAddrMmsg(batch, v6), oobs: make([][]byte, 0, batch),
+	}
 	for i := range out.ms {
 		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
 	}
 	return out
 }
 
+// free is the buffers of the next replies, at most max of them and at
+// least one: the batch is not full.
+func (out *replies) free(limit int) [][]byte {
+	out.bufs = out.bufs[:0]
+	for i := out.n; i < len(out.ms) && len(out.bufs) < limit; i++ {
+		out.bufs = append(out.bufs, out.ms[i].Buffers[0][:maxDatagram])
+	}
+	return out.bufs
+}
+
 func (out *replies) full() bool { return out.n == len(out.ms) }
 
-// next is the buffer of the next reply.
-func (out *replies) next() []byte { return out.ms[out.n].Buffers[0][:maxDatagram] }
-
 // add queues the reply of n bytes read into next().
-func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, drop interface{ Inc() }) {
+func (out *replies) add(n int, to netip.AddrPort, oob []byte, drop interface{ Inc() }) {
 	m := &out.ms[out.n]
 	m.Buffers[0] = m.Buffers[0][:n]
-	m.OOB, m.Addr = oob, toAddr
+	m.OOB = oob
 	out.to[out.n], out.drop[out.n] = to, drop
 	out.n++
 }
@@ -614,7 +767,7 @@ func (out *replies) add(n int, to netip.AddrPort, toAddr net.Addr, oob []byte, d
 func (out *replies) reset() {
 	for i := range out.n {
 		out.ms[i].Buffers[0] = out.ms[i].Buffers[0][:maxDatagram]
-		out.ms[i].OOB, out.ms[i].Addr, out.drop[i] = nil, nil, nil
+		out.ms[i].OOB, out.drop[i] = nil, nil
 	}
 	out.n = 0
 }

@@ -3,7 +3,6 @@ package udp
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,15 +42,13 @@ type session struct {
 	rc      *routeConfig
 	backend netip.AddrPort
 	// client is where replies go: the address the session heard from
-	// last. clientAddr is the same as a net.Addr for sendmmsg (nil with a
-	// batch of 1), oob the local address it wrote to (nil unless the
-	// listener is bound to a wildcard address).
-	client     netip.AddrPort
-	clientAddr net.Addr
-	oob        []byte
-	addrs      []netip.AddrPort // the client addresses mapped to it, oldest first
-	probe      *probe
-	quic       bool
+	// last; oob the local address it wrote to (nil unless the listener is
+	// bound to a wildcard address).
+	client netip.AddrPort
+	oob    []byte
+	addrs  []netip.AddrPort // the client addresses mapped to it, oldest first
+	probe  *probe
+	quic   bool
 	// serverIDLen is the length of the server's connection IDs, from its
 	// long headers (0: not seen); lastDCID the last one the client sent
 	// short headers to.
@@ -84,9 +81,6 @@ func (p *probe) hold(d []byte) {
 // in oob (the control message of its datagram).
 func (s *session) setClient(from netip.AddrPort, oob []byte) {
 	s.client = from
-	if s.r.batch > 1 {
-		s.clientAddr = net.UDPAddrFromAddrPort(from)
-	}
 	s.oob = nil
 	if !s.r.pktinfo || len(oob) == 0 {
 		return
@@ -146,7 +140,7 @@ func (s *session) fromClient(d []byte, from netip.AddrPort, oob []byte, now int6
 		s.lc.drops[DropShortInitial].Inc()
 		return
 	}
-	s.writeBackend(d)
+	s.r.up.add(s, d)
 	learnt := s.quic && s.learnClientDCID(d)
 	s.mu.Unlock()
 	if learnt {
@@ -309,16 +303,56 @@ func (s *session) writeBackend(d []byte) {
 	s.rc.upDgrams.Inc()
 }
 
+// writeBackendBatch sends the datagrams b holds to the backend, never
+// waiting: those a full socket buffer refuses are dropped, as a full
+// network would drop them. s.mu is held.
+func (s *session) writeBackendBatch(b *upBatch) {
+	bufs := b.bufs
+	defer func() {
+		clear(b.bufs)
+		b.bufs, b.s = b.bufs[:0], nil
+	}()
+	if len(bufs) == 1 {
+		s.writeBackend(bufs[0])
+		return
+	}
+	if s.fd < 0 {
+		s.lc.drops[DropEnded].Add(float64(len(bufs)))
+		return
+	}
+	for len(bufs) > 0 {
+		n, err := b.mm.send(s.fd, bufs)
+		if err != nil {
+			// The first one failed (ECONNREFUSED reports an earlier
+			// datagram's ICMP error; the read side ends the session).
+			s.lc.drops[DropBackendWrite].Inc()
+			n = 1
+		} else {
+			var bytes int
+			for _, d := range bufs[:n] {
+				bytes += len(d)
+			}
+			s.up += int64(bytes)
+			s.upN += int64(n)
+			s.rc.upBytes.Add(float64(bytes))
+			s.rc.upDgrams.Add(float64(n))
+		}
+		bufs = bufs[n:]
+	}
+}
+
 // perWake bounds the datagrams read from one session per epoll wake, so a
 // busy backend cannot starve the others.
 const perWake = 16
 
 // fromBackend reads the datagrams the backend sent and queues them for
-// the client, flushing when the batch is full.
+// the client, flushing when the batch is full. One recvmmsg reads as many
+// as the batch has room for; a read that returns fewer has drained the
+// socket, so no read is spent on learning that it is empty.
 func (s *session) fromBackend(out *replies, now int64) {
 	s.mu.Lock()
 	var refused error
-	for range perWake {
+	for read := 0; read < perWake; {
 		if s.fd < 0 {
 			break
 		}
@@ -328,23 +362,32 @@ func (s *session) fromBackend(out *replies, now int64) {
 			s.mu.Lock()
 			continue
 		}
-		buf := out.next()
-		n, err := unix.Read(s.fd, buf)
+		bufs := out.free(perWake - read)
+		n, err := out.mm.recv(s.fd, bufs)
 		if err != nil {
-			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			if !errors.Is(err, unix.EAGAIN) {
 				refused = err
 			}
 			break
 		}
 		s.lastActive.Store(now)
-		if s.quic && n > 0 && buf[0]&0x80 != 0 {
-			s.learnServerID(buf[:n])
+		var bytes int
+		for i := range n {
+			buf, size := bufs[i], out.mm.n(i)
+			if s.quic && size > 0 && buf[0]&0x80 != 0 {
+				s.learnServerID(buf[:size])
+			}
+			bytes += size
+			out.add(size, s.client, s.oob, s.lc.drops[DropClientWrite])
 		}
-		s.down += int64(n)
-		s.downN++
-		s.rc.downBytes.Add(float64(n))
-		s.rc.downDgrams.Inc()
-		out.add(n, s.client, s.clientAddr, s.oob, s.lc.drops[DropClientWrite])
+		s.down += int64(bytes)
+		s.downN += int64(n)
+		s.rc.downBytes.Add(float64(bytes))
+		s.rc.downDgrams.Add(float64(n))
+		read += n
+		if n < len(bufs) {
+			break
+		}
 	}
 	if refused != nil {
 		outcome := OutcomeError

@@ -20,10 +20,15 @@
 //     as a WebSocket library that reads and writes frames through its own
 //     buffers (coder/websocket, gorilla/websocket) must.
 //
+// With -udp it relays datagrams instead (hack/bench-udp.sh): a connected
+// socket per client address and a goroutine per session, one datagram per
+// system call, the floor of the obvious Go design on the net package.
+//
 // Usage:
 //
 //	minrelay -listen 127.0.0.1:17443 -target 127.0.0.1:17001
 //	minrelay -mask -copy -listen 127.0.0.1:17443 -target 127.0.0.1:17001
+//	minrelay -udp -listen 127.0.0.1:17443 -target 127.0.0.1:17012
 package main
 
 import (
@@ -55,13 +60,39 @@ func main() {
 	var m mode
 	flag.BoolVar(&m.mask, "mask", false, "carry the accepted connection's bytes through a user-space buffer and XOR them (WebSocket masking)")
 	flag.BoolVar(&m.copy, "copy", false, "carry the target's bytes through a user-space buffer instead of splicing them")
+	udp := flag.Bool("udp", false, "relay UDP datagrams instead of TCP connections")
 	flag.Parse()
+	if *udp {
+		if err := runUDP(*listen, *target); err != nil {
+			fmt.Fprintln(os.Stderr, "minrelay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "minrelay:", err)
 		os.Exit(1)
 	}
 	serve(l, *target, m)
+}
+
+// runUDP binds listen and relays its datagrams to target.
+func runUDP(listen, target string) error {
+	la, err := net.ResolveUDPAddr("udp", listen)
+	if err != nil {
+		return err
+	}
+	ta, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		return err
+	}
+	pc, err := net.ListenUDP("udp", la)
+	if err != nil {
+		return err
+	}
+	serveUDP(pc, ta)
+	return nil
 }
 
 // serve relays every connection l accepts, until l is closed.

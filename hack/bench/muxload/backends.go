@@ -178,20 +178,23 @@ func (s *echoServer) close() {
 	s.wg.Wait()
 }
 
-// backends are the four echo servers of the contract.
+// backends are the four TCP echo servers of the contract and its two UDP
+// echoes.
 type backends struct {
 	byRoute map[string]*echoServer
+	udp     map[string]*udpEcho
 }
 
-// startBackends starts the backends on 127.0.0.1 at basePort+1..4, or on
-// ports the kernel picks when basePort is 0 (tests).
+// startBackends starts the backends on 127.0.0.1 at basePort+1..4 (TCP)
+// and basePort+11..12 (UDP), or on ports the kernel picks when basePort is
+// 0 (tests).
 func startBackends(basePort int) (*backends, error) {
 	cert, _, err := harness.SelfSigned(sniA, sniB)
 	if err != nil {
 		return nil, err
 	}
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	b := &backends{byRoute: map[string]*echoServer{}}
+	b := &backends{byRoute: map[string]*echoServer{}, udp: map[string]*udpEcho{}}
 	for _, r := range routeNames {
 		port := 0
 		if basePort != 0 {
@@ -208,17 +211,38 @@ func startBackends(basePort int) (*backends, error) {
 		}
 		b.byRoute[r] = s
 	}
+	for _, r := range udpRouteNames {
+		port := 0
+		if basePort != 0 {
+			port = basePort + udpBackendPort(r)
+		}
+		e, err := listenUDPEcho(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("%s %w", r, err)
+		}
+		b.udp[r] = e
+	}
 	return b, nil
 }
 
 // addr is where route's backend listens.
-func (b *backends) addr(route string) string { return b.byRoute[route].addr() }
+func (b *backends) addr(route string) string {
+	if isUDPRoute(route) {
+		return b.udp[route].addr()
+	}
+	return b.byRoute[route].addr()
+}
 
-// counts is how many connections each backend has accepted so far.
+// counts is how many connections each TCP backend has accepted so far,
+// and how many sessions each UDP backend has seen (hellos received).
 func (b *backends) counts() map[string]int64 {
-	m := make(map[string]int64, len(b.byRoute))
+	m := make(map[string]int64, len(b.byRoute)+len(b.udp))
 	for r, s := range b.byRoute {
 		m[r] = s.accepted.Load()
+	}
+	for r, e := range b.udp {
+		m[r] = e.hellos.Load()
 	}
 	return m
 }
@@ -249,5 +273,8 @@ func (b *backends) drain(timeout time.Duration) bool {
 func (b *backends) close() {
 	for _, s := range b.byRoute {
 		s.close()
+	}
+	for _, e := range b.udp {
+		e.close()
 	}
 }

@@ -32,7 +32,7 @@ type target struct {
 	backends *backends
 }
 
-// addr is where a connection for route is dialled.
+// addr is where a connection or session for route is dialled.
 func (t target) addr(route string) string {
 	if t.direct {
 		return t.backends.addr(route)
@@ -140,6 +140,8 @@ func (t target) routeOp(route string) func() error {
 		return func() error { return tlsOnce(addr, cfg) }
 	case routePlain:
 		return func() error { return plainOnce(addr) }
+	case routeUDPDNS, routeUDPAny:
+		return func() error { return udpOnce(addr, route) }
 	}
 	panic("unknown route " + route)
 }

@@ -38,6 +38,21 @@
 //	          holds both legs): memory per connection, from the tree's Pss
 //	          and Rss before and after
 //
+// UDP scenarios run against the same address over UDP, where the mux must
+// route a session whose first datagram is a DNS query to 17011 (udp-dns)
+// and any other to 17012 (udp-any); both backends echo and count hellos,
+// the first datagram of every session, to check the routing:
+//
+//	udp-rate-N   N udp-any sessions each keep -udp-window datagrams of
+//	             -udp-size bytes in flight (sent and read in batches) for
+//	             -warmup then -d: datagrams/s each way, MB/s, loss, mux CPU
+//	             per million datagrams relayed (both ways counted)
+//	udp-small-N  the same with 64-byte datagrams
+//	udp-setup    -c workers open -udp-setup-sessions sessions (a new socket,
+//	             a hello, its echo), held until all are open: sessions/s,
+//	             set-up latency, mux CPU per session
+//	udp-idle-N   hold N sessions: memory per session, as idle-N
+//
 // Only loopback addresses are used, and every run is bounded: connection
 // loops by -warmup and -d, every connection by 10 s, throughput by
 // -tput-timeout, opening idle connections by -idle-timeout, a mux's start
@@ -54,6 +69,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -131,7 +147,7 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	fs.StringVar(&opt.cmd, "cmd", "", "shell command line that runs the mux in the foreground, started afresh for every scenario")
 	fs.IntVar(&opt.pid, "pid", 0, "without -cmd: the PID of a mux started by hand, for its CPU and memory")
 	scen := fs.String("scenarios", "conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400", "comma-separated scenarios, run in this order")
-	routes := fs.String("routes", strings.Join(routeNames, ","), "the routes the peer implements; scenarios needing others are skipped, and these are probed after every run")
+	routes := fs.String("routes", strings.Join(append(slices.Clone(routeNames), udpRouteNames...), ","), "the routes the peer implements; scenarios needing others are skipped, and those of the scenario's transport are probed after every run")
 	fs.IntVar(&opt.basePort, "base-port", 17000, "backends listen on 127.0.0.1 at base+1 (ssh), +2 (tls-a), +3 (plain), +4 (tls-b)")
 	fs.IntVar(&opt.workers, "c", 32, "workers in conn-ssh and conn-tls")
 	fs.DurationVar(&opt.warmup, "warmup", time.Second, "unmeasured load before each connection scenario's window")
@@ -142,6 +158,9 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	fs.IntVar(&opt.idleBatch, "idle-batch", 64, "idle connections opened at once")
 	fs.DurationVar(&opt.idleSettle, "idle-settle", 2*time.Second, "wait between opening the idle connections and reading memory")
 	fs.DurationVar(&opt.idleTimeout, "idle-timeout", 2*time.Minute, "bound on opening the idle connections")
+	fs.IntVar(&opt.udpSize, "udp-size", 1200, "datagram size of udp-rate-N, in bytes")
+	fs.IntVar(&opt.udpWindow, "udp-window", 16, "datagrams each session of udp-rate-N and udp-small-N keeps in flight")
+	fs.IntVar(&opt.udpSetup, "udp-setup-sessions", 5000, "sessions udp-setup opens (and holds until the last is open)")
 	fs.Float64Var(&opt.quiet, "quiet", 0.3, "cores of other load, before or during a run, that make it disturbed (0: do not wait or check)")
 	fs.DurationVar(&opt.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a run")
 	fs.IntVar(&opt.retries, "retries", 1, "times a disturbed connection or throughput run is redone")
@@ -168,34 +187,45 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	if opt.tputBytes, err = harness.ParseSize(*size); err != nil {
 		return opt, "", fmt.Errorf("-tput-bytes: %w", err)
 	}
-	if opt.workers < 1 || opt.tputStreams < 1 || opt.idleBatch < 1 || opt.d <= 0 {
-		return opt, "", errors.New("-c, -tput-streams, -idle-batch and -d must be positive")
+	if opt.workers < 1 || opt.tputStreams < 1 || opt.idleBatch < 1 || opt.d <= 0 || opt.udpWindow < 1 || opt.udpSetup < 1 {
+		return opt, "", errors.New("-c, -tput-streams, -idle-batch, -d, -udp-window and -udp-setup-sessions must be positive")
+	}
+	if opt.udpSize < 1 || opt.udpSize > maxUDPSize {
+		return opt, "", fmt.Errorf("-udp-size %d: between 1 and %d", opt.udpSize, maxUDPSize)
 	}
 	opt.scenarios = splitList(*scen)
-	if opt.routes = splitList(*routes); !validRoutes(opt.routes) {
-		return opt, "", fmt.Errorf("-routes %q: a list of %s, with ssh (the readiness check uses it)", *routes, strings.Join(routeNames, ", "))
-	}
+	opt.routes = splitList(*routes)
+	var tcp, udp bool
 	for _, s := range opt.scenarios {
-		if _, err := parseScenario(s, opt.workers); err != nil {
+		sc, err := parseScenario(s, opt.workers)
+		if err != nil {
 			return opt, "", err
 		}
+		tcp, udp = tcp || !sc.udp(), udp || sc.udp()
+	}
+	if err := validRoutes(opt.routes, tcp, udp); err != nil {
+		return opt, "", fmt.Errorf("-routes %q: %w", *routes, err)
 	}
 	return opt, out, nil
 }
 
-// validRoutes says whether routes are known and include ssh.
-func validRoutes(routes []string) bool {
-	hasSSH := false
+// validRoutes says whether routes are known and include the route the
+// readiness check of each transport in use takes: ssh for TCP scenarios,
+// udp-any for UDP ones.
+func validRoutes(routes []string, tcp, udp bool) error {
+	known := append(slices.Clone(routeNames), udpRouteNames...)
 	for _, r := range routes {
-		switch r {
-		case routeSSH:
-			hasSSH = true
-		case routeTLSA, routeTLSB, routePlain:
-		default:
-			return false
+		if !slices.Contains(known, r) {
+			return fmt.Errorf("unknown route %q (%s)", r, strings.Join(known, ", "))
 		}
 	}
-	return hasSSH
+	if tcp && !slices.Contains(routes, routeSSH) {
+		return errors.New("TCP scenarios need the ssh route (the readiness check uses it)")
+	}
+	if udp && !slices.Contains(routes, routeUDPAny) {
+		return errors.New("UDP scenarios need the udp-any route (the readiness check uses it)")
+	}
+	return nil
 }
 
 // splitList splits a comma-separated list, dropping empty items.
@@ -240,8 +270,8 @@ func cmdBackends(args []string) error {
 		return err
 	}
 	defer b.close()
-	for _, r := range routeNames {
-		fmt.Fprintf(os.Stderr, "%-6s %s\n", r, b.addr(r))
+	for _, r := range append(slices.Clone(routeNames), udpRouteNames...) {
+		fmt.Fprintf(os.Stderr, "%-7s %s\n", r, b.addr(r))
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

@@ -36,6 +36,18 @@ type result struct {
 	MBps     float64 `json:"mb_per_s,omitempty"` // 1e6 bytes/s of payload, one way
 	CPUsPerG float64 `json:"mux_cpu_s_per_gb,omitempty"`
 
+	// UDP. Datagrams and DgramPerS count echoes, one datagram each way;
+	// CPUsPerMDgram counts both ways: a round trip is two datagrams.
+	Sessions      int     `json:"udp_sessions,omitempty"`
+	DgramSize     int     `json:"datagram_bytes,omitempty"`
+	Window        int     `json:"window,omitempty"`
+	Datagrams     int64   `json:"datagrams,omitempty"`
+	DgramPerS     float64 `json:"datagrams_per_s,omitempty"`
+	LossPct       float64 `json:"loss_pct,omitempty"`
+	CPUsPerMDgram float64 `json:"mux_cpu_s_per_million_datagrams,omitempty"`
+	SessionsPerS  float64 `json:"sessions_per_s,omitempty"`
+	CPUusSession  float64 `json:"mux_cpu_us_per_session,omitempty"`
+
 	// Idle.
 	Idle        int     `json:"idle_conns,omitempty"`
 	PSSBeforeKB int64   `json:"pss_kb_before,omitempty"`

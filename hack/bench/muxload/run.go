@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,9 @@ type options struct {
 	idleBatch   int
 	idleSettle  time.Duration
 	idleTimeout time.Duration
+	udpSize     int // datagram size of udp-rate-N
+	udpWindow   int // datagrams in flight per session
+	udpSetup    int // sessions udp-setup opens
 
 	quiet        float64 // cores of other load that make a run disturbed
 	quietWait    time.Duration
@@ -52,6 +56,12 @@ type runner struct {
 	target   target
 	out      io.Writer // JSON lines
 	log      io.Writer // one human line per run
+
+	// held are the UDP sessions of the run being measured, closed only
+	// after the probes: a closed socket's port may be the next probe's,
+	// and a mux rightly takes a datagram from a session's address for
+	// that session.
+	held []*net.UDPConn
 
 	mu      sync.Mutex
 	current *muxProcess // the mux running now, for abort
@@ -124,10 +134,11 @@ func (r *runner) skip(sc scenario) string {
 	if !slices.Contains(r.opt.routes, sc.route) {
 		return "the peer does not route " + sc.route
 	}
-	if sc.kind == kindIdle && r.opt.direct {
+	idle := sc.kind == kindIdle || sc.kind == kindUDPIdle
+	if idle && r.opt.direct {
 		return "no mux to measure the memory of"
 	}
-	if sc.kind == kindIdle && r.opt.cmd == "" && r.opt.pid == 0 {
+	if idle && r.opt.cmd == "" && r.opt.pid == 0 {
 		return "no -pid to measure the memory of"
 	}
 	return ""
@@ -139,7 +150,7 @@ func (r *runner) skip(sc scenario) string {
 func (r *runner) runWithRetries(sc scenario) result {
 	for attempt := 1; ; attempt++ {
 		res := r.runOnce(sc, attempt)
-		if !res.Disturbed || sc.kind == kindIdle || attempt > r.opt.retries || res.Err != "" {
+		if !res.Disturbed || sc.kind == kindIdle || sc.kind == kindUDPIdle || attempt > r.opt.retries || res.Err != "" {
 			return res
 		}
 		r.logf("%s %s: other load %.2f cores before, %.2f during: again",
@@ -171,7 +182,7 @@ func (r *runner) runOnce(sc scenario, attempt int) result {
 		m.pid, m.cg = mux.pid(), mux.cg
 	}
 	alive := func() bool { return mux == nil || mux.alive() }
-	if err := r.waitReady(alive); err != nil {
+	if err := r.waitReady(sc, alive); err != nil {
 		res.Err = err.Error()
 	} else {
 		r.measure(sc, m, &res)
@@ -199,6 +210,12 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 		client, err = r.measureTput(m, res)
 	case kindIdle:
 		client, err = r.measureIdle(sc, m, res)
+	case kindUDPRate:
+		client, err = r.measureUDPRate(sc, m, res)
+	case kindUDPSetup:
+		client, err = r.measureUDPSetup(sc, m, res)
+	case kindUDPIdle:
+		client, err = r.measureUDPIdle(sc, m, res)
 	}
 	if err != nil {
 		res.Err = err.Error()
@@ -207,13 +224,26 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 	res.Routed, res.ClientConns, res.ClientOK = delta, client.attempts, client.succeeded
 	rerr := checkRoutes(delta, sc.route, client.succeeded, client.attempts)
 	if rerr == nil {
-		res.ProbedRoutes = r.opt.routes
-		rerr = probeRoutes(r.target, r.backends, r.opt.routes)
+		res.ProbedRoutes = sameTransport(r.opt.routes, sc.udp())
+		rerr = probeRoutes(r.target, r.backends, res.ProbedRoutes)
 	}
 	res.RouteOK = rerr == nil
 	if rerr != nil {
 		res.RouteErr = rerr.Error()
 	}
+	closeAll(r.held)
+	r.held = nil
+}
+
+// sameTransport is the routes of one transport: UDP ones or TCP ones.
+func sameTransport(routes []string, udp bool) []string {
+	var out []string
+	for _, rt := range routes {
+		if isUDPRoute(rt) == udp {
+			out = append(out, rt)
+		}
+	}
+	return out
 }
 
 // measureConns runs a connection loop and records rate, latency and CPU.
@@ -266,6 +296,65 @@ func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, er
 	return st.client, nil
 }
 
+// measureUDPRate runs a datagram-rate run and records datagrams/s, MB/s,
+// loss and CPU per million datagrams.
+func (r *runner) measureUDPRate(sc scenario, m meter, res *result) (clientCount, error) {
+	size := cmp.Or(sc.size, r.opt.udpSize)
+	st, err := runUDPRate(r.target.addr(routeUDPAny), sc.sessions, r.opt.udpWindow, size, r.opt.warmup, r.opt.d, m)
+	r.held = st.held
+	res.Sessions, res.DgramSize, res.Window, res.Seconds = sc.sessions, size, r.opt.udpWindow, st.window.Seconds()
+	res.Datagrams, res.FirstErr = st.echoed, st.firstErr
+	if err != nil {
+		return st.client, err
+	}
+	res.DgramPerS = float64(st.echoed) / st.window.Seconds()
+	res.MBps = res.DgramPerS * float64(size) / 1e6
+	if st.sent > 0 {
+		res.LossPct = 100 * float64(st.lost) / float64(st.sent)
+	}
+	recordUsage(res, st.use)
+	if st.use.Source != "none" {
+		res.CPUsPerMDgram = res.MuxCPU / (2 * float64(st.echoed) / 1e6)
+	}
+	return st.client, nil
+}
+
+// measureUDPSetup opens -udp-setup-sessions sessions and records sessions
+// per second, set-up latency and CPU per session.
+func (r *runner) measureUDPSetup(sc scenario, m meter, res *result) (clientCount, error) {
+	st, err := runUDPSetup(r.target.addr(routeUDPAny), r.opt.udpSetup, sc.workers, r.opt.idleTimeout, m)
+	r.held = st.held
+	res.Workers, res.Seconds, res.Sessions = sc.workers, st.elapsed.Seconds(), st.ok
+	l := summarize(st.lat)
+	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = l.P50, l.P90, l.P99, l.Max
+	if err != nil {
+		return st.client, err
+	}
+	res.SessionsPerS = float64(st.ok) / st.elapsed.Seconds()
+	recordUsage(res, st.use)
+	if st.ok > 0 && st.use.Source != "none" {
+		res.CPUusSession = res.MuxCPU / float64(st.ok) * 1e6
+	}
+	return st.client, nil
+}
+
+// measureUDPIdle holds idle UDP sessions and records memory per session.
+func (r *runner) measureUDPIdle(sc scenario, m meter, res *result) (clientCount, error) {
+	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
+	st, held, err := runUDPIdle(r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
+	r.held = held
+	res.Idle = st.opened
+	res.PSSBeforeKB, res.PSSAfterKB = st.before.pssKB, st.after.pssKB
+	res.RSSBeforeKB, res.RSSAfterKB = st.before.rssKB, st.after.rssKB
+	res.MuxProcs = st.after.procs
+	if err != nil {
+		return st.client, err
+	}
+	res.PSSKBConn = float64(st.after.pssKB-st.before.pssKB) / float64(st.opened)
+	res.RSSKBConn = float64(st.after.rssKB-st.before.rssKB) / float64(st.opened)
+	return st.client, nil
+}
+
 // recordUsage copies a window's CPU figures into res.
 func recordUsage(res *result, u usage) {
 	res.MuxCPU, res.MuxProcCPU, res.CPUSource = u.MuxCPU, u.MuxProcCPU, u.Source
@@ -291,34 +380,44 @@ func (r *runner) startMux(sc scenario, attempt int) (*muxProcess, error) {
 	return startMux(r.opt.cmd, logPath, name, r.opt.cgroup)
 }
 
-// waitReady waits until an SSH-routed connection gets its echo through the
-// target, failing early when the mux has exited. The readiness connection
-// is made before the run's counts are taken.
-func (r *runner) waitReady(alive func() bool) error {
+// waitReady waits until an SSH-routed connection (for a UDP scenario: a
+// udp-any session) gets its echo through the target, failing early when
+// the mux has exited. The readiness connection is made before the run's
+// counts are taken.
+func (r *runner) waitReady(sc scenario, alive func() bool) error {
 	deadline := time.Now().Add(r.opt.readyTimeout)
+	what, once := "SSH connection", func() error { return sshOnce(r.target.addr(routeSSH)) }
+	if sc.udp() {
+		what, once = "UDP session", func() error { return udpOnce(r.target.addr(routeUDPAny), routeUDPAny) }
+	}
 	var err error
 	for time.Now().Before(deadline) {
 		if !alive() {
-			return errors.New("the mux exited before it routed a connection (see its log)")
+			return fmt.Errorf("the mux exited before it routed a %s (see its log)", what)
 		}
-		if err = sshOnce(r.target.addr(routeSSH)); err == nil {
+		if err = once(); err == nil {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("no SSH connection routed in %v: %w", r.opt.readyTimeout, err)
+	return fmt.Errorf("no %s routed in %v: %w", what, r.opt.readyTimeout, err)
 }
 
-// waitFree waits until nothing accepts connections on addr: the last
-// mux has let go of it, and no one else's proxy would be measured.
+// waitFree waits until nothing accepts connections on addr over TCP and
+// nothing holds it over UDP: the last mux has let go of it, and no one
+// else's proxy would be measured.
 func waitFree(addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
-			return nil
+			pc, uerr := net.ListenPacket("udp", addr)
+			if uerr == nil {
+				return pc.Close()
+			}
+		} else {
+			_ = c.Close()
 		}
-		_ = c.Close()
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s is in use by another process", addr)
 		}
@@ -343,8 +442,14 @@ func describe(r result) string {
 	case r.ConnPerS > 0:
 		s += fmt.Sprintf(" %.0f conn/s, p50 %.2f ms, p99 %.2f ms, %.1f%% failed, mux %.0f µs/conn",
 			r.ConnPerS, r.P50ms, r.P99ms, r.FailPct, r.CPUusConn)
+	case r.DgramPerS > 0:
+		s += fmt.Sprintf(" %.0f datagrams/s each way, %.0f MB/s, %.2f%% lost, mux %.2f s per million datagrams",
+			r.DgramPerS, r.MBps, r.LossPct, r.CPUsPerMDgram)
 	case r.MBps > 0:
 		s += fmt.Sprintf(" %.0f MB/s with %d streams, mux %.2f s/GB", r.MBps, r.Streams, r.CPUsPerG)
+	case r.SessionsPerS > 0:
+		s += fmt.Sprintf(" %.0f sessions/s, p50 %.2f ms, p99 %.2f ms, mux %.0f µs/session",
+			r.SessionsPerS, r.P50ms, r.P99ms, r.CPUusSession)
 	case r.Idle > 0:
 		s += fmt.Sprintf(" %d idle, %.1f KB/conn PSS (%.1f RSS), %d procs", r.Idle, r.PSSKBConn, r.RSSKBConn, r.MuxProcs)
 	}

@@ -16,20 +16,38 @@ const (
 	kindConn = "conn" // a worker pool opening short connections
 	kindTput = "tput" // long connections streaming bytes through an echo
 	kindIdle = "idle" // many connections held open doing nothing
+
+	kindUDPRate  = "udp-rate"  // sessions keeping a window of datagrams in flight
+	kindUDPSetup = "udp-setup" // new UDP sessions as fast as they come
+	kindUDPIdle  = "udp-idle"  // many UDP sessions held doing nothing
 )
+
+// udp says whether the scenario is a UDP one.
+func (sc scenario) udp() bool {
+	return sc.kind == kindUDPRate || sc.kind == kindUDPSetup || sc.kind == kindUDPIdle
+}
+
+// smallDatagram is the datagram size of udp-small-N.
+const smallDatagram = 64
 
 // scenario is one named load.
 type scenario struct {
 	name    string
 	kind    string
 	route   string // the route all its connections take
-	workers int    // kindConn: concurrent clients
-	idle    int    // kindIdle: connections held
+	workers int    // kindConn, kindUDPSetup: concurrent clients
+	idle    int    // kindIdle, kindUDPIdle: connections or sessions held
+	// kindUDPRate: sessions and the size of their datagrams (0: the
+	// -udp-size flag's).
+	sessions, size int
 }
 
 // parseScenario reads a scenario name: conn-ssh and conn-tls (workers
 // clients each), lat-ssh and lat-tls (the same with one client, so nothing
-// queues and the latency is the mux's own), tput, idle-N.
+// queues and the latency is the mux's own), tput, idle-N; and over UDP
+// udp-rate-N (N sessions of -udp-size datagrams), udp-small-N (the same
+// with 64-byte datagrams), udp-setup (workers clients opening sessions)
+// and udp-idle-N.
 func parseScenario(name string, workers int) (scenario, error) {
 	switch name {
 	case "conn-ssh":
@@ -42,15 +60,31 @@ func parseScenario(name string, workers int) (scenario, error) {
 		return scenario{name: name, kind: kindConn, route: routeTLSA, workers: 1}, nil
 	case "tput":
 		return scenario{name: name, kind: kindTput, route: routeSSH}, nil
+	case "udp-setup":
+		return scenario{name: name, kind: kindUDPSetup, route: routeUDPAny, workers: workers}, nil
 	}
-	if n, ok := strings.CutPrefix(name, "idle-"); ok {
-		count, err := strconv.Atoi(n)
-		if err != nil || count <= 0 {
-			return scenario{}, fmt.Errorf("scenario %q: idle-N needs a positive N", name)
+	for _, p := range []struct {
+		prefix string
+		make   func(n int) scenario
+	}{
+		{"idle-", func(n int) scenario { return scenario{kind: kindIdle, route: routeSSH, idle: n} }},
+		{"udp-idle-", func(n int) scenario { return scenario{kind: kindUDPIdle, route: routeUDPAny, idle: n} }},
+		{"udp-rate-", func(n int) scenario { return scenario{kind: kindUDPRate, route: routeUDPAny, sessions: n} }},
+		{"udp-small-", func(n int) scenario {
+			return scenario{kind: kindUDPRate, route: routeUDPAny, sessions: n, size: smallDatagram}
+		}},
+	} {
+		if n, ok := strings.CutPrefix(name, p.prefix); ok {
+			count, err := strconv.Atoi(n)
+			if err != nil || count <= 0 {
+				return scenario{}, fmt.Errorf("scenario %q: %sN needs a positive N", name, p.prefix)
+			}
+			sc := p.make(count)
+			sc.name = name
+			return sc, nil
 		}
-		return scenario{name: name, kind: kindIdle, route: routeSSH, idle: count}, nil
 	}
-	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, tput, idle-N)", name)
+	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, tput, idle-N, udp-rate-N, udp-small-N, udp-setup, udp-idle-N)", name)
 }
 
 // clientCount is what the client did over a whole run, warm-up included:

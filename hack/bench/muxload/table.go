@@ -56,7 +56,49 @@ func headlineRows(rs []result) []row {
 				medianOf(always(func(r result) float64 { return r.PSSKBConn }), fmtKB)})
 		}
 	}
+	return append(rows, udpRows(rs)...)
+}
+
+// udpRows are the UDP figures, in the order the scenarios ran: for each
+// rate scenario datagrams/s, MB/s and CPU per million datagrams, then
+// session set-up and memory per idle session.
+func udpRows(rs []result) []row {
+	var rows []row
+	for _, scen := range scenarioOrder(rs) {
+		var first result
+		for _, r := range rs {
+			if r.Scenario == scen {
+				first = r
+				break
+			}
+		}
+		switch {
+		case strings.HasPrefix(scen, "udp-rate-") || strings.HasPrefix(scen, "udp-small-"):
+			what := fmt.Sprintf("%s, %d B", sessionsLabel(first.Sessions), first.DgramSize)
+			rows = append(rows,
+				row{"UDP datagrams/s each way, " + what, scen, medianOf(always(func(r result) float64 { return r.DgramPerS }), fmtRate)},
+				row{"UDP MB/s each way, " + what, scen, medianOf(always(func(r result) float64 { return r.MBps }), fmtMBps)},
+				row{"CPU per million datagrams, " + what, scen, medianOf(muxCPU(func(r result) float64 { return r.CPUsPerMDgram }), fmtSecondsPerGB)},
+			)
+		case scen == "udp-setup":
+			rows = append(rows,
+				row{fmt.Sprintf("UDP sessions set up/s (%d workers)", first.Workers), scen, medianOf(always(func(r result) float64 { return r.SessionsPerS }), fmtRate)},
+				row{"CPU per UDP session set up", scen, medianOf(muxCPU(func(r result) float64 { return r.CPUusSession }), fmtMicros)},
+			)
+		case strings.HasPrefix(scen, "udp-idle-"):
+			rows = append(rows, row{"memory per idle UDP session @" + strings.TrimPrefix(scen, "udp-idle-") + " (PSS)", scen,
+				medianOf(always(func(r result) float64 { return r.PSSKBConn }), fmtKB)})
+		}
+	}
 	return rows
+}
+
+// sessionsLabel is "1 session" or "N sessions".
+func sessionsLabel(n int) string {
+	if n == 1 {
+		return "1 session"
+	}
+	return fmt.Sprintf("%d sessions", n)
 }
 
 // always is a figure every run has.
@@ -188,6 +230,10 @@ func headline(r result) (x float64, number func(float64) string, unit string) {
 		return r.PSSKBConn, fmtKBNumber, "KB"
 	case r.Streams > 0:
 		return r.MBps, fmtWhole, "MB/s"
+	case r.DgramPerS > 0:
+		return r.DgramPerS, fmtRate, "datagrams/s"
+	case r.SessionsPerS > 0:
+		return r.SessionsPerS, fmtRate, "sessions/s"
 	default:
 		return r.ConnPerS, fmtRate, "conn/s"
 	}
@@ -219,7 +265,7 @@ func spread(runs []result) string {
 func latencies3(runs []result) string {
 	var a, b, c []float64
 	for _, r := range runs {
-		if good(r) && r.ConnPerS > 0 {
+		if good(r) && (r.ConnPerS > 0 || r.SessionsPerS > 0) {
 			a, b, c = append(a, r.P50ms), append(b, r.P90ms), append(c, r.P99ms)
 		}
 	}
@@ -244,6 +290,10 @@ func cpuCell(runs []result) string {
 			xs, unit = append(xs, r.CPUsPerG), func(v float64) string { return fmtSecondsPerGB(v) + "/GB" }
 		case r.ConnPerS > 0:
 			xs, unit = append(xs, r.CPUusConn), func(v float64) string { return fmtMicros(v) + "/conn" }
+		case r.DgramPerS > 0:
+			xs, unit = append(xs, r.CPUsPerMDgram), func(v float64) string { return fmtSecondsPerGB(v) + "/M datagrams" }
+		case r.SessionsPerS > 0:
+			xs, unit = append(xs, r.CPUusSession), func(v float64) string { return fmtMicros(v) + "/session" }
 		}
 	}
 	if len(xs) == 0 {
@@ -267,6 +317,16 @@ func failures(runs []result) string {
 	s := "0"
 	if total > 0 {
 		s = strconv.FormatFloat(100*float64(failed)/float64(total), 'f', 1, 64) + " %"
+	}
+	// Datagrams are not connections: their share lost, the worst run's.
+	lost, rate := 0.0, false
+	for _, r := range runs {
+		if r.DgramPerS > 0 {
+			lost, rate = max(lost, r.LossPct), true
+		}
+	}
+	if rate {
+		s = strconv.FormatFloat(lost, 'f', 1, 64) + " % lost"
 	}
 	if errs > 0 {
 		s += fmt.Sprintf(", %d run(s) with errors", errs)

@@ -59,6 +59,35 @@ func TestDecodeResultsRoundTrip(t *testing.T) {
 	}
 }
 
+func TestUDPTable(t *testing.T) {
+	ok := func(r result) result {
+		r.RouteOK, r.MuxAlive = true, true
+		return r
+	}
+	rs := []result{
+		ok(result{Peer: "portmux", Scenario: "udp-rate-1", Sessions: 1, DgramSize: 1200, DgramPerS: 20000, MBps: 24, CPUsPerMDgram: 9.5, CPUSource: "cgroup"}),
+		ok(result{Peer: "nginx", Scenario: "udp-rate-1", Sessions: 1, DgramSize: 1200, DgramPerS: 22000, MBps: 26.4, CPUsPerMDgram: 9.4, CPUSource: "cgroup", LossPct: 0.5}),
+		ok(result{Peer: "direct", Scenario: "udp-rate-1", Sessions: 1, DgramSize: 1200, DgramPerS: 90000, MBps: 108, CPUSource: "none"}),
+		ok(result{Peer: "portmux", Scenario: "udp-small-64", Sessions: 64, DgramSize: 64, DgramPerS: 30000, MBps: 1.9, CPUsPerMDgram: 9, CPUSource: "cgroup"}),
+		ok(result{Peer: "portmux", Scenario: "udp-setup", Workers: 32, SessionsPerS: 7500, CPUusSession: 53, CPUSource: "cgroup", P50ms: 3.5, P90ms: 6, P99ms: 15}),
+		ok(result{Peer: "portmux", Scenario: "udp-idle-5000", Idle: 5000, PSSKBConn: 0.9}),
+	}
+	got := renderTables(rs)
+	wantAll(t, got,
+		"| | portmux | nginx | direct |\n",
+		"| UDP datagrams/s each way, 1 session, 1200 B | 20.0k | 22.0k | 90.0k |\n",
+		"| UDP MB/s each way, 1 session, 1200 B | 24 MB/s | 26 MB/s | 108 MB/s |\n",
+		"| CPU per million datagrams, 1 session, 1200 B | 9.50 s | 9.40 s | — |\n",
+		"| UDP datagrams/s each way, 64 sessions, 64 B | 30.0k | — | — |\n",
+		"| UDP sessions set up/s (32 workers) | 7.5k | — | — |\n",
+		"| CPU per UDP session set up | 53 µs | — | — |\n",
+		"| memory per idle UDP session @5000 (PSS) | 0.9 KB | — | — |\n",
+		"| portmux | udp-rate-1 | 1 | 20.0k datagrams/s | — | 9.50 s/M datagrams (cgroup) |",
+		"| portmux | udp-setup | 1 | 7.5k sessions/s | 3.50 / 6.00 / 15.0 | 53 µs/session (cgroup) |",
+		"| nginx | udp-rate-1 | 1 | 22.0k datagrams/s | — | 9.40 s/M datagrams (cgroup) | 0.5 % lost |",
+	)
+}
+
 // wantAll fails t for each of wants that got does not contain.
 func wantAll(t *testing.T, got string, wants ...string) {
 	t.Helper()

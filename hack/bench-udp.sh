@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs muxload's UDP scenarios (hack/bench/muxload) against PortMux's UDP
+# dataplane, nginx's stream module proxying UDP, sslh's UDP mode where the
+# installed sslh has one, and a direct path, in one run, interleaved
+# (repeat 1 of every peer, then repeat 2, ...), so that they are compared
+# under the same conditions. Everything stays on 127.0.0.1 and every run
+# is bounded in time.
+#
+# Peers (configs in hack/bench/peers/):
+#   direct   no mux: each session's client writes to the backend itself
+#   portmux  hack/bench/udpmux: PortMux's dataplane (dataplane.NewServer +
+#            Apply, as `portmux serve` runs it) with the contract's UDP
+#            listener, built as a snapshot: `portmux serve -f` cannot yet
+#            declare a UDP listener. Routes a DNS query to udp-dns, any
+#            other first datagram to udp-any.
+#   nginx    nginx -p PREFIX -c hack/bench/peers/nginx-udp.conf (Debian's
+#            nginx + libnginx-mod-stream): one upstream, udp-any, as the
+#            stream module cannot look into datagrams.
+#   sslh     sslh-select with a UDP listener, when the installed sslh has
+#            UDP (2.0 and later); Debian 12's 1.20 has none and is skipped.
+#   go-minimal  hack/bench/minrelay -udp: a reference, not a proxy. A
+#            connected socket per client and a goroutine per session, one
+#            datagram per system call through Go's net: the obvious Go
+#            design. It routes nothing (udp-any only).
+#
+#   hack/bench-udp.sh                       # 3 repeats of every scenario
+#   REPS=1 SCEN=udp-rate-1 hack/bench-udp.sh
+#
+# Scenarios: udp-rate-1, udp-rate-64 (1, 64 sessions of 1200-byte
+# datagrams, WINDOW in flight each), udp-small-64 (64-byte datagrams),
+# udp-setup (SETUP_N sessions opened by C workers), udp-idle-N.
+# Knobs: REPS, D, SCEN, PEERS, C, WINDOW, SETUP_N, NICE, QUIET, QUIET_WAIT.
+# Output: bin/bench/udp-results.jsonl, bin/bench/udp-results-table.md, and
+# each peer's log in bin/bench/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
+REPS=${REPS:-3}
+D=${D:-5s}
+SCEN=${SCEN:-udp-rate-1,udp-rate-64,udp-small-64,udp-setup,udp-idle-5000}
+PEERS=${PEERS:-direct portmux nginx sslh go-minimal}
+C=${C:-32}
+WINDOW=${WINDOW:-16}
+SETUP_N=${SETUP_N:-5000}
+NICE=${NICE:--10}
+ADDR=127.0.0.1:17443
+PEER_CONF=$ROOT/hack/bench/peers
+
+case " $PEERS " in *" nginx "*)
+  if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    if [ "$(id -u)" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-stream >/dev/null
+      # The package may start its system service; the benchmark runs its own.
+      (systemctl stop nginx || service nginx stop || nginx -s quit) >/dev/null 2>&1 || true
+    else
+      echo "missing nginx's stream module: apt-get install nginx libnginx-mod-stream" >&2; exit 2
+    fi
+  fi ;;
+esac
+
+# sslh_udp says whether the installed sslh can listen on UDP (sslh 2.0
+# added it, with "is_udp" in its configuration).
+sslh_udp() {
+  command -v sslh-select >/dev/null && grep -q is_udp "$(command -v sslh-select)"
+}
+
+mkdir -p "$OUT_DIR/logs" "$OUT_DIR/nginx"
+rm -f "$OUT_DIR/udp-results.jsonl"
+echo "building muxload, udpmux and minrelay" >&2
+go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/udpmux" ./hack/bench/udpmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
+
+# peer_args NAME sets args to muxload's flags for one peer; empty: skip.
+peer_args() {
+  case $1 in
+    direct) args=(-direct) ;;
+    portmux) args=(-cmd "exec $OUT_DIR/udpmux -listen $ADDR") ;;
+    nginx) args=(-routes udp-any -cmd "exec nginx -e stderr -p $OUT_DIR/nginx/ -c $PEER_CONF/nginx-udp.conf") ;;
+    sslh)
+      if sslh_udp; then
+        args=(-routes udp-any -cmd "exec sslh-select -F$PEER_CONF/sslh-udp.cfg")
+      else
+        args=()
+      fi ;;
+    go-minimal) args=(-routes udp-any -cmd "exec $OUT_DIR/minrelay -udp -listen $ADDR -target 127.0.0.1:17012") ;;
+    *) echo "unknown peer $1 (direct, portmux, nginx, sslh, go-minimal)" >&2; exit 2 ;;
+  esac
+}
+for peer in $PEERS; do peer_args "$peer"; done
+case " $PEERS " in *" sslh "*)
+  sslh_udp || echo "sslh skipped: $(sslh -V 2>&1 | head -1) has no UDP mode (sslh 2.0 added it)" >&2 ;;
+esac
+
+run=("$OUT_DIR/muxload")
+if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
+
+failed=0
+cd "$OUT_DIR"
+for rep in $(seq 1 "$REPS"); do
+  echo "=== repeat $rep of $REPS" >&2
+  for peer in $PEERS; do
+    peer_args "$peer"
+    [ ${#args[@]} -gt 0 ] || continue
+    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" "${args[@]}" -scenarios "$SCEN" \
+      -d "$D" -warmup 1s -c "$C" -udp-window "$WINDOW" -udp-setup-sessions "$SETUP_N" \
+      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+      -out udp-results.jsonl -logdir logs || failed=1
+  done
+done
+"$OUT_DIR/muxload" table udp-results.jsonl | tee udp-results-table.md
+if [ "$failed" != 0 ]; then
+  echo "some runs failed or were misrouted: see udp-results.jsonl and logs/" >&2
+fi
+exit "$failed"
