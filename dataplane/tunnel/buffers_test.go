@@ -6,6 +6,9 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +23,7 @@ import (
 // stops at the bound, and every byte still arrives once the clients read.
 func TestBufferMemoryBounded(t *testing.T) {
 	t.Parallel()
-	payload := make([]byte, 4<<20)
+	payload := make([]byte, stallingPayload(t))
 	_, _ = rand.Read(payload)
 	b := peers.NewTCPServer(t, func(c net.Conn) {
 		_, _ = c.Write(payload)
@@ -60,4 +63,31 @@ func TestBufferMemoryBounded(t *testing.T) {
 	if !within(10*time.Second, func() bool { return bufs.HeldBytes() == 0 }) {
 		t.Errorf("after the transfers, big buffers still hold %d bytes", bufs.HeldBytes())
 	}
+}
+
+// stallingPayload is how much each flood stream sends so that the relay's
+// writes to the tunnel block: more than the tunnel's one TCP connection
+// can take in flight. Loopback autotunes its buffers up to tcp_rmem's and
+// tcp_wmem's maxima (32 MiB and 4 MiB on recent kernels), which a fast
+// relay reaches; 4 MiB per stream used to be enough, and then was not.
+func stallingPayload(t *testing.T) int {
+	t.Helper()
+	size := 4 << 20
+	inflight := 0
+	for _, f := range []string{"/proc/sys/net/ipv4/tcp_rmem", "/proc/sys/net/ipv4/tcp_wmem"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return size
+		}
+		fields := strings.Fields(string(b))
+		if len(fields) != 3 {
+			return size
+		}
+		n, err := strconv.Atoi(fields[2])
+		if err != nil {
+			return size
+		}
+		inflight += n
+	}
+	return max(size, inflight/2+size)
 }
