@@ -2,7 +2,7 @@
 
 package e2e
 
-// TestKind is the last test tier (DESIGN.md): the image, the Helm chart, a
+// TestKind is the last test tier (docs/architecture.md): the image, the Helm chart, a
 // real kind cluster, and traffic from a pod. It builds the portmux image
 // (`make docker-build`, which falls back to a FROM scratch image when no base
 // image can be had) and a peers image (sshd, openssl, curl, ssh and the
