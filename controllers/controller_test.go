@@ -418,17 +418,21 @@ func TestBindFailureIsReported(t *testing.T) {
 // echoBackendOn is echoBackend on a given address and port (0: any).
 func echoBackendOn(t *testing.T, host, name string, port int32) (string, int32) {
 	t.Helper()
-	s := peers.Host(host).TCPServerOn(t, int(port), func(c net.Conn) {
-		r := bufio.NewReader(c)
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-				return
-			}
-		}
-	})
+	s := peers.Host(host).TCPServerOn(t, int(port), func(c net.Conn) { answerLines(c, name) })
 	return host, int32(s.Port)
+}
+
+// answerLines answers each line read from c with name, ":" and the line,
+// until c fails.
+func answerLines(c net.Conn, name string) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
+			return
+		}
+	}
 }

@@ -46,16 +46,7 @@ func tlsBackend(t *testing.T, name string) (host string, port int32) {
 			}
 			go func() {
 				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
+				answerLines(c, name)
 			}()
 		}
 	}()
@@ -95,9 +86,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), app) })
-	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
-		copt.GatewayAPI = GatewayAPIOn
-	}, func(o *ctrl.Options) {
+	ns, _, _ := startControllerWithOptions(t, restCfg, gatewayAPIOn, func(o *ctrl.Options) {
 		o.Cache.DefaultNamespaces[app.Name] = cache.Config{}
 	})
 
@@ -113,14 +102,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 	}
 	setEndpoints(t, ns, "git", bport, host)
 
-	class := &gwv1.GatewayClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
-		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
-	}
-	if err := k8s.Create(ctx, class); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	class := createGatewayClass(t, ns)
 	port := int32(peers.FreePort(t))
 	gw := &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge"},
@@ -174,16 +156,7 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	routeCondition(t, app.Name, "git", "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")
-	peers.Eventually(t, settleTimeout, "TLS through the Gateway", func() error {
-		answer, cn, err := talkTLS(port, "git.example.test", "hello")
-		if err != nil {
-			return err
-		}
-		if answer != "git.example.test:hello" || cn != "git.example.test" {
-			return fmt.Errorf("answer %q from certificate %q", answer, cn)
-		}
-		return nil
-	})
+	eventuallyTLS(t, "TLS through the Gateway", port, "git.example.test", "hello", "git.example.test:hello", "git.example.test")
 	if _, _, err := talkTLS(port, "other.example.test", "hello"); err == nil {
 		t.Error("a name no route has reached a backend")
 	}
@@ -255,6 +228,48 @@ func TestGatewayTLSPassthroughAcrossNamespaces(t *testing.T) {
 	})
 }
 
+// eventuallyTLS waits until talkTLS(port, sni, line) answers want under a
+// certificate for wantCN.
+func eventuallyTLS(t *testing.T, what string, port int32, sni, line, want, wantCN string) {
+	t.Helper()
+	peers.Eventually(t, settleTimeout, what, func() error {
+		answer, cn, err := talkTLS(port, sni, line)
+		if err != nil {
+			return err
+		}
+		if answer != want || cn != wantCN {
+			return fmt.Errorf("answer %q from certificate %q", answer, cn)
+		}
+		return nil
+	})
+}
+
+// startGatewayController is startController with the Gateway API on; it
+// skips or fails as requireGatewayAPI does.
+func startGatewayController(t *testing.T) (ns string) {
+	t.Helper()
+	requireGatewayAPI(t)
+	ns, _, _ = startControllerWithOptions(t, restCfg, gatewayAPIOn)
+	return ns
+}
+
+func gatewayAPIOn(_ string, copt *Options) { copt.GatewayAPI = GatewayAPIOn }
+
+// createGatewayClass creates the GatewayClass portmux-NS of PortMux's
+// controller and deletes it at cleanup.
+func createGatewayClass(t *testing.T, ns string) *gwv1.GatewayClass {
+	t.Helper()
+	class := &gwv1.GatewayClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
+		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
+	}
+	if err := k8s.Create(context.Background(), class); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	return class
+}
+
 // requireGatewayAPI skips without an API server and fails when the
 // Gateway API CRDs could not be installed in it.
 func requireGatewayAPI(t *testing.T) {
@@ -311,10 +326,7 @@ func conditionIs(c *metav1.Condition, gen int64, want metav1.ConditionStatus, re
 // what is inside to a plain backend; a TCP listener of the same Gateway
 // forwards to its TCPRoute's.
 func TestGatewayTLSTerminateAndTCP(t *testing.T) {
-	requireGatewayAPI(t)
-	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
-		copt.GatewayAPI = GatewayAPIOn
-	})
+	ns := startGatewayController(t)
 	ctx := context.Background()
 	h, p := echoBackend(t, "inner")
 	serviceFor(t, ns, "inner", p, h)
@@ -327,14 +339,7 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 	if err := k8s.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
-	class := &gwv1.GatewayClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
-		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
-	}
-	if err := k8s.Create(ctx, class); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	class := createGatewayClass(t, ns)
 	tlsPort, tcpPort := int32(peers.FreePort(t)), int32(peers.FreePort(t))
 	gw := &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop"},
@@ -373,16 +378,7 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 	}
 
 	routeCondition(t, ns, "shop", "Accepted", metav1.ConditionTrue, "Accepted")
-	peers.Eventually(t, settleTimeout, "TLS terminated by the Gateway", func() error {
-		answer, cn, err := talkTLS(tlsPort, "shop.example.test", "hi")
-		if err != nil {
-			return err
-		}
-		if cn != "shop.example.test" || answer != "inner:hi" {
-			return fmt.Errorf("answer %q under certificate %q", answer, cn)
-		}
-		return nil
-	})
+	eventuallyTLS(t, "TLS terminated by the Gateway", tlsPort, "shop.example.test", "hi", "inner:hi", "shop.example.test")
 	peers.Eventually(t, settleTimeout, "TCP through the Gateway", func() error {
 		answer, err := talk(tcpPort, "raw")
 		if err != nil {
@@ -398,17 +394,9 @@ func TestGatewayTLSTerminateAndTCP(t *testing.T) {
 // A UDP listener forwards the datagrams of each client to its UDPRoute's
 // Service, and the answers back.
 func TestGatewayUDP(t *testing.T) {
-	requireGatewayAPI(t)
-	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
-		copt.GatewayAPI = GatewayAPIOn
-	})
+	ns := startGatewayController(t)
 	ctx := context.Background()
-	echo := peers.Host(hostaddr.Ensure(t)[0]).UDPEcho(t)
-	host, portStr, err := net.SplitHostPort(echo.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bport, _ := strconv.Atoi(portStr)
+	_, host, bport := udpEchoBackend(t)
 	if err := k8s.Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
@@ -426,14 +414,7 @@ func TestGatewayUDP(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	class := &gwv1.GatewayClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "portmux-" + ns},
-		Spec:       gwv1.GatewayClassSpec{ControllerName: compile.GatewayControllerName},
-	}
-	if err := k8s.Create(ctx, class); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), class) })
+	class := createGatewayClass(t, ns)
 	port := int32(peers.FreePort(t))
 	if err := k8s.Create(ctx, &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dns"},

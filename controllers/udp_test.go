@@ -25,6 +25,22 @@ import (
 	"github.com/portmux/portmux/test/peers"
 )
 
+// udpEchoBackend is a UDP echo server on a test address, with its host
+// and port.
+func udpEchoBackend(t *testing.T) (echo *peers.UDPServer, host string, port int) {
+	t.Helper()
+	echo = peers.Host(hostaddr.Ensure(t)[0]).UDPEcho(t)
+	host, p, err := net.SplitHostPort(echo.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return echo, host, port
+}
+
 // udpService creates a Service with a UDP port dns (53) and a TCP port
 // dns-tcp (53), both to target, and an EndpointSlice listing backend for
 // each: a route on a UDP listener must pick the UDP one.
@@ -113,12 +129,7 @@ func snapshotListener(t *testing.T, dp *recordingDataplane, name string) snapsho
 func TestUDPListenerIsReady(t *testing.T) {
 	ns, dp := startController(t)
 	ctx := context.Background()
-	echo := peers.Host(hostaddr.Ensure(t)[0]).UDPEcho(t)
-	host, p, err := net.SplitHostPort(echo.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target, _ := strconv.Atoi(p)
+	echo, host, target := udpEchoBackend(t)
 	udpService(t, ns, "resolver", host, int32(target), int32(target)+1)
 	port := int32(peers.FreePort(t))
 	pm := &v1alpha1.PortMux{

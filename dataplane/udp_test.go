@@ -316,12 +316,7 @@ func TestUDPDig(t *testing.T) {
 		"--port="+port, "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
 		"--user=root", "--address=/portmux.test/10.1.2.3")
 	p.MustWaitFor(t, "started, version", peers.ReadyTimeout)
-	echoUDP := peers.UDPEcho(t)
-	m := startMux(t, snapshotOf(udpListenerOn("udp",
-		quicRoute("quic", nil, echoUDP.Addr),
-		routeTo("openvpn", snapshot.OpenVPN, echoUDP.Addr),
-		routeTo("dns", snapshot.DNS, "127.0.0.1:"+port),
-	)))
+	m, echoUDP := startUDPMuxBesideDecoy(t, routeTo("dns", snapshot.DNS, "127.0.0.1:"+port), snapshot.OpenVPN)
 	host, muxPort, _ := net.SplitHostPort(m.addr("udp"))
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
@@ -335,6 +330,19 @@ func TestUDPDig(t *testing.T) {
 	if echoUDP.Received() != 0 {
 		t.Errorf("the QUIC and OpenVPN backend received %d datagrams", echoUDP.Received())
 	}
+}
+
+// startUDPMuxBesideDecoy starts a mux whose UDP listener "udp" routes
+// QUIC, then each protocol of decoys (named after it), to a UDP echo
+// server, the decoy, and last target. The decoy should receive nothing.
+func startUDPMuxBesideDecoy(t *testing.T, target snapshot.Route, decoys ...snapshot.Protocol) (*testMux, *peers.UDPServer) {
+	t.Helper()
+	echoUDP := peers.UDPEcho(t)
+	routes := []snapshot.Route{quicRoute("quic", nil, echoUDP.Addr)}
+	for _, p := range decoys {
+		routes = append(routes, routeTo(string(p), p, echoUDP.Addr))
+	}
+	return startMux(t, snapshotOf(udpListenerOn("udp", append(routes, target)...))), echoUDP
 }
 
 // freeUDPPort picks a UDP port nobody holds on 127.0.0.1.
@@ -361,12 +369,7 @@ func TestUDPOpenVPN(t *testing.T) {
 		"--tls-server", "--ca", pki.CA, "--cert", pki.ServerCert, "--key", pki.ServerKey,
 		"--dh", "none", "--verb", "3")
 	server.MustWaitFor(t, "UDPv4 link local", peers.ReadyTimeout)
-	echoUDP := peers.UDPEcho(t)
-	m := startMux(t, snapshotOf(udpListenerOn("udp",
-		quicRoute("quic", nil, echoUDP.Addr),
-		routeTo("dns", snapshot.DNS, echoUDP.Addr),
-		routeTo("openvpn", snapshot.OpenVPN, "127.0.0.1:"+port),
-	)))
+	m, echoUDP := startUDPMuxBesideDecoy(t, routeTo("openvpn", snapshot.OpenVPN, "127.0.0.1:"+port), snapshot.DNS)
 	host, muxPort, _ := net.SplitHostPort(m.addr("udp"))
 	client := peers.Start(t, "openvpn client", openvpn,
 		"--dev", "null", "--proto", "udp", "--remote", host, muxPort, "--tls-client",
@@ -435,11 +438,7 @@ func TestUDPWireGuard(t *testing.T) {
 	portB := freeUDPPort(t)
 	run(wg, "set", names[1], "private-key", dir+"/"+names[1], "listen-port", portB,
 		"peer", pubs[0], "allowed-ips", "10.77.0.1/32")
-	echoUDP := peers.UDPEcho(t)
-	m := startMux(t, snapshotOf(udpListenerOn("udp",
-		quicRoute("quic", nil, echoUDP.Addr),
-		routeTo("wireguard", snapshot.WireGuard, "127.0.0.1:"+portB),
-	)))
+	m, echoUDP := startUDPMuxBesideDecoy(t, routeTo("wireguard", snapshot.WireGuard, "127.0.0.1:"+portB))
 	run(wg, "set", names[0], "private-key", dir+"/"+names[0],
 		"peer", pubs[1], "allowed-ips", "10.77.0.2/32", "endpoint", m.addr("udp"), "persistent-keepalive", "1")
 	for _, name := range names {

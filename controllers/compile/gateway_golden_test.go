@@ -1,27 +1,20 @@
 package compile_test
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
@@ -67,14 +60,7 @@ type gatewayCase struct {
 }
 
 func TestGatewayGolden(t *testing.T) {
-	ins, err := filepath.Glob(filepath.Join("testdata", "gateway", "*.in.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ins) == 0 {
-		t.Fatal("no Gateway golden cases")
-	}
-	for _, inPath := range ins {
+	for _, inPath := range goldenInputs(t, filepath.Join("testdata", "gateway"), 1) {
 		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -87,23 +73,7 @@ func TestGatewayGolden(t *testing.T) {
 			if d := lineDiff(string(got), string(again)); d != "" {
 				problems.add("output depends on the order of the objects (-forward +reversed):\n%s", d)
 			}
-			outPath := strings.TrimSuffix(inPath, ".in.yaml") + ".out.yaml"
-			if *update {
-				if err := os.WriteFile(outPath, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(outPath)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			for _, p := range problems {
-				t.Error(p)
-			}
-			if d := lineDiff(string(want), string(got)); d != "" {
-				t.Errorf("output differs from %s (-want +got; run with -update if the change is intended):\n%s", outPath, d)
-			}
+			compareGolden(t, strings.TrimSuffix(inPath, ".in.yaml")+".out.yaml", got, problems)
 		})
 	}
 }
@@ -122,10 +92,6 @@ func reverseGatewayInput(in *compile.Input) {
 
 func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &gatewayCase{
 		in: compile.Input{
 			Secrets:        map[types.NamespacedName]*corev1.Secret{},
@@ -139,38 +105,10 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 		},
 		bindErrs: map[string]error{},
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() && strings.HasPrefix(sc.Text(), "#") {
-		c.header += sc.Text() + "\n"
-	}
-	if c.header == "" {
-		t.Fatalf("%s: start with a comment saying what the case shows", path)
-	}
 	g := &c.in.Gateway
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, n, err)
-		}
-		var head struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-		}
-		if err := sigsyaml.Unmarshal(doc, &head); err != nil {
-			t.Fatalf("%s: document %d: %v", path, n, err)
-		}
-		strict := func(into any) {
-			t.Helper()
-			if err := sigsyaml.UnmarshalStrict(doc, into); err != nil {
-				t.Fatalf("%s: document %d (%s): %v", path, n, head.Kind, err)
-			}
-		}
+	c.header = readGoldenDocs(t, path, func(n int, gvk string, strict func(any)) {
 		gw := gwv1.GroupVersion.String() + " "
-		switch head.APIVersion + " " + head.Kind {
+		switch gvk {
 		case " ":
 		case " GatewayOptions":
 			var o gatewayOptions
@@ -216,58 +154,28 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 				c.in.PortPolicy = append(c.in.PortPolicy, pr)
 			}
 		case gw + "GatewayClass":
-			var o gwv1.GatewayClass
-			strict(&o)
-			g.Classes = append(g.Classes, o)
+			g.Classes = append(g.Classes, decode[gwv1.GatewayClass](strict))
 		case gw + "Gateway":
-			var o gwv1.Gateway
-			strict(&o)
-			g.Gateways = append(g.Gateways, o)
+			g.Gateways = append(g.Gateways, decode[gwv1.Gateway](strict))
 		case gw + "TLSRoute":
-			var o gwv1.TLSRoute
-			strict(&o)
-			g.TLSRoutes = append(g.TLSRoutes, o)
+			g.TLSRoutes = append(g.TLSRoutes, decode[gwv1.TLSRoute](strict))
 		case gw + "TCPRoute":
-			var o gwv1.TCPRoute
-			strict(&o)
-			g.TCPRoutes = append(g.TCPRoutes, o)
+			g.TCPRoutes = append(g.TCPRoutes, decode[gwv1.TCPRoute](strict))
 		case gw + "UDPRoute":
-			var o gwv1.UDPRoute
-			strict(&o)
-			g.UDPRoutes = append(g.UDPRoutes, o)
+			g.UDPRoutes = append(g.UDPRoutes, decode[gwv1.UDPRoute](strict))
 		case gw + "HTTPRoute":
-			var o gwv1.HTTPRoute
-			strict(&o)
-			g.HTTPRoutes = append(g.HTTPRoutes, o)
+			g.HTTPRoutes = append(g.HTTPRoutes, decode[gwv1.HTTPRoute](strict))
 		case gw + "ReferenceGrant":
-			var o gwv1.ReferenceGrant
-			strict(&o)
-			g.ReferenceGrants = append(g.ReferenceGrants, o)
+			g.ReferenceGrants = append(g.ReferenceGrants, decode[gwv1.ReferenceGrant](strict))
 		case "v1 Namespace":
-			var o corev1.Namespace
-			strict(&o)
+			o := decode[corev1.Namespace](strict)
 			g.NamespaceLabels[o.Name] = o.Labels
-		case v1alpha1.GroupVersion.String() + " PortMux":
-			var pm v1alpha1.PortMux
-			strict(&pm)
-			c.in.PortMuxes = append(c.in.PortMuxes, pm)
-		case "v1 Secret":
-			var s corev1.Secret
-			strict(&s)
-			c.in.Secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
-		case "v1 Service":
-			var s corev1.Service
-			strict(&s)
-			c.in.Services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
-		case "discovery.k8s.io/v1 EndpointSlice":
-			var es discoveryv1.EndpointSlice
-			strict(&es)
-			key := types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}
-			c.in.EndpointSlices[key] = append(c.in.EndpointSlices[key], &es)
 		default:
-			t.Fatalf("%s: document %d: unexpected %s %s", path, n, head.APIVersion, head.Kind)
+			if !addCoreDoc(t, path, n, gvk, strict, &c.in) {
+				t.Fatalf("%s: document %d: unexpected %s", path, n, gvk)
+			}
 		}
-	}
+	})
 	return c
 }
 
@@ -330,17 +238,10 @@ type goldenPortMuxListenerSt struct {
 func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 	t.Helper()
 	var pr problems
-	before := deepCopyInput(c.in)
 	beforeGW := deepCopyGateway(c.in.Gateway)
-	out := compile.Compile(c.in)
-	if d := inputDiff(before, c.in); d != "" {
-		pr.add("Compile modified its input: %s", d)
-	}
+	out := compileChecked(&pr, c.in)
 	if !equality.Semantic.DeepEqual(beforeGW, c.in.Gateway) {
 		pr.add("Compile modified its Gateway API input")
-	}
-	if err := out.Snapshot.Validate(); err != nil {
-		pr.add("the snapshot fails its own invariants: %v", err)
 	}
 	g := gatewayGolden{Snapshot: renderSnapshot(&pr, out.Snapshot), Classes: []goldenGatewayClass{}, Gateways: []goldenGatewayStatus{}, Routes: []goldenRouteStatus{}}
 	gin := &c.in.Gateway
@@ -450,18 +351,7 @@ func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 		g.PortMux = append(g.PortMux, goldenPortMuxListenerSt{PortMux: key.String(), Conditions: renderConditions(st.Conditions)})
 	}
 
-	var b bytes.Buffer
-	b.WriteString(c.header)
-	b.WriteString("#\n# Generated by `go test ./controllers/compile -run TestGatewayGolden -update` from the .in.yaml file.\n")
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	if err := enc.Encode(g); err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes(), pr
+	return encodeGolden(t, c.header, "TestGatewayGolden", g), pr
 }
 
 // renderParentRef writes a status entry's parentRef on one line, with the

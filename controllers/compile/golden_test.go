@@ -82,45 +82,64 @@ type goldenCase struct {
 }
 
 func TestGolden(t *testing.T) {
-	ins, err := filepath.Glob(filepath.Join("testdata", "*.in.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ins) < 12 {
-		t.Fatalf("found %d golden cases, want at least 12", len(ins))
-	}
-	for _, inPath := range ins {
+	for _, inPath := range goldenInputs(t, "testdata", 12) {
 		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			c := loadGoldenCase(t, inPath)
 			got, problems := renderGolden(t, c)
 			outPath := strings.TrimSuffix(inPath, ".in.yaml") + ".out.yaml"
-			bug, known := knownBugs[name]
-			if *update && !known {
-				if err := os.WriteFile(outPath, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(outPath)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			d := lineDiff(string(want), string(got))
-			if known {
+			if bug, known := knownBugs[name]; known {
+				d := lineDiff(readGolden(t, outPath), string(got))
 				if d == "" && len(problems) == 0 {
 					t.Fatalf("the output now matches %s: the bug is fixed, remove %q from knownBugs", outPath, name)
 				}
 				t.Skipf("known bug: %s\nproblems: %q\n--- %s\n+++ got\n%s", bug, problems, outPath, d)
 			}
-			for _, p := range problems {
-				t.Error(p)
-			}
-			if d != "" {
-				t.Errorf("output differs from %s (-want +got; run with -update if the change is intended):\n%s", outPath, d)
-			}
+			compareGolden(t, outPath, got, problems)
 		})
+	}
+}
+
+// goldenInputs is the *.in.yaml files in dir; there must be at least min.
+func goldenInputs(t *testing.T, dir string, min int) []string {
+	t.Helper()
+	ins, err := filepath.Glob(filepath.Join(dir, "*.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ins) < min {
+		t.Fatalf("found %d golden cases in %s, want at least %d", len(ins), dir, min)
+	}
+	return ins
+}
+
+// readGolden is the content of the golden file outPath.
+func readGolden(t *testing.T, outPath string) string {
+	t.Helper()
+	want, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	return string(want)
+}
+
+// compareGolden writes got to outPath under -update; otherwise it reports
+// each problem and any difference between got and outPath.
+func compareGolden(t *testing.T, outPath string, got []byte, problems problems) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(outPath, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want := readGolden(t, outPath)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if d := lineDiff(want, string(got)); d != "" {
+		t.Errorf("output differs from %s (-want +got; run with -update if the change is intended):\n%s", outPath, d)
 	}
 }
 
@@ -128,11 +147,7 @@ func TestGolden(t *testing.T) {
 // reverse order the second time: the output must not depend on the order
 // objects are listed in, nor on map iteration.
 func TestGoldenIsDeterministic(t *testing.T) {
-	ins, err := filepath.Glob(filepath.Join("testdata", "*.in.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inPath := range ins {
+	for _, inPath := range goldenInputs(t, "testdata", 0) {
 		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
 		if _, known := knownBugs[name]; known {
 			continue
@@ -155,10 +170,6 @@ func TestGoldenIsDeterministic(t *testing.T) {
 
 func loadGoldenCase(t *testing.T, path string) *goldenCase {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &goldenCase{
 		in: compile.Input{
 			Secrets:        map[types.NamespacedName]*corev1.Secret{},
@@ -167,37 +178,9 @@ func loadGoldenCase(t *testing.T, path string) *goldenCase {
 		},
 		bindErrs: map[string]error{},
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() && strings.HasPrefix(sc.Text(), "#") {
-		c.header += sc.Text() + "\n"
-	}
-	if c.header == "" {
-		t.Fatalf("%s: start with a comment saying what the case shows", path)
-	}
 	options := 0
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for n := 1; ; n++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, n, err)
-		}
-		var head struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-		}
-		if err := sigsyaml.Unmarshal(doc, &head); err != nil {
-			t.Fatalf("%s: document %d: %v", path, n, err)
-		}
-		strict := func(into any) {
-			t.Helper()
-			if err := sigsyaml.UnmarshalStrict(doc, into); err != nil {
-				t.Fatalf("%s: document %d (%s): %v", path, n, head.Kind, err)
-			}
-		}
-		switch gvk := head.APIVersion + " " + head.Kind; gvk {
+	c.header = readGoldenDocs(t, path, func(n int, gvk string, strict func(any)) {
+		switch gvk {
 		case " ": // a comment-only document
 		case " CompileOptions":
 			var o compileOptions
@@ -216,35 +199,91 @@ func loadGoldenCase(t *testing.T, path string) *goldenCase {
 			for k, v := range o.BindErrors {
 				c.bindErrs[k] = errors.New(v)
 			}
-		case v1alpha1.GroupVersion.String() + " PortMux":
-			var pm v1alpha1.PortMux
-			strict(&pm)
-			c.in.PortMuxes = append(c.in.PortMuxes, pm)
-		case "v1 Secret":
-			var s corev1.Secret
-			strict(&s)
-			c.in.Secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
-		case "v1 Service":
-			var s corev1.Service
-			strict(&s)
-			c.in.Services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
-		case "discovery.k8s.io/v1 EndpointSlice":
-			var es discoveryv1.EndpointSlice
-			strict(&es)
-			svc := es.Labels[discoveryv1.LabelServiceName]
-			if svc == "" {
-				t.Fatalf("%s: document %d: EndpointSlice %s has no %s label", path, n, es.Name, discoveryv1.LabelServiceName)
-			}
-			key := types.NamespacedName{Namespace: es.Namespace, Name: svc}
-			c.in.EndpointSlices[key] = append(c.in.EndpointSlices[key], &es)
 		default:
-			t.Fatalf("%s: document %d: unexpected %s %s", path, n, head.APIVersion, head.Kind)
+			if !addCoreDoc(t, path, n, gvk, strict, &c.in) {
+				t.Fatalf("%s: document %d: unexpected %s", path, n, gvk)
+			}
 		}
-	}
+	})
 	if len(c.in.PortMuxes) == 0 {
 		t.Fatalf("%s: no PortMux", path)
 	}
 	return c
+}
+
+// readGoldenDocs reads the golden input file path: it returns the comment
+// it must start with and hands each YAML document, numbered from 1, to doc
+// with its "apiVersion kind" and a strict decoder.
+func readGoldenDocs(t *testing.T, path string, doc func(n int, gvk string, strict func(any))) (header string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() && strings.HasPrefix(sc.Text(), "#") {
+		header += sc.Text() + "\n"
+	}
+	if header == "" {
+		t.Fatalf("%s: start with a comment saying what the case shows", path)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for n := 1; ; n++ {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return header
+		}
+		if err != nil {
+			t.Fatalf("%s: document %d: %v", path, n, err)
+		}
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		if err := sigsyaml.Unmarshal(raw, &head); err != nil {
+			t.Fatalf("%s: document %d: %v", path, n, err)
+		}
+		doc(n, head.APIVersion+" "+head.Kind, func(into any) {
+			t.Helper()
+			if err := sigsyaml.UnmarshalStrict(raw, into); err != nil {
+				t.Fatalf("%s: document %d (%s): %v", path, n, head.Kind, err)
+			}
+		})
+	}
+}
+
+// decode is the document strict decodes into a T.
+func decode[T any](strict func(any)) T {
+	var o T
+	strict(&o)
+	return o
+}
+
+// addCoreDoc adds a PortMux, Secret, Service or EndpointSlice document to
+// in; it reports false for any other gvk.
+func addCoreDoc(t *testing.T, path string, n int, gvk string, strict func(any), in *compile.Input) bool {
+	t.Helper()
+	switch gvk {
+	case v1alpha1.GroupVersion.String() + " PortMux":
+		in.PortMuxes = append(in.PortMuxes, decode[v1alpha1.PortMux](strict))
+	case "v1 Secret":
+		s := decode[corev1.Secret](strict)
+		in.Secrets[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
+	case "v1 Service":
+		s := decode[corev1.Service](strict)
+		in.Services[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = &s
+	case "discovery.k8s.io/v1 EndpointSlice":
+		es := decode[discoveryv1.EndpointSlice](strict)
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			t.Fatalf("%s: document %d: EndpointSlice %s has no %s label", path, n, es.Name, discoveryv1.LabelServiceName)
+		}
+		key := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+		in.EndpointSlices[key] = append(in.EndpointSlices[key], &es)
+	default:
+		return false
+	}
+	return true
 }
 
 // problems collects broken invariants that the rendered output cannot show.
@@ -256,15 +295,7 @@ func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf
 func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 	t.Helper()
 	var pr problems
-	// Compile must not change its input: it is the controller's cache.
-	before := deepCopyInput(c.in)
-	out := compile.Compile(c.in)
-	if d := inputDiff(before, c.in); d != "" {
-		pr.add("Compile modified its input: %s", d)
-	}
-	if err := out.Snapshot.Validate(); err != nil {
-		pr.add("the snapshot fails its own invariants: %v", err)
-	}
+	out := compileChecked(&pr, c.in)
 
 	g := goldenOutput{Snapshot: renderSnapshot(&pr, out.Snapshot), Status: []goldenStatus{}}
 	// One status per namespace/name, of the first PortMux listed with it.
@@ -309,9 +340,16 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 		pr.add("Compile returned %d Results for %d PortMuxes", len(out.Results), len(g.Status))
 	}
 
+	return encodeGolden(t, c.header, "TestGolden", g), pr
+}
+
+// encodeGolden is a golden output file: header, a line saying that test
+// -update generated it, then g as YAML.
+func encodeGolden(t *testing.T, header, test string, g any) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	b.WriteString(c.header)
-	b.WriteString("#\n# Generated by `go test ./controllers/compile -run TestGolden -update` from the .in.yaml file.\n")
+	b.WriteString(header)
+	b.WriteString("#\n# Generated by `go test ./controllers/compile -run " + test + " -update` from the .in.yaml file.\n")
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(g); err != nil {
@@ -320,7 +358,22 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 	if err := enc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return b.Bytes(), pr
+	return b.Bytes()
+}
+
+// compileChecked compiles in, adding to pr when Compile changes its input
+// (it is the controller's cache) or returns a snapshot that fails its own
+// invariants.
+func compileChecked(pr *problems, in compile.Input) *compile.Output {
+	before := deepCopyInput(in)
+	out := compile.Compile(in)
+	if d := inputDiff(before, in); d != "" {
+		pr.add("Compile modified its input: %s", d)
+	}
+	if err := out.Snapshot.Validate(); err != nil {
+		pr.add("the snapshot fails its own invariants: %v", err)
+	}
+	return out
 }
 
 // checkConditionMeta checks what the output leaves out: every condition

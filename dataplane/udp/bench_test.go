@@ -13,12 +13,13 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // benchRelay is a relay with an any route to an echo backend.
 func benchRelay(b *testing.B, batch int) *Relay {
-	be := newBackend(b, echo)
-	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr()))
+	be := peers.UDPReply(b, echo)
+	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
 	r, err := Listen(l.Address, Options{Batch: batch, Log: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)

@@ -5,12 +5,10 @@ package udp
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,56 +59,6 @@ func routeTo(name string, m snapshot.Match, endpoints ...string) snapshot.Route 
 	return snapshot.Route{Name: name, Match: m, Backend: &snapshot.Backend{Name: name, Endpoints: endpoints}}
 }
 
-// backend is a UDP server on 127.0.0.1 that answers each datagram with
-// reply(datagram) (nil: no answer) and counts what it received.
-type backend struct {
-	pc       net.PacketConn
-	received atomic.Int64
-	mu       sync.Mutex
-	peers    map[string]bool
-}
-
-func newBackend(t testing.TB, reply func([]byte) [][]byte) *backend {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{pc: pc, peers: map[string]bool{}}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if err != nil {
-				continue
-			}
-			b.received.Add(1)
-			b.mu.Lock()
-			b.peers[from.String()] = true
-			b.mu.Unlock()
-			for _, d := range reply(bytes.Clone(buf[:n])) {
-				_, _ = pc.WriteTo(d, from)
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); wg.Wait() })
-	return b
-}
-
-func (b *backend) addr() string { return b.pc.LocalAddr().String() }
-
-func (b *backend) peerCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.peers)
-}
-
 func echo(d []byte) [][]byte { return [][]byte{d} }
 
 // client is a connected UDP socket to addr.
@@ -159,9 +107,9 @@ func capture(t testing.TB, dir, name string) []byte {
 func TestRelayKeepsBoundaries(t *testing.T) {
 	for _, batch := range []int{1, DefaultBatch} {
 		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) {
-			be := newBackend(t, echo)
+			be := peers.UDPReply(t, echo)
 			m := NewMetrics()
-			r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr())), Options{Batch: batch, Metrics: m})
+			r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr)), Options{Batch: batch, Metrics: m})
 			c := client(t, r.Addr().String())
 			sizes := []int{1, 0, 100, 1200, 9000, 65507}
 			total := 0
@@ -172,8 +120,8 @@ func TestRelayKeepsBoundaries(t *testing.T) {
 				}
 				total += n
 			}
-			if r.Sessions() != 1 || be.peerCount() != 1 {
-				t.Errorf("%d sessions, %d backend peers; want 1 and 1", r.Sessions(), be.peerCount())
+			if r.Sessions() != 1 || be.Peers() != 1 {
+				t.Errorf("%d sessions, %d backend peers; want 1 and 1", r.Sessions(), be.Peers())
 			}
 			for _, dir := range []string{"up", "down"} {
 				if got := testutil.ToFloat64(m.bytes.WithLabelValues("udp", "any", dir)); got != float64(total) {
@@ -193,12 +141,12 @@ func TestRelayRoutesByProtocol(t *testing.T) {
 	tag := func(name string) func([]byte) [][]byte {
 		return func(d []byte) [][]byte { return [][]byte{append([]byte(name+":"), d[:4]...)} }
 	}
-	quicBE, wgBE, ovpnBE, dnsBE := newBackend(t, tag("quic")), newBackend(t, tag("wg")), newBackend(t, tag("ovpn")), newBackend(t, tag("dns"))
+	quicBE, wgBE, ovpnBE, dnsBE := peers.UDPReply(t, tag("quic")), peers.UDPReply(t, tag("wg")), peers.UDPReply(t, tag("ovpn")), peers.UDPReply(t, tag("dns"))
 	r := startRelay(t, listener(
-		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"*.example.test"}}, quicBE.addr()),
-		routeTo("wg", snapshot.Match{Protocol: snapshot.WireGuard}, wgBE.addr()),
-		routeTo("ovpn", snapshot.Match{Protocol: snapshot.OpenVPN}, ovpnBE.addr()),
-		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, dnsBE.addr()),
+		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"*.example.test"}}, quicBE.Addr),
+		routeTo("wg", snapshot.Match{Protocol: snapshot.WireGuard}, wgBE.Addr),
+		routeTo("ovpn", snapshot.Match{Protocol: snapshot.OpenVPN}, ovpnBE.Addr),
+		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, dnsBE.Addr),
 	), Options{})
 	for _, tc := range []struct {
 		name    string
@@ -236,11 +184,11 @@ func TestRelayRoutesByProtocol(t *testing.T) {
 // caps drop datagrams without a session, without an answer, and count
 // them.
 func TestRelayDrops(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	m := NewMetrics()
 	l := listener(
-		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.addr()),
-		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, be.addr()),
+		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.Addr),
+		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, be.Addr),
 	)
 	l.MaxConnections = 2
 	r := startRelay(t, l, Options{Metrics: m})
@@ -259,7 +207,7 @@ func TestRelayDrops(t *testing.T) {
 	if got := exchange(t, c, dns); !bytes.Equal(got, dns) {
 		t.Fatalf("DNS answer %q", got)
 	}
-	if got := be.received.Load(); got != 1 {
+	if got := be.Received(); got != 1 {
 		t.Errorf("the backend received %d datagrams, want the DNS query only", got)
 	}
 	if drops(DropShortInitial) != 2 || drops(DropNoRoute) != 2 {
@@ -285,7 +233,7 @@ func TestRelayDrops(t *testing.T) {
 	if r.Sessions() != 2 {
 		t.Errorf("%d sessions, want 2", r.Sessions())
 	}
-	if got := be.received.Load(); got != 3 {
+	if got := be.Received(); got != 3 {
 		t.Errorf("the backend received %d datagrams, want 3", got)
 	}
 	if drops(DropShortInitial) != 3 {
@@ -296,9 +244,9 @@ func TestRelayDrops(t *testing.T) {
 // TestRelayClientLimit: one client address holds at most
 // maxConnectionsPerClient sessions, however many ports it uses.
 func TestRelayClientLimit(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	m := NewMetrics()
-	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr()))
+	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
 	l.MaxConnectionsPerClient = 3
 	r := startRelay(t, l, Options{Metrics: m})
 	for i := range 5 {
@@ -318,9 +266,9 @@ func TestRelayClientLimit(t *testing.T) {
 // TestRelayIdleTimeout: a session ends after its route's idle timeout, and
 // the client's next datagram starts a new one.
 func TestRelayIdleTimeout(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	m := NewMetrics()
-	rt := routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr())
+	rt := routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr)
 	rt.IdleTimeout = 50 * time.Millisecond
 	r := startRelay(t, listener(rt), Options{Metrics: m, SweepInterval: 10 * time.Millisecond})
 	c := client(t, r.Addr().String())
@@ -330,18 +278,18 @@ func TestRelayIdleTimeout(t *testing.T) {
 		t.Errorf("idle_timeout sessions = %v", got)
 	}
 	exchange(t, c, []byte("b"))
-	if r.Sessions() != 1 || be.peerCount() != 2 {
-		t.Errorf("%d sessions, %d backend sockets; want 1 and 2", r.Sessions(), be.peerCount())
+	if r.Sessions() != 1 || be.Peers() != 2 {
+		t.Errorf("%d sessions, %d backend sockets; want 1 and 2", r.Sessions(), be.Peers())
 	}
 }
 
 // TestRelayProbeTimeout: half a ClientHello is held until the probe ends,
 // then the next route (any) takes the session with what was held.
 func TestRelayProbeTimeout(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	l := listener(
-		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"nowhere.test"}}, be.addr()),
-		routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr()),
+		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"nowhere.test"}}, be.Addr),
+		routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr),
 	)
 	l.ProbeTimeout = 50 * time.Millisecond
 	r := startRelay(t, l, Options{SweepInterval: 10 * time.Millisecond})
@@ -355,9 +303,9 @@ func TestRelayProbeTimeout(t *testing.T) {
 // TestRelayNoRouteAfterProbe: a session whose held datagrams match no
 // route by the probe's end is ended, and nothing reached a backend.
 func TestRelayNoRouteAfterProbe(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	m := NewMetrics()
-	l := listener(routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.addr()))
+	l := listener(routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.Addr))
 	l.ProbeTimeout = 20 * time.Millisecond
 	r := startRelay(t, l, Options{Metrics: m, SweepInterval: 10 * time.Millisecond})
 	c := client(t, r.Addr().String())
@@ -367,8 +315,8 @@ func TestRelayNoRouteAfterProbe(t *testing.T) {
 	peers.Until(t, ioTimeout, "the session to end", func() bool {
 		return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "", "", OutcomeNoRoute)) == 1
 	})
-	if r.Sessions() != 0 || be.received.Load() != 0 {
-		t.Errorf("%d sessions, backend received %d", r.Sessions(), be.received.Load())
+	if r.Sessions() != 0 || be.Received() != 0 {
+		t.Errorf("%d sessions, backend received %d", r.Sessions(), be.Received())
 	}
 }
 
@@ -379,8 +327,8 @@ func TestRelayPktinfo(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0"} {
 		for _, batch := range []int{1, DefaultBatch} {
 			t.Run(fmt.Sprintf("%s batch %d", addr, batch), func(t *testing.T) {
-				be := newBackend(t, echo)
-				l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr()))
+				be := peers.UDPReply(t, echo)
+				l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
 				l.Address = addr
 				r := startRelay(t, l, Options{Batch: batch})
 				port := r.Addr().(*net.UDPAddr).Port
@@ -398,12 +346,12 @@ func TestRelayPktinfo(t *testing.T) {
 // quicServerBackend stands in for a QUIC server: it answers each datagram
 // with a long-header packet whose SCID is its connection ID, then the
 // datagram, so the relay learns the ID as it would from a real server.
-func quicServerBackend(t testing.TB, scid []byte) *backend {
+func quicServerBackend(t testing.TB, scid []byte) *peers.UDPServer {
 	hdr := []byte{0xe0, 0, 0, 0, 1, 0, byte(len(scid))} // Handshake, v1, empty DCID
 	hdr = append(hdr, scid...)
 	hdr = append(hdr, 0x40, 24) // Length 24, two-byte varint
 	pkt := append(hdr, make([]byte, 24)...)
-	return newBackend(t, func(d []byte) [][]byte { return [][]byte{pkt, d} })
+	return peers.UDPReply(t, func(d []byte) [][]byte { return [][]byte{pkt, d} })
 }
 
 // TestRelayFollowsConnectionID: a datagram from a new client address that
@@ -412,7 +360,7 @@ func quicServerBackend(t testing.TB, scid []byte) *backend {
 func TestRelayFollowsConnectionID(t *testing.T) {
 	scid := []byte{0x5e, 0x4e, 0x3e, 0x2e, 0x1e, 0x0e, 0xfe, 0xee}
 	be := quicServerBackend(t, scid)
-	r := startRelay(t, listener(routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.addr())), Options{})
+	r := startRelay(t, listener(routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC}, be.Addr)), Options{})
 	initial := capture(t, "quic", "corpus/quic-go_v1_x25519.0.bin")
 	c := client(t, r.Addr().String())
 	if _, err := c.Write(initial); err != nil {
@@ -430,8 +378,8 @@ func TestRelayFollowsConnectionID(t *testing.T) {
 	if got := receive(t, moved); !bytes.Equal(got, short) {
 		t.Fatalf("the moved client got %x", got)
 	}
-	if r.Sessions() != 1 || be.peerCount() != 1 {
-		t.Errorf("%d sessions, %d backend sockets; want 1 and 1", r.Sessions(), be.peerCount())
+	if r.Sessions() != 1 || be.Peers() != 1 {
+		t.Errorf("%d sessions, %d backend sockets; want 1 and 1", r.Sessions(), be.Peers())
 	}
 	// An unknown ID from a third address starts nothing (short headers
 	// match no route).
@@ -445,8 +393,8 @@ func TestRelayFollowsConnectionID(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, third)
-	if r.Sessions() != 1 || be.peerCount() != 1 {
-		t.Errorf("%d sessions, %d backend sockets; want 1 and 1", r.Sessions(), be.peerCount())
+	if r.Sessions() != 1 || be.Peers() != 1 {
+		t.Errorf("%d sessions, %d backend sockets; want 1 and 1", r.Sessions(), be.Peers())
 	}
 }
 
@@ -455,14 +403,14 @@ func TestRelayFollowsConnectionID(t *testing.T) {
 // answer nothing, and one that answers half gets half through.
 func TestRelayNeverAmplifies(t *testing.T) {
 	var sent atomic.Int64
-	be := newBackend(t, func(d []byte) [][]byte {
+	be := peers.UDPReply(t, func(d []byte) [][]byte {
 		if len(d) > 0 && d[0]%2 == 0 {
 			sent.Add(int64(len(d) / 2))
 			return [][]byte{d[:len(d)/2]}
 		}
 		return nil
 	})
-	r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr())), Options{})
+	r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr)), Options{})
 	c := client(t, r.Addr().String())
 	var got int64
 	for i := range 20 {
@@ -474,7 +422,7 @@ func TestRelayNeverAmplifies(t *testing.T) {
 			got += int64(len(receive(t, c)))
 		}
 	}
-	peers.Until(t, ioTimeout, "the backend to read everything", func() bool { return be.received.Load() == 20 })
+	peers.Until(t, ioTimeout, "the backend to read everything", func() bool { return be.Received() == 20 })
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 100)); err == nil {
 		t.Fatalf("an extra datagram of %d bytes", n)
@@ -489,12 +437,12 @@ func TestRelayNeverAmplifies(t *testing.T) {
 // Nothing crashes, the session cap holds, and the state goes when the
 // sessions idle out.
 func TestRelayHostile(t *testing.T) {
-	be := newBackend(t, func([]byte) [][]byte { return nil })
+	be := peers.UDPReply(t, func([]byte) [][]byte { return nil })
 	m := NewMetrics()
 	l := listener(
-		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"a.test"}}, be.addr()),
-		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, be.addr()),
-		routeTo("bytes", snapshot.Match{Protocol: snapshot.Bytes, Prefix: []byte{0xff}}, be.addr()),
+		routeTo("quic", snapshot.Match{Protocol: snapshot.QUIC, SNI: []string{"a.test"}}, be.Addr),
+		routeTo("dns", snapshot.Match{Protocol: snapshot.DNS}, be.Addr),
+		routeTo("bytes", snapshot.Match{Protocol: snapshot.Bytes, Prefix: []byte{0xff}}, be.Addr),
 	)
 	l.MaxConnections = 50
 	l.ProbeTimeout = 20 * time.Millisecond
@@ -534,9 +482,9 @@ func TestRelayHostile(t *testing.T) {
 // TestRelayCloseEndsSessions: Close ends every session (there is nothing
 // to drain in UDP) and leaves no goroutine (TestMain checks).
 func TestRelayCloseEndsSessions(t *testing.T) {
-	be := newBackend(t, echo)
+	be := peers.UDPReply(t, echo)
 	m := NewMetrics()
-	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.addr()))
+	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
 	r, err := Listen(l.Address, Options{Metrics: m})
 	if err != nil {
 		t.Fatal(err)

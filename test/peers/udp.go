@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"sync"
@@ -8,18 +9,21 @@ import (
 	"testing"
 )
 
-// UDPServer is a UDP echo server on a Host: every datagram goes back to
-// its sender as it came. It stands in for a UDP service (WireGuard, DNS)
-// that tunnels carry datagrams to. Cleanup closes it and waits for its
+// UDPServer is a UDP server on a Host that answers each datagram to its
+// sender. UDPEcho sends every datagram back as it came, standing in for a
+// UDP service (WireGuard, DNS) that tunnels carry datagrams to; UDPReply
+// answers with what a function says. Cleanup closes it and waits for its
 // goroutine.
 type UDPServer struct {
 	// Addr is host:port.
 	Addr string
 
 	received atomic.Int64
+	mu       sync.Mutex
+	peers    map[string]bool
 }
 
-// UDPEcho starts a UDPServer on Loopback.
+// UDPEcho starts a UDPServer on Loopback that echoes every datagram.
 func UDPEcho(t testing.TB) *UDPServer {
 	t.Helper()
 	return Loopback.UDPEcho(t)
@@ -28,11 +32,25 @@ func UDPEcho(t testing.TB) *UDPServer {
 // UDPEcho is UDPEcho on h.
 func (h Host) UDPEcho(t testing.TB) *UDPServer {
 	t.Helper()
+	return h.UDPReply(t, func(d []byte) [][]byte { return [][]byte{d} })
+}
+
+// UDPReply starts a UDPServer on Loopback that answers each datagram with
+// the datagrams reply returns for it (none: no answer). reply gets its own
+// copy of the datagram.
+func UDPReply(t testing.TB, reply func([]byte) [][]byte) *UDPServer {
+	t.Helper()
+	return Loopback.UDPReply(t, reply)
+}
+
+// UDPReply is UDPReply on h.
+func (h Host) UDPReply(t testing.TB, reply func([]byte) [][]byte) *UDPServer {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", h.Addr(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &UDPServer{Addr: pc.LocalAddr().String()}
+	s := &UDPServer{Addr: pc.LocalAddr().String(), peers: map[string]bool{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -47,7 +65,12 @@ func (h Host) UDPEcho(t testing.TB) *UDPServer {
 				continue // e.g. ICMP port unreachable from an earlier reply
 			}
 			s.received.Add(1)
-			_, _ = pc.WriteTo(buf[:n], from)
+			s.mu.Lock()
+			s.peers[from.String()] = true
+			s.mu.Unlock()
+			for _, d := range reply(bytes.Clone(buf[:n])) {
+				_, _ = pc.WriteTo(d, from)
+			}
 		}
 	}()
 	t.Cleanup(func() {
@@ -59,3 +82,10 @@ func (h Host) UDPEcho(t testing.TB) *UDPServer {
 
 // Received is how many datagrams it has received so far.
 func (s *UDPServer) Received() int64 { return s.received.Load() }
+
+// Peers is how many distinct source addresses it has received from.
+func (s *UDPServer) Peers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
+}
