@@ -96,10 +96,10 @@ const (
 // decide, from the first bytes of each connection, where it goes.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listeners) || r.listeners.all(l, self.listeners.exists(x, x.name == l)))",message="each name in a route's listeners must be a listener declared in spec.listeners: add the listener or fix the name",reason=FieldValueInvalid,fieldPath=".routes"
-// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port)))",message="a route's listener action must name an internal listener: one declared in spec.listeners without a port",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listener) || self.listeners.exists(x, x.name == r.listener && !has(x.port) && !has(x.parentRef)))",message="a route's listener action must name an internal listener: one declared in spec.listeners without a port",reason=FieldValueInvalid,fieldPath=".routes"
 // +kubebuilder:validation:XValidation:rule="self.listeners.all(a, !has(a.port) || self.listeners.exists_one(b, has(b.port) && b.port == a.port && b.protocol == a.protocol))",message="two listeners have the same port and protocol: give each its own port, or make one TCP and the other UDP",reason=FieldValueInvalid,fieldPath=".listeners"
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.listeners) || r.listeners.all(n, self.listeners.all(l, l.name != n || ((l.protocol == 'UDP') == (r.match.protocol in ['quic', 'wireguard', 'dns']) || r.match.protocol in ['openvpn', 'bytes', 'any']))))",message="a route's match.protocol must be one its listeners' protocol carries: quic, wireguard and dns on UDP listeners, ssh, tls, http, websocket, socks5 and timeout on TCP listeners, openvpn, bytes and any on both",reason=FieldValueInvalid,fieldPath=".routes"
-// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, has(r.listeners) || self.listeners.exists(l, has(l.port) && ((l.protocol == 'UDP') == (r.match.protocol in ['quic', 'wireguard', 'dns']) || r.match.protocol in ['openvpn', 'bytes', 'any'])))",message="a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners",reason=FieldValueInvalid,fieldPath=".routes"
+// +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, has(r.listeners) || self.listeners.exists(l, (has(l.port) || has(l.parentRef)) && ((l.protocol == 'UDP') == (r.match.protocol in ['quic', 'wireguard', 'dns']) || r.match.protocol in ['openvpn', 'bytes', 'any'])))",message="a route that leaves out listeners attaches to every listener with a port whose protocol carries its match.protocol, and none does: add a UDP listener for quic, wireguard and dns, a TCP one for the others, or name the route's listeners",reason=FieldValueInvalid,fieldPath=".routes"
 // +kubebuilder:validation:XValidation:rule="!has(self.routes) || self.routes.all(r, !has(r.backend) || !has(r.backend.proxyProtocol) || (has(r.listeners) ? !r.listeners.exists(n, self.listeners.exists(l, l.name == n && l.protocol == 'UDP')) : !(r.match.protocol in ['quic', 'wireguard', 'dns', 'openvpn', 'bytes', 'any'] && self.listeners.exists(l, has(l.port) && l.protocol == 'UDP'))))",message="backend.proxyProtocol applies only to routes on TCP listeners: UDP sessions reach their backend without a PROXY header; name the route's TCP listeners in listeners",reason=FieldValueInvalid,fieldPath=".routes"
 type PortMuxSpec struct {
 	// listeners are the entry points of this PortMux. A listener with a port
@@ -129,8 +129,10 @@ type PortMuxSpec struct {
 // Listener is a port that the dataplane binds, or an internal TLS-terminating
 // stage that routes hand connections to.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.tls) || self.protocol == 'UDP'",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="has(self.port) || !has(self.proxyProtocol) || self.protocol == 'UDP'",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.parentRef) || has(self.tls) || self.protocol == 'UDP'",message="an internal listener (one without port) must set tls: it terminates TLS for streams a route hands to it; set port to bind a port instead",fieldPath=".port",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || !has(self.parentRef)",message="port and parentRef are mutually exclusive: a listener binds a port of its own, or shares the port of the Gateway listener parentRef names",fieldPath=".parentRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.parentRef) || (!has(self.tls) && !has(self.proxyProtocol) && self.protocol != 'UDP')",message="a listener with parentRef takes the TCP connections of a Gateway listener as they come: it sets neither tls, proxyProtocol nor protocol UDP",fieldPath=".parentRef"
+// +kubebuilder:validation:XValidation:rule="has(self.port) || has(self.parentRef) || !has(self.proxyProtocol) || self.protocol == 'UDP'",message="proxyProtocol applies only to a listener with a port: an internal listener receives streams from other listeners, never from a load balancer",fieldPath=".proxyProtocol"
 // +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || has(self.port)",message="a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal",fieldPath=".port",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.tls)",message="tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)",fieldPath=".tls"
 // +kubebuilder:validation:XValidation:rule="self.protocol != 'UDP' || !has(self.proxyProtocol)",message="proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none",fieldPath=".proxyProtocol"
@@ -151,6 +153,23 @@ type Listener struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port *int32 `json:"port,omitempty"`
+
+	// parentRef, instead of port, attaches the listener to a Gateway
+	// listener (Gateway API): its routes then share that listener's port
+	// with the Gateway's routes. TLS ClientHellos whose SNI a TLSRoute (or
+	// a listener hostname) of the Gateway claims go to the Gateway; every
+	// other connection is tried against the routes of the attached
+	// PortMuxes (the oldest PortMux first), and on a TCP listener the
+	// TCPRoute takes what none of them matched. The Gateway listener must
+	// be TLS Passthrough or TCP, list {group: portmux.dev, kind: PortMux}
+	// in allowedRoutes.kinds and allow this namespace in
+	// allowedRoutes.namespaces; status says whether it does (Accepted,
+	// NotAllowedByListeners, NoMatchingParent). The listener's limits
+	// (probeTimeout, maxConnections, per-client caps) are the Gateway
+	// port's, not its own.
+	//
+	// +optional
+	ParentRef *GatewayListenerRef `json:"parentRef,omitempty"`
 
 	// protocol is the listener's transport: TCP (the default) accepts
 	// connections and sniffs their first bytes; UDP reads datagrams, keeps a
@@ -234,6 +253,47 @@ type Listener struct {
 	//
 	// +optional
 	TLS *ListenerTLS `json:"tls,omitempty"`
+}
+
+// GatewayListenerRef names a Gateway API Gateway and, optionally, one of
+// its listeners, as a Gateway API route's parentRef does.
+type GatewayListenerRef struct {
+	// group of the parent: gateway.networking.k8s.io, the default.
+	//
+	// +optional
+	// +kubebuilder:default=gateway.networking.k8s.io
+	// +kubebuilder:validation:Enum=gateway.networking.k8s.io
+	Group string `json:"group,omitempty"`
+
+	// kind of the parent: Gateway, the default.
+	//
+	// +optional
+	// +kubebuilder:default=Gateway
+	// +kubebuilder:validation:Enum=Gateway
+	Kind string `json:"kind,omitempty"`
+
+	// namespace of the Gateway; the PortMux's namespace when left out.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+
+	// name of the Gateway.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// sectionName is the name of the Gateway listener; left out, every
+	// listener of the Gateway that accepts the PortMux.
+	//
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SectionName string `json:"sectionName,omitempty"`
 }
 
 // ListenerProxyProtocol says that a listener's connections start with a

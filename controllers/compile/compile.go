@@ -314,7 +314,7 @@ func (c *compiler) listeners(ports map[portKey]string) []snapshot.Listener {
 // take the routes that name them.
 func attached(r *v1alpha1.Route, l *v1alpha1.Listener) bool {
 	if len(r.Listeners) == 0 {
-		return l.Port != nil && snapshot.Protocol(r.Match.Protocol).FitsTransport(listenerTransport(l))
+		return (l.Port != nil || l.ParentRef != nil) && snapshot.Protocol(r.Match.Protocol).FitsTransport(listenerTransport(l))
 	}
 	return slices.Contains(r.Listeners, l.Name)
 }

@@ -65,6 +65,8 @@ const (
 	msgUDPNeedsPort             ruleMessage = "a UDP listener needs a port: internal listeners take the TLS streams routes hand them, and only TCP listeners are internal"
 	msgUDPNoTLS                 ruleMessage = "tls applies only to TCP listeners: a UDP listener forwards datagrams as they are (QUIC carries its own TLS, which the backend terminates)"
 	msgUDPNoProxyProtocol       ruleMessage = "proxyProtocol applies only to TCP listeners: a PROXY header starts a stream, and datagrams carry none"
+	msgPortXorParentRef         ruleMessage = "port and parentRef are mutually exclusive: a listener binds a port of its own, or shares the port of the Gateway listener parentRef names"
+	msgParentRefPlain           ruleMessage = "a listener with parentRef takes the TCP connections of a Gateway listener as they come: it sets neither tls, proxyProtocol nor protocol UDP"
 )
 
 // Validate's own words: for what the CRD's schema checks (the API server
@@ -163,8 +165,12 @@ func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 			}
 		case listenerTransport(l) == snapshot.UDP:
 			errs = append(errs, field.Required(lp.Child("port"), string(msgUDPNeedsPort)))
+		case l.ParentRef != nil:
 		default:
 			errs = append(errs, validateInternalListener(l, lp)...)
+		}
+		if l.ParentRef != nil {
+			errs = append(errs, validateParentRef(l, lp)...)
 		}
 		if listenerTransport(l) == snapshot.UDP {
 			if l.TLS != nil {
@@ -203,6 +209,35 @@ func validateListenerPort(port int32, p *field.Path) field.ErrorList {
 	}
 	return nil
 }
+
+// validateParentRef checks a listener that shares a Gateway listener's
+// port: it binds no port of its own and takes the connections as they
+// come, and its parentRef names a Gateway.
+func validateParentRef(l *v1alpha1.Listener, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	pp := p.Child("parentRef")
+	ref := l.ParentRef
+	if g := ref.Group; g != "" && g != gatewayGroup {
+		errs = append(errs, field.NotSupported(pp.Child("group"), g, []string{gatewayGroup}))
+	}
+	if k := ref.Kind; k != "" && k != "Gateway" {
+		errs = append(errs, field.NotSupported(pp.Child("kind"), k, []string{"Gateway"}))
+	}
+	if ref.Name == "" {
+		errs = append(errs, field.Required(pp.Child("name"), "the name of the Gateway"))
+	}
+	if l.Port != nil {
+		errs = append(errs, ruleError(pp, msgPortXorParentRef))
+	}
+	if l.TLS != nil || l.ProxyProtocol != nil || listenerTransport(l) == snapshot.UDP {
+		errs = append(errs, ruleError(pp, msgParentRefPlain))
+	}
+	return errs
+}
+
+// gatewayGroup is the API group of the Gateways a PortMux listener may
+// attach to.
+const gatewayGroup = "gateway.networking.k8s.io"
 
 // validateInternalListener checks a listener without a port: it
 // terminates TLS for what routes hand it, and has no load balancer in
@@ -474,7 +509,7 @@ func validateHandOff(r *v1alpha1.Route, declared map[string]*v1alpha1.Listener, 
 		e := field.NotFound(p, name)
 		e.Detail = msgHandOffTargetNotDeclared
 		errs = append(errs, e)
-	case target.Port != nil:
+	case target.Port != nil || target.ParentRef != nil:
 		errs = append(errs, field.Invalid(p, name, msgHandOffTargetHasPort))
 	case slices.Contains(r.Listeners, name):
 		errs = append(errs, ruleError(p, msgHandOffToItself))
