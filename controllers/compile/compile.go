@@ -119,6 +119,9 @@ type ListenerResult struct {
 	// NotAllowed is set when the port policy does not grant the listener's
 	// port to its namespace: it is not served and holds nothing.
 	NotAllowed bool
+	// Parent is the attachment of a listener with a parentRef to its
+	// Gateway's listeners; nil for the others.
+	Parent *ParentResult
 	// Refs are the unresolved references that affect this listener.
 	Refs []Finding
 }
@@ -162,7 +165,7 @@ func Compile(in Input) *Output {
 	ports := map[portKey]string{} // port and transport → holder "namespace/name", or gatewayHolder
 	// Gateways first: a Gateway is the cluster's infrastructure (its class
 	// and its Gateways are the admin's), so its ports are never a PortMux's.
-	out.Snapshot.Listeners = compileGateways(&in, out, ports)
+	gws := compileGateways(&in, out, ports)
 	for i := range pms {
 		pm := &pms[i]
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
@@ -172,7 +175,7 @@ func Compile(in Input) *Output {
 			// one stands.
 			continue
 		}
-		c := &compiler{in: &in, pm: pm, res: &Result{}, good: out.GoodSecrets}
+		c := &compiler{in: &in, pm: pm, res: &Result{}, good: out.GoodSecrets, gateways: gws}
 		out.Results[key] = c.res
 		if errs := Validate(pm); len(errs) > 0 {
 			c.res.Invalid = errs
@@ -180,6 +183,9 @@ func Compile(in Input) *Output {
 		}
 		out.Snapshot.Listeners = append(out.Snapshot.Listeners, c.listeners(ports)...)
 	}
+	// Gateway ports last: PortMux listeners attached to their listeners
+	// (parentRef) add routes to them.
+	out.Snapshot.Listeners = append(out.Snapshot.Listeners, gws.snapshots()...)
 	slices.SortFunc(out.Snapshot.Listeners, func(a, b snapshot.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
@@ -192,6 +198,8 @@ type compiler struct {
 	routeName string
 	// good collects the certificate Secrets being served.
 	good map[types.NamespacedName]*corev1.Secret
+	// gateways takes the listeners that attach to a Gateway listener.
+	gateways *gwCompiler
 }
 
 func (c *compiler) qualify(name string) string {
@@ -235,6 +243,10 @@ func (c *compiler) listeners(ports map[portKey]string) []snapshot.Listener {
 			if attached(&spec.Routes[j], l) {
 				lr.AttachedRoutes++
 			}
+		}
+		if l.ParentRef != nil {
+			c.attachToGateway(lr, l)
+			continue
 		}
 		if l.Port != nil {
 			if !c.in.PortPolicy.Allows(*l.Port, lr.Transport, c.pm.Namespace) {

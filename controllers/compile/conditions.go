@@ -22,6 +22,9 @@ const (
 	ConditionResolvedRefs = "ResolvedRefs"
 	ConditionProgrammed   = "Programmed"
 	ConditionReady        = "Ready"
+	// ConditionConflicted is on listeners with a parentRef only: True
+	// when the Gateway claims an SNI name one of its routes asks for.
+	ConditionConflicted = "Conflicted"
 
 	ReasonAccepted     = "Accepted"
 	ReasonInvalid      = "Invalid"
@@ -95,8 +98,24 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 			msg := conflictMessage(claimName(lr), lr.Conflict)
 			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
 			set(&ls.Conditions, ConditionAccepted, false, ReasonPortConflict, msg)
+		case lr.Parent != nil && lr.Parent.Refused.Reason != "":
+			msg := lr.Parent.Refused.Message
+			conflicts = append(conflicts, fmt.Sprintf("listener %s: %s", lr.Name, msg))
+			refusal = lr.Parent.Refused.Reason
+			set(&ls.Conditions, ConditionAccepted, false, lr.Parent.Refused.Reason, msg)
+		case lr.Parent != nil:
+			set(&ls.Conditions, ConditionAccepted, true, ReasonAccepted, fmt.Sprintf("attached to listener %s of Gateway %s", strings.Join(lr.Parent.Listeners, ", "), lr.Parent.Gateway))
 		default:
 			set(&ls.Conditions, ConditionAccepted, true, ReasonAccepted, "listener accepted")
+		}
+		if p := lr.Parent; p != nil {
+			// Conflicted, as on a Gateway listener: a route whose SNI
+			// the Gateway claims never takes it.
+			if len(p.Conflicts) > 0 {
+				set(&ls.Conditions, ConditionConflicted, true, ReasonHostnameConflict, joinFindings(p.Conflicts))
+			} else {
+				set(&ls.Conditions, ConditionConflicted, false, ReasonNoConflicts, "no route's SNI is claimed by the Gateway")
+			}
 		}
 		if len(lr.Refs) > 0 {
 			set(&ls.Conditions, ConditionResolvedRefs, false, lr.Refs[0].Reason, joinFindings(lr.Refs))
@@ -112,6 +131,10 @@ func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now me
 				reason, msg = ReasonPortNotAllowed, "not served: the port is not granted to this namespace"
 			case lr.Conflict != "":
 				reason, msg = ReasonPortConflict, "not served: the port belongs to "+lr.Conflict
+			case lr.Parent != nil && lr.Parent.Refused.Reason != "":
+				reason, msg = lr.Parent.Refused.Reason, "not served: not attached to Gateway "+lr.Parent.Gateway
+			case lr.Parent != nil:
+				msg = "not served: no listener of Gateway " + lr.Parent.Gateway + " it attached to is served"
 			}
 			notServed = append(notServed, lr.Name)
 			set(&ls.Conditions, ConditionProgrammed, false, reason, msg)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -238,6 +239,9 @@ type gwListener struct {
 	kind   string              // the route kind it takes, "" for none
 	routes []*gwRoute          // attached, precedence order
 	hosts  map[*gwRoute][]string
+	// portmuxes are the PortMux listeners attached to it, oldest
+	// PortMux first (gateway_portmux.go).
+	portmuxes []*pmAttachment
 }
 
 // gwCompiler holds one compile's Gateway API state.
@@ -248,6 +252,9 @@ type gwCompiler struct {
 	good map[types.NamespacedName]*corev1.Secret
 
 	gateways map[types.NamespacedName]*gwGateway
+	// attachments counts PortMux listeners attached so far: their order
+	// on a shared port.
+	attachments int
 	// groups are the ports Gateways hold, in the order they were claimed;
 	// a port's listeners may come from several Gateways.
 	groups map[portKey]*portGroup
@@ -290,10 +297,11 @@ type gwGateway struct {
 	listeners []*gwListener
 }
 
-// compileGateways translates the Gateways of the implemented classes into
-// snapshot listeners, claiming their ports in ports before any PortMux
-// does, and records every decision in out.Gateway.
-func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapshot.Listener {
+// compileGateways decides on the Gateways of the implemented classes and
+// their routes, claiming their ports in ports before any PortMux does, and
+// records every decision in out.Gateway. Their snapshot listeners come
+// from snapshots, once the PortMuxes that attach to them are known.
+func compileGateways(in *Input, out *Output, ports map[portKey]string) *gwCompiler {
 	g := &gwCompiler{
 		in: in, gin: &in.Gateway, good: out.GoodSecrets,
 		out: &GatewayOutput{
@@ -306,7 +314,7 @@ func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapsho
 	}
 	out.Gateway = g.out
 	if g.gin.ControllerName == "" {
-		return nil
+		return g
 	}
 	g.classes()
 	gws := slices.Clone(g.gin.Gateways)
@@ -342,6 +350,11 @@ func compileGateways(in *Input, out *Output, ports map[portKey]string) []snapsho
 		g.allocate(ports)
 	}
 	g.routes()
+	return g
+}
+
+// snapshots builds the snapshot listeners of every port Gateways hold.
+func (g *gwCompiler) snapshots() []snapshot.Listener {
 	var sls []snapshot.Listener
 	for _, pk := range g.order {
 		sls = append(sls, g.snapshot(pk, g.groups[pk])...)
@@ -553,6 +566,15 @@ func (g *gwCompiler) routeKinds(gl *gwListener) {
 	gl.res.SupportedKinds = []gwv1.RouteGroupKind{}
 	for _, k := range gl.spec.AllowedRoutes.Kinds {
 		kg := ptrOr(k.Group, group)
+		if string(kg) == v1alpha1.GroupVersion.Group && k.Kind == KindPortMux {
+			if f := portMuxListener(gl.spec); f != "" {
+				gl.res.Refs = append(gl.res.Refs, Finding{reasonInvalidRouteKinds, "route kind " + string(kg) + "/" + KindPortMux + " cannot attach: " + f})
+				continue
+			}
+			pg := kg
+			gl.res.SupportedKinds = append(gl.res.SupportedKinds, gwv1.RouteGroupKind{Group: &pg, Kind: k.Kind})
+			continue
+		}
 		if kg == group && string(k.Kind) == gl.kind && gl.kind != "" {
 			gl.res.SupportedKinds = append(gl.res.SupportedKinds, gwv1.RouteGroupKind{Group: &group, Kind: k.Kind})
 			continue
@@ -805,6 +827,12 @@ func (g *gwCompiler) allows(gw *gwv1.Gateway, gl *gwListener, r *gwRoute) bool {
 	if !slices.ContainsFunc(gl.res.SupportedKinds, func(k gwv1.RouteGroupKind) bool { return string(k.Kind) == r.key.Kind }) {
 		return false
 	}
+	return g.namespaceAllowed(gw, gl, r.key.Namespace)
+}
+
+// namespaceAllowed applies a listener's allowedRoutes.namespaces to an
+// attaching object's namespace ns.
+func (g *gwCompiler) namespaceAllowed(gw *gwv1.Gateway, gl *gwListener, ns string) bool {
 	from := gwv1.NamespacesFromSame
 	var sel *metav1.LabelSelector
 	if ar := gl.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
@@ -814,7 +842,7 @@ func (g *gwCompiler) allows(gw *gwv1.Gateway, gl *gwListener, r *gwRoute) bool {
 	case gwv1.NamespacesFromAll:
 		return true
 	case gwv1.NamespacesFromSame:
-		return r.key.Namespace == gw.Namespace
+		return ns == gw.Namespace
 	case gwv1.NamespacesFromSelector:
 		if sel == nil {
 			return false
@@ -823,7 +851,7 @@ func (g *gwCompiler) allows(gw *gwv1.Gateway, gl *gwListener, r *gwRoute) bool {
 		if err != nil {
 			return false
 		}
-		return s.Matches(labels.Set(g.gin.NamespaceLabels[r.key.Namespace]))
+		return s.Matches(labels.Set(g.gin.NamespaceLabels[ns]))
 	}
 	return false
 }
@@ -1009,8 +1037,11 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		// TCP and UDP: one listener per port (others conflict); the
 		// oldest route takes every connection. HTTP and HTTPS: no
 		// route, every connection is closed.
+		// PortMux routes attached to a TCP listener come first: the
+		// TCPRoute's catch-all is what none of them matched.
+		sl.Routes = g.portMuxRoutes(&sl, ls, nil)
 		if rs := ls[0].routes; len(rs) > 0 && ls[0].kind != KindHTTPRoute {
-			sl.Routes = []snapshot.Route{{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)}}
+			sl.Routes = append(sl.Routes, snapshot.Route{Name: routeName(rs[0]), Match: snapshot.Match{Protocol: snapshot.Any}, Backend: cloneBackend(rs[0].backend)})
 		}
 		return append(out, sl)
 	}
@@ -1081,6 +1112,9 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 			})
 		}
 	}
+	// What no TLSRoute (and no listener hostname) claimed goes through
+	// the attached PortMuxes' routes.
+	sl.Routes = append(sl.Routes, g.portMuxRoutes(&sl, ls, es)...)
 	out = append(out, sl)
 	return out
 }

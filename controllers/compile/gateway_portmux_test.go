@@ -1,0 +1,111 @@
+package compile_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/portmux/portmux/api/v1alpha1"
+	"github.com/portmux/portmux/controllers/compile"
+)
+
+// The listener conditions of PortMuxes attached to Gateway listeners (the
+// golden output shows their top-level conditions): which Gateway listeners
+// took them, on which port, and which routes' SNI names the Gateway keeps.
+func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
+	c := loadGatewayCase(t, filepath.Join("testdata", "gateway", "portmux-on-gateway-listeners.in.yaml"))
+	out := compile.Compile(c.in)
+	now := metav1.NewTime(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC))
+	type want struct {
+		typ, status, reason string
+		says                []string
+	}
+	for _, tc := range []struct {
+		pm       string
+		port     int32 // 0: none
+		attached int32
+		want     []want
+	}{
+		{"team/tunnels", 443, 5, []want{
+			{compile.ConditionAccepted, "True", compile.ReasonAccepted, []string{"listener tls, tcp of Gateway infra/edge"}},
+			{compile.ConditionConflicted, "True", compile.ReasonHostnameConflict, []string{
+				"route steal: sni www.example.com is claimed by TLSRoute infra/site on listener tls of Gateway infra/edge",
+				"route steal: sni *.sites.example.com is within hostname *.sites.example.com of listener sites of Gateway infra/edge",
+			}},
+			{compile.ConditionProgrammed, "True", compile.ReasonProgrammed, nil},
+		}},
+		{"team2/probes", 443, 1, []want{
+			{compile.ConditionAccepted, "True", compile.ReasonAccepted, []string{"listener tls of Gateway infra/edge"}},
+			{compile.ConditionConflicted, "False", compile.ReasonNoConflicts, nil},
+		}},
+		{"other/outsider", 0, 1, []want{
+			{compile.ConditionAccepted, "False", compile.ReasonNotAllowedByListeners, []string{"Gateway infra/edge", "namespace other"}},
+			{compile.ConditionProgrammed, "False", compile.ReasonNotAllowedByListeners, []string{"not attached to Gateway infra/edge"}},
+		}},
+		{"team/lost", 0, 1, []want{
+			{compile.ConditionAccepted, "False", compile.ReasonNoMatchingParent, []string{"Gateway infra/edge has no listener nope"}},
+		}},
+		{"team/nowhere", 0, 1, []want{
+			{compile.ConditionAccepted, "False", compile.ReasonNoMatchingParent, []string{"Gateway infra/gone is not found"}},
+		}},
+	} {
+		t.Run(tc.pm, func(t *testing.T) {
+			ns, name, _ := strings.Cut(tc.pm, "/")
+			key := types.NamespacedName{Namespace: ns, Name: name}
+			res := out.Results[key]
+			if res == nil {
+				t.Fatalf("no result for PortMux %s", tc.pm)
+			}
+			pm := findPortMux(t, c, key)
+			st := compile.Status(pm, res, nil, now)
+			if len(st.Listeners) != 1 {
+				t.Fatalf("listeners %+v, want one", st.Listeners)
+			}
+			ls := st.Listeners[0]
+			if got := ptrValue(ls.Port); got != tc.port {
+				t.Errorf("status port %d, want %d (the Gateway listener's)", got, tc.port)
+			}
+			if ls.AttachedRoutes != tc.attached {
+				t.Errorf("attachedRoutes %d, want %d", ls.AttachedRoutes, tc.attached)
+			}
+			for _, w := range tc.want {
+				cond := meta.FindStatusCondition(ls.Conditions, w.typ)
+				if cond == nil {
+					t.Errorf("no listener condition %s in %+v", w.typ, ls.Conditions)
+					continue
+				}
+				if string(cond.Status) != w.status || cond.Reason != w.reason {
+					t.Errorf("%s=%s %s (%s), want %s %s", w.typ, cond.Status, cond.Reason, cond.Message, w.status, w.reason)
+				}
+				for _, s := range w.says {
+					if !strings.Contains(cond.Message, s) {
+						t.Errorf("%s message %q does not say %q", w.typ, cond.Message, s)
+					}
+				}
+			}
+		})
+	}
+}
+
+func ptrValue(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func findPortMux(t *testing.T, c *gatewayCase, key types.NamespacedName) *v1alpha1.PortMux {
+	t.Helper()
+	for i := range c.in.PortMuxes {
+		if pm := &c.in.PortMuxes[i]; pm.Namespace == key.Namespace && pm.Name == key.Name {
+			return pm
+		}
+	}
+	t.Fatalf("no PortMux %s in the input", key)
+	return nil
+}
