@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,28 +13,25 @@ import (
 	"github.com/portmux/portmux/test/peers"
 )
 
-// TestSniffingOnGatewayListener is issue 18's user story with `portmux
-// manager` as its own process: a cluster serves its site through a
-// TLSRoute on a Gateway's TLS listener, and the admin adds SSH on the same
-// port with a PortMux whose listener names that Gateway listener
-// (parentRef). kubectl applies the Gateway API objects and the PortMuxes;
-// openssl s_client reaches the site's s_server by SNI while a real ssh
-// session runs through the PortMux's ssh route on the same port. A PortMux
-// in a namespace the listener does not allow is NotAllowedByListeners and
-// takes nothing: the TLS it would have caught is closed.
+// TestSniffingOnGatewayListener: issue 18's user story, `portmux manager`
+// as a process. The site is a TLSRoute on a Gateway's TLS listener; the
+// admin adds SSH on that port with a PortMux whose listener has a
+// parentRef to it. After kubectl apply, s_client gets the site's s_server
+// by SNI during an ssh session through the PortMux on the same port. A
+// PortMux of a namespace the listener does not allow is
+// NotAllowedByListeners, and TLS its catch-all would take is closed.
 func TestSniffingOnGatewayListener(t *testing.T) {
 	e := startProcessEnv(t)
-	dir, cp, bin, phase := e.dir, e.cp, e.bin, e.phase
-	sshd, tlsA, tlsB, port := e.sshd, e.tlsA, e.tlsB, e.muxPort
+	cp, port := e.cp, e.muxPort
 	if _, err := envtest.InstallCRDs(cp.env.Config, envtest.CRDInstallOptions{
 		Paths: []string{filepath.Join("..", "..", "config", "gateway-api")}, ErrorIfPathMissing: true,
 	}); err != nil {
 		t.Fatalf("install the Gateway API CRDs: %v", err)
 	}
-	phase("API server up with the Gateway API CRDs; backends: sshd %s, s_server %s (CN %s), %s (CN %s)",
-		sshd.Addr, tlsA.Addr, tlsA.CN(), tlsB.Addr, tlsB.CN())
+	e.phase("API server up with the Gateway API CRDs; backends: sshd %s, s_server %s (CN %s), %s (CN %s)",
+		e.sshd.Addr, e.tlsA.Addr, e.tlsA.CN(), e.tlsB.Addr, e.tlsB.CN())
 
-	mgr := startProc(t, dir, "manager", peers.Options{}, bin, "manager",
+	mgr := startProc(t, e.dir, "manager", peers.Options{}, e.bin, "manager",
 		"--kubeconfig", cp.kubeconfig,
 		"--gateway-api", "on",
 		"--dataplane-bind-address", "127.0.0.1",
@@ -53,10 +49,10 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 		t.Errorf("kubectl explain portmux.spec.listeners.parentRef: %v\n%s", err, out)
 	}
 
-	apply("backends.yaml", backendObjects(sshd, tlsA, tlsB))
+	apply("backends.yaml", backendObjects(e.sshd, e.tlsA, e.tlsB))
 	apply("gateway.yaml", sharedPortGateway(port))
-	apply("portmuxes.yaml", sharedPortPortMuxes(tlsB))
-	phase("applied Gateway edge (TLS passthrough on %d), TLSRoute site, PortMuxes shell and %s/outsider", port, outsiderNamespace)
+	apply("portmuxes.yaml", sharedPortPortMuxes(e.tlsB))
+	e.phase("applied Gateway edge (TLS passthrough on %d), TLSRoute site, PortMuxes shell and %s/outsider", port, outsiderNamespace)
 
 	wait := func(what string, args ...string) {
 		t.Helper()
@@ -67,7 +63,7 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 	wait("the Gateway programmed", "-n", e2eNamespace, "--for=condition=Programmed", "gateway/edge")
 	wait("the PortMux on the Gateway listener ready", "-n", e2eNamespace, "--for=condition=Ready", "portmux/shell")
 	wait("the PortMux of a namespace the listener does not allow refused", "-n", outsiderNamespace, "--for=condition=Accepted=false", "portmux/outsider")
-	phase("Gateway Programmed, PortMux shell Ready, outsider not Accepted")
+	e.phase("Gateway Programmed, PortMux shell Ready, outsider not Accepted")
 
 	jsonpath := func(ns, obj, path string) string {
 		t.Helper()
@@ -92,37 +88,25 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 		}
 		return nil
 	})
-	phase("statuses: outsider NotAllowedByListeners, Gateway listener attachedRoutes 2 with kind PortMux")
+	e.phase("statuses: outsider NotAllowedByListeners, Gateway listener attachedRoutes 2 with kind PortMux")
 
 	// An ssh session through the PortMux's route, open while TLS goes to
 	// the TLSRoute's backend on the same port.
-	session := startProc(t, dir, "ssh-session", peers.Options{Stdin: true}, sshd.Argv(peers.Loopback.Addr(port), "echo started; read x; echo still $x")...)
+	session := startProc(t, e.dir, "ssh-session", peers.Options{Stdin: true}, e.sshd.Argv(peers.Loopback.Addr(port), "echo started; read x; echo still $x")...)
 	session.MustWaitFor(t, "started", clientTimeout)
-	if cn, err := sClientCN(t, port, "site.e2e.test"); err != nil || cn != tlsA.CN() {
-		failed("s_client -servername site.e2e.test through the Gateway's port %d during the ssh session: CN %q, want %q: %v", port, cn, tlsA.CN(), err)
+	if cn, err := sClientCN(t, port, "site.e2e.test"); err != nil || cn != e.tlsA.CN() {
+		failed("s_client -servername site.e2e.test through the Gateway's port %d during the ssh session: CN %q, want %q: %v", port, cn, e.tlsA.CN(), err)
 	}
-	if _, err := io.WriteString(session.Stdin, "alive\n"); err != nil {
-		failed("the ssh session is gone: %v\n%s", err, session.Tail(20))
-	}
-	_ = session.Stdin.Close()
-	session.MustWaitFor(t, "still alive", clientTimeout)
-	select {
-	case <-session.Exited():
-		if err := session.Err(); err != nil {
-			failed("the ssh session ended with %v\n%s", err, session.Tail(20))
-		}
-	case <-time.After(clientTimeout):
-		failed("the ssh session did not end")
-	}
+	endSession(t, session, "the ssh session through the PortMux", failed)
 	e.sshEcho(t, "a new ssh login after the TLS", failed)
-	phase("TLS by SNI to the TLSRoute's s_server and an ssh session through the PortMux on one port")
+	e.phase("TLS by SNI to the TLSRoute's s_server and an ssh session through the PortMux on one port")
 
 	// The outsider's catch-all would send any other TLS to s_server B; it
 	// is not attached, so that TLS has no route and is closed.
 	if r, err := peers.SClientTry(t, peers.Loopback.Addr(port), "other.e2e.test"); err == nil {
 		failed("TLS for other.e2e.test reached %q: the refused PortMux carries traffic", r.CN)
 	}
-	phase("the refused PortMux carries nothing")
+	e.phase("the refused PortMux carries nothing")
 }
 
 // outsiderNamespace holds the PortMux the Gateway listener does not allow

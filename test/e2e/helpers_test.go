@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"testing"
 	"time"
 
@@ -38,4 +39,24 @@ func sClientCN(t *testing.T, port int, servername string) (string, error) {
 	t.Helper()
 	r, err := peers.SClientTry(t, peers.Loopback.Addr(port), servername)
 	return r.CN, err
+}
+
+// endSession sends an ssh session started with `echo started; read x;
+// echo still $x` the line "alive", closes its stdin and waits for it to
+// print "still alive" and exit cleanly; fail says what went wrong.
+func endSession(t *testing.T, session *peers.Process, what string, fail func(string, ...any)) {
+	t.Helper()
+	if _, err := io.WriteString(session.Stdin, "alive\n"); err != nil {
+		fail("%s is gone: %v\n%s", what, err, session.Tail(20))
+	}
+	_ = session.Stdin.Close()
+	session.MustWaitFor(t, "still alive", clientTimeout)
+	select {
+	case <-session.Exited():
+		if err := session.Err(); err != nil {
+			fail("%s ended with %v\n%s", what, err, session.Tail(20))
+		}
+	case <-time.After(clientTimeout):
+		fail("%s did not end", what)
+	}
 }

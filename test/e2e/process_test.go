@@ -76,19 +76,7 @@ func TestManagerProcess(t *testing.T) {
 	eventuallyTLS(t, muxPort, tlsB.CN(), fmt.Sprintf("new TLS connections moving to %s after the change (manager log: %s; its tail is printed below)", tlsB.CN(), mgr.LogPath))
 	phase("new TLS connections follow the change after %s", time.Since(changed).Round(time.Millisecond))
 
-	if _, err := io.WriteString(session.Stdin, "alive\n"); err != nil {
-		mgrFailed("the ssh session opened before the change is gone: %v\n%s", err, session.Tail(20))
-	}
-	_ = session.Stdin.Close()
-	session.MustWaitFor(t, "still alive", clientTimeout)
-	select {
-	case <-session.Exited():
-		if err := session.Err(); err != nil {
-			mgrFailed("the ssh session opened before the change ended with %v\n%s", err, session.Tail(20))
-		}
-	case <-time.After(clientTimeout):
-		mgrFailed("the ssh session did not end")
-	}
+	endSession(t, session, "the ssh session opened before the change", mgrFailed)
 	sshEcho("after the change")
 	phase("the ssh session opened before the change lived through it; new ssh works")
 
