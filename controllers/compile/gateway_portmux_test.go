@@ -18,8 +18,12 @@ import (
 // golden output shows their top-level conditions): which Gateway listeners
 // took them, on which port, and which routes' SNI names the Gateway keeps.
 func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
-	c := loadGatewayCase(t, filepath.Join("testdata", "gateway", "portmux-on-gateway-listeners.in.yaml"))
-	out := compile.Compile(c.in)
+	load := func(name string) (*gatewayCase, *compile.Output) {
+		c := loadGatewayCase(t, filepath.Join("testdata", "gateway", name+".in.yaml"))
+		return c, compile.Compile(c.in)
+	}
+	shared, sharedOut := load("portmux-on-gateway-listeners")
+	own, ownOut := load("portmux-on-gateway-service")
 	now := metav1.NewTime(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC))
 	type want struct {
 		typ, status, reason string
@@ -27,11 +31,12 @@ func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		pm       string
+		listener int
 		port     int32 // 0: none
 		attached int32
 		want     []want
 	}{
-		{"team/tunnels", 443, 5, []want{
+		{"team/tunnels", 0, 443, 5, []want{
 			{compile.ConditionAccepted, "True", compile.ReasonAccepted, []string{"listener tls, tcp of Gateway infra/edge"}},
 			{compile.ConditionConflicted, "True", compile.ReasonHostnameConflict, []string{
 				"route steal: sni www.example.com is claimed by TLSRoute infra/site on listener tls of Gateway infra/edge",
@@ -39,34 +44,49 @@ func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
 			}},
 			{compile.ConditionProgrammed, "True", compile.ReasonProgrammed, nil},
 		}},
-		{"team2/probes", 443, 1, []want{
+		{"team2/probes", 0, 443, 1, []want{
 			{compile.ConditionAccepted, "True", compile.ReasonAccepted, []string{"listener tls of Gateway infra/edge"}},
 			{compile.ConditionConflicted, "False", compile.ReasonNoConflicts, nil},
 		}},
-		{"other/outsider", 0, 1, []want{
+		{"other/outsider", 0, 0, 1, []want{
 			{compile.ConditionAccepted, "False", compile.ReasonNotAllowedByListeners, []string{"Gateway infra/edge", "namespace other"}},
 			{compile.ConditionProgrammed, "False", compile.ReasonNotAllowedByListeners, []string{"not attached to Gateway infra/edge"}},
 		}},
-		{"team/lost", 0, 1, []want{
+		{"team/lost", 0, 0, 1, []want{
 			{compile.ConditionAccepted, "False", compile.ReasonNoMatchingParent, []string{"Gateway infra/edge has no listener nope"}},
 		}},
-		{"team/nowhere", 0, 1, []want{
+		{"team/nowhere", 0, 0, 1, []want{
 			{compile.ConditionAccepted, "False", compile.ReasonNoMatchingParent, []string{"Gateway infra/gone is not found"}},
+		}},
+		// Per-Gateway Services: the status port is the Gateway
+		// listener's, not the dataplane port it is bound on.
+		{"ops/shell", 0, 443, 4, []want{
+			{compile.ConditionAccepted, "True", compile.ReasonAccepted, []string{"listener passthrough of Gateway apps/edge"}},
+			{compile.ConditionConflicted, "True", compile.ReasonHostnameConflict, []string{
+				"route tls: sni admin.example.com (every name) is claimed by TLSRoute apps/everything on listener passthrough",
+			}},
+		}},
+		{"ops/shell", 1, 0, 0, []want{
+			{compile.ConditionAccepted, "False", compile.ReasonNotAllowedByListeners, []string{"Gateway apps/edge"}},
 		}},
 	} {
 		t.Run(tc.pm, func(t *testing.T) {
 			ns, name, _ := strings.Cut(tc.pm, "/")
 			key := types.NamespacedName{Namespace: ns, Name: name}
+			c, out := shared, sharedOut
+			if ns == "ops" {
+				c, out = own, ownOut
+			}
 			res := out.Results[key]
 			if res == nil {
 				t.Fatalf("no result for PortMux %s", tc.pm)
 			}
 			pm := findPortMux(t, c, key)
 			st := compile.Status(pm, res, nil, now)
-			if len(st.Listeners) != 1 {
-				t.Fatalf("listeners %+v, want one", st.Listeners)
+			if len(st.Listeners) <= tc.listener {
+				t.Fatalf("listeners %+v, want a listener %d", st.Listeners, tc.listener)
 			}
-			ls := st.Listeners[0]
+			ls := st.Listeners[tc.listener]
 			if got := ptrValue(ls.Port); got != tc.port {
 				t.Errorf("status port %d, want %d (the Gateway listener's)", got, tc.port)
 			}
