@@ -19,7 +19,8 @@ import (
 // parentRef to it. After kubectl apply, s_client gets the site's s_server
 // by SNI during an ssh session through the PortMux on the same port. A
 // PortMux of a namespace the listener does not allow is
-// NotAllowedByListeners, and TLS its catch-all would take is closed.
+// NotAllowedByListeners, and TLS its catch-all would take is closed. With
+// the PortMux deleted, the port is the Gateway's alone again.
 func TestSniffingOnGatewayListener(t *testing.T) {
 	e := startProcessEnv(t)
 	cp, port := e.cp, e.muxPort
@@ -107,6 +108,28 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 		failed("TLS for other.e2e.test reached %q: the refused PortMux carries traffic", r.CN)
 	}
 	e.phase("the refused PortMux carries nothing")
+
+	// The PortMux deleted: the Gateway counts the TLSRoute only, SSH on
+	// the port is closed, the site still answers.
+	if out, err := k(30*time.Second, "delete", "-n", e2eNamespace, "portmux/shell"); err != nil {
+		failed("kubectl delete portmux/shell: %v\n%s", err, out)
+	}
+	peers.Eventually(t, followTimeout, "the Gateway listener forgetting the PortMux", func() error {
+		if got := jsonpath(e2eNamespace, "gateway/edge", `{.status.listeners[0].attachedRoutes}`); got != "1" {
+			return fmt.Errorf("attachedRoutes %q, want 1", got)
+		}
+		return nil
+	})
+	peers.Eventually(t, followTimeout, "ssh on the Gateway's port closed", func() error {
+		if out, err := bounded(clientTimeout, e.sshd.Argv(peers.Loopback.Addr(port), "echo ok")...); err == nil {
+			return fmt.Errorf("ssh still logs in: %s", out)
+		}
+		return nil
+	})
+	if cn, err := sClientCN(t, port, "site.e2e.test"); err != nil || cn != e.tlsA.CN() {
+		failed("s_client -servername site.e2e.test after the PortMux left: CN %q, want %q: %v", cn, e.tlsA.CN(), err)
+	}
+	e.phase("PortMux deleted: attachedRoutes 1, ssh closed, TLS by SNI still served")
 }
 
 // outsiderNamespace holds the PortMux the Gateway listener does not allow
