@@ -143,7 +143,7 @@ bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whol
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 .PHONY: bench-tunnel
-bench-tunnel: ## Compare portmux tunnels with wstunnel 1.4.0 (npm), two minimal relays in series (the ceiling) and a direct connection (hack/bench-tunnel.sh).
+bench-tunnel: ## Compare portmux tunnels (ws:// and wss://) with wstunnel 1.4.0 (npm; behind nginx for TLS), minimal relay chains (plain, masked, TLS: the ceilings) and a direct connection (hack/bench-tunnel.sh).
 	hack/bench-tunnel.sh
 
 .PHONY: bench-mux

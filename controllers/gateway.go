@@ -89,6 +89,8 @@ type gatewayAPI struct {
 	// addressService's namespace, targeting dataplane ports of this range
 	// (gateway_services.go).
 	portRange *compile.PortRange
+	// clientLimits bound each client on every Gateway listener.
+	clientLimits compile.ClientLimits
 	// httpRoutes: the cluster serves HTTPRoutes, which HTTP listeners
 	// count (compile.KindHTTPRoute).
 	httpRoutes bool
@@ -147,6 +149,7 @@ func setupGatewayAPI(ctx context.Context, mgr ctrl.Manager, opt Options) (*gatew
 		controllerName: cmpOr(opt.GatewayControllerName, compile.GatewayControllerName),
 		addressService: opt.GatewayAddressService,
 		portRange:      opt.GatewayPortRange,
+		clientLimits:   opt.GatewayClientLimits,
 		log:            log,
 	}
 	g.bundleVersion = bundleVersion(ctx, mgr.GetAPIReader(), log)
@@ -255,6 +258,7 @@ func serviceKeys(ns string, refs []gwv1.BackendRef) []string {
 func (g *gatewayAPI) gather(ctx context.Context, gt *gatherer, in *compile.Input, wantSecrets map[types.NamespacedName]bool) error {
 	gin := &in.Gateway
 	gin.ControllerName, gin.BundleVersion = g.controllerName, g.bundleVersion
+	gin.ClientLimits = g.clientLimits
 	var classes gwv1.GatewayClassList
 	if err := gt.cache.List(ctx, &classes); err != nil {
 		return fmt.Errorf("list GatewayClasses: %w", err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -455,5 +456,89 @@ func TestGatewayUDP(t *testing.T) {
 			return fmt.Errorf("answer %q", buf[:n])
 		}
 		return nil
+	})
+}
+
+// Gateway listeners carry per-client caps although the Gateway API has no
+// field for them (the manager's --gateway-max-connections-per-client):
+// with a cap of 2, a client's third connection through a TCP listener is
+// closed without reaching the backend, and a slot freed by closing one is
+// usable again.
+func TestGatewayClientLimits(t *testing.T) {
+	requireGatewayAPI(t)
+	ns, _, _ := startControllerWithOptions(t, restCfg, func(_ string, copt *Options) {
+		copt.GatewayAPI = GatewayAPIOn
+		copt.GatewayClientLimits = compile.ClientLimits{MaxConnectionsPerClient: 2}
+	})
+	h, p := echoBackend(t, "held")
+	serviceFor(t, ns, "held", p, h)
+	class := createGatewayClass(t, ns)
+	port := int32(peers.FreePort(t))
+	create(t, &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "capped"},
+		Spec: gwv1.GatewaySpec{
+			GatewayClassName: gwv1.ObjectName(class.Name),
+			Listeners:        []gwv1.Listener{{Name: "tcp", Port: port, Protocol: gwv1.TCPProtocolType}},
+		},
+	})
+	create(t, &gwv1.TCPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "held"},
+		Spec: gwv1.TCPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "capped"}}},
+			Rules: []gwv1.TCPRouteRule{{BackendRefs: []gwv1.BackendRef{{BackendObjectReference: gwv1.BackendObjectReference{
+				Name: "held", Port: ptr.To(gwv1.PortNumber(80)),
+			}}}}},
+		},
+	})
+	peers.Eventually(t, settleTimeout, "TCP through the Gateway", func() error {
+		answer, err := talk(port, "up")
+		if err == nil && answer != "held:up" {
+			err = fmt.Errorf("answer %q", answer)
+		}
+		return err
+	})
+
+	// held opens a connection and proves it reaches the backend.
+	held := func(line string) (net.Conn, error) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, line+"\n"); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		answer, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("connection %q: %w", line, err)
+		}
+		if strings.TrimSpace(answer) != "held:"+line {
+			_ = c.Close()
+			return nil, fmt.Errorf("connection %q answered %q", line, answer)
+		}
+		return c, nil
+	}
+	first, err := held("one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := held("two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if c, err := held("three"); err == nil {
+		_ = c.Close()
+		t.Fatal("a third connection from one client reached the backend past a cap of 2")
+	}
+	_ = first.Close()
+	peers.Eventually(t, settleTimeout, "a connection in the slot the first one freed", func() error {
+		c, err := held("four")
+		if err == nil {
+			_ = c.Close()
+		}
+		return err
 	})
 }

@@ -72,6 +72,9 @@ type Options struct {
 	// targeting dataplane ports of this range; nil: every Gateway is
 	// served on GatewayAddressService's ports.
 	GatewayPortRange *compile.PortRange
+	// GatewayClientLimits are the per-client caps of every Gateway
+	// listener (compile.GatewayInput.ClientLimits); zero: none.
+	GatewayClientLimits compile.ClientLimits
 }
 
 // programmed is the outcome of the last compile and apply, shared by the two

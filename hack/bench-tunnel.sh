@@ -5,6 +5,19 @@
 #   direct          the client talks to the target itself (the baseline)
 #   portmux-tunnel  portmux tunnel -L ... ws://  ->  portmux serve (tunnel route)
 #   wstunnel        wstunnel 1.4.0 (npm, Node.js): client -t ... ws://  ->  server -s
+#
+# and over TLS, as users run tunnels through a firewall (wss://, one
+# ECDSA P-256 certificate made here with openssl for all three):
+#
+#   portmux-wss     portmux tunnel ... wss://  ->  portmux serve terminating TLS
+#                   on the listener, the same tunnel route inside
+#   wstunnel-tls    wstunnel -c ... wss://  ->  nginx (TLS, proxy_pass with
+#                   Upgrade)  ->  wstunnel -s: the setup wstunnel's README gives,
+#                   since its server speaks no TLS itself
+#   tls-chain       the ceiling: two minrelays in series speaking TLS between
+#                   them (-tls-target, -tls-cert), crypto/tls as in portmux,
+#                   no WebSocket framing: an stunnel or openssl s_client/
+#                   s_server pair, what TLS alone costs
 #   relay-chain     a reference, not a tunnel: two hack/bench/minrelay in series
 #                   (plain TCP, splice, no framing) where the tunnel's client and
 #                   server sit; the most any two-process tunnel could carry here
@@ -36,7 +49,7 @@ OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
 REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
-PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain masked-chain copy-chain}
+PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain masked-chain copy-chain portmux-wss wstunnel-tls tls-chain}
 WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
 NICE=${NICE:--10}
 # Ports from BASE, away from hack/bench.sh's 17001-17443 so both can run.
@@ -44,8 +57,12 @@ BASE=${BASE:-17200}
 LOCAL=127.0.0.1:$((BASE + 43))   # where each tunnel client listens: muxload's "mux" address
 SERVER=127.0.0.1:$((BASE + 80))  # where each tunnel server listens
 TARGET=127.0.0.1:$((BASE + 1))   # muxload's SSH-like echo backend (-base-port $BASE)
+BEHIND=127.0.0.1:$((BASE + 81))  # where wstunnel's server listens behind nginx (wstunnel-tls)
 
 command -v node >/dev/null && command -v npm >/dev/null || { echo "Node.js and npm are needed for wstunnel" >&2; exit 2; }
+case " $PEERS " in *" wstunnel-tls "*)
+  command -v nginx >/dev/null || { echo "nginx is needed for wstunnel-tls (apt-get install nginx)" >&2; exit 2; } ;;
+esac
 
 rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
 go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
@@ -57,6 +74,10 @@ WST=$OUT_DIR/wst/node_modules/wstunnel/bin/wstunnel
 [ -f "$WST" ] || WST=$(readlink -f "$OUT_DIR/wst/node_modules/.bin/wstunnel")
 
 echo "bench-tunnel-token" > "$OUT_DIR/token"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$OUT_DIR/key.pem" -out "$OUT_DIR/cert.pem" 2>/dev/null
+indent() { sed 's/^/      /' "$1"; }
 cat > "$OUT_DIR/portmux-tunnel.yaml" <<YAML
 apiVersion: v1
 kind: Secret
@@ -77,6 +98,71 @@ spec:
         allow: [{address: "$TARGET"}]
 YAML
 
+cat > "$OUT_DIR/portmux-wss.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: tunnel-token}
+stringData: {token: bench-tunnel-token}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tunnel-tls}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(indent "$OUT_DIR/cert.pem")
+  tls.key: |
+$(indent "$OUT_DIR/key.pem")
+---
+apiVersion: portmux.dev/v1alpha1
+kind: PortMux
+metadata: {name: bench}
+spec:
+  listeners:
+    - name: public
+      port: ${SERVER##*:}
+      tls: {certificateRefs: [{name: tunnel-tls}]}
+      maxConnections: 20000
+      maxConnectionsPerClient: 20000
+      maxConnectionRatePerClient: 1000000
+  routes:
+    - name: tunnel
+      match: {protocol: websocket, pathPrefix: /tunnel}
+      tunnel:
+        auth: {tokenSecretRef: {name: tunnel-token, key: token}}
+        allow: [{address: "$TARGET"}]
+YAML
+
+mkdir -p "$OUT_DIR/nginx"
+cat > "$OUT_DIR/nginx/nginx.conf" <<CONF
+daemon off;
+# One worker per CPU, as haproxy's nbthread default and Go's GOMAXPROCS.
+worker_processes auto;
+worker_rlimit_nofile 20000;
+pid nginx.pid;
+error_log stderr warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_temp_path tmp;
+    uwsgi_temp_path tmp; scgi_temp_path tmp;
+    server {
+        listen $SERVER ssl;
+        ssl_certificate $OUT_DIR/cert.pem;
+        ssl_certificate_key $OUT_DIR/key.pem;
+        location / {
+            proxy_pass http://$BEHIND;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+mkdir -p "$OUT_DIR/nginx/tmp"
+
 # Each peer runs its server and its client in the foreground of one shell;
 # muxload measures the whole process tree and stops its group.
 portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false &
@@ -84,6 +170,16 @@ portmux_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-tunnel.yaml --bind-addre
   wait"
 wstunnel_cmd="node $WST -s $SERVER -t $TARGET &
   node $WST -t $LOCAL:$TARGET ws://$SERVER &
+  wait"
+portmux_wss_cmd="$OUT_DIR/portmux serve -f $OUT_DIR/portmux-wss.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false &
+  $OUT_DIR/portmux tunnel --token-file $OUT_DIR/token --ca-file $OUT_DIR/cert.pem -L $LOCAL:$TARGET wss://$SERVER/tunnel &
+  wait"
+wstunnel_tls_cmd="nginx -e stderr -p $OUT_DIR/nginx/ -c $OUT_DIR/nginx/nginx.conf &
+  node $WST -s $BEHIND -t $TARGET &
+  node $WST -c -t $LOCAL:$TARGET wss://$SERVER &
+  wait"
+tls_chain_cmd="$OUT_DIR/minrelay -tls-cert $OUT_DIR/cert.pem -tls-key $OUT_DIR/key.pem -listen $SERVER -target $TARGET &
+  $OUT_DIR/minrelay -tls-target -listen $LOCAL -target $SERVER &
   wait"
 chain_cmd() { # minrelay flags
   echo "$OUT_DIR/minrelay $* -listen $SERVER -target $TARGET &
@@ -107,6 +203,9 @@ run() { # peer streams scenarios
     direct)         "${ML[@]}" "${args[@]}" -direct || failed=1 ;;
     portmux-tunnel) "${ML[@]}" "${args[@]}" -cmd "$portmux_cmd" || failed=1 ;;
     wstunnel)       "${ML[@]}" "${args[@]}" -cmd "$wstunnel_cmd" || failed=1 ;;
+    portmux-wss)    "${ML[@]}" "${args[@]}" -cmd "$portmux_wss_cmd" || failed=1 ;;
+    wstunnel-tls)   "${ML[@]}" "${args[@]}" -cmd "$wstunnel_tls_cmd" || failed=1 ;;
+    tls-chain)      "${ML[@]}" "${args[@]}" -cmd "$tls_chain_cmd" || failed=1 ;;
     relay-chain|masked-chain|copy-chain)
                     case $peer in masked-chain) flags=-mask ;; copy-chain) flags="-mask -copy" ;; esac
                     "${ML[@]}" "${args[@]}" -cmd "$(chain_cmd $flags)" || failed=1 ;;

@@ -8,11 +8,9 @@
 #
 # Peers (configs in hack/bench/peers/):
 #   direct   no mux: each session's client writes to the backend itself
-#   portmux  hack/bench/udpmux: PortMux's dataplane (dataplane.NewServer +
-#            Apply, as `portmux serve` runs it) with the contract's UDP
-#            listener, built as a snapshot: `portmux serve -f` cannot yet
-#            declare a UDP listener. Routes a DNS query to udp-dns, any
-#            other first datagram to udp-any.
+#   portmux  portmux serve -f hack/bench/peers/portmux-udp.yaml: a UDP
+#            listener routing a DNS query to udp-dns, any other first
+#            datagram to udp-any.
 #   nginx    nginx -p PREFIX -c hack/bench/peers/nginx-udp.conf (Debian's
 #            nginx + libnginx-mod-stream): one upstream, udp-any, as the
 #            stream module cannot look into datagrams.
@@ -68,16 +66,16 @@ sslh_udp() {
 
 mkdir -p "$OUT_DIR/logs" "$OUT_DIR/nginx"
 rm -f "$OUT_DIR/udp-results.jsonl"
-echo "building muxload, udpmux and minrelay" >&2
+echo "building muxload, portmux and minrelay" >&2
 go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/udpmux" ./hack/bench/udpmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
 # peer_args NAME sets args to muxload's flags for one peer; empty: skip.
 peer_args() {
   case $1 in
     direct) args=(-direct) ;;
-    portmux) args=(-cmd "exec $OUT_DIR/udpmux -listen $ADDR") ;;
+    portmux) args=(-cmd "exec $OUT_DIR/portmux serve -f $PEER_CONF/portmux-udp.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
     nginx) args=(-routes udp-any -cmd "exec nginx -e stderr -p $OUT_DIR/nginx/ -c $PEER_CONF/nginx-udp.conf") ;;
     sslh)
       if sslh_udp; then

@@ -31,6 +31,7 @@ import (
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/daemon"
+	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 type managerOptions struct {
@@ -52,6 +53,7 @@ type managerOptions struct {
 	gatewayAPI           string
 	gatewayAddress       string // the dataplane Service, namespace/name
 	gatewayPortRange     string
+	gatewayClientLimits  compile.ClientLimits
 }
 
 func newManagerCommand() *cobra.Command {
@@ -93,7 +95,12 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.StringVar(&o.gatewayAPI, "gateway-api", string(controllers.GatewayAPIAuto), "implement the Gateway API (GatewayClasses of controllerName "+compile.GatewayControllerName+"): auto when its CRDs are installed, on (fail without them) or off")
 	f.StringVar(&o.gatewayAddress, "gateway-address-service", "", "NAMESPACE/NAME of the dataplane's Service, whose addresses every Gateway reports in status.addresses")
 	f.StringVar(&o.gatewayPortRange, "gateway-port-range", "", "FIRST-LAST: give each Gateway a Service of its own (in the namespace of --gateway-address-service, of its type and selector) whose ports target dataplane ports allocated from this range; PortMux listeners cannot claim ports in it. Empty: every Gateway is served on the dataplane Service")
+	f.IntVar(&o.gatewayClientLimits.MaxConnectionsPerClient, "gateway-max-connections-per-client", snapshot.DefaultMaxConnectionsPerClient, "connections (UDP: sessions) one client (an IPv4 address or IPv6 /64) may hold on a Gateway listener at once; 0: no limit")
+	f.IntVar(&o.gatewayClientLimits.MaxConnectionRatePerClient, "gateway-max-connection-rate-per-client", snapshot.DefaultMaxConnectionRatePerClient, "new connections (UDP: sessions) per second one client may open on a Gateway listener, in bursts of twice as many; 0: no limit")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if o.gatewayClientLimits.MaxConnectionsPerClient < 0 || o.gatewayClientLimits.MaxConnectionRatePerClient < 0 {
+			return errors.New("--gateway-max-connections-per-client and --gateway-max-connection-rate-per-client cannot be negative")
+		}
 		if o.dataplaneSocket != "" {
 			for _, name := range serverFlags {
 				if cmd.Flags().Changed(name) {
@@ -213,6 +220,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		GatewayAPI:            gw.mode,
 		GatewayAddressService: gw.address,
 		GatewayPortRange:      gw.portRange,
+		GatewayClientLimits:   o.gatewayClientLimits,
 	})
 	if err != nil {
 		return fmt.Errorf("set up controllers: %w", err)

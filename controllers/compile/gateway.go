@@ -93,6 +93,21 @@ type GatewayInput struct {
 	// are then unused. nil: every Gateway is served on the one dataplane
 	// Service, and Gateways asking for one port are merged or refused.
 	Services *GatewayServices
+
+	// ClientLimits bound what one client may hold on every Gateway
+	// listener: the Gateway API has no field for them, and a port facing
+	// the internet needs them as much as a PortMux listener does. The
+	// manager sets them from its flags (by default PortMux's own
+	// defaults); zero values leave a limit off.
+	ClientLimits ClientLimits
+}
+
+// ClientLimits are the per-client caps of a listener, a client being an
+// IPv4 address or an IPv6 /64 (snapshot.Listener's fields of the same
+// names).
+type ClientLimits struct {
+	MaxConnectionsPerClient    int
+	MaxConnectionRatePerClient int
 }
 
 // GatewayOutput is what the translation decided for each Gateway API object
@@ -1021,11 +1036,13 @@ func (g *gwCompiler) snapshot(pk portKey, pg *portGroup) []snapshot.Listener {
 		name += "/udp"
 	}
 	sl := snapshot.Listener{
-		Name:           name,
-		Address:        net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
-		ProbeTimeout:   snapshot.DefaultProbeTimeout,
-		MaxProbeBytes:  snapshot.DefaultMaxProbeBytes,
-		MaxConnections: snapshot.DefaultMaxConnections,
+		Name:                       name,
+		Address:                    net.JoinHostPort(g.in.BindAddress, strconv.Itoa(int(bind))),
+		ProbeTimeout:               snapshot.DefaultProbeTimeout,
+		MaxProbeBytes:              snapshot.DefaultMaxProbeBytes,
+		MaxConnections:             snapshot.DefaultMaxConnections,
+		MaxConnectionsPerClient:    g.gin.ClientLimits.MaxConnectionsPerClient,
+		MaxConnectionRatePerClient: g.gin.ClientLimits.MaxConnectionRatePerClient,
 	}
 	if pk.t == snapshot.UDP {
 		sl.Transport = snapshot.UDP

@@ -55,7 +55,8 @@ func TestValidateAccepts(t *testing.T) {
 
 // TestValidateAcceptsTheSamples checks the PortMux samples shipped in
 // config/samples: `portmux serve` must take what `kubectl apply` takes; and
-// `make serve`'s config/serve/demo.yaml.
+// `make serve`'s config/serve/demo.yaml and the benchmarks' serve files,
+// so a benchmark never measures a mux that refused its configuration.
 func TestValidateAcceptsTheSamples(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join("..", "..", "config", "samples", "portmux_*.yaml"))
 	if err != nil {
@@ -65,6 +66,11 @@ func TestValidateAcceptsTheSamples(t *testing.T) {
 		t.Fatal("no samples found in config/samples")
 	}
 	paths = append(paths, filepath.Join("..", "..", "config", "serve", "demo.yaml"))
+	bench, err := filepath.Glob(filepath.Join("..", "..", "hack", "bench", "peers", "portmux*.yaml"))
+	if err != nil || len(bench) < 2 {
+		t.Fatalf("found %d portmux*.yaml in hack/bench/peers (%v), want the TCP and the UDP one", len(bench), err)
+	}
+	paths = append(paths, bench...)
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
 			data, err := os.ReadFile(p)

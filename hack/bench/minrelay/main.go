@@ -20,6 +20,13 @@
 //     as a WebSocket library that reads and writes frames through its own
 //     buffers (coder/websocket, gorilla/websocket) must.
 //
+// Two more make it the ceiling of a tunnel over TLS (wss://), the way
+// `openssl s_client` and `s_server` would forward, with no WebSocket at all:
+// -tls-cert and -tls-key terminate TLS on the accepted connections, and
+// -tls-target speaks TLS to the target (without verifying it: the two ends
+// are the same benchmark's processes on loopback). Both use crypto/tls, the
+// implementation portmux itself uses, so the difference is the tunnel's.
+//
 // With -udp it relays datagrams instead (hack/bench-udp.sh): a connected
 // socket per client address and a goroutine per session, one datagram per
 // system call, the floor of the obvious Go design on the net package.
@@ -28,10 +35,13 @@
 //
 //	minrelay -listen 127.0.0.1:17443 -target 127.0.0.1:17001
 //	minrelay -mask -copy -listen 127.0.0.1:17443 -target 127.0.0.1:17001
+//	minrelay -tls-cert c.pem -tls-key k.pem -listen 127.0.0.1:17480 -target 127.0.0.1:17001
+//	minrelay -tls-target -listen 127.0.0.1:17443 -target 127.0.0.1:17480
 //	minrelay -udp -listen 127.0.0.1:17443 -target 127.0.0.1:17012
 package main
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -52,7 +62,20 @@ const bufferSize = 256 << 10
 const maskKey = 0x5a5a5a5a5a5a5a5a
 
 // mode is how each direction is carried.
-type mode struct{ mask, copy bool }
+type mode struct {
+	mask, copy bool
+	// listenTLS, when set, terminates TLS on accepted connections.
+	listenTLS *tls.Config
+	// targetTLS, when set, wraps the connection to the target in TLS.
+	targetTLS *tls.Config
+}
+
+// halfCloser is a connection that can end its writing direction alone:
+// *net.TCPConn and *tls.Conn both can.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:17443", "address to accept connections on")
@@ -61,7 +84,21 @@ func main() {
 	flag.BoolVar(&m.mask, "mask", false, "carry the accepted connection's bytes through a user-space buffer and XOR them (WebSocket masking)")
 	flag.BoolVar(&m.copy, "copy", false, "carry the target's bytes through a user-space buffer instead of splicing them")
 	udp := flag.Bool("udp", false, "relay UDP datagrams instead of TCP connections")
+	certFile := flag.String("tls-cert", "", "PEM certificate: terminate TLS on accepted connections (with -tls-key)")
+	keyFile := flag.String("tls-key", "", "PEM private key of -tls-cert")
+	targetTLS := flag.Bool("tls-target", false, "speak TLS to the target, unverified (a benchmark's own process on loopback)")
 	flag.Parse()
+	if *certFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "minrelay:", err)
+			os.Exit(1)
+		}
+		m.listenTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	if *targetTLS {
+		m.targetTLS = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback benchmark peer, see the package comment
+	}
 	if *udp {
 		if err := runUDP(*listen, *target); err != nil {
 			fmt.Fprintln(os.Stderr, "minrelay:", err)
@@ -106,19 +143,26 @@ func serve(l net.Listener, target string, m mode) {
 			time.Sleep(5 * time.Millisecond) // out of descriptors: do not spin
 			continue
 		}
-		go relay(c.(*net.TCPConn), target, m)
+		var hc halfCloser = c.(*net.TCPConn)
+		if m.listenTLS != nil {
+			hc = tls.Server(c, m.listenTLS)
+		}
+		go relay(hc, target, m)
 	}
 }
 
 // relay carries c to a new connection to target and back until both
 // directions have ended.
-func relay(c *net.TCPConn, target string, m mode) {
+func relay(c halfCloser, target string, m mode) {
 	defer func() { _ = c.Close() }()
 	u, err := net.Dial("tcp", target)
 	if err != nil {
 		return
 	}
-	b := u.(*net.TCPConn)
+	var b halfCloser = u.(*net.TCPConn)
+	if m.targetTLS != nil {
+		b = tls.Client(u, m.targetTLS)
+	}
 	defer func() { _ = b.Close() }()
 	done := make(chan struct{})
 	go func() {
@@ -141,7 +185,7 @@ func relay(c *net.TCPConn, target string, m mode) {
 
 // copyThrough copies src to dst through a buffer in user space (read,
 // then write: never splice), XORing every byte when mask is set.
-func copyThrough(dst, src *net.TCPConn, mask bool) {
+func copyThrough(dst, src net.Conn, mask bool) {
 	buf := make([]byte, bufferSize)
 	for {
 		n, err := src.Read(buf)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"testing"
@@ -13,14 +15,25 @@ import (
 
 // TestChainCarriesBytesIntact sends random bytes through two relays in
 // series, in each of the modes the tunnel benchmark chains, to an echo
-// server and reads them back: masking at both hops must cancel out, and
-// nothing may be lost at odd read boundaries.
+// server and reads them back: masking at both hops must cancel out, TLS
+// between the hops must be spoken by both, and nothing may be lost at odd
+// read boundaries.
 func TestChainCarriesBytesIntact(t *testing.T) {
-	for _, m := range []mode{{}, {mask: true}, {mask: true, copy: true}} {
+	cert := peers.CertPair(t, "127.0.0.1")
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{*cert.TLS}}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	clientTLS := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	for _, m := range []struct{ near, far mode }{
+		{},
+		{mode{mask: true}, mode{mask: true}},
+		{mode{mask: true, copy: true}, mode{mask: true, copy: true}},
+		{mode{targetTLS: clientTLS}, mode{listenTLS: serverTLS}},
+	} {
 		echo := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(c, c); _ = c.(*net.TCPConn).CloseWrite() })
 		far, near := listen(t), listen(t)
-		go serve(far, echo.Addr, m)
-		go serve(near, far.Addr().String(), m)
+		go serve(far, echo.Addr, m.far)
+		go serve(near, far.Addr().String(), m.near)
 
 		c, err := net.Dial("tcp", near.Addr().String())
 		if err != nil {
