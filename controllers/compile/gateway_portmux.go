@@ -91,11 +91,11 @@ func (c *compiler) attachToGateway(lr *ListenerResult, l *v1alpha1.Listener) {
 	lr.Parent = pr
 	lr.Transport = snapshot.TCP
 	g := c.gateways
-	var gg *gwGateway
-	if g != nil && g.gin.ControllerName != "" {
-		gg = g.gateways[types.NamespacedName{Namespace: ns, Name: ref.Name}]
-	}
+	gg := g.gateways[types.NamespacedName{Namespace: ns, Name: ref.Name}]
 	switch {
+	case g.gin.ControllerName == "":
+		pr.Refused = Finding{reasonNoMatchingParent, fmt.Sprintf("Gateway %s cannot be attached to: the Gateway API is off (portmux serve, or the manager's --gateway-api off or without its CRDs)", pr.Gateway)}
+		return
 	case gg == nil:
 		pr.Refused = Finding{reasonNoMatchingParent, fmt.Sprintf("Gateway %s is not found, or not of a GatewayClass of PortMux's (controllerName %s)", pr.Gateway, GatewayControllerName)}
 		return

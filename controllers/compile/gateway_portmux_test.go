@@ -129,3 +129,25 @@ func findPortMux(t *testing.T, c *gatewayCase, key types.NamespacedName) *v1alph
 	t.Fatalf("no PortMux %s in the input", key)
 	return nil
 }
+
+// Without the Gateway API (portmux serve, --gateway-api off) a listener
+// with a parentRef has nothing to attach to, and says why.
+func TestPortMuxParentRefWithoutGatewayAPI(t *testing.T) {
+	pm := v1alpha1.PortMux{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shell", Generation: 1},
+		Spec: v1alpha1.PortMuxSpec{
+			Listeners: []v1alpha1.Listener{{Name: "shared", ParentRef: &v1alpha1.GatewayListenerRef{Name: "edge"}}},
+			Routes: []v1alpha1.Route{{Name: "ssh", Match: v1alpha1.RouteMatch{Protocol: v1alpha1.ProtocolSSH},
+				Backend: &v1alpha1.Backend{Address: "127.0.0.1:22"}}},
+		},
+	}
+	out := compile.Compile(compile.Input{PortMuxes: []v1alpha1.PortMux{pm}, AllowAddressBackends: true})
+	if n := len(out.Snapshot.Listeners); n != 0 {
+		t.Errorf("snapshot has %d listeners, want none: %+v", n, out.Snapshot.Listeners)
+	}
+	st := compile.Status(&pm, out.Results[types.NamespacedName{Namespace: "team", Name: "shell"}], nil, metav1.Now())
+	c := meta.FindStatusCondition(st.Conditions, compile.ConditionAccepted)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != compile.ReasonNoMatchingParent || !strings.Contains(c.Message, "Gateway team/edge") || !strings.Contains(c.Message, "Gateway API is off") {
+		t.Errorf("Accepted: %+v, want False NoMatchingParent naming Gateway team/edge and the Gateway API being off", c)
+	}
+}
