@@ -735,9 +735,10 @@ type PortMuxStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// ports lists the ports the listeners bind, comma-separated, UDP ones
-	// with "/UDP" ("443,8443,443/UDP"), for `kubectl get`: a printer column
-	// can show only one value of a list.
+	// ports lists the ports the listeners bind (or, for a listener with a
+	// parentRef, share with the Gateway listener it attached to),
+	// comma-separated, UDP ones with "/UDP" ("443,8443,443/UDP"), for
+	// `kubectl get`: a printer column can show only one value of a list.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=256

@@ -53,7 +53,7 @@ const (
 func Status(pm *v1alpha1.PortMux, res *Result, bindErrs map[string]error, now metav1.Time) v1alpha1.PortMuxStatus {
 	st := *pm.Status.DeepCopy()
 	st.ObservedGeneration = pm.Generation
-	st.Ports = ports(pm)
+	st.Ports = ports(pm, res)
 	gen := pm.Generation
 	set := func(conds *[]metav1.Condition, typ string, ok bool, reason, msg string) {
 		s := metav1.ConditionFalse
@@ -203,15 +203,20 @@ func bindReason(err error) string {
 
 // ports renders the listeners' ports for the printer column: TCP ports as
 // numbers, as before UDP listeners existed, UDP ones as "443/UDP", the way
-// kubectl shows a Service's.
-func ports(pm *v1alpha1.PortMux) string {
+// kubectl shows a Service's. A listener with a parentRef shows the port of
+// the Gateway listener it attached to.
+func ports(pm *v1alpha1.PortMux, res *Result) string {
 	var out []string
 	for i := range pm.Spec.Listeners {
 		l := &pm.Spec.Listeners[i]
-		if l.Port == nil {
+		port := l.Port
+		if l.ParentRef != nil && i < len(res.Listeners) && res.Listeners[i].Parent != nil && res.Listeners[i].Parent.Refused.Reason == "" {
+			port = res.Listeners[i].Port
+		}
+		if port == nil {
 			continue
 		}
-		p := strconv.Itoa(int(*l.Port))
+		p := strconv.Itoa(int(*port))
 		if listenerTransport(l) == snapshot.UDP {
 			p += "/UDP"
 		}

@@ -2,6 +2,7 @@ package compile_test
 
 import (
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,9 @@ func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
 			ls := st.Listeners[tc.listener]
 			if got := ptrValue(ls.Port); got != tc.port {
 				t.Errorf("status port %d, want %d (the Gateway listener's)", got, tc.port)
+			}
+			if tc.listener == 0 && (st.Ports == "") != (tc.port == 0) || tc.port != 0 && !strings.Contains(st.Ports, strconv.Itoa(int(tc.port))) {
+				t.Errorf("status.ports %q, want the Gateway listener's port %d when attached", st.Ports, tc.port)
 			}
 			if ls.AttachedRoutes != tc.attached {
 				t.Errorf("attachedRoutes %d, want %d", ls.AttachedRoutes, tc.attached)

@@ -80,6 +80,9 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 	if got := jsonpath(e2eNamespace, "portmux/shell", `{.status.listeners[0].conditions[?(@.type=="Accepted")].message}`); !strings.Contains(got, "listener tls of Gateway "+e2eNamespace+"/edge") {
 		failed("shell's listener Accepted message %q does not name the Gateway listener", got)
 	}
+	if out, err := k(10*time.Second, "get", "-n", e2eNamespace, "pmx", "shell"); err != nil || tableColumn(out, "PORTS", "shell") != strconv.Itoa(port) || tableColumn(out, "READY", "shell") != "True" {
+		failed("kubectl get pmx shell: PORTS and READY, want %d and True (%v):\n%s", port, err, out)
+	}
 	// The Gateway counts the TLSRoute and the PortMux shell (not the
 	// outsider) and lists the kind PortMux it was asked to take.
 	peers.Eventually(t, followTimeout, "the Gateway listener counting the PortMux", func() error {
