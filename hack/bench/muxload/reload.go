@@ -1,0 +1,563 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// reload-N: what a configuration change costs a mux that holds N
+// connections and takes a steady load of new ones. It opens N SSH-routed
+// connections (as idle-N), starts the conn-ssh workers (paced at
+// -reload-rate new connections a second; 0: as fast as they go), and
+// through the measured window runs -reload-cmd every -reload-every. The
+// mux's log must then show, in lines matching -reload-log, that it
+// applied every change: a mux that ignores the command would otherwise be
+// measured doing nothing. It records:
+//
+//   - new connections that failed, over the whole load (must be 0);
+//   - the latency of new connections started within -reload-window of a
+//     swap (when the mux's log showed it applied) against the others;
+//   - the N held connections still echoing at the end (all must be);
+//   - the mux's CPU per swap: its CPU is sampled every cpuTick; the ticks
+//     within -reload-window of a swap are "around", the rest "between";
+//     the CPU per new connection between swaps, times the connections
+//     completed around them, is taken off the CPU around them, and what
+//     is left is divided by the swaps.
+
+// kindReload is a reload-N scenario.
+const kindReload = "reload"
+
+// Bounds and periods of a reload run.
+const (
+	// reloadCmdTimeout bounds one run of -reload-cmd.
+	reloadCmdTimeout = 10 * time.Second
+	// appliedWait bounds the wait, after the last reload command, for the
+	// mux to show it applied every change (portmux serve --watch applies
+	// a file once it has been still for a second).
+	appliedWait = 5 * time.Second
+	// appliedPoll is how often the mux's log is read for applied swaps:
+	// the error on a swap's time.
+	appliedPoll = 10 * time.Millisecond
+	// cpuTick is how often the mux's CPU is sampled.
+	cpuTick = 50 * time.Millisecond
+)
+
+// noFileHeadroom is the descriptors muxload keeps beyond two per held
+// connection (its client end and its backend's): the load, the log, the
+// runtime.
+const noFileHeadroom = 16384
+
+// raiseNoFile raises this process's open-file limit to at least need, the
+// hard limit too when it is lower and the process may (root). The mux
+// started from -cmd inherits it: it holds two descriptors per connection
+// as well.
+func raiseNoFile(need uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("open-file limit: %w", err)
+	}
+	if lim.Cur >= need {
+		return nil
+	}
+	want := syscall.Rlimit{Cur: need, Max: max(lim.Max, need)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		return fmt.Errorf("raise the open-file limit from %d (hard %d) to %d: %w", lim.Cur, lim.Max, need, err)
+	}
+	return nil
+}
+
+// noFileNeed is the open-file limit the scenarios need: two descriptors
+// per held connection plus headroom; 0 when none holds many.
+func noFileNeed(scs []scenario) uint64 {
+	var most int
+	for _, sc := range scs {
+		if sc.kind == kindIdle || sc.kind == kindReload {
+			most = max(most, sc.idle)
+		}
+	}
+	if most == 0 {
+		return 0
+	}
+	return uint64(2*most + noFileHeadroom)
+}
+
+// reloadHooks are how a reload run changes the mux's configuration and
+// learns that the mux applied it. muxload builds them from -reload-cmd
+// and -reload-log; tests with an in-process mux give their own.
+type reloadHooks struct {
+	// reload makes change k (1, 2, ...).
+	reload func(k int) error
+	// applied is how many changes the mux has applied since the run
+	// began.
+	applied func() (int, error)
+}
+
+// shellReload runs cmdline with /bin/sh for change k, with MUXLOAD_PID
+// (the mux's root process: a master to signal) and MUXLOAD_RELOAD (k, to
+// pick which configuration to install) in its environment.
+func shellReload(cmdline string, muxPID int) func(k int) error {
+	return func(k int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), reloadCmdTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+		cmd.Env = append(os.Environ(), "MUXLOAD_PID="+strconv.Itoa(muxPID), "MUXLOAD_RELOAD="+strconv.Itoa(k))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("reload %d: %q: %w: %s", k, cmdline, err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+}
+
+// logCounter counts the lines matching re that a log file gains after
+// the counter is made: each is a swap the mux says it applied.
+type logCounter struct {
+	path    string
+	re      *regexp.Regexp
+	off     int64  // read up to here
+	partial []byte // an unfinished last line
+	n       int
+}
+
+// newLogCounter starts counting at the log's current end.
+func newLogCounter(path string, re *regexp.Regexp) (*logCounter, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("mux log: %w", err)
+	}
+	return &logCounter{path: path, re: re, off: st.Size()}, nil
+}
+
+// applied reads what the log gained and returns the matching lines so
+// far.
+func (l *logCounter) applied() (int, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return l.n, fmt.Errorf("mux log: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	b, err := io.ReadAll(io.NewSectionReader(f, l.off, 1<<40))
+	if err != nil {
+		return l.n, fmt.Errorf("mux log: %w", err)
+	}
+	l.off += int64(len(b))
+	b = append(l.partial, b...)
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break
+		}
+		if l.re.Match(b[:i]) {
+			l.n++
+		}
+		b = b[i+1:]
+	}
+	l.partial = slices.Clone(b)
+	return l.n, nil
+}
+
+// opRecord is one new connection of the load: when it started and how
+// long it took, from the load's start.
+type opRecord struct {
+	start, took time.Duration
+	ok          bool
+}
+
+// pacedLoad runs workers clients doing op until stopped, all together
+// starting a new connection every 1/rate seconds (rate 0: back to back),
+// and records every one.
+type pacedLoad struct {
+	t0       time.Time
+	stop     atomic.Bool
+	wg       sync.WaitGroup
+	recs     [][]opRecord
+	firstErr atomic.Pointer[string]
+}
+
+// startLoad starts the workers.
+func startLoad(workers int, rate float64, op func() error) *pacedLoad {
+	l := &pacedLoad{t0: time.Now(), recs: make([][]opRecord, workers)}
+	var every time.Duration
+	if rate > 0 {
+		every = time.Duration(float64(workers) / rate * float64(time.Second))
+	}
+	for w := range workers {
+		l.wg.Go(func() {
+			// Worker w starts at w/rate and then every workers/rate: a
+			// steady arrival of one connection every 1/rate. A worker
+			// behind its schedule starts at once.
+			next := l.t0.Add(time.Duration(w) * every / time.Duration(workers))
+			for !l.stop.Load() {
+				if every > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(every)
+				}
+				t := time.Now()
+				err := op()
+				rec := opRecord{start: t.Sub(l.t0), took: time.Since(t), ok: err == nil}
+				if err != nil {
+					msg := err.Error()
+					l.firstErr.CompareAndSwap(nil, &msg)
+				}
+				l.recs[w] = append(l.recs[w], rec)
+			}
+		})
+	}
+	return l
+}
+
+// finish stops the workers and returns every connection's record.
+func (l *pacedLoad) finish() []opRecord {
+	l.stop.Store(true)
+	l.wg.Wait()
+	var all []opRecord
+	for _, r := range l.recs {
+		all = append(all, r...)
+	}
+	return all
+}
+
+// cpuSample is the mux's CPU seconds so far at a time from the load's
+// start.
+type cpuSample struct {
+	at  time.Duration
+	cpu float64
+}
+
+// muxCPUNow reads the mux's CPU seconds so far: its cgroup's when it has
+// one, else its /proc tree's.
+func muxCPUNow(m meter) (float64, error) {
+	if m.cg != nil {
+		u, err := m.cg.usage()
+		return u.Seconds(), err
+	}
+	if m.pid == 0 {
+		return 0, errors.New("no mux to measure")
+	}
+	ticks, _, err := m.proc.treeTicks(m.pid)
+	return float64(ticks) / clockTicks, err
+}
+
+// near says whether t is within w of one of swaps.
+func near(t time.Duration, swaps []time.Duration, w time.Duration) bool {
+	for _, s := range swaps {
+		if t >= s-w && t <= s+w {
+			return true
+		}
+	}
+	return false
+}
+
+// splitAround sorts the latencies of the connections that started in
+// [from, to] and got their echo: around those that started within w of a
+// swap, between the others.
+func splitAround(recs []opRecord, swaps []time.Duration, w, from, to time.Duration) (around, between []time.Duration) {
+	for _, r := range recs {
+		if !r.ok || r.start < from || r.start > to {
+			continue
+		}
+		if near(r.start, swaps, w) {
+			around = append(around, r.took)
+		} else {
+			between = append(between, r.took)
+		}
+	}
+	slices.Sort(around)
+	slices.Sort(between)
+	return around, between
+}
+
+// swapCPU is the mux's CPU seconds per swap beyond what the new
+// connections around the swaps cost: a sampling interval whose middle is
+// within w of a swap counts as around; the CPU per completed connection of
+// the intervals between swaps is charged to the connections completed
+// around them, and the rest, divided by the swaps, is returned. ends are
+// the completion times of the connections that got their echo, sorted.
+// ok is false when there is no interval of either kind or no swap.
+func swapCPU(samples []cpuSample, ends, swaps []time.Duration, w time.Duration) (perSwap, perConn float64, ok bool) {
+	var cpuAround, cpuBetween float64
+	var connsAround, connsBetween int
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		lo, _ := slices.BinarySearch(ends, a.at)
+		hi, _ := slices.BinarySearch(ends, b.at)
+		if near((a.at+b.at)/2, swaps, w) {
+			cpuAround += b.cpu - a.cpu
+			connsAround += hi - lo
+		} else {
+			cpuBetween += b.cpu - a.cpu
+			connsBetween += hi - lo
+		}
+	}
+	if len(swaps) == 0 || connsBetween == 0 || cpuAround == 0 && connsAround == 0 {
+		return 0, 0, false
+	}
+	perConn = cpuBetween / float64(connsBetween)
+	return (cpuAround - perConn*float64(connsAround)) / float64(len(swaps)), perConn, true
+}
+
+// checkHeld writes a banner on every held connection, batch at a time,
+// and counts those that echo it back.
+func checkHeld(conns []net.Conn, batch int) (alive int, firstErr error) {
+	var n atomic.Int64
+	var mu sync.Mutex
+	sem := make(chan struct{}, batch)
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = c.SetDeadline(time.Now().Add(opTimeout))
+			if err := roundTrip(c, sshBanner); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("held connection %d: %w", i, err)
+				}
+				mu.Unlock()
+				return
+			}
+			n.Add(1)
+		})
+	}
+	wg.Wait()
+	return int(n.Load()), firstErr
+}
+
+// reloadStats is what a reload run saw.
+type reloadStats struct {
+	client          clientCount
+	held, alive     int
+	heldErr         string
+	reloads         int // changes made
+	applied         int // changes the mux showed it applied
+	lagMs           float64
+	recs            []opRecord
+	window          time.Duration
+	from, to        time.Duration // the measured window, from the load's start
+	swaps           []time.Duration
+	samples         []cpuSample
+	use             usage
+	firstErr        string
+	reloadErr       error
+	appliedErr      error
+	cpuErr          error
+	connsInWindowOK int64
+}
+
+// runReload runs one reload-N scenario against addr: see the comment at
+// the top of this file.
+func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) (reloadStats, error) {
+	var s reloadStats
+	conns, err := openMany(addr, sc.idle, o.idleBatch, o.idleTimeout)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	s.held = len(conns)
+	s.client = clientCount{attempts: int64(sc.idle), succeeded: int64(len(conns))}
+	if err != nil {
+		return s, err
+	}
+
+	op := func() error { return sshOnce(addr) }
+	load := startLoad(sc.workers, o.reloadRate, op)
+	stopPolls := make(chan struct{})
+	var polls sync.WaitGroup
+	// The CPU, every cpuTick.
+	polls.Go(func() {
+		t := time.NewTicker(cpuTick)
+		defer t.Stop()
+		for {
+			cpu, err := muxCPUNow(m)
+			if err != nil {
+				s.cpuErr = err
+				return
+			}
+			s.samples = append(s.samples, cpuSample{at: time.Since(load.t0), cpu: cpu})
+			select {
+			case <-stopPolls:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	time.Sleep(o.warmup)
+
+	// The swaps the mux shows, timed as seen, every appliedPoll.
+	var mu sync.Mutex
+	var swaps []time.Duration
+	counted := 0
+	poll := func() {
+		n, err := hooks.applied()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			s.appliedErr = err
+			return
+		}
+		for ; counted < n; counted++ {
+			swaps = append(swaps, time.Since(load.t0))
+		}
+	}
+	poll() // starts the count here
+	polls.Go(func() {
+		t := time.NewTicker(appliedPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopPolls:
+				return
+			case <-t.C:
+				poll()
+			}
+		}
+	})
+	appliedNow := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return counted
+	}
+
+	a := m.sample()
+	t0 := time.Now()
+	s.from = t0.Sub(load.t0)
+	var cmdAt []time.Duration
+	// Change k is made at (k-1/2) periods into the window.
+	for k := 1; ; k++ {
+		at := t0.Add(time.Duration(k)*o.reloadEvery - o.reloadEvery/2)
+		if at.After(t0.Add(o.d)) {
+			break
+		}
+		time.Sleep(time.Until(at))
+		cmdAt = append(cmdAt, time.Since(load.t0))
+		s.reloads++
+		if err := hooks.reload(k); err != nil {
+			s.reloadErr = err
+			break
+		}
+	}
+	time.Sleep(time.Until(t0.Add(o.d)))
+	// The last change may still be settling: wait for it, then for the
+	// window after it.
+	deadline := time.Now().Add(appliedWait)
+	for appliedNow() < s.reloads && time.Now().Before(deadline) {
+		time.Sleep(appliedPoll)
+	}
+	time.Sleep(o.reloadWindow)
+	b := m.sample()
+	s.to = time.Since(load.t0)
+	s.window = time.Since(t0)
+	close(stopPolls)
+	polls.Wait()
+	s.recs = load.finish()
+	s.use = m.between(a, b)
+	poll()
+	s.swaps, s.applied = swaps, counted
+	if p := load.firstErr.Load(); p != nil {
+		s.firstErr = *p
+	}
+	var lags []float64
+	for i := 0; i < min(len(cmdAt), len(s.swaps)); i++ {
+		lags = append(lags, float64(s.swaps[i]-cmdAt[i])/float64(time.Millisecond))
+	}
+	if len(lags) > 0 {
+		s.lagMs = median(lags)
+	}
+	for _, r := range s.recs {
+		s.client.attempts++
+		if r.ok {
+			s.client.succeeded++
+			if r.start >= s.from && r.start+r.took <= s.to {
+				s.connsInWindowOK++
+			}
+		}
+	}
+
+	s.alive, err = checkHeld(conns, o.idleBatch)
+	if err != nil {
+		s.heldErr = err.Error()
+	}
+	return s, nil
+}
+
+// measureReload runs a reload-N scenario and records its figures.
+func (r *runner) measureReload(sc scenario, m meter, res *result) (clientCount, error) {
+	hooks := r.reloadHooks
+	if hooks.reload == nil {
+		hooks.reload = shellReload(r.opt.reloadCmd, m.pid)
+	}
+	if hooks.applied == nil {
+		lc, err := newLogCounter(r.muxLog, r.opt.reloadLog)
+		if err != nil {
+			return clientCount{}, err
+		}
+		hooks.applied = lc.applied
+	}
+	st, err := runReload(sc, r.opt, r.target.addr(routeSSH), hooks, m)
+	res.Idle, res.Workers = st.held, sc.workers
+	if err != nil {
+		return st.client, err
+	}
+	res.HeldAlive, res.HeldErr = st.alive, st.heldErr
+	res.Reloads, res.ReloadsApplied, res.ReloadLagMs = st.reloads, st.applied, st.lagMs
+	res.ReloadRate, res.ReloadEveryS, res.ReloadWindowMs = r.opt.reloadRate, r.opt.reloadEvery.Seconds(), float64(r.opt.reloadWindow)/float64(time.Millisecond)
+	res.Seconds = st.window.Seconds()
+	for _, rec := range st.recs {
+		if rec.ok {
+			res.Conns++
+		} else {
+			res.Failed++
+		}
+	}
+	if n := res.Conns + res.Failed; n > 0 {
+		res.FailPct = 100 * float64(res.Failed) / float64(n)
+	}
+	res.FirstErr = st.firstErr
+	res.ConnPerS = float64(st.connsInWindowOK) / st.window.Seconds()
+	w := r.opt.reloadWindow
+	around, between := splitAround(st.recs, st.swaps, w, st.from, st.to)
+	all := append(slices.Clone(around), between...)
+	l := summarize(all)
+	res.P50ms, res.P90ms, res.P99ms, res.MaxMs = l.P50, l.P90, l.P99, l.Max
+	la, lb := summarize(around), summarize(between)
+	res.AroundConns, res.BetweenConns = len(around), len(between)
+	res.AroundP50ms, res.AroundP99ms, res.AroundMaxMs = la.P50, la.P99, la.Max
+	res.BetweenP50ms, res.BetweenP99ms = lb.P50, lb.P99
+	recordUsage(res, st.use)
+	var ends []time.Duration
+	for _, rec := range st.recs {
+		if rec.ok {
+			ends = append(ends, rec.start+rec.took)
+		}
+	}
+	slices.Sort(ends)
+	if per, perConn, ok := swapCPU(st.samples, ends, st.swaps, w); ok && st.cpuErr == nil {
+		res.CPUmsReload = per * 1e3
+		res.CPUusConn = perConn * 1e6
+	}
+	switch {
+	case st.reloadErr != nil:
+		return st.client, st.reloadErr
+	case st.appliedErr != nil:
+		return st.client, fmt.Errorf("reading the applied swaps: %w", st.appliedErr)
+	case st.applied != st.reloads:
+		return st.client, fmt.Errorf("the mux showed %d applied swaps for %d reloads (-reload-log)", st.applied, st.reloads)
+	case st.cpuErr != nil:
+		return st.client, fmt.Errorf("sampling the mux's CPU: %w", st.cpuErr)
+	}
+	return st.client, nil
+}
