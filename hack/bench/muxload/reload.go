@@ -56,14 +56,15 @@ const (
 )
 
 // noFileHeadroom is the descriptors muxload keeps beyond two per held
-// connection (its client end and its backend's): the load, the log, the
-// runtime.
-const noFileHeadroom = 16384
+// connection (its client end and its backend's): the load's workers, the
+// probes, the log, the runtime.
+const noFileHeadroom = 1024
 
 // raiseNoFile raises this process's open-file limit to at least need, the
-// hard limit too when it is lower and the process may (root). The mux
-// started from -cmd inherits it: it holds two descriptors per connection
-// as well.
+// hard limit too when it is lower and the process may (CAP_SYS_RESOURCE).
+// The mux started from -cmd inherits it: it holds two descriptors per
+// connection as well. Where the hard limit cannot be raised, a scenario
+// that needs more fails here, before it starts, rather than midway.
 func raiseNoFile(need uint64) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
