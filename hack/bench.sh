@@ -31,7 +31,8 @@
 # limit is 20000: see reload_configs) adds muxload's reload-N to every
 # repeat of the peers that can change their configuration while serving, portmux and
 # haproxy: N held connections and RELOAD_RATE new ones a second (C
-# workers), while for RELOAD_D a changed configuration is swapped in every
+# workers), first for RELOAD_BASELINE with no change (the CPU the load
+# costs), then for RELOAD_D with a changed configuration swapped in every
 # RELOAD_EVERY. The script writes two configurations per peer into
 # bin/bench/reload/ that route alike but differ (the SSH route or backend
 # renamed, a route for c.bench.test added) and the reload command renames
@@ -66,6 +67,7 @@ RELOAD=${RELOAD:-}
 RELOAD_EVERY=${RELOAD_EVERY:-2s}
 RELOAD_D=${RELOAD_D:-20s}
 RELOAD_RATE=${RELOAD_RATE:-1000}
+RELOAD_BASELINE=${RELOAD_BASELINE:-10s}
 RELOAD_DIR=$OUT_DIR/reload
 
 need=()
@@ -180,7 +182,7 @@ for rep in $(seq 1 "$REPS"); do
         continue
       fi
       "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "reload-$RELOAD" \
-        -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" \
+        -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" -reload-baseline "$RELOAD_BASELINE" \
         -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" \
         -out results.jsonl -logdir logs || failed=1
     fi

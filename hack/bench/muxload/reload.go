@@ -31,11 +31,15 @@ import (
 //   - the latency of new connections started within -reload-window of a
 //     swap (when the mux's log showed it applied) against the others;
 //   - the N held connections still echoing at the end (all must be);
-//   - the mux's CPU per swap: its CPU is sampled every cpuTick; the ticks
-//     within -reload-window of a swap are "around", the rest "between";
-//     the CPU per new connection between swaps, times the connections
-//     completed around them, is taken off the CPU around them, and what
-//     is left is divided by the swaps.
+//   - the mux's CPU per swap: a baseline of -reload-baseline runs the same
+//     load before the window with no change made; its CPU per completed
+//     connection, times the connections completed in the window, is taken
+//     off the window's CPU, and what is left is divided by the swaps
+//     (CPUmsReload). A second figure samples the CPU every cpuTick: the
+//     ticks within -reload-window of a swap are "around", the rest
+//     "between", and the CPU per connection between swaps is taken off
+//     the CPU around them (CPUmsReloadAround); it misses what a swap costs
+//     later (a garbage collection it brings forward, a worker exiting).
 
 // kindReload is a reload-N scenario.
 const kindReload = "reload"
@@ -310,6 +314,26 @@ func swapCPU(samples []cpuSample, ends, swaps []time.Duration, w time.Duration) 
 	return (cpuAround - perConn*float64(connsAround)) / float64(len(swaps)), perConn, true
 }
 
+// baselineCPU is the mux's CPU seconds per swap beyond the load's: the
+// CPU per completed connection of the baseline (the same load, no change
+// made) is charged to the connections completed in the window, and the
+// rest of the window's CPU, divided by the swaps, is returned. ends are
+// the completion times of the connections that got their echo, sorted.
+// ok is false with no baseline connection or no swap.
+func baselineCPU(s reloadStats, ends []time.Duration) (perSwap, perConn float64, ok bool) {
+	count := func(from, to time.Duration) int {
+		lo, _ := slices.BinarySearch(ends, from)
+		hi, _ := slices.BinarySearch(ends, to)
+		return hi - lo
+	}
+	base := count(s.baseFrom, s.baseTo)
+	if base == 0 || s.applied == 0 {
+		return 0, 0, false
+	}
+	perConn = s.baseCPU / float64(base)
+	return (s.cpu - perConn*float64(count(s.from, s.to))) / float64(s.applied), perConn, true
+}
+
 // checkHeld writes a banner on every held connection, batch at a time,
 // and counts those that echo it back.
 func checkHeld(conns []net.Conn, batch int) (alive int, firstErr error) {
@@ -339,23 +363,28 @@ func checkHeld(conns []net.Conn, batch int) (alive int, firstErr error) {
 
 // reloadStats is what a reload run saw.
 type reloadStats struct {
-	client          clientCount
-	held, alive     int
-	heldErr         string
-	reloads         int // changes made
-	applied         int // changes the mux showed it applied
-	lagMs           float64
-	recs            []opRecord
-	window          time.Duration
-	from, to        time.Duration // the measured window, from the load's start
-	swaps           []time.Duration
-	samples         []cpuSample
-	use             usage
-	firstErr        string
-	reloadErr       error
-	appliedErr      error
-	cpuErr          error
-	connsInWindowOK int64
+	client      clientCount
+	held, alive int
+	heldErr     string
+	reloads     int // changes made
+	applied     int // changes the mux showed it applied
+	lagMs       float64
+	recs        []opRecord
+	window      time.Duration
+	from, to    time.Duration // the measured window, from the load's start
+	cpu         float64       // the mux's CPU seconds in the window
+	// The baseline before the window: the same load, no change.
+	baseFrom, baseTo time.Duration
+	baseCPU          float64
+	swaps            []time.Duration
+	samples          []cpuSample
+	use              usage
+	firstErr         string
+	reloadErr        error
+	appliedErr       error
+	cpuErr           error
+	sampleErr        error
+	connsInWindowOK  int64
 }
 
 // runReload runs one reload-N scenario against addr: see the comment at
@@ -385,7 +414,7 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 		for {
 			cpu, err := muxCPUNow(m)
 			if err != nil {
-				s.cpuErr = err
+				s.sampleErr = err
 				return
 			}
 			s.samples = append(s.samples, cpuSample{at: time.Since(load.t0), cpu: cpu})
@@ -397,6 +426,17 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 		}
 	})
 	time.Sleep(o.warmup)
+	// The baseline: the same load with no change made.
+	if o.reloadBaseline > 0 {
+		s.baseFrom = time.Since(load.t0)
+		c0, err := muxCPUNow(m)
+		time.Sleep(o.reloadBaseline)
+		c1, err1 := muxCPUNow(m)
+		s.baseTo, s.baseCPU = time.Since(load.t0), c1-c0
+		if err = errors.Join(err, err1); err != nil {
+			s.cpuErr = err
+		}
+	}
 
 	// The swaps the mux shows, timed as seen, every appliedPoll.
 	var mu sync.Mutex
@@ -434,6 +474,7 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 	}
 
 	a := m.sample()
+	cpuFrom, cpuErr := muxCPUNow(m)
 	t0 := time.Now()
 	s.from = t0.Sub(load.t0)
 	var cmdAt []time.Duration
@@ -460,6 +501,11 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 	}
 	time.Sleep(o.reloadWindow)
 	b := m.sample()
+	cpuTo, cpuErr1 := muxCPUNow(m)
+	s.cpu = cpuTo - cpuFrom
+	if err := errors.Join(cpuErr, cpuErr1); err != nil {
+		s.cpuErr = err
+	}
 	s.to = time.Since(load.t0)
 	s.window = time.Since(t0)
 	close(stopPolls)
@@ -546,9 +592,12 @@ func (r *runner) measureReload(sc scenario, m meter, res *result) (clientCount, 
 		}
 	}
 	slices.Sort(ends)
-	if per, perConn, ok := swapCPU(st.samples, ends, st.swaps, w); ok && st.cpuErr == nil {
-		res.CPUmsReload = per * 1e3
-		res.CPUusConn = perConn * 1e6
+	if per, perConn, ok := baselineCPU(st, ends); ok && st.cpuErr == nil {
+		res.CPUmsReload, res.CPUusConn = per*1e3, perConn*1e6
+		res.BaselineS = (st.baseTo - st.baseFrom).Seconds()
+	}
+	if per, _, ok := swapCPU(st.samples, ends, st.swaps, w); ok && st.sampleErr == nil {
+		res.CPUmsReloadAround = per * 1e3
 	}
 	switch {
 	case st.reloadErr != nil:
@@ -557,8 +606,8 @@ func (r *runner) measureReload(sc scenario, m meter, res *result) (clientCount, 
 		return st.client, fmt.Errorf("reading the applied swaps: %w", st.appliedErr)
 	case st.applied != st.reloads:
 		return st.client, fmt.Errorf("the mux showed %d applied swaps for %d reloads (-reload-log)", st.applied, st.reloads)
-	case st.cpuErr != nil:
-		return st.client, fmt.Errorf("sampling the mux's CPU: %w", st.cpuErr)
+	case st.cpuErr != nil || st.sampleErr != nil:
+		return st.client, fmt.Errorf("reading the mux's CPU: %w", errors.Join(st.cpuErr, st.sampleErr))
 	}
 	return st.client, nil
 }

@@ -61,6 +61,28 @@ func TestSwapCPU(t *testing.T) {
 	}
 }
 
+func TestBaselineCPU(t *testing.T) {
+	// A baseline of 1 s with 100 connections and 0.1 s of CPU: 1 ms a
+	// connection. The window's 200 connections cost 0.2 s of its 0.26 s;
+	// the 0.06 s left are 3 swaps' of 20 ms.
+	var ends []time.Duration
+	for i := range 100 {
+		ends = append(ends, time.Duration(i)*10*ms)
+	}
+	for i := range 200 {
+		ends = append(ends, 2*time.Second+time.Duration(i)*5*ms)
+	}
+	s := reloadStats{baseFrom: 0, baseTo: time.Second, baseCPU: 0.1, from: 2 * time.Second, to: 3 * time.Second, cpu: 0.26, applied: 3}
+	per, perConn, ok := baselineCPU(s, ends)
+	if !ok || !near0(perConn-0.001) || !near0(per-0.02) {
+		t.Errorf("baselineCPU = %v s/swap, %v s/conn, %v; want 0.02, 0.001, true", per, perConn, ok)
+	}
+	s.applied = 0
+	if _, _, ok := baselineCPU(s, ends); ok {
+		t.Error("a figure with no swap")
+	}
+}
+
 func near0(x float64) bool { return x < 1e-9 && x > -1e-9 }
 
 func TestLogCounter(t *testing.T) {

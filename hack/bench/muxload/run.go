@@ -39,11 +39,12 @@ type options struct {
 	udpWindow   int // datagrams in flight per session
 	udpSetup    int // sessions udp-setup opens
 
-	reloadCmd    string         // reload-N: makes a change, run every reloadEvery
-	reloadEvery  time.Duration  // between changes
-	reloadLog    *regexp.Regexp // a line the mux logs for each change it applied
-	reloadWindow time.Duration  // how far from a swap a new connection counts as around it
-	reloadRate   float64        // new connections a second during reload-N; 0: back to back
+	reloadCmd      string         // reload-N: makes a change, run every reloadEvery
+	reloadEvery    time.Duration  // between changes
+	reloadLog      *regexp.Regexp // a line the mux logs for each change it applied
+	reloadWindow   time.Duration  // how far from a swap a new connection counts as around it
+	reloadRate     float64        // new connections a second during reload-N; 0: back to back
+	reloadBaseline time.Duration  // the same load with no change, before the window: the CPU to take off
 
 	quiet        float64 // cores of other load that make a run disturbed
 	quietWait    time.Duration
@@ -465,8 +466,8 @@ func describe(r result) string {
 	s := fmt.Sprintf("%s %s rep %d:", r.Peer, r.Scenario, r.Rep)
 	switch {
 	case r.Reloads > 0:
-		s += fmt.Sprintf(" %d/%d swaps applied (lag %.0f ms) with %d held, %d/%d alive; %.0f conn/s, %d failed; p99 %.2f ms around swaps, %.2f between; mux %.2f ms CPU/swap",
-			r.ReloadsApplied, r.Reloads, r.ReloadLagMs, r.Idle, r.HeldAlive, r.Idle, r.ConnPerS, r.Failed, r.AroundP99ms, r.BetweenP99ms, r.CPUmsReload)
+		s += fmt.Sprintf(" %d/%d swaps applied (lag %.0f ms) with %d held, %d/%d alive; %.0f conn/s, %d failed; p99 %.2f ms around swaps, %.2f between; mux %.2f ms CPU/swap (%.2f sampled around swaps)",
+			r.ReloadsApplied, r.Reloads, r.ReloadLagMs, r.Idle, r.HeldAlive, r.Idle, r.ConnPerS, r.Failed, r.AroundP99ms, r.BetweenP99ms, r.CPUmsReload, r.CPUmsReloadAround)
 		if lostConnections(r) {
 			s += " NEW CONNECTIONS FAILED OR HELD ONES LOST"
 		}
