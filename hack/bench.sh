@@ -33,7 +33,8 @@
 # haproxy: N held connections and RELOAD_RATE new ones a second (C
 # workers), first for RELOAD_BASELINE with no change (the CPU the load
 # costs), then for RELOAD_D with a changed configuration swapped in every
-# RELOAD_EVERY. The script writes two configurations per peer into
+# RELOAD_EVERY, then RELOAD_QUIET more swaps with the load stopped (the
+# CPU of a swap alone). The script writes two configurations per peer into
 # bin/bench/reload/ that route alike but differ (the SSH route or backend
 # renamed, a route for c.bench.test added) and the reload command renames
 # the other one into place:
@@ -68,6 +69,7 @@ RELOAD_EVERY=${RELOAD_EVERY:-2s}
 RELOAD_D=${RELOAD_D:-20s}
 RELOAD_RATE=${RELOAD_RATE:-1000}
 RELOAD_BASELINE=${RELOAD_BASELINE:-10s}
+RELOAD_QUIET=${RELOAD_QUIET:-5}
 RELOAD_DIR=$OUT_DIR/reload
 
 need=()
@@ -183,6 +185,7 @@ for rep in $(seq 1 "$REPS"); do
       fi
       "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "reload-$RELOAD" \
         -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" -reload-baseline "$RELOAD_BASELINE" \
+        -reload-quiet "$RELOAD_QUIET" \
         -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" \
         -out results.jsonl -logdir logs || failed=1
     fi

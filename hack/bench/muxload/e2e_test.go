@@ -77,7 +77,7 @@ func shortRunReloading(t *testing.T, b *backends, addr string, hooks reloadHooks
 			workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
 			tputBytes: 4 << 20, tputStreams: 2, tputTimeout: 10 * time.Second,
 			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
-			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond,
+			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond, reloadQuiet: 2, reloadWait: time.Second,
 			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
 		},
 		proc: procFS{root: "/proc"}, backends: b,
@@ -211,9 +211,10 @@ func TestEndToEndReload(t *testing.T) {
 	if !r.RouteOK || r.Err != "" || r.Failed != 0 || r.Idle != 50 || r.HeldAlive != 50 {
 		t.Errorf("route ok %v, error %q, %d failed (%s), %d of %d held alive", r.RouteOK, r.Err, r.Failed, r.FirstErr, r.HeldAlive, r.Idle)
 	}
-	// 200 ms apart in a 200 ms window: one swap, seen applied.
-	if r.Reloads != 1 || r.ReloadsApplied != 1 {
-		t.Errorf("%d reloads, %d applied; want 1 and 1", r.Reloads, r.ReloadsApplied)
+	// 200 ms apart in a 200 ms window: one swap, seen applied; then two
+	// with no load.
+	if r.Reloads != 1 || r.ReloadsApplied != 1 || r.QuietReloads != 2 || r.QuietReloadsApplied != 2 {
+		t.Errorf("%d reloads, %d applied, %d and %d with no load; want 1, 1, 2, 2", r.Reloads, r.ReloadsApplied, r.QuietReloads, r.QuietReloadsApplied)
 	}
 	if r.Conns == 0 || r.AroundConns == 0 || r.BetweenConns == 0 || r.AroundP99ms == 0 || r.BetweenP99ms == 0 {
 		t.Errorf("latencies around and between swaps not measured: %+v", r)

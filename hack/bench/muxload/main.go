@@ -44,7 +44,8 @@
 //	          of a swap against the others, held connections still
 //	          echoing at the end (all must be), mux CPU per swap beyond
 //	          the load's, whose CPU per connection comes from a
-//	          -reload-baseline of the same load before the window. Each
+//	          -reload-baseline of the same load before the window, and
+//	          with no load, -reload-quiet changes after it. Each
 //	          swap must show in the mux's log as a line matching
 //	          -reload-log, or the run is an error. The open-file limit is
 //	          raised to 2N plus headroom (the mux inherits it).
@@ -190,6 +191,7 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	reloadLog := fs.String("reload-log", "", "reload-N: regular expression of the line the mux logs for each change it applied (required with reload-N)")
 	fs.DurationVar(&opt.reloadWindow, "reload-window", 250*time.Millisecond, "reload-N: new connections started this close to a swap count as around it")
 	fs.DurationVar(&opt.reloadBaseline, "reload-baseline", 5*time.Second, "reload-N: the same load with no change before the window, whose CPU per connection is taken off the window's to leave the swaps' CPU")
+	fs.IntVar(&opt.reloadQuiet, "reload-quiet", 5, "reload-N: changes made after the window with the load stopped, for the CPU of a swap alone (0: none)")
 	fs.Float64Var(&opt.reloadRate, "reload-rate", 1000, "reload-N: new connections a second from the -c workers together (0: back to back)")
 	fs.IntVar(&opt.udpSetup, "udp-setup-sessions", 5000, "sessions udp-setup opens (and holds until the last is open)")
 	fs.Float64Var(&opt.quiet, "quiet", 0.3, "cores of other load, before or during a run, that make it disturbed (0: do not wait or check)")
@@ -260,8 +262,8 @@ func checkReloadFlags(opt options, reloadLog string) error {
 		return errors.New("reload-N needs -reload-cmd")
 	case reloadLog == "":
 		return errors.New("reload-N needs -reload-log: nothing else shows that the mux applied a change")
-	case opt.reloadEvery <= 0 || opt.reloadWindow <= 0 || opt.reloadBaseline <= 0 || opt.reloadRate < 0:
-		return errors.New("-reload-every, -reload-window and -reload-baseline must be positive, -reload-rate not negative")
+	case opt.reloadEvery <= 0 || opt.reloadWindow <= 0 || opt.reloadBaseline <= 0 || opt.reloadRate < 0 || opt.reloadQuiet < 0:
+		return errors.New("-reload-every, -reload-window and -reload-baseline must be positive, -reload-rate and -reload-quiet not negative")
 	}
 	return nil
 }

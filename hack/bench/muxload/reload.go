@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,11 @@ import (
 //     "between", and the CPU per connection between swaps is taken off
 //     the CPU around them (CPUmsReloadAround); it misses what a swap costs
 //     later (a garbage collection it brings forward, a worker exiting).
+//     Both are at the mercy of the load's CPU per connection, which other
+//     work on the box moves by more than a cheap swap costs; so after the
+//     window the load stops and -reload-quiet more changes are made: their
+//     CPU, less the mux's idle CPU, over the swaps is the third figure
+//     (CPUmsReloadQuiet), the swap's own cost with N connections held.
 
 // kindReload is a reload-N scenario.
 const kindReload = "reload"
@@ -376,15 +382,17 @@ type reloadStats struct {
 	// The baseline before the window: the same load, no change.
 	baseFrom, baseTo time.Duration
 	baseCPU          float64
-	swaps            []time.Duration
-	samples          []cpuSample
-	use              usage
-	firstErr         string
-	reloadErr        error
-	appliedErr       error
-	cpuErr           error
-	sampleErr        error
-	connsInWindowOK  int64
+	// The swaps made with no load after the window.
+	quiet           quietRun
+	swaps           []time.Duration
+	samples         []cpuSample
+	use             usage
+	firstErr        string
+	reloadErr       error
+	appliedErr      error
+	cpuErr          error
+	sampleErr       error
+	connsInWindowOK int64
 }
 
 // runReload runs one reload-N scenario against addr: see the comment at
@@ -495,7 +503,7 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 	time.Sleep(time.Until(t0.Add(o.d)))
 	// The last change may still be settling: wait for it, then for the
 	// window after it.
-	deadline := time.Now().Add(appliedWait)
+	deadline := time.Now().Add(cmp.Or(o.reloadWait, appliedWait))
 	for appliedNow() < s.reloads && time.Now().Before(deadline) {
 		time.Sleep(appliedPoll)
 	}
@@ -534,11 +542,73 @@ func runReload(sc scenario, o options, addr string, hooks reloadHooks, m meter) 
 		}
 	}
 
+	if o.reloadQuiet > 0 && s.reloadErr == nil && s.applied == s.reloads {
+		s.quiet = quietSwaps(o, hooks.reload, func() int { poll(); return appliedNow() }, m, s.reloads+1)
+	}
+
 	s.alive, err = checkHeld(conns, o.idleBatch)
 	if err != nil {
 		s.heldErr = err.Error()
 	}
 	return s, nil
+}
+
+// quietRun is what the swaps made with no load cost.
+type quietRun struct {
+	made, applied int
+	perSwap       float64 // the mux's CPU seconds per swap, its idle CPU taken off
+	err           error
+}
+
+// idleProbe is how long the mux's idle CPU is measured before the swaps
+// with no load.
+const idleProbe = time.Second
+
+// quietSwaps makes o.reloadQuiet changes, numbered from first, every
+// o.reloadEvery with no load running, and measures the mux's CPU from
+// before the first to o.reloadWindow after the last was applied, less
+// its idle CPU over as long (measured for idleProbe before): what the
+// swaps themselves cost, with nothing else for the figure to be confused
+// with. applied polls the count of applied changes.
+func quietSwaps(o options, reload func(k int) error, applied func() int, m meter, first int) quietRun {
+	var q quietRun
+	c0, err := muxCPUNow(m)
+	if err != nil {
+		q.err = err
+		return q
+	}
+	time.Sleep(idleProbe)
+	c1, err := muxCPUNow(m)
+	if err != nil {
+		q.err = err
+		return q
+	}
+	idleRate := (c1 - c0) / idleProbe.Seconds()
+	n0 := applied()
+	t0 := time.Now()
+	for i := range o.reloadQuiet {
+		time.Sleep(time.Until(t0.Add(time.Duration(i)*o.reloadEvery + o.reloadEvery/2)))
+		q.made++
+		if err := reload(first + i); err != nil {
+			q.err = err
+			return q
+		}
+	}
+	deadline := time.Now().Add(cmp.Or(o.reloadWait, appliedWait))
+	for q.applied = applied() - n0; q.applied < q.made && time.Now().Before(deadline); q.applied = applied() - n0 {
+		time.Sleep(appliedPoll)
+	}
+	time.Sleep(o.reloadWindow)
+	c2, err := muxCPUNow(m)
+	if err != nil {
+		q.err = err
+		return q
+	}
+	q.applied = applied() - n0
+	if q.applied > 0 {
+		q.perSwap = (c2 - c1 - idleRate*time.Since(t0).Seconds()) / float64(q.applied)
+	}
+	return q
 }
 
 // measureReload runs a reload-N scenario and records its figures.
@@ -599,13 +669,22 @@ func (r *runner) measureReload(sc scenario, m meter, res *result) (clientCount, 
 	if per, _, ok := swapCPU(st.samples, ends, st.swaps, w); ok && st.sampleErr == nil {
 		res.CPUmsReloadAround = per * 1e3
 	}
+	res.QuietReloads, res.QuietReloadsApplied = st.quiet.made, st.quiet.applied
+	if st.quiet.applied > 0 && st.quiet.err == nil {
+		res.CPUmsReloadQuiet = st.quiet.perSwap * 1e3
+	}
 	switch {
 	case st.reloadErr != nil:
 		return st.client, st.reloadErr
+
 	case st.appliedErr != nil:
 		return st.client, fmt.Errorf("reading the applied swaps: %w", st.appliedErr)
 	case st.applied != st.reloads:
 		return st.client, fmt.Errorf("the mux showed %d applied swaps for %d reloads (-reload-log)", st.applied, st.reloads)
+	case st.quiet.err != nil:
+		return st.client, fmt.Errorf("swaps with no load: %w", st.quiet.err)
+	case st.quiet.applied != st.quiet.made:
+		return st.client, fmt.Errorf("with no load, the mux showed %d applied swaps for %d reloads (-reload-log)", st.quiet.applied, st.quiet.made)
 	case st.cpuErr != nil || st.sampleErr != nil:
 		return st.client, fmt.Errorf("reading the mux's CPU: %w", errors.Join(st.cpuErr, st.sampleErr))
 	}

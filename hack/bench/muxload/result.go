@@ -85,6 +85,12 @@ type result struct {
 	CPUmsReload       float64 `json:"mux_cpu_ms_per_reload,omitempty"`
 	CPUmsReloadAround float64 `json:"mux_cpu_ms_per_reload_around,omitempty"`
 	BaselineS         float64 `json:"baseline_s,omitempty"`
+	// QuietReloads more changes made after the window with no load,
+	// QuietReloadsApplied of them seen applied; CPUmsReloadQuiet the mux's
+	// CPU per swap then, its idle CPU taken off.
+	QuietReloads        int     `json:"quiet_reloads,omitempty"`
+	QuietReloadsApplied int     `json:"quiet_reloads_applied,omitempty"`
+	CPUmsReloadQuiet    float64 `json:"mux_cpu_ms_per_reload_no_load,omitempty"`
 
 	// The mux's CPU over the measured window and where it was read.
 	MuxCPU     float64 `json:"mux_cpu_s"`

@@ -45,6 +45,8 @@ type options struct {
 	reloadWindow   time.Duration  // how far from a swap a new connection counts as around it
 	reloadRate     float64        // new connections a second during reload-N; 0: back to back
 	reloadBaseline time.Duration  // the same load with no change, before the window: the CPU to take off
+	reloadQuiet    int            // changes made after the window with no load
+	reloadWait     time.Duration  // bound on the wait for the last change to show; 0: appliedWait
 
 	quiet        float64 // cores of other load that make a run disturbed
 	quietWait    time.Duration
@@ -466,8 +468,8 @@ func describe(r result) string {
 	s := fmt.Sprintf("%s %s rep %d:", r.Peer, r.Scenario, r.Rep)
 	switch {
 	case r.Reloads > 0:
-		s += fmt.Sprintf(" %d/%d swaps applied (lag %.0f ms) with %d held, %d/%d alive; %.0f conn/s, %d failed; p99 %.2f ms around swaps, %.2f between; mux %.2f ms CPU/swap (%.2f sampled around swaps)",
-			r.ReloadsApplied, r.Reloads, r.ReloadLagMs, r.Idle, r.HeldAlive, r.Idle, r.ConnPerS, r.Failed, r.AroundP99ms, r.BetweenP99ms, r.CPUmsReload, r.CPUmsReloadAround)
+		s += fmt.Sprintf(" %d/%d swaps applied (lag %.0f ms) with %d held, %d/%d alive; %.0f conn/s, %d failed; p99 %.2f ms around swaps, %.2f between; mux %.2f ms CPU/swap (%.2f sampled around swaps, %.2f with no load)",
+			r.ReloadsApplied, r.Reloads, r.ReloadLagMs, r.Idle, r.HeldAlive, r.Idle, r.ConnPerS, r.Failed, r.AroundP99ms, r.BetweenP99ms, r.CPUmsReload, r.CPUmsReloadAround, r.CPUmsReloadQuiet)
 		if lostConnections(r) {
 			s += " NEW CONNECTIONS FAILED OR HELD ONES LOST"
 		}

@@ -78,7 +78,8 @@ func reloadRows(rs []result) []row {
 			row{what + "held connections alive at the end", scen, sumCell(func(r result) (int64, int64) { return int64(r.HeldAlive), int64(r.Idle) }, fmtCount)},
 			row{what + "new-conn p50 / p99 around swaps", scen, pairCell(func(r result) (float64, float64) { return r.AroundP50ms, r.AroundP99ms })},
 			row{what + "new-conn p50 / p99 between swaps", scen, pairCell(func(r result) (float64, float64) { return r.BetweenP50ms, r.BetweenP99ms })},
-			row{what + "mux CPU per swap", scen, medianOf(muxCPU(func(r result) float64 { return r.CPUmsReload }), fmtMillis)},
+			row{what + "mux CPU per swap, no load", scen, medianOf(muxCPU(func(r result) float64 { return r.CPUmsReloadQuiet }), fmtMillis)},
+			row{what + "mux CPU per swap under load (less the load's)", scen, medianOf(muxCPU(func(r result) float64 { return r.CPUmsReload }), fmtMillis)},
 		)
 	}
 	return rows
