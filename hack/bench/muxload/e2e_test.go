@@ -77,7 +77,7 @@ func shortRunReloading(t *testing.T, b *backends, addr string, hooks reloadHooks
 			workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
 			tputBytes: 4 << 20, tputStreams: 2, tputTimeout: 10 * time.Second,
 			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
-			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond, reloadQuiet: 2, reloadWait: time.Second,
+			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond, reloadQuiet: 2, reloadWait: time.Second, reloadIdle: 50 * time.Millisecond,
 			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
 		},
 		proc: procFS{root: "/proc"}, backends: b,

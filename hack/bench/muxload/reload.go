@@ -560,30 +560,33 @@ type quietRun struct {
 	err           error
 }
 
-// idleProbe is how long the mux's idle CPU is measured before the swaps
-// with no load.
-const idleProbe = time.Second
+// The idle CPU around the swaps with no load: measured for idleProbe
+// before them, idleSettle after the load stopped (its connections close,
+// its garbage is collected), and for idleProbe after them.
+const (
+	idleSettle = 2 * time.Second
+	idleProbe  = 2 * time.Second
+)
 
 // quietSwaps makes o.reloadQuiet changes, numbered from first, every
 // o.reloadEvery with no load running, and measures the mux's CPU from
 // before the first to o.reloadWindow after the last was applied, less
-// its idle CPU over as long (measured for idleProbe before): what the
-// swaps themselves cost, with nothing else for the figure to be confused
-// with. applied polls the count of applied changes.
+// its idle CPU over as long (the mean rate of idleProbe before and after):
+// what the swaps themselves cost, with nothing else for the figure to be
+// confused with. applied polls the count of applied changes.
 func quietSwaps(o options, reload func(k int) error, applied func() int, m meter, first int) quietRun {
 	var q quietRun
-	c0, err := muxCPUNow(m)
-	if err != nil {
-		q.err = err
-		return q
+	var cpuErr error
+	cpuNow := func() float64 {
+		c, err := muxCPUNow(m)
+		cpuErr = cmp.Or(cpuErr, err)
+		return c
 	}
-	time.Sleep(idleProbe)
-	c1, err := muxCPUNow(m)
-	if err != nil {
-		q.err = err
-		return q
-	}
-	idleRate := (c1 - c0) / idleProbe.Seconds()
+	settle, probe := cmp.Or(o.reloadIdle, idleSettle), cmp.Or(o.reloadIdle, idleProbe)
+	time.Sleep(settle)
+	c0 := cpuNow()
+	time.Sleep(probe)
+	c1 := cpuNow()
 	n0 := applied()
 	t0 := time.Now()
 	for i := range o.reloadQuiet {
@@ -599,14 +602,17 @@ func quietSwaps(o options, reload func(k int) error, applied func() int, m meter
 		time.Sleep(appliedPoll)
 	}
 	time.Sleep(o.reloadWindow)
-	c2, err := muxCPUNow(m)
-	if err != nil {
-		q.err = err
+	c2 := cpuNow()
+	took := time.Since(t0)
+	q.applied = applied() - n0
+	time.Sleep(probe)
+	c3 := cpuNow()
+	if q.err = cpuErr; q.err != nil {
 		return q
 	}
-	q.applied = applied() - n0
+	idleRate := (c1 - c0 + c3 - c2) / (2 * probe.Seconds())
 	if q.applied > 0 {
-		q.perSwap = (c2 - c1 - idleRate*time.Since(t0).Seconds()) / float64(q.applied)
+		q.perSwap = (c2 - c1 - idleRate*took.Seconds()) / float64(q.applied)
 	}
 	return q
 }

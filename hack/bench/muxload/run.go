@@ -47,6 +47,7 @@ type options struct {
 	reloadBaseline time.Duration  // the same load with no change, before the window: the CPU to take off
 	reloadQuiet    int            // changes made after the window with no load
 	reloadWait     time.Duration  // bound on the wait for the last change to show; 0: appliedWait
+	reloadIdle     time.Duration  // settle and probe of the idle CPU with no load; 0: idleSettle, idleProbe
 
 	quiet        float64 // cores of other load that make a run disturbed
 	quietWait    time.Duration
