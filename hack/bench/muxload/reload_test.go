@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -162,5 +163,23 @@ func TestCheckHeld(t *testing.T) {
 	alive, err := checkHeld(conns, 3)
 	if alive != 6 || err == nil {
 		t.Errorf("%d alive, %v; want 6 and an error", alive, err)
+	}
+}
+
+// TestShellReload: the command learns the mux's PID and the change's
+// number from its environment, and a failing command is an error that
+// says what it printed.
+func TestShellReload(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	reload := shellReload(`echo "$MUXLOAD_PID $MUXLOAD_RELOAD" > `+out, 4242)
+	if err := reload(3); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "4242 3\n" {
+		t.Errorf("the command saw %q, %v", b, err)
+	}
+	err := shellReload("echo no such config >&2; exit 3", 1)(1)
+	if err == nil || !strings.Contains(err.Error(), "no such config") {
+		t.Errorf("a failing reload command: %v", err)
 	}
 }
