@@ -147,7 +147,7 @@ bench-tunnel: ## Compare portmux tunnels (ws:// and wss://) with wstunnel 1.4.0 
 	hack/bench-tunnel.sh
 
 .PHONY: bench-mux
-bench-mux: ## Run hack/bench/muxload against portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved; results in bin/bench (REPS, D, TPUT, SCEN, PEERS).
+bench-mux: ## Run hack/bench/muxload against portmux serve beside haproxy, sslh and a minimal Go relay (the floor of Go's net), interleaved; results in bin/bench (REPS, D, TPUT, SCEN, PEERS; RELOAD=N adds the reload cost with N held connections, portmux vs haproxy).
 	hack/bench.sh
 
 # The soak's knobs: how long the attack lasts and the memory limit of

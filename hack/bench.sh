@@ -18,10 +18,33 @@
 #   hack/bench.sh                         # 3 repeats of every scenario
 #   REPS=1 SCEN=conn-ssh,tput hack/bench.sh
 #   PEERS="portmux haproxy" D=3s hack/bench.sh
+#   RELOAD=9000 SCEN= PEERS="portmux haproxy" REPS=2 hack/bench.sh
 #
 # Knobs: REPS, D (measured window of each connection scenario), TPUT (bytes
-# through the throughput streams), SCEN, PEERS, C (workers), STREAMS, NICE,
-# QUIET (cores of other load that mark a run disturbed), QUIET_WAIT.
+# through the throughput streams), SCEN (empty: none, for RELOAD alone),
+# PEERS, C (workers), STREAMS, NICE, QUIET (cores of other load that mark a
+# run disturbed), QUIET_WAIT, BASE (ports: backends at BASE+1.., the mux at
+# BASE+443; a value other than 17000 shifts the peers' configs, for a box
+# where someone else's run holds 17443).
+#
+# Reload cost (opt-in): RELOAD=N (at most 9000 where the open-file hard
+# limit is 20000: see reload_configs) adds muxload's reload-N to every
+# repeat of the peers that can change their configuration while serving, portmux and
+# haproxy: N held connections and RELOAD_RATE new ones a second (C
+# workers), first for RELOAD_BASELINE with no change (the CPU the load
+# costs), then for RELOAD_D with a changed configuration swapped in every
+# RELOAD_EVERY, then RELOAD_QUIET more swaps with the load stopped (the
+# CPU of a swap alone). The script writes two configurations per peer into
+# bin/bench/reload/ that route alike but differ (the SSH route or backend
+# renamed, a route for c.bench.test added) and the reload command renames
+# the other one into place:
+#   portmux  `portmux serve --watch`, which applies a file once it has been
+#            still for a second (so RELOAD_EVERY is 2s: changes a second
+#            apart would never settle); a swap is its log's "reloaded".
+#   haproxy  master-worker mode (-W), SIGUSR2 to the master, which re-execs,
+#            hands the listening sockets to the new worker (-x sockpair@,
+#            automatic in this mode) and leaves the old worker the
+#            connections it holds; a swap is its "Loading success.".
 # Output: bin/bench/results.jsonl, bin/bench/results-table.md, and each
 # peer's log in bin/bench/logs/.
 # Needs: Go, haproxy and sslh (installed from apt when missing and root).
@@ -33,13 +56,21 @@ OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
 REPS=${REPS:-3}
 D=${D:-5s}
 TPUT=${TPUT:-1GiB}
-SCEN=${SCEN:-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
+SCEN=${SCEN-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
 PEERS=${PEERS:-direct portmux haproxy sslh-fork go-minimal}
 C=${C:-32}
 STREAMS=${STREAMS:-4}
 NICE=${NICE:--10}
-ADDR=127.0.0.1:17443
+BASE=${BASE:-17000}
+ADDR=127.0.0.1:$((BASE + 443))
 PEER_CONF=$ROOT/hack/bench/peers
+RELOAD=${RELOAD:-}
+RELOAD_EVERY=${RELOAD_EVERY:-2s}
+RELOAD_D=${RELOAD_D:-20s}
+RELOAD_RATE=${RELOAD_RATE:-1000}
+RELOAD_BASELINE=${RELOAD_BASELINE:-10s}
+RELOAD_QUIET=${RELOAD_QUIET:-5}
+RELOAD_DIR=$OUT_DIR/reload
 
 need=()
 case " $PEERS " in *" haproxy "*) command -v haproxy >/dev/null || need+=(haproxy) ;; esac
@@ -61,6 +92,14 @@ go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
+if [ "$BASE" != 17000 ]; then
+  mkdir -p "$OUT_DIR/peers"
+  for f in "$PEER_CONF"/*; do
+    BASE=$BASE perl -pe 's/\b17(0\d\d|443)\b/$ENV{BASE} + $1/ge' "$f" > "$OUT_DIR/peers/${f##*/}"
+  done
+  PEER_CONF=$OUT_DIR/peers
+fi
+
 # peer_args NAME sets args to muxload's flags for one peer.
 peer_args() {
   case $1 in
@@ -68,27 +107,88 @@ peer_args() {
     portmux) args=(-cmd "exec $OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
     haproxy) args=(-cmd "exec haproxy -db -f $PEER_CONF/haproxy.cfg") ;;
     sslh-fork) args=(-cmd "exec sslh -F$PEER_CONF/sslh.cfg") ;;
-    go-minimal) args=(-routes ssh -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:17001") ;;
+    go-minimal) args=(-routes ssh -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:$((BASE + 1))") ;;
     *) echo "unknown peer $1 (direct, portmux, haproxy, sslh-fork, go-minimal)" >&2; exit 2 ;;
   esac
 }
 for peer in $PEERS; do peer_args "$peer"; done
+
+# reload_configs writes the two configurations each reloading peer
+# alternates between: 0 as in hack/bench/peers/, 1 routing alike but
+# changed. haproxy's maxconn is set to hold RELOAD connections and the
+# load. muxload raises the open-file limit to two per held connection
+# (its client end and its backend's) plus headroom, the mux inherits it;
+# where the hard limit cannot be raised (no CAP_SYS_RESOURCE) it bounds
+# RELOAD: a hard limit of 20000 allows RELOAD=9000, not 10000.
+reload_configs() {
+  mkdir -p "$RELOAD_DIR"
+  cp "$PEER_CONF/portmux.yaml" "$RELOAD_DIR/portmux-0.yaml"
+  sed -e 's/{name: ssh,/{name: ssh-alt,/' \
+    -e '/{name: plain,/i\    - {name: tls-c, listeners: [public], match: {protocol: tls, sni: [c.bench.test]}, backend: {address: "127.0.0.1:'$((BASE + 3))'"}}' \
+    "$PEER_CONF/portmux.yaml" > "$RELOAD_DIR/portmux-1.yaml"
+  sed "s/^\( *maxconn\) .*/\1 $((RELOAD + 500))/" "$PEER_CONF/haproxy.cfg" > "$RELOAD_DIR/haproxy-0.cfg"
+  sed -e 's/be_ssh\b/be_ssh_alt/g' \
+    -e '/use_backend be_tls_b/i\    use_backend be_tls_c if client_hello { req.ssl_sni -i c.bench.test }' \
+    "$RELOAD_DIR/haproxy-0.cfg" > "$RELOAD_DIR/haproxy-1.cfg"
+  printf 'backend be_tls_c\n    server tls_c 127.0.0.1:%d\n' $((BASE + 3)) >> "$RELOAD_DIR/haproxy-1.cfg"
+  for p in portmux-0.yaml:portmux-1.yaml haproxy-0.cfg:haproxy-1.cfg; do
+    if cmp -s "$RELOAD_DIR/${p%:*}" "$RELOAD_DIR/${p#*:}"; then
+      echo "reload: $p do not differ" >&2; exit 2
+    fi
+  done
+  if command -v haproxy >/dev/null; then haproxy -c -q -f "$RELOAD_DIR/haproxy-1.cfg"; fi
+}
+
+# reload_args NAME sets args to muxload's flags for a reload-N run of one
+# peer, or returns 1 when the peer has no reload. Each run starts from
+# configuration 0; change k installs configuration k mod 2 by rename.
+reload_args() {
+  local live swap
+  case $1 in
+    portmux)
+      live=$RELOAD_DIR/portmux.yaml
+      swap="cp $RELOAD_DIR/portmux-\$((MUXLOAD_RELOAD % 2)).yaml $live.next && mv -f $live.next $live"
+      args=(-cmd "cp $RELOAD_DIR/portmux-0.yaml $live && exec $OUT_DIR/portmux serve -f $live --bind-address 127.0.0.1 --log-connections=false --watch=true"
+        -reload-cmd "$swap" -reload-log '"msg":"reloaded"') ;;
+    haproxy)
+      live=$RELOAD_DIR/haproxy.cfg
+      swap="cp $RELOAD_DIR/haproxy-\$((MUXLOAD_RELOAD % 2)).cfg $live.next && mv -f $live.next $live && kill -USR2 \$MUXLOAD_PID"
+      args=(-cmd "cp $RELOAD_DIR/haproxy-0.cfg $live && exec haproxy -W -db -f $live"
+        -reload-cmd "$swap" -reload-log 'Loading success') ;;
+    *) return 1 ;;
+  esac
+}
 
 # Priority for everything a run starts (muxload, its backends, the mux),
 # so that other jobs on a shared box take less from a run.
 run=("$OUT_DIR/muxload")
 if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
 
+if [ -n "$RELOAD" ]; then reload_configs; fi
+
 failed=0
 cd "$OUT_DIR"
 for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
   for peer in $PEERS; do
-    peer_args "$peer"
-    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" "${args[@]}" -scenarios "$SCEN" \
-      -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
-      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
-      -out results.jsonl -logdir logs || failed=1
+    if [ -n "$SCEN" ]; then
+      peer_args "$peer"
+      "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "$SCEN" \
+        -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
+        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+        -out results.jsonl -logdir logs || failed=1
+    fi
+    if [ -n "$RELOAD" ]; then
+      if ! reload_args "$peer"; then
+        [ "$rep" != 1 ] || echo "$peer reload-$RELOAD: skipped, no configuration reload" >&2
+        continue
+      fi
+      "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "reload-$RELOAD" \
+        -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" -reload-baseline "$RELOAD_BASELINE" \
+        -reload-quiet "$RELOAD_QUIET" \
+        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" \
+        -out results.jsonl -logdir logs || failed=1
+    fi
   done
 done
 "$OUT_DIR/muxload" table results.jsonl | tee results-table.md

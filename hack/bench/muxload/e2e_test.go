@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // startDataplane serves the contract's routes with an in-process PortMux
@@ -18,42 +23,61 @@ import (
 // connections to another route's backend: a mux that routes wrongly.
 func startDataplane(t *testing.T, b *backends, misroute map[string]string) string {
 	t.Helper()
-	to := func(route string) *snapshot.Backend {
-		if other, ok := misroute[route]; ok {
-			route = other
-		}
-		return &snapshot.Backend{Name: route, Endpoints: []string{b.addr(route)}}
-	}
-	sshTo, bTo := to(routeSSH), to(routeTLSB)
 	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
-	snap := &snapshot.Snapshot{Listeners: []snapshot.Listener{{
-		Name: "bench/public", Address: "127.0.0.1:0", ProbeTimeout: 2 * time.Second,
-		Routes: []snapshot.Route{
-			{Name: "ssh", Match: snapshot.Match{Protocol: snapshot.SSH}, Backend: sshTo},
-			{Name: "b", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{sniB}}, Backend: bTo},
-			{Name: "a", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{sniA}}, Backend: to(routeTLSA)},
-			{Name: "any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: to(routePlain)},
-		},
-	}}}
-	if errs := srv.Apply(snap); len(errs) > 0 {
+	if errs := srv.Apply(contractSnapshot(b, "127.0.0.1:0", misroute, false)); len(errs) > 0 {
 		t.Fatal(errs)
 	}
 	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
 	return srv.Addr("bench/public").String()
 }
 
+// contractSnapshot is the contract's routes on one listener at addr.
+// misroute sends a route's connections to another route's backend; alt
+// renames the SSH route and adds a route no connection takes: a changed
+// configuration that routes the same.
+func contractSnapshot(b *backends, addr string, misroute map[string]string, alt bool) *snapshot.Snapshot {
+	to := func(route string) *snapshot.Backend {
+		if other, ok := misroute[route]; ok {
+			route = other
+		}
+		return &snapshot.Backend{Name: route, Endpoints: []string{b.addr(route)}}
+	}
+	routes := []snapshot.Route{
+		{Name: "ssh", Match: snapshot.Match{Protocol: snapshot.SSH}, Backend: to(routeSSH)},
+		{Name: "b", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{sniB}}, Backend: to(routeTLSB)},
+		{Name: "a", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{sniA}}, Backend: to(routeTLSA)},
+		{Name: "any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: to(routePlain)},
+	}
+	if alt {
+		routes[0].Name = "ssh-alt"
+		routes = slices.Insert(routes, 1, snapshot.Route{Name: "c", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{"c.bench.test"}}, Backend: to(routePlain)})
+	}
+	return &snapshot.Snapshot{Listeners: []snapshot.Listener{{
+		Name: "bench/public", Address: addr, ProbeTimeout: 2 * time.Second, Routes: routes,
+	}}}
+}
+
 // shortRun runs scenarios for a fraction of a second against addr and
 // returns their results.
 func shortRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]result, error) {
 	t.Helper()
+	return shortRunReloading(t, b, addr, reloadHooks{}, scenarios...)
+}
+
+// shortRunReloading is shortRun with the reload-N scenarios changing the
+// mux through hooks.
+func shortRunReloading(t *testing.T, b *backends, addr string, hooks reloadHooks, scenarios ...string) ([]result, error) {
+	t.Helper()
 	var out, log bytes.Buffer
 	r := &runner{
+		reloadHooks: hooks,
 		opt: options{
 			peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: routeNames,
 			pid:     os.Getpid(), // the dataplane runs in this process
 			workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
 			tputBytes: 4 << 20, tputStreams: 2, tputTimeout: 10 * time.Second,
 			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
+			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond, reloadQuiet: 2, reloadWait: time.Second, reloadIdle: 50 * time.Millisecond,
 			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
 		},
 		proc: procFS{root: "/proc"}, backends: b,
@@ -139,4 +163,89 @@ func TestEndToEndCatchesMisrouting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reloadingDataplane is an in-process dataplane whose reload hooks apply
+// the contract's snapshot and its alternate in turn; gap, when set, first
+// applies a snapshot without the listener and waits that long: a mux that
+// stops accepting during a swap.
+func reloadingDataplane(t *testing.T, b *backends, gap time.Duration) (string, reloadHooks) {
+	t.Helper()
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+	// A fixed port, as a mux's: a listener whose address changes is
+	// closed and bound again, which resets what waits in its queue.
+	addr := peers.Loopback.Addr(peers.FreePort(t))
+	if errs := srv.Apply(contractSnapshot(b, addr, nil, false)); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	var applied atomic.Int64
+	return addr, reloadHooks{
+		reload: func(k int) error {
+			if gap > 0 {
+				srv.Apply(&snapshot.Snapshot{})
+				time.Sleep(gap)
+			}
+			if errs := srv.Apply(contractSnapshot(b, addr, nil, k%2 == 1)); len(errs) > 0 {
+				return fmt.Errorf("apply %d: %v", k, errs)
+			}
+			applied.Add(1)
+			return nil
+		},
+		applied: func() (int, error) { return int(applied.Load()), nil },
+	}
+}
+
+func TestEndToEndReload(t *testing.T) {
+	b, err := startBackends(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	addr, hooks := reloadingDataplane(t, b, 0)
+	rs, err := shortRunReloading(t, b, addr, hooks, "reload-50")
+	if len(rs) != 1 {
+		t.Fatalf("%d results: %v", len(rs), err)
+	}
+	r := rs[0]
+	if !r.RouteOK || r.Err != "" || r.Failed != 0 || r.Idle != 50 || r.HeldAlive != 50 {
+		t.Errorf("route ok %v, error %q, %d failed (%s), %d of %d held alive", r.RouteOK, r.Err, r.Failed, r.FirstErr, r.HeldAlive, r.Idle)
+	}
+	// 200 ms apart in a 200 ms window: one swap, seen applied; then two
+	// with no load.
+	if r.Reloads != 1 || r.ReloadsApplied != 1 || r.QuietReloads != 2 || r.QuietReloadsApplied != 2 {
+		t.Errorf("%d reloads, %d applied, %d and %d with no load; want 1, 1, 2, 2", r.Reloads, r.ReloadsApplied, r.QuietReloads, r.QuietReloadsApplied)
+	}
+	if r.Conns == 0 || r.AroundConns == 0 || r.BetweenConns == 0 || r.AroundP99ms == 0 || r.BetweenP99ms == 0 {
+		t.Errorf("latencies around and between swaps not measured: %+v", r)
+	}
+	// The held connections and the load all went to the SSH backend.
+	if r.Routed[routeSSH] < 50+r.Conns {
+		t.Errorf("ssh backend received %d, want at least %d", r.Routed[routeSSH], 50+r.Conns)
+	}
+}
+
+// TestEndToEndReloadCatches: a mux that stops accepting during a swap
+// fails the run, as does one that does not show it applied the change.
+func TestEndToEndReloadCatches(t *testing.T) {
+	b, err := startBackends(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	t.Run("refused during the swap", func(t *testing.T) {
+		addr, hooks := reloadingDataplane(t, b, 50*time.Millisecond)
+		rs, err := shortRunReloading(t, b, addr, hooks, "reload-20")
+		if !errors.Is(err, errRunsFailed) || len(rs) != 1 || rs[0].Failed == 0 || !lostConnections(rs[0]) {
+			t.Fatalf("connections refused during a swap went unnoticed: %v, %+v", err, rs)
+		}
+	})
+	t.Run("not applied", func(t *testing.T) {
+		addr, hooks := reloadingDataplane(t, b, 0)
+		hooks.applied = func() (int, error) { return 0, nil }
+		rs, err := shortRunReloading(t, b, addr, hooks, "reload-20")
+		if err == nil || len(rs) != 1 || !strings.Contains(rs[0].Err, "0 applied swaps for 1 reloads") {
+			t.Fatalf("swaps never applied went unnoticed: %v, %+v", err, rs)
+		}
+	})
 }

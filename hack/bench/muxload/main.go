@@ -37,6 +37,18 @@
 //	idle-N    hold N SSH-routed connections (banner echoed, so the mux
 //	          holds both legs): memory per connection, from the tree's Pss
 //	          and Rss before and after
+//	reload-N  hold N SSH-routed connections, run -c workers opening new
+//	          ones at -reload-rate a second, and through -d run
+//	          -reload-cmd every -reload-every: new connections failed
+//	          (must be 0), p50/p99 of those started within -reload-window
+//	          of a swap against the others, held connections still
+//	          echoing at the end (all must be), mux CPU per swap beyond
+//	          the load's, whose CPU per connection comes from a
+//	          -reload-baseline of the same load before the window, and
+//	          with no load, -reload-quiet changes after it. Each
+//	          swap must show in the mux's log as a line matching
+//	          -reload-log, or the run is an error. The open-file limit is
+//	          raised to 2N plus headroom (the mux inherits it).
 //
 // UDP scenarios run against the same address over UDP, where the mux must
 // route a session whose first datagram is a DNS query to 17011 (udp-dns)
@@ -69,6 +81,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -105,6 +118,19 @@ func cmdRun(args []string) error {
 	}
 	if opt.cmd != "" {
 		if err := waitFree(opt.addr, time.Second); err != nil {
+			return err
+		}
+	}
+	var scs []scenario
+	for _, name := range opt.scenarios {
+		sc, err := parseScenario(name, opt.workers)
+		if err != nil {
+			return err
+		}
+		scs = append(scs, sc)
+	}
+	if need := noFileNeed(scs); need > 0 {
+		if err := raiseNoFile(need); err != nil {
 			return err
 		}
 	}
@@ -160,6 +186,13 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	fs.DurationVar(&opt.idleTimeout, "idle-timeout", 2*time.Minute, "bound on opening the idle connections")
 	fs.IntVar(&opt.udpSize, "udp-size", 1200, "datagram size of udp-rate-N, in bytes")
 	fs.IntVar(&opt.udpWindow, "udp-window", 16, "datagrams each session of udp-rate-N and udp-small-N keeps in flight")
+	fs.StringVar(&opt.reloadCmd, "reload-cmd", "", "reload-N: shell command that changes the mux's configuration, run every -reload-every with MUXLOAD_PID (the mux's root process) and MUXLOAD_RELOAD (1, 2, ...) set")
+	fs.DurationVar(&opt.reloadEvery, "reload-every", time.Second, "reload-N: time between changes")
+	reloadLog := fs.String("reload-log", "", "reload-N: regular expression of the line the mux logs for each change it applied (required with reload-N)")
+	fs.DurationVar(&opt.reloadWindow, "reload-window", 250*time.Millisecond, "reload-N: new connections started this close to a swap count as around it")
+	fs.DurationVar(&opt.reloadBaseline, "reload-baseline", 5*time.Second, "reload-N: the same load with no change before the window, whose CPU per connection is taken off the window's to leave the swaps' CPU")
+	fs.IntVar(&opt.reloadQuiet, "reload-quiet", 5, "reload-N: changes made after the window with the load stopped, for the CPU of a swap alone (0: none)")
+	fs.Float64Var(&opt.reloadRate, "reload-rate", 1000, "reload-N: new connections a second from the -c workers together (0: back to back)")
 	fs.IntVar(&opt.udpSetup, "udp-setup-sessions", 5000, "sessions udp-setup opens (and holds until the last is open)")
 	fs.Float64Var(&opt.quiet, "quiet", 0.3, "cores of other load, before or during a run, that make it disturbed (0: do not wait or check)")
 	fs.DurationVar(&opt.quietWait, "quiet-wait", 30*time.Second, "longest wait for a quiet machine before a run")
@@ -195,18 +228,44 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	}
 	opt.scenarios = splitList(*scen)
 	opt.routes = splitList(*routes)
-	var tcp, udp bool
+	var tcp, udp, reload bool
 	for _, s := range opt.scenarios {
 		sc, err := parseScenario(s, opt.workers)
 		if err != nil {
 			return opt, "", err
 		}
 		tcp, udp = tcp || !sc.udp(), udp || sc.udp()
+		reload = reload || sc.kind == kindReload
+	}
+	if reload {
+		if err := checkReloadFlags(opt, *reloadLog); err != nil {
+			return opt, "", err
+		}
+		if opt.reloadLog, err = regexp.Compile(*reloadLog); err != nil {
+			return opt, "", fmt.Errorf("-reload-log: %w", err)
+		}
 	}
 	if err := validRoutes(opt.routes, tcp, udp); err != nil {
 		return opt, "", fmt.Errorf("-routes %q: %w", *routes, err)
 	}
 	return opt, out, nil
+}
+
+// checkReloadFlags says whether the flags can run a reload-N scenario: a
+// mux started here (its log is where the swaps are seen), a command that
+// changes it, a way to see that it did, positive periods.
+func checkReloadFlags(opt options, reloadLog string) error {
+	switch {
+	case opt.cmd == "":
+		return errors.New("reload-N needs -cmd: the swaps are read from the mux's log")
+	case opt.reloadCmd == "":
+		return errors.New("reload-N needs -reload-cmd")
+	case reloadLog == "":
+		return errors.New("reload-N needs -reload-log: nothing else shows that the mux applied a change")
+	case opt.reloadEvery <= 0 || opt.reloadWindow <= 0 || opt.reloadBaseline <= 0 || opt.reloadRate < 0 || opt.reloadQuiet < 0:
+		return errors.New("-reload-every, -reload-window and -reload-baseline must be positive, -reload-rate and -reload-quiet not negative")
+	}
+	return nil
 }
 
 // validRoutes says whether routes are known and include the route the

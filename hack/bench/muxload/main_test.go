@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestParseScenario(t *testing.T) {
 	sc, err := parseScenario("idle-9000", 32)
@@ -13,7 +16,10 @@ func TestParseScenario(t *testing.T) {
 	if sc, _ := parseScenario("conn-ssh", 32); sc.workers != 32 {
 		t.Errorf("conn-ssh = %+v", sc)
 	}
-	for _, s := range []string{"idle-", "idle-0", "idle-x", "conn-http"} {
+	if sc, err := parseScenario("reload-10000", 32); err != nil || sc.kind != kindReload || sc.idle != 10000 || sc.workers != 32 || sc.route != routeSSH {
+		t.Errorf("reload-10000 = %+v, %v", sc, err)
+	}
+	for _, s := range []string{"idle-", "idle-0", "idle-x", "conn-http", "reload-", "reload--1"} {
 		if _, err := parseScenario(s, 1); err == nil {
 			t.Errorf("%q accepted", s)
 		}
@@ -33,5 +39,30 @@ func TestParseRunFlags(t *testing.T) {
 	opt, _, err := parseRunFlags([]string{"-peer", "x", "-scenarios", "conn-ssh,,tput", "-routes", "ssh"})
 	if err != nil || len(opt.scenarios) != 2 || len(opt.routes) != 1 {
 		t.Errorf("opt = %+v, %v", opt, err)
+	}
+}
+
+func TestParseReloadFlags(t *testing.T) {
+	base := []string{"-peer", "x", "-scenarios", "reload-100", "-cmd", "exec mux"}
+	for _, c := range []struct {
+		extra   []string
+		wantErr bool
+	}{
+		{[]string{"-reload-cmd", "true", "-reload-log", "reloaded"}, false},
+		{[]string{"-reload-log", "reloaded"}, true},                                        // nothing changes the mux
+		{[]string{"-reload-cmd", "true"}, true},                                            // nothing shows it applied
+		{[]string{"-reload-cmd", "true", "-reload-log", "("}, true},                        // not a regular expression
+		{[]string{"-reload-cmd", "true", "-reload-log", "x", "-reload-every", "0s"}, true}, // no period
+	} {
+		opt, _, err := parseRunFlags(append(append([]string{}, base...), c.extra...))
+		if (err != nil) != c.wantErr {
+			t.Errorf("%v: %v", c.extra, err)
+		}
+		if err == nil && (opt.reloadLog == nil || opt.reloadEvery != time.Second || opt.reloadRate != 1000) {
+			t.Errorf("%v: %+v", c.extra, opt)
+		}
+	}
+	if _, _, err := parseRunFlags([]string{"-peer", "x", "-direct", "-scenarios", "reload-1", "-reload-cmd", "true", "-reload-log", "x"}); err == nil {
+		t.Error("reload-N with no mux accepted")
 	}
 }

@@ -57,6 +57,41 @@ type result struct {
 	PSSKBConn   float64 `json:"pss_kb_per_conn,omitempty"`
 	RSSKBConn   float64 `json:"rss_kb_per_conn,omitempty"`
 
+	// Reload: Idle held connections, HeldAlive of them echoing at the end;
+	// Reloads changes made, ReloadsApplied seen applied in the mux's log,
+	// ReloadLagMs the median time from a change to its line in the log.
+	// Conns and Failed count the whole load, warm-up included; ConnPerS,
+	// the latencies and MuxCPU the measured window. Around are the new
+	// connections started within ReloadWindowMs of a swap, Between the
+	// others. CPUmsReload is the mux's CPU per swap beyond the CPU per
+	// connection of a baseline of BaselineS seconds before the window
+	// (CPUusConn), the same load with no change; CPUmsReloadAround the
+	// same from the CPU sampled around the swaps against between them.
+	HeldAlive         int     `json:"held_alive,omitempty"`
+	HeldErr           string  `json:"held_error,omitempty"`
+	Reloads           int     `json:"reloads,omitempty"`
+	ReloadsApplied    int     `json:"reloads_applied,omitempty"`
+	ReloadLagMs       float64 `json:"reload_lag_ms,omitempty"`
+	ReloadRate        float64 `json:"reload_load_conn_per_s,omitempty"`
+	ReloadEveryS      float64 `json:"reload_every_s,omitempty"`
+	ReloadWindowMs    float64 `json:"reload_window_ms,omitempty"`
+	AroundConns       int     `json:"around_conns,omitempty"`
+	BetweenConns      int     `json:"between_conns,omitempty"`
+	AroundP50ms       float64 `json:"around_p50_ms,omitempty"`
+	AroundP99ms       float64 `json:"around_p99_ms,omitempty"`
+	AroundMaxMs       float64 `json:"around_max_ms,omitempty"`
+	BetweenP50ms      float64 `json:"between_p50_ms,omitempty"`
+	BetweenP99ms      float64 `json:"between_p99_ms,omitempty"`
+	CPUmsReload       float64 `json:"mux_cpu_ms_per_reload,omitempty"`
+	CPUmsReloadAround float64 `json:"mux_cpu_ms_per_reload_around,omitempty"`
+	BaselineS         float64 `json:"baseline_s,omitempty"`
+	// QuietReloads more changes made after the window with no load,
+	// QuietReloadsApplied of them seen applied; CPUmsReloadQuiet the mux's
+	// CPU per swap then, its idle CPU taken off.
+	QuietReloads        int     `json:"quiet_reloads,omitempty"`
+	QuietReloadsApplied int     `json:"quiet_reloads_applied,omitempty"`
+	CPUmsReloadQuiet    float64 `json:"mux_cpu_ms_per_reload_no_load,omitempty"`
+
 	// The mux's CPU over the measured window and where it was read.
 	MuxCPU     float64 `json:"mux_cpu_s"`
 	MuxProcCPU float64 `json:"mux_cpu_proc_s"`

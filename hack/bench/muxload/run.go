@@ -39,6 +39,16 @@ type options struct {
 	udpWindow   int // datagrams in flight per session
 	udpSetup    int // sessions udp-setup opens
 
+	reloadCmd      string         // reload-N: makes a change, run every reloadEvery
+	reloadEvery    time.Duration  // between changes
+	reloadLog      *regexp.Regexp // a line the mux logs for each change it applied
+	reloadWindow   time.Duration  // how far from a swap a new connection counts as around it
+	reloadRate     float64        // new connections a second during reload-N; 0: back to back
+	reloadBaseline time.Duration  // the same load with no change, before the window: the CPU to take off
+	reloadQuiet    int            // changes made after the window with no load
+	reloadWait     time.Duration  // bound on the wait for the last change to show; 0: appliedWait
+	reloadIdle     time.Duration  // settle and probe of the idle CPU with no load; 0: idleSettle, idleProbe
+
 	quiet        float64 // cores of other load that make a run disturbed
 	quietWait    time.Duration
 	retries      int // redos of a disturbed run
@@ -62,6 +72,11 @@ type runner struct {
 	// and a mux rightly takes a datagram from a session's address for
 	// that session.
 	held []*net.UDPConn
+
+	// muxLog is the log file of the mux running now ("" without -cmd).
+	muxLog string
+	// reloadHooks replace -reload-cmd and -reload-log when set (tests).
+	reloadHooks reloadHooks
 
 	mu      sync.Mutex
 	current *muxProcess // the mux running now, for abort
@@ -109,7 +124,7 @@ func (r *runner) runAll() error {
 			continue
 		}
 		res := r.runWithRetries(sc)
-		if res.Err != "" || !res.RouteOK {
+		if res.Err != "" || !res.RouteOK || lostConnections(res) {
 			failed = true
 		}
 		if err := json.NewEncoder(r.out).Encode(res); err != nil {
@@ -134,6 +149,9 @@ func (r *runner) skip(sc scenario) string {
 	if !slices.Contains(r.opt.routes, sc.route) {
 		return "the peer does not route " + sc.route
 	}
+	if sc.kind == kindReload && (r.opt.direct || r.opt.reloadCmd == "" && r.reloadHooks.reload == nil) {
+		return "no mux to reload"
+	}
 	idle := sc.kind == kindIdle || sc.kind == kindUDPIdle
 	if idle && r.opt.direct {
 		return "no mux to measure the memory of"
@@ -150,7 +168,9 @@ func (r *runner) skip(sc scenario) string {
 func (r *runner) runWithRetries(sc scenario) result {
 	for attempt := 1; ; attempt++ {
 		res := r.runOnce(sc, attempt)
-		if !res.Disturbed || sc.kind == kindIdle || sc.kind == kindUDPIdle || attempt > r.opt.retries || res.Err != "" {
+		// Idle and reload runs are not redone: other load does not change
+		// what the mux holds, and a reload run is long.
+		if !res.Disturbed || sc.kind == kindIdle || sc.kind == kindUDPIdle || sc.kind == kindReload || attempt > r.opt.retries || res.Err != "" {
 			return res
 		}
 		r.logf("%s %s: other load %.2f cores before, %.2f during: again",
@@ -216,6 +236,8 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 		client, err = r.measureUDPSetup(sc, m, res)
 	case kindUDPIdle:
 		client, err = r.measureUDPIdle(sc, m, res)
+	case kindReload:
+		client, err = r.measureReload(sc, m, res)
 	}
 	if err != nil {
 		res.Err = err.Error()
@@ -364,6 +386,12 @@ func recordUsage(res *result, u usage) {
 	}
 }
 
+// lostConnections says whether a reload run failed new connections or
+// lost held ones: a reload must do neither.
+func lostConnections(r result) bool {
+	return r.Reloads > 0 && (r.Failed > 0 || r.HeldAlive < r.Idle)
+}
+
 // unsafeName matches what may not appear in a file or cgroup name.
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
@@ -377,6 +405,7 @@ func (r *runner) startMux(sc scenario, attempt int) (*muxProcess, error) {
 	if err := appendLine(logPath, "=== muxload "+name+" "+time.Now().UTC().Format(time.RFC3339)); err != nil {
 		return nil, err
 	}
+	r.muxLog = logPath
 	return startMux(r.opt.cmd, logPath, name, r.opt.cgroup)
 }
 
@@ -439,6 +468,12 @@ func appendLine(path, line string) error {
 func describe(r result) string {
 	s := fmt.Sprintf("%s %s rep %d:", r.Peer, r.Scenario, r.Rep)
 	switch {
+	case r.Reloads > 0:
+		s += fmt.Sprintf(" %d/%d swaps applied (lag %.0f ms) with %d held, %d/%d alive; %.0f conn/s, %d failed; p99 %.2f ms around swaps, %.2f between; mux %.2f ms CPU/swap (%.2f sampled around swaps, %.2f with no load)",
+			r.ReloadsApplied, r.Reloads, r.ReloadLagMs, r.Idle, r.HeldAlive, r.Idle, r.ConnPerS, r.Failed, r.AroundP99ms, r.BetweenP99ms, r.CPUmsReload, r.CPUmsReloadAround, r.CPUmsReloadQuiet)
+		if lostConnections(r) {
+			s += " NEW CONNECTIONS FAILED OR HELD ONES LOST"
+		}
 	case r.ConnPerS > 0:
 		s += fmt.Sprintf(" %.0f conn/s, p50 %.2f ms, p99 %.2f ms, %.1f%% failed, mux %.0f µs/conn",
 			r.ConnPerS, r.P50ms, r.P99ms, r.FailPct, r.CPUusConn)

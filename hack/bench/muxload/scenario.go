@@ -35,8 +35,8 @@ type scenario struct {
 	name    string
 	kind    string
 	route   string // the route all its connections take
-	workers int    // kindConn, kindUDPSetup: concurrent clients
-	idle    int    // kindIdle, kindUDPIdle: connections or sessions held
+	workers int    // kindConn, kindUDPSetup, kindReload: concurrent clients
+	idle    int    // kindIdle, kindUDPIdle, kindReload: connections or sessions held
 	// kindUDPRate: sessions and the size of their datagrams (0: the
 	// -udp-size flag's).
 	sessions, size int
@@ -46,7 +46,8 @@ type scenario struct {
 // clients each), lat-ssh and lat-tls (the same with one client, so nothing
 // queues and the latency is the mux's own), tput, idle-N; and over UDP
 // udp-rate-N (N sessions of -udp-size datagrams), udp-small-N (the same
-// with 64-byte datagrams), udp-setup (workers clients opening sessions)
+// with 64-byte datagrams), reload-N (N held connections and workers
+// clients while the mux's configuration changes), udp-setup (workers clients opening sessions)
 // and udp-idle-N.
 func parseScenario(name string, workers int) (scenario, error) {
 	switch name {
@@ -68,6 +69,9 @@ func parseScenario(name string, workers int) (scenario, error) {
 		make   func(n int) scenario
 	}{
 		{"idle-", func(n int) scenario { return scenario{kind: kindIdle, route: routeSSH, idle: n} }},
+		{"reload-", func(n int) scenario {
+			return scenario{kind: kindReload, route: routeSSH, idle: n, workers: workers}
+		}},
 		{"udp-idle-", func(n int) scenario { return scenario{kind: kindUDPIdle, route: routeUDPAny, idle: n} }},
 		{"udp-rate-", func(n int) scenario { return scenario{kind: kindUDPRate, route: routeUDPAny, sessions: n} }},
 		{"udp-small-", func(n int) scenario {
@@ -84,7 +88,7 @@ func parseScenario(name string, workers int) (scenario, error) {
 			return sc, nil
 		}
 	}
-	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, tput, idle-N, udp-rate-N, udp-small-N, udp-setup, udp-idle-N)", name)
+	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, tput, idle-N, reload-N, udp-rate-N, udp-small-N, udp-setup, udp-idle-N)", name)
 }
 
 // clientCount is what the client did over a whole run, warm-up included:

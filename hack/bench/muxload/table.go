@@ -56,7 +56,69 @@ func headlineRows(rs []result) []row {
 				medianOf(always(func(r result) float64 { return r.PSSKBConn }), fmtKB)})
 		}
 	}
+	rows = append(rows, reloadRows(rs)...)
 	return append(rows, udpRows(rs)...)
+}
+
+// reloadRows are the figures of each reload-N scenario: swaps applied, new
+// connections failed and held connections alive (over every run: they
+// must be all, none and all), the latency of new connections around swaps
+// and between them, and the mux's CPU per swap with no load.
+func reloadRows(rs []result) []row {
+	var rows []row
+	for _, scen := range scenarioOrder(rs) {
+		n, ok := strings.CutPrefix(scen, "reload-")
+		if !ok {
+			continue
+		}
+		what := "reload, " + n + " held: "
+		rows = append(rows,
+			row{what + "swaps applied", scen, sumCell(func(r result) (int64, int64) { return int64(r.ReloadsApplied), int64(r.Reloads) }, fmtCount)},
+			row{what + "new connections failed", scen, sumCell(func(r result) (int64, int64) { return r.Failed, r.Conns + r.Failed }, fmtOf)},
+			row{what + "held connections alive at the end", scen, sumCell(func(r result) (int64, int64) { return int64(r.HeldAlive), int64(r.Idle) }, fmtCount)},
+			row{what + "new-conn p50 / p99 around swaps", scen, pairCell(func(r result) (float64, float64) { return r.AroundP50ms, r.AroundP99ms })},
+			row{what + "new-conn p50 / p99 between swaps", scen, pairCell(func(r result) (float64, float64) { return r.BetweenP50ms, r.BetweenP99ms })},
+			// The figures under load stay in the JSON: on a shared box the
+			// load's own CPU moves by more than a swap costs.
+			row{what + "mux CPU per swap, no load", scen, medianOf(muxCPU(func(r result) float64 { return r.CPUmsReloadQuiet }), fmtMillis)},
+		)
+	}
+	return rows
+}
+
+// sumCell sums a count and its total over every run, failed ones too: a
+// reload must lose nothing in any run.
+func sumCell(value func(result) (n, total int64), format func(n, total int64) string) func([]result) string {
+	return func(runs []result) string {
+		var n, total int64
+		for _, r := range runs {
+			a, b := value(r)
+			n, total = n+a, total+b
+		}
+		return format(n, total)
+	}
+}
+
+// fmtCount is "n/total".
+func fmtCount(n, total int64) string { return fmt.Sprintf("%d/%d", n, total) }
+
+// fmtOf is "n of total", the total as a rate.
+func fmtOf(n, total int64) string { return fmt.Sprintf("%d of %s", n, fmtRate(float64(total))) }
+
+// pairCell is "a / b ms", the medians over the good runs.
+func pairCell(value func(result) (a, b float64)) func([]result) string {
+	return func(runs []result) string {
+		var as, bs []float64
+		for _, r := range runs {
+			if good(r) {
+				a, b := value(r)
+				as, bs = append(as, a), append(bs, b)
+			}
+		}
+		return cell(func(float64) string {
+			return fmtMs(median(as)) + " / " + fmtMs(median(bs)) + " ms"
+		}, as, len(runs)-len(as))
+	}
 }
 
 // udpRows are the UDP figures, in the order the scenarios ran: for each
@@ -226,6 +288,8 @@ func renderDetail(rs []result, peers []string) string {
 // headline is a run's main figure, how to print its number and its unit.
 func headline(r result) (x float64, number func(float64) string, unit string) {
 	switch {
+	case r.Reloads > 0:
+		return r.AroundP99ms - r.BetweenP99ms, fmtMs, "ms p99 added around swaps"
 	case r.Idle > 0:
 		return r.PSSKBConn, fmtKBNumber, "KB"
 	case r.Streams > 0:
@@ -286,6 +350,8 @@ func cpuCell(runs []result) string {
 		}
 		source = r.CPUSource
 		switch {
+		case r.Reloads > 0:
+			xs, unit = append(xs, r.CPUmsReloadQuiet), func(v float64) string { return fmtMillis(v) + "/swap, no load" }
 		case r.Streams > 0:
 			xs, unit = append(xs, r.CPUsPerG), func(v float64) string { return fmtSecondsPerGB(v) + "/GB" }
 		case r.ConnPerS > 0:
@@ -400,6 +466,9 @@ func fmtWhole(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
 
 // fmtMicros prints microseconds.
 func fmtMicros(v float64) string { return fmtWhole(v) + " µs" }
+
+// fmtMillis prints milliseconds (of CPU, said by the row).
+func fmtMillis(v float64) string { return fmtMs(v) + " ms" }
 
 // fmtMBps prints MB/s.
 func fmtMBps(v float64) string { return fmtWhole(v) + " MB/s" }

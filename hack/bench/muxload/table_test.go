@@ -97,3 +97,34 @@ func wantAll(t *testing.T, got string, wants ...string) {
 		}
 	}
 }
+
+func TestReloadTable(t *testing.T) {
+	ok := func(r result) result {
+		r.RouteOK, r.MuxAlive = true, true
+		return r
+	}
+	rs := []result{
+		ok(result{Peer: "portmux", Scenario: "reload-10000", Rep: 1, Idle: 10000, HeldAlive: 10000, Reloads: 10, ReloadsApplied: 10,
+			Conns: 12000, ConnPerS: 1000, AroundP50ms: 0.5, AroundP99ms: 4, BetweenP50ms: 0.4, BetweenP99ms: 2, P50ms: 0.4, P90ms: 1, P99ms: 3, CPUmsReload: 12, CPUmsReloadQuiet: 1, CPUSource: "cgroup"}),
+		ok(result{Peer: "portmux", Scenario: "reload-10000", Rep: 2, Idle: 10000, HeldAlive: 9990, Reloads: 10, ReloadsApplied: 10,
+			Conns: 11999, Failed: 1, ConnPerS: 1000, AroundP50ms: 0.7, AroundP99ms: 6, BetweenP50ms: 0.4, BetweenP99ms: 2, CPUmsReload: 14, CPUmsReloadQuiet: 2, CPUSource: "cgroup"}),
+		ok(result{Peer: "haproxy", Scenario: "reload-10000", Rep: 1, Idle: 10000, HeldAlive: 10000, Reloads: 10, ReloadsApplied: 9,
+			Conns: 12000, ConnPerS: 1000, AroundP50ms: 0.3, AroundP99ms: 30, BetweenP50ms: 0.3, BetweenP99ms: 1, CPUmsReload: 40, CPUSource: "cgroup", Err: "the mux showed 9 applied swaps for 10 reloads (-reload-log)"}),
+	}
+	got := renderTables(rs)
+	if strings.Contains(got, "13.0 ms") {
+		t.Errorf("the CPU per swap under load, at the mercy of the box's other load, is in the table:\n%s", got)
+	}
+	wantAll(t, got,
+		"| | portmux | haproxy |\n",
+		"| reload, 10000 held: swaps applied | 20/20 | 9/10 |\n",
+		"| reload, 10000 held: new connections failed | 1 of 24.0k | 0 of 12.0k |\n",
+		"| reload, 10000 held: held connections alive at the end | 19990/20000 | 10000/10000 |\n",
+		"| reload, 10000 held: new-conn p50 / p99 around swaps | 0.60 / 5.00 ms | — (1 failed) |\n",
+		"| reload, 10000 held: new-conn p50 / p99 between swaps | 0.40 / 2.00 ms | — (1 failed) |\n",
+		"| reload, 10000 held: mux CPU per swap, no load | 1.50 ms | — (1 failed) |\n",
+		"| portmux | reload-10000 | 2 | 3.00 [2.00–4.00] ms p99 added around swaps | ",
+		" | 1.50 ms/swap, no load (cgroup) | 0.0 % |",
+		"| haproxy | reload-10000 | 1 | — | — | — | 0.0 %, 1 run(s) with errors |",
+	)
+}
