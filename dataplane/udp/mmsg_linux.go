@@ -35,17 +35,25 @@ func (m *mmsg) set(bufs [][]byte) {
 	}
 }
 
-// clear drops the references to the buffers.
+// clear drops the references to the buffers and control messages.
 func (m *mmsg) clear(n int) {
 	for i := range n {
 		m.iovs[i].Base = nil
+		m.hdrs[i].Hdr.Control = nil
 	}
 }
 
-// recv reads up to len(bufs) datagrams from fd; n(i) is the length of the
-// i-th. EAGAIN when there is none.
-func (m *mmsg) recv(fd int, bufs [][]byte) (int, error) {
+// recv reads up to len(bufs) datagrams from fd, with their control
+// messages into oobs when not nil; n(i) is the length of the i-th,
+// oobn(i) of its control messages. EAGAIN when there is none.
+func (m *mmsg) recv(fd int, bufs, oobs [][]byte) (int, error) {
 	m.set(bufs)
+	if oobs != nil {
+		for i := range bufs {
+			m.hdrs[i].Hdr.Control = &oobs[i][0]
+			m.hdrs[i].Hdr.SetControllen(len(oobs[i]))
+		}
+	}
 	defer m.clear(len(bufs))
 	return m.call(unix.SYS_RECVMMSG, fd, len(bufs))
 }
@@ -139,7 +147,7 @@ func (m *addrMmsg) from(i int) netip.AddrPort {
 }
 
 // oobn is the length of the control messages of the i-th datagram.
-func (m *addrMmsg) oobn(i int) int { return int(m.hdrs[i].Hdr.Controllen) }
+func (m *mmsg) oobn(i int) int { return int(m.hdrs[i].Hdr.Controllen) }
 
 // sendTo writes bufs[i] to tos[i] from the local address oobs[i] names
 // (nil: the socket's), as many as the socket takes; the first that fails
@@ -164,12 +172,7 @@ func (m *addrMmsg) sendTo(fd int, bufs [][]byte, tos []netip.AddrPort, oobs [][]
 	return m.call(unix.SYS_SENDMMSG, fd, len(bufs))
 }
 
-func (m *addrMmsg) clearNames(n int) {
-	m.clear(n)
-	for i := range n {
-		m.hdrs[i].Hdr.Control = nil
-	}
-}
+func (m *addrMmsg) clearNames(n int) { m.clear(n) }
 
 // zoneIndex is the interface index of an IPv6 zone: the number from
 // addrMmsg.from, or an interface's name.

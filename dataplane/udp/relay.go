@@ -37,6 +37,10 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock of the per-client rate limits. Nil: time.Now.
 	Now func() time.Time
+
+	// noGSO keeps backend buffers segmented by the sender cut into
+	// datagrams, as without GRO: the comparison of BenchmarkRelayDownload.
+	noGSO bool
 }
 
 // Defaults of Options.

@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -59,6 +60,10 @@ type Relay struct {
 	// readLoop.
 	up upBatch
 	wg sync.WaitGroup
+	// gso: new backend sockets get UDP_GRO and replies keep the
+	// backend's segmented buffers whole (gso_linux.go). Off when the
+	// kernel lacks UDP_SEGMENT, or once a send with it failed with EIO.
+	gso atomic.Bool
 
 	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
 	byAddr  map[netip.AddrPort]*session
@@ -154,6 +159,11 @@ func (r *Relay) setup() error {
 	local, _ := r.conn.LocalAddr().(*net.UDPAddr)
 	r.pktinfo = local != nil && local.IP.IsUnspecified()
 	r.v6 = domain == unix.AF_INET6
+	if !r.opt.noGSO {
+		if err := raw.Control(func(fd uintptr) { r.gso.Store(gsoSupported(int(fd))) }); err != nil {
+			return err
+		}
+	}
 	if r.v6 {
 		p := ipv6.NewPacketConn(r.conn)
 		if r.pktinfo {
@@ -613,39 +623,98 @@ func (r *Relay) flush(out *replies) {
 	if r.batch == 1 {
 		for i := range out.n {
 			if _, _, err := r.conn.WriteMsgUDPAddrPort(out.ms[i].Buffers[0], out.ms[i].OOB, out.to[i]); err != nil {
-				out.drop[i].Inc()
+				r.sendFailed(out, i, err)
 			}
 		}
 		return
 	}
 	sent := 0
 	for sent < out.n {
+		if out.seg[sent] > 0 && !r.gso.Load() {
+			r.sendSplit(out, sent)
+			sent++
+			continue
+		}
 		n, err := r.writeBatch(out, sent)
 		if err != nil {
-			// The first message failed: drop it and go on with the rest.
-			out.drop[sent].Inc()
+			// The first message failed: drop it, or send its datagrams
+			// one by one, and go on with the rest.
+			r.sendFailed(out, sent, err)
 			n = 1
 		}
 		sent += n
 	}
 }
 
+// sendFailed handles the failed send of the i-th reply: a single datagram
+// is dropped; a segmented buffer is sent again datagram by datagram, and
+// after EIO no buffer is sent segmented again.
+func (r *Relay) sendFailed(out *replies, i int, err error) {
+	if out.seg[i] == 0 {
+		out.drop[i].Inc()
+		return
+	}
+	if gsoBroken(err) && r.gso.Swap(false) {
+		r.log.Info("sending with UDP_SEGMENT failed; replies go one datagram per message from now on", "address", r.Addr().String(), "error", err.Error())
+	}
+	r.sendSplit(out, i)
+}
+
+// sendSplit sends the i-th reply, a segmented buffer, as its datagrams,
+// with sendmmsg (one message at a time with a batch of 1).
+func (r *Relay) sendSplit(out *replies, i int) {
+	b, seg, to, oob := out.ms[i].Buffers[0], out.seg[i], out.to[i], out.pk[i]
+	k := segments(len(b), seg)
+	if r.batch == 1 {
+		for j := range k {
+			if _, _, err := r.conn.WriteMsgUDPAddrPort(segment(b, seg, j), oob, to); err != nil {
+				out.drop[i].Inc()
+			}
+		}
+		return
+	}
+	for j := 0; j < k; {
+		bufs, tos, oobs := out.splitBufs[:0], out.splitTo[:0], out.splitOOB[:0]
+		for ; j < k && len(bufs) < cap(bufs); j++ {
+			bufs, tos, oobs = append(bufs, segment(b, seg, j)), append(tos, to), append(oobs, oob)
+		}
+		for len(bufs) > 0 {
+			n, err := r.sendmmsg(out.split, bufs, tos, oobs)
+			if err != nil {
+				out.drop[i].Inc()
+				n = 1
+			}
+			bufs, tos, oobs = bufs[n:], tos[n:], oobs[n:]
+		}
+	}
+	clear(out.splitBufs[:cap(out.splitBufs)])
+}
+
 // writeBatch sends the replies of out from the from-th with one sendmmsg,
-// waiting while the socket's buffer is full.
+// up to the first segmented one if segmenting is off.
 func (r *Relay) writeBatch(out *replies, from int) (int, error) {
 	out.bufs, out.oobs = out.bufs[:0], out.oobs[:0]
-	for i := from; i < out.n; i++ {
+	gso := r.gso.Load()
+	for i := from; i < out.n && (gso || out.seg[i] == 0); i++ {
 		out.bufs = append(out.bufs, out.ms[i].Buffers[0])
 		out.oobs = append(out.oobs, out.ms[i].OOB)
 	}
+	n, err := r.sendmmsg(out.wm, out.bufs, out.to[from:from+len(out.bufs)], out.oobs)
+	clear(out.bufs)
+	clear(out.oobs)
+	return n, err
+}
+
+// sendmmsg writes bufs[i] to tos[i] from the local address oobs[i] names
+// with one sendmmsg on the listener socket, waiting while its buffer is
+// full.
+func (r *Relay) sendmmsg(wm *addrMmsg, bufs [][]byte, tos []netip.AddrPort, oobs [][]byte) (int, error) {
 	var n int
 	var werr error
 	err := r.raw.Write(func(fd uintptr) bool {
-		n, werr = out.wm.sendTo(int(fd), out.bufs, out.to[from:out.n], out.oobs)
+		n, werr = wm.sendTo(int(fd), bufs, tos, oobs)
 		return !errors.Is(werr, unix.EAGAIN)
 	})
-	clear(out.bufs)
-	clear(out.oobs)
 	if err == nil {
 		err = werr
 	}
@@ -723,22 +792,46 @@ func (b *upBatch) flush() {
 // replies gathers datagrams from backends for one sendmmsg.
 type replies struct {
 	ms   []ipv4.Message
-	to   []netip.AddrPort // for the batch of 1
-	drop []interface{ Inc() }
+	to   []netip.AddrPort
+	drop []prometheus.Counter
+	// seg is each reply's segment size: 0 for one datagram, else a
+	// buffer the backend sent segmented; pk its pktinfo control message
+	// (ms[i].OOB adds UDP_SEGMENT's to it in ctl[i]).
+	seg  []int
+	pk   [][]byte
+	ctl  [][]byte
+	gro  [][]byte // control messages of the reads from backend sockets
 	n    int
 	mm   *mmsg     // reads from a backend socket into the free buffers
 	bufs [][]byte  // scratch of free and writeBatch
 	wm   *addrMmsg // writes to the listener socket
 	oobs [][]byte  // scratch of writeBatch
+
+	// split sends a segmented buffer as its datagrams when the kernel
+	// will not segment it.
+	split     *addrMmsg
+	splitBufs [][]byte
+	splitTo   []netip.AddrPort
+	splitOOB  [][]byte
 }
+
+// maxSplit is how many datagrams one sendmmsg of sendSplit writes: the
+// kernel's most per GRO buffer (UDP_GRO_CNT_MAX).
+const maxSplit = 64
 
 func newReplies(batch int, v6 bool) *replies {
 	out := &replies{
-		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch),
+		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]prometheus.Counter, batch),
+		seg: make([]int, batch), pk: make([][]byte, batch), ctl: make([][]byte, batch), gro: make([][]byte, batch),
 		mm: newMmsg(batch), bufs: make([][]byte, 0, batch), wm: newAddrMmsg(batch, v6), oobs: make([][]byte, 0, batch),
+		split: newAddrMmsg(maxSplit, v6), splitBufs: make([][]byte, 0, maxSplit),
+		splitTo: make([]netip.AddrPort, 0, maxSplit), splitOOB: make([][]byte, 0, maxSplit),
 	}
+	ctl := unix.CmsgSpace(max(unix.SizeofInet4Pktinfo, unix.SizeofInet6Pktinfo)) + segmentSpace
 	for i := range out.ms {
 		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
+		out.ctl[i] = make([]byte, 0, ctl)
+		out.gro[i] = make([]byte, groSpace)
 	}
 	return out
 }
@@ -753,21 +846,30 @@ func (out *replies) free(limit int) [][]byte {
 	return out.bufs
 }
 
+// freeControl is the control message buffers of the free buffers.
+func (out *replies) freeControl(n int) [][]byte { return out.gro[out.n : out.n+n] }
+
 func (out *replies) full() bool { return out.n == len(out.ms) }
 
-// add queues the reply of n bytes read into next().
-func (out *replies) add(n int, to netip.AddrPort, oob []byte, drop interface{ Inc() }) {
-	m := &out.ms[out.n]
+// add queues the reply of n bytes read into next(), segmented every seg
+// bytes (0: one datagram).
+func (out *replies) add(n, seg int, to netip.AddrPort, oob []byte, drop prometheus.Counter) {
+	i := out.n
+	m := &out.ms[i]
 	m.Buffers[0] = m.Buffers[0][:n]
 	m.OOB = oob
-	out.to[out.n], out.drop[out.n] = to, drop
+	if seg > 0 {
+		out.ctl[i] = appendSegment(append(out.ctl[i][:0], oob...), seg)
+		m.OOB = out.ctl[i]
+	}
+	out.to[i], out.drop[i], out.seg[i], out.pk[i] = to, drop, seg, oob
 	out.n++
 }
 
 func (out *replies) reset() {
 	for i := range out.n {
 		out.ms[i].Buffers[0] = out.ms[i].Buffers[0][:maxDatagram]
-		out.ms[i].OOB, out.drop[i] = nil, nil
+		out.ms[i].OOB, out.drop[i], out.pk[i], out.seg[i] = nil, nil, nil, 0
 	}
 	out.n = 0
 }

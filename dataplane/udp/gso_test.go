@@ -1,0 +1,196 @@
+//go:build linux
+
+package udp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+)
+
+// receiveBurst reads the answer to q and fails unless every datagram
+// came whole, in order, with the bytes the backend sent.
+func receiveBurst(t *testing.T, c net.Conn, q burstRequest) (dgrams, total int) {
+	t.Helper()
+	for i, size := range q.sizes() {
+		got := receive(t, c)
+		want := burstDatagram(make([]byte, size), i)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("datagram %d: %d bytes (index %x...), want %d bytes (index %x...)", i, len(got), got[:min(4, len(got))], size, want[:min(4, len(want))])
+		}
+		total += size
+		dgrams++
+	}
+	return dgrams, total
+}
+
+// TestRelayKeepsSegmentedBoundaries: a backend that sends runs of
+// datagrams as one buffer with UDP_SEGMENT, each run's last datagram
+// shorter, reaches the client as the same datagrams, byte for byte, and
+// the metrics count datagrams, not buffers: over IPv4 and IPv6, with
+// batches of 1 and of the default, with segmentation offload (the relay
+// reads the buffers whole) and without (the kernel cuts them first).
+func TestRelayKeepsSegmentedBoundaries(t *testing.T) {
+	q := burstRequest{count: 23, size: 1000, last: 317, seg: 10}
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		for _, batch := range []int{1, DefaultBatch} {
+			for _, gso := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/batch %d/gso %v", host, batch, gso), func(t *testing.T) {
+					be := burstBackend(t, net.JoinHostPort(host, "0"), true)
+					m := NewMetrics()
+					l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be))
+					l.Address = net.JoinHostPort(host, "0")
+					r := startRelay(t, l, Options{Batch: batch, Metrics: m, noGSO: !gso})
+					if r.gso.Load() != gso {
+						t.Fatalf("segmentation offload %v, want %v: this kernel has no UDP_SEGMENT", r.gso.Load(), gso)
+					}
+					c := client(t, r.Addr().String())
+					var dgrams, total int
+					for range 3 {
+						if _, err := c.Write(q.marshal()); err != nil {
+							t.Fatal(err)
+						}
+						n, b := receiveBurst(t, c, q)
+						dgrams, total = dgrams+n, total+b
+					}
+					if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "down")); got != float64(dgrams) {
+						t.Errorf("datagrams down = %v, want %d", got, dgrams)
+					}
+					if got := testutil.ToFloat64(m.bytes.WithLabelValues("udp", "any", "down")); got != float64(total) {
+						t.Errorf("bytes down = %v, want %d", got, total)
+					}
+					if got := testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientWrite)); got != 0 {
+						t.Errorf("%v replies dropped", got)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRelaySplitsWhenSegmentingFails: when the kernel refuses a send with
+// UDP_SEGMENT to the client (here: the listener socket sends without UDP
+// checksums, SO_NO_CHECK, which segmentation needs; a device without
+// checksum offload refuses with EIO the same way), the buffer's datagrams
+// go one by one, whole; and once offload is off (after EIO), buffers read
+// whole from a backend socket are cut by the relay.
+func TestRelaySplitsWhenSegmentingFails(t *testing.T) {
+	q := burstRequest{count: 9, size: 1200, last: 1, seg: 4}
+	for _, batch := range []int{1, DefaultBatch} {
+		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) {
+			be := burstBackend(t, "127.0.0.1:0", true)
+			m := NewMetrics()
+			r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be)), Options{Batch: batch, Metrics: m})
+			c := client(t, r.Addr().String())
+			if _, err := c.Write(q.marshal()); err != nil {
+				t.Fatal(err)
+			}
+			receiveBurst(t, c, q)
+			if err := r.raw.Control(func(fd uintptr) {
+				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1); err != nil {
+					t.Fatal(err)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(q.marshal()); err != nil {
+				t.Fatal(err)
+			}
+			receiveBurst(t, c, q)
+			if !r.gso.Load() {
+				t.Error("offload turned off by an error other than EIO")
+			}
+			r.gso.Store(false) // as after EIO
+			if _, err := c.Write(q.marshal()); err != nil {
+				t.Fatal(err)
+			}
+			receiveBurst(t, c, q)
+			if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "down")); got != 3*float64(q.count) {
+				t.Errorf("datagrams down = %v, want %d", got, 3*q.count)
+			}
+			if got := testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientWrite)); got != 0 {
+				t.Errorf("%v replies dropped", got)
+			}
+		})
+	}
+}
+
+func TestGROSegment(t *testing.T) {
+	gro := func(size uint32) []byte {
+		b := make([]byte, groSpace)
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = unix.IPPROTO_UDP, unix.UDP_GRO
+		h.SetLen(unix.CmsgLen(4))
+		binary.NativeEndian.PutUint32(b[unix.CmsgLen(0):], size)
+		return b
+	}
+	other := pktinfo(false, netip.MustParseAddr("127.0.0.1"))
+	for _, tc := range []struct {
+		name string
+		oob  []byte
+		want int
+	}{
+		{"none", nil, 0},
+		{"gro", gro(1200), 1200},
+		{"after pktinfo", append(append([]byte{}, other...), gro(1350)...), 1350},
+		{"pktinfo only", other, 0},
+		{"truncated header", gro(1200)[:8], 0},
+		{"length past the end", gro(1200)[:unix.CmsgLen(4)-1], 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := groSegment(tc.oob); got != tc.want {
+				t.Errorf("groSegment = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSegments(t *testing.T) {
+	for _, tc := range []struct {
+		n, seg int
+		want   []int // sizes
+	}{
+		{0, 0, []int{0}},
+		{1200, 0, []int{1200}},
+		{1200, 1200, []int{1200}},
+		{1000, 1200, []int{1000}},
+		{2400, 1200, []int{1200, 1200}},
+		{2401, 1200, []int{1200, 1200, 1}},
+		{3500, 1000, []int{1000, 1000, 1000, 500}},
+	} {
+		b := make([]byte, tc.n)
+		var got []int
+		for i := range segments(tc.n, tc.seg) {
+			got = append(got, len(segment(b, tc.seg, i)))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%d bytes every %d: %v, want %v", tc.n, tc.seg, got, tc.want)
+		}
+	}
+}
+
+func TestGSOBroken(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{unix.EIO, true},
+		{fmt.Errorf("sendmmsg: %w", unix.EIO), true},
+		{unix.EINVAL, false},
+		{unix.EMSGSIZE, false},
+		{unix.ENOBUFS, false},
+	} {
+		if got := gsoBroken(tc.err); got != tc.want {
+			t.Errorf("gsoBroken(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
