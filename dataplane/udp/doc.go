@@ -25,8 +25,9 @@
 //     Negotiation, no Retry, no ICMP of its own), so it cannot amplify.
 //     A run of datagrams a backend sent as one segmented buffer
 //     (UDP_SEGMENT) is read whole (UDP_GRO) and sent on whole, for the
-//     kernel to cut into the same datagrams (gso_linux.go); it is
-//     counted as its datagrams.
+//     kernel to cut into the same datagrams (gso_linux.go), as is a run
+//     of same-size datagrams to one client in one batch; it is counted
+//     as its datagrams.
 //   - A session costs, beyond its kernel socket, a few hundred bytes: no
 //     goroutine and no buffer of its own once its route is chosen. Two
 //     goroutines serve a listener: one reads the listener socket and writes

@@ -17,9 +17,11 @@ import (
 // segment size in a control message, instead of cutting it up; the relay
 // sends it on to the client the same way, as one buffer with UDP_SEGMENT,
 // and the kernel cuts it into the backend's datagrams, boundaries and
-// bytes unchanged, on the way out. See BenchmarkRelayDownload for what it
-// buys. Datagrams a backend sent one by one stay one by one on loopback;
-// on a device with GRO they may arrive coalesced, the same way.
+// bytes unchanged, on the way out. Datagrams a backend sent one by one
+// (on loopback; a device with GRO may coalesce them the same way) and
+// that one flush sends to one client, one size but the last, are joined
+// into such a buffer too (joinRun). See BenchmarkRelayDownload for what
+// each buys.
 
 // groSpace is the control message room of a read from a backend socket:
 // UDP_GRO's segment size, an int.

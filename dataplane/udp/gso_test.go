@@ -33,19 +33,21 @@ func receiveBurst(t *testing.T, c net.Conn, q burstRequest) (dgrams, total int) 
 	return dgrams, total
 }
 
-// TestRelayKeepsSegmentedBoundaries: a backend that sends runs of
-// datagrams as one buffer with UDP_SEGMENT, each run's last datagram
-// shorter, reaches the client as the same datagrams, byte for byte, and
-// the metrics count datagrams, not buffers: over IPv4 and IPv6, with
-// batches of 1 and of the default, with segmentation offload (the relay
-// reads the buffers whole) and without (the kernel cuts them first).
+// TestRelayKeepsSegmentedBoundaries: runs of datagrams, each run's last
+// one shorter, that a backend sends as one buffer with UDP_SEGMENT or
+// one by one with sendmmsg, reach the client as the same datagrams, byte
+// for byte, and the metrics count datagrams, not buffers: over IPv4 and
+// IPv6, with batches of 1 and of the default, with segmentation offload
+// (the relay reads the buffers whole, and joins runs of datagrams) and
+// without (the kernel cuts them first).
 func TestRelayKeepsSegmentedBoundaries(t *testing.T) {
 	q := burstRequest{count: 23, size: 1000, last: 317, seg: 10}
 	for _, host := range []string{"127.0.0.1", "::1"} {
-		for _, batch := range []int{1, DefaultBatch} {
-			for _, gso := range []bool{true, false} {
-				t.Run(fmt.Sprintf("%s/batch %d/gso %v", host, batch, gso), func(t *testing.T) {
-					be := burstBackend(t, net.JoinHostPort(host, "0"), true)
+		for _, batch := range []int{1, DefaultBatch, 32} {
+			for _, tc := range []struct{ backendGSO, gso bool }{{true, true}, {true, false}, {false, true}} {
+				t.Run(fmt.Sprintf("%s/batch %d/backend gso %v/gso %v", host, batch, tc.backendGSO, tc.gso), func(t *testing.T) {
+					gso := tc.gso
+					be := burstBackend(t, net.JoinHostPort(host, "0"), tc.backendGSO)
 					m := NewMetrics()
 					l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be))
 					l.Address = net.JoinHostPort(host, "0")
@@ -86,39 +88,87 @@ func TestRelayKeepsSegmentedBoundaries(t *testing.T) {
 func TestRelaySplitsWhenSegmentingFails(t *testing.T) {
 	q := burstRequest{count: 9, size: 1200, last: 1, seg: 4}
 	for _, batch := range []int{1, DefaultBatch} {
-		t.Run(fmt.Sprintf("batch %d", batch), func(t *testing.T) {
-			be := burstBackend(t, "127.0.0.1:0", true)
-			m := NewMetrics()
-			r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be)), Options{Batch: batch, Metrics: m})
-			c := client(t, r.Addr().String())
-			if _, err := c.Write(q.marshal()); err != nil {
-				t.Fatal(err)
-			}
-			receiveBurst(t, c, q)
-			if err := r.raw.Control(func(fd uintptr) {
-				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1); err != nil {
+		for _, backendGSO := range []bool{true, false} {
+			t.Run(fmt.Sprintf("batch %d/backend gso %v", batch, backendGSO), func(t *testing.T) {
+				be := burstBackend(t, "127.0.0.1:0", backendGSO)
+				m := NewMetrics()
+				r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be)), Options{Batch: batch, Metrics: m})
+				c := client(t, r.Addr().String())
+				if _, err := c.Write(q.marshal()); err != nil {
 					t.Fatal(err)
 				}
-			}); err != nil {
-				t.Fatal(err)
+				receiveBurst(t, c, q)
+				if err := r.raw.Control(func(fd uintptr) {
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1); err != nil {
+						t.Fatal(err)
+					}
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write(q.marshal()); err != nil {
+					t.Fatal(err)
+				}
+				receiveBurst(t, c, q)
+				if !r.gso.Load() {
+					t.Error("offload turned off by an error other than EIO")
+				}
+				r.gso.Store(false) // as after EIO
+				if _, err := c.Write(q.marshal()); err != nil {
+					t.Fatal(err)
+				}
+				receiveBurst(t, c, q)
+				if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "down")); got != 3*float64(q.count) {
+					t.Errorf("datagrams down = %v, want %d", got, 3*q.count)
+				}
+				if got := testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientWrite)); got != 0 {
+					t.Errorf("%v replies dropped", got)
+				}
+			})
+		}
+	}
+}
+
+// TestJoinRun: which replies go as one segmented message.
+func TestJoinRun(t *testing.T) {
+	a, b := netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("192.0.2.2:1")
+	pkA, pkB := pktinfo(false, netip.MustParseAddr("127.0.0.1")), pktinfo(false, netip.MustParseAddr("127.0.0.2"))
+	type reply struct {
+		size, seg int
+		to        netip.AddrPort
+		pk        []byte
+	}
+	r := func(size int) reply { return reply{size: size, to: a, pk: pkA} }
+	big := make([]reply, 70)
+	for i := range big {
+		big[i] = r(100)
+	}
+	for _, tc := range []struct {
+		name    string
+		replies []reply
+		want    int
+	}{
+		{"one", []reply{r(1200)}, 1},
+		{"same size", []reply{r(1200), r(1200), r(1200)}, 3},
+		{"last shorter", []reply{r(1200), r(1200), r(10), r(1200)}, 3},
+		{"first shorter", []reply{r(10), r(1200)}, 1},
+		{"longer after", []reply{r(1200), r(1201)}, 1},
+		{"empty first", []reply{r(0), r(0)}, 1},
+		{"empty after", []reply{r(1200), r(0)}, 1},
+		{"segmented first", []reply{{size: 2400, seg: 1200, to: a, pk: pkA}, r(1200)}, 1},
+		{"segmented after", []reply{r(1200), {size: 2400, seg: 1200, to: a, pk: pkA}}, 1},
+		{"other client", []reply{r(1200), r(1200), {size: 1200, to: b, pk: pkA}}, 2},
+		{"other local address", []reply{r(1200), {size: 1200, to: a, pk: pkB}}, 1},
+		{"same local address, other slice", []reply{r(1200), {size: 1200, to: a, pk: append([]byte{}, pkA...)}}, 2},
+		{"segment cap", big, maxSplit},
+		{"length cap", []reply{r(30000), r(30000), r(30000)}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := newReplies(len(tc.replies), false)
+			for _, rp := range tc.replies {
+				out.add(rp.size, rp.seg, rp.to, rp.pk, nil)
 			}
-			if _, err := c.Write(q.marshal()); err != nil {
-				t.Fatal(err)
-			}
-			receiveBurst(t, c, q)
-			if !r.gso.Load() {
-				t.Error("offload turned off by an error other than EIO")
-			}
-			r.gso.Store(false) // as after EIO
-			if _, err := c.Write(q.marshal()); err != nil {
-				t.Fatal(err)
-			}
-			receiveBurst(t, c, q)
-			if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "down")); got != 3*float64(q.count) {
-				t.Errorf("datagrams down = %v, want %d", got, 3*q.count)
-			}
-			if got := testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientWrite)); got != 0 {
-				t.Errorf("%v replies dropped", got)
+			if got := joinRun(out, 0); got != tc.want {
+				t.Errorf("joinRun = %d, want %d", got, tc.want)
 			}
 		})
 	}

@@ -35,6 +35,22 @@ func (m *mmsg) set(bufs [][]byte) {
 	}
 }
 
+// setGroups points the headers at bufs, groups[k] of them after one
+// another in the k-th: one message made of several buffers.
+func (m *mmsg) setGroups(bufs [][]byte, groups []int) {
+	off := 0
+	for k, g := range groups {
+		for j := off; j < off+g; j++ {
+			m.iovs[j].Base = unsafe.SliceData(bufs[j])
+			m.iovs[j].SetLen(len(bufs[j]))
+		}
+		m.hdrs[k] = unix.Mmsghdr{}
+		m.hdrs[k].Hdr.Iov = &m.iovs[off]
+		m.hdrs[k].Hdr.SetIovlen(g)
+		off += g
+	}
+}
+
 // clear drops the references to the buffers and control messages.
 func (m *mmsg) clear(n int) {
 	for i := range n {
@@ -151,10 +167,17 @@ func (m *mmsg) oobn(i int) int { return int(m.hdrs[i].Hdr.Controllen) }
 
 // sendTo writes bufs[i] to tos[i] from the local address oobs[i] names
 // (nil: the socket's), as many as the socket takes; the first that fails
-// is the error, with the count of those before it.
-func (m *addrMmsg) sendTo(fd int, bufs [][]byte, tos []netip.AddrPort, oobs [][]byte) (int, error) {
-	m.set(bufs)
-	for i, to := range tos[:len(bufs)] {
+// is the error, with the count of those before it. With groups, the k-th
+// message is groups[k] buffers of bufs, to tos[k] with oobs[k].
+func (m *addrMmsg) sendTo(fd int, bufs [][]byte, groups []int, tos []netip.AddrPort, oobs [][]byte) (int, error) {
+	msgs := len(bufs)
+	if groups != nil {
+		msgs = len(groups)
+		m.setGroups(bufs, groups)
+	} else {
+		m.set(bufs)
+	}
+	for i, to := range tos[:msgs] {
 		p := (*[2]byte)(unsafe.Pointer(&m.names[i].Port))
 		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
 		if m.v6 {
@@ -167,9 +190,9 @@ func (m *addrMmsg) sendTo(fd int, bufs [][]byte, tos []netip.AddrPort, oobs [][]
 			sa4.Addr = to.Addr().Unmap().As4()
 		}
 	}
-	m.setNames(len(bufs), oobs)
+	m.setNames(msgs, oobs)
 	defer m.clearNames(len(bufs))
-	return m.call(unix.SYS_SENDMMSG, fd, len(bufs))
+	return m.call(unix.SYS_SENDMMSG, fd, msgs)
 }
 
 func (m *addrMmsg) clearNames(n int) { m.clear(n) }

@@ -41,6 +41,9 @@ type Options struct {
 	// noGSO keeps backend buffers segmented by the sender cut into
 	// datagrams, as without GRO: the comparison of BenchmarkRelayDownload.
 	noGSO bool
+	// noJoin sends runs of same-size datagrams to one client one per
+	// message, as without GSO: the comparison of BenchmarkRelayDownload.
+	noJoin bool
 }
 
 // Defaults of Options.

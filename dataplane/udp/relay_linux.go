@@ -628,21 +628,38 @@ func (r *Relay) flush(out *replies) {
 		}
 		return
 	}
-	sent := 0
+	// Replies before plain go one per message: a segmented message
+	// of them failed.
+	sent, plain := 0, 0
 	for sent < out.n {
 		if out.seg[sent] > 0 && !r.gso.Load() {
 			r.sendSplit(out, sent)
 			sent++
 			continue
 		}
-		n, err := r.writeBatch(out, sent)
+		n, first, err := r.writeBatch(out, sent, plain)
 		if err != nil {
+			if first > 1 {
+				// A run joined into one segmented message: send it
+				// again one reply per message.
+				r.gsoFailed(err)
+				plain = sent + first
+				continue
+			}
 			// The first message failed: drop it, or send its datagrams
 			// one by one, and go on with the rest.
 			r.sendFailed(out, sent, err)
 			n = 1
 		}
 		sent += n
+	}
+}
+
+// gsoFailed notes a send with UDP_SEGMENT that failed with err: after
+// EIO, no send carries it again.
+func (r *Relay) gsoFailed(err error) {
+	if gsoBroken(err) && r.gso.Swap(false) {
+		r.log.Info("sending with UDP_SEGMENT failed; replies go one datagram per message from now on", "address", r.Addr().String(), "error", err.Error())
 	}
 }
 
@@ -654,9 +671,7 @@ func (r *Relay) sendFailed(out *replies, i int, err error) {
 		out.drop[i].Inc()
 		return
 	}
-	if gsoBroken(err) && r.gso.Swap(false) {
-		r.log.Info("sending with UDP_SEGMENT failed; replies go one datagram per message from now on", "address", r.Addr().String(), "error", err.Error())
-	}
+	r.gsoFailed(err)
 	r.sendSplit(out, i)
 }
 
@@ -679,7 +694,7 @@ func (r *Relay) sendSplit(out *replies, i int) {
 			bufs, tos, oobs = append(bufs, segment(b, seg, j)), append(tos, to), append(oobs, oob)
 		}
 		for len(bufs) > 0 {
-			n, err := r.sendmmsg(out.split, bufs, tos, oobs)
+			n, err := r.sendmmsg(out.split, bufs, nil, tos, oobs)
 			if err != nil {
 				out.drop[i].Inc()
 				n = 1
@@ -691,28 +706,83 @@ func (r *Relay) sendSplit(out *replies, i int) {
 }
 
 // writeBatch sends the replies of out from the from-th with one sendmmsg,
-// up to the first segmented one if segmenting is off.
-func (r *Relay) writeBatch(out *replies, from int) (int, error) {
-	out.bufs, out.oobs = out.bufs[:0], out.oobs[:0]
+// up to the first segmented one if segmenting is off; with segmenting
+// on, each run of datagrams to one client that joinRun finds from the
+// plain-th on goes as one segmented message. It returns the replies
+// sent, and how many the first message held.
+func (r *Relay) writeBatch(out *replies, from, plain int) (sent, first int, err error) {
+	out.bufs, out.oobs, out.groups, out.gto = out.bufs[:0], out.oobs[:0], out.groups[:0], out.gto[:0]
 	gso := r.gso.Load()
-	for i := from; i < out.n && (gso || out.seg[i] == 0); i++ {
-		out.bufs = append(out.bufs, out.ms[i].Buffers[0])
-		out.oobs = append(out.oobs, out.ms[i].OOB)
+	for i := from; i < out.n && (gso || out.seg[i] == 0); {
+		g := 1
+		if gso && !r.opt.noJoin && i >= plain {
+			g = joinRun(out, i)
+		}
+		oob := out.ms[i].OOB
+		if g > 1 {
+			out.ctl[i] = appendSegment(append(out.ctl[i][:0], out.pk[i]...), len(out.ms[i].Buffers[0]))
+			oob = out.ctl[i]
+		}
+		for j := i; j < i+g; j++ {
+			out.bufs = append(out.bufs, out.ms[j].Buffers[0])
+		}
+		out.groups = append(out.groups, g)
+		out.gto = append(out.gto, out.to[i])
+		out.oobs = append(out.oobs, oob)
+		i += g
 	}
-	n, err := r.sendmmsg(out.wm, out.bufs, out.to[from:from+len(out.bufs)], out.oobs)
+	n, err := r.sendmmsg(out.wm, out.bufs, out.groups, out.gto, out.oobs)
+	for _, g := range out.groups[:n] {
+		sent += g
+	}
+	first = out.groups[0]
 	clear(out.bufs)
 	clear(out.oobs)
-	return n, err
+	return sent, first, err
 }
 
-// sendmmsg writes bufs[i] to tos[i] from the local address oobs[i] names
-// with one sendmmsg on the listener socket, waiting while its buffer is
-// full.
-func (r *Relay) sendmmsg(wm *addrMmsg, bufs [][]byte, tos []netip.AddrPort, oobs [][]byte) (int, error) {
+// joinRun is how many replies from the i-th on go to one client as one
+// segmented message: datagrams (not segmented buffers) of one size, the
+// last maybe shorter, to one address from one local address, within the
+// kernel's bounds (maxSplit segments, a UDP length). 1: send it alone.
+func joinRun(out *replies, i int) int {
+	size := len(out.ms[i].Buffers[0])
+	if out.seg[i] != 0 || size == 0 {
+		return 1
+	}
+	total, j := size, i+1
+	for ; j < out.n && j-i < maxSplit; j++ {
+		n := len(out.ms[j].Buffers[0])
+		if out.seg[j] != 0 || n == 0 || n > size || total+n > maxSegmented ||
+			out.to[j] != out.to[i] || !sameBytes(out.pk[j], out.pk[i]) {
+			break
+		}
+		total += n
+		if n < size {
+			j++
+			break
+		}
+	}
+	return j - i
+}
+
+// maxSegmented bounds the bytes of one segmented message: a UDP length
+// over IPv4.
+const maxSegmented = 65507
+
+// sameBytes reports whether two control messages are one (a session's).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || string(a) == string(b))
+}
+
+// sendmmsg writes bufs to tos from the local addresses oobs name with one
+// sendmmsg on the listener socket (see addrMmsg.sendTo), waiting while
+// its buffer is full.
+func (r *Relay) sendmmsg(wm *addrMmsg, bufs [][]byte, groups []int, tos []netip.AddrPort, oobs [][]byte) (int, error) {
 	var n int
 	var werr error
 	err := r.raw.Write(func(fd uintptr) bool {
-		n, werr = wm.sendTo(int(fd), bufs, tos, oobs)
+		n, werr = wm.sendTo(int(fd), bufs, groups, tos, oobs)
 		return !errors.Is(werr, unix.EAGAIN)
 	})
 	if err == nil {
@@ -806,6 +876,10 @@ type replies struct {
 	bufs [][]byte  // scratch of free and writeBatch
 	wm   *addrMmsg // writes to the listener socket
 	oobs [][]byte  // scratch of writeBatch
+	// groups and gto: scratch of writeBatch, its messages' reply
+	// counts and addresses.
+	groups []int
+	gto    []netip.AddrPort
 
 	// split sends a segmented buffer as its datagrams when the kernel
 	// will not segment it.
@@ -824,6 +898,7 @@ func newReplies(batch int, v6 bool) *replies {
 		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]prometheus.Counter, batch),
 		seg: make([]int, batch), pk: make([][]byte, batch), ctl: make([][]byte, batch), gro: make([][]byte, batch),
 		mm: newMmsg(batch), bufs: make([][]byte, 0, batch), wm: newAddrMmsg(batch, v6), oobs: make([][]byte, 0, batch),
+		groups: make([]int, 0, batch), gto: make([]netip.AddrPort, 0, batch),
 		split: newAddrMmsg(maxSplit, v6), splitBufs: make([][]byte, 0, maxSplit),
 		splitTo: make([]netip.AddrPort, 0, maxSplit), splitOOB: make([][]byte, 0, maxSplit),
 	}
