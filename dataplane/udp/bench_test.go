@@ -141,36 +141,36 @@ func BenchmarkIdleSession(b *testing.B) {
 // sends) or with sendmmsg (backend=plain); the client keeps 4 requests
 // outstanding and reads with recvmmsg. An op is one datagram received by
 // the client. cpu-ns/dgram is the whole process's (relay, backend and
-// client together), from getrusage.
+// client together), from getrusage; relay=direct is the client reading
+// from the backend itself, what the peers cost without the relay.
+// relay-gso=off reads and sends datagram by datagram, =on keeps the
+// backend's segmented buffers whole, =join also joins runs of datagrams
+// the backend sent one by one.
 func BenchmarkRelayDownload(b *testing.B) {
 	for _, gso := range []bool{false, true} {
 		name := "backend=plain"
 		if gso {
 			name = "backend=gso"
 		}
-		for _, relay := range []string{"off", "on"} {
+		b.Run(name+"/relay=direct", func(b *testing.B) {
+			benchDownload(b, "127.0.0.1", gso, Options{}, true)
+		})
+		for _, relay := range []string{"off", "on", "join"} {
 			b.Run(name+"/relay-gso="+relay, func(b *testing.B) {
-				benchDownload(b, "127.0.0.1", gso, Options{noGSO: relay == "off"})
+				benchDownload(b, "127.0.0.1", gso, Options{noGSO: relay == "off", noJoin: relay != "join"}, false)
 			})
 		}
 	}
 }
 
-func benchDownload(b *testing.B, host string, gso bool, opt Options) {
+func benchDownload(b *testing.B, host string, gso bool, opt Options, direct bool) {
 	const chunk, window = 64, 4
 	be := burstBackend(b, net.JoinHostPort(host, "0"), gso)
-	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be))
-	l.Address = net.JoinHostPort(host, "0")
-	opt.Log = logr.Discard()
-	r, err := Listen(l.Address, opt)
-	if err != nil {
-		b.Fatal(err)
+	to := be
+	if !direct {
+		to = benchDownloadRelay(b, host, be, opt)
 	}
-	b.Cleanup(func() { _ = r.Close() })
-	if err := r.SetListener(&l); err != nil {
-		b.Fatal(err)
-	}
-	c := client(b, r.Addr().String())
+	c := client(b, to)
 	_ = c.SetReadBuffer(4 << 20)
 	req := burstRequest{count: chunk, size: 1200, last: 1200, seg: 16}.marshal()
 	pc := ipv4.NewPacketConn(c)
@@ -207,4 +207,20 @@ func benchDownload(b *testing.B, host string, gso bool, opt Options) {
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "dgrams/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(got), "cpu-ns/dgram")
 	b.ReportMetric(float64(stalls), "stalls")
+}
+
+// benchDownloadRelay is a relay on host to the backend be.
+func benchDownloadRelay(b *testing.B, host, be string, opt Options) string {
+	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be))
+	l.Address = net.JoinHostPort(host, "0")
+	opt.Log = logr.Discard()
+	r, err := Listen(l.Address, opt)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Close() })
+	if err := r.SetListener(&l); err != nil {
+		b.Fatal(err)
+	}
+	return r.Addr().String()
 }
