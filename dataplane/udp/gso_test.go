@@ -42,20 +42,25 @@ func receiveBurst(t *testing.T, c net.Conn, q burstRequest) (dgrams, total int) 
 // without (the kernel cuts them first).
 func TestRelayKeepsSegmentedBoundaries(t *testing.T) {
 	q := burstRequest{count: 23, size: 1000, last: 317, seg: 10}
-	for _, host := range []string{"127.0.0.1", "::1"} {
+	// A listener on a wildcard address sends each reply with the local
+	// address its client wrote to (pktinfo) beside the segment size; ""
+	// is a dual-stack socket answering an IPv4 client.
+	for _, hosts := range [][2]string{{"127.0.0.1", "127.0.0.1"}, {"::1", "::1"}, {"0.0.0.0", "127.0.0.1"}, {"::", "::1"}, {"", "127.0.0.1"}} {
+		listen, host := hosts[0], hosts[1]
 		for _, batch := range []int{1, DefaultBatch, 32} {
 			for _, tc := range []struct{ backendGSO, gso bool }{{true, true}, {true, false}, {false, true}} {
-				t.Run(fmt.Sprintf("%s/batch %d/backend gso %v/gso %v", host, batch, tc.backendGSO, tc.gso), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/batch %d/backend gso %v/gso %v", listen, batch, tc.backendGSO, tc.gso), func(t *testing.T) {
 					gso := tc.gso
 					be := burstBackend(t, net.JoinHostPort(host, "0"), tc.backendGSO)
 					m := NewMetrics()
 					l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be))
-					l.Address = net.JoinHostPort(host, "0")
+					l.Address = net.JoinHostPort(listen, "0")
 					r := startRelay(t, l, Options{Batch: batch, Metrics: m, noGSO: !gso})
 					if r.gso.Load() != gso {
 						t.Fatalf("segmentation offload %v, want %v: this kernel has no UDP_SEGMENT", r.gso.Load(), gso)
 					}
-					c := client(t, r.Addr().String())
+					_, port, _ := net.SplitHostPort(r.Addr().String())
+					c := client(t, net.JoinHostPort(host, port))
 					var dgrams, total int
 					for range 3 {
 						if _, err := c.Write(q.marshal()); err != nil {
