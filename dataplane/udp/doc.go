@@ -27,7 +27,8 @@
 //     (UDP_SEGMENT) is read whole (UDP_GRO) and sent on whole, for the
 //     kernel to cut into the same datagrams (gso_linux.go), as is a run
 //     of same-size datagrams to one client in one batch; it is counted
-//     as its datagrams.
+//     as its datagrams. A client's segmented buffer is cut into its
+//     datagrams on arrival, each handled as if it came alone.
 //   - A session costs, beyond its kernel socket, a few hundred bytes: no
 //     goroutine and no buffer of its own once its route is chosen. Two
 //     goroutines serve a listener: one reads the listener socket and writes

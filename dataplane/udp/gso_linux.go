@@ -20,8 +20,14 @@ import (
 // bytes unchanged, on the way out. Datagrams a backend sent one by one
 // (on loopback; a device with GRO may coalesce them the same way) and
 // that one flush sends to one client, one size but the last, are joined
-// into such a buffer too (joinRun). See BenchmarkRelayDownload for what
-// each buys.
+// into such a buffer too (joinRun).
+//
+// The other way, the same: the listener socket has UDP_GRO, so a client's
+// segmented buffer (quic-go uploading) is read whole and cut into its
+// datagrams, each handled alone (sniffed, routed, counted); a session's
+// run of them goes to its backend as one segmented message again
+// (joinLen). See BenchmarkRelayDownload and BenchmarkRelayUpload for what
+// each step buys.
 
 // groSpace is the control message room of a read from a backend socket:
 // UDP_GRO's segment size, an int.

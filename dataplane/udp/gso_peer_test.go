@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"unsafe"
@@ -147,4 +148,58 @@ func udpSegment(size uint16) []byte {
 	h.SetLen(unix.CmsgLen(2))
 	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], size)
 	return b
+}
+
+// sendSegmented writes ds to the connected c as one buffer with
+// UDP_SEGMENT of the first one's size (all but the last of that size).
+func sendSegmented(t testing.TB, c *net.UDPConn, ds [][]byte) {
+	t.Helper()
+	var buf []byte
+	for _, d := range ds {
+		buf = append(buf, d...)
+	}
+	if _, _, err := c.WriteMsgUDPAddrPort(buf, udpSegment(uint16(len(ds[0]))), netip.AddrPort{}); err != nil {
+		t.Fatalf("send with UDP_SEGMENT: %v", err)
+	}
+}
+
+// ackSink is a UDP server on 127.0.0.1 that answers every ackEvery
+// datagrams from one peer with a datagram of one byte: what a bulk upload
+// needs to keep a window in flight. It returns its address.
+func ackSink(t testing.TB, ackEvery int) string {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadBuffer(4 << 20)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pc := ipv4.NewPacketConn(conn)
+		ms := make([]ipv4.Message, 64)
+		for i := range ms {
+			ms[i].Buffers = [][]byte{make([]byte, 2048)}
+		}
+		counts := map[string]int{}
+		for {
+			n, err := pc.ReadBatch(ms, 0)
+			if err != nil {
+				return
+			}
+			for _, m := range ms[:n] {
+				k := m.Addr.String()
+				counts[k]++
+				if counts[k]%ackEvery == 0 {
+					_, _ = conn.WriteTo([]byte{1}, m.Addr)
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = conn.Close()
+		wg.Wait()
+	})
+	return conn.LocalAddr().String()
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // receiveBurst reads the answer to q and fails unless every datagram
@@ -247,5 +248,93 @@ func TestGSOBroken(t *testing.T) {
 		if got := gsoBroken(tc.err); got != tc.want {
 			t.Errorf("gsoBroken(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestRelayCutsClientSegments: a client that sends runs of datagrams as
+// one buffer with UDP_SEGMENT, its first flight included, reaches the
+// backend with the same datagrams, each one relayed and counted alone:
+// over IPv4 and IPv6, batches of 1 and of the default, with GRO on the
+// listener socket (the relay cuts the buffer) and without (the kernel
+// does).
+func TestRelayCutsClientSegments(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		for _, batch := range []int{1, DefaultBatch} {
+			for _, gro := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/batch %d/gro %v", host, batch, gro), func(t *testing.T) {
+					be := peers.Host(host).UDPReply(t, echo)
+					m := NewMetrics()
+					l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
+					l.Address = net.JoinHostPort(host, "0")
+					r := startRelay(t, l, Options{Batch: batch, Metrics: m, noListenGRO: !gro})
+					if r.listenGRO != gro {
+						t.Fatalf("listener GRO %v, want %v", r.listenGRO, gro)
+					}
+					c := client(t, r.Addr().String())
+					var sent [][]byte
+					for round := range 3 {
+						var ds [][]byte
+						for i := range 7 {
+							size := 1000
+							if i == 6 {
+								size = 1 + round
+							}
+							ds = append(ds, burstDatagram(make([]byte, size), len(sent)+i))
+						}
+						sendSegmented(t, c, ds)
+						for _, d := range ds {
+							if got := receive(t, c); !bytes.Equal(got, d) {
+								t.Fatalf("datagram %x... of %d bytes came back as %d bytes (%x...)", d[:4], len(d), len(got), got[:min(4, len(got))])
+							}
+						}
+						sent = append(sent, ds...)
+					}
+					if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "up")); got != float64(len(sent)) {
+						t.Errorf("datagrams up = %v, want %d", got, len(sent))
+					}
+					if r.Sessions() != 1 {
+						t.Errorf("%d sessions, want 1", r.Sessions())
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRelayUpFallsBack: when the kernel refuses a segmented send to the
+// backend (here: the session's backend socket sends without UDP
+// checksums, SO_NO_CHECK), a client's segmented buffer still reaches the
+// backend as its datagrams, one per message.
+func TestRelayUpFallsBack(t *testing.T) {
+	be := peers.UDPReply(t, echo)
+	m := NewMetrics()
+	r := startRelay(t, listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr)), Options{Metrics: m})
+	c := client(t, r.Addr().String())
+	exchange(t, c, []byte("hello"))
+	s := r.lookup(addrPortOf(c.LocalAddr()))
+	if s == nil {
+		t.Fatal("no session")
+	}
+	s.mu.Lock()
+	err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds [][]byte
+	for i := range 5 {
+		ds = append(ds, burstDatagram(make([]byte, 1100-100*(i/4)), i))
+	}
+	sendSegmented(t, c, ds)
+	for _, d := range ds {
+		if got := receive(t, c); !bytes.Equal(got, d) {
+			t.Fatalf("datagram %x... of %d bytes came back as %d bytes", d[:4], len(d), len(got))
+		}
+	}
+	if got := testutil.ToFloat64(m.datagrams.WithLabelValues("udp", "any", "up")); got != 6 {
+		t.Errorf("datagrams up = %v, want 6", got)
+	}
+	if got := testutil.ToFloat64(m.drops.WithLabelValues("udp", DropBackendWrite)); got != 0 {
+		t.Errorf("%v datagrams dropped", got)
 	}
 }

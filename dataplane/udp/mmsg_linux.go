@@ -82,6 +82,20 @@ func (m *mmsg) send(fd int, bufs [][]byte) (int, error) {
 	return m.call(unix.SYS_SENDMMSG, fd, len(bufs))
 }
 
+// sendGroups writes bufs to fd, groups[k] of them as the k-th message,
+// with the control message oobs[k] (nil: none); as send, in messages.
+func (m *mmsg) sendGroups(fd int, bufs [][]byte, groups []int, oobs [][]byte) (int, error) {
+	m.setGroups(bufs, groups)
+	for k, oob := range oobs {
+		if len(oob) > 0 {
+			m.hdrs[k].Hdr.Control = &oob[0]
+			m.hdrs[k].Hdr.SetControllen(len(oob))
+		}
+	}
+	defer m.clear(len(bufs))
+	return m.call(unix.SYS_SENDMMSG, fd, len(groups))
+}
+
 func (m *mmsg) call(trap uintptr, fd, n int) (int, error) {
 	for {
 		// Raw: the socket never blocks, and a call the runtime saw

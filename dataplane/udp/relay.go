@@ -44,6 +44,9 @@ type Options struct {
 	// noJoin sends runs of same-size datagrams to one client one per
 	// message, as without GSO: the comparison of BenchmarkRelayDownload.
 	noJoin bool
+	// noListenGRO reads a client's segmented sends cut into datagrams by
+	// the kernel, as without GRO: the comparison of BenchmarkRelayUpload.
+	noListenGRO bool
 }
 
 // Defaults of Options.

@@ -64,6 +64,9 @@ type Relay struct {
 	// backend's segmented buffers whole (gso_linux.go). Off when the
 	// kernel lacks UDP_SEGMENT, or once a send with it failed with EIO.
 	gso atomic.Bool
+	// listenGRO: the listener socket has UDP_GRO, so a read may be a
+	// client's segmented buffer, cut into its datagrams by readLoop.
+	listenGRO bool
 
 	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
 	byAddr  map[netip.AddrPort]*session
@@ -160,7 +163,10 @@ func (r *Relay) setup() error {
 	r.pktinfo = local != nil && local.IP.IsUnspecified()
 	r.v6 = domain == unix.AF_INET6
 	if !r.opt.noGSO {
-		if err := raw.Control(func(fd uintptr) { r.gso.Store(gsoSupported(int(fd))) }); err != nil {
+		if err := raw.Control(func(fd uintptr) {
+			r.gso.Store(gsoSupported(int(fd)))
+			r.listenGRO = r.gso.Load() && !r.opt.noListenGRO && enableGRO(int(fd))
+		}); err != nil {
 			return err
 		}
 	}
@@ -270,6 +276,9 @@ func (r *Relay) readLoop() {
 	if r.pktinfo {
 		oobLen = max(len(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface)), len(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface)))
 	}
+	if r.listenGRO {
+		oobLen += groSpace
+	}
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
 		if oobLen > 0 {
@@ -293,8 +302,15 @@ func (r *Relay) readLoop() {
 		now := r.now()
 		for i := range ms[:n] {
 			m := &ms[i]
-			from := addrPortOf(m.Addr)
-			r.fromClientContained(m.Buffers[0][:m.N], from, m.OOB[:m.NN], now)
+			from, b, oob, seg := addrPortOf(m.Addr), m.Buffers[0][:m.N], m.OOB[:m.NN], 0
+			if r.listenGRO {
+				seg = groSegment(oob)
+			}
+			// A client's segmented buffer is its datagrams, each
+			// handled as if it came alone.
+			for j := range segments(len(b), seg) {
+				r.fromClientContained(segment(b, seg, j), from, oob, now)
+			}
 		}
 		// The held datagrams point into ms: written before the next read.
 		r.up.flush()
@@ -746,24 +762,36 @@ func (r *Relay) writeBatch(out *replies, from, plain int) (sent, first int, err 
 // last maybe shorter, to one address from one local address, within the
 // kernel's bounds (maxSplit segments, a UDP length). 1: send it alone.
 func joinRun(out *replies, i int) int {
-	size := len(out.ms[i].Buffers[0])
-	if out.seg[i] != 0 || size == 0 {
+	if out.seg[i] != 0 {
 		return 1
 	}
-	total, j := size, i+1
-	for ; j < out.n && j-i < maxSplit; j++ {
-		n := len(out.ms[j].Buffers[0])
-		if out.seg[j] != 0 || n == 0 || n > size || total+n > maxSegmented ||
-			out.to[j] != out.to[i] || !sameBytes(out.pk[j], out.pk[i]) {
+	return joinLen(out.n-i, func(j int) int { return len(out.ms[i+j].Buffers[0]) }, func(j int) bool {
+		return out.seg[i+j] == 0 && out.to[i+j] == out.to[i] && sameBytes(out.pk[i+j], out.pk[i])
+	})
+}
+
+// joinLen is how many of n datagrams, the j-th of size(j) bytes, go as
+// one segmented message from the first: those of the first's size, then
+// maybe one shorter, while joinable, within maxSplit segments and
+// maxSegmented bytes. 1: the first goes alone.
+func joinLen(n int, size func(j int) int, joinable func(j int) bool) int {
+	first := size(0)
+	if first == 0 {
+		return 1
+	}
+	total, j := first, 1
+	for ; j < n && j < maxSplit; j++ {
+		sz := size(j)
+		if sz == 0 || sz > first || total+sz > maxSegmented || !joinable(j) {
 			break
 		}
-		total += n
-		if n < size {
+		total += sz
+		if sz < first {
 			j++
 			break
 		}
 	}
-	return j - i
+	return j
 }
 
 // maxSegmented bounds the bytes of one segmented message: a UDP length
@@ -833,17 +861,32 @@ type upBatch struct {
 	s    *session // nil: none held
 	bufs [][]byte
 	mm   *mmsg
+	// With segmentation on it holds up to maxSplit datagrams (a
+	// client's segmented buffer), joined into messages of groups[k]
+	// datagrams with the control message oobs[k] (UDP_SEGMENT's in
+	// ctl[k]).
+	groups []int
+	oobs   [][]byte
+	ctl    [][]byte
 }
 
 // add holds d, a datagram of s, whose route is chosen; s.mu is held. A
 // full batch is written at once.
 func (b *upBatch) add(s *session, d []byte) {
 	if b.mm == nil {
-		b.mm = newMmsg(s.r.batch)
+		n := s.r.batch
+		if s.r.gso.Load() {
+			n = max(n, maxSplit)
+		}
+		b.mm = newMmsg(n)
+		b.ctl = make([][]byte, n)
+		for i := range b.ctl {
+			b.ctl[i] = make([]byte, 0, segmentSpace)
+		}
 	}
 	b.s = s
 	b.bufs = append(b.bufs, d)
-	if len(b.bufs) == s.r.batch {
+	if len(b.bufs) == len(b.mm.hdrs) {
 		s.writeBackendBatch(b)
 	}
 }

@@ -324,6 +324,67 @@ func (s *session) writeBackendBatch(b *upBatch) {
 		s.lc.drops[DropEnded].Add(float64(len(bufs)))
 		return
 	}
+	if s.r.gso.Load() && !s.r.opt.noJoin {
+		s.writeBackendJoined(b, bufs)
+		return
+	}
+	s.writeBackendEach(b, bufs)
+}
+
+// writeBackendJoined sends bufs to the backend with runs of one size
+// (the last maybe shorter) joined into segmented messages, as a client's
+// segmented buffer came. A joined message the kernel refuses is sent
+// again datagram by datagram. s.mu is held.
+func (s *session) writeBackendJoined(b *upBatch, bufs [][]byte) {
+	for len(bufs) > 0 {
+		b.groups, b.oobs = b.groups[:0], b.oobs[:0]
+		for i := 0; i < len(bufs); {
+			rest := bufs[i:]
+			g := joinLen(len(rest), func(j int) int { return len(rest[j]) }, func(int) bool { return true })
+			var oob []byte
+			if g > 1 {
+				oob = appendSegment(b.ctl[len(b.groups)][:0], len(rest[0]))
+			}
+			b.groups, b.oobs = append(b.groups, g), append(b.oobs, oob)
+			i += g
+		}
+		n, err := b.mm.sendGroups(s.fd, bufs, b.groups, b.oobs)
+		clear(b.oobs)
+		if err != nil {
+			g := b.groups[0]
+			if g > 1 {
+				s.r.gsoFailed(err)
+				s.writeBackendEach(b, bufs[:g])
+			} else {
+				s.lc.drops[DropBackendWrite].Inc()
+			}
+			bufs = bufs[g:]
+			continue
+		}
+		var sent int
+		for _, g := range b.groups[:n] {
+			sent += g
+		}
+		s.countUp(bufs[:sent])
+		bufs = bufs[sent:]
+	}
+}
+
+// countUp counts bufs as relayed to the backend. s.mu is held.
+func (s *session) countUp(bufs [][]byte) {
+	var bytes int
+	for _, d := range bufs {
+		bytes += len(d)
+	}
+	s.up += int64(bytes)
+	s.upN += int64(len(bufs))
+	s.rc.upBytes.Add(float64(bytes))
+	s.rc.upDgrams.Add(float64(len(bufs)))
+}
+
+// writeBackendEach sends bufs to the backend one datagram per message.
+// s.mu is held.
+func (s *session) writeBackendEach(b *upBatch, bufs [][]byte) {
 	for len(bufs) > 0 {
 		n, err := b.mm.send(s.fd, bufs)
 		if err != nil {
@@ -332,14 +393,7 @@ func (s *session) writeBackendBatch(b *upBatch) {
 			s.lc.drops[DropBackendWrite].Inc()
 			n = 1
 		} else {
-			var bytes int
-			for _, d := range bufs[:n] {
-				bytes += len(d)
-			}
-			s.up += int64(bytes)
-			s.upN += int64(n)
-			s.rc.upBytes.Add(float64(bytes))
-			s.rc.upDgrams.Add(float64(n))
+			s.countUp(bufs[:n])
 		}
 		bufs = bufs[n:]
 	}
