@@ -170,22 +170,33 @@ func TestUDPQUICBySNI(t *testing.T) {
 // bulk download's packets in segmented buffers (UDP_SEGMENT) on Linux,
 // which the relay reads whole and sends on segmented.
 func TestUDPQUICDownload(t *testing.T) {
-	const size = 8 << 20
-	body := make([]byte, size)
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(body)
+	body := randomBody(1)
+	tr := h3Behind(t, "dl.example.test", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
+	got := h3Get(t, tr, "https://dl.example.test/")
+	if len(got) != len(body) || got != string(body) {
+		t.Fatalf("downloaded %d bytes, want the server's %d", len(got), len(body))
+	}
+}
+
+// randomBody is 8 MB of bytes from seed: a bulk transfer's content.
+func randomBody(seed byte) []byte {
+	b := make([]byte, 8<<20)
+	_, _ = rand.NewChaCha8([32]byte{seed}).Read(b)
+	return b
+}
+
+// h3Behind starts a quic-go HTTP/3 server for host serving h and a mux
+// with a QUIC route to it, and returns an HTTP/3 client of the mux.
+func h3Behind(t *testing.T, host string, h http.Handler) *http3.Transport {
+	t.Helper()
 	ca := peers.NewCA(t, "portmux QUIC test CA")
-	be := h3ServerWith(t, ca.Issue(t, "dl.example.test", x509.ExtKeyUsageServerAuth, "dl.example.test").TLS,
-		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
-	m := startMux(t, snapshotOf(udpListenerOn("udp", quicRoute("dl", []string{"dl.example.test"}, be))))
+	be := h3ServerWith(t, ca.Issue(t, host, x509.ExtKeyUsageServerAuth, host).TLS, h)
+	m := startMux(t, snapshotOf(udpListenerOn("udp", quicRoute("h3", []string{host}, be))))
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := h3Client(t, ca, m.addr("udp"), pc)
-	got := h3Get(t, tr, "https://dl.example.test/")
-	if len(got) != size || got != string(body) {
-		t.Fatalf("downloaded %d bytes, want the server's %d", len(got), size)
-	}
+	return h3Client(t, ca, m.addr("udp"), pc)
 }
 
 // TestUDPQUICUpload: an upload of several MB to a quic-go HTTP/3 server
@@ -193,28 +204,18 @@ func TestUDPQUICDownload(t *testing.T) {
 // buffers too, which the relay reads whole from the listener socket
 // (UDP_GRO) and sends on to the backend segmented.
 func TestUDPQUICUpload(t *testing.T) {
-	const size = 8 << 20
-	body := make([]byte, size)
-	_, _ = rand.NewChaCha8([32]byte{2}).Read(body)
-	ca := peers.NewCA(t, "portmux QUIC test CA")
-	be := h3ServerWith(t, ca.Issue(t, "ul.example.test", x509.ExtKeyUsageServerAuth, "ul.example.test").TLS,
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got, err := io.ReadAll(r.Body)
-			switch {
-			case err != nil:
-				http.Error(w, err.Error(), http.StatusBadRequest)
-			case !bytes.Equal(got, body):
-				http.Error(w, fmt.Sprintf("received %d bytes, not the client's %d", len(got), size), http.StatusBadRequest)
-			default:
-				_, _ = io.WriteString(w, "ok")
-			}
-		}))
-	m := startMux(t, snapshotOf(udpListenerOn("udp", quicRoute("ul", []string{"ul.example.test"}, be))))
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := h3Client(t, ca, m.addr("udp"), pc)
+	body := randomBody(2)
+	tr := h3Behind(t, "ul.example.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, err := io.ReadAll(r.Body)
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		case !bytes.Equal(got, body):
+			http.Error(w, fmt.Sprintf("received %d bytes, not the client's %d", len(got), len(body)), http.StatusBadRequest)
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://ul.example.test/", bytes.NewReader(body))

@@ -178,35 +178,12 @@ func benchDownload(b *testing.B, host string, gso bool, opt Options, direct bool
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, 2048)}
 	}
-	var before, after syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-	start := time.Now()
-	b.ResetTimer()
-	got, asked, stalls := 0, 0, 0
-	for got < b.N {
-		for asked-got < window*chunk {
-			if _, err := c.Write(req); err != nil {
-				b.Fatal(err)
-			}
-			asked += chunk
+	windowLoop(b, c, window*chunk, func() int {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		n, err := pc.ReadBatch(ms, 0)
-		if err != nil {
-			// Datagrams lost to a full buffer: ask again.
-			asked = got
-			stalls++
-			continue
-		}
-		got += n
-	}
-	b.StopTimer()
-	elapsed := time.Since(start)
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(got)/elapsed.Seconds(), "dgrams/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(got), "cpu-ns/dgram")
-	b.ReportMetric(float64(stalls), "stalls")
+		return chunk
+	}, func() (int, error) { return pc.ReadBatch(ms, 0) })
 }
 
 // benchDownloadRelay is a relay on host to the backend be.
@@ -271,37 +248,68 @@ func benchUpload(b *testing.B, gso bool, opt Options, direct bool) {
 		ms[i].Buffers = [][]byte{d}
 	}
 	ack := make([]byte, 16)
-	var before, after syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-	start := time.Now()
+	windowLoop(b, c, window*chunk, func() int {
+		for range chunk / seg {
+			if gso {
+				sendSegmented(b, c, ds)
+			} else if _, err := pc.WriteBatch(ms, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return chunk
+	}, func() (int, error) {
+		_, err := c.Read(ack)
+		return chunk, err
+	})
+}
+
+// windowLoop runs b.N datagrams through c keeping window of them
+// outstanding: send sends more and says how many, done waits for some to
+// be through and says how many. A wait of 200 ms that ends with none
+// (datagrams lost to a full buffer) is a stall: what was outstanding is
+// forgotten. It reports as cpuMeter does.
+func windowLoop(b *testing.B, c *net.UDPConn, window int, send func() int, done func() (int, error)) {
+	meter := startCPUMeter()
 	b.ResetTimer()
 	got, sent, stalls := 0, 0, 0
 	for got < b.N {
-		for sent-got < window*chunk {
-			for range chunk / seg {
-				if gso {
-					sendSegmented(b, c, ds)
-				} else if _, err := pc.WriteBatch(ms, 0); err != nil {
-					b.Fatal(err)
-				}
-			}
-			sent += chunk
+		for sent-got < window {
+			sent += send()
 		}
 		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if _, err := c.Read(ack); err != nil {
-			// Datagrams lost to a full buffer: the sink's count is off
-			// by them; count what was acknowledged and go on.
+		n, err := done()
+		if err != nil {
 			sent = got
 			stalls++
 			continue
 		}
-		got += chunk
+		got += n
 	}
 	b.StopTimer()
-	elapsed := time.Since(start)
+	meter.report(b, got, stalls)
+}
+
+// cpuMeter measures datagrams per second and the process's CPU time per
+// datagram (getrusage) from its start.
+type cpuMeter struct {
+	start  time.Time
+	before syscall.Rusage
+}
+
+func startCPUMeter() *cpuMeter {
+	m := &cpuMeter{start: time.Now()}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &m.before)
+	return m
+}
+
+// report reports dgrams/s, cpu-ns/dgram and the stalls (a window lost to
+// a full buffer, waited out).
+func (m *cpuMeter) report(b *testing.B, dgrams, stalls int) {
+	elapsed := time.Since(m.start)
+	var after syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(got)/elapsed.Seconds(), "dgrams/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(got), "cpu-ns/dgram")
+	cpu := after.Utime.Nano() + after.Stime.Nano() - m.before.Utime.Nano() - m.before.Stime.Nano()
+	b.ReportMetric(float64(dgrams)/elapsed.Seconds(), "dgrams/s")
+	b.ReportMetric(float64(cpu)/float64(dgrams), "cpu-ns/dgram")
 	b.ReportMetric(float64(stalls), "stalls")
 }

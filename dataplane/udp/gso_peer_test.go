@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"unsafe"
 
@@ -77,19 +76,7 @@ func burstDatagram(b []byte, i int) []byte {
 // sends on Linux), with sendmmsg otherwise. It returns its address.
 func burstBackend(t testing.TB, addr string, gso bool) string {
 	t.Helper()
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetWriteBuffer(4 << 20)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return serveUDP(t, addr, func(conn *net.UDPConn) {
 		req := make([]byte, 64)
 		buf := make([]byte, 65535)
 		pc := ipv4.NewPacketConn(conn)
@@ -132,10 +119,31 @@ func burstBackend(t testing.TB, addr string, gso bool) string {
 				i += n
 			}
 		}
+	})
+}
+
+// serveUDP binds addr with socket buffers for bursts and runs serve on
+// the socket until the test ends; it returns the bound address.
+func serveUDP(t testing.TB, addr string, serve func(*net.UDPConn)) string {
+	t.Helper()
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadBuffer(4 << 20)
+	_ = conn.SetWriteBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(conn)
 	}()
 	t.Cleanup(func() {
 		_ = conn.Close()
-		wg.Wait()
+		<-done
 	})
 	return conn.LocalAddr().String()
 }
@@ -168,15 +176,7 @@ func sendSegmented(t testing.TB, c *net.UDPConn, ds [][]byte) {
 // needs to keep a window in flight. It returns its address.
 func ackSink(t testing.TB, ackEvery int) string {
 	t.Helper()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadBuffer(4 << 20)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return serveUDP(t, "127.0.0.1:0", func(conn *net.UDPConn) {
 		pc := ipv4.NewPacketConn(conn)
 		ms := make([]ipv4.Message, 64)
 		for i := range ms {
@@ -196,10 +196,5 @@ func ackSink(t testing.TB, ackEvery int) string {
 				}
 			}
 		}
-	}()
-	t.Cleanup(func() {
-		_ = conn.Close()
-		wg.Wait()
 	})
-	return conn.LocalAddr().String()
 }
