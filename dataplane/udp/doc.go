@@ -23,6 +23,12 @@
 //     the backend's datagrams, one for one, and nothing is ever sent in
 //     answer to a client's datagram by the relay itself (no Version
 //     Negotiation, no Retry, no ICMP of its own), so it cannot amplify.
+//     A run of datagrams a backend sent as one segmented buffer
+//     (UDP_SEGMENT) is read whole (UDP_GRO) and sent on whole, for the
+//     kernel to cut into the same datagrams (gso_linux.go), as is a run
+//     of same-size datagrams to one client in one batch; it is counted
+//     as its datagrams. A client's segmented buffer is cut into its
+//     datagrams on arrival, each handled as if it came alone.
 //   - A session costs, beyond its kernel socket, a few hundred bytes: no
 //     goroutine and no buffer of its own once its route is chosen. Two
 //     goroutines serve a listener: one reads the listener socket and writes

@@ -35,17 +35,41 @@ func (m *mmsg) set(bufs [][]byte) {
 	}
 }
 
-// clear drops the references to the buffers.
-func (m *mmsg) clear(n int) {
-	for i := range n {
-		m.iovs[i].Base = nil
+// setGroups points the headers at bufs, groups[k] of them after one
+// another in the k-th: one message made of several buffers.
+func (m *mmsg) setGroups(bufs [][]byte, groups []int) {
+	off := 0
+	for k, g := range groups {
+		for j := off; j < off+g; j++ {
+			m.iovs[j].Base = unsafe.SliceData(bufs[j])
+			m.iovs[j].SetLen(len(bufs[j]))
+		}
+		m.hdrs[k] = unix.Mmsghdr{}
+		m.hdrs[k].Hdr.Iov = &m.iovs[off]
+		m.hdrs[k].Hdr.SetIovlen(g)
+		off += g
 	}
 }
 
-// recv reads up to len(bufs) datagrams from fd; n(i) is the length of the
-// i-th. EAGAIN when there is none.
-func (m *mmsg) recv(fd int, bufs [][]byte) (int, error) {
+// clear drops the references to the buffers and control messages.
+func (m *mmsg) clear(n int) {
+	for i := range n {
+		m.iovs[i].Base = nil
+		m.hdrs[i].Hdr.Control = nil
+	}
+}
+
+// recv reads up to len(bufs) datagrams from fd, with their control
+// messages into oobs when not nil; n(i) is the length of the i-th,
+// oobn(i) of its control messages. EAGAIN when there is none.
+func (m *mmsg) recv(fd int, bufs, oobs [][]byte) (int, error) {
 	m.set(bufs)
+	if oobs != nil {
+		for i := range bufs {
+			m.hdrs[i].Hdr.Control = &oobs[i][0]
+			m.hdrs[i].Hdr.SetControllen(len(oobs[i]))
+		}
+	}
 	defer m.clear(len(bufs))
 	return m.call(unix.SYS_RECVMMSG, fd, len(bufs))
 }
@@ -56,6 +80,20 @@ func (m *mmsg) send(fd int, bufs [][]byte) (int, error) {
 	m.set(bufs)
 	defer m.clear(len(bufs))
 	return m.call(unix.SYS_SENDMMSG, fd, len(bufs))
+}
+
+// sendGroups writes bufs to fd, groups[k] of them as the k-th message,
+// with the control message oobs[k] (nil: none); as send, in messages.
+func (m *mmsg) sendGroups(fd int, bufs [][]byte, groups []int, oobs [][]byte) (int, error) {
+	m.setGroups(bufs, groups)
+	for k, oob := range oobs {
+		if len(oob) > 0 {
+			m.hdrs[k].Hdr.Control = &oob[0]
+			m.hdrs[k].Hdr.SetControllen(len(oob))
+		}
+	}
+	defer m.clear(len(bufs))
+	return m.call(unix.SYS_SENDMMSG, fd, len(groups))
 }
 
 func (m *mmsg) call(trap uintptr, fd, n int) (int, error) {
@@ -139,14 +177,21 @@ func (m *addrMmsg) from(i int) netip.AddrPort {
 }
 
 // oobn is the length of the control messages of the i-th datagram.
-func (m *addrMmsg) oobn(i int) int { return int(m.hdrs[i].Hdr.Controllen) }
+func (m *mmsg) oobn(i int) int { return int(m.hdrs[i].Hdr.Controllen) }
 
 // sendTo writes bufs[i] to tos[i] from the local address oobs[i] names
 // (nil: the socket's), as many as the socket takes; the first that fails
-// is the error, with the count of those before it.
-func (m *addrMmsg) sendTo(fd int, bufs [][]byte, tos []netip.AddrPort, oobs [][]byte) (int, error) {
-	m.set(bufs)
-	for i, to := range tos[:len(bufs)] {
+// is the error, with the count of those before it. With groups, the k-th
+// message is groups[k] buffers of bufs, to tos[k] with oobs[k].
+func (m *addrMmsg) sendTo(fd int, bufs [][]byte, groups []int, tos []netip.AddrPort, oobs [][]byte) (int, error) {
+	msgs := len(bufs)
+	if groups != nil {
+		msgs = len(groups)
+		m.setGroups(bufs, groups)
+	} else {
+		m.set(bufs)
+	}
+	for i, to := range tos[:msgs] {
 		p := (*[2]byte)(unsafe.Pointer(&m.names[i].Port))
 		p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
 		if m.v6 {
@@ -159,17 +204,12 @@ func (m *addrMmsg) sendTo(fd int, bufs [][]byte, tos []netip.AddrPort, oobs [][]
 			sa4.Addr = to.Addr().Unmap().As4()
 		}
 	}
-	m.setNames(len(bufs), oobs)
+	m.setNames(msgs, oobs)
 	defer m.clearNames(len(bufs))
-	return m.call(unix.SYS_SENDMMSG, fd, len(bufs))
+	return m.call(unix.SYS_SENDMMSG, fd, msgs)
 }
 
-func (m *addrMmsg) clearNames(n int) {
-	m.clear(n)
-	for i := range n {
-		m.hdrs[i].Hdr.Control = nil
-	}
-}
+func (m *addrMmsg) clearNames(n int) { m.clear(n) }
 
 // zoneIndex is the interface index of an IPv6 zone: the number from
 // addrMmsg.from, or an interface's name.

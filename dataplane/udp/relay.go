@@ -37,6 +37,16 @@ type Options struct {
 	SweepInterval time.Duration
 	// Now is the clock of the per-client rate limits. Nil: time.Now.
 	Now func() time.Time
+
+	// noGSO keeps backend buffers segmented by the sender cut into
+	// datagrams, as without GRO: the comparison of BenchmarkRelayDownload.
+	noGSO bool
+	// noJoin sends runs of same-size datagrams to one client one per
+	// message, as without GSO: the comparison of BenchmarkRelayDownload.
+	noJoin bool
+	// noListenGRO reads a client's segmented sends cut into datagrams by
+	// the kernel, as without GRO: the comparison of BenchmarkRelayUpload.
+	noListenGRO bool
 }
 
 // Defaults of Options.

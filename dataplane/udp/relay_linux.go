@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -59,6 +60,13 @@ type Relay struct {
 	// readLoop.
 	up upBatch
 	wg sync.WaitGroup
+	// gso: new backend sockets get UDP_GRO and replies keep the
+	// backend's segmented buffers whole (gso_linux.go). Off when the
+	// kernel lacks UDP_SEGMENT, or once a send with it failed with EIO.
+	gso atomic.Bool
+	// listenGRO: the listener socket has UDP_GRO, so a read may be a
+	// client's segmented buffer, cut into its datagrams by readLoop.
+	listenGRO bool
 
 	mu      sync.Mutex // guards the maps, nextID and closed; taken after a session's mu, never before
 	byAddr  map[netip.AddrPort]*session
@@ -154,6 +162,14 @@ func (r *Relay) setup() error {
 	local, _ := r.conn.LocalAddr().(*net.UDPAddr)
 	r.pktinfo = local != nil && local.IP.IsUnspecified()
 	r.v6 = domain == unix.AF_INET6
+	if !r.opt.noGSO {
+		if err := raw.Control(func(fd uintptr) {
+			r.gso.Store(gsoSupported(int(fd)))
+			r.listenGRO = r.gso.Load() && !r.opt.noListenGRO && enableGRO(int(fd))
+		}); err != nil {
+			return err
+		}
+	}
 	if r.v6 {
 		p := ipv6.NewPacketConn(r.conn)
 		if r.pktinfo {
@@ -260,6 +276,9 @@ func (r *Relay) readLoop() {
 	if r.pktinfo {
 		oobLen = max(len(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface)), len(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface)))
 	}
+	if r.listenGRO {
+		oobLen += groSpace
+	}
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
 		if oobLen > 0 {
@@ -283,8 +302,15 @@ func (r *Relay) readLoop() {
 		now := r.now()
 		for i := range ms[:n] {
 			m := &ms[i]
-			from := addrPortOf(m.Addr)
-			r.fromClientContained(m.Buffers[0][:m.N], from, m.OOB[:m.NN], now)
+			from, b, oob, seg := addrPortOf(m.Addr), m.Buffers[0][:m.N], m.OOB[:m.NN], 0
+			if r.listenGRO {
+				seg = groSegment(oob)
+			}
+			// A client's segmented buffer is its datagrams, each
+			// handled as if it came alone.
+			for j := range segments(len(b), seg) {
+				r.fromClientContained(segment(b, seg, j), from, oob, now)
+			}
 		}
 		// The held datagrams point into ms: written before the next read.
 		r.up.flush()
@@ -613,39 +639,180 @@ func (r *Relay) flush(out *replies) {
 	if r.batch == 1 {
 		for i := range out.n {
 			if _, _, err := r.conn.WriteMsgUDPAddrPort(out.ms[i].Buffers[0], out.ms[i].OOB, out.to[i]); err != nil {
-				out.drop[i].Inc()
+				r.sendFailed(out, i, err)
 			}
 		}
 		return
 	}
-	sent := 0
+	// Replies before plain go one per message: a segmented message
+	// of them failed.
+	sent, plain := 0, 0
 	for sent < out.n {
-		n, err := r.writeBatch(out, sent)
+		if out.seg[sent] > 0 && !r.gso.Load() {
+			r.sendSplit(out, sent)
+			sent++
+			continue
+		}
+		n, first, err := r.writeBatch(out, sent, plain)
 		if err != nil {
-			// The first message failed: drop it and go on with the rest.
-			out.drop[sent].Inc()
+			if first > 1 {
+				// A run joined into one segmented message: send it
+				// again one reply per message.
+				r.gsoFailed(err)
+				plain = sent + first
+				continue
+			}
+			// The first message failed: drop it, or send its datagrams
+			// one by one, and go on with the rest.
+			r.sendFailed(out, sent, err)
 			n = 1
 		}
 		sent += n
 	}
 }
 
-// writeBatch sends the replies of out from the from-th with one sendmmsg,
-// waiting while the socket's buffer is full.
-func (r *Relay) writeBatch(out *replies, from int) (int, error) {
-	out.bufs, out.oobs = out.bufs[:0], out.oobs[:0]
-	for i := from; i < out.n; i++ {
-		out.bufs = append(out.bufs, out.ms[i].Buffers[0])
-		out.oobs = append(out.oobs, out.ms[i].OOB)
+// gsoFailed notes a send with UDP_SEGMENT that failed with err: after
+// EIO, no send carries it again.
+func (r *Relay) gsoFailed(err error) {
+	if gsoBroken(err) && r.gso.Swap(false) {
+		r.log.Info("sending with UDP_SEGMENT failed; replies go one datagram per message from now on", "address", r.Addr().String(), "error", err.Error())
 	}
+}
+
+// sendFailed handles the failed send of the i-th reply: a single datagram
+// is dropped; a segmented buffer is sent again datagram by datagram, and
+// after EIO no buffer is sent segmented again.
+func (r *Relay) sendFailed(out *replies, i int, err error) {
+	if out.seg[i] == 0 {
+		out.drop[i].Inc()
+		return
+	}
+	r.gsoFailed(err)
+	r.sendSplit(out, i)
+}
+
+// sendSplit sends the i-th reply, a segmented buffer, as its datagrams,
+// with sendmmsg (one message at a time with a batch of 1).
+func (r *Relay) sendSplit(out *replies, i int) {
+	b, seg, to, oob := out.ms[i].Buffers[0], out.seg[i], out.to[i], out.pk[i]
+	k := segments(len(b), seg)
+	if r.batch == 1 {
+		for j := range k {
+			if _, _, err := r.conn.WriteMsgUDPAddrPort(segment(b, seg, j), oob, to); err != nil {
+				out.drop[i].Inc()
+			}
+		}
+		return
+	}
+	for j := 0; j < k; {
+		bufs, tos, oobs := out.splitBufs[:0], out.splitTo[:0], out.splitOOB[:0]
+		for ; j < k && len(bufs) < cap(bufs); j++ {
+			bufs, tos, oobs = append(bufs, segment(b, seg, j)), append(tos, to), append(oobs, oob)
+		}
+		for len(bufs) > 0 {
+			n, err := r.sendmmsg(out.split, bufs, nil, tos, oobs)
+			if err != nil {
+				out.drop[i].Inc()
+				n = 1
+			}
+			bufs, tos, oobs = bufs[n:], tos[n:], oobs[n:]
+		}
+	}
+	clear(out.splitBufs[:cap(out.splitBufs)])
+}
+
+// writeBatch sends the replies of out from the from-th with one sendmmsg,
+// up to the first segmented one if segmenting is off; with segmenting
+// on, each run of datagrams to one client that joinRun finds from the
+// plain-th on goes as one segmented message. It returns the replies
+// sent, and how many the first message held.
+func (r *Relay) writeBatch(out *replies, from, plain int) (sent, first int, err error) {
+	out.bufs, out.oobs, out.groups, out.gto = out.bufs[:0], out.oobs[:0], out.groups[:0], out.gto[:0]
+	gso := r.gso.Load()
+	for i := from; i < out.n && (gso || out.seg[i] == 0); {
+		g := 1
+		if gso && !r.opt.noJoin && i >= plain {
+			g = joinRun(out, i)
+		}
+		oob := out.ms[i].OOB
+		if g > 1 {
+			out.ctl[i] = appendSegment(append(out.ctl[i][:0], out.pk[i]...), len(out.ms[i].Buffers[0]))
+			oob = out.ctl[i]
+		}
+		for j := i; j < i+g; j++ {
+			out.bufs = append(out.bufs, out.ms[j].Buffers[0])
+		}
+		out.groups = append(out.groups, g)
+		out.gto = append(out.gto, out.to[i])
+		out.oobs = append(out.oobs, oob)
+		i += g
+	}
+	n, err := r.sendmmsg(out.wm, out.bufs, out.groups, out.gto, out.oobs)
+	for _, g := range out.groups[:n] {
+		sent += g
+	}
+	first = out.groups[0]
+	clear(out.bufs)
+	clear(out.oobs)
+	return sent, first, err
+}
+
+// joinRun is how many replies from the i-th on go to one client as one
+// segmented message: datagrams (not segmented buffers) of one size, the
+// last maybe shorter, to one address from one local address, within the
+// kernel's bounds (maxSplit segments, a UDP length). 1: send it alone.
+func joinRun(out *replies, i int) int {
+	if out.seg[i] != 0 {
+		return 1
+	}
+	return joinLen(out.n-i, func(j int) int { return len(out.ms[i+j].Buffers[0]) }, func(j int) bool {
+		return out.seg[i+j] == 0 && out.to[i+j] == out.to[i] && sameBytes(out.pk[i+j], out.pk[i])
+	})
+}
+
+// joinLen is how many of n datagrams, the j-th of size(j) bytes, go as
+// one segmented message from the first: those of the first's size, then
+// maybe one shorter, while joinable, within maxSplit segments and
+// maxSegmented bytes. 1: the first goes alone.
+func joinLen(n int, size func(j int) int, joinable func(j int) bool) int {
+	first := size(0)
+	if first == 0 {
+		return 1
+	}
+	total, j := first, 1
+	for ; j < n && j < maxSplit; j++ {
+		sz := size(j)
+		if sz == 0 || sz > first || total+sz > maxSegmented || !joinable(j) {
+			break
+		}
+		total += sz
+		if sz < first {
+			j++
+			break
+		}
+	}
+	return j
+}
+
+// maxSegmented bounds the bytes of one segmented message: a UDP length
+// over IPv4.
+const maxSegmented = 65507
+
+// sameBytes reports whether two control messages are one (a session's).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || string(a) == string(b))
+}
+
+// sendmmsg writes bufs to tos from the local addresses oobs name with one
+// sendmmsg on the listener socket (see addrMmsg.sendTo), waiting while
+// its buffer is full.
+func (r *Relay) sendmmsg(wm *addrMmsg, bufs [][]byte, groups []int, tos []netip.AddrPort, oobs [][]byte) (int, error) {
 	var n int
 	var werr error
 	err := r.raw.Write(func(fd uintptr) bool {
-		n, werr = out.wm.sendTo(int(fd), out.bufs, out.to[from:out.n], out.oobs)
+		n, werr = wm.sendTo(int(fd), bufs, groups, tos, oobs)
 		return !errors.Is(werr, unix.EAGAIN)
 	})
-	clear(out.bufs)
-	clear(out.oobs)
 	if err == nil {
 		err = werr
 	}
@@ -694,17 +861,32 @@ type upBatch struct {
 	s    *session // nil: none held
 	bufs [][]byte
 	mm   *mmsg
+	// With segmentation on it holds up to maxSplit datagrams (a
+	// client's segmented buffer), joined into messages of groups[k]
+	// datagrams with the control message oobs[k] (UDP_SEGMENT's in
+	// ctl[k]).
+	groups []int
+	oobs   [][]byte
+	ctl    [][]byte
 }
 
 // add holds d, a datagram of s, whose route is chosen; s.mu is held. A
 // full batch is written at once.
 func (b *upBatch) add(s *session, d []byte) {
 	if b.mm == nil {
-		b.mm = newMmsg(s.r.batch)
+		n := s.r.batch
+		if s.r.gso.Load() {
+			n = max(n, maxSplit)
+		}
+		b.mm = newMmsg(n)
+		b.ctl = make([][]byte, n)
+		for i := range b.ctl {
+			b.ctl[i] = make([]byte, 0, segmentSpace)
+		}
 	}
 	b.s = s
 	b.bufs = append(b.bufs, d)
-	if len(b.bufs) == s.r.batch {
+	if len(b.bufs) == len(b.mm.hdrs) {
 		s.writeBackendBatch(b)
 	}
 }
@@ -723,22 +905,51 @@ func (b *upBatch) flush() {
 // replies gathers datagrams from backends for one sendmmsg.
 type replies struct {
 	ms   []ipv4.Message
-	to   []netip.AddrPort // for the batch of 1
-	drop []interface{ Inc() }
+	to   []netip.AddrPort
+	drop []prometheus.Counter
+	// seg is each reply's segment size: 0 for one datagram, else a
+	// buffer the backend sent segmented; pk its pktinfo control message
+	// (ms[i].OOB adds UDP_SEGMENT's to it in ctl[i]).
+	seg  []int
+	pk   [][]byte
+	ctl  [][]byte
+	gro  [][]byte // control messages of the reads from backend sockets
 	n    int
 	mm   *mmsg     // reads from a backend socket into the free buffers
 	bufs [][]byte  // scratch of free and writeBatch
 	wm   *addrMmsg // writes to the listener socket
 	oobs [][]byte  // scratch of writeBatch
+	// groups and gto: scratch of writeBatch, its messages' reply
+	// counts and addresses.
+	groups []int
+	gto    []netip.AddrPort
+
+	// split sends a segmented buffer as its datagrams when the kernel
+	// will not segment it.
+	split     *addrMmsg
+	splitBufs [][]byte
+	splitTo   []netip.AddrPort
+	splitOOB  [][]byte
 }
+
+// maxSplit is how many datagrams one sendmmsg of sendSplit writes: the
+// kernel's most per GRO buffer (UDP_GRO_CNT_MAX).
+const maxSplit = 64
 
 func newReplies(batch int, v6 bool) *replies {
 	out := &replies{
-		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]interface{ Inc() }, batch),
+		ms: make([]ipv4.Message, batch), to: make([]netip.AddrPort, batch), drop: make([]prometheus.Counter, batch),
+		seg: make([]int, batch), pk: make([][]byte, batch), ctl: make([][]byte, batch), gro: make([][]byte, batch),
 		mm: newMmsg(batch), bufs: make([][]byte, 0, batch), wm: newAddrMmsg(batch, v6), oobs: make([][]byte, 0, batch),
+		groups: make([]int, 0, batch), gto: make([]netip.AddrPort, 0, batch),
+		split: newAddrMmsg(maxSplit, v6), splitBufs: make([][]byte, 0, maxSplit),
+		splitTo: make([]netip.AddrPort, 0, maxSplit), splitOOB: make([][]byte, 0, maxSplit),
 	}
+	ctl := unix.CmsgSpace(max(unix.SizeofInet4Pktinfo, unix.SizeofInet6Pktinfo)) + segmentSpace
 	for i := range out.ms {
 		out.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
+		out.ctl[i] = make([]byte, 0, ctl)
+		out.gro[i] = make([]byte, groSpace)
 	}
 	return out
 }
@@ -753,21 +964,30 @@ func (out *replies) free(limit int) [][]byte {
 	return out.bufs
 }
 
+// freeControl is the control message buffers of the free buffers.
+func (out *replies) freeControl(n int) [][]byte { return out.gro[out.n : out.n+n] }
+
 func (out *replies) full() bool { return out.n == len(out.ms) }
 
-// add queues the reply of n bytes read into next().
-func (out *replies) add(n int, to netip.AddrPort, oob []byte, drop interface{ Inc() }) {
-	m := &out.ms[out.n]
+// add queues the reply of n bytes read into next(), segmented every seg
+// bytes (0: one datagram).
+func (out *replies) add(n, seg int, to netip.AddrPort, oob []byte, drop prometheus.Counter) {
+	i := out.n
+	m := &out.ms[i]
 	m.Buffers[0] = m.Buffers[0][:n]
 	m.OOB = oob
-	out.to[out.n], out.drop[out.n] = to, drop
+	if seg > 0 {
+		out.ctl[i] = appendSegment(append(out.ctl[i][:0], oob...), seg)
+		m.OOB = out.ctl[i]
+	}
+	out.to[i], out.drop[i], out.seg[i], out.pk[i] = to, drop, seg, oob
 	out.n++
 }
 
 func (out *replies) reset() {
 	for i := range out.n {
 		out.ms[i].Buffers[0] = out.ms[i].Buffers[0][:maxDatagram]
-		out.ms[i].OOB, out.drop[i] = nil, nil
+		out.ms[i].OOB, out.drop[i], out.pk[i], out.seg[i] = nil, nil, nil, 0
 	}
 	out.n = 0
 }

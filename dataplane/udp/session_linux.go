@@ -39,6 +39,7 @@ type session struct {
 	// after the end: a write or read under mu never reaches a reused
 	// descriptor.
 	fd      int
+	gro     bool // fd has UDP_GRO: a read may hold several datagrams
 	rc      *routeConfig
 	backend netip.AddrPort
 	// client is where replies go: the address the session heard from
@@ -251,37 +252,40 @@ func (s *session) decided(dec route.Decision, p *route.DatagramProber, now int64
 		return
 	}
 	s.backend = ep
-	fd, err := s.r.dial(ep, s.id)
+	fd, gro, err := s.r.dial(ep, s.id)
 	if err != nil {
 		s.endLocked(OutcomeDialError, err)
 		return
 	}
-	s.fd = fd
+	s.fd, s.gro = fd, gro
 }
 
 // dial opens a non-blocking UDP socket connected to ep and adds it to the
-// epoll set under token id.
-func (r *Relay) dial(ep netip.AddrPort, id uint64) (int, error) {
+// epoll set under token id; gro says it has UDP_GRO.
+func (r *Relay) dial(ep netip.AddrPort, id uint64) (fd int, gro bool, err error) {
 	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(ep.Port()), Addr: ep.Addr().As4()}
-	if ep.Addr().Is6() && !ep.Addr().Is4In6() {
+	var sa unix.Sockaddr
+	if a := ep.Addr(); a.Is6() && !a.Is4In6() {
 		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(ep.Port()), Addr: ep.Addr().As16()}
+		sa = &unix.SockaddrInet6{Port: int(ep.Port()), Addr: a.As16(), ZoneId: zoneIndex(a.Zone())}
+	} else {
+		sa = &unix.SockaddrInet4{Port: int(ep.Port()), Addr: a.Unmap().As4()}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err = unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("socket for %s: %w", ep, err)
+		return -1, false, fmt.Errorf("socket for %s: %w", ep, err)
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		_ = unix.Close(fd)
-		return -1, fmt.Errorf("connect to %s: %w", ep, err)
+		return -1, false, fmt.Errorf("connect to %s: %w", ep, err)
 	}
+	gro = r.gso.Load() && enableGRO(fd)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		_ = unix.Close(fd)
-		return -1, fmt.Errorf("epoll_ctl: %w", err)
+		return -1, false, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	return fd, nil
+	return fd, gro, nil
 }
 
 // writeBackend sends one datagram to the backend, never waiting: a full
@@ -320,6 +324,67 @@ func (s *session) writeBackendBatch(b *upBatch) {
 		s.lc.drops[DropEnded].Add(float64(len(bufs)))
 		return
 	}
+	if s.r.gso.Load() && !s.r.opt.noJoin {
+		s.writeBackendJoined(b, bufs)
+		return
+	}
+	s.writeBackendEach(b, bufs)
+}
+
+// writeBackendJoined sends bufs to the backend with runs of one size
+// (the last maybe shorter) joined into segmented messages, as a client's
+// segmented buffer came. A joined message the kernel refuses is sent
+// again datagram by datagram. s.mu is held.
+func (s *session) writeBackendJoined(b *upBatch, bufs [][]byte) {
+	for len(bufs) > 0 {
+		b.groups, b.oobs = b.groups[:0], b.oobs[:0]
+		for i := 0; i < len(bufs); {
+			rest := bufs[i:]
+			g := joinLen(len(rest), func(j int) int { return len(rest[j]) }, func(int) bool { return true })
+			var oob []byte
+			if g > 1 {
+				oob = appendSegment(b.ctl[len(b.groups)][:0], len(rest[0]))
+			}
+			b.groups, b.oobs = append(b.groups, g), append(b.oobs, oob)
+			i += g
+		}
+		n, err := b.mm.sendGroups(s.fd, bufs, b.groups, b.oobs)
+		clear(b.oobs)
+		if err != nil {
+			g := b.groups[0]
+			if g > 1 {
+				s.r.gsoFailed(err)
+				s.writeBackendEach(b, bufs[:g])
+			} else {
+				s.lc.drops[DropBackendWrite].Inc()
+			}
+			bufs = bufs[g:]
+			continue
+		}
+		var sent int
+		for _, g := range b.groups[:n] {
+			sent += g
+		}
+		s.countUp(bufs[:sent])
+		bufs = bufs[sent:]
+	}
+}
+
+// countUp counts bufs as relayed to the backend. s.mu is held.
+func (s *session) countUp(bufs [][]byte) {
+	var bytes int
+	for _, d := range bufs {
+		bytes += len(d)
+	}
+	s.up += int64(bytes)
+	s.upN += int64(len(bufs))
+	s.rc.upBytes.Add(float64(bytes))
+	s.rc.upDgrams.Add(float64(len(bufs)))
+}
+
+// writeBackendEach sends bufs to the backend one datagram per message.
+// s.mu is held.
+func (s *session) writeBackendEach(b *upBatch, bufs [][]byte) {
 	for len(bufs) > 0 {
 		n, err := b.mm.send(s.fd, bufs)
 		if err != nil {
@@ -328,14 +393,7 @@ func (s *session) writeBackendBatch(b *upBatch) {
 			s.lc.drops[DropBackendWrite].Inc()
 			n = 1
 		} else {
-			var bytes int
-			for _, d := range bufs[:n] {
-				bytes += len(d)
-			}
-			s.up += int64(bytes)
-			s.upN += int64(n)
-			s.rc.upBytes.Add(float64(bytes))
-			s.rc.upDgrams.Add(float64(n))
+			s.countUp(bufs[:n])
 		}
 		bufs = bufs[n:]
 	}
@@ -363,7 +421,11 @@ func (s *session) fromBackend(out *replies, now int64) {
 			continue
 		}
 		bufs := out.free(perWake - read)
-		n, err := out.mm.recv(s.fd, bufs)
+		var oobs [][]byte
+		if s.gro {
+			oobs = out.freeControl(len(bufs))
+		}
+		n, err := out.mm.recv(s.fd, bufs, oobs)
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				refused = err
@@ -371,19 +433,31 @@ func (s *session) fromBackend(out *replies, now int64) {
 			break
 		}
 		s.lastActive.Store(now)
-		var bytes int
+		var bytes, dgrams int
 		for i := range n {
-			buf, size := bufs[i], out.mm.n(i)
-			if s.quic && size > 0 && buf[0]&0x80 != 0 {
-				s.learnServerID(buf[:size])
+			buf, size, seg := bufs[i], out.mm.n(i), 0
+			if oobs != nil {
+				seg = groSegment(oobs[i][:out.mm.oobn(i)])
+			}
+			k := segments(size, seg)
+			if k == 1 {
+				seg = 0
+			}
+			if s.quic {
+				for j := range k {
+					if d := segment(buf[:size], seg, j); len(d) > 0 && d[0]&0x80 != 0 {
+						s.learnServerID(d)
+					}
+				}
 			}
 			bytes += size
-			out.add(size, s.client, s.oob, s.lc.drops[DropClientWrite])
+			dgrams += k
+			out.add(size, seg, s.client, s.oob, s.lc.drops[DropClientWrite])
 		}
 		s.down += int64(bytes)
-		s.downN += int64(n)
+		s.downN += int64(dgrams)
 		s.rc.downBytes.Add(float64(bytes))
-		s.rc.downDgrams.Add(float64(n))
+		s.rc.downDgrams.Add(float64(dgrams))
 		read += n
 		if n < len(bufs) {
 			break
