@@ -107,7 +107,7 @@ type httpConn struct {
 	xff, realIP, xfp []string
 	hosts            atomic.Pointer[hostHeaders]
 	handlers         handlerGroup
-	errMu    sync.Mutex // HTTP/2 streams fail concurrently
+	errMu            sync.Mutex // HTTP/2 streams fail concurrently
 }
 
 func newHTTPConn(c *conn, lc *listenerConfig) *httpConn {
