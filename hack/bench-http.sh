@@ -12,6 +12,10 @@
 #   hack/bench-http.sh                          # 3 repeats, 5 s each
 #   REPS=1 D=3s PEERS=portmux SCEN=h1 hack/bench-http.sh
 #   PPROF=127.0.0.1:6060 PEERS=portmux hack/bench-http.sh
+#   BASELINE=main hack/bench-http.sh           # before/after in one run
+#
+# BASELINE=REV also builds portmux from git revision REV and runs it as
+# the peer "portmux-before", beside the working tree's "portmux".
 #
 # Scenarios:
 #   h1      wrk, HTTP/1.1 keep-alive, C=64 connections, T=2 threads
@@ -43,7 +47,12 @@ C=${C:-64}
 T=${T:-2}
 H2C=${H2C:-8}
 H2M=${H2M:-8}
-PEERS=${PEERS:-portmux haproxy nginx}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  PEERS=${PEERS:-portmux-before portmux haproxy nginx}
+else
+  PEERS=${PEERS:-portmux haproxy nginx}
+fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 # portmux's environment: the soft memory limit `portmux serve` sets itself
@@ -74,6 +83,12 @@ mkdir -p "$OUT/logs" "$W/nginx/logs"
 rm -f "$OUT/http-results.jsonl"
 log "building portmux"
 CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux" ./cmd/portmux
+if [ -n "$BASELINE" ]; then
+  log "building portmux at $BASELINE as portmux-before"
+  rm -rf "$W/baseline" && mkdir -p "$W/baseline"
+  git archive --format=tar "$BASELINE" | tar -x -C "$W/baseline"
+  (cd "$W/baseline" && CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux-before" ./cmd/portmux)
+fi
 
 # One ECDSA P-256 certificate for every peer.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
@@ -194,10 +209,10 @@ HZ=$(getconf CLK_TCK)
 start_peer() { # peer -> sets PEER_PID
   local log=$OUT/logs/http-$1.log
   case $1 in
-    portmux)
+    portmux | portmux-before)
       local extra=()
       [ -n "$PPROF" ] && extra=(--pprof-addr "$PPROF")
-      env $PORTMUX_ENV "$OUT/portmux" serve -f "$W/portmux.yaml" --bind-address 127.0.0.1 \
+      env $PORTMUX_ENV "$OUT/$1" serve -f "$W/portmux.yaml" --bind-address 127.0.0.1 \
         --log-connections=false --watch=false "${extra[@]}" >>"$log" 2>&1 &
       PEER_PID=$!
       wait_port $PLAIN
@@ -209,7 +224,7 @@ start_peer() { # peer -> sets PEER_PID
       wait_port $PLAIN
       ;;
     nginx) PEER_PID=$NGINX_PID ;;
-    *) die "unknown peer $1 (portmux, haproxy, nginx)" ;;
+    *) die "unknown peer $1 (portmux, portmux-before, haproxy, nginx)" ;;
   esac
 }
 
