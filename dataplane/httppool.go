@@ -12,12 +12,13 @@ import (
 	"github.com/portmux/portmux/dataplane/forward"
 )
 
-// The backend pool of an http-mode route: one http.Transport per route,
-// whose connections are keyed by endpoint (each request's URL names the
-// endpoint it goes to), never by the client's Host, and each of which
-// holds a connection slot while it is open.
+// The backend pool of an http-mode route: a backendTransport per route
+// (its direct pool and an http.Transport), whose connections are keyed by
+// endpoint (each request's URL names the endpoint it goes to), never by
+// the client's Host, and each of which holds a connection slot while it
+// is open. The limits below apply to each of the two pools.
 const (
-	// httpMaxConnsPerEndpoint caps a route's connections to one endpoint;
+	// httpMaxConnsPerEndpoint caps a pool's connections to one endpoint;
 	// past it, requests wait for one of them, as haproxy queues at a
 	// server's maxconn. The listeners' caps bound the total anyway; this
 	// keeps one endpoint from being sent all of them.
@@ -45,13 +46,14 @@ const (
 // connection would take the listener (or the server) past maxConnections.
 var errNoBackendSlot = errors.New("no connection slot for another backend connection: the listener or the server is at maxConnections")
 
-// newHTTPTransport builds the connection pool of a backend in http mode.
+// newHTTPTransport builds the connection pools of a backend in http mode
+// (backendTransport).
 // The endpoint of each request is chosen before it reaches the pool
 // (Dialer.Next); a failed dial tries the endpoints after it, as a TCP
 // route does. A connection dialled for a request takes a slot from the
 // request's client connection (backendSlotKey) until it closes.
-func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
-	return &http.Transport{
+func newHTTPTransport(endpoints []string, d *forward.Dialer) *backendTransport {
+	std := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialBackend(ctx, d, endpoints, addr)
 		},
@@ -63,6 +65,10 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
 	}
+	direct := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dialBackend(ctx, d, endpoints, addr)
+	})
+	return &backendTransport{std: std, direct: direct}
 }
 
 // backendSlotKey keys, in the contexts of a client connection's requests,
