@@ -90,8 +90,10 @@ type directEndpoint struct {
 	idle []*directConn // the most recently used last
 	open int
 	// freed is closed, and replaced, when a connection of the endpoint
-	// goes idle or closes: requests waiting for one look again.
-	freed chan struct{}
+	// goes idle or closes while waiting requests wait on it: they look
+	// again.
+	freed   chan struct{}
+	waiting int
 }
 
 // directConn is a backend connection of the direct pool.
@@ -124,8 +126,11 @@ func (p *directPool) endpoint(addr string) *directEndpoint {
 
 // signal wakes the requests waiting for a connection of e; p.mu is held.
 func (e *directEndpoint) signal() {
-	close(e.freed)
-	e.freed = make(chan struct{})
+	if e.waiting > 0 {
+		close(e.freed)
+		e.freed = make(chan struct{})
+		e.waiting = 0
+	}
 }
 
 // get returns an idle connection to addr (reused), or a new one.
@@ -155,6 +160,7 @@ func (p *directPool) get(ctx context.Context, addr string) (c *directConn, reuse
 			return &directConn{Conn: nc, p: p, addr: addr, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}, false, nil
 		}
 		freed := e.freed
+		e.waiting++
 		p.mu.Unlock()
 		select {
 		case <-freed:
