@@ -77,58 +77,12 @@ func TestHTTPModeInformationalResponses(t *testing.T) {
 			t.Fatalf("request %d: final response: %v", i, err)
 		}
 		body, _ := io.ReadAll(res.Body)
-		if res.StatusCode != 200 || string(body) != "ok\n" {
+		if res.StatusCode != http.StatusOK || string(body) != "ok\n" {
 			t.Errorf("request %d: final response %d %q", i, res.StatusCode, body)
 		}
 	}
 	if n := backend.Accepted(); n != 1 {
 		t.Errorf("the backend accepted %d connections for 2 requests, want 1 (kept alive)", n)
-	}
-	_ = c.Close()
-	m.waitIdle()
-}
-
-// TestHTTPModeBodilessResponsesKeepTheConnection: responses without a
-// body (HEAD, 204, 304) and with one all leave the backend connection in
-// the pool: one connection serves them all.
-func TestHTTPModeBodilessResponsesKeepTheConnection(t *testing.T) {
-	t.Parallel()
-	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/none":
-			w.WriteHeader(http.StatusNoContent)
-		case "/same":
-			w.WriteHeader(http.StatusNotModified)
-		default:
-			_, _ = io.WriteString(w, "web "+r.Method+" "+r.URL.Path+"\n")
-		}
-	})
-	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
-	c := dial(t, m.addr("pub"))
-	br := bufio.NewReader(c)
-	for i, tc := range []struct {
-		req    string
-		status int
-		body   string
-	}{
-		{"GET /a HTTP/1.1\r\nHost: www.test\r\n\r\n", 200, "web GET /a\n"},
-		{"GET /none HTTP/1.1\r\nHost: www.test\r\n\r\n", 204, ""},
-		{"GET /same HTTP/1.1\r\nHost: www.test\r\n\r\n", 304, ""},
-		{"GET /b HTTP/1.1\r\nHost: www.test\r\n\r\n", 200, "web GET /b\n"},
-	} {
-		if status, body := exchange(t, c, br, tc.req); status != tc.status || body != tc.body {
-			t.Errorf("request %d: %d %q, want %d %q", i, status, body, tc.status, tc.body)
-		}
-	}
-	res := send(t, c, br, "HEAD /h HTTP/1.1\r\nHost: www.test\r\n\r\n")
-	if res.StatusCode != 200 {
-		t.Errorf("HEAD: %d", res.StatusCode)
-	}
-	if status, body := exchange(t, c, br, "GET /c HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 || body != "web GET /c\n" {
-		t.Errorf("GET after HEAD: %d %q", status, body)
-	}
-	if n := distinct(web.Requests(), func(r peers.Request) string { return r.RemoteAddr }); n != 1 {
-		t.Errorf("the backend saw %d connections for 6 requests, want 1", n)
 	}
 	_ = c.Close()
 	m.waitIdle()
@@ -149,7 +103,7 @@ func TestHTTPModeClientLeavesMidResponse(t *testing.T) {
 	br := bufio.NewReader(c)
 	res := send(t, c, br, "GET /stream HTTP/1.1\r\nHost: www.test\r\n\r\n")
 	line, err := bufio.NewReader(res.Body).ReadString('\n')
-	if res.StatusCode != 200 || line != "first part\n" {
+	if res.StatusCode != http.StatusOK || line != "first part\n" {
 		t.Fatalf("response %d %q %v", res.StatusCode, line, err)
 	}
 	_ = c.Close()
@@ -158,4 +112,44 @@ func TestHTTPModeClientLeavesMidResponse(t *testing.T) {
 	if n := gaugeValue(t, reg, "portmux_http_backend_connections", "pub"); n != 0 {
 		t.Errorf("portmux_http_backend_connections %v after the client left mid-response, want 0", n)
 	}
+}
+
+// TestHTTPModeBodilessResponsesKeepTheConnection: responses without a
+// body (HEAD, 204, 304) and with one all leave the backend connection in
+// the pool: one connection serves them all.
+func TestHTTPModeBodilessResponsesKeepTheConnection(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/none":
+			w.WriteHeader(http.StatusNoContent)
+		case "/same":
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			_, _ = io.WriteString(w, "web "+r.Method+" "+r.URL.Path+"\n")
+		}
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	// path -> status and body
+	want := map[string]string{"/a": "200 web GET /a\n", "/none": "204 ", "/same": "304 ", "/b": "200 web GET /b\n"}
+	for _, path := range []string{"/a", "/none", "/same", "/b"} {
+		status, body := exchange(t, c, br, "GET "+path+" HTTP/1.1\r\nHost: www.test\r\n\r\n")
+		if got := fmt.Sprintf("%d %s", status, body); got != want[path] {
+			t.Errorf("GET %s: %q, want %q", path, got, want[path])
+		}
+	}
+	res := send(t, c, br, "HEAD /h HTTP/1.1\r\nHost: www.test\r\n\r\n")
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("HEAD: %d", res.StatusCode)
+	}
+	if status, body := exchange(t, c, br, "GET /c HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 || body != "web GET /c\n" {
+		t.Errorf("GET after HEAD: %d %q", status, body)
+	}
+	if n := distinct(web.Requests(), func(r peers.Request) string { return r.RemoteAddr }); n != 1 {
+		t.Errorf("the backend saw %d connections for 6 requests, want 1", n)
+	}
+	_ = c.Close()
+	m.waitIdle()
 }

@@ -91,16 +91,11 @@ if [ -n "$BASELINE" ]; then
 fi
 
 # One ECDSA P-256 certificate for every peer.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
-  -addext subjectAltName=DNS:bench.test -keyout "$W/bench.key" -out "$W/bench.crt" 2>/dev/null
-cat "$W/bench.crt" "$W/bench.key" >"$W/bench.pem"
+bench_cert "$W/bench" -newkey ec -pkeyopt ec_paramgen_curve:P-256
 
 {
+  portmux_head
   cat <<EOF
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: bench, namespace: default}
-spec:
   listeners:
   - {name: plain, port: $PLAIN, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}
   - {name: tls, port: $TLSP, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000,
@@ -108,16 +103,8 @@ spec:
   routes:
   - {name: web, listeners: [plain, tls], match: {protocol: http}, backend: {address: "127.0.0.1:$BACKEND", mode: http}}
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-tls, namespace: default}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
 EOF
-  sed 's/^/    /' "$W/bench.crt"
-  echo "  tls.key: |"
-  sed 's/^/    /' "$W/bench.key"
+  tls_secret bench-tls "$W/bench.crt" "$W/bench.key"
 } >"$W/portmux.yaml"
 
 cat >"$W/haproxy.cfg" <<EOF
@@ -168,30 +155,9 @@ http {
 }
 EOF
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1"
-}
-wait_free() {
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null || return 0
-    sleep 0.05
-  done
-}
-
 nginx -e stderr -p "$W/nginx/" -c "$W/nginx.conf" -g 'daemon off;' 2>"$OUT/logs/http-nginx.log" &
 NGINX_PID=$!
-PIDS+=("$NGINX_PID")
+kill_at_exit "$NGINX_PID"
 wait_port $BACKEND
 
 # cpu_ticks PID prints the CPU clock ticks (utime+stime) of PID and its
@@ -306,13 +272,12 @@ EOF
 done
 
 python3 - "$OUT/http-results.jsonl" >"$OUT/http-results.md" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-groups = {}
-for r in rows:
-    groups.setdefault((r["scenario"], r["peer"]), []).append(r)
+import collections, json, statistics, sys
+groups = collections.defaultdict(list)  # (scenario, peer) -> runs
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    groups[r["scenario"], r["peer"]].append(r)
+med = statistics.median
 order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3}
 print("| scenario | peer | req/s (median [min–max]) | p50 / p99 ms | CPU µs/request | failures |")
 print("|---|---|---|---|---|---|")
