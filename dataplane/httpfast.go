@@ -12,6 +12,8 @@ import (
 	"net/textproto"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // backendTransport is the backend pool of an http-mode route. The
@@ -49,7 +51,7 @@ func (t *backendTransport) CloseIdleConnections() {
 }
 
 // directable reports whether req can go through the direct pool: no body,
-// no upgrade, and a method a client may retry (RFC 9110 §9.2.2), so that
+// no upgrade, valid header fields, and a method a client may retry (RFC 9110 §9.2.2), so that
 // a request that finds its pooled connection closed by the backend can
 // be sent again on a new one, as http.Transport would.
 func directable(req *http.Request) bool {
@@ -61,9 +63,22 @@ func directable(req *http.Request) bool {
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
+	default:
+		return false
 	}
-	return false
+	// Request.Write writes fields as they are; http.Transport refuses a
+	// request with an invalid one, and gets those.
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // directPool keeps idle HTTP/1.1 connections per endpoint: at most
