@@ -277,7 +277,10 @@ func (p *directPool) roundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.close()
-		if !reused || req.Context().Err() != nil {
+		if cerr := req.Context().Err(); cerr != nil {
+			return nil, fmt.Errorf("%w: %w", cerr, err) // given up, as http.Transport says
+		}
+		if !reused {
 			return nil, err
 		}
 	}
@@ -302,7 +305,7 @@ func (c *directConn) roundTrip(req *http.Request) (*http.Response, error) {
 		c.release(stop, keep)
 		return resp, nil
 	}
-	resp.Body = &directBody{ReadCloser: resp.Body, c: c, stop: stop, keep: keep}
+	resp.Body = &directBody{ReadCloser: resp.Body, ctx: req.Context(), c: c, stop: stop, keep: keep}
 	return resp, nil
 }
 
@@ -350,6 +353,7 @@ func (c *directConn) release(stop func() bool, keep bool) {
 // closed: to the pool when it was read to its end.
 type directBody struct {
 	io.ReadCloser
+	ctx  context.Context
 	c    *directConn
 	stop func() bool
 	keep bool
@@ -359,8 +363,13 @@ type directBody struct {
 
 func (b *directBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		b.eof = true
+	case err != nil && b.ctx.Err() != nil:
+		// The request was given up and its deadline passed (roundTrip):
+		// say so, as http.Transport's bodies do, and not "i/o timeout".
+		return n, b.ctx.Err()
 	}
 	return n, err
 }

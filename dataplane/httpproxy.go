@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -106,8 +107,11 @@ type httpConn struct {
 	// request (HTTP/2 streams read it concurrently).
 	xff, realIP, xfp []string
 	hosts            atomic.Pointer[hostHeaders]
-	handlers         handlerGroup
-	errMu            sync.Mutex // HTTP/2 streams fail concurrently
+	// errLog takes what the reverse proxy logs (a client that left
+	// mid-response), to the connection's log at V(1), not stderr.
+	errLog   *log.Logger
+	handlers handlerGroup
+	errMu    sync.Mutex // HTTP/2 streams fail concurrently
 }
 
 func newHTTPConn(c *conn, lc *listenerConfig) *httpConn {
@@ -122,6 +126,7 @@ func newHTTPConn(c *conn, lc *listenerConfig) *httpConn {
 	return &httpConn{
 		s: c.s, c: c, lc: lc, proto: proto, clientIP: ip,
 		xff: []string{ip}, realIP: []string{ip}, xfp: []string{proto},
+		errLog: c.s.httpErrorLog(&c.rep),
 	}
 }
 
@@ -187,6 +192,7 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
 		Transport:  rc.transport,
 		BufferPool: proxyBuffers{&h.s.copyBufs},
+		ErrorLog:   h.errLog,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			outcome = h.fail(w, rc, err)
 		},
