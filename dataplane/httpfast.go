@@ -3,9 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -347,36 +345,4 @@ func (c *directConn) release(stop func() bool, keep bool) {
 		return
 	}
 	c.p.put(c)
-}
-
-// directBody is a response body that releases its connection when
-// closed: to the pool when it was read to its end.
-type directBody struct {
-	io.ReadCloser
-	ctx  context.Context
-	c    *directConn
-	stop func() bool
-	keep bool
-	eof  bool
-	once sync.Once
-}
-
-func (b *directBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	switch {
-	case errors.Is(err, io.EOF):
-		b.eof = true
-	case err != nil && b.ctx.Err() != nil:
-		// The request was given up and its deadline passed (roundTrip):
-		// say so, as http.Transport's bodies do, and not "i/o timeout".
-		return n, b.ctx.Err()
-	}
-	return n, err
-}
-
-// Close closes the body and releases the connection.
-func (b *directBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(func() { b.c.release(b.stop, b.keep && b.eof && err == nil) })
-	return err
 }
