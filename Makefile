@@ -136,7 +136,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	done
 
 .PHONY: bench
-bench: bench-go bench-mux bench-udp bench-tls ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), and TLS termination against haproxy.
+bench: bench-go bench-mux bench-udp bench-tls bench-http ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), TLS termination against haproxy, and http mode against haproxy and nginx.
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
@@ -163,6 +163,10 @@ soak: build ## Attack portmux serve (slowloris, 1 MiB headers, hogs, dribbled re
 .PHONY: bench-udp
 bench-udp: ## Run muxload's UDP scenarios against portmux's UDP dataplane beside nginx's stream module, sslh where it has UDP and a direct path, interleaved; results in bin/bench (REPS, D, SCEN, PEERS, WINDOW).
 	hack/bench-udp.sh
+
+.PHONY: bench-http
+bench-http: ## http mode: portmux serve beside haproxy (mode http) and nginx direct, wrk (HTTP/1.1) and h2load (HTTP/2), plain and TLS, interleaved; results in bin/bench (REPS, D, PEERS, SCEN, C, T, PPROF).
+	hack/bench-http.sh
 
 .PHONY: bench-tls
 bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).

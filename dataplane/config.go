@@ -53,7 +53,7 @@ type routeConfig struct {
 	dialer   *forward.Dialer
 	up, down prometheus.Counter
 	// transport pools connections to a backend in http mode.
-	transport *http.Transport
+	transport *backendTransport
 	// tunnel serves a tunnel route's handshakes and tunnels.
 	tunnel http.Handler
 	// idle is the idle timeout of a forwarded connection; 0: none.

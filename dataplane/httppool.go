@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -12,25 +13,30 @@ import (
 	"github.com/portmux/portmux/dataplane/forward"
 )
 
-// The backend pool of an http-mode route: one http.Transport per route,
-// whose connections are keyed by endpoint (each request's URL names the
-// endpoint it goes to), never by the client's Host, and each of which
-// holds a connection slot while it is open.
+// The backend pool of an http-mode route: a backendTransport per route
+// (its direct pool and an http.Transport), whose connections are keyed by
+// endpoint (each request's URL names the endpoint it goes to), never by
+// the client's Host, and each of which holds a connection slot while it
+// is open. The limits below apply to each of the two pools.
 const (
-	// httpMaxConnsPerEndpoint caps a route's connections to one endpoint;
+	// httpMaxConnsPerEndpoint caps a pool's connections to one endpoint;
 	// past it, requests wait for one of them, as haproxy queues at a
 	// server's maxconn. The listeners' caps bound the total anyway; this
 	// keeps one endpoint from being sent all of them.
 	httpMaxConnsPerEndpoint = 1024
 
 	// httpMaxIdleConnsPerEndpoint is how many idle connections to one
-	// endpoint are kept for reuse: a burst's worth. An idle one holds a
-	// connection slot too.
-	httpMaxIdleConnsPerEndpoint = 32
+	// endpoint are kept for reuse. It must cover the requests in flight to
+	// the endpoint at once: below that, every burst closes the connections
+	// past the limit as their requests end and dials them again for the
+	// next ones (at 32, 64 clients made one dial per 40 requests, 8 % of
+	// the CPU). An idle connection holds a connection slot, so the
+	// listeners' and the global caps bound them with everything else.
+	httpMaxIdleConnsPerEndpoint = 256
 
 	// httpMaxIdleConns caps a route's idle connections over all its
 	// endpoints.
-	httpMaxIdleConns = 128
+	httpMaxIdleConns = 1024
 
 	// httpBackendIdleTimeout closes a pooled connection idle for this
 	// long, which gives its connection slot back.
@@ -41,13 +47,14 @@ const (
 // connection would take the listener (or the server) past maxConnections.
 var errNoBackendSlot = errors.New("no connection slot for another backend connection: the listener or the server is at maxConnections")
 
-// newHTTPTransport builds the connection pool of a backend in http mode.
+// newHTTPTransport builds the connection pools of a backend in http mode
+// (backendTransport).
 // The endpoint of each request is chosen before it reaches the pool
 // (Dialer.Next); a failed dial tries the endpoints after it, as a TCP
 // route does. A connection dialled for a request takes a slot from the
 // request's client connection (backendSlotKey) until it closes.
-func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
-	return &http.Transport{
+func newHTTPTransport(endpoints []string, d *forward.Dialer) *backendTransport {
+	std := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialBackend(ctx, d, endpoints, addr)
 		},
@@ -59,6 +66,10 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
 	}
+	direct := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dialBackend(ctx, d, endpoints, addr)
+	})
+	return &backendTransport{std: std, direct: direct}
 }
 
 // backendSlotKey keys, in the contexts of a client connection's requests,
@@ -162,4 +173,36 @@ func (b *backendConns) clients(active *atomic.Int64) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return int(active.Load() - b.n)
+}
+
+// directBody is a response body that releases its connection when
+// closed: to the pool when it was read to its end.
+type directBody struct {
+	io.ReadCloser
+	ctx  context.Context
+	c    *directConn
+	stop func() bool
+	keep bool
+	eof  bool
+	once sync.Once
+}
+
+func (b *directBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil && b.ctx.Err() != nil:
+		// The request was given up and its deadline passed (roundTrip):
+		// say so, as http.Transport's bodies do, and not "i/o timeout".
+		return n, b.ctx.Err()
+	}
+	return n, err
+}
+
+// Close closes the body and releases the connection.
+func (b *directBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { b.c.release(b.stop, b.keep && b.eof && err == nil) })
+	return err
 }

@@ -3,11 +3,13 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -98,6 +100,16 @@ type httpConn struct {
 	// header's, if any), without port: X-Forwarded-For, X-Real-IP and
 	// Forwarded are set from it, never taken from the client.
 	clientIP string
+	// xff, realIP and xfp are the values of X-Forwarded-For, X-Real-IP
+	// and X-Forwarded-Proto, the same for every request of the
+	// connection: built once, as Header.Set would allocate them per
+	// request. hosts holds those that depend on the Host of the last
+	// request (HTTP/2 streams read it concurrently).
+	xff, realIP, xfp []string
+	hosts            atomic.Pointer[hostHeaders]
+	// errLog takes what the reverse proxy logs (a client that left
+	// mid-response), to the connection's log at V(1), not stderr.
+	errLog   *log.Logger
 	handlers handlerGroup
 	errMu    sync.Mutex // HTTP/2 streams fail concurrently
 }
@@ -111,7 +123,29 @@ func newHTTPConn(c *conn, lc *listenerConfig) *httpConn {
 	if err != nil {
 		ip = c.rep.client
 	}
-	return &httpConn{s: c.s, c: c, lc: lc, proto: proto, clientIP: ip}
+	return &httpConn{
+		s: c.s, c: c, lc: lc, proto: proto, clientIP: ip,
+		xff: []string{ip}, realIP: []string{ip}, xfp: []string{proto},
+		errLog: c.s.httpErrorLog(&c.rep),
+	}
+}
+
+// hostHeaders are the X-Forwarded-Host and Forwarded values of requests
+// for host.
+type hostHeaders struct {
+	host     string
+	xfh, fwd []string
+}
+
+// forHost returns the header values for requests for host, building them
+// when host is not the last request's.
+func (h *httpConn) forHost(host string) *hostHeaders {
+	if hh := h.hosts.Load(); hh != nil && hh.host == host {
+		return hh
+	}
+	hh := &hostHeaders{host: host, xfh: []string{host}, fwd: []string{forwardedHeader(h.clientIP, h.proto, host)}}
+	h.hosts.Store(hh)
+	return hh
 }
 
 // ServeHTTP routes one request (or HTTP/2 stream): to the backend of the
@@ -158,6 +192,7 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
 		Transport:  rc.transport,
 		BufferPool: proxyBuffers{&h.s.copyBufs},
+		ErrorLog:   h.errLog,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			outcome = h.fail(w, rc, err)
 		},
@@ -183,16 +218,22 @@ func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) 
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = endpoint
 	pr.Out.Host = pr.In.Host
-	pr.SetXForwarded()
-	pr.Out.Header.Set("X-Forwarded-Proto", h.proto)
-	pr.Out.Header.Set("X-Real-IP", h.clientIP)
-	pr.Out.Header.Set("Forwarded", forwardedHeader(h.clientIP, h.proto, pr.In.Host))
+	// The reverse proxy removed the client's X-Forwarded-* and Forwarded
+	// before calling Rewrite; these are what SetXForwarded would set, from
+	// the address the dataplane established (canonical keys, the slices
+	// shared read-only by the connection's requests).
+	hd, hh := pr.Out.Header, h.forHost(pr.In.Host)
+	hd["X-Forwarded-For"] = h.xff
+	hd["X-Forwarded-Host"] = hh.xfh
+	hd["X-Forwarded-Proto"] = h.xfp
+	hd["X-Real-Ip"] = h.realIP
+	hd["Forwarded"] = hh.fwd
 	if !ws {
 		// Only a WebSocket handshake may switch protocols. Any other
 		// upgrade (h2c above all) would turn the connection into a raw
 		// tunnel to the backend, where later requests go unrouted.
 		for _, k := range []string{"Upgrade", "Connection", "Http2-Settings"} {
-			pr.Out.Header.Del(k)
+			delete(hd, k)
 		}
 	}
 }

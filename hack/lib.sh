@@ -30,3 +30,55 @@ k8s_release() {
 	k8s_major=${BASH_REMATCH[1]}
 	k8s_minor=${BASH_REMATCH[2]}
 }
+
+# wait_port PORT waits (10 s at most) until something listens on
+# 127.0.0.1:PORT, or dies.
+wait_port() {
+	for _ in $(seq 200); do
+		(exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+		sleep 0.05
+	done
+	die "nothing listens on 127.0.0.1:$1"
+}
+
+# wait_free PORT waits (10 s at most) until nothing listens on
+# 127.0.0.1:PORT.
+wait_free() {
+	for _ in $(seq 200); do
+		(exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null || return 0
+		sleep 0.05
+	done
+}
+
+# tls_secret NAME CRT KEY prints a kubernetes.io/tls Secret named NAME in
+# namespace default holding the PEM files CRT and KEY, for `portmux serve -f`.
+tls_secret() {
+	printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: %s, namespace: default}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n' "$1"
+	sed 's/^/    /' "$2"
+	echo "  tls.key: |"
+	sed 's/^/    /' "$3"
+}
+
+# bench_cert PREFIX KEYARGS... writes a self-signed certificate for
+# bench.test with a new key made by `openssl req KEYARGS`: PREFIX.crt,
+# PREFIX.key, and both in PREFIX.pem (haproxy's crt).
+bench_cert() {
+	local p=$1
+	shift
+	openssl req -x509 "$@" -nodes -days 2 -subj /CN=bench.test \
+		-addext subjectAltName=DNS:bench.test -keyout "$p.key" -out "$p.crt" 2>/dev/null
+	cat "$p.crt" "$p.key" >"$p.pem"
+}
+
+# portmux_head prints the head of the PortMux named bench that the
+# benchmarks give `portmux serve -f`, up to its spec's first key.
+portmux_head() {
+	printf 'apiVersion: portmux.dev/v1alpha1\nkind: PortMux\nmetadata: {name: bench, namespace: default}\nspec:\n'
+}
+
+# kill_at_exit PID kills PID when the script exits, and waits for it.
+kill_at_exit() {
+	BG_PIDS+=("$1")
+	trap 'for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+}
+BG_PIDS=()

@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"math"
 	"testing"
 	"testing/fstest"
 )
@@ -32,6 +33,22 @@ func TestDecide(t *testing.T) {
 				t.Errorf("GOMEMLIMIT %d is not below the hard limit %d", p.MemoryLimit, tt.mem)
 			}
 		})
+	}
+}
+
+func TestGCPercent(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		limit int64
+		want  int
+	}{
+		{"the chart's 512Mi", 456340275, gcPercentUnderLimit},
+		{"no limit (the runtime's default)", math.MaxInt64, 0},
+		{"no limit (unset)", 0, 0},
+	} {
+		if got := GCPercent(tt.limit); got != tt.want {
+			t.Errorf("%s: GCPercent(%d) = %d, want %d", tt.name, tt.limit, got, tt.want)
+		}
 	}
 }
 

@@ -22,11 +22,18 @@ func SetMemoryLimit(log logr.Logger) budget.Plan {
 // ApplyBudget is SetMemoryLimit for a process that runs a dataplane: it
 // returns the cap on connections across listeners, max when positive,
 // otherwise what the memory and open-file limits allow (0 when neither
-// bounds them).
+// bounds them). Under a memory limit it also collects garbage less often
+// (budget.GCPercent), unless GOGC is set.
 func ApplyBudget(log logr.Logger, max int) int {
 	p, kv := plan(log)
 	if max <= 0 {
 		max = p.MaxConnections
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		if gc := budget.GCPercent(debug.SetMemoryLimit(-1)); gc > 0 {
+			debug.SetGCPercent(gc)
+			kv = append(kv, "gogc", gc)
+		}
 	}
 	log.Info("memory budget", append(kv, "maxConnections", max)...)
 	return max

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/spf13/cobra"
 
+	"github.com/portmux/portmux/dataplane/budget"
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/daemon"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -201,5 +203,29 @@ func TestDataplaneStops(t *testing.T) {
 	}
 	if err := probe(t, socket); err == nil {
 		t.Error("the liveness probe passes with no dataplane")
+	}
+}
+
+// TestApplyBudgetCollectsLessUnderALimit: a dataplane under a memory
+// limit runs with budget.GCPercent's GOGC, and one told GOGC keeps it.
+func TestApplyBudgetCollectsLessUnderALimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(512 << 20))
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	gogc := func() int { v := debug.SetGCPercent(100); debug.SetGCPercent(v); return v }
+
+	t.Setenv("GOGC", "")
+	if err := os.Unsetenv("GOGC"); err != nil {
+		t.Fatal(err)
+	}
+	daemon.ApplyBudget(testr.New(t), 0)
+	if got, want := gogc(), budget.GCPercent(512<<20); got != want || want <= 100 {
+		t.Errorf("GOGC under a 512 MiB limit: %d, want %d (above the default)", got, want)
+	}
+
+	debug.SetGCPercent(100)
+	t.Setenv("GOGC", "100")
+	daemon.ApplyBudget(testr.New(t), 0)
+	if got := gogc(); got != 100 {
+		t.Errorf("GOGC=100 in the environment: the process runs with %d", got)
 	}
 }

@@ -27,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
 OUT=${OUT:-$ROOT/bin/bench-tls}
 REPS=${REPS:-3}
 D=${D:-5s}
@@ -62,30 +64,17 @@ for cert in ecdsa rsa; do
     ecdsa) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
     rsa) newkey=(-newkey rsa:2048) ;;
   esac
-  openssl req -x509 "${newkey[@]}" -nodes -days 2 -subj /CN=bench.test \
-    -addext subjectAltName=DNS:bench.test -keyout "$OUT/$cert.key" -out "$OUT/$cert.crt" 2>/dev/null
-  cat "$OUT/$cert.crt" "$OUT/$cert.key" >"$OUT/$cert.pem"
+  bench_cert "$OUT/$cert" "${newkey[@]}"
   {
+    portmux_head
     cat <<EOF
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: bench, namespace: default}
-spec:
   listeners:
   - {name: tls, port: $PORT, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000, tls: {certificateRefs: [{name: bench-tls}]}}
   routes:
   - {name: echo, listeners: [tls], match: {protocol: any}, backend: {address: "127.0.0.1:$ECHO_PORT"}}
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-tls, namespace: default}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
 EOF
-    sed 's/^/    /' "$OUT/$cert.crt"
-    echo "  tls.key: |"
-    sed 's/^/    /' "$OUT/$cert.key"
+    tls_secret bench-tls "$OUT/$cert.crt" "$OUT/$cert.key"
   } >"$OUT/portmux-$cert.yaml"
   cat >"$OUT/haproxy-$cert.cfg" <<EOF
 global
@@ -104,29 +93,8 @@ backend echo
 EOF
 done
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
 "$OUT/tlsload" echo -addr 127.0.0.1:$ECHO_PORT 2>"$OUT/logs/echo.log" &
-PIDS+=($!)
-
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on $PORT" >&2; return 1
-}
-wait_free() {
-  for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null || return 0
-    sleep 0.05
-  done
-}
+kill_at_exit $!
 
 start_peer() { # peer cert -> sets PEER_PID
   local peer=$1 cert=$2 log=$OUT/logs/$1-$2.log
@@ -142,13 +110,13 @@ start_peer() { # peer cert -> sets PEER_PID
       ;;
   esac
   PEER_PID=$!
-  wait_port
+  wait_port $PORT
 }
 
 stop_peer() {
   kill "$PEER_PID" 2>/dev/null || true
   wait "$PEER_PID" 2>/dev/null || true
-  wait_free
+  wait_free $PORT
 }
 
 for rep in $(seq "$REPS"); do

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# http mode: `portmux serve -f` with an http-mode route against haproxy 2.6
+# in mode http and nginx direct (no proxy), in one interleaved run (repeat
+# 1 of every peer, then repeat 2, ...), so that they are compared under the
+# same conditions. The backend is nginx returning a 17-byte body on
+# 127.0.0.1:17180; both proxies terminate HTTP/1.1 and HTTP/2, plain
+# (127.0.0.1:17443) and after TLS termination (127.0.0.1:17444, ALPN h2 and
+# http/1.1), route and forward each request to it over kept-alive
+# HTTP/1.1, adding X-Forwarded-For. nginx direct is the backend itself,
+# which also listens for h2c (17181) and TLS (17182): the ceiling.
+#
+#   hack/bench-http.sh                          # 3 repeats, 5 s each
+#   REPS=1 D=3s PEERS=portmux SCEN=h1 hack/bench-http.sh
+#   PPROF=127.0.0.1:6060 PEERS=portmux hack/bench-http.sh
+#   BASELINE=main hack/bench-http.sh           # before/after in one run
+#
+# BASELINE=REV also builds portmux from git revision REV and runs it as
+# the peer "portmux-before", beside the working tree's "portmux".
+#
+# Scenarios:
+#   h1      wrk, HTTP/1.1 keep-alive, C=64 connections, T=2 threads
+#   h1-tls  the same over TLS (terminated by the proxy)
+#   h2c     h2load, HTTP/2 with prior knowledge, H2C=8 connections of
+#           H2M=8 concurrent streams each (64 requests in flight), T threads
+#   h2-tls  the same over TLS, h2 by ALPN
+# Each run is preceded by a 1 s warm-up on the same connections' settings.
+# Reported per run: requests/s, p50 and p99 latency (wrk's --latency;
+# h2load's per-request log), and the CPU the peer's processes spent per
+# request (utime+stime from /proc/PID/stat of the process and its
+# children, over the measured run only). Client, proxy and backend share
+# the machine's cores: rates are "what this box does with all three on
+# it"; CPU per request is the less contended figure.
+#
+# Output: bin/bench/http-results.jsonl, bin/bench/http-results.md and each
+# peer's log in bin/bench/logs/. Needs wrk, h2load (nghttp2-client),
+# haproxy, nginx, openssl, python3. Everything stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=hack/lib.sh
+source "$ROOT/hack/lib.sh"
+
+OUT=${OUT_DIR:-$ROOT/bin/bench}
+REPS=${REPS:-3}
+D=${D:-5s}
+C=${C:-64}
+T=${T:-2}
+H2C=${H2C:-8}
+H2M=${H2M:-8}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  PEERS=${PEERS:-portmux-before portmux haproxy nginx}
+else
+  PEERS=${PEERS:-portmux haproxy nginx}
+fi
+SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
+PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
+# portmux's environment: the soft memory limit `portmux serve` sets itself
+# in the chart's default 512Mi container (85 %); on this host it finds no
+# cgroup limit. Under a limit the dataplane collects garbage less often
+# (dataplane/budget.GCPercent). PORTMUX_ENV= runs it without.
+PORTMUX_ENV=${PORTMUX_ENV-GOMEMLIMIT=435MiB}
+NICE=${NICE:--10} # everything at this priority when root
+PLAIN=17443
+TLSP=17444
+BACKEND=17180
+DIRECT_H2C=17181
+DIRECT_TLS=17182
+W=$OUT/http
+
+for tool in wrk h2load haproxy nginx openssl python3; do
+  command -v "$tool" >/dev/null || die "needs $tool (apt-get install wrk nghttp2-client haproxy nginx openssl python3)"
+done
+for p in $PLAIN $TLSP $BACKEND $DIRECT_H2C $DIRECT_TLS; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then die "127.0.0.1:$p is in use; stop what holds it"; fi
+done
+if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then
+  renice -n "$NICE" -p $$ >/dev/null # children inherit it
+fi
+secs=${D%s}
+
+mkdir -p "$OUT/logs" "$W/nginx/logs"
+rm -f "$OUT/http-results.jsonl"
+log "building portmux"
+CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux" ./cmd/portmux
+if [ -n "$BASELINE" ]; then
+  log "building portmux at $BASELINE as portmux-before"
+  rm -rf "$W/baseline" && mkdir -p "$W/baseline"
+  git archive --format=tar "$BASELINE" | tar -x -C "$W/baseline"
+  (cd "$W/baseline" && CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux-before" ./cmd/portmux)
+fi
+
+# One ECDSA P-256 certificate for every peer.
+bench_cert "$W/bench" -newkey ec -pkeyopt ec_paramgen_curve:P-256
+
+{
+  portmux_head
+  cat <<EOF
+  listeners:
+  - {name: plain, port: $PLAIN, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}
+  - {name: tls, port: $TLSP, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000,
+     tls: {certificateRefs: [{name: bench-tls}], alpn: [h2, http/1.1]}}
+  routes:
+  - {name: web, listeners: [plain, tls], match: {protocol: http}, backend: {address: "127.0.0.1:$BACKEND", mode: http}}
+---
+EOF
+  tls_secret bench-tls "$W/bench.crt" "$W/bench.key"
+} >"$W/portmux.yaml"
+
+cat >"$W/haproxy.cfg" <<EOF
+global
+    # Two descriptors per proxied connection against the box's hard limit
+    # of 20000 open files.
+    maxconn 9900
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    # nbthread is left to its default, one thread per CPU.
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    timeout http-request 10s
+frontend web
+    # HTTP/1.1 and h2c (prior knowledge, detected by its preface) in clear,
+    # h2 and HTTP/1.1 by ALPN after TLS.
+    bind 127.0.0.1:$PLAIN
+    bind 127.0.0.1:$TLSP ssl crt $W/bench.pem alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request set-header X-Forwarded-Proto http unless { ssl_fc }
+    default_backend web
+backend web
+    server nginx 127.0.0.1:$BACKEND
+EOF
+
+cat >"$W/nginx.conf" <<EOF
+# The backend of every peer, and the "nginx direct" peer.
+worker_processes auto;
+pid $W/nginx/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    server {
+        listen 127.0.0.1:$BACKEND;
+        listen 127.0.0.1:$DIRECT_H2C http2;
+        listen 127.0.0.1:$DIRECT_TLS ssl http2;
+        ssl_certificate $W/bench.crt;
+        ssl_certificate_key $W/bench.key;
+        location / { return 200 "hello from nginx\n"; }
+    }
+}
+EOF
+
+nginx -e stderr -p "$W/nginx/" -c "$W/nginx.conf" -g 'daemon off;' 2>"$OUT/logs/http-nginx.log" &
+NGINX_PID=$!
+kill_at_exit "$NGINX_PID"
+wait_port $BACKEND
+
+# cpu_ticks PID prints the CPU clock ticks (utime+stime) of PID and its
+# children.
+cpu_ticks() {
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    # Fields 14 and 15 after the command, which may hold spaces.
+    t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+start_peer() { # peer -> sets PEER_PID
+  local log=$OUT/logs/http-$1.log
+  case $1 in
+    portmux | portmux-before)
+      local extra=()
+      [ -n "$PPROF" ] && extra=(--pprof-addr "$PPROF")
+      env $PORTMUX_ENV "$OUT/$1" serve -f "$W/portmux.yaml" --bind-address 127.0.0.1 \
+        --log-connections=false --watch=false "${extra[@]}" >>"$log" 2>&1 &
+      PEER_PID=$!
+      wait_port $PLAIN
+      wait_port $TLSP
+      ;;
+    haproxy)
+      haproxy -db -f "$W/haproxy.cfg" >>"$log" 2>&1 &
+      PEER_PID=$!
+      wait_port $PLAIN
+      ;;
+    nginx) PEER_PID=$NGINX_PID ;;
+    *) die "unknown peer $1 (portmux, portmux-before, haproxy, nginx)" ;;
+  esac
+}
+
+stop_peer() {
+  [ "$1" = nginx ] && return 0
+  kill "$PEER_PID" 2>/dev/null || true
+  wait "$PEER_PID" 2>/dev/null || true
+  wait_free $PLAIN
+}
+
+# url PEER SCEN prints the URL the client loads.
+url() {
+  local plain=$PLAIN tls=$TLSP h2c=$PLAIN
+  if [ "$1" = nginx ]; then plain=$BACKEND tls=$DIRECT_TLS h2c=$DIRECT_H2C; fi
+  case $2 in
+    h1) echo "http://127.0.0.1:$plain/" ;;
+    h2c) echo "http://127.0.0.1:$h2c/" ;;
+    h1-tls | h2-tls) echo "https://127.0.0.1:$tls/" ;;
+  esac
+}
+
+# load SCEN URL DURATION LOGFILE runs the client; its output on stdout.
+load() {
+  case $1 in
+    h1 | h1-tls) wrk -t"$T" -c"$C" -d"$3" --latency "$2" ;;
+    h2c | h2-tls)
+      local logf=()
+      [ -n "$4" ] && logf=(--log-file "$4")
+      h2load -t"$T" -c"$H2C" -m"$H2M" -D "${3%s}" "${logf[@]}" "$2"
+      ;;
+  esac
+}
+
+failed=0
+for rep in $(seq "$REPS"); do
+  log "=== repeat $rep of $REPS"
+  for peer in $PEERS; do
+    start_peer "$peer"
+    for scen in $SCEN; do
+      u=$(url "$peer" "$scen")
+      load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
+      raw=$OUT/logs/http-$peer-$scen-$rep.txt
+      reqlog=$W/reqlog-$peer-$scen-$rep.tsv
+      before=$(cpu_ticks "$PEER_PID")
+      load "$scen" "$u" "$D" "$reqlog" >"$raw" 2>&1 || failed=1
+      after=$(cpu_ticks "$PEER_PID")
+      python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
+import json, re, sys
+raw, reqlog, peer, scen, rep, ticks, hz = sys.argv[1:]
+text = open(raw).read()
+r = {"peer": peer, "scenario": scen, "rep": int(rep)}
+def dur_ms(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
+    return float(m[1]) * {"us": 1e-3, "ms": 1, "s": 1e3}[m[2]]
+if scen.startswith("h1"):  # wrk
+    r["per_second"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1])
+    r["requests"] = int(re.search(r"(\d+) requests in", text)[1])
+    r["p50_ms"] = dur_ms(re.search(r"\s50%\s+(\S+)", text)[1])
+    r["p99_ms"] = dur_ms(re.search(r"\s99%\s+(\S+)", text)[1])
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["failures"] = (int(bad[1]) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+else:  # h2load
+    r["per_second"] = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)[1])
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+    r["requests"] = int(m[2])
+    r["failures"] = int(m[4]) + int(m[5]) + int(m[6])
+    lat = sorted(int(l.split("\t")[2]) for l in open(reqlog) if l.strip())
+    r["p50_ms"] = lat[len(lat) // 2] / 1e3
+    r["p99_ms"] = lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1e3
+r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
+print(json.dumps(r))
+EOF
+      rm -f "$reqlog"
+      tail -n1 "$OUT/http-results.jsonl" >&2
+    done
+    stop_peer "$peer"
+  done
+done
+
+python3 - "$OUT/http-results.jsonl" >"$OUT/http-results.md" <<'EOF'
+import collections, json, statistics, sys
+groups = collections.defaultdict(list)  # (scenario, peer) -> runs
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    groups[r["scenario"], r["peer"]].append(r)
+med = statistics.median
+order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3}
+print("| scenario | peer | req/s (median [min–max]) | p50 / p99 ms | CPU µs/request | failures |")
+print("|---|---|---|---|---|---|")
+for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+    v = [r["per_second"] for r in rs]
+    rng = f" [{min(v):.0f}–{max(v):.0f}]" if len(v) > 1 else ""
+    print(f"| {scen} | {peer} | {med(v):.0f}{rng} | {med([r['p50_ms'] for r in rs]):.2f} / {med([r['p99_ms'] for r in rs]):.2f}"
+          f" | {med([r['cpu_us_per_request'] for r in rs]):.1f} | {sum(r['failures'] for r in rs)} |")
+EOF
+cat "$OUT/http-results.md"
+if [ "$failed" != 0 ]; then
+  log "some runs failed: see bin/bench/logs/http-*"
+fi
+exit "$failed"
