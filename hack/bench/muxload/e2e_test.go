@@ -13,6 +13,30 @@ import (
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
+// startBackendsT starts the contract's backends on kernel-picked ports and
+// closes them when the test ends.
+func startBackendsT(t *testing.T) *backends {
+	t.Helper()
+	b, err := startBackends(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.close)
+	return b
+}
+
+// serveListener serves l with an in-process PortMux dataplane and returns
+// the address it listens on (l's address is a kernel-picked loopback port).
+func serveListener(t *testing.T, l snapshot.Listener) string {
+	t.Helper()
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+	if errs := srv.Apply(&snapshot.Snapshot{Listeners: []snapshot.Listener{l}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	return srv.Addr(l.Name).String()
+}
+
 // startDataplane serves the contract's routes with an in-process PortMux
 // dataplane on a kernel-picked loopback port. misroute sends a route's
 // connections to another route's backend: a mux that routes wrongly.
@@ -25,8 +49,7 @@ func startDataplane(t *testing.T, b *backends, misroute map[string]string) strin
 		return &snapshot.Backend{Name: route, Endpoints: []string{b.addr(route)}}
 	}
 	sshTo, bTo := to(routeSSH), to(routeTLSB)
-	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
-	snap := &snapshot.Snapshot{Listeners: []snapshot.Listener{{
+	return serveListener(t, snapshot.Listener{
 		Name: "bench/public", Address: "127.0.0.1:0", ProbeTimeout: 2 * time.Second,
 		Routes: []snapshot.Route{
 			{Name: "ssh", Match: snapshot.Match{Protocol: snapshot.SSH}, Backend: sshTo},
@@ -34,25 +57,38 @@ func startDataplane(t *testing.T, b *backends, misroute map[string]string) strin
 			{Name: "a", Match: snapshot.Match{Protocol: snapshot.TLS, SNI: []string{sniA}}, Backend: to(routeTLSA)},
 			{Name: "any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: to(routePlain)},
 		},
-	}}}
-	if errs := srv.Apply(snap); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
-	return srv.Addr("bench/public").String()
+	})
 }
 
-// shortRun runs scenarios for a fraction of a second against addr and
-// returns their results.
-func shortRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]result, error) {
+// startUDPDataplane serves the contract's UDP routes with an in-process
+// dataplane; misroute sends DNS sessions to the udp-any backend.
+func startUDPDataplane(t *testing.T, b *backends, misroute bool) string {
+	t.Helper()
+	dns := b.addr(routeUDPDNS)
+	if misroute {
+		dns = b.addr(routeUDPAny)
+	}
+	return serveListener(t, snapshot.Listener{
+		Name: "bench/udp", Address: "127.0.0.1:0", Transport: snapshot.UDP, ProbeTimeout: 2 * time.Second,
+		Routes: []snapshot.Route{
+			{Name: "dns", Match: snapshot.Match{Protocol: snapshot.DNS}, Backend: &snapshot.Backend{Name: "dns", Endpoints: []string{dns}}},
+			{Name: "any", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: &snapshot.Backend{Name: "any", Endpoints: []string{b.addr(routeUDPAny)}}},
+		},
+	})
+}
+
+// shortRun runs scenarios for a fraction of a second against addr, which
+// implements routes, and returns their results.
+func shortRun(t *testing.T, b *backends, addr string, routes []string, scenarios ...string) ([]result, error) {
 	t.Helper()
 	var out, log bytes.Buffer
 	r := &runner{
 		opt: options{
-			peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: routeNames,
+			peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: routes,
 			pid:     os.Getpid(), // the dataplane runs in this process
 			workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
 			tputBytes: 4 << 20, tputStreams: 2, tputTimeout: 10 * time.Second,
+			udpSize: 1200, udpWindow: 4, udpSetup: 40,
 			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
 			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
 		},
@@ -69,13 +105,9 @@ func shortRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]re
 }
 
 func TestEndToEndRoutesAndCounts(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := startBackendsT(t)
 	addr := startDataplane(t, b, nil)
-	rs, err := shortRun(t, b, addr, "conn-ssh", "lat-tls", "tput", "idle-20")
+	rs, err := shortRun(t, b, addr, routeNames, "conn-ssh", "lat-tls", "tput", "idle-20")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +156,9 @@ func TestEndToEndCatchesMisrouting(t *testing.T) {
 		{"probes", map[string]string{routeTLSB: routeTLSA}, "lat-tls", "probe tls-b: misrouted: 1 to tls-a"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b, err := startBackends(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.close()
+			b := startBackendsT(t)
 			addr := startDataplane(t, b, c.misroute)
-			rs, err := shortRun(t, b, addr, c.scenario)
+			rs, err := shortRun(t, b, addr, routeNames, c.scenario)
 			if err == nil || len(rs) != 1 || rs[0].RouteOK {
 				t.Fatalf("misrouting went unnoticed: %v, %+v", err, rs)
 			}
@@ -138,5 +166,43 @@ func TestEndToEndCatchesMisrouting(t *testing.T) {
 				t.Errorf("route error %q, want %q...", got, c.wantErr)
 			}
 		})
+	}
+}
+
+func TestEndToEndUDP(t *testing.T) {
+	b := startBackendsT(t)
+	addr := startUDPDataplane(t, b, false)
+	rs, err := shortRun(t, b, addr, udpRouteNames, "udp-rate-2", "udp-small-1", "udp-setup", "udp-idle-20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 4 {
+		t.Fatalf("%d results, want 4", len(rs))
+	}
+	for _, r := range rs {
+		if !r.RouteOK || r.Err != "" || !r.MuxAlive || len(r.ProbedRoutes) != 2 {
+			t.Errorf("%s: route ok %v (%s), error %q, alive %v, probed %v", r.Scenario, r.RouteOK, r.RouteErr, r.Err, r.MuxAlive, r.ProbedRoutes)
+		}
+		if r.Routed[routeUDPAny] < r.ClientOK || r.Routed[routeUDPDNS] != 0 || r.Routed[routeSSH] != 0 {
+			t.Errorf("%s: routed %v, client completed %d", r.Scenario, r.Routed, r.ClientOK)
+		}
+	}
+	if rs[0].DgramPerS <= 0 || rs[0].Sessions != 2 || rs[0].DgramSize != 1200 || rs[1].DgramSize != smallDatagram {
+		t.Errorf("rate runs: %+v, %+v", rs[0], rs[1])
+	}
+	if rs[2].Sessions != 40 || rs[2].SessionsPerS <= 0 || rs[3].Idle != 20 {
+		t.Errorf("set-up held %d sessions at %.0f/s, idle %d", rs[2].Sessions, rs[2].SessionsPerS, rs[3].Idle)
+	}
+}
+
+func TestEndToEndUDPCatchesMisrouting(t *testing.T) {
+	b := startBackendsT(t)
+	addr := startUDPDataplane(t, b, true)
+	rs, err := shortRun(t, b, addr, udpRouteNames, "udp-setup")
+	if err == nil || len(rs) != 1 || rs[0].RouteOK {
+		t.Fatalf("misrouting went unnoticed: %v, %+v", err, rs)
+	}
+	if got := rs[0].RouteErr; !strings.HasPrefix(got, "probe udp-dns: misrouted: 1 to udp-any") {
+		t.Errorf("route error %q", got)
 	}
 }
