@@ -27,6 +27,7 @@
 # Needs: Go, haproxy and sslh (installed from apt when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib.sh
 ROOT=$PWD
 
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
@@ -74,25 +75,7 @@ peer_args() {
 }
 for peer in $PEERS; do peer_args "$peer"; done
 
-# Priority for everything a run starts (muxload, its backends, the mux),
-# so that other jobs on a shared box take less from a run.
-run=("$OUT_DIR/muxload")
-if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
-
-failed=0
-cd "$OUT_DIR"
-for rep in $(seq 1 "$REPS"); do
-  echo "=== repeat $rep of $REPS" >&2
-  for peer in $PEERS; do
-    peer_args "$peer"
-    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" "${args[@]}" -scenarios "$SCEN" \
-      -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
-      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
-      -out results.jsonl -logdir logs || failed=1
-  done
-done
-"$OUT_DIR/muxload" table results.jsonl | tee results-table.md
-if [ "$failed" != 0 ]; then
-  echo "some runs failed or were misrouted: see results.jsonl and logs/" >&2
-fi
-exit "$failed"
+# Everything a run starts (muxload, its backends, the mux) runs at priority
+# NICE, so that other jobs on a shared box take less from a run.
+bench_repeats results -addr "$ADDR" -scenarios "$SCEN" -d "$D" -warmup 1s -c "$C" \
+  -tput-bytes "$TPUT" -tput-streams "$STREAMS"
