@@ -413,36 +413,37 @@ func serviceAddresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
 	return out
 }
 
+// fingerprintObjects appends one fingerprint part for each of objs, of
+// kind: its generation when byGeneration (objects with a status, whose
+// status writes must not trigger compiles), else its resource version.
+func fingerprintObjects[T any, P interface {
+	*T
+	metav1.Object
+}](parts []string, kind string, objs []T, byGeneration bool) []string {
+	for i := range objs {
+		m := P(&objs[i])
+		v := m.GetResourceVersion()
+		if byGeneration {
+			v = fmt.Sprint(m.GetGeneration())
+		}
+		ts := m.GetCreationTimestamp()
+		parts = append(parts, fmt.Sprintf("%s/%s/%s/%s/%s/%s", kind, m.GetNamespace(), m.GetName(), m.GetUID(), v, ts.UTC()))
+	}
+	return parts
+}
+
 // gatewayFingerprint identifies the Gateway API inputs of a compile:
 // generations of what has a status (so that status writes do not trigger
 // compiles), resource versions of the rest.
 func gatewayFingerprint(g *compile.GatewayInput) []string {
 	var parts []string
-	obj := func(kind string, m metav1.ObjectMeta, v string) {
-		parts = append(parts, fmt.Sprintf("%s/%s/%s/%s/%s/%s", kind, m.Namespace, m.Name, m.UID, v, m.CreationTimestamp.UTC()))
-	}
-	gen := func(m metav1.ObjectMeta) string { return fmt.Sprint(m.Generation) }
-	for _, o := range g.Classes {
-		obj("gc", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.Gateways {
-		obj("gw", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.TLSRoutes {
-		obj("tls", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.TCPRoutes {
-		obj("tcp", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.UDPRoutes {
-		obj("udp", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.HTTPRoutes {
-		obj("http", o.ObjectMeta, gen(o.ObjectMeta))
-	}
-	for _, o := range g.ReferenceGrants {
-		obj("rg", o.ObjectMeta, o.ResourceVersion)
-	}
+	parts = fingerprintObjects(parts, "gc", g.Classes, true)
+	parts = fingerprintObjects(parts, "gw", g.Gateways, true)
+	parts = fingerprintObjects(parts, "tls", g.TLSRoutes, true)
+	parts = fingerprintObjects(parts, "tcp", g.TCPRoutes, true)
+	parts = fingerprintObjects(parts, "udp", g.UDPRoutes, true)
+	parts = fingerprintObjects(parts, "http", g.HTTPRoutes, true)
+	parts = fingerprintObjects(parts, "rg", g.ReferenceGrants, false)
 	for ns, l := range g.NamespaceLabels {
 		parts = append(parts, fmt.Sprintf("ns/%s/%v", ns, l))
 	}

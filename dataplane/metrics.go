@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portmux/portmux/dataplane/promvec"
 	"github.com/portmux/portmux/dataplane/udp"
 )
 
@@ -85,35 +86,29 @@ const (
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		udp: udp.NewMetrics(),
-		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_connections_total",
-			Help: "Connections handled, by listener, route, sniffed protocol and outcome.",
-		}, []string{"listener", "route", "protocol", "outcome"}),
-		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "portmux_active_connections",
-			Help: "Connections open now, by listener.",
-		}, []string{"listener"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_bytes_total",
-			Help: "Bytes forwarded, by listener, route and direction (up: client to backend).",
-		}, []string{"listener", "route", "direction"}),
+		connections: promvec.Counter("portmux_connections_total",
+			"Connections handled, by listener, route, sniffed protocol and outcome.",
+			"listener", "route", "protocol", "outcome"),
+		active: promvec.Gauge("portmux_active_connections",
+			"Connections open now, by listener.",
+			"listener"),
+		bytes: promvec.Counter("portmux_bytes_total",
+			"Bytes forwarded, by listener, route and direction (up: client to backend).",
+			"listener", "route", "direction"),
 		sniff: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "portmux_sniff_duration_seconds",
 			Help:    "Time from accept to a routing decision.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"listener"}),
-		dialErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_dial_errors_total",
-			Help: "Failed dials to backend endpoints, by backend.",
-		}, []string{"backend"}),
-		listening: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "portmux_listener_up",
-			Help: "1 when the listener's port is bound and accepting.",
-		}, []string{"listener", "address"}),
-		tunnels: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_tunnels_total",
-			Help: "WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
-		}, []string{"listener", "route", "target", "protocol", "outcome"}),
+		dialErrors: promvec.Counter("portmux_dial_errors_total",
+			"Failed dials to backend endpoints, by backend.",
+			"backend"),
+		listening: promvec.Gauge("portmux_listener_up",
+			"1 when the listener's port is bound and accepting.",
+			"listener", "address"),
+		tunnels: promvec.Counter("portmux_tunnels_total",
+			"WebSocket tunnel requests, by listener, route, allowed target (empty when refused as not allowed), protocol (tcp, udp) and outcome (closed, error, dead_peer, idle_timeout, bad_request, unauthorized, forbidden, dial_error, unavailable).",
+			"listener", "route", "target", "protocol", "outcome"),
 		clients: &clientsCollector{desc: prometheus.NewDesc("portmux_clients",
 			"Clients each listener counts for its per-client limits: those with connections open or opened recently.",
 			[]string{"listener"}, nil)},
@@ -121,14 +116,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "portmux_panics_total",
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_http_requests_total",
-			Help: "Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway).",
-		}, []string{"listener", "route", "outcome"}),
-		httpBackendConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "portmux_http_backend_connections",
-			Help: "Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",
-		}, []string{"listener"}),
+		httpRequests: promvec.Counter("portmux_http_requests_total",
+			"Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway).",
+			"listener", "route", "outcome"),
+		httpBackendConns: promvec.Gauge("portmux_http_backend_connections",
+			"Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",
+			"listener"),
 	}
 	bufBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "portmux_tunnel_buffer_bytes",

@@ -587,16 +587,22 @@ func (s *Server) logPanic(rep *report, p *panics.Error) {
 		"listener", rep.listener, "route", rep.route, "client", rep.client, "stack", string(p.Stack))
 }
 
+// connLog is the logger of the lines that end connections and tunnels: info
+// level with Options.LogConnections, else V(1).
+func (s *Server) connLog() logr.Logger {
+	if s.opt.LogConnections {
+		return s.log
+	}
+	return s.log.V(1)
+}
+
 // report counts a connection that ended and logs its line.
 func (s *Server) report(ev *report) {
 	s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
 	if p := panics.Is(ev.err); p != nil {
 		s.logPanic(ev, p)
 	}
-	log := s.log
-	if !s.opt.LogConnections {
-		log = log.V(1)
-	}
+	log := s.connLog()
 	if !log.Enabled() {
 		return
 	}

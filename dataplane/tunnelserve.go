@@ -154,10 +154,7 @@ func (t *tunnelServing) ended(rep *tunnel.Report) {
 	}
 	s.m.tunnels.WithLabelValues(c.rep.listener, c.rep.route, rep.Backend, proto, string(rep.Outcome)).Inc()
 
-	log := s.log
-	if !s.opt.LogConnections {
-		log = log.V(1)
-	}
+	log := s.connLog()
 	if !log.Enabled() {
 		return
 	}

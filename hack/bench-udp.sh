@@ -32,6 +32,7 @@
 # each peer's log in bin/bench/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib.sh
 ROOT=$PWD
 
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
@@ -92,24 +93,7 @@ case " $PEERS " in *" sslh "*)
   sslh_udp || echo "sslh skipped: $(sslh -V 2>&1 | head -1) has no UDP mode (sslh 2.0 added it)" >&2 ;;
 esac
 
-run=("$OUT_DIR/muxload")
-if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
-
-failed=0
-cd "$OUT_DIR"
-for rep in $(seq 1 "$REPS"); do
-  echo "=== repeat $rep of $REPS" >&2
-  for peer in $PEERS; do
-    peer_args "$peer"
-    [ ${#args[@]} -gt 0 ] || continue
-    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" "${args[@]}" -scenarios "$SCEN" \
-      -d "$D" -warmup 1s -c "$C" -udp-window "$WINDOW" -udp-setup-sessions "$SETUP_N" \
-      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
-      -out udp-results.jsonl -logdir logs || failed=1
-  done
-done
-"$OUT_DIR/muxload" table udp-results.jsonl | tee udp-results-table.md
-if [ "$failed" != 0 ]; then
-  echo "some runs failed or were misrouted: see udp-results.jsonl and logs/" >&2
-fi
-exit "$failed"
+# Everything a run starts (muxload, its backends, the mux) runs at priority
+# NICE, so that other jobs on a shared box take less from a run.
+bench_repeats udp-results -addr "$ADDR" -scenarios "$SCEN" -d "$D" -warmup 1s -c "$C" \
+  -udp-window "$WINDOW" -udp-setup-sessions "$SETUP_N"

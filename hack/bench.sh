@@ -50,6 +50,7 @@
 # Needs: Go, haproxy and sslh (installed from apt when missing and root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib.sh
 ROOT=$PWD
 
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}

@@ -82,3 +82,30 @@ kill_at_exit() {
 	trap 'for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 }
 BG_PIDS=()
+
+# bench_repeats RESULTS FLAG... runs `$OUT_DIR/muxload run` REPS times
+# against each of PEERS, from $OUT_DIR, at priority NICE when root: each peer
+# with FLAG... and the flags the caller's `peer_args NAME` sets in args (no
+# flags: the peer is skipped). Results go to RESULTS.jsonl, logs to logs/,
+# the table to RESULTS-table.md. Returns 1 when a run failed or misrouted.
+bench_repeats() {
+	local results=$1 run=("$OUT_DIR/muxload") failed=0 rep peer
+	shift
+	if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
+	cd "$OUT_DIR"
+	for rep in $(seq 1 "$REPS"); do
+		echo "=== repeat $rep of $REPS" >&2
+		for peer in $PEERS; do
+			peer_args "$peer"
+			[ ${#args[@]} -gt 0 ] || continue
+			"${run[@]}" run -peer "$peer" -rep "$rep" "${args[@]}" "$@" \
+				-quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+				-out "$results.jsonl" -logdir logs || failed=1
+		done
+	done
+	"$OUT_DIR/muxload" table "$results.jsonl" | tee "$results-table.md"
+	if [ "$failed" != 0 ]; then
+		echo "some runs failed or were misrouted: see $results.jsonl and logs/" >&2
+	fi
+	return "$failed"
+}

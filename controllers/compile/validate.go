@@ -144,11 +144,7 @@ func validateListeners(ls []v1alpha1.Listener, p *field.Path) field.ErrorList {
 	for i := range ls {
 		l := &ls[i]
 		lp := p.Index(i)
-		errs = append(errs, validateDNSLabel(l.Name, lp.Child("name"))...)
-		if names[l.Name] {
-			errs = append(errs, field.Duplicate(lp, nameKey{l.Name}))
-		}
-		names[l.Name] = true
+		errs = append(errs, validateUniqueName(l.Name, names, lp)...)
 		if transports := []v1alpha1.TransportProtocol{v1alpha1.TransportTCP, v1alpha1.TransportUDP}; l.Protocol != "" && !slices.Contains(transports, l.Protocol) {
 			errs = append(errs, field.NotSupported(lp.Child("protocol"), string(l.Protocol), transports))
 		}
@@ -287,23 +283,46 @@ func validateTrustedCIDRs(cidrs []v1alpha1.CIDR, p *field.Path) field.ErrorList 
 	if len(cidrs) == 0 {
 		return field.ErrorList{field.Required(p, msgTrustedCIDRsRequired)}
 	}
-	var errs field.ErrorList
-	seen := map[v1alpha1.CIDR]bool{}
-	for i, c := range cidrs {
+	return validateSet(cidrs, 32, p, func(c v1alpha1.CIDR) ruleMessage {
 		prefix, err := netip.ParsePrefix(string(c))
 		switch {
 		case err != nil || len(c) > 64:
-			errs = append(errs, field.Invalid(p.Index(i), string(c), string(msgCIDR)))
+			return msgCIDR
 		case prefix != prefix.Masked():
-			errs = append(errs, field.Invalid(p.Index(i), string(c), string(msgCIDRMasked)))
-		case seen[c]:
-			errs = append(errs, field.Duplicate(p.Index(i), string(c)))
+			return msgCIDRMasked
 		}
-		seen[c] = true
+		return ""
+	})
+}
+
+// validateSet checks a list of distinct values as the CRD does: each valid
+// (invalid says why one is not, "" when it is), none listed twice, and at
+// most maxItems of them.
+func validateSet[T ~string](items []T, maxItems int, p *field.Path, invalid func(T) ruleMessage) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[T]bool{}
+	for i, it := range items {
+		if msg := invalid(it); msg != "" {
+			errs = append(errs, field.Invalid(p.Index(i), string(it), string(msg)))
+		} else if seen[it] {
+			errs = append(errs, field.Duplicate(p.Index(i), string(it)))
+		}
+		seen[it] = true
 	}
-	if len(cidrs) > 32 {
-		errs = append(errs, field.TooMany(p, len(cidrs), 32))
+	if len(items) > maxItems {
+		errs = append(errs, field.TooMany(p, len(items), maxItems))
 	}
+	return errs
+}
+
+// validateUniqueName checks the name of the listener or route at p: a DNS
+// label, and not one of names, the names of those before it (it joins them).
+func validateUniqueName(name string, names map[string]bool, p *field.Path) field.ErrorList {
+	errs := validateDNSLabel(name, p.Child("name"))
+	if names[name] {
+		errs = append(errs, field.Duplicate(p, nameKey{name}))
+	}
+	names[name] = true
 	return errs
 }
 
@@ -314,11 +333,7 @@ func validateRoutes(routes []v1alpha1.Route, listeners []v1alpha1.Listener, decl
 	for i := range routes {
 		r := &routes[i]
 		rp := p.Index(i)
-		errs = append(errs, validateDNSLabel(r.Name, rp.Child("name"))...)
-		if names[r.Name] {
-			errs = append(errs, field.Duplicate(rp, nameKey{r.Name}))
-		}
-		names[r.Name] = true
+		errs = append(errs, validateUniqueName(r.Name, names, rp)...)
 		errs = append(errs, validateAttachment(r, listeners, declared, rp)...)
 		errs = append(errs, validateMatch(&r.Match, rp.Child("match"))...)
 		errs = append(errs, validateIdleTimeout(r.IdleTimeout, rp.Child("idleTimeout"))...)
@@ -556,22 +571,12 @@ var originPattern = regexp.MustCompile(`^[a-zA-Z][-+.a-zA-Z0-9]*://(\[[0-9a-fA-F
 // validateOrigins checks a tunnel's allowed origins as the CRD does, and
 // that the dataplane reads each as an origin.
 func validateOrigins(origins []v1alpha1.Origin, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	seen := map[v1alpha1.Origin]bool{}
-	for i, o := range origins {
-		_, ok := snapshot.CanonicalOrigin(string(o))
-		switch {
-		case len(o) > 300 || !ok || !originPattern.MatchString(string(o)):
-			errs = append(errs, field.Invalid(p.Index(i), string(o), string(msgOrigin)))
-		case seen[o]:
-			errs = append(errs, field.Duplicate(p.Index(i), string(o)))
+	return validateSet(origins, 16, p, func(o v1alpha1.Origin) ruleMessage {
+		if _, ok := snapshot.CanonicalOrigin(string(o)); len(o) > 300 || !ok || !originPattern.MatchString(string(o)) {
+			return msgOrigin
 		}
-		seen[o] = true
-	}
-	if len(origins) > 16 {
-		errs = append(errs, field.TooMany(p, len(origins), 16))
-	}
-	return errs
+		return ""
+	})
 }
 
 func validateTunnelTarget(a *v1alpha1.TunnelTarget, p *field.Path) field.ErrorList {

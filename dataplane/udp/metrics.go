@@ -1,6 +1,10 @@
 package udp
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portmux/portmux/dataplane/promvec"
+)
 
 // Metrics are the UDP listeners' Prometheus collectors, in the dataplane's
 // style: created unregistered, registered by the caller on the registry it
@@ -40,26 +44,21 @@ const (
 // NewMetrics creates the collectors, unregistered.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "portmux_udp_sessions",
-			Help: "UDP sessions open now (a client address with its backend socket), by listener.",
-		}, []string{"listener"}),
-		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_udp_sessions_total",
-			Help: "UDP sessions ended, by listener, route, protocol and outcome (idle_timeout, no_route, dial_error, refused, closed, error).",
-		}, []string{"listener", "route", "protocol", "outcome"}),
-		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_udp_datagrams_total",
-			Help: "Datagrams relayed, by listener, route and direction (up: client to backend).",
-		}, []string{"listener", "route", "direction"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_udp_bytes_total",
-			Help: "UDP payload bytes relayed, by listener, route and direction (up: client to backend).",
-		}, []string{"listener", "route", "direction"}),
-		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "portmux_udp_dropped_total",
-			Help: "Datagrams dropped, by listener and reason (short_initial, no_route, session_limit, client_limit, probe_overflow, backend_write, client_write, ended).",
-		}, []string{"listener", "reason"}),
+		sessions: promvec.Gauge("portmux_udp_sessions",
+			"UDP sessions open now (a client address with its backend socket), by listener.",
+			"listener"),
+		sessionsTotal: promvec.Counter("portmux_udp_sessions_total",
+			"UDP sessions ended, by listener, route, protocol and outcome (idle_timeout, no_route, dial_error, refused, closed, error).",
+			"listener", "route", "protocol", "outcome"),
+		datagrams: promvec.Counter("portmux_udp_datagrams_total",
+			"Datagrams relayed, by listener, route and direction (up: client to backend).",
+			"listener", "route", "direction"),
+		bytes: promvec.Counter("portmux_udp_bytes_total",
+			"UDP payload bytes relayed, by listener, route and direction (up: client to backend).",
+			"listener", "route", "direction"),
+		drops: promvec.Counter("portmux_udp_dropped_total",
+			"Datagrams dropped, by listener and reason (short_initial, no_route, session_limit, client_limit, probe_overflow, backend_write, client_write, ended).",
+			"listener", "reason"),
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,6 +27,19 @@ type sample struct {
 	machine     cpuTimes
 	kernelTicks uint64 // kernel threads
 	err         error
+}
+
+// window lets a running load warm up, then sets measuring for d, and
+// returns the measured window's length and the CPU used over it.
+func (m meter) window(measuring *atomic.Bool, warmup, d time.Duration) (time.Duration, usage) {
+	time.Sleep(warmup)
+	a := m.sample()
+	t0 := time.Now()
+	measuring.Store(true)
+	time.Sleep(d)
+	measuring.Store(false)
+	window := time.Since(t0)
+	return window, m.between(a, m.sample())
 }
 
 // sample reads every counter; an error is kept and reported by between.

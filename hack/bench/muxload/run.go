@@ -306,16 +306,7 @@ func (r *runner) measureTput(m meter, res *result) (clientCount, error) {
 func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, error) {
 	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
 	st, err := runIdle(r.target.addr(routeSSH), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
-	res.Idle = st.opened
-	res.PSSBeforeKB, res.PSSAfterKB = st.before.pssKB, st.after.pssKB
-	res.RSSBeforeKB, res.RSSAfterKB = st.before.rssKB, st.after.rssKB
-	res.MuxProcs = st.after.procs
-	if err != nil {
-		return st.client, err
-	}
-	res.PSSKBConn = float64(st.after.pssKB-st.before.pssKB) / float64(st.opened)
-	res.RSSKBConn = float64(st.after.rssKB-st.before.rssKB) / float64(st.opened)
-	return st.client, nil
+	return recordIdle(res, st, err)
 }
 
 // measureUDPRate runs a datagram-rate run and records datagrams/s, MB/s,
@@ -365,6 +356,12 @@ func (r *runner) measureUDPIdle(sc scenario, m meter, res *result) (clientCount,
 	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
 	st, held, err := runUDPIdle(r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
 	r.held = held
+	return recordIdle(res, st, err)
+}
+
+// recordIdle copies an idle run's memory figures into res, and the memory
+// per connection or session when the run held all it opened (err nil).
+func recordIdle(res *result, st idleStats, err error) (clientCount, error) {
 	res.Idle = st.opened
 	res.PSSBeforeKB, res.PSSAfterKB = st.before.pssKB, st.after.pssKB
 	res.RSSBeforeKB, res.RSSAfterKB = st.before.rssKB, st.after.rssKB

@@ -143,20 +143,13 @@ func connLoop(workers int, warmup, d time.Duration, op func() error, m meter) co
 			}
 		})
 	}
-	time.Sleep(warmup)
-	a := m.sample()
-	t0 := time.Now()
-	measuring.Store(true)
-	time.Sleep(d)
-	measuring.Store(false)
-	window := time.Since(t0)
-	b := m.sample()
+	window, use := m.window(&measuring, warmup, d)
 	stop.Store(true)
 	wg.Wait()
 
 	s := connStats{
 		client: clientCount{attempts: attempts.Load(), succeeded: succeeded.Load()},
-		ok:     ok.Load(), failed: failed.Load(), window: window, use: m.between(a, b),
+		ok:     ok.Load(), failed: failed.Load(), window: window, use: use,
 	}
 	for _, l := range lat {
 		s.lat = append(s.lat, l...)

@@ -59,17 +59,9 @@ func runUDPRate(addr string, sessions, window, size int, warmup, d time.Duration
 			}
 		})
 	}
-	time.Sleep(warmup)
-	a := m.sample()
-	t0 := time.Now()
-	measuring.Store(true)
-	time.Sleep(d)
-	measuring.Store(false)
-	s.window = time.Since(t0)
-	b := m.sample()
+	s.window, s.use = m.window(&measuring, warmup, d)
 	stop.Store(true)
 	wg.Wait()
-	s.use = m.between(a, b)
 	s.echoed, s.sent, s.lost = echoed.Load(), sent.Load(), lost.Load()
 	if p := firstErr.Load(); p != nil {
 		s.firstErr = *p
