@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -29,17 +27,15 @@ func dialFrom(t testing.TB, from, addr string) *net.TCPConn {
 
 // limitMux serves one listener with per-client limits in front of an echo
 // backend, on a clock the test moves.
-func limitMux(t *testing.T, l snapshot.Listener) (*testMux, *prometheus.Registry, *atomic.Int64) {
+func limitMux(t *testing.T, l snapshot.Listener) (*testMux, *atomic.Int64) {
 	t.Helper()
 	var now atomic.Int64 // nanoseconds after a fixed instant
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
-		Metrics: dataplane.NewMetrics(reg),
-		Now:     func() time.Time { return base.Add(time.Duration(now.Load())) },
+		Now: func() time.Time { return base.Add(time.Duration(now.Load())) },
 	})
 	m.apply(snapshotOf(l))
-	return m, reg, &now
+	return m, &now
 }
 
 // TestPerClientConnectionCap: one address cannot hold more than its share
@@ -50,7 +46,7 @@ func TestPerClientConnectionCap(t *testing.T) {
 	_, l := echoListener(t)
 	l.MaxConnections = 4
 	l.MaxConnectionsPerClient = 2
-	m, reg, _ := limitMux(t, l)
+	m, _ := limitMux(t, l)
 	pub := m.addr("pub")
 
 	hog := []*net.TCPConn{dialFrom(t, "127.0.0.2", pub), dialFrom(t, "127.0.0.2", pub)}
@@ -64,10 +60,10 @@ func TestPerClientConnectionCap(t *testing.T) {
 	// The listener has room for others.
 	other := dialFrom(t, "127.0.0.3", pub)
 	roundTrip(t, other, "another client\n")
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 1 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeClientLimit); n != 1 {
 		t.Errorf("client_limit outcomes = %d, want 1", n)
 	}
-	if n := metricSum(t, reg, "portmux_clients", map[string]string{"listener": "pub"}); n != 2 {
+	if n := m.metricSum("portmux_clients", map[string]string{"listener": "pub"}); n != 2 {
 		t.Errorf("portmux_clients = %v, want the hog and the other client", n)
 	}
 
@@ -89,7 +85,7 @@ func TestPerClientRateLimit(t *testing.T) {
 	t.Parallel()
 	_, l := echoListener(t)
 	l.MaxConnectionRatePerClient = 2
-	m, reg, now := limitMux(t, l)
+	m, now := limitMux(t, l)
 	pub := m.addr("pub")
 
 	burst := func(from string, n int) {
@@ -110,7 +106,7 @@ func TestPerClientRateLimit(t *testing.T) {
 	if err := closedByPeer(dialFrom(t, "127.0.0.2", pub), ioTimeout); err != nil {
 		t.Fatalf("second connection after half a second: %v", err)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 2 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeClientLimit); n != 2 {
 		t.Errorf("client_limit outcomes = %d, want 2", n)
 	}
 	m.waitIdle()
@@ -123,7 +119,7 @@ func TestPerClientLimitUsesTheProxyHeader(t *testing.T) {
 	backend := echoBackend(t)
 	l := proxyListener("pub", 2*time.Second, routeTo("any", snapshot.Any, backend.Addr))
 	l.MaxConnectionsPerClient = 1
-	m, reg, _ := limitMux(t, l)
+	m, _ := limitMux(t, l)
 	pub := m.addr("pub")
 
 	withHeader := func(src string) *net.TCPConn {
@@ -140,7 +136,7 @@ func TestPerClientLimitUsesTheProxyHeader(t *testing.T) {
 	if err := closedByPeer(again, ioTimeout); err != nil {
 		t.Fatalf("client one's second connection: %v", err)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeClientLimit); n != 1 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeClientLimit); n != 1 {
 		t.Errorf("client_limit outcomes = %d, want 1", n)
 	}
 	_ = a.Close()

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 
 	"github.com/portmux/portmux/dataplane"
@@ -200,28 +199,6 @@ func openOnce(gate chan struct{}) {
 	}
 }
 
-// gaugeValue is the value of the gauge name for listener.
-func gaugeValue(t testing.TB, reg *prometheus.Registry, name, listener string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "listener" && l.GetValue() == listener {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // TestHTTPModeBackendConnectionsTakeSlots is the other finding of issue 14:
 // with maxConnections 2, one h2c client with 150 concurrent streams made
 // the dataplane open 151 backend connections. A backend connection takes a
@@ -244,7 +221,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 			l.MaxConnections = tc.listenerCap
 			snap := snapshotOf(l)
 			snap.MaxConnections = tc.serverCaps
-			m, reg := metricsMux(t, snap)
+			m := startMux(t, snap)
 			pub := m.addr("pub")
 
 			cc := h2Conn(t, pub, "")
@@ -286,12 +263,12 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 			if p := backend.PeakConns(); p != 1 {
 				t.Errorf("the backend had %d connections at once, want 1", p)
 			}
-			if n := httpRequestCount(t, reg, "pub", dataplane.RequestUnavailable); n != streams-1 {
+			if n := m.httpRequestCount("pub", dataplane.RequestUnavailable); n != streams-1 {
 				t.Errorf("%d requests counted unavailable, want %d", n, streams-1)
 			}
 			_ = cc.Close()
 			m.waitIdle()
-			if n := gaugeValue(t, reg, "portmux_http_backend_connections", "pub"); n != 1 {
+			if n := m.metricSum("portmux_http_backend_connections", map[string]string{"listener": "pub"}); n != 1 {
 				t.Errorf("portmux_http_backend_connections %v after the client left, want 1 (pooled)", n)
 			}
 

@@ -108,7 +108,7 @@ func distinct(reqs []peers.Request, f func(peers.Request) string) int {
 func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 	t.Parallel()
 	web := peers.HTTPBackend(t, "web")
-	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr, "www.test"))))
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr, "www.test"))))
 	pub := m.addr("pub")
 	client, tr := muxClient(t, pub, false)
 
@@ -125,7 +125,7 @@ func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 		}
 		tr.CloseIdleConnections()
 		peers.Until(t, ioTimeout, "the client connection to end", func() bool {
-			return outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP) == round+1
+			return m.outcomeCount("pub", dataplane.OutcomeHTTP) == round+1
 		})
 	}
 	reqs := web.Requests()
@@ -142,7 +142,7 @@ func TestHTTPModeKeepAliveBothSides(t *testing.T) {
 	if err != nil || res.Code != 200 {
 		t.Fatalf("curl: %+v, %v", res, err)
 	}
-	peers.Until(t, ioTimeout, "curl's connection to end", func() bool { return outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP) == 3 })
+	peers.Until(t, ioTimeout, "curl's connection to end", func() bool { return m.outcomeCount("pub", dataplane.OutcomeHTTP) == 3 })
 	if n := distinct(web.Requests(), func(r peers.Request) string { return r.RemoteAddr }); n > 3 {
 		t.Errorf("backend connections after curl's 2 requests: %d, want at most 3 for 12 requests", n)
 	}
@@ -195,7 +195,7 @@ func TestHTTPModeHTTP2(t *testing.T) {
 	a := peers.HTTPBackend(t, "a")
 	b := peers.HTTPBackend(t, "b")
 	cert := peers.CertPair(t, "h2.test", "*.h2.test")
-	m, reg := metricsMux(t, snapshotOf(
+	m := startMux(t, snapshotOf(
 		terminating("h2", tlsOf([]string{"h2", "http/1.1"}, cert),
 			httpRoute("a", a.Addr, "a.h2.test"),
 			httpRoute("b", b.Addr, "b.h2.test"),
@@ -255,7 +255,7 @@ func TestHTTPModeHTTP2(t *testing.T) {
 	tr.CloseIdleConnections()
 	m.waitIdle()
 	// curl a, curl b and the Go client: three HTTP/2 connections served.
-	if n := outcomeCount(t, reg, "h2", dataplane.OutcomeHTTP); n != 3 {
+	if n := m.outcomeCount("h2", dataplane.OutcomeHTTP); n != 3 {
 		t.Errorf("%d connections served as http on the h2 listener, want 3", n)
 	}
 	for _, req := range a.Requests() {

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -81,28 +79,9 @@ func paths(reqs []peers.Request) []string {
 }
 
 // httpRequestCount sums portmux_http_requests_total of listener with outcome.
-func httpRequestCount(t testing.TB, reg *prometheus.Registry, listener, outcome string) int {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range families {
-		if f.GetName() != "portmux_http_requests_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["listener"] == listener && labels["outcome"] == outcome {
-				n += int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	return n
+func (m *testMux) httpRequestCount(listener, outcome string) int {
+	m.t.Helper()
+	return int(m.metricSum("portmux_http_requests_total", map[string]string{"listener": listener, "outcome": outcome}))
 }
 
 // TestHTTPModeRoutesEveryRequest is the finding of issue 14: after a
@@ -124,7 +103,7 @@ func TestHTTPModeRoutesEveryRequest(t *testing.T) {
 		Match:  snapshot.Match{Protocol: snapshot.WebSocket, Host: []string{"tunnel.test"}},
 		Tunnel: &snapshot.Tunnel{},
 	}
-	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", pub, httpRoute("api", api.Addr, "api.test"), tcpMode, tun)))
+	m := startMux(t, snapshotOf(listenerOn("pub", pub, httpRoute("api", api.Addr, "api.test"), tcpMode, tun)))
 
 	c := dial(t, m.addr("pub"))
 	br := bufio.NewReader(c)
@@ -161,13 +140,13 @@ func TestHTTPModeRoutesEveryRequest(t *testing.T) {
 	if got := raw.Requests(); len(got) != 0 {
 		t.Errorf("the tcp-mode backend saw %q through an http-mode connection", paths(got))
 	}
-	if n := httpRequestCount(t, reg, "pub", dataplane.RequestMisdirected); n != 6 {
+	if n := m.httpRequestCount("pub", dataplane.RequestMisdirected); n != 6 {
 		t.Errorf("%d requests counted misdirected, want 6", n)
 	}
-	if n := httpRequestCount(t, reg, "pub", dataplane.RequestProxied); n != 3 {
+	if n := m.httpRequestCount("pub", dataplane.RequestProxied); n != 3 {
 		t.Errorf("%d requests counted proxied, want 3", n)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeHTTP); n != 1 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeHTTP); n != 1 {
 		t.Errorf("%d connections served as http, want 1", n)
 	}
 }

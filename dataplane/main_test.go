@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/portmux/portmux/dataplane"
@@ -34,6 +35,8 @@ const ioTimeout = 10 * time.Second
 type testMux struct {
 	*dataplane.Server
 	t testing.TB
+	// reg holds the server's metrics, for outcomeCount and metricSum.
+	reg *prometheus.Registry
 }
 
 // startMux starts a Server, applies snap (every listener must bind) and
@@ -47,13 +50,16 @@ func startMux(t testing.TB, snap *snapshot.Snapshot) *testMux {
 }
 
 // newMux is startMux with options and nothing applied. The logger is the
-// test's, with a line per connection.
+// test's, with a line per connection; the metrics are on the mux's own
+// registry.
 func newMux(t testing.TB, opt dataplane.Options) *testMux {
 	t.Helper()
 	opt.Log = testr.NewWithInterface(t, testr.Options{Verbosity: 1})
 	opt.LogConnections = true
+	reg := prometheus.NewRegistry()
+	opt.Metrics = dataplane.NewMetrics(reg)
 	srv := dataplane.NewServer(opt)
-	m := &testMux{Server: srv, t: t}
+	m := &testMux{Server: srv, t: t, reg: reg}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 		defer cancel()
@@ -109,6 +115,47 @@ func (m *testMux) hangUp(c *net.TCPConn) {
 		m.t.Fatal(err)
 	}
 	m.waitIdle()
+}
+
+// outcomeCount sums portmux_connections_total over the connections of
+// listener (every one when "") that ended with outcome.
+func (m *testMux) outcomeCount(listener, outcome string) int {
+	m.t.Helper()
+	want := map[string]string{"outcome": outcome}
+	if listener != "" {
+		want["listener"] = listener
+	}
+	return int(m.metricSum("portmux_connections_total", want))
+}
+
+// metricSum sums the counters or gauges of the family name whose labels
+// include want.
+func (m *testMux) metricSum(name string, want map[string]string) float64 {
+	m.t.Helper()
+	families, err := m.reg.Gather()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, metric := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range metric.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
+			}
+			sum += metric.GetCounter().GetValue() + metric.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 // echoListener is a listener pub whose one route sends anything to a new

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
@@ -64,10 +62,8 @@ func listenPanicky(trigger string) func(context.Context, string) (net.Listener, 
 // counted, and every other connection (open before, or new) is served.
 func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	backend := echoBackend(t)
-	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
-		Metrics: dataplane.NewMetrics(reg),
-		Listen:  listenPanicky("BOOM"),
+		Listen: listenPanicky("BOOM"),
 	})
 	m.apply(snapshotOf(listenerOn("pub", routeTo("ssh", snapshot.SSH, backend.Addr))))
 	pub := m.addr("pub")
@@ -94,7 +90,7 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	after := dial(t, pub)
 	roundTrip(t, after, "SSH-2.0-after\r\n")
 
-	if n := metricSum(t, reg, "portmux_panics_total", nil); n != 2 {
+	if n := m.metricSum("portmux_panics_total", nil); n != 2 {
 		t.Errorf("portmux_panics_total = %v, want 2", n)
 	}
 	_ = before.Close()
@@ -110,10 +106,8 @@ func TestPanicInHTTPModeEndsOnlyItsConnection(t *testing.T) {
 		_, _ = io.WriteString(w, "hello "+r.URL.Path)
 	}))
 	t.Cleanup(web.Close)
-	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
-		Metrics: dataplane.NewMetrics(reg),
-		Listen:  listenPanicky("BOOM"),
+		Listen: listenPanicky("BOOM"),
 	})
 	r := routeTo("web", snapshot.HTTP, strings.TrimPrefix(web.URL, "http://"))
 	r.Backend.Mode = snapshot.ModeHTTP
@@ -149,7 +143,7 @@ func TestPanicInHTTPModeEndsOnlyItsConnection(t *testing.T) {
 	if got := get(other, "/other"); got != "hello /other" {
 		t.Fatalf("another client: %q", got)
 	}
-	if n := metricSum(t, reg, "portmux_panics_total", nil); n != 1 {
+	if n := m.metricSum("portmux_panics_total", nil); n != 1 {
 		t.Errorf("portmux_panics_total = %v, want 1", n)
 	}
 	_ = other.Close()

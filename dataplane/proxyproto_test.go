@@ -140,7 +140,7 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
 	const probe = 500 * time.Millisecond
-	m, reg := metricsMux(t, snapshotOf(proxyListener("pub", probe,
+	m := startMux(t, snapshotOf(proxyListener("pub", probe,
 		routeTo("ssh", snapshot.SSH, backend.Addr),
 		routeTo("timeout", snapshot.Timeout, backend.Addr),
 		routeTo("any", snapshot.Any, backend.Addr),
@@ -220,7 +220,7 @@ func TestProxyProtocolInRefusesMalformed(t *testing.T) {
 	if n := backend.Accepted(); n != 0 {
 		t.Errorf("the backend was dialled %d times; no connection without a valid header may reach it", n)
 	}
-	if n, want := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyError), 24; n != want {
+	if n, want := m.outcomeCount("pub", dataplane.OutcomeProxyError), 24; n != want {
 		t.Errorf("%d connections ended proxy_error, want %d", n, want)
 	}
 }
@@ -236,7 +236,7 @@ func TestProxyProtocolRefusesUntrustedPeers(t *testing.T) {
 	t.Parallel()
 	r, backend, headers := proxyRoute(t, "ssh", snapshot.SSH, 2)
 	const probe = 8 * time.Second
-	m, reg := metricsMux(t, snapshotOf(proxyListener("pub", probe, r)))
+	m := startMux(t, snapshotOf(proxyListener("pub", probe, r)))
 	pub := m.addr("pub")
 	header := []byte("PROXY TCP4 203.0.113.7 192.0.2.1 4444 443\r\n")
 
@@ -268,10 +268,10 @@ func TestProxyProtocolRefusesUntrustedPeers(t *testing.T) {
 	if n := backend.Accepted(); n != 1 {
 		t.Errorf("the backend was dialled %d times, want once: for the trusted balancer only", n)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyUntrusted); n != 2 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeProxyUntrusted); n != 2 {
 		t.Errorf("%d connections ended proxy_untrusted, want 2", n)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeProxyError); n != 0 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeProxyError); n != 0 {
 		t.Errorf("%d connections ended proxy_error, want 0: untrusted peers are refused before any header is read", n)
 	}
 }

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -364,7 +362,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	t.Parallel()
 	r := routeTo("any", snapshot.Any, blackholeAddr(t))
 	r.Backend.DialTimeout = 30 * time.Second
-	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", r)))
+	m := startMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))
 	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
 
@@ -373,7 +371,7 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	// deadline has passed (the bound is generous, the dial timeout larger).
 	select {
 	case err := <-done:
-		if err == nil && metricSum(t, reg, "portmux_dial_errors_total", nil) > 0 {
+		if err == nil && m.metricSum("portmux_dial_errors_total", nil) > 0 {
 			// Seen in CI on a loaded machine: the kernel answered the
 			// full backlog after all and the dial failed by itself, so
 			// there was nothing left to cut.
@@ -420,9 +418,7 @@ func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
 	t.Parallel()
 	backend := echoBackend(t)
 	gl := &gatedListener{taken: make(chan struct{}, 1), gate: make(chan struct{}), closed: make(chan struct{})}
-	reg := prometheus.NewRegistry()
 	m := newMux(t, dataplane.Options{
-		Metrics: dataplane.NewMetrics(reg),
 		Listen: func(ctx context.Context, _ string) (net.Listener, error) {
 			var lc net.ListenConfig
 			ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
@@ -447,7 +443,7 @@ func TestActiveGaugeBalancedWhenShutdownRacesAccept(t *testing.T) {
 	if n := m.ActiveConnections(); n != 0 {
 		t.Fatalf("ActiveConnections = %d after Shutdown", n)
 	}
-	families, err := reg.Gather()
+	families, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,7 +554,7 @@ func TestRouteIdleTimeoutClosesSilentConnections(t *testing.T) {
 	backend := echoBackend(t)
 	short := routeTo("ssh", snapshot.SSH, backend.Addr)
 	short.IdleTimeout = 300 * time.Millisecond
-	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", short, routeTo("any", snapshot.Any, backend.Addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", short, routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 
 	c := dial(t, pub)
@@ -567,7 +563,7 @@ func TestRouteIdleTimeoutClosesSilentConnections(t *testing.T) {
 		t.Fatalf("silent connection: %v", err)
 	}
 	peers.Until(t, ioTimeout, "an idle_timeout outcome", func() bool {
-		return outcomeCount(t, reg, "pub", dataplane.OutcomeIdleTimeout) == 1
+		return m.outcomeCount("pub", dataplane.OutcomeIdleTimeout) == 1
 	})
 	m.waitIdle()
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -75,56 +73,6 @@ func passTLS(name, addr string, sni ...string) snapshot.Route {
 	r := routeTo(name, snapshot.TLS, addr)
 	r.Match.SNI = sni
 	return r
-}
-
-// metricsMux is startMux with a registry to read outcomes from.
-func metricsMux(t testing.TB, snap *snapshot.Snapshot) (*testMux, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	m := newMux(t, dataplane.Options{Metrics: dataplane.NewMetrics(reg)})
-	m.apply(snap)
-	return m, reg
-}
-
-// outcomeCount sums portmux_connections_total over the connections of
-// listener (every one when "") that ended with outcome.
-func outcomeCount(t testing.TB, reg *prometheus.Registry, listener, outcome string) int {
-	t.Helper()
-	want := map[string]string{"outcome": outcome}
-	if listener != "" {
-		want["listener"] = listener
-	}
-	return int(metricSum(t, reg, "portmux_connections_total", want))
-}
-
-// metricSum sums the counters or gauges of the family name whose labels
-// include want.
-func metricSum(t testing.TB, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
 }
 
 // openssl runs `openssl args...` with stdin at EOF and returns its output.
@@ -253,7 +201,7 @@ func TestTLSTerminationRefusesTLS11(t *testing.T) {
 	t.Parallel()
 	cert := peers.CertPair(t, "old.test")
 	backend := echoBackend(t)
-	m, reg := metricsMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.Addr))))
+	m := startMux(t, snapshotOf(terminating("pub", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.Addr))))
 	pub := m.addr("pub")
 
 	// OpenSSL 3 builds TLS 1.1 ClientHellos only at security level 0; at
@@ -280,7 +228,7 @@ func TestTLSTerminationRefusesTLS11(t *testing.T) {
 	if n := backend.Accepted(); n != 2 {
 		t.Errorf("the backend was dialled %d times; want 2, for the TLS 1.2 and 1.3 clients only", n)
 	}
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeTLSError); n < 2 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeTLSError); n < 2 {
 		t.Errorf("%d connections ended tls_error, want the 2 TLS 1.1 clients at least", n)
 	}
 }
@@ -517,7 +465,7 @@ func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
 	sshd := greetingEchoBackend(t, "")
 	good := peers.CertPair(t, "good.test")
 	web := peers.HTTPBackend(t, "web")
-	m, reg := metricsMux(t, snapshotOf(
+	m := startMux(t, snapshotOf(
 		listenerOn("pub",
 			handTo("to-dropped", "dropped", "dropped.test"),
 			handTo("to-good", "good", "good.test"),
@@ -538,7 +486,7 @@ func TestTLSListenerWithoutCertificateLeavesOthersServing(t *testing.T) {
 	roundTrip(t, c, "SSH-2.0-test\r\n")
 	_ = c.Close()
 	m.waitIdle()
-	if n := outcomeCount(t, reg, "pub", dataplane.OutcomeError); n != 1 {
+	if n := m.outcomeCount("pub", dataplane.OutcomeError); n != 1 {
 		t.Errorf("%d connections ended error on pub, want 1 (the dropped listener's)", n)
 	}
 	if len(web.Requests()) != 1 {

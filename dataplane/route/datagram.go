@@ -139,21 +139,7 @@ func (p *DatagramProber) decide(done bool) Decision {
 		}
 		return Decision{Route: -1, NeedMore: true}
 	}
-	for i := range p.routes {
-		m := &p.routes[i].Match
-		v, info := p.verdictOf(i, m)
-		switch v {
-		case sniff.Match:
-			if constraintsHold(m, &info) {
-				return Decision{Route: i, Info: info}
-			}
-		case sniff.NeedMore:
-			if !done {
-				return Decision{Route: -1, NeedMore: true}
-			}
-		}
-	}
-	return Decision{Route: -1}
+	return firstMatch(p.routes, done, p.verdictOf)
 }
 
 // first takes every route's verdict on the first datagram but QUIC's: a

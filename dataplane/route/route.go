@@ -51,14 +51,25 @@ func Decide(routes []snapshot.Route, data []byte, done bool) Decision {
 // routes with hosts compare sni instead; everything else is as Decide.
 func DecideTerminated(routes []snapshot.Route, data []byte, done bool, sni string) Decision {
 	var c cache
+	return firstMatch(routes, done, func(_ int, m *snapshot.Match) (sniff.Verdict, sniff.Info) {
+		v, info := c.verdict(m, data, done)
+		if v == sniff.Match && isHTTP2Preface(m, &info) && sni != "" {
+			info.Host = sni
+		}
+		return v, info
+	})
+}
+
+// firstMatch decides by the routes in order: the first whose verdict is a
+// match that meets its constraints wins; a route that wants more bytes
+// stops the walk (NeedMore) unless done, so a later route cannot take what
+// an earlier one might still claim.
+func firstMatch(routes []snapshot.Route, done bool, verdict func(i int, m *snapshot.Match) (sniff.Verdict, sniff.Info)) Decision {
 	for i := range routes {
 		m := &routes[i].Match
-		v, info := c.verdict(m, data, done)
+		v, info := verdict(i, m)
 		switch v {
 		case sniff.Match:
-			if isHTTP2Preface(m, &info) && sni != "" {
-				info.Host = sni
-			}
 			if constraintsHold(m, &info) {
 				return Decision{Route: i, Info: info}
 			}
