@@ -98,7 +98,7 @@ func TestHTTPModeClientLeavesMidResponse(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done() // the dataplane closed the connection
 	})
-	m, reg := metricsMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
 	c := dial(t, m.addr("pub"))
 	br := bufio.NewReader(c)
 	res := send(t, c, br, "GET /stream HTTP/1.1\r\nHost: www.test\r\n\r\n")
@@ -109,7 +109,7 @@ func TestHTTPModeClientLeavesMidResponse(t *testing.T) {
 	_ = c.Close()
 	peers.Until(t, ioTimeout, "the backend connection to close", func() bool { return web.OpenConns() == 0 })
 	m.waitIdle()
-	if n := gaugeValue(t, reg, "portmux_http_backend_connections", "pub"); n != 0 {
+	if n := m.metricSum("portmux_http_backend_connections", map[string]string{"listener": "pub"}); n != 0 {
 		t.Errorf("portmux_http_backend_connections %v after the client left mid-response, want 0", n)
 	}
 }
