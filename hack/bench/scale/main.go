@@ -337,7 +337,8 @@ const withoutPortMux = true
 func createOne(ctx context.Context, k8s client.Client, o options, i, gen int, skipPortMux ...bool) error {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name(i)},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
+		// Headless: envtest's Service IP range holds a few hundred.
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{
 			Name: "main", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080),
 		}}},
 	}
