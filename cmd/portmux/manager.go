@@ -44,6 +44,7 @@ type managerOptions struct {
 	metricsSecure        bool
 	metricsCertDir       string
 	probeBindAddress     string
+	pprofBindAddress     string
 	leaderElect          bool
 	leaderElectionNS     string
 	allowAddressBackends bool
@@ -86,6 +87,7 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.metricsSecure, "metrics-secure", false, "serve metrics over HTTPS to clients whose bearer token may get /metrics (checked with TokenReview and SubjectAccessReview, which the manager must be allowed to create); a self-signed certificate unless --metrics-cert-dir holds tls.crt and tls.key")
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory of the metrics endpoint's tls.crt and tls.key, reloaded when they change (with --metrics-secure)")
 	f.StringVar(&o.probeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&o.pprofBindAddress, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (make bench-scale PROFILE=1); empty: off")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
@@ -192,6 +194,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		Logger:                  log,
 		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeBindAddress,
+		PprofBindAddress:        o.pprofBindAddress,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "portmux.dev",
 		LeaderElectionNamespace: o.leaderElectionNS,

@@ -72,6 +72,11 @@ type Input struct {
 	// Gateway holds the Gateway API objects (see gateway.go): they compile
 	// into the same snapshot, and their ports come before any PortMux's.
 	Gateway GatewayInput
+
+	// Cache, when set, keeps each PortMux's compile for the next Compile,
+	// which then redoes only the PortMuxes whose inputs changed; the
+	// output is the same. Nil: every PortMux is compiled.
+	Cache *Cache
 }
 
 // Output is the compiled snapshot and a Result per PortMux.
@@ -159,6 +164,9 @@ func Compile(in Input) *Output {
 		}
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	if in.Cache != nil {
+		in.Cache.begin(&in)
+	}
 	ports := map[portKey]string{} // port and transport → holder "namespace/name", or gatewayHolder
 	// Gateways first: a Gateway is the cluster's infrastructure (its class
 	// and its Gateways are the admin's), so its ports are never a PortMux's.
@@ -172,13 +180,35 @@ func Compile(in Input) *Output {
 			// one stands.
 			continue
 		}
+		var cacheKey string
+		if in.Cache != nil {
+			var e *cacheEntry
+			if e, cacheKey = in.Cache.lookup(&in, pm, ports); e != nil {
+				out.Results[key] = e.res
+				if len(e.res.Invalid) == 0 {
+					claim(&in, pm, ports)
+					out.Snapshot.Listeners = append(out.Snapshot.Listeners, e.listeners...)
+				}
+				continue
+			}
+		}
 		c := &compiler{in: &in, pm: pm, res: &Result{}, good: out.GoodSecrets}
 		out.Results[key] = c.res
 		if errs := Validate(pm); len(errs) > 0 {
 			c.res.Invalid = errs
+			if in.Cache != nil {
+				in.Cache.store(pm, cacheKey, nil, c.res)
+			}
 			continue
 		}
-		out.Snapshot.Listeners = append(out.Snapshot.Listeners, c.listeners(ports)...)
+		ls := c.listeners(ports)
+		if in.Cache != nil {
+			in.Cache.store(pm, cacheKey, ls, c.res)
+		}
+		out.Snapshot.Listeners = append(out.Snapshot.Listeners, ls...)
+	}
+	if in.Cache != nil {
+		in.Cache.end()
 	}
 	slices.SortFunc(out.Snapshot.Listeners, func(a, b snapshot.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	return out

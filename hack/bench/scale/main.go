@@ -74,6 +74,7 @@ type options struct {
 	out        string
 	basePort   int
 	createJobs int
+	profile    bool
 }
 
 func run() error {
@@ -88,6 +89,7 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bin/bench/scale", "directory of the results (results.jsonl, the manager's logs)")
 	flag.IntVar(&o.basePort, "base-port", 20000, "first listener port; PortMux i listens on base-port+i")
 	flag.IntVar(&o.createJobs, "jobs", 16, "concurrent creates")
+	flag.BoolVar(&o.profile, "profile", os.Getenv("PROFILE") != "", "write the manager's CPU profile of the EndpointSlice changes to the out directory (env PROFILE)")
 	flag.Parse()
 	for _, s := range strings.Split(*scales, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -201,9 +203,17 @@ func runScale(o options, n int) (res result, err error) {
 		return res, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(o.portmux, "manager", "--kubeconfig="+kcPath, "--dataplane-socket="+sock,
-		"--metrics-bind-address="+metricsAddr, "--health-probe-bind-address=0", "--gateway-api=off",
-		"--watch-namespace="+namespace)
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	args := []string{"manager", "--kubeconfig=" + kcPath, "--dataplane-socket=" + sock,
+		"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=0", "--gateway-api=off",
+		"--watch-namespace=" + namespace}
+	if o.profile {
+		args = append(args, "--pprof-bind-address="+pprofAddr)
+	}
+	cmd := exec.Command(o.portmux, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return res, err
@@ -302,6 +312,10 @@ func runScale(o options, n int) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
+	profiled := make(chan error, 1)
+	if o.profile {
+		go func() { profiled <- cpuProfile(pprofAddr, filepath.Join(o.out, fmt.Sprintf("cpu-flips-%d.pprof", n))) }()
+	}
 	var flips []time.Duration
 	for f := range o.flips {
 		i := (f * 7919) % n
@@ -321,6 +335,11 @@ func runScale(o options, n int) (res result, err error) {
 	cpu1, err := cpuTime(pid)
 	if err != nil {
 		return res, err
+	}
+	if o.profile {
+		if err := <-profiled; err != nil {
+			return res, err
+		}
 	}
 	slices.Sort(flips)
 	res.FlipP50Ms, res.FlipP99Ms = ms(harness.Percentile(flips, 50)), ms(harness.Percentile(flips, 99))
@@ -564,6 +583,20 @@ func heapInuse(addr string) float64 {
 		}
 	}
 	return 0
+}
+
+// cpuProfile saves 10 s of the manager's CPU profile to path.
+func cpuProfile(addr, path string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=10")
+	if err != nil {
+		return fmt.Errorf("profile the manager: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("profile the manager: %w", err)
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 func freeAddr() (string, error) {
