@@ -14,8 +14,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,11 +218,13 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 }
 
 // fingerprint identifies the inputs of a compile by the resource versions of
-// everything gathered.
+// everything gathered. Built without fmt: at 10,000 PortMuxes it runs on
+// every event.
 func fingerprint(in compile.Input) string {
-	var parts []string
-	for _, pm := range in.PortMuxes {
-		parts = append(parts, fmt.Sprintf("pm/%s/%s/%s/%d/%s", pm.Namespace, pm.Name, pm.UID, pm.Generation, pm.CreationTimestamp.UTC()))
+	parts := make([]string, 0, len(in.PortMuxes)+len(in.Secrets)+2*len(in.Services))
+	for i := range in.PortMuxes {
+		pm := &in.PortMuxes[i]
+		parts = append(parts, "pm/"+pm.Namespace+"/"+pm.Name+"/"+string(pm.UID)+"/"+strconv.FormatInt(pm.Generation, 10)+"/"+strconv.FormatInt(pm.CreationTimestamp.UnixNano(), 10))
 	}
 	for k, s := range in.Secrets {
 		parts = append(parts, "s/"+k.String()+"/"+s.ResourceVersion)

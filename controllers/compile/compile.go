@@ -157,8 +157,13 @@ const DefaultTokenKey = "token"
 // 443 may be two PortMuxes.
 func Compile(in Input) *Output {
 	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: map[types.NamespacedName]*Result{}, GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
-	pms := slices.Clone(in.PortMuxes)
-	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
+	// Pointers are sorted: moving the PortMuxes themselves was a tenth of
+	// an event's cost at 1,000 PortMuxes.
+	pms := make([]*v1alpha1.PortMux, len(in.PortMuxes))
+	for i := range in.PortMuxes {
+		pms[i] = &in.PortMuxes[i]
+	}
+	slices.SortStableFunc(pms, func(a, b *v1alpha1.PortMux) int {
 		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
@@ -171,8 +176,7 @@ func Compile(in Input) *Output {
 	// Gateways first: a Gateway is the cluster's infrastructure (its class
 	// and its Gateways are the admin's), so its ports are never a PortMux's.
 	out.Snapshot.Listeners = compileGateways(&in, out, ports)
-	for i := range pms {
-		pm := &pms[i]
+	for _, pm := range pms {
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
 		if _, dup := out.Results[key]; dup {
 			// The same object twice can only come from files given to
