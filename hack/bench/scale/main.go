@@ -109,16 +109,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer results.Close()
+	defer func() { _ = results.Close() }()
 	var all []result
 	for _, n := range o.scales {
 		r, err := runScale(o, n)
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("at %d PortMuxes: %w", n, err)
 		}
 		all = append(all, r)
 		line, _ := json.Marshal(r)
-		fmt.Fprintf(results, "%s\n", line)
+		_, _ = fmt.Fprintf(results, "%s\n", line)
 		fmt.Fprintf(os.Stderr, "N=%d done: %s\n", n, line)
 	}
 	printTable(os.Stdout, all)
@@ -176,7 +176,7 @@ func runScale(o options, n int) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	kcPath := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
 		return res, err
@@ -192,7 +192,7 @@ func runScale(o options, n int) (res result, err error) {
 	h := control.NewHandler(rec, prometheus.NewRegistry(), logr.Discard())
 	srv := &http.Server{Handler: rec.timed(h), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() { _ = srv.Close() }()
 
 	metricsAddr, err := freeAddr()
 	if err != nil {
@@ -202,7 +202,7 @@ func runScale(o options, n int) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	pprofAddr, err := freeAddr()
 	if err != nil {
 		return res, err
@@ -557,7 +557,7 @@ func rss(pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
@@ -574,7 +574,7 @@ func heapInuse(addr string) float64 {
 	if err != nil {
 		return 0
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
@@ -591,7 +591,7 @@ func cpuProfile(addr, path string) error {
 	if err != nil {
 		return fmt.Errorf("profile the manager: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("profile the manager: %w", err)
@@ -604,7 +604,7 @@ func freeAddr() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String(), nil
 }
 
@@ -618,14 +618,14 @@ func envOr(k, def string) string {
 }
 
 func printTable(w io.Writer, rs []result) {
-	fmt.Fprintln(w, "| PortMuxes | endpoints | all Ready after last apply | new PortMux → dataplane p50/p99 | EndpointSlice → dataplane p50/p99 | manager CPU / EndpointSlice event | manager RSS / heap | snapshot / receive |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	_, _ = fmt.Fprintln(w, "| PortMuxes | endpoints | all Ready after last apply | new PortMux → dataplane p50/p99 | EndpointSlice → dataplane p50/p99 | manager CPU / EndpointSlice event | manager RSS / heap | snapshot / receive |")
+	_, _ = fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		ready := fmt.Sprintf("%.2f s", r.ReadyAfterLastMs/1000)
 		if r.Ready < r.PortMuxes {
 			ready = fmt.Sprintf("%d/%d after %.0f s", r.Ready, r.PortMuxes, r.ReadyAfterLastMs/1000)
 		}
-		fmt.Fprintf(w, "| %d | %d | %s | %.0f / %.0f ms | %.0f / %.0f ms | %.1f ms | %.0f / %.0f MB | %.2f MB / %.0f ms |\n",
+		_, _ = fmt.Fprintf(w, "| %d | %d | %s | %.0f / %.0f ms | %.0f / %.0f ms | %.1f ms | %.0f / %.0f MB | %.2f MB / %.0f ms |\n",
 			r.PortMuxes, r.Endpoints, ready, r.NewP50Ms, r.NewP99Ms, r.FlipP50Ms, r.FlipP99Ms, r.CPUPerFlipMs, r.RSSMB, r.HeapMB, r.SnapshotMB, r.ReceiveMs)
 	}
 }
