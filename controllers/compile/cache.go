@@ -93,25 +93,16 @@ func inputKey(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string) string 
 	b.WriteString(string(pm.UID))
 	b.WriteByte('/')
 	b.WriteString(strconv.FormatInt(pm.Generation, 10))
-	holder := pm.Namespace + "/" + pm.Name
-	if pm.Namespace == "" {
-		holder = pm.Name
-	}
-	for i := range pm.Spec.Listeners {
-		l := &pm.Spec.Listeners[i]
-		if l.Port == nil {
-			continue
-		}
-		t := listenerTransport(l)
+	eachPort(in, pm, func(k portKey, holder string, allowed bool) {
 		b.WriteString("|p")
-		switch h, held := ports[portKey{t: t, port: *l.Port}]; {
-		case !in.PortPolicy.Allows(*l.Port, t, pm.Namespace):
+		switch h, held := ports[k]; {
+		case !allowed:
 			b.WriteString("!")
 		case held && h != holder:
 			b.WriteString("c:")
 			b.WriteString(h)
 		}
-	}
+	})
 	for _, name := range ServiceRefs(pm) {
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: name}
 		b.WriteString("|s")
@@ -132,23 +123,24 @@ func inputKey(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string) string 
 
 // claim takes the ports a cached PortMux holds, as its compile would.
 func claim(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string) {
-	holder := pm.Namespace + "/" + pm.Name
-	if pm.Namespace == "" {
-		holder = pm.Name
-	}
+	eachPort(in, pm, func(k portKey, holder string, allowed bool) {
+		if _, held := ports[k]; allowed && !held {
+			ports[k] = holder
+		}
+	})
+}
+
+// eachPort calls f with each port pm's listeners claim, pm's name as a
+// holder, and whether the port policy grants the port.
+func eachPort(in *Input, pm *v1alpha1.PortMux, f func(k portKey, holder string, allowed bool)) {
+	holder := (&compiler{pm: pm}).holder()
 	for i := range pm.Spec.Listeners {
 		l := &pm.Spec.Listeners[i]
 		if l.Port == nil {
 			continue
 		}
 		t := listenerTransport(l)
-		k := portKey{t: t, port: *l.Port}
-		if !in.PortPolicy.Allows(*l.Port, t, pm.Namespace) {
-			continue
-		}
-		if _, held := ports[k]; !held {
-			ports[k] = holder
-		}
+		f(portKey{t: t, port: *l.Port}, holder, in.PortPolicy.Allows(*l.Port, t, pm.Namespace))
 	}
 }
 

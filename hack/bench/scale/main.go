@@ -291,17 +291,12 @@ func runScale(o options, n int) (res result, err error) {
 		if err := createOne(ctx, k8s, o, i, 0, withoutPortMux); err != nil {
 			return res, err
 		}
-		t0 := time.Now()
-		w := rec.wait(func(s *snapshot.Snapshot) bool { return hasListener(s, i) })
-		if err := createPortMux(ctx, k8s, o, i); err != nil {
-			return res, err
+		d, err := rec.timeUntil(func(s *snapshot.Snapshot) bool { return hasListener(s, i) },
+			func() error { return createPortMux(ctx, k8s, o, i) })
+		if err != nil {
+			return res, fmt.Errorf("PortMux %d: %w", i, err)
 		}
-		select {
-		case at := <-w:
-			news = append(news, at.Sub(t0))
-		case <-time.After(2 * time.Minute):
-			return res, fmt.Errorf("the dataplane never got PortMux %d", i)
-		}
+		news = append(news, d)
 	}
 	slices.Sort(news)
 	res.NewP50Ms, res.NewP99Ms = ms(harness.Percentile(news, 50)), ms(harness.Percentile(news, 99))
@@ -320,17 +315,12 @@ func runScale(o options, n int) (res result, err error) {
 	for f := range o.flips {
 		i := (f * 7919) % n
 		gen := f + 1
-		t0 := time.Now()
-		w := rec.wait(func(s *snapshot.Snapshot) bool { return hasEndpoint(s, i, endpoint(i, 0, gen)) })
-		if err := setSlice(ctx, k8s, o, i, gen); err != nil {
-			return res, err
+		d, err := rec.timeUntil(func(s *snapshot.Snapshot) bool { return hasEndpoint(s, i, endpoint(i, 0, gen)) },
+			func() error { return setSlice(ctx, k8s, o, i, gen) })
+		if err != nil {
+			return res, fmt.Errorf("EndpointSlice change %d: %w", f, err)
 		}
-		select {
-		case at := <-w:
-			flips = append(flips, at.Sub(t0))
-		case <-time.After(2 * time.Minute):
-			return res, fmt.Errorf("the dataplane never got EndpointSlice change %d", f)
-		}
+		flips = append(flips, d)
 	}
 	cpu1, err := cpuTime(pid)
 	if err != nil {
@@ -430,15 +420,19 @@ func endpoint(i, e, gen int) string {
 	return fmt.Sprintf("10.%d.%d.%d:8080", e, i>>8&255, i&255)
 }
 
-func hasListener(s *snapshot.Snapshot, i int) bool {
+// listener finds PortMux i's listener in s (sorted by name).
+func listener(s *snapshot.Snapshot, i int) (int, bool) {
 	want := namespace + "/" + name(i) + "/public"
-	_, ok := slices.BinarySearchFunc(s.Listeners, want, func(l snapshot.Listener, n string) int { return strings.Compare(l.Name, n) })
+	return slices.BinarySearchFunc(s.Listeners, want, func(l snapshot.Listener, n string) int { return strings.Compare(l.Name, n) })
+}
+
+func hasListener(s *snapshot.Snapshot, i int) bool {
+	_, ok := listener(s, i)
 	return ok
 }
 
 func hasEndpoint(s *snapshot.Snapshot, i int, ep string) bool {
-	want := namespace + "/" + name(i) + "/public"
-	k, ok := slices.BinarySearchFunc(s.Listeners, want, func(l snapshot.Listener, n string) int { return strings.Compare(l.Name, n) })
+	k, ok := listener(s, i)
 	if !ok {
 		return false
 	}
@@ -507,6 +501,22 @@ func (r *recorder) wait(ok func(*snapshot.Snapshot) bool) <-chan time.Time {
 	r.waiters = append(r.waiters, waiter{ok, ch})
 	r.mu.Unlock()
 	return ch
+}
+
+// timeUntil runs change and returns how long after its start the
+// dataplane got a snapshot that satisfies ok.
+func (r *recorder) timeUntil(ok func(*snapshot.Snapshot) bool, change func() error) (time.Duration, error) {
+	t0 := time.Now()
+	w := r.wait(ok)
+	if err := change(); err != nil {
+		return 0, err
+	}
+	select {
+	case at := <-w:
+		return at.Sub(t0), nil
+	case <-time.After(2 * time.Minute):
+		return 0, errors.New("the dataplane never got it")
+	}
 }
 
 // timed records each PUT's size and how long reading, decoding and
