@@ -69,7 +69,12 @@ func (e *Encoder) Encode(snap *Snapshot) ([]byte, error) {
 	}
 	out := make([]byte, 0, size)
 	out = append(out, head[:at]...)
-	out = append(out, bytes.Join(parts, []byte{','})...)
+	for i, p := range parts {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, p...)
+	}
 	out = append(out, head[at:]...)
 	e.prev = next
 	return out, nil
