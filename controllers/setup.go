@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -113,7 +114,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 	kick <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: &v1alpha1.PortMux{}}
 	programmerBuilder := ctrl.NewControllerManagedBy(mgr).
 		Named("dataplane").
-		Watches(&v1alpha1.PortMux{}, always).
+		// Only a spec change (or a create or delete) changes what compiles:
+		// status writes, one per PortMux, would each gather everything.
+		Watches(&v1alpha1.PortMux{}, always, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(kick, handler.TypedEnqueueRequestsFromMapFunc(
 			func(context.Context, *v1alpha1.PortMux) []reconcile.Request {
 				return []reconcile.Request{programmerKey}
