@@ -52,11 +52,11 @@ func (g *gatherer) gather(ctx context.Context) (compile.Input, error) {
 	}
 	in.PortMuxes = list.Items
 	in.Secrets = map[types.NamespacedName]*corev1.Secret{}
-	in.Services = map[types.NamespacedName]*corev1.Service{}
-	in.EndpointSlices = map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
+	in.Services = make(map[types.NamespacedName]*corev1.Service, len(list.Items))
+	in.EndpointSlices = make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(list.Items))
 
 	wantSecrets := map[types.NamespacedName]bool{}
-	wantServices := map[types.NamespacedName]bool{}
+	wantServices := make(map[types.NamespacedName]bool, len(list.Items))
 	for i := range list.Items {
 		pm := &list.Items[i]
 		for _, name := range secretRefs(pm) {

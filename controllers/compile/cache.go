@@ -27,12 +27,13 @@ import (
 type Cache struct {
 	settings string
 	entries  map[types.NamespacedName]*cacheEntry
-	// seen marks the entries the current Compile used; the others are
+	// round counts Compiles; entries not seen in the current one are
 	// dropped at its end (deleted PortMuxes).
-	seen map[types.NamespacedName]bool
+	round uint64
 }
 
 type cacheEntry struct {
+	seen      uint64
 	key       string
 	listeners []snapshot.Listener
 	res       *Result
@@ -51,30 +52,28 @@ func (c *Cache) begin(in *Input) {
 		c.settings = settings
 		clear(c.entries)
 	}
-	c.seen = map[types.NamespacedName]bool{}
+	c.round++
 }
 
 // end drops the entries of PortMuxes the Compile did not see.
 func (c *Cache) end() {
-	for k := range c.entries {
-		if !c.seen[k] {
+	for k, e := range c.entries {
+		if e.seen != c.round {
 			delete(c.entries, k)
 		}
 	}
-	c.seen = nil
 }
 
 // lookup returns pm's cached listeners and result when its inputs are
 // those of the entry, with the key to store a new entry under; key is ""
 // when pm is not cached.
 func (c *Cache) lookup(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string) (e *cacheEntry, key string) {
-	nn := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
-	c.seen[nn] = true
 	if len(SecretRefs(pm)) > 0 {
 		return nil, ""
 	}
 	key = inputKey(in, pm, ports)
-	if e := c.entries[nn]; e != nil && e.key == key {
+	if e := c.entries[types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}]; e != nil && e.key == key {
+		e.seen = c.round
 		return e, key
 	}
 	return nil, key
@@ -84,7 +83,7 @@ func (c *Cache) store(pm *v1alpha1.PortMux, key string, listeners []snapshot.Lis
 	if key == "" {
 		return
 	}
-	c.entries[types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}] = &cacheEntry{key: key, listeners: listeners, res: res}
+	c.entries[types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}] = &cacheEntry{seen: c.round, key: key, listeners: listeners, res: res}
 }
 
 // inputKey identifies everything pm's compile reads besides its Secrets.
