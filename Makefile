@@ -135,6 +135,9 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	  done; \
 	done
 
+SCALE ?= 100,1000,10000
+SCALE_FLAGS ?=
+
 .PHONY: bench
 bench: bench-go bench-mux bench-udp bench-tls bench-http ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), TLS termination against haproxy, and http mode against haproxy and nginx.
 
@@ -167,6 +170,10 @@ bench-udp: ## Run muxload's UDP scenarios against portmux's UDP dataplane beside
 .PHONY: bench-http
 bench-http: ## http mode: portmux serve beside haproxy (mode http) and nginx direct, wrk (HTTP/1.1) and h2load (HTTP/2), plain and TLS, interleaved; results in bin/bench (REPS, D, PEERS, SCEN, C, T, PPROF).
 	hack/bench-http.sh
+
+.PHONY: bench-scale
+bench-scale: build ## Manager at scale on the envtest API server: N PortMuxes with a Service and EndpointSlice each; time to all Ready, new PortMux and EndpointSlice change until the dataplane has them (p50/p99), manager CPU per EndpointSlice event, RSS/heap, snapshot size (SCALE=100,1000,10000, SCALE_FLAGS); results in bin/bench/scale.
+	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) $(GO) run ./hack/bench/scale -portmux $(LOCALBIN)/portmux -scales $(SCALE) $(SCALE_FLAGS)
 
 .PHONY: bench-tls
 bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).

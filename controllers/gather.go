@@ -38,43 +38,54 @@ func newGatherer(cache, apiReader client.Reader) *gatherer {
 }
 
 // gather reads every PortMux and what they refer to into a compile input.
+// It lists PortMuxes, Services and EndpointSlices once each, without the
+// cache's deep copies (compile only reads; TestGolden checks it does not
+// write), rather than asking the cache for each PortMux's Service and
+// slices: per object, a cache read costs a REST mapping lookup and a
+// deep copy, which made gathering most of an event's cost at 1,000
+// PortMuxes (issue 19).
 func (g *gatherer) gather(ctx context.Context) (compile.Input, error) {
 	var in compile.Input
 	var list v1alpha1.PortMuxList
-	if err := g.cache.List(ctx, &list); err != nil {
+	if err := g.cache.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("list PortMuxes: %w", err)
 	}
 	in.PortMuxes = list.Items
 	in.Secrets = map[types.NamespacedName]*corev1.Secret{}
-	in.Services = map[types.NamespacedName]*corev1.Service{}
-	in.EndpointSlices = map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
+	in.Services = make(map[types.NamespacedName]*corev1.Service, len(list.Items))
+	in.EndpointSlices = make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(list.Items))
 
 	wantSecrets := map[types.NamespacedName]bool{}
+	wantServices := make(map[types.NamespacedName]bool, len(list.Items))
 	for i := range list.Items {
 		pm := &list.Items[i]
 		for _, name := range secretRefs(pm) {
 			wantSecrets[types.NamespacedName{Namespace: pm.Namespace, Name: name}] = true
 		}
 		for _, name := range serviceRefs(pm) {
-			key := types.NamespacedName{Namespace: pm.Namespace, Name: name}
-			if _, done := in.Services[key]; done {
-				continue
+			wantServices[types.NamespacedName{Namespace: pm.Namespace, Name: name}] = true
+		}
+	}
+	if len(wantServices) > 0 {
+		var svcs corev1.ServiceList
+		if err := g.cache.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
+			return in, fmt.Errorf("list Services: %w", err)
+		}
+		for i := range svcs.Items {
+			svc := &svcs.Items[i]
+			if key := (types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}); wantServices[key] {
+				in.Services[key] = svc
 			}
-			var svc corev1.Service
-			switch err := g.cache.Get(ctx, key, &svc); {
-			case apierrors.IsNotFound(err):
-				continue
-			case err != nil:
-				return in, fmt.Errorf("get Service %s: %w", key, err)
-			}
-			in.Services[key] = &svc
-			var slices discoveryv1.EndpointSliceList
-			if err := g.cache.List(ctx, &slices, client.InNamespace(pm.Namespace),
-				client.MatchingLabels{discoveryv1.LabelServiceName: name}); err != nil {
-				return in, fmt.Errorf("list EndpointSlices of %s: %w", key, err)
-			}
-			for j := range slices.Items {
-				in.EndpointSlices[key] = append(in.EndpointSlices[key], &slices.Items[j])
+		}
+		var slices discoveryv1.EndpointSliceList
+		if err := g.cache.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
+			return in, fmt.Errorf("list EndpointSlices: %w", err)
+		}
+		for i := range slices.Items {
+			es := &slices.Items[i]
+			key := types.NamespacedName{Namespace: es.Namespace, Name: es.Labels[discoveryv1.LabelServiceName]}
+			if _, ok := in.Services[key]; ok {
+				in.EndpointSlices[key] = append(in.EndpointSlices[key], es)
 			}
 		}
 	}
@@ -140,43 +151,12 @@ func (g *gatherer) forgetExcept(keep map[types.NamespacedName]bool) {
 	}
 }
 
-// secretRefs lists the Secrets a PortMux names: certificates and tunnel
-// tokens. It is also the field index that maps a Secret to its users.
-func secretRefs(pm *v1alpha1.PortMux) []string {
-	var out []string
-	for _, l := range pm.Spec.Listeners {
-		if l.TLS != nil {
-			for _, r := range l.TLS.CertificateRefs {
-				out = appendUnique(out, r.Name)
-			}
-		}
-	}
-	for _, r := range pm.Spec.Routes {
-		if r.Tunnel != nil && r.Tunnel.Auth != nil && r.Tunnel.Auth.TokenSecretRef != nil {
-			out = appendUnique(out, r.Tunnel.Auth.TokenSecretRef.Name)
-		}
-	}
-	return out
-}
+// secretRefs lists the Secrets a PortMux names (compile.SecretRefs). It
+// is also the field index that maps a Secret to its users.
+func secretRefs(pm *v1alpha1.PortMux) []string { return compile.SecretRefs(pm) }
 
-// serviceRefs lists the Services a PortMux names: backends and tunnel
-// targets.
-func serviceRefs(pm *v1alpha1.PortMux) []string {
-	var out []string
-	for _, r := range pm.Spec.Routes {
-		if r.Backend != nil && r.Backend.Service != nil {
-			out = appendUnique(out, r.Backend.Service.Name)
-		}
-		if r.Tunnel != nil {
-			for _, a := range r.Tunnel.Allow {
-				if a.Service != nil {
-					out = appendUnique(out, a.Service.Name)
-				}
-			}
-		}
-	}
-	return out
-}
+// serviceRefs lists the Services a PortMux names (compile.ServiceRefs).
+func serviceRefs(pm *v1alpha1.PortMux) []string { return compile.ServiceRefs(pm) }
 
 // secretMetadata is the metadata-only form in which Secrets are watched and
 // cached.
@@ -185,7 +165,6 @@ func secretMetadata() *metav1.PartialObjectMetadata {
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 	return m
 }
-
 func appendUnique(s []string, v string) []string {
 	for _, x := range s {
 		if x == v {

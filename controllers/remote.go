@@ -53,6 +53,8 @@ type RemoteDataplane struct {
 	inflight bool
 
 	resynced chan struct{}
+	// encoder reuses the encoding of listeners that did not change.
+	encoder snapshot.Encoder
 }
 
 // RemoteOptions bound a RemoteDataplane's waits; zero fields take the
@@ -88,7 +90,7 @@ func NewRemoteDataplane(client *control.Client, log logr.Logger, opt RemoteOptio
 // the dataplane does not answer or refuses the snapshot, that error for
 // every listener that binds.
 func (r *RemoteDataplane) Apply(snap *snapshot.Snapshot) map[string]error {
-	wire, err := snapshot.Encode(snap)
+	wire, err := r.encoder.Encode(snap)
 	if err != nil {
 		// A bug, not the dataplane's doing: it keeps what it has.
 		return forEach(boundListeners(snap), fmt.Errorf("cannot encode the snapshot: %w", err))

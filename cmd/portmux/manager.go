@@ -45,8 +45,11 @@ type managerOptions struct {
 	metricsSecure        bool
 	metricsCertDir       string
 	probeBindAddress     string
+	pprofBindAddress     string
 	leaderElect          bool
 	leaderElectionNS     string
+	kubeAPIQPS           float32
+	kubeAPIBurst         int
 	allowAddressBackends bool
 	portPolicy           []string
 	policy               compile.PortPolicy // portPolicy parsed
@@ -88,7 +91,10 @@ then KUBECONFIG, then the in-cluster service account, then ~/.kube/config.`,
 	f.BoolVar(&o.metricsSecure, "metrics-secure", false, "serve metrics over HTTPS to clients whose bearer token may get /metrics (checked with TokenReview and SubjectAccessReview, which the manager must be allowed to create); a self-signed certificate unless --metrics-cert-dir holds tls.crt and tls.key")
 	f.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "directory of the metrics endpoint's tls.crt and tls.key, reloaded when they change (with --metrics-secure)")
 	f.StringVar(&o.probeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&o.pprofBindAddress, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (make bench-scale PROFILE=1); empty: off")
 	f.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader to write status (every replica still serves traffic)")
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "requests per second to the API server (mostly status writes: at the client's usual 20, 1,000 new PortMuxes wait 50 s to be Ready)")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
 	f.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's)")
 	f.BoolVar(&o.allowAddressBackends, "allow-address-backends", false, "accept backends and tunnel targets given as host:port, which let PortMux authors reach any address the pod can")
 	f.StringArrayVar(&o.portPolicy, "port-policy", nil, "PORTS=NAMESPACES: only these namespaces may claim these ports (e.g. 443,8000-8099=edge,team-a; * for every port or namespace; a port is TCP and UDP unless written 443/tcp or 443/udp); repeatable, the first rule naming a port decides, ports no rule names are refused; none: any namespace may claim any port")
@@ -147,6 +153,7 @@ func runManager(ctx context.Context, log logr.Logger, o managerOptions) error {
 	if err != nil {
 		return fmt.Errorf("find the API server: %w", err)
 	}
+	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
@@ -199,6 +206,7 @@ func runOneManager(ctx context.Context, log logr.Logger, restCfg *rest.Config, s
 		Logger:                  log,
 		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.probeBindAddress,
+		PprofBindAddress:        o.pprofBindAddress,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "portmux.dev",
 		LeaderElectionNamespace: o.leaderElectionNS,

@@ -73,6 +73,16 @@ func TestGatewayGolden(t *testing.T) {
 			if d := lineDiff(string(got), string(again)); d != "" {
 				problems.add("output depends on the order of the objects (-forward +reversed):\n%s", d)
 			}
+			// Nor may the compile cache change it, filling or filled:
+			// PortMuxes on Gateway listeners read the Gateways' state.
+			cached := loadGatewayCase(t, inPath)
+			cached.in.Cache = compile.NewCache()
+			for _, pass := range []string{"filling", "from the cache"} {
+				out, _ := renderGatewayGolden(t, cached)
+				if d := lineDiff(string(got), string(out)); d != "" {
+					problems.add("the compile cache changes the output, %s (-without +with):\n%s", pass, d)
+				}
+			}
 			compareGolden(t, strings.TrimSuffix(inPath, ".in.yaml")+".out.yaml", got, problems)
 		})
 	}

@@ -1,12 +1,14 @@
 package snapshot_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -367,4 +369,41 @@ func BenchmarkWire(b *testing.B) {
 			b.ReportMetric(float64(len(wire)), "bytes")
 		})
 	}
+}
+
+// An Encoder writes what Encode writes, the first time and when it reuses
+// listeners, and encodes again a listener that changed: a new route list
+// (what compile builds for a changed PortMux) or another address.
+func TestEncoderMatchesEncode(t *testing.T) {
+	rich := richSnapshot(t, "ecdsa")
+	var enc snapshot.Encoder
+	check := func(what string, snap *snapshot.Snapshot) {
+		t.Helper()
+		want, err := snapshot.Encode(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := enc.Encode(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: Encoder wrote\n%s\nEncode\n%s", what, got, want)
+		}
+	}
+	check("empty", &snapshot.Snapshot{})
+	check("no listeners", &snapshot.Snapshot{MaxConnections: 3, Listeners: []snapshot.Listener{}})
+	check("rich", rich)
+	check("rich again", rich)
+	changed := *rich
+	changed.Listeners = slices.Clone(rich.Listeners)
+	routes := slices.Clone(changed.Listeners[0].Routes)
+	b := *routes[0].Backend
+	b.Endpoints = []string{"10.9.9.9:22"}
+	routes[0].Backend = &b
+	changed.Listeners[0].Routes = routes
+	changed.Listeners[2].Address = "0.0.0.0:8443"
+	changed.MaxConnections = 1
+	check("two listeners changed", &changed)
+	check("one listener gone", &snapshot.Snapshot{Listeners: changed.Listeners[1:]})
 }
