@@ -43,6 +43,7 @@
 # Needs: Go, Node.js and npm (wstunnel is installed into bin/bench-tunnel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source hack/lib.sh
 ROOT=$PWD
 
 OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
@@ -77,54 +78,21 @@ echo "bench-tunnel-token" > "$OUT_DIR/token"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
   -keyout "$OUT_DIR/key.pem" -out "$OUT_DIR/cert.pem" 2>/dev/null
-indent() { sed 's/^/      /' "$1"; }
-cat > "$OUT_DIR/portmux-tunnel.yaml" <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: tunnel-token}
-stringData: {token: bench-tunnel-token}
----
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: bench}
-spec:
-  listeners: [{name: public, port: ${SERVER##*:}, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000}]
-  routes:
-    - name: tunnel
-      listeners: [public]
-      match: {protocol: websocket, pathPrefix: /tunnel}
-      tunnel:
-        auth: {tokenSecretRef: {name: tunnel-token, key: token}}
-        allow: [{address: "$TARGET"}]
-YAML
-
-cat > "$OUT_DIR/portmux-wss.yaml" <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: tunnel-token}
-stringData: {token: bench-tunnel-token}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: tunnel-tls}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(indent "$OUT_DIR/cert.pem")
-  tls.key: |
-$(indent "$OUT_DIR/key.pem")
----
-apiVersion: portmux.dev/v1alpha1
-kind: PortMux
-metadata: {name: bench}
-spec:
-  listeners:
-    - name: public
-      port: ${SERVER##*:}
-      tls: {certificateRefs: [{name: tunnel-tls}]}
-      maxConnections: 20000
-      maxConnectionsPerClient: 20000
-      maxConnectionRatePerClient: 1000000
+# tunnel_yaml FILE [tls] writes the `portmux serve -f` file of a tunnel
+# route to TARGET on SERVER's port, the listener terminating TLS with the
+# certificate above when tls is given (the portmux-wss peer).
+tunnel_yaml() {
+  local tls=
+  {
+    printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: tunnel-token, namespace: default}\nstringData: {token: bench-tunnel-token}\n---\n'
+    if [ -n "${2:-}" ]; then
+      tls_secret tunnel-tls "$OUT_DIR/cert.pem" "$OUT_DIR/key.pem"
+      echo ---
+      tls=", tls: {certificateRefs: [{name: tunnel-tls}]}"
+    fi
+    portmux_head
+    cat <<YAML
+  listeners: [{name: public, port: ${SERVER##*:}, maxConnections: 20000, maxConnectionsPerClient: 20000, maxConnectionRatePerClient: 1000000$tls}]
   routes:
     - name: tunnel
       match: {protocol: websocket, pathPrefix: /tunnel}
@@ -132,6 +100,10 @@ spec:
         auth: {tokenSecretRef: {name: tunnel-token, key: token}}
         allow: [{address: "$TARGET"}]
 YAML
+  } > "$1"
+}
+tunnel_yaml "$OUT_DIR/portmux-tunnel.yaml"
+tunnel_yaml "$OUT_DIR/portmux-wss.yaml" tls
 
 mkdir -p "$OUT_DIR/nginx"
 cat > "$OUT_DIR/nginx/nginx.conf" <<CONF
