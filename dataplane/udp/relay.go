@@ -38,6 +38,10 @@ type Options struct {
 	// Now is the clock of the per-client rate limits. Nil: time.Now.
 	Now func() time.Time
 
+	// lockedHook, for tests, is called with each datagram while its
+	// session's mu is held (fromClient: client to backend; else backend to
+	// client), so a test can panic there. Nil in production.
+	lockedHook func(fromClient bool, d []byte)
 	// noGSO keeps backend buffers segmented by the sender cut into
 	// datagrams, as without GRO: the comparison of BenchmarkRelayDownload.
 	noGSO bool

@@ -450,19 +450,27 @@ func (r *Relay) fromClient(d []byte, from netip.AddrPort, oob []byte, now int64)
 		lc.drops[reason].Inc()
 		return
 	}
+	if s.first(d, from, oob, now, dec, &p, lc) {
+		s.registerIDs()
+	}
+}
+
+// first handles a new session's first datagram under s.mu, released
+// even on a panic so that containing it can end s. It reports whether
+// the route was decided.
+func (s *session) first(d []byte, from netip.AddrPort, oob []byte, now int64, dec route.Decision, p *route.DatagramProber, lc *listenerConfig) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.setClient(from, oob)
 	if dec.NeedMore {
-		s.probe = &probe{prober: p, end: now + int64(lc.probeTimeout)}
+		s.probe = &probe{prober: *p, end: now + int64(lc.probeTimeout)}
 		s.deciding.Store(true)
 		s.probe.hold(d)
-		s.mu.Unlock()
-		return
+		return false
 	}
-	s.decided(dec, &p, now)
+	s.decided(dec, p, now)
 	s.writeBackend(d)
-	s.mu.Unlock()
-	s.registerIDs()
+	return true
 }
 
 // cfgHasQUICIDs reports whether a datagram from an unknown address could
@@ -898,8 +906,8 @@ func (b *upBatch) flush() {
 	}
 	s := b.s
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.writeBackendBatch(b)
-	s.mu.Unlock()
 }
 
 // replies gathers datagrams from backends for one sendmmsg.

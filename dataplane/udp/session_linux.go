@@ -106,11 +106,22 @@ func (s *session) setClient(from netip.AddrPort, oob []byte) {
 // fromClient relays a datagram of a session that exists: held while the
 // route is undecided, written to the backend after.
 func (s *session) fromClient(d []byte, from netip.AddrPort, oob []byte, now int64) {
+	if s.fromClientLocked(d, from, oob, now) {
+		s.registerIDs()
+	}
+}
+
+// fromClientLocked is fromClient under s.mu, released even on a panic so
+// that containing it can end s. It reports whether IDs were learnt.
+func (s *session) fromClientLocked(d []byte, from netip.AddrPort, oob []byte, now int64) (learnt bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ended {
-		s.mu.Unlock()
 		s.lc.drops[DropEnded].Inc()
-		return
+		return false
+	}
+	if h := s.r.opt.lockedHook; h != nil {
+		h(true, d)
 	}
 	s.lastActive.Store(now)
 	if from != s.client {
@@ -128,25 +139,17 @@ func (s *session) fromClient(d []byte, from netip.AddrPort, oob []byte, now int6
 			p.hold(d)
 		}
 		if dec.NeedMore {
-			s.mu.Unlock()
-			return
+			return false
 		}
 		s.decidedProbe(dec, now)
-		s.mu.Unlock()
-		s.registerIDs()
-		return
+		return true
 	}
 	if s.quic && quic.IsShortInitial(d) {
-		s.mu.Unlock()
 		s.lc.drops[DropShortInitial].Inc()
-		return
+		return false
 	}
 	s.r.up.add(s, d)
-	learnt := s.quic && s.learnClientDCID(d)
-	s.mu.Unlock()
-	if learnt {
-		s.registerIDs()
-	}
+	return s.quic && s.learnClientDCID(d)
 }
 
 // learnClientDCID notes the connection ID a client's short-header packet
@@ -200,15 +203,22 @@ func (s *session) moveTo(from netip.AddrPort, oob []byte) {
 // finishProbe decides a session whose probe timed out: the routes still
 // undecided count as no match.
 func (s *session) finishProbe(now int64) {
+	if s.finishProbeLocked(now) {
+		s.registerIDs()
+	}
+}
+
+// finishProbeLocked is finishProbe under s.mu, released even on a panic.
+// It reports whether the probe was decided.
+func (s *session) finishProbeLocked(now int64) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ended || s.probe == nil {
-		s.mu.Unlock()
-		return
+		return false
 	}
 	dec := s.probe.prober.Finish()
 	s.decidedProbe(dec, now)
-	s.mu.Unlock()
-	s.registerIDs()
+	return true
 }
 
 // decidedProbe connects a session whose held datagrams decided dec and
@@ -408,16 +418,32 @@ const perWake = 16
 // as the batch has room for; a read that returns fewer has drained the
 // socket, so no read is spent on learning that it is empty.
 func (s *session) fromBackend(out *replies, now int64) {
+	if s.fromBackendLocked(out, now) {
+		s.registerIDs()
+	}
+}
+
+// fromBackendLocked is fromBackend under s.mu, released even on a panic
+// so that containing it can end s. It reports whether s is still open.
+func (s *session) fromBackendLocked(out *replies, now int64) bool {
 	s.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			s.mu.Unlock()
+		}
+	}()
 	var refused error
 	for read := 0; read < perWake; {
 		if s.fd < 0 {
 			break
 		}
 		if out.full() {
+			locked = false
 			s.mu.Unlock()
 			s.r.flush(out)
 			s.mu.Lock()
+			locked = true
 			continue
 		}
 		bufs := out.free(perWake - read)
@@ -438,6 +464,9 @@ func (s *session) fromBackend(out *replies, now int64) {
 			buf, size, seg := bufs[i], out.mm.n(i), 0
 			if oobs != nil {
 				seg = groSegment(oobs[i][:out.mm.oobn(i)])
+			}
+			if h := s.r.opt.lockedHook; h != nil {
+				h(false, buf[:size])
 			}
 			k := segments(size, seg)
 			if k == 1 {
@@ -469,11 +498,9 @@ func (s *session) fromBackend(out *replies, now int64) {
 			outcome = OutcomeRefused
 		}
 		s.endLocked(outcome, fmt.Errorf("read from the backend: %w", refused))
-		s.mu.Unlock()
-		return
+		return false
 	}
-	s.mu.Unlock()
-	s.registerIDs()
+	return true
 }
 
 // learnServerID notes the SCID of the server's long-header packet: the
@@ -537,8 +564,8 @@ func (r *Relay) forgetID(id quic.ConnectionID, s *session) {
 // slots, counts and logs it. It runs once.
 func (s *session) end(outcome string, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.endLocked(outcome, err)
-	s.mu.Unlock()
 }
 
 // endLocked is end with s.mu held.
