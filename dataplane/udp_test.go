@@ -364,10 +364,18 @@ func TestUDPQUICRebinding(t *testing.T) {
 	m := startMux(t, snapshotOf(udpListenerOn("udp", quicRoute("quic-a", []string{"a.example.test"}, a))))
 	rc := newRebindingConn(t)
 	tr := h3Client(t, ca, m.addr("udp"), rc)
-	if got := h3Get(t, tr, "https://a.example.test/"); got != "server-a HTTP/3.0" {
-		t.Fatalf("before: %q", got)
+	// Two requests on the first path: quic-go moves to a connection ID
+	// the server gave it encrypted (NEW_CONNECTION_ID) right after the
+	// handshake, and the mux learns that ID only from a short header sent
+	// on a path it knows. A NAT rebinding before the client has sent a
+	// packet with its new ID cannot be followed (docs/architecture.md);
+	// one request alone sometimes ended before the move (2 runs in 15).
+	for i := range 2 {
+		if got := h3Get(t, tr, "https://a.example.test/"); got != "server-a HTTP/3.0" {
+			t.Fatalf("before, request %d: %q", i+1, got)
+		}
 	}
-	t.Log("first request done; rebinding")
+	t.Log("requests done; rebinding")
 	before := rc.LocalAddr().String()
 	rc.Rebind(t)
 	if rc.LocalAddr().String() == before {
