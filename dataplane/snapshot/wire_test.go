@@ -16,6 +16,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/snapshot/snapshottest"
+	"github.com/portmux/portmux/test/peers"
 )
 
 var (
@@ -31,14 +32,14 @@ var (
 func richSnapshot(t testing.TB, kinds ...string) *snapshot.Snapshot {
 	t.Helper()
 	richOnce.Do(func() {
-		richCA = snapshottest.KeyPair(t, "ecdsa", nil, "ca.example")
-		richRSA = snapshottest.KeyPair(t, "rsa", richCA, "rsa.example.com")
+		richCA = peers.KeyPair(t, "ecdsa", nil, "ca.example")
+		richRSA = peers.KeyPair(t, "rsa", richCA, "rsa.example.com")
 	})
 	var certs []snapshot.Certificate
 	for _, k := range kinds {
 		c := richRSA
 		if k != "rsa" {
-			c = snapshottest.KeyPair(t, k, richCA, k+".example.com", "*."+k+".example.com")
+			c = peers.KeyPair(t, k, richCA, k+".example.com", "*."+k+".example.com")
 		}
 		certs = append(certs, snapshot.Certificate{Source: "secret/" + k, Certificate: c})
 	}
@@ -193,7 +194,7 @@ func TestDecodeRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := snapshottest.KeyPair(t, "ecdsa", nil, "other.example")
+	other := peers.KeyPair(t, "ecdsa", nil, "other.example")
 	otherKey, _ := x509.MarshalPKCS8PrivateKey(other.PrivateKey)
 	// edit decodes the good encoding generically, changes it and encodes it
 	// again.
@@ -285,7 +286,7 @@ func TestDecodeRefuses(t *testing.T) {
 // Encode refuses a certificate it cannot carry whole, rather than send
 // less than the snapshot holds.
 func TestEncodeRefuses(t *testing.T) {
-	pair := snapshottest.KeyPair(t, "ecdsa", nil, "a.example")
+	pair := peers.KeyPair(t, "ecdsa", nil, "a.example")
 	withStaple := *pair
 	withStaple.OCSPStaple = []byte{1}
 	for _, tc := range []struct {

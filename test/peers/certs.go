@@ -3,6 +3,7 @@ package peers
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -162,4 +164,56 @@ func (c *Cert) WriteFiles(t testing.TB, dir, base string) (certFile, keyFile str
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// KeyPair returns a certificate for names with a new key of kind (ecdsa,
+// ed25519, or rsa: one RSA key per process, slow to make), signed by
+// parent (nil: self-signed) and able to sign others, its chain the leaf
+// then parent's chain: the forms a snapshot carries, for tests of the
+// snapshot's encoding and benchmarks of many tenants.
+func KeyPair(t testing.TB, kind string, parent *tls.Certificate, names ...string) *tls.Certificate {
+	t.Helper()
+	var key crypto.Signer
+	var err error
+	switch kind {
+	case "ecdsa":
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ed25519":
+		_, key, err = ed25519.GenerateKey(rand.Reader)
+	case "rsa":
+		key = sharedRSAKey(t)
+	default:
+		t.Fatalf("key kind %q", kind)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := certTemplate(names[0], names)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = parent == nil, true
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
+	var issuer *Cert
+	if parent != nil {
+		issuer = &Cert{Leaf: parent.Leaf, key: parent.PrivateKey.(crypto.Signer)}
+	}
+	c := signKey(t, tmpl, key, issuer).TLS
+	if parent != nil {
+		c.Certificate = append(c.Certificate, parent.Certificate...)
+	}
+	return c
+}
+
+// rsaKey is the one RSA key of KeyPair's RSA certificates: generating one
+// takes a good part of a second, and what tests measure is parsing it.
+var rsaKey struct {
+	once sync.Once
+	key  *rsa.PrivateKey
+	err  error
+}
+
+func sharedRSAKey(t testing.TB) *rsa.PrivateKey {
+	rsaKey.once.Do(func() { rsaKey.key, rsaKey.err = rsa.GenerateKey(rand.Reader, 2048) })
+	if rsaKey.err != nil {
+		t.Fatal(rsaKey.err)
+	}
+	return rsaKey.key
 }
