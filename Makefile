@@ -139,7 +139,7 @@ SCALE ?= 100,1000,10000
 SCALE_FLAGS ?=
 
 .PHONY: bench
-bench: bench-go bench-mux bench-udp bench-tls bench-http ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), TLS termination against haproxy, and http mode against haproxy and nginx.
+bench: bench-go bench-mux bench-udp bench-tls bench-http bench-tunnel ## Run the Go benchmarks, muxload against portmux, haproxy and sslh (TCP) and nginx (UDP), TLS termination against haproxy, http mode against haproxy and nginx, and tunnels (ws://, wss://) against wstunnel.
 
 .PHONY: bench-go
 bench-go: ## Run the Go benchmarks (sniffers, routing, forwarding, tunnels, whole connections).
@@ -174,6 +174,10 @@ bench-http: ## http mode: portmux serve beside haproxy (mode http) and nginx dir
 .PHONY: bench-scale
 bench-scale: build ## Manager at scale on the envtest API server: N PortMuxes with a Service and EndpointSlice each; time to all Ready, new PortMux and EndpointSlice change until the dataplane has them (p50/p99), manager CPU per EndpointSlice event, RSS/heap, snapshot size (SCALE=100,1000,10000, SCALE_FLAGS); results in bin/bench/scale.
 	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) $(GO) run ./hack/bench/scale -portmux $(LOCALBIN)/portmux -scales $(SCALE) $(SCALE_FLAGS)
+
+.PHONY: bench-syscalls
+bench-syscalls: ## System calls per routed connection under strace -c -f: portmux serve beside haproxy and go-minimal (SCEN, PEERS, C, D, TOP); results in bin/bench-syscalls.
+	hack/bench-syscalls.sh
 
 .PHONY: bench-tls
 bench-tls: ## TLS termination, portmux serve beside haproxy with the same ECDSA and RSA certificates: handshakes/s, resumption, bulk MB/s (REPS, D, CERTS, PEERS, SCEN).
