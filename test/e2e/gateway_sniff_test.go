@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,9 +16,10 @@ import (
 
 // TestSniffingOnGatewayListener: issue 18's user story, `portmux manager`
 // as a process. The site is a TLSRoute on a Gateway's TLS listener; the
-// admin adds SSH on that port with a PortMux whose listener has a
+// admin adds SSH and OpenVPN on that port with a PortMux whose listener has a
 // parentRef to it. After kubectl apply, s_client gets the site's s_server
-// by SNI during an ssh session through the PortMux on the same port. A
+// by SNI during an ssh session through the PortMux on the same port, and
+// an OpenVPN client reaches its server there too. A
 // PortMux of a namespace the listener does not allow is
 // NotAllowedByListeners, and TLS its catch-all would take is closed. With
 // the PortMux deleted, the port is the Gateway's alone again.
@@ -52,7 +54,8 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 
 	apply("backends.yaml", backendObjects(e.sshd, e.tlsA, e.tlsB))
 	apply("gateway.yaml", sharedPortGateway(port))
-	apply("portmuxes.yaml", sharedPortPortMuxes(e.tlsB))
+	vpn := e.sshd.Host.OpenVPN(t)
+	apply("portmuxes.yaml", sharedPortPortMuxes(e.tlsB, vpn))
 	e.phase("applied Gateway edge (TLS passthrough on %d), TLSRoute site, PortMuxes shell and %s/outsider", port, outsiderNamespace)
 
 	wait := func(what string, args ...string) {
@@ -104,6 +107,12 @@ func TestSniffingOnGatewayListener(t *testing.T) {
 	endSession(t, session, "the ssh session through the PortMux", failed)
 	e.sshEcho(t, "a new ssh login after the TLS", failed)
 	e.phase("TLS by SNI to the TLSRoute's s_server and an ssh session through the PortMux on one port")
+
+	// OpenVPN (TCP, TLS inside its own framing) through the same port.
+	client := vpn.Client(t, peers.Loopback.Addr(port))
+	vpn.WaitConnected(t, client)
+	client.Stop()
+	e.phase("an OpenVPN client connected to its server through the Gateway's port")
 
 	// The outsider's catch-all would send any other TLS to s_server B; it
 	// is not attached, so that TLS has no route and is closed.
@@ -181,10 +190,11 @@ spec:
 `
 }
 
-// sharedPortPortMuxes are the admin's additions: SSH on the Gateway
+// sharedPortPortMuxes are the admin's additions: SSH and OpenVPN on the Gateway
 // listener, and the same from a namespace it does not allow, with a
 // catch-all to s_server B.
-func sharedPortPortMuxes(tlsB *peers.TLSServer) string {
+func sharedPortPortMuxes(tlsB *peers.TLSServer, vpn *peers.OpenVPNServer) string {
+	vpnHost, _, _ := net.SplitHostPort(vpn.Addr)
 	return `apiVersion: portmux.dev/v1alpha1
 kind: PortMux
 metadata:
@@ -198,35 +208,16 @@ spec:
   - name: ssh
     match: {protocol: ssh}
     backend: {service: {name: sshd, port: ssh}}
+  - name: vpn
+    match: {protocol: openvpn}
+    backend: {service: {name: openvpn, port: openvpn}}
 ---
 apiVersion: v1
 kind: Namespace
 metadata:
   name: ` + outsiderNamespace + `
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: tls-b
-  namespace: ` + outsiderNamespace + `
-spec:
-  ports:
-  - {name: https, port: 443, targetPort: ` + strconv.Itoa(tlsB.Port) + `, protocol: TCP}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: tls-b-1
-  namespace: ` + outsiderNamespace + `
-  labels:
-    kubernetes.io/service-name: tls-b
-addressType: IPv4
-ports:
-- {name: https, port: ` + strconv.Itoa(tlsB.Port) + `, protocol: TCP}
-endpoints:
-- addresses: ["` + string(tlsB.Host) + `"]
-  conditions: {ready: true}
----
+` + serviceYAML(outsiderNamespace, "tls-b", "https", 443, string(tlsB.Host), tlsB.Port) +
+		serviceYAML(e2eNamespace, "openvpn", "openvpn", 1194, vpnHost, vpn.Port) + `---
 apiVersion: portmux.dev/v1alpha1
 kind: PortMux
 metadata:

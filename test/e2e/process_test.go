@@ -356,10 +356,16 @@ func tableColumn(table, header, name string) string {
 // backendObjects are the Services and EndpointSlices that name the real
 // backends, in their own namespace.
 func backendObjects(sshd *peers.SSHServer, tlsA, tlsB *peers.TLSServer) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", e2eNamespace)
-	service := func(name, portName string, port int, host string, target int) {
-		fmt.Fprintf(&b, `---
+	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", e2eNamespace) +
+		serviceYAML(e2eNamespace, "sshd", "ssh", 22, string(sshd.Host), sshd.Port) +
+		serviceYAML(e2eNamespace, "tls-a", "https", 443, string(tlsA.Host), tlsA.Port) +
+		serviceYAML(e2eNamespace, "tls-b", "https", 443, string(tlsB.Host), tlsB.Port)
+}
+
+// serviceYAML is a TCP Service of namespace ns with one port and its
+// EndpointSlice: one ready endpoint at host:target. It starts with "---".
+func serviceYAML(ns, name, portName string, port int, host string, target int) string {
+	return fmt.Sprintf(`---
 apiVersion: v1
 kind: Service
 metadata:
@@ -382,12 +388,7 @@ ports:
 endpoints:
 - addresses: [%[4]q]
   conditions: {ready: true}
-`, name, portName, port, host, target, e2eNamespace)
-	}
-	service("sshd", "ssh", 22, string(sshd.Host), sshd.Port)
-	service("tls-a", "https", 443, string(tlsA.Host), tlsA.Port)
-	service("tls-b", "https", 443, string(tlsB.Host), tlsB.Port)
-	return b.String()
+`, name, portName, port, host, target, ns)
 }
 
 // portMux is the PortMux under test: SSH to sshd, TLS for site.e2e.test

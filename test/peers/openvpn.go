@@ -55,17 +55,24 @@ type OpenVPNServer struct {
 // skips the test when openvpn is not installed.
 func OpenVPN(t testing.TB) *OpenVPNServer {
 	t.Helper()
+	return Loopback.OpenVPN(t)
+}
+
+// OpenVPN is the package's OpenVPN on host h (an address an
+// EndpointSlice may hold, unlike loopback).
+func (h Host) OpenVPN(t testing.TB) *OpenVPNServer {
+	t.Helper()
 	o := &OpenVPNServer{openvpn: LookPath(t, "openvpn"), PKI: NewOpenVPNPKI(t)}
-	o.Process, o.Port = startOnPort(t, Loopback, func(port int) (*Process, error) {
+	o.Process, o.Port = startOnPort(t, h, func(port int) (*Process, error) {
 		p := Start(t, "openvpn server", o.openvpn,
 			"--dev", "null", "--proto", "tcp-server",
-			"--local", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--local", string(h), "--port", strconv.Itoa(port),
 			"--tls-server", "--ca", o.PKI.CA, "--cert", o.PKI.ServerCert, "--key", o.PKI.ServerKey,
 			"--dh", "none", "--verb", "3")
 		_, err := p.WaitFor("Listening for incoming TCP connection", ReadyTimeout)
 		return p, err
 	})
-	o.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port))
+	o.Addr = net.JoinHostPort(string(h), strconv.Itoa(o.Port))
 	return o
 }
 
