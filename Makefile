@@ -123,17 +123,12 @@ test-e2e: helm kind ## Run the kind e2e suite (test/e2e, tag e2e): image, chart,
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" KIND="$(KIND)" \
 		$(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/ -run '^TestKind'
 
-# Packages with fuzz targets, and a short run of each target in `make test`.
-FUZZ_DIRS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u)
+# A short run of each fuzz target in `make test`.
 FUZZTIME_TEST ?= 3s
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
-	@for d in $(FUZZ_DIRS); do \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$d/*_test.go | cut -c6-); do \
-	    echo "== $$d $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$d || exit 1; \
-	  done; \
-	done
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10s; hack/fuzz.sh).
+	FUZZTIME=$(FUZZTIME) GO=$(GO) hack/fuzz.sh
 
 SCALE ?= 100,1000,10000
 SCALE_FLAGS ?=
