@@ -396,23 +396,16 @@ func TestUDPQUICRebinding(t *testing.T) {
 func TestUDPDig(t *testing.T) {
 	dnsmasq := peers.LookPath(t, "dnsmasq")
 	dig := peers.LookPath(t, "dig")
-	// dnsmasq binds TCP as well as UDP on its port: a port free for UDP
-	// may be some outgoing TCP connection's on a busy machine, so a
-	// start refused for that is tried again on another port.
-	var port string
-	for attempt := 1; ; attempt++ {
-		port = freeUDPPort(t)
+	// dnsmasq binds TCP as well as UDP on its port, which a busy machine's
+	// own connections may take first: StartOnPort tries another then.
+	_, dnsPort := peers.Loopback.StartOnPort(t, func(port int) (*peers.Process, error) {
 		p := peers.Start(t, "dnsmasq", dnsmasq, "--no-daemon", "--log-queries", "--conf-file=/dev/null",
-			"--port="+port, "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+			"--port="+strconv.Itoa(port), "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
 			"--user=root", "--address=/portmux.test/10.1.2.3")
 		_, err := p.WaitFor("started, version", peers.ReadyTimeout)
-		if err == nil {
-			break
-		}
-		if attempt == 5 || !strings.Contains(p.Output(), "Address already in use") {
-			t.Fatalf("dnsmasq on port %s: %v\n%s", port, err, p.Tail(20))
-		}
-	}
+		return p, err
+	})
+	port := strconv.Itoa(dnsPort)
 	m, echoUDP := startUDPMuxBesideDecoy(t, routeTo("dns", snapshot.DNS, "127.0.0.1:"+port), snapshot.OpenVPN)
 	host, muxPort, _ := net.SplitHostPort(m.addr("udp"))
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)

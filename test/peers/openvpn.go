@@ -63,7 +63,7 @@ func OpenVPN(t testing.TB) *OpenVPNServer {
 func (h Host) OpenVPN(t testing.TB) *OpenVPNServer {
 	t.Helper()
 	o := &OpenVPNServer{openvpn: LookPath(t, "openvpn"), PKI: NewOpenVPNPKI(t)}
-	o.Process, o.Port = startOnPort(t, h, func(port int) (*Process, error) {
+	o.Process, o.Port = h.StartOnPort(t, func(port int) (*Process, error) {
 		p := Start(t, "openvpn server", o.openvpn,
 			"--dev", "null", "--proto", "tcp-server",
 			"--local", string(h), "--port", strconv.Itoa(port),

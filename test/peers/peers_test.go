@@ -77,7 +77,7 @@ func TestStartOnPortRetriesWhenThePortWasTaken(t *testing.T) {
 	t.Parallel()
 	sh := LookPath(t, "sh")
 	calls := 0
-	p, port := startOnPort(t, Loopback, func(port int) (*Process, error) {
+	p, port := Loopback.StartOnPort(t, func(port int) (*Process, error) {
 		calls++
 		script := "echo 'bind: Address already in use' >&2; exit 1"
 		if calls == 2 {

@@ -322,14 +322,15 @@ func isAddrInUse(out string) bool {
 	return strings.Contains(strings.ToLower(out), "address already in use")
 }
 
-// startOnPort picks a port on host and calls start with it; start runs the
-// program and waits for its ready line. When the program could not bind
-// the port it is tried once more with another.
-func startOnPort(t testing.TB, host Host, start func(port int) (*Process, error)) (*Process, int) {
+// StartOnPort picks a free port on h and calls start with it; start runs
+// the program and waits for its ready line (WaitFor). A port picked free
+// can be taken before the program binds it on a busy machine: when the
+// program says its address is in use it is tried once more with another.
+func (h Host) StartOnPort(t testing.TB, start func(port int) (*Process, error)) (*Process, int) {
 	t.Helper()
 	var err error
 	for range 2 {
-		port := host.FreePort(t)
+		port := h.FreePort(t)
 		var p *Process
 		p, err = start(port)
 		if err == nil {

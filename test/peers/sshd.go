@@ -72,7 +72,7 @@ func (h Host) SSHD(t testing.TB) *SSHServer {
 	}
 
 	s := &SSHServer{Host: h, ClientKey: filepath.Join(dir, "client_ed25519"), User: u.Username}
-	s.Process, s.Port = startOnPort(t, h, func(port int) (*Process, error) {
+	s.Process, s.Port = h.StartOnPort(t, func(port int) (*Process, error) {
 		conf := strings.Join([]string{
 			"Port " + strconv.Itoa(port),
 			"ListenAddress " + string(h),
