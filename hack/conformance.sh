@@ -23,11 +23,7 @@
 # -run-test), KEEP=1.
 set -euo pipefail
 
-log() { printf 'conformance.sh: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

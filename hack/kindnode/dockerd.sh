@@ -9,11 +9,7 @@
 #   sudo hack/kindnode/dockerd.sh
 set -euo pipefail
 
-log() { printf 'dockerd.sh: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 docker=${DOCKER:-docker}
