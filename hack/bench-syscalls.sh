@@ -27,6 +27,7 @@ D=${D:-3s}
 C=${C:-8}
 TOP=${TOP:-12}
 ADDR=127.0.0.1:17443
+BASE=17000
 PEER_CONF=$ROOT/hack/bench/peers
 
 command -v strace >/dev/null || die "strace is needed (apt-get install strace)"
@@ -34,15 +35,6 @@ mkdir -p "$OUT_DIR/logs"
 go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
-
-mux_cmd() {
-  case $1 in
-    portmux) echo "$OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false" ;;
-    haproxy) echo "haproxy -db -f $PEER_CONF/haproxy.cfg" ;;
-    go-minimal) echo "$OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:17001" ;;
-    *) die "unknown peer $1 (portmux, haproxy, go-minimal)" ;;
-  esac
-}
 
 cd "$OUT_DIR"
 for scen in ${SCEN//,/ }; do

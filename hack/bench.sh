@@ -105,10 +105,8 @@ fi
 peer_args() {
   case $1 in
     direct) args=(-direct) ;;
-    portmux) args=(-cmd "exec $OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
-    haproxy) args=(-cmd "exec haproxy -db -f $PEER_CONF/haproxy.cfg") ;;
-    sslh-fork) args=(-cmd "exec sslh -F$PEER_CONF/sslh.cfg") ;;
-    go-minimal) args=(-routes ssh -cmd "exec $OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:$((BASE + 1))") ;;
+    portmux|haproxy|sslh-fork) args=(-cmd "exec $(mux_cmd "$1")") ;;
+    go-minimal) args=(-routes ssh -cmd "exec $(mux_cmd "$1")") ;;
     *) echo "unknown peer $1 (direct, portmux, haproxy, sslh-fork, go-minimal)" >&2; exit 2 ;;
   esac
 }

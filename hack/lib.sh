@@ -83,6 +83,20 @@ kill_at_exit() {
 }
 BG_PIDS=()
 
+# mux_cmd NAME prints the command line that runs TCP mux NAME of the
+# muxload contract in the foreground (portmux, haproxy, sslh-fork,
+# go-minimal): binaries from $OUT_DIR, configs from $PEER_CONF, listening
+# on $ADDR, go-minimal relaying to the ssh backend at $BASE+1.
+mux_cmd() {
+	case $1 in
+	portmux) echo "$OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false" ;;
+	haproxy) echo "haproxy -db -f $PEER_CONF/haproxy.cfg" ;;
+	sslh-fork) echo "sslh -F$PEER_CONF/sslh.cfg" ;;
+	go-minimal) echo "$OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:$((${BASE:-17000} + 1))" ;;
+	*) die "unknown mux $1 (portmux, haproxy, sslh-fork, go-minimal)" ;;
+	esac
+}
+
 # bench_repeats RESULTS FLAG... runs `$OUT_DIR/muxload run` REPS times
 # against each of PEERS, from $OUT_DIR, at priority NICE when root: each peer
 # with FLAG... and the flags the caller's `peer_args NAME` sets in args (no
