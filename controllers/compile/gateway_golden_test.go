@@ -1,7 +1,6 @@
 package compile_test
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -53,12 +51,6 @@ type gatewayOptions struct {
 	} `json:"services,omitempty"`
 }
 
-type gatewayCase struct {
-	header   string
-	in       compile.Input
-	bindErrs map[string]error
-}
-
 func TestGatewayGolden(t *testing.T) {
 	for _, inPath := range goldenInputs(t, filepath.Join("testdata", "gateway"), 1) {
 		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
@@ -100,20 +92,13 @@ func reverseGatewayInput(in *compile.Input) {
 	slices.Reverse(g.ReferenceGrants)
 }
 
-func loadGatewayCase(t *testing.T, path string) *gatewayCase {
+func loadGatewayCase(t *testing.T, path string) *goldenCase {
 	t.Helper()
-	c := &gatewayCase{
-		in: compile.Input{
-			Secrets:        map[types.NamespacedName]*corev1.Secret{},
-			Services:       map[types.NamespacedName]*corev1.Service{},
-			EndpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-			Gateway: compile.GatewayInput{
-				ControllerName:  compile.GatewayControllerName,
-				BundleVersion:   compile.SupportedBundleVersion,
-				NamespaceLabels: map[string]map[string]string{},
-			},
-		},
-		bindErrs: map[string]error{},
+	c := newGoldenCase()
+	c.in.Gateway = compile.GatewayInput{
+		ControllerName:  compile.GatewayControllerName,
+		BundleVersion:   compile.SupportedBundleVersion,
+		NamespaceLabels: map[string]map[string]string{},
 	}
 	g := &c.in.Gateway
 	c.header = readGoldenDocs(t, path, func(n int, gvk string, strict func(any)) {
@@ -129,9 +114,6 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 			g.AddressSource = o.AddressSource
 			for _, a := range o.Addresses {
 				g.Addresses = append(g.Addresses, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: a})
-			}
-			for k, v := range o.BindErrors {
-				c.bindErrs[k] = errors.New(v)
 			}
 			if s := o.Services; s != nil {
 				r, err := compile.ParseGatewayPortRange(s.PortRange)
@@ -156,13 +138,7 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 					g.Services.Existing[types.NamespacedName{Namespace: ns, Name: name}] = es
 				}
 			}
-			for _, v := range o.PortPolicy {
-				pr, err := compile.ParsePortRule(v)
-				if err != nil {
-					t.Fatalf("%s: %v", path, err)
-				}
-				c.in.PortPolicy = append(c.in.PortPolicy, pr)
-			}
+			c.addOptions(t, path, o.PortPolicy, o.BindErrors)
 		case gw + "GatewayClass":
 			g.Classes = append(g.Classes, decode[gwv1.GatewayClass](strict))
 		case gw + "Gateway":
@@ -245,7 +221,7 @@ type goldenPortMuxListenerSt struct {
 	Conditions []goldenCondition `yaml:"conditions"`
 }
 
-func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
+func renderGatewayGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 	t.Helper()
 	var pr problems
 	beforeGW := deepCopyGateway(c.in.Gateway)
@@ -387,24 +363,8 @@ func renderParentRef(p gwv1.RouteParentStatus) string {
 
 func deepCopyGateway(in compile.GatewayInput) compile.GatewayInput {
 	out := in
-	out.Classes, out.Gateways, out.TLSRoutes, out.TCPRoutes, out.UDPRoutes, out.ReferenceGrants = nil, nil, nil, nil, nil, nil
-	for i := range in.Classes {
-		out.Classes = append(out.Classes, *in.Classes[i].DeepCopy())
-	}
-	for i := range in.Gateways {
-		out.Gateways = append(out.Gateways, *in.Gateways[i].DeepCopy())
-	}
-	for i := range in.TLSRoutes {
-		out.TLSRoutes = append(out.TLSRoutes, *in.TLSRoutes[i].DeepCopy())
-	}
-	for i := range in.TCPRoutes {
-		out.TCPRoutes = append(out.TCPRoutes, *in.TCPRoutes[i].DeepCopy())
-	}
-	for i := range in.UDPRoutes {
-		out.UDPRoutes = append(out.UDPRoutes, *in.UDPRoutes[i].DeepCopy())
-	}
-	for i := range in.ReferenceGrants {
-		out.ReferenceGrants = append(out.ReferenceGrants, *in.ReferenceGrants[i].DeepCopy())
-	}
+	out.Classes, out.Gateways = deepCopies(in.Classes), deepCopies(in.Gateways)
+	out.TLSRoutes, out.TCPRoutes, out.UDPRoutes = deepCopies(in.TLSRoutes), deepCopies(in.TCPRoutes), deepCopies(in.UDPRoutes)
+	out.ReferenceGrants = deepCopies(in.ReferenceGrants)
 	return out
 }
