@@ -14,7 +14,6 @@ import (
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
 )
 
@@ -237,8 +236,7 @@ func renderGatewayGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 		}
 	}
 
-	classes := slices.Clone(gin.Classes)
-	slices.SortFunc(classes, func(a, b gwv1.GatewayClass) int { return strings.Compare(a.Name, b.Name) })
+	classes := sortedByName(gin.Classes)
 	for i := range classes {
 		gc := &classes[i]
 		res := out.Gateway.Classes[gc.Name]
@@ -254,8 +252,7 @@ func renderGatewayGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 		g.Classes = append(g.Classes, gg)
 	}
 
-	gws := slices.Clone(gin.Gateways)
-	slices.SortFunc(gws, func(a, b gwv1.Gateway) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	gws := sortedByName(gin.Gateways)
 	for i := range gws {
 		gw := &gws[i]
 		key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
@@ -326,10 +323,7 @@ func renderGatewayGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 		g.Routes = append(g.Routes, gr)
 	}
 
-	pms := slices.Clone(c.in.PortMuxes)
-	slices.SortFunc(pms, func(a, b v1alpha1.PortMux) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
+	pms := sortedByName(c.in.PortMuxes)
 	for i := range pms {
 		pm := &pms[i]
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}

@@ -313,10 +313,7 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 
 	g := goldenOutput{Snapshot: renderSnapshot(&pr, out.Snapshot), Status: []goldenStatus{}}
 	// One status per namespace/name, of the first PortMux listed with it.
-	pms := slices.Clone(c.in.PortMuxes)
-	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
+	pms := sortedByName(c.in.PortMuxes)
 	pms = slices.CompactFunc(pms, func(a, b v1alpha1.PortMux) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
 	for i := range pms {
 		pm := &pms[i]
@@ -653,6 +650,19 @@ func deepCopyInput(in compile.Input) compile.Input {
 			out.EndpointSlices[k] = append(out.EndpointSlices[k], es.DeepCopy())
 		}
 	}
+	return out
+}
+
+// sortedByName is a copy of list sorted by namespace/name; objects with
+// the same name stay in the order listed.
+func sortedByName[T any, P interface {
+	*T
+	GetNamespace() string
+	GetName() string
+}](list []T) []T {
+	out := slices.Clone(list)
+	key := func(o *T) string { return P(o).GetNamespace() + "/" + P(o).GetName() }
+	slices.SortStableFunc(out, func(a, b T) int { return strings.Compare(key(&a), key(&b)) })
 	return out
 }
 
