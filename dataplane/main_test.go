@@ -27,9 +27,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // ioTimeout bounds any single wait for bytes or for an end of stream in
-// these tests. It is generous: a test asserts that things happen, never how
-// fast.
-const ioTimeout = 10 * time.Second
+// these tests.
+const ioTimeout = peers.IOTimeout
 
 // testMux is an in-process dataplane for one test.
 type testMux struct {

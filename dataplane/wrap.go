@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/portmux/portmux/dataplane/prefixconn"
 )
 
 // The connection wrappers. Each exposes what it wraps with NetConn, as
@@ -11,39 +13,9 @@ import (
 // tunnels' keepalive, to see whether its send buffer has room) unwraps
 // them all one way.
 
-// prefixConn replays bytes read while sniffing before reading on.
-type prefixConn struct {
-	net.Conn
-	pre []byte
-}
-
-// withPrefix is c with pre in front of what it returns.
-func withPrefix(c net.Conn, pre []byte) net.Conn {
-	if len(pre) == 0 {
-		return c
-	}
-	return &prefixConn{Conn: c, pre: pre}
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
-}
-
-// CloseWrite half-closes the underlying connection when it can.
-func (p *prefixConn) CloseWrite() error {
-	if hc, ok := p.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return p.Close()
-}
-
-// NetConn returns the wrapped connection.
-func (p *prefixConn) NetConn() net.Conn { return p.Conn }
+// withPrefix is c with pre, the bytes read while sniffing, in front of
+// what it returns.
+func withPrefix(c net.Conn, pre []byte) net.Conn { return prefixconn.New(c, pre) }
 
 // countingConn counts bytes each way and reports the client address the
 // dataplane established (a PROXY header's, not the load balancer's).
@@ -120,7 +92,6 @@ func (l *oneConnListener) Close() error { l.finish(); return nil }
 func (l *oneConnListener) Addr() net.Addr { return l.addr }
 
 var (
-	_ net.Conn     = (*prefixConn)(nil)
 	_ net.Conn     = (*countingConn)(nil)
 	_ net.Listener = (*oneConnListener)(nil)
 )

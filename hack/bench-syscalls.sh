@@ -31,10 +31,7 @@ BASE=17000
 PEER_CONF=$ROOT/hack/bench/peers
 
 command -v strace >/dev/null || die "strace is needed (apt-get install strace)"
-mkdir -p "$OUT_DIR/logs"
-go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
+bench_tools
 
 cd "$OUT_DIR"
 for scen in ${SCEN//,/ }; do

@@ -46,9 +46,7 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 ROOT=$PWD
 
-OUT_DIR=${OUT_DIR:-$ROOT/bin/bench-tunnel}
-REPS=${REPS:-3}
-D=${D:-5s}
+bench_knobs bench-tunnel
 TPUT=${TPUT:-1GiB}
 PEERS=${PEERS:-direct portmux-tunnel wstunnel relay-chain masked-chain copy-chain portmux-wss wstunnel-tls tls-chain}
 WSTUNNEL_VERSION=${WSTUNNEL_VERSION:-1.4.0}
@@ -65,10 +63,8 @@ case " $PEERS " in *" wstunnel-tls "*)
   command -v nginx >/dev/null || { echo "nginx is needed for wstunnel-tls (apt-get install nginx)" >&2; exit 2; } ;;
 esac
 
-rm -rf "$OUT_DIR" && mkdir -p "$OUT_DIR"
-go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
+rm -rf "$OUT_DIR"
+bench_tools
 (cd "$OUT_DIR" && mkdir -p wst && cd wst &&
   npm install --silent --no-audit --no-fund --no-save "wstunnel@$WSTUNNEL_VERSION" >/dev/null)
 WST=$OUT_DIR/wst/node_modules/wstunnel/bin/wstunnel

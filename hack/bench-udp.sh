@@ -35,9 +35,7 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 ROOT=$PWD
 
-OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
-REPS=${REPS:-3}
-D=${D:-5s}
+bench_knobs bench
 SCEN=${SCEN:-udp-rate-1,udp-rate-64,udp-small-64,udp-setup,udp-idle-5000}
 PEERS=${PEERS:-direct portmux nginx sslh go-minimal}
 C=${C:-32}
@@ -48,15 +46,7 @@ ADDR=127.0.0.1:17443
 PEER_CONF=$ROOT/hack/bench/peers
 
 case " $PEERS " in *" nginx "*)
-  if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
-    if [ "$(id -u)" = 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx libnginx-mod-stream >/dev/null
-      # The package may start its system service; the benchmark runs its own.
-      (systemctl stop nginx || service nginx stop || nginx -s quit) >/dev/null 2>&1 || true
-    else
-      echo "missing nginx's stream module: apt-get install nginx libnginx-mod-stream" >&2; exit 2
-    fi
-  fi ;;
+  [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || bench_apt nginx libnginx-mod-stream ;;
 esac
 
 # sslh_udp says whether the installed sslh can listen on UDP (sslh 2.0
@@ -65,12 +55,9 @@ sslh_udp() {
   command -v sslh-select >/dev/null && grep -q is_udp "$(command -v sslh-select)"
 }
 
-mkdir -p "$OUT_DIR/logs" "$OUT_DIR/nginx"
+bench_tools
+mkdir -p "$OUT_DIR/nginx"
 rm -f "$OUT_DIR/udp-results.jsonl"
-echo "building muxload, portmux and minrelay" >&2
-go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
 # peer_args NAME sets args to muxload's flags for one peer; empty: skip.
 peer_args() {

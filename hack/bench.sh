@@ -53,9 +53,7 @@ cd "$(dirname "$0")/.."
 source hack/lib.sh
 ROOT=$PWD
 
-OUT_DIR=${OUT_DIR:-$ROOT/bin/bench}
-REPS=${REPS:-3}
-D=${D:-5s}
+bench_knobs bench
 TPUT=${TPUT:-1GiB}
 SCEN=${SCEN-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
 PEERS=${PEERS:-direct portmux haproxy sslh-fork go-minimal}
@@ -76,22 +74,10 @@ RELOAD_DIR=$OUT_DIR/reload
 need=()
 case " $PEERS " in *" haproxy "*) command -v haproxy >/dev/null || need+=(haproxy) ;; esac
 case " $PEERS " in *" sslh-fork "*) command -v sslh >/dev/null || need+=(sslh) ;; esac
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    # The packages start their system services; the benchmark runs its own.
-    systemctl stop haproxy sslh 2>/dev/null || true
-  else
-    echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2; exit 2
-  fi
-fi
+if [ ${#need[@]} -gt 0 ]; then bench_apt "${need[@]}"; fi
 
-mkdir -p "$OUT_DIR/logs"
+bench_tools
 rm -f "$OUT_DIR/results.jsonl" "$OUT_DIR"/logs/*.log
-echo "building muxload, portmux and minrelay" >&2
-go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
-CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
 
 if [ "$BASE" != 17000 ]; then
   mkdir -p "$OUT_DIR/peers"

@@ -50,6 +50,36 @@ wait_free() {
 	done
 }
 
+# bench_knobs DIR sets the knobs every benchmark script has, where the
+# environment leaves them unset: OUT_DIR (bin/DIR), REPS (3) and D (5s).
+bench_knobs() {
+	OUT_DIR=${OUT_DIR:-$PWD/bin/$1}
+	REPS=${REPS:-3}
+	D=${D:-5s}
+}
+
+# bench_tools builds what the muxload benchmarks run from this tree into
+# $OUT_DIR: muxload, portmux and minrelay (both static, as released).
+bench_tools() {
+	log "building muxload, portmux and minrelay"
+	mkdir -p "$OUT_DIR/logs"
+	go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
+	CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
+	CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
+}
+
+# bench_apt PKG... installs the Debian packages PKG... when run as root,
+# and stops the system services they start (a benchmark runs its own);
+# otherwise it exits 2 saying what to install.
+bench_apt() {
+	[ "$(id -u)" = 0 ] || { log "missing $*: apt-get install $*"; exit 2; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+	local p
+	for p in "$@"; do
+		(systemctl stop "$p" || service "$p" stop) >/dev/null 2>&1 || true
+	done
+}
+
 # tls_secret NAME CRT KEY prints a kubernetes.io/tls Secret named NAME in
 # namespace default holding the PEM files CRT and KEY, for `portmux serve -f`.
 tls_secret() {

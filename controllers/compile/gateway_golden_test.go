@@ -1,7 +1,6 @@
 package compile_test
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,14 +8,12 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
 )
 
@@ -51,12 +48,6 @@ type gatewayOptions struct {
 			Addresses []string `json:"addresses,omitempty"`
 		} `json:"existing,omitempty"`
 	} `json:"services,omitempty"`
-}
-
-type gatewayCase struct {
-	header   string
-	in       compile.Input
-	bindErrs map[string]error
 }
 
 func TestGatewayGolden(t *testing.T) {
@@ -100,20 +91,13 @@ func reverseGatewayInput(in *compile.Input) {
 	slices.Reverse(g.ReferenceGrants)
 }
 
-func loadGatewayCase(t *testing.T, path string) *gatewayCase {
+func loadGatewayCase(t *testing.T, path string) *goldenCase {
 	t.Helper()
-	c := &gatewayCase{
-		in: compile.Input{
-			Secrets:        map[types.NamespacedName]*corev1.Secret{},
-			Services:       map[types.NamespacedName]*corev1.Service{},
-			EndpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-			Gateway: compile.GatewayInput{
-				ControllerName:  compile.GatewayControllerName,
-				BundleVersion:   compile.SupportedBundleVersion,
-				NamespaceLabels: map[string]map[string]string{},
-			},
-		},
-		bindErrs: map[string]error{},
+	c := newGoldenCase()
+	c.in.Gateway = compile.GatewayInput{
+		ControllerName:  compile.GatewayControllerName,
+		BundleVersion:   compile.SupportedBundleVersion,
+		NamespaceLabels: map[string]map[string]string{},
 	}
 	g := &c.in.Gateway
 	c.header = readGoldenDocs(t, path, func(n int, gvk string, strict func(any)) {
@@ -129,9 +113,6 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 			g.AddressSource = o.AddressSource
 			for _, a := range o.Addresses {
 				g.Addresses = append(g.Addresses, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: a})
-			}
-			for k, v := range o.BindErrors {
-				c.bindErrs[k] = errors.New(v)
 			}
 			if s := o.Services; s != nil {
 				r, err := compile.ParseGatewayPortRange(s.PortRange)
@@ -156,13 +137,7 @@ func loadGatewayCase(t *testing.T, path string) *gatewayCase {
 					g.Services.Existing[types.NamespacedName{Namespace: ns, Name: name}] = es
 				}
 			}
-			for _, v := range o.PortPolicy {
-				pr, err := compile.ParsePortRule(v)
-				if err != nil {
-					t.Fatalf("%s: %v", path, err)
-				}
-				c.in.PortPolicy = append(c.in.PortPolicy, pr)
-			}
+			c.addOptions(t, path, o.PortPolicy, o.BindErrors)
 		case gw + "GatewayClass":
 			g.Classes = append(g.Classes, decode[gwv1.GatewayClass](strict))
 		case gw + "Gateway":
@@ -245,7 +220,7 @@ type goldenPortMuxListenerSt struct {
 	Conditions []goldenCondition `yaml:"conditions"`
 }
 
-func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
+func renderGatewayGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 	t.Helper()
 	var pr problems
 	beforeGW := deepCopyGateway(c.in.Gateway)
@@ -261,8 +236,7 @@ func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 		}
 	}
 
-	classes := slices.Clone(gin.Classes)
-	slices.SortFunc(classes, func(a, b gwv1.GatewayClass) int { return strings.Compare(a.Name, b.Name) })
+	classes := sortedByName(gin.Classes)
 	for i := range classes {
 		gc := &classes[i]
 		res := out.Gateway.Classes[gc.Name]
@@ -278,8 +252,7 @@ func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 		g.Classes = append(g.Classes, gg)
 	}
 
-	gws := slices.Clone(gin.Gateways)
-	slices.SortFunc(gws, func(a, b gwv1.Gateway) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
+	gws := sortedByName(gin.Gateways)
 	for i := range gws {
 		gw := &gws[i]
 		key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
@@ -350,10 +323,7 @@ func renderGatewayGolden(t *testing.T, c *gatewayCase) ([]byte, problems) {
 		g.Routes = append(g.Routes, gr)
 	}
 
-	pms := slices.Clone(c.in.PortMuxes)
-	slices.SortFunc(pms, func(a, b v1alpha1.PortMux) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
+	pms := sortedByName(c.in.PortMuxes)
 	for i := range pms {
 		pm := &pms[i]
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
@@ -387,24 +357,8 @@ func renderParentRef(p gwv1.RouteParentStatus) string {
 
 func deepCopyGateway(in compile.GatewayInput) compile.GatewayInput {
 	out := in
-	out.Classes, out.Gateways, out.TLSRoutes, out.TCPRoutes, out.UDPRoutes, out.ReferenceGrants = nil, nil, nil, nil, nil, nil
-	for i := range in.Classes {
-		out.Classes = append(out.Classes, *in.Classes[i].DeepCopy())
-	}
-	for i := range in.Gateways {
-		out.Gateways = append(out.Gateways, *in.Gateways[i].DeepCopy())
-	}
-	for i := range in.TLSRoutes {
-		out.TLSRoutes = append(out.TLSRoutes, *in.TLSRoutes[i].DeepCopy())
-	}
-	for i := range in.TCPRoutes {
-		out.TCPRoutes = append(out.TCPRoutes, *in.TCPRoutes[i].DeepCopy())
-	}
-	for i := range in.UDPRoutes {
-		out.UDPRoutes = append(out.UDPRoutes, *in.UDPRoutes[i].DeepCopy())
-	}
-	for i := range in.ReferenceGrants {
-		out.ReferenceGrants = append(out.ReferenceGrants, *in.ReferenceGrants[i].DeepCopy())
-	}
+	out.Classes, out.Gateways = deepCopies(in.Classes), deepCopies(in.Gateways)
+	out.TLSRoutes, out.TCPRoutes, out.UDPRoutes = deepCopies(in.TLSRoutes), deepCopies(in.TCPRoutes), deepCopies(in.UDPRoutes)
+	out.ReferenceGrants = deepCopies(in.ReferenceGrants)
 	return out
 }

@@ -19,7 +19,7 @@ import (
 // golden output shows their top-level conditions): which Gateway listeners
 // took them, on which port, and which routes' SNI names the Gateway keeps.
 func TestPortMuxOnGatewayListenerStatus(t *testing.T) {
-	load := func(name string) (*gatewayCase, *compile.Output) {
+	load := func(name string) (*goldenCase, *compile.Output) {
 		c := loadGatewayCase(t, filepath.Join("testdata", "gateway", name+".in.yaml"))
 		return c, compile.Compile(c.in)
 	}
@@ -123,7 +123,7 @@ func ptrValue(p *int32) int32 {
 	return *p
 }
 
-func findPortMux(t *testing.T, c *gatewayCase, key types.NamespacedName) *v1alpha1.PortMux {
+func findPortMux(t *testing.T, c *goldenCase, key types.NamespacedName) *v1alpha1.PortMux {
 	t.Helper()
 	for i := range c.in.PortMuxes {
 		if pm := &c.in.PortMuxes[i]; pm.Namespace == key.Namespace && pm.Name == key.Name {

@@ -75,10 +75,40 @@ type compileOptions struct {
 	MaxConnections int `json:"maxConnections,omitempty"`
 }
 
+// goldenCase is a golden input file, read: TestGolden's and
+// TestGatewayGolden's.
 type goldenCase struct {
 	header   string // the input's leading comment
 	in       compile.Input
 	bindErrs map[string]error
+}
+
+// newGoldenCase is a case with no object read yet.
+func newGoldenCase() *goldenCase {
+	return &goldenCase{
+		in: compile.Input{
+			Secrets:        map[types.NamespacedName]*corev1.Secret{},
+			Services:       map[types.NamespacedName]*corev1.Service{},
+			EndpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		},
+		bindErrs: map[string]error{},
+	}
+}
+
+// addOptions adds what both options documents can set: --port-policy
+// values and the errors the dataplane would return for listeners.
+func (c *goldenCase) addOptions(t *testing.T, path string, portPolicy []string, bindErrors map[string]string) {
+	t.Helper()
+	for _, v := range portPolicy {
+		r, err := compile.ParsePortRule(v)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		c.in.PortPolicy = append(c.in.PortPolicy, r)
+	}
+	for k, v := range bindErrors {
+		c.bindErrs[k] = errors.New(v)
+	}
 }
 
 func TestGolden(t *testing.T) {
@@ -170,14 +200,7 @@ func TestGoldenIsDeterministic(t *testing.T) {
 
 func loadGoldenCase(t *testing.T, path string) *goldenCase {
 	t.Helper()
-	c := &goldenCase{
-		in: compile.Input{
-			Secrets:        map[types.NamespacedName]*corev1.Secret{},
-			Services:       map[types.NamespacedName]*corev1.Service{},
-			EndpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		},
-		bindErrs: map[string]error{},
-	}
+	c := newGoldenCase()
 	options := 0
 	c.header = readGoldenDocs(t, path, func(n int, gvk string, strict func(any)) {
 		switch gvk {
@@ -189,16 +212,7 @@ func loadGoldenCase(t *testing.T, path string) *goldenCase {
 				t.Fatalf("%s: more than one CompileOptions document", path)
 			}
 			c.in.BindAddress, c.in.AllowAddressBackends, c.in.MaxConnections = o.BindAddress, o.AllowAddressBackends, o.MaxConnections
-			for _, v := range o.PortPolicy {
-				r, err := compile.ParsePortRule(v)
-				if err != nil {
-					t.Fatalf("%s: %v", path, err)
-				}
-				c.in.PortPolicy = append(c.in.PortPolicy, r)
-			}
-			for k, v := range o.BindErrors {
-				c.bindErrs[k] = errors.New(v)
-			}
+			c.addOptions(t, path, o.PortPolicy, o.BindErrors)
 		default:
 			if !addCoreDoc(t, path, n, gvk, strict, &c.in) {
 				t.Fatalf("%s: document %d: unexpected %s", path, n, gvk)
@@ -299,10 +313,7 @@ func renderGolden(t *testing.T, c *goldenCase) ([]byte, problems) {
 
 	g := goldenOutput{Snapshot: renderSnapshot(&pr, out.Snapshot), Status: []goldenStatus{}}
 	// One status per namespace/name, of the first PortMux listed with it.
-	pms := slices.Clone(c.in.PortMuxes)
-	slices.SortStableFunc(pms, func(a, b v1alpha1.PortMux) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
+	pms := sortedByName(c.in.PortMuxes)
 	pms = slices.CompactFunc(pms, func(a, b v1alpha1.PortMux) bool { return a.Namespace == b.Namespace && a.Name == b.Name })
 	for i := range pms {
 		pm := &pms[i]
@@ -624,10 +635,7 @@ func renderConditions(conds []metav1.Condition) []goldenCondition {
 // deepCopyInput copies what Compile is given, to check it leaves it alone.
 func deepCopyInput(in compile.Input) compile.Input {
 	out := in
-	out.PortMuxes = nil
-	for i := range in.PortMuxes {
-		out.PortMuxes = append(out.PortMuxes, *in.PortMuxes[i].DeepCopy())
-	}
+	out.PortMuxes = deepCopies(in.PortMuxes)
 	out.Secrets = map[types.NamespacedName]*corev1.Secret{}
 	for k, v := range in.Secrets {
 		out.Secrets[k] = v.DeepCopy()
@@ -641,6 +649,31 @@ func deepCopyInput(in compile.Input) compile.Input {
 		for _, es := range list {
 			out.EndpointSlices[k] = append(out.EndpointSlices[k], es.DeepCopy())
 		}
+	}
+	return out
+}
+
+// sortedByName is a copy of list sorted by namespace/name; objects with
+// the same name stay in the order listed.
+func sortedByName[T any, P interface {
+	*T
+	GetNamespace() string
+	GetName() string
+}](list []T) []T {
+	out := slices.Clone(list)
+	key := func(o *T) string { return P(o).GetNamespace() + "/" + P(o).GetName() }
+	slices.SortStableFunc(out, func(a, b T) int { return strings.Compare(key(&a), key(&b)) })
+	return out
+}
+
+// deepCopies copies every object of list with its generated DeepCopy.
+func deepCopies[T any, P interface {
+	*T
+	DeepCopy() *T
+}](list []T) []T {
+	var out []T
+	for i := range list {
+		out = append(out, *P(&list[i]).DeepCopy())
 	}
 	return out
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpproxy"
+
+	"github.com/portmux/portmux/dataplane/prefixconn"
 )
 
 // ProxyFromEnvironment chooses a proxy for a tunnel URL from HTTPS_PROXY
@@ -118,7 +120,7 @@ func dialConnect(ctx context.Context, d *net.Dialer, proxy *url.URL, addr string
 		// The server spoke before us (it should not, over HTTP): keep its
 		// bytes.
 		b, _ := br.Peek(n)
-		return &replayConn{Conn: c, pre: append([]byte(nil), b...)}, nil
+		return prefixconn.New(c, append([]byte(nil), b...)), nil
 	}
 	return c, nil
 }
@@ -129,21 +131,3 @@ func ctxErr(ctx context.Context, err error) error {
 	}
 	return err
 }
-
-// replayConn returns pre before reading on.
-type replayConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (r *replayConn) Read(p []byte) (int, error) {
-	if len(r.pre) > 0 {
-		n := copy(p, r.pre)
-		r.pre = r.pre[n:]
-		return n, nil
-	}
-	return r.Conn.Read(p)
-}
-
-// NetConn returns the connection under the replayed bytes.
-func (r *replayConn) NetConn() net.Conn { return r.Conn }

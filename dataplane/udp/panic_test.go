@@ -43,7 +43,7 @@ func TestRelayContainsPanicUnderSessionLock(t *testing.T) {
 			if _, err := victim.Write([]byte("boom")); err != nil {
 				t.Fatal(err)
 			}
-			peers.Until(t, ioTimeout, "the victim's session to end in error", func() bool {
+			peers.Until(t, peers.IOTimeout, "the victim's session to end in error", func() bool {
 				return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "any", "any", OutcomeError)) == 1
 			})
 			if len(panicked) != 1 {

@@ -27,10 +27,6 @@ import (
 // Relay's goroutines.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// ioTimeout bounds every wait for a datagram: tests assert that things
-// happen, never how fast.
-const ioTimeout = 10 * time.Second
-
 // startRelay binds address, serves l on it and closes it at cleanup.
 func startRelay(t testing.TB, l snapshot.Listener, opt Options) *Relay {
 	t.Helper()
@@ -83,7 +79,7 @@ func exchange(t testing.TB, c net.Conn, d []byte) []byte {
 
 func receive(t testing.TB, c net.Conn) []byte {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(peers.IOTimeout))
 	buf := make([]byte, 65536)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -229,7 +225,7 @@ func TestRelayDrops(t *testing.T) {
 	if _, err := c3.Write(dns); err != nil {
 		t.Fatal(err)
 	}
-	peers.Until(t, ioTimeout, "the third client's drop", func() bool { return drops(DropSessionLimit) == 1 })
+	peers.Until(t, peers.IOTimeout, "the third client's drop", func() bool { return drops(DropSessionLimit) == 1 })
 	if r.Sessions() != 2 {
 		t.Errorf("%d sessions, want 2", r.Sessions())
 	}
@@ -255,7 +251,7 @@ func TestRelayClientLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	peers.Until(t, ioTimeout, "two drops", func() bool {
+	peers.Until(t, peers.IOTimeout, "two drops", func() bool {
 		return testutil.ToFloat64(m.drops.WithLabelValues("udp", DropClientLimit)) == 2
 	})
 	if r.Sessions() != 3 {
@@ -273,7 +269,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 	r := startRelay(t, listener(rt), Options{Metrics: m, SweepInterval: 10 * time.Millisecond})
 	c := client(t, r.Addr().String())
 	exchange(t, c, []byte("a"))
-	peers.Until(t, ioTimeout, "the session to idle out", func() bool { return r.Sessions() == 0 })
+	peers.Until(t, peers.IOTimeout, "the session to idle out", func() bool { return r.Sessions() == 0 })
 	if got := testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "any", "any", OutcomeIdleTimeout)); got != 1 {
 		t.Errorf("idle_timeout sessions = %v", got)
 	}
@@ -312,7 +308,7 @@ func TestRelayNoRouteAfterProbe(t *testing.T) {
 	if _, err := c.Write(capture(t, "quic", "corpus/quic-go_v1_pq.0.bin")); err != nil {
 		t.Fatal(err)
 	}
-	peers.Until(t, ioTimeout, "the session to end", func() bool {
+	peers.Until(t, peers.IOTimeout, "the session to end", func() bool {
 		return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "", "", OutcomeNoRoute)) == 1
 	})
 	if r.Sessions() != 0 || be.Received() != 0 {
@@ -422,7 +418,7 @@ func TestRelayNeverAmplifies(t *testing.T) {
 			got += int64(len(receive(t, c)))
 		}
 	}
-	peers.Until(t, ioTimeout, "the backend to read everything", func() bool { return be.Received() == 20 })
+	peers.Until(t, peers.IOTimeout, "the backend to read everything", func() bool { return be.Received() == 20 })
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 100)); err == nil {
 		t.Fatalf("an extra datagram of %d bytes", n)
@@ -471,7 +467,7 @@ func TestRelayHostile(t *testing.T) {
 		}
 		_ = c.Close()
 	}
-	peers.Until(t, ioTimeout, "every session to end", func() bool { return r.Sessions() == 0 })
+	peers.Until(t, peers.IOTimeout, "every session to end", func() bool { return r.Sessions() == 0 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.byAddr) != 0 || len(r.byToken) != 0 || len(r.byCID) != 0 {
@@ -521,7 +517,7 @@ func TestRelayBackendRefuses(t *testing.T) {
 	if _, err := c.Write([]byte("anyone?")); err != nil {
 		t.Fatal(err)
 	}
-	peers.Until(t, ioTimeout, "the session to end refused", func() bool {
+	peers.Until(t, peers.IOTimeout, "the session to end refused", func() bool {
 		return testutil.ToFloat64(m.sessionsTotal.WithLabelValues("udp", "any", "any", OutcomeRefused)) == 1
 	})
 }

@@ -30,6 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/portmux/portmux/test/apiserver"
 )
 
 func main() {
@@ -76,15 +78,8 @@ func run(kubeconfig, crdDir string) error {
 
 	// envtest's own user is in system:masters; a separate one gets its own
 	// client certificate, written into a plain kubeconfig file.
-	admin, err := env.AddUser(envtest.User{Name: "portmux-dev-admin", Groups: []string{"system:masters"}}, nil)
+	admin, err := apiserver.WriteAdminKubeconfig(env, "portmux-dev-admin", kubeconfig)
 	if err != nil {
-		return fmt.Errorf("add the admin user: %w", err)
-	}
-	data, err := admin.KubeConfig()
-	if err != nil {
-		return fmt.Errorf("render the kubeconfig: %w", err)
-	}
-	if err := writeFileAtomic(kubeconfig, data); err != nil {
 		return err
 	}
 
@@ -98,27 +93,4 @@ func run(kubeconfig, crdDir string) error {
 
 	<-ctx.Done()
 	return nil
-}
-
-// writeFileAtomic writes data to path (mode 0600, it holds a client key)
-// through a temporary file in the same directory, so a reader sees either
-// nothing or the whole file.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
-	if err != nil {
-		return err
-	}
-	// After the rename there is nothing left to remove.
-	defer func() { _ = os.Remove(f.Name()) }()
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -38,6 +38,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/portmux/portmux/test/apiserver"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden/*.yaml from the chart")
@@ -172,20 +174,13 @@ func startAPIServer() (stop func(), err error) {
 			return stop, fmt.Errorf("creating namespace %s: %w", ns.Name, err)
 		}
 	}
-	admin, err := testEnv.AddUser(envtest.User{Name: "chart-test", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return stop, err
-	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		return stop, err
-	}
 	dir, err := os.MkdirTemp("", "portmux-chart-")
 	if err != nil {
 		return stop, err
 	}
 	kubeconfig = filepath.Join(dir, "kubeconfig")
-	return stop, os.WriteFile(kubeconfig, kc, 0o600)
+	_, err = apiserver.WriteAdminKubeconfig(testEnv, "chart-test", kubeconfig)
+	return stop, err
 }
 
 // serviceMonitorCRD is a stand-in for the Prometheus Operator's CRD: the

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/portmux/portmux/test/apiserver"
 	"github.com/portmux/portmux/test/hostaddr"
 	"github.com/portmux/portmux/test/peers"
 )
@@ -240,18 +241,12 @@ func buildAndStartControlPlane(t *testing.T, dir, goBin, kubectl string) (string
 		t.Fatalf("start kube-apiserver and etcd from %s: %v", os.Getenv("KUBEBUILDER_ASSETS"), err)
 	}
 	t.Cleanup(func() { _ = cp.stopNow() })
-	admin, err := cp.env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
+	cp.kubeconfig = filepath.Join(dir, "kubeconfig")
+	admin, err := apiserver.WriteAdminKubeconfig(cp.env, "e2e-admin", cp.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.kubeconfig, cp.host = filepath.Join(dir, "kubeconfig"), admin.Config().Host
-	if err := os.WriteFile(cp.kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cp.host = admin.Config().Host
 	<-built
 	if buildErr != nil {
 		t.Fatalf("build portmux: %v", buildErr)

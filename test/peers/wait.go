@@ -6,6 +6,11 @@ import (
 	"time"
 )
 
+// IOTimeout bounds any single wait of a test for bytes, a datagram or an
+// end of stream. It is generous: a test asserts that things happen, never
+// how fast, and a loaded CI box must not fail it.
+const IOTimeout = 10 * time.Second
+
 // Eventually calls check until it returns nil and returns how long that
 // took. When timeout passes first it fails the test with what and check's
 // last error. It checks often at first (1ms) and then every 50ms at the

@@ -57,6 +57,50 @@ func contractSnapshot(b *backends, addr string, misroute map[string]string, alt 
 	}}}
 }
 
+// testBackends starts the contract's backends on kernel-picked ports for
+// the length of t.
+func testBackends(t *testing.T) *backends {
+	t.Helper()
+	b, err := startBackends(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.close)
+	return b
+}
+
+// shortOptions are the options every end-to-end test shares: one
+// repetition of scenarios against the in-process dataplane at addr, each
+// a fraction of a second, checked against routes.
+func shortOptions(t *testing.T, addr string, routes []string, scenarios ...string) options {
+	return options{
+		peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: routes,
+		pid:     os.Getpid(), // the dataplane runs in this process
+		workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
+		idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
+		readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
+	}
+}
+
+// runShort runs opt against the dataplane at opt.addr, in front of b, and
+// returns the results it wrote; hooks change the mux for reload-N.
+func runShort(t *testing.T, b *backends, opt options, hooks reloadHooks) ([]result, error) {
+	t.Helper()
+	var out, log bytes.Buffer
+	r := &runner{
+		reloadHooks: hooks, opt: opt,
+		proc: procFS{root: "/proc"}, backends: b,
+		target: target{mux: opt.addr, backends: b}, out: &out, log: &log,
+	}
+	err := r.runAll()
+	t.Log(log.String())
+	rs, derr := decodeResults(&out)
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	return rs, err
+}
+
 // shortRun runs scenarios for a fraction of a second against addr and
 // returns their results.
 func shortRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]result, error) {
@@ -68,36 +112,15 @@ func shortRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]re
 // mux through hooks.
 func shortRunReloading(t *testing.T, b *backends, addr string, hooks reloadHooks, scenarios ...string) ([]result, error) {
 	t.Helper()
-	var out, log bytes.Buffer
-	r := &runner{
-		reloadHooks: hooks,
-		opt: options{
-			peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: routeNames,
-			pid:     os.Getpid(), // the dataplane runs in this process
-			workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
-			tputBytes: 4 << 20, tputStreams: 2, tputTimeout: 10 * time.Second,
-			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
-			reloadEvery: 200 * time.Millisecond, reloadWindow: 50 * time.Millisecond, reloadRate: 400, reloadBaseline: 100 * time.Millisecond, reloadQuiet: 2, reloadWait: time.Second, reloadIdle: 50 * time.Millisecond,
-			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
-		},
-		proc: procFS{root: "/proc"}, backends: b,
-		target: target{mux: addr, backends: b}, out: &out, log: &log,
-	}
-	err := r.runAll()
-	t.Log(log.String())
-	rs, derr := decodeResults(&out)
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	return rs, err
+	opt := shortOptions(t, addr, routeNames, scenarios...)
+	opt.tputBytes, opt.tputStreams, opt.tputTimeout = 4<<20, 2, 10*time.Second
+	opt.reloadEvery, opt.reloadWindow, opt.reloadRate = 200*time.Millisecond, 50*time.Millisecond, 400
+	opt.reloadBaseline, opt.reloadQuiet, opt.reloadWait, opt.reloadIdle = 100*time.Millisecond, 2, time.Second, 50*time.Millisecond
+	return runShort(t, b, opt, hooks)
 }
 
 func TestEndToEndRoutesAndCounts(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	addr := startDataplane(t, b, nil)
 	rs, err := shortRun(t, b, addr, "conn-ssh", "lat-tls", "tput", "idle-20")
 	if err != nil {
@@ -148,11 +171,7 @@ func TestEndToEndCatchesMisrouting(t *testing.T) {
 		{"probes", map[string]string{routeTLSB: routeTLSA}, "lat-tls", "probe tls-b: misrouted: 1 to tls-a"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b, err := startBackends(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.close()
+			b := testBackends(t)
 			addr := startDataplane(t, b, c.misroute)
 			rs, err := shortRun(t, b, addr, c.scenario)
 			if err == nil || len(rs) != 1 || rs[0].RouteOK {
@@ -197,11 +216,7 @@ func reloadingDataplane(t *testing.T, b *backends, gap time.Duration) (string, r
 }
 
 func TestEndToEndReload(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	addr, hooks := reloadingDataplane(t, b, 0)
 	rs, err := shortRunReloading(t, b, addr, hooks, "reload-50")
 	if len(rs) != 1 {
@@ -228,11 +243,7 @@ func TestEndToEndReload(t *testing.T) {
 // TestEndToEndReloadCatches: a mux that stops accepting during a swap
 // fails the run, as does one that does not show it applied the change.
 func TestEndToEndReloadCatches(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	t.Run("refused during the swap", func(t *testing.T) {
 		addr, hooks := reloadingDataplane(t, b, 50*time.Millisecond)
 		rs, err := shortRunReloading(t, b, addr, hooks, "reload-20")

@@ -132,11 +132,7 @@ func TestNoFileNeed(t *testing.T) {
 // TestCheckHeld: held connections whose other end has closed are counted
 // out.
 func TestCheckHeld(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	conns, err := openMany(b.addr(routeSSH), 6, 2, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

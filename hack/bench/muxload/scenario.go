@@ -284,43 +284,53 @@ func runIdle(addr string, n, batch int, settle, openTimeout time.Duration, mem f
 // openMany opens n SSH-routed connections, batch at a time, and clears
 // their deadlines: they are held until the caller closes them.
 func openMany(addr string, n, batch int, timeout time.Duration) ([]net.Conn, error) {
+	return openBatched(n, batch, timeout, "connection", func() (net.Conn, error) {
+		c, err := sshConn(addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetDeadline(time.Time{})
+		return c, nil
+	})
+}
+
+// openBatched calls open n times, batch calls at a time, and returns what
+// the calls that succeeded opened, with the first error. It stops at that
+// error or once timeout has passed: a mux that refuses would otherwise
+// cost a timeout for every one left. what names one of the things opened,
+// in the errors.
+func openBatched[T any](n, batch int, timeout time.Duration, what string, open func() (T, error)) ([]T, error) {
 	deadline := time.Now().Add(timeout)
 	var (
 		mu       sync.Mutex
-		conns    = make([]net.Conn, 0, n)
+		opened   = make([]T, 0, n)
 		firstErr error
+		next     atomic.Int64
+		wg       sync.WaitGroup
 	)
-	sem := make(chan struct{}, batch)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		// Stop at the first failure or the deadline: a mux that refuses
-		// connections would otherwise cost a timeout for every one left.
+	stopped := func() bool {
 		mu.Lock()
-		failed := firstErr != nil
-		if !failed && time.Now().After(deadline) {
-			firstErr = fmt.Errorf("opened %d of %d connections in %v", len(conns), n, timeout)
-			failed = true
+		defer mu.Unlock()
+		if firstErr == nil && time.Now().After(deadline) {
+			firstErr = fmt.Errorf("opened %d of %d %ss in %v", len(opened), n, what, timeout)
 		}
-		mu.Unlock()
-		if failed {
-			break
-		}
-		sem <- struct{}{}
+		return firstErr != nil
+	}
+	for range min(batch, n) {
 		wg.Go(func() {
-			defer func() { <-sem }()
-			c, err := sshConn(addr)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("connection %d: %w", i, err)
+			for next.Add(1) <= int64(n) && !stopped() {
+				v, err := open()
+				mu.Lock()
+				switch {
+				case err == nil:
+					opened = append(opened, v)
+				case firstErr == nil:
+					firstErr = fmt.Errorf("%s %d: %w", what, len(opened), err)
 				}
-				return
+				mu.Unlock()
 			}
-			_ = c.SetDeadline(time.Time{})
-			conns = append(conns, c)
 		})
 	}
 	wg.Wait()
-	return conns, firstErr
+	return opened, firstErr
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -209,44 +208,21 @@ func udpOnce(addr, route string) error {
 // bounded by timeout, and returns them with what was tried and how long
 // each took to set up.
 func openUDPSessions(addr, route string, n, batch int, timeout time.Duration) (conns []*net.UDPConn, lat []time.Duration, c clientCount, err error) {
-	deadline := time.Now().Add(timeout)
-	var mu sync.Mutex
-	conns = make([]*net.UDPConn, 0, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(batch, n) {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				mu.Lock()
-				stop := err != nil
-				if !stop && time.Now().After(deadline) {
-					err = fmt.Errorf("opened %d of %d sessions in %v", len(conns), n, timeout)
-					stop = true
-				}
-				mu.Unlock()
-				if stop {
-					return
-				}
-				t0 := time.Now()
-				s, tries, serr := udpSession(addr, route)
-				took := time.Since(t0)
-				mu.Lock()
-				c.attempts += int64(tries)
-				if serr != nil {
-					if err == nil {
-						err = fmt.Errorf("session %d: %w", len(conns), serr)
-					}
-				} else {
-					c.succeeded++
-					conns = append(conns, s)
-					lat = append(lat, took)
-				}
-				mu.Unlock()
-			}
-		})
+	type session struct {
+		conn *net.UDPConn
+		took time.Duration
 	}
-	wg.Wait()
-	return conns, lat, c, err
+	var tries atomic.Int64
+	opened, err := openBatched(n, batch, timeout, "session", func() (session, error) {
+		t0 := time.Now()
+		s, k, err := udpSession(addr, route)
+		tries.Add(int64(k))
+		return session{s, time.Since(t0)}, err
+	})
+	for _, s := range opened {
+		conns, lat = append(conns, s.conn), append(lat, s.took)
+	}
+	return conns, lat, clientCount{attempts: tries.Load(), succeeded: int64(len(opened))}, err
 }
 
 // closeAll closes every session.

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,35 +34,17 @@ func startUDPDataplane(t *testing.T, b *backends, misroute bool) string {
 	return srv.Addr("bench/udp").String()
 }
 
+// shortUDPRun runs UDP scenarios for a fraction of a second against addr
+// and returns their results.
 func shortUDPRun(t *testing.T, b *backends, addr string, scenarios ...string) ([]result, error) {
 	t.Helper()
-	var out, log bytes.Buffer
-	r := &runner{
-		opt: options{
-			peer: "dataplane", rep: 1, addr: addr, scenarios: scenarios, routes: udpRouteNames,
-			pid: os.Getpid(), workers: 4, warmup: 50 * time.Millisecond, d: 200 * time.Millisecond,
-			udpSize: 1200, udpWindow: 4, udpSetup: 40,
-			idleBatch: 8, idleSettle: 10 * time.Millisecond, idleTimeout: 10 * time.Second,
-			readyTimeout: 5 * time.Second, drainTimeout: 5 * time.Second, logDir: t.TempDir(),
-		},
-		proc: procFS{root: "/proc"}, backends: b,
-		target: target{mux: addr, backends: b}, out: &out, log: &log,
-	}
-	err := r.runAll()
-	t.Log(log.String())
-	rs, derr := decodeResults(&out)
-	if derr != nil {
-		t.Fatal(derr)
-	}
-	return rs, err
+	opt := shortOptions(t, addr, udpRouteNames, scenarios...)
+	opt.udpSize, opt.udpWindow, opt.udpSetup = 1200, 4, 40
+	return runShort(t, b, opt, reloadHooks{})
 }
 
 func TestEndToEndUDP(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	addr := startUDPDataplane(t, b, false)
 	rs, err := shortUDPRun(t, b, addr, "udp-rate-2", "udp-small-1", "udp-setup", "udp-idle-20")
 	if err != nil {
@@ -90,11 +70,7 @@ func TestEndToEndUDP(t *testing.T) {
 }
 
 func TestEndToEndUDPCatchesMisrouting(t *testing.T) {
-	b, err := startBackends(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.close()
+	b := testBackends(t)
 	addr := startUDPDataplane(t, b, true)
 	rs, err := shortUDPRun(t, b, addr, "udp-setup")
 	if err == nil || len(rs) != 1 || rs[0].RouteOK {

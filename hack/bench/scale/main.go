@@ -52,6 +52,7 @@ import (
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/hack/internal/harness"
+	"github.com/portmux/portmux/test/apiserver"
 )
 
 const namespace = "bench"
@@ -164,21 +165,13 @@ func runScale(o options, n int) (res result, err error) {
 		return res, err
 	}
 	ctx := context.Background()
-	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return res, err
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return res, err
-	}
 	dir, err := os.MkdirTemp("", "pmx-scale-")
 	if err != nil {
 		return res, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	kcPath := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+	if _, err := apiserver.WriteAdminKubeconfig(env, "bench", kcPath); err != nil {
 		return res, err
 	}
 
