@@ -76,6 +76,9 @@ type report struct {
 	tls               bool // the stream was TLS-terminated here
 	err               error
 	internalListeners []string
+	// ended counts the connection in portmux_connections_total: its
+	// listener's, then its route's once one takes it.
+	ended *outcomeCounters
 	// proxySrc and proxyDst are the addresses of an incoming PROXY
 	// header, passed on to backends that want one; nil without.
 	proxySrc, proxyDst *net.TCPAddr
@@ -83,7 +86,7 @@ type report struct {
 
 func newConn(s *Server, raw net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) *conn {
 	c := &conn{s: s, raw: raw, cfg: cfg, lc: lc, bound: b, client: client}
-	c.rep = report{start: time.Now(), listener: lc.Name, client: raw.RemoteAddr().String()}
+	c.rep = report{start: time.Now(), listener: lc.Name, client: raw.RemoteAddr().String(), ended: lc.ended}
 	return c
 }
 
@@ -120,7 +123,7 @@ func (c *conn) end() {
 	_ = c.raw.Close()
 	c.releaseProbe()
 	s := c.s
-	s.m.active.WithLabelValues(c.lc.Name).Dec()
+	c.lc.active.Dec()
 	s.report(&c.rep)
 	s.untrack(c)
 	if c.client.IsValid() {
@@ -214,6 +217,10 @@ func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (o
 	}
 	rc := &lc.routes[d.Route]
 	c.rep.route, c.rep.protocol = rc.Name, string(rc.Match.Protocol)
+	c.rep.ended = nil
+	if rc.lc.Name == c.rep.listener {
+		c.rep.ended = rc.ended // else (handed over by another listener) resolved at the end
+	}
 	if d.Info.SNI != "" {
 		c.rep.sni = d.Info.SNI
 	}
