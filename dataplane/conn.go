@@ -265,8 +265,21 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 	if d := prober.Decide(pre, false); !d.NeedMore {
 		return pre, d, nil // e.g. an "any" route first: no waiting
 	}
-	_ = st.SetReadDeadline(end)
-	defer func() { _ = st.SetReadDeadline(time.Time{}) }()
+	// The probe deadline is armed before the first read that may wait,
+	// and only then: a connection accepted with its first bytes queued
+	// (deferAccept), decided by them, costs no timer.
+	armed := false
+	arm := func() {
+		if !armed {
+			armed = true
+			_ = st.SetReadDeadline(end)
+		}
+	}
+	defer func() {
+		if armed {
+			_ = st.SetReadDeadline(time.Time{})
+		}
+	}()
 
 	limit := lc.MaxProbeBytes
 	if limit <= 0 || limit > snapshot.DefaultMaxProbeBytes {
@@ -279,7 +292,18 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 	n := 0
 	if tc, ok := st.(*net.TCPConn); ok && len(pre) == 0 {
 		// No buffer while the client is silent; one read once it speaks.
-		bp, read, err := forward.ReadOrWait(tc, pool, limit)
+		var (
+			bp   *[]byte
+			read int
+		)
+		err := forward.ErrNothingQueued
+		if lc.clientSpeaksFirst {
+			bp, read, err = forward.ReadQueued(tc, pool, limit)
+		}
+		if errors.Is(err, forward.ErrNothingQueued) {
+			arm()
+			bp, read, err = forward.ReadOrWait(tc, pool, limit)
+		}
 		switch {
 		case isTimeout(err):
 			return nil, prober.Decide(nil, true), nil
@@ -301,6 +325,7 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 		if n == len(buf) {
 			return buf[:n], prober.Decide(buf[:n], true), nil
 		}
+		arm()
 		m, err := st.Read(buf[n:])
 		n += m
 		if err != nil {

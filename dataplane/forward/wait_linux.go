@@ -71,6 +71,21 @@ func ReadOrWait(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error
 	return newRawReader(pool).readOrWait(raw, limit)
 }
 
+// ReadQueued is ReadOrWait without the wait: when nothing is queued it
+// returns ErrNothingQueued at once, having held no buffer. A caller that
+// expects bytes to be there already (a connection accepted after its
+// first bytes, TCP_DEFER_ACCEPT) reads them without arming a deadline,
+// which only a wait needs.
+func ReadQueued(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, 0, err
+	}
+	r := newRawReader(pool)
+	r.noWait = true
+	return r.readOrWait(raw, limit)
+}
+
 // rawReader reads a socket through its RawConn, taking a buffer only for
 // a read that can return data. A direction keeps one for all its reads:
 // its callback is bound once, so a read, and a wait, allocate nothing (a
@@ -78,6 +93,8 @@ func ReadOrWait(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error
 type rawReader struct {
 	pool *sync.Pool // nil: 32 KiB buffers are allocated (tests)
 	read func(fd uintptr) bool
+	// noWait: an empty queue is ErrNothingQueued, not a wait.
+	noWait bool
 	// What one call of read is asked and what it found.
 	limit int
 	bp    *[]byte
@@ -123,6 +140,9 @@ func (r *rawReader) readFD(fd uintptr) bool {
 	var err error
 	r.n, err = unix.Read(int(fd), buf)
 	switch {
+	case err == unix.EAGAIN && r.noWait:
+		bufTo(r.pool, r.bp)
+		r.bp, r.n, r.err = nil, 0, ErrNothingQueued
 	case err == unix.EAGAIN || err == unix.EINTR:
 		bufTo(r.pool, r.bp)
 		r.bp, r.n = nil, 0
