@@ -36,6 +36,10 @@ type listenerConfig struct {
 	tls    *tls.Config
 	routes []routeConfig
 	sniff  prometheus.Observer
+	// active is the listener's child of portmux_active_connections.
+	active prometheus.Gauge
+	// ended counts connections that end before a route takes them.
+	ended *outcomeCounters
 	// clientLimits are the listener's per-client caps.
 	clientLimits clientlimit.Limits
 	// clientSpeaksFirst: no connection is routed before the client has
@@ -52,6 +56,9 @@ type routeConfig struct {
 	act      action
 	dialer   *forward.Dialer
 	up, down prometheus.Counter
+	// ended counts the connections the route took, by outcome, when the
+	// listener that accepted them is lc (not one that handed them to lc).
+	ended *outcomeCounters
 	// transport pools connections to a backend in http mode.
 	transport *backendTransport
 	// tunnel serves a tunnel route's handshakes and tunnels.
@@ -69,6 +76,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 		l := &snap.Listeners[i]
 		lc := &listenerConfig{
 			Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l),
+			active: m.active.WithLabelValues(l.Name), ended: newOutcomeCounters(m.connections, l.Name, "", ""),
 			clientLimits: clientlimit.Limits{MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient},
 		}
 		if l.TLS != nil {
@@ -83,6 +91,7 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 				act:   actionOf(r),
 				up:    m.bytes.WithLabelValues(l.Name, r.Name, "up"),
 				down:  m.bytes.WithLabelValues(l.Name, r.Name, "down"),
+				ended: newOutcomeCounters(m.connections, l.Name, r.Name, string(r.Match.Protocol)),
 				idle:  cmp.Or(r.IdleTimeout, max(idle, 0)),
 			}
 			if r.Backend != nil {

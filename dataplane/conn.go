@@ -76,6 +76,9 @@ type report struct {
 	tls               bool // the stream was TLS-terminated here
 	err               error
 	internalListeners []string
+	// ended counts the connection in portmux_connections_total: its
+	// listener's, then its route's once one takes it.
+	ended *outcomeCounters
 	// proxySrc and proxyDst are the addresses of an incoming PROXY
 	// header, passed on to backends that want one; nil without.
 	proxySrc, proxyDst *net.TCPAddr
@@ -83,7 +86,7 @@ type report struct {
 
 func newConn(s *Server, raw net.Conn, cfg *config, lc *listenerConfig, b *boundListener, client netip.Prefix) *conn {
 	c := &conn{s: s, raw: raw, cfg: cfg, lc: lc, bound: b, client: client}
-	c.rep = report{start: time.Now(), listener: lc.Name, client: raw.RemoteAddr().String()}
+	c.rep = report{start: time.Now(), listener: lc.Name, client: raw.RemoteAddr().String(), ended: lc.ended}
 	return c
 }
 
@@ -120,7 +123,7 @@ func (c *conn) end() {
 	_ = c.raw.Close()
 	c.releaseProbe()
 	s := c.s
-	s.m.active.WithLabelValues(c.lc.Name).Dec()
+	c.lc.active.Dec()
 	s.report(&c.rep)
 	s.untrack(c)
 	if c.client.IsValid() {
@@ -214,6 +217,10 @@ func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (o
 	}
 	rc := &lc.routes[d.Route]
 	c.rep.route, c.rep.protocol = rc.Name, string(rc.Match.Protocol)
+	c.rep.ended = nil
+	if rc.lc.Name == c.rep.listener {
+		c.rep.ended = rc.ended // else (handed over by another listener) resolved at the end
+	}
 	if d.Info.SNI != "" {
 		c.rep.sni = d.Info.SNI
 	}
@@ -258,8 +265,21 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 	if d := prober.Decide(pre, false); !d.NeedMore {
 		return pre, d, nil // e.g. an "any" route first: no waiting
 	}
-	_ = st.SetReadDeadline(end)
-	defer func() { _ = st.SetReadDeadline(time.Time{}) }()
+	// The probe deadline is armed before the first read that may wait,
+	// and only then: a connection accepted with its first bytes queued
+	// (deferAccept), decided by them, costs no timer.
+	armed := false
+	arm := func() {
+		if !armed {
+			armed = true
+			_ = st.SetReadDeadline(end)
+		}
+	}
+	defer func() {
+		if armed {
+			_ = st.SetReadDeadline(time.Time{})
+		}
+	}()
 
 	limit := lc.MaxProbeBytes
 	if limit <= 0 || limit > snapshot.DefaultMaxProbeBytes {
@@ -272,7 +292,18 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 	n := 0
 	if tc, ok := st.(*net.TCPConn); ok && len(pre) == 0 {
 		// No buffer while the client is silent; one read once it speaks.
-		bp, read, err := forward.ReadOrWait(tc, pool, limit)
+		var (
+			bp   *[]byte
+			read int
+		)
+		err := forward.ErrNothingQueued
+		if lc.clientSpeaksFirst {
+			bp, read, err = forward.ReadQueued(tc, pool, limit)
+		}
+		if errors.Is(err, forward.ErrNothingQueued) {
+			arm()
+			bp, read, err = forward.ReadOrWait(tc, pool, limit)
+		}
 		switch {
 		case isTimeout(err):
 			return nil, prober.Decide(nil, true), nil
@@ -294,6 +325,7 @@ func (c *conn) sniff(st net.Conn, pre []byte, lc *listenerConfig, sni string, en
 		if n == len(buf) {
 			return buf[:n], prober.Decide(buf[:n], true), nil
 		}
+		arm()
 		m, err := st.Read(buf[n:])
 		n += m
 		if err != nil {

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,4 +139,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.udp.Collectors()...)
 	}
 	return m
+}
+
+// outcomes lists every connection outcome, in the order of the children an
+// outcomeCounters holds.
+var outcomes = [...]string{
+	OutcomeForwarded, OutcomeNoRoute, OutcomeDialError, OutcomeRejected,
+	OutcomeClientLimit, OutcomeProbeError, OutcomeIdleTimeout, OutcomeTLSError,
+	OutcomeProxyError, OutcomeProxyUntrusted, OutcomeError, OutcomeTunnel,
+	OutcomeHTTP,
+}
+
+// outcomeCounters are the children of portmux_connections_total of one
+// listener and route (or of a listener before any route), one per
+// outcome, each resolved the first time a connection ends with it: a
+// connection's end then costs no hashing of four labels under the
+// vector's lock (and no stack growth of the goroutine that ends it). A
+// series appears once a connection has had its outcome, as before.
+type outcomeCounters struct {
+	vec                       *prometheus.CounterVec
+	listener, route, protocol string
+	children                  [len(outcomes)]atomic.Pointer[prometheus.Counter]
+}
+
+func newOutcomeCounters(vec *prometheus.CounterVec, listener, route, protocol string) *outcomeCounters {
+	return &outcomeCounters{vec: vec, listener: listener, route: route, protocol: protocol}
+}
+
+// counter returns the child counting outcome.
+func (o *outcomeCounters) counter(outcome string) prometheus.Counter {
+	i := slices.Index(outcomes[:], outcome)
+	if i < 0 {
+		return o.vec.WithLabelValues(o.listener, o.route, o.protocol, outcome)
+	}
+	if c := o.children[i].Load(); c != nil {
+		return *c
+	}
+	c := o.vec.WithLabelValues(o.listener, o.route, o.protocol, outcome)
+	o.children[i].Store(&c)
+	return c
 }

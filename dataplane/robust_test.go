@@ -11,10 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -325,42 +323,9 @@ func TestProxyHeaderFollowedByMoreThanMaxProbeBytes(t *testing.T) {
 	m.waitIdle()
 }
 
-// blackholeAddr returns a loopback address that takes no more connections
-// and drops SYNs: a listening socket with backlog 0 whose one queue slot is
-// taken and that never accepts. Dials to it hang until their timeout.
-func blackholeAddr(t testing.TB) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
-	// Fill the accept queue until a dial hangs.
-	for range 8 {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		if err != nil {
-			return addr
-		}
-		t.Cleanup(func() { _ = c.Close() })
-	}
-	t.Skip("cannot make a loopback address that drops SYNs here")
-	return ""
-}
-
 func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	t.Parallel()
-	r := routeTo("any", snapshot.Any, blackholeAddr(t))
+	r := routeTo("any", snapshot.Any, peers.BlackholeAddr(t))
 	r.Backend.DialTimeout = 30 * time.Second
 	m := startMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))

@@ -513,7 +513,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 			var refused clientlimit.Refusal
 			if client, refused = b.clients.Admit(peerAddr(c), s.opt.Now(), lc.clientLimits); refused != "" {
 				s.release(b)
-				s.m.active.WithLabelValues(lc.Name).Dec()
+				lc.active.Dec()
 				s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeClientLimit).Inc()
 				s.log.V(1).Info("connection refused: client over its limit", "listener", lc.Name, "client", c.RemoteAddr().String(), "limit", string(refused))
 				_ = c.Close()
@@ -526,7 +526,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 				b.clients.Release(client)
 			}
 			s.release(b)
-			s.m.active.WithLabelValues(lc.Name).Dec()
+			lc.active.Dec()
 			_ = c.Close()
 			continue
 		}
@@ -554,7 +554,7 @@ func (s *Server) admit(b *boundListener, lc *listenerConfig, cfg *config) bool {
 		b.active.Add(-1)
 		return false
 	}
-	s.m.active.WithLabelValues(lc.Name).Inc()
+	lc.active.Inc()
 	return true
 }
 
@@ -598,7 +598,11 @@ func (s *Server) connLog() logr.Logger {
 
 // report counts a connection that ended and logs its line.
 func (s *Server) report(ev *report) {
-	s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
+	if ev.ended != nil {
+		ev.ended.counter(ev.outcome).Inc()
+	} else {
+		s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
+	}
 	if p := panics.Is(ev.err); p != nil {
 		s.logPanic(ev, p)
 	}

@@ -639,3 +639,64 @@ func TestTLS12OffersOnlyForwardSecretAEAD(t *testing.T) {
 	}
 	m.waitIdle()
 }
+
+// TestConnectionsCountedByListenerRouteAndOutcome checks the labels of
+// portmux_connections_total, whose children are resolved once per route
+// and outcome: a connection routed directly, one no route took, and one routed inside TLS an internal listener terminated (it
+// counts under the listener that accepted it and the inner route), before
+// and after a reload builds new configurations over the same series.
+func TestConnectionsCountedByListenerRouteAndOutcome(t *testing.T) {
+	t.Parallel()
+	backend := echoBackend(t)
+	cert := peers.CertPair(t, "in.test")
+	snap := func() *snapshot.Snapshot {
+		pub := listenerOn("pub", routeTo("ssh", snapshot.SSH, backend.Addr), handTo("unwrap", "inner", "in.test"))
+		pub.Address = "127.0.0.1:0"
+		return snapshotOf(pub, internalTLS("inner", tlsOf(nil, cert), routeTo("inside", snapshot.Any, backend.Addr)))
+	}
+	m := startMux(t, snap())
+	addr := m.addr("pub")
+	count := func(route, protocol, outcome string) int {
+		t.Helper()
+		return int(m.metricSum("portmux_connections_total", map[string]string{
+			"listener": "pub", "route": route, "protocol": protocol, "outcome": outcome,
+		}))
+	}
+	each := func() {
+		t.Helper()
+		c := dial(t, addr)
+		roundTrip(t, c, "SSH-2.0-test\r\n")
+		m.hangUp(c)
+
+		tc := tlsDial(t, addr, "in.test")
+		roundTrip(t, tc, "hello inside\n")
+		_ = tc.CloseWrite()
+		if err := closedByPeer(tc, ioTimeout); err != nil {
+			t.Fatal(err)
+		}
+		m.waitIdle()
+
+		// Neither SSH nor TLS: no route takes it.
+		c = dial(t, addr)
+		if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := closedByPeer(c, ioTimeout); err != nil {
+			t.Fatal(err)
+		}
+		m.waitIdle()
+	}
+
+	each()
+	if got := [3]int{count("ssh", "ssh", dataplane.OutcomeForwarded), count("inside", "any", dataplane.OutcomeForwarded), count("", "", dataplane.OutcomeNoRoute)}; got != [3]int{1, 1, 1} {
+		t.Fatalf("ssh forwarded, inside forwarded, unrouted = %v, want one each", got)
+	}
+	m.apply(snap())
+	each()
+	if got := [3]int{count("ssh", "ssh", dataplane.OutcomeForwarded), count("inside", "any", dataplane.OutcomeForwarded), count("", "", dataplane.OutcomeNoRoute)}; got != [3]int{2, 2, 2} {
+		t.Fatalf("after a reload: ssh forwarded, inside forwarded, unrouted = %v, want two each", got)
+	}
+	if n := m.metricSum("portmux_active_connections", map[string]string{"listener": "pub"}); n != 0 {
+		t.Fatalf("portmux_active_connections{listener=pub} = %v after every connection ended", n)
+	}
+}

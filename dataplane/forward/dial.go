@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -71,7 +72,7 @@ func (d *Dialer) dialFrom(ctx context.Context, endpoints []string, start uint64)
 	nd := net.Dialer{Timeout: timeout, KeepAlive: d.KeepAlive}
 	for i := range len(endpoints) {
 		ep := endpoints[(start+uint64(i))%uint64(len(endpoints))]
-		c, err := nd.DialContext(ctx, "tcp", ep)
+		c, err := dialOne(ctx, &nd, ep)
 		if err == nil {
 			return c, ep, nil
 		}
@@ -82,3 +83,38 @@ func (d *Dialer) dialFrom(ctx context.Context, endpoints []string, start uint64)
 	}
 	return nil, "", fmt.Errorf("dial %d endpoint(s): %w", len(endpoints), errors.Join(errs...))
 }
+
+// dialOne dials one endpoint within nd.Timeout, or until ctx ends.
+//
+// For an IP address and port under a context that can end (the dataplane
+// dials under its Shutdown context), the timeout becomes the context's
+// deadline without a timer: net.Dialer would otherwise wrap ctx in a
+// context.WithDeadline per dial (a timer, a child context registered
+// with ctx and removed again), while the socket's write deadline, which
+// net arms from ctx.Deadline for the connect, bounds the dial all the
+// same. A host name keeps the real deadline context: its resolver waits
+// on Done, which only such a context closes at the deadline.
+func dialOne(ctx context.Context, nd *net.Dialer, ep string) (net.Conn, error) {
+	if ctx.Done() == nil || nd.Timeout <= 0 {
+		return nd.DialContext(ctx, "tcp", ep)
+	}
+	if _, err := netip.ParseAddrPort(ep); err != nil {
+		return nd.DialContext(ctx, "tcp", ep)
+	}
+	deadline := time.Now().Add(nd.Timeout)
+	if d, ok := ctx.Deadline(); !ok || deadline.Before(d) {
+		ctx = deadlineContext{Context: ctx, deadline: deadline}
+	}
+	plain := *nd
+	plain.Timeout = 0
+	return plain.DialContext(ctx, "tcp", ep)
+}
+
+// deadlineContext is its parent with an earlier deadline that closes
+// nothing when it passes: for a dial, whose socket deadline enforces it.
+type deadlineContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }

@@ -46,6 +46,7 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 		}
 	}
 	lr := io.LimitedReader{R: src}
+	rr := newRawReader(p.opt.BufferPool)
 	for {
 		if d.expired {
 			return false, errIdle
@@ -58,7 +59,7 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			if dst == nil {
 				limit = 0 // no splice to switch to: read all there is
 			}
-			bp, n, err := readOrWait(d.raw, p.getBuf, p.putBuf, limit)
+			bp, n, err := rr.readOrWait(d.raw, limit)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					if p.idleExpired() {

@@ -68,42 +68,87 @@ func ReadOrWait(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error
 	if err != nil {
 		return nil, 0, err
 	}
-	return readOrWait(raw, func() *[]byte { return pool.Get().(*[]byte) }, func(bp *[]byte) { pool.Put(bp) }, limit)
+	return newRawReader(pool).readOrWait(raw, limit)
 }
 
-// readOrWait is ReadOrWait on a raw connection with any buffer source.
-func readOrWait(raw syscall.RawConn, get func() *[]byte, put func(*[]byte), limit int) (*[]byte, int, error) {
-	var (
-		bp    *[]byte
-		n     int
-		opErr error
-	)
-	err := raw.Read(func(fd uintptr) bool {
-		bp = get()
-		buf := *bp
-		if limit > 0 && limit < len(buf) {
-			buf = buf[:limit]
-		}
-		var rerr error
-		n, rerr = unix.Read(int(fd), buf)
-		switch {
-		case rerr == unix.EAGAIN || rerr == unix.EINTR:
-			put(bp)
-			bp = nil
-			return false // not yet: park with no buffer held
-		case rerr != nil:
-			opErr, n = rerr, 0
-		}
-		return true
-	})
-	if err == nil {
-		err = opErr
+// ReadQueued is ReadOrWait without the wait: when nothing is queued it
+// returns ErrNothingQueued at once, having held no buffer. A caller that
+// expects bytes to be there already (a connection accepted after its
+// first bytes, TCP_DEFER_ACCEPT) reads them without arming a deadline,
+// which only a wait needs.
+func ReadQueued(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, 0, err
 	}
+	r := newRawReader(pool)
+	r.noWait = true
+	return r.readOrWait(raw, limit)
+}
+
+// rawReader reads a socket through its RawConn, taking a buffer only for
+// a read that can return data. A direction keeps one for all its reads:
+// its callback is bound once, so a read, and a wait, allocate nothing (a
+// closure per read cost a connection a dozen allocations).
+type rawReader struct {
+	pool *sync.Pool // nil: 32 KiB buffers are allocated (tests)
+	read func(fd uintptr) bool
+	// noWait: an empty queue is ErrNothingQueued, not a wait.
+	noWait bool
+	// What one call of read is asked and what it found.
+	limit int
+	bp    *[]byte
+	n     int
+	err   error
+}
+
+func newRawReader(pool *sync.Pool) *rawReader {
+	r := &rawReader{pool: pool}
+	r.read = r.readFD
+	return r
+}
+
+// readOrWait reads what raw has queued (at most limit bytes; 0: the whole
+// buffer), parking with no buffer held while nothing has arrived. n == 0
+// with a nil error means end of stream; the buffer is then already given
+// back.
+func (r *rawReader) readOrWait(raw syscall.RawConn, limit int) (*[]byte, int, error) {
+	r.limit, r.bp, r.n, r.err = limit, nil, 0, nil
+	err := raw.Read(r.read)
+	if err == nil {
+		err = r.err
+	}
+	bp, n := r.bp, r.n
+	r.bp = nil
 	if err != nil || n == 0 {
 		if bp != nil {
-			put(bp)
+			bufTo(r.pool, bp)
 		}
 		return nil, 0, err
 	}
 	return bp, n, nil
+}
+
+// readFD is one attempt of readOrWait on the socket fd: false when nothing
+// is queued yet, to park in the poller.
+func (r *rawReader) readFD(fd uintptr) bool {
+	r.bp = bufFrom(r.pool)
+	buf := *r.bp
+	if r.limit > 0 && r.limit < len(buf) {
+		buf = buf[:r.limit]
+	}
+	var err error
+	r.n, err = unix.Read(int(fd), buf)
+	switch {
+	case err == unix.EAGAIN && r.noWait:
+		bufTo(r.pool, r.bp)
+		r.bp, r.n, r.err = nil, 0, ErrNothingQueued
+	case err == unix.EAGAIN || err == unix.EINTR:
+		bufTo(r.pool, r.bp)
+		r.bp, r.n = nil, 0
+		return false // not yet: park with no buffer held
+	case err != nil:
+		r.err, r.n = err, 0
+	}
+	return true
 }

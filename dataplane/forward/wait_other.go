@@ -31,3 +31,9 @@ func ReadOrWait(c *net.TCPConn, pool *sync.Pool, limit int) (*[]byte, int, error
 	}
 	return bp, n, nil
 }
+
+// ReadQueued cannot tell an empty queue from a wait on this platform: it
+// answers ErrNothingQueued, and the caller waits with ReadOrWait.
+func ReadQueued(*net.TCPConn, *sync.Pool, int) (*[]byte, int, error) {
+	return nil, 0, ErrNothingQueued
+}

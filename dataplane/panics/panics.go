@@ -44,6 +44,9 @@ func Run(f func() error) (err error) {
 
 // Is returns the recovered panic in err's chain, or nil.
 func Is(err error) *Error {
+	if err == nil {
+		return nil // no allocation for the common case: every connection's end asks
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e
