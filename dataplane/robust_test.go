@@ -329,7 +329,10 @@ func TestShutdownDeadlineCutsConnectionsStillDialling(t *testing.T) {
 	r.Backend.DialTimeout = 30 * time.Second
 	m := startMux(t, snapshotOf(listenerOn("pub", r)))
 	c := dial(t, m.addr("pub"))
-	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return m.ActiveConnections() == 1 })
+	// Seen by the kernel, not by a counter: an active connection may not
+	// have reached its dial yet, and a Shutdown then closes it unseen.
+	backend := r.Backend.Endpoints[0]
+	peers.Until(t, ioTimeout, "the connection to be dialling its backend", func() bool { return peers.SynSentTo(t, backend) == 1 })
 
 	done := m.shutdownWithin(200 * time.Millisecond)
 	// Shutdown may not wait out a backend's dial timeout once its own
