@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/portmux/portmux/dataplane/forward"
 )
 
 // The connection wrappers. Each exposes what it wraps with NetConn, as
@@ -44,6 +46,12 @@ func (p *prefixConn) CloseWrite() error {
 
 // NetConn returns the wrapped connection.
 func (p *prefixConn) NetConn() net.Conn { return p.Conn }
+
+var _ forward.Prefixed = (*prefixConn)(nil)
+
+// Buffered is how many prefix bytes Read still returns: a TLS stream over
+// p parks only once they are consumed (forward.Prefixed).
+func (p *prefixConn) Buffered() int { return len(p.pre) }
 
 // countingConn counts bytes each way and reports the client address the
 // dataplane established (a PROXY header's, not the load balancer's).

@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,29 +247,144 @@ func TestBulkToASlowReceiverOutlastsTheThreshold(t *testing.T) {
 }
 
 // A TLS-terminated connection (the client side decrypted here) cannot
-// splice, but its backend→client direction still reads from a plain TCP
-// socket: idle, it holds no buffer and parks like any other, and wakes to
-// carry the backend's bytes into the TLS stream.
-func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
+// splice, but both its directions park when idle: backend→client reads a
+// plain TCP socket, and client→backend parks on the socket under the TLS
+// once a read has timed out with nothing decrypted. Each wakes to carry
+// its side's bytes, and a half-close while parked still gets through.
+func TestIdleTLSDirectionsPark(t *testing.T) {
 	pk := newParker(t)
+	before := runtime.NumGoroutine()
 	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk})
 	defer backend.Close()
 	defer tlsClient.Close()
 	roundTrip(t, tlsClient, backend, "hello")
 	roundTrip(t, backend, tlsClient, "world")
 
-	peers.Until(t, 10*time.Second, "the backend→client direction parked", func() bool { return pk.Parked() == 1 })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "the copy goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 	for i := range 5 {
 		roundTrip(t, backend, tlsClient, fmt.Sprintf("down %d", i))
 		roundTrip(t, tlsClient, backend, fmt.Sprintf("up %d", i))
-		peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 1 })
+		peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 2 })
 	}
+	// close_notify and FIN from the parked client side: the backend sees
+	// its end of stream and can still answer.
+	if err := tlsClient.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(backend); err != nil || len(b) != 0 {
+		t.Fatalf("backend after the client's half-close: %q, %v", b, err)
+	}
+	roundTrip(t, backend, tlsClient, "still open the other way")
 	backend.Close()
-	_ = tlsClient.Close()
-	if r := <-done; r.Idle {
+	if r := <-done; r.Err != nil || r.Idle {
 		t.Fatalf("result %+v", r)
 	}
 	peers.Until(t, 10*time.Second, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
+
+// TLS records that arrive in pieces, with pauses past the Parker's
+// threshold inside a record (crypto/tls then holds a partial record while
+// the direction parks), and many records at once (it then holds whole
+// records the socket no longer shows): every byte reaches the backend, in
+// order.
+func TestTLSRecordsSplitAcrossParkingArriveIntact(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	slow := &slowWriter{TCPConn: client}
+	tlsClient := tls.Client(slow, &tls.Config{ServerName: "mux.test", RootCAs: roots})
+	defer tlsClient.Close()
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	if err := tlsClient.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+
+	var want bytes.Buffer
+	write := func(msg string) {
+		t.Helper()
+		want.WriteString(msg)
+		if _, err := io.WriteString(tlsClient, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Split records: 3 bytes of the header, a pause, the rest.
+	slow.split.Store(true)
+	for i := range 4 {
+		write(fmt.Sprintf("split record %d;", i))
+	}
+	slow.split.Store(false)
+	// Many records in one write, after the direction parked.
+	peers.Until(t, 10*time.Second, "parked", func() bool { return pk.Parked() == 2 })
+	slow.hold.Store(true) // collect every record tlsClient writes, send them at once
+	for i := range 200 {
+		write(fmt.Sprintf("batched record %d;", i))
+	}
+	if err := slow.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsClient.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("backend got %q\nwant %q", got, want.Bytes())
+	}
+	backend.Close()
+	if r := <-done; r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// slowWriter is a TLS client's socket that, when split is set, sends each
+// write (a TLS record) in two pieces 60 ms apart, past the Parker's
+// threshold; while hold is set it keeps the writes until flush.
+type slowWriter struct {
+	*net.TCPConn
+	split, hold atomic.Bool
+	held        []byte
+}
+
+func (w *slowWriter) Write(b []byte) (int, error) {
+	switch {
+	case w.hold.Load():
+		w.held = append(w.held, b...)
+		return len(b), nil
+	case w.split.Load() && len(b) > 3:
+		if _, err := w.TCPConn.Write(b[:3]); err != nil {
+			return 0, err
+		}
+		time.Sleep(60 * time.Millisecond)
+		n, err := w.TCPConn.Write(b[3:])
+		return n + 3, err
+	}
+	return w.TCPConn.Write(b)
+}
+
+func (w *slowWriter) flush() error {
+	w.hold.Store(false)
+	_, err := w.TCPConn.Write(w.held)
+	return err
+}
+
+// The idle timeout ends a TLS-terminated pipe whose directions are both
+// parked.
+func TestIdleTimeoutEndsParkedTLSPipes(t *testing.T) {
+	pk := newParker(t)
+	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk, IdleTimeout: 300 * time.Millisecond})
+	defer backend.Close()
+	defer tlsClient.Close()
+	roundTrip(t, tlsClient, backend, "hello")
+	wantIdle(t, done, 15*time.Second)
 }
 
 // Bulk from the backend into a TLS client switches to full-buffer reads and
