@@ -440,3 +440,101 @@ func tlsPipe(t *testing.T, opt Options) (*tls.Conn, *net.TCPConn, <-chan Result)
 	Start(tlsMux, muxBackend, opt, func(r Result) { done <- r })
 	return tlsClient, backend, done
 }
+
+// BenchmarkParkedMemory reports what an idle forwarded connection costs in
+// this process once both its directions are parked, beyond its sockets
+// (and the TLS state of a handshake done before forwarding, as the
+// dataplane does): the pipe, its parking, and what its goroutines and
+// buffers leave behind. heap-B/conn is live heap, stack-B/conn goroutine
+// stacks, both after a collection.
+func BenchmarkParkedMemory(b *testing.B) {
+	b.Run("tcp", func(b *testing.B) { benchParked(b, false) })
+	b.Run("tls", func(b *testing.B) { benchParked(b, true) })
+}
+
+func benchParked(b *testing.B, useTLS bool) {
+	const n = 500 // 2000 sockets; the dead goroutines' cached stacks, a bounded cost, spread thin
+	pk, err := NewParker(20 * time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pk.Close()
+	bufs := &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	recs := &sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	opt := Options{BufferPool: bufs, StreamBufferPool: recs, Parker: pk, IdleTimeout: time.Hour}
+	var srvCfg, cliCfg *tls.Config
+	if useTLS {
+		cert := peers.CertPair(b, "mux.test")
+		roots := x509.NewCertPool()
+		roots.AddCert(cert.Leaf)
+		srvCfg = &tls.Config{Certificates: []tls.Certificate{*cert.TLS}}
+		cliCfg = &tls.Config{ServerName: "mux.test", RootCAs: roots}
+	}
+	settled := func() runtime.MemStats {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC() // and the pools' victims
+		runtime.ReadMemStats(&ms)
+		return ms
+	}
+	var heap, stack int64
+	conns := 0
+	for b.Loop() {
+		type ends struct {
+			client, backend net.Conn
+			muxClient       net.Conn
+			muxBackend      *net.TCPConn
+		}
+		all := make([]ends, n)
+		for i := range all {
+			client, muxClient := tcpPair(b)
+			muxBackend, backend := tcpPair(b)
+			e := ends{client: client, backend: backend, muxClient: muxClient, muxBackend: muxBackend}
+			if useTLS {
+				tc, ts := tls.Client(client, cliCfg), tls.Server(muxClient, srvCfg)
+				errc := make(chan error, 1)
+				go func() { errc <- ts.Handshake() }()
+				if err := tc.Handshake(); err != nil {
+					b.Fatal(err)
+				}
+				if err := <-errc; err != nil {
+					b.Fatal(err)
+				}
+				e.client, e.muxClient = tc, ts
+			}
+			all[i] = e
+		}
+		before := settled()
+		done := make(chan Result, n)
+		for _, e := range all {
+			Start(e.muxClient, e.muxBackend, opt, func(r Result) { done <- r })
+		}
+		msg, got := []byte("ping"), make([]byte, 4)
+		for _, e := range all {
+			for _, rw := range [][2]net.Conn{{e.client, e.backend}, {e.backend, e.client}} {
+				if _, err := rw[0].Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(rw[1], got); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		for pk.Parked() < 2*n {
+			time.Sleep(5 * time.Millisecond)
+		}
+		after := settled()
+		heap += int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		stack += int64(after.StackInuse) - int64(before.StackInuse)
+		conns += n
+		for _, e := range all {
+			_ = e.client.Close()
+			_ = e.backend.Close()
+		}
+		for range n {
+			<-done
+		}
+	}
+	b.ReportMetric(float64(heap)/float64(conns), "heap-B/conn")
+	b.ReportMetric(float64(stack)/float64(conns), "stack-B/conn")
+}
