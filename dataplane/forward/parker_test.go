@@ -380,11 +380,31 @@ func (w *slowWriter) flush() error {
 // parked.
 func TestIdleTimeoutEndsParkedTLSPipes(t *testing.T) {
 	pk := newParker(t)
-	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk, IdleTimeout: 300 * time.Millisecond})
-	defer backend.Close()
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: roots})
 	defer tlsClient.Close()
+	// Handshake first, as the dataplane does: the idle timeout counts
+	// from the pipe's start.
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
+	errc := make(chan error, 1)
+	go func() { errc <- tlsMux.Handshake() }()
+	if err := tlsClient.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk, IdleTimeout: 500 * time.Millisecond}, func(r Result) { done <- r })
 	roundTrip(t, tlsClient, backend, "hello")
 	wantIdle(t, done, 15*time.Second)
+	_ = tlsClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tlsClient.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read data after the idle close")
+	}
 }
 
 // Bulk from the backend into a TLS client switches to full-buffer reads and
@@ -537,4 +557,26 @@ func benchParked(b *testing.B, useTLS bool) {
 	}
 	b.ReportMetric(float64(heap)/float64(conns), "heap-B/conn")
 	b.ReportMetric(float64(stack)/float64(conns), "stack-B/conn")
+}
+
+func TestReleaseAfterABurst(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		grown   int
+		settled bool
+		since   time.Duration
+		want    bool
+	}{
+		{"a few more parked", releaseAfter - 1, true, time.Hour, false},
+		{"burst over", releaseAfter, true, releaseQuiet, true},
+		{"burst over, just released", releaseAfter, true, releaseQuiet - time.Millisecond, false},
+		{"still growing", 5000, false, releaseEvery - time.Millisecond, false},
+		{"growing for long", 5000, false, releaseEvery, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := release(tc.grown, tc.settled, tc.since); got != tc.want {
+				t.Fatalf("release(%d, %v, %v) = %v, want %v", tc.grown, tc.settled, tc.since, got, tc.want)
+			}
+		})
+	}
 }

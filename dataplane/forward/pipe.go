@@ -116,9 +116,8 @@ type dir struct {
 	p        *pipe
 	dst, src net.Conn
 	n        int64
-	err      error
-	idle     bool
 	tcpState // platform state: splice mode, parking token
+	idle     bool
 }
 
 // run copies until the direction ends or is parked. A woken direction runs
@@ -204,7 +203,6 @@ func (d *dir) finish(err error) {
 		}
 	} else {
 		d.idle = errors.Is(err, errIdle)
-		d.err = err
 		p.fail(err)
 	}
 	if p.pending.Add(-1) != 0 {

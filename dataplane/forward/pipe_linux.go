@@ -19,10 +19,10 @@ const smallRead = 4 << 10
 // tcpState is a TCP direction's state that survives parking.
 type tcpState struct {
 	raw syscall.RawConn
-	// bulk: the last read filled the buffer, so splice what is queued.
-	bulk bool
 	// token identifies the direction while it is parked (0: not parked).
 	token uint64
+	// bulk: the last read filled the buffer, so splice what is queued.
+	bulk bool
 	// expired: the Parker woke the direction because the idle timeout
 	// passed.
 	expired bool
