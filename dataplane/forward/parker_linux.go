@@ -3,6 +3,7 @@ package forward
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -220,11 +221,20 @@ func (pk *Parker) loop() {
 			}
 			if release(parked-releasedAt, parked <= lastParked, time.Since(lastRelease)) {
 				releasedAt, lastRelease = parked, time.Now()
-				go debug.FreeOSMemory()
+				go releaseMemory()
 			}
 			lastParked = parked
 		}
 	}
+}
+
+// releaseMemory returns free memory to the OS after two collections: the
+// first moves what sync.Pools kept of the burst (probe and copy buffers,
+// tens of KB each) to their victim caches, the second frees it. An idle
+// process collects no more, so one collection would leave it resident.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
 }
 
 // release decides whether to return memory to the OS now: grown more
