@@ -381,22 +381,11 @@ func (w *slowWriter) flush() error {
 func TestIdleTimeoutEndsParkedTLSPipes(t *testing.T) {
 	pk := newParker(t)
 	client, muxClient, muxBackend, backend := pipeEnds(t)
-	cert := peers.CertPair(t, "mux.test")
-	roots := x509.NewCertPool()
-	roots.AddCert(cert.Leaf)
-	tlsClient := tls.Client(client, &tls.Config{ServerName: "mux.test", RootCAs: roots})
-	defer tlsClient.Close()
 	// Handshake first, as the dataplane does: the idle timeout counts
 	// from the pipe's start.
-	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
-	errc := make(chan error, 1)
-	go func() { errc <- tlsMux.Handshake() }()
-	if err := tlsClient.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := tlsConfigs(t)
+	tlsClient, tlsMux := handshaken(t, client, muxClient, srv, cli)
+	defer tlsClient.Close()
 	done := make(chan Result, 1)
 	Start(tlsMux, muxBackend, Options{Parker: pk, IdleTimeout: 500 * time.Millisecond}, func(r Result) { done <- r })
 	roundTrip(t, tlsClient, backend, "hello")
@@ -484,11 +473,7 @@ func benchParked(b *testing.B, useTLS bool) {
 	opt := Options{BufferPool: bufs, StreamBufferPool: recs, Parker: pk, IdleTimeout: time.Hour}
 	var srvCfg, cliCfg *tls.Config
 	if useTLS {
-		cert := peers.CertPair(b, "mux.test")
-		roots := x509.NewCertPool()
-		roots.AddCert(cert.Leaf)
-		srvCfg = &tls.Config{Certificates: []tls.Certificate{*cert.TLS}}
-		cliCfg = &tls.Config{ServerName: "mux.test", RootCAs: roots}
+		srvCfg, cliCfg = tlsConfigs(b)
 	}
 	settled := func() runtime.MemStats {
 		var ms runtime.MemStats
@@ -511,16 +496,7 @@ func benchParked(b *testing.B, useTLS bool) {
 			muxBackend, backend := tcpPair(b)
 			e := ends{client: client, backend: backend, muxClient: muxClient, muxBackend: muxBackend}
 			if useTLS {
-				tc, ts := tls.Client(client, cliCfg), tls.Server(muxClient, srvCfg)
-				errc := make(chan error, 1)
-				go func() { errc <- ts.Handshake() }()
-				if err := tc.Handshake(); err != nil {
-					b.Fatal(err)
-				}
-				if err := <-errc; err != nil {
-					b.Fatal(err)
-				}
-				e.client, e.muxClient = tc, ts
+				e.client, e.muxClient = handshaken(b, client, muxClient, srvCfg, cliCfg)
 			}
 			all[i] = e
 		}
@@ -579,4 +555,30 @@ func TestReleaseAfterABurst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsConfigs returns a server configuration with a certificate for
+// mux.test and a client configuration that trusts it.
+func tlsConfigs(t testing.TB) (srv, cli *tls.Config) {
+	t.Helper()
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	return &tls.Config{Certificates: []tls.Certificate{*cert.TLS}}, &tls.Config{ServerName: "mux.test", RootCAs: roots}
+}
+
+// handshaken completes a TLS handshake between client and the mux's end
+// of its connection, as the dataplane does before it forwards.
+func handshaken(t testing.TB, client, muxClient net.Conn, srv, cli *tls.Config) (*tls.Conn, *tls.Conn) {
+	t.Helper()
+	tc, ts := tls.Client(client, cli), tls.Server(muxClient, srv)
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return tc, ts
 }

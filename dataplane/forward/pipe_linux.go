@@ -65,11 +65,8 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			bp, n, err := readOrWait(d.raw, p.getBuf, p.putBuf, limit)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					if p.idleExpired() {
-						return false, errIdle
-					}
-					if p.opt.Parker != nil && p.opt.Parker.park(d) {
-						return true, nil
+					if parked, err := d.waited(); parked || err != nil {
+						return parked, err
 					}
 					continue
 				}
@@ -138,6 +135,19 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			return false, nil // EOF raced with the ioctl
 		}
 	}
+}
+
+// waited handles a wait for data that reached its deadline with nothing
+// read: past the idle timeout the direction ends (errIdle); otherwise it
+// parks if it can (parked), or waits again (neither).
+func (d *dir) waited() (parked bool, err error) {
+	if d.p.idleExpired() {
+		return false, errIdle
+	}
+	if pk := d.p.opt.Parker; pk != nil && pk.park(d) {
+		return true, nil
+	}
+	return false, nil
 }
 
 // bulkCopy copies from src through one pooled buffer while every read fills
@@ -240,11 +250,8 @@ func (d *dir) tlsStream(sock *net.TCPConn) (parked bool, err error) {
 		if d.drained {
 			if _, err := waitReadable(d.raw); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					if p.idleExpired() {
-						return false, errIdle
-					}
-					if p.opt.Parker != nil && p.opt.Parker.park(d) {
-						return true, nil
+					if parked, err := d.waited(); parked || err != nil {
+						return parked, err
 					}
 					continue
 				}
