@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/prefixconn"
 )
 
@@ -16,6 +17,10 @@ import (
 // withPrefix is c with pre, the bytes read while sniffing, in front of
 // what it returns.
 func withPrefix(c net.Conn, pre []byte) net.Conn { return prefixconn.New(c, pre) }
+
+// A TLS stream over a prefixed connection parks only once the prefix is
+// consumed.
+var _ forward.Prefixed = (*prefixconn.Conn)(nil)
 
 // countingConn counts bytes each way and reports the client address the
 // dataplane established (a PROXY header's, not the load balancer's).

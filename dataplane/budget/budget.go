@@ -23,9 +23,9 @@ import (
 // PerConnection is the memory a connection is budgeted at its worst: a
 // TLS handshake or an HTTP header block of up to 64 KiB being read (the
 // bigger of the two), the probe buffer, and the goroutine stacks grown
-// while sniffing. Most connections cost far less once forwarded (about 6
-// KB idle); the budget is for a client that makes each one as costly as
-// it can. Measured with `make soak`, see the README.
+// while sniffing. Most connections cost far less once forwarded (about 3
+// KB idle, 8 KB TLS-terminated); the budget is for a client that makes
+// each one as costly as it can. Measured with `make soak`, see the README.
 const PerConnection = 96 << 10
 
 // Reserve is the memory kept for the process itself (runtime, binary,

@@ -15,9 +15,10 @@
 //     one epoll set and resumed on a new goroutine when its socket wakes,
 //     so an idle forwarded connection holds no goroutine and no buffer,
 //     only its sockets; the Parker turns TCP keepalive on for sockets that
-//     idle. A direction reading TLS keeps its goroutine and a 16 KiB
-//     buffer (the TLS state may hold decrypted bytes its socket no longer
-//     shows).
+//     idle. A direction reading TLS over a TCP socket holds a 16 KiB
+//     buffer while it reads, since crypto/tls may hold bytes its socket no
+//     longer shows; once a read has timed out with nothing decrypted it
+//     waits on the socket without one, and parks like a TCP direction.
 //   - Each direction ends on its own: EOF from one side becomes a half-close
 //     (CloseWrite) towards the other, so request/response protocols that shut
 //     down their sending side keep working; an error, or a panic, closes

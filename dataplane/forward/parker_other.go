@@ -8,7 +8,7 @@ import (
 )
 
 // DefaultParkThreshold is how long a direction waits before it is parked.
-const DefaultParkThreshold = 500 * time.Millisecond
+const DefaultParkThreshold = 100 * time.Millisecond
 
 // Parker needs Linux's epoll; elsewhere every direction keeps its goroutine.
 type Parker struct{ threshold time.Duration }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,29 +247,153 @@ func TestBulkToASlowReceiverOutlastsTheThreshold(t *testing.T) {
 }
 
 // A TLS-terminated connection (the client side decrypted here) cannot
-// splice, but its backend→client direction still reads from a plain TCP
-// socket: idle, it holds no buffer and parks like any other, and wakes to
-// carry the backend's bytes into the TLS stream.
-func TestIdleBackendDirectionParksUnderTLS(t *testing.T) {
+// splice, but both its directions park when idle: backend→client reads a
+// plain TCP socket, and client→backend parks on the socket under the TLS
+// once a read has timed out with nothing decrypted. Each wakes to carry
+// its side's bytes, and a half-close while parked still gets through.
+func TestIdleTLSDirectionsPark(t *testing.T) {
 	pk := newParker(t)
+	before := runtime.NumGoroutine()
 	tlsClient, backend, done := tlsPipe(t, Options{Parker: pk})
 	defer backend.Close()
 	defer tlsClient.Close()
 	roundTrip(t, tlsClient, backend, "hello")
 	roundTrip(t, backend, tlsClient, "world")
 
-	peers.Until(t, 10*time.Second, "the backend→client direction parked", func() bool { return pk.Parked() == 1 })
+	peers.Until(t, 10*time.Second, "both directions parked", func() bool { return pk.Parked() == 2 })
+	peers.Until(t, 10*time.Second, "the copy goroutines gone", func() bool { return runtime.NumGoroutine() <= before })
 	for i := range 5 {
 		roundTrip(t, backend, tlsClient, fmt.Sprintf("down %d", i))
 		roundTrip(t, tlsClient, backend, fmt.Sprintf("up %d", i))
-		peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 1 })
+		peers.Until(t, 10*time.Second, "parked again", func() bool { return pk.Parked() == 2 })
 	}
+	// close_notify and FIN from the parked client side: the backend sees
+	// its end of stream and can still answer.
+	if err := tlsClient.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(backend); err != nil || len(b) != 0 {
+		t.Fatalf("backend after the client's half-close: %q, %v", b, err)
+	}
+	roundTrip(t, backend, tlsClient, "still open the other way")
 	backend.Close()
-	_ = tlsClient.Close()
-	if r := <-done; r.Idle {
+	if r := <-done; r.Err != nil || r.Idle {
 		t.Fatalf("result %+v", r)
 	}
 	peers.Until(t, 10*time.Second, "nothing parked", func() bool { return pk.Parked() == 0 })
+}
+
+// TLS records that arrive in pieces, with pauses past the Parker's
+// threshold inside a record (crypto/tls then holds a partial record while
+// the direction parks), and many records at once (it then holds whole
+// records the socket no longer shows): every byte reaches the backend, in
+// order.
+func TestTLSRecordsSplitAcrossParkingArriveIntact(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	slow := &slowWriter{TCPConn: client}
+	tlsClient := tls.Client(slow, &tls.Config{ServerName: "mux.test", RootCAs: roots})
+	defer tlsClient.Close()
+	tlsMux := tls.Server(muxClient, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk}, func(r Result) { done <- r })
+	if err := tlsClient.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+
+	var want bytes.Buffer
+	write := func(msg string) {
+		t.Helper()
+		want.WriteString(msg)
+		if _, err := io.WriteString(tlsClient, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Split records: 3 bytes of the header, a pause, the rest.
+	slow.split.Store(true)
+	for i := range 4 {
+		write(fmt.Sprintf("split record %d;", i))
+	}
+	slow.split.Store(false)
+	// Many records in one write, after the direction parked.
+	peers.Until(t, 10*time.Second, "parked", func() bool { return pk.Parked() == 2 })
+	slow.hold.Store(true) // collect every record tlsClient writes, send them at once
+	for i := range 200 {
+		write(fmt.Sprintf("batched record %d;", i))
+	}
+	if err := slow.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsClient.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("backend got %q\nwant %q", got, want.Bytes())
+	}
+	backend.Close()
+	if r := <-done; r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// slowWriter is a TLS client's socket that, when split is set, sends each
+// write (a TLS record) in two pieces 60 ms apart, past the Parker's
+// threshold; while hold is set it keeps the writes until flush.
+type slowWriter struct {
+	*net.TCPConn
+	split, hold atomic.Bool
+	held        []byte
+}
+
+func (w *slowWriter) Write(b []byte) (int, error) {
+	switch {
+	case w.hold.Load():
+		w.held = append(w.held, b...)
+		return len(b), nil
+	case w.split.Load() && len(b) > 3:
+		if _, err := w.TCPConn.Write(b[:3]); err != nil {
+			return 0, err
+		}
+		time.Sleep(60 * time.Millisecond)
+		n, err := w.TCPConn.Write(b[3:])
+		return n + 3, err
+	}
+	return w.TCPConn.Write(b)
+}
+
+func (w *slowWriter) flush() error {
+	w.hold.Store(false)
+	_, err := w.TCPConn.Write(w.held)
+	return err
+}
+
+// The idle timeout ends a TLS-terminated pipe whose directions are both
+// parked.
+func TestIdleTimeoutEndsParkedTLSPipes(t *testing.T) {
+	pk := newParker(t)
+	client, muxClient, muxBackend, backend := pipeEnds(t)
+	// Handshake first, as the dataplane does: the idle timeout counts
+	// from the pipe's start.
+	srv, cli := tlsConfigs(t)
+	tlsClient, tlsMux := handshaken(t, client, muxClient, srv, cli)
+	defer tlsClient.Close()
+	done := make(chan Result, 1)
+	Start(tlsMux, muxBackend, Options{Parker: pk, IdleTimeout: 500 * time.Millisecond}, func(r Result) { done <- r })
+	roundTrip(t, tlsClient, backend, "hello")
+	wantIdle(t, done, 15*time.Second)
+	_ = tlsClient.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tlsClient.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read data after the idle close")
+	}
 }
 
 // Bulk from the backend into a TLS client switches to full-buffer reads and
@@ -323,4 +448,137 @@ func tlsPipe(t *testing.T, opt Options) (*tls.Conn, *net.TCPConn, <-chan Result)
 	done := make(chan Result, 1)
 	Start(tlsMux, muxBackend, opt, func(r Result) { done <- r })
 	return tlsClient, backend, done
+}
+
+// BenchmarkParkedMemory reports what an idle forwarded connection costs in
+// this process once both its directions are parked, beyond its sockets
+// (and the TLS state of a handshake done before forwarding, as the
+// dataplane does): the pipe, its parking, and what its goroutines and
+// buffers leave behind. heap-B/conn is live heap, stack-B/conn goroutine
+// stacks, both after a collection.
+func BenchmarkParkedMemory(b *testing.B) {
+	b.Run("tcp", func(b *testing.B) { benchParked(b, false) })
+	b.Run("tls", func(b *testing.B) { benchParked(b, true) })
+}
+
+func benchParked(b *testing.B, useTLS bool) {
+	const n = 500 // 2000 sockets; the dead goroutines' cached stacks, a bounded cost, spread thin
+	pk, err := NewParker(20 * time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pk.Close()
+	bufs := &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	recs := &sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+	opt := Options{BufferPool: bufs, StreamBufferPool: recs, Parker: pk, IdleTimeout: time.Hour}
+	var srvCfg, cliCfg *tls.Config
+	if useTLS {
+		srvCfg, cliCfg = tlsConfigs(b)
+	}
+	settled := func() runtime.MemStats {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC() // and the pools' victims
+		runtime.ReadMemStats(&ms)
+		return ms
+	}
+	var heap, stack int64
+	conns := 0
+	for b.Loop() {
+		type ends struct {
+			client, backend net.Conn
+			muxClient       net.Conn
+			muxBackend      *net.TCPConn
+		}
+		all := make([]ends, n)
+		for i := range all {
+			client, muxClient := tcpPair(b)
+			muxBackend, backend := tcpPair(b)
+			e := ends{client: client, backend: backend, muxClient: muxClient, muxBackend: muxBackend}
+			if useTLS {
+				e.client, e.muxClient = handshaken(b, client, muxClient, srvCfg, cliCfg)
+			}
+			all[i] = e
+		}
+		before := settled()
+		done := make(chan Result, n)
+		for _, e := range all {
+			Start(e.muxClient, e.muxBackend, opt, func(r Result) { done <- r })
+		}
+		msg, got := []byte("ping"), make([]byte, 4)
+		for _, e := range all {
+			for _, rw := range [][2]net.Conn{{e.client, e.backend}, {e.backend, e.client}} {
+				if _, err := rw[0].Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(rw[1], got); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		for pk.Parked() < 2*n {
+			time.Sleep(5 * time.Millisecond)
+		}
+		after := settled()
+		heap += int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		stack += int64(after.StackInuse) - int64(before.StackInuse)
+		conns += n
+		for _, e := range all {
+			_ = e.client.Close()
+			_ = e.backend.Close()
+		}
+		for range n {
+			<-done
+		}
+	}
+	b.ReportMetric(float64(heap)/float64(conns), "heap-B/conn")
+	b.ReportMetric(float64(stack)/float64(conns), "stack-B/conn")
+}
+
+func TestReleaseAfterABurst(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		grown   int
+		settled bool
+		since   time.Duration
+		want    bool
+	}{
+		{"a few more parked", releaseAfter - 1, true, time.Hour, false},
+		{"burst over", releaseAfter, true, releaseQuiet, true},
+		{"burst over, just released", releaseAfter, true, releaseQuiet - time.Millisecond, false},
+		{"still growing", 5000, false, releaseEvery - time.Millisecond, false},
+		{"growing for long", 5000, false, releaseEvery, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := release(tc.grown, tc.settled, tc.since); got != tc.want {
+				t.Fatalf("release(%d, %v, %v) = %v, want %v", tc.grown, tc.settled, tc.since, got, tc.want)
+			}
+		})
+	}
+}
+
+// tlsConfigs returns a server configuration with a certificate for
+// mux.test and a client configuration that trusts it.
+func tlsConfigs(t testing.TB) (srv, cli *tls.Config) {
+	t.Helper()
+	cert := peers.CertPair(t, "mux.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	return &tls.Config{Certificates: []tls.Certificate{*cert.TLS}}, &tls.Config{ServerName: "mux.test", RootCAs: roots}
+}
+
+// handshaken completes a TLS handshake between client and the mux's end
+// of its connection, as the dataplane does before it forwards.
+func handshaken(t testing.TB, client, muxClient net.Conn, srv, cli *tls.Config) (*tls.Conn, *tls.Conn) {
+	t.Helper()
+	tc, ts := tls.Client(client, cli), tls.Server(muxClient, srv)
+	errc := make(chan error, 1)
+	go func() { errc <- ts.Handshake() }()
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return tc, ts
 }

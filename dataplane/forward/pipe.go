@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -115,9 +116,8 @@ type dir struct {
 	p        *pipe
 	dst, src net.Conn
 	n        int64
-	err      error
-	idle     bool
 	tcpState // platform state: splice mode, parking token
+	idle     bool
 }
 
 // run copies until the direction ends or is parked. A woken direction runs
@@ -146,7 +146,48 @@ func (d *dir) copy() (parked bool, err error) {
 		t, _ := d.dst.(*net.TCPConn)
 		return d.tcp(t, s)
 	}
+	if s := tlsSocket(d.src); s != nil {
+		// From TLS over a TCP socket it can wait without a buffer and park
+		// too, once crypto/tls has shown it holds nothing to return.
+		return d.tlsStream(s)
+	}
 	return false, d.buffered()
+}
+
+// Prefixed is a connection that returns bytes of its own (read ahead
+// while sniffing) before those of the connection it wraps. A TLS stream
+// over one parks only once Buffered is 0: until then its socket's
+// readiness does not say whether a read would block.
+type Prefixed interface {
+	// NetConn is the wrapped connection.
+	NetConn() net.Conn
+	// Buffered is how many bytes Read still returns before NetConn's.
+	Buffered() int
+}
+
+// tlsSocket returns the TCP socket under src when src is TLS over it,
+// directly or through a Prefixed layer, the only layers whose buffering
+// is known; nil otherwise (TLS inside TLS, other wrappers).
+func tlsSocket(src net.Conn) *net.TCPConn {
+	tc, ok := src.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	under := tc.NetConn()
+	if pc, ok := under.(Prefixed); ok {
+		under = pc.NetConn()
+	}
+	s, _ := under.(*net.TCPConn)
+	return s
+}
+
+// tlsDrained reports whether nothing sits between src's socket and
+// crypto/tls: no prefix bytes are left in a Prefixed layer.
+func tlsDrained(src net.Conn) bool {
+	if pc, ok := src.(*tls.Conn).NetConn().(Prefixed); ok {
+		return pc.Buffered() == 0
+	}
+	return true
 }
 
 // finish ends the direction: a clean end half-closes the other side, an
@@ -162,7 +203,6 @@ func (d *dir) finish(err error) {
 		}
 	} else {
 		d.idle = errors.Is(err, errIdle)
-		d.err = err
 		p.fail(err)
 	}
 	if p.pending.Add(-1) != 0 {

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -18,10 +19,10 @@ const smallRead = 4 << 10
 // tcpState is a TCP direction's state that survives parking.
 type tcpState struct {
 	raw syscall.RawConn
-	// bulk: the last read filled the buffer, so splice what is queued.
-	bulk bool
 	// token identifies the direction while it is parked (0: not parked).
 	token uint64
+	// bulk: the last read filled the buffer, so splice what is queued.
+	bulk bool
 	// expired: the Parker woke the direction because the idle timeout
 	// passed.
 	expired bool
@@ -29,6 +30,9 @@ type tcpState struct {
 	deadline bool
 	// keepalive: src has TCP keepalive (set when it first parks).
 	keepalive bool
+	// drained: a TLS direction's last read timed out without data, so
+	// crypto/tls holds nothing it could return until its socket has more.
+	drained bool
 }
 
 // tcp forwards from a TCP socket. While it waits it holds no buffer: each
@@ -62,11 +66,8 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 			bp, n, err := rr.readOrWait(d.raw, limit)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
-					if p.idleExpired() {
-						return false, errIdle
-					}
-					if p.opt.Parker != nil && p.opt.Parker.park(d) {
-						return true, nil
+					if parked, err := d.waited(); parked || err != nil {
+						return parked, err
 					}
 					continue
 				}
@@ -137,6 +138,19 @@ func (d *dir) tcp(dst, src *net.TCPConn) (parked bool, err error) {
 	}
 }
 
+// waited handles a wait for data that reached its deadline with nothing
+// read: past the idle timeout the direction ends (errIdle); otherwise it
+// parks if it can (parked), or waits again (neither).
+func (d *dir) waited() (parked bool, err error) {
+	if d.p.idleExpired() {
+		return false, errIdle
+	}
+	if pk := d.p.opt.Parker; pk != nil && pk.park(d) {
+		return true, nil
+	}
+	return false, nil
+}
+
 // bulkCopy copies from src through one pooled buffer while every read fills
 // it, then returns to waiting without a buffer (d.bulk false). The deadline
 // armed before it bounds the whole run: when it passes, the run ends and
@@ -187,4 +201,86 @@ func (d *dir) armDeadline(src *net.TCPConn) error {
 	}
 	d.deadline = true
 	return src.SetReadDeadline(time.Now().Add(wait))
+}
+
+// tlsStream forwards from a TLS stream over the TCP socket sock. crypto/tls
+// keeps bytes it has read from the socket and not yet returned (the rest
+// of a record, records read ahead), so the socket's readiness alone does
+// not say whether a read would block: the direction reads through a
+// pooled buffer, with a deadline of the Parker's threshold. A read that
+// times out without data is what tells: crypto/tls has found nothing it
+// could decrypt and waits for the socket (a timeout leaves its state
+// intact, see (*tls.Conn).Read). From then on, until the socket is
+// readable, the direction waits on the socket without a buffer, and parks
+// off its goroutine like a TCP one. A Prefixed layer under the TLS must be
+// empty too.
+func (d *dir) tlsStream(sock *net.TCPConn) (parked bool, err error) {
+	p := d.p
+	if d.raw == nil {
+		if d.raw, err = sock.SyscallConn(); err != nil {
+			return false, err
+		}
+	}
+	if tc := d.src.(*tls.Conn); !tc.ConnectionState().HandshakeComplete {
+		// A handshake is not resumed after a timeout: it gets the idle
+		// timeout, not the Parker's threshold. (The dataplane completes
+		// it before forwarding; a caller may leave it to the first read.)
+		var end time.Time
+		if it := p.opt.IdleTimeout; it > 0 {
+			end = time.Now().Add(it)
+		}
+		d.deadline = true
+		if err := sock.SetReadDeadline(end); err != nil {
+			return false, err
+		}
+		if err := tc.Handshake(); err != nil {
+			return false, err
+		}
+	}
+	pool := p.opt.StreamBufferPool
+	if pool == nil {
+		pool = p.opt.BufferPool
+	}
+	for {
+		if d.expired {
+			return false, errIdle
+		}
+		if err := d.armDeadline(sock); err != nil {
+			return false, err
+		}
+		if d.drained {
+			if _, err := waitReadable(d.raw); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					if parked, err := d.waited(); parked || err != nil {
+						return parked, err
+					}
+					continue
+				}
+				return false, err
+			}
+			// Readable, or at its end: crypto/tls reads it next.
+			d.drained = false
+		}
+		bp := bufFrom(pool)
+		n, err := d.src.Read(*bp)
+		var werr error
+		if n > 0 {
+			werr = d.send((*bp)[:n])
+		}
+		bufTo(pool, bp)
+		switch {
+		case werr != nil:
+			return false, werr
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return false, nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if p.idleExpired() {
+				return false, errIdle
+			}
+			d.drained = n == 0 && tlsDrained(d.src)
+		default:
+			return false, err
+		}
+	}
 }

@@ -45,4 +45,9 @@ func (c *Conn) CloseWrite() error {
 // NetConn returns the wrapped connection.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
+// Buffered is how many prefix bytes Read still returns before the wrapped
+// connection's: a reader waiting on the socket underneath must not wait
+// while there are any (a TLS stream over c parks only once it is 0).
+func (c *Conn) Buffered() int { return len(c.pre) }
+
 var _ net.Conn = (*Conn)(nil)

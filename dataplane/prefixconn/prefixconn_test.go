@@ -45,6 +45,12 @@ func TestReadsPrefixThenConnection(t *testing.T) {
 			var got []byte
 			buf := make([]byte, tc.buf)
 			for {
+				if pc, ok := c.(*prefixconn.Conn); ok {
+					// Buffered counts down what the prefix still holds.
+					if want := len(tc.pre) - min(len(got), len(tc.pre)); pc.Buffered() != want {
+						t.Fatalf("after reading %q: Buffered() = %d, want %d", got, pc.Buffered(), want)
+					}
+				}
 				n, err := c.Read(buf)
 				got = append(got, buf[:n]...)
 				if err == io.EOF {

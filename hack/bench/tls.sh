@@ -18,6 +18,9 @@
 #              (PSK with X25519: no certificate signature)
 #   bulk       4 connections each write BULK and read it back: MB/s one way,
 #              proxy CPU s/GB
+#   idle       (opt-in: SCEN=idle) IDLE connections (default 9000) opened
+#              64 at a time, each after its handshake and one echoed line,
+#              held for 2 s: the proxy's PSS they add, per connection
 # Client, proxy and backend share the machine's cores: rates are "what this
 # box does with all three on it"; proxy CPU per handshake is the less
 # contended figure.
@@ -34,6 +37,7 @@ REPS=${REPS:-3}
 D=${D:-5s}
 C=${C:-32}
 BULK=${BULK:-256MiB}
+IDLE=${IDLE:-9000}
 PEERS=${PEERS:-portmux haproxy}
 CERTS=${CERTS:-ecdsa rsa}
 SCEN=${SCEN:-handshake tls12 resume bulk}
@@ -52,6 +56,7 @@ fi
 if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then
   renice -n "$NICE" -p $$ >/dev/null  # children inherit it
 fi
+ulimit -n "$(ulimit -Hn)" # idle: each of 3 processes holds IDLE sockets or twice as many
 mkdir -p "$OUT/logs"
 rm -f "$OUT/results.jsonl"
 echo "building portmux and tlsload" >&2
@@ -78,7 +83,7 @@ EOF
   } >"$OUT/portmux-$cert.yaml"
   cat >"$OUT/haproxy-$cert.cfg" <<EOF
 global
-    maxconn 9000
+    maxconn $((IDLE > 8800 ? IDLE + 200 : 9000))
     ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
     mode tcp
@@ -130,6 +135,7 @@ for rep in $(seq "$REPS"); do
           tls12) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -tls12 ;;
           resume) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -resume ;;
           bulk) "$OUT/tlsload" bulk "${common[@]}" -bytes "$BULK" ;;
+          idle) "$OUT/tlsload" idle "${common[@]}" -n "$IDLE" ;;
         esac | sed "s/}\$/,\"rep\":$rep}/" >>"$OUT/results.jsonl"
         stop_peer
       done
@@ -150,7 +156,10 @@ for r in rows:
 print("| certificate | scenario | peer | rate (median [min–max]) | p50 / p99 ms | proxy CPU | failures |")
 print("|---|---|---|---|---|---|---|")
 for (cert, scen, peer), rs in sorted(groups.items()):
-    if scen == "bulk":
+    if scen.startswith("idle"):
+        v = [r["pss_kb_per_conn"] for r in rs]
+        print(f"| {cert} | {scen} | {peer} | {med(v):.1f} KB/conn PSS [{min(v):.1f}–{max(v):.1f}] | — | — | — |")
+    elif scen == "bulk":
         v = [r["mb_per_s"] for r in rs]
         print(f"| {cert} | bulk | {peer} | {med(v):.0f} MB/s {rng(v)} | — | {med([r['mux_cpu_s_per_gb'] for r in rs]):.2f} s/GB | — |")
     else:

@@ -6,12 +6,15 @@
 //	tlsload echo -addr 127.0.0.1:17101
 //	tlsload handshake -addr 127.0.0.1:17443 -c 32 -d 5s -pid PID
 //	tlsload bulk -addr 127.0.0.1:17443 -conns 4 -bytes 256MiB -pid PID
+//	tlsload idle -addr 127.0.0.1:17443 -n 9000 -pid PID
 //
 // Every handshake is a full one (no session resumption) unless -resume,
 // TLS 1.3 unless -tls12, with key exchange X25519 unless -groups default (Go's default
 // list, X25519MLKEM768 first, which OpenSSL 3.0 does not have). After the
 // handshake the client writes a line and reads its echo, so the proxy
-// has dialled its backend too. Only 127.0.0.1 is dialled.
+// has dialled its backend too. idle holds N such connections open and
+// reports the proxy's memory (PSS) they cost, each. Only 127.0.0.1 is
+// dialled.
 //
 // Output: one JSON object on stdout, a summary line on stderr.
 package main
@@ -20,6 +23,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,7 +43,8 @@ func main() {
 	harness.Main("tlsload",
 		harness.Command{Name: "echo", Run: runEcho},
 		harness.Command{Name: "handshake", Run: runHandshake},
-		harness.Command{Name: "bulk", Run: runBulk})
+		harness.Command{Name: "bulk", Run: runBulk},
+		harness.Command{Name: "idle", Run: runIdle})
 }
 
 // runEcho is the backend: a plain TCP echo server.
@@ -62,8 +67,11 @@ func runEcho(args []string) error {
 		}
 		go func() {
 			defer func() { _ = c.Close() }()
+			// Read and write through the buffer, never splice: a splice
+			// holds two pipe descriptors per connection, which idle's
+			// 9000 held connections cannot afford under 20000 files.
 			buf := make([]byte, 64<<10)
-			_, _ = io.CopyBuffer(c, c, buf)
+			_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
 		}()
 	}
 }
@@ -375,4 +383,129 @@ func runBulk(args []string) error {
 	fmt.Fprintf(os.Stderr, "%s %s bulk: %.0f MB/s (one way, %d conns), proxy CPU %.2f s/GB\n",
 		r.Peer, r.Cert, r.MBps, r.Conns, r.MuxCPUsGB)
 	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+type idleResult struct {
+	labels
+	Conns     int     `json:"conns"`
+	PSSBefore int64   `json:"pss_kb_before"`
+	PSSAfter  int64   `json:"pss_kb_after"`
+	KBPerConn float64 `json:"pss_kb_per_conn"`
+}
+
+// runIdle opens n TLS connections (handshake and one echoed line each,
+// batch at a time), holds them for settle, reads the proxy's PSS, checks a
+// few still echo, and reports the PSS they added, per connection.
+func runIdle(args []string) error {
+	fs := flag.NewFlagSet("idle", flag.ExitOnError)
+	cl := clientFlags(fs)
+	n := fs.Int("n", 9000, "connections held")
+	batch := fs.Int("batch", 64, "connections opened at once")
+	settle := fs.Duration("settle", 2*time.Second, "wait between the last connection and reading memory")
+	if err := cl.parse(fs, args); err != nil {
+		return err
+	}
+	if cl.pid <= 0 || *n <= 0 || *batch <= 0 {
+		return errors.New("idle needs -pid, a positive -n and -batch")
+	}
+	cfg, err := clientConfig(cl.sni, "x25519", false)
+	if err != nil {
+		return err
+	}
+	before, err := pssKB(cl.pid)
+	if err != nil {
+		return err
+	}
+	conns := make([]*tls.Conn, *n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}()
+	msg := []byte("ping\n")
+	sem := make(chan struct{}, *batch)
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for i := range conns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := echoConn(cl.addr, cfg, msg)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, fmt.Sprintf("connection %d: %v", i, err))
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	if v, ok := firstErr.Load().(string); ok {
+		return errors.New(v)
+	}
+	time.Sleep(*settle)
+	after, err := pssKB(cl.pid)
+	if err != nil {
+		return err
+	}
+	// The proxy must still carry them: a proxy that dropped idle
+	// connections must not pass for a cheap one.
+	buf := make([]byte, len(msg))
+	for i := 0; i < len(conns); i += max(len(conns)/5, 1) {
+		c := conns[i]
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return fmt.Errorf("held connection %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return fmt.Errorf("held connection %d: %w", i, err)
+		}
+	}
+	r := idleResult{
+		labels: labels{Peer: cl.peer, Cert: cl.cert, Scenario: fmt.Sprintf("idle-%d", *n)}, Conns: *n,
+		PSSBefore: before, PSSAfter: after, KBPerConn: float64(after-before) / float64(*n),
+	}
+	fmt.Fprintf(os.Stderr, "%s %s %s: %.1f KB/conn PSS\n", r.Peer, r.Cert, r.Scenario, r.KBPerConn)
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// echoConn connects, completes a handshake, round-trips msg and returns
+// the connection with no deadline, to be held.
+func echoConn(addr string, cfg *tls.Config, msg []byte) (*tls.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+	c := tls.Client(raw, cfg)
+	buf := make([]byte, len(msg))
+	if err := c.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	_, err = c.Write(msg)
+	if err == nil {
+		_, err = io.ReadFull(c, buf)
+	}
+	if err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("echo: %w", err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// pssKB is pid's proportional set size in KiB, from smaps_rollup.
+func pssKB(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no Pss in /proc/%d/smaps_rollup", pid)
 }
