@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -181,4 +183,65 @@ func TestRemoteDeltasMatchWholeSnapshots(t *testing.T) {
 	if err := rd.Ready(); err != nil {
 		t.Errorf("not ready: %v", err)
 	}
+}
+
+// EndpointSlices changed in quick succession, several PortMuxes at once,
+// through the manager and a dataplane in another process: the dataplane
+// ends with the last endpoints of each (no change lost on the way), and
+// the changes crossed the socket as deltas.
+func TestEndpointSliceFlipsEndWithTheLast(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	path := peers.SocketPath(t, "pmx-flips-")
+	dp, _ := startLastSnapshot(t, path)
+	remote := newRemote(t, path)
+	runRemote(t, remote)
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
+	create(t, nsObj)
+	ns := nsObj.Name
+	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	const muxes, flips = 4, 25
+	names := make([]string, muxes)
+	for i := range names {
+		names[i] = fmt.Sprintf("flip-%d", i)
+		serviceFor(t, ns, names[i], 8080, "10.1.0.1")
+		create(t, sshMux(ns, names[i], int32(30000+i), names[i]))
+	}
+	endpointsOf := func(i int) []string {
+		s := dp.snapshot()
+		if s == nil {
+			return nil
+		}
+		for _, l := range s.Listeners {
+			if l.Name == ns+"/"+names[i]+"/public" && len(l.Routes) > 0 && l.Routes[0].Backend != nil {
+				return l.Routes[0].Backend.Endpoints
+			}
+		}
+		return nil
+	}
+	for i := range names {
+		peers.Until(t, settleTimeout, names[i]+" in the dataplane", func() bool { return slices.Equal(endpointsOf(i), []string{"10.1.0.1:8080"}) })
+	}
+	deltas0, wholes0, _ := remote.SendCounts()
+	for f := range flips {
+		for i := range names {
+			setEndpoints(t, ns, names[i], 8080, fmt.Sprintf("10.2.%d.%d", i, f), fmt.Sprintf("10.3.%d.%d", i, f))
+		}
+	}
+	for i := range names {
+		want := []string{fmt.Sprintf("10.2.%d.%d:8080", i, flips-1), fmt.Sprintf("10.3.%d.%d:8080", i, flips-1)}
+		peers.Until(t, settleTimeout, names[i]+" has its last endpoints", func() bool { return slices.Equal(endpointsOf(i), want) })
+	}
+	deltas, wholes, _ := remote.SendCounts()
+	t.Logf("%d EndpointSlice changes: %d deltas, %d whole snapshots sent", flips*muxes, deltas-deltas0, wholes-wholes0)
+	if deltas == deltas0 {
+		t.Error("no delta sent: every change went as a whole snapshot")
+	}
+}
+
+func (l *lastSnapshot) snapshot() *snapshot.Snapshot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.snap
 }
