@@ -355,28 +355,25 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 	// Read first (the cache, and the API server for a Secret's new data),
 	// then compile under the state's lock.
 	type change struct {
-		key types.NamespacedName
-		pm  v1alpha1.PortMux
-		at  int // position in p.in.PortMuxes; -1: new
+		key  types.NamespacedName
+		pm   v1alpha1.PortMux
+		gone bool
 	}
 	changes := make([]change, 0, len(dirty))
 	for key := range dirty {
-		c := change{key: key, at: -1}
+		c := change{key: key}
 		if err := p.gather.cache.Get(ctx, key, &c.pm); err != nil {
 			if apierrors.IsNotFound(err) {
-				if _, known := p.index[key]; !known {
-					continue // never compiled, nothing to take away
+				if _, known := p.index[key]; known {
+					changes = append(changes, change{key: key, gone: true})
 				}
-				return reconcile.Result{}, false, nil // deleted: its ports may go to another
+				continue // never compiled: nothing to take away
 			}
 			p.dirty.add(slices.Collect(maps.Keys(dirty))...)
 			return reconcile.Result{}, false, fmt.Errorf("get PortMux %s: %w", key, err)
 		}
-		if i, known := p.index[key]; known {
-			if p.in.PortMuxes[i].UID != c.pm.UID {
-				return reconcile.Result{}, false, nil // deleted and created again
-			}
-			c.at = i
+		if i, known := p.index[key]; known && p.in.PortMuxes[i].UID != c.pm.UID {
+			return reconcile.Result{}, false, nil // deleted and created again
 		}
 		if err := p.gather.refresh(ctx, p.in, &c.pm); err != nil {
 			p.dirty.add(slices.Collect(maps.Keys(dirty))...)
@@ -390,14 +387,30 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 	p.in.LastGoodSecrets = p.lastGood
 	delta := &snapshot.Delta{MaxConnections: out.Snapshot.MaxConnections}
 	var recompiled []*v1alpha1.PortMux
-	for _, c := range changes {
-		if c.at < 0 {
-			p.in.PortMuxes = append(p.in.PortMuxes, c.pm)
-			c.at = len(p.in.PortMuxes) - 1
-		} else {
-			p.in.PortMuxes[c.at] = c.pm
+	for i := range changes {
+		c := &changes[i]
+		if c.gone {
+			before, ok := compile.Remove(p.in, out, c.key)
+			if !ok {
+				p.state.mu.Unlock()
+				p.fingerprint = ""
+				return reconcile.Result{}, false, nil // its ports go to another
+			}
+			p.forget(c.key)
+			for i := range before {
+				delta.Remove = append(delta.Remove, before[i].Name)
+			}
+			continue
 		}
-		pm := &p.in.PortMuxes[c.at]
+		// Where it is now: a removal above may have moved it.
+		at, known := p.index[c.key]
+		if known {
+			p.in.PortMuxes[at] = c.pm
+		} else {
+			p.in.PortMuxes = append(p.in.PortMuxes, c.pm)
+			at = len(p.in.PortMuxes) - 1
+		}
+		pm := &p.in.PortMuxes[at]
 		before, after, ok := compile.Recompile(p.in, out, pm)
 		if !ok {
 			p.state.mu.Unlock()
@@ -405,8 +418,8 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 			p.fingerprint = ""
 			return reconcile.Result{}, false, nil
 		}
-		p.index[c.key] = c.at
-		recompiled = append(recompiled, pm)
+		p.index[c.key] = at
+		recompiled = append(recompiled, &c.pm) // c.pm, not pm: a removal moves PortMuxes
 		if len(before) == len(after) && (len(after) == 0 || &before[0] == &after[0]) {
 			continue // its inputs did not change: same listeners
 		}
@@ -452,6 +465,25 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, true, nil
 	}
 	return reconcile.Result{}, true, nil
+}
+
+// forget drops a PortMux that is gone from the last input, moving the
+// last one into its place.
+func (p *programmer) forget(key types.NamespacedName) {
+	i, ok := p.index[key]
+	if !ok {
+		return
+	}
+	last := len(p.in.PortMuxes) - 1
+	if i != last {
+		moved := &p.in.PortMuxes[last]
+		p.in.PortMuxes[i] = *moved
+		p.index[types.NamespacedName{Namespace: moved.Namespace, Name: moved.Name}] = i
+	}
+	p.in.PortMuxes[last] = v1alpha1.PortMux{}
+	p.in.PortMuxes = p.in.PortMuxes[:last]
+	delete(p.index, key)
+	delete(p.checked, key)
 }
 
 // allPortMuxes points at every PortMux of the last input.

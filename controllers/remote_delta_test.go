@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane/control"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -237,6 +238,16 @@ func TestEndpointSliceFlipsEndWithTheLast(t *testing.T) {
 	t.Logf("%d EndpointSlice changes: %d deltas, %d whole snapshots sent", flips*muxes, deltas-deltas0, wholes-wholes0)
 	if deltas == deltas0 {
 		t.Error("no delta sent: every change went as a whole snapshot")
+	}
+
+	// A PortMux deleted leaves the dataplane; the others stay as they are.
+	remove(t, &v1alpha1.PortMux{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: names[0]}})
+	peers.Until(t, settleTimeout, names[0]+" gone from the dataplane", func() bool { return endpointsOf(0) == nil })
+	for i := 1; i < muxes; i++ {
+		want := []string{fmt.Sprintf("10.2.%d.%d:8080", i, flips-1), fmt.Sprintf("10.3.%d.%d:8080", i, flips-1)}
+		if got := endpointsOf(i); !slices.Equal(got, want) {
+			t.Errorf("%s after %s went: %v, want %v", names[i], names[0], got, want)
+		}
 	}
 }
 

@@ -117,3 +117,51 @@ func claims(in *Input, pm *v1alpha1.PortMux, invalid bool) string {
 	})
 	return b.String()
 }
+
+// Remove takes a PortMux that is gone out of out, the Output of a
+// Compile, and in's Cache, when that changes nobody else's compile: it
+// held no port another PortMux waits for (a listener in conflict with
+// it), attached to no Gateway and served no certificate Secret (another
+// PortMux may serve it too: only a Compile tells). It returns the
+// PortMux's listeners, for the change of the snapshot; ok is false, and
+// out unchanged, when a Compile must run. It looks at every Result when
+// the PortMux held a port: cheap next to a Compile.
+func Remove(in *Input, out *Output, key types.NamespacedName) (before []snapshot.Listener, ok bool) {
+	prev, known := out.byPortMux[key]
+	if !known || out.ports == nil || strings.HasPrefix(prev.claims, "gateway,") {
+		return nil, false
+	}
+	for _, name := range prev.secrets {
+		if out.GoodSecrets[types.NamespacedName{Namespace: key.Namespace, Name: name}] != nil {
+			return nil, false
+		}
+	}
+	holder := key.Name
+	if key.Namespace != "" {
+		holder = key.Namespace + "/" + key.Name
+	}
+	var held []portKey
+	for k, h := range out.ports {
+		if h == holder {
+			held = append(held, k)
+		}
+	}
+	if len(held) > 0 {
+		for _, res := range out.Results {
+			for i := range res.Listeners {
+				if res.Listeners[i].Conflict == holder {
+					return nil, false
+				}
+			}
+		}
+	}
+	for _, k := range held {
+		delete(out.ports, k)
+	}
+	delete(out.Results, key)
+	delete(out.byPortMux, key)
+	if in.Cache != nil {
+		delete(in.Cache.entries, key)
+	}
+	return prev.listeners, true
+}

@@ -245,3 +245,49 @@ func TestRecompileAddsPortMux(t *testing.T) {
 		t.Fatalf("only %d PortMuxes added across the cases: the test checks too little", added)
 	}
 }
+
+// TestRemoveMatchesCompile compiles every golden case, takes one of its
+// PortMuxes away with Remove, and checks the outcome is a Compile's of
+// the case without it; Remove refuses when another PortMux waits for a
+// port the removed one held.
+func TestRemoveMatchesCompile(t *testing.T) {
+	removed := 0
+	for _, inPath := range goldenInputs(t, "testdata", 12) {
+		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
+		full := loadGoldenCase(t, inPath).in
+		for i, pm := range uniquePortMuxes(full.PortMuxes) {
+			t.Run(fmt.Sprintf("%s/%d-%s", name, i, pm.Name), func(t *testing.T) {
+				full := full
+				full.Cache = compile.NewCache()
+				out := compile.Compile(full)
+				without := full
+				without.PortMuxes = slices.DeleteFunc(slices.Clone(full.PortMuxes), func(o v1alpha1.PortMux) bool {
+					return o.Namespace == pm.Namespace && o.Name == pm.Name
+				})
+				key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+				before, ok := compile.Remove(&without, out, key)
+				if !ok {
+					return
+				}
+				removed++
+				snap := out.Snapshot.Patch(delta(out.Snapshot.MaxConnections, before, nil))
+				ref := without
+				ref.Cache = nil
+				want := compile.Compile(ref)
+				if got, exp := renderSnap(t, snap), renderSnap(t, want.Snapshot); got != exp {
+					t.Fatalf("snapshot\n%s\nwant\n%s", got, exp)
+				}
+				if !reflect.DeepEqual(out.Results, want.Results) {
+					t.Fatalf("results differ\n%s\nwant\n%s", dump(t, out.Results), dump(t, want.Results))
+				}
+				// A Compile through the cache Remove left gives the same.
+				if got, exp := renderSnap(t, compile.Compile(without).Snapshot), renderSnap(t, want.Snapshot); got != exp {
+					t.Fatalf("compile through the cache after Remove:\n%s\nwant\n%s", got, exp)
+				}
+			})
+		}
+	}
+	if removed < 20 {
+		t.Fatalf("only %d PortMuxes removed across the cases: the test checks too little", removed)
+	}
+}

@@ -89,7 +89,7 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bin/bench/scale", "directory of the results (results.jsonl, the manager's logs)")
 	flag.IntVar(&o.basePort, "base-port", 20000, "first listener port; PortMux i listens on base-port+i")
 	flag.IntVar(&o.createJobs, "jobs", 16, "concurrent creates")
-	flag.BoolVar(&o.profile, "profile", os.Getenv("PROFILE") != "", "write the manager's CPU profile of the EndpointSlice changes to the out directory (env PROFILE)")
+	flag.BoolVar(&o.profile, "profile", os.Getenv("PROFILE") != "", "write the manager's CPU profile of the EndpointSlice changes, and its heap profile after them, to the out directory (env PROFILE)")
 	flag.Parse()
 	for _, s := range strings.Split(*scales, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -343,6 +343,11 @@ func runScale(o options, n int) (res result, err error) {
 	bytes, receive := rec.since(sent)
 	res.BytesPerFlip, res.FlipReceiveMs = float64(bytes)/float64(o.flips), ms(receive)
 
+	if o.profile {
+		if err := heapProfile(pprofAddr, filepath.Join(o.out, fmt.Sprintf("heap-%d.pprof", n))); err != nil {
+			return res, err
+		}
+	}
 	res.RSSMB = float64(rss(pid)) / (1 << 20)
 	res.HeapMB = heapInuse(metricsAddr) / (1 << 20)
 	res.SnapshotMB, res.ReceiveMs, res.Snapshots = rec.stats()
@@ -637,6 +642,21 @@ func cpuProfile(addr, path string) error {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("profile the manager: %w", err)
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// heapProfile saves the manager's heap profile, after a collection, to
+// path: what it holds, not what it has yet to collect.
+func heapProfile(addr, path string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return fmt.Errorf("heap profile of the manager: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("heap profile of the manager: %w", err)
 	}
 	return os.WriteFile(path, b, 0o644)
 }
