@@ -114,16 +114,16 @@ func (g *gatherer) gather(ctx context.Context) (compile.Input, error) {
 func (g *gatherer) refresh(ctx context.Context, in *compile.Input, pm *v1alpha1.PortMux) error {
 	for _, name := range serviceRefs(pm) {
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: name}
-		svc := &corev1.Service{}
-		switch err := g.cache.Get(ctx, key, svc); {
-		case apierrors.IsNotFound(err):
+		var svcs corev1.ServiceList
+		if err := g.shared(ctx, key, &svcs); err != nil {
+			return fmt.Errorf("get Service %s: %w", key, err)
+		}
+		if len(svcs.Items) == 0 {
 			delete(in.Services, key)
 			delete(in.EndpointSlices, key)
 			continue
-		case err != nil:
-			return fmt.Errorf("get Service %s: %w", key, err)
 		}
-		in.Services[key] = svc
+		in.Services[key] = &svcs.Items[0]
 		var slices discoveryv1.EndpointSliceList
 		if err := g.cache.List(ctx, &slices, client.InNamespace(pm.Namespace),
 			client.MatchingFields{indexSliceService: name}, client.UnsafeDisableDeepCopy); err != nil {
@@ -153,6 +153,17 @@ func (g *gatherer) refresh(ctx context.Context, in *compile.Input, pm *v1alpha1.
 	}
 	return nil
 }
+
+// shared lists the object of key into list, without a deep copy (as
+// gather does): the input holds the cache's object rather than a copy
+// of its own, which at 10,000 PortMuxes was 30 MB of copies (each with
+// its managed fields). Nothing it is given may be written.
+func (g *gatherer) shared(ctx context.Context, key types.NamespacedName, list client.ObjectList) error {
+	return g.cache.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{indexName: key.Name}, client.UnsafeDisableDeepCopy)
+}
+
+// objectName is the index of objects by name, for shared.
+func objectName(o client.Object) []string { return []string{o.GetName()} }
 
 // sliceService is the index of EndpointSlices by their Service's name.
 func sliceService(o client.Object) []string {

@@ -31,7 +31,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -362,16 +361,18 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 	changes := make([]change, 0, len(dirty))
 	for key := range dirty {
 		c := change{key: key}
-		if err := p.gather.cache.Get(ctx, key, &c.pm); err != nil {
-			if apierrors.IsNotFound(err) {
-				if _, known := p.index[key]; known {
-					changes = append(changes, change{key: key, gone: true})
-				}
-				continue // never compiled: nothing to take away
-			}
+		var list v1alpha1.PortMuxList
+		if err := p.gather.shared(ctx, key, &list); err != nil {
 			p.dirty.add(slices.Collect(maps.Keys(dirty))...)
 			return reconcile.Result{}, false, fmt.Errorf("get PortMux %s: %w", key, err)
 		}
+		if len(list.Items) == 0 {
+			if _, known := p.index[key]; known {
+				changes = append(changes, change{key: key, gone: true})
+			}
+			continue // never compiled: nothing to take away
+		}
+		c.pm = list.Items[0]
 		if i, known := p.index[key]; known && p.in.PortMuxes[i].UID != c.pm.UID {
 			return reconcile.Result{}, false, nil // deleted and created again
 		}

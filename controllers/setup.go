@@ -46,6 +46,9 @@ const (
 	// indexSliceService indexes EndpointSlices by their Service's name,
 	// so that the incremental path reads one Service's slices, not all.
 	indexSliceService = "metadata.labels.serviceName"
+	// indexName indexes PortMuxes and Services by name, so that the
+	// incremental path reads one without a copy (gatherer.shared).
+	indexName = "metadata.name"
 )
 
 // statusWorkers is how many PortMux statuses are written at once: one at
@@ -77,6 +80,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 
 	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService, sliceService); err != nil {
 		return nil, err
+	}
+	for _, o := range []client.Object{&v1alpha1.PortMux{}, &corev1.Service{}} {
+		if err := idx.IndexField(ctx, o, indexName, objectName); err != nil {
+			return nil, err
+		}
 	}
 
 	gw, err := setupGatewayAPI(ctx, mgr, opt)

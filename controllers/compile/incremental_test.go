@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
@@ -93,62 +95,67 @@ type change struct {
 // changesOf lists the edits of in's Services, EndpointSlices and Secrets.
 func changesOf(in compile.Input) []change {
 	var out []change
+	add := func(name string, k types.NamespacedName, apply func(*compile.Input)) {
+		out = append(out, change{name + "-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
+			apply(&in)
+			return in
+		}})
+	}
 	for _, k := range slices.SortedFunc(maps.Keys(in.Services), cmpKey) {
-		out = append(out,
-			change{"service-gone-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.Services = maps.Clone(in.Services)
-				delete(in.Services, k)
-				in.EndpointSlices = maps.Clone(in.EndpointSlices)
-				delete(in.EndpointSlices, k)
-				return in
-			}},
-			change{"service-no-ports-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.Services = maps.Clone(in.Services)
-				s := in.Services[k].DeepCopy()
+		add("service-gone", k, func(in *compile.Input) {
+			in.Services, in.EndpointSlices = gone(in.Services, k), gone(in.EndpointSlices, k)
+		})
+		add("service-no-ports", k, func(in *compile.Input) {
+			in.Services = edited(in.Services, k, func(s *corev1.Service) *corev1.Service {
+				s = s.DeepCopy()
 				s.Spec.Ports, s.ResourceVersion = nil, s.ResourceVersion+"x"
-				in.Services[k] = s
-				return in
-			}})
+				return s
+			})
+		})
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(in.EndpointSlices), cmpKey) {
-		out = append(out,
-			change{"slices-gone-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.EndpointSlices = maps.Clone(in.EndpointSlices)
-				delete(in.EndpointSlices, k)
-				return in
-			}},
-			change{"slice-first-endpoint-gone-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.EndpointSlices = maps.Clone(in.EndpointSlices)
-				list := slices.Clone(in.EndpointSlices[k])
+		add("slices-gone", k, func(in *compile.Input) { in.EndpointSlices = gone(in.EndpointSlices, k) })
+		add("slice-first-endpoint-gone", k, func(in *compile.Input) {
+			in.EndpointSlices = edited(in.EndpointSlices, k, func(list []*discoveryv1.EndpointSlice) []*discoveryv1.EndpointSlice {
+				list = slices.Clone(list)
 				es := list[0].DeepCopy()
 				if len(es.Endpoints) > 0 {
 					es.Endpoints = es.Endpoints[1:]
 				}
 				es.ResourceVersion += "x"
 				list[0] = es
-				in.EndpointSlices[k] = list
-				return in
-			}})
+				return list
+			})
+		})
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(in.Secrets), cmpKey) {
-		out = append(out,
-			change{"secret-gone-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.Secrets = maps.Clone(in.Secrets)
-				delete(in.Secrets, k)
-				return in
-			}},
-			change{"secret-broken-" + k.Name, k.Namespace, k.Name, func(in compile.Input) compile.Input {
-				in.Secrets = maps.Clone(in.Secrets)
-				s := in.Secrets[k].DeepCopy()
+		add("secret-gone", k, func(in *compile.Input) { in.Secrets = gone(in.Secrets, k) })
+		add("secret-broken", k, func(in *compile.Input) {
+			in.Secrets = edited(in.Secrets, k, func(s *corev1.Secret) *corev1.Secret {
+				s = s.DeepCopy()
 				for key := range s.Data {
 					s.Data[key] = []byte("broken")
 				}
 				s.ResourceVersion += "x"
-				in.Secrets[k] = s
-				return in
-			}})
+				return s
+			})
+		})
 	}
 	return out
+}
+
+// gone is m without k, and edited m with k's value changed by f: copies,
+// for the input they come from is shared.
+func gone[V any](m map[types.NamespacedName]V, k types.NamespacedName) map[types.NamespacedName]V {
+	m = maps.Clone(m)
+	delete(m, k)
+	return m
+}
+
+func edited[V any](m map[types.NamespacedName]V, k types.NamespacedName, f func(V) V) map[types.NamespacedName]V {
+	m = maps.Clone(m)
+	m[k] = f(m[k])
+	return m
 }
 
 func cmpKey(a, b types.NamespacedName) int {
@@ -210,37 +217,20 @@ func dump(t *testing.T, v any) string {
 // a Compile's of the whole case; Recompile refuses when the newcomer
 // takes a port another holds.
 func TestRecompileAddsPortMux(t *testing.T) {
-	added := 0
-	for _, inPath := range goldenInputs(t, "testdata", 12) {
-		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
-		full := loadGoldenCase(t, inPath).in
-		for i, pm := range uniquePortMuxes(full.PortMuxes) {
-			t.Run(fmt.Sprintf("%s/%d-%s", name, i, pm.Name), func(t *testing.T) {
-				without := full
-				without.PortMuxes = slices.DeleteFunc(slices.Clone(full.PortMuxes), func(o v1alpha1.PortMux) bool {
-					return o.Namespace == pm.Namespace && o.Name == pm.Name
-				})
-				without.Cache = compile.NewCache()
-				out := compile.Compile(without)
-				with := full
-				with.Cache = without.Cache
-				with.LastGoodSecrets = out.GoodSecrets
-				before, after, ok := compile.Recompile(&with, out, pm)
-				if !ok {
-					return
-				}
-				added++
-				snap := out.Snapshot.Patch(delta(out.Snapshot.MaxConnections, before, after))
-				want := compile.Compile(full)
-				if got, exp := renderSnap(t, snap), renderSnap(t, want.Snapshot); got != exp {
-					t.Fatalf("snapshot\n%s\nwant\n%s", got, exp)
-				}
-				if !reflect.DeepEqual(out.Results, want.Results) {
-					t.Fatalf("results differ\n%s\nwant\n%s", dump(t, out.Results), dump(t, want.Results))
-				}
-			})
+	added := forEachLeftOut(t, func(t *testing.T, full, without compile.Input, pm *v1alpha1.PortMux) bool {
+		without.Cache = compile.NewCache()
+		out := compile.Compile(without)
+		with := full
+		with.Cache = without.Cache
+		with.LastGoodSecrets = out.GoodSecrets
+		before, after, ok := compile.Recompile(&with, out, pm)
+		if !ok {
+			return false
 		}
-	}
+		snap := out.Snapshot.Patch(delta(out.Snapshot.MaxConnections, before, after))
+		sameOutput(t, snap, out, compile.Compile(full))
+		return true
+	})
 	if added < 20 {
 		t.Fatalf("only %d PortMuxes added across the cases: the test checks too little", added)
 	}
@@ -251,43 +241,60 @@ func TestRecompileAddsPortMux(t *testing.T) {
 // the case without it; Remove refuses when another PortMux waits for a
 // port the removed one held.
 func TestRemoveMatchesCompile(t *testing.T) {
-	removed := 0
+	removed := forEachLeftOut(t, func(t *testing.T, full, without compile.Input, pm *v1alpha1.PortMux) bool {
+		full.Cache = compile.NewCache()
+		without.Cache = full.Cache
+		out := compile.Compile(full)
+		before, ok := compile.Remove(&without, out, types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name})
+		if !ok {
+			return false
+		}
+		ref := without
+		ref.Cache = nil
+		want := compile.Compile(ref)
+		sameOutput(t, out.Snapshot.Patch(delta(out.Snapshot.MaxConnections, before, nil)), out, want)
+		// A Compile through the cache Remove left gives the same.
+		if got, exp := renderSnap(t, compile.Compile(without).Snapshot), renderSnap(t, want.Snapshot); got != exp {
+			t.Fatalf("compile through the cache after Remove:\n%s\nwant\n%s", got, exp)
+		}
+		return true
+	})
+	if removed < 20 {
+		t.Fatalf("only %d PortMuxes removed across the cases: the test checks too little", removed)
+	}
+}
+
+// forEachLeftOut runs check, as a subtest, for each PortMux of each
+// golden case, given the case's input and the input without that
+// PortMux, and counts the checks that did not return false (Recompile
+// or Remove refused).
+func forEachLeftOut(t *testing.T, check func(t *testing.T, full, without compile.Input, pm *v1alpha1.PortMux) bool) int {
+	checked := 0
 	for _, inPath := range goldenInputs(t, "testdata", 12) {
 		name := strings.TrimSuffix(filepath.Base(inPath), ".in.yaml")
 		full := loadGoldenCase(t, inPath).in
 		for i, pm := range uniquePortMuxes(full.PortMuxes) {
 			t.Run(fmt.Sprintf("%s/%d-%s", name, i, pm.Name), func(t *testing.T) {
-				full := full
-				full.Cache = compile.NewCache()
-				out := compile.Compile(full)
 				without := full
 				without.PortMuxes = slices.DeleteFunc(slices.Clone(full.PortMuxes), func(o v1alpha1.PortMux) bool {
 					return o.Namespace == pm.Namespace && o.Name == pm.Name
 				})
-				key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
-				before, ok := compile.Remove(&without, out, key)
-				if !ok {
-					return
-				}
-				removed++
-				snap := out.Snapshot.Patch(delta(out.Snapshot.MaxConnections, before, nil))
-				ref := without
-				ref.Cache = nil
-				want := compile.Compile(ref)
-				if got, exp := renderSnap(t, snap), renderSnap(t, want.Snapshot); got != exp {
-					t.Fatalf("snapshot\n%s\nwant\n%s", got, exp)
-				}
-				if !reflect.DeepEqual(out.Results, want.Results) {
-					t.Fatalf("results differ\n%s\nwant\n%s", dump(t, out.Results), dump(t, want.Results))
-				}
-				// A Compile through the cache Remove left gives the same.
-				if got, exp := renderSnap(t, compile.Compile(without).Snapshot), renderSnap(t, want.Snapshot); got != exp {
-					t.Fatalf("compile through the cache after Remove:\n%s\nwant\n%s", got, exp)
+				if check(t, full, without, pm) {
+					checked++
 				}
 			})
 		}
 	}
-	if removed < 20 {
-		t.Fatalf("only %d PortMuxes removed across the cases: the test checks too little", removed)
+	return checked
+}
+
+// sameOutput fails t unless snap and got's Results are want's.
+func sameOutput(t *testing.T, snap *snapshot.Snapshot, got, want *compile.Output) {
+	t.Helper()
+	if g, exp := renderSnap(t, snap), renderSnap(t, want.Snapshot); g != exp {
+		t.Fatalf("snapshot\n%s\nwant\n%s", g, exp)
+	}
+	if !reflect.DeepEqual(got.Results, want.Results) {
+		t.Fatalf("results differ\n%s\nwant\n%s", dump(t, got.Results), dump(t, want.Results))
 	}
 }

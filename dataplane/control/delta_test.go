@@ -10,14 +10,7 @@ import (
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
-func encodeDelta(t *testing.T, d *snapshot.Delta) []byte {
-	t.Helper()
-	b, err := snapshot.EncodeDelta(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func encodeDelta(t *testing.T, d *snapshot.Delta) []byte { return encoded(t, snapshot.EncodeDelta, d) }
 
 // A delta applies to the snapshot it names and to no other: before any
 // snapshot and for another version the dataplane answers 409 (the

@@ -73,8 +73,7 @@ func (h *Handler) putSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	snap, err := snapshot.Decode(body)
 	if err != nil {
-		h.log.Error(err, "refused a snapshot; still serving the previous one")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, err, "snapshot")
 		return
 	}
 	version := Version(body)
@@ -94,8 +93,7 @@ func (h *Handler) putDelta(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := snapshot.DecodeDelta(body)
 	if err != nil {
-		h.log.Error(err, "refused a delta; still serving the previous snapshot")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, err, "delta")
 		return
 	}
 	base := r.Header.Get(BaseVersionHeader)
@@ -111,14 +109,18 @@ func (h *Handler) putDelta(w http.ResponseWriter, r *http.Request) {
 	}
 	next := h.snap.Patch(d)
 	if err := next.Validate(); err != nil {
-		err = fmt.Errorf("decode delta: %w", err)
-		h.log.Error(err, "refused a delta; still serving the previous snapshot")
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.refuse(w, fmt.Errorf("decode delta: %w", err), "delta")
 		return
 	}
 	st := h.applyLocked(next, version)
 	h.log.V(1).Info("delta applied", "version", version, "set", len(d.Set), "removed", len(d.Remove), "bindErrors", len(st.BindErrors))
 	writeJSON(w, st)
+}
+
+// refuse answers 400 to a snapshot or delta that cannot be served.
+func (h *Handler) refuse(w http.ResponseWriter, err error, what string) {
+	h.log.Error(err, "refused a "+what+"; still serving the previous snapshot")
+	http.Error(w, err.Error(), http.StatusBadRequest)
 }
 
 // readBody reads a PUT's body within MaxSnapshotBytes, or answers the

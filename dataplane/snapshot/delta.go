@@ -1,11 +1,8 @@
 package snapshot
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 )
 
@@ -66,28 +63,19 @@ func EncodeDelta(d *Delta) ([]byte, error) {
 	if d == nil {
 		return nil, errors.New("encode delta: nil")
 	}
-	b, err := json.Marshal(wireDelta{Format: WireFormat, Delta: d})
-	if err != nil {
-		return nil, fmt.Errorf("encode delta: %w", err)
-	}
-	return b, nil
+	return encodeEnvelope(wireDelta{Format: WireFormat, Delta: d}, "delta")
 }
 
 // DecodeDelta parses what EncodeDelta wrote and checks what it can
 // alone: the format and unknown fields, as Decode does. The shape of the
 // snapshot it makes is checked there (Validate), once patched.
 func DecodeDelta(data []byte) (*Delta, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var env wireDelta
-	if err := dec.Decode(&env); err != nil {
-		return nil, fmt.Errorf("decode delta: %w", err)
+	if err := decodeStrict(data, &env, "delta"); err != nil {
+		return nil, err
 	}
-	if dec.More() {
-		return nil, errors.New("decode delta: data after the delta")
-	}
-	if env.Format != WireFormat {
-		return nil, fmt.Errorf("decode delta: wire format %d, this dataplane reads %d", env.Format, WireFormat)
+	if err := checkFormat(env.Format, "delta"); err != nil {
+		return nil, err
 	}
 	if env.Delta == nil {
 		return nil, errors.New("decode delta: no delta")

@@ -634,29 +634,24 @@ func heapInuse(addr string) float64 {
 
 // cpuProfile saves 10 s of the manager's CPU profile to path.
 func cpuProfile(addr, path string) error {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=10")
-	if err != nil {
-		return fmt.Errorf("profile the manager: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("profile the manager: %w", err)
-	}
-	return os.WriteFile(path, b, 0o644)
+	return saveProfile("http://"+addr+"/debug/pprof/profile?seconds=10", path)
 }
 
 // heapProfile saves the manager's heap profile, after a collection, to
 // path: what it holds, not what it has yet to collect.
 func heapProfile(addr, path string) error {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	return saveProfile("http://"+addr+"/debug/pprof/heap?gc=1", path)
+}
+
+func saveProfile(url, path string) error {
+	resp, err := http.Get(url)
 	if err != nil {
-		return fmt.Errorf("heap profile of the manager: %w", err)
+		return fmt.Errorf("profile the manager: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("heap profile of the manager: %w", err)
+		return fmt.Errorf("profile the manager: %w", err)
 	}
 	return os.WriteFile(path, b, 0o644)
 }
