@@ -302,8 +302,11 @@ func (p *programmer) statusOf(pms []*v1alpha1.PortMux, bindErrs map[string]error
 				checked[key] = statusChecked{res: res, resourceVersion: pm.ResourceVersion}
 			}
 		default:
+			// Only its key: pm is in the input, which the incremental
+			// path changes while the event is on its way.
+			ask := &v1alpha1.PortMux{ObjectMeta: metav1.ObjectMeta{Namespace: pm.Namespace, Name: pm.Name}}
 			select {
-			case p.statusEvents <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: pm}:
+			case p.statusEvents <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: ask}:
 			default: // not the leader (nobody drains) or a burst: the status writer resyncs
 			}
 		}
