@@ -15,7 +15,10 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/dataplane/control"
@@ -255,4 +258,108 @@ func (l *lastSnapshot) snapshot() *snapshot.Snapshot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.snap
+}
+
+// A random sequence of cluster changes, through the manager and deltas,
+// ends in the dataplane state a manager started afterwards programs with
+// one whole compile: EndpointSlices and Services changed and deleted, a
+// route moved to another Service, PortMuxes created on free ports and on
+// taken ones (a conflict, the whole path), and deleted.
+func TestIncrementalMatchesWhole(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 19))
+	path := peers.SocketPath(t, "pmx-incr-")
+	dp, _ := startLastSnapshot(t, path)
+	remote := newRemote(t, path)
+	runRemote(t, remote)
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
+	create(t, nsObj)
+	ns := nsObj.Name
+	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+
+	ctx := context.Background()
+	const services = 4
+	svc := func(i int) string { return fmt.Sprintf("svc-%d", i) }
+	hasService := make([]bool, services)
+	for i := range services {
+		serviceFor(t, ns, svc(i), 8080, fmt.Sprintf("10.9.%d.1", i))
+		hasService[i] = true
+	}
+	var muxes []string
+	next := 0
+	newMux := func(port int32) {
+		name := fmt.Sprintf("mux-%d", next)
+		next++
+		create(t, sshMux(ns, name, port, svc(rng.IntN(services))))
+		muxes = append(muxes, name)
+	}
+	for range 4 {
+		newMux(int32(31000 + next))
+	}
+	peers.Until(t, settleTimeout, "the first PortMuxes in the dataplane", func() bool {
+		s := dp.snapshot()
+		return s != nil && len(s.Listeners) == 4
+	})
+	for step := range 40 {
+		// Some changes come together, others one by one.
+		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
+		switch op := rng.IntN(8); {
+		case op <= 2: // endpoints change
+			i := rng.IntN(services)
+			if hasService[i] {
+				setEndpoints(t, ns, svc(i), 8080, fmt.Sprintf("10.9.%d.%d", i, step), fmt.Sprintf("10.8.%d.%d", i, step))
+			}
+		case op == 3: // a Service and its slice go, or come back
+			i := rng.IntN(services)
+			if hasService[i] {
+				remove(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc(i)}})
+				remove(t, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc(i) + "-slice"}})
+			} else {
+				serviceFor(t, ns, svc(i), 8080, fmt.Sprintf("10.7.%d.%d", i, step))
+			}
+			hasService[i] = !hasService[i]
+		case op == 4 && len(muxes) > 0: // a route to another Service
+			key, to := types.NamespacedName{Namespace: ns, Name: muxes[rng.IntN(len(muxes))]}, svc(rng.IntN(services))
+			// Status writes race with the update: retried on conflict.
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				var pm v1alpha1.PortMux
+				if err := k8s.Get(ctx, key, &pm); err != nil {
+					return err
+				}
+				pm.Spec.Routes[0].Backend.Service.Name = to
+				return k8s.Update(ctx, &pm)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		case op == 5: // a new PortMux on a free port
+			newMux(int32(31000 + next))
+		case op == 6: // a new PortMux on a taken port: a conflict
+			newMux(int32(31000 + rng.IntN(next)))
+		case op == 7 && len(muxes) > 0: // a PortMux goes
+			k := rng.IntN(len(muxes))
+			remove(t, &v1alpha1.PortMux{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: muxes[k]}})
+			muxes = slices.Delete(muxes, k, k+1)
+		}
+	}
+
+	// A manager that starts now compiles it all at once.
+	path2 := peers.SocketPath(t, "pmx-whole-")
+	whole, _ := startLastSnapshot(t, path2)
+	remote2 := newRemote(t, path2)
+	runRemote(t, remote2)
+	startManager(t, restCfg, ns, remote2, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	var a, b []byte
+	peers.Until(t, settleTimeout, "the incremental manager's dataplane serves what a whole compile gives", func() bool {
+		a, b = dp.encoded(t), whole.encoded(t)
+		return a != nil && bytes.Equal(a, b)
+	})
+	deltas, wholes, _ := remote.SendCounts()
+	t.Logf("%d PortMuxes at the end; the first manager sent %d deltas and %d whole snapshots", len(muxes), deltas, wholes)
+	if deltas == 0 {
+		t.Error("no delta sent: the incremental path was not taken")
+	}
 }
