@@ -197,14 +197,7 @@ func TestEndpointSliceFlipsEndWithTheLast(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	path := peers.SocketPath(t, "pmx-flips-")
-	dp, _ := startLastSnapshot(t, path)
-	remote := newRemote(t, path)
-	runRemote(t, remote)
-	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
-	create(t, nsObj)
-	ns := nsObj.Name
-	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	ns, dp, remote := managerOverSocket(t, "")
 	const muxes, flips = 4, 25
 	names := make([]string, muxes)
 	for i := range names {
@@ -254,6 +247,24 @@ func TestEndpointSliceFlipsEndWithTheLast(t *testing.T) {
 	}
 }
 
+// managerOverSocket runs a manager for namespace ns (a new one when "")
+// that programs a lastSnapshot dataplane behind a control socket, as in
+// the pod.
+func managerOverSocket(t *testing.T, ns string) (string, *lastSnapshot, *RemoteDataplane) {
+	t.Helper()
+	path := peers.SocketPath(t, "pmx-dp-")
+	dp, _ := startLastSnapshot(t, path)
+	remote := newRemote(t, path)
+	runRemote(t, remote)
+	if ns == "" {
+		nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
+		create(t, nsObj)
+		ns = nsObj.Name
+	}
+	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	return ns, dp, remote
+}
+
 func (l *lastSnapshot) snapshot() *snapshot.Snapshot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -272,14 +283,7 @@ func TestIncrementalMatchesWhole(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 19))
-	path := peers.SocketPath(t, "pmx-incr-")
-	dp, _ := startLastSnapshot(t, path)
-	remote := newRemote(t, path)
-	runRemote(t, remote)
-	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
-	create(t, nsObj)
-	ns := nsObj.Name
-	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	ns, dp, remote := managerOverSocket(t, "")
 
 	ctx := context.Background()
 	const services = 4
@@ -347,11 +351,7 @@ func TestIncrementalMatchesWhole(t *testing.T) {
 	}
 
 	// A manager that starts now compiles it all at once.
-	path2 := peers.SocketPath(t, "pmx-whole-")
-	whole, _ := startLastSnapshot(t, path2)
-	remote2 := newRemote(t, path2)
-	runRemote(t, remote2)
-	startManager(t, restCfg, ns, remote2, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+	_, whole, _ := managerOverSocket(t, ns)
 	var a, b []byte
 	peers.Until(t, settleTimeout, "the incremental manager's dataplane serves what a whole compile gives", func() bool {
 		a, b = dp.encoded(t), whole.encoded(t)
