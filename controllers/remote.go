@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane/control"
@@ -72,7 +73,7 @@ type RemoteDataplane struct {
 // sendCounts are what a RemoteDataplane sent: deltas, whole snapshots,
 // and the bytes of both; tests read them to tell a delta from a resync.
 type sendCounts struct {
-	deltas, wholes, bytes int64
+	deltas, wholes, deltaBytes, wholeBytes int64
 }
 
 // RemoteOptions bound a RemoteDataplane's waits; zero fields take the
@@ -171,8 +172,37 @@ func (r *RemoteDataplane) ApplyDelta(d *snapshot.Delta) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts.deltas++
-	r.counts.bytes += int64(len(enc))
+	r.counts.deltaBytes += int64(len(enc))
 	return r.answeredLocked(st, err, version, len(enc))
+}
+
+// updateDescs describe what the manager sent its dataplane, by kind:
+// "delta", or "snapshot" (the first, and each resync after a restart, a
+// lost delta or a change the incremental path cannot make). Many
+// snapshots against deltas is a dataplane that keeps restarting or a
+// cluster whose changes keep moving ports.
+var (
+	updatesDesc = prometheus.NewDesc("portmux_manager_dataplane_updates_total",
+		"Updates the manager sent the dataplane process, by kind: delta, or the whole snapshot.", []string{"kind"}, nil)
+	updateBytesDesc = prometheus.NewDesc("portmux_manager_dataplane_update_bytes_total",
+		"Bytes of the updates the manager sent the dataplane process, by kind.", []string{"kind"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *RemoteDataplane) Describe(ch chan<- *prometheus.Desc) {
+	ch <- updatesDesc
+	ch <- updateBytesDesc
+}
+
+// Collect implements prometheus.Collector.
+func (r *RemoteDataplane) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	c := r.counts
+	r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(updatesDesc, prometheus.CounterValue, float64(c.deltas), "delta")
+	ch <- prometheus.MustNewConstMetric(updatesDesc, prometheus.CounterValue, float64(c.wholes), "snapshot")
+	ch <- prometheus.MustNewConstMetric(updateBytesDesc, prometheus.CounterValue, float64(c.deltaBytes), "delta")
+	ch <- prometheus.MustNewConstMetric(updateBytesDesc, prometheus.CounterValue, float64(c.wholeBytes), "snapshot")
 }
 
 // SendCounts returns how many deltas and whole snapshots were sent, and
@@ -180,7 +210,7 @@ func (r *RemoteDataplane) ApplyDelta(d *snapshot.Delta) map[string]error {
 func (r *RemoteDataplane) SendCounts() (deltas, wholes, bytes int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.counts.deltas, r.counts.wholes, r.counts.bytes
+	return r.counts.deltas, r.counts.wholes, r.counts.deltaBytes + r.counts.wholeBytes
 }
 
 // Resynced implements Resyncer.
@@ -289,7 +319,7 @@ func (r *RemoteDataplane) send(ctx context.Context) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts.wholes++
-	r.counts.bytes += int64(len(wire))
+	r.counts.wholeBytes += int64(len(wire))
 	return r.answeredLocked(st, err, version, len(wire))
 }
 

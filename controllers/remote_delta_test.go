@@ -8,12 +8,14 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -183,6 +185,17 @@ func TestRemoteDeltasMatchWholeSnapshots(t *testing.T) {
 	// and changed nothing); every other change is a delta.
 	if wholes != 3 || deltas != steps-2 {
 		t.Errorf("sent %d deltas and %d whole snapshots; want %d and 3", deltas, wholes, steps-2)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(rd)
+	want := fmt.Sprintf(`
+# HELP portmux_manager_dataplane_updates_total Updates the manager sent the dataplane process, by kind: delta, or the whole snapshot.
+# TYPE portmux_manager_dataplane_updates_total counter
+portmux_manager_dataplane_updates_total{kind="delta"} %d
+portmux_manager_dataplane_updates_total{kind="snapshot"} %d
+`, deltas, wholes)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "portmux_manager_dataplane_updates_total"); err != nil {
+		t.Error(err)
 	}
 	if err := rd.Ready(); err != nil {
 		t.Errorf("not ready: %v", err)
