@@ -7,9 +7,11 @@
 // costs: time until all are Ready after the last apply, a new PortMux's
 // apply until the dataplane has its listener, an EndpointSlice change
 // until the dataplane has its endpoints, manager CPU per EndpointSlice
-// event, manager RSS and heap, snapshot size and receive time.
+// event, manager RSS and heap, the size of the snapshot the dataplane
+// serves, and the bytes each EndpointSlice change sent the dataplane with
+// the time the dataplane end took to apply them.
 //
-// It exists because the whole-cluster compile makes every change cost in
+// It exists because a whole-cluster compile made every change cost in
 // proportion to the cluster (issue 19): the numbers tell whether a change
 // costs what changed.
 package main
