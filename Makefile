@@ -167,7 +167,7 @@ bench-http: ## http mode: portmux serve beside haproxy (mode http) and nginx dir
 	hack/bench-http.sh
 
 .PHONY: bench-scale
-bench-scale: build ## Manager at scale on the envtest API server: N PortMuxes with a Service and EndpointSlice each; time to all Ready, new PortMux and EndpointSlice change until the dataplane has them (p50/p99), manager CPU per EndpointSlice event, RSS/heap, snapshot size (SCALE=100,1000,10000, SCALE_FLAGS); results in bin/bench/scale.
+bench-scale: build ## Manager at scale on the envtest API server: N PortMuxes with a Service and EndpointSlice each; time to all Ready, new PortMux and EndpointSlice change until the dataplane has them (p50/p99), manager CPU per EndpointSlice event, RSS/heap, snapshot size, bytes sent per change (SCALE=100,1000,10000, SCALE_FLAGS, PROFILE=1); results in bin/bench/scale.
 	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) $(GO) run ./hack/bench/scale -portmux $(LOCALBIN)/portmux -scales $(SCALE) $(SCALE_FLAGS)
 
 .PHONY: bench-syscalls

@@ -4,9 +4,14 @@
 // Two reconcilers share the work:
 //
 //   - the programmer runs on every replica. All PortMuxes compile into one
-//     snapshot, so it reconciles a single key: gather (the only I/O), compile
-//     (pure), apply to the local dataplane. It then asks for a status update
-//     of exactly the PortMuxes whose status it changed.
+//     snapshot. A change of what PortMuxes name (a Service, an
+//     EndpointSlice, a Secret) or of a PortMux that moves no port is
+//     incremental: it reads and recompiles the PortMuxes concerned, and
+//     sends the dataplane their listeners only. Anything else (a
+//     PortMux deleted or moving ports, Gateway API objects, bind errors,
+//     a dataplane that restarted) takes the whole-cluster path: gather
+//     (the only I/O), compile (pure), apply. Either asks for a status
+//     update of exactly the PortMuxes whose status it changed.
 //   - the status writer runs on the leader only. It computes one PortMux's
 //     status from the programmer's last result (pure) and writes it once,
 //     only when it differs.
@@ -14,6 +19,8 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +48,16 @@ import (
 type Dataplane interface {
 	// Apply serves snap and returns bind errors by snapshot listener name.
 	Apply(snap *snapshot.Snapshot) map[string]error
+}
+
+// DeltaDataplane is a Dataplane that takes changes: the programmer gives
+// it a delta of the snapshot it applied or changed last, instead of the
+// whole snapshot, so that a change costs what it changes (issue 19).
+type DeltaDataplane interface {
+	Dataplane
+	// ApplyDelta serves the snapshot d makes of the current one and
+	// returns what Apply returns.
+	ApplyDelta(d *snapshot.Delta) map[string]error
 }
 
 // Options are the controller's settings from the command line.
@@ -133,6 +150,41 @@ type programmer struct {
 	// status was last found up to date, so that a compile that left them
 	// alone does not recompute their status.
 	checked map[types.NamespacedName]statusChecked
+
+	// What the incremental path changes: the last input (kept up to date
+	// for the PortMuxes it recompiles), the position of each PortMux in
+	// it, and the PortMuxes events concern since the last reconcile.
+	in    *compile.Input
+	index map[types.NamespacedName]int
+	dirty dirtySet
+}
+
+// dirtySet is the PortMuxes events concern and that no reconcile has
+// looked at yet. Event handlers add to it; the programmer takes it.
+type dirtySet struct {
+	mu   sync.Mutex
+	keys map[types.NamespacedName]bool
+}
+
+// add records keys.
+func (d *dirtySet) add(keys ...types.NamespacedName) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.keys == nil {
+		d.keys = map[types.NamespacedName]bool{}
+	}
+	for _, k := range keys {
+		d.keys[k] = true
+	}
+}
+
+// take returns the keys recorded so far and forgets them.
+func (d *dirtySet) take() map[types.NamespacedName]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys := d.keys
+	d.keys = nil
+	return keys
 }
 
 type statusChecked struct {
@@ -140,11 +192,32 @@ type statusChecked struct {
 	resourceVersion string
 }
 
-// programmerKey is the one request the programmer reconciles: every change
-// leads to the same whole-cluster compile.
-var programmerKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "dataplane"}}
+// programmerKey asks the programmer for the whole-cluster path;
+// changesKey for the incremental path over the dirty PortMuxes (which
+// falls back to the whole-cluster path when it cannot tell the outcome).
+// Two keys, not one per PortMux: a burst of events is one reconcile.
+var (
+	programmerKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "dataplane"}}
+	changesKey    = reconcile.Request{NamespacedName: types.NamespacedName{Name: "dataplane-changes"}}
+)
 
-func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+func (p *programmer) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	p.state.mu.RLock()
+	retryBinds := len(p.state.bindErrs) > 0
+	p.state.mu.RUnlock()
+	if req == changesKey && p.in != nil && !retryBinds && !p.force.Load() {
+		res, done, err := p.incremental(ctx)
+		if done || err != nil {
+			return res, err
+		}
+	}
+	return p.whole(ctx)
+}
+
+// whole gathers, compiles and applies everything.
+func (p *programmer) whole(ctx context.Context) (reconcile.Result, error) {
+	// What is dirty now is in what gather reads.
+	p.dirty.take()
 	in, err := p.gather.gather(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -172,27 +245,48 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	p.lastGood = out.GoodSecrets
 	bindErrs := p.dataplane.Apply(out.Snapshot)
 	p.fingerprint, p.applied = fp, true
+	p.in = &in
+	p.index = make(map[types.NamespacedName]int, len(in.PortMuxes))
+	for i := range in.PortMuxes {
+		p.index[types.NamespacedName{Namespace: in.PortMuxes[i].Namespace, Name: in.PortMuxes[i].Name}] = i
+	}
 	p.state.mu.Lock()
 	p.state.out, p.state.bindErrs, p.state.ready = out, bindErrs, true
 	p.state.mu.Unlock()
 	p.log.V(1).Info("dataplane programmed", "listeners", len(out.Snapshot.Listeners), "bindErrors", len(bindErrs))
+	p.kickGatewayStatus()
+	checked := make(map[types.NamespacedName]statusChecked, len(in.PortMuxes))
+	p.statusOf(p.allPortMuxes(), bindErrs, checked)
+	p.checked = checked
+	if len(bindErrs) > 0 {
+		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, nil
+	}
+	return reconcile.Result{}, nil
+}
+
+// kickGatewayStatus asks the Gateway API's status writer, when there is
+// one, to look at the new result.
+func (p *programmer) kickGatewayStatus() {
 	if p.gatewayStatus != nil {
 		select {
 		case p.gatewayStatus <- event.TypedGenericEvent[*gwv1.GatewayClass]{Object: &gwv1.GatewayClass{}}:
 		default: // a write is pending already, or not the leader
 		}
 	}
+}
 
-	// Ask for a status write for each PortMux whose status this changes.
-	// One whose Result (the same pointer: the cache served it) and object
-	// are those last found up to date is, as long as no listener has a
-	// bind error.
+// statusOf asks for a status write for each of pms whose status the last
+// result changes, and records in checked those found up to date. One
+// whose Result (the same pointer: the cache served it) and object are
+// those last found up to date (in p.checked) is, as long as no listener
+// has a bind error. Only the programmer writes Results, so it reads them
+// without the lock.
+func (p *programmer) statusOf(pms []*v1alpha1.PortMux, bindErrs map[string]error, checked map[types.NamespacedName]statusChecked) {
 	now := metav1.Now()
-	checked := make(map[types.NamespacedName]statusChecked, len(in.PortMuxes))
-	for i := range in.PortMuxes {
-		pm := &in.PortMuxes[i]
+	results := p.state.out.Results
+	for _, pm := range pms {
 		key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
-		res := out.Results[key]
+		res := results[key]
 		if res == nil {
 			continue
 		}
@@ -200,6 +294,7 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 			checked[key] = c
 			continue
 		}
+		delete(checked, key)
 		want := compile.Status(pm, res, bindErrs, now)
 		switch {
 		case statusEqual(&pm.Status, &want):
@@ -207,17 +302,15 @@ func (p *programmer) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 				checked[key] = statusChecked{res: res, resourceVersion: pm.ResourceVersion}
 			}
 		default:
+			// Only its key: pm is in the input, which the incremental
+			// path changes while the event is on its way.
+			ask := &v1alpha1.PortMux{ObjectMeta: metav1.ObjectMeta{Namespace: pm.Namespace, Name: pm.Name}}
 			select {
-			case p.statusEvents <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: pm}:
+			case p.statusEvents <- event.TypedGenericEvent[*v1alpha1.PortMux]{Object: ask}:
 			default: // not the leader (nobody drains) or a burst: the status writer resyncs
 			}
 		}
 	}
-	p.checked = checked
-	if len(bindErrs) > 0 {
-		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, nil
-	}
-	return reconcile.Result{}, nil
 }
 
 // fingerprint identifies the inputs of a compile by the resource versions of
@@ -250,4 +343,158 @@ func fingerprint(in compile.Input) string {
 // holds, so a recomputed, unchanged status is equal.
 func statusEqual(a, b *v1alpha1.PortMuxStatus) bool {
 	return equality.Semantic.DeepEqual(a, b)
+}
+
+// incremental recompiles the dirty PortMuxes and sends the dataplane what
+// changed. done is false when it cannot tell the outcome (a PortMux
+// appeared that takes another's port, went, or moves ports): the caller
+// then runs the whole-cluster path, which reads everything again.
+func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, done bool, err error) {
+	dirty := p.dirty.take()
+	if len(dirty) == 0 {
+		return reconcile.Result{}, true, nil
+	}
+	// Read first (the cache, and the API server for a Secret's new data),
+	// then compile under the state's lock.
+	type change struct {
+		key  types.NamespacedName
+		pm   v1alpha1.PortMux
+		gone bool
+	}
+	changes := make([]change, 0, len(dirty))
+	for key := range dirty {
+		c := change{key: key}
+		var list v1alpha1.PortMuxList
+		if err := p.gather.shared(ctx, key, &list); err != nil {
+			p.dirty.add(slices.Collect(maps.Keys(dirty))...)
+			return reconcile.Result{}, false, fmt.Errorf("get PortMux %s: %w", key, err)
+		}
+		if len(list.Items) == 0 {
+			if _, known := p.index[key]; known {
+				changes = append(changes, change{key: key, gone: true})
+			}
+			continue // never compiled: nothing to take away
+		}
+		c.pm = list.Items[0]
+		if i, known := p.index[key]; known && p.in.PortMuxes[i].UID != c.pm.UID {
+			return reconcile.Result{}, false, nil // deleted and created again
+		}
+		if err := p.gather.refresh(ctx, p.in, &c.pm); err != nil {
+			p.dirty.add(slices.Collect(maps.Keys(dirty))...)
+			return reconcile.Result{}, false, err
+		}
+		changes = append(changes, c)
+	}
+
+	p.state.mu.Lock()
+	out := p.state.out
+	p.in.LastGoodSecrets = p.lastGood
+	delta := &snapshot.Delta{MaxConnections: out.Snapshot.MaxConnections}
+	var recompiled []*v1alpha1.PortMux
+	for i := range changes {
+		c := &changes[i]
+		if c.gone {
+			before, ok := compile.Remove(p.in, out, c.key)
+			if !ok {
+				p.state.mu.Unlock()
+				p.fingerprint = ""
+				return reconcile.Result{}, false, nil // its ports go to another
+			}
+			p.forget(c.key)
+			for i := range before {
+				delta.Remove = append(delta.Remove, before[i].Name)
+			}
+			continue
+		}
+		// Where it is now: a removal above may have moved it.
+		at, known := p.index[c.key]
+		if known {
+			p.in.PortMuxes[at] = c.pm
+		} else {
+			p.in.PortMuxes = append(p.in.PortMuxes, c.pm)
+			at = len(p.in.PortMuxes) - 1
+		}
+		pm := &p.in.PortMuxes[at]
+		before, after, ok := compile.Recompile(p.in, out, pm)
+		if !ok {
+			p.state.mu.Unlock()
+			// out is partly updated: the whole path replaces it.
+			p.fingerprint = ""
+			return reconcile.Result{}, false, nil
+		}
+		p.index[c.key] = at
+		recompiled = append(recompiled, &c.pm) // c.pm, not pm: a removal moves PortMuxes
+		if len(before) == len(after) && (len(after) == 0 || &before[0] == &after[0]) {
+			continue // its inputs did not change: same listeners
+		}
+		delta.Set = append(delta.Set, after...)
+		for i := range before {
+			if !slices.ContainsFunc(after, func(l snapshot.Listener) bool { return l.Name == before[i].Name }) {
+				delta.Remove = append(delta.Remove, before[i].Name)
+			}
+		}
+	}
+	p.state.mu.Unlock()
+	p.fingerprint = "" // the inputs are no longer those of the last whole compile
+
+	if len(delta.Set) == 0 && len(delta.Remove) == 0 {
+		p.statusOf(recompiled, nil, p.checked)
+		return reconcile.Result{}, true, nil
+	}
+	var bindErrs map[string]error
+	if dd, ok := p.dataplane.(DeltaDataplane); ok {
+		// out.Snapshot stays behind: nothing reads it but the next
+		// whole path, which replaces it.
+		bindErrs = dd.ApplyDelta(delta)
+	} else {
+		snap := out.Snapshot.Patch(delta)
+		bindErrs = p.dataplane.Apply(snap)
+		p.state.mu.Lock()
+		out.Snapshot = snap
+		p.state.mu.Unlock()
+	}
+	p.state.mu.Lock()
+	hadErrs := len(p.state.bindErrs) > 0
+	p.state.bindErrs = bindErrs
+	p.state.mu.Unlock()
+	p.log.V(1).Info("dataplane changed", "portMuxes", len(recompiled), "set", len(delta.Set), "removed", len(delta.Remove), "bindErrors", len(bindErrs))
+	p.kickGatewayStatus()
+	if len(bindErrs) > 0 || hadErrs {
+		// Bind errors concern listeners of any PortMux: every status.
+		p.statusOf(p.allPortMuxes(), bindErrs, p.checked)
+	} else {
+		p.statusOf(recompiled, bindErrs, p.checked)
+	}
+	if len(bindErrs) > 0 {
+		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, true, nil
+	}
+	return reconcile.Result{}, true, nil
+}
+
+// forget drops a PortMux that is gone from the last input, moving the
+// last one into its place.
+func (p *programmer) forget(key types.NamespacedName) {
+	i, ok := p.index[key]
+	if !ok {
+		return
+	}
+	last := len(p.in.PortMuxes) - 1
+	if i != last {
+		moved := &p.in.PortMuxes[last]
+		p.in.PortMuxes[i] = *moved
+		p.index[types.NamespacedName{Namespace: moved.Namespace, Name: moved.Name}] = i
+	}
+	p.in.PortMuxes[last] = v1alpha1.PortMux{}
+	p.in.PortMuxes = p.in.PortMuxes[:last]
+	delete(p.index, key)
+	delete(p.checked, key)
+}
+
+// allPortMuxes points at every PortMux of the last input.
+func (p *programmer) allPortMuxes() []*v1alpha1.PortMux {
+	pms := make([]*v1alpha1.PortMux, len(p.in.PortMuxes))
+	for i := range p.in.PortMuxes {
+		pms[i] = &p.in.PortMuxes[i]
+	}
+	return pms
 }

@@ -1,13 +1,16 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane/control"
@@ -41,10 +44,19 @@ type RemoteDataplane struct {
 	// check and what it sends, an Apply), so that they do not interleave.
 	sending sync.Mutex
 
-	mu      sync.Mutex // guards what follows; never held while waiting for the dataplane
-	wire    []byte     // the current snapshot's encoding; nil before the first Apply
-	version string     // control.Version(wire)
-	bound   []string   // the current snapshot's listeners that bind a port
+	mu sync.Mutex // guards what follows; never held while waiting for the dataplane
+	// programmed is set by the first Apply: there is a snapshot to serve.
+	programmed bool
+	// current is the snapshot the dataplane must serve, as listeners by
+	// name: ApplyDelta changes it without building the whole snapshot.
+	current        map[string]snapshot.Listener
+	maxConnections int
+	// wire is current's encoding, nil when a delta changed current since:
+	// it is built again only when the whole snapshot must be sent.
+	wire []byte
+	// version names current: control.Version(wire) after an Apply or a
+	// whole send, control.DeltaVersion after a delta.
+	version string
 	state   control.State
 	err     error  // why the last request got no answer; nil once one does
 	refused string // a version the dataplane refused; Run does not send it again to the same process
@@ -55,6 +67,13 @@ type RemoteDataplane struct {
 	resynced chan struct{}
 	// encoder reuses the encoding of listeners that did not change.
 	encoder snapshot.Encoder
+	counts  sendCounts
+}
+
+// sendCounts are what a RemoteDataplane sent: deltas, whole snapshots,
+// and the bytes of both; tests read them to tell a delta from a resync.
+type sendCounts struct {
+	deltas, wholes, deltaBytes, wholeBytes int64
 }
 
 // RemoteOptions bound a RemoteDataplane's waits; zero fields take the
@@ -93,14 +112,105 @@ func (r *RemoteDataplane) Apply(snap *snapshot.Snapshot) map[string]error {
 	wire, err := r.encoder.Encode(snap)
 	if err != nil {
 		// A bug, not the dataplane's doing: it keeps what it has.
-		return forEach(boundListeners(snap), fmt.Errorf("cannot encode the snapshot: %w", err))
+		return forEach(boundListeners(snap.Listeners), fmt.Errorf("cannot encode the snapshot: %w", err))
 	}
 	r.sending.Lock()
 	defer r.sending.Unlock()
 	r.mu.Lock()
-	r.wire, r.version, r.bound = wire, control.Version(wire), boundListeners(snap)
+	r.programmed = true
+	r.current = make(map[string]snapshot.Listener, len(snap.Listeners))
+	for i := range snap.Listeners {
+		r.current[snap.Listeners[i].Name] = snap.Listeners[i]
+	}
+	r.maxConnections = snap.MaxConnections
+	r.wire, r.version = wire, control.Version(wire)
 	r.mu.Unlock()
 	return r.send(context.Background())
+}
+
+// ApplyDelta changes the current snapshot by d and sends the dataplane
+// only d when it serves the snapshot d changes; the whole snapshot when
+// it does not (it restarted, missed a change or refused one), or answers
+// that it does not (409). It returns what Apply returns.
+func (r *RemoteDataplane) ApplyDelta(d *snapshot.Delta) map[string]error {
+	enc, err := snapshot.EncodeDelta(d)
+	if err != nil {
+		return forEach(boundListeners(d.Set), fmt.Errorf("cannot encode the snapshot: %w", err))
+	}
+	r.sending.Lock()
+	defer r.sending.Unlock()
+	r.mu.Lock()
+	if r.current == nil {
+		r.current = map[string]snapshot.Listener{}
+	}
+	r.programmed = true
+	base := r.version
+	for _, n := range d.Remove {
+		delete(r.current, n)
+	}
+	for i := range d.Set {
+		r.current[d.Set[i].Name] = d.Set[i]
+	}
+	r.maxConnections = d.MaxConnections
+	r.wire, r.version = nil, control.DeltaVersion(base, enc)
+	version := r.version
+	delta := r.err == nil && r.state.Applied && r.state.Version == base
+	if delta {
+		r.inflight = true
+	}
+	r.mu.Unlock()
+	if !delta {
+		return r.send(context.Background())
+	}
+	actx, cancel := context.WithTimeout(context.Background(), r.opt.ApplyTimeout)
+	defer cancel()
+	st, err := r.client.ApplyDelta(actx, base, enc)
+	if control.IsBaseMismatch(err) {
+		r.log.V(1).Info("the dataplane serves another snapshot than the delta's; sending the whole one", "base", base)
+		return r.send(context.Background())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.counts.deltas++
+	r.counts.deltaBytes += int64(len(enc))
+	return r.answeredLocked(st, err, version, len(enc))
+}
+
+// updateDescs describe what the manager sent its dataplane, by kind:
+// "delta", or "snapshot" (the first, and each resync after a restart, a
+// lost delta or a change the incremental path cannot make). Many
+// snapshots against deltas is a dataplane that keeps restarting or a
+// cluster whose changes keep moving ports.
+var (
+	updatesDesc = prometheus.NewDesc("portmux_manager_dataplane_updates_total",
+		"Updates the manager sent the dataplane process, by kind: delta, or the whole snapshot.", []string{"kind"}, nil)
+	updateBytesDesc = prometheus.NewDesc("portmux_manager_dataplane_update_bytes_total",
+		"Bytes of the updates the manager sent the dataplane process, by kind.", []string{"kind"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (r *RemoteDataplane) Describe(ch chan<- *prometheus.Desc) {
+	ch <- updatesDesc
+	ch <- updateBytesDesc
+}
+
+// Collect implements prometheus.Collector.
+func (r *RemoteDataplane) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	c := r.counts
+	r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(updatesDesc, prometheus.CounterValue, float64(c.deltas), "delta")
+	ch <- prometheus.MustNewConstMetric(updatesDesc, prometheus.CounterValue, float64(c.wholes), "snapshot")
+	ch <- prometheus.MustNewConstMetric(updateBytesDesc, prometheus.CounterValue, float64(c.deltaBytes), "delta")
+	ch <- prometheus.MustNewConstMetric(updateBytesDesc, prometheus.CounterValue, float64(c.wholeBytes), "snapshot")
+}
+
+// SendCounts returns how many deltas and whole snapshots were sent, and
+// their bytes.
+func (r *RemoteDataplane) SendCounts() (deltas, wholes, bytes int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts.deltas, r.counts.wholes, r.counts.deltaBytes + r.counts.wholeBytes
 }
 
 // Resynced implements Resyncer.
@@ -114,7 +224,7 @@ func (r *RemoteDataplane) Ready() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
-	case r.wire == nil:
+	case !r.programmed:
 		return errors.New("no snapshot for the dataplane yet")
 	case r.err != nil:
 		return r.err
@@ -172,7 +282,7 @@ func (r *RemoteDataplane) observe(st control.State) (resend bool) {
 	}
 	r.err, r.state = nil, st
 	switch {
-	case r.wire == nil || st.Version == r.version:
+	case !r.programmed || st.Version == r.version:
 		if back {
 			r.notify() // status may still say unreachable
 		}
@@ -190,33 +300,71 @@ func (r *RemoteDataplane) observe(st control.State) (resend bool) {
 // caller holds sending.
 func (r *RemoteDataplane) send(ctx context.Context) map[string]error {
 	r.mu.Lock()
-	wire, version, bound := r.wire, r.version, r.bound
+	if r.wire == nil {
+		// Deltas changed it since it was encoded last.
+		snap := r.snapshotLocked()
+		wire, err := r.encoder.Encode(snap)
+		if err != nil {
+			r.mu.Unlock()
+			return forEach(boundListeners(snap.Listeners), fmt.Errorf("cannot encode the snapshot: %w", err))
+		}
+		r.wire, r.version = wire, control.Version(wire)
+	}
+	wire, version := r.wire, r.version
 	r.inflight = true
 	r.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, r.opt.ApplyTimeout)
 	defer cancel()
-	started := time.Now()
 	st, err := r.client.Apply(actx, wire)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.counts.wholes++
+	r.counts.wholeBytes += int64(len(wire))
+	return r.answeredLocked(st, err, version, len(wire))
+}
+
+// answeredLocked records the dataplane's answer to a PUT of version and
+// returns the errors for status. The caller holds mu.
+func (r *RemoteDataplane) answeredLocked(st control.State, err error, version string, size int) map[string]error {
 	r.inflight = false
 	var se *control.StatusError
 	switch {
 	case errors.As(err, &se):
 		r.err, r.refused = nil, version
 		r.log.Error(err, "the dataplane refused the snapshot; it keeps serving the previous one", "version", version)
-		return forEach(bound, &dataplaneError{reason: compile.ReasonDataplaneRefused, err: err})
+		return forEach(r.boundLocked(), &dataplaneError{reason: compile.ReasonDataplaneRefused, err: err})
 	case err != nil:
 		r.lostLocked(err)
-		return forEach(bound, &dataplaneError{reason: compile.ReasonDataplaneUnreachable, err: err})
+		return forEach(r.boundLocked(), &dataplaneError{reason: compile.ReasonDataplaneUnreachable, err: err})
 	}
 	r.err, r.state, r.refused = nil, st, ""
-	r.log.V(1).Info("snapshot sent", "version", version, "bytes", len(wire), "took", time.Since(started), "bindErrors", len(st.BindErrors))
+	r.log.V(1).Info("snapshot sent", "version", version, "bytes", size, "bindErrors", len(st.BindErrors))
 	errs := make(map[string]error, len(st.BindErrors))
 	for name, msg := range st.BindErrors {
 		errs[name] = errors.New(msg)
 	}
 	return errs
+}
+
+// snapshotLocked builds the current snapshot, listeners sorted by name.
+func (r *RemoteDataplane) snapshotLocked() *snapshot.Snapshot {
+	snap := &snapshot.Snapshot{MaxConnections: r.maxConnections, Listeners: make([]snapshot.Listener, 0, len(r.current))}
+	for _, l := range r.current {
+		snap.Listeners = append(snap.Listeners, l)
+	}
+	slices.SortFunc(snap.Listeners, func(a, b snapshot.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	return snap
+}
+
+// boundLocked lists the current snapshot's listeners that bind a port.
+func (r *RemoteDataplane) boundLocked() []string {
+	var names []string
+	for name, l := range r.current {
+		if !l.Internal() {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // lostLocked records that the dataplane did not answer.
@@ -248,11 +396,11 @@ func (e *dataplaneError) Error() string  { return e.err.Error() }
 func (e *dataplaneError) Unwrap() error  { return e.err }
 func (e *dataplaneError) Reason() string { return e.reason }
 
-func boundListeners(snap *snapshot.Snapshot) []string {
+func boundListeners(ls []snapshot.Listener) []string {
 	var names []string
-	for i := range snap.Listeners {
-		if !snap.Listeners[i].Internal() {
-			names = append(names, snap.Listeners[i].Name)
+	for i := range ls {
+		if !ls[i].Internal() {
+			names = append(names, ls[i].Name)
 		}
 	}
 	return names

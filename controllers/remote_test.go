@@ -34,7 +34,7 @@ type appliedLog struct {
 func (a *appliedLog) Apply(s *snapshot.Snapshot) map[string]error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.got = append(a.got, boundListeners(s))
+	a.got = append(a.got, boundListeners(s.Listeners))
 	return a.errs
 }
 

@@ -43,6 +43,12 @@ import (
 const (
 	indexSecretRefs  = "spec.secretRefs"
 	indexServiceRefs = "spec.serviceRefs"
+	// indexSliceService indexes EndpointSlices by their Service's name,
+	// so that the incremental path reads one Service's slices, not all.
+	indexSliceService = "metadata.labels.serviceName"
+	// indexName indexes PortMuxes and Services by name, so that the
+	// incremental path reads one without a copy (gatherer.shared).
+	indexName = "metadata.name"
 )
 
 // statusWorkers is how many PortMux statuses are written at once: one at
@@ -72,6 +78,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		return nil, err
 	}
 
+	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService, sliceService); err != nil {
+		return nil, err
+	}
+	for _, o := range []client.Object{&v1alpha1.PortMux{}, &corev1.Service{}} {
+		if err := idx.IndexField(ctx, o, indexName, objectName); err != nil {
+			return nil, err
+		}
+	}
+
 	gw, err := setupGatewayAPI(ctx, mgr, opt)
 	if err != nil {
 		return nil, err
@@ -97,14 +112,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		}
 	}
 	users := &referrers{c: c}
+	// An object PortMuxes name makes them dirty, for the incremental path.
 	toProgrammer := func(find func(context.Context, client.Object) []reconcile.Request) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			if len(find(ctx, o)) == 0 {
+			users := find(ctx, o)
+			if len(users) == 0 {
 				return nil // nobody uses it: nothing to recompile
 			}
-			return []reconcile.Request{programmerKey}
+			for _, u := range users {
+				p.dirty.add(u.NamespacedName)
+			}
+			return []reconcile.Request{changesKey}
 		})
 	}
+	portMuxChanged := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		p.dirty.add(types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()})
+		return []reconcile.Request{changesKey}
+	})
 	always := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{programmerKey}
 	})
@@ -116,7 +140,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 		Named("dataplane").
 		// Only a spec change (or a create or delete) changes what compiles:
 		// status writes, one per PortMux, would each gather everything.
-		Watches(&v1alpha1.PortMux{}, always, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.PortMux{}, portMuxChanged, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesRawSource(source.Channel(kick, handler.TypedEnqueueRequestsFromMapFunc(
 			func(context.Context, *v1alpha1.PortMux) []reconcile.Request {
 				return []reconcile.Request{programmerKey}

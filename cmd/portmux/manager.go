@@ -270,7 +270,7 @@ func remoteDataplane(ctx context.Context, log logr.Logger, socket string) (contr
 	client := control.NewClient(socket)
 	remote := controllers.NewRemoteDataplane(client, log.WithName("dataplane"), controllers.RemoteOptions{})
 	go remote.Run(ctx)
-	ctrlmetrics.Registry.MustRegister(control.NewCollector(client, 5*time.Second, log.WithName("dataplane-metrics")))
+	ctrlmetrics.Registry.MustRegister(control.NewCollector(client, 5*time.Second, log.WithName("dataplane-metrics")), remote)
 	log.Info("programming the dataplane process", "socket", socket)
 	return remote, remote.Ready
 }

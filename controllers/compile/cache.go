@@ -79,6 +79,20 @@ func (c *Cache) lookup(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string
 	return nil, key
 }
 
+// hit returns pm's entry when its inputs are those of the entry, without
+// counting pm as seen; nil for a nil Cache.
+func (c *Cache) hit(in *Input, pm *v1alpha1.PortMux, ports map[portKey]string) *cacheEntry {
+	if c == nil || len(SecretRefs(pm)) > 0 || onGateway(pm) {
+		return nil
+	}
+	e := c.entries[types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}]
+	if e == nil || e.key != inputKey(in, pm, ports) {
+		return nil
+	}
+	e.seen = c.round
+	return e
+}
+
 func (c *Cache) store(pm *v1alpha1.PortMux, key string, listeners []snapshot.Listener, res *Result) {
 	if key == "" {
 		return

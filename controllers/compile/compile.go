@@ -91,6 +91,18 @@ type Output struct {
 
 	// Gateway is what the Gateway API objects were told (never nil).
 	Gateway *GatewayOutput
+
+	// What Recompile needs to redo one PortMux: who holds each port at
+	// the end, each PortMux's listeners and the ports it claims.
+	ports     map[portKey]string
+	byPortMux map[types.NamespacedName]portMuxOutput
+}
+
+// portMuxOutput is one PortMux's part of an Output.
+type portMuxOutput struct {
+	listeners []snapshot.Listener
+	claims    string
+	secrets   []string // SecretRefs
 }
 
 // Result is what Compile found for one PortMux: the inputs of its Accepted
@@ -159,7 +171,8 @@ const DefaultTokenKey = "token"
 // and Services count ports: the holder of TCP 443 and the holder of UDP
 // 443 may be two PortMuxes.
 func Compile(in Input) *Output {
-	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: make(map[types.NamespacedName]*Result, len(in.PortMuxes)), GoodSecrets: map[types.NamespacedName]*corev1.Secret{}}
+	out := &Output{Snapshot: &snapshot.Snapshot{MaxConnections: in.MaxConnections}, Results: make(map[types.NamespacedName]*Result, len(in.PortMuxes)), GoodSecrets: map[types.NamespacedName]*corev1.Secret{},
+		byPortMux: make(map[types.NamespacedName]portMuxOutput, len(in.PortMuxes))}
 	// Pointers are sorted: moving the PortMuxes themselves was a tenth of
 	// an event's cost at 1,000 PortMuxes.
 	pms := make([]*v1alpha1.PortMux, len(in.PortMuxes))
@@ -196,6 +209,7 @@ func Compile(in Input) *Output {
 					claimPorts(&in, pm, ports)
 					out.Snapshot.Listeners = append(out.Snapshot.Listeners, e.listeners...)
 				}
+				out.byPortMux[key] = portMuxOutput{listeners: e.listeners, claims: claims(&in, pm, len(e.res.Invalid) > 0)}
 				continue
 			}
 		}
@@ -206,12 +220,14 @@ func Compile(in Input) *Output {
 			if in.Cache != nil {
 				in.Cache.store(pm, cacheKey, nil, c.res)
 			}
+			out.byPortMux[key] = portMuxOutput{claims: claims(&in, pm, true), secrets: SecretRefs(pm)}
 			continue
 		}
 		ls := c.listeners(ports)
 		if in.Cache != nil {
 			in.Cache.store(pm, cacheKey, ls, c.res)
 		}
+		out.byPortMux[key] = portMuxOutput{listeners: ls, claims: claims(&in, pm, false), secrets: SecretRefs(pm)}
 		out.Snapshot.Listeners = append(out.Snapshot.Listeners, ls...)
 	}
 	if in.Cache != nil {
@@ -221,6 +237,7 @@ func Compile(in Input) *Output {
 	// (parentRef) add routes to them.
 	out.Snapshot.Listeners = append(out.Snapshot.Listeners, gws.snapshots()...)
 	slices.SortFunc(out.Snapshot.Listeners, func(a, b snapshot.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	out.ports = ports
 	return out
 }
 

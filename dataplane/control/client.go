@@ -52,6 +52,17 @@ func (c *Client) Apply(ctx context.Context, encoded []byte) (State, error) {
 	return st, err
 }
 
+// ApplyDelta sends an encoded delta of the snapshot of version base and
+// returns the dataplane's state after applying it; IsBaseMismatch(err)
+// when the dataplane serves another version.
+func (c *Client) ApplyDelta(ctx context.Context, base string, encoded []byte) (State, error) {
+	var st State
+	err := c.doHeader(ctx, http.MethodPut, PathDelta, http.Header{BaseVersionHeader: {base}}, encoded, func(r io.Reader) error {
+		return decodeJSON(r, maxStateBytes, &st)
+	})
+	return st, err
+}
+
 // State asks which dataplane process serves and what it applied.
 func (c *Client) State(ctx context.Context) (State, error) {
 	var st State
@@ -87,6 +98,11 @@ func (c *Client) Probe(ctx context.Context, ready bool) error {
 // is a *StatusError, and a request that got no answer matches
 // ErrUnreachable.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, read func(io.Reader) error) error {
+	return c.doHeader(ctx, method, path, nil, body, read)
+}
+
+// doHeader is do with more request headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, header http.Header, body []byte, read func(io.Reader) error) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -94,6 +110,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, read 
 	req, err := http.NewRequestWithContext(ctx, method, "http://dataplane"+path, rd)
 	if err != nil {
 		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -6,6 +6,12 @@
 //
 //	PUT /snapshot  an encoded snapshot (snapshot.Encode); applies it and
 //	               answers the State, with the listeners that cannot bind
+//	PUT /delta     an encoded change (snapshot.EncodeDelta) of the snapshot
+//	               whose Version the BaseVersionHeader names; applies the
+//	               snapshot it makes and answers as PUT /snapshot does, or
+//	               409 Conflict when the dataplane serves another version
+//	               (a delta lost, or sent out of order, or a restart): the
+//	               controller then sends the whole snapshot
 //	GET /state     which dataplane process this is (BootID), whether it
 //	               ever applied a snapshot and which (Version)
 //	GET /metrics   its Prometheus registry (portmux_*, go_*, process_*)
@@ -17,7 +23,9 @@
 // dataplane (a new BootID) or one that lacks it (another Version) answers.
 // A snapshot's Version is the digest of its encoding, so both sides compute
 // it and a manager that restarts recognises the snapshot the dataplane
-// kept serving.
+// kept serving; a delta's is the digest of the version it applies to and
+// its encoding (DeltaVersion), so a chain of deltas names the snapshot it
+// ends in, and a dataplane that missed one is found out at the next.
 //
 // Nothing here imports Kubernetes: the dataplane process holds no client
 // and no credentials.
@@ -28,11 +36,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // The paths the dataplane serves.
 const (
 	PathSnapshot = "/snapshot"
+	PathDelta    = "/delta"
 	PathState    = "/state"
 	PathMetrics  = "/metrics"
 	PathHealthz  = "/healthz"
@@ -71,6 +81,27 @@ type State struct {
 func Version(encoded []byte) string {
 	sum := sha256.Sum256(encoded)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// BaseVersionHeader carries, on PUT /delta, the Version of the snapshot
+// the delta changes.
+const BaseVersionHeader = "Portmux-Base-Version"
+
+// DeltaVersion names the snapshot a delta encoded as encoded makes of the
+// snapshot of version base.
+func DeltaVersion(base string, encoded []byte) string {
+	h := sha256.New()
+	h.Write([]byte(base))
+	h.Write([]byte{0})
+	h.Write(encoded)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// IsBaseMismatch reports whether err is a dataplane's answer to a delta
+// for a snapshot it does not serve: the whole snapshot must be sent.
+func IsBaseMismatch(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code == http.StatusConflict
 }
 
 // ErrUnreachable is what every error of a request that did not reach the

@@ -85,9 +85,12 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func encode(t *testing.T, s *snapshot.Snapshot) []byte {
+func encode(t *testing.T, s *snapshot.Snapshot) []byte { return encoded(t, snapshot.Encode, s) }
+
+// encoded is v in the wire format enc writes.
+func encoded[T any](t *testing.T, enc func(T) ([]byte, error), v T) []byte {
 	t.Helper()
-	b, err := snapshot.Encode(s)
+	b, err := enc(v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,17 +434,7 @@ func BenchmarkApplyOverSocket(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("socket/%d-tenants-%s", tc.tenants, tc.kind), func(b *testing.B) {
-			srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
-			defer func() { _ = srv.Shutdown(context.Background()) }()
-			dir := b.TempDir()
-			ln, err := control.Listen(filepath.Join(dir, "dp.sock"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			hs := &http.Server{Handler: control.NewHandler(srv, prometheus.NewRegistry(), logr.Discard()), ReadHeaderTimeout: 5 * time.Second}
-			go func() { _ = hs.Serve(ln) }()
-			defer hs.Close()
-			c := control.NewClient(filepath.Join(dir, "dp.sock"))
+			c := benchDataplane(b)
 			snap := snapshottest.Tenants(b, tc.tenants, tc.kind, "127.0.0.1:0")
 			var size int
 			for b.Loop() {
@@ -456,7 +449,52 @@ func BenchmarkApplyOverSocket(b *testing.B) {
 			}
 			b.ReportMetric(float64(size), "bytes")
 		})
+		// A change of one listener as a delta: what the dataplane spends
+		// on an EndpointSlice event (issue 19).
+		b.Run(fmt.Sprintf("socket-delta/%d-tenants-%s", tc.tenants, tc.kind), func(b *testing.B) {
+			c := benchDataplane(b)
+			snap := snapshottest.Tenants(b, tc.tenants, tc.kind, "127.0.0.1:0")
+			wire, err := snapshot.Encode(snap)
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := c.Apply(context.Background(), wire)
+			if err != nil || len(st.BindErrors) > 0 {
+				b.Fatalf("apply: %+v, %v", st, err)
+			}
+			l := snap.Listeners[len(snap.Listeners)/2]
+			var size, i int
+			for b.Loop() {
+				i++
+				l.MaxConnections = 1 + i%2
+				enc, err := snapshot.EncodeDelta(&snapshot.Delta{MaxConnections: snap.MaxConnections, Set: []snapshot.Listener{l}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(enc)
+				if st, err = c.ApplyDelta(context.Background(), st.Version, enc); err != nil || len(st.BindErrors) > 0 {
+					b.Fatalf("apply delta: %+v, %v", st, err)
+				}
+			}
+			b.ReportMetric(float64(size), "bytes")
+		})
 	}
+}
+
+// benchDataplane serves a real dataplane on a control socket until the
+// benchmark ends and returns a client of it.
+func benchDataplane(b *testing.B) *control.Client {
+	srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+	b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	path := filepath.Join(b.TempDir(), "dp.sock")
+	ln, err := control.Listen(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := &http.Server{Handler: control.NewHandler(srv, prometheus.NewRegistry(), logr.Discard()), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	b.Cleanup(func() { _ = hs.Close() })
+	return control.NewClient(path)
 }
 
 // endless answers every request with a 200 whose body never ends (a

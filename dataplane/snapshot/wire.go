@@ -37,9 +37,14 @@ func Encode(snap *Snapshot) ([]byte, error) {
 	if snap == nil {
 		return nil, errors.New("encode snapshot: nil")
 	}
-	b, err := json.Marshal(wireEnvelope{Format: WireFormat, Snapshot: snap})
+	return encodeEnvelope(wireEnvelope{Format: WireFormat, Snapshot: snap}, "snapshot")
+}
+
+// encodeEnvelope is the JSON of env, an envelope of what.
+func encodeEnvelope(env any, what string) ([]byte, error) {
+	b, err := json.Marshal(env)
 	if err != nil {
-		return nil, fmt.Errorf("encode snapshot: %w", err)
+		return nil, fmt.Errorf("encode %s: %w", what, err)
 	}
 	return b, nil
 }
@@ -52,17 +57,12 @@ func Encode(snap *Snapshot) ([]byte, error) {
 // to internal listeners only, known protocols and modes, no negative
 // limits).
 func Decode(data []byte) (*Snapshot, error) {
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.DisallowUnknownFields()
 	var env wireEnvelope
-	if err := d.Decode(&env); err != nil {
-		return nil, fmt.Errorf("decode snapshot: %w", err)
+	if err := decodeStrict(data, &env, "snapshot"); err != nil {
+		return nil, err
 	}
-	if d.More() {
-		return nil, errors.New("decode snapshot: data after the snapshot")
-	}
-	if env.Format != WireFormat {
-		return nil, fmt.Errorf("decode snapshot: wire format %d, this dataplane reads %d", env.Format, WireFormat)
+	if err := checkFormat(env.Format, "snapshot"); err != nil {
+		return nil, err
 	}
 	if env.Snapshot == nil {
 		return nil, errors.New("decode snapshot: no snapshot")
@@ -71,6 +71,28 @@ func Decode(data []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("decode snapshot: %w", err)
 	}
 	return env.Snapshot, nil
+}
+
+// decodeStrict decodes data, one JSON value of what, into v: unknown
+// fields and anything after the value are errors.
+func decodeStrict(data []byte, v any, what string) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
+	}
+	if d.More() {
+		return fmt.Errorf("decode %s: data after the %s", what, what)
+	}
+	return nil
+}
+
+// checkFormat refuses an envelope of another wire format.
+func checkFormat(format int, what string) error {
+	if format != WireFormat {
+		return fmt.Errorf("decode %s: wire format %d, this dataplane reads %d", what, format, WireFormat)
+	}
+	return nil
 }
 
 // wireCertificate is a Certificate on the wire: the chain as DER, leaf

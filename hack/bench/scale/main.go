@@ -7,9 +7,11 @@
 // costs: time until all are Ready after the last apply, a new PortMux's
 // apply until the dataplane has its listener, an EndpointSlice change
 // until the dataplane has its endpoints, manager CPU per EndpointSlice
-// event, manager RSS and heap, snapshot size and receive time.
+// event, manager RSS and heap, the size of the snapshot the dataplane
+// serves, and the bytes each EndpointSlice change sent the dataplane with
+// the time the dataplane end took to apply them.
 //
-// It exists because the whole-cluster compile makes every change cost in
+// It exists because a whole-cluster compile made every change cost in
 // proportion to the cluster (issue 19): the numbers tell whether a change
 // costs what changed.
 package main
@@ -90,7 +92,7 @@ func run() error {
 	flag.StringVar(&o.out, "out", "bin/bench/scale", "directory of the results (results.jsonl, the manager's logs)")
 	flag.IntVar(&o.basePort, "base-port", 20000, "first listener port; PortMux i listens on base-port+i")
 	flag.IntVar(&o.createJobs, "jobs", 16, "concurrent creates")
-	flag.BoolVar(&o.profile, "profile", os.Getenv("PROFILE") != "", "write the manager's CPU profile of the EndpointSlice changes to the out directory (env PROFILE)")
+	flag.BoolVar(&o.profile, "profile", os.Getenv("PROFILE") != "", "write the manager's CPU profile of the EndpointSlice changes, and its heap profile after them, to the out directory (env PROFILE)")
 	flag.Parse()
 	for _, s := range strings.Split(*scales, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -143,6 +145,11 @@ type result struct {
 	SnapshotMB       float64 `json:"snapshotMB"`
 	ReceiveMs        float64 `json:"snapshotReceiveMsP50"`
 	Snapshots        int64   `json:"snapshotsReceived"`
+	// BytesPerFlip is what the manager sent the dataplane per
+	// EndpointSlice change, and FlipReceiveMs the p50 of reading,
+	// decoding and applying it.
+	BytesPerFlip  float64 `json:"bytesSentPerEndpointSliceEvent"`
+	FlipReceiveMs float64 `json:"endpointSliceReceiveMsP50"`
 }
 
 func runScale(o options, n int) (res result, err error) {
@@ -304,6 +311,7 @@ func runScale(o options, n int) (res result, err error) {
 	if o.profile {
 		go func() { profiled <- cpuProfile(pprofAddr, filepath.Join(o.out, fmt.Sprintf("cpu-flips-%d.pprof", n))) }()
 	}
+	sent := rec.mark()
 	var flips []time.Duration
 	for f := range o.flips {
 		i := (f * 7919) % n
@@ -327,7 +335,14 @@ func runScale(o options, n int) (res result, err error) {
 	slices.Sort(flips)
 	res.FlipP50Ms, res.FlipP99Ms = ms(harness.Percentile(flips, 50)), ms(harness.Percentile(flips, 99))
 	res.CPUPerFlipMs = ms(cpu1-cpu0) / float64(o.flips)
+	bytes, receive := rec.since(sent)
+	res.BytesPerFlip, res.FlipReceiveMs = float64(bytes)/float64(o.flips), ms(receive)
 
+	if o.profile {
+		if err := heapProfile(pprofAddr, filepath.Join(o.out, fmt.Sprintf("heap-%d.pprof", n))); err != nil {
+			return res, err
+		}
+	}
 	res.RSSMB = float64(rss(pid)) / (1 << 20)
 	res.HeapMB = heapInuse(metricsAddr) / (1 << 20)
 	res.SnapshotMB, res.ReceiveMs, res.Snapshots = rec.stats()
@@ -461,6 +476,8 @@ type recorder struct {
 	bytes    []int
 	receives []time.Duration
 	count    int64
+	// last is the snapshot the dataplane serves.
+	last *snapshot.Snapshot
 }
 
 type waiter struct {
@@ -476,6 +493,7 @@ func (r *recorder) Apply(s *snapshot.Snapshot) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.count++
+	r.last = s
 	keep := r.waiters[:0]
 	for _, w := range r.waiters {
 		if w.ok(s) {
@@ -529,11 +547,32 @@ func (r *recorder) timed(h http.Handler) http.Handler {
 	})
 }
 
+// mark is where the PUTs from now on start, for since.
+func (r *recorder) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.bytes)
+}
+
+// since returns the bytes of the PUTs after mark m and their p50 time.
+func (r *recorder) since(m int) (bytes int, receiveP50 time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bytes[m:] {
+		bytes += b
+	}
+	rs := slices.Clone(r.receives[m:])
+	slices.Sort(rs)
+	return bytes, harness.Percentile(rs, 50)
+}
+
 func (r *recorder) stats() (lastMB, receiveP50Ms float64, count int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.bytes) > 0 {
-		lastMB = float64(r.bytes[len(r.bytes)-1]) / (1 << 20)
+	if r.last != nil {
+		if b, err := snapshot.Encode(r.last); err == nil {
+			lastMB = float64(len(b)) / (1 << 20)
+		}
 	}
 	rs := slices.Clone(r.receives)
 	slices.Sort(rs)
@@ -590,7 +629,17 @@ func heapInuse(addr string) float64 {
 
 // cpuProfile saves 10 s of the manager's CPU profile to path.
 func cpuProfile(addr, path string) error {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=10")
+	return saveProfile("http://"+addr+"/debug/pprof/profile?seconds=10", path)
+}
+
+// heapProfile saves the manager's heap profile, after a collection, to
+// path: what it holds, not what it has yet to collect.
+func heapProfile(addr, path string) error {
+	return saveProfile("http://"+addr+"/debug/pprof/heap?gc=1", path)
+}
+
+func saveProfile(url, path string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return fmt.Errorf("profile the manager: %w", err)
 	}
@@ -611,6 +660,17 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// size is a byte count for people.
+func size(b float64) string {
+	switch {
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MB", b/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func envOr(k, def string) string {
@@ -621,14 +681,14 @@ func envOr(k, def string) string {
 }
 
 func printTable(w io.Writer, rs []result) {
-	_, _ = fmt.Fprintln(w, "| PortMuxes | endpoints | all Ready after last apply | new PortMux → dataplane p50/p99 | EndpointSlice → dataplane p50/p99 | manager CPU / EndpointSlice event | manager RSS / heap | snapshot / receive |")
-	_, _ = fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+	_, _ = fmt.Fprintln(w, "| PortMuxes | endpoints | all Ready after last apply | new PortMux → dataplane p50/p99 | EndpointSlice → dataplane p50/p99 | manager CPU / EndpointSlice event | manager RSS / heap | whole snapshot / receive p50 | sent / receive p50 per EndpointSlice event |")
+	_, _ = fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		ready := fmt.Sprintf("%.2f s", r.ReadyAfterLastMs/1000)
 		if r.Ready < r.PortMuxes {
 			ready = fmt.Sprintf("%d/%d after %.0f s", r.Ready, r.PortMuxes, r.ReadyAfterLastMs/1000)
 		}
-		_, _ = fmt.Fprintf(w, "| %d | %d | %s | %.0f / %.0f ms | %.0f / %.0f ms | %.1f ms | %.0f / %.0f MB | %.2f MB / %.0f ms |\n",
-			r.PortMuxes, r.Endpoints, ready, r.NewP50Ms, r.NewP99Ms, r.FlipP50Ms, r.FlipP99Ms, r.CPUPerFlipMs, r.RSSMB, r.HeapMB, r.SnapshotMB, r.ReceiveMs)
+		_, _ = fmt.Fprintf(w, "| %d | %d | %s | %.0f / %.0f ms | %.0f / %.0f ms | %.1f ms | %.0f / %.0f MB | %.2f MB / %.0f ms | %s / %.1f ms |\n",
+			r.PortMuxes, r.Endpoints, ready, r.NewP50Ms, r.NewP99Ms, r.FlipP50Ms, r.FlipP99Ms, r.CPUPerFlipMs, r.RSSMB, r.HeapMB, r.SnapshotMB, r.ReceiveMs, size(r.BytesPerFlip), r.FlipReceiveMs)
 	}
 }
