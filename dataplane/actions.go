@@ -7,6 +7,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -90,7 +91,8 @@ func forwardTCP(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bo
 	sent := int64(len(sniffed))
 	c.releaseProbe() // no buffer is held while the connection lives
 	c.handOff()
-	h := forward.Start(st, up, forward.Options{IdleTimeout: rc.idle, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker}, func(r forward.Result) {
+	h := forward.Start(st, up, forward.Options{IdleTimeout: rc.idle, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker,
+		OnPanic: func(p *panics.Error) { c.logPanic(p) }}, func(r forward.Result) {
 		c.rep.up, c.rep.down = r.Up+sent, r.Down
 		rc.up.Add(float64(c.rep.up))
 		rc.down.Add(float64(c.rep.down))

@@ -60,6 +60,9 @@ type conn struct {
 	// socket.
 	cut   atomic.Pointer[func()]
 	ended atomic.Bool
+	// panicLogged: a panic was counted and logged (logPanic), so that the
+	// connection's end does not count it again.
+	panicLogged atomic.Bool
 
 	rep report
 }
@@ -97,7 +100,7 @@ func (c *conn) serve() {
 	switch {
 	case err != nil && c.handedOff:
 		// Handed over before the panic: its new owner ends it.
-		c.s.logPanic(&c.rep, panics.Is(err))
+		c.logPanic(panics.Is(err))
 	case err != nil:
 		c.rep.outcome, c.rep.err = OutcomeError, err
 		c.end()
@@ -120,6 +123,10 @@ func (c *conn) end() {
 	if c.ended.Swap(true) {
 		return
 	}
+	// A panic is counted before the client can see its connection end.
+	if p := panics.Is(c.rep.err); p != nil {
+		c.logPanic(p)
+	}
 	_ = c.raw.Close()
 	c.releaseProbe()
 	s := c.s
@@ -131,6 +138,16 @@ func (c *conn) end() {
 	}
 	s.release(c.bound)
 	s.handlers.Done()
+}
+
+// logPanic counts and logs a panic recovered on this connection, once: a
+// panic in a forwarded direction is reported when it is recovered and
+// again with the connection's end.
+func (c *conn) logPanic(p *panics.Error) {
+	if c.panicLogged.Swap(true) {
+		return
+	}
+	c.s.logPanic(&c.rep, p)
 }
 
 // cutWith makes abort the way Shutdown ends the connection.

@@ -603,9 +603,6 @@ func (s *Server) report(ev *report) {
 	} else {
 		s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
 	}
-	if p := panics.Is(ev.err); p != nil {
-		s.logPanic(ev, p)
-	}
 	log := s.connLog()
 	if !log.Enabled() {
 		return

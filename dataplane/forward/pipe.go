@@ -36,6 +36,12 @@ type Options struct {
 	// than its threshold off its goroutine, so an idle connection holds no
 	// goroutine at all. Nil: each direction keeps a parked goroutine.
 	Parker *Parker
+
+	// OnPanic, when set, hears of a panic recovered while copying, before
+	// the pipe closes either connection: whoever counts panics has counted
+	// it by the time a client sees its connection end. The panic also
+	// comes back in Result.Err.
+	OnPanic func(*panics.Error)
 }
 
 // Result is what Pipe observed.
@@ -130,6 +136,9 @@ func (d *dir) run() {
 	parked, err := d.copyContained()
 	if parked {
 		return
+	}
+	if p := panics.Is(err); p != nil && d.p.opt.OnPanic != nil {
+		d.p.opt.OnPanic(p)
 	}
 	d.finish(err)
 }

@@ -325,7 +325,8 @@ func TestPipePanicEndsOnlyItsConnection(t *testing.T) {
 				bc = panicky{halfCloser{muxBackend}, "BOOM"}
 			}
 			ch := make(chan Result, 1)
-			go func() { ch <- Pipe(cc, bc, Options{}) }()
+			heard := make(chan struct{})
+			go func() { ch <- Pipe(cc, bc, Options{OnPanic: func(*panics.Error) { close(heard) }}) }()
 
 			// Bytes flow until the trigger.
 			if _, err := client.Write([]byte("hello")); err != nil {
@@ -342,6 +343,16 @@ func TestPipePanicEndsOnlyItsConnection(t *testing.T) {
 			}
 			if _, err := sender.Write([]byte("BOOM")); err != nil {
 				t.Fatal(err)
+			}
+			// The client's connection ends only once OnPanic has run.
+			_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, client); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client side not closed: %v", err)
+			}
+			select {
+			case <-heard:
+			default:
+				t.Fatal("the client saw its connection end before OnPanic heard of the panic")
 			}
 			var r Result
 			select {
