@@ -31,6 +31,9 @@ import (
 type backendTransport struct {
 	std    *http.Transport
 	direct *directPool
+	// fronts are the fasthttp servers of the route's HTTP/1.x client
+	// connections (serveFront).
+	fronts frontServers
 }
 
 // RoundTrip sends req through direct when it can carry it, else std.

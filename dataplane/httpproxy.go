@@ -39,9 +39,14 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 	hc := newHTTPConn(c, rc.lc)
 	// The first request is served by net/http, which keeps no pooled buffer
 	// of ours while the connection lives.
+	h2 := wantsHTTP2(c.rep.alpn, sniffed)
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
-	c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
+	if h2 {
+		c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
+	} else {
+		serveFront(c, rc, counted, hc, slot, rc.IdleTimeout)
+	}
 	// HTTP/2 handlers and upgraded connections may outlive the server's
 	// hold on the connection.
 	hc.handlers.closeAndWait()
