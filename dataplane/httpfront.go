@@ -206,9 +206,9 @@ func serveFrontRequest(ctx *fasthttp.RequestCtx) {
 	// The header timeout bounds the header block only: a body streams to
 	// the backend for as long as it takes, as with net/http.
 	_ = fc.SetReadDeadline(time.Time{})
-	t, ok := frontTargetOf(&ctx.Request)
+	t, bad, ok := frontTargetOf(&ctx.Request)
 	if !ok {
-		frontPlainError(ctx, "400 Bad Request", fasthttp.StatusBadRequest)
+		frontPlainError(ctx, "400 Bad Request"+bad, fasthttp.StatusBadRequest)
 		ctx.SetConnectionClose()
 		return
 	}
@@ -235,15 +235,14 @@ type frontTarget struct {
 	uri []byte
 }
 
-// frontTargetOf reads the target of req as net/http's server did; false
-// when net/http refused it with 400 (a bad escape, a missing or
-// malformed Host).
-func frontTargetOf(req *fasthttp.Request) (frontTarget, bool) {
-	var t frontTarget
+// frontTargetOf reads the target of req as net/http's server did; bad
+// is the end of net/http's 400 message when it refused it (a missing or
+// malformed Host, a bad escape: !ok).
+func frontTargetOf(req *fasthttp.Request) (t frontTarget, bad string, ok bool) {
 	raw := req.Header.RequestURI()
 	host := req.Header.Host()
 	if len(host) == 0 && req.Header.IsHTTP11() {
-		return t, false // net/http: "missing required Host header"
+		return t, ": missing required Host header", false
 	}
 	t.host = string(host)
 	if len(raw) > 0 && raw[0] == '/' && !bytes.HasPrefix(raw, []byte("//")) {
@@ -255,14 +254,14 @@ func frontTargetOf(req *fasthttp.Request) (frontTarget, bool) {
 		if bytes.IndexByte(p, '%') >= 0 {
 			dec, err := url.PathUnescape(t.path)
 			if err != nil {
-				return t, false
+				return t, "", false
 			}
 			t.path = dec
 		}
 	} else {
 		u, err := url.ParseRequestURI(string(raw))
 		if err != nil {
-			return t, false
+			return t, "", false
 		}
 		t.path = u.Path
 		if u.Host != "" {
@@ -273,9 +272,9 @@ func frontTargetOf(req *fasthttp.Request) (frontTarget, bool) {
 		}
 	}
 	if !httpguts.ValidHostHeader(t.host) {
-		return t, false
+		return t, ": malformed Host header", false
 	}
-	return t, true
+	return t, "", true
 }
 
 // frontIsWebSocket is sniff.IsWebSocketUpgrade for a fasthttp request.

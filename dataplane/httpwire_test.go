@@ -1,0 +1,269 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portmux/portmux/test/peers"
+)
+
+// HTTP/1.x in http mode is served by fasthttp. These tests pin, on the
+// wire, what net/http's server did with pipelined, ambiguous and
+// malformed requests, and the retry rule of the backend pool; where
+// fasthttp is stricter, the case says so.
+
+// wireBackend is an HTTP/1.1 backend that records each request it reads
+// as "METHOD PATH [body]" (and an X-Fold field as the backend saw it),
+// and answers 200 with the path.
+func wireBackend(t testing.TB) (addr string, seen func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			rec := fmt.Sprintf("%s %s [%s]", req.Method, req.URL.Path, body)
+			if v, ok := req.Header["X-Fold"]; ok {
+				rec += fmt.Sprintf(" X-Fold=%q", v)
+			}
+			mu.Lock()
+			got = append(got, rec)
+			mu.Unlock()
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path); err != nil {
+				return
+			}
+		}
+	})
+	return srv.Addr, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+// responses writes raw on a new connection to addr and reads every
+// response until the dataplane closes the connection: "STATUS body"
+// each.
+func responses(t testing.TB, addr, raw string) []string {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []string
+	for {
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out
+		}
+		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		out = append(out, strings.TrimSpace(fmt.Sprintf("%d %s", res.StatusCode, body)))
+	}
+}
+
+// TestHTTPModeWire sends each case after a valid first request (the
+// first is the sniffer's to refuse) and a last one that closes the
+// connection, and checks what the client got and what the backend saw.
+func TestHTTPModeWire(t *testing.T) {
+	t.Parallel()
+	backend, seen := wireBackend(t)
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend, "www.test"))))
+	const (
+		first = "GET /first HTTP/1.1\r\nHost: www.test\r\n\r\n"
+		last  = "GET /end HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n"
+	)
+	ok := []string{"200 /first"}
+	for _, tc := range []struct {
+		name, raw       string
+		client, backend []string
+	}{
+		{
+			name: "pipelined, one misdirected",
+			raw: "GET /1 HTTP/1.1\r\nHost: www.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: www.test\r\n\r\n" +
+				"POST /3 HTTP/1.1\r\nHost: www.test\r\nContent-Length: 3\r\n\r\nabc" +
+				"GET /4 HTTP/1.1\r\nHost: other.test\r\n\r\nGET /5 HTTP/1.1\r\nHost: www.test\r\n\r\n" + last,
+			client:  []string{"200 /1", "200 /2", "200 /3", "421 no route for this request on this connection", "200 /5", "200 /end"},
+			backend: []string{"GET /1 []", "GET /2 []", "POST /3 [abc]", "GET /5 []", "GET /end []"},
+		},
+		{
+			// Chunked wins over Content-Length (RFC 9112 §6.3), and the
+			// connection is closed after the response, as §6.3 says a
+			// server must; net/http served the bytes after the chunked
+			// body as a next request, routed (GET /smuggled).
+			name:    "Content-Length then Transfer-Encoding",
+			raw:     "POST /cl-te HTTP/1.1\r\nHost: www.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: www.test\r\n\r\n" + last,
+			client:  []string{"200 /cl-te"},
+			backend: []string{"POST /cl-te []"},
+		},
+		{
+			name:    "Transfer-Encoding then Content-Length",
+			raw:     "POST /te-cl HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + last,
+			client:  []string{"200 /te-cl"},
+			backend: []string{"POST /te-cl [abc]"},
+		},
+		{
+			name:   "two Content-Lengths",
+			raw:    "POST /two-cl HTTP/1.1\r\nHost: www.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:   "negative Content-Length",
+			raw:    "POST /neg HTTP/1.1\r\nHost: www.test\r\nContent-Length: -1\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			// net/http: 501 Unsupported transfer encoding.
+			name:   "Transfer-Encoding gzip, chunked",
+			raw:    "POST /te-gzip HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			// net/http answered 200 and dropped the body.
+			name:   "chunked in HTTP/1.0",
+			raw:    "POST /te-10 HTTP/1.0\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			// net/http forwarded what it had of the request; the
+			// backend sees nothing now.
+			name:   "bad chunk size",
+			raw:    "POST /bad-chunk HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n" + last,
+			client: []string{"502"},
+		},
+		{
+			name:    "obs-fold",
+			raw:     "GET /fold HTTP/1.1\r\nHost: www.test\r\nX-Fold: a\r\n b\r\n\r\n" + last,
+			client:  []string{"200 /fold", "200 /end"},
+			backend: []string{`GET /fold [] X-Fold=["a b"]`, "GET /end []"},
+		},
+		{
+			// net/http's messages said why ("malformed Host header",
+			// "missing required Host header"); the status is the same.
+			name:   "obs-fold in Host",
+			raw:    "GET /fold-host HTTP/1.1\r\nHost: www.test\r\n other.test\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:   "two Hosts",
+			raw:    "GET /two-hosts HTTP/1.1\r\nHost: www.test\r\nHost: other.test\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:   "no Host",
+			raw:    "GET /no-host HTTP/1.1\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:   "malformed Host",
+			raw:    "GET /bad-host HTTP/1.1\r\nHost: www test\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:   "space before the colon",
+			raw:    "GET /space HTTP/1.1\r\nHost : www.test\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+		{
+			name:    "bare LF",
+			raw:     "GET /lf HTTP/1.1\nHost: www.test\n\n" + last,
+			client:  []string{"200 /lf", "200 /end"},
+			backend: []string{"GET /lf []", "GET /end []"},
+		},
+		{
+			// Routed by the target's host, as net/http's Request.Host.
+			name:    "absolute form",
+			raw:     "GET http://www.test/abs HTTP/1.1\r\nHost: other.test\r\n\r\n" + last,
+			client:  []string{"200 /abs", "200 /end"},
+			backend: []string{"GET /abs []", "GET /end []"},
+		},
+		{
+			name:    "escaped path",
+			raw:     "GET /a%2Fb%20c HTTP/1.1\r\nHost: www.test\r\n\r\n" + last,
+			client:  []string{"200 /a/b c", "200 /end"},
+			backend: []string{"GET /a/b c []", "GET /end []"},
+		},
+		{
+			name:   "bad escape",
+			raw:    "GET /a%zz HTTP/1.1\r\nHost: www.test\r\n\r\n" + last,
+			client: []string{"400 400 Bad Request"},
+		},
+	} {
+		before := len(seen())
+		got := responses(t, m.addr("pub"), first+tc.raw)
+		if want := append(ok, tc.client...); !slices.Equal(got, want) {
+			t.Errorf("%s: client got %q, want %q", tc.name, got, want)
+		}
+		if got, want := seen()[before:], append([]string{"GET /first []"}, tc.backend...); !slices.Equal(got, want) {
+			t.Errorf("%s: backend saw %q, want %q", tc.name, got, want)
+		}
+	}
+	m.waitIdle()
+}
+
+// TestHTTPModeRetriesOnlyIdempotentRequests: a backend that reads a
+// request on a kept-alive connection and closes it without an answer
+// gets a GET again on a new connection (the client sees 200), but not a
+// POST, which the client gets 502 for, and which reached it once.
+func TestHTTPModeRetriesOnlyIdempotentRequests(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []string
+	backend := peers.NewTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			mu.Lock()
+			got = append(got, req.Method+" "+req.URL.Path)
+			mu.Unlock()
+			if i == 1 {
+				return // the second request on a connection: hang up
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path); err != nil {
+				return
+			}
+		}
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	for _, tc := range []struct {
+		req, want string
+	}{
+		{"GET /1 HTTP/1.1\r\nHost: www.test\r\n\r\n", "200 /1"},
+		{"GET /2 HTTP/1.1\r\nHost: www.test\r\n\r\n", "200 /2"}, // retried
+		{"POST /3 HTTP/1.1\r\nHost: www.test\r\nContent-Length: 2\r\n\r\nhi", "502 "},
+	} {
+		status, body := exchange(t, c, br, tc.req)
+		if s := fmt.Sprintf("%d %s", status, body); s != tc.want {
+			t.Errorf("%s: %q, want %q", requestLine(tc.req), s, tc.want)
+		}
+	}
+	_ = c.Close()
+	m.waitIdle()
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"GET /1", "GET /2", "GET /2", "POST /3"}; !slices.Equal(got, want) {
+		t.Errorf("backend saw %q, want %q", got, want)
+	}
+}
