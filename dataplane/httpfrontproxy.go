@@ -103,6 +103,7 @@ func frontIdempotent(ctx *fasthttp.RequestCtx) bool {
 // the dataplane saw.
 func (h *httpConn) outRequest(in, out *fasthttp.Request, t frontTarget, ws bool) {
 	in.Header.CopyTo(&out.Header)
+	out.Header.SetNoDefaultContentType(true) // none is added to a body without one
 	out.Header.SetProtocol("HTTP/1.1")
 	if t.uri != nil {
 		out.Header.SetRequestURIBytes(t.uri)
