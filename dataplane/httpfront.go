@@ -108,8 +108,8 @@ func newFrontServer(lim HTTPLimits) *fasthttp.Server {
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
-		// Idle kept-alive connections hold no buffer: a 64 KiB header
-		// buffer per idle client would be what slowloris wants.
+		// Idle kept-alive connections hold no buffer (a 64 KiB header
+		// buffer each otherwise); `make bench-http` measured no CPU cost.
 		ReduceMemoryUsage: true,
 		Logger:            frontLogger{},
 	}
@@ -205,7 +205,9 @@ func serveFrontRequest(ctx *fasthttp.RequestCtx) {
 	}()
 	// The header timeout bounds the header block only: a body streams to
 	// the backend for as long as it takes, as with net/http.
-	_ = fc.SetReadDeadline(time.Time{})
+	if ctx.Request.BodyStream() != nil {
+		_ = fc.SetReadDeadline(time.Time{})
+	}
 	t, bad, ok := frontTargetOf(&ctx.Request)
 	if !ok {
 		frontPlainError(ctx, "400 Bad Request"+bad, fasthttp.StatusBadRequest)

@@ -361,7 +361,7 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 // that would block says open; end of stream, an error or unasked bytes
 // say it is not.
 func (c *directConn) open() bool {
-	var nc net.Conn = c.Conn
+	nc := c.Conn
 	if sc, ok := nc.(*slotConn); ok {
 		nc = sc.Conn
 	}
@@ -451,7 +451,7 @@ func (h *httpConn) frontRespondClosing(ctx *fasthttp.RequestCtx, dc *directConn,
 	closer := &closeOnEOF{c: dc.Conn, stop: stop}
 	switch {
 	case cl == 0 || res.Header.StatusCode() == fasthttp.StatusNoContent || res.Header.StatusCode() == fasthttp.StatusNotModified:
-		closer.CloseWithError(nil)
+		_ = closer.CloseWithError(nil)
 	case cl > 0:
 		closer.r = io.LimitReader(dc.br, int64(cl))
 		res.SetBodyStream(closer, cl)
