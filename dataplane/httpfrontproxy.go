@@ -58,11 +58,20 @@ func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeCon
 	// response; any other gets a pooled connection only once it is seen
 	// still open.
 	retryable := body == nil && frontIdempotent(ctx)
+	// A panic mid-exchange (recovered by serveFrontRequest) closes the
+	// connection in use, giving its slot back.
+	var inUse *directConn
+	defer func() {
+		if inUse != nil {
+			inUse.close()
+		}
+	}()
 	for {
 		dc, reused, err := pool.get(fc.ctx, endpoint)
 		if err != nil {
 			return h.frontFail(ctx, rc, err)
 		}
+		inUse = dc
 		if reused && !retryable && !dc.open() {
 			dc.close()
 			continue
@@ -70,6 +79,7 @@ func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeCon
 		stop := context.AfterFunc(fc.ctx, func() { _ = dc.SetDeadline(aLongTimeAgo) })
 		rh := &ctx.Response.Header
 		err = dc.frontExchange(out, rh, fc, ctx.Request.Header.IsHTTP11(), false)
+		inUse = nil
 		if err == nil {
 			h.frontRespond(ctx, dc, stop, head, !out.Header.ConnectionClose(), fc.raw)
 			return RequestProxied

@@ -267,3 +267,31 @@ func TestHTTPModeRetriesOnlyIdempotentRequests(t *testing.T) {
 		t.Errorf("backend saw %q, want %q", got, want)
 	}
 }
+
+// TestHTTPModeRefusedUpgrade: a backend that refuses a WebSocket
+// handshake with 403 has its answer passed on, body included, and the
+// client connection serves the next request (its backend connection is
+// not reused: it was opened for the upgrade).
+func TestHTTPModeRefusedUpgrade(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			http.Error(w, "no websockets here", http.StatusForbidden)
+			return
+		}
+		_, _ = io.WriteString(w, "plain "+r.URL.Path+"\n")
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	ws := "GET /ws HTTP/1.1\r\nHost: www.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if status, body := exchange(t, c, br, ws); status != http.StatusForbidden || body != "no websockets here\n" {
+		t.Errorf("refused handshake: %d %q", status, body)
+	}
+	if status, body := exchange(t, c, br, "GET /after HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 || body != "plain /after\n" {
+		t.Errorf("request after the refused handshake: %d %q", status, body)
+	}
+	_ = c.Close()
+	m.waitIdle()
+	peers.Until(t, ioTimeout, "the upgrade's backend connection to close", func() bool { return web.OpenConns() <= 1 })
+}
