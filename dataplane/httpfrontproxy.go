@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
@@ -203,10 +204,39 @@ func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop f
 	case cl > 0:
 		res.SetBodyStream(newFrontBody(dc.br, dc, stop, keep, int64(cl), nil, client), cl)
 	case cl == -1: // chunked
-		res.SetBodyStream(newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br, client), -1)
+		h.frontStream(ctx, newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br, client))
 	default: // to the end of the connection
-		res.SetBodyStream(newFrontBody(dc.br, dc, stop, false, -1, nil, client), -1)
+		h.frontStream(ctx, newFrontBody(dc.br, dc, stop, false, -1, nil, client))
 	}
+}
+
+// frontStream sends a body of unknown length: chunked to an HTTP/1.1
+// client; to an HTTP/1.0 one, which cannot read chunks (and fasthttp
+// would send them), as the bytes up to the end of the connection, which
+// is closed after it, as net/http did.
+func (h *httpConn) frontStream(ctx *fasthttp.RequestCtx, body *frontBody) {
+	if ctx.Request.Header.IsHTTP11() {
+		ctx.Response.SetBodyStream(body, -1)
+		return
+	}
+	fc := ctx.Conn().(*frontConn)
+	res := &ctx.Response
+	res.Header.SetContentLength(-2) // neither Content-Length nor chunked
+	res.Header.SetConnectionClose()
+	if len(res.Header.Peek("Date")) == 0 {
+		res.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	head := append([]byte(nil), res.Header.Header()...)
+	res.Reset()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer close(fc.relayed)
+		_, err := c.Write(head)
+		if err == nil {
+			_, err = io.Copy(c, body)
+		}
+		_ = body.CloseWithError(err)
+	})
 }
 
 // frontStripHop removes the hop-by-hop fields of a response, and those

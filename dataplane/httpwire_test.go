@@ -295,3 +295,40 @@ func TestHTTPModeRefusedUpgrade(t *testing.T) {
 	m.waitIdle()
 	peers.Until(t, ioTimeout, "the upgrade's backend connection to close", func() bool { return web.OpenConns() <= 1 })
 }
+
+// TestHTTPModeHTTP10ClientGetsNoChunks: a response of unknown length
+// (chunked from the backend) reaches an HTTP/1.0 client, which cannot
+// read chunks, as the bytes up to the end of the connection; an HTTP/1.1
+// client on the same route gets it chunked and keeps its connection.
+func TestHTTPModeHTTP10ClientGetsNoChunks(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "part2\n")
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	for _, tc := range []struct {
+		proto   string
+		chunked bool
+	}{{"HTTP/1.0", false}, {"HTTP/1.1", true}} {
+		c := dial(t, m.addr("pub"))
+		br := bufio.NewReader(c)
+		res := send(t, c, br, "GET /first HTTP/1.1\r\nHost: www.test\r\n\r\n")
+		_, _ = io.Copy(io.Discard, res.Body)
+		res = send(t, c, br, "GET /stream "+tc.proto+"\r\nHost: www.test\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+		body, err := io.ReadAll(res.Body)
+		if err != nil || string(body) != "part1\npart2\n" {
+			t.Errorf("%s: body %q, %v", tc.proto, body, err)
+		}
+		if chunked := slices.Contains(res.TransferEncoding, "chunked"); chunked != tc.chunked {
+			t.Errorf("%s: chunked %v, want %v", tc.proto, chunked, tc.chunked)
+		}
+		if got := res.Close; got == tc.chunked {
+			t.Errorf("%s: connection closed after the response: %v, want %v", tc.proto, got, !tc.chunked)
+		}
+		_ = c.Close()
+	}
+	m.waitIdle()
+}
