@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/portmux/portmux/dataplane"
-	"github.com/portmux/portmux/test/peers"
 )
 
 // TestPanicInHTTPModeHandlerEndsOnlyItsConnection: a panic in the
@@ -18,23 +17,15 @@ import (
 // clients are served, as net/http did.
 func TestPanicInHTTPModeHandlerEndsOnlyItsConnection(t *testing.T) {
 	headers := make(chan struct{}, 1)
-	backend := peers.NewTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if req.Method == http.MethodPost {
-				headers <- struct{}{}
-			}
-			if _, err := io.Copy(io.Discard, req.Body); err != nil {
-				return
-			}
-			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
-				return
-			}
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		if req.Method == http.MethodPost {
+			headers <- struct{}{}
 		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return false
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+		return err == nil
 	})
 	m := newMux(t, dataplane.Options{Listen: listenPanicky("BOOM")})
 	m.apply(snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))

@@ -426,17 +426,10 @@ func (c *directConn) open() bool {
 // frontFail answers a request the backend did not, and returns its
 // outcome.
 func (h *httpConn) frontFail(ctx *fasthttp.RequestCtx, rc *routeConfig, err error) string {
-	h.errMu.Lock()
-	h.c.rep.err = err
-	h.errMu.Unlock()
+	status, outcome := h.failure(rc, err)
 	ctx.Response.Reset()
-	if errors.Is(err, errNoBackendSlot) {
-		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		return RequestUnavailable
-	}
-	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
-	ctx.SetStatusCode(fasthttp.StatusBadGateway)
-	return RequestBadGateway
+	ctx.SetStatusCode(status)
+	return outcome
 }
 
 // forwardUpgrade sends a WebSocket handshake on a new backend connection.

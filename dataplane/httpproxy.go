@@ -245,16 +245,23 @@ func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) 
 
 // fail answers a request the backend did not, and returns its outcome.
 func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) string {
+	status, outcome := h.failure(rc, err)
+	w.WriteHeader(status)
+	return outcome
+}
+
+// failure records why a request got no answer from the backend, and
+// returns the status to answer it with and its outcome: 503 when no
+// connection slot was free, else 502 (counted as a dial error).
+func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome string) {
 	h.errMu.Lock()
 	h.c.rep.err = err
 	h.errMu.Unlock()
 	if errors.Is(err, errNoBackendSlot) {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return RequestUnavailable
+		return http.StatusServiceUnavailable, RequestUnavailable
 	}
 	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
-	w.WriteHeader(http.StatusBadGateway)
-	return RequestBadGateway
+	return http.StatusBadGateway, RequestBadGateway
 }
 
 // count records what became of one request; rc is nil when it was

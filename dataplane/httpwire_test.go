@@ -20,6 +20,22 @@ import (
 // malformed requests, and the retry rule of the backend pool; where
 // fasthttp is stricter, the case says so.
 
+// requestServer is a raw HTTP/1.1 backend: serve handles the i-th
+// request of each connection (br holds what was read past its head) and
+// says whether to read the next one.
+func requestServer(t testing.TB, serve func(c net.Conn, br *bufio.Reader, req *http.Request, i int) bool) *peers.TCPServer {
+	t.Helper()
+	return peers.NewTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil || !serve(c, br, req, i) {
+				return
+			}
+		}
+	})
+}
+
 // wireBackend is an HTTP/1.1 backend that records each request it reads
 // as "METHOD PATH [body]" (and an X-Fold field as the backend saw it),
 // and answers 200 with the path.
@@ -27,25 +43,17 @@ func wireBackend(t testing.TB) (addr string, seen func() []string) {
 	t.Helper()
 	var mu sync.Mutex
 	var got []string
-	srv := peers.NewTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			body, _ := io.ReadAll(req.Body)
-			rec := fmt.Sprintf("%s %s [%s]", req.Method, req.URL.Path, body)
-			if v, ok := req.Header["X-Fold"]; ok {
-				rec += fmt.Sprintf(" X-Fold=%q", v)
-			}
-			mu.Lock()
-			got = append(got, rec)
-			mu.Unlock()
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path); err != nil {
-				return
-			}
+	srv := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		body, _ := io.ReadAll(req.Body)
+		rec := fmt.Sprintf("%s %s [%s]", req.Method, req.URL.Path, body)
+		if v, ok := req.Header["X-Fold"]; ok {
+			rec += fmt.Sprintf(" X-Fold=%q", v)
 		}
+		mu.Lock()
+		got = append(got, rec)
+		mu.Unlock()
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		return err == nil
 	})
 	return srv.Addr, func() []string {
 		mu.Lock()
@@ -225,24 +233,16 @@ func TestHTTPModeRetriesOnlyIdempotentRequests(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var got []string
-	backend := peers.NewTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for i := 0; ; i++ {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			mu.Lock()
-			got = append(got, req.Method+" "+req.URL.Path)
-			mu.Unlock()
-			if i == 1 {
-				return // the second request on a connection: hang up
-			}
-			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path); err != nil {
-				return
-			}
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, i int) bool {
+		_, _ = io.Copy(io.Discard, req.Body)
+		mu.Lock()
+		got = append(got, req.Method+" "+req.URL.Path)
+		mu.Unlock()
+		if i == 1 {
+			return false // the second request on a connection: hang up
 		}
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		return err == nil
 	})
 	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
 	c := dial(t, m.addr("pub"))
