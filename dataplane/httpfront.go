@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +65,35 @@ type frontConn struct {
 	// raw is the client's socket, watched for a hang-up while a response
 	// waits for its backend; nil when it is not one.
 	raw syscall.RawConn
+	// inExchange is the backend connection of the request in flight,
+	// which a cut of the connection unblocks; endExchange is
+	// frontConn.exchangeDone, bound once.
+	inExchange  atomic.Pointer[directConn]
+	endExchange func() bool
+}
+
+// startExchange notes dc as the backend connection of the request in
+// flight: cutting the connection sets its deadline in the past.
+func (fc *frontConn) startExchange(dc *directConn) {
+	fc.inExchange.Store(dc)
+	if fc.ctx.Err() != nil {
+		_ = dc.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// exchangeDone ends the exchange startExchange noted; false when the
+// connection was cut meanwhile (the backend connection must not be
+// pooled then).
+func (fc *frontConn) exchangeDone() bool {
+	fc.inExchange.Store(nil)
+	return fc.ctx.Err() == nil
+}
+
+// cutExchange unblocks the exchange in flight, if any.
+func (fc *frontConn) cutExchange() {
+	if dc := fc.inExchange.Load(); dc != nil {
+		_ = dc.SetDeadline(aLongTimeAgo)
+	}
 }
 
 // frontServers are the fasthttp servers of one route's connections, one
@@ -171,16 +201,21 @@ func serveFront(c *conn, rc *routeConfig, counted *countingConn, hc *httpConn, s
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), backendSlotKey{}, slot))
 	defer cancel()
 	fc := &frontConn{countingConn: counted, hc: hc, ctx: ctx, relayed: make(chan struct{}), raw: rawConnOf(c.raw)}
+	fc.endExchange = fc.exchangeDone
 	// Shutdown out of patience closes the socket and gives up the
 	// backend exchange in flight.
 	c.cutWith(func() {
 		cancel()
+		fc.cutExchange()
 		_ = c.raw.Close()
 	})
 	err := panics.Run(func() error { return srv.ServeConn(fc) })
 	if p := panics.Is(err); p != nil {
+		// Counted and logged before the client sees its connection
+		// close, as net/http did; the report says what ended it.
+		c.s.logPanic(&c.rep, p)
+		c.rep.err = errors.New(p.Error())
 		_ = fc.Close()
-		c.rep.err = err
 		return
 	}
 	if fc.hijacked {

@@ -77,7 +77,8 @@ func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeCon
 			dc.close()
 			continue
 		}
-		stop := context.AfterFunc(fc.ctx, func() { _ = dc.SetDeadline(aLongTimeAgo) })
+		fc.startExchange(dc)
+		stop := fc.endExchange
 		rh := &ctx.Response.Header
 		err = dc.frontExchange(out, rh, fc, ctx.Request.Header.IsHTTP11(), false)
 		inUse = nil
