@@ -21,14 +21,14 @@ import (
 
 // serveHTTPMode serves one client connection in http mode (the action of
 // a route whose backend is in http mode; st is what to read, sniffed its
-// first request) with net/http's server: HTTP/1.1 with keep-alive, and
-// HTTP/2 for a connection that starts with the HTTP/2 preface (a client
-// that negotiated h2 by ALPN, or h2c with prior knowledge). Every request,
-// the first included, and every HTTP/2 stream is routed on its own by the
-// routes of rc.lc (httpConn) and reverse-proxied to its route's
-// backend over HTTP/1.1. The log line and byte counters of the connection
-// stay with rc. It serves the connection until it ends and never takes
-// ownership of it.
+// first request): HTTP/1.x with keep-alive by fasthttp's server
+// (serveFront), HTTP/2 by net/http's, for a connection that starts with
+// the HTTP/2 preface (a client that negotiated h2 by ALPN, or h2c with
+// prior knowledge). Every request, the first included, and every HTTP/2
+// stream is routed on its own by the routes of rc.lc (httpConn) and
+// proxied to its route's backend over HTTP/1.1. The log line and byte
+// counters of the connection stay with rc. It serves the connection
+// until it ends and never takes ownership of it.
 //
 // What the client can make the dataplane hold is bounded (Options.HTTP):
 // header block size, header and idle time, HTTP/2 streams and frame size;
@@ -37,8 +37,8 @@ import (
 func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bool {
 	s := c.s
 	hc := newHTTPConn(c, rc.lc)
-	// The first request is served by net/http, which keeps no pooled buffer
-	// of ours while the connection lives.
+	// The sniffed bytes are copied: no pooled buffer of ours is kept
+	// while the connection lives.
 	h2 := wantsHTTP2(c.rep.alpn, sniffed)
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
