@@ -65,35 +65,79 @@ type frontConn struct {
 	// raw is the client's socket, watched for a hang-up while a response
 	// waits for its backend; nil when it is not one.
 	raw syscall.RawConn
+	// hungUp is set once the client was seen gone.
+	hungUp atomic.Bool
 	// inExchange is the backend connection of the request in flight,
-	// which a cut of the connection unblocks; endExchange is
-	// frontConn.exchangeDone, bound once.
-	inExchange  atomic.Pointer[directConn]
+	// from the request's head to the end of its response's body:
+	// a cut of the connection, or the client hanging up meanwhile, cuts
+	// it (mu orders that with its return to the pool). endExchange is
+	// exchangeDone, bound once; watch checks the client every
+	// clientWatchInterval while an exchange lasts.
+	mu          sync.Mutex
+	inExchange  *directConn
 	endExchange func() bool
+	watch       *time.Timer
 }
 
+// clientWatchInterval is how often a client whose request is in flight is
+// checked for having hung up (net/http noticed that at once with a read
+// pending on every connection, which costs a goroutine wake-up per
+// request; most responses come sooner than this).
+const clientWatchInterval = 200 * time.Millisecond
+
 // startExchange notes dc as the backend connection of the request in
-// flight: cutting the connection sets its deadline in the past.
+// flight.
 func (fc *frontConn) startExchange(dc *directConn) {
-	fc.inExchange.Store(dc)
+	fc.mu.Lock()
+	fc.inExchange = dc
+	if fc.raw != nil {
+		if fc.watch == nil {
+			fc.watch = time.AfterFunc(clientWatchInterval, fc.checkClient)
+		} else {
+			fc.watch.Reset(clientWatchInterval)
+		}
+	}
+	fc.mu.Unlock()
 	if fc.ctx.Err() != nil {
-		_ = dc.SetDeadline(aLongTimeAgo)
+		fc.cutExchange()
 	}
 }
 
-// exchangeDone ends the exchange startExchange noted; false when the
-// connection was cut meanwhile (the backend connection must not be
-// pooled then).
+// exchangeDone ends the exchange startExchange noted; false when it was
+// cut meanwhile (its backend connection must not be pooled then).
 func (fc *frontConn) exchangeDone() bool {
-	fc.inExchange.Store(nil)
-	return fc.ctx.Err() == nil
+	fc.mu.Lock()
+	if fc.watch != nil {
+		fc.watch.Stop()
+	}
+	fc.inExchange = nil
+	fc.mu.Unlock()
+	return fc.ctx.Err() == nil && !fc.hungUp.Load()
 }
 
 // cutExchange unblocks the exchange in flight, if any.
 func (fc *frontConn) cutExchange() {
-	if dc := fc.inExchange.Load(); dc != nil {
-		_ = dc.SetDeadline(aLongTimeAgo)
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.inExchange != nil {
+		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
 	}
+}
+
+// checkClient cuts the exchange in flight when the client hung up, and
+// looks again later while it lasts.
+func (fc *frontConn) checkClient() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.inExchange == nil {
+		return
+	}
+	if hungUp(fc.raw) {
+		fc.hungUp.Store(true)
+		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
+		return
+	}
+	fc.watch.Reset(clientWatchInterval)
 }
 
 // frontServers are the fasthttp servers of one route's connections, one
@@ -202,6 +246,13 @@ func serveFront(c *conn, rc *routeConfig, counted *countingConn, hc *httpConn, s
 	defer cancel()
 	fc := &frontConn{countingConn: counted, hc: hc, ctx: ctx, relayed: make(chan struct{}), raw: rawConnOf(c.raw)}
 	fc.endExchange = fc.exchangeDone
+	defer func() {
+		fc.mu.Lock()
+		if fc.watch != nil {
+			fc.watch.Stop()
+		}
+		fc.mu.Unlock()
+	}()
 	// Shutdown out of patience closes the socket and gives up the
 	// backend exchange in flight.
 	c.cutWith(func() {

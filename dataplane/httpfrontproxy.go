@@ -83,7 +83,7 @@ func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeCon
 		err = dc.frontExchange(out, rh, fc, ctx.Request.Header.IsHTTP11(), false)
 		inUse = nil
 		if err == nil {
-			h.frontRespond(ctx, dc, stop, head, !out.Header.ConnectionClose(), fc.raw)
+			h.frontRespond(ctx, dc, stop, head, !out.Header.ConnectionClose())
 			return RequestProxied
 		}
 		stop()
@@ -185,7 +185,7 @@ func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseH
 // frontRespond makes the response of ctx from the head rh the backend
 // sent on dc, and streams its body: dc goes back to the pool once the
 // body was read to its end (keep), or is closed.
-func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop func() bool, head, keep bool, client syscall.RawConn) {
+func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop func() bool, head, keep bool) {
 	res := &ctx.Response
 	code := res.Header.StatusCode()
 	cl := res.Header.ContentLength()
@@ -203,11 +203,11 @@ func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop f
 		res.Header.SetContentLength(0)
 		dc.release(stop, keep)
 	case cl > 0:
-		res.SetBodyStream(newFrontBody(dc.br, dc, stop, keep, int64(cl), nil, client), cl)
+		res.SetBodyStream(newFrontBody(dc.br, dc, stop, keep, int64(cl), nil), cl)
 	case cl == -1: // chunked
-		h.frontStream(ctx, newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br, client))
+		h.frontStream(ctx, newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br))
 	default: // to the end of the connection
-		h.frontStream(ctx, newFrontBody(dc.br, dc, stop, false, -1, nil, client))
+		h.frontStream(ctx, newFrontBody(dc.br, dc, stop, false, -1, nil))
 	}
 }
 
@@ -257,9 +257,7 @@ func frontStripHop(h *fasthttp.ResponseHeader) {
 
 // frontBody is a response body as the server writes it to the client: on
 // close, its connection goes back to the pool when it was read to its
-// end, else it is closed. While a read of it waits for the backend, a
-// watcher closes the backend connection if the client hangs up (net/http
-// noticed that with its background read).
+// end, else it is closed.
 type frontBody struct {
 	r    io.Reader
 	c    *directConn
@@ -271,15 +269,13 @@ type frontBody struct {
 	// trailer, for a chunked body, reads the trailer section past the
 	// last chunk, which ends the message.
 	trailer *bufio.Reader
-	client  syscall.RawConn
-	watch   *clientWatch
 }
 
 var frontBodies = sync.Pool{New: func() any { return new(frontBody) }}
 
-func newFrontBody(r io.Reader, c *directConn, stop func() bool, keep bool, remain int64, trailer *bufio.Reader, client syscall.RawConn) *frontBody {
+func newFrontBody(r io.Reader, c *directConn, stop func() bool, keep bool, remain int64, trailer *bufio.Reader) *frontBody {
 	b := frontBodies.Get().(*frontBody)
-	*b = frontBody{r: r, c: c, stop: stop, keep: keep, remain: remain, trailer: trailer, client: client}
+	*b = frontBody{r: r, c: c, stop: stop, keep: keep, remain: remain, trailer: trailer}
 	return b
 }
 
@@ -287,9 +283,6 @@ func (b *frontBody) Read(p []byte) (int, error) {
 	if b.r == nil || b.remain == 0 {
 		b.eof = b.r != nil
 		return 0, io.EOF
-	}
-	if b.watch == nil && b.client != nil && b.c.br.Buffered() == 0 {
-		b.watch = watchClient(b.client, b.c)
 	}
 	if b.remain > 0 && int64(len(p)) > b.remain {
 		p = p[:b.remain]
@@ -324,50 +317,10 @@ func (b *frontBody) CloseWithError(err error) error {
 	if b.c == nil {
 		return nil
 	}
-	if b.watch != nil {
-		b.watch.end()
-	}
 	b.c.release(b.stop, b.keep && b.eof && err == nil)
 	*b = frontBody{}
 	frontBodies.Put(b)
 	return nil
-}
-
-// clientWatchInterval is how often a client whose response waits for
-// its backend is checked for having hung up.
-const clientWatchInterval = 200 * time.Millisecond
-
-// clientWatch checks a client socket for a hang-up while its response
-// body waits for the backend, and then cuts the backend connection.
-type clientWatch struct {
-	done chan struct{}
-	over chan struct{}
-}
-
-func watchClient(client syscall.RawConn, backend net.Conn) *clientWatch {
-	w := &clientWatch{done: make(chan struct{}), over: make(chan struct{})}
-	go func() {
-		defer close(w.over)
-		t := time.NewTicker(clientWatchInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-w.done:
-				return
-			case <-t.C:
-			}
-			if hungUp(client) {
-				_ = backend.SetDeadline(aLongTimeAgo)
-				return
-			}
-		}
-	}()
-	return w
-}
-
-func (w *clientWatch) end() {
-	close(w.done)
-	<-w.over
 }
 
 // hungUp reports whether the peer of a socket closed or reset it, without

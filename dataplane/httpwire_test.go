@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/test/peers"
 )
 
@@ -331,4 +332,40 @@ func TestHTTPModeHTTP10ClientGetsNoChunks(t *testing.T) {
 		_ = c.Close()
 	}
 	m.waitIdle()
+}
+
+// TestHTTPModeClientLeavesBeforeTheResponse: a client that goes away
+// while its backend holds the response (a long poll) makes the dataplane
+// close that backend connection and give its slot back, and end the
+// client's connection, without waiting for the backend to answer.
+func TestHTTPModeClientLeavesBeforeTheResponse(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/poll" {
+			<-r.Context().Done() // the dataplane closed the connection
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	if status, _ := exchange(t, c, bufio.NewReader(c), "GET /first HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 {
+		t.Fatalf("first request: %d", status)
+	}
+	if _, err := io.WriteString(c, "GET /poll HTTP/1.1\r\nHost: www.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	peers.Until(t, ioTimeout, "the backend to hold the request", func() bool {
+		reqs := web.Requests()
+		return len(reqs) == 2 && reqs[1].Path == "/poll"
+	})
+	_ = c.Close()
+	peers.Until(t, ioTimeout, "the backend connection to close", func() bool { return web.OpenConns() == 0 })
+	m.waitIdle()
+	if n := m.outcomeCount("pub", dataplane.OutcomeHTTP); n != 1 {
+		t.Errorf("%d connections reported, want the client's", n)
+	}
+	if n := m.metricSum("portmux_http_backend_connections", map[string]string{"listener": "pub"}); n != 0 {
+		t.Errorf("portmux_http_backend_connections %v after the client left, want 0", n)
+	}
 }
