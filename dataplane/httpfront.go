@@ -68,35 +68,30 @@ type frontConn struct {
 	// hungUp is set once the client was seen gone.
 	hungUp atomic.Bool
 	// inExchange is the backend connection of the request in flight,
-	// from the request's head to the end of its response's body:
-	// a cut of the connection, or the client hanging up meanwhile, cuts
-	// it (mu orders that with its return to the pool). endExchange is
-	// exchangeDone, bound once; watch checks the client every
-	// clientWatchInterval while an exchange lasts.
+	// from the request's head to the end of its response's body: a cut
+	// of the connection, or the client hanging up meanwhile, cuts it (mu
+	// orders that with its return to the pool). seq counts exchanges;
+	// swept is the one the last sweep saw. endExchange is exchangeDone,
+	// bound once.
 	mu          sync.Mutex
 	inExchange  *directConn
+	seq, swept  uint64
 	endExchange func() bool
-	watch       *time.Timer
 }
 
-// clientWatchInterval is how often a client whose request is in flight is
-// checked for having hung up (net/http noticed that at once with a read
-// pending on every connection, which costs a goroutine wake-up per
+// clientSweepInterval is how often the clients whose request is in flight
+// are checked for having hung up: an exchange that two sweeps in a row
+// find in flight is checked (net/http noticed a hang-up at once with a
+// read pending on every connection, which costs a goroutine wake-up per
 // request; most responses come sooner than this).
-const clientWatchInterval = 200 * time.Millisecond
+const clientSweepInterval = 200 * time.Millisecond
 
 // startExchange notes dc as the backend connection of the request in
 // flight.
 func (fc *frontConn) startExchange(dc *directConn) {
 	fc.mu.Lock()
 	fc.inExchange = dc
-	if fc.raw != nil {
-		if fc.watch == nil {
-			fc.watch = time.AfterFunc(clientWatchInterval, fc.checkClient)
-		} else {
-			fc.watch.Reset(clientWatchInterval)
-		}
-	}
+	fc.seq++
 	fc.mu.Unlock()
 	if fc.ctx.Err() != nil {
 		fc.cutExchange()
@@ -107,12 +102,71 @@ func (fc *frontConn) startExchange(dc *directConn) {
 // cut meanwhile (its backend connection must not be pooled then).
 func (fc *frontConn) exchangeDone() bool {
 	fc.mu.Lock()
-	if fc.watch != nil {
-		fc.watch.Stop()
-	}
 	fc.inExchange = nil
 	fc.mu.Unlock()
 	return fc.ctx.Err() == nil && !fc.hungUp.Load()
+}
+
+// sweep cuts the exchange in flight when it has lasted since the last
+// sweep and the client hung up.
+func (fc *frontConn) sweep() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.inExchange != nil && fc.swept == fc.seq && hungUp(fc.raw) {
+		fc.hungUp.Store(true)
+		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
+	}
+	fc.swept = fc.seq
+}
+
+// clientSweeper sweeps the connections of a route's fasthttp servers
+// (frontConn.sweep) every clientSweepInterval, from one goroutine that
+// runs while any is open.
+type clientSweeper struct {
+	mu      sync.Mutex
+	conns   map[*frontConn]struct{}
+	running bool
+}
+
+func (w *clientSweeper) add(fc *frontConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.conns == nil {
+		w.conns = map[*frontConn]struct{}{}
+	}
+	w.conns[fc] = struct{}{}
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+}
+
+func (w *clientSweeper) remove(fc *frontConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.conns, fc)
+}
+
+func (w *clientSweeper) loop() {
+	t := time.NewTicker(clientSweepInterval)
+	defer t.Stop()
+	var batch []*frontConn
+	for range t.C {
+		w.mu.Lock()
+		if len(w.conns) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		batch = batch[:0]
+		for fc := range w.conns {
+			batch = append(batch, fc)
+		}
+		w.mu.Unlock()
+		for _, fc := range batch {
+			fc.sweep()
+		}
+	}
 }
 
 // cutExchange unblocks the exchange in flight, if any.
@@ -124,27 +178,12 @@ func (fc *frontConn) cutExchange() {
 	}
 }
 
-// checkClient cuts the exchange in flight when the client hung up, and
-// looks again later while it lasts.
-func (fc *frontConn) checkClient() {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if fc.inExchange == nil {
-		return
-	}
-	if hungUp(fc.raw) {
-		fc.hungUp.Store(true)
-		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
-		return
-	}
-	fc.watch.Reset(clientWatchInterval)
-}
-
 // frontServers are the fasthttp servers of one route's connections, one
 // per idle timeout (the route's own or the server's).
 type frontServers struct {
 	mu      sync.Mutex
 	servers map[time.Duration]*fasthttp.Server
+	sweeper clientSweeper
 }
 
 // get returns the server for lim, made on first use.
@@ -246,13 +285,11 @@ func serveFront(c *conn, rc *routeConfig, counted *countingConn, hc *httpConn, s
 	defer cancel()
 	fc := &frontConn{countingConn: counted, hc: hc, ctx: ctx, relayed: make(chan struct{}), raw: rawConnOf(c.raw)}
 	fc.endExchange = fc.exchangeDone
-	defer func() {
-		fc.mu.Lock()
-		if fc.watch != nil {
-			fc.watch.Stop()
-		}
-		fc.mu.Unlock()
-	}()
+	if fc.raw != nil {
+		sweeper := &rc.transport.fronts.sweeper
+		sweeper.add(fc)
+		defer sweeper.remove(fc)
+	}
 	// Shutdown out of patience closes the socket and gives up the
 	// backend exchange in flight.
 	c.cutWith(func() {
