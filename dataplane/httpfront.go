@@ -69,13 +69,12 @@ type frontConn struct {
 	hungUp atomic.Bool
 	// inExchange is the backend connection of the request in flight,
 	// from the request's head to the end of its response's body: a cut
-	// of the connection, or the client hanging up meanwhile, cuts it (mu
-	// orders that with its return to the pool). seq counts exchanges;
-	// swept is the one the last sweep saw. endExchange is exchangeDone,
-	// bound once.
-	mu          sync.Mutex
-	inExchange  *directConn
-	seq, swept  uint64
+	// of the connection, or the client hanging up meanwhile, cuts it.
+	// seq counts exchanges; swept is the one the last sweep saw (the
+	// sweeper's alone). endExchange is exchangeDone, bound once.
+	inExchange  atomic.Pointer[directConn]
+	seq         atomic.Uint64
+	swept       uint64
 	endExchange func() bool
 }
 
@@ -89,10 +88,8 @@ const clientSweepInterval = 200 * time.Millisecond
 // startExchange notes dc as the backend connection of the request in
 // flight.
 func (fc *frontConn) startExchange(dc *directConn) {
-	fc.mu.Lock()
-	fc.inExchange = dc
-	fc.seq++
-	fc.mu.Unlock()
+	fc.inExchange.Store(dc)
+	fc.seq.Add(1)
 	if fc.ctx.Err() != nil {
 		fc.cutExchange()
 	}
@@ -101,22 +98,24 @@ func (fc *frontConn) startExchange(dc *directConn) {
 // exchangeDone ends the exchange startExchange noted; false when it was
 // cut meanwhile (its backend connection must not be pooled then).
 func (fc *frontConn) exchangeDone() bool {
-	fc.mu.Lock()
-	fc.inExchange = nil
-	fc.mu.Unlock()
+	fc.inExchange.Store(nil)
 	return fc.ctx.Err() == nil && !fc.hungUp.Load()
 }
 
 // sweep cuts the exchange in flight when it has lasted since the last
-// sweep and the client hung up.
+// sweep and the client hung up. hungUp is set before inExchange is looked
+// at again: an exchange that ends meanwhile sees it (exchangeDone) and
+// closes its connection instead of pooling it, so the deadline never
+// reaches a connection another client got from the pool.
 func (fc *frontConn) sweep() {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if fc.inExchange != nil && fc.swept == fc.seq && hungUp(fc.raw) {
+	seq := fc.seq.Load()
+	if dc := fc.inExchange.Load(); dc != nil && fc.swept == seq && hungUp(fc.raw) {
 		fc.hungUp.Store(true)
-		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
+		if fc.inExchange.Load() == dc {
+			_ = dc.SetDeadline(aLongTimeAgo)
+		}
 	}
-	fc.swept = fc.seq
+	fc.swept = seq
 }
 
 // clientSweeper sweeps the connections of a route's fasthttp servers
@@ -171,10 +170,8 @@ func (w *clientSweeper) loop() {
 
 // cutExchange unblocks the exchange in flight, if any.
 func (fc *frontConn) cutExchange() {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if fc.inExchange != nil {
-		_ = fc.inExchange.SetDeadline(aLongTimeAgo)
+	if dc := fc.inExchange.Load(); dc != nil {
+		_ = dc.SetDeadline(aLongTimeAgo)
 	}
 }
 
