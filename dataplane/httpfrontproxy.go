@@ -359,12 +359,8 @@ func (c *directConn) open() bool {
 	if sc, ok := nc.(*slotConn); ok {
 		nc = sc.Conn
 	}
-	sys, ok := nc.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	raw, err := sys.SyscallConn()
-	if err != nil {
+	raw := rawConnOf(nc)
+	if raw == nil {
 		return true
 	}
 	alive := true
