@@ -14,13 +14,14 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// backendTransport is the backend pool of an http-mode route. The
-// requests that nearly all traffic is made of, a GET, HEAD, OPTIONS or
-// TRACE with no body and no upgrade, go through direct: in the handler's
-// goroutine, net/http writes the request (Request.Write) and parses the
-// response (ReadResponse) on a kept-alive HTTP/1.1 connection. Any other
-// request (a body, a WebSocket handshake, another method) goes through
-// std, net/http's Transport.
+// backendTransport is the backend pool of an http-mode route. Every
+// request of an HTTP/1.x client goes through direct, written and read
+// with fasthttp (serveFront). Of an HTTP/2 client's streams, those that
+// nearly all traffic is made of, a GET, HEAD, OPTIONS or TRACE with no
+// body and no upgrade, go through direct too: in the handler's goroutine,
+// net/http writes the request (Request.Write) and parses the response
+// (ReadResponse) on a kept-alive HTTP/1.1 connection. Any other stream
+// (a body, another method) goes through std, net/http's Transport.
 //
 // Why not std for all: http.Transport hands each request to a writer
 // goroutine and each response back from a reader goroutine, which also
@@ -31,6 +32,9 @@ import (
 type backendTransport struct {
 	std    *http.Transport
 	direct *directPool
+	// fronts are the fasthttp servers of the route's HTTP/1.x client
+	// connections (serveFront).
+	fronts frontServers
 }
 
 // RoundTrip sends req through direct when it can carry it, else std.

@@ -21,14 +21,14 @@ import (
 
 // serveHTTPMode serves one client connection in http mode (the action of
 // a route whose backend is in http mode; st is what to read, sniffed its
-// first request) with net/http's server: HTTP/1.1 with keep-alive, and
-// HTTP/2 for a connection that starts with the HTTP/2 preface (a client
-// that negotiated h2 by ALPN, or h2c with prior knowledge). Every request,
-// the first included, and every HTTP/2 stream is routed on its own by the
-// routes of rc.lc (httpConn) and reverse-proxied to its route's
-// backend over HTTP/1.1. The log line and byte counters of the connection
-// stay with rc. It serves the connection until it ends and never takes
-// ownership of it.
+// first request): HTTP/1.x with keep-alive by fasthttp's server
+// (serveFront), HTTP/2 by net/http's, for a connection that starts with
+// the HTTP/2 preface (a client that negotiated h2 by ALPN, or h2c with
+// prior knowledge). Every request, the first included, and every HTTP/2
+// stream is routed on its own by the routes of rc.lc (httpConn) and
+// proxied to its route's backend over HTTP/1.1. The log line and byte
+// counters of the connection stay with rc. It serves the connection
+// until it ends and never takes ownership of it.
 //
 // What the client can make the dataplane hold is bounded (Options.HTTP):
 // header block size, header and idle time, HTTP/2 streams and frame size;
@@ -37,11 +37,16 @@ import (
 func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bool {
 	s := c.s
 	hc := newHTTPConn(c, rc.lc)
-	// The first request is served by net/http, which keeps no pooled buffer
-	// of ours while the connection lives.
+	// The sniffed bytes are copied: no pooled buffer of ours is kept
+	// while the connection lives.
+	h2 := wantsHTTP2(c.rep.alpn, sniffed)
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
-	c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
+	if h2 {
+		c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
+	} else {
+		serveFront(c, rc, counted, hc, slot, rc.IdleTimeout)
+	}
 	// HTTP/2 handlers and upgraded connections may outlive the server's
 	// hold on the connection.
 	hc.handlers.closeAndWait()
@@ -240,16 +245,23 @@ func (h *httpConn) rewrite(pr *httputil.ProxyRequest, endpoint string, ws bool) 
 
 // fail answers a request the backend did not, and returns its outcome.
 func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) string {
+	status, outcome := h.failure(rc, err)
+	w.WriteHeader(status)
+	return outcome
+}
+
+// failure records why a request got no answer from the backend, and
+// returns the status to answer it with and its outcome: 503 when no
+// connection slot was free, else 502 (counted as a dial error).
+func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome string) {
 	h.errMu.Lock()
 	h.c.rep.err = err
 	h.errMu.Unlock()
 	if errors.Is(err, errNoBackendSlot) {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return RequestUnavailable
+		return http.StatusServiceUnavailable, RequestUnavailable
 	}
 	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
-	w.WriteHeader(http.StatusBadGateway)
-	return RequestBadGateway
+	return http.StatusBadGateway, RequestBadGateway
 }
 
 // count records what became of one request; rc is nil when it was

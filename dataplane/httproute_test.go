@@ -236,28 +236,20 @@ func upgradeBackend(t testing.TB) (addr string, seen func() []http.Header) {
 	t.Helper()
 	var mu sync.Mutex
 	var headers []http.Header
-	srv := peers.NewTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
+	srv := requestServer(t, func(c net.Conn, br *bufio.Reader, req *http.Request, _ int) bool {
+		mu.Lock()
+		headers = append(headers, req.Header.Clone())
+		mu.Unlock()
+		if up := req.Header.Get("Upgrade"); up != "" {
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", up); err != nil {
+				return false
 			}
-			mu.Lock()
-			headers = append(headers, req.Header.Clone())
-			mu.Unlock()
-			if up := req.Header.Get("Upgrade"); up != "" {
-				if _, err := fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", up); err != nil {
-					return
-				}
-				echo(c, br)
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nplain\n"); err != nil {
-				return
-			}
+			echo(c, br)
+			return false
 		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nplain\n")
+		return err == nil
 	})
 	return srv.Addr, func() []http.Header {
 		mu.Lock()

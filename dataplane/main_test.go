@@ -21,10 +21,14 @@ import (
 )
 
 // TestMain fails the package when a test leaves a goroutine behind: no byte
-// sequence, slow client, reload or shutdown may leak one. Nothing is
-// ignored: every server, backend and peer a test starts is stopped by its
-// cleanup, and the dataplane's Shutdown waits for its own goroutines.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// sequence, slow client, reload or shutdown may leak one. Every server,
+// backend and peer a test starts is stopped by its cleanup, and the
+// dataplane's Shutdown waits for its own goroutines. The one goroutine
+// ignored is fasthttp's, one per process, which refreshes the Date of its
+// responses once a second.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 // ioTimeout bounds any single wait for bytes or for an end of stream in
 // these tests.

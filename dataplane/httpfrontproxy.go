@@ -1,0 +1,482 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/forward"
+)
+
+// The backend side of serveFront: a request is written with fasthttp on a
+// connection of the route's direct pool (which dials with dialBackend, so
+// every backend connection holds a connection slot, and bounds its idle
+// connections), and the response head is read with fasthttp; the body
+// streams to the client as it comes.
+
+// frontHopHeaders are the hop-by-hop fields (RFC 9110 §7.6.1) that
+// net/http's reverse proxy removes both ways.
+var frontHopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// forward sends the request of ctx to the next endpoint of rc's backend
+// and its response back; it returns the request's outcome.
+func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeConfig, t frontTarget, ws bool) string {
+	endpoint := rc.dialer.Next(rc.Backend.Endpoints)
+	if endpoint == "" {
+		return h.frontFail(ctx, rc, forward.ErrNoEndpoints)
+	}
+	out := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(out)
+	h.outRequest(&ctx.Request, out, t, ws)
+	body := ctx.Request.BodyStream()
+	if body != nil {
+		// Not closable: the stream is the server's.
+		out.SetBodyStream(struct{ io.Reader }{body}, ctx.Request.Header.ContentLength())
+	}
+	head := ctx.IsHead()
+	pool := rc.transport.direct
+	if ws {
+		return h.forwardUpgrade(ctx, fc, rc, pool, endpoint, out)
+	}
+	// A request the backend may get twice (bodiless, idempotent) is sent
+	// again on a new connection when a pooled one fails before its
+	// response; any other gets a pooled connection only once it is seen
+	// still open.
+	retryable := body == nil && frontIdempotent(ctx)
+	// A panic mid-exchange (recovered by serveFrontRequest) closes the
+	// connection in use, giving its slot back.
+	var inUse *directConn
+	defer func() {
+		if inUse != nil {
+			inUse.close()
+		}
+	}()
+	for {
+		dc, reused, err := pool.get(fc.ctx, endpoint)
+		if err != nil {
+			return h.frontFail(ctx, rc, err)
+		}
+		inUse = dc
+		if reused && !retryable && !dc.open() {
+			dc.close()
+			continue
+		}
+		fc.startExchange(dc)
+		stop := fc.endExchange
+		rh := &ctx.Response.Header
+		err = dc.frontExchange(out, rh, fc, ctx.Request.Header.IsHTTP11(), false)
+		inUse = nil
+		if err == nil {
+			h.frontRespond(ctx, dc, stop, head, !out.Header.ConnectionClose())
+			return RequestProxied
+		}
+		stop()
+		dc.close()
+		ctx.Response.Reset()
+		if cerr := fc.ctx.Err(); cerr != nil {
+			return h.frontFail(ctx, rc, fmt.Errorf("%w: %w", cerr, err))
+		}
+		if !reused || !retryable {
+			return h.frontFail(ctx, rc, err)
+		}
+	}
+}
+
+// frontIdempotent reports a method the client may retry (RFC 9110
+// §9.2.2) that carries no body by convention.
+func frontIdempotent(ctx *fasthttp.RequestCtx) bool {
+	switch string(ctx.Method()) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// outRequest makes the request the backend receives from in, as the
+// reverse proxy did (httpConn.rewrite): HTTP/1.1, the client's Host kept,
+// hop-by-hop fields and any Upgrade but a WebSocket handshake's removed,
+// X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set from what
+// the dataplane saw.
+func (h *httpConn) outRequest(in, out *fasthttp.Request, t frontTarget, ws bool) {
+	in.Header.CopyTo(&out.Header)
+	out.Header.SetNoDefaultContentType(true) // none is added to a body without one
+	out.Header.SetProtocol("HTTP/1.1")
+	if t.uri != nil {
+		out.Header.SetRequestURIBytes(t.uri)
+	}
+	out.Header.SetHost(t.host)
+	upgrade := string(in.Header.Peek("Upgrade"))
+	for _, v := range in.Header.PeekAll("Connection") {
+		for _, tok := range strings.Split(string(v), ",") {
+			if tok = textproto.TrimString(tok); tok != "" {
+				out.Header.Del(tok)
+			}
+		}
+	}
+	for _, k := range frontHopHeaders {
+		out.Header.Del(k)
+	}
+	if ws {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upgrade)
+	} else {
+		out.Header.Del("Http2-Settings")
+	}
+	hh := h.forHost(t.host)
+	out.Header.Set("X-Forwarded-For", h.clientIP)
+	out.Header.Set("X-Forwarded-Host", t.host)
+	out.Header.Set("X-Forwarded-Proto", h.proto)
+	out.Header.Set("X-Real-Ip", h.clientIP)
+	out.Header.Set("Forwarded", hh.fwd[0])
+}
+
+// frontExchange writes req and reads the response head into rh. Informational
+// responses are passed on to the client (to an HTTP/1.1 one, as net/http
+// did), except 100 Continue, which fasthttp sent it already; a 101 is an
+// error unless upgrade.
+func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseHeader, client net.Conn, http11, upgrade bool) error {
+	if err := req.Write(c.bw); err != nil {
+		return fmt.Errorf("writing the request to %s: %w", c.addr, err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fmt.Errorf("writing the request to %s: %w", c.addr, err)
+	}
+	for range 100 {
+		rh.Reset()
+		rh.SetNoDefaultContentType(true)
+		if err := rh.Read(c.br); err != nil {
+			return fmt.Errorf("reading the response from %s: %w", c.addr, err)
+		}
+		switch code := rh.StatusCode(); {
+		case code == fasthttp.StatusSwitchingProtocols && !upgrade:
+			return fmt.Errorf("%s switched protocols unasked", c.addr)
+		case code == fasthttp.StatusSwitchingProtocols:
+			return nil
+		case code == fasthttp.StatusContinue:
+		case code >= 100 && code < 200:
+			if http11 {
+				if _, err := client.Write(rh.Header()); err != nil {
+					return fmt.Errorf("passing an informational response on: %w", err)
+				}
+			}
+		default:
+			return nil
+		}
+	}
+	return fmt.Errorf("%s sent too many informational responses", c.addr)
+}
+
+// frontRespond makes the response of ctx from the head rh the backend
+// sent on dc, and streams its body: dc goes back to the pool once the
+// body was read to its end (keep), or is closed.
+func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop func() bool, head, keep bool) {
+	res := &ctx.Response
+	code := res.Header.StatusCode()
+	cl := res.Header.ContentLength()
+	keep = keep && !res.Header.ConnectionClose()
+	frontStripHop(&res.Header)
+	res.Header.ResetConnectionClose()
+	switch {
+	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
+		res.SkipBody = true
+		if cl >= 0 {
+			res.Header.SetContentLength(cl)
+		}
+		dc.release(stop, keep)
+	case cl == 0:
+		res.Header.SetContentLength(0)
+		dc.release(stop, keep)
+	case cl > 0:
+		res.SetBodyStream(newFrontBody(dc.br, dc, stop, keep, int64(cl), nil), cl)
+	case cl == -1: // chunked
+		h.frontStream(ctx, newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br))
+	default: // to the end of the connection
+		h.frontStream(ctx, newFrontBody(dc.br, dc, stop, false, -1, nil))
+	}
+}
+
+// frontStream sends a body of unknown length: chunked to an HTTP/1.1
+// client; to an HTTP/1.0 one, which cannot read chunks (and fasthttp
+// would send them), as the bytes up to the end of the connection, which
+// is closed after it, as net/http did.
+func (h *httpConn) frontStream(ctx *fasthttp.RequestCtx, body *frontBody) {
+	if ctx.Request.Header.IsHTTP11() {
+		ctx.Response.SetBodyStream(body, -1)
+		return
+	}
+	fc := ctx.Conn().(*frontConn)
+	res := &ctx.Response
+	res.Header.SetContentLength(-2) // neither Content-Length nor chunked
+	res.Header.SetConnectionClose()
+	if len(res.Header.Peek("Date")) == 0 {
+		res.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	head := append([]byte(nil), res.Header.Header()...)
+	res.Reset()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer close(fc.relayed)
+		_, err := c.Write(head)
+		if err == nil {
+			_, err = io.Copy(c, body)
+		}
+		_ = body.CloseWithError(err)
+	})
+}
+
+// frontStripHop removes the hop-by-hop fields of a response, and those
+// its Connection lists.
+func frontStripHop(h *fasthttp.ResponseHeader) {
+	for _, v := range h.PeekAll("Connection") {
+		for _, tok := range strings.Split(string(v), ",") {
+			if tok = textproto.TrimString(tok); tok != "" {
+				h.Del(tok)
+			}
+		}
+	}
+	for _, k := range frontHopHeaders {
+		h.Del(k)
+	}
+}
+
+// frontBody is a response body as the server writes it to the client: on
+// close, its connection goes back to the pool when it was read to its
+// end, else it is closed.
+type frontBody struct {
+	r    io.Reader
+	c    *directConn
+	stop func() bool
+	keep bool
+	eof  bool
+	// remain is what is left of a body of known length, -1 otherwise.
+	remain int64
+	// trailer, for a chunked body, reads the trailer section past the
+	// last chunk, which ends the message.
+	trailer *bufio.Reader
+}
+
+var frontBodies = sync.Pool{New: func() any { return new(frontBody) }}
+
+func newFrontBody(r io.Reader, c *directConn, stop func() bool, keep bool, remain int64, trailer *bufio.Reader) *frontBody {
+	b := frontBodies.Get().(*frontBody)
+	*b = frontBody{r: r, c: c, stop: stop, keep: keep, remain: remain, trailer: trailer}
+	return b
+}
+
+func (b *frontBody) Read(p []byte) (int, error) {
+	if b.r == nil || b.remain == 0 {
+		b.eof = b.r != nil
+		return 0, io.EOF
+	}
+	if b.remain > 0 && int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.r.Read(p)
+	if b.remain > 0 {
+		b.remain -= int64(n)
+		if b.remain == 0 && err == nil {
+			b.eof = true
+			return n, io.EOF
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		if b.remain > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		if b.trailer != nil {
+			// Trailers are not passed on; they are read so that the
+			// connection can serve the next request.
+			if _, terr := textproto.NewReader(b.trailer).ReadMIMEHeader(); terr != nil {
+				b.keep = false
+			}
+		}
+		b.eof = true
+	}
+	return n, err
+}
+
+// CloseWithError releases the connection (the server calls it once the
+// body was written, or failed to be).
+func (b *frontBody) CloseWithError(err error) error {
+	if b.c == nil {
+		return nil
+	}
+	b.c.release(b.stop, b.keep && b.eof && err == nil)
+	*b = frontBody{}
+	frontBodies.Put(b)
+	return nil
+}
+
+// hungUp reports whether the peer of a socket closed or reset it, without
+// reading what it may still have sent.
+func hungUp(rc syscall.RawConn) bool {
+	gone := false
+	_ = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
+}
+
+// rawConnOf is the socket under c (a TCP connection), nil when there is
+// none to watch.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	sys, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sys.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// open reports whether the backend has not closed c while it was idle:
+// a request that cannot be sent twice is sent on it only then. A peek
+// that would block says open; end of stream, an error or unasked bytes
+// say it is not.
+func (c *directConn) open() bool {
+	nc := c.Conn
+	if sc, ok := nc.(*slotConn); ok {
+		nc = sc.Conn
+	}
+	raw := rawConnOf(nc)
+	if raw == nil {
+		return true
+	}
+	alive := true
+	var buf [1]byte
+	_ = raw.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		alive = n < 0 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK))
+		return true
+	})
+	return alive
+}
+
+// frontFail answers a request the backend did not, and returns its
+// outcome.
+func (h *httpConn) frontFail(ctx *fasthttp.RequestCtx, rc *routeConfig, err error) string {
+	status, outcome := h.failure(rc, err)
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	return outcome
+}
+
+// forwardUpgrade sends a WebSocket handshake on a new backend connection.
+// A 101 hands the client connection over (fasthttp's Hijack) to a relay
+// of both streams; any other answer is passed on and the backend
+// connection closed after it.
+func (h *httpConn) forwardUpgrade(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeConfig, pool *directPool, endpoint string, out *fasthttp.Request) string {
+	nc, err := pool.dial(fc.ctx, endpoint)
+	if err != nil {
+		return h.frontFail(ctx, rc, err)
+	}
+	// Counted apart from the pool: it never goes back to it.
+	dc := &directConn{Conn: nc, p: pool, addr: endpoint, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
+	stop := context.AfterFunc(fc.ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
+	rh := &ctx.Response.Header
+	if err := dc.frontExchange(out, rh, fc, true, true); err != nil {
+		stop()
+		_ = nc.Close()
+		ctx.Response.Reset()
+		return h.frontFail(ctx, rc, err)
+	}
+	if rh.StatusCode() != fasthttp.StatusSwitchingProtocols {
+		done := func() bool { stop(); return false } // never pooled
+		h.frontRespondClosing(ctx, dc, done)
+		return RequestProxied
+	}
+	stop()
+	_ = nc.SetDeadline(time.Time{})
+	head := append([]byte(nil), rh.Header()...)
+	ctx.Response.Reset()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(client net.Conn) {
+		defer close(fc.relayed)
+		defer func() { _ = nc.Close() }()
+		if _, err := client.Write(head); err != nil {
+			return
+		}
+		relay(client, nc, dc.br)
+	})
+	return RequestProxied
+}
+
+// frontRespondClosing passes on a response whose connection is not
+// pooled, closing it after the body.
+func (h *httpConn) frontRespondClosing(ctx *fasthttp.RequestCtx, dc *directConn, stop func() bool) {
+	// release closes a connection not kept; closing one the pool never
+	// counted would uncount another, so it is closed here instead.
+	res := &ctx.Response
+	cl := res.Header.ContentLength()
+	frontStripHop(&res.Header)
+	res.Header.ResetConnectionClose()
+	closer := &closeOnEOF{c: dc.Conn, stop: stop}
+	switch {
+	case cl == 0 || res.Header.StatusCode() == fasthttp.StatusNoContent || res.Header.StatusCode() == fasthttp.StatusNotModified:
+		_ = closer.CloseWithError(nil)
+	case cl > 0:
+		closer.r = io.LimitReader(dc.br, int64(cl))
+		res.SetBodyStream(closer, cl)
+	case cl == -1:
+		closer.r = httputil.NewChunkedReader(dc.br)
+		res.SetBodyStream(closer, -1)
+	default:
+		closer.r = dc.br
+		res.SetBodyStream(closer, -1)
+	}
+}
+
+// closeOnEOF is a body whose connection is closed once written.
+type closeOnEOF struct {
+	r    io.Reader
+	c    net.Conn
+	stop func() bool
+}
+
+func (b *closeOnEOF) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWithError closes the connection.
+func (b *closeOnEOF) CloseWithError(error) error {
+	b.stop()
+	return b.c.Close()
+}
+
+// relay carries bytes both ways between an upgraded client connection
+// and its backend connection (backendReader holds what was read past the
+// 101) until either side ends; then both are closed.
+func relay(client, backend net.Conn, backendReader io.Reader) {
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(backend, client)
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(client, backendReader)
+		done <- struct{}{}
+	}()
+	<-done
+	_ = client.Close()
+	_ = backend.Close()
+	<-done
+}
