@@ -170,6 +170,7 @@ func parseRunFlags(args []string) (opt options, out string, err error) {
 	fs.IntVar(&opt.rep, "rep", 1, "repeat number, recorded in the results (the caller interleaves repeats)")
 	fs.StringVar(&opt.addr, "addr", "127.0.0.1:17443", "the mux's listener (loopback only)")
 	fs.BoolVar(&opt.direct, "direct", false, "no mux: the client dials the backends (the baseline)")
+	fs.IntVar(&opt.peerFDs, "peer-fds-per-conn", 0, "descriptors the peer holds per idle connection, when more than its two sockets: idle-N scenarios it cannot hold under the open-file limit are skipped (0: two)")
 	fs.StringVar(&opt.cmd, "cmd", "", "shell command line that runs the mux in the foreground, started afresh for every scenario")
 	fs.IntVar(&opt.pid, "pid", 0, "without -cmd: the PID of a mux started by hand, for its CPU and memory")
 	scen := fs.String("scenarios", "conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400", "comma-separated scenarios, run in this order")

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type options struct {
 	scenarios []string // in order
 	routes    []string // the routes the peer implements
 	basePort  int
+	// peerFDs is how many descriptors the peer holds per idle
+	// connection when it is known to hold more than its two sockets
+	// (0: two).
+	peerFDs int
 
 	workers     int
 	warmup, d   time.Duration
@@ -155,6 +160,13 @@ func (r *runner) skip(sc scenario) string {
 	idle := sc.kind == kindIdle || sc.kind == kindUDPIdle
 	if idle && r.opt.direct {
 		return "no mux to measure the memory of"
+	}
+	if idle && r.opt.peerFDs > 2 {
+		var lim syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(sc.idle*r.opt.peerFDs) > lim.Cur {
+			return fmt.Sprintf("the peer holds %d descriptors per idle connection: %d need %d, the open-file limit is %d",
+				r.opt.peerFDs, sc.idle, sc.idle*r.opt.peerFDs, lim.Cur)
+		}
 	}
 	if idle && r.opt.cmd == "" && r.opt.pid == 0 {
 		return "no -pid to measure the memory of"
