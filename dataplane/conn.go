@@ -123,13 +123,15 @@ func (c *conn) end() {
 	if c.ended.Swap(true) {
 		return
 	}
-	// A panic is counted before the client can see its connection end.
+	// The outcome, and a panic, are counted before the client can see
+	// its connection end: metrics never lag what a client observed.
+	s := c.s
 	if p := panics.Is(c.rep.err); p != nil {
 		c.logPanic(p)
 	}
+	s.count(&c.rep)
 	_ = c.raw.Close()
 	c.releaseProbe()
-	s := c.s
 	c.lc.active.Dec()
 	s.report(&c.rep)
 	s.untrack(c)

@@ -596,13 +596,17 @@ func (s *Server) connLog() logr.Logger {
 	return s.log.V(1)
 }
 
-// report counts a connection that ended and logs its line.
-func (s *Server) report(ev *report) {
+// count counts a connection that ends, by its outcome.
+func (s *Server) count(ev *report) {
 	if ev.ended != nil {
 		ev.ended.counter(ev.outcome).Inc()
 	} else {
 		s.m.connections.WithLabelValues(ev.listener, ev.route, ev.protocol, ev.outcome).Inc()
 	}
+}
+
+// report logs the line of a connection that ended.
+func (s *Server) report(ev *report) {
 	log := s.connLog()
 	if !log.Enabled() {
 		return
