@@ -34,6 +34,8 @@ type config struct {
 
 type listenerConfig struct {
 	*snapshot.Listener
+	// own is what Listener points at: the snapshot's listener, copied.
+	own    snapshot.Listener
 	tls    *tls.Config
 	routes []routeConfig
 	sniff  prometheus.Observer
@@ -72,8 +74,8 @@ type routeConfig struct {
 // routes that set none (Options.IdleTimeout: negative for never); bufs
 // are the copy buffers its tunnels share with every other configuration's.
 // A listener that prev (nil: none) compiled from the same declaration
-// (sameListener) keeps its compiled routes, TLS configuration and
-// backend pools (reuse): a delta of one listener costs one listener's
+// (sameListener) keeps its compiled configuration, the very object, with
+// its routes, TLS configuration and backend pools: a delta of one listener costs one listener's
 // compilation, not the snapshot's (issue 19).
 func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, bufs *tunnel.Buffers) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
@@ -81,7 +83,7 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 		l := &snap.Listeners[i]
 		if prev != nil {
 			if old := prev.listeners[l.Name]; old != nil && sameListener(old.Listener, l) {
-				c.listeners[l.Name] = old.reuse(l)
+				c.listeners[l.Name] = old
 				continue
 			}
 		}
@@ -90,6 +92,12 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 			active: m.active.WithLabelValues(l.Name), ended: newOutcomeCounters(m.connections, l.Name, "", ""),
 			clientLimits: clientlimit.Limits{MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient},
 		}
+		// A copy of its own: a configuration reused by later snapshots
+		// does not keep this one's listeners alive. The routes are the
+		// snapshot's.
+		lc.own = *l
+		lc.Listener = &lc.own
+		l = lc.Listener
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
 			tickets.bind(lc.tls, l.Name)
@@ -137,21 +145,6 @@ func sameListener(a, b *snapshot.Listener) bool {
 		len(a.Routes) == len(b.Routes) && unsafe.SliceData(a.Routes) == unsafe.SliceData(b.Routes)
 }
 
-// reuse returns lc's compiled configuration for l, which sameListener
-// found the same declaration: TLS configuration, dialers, pools, tunnel
-// handlers and metric children are shared, and only the pointers into the
-// snapshot are new, so that the old snapshot can be collected.
-func (lc *listenerConfig) reuse(l *snapshot.Listener) *listenerConfig {
-	n := *lc
-	n.Listener = l
-	n.routes = make([]routeConfig, len(lc.routes))
-	for j, rc := range lc.routes {
-		rc.Route, rc.lc = &l.Routes[j], &n
-		n.routes[j] = rc
-	}
-	return &n
-}
-
 // trusted reports whether peer may connect to the listener: anyone, unless
 // the listener reads PROXY headers, which only peers in its trusted
 // networks may send (any other could claim any client address). An
@@ -182,14 +175,11 @@ func (lc *listenerConfig) trusted(peer net.Addr) bool {
 // reused: its connections keep them.
 func (c *config) closeIdle(next *config) {
 	for name, l := range c.listeners {
-		var kept []routeConfig
-		if next != nil {
-			if nl := next.listeners[name]; nl != nil {
-				kept = nl.routes
-			}
+		if next != nil && next.listeners[name] == l {
+			continue // reused
 		}
-		for j, r := range l.routes {
-			if r.transport != nil && (j >= len(kept) || kept[j].transport != r.transport) {
+		for _, r := range l.routes {
+			if r.transport != nil {
 				r.transport.CloseIdleConnections()
 			}
 		}

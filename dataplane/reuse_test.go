@@ -50,10 +50,13 @@ func TestApplyReusesListenersADeltaLeavesAlone(t *testing.T) {
 		if same := cur.routes[0].transport == old.routes[0].transport; same != kept {
 			t.Errorf("listener %s: backend pool kept = %v, want %v", name, same, kept)
 		}
-		// The compiled listener points into the new snapshot, so that the
-		// old one can be collected, and its routes at it.
-		if cur.Listener != &after.snap.Listeners[indexOf(after.snap, name)] || cur.routes[0].lc != cur {
-			t.Errorf("listener %s: its configuration points into another snapshot", name)
+		if same := cur == old; same != kept {
+			t.Errorf("listener %s: compiled configuration kept = %v, want %v", name, same, kept)
+		}
+		// It holds a copy of its listener, not the snapshot's listeners,
+		// so that an old snapshot can be collected.
+		if cur.Listener == &after.snap.Listeners[indexOf(after.snap, name)] || cur.Listener == &before.snap.Listeners[indexOf(before.snap, name)] {
+			t.Errorf("listener %s: its configuration points into a snapshot", name)
 		}
 	}
 	if got := after.listeners["b"].routes[0].Backend.Endpoints; !reflect.DeepEqual(got, []string{"127.0.0.1:4"}) {

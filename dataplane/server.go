@@ -215,7 +215,14 @@ func bindKey(l *snapshot.Listener) string {
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 	s.applying.Lock()
 	defer s.applying.Unlock()
-	if err := snap.Validate(); err != nil {
+	prev := s.cfg.Load()
+	// prev passed Validate: a listener it compiled from the same
+	// declaration is checked already.
+	unchanged := func(l *snapshot.Listener) bool {
+		old := prev.listeners[l.Name]
+		return old != nil && sameListener(old.Listener, l)
+	}
+	if err := snap.ValidateExcept(unchanged); err != nil {
 		err = fmt.Errorf("snapshot refused, the previous one is still served: %w", err)
 		s.log.Error(err, "cannot apply snapshot")
 		errs := map[string]error{}
@@ -227,7 +234,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 		return errs
 	}
-	cfg := newConfig(snap, s.cfg.Load(), s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
+	cfg := newConfig(snap, prev, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
