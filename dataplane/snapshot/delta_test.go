@@ -144,3 +144,36 @@ func TestValidateExcept(t *testing.T) {
 		})
 	}
 }
+
+// Validate finds a missing or repeated name and a hand-off to a bound
+// listener whether the listeners are sorted by name (looked up) or not.
+func TestValidateNamesSortedOrNot(t *testing.T) {
+	fwd := snapshot.Route{Name: "web", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: &snapshot.Backend{Name: "web", Endpoints: []string{"127.0.0.1:1"}}}
+	hand := func(to string) snapshot.Route {
+		return snapshot.Route{Name: "to", Match: snapshot.Match{Protocol: snapshot.TLS}, Listener: to}
+	}
+	l := func(name, addr string, r snapshot.Route) snapshot.Listener {
+		return snapshot.Listener{Name: name, Address: addr, Routes: []snapshot.Route{r}}
+	}
+	for _, tc := range []struct {
+		name      string
+		listeners []snapshot.Listener
+		want      string
+	}{
+		{"sorted", []snapshot.Listener{l("a", ":1", hand("b")), l("b", "", fwd)}, ""},
+		{"unsorted", []snapshot.Listener{l("b", "", fwd), l("a", ":1", hand("b"))}, ""},
+		{"sorted, a name twice", []snapshot.Listener{l("a", ":1", fwd), l("a", ":2", fwd)}, "declared twice"},
+		{"unsorted, a name twice", []snapshot.Listener{l("a", ":1", fwd), l("b", ":2", fwd), l("a", ":3", fwd)}, "declared twice"},
+		{"sorted, no name", []snapshot.Listener{l("", ":1", fwd), l("a", ":2", fwd)}, "has no name"},
+		{"unsorted, no name", []snapshot.Listener{l("a", ":1", fwd), l("", ":2", fwd)}, "has no name"},
+		{"sorted, hand-off to a bound listener", []snapshot.Listener{l("a", ":1", hand("b")), l("b", ":2", fwd)}, "binds a port"},
+		{"unsorted, hand-off to a bound listener", []snapshot.Listener{l("b", ":2", fwd), l("a", ":1", hand("b"))}, "binds a port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := (&snapshot.Snapshot{Listeners: tc.listeners}).Validate()
+			if (err == nil) != (tc.want == "") || err != nil && !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
