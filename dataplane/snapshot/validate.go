@@ -28,9 +28,16 @@ func (s *Snapshot) ValidateExcept(checked func(*Listener) bool) error {
 	if s.MaxConnections < 0 {
 		return fmt.Errorf("maxConnections %d is negative", s.MaxConnections)
 	}
-	internal, err := s.internal()
-	if err != nil {
-		return err
+	internal := map[string]bool{}
+	for i := range s.Listeners {
+		l := &s.Listeners[i]
+		if l.Name == "" {
+			return fmt.Errorf("listener %d has no name", i)
+		}
+		if _, dup := internal[l.Name]; dup {
+			return fmt.Errorf("listener %q is declared twice", l.Name)
+		}
+		internal[l.Name] = l.Internal()
 	}
 	for i := range s.Listeners {
 		l := &s.Listeners[i]
@@ -47,44 +54,6 @@ func (s *Snapshot) ValidateExcept(checked func(*Listener) bool) error {
 		}
 	}
 	return nil
-}
-
-// internal returns whether each listener that a route hands streams to
-// is internal, by name, or why the listeners' names are wrong. Listeners
-// sorted by name, as snapshots are, are looked up rather than all put in
-// the map, which costs more at 10,000.
-func (s *Snapshot) internal() (map[string]bool, error) {
-	internal := map[string]bool{}
-	strictly := func(a, b Listener) int { return cmp.Or(cmp.Compare(a.Name, b.Name), -1) }
-	if !slices.IsSortedFunc(s.Listeners, strictly) {
-		for i := range s.Listeners {
-			l := &s.Listeners[i]
-			if l.Name == "" {
-				return nil, fmt.Errorf("listener %d has no name", i)
-			}
-			if _, dup := internal[l.Name]; dup {
-				return nil, fmt.Errorf("listener %q is declared twice", l.Name)
-			}
-			internal[l.Name] = l.Internal()
-		}
-		return internal, nil
-	}
-	// Sorted strictly: the names are unique; only the first can be "".
-	if len(s.Listeners) > 0 && s.Listeners[0].Name == "" {
-		return nil, errors.New("listener 0 has no name")
-	}
-	for i := range s.Listeners {
-		for j := range s.Listeners[i].Routes {
-			to := s.Listeners[i].Routes[j].Listener
-			if to == "" {
-				continue
-			}
-			if k, ok := slices.BinarySearchFunc(s.Listeners, to, func(l Listener, name string) int { return cmp.Compare(l.Name, name) }); ok {
-				internal[to] = s.Listeners[k].Internal()
-			}
-		}
-	}
-	return internal, nil
 }
 
 func (l *Listener) check(internal map[string]bool) error {
