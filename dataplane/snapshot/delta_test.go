@@ -146,7 +146,7 @@ func TestValidateExcept(t *testing.T) {
 }
 
 // Validate finds a missing or repeated name and a hand-off to a bound
-// listener whether the listeners are sorted by name (looked up) or not.
+// listener whether the listeners are sorted by name or not.
 func TestValidateNamesSortedOrNot(t *testing.T) {
 	fwd := snapshot.Route{Name: "web", Match: snapshot.Match{Protocol: snapshot.Any}, Backend: &snapshot.Backend{Name: "web", Endpoints: []string{"127.0.0.1:1"}}}
 	hand := func(to string) snapshot.Route {
