@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,6 +34,8 @@ type config struct {
 
 type listenerConfig struct {
 	*snapshot.Listener
+	// own is what Listener points at: the snapshot's listener, copied.
+	own    snapshot.Listener
 	tls    *tls.Config
 	routes []routeConfig
 	sniff  prometheus.Observer
@@ -70,15 +73,31 @@ type routeConfig struct {
 // newConfig builds the configuration of snap. idle is the idle timeout of
 // routes that set none (Options.IdleTimeout: negative for never); bufs
 // are the copy buffers its tunnels share with every other configuration's.
-func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, bufs *tunnel.Buffers) *config {
+// A listener that prev (nil: none) compiled from the same declaration
+// (sameListener) keeps its compiled configuration, the very object, with
+// its routes, TLS configuration and backend pools: a delta of one listener costs one listener's
+// compilation, not the snapshot's (issue 19).
+func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, bufs *tunnel.Buffers) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
+		if prev != nil {
+			if old := prev.listeners[l.Name]; old != nil && sameListener(old.Listener, l) {
+				c.listeners[l.Name] = old
+				continue
+			}
+		}
 		lc := &listenerConfig{
 			Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l),
 			active: m.active.WithLabelValues(l.Name), ended: newOutcomeCounters(m.connections, l.Name, "", ""),
 			clientLimits: clientlimit.Limits{MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient},
 		}
+		// A copy of its own: a configuration reused by later snapshots
+		// does not keep this one's listeners alive. The routes are the
+		// snapshot's.
+		lc.own = *l
+		lc.Listener = &lc.own
+		l = lc.Listener
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
 			tickets.bind(lc.tls, l.Name)
@@ -110,6 +129,22 @@ func newConfig(snap *snapshot.Snapshot, m *Metrics, tickets *sessionTickets, kee
 	return c
 }
 
+// sameListener reports whether a and b declare the same listener as far as
+// a compiled configuration can tell without comparing its contents: equal
+// settings, and the very same routes, TLS and PROXY settings (one backing
+// array, one pointer). A delta patched into a snapshot copies the
+// listeners it does not touch this way; a decoded or compiled snapshot
+// has new ones, which are compiled again. So a caller must not change a
+// snapshot's routes in place and apply it again.
+func sameListener(a, b *snapshot.Listener) bool {
+	return a.Name == b.Name && a.Address == b.Address && a.Transport == b.Transport &&
+		a.ProbeTimeout == b.ProbeTimeout && a.MaxProbeBytes == b.MaxProbeBytes &&
+		a.MaxConnections == b.MaxConnections && a.MaxConnectionsPerClient == b.MaxConnectionsPerClient &&
+		a.MaxConnectionRatePerClient == b.MaxConnectionRatePerClient &&
+		a.ProxyProtocol == b.ProxyProtocol && a.TLS == b.TLS &&
+		len(a.Routes) == len(b.Routes) && unsafe.SliceData(a.Routes) == unsafe.SliceData(b.Routes)
+}
+
 // trusted reports whether peer may connect to the listener: anyone, unless
 // the listener reads PROXY headers, which only peers in its trusted
 // networks may send (any other could claim any client address). An
@@ -136,9 +171,13 @@ func (lc *listenerConfig) trusted(peer net.Addr) bool {
 }
 
 // closeIdle drops the idle pooled connections of a configuration that new
-// connections no longer use.
-func (c *config) closeIdle() {
-	for _, l := range c.listeners {
+// connections no longer use, except the pools that next (nil: none)
+// reused: its connections keep them.
+func (c *config) closeIdle(next *config) {
+	for name, l := range c.listeners {
+		if next != nil && next.listeners[name] == l {
+			continue // reused
+		}
 		for _, r := range l.routes {
 			if r.transport != nil {
 				r.transport.CloseIdleConnections()

@@ -92,6 +92,10 @@ type Server struct {
 	stop       context.Context
 	cancelStop context.CancelFunc
 
+	// applying makes Applies one at a time: each compiles from the
+	// configuration the one before made, and retires what it did not reuse.
+	applying sync.Mutex
+
 	mu    sync.Mutex // guards bound, relays, conns and closed
 	bound map[string]*boundListener
 	// relays are the bound UDP listeners, by bindKey; each ends its own
@@ -180,7 +184,7 @@ func NewServer(opt Options) *Server {
 	if s.opt.IdleTimeout == 0 {
 		s.opt.IdleTimeout = snapshot.DefaultIdleTimeout
 	}
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, nil, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs))
 	return s
 }
 
@@ -204,8 +208,21 @@ func bindKey(l *snapshot.Listener) string {
 // listener name; the rest of the snapshot is served regardless. A snapshot
 // that fails Validate is not applied at all: the previous configuration
 // stays, and every listener of snap (or "" when it has none) reports why.
+//
+// Listeners declared as before (the same routes, see sameListener) keep
+// their compiled configuration: a snapshot patched with a delta costs what
+// the delta changes.
 func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
-	if err := snap.Validate(); err != nil {
+	s.applying.Lock()
+	defer s.applying.Unlock()
+	prev := s.cfg.Load()
+	// prev passed Validate: a listener it compiled from the same
+	// declaration is checked already.
+	unchanged := func(l *snapshot.Listener) bool {
+		old := prev.listeners[l.Name]
+		return old != nil && sameListener(old.Listener, l)
+	}
+	if err := snap.ValidateExcept(unchanged); err != nil {
 		err = fmt.Errorf("snapshot refused, the previous one is still served: %w", err)
 		s.log.Error(err, "cannot apply snapshot")
 		errs := map[string]error{}
@@ -217,7 +234,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 		return errs
 	}
-	cfg := newConfig(snap, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
+	cfg := newConfig(snap, prev, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
@@ -283,7 +300,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 	}
 	if old := s.cfg.Swap(cfg); old != nil {
-		old.closeIdle()
+		old.closeIdle(cfg)
 	}
 	for _, b := range started {
 		s.handlers.Add(1)
@@ -437,7 +454,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.cfg.Load().closeIdle()
+		s.cfg.Load().closeIdle(nil)
 		s.closeParker()
 		return nil
 	case <-ctx.Done():
@@ -449,7 +466,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
-	s.cfg.Load().closeIdle()
+	s.cfg.Load().closeIdle(nil)
 	s.closeParker()
 	return ctx.Err()
 }

@@ -107,8 +107,8 @@ func (h *Handler) putDelta(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this dataplane serves version "+h.state.Version+", not "+base, http.StatusConflict)
 		return
 	}
-	next := h.snap.Patch(d)
-	if err := next.Validate(); err != nil {
+	next, err := h.snap.PatchValid(d)
+	if err != nil {
 		h.refuse(w, fmt.Errorf("decode delta: %w", err), "delta")
 		return
 	}

@@ -1,9 +1,11 @@
 package snapshot
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 )
 
@@ -14,7 +16,15 @@ import (
 // it (the golden tests check), Decode refuses what fails it, and Apply keeps
 // the previous configuration rather than serve a snapshot that fails it: a
 // bug in a producer becomes an error, not a connection served wrongly.
-func (s *Snapshot) Validate() error {
+func (s *Snapshot) Validate() error { return s.ValidateExcept(nil) }
+
+// ValidateExcept is Validate that takes on trust the listeners checked
+// (nil: none) reports true for: declarations that passed Validate in
+// another snapshot, unchanged. Of those it checks only that the
+// listeners they hand streams to are internal, which depends on the
+// others. A dataplane that reuses what it compiled of a listener so
+// checks what a snapshot changes, not all of it again (issue 19).
+func (s *Snapshot) ValidateExcept(checked func(*Listener) bool) error {
 	if s.MaxConnections < 0 {
 		return fmt.Errorf("maxConnections %d is negative", s.MaxConnections)
 	}
@@ -30,8 +40,17 @@ func (s *Snapshot) Validate() error {
 		internal[l.Name] = l.Internal()
 	}
 	for i := range s.Listeners {
-		if err := s.Listeners[i].check(internal); err != nil {
-			return fmt.Errorf("listener %q: %w", s.Listeners[i].Name, err)
+		l := &s.Listeners[i]
+		if checked != nil && checked(l) {
+			for j := range l.Routes {
+				if err := l.Routes[j].checkHandOff(internal); err != nil {
+					return fmt.Errorf("listener %q: route %q: %w", l.Name, l.Routes[j].Name, err)
+				}
+			}
+			continue
+		}
+		if err := l.check(internal); err != nil {
+			return fmt.Errorf("listener %q: %w", l.Name, err)
 		}
 	}
 	return nil
@@ -118,6 +137,22 @@ func (l *Listener) checkUDP() error {
 	return nil
 }
 
+// checkHandOff checks that the listener r hands streams to, if any, is
+// internal. A listener that is missing is served as an error per
+// connection (compile drops a TLS listener without a usable certificate
+// and keeps the routes to it); a bound one cannot take streams.
+func (r *Route) checkHandOff(internal map[string]bool) error {
+	if r.Listener == "" {
+		return nil
+	}
+	if !internal[r.Listener] {
+		if _, bound := internal[r.Listener]; bound {
+			return fmt.Errorf("listener %q binds a port; a route hands streams to internal listeners only", r.Listener)
+		}
+	}
+	return nil
+}
+
 func (r *Route) check(internal map[string]bool) error {
 	if !r.Match.Protocol.known() {
 		return fmt.Errorf("unknown protocol %q", r.Match.Protocol)
@@ -134,13 +169,8 @@ func (r *Route) check(internal map[string]bool) error {
 	}
 	if r.Listener != "" {
 		actions++
-		// A listener that is missing is served as an error per connection
-		// (compile drops a TLS listener without a usable certificate and
-		// keeps the routes to it); a bound one cannot take streams.
-		if !internal[r.Listener] {
-			if _, bound := internal[r.Listener]; bound {
-				return fmt.Errorf("listener %q binds a port; a route hands streams to internal listeners only", r.Listener)
-			}
+		if err := r.checkHandOff(internal); err != nil {
+			return err
 		}
 	}
 	if r.Tunnel != nil {
@@ -179,4 +209,64 @@ func (p Protocol) known() bool {
 		return true
 	}
 	return false
+}
+
+// PatchValid returns s.Patch(d), or why the snapshot it makes fails
+// Validate, given that s passes it: the dataplane checks a delta of one
+// listener in the time one listener takes, not the snapshot's (issue
+// 19). It checks the listeners d sets, and the whole snapshot when d
+// makes an internal listener bind (a route left alone may hand it
+// streams) or when s is not sorted by name. Removing one is no error: a
+// route to a missing listener is served as an error per connection.
+func (s *Snapshot) PatchValid(d *Delta) (*Snapshot, error) {
+	next := s.Patch(d)
+	byName := func(l Listener, name string) int { return cmp.Compare(l.Name, name) }
+	find := func(ls []Listener, name string) *Listener {
+		if i, ok := slices.BinarySearchFunc(ls, name, byName); ok {
+			return &ls[i]
+		}
+		return nil
+	}
+	sorted := slices.IsSortedFunc(s.Listeners, func(a, b Listener) int { return cmp.Compare(a.Name, b.Name) })
+	whole := !sorted
+	set := make(map[string]bool, len(d.Set))
+	for i := range d.Set {
+		l := &d.Set[i]
+		if old := find(s.Listeners, l.Name); old != nil && old.Internal() && !l.Internal() {
+			whole = true
+		}
+		if l.Name == "" {
+			return nil, fmt.Errorf("listener %d of the delta has no name", i)
+		}
+		if set[l.Name] {
+			return nil, fmt.Errorf("listener %q is declared twice", l.Name)
+		}
+		set[l.Name] = true
+	}
+	if whole {
+		if err := next.Validate(); err != nil {
+			return nil, err
+		}
+		return next, nil
+	}
+	if next.MaxConnections < 0 {
+		return nil, fmt.Errorf("maxConnections %d is negative", next.MaxConnections)
+	}
+	for i := range d.Set {
+		l := &d.Set[i]
+		// The listeners its routes hand streams to, as Validate's map
+		// of every listener would say.
+		internal := map[string]bool{}
+		for _, r := range l.Routes {
+			if r.Listener != "" {
+				if to := find(next.Listeners, r.Listener); to != nil {
+					internal[r.Listener] = to.Internal()
+				}
+			}
+		}
+		if err := l.check(internal); err != nil {
+			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+	}
+	return next, nil
 }
