@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"runtime/debug"
@@ -297,9 +296,10 @@ func serveFront(c *conn, rc *routeConfig, counted *countingConn, hc *httpConn, s
 	err := panics.Run(func() error { return srv.ServeConn(fc) })
 	if p := panics.Is(err); p != nil {
 		// Counted and logged before the client sees its connection
-		// close, as net/http did; the report says what ended it.
-		c.s.logPanic(&c.rep, p)
-		c.rep.err = errors.New(p.Error())
+		// close, as net/http did (once: the connection's end does not
+		// count it again); the report says what ended it.
+		c.logPanic(p)
+		c.rep.err = p
 		_ = fc.Close()
 		return
 	}
@@ -316,9 +316,7 @@ func serveFrontRequest(ctx *fasthttp.RequestCtx) {
 	h := fc.hc
 	defer func() {
 		if v := recover(); v != nil {
-			h.s.m.panics.Inc()
-			h.s.log.Error(fmt.Errorf("panic: %v", v), "panic serving a connection; it was closed, the others are served",
-				"listener", h.c.rep.listener, "route", h.c.rep.route, "client", h.c.rep.client, "stack", string(debug.Stack()))
+			h.c.logPanic(&panics.Error{Value: v, Stack: debug.Stack()})
 			_ = fc.Close()
 			ctx.SetConnectionClose()
 		}
