@@ -1,0 +1,131 @@
+package relayloop
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/portmux/portmux/dataplane/panics"
+)
+
+// ErrUnsupported is returned by New where there is no epoll (not Linux):
+// the caller serves connections on goroutines instead.
+var ErrUnsupported = errors.New("relay loops need Linux's epoll")
+
+// ErrClosed ends the connections a loop still holds when it is closed, and
+// those aborted (Conn.Abort).
+var ErrClosed = errors.New("relay loop closed the connection")
+
+// Options tune a Set. The zero value is usable.
+type Options struct {
+	// Loops is how many loops to run, each on a goroutine of its own with
+	// an epoll set of its own. Zero: GOMAXPROCS.
+	Loops int
+
+	// KeepAliveAfter turns TCP keepalive on for both sockets of a
+	// forwarded connection that is still open this long after it was
+	// connected. Zero: 100 ms; negative: never.
+	KeepAliveAfter time.Duration
+
+	// OnPanic hears of a panic recovered from a Handler or a Session. The
+	// connection it happened on is closed and, unless the panic came from
+	// Done itself, Done is called with the panic as Result.Err.
+	OnPanic func(*panics.Error)
+}
+
+// Handler admits a listener's connections.
+type Handler interface {
+	// Accepted is called on a loop for each new connection, before
+	// anything is read from it. It returns the connection's Session, or
+	// nil to have it closed at once (refused: the Handler has counted
+	// it).
+	Accepted(c *Conn) Session
+}
+
+// End says why a Session is asked to decide.
+type End uint8
+
+const (
+	// Start: nothing was read yet (a route may not need bytes at all).
+	Start End = iota
+	// Reading: more bytes arrived and more may follow.
+	Reading
+	// EOF: the client ended its stream; no more bytes will come.
+	EOF
+	// Timeout: the Verdict's deadline passed; no more bytes will be read.
+	Timeout
+	// Full: the Verdict's Limit is reached.
+	Full
+)
+
+// Session is one connection's owner while the loop carries it.
+type Session interface {
+	// Decide is asked what to do with the bytes read so far: first with
+	// none (Start), then whenever more arrive, and a last time when the
+	// probe ends (EOF, Timeout, Full). b is valid during the call only.
+	Decide(b []byte, end End) Verdict
+
+	// HandOff takes the connection off the loop when a Verdict asks for
+	// it: fd, a blocking-mode-agnostic non-blocking socket no loop watches
+	// any more, belongs to the Session from now on, with the bytes read
+	// from it so far (valid during the call only). Done is not called.
+	HandOff(fd int, read []byte)
+
+	// Done reports the end of a connection the loop carried to its end:
+	// both sockets are closed.
+	Done(r Result)
+}
+
+// Verdict is a Session's answer. Exactly one of Wait, Forward and HandOff
+// is set, or none: close the connection.
+type Verdict struct {
+	// Wait: read more, at most Limit bytes in all, until Deadline.
+	Wait     bool
+	Deadline time.Time
+	Limit    int
+
+	// Forward: connect to a backend and carry the connection both ways.
+	Forward *Target
+
+	// HandOff: give the connection to Session.HandOff.
+	HandOff bool
+}
+
+// Target is where and how to forward a connection.
+type Target struct {
+	// Endpoints are tried in turn from Endpoints[First] until one
+	// accepts the connection, each for at most DialTimeout (zero: 5 s).
+	Endpoints   []netip.AddrPort
+	First       int
+	DialTimeout time.Duration
+
+	// Header is sent to the backend before the bytes read from the
+	// client (a PROXY header); it is not counted in Result.Up.
+	Header []byte
+
+	// IdleTimeout closes the connection once neither direction has
+	// carried a byte for this long (observed at a granularity of the
+	// timeout itself, as the forward package does). Zero: never.
+	IdleTimeout time.Duration
+}
+
+// Result is what became of a connection the loop carried to its end.
+type Result struct {
+	// Dialed reports that a backend accepted the connection: Endpoint.
+	Dialed   bool
+	Endpoint netip.AddrPort
+	// DialErr holds every endpoint's failure when none accepted it.
+	DialErr error
+
+	// Up counts the client's bytes delivered to the backend, the ones
+	// read while deciding included; Down the backend's delivered to the
+	// client.
+	Up, Down int64
+
+	// Idle: the idle timeout ended the connection.
+	Idle bool
+
+	// Err is what ended the connection other than both sides closing
+	// their streams: a read or write error, ErrClosed, a panic.
+	Err error
+}

@@ -1,0 +1,502 @@
+package relayloop
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+type connState uint8
+
+const (
+	stateProbing connState = iota
+	stateConnecting
+	stateRelaying
+	stateClosed
+)
+
+// Conn is one connection a loop carries. Its methods other than Abort,
+// Peer and Local are the loop's own.
+type Conn struct {
+	l     *loop
+	id    uint64
+	fd    int // the client's socket
+	bfd   int // the backend's, -1 before a dial
+	peer  netip.AddrPort
+	s     Session
+	state connState
+
+	// Probing: the bytes read so far, the Verdict's limit and deadline.
+	buf      []byte
+	n        int
+	limit    int
+	deadline int64
+
+	// Dialling.
+	target   *Target
+	attempt  int
+	dialErrs []error
+	endpoint netip.AddrPort
+
+	// Relaying: readiness learnt from edge-triggered events, cleared by
+	// EAGAIN.
+	cR, cW, bR, bW bool
+	up, down       dir
+	last           int64 // the loop's clock at the last byte carried
+	idle           int64
+	keepAlive      bool // TCP keepalive is on (or never wanted)
+
+	timerGen   uint32
+	doneCalled bool
+}
+
+// dir is one direction of a relayed connection.
+type dir struct {
+	// pending is written before anything is spliced (up: the header and
+	// the bytes read while deciding).
+	pending []byte
+	pipe    pipePair
+	hasPipe bool
+	inPipe  int
+	n       int64
+	eof     bool // the source ended and the destination's write side is shut
+}
+
+// Peer is the client's address.
+func (c *Conn) Peer() netip.AddrPort { return c.peer }
+
+// Local is the address the client connected to, for a PROXY header; the
+// zero AddrPort if the socket cannot tell. Only a Session, on its loop,
+// may call it.
+func (c *Conn) Local() netip.AddrPort {
+	sa, err := unix.Getsockname(c.fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return addrPort(sa)
+}
+
+// Abort ends the connection from any goroutine: its sockets are closed and
+// Done reports ErrClosed, unless it ended or was handed off first.
+func (c *Conn) Abort() {
+	c.l.post(func() {
+		if c.state != stateClosed {
+			c.l.guard(c, func() { c.fail(ErrClosed) })
+		}
+	})
+}
+
+// start asks the Handler about a new connection, then the Session about
+// its first (missing) bytes.
+func (c *Conn) start(h Handler) {
+	c.s = h.Accepted(c)
+	if c.s == nil {
+		c.state = stateClosed
+		delete(c.l.conns, c.id)
+		_ = unix.Close(c.fd)
+		return
+	}
+	// Registered for both directions at once: the connection's socket is
+	// never modified in the epoll set again.
+	if err := c.l.ctl(unix.EPOLL_CTL_ADD, c.fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		c.fail(fmt.Errorf("epoll_ctl: %w", err))
+		return
+	}
+	c.decide(nil, Start)
+}
+
+// decide asks the Session about the bytes read so far and follows its
+// Verdict. After the probe's end a Session may not wait any longer: such
+// a Verdict closes the connection.
+func (c *Conn) decide(b []byte, end End) {
+	v := c.s.Decide(b, end)
+	if v.Wait && end > Reading {
+		v = Verdict{}
+	}
+	c.follow(v)
+}
+
+// follow carries out a Verdict given while probing.
+func (c *Conn) follow(v Verdict) {
+	switch {
+	case v.Wait:
+		if c.limit = v.Limit; c.limit <= 0 {
+			c.limit = 1
+		}
+		if d := c.l.at(v.Deadline); !v.Deadline.IsZero() && d != c.deadline {
+			c.deadline = d
+			c.l.arm(c, d)
+		}
+		if c.n >= c.limit {
+			c.decide(c.buf[:c.n], Full)
+		}
+	case v.Forward != nil:
+		c.forward(v.Forward)
+	case v.HandOff:
+		c.handOff()
+	default:
+		c.finish(nil)
+	}
+}
+
+// handOff gives the socket to the Session.
+func (c *Conn) handOff() {
+	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	c.state = stateClosed
+	delete(c.l.conns, c.id)
+	c.doneCalled = true // Done is not called for a handed-off connection
+	buf, fd := c.buf[:c.n], c.fd
+	c.buf, c.fd = nil, -1 // the Session's now, even if HandOff panics
+	c.s.HandOff(fd, buf)
+	c.l.putBuffer(buf)
+}
+
+// ready handles a readiness event of one of the connection's sockets.
+func (c *Conn) ready(tok uint64, events uint32) {
+	if c.state == stateClosed {
+		return
+	}
+	in := events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+	out := events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
+	if tok&1 == 0 {
+		c.cR, c.cW = c.cR || in, c.cW || out
+	} else {
+		if c.state == stateConnecting {
+			if int(tok>>1)&(1<<attemptBits-1) == c.attempt&(1<<attemptBits-1) {
+				c.connected(events)
+			}
+			return
+		}
+		c.bR, c.bW = c.bR || in, c.bW || out
+	}
+	switch c.state {
+	case stateProbing:
+		if c.cR {
+			c.read()
+		}
+	case stateRelaying:
+		c.relay()
+	}
+}
+
+// read reads the client's bytes while probing and asks the Session.
+func (c *Conn) read() {
+	for c.state == stateProbing && c.cR {
+		if c.buf == nil {
+			c.buf = c.l.getBuffer(c.limit)
+		}
+		if len(c.buf) < c.limit {
+			c.buf = append(c.buf[:len(c.buf)], make([]byte, c.limit-len(c.buf))...)
+		}
+		n, err := unix.Read(c.fd, c.buf[c.n:c.limit])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cR = false
+			if c.n == 0 {
+				c.l.putBuffer(c.buf)
+				c.buf = nil // a silent client holds no buffer
+			}
+			return
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			c.finish(os.NewSyscallError("read", err))
+			return
+		case n == 0:
+			c.decide(c.buf[:c.n], EOF)
+			return
+		}
+		c.n += n
+		end := Reading
+		if c.n >= c.limit {
+			end = Full
+		}
+		c.decide(c.buf[:c.n], end)
+	}
+}
+
+// expired handles the connection's timer.
+func (c *Conn) expired() {
+	switch c.state {
+	case stateProbing:
+		c.decide(c.buf[:c.n], Timeout)
+	case stateConnecting:
+		c.dialFailed(fmt.Errorf("dial tcp %s: %w", c.endpoint, os.ErrDeadlineExceeded))
+	case stateRelaying:
+		if !c.keepAlive {
+			c.keepAlive = true
+			setKeepAlive(c.fd)
+			setKeepAlive(c.bfd)
+		}
+		if c.idle <= 0 {
+			return
+		}
+		if quiet := c.l.clock - c.last; quiet >= c.idle {
+			c.fail(errIdle)
+			return
+		}
+		c.l.arm(c, c.last+c.idle)
+	}
+}
+
+var errIdle = errors.New("idle timeout")
+
+// forward starts dialling t's endpoints.
+func (c *Conn) forward(t *Target) {
+	if len(t.Endpoints) == 0 {
+		c.finishDial(errors.New("backend has no ready endpoints"))
+		return
+	}
+	c.target = t
+	c.state = stateConnecting
+	pending := c.buf[:c.n]
+	if len(t.Header) > 0 {
+		pending = append(append(make([]byte, 0, len(t.Header)+c.n), t.Header...), pending...)
+	}
+	c.up.pending = pending
+	c.up.n = -int64(len(t.Header)) // Up counts the client's bytes only
+	c.dial()
+}
+
+// dial tries the next endpoint; when none is left, the connection ends.
+func (c *Conn) dial() {
+	t := c.target
+	for c.attempt < len(t.Endpoints) {
+		ep := t.Endpoints[(t.First+c.attempt)%len(t.Endpoints)]
+		c.attempt++
+		c.endpoint = ep
+		sa, family := sockaddr(ep)
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("socket", err)))
+			continue
+		}
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		err = unix.Connect(fd, sa)
+		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			_ = unix.Close(fd)
+			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err)))
+			continue
+		}
+		if err := c.l.ctl(unix.EPOLL_CTL_ADD, fd, connToken(c.id, c.attempt, 1), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			_ = unix.Close(fd)
+			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("epoll_ctl", err)))
+			continue
+		}
+		c.bfd = fd
+		timeout := t.DialTimeout
+		if timeout <= 0 {
+			timeout = defaultDialTimeout
+		}
+		c.l.arm(c, c.l.now()+int64(timeout))
+		return
+	}
+	c.finishDial(fmt.Errorf("dial %d endpoint(s): %w", len(t.Endpoints), errors.Join(c.dialErrs...)))
+}
+
+// connected handles the first event of a dial's socket.
+func (c *Conn) connected(events uint32) {
+	soErr, err := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soErr != 0 {
+		err = unix.Errno(soErr)
+	}
+	if err == nil && events&unix.EPOLLOUT == 0 {
+		return // readable before writable: not connected yet
+	}
+	if err != nil {
+		c.dialFailed(fmt.Errorf("dial tcp %s: %w", c.endpoint, os.NewSyscallError("connect", err)))
+		return
+	}
+	c.state = stateRelaying
+	c.timerGen++ // the dial timeout is void
+	c.bW = true
+	c.bR = events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
+	c.last = c.l.clock
+	c.idle = int64(c.target.IdleTimeout)
+	switch ka := c.l.set.opt.KeepAliveAfter; {
+	case ka > 0:
+		c.l.arm(c, c.l.clock+int64(ka))
+	default:
+		c.keepAlive = true
+		if c.idle > 0 {
+			c.l.arm(c, c.last+c.idle)
+		}
+	}
+	c.relay()
+}
+
+func (c *Conn) dialFailed(err error) {
+	_ = unix.Close(c.bfd)
+	c.bfd = -1
+	c.dialErrs = append(c.dialErrs, err)
+	c.dial()
+}
+
+// finishDial ends a connection no endpoint accepted.
+func (c *Conn) finishDial(err error) {
+	c.state = stateClosed
+	c.release()
+	c.done(Result{DialErr: err})
+}
+
+// relay moves what it can both ways, then ends the connection once both
+// directions have.
+func (c *Conn) relay() {
+	if err := c.move(&c.up, c.fd, c.bfd, &c.cR, &c.bW); err != nil {
+		c.fail(err)
+		return
+	}
+	if err := c.move(&c.down, c.bfd, c.fd, &c.bR, &c.cW); err != nil {
+		c.fail(err)
+		return
+	}
+	if c.up.eof && c.down.eof {
+		c.finish(nil)
+	}
+}
+
+// move carries one direction from src to dst until one of them would
+// block: pending bytes first, then splices through a pipe held only while
+// bytes wait in it. At the source's end, dst's write side is shut.
+func (c *Conn) move(d *dir, src, dst int, srcR, dstW *bool) error {
+	for {
+		switch {
+		case len(d.pending) > 0:
+			if !*dstW {
+				return nil
+			}
+			n, err := unix.Write(dst, d.pending)
+			if errors.Is(err, unix.EAGAIN) {
+				*dstW = false
+				return nil
+			}
+			if err != nil {
+				return os.NewSyscallError("write", err)
+			}
+			d.pending = d.pending[n:]
+			d.n += int64(n)
+			c.last = c.l.clock
+			if len(d.pending) == 0 {
+				d.pending = nil
+				if c.buf != nil {
+					c.l.putBuffer(c.buf)
+					c.buf = nil
+				}
+			}
+		case d.inPipe > 0:
+			if !*dstW {
+				return nil
+			}
+			n, err := unix.Splice(d.pipe.r, nil, dst, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if errors.Is(err, unix.EAGAIN) {
+				*dstW = false
+				return nil
+			}
+			if err != nil {
+				return os.NewSyscallError("splice", err)
+			}
+			d.inPipe -= int(n)
+			d.n += n
+			c.last = c.l.clock
+		case d.eof || !*srcR:
+			if d.hasPipe {
+				c.l.putPipe(d.pipe)
+				d.hasPipe = false
+			}
+			return nil
+		default:
+			if !d.hasPipe {
+				p, err := c.l.getPipe()
+				if err != nil {
+					return err
+				}
+				d.pipe, d.hasPipe = p, true
+			}
+			n, err := unix.Splice(src, nil, d.pipe.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				*srcR = false
+			case err != nil:
+				return os.NewSyscallError("splice", err)
+			case n == 0:
+				d.eof = true
+				_ = unix.Shutdown(dst, unix.SHUT_WR)
+			default:
+				d.inPipe = int(n)
+			}
+		}
+	}
+}
+
+// fail ends the connection on an error.
+func (c *Conn) fail(err error) {
+	if c.state == stateClosed {
+		return
+	}
+	c.finish(err)
+}
+
+// finish closes both sockets and reports the connection.
+func (c *Conn) finish(err error) {
+	dialed := c.state == stateRelaying
+	c.state = stateClosed
+	c.release()
+	r := Result{Dialed: dialed, Up: c.up.n, Down: c.down.n, Err: err}
+	if dialed {
+		r.Endpoint = c.endpoint
+	}
+	if errors.Is(err, errIdle) {
+		r.Idle, r.Err = true, nil
+	}
+	c.done(r)
+}
+
+// release closes the connection's descriptors and forgets it.
+func (c *Conn) release() {
+	delete(c.l.conns, c.id)
+	c.timerGen++
+	if c.fd >= 0 {
+		_ = unix.Close(c.fd)
+		c.fd = -1
+	}
+	if c.bfd >= 0 {
+		_ = unix.Close(c.bfd)
+		c.bfd = -1
+	}
+	for _, d := range []*dir{&c.up, &c.down} {
+		if d.hasPipe {
+			if d.inPipe > 0 {
+				d.pipe.close() // holds bytes nobody will read
+			} else {
+				c.l.putPipe(d.pipe)
+			}
+			d.hasPipe = false
+		}
+	}
+	if c.buf != nil {
+		c.l.putBuffer(c.buf)
+		c.buf = nil
+	}
+	c.up.pending = nil
+}
+
+func (c *Conn) done(r Result) {
+	if c.doneCalled {
+		return
+	}
+	c.doneCalled = true
+	c.s.Done(r)
+}
+
+// setKeepAlive turns on TCP keepalive with Go's defaults, as the forward
+// package's Parker does for idle sockets: first probe after 15 s idle,
+// then every 15 s, 9 probes. Best effort.
+func setKeepAlive(fd int) {
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
+}

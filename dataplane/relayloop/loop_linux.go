@@ -1,0 +1,503 @@
+package relayloop
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/panics"
+)
+
+const (
+	defaultKeepAliveAfter = 100 * time.Millisecond
+	defaultDialTimeout    = 5 * time.Second
+
+	// eventsPerWait is how many readiness events one epoll_wait returns at
+	// most; more wait for the next round.
+	eventsPerWait = 256
+	// acceptsPerWake bounds the connections one wake-up of a listener
+	// accepts, so that a flood on one listener does not starve the
+	// connections the loop already carries (the others loops take the
+	// rest: EPOLLEXCLUSIVE wakes one loop per event).
+	acceptsPerWake = 64
+	// spliceChunk is the most one splice moves: a pipe's default
+	// capacity.
+	spliceChunk = 64 << 10
+	// Free lists: pipes and probe buffers a loop keeps for the next
+	// connections; beyond these they are closed or left to the GC.
+	freePipes   = 64
+	freeBuffers = 64
+)
+
+// Token layout in epoll_event.data: listeners have the top bit set and
+// their index below; connections carry their id, the dial attempt (so
+// that a stale event of a failed attempt's socket is told apart) and the
+// side (0 client, 1 backend).
+const (
+	listenerBit = 1 << 63
+	attemptBits = 7
+)
+
+func connToken(id uint64, attempt int, side uint64) uint64 {
+	return id<<(attemptBits+1) | uint64(attempt&(1<<attemptBits-1))<<1 | side
+}
+
+// Set is a group of loops sharing listeners: each loop accepts from every
+// listener (the kernel wakes one of them per new connection) and keeps the
+// connections it accepted until they end.
+type Set struct {
+	opt   Options
+	loops []*loop
+
+	mu     sync.Mutex
+	nextLn uint64
+	closed bool
+}
+
+// New starts opt.Loops loops.
+func New(opt Options) (*Set, error) {
+	if opt.Loops <= 0 {
+		opt.Loops = runtime.GOMAXPROCS(0)
+	}
+	if opt.KeepAliveAfter == 0 {
+		opt.KeepAliveAfter = defaultKeepAliveAfter
+	}
+	s := &Set{opt: opt}
+	for range opt.Loops {
+		l, err := newLoop(s)
+		if err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+		s.loops = append(s.loops, l)
+		go l.run()
+	}
+	return s, nil
+}
+
+// Close ends every loop: the connections they still hold fail with
+// ErrClosed (their Done is called) and no listener is accepted from any
+// more. It returns once every loop has stopped.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	for _, l := range s.loops {
+		l.post(func() { l.stopping = true })
+	}
+	for _, l := range s.loops {
+		<-l.done
+	}
+	return nil
+}
+
+// Acceptor is one listener the loops accept from.
+type Acceptor struct {
+	s   *Set
+	tok uint64
+	fd  int
+}
+
+// Accept makes the loops accept ln's connections and pass them to h. Stop
+// the Acceptor before closing ln.
+func (s *Set) Accept(ln *net.TCPListener, h Handler) (*Acceptor, error) {
+	raw, err := ln.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("listener's socket: %w", err)
+	}
+	fd := -1
+	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return nil, fmt.Errorf("listener's socket: %w", err)
+	}
+	// Accepted sockets inherit TCP_NODELAY, as Go's net sets it on each
+	// of its connections: forwarded bytes are never held back by Nagle.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.nextLn++
+	a := &Acceptor{s: s, tok: listenerBit | s.nextLn, fd: fd}
+	s.mu.Unlock()
+	for i, l := range s.loops {
+		errc := make(chan error, 1)
+		posted := l.post(func() {
+			err := l.ctl(unix.EPOLL_CTL_ADD, fd, a.tok, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+			if err == nil {
+				l.listeners[a.tok] = &listening{fd: fd, h: h}
+			}
+			errc <- err
+		})
+		if !posted {
+			errc <- ErrClosed
+		}
+		if err := <-errc; err != nil {
+			for _, done := range s.loops[:i] {
+				done.removeListener(a)
+			}
+			return nil, fmt.Errorf("epoll_ctl listener: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// Stop makes the loops stop accepting from the listener; it returns once
+// none will, so the listener can then be closed.
+func (a *Acceptor) Stop() {
+	for _, l := range a.s.loops {
+		l.removeListener(a)
+	}
+}
+
+type listening struct {
+	fd int
+	h  Handler
+}
+
+// loop is one epoll set and the connections it carries. Everything but
+// post, and the fields post guards, belongs to the loop's goroutine.
+type loop struct {
+	set  *Set
+	epfd int
+	evfd int // eventfd: post wakes the loop
+
+	mu       sync.Mutex
+	cmds     []func()
+	shutdown bool // the loop has stopped: post runs nothing
+	done     chan struct{}
+
+	stopping  bool
+	listeners map[uint64]*listening
+	conns     map[uint64]*Conn
+	nextID    uint64
+	timers    timerHeap
+	epoch     time.Time
+	clock     int64 // nanoseconds since epoch at the last wake-up
+	events    []unix.EpollEvent
+	pipes     []pipePair
+	buffers   [][]byte
+}
+
+func newLoop(s *Set) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	l := &loop{
+		set: s, epfd: epfd, evfd: evfd, done: make(chan struct{}),
+		listeners: map[uint64]*listening{}, conns: map[uint64]*Conn{},
+		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait),
+	}
+	if err := l.ctl(unix.EPOLL_CTL_ADD, evfd, 0, unix.EPOLLIN); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(evfd)
+		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	return l, nil
+}
+
+// ctl adds, modifies or removes fd in the loop's epoll set under token tok.
+func (l *loop) ctl(op, fd int, tok uint64, events uint32) error {
+	ev := unix.EpollEvent{Events: events}
+	putToken(&ev, tok)
+	return unix.EpollCtl(l.epfd, op, fd, &ev)
+}
+
+// putToken and token store a 64-bit token in epoll_event's data, which
+// x/sys/unix spells as two 32-bit fields.
+func putToken(ev *unix.EpollEvent, tok uint64) {
+	ev.Fd = int32(uint32(tok))
+	ev.Pad = int32(uint32(tok >> 32))
+}
+
+func token(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// post runs f on the loop's goroutine, soon, and reports whether it will:
+// nothing runs once the loop has stopped.
+func (l *loop) post(f func()) bool {
+	l.mu.Lock()
+	if l.shutdown {
+		l.mu.Unlock()
+		return false
+	}
+	l.cmds = append(l.cmds, f)
+	l.mu.Unlock()
+	one := [8]byte{1}
+	_, _ = unix.Write(l.evfd, one[:])
+	return true
+}
+
+// removeListener takes a listener out of the loop's epoll set and returns
+// once it is out (at once when the loop has stopped).
+func (l *loop) removeListener(a *Acceptor) {
+	done := make(chan struct{})
+	l.mu.Lock()
+	if l.shutdown {
+		l.mu.Unlock()
+		return
+	}
+	l.cmds = append(l.cmds, func() {
+		if ln := l.listeners[a.tok]; ln != nil {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+			delete(l.listeners, a.tok)
+		}
+		close(done)
+	})
+	l.mu.Unlock()
+	one := [8]byte{1}
+	_, _ = unix.Write(l.evfd, one[:])
+	<-done
+}
+
+func (l *loop) now() int64 { return int64(time.Since(l.epoch)) }
+
+// at converts a wall deadline to the loop's clock.
+func (l *loop) at(t time.Time) int64 { return int64(t.Sub(l.epoch)) }
+
+func (l *loop) run() {
+	defer l.stop()
+	for {
+		timeout := -1
+		if len(l.timers) > 0 {
+			wait := l.timers[0].at - l.now()
+			timeout = 0
+			if wait > 0 {
+				timeout = int((wait + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			}
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			// Only a bug (a bad epfd) gets here: fail loudly in every
+			// connection rather than spin.
+			panic(fmt.Sprintf("relayloop: epoll_wait: %v", err))
+		}
+		l.clock = l.now()
+		for i := range n {
+			l.dispatch(&l.events[i])
+		}
+		l.fireTimers()
+		l.runCommands()
+		if l.stopping {
+			return
+		}
+	}
+}
+
+// stop fails every connection the loop still holds and releases its
+// descriptors.
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.shutdown = true
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	// Commands posted before shutdown still run (an Abort, a listener's
+	// removal whose caller waits).
+	for _, f := range cmds {
+		f()
+	}
+	for _, c := range l.conns {
+		l.guard(c, func() { c.fail(ErrClosed) })
+	}
+	for _, p := range l.pipes {
+		p.close()
+	}
+	l.pipes = nil
+	_ = unix.Close(l.epfd)
+	_ = unix.Close(l.evfd)
+	close(l.done)
+}
+
+func (l *loop) runCommands() {
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, f := range cmds {
+		f()
+	}
+}
+
+// dispatch handles one readiness event.
+func (l *loop) dispatch(ev *unix.EpollEvent) {
+	tok := token(ev)
+	switch {
+	case tok == 0:
+		var b [8]byte
+		_, _ = unix.Read(l.evfd, b[:])
+	case tok&listenerBit != 0:
+		if ln := l.listeners[tok]; ln != nil {
+			l.accept(ln)
+		}
+	default:
+		c := l.conns[tok>>(attemptBits+1)]
+		if c == nil {
+			return // ended earlier in this round
+		}
+		l.guard(c, func() { c.ready(tok, ev.Events) })
+	}
+}
+
+// guard runs f for c, turning a panic into c's failure.
+func (l *loop) guard(c *Conn, f func()) {
+	defer l.recoverFor(c)
+	f()
+}
+
+// recoverFor is deferred by guard: a panic in a Handler, a Session or the
+// loop's own code ends the connection it happened on, not the loop.
+func (l *loop) recoverFor(c *Conn) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	p := &panics.Error{Value: v, Stack: debug.Stack()}
+	if l.set.opt.OnPanic != nil {
+		l.set.opt.OnPanic(p)
+	}
+	if c == nil || c.state == stateClosed {
+		return
+	}
+	if c.doneCalled {
+		c.release()
+		return
+	}
+	c.fail(p)
+}
+
+func (l *loop) accept(ln *listening) {
+	for range acceptsPerWake {
+		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			// EAGAIN: another loop took it, or none is left. Anything else
+			// (out of descriptors, a connection reset while queued) is
+			// retried at the next wake-up; the listener stays readable.
+			return
+		}
+		l.nextID++
+		c := &Conn{l: l, id: l.nextID, fd: fd, bfd: -1, peer: addrPort(sa)}
+		l.conns[c.id] = c
+		l.guard(c, func() { c.start(ln.h) })
+	}
+}
+
+func (l *loop) getPipe() (pipePair, error) {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return pipePair{}, fmt.Errorf("pipe2: %w", err)
+	}
+	return pipePair{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe keeps an empty pipe for the next direction that needs one.
+func (l *loop) putPipe(p pipePair) {
+	if len(l.pipes) < freePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	p.close()
+}
+
+func (l *loop) getBuffer(size int) []byte {
+	for i := len(l.buffers) - 1; i >= 0; i-- {
+		if b := l.buffers[i]; cap(b) >= size {
+			l.buffers[i] = l.buffers[len(l.buffers)-1]
+			l.buffers = l.buffers[:len(l.buffers)-1]
+			return b[:size]
+		}
+	}
+	return make([]byte, size)
+}
+
+func (l *loop) putBuffer(b []byte) {
+	if b != nil && len(l.buffers) < freeBuffers {
+		l.buffers = append(l.buffers, b[:0])
+	}
+}
+
+type pipePair struct{ r, w int }
+
+func (p pipePair) close() {
+	_ = unix.Close(p.r)
+	_ = unix.Close(p.w)
+}
+
+// Timers: one pending per connection at most, told apart from earlier ones
+// by the connection's timer generation.
+type timer struct {
+	at  int64
+	c   *Conn
+	gen uint32
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+// arm sets c's one timer to at, replacing the one it had.
+func (l *loop) arm(c *Conn, at int64) {
+	c.timerGen++
+	heap.Push(&l.timers, timer{at: at, c: c, gen: c.timerGen})
+}
+
+func (l *loop) fireTimers() {
+	now := l.now()
+	for len(l.timers) > 0 && l.timers[0].at <= now {
+		t := heap.Pop(&l.timers).(timer)
+		if t.gen != t.c.timerGen || t.c.state == stateClosed {
+			continue
+		}
+		l.guard(t.c, t.c.expired)
+	}
+}
+
+func addrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
+	if a := ap.Addr(); a.Is4() || a.Is4In6() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, unix.AF_INET6
+}

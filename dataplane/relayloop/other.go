@@ -1,0 +1,38 @@
+//go:build !linux
+
+package relayloop
+
+import (
+	"net"
+	"net/netip"
+)
+
+// Set is unavailable here: New returns ErrUnsupported.
+type Set struct{}
+
+// New returns ErrUnsupported: relay loops need epoll.
+func New(Options) (*Set, error) { return nil, ErrUnsupported }
+
+// Close does nothing.
+func (*Set) Close() error { return nil }
+
+// Acceptor is unavailable here.
+type Acceptor struct{}
+
+// Accept returns ErrUnsupported.
+func (*Set) Accept(*net.TCPListener, Handler) (*Acceptor, error) { return nil, ErrUnsupported }
+
+// Stop does nothing.
+func (*Acceptor) Stop() {}
+
+// Conn is unavailable here.
+type Conn struct{}
+
+// Peer is the zero AddrPort.
+func (*Conn) Peer() netip.AddrPort { return netip.AddrPort{} }
+
+// Local is the zero AddrPort.
+func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
+
+// Abort does nothing.
+func (*Conn) Abort() {}
