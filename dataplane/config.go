@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -68,6 +67,9 @@ type routeConfig struct {
 	tunnel http.Handler
 	// idle is the idle timeout of a forwarded connection; 0: none.
 	idle time.Duration
+	// endpoints are a tcp-mode backend's endpoints as addresses, for the
+	// relay loops; nil for other routes and when one is a host name.
+	endpoints *[]netip.AddrPort
 }
 
 // newConfig builds the configuration of snap. idle is the idle timeout of
@@ -115,6 +117,9 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 			}
 			if r.Backend != nil {
 				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout, KeepAlive: keepAlive}
+				if r.Backend.Mode != snapshot.ModeHTTP {
+					rc.endpoints = loopEndpoints(r.Backend.Endpoints)
+				}
 				if r.Backend.Mode == snapshot.ModeHTTP {
 					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
 				}
@@ -149,19 +154,14 @@ func sameListener(a, b *snapshot.Listener) bool {
 // the listener reads PROXY headers, which only peers in its trusted
 // networks may send (any other could claim any client address). An
 // IPv4-mapped IPv6 peer is matched as IPv4, and an IPv6 zone is ignored.
-func (lc *listenerConfig) trusted(peer net.Addr) bool {
+func (lc *listenerConfig) trusted(peer netip.Addr) bool {
 	if lc.ProxyProtocol == nil {
 		return true
 	}
-	ta, ok := peer.(*net.TCPAddr)
-	if !ok {
+	if !peer.IsValid() {
 		return false
 	}
-	ip, ok := netip.AddrFromSlice(ta.IP)
-	if !ok {
-		return false
-	}
-	ip = ip.Unmap().WithZone("")
+	ip := peer.Unmap().WithZone("")
 	for _, p := range lc.ProxyProtocol.TrustedCIDRs {
 		if p.Contains(ip) {
 			return true

@@ -63,7 +63,7 @@ func TestListenerTrusted(t *testing.T) {
 		{"no peer address", trusting("0.0.0.0/0", "::/0"), &net.TCPAddr{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.lc.trusted(tc.peer); got != tc.want {
+			if got := tc.lc.trusted(addrPortOf(tc.peer).Addr()); got != tc.want {
 				t.Errorf("trusted(%v) = %v, want %v", tc.peer, got, tc.want)
 			}
 		})

@@ -64,6 +64,11 @@ type conn struct {
 	// connection's end does not count it again.
 	panicLogged atomic.Bool
 
+	// pre and probeEnd carry a connection handed off by a relay loop:
+	// the bytes it read, and the probe's deadline it set.
+	pre      []byte
+	probeEnd time.Time
+
 	rep report
 }
 
@@ -114,7 +119,9 @@ func (c *conn) serve() {
 func (c *conn) handleContained() (owned bool, err error) {
 	defer panics.Capture(&err)
 	defer c.releaseProbe()
-	return c.handle(c.raw, nil, c.lc, 0), nil
+	pre := c.pre
+	c.pre = nil
+	return c.handle(c.raw, pre, c.lc, 0), nil
 }
 
 // end closes the connection, reports it and gives back every slot it
@@ -130,7 +137,9 @@ func (c *conn) end() {
 		c.logPanic(p)
 	}
 	s.count(&c.rep)
-	_ = c.raw.Close()
+	if c.raw != nil { // nil: a relay loop closed it
+		_ = c.raw.Close()
+	}
 	c.releaseProbe()
 	c.lc.active.Dec()
 	s.report(&c.rep)
@@ -197,6 +206,9 @@ func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (o
 		probeTimeout = snapshot.DefaultProbeTimeout
 	}
 	probeEnd := time.Now().Add(probeTimeout)
+	if depth == 0 && !c.probeEnd.IsZero() {
+		probeEnd = c.probeEnd // a relay loop's, which read the first bytes
+	}
 
 	if lc.ProxyProtocol != nil && depth == 0 {
 		var ok bool

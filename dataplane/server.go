@@ -34,6 +34,7 @@ import (
 	"github.com/portmux/portmux/dataplane/clientlimit"
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/panics"
+	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
 	"github.com/portmux/portmux/dataplane/udp"
@@ -71,6 +72,12 @@ type Options struct {
 	// HTTP bounds connections served in http mode; zero fields take the
 	// defaults.
 	HTTP HTTPLimits
+
+	// RelayLoops is how many relay loops accept and carry TCP
+	// connections (Linux; see package relayloop): 0 one per core,
+	// negative none, every connection then served on goroutines from
+	// its accept on.
+	RelayLoops int
 }
 
 // Server is the dataplane. Apply programs it; Shutdown stops it.
@@ -111,6 +118,7 @@ type Server struct {
 	backends backendConns
 
 	parker    *forward.Parker // nil: directions stay on their goroutines
+	loops     *relayloop.Set  // nil: accept loops and goroutines only
 	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
 	copyBufs  sync.Pool       // *[]byte of copyBufSize, for streams that cannot splice
 	recBufs   sync.Pool       // *[]byte of recordBufSize, for reads from TLS
@@ -137,6 +145,8 @@ type boundListener struct {
 	// deferred: the socket waits for a client's first bytes before it
 	// accepts (deferAccept); guarded by Server.mu.
 	deferred bool
+	// acceptor: the relay loops accept its connections (nil: acceptLoop).
+	acceptor *relayloop.Acceptor
 	done     chan struct{} // closed when the accept loop has returned
 }
 
@@ -165,6 +175,15 @@ func NewServer(opt Options) *Server {
 			s.log.V(1).Info("idle connections keep their goroutines", "reason", err.Error())
 		} else {
 			s.parker = pk
+		}
+	}
+	if opt.RelayLoops >= 0 {
+		loops, err := relayloop.New(relayloop.Options{Loops: opt.RelayLoops, KeepAliveAfter: s.keepAliveAfter(),
+			OnPanic: func(*panics.Error) { s.m.panics.Inc() }})
+		if err != nil {
+			s.log.V(1).Info("connections are accepted on goroutines", "reason", err.Error())
+		} else {
+			s.loops = loops
 		}
 	}
 	if s.opt.Now == nil {
@@ -256,7 +275,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 	// to another key can be bound again below.
 	for key, b := range s.bound {
 		if _, keep := want[key]; !keep {
-			_ = b.ln.Close()
+			b.close()
 			delete(s.bound, key)
 			s.log.Info("listener closed; open connections drain", "address", b.ln.Addr().String())
 		}
@@ -303,8 +322,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		old.closeIdle(cfg)
 	}
 	for _, b := range started {
-		s.handlers.Add(1)
-		go s.acceptLoop(b)
+		s.startAccepting(b)
 	}
 	s.updateListenerGauge(cfg)
 	return errs
@@ -441,7 +459,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	for key, b := range s.bound {
-		_ = b.ln.Close()
+		b.close()
 		delete(s.bound, key)
 	}
 	// UDP has no close to wait for: sessions end with their sockets.
@@ -455,6 +473,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cfg.Load().closeIdle(nil)
+		s.closeLoops()
 		s.closeParker()
 		return nil
 	case <-ctx.Done():
@@ -467,8 +486,52 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	<-done
 	s.cfg.Load().closeIdle(nil)
+	s.closeLoops()
 	s.closeParker()
 	return ctx.Err()
+}
+
+func (s *Server) closeLoops() {
+	if s.loops != nil {
+		_ = s.loops.Close()
+	}
+}
+
+// keepAliveAfter is how long a connection the relay loops forward lives
+// before its sockets get TCP keepalive: when the Parker would have given
+// it to them, or at once without a Parker (Go's default for sockets).
+func (s *Server) keepAliveAfter() time.Duration {
+	if s.opt.ParkThreshold < 0 {
+		return -1
+	}
+	if s.opt.ParkThreshold > 0 {
+		return s.opt.ParkThreshold
+	}
+	return forward.DefaultParkThreshold
+}
+
+// startAccepting accepts b's connections on the relay loops, or on an
+// accept loop of its own where they cannot take it. s.mu is held.
+func (s *Server) startAccepting(b *boundListener) {
+	if tl, ok := b.ln.(*net.TCPListener); ok && s.loops != nil {
+		a, err := s.loops.Accept(tl, loopListener{s: s, b: b})
+		if err == nil {
+			b.acceptor = a
+			close(b.done)
+			return
+		}
+		s.log.Error(err, "relay loops cannot accept; using an accept loop", "address", b.ln.Addr().String())
+	}
+	s.handlers.Add(1)
+	go s.acceptLoop(b)
+}
+
+// close stops accepting on b and closes its socket; its connections stay.
+func (b *boundListener) close() {
+	if b.acceptor != nil {
+		b.acceptor.Stop()
+	}
+	_ = b.ln.Close()
 }
 
 // keepAlive is the TCP keepalive setting for accepted and dialled sockets:
@@ -513,37 +576,14 @@ func (s *Server) acceptLoop(b *boundListener) {
 			_ = c.Close() // the listener is being removed
 			continue
 		}
-		if !lc.trusted(c.RemoteAddr()) {
-			s.refuseUntrusted(c, lc)
-			continue
-		}
-		if !s.admit(b, lc, cfg) {
-			s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeRejected).Inc()
-			s.log.V(1).Info("connection rejected: too many connections", "listener", lc.Name, "client", c.RemoteAddr().String())
+		client, ok := s.admitNew(b, lc, cfg, addrPortOf(c.RemoteAddr()))
+		if !ok {
 			_ = c.Close()
 			continue
 		}
-		var client netip.Prefix
-		if lc.ProxyProtocol == nil {
-			// Behind a PROXY sender the peer is the balancer: the client
-			// is known once its header is read (admitClient in handle).
-			var refused clientlimit.Refusal
-			if client, refused = b.clients.Admit(peerAddr(c), s.opt.Now(), lc.clientLimits); refused != "" {
-				s.release(b)
-				lc.active.Dec()
-				s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeClientLimit).Inc()
-				s.log.V(1).Info("connection refused: client over its limit", "listener", lc.Name, "client", c.RemoteAddr().String(), "limit", string(refused))
-				_ = c.Close()
-				continue
-			}
-		}
 		cn := newConn(s, c, cfg, lc, b, client)
 		if !s.track(cn) {
-			if client.IsValid() {
-				b.clients.Release(client)
-			}
-			s.release(b)
-			lc.active.Dec()
+			s.unadmit(b, lc, client)
 			_ = c.Close()
 			continue
 		}
@@ -552,12 +592,53 @@ func (s *Server) acceptLoop(b *boundListener) {
 	}
 }
 
-// refuseUntrusted closes a connection, unread, from a peer that may not
-// send the listener's PROXY headers.
-func (s *Server) refuseUntrusted(c net.Conn, lc *listenerConfig) {
-	s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeProxyUntrusted).Inc()
-	s.log.V(1).Info("connection refused: not from a trusted PROXY header sender", "listener", lc.Name, "client", c.RemoteAddr().String())
-	_ = c.Close()
+// addrPortOf is a TCP peer's address, the zero AddrPort for any other.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// admitNew decides whether a new connection from peer may be served, and
+// takes its slots: the listener's and the server's caps, and, unless the
+// listener reads PROXY headers, its client's. A refused connection is
+// counted and logged here; the caller closes it.
+func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, peer netip.AddrPort) (netip.Prefix, bool) {
+	if !lc.trusted(peer.Addr()) {
+		s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeProxyUntrusted).Inc()
+		s.log.V(1).Info("connection refused: not from a trusted PROXY header sender", "listener", lc.Name, "client", peer.String())
+		return netip.Prefix{}, false
+	}
+	if !s.admit(b, lc, cfg) {
+		s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeRejected).Inc()
+		s.log.V(1).Info("connection rejected: too many connections", "listener", lc.Name, "client", peer.String())
+		return netip.Prefix{}, false
+	}
+	if lc.ProxyProtocol != nil {
+		// Behind a PROXY sender the peer is the balancer: the client is
+		// known once its header is read (readProxyHeader).
+		return netip.Prefix{}, true
+	}
+	client, refused := b.clients.Admit(peer.Addr(), s.opt.Now(), lc.clientLimits)
+	if refused != "" {
+		s.release(b)
+		lc.active.Dec()
+		s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeClientLimit).Inc()
+		s.log.V(1).Info("connection refused: client over its limit", "listener", lc.Name, "client", peer.String(), "limit", string(refused))
+		return netip.Prefix{}, false
+	}
+	return client, true
+}
+
+// unadmit gives back what admitNew took, for a connection that is not
+// served after all.
+func (s *Server) unadmit(b *boundListener, lc *listenerConfig, client netip.Prefix) {
+	if client.IsValid() {
+		b.clients.Release(client)
+	}
+	s.release(b)
+	lc.active.Dec()
 }
 
 // admit counts a new connection against the listener's and the global cap.

@@ -27,6 +27,9 @@ type Flags struct {
 	MaxConnections int
 	// LogConnections logs one line per connection.
 	LogConnections bool
+	// RelayLoops is Options.RelayLoops: a way back to goroutines per
+	// connection, should the loops misbehave somewhere.
+	RelayLoops int
 }
 
 // AddFlags registers the flags on fs, the bind address as bindFlag (the
@@ -38,7 +41,8 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet, bindFlag string) (serverFlags []stri
 	fs.DurationVar(&f.ShutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open connections may drain")
 	fs.IntVar(&f.MaxConnections, "max-connections", 0, "cap on connections across all listeners (0: derived from the container's memory limit and the open-file limit, see budget.PerConnection)")
 	fs.BoolVar(&f.LogConnections, "log-connections", true, "log one line per connection")
-	return []string{"idle-timeout", "shutdown-grace", "max-connections", "log-connections"}
+	fs.IntVar(&f.RelayLoops, "relay-loops", 0, "epoll loops that accept TCP connections and forward tcp-mode routes without a goroutine per connection (Linux; 0: one per core, -1: none, every connection on goroutines)")
+	return []string{"idle-timeout", "shutdown-grace", "max-connections", "log-connections", "relay-loops"}
 }
 
 // NewServer sizes the process to its container (ApplyBudget; MaxConnections
@@ -51,6 +55,7 @@ func (f *Flags) NewServer(log logr.Logger, reg prometheus.Registerer) *dataplane
 		Metrics:        dataplane.NewMetrics(reg),
 		IdleTimeout:    f.IdleTimeout,
 		LogConnections: f.LogConnections,
+		RelayLoops:     f.RelayLoops,
 	})
 }
 

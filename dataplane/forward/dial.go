@@ -51,6 +51,16 @@ func (d *Dialer) Next(endpoints []string) string {
 	return endpoints[(d.next.Add(1)-1)%uint64(len(endpoints))]
 }
 
+// Turn returns the index, among n endpoints, whose turn it is, moving the
+// turn on: for callers that connect on their own (the relay loops), so
+// that they share the round-robin with Dial.
+func (d *Dialer) Turn(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return int((d.next.Add(1) - 1) % uint64(n))
+}
+
 // DialFrom is Dial starting at first: when first fails, the endpoints
 // after it are tried in turn. An address that is not one of endpoints is
 // the only one tried.

@@ -27,9 +27,9 @@ type Options struct {
 	// connected. Zero: 100 ms; negative: never.
 	KeepAliveAfter time.Duration
 
-	// OnPanic hears of a panic recovered from a Handler or a Session. The
-	// connection it happened on is closed and, unless the panic came from
-	// Done itself, Done is called with the panic as Result.Err.
+	// A panic recovered from a Handler or a Session closes the connection
+	// it happened on. Done reports it as Result.Err; OnPanic hears of the
+	// ones Done cannot report (raised in Accepted, HandOff or Done).
 	OnPanic func(*panics.Error)
 }
 
@@ -46,15 +46,15 @@ type Handler interface {
 type End uint8
 
 const (
-	// Start: nothing was read yet (a route may not need bytes at all).
+	// Start means nothing was read yet (a route may not need bytes at all).
 	Start End = iota
-	// Reading: more bytes arrived and more may follow.
+	// Reading means more bytes arrived and more may follow.
 	Reading
-	// EOF: the client ended its stream; no more bytes will come.
+	// EOF means the client ended its stream; no more bytes will come.
 	EOF
-	// Timeout: the Verdict's deadline passed; no more bytes will be read.
+	// Timeout means the Verdict's deadline passed; no more bytes will be read.
 	Timeout
-	// Full: the Verdict's Limit is reached.
+	// Full means the Verdict's Limit is reached.
 	Full
 )
 

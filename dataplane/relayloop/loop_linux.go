@@ -57,9 +57,10 @@ type Set struct {
 	opt   Options
 	loops []*loop
 
-	mu     sync.Mutex
-	nextLn uint64
-	closed bool
+	mu        sync.RWMutex // guards listeners, nextLn and closed
+	listeners map[uint64]*Acceptor
+	nextLn    uint64
+	closed    bool
 }
 
 // New starts opt.Loops loops.
@@ -70,7 +71,7 @@ func New(opt Options) (*Set, error) {
 	if opt.KeepAliveAfter == 0 {
 		opt.KeepAliveAfter = defaultKeepAliveAfter
 	}
-	s := &Set{opt: opt}
+	s := &Set{opt: opt, listeners: map[uint64]*Acceptor{}}
 	for range opt.Loops {
 		l, err := newLoop(s)
 		if err != nil {
@@ -104,10 +105,20 @@ func (s *Set) Close() error {
 }
 
 // Acceptor is one listener the loops accept from.
+//
+// Accept and Stop change the loops' epoll sets from the caller's
+// goroutine (epoll_ctl is safe beside epoll_wait) rather than asking the
+// loops: a caller may hold a lock a Handler waits for.
 type Acceptor struct {
 	s   *Set
 	tok uint64
 	fd  int
+	h   Handler
+
+	// mu is held for reading while a loop accepts, so that Stop returns
+	// only once no loop can call accept4 on the socket again.
+	mu      sync.RWMutex
+	stopped bool
 }
 
 // Accept makes the loops accept ln's connections and pass them to h. Stop
@@ -125,29 +136,19 @@ func (s *Set) Accept(ln *net.TCPListener, h Handler) (*Acceptor, error) {
 	// of its connections: forwarded bytes are never held back by Nagle.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return nil, ErrClosed
 	}
 	s.nextLn++
-	a := &Acceptor{s: s, tok: listenerBit | s.nextLn, fd: fd}
-	s.mu.Unlock()
+	a := &Acceptor{s: s, tok: listenerBit | s.nextLn, fd: fd, h: h}
+	s.listeners[a.tok] = a
 	for i, l := range s.loops {
-		errc := make(chan error, 1)
-		posted := l.post(func() {
-			err := l.ctl(unix.EPOLL_CTL_ADD, fd, a.tok, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
-			if err == nil {
-				l.listeners[a.tok] = &listening{fd: fd, h: h}
-			}
-			errc <- err
-		})
-		if !posted {
-			errc <- ErrClosed
-		}
-		if err := <-errc; err != nil {
+		if err := l.watch(fd, a.tok); err != nil {
 			for _, done := range s.loops[:i] {
-				done.removeListener(a)
+				done.unwatch(fd)
 			}
+			delete(s.listeners, a.tok)
 			return nil, fmt.Errorf("epoll_ctl listener: %w", err)
 		}
 	}
@@ -155,16 +156,42 @@ func (s *Set) Accept(ln *net.TCPListener, h Handler) (*Acceptor, error) {
 }
 
 // Stop makes the loops stop accepting from the listener; it returns once
-// none will, so the listener can then be closed.
+// none will, so the listener can then be closed. The connections they
+// accepted from it stay.
 func (a *Acceptor) Stop() {
-	for _, l := range a.s.loops {
-		l.removeListener(a)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return
 	}
+	a.stopped = true
+	for _, l := range a.s.loops {
+		l.unwatch(a.fd)
+	}
+	a.s.mu.Lock()
+	delete(a.s.listeners, a.tok)
+	a.s.mu.Unlock()
 }
 
-type listening struct {
-	fd int
-	h  Handler
+// watch adds a listening socket to the loop's epoll set, unless the loop
+// has stopped.
+func (l *loop) watch(fd int, tok uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shutdown {
+		return ErrClosed
+	}
+	return l.ctl(unix.EPOLL_CTL_ADD, fd, tok, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+}
+
+// unwatch removes a listening socket from the loop's epoll set. Under l.mu
+// the set is still open: stop closes it under l.mu too.
+func (l *loop) unwatch(fd int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.shutdown {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
 }
 
 // loop is one epoll set and the connections it carries. Everything but
@@ -179,16 +206,15 @@ type loop struct {
 	shutdown bool // the loop has stopped: post runs nothing
 	done     chan struct{}
 
-	stopping  bool
-	listeners map[uint64]*listening
-	conns     map[uint64]*Conn
-	nextID    uint64
-	timers    timerHeap
-	epoch     time.Time
-	clock     int64 // nanoseconds since epoch at the last wake-up
-	events    []unix.EpollEvent
-	pipes     []pipePair
-	buffers   [][]byte
+	stopping bool
+	conns    map[uint64]*Conn
+	nextID   uint64
+	timers   timerHeap
+	epoch    time.Time
+	clock    int64 // nanoseconds since epoch at the last wake-up
+	events   []unix.EpollEvent
+	pipes    []pipePair
+	buffers  [][]byte
 }
 
 func newLoop(s *Set) (*loop, error) {
@@ -203,7 +229,7 @@ func newLoop(s *Set) (*loop, error) {
 	}
 	l := &loop{
 		set: s, epfd: epfd, evfd: evfd, done: make(chan struct{}),
-		listeners: map[uint64]*listening{}, conns: map[uint64]*Conn{},
+		conns: map[uint64]*Conn{},
 		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait),
 	}
 	if err := l.ctl(unix.EPOLL_CTL_ADD, evfd, 0, unix.EPOLLIN); err != nil {
@@ -245,28 +271,6 @@ func (l *loop) post(f func()) bool {
 	one := [8]byte{1}
 	_, _ = unix.Write(l.evfd, one[:])
 	return true
-}
-
-// removeListener takes a listener out of the loop's epoll set and returns
-// once it is out (at once when the loop has stopped).
-func (l *loop) removeListener(a *Acceptor) {
-	done := make(chan struct{})
-	l.mu.Lock()
-	if l.shutdown {
-		l.mu.Unlock()
-		return
-	}
-	l.cmds = append(l.cmds, func() {
-		if ln := l.listeners[a.tok]; ln != nil {
-			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
-			delete(l.listeners, a.tok)
-		}
-		close(done)
-	})
-	l.mu.Unlock()
-	one := [8]byte{1}
-	_, _ = unix.Write(l.evfd, one[:])
-	<-done
 }
 
 func (l *loop) now() int64 { return int64(time.Since(l.epoch)) }
@@ -323,8 +327,10 @@ func (l *loop) stop() {
 		p.close()
 	}
 	l.pipes = nil
+	l.mu.Lock()
 	_ = unix.Close(l.epfd)
 	_ = unix.Close(l.evfd)
+	l.mu.Unlock()
 	close(l.done)
 }
 
@@ -346,8 +352,11 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		var b [8]byte
 		_, _ = unix.Read(l.evfd, b[:])
 	case tok&listenerBit != 0:
-		if ln := l.listeners[tok]; ln != nil {
-			l.accept(ln)
+		l.set.mu.RLock()
+		a := l.set.listeners[tok]
+		l.set.mu.RUnlock()
+		if a != nil {
+			l.accept(a)
 		}
 	default:
 		c := l.conns[tok>>(attemptBits+1)]
@@ -372,32 +381,47 @@ func (l *loop) recoverFor(c *Conn) {
 		return
 	}
 	p := &panics.Error{Value: v, Stack: debug.Stack()}
+	if c.s != nil && !c.doneCalled && c.state != stateClosed {
+		c.fail(p) // Done reports it
+		return
+	}
+	// From Accepted, Done or HandOff: nobody else will hear of it.
 	if l.set.opt.OnPanic != nil {
 		l.set.opt.OnPanic(p)
 	}
-	if c == nil || c.state == stateClosed {
-		return
-	}
-	if c.doneCalled {
+	if c.state != stateClosed {
+		c.state = stateClosed
 		c.release()
-		return
 	}
-	c.fail(p)
 }
 
-func (l *loop) accept(ln *listening) {
-	for range acceptsPerWake {
-		fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+// accept takes the connections waiting on a listener, then starts them:
+// the Handler runs after the Acceptor's lock is released, so Stop never
+// waits for one.
+func (l *loop) accept(a *Acceptor) {
+	var (
+		fds   [acceptsPerWake]int
+		addrs [acceptsPerWake]netip.AddrPort
+		n     int
+	)
+	a.mu.RLock()
+	for !a.stopped && n < acceptsPerWake {
+		fd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			// EAGAIN: another loop took it, or none is left. Anything else
 			// (out of descriptors, a connection reset while queued) is
 			// retried at the next wake-up; the listener stays readable.
-			return
+			break
 		}
+		fds[n], addrs[n] = fd, addrPort(sa)
+		n++
+	}
+	a.mu.RUnlock()
+	for i := range n {
 		l.nextID++
-		c := &Conn{l: l, id: l.nextID, fd: fd, bfd: -1, peer: addrPort(sa)}
+		c := &Conn{l: l, id: l.nextID, fd: fds[i], bfd: -1, peer: addrs[i]}
 		l.conns[c.id] = c
-		l.guard(c, func() { c.start(ln.h) })
+		l.guard(c, func() { c.start(a.h) })
 	}
 }
 
@@ -490,7 +514,9 @@ func addrPort(sa unix.Sockaddr) netip.AddrPort {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+		// An IPv4 client of a dual-stack socket is logged and limited as
+		// the IPv4 address it is, as Go's net shows it.
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
 	}
 	return netip.AddrPort{}
 }
