@@ -119,7 +119,7 @@ BG_PIDS=()
 # on $ADDR, go-minimal relaying to the ssh backend at $BASE+1.
 mux_cmd() {
 	case $1 in
-	portmux) echo "$OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false" ;;
+	portmux) echo "$OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false ${PORTMUX_ARGS:-}" ;;
 	haproxy) echo "haproxy -db -f $PEER_CONF/haproxy.cfg" ;;
 	sslh-fork) echo "sslh -F$PEER_CONF/sslh.cfg" ;;
 	go-minimal) echo "$OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:$((${BASE:-17000} + 1))" ;;

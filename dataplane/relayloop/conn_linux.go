@@ -44,6 +44,11 @@ type Conn struct {
 	// Relaying: readiness learnt from edge-triggered events, cleared by
 	// EAGAIN.
 	cR, cW, bR, bW bool
+	// cEnd and bEnd: the socket reported its peer's end or an error, so
+	// reading goes on until it says which. Otherwise a read shorter than
+	// asked means the socket is drained, and the next edge says when it
+	// is not: no read is spent learning EAGAIN.
+	cEnd, bEnd bool
 	up, down       dir
 	last           int64 // the loop's clock at the last byte carried
 	idle           int64
@@ -161,8 +166,9 @@ func (c *Conn) ready(tok uint64, events uint32) {
 	}
 	in := events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
 	out := events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
+	end := events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
 	if tok&1 == 0 {
-		c.cR, c.cW = c.cR || in, c.cW || out
+		c.cR, c.cW, c.cEnd = c.cR || in, c.cW || out, c.cEnd || end
 	} else {
 		if c.state == stateConnecting {
 			if int(tok>>1)&(1<<attemptBits-1) == c.attempt&(1<<attemptBits-1) {
@@ -170,7 +176,7 @@ func (c *Conn) ready(tok uint64, events uint32) {
 			}
 			return
 		}
-		c.bR, c.bW = c.bR || in, c.bW || out
+		c.bR, c.bW, c.bEnd = c.bR || in, c.bW || out, c.bEnd || end
 	}
 	switch c.state {
 	case stateProbing:
@@ -208,6 +214,9 @@ func (c *Conn) read() {
 		case n == 0:
 			c.decide(c.buf[:c.n], EOF)
 			return
+		}
+		if c.n+n < c.limit && !c.cEnd {
+			c.cR = false // drained (see cEnd)
 		}
 		c.n += n
 		end := Reading
@@ -275,6 +284,12 @@ func (c *Conn) dial() {
 			continue
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		if len(c.up.pending) > 0 {
+			// The handshake's last ACK waits to ride on the bytes sent
+			// right after it (as haproxy does): a segment less for
+			// both ends to process.
+			_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+		}
 		err = unix.Connect(fd, sa)
 		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
 			_ = unix.Close(fd)
@@ -314,6 +329,7 @@ func (c *Conn) connected(events uint32) {
 	c.timerGen++ // the dial timeout is void
 	c.bW = true
 	c.bR = events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
+	c.bEnd = events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
 	c.last = c.l.clock
 	c.idle = int64(c.target.IdleTimeout)
 	switch ka := c.l.set.opt.KeepAliveAfter; {
@@ -345,11 +361,11 @@ func (c *Conn) finishDial(err error) {
 // relay moves what it can both ways, then ends the connection once both
 // directions have.
 func (c *Conn) relay() {
-	if err := c.move(&c.up, c.fd, c.bfd, &c.cR, &c.bW); err != nil {
+	if err := c.move(&c.up, &c.down, c.fd, c.bfd, &c.cR, &c.bW, c.cEnd); err != nil {
 		c.fail(err)
 		return
 	}
-	if err := c.move(&c.down, c.bfd, c.fd, &c.bR, &c.cW); err != nil {
+	if err := c.move(&c.down, &c.up, c.bfd, c.fd, &c.bR, &c.cW, c.bEnd); err != nil {
 		c.fail(err)
 		return
 	}
@@ -359,9 +375,13 @@ func (c *Conn) relay() {
 }
 
 // move carries one direction from src to dst until one of them would
-// block: pending bytes first, then splices through a pipe held only while
-// bytes wait in it. At the source's end, dst's write side is shut.
-func (c *Conn) move(d *dir, src, dst int, srcR, dstW *bool) error {
+// block: pending bytes first, then what src has. The first spliceAfter
+// bytes go through the loop's copy buffer (a read and a write, as a
+// splice in and out would cost, without a pipe), the rest is spliced
+// through a pipe held only while bytes wait in it. At the source's end,
+// dst's write side is shut, unless the other direction has ended too:
+// closing both sockets then says as much, for one system call less.
+func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) error {
 	for {
 		switch {
 		case len(d.pending) > 0:
@@ -381,8 +401,8 @@ func (c *Conn) move(d *dir, src, dst int, srcR, dstW *bool) error {
 			c.last = c.l.clock
 			if len(d.pending) == 0 {
 				d.pending = nil
-				if c.buf != nil {
-					c.l.putBuffer(c.buf)
+				if d == &c.up && c.buf != nil {
+					c.l.putBuffer(c.buf) // it held the bytes read while deciding
 					c.buf = nil
 				}
 			}
@@ -407,6 +427,37 @@ func (c *Conn) move(d *dir, src, dst int, srcR, dstW *bool) error {
 				d.hasPipe = false
 			}
 			return nil
+		case d.n < spliceAfter:
+			n, err := unix.Read(src, c.l.copyBuf)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				*srcR = false
+				continue
+			case err != nil:
+				return os.NewSyscallError("read", err)
+			case n == 0:
+				d.ended(other, dst)
+				continue
+			}
+			if n < len(c.l.copyBuf) && !srcEnd {
+				*srcR = false // drained (see Conn.cEnd)
+			}
+			if !*dstW {
+				d.pending = append([]byte(nil), c.l.copyBuf[:n]...)
+				continue
+			}
+			m, err := unix.Write(dst, c.l.copyBuf[:n])
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				*dstW, m = false, 0
+			case err != nil:
+				return os.NewSyscallError("write", err)
+			}
+			d.n += int64(m)
+			c.last = c.l.clock
+			if m < n {
+				d.pending = append([]byte(nil), c.l.copyBuf[m:n]...)
+			}
 		default:
 			if !d.hasPipe {
 				p, err := c.l.getPipe()
@@ -422,12 +473,21 @@ func (c *Conn) move(d *dir, src, dst int, srcR, dstW *bool) error {
 			case err != nil:
 				return os.NewSyscallError("splice", err)
 			case n == 0:
-				d.eof = true
-				_ = unix.Shutdown(dst, unix.SHUT_WR)
+				d.ended(other, dst)
 			default:
+				// A short splice does not mean drained: a pipe's slots
+				// can fill with small segments before its bytes do.
 				d.inPipe = int(n)
 			}
 		}
+	}
+}
+
+// ended marks the direction's source ended and passes the end on.
+func (d *dir) ended(other *dir, dst int) {
+	d.eof = true
+	if !other.eof {
+		_ = unix.Shutdown(dst, unix.SHUT_WR)
 	}
 }
 
