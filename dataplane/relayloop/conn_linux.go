@@ -49,10 +49,10 @@ type Conn struct {
 	// asked means the socket is drained, and the next edge says when it
 	// is not: no read is spent learning EAGAIN.
 	cEnd, bEnd bool
-	up, down       dir
-	last           int64 // the loop's clock at the last byte carried
-	idle           int64
-	keepAlive      bool // TCP keepalive is on (or never wanted)
+	up, down   dir
+	last       int64 // the loop's clock at the last byte carried
+	idle       int64
+	keepAlive  bool // TCP keepalive is on (or never wanted)
 
 	timerGen   uint32
 	doneCalled bool
