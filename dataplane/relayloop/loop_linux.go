@@ -315,8 +315,11 @@ func (l *loop) run() {
 		deadline = int64(-1)
 		n        int
 		waitErr  error
+		polls    int   // calls of wait in this round: more than one parked
+		parked   int64 // the loop's clock when it last parked or yielded
 	)
 	wait := func(fd uintptr) bool {
+		polls++
 		n, waitErr = unix.EpollWait(int(fd), l.events, 0)
 		return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
 	}
@@ -333,7 +336,7 @@ func (l *loop) run() {
 			}
 			_ = l.file.SetReadDeadline(t)
 		}
-		n, waitErr = 0, nil
+		n, waitErr, polls = 0, nil, 0
 		if err := l.raw.Read(wait); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			waitErr = err
 		}
@@ -343,6 +346,9 @@ func (l *loop) run() {
 			panic(fmt.Sprintf("relayloop: epoll_wait: %v", waitErr))
 		}
 		l.clock = l.now()
+		if polls != 1 {
+			parked = l.clock
+		}
 		for i := range n {
 			l.dispatch(&l.events[i])
 		}
@@ -353,8 +359,13 @@ func (l *loop) run() {
 		}
 		// A loop that always finds events never parks, and the runtime's
 		// monitor, seeing one goroutine run for 10 ms, preempts it and
-		// then polls every 20 µs: yield between rounds instead.
-		runtime.Gosched()
+		// then polls every 20 µs: yield between rounds instead, once it
+		// has run for a millisecond without parking (a yield where
+		// another processor is idle wakes a thread for nothing).
+		if l.clock-parked > int64(time.Millisecond) {
+			parked = l.clock
+			runtime.Gosched()
+		}
 	}
 }
 
