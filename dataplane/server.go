@@ -178,7 +178,7 @@ func NewServer(opt Options) *Server {
 		}
 	}
 	if opt.RelayLoops >= 0 {
-		loops, err := relayloop.New(relayloop.Options{Loops: opt.RelayLoops, KeepAliveAfter: s.keepAliveAfter(),
+		loops, err := relayloop.New(relayloop.Options{Loops: opt.RelayLoops, KeepAliveAfter: s.keepAliveAfter(), Log: s.log,
 			OnPanic: func(*panics.Error) { s.m.panics.Inc() }})
 		if err != nil {
 			s.log.V(1).Info("connections are accepted on goroutines", "reason", err.Error())

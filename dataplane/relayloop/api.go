@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/portmux/portmux/dataplane/panics"
 )
 
@@ -31,6 +33,12 @@ type Options struct {
 	// it happened on. Done reports it as Result.Err; OnPanic hears of the
 	// ones Done cannot report (raised in Accepted, HandOff or Done).
 	OnPanic func(*panics.Error)
+
+	// Log hears of accept errors other than a client gone before it was
+	// accepted (out of descriptors, out of memory), after which the loop
+	// leaves that listener alone for a while, 5 ms at first, doubling up
+	// to a second, rather than spin on it.
+	Log logr.Logger
 }
 
 // Handler admits a listener's connections.

@@ -68,6 +68,9 @@ type dir struct {
 	inPipe  int
 	n       int64
 	eof     bool // the source ended and the destination's write side is shut
+	// splicing: bytes go through a pipe from now on (bulk, or a reader
+	// too slow for the copy buffer).
+	splicing bool
 }
 
 // Peer is the client's address.
@@ -420,9 +423,11 @@ func (c *Conn) relay() {
 
 // move carries one direction from src to dst until one of them would
 // block: pending bytes first, then what src has. The first spliceAfter
-// bytes go through the loop's copy buffer (a read and a write, as a
-// splice in and out would cost, without a pipe), the rest is spliced
-// through a pipe held only while bytes wait in it. At the source's end,
+// bytes go through the loop's copy buffer while dst takes them (a read
+// and a write, as a splice in and out would cost, without a pipe); the
+// rest, and everything once dst fell behind, is spliced through a pipe
+// held only while bytes wait in it. So a slow reader makes the loop hold
+// at most one copyChunk of its bytes, and the kernel the rest. At the source's end,
 // dst's write side is shut, unless the other direction has ended too:
 // closing both sockets then says as much, for one system call less.
 func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) error {
@@ -471,7 +476,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 				d.hasPipe = false
 			}
 			return nil
-		case d.n < spliceAfter:
+		case !d.splicing && d.n < spliceAfter && *dstW:
 			n, err := unix.Read(src, c.l.copyBuf)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
@@ -486,10 +491,6 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if n < len(c.l.copyBuf) && !srcEnd {
 				*srcR = false // drained (see Conn.cEnd)
 			}
-			if !*dstW {
-				d.pending = append([]byte(nil), c.l.copyBuf[:n]...)
-				continue
-			}
 			m, err := unix.Write(dst, c.l.copyBuf[:n])
 			switch {
 			case errors.Is(err, unix.EAGAIN):
@@ -500,7 +501,10 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			d.n += int64(m)
 			c.last = c.l.clock
 			if m < n {
+				// A slow reader: the rest waits in memory of ours, at
+				// most one chunk, and what follows in a pipe.
 				d.pending = append([]byte(nil), c.l.copyBuf[m:n]...)
+				d.splicing = true
 			}
 		default:
 			if !d.hasPipe {

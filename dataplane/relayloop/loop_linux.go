@@ -31,8 +31,10 @@ const (
 	// rest: EPOLLEXCLUSIVE wakes one loop per event).
 	acceptsPerWake = 64
 	// spliceChunk is the most one splice moves: a pipe's default
-	// capacity. The copy buffer is as big.
+	// capacity.
 	spliceChunk = 64 << 10
+	// copyChunk is the most one read into the copy buffer takes.
+	copyChunk = 16 << 10
 	// spliceAfter is how many bytes a direction carries through the
 	// copy buffer before it splices: a request and its answer cost two
 	// system calls either way, and a pipe only pays off for bulk.
@@ -217,14 +219,17 @@ type loop struct {
 
 	stopping bool
 	conns    map[uint64]*Conn
-	nextID   uint64
-	timers   timerHeap
-	epoch    time.Time
-	clock    int64 // nanoseconds since epoch at the last wake-up
-	events   []unix.EpollEvent
-	pipes    []pipePair
-	buffers  [][]byte
-	copyBuf  []byte // a direction's bytes between its read and write
+	// backoff is how long each listener the loop failed to accept from
+	// was left alone last.
+	backoff map[*Acceptor]time.Duration
+	nextID  uint64
+	timers  timerHeap
+	epoch   time.Time
+	clock   int64 // nanoseconds since epoch at the last wake-up
+	events  []unix.EpollEvent
+	pipes   []pipePair
+	buffers [][]byte
+	copyBuf []byte // a direction's bytes between its read and write
 }
 
 func newLoop(s *Set) (*loop, error) {
@@ -239,8 +244,8 @@ func newLoop(s *Set) (*loop, error) {
 	}
 	l := &loop{
 		set: s, epfd: epfd, evfd: evfd, done: make(chan struct{}),
-		conns: map[uint64]*Conn{},
-		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait), copyBuf: make([]byte, spliceChunk),
+		conns: map[uint64]*Conn{}, backoff: map[*Acceptor]time.Duration{},
+		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait), copyBuf: make([]byte, copyChunk),
 	}
 	if err := l.ctl(unix.EPOLL_CTL_ADD, evfd, 0, unix.EPOLLIN); err != nil {
 		_ = unix.Close(epfd)
@@ -467,24 +472,56 @@ func (l *loop) accept(a *Acceptor) {
 		n     int
 	)
 	a.mu.RLock()
+	var failed error
 	for !a.stopped && n < acceptsPerWake {
 		fd, peer, err := accept4(a.fd)
 		if err != nil {
-			// EAGAIN: another loop took it, or none is left. Anything else
-			// (out of descriptors, a connection reset while queued) is
-			// retried at the next wake-up; the listener stays readable.
+			// EAGAIN: another loop took it, or none is left. A client
+			// gone while queued is no reason to stop.
+			if errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if !errors.Is(err, unix.EAGAIN) {
+				failed = err
+			}
 			break
 		}
 		fds[n], addrs[n] = fd, peer
 		n++
 	}
+	stopped := a.stopped
 	a.mu.RUnlock()
+	switch {
+	case failed != nil && !stopped:
+		l.backOff(a, failed)
+	case n > 0:
+		delete(l.backoff, a)
+	}
 	for i := range n {
 		l.nextID++
 		c := &Conn{l: l, id: l.nextID, fd: fds[i], bfd: -1, peer: addrs[i]}
 		l.conns[c.id] = c
 		l.guard(c, func() { c.start(a.h) })
 	}
+}
+
+// backOff takes a listener the loop cannot accept from (out of
+// descriptors) out of its epoll set for a while: still readable, it
+// would wake the loop at once, for ever.
+func (l *loop) backOff(a *Acceptor, err error) {
+	wait := min(max(2*l.backoff[a], 5*time.Millisecond), time.Second)
+	l.backoff[a] = wait
+	l.set.opt.Log.Error(err, "accept failed; retrying", "backoff", wait)
+	l.unwatch(a.fd)
+	l.after(l.now()+int64(wait), func() {
+		a.mu.RLock()
+		defer a.mu.RUnlock()
+		if a.stopped {
+			delete(l.backoff, a)
+			return
+		}
+		_ = l.watch(a.fd, a.tok)
+	})
 }
 
 func (l *loop) getPipe() (pipePair, error) {
@@ -539,6 +576,7 @@ type timer struct {
 	at  int64
 	c   *Conn
 	gen uint32
+	fn  func() // a timer of the loop's own, without a connection
 }
 
 // timerHeap is a binary min-heap by at, typed so that a push allocates
@@ -583,6 +621,11 @@ func (h *timerHeap) pop() timer {
 	return t
 }
 
+// after runs fn on the loop at its clock's time at.
+func (l *loop) after(at int64, fn func()) {
+	l.timers.push(timer{at: at, fn: fn})
+}
+
 // arm sets c's one timer to at, replacing the one it had.
 func (l *loop) arm(c *Conn, at int64) {
 	c.timerGen++
@@ -593,6 +636,10 @@ func (l *loop) fireTimers() {
 	now := l.now()
 	for len(l.timers) > 0 && l.timers[0].at <= now {
 		t := l.timers.pop()
+		if t.c == nil {
+			t.fn()
+			continue
+		}
 		if t.gen != t.c.timerGen || t.c.state == stateClosed {
 			continue
 		}

@@ -6,14 +6,19 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"golang.org/x/sys/unix"
 
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/relayloop"
@@ -497,4 +502,103 @@ func TestStopLeavesTheListener(t *testing.T) {
 	if accepted.Load() != 1 {
 		t.Fatalf("the loops accepted %d connections, want 1", accepted.Load())
 	}
+}
+
+// Out of descriptors, a loop leaves the listener alone for a while
+// rather than spin on it (it stays readable), and accepts what waited
+// once descriptors are free again.
+func TestOutOfDescriptorsBacksOff(t *testing.T) {
+	var failures atomic.Int32
+	log := funcr.New(func(_, args string) {
+		if strings.Contains(args, "accept failed") {
+			failures.Add(1)
+		}
+	}, funcr.Options{})
+	var accepted atomic.Int32
+	addr, _ := serve(t, relayloop.Options{Loops: 1, Log: log}, handler(func(*relayloop.Conn) relayloop.Session {
+		accepted.Add(1)
+		return nil
+	}))
+	ap := netip.MustParseAddrPort(addr)
+	// The clients' sockets are made first: under the lowered limit only
+	// the loop's accept needs a new descriptor.
+	var clients []int
+	for range 3 {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, fd)
+		defer unix.Close(fd)
+	}
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// The limit bounds descriptor numbers: fill every free number below
+	// the highest in use, then allow none above.
+	var filler []int
+	defer func() {
+		for _, fd := range filler {
+			_ = unix.Close(fd)
+		}
+	}()
+	highest := 0
+	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range entries {
+			if n, err := strconv.Atoi(e.Name()); err == nil {
+				highest = max(highest, n)
+			}
+		}
+	}
+	for {
+		fd, err := unix.Dup(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		filler = append(filler, fd)
+		if fd >= highest {
+			break
+		}
+	}
+	low := old
+	low.Cur = uint64(filler[len(filler)-1] + 1)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower the open-file limit: %v", err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+		}
+	}
+	defer restore()
+	for _, fd := range clients {
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peers.Eventually(t, 5*time.Second, "an accept failing", func() error {
+		if failures.Load() == 0 {
+			return errors.New("no failure yet")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	// 5+10+20+40+80+160 ms: at most about 7 attempts in this time; a loop
+	// spinning on the readable listener makes thousands.
+	if n := failures.Load(); n > 20 {
+		t.Fatalf("%d failed accepts in 300 ms: the loop spins", n)
+	}
+	if accepted.Load() != 0 {
+		t.Fatalf("%d connections accepted without a descriptor", accepted.Load())
+	}
+	restore()
+	peers.Eventually(t, 5*time.Second, "the waiting connections accepted", func() error {
+		if n := accepted.Load(); n != 3 {
+			return fmt.Errorf("%d of 3 accepted", n)
+		}
+		return nil
+	})
 }
