@@ -347,8 +347,7 @@ func (c *Conn) sendEarly() bool {
 		c.dialFailed(fmt.Errorf("dial tcp %s: %w", c.endpoint, os.NewSyscallError("connect", err)))
 		return true
 	}
-	c.up.pending = c.up.pending[n:]
-	c.up.n += int64(n)
+	c.sent(&c.up, n)
 	c.established(unix.EPOLLOUT)
 	return true
 }
@@ -445,16 +444,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if err != nil {
 				return os.NewSyscallError("write", err)
 			}
-			d.pending = d.pending[n:]
-			d.n += int64(n)
-			c.last = c.l.clock
-			if len(d.pending) == 0 {
-				d.pending = nil
-				if d == &c.up && c.buf != nil {
-					c.l.putBuffer(c.buf) // it held the bytes read while deciding
-					c.buf = nil
-				}
-			}
+			c.sent(d, n)
 		case d.inPipe > 0:
 			if !*dstW {
 				return nil
@@ -527,6 +517,21 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 				// can fill with small segments before its bytes do.
 				d.inPipe = int(n)
 			}
+		}
+	}
+}
+
+// sent accounts for n pending bytes written, and lets go of the buffer
+// that held them once none is left.
+func (c *Conn) sent(d *dir, n int) {
+	d.pending = d.pending[n:]
+	d.n += int64(n)
+	c.last = c.l.clock
+	if len(d.pending) == 0 {
+		d.pending = nil
+		if d == &c.up && c.buf != nil {
+			c.l.putBuffer(c.buf) // it held the bytes read while deciding
+			c.buf = nil
 		}
 	}
 }

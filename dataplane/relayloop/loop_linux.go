@@ -30,9 +30,10 @@ const (
 	// connections the loop already carries (the others loops take the
 	// rest: EPOLLEXCLUSIVE wakes one loop per event).
 	acceptsPerWake = 64
-	// spliceChunk is the most one splice moves: a pipe's default
-	// capacity.
-	spliceChunk = 64 << 10
+	// pipeSize is what a pipe is asked to hold, and spliceChunk the
+	// most one splice moves.
+	pipeSize    = 1 << 20
+	spliceChunk = pipeSize
 	// copyChunk is the most one read into the copy buffer takes.
 	copyChunk = 16 << 10
 	// spliceAfter is how many bytes a direction carries through the
@@ -534,6 +535,10 @@ func (l *loop) getPipe() (pipePair, error) {
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		return pipePair{}, fmt.Errorf("pipe2: %w", err)
 	}
+	// As Go's own splice does: a bulk transfer moves up to a megabyte a
+	// call rather than 64 KiB. Where the system refuses (a user's pipe
+	// budget spent), the pipe keeps its default size.
+	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
 	return pipePair{r: fds[0], w: fds[1]}, nil
 }
 
