@@ -94,6 +94,7 @@ envtest: ## Build (or reuse) the offline test control plane; prints its director
 .PHONY: test
 test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart; then a short fuzz run.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test $(GOTEST_FLAGS) ./...
+	$(GO) test $(GOTEST_FLAGS) ./dataplane/ -args -relay-loops=-1
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 .PHONY: helm-lint

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"os"
@@ -19,6 +20,13 @@ import (
 
 	"github.com/portmux/portmux/test/peers"
 )
+
+// relayLoops is Options.RelayLoops of every test's Server. `make test` runs
+// the package a second time with -relay-loops=-1, so that every behaviour
+// is asserted on both connection paths: the relay loops' (Linux's
+// default) and the goroutines' (other platforms', and Linux's with
+// --relay-loops=-1).
+var relayLoops = flag.Int("relay-loops", 0, "Options.RelayLoops of every test's Server (-1: goroutines only)")
 
 // TestMain fails the package when a test leaves a goroutine behind: no byte
 // sequence, slow client, reload or shutdown may leak one. Every server,
@@ -57,6 +65,9 @@ func startMux(t testing.TB, snap *snapshot.Snapshot) *testMux {
 // registry.
 func newMux(t testing.TB, opt dataplane.Options) *testMux {
 	t.Helper()
+	if opt.RelayLoops == 0 {
+		opt.RelayLoops = *relayLoops
+	}
 	opt.Log = testr.NewWithInterface(t, testr.Options{Verbosity: 1})
 	opt.LogConnections = true
 	reg := prometheus.NewRegistry()

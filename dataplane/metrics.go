@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portmux/portmux/dataplane/promvec"
+	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/udp"
 )
 
@@ -25,6 +26,8 @@ type Metrics struct {
 	clients     *clientsCollector
 	// tunnelBufferBytes reads what the Server's tunnel buffers hold.
 	tunnelBufferBytes atomic.Pointer[func() int64]
+	// relayStats reads what the Server's relay loops hold.
+	relayStats atomic.Pointer[func() relayloop.Stats]
 	// httpRequests counts the requests of connections in http mode, each
 	// routed on its own.
 	httpRequests *prometheus.CounterVec
@@ -133,8 +136,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		return 0
 	})
+	relayStat := func(pick func(relayloop.Stats) int64) func() float64 {
+		return func() float64 {
+			if f := m.relayStats.Load(); f != nil {
+				return float64(pick((*f)()))
+			}
+			return 0
+		}
+	}
+	relayConns := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portmux_relay_loop_connections",
+		Help: "Connections the relay loops carry (deciding, connecting or forwarding) without a goroutine; the rest of portmux_active_connections is on goroutines.",
+	}, relayStat(func(s relayloop.Stats) int64 { return s.Conns }))
+	relayPipes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portmux_relay_loop_pipes",
+		Help: "Pipes held by relay-loop connections whose bytes wait for a slow reader, each up to 1 MiB of kernel memory (at most two per connection).",
+	}, relayStat(func(s relayloop.Stats) int64 { return s.Pipes }))
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes,
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes, relayConns, relayPipes,
 			m.httpRequests, m.httpBackendConns)
 		reg.MustRegister(m.udp.Collectors()...)
 	}

@@ -184,6 +184,8 @@ func NewServer(opt Options) *Server {
 			s.log.V(1).Info("connections are accepted on goroutines", "reason", err.Error())
 		} else {
 			s.loops = loops
+			stats := loops.Stats
+			s.m.relayStats.Store(&stats)
 		}
 	}
 	if s.opt.Now == nil {

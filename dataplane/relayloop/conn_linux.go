@@ -103,7 +103,7 @@ func (c *Conn) start(h Handler) {
 	c.s = h.Accepted(c)
 	if c.s == nil {
 		c.state = stateClosed
-		delete(c.l.conns, c.id)
+		c.l.forget(c)
 		_ = unix.Close(c.fd)
 		return
 	}
@@ -162,7 +162,7 @@ func (c *Conn) follow(v Verdict) {
 func (c *Conn) handOff() {
 	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	c.state = stateClosed
-	delete(c.l.conns, c.id)
+	c.l.forget(c)
 	c.doneCalled = true // Done is not called for a handed-off connection
 	buf, fd := c.buf[:c.n], c.fd
 	c.buf, c.fd = nil, -1 // the Session's now, even if HandOff panics
@@ -569,7 +569,7 @@ func (c *Conn) finish(err error) {
 
 // release closes the connection's descriptors and forgets it.
 func (c *Conn) release() {
-	delete(c.l.conns, c.id)
+	c.l.forget(c)
 	c.timerGen++
 	if c.fd >= 0 {
 		_ = unix.Close(c.fd)
@@ -583,6 +583,7 @@ func (c *Conn) release() {
 		if d.hasPipe {
 			if d.inPipe > 0 {
 				d.pipe.close() // holds bytes nobody will read
+				c.l.pipesHeld.Add(-1)
 			} else {
 				c.l.putPipe(d.pipe)
 			}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -111,6 +112,26 @@ func (s *Set) Close() error {
 		<-l.done
 	}
 	return nil
+}
+
+// Stats are what the loops hold now.
+type Stats struct {
+	// Conns counts the connections the loops carry: deciding,
+	// connecting or forwarding.
+	Conns int64
+	// Pipes counts the pipes held by directions whose bytes wait for a
+	// slow reader, each up to a megabyte of the kernel's memory.
+	Pipes int64
+}
+
+// Stats sums what every loop holds; any goroutine may call it.
+func (s *Set) Stats() Stats {
+	var st Stats
+	for _, l := range s.loops {
+		st.Conns += l.conned.Load()
+		st.Pipes += l.pipesHeld.Load()
+	}
+	return st
 }
 
 // Acceptor is one listener the loops accept from.
@@ -220,6 +241,9 @@ type loop struct {
 
 	stopping bool
 	conns    map[uint64]*Conn
+	// conned and pipesHeld count conns and the pipes connections hold,
+	// for Stats from any goroutine.
+	conned, pipesHeld atomic.Int64
 	// backoff is how long each listener the loop failed to accept from
 	// was left alone last.
 	backoff map[*Acceptor]time.Duration
@@ -502,6 +526,7 @@ func (l *loop) accept(a *Acceptor) {
 		l.nextID++
 		c := &Conn{l: l, id: l.nextID, fd: fds[i], bfd: -1, peer: addrs[i]}
 		l.conns[c.id] = c
+		l.conned.Add(1)
 		l.guard(c, func() { c.start(a.h) })
 	}
 }
@@ -525,7 +550,16 @@ func (l *loop) backOff(a *Acceptor, err error) {
 	})
 }
 
+// forget drops an ended or handed-off connection.
+func (l *loop) forget(c *Conn) {
+	if _, ok := l.conns[c.id]; ok {
+		delete(l.conns, c.id)
+		l.conned.Add(-1)
+	}
+}
+
 func (l *loop) getPipe() (pipePair, error) {
+	l.pipesHeld.Add(1)
 	if n := len(l.pipes); n > 0 {
 		p := l.pipes[n-1]
 		l.pipes = l.pipes[:n-1]
@@ -533,6 +567,7 @@ func (l *loop) getPipe() (pipePair, error) {
 	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		l.pipesHeld.Add(-1)
 		return pipePair{}, fmt.Errorf("pipe2: %w", err)
 	}
 	// As Go's own splice does: a bulk transfer moves up to a megabyte a
@@ -544,6 +579,7 @@ func (l *loop) getPipe() (pipePair, error) {
 
 // putPipe keeps an empty pipe for the next direction that needs one.
 func (l *loop) putPipe(p pipePair) {
+	l.pipesHeld.Add(-1)
 	if len(l.pipes) < freePipes {
 		l.pipes = append(l.pipes, p)
 		return

@@ -417,7 +417,7 @@ func TestPanicEndsOneConnection(t *testing.T) {
 // A slow reader holds the backend back (the bytes wait in a pipe, not in
 // memory of ours) and gets every byte, in order.
 func TestSlowReaderGetsEveryByte(t *testing.T) {
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<21) // 32 MiB: more than loopback sockets buffer
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -436,9 +436,17 @@ func TestSlowReaderGetsEveryByte(t *testing.T) {
 		_ = c.Close()
 	}()
 	s := forwardAfter(1, &relayloop.Target{Endpoints: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}})
-	addr, _ := serve(t, relayloop.Options{}, handler(func(*relayloop.Conn) relayloop.Session { return s }))
+	addr, set := serve(t, relayloop.Options{}, handler(func(*relayloop.Conn) relayloop.Session { return s }))
 	c := dial(t, addr)
 	_, _ = io.WriteString(c, "x")
+	// Unread, the backend's bytes back up into a pipe, which the loops
+	// count.
+	peers.Eventually(t, 5*time.Second, "a pipe held for the slow reader", func() error {
+		if st := set.Stats(); st.Pipes != 1 || st.Conns != 1 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
 	h := sha256.New()
 	buf := make([]byte, 4096)
 	total := 0
@@ -459,6 +467,9 @@ func TestSlowReaderGetsEveryByte(t *testing.T) {
 	_ = c.CloseWrite() // the connection ends when both directions have
 	if r := waitDone(t, s); r.Down != int64(len(payload)) {
 		t.Fatalf("down %d", r.Down)
+	}
+	if st := set.Stats(); st.Pipes != 0 || st.Conns != 0 {
+		t.Fatalf("after the end the loops hold %+v", st)
 	}
 }
 

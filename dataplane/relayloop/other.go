@@ -13,6 +13,12 @@ type Set struct{}
 // New returns ErrUnsupported: relay loops need epoll.
 func New(Options) (*Set, error) { return nil, ErrUnsupported }
 
+// Stats are what the loops hold now.
+type Stats struct{ Conns, Pipes int64 }
+
+// Stats is zero: there are no loops.
+func (*Set) Stats() Stats { return Stats{} }
+
 // Close does nothing.
 func (*Set) Close() error { return nil }
 
