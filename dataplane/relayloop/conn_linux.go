@@ -104,7 +104,7 @@ func (c *Conn) start(h Handler) {
 	if c.s == nil {
 		c.state = stateClosed
 		c.l.forget(c)
-		_ = unix.Close(c.fd)
+		sysClose(c.fd)
 		return
 	}
 	// Registered for both directions at once: the connection's socket is
@@ -208,7 +208,7 @@ func (c *Conn) read() {
 		if len(c.buf) < c.limit {
 			c.buf = append(c.buf[:len(c.buf)], make([]byte, c.limit-len(c.buf))...)
 		}
-		n, err := unix.Read(c.fd, c.buf[c.n:c.limit])
+		n, err := sysRead(c.fd, c.buf[c.n:c.limit])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			c.cR = false
@@ -288,7 +288,10 @@ func (c *Conn) dial() {
 		ep := t.Endpoints[(t.First+c.attempt)%len(t.Endpoints)]
 		c.attempt++
 		c.endpoint = ep
-		sa, family := sockaddr(ep)
+		family := unix.AF_INET6
+		if ep.Addr().Is4() || ep.Addr().Is4In6() {
+			family = unix.AF_INET
+		}
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("socket", err)))
@@ -301,14 +304,14 @@ func (c *Conn) dial() {
 			// both ends to process.
 			_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 		}
-		err = unix.Connect(fd, sa)
+		err = sysConnect(fd, ep)
 		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
-			_ = unix.Close(fd)
+			sysClose(fd)
 			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err)))
 			continue
 		}
 		if err := c.l.ctl(unix.EPOLL_CTL_ADD, fd, connToken(c.id, c.attempt, 1), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-			_ = unix.Close(fd)
+			sysClose(fd)
 			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("epoll_ctl", err)))
 			continue
 		}
@@ -339,7 +342,7 @@ func (c *Conn) sendEarly() bool {
 	if len(c.up.pending) == 0 {
 		return false
 	}
-	n, err := unix.Write(c.bfd, c.up.pending)
+	n, err := sysWrite(c.bfd, c.up.pending)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
 		return false
@@ -391,7 +394,7 @@ func (c *Conn) established(events uint32) {
 }
 
 func (c *Conn) dialFailed(err error) {
-	_ = unix.Close(c.bfd)
+	sysClose(c.bfd)
 	c.bfd = -1
 	c.dialErrs = append(c.dialErrs, err)
 	c.dial()
@@ -436,7 +439,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if !*dstW {
 				return nil
 			}
-			n, err := unix.Write(dst, d.pending)
+			n, err := sysWrite(dst, d.pending)
 			if errors.Is(err, unix.EAGAIN) {
 				*dstW = false
 				return nil
@@ -449,7 +452,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if !*dstW {
 				return nil
 			}
-			n, err := unix.Splice(d.pipe.r, nil, dst, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := sysSplice(d.pipe.r, dst, d.inPipe)
 			if errors.Is(err, unix.EAGAIN) {
 				*dstW = false
 				return nil
@@ -457,8 +460,8 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if err != nil {
 				return os.NewSyscallError("splice", err)
 			}
-			d.inPipe -= int(n)
-			d.n += n
+			d.inPipe -= n
+			d.n += int64(n)
 			c.last = c.l.clock
 		case d.eof || !*srcR:
 			if d.hasPipe {
@@ -467,7 +470,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			}
 			return nil
 		case !d.splicing && d.n < spliceAfter && *dstW:
-			n, err := unix.Read(src, c.l.copyBuf)
+			n, err := sysRead(src, c.l.copyBuf)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				*srcR = false
@@ -481,7 +484,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if n < len(c.l.copyBuf) && !srcEnd {
 				*srcR = false // drained (see Conn.cEnd)
 			}
-			m, err := unix.Write(dst, c.l.copyBuf[:n])
+			m, err := sysWrite(dst, c.l.copyBuf[:n])
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				*dstW, m = false, 0
@@ -504,7 +507,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 				}
 				d.pipe, d.hasPipe = p, true
 			}
-			n, err := unix.Splice(src, nil, d.pipe.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := sysSplice(src, d.pipe.w, spliceChunk)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				*srcR = false
@@ -515,7 +518,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			default:
 				// A short splice does not mean drained: a pipe's slots
 				// can fill with small segments before its bytes do.
-				d.inPipe = int(n)
+				d.inPipe = n
 			}
 		}
 	}
@@ -540,7 +543,7 @@ func (c *Conn) sent(d *dir, n int) {
 func (d *dir) ended(other *dir, dst int) {
 	d.eof = true
 	if !other.eof {
-		_ = unix.Shutdown(dst, unix.SHUT_WR)
+		sysShutdownWrite(dst)
 	}
 }
 
@@ -572,11 +575,11 @@ func (c *Conn) release() {
 	c.l.forget(c)
 	c.timerGen++
 	if c.fd >= 0 {
-		_ = unix.Close(c.fd)
+		sysClose(c.fd)
 		c.fd = -1
 	}
 	if c.bfd >= 0 {
-		_ = unix.Close(c.bfd)
+		sysClose(c.bfd)
 		c.bfd = -1
 	}
 	for _, d := range []*dir{&c.up, &c.down} {

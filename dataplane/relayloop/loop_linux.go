@@ -607,8 +607,8 @@ func (l *loop) putBuffer(b []byte) {
 type pipePair struct{ r, w int }
 
 func (p pipePair) close() {
-	_ = unix.Close(p.r)
-	_ = unix.Close(p.w)
+	sysClose(p.r)
+	sysClose(p.w)
 }
 
 // Timers: one pending per connection at most, told apart from earlier ones
@@ -727,11 +727,4 @@ func addrPort(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
 	}
 	return netip.AddrPort{}
-}
-
-func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
-	if a := ap.Addr(); a.Is4() || a.Is4In6() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}, unix.AF_INET
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, unix.AF_INET6
 }
