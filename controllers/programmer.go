@@ -8,8 +8,8 @@
 //     EndpointSlice, a Secret) or of a PortMux that moves no port is
 //     incremental: it reads and recompiles the PortMuxes concerned, and
 //     sends the dataplane their listeners only. Anything else (a
-//     PortMux deleted or moving ports, Gateway API objects, bind errors,
-//     a dataplane that restarted) takes the whole-cluster path: gather
+//     PortMux deleted or moving ports, Gateway API objects, a dataplane
+//     that restarted) takes the whole-cluster path: gather
 //     (the only I/O), compile (pure), apply. Either asks for a status
 //     update of exactly the PortMuxes whose status it changed.
 //   - the status writer runs on the leader only. It computes one PortMux's
@@ -33,8 +33,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portmux/portmux/api/v1alpha1"
@@ -140,6 +142,13 @@ type programmer struct {
 	// force applies even unchanged inputs once: the dataplane changed on
 	// its own (a Resyncer said so), and status must follow.
 	force atomic.Bool
+	// bindErrsBefore are the bind errors before the last apply: the
+	// status of the PortMuxes whose listeners' errors changed is
+	// computed again (withBindErrorOwners).
+	bindErrsBefore map[string]error
+	// queue is the controller's work queue once it runs (retryQueue):
+	// the whole path asks for its bind retries on the incremental key.
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 	// gatewayStatus, when the Gateway API is on, asks its status writer
 	// to look at the new result.
 	gatewayStatus chan<- event.TypedGenericEvent[*gwv1.GatewayClass]
@@ -201,11 +210,13 @@ var (
 	changesKey    = reconcile.Request{NamespacedName: types.NamespacedName{Name: "dataplane-changes"}}
 )
 
+// A listener whose port another process holds does not take the others
+// off the incremental path: every apply, a delta's too, binds again what
+// is not bound, and a retry with nothing else to do is an empty delta
+// (retryBinds). Only the PortMuxes whose listeners' bind errors came,
+// went or changed have their status computed again for it.
 func (p *programmer) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	p.state.mu.RLock()
-	retryBinds := len(p.state.bindErrs) > 0
-	p.state.mu.RUnlock()
-	if req == changesKey && p.in != nil && !retryBinds && !p.force.Load() {
+	if req == changesKey && p.in != nil && !p.force.Load() {
 		res, done, err := p.incremental(ctx)
 		if done || err != nil {
 			return res, err
@@ -237,7 +248,10 @@ func (p *programmer) whole(ctx context.Context) (reconcile.Result, error) {
 	p.state.mu.RUnlock()
 	force := p.force.Swap(false)
 	fp := fingerprint(in)
-	if p.applied && fp == p.fingerprint && !retryBinds && !force {
+	if p.applied && fp == p.fingerprint && !force {
+		if retryBinds {
+			return p.retryBinds(), nil
+		}
 		return reconcile.Result{}, nil
 	}
 
@@ -251,17 +265,34 @@ func (p *programmer) whole(ctx context.Context) (reconcile.Result, error) {
 		p.index[types.NamespacedName{Namespace: in.PortMuxes[i].Namespace, Name: in.PortMuxes[i].Name}] = i
 	}
 	p.state.mu.Lock()
+	before := p.state.bindErrs
 	p.state.out, p.state.bindErrs, p.state.ready = out, bindErrs, true
 	p.state.mu.Unlock()
+	p.bindErrsBefore = before
 	p.log.V(1).Info("dataplane programmed", "listeners", len(out.Snapshot.Listeners), "bindErrors", len(bindErrs))
 	p.kickGatewayStatus()
 	checked := make(map[types.NamespacedName]statusChecked, len(in.PortMuxes))
 	p.statusOf(p.allPortMuxes(), bindErrs, checked)
 	p.checked = checked
 	if len(bindErrs) > 0 {
+		// The retry is an empty delta (retryBinds), not this path
+		// again: requeued on programmerKey, it would gather and compile
+		// everything whenever anything changed in between.
+		if q := p.queue.Load(); q != nil {
+			(*q).AddAfter(changesKey, p.opt.BindRetry)
+			return reconcile.Result{}, nil
+		}
 		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// retryQueue hands the programmer its controller's work queue.
+func retryQueue(p *programmer) source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		p.queue.Store(&q)
+		return nil
+	})
 }
 
 // kickGatewayStatus asks the Gateway API's status writer, when there is
@@ -352,6 +383,12 @@ func statusEqual(a, b *v1alpha1.PortMuxStatus) bool {
 func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, done bool, err error) {
 	dirty := p.dirty.take()
 	if len(dirty) == 0 {
+		p.state.mu.RLock()
+		retry := len(p.state.bindErrs) > 0
+		p.state.mu.RUnlock()
+		if retry {
+			return p.retryBinds(), true, nil
+		}
 		return reconcile.Result{}, true, nil
 	}
 	// Read first (the cache, and the API server for a Secret's new data),
@@ -438,9 +475,26 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 	p.fingerprint = "" // the inputs are no longer those of the last whole compile
 
 	if len(delta.Set) == 0 && len(delta.Remove) == 0 {
-		p.statusOf(recompiled, nil, p.checked)
+		p.state.mu.RLock()
+		bindErrs := p.state.bindErrs
+		p.state.mu.RUnlock()
+		p.statusOf(recompiled, bindErrs, p.checked)
 		return reconcile.Result{}, true, nil
 	}
+	bindErrs := p.applyDelta(delta, out)
+	p.log.V(1).Info("dataplane changed", "portMuxes", len(recompiled), "set", len(delta.Set), "removed", len(delta.Remove), "bindErrors", len(bindErrs))
+	p.kickGatewayStatus()
+	p.statusOf(p.withBindErrorOwners(recompiled, bindErrs), bindErrs, p.checked)
+	if len(bindErrs) > 0 {
+		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, true, nil
+	}
+	return reconcile.Result{}, true, nil
+}
+
+// applyDelta sends the dataplane a delta of out's snapshot and records
+// the bind errors it answers (every listener not bound, the delta's or
+// not), keeping the ones before for withBindErrorOwners.
+func (p *programmer) applyDelta(delta *snapshot.Delta, out *compile.Output) map[string]error {
 	var bindErrs map[string]error
 	if dd, ok := p.dataplane.(DeltaDataplane); ok {
 		// out.Snapshot stays behind: nothing reads it but the next
@@ -454,21 +508,75 @@ func (p *programmer) incremental(ctx context.Context) (res reconcile.Result, don
 		p.state.mu.Unlock()
 	}
 	p.state.mu.Lock()
-	hadErrs := len(p.state.bindErrs) > 0
+	p.bindErrsBefore = p.state.bindErrs
 	p.state.bindErrs = bindErrs
 	p.state.mu.Unlock()
-	p.log.V(1).Info("dataplane changed", "portMuxes", len(recompiled), "set", len(delta.Set), "removed", len(delta.Remove), "bindErrors", len(bindErrs))
-	p.kickGatewayStatus()
-	if len(bindErrs) > 0 || hadErrs {
-		// Bind errors concern listeners of any PortMux: every status.
-		p.statusOf(p.allPortMuxes(), bindErrs, p.checked)
-	} else {
-		p.statusOf(recompiled, bindErrs, p.checked)
-	}
+	return bindErrs
+}
+
+// retryBinds asks the dataplane to bind again the listeners it could not
+// bind, with an empty delta (an apply binds whatever is not bound), and
+// has the status of the PortMuxes whose bind errors changed computed
+// again.
+func (p *programmer) retryBinds() reconcile.Result {
+	p.state.mu.RLock()
+	out := p.state.out
+	p.state.mu.RUnlock()
+	bindErrs := p.applyDelta(&snapshot.Delta{MaxConnections: out.Snapshot.MaxConnections}, out)
+	p.log.V(1).Info("listeners bound again", "bindErrors", len(bindErrs))
+	p.statusOf(p.withBindErrorOwners(nil, bindErrs), bindErrs, p.checked)
 	if len(bindErrs) > 0 {
-		return reconcile.Result{RequeueAfter: p.opt.BindRetry}, true, nil
+		return reconcile.Result{RequeueAfter: p.opt.BindRetry}
 	}
-	return reconcile.Result{}, true, nil
+	return reconcile.Result{}
+}
+
+// withBindErrorOwners adds to pms the PortMuxes that own a listener whose
+// bind error came, went or changed since the last apply.
+func (p *programmer) withBindErrorOwners(pms []*v1alpha1.PortMux, bindErrs map[string]error) []*v1alpha1.PortMux {
+	owners := bindErrorOwners(p.state.out.Results, p.bindErrsBefore, bindErrs)
+	if len(owners) == 0 {
+		return pms
+	}
+	for _, pm := range pms {
+		delete(owners, types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name})
+	}
+	for key := range owners {
+		if i, ok := p.index[key]; ok {
+			pms = append(pms, &p.in.PortMuxes[i])
+		}
+	}
+	return pms
+}
+
+// bindErrorOwners returns the PortMuxes with a listener (by its snapshot
+// name) whose bind error differs between before and after. Pure: it
+// reads the last Results only.
+func bindErrorOwners(results map[types.NamespacedName]*compile.Result, before, after map[string]error) map[types.NamespacedName]bool {
+	changed := map[string]bool{}
+	for name, err := range after {
+		if b, ok := before[name]; !ok || b.Error() != err.Error() {
+			changed[name] = true
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			changed[name] = true
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	owners := map[types.NamespacedName]bool{}
+	for key, res := range results {
+		for _, l := range res.Listeners {
+			if l.Snapshot != "" && changed[l.Snapshot] {
+				owners[key] = true
+				break
+			}
+		}
+	}
+	return owners
 }
 
 // forget drops a PortMux that is gone from the last input, moving the

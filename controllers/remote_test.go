@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,7 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
+	"github.com/portmux/portmux/api/v1alpha1"
 	"github.com/portmux/portmux/controllers/compile"
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/control"
@@ -333,5 +337,80 @@ func TestRemoteReadyWhileSending(t *testing.T) {
 			close(release)
 			<-done
 		})
+	}
+}
+
+// A listener whose port another process holds keeps its PortMux
+// BindFailed, and takes nothing else off the incremental path: another
+// PortMux's endpoint change still crosses the socket as a delta, and the
+// retry that binds the freed port is one too; no whole snapshot is sent
+// after the first.
+func TestBindErrorKeepsChangesIncremental(t *testing.T) {
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	path := peers.SocketPath(t, "pmx-bind-")
+	srv := dataplane.NewServer(dataplane.Options{Log: testr.New(t)})
+	serveDataplane(t, path, control.NewHandler(srv, prometheus.NewRegistry(), testr.New(t)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	remote := newRemote(t, path)
+	runRemote(t, remote)
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "pmx-"}}
+	create(t, nsObj)
+	ns := nsObj.Name
+	startManager(t, restCfg, ns, remote, Options{BindAddress: "127.0.0.1", BindRetry: 500 * time.Millisecond})
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	host, bport := echoBackend(t, "a")
+	serviceFor(t, ns, "echo", bport, host)
+	create(t, sshMux(ns, "stuck", int32(busy.Addr().(*net.TCPAddr).Port), "echo"))
+	free := int32(peers.FreePort(t))
+	create(t, sshMux(ns, "moving", free, "echo"))
+	condition(t, ns, "stuck", compile.ConditionProgrammed, metav1.ConditionFalse, "BindFailed")
+	condition(t, ns, "moving", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
+	deltas0, wholes0, _ := remote.SendCounts()
+
+	// moving's backend changes while stuck cannot bind.
+	host2, bport2 := echoBackend(t, "b")
+	serviceFor(t, ns, "echo2", bport2, host2)
+	// Status writes race with the update: retried on conflict.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var pm v1alpha1.PortMux
+		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "moving"}, &pm); err != nil {
+			return err
+		}
+		pm.Spec.Routes[0].Backend.Service.Name = "echo2"
+		return k8s.Update(context.Background(), &pm)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	peers.Eventually(t, settleTimeout, "moving reaches its new backend", func() error {
+		got, err := talk(free, "x")
+		if err == nil && !strings.HasPrefix(got, "b") {
+			err = fmt.Errorf("answer %q", got)
+		}
+		return err
+	})
+	if c := condition(t, ns, "stuck", compile.ConditionProgrammed, metav1.ConditionFalse, "BindFailed"); !strings.Contains(c.Message, "address already in use") {
+		t.Fatalf("stuck's condition: %q", c.Message)
+	}
+
+	_ = busy.Close()
+	condition(t, ns, "stuck", compile.ConditionReady, metav1.ConditionTrue, compile.ReasonReady)
+	deltas, wholes, _ := remote.SendCounts()
+	t.Logf("while a port was held: %d deltas, %d whole snapshots", deltas-deltas0, wholes-wholes0)
+	if wholes != wholes0 {
+		t.Errorf("%d whole snapshots sent while a listener could not bind; want deltas only", wholes-wholes0)
+	}
+	if deltas-deltas0 < 2 {
+		t.Errorf("%d deltas sent, want the change and the retry that bound", deltas-deltas0)
 	}
 }

@@ -155,6 +155,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, dp Dataplane, opt Options) (*C
 	if rs, ok := dp.(Resyncer); ok {
 		programmerBuilder = programmerBuilder.WatchesRawSource(resyncs(rs, p))
 	}
+	programmerBuilder = programmerBuilder.WatchesRawSource(retryQueue(p))
 	if err := programmerBuilder.Complete(p); err != nil {
 		return nil, err
 	}
