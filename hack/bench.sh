@@ -7,6 +7,8 @@
 # Peers (configs in hack/bench/peers/):
 #   direct      no mux: the client dials the backends (the baseline)
 #   portmux     portmux serve -f hack/bench/peers/portmux.yaml
+#   portmux-before  the same, built at git revision BASELINE (BASELINE=main
+#               PEERS="portmux-before portmux" compares a change in one run)
 #   haproxy     haproxy -db -f hack/bench/peers/haproxy.cfg
 #   sslh-fork   sslh -F hack/bench/peers/sslh.cfg
 #   go-minimal  hack/bench/minrelay: a reference, not a proxy. It accepts,
@@ -91,11 +93,11 @@ fi
 peer_args() {
   case $1 in
     direct) args=(-direct) ;;
-    portmux|haproxy|sslh-fork) args=(-cmd "exec $(mux_cmd "$1")") ;;
+    portmux|portmux-before|haproxy|sslh-fork) args=(-cmd "exec $(mux_cmd "$1")") ;;
     # io.Copy's splice holds a pipe (two descriptors) per waiting
     # direction: six per idle connection, 3,333 at most under 20,000.
     go-minimal) args=(-routes ssh -peer-fds-per-conn 6 -cmd "exec $(mux_cmd "$1")") ;;
-    *) echo "unknown peer $1 (direct, portmux, haproxy, sslh-fork, go-minimal)" >&2; exit 2 ;;
+    *) echo "unknown peer $1 (direct, portmux, portmux-before, haproxy, sslh-fork, go-minimal)" >&2; exit 2 ;;
   esac
 }
 for peer in $PEERS; do peer_args "$peer"; done

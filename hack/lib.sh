@@ -59,13 +59,21 @@ bench_knobs() {
 }
 
 # bench_tools builds what the muxload benchmarks run from this tree into
-# $OUT_DIR: muxload, portmux and minrelay (both static, as released).
+# $OUT_DIR: muxload, portmux and minrelay (both static, as released), and
+# with BASELINE=REV portmux at git revision REV as portmux-before, for a
+# before/after in one run.
 bench_tools() {
 	log "building muxload, portmux and minrelay"
 	mkdir -p "$OUT_DIR/logs"
 	go build -o "$OUT_DIR/muxload" ./hack/bench/muxload
 	CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux" ./cmd/portmux
 	CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/minrelay" ./hack/bench/minrelay
+	if [ -n "${BASELINE:-}" ]; then
+		log "building portmux at $BASELINE as portmux-before"
+		rm -rf "$OUT_DIR/baseline" && mkdir -p "$OUT_DIR/baseline"
+		git archive --format=tar "$BASELINE" | tar -x -C "$OUT_DIR/baseline"
+		(cd "$OUT_DIR/baseline" && CGO_ENABLED=0 go build -trimpath -o "$OUT_DIR/portmux-before" ./cmd/portmux)
+	fi
 }
 
 # bench_apt PKG... installs the Debian packages PKG... when run as root,
@@ -119,11 +127,11 @@ BG_PIDS=()
 # on $ADDR, go-minimal relaying to the ssh backend at $BASE+1.
 mux_cmd() {
 	case $1 in
-	portmux) echo "$OUT_DIR/portmux serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false ${PORTMUX_ARGS:-}" ;;
+	portmux | portmux-before) echo "$OUT_DIR/$1 serve -f $PEER_CONF/portmux.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false ${PORTMUX_ARGS:-}" ;;
 	haproxy) echo "haproxy -db -f $PEER_CONF/haproxy.cfg" ;;
 	sslh-fork) echo "sslh -F$PEER_CONF/sslh.cfg" ;;
 	go-minimal) echo "$OUT_DIR/minrelay -listen $ADDR -target 127.0.0.1:$((${BASE:-17000} + 1))" ;;
-	*) die "unknown mux $1 (portmux, haproxy, sslh-fork, go-minimal)" ;;
+	*) die "unknown mux $1 (portmux, portmux-before, haproxy, sslh-fork, go-minimal)" ;;
 	esac
 }
 

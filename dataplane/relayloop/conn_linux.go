@@ -160,7 +160,7 @@ func (c *Conn) follow(v Verdict) {
 
 // handOff gives the socket to the Session.
 func (c *Conn) handOff() {
-	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	_ = sysEpollCtl(c.l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	c.state = stateClosed
 	c.l.forget(c)
 	c.doneCalled = true // Done is not called for a handed-off connection
@@ -292,17 +292,17 @@ func (c *Conn) dial() {
 		if ep.Addr().Is4() || ep.Addr().Is4In6() {
 			family = unix.AF_INET
 		}
-		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		fd, err := sysSocket(family)
 		if err != nil {
 			c.dialErrs = append(c.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("socket", err)))
 			continue
 		}
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		if len(c.up.pending) > 0 {
 			// The handshake's last ACK waits to ride on the bytes sent
 			// right after it (as haproxy does): a segment less for
 			// both ends to process.
-			_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+			_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 		}
 		err = sysConnect(fd, ep)
 		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
@@ -357,7 +357,7 @@ func (c *Conn) sendEarly() bool {
 
 // connected handles the first event of a dial's socket.
 func (c *Conn) connected(events uint32) {
-	soErr, err := unix.GetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_ERROR)
+	soErr, err := sysGetsockoptInt(c.bfd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err == nil && soErr != 0 {
 		err = unix.Errno(soErr)
 	}
@@ -612,8 +612,8 @@ func (c *Conn) done(r Result) {
 // package's Parker does for idle sockets: first probe after 15 s idle,
 // then every 15 s, 9 probes. Best effort.
 func setKeepAlive(fd int) {
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
+	_ = sysSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
 }

@@ -220,7 +220,7 @@ func (l *loop) unwatch(fd int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.shutdown {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		_ = sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	}
 }
 
@@ -298,7 +298,7 @@ func newLoop(s *Set) (*loop, error) {
 func (l *loop) ctl(op, fd int, tok uint64, events uint32) error {
 	ev := unix.EpollEvent{Events: events}
 	putToken(&ev, tok)
-	return unix.EpollCtl(l.epfd, op, fd, &ev)
+	return sysEpollCtl(l.epfd, op, fd, &ev)
 }
 
 // putToken and token store a 64-bit token in epoll_event's data, which
@@ -350,7 +350,7 @@ func (l *loop) run() {
 	)
 	wait := func(fd uintptr) bool {
 		polls++
-		n, waitErr = unix.EpollWait(int(fd), l.events, 0)
+		n, waitErr = sysEpollPoll(int(fd), l.events)
 		return n > 0 || (waitErr != nil && !errors.Is(waitErr, unix.EINTR))
 	}
 	for {
@@ -442,7 +442,7 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 	switch {
 	case tok == 0:
 		var b [8]byte
-		_, _ = unix.Read(l.evfd, b[:])
+		_, _ = sysRead(l.evfd, b[:])
 	case tok&listenerBit != 0:
 		l.set.mu.RLock()
 		a := l.set.listeners[tok]

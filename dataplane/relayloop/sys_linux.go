@@ -99,3 +99,53 @@ func sysConnect(fd int, ap netip.AddrPort) error {
 	}
 	return errnoErr(e)
 }
+
+// sysEpollCtl adds, modifies or removes fd in the set epfd.
+func sysEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errnoErr(e)
+}
+
+// sysEpollPoll takes the events ready in epfd without waiting (a zero
+// timeout: the loop waits in the runtime's poller, never here). A loop
+// that polls with the runtime's wrapper wakes the runtime's monitor
+// thread from its idle sleep on every round, to no use.
+func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+// sysSocket makes a non-blocking, close-on-exec TCP socket of family.
+func sysSocket(family int) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// sysSetsockoptInt sets an integer socket option.
+func sysSetsockoptInt(fd, level, opt, value int) error {
+	v := int32(value)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
+	return errnoErr(e)
+}
+
+// sysGetsockoptInt reads an integer socket option.
+func sysGetsockoptInt(fd, level, opt int) (int, error) {
+	var v int32
+	size := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&size)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(v), nil
+}
