@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # http mode: `portmux serve -f` with an http-mode route against haproxy 2.6
-# in mode http and nginx direct (no proxy), in one interleaved run (repeat
+# in mode http, go-minimal (hack/bench/minhttp: the least a fasthttp
+# reverse proxy does; HTTP/1.1 only, so the h2 scenarios skip it) and
+# nginx direct (no proxy), in one interleaved run (repeat
 # 1 of every peer, then repeat 2, ...), so that they are compared under the
 # same conditions. The backend is nginx returning a 17-byte body on
 # 127.0.0.1:17180; both proxies terminate HTTP/1.1 and HTTP/2, plain
@@ -49,9 +51,9 @@ H2C=${H2C:-8}
 H2M=${H2M:-8}
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ]; then
-  PEERS=${PEERS:-portmux-before portmux haproxy nginx}
+  PEERS=${PEERS:-portmux-before portmux haproxy go-minimal nginx}
 else
-  PEERS=${PEERS:-portmux haproxy nginx}
+  PEERS=${PEERS:-portmux haproxy go-minimal nginx}
 fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
@@ -83,6 +85,7 @@ mkdir -p "$OUT/logs" "$W/nginx/logs"
 rm -f "$OUT/http-results.jsonl"
 log "building portmux"
 CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux" ./cmd/portmux
+CGO_ENABLED=0 go build -trimpath -o "$OUT/minhttp" ./hack/bench/minhttp
 if [ -n "$BASELINE" ]; then
   log "building portmux at $BASELINE as portmux-before"
   rm -rf "$W/baseline" && mkdir -p "$W/baseline"
@@ -189,8 +192,15 @@ start_peer() { # peer -> sets PEER_PID
       PEER_PID=$!
       wait_port $PLAIN
       ;;
+    go-minimal)
+      "$OUT/minhttp" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND -tls-listen 127.0.0.1:$TLSP \
+        -tls-cert "$W/bench.crt" -tls-key "$W/bench.key" >>"$log" 2>&1 &
+      PEER_PID=$!
+      wait_port $PLAIN
+      wait_port $TLSP
+      ;;
     nginx) PEER_PID=$NGINX_PID ;;
-    *) die "unknown peer $1 (portmux, portmux-before, haproxy, nginx)" ;;
+    *) die "unknown peer $1 (portmux, portmux-before, haproxy, go-minimal, nginx)" ;;
   esac
 }
 
@@ -230,6 +240,7 @@ for rep in $(seq "$REPS"); do
   for peer in $PEERS; do
     start_peer "$peer"
     for scen in $SCEN; do
+      case $peer:$scen in go-minimal:h2*) continue ;; esac # HTTP/1.1 only
       u=$(url "$peer" "$scen")
       load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
       raw=$OUT/logs/http-$peer-$scen-$rep.txt
