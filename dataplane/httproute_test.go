@@ -305,3 +305,54 @@ func TestHTTPModeRefusesUpgradesOtherThanWebSocket(t *testing.T) {
 		t.Errorf("WebSocket handshake reached the backend with Upgrade %q, Connection %q", h.Get("Upgrade"), h.Get("Connection"))
 	}
 }
+
+// TestHTTPModeStripsHopByHopFields: the hop-by-hop fields of RFC 9110
+// §7.6.1, and every field a Connection header names, are the business of
+// one connection and go no further, in either direction; end-to-end
+// fields pass untouched.
+func TestHTTPModeStripsHopByHopFields(t *testing.T) {
+	t.Parallel()
+	hop := []string{"Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "X-Named-Hop"}
+	// Passed on as sent, odd spacing and a bare value included.
+	const cookie = "a=b;c=d;  e; f=\"g h\""
+	var mu sync.Mutex
+	var seen http.Header
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		mu.Lock()
+		seen = req.Header.Clone()
+		mu.Unlock()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive, X-Named-Hop\r\n"+
+			"Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\nX-Named-Hop: 1\r\nX-End: kept\r\n\r\nok\n")
+		return err == nil
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr, "public.test"))))
+	c := dial(t, m.addr("pub"))
+	br := bufio.NewReader(c)
+	for i := range 2 { // the second on a pooled backend connection
+		res := send(t, c, br, "GET / HTTP/1.1\r\nHost: public.test\r\nConnection: keep-alive, X-Named-Hop\r\n"+
+			"Keep-Alive: 300\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nTe: trailers\r\nX-Named-Hop: 1\r\nX-End: kept\r\n"+
+			"Cookie: "+cookie+"\r\n\r\n")
+		body, err := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK || string(body) != "ok\n" {
+			t.Fatalf("request %d: %d %q %v", i, res.StatusCode, body, err)
+		}
+		mu.Lock()
+		req := seen
+		mu.Unlock()
+		for name, h := range map[string]http.Header{"request": req, "response": res.Header} {
+			for _, k := range append(hop, "Connection") {
+				if v := h.Values(k); len(v) > 0 {
+					t.Errorf("%d: the %s passed on %s: %q", i, name, k, v)
+				}
+			}
+			if got := h.Get("X-End"); got != "kept" {
+				t.Errorf("%d: the %s lost an end-to-end field: X-End %q", i, name, got)
+			}
+		}
+		if got := req.Values("Cookie"); len(got) != 1 || got[0] != cookie {
+			t.Errorf("%d: the backend got Cookie %q, want %q", i, got, cookie)
+		}
+	}
+}
