@@ -23,22 +23,13 @@ func errnoErr(e unix.Errno) error {
 	return e
 }
 
-func sysRead(fd int, p []byte) (int, error) {
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(n), nil
-	}
-}
+func sysRead(fd int, p []byte) (int, error)  { return sysReadWrite(unix.SYS_READ, fd, p) }
+func sysWrite(fd int, p []byte) (int, error) { return sysReadWrite(unix.SYS_WRITE, fd, p) }
 
-func sysWrite(fd int, p []byte) (int, error) {
+// sysReadWrite is read or write (trap) of p on fd, retried on EINTR.
+func sysReadWrite(trap uintptr, fd int, p []byte) (int, error) {
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		if e == unix.EINTR {
 			continue
 		}
