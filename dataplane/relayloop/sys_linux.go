@@ -23,13 +23,23 @@ func errnoErr(e unix.Errno) error {
 	return e
 }
 
-func sysRead(fd int, p []byte) (int, error)  { return sysReadWrite(unix.SYS_READ, fd, p) }
-func sysWrite(fd int, p []byte) (int, error) { return sysReadWrite(unix.SYS_WRITE, fd, p) }
+func sysRead(fd int, p []byte) (int, error) {
+	return sysRetry(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
+}
 
-// sysReadWrite is read or write (trap) of p on fd, retried on EINTR.
-func sysReadWrite(trap uintptr, fd int, p []byte) (int, error) {
+func sysWrite(fd int, p []byte) (int, error) {
+	return sysRetry(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0, 0, 0)
+}
+
+func sysSplice(in, out, n int) (int, error) {
+	return sysRetry(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+}
+
+// sysRetry makes the system call trap, again while it reports EINTR,
+// and returns its count.
+func sysRetry(trap, a1, a2, a3, a4, a5, a6 uintptr) (int, error) {
 	for {
-		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		n, _, e := unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 		if e == unix.EINTR {
 			continue
 		}
@@ -37,19 +47,6 @@ func sysReadWrite(trap uintptr, fd int, p []byte) (int, error) {
 			return 0, e
 		}
 		return int(n), nil
-	}
-}
-
-func sysSplice(in, out, n int) (int, error) {
-	for {
-		m, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(m), nil
 	}
 }
 
@@ -102,16 +99,7 @@ func sysEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 // that polls with the runtime's wrapper wakes the runtime's monitor
 // thread from its idle sleep on every round, to no use.
 func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(n), nil
-	}
+	return sysRetry(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
 }
 
 // sysSocket makes a non-blocking, close-on-exec TCP socket of family.
