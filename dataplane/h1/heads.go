@@ -1,0 +1,127 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/valyala/fasthttp"
+)
+
+// crlfcrlf ends a head: the empty line after its last field (fasthttp's
+// parser waits for the same four bytes).
+var crlfcrlf = []byte("\r\n\r\n")
+
+// HeadEnd returns the length of the head at the start of b, through the
+// empty line that ends it, or 0 while b does not hold a whole head yet.
+// Empty lines before a request line count as part of its head (RFC 9112
+// §2.2 lets a server skip them; some clients send one after a body).
+func HeadEnd(b []byte) int {
+	skip := 0
+	for len(b)-skip >= 2 && b[skip] == '\r' && b[skip+1] == '\n' {
+		skip += 2
+	}
+	i := bytes.Index(b[skip:], crlfcrlf)
+	if i < 0 {
+		return 0
+	}
+	return skip + i + len(crlfcrlf)
+}
+
+// ErrNotHead is returned for bytes that are not exactly one head: the
+// caller passes b[:HeadEnd(b)].
+var ErrNotHead = errors.New("not one whole message head")
+
+// Heads parses message heads out of bytes a relay has already read,
+// with fasthttp's parser, through one reader it reuses for every head.
+// Not safe for concurrent use: a relay loop keeps its own.
+type Heads struct {
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+// NewHeads returns a parser for heads of at most maxHead bytes.
+func NewHeads(maxHead int) *Heads {
+	p := &Heads{}
+	p.br = bufio.NewReaderSize(&p.src, max(maxHead, 16))
+	return p
+}
+
+// Request parses the request head b, all of it, into h. The error names
+// what is wrong (the client gets a 400).
+func (p *Heads) Request(b []byte, h *fasthttp.RequestHeader) error {
+	if err := p.reset(b); err != nil {
+		return err
+	}
+	if err := h.Read(p.br); err != nil {
+		return fmt.Errorf("parse request head: %w", err)
+	}
+	return p.rest()
+}
+
+// Response parses the response head b, all of it, into h.
+func (p *Heads) Response(b []byte, h *fasthttp.ResponseHeader) error {
+	if err := p.reset(b); err != nil {
+		return err
+	}
+	if err := h.Read(p.br); err != nil {
+		return fmt.Errorf("parse response head: %w", err)
+	}
+	return p.rest()
+}
+
+func (p *Heads) reset(b []byte) error {
+	if len(b) == 0 || HeadEnd(b) != len(b) {
+		return ErrNotHead
+	}
+	if len(b) > p.br.Size() {
+		return fmt.Errorf("message head of %d bytes, more than %d", len(b), p.br.Size())
+	}
+	p.src.Reset(b)
+	p.br.Reset(&p.src)
+	return nil
+}
+
+// rest checks that the parser took all of the head: bytes left over mean
+// fasthttp saw a shorter head than HeadEnd did, and the relay would lose
+// track of the stream.
+func (p *Heads) rest() error {
+	if n := p.br.Buffered() + p.src.Len(); n > 0 {
+		return fmt.Errorf("parse message head: %d bytes after its end", n)
+	}
+	return nil
+}
+
+// RequestBody is how the body of the request h heads is delimited:
+// chunked, Content-Length bytes, or none (a request has no body unless
+// one of the two says so; fasthttp already refused a second
+// Content-Length and any coding but chunked).
+func RequestBody(h *fasthttp.RequestHeader) (Kind, int64) {
+	switch n := h.ContentLength(); {
+	case n == -1:
+		return Chunked, 0
+	case n > 0:
+		return Sized, int64(n)
+	}
+	return None, 0
+}
+
+// ResponseBody is how the body of the response h heads is delimited;
+// toHead is true when it answers a HEAD request, which has no body
+// whatever its fields say (RFC 9112 §6.3).
+func ResponseBody(h *fasthttp.ResponseHeader, toHead bool) (Kind, int64) {
+	switch s := h.StatusCode(); {
+	case toHead, s < 200, s == fasthttp.StatusNoContent, s == fasthttp.StatusNotModified:
+		return None, 0
+	}
+	switch n := h.ContentLength(); {
+	case n == -1:
+		return Chunked, 0
+	case n == 0:
+		return None, 0
+	case n > 0:
+		return Sized, int64(n)
+	}
+	return UntilClose, 0
+}
