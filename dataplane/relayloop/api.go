@@ -84,8 +84,8 @@ type Session interface {
 	Done(r Result)
 }
 
-// Verdict is a Session's answer. Exactly one of Wait, Forward and HandOff
-// is set, or none: close the connection.
+// Verdict is a Session's answer. Exactly one of Wait, Forward, Exchange
+// and HandOff is set, or none: close the connection.
 type Verdict struct {
 	// Wait: read more, at most Limit bytes in all, until Deadline.
 	Wait     bool
@@ -94,6 +94,10 @@ type Verdict struct {
 
 	// Forward: connect to a backend and carry the connection both ways.
 	Forward *Target
+
+	// Exchange: carry the connection as HTTP/1.1 exchanges, from the
+	// bytes read so far; the Session must be an Exchanger.
+	Exchange *Exchange
 
 	// HandOff: give the connection to Session.HandOff.
 	HandOff bool
@@ -115,6 +119,20 @@ type Target struct {
 	// carried a byte for this long (observed at a granularity of the
 	// timeout itself, as the forward package does). Zero: never.
 	IdleTimeout time.Duration
+
+	// Pool and Slot serve exchanges (Step.Target) only. Pool keys the
+	// loop's idle backend connections this request may reuse: those
+	// opened for requests with the same key (comparable; nil keys none).
+	// Slot, if set, is asked before a new backend connection is dialled;
+	// false fails the exchange with ErrNoSlot, and release is called
+	// once the connection is closed, pooled or not.
+	Pool any
+	Slot func() (release func(), ok bool)
+	// MaxIdle caps the idle connections kept per Pool key and endpoint
+	// on each loop (zero: 16); PoolIdle closes one idle for longer
+	// (zero: 90 s).
+	MaxIdle  int
+	PoolIdle time.Duration
 }
 
 // Result is what became of a connection the loop carried to its end.

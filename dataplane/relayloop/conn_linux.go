@@ -15,6 +15,7 @@ const (
 	stateProbing connState = iota
 	stateConnecting
 	stateRelaying
+	stateExchange
 	stateClosed
 )
 
@@ -53,6 +54,9 @@ type Conn struct {
 	last       int64 // the loop's clock at the last byte carried
 	idle       int64
 	keepAlive  bool // TCP keepalive is on (or never wanted)
+
+	// x is the state of a connection carried as HTTP/1.1 exchanges.
+	x *exchange
 
 	timerGen   uint32
 	doneCalled bool
@@ -151,6 +155,8 @@ func (c *Conn) follow(v Verdict) {
 		}
 	case v.Forward != nil:
 		c.forward(v.Forward)
+	case v.Exchange != nil:
+		c.startExchange(v.Exchange)
 	case v.HandOff:
 		c.handOff()
 	default:
@@ -196,6 +202,8 @@ func (c *Conn) ready(tok uint64, events uint32) {
 		}
 	case stateRelaying:
 		c.relay()
+	case stateExchange:
+		c.exchange()
 	}
 }
 
@@ -245,6 +253,8 @@ func (c *Conn) expired() {
 		c.decide(c.buf[:c.n], Timeout)
 	case stateConnecting:
 		c.dialFailed(fmt.Errorf("dial tcp %s: %w", c.endpoint, os.ErrDeadlineExceeded))
+	case stateExchange:
+		c.expiredExchange()
 	case stateRelaying:
 		if !c.keepAlive {
 			c.keepAlive = true
@@ -558,6 +568,9 @@ func (c *Conn) fail(err error) {
 // finish closes both sockets and reports the connection.
 func (c *Conn) finish(err error) {
 	dialed := c.state == stateRelaying
+	if c.x != nil {
+		c.releaseExchange(err)
+	}
 	c.state = stateClosed
 	c.release()
 	r := Result{Dialed: dialed, Up: c.up.n, Down: c.down.n, Err: err}

@@ -15,6 +15,13 @@
 // headers from a balancer) takes a connection over from the loop with the
 // bytes read so far (Verdict.HandOff) and runs as before.
 //
+// A connection can also be carried as HTTP/1.1 exchanges
+// (Verdict.Exchange): the loop reads each request's head, asks the
+// Session's Exchanger where it goes and what head the backend gets,
+// sends it and its body (framed by package h1) over a backend connection
+// kept alive in a pool of the loop's, and moves the response back the
+// same way. Between exchanges an idle client holds no buffer.
+//
 // The decision stays with the owner: a Handler admits each connection and
 // a Session is asked, with the bytes read so far, what to do (wait for
 // more, forward to endpoints, hand the connection off, or close it). The

@@ -122,6 +122,9 @@ type Stats struct {
 	// Pipes counts the pipes held by directions whose bytes wait for a
 	// slow reader, each up to a megabyte of the kernel's memory.
 	Pipes int64
+	// Backends counts the backend connections of exchanges, in use or
+	// idle in a loop's pool.
+	Backends int64
 }
 
 // Stats sums what every loop holds; any goroutine may call it.
@@ -130,6 +133,7 @@ func (s *Set) Stats() Stats {
 	for _, l := range s.loops {
 		st.Conns += l.conned.Load()
 		st.Pipes += l.pipesHeld.Load()
+		st.Backends += l.backendsHeld.Load()
 	}
 	return st
 }
@@ -255,6 +259,14 @@ type loop struct {
 	pipes   []pipePair
 	buffers [][]byte
 	copyBuf []byte // a direction's bytes between its read and write
+
+	// Backend connections of exchanges, by id, in use or idle; pool
+	// holds the idle ones, swept for age while sweeping.
+	backends     map[uint64]*backend
+	pool         map[poolKey][]*backend
+	nextBackend  uint64
+	sweeping     bool
+	backendsHeld atomic.Int64
 }
 
 func newLoop(s *Set) (*loop, error) {
@@ -269,7 +281,7 @@ func newLoop(s *Set) (*loop, error) {
 	}
 	l := &loop{
 		set: s, epfd: epfd, evfd: evfd, done: make(chan struct{}),
-		conns: map[uint64]*Conn{}, backoff: map[*Acceptor]time.Duration{},
+		conns: map[uint64]*Conn{}, backends: map[uint64]*backend{}, backoff: map[*Acceptor]time.Duration{},
 		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait), copyBuf: make([]byte, copyChunk),
 	}
 	if err := l.ctl(unix.EPOLL_CTL_ADD, evfd, 0, unix.EPOLLIN); err != nil {
@@ -415,6 +427,7 @@ func (l *loop) stop() {
 	for _, c := range l.conns {
 		l.guard(c, func() { c.fail(ErrClosed) })
 	}
+	l.closePool()
 	for _, p := range l.pipes {
 		p.close()
 	}
@@ -449,6 +462,19 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		l.set.mu.RUnlock()
 		if a != nil {
 			l.accept(a)
+		}
+	case tok&backendBit != 0:
+		b := l.backends[tok&^backendBit]
+		switch {
+		case b == nil:
+		case b.owner != nil:
+			c := b.owner
+			b.r = b.r || ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+			b.w = b.w || ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
+			b.end = b.end || ev.Events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+			l.guard(c, func() { c.backendReady(b, ev.Events) })
+		default:
+			l.idleEvent(b, ev.Events)
 		}
 	default:
 		c := l.conns[tok>>(attemptBits+1)]

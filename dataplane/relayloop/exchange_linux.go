@@ -1,0 +1,1050 @@
+package relayloop
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/h1"
+)
+
+// HTTP/1.1 exchanges on the loop (Verdict.Exchange). A connection goes
+// through phases: reading a request's head (xHead), carrying an exchange
+// (xBusy: the request's head and body up to a backend connection, the
+// response's head and body down), and writing a last answer before it
+// closes (xClosing). The two directions of an exchange move
+// independently, as the bytes come; the exchange ends once the
+// response's body has reached the client, and the backend connection
+// goes back to the loop's pool if both ends allow it.
+
+type xPhase uint8
+
+const (
+	xHead xPhase = iota
+	xBusy
+	xClosing
+)
+
+// Defaults of Target's pool fields.
+const (
+	defaultMaxIdle  = 16
+	defaultPoolIdle = 90 * time.Second
+)
+
+// backendBit marks the epoll token of a backend connection carried for
+// exchanges; the rest of the token is its id in loop.backends.
+const backendBit = 1 << 62
+
+// backend is a backend connection carried for exchanges: in use by one
+// Conn (owner), or idle in its loop's pool. It stays in the epoll set,
+// under its own token, from its dial to its close, whoever uses it.
+type backend struct {
+	id      uint64
+	fd      int
+	ep      netip.AddrPort
+	key     poolKey
+	release func()
+	owner   *Conn
+	// Readiness learnt from edge-triggered events, as Conn's.
+	r, w, end  bool
+	connecting bool
+	idleSince  int64
+	poolIdle   int64
+	maxIdle    int
+}
+
+type poolKey struct {
+	pool any
+	ep   netip.AddrPort
+}
+
+// exchange is a Conn's state while carried as HTTP/1.1 exchanges.
+type exchange struct {
+	opt   Exchange
+	ex    Exchanger
+	phase xPhase
+	// off is where the client's bytes not yet taken start in Conn.buf.
+	off int
+	// due is when the phase's timeout falls, armed the armed timer
+	// (0: none); a timer fires at armed and re-arms for a later due.
+	due, armed int64
+	// since: the start of the wait due counts from (a head's first
+	// byte, the end of the last exchange, a dial, the request sent).
+	since int64
+	err   error // why xClosing closes
+
+	// The exchange in flight.
+	inFlight   bool
+	target     *Target
+	attempt    int
+	dialErrs   []error
+	retry      bool
+	closeAfter bool
+	req, resp  h1.Framer
+	be         *backend
+	upBuf      []byte // the request's head and first body bytes (kept for a retry)
+	upQ        []byte // bytes for the backend not yet written
+	sentWhole  bool
+	rbuf       []byte // the backend's bytes while a response head arrives
+	roff, rn   int
+	gotResp    bool // a byte came from the backend
+	lingering  bool // xClosing: the answer is out, late bytes are dropped
+	drained    int
+	headDone   bool // the final response's head was taken
+	reuse      bool // the backend connection may carry another request
+	downBuf    []byte
+	downQ      []byte // bytes for the client not yet written
+	started    bool   // a byte of a response went to the client
+	last       int64  // the loop's clock at the last byte carried
+	res        ExchangeResult
+}
+
+// startExchange carries the connection as HTTP/1.1 exchanges from now,
+// starting with the bytes read while deciding.
+func (c *Conn) startExchange(opt *Exchange) {
+	ex, ok := c.s.(Exchanger)
+	if !ok {
+		c.finish(errors.New("relayloop: Verdict.Exchange from a Session that is not an Exchanger"))
+		return
+	}
+	c.state = stateExchange
+	c.x = &exchange{opt: opt.withDefaults(), ex: ex, since: c.l.clock}
+	c.exchange()
+}
+
+// exchange moves the connection on as far as its sockets allow, then
+// sets its timer for what it waits on.
+func (c *Conn) exchange() {
+	x := c.x
+	for c.state == stateExchange {
+		var more bool
+		switch x.phase {
+		case xHead:
+			more = c.readHead()
+		case xBusy:
+			more = c.pump()
+		case xClosing:
+			c.flushClosing()
+		}
+		if !more {
+			break
+		}
+	}
+	if c.state == stateExchange {
+		c.schedule()
+	}
+}
+
+// readHead reads until a request's head is whole, then takes it; it
+// reports whether the phase moved on.
+func (c *Conn) readHead() bool {
+	x := c.x
+	for {
+		b := c.buf[x.off:c.n]
+		if end := h1.HeadEnd(b); end > 0 {
+			c.request(end)
+			return true
+		}
+		if len(b) >= x.opt.MaxHead {
+			c.failExchange(ErrHeadTooLarge)
+			return true
+		}
+		if !c.cR {
+			return false
+		}
+		c.roomForHead()
+		n, err := sysRead(c.fd, c.buf[c.n:])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cR = false
+			if c.n == x.off {
+				c.dropBuffer()
+			}
+			return false
+		case err != nil:
+			c.finish(os.NewSyscallError("read", err))
+			return false
+		case n == 0:
+			if c.n == x.off {
+				c.finish(nil) // the client closed between requests
+			} else {
+				c.finish(fmt.Errorf("client closed in a request head: %w", errClientLeft))
+			}
+			return false
+		}
+		if c.n == x.off {
+			x.since = c.l.clock // a head's first byte
+		}
+		if c.n+n < len(c.buf) && !c.cEnd {
+			c.cR = false // drained (see Conn.cEnd)
+		}
+		c.n += n
+	}
+}
+
+var errClientLeft = errors.New("client left")
+
+// roomForHead makes room in Conn.buf for more of a head: the bytes taken
+// go, and the buffer grows, up to MaxHead, when the head fills it.
+func (c *Conn) roomForHead() {
+	x := c.x
+	if c.buf == nil {
+		c.buf, c.n, x.off = c.l.getBuffer(min(firstHeadBuffer, x.opt.MaxHead)), 0, 0
+		return
+	}
+	if x.off > 0 {
+		c.n = copy(c.buf, c.buf[x.off:c.n])
+		x.off = 0
+	}
+	if c.n == len(c.buf) {
+		nb := c.l.getBuffer(min(2*len(c.buf), x.opt.MaxHead))
+		copy(nb, c.buf[:c.n])
+		c.l.putBuffer(c.buf)
+		c.buf = nb
+	}
+	if len(c.buf) < cap(c.buf) {
+		c.buf = c.buf[:cap(c.buf)]
+	}
+}
+
+// dropBuffer gives back the buffer of a connection with no bytes waiting:
+// an idle kept-alive client holds none.
+func (c *Conn) dropBuffer() {
+	c.l.putBuffer(c.buf)
+	c.buf, c.n, c.x.off = nil, 0, 0
+}
+
+// request takes the request whose head is the first end bytes waiting.
+func (c *Conn) request(end int) {
+	x := c.x
+	st := x.ex.Request(c.buf[x.off : x.off+end])
+	switch {
+	case st.HandOff:
+		if x.off > 0 {
+			c.n = copy(c.buf, c.buf[x.off:c.n])
+			x.off = 0
+		}
+		c.x = nil
+		c.handOff()
+	case st.Target == nil && len(st.Head) > 0:
+		// Answered here; the body, if any, is left unread.
+		x.off += end
+		x.res = ExchangeResult{}
+		x.inFlight = true
+		x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
+		x.downQ = x.downBuf
+		x.closeAfter = st.Close || st.Body != h1.None
+		x.req, x.resp = h1.NewFramer(h1.None, 0), h1.NewFramer(h1.None, 0)
+		x.headDone, x.sentWhole, x.phase, x.since = true, true, xBusy, c.l.clock
+	case st.Target == nil:
+		c.finish(nil)
+	default:
+		x.off += end
+		x.res = ExchangeResult{}
+		x.inFlight = true
+		x.target, x.attempt, x.dialErrs = st.Target, 0, x.dialErrs[:0]
+		x.retry = st.Retry && st.Body == h1.None
+		x.closeAfter = st.Close
+		x.req = h1.NewFramer(st.Body, st.Length)
+		x.upBuf = append(c.l.hold(x.upBuf), st.Head...)
+		n, _, err := x.req.Take(c.buf[x.off:c.n])
+		x.upBuf = append(x.upBuf, c.buf[x.off:x.off+n]...)
+		x.off += n
+		x.upQ = x.upBuf
+		x.phase, x.since, x.last = xBusy, c.l.clock, c.l.clock
+		if err != nil {
+			c.failExchange(err)
+			return
+		}
+		c.acquire(false)
+	}
+}
+
+// acquire finds the exchange a backend connection: an idle one of the
+// pool for the next endpoint, or a new one. fresh skips the pool (a
+// retry).
+func (c *Conn) acquire(fresh bool) {
+	x, l := c.x, c.l
+	t := x.target
+	for x.attempt < len(t.Endpoints) {
+		ep := t.Endpoints[(t.First+x.attempt)%len(t.Endpoints)]
+		x.attempt++
+		key := poolKey{t.Pool, ep}
+		if !fresh {
+			if b := l.takeIdle(key); b != nil {
+				c.use(b, true)
+				return
+			}
+		}
+		var release func()
+		if t.Slot != nil {
+			r, ok := t.Slot()
+			if !ok {
+				c.failExchange(ErrNoSlot)
+				return
+			}
+			release = r
+		}
+		b, err := l.dialBackend(ep, key, t)
+		if err != nil {
+			if release != nil {
+				release()
+			}
+			x.dialErrs = append(x.dialErrs, err)
+			continue
+		}
+		b.release = release
+		c.use(b, false)
+		x.since = l.clock
+		return
+	}
+	c.failExchange(fmt.Errorf("dial %d endpoint(s): %w", len(t.Endpoints), errors.Join(x.dialErrs...)))
+}
+
+// use gives the exchange b.
+func (c *Conn) use(b *backend, reused bool) {
+	x := c.x
+	b.owner = c
+	x.be = b
+	x.res.Endpoint, x.res.Reused = b.ep, reused
+	x.gotResp, x.headDone, x.reuse, x.started, x.sentWhole = false, false, false, false, false
+	x.roff, x.rn = 0, 0
+}
+
+// dialBackend starts a non-blocking connect to ep.
+func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend, error) {
+	family := unix.AF_INET6
+	if ep.Addr().Is4() || ep.Addr().Is4In6() {
+		family = unix.AF_INET
+	}
+	fd, err := sysSocket(family)
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("socket", err))
+	}
+	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	err = sysConnect(fd, ep)
+	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		sysClose(fd)
+		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err))
+	}
+	l.nextBackend++
+	b := &backend{id: l.nextBackend, fd: fd, ep: ep, key: key, connecting: err != nil}
+	b.poolIdle, b.maxIdle = int64(t.PoolIdle), t.MaxIdle
+	if b.poolIdle <= 0 {
+		b.poolIdle = int64(defaultPoolIdle)
+	}
+	if b.maxIdle <= 0 {
+		b.maxIdle = defaultMaxIdle
+	}
+	if err := l.ctl(unix.EPOLL_CTL_ADD, fd, backendBit|b.id, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		sysClose(fd)
+		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("epoll_ctl", err))
+	}
+	b.w = !b.connecting
+	l.backends[b.id] = b
+	l.backendsHeld.Add(1)
+	return b, nil
+}
+
+// backendReady handles an event of the exchange's backend connection.
+func (c *Conn) backendReady(b *backend, events uint32) {
+	if c.state != stateExchange || c.x.be != b {
+		return
+	}
+	if b.connecting {
+		soErr, err := sysGetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soErr != 0 {
+			err = unix.Errno(soErr)
+		}
+		if err == nil && events&unix.EPOLLOUT == 0 {
+			return // readable before writable: not connected yet
+		}
+		if err != nil {
+			c.redial(fmt.Errorf("dial tcp %s: %w", b.ep, os.NewSyscallError("connect", err)))
+		} else {
+			b.connecting = false
+		}
+	}
+	if c.state == stateExchange {
+		c.exchange()
+	}
+}
+
+// redial moves on to the next endpoint after a failed dial.
+func (c *Conn) redial(err error) {
+	x := c.x
+	c.l.closeBackend(x.be)
+	x.be = nil
+	x.dialErrs = append(x.dialErrs, err)
+	c.acquire(true)
+}
+
+// pump moves the exchange's bytes both ways as far as the sockets allow;
+// it reports whether the exchange ended (the phase moved on).
+func (c *Conn) pump() bool {
+	x := c.x
+	if x.be != nil && !x.be.connecting {
+		if ended := c.pumpUp(); ended {
+			return true
+		}
+	}
+	if x.be == nil && !x.headDone {
+		return false // dialling failed over, or the next endpoint is connecting
+	}
+	return c.pumpDown()
+}
+
+// pumpUp sends the request's head and body to the backend.
+func (c *Conn) pumpUp() bool {
+	x, b := c.x, c.x.be
+	for {
+		if len(x.upQ) > 0 {
+			if !b.w {
+				return false
+			}
+			n, err := sysWrite(b.fd, x.upQ)
+			if errors.Is(err, unix.EAGAIN) {
+				b.w = false
+				return false
+			}
+			if err != nil {
+				return c.backendFailed(os.NewSyscallError("write", err))
+			}
+			x.upQ = x.upQ[n:]
+			x.res.Up += int64(n)
+			x.last = c.l.clock
+			continue
+		}
+		if x.req.Done() {
+			if !x.sentWhole {
+				x.sentWhole = true
+				x.since = c.l.clock
+				x.retry = x.retry && !x.gotResp
+			}
+			return false
+		}
+		if x.off < c.n {
+			n, _, err := x.req.Take(c.buf[x.off:c.n])
+			x.upQ = c.buf[x.off : x.off+n]
+			x.off += n
+			x.retry = false // the body is not kept for a second try
+			if err != nil {
+				if x.started {
+					c.finish(err)
+					return true
+				}
+				c.failExchange(err)
+				return true
+			}
+			continue
+		}
+		if !c.cR {
+			return false
+		}
+		if c.buf == nil || x.off == c.n {
+			if c.buf == nil {
+				c.buf = c.l.getBuffer(copyChunk)
+			}
+			c.buf = c.buf[:cap(c.buf)]
+			c.n, x.off = 0, 0
+		}
+		n, err := sysRead(c.fd, c.buf[c.n:])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cR = false
+			return false
+		case err != nil:
+			c.finish(os.NewSyscallError("read", err))
+			return true
+		case n == 0:
+			c.finish(fmt.Errorf("client closed in a request body: %w", errClientLeft))
+			return true
+		}
+		if c.n+n < len(c.buf) && !c.cEnd {
+			c.cR = false
+		}
+		c.n += n
+	}
+}
+
+// pumpDown reads the response's head, has the Exchanger rewrite it, and
+// moves it and its body to the client.
+func (c *Conn) pumpDown() bool {
+	x := c.x
+	for {
+		if len(x.downQ) > 0 {
+			if !c.cW {
+				return false
+			}
+			n, err := sysWrite(c.fd, x.downQ)
+			if errors.Is(err, unix.EAGAIN) {
+				c.cW = false
+				return false
+			}
+			if err != nil {
+				c.finish(os.NewSyscallError("write", err))
+				return true
+			}
+			x.downQ = x.downQ[n:]
+			x.res.Down += int64(n)
+			x.started = true
+			x.last = c.l.clock
+			continue
+		}
+		if x.headDone && x.resp.Done() {
+			if !x.sentWhole {
+				// Answered before the request's body was all sent (a
+				// 413, say): the rest of that body would read as the
+				// next request on either connection.
+				x.reuse, x.closeAfter = false, true
+			}
+			c.endExchange(nil)
+			return true
+		}
+		b := x.be
+		if b == nil || b.connecting {
+			return false
+		}
+		if !x.headDone && x.roff < x.rn {
+			if end := h1.HeadEnd(x.rbuf[x.roff:x.rn]); end > 0 {
+				if c.response(end) {
+					return true
+				}
+				continue
+			}
+		}
+		if !b.r {
+			// A client that hung up while its response is awaited ends
+			// the exchange: the backend's work is for nobody.
+			if c.cEnd && x.sentWhole && !x.started && c.hungUp() {
+				c.finish(fmt.Errorf("waiting for the response: %w", errClientLeft))
+				return true
+			}
+			return false
+		}
+		if !x.headDone {
+			if ended := c.readResponseHead(b); ended {
+				return true
+			}
+			continue
+		}
+		if x.resp.Done() {
+			return false
+		}
+		n, err := sysRead(b.fd, c.l.copyBuf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			b.r = false
+			continue
+		case err != nil:
+			c.finish(os.NewSyscallError("read", err))
+			return true
+		case n == 0:
+			if x.resp.Kind() == h1.UntilClose {
+				x.reuse, x.closeAfter = false, true
+				x.resp = h1.NewFramer(h1.None, 0)
+				continue
+			}
+			c.finish(fmt.Errorf("backend closed in a response body: %w", ErrBackendClosed))
+			return true
+		}
+		if n < len(c.l.copyBuf) && !b.end {
+			b.r = false
+		}
+		m, _, err := x.resp.Take(c.l.copyBuf[:n])
+		if m < n || err != nil {
+			x.reuse = false // bytes after the response: not an HTTP/1.1 peer to trust again
+			if err != nil {
+				c.finish(fmt.Errorf("response body: %w", err))
+				return true
+			}
+		}
+		w, err := sysWrite(c.fd, c.l.copyBuf[:m])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cW, w = false, 0
+		case err != nil:
+			c.finish(os.NewSyscallError("write", err))
+			return true
+		}
+		x.res.Down += int64(w)
+		x.started = true
+		x.last = c.l.clock
+		if w < m {
+			x.downBuf = append(c.l.hold(x.downBuf), c.l.copyBuf[w:m]...)
+			x.downQ = x.downBuf
+		}
+	}
+}
+
+// hungUp reports a client that is gone: reset, or closed with nothing
+// more to read (peeked, so that a pipelined request stays unread).
+func (c *Conn) hungUp() bool {
+	var b [1]byte
+	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if errors.Is(err, unix.EAGAIN) {
+		return false
+	}
+	return n == 0 || err != nil
+}
+
+// readResponseHead reads the backend's bytes until a response head is
+// whole; it reports whether the exchange ended.
+func (c *Conn) readResponseHead(b *backend) bool {
+	x := c.x
+	if x.rbuf == nil {
+		x.rbuf = c.l.getBuffer(min(firstHeadBuffer, x.opt.MaxHead))
+	}
+	if x.roff > 0 {
+		x.rn = copy(x.rbuf, x.rbuf[x.roff:x.rn])
+		x.roff = 0
+	}
+	if x.rn == len(x.rbuf) {
+		if x.rn >= x.opt.MaxHead {
+			return c.backendFailed(errors.New("backend's response head too large"))
+		}
+		nb := c.l.getBuffer(min(2*len(x.rbuf), x.opt.MaxHead))
+		copy(nb, x.rbuf[:x.rn])
+		c.l.putBuffer(x.rbuf)
+		x.rbuf = nb
+	}
+	n, err := sysRead(b.fd, x.rbuf[x.rn:])
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		b.r = false
+		return false
+	case err != nil:
+		return c.backendFailed(os.NewSyscallError("read", err))
+	case n == 0:
+		return c.backendFailed(ErrBackendClosed)
+	}
+	if x.rn+n < len(x.rbuf) && !b.end {
+		b.r = false
+	}
+	x.rn += n
+	x.gotResp = true
+	x.last = c.l.clock
+	return false
+}
+
+// response takes the response head that is the first end bytes read
+// from the backend; it reports whether the exchange ended.
+func (c *Conn) response(end int) bool {
+	x := c.x
+	st := x.ex.Response(x.rbuf[x.roff : x.roff+end])
+	if len(st.Head) == 0 {
+		return c.backendFailed(errors.New("backend's response refused"))
+	}
+	x.roff += end
+	x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
+	if st.Interim {
+		x.downQ = x.downBuf
+		return false
+	}
+	x.headDone = true
+	// Close from Response is the backend's: the client's connection goes
+	// on, unless the body ends with the backend's.
+	x.reuse = !st.Close && st.Body != h1.UntilClose
+	x.closeAfter = x.closeAfter || st.Body == h1.UntilClose
+	x.resp = h1.NewFramer(st.Body, st.Length)
+	n, _, err := x.resp.Take(x.rbuf[x.roff:x.rn])
+	if err != nil {
+		return c.backendFailed(fmt.Errorf("response body: %w", err))
+	}
+	x.downBuf = append(x.downBuf, x.rbuf[x.roff:x.roff+n]...)
+	x.roff += n
+	if x.roff < x.rn {
+		x.reuse = false // bytes after the response
+	}
+	x.downQ = x.downBuf
+	c.l.putBuffer(x.rbuf)
+	x.rbuf, x.roff, x.rn = nil, 0, 0
+	return false
+}
+
+// backendFailed handles a backend connection that failed in an exchange:
+// a pooled one that turned out closed before any byte of a response is
+// replaced by a new one for a request that may be retried; otherwise the
+// client gets Failed's answer if no byte of a response reached it yet.
+func (c *Conn) backendFailed(err error) bool {
+	x := c.x
+	reused := x.res.Reused
+	c.l.closeBackend(x.be)
+	x.be = nil
+	if x.retry && reused && !x.gotResp {
+		x.retry = false
+		x.attempt--
+		x.upQ = x.upBuf
+		x.res.Up = 0
+		c.acquire(true)
+		return true // pump again, on the new connection
+	}
+	if x.started {
+		c.finish(err)
+		return true
+	}
+	c.failExchange(err)
+	return true
+}
+
+// endExchange ends the exchange in flight: its backend connection goes
+// back to the pool when reusable, and the client's connection waits for
+// its next request, or closes.
+func (c *Conn) endExchange(err error) {
+	x, l := c.x, c.l
+	x.res.Err = err
+	x.inFlight = false
+	if b := x.be; b != nil {
+		x.be = nil
+		if err == nil && x.reuse && !b.end && b.key.pool != nil {
+			l.putIdle(b)
+		} else {
+			l.closeBackend(b)
+		}
+	}
+	if x.rbuf != nil {
+		l.putBuffer(x.rbuf)
+		x.rbuf, x.roff, x.rn = nil, 0, 0
+	}
+	x.target, x.upQ, x.downQ = nil, nil, nil
+	l.putBuffer(x.upBuf)
+	l.putBuffer(x.downBuf)
+	x.upBuf, x.downBuf = nil, nil
+	c.ended()
+	if c.state != stateExchange {
+		return
+	}
+	if err != nil {
+		c.finish(err)
+		return
+	}
+	if x.closeAfter {
+		x.phase, x.since = xClosing, l.clock
+		return
+	}
+	x.phase, x.since = xHead, l.clock
+	if x.off == c.n && c.buf != nil {
+		c.dropBuffer()
+	}
+}
+
+// failExchange ends the connection after the answer Failed gives for err, if
+// no byte of a response went to the client yet.
+func (c *Conn) failExchange(err error) {
+	x := c.x
+	if x.be != nil {
+		c.l.closeBackend(x.be)
+		x.be = nil
+	}
+	if x.inFlight {
+		x.inFlight = false
+		x.res.Err = err
+		c.ended()
+		if c.state != stateExchange {
+			return
+		}
+	}
+	x.downBuf = append(c.l.hold(x.downBuf), x.ex.Failed(err)...)
+	x.downQ = x.downBuf
+	x.phase, x.since, x.err = xClosing, c.l.clock, err
+}
+
+// flushClosing writes the last answer, then closes the connection
+// gently: its write side is shut, and what the client still sends is
+// read and dropped, up to lingerBytes or for lingerTimeout at most.
+// Closing a socket with bytes unread resets it, and a reset can discard
+// the answer before the client has read it.
+func (c *Conn) flushClosing() {
+	x := c.x
+	for len(x.downQ) > 0 {
+		if !c.cW {
+			return
+		}
+		n, err := sysWrite(c.fd, x.downQ)
+		if errors.Is(err, unix.EAGAIN) {
+			c.cW = false
+			return
+		}
+		if err != nil {
+			c.finish(x.err)
+			return
+		}
+		x.downQ = x.downQ[n:]
+	}
+	if !x.lingering {
+		x.lingering = true
+		sysShutdownWrite(c.fd)
+		c.cR = true // what came before the shutdown may not have had its edge yet
+	}
+	for c.cR {
+		n, err := sysRead(c.fd, c.l.copyBuf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cR = false
+			return
+		case err != nil, n == 0:
+			c.finish(x.err)
+			return
+		}
+		if x.drained += n; x.drained > lingerBytes {
+			c.finish(x.err)
+			return
+		}
+		if n < len(c.l.copyBuf) && !c.cEnd {
+			c.cR = false
+		}
+	}
+}
+
+// How much of a closing connection's late bytes are read and dropped.
+const (
+	lingerBytes   = 256 << 10
+	lingerTimeout = 2 * time.Second
+)
+
+// schedule sets the connection's timeout for what it waits on now. The
+// loop's one timer per connection is armed only when the due time moves
+// earlier; a timer that fires early re-arms (expiredExchange), so an
+// exchange costs no timer of its own.
+func (c *Conn) schedule() {
+	x := c.x
+	var due int64
+	switch x.phase {
+	case xHead:
+		if c.n > x.off {
+			due = x.since + int64(x.opt.HeadTimeout)
+		} else {
+			due = x.since + int64(x.opt.IdleTimeout)
+		}
+	case xBusy:
+		switch {
+		case x.be != nil && x.be.connecting:
+			d := x.target.DialTimeout
+			if d <= 0 {
+				d = defaultDialTimeout
+			}
+			due = x.since + int64(d)
+		case x.sentWhole && !x.headDone && x.opt.ResponseTimeout > 0:
+			due = x.since + int64(x.opt.ResponseTimeout)
+		}
+		if x.target != nil && x.target.IdleTimeout > 0 {
+			if idle := x.last + int64(x.target.IdleTimeout); due == 0 || idle < due {
+				due = idle
+			}
+		}
+	case xClosing:
+		due = x.since + int64(min(x.opt.HeadTimeout, lingerTimeout))
+	}
+	x.due = due
+	if due != 0 && (x.armed == 0 || due < x.armed) {
+		x.armed = due
+		c.l.arm(c, due)
+	}
+}
+
+// expiredExchange handles the connection's timer.
+func (c *Conn) expiredExchange() {
+	x := c.x
+	x.armed = 0
+	now := c.l.clock
+	if x.due == 0 {
+		return
+	}
+	if x.due > now {
+		x.armed = x.due
+		c.l.arm(c, x.due)
+		return
+	}
+	switch x.phase {
+	case xHead:
+		if c.n > x.off {
+			c.failExchange(ErrHeadTimeout)
+		} else {
+			c.finish(errIdle)
+			return
+		}
+	case xBusy:
+		switch {
+		case x.be != nil && x.be.connecting:
+			c.redial(fmt.Errorf("dial tcp %s: %w", x.be.ep, os.ErrDeadlineExceeded))
+		case x.sentWhole && !x.headDone && x.opt.ResponseTimeout > 0 && now >= x.since+int64(x.opt.ResponseTimeout):
+			if x.started {
+				c.finish(ErrResponseTimeout)
+				return
+			}
+			c.failExchange(ErrResponseTimeout)
+		default:
+			c.finish(errIdle)
+			return
+		}
+	case xClosing:
+		c.finish(x.err)
+		return
+	}
+	c.exchange()
+}
+
+// takeIdle takes an idle connection of key's from the pool, the most
+// recently used first.
+func (l *loop) takeIdle(key poolKey) *backend {
+	idle := l.pool[key]
+	for len(idle) > 0 {
+		b := idle[len(idle)-1]
+		idle[len(idle)-1] = nil
+		idle = idle[:len(idle)-1]
+		l.pool[key] = idle
+		if !b.end {
+			return b
+		}
+		l.closeBackend(b)
+	}
+	return nil
+}
+
+// putIdle pools b for the next request with its key, unless the pool
+// holds enough of those.
+func (l *loop) putIdle(b *backend) {
+	b.owner = nil
+	if len(l.pool[b.key]) >= b.maxIdle {
+		l.closeBackend(b)
+		return
+	}
+	b.idleSince = l.clock
+	if l.pool == nil {
+		l.pool = map[poolKey][]*backend{}
+	}
+	l.pool[b.key] = append(l.pool[b.key], b)
+	if !l.sweeping {
+		l.sweeping = true
+		l.after(l.clock+b.poolIdle, l.sweepPool)
+	}
+}
+
+// sweepPool closes the connections idle for longer than their PoolIdle,
+// and comes back while any is left.
+func (l *loop) sweepPool() {
+	l.sweeping = false
+	next := int64(-1)
+	for key, idle := range l.pool {
+		kept := idle[:0]
+		for _, b := range idle {
+			if l.clock-b.idleSince >= b.poolIdle {
+				l.closeBackend(b)
+				continue
+			}
+			kept = append(kept, b)
+			if at := b.idleSince + b.poolIdle; next < 0 || at < next {
+				next = at
+			}
+		}
+		clear(idle[len(kept):])
+		if len(kept) == 0 {
+			delete(l.pool, key)
+		} else {
+			l.pool[key] = kept
+		}
+	}
+	if next >= 0 {
+		l.sweeping = true
+		l.after(next, l.sweepPool)
+	}
+}
+
+// idleEvent handles an event of a pooled connection: a backend that
+// speaks or closes unasked is not to be trusted with a request.
+func (l *loop) idleEvent(b *backend, events uint32) {
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		b.w = true
+		return
+	}
+	idle := l.pool[b.key]
+	for i, o := range idle {
+		if o == b {
+			idle = append(idle[:i], idle[i+1:]...)
+			idle = idle[:len(idle):len(idle)]
+			break
+		}
+	}
+	if len(idle) == 0 {
+		delete(l.pool, b.key)
+	} else {
+		l.pool[b.key] = idle
+	}
+	l.closeBackend(b)
+}
+
+// closeBackend closes b and gives its slot back.
+func (l *loop) closeBackend(b *backend) {
+	if b == nil || b.fd < 0 {
+		return
+	}
+	delete(l.backends, b.id)
+	l.backendsHeld.Add(-1)
+	sysClose(b.fd)
+	b.fd, b.owner = -1, nil
+	if b.release != nil {
+		b.release()
+		b.release = nil
+	}
+}
+
+// closePool closes every idle connection (the loop stops).
+func (l *loop) closePool() {
+	for key, idle := range l.pool {
+		for _, b := range idle {
+			l.closeBackend(b)
+		}
+		delete(l.pool, key)
+	}
+}
+
+// releaseExchange lets go of what an exchange connection holds beside
+// its socket, when it ends.
+func (c *Conn) releaseExchange(err error) {
+	x := c.x
+	if x == nil {
+		return
+	}
+	if x.be != nil {
+		c.l.closeBackend(x.be)
+		x.be = nil
+	}
+	if x.rbuf != nil {
+		c.l.putBuffer(x.rbuf)
+		x.rbuf = nil
+	}
+	if x.inFlight {
+		x.inFlight = false
+		if err == nil {
+			err = ErrClosed
+		}
+		x.res.Err = err
+		c.ended()
+	}
+	c.l.putBuffer(x.upBuf)
+	c.l.putBuffer(x.downBuf)
+	x.upBuf, x.downBuf, x.upQ, x.downQ = nil, nil, nil, nil
+}
+
+// ended reports the exchange in flight to the Exchanger, and counts its
+// bytes in the connection's Result.
+func (c *Conn) ended() {
+	x := c.x
+	c.up.n += x.res.Up
+	c.down.n += x.res.Down
+	x.ex.Ended(x.res)
+}
+
+// hold returns b emptied, or a buffer of the loop's for bytes that must
+// outlive a call: an exchange's buffers go back to the loop between
+// exchanges, so that an idle connection holds none.
+func (l *loop) hold(b []byte) []byte {
+	if b == nil {
+		b = l.getBuffer(firstHeadBuffer)
+	}
+	return b[:0]
+}
