@@ -17,6 +17,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/clientlimit"
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
 )
@@ -70,6 +71,8 @@ type routeConfig struct {
 	// endpoints are a tcp-mode backend's endpoints as addresses, for the
 	// relay loops; nil for other routes and when one is a host name.
 	endpoints *[]netip.AddrPort
+	// httpEndpoints are an http-mode backend's, for the loops' exchanges.
+	httpEndpoints *[]netip.AddrPort
 }
 
 // newConfig builds the configuration of snap. idle is the idle timeout of
@@ -122,6 +125,7 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 				}
 				if r.Backend.Mode == snapshot.ModeHTTP {
 					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
+					rc.httpEndpoints = loopEndpoints(r.Backend.Endpoints)
 				}
 			}
 			if r.Tunnel != nil {
@@ -173,7 +177,7 @@ func (lc *listenerConfig) trusted(peer netip.Addr) bool {
 // closeIdle drops the idle pooled connections of a configuration that new
 // connections no longer use, except the pools that next (nil: none)
 // reused: its connections keep them.
-func (c *config) closeIdle(next *config) {
+func (c *config) closeIdle(next *config, loops *relayloop.Set) {
 	for name, l := range c.listeners {
 		if next != nil && next.listeners[name] == l {
 			continue // reused
@@ -181,6 +185,9 @@ func (c *config) closeIdle(next *config) {
 		for _, r := range l.routes {
 			if r.transport != nil {
 				r.transport.CloseIdleConnections()
+				if loops != nil {
+					loops.CloseIdle(r.transport) // the pool key of its exchanges
+				}
 			}
 		}
 	}

@@ -252,6 +252,33 @@ func (p *directPool) closeIdle() {
 	}
 }
 
+// evictOne closes the connection idle the longest, giving its slot to
+// whoever needs one; false when none is idle.
+func (p *directPool) evictOne() bool {
+	p.mu.Lock()
+	var (
+		oldest *directConn
+		from   *directEndpoint
+		at     int
+	)
+	for _, e := range p.endpoints {
+		for i, c := range e.idle {
+			if oldest == nil || c.idleSince.Before(oldest.idleSince) {
+				oldest, from, at = c, e, i
+			}
+		}
+	}
+	if oldest != nil {
+		from.idle = append(from.idle[:at], from.idle[at+1:]...)
+	}
+	p.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	oldest.close()
+	return true
+}
+
 // close closes the connection (giving its slot back) and counts it out
 // of its endpoint's, once.
 func (c *directConn) close() {

@@ -359,9 +359,14 @@ type frontTarget struct {
 // is the end of net/http's 400 message when it refused it (a missing or
 // malformed Host, a bad escape: !ok).
 func frontTargetOf(req *fasthttp.Request) (t frontTarget, bad string, ok bool) {
-	raw := req.Header.RequestURI()
-	host := req.Header.Host()
-	if len(host) == 0 && req.Header.IsHTTP11() {
+	return frontTargetOfHeader(&req.Header)
+}
+
+// frontTargetOfHeader is frontTargetOf from the request's head.
+func frontTargetOfHeader(req *fasthttp.RequestHeader) (t frontTarget, bad string, ok bool) {
+	raw := req.RequestURI()
+	host := req.Host()
+	if len(host) == 0 && req.IsHTTP11() {
 		return t, ": missing required Host header", false
 	}
 	t.host = string(host)

@@ -114,36 +114,42 @@ func frontIdempotent(ctx *fasthttp.RequestCtx) bool {
 // X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set from what
 // the dataplane saw.
 func (h *httpConn) outRequest(in, out *fasthttp.Request, t frontTarget, ws bool) {
-	in.Header.CopyTo(&out.Header)
-	out.Header.SetNoDefaultContentType(true) // none is added to a body without one
-	out.Header.SetProtocol("HTTP/1.1")
+	frontRewrite(h, &in.Header, &out.Header, t, ws)
+}
+
+// frontRewrite is outRequest on heads: the relay loops send the head it
+// makes, and the body as it came.
+func frontRewrite(h *httpConn, in, out *fasthttp.RequestHeader, t frontTarget, ws bool) {
+	in.CopyTo(out)
+	out.SetNoDefaultContentType(true) // none is added to a body without one
+	out.SetProtocol("HTTP/1.1")
 	if t.uri != nil {
-		out.Header.SetRequestURIBytes(t.uri)
+		out.SetRequestURIBytes(t.uri)
 	}
-	out.Header.SetHost(t.host)
-	upgrade := string(in.Header.Peek("Upgrade"))
-	for _, v := range in.Header.PeekAll("Connection") {
+	out.SetHost(t.host)
+	upgrade := string(in.Peek("Upgrade"))
+	for _, v := range in.PeekAll("Connection") {
 		for _, tok := range strings.Split(string(v), ",") {
 			if tok = textproto.TrimString(tok); tok != "" {
-				out.Header.Del(tok)
+				out.Del(tok)
 			}
 		}
 	}
 	for _, k := range frontHopHeaders {
-		out.Header.Del(k)
+		out.Del(k)
 	}
 	if ws {
-		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", upgrade)
+		out.Set("Connection", "Upgrade")
+		out.Set("Upgrade", upgrade)
 	} else {
-		out.Header.Del("Http2-Settings")
+		out.Del("Http2-Settings")
 	}
 	hh := h.forHost(t.host)
-	out.Header.Set("X-Forwarded-For", h.clientIP)
-	out.Header.Set("X-Forwarded-Host", t.host)
-	out.Header.Set("X-Forwarded-Proto", h.proto)
-	out.Header.Set("X-Real-Ip", h.clientIP)
-	out.Header.Set("Forwarded", hh.fwd[0])
+	out.Set("X-Forwarded-For", h.clientIP)
+	out.Set("X-Forwarded-Host", t.host)
+	out.Set("X-Forwarded-Proto", h.proto)
+	out.Set("X-Real-Ip", h.clientIP)
+	out.Set("Forwarded", hh.fwd[0])
 }
 
 // frontExchange writes req and reads the response head into rh. Informational

@@ -273,14 +273,21 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 			}
 
 			// The pooled connection still holds its slot; a new client
-			// takes the other one and is served through it.
+			// takes the other one and is served through it. On the
+			// relay loops, whose pools are their own, the idle
+			// connection gives its slot up to the new one instead: the
+			// backend may see the old close just after the new open,
+			// but the dataplane never holds two.
 			if resp := getOnce(t, pub, "www.test", "/again"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
 				t.Errorf("a new client after the first left: %q", resp)
 			}
-			if p := backend.PeakConns(); p != 1 {
-				t.Errorf("the backend had %d connections at once, want 1", p)
+			if p, most := backend.PeakConns(), onPath(2, 1); p > most {
+				t.Errorf("the backend had %d connections at once, want at most %d", p, most)
 			}
 			m.waitIdle()
+			if n := m.metricSum("portmux_http_backend_connections", map[string]string{"listener": "pub"}); n != 1 {
+				t.Errorf("portmux_http_backend_connections %v after the second client left, want 1 (pooled)", n)
+			}
 		})
 	}
 }

@@ -139,6 +139,28 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 	}, true
 }
 
+// backendSlotEvicting is backendSlot for the relay loops' exchanges: at
+// the cap, the idle connections of the listener's goroutine pools give
+// their slots up first, one at a time (the loops evict their own before
+// they ask). A kept-alive idle connection is a cache; a request is not.
+func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config) (release func(), ok bool) {
+	if release, ok := s.backendSlot(b, lc, cfg); ok {
+		return release, true
+	}
+	for i := range lc.routes {
+		t := lc.routes[i].transport
+		if t == nil {
+			continue
+		}
+		for t.direct.evictOne() {
+			if release, ok := s.backendSlot(b, lc, cfg); ok {
+				return release, true
+			}
+		}
+	}
+	return nil, false
+}
+
 // backendConns counts the backend connections http mode holds open, which
 // count in Server.active too; mu keeps the two consistent for
 // ActiveConnections.

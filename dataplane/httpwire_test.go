@@ -152,9 +152,12 @@ func TestHTTPModeWire(t *testing.T) {
 		{
 			// net/http forwarded what it had of the request; the
 			// backend sees nothing now.
+			// The relay loops read the chunks as they pass and refuse
+			// the body themselves; fasthttp's path finds out while the
+			// body streams to the backend, and answers 502.
 			name:   "bad chunk size",
 			raw:    "POST /bad-chunk HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n" + last,
-			client: []string{"502"},
+			client: onPath([]string{"400 400 Bad Request"}, []string{"502"}),
 		},
 		{
 			name:    "obs-fold",

@@ -63,6 +63,9 @@ type loopSession struct {
 	// route is the route forwarded on the loop, once one is.
 	route  *routeConfig
 	target relayloop.Target
+	// http is set when the loop carries the connection as HTTP/1.1
+	// exchanges (loophttp.go).
+	http *loopHTTP
 }
 
 // Decide is conn.sniff on the loop.
@@ -98,6 +101,13 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		return relayloop.Verdict{}
 	}
 	rc := &lc.routes[d.Route]
+	if loopHTTPRoute(rc, b) {
+		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		if d.Info.Host != "" {
+			c.rep.host = d.Info.Host
+		}
+		return ls.startHTTP(rc)
+	}
 	if rc.endpoints == nil {
 		// Not a plain forward: the goroutine path decides again from the
 		// same bytes (a Prober is pure) and carries it.
@@ -162,6 +172,10 @@ func (ls *loopSession) HandOff(fd int, read []byte) {
 // pipe does.
 func (ls *loopSession) Done(r relayloop.Result) {
 	c, rc := ls.c, ls.route
+	if ls.http != nil {
+		ls.doneHTTP(r)
+		return
+	}
 	switch {
 	case rc == nil:
 		if r.Err != nil { // a read error, a panic or Shutdown while probing

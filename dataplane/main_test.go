@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -27,6 +28,16 @@ import (
 // default) and the goroutines' (other platforms', and Linux's with
 // --relay-loops=-1).
 var relayLoops = flag.Int("relay-loops", 0, "Options.RelayLoops of every test's Server (-1: goroutines only)")
+
+// onPath is loops where the relay loops carry cleartext connections
+// (Linux, relay loops on), goroutines elsewhere: for the few answers the
+// two paths give differently, each documented where it is used.
+func onPath[T any](loops, goroutines T) T {
+	if runtime.GOOS == "linux" && *relayLoops >= 0 {
+		return loops
+	}
+	return goroutines
+}
 
 // TestMain fails the package when a test leaves a goroutine behind: no byte
 // sequence, slow client, reload or shutdown may leak one. Every server,

@@ -321,7 +321,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 	}
 	if old := s.cfg.Swap(cfg); old != nil {
-		old.closeIdle(cfg)
+		old.closeIdle(cfg, s.loops)
 	}
 	for _, b := range started {
 		s.startAccepting(b)
@@ -474,7 +474,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
-		s.cfg.Load().closeIdle(nil)
+		s.cfg.Load().closeIdle(nil, s.loops)
 		s.closeLoops()
 		s.closeParker()
 		return nil
@@ -487,7 +487,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
-	s.cfg.Load().closeIdle(nil)
+	s.cfg.Load().closeIdle(nil, s.loops)
 	s.closeLoops()
 	s.closeParker()
 	return ctx.Err()

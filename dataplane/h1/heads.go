@@ -9,24 +9,39 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// crlfcrlf ends a head: the empty line after its last field (fasthttp's
-// parser waits for the same four bytes).
-var crlfcrlf = []byte("\r\n\r\n")
-
 // HeadEnd returns the length of the head at the start of b, through the
 // empty line that ends it, or 0 while b does not hold a whole head yet.
-// Empty lines before a request line count as part of its head (RFC 9112
-// §2.2 lets a server skip them; some clients send one after a body).
+// A line may end with CRLF or a bare LF, as fasthttp's parser and RFC
+// 9112 §2.2 accept (the head is sent on rewritten, with CRLFs). Empty
+// lines before a request line count as part of its head (§2.2 lets a
+// server skip them; some clients send one after a body).
 func HeadEnd(b []byte) int {
 	skip := 0
-	for len(b)-skip >= 2 && b[skip] == '\r' && b[skip+1] == '\n' {
-		skip += 2
+	for {
+		switch {
+		case len(b)-skip >= 2 && b[skip] == '\r' && b[skip+1] == '\n':
+			skip += 2
+			continue
+		case len(b)-skip >= 1 && b[skip] == '\n':
+			skip++
+			continue
+		}
+		break
 	}
-	i := bytes.Index(b[skip:], crlfcrlf)
-	if i < 0 {
-		return 0
+	for i := skip; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1 // past a line's LF: an empty line next ends the head
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
 	}
-	return skip + i + len(crlfcrlf)
+	return 0
 }
 
 // ErrNotHead is returned for bytes that are not exactly one head: the
@@ -39,12 +54,17 @@ var ErrNotHead = errors.New("not one whole message head")
 type Heads struct {
 	src bytes.Reader
 	br  *bufio.Reader
+	// scratch holds a head that does not end with CRLFCRLF, followed by
+	// one: fasthttp's parser takes bare-LF lines, but waits for those
+	// four bytes before it parses a head at all.
+	scratch []byte
+	tail    int
 }
 
 // NewHeads returns a parser for heads of at most maxHead bytes.
 func NewHeads(maxHead int) *Heads {
 	p := &Heads{}
-	p.br = bufio.NewReaderSize(&p.src, max(maxHead, 16))
+	p.br = bufio.NewReaderSize(&p.src, max(maxHead, 16)+len(crlfcrlf))
 	return p
 }
 
@@ -75,19 +95,26 @@ func (p *Heads) reset(b []byte) error {
 	if len(b) == 0 || HeadEnd(b) != len(b) {
 		return ErrNotHead
 	}
-	if len(b) > p.br.Size() {
-		return fmt.Errorf("message head of %d bytes, more than %d", len(b), p.br.Size())
+	if len(b) > p.br.Size()-len(crlfcrlf) {
+		return fmt.Errorf("message head of %d bytes, more than %d", len(b), p.br.Size()-len(crlfcrlf))
+	}
+	p.tail = 0
+	if !bytes.HasSuffix(b, crlfcrlf) {
+		p.scratch = append(append(p.scratch[:0], b...), crlfcrlf...)
+		b, p.tail = p.scratch, len(crlfcrlf)
 	}
 	p.src.Reset(b)
 	p.br.Reset(&p.src)
 	return nil
 }
 
+var crlfcrlf = []byte("\r\n\r\n")
+
 // rest checks that the parser took all of the head: bytes left over mean
 // fasthttp saw a shorter head than HeadEnd did, and the relay would lose
 // track of the stream.
 func (p *Heads) rest() error {
-	if n := p.br.Buffered() + p.src.Len(); n > 0 {
+	if n := p.br.Buffered() + p.src.Len() - p.tail; n != 0 {
 		return fmt.Errorf("parse message head: %d bytes after its end", n)
 	}
 	return nil

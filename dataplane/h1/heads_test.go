@@ -20,7 +20,11 @@ func TestHeadEnd(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", 27},
 		{"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 22},
 		{"\r\n\r\n", 0},
-		{"GET / HTTP/1.1\nHost: a\n\n", 0}, // bare LF: fasthttp waits for CRLFCRLF too
+		{"GET / HTTP/1.1\nHost: a\n\nGET", 24},
+		{"GET / HTTP/1.1\nHost: a\n\r\n", 25},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\n", 26},
+		{"\nGET / HTTP/1.1\n\n", 17},
+		{"GET / HTTP/1.1\nHost: a\r\n\r", 0},
 	}
 	for _, tt := range tests {
 		if got := HeadEnd([]byte(tt.in)); got != tt.want {
@@ -42,6 +46,7 @@ func TestRequestHead(t *testing.T) {
 	}{
 		{name: "get", in: "GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n", kind: None},
 		{name: "after an empty line", in: "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", kind: None},
+		{name: "bare LF", in: "POST / HTTP/1.1\nHost: x\nContent-Length: 2\n\n", kind: Sized, length: 2},
 		{name: "sized", in: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n", kind: Sized, length: 12},
 		{name: "empty body", in: "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", kind: None},
 		{name: "chunked", in: "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", kind: Chunked},

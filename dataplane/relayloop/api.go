@@ -129,7 +129,7 @@ type Target struct {
 	Pool any
 	Slot func() (release func(), ok bool)
 	// MaxIdle caps the idle connections kept per Pool key and endpoint
-	// on each loop (zero: 16); PoolIdle closes one idle for longer
+	// over the Set (zero: 16); PoolIdle closes one idle for longer
 	// (zero: 90 s).
 	MaxIdle  int
 	PoolIdle time.Duration

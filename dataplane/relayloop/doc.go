@@ -19,7 +19,7 @@
 // (Verdict.Exchange): the loop reads each request's head, asks the
 // Session's Exchanger where it goes and what head the backend gets,
 // sends it and its body (framed by package h1) over a backend connection
-// kept alive in a pool of the loop's, and moves the response back the
+// kept alive in a pool the loops share, and moves the response back the
 // same way. Between exchanges an idle client holds no buffer.
 //
 // The decision stays with the owner: a Handler admits each connection and

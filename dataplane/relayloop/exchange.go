@@ -11,7 +11,7 @@ import (
 // Exchanger is a Session whose connection the loop carries as HTTP/1.1
 // exchanges: it reads each request's head, asks Request what to do with
 // it, sends the head the Exchanger gives back and the body after it to a
-// backend connection it keeps alive in a pool of the loop's, reads the
+// backend connection it keeps alive in a pool the loops share, reads the
 // response's head, asks Response for the head the client gets, and
 // moves the body back. Bodies are framed by package h1 and never
 // buffered whole; the heads' meaning (routing, rewriting, status codes)
@@ -76,8 +76,9 @@ type Step struct {
 	// may retry (RFC 9110 §9.2.2).
 	Retry bool
 
-	// Interim, from Response, marks a 1xx response: its head goes to the
-	// client, and the final response's head follows.
+	// Interim, from Response, marks a 1xx response: its head, if any
+	// (none drops it), goes to the client, and the final response's
+	// head follows.
 	Interim bool
 
 	// Close, from Request, closes the client's connection once this

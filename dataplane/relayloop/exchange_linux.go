@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +20,7 @@ import (
 // closes (xClosing). The two directions of an exchange move
 // independently, as the bytes come; the exchange ends once the
 // response's body has reached the client, and the backend connection
-// goes back to the loop's pool if both ends allow it.
+// goes back to the Set's pool if both ends allow it.
 
 type xPhase uint8
 
@@ -40,15 +41,23 @@ const (
 const backendBit = 1 << 62
 
 // backend is a backend connection carried for exchanges: in use by one
-// Conn (owner), or idle in its loop's pool. It stays in the epoll set,
-// under its own token, from its dial to its close, whoever uses it.
+// Conn (owner) of its home loop, or idle in the Set's pool, from which
+// any loop may take it (moving it into its own epoll set). It stays in
+// its home's epoll set, under its own token, from its dial to its close.
+//
+// Ownership: a backend in the pool's idle lists is touched only under
+// the pool's lock; one out of them belongs to its home loop alone. home
+// and owner are atomic because a loop reads them for an event while
+// another may be taking the backend from the pool (stored in that order:
+// home, then owner; see loop.dispatch).
 type backend struct {
 	id      uint64
 	fd      int
 	ep      netip.AddrPort
 	key     poolKey
 	release func()
-	owner   *Conn
+	home    atomic.Pointer[loop]
+	owner   atomic.Pointer[Conn]
 	// Readiness learnt from edge-triggered events, as Conn's.
 	r, w, end  bool
 	connecting bool
@@ -92,6 +101,7 @@ type exchange struct {
 	rbuf       []byte // the backend's bytes while a response head arrives
 	roff, rn   int
 	gotResp    bool // a byte came from the backend
+	discarded  int  // bytes of an answered request's body dropped
 	lingering  bool // xClosing: the answer is out, late bytes are dropped
 	drained    int
 	headDone   bool // the final response's head was taken
@@ -231,15 +241,16 @@ func (c *Conn) request(end int) {
 		c.x = nil
 		c.handOff()
 	case st.Target == nil && len(st.Head) > 0:
-		// Answered here; the body, if any, is left unread.
+		// Answered here; the body, if any, is read and dropped.
 		x.off += end
 		x.res = ExchangeResult{}
 		x.inFlight = true
 		x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
 		x.downQ = x.downBuf
-		x.closeAfter = st.Close || st.Body != h1.None
-		x.req, x.resp = h1.NewFramer(h1.None, 0), h1.NewFramer(h1.None, 0)
-		x.headDone, x.sentWhole, x.phase, x.since = true, true, xBusy, c.l.clock
+		x.closeAfter = st.Close
+		x.req, x.resp = h1.NewFramer(st.Body, st.Length), h1.NewFramer(h1.None, 0)
+		x.discarded = 0
+		x.headDone, x.sentWhole, x.phase, x.since = true, x.req.Done(), xBusy, c.l.clock
 	case st.Target == nil:
 		c.finish(nil)
 	default:
@@ -283,6 +294,10 @@ func (c *Conn) acquire(fresh bool) {
 		var release func()
 		if t.Slot != nil {
 			r, ok := t.Slot()
+			// At the cap, an idle connection gives its slot to a request.
+			for !ok && l.evictIdle() {
+				r, ok = t.Slot()
+			}
 			if !ok {
 				c.failExchange(ErrNoSlot)
 				return
@@ -308,7 +323,7 @@ func (c *Conn) acquire(fresh bool) {
 // use gives the exchange b.
 func (c *Conn) use(b *backend, reused bool) {
 	x := c.x
-	b.owner = c
+	b.owner.Store(c)
 	x.be = b
 	x.res.Endpoint, x.res.Reused = b.ep, reused
 	x.gotResp, x.headDone, x.reuse, x.started, x.sentWhole = false, false, false, false, false
@@ -331,8 +346,8 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 		sysClose(fd)
 		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err))
 	}
-	l.nextBackend++
-	b := &backend{id: l.nextBackend, fd: fd, ep: ep, key: key, connecting: err != nil}
+	b := &backend{id: l.set.pool.nextID.Add(1), fd: fd, ep: ep, key: key, connecting: err != nil}
+	b.home.Store(l)
 	b.poolIdle, b.maxIdle = int64(t.PoolIdle), t.MaxIdle
 	if b.poolIdle <= 0 {
 		b.poolIdle = int64(defaultPoolIdle)
@@ -346,7 +361,7 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 	}
 	b.w = !b.connecting
 	l.backends[b.id] = b
-	l.backendsHeld.Add(1)
+	l.set.pool.held.Add(1)
 	return b, nil
 }
 
@@ -377,7 +392,7 @@ func (c *Conn) backendReady(b *backend, events uint32) {
 // redial moves on to the next endpoint after a failed dial.
 func (c *Conn) redial(err error) {
 	x := c.x
-	c.l.closeBackend(x.be)
+	c.l.closeOwn(x.be)
 	x.be = nil
 	x.dialErrs = append(x.dialErrs, err)
 	c.acquire(true)
@@ -387,7 +402,9 @@ func (c *Conn) redial(err error) {
 // it reports whether the exchange ended (the phase moved on).
 func (c *Conn) pump() bool {
 	x := c.x
-	if x.be != nil && !x.be.connecting {
+	if x.target == nil {
+		c.discardBody()
+	} else if x.be != nil && !x.be.connecting {
 		if ended := c.pumpUp(); ended {
 			return true
 		}
@@ -396,6 +413,55 @@ func (c *Conn) pump() bool {
 		return false // dialling failed over, or the next endpoint is connecting
 	}
 	return c.pumpDown()
+}
+
+// discardBody reads and drops the body of a request answered here, so
+// that the connection can carry the next request; past lingerBytes, or
+// on a bad body, the connection closes after the answer instead.
+func (c *Conn) discardBody() {
+	x := c.x
+	for !x.sentWhole {
+		if x.req.Done() {
+			x.sentWhole = true
+			return
+		}
+		if x.off < c.n {
+			n, _, err := x.req.Take(c.buf[x.off:c.n])
+			x.off += n
+			x.discarded += n
+			if err != nil || x.discarded > lingerBytes {
+				x.closeAfter, x.sentWhole = true, true
+			}
+			continue
+		}
+		if !c.cR {
+			return
+		}
+		c.recycleBuffer()
+		n, err := sysRead(c.fd, c.buf[c.n:])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cR = false
+			return
+		case err != nil, n == 0:
+			x.closeAfter, x.sentWhole = true, true
+			return
+		}
+		if c.n+n < len(c.buf) && !c.cEnd {
+			c.cR = false
+		}
+		c.n += n
+	}
+}
+
+// recycleBuffer readies Conn.buf, all of whose bytes were taken, for the
+// next read of a body.
+func (c *Conn) recycleBuffer() {
+	if c.buf == nil {
+		c.buf = c.l.getBuffer(copyChunk)
+	}
+	c.buf = c.buf[:cap(c.buf)]
+	c.n, c.x.off = 0, 0
 }
 
 // pumpUp sends the request's head and body to the backend.
@@ -445,13 +511,7 @@ func (c *Conn) pumpUp() bool {
 		if !c.cR {
 			return false
 		}
-		if c.buf == nil || x.off == c.n {
-			if c.buf == nil {
-				c.buf = c.l.getBuffer(copyChunk)
-			}
-			c.buf = c.buf[:cap(c.buf)]
-			c.n, x.off = 0, 0
-		}
+		c.recycleBuffer()
 		n, err := sysRead(c.fd, c.buf[c.n:])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
@@ -496,6 +556,9 @@ func (c *Conn) pumpDown() bool {
 			continue
 		}
 		if x.headDone && x.resp.Done() {
+			if !x.sentWhole && x.target == nil {
+				return false // the answered request's body is still being dropped
+			}
 			if !x.sentWhole {
 				// Answered before the request's body was all sent (a
 				// 413, say): the rest of that body would read as the
@@ -520,7 +583,7 @@ func (c *Conn) pumpDown() bool {
 		if !b.r {
 			// A client that hung up while its response is awaited ends
 			// the exchange: the backend's work is for nobody.
-			if c.cEnd && x.sentWhole && !x.started && c.hungUp() {
+			if c.cEnd && x.sentWhole && c.hungUp() {
 				c.finish(fmt.Errorf("waiting for the response: %w", errClientLeft))
 				return true
 			}
@@ -636,15 +699,18 @@ func (c *Conn) readResponseHead(b *backend) bool {
 func (c *Conn) response(end int) bool {
 	x := c.x
 	st := x.ex.Response(x.rbuf[x.roff : x.roff+end])
-	if len(st.Head) == 0 {
+	if len(st.Head) == 0 && !st.Interim {
 		return c.backendFailed(errors.New("backend's response refused"))
 	}
 	x.roff += end
-	x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
 	if st.Interim {
-		x.downQ = x.downBuf
+		if len(st.Head) > 0 {
+			x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
+			x.downQ = x.downBuf
+		}
 		return false
 	}
+	x.downBuf = append(c.l.hold(x.downBuf), st.Head...)
 	x.headDone = true
 	// Close from Response is the backend's: the client's connection goes
 	// on, unless the body ends with the backend's.
@@ -673,7 +739,7 @@ func (c *Conn) response(end int) bool {
 func (c *Conn) backendFailed(err error) bool {
 	x := c.x
 	reused := x.res.Reused
-	c.l.closeBackend(x.be)
+	c.l.closeOwn(x.be)
 	x.be = nil
 	if x.retry && reused && !x.gotResp {
 		x.retry = false
@@ -703,7 +769,7 @@ func (c *Conn) endExchange(err error) {
 		if err == nil && x.reuse && !b.end && b.key.pool != nil {
 			l.putIdle(b)
 		} else {
-			l.closeBackend(b)
+			l.closeOwn(b)
 		}
 	}
 	if x.rbuf != nil {
@@ -737,7 +803,7 @@ func (c *Conn) endExchange(err error) {
 func (c *Conn) failExchange(err error) {
 	x := c.x
 	if x.be != nil {
-		c.l.closeBackend(x.be)
+		c.l.closeOwn(x.be)
 		x.be = nil
 	}
 	if x.inFlight {
@@ -822,6 +888,8 @@ func (c *Conn) schedule() {
 		}
 	case xBusy:
 		switch {
+		case x.target == nil:
+			due = x.since + int64(x.opt.HeadTimeout)
 		case x.be != nil && x.be.connecting:
 			d := x.target.DialTimeout
 			if d <= 0 {
@@ -831,7 +899,7 @@ func (c *Conn) schedule() {
 		case x.sentWhole && !x.headDone && x.opt.ResponseTimeout > 0:
 			due = x.since + int64(x.opt.ResponseTimeout)
 		}
-		if x.target != nil && x.target.IdleTimeout > 0 {
+		if x.target != nil && x.target.IdleTimeout > 0 && (x.be == nil || !x.be.connecting) {
 			if idle := x.last + int64(x.target.IdleTimeout); due == 0 || idle < due {
 				due = idle
 			}
@@ -869,6 +937,9 @@ func (c *Conn) expiredExchange() {
 		}
 	case xBusy:
 		switch {
+		case x.target == nil:
+			c.finish(ErrHeadTimeout) // an answered request's body stalled
+			return
 		case x.be != nil && x.be.connecting:
 			c.redial(fmt.Errorf("dial tcp %s: %w", x.be.ep, os.ErrDeadlineExceeded))
 		case x.sentWhole && !x.headDone && x.opt.ResponseTimeout > 0 && now >= x.since+int64(x.opt.ResponseTimeout):
@@ -888,120 +959,6 @@ func (c *Conn) expiredExchange() {
 	c.exchange()
 }
 
-// takeIdle takes an idle connection of key's from the pool, the most
-// recently used first.
-func (l *loop) takeIdle(key poolKey) *backend {
-	idle := l.pool[key]
-	for len(idle) > 0 {
-		b := idle[len(idle)-1]
-		idle[len(idle)-1] = nil
-		idle = idle[:len(idle)-1]
-		l.pool[key] = idle
-		if !b.end {
-			return b
-		}
-		l.closeBackend(b)
-	}
-	return nil
-}
-
-// putIdle pools b for the next request with its key, unless the pool
-// holds enough of those.
-func (l *loop) putIdle(b *backend) {
-	b.owner = nil
-	if len(l.pool[b.key]) >= b.maxIdle {
-		l.closeBackend(b)
-		return
-	}
-	b.idleSince = l.clock
-	if l.pool == nil {
-		l.pool = map[poolKey][]*backend{}
-	}
-	l.pool[b.key] = append(l.pool[b.key], b)
-	if !l.sweeping {
-		l.sweeping = true
-		l.after(l.clock+b.poolIdle, l.sweepPool)
-	}
-}
-
-// sweepPool closes the connections idle for longer than their PoolIdle,
-// and comes back while any is left.
-func (l *loop) sweepPool() {
-	l.sweeping = false
-	next := int64(-1)
-	for key, idle := range l.pool {
-		kept := idle[:0]
-		for _, b := range idle {
-			if l.clock-b.idleSince >= b.poolIdle {
-				l.closeBackend(b)
-				continue
-			}
-			kept = append(kept, b)
-			if at := b.idleSince + b.poolIdle; next < 0 || at < next {
-				next = at
-			}
-		}
-		clear(idle[len(kept):])
-		if len(kept) == 0 {
-			delete(l.pool, key)
-		} else {
-			l.pool[key] = kept
-		}
-	}
-	if next >= 0 {
-		l.sweeping = true
-		l.after(next, l.sweepPool)
-	}
-}
-
-// idleEvent handles an event of a pooled connection: a backend that
-// speaks or closes unasked is not to be trusted with a request.
-func (l *loop) idleEvent(b *backend, events uint32) {
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		b.w = true
-		return
-	}
-	idle := l.pool[b.key]
-	for i, o := range idle {
-		if o == b {
-			idle = append(idle[:i], idle[i+1:]...)
-			idle = idle[:len(idle):len(idle)]
-			break
-		}
-	}
-	if len(idle) == 0 {
-		delete(l.pool, b.key)
-	} else {
-		l.pool[b.key] = idle
-	}
-	l.closeBackend(b)
-}
-
-// closeBackend closes b and gives its slot back.
-func (l *loop) closeBackend(b *backend) {
-	if b == nil || b.fd < 0 {
-		return
-	}
-	delete(l.backends, b.id)
-	l.backendsHeld.Add(-1)
-	sysClose(b.fd)
-	b.fd, b.owner = -1, nil
-	if b.release != nil {
-		b.release()
-		b.release = nil
-	}
-}
-
-// closePool closes every idle connection (the loop stops).
-func (l *loop) closePool() {
-	for key, idle := range l.pool {
-		for _, b := range idle {
-			l.closeBackend(b)
-		}
-		delete(l.pool, key)
-	}
-}
-
 // releaseExchange lets go of what an exchange connection holds beside
 // its socket, when it ends.
 func (c *Conn) releaseExchange(err error) {
@@ -1010,7 +967,7 @@ func (c *Conn) releaseExchange(err error) {
 		return
 	}
 	if x.be != nil {
-		c.l.closeBackend(x.be)
+		c.l.closeOwn(x.be)
 		x.be = nil
 	}
 	if x.rbuf != nil {

@@ -633,3 +633,67 @@ func TestExchangeIdle(t *testing.T) {
 	}
 	waitStats(t, set, relayloop.Stats{})
 }
+
+// TestExchangePoolSharedByLoops: a client of one loop reuses the
+// backend connection a client of the other loop left idle: it moves to
+// the loop that needs it.
+func TestExchangePoolSharedByLoops(t *testing.T) {
+	be, conns := httpBackend(t, echoHandler)
+	var accepted atomic.Int64
+	addr, set := serve(t, relayloop.Options{Loops: 2}, handler(func(*relayloop.Conn) relayloop.Session {
+		if accepted.Add(1) == 1 {
+			// Keeps the first client's loop busy, so that the other
+			// loop accepts the second client (a Handler must not block;
+			// this one places connections for the test).
+			time.Sleep(300 * time.Millisecond)
+		}
+		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	}))
+	first := dial(t, addr)
+	time.Sleep(100 * time.Millisecond)
+	second := dial(t, addr)
+	for i, c := range []net.Conn{first, second, first, second} {
+		if _, body := roundTrip(t, c, bufio.NewReader(c), fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)); body != fmt.Sprintf("GET /%d loop=yes body=", i) {
+			t.Fatalf("request %d: %q", i, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections for clients of two loops taking turns, want 1", n)
+	}
+	_ = first.Close()
+	_ = second.Close()
+	waitStats(t, set, relayloop.Stats{Backends: 1})
+}
+
+// TestExchangeSlotEviction: at the cap, a request whose pool has no idle
+// connection gets the slot of another pool's idle one, which is closed.
+func TestExchangeSlotEviction(t *testing.T) {
+	be, conns := httpBackend(t, echoHandler)
+	var held atomic.Int64
+	slot := func() (func(), bool) {
+		if held.Add(1) > 1 {
+			held.Add(-1)
+			return nil, false
+		}
+		return func() { held.Add(-1) }, true
+	}
+	var n atomic.Int64
+	addr, set, _ := serveExchanges(t, func() *exchanger {
+		key := fmt.Sprint("pool-", n.Add(1)) // every client a pool of its own
+		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: key, Slot: slot})
+	})
+	for i := range 3 {
+		c := dial(t, addr)
+		if resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("client %d: %d, want 200 through an evicted idle connection's slot", i, resp.StatusCode)
+		}
+		_ = c.Close()
+	}
+	if got := conns.Load(); got != 3 {
+		t.Errorf("backend accepted %d connections, want 3 (one per pool)", got)
+	}
+	waitStats(t, set, relayloop.Stats{Backends: 1})
+	if h := held.Load(); h != 1 {
+		t.Errorf("%d slots held with one idle connection, want 1", h)
+	}
+}

@@ -71,6 +71,12 @@ type Set struct {
 	listeners map[uint64]*Acceptor
 	nextLn    uint64
 	closed    bool
+
+	// pool holds the exchanges' idle backend connections for every loop.
+	pool pool
+	// epoch is the zero of every loop's clock, so that their times
+	// compare (the pool's idle ages).
+	epoch time.Time
 }
 
 // New starts opt.Loops loops.
@@ -81,7 +87,7 @@ func New(opt Options) (*Set, error) {
 	if opt.KeepAliveAfter == 0 {
 		opt.KeepAliveAfter = defaultKeepAliveAfter
 	}
-	s := &Set{opt: opt, listeners: map[uint64]*Acceptor{}}
+	s := &Set{opt: opt, listeners: map[uint64]*Acceptor{}, epoch: time.Now()}
 	for range opt.Loops {
 		l, err := newLoop(s)
 		if err != nil {
@@ -123,7 +129,7 @@ type Stats struct {
 	// slow reader, each up to a megabyte of the kernel's memory.
 	Pipes int64
 	// Backends counts the backend connections of exchanges, in use or
-	// idle in a loop's pool.
+	// idle in the loops' pool.
 	Backends int64
 }
 
@@ -133,8 +139,8 @@ func (s *Set) Stats() Stats {
 	for _, l := range s.loops {
 		st.Conns += l.conned.Load()
 		st.Pipes += l.pipesHeld.Load()
-		st.Backends += l.backendsHeld.Load()
 	}
+	st.Backends = s.pool.held.Load()
 	return st
 }
 
@@ -260,13 +266,11 @@ type loop struct {
 	buffers [][]byte
 	copyBuf []byte // a direction's bytes between its read and write
 
-	// Backend connections of exchanges, by id, in use or idle; pool
-	// holds the idle ones, swept for age while sweeping.
-	backends     map[uint64]*backend
-	pool         map[poolKey][]*backend
-	nextBackend  uint64
-	sweeping     bool
-	backendsHeld atomic.Int64
+	// backends are the backend connections of exchanges whose home is
+	// this loop, by id, in use or idle in the Set's pool; sweeping: a
+	// sweep of its idle ones is due.
+	backends map[uint64]*backend
+	sweeping bool
 }
 
 func newLoop(s *Set) (*loop, error) {
@@ -282,7 +286,7 @@ func newLoop(s *Set) (*loop, error) {
 	l := &loop{
 		set: s, epfd: epfd, evfd: evfd, done: make(chan struct{}),
 		conns: map[uint64]*Conn{}, backends: map[uint64]*backend{}, backoff: map[*Acceptor]time.Duration{},
-		epoch: time.Now(), events: make([]unix.EpollEvent, eventsPerWait), copyBuf: make([]byte, copyChunk),
+		epoch: s.epoch, events: make([]unix.EpollEvent, eventsPerWait), copyBuf: make([]byte, copyChunk),
 	}
 	if err := l.ctl(unix.EPOLL_CTL_ADD, evfd, 0, unix.EPOLLIN); err != nil {
 		_ = unix.Close(epfd)
@@ -464,18 +468,26 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 			l.accept(a)
 		}
 	case tok&backendBit != 0:
+		// Another loop may take an idle backend from the pool at any
+		// moment: it stores home, then owner. So home is read on both
+		// sides of owner, and an owner is trusted only if home was this
+		// loop after it was read (then it is a Conn of this loop's).
 		b := l.backends[tok&^backendBit]
-		switch {
-		case b == nil:
-		case b.owner != nil:
-			c := b.owner
-			b.r = b.r || ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
-			b.w = b.w || ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
-			b.end = b.end || ev.Events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
-			l.guard(c, func() { c.backendReady(b, ev.Events) })
-		default:
-			l.idleEvent(b, ev.Events)
+		if b == nil || b.home.Load() != l {
+			return // closed, or taken by another loop (a stale event)
 		}
+		c := b.owner.Load()
+		if b.home.Load() != l {
+			return
+		}
+		if c == nil {
+			l.idleEvent(b, ev.Events)
+			return
+		}
+		b.r = b.r || ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		b.w = b.w || ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		b.end = b.end || ev.Events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		l.guard(c, func() { c.backendReady(b, ev.Events) })
 	default:
 		c := l.conns[tok>>(attemptBits+1)]
 		if c == nil {

@@ -19,6 +19,9 @@ type Stats struct{ Conns, Pipes, Backends int64 }
 // Stats is zero: there are no loops.
 func (*Set) Stats() Stats { return Stats{} }
 
+// CloseIdle does nothing.
+func (*Set) CloseIdle(any) {}
+
 // Close does nothing.
 func (*Set) Close() error { return nil }
 

@@ -1,0 +1,293 @@
+package relayloop
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pool is a Set's idle backend connections of exchanges, shared by its
+// loops: a request on one loop reuses a connection another loop's
+// request left, as one pool per route did on goroutines (haproxy's
+// threads steal idle connections from each other for the same reason).
+// A connection stays in its home loop's epoll set while idle; the loop
+// that takes it from another moves it into its own (two epoll_ctl
+// calls, only when the newest idle connection of the key is not its
+// own).
+type pool struct {
+	mu   sync.Mutex
+	idle map[poolKey][]*backend // the most recently used last
+	// retired keys' connections are closed as they come back (CloseIdle).
+	retired map[any]struct{}
+
+	held   atomic.Int64 // backend connections open, in use or idle
+	nextID atomic.Uint64
+}
+
+// takeIdle takes the idle connection of key used last, moving it to l
+// when another loop is its home; nil when there is none.
+func (l *loop) takeIdle(key poolKey) *backend {
+	p := &l.set.pool
+	for {
+		p.mu.Lock()
+		idle := p.idle[key]
+		if len(idle) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		b := idle[len(idle)-1]
+		idle[len(idle)-1] = nil
+		p.setIdle(key, idle[:len(idle)-1])
+		from := b.home.Load()
+		b.home.Store(l)
+		p.mu.Unlock()
+		if from == l {
+			return b
+		}
+		if l.adopt(b, from) {
+			return b
+		}
+	}
+}
+
+// adopt moves b, just taken from the pool, from its home loop's epoll
+// set into l's; false when that failed and b was closed.
+func (l *loop) adopt(b *backend, from *loop) bool {
+	_ = sysEpollCtl(from.epfd, unix.EPOLL_CTL_DEL, b.fd, nil)
+	from.post(func() { from.forget2(b) })
+	// Adding reports the socket's readiness at once, as a first event.
+	b.r, b.w, b.end = false, false, false
+	l.backends[b.id] = b
+	if err := l.ctl(unix.EPOLL_CTL_ADD, b.fd, backendBit|b.id, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		l.closeOwn(b)
+		return false
+	}
+	return true
+}
+
+// forget2 drops b from l's table once another loop took it.
+func (l *loop) forget2(b *backend) {
+	if b.home.Load() != l && l.backends[b.id] == b {
+		delete(l.backends, b.id)
+	}
+}
+
+// setIdle stores the idle list of key; p.mu is held.
+func (p *pool) setIdle(key poolKey, idle []*backend) {
+	if len(idle) == 0 {
+		delete(p.idle, key)
+		return
+	}
+	p.idle[key] = idle
+}
+
+// putIdle pools b, l's own, for the next request with its key, unless
+// the key is retired or holds enough idle connections.
+func (l *loop) putIdle(b *backend) {
+	p := &l.set.pool
+	b.owner.Store(nil)
+	p.mu.Lock()
+	_, retired := p.retired[b.key.pool]
+	if retired || len(p.idle[b.key]) >= b.maxIdle {
+		p.mu.Unlock()
+		l.closeOwn(b)
+		return
+	}
+	b.idleSince = l.clock
+	if p.idle == nil {
+		p.idle = map[poolKey][]*backend{}
+	}
+	p.idle[b.key] = append(p.idle[b.key], b)
+	p.mu.Unlock()
+	if !l.sweeping {
+		l.sweeping = true
+		l.after(l.clock+b.poolIdle, l.sweepPool)
+	}
+}
+
+// sweepPool closes l's idle connections idle for longer than their
+// PoolIdle, and comes back while l has any left.
+func (l *loop) sweepPool() {
+	p := &l.set.pool
+	l.sweeping = false
+	next := int64(-1)
+	var expired []*backend
+	p.mu.Lock()
+	for key, idle := range p.idle {
+		kept := idle[:0]
+		for _, b := range idle {
+			if b.home.Load() != l {
+				kept = append(kept, b)
+				continue
+			}
+			if l.clock-b.idleSince >= b.poolIdle {
+				expired = append(expired, b)
+				continue
+			}
+			kept = append(kept, b)
+			if at := b.idleSince + b.poolIdle; next < 0 || at < next {
+				next = at
+			}
+		}
+		clear(idle[len(kept):])
+		p.setIdle(key, kept)
+	}
+	p.mu.Unlock()
+	for _, b := range expired {
+		l.closeOwn(b)
+	}
+	if next >= 0 {
+		l.sweeping = true
+		l.after(next, l.sweepPool)
+	}
+}
+
+// idleEvent handles an event of an idle connection of l's: a backend
+// that speaks or closes unasked is not to be trusted with a request.
+func (l *loop) idleEvent(b *backend, events uint32) {
+	p := &l.set.pool
+	p.mu.Lock()
+	if b.home.Load() != l {
+		p.mu.Unlock() // taken by another loop meanwhile
+		return
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		b.w = true
+		p.mu.Unlock()
+		return
+	}
+	found := p.remove(b)
+	p.mu.Unlock()
+	if found {
+		l.closeOwn(b)
+	}
+}
+
+// remove takes b out of its key's idle list; p.mu is held.
+func (p *pool) remove(b *backend) bool {
+	idle := p.idle[b.key]
+	for i, o := range idle {
+		if o == b {
+			copy(idle[i:], idle[i+1:])
+			idle[len(idle)-1] = nil
+			p.setIdle(b.key, idle[:len(idle)-1])
+			return true
+		}
+	}
+	return false
+}
+
+// evictIdle closes the connection idle the longest, whichever loop's and
+// whatever its key: at the cap, it gives its slot to a request. false
+// when none is idle.
+func (l *loop) evictIdle() bool {
+	p := &l.set.pool
+	p.mu.Lock()
+	var oldest *backend
+	for _, idle := range p.idle {
+		for _, b := range idle {
+			if oldest == nil || b.idleSince < oldest.idleSince {
+				oldest = b
+			}
+		}
+	}
+	if oldest == nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.remove(oldest)
+	from := oldest.home.Load()
+	oldest.home.Store(l)
+	p.mu.Unlock()
+	if from != l {
+		// Closing the socket takes it out of from's epoll set.
+		from.post(func() { from.forget2(oldest) })
+	}
+	l.closeOwn(oldest)
+	return true
+}
+
+// CloseIdle closes the idle backend connections of exchanges pooled
+// under key (Target.Pool), and those that come back to it from the
+// exchanges in flight for a minute: the key's pool is done with, as a
+// replaced configuration's is.
+func (s *Set) CloseIdle(key any) {
+	p := &s.pool
+	var closing []*backend
+	p.mu.Lock()
+	for k, idle := range p.idle {
+		if k.pool == key {
+			closing = append(closing, idle...)
+			delete(p.idle, k)
+		}
+	}
+	if p.retired == nil {
+		p.retired = map[any]struct{}{}
+	}
+	p.retired[key] = struct{}{}
+	p.mu.Unlock()
+	time.AfterFunc(time.Minute, func() {
+		p.mu.Lock()
+		delete(p.retired, key)
+		p.mu.Unlock()
+	})
+	for _, b := range closing {
+		home := b.home.Load()
+		if !home.post(func() { home.closeOwn(b) }) {
+			b.closeDetached() // its loop has stopped
+		}
+	}
+}
+
+// closePool closes l's idle connections (the loop stops).
+func (l *loop) closePool() {
+	p := &l.set.pool
+	var mine []*backend
+	p.mu.Lock()
+	for key, idle := range p.idle {
+		kept := idle[:0]
+		for _, b := range idle {
+			if b.home.Load() == l {
+				mine = append(mine, b)
+			} else {
+				kept = append(kept, b)
+			}
+		}
+		clear(idle[len(kept):])
+		p.setIdle(key, kept)
+	}
+	p.mu.Unlock()
+	for _, b := range mine {
+		l.closeOwn(b)
+	}
+}
+
+// closeOwn closes b, one of l's out of the idle lists, and gives its
+// slot back.
+func (l *loop) closeOwn(b *backend) {
+	if b == nil || b.fd < 0 {
+		return
+	}
+	if l.backends[b.id] == b {
+		delete(l.backends, b.id)
+	}
+	b.closeDetached()
+}
+
+// closeDetached closes b and gives its slot back, without a loop's table
+// (closeOwn removes it from it).
+func (b *backend) closeDetached() {
+	if b.fd < 0 {
+		return
+	}
+	b.home.Load().set.pool.held.Add(-1)
+	sysClose(b.fd)
+	b.fd = -1
+	b.owner.Store(nil)
+	if b.release != nil {
+		b.release()
+		b.release = nil
+	}
+}
