@@ -232,7 +232,7 @@ func TestExchangeKeepAlive(t *testing.T) {
 	}
 	_ = c.Close()
 	_ = c2.Close()
-	waitStats(t, set, relayloop.Stats{Backends: 1})
+	waitStats(t, set, relayloop.Stats{Backends: 1, Idle: 1})
 }
 
 // waitStats waits for the loops to hold want.
@@ -586,7 +586,7 @@ func TestExchangeSlowReader(t *testing.T) {
 		t.Errorf("backend accepted %d connections, want 1", n)
 	}
 	_ = c.Close()
-	waitStats(t, set, relayloop.Stats{Backends: 1})
+	waitStats(t, set, relayloop.Stats{Backends: 1, Idle: 1})
 	if n := released.Load(); n != 0 {
 		t.Errorf("%d slots released while the connection is pooled", n)
 	}
@@ -656,13 +656,16 @@ func TestExchangePoolSharedByLoops(t *testing.T) {
 		if _, body := roundTrip(t, c, bufio.NewReader(c), fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)); body != fmt.Sprintf("GET /%d loop=yes body=", i) {
 			t.Fatalf("request %d: %q", i, body)
 		}
+		// The response reaches the client just before its loop pools
+		// the connection: the next request waits for that.
+		waitStats(t, set, relayloop.Stats{Conns: 2, Backends: 1, Idle: 1})
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("backend accepted %d connections for clients of two loops taking turns, want 1", n)
 	}
 	_ = first.Close()
 	_ = second.Close()
-	waitStats(t, set, relayloop.Stats{Backends: 1})
+	waitStats(t, set, relayloop.Stats{Backends: 1, Idle: 1})
 }
 
 // TestExchangeSlotEviction: at the cap, a request whose pool has no idle
@@ -692,7 +695,7 @@ func TestExchangeSlotEviction(t *testing.T) {
 	if got := conns.Load(); got != 3 {
 		t.Errorf("backend accepted %d connections, want 3 (one per pool)", got)
 	}
-	waitStats(t, set, relayloop.Stats{Backends: 1})
+	waitStats(t, set, relayloop.Stats{Backends: 1, Idle: 1})
 	if h := held.Load(); h != 1 {
 		t.Errorf("%d slots held with one idle connection, want 1", h)
 	}
