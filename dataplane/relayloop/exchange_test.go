@@ -700,3 +700,64 @@ func TestExchangeSlotEviction(t *testing.T) {
 		t.Errorf("%d slots held with one idle connection, want 1", h)
 	}
 }
+
+// TestExchangeHostileBackend: a backend is as untrusted as a client. A
+// response head that never ends, or one that is not HTTP, gets the
+// client a 502 and costs the loop no more than MaxHead; bytes after a
+// response keep its connection out of the pool.
+func TestExchangeHostileBackend(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		status int
+		body   string
+		pooled bool
+	}{
+		{name: "endless head", answer: "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 200<<10), status: http.StatusBadGateway},
+		{name: "not HTTP", answer: "SSH-2.0-OpenSSH_9.2\r\n\r\n", status: http.StatusBadGateway},
+		{name: "bytes after the body", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforge", status: http.StatusOK, body: "ok"},
+		{name: "well-behaved", answer: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: http.StatusOK, body: "ok", pooled: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+							return
+						}
+						_, _ = io.WriteString(c, tt.answer)
+						_, _ = io.Copy(io.Discard, c) // until the dataplane closes
+					}()
+				}
+			}()
+			be := ln.Addr().(*net.TCPAddr).AddrPort()
+			addr, set, _ := serveExchanges(t, func() *exchanger {
+				e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+				e.opt.MaxHead = 16 << 10
+				return e
+			})
+			c := dial(t, addr)
+			resp, body := roundTrip(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp.StatusCode != tt.status || body != tt.body {
+				t.Errorf("client got %d %q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
+			}
+			_ = c.Close()
+			want := relayloop.Stats{}
+			if tt.pooled {
+				want = relayloop.Stats{Backends: 1, Idle: 1}
+			}
+			waitStats(t, set, want)
+		})
+	}
+}
