@@ -1,0 +1,47 @@
+package dataplane
+
+import (
+	"bufio"
+	"bytes"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkFrontStripHop is the response rewrite of every request in
+// http mode, on a head as nginx sends it.
+func BenchmarkFrontStripHop(b *testing.B) {
+	head := []byte("HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 12:00:00 GMT\r\n" +
+		"Content-Type: text/plain\r\nContent-Length: 17\r\nConnection: keep-alive\r\n" +
+		"Last-Modified: Sat, 05 Dec 2026 11:00:00 GMT\r\nETag: \"6751a3f0-11\"\r\nAccept-Ranges: bytes\r\n\r\n")
+	var parsed, h fasthttp.ResponseHeader
+	if err := parsed.Read(bufioOf(head)); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		parsed.CopyTo(&h)
+		frontStripHop(&h)
+	}
+}
+
+// BenchmarkFrontRewrite is the request rewrite of every request in http
+// mode, on a browser's head.
+func BenchmarkFrontRewrite(b *testing.B) {
+	head := []byte("GET /assets/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0\r\n" +
+		"Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n" +
+		"Referer: https://www.example.com/\r\nCookie: session=0123456789abcdef\r\nConnection: keep-alive\r\n\r\n")
+	var in, out fasthttp.RequestHeader
+	if err := in.Read(bufioOf(head)); err != nil {
+		b.Fatal(err)
+	}
+	h := &httpConn{clientIP: "192.0.2.1", proto: "http"}
+	t, _, _ := frontTargetOfHeader(&in)
+	b.ReportAllocs()
+	for b.Loop() {
+		frontRewrite(h, &in, &out, t, false)
+	}
+}
+
+func bufioOf(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
