@@ -1,0 +1,98 @@
+package relayloop
+
+import (
+	"net"
+	"sync/atomic"
+	"testing"
+)
+
+// on runs f on loop l and waits for it.
+func on(t *testing.T, l *loop, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	if !l.post(func() { defer close(done); f() }) {
+		t.Fatal("loop stopped")
+	}
+	<-done
+}
+
+// TestPoolMovesIdleConnectionsBetweenLoops follows one backend
+// connection through the shared pool: pooled by loop A, taken by loop B
+// (which moves it into its epoll set, and A forgets it), pooled by B,
+// taken back by A, pooled again and evicted by B for a slot. The race
+// detector watches both loops dispatching its events meanwhile.
+func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	ep := ln.Addr().(*net.TCPAddr).AddrPort()
+	s, err := New(Options{Loops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	a, b := s.loops[0], s.loops[1]
+	key := poolKey{"k", ep}
+
+	var released atomic.Int64
+	var conn *backend
+	on(t, a, func() {
+		var err error
+		conn, err = a.dialBackend(ep, key, &Target{})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		conn.release = func() { released.Add(1) }
+		a.putIdle(conn)
+	})
+	if st := s.Stats(); st.Backends != 1 || st.Idle != 1 {
+		t.Fatalf("after A pooled it: %+v", st)
+	}
+
+	for i, hop := range []struct{ from, to *loop }{{a, b}, {b, a}} {
+		var got *backend
+		on(t, hop.to, func() { got = hop.to.takeIdle(key) })
+		if got != conn || conn.home.Load() != hop.to {
+			t.Fatalf("hop %d: took %p (home %p), want %p on %p", i, got, conn.home.Load(), conn, hop.to)
+		}
+		var inFrom, inTo bool
+		on(t, hop.from, func() { _, inFrom = hop.from.backends[conn.id] }) // after its forget
+		on(t, hop.to, func() {
+			_, inTo = hop.to.backends[conn.id]
+			hop.to.putIdle(conn)
+		})
+		if inFrom || !inTo {
+			t.Errorf("hop %d: in the old home's table %v, in the new one's %v", i, inFrom, inTo)
+		}
+	}
+	if st := s.Stats(); st.Backends != 1 || st.Idle != 1 {
+		t.Fatalf("after two moves: %+v", st)
+	}
+
+	// A is its home again; B evicts it for a slot.
+	var evicted bool
+	on(t, b, func() { evicted = b.evictIdle() })
+	if !evicted || released.Load() != 1 {
+		t.Fatalf("evicted %v, slots released %d", evicted, released.Load())
+	}
+	if st := s.Stats(); st.Backends != 0 || st.Idle != 0 {
+		t.Errorf("after the eviction: %+v", st)
+	}
+	var inA bool
+	on(t, a, func() { _, inA = a.backends[conn.id] })
+	if inA {
+		t.Error("the evicted connection is still in its old home's table")
+	}
+}
