@@ -48,6 +48,8 @@ type exchanger struct {
 	ended  []relayloop.ExchangeResult
 	failed []error
 	done   chan relayloop.Result
+	// onDone, if set, hears of the end instead of done.
+	onDone func(relayloop.Result)
 }
 
 func newExchanger(target *relayloop.Target) *exchanger {
@@ -59,7 +61,13 @@ func (e *exchanger) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 }
 
 func (e *exchanger) HandOff(fd int, read []byte) { e.handOff(fd, read) }
-func (e *exchanger) Done(r relayloop.Result)     { e.done <- r }
+func (e *exchanger) Done(r relayloop.Result) {
+	if e.onDone != nil {
+		e.onDone(r)
+		return
+	}
+	e.done <- r
+}
 
 func (e *exchanger) Request(head []byte) relayloop.Step {
 	if err := e.heads.Request(head, &e.req); err != nil {
@@ -140,7 +148,7 @@ func serveExchanges(t *testing.T, mk func() *exchanger) (string, *relayloop.Set,
 
 // httpBackend is a net/http server that answers with what it got, and
 // counts the connections it accepted.
-func httpBackend(t *testing.T, h http.HandlerFunc) (netip.AddrPort, *atomic.Int64) {
+func httpBackend(t testing.TB, h http.HandlerFunc) (netip.AddrPort, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -47,7 +47,7 @@ func (h handler) Accepted(c *relayloop.Conn) relayloop.Session { return h(c) }
 
 // serve starts a Set accepting on a new listener with h, and returns the
 // listener's address.
-func serve(t *testing.T, opt relayloop.Options, h relayloop.Handler) (string, *relayloop.Set) {
+func serve(t testing.TB, opt relayloop.Options, h relayloop.Handler) (string, *relayloop.Set) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
