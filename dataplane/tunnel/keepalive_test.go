@@ -248,7 +248,11 @@ func TestSlowConsumersAreNotTakenForDeadPeers(t *testing.T) {
 // one that carries bytes is not.
 func TestTCPTunnelIdleTimeout(t *testing.T) {
 	t.Parallel()
-	const idle = 600 * time.Millisecond
+	// The busy phase sends a byte every idle/6; only a stall of the whole
+	// idle timeout can close it. 600 ms was once not enough margin: a CI
+	// run with every package testing under -race on 2 cores closed the
+	// busy tunnel as idle.
+	const idle = 1500 * time.Millisecond
 	hs := startHandler(t, &snapshot.Tunnel{Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}},
 		func(o *tunnel.Options) { o.IdleTimeout = idle })
 	c := newClient(t, "ws://"+hs.addr+"/tunnel")
