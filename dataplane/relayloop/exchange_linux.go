@@ -155,7 +155,7 @@ func (c *Conn) readHead() bool {
 	x := c.x
 	for {
 		b := c.buf[x.off:c.n]
-		if end := h1.HeadEnd(b); end > 0 {
+		if end := headEnd(b, x.opt.MaxHead); end > 0 {
 			c.request(end)
 			return true
 		}
@@ -166,8 +166,10 @@ func (c *Conn) readHead() bool {
 		if !c.cR {
 			return false
 		}
-		c.roomForHead()
-		n, err := sysRead(c.fd, c.buf[c.n:])
+		c.buf, c.n = c.l.headRoom(c.buf, x.off, c.n, x.opt.MaxHead)
+		x.off = 0
+		room := c.buf[c.n:min(len(c.buf), x.opt.MaxHead)]
+		n, err := sysRead(c.fd, room)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			c.cR = false
@@ -189,36 +191,40 @@ func (c *Conn) readHead() bool {
 		if c.n == x.off {
 			x.since = c.l.clock // a head's first byte
 		}
-		if c.n+n < len(c.buf) && !c.cEnd {
+		if n < len(room) && !c.cEnd {
 			c.cR = false // drained (see Conn.cEnd)
 		}
 		c.n += n
 	}
 }
 
+// headEnd is h1.HeadEnd within the first maxHead bytes of b: a head
+// must end there, whatever more the buffer holds (bytes read while
+// probing, or a pipelined request).
+func headEnd(b []byte, maxHead int) int {
+	return h1.HeadEnd(b[:min(len(b), maxHead)])
+}
+
 var errClientLeft = errors.New("client left")
 
-// roomForHead makes room in Conn.buf for more of a head: the bytes taken
-// go, and the buffer grows, up to MaxHead, when the head fills it.
-func (c *Conn) roomForHead() {
-	x := c.x
-	if c.buf == nil {
-		c.buf, c.n, x.off = c.l.getBuffer(min(firstHeadBuffer, x.opt.MaxHead)), 0, 0
-		return
+// headRoom readies buf, whose bytes [off:n] are the start of a head,
+// for the next read: they move to its start (n is returned as their
+// count), and it grows up to maxHead when they fill it. A nil buf gets
+// a first, small buffer. The caller reads at most up to maxHead.
+func (l *loop) headRoom(buf []byte, off, n, maxHead int) ([]byte, int) {
+	if buf == nil {
+		return l.getBuffer(min(firstHeadBuffer, maxHead)), 0
 	}
-	if x.off > 0 {
-		c.n = copy(c.buf, c.buf[x.off:c.n])
-		x.off = 0
+	if off > 0 {
+		n = copy(buf, buf[off:n])
 	}
-	if c.n == len(c.buf) {
-		nb := c.l.getBuffer(min(2*len(c.buf), x.opt.MaxHead))
-		copy(nb, c.buf[:c.n])
-		c.l.putBuffer(c.buf)
-		c.buf = nb
+	if n == len(buf) && n < maxHead {
+		nb := l.getBuffer(min(2*len(buf), maxHead))
+		copy(nb, buf[:n])
+		l.putBuffer(buf)
+		buf = nb
 	}
-	if len(c.buf) < cap(c.buf) {
-		c.buf = c.buf[:cap(c.buf)]
-	}
+	return buf[:cap(buf)], n
 }
 
 // dropBuffer gives back the buffer of a connection with no bytes waiting:
@@ -573,7 +579,7 @@ func (c *Conn) pumpDown() bool {
 			return false
 		}
 		if !x.headDone && x.roff < x.rn {
-			if end := h1.HeadEnd(x.rbuf[x.roff:x.rn]); end > 0 {
+			if end := headEnd(x.rbuf[x.roff:x.rn], x.opt.MaxHead); end > 0 {
 				if c.response(end) {
 					return true
 				}
@@ -659,23 +665,13 @@ func (c *Conn) hungUp() bool {
 // whole; it reports whether the exchange ended.
 func (c *Conn) readResponseHead(b *backend) bool {
 	x := c.x
-	if x.rbuf == nil {
-		x.rbuf = c.l.getBuffer(min(firstHeadBuffer, x.opt.MaxHead))
+	if x.rn-x.roff >= x.opt.MaxHead {
+		return c.backendFailed(errors.New("backend's response head too large"))
 	}
-	if x.roff > 0 {
-		x.rn = copy(x.rbuf, x.rbuf[x.roff:x.rn])
-		x.roff = 0
-	}
-	if x.rn == len(x.rbuf) {
-		if x.rn >= x.opt.MaxHead {
-			return c.backendFailed(errors.New("backend's response head too large"))
-		}
-		nb := c.l.getBuffer(min(2*len(x.rbuf), x.opt.MaxHead))
-		copy(nb, x.rbuf[:x.rn])
-		c.l.putBuffer(x.rbuf)
-		x.rbuf = nb
-	}
-	n, err := sysRead(b.fd, x.rbuf[x.rn:])
+	x.rbuf, x.rn = c.l.headRoom(x.rbuf, x.roff, x.rn, x.opt.MaxHead)
+	x.roff = 0
+	room := x.rbuf[x.rn:min(len(x.rbuf), x.opt.MaxHead)]
+	n, err := sysRead(b.fd, room)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
 		b.r = false
@@ -685,7 +681,7 @@ func (c *Conn) readResponseHead(b *backend) bool {
 	case n == 0:
 		return c.backendFailed(ErrBackendClosed)
 	}
-	if x.rn+n < len(x.rbuf) && !b.end {
+	if n < len(room) && !b.end {
 		b.r = false
 	}
 	x.rn += n

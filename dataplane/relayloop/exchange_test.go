@@ -37,6 +37,9 @@ type exchanger struct {
 	target  *relayloop.Target
 	opt     relayloop.Exchange
 	handOff func(fd int, read []byte)
+	// probe, if set, has Decide read up to that many first bytes before
+	// it answers Exchange, as a sniffing Session does.
+	probe int
 
 	heads  *h1.Heads
 	req    fasthttp.RequestHeader
@@ -57,6 +60,9 @@ func newExchanger(target *relayloop.Target) *exchanger {
 }
 
 func (e *exchanger) Decide(b []byte, end relayloop.End) relayloop.Verdict {
+	if e.probe > 0 && len(b) == 0 && end <= relayloop.Reading {
+		return relayloop.Verdict{Wait: true, Limit: e.probe, Deadline: time.Now().Add(5 * time.Second)}
+	}
 	return relayloop.Verdict{Exchange: &e.opt}
 }
 
@@ -767,5 +773,26 @@ func TestExchangeHostileBackend(t *testing.T) {
 			}
 			waitStats(t, set, want)
 		})
+	}
+}
+
+// TestExchangeMaxHeadAfterProbe: MaxHead bounds a request head whatever
+// buffer the loop read it into. A Session that reads the first bytes
+// before it decides (16 KiB at most, as the dataplane's sniffer does)
+// may have the whole head of a 2 KiB request when it answers Exchange;
+// with MaxHead 1 KiB the request still gets 431.
+func TestExchangeMaxHeadAfterProbe(t *testing.T) {
+	be, _ := httpBackend(t, echoHandler)
+	addr, _, _ := serveExchanges(t, func() *exchanger {
+		e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}})
+		e.opt.MaxHead = 1024
+		e.probe = 16 << 10
+		return e
+	})
+	c := dial(t, addr)
+	head := "GET / HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 2000) + "\r\n\r\n"
+	resp, _ := roundTrip(t, c, bufio.NewReader(c), head)
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 2 KiB head with MaxHead 1 KiB: %d, want 431", resp.StatusCode)
 	}
 }
