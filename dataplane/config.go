@@ -154,6 +154,16 @@ func sameListener(a, b *snapshot.Listener) bool {
 		len(a.Routes) == len(b.Routes) && unsafe.SliceData(a.Routes) == unsafe.SliceData(b.Routes)
 }
 
+// probeDeadline is when a probe of the listener's that starts now ends:
+// its probeTimeout, or the default.
+func (lc *listenerConfig) probeDeadline() time.Time {
+	probeTimeout := lc.ProbeTimeout
+	if probeTimeout <= 0 {
+		probeTimeout = snapshot.DefaultProbeTimeout
+	}
+	return time.Now().Add(probeTimeout)
+}
+
 // trusted reports whether peer may connect to the listener: anyone, unless
 // the listener reads PROXY headers, which only peers in its trusted
 // networks may send (any other could claim any client address). An

@@ -201,11 +201,7 @@ func (c *conn) releaseProbe() {
 // that belong in front of what it will still return. It reports whether
 // an action took ownership of the connection.
 func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (owned bool) {
-	probeTimeout := lc.ProbeTimeout
-	if probeTimeout <= 0 {
-		probeTimeout = snapshot.DefaultProbeTimeout
-	}
-	probeEnd := time.Now().Add(probeTimeout)
+	probeEnd := lc.probeDeadline()
 	if depth == 0 && !c.probeEnd.IsZero() {
 		probeEnd = c.probeEnd // a relay loop's, which read the first bytes
 	}
@@ -233,7 +229,7 @@ func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (o
 		c.rep.sni, c.rep.alpn, c.rep.tls = cs.ServerName, cs.NegotiatedProtocol, true
 		sni = strings.TrimSuffix(strings.ToLower(cs.ServerName), ".")
 		st, pre = tc, nil
-		probeEnd = time.Now().Add(probeTimeout)
+		probeEnd = lc.probeDeadline()
 	}
 
 	sniffed, d, err := c.sniff(st, pre, lc, sni, probeEnd)

@@ -72,11 +72,7 @@ type loopSession struct {
 func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 	c, lc := ls.c, ls.c.lc
 	if end == relayloop.Start {
-		probeTimeout := lc.ProbeTimeout
-		if probeTimeout <= 0 {
-			probeTimeout = snapshot.DefaultProbeTimeout
-		}
-		ls.probeEnd = time.Now().Add(probeTimeout)
+		ls.probeEnd = lc.probeDeadline()
 		if lc.tls != nil || lc.ProxyProtocol != nil {
 			return relayloop.Verdict{HandOff: true}
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/route"
-	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
 // HTTP/1.1 in http mode on the relay loops: a cleartext connection whose
@@ -164,12 +162,7 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 // handOffHTTP gives the connection to serveFront before the request in
 // hand, with a new probe deadline for the bytes it reads again.
 func (ls *loopSession) handOffHTTP() relayloop.Step {
-	lc := ls.c.lc
-	probeTimeout := lc.ProbeTimeout
-	if probeTimeout <= 0 {
-		probeTimeout = snapshot.DefaultProbeTimeout
-	}
-	ls.probeEnd = time.Now().Add(probeTimeout)
+	ls.probeEnd = ls.c.lc.probeDeadline()
 	ls.releaseWork()
 	return relayloop.Step{HandOff: true}
 }
