@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portmux/portmux/test/peers"
 )
@@ -19,16 +20,22 @@ import (
 // TestHTTPModeBackendClosedPooledConnection: a backend that closes each
 // connection after one response, without saying so, leaves a dead
 // connection in the pool; the next request on it is sent again on a new
-// connection, and the client sees only 200s.
+// connection, or, if it may not be sent twice, goes on a connection seen
+// still open, and the client sees only 200s. Each request is sent once
+// the dataplane's end of the last connection has the backend's FIN: one
+// that comes later is a race no proxy wins for a POST.
 func TestHTTPModeBackendClosedPooledConnection(t *testing.T) {
 	t.Parallel()
+	closed := make(chan struct{}, 8)
 	backend := peers.NewTCPServer(t, func(c net.Conn) {
+		defer func() { closed <- struct{}{} }()
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {
 			return
 		}
 		_, _ = io.Copy(io.Discard, req.Body)
 		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s\n", len(req.Method)+1, req.Method)
+		peers.CloseWriteAcked(t, c.(*net.TCPConn))
 	})
 	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
 	c := dial(t, m.addr("pub"))
@@ -43,6 +50,11 @@ func TestHTTPModeBackendClosedPooledConnection(t *testing.T) {
 		method := strings.Fields(req)[0]
 		if status, body := exchange(t, c, br, req); status != 200 || body != method+"\n" {
 			t.Errorf("request %d (%s): %d %q, want 200 %q", i, method, status, body, method+"\n")
+		}
+		select {
+		case <-closed:
+		case <-time.After(ioTimeout):
+			t.Fatalf("request %d: the backend's connection did not close", i)
 		}
 	}
 	_ = c.Close()

@@ -292,7 +292,7 @@ func (c *Conn) acquire(fresh bool) {
 		x.attempt++
 		key := poolKey{t.Pool, ep}
 		if !fresh {
-			if b := l.takeIdle(key); b != nil {
+			if b := c.takePooled(key); b != nil {
 				c.use(b, true)
 				return
 			}
@@ -324,6 +324,21 @@ func (c *Conn) acquire(fresh bool) {
 		return
 	}
 	c.failExchange(fmt.Errorf("dial %d endpoint(s): %w", len(t.Endpoints), errors.Join(x.dialErrs...)))
+}
+
+// takePooled takes an idle connection of key for the exchange. One
+// for a request that may not be sent twice is looked at first (a
+// system call a retryable request saves): a backend that closed it may
+// have done so after the loop last heard from it, and the request would
+// be lost with it.
+func (c *Conn) takePooled(key poolKey) *backend {
+	for {
+		b := c.l.takeIdle(key)
+		if b == nil || c.x.retry || sysQuiet(b.fd) {
+			return b
+		}
+		c.l.closeOwn(b)
+	}
 }
 
 // use gives the exchange b.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/dataplane/relayloop"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // exchanger is an Exchanger as a dataplane would write one, much
@@ -53,6 +54,9 @@ type exchanger struct {
 	done   chan relayloop.Result
 	// onDone, if set, hears of the end instead of done.
 	onDone func(relayloop.Result)
+	// beforeRequest, if set, runs on the loop as each request's head is
+	// decided, with its method.
+	beforeRequest func(method string)
 }
 
 func newExchanger(target *relayloop.Target) *exchanger {
@@ -85,6 +89,9 @@ func (e *exchanger) Request(head []byte) relayloop.Step {
 		return relayloop.Step{Head: []byte("HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"), Body: kind, Length: n}
 	case "/handoff":
 		return relayloop.Step{HandOff: true}
+	}
+	if e.beforeRequest != nil {
+		e.beforeRequest(string(e.req.Method()))
 	}
 	e.toHead = e.req.IsHead()
 	e.req.Set("X-Loop", "yes")
@@ -469,6 +476,75 @@ func TestExchangeRetry(t *testing.T) {
 	}
 	if last := ended[len(ended)-1]; !errors.Is(last.Err, relayloop.ErrBackendClosed) || !last.Reused {
 		t.Errorf("POST ended with %+v, want ErrBackendClosed on a reused connection", last)
+	}
+}
+
+// TestExchangePeeksBeforeUnsafeRequest: a POST is never sent twice, so
+// a pooled connection is looked at before it carries one. The backend
+// closes its connection after the first response, and the loop learns
+// of it only as the POST is decided (its event still unread): the POST
+// goes on a new connection and gets its 200, where sending it on the
+// closed one would have cost the client a 502.
+func TestExchangePeeksBeforeUnsafeRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	closeFirst, firstClosed := make(chan struct{}), make(chan struct{})
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := accepted.Add(1)
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if n > 1 {
+					return
+				}
+				<-closeFirst
+				peers.CloseWriteAcked(t, c.(*net.TCPConn))
+				close(firstClosed)
+			}()
+		}
+	}()
+	be := ln.Addr().(*net.TCPAddr).AddrPort()
+	addr, _, made := serveExchanges(t, func() *exchanger {
+		e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+		e.beforeRequest = func(method string) {
+			if method == "POST" {
+				close(closeFirst)
+				<-firstClosed
+			}
+		}
+		return e
+	})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	if resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("GET: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := roundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Errorf("POST after the pooled connection closed: %d %q, want 200 on a new connection", resp.StatusCode, body)
+	}
+	_ = c.Close()
+	e := <-made
+	<-e.done
+	if n := accepted.Load(); n != 2 {
+		t.Errorf("backend accepted %d connections, want 2", n)
+	}
+	ended, _ := e.results()
+	if len(ended) != 2 || ended[1].Reused || ended[1].Err != nil {
+		t.Errorf("POST ended with %+v, want a new connection and no error", ended)
 	}
 }
 

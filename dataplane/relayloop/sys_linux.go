@@ -56,6 +56,15 @@ func sysClose(fd int) {
 	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 }
 
+// sysQuiet reports a connected socket with nothing to read and no end
+// of file or error pending: a pooled connection still waiting for a
+// request. One byte is peeked, never taken.
+func sysQuiet(fd int) bool {
+	var b [1]byte
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == unix.EAGAIN
+}
+
 func sysShutdownWrite(fd int) {
 	_, _, _ = unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 }
