@@ -414,33 +414,17 @@ func TestExchangeFailures(t *testing.T) {
 // replaced by a new one for a GET, which the client never notices; a
 // POST gets a 502 instead, as it may not be sent twice.
 func TestExchangeRetry(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() { // answers one request, then closes at the next
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				_, _ = br.ReadByte()
-			}()
+	srv := peers.NewTCPServer(t, func(c net.Conn) { // answers one request, then closes at the next
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	be := ln.Addr().(*net.TCPAddr).AddrPort()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = br.ReadByte()
+	})
+	be := netip.MustParseAddrPort(srv.Addr)
 	addr, _, made := serveExchanges(t, func() *exchanger {
 		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
 	})
@@ -451,7 +435,7 @@ func TestExchangeRetry(t *testing.T) {
 			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
 		}
 	}
-	if n := accepted.Load(); n != 3 {
+	if n := srv.Accepted(); n != 3 {
 		t.Errorf("backend accepted %d connections for 3 GETs, want 3", n)
 	}
 	resp, _ := roundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
@@ -486,38 +470,28 @@ func TestExchangeRetry(t *testing.T) {
 // goes on a new connection and gets its 200, where sending it on the
 // closed one would have cost the client a 502.
 func TestExchangePeeksBeforeUnsafeRequest(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	closeFirst, firstClosed := make(chan struct{}), make(chan struct{})
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := accepted.Add(1)
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				if n > 1 {
-					return
-				}
-				<-closeFirst
-				peers.CloseWriteAcked(t, c.(*net.TCPConn))
-				close(firstClosed)
-			}()
+	closeFirst, firstClosed, testEnded := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	be := ln.Addr().(*net.TCPAddr).AddrPort()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if !first.CompareAndSwap(false, true) {
+			return
+		}
+		select {
+		case <-closeFirst:
+		case <-testEnded: // the test failed before its POST
+			return
+		}
+		peers.CloseWriteAcked(t, c.(*net.TCPConn))
+		close(firstClosed)
+	})
+	t.Cleanup(func() { close(testEnded) }) // before the server's: it waits for its handlers
+	be := netip.MustParseAddrPort(srv.Addr)
 	addr, _, made := serveExchanges(t, func() *exchanger {
 		e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
 		e.beforeRequest = func(method string) {
@@ -539,7 +513,7 @@ func TestExchangePeeksBeforeUnsafeRequest(t *testing.T) {
 	_ = c.Close()
 	e := <-made
 	<-e.done
-	if n := accepted.Load(); n != 2 {
+	if n := srv.Accepted(); n != 2 {
 		t.Errorf("backend accepted %d connections, want 2", n)
 	}
 	ended, _ := e.results()
@@ -551,39 +525,25 @@ func TestExchangePeeksBeforeUnsafeRequest(t *testing.T) {
 // TestExchangeResponseKinds: bodies that end with the backend's close,
 // responses without a body, and interim responses.
 func TestExchangeResponseKinds(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					switch req.URL.Path {
-					case "/close":
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil close")
-						return
-					case "/204":
-						_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
-					case "/103":
-						_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
-					}
-				}
-			}()
+			switch req.URL.Path {
+			case "/close":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil close")
+				return
+			case "/204":
+				_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			case "/103":
+				_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+			}
 		}
-	}()
-	be := ln.Addr().(*net.TCPAddr).AddrPort()
+	})
+	be := netip.MustParseAddrPort(srv.Addr)
 	addr, set, _ := serveExchanges(t, func() *exchanger {
 		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
 	})
@@ -810,28 +770,14 @@ func TestExchangeHostileBackend(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-							return
-						}
-						_, _ = io.WriteString(c, tt.answer)
-						_, _ = io.Copy(io.Discard, c) // until the dataplane closes
-					}()
+			srv := peers.NewTCPServer(t, func(c net.Conn) {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
 				}
-			}()
-			be := ln.Addr().(*net.TCPAddr).AddrPort()
+				_, _ = io.WriteString(c, tt.answer)
+				_, _ = io.Copy(io.Discard, c) // until the dataplane closes
+			})
+			be := netip.MustParseAddrPort(srv.Addr)
 			addr, set, _ := serveExchanges(t, func() *exchanger {
 				e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
 				e.opt.MaxHead = 16 << 10
