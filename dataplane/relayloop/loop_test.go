@@ -73,25 +73,11 @@ func serve(t testing.TB, opt relayloop.Options, h relayloop.Handler) (string, *r
 // echoes it until the client ends its stream.
 func echo(t *testing.T, prefix string) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.WriteString(c, prefix)
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		_, _ = io.WriteString(c, prefix)
+		_, _ = io.Copy(c, c)
+	})
+	return netip.MustParseAddrPort(srv.Addr)
 }
 
 // closedPort is an address nobody listens on.

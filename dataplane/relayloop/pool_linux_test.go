@@ -1,9 +1,13 @@
 package relayloop
 
 import (
+	"io"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
+
+	"github.com/portmux/portmux/test/peers"
 )
 
 // on runs f on loop l and waits for it.
@@ -22,21 +26,8 @@ func on(t *testing.T, l *loop, f func()) {
 // taken back by A, pooled again and evicted by B for a slot. The race
 // detector watches both loops dispatching its events meanwhile.
 func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	ep := ln.Addr().(*net.TCPAddr).AddrPort()
+	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	ep := netip.MustParseAddrPort(srv.Addr)
 	s, err := New(Options{Loops: 2})
 	if err != nil {
 		t.Fatal(err)
