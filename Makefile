@@ -28,12 +28,14 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 HELM_VERSION ?= v3.22.0
 KIND_VERSION ?= v0.33.0
+H2SPEC_VERSION ?= v2.2.1+incompatible
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 KIND ?= $(LOCALBIN)/kind-$(KIND_VERSION)
+H2SPEC ?= $(LOCALBIN)/h2spec-$(H2SPEC_VERSION)
 
 GO ?= go
 GOTEST_FLAGS ?= -race -count=1
@@ -92,8 +94,8 @@ envtest: ## Build (or reuse) the offline test control plane; prints its director
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: vet helm ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart; then a short fuzz run.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" $(GO) test $(GOTEST_FLAGS) ./...
+test: vet helm h2spec ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart; then a short fuzz run.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" H2SPEC="$(H2SPEC)" $(GO) test $(GOTEST_FLAGS) ./...
 	$(GO) test $(GOTEST_FLAGS) ./dataplane/ -args -relay-loops=-1
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
@@ -261,6 +263,13 @@ $(HELM):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) $(GO) install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(LOCALBIN)/helm $@
+
+.PHONY: h2spec
+h2spec: $(H2SPEC) ## Install h2spec (the HTTP/2 conformance client dataplane/h2's tests run) into ./bin.
+$(H2SPEC):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
+	mv $(LOCALBIN)/h2spec $@
 
 .PHONY: kind
 kind: $(KIND) ## Install kind into ./bin.

@@ -21,7 +21,7 @@ import (
 )
 
 // HTTP/1.x connections in http mode are served by fasthttp's server
-// (serveFront), HTTP/2 ones by net/http's (serveHTTPMode). net/http's
+// (serveFront), HTTP/2 ones by package h2's (serveHTTPMode). net/http's
 // HTTP/1 server costs a goroutine and a background read per request and
 // about 8 KiB of allocations (header maps, the request, its context):
 // `make bench-http` measured it at about half haproxy's requests per
@@ -38,7 +38,7 @@ import (
 const frontBodyPrefetch = 8 << 10
 
 // http2Preface starts every HTTP/2 connection (RFC 9113 §3.4); the
-// connections that start with it stay on net/http's server.
+// connections that start with it go to package h2's server.
 var http2Preface = []byte("PRI * HTTP/2.0")
 
 // wantsHTTP2 reports whether the connection speaks HTTP/2: negotiated by

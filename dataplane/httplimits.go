@@ -52,12 +52,6 @@ type HTTPLimits struct {
 	MaxConcurrentStreams int
 }
 
-// httpMaxReadFrameSize is the largest HTTP/2 frame read from a client:
-// 16 KiB, the protocol's initial value (RFC 9113 §6.5.2) and what clients
-// send anyway, so that a connection's frame buffer stays 16 KiB instead of
-// the 1 MiB net/http would let a client make it grow to.
-const httpMaxReadFrameSize = 16 << 10
-
 // withDefaults fills the zero fields; idle is Options.IdleTimeout.
 func (l HTTPLimits) withDefaults(idle time.Duration) HTTPLimits {
 	if l.MaxHeaderBytes <= 0 {

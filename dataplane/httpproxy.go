@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/h2"
 	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/sniff"
 )
@@ -22,7 +23,7 @@ import (
 // serveHTTPMode serves one client connection in http mode (the action of
 // a route whose backend is in http mode; st is what to read, sniffed its
 // first request): HTTP/1.x with keep-alive by fasthttp's server
-// (serveFront), HTTP/2 by net/http's, for a connection that starts with
+// (serveFront), HTTP/2 by the h2 package's, for a connection that starts with
 // the HTTP/2 preface (a client that negotiated h2 by ALPN, or h2c with
 // prior knowledge). Every request, the first included, and every HTTP/2
 // stream is routed on its own by the routes of rc.lc (httpConn) and
@@ -43,7 +44,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
 	if h2 {
-		c.serveOne(counted, s.newHTTPServer(hc, slot, rc.IdleTimeout))
+		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep).ServeConn(counted)
 	} else {
 		serveFront(c, rc, counted, hc, slot, rc.IdleTimeout)
 	}
@@ -58,35 +59,26 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 	return false
 }
 
-// newHTTPServer is the net/http server of one connection in http mode,
+// newH2Server is the HTTP/2 server of one connection in http mode,
 // within the server's HTTP limits; idle, when set, is the idle timeout of
 // the route the connection's first request chose. The contexts of its
 // requests carry slot, which the backend pool charges the connections it
-// dials for them to.
-func (s *Server) newHTTPServer(h http.Handler, slot takeSlot, idle time.Duration) *http.Server {
+// dials for them to; its handlers' panics and the client's protocol
+// errors go to the connection's log (httpErrorLog).
+func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, rep *report) *h2.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
 		lim.IdleTimeout = idle
 	}
-	base := context.WithValue(context.Background(), backendSlotKey{}, slot)
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: lim.ReadHeaderTimeout,
-		IdleTimeout:       lim.IdleTimeout,
-		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: lim.MaxConcurrentStreams,
-			MaxReadFrameSize:     httpMaxReadFrameSize,
-		},
-		BaseContext: func(net.Listener) context.Context { return base },
+	return &h2.Server{
+		Handler:              h,
+		BaseContext:          context.WithValue(context.Background(), backendSlotKey{}, slot),
+		ErrorLog:             s.httpErrorLog(rep),
+		MaxConcurrentStreams: uint32(lim.MaxConcurrentStreams), //nolint:gosec // validated positive and small
+		MaxHeaderListSize:    uint32(lim.MaxHeaderBytes),       //nolint:gosec // validated positive and small
+		IdleTimeout:          lim.IdleTimeout,
+		PrefaceTimeout:       lim.ReadHeaderTimeout,
 	}
-	// HTTP/1.x, and HTTP/2 with prior knowledge: after termination the
-	// connection is not a *tls.Conn to net/http, so an h2 client's
-	// preface is "unencrypted HTTP/2" to it.
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	return srv
 }
 
 // httpConn routes and proxies the requests of one client connection in

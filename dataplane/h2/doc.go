@@ -1,0 +1,41 @@
+// Package h2 serves HTTP/2 connections to an http.Handler: the front end
+// of http mode for clients that speak HTTP/2 (h2 by ALPN after TLS
+// termination, or h2c with prior knowledge).
+//
+// Why not net/http's server: it hands every frame it writes to a goroutine
+// of its own and flushes each one with a system call, so that on a
+// connection carrying many small responses it spent four times haproxy's
+// CPU per request, a quarter of it in write(2). Here the frames of all of
+// a connection's streams go into one buffer, and one writer per
+// connection sends whatever has accumulated with one write: while it is
+// in the system call, the next responses gather behind it. The reading
+// side is the same as everyone's: x/net's Framer reads and checks frames
+// and its HPACK decoder the header blocks, bounded by the header list
+// size; this package keeps the state machine of RFC 9113 (streams, flow
+// control both ways, settings) and what a server facing the internet must
+// refuse:
+//
+//   - streams past MaxConcurrentStreams are refused (REFUSED_STREAM), and
+//     a stream counts against the limit until its handler has returned,
+//     not when the client resets it: resetting streams as fast as they
+//     are opened ("rapid reset", CVE-2023-44487) starts no more handlers
+//     than the limit, and a client whose reset streams keep their
+//     handlers busy past twice the limit is told ENHANCE_YOUR_CALM;
+//   - header blocks, CONTINUATION frames included, are bounded by
+//     MaxHeaderListSize while they are decoded (an oversized one gets
+//     431; a flood of CONTINUATION frames past it ends the connection);
+//   - request bodies are held only within the flow-control windows this
+//     server advertises (StreamWindow per stream, ConnWindow per
+//     connection), and a client that sends past them is a
+//     FLOW_CONTROL_ERROR;
+//   - control frames that the client makes the server answer (PING,
+//     SETTINGS, RST_STREAM) while not reading the answers end the
+//     connection once MaxPendingControl bytes of them wait;
+//   - a connection without streams closes after IdleTimeout, one that
+//     sends no preface within PrefaceTimeout is closed, and one whose
+//     client stops reading is closed after WriteTimeout.
+//
+// What it does not do: server push, priorities (PRIORITY frames are
+// checked and ignored, as RFC 9113 lets a server), extended CONNECT
+// (RFC 8441) and h2c upgrades from HTTP/1.1.
+package h2

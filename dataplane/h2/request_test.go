@@ -1,0 +1,126 @@
+package h2
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+func fields(kv ...string) []hpack.HeaderField {
+	var fs []hpack.HeaderField
+	for i := 0; i < len(kv); i += 2 {
+		fs = append(fs, hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return fs
+}
+
+var get = []string{":method", "GET", ":scheme", "https", ":authority", "a.test", ":path", "/x?y=1"}
+
+func with(base []string, kv ...string) []string { return append(append([]string(nil), base...), kv...) }
+
+// TestNewRequest: what a handler sees of a header block, and which blocks
+// are malformed (RFC 9113 §8.1.1, §8.2, §8.3) and never reach one.
+func TestNewRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		kv        []string
+		endStream bool
+		check     func(*testing.T, *http.Request)
+		malformed bool
+	}{
+		{name: "GET", kv: get, endStream: true, check: func(t *testing.T, r *http.Request) {
+			if r.Method != http.MethodGet || r.Host != "a.test" || r.URL.Path != "/x" || r.URL.RawQuery != "y=1" ||
+				r.RequestURI != "/x?y=1" || r.ProtoMajor != 2 || r.ContentLength != 0 || r.Body != http.NoBody {
+				t.Errorf("got %s %s%s %q major %d length %d", r.Method, r.Host, r.URL, r.RequestURI, r.ProtoMajor, r.ContentLength)
+			}
+		}},
+		{name: "body of declared length", kv: with(get, "content-length", "5"), check: func(t *testing.T, r *http.Request) {
+			if r.ContentLength != 5 {
+				t.Errorf("ContentLength %d, want 5", r.ContentLength)
+			}
+		}},
+		{name: "body of unknown length", kv: get, check: func(t *testing.T, r *http.Request) {
+			if r.ContentLength != -1 {
+				t.Errorf("ContentLength %d, want -1", r.ContentLength)
+			}
+		}},
+		{name: "host field when no :authority", kv: []string{":method", "GET", ":scheme", "http", ":path", "/", "host", "h.test"}, endStream: true,
+			check: func(t *testing.T, r *http.Request) {
+				if r.Host != "h.test" {
+					t.Errorf("Host %q, want h.test", r.Host)
+				}
+			}},
+		{name: "cookie crumbs joined", kv: with(get, "cookie", "a=1", "x-y", "z", "cookie", "b=2"), endStream: true,
+			check: func(t *testing.T, r *http.Request) {
+				if got := r.Header["Cookie"]; len(got) != 1 || got[0] != "a=1; b=2" {
+					t.Errorf("Cookie %q, want one field \"a=1; b=2\"", got)
+				}
+				if r.Header.Get("X-Y") != "z" {
+					t.Errorf("X-Y %q", r.Header.Get("X-Y"))
+				}
+			}},
+		{name: "OPTIONS *", kv: []string{":method", "OPTIONS", ":scheme", "http", ":authority", "a", ":path", "*"}, endStream: true,
+			check: func(t *testing.T, r *http.Request) {
+				if r.URL.Path != "*" {
+					t.Errorf("path %q", r.URL.Path)
+				}
+			}},
+		{name: "CONNECT", kv: []string{":method", "CONNECT", ":authority", "b.test:443"}, check: func(t *testing.T, r *http.Request) {
+			if r.URL.Host != "b.test:443" || r.RequestURI != "b.test:443" {
+				t.Errorf("URL %v, RequestURI %q", r.URL, r.RequestURI)
+			}
+		}},
+		{name: "te: trailers", kv: with(get, "te", "trailers"), endStream: true},
+		{name: "no :method", kv: get[2:], malformed: true},
+		{name: "no :path", kv: get[:6], malformed: true},
+		{name: "scheme not http", kv: []string{":method", "GET", ":scheme", "ftp", ":path", "/"}, malformed: true},
+		{name: ":status in a request", kv: with(get, ":status", "200"), malformed: true},
+		{name: ":protocol (no extended CONNECT)", kv: with(get, ":protocol", "websocket"), malformed: true},
+		{name: "connection field", kv: with(get, "connection", "close"), malformed: true},
+		{name: "transfer-encoding", kv: with(get, "transfer-encoding", "chunked"), malformed: true},
+		{name: "upgrade", kv: with(get, "upgrade", "h2c"), malformed: true},
+		{name: "te other than trailers", kv: with(get, "te", "gzip"), malformed: true},
+		{name: "content-length without body", kv: with(get, "content-length", "3"), endStream: true, malformed: true},
+		{name: "content-length not a number", kv: with(get, "content-length", "3x"), malformed: true},
+		{name: "content-lengths disagree", kv: with(get, "content-length", "3", "content-length", "4"), malformed: true},
+		{name: "CONNECT with :path", kv: []string{":method", "CONNECT", ":authority", "b:1", ":path", "/"}, malformed: true},
+		{name: "* not OPTIONS", kv: []string{":method", "GET", ":scheme", "http", ":path", "*"}, malformed: true},
+		{name: "method not a token", kv: []string{":method", "G T", ":scheme", "http", ":path", "/"}, malformed: true},
+		{name: "authority with a space", kv: []string{":method", "GET", ":scheme", "http", ":authority", "a b", ":path", "/"}, malformed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := newRequest(fields(tc.kv...), tc.endStream, "192.0.2.1:5")
+			if tc.malformed {
+				if !errors.Is(err, errMalformed) {
+					t.Fatalf("newRequest: %v, %v; want errMalformed", r, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("newRequest: %v", err)
+			}
+			if r.RemoteAddr != "192.0.2.1:5" {
+				t.Errorf("RemoteAddr %q", r.RemoteAddr)
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
+// TestCheckTrailers: trailers carry no pseudo-fields and no hop fields;
+// framing and routing fields are dropped.
+func TestCheckTrailers(t *testing.T) {
+	h, err := checkTrailers(fields("x-sum", "abc", "content-length", "3", "host", "evil"))
+	if err != nil || h.Get("X-Sum") != "abc" || h.Get("Content-Length") != "" || h.Get("Host") != "" {
+		t.Errorf("checkTrailers: %v, %v; want only X-Sum", h, err)
+	}
+	for _, kv := range [][]string{{":path", "/"}, {"connection", "close"}} {
+		if _, err := checkTrailers(fields(kv...)); !errors.Is(err, errMalformed) {
+			t.Errorf("trailers %q: %v, want errMalformed", kv, err)
+		}
+	}
+}

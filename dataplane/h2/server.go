@@ -1,0 +1,668 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Defaults of the zero Server's limits.
+const (
+	DefaultMaxConcurrentStreams = 100
+	DefaultMaxHeaderListSize    = 64 << 10
+	// DefaultStreamWindow and DefaultConnWindow bound what a client's
+	// request bodies can make a connection hold: a stream's body is
+	// buffered up to StreamWindow until the handler reads it, and all of
+	// a connection's up to ConnWindow.
+	DefaultStreamWindow = 256 << 10
+	DefaultConnWindow   = 1 << 20
+	DefaultIdleTimeout  = 2 * time.Minute
+	// DefaultPrefaceTimeout bounds how long a client may take to send its
+	// preface and first SETTINGS.
+	DefaultPrefaceTimeout = 10 * time.Second
+	// DefaultWriteTimeout closes a connection whose client has not taken
+	// a pending write for this long.
+	DefaultWriteTimeout = 2 * time.Minute
+	// DefaultMaxPendingControl is how many bytes of frames the client
+	// made the server answer (PING and SETTINGS acknowledgements, resets)
+	// may wait unsent before the connection is ended as a flood.
+	DefaultMaxPendingControl = 256 << 10
+)
+
+const (
+	// maxFrameSize is the largest frame read: 16 KiB, the protocol's
+	// initial value, which clients send anyway; a larger one is a
+	// FRAME_SIZE_ERROR.
+	maxFrameSize = 16 << 10
+	// maxPendingData is how many bytes of response data may wait in a
+	// connection's output before handlers wait for the writer: enough for
+	// the writer to batch several streams' frames, small enough per
+	// connection.
+	maxPendingData = 64 << 10
+	// headerListOverhead is what HTTP/2 adds to a header list's size, 32
+	// bytes per field (RFC 9113 §6.5.2), for ten fields: the advertised
+	// and enforced limit is MaxHeaderListSize plus this, so that a block
+	// of MaxHeaderListSize bytes of names and values is not refused.
+	headerListOverhead = 320
+	// initialWindow is the protocol's initial window (RFC 9113 §6.9.2).
+	initialWindow = 65535
+	maxWindow     = 1<<31 - 1
+)
+
+// Server holds the limits and the handler of the connections it serves.
+// Its zero fields take the defaults above; it is not modified by
+// ServeConn and may serve many connections at once.
+type Server struct {
+	// Handler serves each stream, on a goroutine of its own.
+	Handler http.Handler
+	// BaseContext is the parent of every request's context.
+	BaseContext context.Context
+	// ErrorLog takes the panics of handlers ("panic serving ...") and the
+	// client's protocol errors; nil: discarded.
+	ErrorLog *log.Logger
+
+	MaxConcurrentStreams uint32
+	MaxHeaderListSize    uint32
+	StreamWindow         uint32
+	ConnWindow           uint32
+	MaxPendingControl    int
+	IdleTimeout          time.Duration
+	PrefaceTimeout       time.Duration
+	WriteTimeout         time.Duration
+}
+
+func (s *Server) withDefaults() Server {
+	c := *s
+	def := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	def(&c.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	def(&c.StreamWindow, DefaultStreamWindow)
+	def(&c.ConnWindow, DefaultConnWindow)
+	c.StreamWindow = min(c.StreamWindow, maxWindow)
+	c.ConnWindow = max(min(c.ConnWindow, maxWindow), initialWindow)
+	if c.MaxPendingControl <= 0 {
+		c.MaxPendingControl = DefaultMaxPendingControl
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.PrefaceTimeout <= 0 {
+		c.PrefaceTimeout = DefaultPrefaceTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.BaseContext == nil {
+		c.BaseContext = context.Background()
+	}
+	return c
+}
+
+// errConnClosed is what a handler's writes and body reads return once the
+// connection is gone.
+var errConnClosed = errors.New("http2: connection closed")
+
+// ServeConn serves c, which must start with the client's preface, until
+// the client or the server ends it; it closes c and returns once every
+// handler it started has returned. The error says why the connection
+// ended: nil for an orderly end (the client closed it, GOAWAY, idle).
+func (s *Server) ServeConn(c net.Conn) error {
+	cfg := s.withDefaults()
+	sc := newServerConn(&cfg, c)
+	err := sc.serve()
+	sc.close(err)
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		err = nil // the client left, or we closed after GOAWAY
+	}
+	sc.handlers.Wait()
+	<-sc.writerDone
+	return err
+}
+
+// serverConn is one connection. mu guards everything below it, the
+// output included: frames are encoded and appended in one critical
+// section, which keeps HPACK's table and the frames in the same order.
+type serverConn struct {
+	srv        *Server
+	nc         net.Conn
+	br         *bufio.Reader
+	fr         *http2.Framer // reads; used by the reading goroutine only
+	remoteAddr string
+	handlers   sync.WaitGroup
+	writerDone chan struct{}
+	idle       *time.Timer
+
+	mu sync.Mutex
+	// out is the output not yet handed to the writer; wfr writes frames
+	// into it and henc encodes header blocks into hbuf for them.
+	out   outBuf
+	wfr   *http2.Framer
+	henc  *hpack.Encoder
+	hbuf  bytes.Buffer
+	wcond sync.Cond // the writer waits for output
+	space sync.Cond // handlers wait for room in out, or the connection's window
+	// writerIdle: the writer waits on wcond.
+	writerIdle bool
+
+	streams map[uint32]*stream // open and half-closed streams
+	// maxID is the highest stream ID the client has opened: IDs at or
+	// below it that are not in streams are closed.
+	maxID uint32
+	// running counts handlers that have not returned, those of reset
+	// streams included.
+	running int
+	// sendWindow is what the client lets us send on the connection;
+	// initialSend the initial window of its streams, and peerFrame the
+	// largest frame it takes.
+	sendWindow, initialSend int64
+	peerFrame               uint32
+	// recvWindow is what the client may still send on the connection;
+	// recvUnacked what it sent that was consumed and not yet given back.
+	recvWindow, recvUnacked int64
+	// goAway: no new streams (sent or received GOAWAY); closing: the
+	// writer closes the connection once out is sent; closed: the
+	// connection is gone, nothing is written any more.
+	goAway, closing, closed bool
+	err                     error
+}
+
+func newServerConn(srv *Server, c net.Conn) *serverConn {
+	sc := &serverConn{
+		srv:         srv,
+		nc:          c,
+		remoteAddr:  c.RemoteAddr().String(),
+		writerDone:  make(chan struct{}),
+		streams:     make(map[uint32]*stream),
+		sendWindow:  initialWindow,
+		initialSend: initialWindow,
+		peerFrame:   maxFrameSize,
+		recvWindow:  int64(srv.ConnWindow),
+	}
+	sc.wcond.L = &sc.mu
+	sc.space.L = &sc.mu
+	sc.wfr = http2.NewFramer(&sc.out, nil)
+	sc.henc = hpack.NewEncoder(&sc.hbuf)
+	sc.br = bufio.NewReaderSize(c, 4<<10)
+	sc.fr = http2.NewFramer(nil, sc.br)
+	sc.fr.SetMaxReadFrameSize(maxFrameSize)
+	sc.fr.MaxHeaderListSize = srv.MaxHeaderListSize + headerListOverhead
+	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	sc.fr.SetReuseFrames()
+	return sc
+}
+
+// serve reads the preface and then frames until the connection ends.
+func (sc *serverConn) serve() error {
+	go sc.writeLoop()
+	sc.mu.Lock()
+	_ = sc.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.MaxHeaderListSize + headerListOverhead},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: sc.srv.StreamWindow},
+	)
+	if inc := sc.srv.ConnWindow - initialWindow; inc > 0 {
+		_ = sc.wfr.WriteWindowUpdate(0, inc)
+	}
+	sc.wakeWriter()
+	sc.mu.Unlock()
+
+	if err := sc.readPreface(); err != nil {
+		return err
+	}
+	sc.idle = time.AfterFunc(sc.srv.IdleTimeout, sc.idleTimeout)
+	defer sc.idle.Stop()
+	for {
+		f, err := sc.fr.ReadFrame()
+		if err != nil {
+			if err = sc.readError(err); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := sc.process(f); err != nil {
+			return sc.connError(err)
+		}
+	}
+}
+
+// readPreface reads the client's preface and its first frame, which must
+// be SETTINGS, within PrefaceTimeout.
+func (sc *serverConn) readPreface() error {
+	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.srv.PrefaceTimeout))
+	var buf [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(sc.br, buf[:]); err != nil {
+		return fmt.Errorf("reading the client preface: %w", err)
+	}
+	if string(buf[:]) != http2.ClientPreface {
+		return errors.New("not an HTTP/2 client preface")
+	}
+	f, err := sc.fr.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("reading the client's first SETTINGS: %w", err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return sc.connError(http2.ConnectionError(http2.ErrCodeProtocol))
+	}
+	if err := sc.processSettings(sf); err != nil {
+		return sc.connError(err)
+	}
+	_ = sc.nc.SetReadDeadline(time.Time{})
+	return nil
+}
+
+// readError handles an error of ReadFrame: a stream error resets that
+// stream and reading goes on; anything else ends the connection (with
+// GOAWAY when it is the client's fault), and is returned.
+func (sc *serverConn) readError(err error) error {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if se.StreamID > sc.maxID && se.StreamID%2 == 1 {
+			// A header block that failed to decode still opened its
+			// stream (RFC 9113 §5.1.1).
+			sc.maxID = se.StreamID
+		}
+		sc.resetLocked(se.StreamID, se.Code)
+		return nil
+	}
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		return sc.connError(http2.ConnectionError(http2.ErrCodeFrameSize))
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		return sc.connError(ce)
+	}
+	return err
+}
+
+// connError sends GOAWAY for a connection error of the client's, which
+// ends the connection, and returns it; other errors are returned as they
+// are.
+func (sc *serverConn) connError(err error) error {
+	var ce http2.ConnectionError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.goAwayLocked(http2.ErrCode(ce))
+	return fmt.Errorf("client error: %w", ce)
+}
+
+// goAwayLocked sends GOAWAY and has the writer close the connection once
+// it is sent.
+func (sc *serverConn) goAwayLocked(code http2.ErrCode) {
+	if sc.closed {
+		return
+	}
+	if !sc.closing {
+		_ = sc.wfr.WriteGoAway(sc.maxID, code, nil)
+	}
+	sc.goAway, sc.closing = true, true
+	sc.wakeWriter()
+}
+
+// process acts on one frame; an error it returns is a connection error.
+func (sc *serverConn) process(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return sc.processHeaders(f)
+	case *http2.DataFrame:
+		return sc.processData(f)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return sc.processSettings(f)
+	case *http2.WindowUpdateFrame:
+		return sc.processWindowUpdate(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil // we send no PING
+		}
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		_ = sc.wfr.WritePing(true, f.Data)
+		return sc.controlWrittenLocked()
+	case *http2.RSTStreamFrame:
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if f.StreamID > sc.maxID {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+		}
+		if st := sc.streams[f.StreamID]; st != nil {
+			st.failLocked(fmt.Errorf("http2: the client reset the stream: %v", f.ErrCode))
+			sc.removeLocked(st)
+		}
+		return nil
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			sc.mu.Lock()
+			defer sc.mu.Unlock()
+			sc.resetLocked(f.StreamID, http2.ErrCodeProtocol)
+		}
+		return nil
+	case *http2.GoAwayFrame:
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		sc.goAway = true
+		if len(sc.streams) == 0 {
+			sc.closing = true
+			sc.wakeWriter()
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol) // clients do not push
+	default:
+		return nil // unknown frame types are ignored (RFC 9113 §4.1)
+	}
+}
+
+// processSettings applies the client's settings, in their order, and
+// acknowledges them.
+func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			// Every stream's window moves by the change (§6.9.2).
+			delta := int64(s.Val) - sc.initialSend
+			sc.initialSend = int64(s.Val)
+			for _, st := range sc.streams {
+				st.sendWindow += delta
+				if st.sendWindow > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				st.cond.Broadcast()
+			}
+		case http2.SettingMaxFrameSize:
+			sc.peerFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			sc.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_ = sc.wfr.WriteSettingsAck()
+	return sc.controlWrittenLocked()
+}
+
+// processWindowUpdate opens the connection's or a stream's send window.
+func (sc *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		sc.sendWindow += inc
+		if sc.sendWindow > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		sc.space.Broadcast()
+		return nil
+	}
+	if f.StreamID > sc.maxID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+	}
+	st := sc.streams[f.StreamID]
+	if st == nil {
+		return nil // closed: a late update
+	}
+	st.sendWindow += inc
+	if st.sendWindow > maxWindow {
+		sc.resetLocked(st.id, http2.ErrCodeFlowControl)
+		return nil
+	}
+	st.cond.Broadcast()
+	return nil
+}
+
+// processHeaders opens a stream with a request, or ends one with
+// trailers.
+func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		sc.maxID = max(sc.maxID, id)
+		sc.resetLocked(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if id <= sc.maxID {
+		st := sc.streams[id]
+		if st == nil || st.remoteDone {
+			// A closed stream, or trailers after the end of the body.
+			if st == nil {
+				return http2.ConnectionError(http2.ErrCodeStreamClosed)
+			}
+			sc.resetLocked(id, http2.ErrCodeStreamClosed)
+			return nil
+		}
+		return sc.trailersLocked(st, f)
+	}
+	sc.maxID = id
+	if sc.goAway {
+		return nil // past our GOAWAY: ignored (§6.8)
+	}
+	if f.Truncated {
+		// Over MaxHeaderListSize: 431, and the body, if any, is refused.
+		sc.writeStatusLocked(id, http.StatusRequestHeaderFieldsTooLarge)
+		if !f.StreamEnded() {
+			_ = sc.wfr.WriteRSTStream(id, http2.ErrCodeNo)
+		}
+		return sc.controlWrittenLocked()
+	}
+	if len(sc.streams) >= int(sc.srv.MaxConcurrentStreams) {
+		_ = sc.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		return sc.controlWrittenLocked()
+	}
+	if sc.running >= 2*int(sc.srv.MaxConcurrentStreams) {
+		// Handlers of streams the client reset are still running: it
+		// resets faster than they end.
+		sc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
+		return nil
+	}
+	req, err := newRequest(f.Fields, f.StreamEnded(), sc.remoteAddr)
+	if err != nil {
+		sc.logf("http2: stream %d: %v", id, err)
+		sc.resetLocked(id, http2.ErrCodeProtocol)
+		return nil
+	}
+	st := sc.newStreamLocked(id, req, f.StreamEnded())
+	sc.running++
+	sc.handlers.Add(1)
+	go sc.runHandler(st, req)
+	return nil
+}
+
+// trailersLocked ends st's body with trailers.
+func (sc *serverConn) trailersLocked(st *stream, f *http2.MetaHeadersFrame) error {
+	if !f.StreamEnded() {
+		sc.resetLocked(st.id, http2.ErrCodeProtocol) // trailers end the stream
+		return nil
+	}
+	h, err := checkTrailers(f.Fields)
+	if err != nil {
+		sc.resetLocked(st.id, http2.ErrCodeProtocol)
+		return nil
+	}
+	if st.body != nil {
+		st.body.trailer = h
+	}
+	sc.endRemoteLocked(st)
+	return nil
+}
+
+// processData takes a DATA frame's bytes into its stream's body, within
+// the windows this server advertised.
+func (sc *serverConn) processData(f *http2.DataFrame) error {
+	id, n := f.StreamID, int64(f.Length)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if id > sc.maxID {
+		return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+	}
+	if n > sc.recvWindow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	sc.recvWindow -= n
+	st := sc.streams[id]
+	if st == nil || st.remoteDone {
+		// Closed or half-closed: the bytes are given back to the
+		// connection at once.
+		sc.consumedLocked(n)
+		if st != nil {
+			sc.resetLocked(id, http2.ErrCodeStreamClosed)
+			return nil
+		}
+		_ = sc.wfr.WriteRSTStream(id, http2.ErrCodeStreamClosed)
+		return sc.controlWrittenLocked()
+	}
+	if n > st.recvWindow {
+		sc.consumedLocked(n)
+		sc.resetLocked(id, http2.ErrCodeFlowControl)
+		return nil
+	}
+	st.recvWindow -= n
+	data := f.Data()
+	// Padding, and a body the handler no longer reads, count against
+	// the windows but are held by no one: given back at once.
+	back := n - int64(len(data))
+	if st.body.closed {
+		back = n
+	}
+	if back > 0 {
+		st.giveBackLocked(back)
+	}
+	if len(data) > 0 {
+		st.received += int64(len(data))
+		if st.declared >= 0 && st.received > st.declared {
+			if !st.body.closed {
+				sc.consumedLocked(int64(len(data)))
+			}
+			sc.resetLocked(id, http2.ErrCodeProtocol)
+			return nil
+		}
+		if !st.body.closed {
+			st.body.buf = append(st.body.buf, data...)
+			st.cond.Broadcast()
+		}
+	}
+	if f.StreamEnded() {
+		if st.declared >= 0 && st.received != st.declared {
+			sc.resetLocked(id, http2.ErrCodeProtocol)
+			return nil
+		}
+		sc.endRemoteLocked(st)
+	}
+	return nil
+}
+
+// consumedLocked gives n bytes back to the client's connection window,
+// with a WINDOW_UPDATE once a quarter of it is owed.
+func (sc *serverConn) consumedLocked(n int64) {
+	sc.recvUnacked += n
+	if sc.recvUnacked >= int64(sc.srv.ConnWindow)/4 {
+		_ = sc.wfr.WriteWindowUpdate(0, uint32(sc.recvUnacked))
+		sc.recvWindow += sc.recvUnacked
+		sc.recvUnacked = 0
+		sc.wakeWriter()
+	}
+}
+
+// resetLocked sends RST_STREAM for id and forgets its stream.
+func (sc *serverConn) resetLocked(id uint32, code http2.ErrCode) {
+	if st := sc.streams[id]; st != nil {
+		st.failLocked(fmt.Errorf("http2: stream reset: %v", code))
+		sc.removeLocked(st)
+	}
+	if sc.closed {
+		return
+	}
+	_ = sc.wfr.WriteRSTStream(id, code)
+	_ = sc.controlWrittenLocked()
+}
+
+// controlWrittenLocked wakes the writer after a control frame and ends a
+// connection whose client makes us answer faster than it reads.
+func (sc *serverConn) controlWrittenLocked() error {
+	sc.wakeWriter()
+	if len(sc.out.b) > sc.srv.MaxPendingControl+maxPendingData+int(sc.peerFrame) {
+		sc.logf("http2: %d bytes of answers unread by the client: closing", len(sc.out.b))
+		sc.failAllLocked(errConnClosed)
+		sc.closed = true
+		_ = sc.nc.Close()
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	return nil
+}
+
+// idleTimeout ends a connection without streams with GOAWAY.
+func (sc *serverConn) idleTimeout() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if len(sc.streams) == 0 && sc.running == 0 {
+		sc.goAwayLocked(http2.ErrCodeNo)
+	}
+}
+
+// close ends the connection after serve returned: streams are failed,
+// their handlers' writes return errors, and the writer sends what it may
+// and closes the socket.
+func (sc *serverConn) close(err error) {
+	sc.mu.Lock()
+	if sc.err == nil {
+		sc.err = err
+	}
+	sc.goAway, sc.closing = true, true
+	sc.failAllLocked(errConnClosed)
+	sc.wakeWriter()
+	sc.mu.Unlock()
+	// The reader is done; the writer closes the socket once it has sent
+	// what is left (a GOAWAY), or WriteTimeout has passed.
+	<-sc.writerDone
+	_ = sc.nc.Close()
+}
+
+// failAllLocked fails every stream: their handlers see err.
+func (sc *serverConn) failAllLocked(err error) {
+	for _, st := range sc.streams {
+		st.failLocked(err)
+		sc.removeLocked(st)
+	}
+	sc.space.Broadcast()
+}
+
+func (sc *serverConn) logf(format string, args ...any) {
+	if sc.srv.ErrorLog != nil {
+		sc.srv.ErrorLog.Printf(format, args...)
+	}
+}

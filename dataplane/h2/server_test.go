@@ -1,0 +1,668 @@
+package h2_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/portmux/portmux/dataplane/h2"
+)
+
+const ioTimeout = 10 * time.Second
+
+// served is a Server on a loopback listener: every accepted connection
+// is served by ServeConn, whose result goes to ended (the first 100).
+type served struct {
+	addr  string
+	ended chan error
+}
+
+// serve starts srv on a loopback listener; tune, when set, adjusts each
+// accepted socket first. At cleanup the listener is closed and every
+// ServeConn must have returned (the test's clients closed first).
+func serve(t *testing.T, srv *h2.Server, tune func(*net.TCPConn)) *served {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &served{addr: ln.Addr().String(), ended: make(chan error, 100)}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if tune != nil {
+				tune(c.(*net.TCPConn))
+			}
+			wg.Go(func() {
+				err := srv.ServeConn(c)
+				select {
+				case s.ended <- err:
+				default: // nobody asks for more than a few
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(ioTimeout):
+			t.Error("ServeConn did not return after its client left")
+		}
+	})
+	return s
+}
+
+// client is Go's HTTP/2 client with prior knowledge, one connection.
+func client(t *testing.T) *http.Client {
+	t.Helper()
+	tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: ioTimeout}
+}
+
+// echo answers with what it read: the body, its length and SHA-256, the
+// request's trailers, and trailers of its own.
+func echo(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	sum := sha256.Sum256(body)
+	w.Header().Set("X-Length", strconv.Itoa(len(body)))
+	w.Header().Set("X-Request-Trailer", r.Trailer.Get("X-Req-Sum"))
+	w.Header().Set("Trailer", "X-Sum")
+	if r.URL.Query().Get("length") != "" {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+	w.Header().Set("X-Sum", hex.EncodeToString(sum[:]))
+	w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+}
+
+// TestServeConnRequests: requests and responses of every shape a client
+// sends through Go's own HTTP/2 client: bodies larger than the stream and
+// connection windows both ways (flow control), bodies of unknown length,
+// trailers both ways, HEAD.
+func TestServeConnRequests(t *testing.T) {
+	t.Parallel()
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(echo), StreamWindow: 64 << 10, ConnWindow: 128 << 10}, nil)
+	c := client(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<20/16) // 3 MiB
+	for _, tc := range []struct {
+		name    string
+		method  string
+		query   string
+		body    []byte
+		chunked bool
+		trailer bool
+	}{
+		{name: "GET", method: "GET"},
+		{name: "HEAD", method: "HEAD"},
+		{name: "POST small", method: "POST", body: []byte("hello")},
+		{name: "POST 3 MiB declared", method: "POST", query: "?length=1", body: big},
+		{name: "POST 3 MiB chunked", method: "POST", body: big, chunked: true},
+		{name: "POST with trailers", method: "POST", body: []byte("abc"), chunked: true, trailer: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader
+			if tc.body != nil {
+				body = bytes.NewReader(tc.body)
+				if tc.chunked {
+					body = io.MultiReader(body) // hides the length
+				}
+			}
+			req, err := http.NewRequest(tc.method, "http://"+s.addr+"/echo"+tc.query, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.trailer {
+				req.Trailer = http.Header{"X-Req-Sum": {"42"}}
+			}
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			got, err := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if err != nil || res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+				t.Fatalf("%s: %d HTTP/%d, %v", tc.name, res.StatusCode, res.ProtoMajor, err)
+			}
+			if tc.method == "HEAD" {
+				if len(got) != 0 {
+					t.Errorf("HEAD got a body of %d bytes", len(got))
+				}
+				return
+			}
+			sum := sha256.Sum256(tc.body)
+			if !bytes.Equal(got, tc.body) || res.Header.Get("X-Length") != strconv.Itoa(len(tc.body)) {
+				t.Errorf("echoed %d bytes (X-Length %s), sent %d", len(got), res.Header.Get("X-Length"), len(tc.body))
+			}
+			if res.Trailer.Get("X-Sum") != hex.EncodeToString(sum[:]) || res.Trailer.Get("X-Late") != "yes" {
+				t.Errorf("trailers %v, want X-Sum and X-Late", res.Trailer)
+			}
+			if tc.trailer && res.Header.Get("X-Request-Trailer") != "42" {
+				t.Errorf("the handler saw request trailer %q, want 42", res.Header.Get("X-Request-Trailer"))
+			}
+		})
+	}
+}
+
+// raw is a client that writes frames as a test wants them.
+type raw struct {
+	t  *testing.T
+	c  net.Conn
+	fr *http2.Framer
+}
+
+// dialRaw connects, sends the preface and empty SETTINGS, and reads the
+// server's SETTINGS.
+func dialRaw(t *testing.T, addr string) *raw {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	r := &raw{t: t, c: c, fr: http2.NewFramer(c, c)}
+
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	r.until(func(f http2.Frame) bool { sf, ok := f.(*http2.SettingsFrame); return ok && !sf.IsAck() })
+	return r
+}
+
+// headers opens stream id with a GET of path (and extra fields).
+func (r *raw) headers(id uint32, end bool, path string, extra ...string) {
+	r.t.Helper()
+	if err := r.tryHeaders(id, end, path, extra...); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// tryHeaders is headers for a goroutine other than the test's.
+func (r *raw) tryHeaders(id uint32, end bool, path string, extra ...string) error {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	kv := append([]string{":method", "GET", ":scheme", "http", ":authority", "h.test", ":path", path}, extra...)
+	for i := 0; i < len(kv); i += 2 {
+		_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	block := buf.Bytes()
+	first := block[:min(len(block), 16<<10)]
+	block = block[len(first):]
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}); err != nil {
+		return fmt.Errorf("HEADERS: %w", err)
+	}
+	for len(block) > 0 {
+		frag := block[:min(len(block), 16<<10)]
+		block = block[len(frag):]
+		if err := r.fr.WriteContinuation(id, len(block) == 0, frag); err != nil {
+			return fmt.Errorf("CONTINUATION: %w", err)
+		}
+	}
+	return nil
+}
+
+// until reads frames until want returns true, and returns that frame; it
+// fails the test at EOF or after ioTimeout.
+func (r *raw) until(want func(http2.Frame) bool) http2.Frame {
+	r.t.Helper()
+	_ = r.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("reading frames: %v", err)
+		}
+		if want(f) {
+			return f
+		}
+	}
+}
+
+// status reads until the response head of stream id, and returns its
+// status, or the code of a RST_STREAM for it.
+func (r *raw) status(id uint32) (status string, reset http2.ErrCode) {
+	r.t.Helper()
+	f := r.until(func(f http2.Frame) bool {
+		return f.Header().StreamID == id && (isHeaders(f) || isReset(f))
+	})
+	if rs, ok := f.(*http2.RSTStreamFrame); ok {
+		return "", rs.ErrCode
+	}
+	return f.(*http2.MetaHeadersFrame).PseudoValue("status"), 0
+}
+
+func isHeaders(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok }
+func isReset(f http2.Frame) bool   { _, ok := f.(*http2.RSTStreamFrame); return ok }
+
+// goAway reads until GOAWAY and returns its code.
+func (r *raw) goAway() http2.ErrCode {
+	r.t.Helper()
+	f := r.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	return f.(*http2.GoAwayFrame).ErrCode
+}
+
+// closed reads until the server closes the connection, and fails the
+// test if it does not within ioTimeout.
+func (r *raw) closed() {
+	r.t.Helper()
+	_ = r.c.SetReadDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.Copy(io.Discard, r.c); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			r.t.Fatal("the server did not close the connection")
+		}
+	}
+}
+
+// gate is a handler that holds every request until it is opened (or the
+// request's context ends, when it heeds it), and counts those it holds.
+type gate struct {
+	open    chan struct{}
+	heed    bool
+	holding atomic.Int32
+	peak    atomic.Int32
+}
+
+func newGate(heed bool) *gate { return &gate{open: make(chan struct{}), heed: heed} }
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := g.holding.Add(1)
+	defer g.holding.Add(-1)
+	for p := g.peak.Load(); n > p && !g.peak.CompareAndSwap(p, n); p = g.peak.Load() {
+	}
+	if g.heed {
+		select {
+		case <-g.open:
+		case <-r.Context().Done():
+			return
+		}
+	} else {
+		<-g.open
+	}
+	_, _ = io.WriteString(w, "done")
+}
+
+// TestConcurrentStreamsRefused: past MaxConcurrentStreams a stream is
+// refused (REFUSED_STREAM, which a client may retry), and those within
+// are served.
+func TestConcurrentStreamsRefused(t *testing.T) {
+	t.Parallel()
+	g := newGate(false)
+	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 2}, nil)
+	r := dialRaw(t, s.addr)
+	r.headers(1, true, "/a")
+	r.headers(3, true, "/b")
+	r.headers(5, true, "/c")
+	if _, code := r.status(5); code != http2.ErrCodeRefusedStream {
+		t.Fatalf("third stream: reset %v, want REFUSED_STREAM", code)
+	}
+	close(g.open)
+	// Both are answered, in either order, and end.
+	ended := map[uint32]bool{}
+	for len(ended) < 2 {
+		f := r.until(func(f http2.Frame) bool { return f.Header().Flags.Has(http2.FlagDataEndStream) || isReset(f) })
+		if isReset(f) {
+			t.Fatalf("stream %d reset: %v", f.Header().StreamID, f)
+		}
+		ended[f.Header().StreamID] = true
+	}
+	// Once they are done, a new stream is served.
+	r.headers(7, true, "/d")
+	if st, code := r.status(7); st != "200" {
+		t.Errorf("stream 7 after the first two ended: %q %v, want 200", st, code)
+	}
+}
+
+// TestRapidResetBounded: a client that resets every stream right after
+// opening it (CVE-2023-44487) starts no more handlers at once than twice
+// MaxConcurrentStreams, even when handlers are slow to notice, and is
+// told ENHANCE_YOUR_CALM.
+func TestRapidResetBounded(t *testing.T) {
+	t.Parallel()
+	g := newGate(false) // ignores the reset: the worst case
+	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 4}, nil)
+	r := dialRaw(t, s.addr)
+	go func() {
+		for id := uint32(1); id < 2000; id += 2 {
+			if r.tryHeaders(id, true, "/x") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+		}
+	}()
+	if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+	}
+	if p := g.peak.Load(); p > 8 {
+		t.Errorf("%d handlers held at once, want at most 8 (twice MaxConcurrentStreams)", p)
+	}
+	close(g.open)
+	r.closed()
+}
+
+// TestHeaderListTooLarge: a header block past MaxHeaderListSize gets 431
+// and reaches no handler; the connection goes on.
+func TestHeaderListTooLarge(t *testing.T) {
+	t.Parallel()
+	var seen atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { seen.Add(1) })
+	s := serve(t, &h2.Server{Handler: h, MaxHeaderListSize: 8 << 10}, nil)
+	r := dialRaw(t, s.addr)
+	// Three fields of 4 KiB: each within the limit, together past it.
+	// (One field longer than the whole limit is a COMPRESSION_ERROR of
+	// the decoder, which ends the connection.)
+	field := strings.Repeat("a", 4<<10)
+	r.headers(1, true, "/big", "x-a", field, "x-b", field, "x-c", field)
+	if st, code := r.status(1); st != "431" {
+		t.Fatalf("12 KiB of fields: status %q reset %v, want 431", st, code)
+	}
+	r.headers(3, true, "/small", "x-small", field)
+	if st, _ := r.status(3); st != "200" || seen.Load() != 1 {
+		t.Errorf("one 4 KiB field after: %q, %d handled; want 200 and 1", st, seen.Load())
+	}
+}
+
+// TestControlFloodEndsConnection: a client that makes the server answer
+// (PING) and never reads the answers is disconnected once
+// MaxPendingControl bytes of them wait: it cannot make the server buffer
+// without bound.
+func TestControlFloodEndsConnection(t *testing.T) {
+	t.Parallel()
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(echo), MaxPendingControl: 16 << 10},
+		func(c *net.TCPConn) { _ = c.SetWriteBuffer(4 << 10) })
+	c, err := net.DialTimeout("tcp", s.addr, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fr := http2.NewFramer(c, nil)
+	_, _ = io.WriteString(c, http2.ClientPreface)
+	_ = fr.WriteSettings()
+	_ = c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	var werr error
+	for i := 0; i < 1_000_000 && werr == nil; i++ {
+		werr = fr.WritePing(false, [8]byte{byte(i)})
+	}
+	if werr == nil {
+		t.Fatal("the server took 1,000,000 PINGs without being read")
+	}
+	var ne net.Error
+	if errors.As(werr, &ne) && ne.Timeout() {
+		t.Fatalf("the server stopped reading but kept the connection: %v", werr)
+	}
+	select {
+	case err := <-s.ended:
+		if err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {
+			t.Errorf("ServeConn: %v, want an ENHANCE_YOUR_CALM connection error", err)
+		}
+	case <-time.After(ioTimeout):
+		t.Error("ServeConn did not return")
+	}
+}
+
+// TestTimeouts: a connection with nothing in flight is closed after
+// IdleTimeout (with GOAWAY), one that sends no preface after
+// PrefaceTimeout, and one whose client stops reading a response after
+// WriteTimeout; in each case ServeConn returns, and the handler too.
+func TestTimeouts(t *testing.T) {
+	t.Parallel()
+	short := 200 * time.Millisecond
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, &h2.Server{Handler: http.HandlerFunc(echo), IdleTimeout: short}, nil)
+		r := dialRaw(t, s.addr)
+		r.headers(1, true, "/")
+		if st, _ := r.status(1); st != "200" {
+			t.Fatalf("status %q", st)
+		}
+		if code := r.goAway(); code != http2.ErrCodeNo {
+			t.Errorf("GOAWAY %v, want NO_ERROR", code)
+		}
+		r.closed()
+	})
+	t.Run("preface", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, &h2.Server{Handler: http.HandlerFunc(echo), PrefaceTimeout: short}, nil)
+		c, err := net.DialTimeout("tcp", s.addr, ioTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		(&raw{t: t, c: c}).closed()
+	})
+	t.Run("write", func(t *testing.T) {
+		t.Parallel()
+		returned := make(chan error, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			chunk := make([]byte, 64<<10)
+			var err error
+			for i := 0; i < 1000 && err == nil; i++ { // 64 MiB
+				_, err = w.Write(chunk)
+			}
+			returned <- err
+		})
+		s := serve(t, &h2.Server{Handler: h, WriteTimeout: short},
+			func(c *net.TCPConn) { _ = c.SetWriteBuffer(4 << 10) })
+		r := dialRaw(t, s.addr)
+		_ = r.c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		_ = r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		_ = r.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		r.headers(1, true, "/big")
+		// The client reads nothing more.
+		select {
+		case err := <-returned:
+			if err == nil {
+				t.Error("the handler wrote 64 MiB to a client that reads nothing")
+			}
+		case <-time.After(ioTimeout):
+			t.Fatal("the handler is still writing to a client that stopped reading")
+		}
+		select {
+		case <-s.ended:
+		case <-time.After(ioTimeout):
+			t.Error("ServeConn did not return")
+		}
+	})
+}
+
+// TestHandlerPanic: a panicking handler costs its stream (INTERNAL_ERROR)
+// and a log line with "panic serving", not the connection;
+// http.ErrAbortHandler is not logged.
+func TestHandlerPanic(t *testing.T) {
+	t.Parallel()
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/panic":
+			panic("boom")
+		case "/abort":
+			panic(http.ErrAbortHandler)
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	s := serve(t, &h2.Server{Handler: h, ErrorLog: log.New(lockedWriter{&mu, &logged}, "", 0)}, nil)
+	r := dialRaw(t, s.addr)
+	for i, tc := range []struct {
+		path   string
+		reset  http2.ErrCode
+		status string
+	}{
+		{"/panic", http2.ErrCodeInternal, ""},
+		{"/abort", http2.ErrCodeInternal, ""},
+		{"/ok", 0, "200"},
+	} {
+		id := uint32(2*i + 1)
+		r.headers(id, true, tc.path)
+		if st, code := r.status(id); st != tc.status || code != tc.reset {
+			t.Errorf("%s: status %q reset %v, want %q %v", tc.path, st, code, tc.status, tc.reset)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logged.String(), "panic serving"); n != 1 || !strings.Contains(logged.String(), "boom") {
+		t.Errorf("log %q: want one \"panic serving\" line, for boom", logged.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestCancelReachesHandler: a stream the client resets cancels its
+// request's context, and the connection serves the next one.
+func TestCancelReachesHandler(t *testing.T) {
+	t.Parallel()
+	g := newGate(true)
+	s := serve(t, &h2.Server{Handler: g}, nil)
+	c := client(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/held", nil)
+		res, err := c.Do(req)
+		if err == nil {
+			_ = res.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor(t, func() bool { return g.holding.Load() == 1 })
+	cancel()
+	waitFor(t, func() bool { return g.holding.Load() == 0 })
+	if err := <-errc; err == nil {
+		t.Error("a cancelled request got a response")
+	}
+	close(g.open)
+	res, err := c.Get("http://" + s.addr + "/next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("next request: %d", res.StatusCode)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(ioTimeout); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+	}
+}
+
+// BenchmarkServeConn: one connection, 8 streams in flight, a 17-byte
+// response each: the server's own cost per request, without a proxy
+// behind it.
+func BenchmarkServeConn(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "17")
+		_, _ = io.WriteString(w, "hello from bench\n")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	srv := &h2.Server{Handler: h}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = srv.ServeConn(c) }()
+		}
+	}()
+	tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	url := fmt.Sprintf("http://%s/", ln.Addr())
+	b.SetParallelism(4) // 8 streams on 2 cores
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			_ = res.Body.Close()
+		}
+	})
+}
+
+// TestUnreadBodyGivesCreditBack: a handler that returns without reading
+// the body gives the client's connection window back, so that bodies the
+// handlers do not read never starve the connection. Ten 60 KiB bodies go
+// through a 128 KiB connection window, each read one byte of.
+func TestUnreadBodyGivesCreditBack(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = r.Body.Read(make([]byte, 1))
+		_, _ = io.WriteString(w, "ok")
+	})
+	s := serve(t, &h2.Server{Handler: h, StreamWindow: 64 << 10, ConnWindow: 128 << 10}, nil)
+	r := dialRaw(t, s.addr)
+	body := make([]byte, 60<<10)
+	for i := range 10 {
+		id := uint32(2*i + 1)
+		r.headers(id, false, "/up")
+		for b := body; len(b) > 0; b = b[min(len(b), 16<<10):] {
+			chunk := b[:min(len(b), 16<<10)]
+			if err := r.fr.WriteData(id, len(chunk) == len(b), chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := r.until(func(f http2.Frame) bool {
+			_, away := f.(*http2.GoAwayFrame)
+			return away || (f.Header().StreamID == id && isHeaders(f))
+		})
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			t.Fatalf("body %d: GOAWAY %v: the connection window was not given back", i+1, ga.ErrCode)
+		}
+	}
+}

@@ -1,0 +1,566 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stream is one request and its response. Its fields are guarded by the
+// connection's mu.
+type stream struct {
+	sc     *serverConn
+	id     uint32
+	cancel context.CancelFunc
+	cond   sync.Cond // the handler waits for body bytes or send window
+
+	// err is why the stream is over for its handler (reset, connection
+	// gone): its writes and body reads return it.
+	err error
+	// remoteDone: the client ended its side (END_STREAM); localDone: we
+	// ended ours.
+	remoteDone, localDone bool
+	// removed: no longer in sc.streams.
+	removed bool
+
+	sendWindow int64
+	// recvWindow is what the client may still send on the stream,
+	// recvUnacked what it sent that was consumed and not yet given back.
+	recvWindow, recvUnacked int64
+	// declared is the request's Content-Length (-1: none), received what
+	// came of the body.
+	declared, received int64
+	body               *body
+}
+
+// body is a request body in flight: the bytes the client sent that the
+// handler has not read, at most the stream's window.
+type body struct {
+	st  *stream
+	buf []byte
+	eof bool
+	// closed: the handler stopped reading; what arrives is given back at
+	// once.
+	closed  bool
+	trailer http.Header
+	req     *http.Request
+}
+
+func (sc *serverConn) newStreamLocked(id uint32, req *http.Request, ended bool) *stream {
+	ctx, cancel := context.WithCancel(sc.srv.BaseContext)
+	st := &stream{
+		sc:         sc,
+		id:         id,
+		cancel:     cancel,
+		remoteDone: ended,
+		sendWindow: sc.initialSend,
+		recvWindow: int64(sc.srv.StreamWindow),
+		declared:   req.ContentLength,
+	}
+	st.cond.L = &sc.mu
+	if !ended {
+		st.body = &body{st: st, req: req}
+		req.Body = st.body
+	}
+	*req = *req.WithContext(ctx)
+	if len(sc.streams) == 0 && sc.idle != nil {
+		sc.idle.Stop()
+	}
+	sc.streams[id] = st
+	return st
+}
+
+// removeLocked forgets st: it no longer counts as open.
+func (sc *serverConn) removeLocked(st *stream) {
+	if st.removed {
+		return
+	}
+	st.removed = true
+	st.dropBodyLocked()
+	delete(sc.streams, st.id)
+	if len(sc.streams) == 0 {
+		if sc.goAway && !sc.closing {
+			sc.closing = true
+			sc.wakeWriter()
+		}
+		sc.idleLaterLocked()
+	}
+}
+
+// idleLaterLocked starts the idle timeout once nothing is in flight.
+func (sc *serverConn) idleLaterLocked() {
+	if len(sc.streams) == 0 && sc.running == 0 && sc.idle != nil {
+		sc.idle.Reset(sc.srv.IdleTimeout)
+	}
+}
+
+// failLocked ends st for its handler with err: its context is cancelled,
+// and it stops waiting for body bytes or window.
+func (st *stream) failLocked(err error) {
+	if st.err == nil {
+		st.err = err
+	}
+	st.cancel()
+	st.dropBodyLocked()
+	st.cond.Broadcast()
+	st.sc.space.Broadcast() // its handler may wait for the connection
+}
+
+// dropBodyLocked gives what nobody will read of st's body back to the
+// connection's window: a stream that ends must not keep its credit.
+func (st *stream) dropBodyLocked() {
+	if st.body == nil {
+		return
+	}
+	if n := int64(len(st.body.buf)); n > 0 {
+		st.sc.consumedLocked(n)
+	}
+	st.body.buf, st.body.closed = nil, true
+}
+
+// endRemoteLocked records the end of the client's side.
+func (sc *serverConn) endRemoteLocked(st *stream) {
+	st.remoteDone = true
+	if st.body != nil {
+		st.body.eof = true
+		if st.body.trailer != nil {
+			st.body.req.Trailer = st.body.trailer
+		}
+	}
+	st.cond.Broadcast()
+	if st.localDone {
+		sc.removeLocked(st)
+	}
+}
+
+// endLocalLocked records the end of our side. A client still sending a
+// body it no longer needs to is told to stop (RFC 9113 §8.1).
+func (sc *serverConn) endLocalLocked(st *stream) {
+	st.localDone = true
+	if st.remoteDone {
+		sc.removeLocked(st)
+		return
+	}
+	if st.err == nil && !sc.closed {
+		_ = sc.wfr.WriteRSTStream(st.id, http2.ErrCodeNo)
+	}
+	st.failLocked(errors.New("http2: response complete"))
+	sc.removeLocked(st)
+}
+
+// Read reads the request body as the client sends it, and gives what it
+// read back to the client's windows.
+func (b *body) Read(p []byte) (int, error) {
+	st := b.st
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for len(b.buf) == 0 && !b.eof && st.err == nil {
+		st.cond.Wait()
+	}
+	if len(b.buf) == 0 {
+		if b.eof {
+			return 0, io.EOF
+		}
+		return 0, st.err
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	if len(b.buf) == 0 {
+		b.buf = nil // the next DATA frame starts a new array
+	}
+	st.giveBackLocked(int64(n))
+	return n, nil
+}
+
+// giveBackLocked returns n bytes the client sent on st to its windows:
+// the connection's, and the stream's while the client may still send on
+// it, each with a WINDOW_UPDATE once a quarter of the window is owed.
+func (st *stream) giveBackLocked(n int64) {
+	sc := st.sc
+	sc.consumedLocked(n)
+	if st.remoteDone || st.err != nil || sc.closed {
+		return
+	}
+	st.recvUnacked += n
+	if st.recvUnacked >= int64(sc.srv.StreamWindow)/4 {
+		_ = sc.wfr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)) //nolint:gosec // at most the window
+		st.recvWindow += st.recvUnacked
+		st.recvUnacked = 0
+		sc.wakeWriter()
+	}
+}
+
+// Close stops reading: what the client sends of the body from now on is
+// discarded.
+func (b *body) Close() error {
+	st := b.st
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	if n := int64(len(b.buf)); n > 0 {
+		st.sc.consumedLocked(n)
+	}
+	b.buf, b.closed = nil, true
+	return nil
+}
+
+// runHandler serves st's request and ends the stream. A panic resets
+// the stream and is logged, unless it is http.ErrAbortHandler (a proxy
+// that lost its backend mid-response).
+func (sc *serverConn) runHandler(st *stream, req *http.Request) {
+	w := &responseWriter{st: st, req: req, header: make(http.Header)}
+	defer func() {
+		p := recover()
+		sc.mu.Lock()
+		if p != nil {
+			if p != http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as is
+				sc.logf("http2: panic serving %s: %v\n%s", sc.remoteAddr, p, debug.Stack())
+			}
+			if !st.localDone {
+				sc.resetLocked(st.id, http2.ErrCodeInternal)
+				st.localDone = true
+			}
+		} else {
+			w.finishLocked()
+		}
+		st.cancel()
+		sc.running--
+		sc.idleLaterLocked()
+		sc.mu.Unlock()
+		sc.handlers.Done()
+	}()
+	sc.srv.Handler.ServeHTTP(w, req)
+}
+
+// responseWriter is a stream's http.ResponseWriter. The response head is
+// sent with the first byte of the body, or with the end of the stream
+// when there is none (one HEADERS frame with END_STREAM).
+type responseWriter struct {
+	st     *stream
+	req    *http.Request
+	header http.Header
+	// status is the final status, 0 until WriteHeader; headSent once its
+	// HEADERS frame is written.
+	status   int
+	headSent bool
+	// length is the declared Content-Length (-1: none), written what went
+	// out of the body.
+	length, written int64
+	trailers        []string
+}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+// WriteHeader records the status; an informational one (1xx but 101,
+// which HTTP/2 has not) is sent at once.
+func (w *responseWriter) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if w.status != 0 {
+		return
+	}
+	if code < 200 {
+		if code == http.StatusSwitchingProtocols {
+			return
+		}
+		sc := w.st.sc
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if w.st.err == nil && !sc.closed {
+			sc.writeHeadLocked(w.st.id, code, w.header, false)
+			sc.wakeWriter()
+		}
+		return
+	}
+	w.status = code
+	w.length = -1
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.length = n
+		} else {
+			w.header.Del("Content-Length")
+		}
+	}
+	for _, v := range w.header["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+				w.trailers = append(w.trailers, k)
+			}
+		}
+	}
+}
+
+// bodyAllowed: HEAD and 204 and 304 responses have no body.
+func (w *responseWriter) bodyAllowed() bool {
+	return w.req.Method != http.MethodHead && w.status != http.StatusNoContent && w.status != http.StatusNotModified
+}
+
+// Write sends p as DATA frames, within the stream's and the connection's
+// send windows and the client's frame size; it waits for window when
+// there is none.
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed() {
+		return len(p), nil
+	}
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		return 0, http.ErrContentLength
+	}
+	st, sc := w.st, w.st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if err := w.sendHeadLocked(); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		for st.err == nil && !sc.closed &&
+			(st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData) {
+			if st.sendWindow <= 0 {
+				st.cond.Wait()
+			} else {
+				sc.space.Wait()
+			}
+		}
+		if st.err != nil {
+			return done, st.err
+		}
+		if sc.closed {
+			return done, errConnClosed
+		}
+		n := min(int64(len(p)-done), st.sendWindow, sc.sendWindow, int64(sc.peerFrame))
+		chunk := p[done : done+int(n)]
+		done += int(n)
+		w.written += n
+		// The last byte of a declared length ends the stream, unless
+		// trailers follow.
+		end := w.length >= 0 && w.written == w.length && len(w.trailers) == 0 && !w.hasPrefixTrailers()
+		_ = sc.wfr.WriteData(st.id, end, chunk)
+		st.sendWindow -= n
+		sc.sendWindow -= n
+		if end {
+			sc.endLocalLocked(st)
+		}
+		sc.wakeWriter()
+	}
+	return done, nil
+}
+
+// Flush sends the head if it is not yet sent; body bytes are handed to
+// the connection's writer as they are written.
+func (w *responseWriter) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	sc := w.st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if w.sendHeadLocked() == nil {
+		sc.wakeWriter()
+	}
+}
+
+// waitRoomLocked waits until the connection's output has room for more
+// than control frames, and says why the stream cannot write when it
+// cannot.
+func (st *stream) waitRoomLocked() error {
+	sc := st.sc
+	for st.err == nil && !sc.closed && len(sc.out.b) >= maxPendingData {
+		sc.space.Wait()
+	}
+	if st.err != nil {
+		return st.err
+	}
+	if sc.closed {
+		return errConnClosed
+	}
+	return nil
+}
+
+// sendHeadLocked writes the response head once, without END_STREAM.
+func (w *responseWriter) sendHeadLocked() error {
+	st, sc := w.st, w.st.sc
+	if err := st.waitRoomLocked(); err != nil {
+		return err
+	}
+	if !w.headSent && !st.localDone {
+		w.headSent = true
+		sc.writeHeadLocked(st.id, w.status, w.header, false)
+	}
+	return nil
+}
+
+// finishLocked ends the stream after the handler returned: the head with
+// END_STREAM if nothing was sent, else trailers or an empty DATA frame
+// with END_STREAM.
+func (w *responseWriter) finishLocked() {
+	st, sc := w.st, w.st.sc
+	if st.localDone || st.err != nil || sc.closed {
+		if !st.localDone {
+			st.localDone = true
+			sc.removeLocked(st)
+		}
+		return
+	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if st.waitRoomLocked() != nil {
+		if !st.localDone {
+			st.localDone = true
+			sc.removeLocked(st)
+		}
+		return
+	}
+	trailer := w.trailerFields()
+	switch {
+	case !w.headSent && len(trailer) == 0:
+		w.headSent = true
+		sc.writeHeadLocked(st.id, w.status, w.header, true)
+	case len(trailer) > 0:
+		if !w.headSent {
+			w.headSent = true
+			sc.writeHeadLocked(st.id, w.status, w.header, false)
+		}
+		sc.writeFieldsLocked(st.id, trailer, true)
+	default:
+		_ = sc.wfr.WriteData(st.id, true, nil)
+	}
+	sc.endLocalLocked(st)
+	sc.wakeWriter()
+}
+
+func (w *responseWriter) hasPrefixTrailers() bool {
+	for k := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// trailerFields are the trailers the handler set: those it declared in
+// Trailer before the head, and those it named with http.TrailerPrefix.
+func (w *responseWriter) trailerFields() [][2]string {
+	var out [][2]string
+	add := func(k string, vs []string) {
+		if !httpguts.ValidTrailerHeader(k) {
+			return
+		}
+		for _, v := range vs {
+			out = append(out, [2]string{strings.ToLower(k), v})
+		}
+	}
+	for _, k := range w.trailers {
+		add(k, w.header[k])
+	}
+	for k, vs := range w.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			add(http.CanonicalHeaderKey(name), vs)
+		}
+	}
+	return out
+}
+
+// writeStatusLocked answers a stream with a status and no body.
+func (sc *serverConn) writeStatusLocked(id uint32, status int) {
+	sc.writeHeadLocked(id, status, nil, true)
+}
+
+// writeHeadLocked encodes and writes a response head.
+func (sc *serverConn) writeHeadLocked(id uint32, status int, h http.Header, end bool) {
+	sc.hbuf.Reset()
+	_ = sc.henc.WriteField(hpackField(":status", strconv.Itoa(status)))
+	for k, vs := range h {
+		if !writableField(k) {
+			continue
+		}
+		name := lowerKey(k)
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				continue
+			}
+			_ = sc.henc.WriteField(hpackField(name, v))
+		}
+	}
+	sc.writeBlockLocked(id, end)
+}
+
+// writeFieldsLocked encodes and writes a trailer section.
+func (sc *serverConn) writeFieldsLocked(id uint32, fields [][2]string, end bool) {
+	sc.hbuf.Reset()
+	for _, f := range fields {
+		_ = sc.henc.WriteField(hpackField(f[0], f[1]))
+	}
+	sc.writeBlockLocked(id, end)
+}
+
+// writeBlockLocked writes the header block in hbuf as HEADERS and as many
+// CONTINUATION frames as the client's frame size asks for.
+func (sc *serverConn) writeBlockLocked(id uint32, end bool) {
+	block := sc.hbuf.Bytes()
+	frag := block[:min(len(block), int(sc.peerFrame))]
+	block = block[len(frag):]
+	_ = sc.wfr.WriteHeaders(http2.HeadersFrameParam{
+		StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0,
+	})
+	for len(block) > 0 {
+		frag = block[:min(len(block), int(sc.peerFrame))]
+		block = block[len(frag):]
+		_ = sc.wfr.WriteContinuation(id, len(block) == 0, frag)
+	}
+}
+
+// writableField: the fields of an HTTP/1.1 hop have no place in HTTP/2
+// (RFC 9113 §8.2.2); neither have the trailer names of net/http's
+// convention.
+func writableField(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade":
+		return false
+	}
+	return !strings.HasPrefix(k, http.TrailerPrefix) && httpguts.ValidHeaderFieldName(k)
+}
+
+func hpackField(name, value string) hpack.HeaderField {
+	return hpack.HeaderField{Name: name, Value: value}
+}
+
+// lowerKey is the HTTP/2 name of a canonical header key: lower case, and
+// without allocating for the fields responses usually carry.
+func lowerKey(k string) string {
+	if v, ok := commonLower[k]; ok {
+		return v
+	}
+	return strings.ToLower(k)
+}
+
+// commonLower maps the canonical keys of common response fields to their
+// HTTP/2 names. It is never modified.
+var commonLower = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Allow", "Alt-Svc",
+		"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language",
+		"Content-Length", "Content-Location", "Content-Range", "Content-Security-Policy",
+		"Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Link", "Location",
+		"Referrer-Policy", "Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security",
+		"Trailer", "Vary", "Via", "Www-Authenticate", "X-Content-Type-Options", "X-Frame-Options",
+	} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()

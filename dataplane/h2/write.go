@@ -1,0 +1,74 @@
+package h2
+
+import (
+	"time"
+)
+
+// outBuf is where frames are written: Framer's Write appends to it, and
+// the writer takes it whole.
+type outBuf struct{ b []byte }
+
+func (o *outBuf) Write(p []byte) (int, error) {
+	o.b = append(o.b, p...)
+	return len(p), nil
+}
+
+// keptOutput is the largest output buffer the writer keeps between
+// writes; a larger one (a burst of bodies) is dropped, so that an idle
+// connection holds little.
+const keptOutput = 32 << 10
+
+// wakeWriter tells the writer there is output. sc.mu is held.
+func (sc *serverConn) wakeWriter() {
+	if sc.writerIdle {
+		sc.wcond.Signal()
+	}
+}
+
+// writeLoop sends the connection's output: everything appended since its
+// last write, in one write. Frames appended while it writes wait for the
+// next one, which is how a connection's streams share system calls. It
+// closes the socket and returns once the connection is closing and its
+// output is sent, or a write fails or times out.
+func (sc *serverConn) writeLoop() {
+	defer close(sc.writerDone)
+	var spare []byte
+	for {
+		sc.mu.Lock()
+		for len(sc.out.b) == 0 && !sc.closing {
+			sc.writerIdle = true
+			sc.wcond.Wait()
+			sc.writerIdle = false
+		}
+		if len(sc.out.b) == 0 || sc.closed { // closing, everything sent
+			sc.closed = true
+			sc.failAllLocked(errConnClosed)
+			sc.mu.Unlock()
+			_ = sc.nc.Close()
+			return
+		}
+		buf := sc.out.b
+		sc.out.b = spare[:0]
+		sc.space.Broadcast()
+		sc.mu.Unlock()
+
+		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.WriteTimeout))
+		_, err := sc.nc.Write(buf)
+		if err != nil {
+			sc.mu.Lock()
+			sc.closed, sc.closing = true, true
+			if sc.err == nil {
+				sc.err = err
+			}
+			sc.failAllLocked(errConnClosed)
+			sc.out.b = nil
+			sc.mu.Unlock()
+			_ = sc.nc.Close() // the reader stops
+			return
+		}
+		spare = buf
+		if cap(spare) > keptOutput {
+			spare = nil
+		}
+	}
+}
