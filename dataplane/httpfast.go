@@ -341,7 +341,7 @@ func (c *directConn) roundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req and reads the response, passing 1xx informational
 // responses to the request's trace (the reverse proxy forwards them).
 func (c *directConn) exchange(req *http.Request) (*http.Response, error) {
-	if err := req.Write(c.bw); err != nil {
+	if err := writeBodilessRequest(c.bw, req); err != nil {
 		return nil, fmt.Errorf("writing the request to %s: %w", c.addr, err)
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -376,4 +376,57 @@ func (c *directConn) release(stop func() bool, keep bool) {
 		return
 	}
 	c.p.put(c)
+}
+
+// writeBodilessRequest writes the head of a request that directable
+// accepted (no body; GET, HEAD, OPTIONS or TRACE; valid fields) as
+// Request.Write does, without sorting the fields first: Request.Write
+// sorts every request's fields (for a stable wire form), which was 8 % of
+// http mode's CPU under HTTP/2. Field order across names carries no
+// meaning (RFC 9110 §5.3); each name's values keep theirs. Host and
+// User-Agent go as Request.Write sends them (no default User-Agent when
+// the field is present but empty, as the reverse proxy leaves it), and
+// Content-Length, Transfer-Encoding and Trailer are left out: these
+// requests have no body.
+func writeBodilessRequest(w *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("http: invalid Host header %q", host)
+	}
+	_, _ = w.WriteString(req.Method)
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(req.URL.RequestURI())
+	_, _ = w.WriteString(" HTTP/1.1\r\nHost: ")
+	_, _ = w.WriteString(host)
+	_, _ = w.WriteString("\r\n")
+	ua, set := req.Header["User-Agent"]
+	switch {
+	case !set:
+		_, _ = w.WriteString("User-Agent: Go-http-client/1.1\r\n")
+	case len(ua) > 0 && ua[0] != "":
+		writeField(w, "User-Agent", ua[0])
+	}
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	_, err := w.WriteString("\r\n")
+	return err
+}
+
+// writeField writes one field line, its value trimmed of surrounding
+// whitespace as textproto does.
+func writeField(w *bufio.Writer, k, v string) {
+	_, _ = w.WriteString(k)
+	_, _ = w.WriteString(": ")
+	_, _ = w.WriteString(textproto.TrimString(v))
+	_, _ = w.WriteString("\r\n")
 }

@@ -1,10 +1,13 @@
 package dataplane
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -123,5 +126,60 @@ func TestBackendTransportValidatesHeaders(t *testing.T) {
 		if r.Header.Get("X-Smuggled") != "" {
 			t.Errorf("the backend got a smuggled field: %v", r.Header)
 		}
+	}
+}
+
+// TestWriteBodilessRequest: what a backend reads of a bodiless request
+// written by writeBodilessRequest is what it reads of Request.Write's:
+// the same method, target, Host and fields (each name's values in
+// order), User-Agent included or left out alike.
+func TestWriteBodilessRequest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, method, url, host string
+		header                  http.Header
+	}{
+		{name: "proxied GET", method: http.MethodGet, url: "http://10.0.0.1:80/a/b?c=d&e", host: "www.test",
+			header: http.Header{"User-Agent": {""}, "Accept": {"*/*"}, "X-Forwarded-For": {"192.0.2.1"}, "Cookie": {"a=1; b=2"}}},
+		{name: "no User-Agent field", method: http.MethodHead, url: "http://10.0.0.1/", header: http.Header{}},
+		{name: "client User-Agent, values in order", method: http.MethodGet, url: "http://h/", host: "h",
+			header: http.Header{"User-Agent": {"curl/8", "other"}, "Accept": {"a", "b", "c"}, "X-Pad": {"  v \t"}}},
+		{name: "OPTIONS", method: http.MethodOptions, url: "http://h/x", host: "h", header: http.Header{"User-Agent": {""}}},
+		{name: "escaped path", method: http.MethodGet, url: "http://h/a%20b/%2F?q=%41", host: "h:8080", header: http.Header{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			read := func(write func(*bufio.Writer, *http.Request) error) *http.Request {
+				t.Helper()
+				req, err := http.NewRequest(tc.method, tc.url, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Host, req.Header = tc.host, tc.header.Clone()
+				var buf bytes.Buffer
+				bw := bufio.NewWriter(&buf)
+				if err := write(bw, req); err != nil {
+					t.Fatal(err)
+				}
+				_ = bw.Flush()
+				got, err := http.ReadRequest(bufio.NewReader(&buf))
+				if err != nil {
+					t.Fatalf("%q: %v", buf.String(), err)
+				}
+				return got
+			}
+			want := read(func(w *bufio.Writer, r *http.Request) error { return r.Write(w) })
+			got := read(writeBodilessRequest)
+			if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
+				got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.Header, want.Header) {
+				t.Errorf("read back %s %s Host %s %v length %d\nwant %s %s Host %s %v length %d",
+					got.Method, got.RequestURI, got.Host, got.Header, got.ContentLength,
+					want.Method, want.RequestURI, want.Host, want.Header, want.ContentLength)
+			}
+		})
+	}
+	bad, _ := http.NewRequest(http.MethodGet, "http://h/", nil)
+	bad.Host = "a b"
+	if err := writeBodilessRequest(bufio.NewWriter(io.Discard), bad); err == nil {
+		t.Error("a Host with a space was written")
 	}
 }
