@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"runtime"
 	"time"
 )
 
@@ -39,6 +40,14 @@ func (sc *serverConn) writeLoop() {
 			sc.writerIdle = true
 			sc.wcond.Wait()
 			sc.writerIdle = false
+		}
+		if len(sc.out.b) < maxPendingData && len(sc.streams) > 1 && !sc.closing {
+			// Other streams' handlers may be runnable with their
+			// responses in hand: let them append before this write
+			// rather than after it.
+			sc.mu.Unlock()
+			runtime.Gosched()
+			sc.mu.Lock()
 		}
 		if len(sc.out.b) == 0 || sc.closed { // closing, everything sent
 			sc.closed = true
