@@ -145,12 +145,12 @@ type serverConn struct {
 	remoteAddr string
 	handlers   sync.WaitGroup
 	writerDone chan struct{}
-	idle       *time.Timer
 
 	mu sync.Mutex
 	// out is the output not yet handed to the writer; wfr writes frames
 	// into it and henc encodes header blocks into hbuf for them.
 	out   outBuf
+	spare []byte // the writer's last buffer, for out to reuse
 	wfr   *http2.Framer
 	henc  *hpack.Encoder
 	hbuf  bytes.Buffer
@@ -158,6 +158,9 @@ type serverConn struct {
 	space sync.Cond // handlers wait for room in out, or the connection's window
 	// writerIdle: the writer waits on wcond.
 	writerIdle bool
+	// idle ends the connection after IdleTimeout without streams; nil
+	// until the preface is read.
+	idle *time.Timer
 
 	streams map[uint32]*stream // open and half-closed streams
 	// maxID is the highest stream ID the client has opened: IDs at or
@@ -225,8 +228,11 @@ func (sc *serverConn) serve() error {
 	if err := sc.readPreface(); err != nil {
 		return err
 	}
-	sc.idle = time.AfterFunc(sc.srv.IdleTimeout, sc.idleTimeout)
-	defer sc.idle.Stop()
+	idle := time.AfterFunc(sc.srv.IdleTimeout, sc.idleTimeout)
+	defer idle.Stop()
+	sc.mu.Lock()
+	sc.idle = idle // the goroutines that end streams restart it
+	sc.mu.Unlock()
 	for {
 		f, err := sc.fr.ReadFrame()
 		if err != nil {

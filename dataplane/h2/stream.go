@@ -101,6 +101,10 @@ func (sc *serverConn) removeLocked(st *stream) {
 func (sc *serverConn) idleLaterLocked() {
 	if len(sc.streams) == 0 && sc.running == 0 && sc.idle != nil {
 		sc.idle.Reset(sc.srv.IdleTimeout)
+		sc.spare = nil
+		if len(sc.out.b) == 0 {
+			sc.out.b = nil
+		}
 	}
 }
 

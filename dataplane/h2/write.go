@@ -15,8 +15,8 @@ func (o *outBuf) Write(p []byte) (int, error) {
 }
 
 // keptOutput is the largest output buffer the writer keeps between
-// writes; a larger one (a burst of bodies) is dropped, so that an idle
-// connection holds little.
+// writes; a larger one (a burst of bodies) is dropped, and so is any
+// once the connection is idle, so that an idle connection holds little.
 const keptOutput = 32 << 10
 
 // wakeWriter tells the writer there is output. sc.mu is held.
@@ -33,7 +33,6 @@ func (sc *serverConn) wakeWriter() {
 // output is sent, or a write fails or times out.
 func (sc *serverConn) writeLoop() {
 	defer close(sc.writerDone)
-	var spare []byte
 	for {
 		sc.mu.Lock()
 		for len(sc.out.b) == 0 && !sc.closing {
@@ -57,7 +56,7 @@ func (sc *serverConn) writeLoop() {
 			return
 		}
 		buf := sc.out.b
-		sc.out.b = spare[:0]
+		sc.out.b, sc.spare = sc.spare[:0], nil
 		sc.space.Broadcast()
 		sc.mu.Unlock()
 
@@ -75,9 +74,10 @@ func (sc *serverConn) writeLoop() {
 			_ = sc.nc.Close() // the reader stops
 			return
 		}
-		spare = buf
-		if cap(spare) > keptOutput {
-			spare = nil
+		sc.mu.Lock()
+		if cap(buf) <= keptOutput && (len(sc.streams) > 0 || sc.running > 0) {
+			sc.spare = buf[:0] // for the next write; an idle connection keeps none
 		}
+		sc.mu.Unlock()
 	}
 }
