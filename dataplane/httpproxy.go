@@ -64,7 +64,8 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 // the route the connection's first request chose. The contexts of its
 // requests carry slot, which the backend pool charges the connections it
 // dials for them to; its handlers' panics and the client's protocol
-// errors go to the connection's log (httpErrorLog).
+// errors go to the connection's log (httpErrorLog). Shutdown drains its
+// connection: GOAWAY, and the connection closes once its streams end.
 func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, rep *report) *h2.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
@@ -78,6 +79,7 @@ func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, 
 		MaxHeaderListSize:    uint32(lim.MaxHeaderBytes),       //nolint:gosec // validated positive and small
 		IdleTimeout:          lim.IdleTimeout,
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
+		Drain:                s.draining,
 	}
 }
 

@@ -98,6 +98,10 @@ type Server struct {
 	// stop is cancelled when Shutdown gives up waiting: dials in flight end.
 	stop       context.Context
 	cancelStop context.CancelFunc
+	// draining is cancelled when Shutdown starts: connections that can
+	// say so to their clients (HTTP/2's GOAWAY) end once idle.
+	draining    context.Context
+	cancelDrain context.CancelFunc
 
 	// applying makes Applies one at a time: each compiles from the
 	// configuration the one before made, and retires what it did not reuse.
@@ -164,6 +168,7 @@ func NewServer(opt Options) *Server {
 		conns:  map[*conn]struct{}{},
 	}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	s.draining, s.cancelDrain = context.WithCancel(context.Background())
 	count := s.clientCounts
 	s.m.clients.count.Store(&count)
 	s.tunnelBufs = &tunnel.Buffers{}
@@ -458,6 +463,7 @@ func (s *Server) ActiveConnections() int { return s.backends.clients(&s.active) 
 // until ctx is done, then closes the rest. It returns ctx's error when it had
 // to cut connections.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancelDrain()
 	s.mu.Lock()
 	s.closed = true
 	for key, b := range s.bound {

@@ -71,6 +71,11 @@ type Server struct {
 	// ErrorLog takes the panics of handlers ("panic serving ...") and the
 	// client's protocol errors; nil: discarded.
 	ErrorLog *log.Logger
+	// Drain, once done, drains every connection: GOAWAY (no error) tells
+	// the client to open no more streams here, those in flight finish,
+	// and the connection closes; a client that opens one anyway is
+	// ignored (it may retry it elsewhere, RFC 9113 §6.8). nil: never.
+	Drain context.Context
 
 	MaxConcurrentStreams uint32
 	MaxHeaderListSize    uint32
@@ -233,6 +238,10 @@ func (sc *serverConn) serve() error {
 	sc.mu.Lock()
 	sc.idle = idle // the goroutines that end streams restart it
 	sc.mu.Unlock()
+	if sc.srv.Drain != nil {
+		stop := context.AfterFunc(sc.srv.Drain, sc.drain)
+		defer stop()
+	}
 	for {
 		f, err := sc.fr.ReadFrame()
 		if err != nil {
@@ -629,6 +638,22 @@ func (sc *serverConn) controlWrittenLocked() error {
 		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 	}
 	return nil
+}
+
+// drain sends GOAWAY without error: no new streams; the connection
+// closes once those in flight have ended.
+func (sc *serverConn) drain() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.goAway || sc.closed {
+		return
+	}
+	_ = sc.wfr.WriteGoAway(sc.maxID, http2.ErrCodeNo, nil)
+	sc.goAway = true
+	if len(sc.streams) == 0 {
+		sc.closing = true
+	}
+	sc.wakeWriter()
 }
 
 // idleTimeout ends a connection without streams with GOAWAY.

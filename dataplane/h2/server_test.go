@@ -666,3 +666,37 @@ func TestUnreadBodyGivesCreditBack(t *testing.T) {
 		}
 	}
 }
+
+// TestDrain: once Drain is done the client gets GOAWAY without error
+// naming the last stream served; that stream still gets its response, a
+// stream opened after is left unanswered (the client may retry it
+// elsewhere), and the connection closes once the stream in flight ends.
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	g := newGate(false)
+	drain, startDrain := context.WithCancel(t.Context())
+	defer startDrain()
+	s := serve(t, &h2.Server{Handler: g, Drain: drain}, nil)
+	r := dialRaw(t, s.addr)
+	r.headers(1, true, "/held")
+	waitFor(t, func() bool { return g.holding.Load() == 1 })
+	startDrain()
+	f := r.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+	if f.ErrCode != http2.ErrCodeNo || f.LastStreamID != 1 {
+		t.Errorf("GOAWAY %v last stream %d, want NO_ERROR and 1", f.ErrCode, f.LastStreamID)
+	}
+	r.headers(3, true, "/late")
+	close(g.open)
+	var late bool
+	end := r.until(func(f http2.Frame) bool {
+		late = late || f.Header().StreamID == 3
+		return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)
+	})
+	if _, ok := end.(*http2.DataFrame); !ok {
+		t.Errorf("stream 1 ended with %v, want its body", end)
+	}
+	r.closed()
+	if late || g.peak.Load() != 1 {
+		t.Errorf("stream 3, opened after GOAWAY, was answered (%v) or handled (peak %d)", late, g.peak.Load())
+	}
+}
