@@ -161,6 +161,15 @@ func (c *conn) logPanic(p *panics.Error) {
 	c.s.logPanic(&c.rep, p)
 }
 
+// draining is done once the connection's listener socket closes (Apply
+// dropped it, or Shutdown began): HTTP/2 then tells its client to go.
+func (c *conn) draining() context.Context {
+	if c.bound != nil && c.bound.draining != nil {
+		return c.bound.draining
+	}
+	return c.s.draining
+}
+
 // cutWith makes abort the way Shutdown ends the connection.
 func (c *conn) cutWith(abort func()) { c.cut.Store(&abort) }
 

@@ -108,3 +108,29 @@ func TestShutdownDrainsHTTP2Connections(t *testing.T) {
 		t.Error("a request after Shutdown was served")
 	}
 }
+
+// TestReloadDroppedPortDrainsHTTP2: an HTTP/2 connection accepted on a
+// port that a reload drops is told to go (GOAWAY) and ends, instead of
+// living on under the routes of a port that no longer exists; the port
+// that stays keeps its HTTP/2 connections.
+func TestReloadDroppedPortDrainsHTTP2(t *testing.T) {
+	t.Parallel()
+	backend := peers.HTTPBackend(t, "web")
+	keep := listenerOn("keep", httpRoute("web", backend.Addr))
+	drop := listenerOn("drop", httpRoute("web", backend.Addr))
+	m := startMux(t, snapshotOf(keep, drop))
+	kept, dropped := h2Conn(t, m.addr("keep"), ""), h2Conn(t, m.addr("drop"), "")
+	for _, cc := range []*http.ClientConn{kept, dropped} {
+		if status, _, err := h2Get(t, cc, "www.test", "http://www.test/"); err != nil || status != http.StatusOK {
+			t.Fatalf("GET before the reload: %d, %v", status, err)
+		}
+	}
+	m.apply(snapshotOf(keep))
+	peers.Until(t, ioTimeout, "the dropped port's HTTP/2 connection to end", func() bool {
+		_, _, err := h2Get(t, dropped, "www.test", "http://www.test/")
+		return err != nil
+	})
+	if status, _, err := h2Get(t, kept, "www.test", "http://www.test/"); err != nil || status != http.StatusOK {
+		t.Errorf("GET on the kept port's connection after the reload: %d, %v", status, err)
+	}
+}

@@ -44,7 +44,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
 	if h2 {
-		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep).ServeConn(counted)
+		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining()).ServeConn(counted)
 	} else {
 		serveFront(c, rc, counted, hc, slot, rc.IdleTimeout)
 	}
@@ -64,9 +64,9 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int)
 // the route the connection's first request chose. The contexts of its
 // requests carry slot, which the backend pool charges the connections it
 // dials for them to; its handlers' panics and the client's protocol
-// errors go to the connection's log (httpErrorLog). Shutdown drains its
-// connection: GOAWAY, and the connection closes once its streams end.
-func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, rep *report) *h2.Server {
+// errors go to the connection's log (httpErrorLog). Once drain is done
+// the connection is drained: GOAWAY, and it closes once its streams end.
+func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, rep *report, drain context.Context) *h2.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
 		lim.IdleTimeout = idle
@@ -79,7 +79,7 @@ func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, 
 		MaxHeaderListSize:    uint32(lim.MaxHeaderBytes),       //nolint:gosec // validated positive and small
 		IdleTimeout:          lim.IdleTimeout,
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
-		Drain:                s.draining,
+		Drain:                drain,
 	}
 }
 

@@ -99,7 +99,8 @@ type Server struct {
 	stop       context.Context
 	cancelStop context.CancelFunc
 	// draining is cancelled when Shutdown starts: connections that can
-	// say so to their clients (HTTP/2's GOAWAY) end once idle.
+	// say so to their clients (HTTP/2's GOAWAY) end once idle. Each
+	// bound listener's own is its child.
 	draining    context.Context
 	cancelDrain context.CancelFunc
 
@@ -152,6 +153,10 @@ type boundListener struct {
 	// acceptor: the relay loops accept its connections (nil: acceptLoop).
 	acceptor *relayloop.Acceptor
 	done     chan struct{} // closed when the accept loop has returned
+	// draining is cancelled when the socket closes (Apply dropped its
+	// address, or Shutdown): its HTTP/2 connections are told to go.
+	draining  context.Context
+	stopDrain context.CancelFunc
 }
 
 // NewServer returns a server with nothing bound.
@@ -311,6 +316,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 				continue
 			}
 			b := &boundListener{key: key, ln: ln, done: make(chan struct{}), clients: clientlimit.NewTable()}
+			b.draining, b.stopDrain = context.WithCancel(s.draining)
 			s.bound[key] = b
 			started = append(started, b)
 			s.log.Info("listening", "listener", l.Name, "address", ln.Addr().String())
@@ -540,6 +546,9 @@ func (b *boundListener) close() {
 		b.acceptor.Stop()
 	}
 	_ = b.ln.Close()
+	if b.stopDrain != nil {
+		b.stopDrain()
+	}
 }
 
 // keepAlive is the TCP keepalive setting for accepted and dialled sockets:
