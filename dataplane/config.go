@@ -76,13 +76,14 @@ type routeConfig struct {
 }
 
 // newConfig builds the configuration of snap. idle is the idle timeout of
-// routes that set none (Options.IdleTimeout: negative for never); bufs
+// routes that set none (Options.IdleTimeout: negative for never); maxHead
+// bounds the response heads of http-mode backends; bufs
 // are the copy buffers its tunnels share with every other configuration's.
 // A listener that prev (nil: none) compiled from the same declaration
 // (sameListener) keeps its compiled configuration, the very object, with
 // its routes, TLS configuration and backend pools: a delta of one listener costs one listener's
 // compilation, not the snapshot's (issue 19).
-func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, bufs *tunnel.Buffers) *config {
+func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, maxHead int, bufs *tunnel.Buffers) *config {
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
@@ -124,7 +125,7 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 					rc.endpoints = loopEndpoints(r.Backend.Endpoints)
 				}
 				if r.Backend.Mode == snapshot.ModeHTTP {
-					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer)
+					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer, maxHead)
 					rc.httpEndpoints = loopEndpoints(r.Backend.Endpoints)
 				}
 			}

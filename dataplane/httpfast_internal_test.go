@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,24 +23,40 @@ func testDirectPool(maxConns int, idle time.Duration) *directPool {
 	p := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
-	})
+	}, DefaultHTTPMaxHeaderBytes)
 	p.maxConns, p.idleTimeout = maxConns, idle
 	return p
 }
 
 func directGet(t *testing.T, p *directPool, url string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	u, err := neturl.Parse(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := p.roundTrip(req)
+	dc, _, err := p.get(context.Background(), u.Host)
 	if err != nil {
 		t.Errorf("GET %s: %v", url, err)
 		return 0, ""
 	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
+	_, _ = fmt.Fprintf(dc.bw, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", u.RequestURI(), u.Host)
+	if err := dc.bw.Flush(); err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		dc.close()
+		return 0, ""
+	}
+	res, err := http.ReadResponse(dc.br, nil)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		dc.close()
+		return 0, ""
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		dc.close()
+	} else {
+		p.put(dc)
+	}
 	return res.StatusCode, string(body)
 }
 
@@ -93,93 +112,114 @@ func TestDirectPoolClosesIdleConnections(t *testing.T) {
 	peers.Until(t, 10*time.Second, "the idle connection to be closed", func() bool { return web.OpenConns() == 0 })
 }
 
-// TestBackendTransportValidatesHeaders: Request.Write writes header
-// fields as they are, where http.Transport refuses invalid ones. A field
-// with a line break (which neither net/http server lets through, but the
-// pool must not rely on that) is refused too, never written raw: no
-// smuggled field reaches the backend.
-func TestBackendTransportValidatesHeaders(t *testing.T) {
+// TestDirectableRefusesInvalidFields: appendBodilessHead writes fields as
+// they are, so a request with a field http.Transport would refuse (a line
+// break, which neither HTTP/2 framer nor net/http's server lets through,
+// but the pool must not rely on that) never takes the direct path.
+func TestDirectableRefusesInvalidFields(t *testing.T) {
 	t.Parallel()
-	web := peers.HTTPBackend(t, "web")
-	p := testDirectPool(8, time.Minute)
-	t.Cleanup(p.closeIdle)
-	tr := &backendTransport{std: &http.Transport{}, direct: p}
-	t.Cleanup(tr.std.CloseIdleConnections)
-	for _, h := range []http.Header{
-		{"X-Note": {"a\r\nX-Smuggled: 1"}},
-		{"X-Smuggled: 1\r\nX-Note": {"a"}},
+	for _, tc := range []struct {
+		header http.Header
+		want   bool
+	}{
+		{header: http.Header{"X-Note": {"a"}}, want: true},
+		{header: http.Header{"X-Note": {"a\r\nX-Smuggled: 1"}}},
+		{header: http.Header{"X-Smuggled: 1\r\nX-Note": {"a"}}},
+		{header: http.Header{"Upgrade": {"h2c"}}},
+		{header: http.Header{"Connection": {"close"}}},
 	} {
-		req, err := http.NewRequest(http.MethodGet, "http://"+web.Addr+"/", nil)
+		req, err := http.NewRequest(http.MethodGet, "http://www.test/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Header = h
-		if res, err := tr.RoundTrip(req); err == nil {
-			_ = res.Body.Close()
-			t.Errorf("header %q was sent", h)
+		req.Header = tc.header
+		if got := directable(req); got != tc.want {
+			t.Errorf("directable with %q: %v, want %v", tc.header, got, tc.want)
 		}
 	}
-	if status, body := directGet(t, p, "http://"+web.Addr+"/ok"); status != 200 || body != "web GET /ok\n" {
-		t.Errorf("GET after: %d %q", status, body)
-	}
-	for _, r := range web.Requests() {
-		if r.Header.Get("X-Smuggled") != "" {
-			t.Errorf("the backend got a smuggled field: %v", r.Header)
-		}
+	post, _ := http.NewRequest(http.MethodPost, "http://www.test/", strings.NewReader("x"))
+	if directable(post) {
+		t.Error("a POST with a body is directable")
 	}
 }
 
-// TestWriteBodilessRequest: what a backend reads of a bodiless request
-// written by writeBodilessRequest is what it reads of Request.Write's:
-// the same method, target, Host and fields (each name's values in
-// order), User-Agent included or left out alike.
-func TestWriteBodilessRequest(t *testing.T) {
+// TestAppendBodilessHead: what a backend reads of the head written for a
+// bodiless HTTP/2 stream is what the reverse proxy sent for it: the
+// method and target (a query net/url cannot parse cleaned as it cleaned
+// it), the client's Host, its fields but the hop-by-hop and forwarding
+// ones, "Te: trailers" kept, no User-Agent of Go's, and the forwarding
+// fields from what the dataplane saw.
+func TestAppendBodilessHead(t *testing.T) {
 	t.Parallel()
+	h := &httpConn{clientIP: "192.0.2.7", proto: "https"}
+	fwd := func(host string) http.Header {
+		return http.Header{
+			"X-Forwarded-For": {"192.0.2.7"}, "X-Forwarded-Host": {host}, "X-Forwarded-Proto": {"https"},
+			"X-Real-Ip": {"192.0.2.7"}, "Forwarded": {"for=192.0.2.7;proto=https;host=" + forwardedValue(host)},
+		}
+	}
+	with := func(a, b http.Header) http.Header {
+		out := a.Clone()
+		for k, v := range b {
+			out[k] = v
+		}
+		return out
+	}
 	for _, tc := range []struct {
-		name, method, url, host string
-		header                  http.Header
+		name, method, url, host, target string
+		header, want                    http.Header
 	}{
-		{name: "proxied GET", method: http.MethodGet, url: "http://10.0.0.1:80/a/b?c=d&e", host: "www.test",
-			header: http.Header{"User-Agent": {""}, "Accept": {"*/*"}, "X-Forwarded-For": {"192.0.2.1"}, "Cookie": {"a=1; b=2"}}},
-		{name: "no User-Agent field", method: http.MethodHead, url: "http://10.0.0.1/", header: http.Header{}},
-		{name: "client User-Agent, values in order", method: http.MethodGet, url: "http://h/", host: "h",
-			header: http.Header{"User-Agent": {"curl/8", "other"}, "Accept": {"a", "b", "c"}, "X-Pad": {"  v \t"}}},
-		{name: "OPTIONS", method: http.MethodOptions, url: "http://h/x", host: "h", header: http.Header{"User-Agent": {""}}},
-		{name: "escaped path", method: http.MethodGet, url: "http://h/a%20b/%2F?q=%41", host: "h:8080", header: http.Header{}},
+		{name: "GET", method: http.MethodGet, url: "http://www.test/a/b?c=d&e", host: "www.test", target: "/a/b?c=d&e",
+			header: http.Header{"Accept": {"*/*"}, "Cookie": {"a=1; b=2"}, "User-Agent": {"curl/8"}},
+			want:   with(fwd("www.test"), http.Header{"Accept": {"*/*"}, "Cookie": {"a=1; b=2"}, "User-Agent": {"curl/8"}})},
+		{name: "values in order, trimmed", method: http.MethodHead, url: "http://h/", host: "h:8443", target: "/",
+			header: http.Header{"Accept": {"a", "b", "c"}, "X-Pad": {"  v \t"}},
+			want:   with(fwd("h:8443"), http.Header{"Accept": {"a", "b", "c"}, "X-Pad": {"v"}})},
+		{name: "forwarding fields of the client's dropped", method: http.MethodGet, url: "http://h/", host: "h", target: "/",
+			header: http.Header{"X-Forwarded-For": {"6.6.6.6"}, "X-Real-Ip": {"6.6.6.6"}, "Forwarded": {"for=6.6.6.6"},
+				"X-Forwarded-Proto": {"gopher"}, "X-Forwarded-Host": {"evil"}},
+			want: fwd("h")},
+		{name: "hop-by-hop fields dropped, Te: trailers kept", method: http.MethodGet, url: "http://h/", host: "h", target: "/",
+			header: http.Header{"Te": {"gzip, trailers"}, "Keep-Alive": {"300"}, "Proxy-Authorization": {"Basic x"},
+				"Http2-Settings": {"AAMAAABkAAQAAP__"}, "Trailer": {"X-Sum"}},
+			want: with(fwd("h"), http.Header{"Te": {"trailers"}})},
+		{name: "OPTIONS *", method: http.MethodOptions, url: "http://h/", host: "h", target: "*", want: fwd("h")},
+		{name: "escaped path", method: http.MethodGet, url: "http://h/a%20b/%2F?q=%41", host: "h", target: "/a%20b/%2F?q=%41", want: fwd("h")},
+		{name: "semicolon in the query", method: http.MethodGet, url: "http://h/p?a=1;b=2&c=3", host: "h", target: "/p?c=3", want: fwd("h")},
+		{name: "bad escape in the query", method: http.MethodGet, url: "http://h/p?a=%zz&c=3", host: "h", target: "/p?c=3", want: fwd("h")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			read := func(write func(*bufio.Writer, *http.Request) error) *http.Request {
-				t.Helper()
-				req, err := http.NewRequest(tc.method, tc.url, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Host, req.Header = tc.host, tc.header.Clone()
-				var buf bytes.Buffer
-				bw := bufio.NewWriter(&buf)
-				if err := write(bw, req); err != nil {
-					t.Fatal(err)
-				}
-				_ = bw.Flush()
-				got, err := http.ReadRequest(bufio.NewReader(&buf))
-				if err != nil {
-					t.Fatalf("%q: %v", buf.String(), err)
-				}
-				return got
+			req, err := http.NewRequest(tc.method, tc.url, nil)
+			if err != nil {
+				t.Fatal(err)
 			}
-			want := read(func(w *bufio.Writer, r *http.Request) error { return r.Write(w) })
-			got := read(writeBodilessRequest)
-			if got.Method != want.Method || got.RequestURI != want.RequestURI || got.Host != want.Host ||
-				got.ContentLength != want.ContentLength || !reflect.DeepEqual(got.Header, want.Header) {
-				t.Errorf("read back %s %s Host %s %v length %d\nwant %s %s Host %s %v length %d",
-					got.Method, got.RequestURI, got.Host, got.Header, got.ContentLength,
-					want.Method, want.RequestURI, want.Host, want.Header, want.ContentLength)
+			if tc.target == "*" {
+				req.URL = &neturl.URL{Path: "*"}
+			}
+			req.Host, req.Header = tc.host, tc.header
+			if req.Header == nil {
+				req.Header = http.Header{}
+			}
+			head, err := h.appendBodilessHead(nil, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+			if err != nil {
+				t.Fatalf("%q: %v", head, err)
+			}
+			if got.Method != tc.method || got.RequestURI != tc.target || got.Host != tc.host || got.ContentLength != 0 {
+				t.Errorf("read back %s %s Host %s length %d, want %s %s Host %s", got.Method, got.RequestURI, got.Host, got.ContentLength,
+					tc.method, tc.target, tc.host)
+			}
+			if !reflect.DeepEqual(got.Header, tc.want) {
+				t.Errorf("fields %v\nwant %v", got.Header, tc.want)
 			}
 		})
 	}
 	bad, _ := http.NewRequest(http.MethodGet, "http://h/", nil)
 	bad.Host = "a b"
-	if err := writeBodilessRequest(bufio.NewWriter(io.Discard), bad); err == nil {
+	if _, err := h.appendBodilessHead(nil, bad); err == nil {
 		t.Error("a Host with a space was written")
 	}
 }

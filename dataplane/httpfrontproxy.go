@@ -155,10 +155,8 @@ func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseH
 		return fmt.Errorf("writing the request to %s: %w", c.addr, err)
 	}
 	for range 100 {
-		rh.Reset()
-		rh.SetNoDefaultContentType(true)
-		if err := rh.Read(c.br); err != nil {
-			return fmt.Errorf("reading the response from %s: %w", c.addr, err)
+		if err := c.readHead(rh); err != nil {
+			return err
 		}
 		switch code := rh.StatusCode(); {
 		case code == fasthttp.StatusSwitchingProtocols && !upgrade:
@@ -177,6 +175,34 @@ func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseH
 		}
 	}
 	return fmt.Errorf("%s sent too many informational responses", c.addr)
+}
+
+// errResponseHeadTooLarge: a backend's response head past
+// HTTPLimits.MaxHeaderBytes, which the client gets as a 502.
+var errResponseHeadTooLarge = errors.New("backend's response head too large")
+
+// readHead reads a response head into rh. The connection's reader holds
+// 4 KiB, which fasthttp's parser needs the whole head to fit in: for a
+// backend whose heads are larger (long Set-Cookie or CSP fields) it grows
+// once to the pool's maxHead, which then bounds them.
+func (c *directConn) readHead(rh *fasthttp.ResponseHeader) error {
+	for {
+		rh.Reset()
+		rh.SetNoDefaultContentType(true)
+		err := rh.Read(c.br)
+		var small *fasthttp.ErrSmallBuffer
+		switch {
+		case err == nil:
+			return nil
+		case !errors.As(err, &small):
+			return fmt.Errorf("reading the response from %s: %w", c.addr, err)
+		case c.br.Size() >= c.p.maxHead:
+			return fmt.Errorf("reading the response from %s: %w (more than %d bytes)", c.addr, errResponseHeadTooLarge, c.p.maxHead)
+		}
+		// What was read stays first: the parser consumed none of it.
+		pending, _ := c.br.Peek(c.br.Buffered())
+		c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), c.Conn), c.p.maxHead)
+	}
 }
 
 // frontRespond makes the response of ctx from the head rh the backend
@@ -330,8 +356,9 @@ type frontBody struct {
 	// remain is what is left of a body of known length, -1 otherwise.
 	remain int64
 	// trailer, for a chunked body, reads the trailer section past the
-	// last chunk, which ends the message.
-	trailer *bufio.Reader
+	// last chunk, which ends the message; trailers holds what it read.
+	trailer  *bufio.Reader
+	trailers textproto.MIMEHeader
 }
 
 var frontBodies = sync.Pool{New: func() any { return new(frontBody) }}
@@ -363,11 +390,13 @@ func (b *frontBody) Read(p []byte) (int, error) {
 			return n, io.ErrUnexpectedEOF
 		}
 		if b.trailer != nil {
-			// Trailers are not passed on; they are read so that the
-			// connection can serve the next request.
-			if _, terr := textproto.NewReader(b.trailer).ReadMIMEHeader(); terr != nil {
+			// The connection serves the next request once they are read.
+			// HTTP/2 streams pass them on; fasthttp's server does not.
+			trailers, terr := textproto.NewReader(b.trailer).ReadMIMEHeader()
+			if terr != nil {
 				b.keep = false
 			}
+			b.trailers = trailers
 		}
 		b.eof = true
 	}
@@ -455,7 +484,7 @@ func (h *httpConn) forwardUpgrade(ctx *fasthttp.RequestCtx, fc *frontConn, rc *r
 		return h.frontFail(ctx, rc, err)
 	}
 	// Counted apart from the pool: it never goes back to it.
-	dc := &directConn{Conn: nc, p: pool, addr: endpoint, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc)}
+	dc := newDirectConn(nc, pool, endpoint)
 	stop := context.AfterFunc(fc.ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 	rh := &ctx.Response.Header
 	if err := dc.frontExchange(out, rh, fc, true, true); err != nil {

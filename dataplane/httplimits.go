@@ -36,7 +36,8 @@ const (
 // dataplane hold. Zero fields take the defaults above.
 type HTTPLimits struct {
 	// MaxHeaderBytes caps a request's header block (an HTTP/2 header list
-	// too); a larger one gets 431.
+	// too); a larger one gets 431. It caps a backend's response heads
+	// too: a larger one is a 502.
 	MaxHeaderBytes int
 
 	// ReadHeaderTimeout bounds the arrival of a request's header block.
@@ -70,4 +71,9 @@ func (l HTTPLimits) withDefaults(idle time.Duration) HTTPLimits {
 		l.MaxConcurrentStreams = DefaultHTTPMaxConcurrentStreams
 	}
 	return l
+}
+
+// maxHead is the largest request or response head http mode takes.
+func (s *Server) maxHead() int {
+	return s.opt.HTTP.withDefaults(s.opt.IdleTimeout).MaxHeaderBytes
 }

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -53,22 +52,24 @@ var errNoBackendSlot = errors.New("no connection slot for another backend connec
 // (Dialer.Next); a failed dial tries the endpoints after it, as a TCP
 // route does. A connection dialled for a request takes a slot from the
 // request's client connection (backendSlotKey) until it closes.
-func newHTTPTransport(endpoints []string, d *forward.Dialer) *backendTransport {
+// A response head larger than maxHead is an error (the client gets 502).
+func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backendTransport {
 	std := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialBackend(ctx, d, endpoints, addr)
 		},
-		MaxConnsPerHost:       httpMaxConnsPerEndpoint,
-		MaxIdleConnsPerHost:   httpMaxIdleConnsPerEndpoint,
-		MaxIdleConns:          httpMaxIdleConns,
-		IdleConnTimeout:       httpBackendIdleTimeout,
-		ResponseHeaderTimeout: 0, // long polls and slow backends are the backend's business
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     false,
+		MaxConnsPerHost:        httpMaxConnsPerEndpoint,
+		MaxIdleConnsPerHost:    httpMaxIdleConnsPerEndpoint,
+		MaxIdleConns:           httpMaxIdleConns,
+		IdleConnTimeout:        httpBackendIdleTimeout,
+		ResponseHeaderTimeout:  0, // long polls and slow backends are the backend's business
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      false,
+		MaxResponseHeaderBytes: int64(maxHead),
 	}
 	direct := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
 		return dialBackend(ctx, d, endpoints, addr)
-	})
+	}, maxHead)
 	return &backendTransport{std: std, direct: direct}
 }
 
@@ -195,36 +196,4 @@ func (b *backendConns) clients(active *atomic.Int64) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return int(active.Load() - b.n)
-}
-
-// directBody is a response body that releases its connection when
-// closed: to the pool when it was read to its end.
-type directBody struct {
-	io.ReadCloser
-	ctx  context.Context
-	c    *directConn
-	stop func() bool
-	keep bool
-	eof  bool
-	once sync.Once
-}
-
-func (b *directBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF:
-		b.eof = true
-	case err != nil && b.ctx.Err() != nil:
-		// The request was given up and its deadline passed (roundTrip):
-		// say so, as http.Transport's bodies do, and not "i/o timeout".
-		return n, b.ctx.Err()
-	}
-	return n, err
-}
-
-// Close closes the body and releases the connection.
-func (b *directBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(func() { b.c.release(b.stop, b.keep && b.eof && err == nil) })
-	return err
 }

@@ -186,6 +186,10 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 		h.count(rc, h.fail(w, rc, forward.ErrNoEndpoints))
 		return
 	}
+	if !ws && directable(r) {
+		h.count(rc, h.proxyBodiless(w, r, rc, endpoint))
+		return
+	}
 	outcome := RequestProxied
 	p := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },

@@ -215,7 +215,7 @@ func NewServer(opt Options) *Server {
 	if s.opt.IdleTimeout == 0 {
 		s.opt.IdleTimeout = snapshot.DefaultIdleTimeout
 	}
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, nil, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, nil, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.maxHead(), s.tunnelBufs))
 	return s
 }
 
@@ -265,7 +265,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 		return errs
 	}
-	cfg := newConfig(snap, prev, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.tunnelBufs)
+	cfg := newConfig(snap, prev, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.maxHead(), s.tunnelBufs)
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {

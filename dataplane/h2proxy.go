@@ -1,0 +1,278 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"net/url"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
+)
+
+// The backend side of an HTTP/2 stream without a body (a GET, HEAD,
+// OPTIONS or TRACE that directable accepts), which nearly all HTTP/2
+// traffic is: the request head is written straight from the stream's
+// request to a connection of the route's direct pool, the response head
+// read with fasthttp's parser (as serveFront's are, within the same
+// limit) and handed to the stream, and the body streams to the client
+// as it comes. httputil.ReverseProxy, which every other stream goes
+// through, clones the request and its header map, reads the response
+// into another map with net/http's parser and copies it into the
+// ResponseWriter's: about a quarter of http mode's CPU per HTTP/2 request
+// before this path (`make bench-http`, h2c).
+
+// responseHeads are the parsers of the heads of bodiless streams'
+// responses: the ResponseWriter copies what it keeps.
+var responseHeads = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
+
+// proxyBodiless sends r, which directable accepted, to endpoint over
+// rc's direct pool and its response back; it returns the request's
+// outcome. A pooled connection that fails before the response head (the
+// backend closed it while idle) is replaced by a new one and the request
+// sent again, as http.Transport does for requests a client may retry.
+func (h *httpConn) proxyBodiless(w http.ResponseWriter, r *http.Request, rc *routeConfig, endpoint string) string {
+	ctx := r.Context()
+	rh := responseHeads.Get().(*fasthttp.ResponseHeader)
+	defer responseHeads.Put(rh)
+	// A panic mid-exchange (the handler's recover resets the stream)
+	// closes the connection in use, giving its slot back.
+	var inUse *directConn
+	defer func() {
+		if inUse != nil {
+			inUse.close()
+		}
+	}()
+	for {
+		dc, reused, err := rc.transport.direct.get(ctx, endpoint)
+		if err != nil {
+			return h.fail(w, rc, err)
+		}
+		inUse = dc
+		// A stream the client reset unblocks the connection, which is
+		// closed then.
+		stop := context.AfterFunc(ctx, func() { _ = dc.SetDeadline(aLongTimeAgo) })
+		if err = h.exchangeBodiless(dc, r, w, rh); err == nil {
+			inUse = nil
+			h.respondBodiless(w, r, dc, stop, rh)
+			return RequestProxied
+		}
+		stop()
+		dc.close()
+		inUse = nil
+		if cerr := ctx.Err(); cerr != nil {
+			return h.fail(w, rc, fmt.Errorf("%w: %w", cerr, err))
+		}
+		if !reused {
+			return h.fail(w, rc, err)
+		}
+	}
+}
+
+// exchangeBodiless writes r's head on dc and reads the response head into
+// rh. Informational responses are passed on to the client as they come,
+// but 100 Continue (the request has no body to wait for it) and 101 (an
+// error: only a WebSocket handshake may switch protocols, and it never
+// comes here).
+func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.ResponseWriter, rh *fasthttp.ResponseHeader) error {
+	bp := requestHeads.Get().(*[]byte)
+	head, err := h.appendBodilessHead((*bp)[:0], r)
+	if err == nil {
+		err = dc.send(head)
+	}
+	if cap(head) <= 64<<10 {
+		*bp = head[:0]
+		requestHeads.Put(bp)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the request to %s: %w", dc.addr, err)
+	}
+	for range 100 {
+		if err := dc.readHead(rh); err != nil {
+			return err
+		}
+		switch code := rh.StatusCode(); {
+		case code == fasthttp.StatusSwitchingProtocols:
+			return fmt.Errorf("%s switched protocols unasked", dc.addr)
+		case code == fasthttp.StatusContinue:
+		case code >= 100 && code < 200:
+			hd := w.Header()
+			copyResponseFields(hd, rh)
+			w.WriteHeader(code)
+			clear(hd) // an informational head's fields are its own
+		default:
+			return nil
+		}
+	}
+	return fmt.Errorf("%s sent too many informational responses", dc.addr)
+}
+
+// respondBodiless passes the response whose head is rh on to the client
+// and streams its body; dc goes back to the pool once the body was read
+// to its end, or is closed. The backend's trailers follow the body. A
+// body the backend cut short resets the stream (http.ErrAbortHandler),
+// as the reverse proxy does, so that the client does not take it whole.
+func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *directConn, stop func() bool, rh *fasthttp.ResponseHeader) {
+	code := rh.StatusCode()
+	cl := rh.ContentLength()
+	keep := !rh.ConnectionClose()
+	frontStripHop(rh)
+	rh.ResetConnectionClose()
+	copyResponseFields(w.Header(), rh)
+	var body *frontBody
+	switch {
+	case r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || cl == 0:
+		dc.release(stop, keep)
+		w.WriteHeader(code)
+		return
+	case cl > 0:
+		body = newFrontBody(dc.br, dc, stop, keep, int64(cl), nil)
+	case cl == -1: // chunked
+		body = newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br)
+	default: // to the end of the connection
+		body = newFrontBody(dc.br, dc, stop, false, -1, nil)
+	}
+	w.WriteHeader(code)
+	bp := h.s.copyBufs.Get().(*[]byte)
+	_, err := io.CopyBuffer(w, body, *bp)
+	h.s.copyBufs.Put(bp)
+	trailers := body.trailers
+	_ = body.CloseWithError(err)
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	for k, vs := range trailers {
+		w.Header()[http.TrailerPrefix+k] = vs
+	}
+}
+
+// copyResponseFields adds the fields of rh to hd. fasthttp gives them
+// with canonical names; those of common fields are the package's
+// constants, not a string allocated per response.
+func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader) {
+	for k, v := range rh.All() {
+		key, ok := commonResponseKeys[string(k)]
+		if !ok {
+			key = string(k)
+		}
+		hd[key] = append(hd[key], string(v))
+	}
+}
+
+// commonResponseKeys interns the canonical names of the fields most
+// responses carry. It is never modified.
+var commonResponseKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Age", "Cache-Control", "Content-Encoding", "Content-Length",
+		"Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Link", "Location",
+		"Server", "Set-Cookie", "Vary",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// bodilessSkipped are the request fields appendBodilessHead does not pass
+// on: Host and User-Agent, written apart; the hop-by-hop fields, which
+// directable lets through only for Te (Connection and Upgrade keep a
+// request off this path); HTTP2-Settings; and the forwarding fields,
+// which the dataplane sets itself and never takes from a client. A
+// bodiless request has no Content-Length or Transfer-Encoding to send.
+var bodilessSkipped = map[string]bool{
+	"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true,
+	"Te": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, http2Settings: true,
+	"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+	"X-Real-Ip": true, "Forwarded": true,
+}
+
+// appendBodilessHead appends the HTTP/1.1 head the backend gets for r,
+// as the reverse proxy and Request.Write made it (httpConn.rewrite): the
+// client's Host kept; its User-Agent, or none (never Go's); hop-by-hop
+// fields removed but "Te: trailers"; the query cleaned of what net/url
+// cannot parse (a ';' separator, a bad escape), so that the backend
+// never splits it otherwise than the dataplane did; and the forwarding
+// fields from what the dataplane saw. Fields are written in the map's
+// order (RFC 9110 §5.3: only each name's values keep theirs, and do);
+// Request.Write sorts them first, which cost 8 % of http mode's CPU.
+func (h *httpConn) appendBodilessHead(b []byte, r *http.Request) ([]byte, error) {
+	host := r.Host
+	if !httpguts.ValidHostHeader(host) {
+		return b, fmt.Errorf("invalid Host %q", host)
+	}
+	target := r.URL.RequestURI()
+	if q := r.URL.RawQuery; q != "" {
+		if clean := cleanQuery(q); clean != q {
+			u := *r.URL
+			u.RawQuery = clean
+			target = u.RequestURI()
+		}
+	}
+	b = append(append(append(b, r.Method...), ' '), target...)
+	b = append(append(append(b, " HTTP/1.1\r\nHost: "...), host...), "\r\n"...)
+	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
+		b = appendField(b, "User-Agent", ua[0])
+	}
+	for k, vs := range r.Header {
+		if bodilessSkipped[k] {
+			continue
+		}
+		for _, v := range vs {
+			b = appendField(b, k, v)
+		}
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		b = append(b, "Te: trailers\r\n"...)
+	}
+	hh := h.forHost(host)
+	b = appendField(b, "X-Forwarded-For", h.clientIP)
+	b = appendField(b, "X-Forwarded-Host", host)
+	b = appendField(b, "X-Forwarded-Proto", h.proto)
+	b = appendField(b, "X-Real-Ip", h.clientIP)
+	b = appendField(b, "Forwarded", hh.fwd[0])
+	return append(b, "\r\n"...), nil
+}
+
+// appendField appends one field line, its value trimmed of surrounding
+// whitespace as textproto does.
+func appendField(b []byte, k, v string) []byte {
+	b = append(append(append(b, k...), ": "...), textproto.TrimString(v)...)
+	return append(b, "\r\n"...)
+}
+
+// requestHeads are the buffers bodiless requests' heads are made in.
+var requestHeads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// cleanQuery is q as the reverse proxy sends it: unchanged when net/url
+// parses it the way every backend would, else re-encoded from what
+// url.ParseQuery kept (it drops a pair with a ';' or a bad escape).
+func cleanQuery(q string) string {
+	for i := 0; i < len(q); {
+		switch q[i] {
+		case ';':
+			return reencodeQuery(q)
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return reencodeQuery(q)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return q
+}
+
+func reencodeQuery(q string) string {
+	v, _ := url.ParseQuery(q)
+	return v.Encode()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
