@@ -73,6 +73,7 @@ func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, 
 	}
 	return &h2.Server{
 		Handler:              h,
+		Go:                   s.workers.Go,
 		BaseContext:          context.WithValue(context.Background(), backendSlotKey{}, slot),
 		ErrorLog:             s.httpErrorLog(rep),
 		MaxConcurrentStreams: uint32(lim.MaxConcurrentStreams), //nolint:gosec // validated positive and small

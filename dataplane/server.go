@@ -38,6 +38,7 @@ import (
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
 	"github.com/portmux/portmux/dataplane/udp"
+	"github.com/portmux/portmux/dataplane/workers"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -122,11 +123,13 @@ type Server struct {
 	// of active (and of their client's listener) too.
 	backends backendConns
 
-	parker    *forward.Parker // nil: directions stay on their goroutines
-	loops     *relayloop.Set  // nil: accept loops and goroutines only
-	probeBufs sync.Pool       // *[]byte of snapshot.DefaultMaxProbeBytes
-	copyBufs  sync.Pool       // *[]byte of copyBufSize, for streams that cannot splice
-	recBufs   sync.Pool       // *[]byte of recordBufSize, for reads from TLS
+	parker *forward.Parker // nil: directions stay on their goroutines
+	// workers run HTTP/2 streams' handlers.
+	workers   *workers.Pool
+	loops     *relayloop.Set // nil: accept loops and goroutines only
+	probeBufs sync.Pool      // *[]byte of snapshot.DefaultMaxProbeBytes
+	copyBufs  sync.Pool      // *[]byte of copyBufSize, for streams that cannot splice
+	recBufs   sync.Pool      // *[]byte of recordBufSize, for reads from TLS
 }
 
 // Copy buffers for streams that cannot splice. One read from a TLS
@@ -159,6 +162,14 @@ type boundListener struct {
 	stopDrain context.CancelFunc
 }
 
+// The workers that run HTTP/2 streams' handlers: enough idle ones for a
+// few busy connections' streams (each is a goroutine with a grown stack,
+// 8 to 16 KiB), none kept once traffic has stopped for a while.
+const (
+	maxIdleWorkers    = 256
+	workerIdleTimeout = 10 * time.Second
+)
+
 // NewServer returns a server with nothing bound.
 func NewServer(opt Options) *Server {
 	if opt.Metrics == nil {
@@ -172,6 +183,7 @@ func NewServer(opt Options) *Server {
 		relays: map[string]*udp.Relay{},
 		conns:  map[*conn]struct{}{},
 	}
+	s.workers = workers.New(maxIdleWorkers, workerIdleTimeout)
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	s.draining, s.cancelDrain = context.WithCancel(context.Background())
 	count := s.clientCounts
@@ -489,6 +501,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.cfg.Load().closeIdle(nil, s.loops)
 		s.closeLoops()
 		s.closeParker()
+		s.workers.Close()
 		return nil
 	case <-ctx.Done():
 	}
@@ -502,6 +515,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cfg.Load().closeIdle(nil, s.loops)
 	s.closeLoops()
 	s.closeParker()
+	s.workers.Close()
 	return ctx.Err()
 }
 

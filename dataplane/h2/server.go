@@ -66,6 +66,10 @@ const (
 type Server struct {
 	// Handler serves each stream, on a goroutine of its own.
 	Handler http.Handler
+	// Go starts a stream's handler goroutine; nil: the go statement. A
+	// pool of workers that outlive their stream (package workers) saves
+	// each stream growing a new goroutine's stack.
+	Go func(func())
 	// BaseContext is the parent of every request's context.
 	BaseContext context.Context
 	// ErrorLog takes the panics of handlers ("panic serving ...") and the
@@ -514,7 +518,11 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	st := sc.newStreamLocked(id, req, f.StreamEnded())
 	sc.running++
 	sc.handlers.Add(1)
-	go sc.runHandler(st, req)
+	if sc.srv.Go != nil {
+		sc.srv.Go(func() { sc.runHandler(st, req) })
+	} else {
+		go sc.runHandler(st, req)
+	}
 	return nil
 }
 
