@@ -741,9 +741,13 @@ func (l *loop) arm(c *Conn, at int64) {
 	l.timers.push(timer{at: at, c: c, gen: c.timerGen})
 }
 
+// fireTimers runs the timers due. The clock moves to now first: a timer
+// that fell due while the wake-up's events were handled must see itself
+// due, or a connection's timer, which re-arms itself for its deadline
+// when the clock is short of it, would be popped and re-armed forever.
 func (l *loop) fireTimers() {
-	now := l.now()
-	for len(l.timers) > 0 && l.timers[0].at <= now {
+	l.clock = l.now()
+	for len(l.timers) > 0 && l.timers[0].at <= l.clock {
 		t := l.timers.pop()
 		if t.c == nil {
 			t.fn()

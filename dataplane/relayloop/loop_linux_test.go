@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 )
 
 // The timer heap pops in deadline order whatever the pushes' order.
@@ -24,5 +25,25 @@ func TestTimerHeapOrder(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("n=%d: popped %v, want %v", n, got, want)
 		}
+	}
+}
+
+// TestTimersSeeTheirOwnTime: a timer that fell due after the loop woke
+// (while it handled that wake-up's events) fires with the loop's clock at
+// or past its deadline. Connections' timers compare their deadline with
+// the clock and re-arm themselves when it looks early: with the clock of
+// the wake-up they re-armed at the same deadline, fireTimers popped it
+// again, and the loop spun forever (a CI run of
+// TestHTTPModeRouteIdleTimeout hung in Shutdown on it).
+func TestTimersSeeTheirOwnTime(t *testing.T) {
+	l := &loop{epoch: time.Now().Add(-time.Second)}
+	l.clock = l.now() // the wake-up
+	due := l.clock + int64(time.Millisecond)
+	var seen int64
+	l.timers.push(timer{at: due, fn: func() { seen = l.clock }})
+	time.Sleep(2 * time.Millisecond) // the wake-up's events took longer
+	l.fireTimers()
+	if seen < due {
+		t.Errorf("a timer due at %d fired with the clock at %d: it looks early to itself", due, seen)
 	}
 }
