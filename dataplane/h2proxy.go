@@ -96,6 +96,8 @@ func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.Resp
 			return err
 		}
 		switch code := rh.StatusCode(); {
+		case code < 100: // fasthttp takes "099"; a ResponseWriter panics on it
+			return fmt.Errorf("%s answered with status %d", dc.addr, code)
 		case code == fasthttp.StatusSwitchingProtocols:
 			return fmt.Errorf("%s switched protocols unasked", dc.addr)
 		case code == fasthttp.StatusContinue:
@@ -123,11 +125,16 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 	frontStripHop(rh)
 	rh.ResetConnectionClose()
 	copyResponseFields(w.Header(), rh)
+	bodiless := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || cl == 0
+	if bodiless {
+		dc.release(stop, keep)
+	}
+	// Nothing may panic between the body's making and its closing: the
+	// connection would never be given back.
+	w.WriteHeader(code)
 	var body *frontBody
 	switch {
-	case r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || cl == 0:
-		dc.release(stop, keep)
-		w.WriteHeader(code)
+	case bodiless:
 		return
 	case cl > 0:
 		body = newFrontBody(dc.br, dc, stop, keep, int64(cl), nil)
@@ -136,7 +143,6 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 	default: // to the end of the connection
 		body = newFrontBody(dc.br, dc, stop, false, -1, nil)
 	}
-	w.WriteHeader(code)
 	bp := h.s.copyBufs.Get().(*[]byte)
 	_, err := io.CopyBuffer(w, body, *bp)
 	h.s.copyBufs.Put(bp)

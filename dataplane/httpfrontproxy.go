@@ -159,6 +159,8 @@ func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseH
 			return err
 		}
 		switch code := rh.StatusCode(); {
+		case code < 100: // fasthttp's parser takes "099"
+			return fmt.Errorf("%s answered with status %d", c.addr, code)
 		case code == fasthttp.StatusSwitchingProtocols && !upgrade:
 			return fmt.Errorf("%s switched protocols unasked", c.addr)
 		case code == fasthttp.StatusSwitchingProtocols:

@@ -328,6 +328,33 @@ func TestHTTPModeHTTP2BodilessStreams(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a status code HTTP has not", func(t *testing.T) {
+		t.Parallel()
+		backend := peers.NewTCPServer(t, func(c net.Conn) {
+			br := bufio.NewReader(c)
+			for {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+					return
+				}
+			}
+		})
+		m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
+		cc := h2Conn(t, m.addr("pub"), "")
+		for i := range 2 {
+			if res, body, err := h2Do(t, cc, http.MethodGet, "http://www.test/"); err != nil || res.StatusCode != http.StatusBadGateway {
+				t.Errorf("request %d: %v %q, %v; want 502", i, res, body, err)
+			}
+		}
+		peers.Until(t, ioTimeout, "the backend connections to close", func() bool {
+			return m.metricSum("portmux_http_backend_connections", map[string]string{"listener": "pub"}) == 0
+		})
+		if n := m.metricSum("portmux_panics_total", nil); n != 0 {
+			t.Errorf("%v panics", n)
+		}
+	})
 	t.Run("a body cut short", func(t *testing.T) {
 		t.Parallel()
 		backend := peers.NewTCPServer(t, func(c net.Conn) {
