@@ -119,6 +119,9 @@ func (s *Server) withDefaults() Server {
 	if c.BaseContext == nil {
 		c.BaseContext = context.Background()
 	}
+	if c.Go == nil {
+		c.Go = func(f func()) { go f() }
+	}
 	return c
 }
 
@@ -139,7 +142,6 @@ func (s *Server) ServeConn(c net.Conn) error {
 		err = nil // the client left, or we closed after GOAWAY
 	}
 	sc.handlers.Wait()
-	<-sc.writerDone
 	return err
 }
 
@@ -476,16 +478,15 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if id <= sc.maxID {
-		st := sc.streams[id]
-		if st == nil || st.remoteDone {
-			// A closed stream, or trailers after the end of the body.
-			if st == nil {
-				return http2.ConnectionError(http2.ErrCodeStreamClosed)
-			}
+		switch st := sc.streams[id]; {
+		case st == nil: // a closed stream
+			return http2.ConnectionError(http2.ErrCodeStreamClosed)
+		case st.remoteDone: // trailers after the end of the body
 			sc.resetLocked(id, http2.ErrCodeStreamClosed)
 			return nil
+		default:
+			return sc.trailersLocked(st, f)
 		}
-		return sc.trailersLocked(st, f)
 	}
 	sc.maxID = id
 	if sc.goAway {
@@ -518,11 +519,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	st := sc.newStreamLocked(id, req, f.StreamEnded())
 	sc.running++
 	sc.handlers.Add(1)
-	if sc.srv.Go != nil {
-		sc.srv.Go(func() { sc.runHandler(st, req) })
-	} else {
-		go sc.runHandler(st, req)
-	}
+	sc.srv.Go(func() { sc.runHandler(st, req) })
 	return nil
 }
 

@@ -211,10 +211,7 @@ func (b *body) Close() error {
 	st := b.st
 	st.sc.mu.Lock()
 	defer st.sc.mu.Unlock()
-	if n := int64(len(b.buf)); n > 0 {
-		st.sc.consumedLocked(n)
-	}
-	b.buf, b.closed = nil, true
+	st.dropBodyLocked()
 	return nil
 }
 
