@@ -164,7 +164,7 @@ func (c *conn) logPanic(p *panics.Error) {
 // draining is done once the connection's listener socket closes (Apply
 // dropped it, or Shutdown began): HTTP/2 then tells its client to go.
 func (c *conn) draining() context.Context {
-	if c.bound != nil && c.bound.draining != nil {
+	if c.bound != nil {
 		return c.bound.draining
 	}
 	return c.s.draining

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"net/textproto"
 	"net/url"
 	"sync"
@@ -91,26 +90,13 @@ func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.Resp
 	if err != nil {
 		return fmt.Errorf("writing the request to %s: %w", dc.addr, err)
 	}
-	for range 100 {
-		if err := dc.readHead(rh); err != nil {
-			return err
-		}
-		switch code := rh.StatusCode(); {
-		case code < 100: // fasthttp takes "099"; a ResponseWriter panics on it
-			return fmt.Errorf("%s answered with status %d", dc.addr, code)
-		case code == fasthttp.StatusSwitchingProtocols:
-			return fmt.Errorf("%s switched protocols unasked", dc.addr)
-		case code == fasthttp.StatusContinue:
-		case code >= 100 && code < 200:
-			hd := w.Header()
-			copyResponseFields(hd, rh)
-			w.WriteHeader(code)
-			clear(hd) // an informational head's fields are its own
-		default:
-			return nil
-		}
-	}
-	return fmt.Errorf("%s sent too many informational responses", dc.addr)
+	return dc.readFinalHead(rh, false, func(code int) error {
+		hd := w.Header()
+		copyResponseFields(hd, rh)
+		w.WriteHeader(code)
+		clear(hd) // an informational head's fields are its own
+		return nil
+	})
 }
 
 // respondBodiless passes the response whose head is rh on to the client
@@ -132,17 +118,10 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 	// Nothing may panic between the body's making and its closing: the
 	// connection would never be given back.
 	w.WriteHeader(code)
-	var body *frontBody
-	switch {
-	case bodiless:
+	if bodiless {
 		return
-	case cl > 0:
-		body = newFrontBody(dc.br, dc, stop, keep, int64(cl), nil)
-	case cl == -1: // chunked
-		body = newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br)
-	default: // to the end of the connection
-		body = newFrontBody(dc.br, dc, stop, false, -1, nil)
 	}
+	body := dc.responseBody(stop, keep, cl)
 	bp := h.s.copyBufs.Get().(*[]byte)
 	_, err := io.CopyBuffer(w, body, *bp)
 	h.s.copyBufs.Put(bp)
@@ -183,19 +162,23 @@ var commonResponseKeys = func() map[string]string {
 	return m
 }()
 
-// bodilessSkipped are the request fields appendBodilessHead does not pass
-// on: Host and User-Agent, written apart; the hop-by-hop fields, which
-// directable lets through only for Te (Connection and Upgrade keep a
-// request off this path); HTTP2-Settings; and the forwarding fields,
-// which the dataplane sets itself and never takes from a client. A
-// bodiless request has no Content-Length or Transfer-Encoding to send.
-var bodilessSkipped = map[string]bool{
-	"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true,
-	"Te": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, http2Settings: true,
-	"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
-	"X-Real-Ip": true, "Forwarded": true,
-}
+// bodilessSkipped are the request fields appendBodilessHead does not
+// pass on: Host and User-Agent, written apart; the hop-by-hop fields (Te
+// is written again when it asks for trailers; directable keeps requests
+// with Connection or Upgrade off this path); HTTP2-Settings; and the
+// forwarding fields, which the dataplane sets itself and never takes from
+// a client. A bodiless request has no Content-Length to send.
+var bodilessSkipped = func() map[string]bool {
+	m := map[string]bool{
+		"Host": true, "User-Agent": true, "Content-Length": true, http2Settings: true,
+		"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+		"X-Real-Ip": true, "Forwarded": true,
+	}
+	for _, k := range frontHopHeaders {
+		m[k] = true
+	}
+	return m
+}()
 
 // appendBodilessHead appends the HTTP/1.1 head the backend gets for r,
 // as the reverse proxy and Request.Write made it (httpConn.rewrite): the

@@ -66,15 +66,10 @@ func TestHTTPModeBackendClosedPooledConnection(t *testing.T) {
 // the reverse proxy forward it.
 func TestHTTPModeInformationalResponses(t *testing.T) {
 	t.Parallel()
-	backend := peers.NewTCPServer(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
-			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"+
-				"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-		}
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ int) bool {
+		_, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+		return err == nil
 	})
 	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
 	c := dial(t, m.addr("pub"))

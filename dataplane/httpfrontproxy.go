@@ -154,23 +154,39 @@ func (c *directConn) frontExchange(req *fasthttp.Request, rh *fasthttp.ResponseH
 	if err := c.bw.Flush(); err != nil {
 		return fmt.Errorf("writing the request to %s: %w", c.addr, err)
 	}
+	return c.readFinalHead(rh, upgrade, func(int) error {
+		if !http11 {
+			return nil
+		}
+		if _, err := client.Write(rh.Header()); err != nil {
+			return fmt.Errorf("passing an informational response on: %w", err)
+		}
+		return nil
+	})
+}
+
+// readFinalHead reads response heads into rh until the final one, or a
+// 101 when upgrade (else a 101 is an error), and hands each
+// informational one in between but 100 Continue to informational, whose
+// error ends the exchange. A status under 100, which fasthttp's parser
+// takes ("099") and no client may be given (a ResponseWriter panics on
+// it), is an error.
+func (c *directConn) readFinalHead(rh *fasthttp.ResponseHeader, upgrade bool, informational func(code int) error) error {
 	for range 100 {
 		if err := c.readHead(rh); err != nil {
 			return err
 		}
 		switch code := rh.StatusCode(); {
-		case code < 100: // fasthttp's parser takes "099"
+		case code < 100:
 			return fmt.Errorf("%s answered with status %d", c.addr, code)
 		case code == fasthttp.StatusSwitchingProtocols && !upgrade:
 			return fmt.Errorf("%s switched protocols unasked", c.addr)
 		case code == fasthttp.StatusSwitchingProtocols:
 			return nil
 		case code == fasthttp.StatusContinue:
-		case code >= 100 && code < 200:
-			if http11 {
-				if _, err := client.Write(rh.Header()); err != nil {
-					return fmt.Errorf("passing an informational response on: %w", err)
-				}
+		case code < 200:
+			if err := informational(code); err != nil {
+				return err
 			}
 		default:
 			return nil
@@ -228,11 +244,24 @@ func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop f
 		res.Header.SetContentLength(0)
 		dc.release(stop, keep)
 	case cl > 0:
-		res.SetBodyStream(newFrontBody(dc.br, dc, stop, keep, int64(cl), nil), cl)
-	case cl == -1: // chunked
-		h.frontStream(ctx, newFrontBody(httputil.NewChunkedReader(dc.br), dc, stop, keep, -1, dc.br))
-	default: // to the end of the connection
-		h.frontStream(ctx, newFrontBody(dc.br, dc, stop, false, -1, nil))
+		res.SetBodyStream(dc.responseBody(stop, keep, cl), cl)
+	default: // chunked, or to the end of the connection
+		h.frontStream(ctx, dc.responseBody(stop, keep, cl))
+	}
+}
+
+// responseBody is the body of the response whose head was just read on
+// c, cl long as fasthttp's parser gives it (-1: chunked; -2 or less: up
+// to the end of the connection, which cannot be kept then); it releases
+// c once closed (frontBody).
+func (c *directConn) responseBody(stop func() bool, keep bool, cl int) *frontBody {
+	switch {
+	case cl >= 0:
+		return newFrontBody(c.br, c, stop, keep, int64(cl), nil)
+	case cl == -1:
+		return newFrontBody(httputil.NewChunkedReader(c.br), c, stop, keep, -1, c.br)
+	default:
+		return newFrontBody(c.br, c, stop, false, -1, nil)
 	}
 }
 
@@ -449,17 +478,12 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 // that would block says open; end of stream, an error or unasked bytes
 // say it is not.
 func (c *directConn) open() bool {
-	nc := c.Conn
-	if sc, ok := nc.(*slotConn); ok {
-		nc = sc.Conn
-	}
-	raw := rawConnOf(nc)
-	if raw == nil {
+	if c.raw == nil {
 		return true
 	}
 	alive := true
 	var buf [1]byte
-	_ = raw.Read(func(fd uintptr) bool {
+	_ = c.raw.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		alive = n < 0 && (errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK))
 		return true

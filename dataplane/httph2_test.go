@@ -330,16 +330,9 @@ func TestHTTPModeHTTP2BodilessStreams(t *testing.T) {
 	})
 	t.Run("a status code HTTP has not", func(t *testing.T) {
 		t.Parallel()
-		backend := peers.NewTCPServer(t, func(c net.Conn) {
-			br := bufio.NewReader(c)
-			for {
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				if _, err := io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
-					return
-				}
-			}
+		backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ int) bool {
+			_, err := io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\n\r\nhello")
+			return err == nil
 		})
 		m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", backend.Addr))))
 		cc := h2Conn(t, m.addr("pub"), "")

@@ -560,9 +560,7 @@ func (b *boundListener) close() {
 		b.acceptor.Stop()
 	}
 	_ = b.ln.Close()
-	if b.stopDrain != nil {
-		b.stopDrain()
-	}
+	b.stopDrain()
 }
 
 // keepAlive is the TCP keepalive setting for accepted and dialled sockets:
