@@ -464,7 +464,7 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 	switch {
 	case tok == 0:
 		var b [8]byte
-		_, _ = sysRead(l.evfd, b[:])
+		_, _ = unix.Read(l.evfd, b[:])
 	case tok&listenerBit != 0:
 		l.set.mu.RLock()
 		a := l.set.listeners[tok]
