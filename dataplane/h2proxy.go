@@ -54,7 +54,7 @@ func (h *httpConn) proxyBodiless(w http.ResponseWriter, r *http.Request, rc *rou
 		inUse = dc
 		// A stream the client reset unblocks the connection, which is
 		// closed then.
-		stop := context.AfterFunc(ctx, func() { _ = dc.SetDeadline(aLongTimeAgo) })
+		stop := afterFunc(ctx, dc.cut)
 		if err = h.exchangeBodiless(dc, r, w, rh); err == nil {
 			inUse = nil
 			h.respondBodiless(w, r, dc, stop, rh)
@@ -70,6 +70,16 @@ func (h *httpConn) proxyBodiless(w http.ResponseWriter, r *http.Request, rc *rou
 			return h.fail(w, rc, err)
 		}
 	}
+}
+
+// afterFunc is context.AfterFunc(ctx, f), without its allocations when
+// ctx schedules the call itself (an h2 stream does: the method that
+// context.AfterFunc would call through a context of its own).
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if a, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
 
 // exchangeBodiless writes r's head on dc and reads the response head into
@@ -137,14 +147,25 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 
 // copyResponseFields adds the fields of rh to hd. fasthttp gives them
 // with canonical names; those of common fields are the package's
-// constants, not a string allocated per response.
+// constants, not a string allocated per response. The values of names
+// hd lacks share one backing array, as net/textproto's reader does.
 func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader) {
+	var vals []string
 	for k, v := range rh.All() {
 		key, ok := commonResponseKeys[string(k)]
 		if !ok {
 			key = string(k)
 		}
-		hd[key] = append(hd[key], string(v))
+		if vs, ok := hd[key]; ok {
+			hd[key] = append(vs, string(v))
+			continue
+		}
+		if len(vals) == 0 {
+			vals = make([]string, rh.Len())
+		}
+		vals[0] = string(v)
+		hd[key] = vals[:1:1]
+		vals = vals[1:]
 	}
 }
 

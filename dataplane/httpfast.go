@@ -121,7 +121,16 @@ type directConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	// raw is the socket under Conn (send), nil when it is not one.
-	raw       syscall.RawConn
+	raw syscall.RawConn
+	// writeUnsent is bound once (a method value allocates); unsent,
+	// sendErr and sent are its state during one send.
+	writeUnsent func(fd uintptr) bool
+	// cut makes the reads and writes in flight on c fail: the request it
+	// carries was given up. Bound once, as writeUnsent.
+	cut       func()
+	unsent    []byte
+	sendErr   error
+	sent      bool
 	idleSince time.Time
 	closeOnce sync.Once
 }
@@ -138,7 +147,10 @@ func newDirectConn(nc net.Conn, p *directPool, addr string) *directConn {
 	if sc, ok := nc.(*slotConn); ok {
 		under = sc.Conn
 	}
-	return &directConn{Conn: nc, p: p, addr: addr, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc), raw: rawConnOf(under)}
+	c := &directConn{Conn: nc, p: p, addr: addr, br: bufio.NewReader(nc), bw: bufio.NewWriter(nc), raw: rawConnOf(under)}
+	c.writeUnsent = c.writeUnsentOnce
+	c.cut = func() { _ = c.SetDeadline(aLongTimeAgo) }
+	return c
 }
 
 // endpoint returns the pool of addr; p.mu is held.
@@ -328,26 +340,10 @@ func (c *directConn) send(req []byte) error {
 		_, err := c.Write(req)
 		return err
 	}
-	var werr error
-	written := false
-	err := c.raw.Read(func(fd uintptr) bool {
-		if written {
-			return true
-		}
-		written = true
-		for len(req) > 0 {
-			n, err := unix.Write(int(fd), req)
-			switch {
-			case errors.Is(err, unix.EINTR):
-				continue
-			case err != nil:
-				werr = err
-				return true
-			}
-			req = req[n:]
-		}
-		return false
-	})
+	c.unsent, c.sendErr, c.sent = req, nil, false
+	err := c.raw.Read(c.writeUnsent)
+	req, werr := c.unsent, c.sendErr
+	c.unsent, c.sendErr = nil, nil
 	switch {
 	case errors.Is(werr, unix.EAGAIN):
 		// The socket's buffer is full: the rest goes the usual way.
@@ -357,4 +353,26 @@ func (c *directConn) send(req []byte) error {
 		return werr
 	}
 	return err
+}
+
+// writeUnsentOnce is send's RawConn.Read callback: the first call writes
+// c.unsent and asks to wait for the response, the next one ends the
+// wait. Its state is c's, so that a request costs no closure.
+func (c *directConn) writeUnsentOnce(fd uintptr) bool {
+	if c.sent {
+		return true
+	}
+	c.sent = true
+	for len(c.unsent) > 0 {
+		n, err := unix.Write(int(fd), c.unsent)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			c.sendErr = err
+			return true
+		}
+		c.unsent = c.unsent[n:]
+	}
+	return false
 }

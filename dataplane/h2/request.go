@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,10 +25,11 @@ var connectionHeaders = []string{"connection", "proxy-connection", "keep-alive",
 // newRequest builds the request of a header block that opens a stream,
 // or says why it is malformed. The Framer has already checked the field
 // names and values, the order of pseudo-fields and their duplicates; what
-// is left is what HTTP/2 asks of a request. Body and context are the
-// caller's to set; ContentLength is the declared length (-1 when none),
-// 0 when endStream says there is no body.
-func newRequest(fields []hpack.HeaderField, endStream bool, remoteAddr string) (*http.Request, error) {
+// is left is what HTTP/2 asks of a request. The request carries ctx;
+// its Body is the caller's to set but when endStream says there is none.
+// ContentLength is the declared length (-1 when none), 0 when there is no
+// body.
+func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool, remoteAddr string) (*http.Request, error) {
 	var method, scheme, authority, path string
 	header := make(http.Header, len(fields))
 	var cookies []string
@@ -63,7 +65,7 @@ func newRequest(fields []hpack.HeaderField, endStream bool, remoteAddr string) (
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
 
-	r := &http.Request{
+	r := http.Request{
 		Method:     method,
 		Proto:      "HTTP/2.0",
 		ProtoMajor: 2,
@@ -119,7 +121,8 @@ func newRequest(fields []hpack.HeaderField, endStream bool, remoteAddr string) (
 	default:
 		r.ContentLength = length
 	}
-	return r, nil
+	// Built on the stack: WithContext's copy is the one allocation.
+	return r.WithContext(ctx), nil
 }
 
 // checkField refuses what HTTP/2 forbids in a request's regular fields.

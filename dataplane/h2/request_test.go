@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -91,7 +92,7 @@ func TestNewRequest(t *testing.T) {
 		{name: "authority with a space", kv: []string{":method", "GET", ":scheme", "http", ":authority", "a b", ":path", "/"}, malformed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := newRequest(fields(tc.kv...), tc.endStream, "192.0.2.1:5")
+			r, err := newRequest(context.Background(), fields(tc.kv...), tc.endStream, "192.0.2.1:5")
 			if tc.malformed {
 				if !errors.Is(err, errMalformed) {
 					t.Fatalf("newRequest: %v, %v; want errMalformed", r, err)

@@ -70,7 +70,8 @@ type Server struct {
 	// pool of workers that outlive their stream (package workers) saves
 	// each stream growing a new goroutine's stack.
 	Go func(func())
-	// BaseContext is the parent of every request's context.
+	// BaseContext gives every request's context its values and
+	// deadline; once it is done, so is every request's context.
 	BaseContext context.Context
 	// ErrorLog takes the panics of handlers ("panic serving ...") and the
 	// client's protocol errors; nil: discarded.
@@ -174,6 +175,8 @@ type serverConn struct {
 	idle *time.Timer
 
 	streams map[uint32]*stream // open and half-closed streams
+	// baseDone: BaseContext is done, and so is every stream's context.
+	baseDone bool
 	// maxID is the highest stream ID the client has opened: IDs at or
 	// below it that are not in streams are closed.
 	maxID uint32
@@ -248,6 +251,8 @@ func (sc *serverConn) serve() error {
 		stop := context.AfterFunc(sc.srv.Drain, sc.drain)
 		defer stop()
 	}
+	stopBase := context.AfterFunc(sc.srv.BaseContext, sc.baseCancelled)
+	defer stopBase()
 	for {
 		f, err := sc.fr.ReadFrame()
 		if err != nil {
@@ -510,13 +515,14 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		sc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
 		return nil
 	}
-	req, err := newRequest(f.Fields, f.StreamEnded(), sc.remoteAddr)
+	st := &stream{sc: sc, id: id}
+	req, err := newRequest(st, f.Fields, f.StreamEnded(), sc.remoteAddr)
 	if err != nil {
 		sc.logf("http2: stream %d: %v", id, err)
 		sc.resetLocked(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	st := sc.newStreamLocked(id, req, f.StreamEnded())
+	sc.openStreamLocked(st, req, f.StreamEnded())
 	sc.running++
 	sc.handlers.Add(1)
 	sc.srv.Go(func() { sc.runHandler(st, req) })
