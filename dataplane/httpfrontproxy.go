@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/h1"
 )
 
 // The backend side of serveFront: a request is written with fasthttp on a
@@ -141,6 +143,85 @@ func frontRewrite(h *httpConn, in, out *fasthttp.RequestHeader, t frontTarget, w
 	out.Set("X-Forwarded-Proto", h.proto)
 	out.Set("X-Real-Ip", h.clientIP)
 	out.Set("Forwarded", hh.fwd[0])
+}
+
+// appendFrontHead appends the head the backend gets for in, what
+// frontRewrite and AppendBytes make of it, without their field searches:
+// in's own head as fasthttp writes it (its cookies as the client wrote
+// them), filtered line by line. The body is framed as kind and length
+// say (h1.RequestBody), and the forwarding fields come last. scratch is
+// where in's head is written first; it is returned for reuse.
+// BenchmarkFrontRewrite: 720 ns for frontRewrite alone on a browser's
+// head, before AppendBytes.
+func appendFrontHead(dst, scratch []byte, h *httpConn, in *fasthttp.RequestHeader, t frontTarget, kind h1.Kind, length int64) (head, scratchOut []byte) {
+	in.SetNoDefaultContentType(true) // none is added to a body without one
+	raw := in.AppendBytes(scratch[:0])
+	var stack [256]byte
+	conn := connectionList(in.PeekAll("Connection"), stack[:0])
+	dst = append(append(dst, in.Method()...), ' ')
+	if t.uri != nil {
+		dst = append(dst, t.uri...)
+	} else {
+		dst = append(dst, in.RequestURI()...)
+	}
+	dst = append(append(append(dst, " HTTP/1.1\r\nHost: "...), t.host...), "\r\n"...)
+	switch kind {
+	case h1.Sized:
+		dst = strconv.AppendInt(append(dst, "Content-Length: "...), length, 10)
+		dst = append(dst, "\r\n"...)
+	case h1.Chunked:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	}
+	_, rest, _ := bytes.Cut(raw, []byte("\n")) // the request line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok || frontHeadDrops(name, conn, kind) {
+			continue // the empty line at the end, or a field dropped
+		}
+		dst = append(append(dst, line...), '\n')
+	}
+	hh := h.forHost(t.host)
+	dst = appendField(dst, "X-Forwarded-For", h.clientIP)
+	dst = appendField(dst, "X-Forwarded-Host", t.host)
+	dst = appendField(dst, "X-Forwarded-Proto", h.proto)
+	dst = appendField(dst, "X-Real-Ip", h.clientIP)
+	dst = appendField(dst, "Forwarded", hh.fwd[0])
+	return append(dst, "\r\n"...), raw
+}
+
+// frontHeadDrops reports whether appendFrontHead leaves out the client's
+// field name: Host and the body's framing, written anew; the hop-by-hop
+// fields and those the Connection list conn names; HTTP2-Settings; and
+// the forwarding fields, which never come from a client.
+func frontHeadDrops(name, conn []byte, kind h1.Kind) bool {
+	switch {
+	case hopBit(name) != 0, asciiEqualFold(name, "Host"), asciiEqualFold(name, http2Settings):
+		return true
+	case asciiEqualFold(name, "Content-Length"):
+		return kind != h1.None
+	}
+	for _, f := range forwardingFields {
+		if asciiEqualFold(name, f) {
+			return true
+		}
+	}
+	for list := conn; len(list) > 0; {
+		var tok []byte
+		if tok, list = nextToken(list); len(tok) > 0 && bytes.EqualFold(tok, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardingFields are the fields the dataplane sets on every request
+// it forwards.
+var forwardingFields = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded"}
+
+func asciiEqualFold(b []byte, s string) bool {
+	return len(b) == len(s) && strings.EqualFold(string(b), s)
 }
 
 // frontExchange writes req and reads the response head into rh. Informational

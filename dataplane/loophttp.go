@@ -49,10 +49,11 @@ type loopHTTP struct {
 type loopHTTPWork struct {
 	heads *h1.Heads
 	req   fasthttp.RequestHeader
-	out   fasthttp.RequestHeader
 	resp  fasthttp.ResponseHeader
 	uri   fasthttp.URI
 	buf   []byte
+	// scratch is where appendFrontHead writes the client's head first.
+	scratch []byte
 }
 
 var loopHTTPWorks = sync.Pool{New: func() any {
@@ -135,15 +136,7 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 		return withBody(lh.status(fasthttp.StatusBadGateway, false), kind, length)
 	}
 	lh.toHead = req.IsHead()
-	w.out.Reset()
-	frontRewrite(lh.hc, req, &w.out, t, false)
-	switch kind {
-	case h1.Sized:
-		w.out.SetContentLength(int(length))
-	case h1.Chunked:
-		w.out.SetContentLength(-1)
-	}
-	w.buf = w.out.AppendBytes(w.buf[:0])
+	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length)
 	lh.target = relayloop.Target{
 		Endpoints:   eps,
 		First:       rc.dialer.Turn(len(eps)),
@@ -261,6 +254,9 @@ func (ls *loopSession) releaseWork() {
 		ls.http.w = nil
 		if cap(w.buf) > 64<<10 {
 			w.buf = nil
+		}
+		if cap(w.scratch) > 64<<10 {
+			w.scratch = nil
 		}
 		loopHTTPWorks.Put(w)
 	}
