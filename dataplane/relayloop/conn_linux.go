@@ -60,6 +60,9 @@ type Conn struct {
 
 	timerGen   uint32
 	doneCalled bool
+	// flushPending: the loop holds c's queued bytes until the end of
+	// its round (loop.deferWrite).
+	flushPending bool
 }
 
 // dir is one direction of a relayed connection.

@@ -490,7 +490,7 @@ func (c *Conn) pumpUp() bool {
 	x, b := c.x, c.x.be
 	for {
 		if len(x.upQ) > 0 {
-			if !b.w {
+			if !b.w || c.l.deferWrite(c) {
 				return false
 			}
 			n, err := sysWrite(b.fd, x.upQ)
@@ -558,7 +558,7 @@ func (c *Conn) pumpDown() bool {
 	x := c.x
 	for {
 		if len(x.downQ) > 0 {
-			if !c.cW {
+			if !c.cW || c.l.deferWrite(c) {
 				return false
 			}
 			n, err := sysWrite(c.fd, x.downQ)
