@@ -266,6 +266,10 @@ func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome stri
 // count records what became of one request; rc is nil when it was
 // misdirected.
 func (h *httpConn) count(rc *routeConfig, outcome string) {
+	if rc != nil && outcome == RequestProxied && rc.lc == h.lc {
+		rc.proxiedCounter(h.s.m).Inc()
+		return
+	}
 	name := ""
 	if rc != nil {
 		name = rc.Name
