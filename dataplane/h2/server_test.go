@@ -700,3 +700,38 @@ func TestDrain(t *testing.T) {
 		t.Errorf("stream 3, opened after GOAWAY, was answered (%v) or handled (peak %d)", late, g.peak.Load())
 	}
 }
+
+// TestClientGoAway: a client's GOAWAY ends nothing at once (h2spec
+// 3.8/1): a PING sent after it is answered, and the connection closes
+// when the client closes its side. Closing on the GOAWAY itself reset
+// the connection whenever the PING was still unread in the socket, which
+// h2spec saw as "connection reset by peer" once in a CI run.
+func TestClientGoAway(t *testing.T) {
+	t.Parallel()
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(echo)}, nil)
+	r := dialRaw(t, s.addr)
+	if err := r.fr.WriteGoAway(0, http2.ErrCodeNo, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The PING comes well after the GOAWAY, as from a client that pings
+	// to see the connection out: a server that closes on the GOAWAY has
+	// closed by then.
+	time.Sleep(100 * time.Millisecond)
+	if err := r.fr.WritePing(false, [8]byte{'p', 'o', 'r', 't', 'm', 'u', 'x', '!'}); err != nil {
+		t.Fatal(err)
+	}
+	f := r.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() })
+	if got := f.(*http2.PingFrame).Data; string(got[:]) != "portmux!" {
+		t.Errorf("PING ack carries %q", got)
+	}
+	_ = r.c.(*net.TCPConn).CloseWrite()
+	r.closed()
+	select {
+	case err := <-s.ended:
+		if err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+	case <-time.After(ioTimeout):
+		t.Error("ServeConn did not return after the client closed")
+	}
+}
