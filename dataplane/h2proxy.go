@@ -192,10 +192,11 @@ var commonResponseKeys = func() map[string]string {
 var bodilessSkipped = func() map[string]bool {
 	m := map[string]bool{
 		"Host": true, "User-Agent": true, "Content-Length": true, http2Settings: true,
-		"X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
-		"X-Real-Ip": true, "Forwarded": true,
 	}
 	for _, k := range frontHopHeaders {
+		m[k] = true
+	}
+	for _, k := range forwardingFields {
 		m[k] = true
 	}
 	return m
@@ -239,13 +240,17 @@ func (h *httpConn) appendBodilessHead(b []byte, r *http.Request) ([]byte, error)
 	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
 		b = append(b, "Te: trailers\r\n"...)
 	}
-	hh := h.forHost(host)
+	return append(h.appendForwarding(b, host), "\r\n"...), nil
+}
+
+// appendForwarding appends the forwarding fields of a request to host,
+// from what the dataplane saw of its client (forwardingFields, in order).
+func (h *httpConn) appendForwarding(b []byte, host string) []byte {
 	b = appendField(b, "X-Forwarded-For", h.clientIP)
 	b = appendField(b, "X-Forwarded-Host", host)
 	b = appendField(b, "X-Forwarded-Proto", h.proto)
 	b = appendField(b, "X-Real-Ip", h.clientIP)
-	b = appendField(b, "Forwarded", hh.fwd[0])
-	return append(b, "\r\n"...), nil
+	return appendField(b, "Forwarded", h.forHost(host).fwd[0])
 }
 
 // appendField appends one field line, its value trimmed of surrounding

@@ -183,13 +183,7 @@ func appendFrontHead(dst, scratch []byte, h *httpConn, in *fasthttp.RequestHeade
 		}
 		dst = append(append(dst, line...), '\n')
 	}
-	hh := h.forHost(t.host)
-	dst = appendField(dst, "X-Forwarded-For", h.clientIP)
-	dst = appendField(dst, "X-Forwarded-Host", t.host)
-	dst = appendField(dst, "X-Forwarded-Proto", h.proto)
-	dst = appendField(dst, "X-Real-Ip", h.clientIP)
-	dst = appendField(dst, "Forwarded", hh.fwd[0])
-	return append(dst, "\r\n"...), raw
+	return append(h.appendForwarding(dst, t.host), "\r\n"...), raw
 }
 
 // frontHeadDrops reports whether appendFrontHead leaves out the client's
