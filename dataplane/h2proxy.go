@@ -93,7 +93,7 @@ func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.Resp
 	if err == nil {
 		err = dc.send(head)
 	}
-	if cap(head) <= 64<<10 {
+	if cap(head) <= maxPooledHead {
 		*bp = head[:0]
 		requestHeads.Put(bp)
 	}
@@ -260,8 +260,13 @@ func appendField(b []byte, k, v string) []byte {
 	return append(b, "\r\n"...)
 }
 
-// requestHeads are the buffers bodiless requests' heads are made in.
+// requestHeads are the buffers the heads of requests to backends are made
+// in.
 var requestHeads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledHead is the largest buffer requestHeads keeps: a rare large
+// head is not held on to.
+const maxPooledHead = 64 << 10
 
 // cleanQuery is q as the reverse proxy sends it: unchanged when net/url
 // parses it the way every backend would, else re-encoded from what

@@ -36,6 +36,44 @@ var frontHeadCases = []string{
 	"OPTIONS * HTTP/1.1\r\nHost: www.test\r\nUser-Agent:\r\n\r\n",
 }
 
+// frontRewrite is the request rewrite every path made before
+// appendFrontHead, kept as its oracle: in copied into out, whose fields
+// are then set and deleted one by one.
+func frontRewrite(h *httpConn, in, out *fasthttp.RequestHeader, t frontTarget, ws bool) {
+	in.CopyTo(out)
+	out.SetNoDefaultContentType(true) // none is added to a body without one
+	out.SetProtocol("HTTP/1.1")
+	if t.uri != nil {
+		out.SetRequestURIBytes(t.uri)
+	}
+	out.SetHost(t.host)
+	upgrade := string(in.Peek("Upgrade"))
+	var stack [256]byte
+	list := connectionList(out.PeekAll("Connection"), stack[:0])
+	for len(list) > 0 {
+		var tok []byte
+		if tok, list = nextToken(list); len(tok) > 0 {
+			out.DelBytes(tok)
+		}
+	}
+	for _, name := range frontHopHeaders {
+		out.Del(name)
+	}
+	if !ws {
+		out.Del(http2Settings)
+	}
+	if ws {
+		out.Set("Connection", "Upgrade")
+		out.Set("Upgrade", upgrade)
+	}
+	hh := h.forHost(t.host)
+	out.Set("X-Forwarded-For", h.clientIP)
+	out.Set("X-Forwarded-Host", t.host)
+	out.Set("X-Forwarded-Proto", h.proto)
+	out.Set("X-Real-Ip", h.clientIP)
+	out.Set("Forwarded", hh.fwd[0])
+}
+
 // oldFrontHead is what the loops sent before appendFrontHead:
 // frontRewrite into a second header, its framing set, then AppendBytes.
 func oldFrontHead(h *httpConn, in *fasthttp.RequestHeader, t frontTarget, kind h1.Kind, length int64) []byte {
@@ -99,7 +137,7 @@ func checkFrontHead(t *testing.T, raw string) bool {
 	}
 	h := &httpConn{clientIP: "192.0.2.1", proto: "http"}
 	want := oldFrontHead(h, &in, target, kind, length)
-	got, _ := appendFrontHead(nil, nil, h, &in, target, kind, length)
+	got, _ := appendFrontHead(nil, nil, h, &in, target, kind, length, nil)
 	if g, w := backendView(got, true), backendView(want, true); g != w {
 		t.Errorf("for %q a backend reads\n%s\nwant (frontRewrite's)\n%s", raw, g, w)
 	}
@@ -118,7 +156,7 @@ func TestAppendFrontHead(t *testing.T) {
 		_ = in.Read(bufio.NewReader(bytes.NewReader([]byte(raw))))
 		target, _, _ := frontTargetOfHeader(&in)
 		kind, length := h1.RequestBody(&in)
-		head, _ := appendFrontHead(nil, nil, &httpConn{clientIP: "192.0.2.1", proto: "http"}, &in, target, kind, length)
+		head, _ := appendFrontHead(nil, nil, &httpConn{clientIP: "192.0.2.1", proto: "http"}, &in, target, kind, length, nil)
 		if v := backendView(head, false); strings.HasPrefix(v, "refused") {
 			t.Errorf("for %q a backend %s", raw, v)
 		}
@@ -154,7 +192,7 @@ func TestAppendFrontHeadKeepsOrder(t *testing.T) {
 		}
 		target, _, _ := frontTargetOfHeader(&in)
 		kind, length := h1.RequestBody(&in)
-		head, _ := appendFrontHead(nil, nil, &httpConn{clientIP: "192.0.2.1", proto: "http"}, &in, target, kind, length)
+		head, _ := appendFrontHead(nil, nil, &httpConn{clientIP: "192.0.2.1", proto: "http"}, &in, target, kind, length, nil)
 		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {
 			t.Fatalf("a backend cannot read %q: %v", head, err)

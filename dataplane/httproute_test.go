@@ -356,3 +356,96 @@ func TestHTTPModeStripsHopByHopFields(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPModeKeepsTheOrderOfRepeatedFields: the order of a field's
+// lines is part of its value (RFC 9110 §5.3), so fields repeated after
+// a hop-by-hop one reach the other side in the order they were sent, in
+// both directions and on every path: HTTP/1.1 and 1.0 in the clear and
+// inside TLS, h2c and h2.
+func TestHTTPModeKeepsTheOrderOfRepeatedFields(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []string
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		mu.Lock()
+		seen = req.Header.Values("X-A")
+		mu.Unlock()
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: h\r\n"+
+			"X-B: 1\r\nX-B: 2\r\nX-C: c\r\nX-B: 3\r\nContent-Length: 3\r\n\r\nok\n")
+		return err == nil
+	})
+	cert := peers.CertPair(t, "order.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("plain", httpRoute("web", backend.Addr)),
+		terminating("tls", tlsOf([]string{"h2", "http/1.1"}, cert), httpRoute("web", backend.Addr)),
+	))
+	const fields = "Connection: keep-alive, X-Hop\r\nX-Hop: h\r\nX-A: 1\r\nX-A: 2\r\nX-D: d\r\nX-A: 3\r\n"
+	h1 := func(listener, version string, secure bool) func() (http.Header, error) {
+		return func() (http.Header, error) {
+			var c net.Conn = dial(t, m.addr(listener))
+			if secure {
+				c = tls.Client(c, &tls.Config{ServerName: "order.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(ioTimeout))
+			if _, err := io.WriteString(c, "GET / "+version+"\r\nHost: order.test\r\n"+fields+"\r\n"); err != nil {
+				return nil, err
+			}
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return nil, err
+			}
+			_ = res.Body.Close()
+			return res.Header, nil
+		}
+	}
+	h2 := func(listener, sni string) func() (http.Header, error) {
+		return func() (http.Header, error) {
+			req, err := http.NewRequest(http.MethodGet, "http://order.test/", nil)
+			if err != nil {
+				return nil, err
+			}
+			req.Header["X-A"] = []string{"1", "2"}
+			req.Header["X-D"] = []string{"d"}
+			req.Header.Add("X-A", "3")
+			cc := h2Conn(t, m.addr(listener), sni)
+			defer cc.Close()
+			res, err := cc.RoundTrip(req)
+			if err != nil {
+				return nil, err
+			}
+			_ = res.Body.Close()
+			return res.Header, nil
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		do   func() (http.Header, error)
+	}{
+		{"HTTP/1.1", h1("plain", "HTTP/1.1", false)},
+		{"HTTP/1.0", h1("plain", "HTTP/1.0", false)},
+		{"HTTP/1.1 in TLS", h1("tls", "HTTP/1.1", true)},
+		{"h2c", h2("plain", "")},
+		{"h2", h2("tls", "order.test")},
+	} {
+		got, err := tc.do()
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		mu.Lock()
+		req := seen
+		mu.Unlock()
+		if want := []string{"1", "2", "3"}; !slices.Equal(req, want) {
+			t.Errorf("%s: the backend got X-A %q, want %q", tc.name, req, want)
+		}
+		if res, want := got.Values("X-B"), []string{"1", "2", "3"}; !slices.Equal(res, want) {
+			t.Errorf("%s: the client got X-B %q, want %q", tc.name, res, want)
+		}
+		if v := got.Values("X-Hop"); len(v) > 0 {
+			t.Errorf("%s: the client got X-Hop %q", tc.name, v)
+		}
+	}
+	m.waitIdle()
+}

@@ -18,7 +18,7 @@ import (
 // carried by its loop as exchanges (relayloop.Exchanger), with no
 // goroutine, netpoller wake-up or timer per request. Each request is
 // routed and rewritten as serveFront does it (the same routeOf,
-// frontTargetOf, outRequest and frontStripHop), so a client cannot tell
+// frontTargetOf, appendFrontHead and frontStripHop), so a client cannot tell
 // the two paths apart. What the loop path does not carry goes to
 // serveFront with the connection, between two requests (HandOff):
 // HTTP/1.0, upgrades (WebSocket, h2c), Expect: 100-continue, a request
@@ -136,7 +136,7 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 		return withBody(lh.status(fasthttp.StatusBadGateway, false), kind, length)
 	}
 	lh.toHead = req.IsHead()
-	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length)
+	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length, nil)
 	lh.target = relayloop.Target{
 		Endpoints:   eps,
 		First:       rc.dialer.Turn(len(eps)),
