@@ -23,6 +23,10 @@ type udpSession struct {
 	queue chan []byte
 	// last is when a datagram was last queued (UnixNano).
 	last atomic.Int64
+	// held is a datagram taken from queue by a tunnel that ended before
+	// it could send it (the idle close races the next datagram): the
+	// session's next tunnel sends it first.
+	held atomic.Pointer[[]byte]
 }
 
 // ServeUDP relays the datagrams that arrive on pc to target, one tunnel
@@ -50,7 +54,7 @@ func (c *Client) ServeUDP(ctx context.Context, pc *net.UDPConn, target string) e
 	end := func(s *udpSession) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if len(s.queue) > 0 && sctx.Err() == nil {
+		if (len(s.queue) > 0 || s.held.Load() != nil) && sctx.Err() == nil {
 			return false
 		}
 		delete(sessions, s.src)
@@ -98,8 +102,11 @@ func (c *Client) runUDPSession(ctx context.Context, pc *net.UDPConn, target stri
 	b := c.newBackoff()
 	idle := c.udpIdle()
 	for ctx.Err() == nil {
-		if idle > 0 && time.Since(time.Unix(0, s.last.Load())) >= idle && end(s) {
-			return
+		if idle > 0 && time.Since(time.Unix(0, s.last.Load())) >= idle {
+			s.held.Store(nil) // as stale as the session
+			if end(s) {
+				return
+			}
 		}
 		ws, live, cw, err := c.handshake(ctx, target, true)
 		if err != nil {
@@ -150,14 +157,26 @@ func (c *Client) pumpUDP(ctx context.Context, ws *websocket.Conn, live *liveness
 	wg.Add(1)
 	go func() { // local → tunnel
 		defer wg.Done()
+		send := func(p []byte) bool {
+			if err := dg.Send(p); err != nil {
+				s.held.Store(&p)
+				if !errors.Is(err, errIdle) { // else the watchdog is closing ws
+					_ = ws.CloseNow()
+				}
+				return false
+			}
+			up.Add(int64(len(p)))
+			return true
+		}
+		if p := s.held.Swap(nil); p != nil && !send(*p) {
+			return
+		}
 		for {
 			select {
 			case p := <-s.queue:
-				if err := dg.Send(p); err != nil {
-					_ = ws.CloseNow()
+				if !send(p) {
 					return
 				}
-				up.Add(int64(len(p)))
 			case <-done:
 				return
 			}

@@ -38,6 +38,14 @@ type liveness struct {
 	// pinged is set once the peer has sent a ping: it keeps its own
 	// keepalive, so its silence means something even while we cannot ping.
 	pinged atomic.Bool
+	// mu orders the idle close against data going out: once the
+	// watchdog has judged the connection idle (idled), nothing is sent
+	// on it, so that nothing is lost to the close (a datagram refused
+	// so goes over the session's next tunnel). Without it a datagram
+	// sent just after the verdict went out ahead of the close, and its
+	// reply came back to a closed tunnel.
+	mu    sync.Mutex
+	idled bool
 	// room, when set, reports whether the socket's send buffer has room
 	// for a control frame (see socketRoom). It is set before the
 	// connection is read or watched.
@@ -91,6 +99,28 @@ func (l *liveness) markHeard() { l.heard.Store(time.Now().UnixNano()) }
 func (l *liveness) startRead() { l.reading.Store(time.Now().UnixNano()) }
 func (l *liveness) endRead()   { l.reading.Store(0) }
 func (l *liveness) markData()  { l.data.Store(time.Now().UnixNano()) }
+
+// sendData marks data going out, or reports errIdle once the watchdog
+// has closed the connection as idle.
+func (l *liveness) sendData() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.idled {
+		return errIdle
+	}
+	l.markData()
+	return nil
+}
+
+// judgeIdle reports whether nothing was carried for idle and no write
+// is blocked (a slow peer is not idleness); from a true answer on,
+// sendData refuses.
+func (l *liveness) judgeIdle(idle time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idled = since(&l.data) >= idle && l.writing.Load() == 0
+	return l.idled
+}
 
 func since(t *atomic.Int64) time.Duration { return time.Duration(time.Now().UnixNano() - t.Load()) }
 
@@ -187,8 +217,7 @@ func (w *watchdog) tick() {
 	if w.stopped || w.verdict.Load() != nil {
 		return
 	}
-	// A write blocked on a slow peer is not idleness.
-	if w.idle > 0 && since(&w.live.data) >= w.idle && w.live.writing.Load() == 0 {
+	if w.idle > 0 && w.live.judgeIdle(w.idle) {
 		e := errIdle
 		w.verdict.Store(&e)
 		_ = w.c.Close(CloseIdle, "idle")

@@ -57,7 +57,9 @@ func (d *datagrams) Receive(buf []byte) (int, error) {
 
 // Send writes one datagram as one message.
 func (d *datagrams) Send(p []byte) error {
-	d.live.markData()
+	if err := d.live.sendData(); err != nil {
+		return err
+	}
 	return writeBinary(d.c, d.live, d.cw, p)
 }
 
