@@ -385,6 +385,7 @@ func (c *directConn) responseBody(stop func() bool, keep bool, cl int) *frontBod
 // is closed after it, as net/http did.
 func (h *httpConn) frontStream(ctx *fasthttp.RequestCtx, body *frontBody) {
 	if ctx.Request.Header.IsHTTP11() {
+		body.to = &ctx.Response.Header
 		ctx.Response.SetBodyStream(body, -1)
 		return
 	}
@@ -561,6 +562,10 @@ type frontBody struct {
 	// last chunk, which ends the message; trailers holds what it read.
 	trailer  *bufio.Reader
 	trailers textproto.MIMEHeader
+	// to, when set, is the response fasthttp's server sends this body
+	// in, chunked: the trailers are added to it as they are read, and
+	// it writes them after the last chunk.
+	to *fasthttp.ResponseHeader
 }
 
 var frontBodies = sync.Pool{New: func() any { return new(frontBody) }}
@@ -593,16 +598,34 @@ func (b *frontBody) Read(p []byte) (int, error) {
 		}
 		if b.trailer != nil {
 			// The connection serves the next request once they are read.
-			// HTTP/2 streams pass them on; fasthttp's server does not.
+			// HTTP/2 streams pass them on, and so does fasthttp's server
+			// with to.
 			trailers, terr := textproto.NewReader(b.trailer).ReadMIMEHeader()
 			if terr != nil {
 				b.keep = false
 			}
 			b.trailers = trailers
+			if b.to != nil {
+				addTrailers(b.to, trailers)
+			}
 		}
 		b.eof = true
 	}
 	return n, err
+}
+
+// addTrailers adds the trailer fields tr to h; a field that may not be a
+// trailer (RFC 9110 §6.5.1: framing, routing, authentication...) is
+// left out, as fasthttp refuses to send it.
+func addTrailers(h *fasthttp.ResponseHeader, tr textproto.MIMEHeader) {
+	for k, vs := range tr {
+		if h.AddTrailer(k) != nil {
+			continue
+		}
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
 }
 
 // CloseWithError releases the connection (the server calls it once the

@@ -449,3 +449,48 @@ func TestHTTPModeKeepsTheOrderOfRepeatedFields(t *testing.T) {
 	}
 	m.waitIdle()
 }
+
+// TestHTTPModeHTTP1Trailers: the trailers of a chunked response reach an
+// HTTP/1.1 client on every path: in the clear and inside TLS.
+func TestHTTPModeHTTP1Trailers(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Trailer", "X-Sum, X-Many")
+		_, _ = io.WriteString(w, "part1\n")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, "part2\n")
+		w.Header().Set("X-Sum", "42")
+		w.Header()["X-Many"] = []string{"a", "b"}
+	})
+	cert := peers.CertPair(t, "trailers.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("plain", httpRoute("web", web.Addr)),
+		terminating("tls", tlsOf([]string{"http/1.1"}, cert), httpRoute("web", web.Addr)),
+	))
+	for _, tc := range []struct{ name, url, listener string }{
+		{"in the clear", "http://trailers.test/", "plain"},
+		{"inside TLS", "https://trailers.test/", "tls"},
+	} {
+		addr := m.addr(tc.listener)
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			},
+			TLSClientConfig: &tls.Config{ServerName: "trailers.test", InsecureSkipVerify: true},
+		}
+		res, err := (&http.Client{Transport: tr}).Get(tc.url)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, err := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		tr.CloseIdleConnections()
+		if err != nil || string(body) != "part1\npart2\n" || res.ProtoMajor != 1 {
+			t.Errorf("%s: HTTP/%d %q, %v", tc.name, res.ProtoMajor, body, err)
+		}
+		if got := fmt.Sprintf("%q %q", res.Trailer.Get("X-Sum"), res.Trailer.Values("X-Many")); got != `"42" ["a" "b"]` {
+			t.Errorf("%s: trailers %s, want the backend's X-Sum 42 and X-Many a, b", tc.name, got)
+		}
+	}
+	m.waitIdle()
+}
