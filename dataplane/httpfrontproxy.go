@@ -318,6 +318,12 @@ var errResponseHeadTooLarge = errors.New("backend's response head too large")
 // backend whose heads are larger (long Set-Cookie or CSP fields) it grows
 // once to the pool's maxHead, which then bounds them.
 func (c *directConn) readHead(rh *fasthttp.ResponseHeader) error {
+	// The status line's start, as read with the rest of the head.
+	if _, err := c.br.Peek(len("HTTP/1.1 200")); err == nil {
+		if line, _ := c.br.Peek(c.br.Buffered()); h1.StatusUnder100(line) {
+			return fmt.Errorf("reading the response from %s: %w", c.addr, h1.ErrStatusUnder100)
+		}
+	}
 	for {
 		rh.Reset()
 		rh.SetNoDefaultContentType(true)

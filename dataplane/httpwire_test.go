@@ -372,3 +372,30 @@ func TestHTTPModeClientLeavesBeforeTheResponse(t *testing.T) {
 		t.Errorf("portmux_http_backend_connections %v after the client left, want 0", n)
 	}
 }
+
+// TestHTTPModeBackendStatusUnder100: a backend's status under 100 is
+// a bad gateway on every path: 099, and 000, which fasthttp's parser
+// reads as "not set" and would send on as 200.
+func TestHTTPModeBackendStatusUnder100(t *testing.T) {
+	t.Parallel()
+	for _, status := range []string{"000", "099", "0"} {
+		backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, err := io.WriteString(c, "HTTP/1.1 "+status+" Odd\r\nContent-Length: 3\r\n\r\nok\n")
+			return err == nil
+		})
+		m := startMux(t, snapshotOf(listenerOn("plain", httpRoute("web", backend.Addr))))
+		for _, v := range []string{"HTTP/1.1", "HTTP/1.0"} {
+			got := responses(t, m.addr("plain"), "GET / "+v+"\r\nHost: a\r\nConnection: close\r\n\r\n")
+			if len(got) != 1 || !strings.HasPrefix(got[0], "502") {
+				t.Errorf("status %s, %s: the client got %q, want a 502", status, v, got)
+			}
+		}
+		cc := h2Conn(t, m.addr("plain"), "")
+		if code, body, err := h2Get(t, cc, "a", "http://a/"); code != http.StatusBadGateway {
+			t.Errorf("status %s, h2c: %d %q %v, want a 502", status, code, body, err)
+		}
+		_ = cc.Close()
+		m.waitIdle()
+	}
+}

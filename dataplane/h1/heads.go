@@ -44,6 +44,30 @@ func HeadEnd(b []byte) int {
 	return 0
 }
 
+// ErrStatusUnder100 is a response whose status is under 100, which no
+// client may be given.
+var ErrStatusUnder100 = errors.New("response status under 100")
+
+// StatusUnder100 reports whether the response that b begins with has a
+// status under 100: its status line's first digits, once past the
+// protocol (false while b ends in them). fasthttp's parser takes 000
+// for a status not set, which it reports as 200; a proxy that believed
+// it would turn a backend's garbage into a success.
+func StatusUnder100(b []byte) bool {
+	_, rest, ok := bytes.Cut(b, []byte(" "))
+	if !ok {
+		return false
+	}
+	code, digits := 0, 0
+	for _, c := range rest {
+		if c < '0' || c > '9' || digits == 3 {
+			return digits > 0 && code < 100
+		}
+		code, digits = code*10+int(c-'0'), digits+1
+	}
+	return digits == 3 && code < 100
+}
+
 // ErrNotHead is returned for bytes that are not exactly one head: the
 // caller passes b[:HeadEnd(b)].
 var ErrNotHead = errors.New("not one whole message head")
@@ -82,6 +106,9 @@ func (p *Heads) Request(b []byte, h *fasthttp.RequestHeader) error {
 
 // Response parses the response head b, all of it, into h.
 func (p *Heads) Response(b []byte, h *fasthttp.ResponseHeader) error {
+	if StatusUnder100(b) {
+		return ErrStatusUnder100
+	}
 	if err := p.reset(b); err != nil {
 		return err
 	}

@@ -119,3 +119,30 @@ func TestResponseHead(t *testing.T) {
 		t.Errorf("half a head: %v, want ErrNotHead", err)
 	}
 }
+
+// TestStatusUnder100: the status is judged once its digits are read,
+// whatever protocol comes before it.
+func TestStatusUnder100(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"HTTP/1.1 000 Zero\r\n", true},
+		{"HTTP/1.1 099 Odd\r\n", true},
+		{"HTTP/1.1 0\r\n", true},
+		{"HTTP/1.1 000", true},
+		{"HTTP/1.1 00", false}, // undecided: more digits may come
+		{"HTTP/1.1 200 OK\r\n", false},
+		{"HTTP/1.1 100 Continue\r\n", false},
+		{"HTTP/1.1 2", false},
+		{"HTTP/1.0 0200 OK\r\n", true}, // three digits are the status
+		{"\r\nHTTP/1.1 200 OK\r\n", false},
+		{"HTTP/1.1", false},
+		{"", false},
+	} {
+		if got := StatusUnder100([]byte(tc.line)); got != tc.want {
+			t.Errorf("StatusUnder100(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
