@@ -14,7 +14,7 @@ run() { # dir target
   "$GO" test -run='^$' -fuzz="^$2\$" -fuzztime="$FUZZTIME" "$1"
 }
 
-dirs=$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u)
+dirs=$(grep -rl --include='*_test.go' --exclude-dir=bin --exclude-dir=.git '^func Fuzz' . | xargs -r -n1 dirname | sort -u)
 for d in $dirs; do
   for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$d"/*_test.go | cut -c6-); do
     echo "== $d $f"
