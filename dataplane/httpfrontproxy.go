@@ -116,7 +116,7 @@ type frontRequest struct {
 	kind   h1.Kind
 	length int64
 	// bufs are the pooled buffers of head and of appendFrontHead's
-	// scratch.
+	// scratch, which they hold.
 	bufs [2]*[]byte
 }
 
@@ -133,17 +133,14 @@ func (h *httpConn) frontRequest(ctx *fasthttp.RequestCtx, t frontTarget, ws bool
 	req.bufs = [2]*[]byte{requestHeads.Get().(*[]byte), requestHeads.Get().(*[]byte)}
 	var scratch []byte
 	req.head, scratch = appendFrontHead((*req.bufs[0])[:0], (*req.bufs[1])[:0], h, in, t, req.kind, req.length, upgrade)
-	*req.bufs[0], *req.bufs[1] = req.head[:0], scratch[:0]
+	*req.bufs[0], *req.bufs[1] = req.head, scratch
 	return req
 }
 
-// release gives r's buffers back to their pool, unless a head made them
-// larger than a pool should keep.
+// release gives r's buffers back to their pool.
 func (r *frontRequest) release() {
 	for _, b := range r.bufs {
-		if cap(*b) <= maxPooledHead {
-			requestHeads.Put(b)
-		}
+		putRequestHead(b, *b)
 	}
 }
 
@@ -474,10 +471,18 @@ func frontDeleteHop(h *fasthttp.ResponseHeader, present uint16) {
 // frontStripHopInOrder is frontDeleteHop for a response that may repeat
 // a name. Deleting moves fields, so every repeated name that is left is
 // deleted too, and its lines are added back in the backend's order.
+// Each name is looked up and deleted once, however many lines it has:
+// every lookup and deletion scans the whole header.
 // (BenchmarkFrontStripHop: 1.0 µs where the fast path takes 0.2.)
 func frontStripHopInOrder(h *fasthttp.ResponseHeader, present uint16) {
 	// The fields are copied: deleting moves the bytes All points at.
-	type field struct{ k, v []byte }
+	type field struct {
+		k, v []byte
+		// first is the index of the name's first line; lines, on that
+		// line, how many the name has, or 0 once the name is not to be
+		// added back.
+		first, lines int
+	}
 	var bufStack [1024]byte
 	var fieldStack [32]field
 	buf, fields := bufStack[:0], fieldStack[:0]
@@ -493,30 +498,44 @@ func frontStripHopInOrder(h *fasthttp.ResponseHeader, present uint16) {
 		f.k, off = buf[off:off+len(f.k):off+len(f.k)], off+len(f.k)
 		f.v, off = buf[off:off+len(f.v):off+len(f.v)], off+len(f.v)
 	}
-	frontDeleteHop(h, present)
-	var againStack [32]field
-	again := againStack[:0]
-	var lines map[string]int // for a long head: the scan below is quadratic
+	var firsts map[string]int // for a long head: the scan below is quadratic
 	if len(fields) > 32 {
-		lines = make(map[string]int, len(fields))
-		for _, f := range fields {
-			lines[string(f.k)]++
+		firsts = make(map[string]int, len(fields))
+	}
+	for i := range fields {
+		f := &fields[i]
+		f.first = i
+		if firsts != nil {
+			if j, ok := firsts[string(f.k)]; ok {
+				f.first = j
+			} else {
+				firsts[string(f.k)] = i
+			}
+		} else {
+			for j := range i {
+				if bytes.Equal(fields[j].k, f.k) { // as fasthttp normalized them
+					f.first = j
+					break
+				}
+			}
+		}
+		fields[f.first].lines++
+	}
+	frontDeleteHop(h, present)
+	for i := range fields {
+		if f := &fields[i]; f.first == i && f.lines > 1 && len(h.PeekAll(string(f.k))) == 0 {
+			f.lines = 0 // deleted as hop-by-hop
 		}
 	}
 	for i, f := range fields {
-		repeated := lines[string(f.k)] > 1
-		for j := 0; lines == nil && j < len(fields) && !repeated; j++ {
-			repeated = j != i && bytes.Equal(fields[j].k, f.k) // as fasthttp normalized them
-		}
-		if repeated && len(h.PeekAll(string(f.k))) > 0 {
-			again = append(again, f)
+		if f.first == i && f.lines > 1 {
+			h.DelBytes(f.k)
 		}
 	}
-	for _, f := range again {
-		h.DelBytes(f.k)
-	}
-	for _, f := range again {
-		h.AddBytesKV(f.k, f.v)
+	for _, f := range fields {
+		if fields[f.first].lines > 1 {
+			h.AddBytesKV(f.k, f.v)
+		}
 	}
 }
 
