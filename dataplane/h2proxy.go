@@ -93,10 +93,7 @@ func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.Resp
 	if err == nil {
 		err = dc.send(head)
 	}
-	if cap(head) <= maxPooledHead {
-		*bp = head[:0]
-		requestHeads.Put(bp)
-	}
+	putRequestHead(bp, head)
 	if err != nil {
 		return fmt.Errorf("writing the request to %s: %w", dc.addr, err)
 	}
@@ -267,6 +264,15 @@ var requestHeads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); retur
 // maxPooledHead is the largest buffer requestHeads keeps: a rare large
 // head is not held on to.
 const maxPooledHead = 64 << 10
+
+// putRequestHead gives bp back to requestHeads with b's array, the head
+// made in it, unless b grew past maxPooledHead.
+func putRequestHead(bp *[]byte, b []byte) {
+	if cap(b) <= maxPooledHead {
+		*bp = b[:0]
+		requestHeads.Put(bp)
+	}
+}
 
 // cleanQuery is q as the reverse proxy sends it: unchanged when net/url
 // parses it the way every backend would, else re-encoded from what
