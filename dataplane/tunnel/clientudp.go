@@ -102,11 +102,9 @@ func (c *Client) runUDPSession(ctx context.Context, pc *net.UDPConn, target stri
 	b := c.newBackoff()
 	idle := c.udpIdle()
 	for ctx.Err() == nil {
-		if idle > 0 && time.Since(time.Unix(0, s.last.Load())) >= idle {
-			s.held.Store(nil) // as stale as the session
-			if end(s) {
-				return
-			}
+		// A held datagram keeps the session, as a queued one does.
+		if idle > 0 && time.Since(time.Unix(0, s.last.Load())) >= idle && end(s) {
+			return
 		}
 		ws, live, cw, err := c.handshake(ctx, target, true)
 		if err != nil {
