@@ -24,12 +24,17 @@ var frontStripHopCases = []string{
 	"HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nX-A: 2\r\nTrailer: X-Sum\r\nX-B: 1\r\nX-B: 2\r\n\r\n",
 	"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nConnection: close\r\nSet-Cookie: b=2\r\nCache-Control: no-store\r\nCache-Control: private\r\n\r\n",
 	"HTTP/1.1 204 No Content\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nX-a: 1\r\nx-A: 2\r\nX-A: 3\r\n\r\n",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 3\r\n\r\n",
+	"HTTP/1.1 404 \r\nTrailer: X-Sum\r\nX-A: 1\r\nX-A: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+	// More names in Connection than frontStripHopInOrder compares one by
+	// one, in any case, and one of them a field fasthttp keeps apart.
+	"HTTP/1.1 200 OK\r\nConnection: T0, t1, T2, T3, T4, T5, T6, T7, T8, t9, set-cookie\r\n" +
+		"T1: x\r\nX-A: 1\r\nT9: y\r\nSet-Cookie: a=1\r\nX-A: 2\r\nT0: z\r\n\r\n",
 	longHead(40),
 }
 
-// longHead is a response head of n fields, past which
-// frontStripHopInOrder counts names in a map: repeated in
-// turn, with a hop-by-hop field first.
+// longHead is a response head of n fields: repeated in turn,
+// with a hop-by-hop field first.
 func longHead(n int) string {
 	var b strings.Builder
 	b.WriteString("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n")
@@ -110,9 +115,20 @@ func checkFrontStripHop(t *testing.T, raw string) bool {
 	if strings.HasPrefix(want, "refused") {
 		return false
 	}
+	var inOrder fasthttp.ResponseHeader
+	var present uint16
+	for k := range h.All() {
+		present |= hopBit(k)
+	}
+	h.CopyTo(&inOrder)
 	frontStripHop(&h)
 	if got := hopFree(h.AppendBytes(nil)); got != want {
 		t.Errorf("for %q a client reads\n%s\nwant\n%s", raw, got, want)
+	}
+	// The in-order strip, whether or not a name repeats.
+	frontStripHopInOrder(&inOrder, present)
+	if got := hopFree(inOrder.AppendBytes(nil)); got != want {
+		t.Errorf("stripped in order, for %q a client reads\n%s\nwant\n%s", raw, got, want)
 	}
 	return true
 }
@@ -129,14 +145,67 @@ func TestFrontStripHop(t *testing.T) {
 	}
 }
 
+// TestFrontStripHopKeepsTheFraming: a stripped response keeps the
+// status line and the body length the backend sent, and closes its
+// connection only if the backend closes it without a Connection field,
+// as the callers that read them after the strip expect (the relay loops
+// write a response to HEAD with the length it had).
+func TestFrontStripHopKeepsTheFraming(t *testing.T) {
+	t.Parallel()
+	for _, raw := range frontStripHopCases {
+		if !checkStripFraming(t, raw) {
+			t.Errorf("fasthttp does not read the case %q", raw)
+		}
+	}
+}
+
+// checkStripFraming strips raw with frontStripHop and in order, and
+// compares their status lines and framing with the backend's; it
+// reports whether fasthttp read raw.
+func checkStripFraming(t *testing.T, raw string) bool {
+	t.Helper()
+	var parsed fasthttp.ResponseHeader
+	parsed.SetNoDefaultContentType(true)
+	if parsed.Read(bufio.NewReader(strings.NewReader(raw))) != nil {
+		return false
+	}
+	var present uint16
+	for k := range parsed.All() {
+		present |= hopBit(k)
+	}
+	framing := func(h *fasthttp.ResponseHeader, closing bool) string {
+		return fmt.Sprintf("%s %d %q length %d HTTP/1.1 %t close %t",
+			h.Protocol(), h.StatusCode(), h.StatusMessage(), h.ContentLength(), h.IsHTTP11(), closing)
+	}
+	want := framing(&parsed, parsed.ConnectionClose() && present&1 == 0)
+	for name, strip := range map[string]func(h *fasthttp.ResponseHeader){
+		"frontStripHop": frontStripHop,
+		"in order": func(h *fasthttp.ResponseHeader) {
+			cl, closing := h.ContentLength(), h.ConnectionClose() && present&1 == 0
+			frontStripHopInOrder(h, present)
+			keepFraming(h, cl, closing)
+		},
+	} {
+		var h fasthttp.ResponseHeader
+		parsed.CopyTo(&h)
+		strip(&h)
+		if got := framing(&h, h.ConnectionClose()); got != want {
+			t.Errorf("%q, %s: %s, want %s", raw, name, got, want)
+		}
+	}
+	return true
+}
+
 // FuzzFrontStripHop: whatever response head fasthttp and net/http both
 // take, frontStripHop removes what hopFree does and keeps the rest in
-// order.
+// order; whatever head fasthttp takes, stripping it in order keeps its
+// framing.
 func FuzzFrontStripHop(f *testing.F) {
 	for _, raw := range frontStripHopCases {
 		f.Add(raw)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		checkFrontStripHop(t, raw)
+		checkStripFraming(t, raw)
 	})
 }

@@ -27,6 +27,10 @@ func BenchmarkFrontStripHop(b *testing.B) {
 		// lines, and 3,000 names on two lines each.
 		{"6000 lines, one name", longResponse(6000, func(int) string { return "X-A" })},
 		{"6000 lines, 3000 names", longResponse(6000, func(i int) string { return "X-" + strconv.Itoa(i/2) })},
+		// Connection names 4,000 fields, among 2,000 lines of 1,000
+		// names: each name a field of its own to delete.
+		{"Connection names 4000", strings.Replace(longResponse(2000, func(i int) string { return "X-" + strconv.Itoa(i/2) }),
+			"keep-alive", connectionNames(4000)+"keep-alive", 1)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var parsed, h fasthttp.ResponseHeader
@@ -71,6 +75,15 @@ func longResponse(n int, name func(i int) string) string {
 		b.WriteString(name(i) + ": 1\r\n")
 	}
 	return b.String() + "Content-Length: 0\r\n\r\n"
+}
+
+// connectionNames is the names x-0 to x-(n-1), each followed by a comma.
+func connectionNames(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString("x-" + strconv.Itoa(i) + ", ")
+	}
+	return b.String()
 }
 
 func bufioOf(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
