@@ -712,9 +712,9 @@ func (b *frontBody) Read(p []byte) (int, error) {
 			// The connection serves the next request once they are read.
 			// HTTP/2 streams pass them on, and so does fasthttp's server
 			// with to.
-			trailers, terr := textproto.NewReader(b.trailer).ReadMIMEHeader()
+			trailers, terr := readTrailers(b.trailer)
 			if terr != nil {
-				b.keep = false
+				b.keep = false // and the rest unread
 			}
 			b.trailers = trailers
 			if b.to != nil {
@@ -724,6 +724,38 @@ func (b *frontBody) Read(p []byte) (int, error) {
 		b.eof = true
 	}
 	return n, err
+}
+
+// errTrailersTooLarge is a trailer section past h1.MaxTrailer.
+var errTrailersTooLarge = errors.New("trailer section too large")
+
+// readTrailers reads the trailer section of a chunked body from br, its
+// empty line included, within h1.MaxTrailer bytes: the relay loops'
+// limit, past which a backend's endless section would be held whole.
+func readTrailers(br *bufio.Reader) (textproto.MIMEHeader, error) {
+	var stack [512]byte
+	raw := stack[:0]
+	for start := 0; ; {
+		part, err := br.ReadSlice('\n')
+		if len(raw)+len(part) > h1.MaxTrailer {
+			return nil, fmt.Errorf("%w: more than %d bytes", errTrailersTooLarge, h1.MaxTrailer)
+		}
+		raw = append(raw, part...)
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue // a line longer than br's buffer
+		case err != nil:
+			return nil, fmt.Errorf("reading the trailer section: %w", err)
+		}
+		if line := raw[start:]; len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+			break
+		}
+		start = len(raw)
+	}
+	if len(raw) <= 2 {
+		return nil, nil // none: the common case
+	}
+	return textproto.NewReader(bufio.NewReaderSize(bytes.NewReader(raw), len(raw))).ReadMIMEHeader()
 }
 
 // addTrailers adds the trailer fields tr to h; a field that may not be a

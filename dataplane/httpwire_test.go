@@ -2,10 +2,14 @@ package dataplane_test
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/test/peers"
 )
 
@@ -398,4 +403,107 @@ func TestHTTPModeBackendStatusUnder100(t *testing.T) {
 		_ = cc.Close()
 		m.waitIdle()
 	}
+}
+
+// TestHTTPModeBackendTrailerSectionIsBounded: a backend whose trailer
+// section never ends makes the proxy read and hold no more of it than
+// the relay loops' limit (h1.MaxTrailer): the client gets the body, cut
+// short or whole without trailers, at once.
+func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
+	t.Parallel()
+	const endless = 256 << 20 // as far as the backend goes
+	written := make(chan int, 8)
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ int) bool {
+		n, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Big\r\n\r\n"+
+			"3\r\nok\n\r\n0\r\nX-Big: ")
+		line := []byte(strings.Repeat("a", 64<<10))
+		for err == nil && n < endless {
+			var k int
+			k, err = c.Write(line)
+			n += k
+		}
+		written <- n
+		return false
+	})
+	cert := peers.CertPair(t, "trailer.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("plain", httpRoute("web", backend.Addr)),
+		terminating("tls", tlsOf([]string{"h2", "http/1.1"}, cert), httpRoute("web", backend.Addr)),
+	))
+	// What the backend could write: the proxy's limit, and what the
+	// sockets' buffers take after it stopped reading.
+	const buffered = 32 << 20
+	check := func(name string, res *http.Response, err error) {
+		t.Helper()
+		if err == nil {
+			var body []byte
+			body, err = io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+				t.Errorf("%s: the client waited for the end of the trailers: %v", name, err)
+			case err == nil && string(body) != "ok\n":
+				t.Errorf("%s: body %q", name, body)
+			case len(res.Trailer.Get("X-Big")) > h1.MaxTrailer:
+				t.Errorf("%s: the client got a trailer of %d bytes", name, len(res.Trailer.Get("X-Big")))
+			}
+		} else {
+			t.Errorf("%s: %v", name, err)
+		}
+		select {
+		case n := <-written:
+			if n > buffered {
+				t.Errorf("%s: the proxy read %d bytes of the trailer section", name, n)
+			}
+		case <-time.After(2 * ioTimeout):
+			t.Errorf("%s: the backend is still writing its trailers", name)
+		}
+	}
+	for _, tc := range []struct{ name, listener, proto string }{
+		{"HTTP/1.1", "plain", "http/1.1"},
+		{"HTTP/1.1 inside TLS", "tls", "http/1.1"},
+		{"h2c", "plain", "h2c"},
+		{"h2", "tls", "h2"},
+	} {
+		addr := m.addr(tc.listener)
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			},
+			TLSClientConfig: &tls.Config{ServerName: "trailer.test", InsecureSkipVerify: true},
+			Protocols:       new(http.Protocols),
+		}
+		scheme := "https"
+		switch tc.proto {
+		case "http/1.1":
+			tr.Protocols.SetHTTP1(true)
+			if tc.listener == "plain" {
+				scheme = "http"
+			}
+		case "h2c":
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			scheme = "http"
+		case "h2":
+			tr.Protocols.SetHTTP2(true)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://trailer.test/", nil)
+		res, err := (&http.Client{Transport: tr}).Do(req)
+		check(tc.name, res, err)
+		cancel()
+		tr.CloseIdleConnections()
+	}
+	// HTTP/1.0 has no trailers: the body ends with the connection.
+	if got := responses(t, m.addr("plain"), "GET / HTTP/1.0\r\nHost: trailer.test\r\n\r\n"); len(got) != 1 || got[0] != "200 ok" {
+		t.Errorf("HTTP/1.0: the client got %q, want the body", got)
+	}
+	select {
+	case n := <-written:
+		if n > buffered {
+			t.Errorf("HTTP/1.0: the proxy read %d bytes of the trailer section", n)
+		}
+	case <-time.After(2 * ioTimeout):
+		t.Errorf("HTTP/1.0: the backend is still writing its trailers")
+	}
+	m.waitIdle()
 }
