@@ -896,6 +896,7 @@ func (h *httpConn) frontRespondClosing(ctx *fasthttp.RequestCtx, dc *directConn,
 		res.SetBodyStream(closer, cl)
 	case cl == -1:
 		closer.r = httputil.NewChunkedReader(dc.br)
+		closer.trailer, closer.to = dc.br, &res.Header
 		res.SetBodyStream(closer, -1)
 	default:
 		closer.r = dc.br
@@ -908,9 +909,23 @@ type closeOnEOF struct {
 	r    io.Reader
 	c    net.Conn
 	stop func() bool
+	// trailer, for a chunked body, reads the trailer section past the
+	// last chunk into to, the response fasthttp's server is writing, as
+	// frontBody does.
+	trailer *bufio.Reader
+	to      *fasthttp.ResponseHeader
 }
 
-func (b *closeOnEOF) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *closeOnEOF) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) && b.trailer != nil {
+		if trailers, terr := readTrailers(b.trailer); terr == nil {
+			addTrailers(b.to, trailers)
+		}
+		b.trailer = nil
+	}
+	return n, err
+}
 
 // CloseWithError closes the connection.
 func (b *closeOnEOF) CloseWithError(error) error {

@@ -278,14 +278,18 @@ func TestHTTPModeRetriesOnlyIdempotentRequests(t *testing.T) {
 }
 
 // TestHTTPModeRefusedUpgrade: a backend that refuses a WebSocket
-// handshake with 403 has its answer passed on, body included, and the
-// client connection serves the next request (its backend connection is
-// not reused: it was opened for the upgrade).
+// handshake with 403 has its answer passed on, body and trailers
+// included, and the client connection serves the next request (its
+// backend connection is not reused: it was opened for the upgrade).
 func TestHTTPModeRefusedUpgrade(t *testing.T) {
 	t.Parallel()
 	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "" {
-			http.Error(w, "no websockets here", http.StatusForbidden)
+			w.Header().Set("Trailer", "X-Why")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, "no websockets here\n")
+			w.(http.Flusher).Flush() // chunked
+			w.Header().Set("X-Why", "policy")
 			return
 		}
 		_, _ = io.WriteString(w, "plain "+r.URL.Path+"\n")
@@ -294,8 +298,15 @@ func TestHTTPModeRefusedUpgrade(t *testing.T) {
 	c := dial(t, m.addr("pub"))
 	br := bufio.NewReader(c)
 	ws := "GET /ws HTTP/1.1\r\nHost: www.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if status, body := exchange(t, c, br, ws); status != http.StatusForbidden || body != "no websockets here\n" {
-		t.Errorf("refused handshake: %d %q", status, body)
+	res := send(t, c, br, ws)
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	body, err := io.ReadAll(res.Body)
+	_ = c.SetReadDeadline(time.Time{})
+	if res.StatusCode != http.StatusForbidden || string(body) != "no websockets here\n" || err != nil {
+		t.Errorf("refused handshake: %d %q %v", res.StatusCode, body, err)
+	}
+	if got := res.Trailer.Get("X-Why"); got != "policy" {
+		t.Errorf("refused handshake: trailer X-Why %q, want the backend's %q", got, "policy")
 	}
 	if status, body := exchange(t, c, br, "GET /after HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != 200 || body != "plain /after\n" {
 		t.Errorf("request after the refused handshake: %d %q", status, body)
