@@ -91,6 +91,9 @@ func (h *httpConn) forward(ctx *fasthttp.RequestCtx, fc *frontConn, rc *routeCon
 		if cerr := fc.ctx.Err(); cerr != nil {
 			return h.frontFail(ctx, rc, fmt.Errorf("%w: %w", cerr, err))
 		}
+		if fc.hungUp.Load() { // the sweeper cut the exchange
+			return h.frontFail(ctx, rc, fmt.Errorf("%w: %w", errClientGone, err))
+		}
 		if !reused || !retryable {
 			return h.frontFail(ctx, rc, err)
 		}
@@ -124,7 +127,10 @@ type frontRequest struct {
 // in buffers release gives back.
 func (h *httpConn) frontRequest(ctx *fasthttp.RequestCtx, t frontTarget, ws bool) frontRequest {
 	in := &ctx.Request.Header
-	req := frontRequest{body: ctx.Request.BodyStream()}
+	var req frontRequest
+	if body := ctx.Request.BodyStream(); body != nil {
+		req.body = &clientBody{r: body}
+	}
 	req.kind, req.length = h1.RequestBody(in)
 	var upgrade []byte
 	if ws {

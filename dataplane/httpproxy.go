@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/h2"
+	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/sniff"
 )
@@ -191,6 +194,9 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 		h.count(rc, h.proxyBodiless(w, r, rc, endpoint))
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &clientReadCloser{clientBody{r.Body}, r.Body}
+	}
 	outcome := RequestProxied
 	p := &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { h.rewrite(pr, endpoint, ws) },
@@ -251,13 +257,20 @@ func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) strin
 
 // failure records why a request got no answer from the backend, and
 // returns the status to answer it with and its outcome: 503 when no
-// connection slot was free, else 502 (counted as a dial error).
+// connection slot was free, 400 when the client's body failed, 499 when
+// the client left (its request's context was cancelled), else 502
+// (counted as a dial error).
 func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome string) {
 	h.errMu.Lock()
 	h.c.rep.err = err
 	h.errMu.Unlock()
-	if errors.Is(err, errNoBackendSlot) {
+	switch {
+	case errors.Is(err, errNoBackendSlot):
 		return http.StatusServiceUnavailable, RequestUnavailable
+	case errors.Is(err, errClientBody), errors.Is(err, relayloop.ErrRequestBody):
+		return http.StatusBadRequest, RequestBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, errClientGone), errors.Is(err, relayloop.ErrClientLeft):
+		return statusClientClosedRequest, RequestClientGone
 	}
 	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
 	return http.StatusBadGateway, RequestBadGateway
@@ -275,6 +288,38 @@ func (h *httpConn) count(rc *routeConfig, outcome string) {
 		name = rc.Name
 	}
 	h.s.m.httpRequests.WithLabelValues(h.lc.Name, name, outcome).Inc()
+}
+
+// statusClientClosedRequest answers a request whose client left: no one
+// reads it, but a log does (nginx's 499).
+const statusClientClosedRequest = 499
+
+// errClientGone marks an exchange cut because its client hung up.
+var errClientGone = errors.New("the client hung up")
+
+// errClientBody marks an error reading a request's body from the
+// client: the request fails by the client's doing, not the backend's.
+var errClientBody = errors.New("reading the client's request body")
+
+// clientBody is a request body as it comes from the client: its read
+// errors are marked errClientBody, so that a client that sends a
+// malformed body, or leaves mid-body, does not count as a failing
+// backend.
+type clientBody struct{ r io.Reader }
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF { //nolint:errorlint // io.Copy wants io.EOF itself
+		err = fmt.Errorf("%w: %w", errClientBody, err)
+	}
+	return n, err
+}
+
+// clientReadCloser is an HTTP/2 stream's body as the reverse proxy
+// reads it: marked as clientBody, closed as the stream's.
+type clientReadCloser struct {
+	clientBody
+	io.Closer
 }
 
 // forwardedHeader is the Forwarded field (RFC 7239 §4) of one hop: the

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/h1"
@@ -159,10 +163,11 @@ func TestHTTPModeWire(t *testing.T) {
 			// backend sees nothing now.
 			// The relay loops read the chunks as they pass and refuse
 			// the body themselves; fasthttp's path finds out while the
-			// body streams to the backend, and answers 502.
+			// body streams to the backend, and answers 400 too, the
+			// client's fault (it answered 502 before).
 			name:   "bad chunk size",
 			raw:    "POST /bad-chunk HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n" + last,
-			client: onPath([]string{"400 400 Bad Request"}, []string{"502"}),
+			client: onPath([]string{"400 400 Bad Request"}, []string{"400"}),
 		},
 		{
 			name:    "obs-fold",
@@ -517,4 +522,105 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 		t.Errorf("HTTP/1.0: the backend is still writing its trailers")
 	}
 	m.waitIdle()
+}
+
+// TestHTTPModeBrokenRequestBodyIsTheClients: a client whose chunked
+// body is malformed, at once or after 64 KiB went to the backend, gets
+// 400 on every HTTP/1.1 path, counted as a bad request; a client that
+// leaves before the response, and an HTTP/2 stream whose body ends short
+// of its content-length (reset), count as requests whose client is gone. None counts as a failing backend
+// (portmux_dial_errors_total), which a client could otherwise raise at
+// will.
+func TestHTTPModeBrokenRequestBodyIsTheClients(t *testing.T) {
+	t.Parallel()
+	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return false
+		}
+		if req.URL.Path == "/slow" {
+			time.Sleep(time.Second) // the client leaves meanwhile
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+		return err == nil
+	})
+	cert := peers.CertPair(t, "body.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("plain", httpRoute("web", backend.Addr)),
+		terminating("tls", tlsOf([]string{"http/1.1", "h2"}, cert), httpRoute("web", backend.Addr)),
+	))
+	head := "POST /up HTTP/1.1\r\nHost: body.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, body := range []string{"zz\r\n", "10000\r\n" + strings.Repeat("a", 0x10000) + "\r\nzz\r\n"} {
+		for _, l := range []string{"plain", "tls"} {
+			var c net.Conn
+			if l == "tls" {
+				c = tlsDial(t, m.addr(l), "body.test", "http/1.1")
+			} else {
+				c = dial(t, m.addr(l))
+			}
+			_ = c.SetDeadline(time.Now().Add(ioTimeout))
+			if _, err := io.WriteString(c, head+body); err != nil {
+				t.Fatal(err)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || res.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s, a body of %d bytes: %v %v, want 400", l, len(body), res, err)
+			}
+			_ = c.Close()
+		}
+	}
+	// A client that leaves while the backend thinks.
+	for _, l := range []string{"plain", "tls"} {
+		var c net.Conn
+		if l == "tls" {
+			c = tlsDial(t, m.addr(l), "body.test", "http/1.1")
+		} else {
+			c = dial(t, m.addr(l))
+		}
+		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: body.test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		_ = c.Close()
+	}
+	// HTTP/2: content-length 10, and 5 bytes before the end of the stream.
+	c := dial(t, m.addr("plain"))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "body.test"}, {":path", "/up"}, {"content-length", "10"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := errors.Join(fr.WriteSettings(),
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true}),
+		fr.WriteData(1, true, []byte("short"))); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("HTTP/2: %v before the stream's reset", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+			break
+		}
+	}
+	_ = c.Close()
+	m.waitIdle()
+	peers.Until(t, ioTimeout, "the HTTP/2 stream to be counted", func() bool {
+		return m.httpRequestCount("plain", dataplane.RequestBadRequest) == 2 &&
+			m.httpRequestCount("plain", dataplane.RequestClientGone) == 2
+	})
+	if n := m.httpRequestCount("tls", dataplane.RequestBadRequest); n != 2 {
+		t.Errorf("%d bad requests counted inside TLS, want 2", n)
+	}
+	if n := m.httpRequestCount("tls", dataplane.RequestClientGone); n != 1 {
+		t.Errorf("%d requests whose client left counted inside TLS, want 1", n)
+	}
+	if n := m.metricSum("portmux_dial_errors_total", nil); n != 0 {
+		t.Errorf("%v dial errors counted against the backend, want none", n)
+	}
 }

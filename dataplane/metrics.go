@@ -83,6 +83,16 @@ const (
 	RequestMisdirected = "misdirected" // 421: no http-mode route of the listener takes it
 	RequestUnavailable = "unavailable" // 503: no connection slot left for a new backend connection
 	RequestBadGateway  = "bad_gateway" // 502: the backend could not be reached or failed
+	// RequestBadRequest is a request whose body the client broke: a
+	// malformed chunked body, or one that ended before its end (400,
+	// when the client is still there to read it). The backend is not
+	// to blame: no dial error is counted.
+	RequestBadRequest = "bad_request"
+	// RequestClientGone is a request whose client left, or reset its
+	// stream, before the response (nginx's 499: no one is there to
+	// answer), or that the dataplane stopped serving. The backend is not
+	// to blame: no dial error is counted.
+	RequestClientGone = "client_gone"
 )
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -121,7 +131,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
 		httpRequests: promvec.Counter("portmux_http_requests_total",
-			"Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway).",
+			"Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway, bad_request, client_gone).",
 			"listener", "route", "outcome"),
 		httpBackendConns: promvec.Gauge("portmux_http_backend_connections",
 			"Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",

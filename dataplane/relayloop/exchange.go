@@ -120,6 +120,13 @@ var (
 	ErrResponseTimeout = errors.New("backend sent no response head in time")
 	ErrBackendClosed   = errors.New("backend closed the connection before a response")
 	ErrNoSlot          = errors.New("no connection slot for the backend")
+	// ErrRequestBody wraps the framing error of a client's request body
+	// (h1.ErrMalformed, h1.ErrTooLarge): the client's fault, not the
+	// backend's.
+	ErrRequestBody = errors.New("request body")
+	// ErrClientLeft ends an exchange whose client closed its connection
+	// in a request, or before its response.
+	ErrClientLeft = errors.New("client left")
 )
 
 // ExchangeResult is what became of one exchange.

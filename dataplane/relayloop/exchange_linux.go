@@ -184,7 +184,7 @@ func (c *Conn) readHead() bool {
 			if c.n == x.off {
 				c.finish(nil) // the client closed between requests
 			} else {
-				c.finish(fmt.Errorf("client closed in a request head: %w", errClientLeft))
+				c.finish(fmt.Errorf("client closed in a request head: %w", ErrClientLeft))
 			}
 			return false
 		}
@@ -204,8 +204,6 @@ func (c *Conn) readHead() bool {
 func headEnd(b []byte, maxHead int) int {
 	return h1.HeadEnd(b[:min(len(b), maxHead)])
 }
-
-var errClientLeft = errors.New("client left")
 
 // headRoom readies buf, whose bytes [off:n] are the start of a head,
 // for the next read: they move to its start (n is returned as their
@@ -274,7 +272,7 @@ func (c *Conn) request(end int) {
 		x.upQ = x.upBuf
 		x.phase, x.since, x.last = xBusy, c.l.clock, c.l.clock
 		if err != nil {
-			c.failExchange(err)
+			c.failExchange(fmt.Errorf("%w: %w", ErrRequestBody, err))
 			return
 		}
 		c.acquire(false)
@@ -520,6 +518,7 @@ func (c *Conn) pumpUp() bool {
 			x.off += n
 			x.retry = false // the body is not kept for a second try
 			if err != nil {
+				err = fmt.Errorf("%w: %w", ErrRequestBody, err)
 				if x.started {
 					c.finish(err)
 					return true
@@ -542,7 +541,7 @@ func (c *Conn) pumpUp() bool {
 			c.finish(os.NewSyscallError("read", err))
 			return true
 		case n == 0:
-			c.finish(fmt.Errorf("client closed in a request body: %w", errClientLeft))
+			c.finish(fmt.Errorf("client closed in a request body: %w", ErrClientLeft))
 			return true
 		}
 		if c.n+n < len(c.buf) && !c.cEnd {
@@ -605,7 +604,7 @@ func (c *Conn) pumpDown() bool {
 			// A client that hung up while its response is awaited ends
 			// the exchange: the backend's work is for nobody.
 			if c.cEnd && x.sentWhole && c.hungUp() {
-				c.finish(fmt.Errorf("waiting for the response: %w", errClientLeft))
+				c.finish(fmt.Errorf("waiting for the response: %w", ErrClientLeft))
 				return true
 			}
 			return false
