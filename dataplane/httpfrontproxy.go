@@ -257,6 +257,11 @@ func (c *directConn) frontExchange(req frontRequest, rh *fasthttp.ResponseHeader
 // writeRequest writes req's head and body, chunked anew when it came
 // chunked: what fasthttp's server gives of it is the data.
 func (c *directConn) writeRequest(req frontRequest) error {
+	if req.body == nil {
+		// Nothing follows the head: sent so that the wait for the
+		// response begins before it, and the first read finds it.
+		return c.send(req.head)
+	}
 	if _, err := c.bw.Write(req.head); err != nil {
 		return err
 	}
