@@ -174,6 +174,34 @@ func h2Conn(t testing.TB, addr, sni string) *http.ClientConn {
 	return cc
 }
 
+// transportTo is a client transport whose connections all go to addr,
+// whatever a URL's host: HTTP/1.1, h2c or h2 as proto says, over TLS
+// (server name sni) when secure (h2 always is, h2c never); scheme is
+// what its URLs start with.
+func transportTo(addr, sni, proto string, secure bool) (tr *http.Transport, scheme string) {
+	tr = &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+		TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true},
+		Protocols:       new(http.Protocols),
+	}
+	switch proto {
+	case "h2c":
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		secure = false
+	case "h2":
+		tr.Protocols.SetHTTP2(true)
+		secure = true
+	default:
+		tr.Protocols.SetHTTP1(true)
+	}
+	if secure {
+		return tr, "https"
+	}
+	return tr, "http"
+}
+
 // h2Get sends GET url with host on cc and returns the status and body.
 func h2Get(t testing.TB, cc *http.ClientConn, host, url string) (int, string, error) {
 	t.Helper()
@@ -467,18 +495,12 @@ func TestHTTPModeHTTP1Trailers(t *testing.T) {
 		listenerOn("plain", httpRoute("web", web.Addr)),
 		terminating("tls", tlsOf([]string{"http/1.1"}, cert), httpRoute("web", web.Addr)),
 	))
-	for _, tc := range []struct{ name, url, listener string }{
-		{"in the clear", "http://trailers.test/", "plain"},
-		{"inside TLS", "https://trailers.test/", "tls"},
+	for _, tc := range []struct{ name, listener string }{
+		{"in the clear", "plain"},
+		{"inside TLS", "tls"},
 	} {
-		addr := m.addr(tc.listener)
-		tr := &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			},
-			TLSClientConfig: &tls.Config{ServerName: "trailers.test", InsecureSkipVerify: true},
-		}
-		res, err := (&http.Client{Transport: tr}).Get(tc.url)
+		tr, scheme := transportTo(m.addr(tc.listener), "trailers.test", "http/1.1", tc.listener == "tls")
+		res, err := (&http.Client{Transport: tr}).Get(scheme + "://trailers.test/")
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

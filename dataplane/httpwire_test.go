@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -449,6 +448,17 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 	// What the backend could write: the proxy's limit, and what the
 	// sockets' buffers take after it stopped reading.
 	const buffered = 32 << 20
+	drained := func(name string) {
+		t.Helper()
+		select {
+		case n := <-written:
+			if n > buffered {
+				t.Errorf("%s: the proxy read %d bytes of the trailer section", name, n)
+			}
+		case <-time.After(2 * ioTimeout):
+			t.Errorf("%s: the backend is still writing its trailers", name)
+		}
+	}
 	check := func(name string, res *http.Response, err error) {
 		t.Helper()
 		if err == nil {
@@ -466,14 +476,7 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 		} else {
 			t.Errorf("%s: %v", name, err)
 		}
-		select {
-		case n := <-written:
-			if n > buffered {
-				t.Errorf("%s: the proxy read %d bytes of the trailer section", name, n)
-			}
-		case <-time.After(2 * ioTimeout):
-			t.Errorf("%s: the backend is still writing its trailers", name)
-		}
+		drained(name)
 	}
 	for _, tc := range []struct{ name, listener, proto string }{
 		{"HTTP/1.1", "plain", "http/1.1"},
@@ -481,27 +484,7 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 		{"h2c", "plain", "h2c"},
 		{"h2", "tls", "h2"},
 	} {
-		addr := m.addr(tc.listener)
-		tr := &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			},
-			TLSClientConfig: &tls.Config{ServerName: "trailer.test", InsecureSkipVerify: true},
-			Protocols:       new(http.Protocols),
-		}
-		scheme := "https"
-		switch tc.proto {
-		case "http/1.1":
-			tr.Protocols.SetHTTP1(true)
-			if tc.listener == "plain" {
-				scheme = "http"
-			}
-		case "h2c":
-			tr.Protocols.SetUnencryptedHTTP2(true)
-			scheme = "http"
-		case "h2":
-			tr.Protocols.SetHTTP2(true)
-		}
+		tr, scheme := transportTo(m.addr(tc.listener), "trailer.test", tc.proto, tc.listener == "tls")
 		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://trailer.test/", nil)
 		res, err := (&http.Client{Transport: tr}).Do(req)
@@ -513,14 +496,7 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 	if got := responses(t, m.addr("plain"), "GET / HTTP/1.0\r\nHost: trailer.test\r\n\r\n"); len(got) != 1 || got[0] != "200 ok" {
 		t.Errorf("HTTP/1.0: the client got %q, want the body", got)
 	}
-	select {
-	case n := <-written:
-		if n > buffered {
-			t.Errorf("HTTP/1.0: the proxy read %d bytes of the trailer section", n)
-		}
-	case <-time.After(2 * ioTimeout):
-		t.Errorf("HTTP/1.0: the backend is still writing its trailers")
-	}
+	drained("HTTP/1.0")
 	m.waitIdle()
 }
 
@@ -528,9 +504,9 @@ func TestHTTPModeBackendTrailerSectionIsBounded(t *testing.T) {
 // body is malformed, at once or after 64 KiB went to the backend, gets
 // 400 on every HTTP/1.1 path, counted as a bad request; a client that
 // leaves before the response, and an HTTP/2 stream whose body ends short
-// of its content-length (reset), count as requests whose client is gone. None counts as a failing backend
-// (portmux_dial_errors_total), which a client could otherwise raise at
-// will.
+// of its content-length (reset), count as requests whose client is
+// gone. None counts as a failing backend (portmux_dial_errors_total),
+// which a client could otherwise raise at will.
 func TestHTTPModeBrokenRequestBodyIsTheClients(t *testing.T) {
 	t.Parallel()
 	backend := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
@@ -548,15 +524,17 @@ func TestHTTPModeBrokenRequestBodyIsTheClients(t *testing.T) {
 		listenerOn("plain", httpRoute("web", backend.Addr)),
 		terminating("tls", tlsOf([]string{"http/1.1", "h2"}, cert), httpRoute("web", backend.Addr)),
 	))
+	// open connects to listener l, over TLS to "tls".
+	open := func(l string) net.Conn {
+		if l == "tls" {
+			return tlsDial(t, m.addr(l), "body.test", "http/1.1")
+		}
+		return dial(t, m.addr(l))
+	}
 	head := "POST /up HTTP/1.1\r\nHost: body.test\r\nTransfer-Encoding: chunked\r\n\r\n"
 	for _, body := range []string{"zz\r\n", "10000\r\n" + strings.Repeat("a", 0x10000) + "\r\nzz\r\n"} {
 		for _, l := range []string{"plain", "tls"} {
-			var c net.Conn
-			if l == "tls" {
-				c = tlsDial(t, m.addr(l), "body.test", "http/1.1")
-			} else {
-				c = dial(t, m.addr(l))
-			}
+			c := open(l)
 			_ = c.SetDeadline(time.Now().Add(ioTimeout))
 			if _, err := io.WriteString(c, head+body); err != nil {
 				t.Fatal(err)
@@ -570,12 +548,7 @@ func TestHTTPModeBrokenRequestBodyIsTheClients(t *testing.T) {
 	}
 	// A client that leaves while the backend thinks.
 	for _, l := range []string{"plain", "tls"} {
-		var c net.Conn
-		if l == "tls" {
-			c = tlsDial(t, m.addr(l), "body.test", "http/1.1")
-		} else {
-			c = dial(t, m.addr(l))
-		}
+		c := open(l)
 		if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: body.test\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
