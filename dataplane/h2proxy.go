@@ -116,7 +116,6 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 	cl := rh.ContentLength()
 	keep := !rh.ConnectionClose()
 	frontStripHop(rh)
-	rh.ResetConnectionClose()
 	copyResponseFields(w.Header(), rh)
 	bodiless := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || cl == 0
 	if bodiless {

@@ -360,7 +360,6 @@ func (h *httpConn) frontRespond(ctx *fasthttp.RequestCtx, dc *directConn, stop f
 	cl := res.Header.ContentLength()
 	keep := !res.Header.ConnectionClose()
 	frontStripHop(&res.Header)
-	res.Header.ResetConnectionClose()
 	switch {
 	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
 		res.SkipBody = true
@@ -427,7 +426,10 @@ func (h *httpConn) frontStream(ctx *fasthttp.RequestCtx, body *frontBody) {
 // its Connection lists. fasthttp's Del moves the header's last field
 // into the place of the one it deletes, which can put a repeated field's
 // lines out of order (RFC 9110 §5.3: their order is their value); a
-// response that repeats a name is stripped by frontStripHopInOrder.
+// response that repeats a name is stripped by frontStripHopInOrder. The
+// response keeps its body length, and no longer closes a connection:
+// the client's is the proxy's to keep or close (its callers read
+// whether the backend's closes before).
 func frontStripHop(h *fasthttp.ResponseHeader) {
 	var present uint16
 	var names, repeated uint64
@@ -440,24 +442,28 @@ func frontStripHop(h *fasthttp.ResponseHeader) {
 		repeated |= names & b
 		names |= b
 	}
-	if present == 0 {
-		return
-	}
-	cl, closing := h.ContentLength(), h.ConnectionClose() && present&1 == 0
-	if repeated != 0 {
-		frontStripHopInOrder(h, present)
-	} else {
-		frontDeleteHop(h, present)
-	}
-	keepFraming(h, cl, closing)
+	stripHop(h, present, repeated != 0)
 }
 
-// keepFraming gives h, stripped, the body length cl it had before, which
+// stripHop is frontStripHop once it looked at h's fields: present says
+// which hop-by-hop fields h has (hopBit), inOrder that a name may repeat.
+func stripHop(h *fasthttp.ResponseHeader, present uint16, inOrder bool) {
+	if present != 0 {
+		cl := h.ContentLength()
+		if inOrder {
+			frontStripHopInOrder(h, present)
+		} else {
+			frontDeleteHop(h, present)
+		}
+		keepLength(h, cl)
+	}
+	h.ResetConnectionClose()
+}
+
+// keepLength gives h, stripped, the body length cl it had before, which
 // the callers that read it after the strip expect (a response to HEAD
-// keeps its length or its chunking), whatever Connection named, and
-// closes the connection after it only when closing: deleting Connection
-// keeps it open.
-func keepFraming(h *fasthttp.ResponseHeader, cl int, closing bool) {
+// keeps its length or its chunking), whatever Connection named.
+func keepLength(h *fasthttp.ResponseHeader, cl int) {
 	if h.ContentLength() != cl {
 		// SetContentLength leaves a bodiless status's length alone.
 		code := h.StatusCode()
@@ -469,11 +475,6 @@ func keepFraming(h *fasthttp.ResponseHeader, cl int, closing bool) {
 			// deleting it moves no other.
 			h.Del(fasthttp.HeaderTransferEncoding)
 		}
-	}
-	if closing {
-		h.SetConnectionClose()
-	} else {
-		h.ResetConnectionClose()
 	}
 }
 
@@ -514,8 +515,7 @@ func frontDeleteHop(h *fasthttp.ResponseHeader, present uint16) {
 // costs time linear in the size of the head, whatever a backend puts in
 // it (BenchmarkFrontStripHop: 3,000 names of two lines each took 55 ms
 // when each name was deleted and added back). The head it writes has no
-// Transfer-Encoding or Connection: frontStripHop gives h its framing
-// back.
+// Transfer-Encoding: frontStripHop gives h its length back.
 func frontStripHopInOrder(h *fasthttp.ResponseHeader, present uint16) {
 	w := hopStrips.Get().(*hopStrip)
 	defer w.put()
@@ -897,7 +897,6 @@ func (h *httpConn) frontRespondClosing(ctx *fasthttp.RequestCtx, dc *directConn,
 	res := &ctx.Response
 	cl := res.Header.ContentLength()
 	frontStripHop(&res.Header)
-	res.Header.ResetConnectionClose()
 	closer := &closeOnEOF{c: dc.Conn, stop: stop}
 	switch {
 	case cl == 0 || res.Header.StatusCode() == fasthttp.StatusNoContent || res.Header.StatusCode() == fasthttp.StatusNotModified:

@@ -186,7 +186,6 @@ func (ls *loopSession) Response(head []byte) relayloop.Step {
 	cl := res.ContentLength()
 	keep := !res.ConnectionClose()
 	frontStripHop(res)
-	res.ResetConnectionClose()
 	switch kind {
 	case h1.Sized:
 		res.SetContentLength(int(length))
