@@ -144,11 +144,14 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 // copyResponseFields adds the fields of rh to hd. fasthttp gives them
 // with canonical names; those of common fields are the package's
 // constants, not a string allocated per response. The values of names
-// hd lacks share one backing array, as net/textproto's reader does.
+// hd lacks share one backing array, as net/textproto's reader does. Each
+// value is a string of its own, never a slice of a larger one: the
+// HPACK encoder keeps the values it indexes, and a slice would keep the
+// whole head.
 func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader) {
 	var vals []string
 	for k, v := range rh.All() {
-		key, ok := commonResponseKeys[string(k)]
+		key, ok := commonResponseKey(k)
 		if !ok {
 			key = string(k)
 		}
@@ -165,19 +168,44 @@ func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader) {
 	}
 }
 
-// commonResponseKeys interns the canonical names of the fields most
-// responses carry. It is never modified.
-var commonResponseKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept-Ranges", "Age", "Cache-Control", "Content-Encoding", "Content-Length",
-		"Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Link", "Location",
-		"Server", "Set-Cookie", "Vary",
-	} {
-		m[k] = k
+// commonResponseKey is the package's constant for the canonical name k of
+// a field most responses carry. A switch, which Go compiles to compares
+// of lengths and bytes, costs a fraction of a map's hashing here.
+func commonResponseKey(k []byte) (string, bool) {
+	switch string(k) {
+	case "Accept-Ranges":
+		return "Accept-Ranges", true
+	case "Age":
+		return "Age", true
+	case "Cache-Control":
+		return "Cache-Control", true
+	case "Content-Encoding":
+		return "Content-Encoding", true
+	case "Content-Length":
+		return "Content-Length", true
+	case "Content-Type":
+		return "Content-Type", true
+	case "Date":
+		return "Date", true
+	case "Etag":
+		return "Etag", true
+	case "Expires":
+		return "Expires", true
+	case "Last-Modified":
+		return "Last-Modified", true
+	case "Link":
+		return "Link", true
+	case "Location":
+		return "Location", true
+	case "Server":
+		return "Server", true
+	case "Set-Cookie":
+		return "Set-Cookie", true
+	case "Vary":
+		return "Vary", true
 	}
-	return m
-}()
+	return "", false
+}
 
 // bodilessSkipped are the request fields appendBodilessHead does not
 // pass on: Host and User-Agent, written apart; the hop-by-hop fields (Te

@@ -336,10 +336,12 @@ func (c *directConn) readHead(rh *fasthttp.ResponseHeader) error {
 		rh.Reset()
 		rh.SetNoDefaultContentType(true)
 		err := rh.Read(c.br)
+		if err == nil {
+			return nil
+		}
+		// Declared here, the target escapes only on the way to an error.
 		var small *fasthttp.ErrSmallBuffer
 		switch {
-		case err == nil:
-			return nil
 		case !errors.As(err, &small):
 			return fmt.Errorf("reading the response from %s: %w", c.addr, err)
 		case c.br.Size() >= c.p.maxHead:

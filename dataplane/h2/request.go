@@ -32,6 +32,9 @@ var connectionHeaders = []string{"connection", "proxy-connection", "keep-alive",
 func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool, remoteAddr string) (*http.Request, error) {
 	var method, scheme, authority, path string
 	header := make(http.Header, len(fields))
+	// The values of names seen once share one backing array, as
+	// net/textproto's reader does: one allocation, not one per field.
+	var vals []string
 	var cookies []string
 	for _, f := range fields {
 		if f.IsPseudo() {
@@ -59,7 +62,16 @@ func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool,
 			continue
 		}
 		key := textproto.CanonicalMIMEHeaderKey(f.Name)
-		header[key] = append(header[key], f.Value)
+		if vs, ok := header[key]; ok {
+			header[key] = append(vs, f.Value)
+			continue
+		}
+		if len(vals) == 0 {
+			vals = make([]string, len(fields))
+		}
+		vals[0] = f.Value
+		header[key] = vals[:1:1]
+		vals = vals[1:]
 	}
 	if len(cookies) > 0 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}

@@ -53,6 +53,21 @@ func TestNewRequest(t *testing.T) {
 					t.Errorf("Host %q, want h.test", r.Host)
 				}
 			}},
+		{name: "repeated names keep their order", kv: with(get, "x-a", "1", "accept", "*/*", "x-a", "2", "x-b", "3"), endStream: true,
+			check: func(t *testing.T, r *http.Request) {
+				if got := r.Header["X-A"]; len(got) != 2 || got[0] != "1" || got[1] != "2" {
+					t.Errorf("X-A %q, want [1 2]", got)
+				}
+				// Values share a backing array: appending to one
+				// field must not change another.
+				r.Header["Accept"] = append(r.Header["Accept"], "text/html")
+				if got := r.Header["X-B"]; len(got) != 1 || got[0] != "3" {
+					t.Errorf("after appending to Accept, X-B is %q, want [3]", got)
+				}
+				if got := r.Header["Accept"]; len(got) != 2 || got[0] != "*/*" {
+					t.Errorf("Accept %q, want [*/* text/html]", got)
+				}
+			}},
 		{name: "cookie crumbs joined", kv: with(get, "cookie", "a=1", "x-y", "z", "cookie", "b=2"), endStream: true,
 			check: func(t *testing.T, r *http.Request) {
 				if got := r.Header["Cookie"]; len(got) != 1 || got[0] != "a=1; b=2" {
