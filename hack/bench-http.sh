@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # http mode: `portmux serve -f` with an http-mode route against haproxy 2.6
-# in mode http, go-minimal (hack/bench/minhttp: the least a fasthttp
-# reverse proxy does; HTTP/1.1 only, so the h2 scenarios skip it) and
+# in mode http, go-minimal (hack/bench/minhttp: the least a Go reverse
+# proxy on fasthttp, and on x/net's HTTP/2 server for h2, does) and
 # nginx direct (no proxy), in one interleaved run (repeat
 # 1 of every peer, then repeat 2, ...), so that they are compared under the
 # same conditions. The backend is nginx returning a 17-byte body on
@@ -240,7 +240,6 @@ for rep in $(seq "$REPS"); do
   for peer in $PEERS; do
     start_peer "$peer"
     for scen in $SCEN; do
-      case $peer:$scen in go-minimal:h2*) continue ;; esac # HTTP/1.1 only
       u=$(url "$peer" "$scen")
       load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
       raw=$OUT/logs/http-$peer-$scen-$rep.txt
