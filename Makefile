@@ -166,7 +166,7 @@ bench-udp: ## Run muxload's UDP scenarios against portmux's UDP dataplane beside
 	hack/bench-udp.sh
 
 .PHONY: bench-http
-bench-http: ## http mode: portmux serve beside haproxy (mode http) and nginx direct, wrk (HTTP/1.1) and h2load (HTTP/2), plain and TLS, interleaved; results in bin/bench (REPS, D, PEERS, SCEN, C, T, PPROF).
+bench-http: ## http mode: portmux serve beside haproxy (mode http), the Go floors (go-minimal, go-loop) and nginx direct, wrk (HTTP/1.1) and h2load (HTTP/2), plain and TLS, interleaved; results in bin/bench (REPS, D, PEERS, SCEN, C, T, PPROF).
 	hack/bench-http.sh
 
 .PHONY: bench-scale

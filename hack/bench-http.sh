@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # http mode: `portmux serve -f` with an http-mode route against haproxy 2.6
 # in mode http, go-minimal (hack/bench/minhttp: the least a Go reverse
-# proxy on fasthttp, and on x/net's HTTP/2 server for h2, does) and
-# nginx direct (no proxy), in one interleaved run (repeat
+# proxy on fasthttp, and on net/http's HTTP/2 server for h2, does),
+# go-loop (hack/bench/minh2loop: the least an h2c proxy on epoll loops in
+# Go does; h2c only, so the other scenarios skip it) and nginx direct (no proxy), in one interleaved run (repeat
 # 1 of every peer, then repeat 2, ...), so that they are compared under the
 # same conditions. The backend is nginx returning a 17-byte body on
 # 127.0.0.1:17180; both proxies terminate HTTP/1.1 and HTTP/2, plain
@@ -51,9 +52,9 @@ H2C=${H2C:-8}
 H2M=${H2M:-8}
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ]; then
-  PEERS=${PEERS:-portmux-before portmux haproxy go-minimal nginx}
+  PEERS=${PEERS:-portmux-before portmux haproxy go-minimal go-loop nginx}
 else
-  PEERS=${PEERS:-portmux haproxy go-minimal nginx}
+  PEERS=${PEERS:-portmux haproxy go-minimal go-loop nginx}
 fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
@@ -86,6 +87,7 @@ rm -f "$OUT/http-results.jsonl"
 log "building portmux"
 CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT/minhttp" ./hack/bench/minhttp
+CGO_ENABLED=0 go build -trimpath -o "$OUT/minh2loop" ./hack/bench/minh2loop
 if [ -n "$BASELINE" ]; then
   log "building portmux at $BASELINE as portmux-before"
   rm -rf "$W/baseline" && mkdir -p "$W/baseline"
@@ -199,8 +201,13 @@ start_peer() { # peer -> sets PEER_PID
       wait_port $PLAIN
       wait_port $TLSP
       ;;
+    go-loop)
+      "$OUT/minh2loop" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND >>"$log" 2>&1 &
+      PEER_PID=$!
+      wait_port $PLAIN
+      ;;
     nginx) PEER_PID=$NGINX_PID ;;
-    *) die "unknown peer $1 (portmux, portmux-before, haproxy, go-minimal, nginx)" ;;
+    *) die "unknown peer $1 (portmux, portmux-before, haproxy, go-minimal, go-loop, nginx)" ;;
   esac
 }
 
@@ -240,6 +247,7 @@ for rep in $(seq "$REPS"); do
   for peer in $PEERS; do
     start_peer "$peer"
     for scen in $SCEN; do
+      case $peer:$scen in go-loop:h2c) ;; go-loop:*) continue ;; esac # h2c only
       u=$(url "$peer" "$scen")
       load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
       raw=$OUT/logs/http-$peer-$scen-$rep.txt
