@@ -2,8 +2,9 @@
 # http mode: `portmux serve -f` with an http-mode route against haproxy 2.6
 # in mode http, go-minimal (hack/bench/minhttp: the least a Go reverse
 # proxy on fasthttp, and on net/http's HTTP/2 server for h2, does),
-# go-loop (hack/bench/minh2loop: the least an h2c proxy on epoll loops in
-# Go does; h2c only, so the other scenarios skip it) and nginx direct (no proxy), in one interleaved run (repeat
+# go-loop (hack/bench/minh2loop: the least an HTTP/2 proxy on epoll loops
+# in Go does, TLS included; HTTP/2 only, so the h1 scenarios skip it) and
+# nginx direct (no proxy), in one interleaved run (repeat
 # 1 of every peer, then repeat 2, ...), so that they are compared under the
 # same conditions. The backend is nginx returning a 17-byte body on
 # 127.0.0.1:17180; both proxies terminate HTTP/1.1 and HTTP/2, plain
@@ -202,9 +203,11 @@ start_peer() { # peer -> sets PEER_PID
       wait_port $TLSP
       ;;
     go-loop)
-      "$OUT/minh2loop" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND >>"$log" 2>&1 &
+      "$OUT/minh2loop" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND -tls-listen 127.0.0.1:$TLSP \
+        -tls-cert "$W/bench.crt" -tls-key "$W/bench.key" >>"$log" 2>&1 &
       PEER_PID=$!
       wait_port $PLAIN
+      wait_port $TLSP
       ;;
     nginx) PEER_PID=$NGINX_PID ;;
     *) die "unknown peer $1 (portmux, portmux-before, haproxy, go-minimal, go-loop, nginx)" ;;
@@ -247,7 +250,7 @@ for rep in $(seq "$REPS"); do
   for peer in $PEERS; do
     start_peer "$peer"
     for scen in $SCEN; do
-      case $peer:$scen in go-loop:h2c) ;; go-loop:*) continue ;; esac # h2c only
+      case $peer:$scen in go-loop:h1*) continue ;; esac # HTTP/2 only
       u=$(url "$peer" "$scen")
       load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
       raw=$OUT/logs/http-$peer-$scen-$rep.txt

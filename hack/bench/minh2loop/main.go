@@ -7,8 +7,16 @@
 // body as HEADERS and DATA frames, all from the loop; the frames of a
 // round of events go out in one write per connection.
 //
+// With -tls-listen it serves h2 over TLS too: crypto/tls does the
+// handshake on a goroutine, with the socket in Go's hands; then the
+// socket moves to a loop, and the same crypto/tls connection decrypts
+// what the loop reads and encrypts what it writes, through a connection
+// of memory whose reads, when it holds nothing, fail with an error
+// crypto/tls takes as temporary (a timeout): its state stays intact and
+// the next read resumes the record.
+//
 // It exists for the benchmarks only (hack/bench-http.sh, peer go-loop,
-// scenario h2c): beside portmux, whose HTTP/2 streams each run on a
+// scenarios h2c and h2-tls): beside portmux, whose HTTP/2 streams each run on a
 // goroutine, and go-minimal (net/http's HTTP/2 server), it shows what
 // the same work costs in Go without the goroutines, the design question
 // of issue 19's HTTP/2 gap. It is not a proxy: it answers bodiless
@@ -21,18 +29,22 @@
 // Usage:
 //
 //	minh2loop -listen 127.0.0.1:17443 -target 127.0.0.1:17180
+//	minh2loop -listen 127.0.0.1:17443 -tls-listen 127.0.0.1:17444 -tls-cert c.pem -tls-key k.pem -target 127.0.0.1:17180
 package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
 
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
@@ -40,34 +52,49 @@ import (
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:17443", "address to accept h2c connections on")
+	tlsListen := flag.String("tls-listen", "", "address to accept TLS connections (h2 by ALPN) on, with -tls-cert and -tls-key")
 	target := flag.String("target", "127.0.0.1:17180", "the HTTP/1.1 backend every request goes to")
+	certFile := flag.String("tls-cert", "", "PEM certificate of -tls-listen")
+	keyFile := flag.String("tls-key", "", "PEM private key of -tls-cert")
 	flag.Parse()
-	if _, err := start(*listen, *target, runtime.GOMAXPROCS(0)); err != nil {
+	loops, _, err := start(*listen, *target, runtime.GOMAXPROCS(0))
+	if err != nil {
 		fail(err)
+	}
+	if *tlsListen != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fail(err)
+		}
+		tl, err := net.Listen("tcp", *tlsListen)
+		if err != nil {
+			fail(err)
+		}
+		fail(serveTLS(tl, cert, loops))
 	}
 	select {}
 }
 
 // start runs n loops accepting on listen (a port of 0 picks one), and
-// returns the address they accept on.
-func start(listen, target string, n int) (netip.AddrPort, error) {
+// returns them and the address they accept on.
+func start(listen, target string, n int) ([]*loop, netip.AddrPort, error) {
 	la, err := netip.ParseAddrPort(listen)
 	if err != nil {
-		return la, err
+		return nil, la, err
 	}
 	ta, err := netip.ParseAddrPort(target)
 	if err != nil {
-		return la, err
+		return nil, la, err
 	}
 	loops := make([]*loop, n)
 	for i := range loops {
 		if loops[i], err = newLoop(la, ta); err != nil {
-			return la, err
+			return nil, la, err
 		}
 		if la.Port() == 0 { // the others share the port the first got
 			sa, err := unix.Getsockname(loops[i].lfd)
 			if err != nil {
-				return la, err
+				return nil, la, err
 			}
 			switch a := sa.(type) {
 			case *unix.SockaddrInet4:
@@ -80,7 +107,7 @@ func start(listen, target string, n int) (netip.AddrPort, error) {
 	for _, l := range loops {
 		go l.run()
 	}
-	return la, nil
+	return loops, la, nil
 }
 
 func fail(err error) {
@@ -99,12 +126,20 @@ type loop struct {
 	// dirty are the clients with output to write at the end of the round.
 	dirty []*client
 	rbuf  []byte
+	// wake is an eventfd that tells the loop a TLS connection waits in
+	// adopted, under mu.
+	wake    int
+	mu      sync.Mutex
+	adopted []*client
 }
 
 // client is an h2c connection.
 type client struct {
 	fd      int
 	in, out []byte
+	// tls and mem are set for h2 over TLS: in and out are plaintext.
+	tls     *tls.Conn
+	mem     *memConn
 	preface bool
 	dec     *hpack.Decoder
 	fields  []hpack.HeaderField
@@ -160,8 +195,15 @@ func newLoop(la, ta netip.AddrPort) (*loop, error) {
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)}); err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
 	return &loop{
-		ep: ep, lfd: lfd, target: sockaddr(ta),
+		ep: ep, lfd: lfd, wake: wake, target: sockaddr(ta),
 		clients: map[int]*client{}, backends: map[int]*backend{}, rbuf: make([]byte, 64<<10),
 	}, nil
 }
@@ -179,6 +221,8 @@ func (l *loop) run() {
 			fd := int(ev.Fd)
 			if fd == l.lfd {
 				l.accept()
+			} else if fd == l.wake {
+				l.adopt()
 			} else if c := l.clients[fd]; c != nil {
 				l.clientReady(c, ev.Events)
 			} else if b := l.backends[fd]; b != nil {
@@ -201,18 +245,50 @@ func (l *loop) accept() {
 			return // EAGAIN: another loop took it, or none is left
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &client{fd: fd}
-		c.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
-		c.enc = hpack.NewEncoder(&c.hbuf)
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-		if unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev) != nil {
-			_ = unix.Close(fd)
-			continue
-		}
-		l.clients[fd] = c
-		c.out = appendFrame(c.out, frameSettings, 0, 0, nil)
-		l.mark(c)
+		l.register(&client{fd: fd})
 	}
+}
+
+// register starts carrying c, whose fd is a non-blocking socket.
+func (l *loop) register(c *client) {
+	c.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.fields = append(c.fields, f) })
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(c.fd)}
+	if unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, c.fd, &ev) != nil {
+		_ = unix.Close(c.fd)
+		return
+	}
+	l.clients[c.fd] = c
+	c.out = appendFrame(c.out, frameSettings, 0, 0, nil)
+	l.mark(c)
+	if c.tls != nil {
+		// The handshake may have read the first records already.
+		if l.decrypt(c, nil) != nil || l.frames(c) != nil {
+			l.closeClient(c)
+		}
+	}
+}
+
+// adopt registers the TLS connections handed to the loop.
+func (l *loop) adopt() {
+	var b [8]byte
+	_, _ = unix.Read(l.wake, b[:])
+	l.mu.Lock()
+	adopted := l.adopted
+	l.adopted = nil
+	l.mu.Unlock()
+	for _, c := range adopted {
+		l.register(c)
+	}
+}
+
+// hand gives c to the loop, from another goroutine.
+func (l *loop) hand(c *client) {
+	l.mu.Lock()
+	l.adopted = append(l.adopted, c)
+	l.mu.Unlock()
+	one := [8]byte{7: 1}
+	_, _ = unix.Write(l.wake, one[:])
 }
 
 // mark has c's output written at the end of the round.
@@ -223,14 +299,29 @@ func (l *loop) mark(c *client) {
 	}
 }
 
-// flush writes what it can of c's output; the rest waits for EPOLLOUT.
+// flush writes what it can of c's output, encrypted first over TLS; the
+// rest waits for EPOLLOUT.
 func (l *loop) flush(c *client) {
-	if c.closed || len(c.out) == 0 {
+	if c.closed {
 		return
 	}
-	n, err := unix.Write(c.fd, c.out)
+	out := &c.out
+	if c.tls != nil {
+		if len(c.out) > 0 {
+			if _, err := c.tls.Write(c.out); err != nil {
+				l.closeClient(c)
+				return
+			}
+			c.out = c.out[:0]
+		}
+		out = &c.mem.out
+	}
+	if len(*out) == 0 {
+		return
+	}
+	n, err := unix.Write(c.fd, *out)
 	if n > 0 {
-		c.out = c.out[:copy(c.out, c.out[n:])]
+		*out = (*out)[:copy(*out, (*out)[n:])]
 	}
 	if err != nil && !errors.Is(err, unix.EAGAIN) {
 		l.closeClient(c)
@@ -278,7 +369,12 @@ func (l *loop) clientReady(c *client, events uint32) {
 		for {
 			n, err := unix.Read(c.fd, l.rbuf)
 			if n > 0 {
-				c.in = append(c.in, l.rbuf[:n]...)
+				if c.tls == nil {
+					c.in = append(c.in, l.rbuf[:n]...)
+				} else if l.decrypt(c, l.rbuf[:n]) != nil {
+					l.closeClient(c)
+					return
+				}
 			}
 			if n == 0 || (err != nil && !errors.Is(err, unix.EAGAIN)) {
 				l.closeClient(c)
@@ -517,4 +613,103 @@ func parseHead(head []byte) (status string, fields []hpack.HeaderField, length i
 		fields = append(fields, f)
 	}
 	return status, fields, length, true
+}
+
+// decrypt feeds ciphertext to c's TLS connection and appends what it
+// decrypts to c.in.
+func (l *loop) decrypt(c *client, ciphertext []byte) error {
+	c.mem.in = append(c.mem.in, ciphertext...)
+	var plain [16 << 10]byte
+	for {
+		n, err := c.tls.Read(plain[:])
+		c.in = append(c.in, plain[:n]...)
+		var ne net.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil // a partial record: the rest comes with the next read
+		default:
+			return err
+		}
+	}
+}
+
+// errWouldBlock is what a memConn's Read returns when it holds nothing:
+// a timeout, which crypto/tls takes as temporary.
+var errWouldBlock = &wouldBlock{}
+
+type wouldBlock struct{}
+
+func (*wouldBlock) Error() string   { return "would block" }
+func (*wouldBlock) Timeout() bool   { return true }
+func (*wouldBlock) Temporary() bool { return true }
+
+// memConn is the connection crypto/tls reads and writes once its socket
+// is the loop's: until then (during the handshake) it is the socket. The
+// loop fills in and drains out.
+type memConn struct {
+	net.Conn
+	loop    bool
+	in, out []byte
+}
+
+func (m *memConn) Read(b []byte) (int, error) {
+	if !m.loop {
+		return m.Conn.Read(b)
+	}
+	if len(m.in) == 0 {
+		return 0, errWouldBlock
+	}
+	n := copy(b, m.in)
+	m.in = m.in[:copy(m.in, m.in[n:])]
+	return n, nil
+}
+
+func (m *memConn) Write(b []byte) (int, error) {
+	if !m.loop {
+		return m.Conn.Write(b)
+	}
+	m.out = append(m.out, b...)
+	return len(b), nil
+}
+
+// serveTLS accepts TLS connections on l, does each handshake on a
+// goroutine of its own, and hands the connections that chose h2 to the
+// loops in turn.
+func serveTLS(l net.Listener, cert tls.Certificate, loops []*loop) error {
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}}
+	next := 0
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		lp := loops[next%len(loops)]
+		next++
+		go handshake(nc.(*net.TCPConn), cfg, lp)
+	}
+}
+
+// handshake runs c's TLS handshake, then moves its socket to lp: a
+// duplicate of the descriptor, non-blocking, while Go's is closed.
+func handshake(c *net.TCPConn, cfg *tls.Config, lp *loop) {
+	mem := &memConn{Conn: c}
+	tc := tls.Server(mem, cfg)
+	if tc.Handshake() != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		_ = c.Close()
+		return
+	}
+	f, err := c.File()
+	_ = c.Close()
+	if err != nil {
+		return
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	_ = f.Close()
+	if err != nil || unix.SetNonblock(fd, true) != nil {
+		return
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	mem.Conn, mem.loop = nil, true
+	lp.hand(&client{fd: fd, tls: tc, mem: mem})
 }
