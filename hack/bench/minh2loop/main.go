@@ -16,10 +16,10 @@
 // the next read resumes the record.
 //
 // It exists for the benchmarks only (hack/bench-http.sh, peer go-loop,
-// scenarios h2c and h2-tls): beside portmux, whose HTTP/2 streams each run on a
-// goroutine, and go-minimal (net/http's HTTP/2 server), it shows what
-// the same work costs in Go without the goroutines, the design question
-// of issue 19's HTTP/2 gap. It is not a proxy: it answers bodiless
+// scenarios h2c and h2-tls): beside portmux, whose HTTP/2 streams each
+// run on a goroutine, and go-minimal (net/http's HTTP/2 server), it
+// shows what the same work costs in Go without the goroutines, the
+// design question of issue 19's HTTP/2 gap. It is not a proxy: it answers bodiless
 // requests only, with responses whose body fits one read of the backend
 // and the client's windows; it routes, limits and checks nothing, knows
 // no CONTINUATION, padding aside, and no flow control; a frame it does
