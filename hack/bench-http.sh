@@ -35,9 +35,20 @@
 # the machine's cores: rates are "what this box does with all three on
 # it"; CPU per request is the less contended figure.
 #
-# Output: bin/bench/http-results.jsonl, bin/bench/http-results.md and each
-# peer's log in bin/bench/logs/. Needs wrk, h2load (nghttp2-client),
-# haproxy, nginx, openssl, python3. Everything stays on 127.0.0.1.
+# PERF=HZ also samples each measured run with `perf record -g -F HZ` and
+# splits the peer's CPU per request by where it went: in the kernel by
+# the system call it entered (or interrupts, or other), in the process by
+# kind (the Go runtime's allocation and GC, its scheduler, the rest of
+# it, the peer's own code, its libraries; a C peer by library). The
+# split is by symbol names, a guide rather than an account; it is how
+# issue 19 found where HTTP/2's time goes. Without perf it is skipped.
+#
+#   PERF=4000 PEERS="portmux haproxy go-loop" SCEN=h2c hack/bench-http.sh
+#
+# Output: bin/bench/http-results.jsonl, bin/bench/http-results.md (and
+# with PERF, http-perf.jsonl and http-perf.md) and each peer's log in
+# bin/bench/logs/. Needs wrk, h2load (nghttp2-client), haproxy, nginx,
+# openssl, python3. Everything stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -59,6 +70,7 @@ else
 fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
+PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
 # portmux's environment: the soft memory limit `portmux serve` sets itself
 # in the chart's default 512Mi container (85 %); on this host it finds no
 # cgroup limit. Under a limit the dataplane collects garbage less often
@@ -82,9 +94,13 @@ if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then
   renice -n "$NICE" -p $$ >/dev/null # children inherit it
 fi
 secs=${D%s}
+if [ -n "$PERF" ] && ! command -v perf >/dev/null; then
+  log "perf not found (apt-get install linux-perf): PERF ignored"
+  PERF=
+fi
 
 mkdir -p "$OUT/logs" "$W/nginx/logs"
-rm -f "$OUT/http-results.jsonl"
+rm -f "$OUT/http-results.jsonl" "$OUT/http-perf.jsonl" "$OUT/http-perf.md"
 log "building portmux"
 CGO_ENABLED=0 go build -trimpath -o "$OUT/portmux" ./cmd/portmux
 CGO_ENABLED=0 go build -trimpath -o "$OUT/minhttp" ./hack/bench/minhttp
@@ -255,9 +271,15 @@ for rep in $(seq "$REPS"); do
       load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
       raw=$OUT/logs/http-$peer-$scen-$rep.txt
       reqlog=$W/reqlog-$peer-$scen-$rep.tsv
+      perfdata=$OUT/logs/perf-$peer-$scen-$rep.data
+      if [ -n "$PERF" ]; then
+        perf record -g -F "$PERF" -o "$perfdata" -p "$PEER_PID" -- sleep "$secs" >/dev/null 2>&1 &
+        PERF_PID=$!
+      fi
       before=$(cpu_ticks "$PEER_PID")
       load "$scen" "$u" "$D" "$reqlog" >"$raw" 2>&1 || failed=1
       after=$(cpu_ticks "$PEER_PID")
+      [ -n "$PERF" ] && { wait "$PERF_PID" || true; }
       python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
 import json, re, sys
 raw, reqlog, peer, scen, rep, ticks, hz = sys.argv[1:]
@@ -287,6 +309,12 @@ print(json.dumps(r))
 EOF
       rm -f "$reqlog"
       tail -n1 "$OUT/http-results.jsonl" >&2
+      if [ -n "$PERF" ]; then
+        perf script -i "$perfdata" -F ip,sym,dso 2>/dev/null |
+          python3 "$ROOT/hack/bench/perfsplit.py" "$peer" "$scen" "$rep" "$PERF" \
+            "$(tail -n1 "$OUT/http-results.jsonl")" >>"$OUT/http-perf.jsonl" || failed=1
+        rm -f "$perfdata"
+      fi
     done
     stop_peer "$peer"
   done
@@ -309,6 +337,10 @@ for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0
           f" | {med([r['cpu_us_per_request'] for r in rs]):.1f} | {sum(r['failures'] for r in rs)} |")
 EOF
 cat "$OUT/http-results.md"
+if [ -s "$OUT/http-perf.jsonl" ]; then
+  python3 "$ROOT/hack/bench/perfsplit.py" -summary "$OUT/http-perf.jsonl" >"$OUT/http-perf.md"
+  cat "$OUT/http-perf.md"
+fi
 if [ "$failed" != 0 ]; then
   log "some runs failed: see bin/bench/logs/http-*"
 fi
