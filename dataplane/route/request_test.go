@@ -40,6 +40,7 @@ func TestDecideRequest(t *testing.T) {
 		{"another host takes its own route", routes(public, admin), get("admin.test", "/admin"), 1},
 		{"host with port and case", routes(public), get("PUBLIC.test:8443", "/"), 0},
 		{"host with trailing dot", routes(public), get("public.test.", "/"), 0},
+		{"host with two trailing dots is not a host", routes(public, anyHTTP), get("public.test..", "/"), -1},
 		{"IPv6 literal host", routes(public, anyHTTP), get("[2001:db8::1]:80", "/"), 1},
 		{"not a host", routes(anyHTTP), get("a b", "/"), -1},
 		{"wildcard host", routes(wild), get("www.web.test", "/"), 0},

@@ -212,8 +212,10 @@ func RouteHost(h string) (string, bool) {
 			}
 		}
 	}
+	// One trailing dot makes a name absolute; a second leaves an empty
+	// label, which no host has.
 	h = strings.TrimSuffix(h, ".")
-	if h == "" || strings.ContainsAny(h, "[]") {
+	if h == "" || strings.HasSuffix(h, ".") || strings.ContainsAny(h, "[]") {
 		return "", false
 	}
 	return strings.ToLower(h), true

@@ -26,6 +26,11 @@ func TestHTTP(t *testing.T) {
 		{"IPv6 literal with port", "GET / HTTP/1.1\r\nHost: [2001:DB8::1]:443\r\n\r\n", Match, get("2001:db8::1", "/")},
 		{"IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", Match, get("::1", "/")},
 		{"trailing dot", "GET / HTTP/1.1\r\nHost: a.test.:80\r\n\r\n", Match, get("a.test", "/")},
+		// One trailing dot makes a name absolute; more leave an empty
+		// label, and routes would compare a host ending in a dot.
+		{"two trailing dots", "GET / HTTP/1.1\r\nHost: a.test..\r\n\r\n", NoMatch, Info{}},
+		{"dots only", "GET * HTTP/1.1\r\nHost: ..\r\n\r\n", NoMatch, Info{}},
+		{"one dot", "GET / HTTP/1.1\r\nHost: .\r\n\r\n", NoMatch, Info{}},
 		{"empty port", "GET / HTTP/1.1\r\nHost: a.test:\r\n\r\n", Match, get("a.test", "/")},
 		{"decoded path", "GET /a%20b HTTP/1.1\r\nHost: a\r\n\r\n", Match, get("a", "/a b")},
 		{"bare LF inside headers", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", NoMatch, Info{}},
