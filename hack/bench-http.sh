@@ -211,15 +211,10 @@ start_peer() { # peer -> sets PEER_PID
       PEER_PID=$!
       wait_port $PLAIN
       ;;
-    go-minimal)
-      "$OUT/minhttp" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND -tls-listen 127.0.0.1:$TLSP \
-        -tls-cert "$W/bench.crt" -tls-key "$W/bench.key" >>"$log" 2>&1 &
-      PEER_PID=$!
-      wait_port $PLAIN
-      wait_port $TLSP
-      ;;
-    go-loop)
-      "$OUT/minh2loop" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND -tls-listen 127.0.0.1:$TLSP \
+    go-minimal | go-loop)
+      local bin=minhttp
+      [ "$1" = go-loop ] && bin=minh2loop
+      "$OUT/$bin" -listen 127.0.0.1:$PLAIN -target 127.0.0.1:$BACKEND -tls-listen 127.0.0.1:$TLSP \
         -tls-cert "$W/bench.crt" -tls-key "$W/bench.key" >>"$log" 2>&1 &
       PEER_PID=$!
       wait_port $PLAIN

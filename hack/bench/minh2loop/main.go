@@ -119,7 +119,7 @@ func fail(err error) {
 // client and backend: nothing is shared between loops.
 type loop struct {
 	ep, lfd  int
-	target   unix.Sockaddr
+	target   netip.AddrPort
 	clients  map[int]*client
 	backends map[int]*backend
 	idle     []*backend
@@ -203,7 +203,7 @@ func newLoop(la, ta netip.AddrPort) (*loop, error) {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
 	return &loop{
-		ep: ep, lfd: lfd, wake: wake, target: sockaddr(ta),
+		ep: ep, lfd: lfd, wake: wake, target: ta,
 		clients: map[int]*client{}, backends: map[int]*backend{}, rbuf: make([]byte, 64<<10),
 	}, nil
 }
@@ -500,17 +500,11 @@ func (l *loop) backend() (*backend, error) {
 		l.idle = l.idle[:n-1]
 		return b, nil
 	}
-	var fam int
-	if _, ok := l.target.(*unix.SockaddrInet4); ok {
-		fam = unix.AF_INET
-	} else {
-		fam = unix.AF_INET6
-	}
-	fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family(l.target), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
-	if err := unix.Connect(fd, l.target); err != nil {
+	if err := unix.Connect(fd, sockaddr(l.target)); err != nil {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("backend: %w", err)
 	}

@@ -24,13 +24,14 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
+
+	"github.com/portmux/portmux/dataplane/prefixconn"
 )
 
 // conns is a listener of connections accepted elsewhere: the HTTP/2 ones,
@@ -140,22 +141,16 @@ func (p *proxy) serveConn(c net.Conn) {
 		return
 	}
 	br := bufio.NewReader(c)
-	pc := &peeked{Conn: c, r: br}
-	if pre, err := br.Peek(len(http2.ClientPreface)); err == nil && string(pre) == http2.ClientPreface {
+	pre, err := br.Peek(len(http2.ClientPreface))
+	read, _ := br.Peek(br.Buffered())
+	pc := prefixconn.New(c, read) // what the peek read comes first
+	if err == nil && string(pre) == http2.ClientPreface {
 		p.h2.ch <- pc
 		return
 	}
 	_ = p.h1.ServeConn(pc)
 	_ = c.Close()
 }
-
-// peeked reads a connection through the reader that peeked at it.
-type peeked struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *peeked) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // hopFields are the response fields HTTP/2 has no place for.
 var hopFields = map[string]bool{"Connection": true, "Keep-Alive": true, "Transfer-Encoding": true, "Upgrade": true, "Proxy-Connection": true}
