@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -75,12 +76,12 @@ const udpBatch = 64
 const udpSocketBuffer = 4 << 20
 
 // udpEcho is a UDP backend: it sends every datagram back to where it came
-// from and counts hellos, one per session, of any route: a session
+// from and counts sessions by their hellos, of any route: a session
 // misrouted to it counts too.
 type udpEcho struct {
 	conn *net.UDPConn
 
-	hellos    atomic.Int64
+	hellos    atomic.Int64 // sessions: hellos less the ones sent again
 	datagrams atomic.Int64
 	done      chan struct{}
 }
@@ -109,6 +110,7 @@ func (e *udpEcho) serve() {
 	defer close(e.done)
 	pc := ipv4.NewPacketConn(e.conn)
 	rs, ws := newMessages(udpBatch), make([]ipv4.Message, udpBatch)
+	var sessions sessionCounter
 	for {
 		n, err := pc.ReadBatch(rs, 0)
 		if errors.Is(err, net.ErrClosed) {
@@ -118,10 +120,13 @@ func (e *udpEcho) serve() {
 			continue
 		}
 		var hellos int64
+		now := time.Now()
 		for i := range n {
 			d := rs[i].Buffers[0][:rs[i].N]
 			if bytes.Equal(d, anyHello) || bytes.Equal(d, dnsHello) {
-				hellos++
+				if from, ok := rs[i].Addr.(*net.UDPAddr); ok && sessions.hello(from.AddrPort(), now) {
+					hellos++
+				}
 			}
 			ws[i].Buffers, ws[i].Addr = [][]byte{d}, rs[i].Addr
 		}
@@ -135,6 +140,42 @@ func (e *udpEcho) serve() {
 			off += k
 		}
 	}
+}
+
+// helloWindow is how long after a hello another hello from the same
+// address is the same session's, sent again because the echo was slow (a
+// client waits at most 4 s, helloTimeouts, before it sends again). It is
+// no longer than any mux keeps a session after its last datagram
+// (portmux's shortest idle timeout, DNS's, is 5 s; nginx's and sslh's are
+// 60 s), so the port cannot yet be another session's.
+const helloWindow = 5 * time.Second
+
+// sessionCounter tells a session's first hello from one sent again: a
+// probe whose echo took longer than a second sends its hello twice, and
+// the late copy, counted, would land in the next run as a session the
+// mux misrouted.
+type sessionCounter struct {
+	last      map[netip.AddrPort]time.Time // when each address last sent a hello
+	lastPrune time.Time
+}
+
+// hello records a hello from addr at now and says whether it opens a new
+// session.
+func (s *sessionCounter) hello(addr netip.AddrPort, now time.Time) bool {
+	if s.last == nil {
+		s.last = make(map[netip.AddrPort]time.Time)
+	}
+	if now.Sub(s.lastPrune) >= helloWindow {
+		for a, at := range s.last {
+			if now.Sub(at) >= helloWindow {
+				delete(s.last, a)
+			}
+		}
+		s.lastPrune = now
+	}
+	at, seen := s.last[addr]
+	s.last[addr] = now
+	return !seen || now.Sub(at) >= helloWindow
 }
 
 // newMessages is n messages of one maxUDPSize buffer each.
