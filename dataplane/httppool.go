@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/slots"
 )
 
 // The backend pool of an http-mode route: a backendTransport per route
@@ -123,8 +124,7 @@ func (c *slotConn) Close() error {
 // make the dataplane hold a backend connection per HTTP/2 stream, however
 // low the caps.
 func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) (release func(), ok bool) {
-	if n := b.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
-		b.active.Add(-1)
+	if !slots.Take(&b.active, lc.MaxConnections) {
 		return nil, false
 	}
 	if !s.backends.add(&s.active, cfg.snap.MaxConnections) {
@@ -175,8 +175,7 @@ type backendConns struct {
 func (b *backendConns) add(active *atomic.Int64, limit int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n := active.Add(1); limit > 0 && n > int64(limit) {
-		active.Add(-1)
+	if !slots.Take(active, limit) {
 		return false
 	}
 	b.n++

@@ -35,6 +35,7 @@ import (
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/relayloop"
+	"github.com/portmux/portmux/dataplane/slots"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
 	"github.com/portmux/portmux/dataplane/udp"
@@ -410,11 +411,7 @@ func (s *Server) closeRelay(key string, r *udp.Relay) {
 // UDP session; TCP connections and UDP sessions share the cap.
 func (s *Server) admitSession() bool {
 	limit := s.cfg.Load().snap.MaxConnections
-	if n := s.active.Add(1); limit > 0 && n > int64(limit) {
-		s.active.Add(-1)
-		return false
-	}
-	return true
+	return slots.Take(&s.active, limit)
 }
 
 func (s *Server) releaseSession() { s.active.Add(-1) }
@@ -672,12 +669,10 @@ func (s *Server) unadmit(b *boundListener, lc *listenerConfig, client netip.Pref
 
 // admit counts a new connection against the listener's and the global cap.
 func (s *Server) admit(b *boundListener, lc *listenerConfig, cfg *config) bool {
-	if n := b.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
-		b.active.Add(-1)
+	if !slots.Take(&b.active, lc.MaxConnections) {
 		return false
 	}
-	if n := s.active.Add(1); cfg.snap.MaxConnections > 0 && n > int64(cfg.snap.MaxConnections) {
-		s.active.Add(-1)
+	if !slots.Take(&s.active, cfg.snap.MaxConnections) {
 		b.active.Add(-1)
 		return false
 	}

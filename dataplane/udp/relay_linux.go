@@ -24,6 +24,7 @@ import (
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/quic"
 	"github.com/portmux/portmux/dataplane/route"
+	"github.com/portmux/portmux/dataplane/slots"
 	"github.com/portmux/portmux/dataplane/snapshot"
 )
 
@@ -506,8 +507,7 @@ func (r *Relay) byConnectionID(d []byte) *session {
 // admit creates a session for a new client address within the caps, or
 // says which cap refused it.
 func (r *Relay) admit(lc *listenerConfig, from netip.AddrPort, now int64) (*session, string) {
-	if n := r.active.Add(1); lc.MaxConnections > 0 && n > int64(lc.MaxConnections) {
-		r.active.Add(-1)
+	if !slots.Take(&r.active, lc.MaxConnections) {
 		return nil, DropSessionLimit
 	}
 	if r.opt.Admit != nil && !r.opt.Admit() {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -256,6 +257,41 @@ func TestRelayClientLimit(t *testing.T) {
 	})
 	if r.Sessions() != 3 {
 		t.Errorf("%d sessions, want 3", r.Sessions())
+	}
+}
+
+// TestRelaySessionsNeverPassTheCap: the session count, which the
+// sessions gauge shows, never reads above maxConnections, not even for
+// the instant a refused client is being turned away.
+func TestRelaySessionsNeverPassTheCap(t *testing.T) {
+	be := peers.UDPReply(t, echo)
+	l := listener(routeTo("any", snapshot.Match{Protocol: snapshot.Any}, be.Addr))
+	l.MaxConnections = 1
+	r := startRelay(t, l, Options{Metrics: NewMetrics()})
+	exchange(t, client(t, r.Addr().String()), []byte("a"))
+	lc, other := r.cfg.Load(), netip.MustParseAddrPort("192.0.2.1:4000")
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200000 && !stop.Load(); i++ {
+			if s, why := r.admit(lc, other, 0); s != nil || why != DropSessionLimit {
+				t.Errorf("admitted past the cap: %v, %q", s != nil, why)
+				return
+			}
+		}
+	}()
+	defer func() { stop.Store(true); <-done }()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if n := r.Sessions(); n > 1 {
+			t.Errorf("%d sessions read over a cap of 1", n)
+			return
+		}
 	}
 }
 
