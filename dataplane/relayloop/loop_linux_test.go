@@ -47,3 +47,47 @@ func TestTimersSeeTheirOwnTime(t *testing.T) {
 		t.Errorf("a timer due at %d fired with the clock at %d: it looks early to itself", due, seen)
 	}
 }
+
+// The buffer free list serves as many head buffers as a loop's
+// connections hold mid-exchange (four each) without allocating, and
+// holds at most freeBufferBytes, whatever sizes come back.
+func TestBufferFreeList(t *testing.T) {
+	const held = 4 * 48 // 48 connections mid-exchange on one loop
+	l := &loop{}
+	cycle := func() {
+		bufs := make([][]byte, 0, held)
+		for range held {
+			bufs = append(bufs, l.getBuffer(firstHeadBuffer))
+		}
+		for _, b := range bufs {
+			l.putBuffer(b)
+		}
+	}
+	cycle() // the first round allocates them
+	var bufs [held][]byte
+	allocs := testing.AllocsPerRun(10, func() {
+		for i := range bufs {
+			bufs[i] = l.getBuffer(firstHeadBuffer)
+		}
+		for _, b := range bufs {
+			l.putBuffer(b)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations for %d buffers taken and given back, want 0", allocs, held)
+	}
+	for range 100 {
+		l.putBuffer(make([]byte, copyChunk))
+		l.putBuffer(make([]byte, defaultMaxHead))
+	}
+	var sum int
+	for _, b := range l.buffers {
+		sum += cap(b)
+	}
+	if sum > freeBufferBytes || sum != l.bufferBytes {
+		t.Errorf("free list holds %d bytes (counted %d), want at most %d", sum, l.bufferBytes, freeBufferBytes)
+	}
+	if b := l.getBuffer(defaultMaxHead); len(b) != defaultMaxHead {
+		t.Errorf("getBuffer(%d) gave %d bytes", defaultMaxHead, len(b))
+	}
+}
