@@ -99,7 +99,7 @@ func (h *httpConn) exchangeBodiless(dc *directConn, r *http.Request, w http.Resp
 	}
 	return dc.readFinalHead(rh, false, func(code int) error {
 		hd := w.Header()
-		copyResponseFields(hd, rh)
+		copyResponseFields(hd, rh, &dc.values)
 		w.WriteHeader(code)
 		clear(hd) // an informational head's fields are its own
 		return nil
@@ -116,7 +116,7 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 	cl := rh.ContentLength()
 	keep := !rh.ConnectionClose()
 	frontStripHop(rh)
-	copyResponseFields(w.Header(), rh)
+	copyResponseFields(w.Header(), rh, &dc.values)
 	bodiless := r.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || cl == 0
 	if bodiless {
 		dc.release(stop, keep)
@@ -143,68 +143,95 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 
 // copyResponseFields adds the fields of rh to hd. fasthttp gives them
 // with canonical names; those of common fields are the package's
-// constants, not a string allocated per response. The values of names
-// hd lacks share one backing array, as net/textproto's reader does. Each
-// value is a string of its own, never a slice of a larger one: the
-// HPACK encoder keeps the values it indexes, and a slice would keep the
-// whole head.
-func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader) {
+// constants, not a string allocated per response, and their values are
+// taken from last, the values of the responses before on the same
+// backend connection, when they are the same (Server, Content-Type,
+// Accept-Ranges nearly always are; Date for a second), else stored
+// there; nil keeps none. The values of names hd lacks share one backing
+// array, as net/textproto's reader does. Each value is a string of its
+// own, never a slice of a larger one: the HPACK encoder keeps the values
+// it indexes, and a slice would keep the whole head.
+func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader, last *responseValues) {
 	var vals []string
 	for k, v := range rh.All() {
-		key, ok := commonResponseKey(k)
-		if !ok {
-			key = string(k)
+		key, i, common := commonResponseKey(k)
+		var val string
+		switch {
+		case !common:
+			key, val = string(k), string(v)
+		case last == nil:
+			val = string(v)
+		default:
+			val = last.value(i, v)
 		}
 		if vs, ok := hd[key]; ok {
-			hd[key] = append(vs, string(v))
+			hd[key] = append(vs, val)
 			continue
 		}
 		if len(vals) == 0 {
 			vals = make([]string, rh.Len())
 		}
-		vals[0] = string(v)
+		vals[0] = val
 		hd[key] = vals[:1:1]
 		vals = vals[1:]
 	}
 }
 
+// responseValues holds the last value of each common field
+// (commonResponseKey) that a backend connection's responses carried.
+// A backend sends the same values again and again, and each one reused
+// is an allocation less per response (seven of nginx's eight fields).
+type responseValues [commonResponseFields]string
+
+// value is v as a string, the one held for field i when it is equal.
+func (last *responseValues) value(i int, v []byte) string {
+	if last[i] != string(v) { // compared without a conversion
+		last[i] = string(v)
+	}
+	return last[i]
+}
+
+// commonResponseFields is how many names commonResponseKey knows.
+const commonResponseFields = 15
+
 // commonResponseKey is the package's constant for the canonical name k of
-// a field most responses carry. A switch, which Go compiles to compares
-// of lengths and bytes, costs a fraction of a map's hashing here.
-func commonResponseKey(k []byte) (string, bool) {
+// a field most responses carry, and its index below
+// commonResponseFields. A switch, which Go compiles to compares of
+// lengths and bytes, costs a fraction of a map's hashing here.
+func commonResponseKey(k []byte) (string, int, bool) {
 	switch string(k) {
 	case "Accept-Ranges":
-		return "Accept-Ranges", true
+		return "Accept-Ranges", 0, true
 	case "Age":
-		return "Age", true
+		return "Age", 1, true
 	case "Cache-Control":
-		return "Cache-Control", true
+		return "Cache-Control", 2, true
 	case "Content-Encoding":
-		return "Content-Encoding", true
+		return "Content-Encoding", 3, true
 	case "Content-Length":
-		return "Content-Length", true
+		return "Content-Length", 4, true
 	case "Content-Type":
-		return "Content-Type", true
+		return "Content-Type", 5, true
 	case "Date":
-		return "Date", true
+		return "Date", 6, true
 	case "Etag":
-		return "Etag", true
+		return "Etag", 7, true
 	case "Expires":
-		return "Expires", true
+		return "Expires", 8, true
 	case "Last-Modified":
-		return "Last-Modified", true
+		return "Last-Modified", 9, true
 	case "Link":
-		return "Link", true
+		return "Link", 10, true
 	case "Location":
-		return "Location", true
+		return "Location", 11, true
 	case "Server":
-		return "Server", true
+		return "Server", 12, true
 	case "Set-Cookie":
-		return "Set-Cookie", true
+		return "Set-Cookie", 13, true
 	case "Vary":
-		return "Vary", true
+		return "Vary", 14, true
 	}
-	return "", false
+	return "", 0, false
 }
 
 // bodilessSkipped are the request fields appendBodilessHead does not

@@ -47,13 +47,22 @@ func TestCopyResponseFields(t *testing.T) {
 			if res.ContentLength >= 0 && strings.Contains(tc.head, "Content-Length") {
 				want.Set("Content-Length", res.Header.Get("Content-Length"))
 			}
-			got := http.Header{}
-			copyResponseFields(got, parsedHead(t, tc.head))
-			delete(got, "Connection")
-			delete(want, "Connection")
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("copied\n%v\nwant\n%v", got, want)
+			// Without remembered values, with the values of another
+			// head remembered, and with this head's own.
+			var last responseValues
+			copyResponseFields(http.Header{}, parsedHead(t, otherHead), &last)
+			for _, from := range []*responseValues{nil, &last, &last} {
+				got := http.Header{}
+				copyResponseFields(got, parsedHead(t, tc.head), from)
+				delete(got, "Connection")
+				delete(want, "Connection")
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("copied\n%v\nwant\n%v", got, want)
+				}
 			}
+			got := http.Header{}
+			copyResponseFields(got, parsedHead(t, tc.head), &last)
+			delete(got, "Connection")
 			// A value appended to is the header's own: the next field's
 			// value must not change.
 			for k := range got {
@@ -68,14 +77,41 @@ func TestCopyResponseFields(t *testing.T) {
 	}
 }
 
+// otherHead has the common fields of nginxHead with other values.
+const otherHead = "HTTP/1.1 200 OK\r\nServer: Apache\r\nDate: Sat, 05 Dec 2026 12:00:01 GMT\r\n" +
+	"Content-Type: text/html\r\nContent-Length: 170\r\nLast-Modified: Sat, 05 Dec 2026 11:00:01 GMT\r\n" +
+	"ETag: \"1\"\r\nAccept-Ranges: none\r\nLink: <a>\r\nSet-Cookie: a=1\r\nVary: Accept\r\n\r\n"
+
+// TestCopyResponseFieldsReusesValues: a backend connection's second
+// response with the same values allocates none of them again.
+func TestCopyResponseFieldsReusesValues(t *testing.T) {
+	rh := parsedHead(t, nginxHead)
+	hd := http.Header{}
+	var last responseValues
+	fresh := testing.AllocsPerRun(100, func() {
+		clear(hd)
+		copyResponseFields(hd, rh, nil)
+	})
+	copyResponseFields(hd, rh, &last)
+	reused := testing.AllocsPerRun(100, func() {
+		clear(hd)
+		copyResponseFields(hd, rh, &last)
+	})
+	// nginx's head has eight fields, all common but Connection.
+	if fresh-reused != 7 {
+		t.Errorf("%v allocations per copy remembering values, %v without: want 7 fewer", reused, fresh)
+	}
+}
+
 // BenchmarkCopyResponseFields is the copy of every bodiless HTTP/2
 // stream's response head (nginx's) into its ResponseWriter's header.
 func BenchmarkCopyResponseFields(b *testing.B) {
 	rh := parsedHead(b, nginxHead)
 	hd := http.Header{}
+	var last responseValues
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(hd)
-		copyResponseFields(hd, rh)
+		copyResponseFields(hd, rh, &last)
 	}
 }

@@ -133,6 +133,9 @@ type directConn struct {
 	sent      bool
 	idleSince time.Time
 	closeOnce sync.Once
+	// values are the common fields' values of the responses read on c,
+	// for HTTP/2 streams' copies (copyResponseFields).
+	values responseValues
 }
 
 func newDirectPool(dial func(ctx context.Context, addr string) (net.Conn, error), maxHead int) *directPool {
