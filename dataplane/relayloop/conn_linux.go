@@ -57,6 +57,9 @@ type Conn struct {
 
 	// x is the state of a connection carried as HTTP/1.1 exchanges.
 	x *exchange
+	// tls is the TLS layer of an adopted connection (Set.Adopt), nil in
+	// cleartext.
+	tls *TLS
 
 	timerGen   uint32
 	doneCalled bool
@@ -175,6 +178,9 @@ func (c *Conn) handOff() {
 	c.doneCalled = true // Done is not called for a handed-off connection
 	buf, fd := c.buf[:c.n], c.fd
 	c.buf, c.fd = nil, -1 // the Session's now, even if HandOff panics
+	if c.tls != nil {
+		c.tls.Mem.Rebuffer(nil) // its bytes leave the loop's buffers
+	}
 	c.s.HandOff(fd, buf)
 	c.l.putBuffer(buf)
 }

@@ -103,6 +103,7 @@ type exchange struct {
 	gotResp    bool // a byte came from the backend
 	discarded  int  // bytes of an answered request's body dropped
 	lingering  bool // xClosing: the answer is out, late bytes are dropped
+	notified   bool // xClosing under TLS: close_notify is queued
 	drained    int
 	headDone   bool // the final response's head was taken
 	reuse      bool // the backend connection may carry another request
@@ -130,6 +131,14 @@ func (c *Conn) startExchange(opt *Exchange) {
 // sets its timer for what it waits on.
 func (c *Conn) exchange() {
 	x := c.x
+	if c.clientPending() && c.cW {
+		// Records the socket did not take at the last write; a
+		// response may be over with them still here.
+		if err := c.clientFlush(); err != nil && !errors.Is(err, unix.EAGAIN) {
+			c.finish(os.NewSyscallError("write", err))
+			return
+		}
+	}
 	for c.state == stateExchange {
 		var more bool
 		switch x.phase {
@@ -169,10 +178,9 @@ func (c *Conn) readHead() bool {
 		c.buf, c.n = c.l.headRoom(c.buf, x.off, c.n, x.opt.MaxHead)
 		x.off = 0
 		room := c.buf[c.n:min(len(c.buf), x.opt.MaxHead)]
-		n, err := sysRead(c.fd, room)
+		n, err := c.clientRead(room)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cR = false
 			if c.n == x.off {
 				c.dropBuffer()
 			}
@@ -190,9 +198,6 @@ func (c *Conn) readHead() bool {
 		}
 		if c.n == x.off {
 			x.since = c.l.clock // a head's first byte
-		}
-		if n < len(room) && !c.cEnd {
-			c.cR = false // drained (see Conn.cEnd)
 		}
 		c.n += n
 	}
@@ -457,17 +462,13 @@ func (c *Conn) discardBody() {
 			return
 		}
 		c.recycleBuffer()
-		n, err := sysRead(c.fd, c.buf[c.n:])
+		n, err := c.clientRead(c.buf[c.n:])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cR = false
 			return
 		case err != nil, n == 0:
 			x.closeAfter, x.sentWhole = true, true
 			return
-		}
-		if c.n+n < len(c.buf) && !c.cEnd {
-			c.cR = false
 		}
 		c.n += n
 	}
@@ -532,10 +533,9 @@ func (c *Conn) pumpUp() bool {
 			return false
 		}
 		c.recycleBuffer()
-		n, err := sysRead(c.fd, c.buf[c.n:])
+		n, err := c.clientRead(c.buf[c.n:])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cR = false
 			return false
 		case err != nil:
 			c.finish(os.NewSyscallError("read", err))
@@ -543,9 +543,6 @@ func (c *Conn) pumpUp() bool {
 		case n == 0:
 			c.finish(fmt.Errorf("client closed in a request body: %w", ErrClientLeft))
 			return true
-		}
-		if c.n+n < len(c.buf) && !c.cEnd {
-			c.cR = false
 		}
 		c.n += n
 	}
@@ -560,9 +557,8 @@ func (c *Conn) pumpDown() bool {
 			if !c.cW || c.l.deferWrite(c) {
 				return false
 			}
-			n, err := sysWrite(c.fd, x.downQ)
+			n, err := c.clientWrite(x.downQ)
 			if errors.Is(err, unix.EAGAIN) {
-				c.cW = false
 				return false
 			}
 			if err != nil {
@@ -646,10 +642,10 @@ func (c *Conn) pumpDown() bool {
 				return true
 			}
 		}
-		w, err := sysWrite(c.fd, c.l.copyBuf[:m])
+		w, err := c.clientWrite(c.l.copyBuf[:m])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cW, w = false, 0
+			w = 0
 		case err != nil:
 			c.finish(os.NewSyscallError("write", err))
 			return true
@@ -840,9 +836,8 @@ func (c *Conn) flushClosing() {
 		if !c.cW {
 			return
 		}
-		n, err := sysWrite(c.fd, x.downQ)
+		n, err := c.clientWrite(x.downQ)
 		if errors.Is(err, unix.EAGAIN) {
-			c.cW = false
 			return
 		}
 		if err != nil {
@@ -850,6 +845,17 @@ func (c *Conn) flushClosing() {
 			return
 		}
 		x.downQ = x.downQ[n:]
+	}
+	if !x.lingering && c.tls != nil && !x.notified {
+		// close_notify, so that the client knows the answer is whole.
+		x.notified = true
+		_ = c.tls.Conn.CloseWrite()
+	}
+	if err := c.clientFlush(); errors.Is(err, unix.EAGAIN) {
+		return
+	} else if err != nil {
+		c.finish(x.err)
+		return
 	}
 	if !x.lingering {
 		x.lingering = true

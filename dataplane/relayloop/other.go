@@ -45,3 +45,6 @@ func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
 
 // Abort does nothing.
 func (*Conn) Abort() {}
+
+// Adopt returns ErrUnsupported.
+func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) error { return ErrUnsupported }

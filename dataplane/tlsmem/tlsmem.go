@@ -199,6 +199,38 @@ func (c *Conn) Attach(nc net.Conn) error {
 	return nil
 }
 
+// Rebuffer moves the bytes c holds to buffers from bufs (nil: make) and
+// gives the old ones back: before a detached connection leaves its
+// owner, whose free list no one else may touch.
+func (c *Conn) Rebuffer(bufs Buffers) {
+	if bufs == nil {
+		bufs = heap{}
+	}
+	old := c.bufs
+	if old == nil {
+		old = heap{}
+	}
+	if c.r < len(c.in) {
+		in := bufs.Get(len(c.in) - c.r)
+		copy(in, c.in[c.r:])
+		old.Put(c.in)
+		c.in, c.r = in, 0
+	} else if c.in != nil {
+		old.Put(c.in)
+		c.in, c.r = nil, 0
+	}
+	if out := c.Out(); len(out) > 0 {
+		o := bufs.Get(len(out))
+		copy(o, out)
+		old.Put(c.out)
+		c.out, c.w = o, 0
+	} else if c.out != nil {
+		old.Put(c.out)
+		c.out, c.w = nil, 0
+	}
+	c.bufs = bufs
+}
+
 // Buffered is how many bytes of ciphertext crypto/tls has still to
 // take.
 func (c *Conn) Buffered() int { return len(c.in) - c.r }

@@ -261,3 +261,30 @@ func TestInEOF(t *testing.T) {
 		t.Errorf("read after the socket's end: %v, want an end", err)
 	}
 }
+
+// TestRebuffer: bytes held in an owner's buffers move to others, and the
+// owner gets every one of its own back.
+func TestRebuffer(t *testing.T) {
+	p := newPair(t)
+	var owner countingBuffers
+	p.mem.Detach(nil, &owner)
+	if _, err := p.server.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	room := p.mem.InRoom()
+	p.mem.InFilled(copy(room, "abc"))
+	p.mem.OutDone(2)
+	out := string(p.mem.Out())
+	p.mem.Rebuffer(nil)
+	if owner.out != 0 {
+		t.Errorf("the owner has %d buffers still out", owner.out)
+	}
+	if got := string(p.mem.Out()); got != out {
+		t.Error("the records to send changed")
+	}
+	buf := make([]byte, 8)
+	n, err := p.mem.Read(buf)
+	if err != nil || string(buf[:n]) != "abc" {
+		t.Errorf("read %q, %v after Rebuffer", buf[:n], err)
+	}
+}

@@ -1,0 +1,220 @@
+package relayloop
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/tlsmem"
+)
+
+// Adopt has the least busy loop carry a connection that began on a
+// goroutine: fd is its connected socket, which the caller gives up (it
+// is made non-blocking here, and closed if the Set is), peer its
+// client, read the client's bytes read so far (plaintext under t), and t
+// its TLS layer after a handshake (nil: cleartext). The Session's
+// Decide is asked about read at once (End Reading). Under TLS the
+// Verdict may only be Exchange, HandOff or a close: the loop reads no
+// record while probing. Adopt fails, and the caller keeps fd, once the
+// Set is closed.
+func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return fmt.Errorf("relayloop: adopt: %w", err)
+	}
+	l := s.loops[0]
+	for _, o := range s.loops[1:] {
+		if o.conned.Load() < l.conned.Load() {
+			l = o
+		}
+	}
+	kept := append([]byte(nil), read...)
+	l.conned.Add(1)
+	if !l.post(func() { l.startAdopted(fd, peer, sess, t, kept) }) {
+		l.conned.Add(-1)
+		return ErrClosed
+	}
+	return nil
+}
+
+// startAdopted starts an adopted connection on l.
+func (l *loop) startAdopted(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) {
+	l.nextID++
+	c := &Conn{l: l, id: l.nextID, fd: fd, bfd: -1, peer: peer, s: sess, tls: t}
+	l.conns[c.id] = c
+	l.guard(c, func() {
+		if t != nil {
+			t.Mem.Detach(nil, loopBuffers{l})
+		}
+		if len(read) > 0 {
+			c.buf = append(l.getBuffer(max(len(read), firstHeadBuffer))[:0], read...)
+			c.n = len(c.buf)
+		}
+		if err := l.ctl(unix.EPOLL_CTL_ADD, fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+			c.fail(fmt.Errorf("epoll_ctl: %w", err))
+			return
+		}
+		c.cR, c.cW = true, true
+		v := sess.Decide(c.buf[:c.n], Reading)
+		if t != nil && (v.Wait || v.Forward != nil) {
+			c.finish(errors.New("relayloop: an adopted TLS connection can only be carried as exchanges"))
+			return
+		}
+		c.follow(v)
+		if c.state == stateProbing {
+			c.read()
+		}
+	})
+}
+
+// loopBuffers lends a TLS connection's ciphertext buffers from its
+// loop's free list.
+type loopBuffers struct{ l *loop }
+
+func (b loopBuffers) Get(size int) []byte { return b.l.getBuffer(size) }
+func (b loopBuffers) Put(p []byte)        { b.l.putBuffer(p) }
+
+// clientRead reads the client's bytes into p: from the socket, or under
+// TLS its plaintext. It returns unix.EAGAIN when none are ready and (0,
+// nil) at the client's end, and keeps c.cR true while more may be read
+// without a new edge: after a read that filled p, or one shorter than
+// asked from a socket that reported its end (see Conn.cEnd).
+func (c *Conn) clientRead(p []byte) (int, error) {
+	if c.tls != nil {
+		return c.tlsRead(p)
+	}
+	n, err := sysRead(c.fd, p)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		c.cR = false
+	case err == nil && n > 0 && n < len(p) && !c.cEnd:
+		c.cR = false // drained
+	}
+	return n, err
+}
+
+// tlsRead reads plaintext into p, feeding crypto/tls ciphertext from the
+// socket as long as it asks for more and the socket has some. A short
+// read of plaintext says nothing of the socket: crypto/tls may hold
+// whole records already, so the loop stops reading only once crypto/tls
+// has asked for ciphertext the socket did not have.
+func (c *Conn) tlsRead(p []byte) (int, error) {
+	total := 0
+	for total < len(p) {
+		n, err := c.tls.Conn.Read(p[total:])
+		total += n
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, tlsmem.ErrWouldBlock) {
+			if total > 0 {
+				return total, nil // crypto/tls returns its error again
+			}
+			return c.tlsEnd(err)
+		}
+		if !c.cR {
+			break
+		}
+		if err := c.tlsFill(); err != nil {
+			if total > 0 {
+				return total, nil // the socket returns its error again
+			}
+			return 0, err
+		}
+	}
+	if total == len(p) {
+		c.cR = true // crypto/tls may hold more: read again to know
+	}
+	if total == 0 {
+		return 0, unix.EAGAIN
+	}
+	return total, nil
+}
+
+// tlsFill reads the socket's ciphertext for crypto/tls; c.cR goes false
+// once the socket is drained.
+func (c *Conn) tlsFill() error {
+	room := c.tls.Mem.InRoom()
+	m, err := sysRead(c.fd, room)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		c.cR = false
+		m = 0
+	case err != nil:
+		c.tls.Mem.InFilled(0)
+		return err
+	case m == 0:
+		c.tls.Mem.InEOF()
+	case m < len(room) && !c.cEnd:
+		c.cR = false // drained (see Conn.cEnd)
+	}
+	c.tls.Mem.InFilled(m)
+	return nil
+}
+
+// tlsEnd is what tlsRead returns for crypto/tls's error: the client's
+// end as a socket's (io.EOF after close_notify or at a record's
+// boundary), anything else as an error.
+func (c *Conn) tlsEnd(err error) (int, error) {
+	if errors.Is(err, io.EOF) {
+		return 0, nil
+	}
+	return 0, fmt.Errorf("tls: %w", err)
+}
+
+// clientWrite writes p to the client: to the socket, or under TLS as
+// records. It returns unix.EAGAIN, with c.cW false, when the client
+// takes nothing now. Under TLS all of p is taken once the records
+// written before are sent, and its records go out as far as the socket
+// takes them; the rest waits for the next edge (clientFlush), and until
+// it is sent clientWrite takes nothing more.
+func (c *Conn) clientWrite(p []byte) (int, error) {
+	if c.tls == nil {
+		n, err := sysWrite(c.fd, p)
+		if errors.Is(err, unix.EAGAIN) {
+			c.cW = false
+		}
+		return n, err
+	}
+	if err := c.clientFlush(); err != nil {
+		return 0, err
+	}
+	if len(c.tls.Mem.Out()) > 0 {
+		return 0, unix.EAGAIN
+	}
+	if _, err := c.tls.Conn.Write(p); err != nil {
+		return 0, fmt.Errorf("tls: %w", err)
+	}
+	if err := c.clientFlush(); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// clientFlush sends the records waiting under TLS, as far as the socket
+// takes them: nil once none wait, unix.EAGAIN (c.cW false) while some do.
+func (c *Conn) clientFlush() error {
+	if c.tls == nil {
+		return nil
+	}
+	for out := c.tls.Mem.Out(); len(out) > 0; out = c.tls.Mem.Out() {
+		if !c.cW {
+			return unix.EAGAIN
+		}
+		n, err := sysWrite(c.fd, out)
+		if errors.Is(err, unix.EAGAIN) {
+			c.cW = false
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		c.tls.Mem.OutDone(n)
+	}
+	return nil
+}
+
+// clientPending reports records waiting to be sent under TLS.
+func (c *Conn) clientPending() bool { return c.tls != nil && len(c.tls.Mem.Out()) > 0 }
