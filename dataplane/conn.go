@@ -21,6 +21,7 @@ import (
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/route"
 	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/dataplane/tlsmem"
 )
 
 // maxListenerDepth bounds how many internal listeners one connection can pass
@@ -68,6 +69,9 @@ type conn struct {
 	// the bytes it read, and the probe's deadline it set.
 	pre      []byte
 	probeEnd time.Time
+	// noAdopt: the relay loops handed this TLS connection back; it stays
+	// on its goroutine (adoptHTTP).
+	noAdopt bool
 
 	rep report
 }
@@ -226,7 +230,9 @@ func (c *conn) handle(st net.Conn, pre []byte, lc *listenerConfig, depth int) (o
 	// HTTP/2 stream inside is routed by it (route.DecideTerminated).
 	var sni string
 	if lc.tls != nil {
-		tc := tls.Server(withPrefix(st, pre), lc.tls)
+		// Under a layer that can move the connection to a relay loop
+		// once it is decided (adoptHTTP).
+		tc := tls.Server(tlsmem.New(withPrefix(st, pre)), lc.tls)
 		_ = st.SetDeadline(probeEnd)
 		err := tc.HandshakeContext(context.Background())
 		_ = st.SetDeadline(time.Time{})

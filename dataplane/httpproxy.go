@@ -38,7 +38,10 @@ import (
 // header block size, header and idle time, HTTP/2 streams and frame size;
 // and every backend connection dialled for its requests takes a slot of
 // the listener that accepted it.
-func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bool {
+func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth int) bool {
+	if handled, owned := c.adoptHTTP(rc, st, sniffed, depth); handled {
+		return owned
+	}
 	s := c.s
 	hc := newHTTPConn(c, rc.lc)
 	// The sniffed bytes are copied: no pooled buffer of ours is kept

@@ -66,11 +66,18 @@ type loopSession struct {
 	// http is set when the loop carries the connection as HTTP/1.1
 	// exchanges (loophttp.go).
 	http *loopHTTP
+	// adopted is the http-mode route of a TLS connection the loops took
+	// over after its handshake (loopadopt.go), and tls its layer.
+	adopted *routeConfig
+	tls     *relayloop.TLS
 }
 
 // Decide is conn.sniff on the loop.
 func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 	c, lc := ls.c, ls.c.lc
+	if ls.adopted != nil {
+		return ls.startHTTP(ls.adopted) // decided on its goroutine
+	}
 	if end == relayloop.Start {
 		ls.probeEnd = lc.probeDeadline()
 		if lc.tls != nil || lc.ProxyProtocol != nil {
@@ -147,6 +154,10 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 // bytes the loop read.
 func (ls *loopSession) HandOff(fd int, read []byte) {
 	c := ls.c
+	if ls.tls != nil {
+		ls.resumeHTTP(fd, read)
+		return
+	}
 	f := os.NewFile(uintptr(fd), "")
 	raw, err := net.FileConn(f)
 	_ = f.Close()

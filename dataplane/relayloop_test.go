@@ -1,10 +1,15 @@
 package dataplane_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
@@ -55,3 +60,68 @@ func TestRelayLoopsCarryPlainRoutes(t *testing.T) {
 		t.Fatalf("%d connections counted forwarded, want 2", got)
 	}
 }
+
+// HTTP/1.1 inside TLS to an http-mode route is carried by the relay loops
+// once the handshake and the first request's sniff are done on the
+// connection's goroutine; a request the loops do not carry (HTTP/1.0)
+// brings the connection back to a goroutine, where it goes on over the
+// same TLS session; HTTP/2 by ALPN stays on its goroutine.
+func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
+	addr, seen := wireBackend(t)
+	cert := peers.CertPair(t, "loop.test")
+	m := startMux(t, snapshotOf(terminating("tls", tlsOf([]string{"h2", "http/1.1"}, cert), httpRoute("web", addr))))
+	loops := 1
+	if runtime.GOOS != "linux" || *relayLoops < 0 {
+		loops = 0
+	}
+	carried := func(want int) {
+		t.Helper()
+		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
+			if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
+				return fmt.Errorf("%d", got)
+			}
+			return nil
+		})
+	}
+	c := tlsDial(t, m.addr("tls"), "loop.test", "http/1.1")
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	br := bufio.NewReader(c)
+	ask := func(raw, want string) {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK || string(body) != want {
+			t.Fatalf("%q: %d %q, want 200 %q", raw, res.StatusCode, body, want)
+		}
+	}
+	ask("GET /one HTTP/1.1\r\nHost: loop.test\r\n\r\n", "/one")
+	ask("POST /two HTTP/1.1\r\nHost: loop.test\r\nContent-Length: 3\r\n\r\nabc", "/two")
+	carried(loops)
+	ask("GET /three HTTP/1.0\r\nHost: loop.test\r\nConnection: keep-alive\r\n\r\n", "/three")
+	carried(0) // back on a goroutine, and still served
+	ask("GET /four HTTP/1.1\r\nHost: loop.test\r\n\r\n", "/four")
+	carried(0)
+
+	h2 := tlsDial(t, m.addr("tls"), "loop.test", "h2")
+	if got := h2.ConnectionState().NegotiatedProtocol; got != "h2" {
+		t.Fatalf("ALPN %q", got)
+	}
+	_, _ = io.WriteString(h2, http2ClientPrefaceForTest)
+	carried(0)
+	_ = c.Close()
+	_ = h2.Close()
+	m.waitIdle()
+	want := []string{"GET /one []", "POST /two [abc]", "GET /three []", "GET /four []"}
+	if got := seen(); !slices.Equal(got, want) {
+		t.Errorf("backend saw %q, want %q", got, want)
+	}
+}
+
+// http2ClientPrefaceForTest opens an HTTP/2 connection.
+const http2ClientPrefaceForTest = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

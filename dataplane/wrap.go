@@ -7,6 +7,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/prefixconn"
+	"github.com/portmux/portmux/dataplane/tlsmem"
 )
 
 // The connection wrappers. Each exposes what it wraps with NetConn, as
@@ -21,6 +22,9 @@ func withPrefix(c net.Conn, pre []byte) net.Conn { return prefixconn.New(c, pre)
 // A TLS stream over a prefixed connection parks only once the prefix is
 // consumed.
 var _ forward.Prefixed = (*prefixconn.Conn)(nil)
+
+// So does a TLS stream over the layer that can move it to a relay loop.
+var _ forward.Prefixed = (*tlsmem.Conn)(nil)
 
 // countingConn counts bytes each way and reports the client address the
 // dataplane established (a PROXY header's, not the load balancer's).

@@ -175,15 +175,20 @@ type Prefixed interface {
 }
 
 // tlsSocket returns the TCP socket under src when src is TLS over it,
-// directly or through a Prefixed layer, the only layers whose buffering
-// is known; nil otherwise (TLS inside TLS, other wrappers).
+// directly or through Prefixed layers (a prefix of bytes read ahead, the
+// layer that can move TLS off its socket), the only layers whose
+// buffering is known; nil otherwise (TLS inside TLS, other wrappers).
 func tlsSocket(src net.Conn) *net.TCPConn {
 	tc, ok := src.(*tls.Conn)
 	if !ok {
 		return nil
 	}
 	under := tc.NetConn()
-	if pc, ok := under.(Prefixed); ok {
+	for {
+		pc, ok := under.(Prefixed)
+		if !ok {
+			break
+		}
 		under = pc.NetConn()
 	}
 	s, _ := under.(*net.TCPConn)
@@ -191,12 +196,19 @@ func tlsSocket(src net.Conn) *net.TCPConn {
 }
 
 // tlsDrained reports whether nothing sits between src's socket and
-// crypto/tls: no prefix bytes are left in a Prefixed layer.
+// crypto/tls: no bytes are left in any Prefixed layer.
 func tlsDrained(src net.Conn) bool {
-	if pc, ok := src.(*tls.Conn).NetConn().(Prefixed); ok {
-		return pc.Buffered() == 0
+	under := src.(*tls.Conn).NetConn()
+	for {
+		pc, ok := under.(Prefixed)
+		if !ok {
+			return true
+		}
+		if pc.Buffered() > 0 {
+			return false
+		}
+		under = pc.NetConn()
 	}
-	return true
 }
 
 // finish ends the direction: a clean end half-closes the other side, an

@@ -663,6 +663,9 @@ func (c *Conn) pumpDown() bool {
 // hungUp reports a client that is gone: reset, or closed with nothing
 // more to read (peeked, so that a pipelined request stays unread).
 func (c *Conn) hungUp() bool {
+	if c.tls != nil {
+		return c.tlsHungUp()
+	}
 	var b [1]byte
 	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	if errors.Is(err, unix.EAGAIN) {

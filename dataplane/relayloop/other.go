@@ -47,4 +47,6 @@ func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
 func (*Conn) Abort() {}
 
 // Adopt returns ErrUnsupported.
-func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) error { return ErrUnsupported }
+func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) (*Conn, error) {
+	return nil, ErrUnsupported
+}

@@ -15,14 +15,15 @@ import (
 // goroutine: fd is its connected socket, which the caller gives up (it
 // is made non-blocking here, and closed if the Set is), peer its
 // client, read the client's bytes read so far (plaintext under t), and t
-// its TLS layer after a handshake (nil: cleartext). The Session's
-// Decide is asked about read at once (End Reading). Under TLS the
-// Verdict may only be Exchange, HandOff or a close: the loop reads no
-// record while probing. Adopt fails, and the caller keeps fd, once the
-// Set is closed.
-func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) error {
+// its TLS layer after a handshake (nil: cleartext), with t.Mem detached
+// (the loop moves its bytes to buffers of its own). The Session's Decide
+// is asked about read at once (End Reading). Under TLS the Verdict may
+// only be Exchange, HandOff or a close: the loop reads no record while
+// probing. The Conn returned may be aborted at once. Adopt fails, and
+// the caller keeps fd, once the Set is closed.
+func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) (*Conn, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
-		return fmt.Errorf("relayloop: adopt: %w", err)
+		return nil, fmt.Errorf("relayloop: adopt: %w", err)
 	}
 	l := s.loops[0]
 	for _, o := range s.loops[1:] {
@@ -30,35 +31,36 @@ func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []by
 			l = o
 		}
 	}
+	c := &Conn{l: l, fd: fd, bfd: -1, peer: peer, s: sess, tls: t}
 	kept := append([]byte(nil), read...)
 	l.conned.Add(1)
-	if !l.post(func() { l.startAdopted(fd, peer, sess, t, kept) }) {
+	if !l.post(func() { l.startAdopted(c, kept) }) {
 		l.conned.Add(-1)
-		return ErrClosed
+		return nil, ErrClosed
 	}
-	return nil
+	return c, nil
 }
 
-// startAdopted starts an adopted connection on l.
-func (l *loop) startAdopted(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) {
+// startAdopted starts an adopted connection on its loop.
+func (l *loop) startAdopted(c *Conn, read []byte) {
 	l.nextID++
-	c := &Conn{l: l, id: l.nextID, fd: fd, bfd: -1, peer: peer, s: sess, tls: t}
+	c.id = l.nextID
 	l.conns[c.id] = c
 	l.guard(c, func() {
-		if t != nil {
-			t.Mem.Detach(nil, loopBuffers{l})
+		if c.tls != nil {
+			c.tls.Mem.Rebuffer(loopBuffers{l})
 		}
 		if len(read) > 0 {
 			c.buf = append(l.getBuffer(max(len(read), firstHeadBuffer))[:0], read...)
 			c.n = len(c.buf)
 		}
-		if err := l.ctl(unix.EPOLL_CTL_ADD, fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		if err := l.ctl(unix.EPOLL_CTL_ADD, c.fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
 			c.fail(fmt.Errorf("epoll_ctl: %w", err))
 			return
 		}
 		c.cR, c.cW = true, true
-		v := sess.Decide(c.buf[:c.n], Reading)
-		if t != nil && (v.Wait || v.Forward != nil) {
+		v := c.s.Decide(c.buf[:c.n], Reading)
+		if c.tls != nil && (v.Wait || v.Forward != nil) {
 			c.finish(errors.New("relayloop: an adopted TLS connection can only be carried as exchanges"))
 			return
 		}
@@ -218,3 +220,33 @@ func (c *Conn) clientFlush() error {
 
 // clientPending reports records waiting to be sent under TLS.
 func (c *Conn) clientPending() bool { return c.tls != nil && len(c.tls.Mem.Out()) > 0 }
+
+// tlsHungUp is hungUp under TLS, for a client that shut its side while
+// its request's response is awaited (c.cEnd, the request sent whole):
+// what it sent before is all it will, and only decrypting it tells a
+// pipelined request from close_notify (TLS 1.3 hides an alert's type).
+// Its plaintext, up to a head's worth, is kept for the next exchange;
+// the end of the stream with none means the client is gone.
+func (c *Conn) tlsHungUp() bool {
+	x := c.x
+	for {
+		if c.n-x.off >= x.opt.MaxHead {
+			return false // a request waits; its head is read in turn
+		}
+		c.buf, c.n = c.l.headRoom(c.buf, x.off, c.n, x.opt.MaxHead)
+		x.off = 0
+		n, err := c.clientRead(c.buf[c.n:min(len(c.buf), x.opt.MaxHead)])
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			if c.n == 0 {
+				c.dropBuffer()
+			}
+			return false
+		case err != nil:
+			return true
+		case n == 0:
+			return c.n == x.off
+		}
+		c.n += n
+	}
+}

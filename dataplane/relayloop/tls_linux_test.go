@@ -82,7 +82,8 @@ func adoptedTLSWith(t *testing.T, set *relayloop.Set, e *exchanger, firstRequest
 	if h.tune != nil {
 		h.tune(fd)
 	}
-	if err := set.Adopt(fd, peer, e, layer, read); err != nil {
+	mem.Detach(nil, nil)
+	if _, err := set.Adopt(fd, peer, e, layer, read); err != nil {
 		t.Fatal(err)
 	}
 	return client
