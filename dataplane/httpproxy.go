@@ -206,7 +206,13 @@ func (h *httpConn) proxy(w http.ResponseWriter, r *http.Request, rc *routeConfig
 		Transport:  rc.transport,
 		BufferPool: proxyBuffers{&h.s.copyBufs},
 		ErrorLog:   h.errLog,
-		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if cerr := r.Context().Err(); cerr != nil {
+				// The stream was reset (by either side) or its connection
+				// is gone: whether the proxy saw that or the body's
+				// failure first is a matter of timing, the outcome is not.
+				err = fmt.Errorf("%w: %w", cerr, err)
+			}
 			outcome = h.fail(w, rc, err)
 		},
 	}
@@ -260,9 +266,10 @@ func (h *httpConn) fail(w http.ResponseWriter, rc *routeConfig, err error) strin
 
 // failure records why a request got no answer from the backend, and
 // returns the status to answer it with and its outcome: 503 when no
-// connection slot was free, 400 when the client's body failed, 499 when
-// the client left (its request's context was cancelled), else 502
-// (counted as a dial error).
+// connection slot was free, 499 when the client left (its request's
+// context was cancelled: an HTTP/2 stream reset, even for a body short
+// of its length, whose read fails too), 400 when the client's body
+// failed, else 502 (counted as a dial error).
 func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome string) {
 	h.errMu.Lock()
 	h.c.rep.err = err
@@ -270,10 +277,10 @@ func (h *httpConn) failure(rc *routeConfig, err error) (status int, outcome stri
 	switch {
 	case errors.Is(err, errNoBackendSlot):
 		return http.StatusServiceUnavailable, RequestUnavailable
-	case errors.Is(err, errClientBody), errors.Is(err, relayloop.ErrRequestBody):
-		return http.StatusBadRequest, RequestBadRequest
 	case errors.Is(err, context.Canceled), errors.Is(err, errClientGone), errors.Is(err, relayloop.ErrClientLeft):
 		return statusClientClosedRequest, RequestClientGone
+	case errors.Is(err, errClientBody), errors.Is(err, relayloop.ErrRequestBody):
+		return http.StatusBadRequest, RequestBadRequest
 	}
 	h.s.m.dialErrors.WithLabelValues(rc.Backend.Name).Inc()
 	return http.StatusBadGateway, RequestBadGateway
