@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -140,16 +141,34 @@ func (p *proxy) serveConn(c net.Conn) {
 		_ = tc.Close()
 		return
 	}
-	br := bufio.NewReader(c)
-	pre, err := br.Peek(len(http2.ClientPreface))
-	read, _ := br.Peek(br.Buffered())
+	read, h2 := peekPreface(bufio.NewReader(c))
 	pc := prefixconn.New(c, read) // what the peek read comes first
-	if err == nil && string(pre) == http2.ClientPreface {
+	if h2 {
 		p.h2.ch <- pc
 		return
 	}
 	_ = p.h1.ServeConn(pc)
 	_ = c.Close()
+}
+
+// peekPreface reads from br until its bytes are HTTP/2's preface or
+// cannot be, and returns them: waiting for the preface's 24 bytes would
+// hang on an HTTP/1.x request shorter than that (GET / HTTP/1.0 and no
+// fields), whose first byte already tells.
+func peekPreface(br *bufio.Reader) (read []byte, h2 bool) {
+	for {
+		read, _ = br.Peek(br.Buffered())
+		switch {
+		case !strings.HasPrefix(http2.ClientPreface, string(read[:min(len(read), len(http2.ClientPreface))])):
+			return read, false
+		case len(read) >= len(http2.ClientPreface):
+			return read, true
+		}
+		if _, err := br.Peek(len(read) + 1); err != nil {
+			read, _ = br.Peek(br.Buffered())
+			return read, false
+		}
+	}
 }
 
 // hopFields are the response fields HTTP/2 has no place for.

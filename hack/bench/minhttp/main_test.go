@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portmux/portmux/test/peers"
 )
@@ -63,6 +65,39 @@ func TestProxiesToTheBackend(t *testing.T) {
 			t.Cleanup(tr.CloseIdleConnections)
 			get(t, &http.Client{Transport: tr}, tc.url, tc.major)
 		})
+	}
+}
+
+// A request shorter than HTTP/2's preface is answered, not held waiting
+// for the preface's 24 bytes. (Without a Host, the floor's backend
+// client refuses it: a 502, from the proxy, is the answer.)
+func TestShortHTTP10Request(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "short")
+	}))
+	t.Cleanup(backend.Close)
+	p := newProxy(strings.TrimPrefix(backend.URL, "http://"))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() { _ = p.serve(l) }()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d, want the proxy's 502", resp.StatusCode)
 	}
 }
 
