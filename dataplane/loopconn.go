@@ -66,8 +66,9 @@ type loopSession struct {
 	// http is set when the loop carries the connection as HTTP/1.1
 	// exchanges (loophttp.go).
 	http *loopHTTP
-	// adopted is the http-mode route of a TLS connection the loops took
-	// over after its handshake (loopadopt.go), and tls its layer.
+	// adopted is the http-mode route of a connection the loops took
+	// over from its goroutine (loopadopt.go), and tls its TLS layer (nil
+	// in clear).
 	adopted *routeConfig
 	tls     *relayloop.TLS
 }
@@ -154,7 +155,7 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 // bytes the loop read.
 func (ls *loopSession) HandOff(fd int, read []byte) {
 	c := ls.c
-	if ls.tls != nil {
+	if ls.adopted != nil {
 		ls.resumeHTTP(fd, read)
 		return
 	}
@@ -168,6 +169,7 @@ func (ls *loopSession) HandOff(fd int, read []byte) {
 	}
 	c.raw = raw
 	c.cutWith(func() { _ = raw.Close() })
+	c.noAdopt = ls.http != nil // given up mid-exchanges: it stays here
 	if len(read) > 0 {
 		c.pre = append([]byte(nil), read...)
 	}

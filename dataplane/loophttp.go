@@ -23,9 +23,9 @@ import (
 // serveFront with the connection, between two requests (HandOff):
 // HTTP/1.0, upgrades (WebSocket, h2c), Expect: 100-continue, a request
 // with both Content-Length and Transfer-Encoding, a route whose backend
-// names a host. TLS reaches the loops once its handshake and the first
-// request's sniff are done on a goroutine (loopadopt.go); HTTP/2 and
-// cleartext behind a PROXY header never do.
+// names a host. TLS, and cleartext behind a PROXY header, reach the
+// loops once the handshake or the header and the first request's sniff
+// are done on a goroutine (loopadopt.go); HTTP/2 never does.
 
 // loopHTTP is what a connection carried as exchanges keeps between
 // requests: nothing that grows with a request.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
 )
@@ -125,3 +127,63 @@ func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 
 // http2ClientPrefaceForTest opens an HTTP/2 connection.
 const http2ClientPrefaceForTest = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// A cleartext connection behind a PROXY header is read on its goroutine
+// (the header, then the first request) and then carried by the loops,
+// with the header's client in X-Forwarded-For.
+func TestRelayLoopsCarryHTTPBehindProxyHeader(t *testing.T) {
+	web := requestServer(t, func(c net.Conn, _ *bufio.Reader, req *http.Request, _ int) bool {
+		xff := req.Header.Get("X-Forwarded-For")
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(xff), xff)
+		return err == nil
+	})
+	l := listenerOn("lb", httpRoute("web", web.Addr))
+	l.ProxyProtocol = trustingLocalhost()
+	m := startMux(t, snapshotOf(l))
+	loops := 1
+	if runtime.GOOS != "linux" || *relayLoops < 0 {
+		loops = 0
+	}
+	c := dial(t, m.addr("lb"))
+	src, _ := net.ResolveTCPAddr("tcp", "203.0.113.7:4000")
+	if _, err := proxyproto.HeaderProxyFromAddrs(2, src, c.RemoteAddr()).WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		if _, err := fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: lb.test\r\n\r\n", i); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK || string(body) != "203.0.113.7" {
+			t.Fatalf("request %d: %d %q", i, res.StatusCode, body)
+		}
+	}
+	onLoops := func(want int) {
+		t.Helper()
+		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
+			if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
+				return fmt.Errorf("%d", got)
+			}
+			return nil
+		})
+	}
+	onLoops(loops)
+	// HTTP/1.0 goes back to a goroutine, which reads no PROXY header
+	// again and keeps the one it had.
+	if _, err := io.WriteString(c, "GET /old HTTP/1.0\r\nHost: lb.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := io.ReadAll(res.Body); res.StatusCode != http.StatusOK || string(body) != "203.0.113.7" {
+		t.Fatalf("HTTP/1.0 after the loops: %d %q", res.StatusCode, body)
+	}
+	onLoops(0)
+}
