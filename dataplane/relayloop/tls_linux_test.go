@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,4 +276,63 @@ func TestAdoptTLSSmallSocket(t *testing.T) {
 			t.Fatalf("response %d: read %d of %d bytes: %v", i, n, size, err)
 		}
 	}
+}
+
+// TestAdoptTLSClientLeaves: a client that closes while its response is
+// awaited ends the exchange (the backend's work is for nobody), and one
+// that shuts its side after pipelining a second request still gets the
+// first answer, the second request reaching the backend before the
+// client counts as gone, as in clear: under TLS both send bytes before
+// their end (close_notify), so only decrypting them tells the two apart.
+func TestAdoptTLSClientLeaves(t *testing.T) {
+	var second atomic.Int64
+	be, _ := httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/second" {
+			second.Add(1)
+		}
+		time.Sleep(300 * time.Millisecond)
+		echoHandler(w, r)
+	})
+	set := newSet(t)
+
+	e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	req := "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+	client := adoptedTLS(t, set, e, req, len(req))
+	time.Sleep(50 * time.Millisecond)
+	_ = client.Close()
+	select {
+	case r := <-e.done:
+		if !errors.Is(r.Err, relayloop.ErrClientLeft) {
+			t.Errorf("Done: %v, want the client gone", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Done")
+	}
+
+	e = newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	client = adoptedTLS(t, set, e, req, len(req))
+	if _, err := io.WriteString(client, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// close_notify, then the socket's end (crypto/tls sends only the
+	// first).
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.NetConn().(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := readResponse(t, bufio.NewReader(client), false); body != "GET /slow loop=yes body=" {
+		t.Errorf("first answer %q", body)
+	}
+	select {
+	case r := <-e.done:
+		if !errors.Is(r.Err, relayloop.ErrClientLeft) {
+			t.Errorf("Done: %v, want the client gone", r.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Done")
+	}
+	// The backend reads what was sent before the cut in its own time.
+	peers.Until(t, 10*time.Second, "/second to reach the backend", func() bool { return second.Load() == 1 })
 }
