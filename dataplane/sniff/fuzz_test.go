@@ -91,8 +91,9 @@ func FuzzTLS(f *testing.F) {
 // leaves some length limits of RFC 8446 §4.1.2 to later stages of its
 // handshake; the sniffer applies them at once.
 func stricterTLSRule(b []byte, chi *tls.ClientHelloInfo) string {
-	if len(b) >= 3 && b[0] == tlsRecordTypeHandshake && b[1] == 3 && b[2] > 4 {
-		return "record version above 3.4"
+	if len(b) >= 3 && b[0] == tlsRecordTypeHandshake && (b[1] != 3 || b[2] > 4) {
+		// crypto/tls reads the first record whatever its version says.
+		return "record version not 3.0 to 3.4"
 	}
 	hello, v := tlsClientHello(clip(b))
 	if v != Match {
