@@ -69,8 +69,8 @@ type conn struct {
 	// the bytes it read, and the probe's deadline it set.
 	pre      []byte
 	probeEnd time.Time
-	// noAdopt: the relay loops handed this TLS connection back; it stays
-	// on its goroutine (adoptHTTP).
+	// noAdopt: the relay loops gave this connection up in the middle of
+	// its exchanges; it stays on its goroutine (adoptHTTP).
 	noAdopt bool
 
 	rep report
@@ -105,7 +105,12 @@ func newConn(s *Server, raw net.Conn, cfg *config, lc *listenerConfig, b *boundL
 // serve runs the connection through its listener and the route it
 // chooses, then ends it, unless an action took it over.
 func (c *conn) serve() {
-	owned, err := c.handleContained()
+	c.served(c.handleContained())
+}
+
+// served ends the connection after an action returned with owned and err
+// (a panic it raised), unless the action or its new owner will.
+func (c *conn) served(owned bool, err error) {
 	switch {
 	case err != nil && c.handedOff:
 		// Handed over before the panic: its new owner ends it.

@@ -58,7 +58,7 @@ func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int
 	}
 	fd, err := dupSocket(raw)
 	if err != nil {
-		s.log.V(1).Info("relay loops cannot take a TLS connection; serving it here", "listener", c.rep.listener, "reason", err.Error())
+		s.log.V(1).Info("relay loops cannot take a connection; serving it here", "listener", c.rep.listener, "reason", err.Error())
 		return false, false
 	}
 	if layer != nil {
@@ -99,35 +99,26 @@ func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int
 // read again).
 func (ls *loopSession) resumeHTTP(fd int, read []byte) {
 	c := ls.c
-	f := os.NewFile(uintptr(fd), "")
-	raw, err := net.FileConn(f)
-	_ = f.Close()
-	st := raw
-	if err == nil && ls.tls != nil {
-		err = ls.tls.Mem.Attach(raw)
-		st = ls.tls.Conn
-	}
-	if err != nil {
-		c.rep.outcome, c.rep.err = OutcomeError, fmt.Errorf("take the connection off the relay loop: %w", err)
-		if raw != nil {
-			_ = raw.Close()
-		}
-		c.end()
+	if !c.takeSocket(fd) {
 		return
 	}
-	c.raw = raw
-	c.cutWith(func() { _ = raw.Close() })
+	st := c.raw
+	if ls.tls != nil {
+		if err := ls.tls.Mem.Attach(c.raw); err != nil {
+			c.rep.outcome, c.rep.err = OutcomeError, fmt.Errorf("take the connection off the relay loop: %w", err)
+			c.end()
+			return
+		}
+		st = ls.tls.Conn
+	}
 	c.noAdopt = true
 	read = append([]byte(nil), read...)
 	go func() {
 		var err error
-		func() {
+		owned := func() bool {
 			defer panics.Capture(&err)
-			serveHTTPMode(c, ls.adopted, st, read, 0)
+			return serveHTTPMode(c, ls.adopted, st, read, 0)
 		}()
-		if err != nil {
-			c.rep.outcome, c.rep.err = OutcomeError, err
-		}
-		c.end()
+		c.served(owned, err)
 	}()
 }

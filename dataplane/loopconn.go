@@ -159,22 +159,31 @@ func (ls *loopSession) HandOff(fd int, read []byte) {
 		ls.resumeHTTP(fd, read)
 		return
 	}
-	f := os.NewFile(uintptr(fd), "")
-	raw, err := net.FileConn(f)
-	_ = f.Close()
-	if err != nil {
-		c.rep.outcome, c.rep.err = OutcomeError, fmt.Errorf("take the connection off the relay loop: %w", err)
-		c.end()
+	if !c.takeSocket(fd) {
 		return
 	}
-	c.raw = raw
-	c.cutWith(func() { _ = raw.Close() })
 	c.noAdopt = ls.http != nil // given up mid-exchanges: it stays here
 	if len(read) > 0 {
 		c.pre = append([]byte(nil), read...)
 	}
 	c.probeEnd = ls.probeEnd
 	go c.serve()
+}
+
+// takeSocket makes fd, a socket a relay loop gave up, the connection's
+// own, or ends the connection (false).
+func (c *conn) takeSocket(fd int) bool {
+	f := os.NewFile(uintptr(fd), "")
+	raw, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		c.rep.outcome, c.rep.err = OutcomeError, fmt.Errorf("take the connection off the relay loop: %w", err)
+		c.end()
+		return false
+	}
+	c.raw = raw
+	c.cutWith(func() { _ = raw.Close() })
+	return true
 }
 
 // Done ends a connection the loop carried to its end, as forwardTCP's

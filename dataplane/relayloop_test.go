@@ -12,10 +12,32 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"golang.org/x/net/http2"
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
 )
+
+// loopsCarrying is how many connections the relay loops carry of one a
+// test expects them to: none without them (-relay-loops=-1, or not
+// Linux).
+func loopsCarrying() int {
+	if runtime.GOOS != "linux" || *relayLoops < 0 {
+		return 0
+	}
+	return 1
+}
+
+// onRelayLoops waits for the relay loops to hold want connections.
+func onRelayLoops(t *testing.T, m *testMux, want int) {
+	t.Helper()
+	peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
+		if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
+			return fmt.Errorf("%d", got)
+		}
+		return nil
+	})
+}
 
 // On Linux the relay loops carry a plain tcp-mode route without a
 // goroutine, and hand everything else to one: a backend named by host
@@ -31,32 +53,20 @@ func TestRelayLoopsCarryPlainRoutes(t *testing.T) {
 		listenerOn("plain", routeTo("plain", snapshot.Any, backend.Addr)),
 		listenerOn("named", routeTo("named", snapshot.Any, net.JoinHostPort("localhost", port))),
 	))
-	loops := 1
-	if runtime.GOOS != "linux" || *relayLoops < 0 {
-		loops = 0
-	}
-	carried := func(want int) {
-		t.Helper()
-		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
-			if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
-				return fmt.Errorf("%d", got)
-			}
-			return nil
-		})
-	}
+	loops := loopsCarrying()
 
 	plain := dial(t, m.addr("plain"))
 	roundTrip(t, plain, "on the loop\n")
-	carried(loops)
+	onRelayLoops(t, m, loops)
 	named := dial(t, m.addr("named"))
 	roundTrip(t, named, "handed off\n")
-	carried(loops) // the handed-off one is not among them
+	onRelayLoops(t, m, loops) // the handed-off one is not among them
 	if n := m.ActiveConnections(); n != 2 {
 		t.Fatalf("%d active connections, want 2", n)
 	}
 	_ = plain.Close()
 	_ = named.Close()
-	carried(0)
+	onRelayLoops(t, m, 0)
 	m.waitIdle()
 	if got := m.outcomeCount("", "forwarded"); got != 2 {
 		t.Fatalf("%d connections counted forwarded, want 2", got)
@@ -72,19 +82,7 @@ func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 	addr, seen := wireBackend(t)
 	cert := peers.CertPair(t, "loop.test")
 	m := startMux(t, snapshotOf(terminating("tls", tlsOf([]string{"h2", "http/1.1"}, cert), httpRoute("web", addr))))
-	loops := 1
-	if runtime.GOOS != "linux" || *relayLoops < 0 {
-		loops = 0
-	}
-	carried := func(want int) {
-		t.Helper()
-		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
-			if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
-				return fmt.Errorf("%d", got)
-			}
-			return nil
-		})
-	}
+	loops := loopsCarrying()
 	c := tlsDial(t, m.addr("tls"), "loop.test", "http/1.1")
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
 	br := bufio.NewReader(c)
@@ -104,18 +102,18 @@ func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 	}
 	ask("GET /one HTTP/1.1\r\nHost: loop.test\r\n\r\n", "/one")
 	ask("POST /two HTTP/1.1\r\nHost: loop.test\r\nContent-Length: 3\r\n\r\nabc", "/two")
-	carried(loops)
+	onRelayLoops(t, m, loops)
 	ask("GET /three HTTP/1.0\r\nHost: loop.test\r\nConnection: keep-alive\r\n\r\n", "/three")
-	carried(0) // back on a goroutine, and still served
+	onRelayLoops(t, m, 0) // back on a goroutine, and still served
 	ask("GET /four HTTP/1.1\r\nHost: loop.test\r\n\r\n", "/four")
-	carried(0)
+	onRelayLoops(t, m, 0)
 
 	h2 := tlsDial(t, m.addr("tls"), "loop.test", "h2")
 	if got := h2.ConnectionState().NegotiatedProtocol; got != "h2" {
 		t.Fatalf("ALPN %q", got)
 	}
-	_, _ = io.WriteString(h2, http2ClientPrefaceForTest)
-	carried(0)
+	_, _ = io.WriteString(h2, http2.ClientPreface)
+	onRelayLoops(t, m, 0)
 	_ = c.Close()
 	_ = h2.Close()
 	m.waitIdle()
@@ -124,9 +122,6 @@ func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 		t.Errorf("backend saw %q, want %q", got, want)
 	}
 }
-
-// http2ClientPrefaceForTest opens an HTTP/2 connection.
-const http2ClientPrefaceForTest = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // A cleartext connection behind a PROXY header is read on its goroutine
 // (the header, then the first request) and then carried by the loops,
@@ -140,10 +135,7 @@ func TestRelayLoopsCarryHTTPBehindProxyHeader(t *testing.T) {
 	l := listenerOn("lb", httpRoute("web", web.Addr))
 	l.ProxyProtocol = trustingLocalhost()
 	m := startMux(t, snapshotOf(l))
-	loops := 1
-	if runtime.GOOS != "linux" || *relayLoops < 0 {
-		loops = 0
-	}
+	loops := loopsCarrying()
 	c := dial(t, m.addr("lb"))
 	src, _ := net.ResolveTCPAddr("tcp", "203.0.113.7:4000")
 	if _, err := proxyproto.HeaderProxyFromAddrs(2, src, c.RemoteAddr()).WriteTo(c); err != nil {
@@ -163,16 +155,7 @@ func TestRelayLoopsCarryHTTPBehindProxyHeader(t *testing.T) {
 			t.Fatalf("request %d: %d %q", i, res.StatusCode, body)
 		}
 	}
-	onLoops := func(want int) {
-		t.Helper()
-		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d connection(s) on the relay loops", want), func() error {
-			if got := int(m.metricSum("portmux_relay_loop_connections", nil)); got != want {
-				return fmt.Errorf("%d", got)
-			}
-			return nil
-		})
-	}
-	onLoops(loops)
+	onRelayLoops(t, m, loops)
 	// HTTP/1.0 goes back to a goroutine, which reads no PROXY header
 	// again and keeps the one it had.
 	if _, err := io.WriteString(c, "GET /old HTTP/1.0\r\nHost: lb.test\r\n\r\n"); err != nil {
@@ -185,5 +168,5 @@ func TestRelayLoopsCarryHTTPBehindProxyHeader(t *testing.T) {
 	if body, _ := io.ReadAll(res.Body); res.StatusCode != http.StatusOK || string(body) != "203.0.113.7" {
 		t.Fatalf("HTTP/1.0 after the loops: %d %q", res.StatusCode, body)
 	}
-	onLoops(0)
+	onRelayLoops(t, m, 0)
 }

@@ -183,14 +183,7 @@ func tlsSocket(src net.Conn) *net.TCPConn {
 	if !ok {
 		return nil
 	}
-	under := tc.NetConn()
-	for {
-		pc, ok := under.(Prefixed)
-		if !ok {
-			break
-		}
-		under = pc.NetConn()
-	}
+	under, _ := underPrefixed(tc.NetConn())
 	s, _ := under.(*net.TCPConn)
 	return s
 }
@@ -198,16 +191,21 @@ func tlsSocket(src net.Conn) *net.TCPConn {
 // tlsDrained reports whether nothing sits between src's socket and
 // crypto/tls: no bytes are left in any Prefixed layer.
 func tlsDrained(src net.Conn) bool {
-	under := src.(*tls.Conn).NetConn()
+	_, drained := underPrefixed(src.(*tls.Conn).NetConn())
+	return drained
+}
+
+// underPrefixed is c without its Prefixed layers, and whether none of
+// them holds bytes.
+func underPrefixed(c net.Conn) (under net.Conn, drained bool) {
+	drained = true
 	for {
-		pc, ok := under.(Prefixed)
+		pc, ok := c.(Prefixed)
 		if !ok {
-			return true
+			return c, drained
 		}
-		if pc.Buffered() > 0 {
-			return false
-		}
-		under = pc.NetConn()
+		drained = drained && pc.Buffered() == 0
+		c = pc.NetConn()
 	}
 }
 

@@ -117,10 +117,7 @@ func (c *Conn) start(h Handler) {
 		sysClose(c.fd)
 		return
 	}
-	// Registered for both directions at once: the connection's socket is
-	// never modified in the epoll set again.
-	if err := c.l.ctl(unix.EPOLL_CTL_ADD, c.fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-		c.fail(fmt.Errorf("epoll_ctl: %w", err))
+	if !c.watch() {
 		return
 	}
 	// The first bytes are read at once rather than at the next event: a
@@ -132,6 +129,17 @@ func (c *Conn) start(h Handler) {
 	if c.state == stateProbing {
 		c.read()
 	}
+}
+
+// watch adds the client's socket to the loop's epoll set, for both
+// directions at once: it is never modified there again. A failure ends
+// the connection (false).
+func (c *Conn) watch() bool {
+	if err := c.l.ctl(unix.EPOLL_CTL_ADD, c.fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		c.fail(fmt.Errorf("epoll_ctl: %w", err))
+		return false
+	}
+	return true
 }
 
 // decide asks the Session about the bytes read so far and follows its
@@ -225,10 +233,9 @@ func (c *Conn) read() {
 		if len(c.buf) < c.limit {
 			c.buf = append(c.buf[:len(c.buf)], make([]byte, c.limit-len(c.buf))...)
 		}
-		n, err := sysRead(c.fd, c.buf[c.n:c.limit])
+		n, err := c.socketRead(c.buf[c.n:c.limit])
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cR = false
 			if c.n == 0 {
 				c.l.putBuffer(c.buf)
 				c.buf = nil // a silent client holds no buffer
@@ -242,9 +249,6 @@ func (c *Conn) read() {
 		case n == 0:
 			c.decide(c.buf[:c.n], EOF)
 			return
-		}
-		if c.n+n < c.limit && !c.cEnd {
-			c.cR = false // drained (see cEnd)
 		}
 		c.n += n
 		end := Reading

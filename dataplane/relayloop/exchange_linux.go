@@ -865,11 +865,10 @@ func (c *Conn) flushClosing() {
 		sysShutdownWrite(c.fd)
 		c.cR = true // what came before the shutdown may not have had its edge yet
 	}
-	for c.cR {
-		n, err := sysRead(c.fd, c.l.copyBuf)
+	for c.cR { // the socket's bytes, ciphertext under TLS: dropped
+		n, err := c.socketRead(c.l.copyBuf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
-			c.cR = false
 			return
 		case err != nil, n == 0:
 			c.finish(x.err)
@@ -878,9 +877,6 @@ func (c *Conn) flushClosing() {
 		if x.drained += n; x.drained > lingerBytes {
 			c.finish(x.err)
 			return
-		}
-		if n < len(c.l.copyBuf) && !c.cEnd {
-			c.cR = false
 		}
 	}
 }

@@ -140,6 +140,18 @@ func (e *exchanger) Ended(x relayloop.ExchangeResult) {
 	e.mu.Unlock()
 }
 
+// wait returns what Done reported, failing t if it does not come.
+func (e *exchanger) wait(t *testing.T) relayloop.Result {
+	t.Helper()
+	select {
+	case r := <-e.done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Done")
+		return relayloop.Result{}
+	}
+}
+
 func (e *exchanger) results() ([]relayloop.ExchangeResult, []error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

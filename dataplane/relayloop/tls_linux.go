@@ -14,7 +14,9 @@ import (
 // Adopt has the least busy loop carry a connection that began on a
 // goroutine: fd is its connected socket, which the caller gives up (it
 // is made non-blocking here, and closed if the Set is), peer its
-// client, read the client's bytes read so far (plaintext under t), and t
+// client, read the client's bytes read so far (plaintext under t; the
+// loop copies it before its buffer is reused, so the caller gives it
+// up), and t
 // its TLS layer after a handshake (nil: cleartext), with t.Mem detached
 // (the loop moves its bytes to buffers of its own). The Session's Decide
 // is asked about read at once (End Reading). Under TLS the Verdict may
@@ -32,9 +34,8 @@ func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []by
 		}
 	}
 	c := &Conn{l: l, fd: fd, bfd: -1, peer: peer, s: sess, tls: t}
-	kept := append([]byte(nil), read...)
 	l.conned.Add(1)
-	if !l.post(func() { l.startAdopted(c, kept) }) {
+	if !l.post(func() { l.startAdopted(c, read) }) {
 		l.conned.Add(-1)
 		return nil, ErrClosed
 	}
@@ -54,8 +55,7 @@ func (l *loop) startAdopted(c *Conn, read []byte) {
 			c.buf = append(l.getBuffer(max(len(read), firstHeadBuffer))[:0], read...)
 			c.n = len(c.buf)
 		}
-		if err := l.ctl(unix.EPOLL_CTL_ADD, c.fd, connToken(c.id, 0, 0), unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
-			c.fail(fmt.Errorf("epoll_ctl: %w", err))
+		if !c.watch() {
 			return
 		}
 		c.cR, c.cW = true, true
@@ -87,12 +87,20 @@ func (c *Conn) clientRead(p []byte) (int, error) {
 	if c.tls != nil {
 		return c.tlsRead(p)
 	}
+	return c.socketRead(p)
+}
+
+// socketRead reads the client's socket into p, and clears c.cR once the
+// socket is drained: at EAGAIN, or after a read shorter than asked from
+// a socket that has not reported its end (see Conn.cEnd), whose next
+// edge says when there is more.
+func (c *Conn) socketRead(p []byte) (int, error) {
 	n, err := sysRead(c.fd, p)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
 		c.cR = false
 	case err == nil && n > 0 && n < len(p) && !c.cEnd:
-		c.cR = false // drained
+		c.cR = false
 	}
 	return n, err
 }
@@ -138,19 +146,15 @@ func (c *Conn) tlsRead(p []byte) (int, error) {
 // tlsFill reads the socket's ciphertext for crypto/tls; c.cR goes false
 // once the socket is drained.
 func (c *Conn) tlsFill() error {
-	room := c.tls.Mem.InRoom()
-	m, err := sysRead(c.fd, room)
+	m, err := c.socketRead(c.tls.Mem.InRoom())
 	switch {
 	case errors.Is(err, unix.EAGAIN):
-		c.cR = false
 		m = 0
 	case err != nil:
 		c.tls.Mem.InFilled(0)
 		return err
 	case m == 0:
 		c.tls.Mem.InEOF()
-	case m < len(room) && !c.cEnd:
-		c.cR = false // drained (see Conn.cEnd)
 	}
 	c.tls.Mem.InFilled(m)
 	return nil
@@ -180,11 +184,8 @@ func (c *Conn) clientWrite(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	if err := c.clientFlush(); err != nil {
+	if err := c.clientFlush(); err != nil { // EAGAIN while records wait
 		return 0, err
-	}
-	if len(c.tls.Mem.Out()) > 0 {
-		return 0, unix.EAGAIN
 	}
 	if _, err := c.tls.Conn.Write(p); err != nil {
 		return 0, fmt.Errorf("tls: %w", err)

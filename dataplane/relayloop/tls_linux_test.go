@@ -163,13 +163,8 @@ func TestAdoptTLS(t *testing.T) {
 	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("after /close: %d, %v; want io.EOF (close_notify)", n, err)
 	}
-	select {
-	case r := <-e.done:
-		if r.Err != nil {
-			t.Errorf("Done: %v", r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no Done")
+	if r := e.wait(t); r.Err != nil {
+		t.Errorf("Done: %v", r.Err)
 	}
 }
 
@@ -300,13 +295,8 @@ func TestAdoptTLSClientLeaves(t *testing.T) {
 	client := adoptedTLS(t, set, e, req, len(req))
 	time.Sleep(50 * time.Millisecond)
 	_ = client.Close()
-	select {
-	case r := <-e.done:
-		if !errors.Is(r.Err, relayloop.ErrClientLeft) {
-			t.Errorf("Done: %v, want the client gone", r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no Done")
+	if r := e.wait(t); !errors.Is(r.Err, relayloop.ErrClientLeft) {
+		t.Errorf("Done: %v, want the client gone", r.Err)
 	}
 
 	e = newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
@@ -325,13 +315,8 @@ func TestAdoptTLSClientLeaves(t *testing.T) {
 	if _, body := readResponse(t, bufio.NewReader(client), false); body != "GET /slow loop=yes body=" {
 		t.Errorf("first answer %q", body)
 	}
-	select {
-	case r := <-e.done:
-		if !errors.Is(r.Err, relayloop.ErrClientLeft) {
-			t.Errorf("Done: %v, want the client gone", r.Err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no Done")
+	if r := e.wait(t); !errors.Is(r.Err, relayloop.ErrClientLeft) {
+		t.Errorf("Done: %v, want the client gone", r.Err)
 	}
 	// The backend reads what was sent before the cut in its own time.
 	peers.Until(t, 10*time.Second, "/second to reach the backend", func() bool { return second.Load() == 1 })
