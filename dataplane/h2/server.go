@@ -66,6 +66,13 @@ const (
 type Server struct {
 	// Handler serves each stream, on a goroutine of its own.
 	Handler http.Handler
+	// Async, if set, is offered each request without a body before a
+	// handler goroutine is started for it, on the connection's reading
+	// goroutine (so it must not block: it delays every stream behind
+	// it). Returning true takes the stream: it is answered through s,
+	// from any goroutine, and ended with s.End or s.Reset; false leaves
+	// it to Handler, and s must not be used.
+	Async func(s *Stream, r *http.Request) bool
 	// Go starts a stream's handler goroutine; nil: the go statement. A
 	// pool of workers that outlive their stream (package workers) saves
 	// each stream growing a new goroutine's stack.
@@ -181,8 +188,9 @@ type serverConn struct {
 	// below it that are not in streams are closed.
 	maxID uint32
 	// running counts handlers that have not returned, those of reset
-	// streams included.
-	running int
+	// streams included, and streams Async took that have not ended;
+	// asyncOpen counts the latter.
+	running, asyncOpen int
 	// sendWindow is what the client lets us send on the connection;
 	// initialSend the initial window of its streams, and peerFrame the
 	// largest frame it takes.
@@ -420,7 +428,7 @@ func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
 				if st.sendWindow > maxWindow {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
-				st.cond.Broadcast()
+				st.roomLocked()
 			}
 		case http2.SettingMaxFrameSize:
 			sc.peerFrame = s.Val
@@ -446,7 +454,7 @@ func (sc *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if sc.sendWindow > maxWindow {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
-		sc.space.Broadcast()
+		sc.spaceLocked()
 		return nil
 	}
 	if f.StreamID > sc.maxID {
@@ -461,7 +469,7 @@ func (sc *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		sc.resetLocked(st.id, http2.ErrCodeFlowControl)
 		return nil
 	}
-	st.cond.Broadcast()
+	st.roomLocked()
 	return nil
 }
 
@@ -524,6 +532,21 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	sc.openStreamLocked(st, req, f.StreamEnded())
 	sc.running++
 	sc.handlers.Add(1)
+	st.w = responseWriter{st: st, req: req, header: make(http.Header)}
+	if sc.srv.Async != nil && f.StreamEnded() {
+		// Offered without the lock: the taker uses the stream's context
+		// (AfterFunc locks) and may answer before Async returns.
+		st.async = true
+		sc.asyncOpen++
+		sc.mu.Unlock()
+		taken := sc.srv.Async((*Stream)(&st.w), req)
+		sc.mu.Lock()
+		if taken {
+			return nil
+		}
+		st.async = false
+		sc.asyncOpen--
+	}
 	sc.srv.Go(func() { sc.runHandler(st, req) })
 	return nil
 }
@@ -699,7 +722,7 @@ func (sc *serverConn) failAllLocked(err error) {
 		st.failLocked(err)
 		sc.removeLocked(st)
 	}
-	sc.space.Broadcast()
+	sc.spaceLocked()
 }
 
 func (sc *serverConn) logf(format string, args ...any) {

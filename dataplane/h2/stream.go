@@ -55,6 +55,10 @@ type stream struct {
 	body               *body
 	// w is the handler's ResponseWriter, made with the stream.
 	w responseWriter
+	// async: Server.Async took the stream; wake is its owner's, to be
+	// called once when a write it could not make may go on.
+	async bool
+	wake  func()
 }
 
 // body is a request body in flight: the bytes the client sent that the
@@ -127,7 +131,7 @@ func (st *stream) failLocked(err error) {
 	}
 	st.cancelLocked()
 	st.dropBodyLocked()
-	st.cond.Broadcast()
+	st.roomLocked()
 	st.sc.space.Broadcast() // its handler may wait for the connection
 }
 
@@ -231,7 +235,6 @@ func (b *body) Close() error {
 // that lost its backend mid-response).
 func (sc *serverConn) runHandler(st *stream, req *http.Request) {
 	w := &st.w
-	*w = responseWriter{st: st, req: req, header: make(http.Header)}
 	defer func() {
 		p := recover()
 		sc.mu.Lock()
@@ -244,13 +247,9 @@ func (sc *serverConn) runHandler(st *stream, req *http.Request) {
 				st.localDone = true
 			}
 		} else {
-			w.finishLocked()
+			w.finishLocked(true)
 		}
-		st.cancelLocked()
-		sc.running--
-		sc.idleLaterLocked()
-		sc.mu.Unlock()
-		sc.handlers.Done()
+		sc.streamDoneLocked(st)
 	}()
 	sc.srv.Handler.ServeHTTP(w, req)
 }
@@ -418,8 +417,8 @@ func (w *responseWriter) sendHeadLocked() error {
 
 // finishLocked ends the stream after the handler returned: the head with
 // END_STREAM if nothing was sent, else trailers or an empty DATA frame
-// with END_STREAM.
-func (w *responseWriter) finishLocked() {
+// with END_STREAM. wait: for room in the connection's output first.
+func (w *responseWriter) finishLocked(wait bool) {
 	st, sc := w.st, w.st.sc
 	if st.localDone || st.err != nil || sc.closed {
 		if !st.localDone {
@@ -431,7 +430,7 @@ func (w *responseWriter) finishLocked() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if st.waitRoomLocked() != nil {
+	if wait && st.waitRoomLocked() != nil {
 		if !st.localDone {
 			st.localDone = true
 			sc.removeLocked(st)

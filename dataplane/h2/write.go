@@ -57,7 +57,7 @@ func (sc *serverConn) writeLoop() {
 		}
 		buf := sc.out.b
 		sc.out.b, sc.spare = sc.spare[:0], nil
-		sc.space.Broadcast()
+		sc.spaceLocked()
 		sc.mu.Unlock()
 
 		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.WriteTimeout))

@@ -1,0 +1,154 @@
+package h2
+
+import (
+	"net/http"
+
+	"golang.org/x/net/http2"
+)
+
+// Streams served without a goroutine (Server.Async). A handler that
+// blocks on its backend costs a goroutine's start and a netpoller wake-up
+// per request; a proxy whose backend exchanges run on event loops can
+// answer a stream from the loop instead, as long as nothing it calls
+// blocks: Stream's methods never wait (a write takes what the windows
+// and the connection's output let it, and says when to come back), and
+// the stream counts against the connection's limits exactly as a
+// handler's does until End or Reset.
+
+// Stream is a stream that Server.Async took: its response is written
+// through it from any goroutine, one call at a time, and it ends with
+// End or Reset, exactly once. The stream is its request's context, as
+// for a handler: it is cancelled when the client resets the stream or
+// the connection ends, and the writes fail from then on.
+type Stream responseWriter
+
+// Header is the response's header, as ResponseWriter's: set before
+// WriteHeader; trailers named with http.TrailerPrefix before End.
+func (s *Stream) Header() http.Header { return s.header }
+
+// WriteHeader is ResponseWriter's: a 1xx head is sent at once, the final
+// status is sent with the first body bytes or End.
+func (s *Stream) WriteHeader(code int) { (*responseWriter)(s).WriteHeader(code) }
+
+// TryWrite writes as much of p as the stream's and the connection's
+// windows and the connection's output take, as DATA frames (with the
+// head first, if not yet sent), and returns how much it wrote. When
+// that is less than p, wake is called once there may be room (with the
+// connection's lock held: it must only signal); it may be called
+// spuriously. The error is the stream's or connection's end, or
+// http.ErrContentLength for bytes past the declared length.
+func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
+	w := (*responseWriter)(s)
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed() {
+		return len(p), nil
+	}
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		return 0, http.ErrContentLength
+	}
+	st, sc := w.st, w.st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	done := 0
+	for {
+		if st.err != nil {
+			return done, st.err
+		}
+		if sc.closed {
+			return done, errConnClosed
+		}
+		if done == len(p) {
+			return done, nil
+		}
+		if st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData {
+			st.wake = wake
+			return done, nil
+		}
+		if !w.headSent {
+			w.headSent = true
+			sc.writeHeadLocked(st.id, w.status, w.header, false)
+		}
+		n := min(int64(len(p)-done), st.sendWindow, sc.sendWindow, int64(sc.peerFrame), int64(maxPendingData))
+		done += int(n)
+		w.written += n
+		end := w.length >= 0 && w.written == w.length && len(w.trailers) == 0 && !w.hasPrefixTrailers()
+		_ = sc.wfr.WriteData(st.id, end, p[done-int(n):done])
+		st.sendWindow -= n
+		sc.sendWindow -= n
+		if end {
+			sc.endLocalLocked(st)
+		}
+		sc.wakeWriter()
+	}
+}
+
+// End ends the response: the head with END_STREAM if nothing was sent,
+// else the trailers or an empty DATA frame that ends the stream. Its
+// last frame is written whatever the connection's output holds (a few
+// bytes per stream, at most MaxConcurrentStreams of them).
+func (s *Stream) End() {
+	w := (*responseWriter)(s)
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	sc := w.st.sc
+	sc.mu.Lock()
+	w.finishLocked(false)
+	sc.streamDoneLocked(w.st)
+}
+
+// Reset ends the stream with RST_STREAM (INTERNAL_ERROR), unless it has
+// ended: the response was cut short and the client must not take it as
+// whole (a backend that closed mid-body).
+func (s *Stream) Reset() {
+	st, sc := s.st, s.st.sc
+	sc.mu.Lock()
+	if !st.localDone {
+		sc.resetLocked(st.id, http2.ErrCodeInternal)
+		st.localDone = true
+	}
+	sc.streamDoneLocked(st)
+}
+
+// streamDoneLocked is the end of a stream's handler, or of its Async
+// owner: its context is cancelled and it no longer counts as running.
+// It unlocks sc.mu.
+func (sc *serverConn) streamDoneLocked(st *stream) {
+	st.cancelLocked()
+	st.wake = nil
+	if st.async {
+		st.async = false
+		sc.asyncOpen--
+	}
+	sc.running--
+	sc.idleLaterLocked()
+	sc.mu.Unlock()
+	sc.handlers.Done()
+}
+
+// roomLocked tells whoever waits to write on st that it may: a handler
+// on the stream's cond, an Async owner through its wake.
+func (st *stream) roomLocked() {
+	st.cond.Broadcast()
+	if f := st.wake; f != nil {
+		st.wake = nil
+		f()
+	}
+}
+
+// spaceLocked tells every stream waiting for the connection's window or
+// output that there may be room.
+func (sc *serverConn) spaceLocked() {
+	sc.space.Broadcast()
+	if sc.asyncOpen == 0 {
+		return
+	}
+	for _, st := range sc.streams {
+		if f := st.wake; f != nil {
+			st.wake = nil
+			f()
+		}
+	}
+}

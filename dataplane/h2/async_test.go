@@ -1,0 +1,211 @@
+package h2_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/portmux/portmux/dataplane/h2"
+)
+
+// asyncOwner answers the streams it takes from a goroutine of its own
+// that never blocks in the server, as an event loop would: it writes
+// with TryWrite and, when that comes up short, waits for the wake.
+// /size/N answers N bytes (with Content-Length when ?length is set, and
+// a trailer when ?trailer is), /hold waits for release or the stream's
+// end, and anything else is left to the Handler.
+type asyncOwner struct {
+	release chan struct{}
+	holding atomic.Int32
+	peak    atomic.Int32
+	wg      sync.WaitGroup
+	errs    chan error // write errors of streams that ended early
+}
+
+func newAsyncOwner() *asyncOwner {
+	return &asyncOwner{release: make(chan struct{}), errs: make(chan error, 100)}
+}
+
+func (o *asyncOwner) take(s *h2.Stream, r *http.Request) bool {
+	size, sized := strings.CutPrefix(r.URL.Path, "/size/")
+	if !sized && r.URL.Path != "/hold" {
+		return false
+	}
+	o.wg.Go(func() {
+		if !sized {
+			n := o.holding.Add(1)
+			for p := o.peak.Load(); n > p && !o.peak.CompareAndSwap(p, n); p = o.peak.Load() {
+			}
+			select {
+			case <-o.release:
+			case <-r.Context().Done():
+			}
+			o.holding.Add(-1)
+			s.WriteHeader(http.StatusNoContent)
+			s.End()
+			return
+		}
+		n, _ := strconv.Atoi(size)
+		body := bytes.Repeat([]byte("0123456789"), n/10+1)[:n]
+		q := r.URL.Query()
+		s.Header().Set("X-Path", "async")
+		if q.Has("length") {
+			s.Header().Set("Content-Length", size)
+		}
+		if q.Has("trailer") {
+			s.Header().Set("Trailer", "X-Sum")
+		}
+		s.WriteHeader(http.StatusOK)
+		wake := make(chan struct{}, 1)
+		signal := func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+		for len(body) > 0 {
+			w, err := s.TryWrite(body, signal)
+			body = body[w:]
+			if err != nil {
+				o.errs <- err
+				s.Reset()
+				return
+			}
+			if len(body) > 0 {
+				select {
+				case <-wake:
+				case <-r.Context().Done():
+				}
+			}
+		}
+		if q.Has("trailer") {
+			s.Header().Set("X-Sum", size)
+		}
+		s.End()
+	})
+	return true
+}
+
+func viaHandler(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Path", "handler")
+	echo(w, r)
+}
+
+// TestAsyncStreams: streams taken by Async are answered from outside the
+// server's goroutines, through the same flow control as a handler's
+// (bodies past the stream and connection windows), with Content-Length,
+// trailers and HEAD; requests with a body and paths the owner declines
+// go to the Handler, on the same connection.
+func TestAsyncStreams(t *testing.T) {
+	t.Parallel()
+	o := newAsyncOwner()
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(viaHandler), Async: o.take}, nil)
+	c := client(t)
+	var wg sync.WaitGroup
+	for _, path := range []string{
+		"/size/0", "/size/17", "/size/100000?length", "/size/3000000", "/size/2000000?length&trailer", "/size/5?trailer",
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			wg.Go(func() {
+				req, _ := http.NewRequest(method, "http://"+s.addr+path, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Errorf("%s %s: %v", method, path, err)
+					return
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Errorf("%s %s: reading: %v", method, path, err)
+					return
+				}
+				n, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(path, "?")[0], "/size/"))
+				want := n
+				if method == http.MethodHead {
+					want = 0
+				}
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Path") != "async" || len(body) != want {
+					t.Errorf("%s %s: %d %q, %d bytes, want 200 from async with %d", method, path, resp.StatusCode, resp.Header.Get("X-Path"), len(body), want)
+				}
+				if len(body) > 0 && !bytes.Equal(body, bytes.Repeat([]byte("0123456789"), n/10+1)[:n]) {
+					t.Errorf("%s %s: the body differs", method, path)
+				}
+				if strings.Contains(path, "trailer") && method == http.MethodGet && resp.Trailer.Get("X-Sum") != strconv.Itoa(n) {
+					t.Errorf("%s %s: trailer %v", method, path, resp.Trailer)
+				}
+			})
+		}
+	}
+	wg.Go(func() {
+		resp, err := c.Post("http://"+s.addr+"/size/5", "text/plain", strings.NewReader("a body"))
+		if err != nil {
+			t.Errorf("POST: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.Header.Get("X-Path") != "handler" || string(body) != "a body" {
+			t.Errorf("POST: %q %q, want the handler's echo", resp.Header.Get("X-Path"), body)
+		}
+	})
+	wg.Wait()
+	o.wg.Wait()
+}
+
+// TestAsyncStreamsCountAsRunning: a stream Async took counts against
+// MaxConcurrentStreams until it ends, as a handler's does, and one the
+// client resets while its owner waits for window sees its writes fail
+// and its context end.
+func TestAsyncStreamsCountAsRunning(t *testing.T) {
+	t.Parallel()
+	o := newAsyncOwner()
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(viaHandler), Async: o.take, MaxConcurrentStreams: 2}, nil)
+	r := dialRaw(t, s.addr)
+	r.headers(1, true, "/hold")
+	r.headers(3, true, "/size/1000000") // more than the client's windows
+	r.headers(5, true, "/hold")
+	if _, code := r.status(5); code != http2.ErrCodeRefusedStream {
+		t.Fatalf("third stream: reset %v, want REFUSED_STREAM", code)
+	}
+	if st, _ := r.status(3); st != "200" {
+		t.Fatalf("stream 3: %q", st)
+	}
+	// Stream 3's owner waits for window the client never gives; the
+	// client resets it.
+	if err := r.fr.WriteRSTStream(3, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-o.errs:
+		if err == nil {
+			t.Error("the reset stream's write did not fail")
+		}
+	case <-time.After(ioTimeout):
+		t.Fatal("the reset stream's owner was not woken")
+	}
+	close(o.release)
+	if st, _ := r.status(1); st != "204" {
+		t.Errorf("stream 1: %q, want 204", st)
+	}
+	// Both ended: a new stream is served, once the connection's window,
+	// which stream 3 used up, is given back.
+	if err := r.fr.WriteWindowUpdate(0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	r.headers(7, true, "/size/3")
+	if st, code := r.status(7); st != "200" {
+		t.Errorf("stream 7: %q %v", st, code)
+	}
+	o.wg.Wait()
+	if p := o.peak.Load(); p != 1 {
+		t.Errorf("%d streams held at once, want 1", p)
+	}
+}
