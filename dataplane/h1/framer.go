@@ -143,25 +143,80 @@ func (f *Framer) Take(b []byte) (n int, done bool, err error) {
 		f.left -= int64(n)
 		return n, f.state == sDone, nil
 	case Chunked:
-		return f.chunks(b)
+		n, _, _, err = f.chunks(b, 0, false)
+		return n, err == nil && f.state == sDone, err
 	case UntilClose:
 		return len(b), false, nil
 	}
 	return 0, true, nil
 }
 
-// chunks scans a chunked body (RFC 9112 §7.1):
+// TakeData is Take, and also passes the body's data among the bytes
+// taken to data, in order, in one or more calls (for a Sized or
+// UntilClose body, the bytes taken; for a chunked body, each chunk's
+// data, without chunk lines or CRLFs), and the bytes of a chunked
+// body's trailer section (its field lines with their CRLFs, not the
+// final empty line) to trailer, in one or more calls, split wherever
+// b was split. Slices are of b, valid during the call only. trailer may
+// be nil (trailers are dropped).
+//
+// It exists for a relay that turns an HTTP/1.1 body into HTTP/2 DATA
+// frames: de-chunking with the scanner that frames the body, rather
+// than with a second parser, leaves no room for the two to disagree
+// about where the data or the body ends. Each call gets a whole run of
+// b, so that a chunk's data becomes one frame, not one per byte; no
+// call gets an empty slice. On an error, what was passed stays passed
+// (the data and trailer bytes among the n valid ones): by then a relay
+// may have sent it on, and must reset the stream rather than end it.
+func (f *Framer) TakeData(b []byte, data, trailer func([]byte)) (n int, done bool, err error) {
+	if f.kind != Chunked {
+		n, done, err = f.Take(b)
+		if n > 0 {
+			data(b[:n])
+		}
+		return n, done, err
+	}
+	for {
+		var r run
+		var from int
+		n, r, from, err = f.chunks(b, n, true)
+		switch {
+		case r == dataRun:
+			data(b[from:n])
+		case r == trailerRun && trailer != nil:
+			trailer(b[from:n])
+		}
+		if r == noRun || err != nil {
+			return n, err == nil && f.state == sDone, err
+		}
+	}
+}
+
+// run is what the bytes chunks stopped after are, for TakeData.
+type run uint8
+
+const (
+	noRun      run = iota
+	dataRun        // a chunk's data
+	trailerRun     // trailer field lines, with their CRLFs
+)
+
+// chunks scans a chunked body (RFC 9112 §7.1) from b[i:]:
 //
 //	chunked-body = *chunk last-chunk trailer-section CRLF
 //	chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
 //	last-chunk   = 1*("0") [ chunk-ext ] CRLF
 //
 // Only the bytes of lines are looked at one by one; chunk data is
-// skipped whole.
-func (f *Framer) chunks(b []byte) (int, bool, error) {
-	i := 0
+// skipped whole. With runs set, it stops after each run of data or of
+// trailer field lines, b[from:n], for TakeData to pass on. Returning
+// runs rather than calling TakeData's functions keeps calls out of
+// Take's loop and b from escaping, so Take costs what it did.
+func (f *Framer) chunks(b []byte, i int, runs bool) (n int, r run, from int, err error) {
 	for i < len(b) {
-		if f.state == sData {
+		switch {
+		case f.state == sData:
+			from = i
 			k := len(b) - i
 			if int64(k) >= f.left {
 				k = int(f.left)
@@ -169,20 +224,51 @@ func (f *Framer) chunks(b []byte) (int, bool, error) {
 			}
 			f.left -= int64(k)
 			i += k
-			continue
+			if runs {
+				return i, dataRun, from, nil
+			}
+		case f.state < sTrailerLine:
+			if err := f.step(b[i]); err != nil {
+				return i, noRun, 0, err
+			}
+			i++
+		case f.state == sDone:
+			return i, noRun, 0, nil
+		case f.state == sEndLF, f.state == sTrailerLine && b[i] == '\r':
+			// The final empty line: no field's bytes.
+			if err := f.trailerStep(b[i]); err != nil {
+				return i, noRun, 0, err
+			}
+			i++
+		default:
+			from = i
+			i, err = f.fields(b, i)
+			if runs && i > from {
+				return i, trailerRun, from, err
+			}
+			if err != nil {
+				return i, noRun, 0, err
+			}
 		}
-		if f.state == sDone {
-			return i, true, nil
-		}
-		if err := f.step(b[i]); err != nil {
-			return i, false, err
-		}
-		i++
 	}
-	return i, f.state == sDone, nil
+	return i, noRun, 0, nil
 }
 
-// step takes one byte of a chunk line, a chunk's CRLF or the trailer.
+// fields takes trailer field lines from b[i:], up to the end of b, an
+// error or the final empty line, so that chunks gets them as one run.
+func (f *Framer) fields(b []byte, i int) (int, error) {
+	for ; i < len(b); i++ {
+		if f.state == sTrailerLine && b[i] == '\r' {
+			break
+		}
+		if err := f.trailerStep(b[i]); err != nil {
+			return i, err
+		}
+	}
+	return i, nil
+}
+
+// step takes one byte of a chunk line or of a chunk's CRLF.
 func (f *Framer) step(c byte) error {
 	switch f.state {
 	case sSize, sSizeDigits:
@@ -249,7 +335,7 @@ func (f *Framer) step(c byte) error {
 		f.state = sSize
 		return nil
 	}
-	return f.trailerStep(c)
+	return fmt.Errorf("h1: framer in state %d", f.state) // unreachable
 }
 
 // trailerStep takes one byte of the trailer section.

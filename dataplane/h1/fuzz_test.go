@@ -3,28 +3,59 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 )
 
 // goChunked is where Go's net/http, as a backend behind the relay would,
-// ends the chunked body at the start of body: ok is false when it
-// refuses the body or runs out of bytes first.
-func goChunked(body []byte) (end int, ok bool) {
+// ends the chunked body at the start of body, and the data and trailer
+// fields it reads from it: ok is false when it refuses the body or runs
+// out of bytes first.
+func goChunked(body []byte) (end int, data []byte, trailer http.Header, ok bool) {
 	const head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 	src := bytes.NewReader(append([]byte(head), body...))
 	br := bufio.NewReaderSize(src, 64<<10)
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		return 0, false
+		return 0, nil, nil, false
 	}
-	if _, err := io.Copy(io.Discard, req.Body); err != nil {
-		return 0, false
+	if data, err = io.ReadAll(req.Body); err != nil {
+		return 0, nil, nil, false
 	}
-	return len(head) + len(body) - br.Buffered() - src.Len() - len(head), true
+	return len(head) + len(body) - br.Buffered() - src.Len() - len(head), data, req.Trailer, true
+}
+
+// parseTrailer reads trailer field lines as net/http reads a trailer
+// section, whose final empty line they lack.
+func parseTrailer(lines []byte) (http.Header, error) {
+	r := textproto.NewReader(bufio.NewReader(io.MultiReader(bytes.NewReader(lines), strings.NewReader("\r\n"))))
+	h, err := r.ReadMIMEHeader()
+	return http.Header(h), err
+}
+
+// dechunk is TakeData on b, with what data and trailer got joined; it
+// fails t on a call with an empty slice.
+func dechunk(t *testing.T, f *Framer, b []byte) (data, trailer []byte, n int, done bool, err error) {
+	n, done, err = f.TakeData(b, func(s []byte) {
+		if len(s) == 0 {
+			t.Fatal("data called with nothing")
+		}
+		data = append(data, s...)
+	}, func(s []byte) {
+		if len(s) == 0 {
+			t.Fatal("trailer called with nothing")
+		}
+		trailer = append(trailer, s...)
+	})
+	return data, trailer, n, done, err
 }
 
 // FuzzChunked checks the chunked scanner against Go's net/http on the
@@ -35,7 +66,10 @@ func goChunked(body []byte) (end int, ok bool) {
 //   - a body the scanner still waits on, Go does not end either;
 //   - one the scanner refuses, Go may take: it is stricter by design.
 //
-// And the split does not change the answer.
+// And the split does not change the answer. TakeData answers as Take
+// does, and what it passes as data and trailer is what Go reads from a
+// body both accept: a relay de-chunking with it (HTTP/1.1 to HTTP/2)
+// sends what a Go backend would have received.
 func FuzzChunked(f *testing.F) {
 	for _, s := range []string{
 		"5\r\nhello\r\n0\r\n\r\n",
@@ -48,6 +82,7 @@ func FuzzChunked(f *testing.F) {
 		"0\r\nContent-Length: 1\r\n\r\n",
 		"ffffffffffffffff\r\n",
 		"1\r\nx\r\n1\r\nx",
+		"3\r\n\r\n0\r\n0\r\nx-a:  1 \r\nX-A:2\r\nb:\t\r\n\r\n",
 	} {
 		f.Add([]byte(s), uint16(3))
 	}
@@ -69,7 +104,27 @@ func FuzzChunked(f *testing.F) {
 			t.Fatalf("split at %d: took %d+%d, done %v, err %v; whole: %d, %v, %v", cut, n1, n2, done2, err2, n, done, err)
 		}
 
-		end, goOK := goChunked(body)
+		dwhole := NewFramer(Chunked, 0)
+		data, trailer, dn, ddone, derr := dechunk(t, &dwhole, body)
+		if dn != n || ddone != done || fmt.Sprint(derr) != fmt.Sprint(err) {
+			t.Fatalf("TakeData took %d, done %v, err %v; Take %d, %v, %v", dn, ddone, derr, n, done, err)
+		}
+		dparts := NewFramer(Chunked, 0)
+		data1, trailer1, dn1, ddone1, derr1 := dechunk(t, &dparts, body[:cut])
+		dn2, derr2, data2, trailer2 := 0, derr1, []byte(nil), []byte(nil)
+		if derr1 == nil && !ddone1 {
+			data2, trailer2, dn2, _, derr2 = dechunk(t, &dparts, body[cut:])
+		}
+		data1, trailer1 = append(data1, data2...), append(trailer1, trailer2...)
+		if dn1+dn2 != n || fmt.Sprint(derr2) != fmt.Sprint(err) || !bytes.Equal(data1, data) || !bytes.Equal(trailer1, trailer) {
+			t.Fatalf("TakeData split at %d: took %d+%d, err %v, data %q, trailer %q; whole: %d, %v, %q, %q",
+				cut, dn1, dn2, derr2, data1, trailer1, n, err, data, trailer)
+		}
+		if len(data)+len(trailer) > n {
+			t.Fatalf("passed %d bytes of data and %d of trailer out of %d taken", len(data), len(trailer), n)
+		}
+
+		end, goData, goTrailer, goOK := goChunked(body)
 		switch {
 		case err != nil:
 			// Stricter than Go: allowed.
@@ -77,6 +132,21 @@ func FuzzChunked(f *testing.F) {
 			t.Fatalf("body ends at %d for the relay; Go: end %d, accepted %v", n, end, goOK)
 		case !done && goOK:
 			t.Fatalf("relay still in the body after %d bytes; Go ended it at %d", n, end)
+		}
+		if !done {
+			return
+		}
+		if !bytes.Equal(data, goData) {
+			t.Fatalf("data %q; Go read %q", data, goData)
+		}
+		// The trailer is the field lines between the last chunk's line
+		// and the final CRLF, as they came.
+		if !bytes.HasSuffix(body[:n], append(slices.Clip(trailer), "\r\n"...)) || body[n-len(trailer)-3] != '\n' {
+			t.Fatalf("trailer %q is not the end of %q before its final CRLF", trailer, body[:n])
+		}
+		fields, perr := parseTrailer(trailer)
+		if perr != nil || !maps.EqualFunc(fields, goTrailer, slices.Equal) {
+			t.Fatalf("trailer %q reads as %q (err %v); Go read %q", trailer, fields, perr, goTrailer)
 		}
 	})
 }
