@@ -41,7 +41,7 @@ const (
 const backendBit = 1 << 62
 
 // backend is a backend connection carried for exchanges: in use by one
-// Conn (owner) of its home loop, or idle in the Set's pool, from which
+// Conn (owner) or Call (call) of its home loop, or idle in the Set's pool, from which
 // any loop may take it (moving it into its own epoll set). It stays in
 // its home's epoll set, under its own token, from its dial to its close.
 //
@@ -58,6 +58,7 @@ type backend struct {
 	release func()
 	home    atomic.Pointer[loop]
 	owner   atomic.Pointer[Conn]
+	call    atomic.Pointer[Call]
 	// Readiness learnt from edge-triggered events, as Conn's.
 	r, w, end  bool
 	connecting bool
@@ -288,16 +289,31 @@ func (c *Conn) request(end int) {
 // pool for the next endpoint, or a new one. fresh skips the pool (a
 // retry).
 func (c *Conn) acquire(fresh bool) {
-	x, l := c.x, c.l
-	t := x.target
-	for x.attempt < len(t.Endpoints) {
-		ep := t.Endpoints[(t.First+x.attempt)%len(t.Endpoints)]
-		x.attempt++
+	x := c.x
+	b, reused, err := c.l.backendFor(x.target, &x.attempt, &x.dialErrs, fresh, x.retry)
+	if err != nil {
+		c.failExchange(err)
+		return
+	}
+	c.use(b, reused)
+	if !reused {
+		x.since = c.l.clock
+	}
+}
+
+// backendFor finds a request to t a backend connection, from endpoint
+// *attempt on (moved past the ones tried): an idle one of the pool, or
+// a new one after a slot, its dial started. fresh skips the pool (a
+// retry); retry says the request may be sent twice. It fails with
+// ErrNoSlot, or every dial's error (kept in *dialErrs).
+func (l *loop) backendFor(t *Target, attempt *int, dialErrs *[]error, fresh, retry bool) (*backend, bool, error) {
+	for *attempt < len(t.Endpoints) {
+		ep := t.Endpoints[(t.First+*attempt)%len(t.Endpoints)]
+		*attempt++
 		key := poolKey{t.Pool, ep}
 		if !fresh {
-			if b := c.takePooled(key); b != nil {
-				c.use(b, true)
-				return
+			if b := l.takePooled(key, retry); b != nil {
+				return b, true, nil
 			}
 		}
 		var release func()
@@ -308,8 +324,7 @@ func (c *Conn) acquire(fresh bool) {
 				r, ok = t.Slot()
 			}
 			if !ok {
-				c.failExchange(ErrNoSlot)
-				return
+				return nil, false, ErrNoSlot
 			}
 			release = r
 		}
@@ -318,29 +333,27 @@ func (c *Conn) acquire(fresh bool) {
 			if release != nil {
 				release()
 			}
-			x.dialErrs = append(x.dialErrs, err)
+			*dialErrs = append(*dialErrs, err)
 			continue
 		}
 		b.release = release
-		c.use(b, false)
-		x.since = l.clock
-		return
+		return b, false, nil
 	}
-	c.failExchange(fmt.Errorf("dial %d endpoint(s): %w", len(t.Endpoints), errors.Join(x.dialErrs...)))
+	return nil, false, fmt.Errorf("dial %d endpoint(s): %w", len(t.Endpoints), errors.Join(*dialErrs...))
 }
 
-// takePooled takes an idle connection of key for the exchange. One
-// for a request that may not be sent twice is looked at first (a
-// system call a retryable request saves): a backend that closed it may
-// have done so after the loop last heard from it, and the request would
-// be lost with it.
-func (c *Conn) takePooled(key poolKey) *backend {
+// takePooled takes an idle connection of key. One for a request that
+// may not be sent twice (not retry) is looked at first (a system call a
+// retryable request saves): a backend that closed it may have done so
+// after the loop last heard from it, and the request would be lost with
+// it.
+func (l *loop) takePooled(key poolKey, retry bool) *backend {
 	for {
-		b := c.l.takeIdle(key)
-		if b == nil || c.x.retry || sysQuiet(b.fd) {
+		b := l.takeIdle(key)
+		if b == nil || retry || sysQuiet(b.fd) {
 			return b
 		}
-		c.l.closeOwn(b)
+		l.closeOwn(b)
 	}
 }
 
@@ -394,23 +407,35 @@ func (c *Conn) backendReady(b *backend, events uint32) {
 	if c.state != stateExchange || c.x.be != b {
 		return
 	}
-	if b.connecting {
-		soErr, err := sysGetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err == nil && soErr != 0 {
-			err = unix.Errno(soErr)
-		}
-		if err == nil && events&unix.EPOLLOUT == 0 {
-			return // readable before writable: not connected yet
-		}
-		if err != nil {
-			c.redial(fmt.Errorf("dial tcp %s: %w", b.ep, os.NewSyscallError("connect", err)))
-		} else {
-			b.connecting = false
-		}
+	ready, err := b.finishConnect(events)
+	if err != nil {
+		c.redial(err)
+	} else if !ready {
+		return
 	}
 	if c.state == stateExchange {
 		c.exchange()
 	}
+}
+
+// finishConnect follows b's dial on an event: it reports whether b is
+// connected (false: not yet), or why the dial failed.
+func (b *backend) finishConnect(events uint32) (bool, error) {
+	if !b.connecting {
+		return true, nil
+	}
+	soErr, err := sysGetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soErr != 0 {
+		err = unix.Errno(soErr)
+	}
+	if err != nil {
+		return false, fmt.Errorf("dial tcp %s: %w", b.ep, os.NewSyscallError("connect", err))
+	}
+	if events&unix.EPOLLOUT == 0 {
+		return false, nil // readable before writable: not connected yet
+	}
+	b.connecting = false
+	return true, nil
 }
 
 // redial moves on to the next endpoint after a failed dial.

@@ -137,6 +137,8 @@ type Stats struct {
 	// Backends counts the backend connections of exchanges, in use or
 	// idle in the loops' pool; Idle those idle.
 	Backends, Idle int64
+	// Calls counts the calls (CallRequest) in flight.
+	Calls int64
 }
 
 // Stats sums what every loop holds; any goroutine may call it.
@@ -145,6 +147,7 @@ func (s *Set) Stats() Stats {
 	for _, l := range s.loops {
 		st.Conns += l.conned.Load()
 		st.Pipes += l.pipesHeld.Load()
+		st.Calls += l.calls.Load()
 	}
 	st.Backends = s.pool.held.Load()
 	s.pool.mu.Lock()
@@ -265,6 +268,10 @@ type loop struct {
 	// conned and pipesHeld count conns and the pipes connections hold,
 	// for Stats from any goroutine.
 	conned, pipesHeld atomic.Int64
+	// calls counts the calls started on the loop and not ended;
+	// inFlight holds those that began on it (the loop's alone).
+	calls    atomic.Int64
+	inFlight map[*Call]struct{}
 	// backoff is how long each listener the loop failed to accept from
 	// was left alone last.
 	backoff     map[*Acceptor]time.Duration
@@ -452,6 +459,9 @@ func (l *loop) stop() {
 	for _, c := range l.conns {
 		l.guard(c, func() { c.fail(ErrClosed) })
 	}
+	for k := range l.inFlight {
+		l.guardCall(k, func() { k.end(ErrClosed) })
+	}
 	l.closePool()
 	for _, p := range l.pipes {
 		p.close()
@@ -497,17 +507,21 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		if b == nil || b.home.Load() != l {
 			return // closed, or taken by another loop (a stale event)
 		}
-		c := b.owner.Load()
+		c, k := b.owner.Load(), b.call.Load()
 		if b.home.Load() != l {
 			return
 		}
-		if c == nil {
+		if c == nil && k == nil {
 			l.idleEvent(b, ev.Events)
 			return
 		}
 		b.r = b.r || ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
 		b.w = b.w || ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0
 		b.end = b.end || ev.Events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		if k != nil {
+			l.guardCall(k, func() { k.backendReady(b, ev.Events) })
+			return
+		}
 		l.guard(c, func() { c.backendReady(b, ev.Events) })
 	default:
 		c := l.conns[tok>>(attemptBits+1)]

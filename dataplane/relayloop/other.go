@@ -50,3 +50,24 @@ func (*Conn) Abort() {}
 func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) (*Conn, error) {
 	return nil, ErrUnsupported
 }
+
+// Caller is unavailable here.
+type Caller struct{}
+
+// Caller returns a Caller whose calls fail with ErrUnsupported.
+func (*Set) Caller() *Caller { return &Caller{} }
+
+// Call is unavailable here.
+type Call struct{}
+
+// NewCall returns a Call whose Start fails.
+func (*Caller) NewCall(CallRequest) *Call { return &Call{} }
+
+// Start returns ErrUnsupported.
+func (*Call) Start() error { return ErrUnsupported }
+
+// Abort does nothing.
+func (*Call) Abort(error) {}
+
+// Resume does nothing.
+func (*Call) Resume() {}

@@ -99,6 +99,7 @@ func (p *pool) setIdle(key poolKey, idle []*backend) {
 func (l *loop) putIdle(b *backend) {
 	p := &l.set.pool
 	b.owner.Store(nil)
+	b.call.Store(nil)
 	p.mu.Lock()
 	_, retired := p.retired[b.key.pool]
 	if retired || len(p.idle[b.key]) >= b.maxIdle {
@@ -297,6 +298,7 @@ func (b *backend) closeDetached() {
 	sysClose(b.fd)
 	b.fd = -1
 	b.owner.Store(nil)
+	b.call.Store(nil)
 	if b.release != nil {
 		b.release()
 		b.release = nil

@@ -1,0 +1,489 @@
+package relayloop
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portmux/portmux/dataplane/h1"
+	"github.com/portmux/portmux/dataplane/panics"
+)
+
+// Caller starts calls (CallRequest) on one loop of a Set: a caller
+// whose requests come from one connection keeps them on one loop, so
+// that their backend connections stay in that loop's epoll set and its
+// round writes their heads one after the other.
+type Caller struct{ l *loop }
+
+// Caller returns a Caller on the loop with the fewest connections.
+func (s *Set) Caller() *Caller {
+	l := s.loops[0]
+	for _, o := range s.loops[1:] {
+		if o.conned.Load()+o.calls.Load() < l.conned.Load()+l.calls.Load() {
+			l = o
+		}
+	}
+	return &Caller{l: l}
+}
+
+// Call is a request in flight on a loop.
+type Call struct {
+	l    *loop
+	req  CallRequest
+	opt  Exchange // MaxHead and ResponseTimeout, with their defaults
+	sink CallSink
+
+	started  bool // on the loop
+	ended    bool
+	attempt  int
+	dialErrs []error
+	be       *backend
+	upQ      []byte // the head's bytes not yet written
+	sent     bool   // the head was written whole
+	rbuf     []byte // the backend's bytes while a response head arrives
+	roff, rn int
+	gotResp  bool // a byte came from the backend
+	headDone bool // the final response's head was taken
+	bodyDone bool // the response's last byte was read
+	reuse    bool
+	resp     h1.Framer
+	// pending holds body data the Sink did not take; paused: the call
+	// waits for Resume.
+	pending []byte
+	paused  bool
+	trailer []byte
+	// since: the start of the wait a timeout counts from (a dial, the
+	// head sent); last: the loop's clock at the last byte read.
+	since, last int64
+	due, armed  int64
+	timerGen    uint32
+	res         ExchangeResult
+}
+
+// NewCall makes the call of req on the Caller's loop; Start sends it.
+// Made apart from its start so that the Sink can hold the Call (to
+// Resume it) before any of its methods runs.
+func (cr *Caller) NewCall(req CallRequest) *Call {
+	k := &Call{l: cr.l, req: req, sink: req.Sink}
+	k.opt = Exchange{MaxHead: req.MaxHead, ResponseTimeout: req.ResponseTimeout}.withDefaults()
+	return k
+}
+
+// Start sends the call's request; its Sink hears of the response and,
+// unless Start fails, of the call's end. It fails with ErrClosed once
+// the Set is closed.
+func (k *Call) Start() error {
+	if !k.l.post(k.start) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Abort ends the call with err if it has not ended (the caller's stream
+// was reset, say); its backend connection is closed, not pooled.
+func (k *Call) Abort(err error) {
+	k.l.post(func() {
+		if !k.ended {
+			k.l.guardCall(k, func() { k.end(err) })
+		}
+	})
+}
+
+// Resume has a call the Sink stopped offer the rest of its body again.
+func (k *Call) Resume() {
+	k.l.post(func() {
+		if k.ended || !k.paused {
+			return
+		}
+		k.paused = false
+		k.l.guardCall(k, k.pump)
+	})
+}
+
+// start runs on the loop: the call takes a backend connection and goes,
+// unless it was aborted first.
+func (k *Call) start() {
+	l := k.l
+	if k.ended {
+		return
+	}
+	k.started = true
+	l.calls.Add(1)
+	if l.inFlight == nil {
+		l.inFlight = map[*Call]struct{}{}
+	}
+	l.inFlight[k] = struct{}{}
+	k.since, k.last = l.clock, l.clock
+	l.guardCall(k, func() {
+		k.acquire(false)
+		k.pump()
+	})
+}
+
+// acquire gives the call a backend connection; fresh skips the pool.
+func (k *Call) acquire(fresh bool) {
+	b, reused, err := k.l.backendFor(k.req.Target, &k.attempt, &k.dialErrs, fresh, k.req.Retry)
+	if err != nil {
+		k.end(err)
+		return
+	}
+	b.call.Store(k)
+	k.be = b
+	k.res.Endpoint, k.res.Reused = b.ep, reused
+	k.upQ, k.sent, k.gotResp = k.req.Head, false, false
+	k.res.Up = 0
+	if !reused {
+		k.since = k.l.clock
+	}
+}
+
+// backendReady handles an event of the call's backend connection.
+func (k *Call) backendReady(b *backend, events uint32) {
+	if k.ended || k.be != b {
+		return
+	}
+	ready, err := b.finishConnect(events)
+	if err != nil {
+		k.l.closeOwn(b)
+		k.be = nil
+		k.dialErrs = append(k.dialErrs, err)
+		k.acquire(true)
+	} else if !ready {
+		return
+	}
+	k.pump()
+}
+
+// pump moves the call on as far as the backend and the Sink allow, then
+// sets its timer for what it waits on.
+func (k *Call) pump() {
+	for !k.ended && k.step() {
+	}
+	if !k.ended {
+		k.schedule()
+	}
+}
+
+// step makes one move; it reports whether another may follow.
+func (k *Call) step() bool {
+	if k.paused {
+		return false
+	}
+	if len(k.pending) > 0 {
+		n := k.sink.Data(k.pending)
+		k.res.Down += int64(n)
+		if k.pending = k.pending[n:]; len(k.pending) > 0 {
+			k.paused = true
+			return false
+		}
+		k.l.putBuffer(k.pending[:0])
+		k.pending = nil
+	}
+	if k.bodyDone {
+		k.end(nil)
+		return false
+	}
+	b := k.be
+	if b == nil || b.connecting {
+		return false
+	}
+	if len(k.upQ) > 0 {
+		if !b.w {
+			return false
+		}
+		n, err := sysWrite(b.fd, k.upQ)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			b.w = false
+			return false
+		case err != nil:
+			return k.backendFailed(os.NewSyscallError("write", err))
+		}
+		k.upQ = k.upQ[n:]
+		k.res.Up += int64(n)
+		if len(k.upQ) == 0 {
+			k.sent, k.since = true, k.l.clock
+		}
+		return true
+	}
+	if !k.headDone && k.roff < k.rn {
+		if end := headEnd(k.rbuf[k.roff:k.rn], k.opt.MaxHead); end > 0 {
+			return k.response(end)
+		}
+	}
+	if !b.r {
+		return false
+	}
+	if !k.headDone {
+		return k.readHead(b)
+	}
+	return k.readBody(b)
+}
+
+// readHead reads the backend's bytes until a response head is whole.
+func (k *Call) readHead(b *backend) bool {
+	if k.rn-k.roff >= k.opt.MaxHead {
+		return k.backendFailed(errors.New("backend's response head too large"))
+	}
+	k.rbuf, k.rn = k.l.headRoom(k.rbuf, k.roff, k.rn, k.opt.MaxHead)
+	k.roff = 0
+	room := k.rbuf[k.rn:min(len(k.rbuf), k.opt.MaxHead)]
+	n, err := sysRead(b.fd, room)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		b.r = false
+		return false
+	case err != nil:
+		return k.backendFailed(os.NewSyscallError("read", err))
+	case n == 0:
+		return k.backendFailed(ErrBackendClosed)
+	}
+	if n < len(room) && !b.end {
+		b.r = false
+	}
+	k.rn += n
+	k.gotResp = true
+	k.last = k.l.clock
+	return true
+}
+
+// response takes the head that is the first end bytes read.
+func (k *Call) response(end int) bool {
+	st, err := k.sink.Response(k.rbuf[k.roff : k.roff+end])
+	if err != nil {
+		return k.backendFailed(err)
+	}
+	k.roff += end
+	if st.Interim {
+		return true
+	}
+	k.headDone = true
+	k.reuse = !st.Close && st.Body != h1.UntilClose
+	k.resp = h1.NewFramer(st.Body, st.Length)
+	rest := k.rbuf[k.roff:k.rn]
+	n, done, err := k.resp.TakeData(rest, k.deliver, k.addTrailer)
+	if err != nil {
+		return k.backendFailed(fmt.Errorf("response body: %w", err))
+	}
+	if n < len(rest) {
+		k.reuse = false // bytes after the response
+	}
+	k.l.putBuffer(k.rbuf)
+	k.rbuf, k.roff, k.rn = nil, 0, 0
+	if done {
+		k.bodyEnded()
+	}
+	return true
+}
+
+// readBody reads the response's body and offers its data to the Sink.
+func (k *Call) readBody(b *backend) bool {
+	buf := k.l.copyBuf
+	n, err := sysRead(b.fd, buf)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		b.r = false
+		return false
+	case err != nil:
+		return k.backendFailed(os.NewSyscallError("read", err))
+	case n == 0:
+		if k.resp.Kind() == h1.UntilClose {
+			k.reuse = false
+			k.bodyEnded()
+			return true
+		}
+		return k.backendFailed(fmt.Errorf("backend closed in a response body: %w", ErrBackendClosed))
+	}
+	if n < len(buf) && !b.end {
+		b.r = false
+	}
+	k.last = k.l.clock
+	m, done, err := k.resp.TakeData(buf[:n], k.deliver, k.addTrailer)
+	if err != nil {
+		return k.backendFailed(fmt.Errorf("response body: %w", err))
+	}
+	if m < n {
+		k.reuse = false // bytes after the response: not a peer to trust again
+	}
+	if done {
+		k.bodyEnded()
+	}
+	return true
+}
+
+// deliver offers p, body data just read, to the Sink; what it does not
+// take waits in pending, as does everything after it.
+func (k *Call) deliver(p []byte) {
+	if !k.paused {
+		n := k.sink.Data(p)
+		k.res.Down += int64(n)
+		if p = p[n:]; len(p) == 0 {
+			return
+		}
+		k.paused = true
+	}
+	if k.pending == nil {
+		k.pending = k.l.getBuffer(max(len(p), firstHeadBuffer))[:0]
+	}
+	k.pending = append(k.pending, p...)
+}
+
+// addTrailer keeps the trailer section's field lines (at most
+// h1.MaxTrailer bytes: the framer refuses more).
+func (k *Call) addTrailer(p []byte) { k.trailer = append(k.trailer, p...) }
+
+// bodyEnded: the response's last byte was read. The backend connection
+// is done with, even while the Sink has data still to take.
+func (k *Call) bodyEnded() {
+	k.bodyDone = true
+	if b := k.be; b != nil {
+		k.be = nil
+		k.release(b, k.reuse)
+	}
+}
+
+// release gives b back to the pool when it may carry another request,
+// else closes it.
+func (k *Call) release(b *backend, reuse bool) {
+	b.call.Store(nil)
+	if reuse && !b.end && b.key.pool != nil {
+		k.l.putIdle(b)
+		return
+	}
+	k.l.closeOwn(b)
+}
+
+// backendFailed handles a backend connection that failed: a pooled one
+// that turned out closed before any byte of a response is replaced by a
+// new one for a request that may be retried; otherwise the call ends.
+func (k *Call) backendFailed(err error) bool {
+	k.l.closeOwn(k.be)
+	k.be = nil
+	if k.req.Retry && k.res.Reused && !k.gotResp {
+		k.req.Retry = false
+		k.attempt--
+		k.acquire(true)
+		return !k.ended
+	}
+	k.end(err)
+	return false
+}
+
+// end ends the call, once, and tells the Sink.
+func (k *Call) end(err error) {
+	if k.ended {
+		return
+	}
+	k.ended = true
+	l := k.l
+	if k.started {
+		delete(l.inFlight, k)
+		l.calls.Add(-1)
+	}
+	if b := k.be; b != nil {
+		k.be = nil
+		k.release(b, false)
+	}
+	if k.rbuf != nil {
+		l.putBuffer(k.rbuf)
+		k.rbuf = nil
+	}
+	if k.pending != nil {
+		l.putBuffer(k.pending[:0])
+		k.pending = nil
+	}
+	k.upQ = nil
+	k.res.Err = err
+	k.sink.Ended(k.res, k.trailer)
+}
+
+// schedule sets the call's timer for what it waits on: a dial, the
+// response's head, the next byte of its body. A call the Sink stopped
+// waits without one: the Sink's own timeouts abort it.
+func (k *Call) schedule() {
+	var due int64
+	t := k.req.Target
+	switch {
+	case k.paused:
+	case k.be != nil && k.be.connecting:
+		d := t.DialTimeout
+		if d <= 0 {
+			d = defaultDialTimeout
+		}
+		due = k.since + int64(d)
+	default:
+		if k.sent && !k.headDone && k.opt.ResponseTimeout > 0 {
+			due = k.since + int64(k.opt.ResponseTimeout)
+		}
+		if t.IdleTimeout > 0 {
+			if idle := max(k.last, k.since) + int64(t.IdleTimeout); due == 0 || idle < due {
+				due = idle
+			}
+		}
+	}
+	k.due = due
+	if due != 0 && (k.armed == 0 || due < k.armed) {
+		k.armed = due
+		k.timerGen++
+		gen := k.timerGen
+		k.l.after(due, func() {
+			if gen == k.timerGen && !k.ended {
+				k.l.guardCall(k, k.expired)
+			}
+		})
+	}
+}
+
+// expired handles the call's timer.
+func (k *Call) expired() {
+	k.armed = 0
+	if k.due == 0 {
+		return
+	}
+	if k.due > k.l.clock {
+		k.schedule()
+		return
+	}
+	switch {
+	case k.be != nil && k.be.connecting:
+		ep := k.be.ep
+		k.l.closeOwn(k.be)
+		k.be = nil
+		k.dialErrs = append(k.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.ErrDeadlineExceeded))
+		k.acquire(true)
+	case k.sent && !k.headDone && k.opt.ResponseTimeout > 0 && k.l.clock >= k.since+int64(k.opt.ResponseTimeout):
+		k.end(ErrResponseTimeout)
+		return
+	default:
+		k.end(errIdle)
+		return
+	}
+	k.pump()
+}
+
+// guardCall runs f for k, turning a panic into k's failure.
+func (l *loop) guardCall(k *Call, f func()) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		p := &panics.Error{Value: v, Stack: debug.Stack()}
+		if !k.ended {
+			defer func() {
+				if recover() != nil && l.set.opt.OnPanic != nil {
+					l.set.opt.OnPanic(p) // from Ended itself
+				}
+			}()
+			k.end(p)
+			return
+		}
+		if l.set.opt.OnPanic != nil {
+			l.set.opt.OnPanic(p)
+		}
+	}()
+	f()
+}
