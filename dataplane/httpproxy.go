@@ -72,12 +72,13 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth 
 // dials for them to; its handlers' panics and the client's protocol
 // errors go to the connection's log (httpErrorLog). Once drain is done
 // the connection is drained: GOAWAY, and it closes once its streams end.
-func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, rep *report, drain context.Context) *h2.Server {
+// With relay loops, its bodiless streams are carried by one (h2loop.go).
+func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep *report, drain context.Context) *h2.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
 		lim.IdleTimeout = idle
 	}
-	return &h2.Server{
+	srv := &h2.Server{
 		Handler:              h,
 		Go:                   s.workers.Go,
 		BaseContext:          context.WithValue(context.Background(), backendSlotKey{}, slot),
@@ -88,6 +89,10 @@ func (s *Server) newH2Server(h http.Handler, slot takeSlot, idle time.Duration, 
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
 		Drain:                drain,
 	}
+	if ls := h.loopStreamsOf(); ls != nil {
+		srv.Async, srv.ReadIdle = ls.take, ls.flush
+	}
+	return srv
 }
 
 // httpConn routes and proxies the requests of one client connection in

@@ -162,8 +162,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "portmux_relay_loop_pipes",
 		Help: "Pipes held by relay-loop connections whose bytes wait for a slow reader, each up to 1 MiB of kernel memory (at most two per connection).",
 	}, relayStat(func(s relayloop.Stats) int64 { return s.Pipes }))
+	relayCalls := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "portmux_relay_loop_http2_requests",
+		Help: "HTTP/2 requests in flight whose backend exchange a relay loop carries (those without a body to an http-mode route with address endpoints); the others run on goroutines.",
+	}, relayStat(func(s relayloop.Stats) int64 { return s.Calls }))
 	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes, relayConns, relayPipes,
+		reg.MustRegister(m.connections, m.active, m.bytes, m.sniff, m.dialErrors, m.listening, m.tunnels, m.panics, m.clients, bufBytes, relayConns, relayPipes, relayCalls,
 			m.httpRequests, m.httpBackendConns)
 		reg.MustRegister(m.udp.Collectors()...)
 	}

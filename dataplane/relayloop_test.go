@@ -2,18 +2,21 @@ package dataplane_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 	"golang.org/x/net/http2"
 
+	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
 )
@@ -169,4 +172,121 @@ func TestRelayLoopsCarryHTTPBehindProxyHeader(t *testing.T) {
 		t.Fatalf("HTTP/1.0 after the loops: %d %q", res.StatusCode, body)
 	}
 	onRelayLoops(t, m, 0)
+}
+
+// HTTP/2 streams without a body are sent to the backend from a relay
+// loop (portmux_relay_loop_http2_requests counts them while they wait
+// for their answers), over TLS as in clear; a stream with a body runs on
+// a goroutine, on the same connection; a stream the client resets while
+// the loop waits for its answer closes that backend connection and
+// counts as the client's leaving.
+func TestRelayLoopsCarryHTTP2Streams(t *testing.T) {
+	release, stop := make(chan struct{}), make(chan struct{})
+	held := make(chan struct{}, 16)
+	gone := make(chan string, 16)
+	web := requestServer(t, func(c net.Conn, br *bufio.Reader, req *http.Request, _ int) bool {
+		body, _ := io.ReadAll(req.Body)
+		if req.URL.Path == "/reset" {
+			held <- struct{}{}
+			_, err := br.ReadByte() // until the connection closes
+			gone <- fmt.Sprint(err)
+			return false
+		}
+		if req.URL.Path != "/post" {
+			held <- struct{}{}
+			select {
+			case <-release:
+			case <-stop:
+				return false
+			}
+		}
+		msg := req.Method + " " + req.URL.Path + " " + string(body)
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+		return err == nil
+	})
+	t.Cleanup(func() { close(stop) }) // before the server's cleanup, which waits for it
+	cert := peers.CertPair(t, "loop.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("pub", httpRoute("web", web.Addr)),
+		terminating("tls", tlsOf([]string{"h2"}, cert), httpRoute("web-tls", web.Addr)),
+	))
+	loops := loopsCarrying()
+	onLoops := func(want int) {
+		t.Helper()
+		peers.Eventually(t, ioTimeout, fmt.Sprintf("%d HTTP/2 request(s) on the relay loops", want), func() error {
+			if got := int(m.metricSum("portmux_relay_loop_http2_requests", nil)); got != want {
+				return fmt.Errorf("%d", got)
+			}
+			return nil
+		})
+	}
+	for _, tc := range []struct{ listener, sni string }{{"pub", ""}, {"tls", "loop.test"}} {
+		cc := h2Conn(t, m.addr(tc.listener), tc.sni)
+		results := make(chan string, 8)
+		for _, path := range []string{"/a", "/b", "/c"} {
+			go func() {
+				res, body, err := h2Do(t, cc, http.MethodGet, "https://loop.test"+path)
+				if err != nil {
+					results <- err.Error()
+					return
+				}
+				results <- fmt.Sprintf("%d %s", res.StatusCode, body)
+			}()
+		}
+		for range 3 {
+			<-held
+		}
+		onLoops(3 * loops)
+		req, _ := http.NewRequest(http.MethodPost, "https://loop.test/post", strings.NewReader("body"))
+		res, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if string(body) != "POST /post body" {
+			t.Errorf("%s: POST: %q", tc.listener, body)
+		}
+		for range 3 {
+			release <- struct{}{}
+		}
+		var got []string
+		for range 3 {
+			got = append(got, <-results)
+		}
+		slices.Sort(got)
+		if want := []string{"200 GET /a ", "200 GET /b ", "200 GET /c "}; !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", tc.listener, got, want)
+		}
+		onLoops(0)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "https://loop.test/reset", nil)
+		failed := make(chan error, 1)
+		go func() {
+			_, err := cc.RoundTrip(req)
+			failed <- err
+		}()
+		<-held
+		onLoops(loops)
+		cancel()
+		if err := <-failed; err == nil {
+			t.Errorf("%s: the reset request succeeded", tc.listener)
+		}
+		select {
+		case err := <-gone:
+			if err != io.EOF.Error() {
+				t.Errorf("%s: the backend connection of the reset stream ended with %s, want EOF", tc.listener, err)
+			}
+		case <-time.After(ioTimeout):
+			t.Fatalf("%s: the backend connection of the reset stream stayed open", tc.listener)
+		}
+		onLoops(0)
+		peers.Until(t, ioTimeout, "the reset stream counted as the client's", func() bool {
+			return m.httpRequestCount(tc.listener, dataplane.RequestClientGone) == 1
+		})
+		if n := m.httpRequestCount(tc.listener, dataplane.RequestProxied); n != 4 {
+			t.Errorf("%s: %d requests counted proxied, want 4", tc.listener, n)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package h2_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -207,5 +208,83 @@ func TestAsyncStreamsCountAsRunning(t *testing.T) {
 	o.wg.Wait()
 	if p := o.peak.Load(); p != 1 {
 		t.Errorf("%d streams held at once, want 1", p)
+	}
+}
+
+// TestReadIdleBatches: ReadIdle is called once the frames the client
+// sent together are handled, before the server waits for more, so a
+// taker that starts its streams' work then starts them together; and
+// once more when the connection ends, so that nothing taken is left
+// unstarted.
+func TestReadIdleBatches(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		pending []func()
+		batches []int
+	)
+	srv := &h2.Server{
+		Handler: http.HandlerFunc(viaHandler),
+		Async: func(s *h2.Stream, r *http.Request) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			pending = append(pending, func() {
+				s.WriteHeader(http.StatusNoContent)
+				s.End()
+			})
+			return true
+		},
+		ReadIdle: func() {
+			mu.Lock()
+			run := pending
+			pending = nil
+			if len(run) > 0 {
+				batches = append(batches, len(run))
+			}
+			mu.Unlock()
+			for _, f := range run {
+				f()
+			}
+		},
+	}
+	s := serve(t, srv, nil)
+	r := dialRaw(t, s.addr)
+	// Three requests in one write, then one more.
+	var buf bytes.Buffer
+	w := &raw{t: t, c: r.c, fr: http2.NewFramer(&buf, nil)}
+	for _, id := range []uint32{1, 3, 5} {
+		w.headers(id, true, "/")
+	}
+	if _, err := r.c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint32{1, 3, 5} {
+		if st, code := r.status(id); st != "204" {
+			t.Fatalf("stream %d: %q %v", id, st, code)
+		}
+	}
+	r.headers(7, true, "/")
+	if st, code := r.status(7); st != "204" {
+		t.Fatalf("stream 7: %q %v", st, code)
+	}
+	mu.Lock()
+	got := fmt.Sprint(batches)
+	mu.Unlock()
+	if got != "[3 1]" {
+		t.Errorf("batches %s, want [3 1]", got)
+	}
+	// A stream taken just before the connection ends is still started.
+	buf.Reset()
+	w.headers(9, true, "/")
+	_ = w.fr.WriteRSTStream(11, http2.ErrCodeCancel) // an idle stream: a connection error
+	if _, err := r.c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	r.closed()
+	mu.Lock()
+	left := len(pending)
+	mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d taken streams never started", left)
 	}
 }

@@ -35,6 +35,13 @@
 //     sends no preface within PrefaceTimeout is closed, and one whose
 //     client stops reading is closed after WriteTimeout.
 //
+// A request without a body may also be answered without a goroutine
+// (Server.Async): its taker writes the response through a Stream whose
+// writes never wait but say when to come back, from an event loop that
+// carries the backend exchange (the dataplane's relay loops), and
+// ReadIdle lets it start the streams a client sent together in one go.
+// Such a stream counts against the limits above exactly as a handler's.
+//
 // What it does not do: server push, priorities (PRIORITY frames are
 // checked and ignored, as RFC 9113 lets a server), extended CONNECT
 // (RFC 8441) and h2c upgrades from HTTP/1.1.

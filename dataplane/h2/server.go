@@ -73,6 +73,11 @@ type Server struct {
 	// from any goroutine, and ended with s.End or s.Reset; false leaves
 	// it to Handler, and s must not be used.
 	Async func(s *Stream, r *http.Request) bool
+	// ReadIdle, if set, is called on the reading goroutine each time it
+	// has handled the frames it holds whole and is about to wait for
+	// more: an Async taker that batches its streams' work sends it then,
+	// so that the streams a client sent together start together.
+	ReadIdle func()
 	// Go starts a stream's handler goroutine; nil: the go statement. A
 	// pool of workers that outlive their stream (package workers) saves
 	// each stream growing a new goroutine's stack.
@@ -261,7 +266,13 @@ func (sc *serverConn) serve() error {
 	}
 	stopBase := context.AfterFunc(sc.srv.BaseContext, sc.baseCancelled)
 	defer stopBase()
+	if sc.srv.ReadIdle != nil {
+		defer sc.srv.ReadIdle() // the last batch, whatever ended the reading
+	}
 	for {
+		if sc.srv.ReadIdle != nil && !sc.frameBuffered() {
+			sc.srv.ReadIdle()
+		}
 		f, err := sc.fr.ReadFrame()
 		if err != nil {
 			if err = sc.readError(err); err != nil {
@@ -274,6 +285,20 @@ func (sc *serverConn) serve() error {
 		}
 	}
 }
+
+// frameBuffered reports whether the reader holds the next frame whole:
+// reading it will not wait for the client.
+func (sc *serverConn) frameBuffered() bool {
+	n := sc.br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	h, _ := sc.br.Peek(frameHeaderLen)
+	return n >= frameHeaderLen+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
+
+// frameHeaderLen is the length of a frame's header (RFC 9113 §4.1).
+const frameHeaderLen = 9
 
 // readPreface reads the client's preface and its first frame, which must
 // be SETTINGS, within PrefaceTimeout.

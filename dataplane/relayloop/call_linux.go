@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -58,28 +59,47 @@ type Call struct {
 	// since: the start of the wait a timeout counts from (a dial, the
 	// head sent); last: the loop's clock at the last byte read.
 	since, last int64
-	due, armed  int64
-	timerGen    uint32
+	due         int64 // when the call times out (0: never), see sweepCalls
 	res         ExchangeResult
 }
 
-// NewCall makes the call of req on the Caller's loop; Start sends it.
-// Made apart from its start so that the Sink can hold the Call (to
-// Resume it) before any of its methods runs.
+// NewCall makes the call of req on the Caller's loop; Caller.Start
+// sends it. Made apart from its start so that the Sink can hold the Call
+// (to Resume it) before any of its methods runs, and so that calls made
+// together start together.
 func (cr *Caller) NewCall(req CallRequest) *Call {
 	k := &Call{l: cr.l, req: req, sink: req.Sink}
 	k.opt = Exchange{MaxHead: req.MaxHead, ResponseTimeout: req.ResponseTimeout}.withDefaults()
 	return k
 }
 
-// Start sends the call's request; its Sink hears of the response and,
-// unless Start fails, of the call's end. It fails with ErrClosed once
-// the Set is closed.
-func (k *Call) Start() error {
-	if !k.l.post(k.start) {
-		return ErrClosed
+// Start sends the calls' requests from the Caller's loop, in one
+// round: their heads reach their backends one after the other, as the
+// loop's own exchanges' do (loop.deferWrite), rather than each on a
+// wake-up of its own. Each Sink hears of its response and end. Once the
+// Set is closed, each call ends at once with ErrClosed, its Sink's Ended
+// called on the caller's goroutine.
+func (cr *Caller) Start(calls ...*Call) {
+	if len(calls) == 0 {
+		return
 	}
-	return nil
+	l := cr.l
+	var start func()
+	if len(calls) == 1 {
+		start = calls[0].start
+	} else {
+		batch := slices.Clone(calls)
+		start = func() {
+			for _, k := range batch {
+				k.start()
+			}
+		}
+	}
+	if !l.post(start) {
+		for _, k := range calls {
+			k.end(ErrClosed)
+		}
+	}
 }
 
 // Abort ends the call with err if it has not ended (the caller's stream
@@ -425,28 +445,52 @@ func (k *Call) schedule() {
 		}
 	}
 	k.due = due
-	if due != 0 && (k.armed == 0 || due < k.armed) {
-		k.armed = due
-		k.timerGen++
-		gen := k.timerGen
-		k.l.after(due, func() {
-			if gen == k.timerGen && !k.ended {
-				k.l.guardCall(k, k.expired)
-			}
-		})
+	if l := k.l; due != 0 && (l.callSweepAt == 0 || due < l.callSweepAt) {
+		l.armCallSweep(due)
 	}
 }
 
-// expired handles the call's timer.
+// armCallSweep has the loop look at its calls' timeouts at its clock's
+// time at.
+//
+// Why not a timer per call: a call lasts a fraction of a millisecond and
+// its idle timeout is a minute, so a timer per call would keep every
+// call of the last minute alive in the loop's heap (at 20k requests/s a
+// million of them, and the collector marking them all). The loop keeps
+// one sweep instead, at the earliest due time it was told of.
+func (l *loop) armCallSweep(at int64) {
+	if l.sweepCallsFn == nil {
+		l.sweepCallsFn = l.sweepCalls
+	}
+	l.callSweepAt = at
+	l.after(at, l.sweepCallsFn)
+}
+
+// sweepCalls expires the calls whose timeout has come, and sweeps again
+// at the earliest one left.
+func (l *loop) sweepCalls() {
+	if l.callSweepAt > l.clock {
+		return // an earlier sweep's timer; the next one is armed
+	}
+	l.callSweepAt = 0
+	for k := range l.inFlight {
+		if k.due != 0 && k.due <= l.clock {
+			l.guardCall(k, k.expired)
+		}
+	}
+	next := int64(0)
+	for k := range l.inFlight {
+		if k.due != 0 && (next == 0 || k.due < next) {
+			next = k.due
+		}
+	}
+	if next != 0 && (l.callSweepAt == 0 || next < l.callSweepAt) {
+		l.armCallSweep(next)
+	}
+}
+
+// expired handles the call's timeout, which has come.
 func (k *Call) expired() {
-	k.armed = 0
-	if k.due == 0 {
-		return
-	}
-	if k.due > k.l.clock {
-		k.schedule()
-		return
-	}
 	switch {
 	case k.be != nil && k.be.connecting:
 		ep := k.be.ep

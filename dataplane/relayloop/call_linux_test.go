@@ -110,9 +110,7 @@ func callSet(t *testing.T) *relayloop.Set {
 func call(t *testing.T, cr *relayloop.Caller, req relayloop.CallRequest) *relayloop.Call {
 	t.Helper()
 	k := cr.NewCall(req)
-	if err := k.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cr.Start(k)
 	return k
 }
 
@@ -338,8 +336,11 @@ func TestCallsEndWithTheSet(t *testing.T) {
 			t.Errorf("ended with %v, want ErrClosed", x.Err)
 		}
 	}
-	if err := set.Caller().NewCall(relayloop.CallRequest{Head: get("/"), Sink: newCallSink()}).Start(); !errors.Is(err, relayloop.ErrClosed) {
-		t.Errorf("a call on a closed set: %v", err)
+	late := newCallSink()
+	cr := set.Caller()
+	cr.Start(cr.NewCall(relayloop.CallRequest{Head: get("/"), Sink: late}))
+	if x := late.wait(t); !errors.Is(x.Err, relayloop.ErrClosed) {
+		t.Errorf("a call on a closed set: %v", x.Err)
 	}
 }
 
@@ -379,4 +380,30 @@ func rawBackend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// Calls started together are sent in one round of their loop, each on a
+// backend connection of its own, and each gets its own response.
+func TestCallsStartTogether(t *testing.T) {
+	ep, conns := httpBackend(t, echoHandler)
+	set := callSet(t)
+	cr := set.Caller()
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{ep}, Pool: "web"}
+	var calls []*relayloop.Call
+	var sinks []*callSink
+	for i := range 16 {
+		s := newCallSink()
+		sinks = append(sinks, s)
+		calls = append(calls, cr.NewCall(relayloop.CallRequest{Head: get(fmt.Sprintf("/%d", i)), Target: target, Sink: s}))
+	}
+	cr.Start(calls...)
+	for i, s := range sinks {
+		if x := s.wait(t); x.Err != nil || s.body.String() != fmt.Sprintf("GET /%d loop=call body=", i) {
+			t.Errorf("call %d: %v %q", i, x.Err, s.body.String())
+		}
+	}
+	if n := conns.Load(); n != 16 {
+		t.Errorf("the backend saw %d connections for 16 requests at once, want 16", n)
+	}
+	waitStats(t, set, relayloop.Stats{Backends: 16, Idle: 16})
 }

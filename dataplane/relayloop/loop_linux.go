@@ -272,6 +272,10 @@ type loop struct {
 	// inFlight holds those that began on it (the loop's alone).
 	calls    atomic.Int64
 	inFlight map[*Call]struct{}
+	// callSweepAt is when the calls' timeouts are looked at next (0:
+	// never); sweepCallsFn is sweepCalls, made once.
+	callSweepAt  int64
+	sweepCallsFn func()
 	// backoff is how long each listener the loop failed to accept from
 	// was left alone last.
 	backoff     map[*Acceptor]time.Duration
@@ -361,10 +365,16 @@ func (l *loop) post(f func()) bool {
 		l.mu.Unlock()
 		return false
 	}
+	// Only the first command of a batch wakes the loop: one queued
+	// before it has written the eventfd, or will once it unlocks, and the
+	// loop takes the whole queue at once (runCommands).
+	wake := len(l.cmds) == 0
 	l.cmds = append(l.cmds, f)
 	l.mu.Unlock()
-	one := [8]byte{1}
-	_, _ = unix.Write(l.evfd, one[:])
+	if wake {
+		one := [8]byte{1}
+		_, _ = unix.Write(l.evfd, one[:])
+	}
 	return true
 }
 

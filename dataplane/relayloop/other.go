@@ -63,8 +63,8 @@ type Call struct{}
 // NewCall returns a Call whose Start fails.
 func (*Caller) NewCall(CallRequest) *Call { return &Call{} }
 
-// Start returns ErrUnsupported.
-func (*Call) Start() error { return ErrUnsupported }
+// Start does nothing: no Call is made here (Set is never made).
+func (*Caller) Start(...*Call) {}
 
 // Abort does nothing.
 func (*Call) Abort(error) {}

@@ -1,0 +1,221 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/textproto"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/portmux/portmux/dataplane/h1"
+	"github.com/portmux/portmux/dataplane/h2"
+	"github.com/portmux/portmux/dataplane/relayloop"
+	"github.com/portmux/portmux/dataplane/sniff"
+)
+
+// HTTP/2 streams on the relay loops. A stream without a body that
+// proxyBodiless would carry, to a route whose endpoints are addresses,
+// is taken from the HTTP/2 server (h2.Server.Async) as its HEADERS
+// frame is read: its request head goes to a relay loop, which sends it
+// over a backend connection of the pool the loops' HTTP/1.1 exchanges
+// share and passes the response to the stream as it comes
+// (relayloop.CallSink), with no goroutine or netpoller wake-up of its
+// own. The head, the response's rewriting and the outcomes are
+// proxyBodiless's (appendBodilessHead, frontStripHop,
+// copyResponseFields, failure), so a client cannot tell the paths
+// apart. Every other stream, and every stream where there are no loops,
+// runs on a goroutine as before.
+
+// loopStreams serves one HTTP/2 connection's streams on a relay loop.
+// Its calls all run on one loop (its Caller's), which is what lets its
+// response values be shared by them without a lock.
+type loopStreams struct {
+	h       *httpConn
+	caller  *relayloop.Caller
+	slot    func() (func(), bool)
+	maxHead int
+	values  responseValues // the loop's alone
+	// batch holds the calls of the streams taken since the reader last
+	// waited for the client: they start together (flush).
+	batch []*relayloop.Call
+}
+
+// loopStreamsOf returns what carries h's HTTP/2 streams on a relay loop,
+// nil when there are no relay loops.
+func (h *httpConn) loopStreamsOf() *loopStreams {
+	s, c := h.s, h.c
+	if s.loops == nil {
+		return nil
+	}
+	return &loopStreams{
+		h:       h,
+		caller:  s.loops.Caller(),
+		slot:    func() (func(), bool) { return s.backendSlotEvicting(c.bound, c.lc, c.cfg) },
+		maxHead: s.opt.HTTP.withDefaults(s.opt.IdleTimeout).MaxHeaderBytes,
+	}
+}
+
+// flush starts the calls taken since the last flush, in one round of
+// their loop: the h2.Server's ReadIdle.
+func (ls *loopStreams) flush() {
+	ls.caller.Start(ls.batch...)
+	clear(ls.batch)
+	ls.batch = ls.batch[:0]
+}
+
+// loopStream is one stream carried by a relay loop: the call's Sink.
+type loopStream struct {
+	ls   *loopStreams
+	st   *h2.Stream
+	r    *http.Request
+	rc   *routeConfig
+	call *relayloop.Call
+	wake func() // the call's Resume, made once
+	// mu orders the call's end after the registration of stop, which
+	// aborts the call when the stream's context ends.
+	mu       sync.Mutex
+	stop     func() bool
+	w        *loopHTTPWork
+	target   relayloop.Target
+	headDone bool // the final response's head went to the stream
+}
+
+// take carries r on a loop when proxyBodiless would carry it, and
+// reports whether it did.
+func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
+	h := ls.h
+	if !directable(r) || sniff.IsWebSocketUpgrade(r) {
+		return false
+	}
+	rc := h.route(r, false)
+	if rc == nil || rc.httpEndpoints == nil || len(*rc.httpEndpoints) == 0 {
+		return false // answered by the handler, as it answers them
+	}
+	head, err := h.appendBodilessHead(make([]byte, 0, 512), r)
+	if err != nil {
+		return false
+	}
+	if !h.handlers.enter() {
+		return false
+	}
+	eps := *rc.httpEndpoints
+	sk := &loopStream{ls: ls, st: st, r: r, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork)}
+	sk.target = relayloop.Target{
+		Endpoints:   eps,
+		First:       rc.dialer.Turn(len(eps)),
+		DialTimeout: rc.Backend.DialTimeout,
+		IdleTimeout: rc.idle,
+		Pool:        rc.transport,
+		Slot:        ls.slot,
+		MaxIdle:     httpMaxIdleConnsPerEndpoint,
+		PoolIdle:    httpBackendIdleTimeout,
+	}
+	sk.call = ls.caller.NewCall(relayloop.CallRequest{
+		Head:    head,
+		Target:  &sk.target,
+		Retry:   true, // directable: GET, HEAD, OPTIONS, TRACE
+		MaxHead: ls.maxHead,
+		Sink:    sk,
+	})
+	sk.wake = sk.call.Resume
+	call := sk.call
+	sk.mu.Lock()
+	sk.stop = afterFunc(r.Context(), func() { call.Abort(context.Canceled) })
+	sk.mu.Unlock()
+	ls.batch = append(ls.batch, call)
+	return true
+}
+
+// Response passes the backend's response head on to the stream, as
+// exchangeBodiless and respondBodiless do.
+func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
+	res := &sk.w.resp
+	res.Reset()
+	res.SetNoDefaultContentType(true)
+	if err := sk.w.heads.Response(head, res); err != nil {
+		return relayloop.Step{}, err
+	}
+	code := res.StatusCode()
+	hd := sk.st.Header()
+	switch {
+	case code == fasthttp.StatusSwitchingProtocols:
+		return relayloop.Step{}, errors.New("the backend switched protocols unasked")
+	case code == fasthttp.StatusContinue:
+		return relayloop.Step{Interim: true}, nil // the request has no body to wait for it
+	case code < 200:
+		copyResponseFields(hd, res, &sk.ls.values)
+		sk.st.WriteHeader(code)
+		clear(hd) // an informational head's fields are its own
+		return relayloop.Step{Interim: true}, nil
+	}
+	kind, length := h1.ResponseBody(res, sk.r.Method == http.MethodHead)
+	keep := !res.ConnectionClose()
+	frontStripHop(res)
+	copyResponseFields(hd, res, &sk.ls.values)
+	sk.st.WriteHeader(code)
+	sk.headDone = true
+	return relayloop.Step{Body: kind, Length: length, Close: !keep}, nil
+}
+
+// Data writes body bytes to the stream as far as its windows let it.
+func (sk *loopStream) Data(p []byte) int {
+	n, err := sk.st.TryWrite(p, sk.wake)
+	if err != nil {
+		sk.call.Abort(err) // the stream is gone; the call stops here
+		return 0
+	}
+	return n
+}
+
+// Ended ends the stream and counts its request: whole, cut short after
+// its head (reset, as the reverse proxy does, so that the client does
+// not take it whole), or failed before (the status failure gives).
+func (sk *loopStream) Ended(x relayloop.ExchangeResult, trailer []byte) {
+	sk.mu.Lock()
+	stop := sk.stop
+	sk.mu.Unlock()
+	stop()
+	h, rc := sk.ls.h, sk.rc
+	rc.up.Add(float64(x.Up))
+	rc.down.Add(float64(x.Down))
+	switch {
+	case x.Err == nil:
+		addTrailerLines(sk.st.Header(), trailer)
+		sk.st.End()
+		h.count(rc, RequestProxied)
+	case sk.headDone:
+		sk.st.Reset()
+		h.count(rc, RequestProxied)
+	default:
+		err := x.Err
+		if errors.Is(err, relayloop.ErrNoSlot) {
+			err = errNoBackendSlot
+		}
+		status, outcome := h.failure(rc, err)
+		sk.st.WriteHeader(status)
+		sk.st.End()
+		h.count(rc, outcome)
+	}
+	h.handlers.leave()
+	loopHTTPWorks.Put(sk.w)
+	sk.w = nil
+}
+
+// addTrailerLines adds the field lines of a chunked body's trailer section
+// (which h1.Framer checked) to hd as trailers, under
+// http.TrailerPrefix.
+func addTrailerLines(hd http.Header, trailer []byte) {
+	for len(trailer) > 0 {
+		line, rest, _ := bytes.Cut(trailer, []byte("\n"))
+		trailer = rest
+		name, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
+		if !ok {
+			continue
+		}
+		k := http.TrailerPrefix + textproto.CanonicalMIMEHeaderKey(string(name))
+		hd[k] = append(hd[k], textproto.TrimString(string(value)))
+	}
+}
