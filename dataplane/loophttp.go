@@ -25,7 +25,9 @@ import (
 // with both Content-Length and Transfer-Encoding, a route whose backend
 // names a host. TLS, and cleartext behind a PROXY header, reach the
 // loops once the handshake or the header and the first request's sniff
-// are done on a goroutine (loopadopt.go); HTTP/2 never does.
+// are done on a goroutine (loopadopt.go). An HTTP/2 connection stays on
+// its goroutines; the backend exchanges of its streams without a body go
+// to the loops (h2loop.go).
 
 // loopHTTP is what a connection carried as exchanges keeps between
 // requests: nothing that grows with a request.

@@ -22,6 +22,12 @@
 // kept alive in a pool the loops share, and moves the response back the
 // same way. Between exchanges an idle client holds no buffer.
 //
+// A request that did not come on one of the loop's connections, an
+// HTTP/2 stream's, can be sent the same way (CallRequest): the loop
+// takes a backend connection of the same pool, sends the head, and
+// hands the response to the caller's CallSink as it comes, pausing while
+// the sink cannot take more.
+//
 // The decision stays with the owner: a Handler admits each connection and
 // a Session is asked, with the bytes read so far, what to do (wait for
 // more, forward to endpoints, hand the connection off, or close it). The
