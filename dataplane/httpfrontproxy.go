@@ -797,19 +797,6 @@ func (b *frontBody) CloseWithError(err error) error {
 	return nil
 }
 
-// hungUp reports whether the peer of a socket closed or reset it, without
-// reading what it may still have sent.
-func hungUp(rc syscall.RawConn) bool {
-	gone := false
-	_ = rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			gone = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
-		}
-	})
-	return gone
-}
-
 // rawConnOf is the socket under c (a TCP connection), nil when there is
 // none to watch.
 func rawConnOf(c net.Conn) syscall.RawConn {

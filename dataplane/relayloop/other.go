@@ -14,7 +14,7 @@ type Set struct{}
 func New(Options) (*Set, error) { return nil, ErrUnsupported }
 
 // Stats are what the loops hold now.
-type Stats struct{ Conns, Pipes, Backends, Idle int64 }
+type Stats struct{ Conns, Pipes, Backends, Idle, Calls int64 }
 
 // Stats is zero: there are no loops.
 func (*Set) Stats() Stats { return Stats{} }

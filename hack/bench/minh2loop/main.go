@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command minh2loop is the least an HTTP/2 reverse proxy in Go does when
 // it runs on epoll loops instead of goroutines: one loop per core, each
 // with a listener of its own (SO_REUSEPORT), reads h2c connections (prior

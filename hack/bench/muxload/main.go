@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command muxload is PortMux's load generator for protocol-sniffing
 // multiplexers: anything that shares one port between SSH, TLS passed
 // through by SNI and a plain fallback, as `portmux serve`, haproxy in tcp
