@@ -39,14 +39,11 @@ func (s *Stream) WriteHeader(code int) { (*responseWriter)(s).WriteHeader(code) 
 // http.ErrContentLength for bytes past the declared length.
 func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 	w := (*responseWriter)(s)
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !w.bodyAllowed() {
-		return len(p), nil
-	}
-	if w.length >= 0 && w.written+int64(len(p)) > w.length {
-		return 0, http.ErrContentLength
+	if send, err := w.startBody(len(p)); !send {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil // no body: dropped
 	}
 	st, sc := w.st, w.st.sc
 	sc.mu.Lock()
@@ -70,17 +67,9 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 			w.headSent = true
 			sc.writeHeadLocked(st.id, w.status, w.header, false)
 		}
-		n := min(int64(len(p)-done), st.sendWindow, sc.sendWindow, int64(sc.peerFrame), int64(maxPendingData))
-		done += int(n)
-		w.written += n
-		end := w.length >= 0 && w.written == w.length && len(w.trailers) == 0 && !w.hasPrefixTrailers()
-		_ = sc.wfr.WriteData(st.id, end, p[done-int(n):done])
-		st.sendWindow -= n
-		sc.sendWindow -= n
-		if end {
-			sc.endLocalLocked(st)
-		}
-		sc.wakeWriter()
+		// At most maxPendingData at a time: a client's large frame size
+		// must not let one write overfill the output.
+		done += w.writeDataLocked(p[done:min(len(p), done+maxPendingData)])
 	}
 }
 

@@ -322,14 +322,11 @@ func (w *responseWriter) bodyAllowed() bool {
 // send windows and the client's frame size; it waits for window when
 // there is none.
 func (w *responseWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !w.bodyAllowed() {
-		return len(p), nil
-	}
-	if w.length >= 0 && w.written+int64(len(p)) > w.length {
-		return 0, http.ErrContentLength
+	if send, err := w.startBody(len(p)); !send {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil // no body: dropped
 	}
 	st, sc := w.st, w.st.sc
 	sc.mu.Lock()
@@ -353,22 +350,47 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		if sc.closed {
 			return done, errConnClosed
 		}
-		n := min(int64(len(p)-done), st.sendWindow, sc.sendWindow, int64(sc.peerFrame))
-		chunk := p[done : done+int(n)]
-		done += int(n)
-		w.written += n
-		// The last byte of a declared length ends the stream, unless
-		// trailers follow.
-		end := w.length >= 0 && w.written == w.length && len(w.trailers) == 0 && !w.hasPrefixTrailers()
-		_ = sc.wfr.WriteData(st.id, end, chunk)
-		st.sendWindow -= n
-		sc.sendWindow -= n
-		if end {
-			sc.endLocalLocked(st)
-		}
-		sc.wakeWriter()
+		done += w.writeDataLocked(p[done:])
 	}
 	return done, nil
+}
+
+// startBody begins a write of n body bytes: the status defaults to 200,
+// and send is false when the bytes are not to be sent, with the error
+// for bytes past the declared length, or none for a response that has
+// no body (whose bytes are dropped).
+func (w *responseWriter) startBody(n int) (send bool, err error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed() {
+		return false, nil
+	}
+	if w.length >= 0 && w.written+int64(n) > w.length {
+		return false, http.ErrContentLength
+	}
+	return true, nil
+}
+
+// writeDataLocked writes one DATA frame of p's first bytes, as many as
+// the stream's and the connection's windows and the client's frame size
+// let it (at least one: the caller saw both windows open), and returns
+// how many.
+func (w *responseWriter) writeDataLocked(p []byte) int {
+	st, sc := w.st, w.st.sc
+	n := min(int64(len(p)), st.sendWindow, sc.sendWindow, int64(sc.peerFrame))
+	w.written += n
+	// The last byte of a declared length ends the stream, unless
+	// trailers follow.
+	end := w.length >= 0 && w.written == w.length && len(w.trailers) == 0 && !w.hasPrefixTrailers()
+	_ = sc.wfr.WriteData(st.id, end, p[:n])
+	st.sendWindow -= n
+	sc.sendWindow -= n
+	if end {
+		sc.endLocalLocked(st)
+	}
+	sc.wakeWriter()
+	return int(n)
 }
 
 // Flush sends the head if it is not yet sent; body bytes are handed to

@@ -3,6 +3,7 @@ package relayloop
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -44,8 +45,7 @@ type Call struct {
 	be       *backend
 	upQ      []byte // the head's bytes not yet written
 	sent     bool   // the head was written whole
-	rbuf     []byte // the backend's bytes while a response head arrives
-	roff, rn int
+	respHead
 	gotResp  bool // a byte came from the backend
 	headDone bool // the final response's head was taken
 	bodyDone bool // the response's last byte was read
@@ -245,26 +245,13 @@ func (k *Call) step() bool {
 
 // readHead reads the backend's bytes until a response head is whole.
 func (k *Call) readHead(b *backend) bool {
-	if k.rn-k.roff >= k.opt.MaxHead {
-		return k.backendFailed(errors.New("backend's response head too large"))
+	n, err := k.fill(k.l, b, k.opt.MaxHead)
+	if err != nil {
+		return k.backendFailed(err)
 	}
-	k.rbuf, k.rn = k.l.headRoom(k.rbuf, k.roff, k.rn, k.opt.MaxHead)
-	k.roff = 0
-	room := k.rbuf[k.rn:min(len(k.rbuf), k.opt.MaxHead)]
-	n, err := sysRead(b.fd, room)
-	switch {
-	case errors.Is(err, unix.EAGAIN):
-		b.r = false
+	if n == 0 {
 		return false
-	case err != nil:
-		return k.backendFailed(os.NewSyscallError("read", err))
-	case n == 0:
-		return k.backendFailed(ErrBackendClosed)
 	}
-	if n < len(room) && !b.end {
-		b.r = false
-	}
-	k.rn += n
 	k.gotResp = true
 	k.last = k.l.clock
 	return true
@@ -291,8 +278,7 @@ func (k *Call) response(end int) bool {
 	if n < len(rest) {
 		k.reuse = false // bytes after the response
 	}
-	k.l.putBuffer(k.rbuf)
-	k.rbuf, k.roff, k.rn = nil, 0, 0
+	k.dropHead(k.l)
 	if done {
 		k.bodyEnded()
 	}
@@ -302,23 +288,19 @@ func (k *Call) response(end int) bool {
 // readBody reads the response's body and offers its data to the Sink.
 func (k *Call) readBody(b *backend) bool {
 	buf := k.l.copyBuf
-	n, err := sysRead(b.fd, buf)
+	n, err := b.read(buf)
 	switch {
-	case errors.Is(err, unix.EAGAIN):
-		b.r = false
-		return false
-	case err != nil:
-		return k.backendFailed(os.NewSyscallError("read", err))
-	case n == 0:
+	case errors.Is(err, io.EOF):
 		if k.resp.Kind() == h1.UntilClose {
 			k.reuse = false
 			k.bodyEnded()
 			return true
 		}
 		return k.backendFailed(fmt.Errorf("backend closed in a response body: %w", ErrBackendClosed))
-	}
-	if n < len(buf) && !b.end {
-		b.r = false
+	case err != nil:
+		return k.backendFailed(err)
+	case n == 0:
+		return false
 	}
 	k.last = k.l.clock
 	m, done, err := k.resp.TakeData(buf[:n], k.deliver, k.addTrailer)
@@ -407,10 +389,7 @@ func (k *Call) end(err error) {
 		k.be = nil
 		k.release(b, false)
 	}
-	if k.rbuf != nil {
-		l.putBuffer(k.rbuf)
-		k.rbuf = nil
-	}
+	k.dropHead(l)
 	if k.pending != nil {
 		l.putBuffer(k.pending[:0])
 		k.pending = nil

@@ -3,6 +3,7 @@ package relayloop
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -99,20 +100,19 @@ type exchange struct {
 	upBuf      []byte // the request's head and first body bytes (kept for a retry)
 	upQ        []byte // bytes for the backend not yet written
 	sentWhole  bool
-	rbuf       []byte // the backend's bytes while a response head arrives
-	roff, rn   int
-	gotResp    bool // a byte came from the backend
-	discarded  int  // bytes of an answered request's body dropped
-	lingering  bool // xClosing: the answer is out, late bytes are dropped
-	notified   bool // xClosing under TLS: close_notify is queued
-	drained    int
-	headDone   bool // the final response's head was taken
-	reuse      bool // the backend connection may carry another request
-	downBuf    []byte
-	downQ      []byte // bytes for the client not yet written
-	started    bool   // a byte of a response went to the client
-	last       int64  // the loop's clock at the last byte carried
-	res        ExchangeResult
+	respHead
+	gotResp   bool // a byte came from the backend
+	discarded int  // bytes of an answered request's body dropped
+	lingering bool // xClosing: the answer is out, late bytes are dropped
+	notified  bool // xClosing under TLS: close_notify is queued
+	drained   int
+	headDone  bool // the final response's head was taken
+	reuse     bool // the backend connection may carry another request
+	downBuf   []byte
+	downQ     []byte // bytes for the client not yet written
+	started   bool   // a byte of a response went to the client
+	last      int64  // the loop's clock at the last byte carried
+	res       ExchangeResult
 }
 
 // startExchange carries the connection as HTTP/1.1 exchanges from now,
@@ -639,15 +639,9 @@ func (c *Conn) pumpDown() bool {
 		if x.resp.Done() {
 			return false
 		}
-		n, err := sysRead(b.fd, c.l.copyBuf)
+		n, err := b.read(c.l.copyBuf)
 		switch {
-		case errors.Is(err, unix.EAGAIN):
-			b.r = false
-			continue
-		case err != nil:
-			c.finish(os.NewSyscallError("read", err))
-			return true
-		case n == 0:
+		case errors.Is(err, io.EOF):
 			if x.resp.Kind() == h1.UntilClose {
 				x.reuse, x.closeAfter = false, true
 				x.resp = h1.NewFramer(h1.None, 0)
@@ -655,9 +649,11 @@ func (c *Conn) pumpDown() bool {
 			}
 			c.finish(fmt.Errorf("backend closed in a response body: %w", ErrBackendClosed))
 			return true
-		}
-		if n < len(c.l.copyBuf) && !b.end {
-			b.r = false
+		case err != nil:
+			c.finish(err)
+			return true
+		case n == 0:
+			continue // drained
 		}
 		m, _, err := x.resp.Take(c.l.copyBuf[:n])
 		if m < n || err != nil {
@@ -703,29 +699,67 @@ func (c *Conn) hungUp() bool {
 // whole; it reports whether the exchange ended.
 func (c *Conn) readResponseHead(b *backend) bool {
 	x := c.x
-	if x.rn-x.roff >= x.opt.MaxHead {
-		return c.backendFailed(errors.New("backend's response head too large"))
+	n, err := x.fill(c.l, b, x.opt.MaxHead)
+	if err != nil {
+		return c.backendFailed(err)
 	}
-	x.rbuf, x.rn = c.l.headRoom(x.rbuf, x.roff, x.rn, x.opt.MaxHead)
-	x.roff = 0
-	room := x.rbuf[x.rn:min(len(x.rbuf), x.opt.MaxHead)]
-	n, err := sysRead(b.fd, room)
+	if n > 0 {
+		x.gotResp = true
+		x.last = c.l.clock
+	}
+	return false
+}
+
+// respHead holds a response head's bytes as they arrive from a backend,
+// rbuf[roff:rn], in a buffer of the loop's: an exchange's and a call's.
+type respHead struct {
+	rbuf     []byte
+	roff, rn int
+}
+
+// fill reads more of the head from b, up to maxHead bytes in all, and
+// returns how many came (0: the socket had none). It fails for a head
+// that reached maxHead unfinished, and with ErrBackendClosed at the
+// stream's end.
+func (h *respHead) fill(l *loop, b *backend, maxHead int) (int, error) {
+	if h.rn-h.roff >= maxHead {
+		return 0, errors.New("backend's response head too large")
+	}
+	h.rbuf, h.rn = l.headRoom(h.rbuf, h.roff, h.rn, maxHead)
+	h.roff = 0
+	n, err := b.read(h.rbuf[h.rn:min(len(h.rbuf), maxHead)])
+	if errors.Is(err, io.EOF) {
+		err = ErrBackendClosed
+	}
+	h.rn += n
+	return n, err
+}
+
+// dropHead gives the head's buffer back to l.
+func (h *respHead) dropHead(l *loop) {
+	l.putBuffer(h.rbuf)
+	h.rbuf, h.roff, h.rn = nil, 0, 0
+}
+
+// read reads from b into p (not empty) and keeps b's readiness: a read
+// that drained the socket (EAGAIN, or fewer bytes than p holds before
+// the peer's end was seen) clears b.r. It returns 0 and no error when
+// the socket had nothing, io.EOF at the end of the stream.
+func (b *backend) read(p []byte) (int, error) {
+	n, err := sysRead(b.fd, p)
 	switch {
 	case errors.Is(err, unix.EAGAIN):
 		b.r = false
-		return false
+		return 0, nil
 	case err != nil:
-		return c.backendFailed(os.NewSyscallError("read", err))
+		return 0, os.NewSyscallError("read", err)
 	case n == 0:
-		return c.backendFailed(ErrBackendClosed)
+		return 0, io.EOF
 	}
-	if n < len(room) && !b.end {
+	if n < len(p) && !b.end {
 		b.r = false
 	}
-	x.rn += n
-	x.gotResp = true
-	x.last = c.l.clock
-	return false
+	return n, nil
 }
 
 // response takes the response head that is the first end bytes read
@@ -761,8 +795,7 @@ func (c *Conn) response(end int) bool {
 		x.reuse = false // bytes after the response
 	}
 	x.downQ = x.downBuf
-	c.l.putBuffer(x.rbuf)
-	x.rbuf, x.roff, x.rn = nil, 0, 0
+	x.dropHead(c.l)
 	return false
 }
 
@@ -806,10 +839,7 @@ func (c *Conn) endExchange(err error) {
 			l.closeOwn(b)
 		}
 	}
-	if x.rbuf != nil {
-		l.putBuffer(x.rbuf)
-		x.rbuf, x.roff, x.rn = nil, 0, 0
-	}
+	x.dropHead(l)
 	x.target, x.upQ, x.downQ = nil, nil, nil
 	l.putBuffer(x.upBuf)
 	l.putBuffer(x.downBuf)
@@ -1010,10 +1040,7 @@ func (c *Conn) releaseExchange(err error) {
 		c.l.closeOwn(x.be)
 		x.be = nil
 	}
-	if x.rbuf != nil {
-		c.l.putBuffer(x.rbuf)
-		x.rbuf = nil
-	}
+	x.dropHead(c.l)
 	if x.inFlight {
 		x.inFlight = false
 		if err == nil {
