@@ -53,7 +53,7 @@ func (h *httpConn) loopStreamsOf() *loopStreams {
 	return &loopStreams{
 		h:       h,
 		caller:  s.loops.Caller(),
-		slot:    func() (func(), bool) { return s.backendSlotEvicting(c.bound, c.lc, c.cfg) },
+		slot:    c.loopSlot,
 		maxHead: s.opt.HTTP.withDefaults(s.opt.IdleTimeout).MaxHeaderBytes,
 	}
 }
@@ -103,16 +103,7 @@ func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
 	}
 	eps := *rc.httpEndpoints
 	sk := &loopStream{ls: ls, st: st, r: r, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork)}
-	sk.target = relayloop.Target{
-		Endpoints:   eps,
-		First:       rc.dialer.Turn(len(eps)),
-		DialTimeout: rc.Backend.DialTimeout,
-		IdleTimeout: rc.idle,
-		Pool:        rc.transport,
-		Slot:        ls.slot,
-		MaxIdle:     httpMaxIdleConnsPerEndpoint,
-		PoolIdle:    httpBackendIdleTimeout,
-	}
+	sk.target = rc.loopTarget(eps, ls.slot)
 	sk.call = ls.caller.NewCall(relayloop.CallRequest{
 		Head:    head,
 		Target:  &sk.target,

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"sync"
 
 	"github.com/valyala/fasthttp"
@@ -83,7 +84,7 @@ func (ls *loopSession) startHTTP(rc *routeConfig) relayloop.Verdict {
 	c.rep.backend = rc.Backend.Name
 	ls.http = &loopHTTP{
 		hc:   newHTTPConn(c, c.lc),
-		slot: func() (func(), bool) { return s.backendSlotEvicting(c.bound, c.lc, c.cfg) },
+		slot: c.loopSlot,
 		opt: relayloop.Exchange{
 			MaxHead:     lim.MaxHeaderBytes,
 			HeadTimeout: lim.ReadHeaderTimeout,
@@ -141,20 +142,32 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 	}
 	lh.toHead = req.IsHead()
 	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length, nil)
-	lh.target = relayloop.Target{
+	lh.target = rc.loopTarget(eps, lh.slot)
+	m := req.Method()
+	retry := kind == h1.None && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS" || string(m) == "TRACE")
+	return relayloop.Step{Head: w.buf, Body: kind, Length: length, Target: &lh.target, Retry: retry, Close: req.ConnectionClose()}
+}
+
+// loopTarget is where a request to rc's endpoints eps goes from the
+// relay loops (an exchange's or an HTTP/2 stream's call): the next
+// endpoint in turn, over the loops' pool kept per route transport, each
+// new backend connection taking a slot from slot.
+func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), bool)) relayloop.Target {
+	return relayloop.Target{
 		Endpoints:   eps,
 		First:       rc.dialer.Turn(len(eps)),
 		DialTimeout: rc.Backend.DialTimeout,
 		IdleTimeout: rc.idle,
 		Pool:        rc.transport,
-		Slot:        lh.slot,
+		Slot:        slot,
 		MaxIdle:     httpMaxIdleConnsPerEndpoint,
 		PoolIdle:    httpBackendIdleTimeout,
 	}
-	m := req.Method()
-	retry := kind == h1.None && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS" || string(m) == "TRACE")
-	return relayloop.Step{Head: w.buf, Body: kind, Length: length, Target: &lh.target, Retry: retry, Close: req.ConnectionClose()}
 }
+
+// loopSlot is the slot a backend connection the relay loops dial for c's
+// requests takes (backendSlotEvicting).
+func (c *conn) loopSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg) }
 
 // handOffHTTP gives the connection to serveFront before the request in
 // hand, with a new probe deadline for the bytes it reads again.
