@@ -17,6 +17,7 @@
 #   REPS=1 D=3s PEERS=portmux SCEN=h1 hack/bench-http.sh
 #   PPROF=127.0.0.1:6060 PEERS=portmux hack/bench-http.sh
 #   BASELINE=main hack/bench-http.sh           # before/after in one run
+#   PORTMUX_ARGS=--relay-loops=1 PEERS=portmux hack/bench-http.sh
 #
 # BASELINE=REV also builds portmux from git revision REV and runs it as
 # the peer "portmux-before", beside the working tree's "portmux".
@@ -71,6 +72,7 @@ fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
+PORTMUX_ARGS=${PORTMUX_ARGS:-} # more flags for portmux serve, e.g. --relay-loops=1
 # portmux's environment: the soft memory limit `portmux serve` sets itself
 # in the chart's default 512Mi container (85 %); on this host it finds no
 # cgroup limit. Under a limit the dataplane collects garbage less often
@@ -201,7 +203,7 @@ start_peer() { # peer -> sets PEER_PID
       local extra=()
       [ -n "$PPROF" ] && extra=(--pprof-addr "$PPROF")
       env $PORTMUX_ENV "$OUT/$1" serve -f "$W/portmux.yaml" --bind-address 127.0.0.1 \
-        --log-connections=false --watch=false "${extra[@]}" >>"$log" 2>&1 &
+        --log-connections=false --watch=false "${extra[@]}" $PORTMUX_ARGS >>"$log" 2>&1 &
       PEER_PID=$!
       wait_port $PLAIN
       wait_port $TLSP

@@ -8,10 +8,12 @@
 // CPU per request, a quarter of it in write(2). Here the frames of all of
 // a connection's streams go into one buffer, and one writer per
 // connection sends whatever has accumulated with one write: while it is
-// in the system call, the next responses gather behind it. The reading
-// side is the same as everyone's: x/net's Framer reads and checks frames
-// and its HPACK decoder the header blocks, bounded by the header list
-// size; this package keeps the state machine of RFC 9113 (streams, flow
+// in the system call, the next responses gather behind it. On the reading
+// side x/net's Framer checks frames and its HPACK decoder the header
+// blocks, bounded by the header list size, but the client's bytes are
+// pushed to them as they come and handed over a whole frame (or header
+// block) at a time, so that reading never waits inside the Framer; this
+// package keeps the state machine of RFC 9113 (streams, flow
 // control both ways, settings) and what a server facing the internet must
 // refuse:
 //
@@ -23,7 +25,10 @@
 //     handlers busy past twice the limit is told ENHANCE_YOUR_CALM;
 //   - header blocks, CONTINUATION frames included, are bounded by
 //     MaxHeaderListSize while they are decoded (an oversized one gets
-//     431; a flood of CONTINUATION frames past it ends the connection);
+//     431; a flood of CONTINUATION frames past it ends the connection),
+//     and a block is held until it ends only up to twice that size
+//     (past it, the connection ends: a block of HPACK table-size updates
+//     decodes to nothing and would otherwise never end);
 //   - request bodies are held only within the flow-control windows this
 //     server advertises (StreamWindow per stream, ConnWindow per
 //     connection), and a client that sends past them is a
@@ -32,7 +37,8 @@
 //     SETTINGS, RST_STREAM) while not reading the answers end the
 //     connection once MaxPendingControl bytes of them wait;
 //   - a connection without streams closes after IdleTimeout, one that
-//     sends no preface within PrefaceTimeout is closed, and one whose
+//     sends no preface within PrefaceTimeout is closed (one whose first
+//     bytes are not the preface at once), and one whose
 //     client stops reading is closed after WriteTimeout.
 //
 // A request without a body may also be answered without a goroutine

@@ -43,7 +43,8 @@ func seedFrames() []byte {
 	return buf.Bytes()
 }
 
-// FuzzServeConn feeds ServeConn a client's bytes after the preface: any
+// FuzzServeConn feeds ServeConn a client's bytes after the preface, a
+// few at a time: any
 // input ends in ServeConn returning once the client has gone, without a
 // panic, and (TestMain) without a goroutine left behind.
 func FuzzServeConn(f *testing.F) {
@@ -66,7 +67,16 @@ func FuzzServeConn(f *testing.F) {
 		drained := make(chan struct{})
 		go func() { _, _ = io.Copy(io.Discard, client); close(drained) }()
 		_ = client.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = client.Write(append([]byte(http2.ClientPreface), in...))
+		// In writes of 7 bytes, which the server reads as they come: every
+		// frame arrives in pieces.
+		b := append([]byte(http2.ClientPreface), in...)
+		for len(b) > 0 {
+			n, err := client.Write(b[:min(len(b), 7)])
+			if err != nil {
+				break
+			}
+			b = b[n:]
+		}
 		_ = client.Close()
 		select {
 		case <-ended:

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -162,10 +161,16 @@ func (s *Server) ServeConn(c net.Conn) error {
 // output included: frames are encoded and appended in one critical
 // section, which keeps HPACK's table and the frames in the same order.
 type serverConn struct {
-	srv        *Server
-	nc         net.Conn
-	br         *bufio.Reader
-	fr         *http2.Framer // reads; used by the reading goroutine only
+	srv *Server
+	nc  net.Conn
+	// in, fr, phase, maxBlock and stops are the reading goroutine's:
+	// the input, the Framer that reads it (consume), how far the preface
+	// came, the largest header block held, and what stopped disarms.
+	in         input
+	fr         *http2.Framer
+	phase      phase
+	maxBlock   int
+	stops      []func() bool
 	remoteAddr string
 	handlers   sync.WaitGroup
 	writerDone chan struct{}
@@ -227,16 +232,17 @@ func newServerConn(srv *Server, c net.Conn) *serverConn {
 	sc.space.L = &sc.mu
 	sc.wfr = http2.NewFramer(&sc.out, nil)
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
-	sc.br = bufio.NewReaderSize(c, 4<<10)
-	sc.fr = http2.NewFramer(nil, sc.br)
+	sc.fr = http2.NewFramer(nil, &sc.in)
 	sc.fr.SetMaxReadFrameSize(maxFrameSize)
 	sc.fr.MaxHeaderListSize = srv.MaxHeaderListSize + headerListOverhead
+	sc.maxBlock = 2 * int(sc.fr.MaxHeaderListSize)
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.SetReuseFrames()
 	return sc
 }
 
-// serve reads the preface and then frames until the connection ends.
+// serve reads the client's bytes and processes them (consume) until the
+// connection ends.
 func (sc *serverConn) serve() error {
 	go sc.writeLoop()
 	sc.mu.Lock()
@@ -251,80 +257,51 @@ func (sc *serverConn) serve() error {
 	}
 	sc.wakeWriter()
 	sc.mu.Unlock()
-
-	if err := sc.readPreface(); err != nil {
-		return err
-	}
-	idle := time.AfterFunc(sc.srv.IdleTimeout, sc.idleTimeout)
-	defer idle.Stop()
-	sc.mu.Lock()
-	sc.idle = idle // the goroutines that end streams restart it
-	sc.mu.Unlock()
-	if sc.srv.Drain != nil {
-		stop := context.AfterFunc(sc.srv.Drain, sc.drain)
-		defer stop()
-	}
-	stopBase := context.AfterFunc(sc.srv.BaseContext, sc.baseCancelled)
-	defer stopBase()
+	defer sc.stopped()
 	if sc.srv.ReadIdle != nil {
 		defer sc.srv.ReadIdle() // the last batch, whatever ended the reading
 	}
+
+	// The preface and the first SETTINGS within PrefaceTimeout.
+	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.srv.PrefaceTimeout))
 	for {
-		if sc.srv.ReadIdle != nil && !sc.frameBuffered() {
-			sc.srv.ReadIdle()
+		n, err := sc.nc.Read(sc.in.space())
+		sc.in.commit(n)
+		early := sc.phase != phaseFrames
+		if err := sc.consume(); err != nil {
+			return err
 		}
-		f, err := sc.fr.ReadFrame()
+		if early && sc.phase == phaseFrames {
+			_ = sc.nc.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
-			if err = sc.readError(err); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := sc.process(f); err != nil {
-			return sc.connError(err)
+			return sc.readEnd(err)
 		}
 	}
 }
 
-// frameBuffered reports whether the reader holds the next frame whole:
-// reading it will not wait for the client.
-func (sc *serverConn) frameBuffered() bool {
-	n := sc.br.Buffered()
-	if n < frameHeaderLen {
-		return false
+// started arms what watches a connection once its preface is in: the
+// idle timeout, Drain and BaseContext. stopped disarms them.
+func (sc *serverConn) started() {
+	idle := time.AfterFunc(sc.srv.IdleTimeout, sc.idleTimeout)
+	sc.mu.Lock()
+	sc.idle = idle // the goroutines that end streams restart it
+	sc.mu.Unlock()
+	sc.stops = append(sc.stops, func() bool { return idle.Stop() })
+	if sc.srv.Drain != nil {
+		sc.stops = append(sc.stops, context.AfterFunc(sc.srv.Drain, sc.drain))
 	}
-	h, _ := sc.br.Peek(frameHeaderLen)
-	return n >= frameHeaderLen+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+	sc.stops = append(sc.stops, context.AfterFunc(sc.srv.BaseContext, sc.baseCancelled))
+}
+
+func (sc *serverConn) stopped() {
+	for _, stop := range sc.stops {
+		stop()
+	}
 }
 
 // frameHeaderLen is the length of a frame's header (RFC 9113 §4.1).
 const frameHeaderLen = 9
-
-// readPreface reads the client's preface and its first frame, which must
-// be SETTINGS, within PrefaceTimeout.
-func (sc *serverConn) readPreface() error {
-	_ = sc.nc.SetReadDeadline(time.Now().Add(sc.srv.PrefaceTimeout))
-	var buf [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(sc.br, buf[:]); err != nil {
-		return fmt.Errorf("reading the client preface: %w", err)
-	}
-	if string(buf[:]) != http2.ClientPreface {
-		return errors.New("not an HTTP/2 client preface")
-	}
-	f, err := sc.fr.ReadFrame()
-	if err != nil {
-		return fmt.Errorf("reading the client's first SETTINGS: %w", err)
-	}
-	sf, ok := f.(*http2.SettingsFrame)
-	if !ok || sf.IsAck() {
-		return sc.connError(http2.ConnectionError(http2.ErrCodeProtocol))
-	}
-	if err := sc.processSettings(sf); err != nil {
-		return sc.connError(err)
-	}
-	_ = sc.nc.SetReadDeadline(time.Time{})
-	return nil
-}
 
 // readError handles an error of ReadFrame: a stream error resets that
 // stream and reading goes on; anything else ends the connection (with
