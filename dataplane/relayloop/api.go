@@ -84,8 +84,8 @@ type Session interface {
 	Done(r Result)
 }
 
-// Verdict is a Session's answer. Exactly one of Wait, Forward, Exchange
-// and HandOff is set, or none: close the connection.
+// Verdict is a Session's answer. Exactly one of Wait, Forward, Exchange,
+// Serve and HandOff is set, or none: close the connection.
 type Verdict struct {
 	// Wait: read more, at most Limit bytes in all, until Deadline.
 	Wait     bool
@@ -99,8 +99,50 @@ type Verdict struct {
 	// bytes read so far; the Session must be an Exchanger.
 	Exchange *Exchange
 
+	// Serve: the Session, which must be a Server, speaks the
+	// connection's protocol itself on the loop, from the bytes read so
+	// far.
+	Serve *Serving
+
 	// HandOff: give the connection to Session.HandOff.
 	HandOff bool
+}
+
+// Server is a Session that speaks its connection's protocol itself, on
+// the loop (Verdict.Serve): the loop reads what the client sends and
+// hands it over as it comes, and writes what the Server has to send as
+// the client takes it, with no goroutine, netpoller registration or
+// runtime timer of the connection's own. What reads the client with a
+// goroutine blocked in a read costs a wake-up, a read that finds nothing
+// and a trip through the runtime's poller per burst; here one epoll
+// wait serves every connection of the loop.
+//
+// Its methods are called on the loop, one at a time, and must not block.
+type Server interface {
+	Session
+	// Input takes the client's bytes in order, those read while
+	// deciding first; b is valid during the call only. An error ends
+	// the connection: nothing more is read, and it closes once Output
+	// has said so (or at once, if nothing is left to send).
+	Input(b []byte) error
+	// InputEnded says that the client ended its stream (err nil) or
+	// that reading it failed: no more Input. The connection stays open
+	// until Output says close.
+	InputEnded(err error)
+	// Output returns the next bytes to send, nil for none yet; they
+	// stay the Server's but are not touched until Output is called
+	// again, once they are all sent. close: the connection closes once
+	// these bytes are sent (Done follows). Output is asked after every
+	// Input and InputEnded, after a Flush, and again whenever what it
+	// gave is sent.
+	Output() (b []byte, close bool)
+}
+
+// Serving tunes a connection a Server speaks on the loop.
+type Serving struct {
+	// WriteTimeout closes the connection once bytes have waited this
+	// long for the client to take any of them. Zero: 2 minutes.
+	WriteTimeout time.Duration
 }
 
 // Target is where and how to forward a connection.

@@ -16,6 +16,7 @@ const (
 	stateConnecting
 	stateRelaying
 	stateExchange
+	stateServe
 	stateClosed
 )
 
@@ -60,6 +61,8 @@ type Conn struct {
 	// tls is the TLS layer of an adopted connection (Set.Adopt), nil in
 	// cleartext.
 	tls *TLS
+	// sv is the state of a connection a Server speaks (Verdict.Serve).
+	sv *serving
 
 	timerGen   uint32
 	doneCalled bool
@@ -171,6 +174,8 @@ func (c *Conn) follow(v Verdict) {
 		c.forward(v.Forward)
 	case v.Exchange != nil:
 		c.startExchange(v.Exchange)
+	case v.Serve != nil:
+		c.startServe(v.Serve)
 	case v.HandOff:
 		c.handOff()
 	default:
@@ -221,6 +226,8 @@ func (c *Conn) ready(tok uint64, events uint32) {
 		c.relay()
 	case stateExchange:
 		c.exchange()
+	case stateServe:
+		c.serve()
 	}
 }
 
@@ -268,6 +275,8 @@ func (c *Conn) expired() {
 		c.dialFailed(fmt.Errorf("dial tcp %s: %w", c.endpoint, os.ErrDeadlineExceeded))
 	case stateExchange:
 		c.expiredExchange()
+	case stateServe:
+		c.expiredServe()
 	case stateRelaying:
 		if !c.keepAlive {
 			c.keepAlive = true

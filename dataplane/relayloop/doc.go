@@ -28,6 +28,12 @@
 // hands the response to the caller's CallSink as it comes, pausing while
 // the sink cannot take more.
 //
+// A connection can also be spoken by its owner on the loop
+// (Verdict.Serve, a Server): the loop hands it the client's bytes as they
+// come and writes what it has to send as the client takes it, so that a
+// protocol with streams of its own (HTTP/2) is served without a
+// goroutine reading and another writing each connection.
+//
 // The decision stays with the owner: a Handler admits each connection and
 // a Session is asked, with the bytes read so far, what to do (wait for
 // more, forward to endpoints, hand the connection off, or close it). The

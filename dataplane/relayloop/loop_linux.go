@@ -568,8 +568,11 @@ func (l *loop) flushDeferred() {
 	for i, c := range l.deferred {
 		l.deferred[i] = nil
 		c.flushPending = false
-		if c.state == stateExchange {
+		switch c.state {
+		case stateExchange:
 			l.guard(c, c.exchange)
+		case stateServe:
+			l.guard(c, c.serveOut)
 		}
 	}
 	l.deferred = l.deferred[:0]

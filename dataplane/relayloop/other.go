@@ -46,6 +46,12 @@ func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
 // Abort does nothing.
 func (*Conn) Abort() {}
 
+// Flush does nothing.
+func (*Conn) Flush() {}
+
+// FlushFromLoop does nothing.
+func (*Conn) FlushFromLoop() {}
+
 // Adopt returns ErrUnsupported.
 func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) (*Conn, error) {
 	return nil, ErrUnsupported
