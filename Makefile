@@ -100,6 +100,7 @@ envtest: ## Build (or reuse) the offline test control plane; prints its director
 test: vet helm h2spec ## Run every test: unit, fuzz seeds, real peers, envtest on a real API server, the chart; then a short fuzz run.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HELM="$(HELM)" H2SPEC="$(H2SPEC)" $(GO) test $(GOTEST_FLAGS) ./...
 	$(GO) test $(GOTEST_FLAGS) ./dataplane/ -args -relay-loops=-1
+	H2SPEC="$(H2SPEC)" $(GO) test $(GOTEST_FLAGS) ./dataplane/h2/ -args -relay-loops
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 .PHONY: helm-lint

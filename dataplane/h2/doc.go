@@ -48,6 +48,11 @@
 // ReadIdle lets it start the streams a client sent together in one go.
 // Such a stream counts against the limits above exactly as a handler's.
 //
+// A connection can also be served without goroutines of its own
+// (Server.NewConn, Conn): its owner pushes the client's bytes and takes
+// the output, as an event loop does (relayloop.Verdict.Serve); every
+// test that serves connections runs that way too (-relay-loops).
+//
 // What it does not do: server push, priorities (PRIORITY frames are
 // checked and ignored, as RFC 9113 lets a server), extended CONNECT
 // (RFC 8441) and h2c upgrades from HTTP/1.1.

@@ -16,25 +16,11 @@ import (
 	"github.com/portmux/portmux/dataplane/h2"
 )
 
-// TestFramesAByteAtATime: a client whose bytes arrive one at a time (the
-// preface, a header block of 40 KiB over HEADERS and two CONTINUATION
-// frames, a POST's body and trailers) is served as if they came at once.
-func TestFramesAByteAtATime(t *testing.T) {
-	t.Parallel()
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if big := r.Header.Get("X-Big"); len(big) > 3 {
-			w.Header().Set("X-Big", big[:3])
-			w.Header().Set("X-Big-Length", strings.Repeat("+", len(big)/1024))
-		}
-		_, _ = w.Write(body)
-		_, _ = io.WriteString(w, r.Trailer.Get("X-T"))
-	})
-	client, server := net.Pipe()
-	ended := make(chan error, 1)
-	go func() { ended <- (&h2.Server{Handler: h}).ServeConn(server) }()
-	t.Cleanup(func() { _ = client.Close() })
-
+// byteConversation is a client's bytes, preface first: a GET with a
+// header block of 40 KiB over HEADERS and two CONTINUATION frames, and
+// a POST with a body and trailers; byteHandler answers it and
+// checkByteResponses checks what came back.
+func byteConversation() []byte {
 	var buf, hb bytes.Buffer
 	fr := http2.NewFramer(&buf, nil)
 	enc := hpack.NewEncoder(&hb)
@@ -55,47 +41,56 @@ func TestFramesAByteAtATime(t *testing.T) {
 		BlockFragment: block(":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/p")})
 	_ = fr.WriteData(3, false, []byte("hello"))
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndStream: true, EndHeaders: true, BlockFragment: block("x-t", " world")})
-	sent := append([]byte(http2.ClientPreface), buf.Bytes()...)
+	return append([]byte(http2.ClientPreface), buf.Bytes()...)
+}
 
-	type response struct {
-		fields map[string]string
-		body   string
+var byteHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if big := r.Header.Get("X-Big"); len(big) > 3 {
+		w.Header().Set("X-Big", big[:3])
+		w.Header().Set("X-Big-Length", strings.Repeat("+", len(big)/1024))
 	}
-	got := make(chan map[uint32]*response, 1)
-	go func() {
-		rfr := http2.NewFramer(nil, client)
-		rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		res := map[uint32]*response{}
-		done := 0
-		for done < 2 {
-			f, err := rfr.ReadFrame()
-			if err != nil {
-				break
-			}
-			id := f.Header().StreamID
-			switch f := f.(type) {
-			case *http2.MetaHeadersFrame:
-				res[id] = &response{fields: map[string]string{}}
-				for _, hf := range f.Fields {
-					res[id].fields[hf.Name] = hf.Value
-				}
-			case *http2.DataFrame:
-				res[id].body += string(f.Data())
-			}
-			if _, reset := f.(*http2.RSTStreamFrame); reset || id != 0 && f.Header().Flags.Has(http2.FlagDataEndStream) {
-				done++
-			}
+	_, _ = w.Write(body)
+	_, _ = io.WriteString(w, r.Trailer.Get("X-T"))
+})
+
+type byteResponse struct {
+	fields map[string]string
+	body   string
+}
+
+// readByteResponses reads the server's frames from r until both streams
+// ended, sends what it read to got, then drains r.
+func readByteResponses(r io.Reader, got chan<- map[uint32]*byteResponse) {
+	rfr := http2.NewFramer(nil, r)
+	rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	res := map[uint32]*byteResponse{}
+	for done := 0; done < 2; {
+		f, err := rfr.ReadFrame()
+		if err != nil {
+			break
 		}
-		got <- res
-		_, _ = io.Copy(io.Discard, client)
-	}()
-	_ = client.SetWriteDeadline(time.Now().Add(ioTimeout))
-	for i := range sent {
-		if _, err := client.Write(sent[i : i+1]); err != nil {
-			t.Fatalf("byte %d of %d: %v", i, len(sent), err)
+		id := f.Header().StreamID
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			res[id] = &byteResponse{fields: map[string]string{}}
+			for _, hf := range f.Fields {
+				res[id].fields[hf.Name] = hf.Value
+			}
+		case *http2.DataFrame:
+			res[id].body += string(f.Data())
+		}
+		if _, reset := f.(*http2.RSTStreamFrame); reset || id != 0 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			done++
 		}
 	}
-	var res map[uint32]*response
+	got <- res
+	_, _ = io.Copy(io.Discard, r)
+}
+
+func checkByteResponses(t *testing.T, got chan map[uint32]*byteResponse) {
+	t.Helper()
+	var res map[uint32]*byteResponse
 	select {
 	case res = <-got:
 	case <-time.After(ioTimeout):
@@ -107,6 +102,26 @@ func TestFramesAByteAtATime(t *testing.T) {
 	if r := res[3]; r == nil || r.fields[":status"] != "200" || r.body != "hello world" {
 		t.Errorf("POST with a body and trailers: %+v", r)
 	}
+}
+
+// TestFramesAByteAtATime: a client whose bytes arrive one at a time
+// (byteConversation) is served as if they came at once.
+func TestFramesAByteAtATime(t *testing.T) {
+	t.Parallel()
+	client, server := net.Pipe()
+	ended := make(chan error, 1)
+	go func() { ended <- (&h2.Server{Handler: byteHandler}).ServeConn(server) }()
+	t.Cleanup(func() { _ = client.Close() })
+	got := make(chan map[uint32]*byteResponse, 1)
+	go readByteResponses(client, got)
+	sent := byteConversation()
+	_ = client.SetWriteDeadline(time.Now().Add(ioTimeout))
+	for i := range sent {
+		if _, err := client.Write(sent[i : i+1]); err != nil {
+			t.Fatalf("byte %d of %d: %v", i, len(sent), err)
+		}
+	}
+	checkByteResponses(t, got)
 	_ = client.Close()
 	select {
 	case err := <-ended:
@@ -115,6 +130,64 @@ func TestFramesAByteAtATime(t *testing.T) {
 		}
 	case <-time.After(ioTimeout):
 		t.Fatal("ServeConn did not return")
+	}
+}
+
+// TestConnByteAtATime: a Conn its owner drives (Input, Output) with one
+// byte per Input serves byteConversation as ServeConn does; its handlers'
+// output, made on their goroutines, is asked for through flush; and the
+// client's end closes it once its GOAWAY is out.
+func TestConnByteAtATime(t *testing.T) {
+	t.Parallel()
+	flushes := make(chan struct{}, 1)
+	flush := func() {
+		select {
+		case flushes <- struct{}{}:
+		default:
+		}
+	}
+	c := (&h2.Server{Handler: byteHandler}).NewConn("192.0.2.1:1234", flush, func() { t.Error("aborted") })
+	toClient, fromServer := io.Pipe()
+	got := make(chan map[uint32]*byteResponse, 1)
+	go readByteResponses(toClient, got)
+	send := func() (closing bool) {
+		out, closing := c.Output()
+		if _, err := fromServer.Write(out); err != nil {
+			t.Errorf("client gone: %v", err)
+		}
+		return closing
+	}
+	for _, b := range byteConversation() {
+		if err := c.Input([]byte{b}); err != nil {
+			t.Fatalf("Input: %v", err)
+		}
+		if send() {
+			t.Fatal("Output says close while the client speaks")
+		}
+	}
+	// The handlers answer from their goroutines.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-flushes:
+				send()
+			case <-time.After(200 * time.Millisecond):
+				return // the checks below say whether it was all
+			}
+		}
+	}()
+	checkByteResponses(t, got)
+	<-done
+	c.InputEnded(nil)
+	if !send() {
+		t.Error("Output does not say close after the client's end")
+	}
+	c.Closed(nil)
+	_ = fromServer.Close()
+	if err := c.Err(); err != nil {
+		t.Errorf("Err: %v, want nil for the client's end", err)
 	}
 }
 

@@ -162,7 +162,12 @@ func (s *Server) ServeConn(c net.Conn) error {
 // section, which keeps HPACK's table and the frames in the same order.
 type serverConn struct {
 	srv *Server
-	nc  net.Conn
+	nc  net.Conn // nil when driven (Conn)
+	// flush and abort are a driven connection's (Conn): its owner is
+	// asked to take the output, or to close the connection at once.
+	// flushAsked (under mu): flush was called, Output has not been since.
+	flush, abort func()
+	flushAsked   bool
 	// in, fr, phase, maxBlock and stops are the reading goroutine's:
 	// the input, the Framer that reads it (consume), how far the preface
 	// came, the largest header block held, and what stopped disarms.
@@ -180,6 +185,7 @@ type serverConn struct {
 	// into it and henc encodes header blocks into hbuf for them.
 	out   outBuf
 	spare []byte // the writer's last buffer, for out to reuse
+	lent  []byte // driven: what Output gave, the owner's until it asks again
 	wfr   *http2.Framer
 	henc  *hpack.Encoder
 	hbuf  bytes.Buffer
@@ -217,11 +223,17 @@ type serverConn struct {
 }
 
 func newServerConn(srv *Server, c net.Conn) *serverConn {
+	sc := newConnState(srv, c.RemoteAddr().String())
+	sc.nc = c
+	sc.writerDone = make(chan struct{})
+	return sc
+}
+
+// newConnState is a connection from remoteAddr, whatever serves it.
+func newConnState(srv *Server, remoteAddr string) *serverConn {
 	sc := &serverConn{
 		srv:         srv,
-		nc:          c,
-		remoteAddr:  c.RemoteAddr().String(),
-		writerDone:  make(chan struct{}),
+		remoteAddr:  remoteAddr,
 		streams:     make(map[uint32]*stream),
 		sendWindow:  initialWindow,
 		initialSend: initialWindow,
@@ -245,18 +257,7 @@ func newServerConn(srv *Server, c net.Conn) *serverConn {
 // connection ends.
 func (sc *serverConn) serve() error {
 	go sc.writeLoop()
-	sc.mu.Lock()
-	_ = sc.wfr.WriteSettings(
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.MaxConcurrentStreams},
-		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.MaxHeaderListSize + headerListOverhead},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: sc.srv.StreamWindow},
-	)
-	if inc := sc.srv.ConnWindow - initialWindow; inc > 0 {
-		_ = sc.wfr.WriteWindowUpdate(0, inc)
-	}
-	sc.wakeWriter()
-	sc.mu.Unlock()
+	sc.writeSettings()
 	defer sc.stopped()
 	if sc.srv.ReadIdle != nil {
 		defer sc.srv.ReadIdle() // the last batch, whatever ended the reading
@@ -278,6 +279,22 @@ func (sc *serverConn) serve() error {
 			return sc.readEnd(err)
 		}
 	}
+}
+
+// writeSettings queues the server's SETTINGS and the connection's window.
+func (sc *serverConn) writeSettings() {
+	sc.mu.Lock()
+	_ = sc.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.srv.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.srv.MaxHeaderListSize + headerListOverhead},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: sc.srv.StreamWindow},
+	)
+	if inc := sc.srv.ConnWindow - initialWindow; inc > 0 {
+		_ = sc.wfr.WriteWindowUpdate(0, inc)
+	}
+	sc.wakeWriter()
+	sc.mu.Unlock()
 }
 
 // started arms what watches a connection once its preface is in: the
@@ -669,7 +686,7 @@ func (sc *serverConn) controlWrittenLocked() error {
 		sc.logf("http2: %d bytes of answers unread by the client: closing", len(sc.out.b))
 		sc.failAllLocked(errConnClosed)
 		sc.closed = true
-		_ = sc.nc.Close()
+		sc.closeSocket()
 		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 	}
 	return nil
@@ -716,6 +733,16 @@ func (sc *serverConn) close(err error) {
 	// what is left (a GOAWAY), or WriteTimeout has passed.
 	<-sc.writerDone
 	_ = sc.nc.Close()
+}
+
+// closeSocket closes the connection at once: its socket, or, driven
+// (Conn), by asking its owner.
+func (sc *serverConn) closeSocket() {
+	if sc.nc != nil {
+		_ = sc.nc.Close()
+		return
+	}
+	sc.abort()
 }
 
 // failAllLocked fails every stream: their handlers see err.

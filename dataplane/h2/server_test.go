@@ -38,6 +38,9 @@ type served struct {
 // ServeConn must have returned (the test's clients closed first).
 func serve(t *testing.T, srv *h2.Server, tune func(*net.TCPConn)) *served {
 	t.Helper()
+	if *onLoops {
+		return serveOnLoops(t, srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,13 @@ const keptOutput = 32 << 10
 
 // wakeWriter tells the writer there is output. sc.mu is held.
 func (sc *serverConn) wakeWriter() {
+	if sc.flush != nil {
+		if !sc.flushAsked {
+			sc.flushAsked = true
+			sc.flush()
+		}
+		return
+	}
 	if sc.writerIdle {
 		sc.wcond.Signal()
 	}
