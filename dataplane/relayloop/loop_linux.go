@@ -261,7 +261,10 @@ type loop struct {
 	mu       sync.Mutex
 	cmds     []func()
 	shutdown bool // the loop has stopped: post runs nothing
-	done     chan struct{}
+	// asleep: the loop may be waiting for events, so that a post must
+	// write the eventfd; woken: one did since.
+	asleep, woken bool
+	done          chan struct{}
 
 	stopping bool
 	conns    map[uint64]*Conn
@@ -365,10 +368,13 @@ func (l *loop) post(f func()) bool {
 		l.mu.Unlock()
 		return false
 	}
-	// Only the first command of a batch wakes the loop: one queued
-	// before it has written the eventfd, or will once it unlocks, and the
-	// loop takes the whole queue at once (runCommands).
-	wake := len(l.cmds) == 0
+	// Only a loop that may be waiting is woken, and once: a busy loop
+	// takes the whole queue at the end of its round (runCommands) and
+	// looks at it again before it waits (run). A loop that posts to
+	// itself, or whose connections' goroutines post while it works,
+	// writes no eventfd and reads none.
+	wake := l.asleep && !l.woken
+	l.woken = l.woken || wake
 	l.cmds = append(l.cmds, f)
 	l.mu.Unlock()
 	if wake {
@@ -418,9 +424,20 @@ func (l *loop) run() {
 			_ = l.file.SetReadDeadline(t)
 		}
 		n, waitErr, polls = 0, nil, 0
-		if err := l.raw.Read(wait); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		l.mu.Lock()
+		queued := len(l.cmds) > 0
+		l.asleep = !queued
+		l.mu.Unlock()
+		if queued {
+			// Commands came after runCommands: the events ready now, no wait.
+			n, waitErr = sysEpollPoll(l.epfd, l.events)
+			polls = 1
+		} else if err := l.raw.Read(wait); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			waitErr = err
 		}
+		l.mu.Lock()
+		l.asleep, l.woken = false, false
+		l.mu.Unlock()
 		if waitErr != nil && !errors.Is(waitErr, unix.EINTR) {
 			// Only a bug (a bad epfd) gets here: fail loudly in every
 			// connection rather than spin.
