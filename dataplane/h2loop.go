@@ -43,16 +43,20 @@ type loopStreams struct {
 	batch []*relayloop.Call
 }
 
-// loopStreamsOf returns what carries h's HTTP/2 streams on a relay loop,
-// nil when there are no relay loops.
-func (h *httpConn) loopStreamsOf() *loopStreams {
+// loopStreamsOf returns what carries h's HTTP/2 streams on a relay loop
+// (caller's, or the least busy one's when nil), nil when there are no
+// relay loops.
+func (h *httpConn) loopStreamsOf(caller *relayloop.Caller) *loopStreams {
 	s, c := h.s, h.c
 	if s.loops == nil {
 		return nil
 	}
+	if caller == nil {
+		caller = s.loops.Caller()
+	}
 	return &loopStreams{
 		h:       h,
-		caller:  s.loops.Caller(),
+		caller:  caller,
 		slot:    c.loopSlot,
 		maxHead: s.opt.HTTP.withDefaults(s.opt.IdleTimeout).MaxHeaderBytes,
 	}

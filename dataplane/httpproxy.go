@@ -50,7 +50,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth 
 	counted := c.counted(st, c.keepSniffed(sniffed))
 	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
 	if h2 {
-		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining()).ServeConn(counted)
+		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining(), nil).ServeConn(counted)
 	} else {
 		serveFront(c, rc, counted, hc, slot, rc.IdleTimeout)
 	}
@@ -72,8 +72,9 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth 
 // dials for them to; its handlers' panics and the client's protocol
 // errors go to the connection's log (httpErrorLog). Once drain is done
 // the connection is drained: GOAWAY, and it closes once its streams end.
-// With relay loops, its bodiless streams are carried by one (h2loop.go).
-func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep *report, drain context.Context) *h2.Server {
+// With relay loops, its bodiless streams are carried by one (h2loop.go):
+// caller's, or the least busy when nil.
+func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep *report, drain context.Context, caller *relayloop.Caller) *h2.Server {
 	lim := s.opt.HTTP.withDefaults(s.opt.IdleTimeout)
 	if idle > 0 {
 		lim.IdleTimeout = idle
@@ -89,7 +90,7 @@ func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
 		Drain:                drain,
 	}
-	if ls := h.loopStreamsOf(); ls != nil {
+	if ls := h.loopStreamsOf(caller); ls != nil {
 		srv.Async, srv.ReadIdle = ls.take, ls.flush
 	}
 	return srv

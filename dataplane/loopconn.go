@@ -71,6 +71,9 @@ type loopSession struct {
 	// in clear).
 	adopted *routeConfig
 	tls     *relayloop.TLS
+	// h2 is set when the loop serves the connection as HTTP/2
+	// (loophttp2.go).
+	h2 *loopH2
 }
 
 // Decide is conn.sniff on the loop.
@@ -111,6 +114,10 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 			c.rep.host = d.Info.Host
 		}
 		return ls.startHTTP(rc)
+	}
+	if rc.transport != nil && wantsHTTP2("", b) {
+		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		return ls.startH2(rc)
 	}
 	if rc.endpoints == nil {
 		// Not a plain forward: the goroutine path decides again from the
@@ -192,6 +199,10 @@ func (ls *loopSession) Done(r relayloop.Result) {
 	c, rc := ls.c, ls.route
 	if ls.http != nil {
 		ls.doneHTTP(r)
+		return
+	}
+	if ls.h2 != nil {
+		ls.doneH2(r)
 		return
 	}
 	switch {

@@ -31,6 +31,11 @@ func (s *Set) Caller() *Caller {
 	return &Caller{l: l}
 }
 
+// Caller returns a Caller on the connection's own loop: the calls of a
+// connection the loop serves (Verdict.Serve) run in the same rounds as
+// its reads and writes.
+func (c *Conn) Caller() *Caller { return &Caller{l: c.l} }
+
 // Call is a request in flight on a loop.
 type Call struct {
 	l    *loop

@@ -63,6 +63,9 @@ type Caller struct{}
 // Caller returns a Caller whose calls fail with ErrUnsupported.
 func (*Set) Caller() *Caller { return &Caller{} }
 
+// Caller returns a Caller whose calls fail with ErrUnsupported.
+func (*Conn) Caller() *Caller { return &Caller{} }
+
 // Call is unavailable here.
 type Call struct{}
 
