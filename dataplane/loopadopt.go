@@ -13,14 +13,16 @@ import (
 	"github.com/portmux/portmux/dataplane/tlsmem"
 )
 
-// HTTP/1.1 on the relay loops for the connections that begin on a
-// goroutine: TLS-terminated ones, and cleartext ones behind a PROXY
+// HTTP/1.1 and HTTP/2 on the relay loops for the connections that begin
+// on a goroutine: TLS-terminated ones, and cleartext ones behind a PROXY
 // header. The handshake or the header, and the sniff of the first
 // request, run on the connection's goroutine as always; when the request
-// goes to an http-mode route that the loops carry (loopHTTPRoute), the
-// connection then moves to a loop, with its TLS state if any (tlsmem
-// under crypto/tls), and is carried as exchanges from that request on:
-// no goroutine, poller wake-up or timer per request. A request the loop
+// goes to an http-mode route that the loops carry (loopHTTPRoute), or
+// the connection speaks HTTP/2 to an http-mode route, the connection
+// then moves to a loop, with its TLS state if any (tlsmem under
+// crypto/tls), and is carried as exchanges from that request on, or
+// served as HTTP/2 (loophttp2.go): no goroutine, poller wake-up or timer
+// per request. A request the loop
 // does not carry brings it back to a goroutine, where http mode goes on
 // (resumeHTTP).
 
@@ -32,7 +34,14 @@ import (
 // the connection is served here.
 func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int) (handled, owned bool) {
 	s := c.s
-	if s.loops == nil || depth != 0 || c.noAdopt || rc.lc != c.lc || !loopHTTPRoute(rc, sniffed) || wantsHTTP2(c.rep.alpn, sniffed) {
+	if s.loops == nil || depth != 0 || c.noAdopt || rc.lc != c.lc {
+		return false, false
+	}
+	// HTTP/2 is served by the loop whatever the route's endpoints (its
+	// streams choose their own path); HTTP/1.1 when the loop carries its
+	// first request.
+	h2 := wantsHTTP2(c.rep.alpn, sniffed)
+	if h2 && rc.transport == nil || !h2 && !loopHTTPRoute(rc, sniffed) {
 		return false, false
 	}
 	raw, ok := c.raw.(*net.TCPConn)
@@ -72,14 +81,14 @@ func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int
 		}
 		layer.Mem.Detach(unread, nil)
 	}
-	ls := &loopSession{c: c, adopted: rc, tls: layer}
+	ls := &loopSession{c: c, adopted: rc, adoptedH2: h2, tls: layer}
 	// Nothing of the connection's is touched here once the loop has it:
 	// the probe buffer goes back first (Adopt copies the request), and
 	// the socket is the loop's to close.
 	first := c.keepSniffed(sniffed)
 	c.handOff()
 	c.raw = nil
-	lc, err := s.loops.Adopt(fd, raw.RemoteAddr().(*net.TCPAddr).AddrPort(), ls, layer, first)
+	lc, err := s.loops.Adopt(fd, raw.RemoteAddr().(*net.TCPAddr).AddrPort(), adopter{ls}, layer, first)
 	if err != nil { // the loops are closing (Shutdown): end it here
 		_ = os.NewFile(uintptr(fd), "").Close()
 		c.raw, c.handedOff = raw, false
@@ -90,6 +99,16 @@ func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int
 	c.cut.Store(&abort)
 	_ = raw.Close() // its descriptor only: the loop's is a duplicate
 	return true, true
+}
+
+// adopter gives the loop that adopts a connection its session, which
+// learns its relay-loop connection there (an HTTP/2 one's output is
+// flushed through it).
+type adopter struct{ ls *loopSession }
+
+func (a adopter) Accepted(rc *relayloop.Conn) relayloop.Session {
+	a.ls.rc = rc
+	return a.ls
 }
 
 // resumeHTTP serves a connection the loops adopted and handed back, from

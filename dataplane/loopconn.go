@@ -67,10 +67,11 @@ type loopSession struct {
 	// exchanges (loophttp.go).
 	http *loopHTTP
 	// adopted is the http-mode route of a connection the loops took
-	// over from its goroutine (loopadopt.go), and tls its TLS layer (nil
-	// in clear).
-	adopted *routeConfig
-	tls     *relayloop.TLS
+	// over from its goroutine (loopadopt.go), adoptedH2 that it speaks
+	// HTTP/2, and tls its TLS layer (nil in clear).
+	adopted   *routeConfig
+	adoptedH2 bool
+	tls       *relayloop.TLS
 	// h2 is set when the loop serves the connection as HTTP/2
 	// (loophttp2.go).
 	h2 *loopH2
@@ -79,8 +80,11 @@ type loopSession struct {
 // Decide is conn.sniff on the loop.
 func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 	c, lc := ls.c, ls.c.lc
-	if ls.adopted != nil {
-		return ls.startHTTP(ls.adopted) // decided on its goroutine
+	if ls.adopted != nil { // decided on its goroutine
+		if ls.adoptedH2 {
+			return ls.startH2(ls.adopted)
+		}
+		return ls.startHTTP(ls.adopted)
 	}
 	if end == relayloop.Start {
 		ls.probeEnd = lc.probeDeadline()

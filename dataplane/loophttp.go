@@ -26,10 +26,9 @@ import (
 // with both Content-Length and Transfer-Encoding, a route whose backend
 // names a host. TLS, and cleartext behind a PROXY header, reach the
 // loops once the handshake or the header and the first request's sniff
-// are done on a goroutine (loopadopt.go). A cleartext HTTP/2 connection
-// (h2c) is served by its loop too (loophttp2.go); one over TLS stays on
-// its goroutines. Either way the backend exchanges of its streams without
-// a body go to the loops (h2loop.go).
+// are done on a goroutine (loopadopt.go). An HTTP/2 connection is served
+// by its loop too (loophttp2.go), and the backend exchanges of its
+// streams without a body go to the loops (h2loop.go).
 
 // loopHTTP is what a connection carried as exchanges keeps between
 // requests: nothing that grows with a request.

@@ -5,16 +5,16 @@ import (
 	"github.com/portmux/portmux/dataplane/relayloop"
 )
 
-// HTTP/2 connections on the relay loops: a cleartext connection that
-// starts with the HTTP/2 preface (h2c with prior knowledge) and goes to
-// an http-mode route is served by its loop (relayloop.Verdict.Serve)
+// HTTP/2 connections on the relay loops: a connection that speaks
+// HTTP/2 to an http-mode route (h2c with prior knowledge, or h2 by ALPN
+// once its goroutine has done the TLS handshake and the loops adopted it
+// with its TLS state, loopadopt.go) is served by its loop (relayloop.Verdict.Serve)
 // as an h2.Conn, which the loop feeds with what the client sends and
 // whose output it writes, instead of a goroutine reading and another
 // writing it. Its streams are what ServeConn's are: the bodiless ones
 // whose route has address endpoints go to the same loop as calls
 // (h2loop.go), the others to handler goroutines (httpConn), with the
-// same limits, routing, rewriting and outcomes. TLS-terminated HTTP/2
-// still runs on its goroutines.
+// same limits, routing, rewriting and outcomes.
 
 // loopH2 is an HTTP/2 connection its loop serves.
 type loopH2 struct {

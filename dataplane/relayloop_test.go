@@ -291,44 +291,51 @@ func TestRelayLoopsCarryHTTP2Streams(t *testing.T) {
 	}
 }
 
-// TestRelayLoopsServeHTTP2Connections: an h2c connection to an
-// http-mode route stays on its relay loop, which serves it (no goroutine
-// reading it and another writing it): while five are open the loops
-// hold five connections; their streams are answered, bodiless and with a
-// body; and each, once closed, leaves the loops and is counted as an
-// http connection, with its bytes on its route.
+// TestRelayLoopsServeHTTP2Connections: an HTTP/2 connection to an
+// http-mode route stays on its relay loop (h2c), or moves to one after
+// its TLS handshake (h2 by ALPN), which serves it (no goroutine reading
+// it and another writing it): while five are open the loops hold five
+// connections; their streams are answered, bodiless and with a body; and
+// each, once closed, leaves the loops and is counted as an http
+// connection, with its bytes on its route.
 func TestRelayLoopsServeHTTP2Connections(t *testing.T) {
 	t.Parallel()
 	web := peers.HTTPBackend(t, "web")
-	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
-	var conns []*http.ClientConn
-	for i := range 5 {
-		cc := h2Conn(t, m.addr("pub"), "")
-		conns = append(conns, cc)
-		res, body, err := h2Do(t, cc, http.MethodGet, fmt.Sprintf("http://www.test/get/%d", i))
-		if err != nil || res.StatusCode != http.StatusOK || body != fmt.Sprintf("web GET /get/%d\n", i) {
-			t.Fatalf("GET on connection %d: %v %q", i, err, body)
+	cert := peers.CertPair(t, "loop.test")
+	m := startMux(t, snapshotOf(
+		listenerOn("pub", httpRoute("web", web.Addr)),
+		terminating("tls", tlsOf([]string{"h2"}, cert), httpRoute("web-tls", web.Addr)),
+	))
+	for _, tc := range []struct{ listener, sni, route string }{{"pub", "", "web"}, {"tls", "loop.test", "web-tls"}} {
+		var conns []*http.ClientConn
+		for i := range 5 {
+			cc := h2Conn(t, m.addr(tc.listener), tc.sni)
+			conns = append(conns, cc)
+			res, body, err := h2Do(t, cc, http.MethodGet, fmt.Sprintf("https://loop.test/get/%d", i))
+			if err != nil || res.StatusCode != http.StatusOK || body != fmt.Sprintf("web GET /get/%d\n", i) {
+				t.Fatalf("%s: GET on connection %d: %v %q", tc.listener, i, err, body)
+			}
 		}
-	}
-	onRelayLoops(t, m, 5*loopsCarrying())
-	req, _ := http.NewRequest(http.MethodPost, "http://www.test/post", strings.NewReader("a body"))
-	res, err := conns[0].RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	_ = res.Body.Close()
-	if res.StatusCode != http.StatusOK || string(body) != "web POST /post\n" {
-		t.Errorf("POST: %d %q", res.StatusCode, body)
-	}
-	for _, cc := range conns {
-		_ = cc.Close()
-	}
-	onRelayLoops(t, m, 0)
-	peers.Until(t, ioTimeout, "five http connections counted", func() bool {
-		return m.outcomeCount("pub", dataplane.OutcomeHTTP) == 5
-	})
-	if up := m.metricSum("portmux_bytes_total", map[string]string{"route": "web", "direction": "up"}); up < 5*24 {
-		t.Errorf("%v bytes up on the route, want at least the five prefaces", up)
+		onRelayLoops(t, m, 5*loopsCarrying())
+		req, _ := http.NewRequest(http.MethodPost, "https://loop.test/post", strings.NewReader("a body"))
+		res, err := conns[0].RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK || string(body) != "web POST /post\n" {
+			t.Errorf("%s: POST: %d %q", tc.listener, res.StatusCode, body)
+		}
+		for _, cc := range conns {
+			_ = cc.Close()
+		}
+		onRelayLoops(t, m, 0)
+		peers.Until(t, ioTimeout, "five http connections counted", func() bool {
+			return m.outcomeCount(tc.listener, dataplane.OutcomeHTTP) == 5
+		})
+		if up := m.metricSum("portmux_bytes_total", map[string]string{"route": tc.route, "direction": "up"}); up < 5*24 {
+			t.Errorf("%s: %v bytes up on the route, want at least the five prefaces", tc.listener, up)
+		}
 	}
 }

@@ -53,7 +53,7 @@ func (*Conn) Flush() {}
 func (*Conn) FlushFromLoop() {}
 
 // Adopt returns ErrUnsupported.
-func (*Set) Adopt(int, netip.AddrPort, Session, *TLS, []byte) (*Conn, error) {
+func (*Set) Adopt(int, netip.AddrPort, Handler, *TLS, []byte) (*Conn, error) {
 	return nil, ErrUnsupported
 }
 

@@ -16,14 +16,15 @@ import (
 // is made non-blocking here, and closed if the Set is), peer its
 // client, read the client's bytes read so far (plaintext under t; the
 // loop copies it before its buffer is reused, so the caller gives it
-// up), and t
-// its TLS layer after a handshake (nil: cleartext), with t.Mem detached
-// (the loop moves its bytes to buffers of its own). The Session's Decide
-// is asked about read at once (End Reading). Under TLS the Verdict may
-// only be Exchange, HandOff or a close: the loop reads no record while
+// up), and t its TLS layer after a handshake (nil: cleartext), with
+// t.Mem detached (the loop moves its bytes to buffers of its own). On
+// the loop, h is asked for the connection's Session (Accepted, with the
+// Conn a Session that serves it needs), and the Session's Decide about
+// read at once (End Reading). Under TLS the Verdict may only be
+// Exchange, Serve, HandOff or a close: the loop reads no record while
 // probing. The Conn returned may be aborted at once. Adopt fails, and
 // the caller keeps fd, once the Set is closed.
-func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []byte) (*Conn, error) {
+func (s *Set) Adopt(fd int, peer netip.AddrPort, h Handler, t *TLS, read []byte) (*Conn, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("relayloop: adopt: %w", err)
 	}
@@ -33,9 +34,9 @@ func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []by
 			l = o
 		}
 	}
-	c := &Conn{l: l, fd: fd, bfd: -1, peer: peer, s: sess, tls: t}
+	c := &Conn{l: l, fd: fd, bfd: -1, peer: peer, tls: t}
 	l.conned.Add(1)
-	if !l.post(func() { l.startAdopted(c, read) }) {
+	if !l.post(func() { l.startAdopted(c, h, read) }) {
 		l.conned.Add(-1)
 		return nil, ErrClosed
 	}
@@ -43,11 +44,17 @@ func (s *Set) Adopt(fd int, peer netip.AddrPort, sess Session, t *TLS, read []by
 }
 
 // startAdopted starts an adopted connection on its loop.
-func (l *loop) startAdopted(c *Conn, read []byte) {
+func (l *loop) startAdopted(c *Conn, h Handler, read []byte) {
 	l.nextID++
 	c.id = l.nextID
 	l.conns[c.id] = c
 	l.guard(c, func() {
+		if c.s = h.Accepted(c); c.s == nil {
+			c.state = stateClosed
+			l.forget(c)
+			sysClose(c.fd)
+			return
+		}
 		if c.tls != nil {
 			c.tls.Mem.Rebuffer(loopBuffers{l})
 		}

@@ -85,7 +85,7 @@ func adoptedTLSWith(t *testing.T, set *relayloop.Set, e *exchanger, firstRequest
 		h.tune(fd)
 	}
 	mem.Detach(nil, nil)
-	if _, err := set.Adopt(fd, peer, e, layer, read); err != nil {
+	if _, err := set.Adopt(fd, peer, handler(func(*relayloop.Conn) relayloop.Session { return e }), layer, read); err != nil {
 		t.Fatal(err)
 	}
 	return client
