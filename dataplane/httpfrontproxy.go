@@ -681,6 +681,10 @@ type frontBody struct {
 	stop func() bool
 	keep bool
 	eof  bool
+	// released: c went back to the pool as the body's end was read,
+	// before its last bytes reach the client (who may send its next
+	// request as soon as they do).
+	released bool
 	// remain is what is left of a body of known length, -1 otherwise.
 	remain int64
 	// trailer, for a chunked body, reads the trailer section past the
@@ -702,6 +706,18 @@ func newFrontBody(r io.Reader, c *directConn, stop func() bool, keep bool, remai
 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
+	if b.released {
+		return 0, io.EOF // the connection serves another request now
+	}
+	n, err := b.read(p)
+	if b.eof && b.keep && !b.released && b.c != nil {
+		b.released = true
+		b.c.release(b.stop, true)
+	}
+	return n, err
+}
+
+func (b *frontBody) read(p []byte) (int, error) {
 	if b.r == nil || b.remain == 0 {
 		b.eof = b.r != nil
 		return 0, io.EOF
@@ -791,7 +807,9 @@ func (b *frontBody) CloseWithError(err error) error {
 	if b.c == nil {
 		return nil
 	}
-	b.c.release(b.stop, b.keep && b.eof && err == nil)
+	if !b.released {
+		b.c.release(b.stop, b.keep && b.eof && err == nil)
+	}
 	*b = frontBody{}
 	frontBodies.Put(b)
 	return nil
