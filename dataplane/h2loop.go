@@ -85,6 +85,10 @@ type loopStream struct {
 	w        *loopHTTPWork
 	target   relayloop.Target
 	headDone bool // the final response's head went to the stream
+	// head is the request's head, made in hb (requestHeads): the call
+	// reads it until it ends (a retry sends it again).
+	hb   *[]byte
+	head []byte
 }
 
 // take carries r on a loop when proxyBodiless would carry it, and
@@ -98,15 +102,14 @@ func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
 	if rc == nil || rc.httpEndpoints == nil || len(*rc.httpEndpoints) == 0 {
 		return false // answered by the handler, as it answers them
 	}
-	head, err := h.appendBodilessHead(make([]byte, 0, 512), r)
-	if err != nil {
-		return false
-	}
-	if !h.handlers.enter() {
+	hb := requestHeads.Get().(*[]byte)
+	head, err := h.appendBodilessHead((*hb)[:0], r)
+	if err != nil || !h.handlers.enter() {
+		putRequestHead(hb, head)
 		return false
 	}
 	eps := *rc.httpEndpoints
-	sk := &loopStream{ls: ls, st: st, r: r, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork)}
+	sk := &loopStream{ls: ls, st: st, r: r, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
 	sk.target = rc.loopTarget(eps, ls.slot)
 	sk.call = ls.caller.NewCall(relayloop.CallRequest{
 		Head:    head,
@@ -196,7 +199,8 @@ func (sk *loopStream) Ended(x relayloop.ExchangeResult, trailer []byte) {
 	}
 	h.handlers.leave()
 	loopHTTPWorks.Put(sk.w)
-	sk.w = nil
+	putRequestHead(sk.hb, sk.head)
+	sk.w, sk.hb, sk.head = nil, nil, nil
 }
 
 // addTrailerLines adds the field lines of a chunked body's trailer section

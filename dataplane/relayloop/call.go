@@ -16,7 +16,8 @@ import "time"
 // were a third of the CPU per request.
 type CallRequest struct {
 	// Head is the request's whole head as the backend gets it, its
-	// empty line included. The call owns it from Call on.
+	// empty line included. The call owns it from NewCall until the
+	// Sink's Ended, and reads it no more after that.
 	Head []byte
 
 	// Target is where the request goes, as a Step's (its Pool, Slot,
