@@ -168,9 +168,10 @@ type serverConn struct {
 	// flushAsked (under mu): flush was called, Output has not been since.
 	flush, abort func()
 	flushAsked   bool
-	// in, fr, phase, maxBlock and stops are the reading goroutine's:
-	// the input, the Framer that reads it (consume), how far the preface
-	// came, the largest header block held, and what stopped disarms.
+	// in, fr, phase, maxBlock and stops are the reader's (the reading
+	// goroutine, or a driven connection's owner): the input, the Framer
+	// that reads it (consume), how far the preface came, the largest
+	// header block held, and what stopped disarms.
 	in         input
 	fr         *http2.Framer
 	phase      phase
@@ -304,7 +305,7 @@ func (sc *serverConn) started() {
 	sc.mu.Lock()
 	sc.idle = idle // the goroutines that end streams restart it
 	sc.mu.Unlock()
-	sc.stops = append(sc.stops, func() bool { return idle.Stop() })
+	sc.stops = append(sc.stops, idle.Stop)
 	if sc.srv.Drain != nil {
 		sc.stops = append(sc.stops, context.AfterFunc(sc.srv.Drain, sc.drain))
 	}
