@@ -5,17 +5,22 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/portmux/portmux/dataplane/relayloop"
 )
 
 // lineServer is a Server of a line protocol: each line comes back in
-// upper case; "later" is answered from a goroutine (Flush); "big N"
+// upper case (one past 64 KiB is dropped); "slow" makes every Input
+// take a millisecond; "later" is answered from a goroutine (Flush); "big N"
 // gets N bytes; "quit" gets BYE and the connection closes; "bad" is an
 // error of Input (ERR is sent, then the connection closes); the client's
 // end gets END and the connection closes.
@@ -26,6 +31,7 @@ type lineServer struct {
 	ended   chan error
 	line    []byte // a line not yet whole
 	first   []byte // the bytes the first Input had
+	slow    bool   // "slow": each Input takes a millisecond
 
 	mu      sync.Mutex
 	out     []byte
@@ -46,10 +52,16 @@ func (s *lineServer) Input(b []byte) error {
 	if s.first == nil {
 		s.first = append([]byte(nil), b...)
 	}
+	if s.slow {
+		time.Sleep(time.Millisecond) // a costly protocol
+	}
 	s.line = append(s.line, b...)
 	for {
 		i := bytes.IndexByte(s.line, '\n')
 		if i < 0 {
+			if len(s.line) > 64<<10 {
+				s.line = s.line[:0] // a line past 64 KiB is dropped
+			}
 			return nil
 		}
 		cmd := string(s.line[:i])
@@ -64,6 +76,8 @@ func (s *lineServer) Input(b []byte) error {
 		case strings.HasPrefix(cmd, "big "):
 			n, _ := strconv.Atoi(cmd[4:])
 			s.send(strings.Repeat("b", n), false)
+		case cmd == "slow":
+			s.slow = true
 		case cmd == "quit":
 			s.send("BYE\n", true)
 		case cmd == "bad":
@@ -255,5 +269,57 @@ func TestServeNeedsAServer(t *testing.T) {
 	}
 	if r := waitDone(t, s); r.Err == nil || !strings.Contains(r.Err.Error(), "not a Server") {
 		t.Errorf("Done: %+v", r)
+	}
+}
+
+// A client that sends faster than its Server takes its bytes cannot
+// keep the loop to itself: the loop reads a served connection a bounded
+// amount in one go, so another connection of the same loop is still
+// answered while the flood goes on. The flood comes over a socket pair,
+// which, unlike loopback TCP's windows, lets the writer refill the socket
+// as soon as the loop reads (before, the second connection waited for
+// the flood to end).
+func TestServeFloodDoesNotStarveTheLoop(t *testing.T) {
+	t.Parallel()
+	h := handler(func(c *relayloop.Conn) relayloop.Session {
+		return &lineServer{c: c, done: make(chan relayloop.Result, 1), ended: make(chan error, 1)}
+	})
+	addr, set := serve(t, relayloop.Options{Loops: 1}, h)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flood := os.NewFile(uintptr(fds[1]), "flood")
+	// Each read of it costs the loop a millisecond from its first bytes on.
+	if _, err := set.Adopt(fds[0], netip.AddrPort{}, h, nil, []byte("slow\n")); err != nil {
+		t.Fatal(err)
+	}
+	stop, flooded := make(chan struct{}), make(chan struct{})
+	go func() { // one endless line: bytes to read, nothing to answer
+		defer close(flooded)
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := flood.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); _ = flood.Close(); <-flooded })
+	time.Sleep(50 * time.Millisecond) // the flood is under way
+
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	for i := range 20 {
+		if _, err := io.WriteString(c, "ping\n"); err != nil {
+			t.Fatal(err)
+		}
+		if got := readLine(t, br); got != "PING\n" {
+			t.Fatalf("ping %d during the flood: %q", i, got)
+		}
 	}
 }
