@@ -80,7 +80,8 @@ func TestRelayLoopsCarryPlainRoutes(t *testing.T) {
 // once the handshake and the first request's sniff are done on the
 // connection's goroutine; a request the loops do not carry (HTTP/1.0)
 // brings the connection back to a goroutine, where it goes on over the
-// same TLS session; HTTP/2 by ALPN stays on its goroutine.
+// same TLS session; HTTP/2 by ALPN moves to the loops too, once its
+// preface is read (TestRelayLoopsServeHTTP2Connections serves it).
 func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 	addr, seen := wireBackend(t)
 	cert := peers.CertPair(t, "loop.test")
@@ -116,7 +117,7 @@ func TestRelayLoopsCarryHTTPOverTLS(t *testing.T) {
 		t.Fatalf("ALPN %q", got)
 	}
 	_, _ = io.WriteString(h2, http2.ClientPreface)
-	onRelayLoops(t, m, 0)
+	onRelayLoops(t, m, loops)
 	_ = c.Close()
 	_ = h2.Close()
 	m.waitIdle()
