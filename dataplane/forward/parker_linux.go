@@ -3,9 +3,11 @@ package forward
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,8 +50,12 @@ const (
 type Parker struct {
 	threshold time.Duration
 	epfd      int
-	wakeFd    int // eventfd: Close wakes the loop
-	done      chan struct{}
+	// file is epfd in Go's poller (readable while the set has events),
+	// where the loop waits: see loop.
+	file   *os.File
+	raw    syscall.RawConn
+	wakeFd int // eventfd: Close wakes the loop
+	done   chan struct{}
 
 	mu     sync.Mutex // guards parked, seq, closed and every pipe.aborted
 	parked map[uint64]*dir
@@ -78,7 +84,20 @@ func NewParker(threshold time.Duration) (*Parker, error) {
 		_ = unix.Close(wfd)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	pk := &Parker{threshold: threshold, epfd: epfd, wakeFd: wfd, done: make(chan struct{}), parked: map[uint64]*dir{}}
+	// Non-blocking, so that os.NewFile registers it with Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wfd)
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "parker epoll")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		_ = file.Close()
+		_ = unix.Close(wfd)
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	pk := &Parker{threshold: threshold, epfd: epfd, file: file, raw: raw, wakeFd: wfd, done: make(chan struct{}), parked: map[uint64]*dir{}}
 	go pk.loop()
 	return pk, nil
 }
@@ -105,7 +124,7 @@ func (pk *Parker) Close() error {
 		return fmt.Errorf("wake the parker: %w", err)
 	}
 	<-pk.done
-	return errors.Join(unix.Close(pk.epfd), unix.Close(pk.wakeFd))
+	return errors.Join(pk.file.Close(), unix.Close(pk.wakeFd))
 }
 
 // park registers d's source socket and takes d off its goroutine. It
@@ -200,10 +219,26 @@ func (pk *Parker) loop() {
 	var lastRelease time.Time
 	releasedAt := 0 // parked count at the last release
 	lastParked := 0 // parked count at the last scan
+	// It waits in Go's poller, which watches the epoll set as a file, not
+	// in a blocking epoll_wait: a goroutine in a system call keeps its
+	// processor until the runtime's monitor takes it back, up to 10 ms
+	// later, and the goroutines queued on that processor (a relay loop
+	// that had just yielded) wait as long. The read deadline drives the
+	// idle scan.
+	var (
+		n   int
+		err error
+	)
+	poll := func(fd uintptr) bool {
+		n, err = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
+	}
 	for {
-		// A blocking system call: the runtime hands this goroutine's P to
-		// others while it waits. The timeout drives the idle scan.
-		n, err := unix.EpollWait(pk.epfd, events, 250)
+		n, err = 0, nil
+		_ = pk.file.SetReadDeadline(lastScan.Add(250 * time.Millisecond))
+		if rerr := pk.raw.Read(poll); rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
+			err = rerr
+		}
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			n = 0
 			time.Sleep(10 * time.Millisecond)
