@@ -28,8 +28,8 @@ const (
 	eventsPerWait = 256
 	// acceptsPerWake bounds the connections one wake-up of a listener
 	// accepts, so that a flood on one listener does not starve the
-	// connections the loop already carries (the others loops take the
-	// rest: EPOLLEXCLUSIVE wakes one loop per event).
+	// connections the loop already carries (another loop, or this one
+	// after the round's other events, takes the rest: see accept).
 	acceptsPerWake = 64
 	// pipeSize is what a pipe is asked to hold, and spliceChunk the
 	// most one splice moves.
@@ -228,14 +228,15 @@ func (a *Acceptor) Stop() {
 }
 
 // watch adds a listening socket to the loop's epoll set, unless the loop
-// has stopped.
+// has stopped: exclusive and edge-triggered, so that a new connection
+// wakes one loop, which accepts what is queued or hands it on (accept).
 func (l *loop) watch(fd int, tok uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.shutdown {
 		return ErrClosed
 	}
-	return l.ctl(unix.EPOLL_CTL_ADD, fd, tok, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
+	return l.ctl(unix.EPOLL_CTL_ADD, fd, tok, unix.EPOLLIN|unix.EPOLLEXCLUSIVE|unix.EPOLLET)
 }
 
 // unwatch removes a listening socket from the loop's epoll set. Under l.mu
@@ -523,7 +524,7 @@ func (l *loop) dispatch(ev *unix.EpollEvent) {
 		a := l.set.listeners[tok]
 		l.set.mu.RUnlock()
 		if a != nil {
-			l.accept(a)
+			l.accept(a, 0)
 		}
 	case tok&backendBit != 0:
 		// Another loop may take an idle backend from the pool at any
@@ -626,18 +627,29 @@ func (l *loop) recoverFor(c *Conn) {
 // accept takes the connections waiting on a listener, then starts them:
 // the Handler runs after the Acceptor's lock is released, so Stop never
 // waits for one.
-func (l *loop) accept(a *Acceptor) {
-	var (
-		fds   [acceptsPerWake]int
-		addrs [acceptsPerWake]netip.AddrPort
-		n     int
-	)
+func (l *loop) accept(a *Acceptor, hops int) {
+	if _, off := l.backoff[a]; off && hops > 0 {
+		return // out of descriptors: the listener comes back when it ends
+	}
 	// A loop takes at most what brings it to its share of the
-	// connections (and one at least), leaving the rest queued for the
-	// loops woken with it: 64 kept-alive connections of wrk, accepted in
-	// a burst, landed 57 on one loop and 7 on the other without this,
-	// 32 and 32 with it.
+	// connections and hands the rest on to the loop holding the fewest:
+	// eight kept-alive HTTP/2 clients, accepted in a burst, landed all
+	// on one loop without this, which then served every request on one
+	// core. A loop asked by as many loops as there are takes one at
+	// least, so the queue always drains.
 	limit := l.acceptLimit()
+	if limit <= 0 {
+		if hops < len(l.set.loops) && l.handOn(a, hops+1) {
+			return
+		}
+		limit = 1
+	}
+	var (
+		fds     [acceptsPerWake]int
+		addrs   [acceptsPerWake]netip.AddrPort
+		n       int
+		drained bool
+	)
 	a.mu.RLock()
 	var failed error
 	for !a.stopped && n < limit {
@@ -651,10 +663,12 @@ func (l *loop) accept(a *Acceptor) {
 			if !errors.Is(err, unix.EAGAIN) {
 				failed = err
 			}
+			drained = true
 			break
 		}
 		fds[n], addrs[n] = fd, peer
 		n++
+		l.conned.Add(1) // counted at once: other loops weigh it
 	}
 	stopped := a.stopped
 	a.mu.RUnlock()
@@ -668,14 +682,18 @@ func (l *loop) accept(a *Acceptor) {
 		l.nextID++
 		c := &Conn{l: l, id: l.nextID, fd: fds[i], bfd: -1, peer: addrs[i]}
 		l.conns[c.id] = c
-		l.conned.Add(1)
 		l.guard(c, func() { c.start(a.h) })
+	}
+	// The listener is edge-triggered: what is still queued is accepted
+	// by another loop, or by this one after the round's other events.
+	if !drained && !stopped && !l.handOn(a, 1) {
+		l.post(func() { l.accept(a, 1) })
 	}
 }
 
-// acceptLimit is how many connections l accepts in one wake-up: up to
-// shareSlack past the average loop's count, between 1 and
-// acceptsPerWake.
+// acceptLimit is how many connections l accepts now: up to an eighth
+// (and one) past the average loop's count, at most acceptsPerWake; zero
+// or less when l holds that many already.
 func (l *loop) acceptLimit() int {
 	loops := l.set.loops
 	if len(loops) < 2 {
@@ -685,16 +703,29 @@ func (l *loop) acceptLimit() int {
 	for _, o := range loops {
 		all += o.conned.Load()
 	}
-	room := all/int64(len(loops)) + shareSlack - l.conned.Load()
-	return int(min(max(room, 1), acceptsPerWake))
+	n := int64(len(loops))
+	share := (all + n - 1) / n
+	return int(min(share+share/8+1-l.conned.Load(), acceptsPerWake))
 }
 
-// shareSlack is how far past the average a loop still accepts.
-const shareSlack = 16
+// handOn asks the loop holding the fewest connections, if it holds
+// fewer than l, to accept from a, the hops-th loop asked; it reports
+// whether one was.
+func (l *loop) handOn(a *Acceptor, hops int) bool {
+	var to *loop
+	least := l.conned.Load()
+	for _, o := range l.set.loops {
+		if n := o.conned.Load(); o != l && n < least {
+			to, least = o, n
+		}
+	}
+	return to != nil && to.post(func() { to.accept(a, hops) })
+}
 
 // backOff takes a listener the loop cannot accept from (out of
-// descriptors) out of its epoll set for a while: still readable, it
-// would wake the loop at once, for ever.
+// descriptors) out of its epoll set for a while: every new connection
+// would wake the loop to fail again. Added back, a listener with
+// connections queued is reported at once.
 func (l *loop) backOff(a *Acceptor, err error) {
 	wait := min(max(2*l.backoff[a], 5*time.Millisecond), time.Second)
 	l.backoff[a] = wait
