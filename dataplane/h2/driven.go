@@ -59,9 +59,7 @@ func (s *Server) NewConn(remoteAddr string, flush, abort func()) *Conn {
 // copied, and an idle connection holds no input buffer.
 func (c *Conn) Input(b []byte) error {
 	sc := c.sc
-	sc.mu.Lock()
-	sc.flushAsked = true // Output follows
-	sc.mu.Unlock()
+	sc.outputFollows()
 	var err error
 	borrowed := len(sc.in.buffered()) == 0
 	if borrowed {
@@ -94,9 +92,7 @@ func (c *Conn) InputEnded(err error) {
 	if err == nil {
 		err = io.EOF
 	}
-	c.sc.mu.Lock()
-	c.sc.flushAsked = true // Output follows
-	c.sc.mu.Unlock()
+	c.sc.outputFollows()
 	c.end(c.sc.readEnd(err))
 }
 
@@ -105,16 +101,19 @@ func (c *Conn) InputEnded(err error) {
 func (c *Conn) end(err error) {
 	sc := c.sc
 	sc.mu.Lock()
-	if sc.err == nil {
-		sc.err = err
-	}
-	sc.goAway, sc.closing = true, true
-	sc.failAllLocked(errConnClosed)
-	sc.wakeWriter()
+	sc.endLocked(err)
 	sc.mu.Unlock()
 	if sc.srv.ReadIdle != nil {
 		sc.srv.ReadIdle() // the last batch
 	}
+}
+
+// outputFollows records that the owner calls Output once the call in
+// progress returns: what the call appends needs no flush of its own.
+func (sc *serverConn) outputFollows() {
+	sc.mu.Lock()
+	sc.flushAsked = true
+	sc.mu.Unlock()
 }
 
 // Output returns what there is to send, nil for nothing yet, and whether
@@ -127,9 +126,7 @@ func (c *Conn) Output() ([]byte, bool) {
 	sc.flushAsked = false
 	if sent := sc.lent; sent != nil {
 		sc.lent = nil
-		if cap(sent) <= keptOutput && (len(sc.streams) > 0 || sc.running > 0) {
-			sc.spare = sent[:0] // for the next output; an idle connection keeps none
-		}
+		sc.sentLocked(sent)
 	}
 	if sc.closed {
 		return nil, true
@@ -137,10 +134,8 @@ func (c *Conn) Output() ([]byte, bool) {
 	if len(sc.out.b) == 0 {
 		return nil, sc.closing
 	}
-	buf := sc.out.b
-	sc.out.b, sc.spare = sc.spare[:0], nil
+	buf := sc.takeOutputLocked()
 	sc.lent = buf
-	sc.spaceLocked()
 	return buf, sc.closing
 }
 
@@ -150,12 +145,7 @@ func (c *Conn) Output() ([]byte, bool) {
 func (c *Conn) Closed(err error) {
 	sc := c.sc
 	sc.mu.Lock()
-	if sc.err == nil {
-		sc.err = err
-	}
-	sc.closed, sc.closing, sc.goAway = true, true, true
-	sc.failAllLocked(errConnClosed)
-	sc.out.b, sc.spare, sc.lent = nil, nil, nil
+	sc.closedLocked(err)
 	sc.mu.Unlock()
 	sc.stopped()
 }

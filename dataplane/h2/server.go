@@ -723,17 +723,24 @@ func (sc *serverConn) idleTimeout() {
 // and closes the socket.
 func (sc *serverConn) close(err error) {
 	sc.mu.Lock()
+	sc.endLocked(err)
+	sc.mu.Unlock()
+	// The reader is done; the writer closes the socket once it has sent
+	// what is left (a GOAWAY), or WriteTimeout has passed.
+	<-sc.writerDone
+	_ = sc.nc.Close()
+}
+
+// endLocked ends the reading side for good: err (the first one kept) is
+// why, every stream fails, and what is left to send (a GOAWAY) goes out
+// before the socket closes.
+func (sc *serverConn) endLocked(err error) {
 	if sc.err == nil {
 		sc.err = err
 	}
 	sc.goAway, sc.closing = true, true
 	sc.failAllLocked(errConnClosed)
 	sc.wakeWriter()
-	sc.mu.Unlock()
-	// The reader is done; the writer closes the socket once it has sent
-	// what is left (a GOAWAY), or WriteTimeout has passed.
-	<-sc.writerDone
-	_ = sc.nc.Close()
 }
 
 // closeSocket closes the connection at once: its socket, or, driven

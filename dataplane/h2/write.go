@@ -62,29 +62,49 @@ func (sc *serverConn) writeLoop() {
 			_ = sc.nc.Close()
 			return
 		}
-		buf := sc.out.b
-		sc.out.b, sc.spare = sc.spare[:0], nil
-		sc.spaceLocked()
+		buf := sc.takeOutputLocked()
 		sc.mu.Unlock()
 
 		_ = sc.nc.SetWriteDeadline(time.Now().Add(sc.srv.WriteTimeout))
 		_, err := sc.nc.Write(buf)
 		if err != nil {
 			sc.mu.Lock()
-			sc.closed, sc.closing = true, true
-			if sc.err == nil {
-				sc.err = err
-			}
-			sc.failAllLocked(errConnClosed)
-			sc.out.b = nil
+			sc.closedLocked(err)
 			sc.mu.Unlock()
 			_ = sc.nc.Close() // the reader stops
 			return
 		}
 		sc.mu.Lock()
-		if cap(buf) <= keptOutput && (len(sc.streams) > 0 || sc.running > 0) {
-			sc.spare = buf[:0] // for the next write; an idle connection keeps none
-		}
+		sc.sentLocked(buf)
 		sc.mu.Unlock()
 	}
+}
+
+// takeOutputLocked takes what was appended since the last write, for
+// one write, and starts the next output in the spare buffer, if any.
+func (sc *serverConn) takeOutputLocked() []byte {
+	buf := sc.out.b
+	sc.out.b, sc.spare = sc.spare[:0], nil
+	sc.spaceLocked()
+	return buf
+}
+
+// sentLocked takes buf back once it is written, as the spare for the
+// next output while streams are in flight; an idle connection keeps none.
+func (sc *serverConn) sentLocked(buf []byte) {
+	if cap(buf) <= keptOutput && (len(sc.streams) > 0 || sc.running > 0) {
+		sc.spare = buf[:0]
+	}
+}
+
+// closedLocked records that the socket is closed or unusable (err:
+// why, nil for an orderly end): every stream fails, and nothing more is
+// sent.
+func (sc *serverConn) closedLocked(err error) {
+	if sc.err == nil {
+		sc.err = err
+	}
+	sc.closed, sc.closing, sc.goAway = true, true, true
+	sc.failAllLocked(errConnClosed)
+	sc.out.b, sc.spare, sc.lent = nil, nil, nil
 }
