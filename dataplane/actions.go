@@ -93,9 +93,7 @@ func forwardTCP(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) bo
 	c.handOff()
 	h := forward.Start(st, up, forward.Options{IdleTimeout: rc.idle, BufferPool: &s.copyBufs, StreamBufferPool: &s.recBufs, Parker: s.parker,
 		OnPanic: func(p *panics.Error) { c.logPanic(p) }}, func(r forward.Result) {
-		c.rep.up, c.rep.down = r.Up+sent, r.Down
-		rc.up.Add(float64(c.rep.up))
-		rc.down.Add(float64(c.rep.down))
+		c.reportBytes(rc, r.Up+sent, r.Down)
 		switch {
 		case r.Idle:
 			c.rep.outcome = OutcomeIdleTimeout

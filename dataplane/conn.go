@@ -160,6 +160,21 @@ func (c *conn) end() {
 	s.handlers.Done()
 }
 
+// reportRoute records the route c's first bytes chose, for its log line
+// and metrics.
+func (c *conn) reportRoute(rc *routeConfig) {
+	c.rep.route, c.rep.protocol, c.rep.ended = rc.Name, string(rc.Match.Protocol), rc.ended
+}
+
+// reportBytes records what c carried in all, up from the client and
+// down to it: in its log line and in the byte counters of rc, the route
+// it is reported under.
+func (c *conn) reportBytes(rc *routeConfig, up, down int64) {
+	c.rep.up, c.rep.down = up, down
+	rc.up.Add(float64(up))
+	rc.down.Add(float64(down))
+}
+
 // logPanic counts and logs a panic recovered on this connection, once: a
 // panic in a forwarded direction is reported when it is recovered and
 // again with the connection's end.

@@ -140,6 +140,10 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 	}, true
 }
 
+// poolSlot is the slot a backend connection the goroutine pools dial for
+// c's requests takes (loopSlot is the relay loops').
+func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlot(c.bound, c.lc, c.cfg) }
+
 // backendSlotEvicting is backendSlot for the relay loops' exchanges: at
 // the cap, the idle connections of the listener's goroutine pools give
 // their slots up first, one at a time (the loops evict their own before

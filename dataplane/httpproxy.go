@@ -48,7 +48,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth 
 	// while the connection lives.
 	h2 := wantsHTTP2(c.rep.alpn, sniffed)
 	counted := c.counted(st, c.keepSniffed(sniffed))
-	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
+	slot := takeSlot(c.poolSlot)
 	if h2 {
 		_ = s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining(), nil).ServeConn(counted)
 	} else {
@@ -58,9 +58,7 @@ func serveHTTPMode(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, depth 
 	// hold on the connection.
 	hc.handlers.closeAndWait()
 	c.rep.backend = rc.Backend.Name
-	c.rep.up, c.rep.down = counted.in.Load(), counted.out.Load()
-	rc.up.Add(float64(c.rep.up))
-	rc.down.Add(float64(c.rep.down))
+	c.reportBytes(rc, counted.in.Load(), counted.out.Load())
 	c.rep.outcome = OutcomeHTTP
 	return false
 }

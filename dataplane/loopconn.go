@@ -129,7 +129,7 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		return relayloop.Verdict{HandOff: true}
 	}
 	lc.sniff.Observe(time.Since(c.rep.start).Seconds())
-	c.rep.route, c.rep.protocol, c.rep.ended = rc.Name, string(rc.Match.Protocol), rc.ended
+	c.reportRoute(rc)
 	if d.Info.SNI != "" {
 		c.rep.sni = d.Info.SNI
 	}
@@ -224,9 +224,7 @@ func (ls *loopSession) Done(r relayloop.Result) {
 		if r.Dialed {
 			c.rep.backend = r.Endpoint.String()
 		}
-		c.rep.up, c.rep.down = r.Up, r.Down
-		rc.up.Add(float64(r.Up))
-		rc.down.Add(float64(r.Down))
+		c.reportBytes(rc, r.Up, r.Down)
 		switch {
 		case r.Idle:
 			c.rep.outcome = OutcomeIdleTimeout

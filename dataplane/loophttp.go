@@ -80,7 +80,7 @@ func (ls *loopSession) startHTTP(rc *routeConfig) relayloop.Verdict {
 	if rc.IdleTimeout > 0 {
 		lim.IdleTimeout = rc.IdleTimeout
 	}
-	c.rep.route, c.rep.protocol, c.rep.ended = rc.Name, string(rc.Match.Protocol), rc.ended
+	c.reportRoute(rc)
 	c.rep.backend = rc.Backend.Name
 	ls.http = &loopHTTP{
 		hc:   newHTTPConn(c, c.lc),

@@ -29,10 +29,10 @@ type loopH2 struct {
 func (ls *loopSession) startH2(rc *routeConfig) relayloop.Verdict {
 	c := ls.c
 	s := c.s
-	c.rep.route, c.rep.protocol, c.rep.ended = rc.Name, string(rc.Match.Protocol), rc.ended
+	c.reportRoute(rc)
 	c.rep.backend = rc.Backend.Name
 	hc := newHTTPConn(c, c.lc)
-	slot := takeSlot(func() (func(), bool) { return s.backendSlot(c.bound, c.lc, c.cfg) })
+	slot := takeSlot(c.poolSlot)
 	srv := s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining(), ls.rc.Caller())
 	ls.h2 = &loopH2{hc: hc, rc: rc, conn: srv.NewConn(c.rep.client, ls.rc.Flush, ls.rc.Abort)}
 	ls.route = rc
@@ -51,9 +51,7 @@ func (ls *loopSession) Output() ([]byte, bool) { return ls.h2.conn.Output() }
 func (ls *loopSession) doneH2(r relayloop.Result) {
 	h, c := ls.h2, ls.c
 	h.conn.Closed(r.Err)
-	c.rep.up, c.rep.down = r.Up, r.Down
-	h.rc.up.Add(float64(r.Up))
-	h.rc.down.Add(float64(r.Down))
+	c.reportBytes(h.rc, r.Up, r.Down)
 	c.rep.outcome = OutcomeHTTP
 	go func() {
 		h.hc.handlers.closeAndWait()

@@ -136,9 +136,7 @@ func serveTunnel(c *conn, rc *routeConfig, st net.Conn, sniffed []byte, _ int) b
 func (t *tunnelServing) ended(rep *tunnel.Report) {
 	t.goAway()
 	c, s := t.c, t.c.s
-	c.rep.up, c.rep.down = t.counted.in.Load(), t.counted.out.Load()
-	t.rc.up.Add(float64(c.rep.up))
-	t.rc.down.Add(float64(c.rep.down))
+	c.reportBytes(t.rc, t.counted.in.Load(), t.counted.out.Load())
 	c.rep.outcome = OutcomeTunnel
 	if rep == nil {
 		return
