@@ -20,16 +20,8 @@ import (
 // round writes their heads one after the other.
 type Caller struct{ l *loop }
 
-// Caller returns a Caller on the loop with the fewest connections.
-func (s *Set) Caller() *Caller {
-	l := s.loops[0]
-	for _, o := range s.loops[1:] {
-		if o.conned.Load()+o.calls.Load() < l.conned.Load()+l.calls.Load() {
-			l = o
-		}
-	}
-	return &Caller{l: l}
-}
+// Caller returns a Caller on the least busy loop.
+func (s *Set) Caller() *Caller { return &Caller{l: s.leastBusy()} }
 
 // Caller returns a Caller on the connection's own loop: the calls of a
 // connection the loop serves (Verdict.Serve) run in the same rounds as

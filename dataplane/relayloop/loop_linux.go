@@ -227,6 +227,19 @@ func (a *Acceptor) Stop() {
 	a.s.mu.Unlock()
 }
 
+// leastBusy is the loop that carries the fewest connections and calls:
+// where a connection adopted, or the calls of a connection no loop
+// serves, go.
+func (s *Set) leastBusy() *loop {
+	l := s.loops[0]
+	for _, o := range s.loops[1:] {
+		if o.conned.Load()+o.calls.Load() < l.conned.Load()+l.calls.Load() {
+			l = o
+		}
+	}
+	return l
+}
+
 // watch adds a listening socket to the loop's epoll set, unless the loop
 // has stopped: exclusive and edge-triggered, so that a new connection
 // wakes one loop, which accepts what is queued or hands it on (accept).

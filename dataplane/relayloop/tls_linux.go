@@ -28,12 +28,7 @@ func (s *Set) Adopt(fd int, peer netip.AddrPort, h Handler, t *TLS, read []byte)
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("relayloop: adopt: %w", err)
 	}
-	l := s.loops[0]
-	for _, o := range s.loops[1:] {
-		if o.conned.Load() < l.conned.Load() {
-			l = o
-		}
-	}
+	l := s.leastBusy()
 	c := &Conn{l: l, fd: fd, bfd: -1, peer: peer, tls: t}
 	l.conned.Add(1)
 	if !l.post(func() { l.startAdopted(c, h, read) }) {
