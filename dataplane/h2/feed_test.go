@@ -16,21 +16,36 @@ import (
 	"github.com/portmux/portmux/dataplane/h2"
 )
 
+// blockWriter encodes the header blocks of one client connection: its
+// encoder's table carries over from block to block, as a client's does.
+type blockWriter struct {
+	buf bytes.Buffer
+	enc *hpack.Encoder
+}
+
+func newBlockWriter() *blockWriter {
+	w := &blockWriter{}
+	w.enc = hpack.NewEncoder(&w.buf)
+	return w
+}
+
+// block encodes the fields kv (name, value, name, value...).
+func (w *blockWriter) block(kv ...string) []byte {
+	w.buf.Reset()
+	for i := 0; i < len(kv); i += 2 {
+		_ = w.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return append([]byte(nil), w.buf.Bytes()...)
+}
+
 // byteConversation is a client's bytes, preface first: a GET with a
 // header block of 40 KiB over HEADERS and two CONTINUATION frames, and
 // a POST with a body and trailers; byteHandler answers it and
 // checkByteResponses checks what came back.
 func byteConversation() []byte {
-	var buf, hb bytes.Buffer
+	var buf bytes.Buffer
 	fr := http2.NewFramer(&buf, nil)
-	enc := hpack.NewEncoder(&hb)
-	block := func(kv ...string) []byte {
-		hb.Reset()
-		for i := 0; i < len(kv); i += 2 {
-			_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-		}
-		return append([]byte(nil), hb.Bytes()...)
-	}
+	block := newBlockWriter().block
 	_ = fr.WriteSettings()
 	big := block(":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/",
 		"x-big", "abc"+strings.Repeat("x", 40<<10-3))

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane/h2"
 )
@@ -18,16 +17,9 @@ import (
 // SETTINGS, a GET, a POST with a body and trailers, a PING, a reset, a
 // WINDOW_UPDATE and GOAWAY.
 func seedFrames() []byte {
-	var buf, hb bytes.Buffer
+	var buf bytes.Buffer
 	fr := http2.NewFramer(&buf, nil)
-	enc := hpack.NewEncoder(&hb)
-	block := func(kv ...string) []byte {
-		hb.Reset()
-		for i := 0; i < len(kv); i += 2 {
-			_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-		}
-		return append([]byte(nil), hb.Bytes()...)
-	}
+	block := newBlockWriter().block
 	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10})
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
 		BlockFragment: block(":method", "GET", ":scheme", "http", ":authority", "a", ":path", "/")})

@@ -215,13 +215,7 @@ func (r *raw) headers(id uint32, end bool, path string, extra ...string) {
 
 // tryHeaders is headers for a goroutine other than the test's.
 func (r *raw) tryHeaders(id uint32, end bool, path string, extra ...string) error {
-	var buf bytes.Buffer
-	enc := hpack.NewEncoder(&buf)
-	kv := append([]string{":method", "GET", ":scheme", "http", ":authority", "h.test", ":path", path}, extra...)
-	for i := 0; i < len(kv); i += 2 {
-		_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
-	}
-	block := buf.Bytes()
+	block := newBlockWriter().block(append([]string{":method", "GET", ":scheme", "http", ":authority", "h.test", ":path", path}, extra...)...)
 	first := block[:min(len(block), 16<<10)]
 	block = block[len(first):]
 	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}); err != nil {

@@ -107,8 +107,14 @@ func forwardAfter(n int, target *relayloop.Target) *session {
 
 func waitDone(t *testing.T, s *session) relayloop.Result {
 	t.Helper()
+	return waitResult(t, s.done)
+}
+
+// waitResult is the Result a Session's Done sends on done.
+func waitResult(t *testing.T, done <-chan relayloop.Result) relayloop.Result {
+	t.Helper()
 	select {
-	case r := <-s.done:
+	case r := <-done:
 		return r
 	case <-time.After(10 * time.Second):
 		t.Fatal("Done was not called")

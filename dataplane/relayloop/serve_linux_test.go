@@ -133,13 +133,7 @@ func readLine(t *testing.T, br *bufio.Reader) string {
 
 func (s *lineServer) result(t *testing.T) relayloop.Result {
 	t.Helper()
-	select {
-	case r := <-s.done:
-		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("Done was not called")
-		return relayloop.Result{}
-	}
+	return waitResult(t, s.done)
 }
 
 // A Server speaks on the loop: the bytes read while deciding come first,
