@@ -1,6 +1,10 @@
 package dataplane
 
-import "time"
+import (
+	"time"
+
+	"github.com/portmux/portmux/dataplane/h2"
+)
 
 // Defaults of HTTPLimits. net/http's own defaults suit a server behind a
 // proxy, not one on the open internet: 1 MiB of headers per request, no
@@ -30,6 +34,13 @@ const (
 	// connection. 100 is the least RFC 9113 §6.5.2 recommends, and what
 	// haproxy advertises (nginx: 128).
 	DefaultHTTPMaxConcurrentStreams = 100
+
+	// DefaultHTTPWriteTimeout closes an HTTP/2 connection whose client
+	// takes none of its responses for this long: it stops reading, or
+	// opens no flow-control window for a response that waits for one.
+	// Either way it holds the responses, and what was fetched for them
+	// (backend connections among it), as long as it likes otherwise.
+	DefaultHTTPWriteTimeout = h2.DefaultWriteTimeout
 )
 
 // HTTPLimits bound what one client connection in http mode can make the
@@ -51,6 +62,10 @@ type HTTPLimits struct {
 	// MaxConcurrentStreams caps the streams open at once on one HTTP/2
 	// connection; the client waits for one to end before it opens more.
 	MaxConcurrentStreams int
+
+	// WriteTimeout closes an HTTP/2 connection whose client takes none of
+	// its responses for this long (DefaultHTTPWriteTimeout).
+	WriteTimeout time.Duration
 }
 
 // withDefaults fills the zero fields; idle is Options.IdleTimeout.
@@ -69,6 +84,9 @@ func (l HTTPLimits) withDefaults(idle time.Duration) HTTPLimits {
 	}
 	if l.MaxConcurrentStreams <= 0 {
 		l.MaxConcurrentStreams = DefaultHTTPMaxConcurrentStreams
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultHTTPWriteTimeout
 	}
 	return l
 }

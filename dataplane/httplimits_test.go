@@ -2,8 +2,11 @@ package dataplane_test
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/test/peers"
@@ -307,5 +311,65 @@ func TestHTTPModeRouteIdleTimeout(t *testing.T) {
 	if err := closedByPeer(c, ioTimeout); err != nil {
 		t.Fatalf("idle kept-alive connection: %v", err)
 	}
+	m.waitIdle()
+}
+
+// TestHTTPModeHTTP2WithheldWindow: an HTTP/2 client that reads its
+// socket but opens no flow-control window for a response held that
+// response's stream, and the backend connection streaming it, for as
+// long as it liked. After the write timeout it gets GOAWAY
+// ENHANCE_YOUR_CALM, the connection closes and so does the backend's.
+func TestHTTPModeHTTP2WithheldWindow(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		chunk := bytes.Repeat([]byte("b"), 64<<10)
+		for i := 0; i < 64 && r.Context().Err() == nil; i++ { // 4 MiB
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	m := newMux(t, dataplane.Options{HTTP: dataplane.HTTPLimits{WriteTimeout: 300 * time.Millisecond}})
+	m.apply(snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	c := dial(t, m.addr("pub"))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "www.test"}, {":path", "/big"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	peers.Until(t, ioTimeout, "the request to reach the backend", func() bool { return web.OpenConns() == 1 })
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			break
+		}
+	}
+	for { // what follows GOAWAY (a reset of the stream), then the end
+		if _, err := fr.ReadFrame(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the connection stayed open after GOAWAY")
+			}
+			break
+		}
+	}
+	peers.Until(t, ioTimeout, "the backend connection to close", func() bool { return web.OpenConns() == 0 })
 	m.waitIdle()
 }

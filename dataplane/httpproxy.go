@@ -86,6 +86,7 @@ func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep
 		MaxHeaderListSize:    uint32(lim.MaxHeaderBytes),       //nolint:gosec // validated positive and small
 		IdleTimeout:          lim.IdleTimeout,
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
+		WriteTimeout:         lim.WriteTimeout,
 		Drain:                drain,
 	}
 	if ls := h.loopStreamsOf(caller); ls != nil {

@@ -48,6 +48,7 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 	st, sc := w.st, w.st.sc
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	st.waitsForWindow = false
 	done := 0
 	for {
 		if st.err != nil {
@@ -60,6 +61,9 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 			return done, nil
 		}
 		if st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData {
+			if st.sendWindow <= 0 || sc.sendWindow <= 0 {
+				sc.waitForWindowLocked(st)
+			}
 			st.wake = wake
 			return done, nil
 		}

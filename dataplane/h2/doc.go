@@ -39,7 +39,10 @@
 //   - a connection without streams closes after IdleTimeout, one that
 //     sends no preface within PrefaceTimeout is closed (one whose first
 //     bytes are not the preface at once), and one whose
-//     client stops reading is closed after WriteTimeout.
+//     client stops reading is closed after WriteTimeout, as is one whose
+//     client reads but opens no flow-control window for a response that
+//     waits for one (GOAWAY ENHANCE_YOUR_CALM): the clock stops whenever
+//     a window it opens lets a waiting response go on.
 //
 // A request without a body may also be answered without a goroutine
 // (Server.Async): its taker writes the response through a Stream whose

@@ -141,6 +141,10 @@ func (s *Server) withDefaults() Server {
 // connection is gone.
 var errConnClosed = errors.New("http2: connection closed")
 
+// errWindowWithheld is why a connection ends whose client opened no
+// flow-control window for WriteTimeout while responses waited for one.
+var errWindowWithheld = errors.New("http2: the client opened no flow-control window for the write timeout")
+
 // ServeConn serves c, which must start with the client's preface, until
 // the client or the server ends it; it closes c and returns once every
 // handler it started has returned. The error says why the connection
@@ -197,6 +201,12 @@ type serverConn struct {
 	// idle ends the connection after IdleTimeout without streams; nil
 	// until the preface is read.
 	idle *time.Timer
+	// windowTimer ends the connection once a response has waited for
+	// the client's window until windowDue, which WriteTimeout after the
+	// first wait since the client last opened window (windowWaiting).
+	windowTimer   *time.Timer
+	windowDue     time.Time
+	windowWaiting bool
 
 	streams map[uint32]*stream // open and half-closed streams
 	// baseDone: BaseContext is done, and so is every stream's context.
@@ -316,6 +326,69 @@ func (sc *serverConn) stopped() {
 	for _, stop := range sc.stops {
 		stop()
 	}
+	sc.mu.Lock()
+	if sc.windowTimer != nil {
+		sc.windowTimer.Stop()
+	}
+	sc.mu.Unlock()
+}
+
+// waitForWindowLocked notes that st's response waits for the client to
+// open a flow-control window. Unless the clock already runs, the client
+// has WriteTimeout to open one (windowTimeout): until then it holds the
+// response, and what was fetched for it, as a client that stops reading
+// holds the output.
+func (sc *serverConn) waitForWindowLocked(st *stream) {
+	st.waitsForWindow = true
+	if sc.windowWaiting {
+		return
+	}
+	sc.windowWaiting = true
+	sc.windowDue = time.Now().Add(sc.srv.WriteTimeout)
+	if sc.windowTimer == nil {
+		sc.windowTimer = time.AfterFunc(sc.srv.WriteTimeout, sc.windowTimeout)
+	} else {
+		sc.windowTimer.Reset(sc.srv.WriteTimeout)
+	}
+}
+
+// windowOpenedLocked stops the clock of waitForWindowLocked once the
+// client's windows let st, a response that waited, go on: opening a
+// window elsewhere does not. The next wait starts the clock again, so a
+// client that opens window however slowly is never cut off.
+func (sc *serverConn) windowOpenedLocked(st *stream) {
+	if sc.windowWaiting && st.waitsForWindow && st.sendWindow > 0 && sc.sendWindow > 0 {
+		sc.windowWaiting = false
+	}
+}
+
+// windowTimeout ends the connection once responses have waited for
+// window since windowDue's clock started: GOAWAY ENHANCE_YOUR_CALM, and
+// their writes fail.
+func (sc *serverConn) windowTimeout() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if !sc.windowWaiting || sc.closing {
+		return
+	}
+	if wait := time.Until(sc.windowDue); wait > 0 {
+		sc.windowTimer.Reset(wait) // the clock restarted after this timer was set
+		return
+	}
+	sc.windowWaiting = false
+	waiting := false
+	for _, st := range sc.streams {
+		waiting = waiting || st.waitsForWindow && (st.sendWindow <= 0 || sc.sendWindow <= 0)
+	}
+	if !waiting {
+		return // the responses that waited are gone
+	}
+	if sc.err == nil {
+		sc.err = errWindowWithheld
+	}
+	sc.logf("%v (%v)", errWindowWithheld, sc.srv.WriteTimeout)
+	sc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
+	sc.failAllLocked(errWindowWithheld)
 }
 
 // frameHeaderLen is the length of a frame's header (RFC 9113 §4.1).
@@ -449,6 +522,7 @@ func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 				st.roomLocked()
+				sc.windowOpenedLocked(st)
 			}
 		case http2.SettingMaxFrameSize:
 			sc.peerFrame = s.Val
@@ -475,6 +549,11 @@ func (sc *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		sc.spaceLocked()
+		if sc.windowWaiting {
+			for _, st := range sc.streams {
+				sc.windowOpenedLocked(st)
+			}
+		}
 		return nil
 	}
 	if f.StreamID > sc.maxID {
@@ -490,6 +569,7 @@ func (sc *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		return nil
 	}
 	st.roomLocked()
+	sc.windowOpenedLocked(st)
 	return nil
 }
 

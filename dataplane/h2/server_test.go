@@ -736,3 +736,90 @@ func TestClientGoAway(t *testing.T) {
 		t.Error("ServeConn did not return after the client closed")
 	}
 }
+
+// A client that opens no flow-control window holds what the server has
+// for it (a handler, its backend connection, the body it fetched) as one
+// that stops reading does: after WriteTimeout without a window granted,
+// the connection gets GOAWAY ENHANCE_YOUR_CALM and closes, and the
+// writers see their writes fail. A client that opens window, however
+// slowly, is not cut off, whatever the whole response takes.
+func TestWithheldWindow(t *testing.T) {
+	t.Parallel()
+	writer := func(errs chan<- error) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, err := w.Write(bytes.Repeat([]byte("w"), 1000))
+			errs <- err
+		})
+	}
+	for _, tc := range []struct {
+		name  string
+		path  string
+		async bool
+	}{
+		{"handler", "/", false},
+		{"async", "/size/1000", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, handlerErr := newAsyncOwner(), make(chan error, 1)
+			srv := &h2.Server{Handler: writer(handlerErr), WriteTimeout: 300 * time.Millisecond}
+			if tc.async {
+				srv.Async = o.take
+			}
+			s := serve(t, srv, nil)
+			r := dialRaw(t, s.addr)
+			if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+				t.Fatal(err)
+			}
+			r.headers(1, true, tc.path)
+			if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+			}
+			r.closed()
+			var err error
+			if tc.async {
+				o.wait()
+				err = <-o.errs
+			} else {
+				err = <-handlerErr
+			}
+			if err == nil {
+				t.Error("the response's write succeeded with no window open")
+			}
+		})
+		t.Run(tc.name+", window opened slowly", func(t *testing.T) {
+			t.Parallel()
+			o := newAsyncOwner()
+			srv := &h2.Server{Handler: writer(make(chan error, 1)), WriteTimeout: time.Second}
+			if tc.async {
+				srv.Async = o.take
+			}
+			s := serve(t, srv, nil)
+			r := dialRaw(t, s.addr)
+			if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+				t.Fatal(err)
+			}
+			r.headers(1, true, tc.path)
+			// Five grants of 200 bytes, 300 ms apart: 1.5 s in all, past
+			// WriteTimeout, with the window never withheld for that long.
+			got := 0
+			for range 5 {
+				time.Sleep(300 * time.Millisecond)
+				_ = r.fr.WriteWindowUpdate(0, 200)
+				_ = r.fr.WriteWindowUpdate(1, 200)
+				f := r.until(func(f http2.Frame) bool { _, ok := f.(*http2.DataFrame); return ok || isReset(f) })
+				d, ok := f.(*http2.DataFrame)
+				if !ok {
+					t.Fatalf("stream reset after %d bytes", got)
+				}
+				got += len(d.Data())
+			}
+			if got != 1000 {
+				t.Errorf("got %d bytes of 1000", got)
+			}
+			if tc.async {
+				o.wait()
+			}
+		})
+	}
+}

@@ -46,6 +46,9 @@ type stream struct {
 	removed bool
 
 	sendWindow int64
+	// waitsForWindow: a write of the response waits for the client to
+	// open the stream's or the connection's window.
+	waitsForWindow bool
 	// recvWindow is what the client may still send on the stream,
 	// recvUnacked what it sent that was consumed and not yet given back.
 	recvWindow, recvUnacked int64
@@ -338,12 +341,16 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	for done < len(p) {
 		for st.err == nil && !sc.closed &&
 			(st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData) {
+			if st.sendWindow <= 0 || sc.sendWindow <= 0 {
+				sc.waitForWindowLocked(st)
+			}
 			if st.sendWindow <= 0 {
 				st.cond.Wait()
 			} else {
 				sc.space.Wait()
 			}
 		}
+		st.waitsForWindow = false
 		if st.err != nil {
 			return done, st.err
 		}
