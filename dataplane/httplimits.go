@@ -1,10 +1,6 @@
 package dataplane
 
-import (
-	"time"
-
-	"github.com/portmux/portmux/dataplane/h2"
-)
+import "time"
 
 // Defaults of HTTPLimits. net/http's own defaults suit a server behind a
 // proxy, not one on the open internet: 1 MiB of headers per request, no
@@ -38,9 +34,15 @@ const (
 	// DefaultHTTPWriteTimeout closes an HTTP/2 connection whose client
 	// takes none of its responses for this long: it stops reading, or
 	// opens no flow-control window for a response that waits for one.
-	// Either way it holds the responses, and what was fetched for them
-	// (backend connections among it), as long as it likes otherwise.
-	DefaultHTTPWriteTimeout = h2.DefaultWriteTimeout
+	// Either way it holds the responses, and what was fetched for them,
+	// a backend connection per stream among it: `make soak`'s ten
+	// stalling clients held a thousand. The HTTP/2 server's own default
+	// (2 min) suits a server behind a proxy; 30 s is haproxy's usual
+	// `timeout client`. The clock restarts whenever the client opens
+	// window for a waiting response and, on the relay loops, whenever
+	// it takes a byte; on goroutines each write of buffered output (at
+	// most about 64 KiB) must be taken within it.
+	DefaultHTTPWriteTimeout = 30 * time.Second
 )
 
 // HTTPLimits bound what one client connection in http mode can make the

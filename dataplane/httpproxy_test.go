@@ -30,7 +30,7 @@ func TestHTTPLimitsWithDefaults(t *testing.T) {
 		ReadHeaderTimeout:    10 * time.Second,
 		IdleTimeout:          60 * time.Second,
 		MaxConcurrentStreams: 100,
-		WriteTimeout:         2 * time.Minute,
+		WriteTimeout:         30 * time.Second,
 	}
 	set := HTTPLimits{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: time.Second, IdleTimeout: 2 * time.Minute, MaxConcurrentStreams: 8, WriteTimeout: time.Second}
 	withIdle := func(d time.Duration) HTTPLimits { l := defaults; l.IdleTimeout = d; return l }

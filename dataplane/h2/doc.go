@@ -22,7 +22,11 @@
 //     not when the client resets it: resetting streams as fast as they
 //     are opened ("rapid reset", CVE-2023-44487) starts no more handlers
 //     than the limit, and a client whose reset streams keep their
-//     handlers busy past twice the limit is told ENHANCE_YOUR_CALM;
+//     handlers busy past twice the limit is told ENHANCE_YOUR_CALM, as
+//     is one that has reset more than twice the limit of its streams
+//     before their responses ended and more than half of all it opened
+//     (handlers that stop at once never pile up, but each started work
+//     the client never waited for);
 //   - header blocks, CONTINUATION frames included, are bounded by
 //     MaxHeaderListSize while they are decoded (an oversized one gets
 //     431; a flood of CONTINUATION frames past it ends the connection),

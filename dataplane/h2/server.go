@@ -218,6 +218,10 @@ type serverConn struct {
 	// streams included, and streams Async took that have not ended;
 	// asyncOpen counts the latter.
 	running, asyncOpen int
+	// opened counts the streams the client opened, cancelled those of
+	// them it reset before their responses ended: work started for
+	// nothing (see cancelledLocked).
+	opened, cancelled int
 	// sendWindow is what the client lets us send on the connection;
 	// initialSend the initial window of its streams, and peerFrame the
 	// largest frame it takes.
@@ -478,6 +482,9 @@ func (sc *serverConn) process(f http2.Frame) error {
 		if st := sc.streams[f.StreamID]; st != nil {
 			st.failLocked(fmt.Errorf("http2: the client reset the stream: %v", f.ErrCode))
 			sc.removeLocked(st)
+			if !st.localDone {
+				sc.cancelledLocked()
+			}
 		}
 		return nil
 	case *http2.PriorityFrame:
@@ -536,6 +543,20 @@ func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
 	}
 	_ = sc.wfr.WriteSettingsAck()
 	return sc.controlWrittenLocked()
+}
+
+// cancelledLocked counts a stream the client reset before its response
+// ended. Handlers that stop at once when reset never pile up past the
+// bound on running ones, yet each started work (a backend request) the
+// client never waited for: a client that has reset more than twice
+// MaxConcurrentStreams of its streams so, and more than half of all it
+// opened, is told ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487). A
+// browser cancelling what a page it left still loads stays well under.
+func (sc *serverConn) cancelledLocked() {
+	sc.cancelled++
+	if sc.cancelled > 2*int(sc.srv.MaxConcurrentStreams) && 2*sc.cancelled > sc.opened {
+		sc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
+	}
 }
 
 // processWindowUpdate opens the connection's or a stream's send window.
@@ -630,6 +651,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	sc.openStreamLocked(st, req, f.StreamEnded())
+	sc.opened++
 	sc.running++
 	sc.handlers.Add(1)
 	st.w = responseWriter{st: st, req: req, header: make(http.Header)}

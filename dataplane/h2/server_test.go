@@ -368,6 +368,68 @@ func TestRapidResetBounded(t *testing.T) {
 	r.closed()
 }
 
+// TestRapidResetOfQuickStreamsBounded: handlers that stop as soon as
+// their stream is reset never pile up, so the bound above never trips,
+// yet each reset stream started work (a backend request) the client
+// never waited for. A client that has reset more than twice
+// MaxConcurrentStreams of its streams before their responses ended, and
+// more than half of all it opened, is told ENHANCE_YOUR_CALM. (The
+// client paces its pairs so that handlers never overlap: the bound on
+// running handlers must not be what stops it.)
+func TestRapidResetOfQuickStreamsBounded(t *testing.T) {
+	t.Parallel()
+	g := newGate(true)
+	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 4}, nil)
+	r := dialRaw(t, s.addr)
+	go func() {
+		for id := uint32(1); id < 400; id += 2 {
+			if r.tryHeaders(id, true, "/x") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+	}
+	close(g.open)
+	r.closed()
+}
+
+// A client that cancels some of its streams, as a browser leaving a page
+// does, is not mistaken for one that resets them all: with most of its
+// streams answered, its cancelled ones may pass the count.
+func TestCancelledStreamsAmongAnsweredOnes(t *testing.T) {
+	t.Parallel()
+	g := newGate(true)
+	close(g.open) // every stream is answered at once
+	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 4}, nil)
+	r := dialRaw(t, s.addr)
+	id := uint32(1)
+	for range 30 { // three answered, one reset: 90 and 30 in all
+		for range 3 {
+			r.headers(id, true, "/ok")
+			r.until(func(f http2.Frame) bool {
+				return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream)
+			})
+			id += 2
+		}
+		r.headers(id, true, "/cancel")
+		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatal(err)
+		}
+		id += 2
+	}
+	r.headers(id, true, "/last")
+	f := r.until(func(f http2.Frame) bool {
+		_, away := f.(*http2.GoAwayFrame)
+		return away || f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream)
+	})
+	if ga, ok := f.(*http2.GoAwayFrame); ok {
+		t.Errorf("GOAWAY %v after 30 cancelled streams among 90 answered", ga.ErrCode)
+	}
+}
+
 // TestHeaderListTooLarge: a header block past MaxHeaderListSize gets 431
 // and reaches no handler; the connection goes on.
 func TestHeaderListTooLarge(t *testing.T) {
