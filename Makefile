@@ -162,7 +162,7 @@ SOAK_LIMIT ?= 512Mi
 SOAK_OUT ?= soak-results
 
 .PHONY: soak
-soak: build ## Attack portmux serve (slowloris, 1 MiB headers, hogs, dribbled regex probes, garbage) while real SSH, TLS and HTTP clients use it; report their success and latency, peak memory against SOAK_LIMIT, leaks (hack/soak).
+soak: build ## Attack portmux serve (slowloris, 1 MiB headers, hogs, dribbled regex probes, garbage, HTTP/2 rapid resets and stalled windows) while real SSH, TLS and HTTP clients use it; report their success and latency, peak memory against SOAK_LIMIT, leaks (hack/soak).
 	$(GO) run ./hack/soak -portmux $(LOCALBIN)/portmux -duration $(SOAK_DURATION) -limit $(SOAK_LIMIT) -out $(SOAK_OUT)
 
 .PHONY: bench-udp

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // attack runs every attacker until its context ends and counts what they
@@ -49,14 +53,18 @@ func (a *attack) countsOf(kind string) *attackCounts {
 	return c.(*attackCounts)
 }
 
-func (c *attackCounts) status(code int) {
-	v, _ := c.statuses.LoadOrStore(fmt.Sprint(code), new(atomic.Int64))
+func (c *attackCounts) status(code int) { c.mark(fmt.Sprint(code)) }
+
+// mark counts one answer of kind: an HTTP status, or an HTTP/2 reset's or
+// GOAWAY's code.
+func (c *attackCounts) mark(kind string) {
+	v, _ := c.statuses.LoadOrStore(kind, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
 }
 
 func startAttack(ctx context.Context, o options, target string) *attack {
 	a := &attack{sizes: map[string]int{"slowloris": o.slowloris, "1MiB headers": o.bigHeaders, "keep-alive hogs": o.hogs,
-		"one-byte regex probes": o.dribblers, "garbage": o.garbage}}
+		"one-byte regex probes": o.dribblers, "garbage": o.garbage, "HTTP/2 floods": o.h2Floods}}
 	hogAddr := &net.TCPAddr{IP: net.ParseIP("127.0.0.50")}
 	spawn := func(kind string, n int, src func() *net.TCPAddr, f func(context.Context, net.Conn, *attackCounts) error) {
 		counts := a.countsOf(kind)
@@ -81,6 +89,7 @@ func startAttack(ctx context.Context, o options, target string) *attack {
 	spawn("keep-alive hogs", o.hogs, func() *net.TCPAddr { return hogAddr }, hog)
 	spawn("one-byte regex probes", o.dribblers, a.addr, dribble)
 	spawn("garbage", o.garbage, a.addr, garbage)
+	spawn("HTTP/2 floods", o.h2Floods, a.addr, h2Flood)
 	return a
 }
 
@@ -243,4 +252,113 @@ func (a *attack) summary() map[string]attackSummary {
 		return true
 	})
 	return out
+}
+
+// h2Block is the header block of every stream h2Flood opens: a GET of
+// the echo route. Its literals are indexed each time it is sent, which
+// is valid HPACK however often it is repeated.
+var h2Block = func() []byte {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "soak.test"}, {":path", "/echo?t=h2"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return b.Bytes()
+}()
+
+// h2Flood speaks HTTP/2 with prior knowledge, as two known attacks do.
+// Variant 0 is "rapid reset" (CVE-2023-44487): streams opened and reset
+// at once, 100 to a write every 10 ms, so that the server starts work
+// the client never waits for. Variant 1 stalls: its windows are 0, it
+// opens twice the streams the server allows and never reads a byte of
+// their answers, so that the server holds what it has fetched for them.
+// Either runs until portmux ends the connection (GOAWAY or close) or
+// the attack ends.
+func h2Flood(ctx context.Context, c net.Conn, counts *attackCounts) error {
+	bw := bufio.NewWriterSize(c, 64<<10)
+	fr := http2.NewFramer(bw, c)
+	stall := variant(ctx) == 1
+	var settings []http2.Setting
+	if stall {
+		settings = append(settings, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	}
+	_, _ = bw.WriteString(http2.ClientPreface)
+	if err := fr.WriteSettings(settings...); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	ended := make(chan error, 1)
+	maxStreams := make(chan uint32, 1)
+	go func() { ended <- h2Read(fr, counts, maxStreams) }()
+	id := uint32(1)
+	if stall {
+		var limit uint32 = 100
+		select {
+		case limit = <-maxStreams:
+		case err := <-ended:
+			return err
+		case <-time.After(5 * time.Second):
+		}
+		for range 2 * limit {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Block, EndStream: true, EndHeaders: true})
+			id += 2
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		select {
+		case err := <-ended:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	for ctx.Err() == nil {
+		for range 100 {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Block, EndStream: true, EndHeaders: true})
+			_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			id += 2
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		select {
+		case err := <-ended:
+			return err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// h2Read reads the server's frames until the connection ends, counting
+// the answers by kind (a status, a reset's or a GOAWAY's code) and
+// passing on the server's SETTINGS_MAX_CONCURRENT_STREAMS. The
+// connection ending is an error: GOAWAY's, or the read's.
+func h2Read(fr *http2.Framer, counts *attackCounts, maxStreams chan<- uint32) error {
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
+				select {
+				case maxStreams <- v:
+				default:
+				}
+			}
+		case *http2.MetaHeadersFrame:
+			counts.mark(f.PseudoValue("status"))
+		case *http2.RSTStreamFrame:
+			counts.mark("RST_STREAM " + f.ErrCode.String())
+		case *http2.GoAwayFrame:
+			counts.mark("GOAWAY " + f.ErrCode.String())
+			return fmt.Errorf("GOAWAY %v", f.ErrCode)
+		}
+	}
 }

@@ -20,7 +20,10 @@
 // slowloris clients that never finish a header block (half of them after a
 // first, complete request), clients sending 1 MiB header blocks, keep-alive
 // hogs from one address, clients dribbling one byte per write at a regex
-// route, and random garbage. The legitimate clients come from 127.0.0.2.
+// route, random garbage, and HTTP/2 clients that open and reset streams
+// as fast as they can (rapid reset) or open all the streams they may and
+// never take a byte of the answers. The legitimate clients come from
+// 127.0.0.2.
 //
 // Usage (make soak builds portmux and runs this):
 //
@@ -51,6 +54,7 @@ type options struct {
 	hogs       int
 	dribblers  int
 	garbage    int
+	h2Floods   int
 	legit      int
 	legitRate  float64
 	pprof      string
@@ -72,6 +76,7 @@ func main() {
 	flag.IntVar(&o.hogs, "hogs", 50, "keep-alive hogs, all from one address")
 	flag.IntVar(&o.dribblers, "dribblers", 50, "clients sending one byte per write to a regex route")
 	flag.IntVar(&o.garbage, "garbage", 20, "clients sending random garbage")
+	flag.IntVar(&o.h2Floods, "h2-floods", 20, "HTTP/2 clients: half reset every stream they open (rapid reset), half stall their windows")
 	flag.IntVar(&o.legit, "legit", 8, "legitimate clients of each kind (SSH, TLS, HTTP), each from its own address")
 	flag.Float64Var(&o.legitRate, "legit-rate", 10, "operations per second of each legitimate client")
 	flag.StringVar(&o.pprof, "pprof", "", "pass --pprof-addr to portmux (e.g. 127.0.0.1:6060), to profile it during the attack")
