@@ -38,9 +38,10 @@ type loopStreams struct {
 	slot    func() (func(), bool)
 	maxHead int
 	values  responseValues // the loop's alone
-	// batch holds the calls of the streams taken since the reader last
-	// waited for the client: they start together (flush).
-	batch []*relayloop.Call
+	// batch holds the streams taken since the reader last waited for
+	// the client: their calls start together (flush), from starts.
+	batch  []*loopStream
+	starts []*relayloop.Call
 }
 
 // loopStreamsOf returns what carries h's HTTP/2 streams on a relay loop
@@ -64,10 +65,22 @@ func (h *httpConn) loopStreamsOf(caller *relayloop.Caller) *loopStreams {
 
 // flush starts the calls taken since the last flush, in one round of
 // their loop: the h2.Server's ReadIdle.
+//
+// A stream the client reset in the same read that opened it (rapid
+// reset) does not start: the reset reaches its call through a goroutine
+// (the stream's context) and would come after the start, once the call
+// had taken a backend connection and sent the request, only to close
+// it. Its Abort, on its way, ends the call unstarted.
 func (ls *loopStreams) flush() {
-	ls.caller.Start(ls.batch...)
+	for _, sk := range ls.batch {
+		if sk.r.Context().Err() == nil {
+			ls.starts = append(ls.starts, sk.call)
+		}
+	}
+	ls.caller.Start(ls.starts...)
 	clear(ls.batch)
-	ls.batch = ls.batch[:0]
+	clear(ls.starts)
+	ls.batch, ls.starts = ls.batch[:0], ls.starts[:0]
 }
 
 // loopStream is one stream carried by a relay loop: the call's Sink.
@@ -123,7 +136,7 @@ func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
 	sk.mu.Lock()
 	sk.stop = afterFunc(r.Context(), func() { call.Abort(context.Canceled) })
 	sk.mu.Unlock()
-	ls.batch = append(ls.batch, call)
+	ls.batch = append(ls.batch, sk)
 	return true
 }
 

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +11,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -338,5 +341,58 @@ func TestRelayLoopsServeHTTP2Connections(t *testing.T) {
 		if up := m.metricSum("portmux_bytes_total", map[string]string{"route": tc.route, "direction": "up"}); up < 5*24 {
 			t.Errorf("%s: %v bytes up on the route, want at least the five prefaces", tc.listener, up)
 		}
+	}
+}
+
+// TestRelayLoopsSkipStreamsResetInTheirBatch: streams a client opens and
+// resets in the same read (rapid reset) start no backend request. Their
+// calls used to start with the batch, since a reset reaches a call
+// through a goroutine (the stream's context), after the batch's start:
+// each dialled or took a backend connection, sent the request and then
+// closed the connection, which the soak's rapid-reset clients turned
+// into a thousand backend connections at once.
+func TestRelayLoopsSkipStreamsResetInTheirBatch(t *testing.T) {
+	if loopsCarrying() == 0 {
+		t.Skip("the relay loops are off (-relay-loops=-1, or not Linux)")
+	}
+	var requests atomic.Int64
+	web := requestServer(t, func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ int) bool {
+		requests.Add(1)
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return err == nil
+	})
+	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+	var out bytes.Buffer
+	out.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&out, nil)
+	_ = fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "www.test"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	id := uint32(1)
+	for ; id < 100; id += 2 { // 50 streams opened and reset
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+	c := dial(t, m.addr("pub"))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := c.Write(out.Bytes()); err != nil { // one write, one read of the loop
+		t.Fatal(err)
+	}
+	in := http2.NewFramer(nil, c)
+	for {
+		f, err := in.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer to the stream waited for: %v", err)
+		}
+		if f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			break
+		}
+	}
+	if n := requests.Load(); n > 1 {
+		t.Errorf("%d requests reached the backend for 50 streams reset in the read that opened them and one kept, want about 1", n)
 	}
 }
