@@ -34,9 +34,10 @@ const (
 	// DefaultHTTPWriteTimeout closes an HTTP/2 connection whose client
 	// takes none of its responses for this long: it stops reading, or
 	// opens no flow-control window for a response that waits for one.
-	// Either way it holds the responses, and what was fetched for them,
-	// a backend connection per stream among it: `make soak`'s ten
-	// stalling clients held a thousand. The HTTP/2 server's own default
+	// Either way it holds the responses and what was fetched for them:
+	// a stream whose response is larger than one read (16 KiB) holds its
+	// backend connection too, up to maxConcurrentStreams of them per
+	// connection. The HTTP/2 server's own default
 	// (2 min) suits a server behind a proxy; 30 s is haproxy's usual
 	// `timeout client`. The clock restarts whenever the client opens
 	// window for a waiting response and, on the relay loops, whenever
