@@ -120,6 +120,9 @@ func (sc *serverConn) consume() error {
 			sc.started()
 			continue
 		}
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = sc.blocks.read(sc.fr, hf)
+		}
 		if err != nil {
 			if err = sc.readError(err); err != nil {
 				return err

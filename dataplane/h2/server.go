@@ -178,6 +178,7 @@ type serverConn struct {
 	// header block held, and what stopped disarms.
 	in         input
 	fr         *http2.Framer
+	blocks     *blockReader // decodes the header blocks fr reads
 	phase      phase
 	maxBlock   int
 	stops      []func() bool
@@ -263,7 +264,7 @@ func newConnState(srv *Server, remoteAddr string) *serverConn {
 	sc.fr.SetMaxReadFrameSize(maxFrameSize)
 	sc.fr.MaxHeaderListSize = srv.MaxHeaderListSize + headerListOverhead
 	sc.maxBlock = 2 * int(sc.fr.MaxHeaderListSize)
-	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	sc.blocks = newBlockReader()
 	sc.fr.SetReuseFrames()
 	return sc
 }
