@@ -57,6 +57,13 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 		if sc.closed {
 			return done, errConnClosed
 		}
+		if !w.headSent {
+			// The head goes out at once, as a handler's does: HEADERS
+			// are not flow-controlled, and the client learns the status
+			// even while its windows hold the body back.
+			w.headSent = true
+			sc.writeHeadLocked(st.id, w.status, w.header, false)
+		}
 		if done == len(p) {
 			return done, nil
 		}
@@ -66,10 +73,6 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 			}
 			st.wake = wake
 			return done, nil
-		}
-		if !w.headSent {
-			w.headSent = true
-			sc.writeHeadLocked(st.id, w.status, w.header, false)
 		}
 		// At most maxPendingData at a time: a client's large frame size
 		// must not let one write overfill the output.

@@ -834,6 +834,10 @@ func TestWithheldWindow(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.headers(1, true, tc.path)
+			// The head goes out at once: HEADERS are not flow-controlled.
+			if st, _ := r.status(1); st != "200" {
+				t.Fatalf("status %q", st)
+			}
 			if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
 				t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
 			}
