@@ -67,8 +67,8 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 		if done == len(p) {
 			return done, nil
 		}
-		if st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData {
-			if st.sendWindow <= 0 || sc.sendWindow <= 0 {
+		if st.windowShutLocked() || len(sc.out.b) >= maxPendingData {
+			if st.windowShutLocked() {
 				sc.waitForWindowLocked(st)
 			}
 			st.wake = wake

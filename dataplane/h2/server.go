@@ -357,12 +357,16 @@ func (sc *serverConn) waitForWindowLocked(st *stream) {
 	}
 }
 
+// windowShutLocked reports whether the client's windows let st send
+// nothing now: its own, or the connection's.
+func (st *stream) windowShutLocked() bool { return st.sendWindow <= 0 || st.sc.sendWindow <= 0 }
+
 // windowOpenedLocked stops the clock of waitForWindowLocked once the
 // client's windows let st, a response that waited, go on: opening a
 // window elsewhere does not. The next wait starts the clock again, so a
 // client that opens window however slowly is never cut off.
 func (sc *serverConn) windowOpenedLocked(st *stream) {
-	if sc.windowWaiting && st.waitsForWindow && st.sendWindow > 0 && sc.sendWindow > 0 {
+	if sc.windowWaiting && st.waitsForWindow && !st.windowShutLocked() {
 		sc.windowWaiting = false
 	}
 }
@@ -383,7 +387,7 @@ func (sc *serverConn) windowTimeout() {
 	sc.windowWaiting = false
 	waiting := false
 	for _, st := range sc.streams {
-		waiting = waiting || st.waitsForWindow && (st.sendWindow <= 0 || sc.sendWindow <= 0)
+		waiting = waiting || st.waitsForWindow && st.windowShutLocked()
 	}
 	if !waiting {
 		return // the responses that waited are gone

@@ -342,6 +342,18 @@ func TestConcurrentStreamsRefused(t *testing.T) {
 	}
 }
 
+// openAndReset opens n streams and resets each at once (rapid reset),
+// pausing every pair; it stops at the first write that fails. It runs
+// on a goroutine of its own.
+func (r *raw) openAndReset(n int, pause time.Duration) {
+	for id := uint32(1); id < uint32(2*n); id += 2 {
+		if r.tryHeaders(id, true, "/x") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+			return
+		}
+		time.Sleep(pause)
+	}
+}
+
 // TestRapidResetBounded: a client that resets every stream right after
 // opening it (CVE-2023-44487) starts no more handlers at once than twice
 // MaxConcurrentStreams, even when handlers are slow to notice, and is
@@ -351,13 +363,7 @@ func TestRapidResetBounded(t *testing.T) {
 	g := newGate(false) // ignores the reset: the worst case
 	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 4}, nil)
 	r := dialRaw(t, s.addr)
-	go func() {
-		for id := uint32(1); id < 2000; id += 2 {
-			if r.tryHeaders(id, true, "/x") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
-				return
-			}
-		}
-	}()
+	go r.openAndReset(1000, 0)
 	if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
 	}
@@ -381,14 +387,7 @@ func TestRapidResetOfQuickStreamsBounded(t *testing.T) {
 	g := newGate(true)
 	s := serve(t, &h2.Server{Handler: g, MaxConcurrentStreams: 4}, nil)
 	r := dialRaw(t, s.addr)
-	go func() {
-		for id := uint32(1); id < 400; id += 2 {
-			if r.tryHeaders(id, true, "/x") != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	go r.openAndReset(200, 5*time.Millisecond)
 	if code := r.goAway(); code != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
 	}
@@ -821,19 +820,26 @@ func TestWithheldWindow(t *testing.T) {
 		{"handler", "/", false},
 		{"async", "/size/1000", true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			o, handlerErr := newAsyncOwner(), make(chan error, 1)
-			srv := &h2.Server{Handler: writer(handlerErr), WriteTimeout: 300 * time.Millisecond}
+		// open serves the response of tc's path, by a handler that sends
+		// its write's error on errs or by an async owner, and asks for it
+		// from a client whose windows are 0.
+		open := func(t *testing.T, writeTimeout time.Duration, errs chan<- error) (*raw, *asyncOwner) {
+			o := newAsyncOwner()
+			srv := &h2.Server{Handler: writer(errs), WriteTimeout: writeTimeout}
 			if tc.async {
 				srv.Async = o.take
 			}
-			s := serve(t, srv, nil)
-			r := dialRaw(t, s.addr)
+			r := dialRaw(t, serve(t, srv, nil).addr)
 			if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
 				t.Fatal(err)
 			}
 			r.headers(1, true, tc.path)
+			return r, o
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			handlerErr := make(chan error, 1)
+			r, o := open(t, 300*time.Millisecond, handlerErr)
 			// The head goes out at once: HEADERS are not flow-controlled.
 			if st, _ := r.status(1); st != "200" {
 				t.Fatalf("status %q", st)
@@ -855,17 +861,7 @@ func TestWithheldWindow(t *testing.T) {
 		})
 		t.Run(tc.name+", window opened slowly", func(t *testing.T) {
 			t.Parallel()
-			o := newAsyncOwner()
-			srv := &h2.Server{Handler: writer(make(chan error, 1)), WriteTimeout: time.Second}
-			if tc.async {
-				srv.Async = o.take
-			}
-			s := serve(t, srv, nil)
-			r := dialRaw(t, s.addr)
-			if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-				t.Fatal(err)
-			}
-			r.headers(1, true, tc.path)
+			r, o := open(t, time.Second, make(chan error, 1))
 			// Five grants of 200 bytes, 300 ms apart: 1.5 s in all, past
 			// WriteTimeout, with the window never withheld for that long.
 			got := 0

@@ -340,8 +340,8 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
 		for st.err == nil && !sc.closed &&
-			(st.sendWindow <= 0 || sc.sendWindow <= 0 || len(sc.out.b) >= maxPendingData) {
-			if st.sendWindow <= 0 || sc.sendWindow <= 0 {
+			(st.windowShutLocked() || len(sc.out.b) >= maxPendingData) {
+			if st.windowShutLocked() {
 				sc.waitForWindowLocked(st)
 			}
 			if st.sendWindow <= 0 {
