@@ -37,11 +37,8 @@ func (c *conn) adoptHTTP(rc *routeConfig, st net.Conn, sniffed []byte, depth int
 	if s.loops == nil || depth != 0 || c.noAdopt || rc.lc != c.lc {
 		return false, false
 	}
-	// HTTP/2 is served by the loop whatever the route's endpoints (its
-	// streams choose their own path); HTTP/1.1 when the loop carries its
-	// first request.
-	h2 := wantsHTTP2(c.rep.alpn, sniffed)
-	if h2 && rc.transport == nil || !h2 && !loopHTTPRoute(rc, sniffed) {
+	h2 := loopHTTP2Route(rc, c.rep.alpn, sniffed)
+	if !h2 && !loopHTTPRoute(rc, sniffed) {
 		return false, false
 	}
 	raw, ok := c.raw.(*net.TCPConn)

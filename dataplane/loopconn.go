@@ -119,7 +119,7 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		}
 		return ls.startHTTP(rc)
 	}
-	if rc.transport != nil && wantsHTTP2("", b) {
+	if loopHTTP2Route(rc, "", b) {
 		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
 		return ls.startH2(rc)
 	}

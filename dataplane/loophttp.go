@@ -72,6 +72,13 @@ func loopHTTPRoute(rc *routeConfig, sniffed []byte) bool {
 	return rc.transport != nil && rc.httpEndpoints != nil && !wantsHTTP2("", sniffed)
 }
 
+// loopHTTP2Route reports whether a relay loop serves a connection that
+// rc took as HTTP/2 (ALPN, or the preface sniffed): any http-mode route,
+// whatever its endpoints, since each stream chooses its own path.
+func loopHTTP2Route(rc *routeConfig, alpn string, sniffed []byte) bool {
+	return rc.transport != nil && wantsHTTP2(alpn, sniffed)
+}
+
 // startHTTP turns the loop session into an exchanger for rc's route.
 func (ls *loopSession) startHTTP(rc *routeConfig) relayloop.Verdict {
 	c := ls.c
