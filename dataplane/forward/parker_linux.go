@@ -223,19 +223,19 @@ func (pk *Parker) loop() {
 	// in a blocking epoll_wait: a goroutine in a system call keeps its
 	// processor until the runtime's monitor takes it back, up to 10 ms
 	// later, and the goroutines queued on that processor (a relay loop
-	// that had just yielded) wait as long. The read deadline drives the
-	// idle scan.
+	// that had just yielded) wait as long. The read deadline, set anew
+	// at each scan, drives the idle scan.
 	var (
 		n   int
 		err error
 	)
+	_ = pk.file.SetReadDeadline(lastScan.Add(scanEvery))
 	poll := func(fd uintptr) bool {
 		n, err = unix.EpollWait(int(fd), events, 0)
 		return n > 0 || (err != nil && !errors.Is(err, unix.EINTR))
 	}
 	for {
 		n, err = 0, nil
-		_ = pk.file.SetReadDeadline(lastScan.Add(250 * time.Millisecond))
 		if rerr := pk.raw.Read(poll); rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
 			err = rerr
 		}
@@ -251,8 +251,9 @@ func (pk *Parker) loop() {
 			}
 			pk.wake(tok, false)
 		}
-		if time.Since(lastScan) >= 250*time.Millisecond {
+		if time.Since(lastScan) >= scanEvery {
 			lastScan = time.Now()
+			_ = pk.file.SetReadDeadline(lastScan.Add(scanEvery))
 			pk.expire()
 			parked := pk.Parked()
 			if parked < releasedAt {
@@ -266,6 +267,10 @@ func (pk *Parker) loop() {
 		}
 	}
 }
+
+// scanEvery is how often the Parker looks for directions idle past
+// their timeout (expire) and for memory to give back.
+const scanEvery = 250 * time.Millisecond
 
 // releaseMemory returns free memory to the OS after two collections: the
 // first moves what sync.Pools kept of the burst (probe and copy buffers,
