@@ -32,6 +32,7 @@ type target struct {
 	mux      string
 	direct   bool
 	backends *backends
+	udp      *udpDialer // every UDP session's socket, dialled on a port no recent session used
 }
 
 // addr is where a connection or session for route is dialled.
@@ -143,7 +144,7 @@ func (t target) routeOp(route string) func() error {
 	case routePlain:
 		return func() error { return plainOnce(addr) }
 	case routeUDPDNS, routeUDPAny:
-		return func() error { return udpOnce(addr, route) }
+		return func() error { return udpOnce(t.udp, addr, route) }
 	}
 	panic("unknown route " + route)
 }

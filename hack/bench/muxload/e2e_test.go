@@ -92,7 +92,7 @@ func runShort(t *testing.T, b *backends, opt options, hooks reloadHooks) ([]resu
 	r := &runner{
 		reloadHooks: hooks, opt: opt,
 		proc: procFS{root: "/proc"}, backends: b,
-		target: target{mux: opt.addr, backends: b}, out: &out, log: &log,
+		target: target{mux: opt.addr, backends: b, udp: newUDPDialer()}, out: &out, log: &log,
 	}
 	err := r.runAll()
 	t.Log(log.String())

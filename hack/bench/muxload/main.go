@@ -142,7 +142,7 @@ func cmdRun(args []string) error {
 	}
 	defer b.close()
 	r := &runner{opt: opt, proc: procFS{root: "/proc"}, backends: b,
-		target: target{mux: opt.addr, direct: opt.direct, backends: b}, out: w, log: os.Stderr}
+		target: target{mux: opt.addr, direct: opt.direct, backends: b, udp: newUDPDialer()}, out: w, log: os.Stderr}
 	stopOnSignal(r)
 	return r.runAll()
 }

@@ -327,7 +327,7 @@ func (r *runner) measureIdle(sc scenario, m meter, res *result) (clientCount, er
 // loss and CPU per million datagrams.
 func (r *runner) measureUDPRate(sc scenario, m meter, res *result) (clientCount, error) {
 	size := cmp.Or(sc.size, r.opt.udpSize)
-	st, err := runUDPRate(r.target.addr(routeUDPAny), sc.sessions, r.opt.udpWindow, size, r.opt.warmup, r.opt.d, m)
+	st, err := runUDPRate(r.target.udp, r.target.addr(routeUDPAny), sc.sessions, r.opt.udpWindow, size, r.opt.warmup, r.opt.d, m)
 	r.held = st.held
 	res.Sessions, res.DgramSize, res.Window, res.Seconds = sc.sessions, size, r.opt.udpWindow, st.window.Seconds()
 	res.Datagrams, res.FirstErr = st.echoed, st.firstErr
@@ -349,7 +349,7 @@ func (r *runner) measureUDPRate(sc scenario, m meter, res *result) (clientCount,
 // measureUDPSetup opens -udp-setup-sessions sessions and records sessions
 // per second, set-up latency and CPU per session.
 func (r *runner) measureUDPSetup(sc scenario, m meter, res *result) (clientCount, error) {
-	st, err := runUDPSetup(r.target.addr(routeUDPAny), r.opt.udpSetup, sc.workers, r.opt.idleTimeout, m)
+	st, err := runUDPSetup(r.target.udp, r.target.addr(routeUDPAny), r.opt.udpSetup, sc.workers, r.opt.idleTimeout, m)
 	r.held = st.held
 	res.Workers, res.Seconds, res.Sessions = sc.workers, st.elapsed.Seconds(), st.ok
 	l := summarize(st.lat)
@@ -368,7 +368,7 @@ func (r *runner) measureUDPSetup(sc scenario, m meter, res *result) (clientCount
 // measureUDPIdle holds idle UDP sessions and records memory per session.
 func (r *runner) measureUDPIdle(sc scenario, m meter, res *result) (clientCount, error) {
 	mem := func() (memory, error) { return r.proc.treeMemory(m.pid) }
-	st, held, err := runUDPIdle(r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
+	st, held, err := runUDPIdle(r.target.udp, r.target.addr(routeUDPAny), sc.idle, r.opt.idleBatch, r.opt.idleSettle, r.opt.idleTimeout, mem)
 	r.held = held
 	return recordIdle(res, st, err)
 }
@@ -428,7 +428,7 @@ func (r *runner) waitReady(sc scenario, alive func() bool) error {
 	deadline := time.Now().Add(r.opt.readyTimeout)
 	what, once := "SSH connection", func() error { return sshOnce(r.target.addr(routeSSH)) }
 	if sc.udp() {
-		what, once = "UDP session", func() error { return udpOnce(r.target.addr(routeUDPAny), routeUDPAny) }
+		what, once = "UDP session", func() error { return udpOnce(r.target.udp, r.target.addr(routeUDPAny), routeUDPAny) }
 	}
 	var err error
 	for time.Now().Before(deadline) {

@@ -204,13 +204,10 @@ var helloTimeouts = []time.Duration{time.Second, 2 * time.Second, 4 * time.Secon
 
 // udpSession opens a session of route at addr: a connected socket whose
 // hello was echoed, so the mux holds the session and its backend socket
-// when it returns. tries is how many hellos were sent.
-func udpSession(addr, route string) (c *net.UDPConn, tries int, err error) {
-	ra, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, 0, err
-	}
-	if c, err = net.DialUDP("udp", nil, ra); err != nil {
+// when it returns. The socket comes from d, so its port is no recent
+// session's. tries is how many hellos were sent.
+func udpSession(d *udpDialer, addr, route string) (c *net.UDPConn, tries int, err error) {
+	if c, err = d.dial(addr); err != nil {
 		return nil, 0, err
 	}
 	hello := udpHello(route)
@@ -239,8 +236,8 @@ func udpSession(addr, route string) (c *net.UDPConn, tries int, err error) {
 }
 
 // udpOnce is one session of route: hello, echo, close.
-func udpOnce(addr, route string) error {
-	c, _, err := udpSession(addr, route)
+func udpOnce(d *udpDialer, addr, route string) error {
+	c, _, err := udpSession(d, addr, route)
 	if err != nil {
 		return err
 	}
@@ -250,7 +247,7 @@ func udpOnce(addr, route string) error {
 // openUDPSessions opens n sessions of route at addr, batch at a time,
 // bounded by timeout, and returns them with what was tried and how long
 // each took to set up.
-func openUDPSessions(addr, route string, n, batch int, timeout time.Duration) (conns []*net.UDPConn, lat []time.Duration, c clientCount, err error) {
+func openUDPSessions(d *udpDialer, addr, route string, n, batch int, timeout time.Duration) (conns []*net.UDPConn, lat []time.Duration, c clientCount, err error) {
 	type session struct {
 		conn *net.UDPConn
 		took time.Duration
@@ -258,7 +255,7 @@ func openUDPSessions(addr, route string, n, batch int, timeout time.Duration) (c
 	var tries atomic.Int64
 	opened, err := openBatched(n, batch, timeout, "session", func() (session, error) {
 		t0 := time.Now()
-		s, k, err := udpSession(addr, route)
+		s, k, err := udpSession(d, addr, route)
 		tries.Add(int64(k))
 		return session{s, time.Since(t0)}, err
 	})

@@ -36,9 +36,9 @@ type udpRateStats struct {
 // batches and reading what comes back, for warmup and then d. A datagram
 // is counted when its echo arrives inside the measured window, whose two
 // ends sample the mux's CPU.
-func runUDPRate(addr string, sessions, window, size int, warmup, d time.Duration, m meter) (udpRateStats, error) {
+func runUDPRate(dialer *udpDialer, addr string, sessions, window, size int, warmup, d time.Duration, m meter) (udpRateStats, error) {
 	var s udpRateStats
-	conns, _, c, err := openUDPSessions(addr, routeUDPAny, sessions, min(sessions, 64), 30*time.Second)
+	conns, _, c, err := openUDPSessions(dialer, addr, routeUDPAny, sessions, min(sessions, 64), 30*time.Second)
 	s.held, s.client = conns, c
 	if err != nil {
 		return s, err
@@ -150,9 +150,9 @@ type udpSetupStats struct {
 // holds every session it made, as it would under a flood of new clients.
 // n bounds the run: the box's ports and descriptors bound how many
 // sessions can be held.
-func runUDPSetup(addr string, n, workers int, timeout time.Duration, m meter) (udpSetupStats, error) {
+func runUDPSetup(dialer *udpDialer, addr string, n, workers int, timeout time.Duration, m meter) (udpSetupStats, error) {
 	a := m.sample()
-	conns, lat, c, err := openUDPSessions(addr, routeUDPAny, n, workers, timeout)
+	conns, lat, c, err := openUDPSessions(dialer, addr, routeUDPAny, n, workers, timeout)
 	b := m.sample()
 	return udpSetupStats{held: conns, client: c, ok: len(conns), lat: lat, elapsed: b.at.Sub(a.at), use: m.between(a, b)}, err
 }
@@ -160,13 +160,13 @@ func runUDPSetup(addr string, n, workers int, timeout time.Duration, m meter) (u
 // runUDPIdle measures the mux's memory, opens n sessions of route
 // udp-any, batch at a time, waits settle, measures again and checks that
 // a few still echo. The caller closes the sessions it returns.
-func runUDPIdle(addr string, n, batch int, settle, openTimeout time.Duration, mem func() (memory, error)) (idleStats, []*net.UDPConn, error) {
+func runUDPIdle(dialer *udpDialer, addr string, n, batch int, settle, openTimeout time.Duration, mem func() (memory, error)) (idleStats, []*net.UDPConn, error) {
 	var s idleStats
 	var err error
 	if s.before, err = mem(); err != nil {
 		return s, nil, fmt.Errorf("memory before: %w", err)
 	}
-	conns, _, c, openErr := openUDPSessions(addr, routeUDPAny, n, batch, openTimeout)
+	conns, _, c, openErr := openUDPSessions(dialer, addr, routeUDPAny, n, batch, openTimeout)
 	s.client, s.opened = c, len(conns)
 	if openErr != nil {
 		return s, conns, openErr
