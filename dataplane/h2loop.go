@@ -165,8 +165,8 @@ func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
 	kind, length := h1.ResponseBody(res, sk.r.Method == http.MethodHead)
 	keep := !res.ConnectionClose()
 	frontStripHop(res)
-	copyResponseFields(hd, res, &sk.ls.values)
-	sk.st.WriteHeader(code)
+	sk.w.fields = appendResponseFields(sk.w.fields[:0], res, &sk.ls.values)
+	sk.st.WriteFields(code, sk.w.fields)
 	sk.headDone = true
 	return relayloop.Step{Body: kind, Length: length, Close: !keep}, nil
 }
@@ -211,6 +211,7 @@ func (sk *loopStream) Ended(x relayloop.ExchangeResult, trailer []byte) {
 		h.count(rc, outcome)
 	}
 	h.handlers.leave()
+	clear(sk.w.fields)
 	loopHTTPWorks.Put(sk.w)
 	putRequestHead(sk.hb, sk.head)
 	sk.w, sk.hb, sk.head = nil, nil, nil

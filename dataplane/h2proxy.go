@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2/hpack"
 )
 
 // The backend side of an HTTP/2 stream without a body (a GET, HEAD,
@@ -177,6 +179,40 @@ func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader, last *respo
 	}
 }
 
+// appendResponseFields appends the fields of rh to dst in HTTP/2's form,
+// for h2.Stream.WriteFields: in fasthttp's order (the fields it keeps
+// apart first, then the backend's), names in lower case (the common ones
+// commonResponseNames' constants), values taken from last as
+// copyResponseFields takes them (nil keeps none).
+func appendResponseFields(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, last *responseValues) []hpack.HeaderField {
+	for k, v := range rh.All() {
+		_, i, common := commonResponseKey(k)
+		if common && last != nil {
+			dst = append(dst, hpack.HeaderField{Name: commonResponseNames[i], Value: last.value(i, v)})
+			continue
+		}
+		if common {
+			dst = append(dst, hpack.HeaderField{Name: commonResponseNames[i], Value: string(v)})
+			continue
+		}
+		dst = append(dst, hpack.HeaderField{Name: lowerName(k), Value: string(v)})
+	}
+	return dst
+}
+
+// lowerName is k in lower case, in one allocation.
+func lowerName(k []byte) string {
+	var b strings.Builder
+	b.Grow(len(k))
+	for _, c := range k {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
 // responseValues holds the last value of each common field
 // (commonResponseKey) that a backend connection's responses carried.
 // A backend sends the same values again and again, and each one reused
@@ -193,6 +229,13 @@ func (last *responseValues) value(i int, v []byte) string {
 
 // commonResponseFields is how many names commonResponseKey knows.
 const commonResponseFields = 15
+
+// commonResponseNames are commonResponseKey's names as HTTP/2 writes
+// them, by index.
+var commonResponseNames = [commonResponseFields]string{
+	"accept-ranges", "age", "cache-control", "content-encoding", "content-length", "content-type", "date",
+	"etag", "expires", "last-modified", "link", "location", "server", "set-cookie", "vary",
+}
 
 // commonResponseKey is the package's constant for the canonical name k of
 // a field most responses carry, and its index below

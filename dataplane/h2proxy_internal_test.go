@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2/hpack"
 )
 
 // nginxHead is a response head as the benchmarks' nginx sends it.
@@ -100,6 +101,55 @@ func TestCopyResponseFieldsReusesValues(t *testing.T) {
 	// nginx's head has eight fields, all common but Connection.
 	if fresh-reused != 7 {
 		t.Errorf("%v allocations per copy remembering values, %v without: want 7 fewer", reused, fresh)
+	}
+}
+
+// TestAppendResponseFields holds the fields appendResponseFields gives
+// an HTTP/2 stream to copyResponseFields' header: the same fields, the
+// values of each in the backend's order, with lower-case names.
+func TestAppendResponseFields(t *testing.T) {
+	for _, head := range []string{
+		nginxHead,
+		"HTTP/1.1 200 OK\r\nLink: </a.css>; rel=preload\r\nX-A: 1\r\nLink: </b.js>; rel=preload\r\nX-A: 2\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nX-Request-Id: abc\r\nX-Empty: \r\nStrict-Transport-Security: max-age=1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n\r\n",
+	} {
+		want := http.Header{}
+		copyResponseFields(want, parsedHead(t, head), nil)
+		var last responseValues
+		var fields []hpack.HeaderField
+		for _, from := range []*responseValues{nil, &last, &last} { // values remembered the third time
+			fields = appendResponseFields(fields[:0], parsedHead(t, head), from)
+			got := http.Header{}
+			for _, f := range fields {
+				if f.Name != strings.ToLower(f.Name) {
+					t.Errorf("%q: name %q is not lower case", head, f.Name)
+				}
+				k := http.CanonicalHeaderKey(f.Name)
+				got[k] = append(got[k], f.Value)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%q: fields\n%v\nwant\n%v", head, got, want)
+			}
+		}
+	}
+	for i, name := range commonResponseNames {
+		if _, j, ok := commonResponseKey([]byte(http.CanonicalHeaderKey(name))); !ok || j != i {
+			t.Errorf("commonResponseNames[%d] is %q, which commonResponseKey gives %d, %v", i, name, j, ok)
+		}
+	}
+}
+
+// TestAppendResponseFieldsAllocatesNothing: nginx's head, its hop fields
+// stripped as a stream's are, costs no allocation once its values are
+// remembered.
+func TestAppendResponseFieldsAllocatesNothing(t *testing.T) {
+	rh := parsedHead(t, nginxHead)
+	frontStripHop(rh)
+	var last responseValues
+	fields := appendResponseFields(nil, rh, &last)
+	if n := testing.AllocsPerRun(100, func() { fields = appendResponseFields(fields[:0], rh, &last) }); n != 0 {
+		t.Errorf("%v allocations per head, want none", n)
 	}
 }
 

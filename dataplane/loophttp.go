@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane/forward"
 	"github.com/portmux/portmux/dataplane/h1"
@@ -59,6 +60,9 @@ type loopHTTPWork struct {
 	buf   []byte
 	// scratch is where appendFrontHead writes the client's head first.
 	scratch []byte
+	// fields are an HTTP/2 stream's response fields
+	// (appendResponseFields), held until the stream ends.
+	fields []hpack.HeaderField
 }
 
 var loopHTTPWorks = sync.Pool{New: func() any {

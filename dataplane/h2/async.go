@@ -1,9 +1,11 @@
 package h2
 
 import (
+	"fmt"
 	"net/http"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // Streams served without a goroutine (Server.Async). A handler that
@@ -29,6 +31,35 @@ func (s *Stream) Header() http.Header { return s.header }
 // WriteHeader is ResponseWriter's: a 1xx head is sent at once, the final
 // status is sent with the first body bytes or End.
 func (s *Stream) WriteHeader(code int) { (*responseWriter)(s).WriteHeader(code) }
+
+// WriteFields is WriteHeader for a final head already in HTTP/2's form:
+// fields with lower-case names, in the order they go out. A proxy that
+// has the backend's fields in a list spares the Header map, which cost
+// more per response than the rest of the head's handling together. The
+// stream keeps fields until End or Reset; the caller must not change
+// them before. Fields are checked as Header's are: a connection-specific
+// or invalid one is not sent, and a Content-Length that is not a length
+// neither. Header still takes the trailers.
+func (s *Stream) WriteFields(code int, fields []hpack.HeaderField) {
+	w := (*responseWriter)(s)
+	if code < 200 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteFields code %v", code))
+	}
+	if w.status != 0 {
+		return
+	}
+	w.status, w.fields, w.length = code, fields, -1
+	for _, f := range fields {
+		switch f.Name {
+		case "content-length":
+			if w.length < 0 {
+				w.length = parseLength(f.Value)
+			}
+		case "trailer":
+			w.declareTrailers(f.Value)
+		}
+	}
+}
 
 // TryWrite writes as much of p as the stream's and the connection's
 // windows and the connection's output take, as DATA frames (with the
@@ -62,7 +93,7 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 			// are not flow-controlled, and the client learns the status
 			// even while its windows hold the body back.
 			w.headSent = true
-			sc.writeHeadLocked(st.id, w.status, w.header, false)
+			w.writeHeadLocked(false)
 		}
 		if done == len(p) {
 			return done, nil

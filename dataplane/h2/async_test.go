@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane/h2"
 )
@@ -64,14 +65,25 @@ func (o *asyncOwner) take(s *h2.Stream, r *http.Request) bool {
 		n, _ := strconv.Atoi(size)
 		body := bytes.Repeat([]byte("0123456789"), n/10+1)[:n]
 		q := r.URL.Query()
-		s.Header().Set("X-Path", "async")
-		if q.Has("length") {
-			s.Header().Set("Content-Length", size)
+		if q.Has("fields") {
+			fields := []hpack.HeaderField{{Name: "x-path", Value: "async"}}
+			if q.Has("length") {
+				fields = append(fields, hpack.HeaderField{Name: "content-length", Value: size})
+			}
+			if q.Has("trailer") {
+				fields = append(fields, hpack.HeaderField{Name: "trailer", Value: "X-Sum"})
+			}
+			s.WriteFields(http.StatusOK, fields)
+		} else {
+			s.Header().Set("X-Path", "async")
+			if q.Has("length") {
+				s.Header().Set("Content-Length", size)
+			}
+			if q.Has("trailer") {
+				s.Header().Set("Trailer", "X-Sum")
+			}
+			s.WriteHeader(http.StatusOK)
 		}
-		if q.Has("trailer") {
-			s.Header().Set("Trailer", "X-Sum")
-		}
-		s.WriteHeader(http.StatusOK)
 		wake := make(chan struct{}, 1)
 		signal := func() {
 			select {
@@ -117,7 +129,7 @@ func viaHandler(w http.ResponseWriter, r *http.Request) {
 // TestAsyncStreams: streams taken by Async are answered from outside the
 // server's goroutines, through the same flow control as a handler's
 // (bodies past the stream and connection windows), with Content-Length,
-// trailers and HEAD; requests with a body and paths the owner declines
+// trailers and HEAD, from a Header map or from WriteFields' list; requests with a body and paths the owner declines
 // go to the Handler, on the same connection.
 func TestAsyncStreams(t *testing.T) {
 	t.Parallel()
@@ -127,6 +139,7 @@ func TestAsyncStreams(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, path := range []string{
 		"/size/0", "/size/17", "/size/100000?length", "/size/3000000", "/size/2000000?length&trailer", "/size/5?trailer",
+		"/size/0?fields", "/size/17?fields&length", "/size/100000?fields&length", "/size/2000000?fields&length&trailer", "/size/5?fields&trailer",
 	} {
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
 			wg.Go(func() {
@@ -173,6 +186,51 @@ func TestAsyncStreams(t *testing.T) {
 	})
 	wg.Wait()
 	o.wait()
+}
+
+// TestWriteFieldsChecksFields: WriteFields sends what a client takes and
+// nothing it would refuse: fields of an HTTP/1.1 hop, names that are not
+// lower case or not tokens, values with control bytes, and a
+// Content-Length that is not a length (the body then ends with the
+// stream) are left out, and the rest arrive in the order given.
+func TestWriteFieldsChecksFields(t *testing.T) {
+	t.Parallel()
+	take := func(s *h2.Stream, r *http.Request) bool {
+		go func() {
+			s.WriteFields(http.StatusAccepted, []hpack.HeaderField{
+				{Name: "x-first", Value: "1"},
+				{Name: "connection", Value: "close"},
+				{Name: "transfer-encoding", Value: "chunked"},
+				{Name: "keep-alive", Value: "timeout=5"},
+				{Name: "X-Upper", Value: "1"},
+				{Name: "bad name", Value: "1"},
+				{Name: "x-nul", Value: "a\x00b"},
+				{Name: "content-length", Value: "seven"},
+				{Name: "x-multi", Value: "a"},
+				{Name: "x-multi", Value: "b"},
+			})
+			_, _ = s.TryWrite([]byte("body"), func() {})
+			s.End()
+		}()
+		return true
+	}
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(viaHandler), Async: take}, nil)
+	resp, err := client(t).Get("http://" + s.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "body" || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("%d %q %v, want 202 and the body", resp.StatusCode, body, err)
+	}
+	want := http.Header{"X-First": {"1"}, "X-Multi": {"a", "b"}}
+	if fmt.Sprint(resp.Header) != fmt.Sprint(want) {
+		t.Errorf("header %v, want %v", resp.Header, want)
+	}
+	if resp.ContentLength != -1 {
+		t.Errorf("content length %d, want none", resp.ContentLength)
+	}
 }
 
 // TestAsyncStreamsCountAsRunning: a stream Async took counts against

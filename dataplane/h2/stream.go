@@ -264,6 +264,9 @@ type responseWriter struct {
 	st     *stream
 	req    *http.Request
 	header http.Header
+	// fields, when set (Stream.WriteFields), are the final head's fields
+	// in place of header's.
+	fields []hpack.HeaderField
 	// status is the final status, 0 until WriteHeader; headSent once its
 	// HEADERS frame is written.
 	status   int
@@ -301,17 +304,28 @@ func (w *responseWriter) WriteHeader(code int) {
 	w.status = code
 	w.length = -1
 	if cl := w.header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
-			w.length = n
-		} else {
+		if w.length = parseLength(cl); w.length < 0 {
 			w.header.Del("Content-Length")
 		}
 	}
 	for _, v := range w.header["Trailer"] {
-		for _, k := range strings.Split(v, ",") {
-			if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
-				w.trailers = append(w.trailers, k)
-			}
+		w.declareTrailers(v)
+	}
+}
+
+// parseLength is a Content-Length's value, -1 when it is not a length.
+func parseLength(v string) int64 {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+		return n
+	}
+	return -1
+}
+
+// declareTrailers records the names a Trailer field's value v declares.
+func (w *responseWriter) declareTrailers(v string) {
+	for _, k := range strings.Split(v, ",") {
+		if k = http.CanonicalHeaderKey(strings.TrimSpace(k)); k != "" {
+			w.trailers = append(w.trailers, k)
 		}
 	}
 }
@@ -433,13 +447,13 @@ func (st *stream) waitRoomLocked() error {
 
 // sendHeadLocked writes the response head once, without END_STREAM.
 func (w *responseWriter) sendHeadLocked() error {
-	st, sc := w.st, w.st.sc
+	st := w.st
 	if err := st.waitRoomLocked(); err != nil {
 		return err
 	}
 	if !w.headSent && !st.localDone {
 		w.headSent = true
-		sc.writeHeadLocked(st.id, w.status, w.header, false)
+		w.writeHeadLocked(false)
 	}
 	return nil
 }
@@ -470,11 +484,11 @@ func (w *responseWriter) finishLocked(wait bool) {
 	switch {
 	case !w.headSent && len(trailer) == 0:
 		w.headSent = true
-		sc.writeHeadLocked(st.id, w.status, w.header, true)
+		w.writeHeadLocked(true)
 	case len(trailer) > 0:
 		if !w.headSent {
 			w.headSent = true
-			sc.writeHeadLocked(st.id, w.status, w.header, false)
+			w.writeHeadLocked(false)
 		}
 		sc.writeFieldsLocked(st.id, trailer, true)
 	default:
@@ -540,6 +554,26 @@ func (sc *serverConn) writeHeadLocked(id uint32, status int, h http.Header, end 
 	sc.writeBlockLocked(id, end)
 }
 
+// writeHeadLocked writes the final head: from fields when WriteFields
+// gave them, else from the header.
+func (w *responseWriter) writeHeadLocked(end bool) {
+	if w.fields == nil {
+		w.st.sc.writeHeadLocked(w.st.id, w.status, w.header, end)
+		return
+	}
+	sc := w.st.sc
+	sc.hbuf.Reset()
+	_ = sc.henc.WriteField(hpackField(":status", strconv.Itoa(w.status)))
+	for _, f := range w.fields {
+		if !writableName(f.Name) || !httpguts.ValidHeaderFieldValue(f.Value) ||
+			(f.Name == "content-length" && (w.length < 0 || parseLength(f.Value) != w.length)) {
+			continue
+		}
+		_ = sc.henc.WriteField(f)
+	}
+	sc.writeBlockLocked(w.st.id, end)
+}
+
 // writeFieldsLocked encodes and writes a trailer section.
 func (sc *serverConn) writeFieldsLocked(id uint32, fields [][2]string, end bool) {
 	sc.hbuf.Reset()
@@ -574,6 +608,21 @@ func writableField(k string) bool {
 		return false
 	}
 	return !strings.HasPrefix(k, http.TrailerPrefix) && httpguts.ValidHeaderFieldName(k)
+}
+
+// writableName is writableField for a name in HTTP/2's form: lower
+// case, which the client would refuse any other way (RFC 9113 §8.2.1).
+func writableName(name string) bool {
+	switch name {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return false
+	}
+	for i := range len(name) {
+		if c := name[i]; 'A' <= c && c <= 'Z' {
+			return false
+		}
+	}
+	return httpguts.ValidHeaderFieldName(name)
 }
 
 func hpackField(name, value string) hpack.HeaderField {
