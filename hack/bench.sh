@@ -57,7 +57,9 @@ ROOT=$PWD
 
 bench_knobs bench
 TPUT=${TPUT:-1GiB}
-SCEN=${SCEN-conn-ssh,conn-tls,lat-ssh,lat-tls,tput,idle-400,idle-2000,idle-9000}
+# lat-bulk is lat-ssh while STREAMS connections move bulk bytes through
+# the mux: what a transfer costs the connections beside it.
+SCEN=${SCEN-conn-ssh,conn-tls,lat-ssh,lat-tls,lat-bulk,tput,idle-400,idle-2000,idle-9000}
 PEERS=${PEERS:-direct portmux haproxy sslh-fork go-minimal}
 C=${C:-32}
 STREAMS=${STREAMS:-4}

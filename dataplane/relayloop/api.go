@@ -39,6 +39,10 @@ type Options struct {
 	// leaves that listener alone for a while, 5 ms at first, doubling up
 	// to a second, rather than spin on it.
 	Log logr.Logger
+
+	// moveBudget replaces the constant for the package's tests, which
+	// lower it to make every transfer take many turns.
+	moveBudget int
 }
 
 // Handler admits a listener's connections.

@@ -1,6 +1,7 @@
 package relayloop
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -55,6 +56,8 @@ type Conn struct {
 	last       int64 // the loop's clock at the last byte carried
 	idle       int64
 	keepAlive  bool // TCP keepalive is on (or never wanted)
+	// relayQueued: relayLater asked the loop to come back to it.
+	relayQueued bool
 
 	// x is the state of a connection carried as HTTP/1.1 exchanges.
 	x *exchange
@@ -442,21 +445,45 @@ func (c *Conn) finishDial(err error) {
 // relay moves what it can both ways, then ends the connection once both
 // directions have.
 func (c *Conn) relay() {
-	if err := c.move(&c.up, &c.down, c.fd, c.bfd, &c.cR, &c.bW, c.cEnd); err != nil {
+	upMore, err := c.move(&c.up, &c.down, c.fd, c.bfd, &c.cR, &c.bW, c.cEnd)
+	if err != nil {
 		c.fail(err)
 		return
 	}
-	if err := c.move(&c.down, &c.up, c.bfd, c.fd, &c.bR, &c.cW, c.bEnd); err != nil {
+	downMore, err := c.move(&c.down, &c.up, c.bfd, c.fd, &c.bR, &c.cW, c.bEnd)
+	if err != nil {
 		c.fail(err)
 		return
 	}
 	if c.up.eof && c.down.eof {
 		c.finish(nil)
+		return
+	}
+	if upMore || downMore {
+		c.relayLater()
 	}
 }
 
+// relayLater has the loop come back to the connection in its next
+// round, after the events that came meanwhile: a direction that used its
+// budget stopped before a socket said it would block, so no edge-
+// triggered event will say there is more.
+func (c *Conn) relayLater() {
+	if c.relayQueued {
+		return
+	}
+	c.relayQueued = true
+	c.l.post(func() {
+		c.relayQueued = false
+		if c.state == stateRelaying {
+			c.relay()
+		}
+	})
+}
+
 // move carries one direction from src to dst until one of them would
-// block: pending bytes first, then what src has. The first spliceAfter
+// block, or until it moved the loop's moveBudget (more: it stopped with
+// bytes perhaps left to move): pending bytes first, then what src has. The first spliceAfter
 // bytes go through the loop's copy buffer while dst takes them (a read
 // and a write, as a splice in and out would cost, without a pipe); the
 // rest, and everything once dst fell behind, is spliced through a pipe
@@ -464,33 +491,37 @@ func (c *Conn) relay() {
 // at most one copyChunk of its bytes, and the kernel the rest. At the source's end,
 // dst's write side is shut, unless the other direction has ended too:
 // closing both sockets then says as much, for one system call less.
-func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) error {
-	for {
+func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) (more bool, err error) {
+	budget := cmp.Or(c.l.set.opt.moveBudget, moveBudget)
+	for start := d.n; ; {
+		if d.n-start >= int64(budget) {
+			return true, nil
+		}
 		switch {
 		case len(d.pending) > 0:
 			if !*dstW {
-				return nil
+				return false, nil
 			}
 			n, err := sysWrite(dst, d.pending)
 			if errors.Is(err, unix.EAGAIN) {
 				*dstW = false
-				return nil
+				return false, nil
 			}
 			if err != nil {
-				return os.NewSyscallError("write", err)
+				return false, os.NewSyscallError("write", err)
 			}
 			c.sent(d, n)
 		case d.inPipe > 0:
 			if !*dstW {
-				return nil
+				return false, nil
 			}
 			n, err := sysSplice(d.pipe.r, dst, d.inPipe)
 			if errors.Is(err, unix.EAGAIN) {
 				*dstW = false
-				return nil
+				return false, nil
 			}
 			if err != nil {
-				return os.NewSyscallError("splice", err)
+				return false, os.NewSyscallError("splice", err)
 			}
 			d.inPipe -= n
 			d.n += int64(n)
@@ -500,7 +531,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 				c.l.putPipe(d.pipe)
 				d.hasPipe = false
 			}
-			return nil
+			return false, nil
 		case !d.splicing && d.n < spliceAfter && *dstW:
 			n, err := sysRead(src, c.l.copyBuf)
 			switch {
@@ -508,7 +539,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 				*srcR = false
 				continue
 			case err != nil:
-				return os.NewSyscallError("read", err)
+				return false, os.NewSyscallError("read", err)
 			case n == 0:
 				d.ended(other, dst)
 				continue
@@ -521,7 +552,7 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			case errors.Is(err, unix.EAGAIN):
 				*dstW, m = false, 0
 			case err != nil:
-				return os.NewSyscallError("write", err)
+				return false, os.NewSyscallError("write", err)
 			}
 			d.n += int64(m)
 			c.last = c.l.clock
@@ -535,16 +566,18 @@ func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) 
 			if !d.hasPipe {
 				p, err := c.l.getPipe()
 				if err != nil {
-					return err
+					return false, err
 				}
 				d.pipe, d.hasPipe = p, true
 			}
-			n, err := sysSplice(src, d.pipe.w, spliceChunk)
+			// No more than the budget left: a pipe filled past it would
+			// be written out in this turn anyway.
+			n, err := sysSplice(src, d.pipe.w, min(spliceChunk, budget-int(d.n-start)))
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				*srcR = false
 			case err != nil:
-				return os.NewSyscallError("splice", err)
+				return false, os.NewSyscallError("splice", err)
 			case n == 0:
 				d.ended(other, dst)
 			default:

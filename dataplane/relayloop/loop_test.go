@@ -465,6 +465,57 @@ func TestSlowReaderGetsEveryByte(t *testing.T) {
 	}
 }
 
+// TestTransferTakesTurns: a direction that used its budget stops and its
+// loop comes back to it in a later round, though no socket event says
+// there is more (edge-triggered, none will). With a budget of 4 KiB,
+// thousands of turns: 32 MiB down and 8 MiB up at once, on one loop,
+// arrive whole, and the connection ends.
+func TestTransferTakesTurns(t *testing.T) {
+	down := bytes.Repeat([]byte("0123456789abcdef"), 1<<21)
+	up := bytes.Repeat([]byte("fedcba9876543210"), 1<<19)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	gotUp := make(chan [sha256.Size]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			_, _ = c.Write(down)
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+		b, _ := io.ReadAll(c)
+		gotUp <- sha256.Sum256(b)
+		<-wrote // closed before, the socket would cut the download short
+	}()
+	s := forwardAfter(1, &relayloop.Target{Endpoints: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}})
+	opt := relayloop.WithMoveBudget(relayloop.Options{Loops: 1}, 4<<10)
+	addr, _ := serve(t, opt, handler(func(*relayloop.Conn) relayloop.Session { return s }))
+	c := dial(t, addr)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	go func() {
+		_, _ = c.Write(up)
+		_ = c.CloseWrite()
+	}()
+	b, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(b, down) {
+		t.Fatalf("read %d bytes (%v), want the %d sent", len(b), err, len(down))
+	}
+	if got := <-gotUp; got != sha256.Sum256(up) {
+		t.Fatal("the backend got other bytes than the client sent")
+	}
+	if r := waitDone(t, s); r.Err != nil || r.Up != int64(len(up)) || r.Down != int64(len(down)) {
+		t.Fatalf("result %+v", r)
+	}
+}
+
 // After Stop no loop accepts from the listener: a connection made then
 // waits in its backlog, for whoever accepts next.
 func TestStopLeavesTheListener(t *testing.T) {

@@ -124,14 +124,14 @@ func shortRunReloading(t *testing.T, b *backends, addr string, hooks reloadHooks
 func TestEndToEndRoutesAndCounts(t *testing.T) {
 	b := testBackends(t)
 	addr := startDataplane(t, b, nil)
-	rs, err := shortRun(t, b, addr, "conn-ssh", "lat-tls", "tput", "idle-20")
+	rs, err := shortRun(t, b, addr, "conn-ssh", "lat-tls", "tput", "idle-20", "lat-bulk")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 4 {
-		t.Fatalf("%d results, want 4", len(rs))
+	if len(rs) != 5 {
+		t.Fatalf("%d results, want 5", len(rs))
 	}
-	wantRoute := map[string]string{"conn-ssh": routeSSH, "lat-tls": routeTLSA, "tput": routeSSH, "idle-20": routeSSH}
+	wantRoute := map[string]string{"conn-ssh": routeSSH, "lat-tls": routeTLSA, "tput": routeSSH, "idle-20": routeSSH, "lat-bulk": routeSSH}
 	for _, r := range rs {
 		want := wantRoute[r.Scenario]
 		if !r.RouteOK || r.Err != "" || !r.MuxAlive {
@@ -156,6 +156,12 @@ func TestEndToEndRoutesAndCounts(t *testing.T) {
 	}
 	if rs[2].Bytes != 4<<20 || rs[3].Idle != 20 {
 		t.Errorf("tput moved %d bytes, idle held %d", rs[2].Bytes, rs[3].Idle)
+	}
+	// lat-bulk's connections are the measured worker's and the bulk
+	// streams', which stayed open until its end.
+	if bulk := rs[4]; bulk.BulkStreams != rs[2].Streams || bulk.Streams != 0 || bulk.Conns == 0 ||
+		bulk.ClientConns < bulk.Conns+int64(bulk.BulkStreams) {
+		t.Errorf("lat-bulk: %d bulk streams, %d connections measured of %d opened", bulk.BulkStreams, bulk.Conns, bulk.ClientConns)
 	}
 }
 

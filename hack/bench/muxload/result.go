@@ -31,6 +31,8 @@ type result struct {
 	P99ms     float64 `json:"p99_ms,omitempty"`
 	MaxMs     float64 `json:"max_ms,omitempty"`
 	CPUusConn float64 `json:"mux_cpu_us_per_conn,omitempty"`
+	// BulkStreams (lat-bulk) moved bytes through the mux all along.
+	BulkStreams int `json:"bulk_streams,omitempty"`
 
 	// Throughput.
 	Streams  int     `json:"streams,omitempty"`

@@ -239,7 +239,7 @@ func (r *runner) measure(sc scenario, m meter, res *result) {
 	var err error
 	switch sc.kind {
 	case kindConn:
-		client = r.measureConns(sc, m, res)
+		client, err = r.measureConns(sc, m, res)
 	case kindTput:
 		client, err = r.measureTput(m, res)
 	case kindIdle:
@@ -282,9 +282,25 @@ func sameTransport(routes []string, udp bool) []string {
 	return out
 }
 
-// measureConns runs a connection loop and records rate, latency and CPU.
-func (r *runner) measureConns(sc scenario, m meter, res *result) clientCount {
+// measureConns runs a connection loop and records rate, latency and CPU
+// (for lat-bulk, the bulk streams' CPU included).
+func (r *runner) measureConns(sc scenario, m meter, res *result) (clientCount, error) {
+	var stopBulk func() (clientCount, error)
+	if sc.bulk {
+		var err error
+		if stopBulk, err = startBulk(r.target.addr(routeSSH), r.opt.tputStreams); err != nil {
+			return clientCount{}, err
+		}
+		res.BulkStreams = r.opt.tputStreams
+	}
 	st := connLoop(sc.workers, r.opt.warmup, r.opt.d, r.target.routeOp(sc.route), m)
+	var bulkErr error
+	if stopBulk != nil {
+		var bc clientCount
+		bc, bulkErr = stopBulk()
+		st.client.attempts += bc.attempts
+		st.client.succeeded += bc.succeeded
+	}
 	l := summarize(st.lat)
 	res.Workers, res.Seconds, res.Conns, res.Failed = sc.workers, st.window.Seconds(), st.ok, st.failed
 	if n := st.ok + st.failed; n > 0 {
@@ -297,7 +313,7 @@ func (r *runner) measureConns(sc scenario, m meter, res *result) clientCount {
 	if st.ok > 0 && st.use.Source != "none" {
 		res.CPUusConn = res.MuxCPU / float64(st.ok) * 1e6
 	}
-	return st.client
+	return st.client, bulkErr
 }
 
 // measureTput runs the throughput streams and records MB/s and CPU per GB.

@@ -42,11 +42,16 @@ type scenario struct {
 	// kindUDPRate: sessions and the size of their datagrams (0: the
 	// -udp-size flag's).
 	sessions, size int
+	// bulk (kindConn): -tput-streams connections move bytes through the
+	// mux as fast as it takes them all along, so the latency measured is
+	// that of a connection sharing the mux with bulk transfers.
+	bulk bool
 }
 
 // parseScenario reads a scenario name: conn-ssh and conn-tls (workers
 // clients each), lat-ssh and lat-tls (the same with one client, so nothing
-// queues and the latency is the mux's own), tput, idle-N; and over UDP
+// queues and the latency is the mux's own), lat-bulk (lat-ssh beside
+// bulk streams: what a transfer costs everyone else), tput, idle-N; and over UDP
 // udp-rate-N (N sessions of -udp-size datagrams), udp-small-N (the same
 // with 64-byte datagrams), reload-N (N held connections and workers
 // clients while the mux's configuration changes), udp-setup (workers clients opening sessions)
@@ -61,6 +66,8 @@ func parseScenario(name string, workers int) (scenario, error) {
 		return scenario{name: name, kind: kindConn, route: routeSSH, workers: 1}, nil
 	case "lat-tls":
 		return scenario{name: name, kind: kindConn, route: routeTLSA, workers: 1}, nil
+	case "lat-bulk":
+		return scenario{name: name, kind: kindConn, route: routeSSH, workers: 1, bulk: true}, nil
 	case "tput":
 		return scenario{name: name, kind: kindTput, route: routeSSH}, nil
 	case "udp-setup":
@@ -90,7 +97,7 @@ func parseScenario(name string, workers int) (scenario, error) {
 			return sc, nil
 		}
 	}
-	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, tput, idle-N, reload-N, udp-rate-N, udp-small-N, udp-setup, udp-idle-N)", name)
+	return scenario{}, fmt.Errorf("unknown scenario %q (conn-ssh, conn-tls, lat-ssh, lat-tls, lat-bulk, tput, idle-N, reload-N, udp-rate-N, udp-small-N, udp-setup, udp-idle-N)", name)
 }
 
 // clientCount is what the client did over a whole run, warm-up included:
@@ -220,6 +227,56 @@ func runTput(addr string, streams int, total int64, timeout time.Duration, m met
 		}
 	}
 	return s, nil
+}
+
+// startBulk opens streams SSH-routed connections that write chunks and
+// read their echo back until stop, which closes them and returns what
+// was opened, and the first error the streams met before it.
+func startBulk(addr string, streams int) (stop func() (clientCount, error), err error) {
+	var c clientCount
+	var conns []net.Conn
+	var stopped atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*streams)
+	stop = func() (clientCount, error) {
+		stopped.Store(true)
+		for _, conn := range conns {
+			_ = conn.Close()
+		}
+		wg.Wait()
+		close(errs)
+		return c, <-errs // nil when none
+	}
+	fail := func(err error) {
+		if !stopped.Load() {
+			errs <- err
+		}
+	}
+	for range streams {
+		c.attempts++
+		conn, err := sshConn(addr)
+		if err != nil {
+			_, _ = stop()
+			return nil, fmt.Errorf("open bulk stream: %w", err)
+		}
+		c.succeeded++
+		conns = append(conns, conn)
+		wg.Go(func() {
+			buf := make([]byte, chunk)
+			for !stopped.Load() {
+				if _, err := conn.Write(buf); err != nil {
+					fail(fmt.Errorf("bulk write: %w", err))
+					return
+				}
+			}
+		})
+		wg.Go(func() {
+			if _, err := io.Copy(io.Discard, conn); err != nil {
+				fail(fmt.Errorf("bulk read: %w", err))
+			}
+		})
+	}
+	return stop, nil
 }
 
 // writeN writes n zero bytes to c in chunk writes.
