@@ -56,8 +56,8 @@ type Conn struct {
 	last       int64 // the loop's clock at the last byte carried
 	idle       int64
 	keepAlive  bool // TCP keepalive is on (or never wanted)
-	// relayQueued: relayLater asked the loop to come back to it.
-	relayQueued bool
+	// again: later asked the loop to come back to the connection.
+	again bool
 
 	// x is the state of a connection carried as HTTP/1.1 exchanges.
 	x *exchange
@@ -220,6 +220,12 @@ func (c *Conn) ready(tok uint64, events uint32) {
 		}
 		c.bR, c.bW, c.bEnd = c.bR || in, c.bW || out, c.bEnd || end
 	}
+	c.advance()
+}
+
+// advance moves the connection on as far as its state and what its
+// sockets reported let it.
+func (c *Conn) advance() {
 	switch c.state {
 	case stateProbing:
 		if c.cR {
@@ -460,23 +466,25 @@ func (c *Conn) relay() {
 		return
 	}
 	if upMore || downMore {
-		c.relayLater()
+		c.later()
 	}
 }
 
-// relayLater has the loop come back to the connection in its next
-// round, after the events that came meanwhile: a direction that used its
-// budget stopped before a socket said it would block, so no edge-
-// triggered event will say there is more.
-func (c *Conn) relayLater() {
-	if c.relayQueued {
+// later has the loop come back to the connection in its next round,
+// after the events that came meanwhile, and carry on in the state it is
+// in now: bytes left in a socket past a budget (a direction's moveBudget,
+// a served connection's serveReadBudget) raise no new edge-triggered
+// event. What it runs is guarded as an event's handling is.
+func (c *Conn) later() {
+	if c.again {
 		return
 	}
-	c.relayQueued = true
+	c.again = true
+	state := c.state
 	c.l.post(func() {
-		c.relayQueued = false
-		if c.state == stateRelaying {
-			c.relay()
+		c.again = false
+		if c.state == state {
+			c.l.guard(c, c.advance)
 		}
 	})
 }

@@ -516,6 +516,60 @@ func TestTransferTakesTurns(t *testing.T) {
 	}
 }
 
+// TestPanicInATurnEndsOneConnection: the turn a loop comes back for is
+// guarded as an event is. A transfer that takes many turns ends in one
+// of them, most often, and its Session's Done panics there: OnPanic
+// hears of it, and the loop goes on serving.
+func TestPanicInATurnEndsOneConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	down := bytes.Repeat([]byte("x"), 1<<20)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.ReadFull(c, make([]byte, 1))
+				_, _ = c.Write(down)
+			}()
+		}
+	}()
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}}
+	var panicked atomic.Int32
+	var n atomic.Int32
+	bad := forwardAfter(1, target)
+	bad.done = nil // Done panics instead
+	opt := relayloop.WithMoveBudget(relayloop.Options{Loops: 1, OnPanic: func(*panics.Error) { panicked.Add(1) }}, 4<<10)
+	addr, _ := serve(t, opt, handler(func(*relayloop.Conn) relayloop.Session {
+		if n.Add(1) == 1 {
+			return panicky{bad}
+		}
+		return forwardAfter(1, target)
+	}))
+	for range 2 {
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "x")
+		_ = c.CloseWrite()
+		if got, err := io.ReadAll(c); len(got) != len(down) || err != nil {
+			t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(down))
+		}
+	}
+	if panicked.Load() != 1 {
+		t.Fatalf("OnPanic heard %d panics, want the one from Done", panicked.Load())
+	}
+}
+
+// panicky is a Session whose Done panics.
+type panicky struct{ *session }
+
+func (panicky) Done(relayloop.Result) { panic("Done bug") }
+
 // After Stop no loop accepts from the listener: a connection made then
 // waits in its backlog, for whoever accepts next.
 func TestStopLeavesTheListener(t *testing.T) {

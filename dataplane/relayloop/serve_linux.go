@@ -33,8 +33,6 @@ type serving struct {
 	// the write timeout's timer is set.
 	last  int64
 	armed bool
-	// again: the loop serves the connection again soon (serveLater).
-	again bool
 }
 
 // startServe hands the connection to its Server (Verdict.Serve), with
@@ -71,7 +69,7 @@ func (c *Conn) input(b []byte) {
 
 // serveReadBudget is how much of a served connection the loop reads in
 // one go: past it, the rest waits until the round's other connections
-// had their turn (serveLater), or a client that sends faster than its
+// had their turn (Conn.later), or a client that sends faster than its
 // Server takes its bytes would keep the loop to itself.
 const serveReadBudget = 64 << 10
 
@@ -82,7 +80,7 @@ func (c *Conn) serve() {
 	read := 0
 	for c.state == stateServe && !sv.inEnded && c.cR {
 		if read >= serveReadBudget {
-			c.serveLater()
+			c.later()
 			break
 		}
 		b := c.l.getBuffer(copyChunk)
@@ -104,22 +102,6 @@ func (c *Conn) serve() {
 	if c.state == stateServe {
 		c.serveOut()
 	}
-}
-
-// serveLater has the loop serve c again after the events it handles now:
-// the bytes still waiting in its socket raise no new edge.
-func (c *Conn) serveLater() {
-	sv := c.sv
-	if sv.again {
-		return
-	}
-	sv.again = true
-	c.l.post(func() {
-		sv.again = false
-		if c.state == stateServe {
-			c.l.guard(c, c.serve)
-		}
-	})
 }
 
 // serveOut writes the Server's output as far as the client takes it,
