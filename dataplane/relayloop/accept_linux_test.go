@@ -81,6 +81,42 @@ func TestAcceptsAreShared(t *testing.T) {
 	}
 }
 
+// A loop accepts until it holds an eighth and one more than the loop
+// holding the fewest, so that a burst ends split evenly (to within that)
+// whatever the order the loops take turns in.
+func TestAcceptLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		others []int64 // the other loops' connections
+		mine   int64
+		want   int
+	}{
+		{"one loop takes all it may", nil, 100, acceptsPerWake},
+		{"empty loops take one each", []int64{0}, 0, 1},
+		{"one past the fewest", []int64{4}, 3, 2},
+		{"at the bound", []int64{4}, 5, 0},
+		{"past the bound", []int64{4}, 8, -3},
+		{"an eighth of slack when many", []int64{32}, 30, 7},
+		{"the fewest of several", []int64{2, 9}, 2, 1},
+		{"at most a wake's worth", []int64{1000}, 0, acceptsPerWake},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := &Set{}
+			l := &loop{set: set}
+			l.conned.Store(tc.mine)
+			set.loops = append(set.loops, l)
+			for _, n := range tc.others {
+				o := &loop{set: set}
+				o.conned.Store(n)
+				set.loops = append(set.loops, o)
+			}
+			if got := l.acceptLimit(); got != tc.want {
+				t.Errorf("acceptLimit() = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 // waitConned waits for the loops to hold want connections in all and
 // returns each loop's count.
 func waitConned(t *testing.T, set *Set, want int64) []int64 {
