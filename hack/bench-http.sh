@@ -28,6 +28,12 @@
 #   h2c     h2load, HTTP/2 with prior knowledge, H2C=8 connections of
 #           H2M=8 concurrent streams each (64 requests in flight), T threads
 #   h2-tls  the same over TLS, h2 by ALPN
+#   h1-bulk wrk with 4 connections on one thread beside BULK=2
+#           clients (curl) downloading a 64 MiB body over and over through
+#           the same proxy: what a large response costs the requests beside
+#           it, as requests/s and p99 of the small ones, and the downloads'
+#           MB/s (bytes of downloads completed in the run; its CPU per
+#           request counts the downloads' too)
 # Each run is preceded by a 1 s warm-up on the same connections' settings.
 # Reported per run: requests/s, p50 and p99 latency (wrk's --latency;
 # h2load's per-request log), and the CPU the peer's processes spent per
@@ -63,13 +69,14 @@ C=${C:-64}
 T=${T:-2}
 H2C=${H2C:-8}
 H2M=${H2M:-8}
+BULK=${BULK:-2}
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ]; then
   PEERS=${PEERS:-portmux-before portmux haproxy go-minimal go-loop nginx}
 else
   PEERS=${PEERS:-portmux haproxy go-minimal go-loop nginx}
 fi
-SCEN=${SCEN:-h1 h1-tls h2c h2-tls}
+SCEN=${SCEN:-h1 h1-tls h2c h2-tls h1-bulk}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
 PORTMUX_ARGS=${PORTMUX_ARGS:-} # more flags for portmux serve, e.g. --relay-loops=1
@@ -175,10 +182,12 @@ http {
         ssl_certificate $W/bench.crt;
         ssl_certificate_key $W/bench.key;
         location / { return 200 "hello from nginx\n"; }
+        location = /big.bin { root $W; }
     }
 }
 EOF
 
+truncate -s 64M "$W/big.bin" # h1-bulk's download (sparse: no disk)
 nginx -e stderr -p "$W/nginx/" -c "$W/nginx.conf" -g 'daemon off;' 2>"$OUT/logs/http-nginx.log" &
 NGINX_PID=$!
 kill_at_exit "$NGINX_PID"
@@ -239,7 +248,7 @@ url() {
   local plain=$PLAIN tls=$TLSP h2c=$PLAIN
   if [ "$1" = nginx ]; then plain=$BACKEND tls=$DIRECT_TLS h2c=$DIRECT_H2C; fi
   case $2 in
-    h1) echo "http://127.0.0.1:$plain/" ;;
+    h1 | h1-bulk) echo "http://127.0.0.1:$plain/" ;;
     h2c) echo "http://127.0.0.1:$h2c/" ;;
     h1-tls | h2-tls) echo "https://127.0.0.1:$tls/" ;;
   esac
@@ -249,6 +258,20 @@ url() {
 load() {
   case $1 in
     h1 | h1-tls) wrk -t"$T" -c"$C" -d"$3" --latency "$2" ;;
+    h1-bulk)
+      local pids=() i sizes=$W/bulk-sizes
+      : >"$sizes"
+      for i in $(seq "$BULK"); do
+        (while curl -s -o /dev/null -w '%{size_download}\n' "${2}big.bin" >>"$sizes"; do :; done) &
+        pids+=($!)
+      done
+      sleep 0.5 # the downloads under way
+      wrk -t1 -c4 -d"$3" --latency "$2"
+      kill "${pids[@]}" 2>/dev/null || true
+      wait "${pids[@]}" 2>/dev/null || true
+      # Only whole downloads count; the window is wrk's plus the lead-in.
+      echo "bulk bytes: $(awk -v want=$((64 << 20)) '$1 == want { s += $1 } END { printf "%.0f", s }' "$sizes") in $(("${3%s}" * 1000 + 500)) ms"
+      ;;
     h2c | h2-tls)
       local logf=()
       [ -n "$4" ] && logf=(--log-file "$4")
@@ -293,6 +316,9 @@ if scen.startswith("h1"):  # wrk
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     r["failures"] = (int(bad[1]) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
+    bulk = re.search(r"bulk bytes: (\d+) in (\d+) ms", text)
+    if bulk:
+        r["bulk_mb_per_second"] = int(bulk[1]) / 1e6 / (int(bulk[2]) / 1e3)
 else:  # h2load
     r["per_second"] = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)[1])
     m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
@@ -324,7 +350,7 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     groups[r["scenario"], r["peer"]].append(r)
 med = statistics.median
-order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3}
+order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3, "h1-bulk": 4}
 print("| scenario | peer | req/s (median [min–max]) | p50 / p99 ms | CPU µs/request | failures |")
 print("|---|---|---|---|---|---|")
 for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
@@ -332,6 +358,14 @@ for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0
     rng = f" [{min(v):.0f}–{max(v):.0f}]" if len(v) > 1 else ""
     print(f"| {scen} | {peer} | {med(v):.0f}{rng} | {med([r['p50_ms'] for r in rs]):.2f} / {med([r['p99_ms'] for r in rs]):.2f}"
           f" | {med([r['cpu_us_per_request'] for r in rs]):.1f} | {sum(r['failures'] for r in rs)} |")
+bulk = [(k, rs) for k, rs in sorted(groups.items()) if "bulk_mb_per_second" in rs[0]]
+if bulk:
+    print()
+    print("| scenario | peer | downloads beside it, MB/s (median [min–max]) |")
+    print("|---|---|---|")
+    for (scen, peer), rs in bulk:
+        v = [r["bulk_mb_per_second"] for r in rs]
+        print(f"| {scen} | {peer} | {med(v):.0f} [{min(v):.0f}–{max(v):.0f}] |")
 EOF
 cat "$OUT/http-results.md"
 if [ -s "$OUT/http-perf.jsonl" ]; then

@@ -1,7 +1,6 @@
 package relayloop
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -219,6 +218,12 @@ func (c *Conn) ready(tok uint64, events uint32) {
 			return
 		}
 		c.bR, c.bW, c.bEnd = c.bR || in, c.bW || out, c.bEnd || end
+	}
+	if c.again {
+		// A turn is coming (later) and will see what this event says: a
+		// connection that used its budget moves once a round, however
+		// many of its sockets report in it.
+		return
 	}
 	c.advance()
 }
@@ -470,20 +475,22 @@ func (c *Conn) relay() {
 	}
 }
 
-// later has the loop come back to the connection in its next round,
-// after the events that came meanwhile, and carry on in the state it is
-// in now: bytes left in a socket past a budget (a direction's moveBudget,
-// a served connection's serveReadBudget) raise no new edge-triggered
-// event. What it runs is guarded as an event's handling is.
+// later has the loop come back to the connection at the end of the
+// round, after the events that came meanwhile, and carry on: bytes left
+// in a socket past a budget (a direction's moveBudget, an exchange's
+// exchangeBudget, a served connection's serveReadBudget) raise no new
+// edge-triggered event. Until then the connection's events only note
+// what its sockets say (Conn.ready), so that it moves once a round. What
+// it runs is guarded as an event's handling is; advancing a connection
+// whose state moved on meanwhile is as harmless as a spurious event.
 func (c *Conn) later() {
 	if c.again {
 		return
 	}
 	c.again = true
-	state := c.state
 	c.l.post(func() {
 		c.again = false
-		if c.state == state {
+		if c.state != stateClosed {
 			c.l.guard(c, c.advance)
 		}
 	})
@@ -500,7 +507,7 @@ func (c *Conn) later() {
 // dst's write side is shut, unless the other direction has ended too:
 // closing both sockets then says as much, for one system call less.
 func (c *Conn) move(d, other *dir, src, dst int, srcR, dstW *bool, srcEnd bool) (more bool, err error) {
-	budget := cmp.Or(c.l.set.opt.moveBudget, moveBudget)
+	budget := c.l.moveBudget()
 	for start := d.n; ; {
 		if d.n-start >= int64(budget) {
 			return true, nil

@@ -112,7 +112,11 @@ type exchange struct {
 	downQ     []byte // bytes for the client not yet written
 	started   bool   // a byte of a response went to the client
 	last      int64  // the loop's clock at the last byte carried
-	res       ExchangeResult
+	// moved counts the bytes written either way in this turn: past the
+	// loop's moveBudget, the exchange reads no more until the loop comes
+	// back to it (Conn.later), as a forwarded connection's direction does.
+	moved int
+	res   ExchangeResult
 }
 
 // startExchange carries the connection as HTTP/1.1 exchanges from now,
@@ -140,6 +144,7 @@ func (c *Conn) exchange() {
 			return
 		}
 	}
+	x.moved = 0
 	for c.state == stateExchange {
 		var more bool
 		switch x.phase {
@@ -155,6 +160,9 @@ func (c *Conn) exchange() {
 		}
 	}
 	if c.state == stateExchange {
+		if x.moved >= c.l.exchangeBudget() {
+			c.later()
+		}
 		c.schedule()
 	}
 }
@@ -413,7 +421,7 @@ func (c *Conn) backendReady(b *backend, events uint32) {
 	} else if !ready {
 		return
 	}
-	if c.state == stateExchange {
+	if c.state == stateExchange && !c.again { // see Conn.ready
 		c.exchange()
 	}
 }
@@ -527,6 +535,7 @@ func (c *Conn) pumpUp() bool {
 			}
 			x.upQ = x.upQ[n:]
 			x.res.Up += int64(n)
+			x.moved += n
 			x.last = c.l.clock
 			continue
 		}
@@ -554,7 +563,7 @@ func (c *Conn) pumpUp() bool {
 			}
 			continue
 		}
-		if !c.cR {
+		if !c.cR || x.moved >= c.l.exchangeBudget() {
 			return false
 		}
 		c.recycleBuffer()
@@ -592,6 +601,7 @@ func (c *Conn) pumpDown() bool {
 			}
 			x.downQ = x.downQ[n:]
 			x.res.Down += int64(n)
+			x.moved += n
 			x.started = true
 			x.last = c.l.clock
 			continue
@@ -636,7 +646,7 @@ func (c *Conn) pumpDown() bool {
 			}
 			continue
 		}
-		if x.resp.Done() {
+		if x.resp.Done() || x.moved >= c.l.exchangeBudget() {
 			return false
 		}
 		n, err := b.read(c.l.copyBuf)
@@ -672,6 +682,7 @@ func (c *Conn) pumpDown() bool {
 			return true
 		}
 		x.res.Down += int64(w)
+		x.moved += w
 		x.started = true
 		x.last = c.l.clock
 		if w < m {

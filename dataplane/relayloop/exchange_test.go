@@ -658,6 +658,53 @@ func TestExchangeSlowReader(t *testing.T) {
 	}
 }
 
+// TestExchangeTakesTurns: an exchange that moved its loop's budget stops
+// and the loop comes back to it in a later round, though no socket event
+// says there is more. With a budget of 4 KiB, thousands of turns: an
+// 8 MiB upload answered by a 32 MiB download arrives whole both ways,
+// twice on one connection, and the backend connection is pooled after.
+func TestExchangeTakesTurns(t *testing.T) {
+	down := bytes.Repeat([]byte("0123456789abcdef"), 1<<21)
+	up := bytes.Repeat([]byte("fedcba9876543210"), 1<<19)
+	be, conns := httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Up-Sum", fmt.Sprintf("%x", sha256.Sum256(b)))
+		w.Header().Set("Content-Length", fmt.Sprint(len(down)))
+		_, _ = w.Write(down)
+	})
+	made := make(chan *exchanger, 1)
+	opt := relayloop.WithMoveBudget(relayloop.Options{Loops: 1}, 4<<10)
+	addr, set := serve(t, opt, handler(func(*relayloop.Conn) relayloop.Session {
+		e := newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+		made <- e
+		return e
+	}))
+	c := dial(t, addr)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		go func() {
+			_, _ = fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(up))
+			_, _ = c.Write(up)
+		}()
+		resp, body := readResponse(t, br, false)
+		if body != string(down) {
+			t.Fatalf("response %d: %d bytes, not the %d sent", i, len(body), len(down))
+		}
+		if got, want := resp.Header.Get("X-Up-Sum"), fmt.Sprintf("%x", sha256.Sum256(up)); got != want {
+			t.Fatalf("response %d: the backend got other bytes than the client sent", i)
+		}
+	}
+	_ = c.Close()
+	if r := (<-made).wait(t); r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want 1", n)
+	}
+	waitStats(t, set, relayloop.Stats{Backends: 1, Idle: 1})
+}
+
 // slowReader reads at most 8 KiB a call, pausing between calls at first.
 type slowReader struct {
 	r     io.Reader

@@ -1,6 +1,7 @@
 package relayloop
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -47,8 +48,10 @@ const (
 	// bulk streams, 3 runs): with no budget 23-37 conn/s at p99 62-85
 	// ms; 1 MiB 35 at 66 ms; 256 KiB 82-102 at 32-35 ms, haproxy's
 	// 66-85 at 22-32 ms, for 0.80-0.93 s of CPU per GB forwarded
-	// against 0.51-0.60 (haproxy's 2.0).
-	moveBudget = 256 << 10
+	// against 0.51-0.60 (haproxy's 2.0). An HTTP/1.1 exchange's bytes,
+	// both ways together, count against it too.
+	moveBudget     = 256 << 10
+	exchangeBudget = 64 << 10
 	// spliceAfter is how many bytes a direction carries through the
 	// copy buffer before it splices: a request and its answer cost two
 	// system calls either way, and a pipe only pays off for bulk.
@@ -769,6 +772,13 @@ func (l *loop) backOff(a *Acceptor, err error) {
 		_ = l.watch(a.fd, a.tok)
 	})
 }
+
+// moveBudget is how many bytes a connection moves in one turn:
+// Options' for the package's tests, else the constant.
+func (l *loop) moveBudget() int { return cmp.Or(l.set.opt.moveBudget, moveBudget) }
+
+// exchangeBudget is moveBudget for an HTTP/1.1 exchange.
+func (l *loop) exchangeBudget() int { return cmp.Or(l.set.opt.moveBudget, exchangeBudget) }
 
 // forget drops an ended or handed-off connection.
 func (l *loop) forget(c *Conn) {
