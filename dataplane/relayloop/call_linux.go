@@ -37,6 +37,7 @@ type Call struct {
 
 	started  bool // on the loop
 	ended    bool
+	slot     int // its index in loop.inFlight while started and not ended
 	attempt  int
 	dialErrs []error
 	be       *backend
@@ -129,10 +130,8 @@ func (k *Call) start() {
 	}
 	k.started = true
 	l.calls.Add(1)
-	if l.inFlight == nil {
-		l.inFlight = map[*Call]struct{}{}
-	}
-	l.inFlight[k] = struct{}{}
+	k.slot = len(l.inFlight)
+	l.inFlight = append(l.inFlight, k)
 	k.since, k.last = l.clock, l.clock
 	l.guardCall(k, func() {
 		k.acquire(false)
@@ -379,7 +378,7 @@ func (k *Call) end(err error) {
 	k.ended = true
 	l := k.l
 	if k.started {
-		delete(l.inFlight, k)
+		l.dropInFlight(k)
 		l.calls.Add(-1)
 	}
 	if b := k.be; b != nil {
@@ -442,6 +441,16 @@ func (l *loop) armCallSweep(at int64) {
 	l.after(at, l.sweepCallsFn)
 }
 
+// dropInFlight takes the ended k out of l.inFlight: the last call takes
+// its slot.
+func (l *loop) dropInFlight(k *Call) {
+	last := len(l.inFlight) - 1
+	moved := l.inFlight[last]
+	l.inFlight[k.slot], moved.slot = moved, k.slot
+	l.inFlight[last] = nil
+	l.inFlight = l.inFlight[:last]
+}
+
 // sweepCalls expires the calls whose timeout has come, and sweeps again
 // at the earliest one left.
 func (l *loop) sweepCalls() {
@@ -449,13 +458,19 @@ func (l *loop) sweepCalls() {
 		return // an earlier sweep's timer; the next one is armed
 	}
 	l.callSweepAt = 0
-	for k := range l.inFlight {
+	var due []*Call // apart: expiring a call ends it, which moves another
+	for _, k := range l.inFlight {
 		if k.due != 0 && k.due <= l.clock {
+			due = append(due, k)
+		}
+	}
+	for _, k := range due {
+		if !k.ended {
 			l.guardCall(k, k.expired)
 		}
 	}
 	next := int64(0)
-	for k := range l.inFlight {
+	for _, k := range l.inFlight {
 		if k.due != 0 && (next == 0 || k.due < next) {
 			next = k.due
 		}

@@ -253,6 +253,44 @@ func TestCallFailures(t *testing.T) {
 	waitStats(t, set, relayloop.Stats{})
 }
 
+// Calls that time out together all end, each once, and the ones beside
+// them that are answered are not disturbed: a sweep ends many calls of
+// the loop's in-flight list at once.
+func TestCallsTimeOutTogether(t *testing.T) {
+	silent := rawBackend(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	answers, _ := httpBackend(t, echoHandler)
+	set := callSet(t)
+	cr := set.Caller()
+	var quiet, answered []*callSink
+	var calls []*relayloop.Call
+	for i := range 24 {
+		s := newCallSink()
+		ep, timeout := answers, time.Duration(0)
+		if i%3 != 0 {
+			ep, timeout = silent, 50*time.Millisecond
+			quiet = append(quiet, s)
+		} else {
+			answered = append(answered, s)
+		}
+		calls = append(calls, cr.NewCall(relayloop.CallRequest{
+			Head: get(fmt.Sprintf("/%d", i)), Target: &relayloop.Target{Endpoints: []netip.AddrPort{ep}, Pool: "p"},
+			ResponseTimeout: timeout, Sink: s,
+		}))
+	}
+	cr.Start(calls...)
+	for i, s := range quiet {
+		if x := s.wait(t); !errors.Is(x.Err, relayloop.ErrResponseTimeout) {
+			t.Errorf("silent call %d: %v, want %v", i, x.Err, relayloop.ErrResponseTimeout)
+		}
+	}
+	for i, s := range answered {
+		if x := s.wait(t); x.Err != nil {
+			t.Errorf("answered call %d: %v", i, x.Err)
+		}
+	}
+	waitStats(t, set, relayloop.Stats{Backends: int64(len(answered)), Idle: int64(len(answered))})
+}
+
 // Abort ends a call waiting for its response, and its backend connection
 // closes rather than carry a response nobody wants.
 func TestCallAbort(t *testing.T) {

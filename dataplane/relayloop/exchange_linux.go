@@ -56,6 +56,7 @@ type backend struct {
 	fd      int
 	ep      netip.AddrPort
 	key     poolKey
+	list    *idleList // key's, while open (nil: not pooled); the pool's mu
 	release func()
 	home    atomic.Pointer[loop]
 	owner   atomic.Pointer[Conn]
@@ -406,7 +407,13 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 	}
 	b.w = !b.connecting
 	l.backends[b.id] = b
-	l.set.pool.held.Add(1)
+	p := &l.set.pool
+	p.held.Add(1)
+	if key.pool != nil {
+		p.mu.Lock()
+		b.list = p.listFor(key)
+		p.mu.Unlock()
+	}
 	return b, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -166,8 +167,8 @@ func (s *Set) Stats() Stats {
 	}
 	st.Backends = s.pool.held.Load()
 	s.pool.mu.Lock()
-	for _, idle := range s.pool.idle {
-		st.Idle += int64(len(idle))
+	for _, lst := range s.pool.lists {
+		st.Idle += int64(len(lst.conns))
 	}
 	s.pool.mu.Unlock()
 	return st
@@ -301,9 +302,10 @@ type loop struct {
 	// for Stats from any goroutine.
 	conned, pipesHeld atomic.Int64
 	// calls counts the calls started on the loop and not ended;
-	// inFlight holds those that began on it (the loop's alone).
+	// inFlight holds those that began on it (the loop's alone), each at
+	// its Call.slot: a map cost a hash insert and delete per request.
 	calls    atomic.Int64
-	inFlight map[*Call]struct{}
+	inFlight []*Call
 	// callSweepAt is when the calls' timeouts are looked at next (0:
 	// never); sweepCallsFn is sweepCalls, made once.
 	callSweepAt  int64
@@ -515,7 +517,7 @@ func (l *loop) stop() {
 	for _, c := range l.conns {
 		l.guard(c, func() { c.fail(ErrClosed) })
 	}
-	for k := range l.inFlight {
+	for _, k := range slices.Clone(l.inFlight) {
 		l.guardCall(k, func() { k.end(ErrClosed) })
 	}
 	l.closePool()

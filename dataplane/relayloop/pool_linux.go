@@ -17,13 +17,52 @@ import (
 // calls, only when the newest idle connection of the key is not its
 // own).
 type pool struct {
-	mu   sync.Mutex
-	idle map[poolKey][]*backend // the most recently used last
-	// retired keys' connections are closed as they come back (CloseIdle).
+	mu sync.Mutex
+	// lists holds the idle list of every key with a connection open. A
+	// connection keeps its list (backend.list), so that pooling it costs
+	// no lookup: a request's take and put hashed its key five times, an
+	// interface and an address, 0.7 µs of an h2c request in a perf split.
+	lists map[poolKey]*idleList
+	// retired Target.Pool values' connections are closed as they come
+	// back, and those dialled for them in the next minute too (CloseIdle).
 	retired map[any]struct{}
 
 	held   atomic.Int64 // backend connections open, in use or idle
 	nextID atomic.Uint64
+}
+
+// idleList is one key's idle connections; the pool's mu guards it.
+type idleList struct {
+	key   poolKey
+	conns []*backend // the most recently used last
+	// open counts the key's connections, idle or not: the list leaves
+	// the pool's map with the last.
+	open    int
+	retired bool // its connections close as they come back
+}
+
+// listFor returns key's list, made if need be, and counts one more
+// connection of key open; p.mu is held.
+func (p *pool) listFor(key poolKey) *idleList {
+	lst := p.lists[key]
+	if lst == nil {
+		if p.lists == nil {
+			p.lists = map[poolKey]*idleList{}
+		}
+		_, retired := p.retired[key.pool]
+		lst = &idleList{key: key, retired: retired}
+		p.lists[key] = lst
+	}
+	lst.open++
+	return lst
+}
+
+// closed counts one connection of lst's key fewer open; p.mu is held.
+func (p *pool) closed(lst *idleList) {
+	lst.open--
+	if lst.open == 0 && p.lists[lst.key] == lst {
+		delete(p.lists, lst.key)
+	}
 }
 
 // takeIdle takes an idle connection of key: the one used last among
@@ -35,11 +74,12 @@ func (l *loop) takeIdle(key poolKey) *backend {
 	p := &l.set.pool
 	for {
 		p.mu.Lock()
-		idle := p.idle[key]
-		if len(idle) == 0 {
+		lst := p.lists[key]
+		if lst == nil || len(lst.conns) == 0 {
 			p.mu.Unlock()
 			return nil
 		}
+		idle := lst.conns
 		i := len(idle) - 1
 		for j := i; j >= 0; j-- {
 			if idle[j].home.Load() == l {
@@ -48,9 +88,7 @@ func (l *loop) takeIdle(key poolKey) *backend {
 			}
 		}
 		b := idle[i]
-		copy(idle[i:], idle[i+1:])
-		idle[len(idle)-1] = nil
-		p.setIdle(key, idle[:len(idle)-1])
+		lst.cut(i)
 		from := b.home.Load()
 		b.home.Store(l)
 		p.mu.Unlock()
@@ -85,13 +123,12 @@ func (l *loop) forget2(b *backend) {
 	}
 }
 
-// setIdle stores the idle list of key; p.mu is held.
-func (p *pool) setIdle(key poolKey, idle []*backend) {
-	if len(idle) == 0 {
-		delete(p.idle, key)
-		return
-	}
-	p.idle[key] = idle
+// cut takes the i-th connection out of lst; the pool's mu is held.
+func (lst *idleList) cut(i int) {
+	idle := lst.conns
+	copy(idle[i:], idle[i+1:])
+	idle[len(idle)-1] = nil
+	lst.conns = idle[:len(idle)-1]
 }
 
 // putIdle pools b, l's own, for the next request with its key, unless
@@ -101,17 +138,14 @@ func (l *loop) putIdle(b *backend) {
 	b.owner.Store(nil)
 	b.call.Store(nil)
 	p.mu.Lock()
-	_, retired := p.retired[b.key.pool]
-	if retired || len(p.idle[b.key]) >= b.maxIdle {
+	lst := b.list
+	if lst.retired || len(lst.conns) >= b.maxIdle {
 		p.mu.Unlock()
 		l.closeOwn(b)
 		return
 	}
 	b.idleSince = l.clock
-	if p.idle == nil {
-		p.idle = map[poolKey][]*backend{}
-	}
-	p.idle[b.key] = append(p.idle[b.key], b)
+	lst.conns = append(lst.conns, b)
 	p.mu.Unlock()
 	if !l.sweeping {
 		l.sweeping = true
@@ -127,7 +161,8 @@ func (l *loop) sweepPool() {
 	next := int64(-1)
 	var expired []*backend
 	p.mu.Lock()
-	for key, idle := range p.idle {
+	for _, lst := range p.lists {
+		idle := lst.conns
 		kept := idle[:0]
 		for _, b := range idle {
 			if b.home.Load() != l {
@@ -144,7 +179,7 @@ func (l *loop) sweepPool() {
 			}
 		}
 		clear(idle[len(kept):])
-		p.setIdle(key, kept)
+		lst.conns = kept
 	}
 	p.mu.Unlock()
 	for _, b := range expired {
@@ -179,12 +214,9 @@ func (l *loop) idleEvent(b *backend, events uint32) {
 
 // remove takes b out of its key's idle list; p.mu is held.
 func (p *pool) remove(b *backend) bool {
-	idle := p.idle[b.key]
-	for i, o := range idle {
+	for i, o := range b.list.conns {
 		if o == b {
-			copy(idle[i:], idle[i+1:])
-			idle[len(idle)-1] = nil
-			p.setIdle(b.key, idle[:len(idle)-1])
+			b.list.cut(i)
 			return true
 		}
 	}
@@ -198,8 +230,8 @@ func (l *loop) evictIdle() bool {
 	p := &l.set.pool
 	p.mu.Lock()
 	var oldest *backend
-	for _, idle := range p.idle {
-		for _, b := range idle {
+	for _, lst := range p.lists {
+		for _, b := range lst.conns {
 			if oldest == nil || b.idleSince < oldest.idleSince {
 				oldest = b
 			}
@@ -229,10 +261,11 @@ func (s *Set) CloseIdle(key any) {
 	p := &s.pool
 	var closing []*backend
 	p.mu.Lock()
-	for k, idle := range p.idle {
+	for k, lst := range p.lists {
 		if k.pool == key {
-			closing = append(closing, idle...)
-			delete(p.idle, k)
+			closing = append(closing, lst.conns...)
+			clear(lst.conns)
+			lst.conns, lst.retired = nil, true
 		}
 	}
 	if p.retired == nil {
@@ -258,7 +291,8 @@ func (l *loop) closePool() {
 	p := &l.set.pool
 	var mine []*backend
 	p.mu.Lock()
-	for key, idle := range p.idle {
+	for _, lst := range p.lists {
+		idle := lst.conns
 		kept := idle[:0]
 		for _, b := range idle {
 			if b.home.Load() == l {
@@ -268,7 +302,7 @@ func (l *loop) closePool() {
 			}
 		}
 		clear(idle[len(kept):])
-		p.setIdle(key, kept)
+		lst.conns = kept
 	}
 	p.mu.Unlock()
 	for _, b := range mine {
@@ -294,7 +328,14 @@ func (b *backend) closeDetached() {
 	if b.fd < 0 {
 		return
 	}
-	b.home.Load().set.pool.held.Add(-1)
+	p := &b.home.Load().set.pool
+	p.held.Add(-1)
+	if b.list != nil {
+		p.mu.Lock()
+		p.closed(b.list)
+		b.list = nil
+		p.mu.Unlock()
+	}
 	sysClose(b.fd)
 	b.fd = -1
 	b.owner.Store(nil)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/portmux/portmux/test/peers"
 )
@@ -85,5 +86,82 @@ func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
 	on(t, a, func() { _, inA = a.backends[conn.id] })
 	if inA {
 		t.Error("the evicted connection is still in its old home's table")
+	}
+}
+
+// TestPoolKeepsListsOfOpenKeysOnly: a key's idle list stays in the pool
+// while a connection of the key is open, idle or in use, and goes with
+// the last one, so that a pool whose endpoints come and go does not
+// grow. A retired key's connections close as they come back, and so do
+// those dialled for it after.
+func TestPoolKeepsListsOfOpenKeysOnly(t *testing.T) {
+	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	ep := netip.MustParseAddrPort(srv.Addr)
+	s, err := New(Options{Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	l := s.loops[0]
+	lists := func() int {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return len(s.pool.lists)
+	}
+	dial := func(key poolKey) *backend {
+		var b *backend
+		on(t, l, func() {
+			var err error
+			if b, err = l.dialBackend(ep, key, &Target{}); err != nil {
+				t.Error(err)
+			}
+		})
+		if b == nil {
+			t.FailNow()
+		}
+		return b
+	}
+	k1, k2 := poolKey{"one", ep}, poolKey{"two", ep}
+	a, b, c := dial(k1), dial(k1), dial(k2)
+	on(t, l, func() { l.putIdle(a) })
+	if n := lists(); n != 2 {
+		t.Fatalf("%d idle lists with two keys open, want 2", n)
+	}
+	on(t, l, func() {
+		if got := l.takeIdle(k1); got != a {
+			t.Errorf("took %p, want the pooled %p", got, a)
+		}
+		l.closeOwn(a)
+		l.closeOwn(c)
+	})
+	if n := lists(); n != 1 {
+		t.Fatalf("%d idle lists with one key open, want 1", n)
+	}
+	on(t, l, func() { l.putIdle(b) })
+	if st := s.Stats(); st.Backends != 1 || st.Idle != 1 {
+		t.Fatalf("after pooling the last: %+v", st)
+	}
+
+	s.CloseIdle("one")
+	waitFor(t, func() bool { return s.Stats().Backends == 0 })
+	if n := lists(); n != 0 {
+		t.Fatalf("%d idle lists with no connection open, want 0", n)
+	}
+	d := dial(k1)
+	on(t, l, func() { l.putIdle(d) })
+	if st := s.Stats(); st.Backends != 0 || st.Idle != 0 || lists() != 0 {
+		t.Errorf("a retired key's new connection was pooled: %+v, %d lists", st, lists())
+	}
+}
+
+// waitFor waits up to 10 s for cond.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
