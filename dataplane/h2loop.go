@@ -150,13 +150,13 @@ func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
 		return relayloop.Step{}, err
 	}
 	code := res.StatusCode()
-	hd := sk.st.Header()
 	switch {
 	case code == fasthttp.StatusSwitchingProtocols:
 		return relayloop.Step{}, errors.New("the backend switched protocols unasked")
 	case code == fasthttp.StatusContinue:
 		return relayloop.Step{Interim: true}, nil // the request has no body to wait for it
 	case code < 200:
+		hd := sk.st.Header()
 		copyResponseFields(hd, res, &sk.ls.values)
 		sk.st.WriteHeader(code)
 		clear(hd) // an informational head's fields are its own
@@ -194,7 +194,9 @@ func (sk *loopStream) Ended(x relayloop.ExchangeResult, trailer []byte) {
 	rc.down.Add(float64(x.Down))
 	switch {
 	case x.Err == nil:
-		addTrailerLines(sk.st.Header(), trailer)
+		if len(trailer) > 0 {
+			addTrailerLines(sk.st.Header(), trailer)
+		}
 		sk.st.End()
 		h.count(rc, RequestProxied)
 	case sk.headDone:

@@ -34,7 +34,7 @@ func (ls *loopSession) startH2(rc *routeConfig) relayloop.Verdict {
 	hc := newHTTPConn(c, c.lc)
 	slot := takeSlot(c.poolSlot)
 	srv := s.newH2Server(hc, slot, rc.IdleTimeout, &c.rep, c.draining(), ls.rc.Caller())
-	ls.h2 = &loopH2{hc: hc, rc: rc, conn: srv.NewConn(c.rep.client, ls.rc.Flush, ls.rc.Abort)}
+	ls.h2 = &loopH2{hc: hc, rc: rc, conn: srv.NewConn(c.rep.client, ls.rc.Flusher(), ls.rc.Abort)}
 	ls.route = rc
 	return relayloop.Verdict{Serve: &relayloop.Serving{WriteTimeout: srv.WriteTimeout}}
 }

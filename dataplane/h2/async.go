@@ -26,7 +26,7 @@ type Stream responseWriter
 
 // Header is the response's header, as ResponseWriter's: set before
 // WriteHeader; trailers named with http.TrailerPrefix before End.
-func (s *Stream) Header() http.Header { return s.header }
+func (s *Stream) Header() http.Header { return (*responseWriter)(s).Header() }
 
 // WriteHeader is ResponseWriter's: a 1xx head is sent at once, the final
 // status is sent with the first body bytes or End.

@@ -659,7 +659,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 	sc.opened++
 	sc.running++
 	sc.handlers.Add(1)
-	st.w = responseWriter{st: st, req: req, header: make(http.Header)}
+	st.w = responseWriter{st: st, req: req}
 	if sc.srv.Async != nil && f.StreamEnded() {
 		// Offered without the lock: the taker uses the stream's context
 		// (AfterFunc locks) and may answer before Async returns.

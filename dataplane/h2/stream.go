@@ -277,7 +277,14 @@ type responseWriter struct {
 	trailers        []string
 }
 
-func (w *responseWriter) Header() http.Header { return w.header }
+// Header is made on first use: a stream answered with WriteFields (the
+// relay loops') never needs one.
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
 
 // WriteHeader records the status; an informational one (1xx but 101,
 // which HTTP/2 has not) is sent at once.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -81,24 +80,15 @@ func (cr *Caller) Start(calls ...*Call) {
 	if len(calls) == 0 {
 		return
 	}
-	l := cr.l
-	var start func()
-	if len(calls) == 1 {
-		start = calls[0].start
-	} else {
-		batch := slices.Clone(calls)
-		start = func() {
-			for _, k := range batch {
-				k.start()
-			}
-		}
-	}
-	if !l.post(start) {
+	if !postAll(cr.l, calls) {
 		for _, k := range calls {
 			k.end(ErrClosed)
 		}
 	}
 }
+
+// run starts k: a Call is its own command (Caller.Start).
+func (k *Call) run() { k.start() }
 
 // Abort ends the call with err if it has not ended (the caller's stream
 // was reset, say); its backend connection is closed, not pooled.

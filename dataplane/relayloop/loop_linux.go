@@ -289,12 +289,15 @@ type loop struct {
 	evfd int // eventfd: post wakes the loop
 
 	mu       sync.Mutex
-	cmds     []func()
+	cmds     []command
 	shutdown bool // the loop has stopped: post runs nothing
 	// asleep: the loop may be waiting for events, so that a post must
 	// write the eventfd; woken: one did since.
 	asleep, woken bool
-	done          chan struct{}
+	// spareCmds is the queue runCommands ran last, kept for the next
+	// round's posts (the loop's alone between its swaps under mu).
+	spareCmds []command
+	done      chan struct{}
 
 	stopping bool
 	conns    map[uint64]*Conn
@@ -393,7 +396,10 @@ func token(ev *unix.EpollEvent) uint64 {
 
 // post runs f on the loop's goroutine, soon, and reports whether it will:
 // nothing runs once the loop has stopped.
-func (l *loop) post(f func()) bool {
+func (l *loop) post(f func()) bool { return postAll(l, []funcCommand{f}) }
+
+// postAll is post for several commands, queued in one go.
+func postAll[C command](l *loop, cmds []C) bool {
 	l.mu.Lock()
 	if l.shutdown {
 		l.mu.Unlock()
@@ -406,7 +412,9 @@ func (l *loop) post(f func()) bool {
 	// writes no eventfd and reads none.
 	wake := l.asleep && !l.woken
 	l.woken = l.woken || wake
-	l.cmds = append(l.cmds, f)
+	for _, c := range cmds {
+		l.cmds = append(l.cmds, c)
+	}
 	l.mu.Unlock()
 	if wake {
 		one := [8]byte{1}
@@ -512,7 +520,7 @@ func (l *loop) stop() {
 	// Commands posted before shutdown still run (an Abort, a listener's
 	// removal whose caller waits).
 	for _, f := range cmds {
-		f()
+		f.run()
 	}
 	for _, c := range l.conns {
 		l.guard(c, func() { c.fail(ErrClosed) })
@@ -532,14 +540,28 @@ func (l *loop) stop() {
 	close(l.done)
 }
 
+// command is what post queues for the loop: a function, or a call to
+// start, which needs no closure made (Caller.Start).
+type command interface{ run() }
+
+// funcCommand is a posted function.
+type funcCommand func()
+
+func (f funcCommand) run() { f() }
+
+// runCommands runs the commands posted since the last round. The queue
+// it takes is kept for the round after (two slices in turn), so that a
+// busy loop's posts do not grow a new one every round.
 func (l *loop) runCommands() {
 	l.mu.Lock()
 	cmds := l.cmds
-	l.cmds = nil
+	l.cmds = l.spareCmds
 	l.mu.Unlock()
-	for _, f := range cmds {
-		f()
+	for i, f := range cmds {
+		f.run()
+		cmds[i] = nil
 	}
+	l.spareCmds = cmds[:0]
 }
 
 // dispatch handles one readiness event.

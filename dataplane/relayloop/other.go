@@ -49,6 +49,9 @@ func (*Conn) Abort() {}
 // Flush does nothing.
 func (*Conn) Flush() {}
 
+// Flusher returns Flush.
+func (*Conn) Flusher() func() { return func() {} }
+
 // FlushFromLoop does nothing.
 func (*Conn) FlushFromLoop() {}
 

@@ -189,12 +189,21 @@ func (c *Conn) expiredServe() {
 // Flush has the loop take the Server's output (Output) soon, from any
 // goroutine: what the connection has to send was made away from the loop
 // (a handler on a goroutine of its own).
-func (c *Conn) Flush() {
-	c.l.post(func() {
-		if c.state == stateServe {
-			c.l.guard(c, c.serveOut)
-		}
-	})
+func (c *Conn) Flush() { c.l.post(c.takeOutput) }
+
+// Flusher returns Flush as a function that posts a command made once: a
+// Server that flushes once a response or more costs no allocation a
+// flush (Flush's method value and its command cost two).
+func (c *Conn) Flusher() func() {
+	take := c.takeOutput
+	return func() { c.l.post(take) }
+}
+
+// takeOutput is Flush's command.
+func (c *Conn) takeOutput() {
+	if c.state == stateServe {
+		c.l.guard(c, c.serveOut)
+	}
 }
 
 // FlushFromLoop is Flush for the loop's own goroutine (a call's sink, a
