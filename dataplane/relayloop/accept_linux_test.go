@@ -117,6 +117,58 @@ func TestAcceptLimit(t *testing.T) {
 	}
 }
 
+// acceptedBy is a Handler that hands each accepted Conn to f.
+type acceptedBy func(*Conn) Session
+
+func (f acceptedBy) Accepted(c *Conn) Session { return f(c) }
+
+// Every socket the loops accept has TCP keepalive from the start (from
+// its listener), whatever it is served as, so that a client gone without
+// a word is found out; KeepAliveAfter < 0 turns it off.
+func TestAcceptedSocketsKeepAlive(t *testing.T) {
+	for _, tc := range []struct {
+		after     time.Duration
+		keepAlive int
+	}{
+		{0, 1},
+		{time.Hour, 1},
+		{-1, 0},
+	} {
+		t.Run(tc.after.String(), func(t *testing.T) {
+			set, err := New(Options{Loops: 1, KeepAliveAfter: tc.after})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = set.Close() }()
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = ln.Close() }()
+			got := make(chan [2]int, 1)
+			a, err := set.Accept(ln, acceptedBy(func(c *Conn) Session {
+				on, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+				idle, _ := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+				got <- [2]int{on, idle}
+				return quietSession{}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Stop()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			g := <-got
+			if g[0] != tc.keepAlive || (tc.keepAlive == 1 && g[1] != 15) {
+				t.Errorf("SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want keepalive %d after 15 s", g[0], g[1], tc.keepAlive)
+			}
+		})
+	}
+}
+
 // waitConned waits for the loops to hold want connections in all and
 // returns each loop's count.
 func waitConned(t *testing.T, set *Set, want int64) []int64 {

@@ -26,7 +26,9 @@ type Options struct {
 
 	// KeepAliveAfter turns TCP keepalive on for both sockets of a
 	// forwarded connection that is still open this long after it was
-	// connected. Zero: 100 ms; negative: never.
+	// connected. Zero: 100 ms; negative: never. Unless negative, the
+	// sockets the loops accept have it from the start too (their
+	// listener's), whatever they are served as.
 	KeepAliveAfter time.Duration
 
 	// A panic recovered from a Handler or a Session closes the connection
