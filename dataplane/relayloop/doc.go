@@ -39,8 +39,16 @@
 // more, forward to endpoints, hand the connection off, or close it). The
 // loop calls them on its own goroutine, so they must not block.
 //
+// A loop is shared fairly: a connection moves a bounded number of bytes
+// a turn (256 KiB a forwarded direction, 64 KiB an exchange, a served
+// connection's read budget), then the loop comes back to it at the end of
+// the round (Conn.later), after the other connections' events; until
+// then its own events are only noted, so it moves once a round. A burst
+// of new clients is split evenly between the loops (acceptLimit).
+//
 // Every connection a loop holds costs a record of about 200 bytes, its two
-// sockets and, only while bytes wait for a slow reader, a pipe. Idle
-// sockets get TCP keepalive after KeepAliveAfter, as the forward package's
-// Parker gives them.
+// sockets and, only while bytes wait for a slow reader, a pipe. Accepted
+// sockets have TCP keepalive from their listener, and a forwarded
+// connection's backend socket gets it after KeepAliveAfter, as the
+// forward package's Parker gives them.
 package relayloop
