@@ -122,17 +122,43 @@ type acceptedBy func(*Conn) Session
 
 func (f acceptedBy) Accepted(c *Conn) Session { return f(c) }
 
-// Every socket the loops accept has TCP keepalive from the start (from
-// its listener), whatever it is served as, so that a client gone without
-// a word is found out; KeepAliveAfter < 0 turns it off.
-func TestAcceptedSocketsKeepAlive(t *testing.T) {
+// keptServer serves a connection on the loop and reports, at its first
+// Input, its client socket's keepalive.
+type keptServer struct {
+	quietSession
+	c   *Conn
+	got chan [2]int
+}
+
+func (s *keptServer) Decide([]byte, End) Verdict { return Verdict{Serve: &Serving{}} }
+func (s *keptServer) Input([]byte) error {
+	s.got <- keepAliveOf(s.c.fd)
+	return nil
+}
+func (*keptServer) InputEnded(error)       {}
+func (*keptServer) Output() ([]byte, bool) { return nil, false }
+
+// keepAliveOf is fd's SO_KEEPALIVE and TCP_KEEPIDLE.
+func keepAliveOf(fd int) [2]int {
+	on, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	idle, _ := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+	return [2]int{on, idle}
+}
+
+// A client the loop keeps for HTTP (here a Server's) has TCP keepalive
+// from the start, every 15 s, so that one gone without a word is found
+// out; a connection still being probed has the timings (from its
+// listener) but not keepalive, which a short connection would pay a
+// kernel timer for. KeepAliveAfter < 0 turns it all off.
+func TestHTTPClientsKeepAlive(t *testing.T) {
 	for _, tc := range []struct {
-		after     time.Duration
-		keepAlive int
+		after         time.Duration
+		probing, kept int  // SO_KEEPALIVE
+		timings       bool // TCP_KEEPIDLE 15 (else the kernel's own)
 	}{
-		{0, 1},
-		{time.Hour, 1},
-		{-1, 0},
+		{0, 0, 1, true},
+		{time.Hour, 0, 1, true},
+		{-1, 0, 0, false},
 	} {
 		t.Run(tc.after.String(), func(t *testing.T) {
 			set, err := New(Options{Loops: 1, KeepAliveAfter: tc.after})
@@ -145,12 +171,10 @@ func TestAcceptedSocketsKeepAlive(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = ln.Close() }()
-			got := make(chan [2]int, 1)
+			probing, kept := make(chan [2]int, 1), make(chan [2]int, 1)
 			a, err := set.Accept(ln, acceptedBy(func(c *Conn) Session {
-				on, _ := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
-				idle, _ := unix.GetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
-				got <- [2]int{on, idle}
-				return quietSession{}
+				probing <- keepAliveOf(c.fd)
+				return &keptServer{c: c, got: kept}
 			}))
 			if err != nil {
 				t.Fatal(err)
@@ -161,9 +185,18 @@ func TestAcceptedSocketsKeepAlive(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = c.Close() }()
-			g := <-got
-			if g[0] != tc.keepAlive || (tc.keepAlive == 1 && g[1] != 15) {
-				t.Errorf("SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want keepalive %d after 15 s", g[0], g[1], tc.keepAlive)
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				what string
+				got  [2]int
+				want int
+			}{{"probing", <-probing, tc.probing}, {"served", <-kept, tc.kept}} {
+				if c.got[0] != c.want || (c.got[1] == 15) != tc.timings {
+					t.Errorf("%s: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; want keepalive %d, 15 s timings %v",
+						c.what, c.got[0], c.got[1], c.want, tc.timings)
+				}
 			}
 		})
 	}

@@ -26,9 +26,9 @@ type Options struct {
 
 	// KeepAliveAfter turns TCP keepalive on for both sockets of a
 	// forwarded connection that is still open this long after it was
-	// connected. Zero: 100 ms; negative: never. Unless negative, the
-	// sockets the loops accept have it from the start too (their
-	// listener's), whatever they are served as.
+	// connected. Zero: 100 ms; negative: never. Unless negative, a
+	// connection carried as HTTP/1.1 exchanges or served on the loop has
+	// it on its client's socket from the start.
 	KeepAliveAfter time.Duration
 
 	// A panic recovered from a Handler or a Session closes the connection

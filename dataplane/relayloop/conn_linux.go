@@ -696,7 +696,28 @@ func (c *Conn) done(r Result) {
 // then every 15 s, 9 probes. Best effort.
 func setKeepAlive(fd int) {
 	_ = sysSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	keepAliveTimes(fd)
+}
+
+// keepAliveTimes sets setKeepAlive's timings without turning keepalive
+// on (a listener's, for the sockets it accepts).
+func keepAliveTimes(fd int) {
 	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
 	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
 	_ = sysSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
+}
+
+// keepClientAlive turns TCP keepalive on for the client's socket of a
+// connection the loop keeps for HTTP (exchanges, a Server): a client gone
+// without a word (a NAT that forgot it, a host switched off) is found out
+// in about two and a half minutes, as Go's net finds out the connections
+// its listeners accept, rather than held until a timeout notices (an
+// HTTP/2 connection whose streams wait on a long poll writes nothing a
+// write timeout could catch). One system call: a socket accepted by the
+// loops has the timings from its listener, and an adopted one was
+// accepted by them or by Go's net, which sets them.
+func (c *Conn) keepClientAlive() {
+	if c.l.set.opt.KeepAliveAfter >= 0 {
+		_ = sysSetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	}
 }

@@ -47,8 +47,8 @@
 // of new clients is split evenly between the loops (acceptLimit).
 //
 // Every connection a loop holds costs a record of about 200 bytes, its two
-// sockets and, only while bytes wait for a slow reader, a pipe. Accepted
-// sockets have TCP keepalive from their listener, and a forwarded
-// connection's backend socket gets it after KeepAliveAfter, as the
-// forward package's Parker gives them.
+// sockets and, only while bytes wait for a slow reader, a pipe. A client
+// kept for HTTP has TCP keepalive from the start, and a forwarded
+// connection's sockets get it after KeepAliveAfter, as the forward
+// package's Parker gives them.
 package relayloop

@@ -129,6 +129,7 @@ func (c *Conn) startExchange(opt *Exchange) {
 		return
 	}
 	c.state = stateExchange
+	c.keepClientAlive()
 	c.x = &exchange{opt: opt.withDefaults(), ex: ex, since: c.l.clock}
 	c.exchange()
 }
