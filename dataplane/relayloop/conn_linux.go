@@ -219,18 +219,18 @@ func (c *Conn) ready(tok uint64, events uint32) {
 		}
 		c.bR, c.bW, c.bEnd = c.bR || in, c.bW || out, c.bEnd || end
 	}
-	if c.again {
-		// A turn is coming (later) and will see what this event says: a
-		// connection that used its budget moves once a round, however
-		// many of its sockets report in it.
-		return
-	}
 	c.advance()
 }
 
 // advance moves the connection on as far as its state and what its
-// sockets reported let it.
+// sockets reported let it: for an event, or for its turn (later).
 func (c *Conn) advance() {
+	if c.again {
+		// A turn is coming (later) and will see what the event said: a
+		// connection that used its budget moves once a round, however
+		// many of its sockets report in it.
+		return
+	}
 	switch c.state {
 	case stateProbing:
 		if c.cR {
@@ -480,7 +480,7 @@ func (c *Conn) relay() {
 // in a socket past a budget (a direction's moveBudget, an exchange's
 // exchangeBudget, a served connection's serveReadBudget) raise no new
 // edge-triggered event. Until then the connection's events only note
-// what its sockets say (Conn.ready), so that it moves once a round. What
+// what its sockets say (Conn.advance), so that it moves once a round. What
 // it runs is guarded as an event's handling is; advancing a connection
 // whose state moved on meanwhile is as harmless as a spurious event.
 func (c *Conn) later() {
@@ -498,8 +498,8 @@ func (c *Conn) later() {
 
 // move carries one direction from src to dst until one of them would
 // block, or until it moved the loop's moveBudget (more: it stopped with
-// bytes perhaps left to move): pending bytes first, then what src has. The first spliceAfter
-// bytes go through the loop's copy buffer while dst takes them (a read
+// bytes perhaps left to move): pending bytes first, then what src has.
+// The first spliceAfter bytes go through the loop's copy buffer while dst takes them (a read
 // and a write, as a splice in and out would cost, without a pipe); the
 // rest, and everything once dst fell behind, is spliced through a pipe
 // held only while bytes wait in it. So a slow reader makes the loop hold

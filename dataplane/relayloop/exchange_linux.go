@@ -114,8 +114,9 @@ type exchange struct {
 	started   bool   // a byte of a response went to the client
 	last      int64  // the loop's clock at the last byte carried
 	// moved counts the bytes written either way in this turn: past the
-	// loop's moveBudget, the exchange reads no more until the loop comes
-	// back to it (Conn.later), as a forwarded connection's direction does.
+	// loop's exchangeBudget, the exchange reads no more until the loop
+	// comes back to it (Conn.later), as a forwarded connection's
+	// direction does past moveBudget.
 	moved int
 	res   ExchangeResult
 }
@@ -429,9 +430,7 @@ func (c *Conn) backendReady(b *backend, events uint32) {
 	} else if !ready {
 		return
 	}
-	if c.state == stateExchange && !c.again { // see Conn.ready
-		c.exchange()
-	}
+	c.advance()
 }
 
 // finishConnect follows b's dial on an event: it reports whether b is

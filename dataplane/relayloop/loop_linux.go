@@ -49,9 +49,13 @@ const (
 	// bulk streams, 3 runs): with no budget 23-37 conn/s at p99 62-85
 	// ms; 1 MiB 35 at 66 ms; 256 KiB 82-102 at 32-35 ms, haproxy's
 	// 66-85 at 22-32 ms, for 0.80-0.93 s of CPU per GB forwarded
-	// against 0.51-0.60 (haproxy's 2.0). An HTTP/1.1 exchange's bytes,
-	// both ways together, count against it too.
-	moveBudget     = 256 << 10
+	// against 0.51-0.60 (haproxy's 2.0).
+	moveBudget = 256 << 10
+	// exchangeBudget is moveBudget for an HTTP/1.1 exchange, its bytes
+	// both ways together. Its reads are copyChunk copies whatever the
+	// budget, so a small one costs no larger system calls, only turns:
+	// in bench-http's h1-bulk, 64 KiB kept the downloads' speed where
+	// 16 KiB (haproxy's buffer) lost an eighth of it.
 	exchangeBudget = 64 << 10
 	// spliceAfter is how many bytes a direction carries through the
 	// copy buffer before it splices: a request and its answer cost two
