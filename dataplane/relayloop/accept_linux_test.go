@@ -34,25 +34,11 @@ func TestAcceptsAreShared(t *testing.T) {
 		{2, 64},
 	} {
 		t.Run(fmt.Sprintf("%d loops, %d clients", tc.loops, tc.clients), func(t *testing.T) {
-			set, err := New(Options{Loops: tc.loops})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = set.Close() }()
-			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = ln.Close() }()
-			a, err := set.Accept(ln, quietHandler{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Stop()
+			set, addr := acceptOn(t, Options{Loops: tc.loops}, quietHandler{})
 			for burst := range 3 {
 				conns := make([]net.Conn, 0, tc.clients)
 				for range tc.clients {
-					c, err := net.Dial("tcp", ln.Addr().String())
+					c, err := net.Dial("tcp", addr)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -161,26 +147,12 @@ func TestHTTPClientsKeepAlive(t *testing.T) {
 		{-1, 0, 0, false},
 	} {
 		t.Run(tc.after.String(), func(t *testing.T) {
-			set, err := New(Options{Loops: 1, KeepAliveAfter: tc.after})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = set.Close() }()
-			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = ln.Close() }()
 			probing, kept := make(chan [2]int, 1), make(chan [2]int, 1)
-			a, err := set.Accept(ln, acceptedBy(func(c *Conn) Session {
+			_, addr := acceptOn(t, Options{Loops: 1, KeepAliveAfter: tc.after}, acceptedBy(func(c *Conn) Session {
 				probing <- keepAliveOf(c.fd)
 				return &keptServer{c: c, got: kept}
 			}))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Stop()
-			c, err := net.Dial("tcp", ln.Addr().String())
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,6 +172,29 @@ func TestHTTPClientsKeepAlive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// acceptOn starts a Set of opt whose loops accept from a new listener on
+// 127.0.0.1 for h, and returns it and the listener's address; the test's
+// end stops all three.
+func acceptOn(t *testing.T, opt Options, h Handler) (*Set, string) {
+	t.Helper()
+	set, err := New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = set.Close() })
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	a, err := set.Accept(ln, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	return set, ln.Addr().String()
 }
 
 // waitConned waits for the loops to hold want connections in all and

@@ -473,18 +473,8 @@ func TestSlowReaderGetsEveryByte(t *testing.T) {
 func TestTransferTakesTurns(t *testing.T) {
 	down := bytes.Repeat([]byte("0123456789abcdef"), 1<<21)
 	up := bytes.Repeat([]byte("fedcba9876543210"), 1<<19)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	gotUp := make(chan [sha256.Size]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	be := rawBackend(t, func(c net.Conn) {
 		wrote := make(chan struct{})
 		go func() {
 			defer close(wrote)
@@ -494,8 +484,8 @@ func TestTransferTakesTurns(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		gotUp <- sha256.Sum256(b)
 		<-wrote // closed before, the socket would cut the download short
-	}()
-	s := forwardAfter(1, &relayloop.Target{Endpoints: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}})
+	})
+	s := forwardAfter(1, &relayloop.Target{Endpoints: []netip.AddrPort{be}})
 	opt := relayloop.WithMoveBudget(relayloop.Options{Loops: 1}, 4<<10)
 	addr, _ := serve(t, opt, handler(func(*relayloop.Conn) relayloop.Session { return s }))
 	c := dial(t, addr)
@@ -521,26 +511,12 @@ func TestTransferTakesTurns(t *testing.T) {
 // of them, most often, and its Session's Done panics there: OnPanic
 // hears of it, and the loop goes on serving.
 func TestPanicInATurnEndsOneConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
 	down := bytes.Repeat([]byte("x"), 1<<20)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.ReadFull(c, make([]byte, 1))
-				_, _ = c.Write(down)
-			}()
-		}
-	}()
-	target := &relayloop.Target{Endpoints: []netip.AddrPort{ln.Addr().(*net.TCPAddr).AddrPort()}}
+	be := rawBackend(t, func(c net.Conn) {
+		_, _ = io.ReadFull(c, make([]byte, 1))
+		_, _ = c.Write(down)
+	})
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{be}}
 	var panicked atomic.Int32
 	var n atomic.Int32
 	bad := forwardAfter(1, target)

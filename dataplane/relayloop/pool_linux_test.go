@@ -21,19 +21,26 @@ func on(t *testing.T, l *loop, f func()) {
 	<-done
 }
 
+// poolSet starts a Set of that many loops, and a backend that takes
+// connections and reads what they send.
+func poolSet(t *testing.T, loops int) (*Set, netip.AddrPort) {
+	t.Helper()
+	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	s, err := New(Options{Loops: loops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, netip.MustParseAddrPort(srv.Addr)
+}
+
 // TestPoolMovesIdleConnectionsBetweenLoops follows one backend
 // connection through the shared pool: pooled by loop A, taken by loop B
 // (which moves it into its epoll set, and A forgets it), pooled by B,
 // taken back by A, pooled again and evicted by B for a slot. The race
 // detector watches both loops dispatching its events meanwhile.
 func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
-	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	ep := netip.MustParseAddrPort(srv.Addr)
-	s, err := New(Options{Loops: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s, ep := poolSet(t, 2)
 	a, b := s.loops[0], s.loops[1]
 	key := poolKey{"k", ep}
 
@@ -95,13 +102,7 @@ func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
 // grow. A retired key's connections close as they come back, and so do
 // those dialled for it after.
 func TestPoolKeepsListsOfOpenKeysOnly(t *testing.T) {
-	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	ep := netip.MustParseAddrPort(srv.Addr)
-	s, err := New(Options{Loops: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
+	s, ep := poolSet(t, 1)
 	l := s.loops[0]
 	lists := func() int {
 		s.pool.mu.Lock()
