@@ -164,8 +164,7 @@ func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
 	}
 	kind, length := h1.ResponseBody(res, sk.r.Method == http.MethodHead)
 	keep := !res.ConnectionClose()
-	frontStripHop(res)
-	sk.w.fields = appendResponseFields(sk.w.fields[:0], res, &sk.ls.values)
+	sk.w.fields = appendEndToEndFields(sk.w.fields[:0], res, &sk.ls.values)
 	sk.st.WriteFields(code, sk.w.fields)
 	sk.headDone = true
 	return relayloop.Step{Body: kind, Length: length, Close: !keep}, nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -179,23 +180,47 @@ func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader, last *respo
 	}
 }
 
-// appendResponseFields appends the fields of rh to dst in HTTP/2's form,
-// for h2.Stream.WriteFields: in fasthttp's order (the fields it keeps
-// apart first, then the backend's), names in lower case (the common ones
-// commonResponseNames' constants), values taken from last as
-// copyResponseFields takes them (nil keeps none).
-func appendResponseFields(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, last *responseValues) []hpack.HeaderField {
+// appendEndToEndFields appends the fields of rh, as frontStripHop would
+// leave them, to dst in HTTP/2's form, for h2.Stream.WriteFields: in
+// fasthttp's order (the fields it keeps apart first, then the
+// backend's), names in lower case (the common ones commonResponseNames'
+// constants), values taken from last as copyResponseFields takes them
+// (nil keeps none). rh is not edited: the hop-by-hop fields and those
+// its Connection names are skipped as they come. A loop-served stream
+// writes its head once and drops rh, and the strip, which deletes
+// fields or parses the head anew when a name repeats, was most of the
+// cost of passing a response on (nginx's Connection: keep-alive is
+// enough to make it run).
+func appendEndToEndFields(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, last *responseValues) []hpack.HeaderField {
+	var w *hopStrip
+	if conn := rh.PeekAll(fasthttp.HeaderConnection); len(conn) > 0 {
+		w = hopStrips.Get().(*hopStrip)
+		defer w.put()
+		w.list = connectionList(conn, w.list[:0])
+		w.setTokens()
+	}
 	for k, v := range rh.All() {
+		if hopBit(k) != 0 {
+			continue
+		}
 		_, i, common := commonResponseKey(k)
-		if common && last != nil {
+		if w != nil && w.named(k) {
+			if i != commonContentLength {
+				continue
+			}
+			// keepLength gives a stripped response its length back,
+			// written anew.
+			var num [20]byte
+			v = strconv.AppendInt(num[:0], int64(rh.ContentLength()), 10)
+		}
+		switch {
+		case common && last != nil:
 			dst = append(dst, hpack.HeaderField{Name: commonResponseNames[i], Value: last.value(i, v)})
-			continue
-		}
-		if common {
+		case common:
 			dst = append(dst, hpack.HeaderField{Name: commonResponseNames[i], Value: string(v)})
-			continue
+		default:
+			dst = append(dst, hpack.HeaderField{Name: lowerName(k), Value: string(v)})
 		}
-		dst = append(dst, hpack.HeaderField{Name: lowerName(k), Value: string(v)})
 	}
 	return dst
 }
@@ -229,6 +254,9 @@ func (last *responseValues) value(i int, v []byte) string {
 
 // commonResponseFields is how many names commonResponseKey knows.
 const commonResponseFields = 15
+
+// commonContentLength is Content-Length's index among them.
+const commonContentLength = 4
 
 // commonResponseNames are commonResponseKey's names as HTTP/2 writes
 // them, by index.

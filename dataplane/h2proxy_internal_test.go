@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,32 +105,23 @@ func TestCopyResponseFieldsReusesValues(t *testing.T) {
 	}
 }
 
-// TestAppendResponseFields holds the fields appendResponseFields gives
-// an HTTP/2 stream to copyResponseFields' header: the same fields, the
-// values of each in the backend's order, with lower-case names.
-func TestAppendResponseFields(t *testing.T) {
-	for _, head := range []string{
-		nginxHead,
+// TestAppendEndToEndFields holds the fields a loop-served stream's head
+// takes from the backend's, without stripping it, to copyResponseFields'
+// header of the head once stripped: the same fields, the values of each
+// in the same order, with lower-case names, whether values are
+// remembered or not. They come in the order the backend sent them (a
+// strip by deletes moves fields of other names), and the backend's
+// head is left as it was.
+func TestAppendEndToEndFields(t *testing.T) {
+	for _, raw := range append(frontStripHopCases, nginxHead,
 		"HTTP/1.1 200 OK\r\nLink: </a.css>; rel=preload\r\nX-A: 1\r\nLink: </b.js>; rel=preload\r\nX-A: 2\r\nContent-Length: 0\r\n\r\n",
 		"HTTP/1.1 204 No Content\r\nX-Request-Id: abc\r\nX-Empty: \r\nStrict-Transport-Security: max-age=1\r\n\r\n",
 		"HTTP/1.1 200 OK\r\n\r\n",
-	} {
-		want := http.Header{}
-		copyResponseFields(want, parsedHead(t, head), nil)
+		"HTTP/1.1 200 OK\r\nConnection: Content-Length, Server\r\nServer: x\r\nContent-Length: 017\r\n\r\n") {
 		var last responseValues
-		var fields []hpack.HeaderField
 		for _, from := range []*responseValues{nil, &last, &last} { // values remembered the third time
-			fields = appendResponseFields(fields[:0], parsedHead(t, head), from)
-			got := http.Header{}
-			for _, f := range fields {
-				if f.Name != strings.ToLower(f.Name) {
-					t.Errorf("%q: name %q is not lower case", head, f.Name)
-				}
-				k := http.CanonicalHeaderKey(f.Name)
-				got[k] = append(got[k], f.Value)
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("%q: fields\n%v\nwant\n%v", head, got, want)
+			if !checkEndToEndFields(t, raw, from) {
+				t.Errorf("fasthttp does not read the case %q", raw)
 			}
 		}
 	}
@@ -140,17 +132,70 @@ func TestAppendResponseFields(t *testing.T) {
 	}
 }
 
-// TestAppendResponseFieldsAllocatesNothing: nginx's head, its hop fields
-// stripped as a stream's are, costs no allocation once its values are
-// remembered.
-func TestAppendResponseFieldsAllocatesNothing(t *testing.T) {
+// checkEndToEndFields compares appendEndToEndFields with a strip and
+// copyResponseFields for raw, and reports whether fasthttp read it.
+func checkEndToEndFields(t *testing.T, raw string, last *responseValues) bool {
+	t.Helper()
+	var rh fasthttp.ResponseHeader
+	rh.SetNoDefaultContentType(true)
+	if rh.Read(bufio.NewReaderSize(strings.NewReader(raw), len(raw)+16)) != nil {
+		return false
+	}
+	before := string(rh.AppendBytes(nil))
+	var sent []string
+	for k := range rh.All() {
+		sent = append(sent, strings.ToLower(string(k)))
+	}
+	fields := appendEndToEndFields(nil, &rh, last)
+	if after := string(rh.AppendBytes(nil)); after != before {
+		t.Errorf("%q: the head became %q", raw, after)
+	}
+	frontStripHop(&rh)
+	stripped := http.Header{}
+	copyResponseFields(stripped, &rh, nil)
+	want := map[string][]string{}
+	for k, vs := range stripped {
+		want[strings.ToLower(k)] = vs
+	}
+	got := map[string][]string{}
+	for _, f := range fields {
+		if f.Name != strings.ToLower(f.Name) {
+			t.Errorf("%q: name %q is not lower case", raw, f.Name)
+		}
+		got[f.Name] = append(got[f.Name], f.Value)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%q: fields\n%v\nwant\n%v", raw, got, want)
+	}
+	for _, f := range fields { // a subsequence of what the backend sent
+		i := slices.Index(sent, f.Name)
+		if i < 0 {
+			t.Errorf("%q: field %s out of the backend's order %v", raw, f.Name, sent)
+			break
+		}
+		sent = sent[i+1:]
+	}
+	return true
+}
+
+// TestAppendEndToEndFieldsAllocatesNothing: nginx's head costs no
+// allocation once its values are remembered.
+func TestAppendEndToEndFieldsAllocatesNothing(t *testing.T) {
 	rh := parsedHead(t, nginxHead)
-	frontStripHop(rh)
 	var last responseValues
-	fields := appendResponseFields(nil, rh, &last)
-	if n := testing.AllocsPerRun(100, func() { fields = appendResponseFields(fields[:0], rh, &last) }); n != 0 {
+	fields := appendEndToEndFields(nil, rh, &last)
+	if n := testing.AllocsPerRun(100, func() { fields = appendEndToEndFields(fields[:0], rh, &last) }); n != 0 {
 		t.Errorf("%v allocations per head, want none", n)
 	}
+}
+
+// FuzzAppendEndToEndFields: whatever head fasthttp reads, its fields go
+// to a stream as they would once stripped.
+func FuzzAppendEndToEndFields(f *testing.F) {
+	for _, raw := range frontStripHopCases {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) { checkEndToEndFields(t, raw, nil) })
 }
 
 // BenchmarkCopyResponseFields is the copy of every bodiless HTTP/2
@@ -163,5 +208,33 @@ func BenchmarkCopyResponseFields(b *testing.B) {
 	for b.Loop() {
 		clear(hd)
 		copyResponseFields(hd, rh, &last)
+	}
+}
+
+// BenchmarkAppendEndToEndFields is the head of every loop-served HTTP/2
+// stream (nginx's), against the strip it replaced: each run copies the
+// parsed head first, as the strip edits it.
+func BenchmarkAppendEndToEndFields(b *testing.B) {
+	parsed := parsedHead(b, nginxHead)
+	for _, bc := range []struct {
+		name   string
+		fields func(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, last *responseValues) []hpack.HeaderField
+	}{
+		{"skipped", appendEndToEndFields},
+		{"stripped", func(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, last *responseValues) []hpack.HeaderField {
+			frontStripHop(rh)
+			return appendEndToEndFields(dst, rh, last)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var rh fasthttp.ResponseHeader
+			var last responseValues
+			var fields []hpack.HeaderField
+			b.ReportAllocs()
+			for b.Loop() {
+				parsed.CopyTo(&rh)
+				fields = bc.fields(fields[:0], &rh, &last)
+			}
+		})
 	}
 }

@@ -61,7 +61,7 @@ type loopHTTPWork struct {
 	// scratch is where appendFrontHead writes the client's head first.
 	scratch []byte
 	// fields are an HTTP/2 stream's response fields
-	// (appendResponseFields), held until the stream ends.
+	// (appendEndToEndFields), held until the stream ends.
 	fields []hpack.HeaderField
 }
 
