@@ -13,7 +13,7 @@ import (
 	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/dataplane/h2"
 	"github.com/portmux/portmux/dataplane/relayloop"
-	"github.com/portmux/portmux/dataplane/sniff"
+	"github.com/portmux/portmux/dataplane/route"
 )
 
 // HTTP/2 streams on the relay loops. A stream without a body that
@@ -73,7 +73,7 @@ func (h *httpConn) loopStreamsOf(caller *relayloop.Caller) *loopStreams {
 // it. Its Abort, on its way, ends the call unstarted.
 func (ls *loopStreams) flush() {
 	for _, sk := range ls.batch {
-		if sk.r.Context().Err() == nil {
+		if sk.st.Context().Err() == nil {
 			ls.starts = append(ls.starts, sk.call)
 		}
 	}
@@ -85,12 +85,13 @@ func (ls *loopStreams) flush() {
 
 // loopStream is one stream carried by a relay loop: the call's Sink.
 type loopStream struct {
-	ls   *loopStreams
-	st   *h2.Stream
-	r    *http.Request
-	rc   *routeConfig
-	call *relayloop.Call
-	wake func() // the call's Resume, made once
+	ls *loopStreams
+	st *h2.Stream
+	// headMethod: the request is a HEAD, whose response has no body.
+	headMethod bool
+	rc         *routeConfig
+	call       *relayloop.Call
+	wake       func() // the call's Resume, made once
 	// mu orders the call's end after the registration of stop, which
 	// aborts the call when the stream's context ends.
 	mu       sync.Mutex
@@ -105,24 +106,29 @@ type loopStream struct {
 }
 
 // take carries r on a loop when proxyBodiless would carry it, and
-// reports whether it did.
-func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
+// reports whether it did: a request without a body (the only ones
+// Async is offered) of a method directable takes. What else directable
+// refuses, an Upgrade or Connection field or an invalid one, makes an
+// HTTP/2 request malformed, and it never gets here.
+func (ls *loopStreams) take(st *h2.Stream, r h2.Request) bool {
 	h := ls.h
-	if !directable(r) || sniff.IsWebSocketUpgrade(r) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
 		return false
 	}
-	rc := h.route(r, false)
+	rc := h.routeOf(route.Request{Method: r.Method, Host: r.Host, Path: r.URL.Path})
 	if rc == nil || rc.httpEndpoints == nil || len(*rc.httpEndpoints) == 0 {
 		return false // answered by the handler, as it answers them
 	}
 	hb := requestHeads.Get().(*[]byte)
-	head, err := h.appendBodilessHead((*hb)[:0], r)
+	head, err := h.appendStreamHead((*hb)[:0], r)
 	if err != nil || !h.handlers.enter() {
 		putRequestHead(hb, head)
 		return false
 	}
 	eps := *rc.httpEndpoints
-	sk := &loopStream{ls: ls, st: st, r: r, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
+	sk := &loopStream{ls: ls, st: st, headMethod: r.Method == http.MethodHead, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
 	sk.target = rc.loopTarget(eps, ls.slot)
 	sk.call = ls.caller.NewCall(relayloop.CallRequest{
 		Head:    head,
@@ -134,7 +140,7 @@ func (ls *loopStreams) take(st *h2.Stream, r *http.Request) bool {
 	sk.wake = sk.call.Resume
 	call := sk.call
 	sk.mu.Lock()
-	sk.stop = afterFunc(r.Context(), func() { call.Abort(context.Canceled) })
+	sk.stop = afterFunc(st.Context(), func() { call.Abort(context.Canceled) })
 	sk.mu.Unlock()
 	ls.batch = append(ls.batch, sk)
 	return true
@@ -162,7 +168,7 @@ func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
 		clear(hd) // an informational head's fields are its own
 		return relayloop.Step{Interim: true}, nil
 	}
-	kind, length := h1.ResponseBody(res, sk.r.Method == http.MethodHead)
+	kind, length := h1.ResponseBody(res, sk.headMethod)
 	keep := !res.ConnectionClose()
 	sk.w.fields = appendEndToEndFields(sk.w.fields[:0], res, &sk.ls.values)
 	sk.st.WriteFields(code, sk.w.fields)

@@ -14,6 +14,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/portmux/portmux/dataplane/h2"
 )
 
 // The backend side of an HTTP/2 stream without a body (a GET, HEAD,
@@ -334,20 +336,10 @@ var bodilessSkipped = func() map[string]bool {
 // order (RFC 9110 §5.3: only each name's values keep theirs, and do);
 // Request.Write sorts them first, which cost 8 % of http mode's CPU.
 func (h *httpConn) appendBodilessHead(b []byte, r *http.Request) ([]byte, error) {
-	host := r.Host
-	if !httpguts.ValidHostHeader(host) {
-		return b, fmt.Errorf("invalid Host %q", host)
+	b, err := appendRequestLine(b, r.Method, r.Host, r.URL)
+	if err != nil {
+		return b, err
 	}
-	target := r.URL.RequestURI()
-	if q := r.URL.RawQuery; q != "" {
-		if clean := cleanQuery(q); clean != q {
-			u := *r.URL
-			u.RawQuery = clean
-			target = u.RequestURI()
-		}
-	}
-	b = append(append(append(b, r.Method...), ' '), target...)
-	b = append(append(append(b, " HTTP/1.1\r\nHost: "...), host...), "\r\n"...)
 	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
 		b = appendField(b, "User-Agent", ua[0])
 	}
@@ -362,7 +354,102 @@ func (h *httpConn) appendBodilessHead(b []byte, r *http.Request) ([]byte, error)
 	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
 		b = append(b, "Te: trailers\r\n"...)
 	}
-	return append(h.appendForwarding(b, host), "\r\n"...), nil
+	return append(h.appendForwarding(b, r.Host), "\r\n"...), nil
+}
+
+// appendStreamHead is appendBodilessHead for the request of an HTTP/2
+// stream a relay loop carries, from its fields as the client sent them
+// (h2.Request): the same head but for the order of the fields, which is
+// the client's. Their names are lower case and valid (the h2 Framer
+// checked them) and are written in canonical form; a Cookie's crumbs are
+// joined in one field, as net/http's server joins them; a Te field can
+// only say trailers (h2 refuses any other value); and Connection and
+// Upgrade never get this far (a malformed HTTP/2 request).
+func (h *httpConn) appendStreamHead(b []byte, r h2.Request) ([]byte, error) {
+	b, err := appendRequestLine(b, r.Method, r.Host, r.URL)
+	if err != nil {
+		return b, err
+	}
+	for _, f := range r.Fields {
+		if f.Name == "user-agent" {
+			if f.Value != "" {
+				b = appendField(b, "User-Agent", f.Value)
+			}
+			break
+		}
+	}
+	var cookies, te bool
+	for _, f := range r.Fields {
+		switch {
+		case f.Name == "cookie":
+			cookies = true
+		case f.Name == "te":
+			te = true
+		case !streamSkipped[f.Name]:
+			b = appendCanonicalName(b, f.Name)
+			b = append(append(append(b, ": "...), textproto.TrimString(f.Value)...), "\r\n"...)
+		}
+	}
+	if cookies {
+		b = append(b, "Cookie: "...)
+		start, sep := len(b), ""
+		for _, f := range r.Fields {
+			if f.Name == "cookie" {
+				b = append(append(b, sep...), f.Value...)
+				sep = "; "
+			}
+		}
+		b = append(b[:start], textproto.TrimBytes(b[start:])...) // as appendField trims the joined value
+		b = append(b, "\r\n"...)
+	}
+	if te {
+		b = append(b, "Te: trailers\r\n"...)
+	}
+	return append(h.appendForwarding(b, r.Host), "\r\n"...), nil
+}
+
+// streamSkipped is bodilessSkipped in HTTP/2's lower case.
+var streamSkipped = func() map[string]bool {
+	m := make(map[string]bool, len(bodilessSkipped))
+	for k := range bodilessSkipped {
+		m[strings.ToLower(k)] = true
+	}
+	return m
+}()
+
+// appendCanonicalName appends a valid lower-case field name in
+// net/textproto's canonical form: its first letter and each one after a
+// hyphen in upper case.
+func appendCanonicalName(b []byte, name string) []byte {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		upper = c == '-'
+		b = append(b, c)
+	}
+	return b
+}
+
+// appendRequestLine appends the request line to a backend and its Host
+// field: the client's method, its target with the query cleaned
+// (cleanQuery) and its Host.
+func appendRequestLine(b []byte, method, host string, u *url.URL) ([]byte, error) {
+	if !httpguts.ValidHostHeader(host) {
+		return b, fmt.Errorf("invalid Host %q", host)
+	}
+	target := u.RequestURI()
+	if q := u.RawQuery; q != "" {
+		if clean := cleanQuery(q); clean != q {
+			c := *u
+			c.RawQuery = clean
+			target = c.RequestURI()
+		}
+	}
+	b = append(append(append(b, method...), ' '), target...)
+	return append(append(append(b, " HTTP/1.1\r\nHost: "...), host...), "\r\n"...), nil
 }
 
 // appendForwarding appends the forwarding fields of a request to host,

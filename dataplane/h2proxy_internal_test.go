@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"bufio"
+	"bytes"
 	"net/http"
+	neturl "net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/portmux/portmux/dataplane/h2"
 )
 
 // nginxHead is a response head as the benchmarks' nginx sends it.
@@ -236,5 +240,98 @@ func BenchmarkAppendEndToEndFields(b *testing.B) {
 				fields = bc.fields(fields[:0], &rh, &last)
 			}
 		})
+	}
+}
+
+// TestAppendStreamHead: the head a loop-served HTTP/2 stream's request
+// gets, from its fields as the client sent them, is the head
+// appendBodilessHead makes of the request a handler would get (its
+// header map, a Cookie's crumbs joined), read back field by field; and
+// its fields come in the client's order.
+func TestAppendStreamHead(t *testing.T) {
+	t.Parallel()
+	h := &httpConn{clientIP: "192.0.2.7", proto: "https"}
+	for _, tc := range []struct {
+		name, method, host, path string
+		fields                   []string
+	}{
+		{name: "curl", method: http.MethodGet, host: "www.test", path: "/a/b?c=d&e",
+			fields: []string{"user-agent", "curl/8", "accept", "*/*"}},
+		{name: "browser", method: http.MethodGet, host: "www.test:8443", path: "/",
+			fields: []string{"accept", "text/html", "accept-encoding", "gzip, br", "sec-ch-ua-mobile", "?0",
+				"cookie", "a=1", "accept-language", "en", "cookie", "b=2", "user-agent", "Mozilla/5.0"}},
+		{name: "values in order, trimmed", method: http.MethodHead, host: "h", path: "/",
+			fields: []string{"x-a", "1", "accept", "a", "x-a", " 2\t", "accept", "b"}},
+		{name: "crumbs trimmed as one value", method: http.MethodGet, host: "h", path: "/",
+			fields: []string{"cookie", " a=1 ", "cookie", " b=2 "}},
+		{name: "empty user-agent", method: http.MethodGet, host: "h", path: "/",
+			fields: []string{"user-agent", "", "user-agent", "second"}},
+		{name: "forwarding and hop fields dropped, te kept", method: http.MethodGet, host: "h", path: "/",
+			fields: []string{"x-forwarded-for", "6.6.6.6", "forwarded", "for=6.6.6.6", "x-real-ip", "6.6.6.6",
+				"te", "trailers", "proxy-authorization", "Basic x", "trailer", "x-sum", "host", "other", "x-b", "1"}},
+		{name: "OPTIONS *", method: http.MethodOptions, host: "h", path: "*"},
+		{name: "query cleaned", method: http.MethodGet, host: "h", path: "/p?a=1;b=2&c=%zz&d=4"},
+		{name: "escaped path", method: http.MethodTrace, host: "h", path: "/a%20b/%2F?q=%41"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := &neturl.URL{Path: "*"}
+			if tc.path != "*" {
+				var err error
+				if u, err = neturl.ParseRequestURI(tc.path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := h2.Request{Method: tc.method, Host: tc.host, URL: u, RequestURI: tc.path}
+			req := &http.Request{Method: tc.method, Host: tc.host, URL: u, RequestURI: tc.path, Header: http.Header{}}
+			var crumbs, order []string
+			for i := 0; i < len(tc.fields); i += 2 {
+				name, value := tc.fields[i], tc.fields[i+1]
+				r.Fields = append(r.Fields, hpack.HeaderField{Name: name, Value: value})
+				if name == "cookie" {
+					crumbs = append(crumbs, value)
+					continue
+				}
+				req.Header.Add(name, value)
+				if !streamSkipped[name] && !slices.Contains(order, name) {
+					order = append(order, name)
+				}
+			}
+			if crumbs != nil {
+				req.Header.Set("Cookie", strings.Join(crumbs, "; "))
+			}
+			got, err := h.appendStreamHead(nil, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := h.appendBodilessHead(nil, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotReq, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(got)))
+			if err != nil {
+				t.Fatalf("%q: %v", got, err)
+			}
+			wantReq, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(want)))
+			if err != nil {
+				t.Fatalf("%q: %v", want, err)
+			}
+			if gotReq.Method != wantReq.Method || gotReq.RequestURI != wantReq.RequestURI || gotReq.Host != wantReq.Host ||
+				!reflect.DeepEqual(gotReq.Header, wantReq.Header) {
+				t.Errorf("head\n%s\nwant, in any order,\n%s", got, want)
+			}
+			var sent []string // the client's fields, in the order written
+			for line := range strings.SplitSeq(string(got), "\r\n") {
+				name, _, _ := strings.Cut(line, ":")
+				if name = strings.ToLower(name); slices.Contains(order, name) && !slices.Contains(sent, name) {
+					sent = append(sent, name)
+				}
+			}
+			if !slices.Equal(sent, order) {
+				t.Errorf("fields written in the order %v, want the client's %v", sent, order)
+			}
+		})
+	}
+	if _, err := h.appendStreamHead(nil, h2.Request{Method: http.MethodGet, Host: "a b", URL: &neturl.URL{Path: "/"}}); err == nil {
+		t.Error("a Host with a space was written")
 	}
 }

@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -23,6 +24,10 @@ import (
 // for a handler: it is cancelled when the client resets the stream or
 // the connection ends, and the writes fail from then on.
 type Stream responseWriter
+
+// Context is the stream's: done once the client resets it or the
+// connection ends.
+func (s *Stream) Context() context.Context { return s.st }
 
 // Header is the response's header, as ResponseWriter's: set before
 // WriteHeader; trailers named with http.TrailerPrefix before End.

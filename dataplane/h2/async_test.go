@@ -41,7 +41,7 @@ func newAsyncOwner() *asyncOwner {
 	return &asyncOwner{release: make(chan struct{}), errs: make(chan error, 100)}
 }
 
-func (o *asyncOwner) take(s *h2.Stream, r *http.Request) bool {
+func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
 	size, sized := strings.CutPrefix(r.URL.Path, "/size/")
 	if !sized && r.URL.Path != "/hold" {
 		return false
@@ -55,7 +55,7 @@ func (o *asyncOwner) take(s *h2.Stream, r *http.Request) bool {
 			}
 			select {
 			case <-o.release:
-			case <-r.Context().Done():
+			case <-s.Context().Done():
 			}
 			o.holding.Add(-1)
 			s.WriteHeader(http.StatusNoContent)
@@ -102,7 +102,7 @@ func (o *asyncOwner) take(s *h2.Stream, r *http.Request) bool {
 			if len(body) > 0 {
 				select {
 				case <-wake:
-				case <-r.Context().Done():
+				case <-s.Context().Done():
 				}
 			}
 		}
@@ -195,7 +195,7 @@ func TestAsyncStreams(t *testing.T) {
 // stream) are left out, and the rest arrive in the order given.
 func TestWriteFieldsChecksFields(t *testing.T) {
 	t.Parallel()
-	take := func(s *h2.Stream, r *http.Request) bool {
+	take := func(s *h2.Stream, r h2.Request) bool {
 		go func() {
 			s.WriteFields(http.StatusAccepted, []hpack.HeaderField{
 				{Name: "x-first", Value: "1"},
@@ -311,7 +311,7 @@ func TestReadIdleBatches(t *testing.T) {
 	)
 	srv := &h2.Server{
 		Handler: http.HandlerFunc(viaHandler),
-		Async: func(s *h2.Stream, r *http.Request) bool {
+		Async: func(s *h2.Stream, r h2.Request) bool {
 			mu.Lock()
 			defer mu.Unlock()
 			pending = append(pending, func() {

@@ -22,25 +22,56 @@ var errMalformed = errors.New("malformed HTTP/2 request")
 // HTTP/2 (RFC 9113 §8.2.2): they describe a hop of HTTP/1.1.
 var connectionHeaders = []string{"connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade"}
 
+// Request is the head of a request that opens a stream, checked as a
+// handler's *http.Request is (RFC 9113 §8.1.1) but with its fields as
+// the client sent them: an Async taker that writes them on to a backend
+// needs no header map, whose hashing and canonical names cost more per
+// request than the rest of its reading. Its Fields are the server's
+// again once Async returns.
+type Request struct {
+	Method string
+	// Host is :authority, or the Host field when there is none.
+	Host string
+	// URL is :path parsed, or :authority alone for CONNECT.
+	URL *url.URL
+	// RequestURI is :path as sent, :authority for CONNECT.
+	RequestURI string
+	// Fields are the regular fields, names in lower case, in the order
+	// the client sent them; a Cookie's crumbs are fields of their own
+	// (RFC 9113 §8.2.3).
+	Fields []hpack.HeaderField
+	// length is the declared Content-Length, -1 when none.
+	length int64
+}
+
 // newRequest builds the request of a header block that opens a stream,
-// or says why it is malformed. The Framer has already checked the field
-// names and values, the order of pseudo-fields and their duplicates; what
-// is left is what HTTP/2 asks of a request. The request carries ctx;
-// its Body is the caller's to set but when endStream says there is none.
-// ContentLength is the declared length (-1 when none), 0 when there is no
-// body.
+// or says why it is malformed, as readRequest and Request.http do.
 func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool, remoteAddr string) (*http.Request, error) {
-	var method, scheme, authority, path string
-	header := make(http.Header, len(fields))
-	// The values of names seen once share one backing array, as
-	// net/textproto's reader does: one allocation, not one per field.
-	var vals []string
-	var cookies []string
-	for _, f := range fields {
+	r, err := readRequest(fields, endStream)
+	if err != nil {
+		return nil, err
+	}
+	return r.http(ctx, endStream, remoteAddr), nil
+}
+
+// readRequest reads the head of a header block that opens a stream, or
+// says why it is malformed. The Framer has already checked the field
+// names and values, the order of pseudo-fields and their duplicates; what
+// is left is what HTTP/2 asks of a request. Fields are fields', not a
+// copy.
+func readRequest(fields []hpack.HeaderField, endStream bool) (Request, error) {
+	var scheme, authority, path, host string
+	r := Request{length: -1}
+	var hostSeen bool
+	// Content-Length fields must agree (RFC 9110 §8.6): the first is
+	// parsed, the others compared with it.
+	var length string
+	var lengthSeen, disagree bool
+	for i, f := range fields {
 		if f.IsPseudo() {
 			switch f.Name {
 			case ":method":
-				method = f.Value
+				r.Method = f.Value
 			case ":scheme":
 				scheme = f.Value
 			case ":authority":
@@ -48,13 +79,92 @@ func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool,
 			case ":path":
 				path = f.Value
 			default: // :status, :protocol (no extended CONNECT here)
-				return nil, fmt.Errorf("%w: pseudo-header field %s", errMalformed, f.Name)
+				return Request{}, fmt.Errorf("%w: pseudo-header field %s", errMalformed, f.Name)
 			}
 			continue
 		}
-		if err := checkField(f); err != nil {
-			return nil, err
+		if r.Fields == nil {
+			r.Fields = fields[i:] // the Framer puts pseudo-fields first
 		}
+		if err := checkField(f); err != nil {
+			return Request{}, err
+		}
+		switch f.Name {
+		case "host":
+			if !hostSeen {
+				host, hostSeen = f.Value, true
+			}
+		case "content-length":
+			if !lengthSeen {
+				length, lengthSeen = f.Value, true
+			} else if f.Value != length {
+				disagree = true
+			}
+		}
+	}
+	r.Host = authority
+	if r.Host == "" {
+		r.Host = host
+	}
+	switch {
+	case r.Method == "":
+		return Request{}, fmt.Errorf("%w: no :method", errMalformed)
+	case !httpguts.ValidHostHeader(r.Host):
+		return Request{}, fmt.Errorf("%w: invalid :authority", errMalformed)
+	case r.Method == http.MethodConnect:
+		// RFC 9113 §8.5: :authority only.
+		if scheme != "" || path != "" || authority == "" {
+			return Request{}, fmt.Errorf("%w: CONNECT with :scheme or :path, or without :authority", errMalformed)
+		}
+		r.URL = &url.URL{Host: authority}
+		r.RequestURI = authority
+	default:
+		if path == "" || (scheme != "http" && scheme != "https") {
+			return Request{}, fmt.Errorf("%w: :path empty or :scheme not http(s)", errMalformed)
+		}
+		if !validMethod(r.Method) {
+			return Request{}, fmt.Errorf("%w: invalid :method", errMalformed)
+		}
+		u, err := url.ParseRequestURI(path)
+		if err != nil && path != "*" {
+			return Request{}, fmt.Errorf("%w: :path: %w", errMalformed, err)
+		}
+		if path == "*" {
+			if r.Method != http.MethodOptions {
+				return Request{}, fmt.Errorf("%w: :path * for %s", errMalformed, r.Method)
+			}
+			u = &url.URL{Path: "*"}
+		}
+		r.URL = u
+		r.RequestURI = path
+	}
+
+	if lengthSeen {
+		n, err := strconv.ParseUint(length, 10, 63)
+		switch {
+		case err != nil:
+			return Request{}, fmt.Errorf("%w: content-length %q", errMalformed, length)
+		case disagree:
+			return Request{}, fmt.Errorf("%w: content-length fields disagree", errMalformed)
+		}
+		r.length = int64(n)
+	}
+	if endStream && r.length > 0 {
+		return Request{}, fmt.Errorf("%w: content-length %d and no body", errMalformed, r.length)
+	}
+	return r, nil
+}
+
+// http is r as a handler gets it, carrying ctx; its Body is the
+// caller's to set but when endStream says there is none. ContentLength
+// is the declared length (-1 when none), 0 when there is no body.
+func (r *Request) http(ctx context.Context, endStream bool, remoteAddr string) *http.Request {
+	header := make(http.Header, len(r.Fields))
+	// The values of names seen once share one backing array, as
+	// net/textproto's reader does: one allocation, not one per field.
+	var vals []string
+	var cookies []string
+	for _, f := range r.Fields {
 		if f.Name == "cookie" {
 			// RFC 9113 §8.2.3: the crumbs of one Cookie field, which an
 			// HTTP/1.1 backend must get as one.
@@ -67,7 +177,7 @@ func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool,
 			continue
 		}
 		if len(vals) == 0 {
-			vals = make([]string, len(fields))
+			vals = make([]string, len(r.Fields))
 		}
 		vals[0] = f.Value
 		header[key] = vals[:1:1]
@@ -76,65 +186,23 @@ func newRequest(ctx context.Context, fields []hpack.HeaderField, endStream bool,
 	if len(cookies) > 0 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
-
-	r := http.Request{
-		Method:     method,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     header,
-		RemoteAddr: remoteAddr,
-		Host:       authority,
+	req := http.Request{
+		Method:        r.Method,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        header,
+		RemoteAddr:    remoteAddr,
+		Host:          r.Host,
+		URL:           r.URL,
+		RequestURI:    r.RequestURI,
+		ContentLength: r.length,
 	}
-	if r.Host == "" {
-		r.Host = header.Get("Host")
-	}
-	switch {
-	case method == "":
-		return nil, fmt.Errorf("%w: no :method", errMalformed)
-	case !httpguts.ValidHostHeader(r.Host):
-		return nil, fmt.Errorf("%w: invalid :authority", errMalformed)
-	case method == http.MethodConnect:
-		// RFC 9113 §8.5: :authority only.
-		if scheme != "" || path != "" || authority == "" {
-			return nil, fmt.Errorf("%w: CONNECT with :scheme or :path, or without :authority", errMalformed)
-		}
-		r.URL = &url.URL{Host: authority}
-		r.RequestURI = authority
-	default:
-		if path == "" || (scheme != "http" && scheme != "https") {
-			return nil, fmt.Errorf("%w: :path empty or :scheme not http(s)", errMalformed)
-		}
-		if !validMethod(method) {
-			return nil, fmt.Errorf("%w: invalid :method", errMalformed)
-		}
-		u, err := url.ParseRequestURI(path)
-		if err != nil && path != "*" {
-			return nil, fmt.Errorf("%w: :path: %w", errMalformed, err)
-		}
-		if path == "*" {
-			if method != http.MethodOptions {
-				return nil, fmt.Errorf("%w: :path * for %s", errMalformed, method)
-			}
-			u = &url.URL{Path: "*"}
-		}
-		r.URL = u
-		r.RequestURI = path
-	}
-
-	length, err := contentLength(header)
-	switch {
-	case err != nil:
-		return nil, err
-	case endStream && length > 0:
-		return nil, fmt.Errorf("%w: content-length %d and no body", errMalformed, length)
-	case endStream:
-		r.ContentLength = 0
-		r.Body = http.NoBody
-	default:
-		r.ContentLength = length
+	if endStream {
+		req.ContentLength = 0
+		req.Body = http.NoBody
 	}
 	// Built on the stack: WithContext's copy is the one allocation.
-	return r.WithContext(ctx), nil
+	return req.WithContext(ctx)
 }
 
 // checkField refuses what HTTP/2 forbids in a request's regular fields.
@@ -168,25 +236,6 @@ func checkTrailers(fields []hpack.HeaderField) (http.Header, error) {
 		h[key] = append(h[key], f.Value)
 	}
 	return h, nil
-}
-
-// contentLength is the declared length of a request's body, -1 when none
-// is declared. Repeated fields must agree (RFC 9110 §8.6).
-func contentLength(h http.Header) (int64, error) {
-	vs := h["Content-Length"]
-	if len(vs) == 0 {
-		return -1, nil
-	}
-	n, err := strconv.ParseUint(vs[0], 10, 63)
-	if err != nil {
-		return 0, fmt.Errorf("%w: content-length %q", errMalformed, vs[0])
-	}
-	for _, v := range vs[1:] {
-		if v != vs[0] {
-			return 0, fmt.Errorf("%w: content-length fields disagree", errMalformed)
-		}
-	}
-	return int64(n), nil
 }
 
 // validMethod: a method is a token (RFC 9110 §9.1).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"testing"
 
 	"golang.org/x/net/http2/hpack"
@@ -124,6 +125,27 @@ func TestNewRequest(t *testing.T) {
 				tc.check(t, r)
 			}
 		})
+	}
+}
+
+// TestReadRequest: what an Async taker is offered of a header block:
+// the regular fields as the client sent them, in its order, a Cookie's
+// crumbs apart, and the Host field standing in for :authority.
+func TestReadRequest(t *testing.T) {
+	kv := []string{":method", "GET", ":scheme", "https", ":path", "/x%20y?z=1",
+		"cookie", "a=1", "host", "h.test", "accept", "*/*", "cookie", "b=2", "host", "other"}
+	r, err := readRequest(fields(kv...), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Method != http.MethodGet || r.Host != "h.test" || r.URL.Path != "/x y" || r.URL.RawQuery != "z=1" || r.RequestURI != "/x%20y?z=1" {
+		t.Errorf("got %s %s %q %q %q", r.Method, r.Host, r.URL.Path, r.URL.RawQuery, r.RequestURI)
+	}
+	if want := fields(kv[6:]...); !reflect.DeepEqual(r.Fields, want) {
+		t.Errorf("fields %v, want %v", r.Fields, want)
+	}
+	if r, err := readRequest(fields(get...), true); err != nil || r.Fields != nil || r.Host != "a.test" {
+		t.Errorf("no regular field: %v, %v; want none and the :authority", r, err)
 	}
 }
 

@@ -71,7 +71,7 @@ type Server struct {
 	// it). Returning true takes the stream: it is answered through s,
 	// from any goroutine, and ended with s.End or s.Reset; false leaves
 	// it to Handler, and s must not be used.
-	Async func(s *Stream, r *http.Request) bool
+	Async func(s *Stream, r Request) bool
 	// ReadIdle, if set, is called on the reading goroutine each time it
 	// has handled the frames it holds whole and is about to wait for
 	// more: an Async taker that batches its streams' work sends it then,
@@ -648,31 +648,37 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		sc.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
 		return nil
 	}
-	st := &stream{sc: sc, id: id}
-	req, err := newRequest(st, f.Fields, f.StreamEnded(), sc.remoteAddr)
+	ended := f.StreamEnded()
+	r, err := readRequest(f.Fields, ended)
 	if err != nil {
 		sc.logf("http2: stream %d: %v", id, err)
 		sc.resetLocked(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	sc.openStreamLocked(st, req, f.StreamEnded())
+	st := &stream{sc: sc, id: id}
+	sc.openStreamLocked(st, r.length, ended)
 	sc.opened++
 	sc.running++
 	sc.handlers.Add(1)
-	st.w = responseWriter{st: st, req: req}
-	if sc.srv.Async != nil && f.StreamEnded() {
+	st.w = responseWriter{st: st, head: r.Method == http.MethodHead}
+	if sc.srv.Async != nil && ended {
 		// Offered without the lock: the taker uses the stream's context
 		// (AfterFunc locks) and may answer before Async returns.
 		st.async = true
 		sc.asyncOpen++
 		sc.mu.Unlock()
-		taken := sc.srv.Async((*Stream)(&st.w), req)
+		taken := sc.srv.Async((*Stream)(&st.w), r)
 		sc.mu.Lock()
 		if taken {
 			return nil
 		}
 		st.async = false
 		sc.asyncOpen--
+	}
+	req := r.http(st, ended, sc.remoteAddr)
+	if st.body != nil {
+		st.body.req = req
+		req.Body = st.body
 	}
 	sc.srv.Go(func() { sc.runHandler(st, req) })
 	return nil

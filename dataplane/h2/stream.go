@@ -77,17 +77,20 @@ type body struct {
 	req     *http.Request
 }
 
-// openStreamLocked opens st (its sc and id set) for req, whose context
-// it is.
-func (sc *serverConn) openStreamLocked(st *stream, req *http.Request, ended bool) {
+// openStreamLocked opens st (its sc and id set) for a request that
+// declares a body of length bytes (-1: none declared), or has none
+// (ended). A body's req is the caller's to set.
+func (sc *serverConn) openStreamLocked(st *stream, length int64, ended bool) {
 	st.remoteDone = ended
 	st.sendWindow = sc.initialSend
 	st.recvWindow = int64(sc.srv.StreamWindow)
-	st.declared = req.ContentLength
+	st.declared = length
+	if ended {
+		st.declared = 0
+	}
 	st.cond.L = &sc.mu
 	if !ended {
-		st.body = &body{st: st, req: req}
-		req.Body = st.body
+		st.body = &body{st: st}
 	}
 	if sc.baseDone {
 		st.cancelLocked()
@@ -261,8 +264,9 @@ func (sc *serverConn) runHandler(st *stream, req *http.Request) {
 // sent with the first byte of the body, or with the end of the stream
 // when there is none (one HEADERS frame with END_STREAM).
 type responseWriter struct {
-	st     *stream
-	req    *http.Request
+	st *stream
+	// head: the request's method is HEAD, whose response has no body.
+	head   bool
 	header http.Header
 	// fields, when set (Stream.WriteFields), are the final head's fields
 	// in place of header's.
@@ -339,7 +343,7 @@ func (w *responseWriter) declareTrailers(v string) {
 
 // bodyAllowed: HEAD and 204 and 304 responses have no body.
 func (w *responseWriter) bodyAllowed() bool {
-	return w.req.Method != http.MethodHead && w.status != http.StatusNoContent && w.status != http.StatusNotModified
+	return !w.head && w.status != http.StatusNoContent && w.status != http.StatusNotModified
 }
 
 // Write sends p as DATA frames, within the stream's and the connection's
