@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/textproto"
-	"sync"
 
 	"github.com/valyala/fasthttp"
 
@@ -83,7 +82,8 @@ func (ls *loopStreams) flush() {
 	ls.batch, ls.starts = ls.batch[:0], ls.starts[:0]
 }
 
-// loopStream is one stream carried by a relay loop: the call's Sink.
+// loopStream is one stream carried by a relay loop: the call's Sink,
+// and the stream's h2.Owner.
 type loopStream struct {
 	ls *loopStreams
 	st *h2.Stream
@@ -91,14 +91,9 @@ type loopStream struct {
 	headMethod bool
 	rc         *routeConfig
 	call       *relayloop.Call
-	wake       func() // the call's Resume, made once
-	// mu orders the call's end after the registration of stop, which
-	// aborts the call when the stream's context ends.
-	mu       sync.Mutex
-	stop     func() bool
-	w        *loopHTTPWork
-	target   relayloop.Target
-	headDone bool // the final response's head went to the stream
+	w          *loopHTTPWork
+	target     relayloop.Target
+	headDone   bool // the final response's head went to the stream
 	// head is the request's head, made in hb (requestHeads): the call
 	// reads it until it ends (a retry sends it again).
 	hb   *[]byte
@@ -110,22 +105,22 @@ type loopStream struct {
 // Async is offered) of a method directable takes. What else directable
 // refuses, an Upgrade or Connection field or an invalid one, makes an
 // HTTP/2 request malformed, and it never gets here.
-func (ls *loopStreams) take(st *h2.Stream, r h2.Request) bool {
+func (ls *loopStreams) take(st *h2.Stream, r h2.Request) h2.Owner {
 	h := ls.h
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 	default:
-		return false
+		return nil
 	}
 	rc := h.routeOf(route.Request{Method: r.Method, Host: r.Host, Path: r.URL.Path})
 	if rc == nil || rc.httpEndpoints == nil || len(*rc.httpEndpoints) == 0 {
-		return false // answered by the handler, as it answers them
+		return nil // answered by the handler, as it answers them
 	}
 	hb := requestHeads.Get().(*[]byte)
 	head, err := h.appendStreamHead((*hb)[:0], r)
 	if err != nil || !h.handlers.enter() {
 		putRequestHead(hb, head)
-		return false
+		return nil
 	}
 	eps := *rc.httpEndpoints
 	sk := &loopStream{ls: ls, st: st, headMethod: r.Method == http.MethodHead, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
@@ -137,14 +132,15 @@ func (ls *loopStreams) take(st *h2.Stream, r h2.Request) bool {
 		MaxHead: ls.maxHead,
 		Sink:    sk,
 	})
-	sk.wake = sk.call.Resume
-	call := sk.call
-	sk.mu.Lock()
-	sk.stop = afterFunc(st.Context(), func() { call.Abort(context.Canceled) })
-	sk.mu.Unlock()
 	ls.batch = append(ls.batch, sk)
-	return true
+	return sk
 }
+
+// Resume and Cancel make the stream's carrier its h2.Owner: a write the
+// stream could not take goes on, and a stream the client reset ends
+// its call, closing its backend connection.
+func (sk *loopStream) Resume() { sk.call.Resume() }
+func (sk *loopStream) Cancel() { sk.call.Abort(context.Canceled) }
 
 // Response passes the backend's response head on to the stream, as
 // exchangeBodiless and respondBodiless do.
@@ -178,7 +174,7 @@ func (sk *loopStream) Response(head []byte) (relayloop.Step, error) {
 
 // Data writes body bytes to the stream as far as its windows let it.
 func (sk *loopStream) Data(p []byte) int {
-	n, err := sk.st.TryWrite(p, sk.wake)
+	n, err := sk.st.TryWrite(p)
 	if err != nil {
 		sk.call.Abort(err) // the stream is gone; the call stops here
 		return 0
@@ -190,10 +186,6 @@ func (sk *loopStream) Data(p []byte) int {
 // its head (reset, as the reverse proxy does, so that the client does
 // not take it whole), or failed before (the status failure gives).
 func (sk *loopStream) Ended(x relayloop.ExchangeResult, trailer []byte) {
-	sk.mu.Lock()
-	stop := sk.stop
-	sk.mu.Unlock()
-	stop()
 	h, rc := sk.ls.h, sk.rc
 	rc.up.Add(float64(x.Up))
 	rc.down.Add(float64(x.Down))

@@ -25,8 +25,21 @@ import (
 // the connection ends, and the writes fail from then on.
 type Stream responseWriter
 
-// Context is the stream's: done once the client resets it or the
-// connection ends.
+// Owner is what took a stream (Server.Async returned it) and hears of
+// it: Resume once a write it could not make may go on, with the
+// connection's lock held (it must only signal; it may be called
+// spuriously), and Cancel, on a goroutine of its own and at most once,
+// when the stream is cancelled before it ended (the client reset it, the
+// connection ended). Being told through methods rather than functions
+// spares a stream served per request the closures that AfterFunc and a
+// wake function cost.
+type Owner interface {
+	Resume()
+	Cancel()
+}
+
+// Context is the stream's: done once the client resets it, the
+// connection ends, or the stream ends.
 func (s *Stream) Context() context.Context { return s.st }
 
 // Header is the response's header, as ResponseWriter's: set before
@@ -69,11 +82,10 @@ func (s *Stream) WriteFields(code int, fields []hpack.HeaderField) {
 // TryWrite writes as much of p as the stream's and the connection's
 // windows and the connection's output take, as DATA frames (with the
 // head first, if not yet sent), and returns how much it wrote. When
-// that is less than p, wake is called once there may be room (with the
-// connection's lock held: it must only signal); it may be called
-// spuriously. The error is the stream's or connection's end, or
+// that is less than p, the Owner's Resume is called once there may be
+// room. The error is the stream's or connection's end, or
 // http.ErrContentLength for bytes past the declared length.
-func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
+func (s *Stream) TryWrite(p []byte) (int, error) {
 	w := (*responseWriter)(s)
 	if send, err := w.startBody(len(p)); !send {
 		if err != nil {
@@ -107,7 +119,7 @@ func (s *Stream) TryWrite(p []byte, wake func()) (int, error) {
 			if st.windowShutLocked() {
 				sc.waitForWindowLocked(st)
 			}
-			st.wake = wake
+			st.resume = true
 			return done, nil
 		}
 		// At most maxPendingData at a time: a client's large frame size
@@ -148,8 +160,8 @@ func (s *Stream) Reset() {
 // owner: its context is cancelled and it no longer counts as running.
 // It unlocks sc.mu.
 func (sc *serverConn) streamDoneLocked(st *stream) {
+	st.owner, st.resume = nil, false // its end is no cancel for it
 	st.cancelLocked()
-	st.wake = nil
 	if st.async {
 		st.async = false
 		sc.asyncOpen--
@@ -161,12 +173,17 @@ func (sc *serverConn) streamDoneLocked(st *stream) {
 }
 
 // roomLocked tells whoever waits to write on st that it may: a handler
-// on the stream's cond, an Async owner through its wake.
+// on the stream's cond, an Async owner through Resume.
 func (st *stream) roomLocked() {
 	st.cond.Broadcast()
-	if f := st.wake; f != nil {
-		st.wake = nil
-		f()
+	st.resumeLocked()
+}
+
+// resumeLocked calls the owner's Resume if a write of its waits.
+func (st *stream) resumeLocked() {
+	if st.resume && st.owner != nil {
+		st.resume = false
+		st.owner.Resume()
 	}
 }
 
@@ -178,9 +195,6 @@ func (sc *serverConn) spaceLocked() {
 		return
 	}
 	for _, st := range sc.streams {
-		if f := st.wake; f != nil {
-			st.wake = nil
-			f()
-		}
+		st.resumeLocked()
 	}
 }

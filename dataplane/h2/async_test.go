@@ -41,11 +41,32 @@ func newAsyncOwner() *asyncOwner {
 	return &asyncOwner{release: make(chan struct{}), errs: make(chan error, 100)}
 }
 
-func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
+// streamOwner is the Owner of one stream asyncOwner took: Resume
+// signals wake, Cancel closes cancelled.
+type streamOwner struct {
+	wake      chan struct{}
+	cancelled chan struct{}
+}
+
+func newStreamOwner() *streamOwner {
+	return &streamOwner{wake: make(chan struct{}, 1), cancelled: make(chan struct{})}
+}
+
+func (so *streamOwner) Resume() {
+	select {
+	case so.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (so *streamOwner) Cancel() { close(so.cancelled) }
+
+func (o *asyncOwner) take(s *h2.Stream, r h2.Request) h2.Owner {
 	size, sized := strings.CutPrefix(r.URL.Path, "/size/")
 	if !sized && r.URL.Path != "/hold" {
-		return false
+		return nil
 	}
+	so := newStreamOwner()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.wg.Go(func() {
@@ -55,7 +76,7 @@ func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
 			}
 			select {
 			case <-o.release:
-			case <-s.Context().Done():
+			case <-so.cancelled:
 			}
 			o.holding.Add(-1)
 			s.WriteHeader(http.StatusNoContent)
@@ -84,15 +105,8 @@ func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
 			}
 			s.WriteHeader(http.StatusOK)
 		}
-		wake := make(chan struct{}, 1)
-		signal := func() {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		}
 		for len(body) > 0 {
-			w, err := s.TryWrite(body, signal)
+			w, err := s.TryWrite(body)
 			body = body[w:]
 			if err != nil {
 				o.errs <- err
@@ -101,8 +115,8 @@ func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
 			}
 			if len(body) > 0 {
 				select {
-				case <-wake:
-				case <-s.Context().Done():
+				case <-so.wake:
+				case <-so.cancelled:
 				}
 			}
 		}
@@ -111,7 +125,7 @@ func (o *asyncOwner) take(s *h2.Stream, r h2.Request) bool {
 		}
 		s.End()
 	})
-	return true
+	return so
 }
 
 // wait waits for the streams taken to end.
@@ -195,7 +209,7 @@ func TestAsyncStreams(t *testing.T) {
 // stream) are left out, and the rest arrive in the order given.
 func TestWriteFieldsChecksFields(t *testing.T) {
 	t.Parallel()
-	take := func(s *h2.Stream, r h2.Request) bool {
+	take := func(s *h2.Stream, r h2.Request) h2.Owner {
 		go func() {
 			s.WriteFields(http.StatusAccepted, []hpack.HeaderField{
 				{Name: "x-first", Value: "1"},
@@ -209,10 +223,10 @@ func TestWriteFieldsChecksFields(t *testing.T) {
 				{Name: "x-multi", Value: "a"},
 				{Name: "x-multi", Value: "b"},
 			})
-			_, _ = s.TryWrite([]byte("body"), func() {})
+			_, _ = s.TryWrite([]byte("body"))
 			s.End()
 		}()
-		return true
+		return newStreamOwner()
 	}
 	s := serve(t, &h2.Server{Handler: http.HandlerFunc(viaHandler), Async: take}, nil)
 	resp, err := client(t).Get("http://" + s.addr + "/")
@@ -311,14 +325,14 @@ func TestReadIdleBatches(t *testing.T) {
 	)
 	srv := &h2.Server{
 		Handler: http.HandlerFunc(viaHandler),
-		Async: func(s *h2.Stream, r h2.Request) bool {
+		Async: func(s *h2.Stream, r h2.Request) h2.Owner {
 			mu.Lock()
 			defer mu.Unlock()
 			pending = append(pending, func() {
 				s.WriteHeader(http.StatusNoContent)
 				s.End()
 			})
-			return true
+			return newStreamOwner()
 		},
 		ReadIdle: func() {
 			mu.Lock()
@@ -374,4 +388,45 @@ func TestReadIdleBatches(t *testing.T) {
 		defer mu.Unlock()
 		return len(pending) == 0
 	})
+}
+
+// TestAsyncOwnerCancel: the Owner of a stream the client resets hears
+// Cancel; the Owner of a stream that ended does not.
+func TestAsyncOwnerCancel(t *testing.T) {
+	t.Parallel()
+	owners := make(chan *streamOwner, 2)
+	take := func(s *h2.Stream, r h2.Request) h2.Owner {
+		so := newStreamOwner()
+		owners <- so
+		go func() {
+			if r.URL.Path != "/now" {
+				<-so.cancelled
+			}
+			s.WriteHeader(http.StatusNoContent)
+			s.End()
+		}()
+		return so
+	}
+	s := serve(t, &h2.Server{Handler: http.HandlerFunc(viaHandler), Async: take}, nil)
+	r := dialRaw(t, s.addr)
+	r.headers(1, true, "/now")
+	if st, _ := r.status(1); st != "204" {
+		t.Fatalf("stream 1: %q, want 204", st)
+	}
+	ended := <-owners
+	r.headers(3, true, "/wait")
+	waiting := <-owners
+	if err := r.fr.WriteRSTStream(3, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-waiting.cancelled:
+	case <-time.After(ioTimeout):
+		t.Fatal("the owner of the reset stream was not told")
+	}
+	select {
+	case <-ended.cancelled:
+		t.Error("the owner of a stream that ended was told it was cancelled")
+	default:
+	}
 }

@@ -93,6 +93,10 @@ func (st *stream) cancelLocked() {
 		go a.f()
 	}
 	st.afters = nil
+	if o := st.owner; o != nil {
+		st.owner = nil
+		go o.Cancel()
+	}
 }
 
 // baseCancelled cancels every stream when BaseContext is: the ones open

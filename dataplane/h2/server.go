@@ -68,10 +68,11 @@ type Server struct {
 	// Async, if set, is offered each request without a body before a
 	// handler goroutine is started for it, on the connection's reading
 	// goroutine (so it must not block: it delays every stream behind
-	// it). Returning true takes the stream: it is answered through s,
-	// from any goroutine, and ended with s.End or s.Reset; false leaves
-	// it to Handler, and s must not be used.
-	Async func(s *Stream, r Request) bool
+	// it). Returning an Owner takes the stream: it is answered through
+	// s, from any goroutine, and ended with s.End or s.Reset, and the
+	// Owner hears of it; nil leaves it to Handler, and s must not be
+	// used.
+	Async func(s *Stream, r Request) Owner
 	// ReadIdle, if set, is called on the reading goroutine each time it
 	// has handled the frames it holds whole and is about to wait for
 	// more: an Async taker that batches its streams' work sends it then,
@@ -667,9 +668,19 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		st.async = true
 		sc.asyncOpen++
 		sc.mu.Unlock()
-		taken := sc.srv.Async((*Stream)(&st.w), r)
+		owner := sc.srv.Async((*Stream)(&st.w), r)
 		sc.mu.Lock()
-		if taken {
+		if owner != nil {
+			if st.async { // not ended yet
+				st.owner = owner
+				if st.cancelled {
+					st.owner = nil
+					go owner.Cancel()
+				}
+				// A write made before Async returned may wait: it is
+				// resumed, if for nothing.
+				st.resumeLocked()
+			}
 			return nil
 		}
 		st.async = false

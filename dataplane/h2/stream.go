@@ -58,10 +58,11 @@ type stream struct {
 	body               *body
 	// w is the handler's ResponseWriter, made with the stream.
 	w responseWriter
-	// async: Server.Async took the stream; wake is its owner's, to be
-	// called once when a write it could not make may go on.
-	async bool
-	wake  func()
+	// async: Server.Async took the stream, for owner; resume: a write of
+	// the owner's waits for room (Owner.Resume).
+	async  bool
+	owner  Owner
+	resume bool
 }
 
 // body is a request body in flight: the bytes the client sent that the
@@ -122,8 +123,10 @@ func (sc *serverConn) removeLocked(st *stream) {
 func (sc *serverConn) idleLaterLocked() {
 	if len(sc.streams) == 0 && sc.running == 0 && sc.idle != nil {
 		sc.idle.Reset(sc.srv.IdleTimeout)
+		putOutput(sc.spare)
 		sc.spare = nil
 		if len(sc.out.b) == 0 {
+			putOutput(sc.out.b)
 			sc.out.b = nil
 		}
 	}

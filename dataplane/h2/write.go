@@ -2,6 +2,7 @@ package h2
 
 import (
 	"runtime"
+	"sync"
 	"time"
 )
 
@@ -10,8 +11,35 @@ import (
 type outBuf struct{ b []byte }
 
 func (o *outBuf) Write(p []byte) (int, error) {
+	if o.b == nil {
+		o.b = getOutput()
+	}
 	o.b = append(o.b, p...)
 	return len(p), nil
+}
+
+// outputSize is the size of the output buffers connections share
+// (outputs): enough for the heads and small bodies of a round of
+// streams.
+const outputSize = 4 << 10
+
+// outputs are output buffers for connections with nothing in flight. A
+// connection gives its buffers back whenever its last stream ends, so
+// that an idle one holds none; one whose client sends a request at a
+// time gets there after every response, and growing a new buffer each
+// time cost an allocation or two a request. Each is an array, whose
+// pointer the pool holds without one.
+var outputs = sync.Pool{New: func() any { return new([outputSize]byte) }}
+
+// getOutput is an empty buffer from outputs.
+func getOutput() []byte { return outputs.Get().(*[outputSize]byte)[:0] }
+
+// putOutput gives b back to outputs if it is one of theirs: one that
+// grew past outputSize is another array, and left to the collector.
+func putOutput(b []byte) {
+	if cap(b) == outputSize {
+		outputs.Put((*[outputSize]byte)(b[:outputSize]))
+	}
 }
 
 // keptOutput is the largest output buffer the writer keeps between
@@ -90,11 +118,14 @@ func (sc *serverConn) takeOutputLocked() []byte {
 }
 
 // sentLocked takes buf back once it is written, as the spare for the
-// next output while streams are in flight; an idle connection keeps none.
+// next output while streams are in flight; an idle connection keeps none
+// (putOutput).
 func (sc *serverConn) sentLocked(buf []byte) {
 	if cap(buf) <= keptOutput && (len(sc.streams) > 0 || sc.running > 0) {
 		sc.spare = buf[:0]
+		return
 	}
+	putOutput(buf)
 }
 
 // closedLocked records that the socket is closed or unusable (err:
