@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"golang.org/x/net/http2/hpack"
@@ -160,5 +161,18 @@ func TestCheckTrailers(t *testing.T) {
 		if _, err := checkTrailers(fields(kv...)); !errors.Is(err, errMalformed) {
 			t.Errorf("trailers %q: %v, want errMalformed", kv, err)
 		}
+	}
+}
+
+// TestStatusValue: every status is written as its three digits, the
+// common ones from constants.
+func TestStatusValue(t *testing.T) {
+	for code := 100; code <= 999; code++ {
+		if got := statusValue(code); got != strconv.Itoa(code) {
+			t.Errorf("statusValue(%d) = %q", code, got)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = statusValue(200) }); n != 0 {
+		t.Errorf("%v allocations for 200", n)
 	}
 }

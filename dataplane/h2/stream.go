@@ -549,10 +549,42 @@ func (sc *serverConn) writeStatusLocked(id uint32, status int) {
 	sc.writeHeadLocked(id, status, nil, true)
 }
 
+// statusValue is the :status value of code: the common ones without
+// an allocation (HPACK's static table holds seven of them).
+func statusValue(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 206:
+		return "206"
+	case 301:
+		return "301"
+	case 302:
+		return "302"
+	case 304:
+		return "304"
+	case 400:
+		return "400"
+	case 404:
+		return "404"
+	case 500:
+		return "500"
+	case 502:
+		return "502"
+	case 503:
+		return "503"
+	case 504:
+		return "504"
+	}
+	return strconv.Itoa(code)
+}
+
 // writeHeadLocked encodes and writes a response head.
 func (sc *serverConn) writeHeadLocked(id uint32, status int, h http.Header, end bool) {
 	sc.hbuf.Reset()
-	_ = sc.henc.WriteField(hpackField(":status", strconv.Itoa(status)))
+	_ = sc.henc.WriteField(hpackField(":status", statusValue(status)))
 	for k, vs := range h {
 		if !writableField(k) {
 			continue
@@ -577,7 +609,7 @@ func (w *responseWriter) writeHeadLocked(end bool) {
 	}
 	sc := w.st.sc
 	sc.hbuf.Reset()
-	_ = sc.henc.WriteField(hpackField(":status", strconv.Itoa(w.status)))
+	_ = sc.henc.WriteField(hpackField(":status", statusValue(w.status)))
 	for _, f := range w.fields {
 		if !writableName(f.Name) || !httpguts.ValidHeaderFieldValue(f.Value) ||
 			(f.Name == "content-length" && (w.length < 0 || parseLength(f.Value) != w.length)) {
