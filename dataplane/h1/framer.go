@@ -124,6 +124,27 @@ func (f *Framer) Kind() Kind { return f.kind }
 // Done reports that the body's last byte went through Take.
 func (f *Framer) Done() bool { return f.state == sDone }
 
+// Left is how many bytes of a Sized body are still to come; 0 for any
+// other kind, and once done.
+func (f *Framer) Left() int64 {
+	if f.kind != Sized || f.state == sDone {
+		return 0
+	}
+	return f.left
+}
+
+// Skip passes n bytes of a Sized body that a relay moved without
+// reading them (spliced); n is at most Left.
+func (f *Framer) Skip(n int64) {
+	if f.kind != Sized || n > f.Left() || n < 0 {
+		panic(fmt.Sprintf("h1: Skip(%d) of a %v body with %d left", n, f.kind, f.Left()))
+	}
+	f.left -= n
+	if f.left == 0 {
+		f.state = sDone
+	}
+}
+
 // Take reports how many bytes at the start of b belong to the body, and
 // whether the body ends with them. Once done, it takes nothing: the rest
 // of b belongs to the next message. An UntilClose body never ends (its

@@ -373,3 +373,46 @@ func TestTakeDataAllocs(t *testing.T) {
 		t.Errorf("passed %d bytes of data and %d of trailer in 101 runs", data, trailer)
 	}
 }
+
+// TestFramerSkip: a Sized body's bytes passed unread (spliced) count as
+// Take's do; Left is 0 for the other kinds, which cannot be skipped.
+func TestFramerSkip(t *testing.T) {
+	f := NewFramer(Sized, 10)
+	if f.Left() != 10 {
+		t.Fatalf("Left %d, want 10", f.Left())
+	}
+	f.Skip(4)
+	if n, done, err := f.Take([]byte("abcd")); n != 4 || done || err != nil {
+		t.Fatalf("Take after Skip: %d %v %v", n, done, err)
+	}
+	f.Skip(2)
+	if !f.Done() || f.Left() != 0 {
+		t.Fatalf("done %v, left %d after the last bytes", f.Done(), f.Left())
+	}
+	if n, _, _ := f.Take([]byte("next")); n != 0 {
+		t.Errorf("took %d bytes of the next message", n)
+	}
+	for _, k := range []Kind{None, Chunked, UntilClose} {
+		g := NewFramer(k, 10)
+		if g.Left() != 0 {
+			t.Errorf("%v: Left %d", k, g.Left())
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%v: Skip did not panic", k)
+				}
+			}()
+			g.Skip(1)
+		}()
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Skip past the body did not panic")
+			}
+		}()
+		g := NewFramer(Sized, 3)
+		g.Skip(4)
+	}()
+}

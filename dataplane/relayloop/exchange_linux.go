@@ -111,8 +111,16 @@ type exchange struct {
 	reuse     bool // the backend connection may carry another request
 	downBuf   []byte
 	downQ     []byte // bytes for the client not yet written
-	started   bool   // a byte of a response went to the client
-	last      int64  // the loop's clock at the last byte carried
+	// A large response body goes from the backend to a cleartext client
+	// through pipe (spliceBody): inPipe bytes wait in it, written before
+	// anything more is read. The pipe is held while the body comes, and
+	// given back whenever it is empty and the backend has nothing more
+	// to read.
+	pipe    pipePair
+	hasPipe bool
+	inPipe  int
+	started bool  // a byte of a response went to the client
+	last    int64 // the loop's clock at the last byte carried
 	// moved counts the bytes written either way in this turn: past the
 	// loop's exchangeBudget, the exchange reads no more until the loop
 	// comes back to it (Conn.later), as a forwarded connection's
@@ -613,6 +621,26 @@ func (c *Conn) pumpDown() bool {
 			x.last = c.l.clock
 			continue
 		}
+		if x.inPipe > 0 {
+			if !c.cW || c.l.deferWrite(c) {
+				return false
+			}
+			n, err := sysSplice(x.pipe.r, c.fd, x.inPipe)
+			if errors.Is(err, unix.EAGAIN) {
+				c.cW = false
+				return false
+			}
+			if err != nil {
+				c.finish(os.NewSyscallError("splice", err))
+				return true
+			}
+			x.inPipe -= n
+			x.res.Down += int64(n)
+			x.moved += n
+			x.started = true
+			x.last = c.l.clock
+			continue
+		}
 		if x.headDone && x.resp.Done() {
 			if !x.sentWhole && x.target == nil {
 				return false // the answered request's body is still being dropped
@@ -639,6 +667,7 @@ func (c *Conn) pumpDown() bool {
 			}
 		}
 		if !b.r {
+			x.dropPipe(c.l) // empty: held only while bytes wait in it
 			// A client that hung up while its response is awaited ends
 			// the exchange: the backend's work is for nobody.
 			if c.cEnd && x.sentWhole && c.hungUp() {
@@ -655,6 +684,12 @@ func (c *Conn) pumpDown() bool {
 		}
 		if x.resp.Done() || x.moved >= c.l.exchangeBudget() {
 			return false
+		}
+		if left := x.resp.Left(); left >= spliceBody && c.tls == nil {
+			if ended := c.spliceDown(b, left); ended {
+				return true
+			}
+			continue
 		}
 		n, err := b.read(c.l.copyBuf)
 		switch {
@@ -697,6 +732,55 @@ func (c *Conn) pumpDown() bool {
 			x.downQ = x.downBuf
 		}
 	}
+}
+
+// spliceDown moves up to what is left of the turn's budget of a
+// response body of which left bytes are to come, from the backend into
+// the exchange's pipe, without reading them: pumpDown writes the pipe
+// out before it reads more. It reports whether the exchange ended.
+func (c *Conn) spliceDown(b *backend, left int64) bool {
+	x := c.x
+	if !x.hasPipe {
+		p, err := c.l.getPipe()
+		if err != nil {
+			c.finish(err)
+			return true
+		}
+		x.pipe, x.hasPipe = p, true
+	}
+	want := int(min(left, int64(spliceChunk), int64(c.l.exchangeBudget()-x.moved)))
+	n, err := sysSplice(b.fd, x.pipe.w, want)
+	switch {
+	case errors.Is(err, unix.EAGAIN):
+		b.r = false
+	case err != nil:
+		c.finish(os.NewSyscallError("splice", err))
+		return true
+	case n == 0:
+		c.finish(fmt.Errorf("backend closed in a response body: %w", ErrBackendClosed))
+		return true
+	default:
+		// A short splice does not mean drained (see Conn.move): the
+		// next one says.
+		x.resp.Skip(int64(n))
+		x.inPipe = n
+	}
+	return false
+}
+
+// dropPipe gives the exchange's pipe back to the loop, or closes it if
+// bytes nobody will read are left in it.
+func (x *exchange) dropPipe(l *loop) {
+	if !x.hasPipe {
+		return
+	}
+	if x.inPipe > 0 {
+		x.pipe.close()
+		l.pipesHeld.Add(-1)
+	} else {
+		l.putPipe(x.pipe)
+	}
+	x.hasPipe, x.inPipe = false, 0
 }
 
 // hungUp reports a client that is gone: reset, or closed with nothing
@@ -858,6 +942,7 @@ func (c *Conn) endExchange(err error) {
 		}
 	}
 	x.dropHead(l)
+	x.dropPipe(l)
 	x.target, x.upQ, x.downQ = nil, nil, nil
 	l.putBuffer(x.upBuf)
 	l.putBuffer(x.downBuf)
@@ -888,6 +973,7 @@ func (c *Conn) failExchange(err error) {
 		c.l.closeOwn(x.be)
 		x.be = nil
 	}
+	x.dropPipe(c.l)
 	if x.inFlight {
 		x.inFlight = false
 		x.res.Err = err
@@ -1059,6 +1145,7 @@ func (c *Conn) releaseExchange(err error) {
 		x.be = nil
 	}
 	x.dropHead(c.l)
+	x.dropPipe(c.l)
 	if x.inFlight {
 		x.inFlight = false
 		if err == nil {

@@ -877,3 +877,56 @@ func TestExchangeMaxHeadAfterProbe(t *testing.T) {
 		t.Errorf("a 2 KiB head with MaxHead 1 KiB: %d, want 431", resp.StatusCode)
 	}
 }
+
+// TestExchangeSplicesLargeBodies: a large response body with a length
+// goes to a cleartext client through a pipe: while the client does not
+// read, the bytes the sockets cannot take wait in a pipe the loop holds
+// (the copy path holds them in memory instead); the body arrives whole,
+// the pipe is given back and the backend connection pooled. A client
+// that leaves mid-body takes the pipe and the backend connection with it.
+func TestExchangeSplicesLargeBodies(t *testing.T) {
+	// 16 MiB: more than the sockets between take (tcp_wmem tops at 4 MiB).
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<20)
+	be, conns := httpBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(payload)))
+		_, _ = w.Write(payload)
+	})
+	addr, set, made := serveExchanges(t, func() *exchanger {
+		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	})
+	stalled := func(c net.Conn) {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for set.Stats().Pipes != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("loops hold %+v while the client does not read, want a pipe", set.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	c := dial(t, addr)
+	_ = c.SetReadBuffer(64 << 10)
+	br := bufio.NewReader(c)
+	stalled(c)
+	if _, body := readResponse(t, br, false); body != string(payload) {
+		t.Fatalf("%d bytes, not the payload", len(body))
+	}
+	if resp, body := roundTrip(t, c, br, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); resp.StatusCode != http.StatusOK || body != string(payload) {
+		t.Fatalf("second response: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	waitStats(t, set, relayloop.Stats{Conns: 1, Backends: 1, Idle: 1})
+	if n := conns.Load(); n != 1 {
+		t.Errorf("backend accepted %d connections, want 1", n)
+	}
+	e := <-made
+
+	stalled(c)
+	_ = c.Close()
+	if r := e.wait(t); r.Err == nil {
+		t.Errorf("result %+v of a client that left mid-body, want an error", r)
+	}
+	waitStats(t, set, relayloop.Stats{})
+}

@@ -61,6 +61,11 @@ const (
 	// copy buffer before it splices: a request and its answer cost two
 	// system calls either way, and a pipe only pays off for bulk.
 	spliceAfter = 128 << 10
+	// spliceBody is how much of a response body must be left for an
+	// HTTP/1.1 exchange to splice it to a cleartext client rather than
+	// copy it: a splice in and out moves a turn's budget in two system
+	// calls where copies take a read and a write per copyChunk.
+	spliceBody = 64 << 10
 	// Free lists: pipes and buffers a loop keeps for the next
 	// connections; beyond these they are closed or left to the GC. A
 	// connection mid-exchange holds four head buffers (the request's
@@ -152,7 +157,8 @@ type Stats struct {
 	// connecting or forwarding.
 	Conns int64
 	// Pipes counts the pipes held by directions whose bytes wait for a
-	// slow reader, each up to a megabyte of the kernel's memory.
+	// slow reader, each up to a megabyte of the kernel's memory, and by
+	// HTTP/1.1 exchanges splicing a large response body.
 	Pipes int64
 	// Backends counts the backend connections of exchanges, in use or
 	// idle in the loops' pool; Idle those idle.
