@@ -175,6 +175,13 @@ http {
     access_log off;
     keepalive_requests 1000000;
     keepalive_timeout 60s;
+    # h1-bulk's downloads: without a chunk limit, a worker sending the
+    # 64 MiB body to a proxy that drains it as fast as it comes (one
+    # that splices) sends all of it before it serves its other
+    # connections, and the small requests beside it wait 100-200 ms
+    # for nginx, not for the proxy.
+    sendfile on;
+    sendfile_max_chunk 256k;
     server {
         listen 127.0.0.1:$BACKEND;
         listen 127.0.0.1:$DIRECT_H2C http2;

@@ -20,7 +20,10 @@
 // Session's Exchanger where it goes and what head the backend gets,
 // sends it and its body (framed by package h1) over a backend connection
 // kept alive in a pool the loops share, and moves the response back the
-// same way. Between exchanges an idle client holds no buffer.
+// same way: through the loop's copy buffer, or, for a body of known
+// length with at least 64 KiB to come to a client in clear, spliced
+// through a pipe without a copy. Between exchanges an idle client holds
+// no buffer.
 //
 // A request that did not come on one of the loop's connections, an
 // HTTP/2 stream's, can be sent the same way (CallRequest): the loop
@@ -47,7 +50,8 @@
 // of new clients is split evenly between the loops (acceptLimit).
 //
 // Every connection a loop holds costs a record of about 200 bytes, its two
-// sockets and, only while bytes wait for a slow reader, a pipe. A client
+// sockets and, only while bytes wait for a slow reader or a large
+// response body comes, a pipe. A client
 // kept for HTTP has TCP keepalive from the start, and a forwarded
 // connection's sockets get it after KeepAliveAfter, as the forward
 // package's Parker gives them.
