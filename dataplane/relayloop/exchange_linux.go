@@ -935,7 +935,10 @@ func (c *Conn) endExchange(err error) {
 	x.inFlight = false
 	if b := x.be; b != nil {
 		x.be = nil
-		if err == nil && x.reuse && !b.end && b.key.pool != nil {
+		// A backend not known to be drained (the body ended at a read's
+		// or a splice's last byte) is looked at: bytes after a response
+		// would answer the next request it carries.
+		if err == nil && x.reuse && !b.end && b.key.pool != nil && (!b.r || sysQuiet(b.fd)) {
 			l.putIdle(b)
 		} else {
 			l.closeOwn(b)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -929,4 +930,54 @@ func TestExchangeSplicesLargeBodies(t *testing.T) {
 		t.Errorf("result %+v of a client that left mid-body, want an error", r)
 	}
 	waitStats(t, set, relayloop.Stats{})
+}
+
+// TestExchangeSplicedBodyThenJunk: bytes a backend sends after a spliced
+// body (a second response nobody asked for) never answer another
+// request: its connection is not pooled, as it is not when the body is
+// copied and the bytes are read with it.
+func TestExchangeSplicedBodyThenJunk(t *testing.T) {
+	body := bytes.Repeat([]byte("b"), 256<<10)
+	var conns atomic.Int32
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if !first {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+				continue
+			}
+			// The body's last 80 KiB come with the junk in one write, once
+			// the rest was read: the last splice takes the body's bytes
+			// of it and leaves the junk in the socket, with no event to
+			// come for it.
+			split := len(body) - 80<<10
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+			_, _ = c.Write(body[:split])
+			time.Sleep(100 * time.Millisecond)
+			_, _ = c.Write(append(slices.Clip(body[split:]), "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"...))
+		}
+	})
+	be := netip.MustParseAddrPort(srv.Addr)
+	// A turn larger than the body: its last bytes are spliced, not
+	// copied (with the default turn, only a body with exactly a turn
+	// left at a turn's start ends so).
+	opt := relayloop.WithMoveBudget(relayloop.Options{Loops: 1}, 1<<20)
+	addr, _ := serve(t, opt, handler(func(*relayloop.Conn) relayloop.Session {
+		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	}))
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	if _, got := roundTrip(t, c, br, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); got != string(body) {
+		t.Fatalf("first response: %d bytes, want %d", len(got), len(body))
+	}
+	if _, got := roundTrip(t, c, br, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); got != "good" {
+		t.Errorf("second response %q, want the backend's answer to it", got)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("backend accepted %d connections, want 2: the first is not to be trusted again", n)
+	}
 }
