@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/relayloop"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // callSink collects a call's response as an HTTP/2 stream would: the
@@ -444,4 +447,41 @@ func TestCallsStartTogether(t *testing.T) {
 		t.Errorf("the backend saw %d connections for 16 requests at once, want 16", n)
 	}
 	waitStats(t, set, relayloop.Stats{Backends: 16, Idle: 16})
+}
+
+// TestCallBodyThenJunk: bytes a backend sends after a response whose
+// body ended at the last byte of a full read (no event will come for
+// them) never answer the next call: its connection is not pooled.
+func TestCallBodyThenJunk(t *testing.T) {
+	body := bytes.Repeat([]byte("b"), 16<<10) // the loop's copy buffer, exactly
+	var conns atomic.Int32
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if !first {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+				continue
+			}
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+			time.Sleep(100 * time.Millisecond) // the head is read alone
+			_, _ = c.Write(append(slices.Clip(body), "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"...))
+		}
+	})
+	set := callSet(t)
+	cr := set.Caller()
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{netip.MustParseAddrPort(srv.Addr)}, Pool: "web"}
+	for i, want := range []string{string(body), "good"} {
+		s := newCallSink()
+		call(t, cr, relayloop.CallRequest{Head: get("/"), Target: target, Retry: true, Sink: s})
+		if x := s.wait(t); x.Err != nil || s.body.String() != want {
+			t.Errorf("call %d: %v, %d bytes %.8q, want %.8q", i, x.Err, s.body.Len(), s.body.String(), want)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("backend accepted %d connections, want 2: the first is not to be trusted again", n)
+	}
 }
