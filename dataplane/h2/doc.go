@@ -49,11 +49,14 @@
 //     a window it opens lets a waiting response go on.
 //
 // A request without a body may also be answered without a goroutine
-// (Server.Async): its taker writes the response through a Stream whose
-// writes never wait but say when to come back, from an event loop that
-// carries the backend exchange (the dataplane's relay loops), and
-// ReadIdle lets it start the streams a client sent together in one go.
-// Such a stream counts against the limits above exactly as a handler's.
+// (Server.Async): its taker is offered the request's fields as the
+// client sent them (Request), with no header map built, writes the
+// response through a Stream whose writes never wait, from an event loop
+// that carries the backend exchange (the dataplane's relay loops), and
+// hears through its Owner when to come back and when the client reset
+// the stream; ReadIdle lets it start the streams a client sent together
+// in one go. Such a stream counts against the limits above exactly as a
+// handler's.
 //
 // A connection can also be served without goroutines of its own
 // (Server.NewConn, Conn): its owner pushes the client's bytes and takes
