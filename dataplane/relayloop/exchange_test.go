@@ -981,3 +981,39 @@ func TestExchangeSplicedBodyThenJunk(t *testing.T) {
 		t.Errorf("backend accepted %d connections, want 2: the first is not to be trusted again", n)
 	}
 }
+
+// TestExchangeSplicedBodyCutShort: a backend that closes in the middle
+// of a spliced body ends the client's connection (it must not take the
+// body as whole), with ErrBackendClosed, and leaves no pipe held.
+func TestExchangeSplicedBodyCutShort(t *testing.T) {
+	srv := peers.NewTCPServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+		_, _ = c.Write(bytes.Repeat([]byte("c"), 200<<10))
+		_ = c.Close()
+	})
+	be := netip.MustParseAddrPort(srv.Addr)
+	addr, set, made := serveExchanges(t, func() *exchanger {
+		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p"})
+	})
+	c := dial(t, addr)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /cut HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil || n != 200<<10 {
+		t.Errorf("read %d bytes, %v; want the 200 KiB sent and then an error", n, err)
+	}
+	e := <-made
+	if r := e.wait(t); !errors.Is(r.Err, relayloop.ErrBackendClosed) {
+		t.Errorf("result %+v, want ErrBackendClosed", r)
+	}
+	waitStats(t, set, relayloop.Stats{})
+}
