@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,6 +304,36 @@ func TestHTTPModeHTTP2BodilessStreams(t *testing.T) {
 		if n := distinct(web.Requests(), func(r peers.Request) string { return r.RemoteAddr }); n != 1 {
 			t.Errorf("the backend saw %d connections for 6 requests one after another, want 1", n)
 		}
+	})
+	t.Run("many connections at once, each stream its own answer", func(t *testing.T) {
+		t.Parallel()
+		// Connections go quiet between bursts and give their output
+		// buffers back, and others take them: no response may carry
+		// another's bytes.
+		web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, strings.Repeat(r.URL.Path, 1+len(r.URL.Path)%7))
+		})
+		m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
+		var wg sync.WaitGroup
+		for conn := range 6 {
+			cc := h2Conn(t, m.addr("pub"), "")
+			wg.Go(func() {
+				for burst := range 10 {
+					var streams sync.WaitGroup
+					for stream := range 8 {
+						streams.Go(func() {
+							path := fmt.Sprintf("/c%d/b%d/s%d", conn, burst, stream)
+							res, body, err := h2Do(t, cc, http.MethodGet, "http://www.test"+path)
+							if want := strings.Repeat(path, 1+len(path)%7); err != nil || res.StatusCode != http.StatusOK || body != want {
+								t.Errorf("GET %s: %v %q, want %q", path, err, body, want)
+							}
+						})
+					}
+					streams.Wait()
+				}
+			})
+		}
+		wg.Wait()
 	})
 	t.Run("a pooled connection the backend closed", func(t *testing.T) {
 		t.Parallel()
