@@ -101,10 +101,11 @@ type loopStream struct {
 }
 
 // take carries r on a loop when proxyBodiless would carry it, and
-// reports whether it did: a request without a body (the only ones
-// Async is offered) of a method directable takes. What else directable
-// refuses, an Upgrade or Connection field or an invalid one, makes an
-// HTTP/2 request malformed, and it never gets here.
+// returns the stream's Owner if it did, nil if the handler is to: a
+// request without a body (the only ones Async is offered) of a method
+// directable takes. What else directable refuses, an Upgrade or
+// Connection field or an invalid one, makes an HTTP/2 request
+// malformed, and it never gets here.
 func (ls *loopStreams) take(st *h2.Stream, r h2.Request) h2.Owner {
 	h := ls.h
 	switch r.Method {
