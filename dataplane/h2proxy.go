@@ -386,8 +386,7 @@ func (h *httpConn) appendStreamHead(b []byte, r h2.Request) ([]byte, error) {
 		case f.Name == "te":
 			te = true
 		case !streamSkipped[f.Name]:
-			b = appendCanonicalName(b, f.Name)
-			b = append(append(append(b, ": "...), textproto.TrimString(f.Value)...), "\r\n"...)
+			b = appendFieldValue(fasthttp.AppendNormalizedHeaderKey(b, f.Name), f.Value)
 		}
 	}
 	if cookies {
@@ -416,22 +415,6 @@ var streamSkipped = func() map[string]bool {
 	}
 	return m
 }()
-
-// appendCanonicalName appends a valid lower-case field name in
-// net/textproto's canonical form: its first letter and each one after a
-// hyphen in upper case.
-func appendCanonicalName(b []byte, name string) []byte {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		upper = c == '-'
-		b = append(b, c)
-	}
-	return b
-}
 
 // appendRequestLine appends the request line to a backend and its Host
 // field: the client's method, its target with the query cleaned
@@ -465,8 +448,12 @@ func (h *httpConn) appendForwarding(b []byte, host string) []byte {
 // appendField appends one field line, its value trimmed of surrounding
 // whitespace as textproto does.
 func appendField(b []byte, k, v string) []byte {
-	b = append(append(append(b, k...), ": "...), textproto.TrimString(v)...)
-	return append(b, "\r\n"...)
+	return appendFieldValue(append(b, k...), v)
+}
+
+// appendFieldValue ends a field line whose name b ends with: v, trimmed.
+func appendFieldValue(b []byte, v string) []byte {
+	return append(append(append(b, ": "...), textproto.TrimString(v)...), "\r\n"...)
 }
 
 // requestHeads are the buffers the heads of requests to backends are made

@@ -93,6 +93,12 @@ func (st *stream) cancelLocked() {
 		go a.f()
 	}
 	st.afters = nil
+	st.tellOwnerLocked()
+}
+
+// tellOwnerLocked tells st's Owner, if any, that st was cancelled, and
+// forgets it: Cancel comes at most once.
+func (st *stream) tellOwnerLocked() {
 	if o := st.owner; o != nil {
 		st.owner = nil
 		go o.Cancel()

@@ -674,8 +674,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 			if st.async { // not ended yet
 				st.owner = owner
 				if st.cancelled {
-					st.owner = nil
-					go owner.Cancel()
+					st.tellOwnerLocked()
 				}
 				// A write made before Async returned may wait: it is
 				// resumed, if for nothing.

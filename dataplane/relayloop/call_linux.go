@@ -337,9 +337,7 @@ func (k *Call) bodyEnded() {
 // else closes it.
 func (k *Call) release(b *backend, reuse bool) {
 	b.call.Store(nil)
-	// As an exchange's (Conn.endExchange): a backend not known to be
-	// drained is looked at for bytes after the response.
-	if reuse && !b.end && b.key.pool != nil && (!b.r || sysQuiet(b.fd)) {
+	if reuse && b.poolable() {
 		k.l.putIdle(b)
 		return
 	}

@@ -9,10 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +19,6 @@ import (
 	"github.com/portmux/portmux/dataplane/h1"
 	"github.com/portmux/portmux/dataplane/panics"
 	"github.com/portmux/portmux/dataplane/relayloop"
-	"github.com/portmux/portmux/test/peers"
 )
 
 // callSink collects a call's response as an HTTP/2 stream would: the
@@ -453,27 +450,11 @@ func TestCallsStartTogether(t *testing.T) {
 // body ended at the last byte of a full read (no event will come for
 // them) never answer the next call: its connection is not pooled.
 func TestCallBodyThenJunk(t *testing.T) {
-	body := bytes.Repeat([]byte("b"), 16<<10) // the loop's copy buffer, exactly
-	var conns atomic.Int32
-	srv := peers.NewTCPServer(t, func(c net.Conn) {
-		first := conns.Add(1) == 1
-		br := bufio.NewReader(c)
-		for {
-			if _, err := http.ReadRequest(br); err != nil {
-				return
-			}
-			if !first {
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
-				continue
-			}
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
-			time.Sleep(100 * time.Millisecond) // the head is read alone
-			_, _ = c.Write(append(slices.Clip(body), "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"...))
-		}
-	})
+	body := bytes.Repeat([]byte("b"), 16<<10)    // the loop's copy buffer, exactly
+	be, conns := junkBackend(t, body, len(body)) // the head is read alone
 	set := callSet(t)
 	cr := set.Caller()
-	target := &relayloop.Target{Endpoints: []netip.AddrPort{netip.MustParseAddrPort(srv.Addr)}, Pool: "web"}
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "web"}
 	for i, want := range []string{string(body), "good"} {
 		s := newCallSink()
 		call(t, cr, relayloop.CallRequest{Head: get("/"), Target: target, Retry: true, Sink: s})

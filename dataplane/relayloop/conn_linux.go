@@ -667,12 +667,7 @@ func (c *Conn) release() {
 	}
 	for _, d := range []*dir{&c.up, &c.down} {
 		if d.hasPipe {
-			if d.inPipe > 0 {
-				d.pipe.close() // holds bytes nobody will read
-				c.l.pipesHeld.Add(-1)
-			} else {
-				c.l.putPipe(d.pipe)
-			}
+			c.l.dropPipe(d.pipe, d.inPipe)
 			d.hasPipe = false
 		}
 	}

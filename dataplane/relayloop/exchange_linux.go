@@ -615,10 +615,7 @@ func (c *Conn) pumpDown() bool {
 				return true
 			}
 			x.downQ = x.downQ[n:]
-			x.res.Down += int64(n)
-			x.moved += n
-			x.started = true
-			x.last = c.l.clock
+			x.wroteDown(n, c.l.clock)
 			continue
 		}
 		if x.inPipe > 0 {
@@ -635,10 +632,7 @@ func (c *Conn) pumpDown() bool {
 				return true
 			}
 			x.inPipe -= n
-			x.res.Down += int64(n)
-			x.moved += n
-			x.started = true
-			x.last = c.l.clock
+			x.wroteDown(n, c.l.clock)
 			continue
 		}
 		if x.headDone && x.resp.Done() {
@@ -723,15 +717,21 @@ func (c *Conn) pumpDown() bool {
 			c.finish(os.NewSyscallError("write", err))
 			return true
 		}
-		x.res.Down += int64(w)
-		x.moved += w
-		x.started = true
-		x.last = c.l.clock
+		x.wroteDown(w, c.l.clock)
 		if w < m {
 			x.downBuf = append(c.l.hold(x.downBuf), c.l.copyBuf[w:m]...)
 			x.downQ = x.downBuf
 		}
 	}
+}
+
+// wroteDown counts n bytes of a response written to the client at
+// now, from memory or from the pipe.
+func (x *exchange) wroteDown(n int, now int64) {
+	x.res.Down += int64(n)
+	x.moved += n
+	x.started = true
+	x.last = now
 }
 
 // spliceDown moves up to what is left of the turn's budget of a
@@ -768,19 +768,21 @@ func (c *Conn) spliceDown(b *backend, left int64) bool {
 	return false
 }
 
-// dropPipe gives the exchange's pipe back to the loop, or closes it if
-// bytes nobody will read are left in it.
+// dropPipe gives the exchange's pipe back to the loop (dropPipe).
 func (x *exchange) dropPipe(l *loop) {
-	if !x.hasPipe {
-		return
+	if x.hasPipe {
+		l.dropPipe(x.pipe, x.inPipe)
+		x.hasPipe, x.inPipe = false, 0
 	}
-	if x.inPipe > 0 {
-		x.pipe.close()
-		l.pipesHeld.Add(-1)
-	} else {
-		l.putPipe(x.pipe)
-	}
-	x.hasPipe, x.inPipe = false, 0
+}
+
+// poolable reports whether b, done with a response its exchange or call
+// may reuse it after, can go back to the pool: it is a pool's, did not
+// end, and is known to hold nothing more. One not known to be drained
+// (the body ended at a read's or a splice's last byte) is peeked at:
+// bytes after a response would answer the next request it carries.
+func (b *backend) poolable() bool {
+	return !b.end && b.key.pool != nil && (!b.r || sysQuiet(b.fd))
 }
 
 // hungUp reports a client that is gone: reset, or closed with nothing
@@ -935,10 +937,7 @@ func (c *Conn) endExchange(err error) {
 	x.inFlight = false
 	if b := x.be; b != nil {
 		x.be = nil
-		// A backend not known to be drained (the body ended at a read's
-		// or a splice's last byte) is looked at: bytes after a response
-		// would answer the next request it carries.
-		if err == nil && x.reuse && !b.end && b.key.pool != nil && (!b.r || sysQuiet(b.fd)) {
+		if err == nil && x.reuse && b.poolable() {
 			l.putIdle(b)
 		} else {
 			l.closeOwn(b)

@@ -932,13 +932,14 @@ func TestExchangeSplicesLargeBodies(t *testing.T) {
 	waitStats(t, set, relayloop.Stats{})
 }
 
-// TestExchangeSplicedBodyThenJunk: bytes a backend sends after a spliced
-// body (a second response nobody asked for) never answer another
-// request: its connection is not pooled, as it is not when the body is
-// copied and the bytes are read with it.
-func TestExchangeSplicedBodyThenJunk(t *testing.T) {
-	body := bytes.Repeat([]byte("b"), 256<<10)
-	var conns atomic.Int32
+// junkBackend is a backend whose first connection answers each request
+// with body and then a second response, "evil", that nobody asked for:
+// the head and all of body but its last bytes first, then, once they
+// were read, those last bytes and the junk in one write. Its later
+// connections answer "good". conns counts its connections.
+func junkBackend(t *testing.T, body []byte, last int) (be netip.AddrPort, conns *atomic.Int32) {
+	t.Helper()
+	conns = new(atomic.Int32)
 	srv := peers.NewTCPServer(t, func(c net.Conn) {
 		first := conns.Add(1) == 1
 		br := bufio.NewReader(c)
@@ -950,18 +951,26 @@ func TestExchangeSplicedBodyThenJunk(t *testing.T) {
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
 				continue
 			}
-			// The body's last 80 KiB come with the junk in one write, once
-			// the rest was read: the last splice takes the body's bytes
-			// of it and leaves the junk in the socket, with no event to
-			// come for it.
-			split := len(body) - 80<<10
+			split := len(body) - last
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
 			_, _ = c.Write(body[:split])
 			time.Sleep(100 * time.Millisecond)
 			_, _ = c.Write(append(slices.Clip(body[split:]), "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"...))
 		}
 	})
-	be := netip.MustParseAddrPort(srv.Addr)
+	return netip.MustParseAddrPort(srv.Addr), conns
+}
+
+// TestExchangeSplicedBodyThenJunk: bytes a backend sends after a spliced
+// body (a second response nobody asked for) never answer another
+// request: its connection is not pooled, as it is not when the body is
+// copied and the bytes are read with it.
+func TestExchangeSplicedBodyThenJunk(t *testing.T) {
+	body := bytes.Repeat([]byte("b"), 256<<10)
+	// The body's last 80 KiB come with the junk in one write, once the
+	// rest was read: the last splice takes the body's bytes of it and
+	// leaves the junk in the socket, with no event to come for it.
+	be, conns := junkBackend(t, body, 80<<10)
 	// A turn larger than the body: its last bytes are spliced, not
 	// copied (with the default turn, only a body with exactly a turn
 	// left at a turn's start ends so).

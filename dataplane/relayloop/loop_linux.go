@@ -849,6 +849,17 @@ func (l *loop) getPipe() (pipePair, error) {
 	return pipePair{r: fds[0], w: fds[1]}, nil
 }
 
+// dropPipe lets go of p, which holds inPipe bytes: an empty pipe is
+// kept (putPipe), one with bytes nobody will read is closed.
+func (l *loop) dropPipe(p pipePair, inPipe int) {
+	if inPipe > 0 {
+		p.close()
+		l.pipesHeld.Add(-1)
+		return
+	}
+	l.putPipe(p)
+}
+
 // putPipe keeps an empty pipe for the next direction that needs one.
 func (l *loop) putPipe(p pipePair) {
 	l.pipesHeld.Add(-1)
