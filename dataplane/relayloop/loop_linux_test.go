@@ -91,3 +91,30 @@ func TestBufferFreeList(t *testing.T) {
 		t.Errorf("getBuffer(%d) gave %d bytes", defaultMaxHead, len(b))
 	}
 }
+
+// TestIdleLoopParks: a loop with nothing to do waits for the kernel to
+// wake it. Before it parks it yields its core and looks again, once a
+// round (run): yielding and looking until an event came would keep a
+// core busy for nothing, a round every microsecond or so.
+func TestIdleLoopParks(t *testing.T) {
+	s, err := New(Options{Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l := s.loops[0]
+	looks := func() int {
+		ch := make(chan int, 1)
+		if !l.post(func() { ch <- l.looks }) {
+			t.Fatal("the loop stopped")
+		}
+		return <-ch
+	}
+	before := looks()
+	time.Sleep(200 * time.Millisecond)
+	// Each call of looks wakes the loop once, for a few looks; nothing
+	// else should.
+	if n := looks() - before; n > 20 {
+		t.Fatalf("an idle loop looked at its events %d times in 200 ms: it does not park", n)
+	}
+}

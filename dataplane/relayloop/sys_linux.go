@@ -69,6 +69,12 @@ func sysQuiet(fd int) bool {
 	return e == unix.EAGAIN
 }
 
+// sysYield lets the kernel run another thread that waits for this core,
+// if one does, before this one goes on.
+func sysYield() {
+	_, _, _ = unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+}
+
 func sysShutdownWrite(fd int) {
 	_, _, _ = unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 }
