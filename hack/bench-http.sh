@@ -38,7 +38,9 @@
 # Reported per run: requests/s, p50 and p99 latency (wrk's --latency;
 # h2load's per-request log), and the CPU the peer's processes spent per
 # request (utime+stime from /proc/PID/stat of the process and its
-# children, over the measured run only). Client, proxy and backend share
+# children, over the measured run only); for HTTP/2, from h2load's log,
+# the stalls: gaps of a millisecond or more in which no response reached
+# the client at all, per second. Client, proxy and backend share
 # the machine's cores: rates are "what this box does with all three on
 # it"; CPU per request is the less contended figure.
 #
@@ -331,9 +333,17 @@ else:  # h2load
     m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
     r["requests"] = int(m[2])
     r["failures"] = int(m[4]) + int(m[5]) + int(m[6])
-    lat = sorted(int(l.split("\t")[2]) for l in open(reqlog) if l.strip())
+    rows = [l.split("\t") for l in open(reqlog) if l.strip()]
+    lat = sorted(int(f[2]) for f in rows)
     r["p50_ms"] = lat[len(lat) // 2] / 1e3
     r["p99_ms"] = lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1e3
+    # Stalls: a millisecond or more in which no response reached the
+    # client at all. A peer's tail shows here first (issue 19 found
+    # the relay loops' parking this way).
+    done = sorted(int(f[0]) + int(f[2]) for f in rows)
+    span = (done[-1] - done[0]) / 1e6 if len(done) > 1 else 0
+    stalls = sum(1 for a, b in zip(done, done[1:]) if b - a >= 1000)
+    r["stalls_per_second"] = stalls / span if span else 0
 r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
 print(json.dumps(r))
 EOF
@@ -365,6 +375,15 @@ for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0
     rng = f" [{min(v):.0f}–{max(v):.0f}]" if len(v) > 1 else ""
     print(f"| {scen} | {peer} | {med(v):.0f}{rng} | {med([r['p50_ms'] for r in rs]):.2f} / {med([r['p99_ms'] for r in rs]):.2f}"
           f" | {med([r['cpu_us_per_request'] for r in rs]):.1f} | {sum(r['failures'] for r in rs)} |")
+stalls = [(k, rs) for k, rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))
+          if "stalls_per_second" in rs[0]]
+if stalls:
+    print()
+    print("| scenario | peer | stalls of 1 ms or more with no response, per second (median [min–max]) |")
+    print("|---|---|---|")
+    for (scen, peer), rs in stalls:
+        v = [r["stalls_per_second"] for r in rs]
+        print(f"| {scen} | {peer} | {med(v):.1f} [{min(v):.1f}–{max(v):.1f}] |")
 bulk = [(k, rs) for k, rs in sorted(groups.items()) if "bulk_mb_per_second" in rs[0]]
 if bulk:
     print()
