@@ -11,6 +11,9 @@
 #   portmux  portmux serve -f hack/bench/peers/portmux-udp.yaml: a UDP
 #            listener routing a DNS query to udp-dns, any other first
 #            datagram to udp-any.
+#   portmux-before  the same, built at git revision BASELINE
+#            (BASELINE=main PEERS="portmux-before portmux" compares a
+#            change in one run)
 #   nginx    nginx -p PREFIX -c hack/bench/peers/nginx-udp.conf (Debian's
 #            nginx + libnginx-mod-stream): one upstream, udp-any, as the
 #            stream module cannot look into datagrams.
@@ -63,7 +66,7 @@ rm -f "$OUT_DIR/udp-results.jsonl"
 peer_args() {
   case $1 in
     direct) args=(-direct) ;;
-    portmux) args=(-cmd "exec $OUT_DIR/portmux serve -f $PEER_CONF/portmux-udp.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
+    portmux | portmux-before) args=(-cmd "exec $OUT_DIR/$1 serve -f $PEER_CONF/portmux-udp.yaml --bind-address 127.0.0.1 --log-connections=false --watch=false") ;;
     nginx) args=(-routes udp-any -cmd "exec nginx -e stderr -p $OUT_DIR/nginx/ -c $PEER_CONF/nginx-udp.conf") ;;
     sslh)
       if sslh_udp; then
@@ -72,7 +75,7 @@ peer_args() {
         args=()
       fi ;;
     go-minimal) args=(-routes udp-any -cmd "exec $OUT_DIR/minrelay -udp -listen $ADDR -target 127.0.0.1:17012") ;;
-    *) echo "unknown peer $1 (direct, portmux, nginx, sslh, go-minimal)" >&2; exit 2 ;;
+    *) echo "unknown peer $1 (direct, portmux, portmux-before, nginx, sslh, go-minimal)" >&2; exit 2 ;;
   esac
 }
 for peer in $PEERS; do peer_args "$peer"; done
