@@ -368,30 +368,29 @@ for line in open(sys.argv[1]):
     groups[r["scenario"], r["peer"]].append(r)
 med = statistics.median
 order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3, "h1-bulk": 4}
+rows = sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))
 print("| scenario | peer | req/s (median [min–max]) | p50 / p99 ms | CPU µs/request | failures |")
 print("|---|---|---|---|---|---|")
-for (scen, peer), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+for (scen, peer), rs in rows:
     v = [r["per_second"] for r in rs]
     rng = f" [{min(v):.0f}–{max(v):.0f}]" if len(v) > 1 else ""
     print(f"| {scen} | {peer} | {med(v):.0f}{rng} | {med([r['p50_ms'] for r in rs]):.2f} / {med([r['p99_ms'] for r in rs]):.2f}"
           f" | {med([r['cpu_us_per_request'] for r in rs]):.1f} | {sum(r['failures'] for r in rs)} |")
-stalls = [(k, rs) for k, rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))
-          if "stalls_per_second" in rs[0]]
-if stalls:
+
+def extra(field, heading, digits):
+    """Prints a table of field for the runs that report it."""
+    got = [(k, rs) for k, rs in rows if field in rs[0]]
+    if not got:
+        return
     print()
-    print("| scenario | peer | stalls of 1 ms or more with no response, per second (median [min–max]) |")
+    print(f"| scenario | peer | {heading} (median [min–max]) |")
     print("|---|---|---|")
-    for (scen, peer), rs in stalls:
-        v = [r["stalls_per_second"] for r in rs]
-        print(f"| {scen} | {peer} | {med(v):.1f} [{min(v):.1f}–{max(v):.1f}] |")
-bulk = [(k, rs) for k, rs in sorted(groups.items()) if "bulk_mb_per_second" in rs[0]]
-if bulk:
-    print()
-    print("| scenario | peer | downloads beside it, MB/s (median [min–max]) |")
-    print("|---|---|---|")
-    for (scen, peer), rs in bulk:
-        v = [r["bulk_mb_per_second"] for r in rs]
-        print(f"| {scen} | {peer} | {med(v):.0f} [{min(v):.0f}–{max(v):.0f}] |")
+    for (scen, peer), rs in got:
+        v = [r[field] for r in rs]
+        print(f"| {scen} | {peer} | {med(v):.{digits}f} [{min(v):.{digits}f}–{max(v):.{digits}f}] |")
+
+extra("stalls_per_second", "stalls of 1 ms or more with no response, per second", 1)
+extra("bulk_mb_per_second", "downloads beside it, MB/s", 0)
 EOF
 cat "$OUT/http-results.md"
 if [ -s "$OUT/http-perf.jsonl" ]; then
