@@ -54,6 +54,10 @@
 #
 #   PERF=4000 PEERS="portmux haproxy go-loop" SCEN=h2c hack/bench-http.sh
 #
+# REQLOGS=1 keeps h2load's request logs (bin/bench/logs/reqlog-*.tsv:
+# start µs since the epoch, status, µs to the response's end) for a closer look at a
+# tail than p99.
+#
 # Output: bin/bench/http-results.jsonl, bin/bench/http-results.md (and
 # with PERF, http-perf.jsonl and http-perf.md) and each peer's log in
 # bin/bench/logs/. Needs wrk, h2load (nghttp2-client), haproxy, nginx,
@@ -81,6 +85,7 @@ fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls h1-bulk}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
+REQLOGS=${REQLOGS:-}
 PORTMUX_ARGS=${PORTMUX_ARGS:-} # more flags for portmux serve, e.g. --relay-loops=1
 # portmux's environment: the soft memory limit `portmux serve` sets itself
 # in the chart's default 512Mi container (85 %); on this host it finds no
@@ -146,7 +151,9 @@ global
     # of 20000 open files.
     maxconn 9900
     ssl-default-bind-options ssl-min-ver TLSv1.2
-    # nbthread is left to its default, one thread per CPU.
+    # nbthread is left to its default, one thread per CPU, unless
+    # HAPROXY_THREADS says (beside PORTMUX_ARGS=--relay-loops=N).
+    ${HAPROXY_THREADS:+nbthread $HAPROXY_THREADS}
 defaults
     mode http
     option forwardfor
@@ -322,6 +329,7 @@ if scen.startswith("h1"):  # wrk
     r["requests"] = int(re.search(r"(\d+) requests in", text)[1])
     r["p50_ms"] = dur_ms(re.search(r"\s50%\s+(\S+)", text)[1])
     r["p99_ms"] = dur_ms(re.search(r"\s99%\s+(\S+)", text)[1])
+    r["p90_ms"] = dur_ms(re.search(r"\s90%\s+(\S+)", text)[1])
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     r["failures"] = (int(bad[1]) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
@@ -337,6 +345,8 @@ else:  # h2load
     lat = sorted(int(f[2]) for f in rows)
     r["p50_ms"] = lat[len(lat) // 2] / 1e3
     r["p99_ms"] = lat[min(len(lat) - 1, len(lat) * 99 // 100)] / 1e3
+    r["p90_ms"] = lat[min(len(lat) - 1, len(lat) * 90 // 100)] / 1e3
+    r["p999_ms"] = lat[min(len(lat) - 1, len(lat) * 999 // 1000)] / 1e3
     # Stalls: a millisecond or more in which no response reached the
     # client at all. A peer's tail shows here first (issue 19 found
     # the relay loops' parking this way).
@@ -347,6 +357,9 @@ else:  # h2load
 r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
 print(json.dumps(r))
 EOF
+      if [ -n "$REQLOGS" ] && [ -f "$reqlog" ]; then
+        mv "$reqlog" "$OUT/logs/"
+      fi
       rm -f "$reqlog"
       tail -n1 "$OUT/http-results.jsonl" >&2
       if [ -n "$PERF" ]; then
@@ -388,6 +401,18 @@ def extra(field, heading, digits):
     for (scen, peer), rs in got:
         v = [r[field] for r in rs]
         print(f"| {scen} | {peer} | {med(v):.{digits}f} [{min(v):.{digits}f}–{max(v):.{digits}f}] |")
+
+# Where a tail starts: p99 alone cannot tell a wider spread (p90 up as
+# well) from rare stalls (p99.9 up, p90 not). wrk reports no p99.9.
+print()
+print("| scenario | peer | p50 / p90 / p99 / p99.9 ms (medians) |")
+print("|---|---|---|")
+for (scen, peer), rs in rows:
+    if "p90_ms" not in rs[0]:
+        continue
+    qs = ["p50_ms", "p90_ms", "p99_ms", "p999_ms"]
+    cells = [f"{med([r[q] for r in rs]):.2f}" if q in rs[0] else "—" for q in qs]
+    print(f"| {scen} | {peer} | {' / '.join(cells)} |")
 
 extra("stalls_per_second", "stalls of 1 ms or more with no response, per second", 1)
 extra("bulk_mb_per_second", "downloads beside it, MB/s", 0)
