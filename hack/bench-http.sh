@@ -28,6 +28,11 @@
 #   h2c     h2load, HTTP/2 with prior knowledge, H2C=8 connections of
 #           H2M=8 concurrent streams each (64 requests in flight), T threads
 #   h2-tls  the same over TLS, h2 by ALPN
+#   h1-rate h2load --h1, HTTP/1.1 keep-alive at a steady RATE requests/s
+#           in all (default 10000) over C connections, one request at a
+#           time each: a proxy that is not saturated, as most are; what
+#           it costs then (its CPU per request) and its latency
+#   h2c-rate the same in h2c over H2C connections
 #   h1-bulk wrk with 4 connections on one thread beside BULK=2
 #           clients (curl) downloading a 64 MiB body over and over through
 #           the same proxy: what a large response costs the requests beside
@@ -76,13 +81,14 @@ T=${T:-2}
 H2C=${H2C:-8}
 H2M=${H2M:-8}
 BULK=${BULK:-2}
+RATE=${RATE:-10000} # h1-rate and h2c-rate: requests/s in all
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ]; then
   PEERS=${PEERS:-portmux-before portmux haproxy go-minimal go-loop nginx}
 else
   PEERS=${PEERS:-portmux haproxy go-minimal go-loop nginx}
 fi
-SCEN=${SCEN:-h1 h1-tls h2c h2-tls h1-bulk}
+SCEN=${SCEN:-h1 h1-tls h2c h2-tls h1-bulk h1-rate h2c-rate}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
 REQLOGS=${REQLOGS:-}
@@ -264,8 +270,8 @@ url() {
   local plain=$PLAIN tls=$TLSP h2c=$PLAIN
   if [ "$1" = nginx ]; then plain=$BACKEND tls=$DIRECT_TLS h2c=$DIRECT_H2C; fi
   case $2 in
-    h1 | h1-bulk) echo "http://127.0.0.1:$plain/" ;;
-    h2c) echo "http://127.0.0.1:$h2c/" ;;
+    h1 | h1-bulk | h1-rate) echo "http://127.0.0.1:$plain/" ;;
+    h2c | h2c-rate) echo "http://127.0.0.1:$h2c/" ;;
     h1-tls | h2-tls) echo "https://127.0.0.1:$tls/" ;;
   esac
 }
@@ -288,10 +294,14 @@ load() {
       # Only whole downloads count; the window is wrk's plus the lead-in.
       echo "bulk bytes: $(awk -v want=$((64 << 20)) '$1 == want { s += $1 } END { printf "%.0f", s }' "$sizes") in $(("${3%s}" * 1000 + 500)) ms"
       ;;
-    h2c | h2-tls)
-      local logf=()
+    h2c | h2-tls | h1-rate | h2c-rate)
+      local logf=() args=(-c"$H2C" -m"$H2M")
       [ -n "$4" ] && logf=(--log-file "$4")
-      h2load -t"$T" -c"$H2C" -m"$H2M" -D "${3%s}" "${logf[@]}" "$2"
+      case $1 in
+        h1-rate) args=(--h1 -c"$C" -m1 --rps="$((RATE / C))") ;;
+        h2c-rate) args=(-c"$H2C" -m"$H2M" --rps="$((RATE / H2C))") ;;
+      esac
+      h2load -t"$T" "${args[@]}" -D "${3%s}" "${logf[@]}" "$2"
       ;;
   esac
 }
@@ -324,7 +334,7 @@ r = {"peer": peer, "scenario": scen, "rep": int(rep)}
 def dur_ms(v):
     m = re.fullmatch(r"([\d.]+)(us|ms|s)", v)
     return float(m[1]) * {"us": 1e-3, "ms": 1, "s": 1e3}[m[2]]
-if scen.startswith("h1"):  # wrk
+if scen in ("h1", "h1-tls", "h1-bulk"):  # wrk
     r["per_second"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1])
     r["requests"] = int(re.search(r"(\d+) requests in", text)[1])
     r["p50_ms"] = dur_ms(re.search(r"\s50%\s+(\S+)", text)[1])
@@ -349,11 +359,13 @@ else:  # h2load
     r["p999_ms"] = lat[min(len(lat) - 1, len(lat) * 999 // 1000)] / 1e3
     # Stalls: a millisecond or more in which no response reached the
     # client at all. A peer's tail shows here first (issue 19 found
-    # the relay loops' parking this way).
-    done = sorted(int(f[0]) + int(f[2]) for f in rows)
-    span = (done[-1] - done[0]) / 1e6 if len(done) > 1 else 0
-    stalls = sum(1 for a, b in zip(done, done[1:]) if b - a >= 1000)
-    r["stalls_per_second"] = stalls / span if span else 0
+    # the relay loops' parking this way). At a steady rate the gaps
+    # are the client's own: not counted.
+    if not scen.endswith("-rate"):
+        done = sorted(int(f[0]) + int(f[2]) for f in rows)
+        span = (done[-1] - done[0]) / 1e6 if len(done) > 1 else 0
+        stalls = sum(1 for a, b in zip(done, done[1:]) if b - a >= 1000)
+        r["stalls_per_second"] = stalls / span if span else 0
 r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
 print(json.dumps(r))
 EOF
@@ -380,7 +392,7 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     groups[r["scenario"], r["peer"]].append(r)
 med = statistics.median
-order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3, "h1-bulk": 4}
+order = {"h1": 0, "h1-tls": 1, "h2c": 2, "h2-tls": 3, "h1-bulk": 4, "h1-rate": 5, "h2c-rate": 6}
 rows = sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1]))
 print("| scenario | peer | req/s (median [min–max]) | p50 / p99 ms | CPU µs/request | failures |")
 print("|---|---|---|---|---|---|")
