@@ -459,10 +459,15 @@ func TestUDPOpenVPN(t *testing.T) {
 		"--tls-server", "--ca", pki.CA, "--cert", pki.ServerCert, "--key", pki.ServerKey,
 		"--dh", "none", "--verb", "3")
 	server.MustWaitFor(t, "UDPv4 link local", peers.ReadyTimeout)
+	// OpenVPN's own port, held as another OpenVPN on the machine (or a
+	// test beside this one) would: the client must not need it.
+	if pc, err := net.ListenPacket("udp", ":1194"); err == nil {
+		t.Cleanup(func() { _ = pc.Close() })
+	}
 	m, echoUDP := startUDPMuxBesideDecoy(t, routeTo("openvpn", snapshot.OpenVPN, "127.0.0.1:"+port), snapshot.DNS)
 	host, muxPort, _ := net.SplitHostPort(m.addr("udp"))
 	client := peers.Start(t, "openvpn client", openvpn,
-		"--dev", "null", "--proto", "udp", "--remote", host, muxPort, "--tls-client",
+		"--dev", "null", "--proto", "udp", "--nobind", "--remote", host, muxPort, "--tls-client",
 		"--ca", pki.CA, "--cert", pki.ClientCert, "--key", pki.ClientKey,
 		"--remote-cert-tls", "server", "--verb", "3")
 	deadline := time.Now().Add(peers.OpenVPNConnectTimeout)
