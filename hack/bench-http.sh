@@ -426,6 +426,30 @@ for (scen, peer), rs in rows:
     cells = [f"{med([r[q] for r in rs]):.2f}" if q in rs[0] else "—" for q in qs]
     print(f"| {scen} | {peer} | {' / '.join(cells)} |")
 
+# portmux against portmux-before, repeat by repeat: the two ran minutes
+# apart in each repeat, so the ratio of a repeat cancels most of what
+# the box's other load did to both, which the medians above keep.
+byrep = collections.defaultdict(dict)  # (scenario, rep) -> peer -> run
+for (scen, peer), rs in rows:
+    for r in rs:
+        byrep[scen, r["rep"]][peer] = r
+pairs = collections.defaultdict(list)  # scenario -> [(after, before)]
+for (scen, _), peers in sorted(byrep.items()):
+    if "portmux" in peers and "portmux-before" in peers:
+        pairs[scen].append((peers["portmux"], peers["portmux-before"]))
+if pairs:
+    print()
+    print("portmux over portmux-before: the median of the repeats' ratios [min–max]")
+    print()
+    print("| scenario | req/s | CPU per request | p99 | repeats |")
+    print("|---|---|---|---|---|")
+    for scen in sorted(pairs, key=lambda s: order.get(s, 9)):
+        cells = []
+        for f in ("per_second", "cpu_us_per_request", "p99_ms"):
+            v = [a[f] / b[f] for a, b in pairs[scen] if b[f]]
+            cells.append(f"{med(v):.3f} [{min(v):.2f}–{max(v):.2f}]" if v else "—")
+        print(f"| {scen} | {' | '.join(cells)} | {len(pairs[scen])} |")
+
 extra("stalls_per_second", "stalls of 1 ms or more with no response, per second", 1)
 extra("bulk_mb_per_second", "downloads beside it, MB/s", 0)
 EOF
