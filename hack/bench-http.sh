@@ -309,7 +309,7 @@ load() {
 failed=0
 for rep in $(seq "$REPS"); do
   log "=== repeat $rep of $REPS"
-  for peer in $PEERS; do
+  for peer in $(peers_in_turn "$rep"); do
     start_peer "$peer"
     for scen in $SCEN; do
       case $peer:$scen in go-loop:h1*) continue ;; esac # HTTP/2 only

@@ -182,7 +182,7 @@ run() { # peer streams scenarios
 }
 for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
-  for peer in $PEERS; do
+  for peer in $(peers_in_turn "$rep"); do
     echo "--- $peer" >&2
     scen=tput,conn-ssh
     if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "${peer%-chain}" = "$peer" ]; then scen=$scen,idle-$IDLE; fi

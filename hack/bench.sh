@@ -8,7 +8,9 @@
 #   direct      no mux: the client dials the backends (the baseline)
 #   portmux     portmux serve -f hack/bench/peers/portmux.yaml
 #   portmux-before  the same, built at git revision BASELINE (BASELINE=main
-#               PEERS="portmux-before portmux" compares a change in one run)
+#               PEERS="portmux-before portmux" compares a change in one run;
+#               the tables then end with portmux over portmux-before,
+#               repeat by repeat: on a busy box, steadier than the medians)
 #   haproxy     haproxy -db -f hack/bench/peers/haproxy.cfg
 #   sslh-fork   sslh -F hack/bench/peers/sslh.cfg
 #   go-minimal  hack/bench/minrelay: a reference, not a proxy. It accepts,
@@ -161,7 +163,7 @@ failed=0
 cd "$OUT_DIR"
 for rep in $(seq 1 "$REPS"); do
   echo "=== repeat $rep of $REPS" >&2
-  for peer in $PEERS; do
+  for peer in $(peers_in_turn "$rep"); do
     if [ -n "$SCEN" ]; then
       peer_args "$peer"
       "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "$SCEN" \

@@ -264,6 +264,7 @@ func renderTables(rs []result) string {
 	}
 	b.WriteString("\n\n")
 	b.WriteString(renderDetail(rs, peers))
+	b.WriteString(renderPaired(rs))
 	return b.String()
 }
 
@@ -347,27 +348,96 @@ func cpuCell(runs []result) string {
 	var unit func(float64) string
 	source := ""
 	for _, r := range runs {
-		if !good(r) || r.CPUSource == "none" || r.CPUSource == "" {
+		x, u, ok := cpuOf(r)
+		if !ok {
 			continue
 		}
 		source = r.CPUSource
-		switch {
-		case r.Reloads > 0:
-			xs, unit = append(xs, r.CPUmsReloadQuiet), func(v float64) string { return fmtMillis(v) + "/swap, no load" }
-		case r.Streams > 0:
-			xs, unit = append(xs, r.CPUsPerG), func(v float64) string { return fmtSecondsPerGB(v) + "/GB" }
-		case r.ConnPerS > 0:
-			xs, unit = append(xs, r.CPUusConn), func(v float64) string { return fmtMicros(v) + "/conn" }
-		case r.DgramPerS > 0:
-			xs, unit = append(xs, r.CPUsPerMDgram), func(v float64) string { return fmtSecondsPerGB(v) + "/M datagrams" }
-		case r.SessionsPerS > 0:
-			xs, unit = append(xs, r.CPUusSession), func(v float64) string { return fmtMicros(v) + "/session" }
-		}
+		xs, unit = append(xs, x), u
 	}
 	if len(xs) == 0 {
 		return "—"
 	}
 	return unit(median(xs)) + " (" + source + ")"
+}
+
+// cpuOf is a good run's CPU per unit of its work and how to print it;
+// false when the run has none.
+func cpuOf(r result) (x float64, unit func(float64) string, ok bool) {
+	if !good(r) || r.CPUSource == "none" || r.CPUSource == "" {
+		return 0, nil, false
+	}
+	switch {
+	case r.Reloads > 0:
+		return r.CPUmsReloadQuiet, func(v float64) string { return fmtMillis(v) + "/swap, no load" }, true
+	case r.Streams > 0:
+		return r.CPUsPerG, func(v float64) string { return fmtSecondsPerGB(v) + "/GB" }, true
+	case r.ConnPerS > 0:
+		return r.CPUusConn, func(v float64) string { return fmtMicros(v) + "/conn" }, true
+	case r.DgramPerS > 0:
+		return r.CPUsPerMDgram, func(v float64) string { return fmtSecondsPerGB(v) + "/M datagrams" }, true
+	case r.SessionsPerS > 0:
+		return r.CPUusSession, func(v float64) string { return fmtMicros(v) + "/session" }, true
+	}
+	return 0, nil, false
+}
+
+// renderPaired compares portmux with portmux-before (BASELINE) repeat
+// by repeat: a repeat runs the two a minute apart, so its ratio cancels
+// most of what the box's other load did to both, which the medians of
+// each peer keep. Empty unless both peers ran.
+func renderPaired(rs []result) string {
+	const after, before = "portmux", "portmux-before"
+	var b strings.Builder
+	for _, scen := range scenarioOrder(rs) {
+		var main, cpu, p99 []float64
+		unit := ""
+		for _, x := range runsOf(rs, after, scen) {
+			for _, y := range runsOf(rs, before, scen) {
+				if x.Rep != y.Rep || !good(x) || !good(y) {
+					continue
+				}
+				hx, _, u := headline(x)
+				hy, _, _ := headline(y)
+				main, unit = appendRatio(main, hx, hy), u
+				cx, _, okx := cpuOf(x)
+				cy, _, oky := cpuOf(y)
+				if okx && oky {
+					cpu = appendRatio(cpu, cx, cy)
+				}
+				if x.ConnPerS > 0 || x.SessionsPerS > 0 {
+					p99 = appendRatio(p99, x.P99ms, y.P99ms)
+				}
+			}
+		}
+		if len(main) == 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n" + after + " over " + before + ": the median of the repeats' ratios [min–max]\n\n")
+			b.WriteString("| scenario | main figure | CPU per unit | p99 | repeats |\n|---|---|---|---|---|\n")
+		}
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %d |\n", scen, ratioCell(main), unit, ratioCell(cpu), ratioCell(p99), len(main))
+	}
+	return b.String()
+}
+
+// appendRatio appends a/b when both are positive (a reload's added p99
+// may not be).
+func appendRatio(xs []float64, a, b float64) []float64 {
+	if a <= 0 || b <= 0 {
+		return xs
+	}
+	return append(xs, a/b)
+}
+
+// ratioCell is "median [min–max]" of ratios.
+func ratioCell(xs []float64) string {
+	if len(xs) == 0 {
+		return "—"
+	}
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	return strconv.FormatFloat(median(xs), 'f', 3, 64) + " [" + f(slices.Min(xs)) + "–" + f(slices.Max(xs)) + "]"
 }
 
 // failures sums failed connections over all runs and counts runs that

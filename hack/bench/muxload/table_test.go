@@ -130,3 +130,31 @@ func TestReloadTable(t *testing.T) {
 		"| haproxy | reload-10000 | 1 | — | — | — | 0.0 %, 1 run(s) with errors |",
 	)
 }
+
+// TestPaired: with portmux-before beside portmux, the tables end with
+// their ratios repeat by repeat, a misrouted run left out; without it,
+// with nothing.
+func TestPaired(t *testing.T) {
+	ok := func(r result) result {
+		r.RouteOK, r.MuxAlive, r.CPUSource = true, true, "cgroup"
+		return r
+	}
+	rs := []result{
+		ok(result{Peer: "portmux-before", Scenario: "conn-ssh", Rep: 1, ConnPerS: 1000, CPUusConn: 100, P99ms: 2}),
+		ok(result{Peer: "portmux", Scenario: "conn-ssh", Rep: 1, ConnPerS: 1100, CPUusConn: 90, P99ms: 1}),
+		ok(result{Peer: "portmux-before", Scenario: "conn-ssh", Rep: 2, ConnPerS: 2000, CPUusConn: 100, P99ms: 4}),
+		ok(result{Peer: "portmux", Scenario: "conn-ssh", Rep: 2, ConnPerS: 2600, CPUusConn: 70, P99ms: 4}),
+		{Peer: "portmux", Scenario: "conn-ssh", Rep: 3, ConnPerS: 1, RouteErr: "misrouted"},
+		ok(result{Peer: "portmux-before", Scenario: "conn-ssh", Rep: 3, ConnPerS: 9000, CPUusConn: 10, P99ms: 1}),
+		ok(result{Peer: "portmux-before", Scenario: "tput", Rep: 1, Streams: 4, MBps: 500, CPUsPerG: 1}),
+		ok(result{Peer: "portmux", Scenario: "tput", Rep: 1, Streams: 4, MBps: 1000, CPUsPerG: 0.5}),
+	}
+	wantAll(t, renderTables(rs),
+		"portmux over portmux-before: the median of the repeats' ratios [min–max]\n",
+		"| conn-ssh | 1.200 [1.10–1.30] conn/s | 0.800 [0.70–0.90] | 0.750 [0.50–1.00] | 2 |\n",
+		"| tput | 2.000 [2.00–2.00] MB/s | 0.500 [0.50–0.50] | — | 1 |\n",
+	)
+	if got := renderPaired(sampleResults()); got != "" {
+		t.Errorf("ratios without portmux-before:\n%s", got)
+	}
+}
