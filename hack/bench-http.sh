@@ -60,8 +60,8 @@
 #   PERF=4000 PEERS="portmux haproxy go-loop" SCEN=h2c hack/bench-http.sh
 #
 # REQLOGS=1 keeps h2load's request logs (bin/bench/logs/reqlog-*.tsv:
-# start µs since the epoch, status, µs to the response's end) for a closer look at a
-# tail than p99.
+# start µs since the epoch, status, µs to the response's end) for a
+# closer look at a tail than p99.
 #
 # Output: bin/bench/http-results.jsonl, bin/bench/http-results.md (and
 # with PERF, http-perf.jsonl and http-perf.md) and each peer's log in

@@ -135,11 +135,6 @@ mux_cmd() {
 	esac
 }
 
-# bench_repeats RESULTS FLAG... runs `$OUT_DIR/muxload run` REPS times
-# against each of PEERS, from $OUT_DIR, at priority NICE when root: each peer
-# with FLAG... and the flags the caller's `peer_args NAME` sets in args (no
-# flags: the peer is skipped). Results go to RESULTS.jsonl, logs to logs/,
-# the table to RESULTS-table.md. Returns 1 when a run failed or misrouted.
 # peers_in_turn REP prints PEERS in their order on odd repeats and the
 # other way round on even ones. A peer run first in a repeat meets a box
 # in another state than one run last (the backends just started, the
@@ -156,6 +151,11 @@ peers_in_turn() {
 	fi
 }
 
+# bench_repeats RESULTS FLAG... runs `$OUT_DIR/muxload run` REPS times
+# against each of PEERS, from $OUT_DIR, at priority NICE when root: each peer
+# with FLAG... and the flags the caller's `peer_args NAME` sets in args (no
+# flags: the peer is skipped). Results go to RESULTS.jsonl, logs to logs/,
+# the table to RESULTS-table.md. Returns 1 when a run failed or misrouted.
 bench_repeats() {
 	local results=$1 run=("$OUT_DIR/muxload") failed=0 rep peer
 	shift
