@@ -91,8 +91,9 @@ func FuzzTLS(f *testing.F) {
 // leaves some length limits of RFC 8446 §4.1.2 to later stages of its
 // handshake; the sniffer applies them at once.
 func stricterTLSRule(b []byte, chi *tls.ClientHelloInfo) string {
-	if len(b) >= 3 && b[0] == tlsRecordTypeHandshake && (b[1] != 3 || b[2] > 4) {
-		// crypto/tls reads the first record whatever its version says.
+	if recordVersionOutside(b) {
+		// Until it knows the version, crypto/tls takes any record
+		// version below 16.0, in every record of the ClientHello.
 		return "record version not 3.0 to 3.4"
 	}
 	hello, v := tlsClientHello(clip(b))
@@ -122,6 +123,32 @@ func stricterTLSRule(b []byte, chi *tls.ClientHelloInfo) string {
 		}
 	}
 	return ""
+}
+
+// recordVersionOutside says whether a record that carries part of the
+// ClientHello in b has a version outside 3.0 to 3.4, which TLS's doc
+// refuses in every such record.
+func recordVersionOutside(b []byte) bool {
+	var hs []byte // the handshake bytes of the records so far
+	for len(b) >= tlsRecordHeaderLen && b[0] == tlsRecordTypeHandshake {
+		if b[1] != 3 || b[2] > 4 {
+			return true
+		}
+		n := int(b[3])<<8 | int(b[4])
+		end := min(len(b), tlsRecordHeaderLen+n)
+		hs = append(hs, b[tlsRecordHeaderLen:end]...)
+		if len(hs) >= tlsHandshakeHeaderLen {
+			bodyLen := int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3])
+			if len(hs) >= tlsHandshakeHeaderLen+bodyLen {
+				return false // the ClientHello ends in this record
+			}
+		}
+		if n == 0 || end < tlsRecordHeaderLen+n {
+			return false
+		}
+		b = b[end:]
+	}
+	return false
 }
 
 // goServerClientHello runs a crypto/tls server on b and returns what it
