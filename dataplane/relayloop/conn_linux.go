@@ -66,7 +66,9 @@ type Conn struct {
 	// sv is the state of a connection a Server speaks (Verdict.Serve).
 	sv *serving
 
-	timerGen   uint32
+	// timerPos is 1 + the index of c's timer in its loop's heap, 0
+	// when it has none.
+	timerPos   int
 	doneCalled bool
 	// flushPending: the loop holds c's queued bytes until the end of
 	// its round (loop.deferWrite).
@@ -421,7 +423,7 @@ func (c *Conn) connected(events uint32) {
 // events are what its socket reported with it.
 func (c *Conn) established(events uint32) {
 	c.state = stateRelaying
-	c.timerGen++ // the dial timeout is void
+	c.l.disarm(c) // the dial timeout is void
 	c.bW = true
 	c.bR = events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
 	c.bEnd = events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
@@ -656,7 +658,6 @@ func (c *Conn) finish(err error) {
 // release closes the connection's descriptors and forgets it.
 func (c *Conn) release() {
 	c.l.forget(c)
-	c.timerGen++
 	if c.fd >= 0 {
 		sysClose(c.fd)
 		c.fd = -1

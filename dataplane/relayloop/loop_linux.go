@@ -842,8 +842,9 @@ func (l *loop) moveBudget() int { return cmp.Or(l.set.opt.moveBudget, moveBudget
 // exchangeBudget is moveBudget for an HTTP/1.1 exchange.
 func (l *loop) exchangeBudget() int { return cmp.Or(l.set.opt.moveBudget, exchangeBudget) }
 
-// forget drops an ended or handed-off connection.
+// forget drops an ended or handed-off connection, and its timer.
 func (l *loop) forget(c *Conn) {
+	l.disarm(c)
 	if _, ok := l.conns[c.id]; ok {
 		delete(l.conns, c.id)
 		l.conned.Add(-1)
@@ -917,56 +918,99 @@ func (p pipePair) close() {
 	sysClose(p.w)
 }
 
-// Timers: one pending per connection at most, told apart from earlier ones
-// by the connection's timer generation.
+// timer is a connection's timer or one of the loop's own tasks.
 type timer struct {
-	at  int64
-	c   *Conn
-	gen uint32
-	fn  func() // a timer of the loop's own, without a connection
+	at int64
+	c  *Conn
+	fn func() // a timer of the loop's own, without a connection
 }
 
 // timerHeap is a binary min-heap by at, typed so that a push allocates
-// nothing (container/heap boxes every element in an interface).
+// nothing (container/heap boxes every element in an interface). A
+// connection has one timer at most, and knows where it sits
+// (Conn.timerPos): re-arming moves it in place and an ended connection
+// takes it out, so that the heap holds only what is still to come and
+// nothing of a connection that ended.
 type timerHeap []timer
 
-func (h *timerHeap) push(t timer) {
-	*h = append(*h, t)
-	q := *h
-	for i := len(q) - 1; i > 0; {
+// swap exchanges two timers, keeping their connections' positions.
+func (h timerHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	if c := h[i].c; c != nil {
+		c.timerPos = i + 1
+	}
+	if c := h[j].c; c != nil {
+		c.timerPos = j + 1
+	}
+}
+
+func (h timerHeap) up(i int) {
+	for i > 0 {
 		p := (i - 1) / 2
-		if q[p].at <= q[i].at {
-			break
+		if h[p].at <= h[i].at {
+			return
 		}
-		q[p], q[i] = q[i], q[p]
+		h.swap(p, i)
 		i = p
 	}
 }
 
-func (h *timerHeap) pop() timer {
-	q := *h
-	t := q[0]
-	last := len(q) - 1
-	q[0] = q[last]
-	q[last] = timer{} // no pointer kept to an ended connection
-	q = q[:last]
-	for i := 0; ; {
+// down sinks the timer at i, and reports whether it moved.
+func (h timerHeap) down(i int) bool {
+	start := i
+	for {
 		small, l, r := i, 2*i+1, 2*i+2
-		if l < len(q) && q[l].at < q[small].at {
+		if l < len(h) && h[l].at < h[small].at {
 			small = l
 		}
-		if r < len(q) && q[r].at < q[small].at {
+		if r < len(h) && h[r].at < h[small].at {
 			small = r
 		}
 		if small == i {
-			break
+			return i != start
 		}
-		q[i], q[small] = q[small], q[i]
+		h.swap(i, small)
 		i = small
+	}
+}
+
+// fix restores the order after the timer at i changed its time.
+func (h timerHeap) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h *timerHeap) push(t timer) {
+	*h = append(*h, t)
+	i := len(*h) - 1
+	if t.c != nil {
+		t.c.timerPos = i + 1
+	}
+	h.up(i)
+}
+
+// remove takes out the timer at i.
+func (h *timerHeap) remove(i int) timer {
+	q := *h
+	last := len(q) - 1
+	if i != last {
+		q.swap(i, last)
+	}
+	t := q[last]
+	q[last] = timer{} // no pointer kept to an ended connection
+	q = q[:last]
+	if i < last {
+		q.fix(i)
+	}
+	if t.c != nil {
+		t.c.timerPos = 0
 	}
 	*h = q
 	return t
 }
+
+func (h *timerHeap) pop() timer { return h.remove(0) }
 
 // after runs fn on the loop at its clock's time at.
 func (l *loop) after(at int64, fn func()) {
@@ -975,8 +1019,20 @@ func (l *loop) after(at int64, fn func()) {
 
 // arm sets c's one timer to at, replacing the one it had.
 func (l *loop) arm(c *Conn, at int64) {
-	c.timerGen++
-	l.timers.push(timer{at: at, c: c, gen: c.timerGen})
+	if c.timerPos > 0 {
+		i := c.timerPos - 1
+		l.timers[i].at = at
+		l.timers.fix(i)
+		return
+	}
+	l.timers.push(timer{at: at, c: c})
+}
+
+// disarm drops c's timer, if it has one.
+func (l *loop) disarm(c *Conn) {
+	if c.timerPos > 0 {
+		l.timers.remove(c.timerPos - 1)
+	}
 }
 
 // fireTimers runs the timers due. The clock moves to now first: a timer
@@ -991,10 +1047,9 @@ func (l *loop) fireTimers() {
 			t.fn()
 			continue
 		}
-		if t.gen != t.c.timerGen || t.c.state == stateClosed {
-			continue
+		if t.c.state != stateClosed {
+			l.guard(t.c, t.c.expired)
 		}
-		l.guard(t.c, t.c.expired)
 	}
 }
 

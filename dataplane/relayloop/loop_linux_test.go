@@ -28,6 +28,57 @@ func TestTimerHeapOrder(t *testing.T) {
 	}
 }
 
+// Re-arming and disarming connections' timers, in any order, keeps the
+// heap a heap and every connection's position true, and pops each armed
+// connection once, at its last time.
+func TestTimerHeapArmAndDisarm(t *testing.T) {
+	l := &loop{}
+	conns := make([]*Conn, 50)
+	for i := range conns {
+		conns[i] = &Conn{}
+	}
+	want := map[*Conn]int64{} // the model: armed connections and their time
+	check := func(step int) {
+		t.Helper()
+		if len(l.timers) != len(want) {
+			t.Fatalf("step %d: %d timers, want %d", step, len(l.timers), len(want))
+		}
+		for i, tm := range l.timers {
+			if i > 0 && l.timers[(i-1)/2].at > tm.at {
+				t.Fatalf("step %d: timer %d at %d is before its parent's %d", step, i, tm.at, l.timers[(i-1)/2].at)
+			}
+			if tm.c.timerPos != i+1 || want[tm.c] != tm.at {
+				t.Fatalf("step %d: timer %d (at %d) has position %d, want %d at %d", step, i, tm.at, tm.c.timerPos, i+1, want[tm.c])
+			}
+		}
+	}
+	for step := range 5000 {
+		c := conns[rand.IntN(len(conns))]
+		switch rand.IntN(3) {
+		case 0, 1:
+			at := rand.Int64N(1000)
+			l.arm(c, at)
+			want[c] = at
+		case 2:
+			l.disarm(c)
+			delete(want, c)
+		}
+		check(step)
+	}
+	var last int64
+	for len(l.timers) > 0 {
+		tm := l.timers.pop()
+		if tm.at < last || want[tm.c] != tm.at || tm.c.timerPos != 0 {
+			t.Fatalf("popped %d after %d (armed at %d, position %d)", tm.at, last, want[tm.c], tm.c.timerPos)
+		}
+		delete(want, tm.c)
+		last = tm.at
+	}
+	if len(want) != 0 {
+		t.Fatalf("%d armed connections never popped", len(want))
+	}
+}
+
 // TestTimersSeeTheirOwnTime: a timer that fell due after the loop woke
 // (while it handled that wake-up's events) fires with the loop's clock at
 // or past its deadline. Connections' timers compare their deadline with

@@ -338,6 +338,53 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestEndedConnectionsHoldNoTimers: a connection's timer goes with it.
+// A relayed connection that outlives KeepAliveAfter arms its idle timeout,
+// an hour by default, and one still probing arms its probe's deadline.
+// Those timers used to stay in the loop's heap until they fell due,
+// holding the ended connection (and waking the loop to drop it): a client
+// that opened and closed connections could make a loop hold an hour's
+// worth of them, beyond any limit on open connections.
+func TestEndedConnectionsHoldNoTimers(t *testing.T) {
+	const relayed, probing = 20, 5
+	be := echo(t, "")
+	target := &relayloop.Target{Endpoints: []netip.AddrPort{be}, IdleTimeout: time.Hour}
+	done := make(chan relayloop.Result, relayed+probing)
+	addr, set := serve(t, relayloop.Options{Loops: 2, KeepAliveAfter: 10 * time.Millisecond},
+		handler(func(*relayloop.Conn) relayloop.Session {
+			s := forwardAfter(1, target)
+			s.done = done
+			return s
+		}))
+	var conns []*net.TCPConn
+	for range relayed {
+		c := dial(t, addr)
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for range probing {
+		conns = append(conns, dial(t, addr))
+	}
+	time.Sleep(50 * time.Millisecond) // past KeepAliveAfter: the idle timeouts are armed
+	if n := relayloop.PendingTimers(set); n < relayed+probing {
+		t.Fatalf("%d timers pending for %d open connections", n, relayed+probing)
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	for range relayed + probing {
+		waitResult(t, done)
+	}
+	if n := relayloop.PendingTimers(set); n != 0 {
+		t.Errorf("%d timers pending after every connection ended, want 0", n)
+	}
+}
+
 // Abort and Close end what the loops carry, with ErrClosed.
 func TestAbortAndClose(t *testing.T) {
 	be := echo(t, "")

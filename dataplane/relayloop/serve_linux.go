@@ -50,7 +50,7 @@ func (c *Conn) startServe(o *Serving) {
 	c.sv = sv
 	c.state = stateServe
 	c.keepClientAlive()
-	c.timerGen++ // a probe's deadline is void
+	c.l.disarm(c) // a probe's deadline is void
 	buf := c.buf[:c.n]
 	c.buf, c.n = nil, 0
 	if len(buf) > 0 {
