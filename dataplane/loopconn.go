@@ -98,7 +98,7 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		}
 	}
 	if end == relayloop.EOF && len(b) == 0 {
-		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		ls.probed()
 		c.rep.outcome, c.rep.err = OutcomeProbeError, errClientLeft
 		return relayloop.Verdict{}
 	}
@@ -107,20 +107,20 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		return relayloop.Verdict{Wait: true, Deadline: ls.probeEnd, Limit: ls.limit}
 	}
 	if d.Route < 0 {
-		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		ls.probed()
 		c.rep.outcome, c.rep.err = OutcomeNoRoute, errNoRoute
 		return relayloop.Verdict{}
 	}
 	rc := &lc.routes[d.Route]
 	if loopHTTPRoute(rc, b) {
-		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		ls.probed()
 		if d.Info.Host != "" {
 			c.rep.host = d.Info.Host
 		}
 		return ls.startHTTP(rc)
 	}
 	if loopHTTP2Route(rc, "", b) {
-		lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+		ls.probed()
 		return ls.startH2(rc)
 	}
 	if rc.endpoints == nil {
@@ -128,7 +128,7 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		// same bytes (a Prober is pure) and carries it.
 		return relayloop.Verdict{HandOff: true}
 	}
-	lc.sniff.Observe(time.Since(c.rep.start).Seconds())
+	ls.probed()
 	c.reportRoute(rc)
 	if d.Info.SNI != "" {
 		c.rep.sni = d.Info.SNI
@@ -160,6 +160,12 @@ func (ls *loopSession) Decide(b []byte, end relayloop.End) relayloop.Verdict {
 		ls.target.Header = hdr
 	}
 	return relayloop.Verdict{Forward: &ls.target}
+}
+
+// probed counts the probe's time, once the loop has decided (a hand-off
+// leaves it to the goroutine, which decides again).
+func (ls *loopSession) probed() {
+	ls.c.lc.sniff.Observe(time.Since(ls.c.rep.start).Seconds())
 }
 
 // HandOff continues the connection on a goroutine of its own, from the
