@@ -1,0 +1,192 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// TestEndedConnectionsLeaveNoMemory: what a connection held is free once
+// it ends, on every path, not when a timer it armed would have fallen
+// due. The relay loops once kept an ended connection (its Session, a
+// kilobyte and more) in their timer heap until its probe deadline, dial
+// timeout or idle timeout came: an hour, for one that had lived past
+// 100 ms. A client opening and closing connections could make the
+// dataplane hold as many as it liked, beyond every connection limit.
+//
+// Connections go one at a time, after a warm-up that fills what the
+// dataplane keeps on purpose (the loops' buffer free lists, the backend
+// pool, the metrics' series); the live heap is compared after a
+// collection.
+func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
+	// perConn is the most the live heap may grow by per ended
+	// connection: noise, far below what any connection holds.
+	const perConn = 100
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(web.Close)
+	webAddr := strings.TrimPrefix(web.URL, "http://")
+	backend := echoBackend(t)
+
+	srv := dataplane.NewServer(dataplane.Options{
+		RelayLoops: *relayLoops,
+		Log:        logr.Discard(), // a line a connection would be memory too
+		Metrics:    dataplane.NewMetrics(prometheus.NewRegistry()),
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	snap := snapshotOf(
+		listenerOn("tcp", routeTo("any", snapshot.Any, backend.Addr)),
+		listenerOn("web", httpRoute("web", webAddr)),
+		terminating("webtls", tlsOf([]string{"h2", "http/1.1"}, peers.CertPair(t, "a.test")), httpRoute("web", webAddr)),
+	)
+	if errs := srv.Apply(snap); len(errs) > 0 {
+		t.Fatalf("Apply: %v", errs)
+	}
+
+	paths := []struct {
+		name, listener string
+		n              int // connections measured, after n/4 to warm up
+		conn           func(t *testing.T, c net.Conn)
+	}{
+		{"forwarded", "tcp", 2000, func(t *testing.T, c net.Conn) {
+			if _, err := io.WriteString(c, "SSH-2.0-x\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, 11)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"http", "web", 2000, getOn},
+		{"h2c", "web", 2000, func(t *testing.T, c net.Conn) { h2GetOn(t, c, "http") }},
+		{"http over TLS", "webtls", 500, func(t *testing.T, c net.Conn) {
+			getOn(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}))
+		}},
+		{"h2 over TLS", "webtls", 500, func(t *testing.T, c net.Conn) {
+			h2GetOn(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, NextProtos: []string{"h2"}}), "https")
+		}},
+	}
+	for _, p := range paths {
+		t.Run(p.name, func(t *testing.T) {
+			addr := srv.Addr(p.listener).String()
+			run := func(count int) {
+				for range count {
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_ = c.SetDeadline(time.Now().Add(ioTimeout))
+					p.conn(t, c)
+					_ = c.Close()
+				}
+				peers.Until(t, ioTimeout, "the dataplane to hold no connection", func() bool {
+					return srv.ActiveConnections() == 0
+				})
+			}
+			n := p.n
+			run(n / 4)
+			before := liveHeap()
+			run(n)
+			after := liveHeap()
+			grown := int64(after) - int64(before)
+			t.Logf("live heap %d -> %d bytes over %d ended connections", before, after, n)
+			if grown > int64(n*perConn) {
+				t.Errorf("the live heap grew by %d bytes over %d ended connections (%d a connection), want at most %d a connection",
+					grown, n, grown/int64(n), perConn)
+			}
+		})
+	}
+}
+
+// getOn sends a GET on c and reads its answer, which must be 200.
+func getOn(t *testing.T, c net.Conn) {
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("response %d, body: %v", resp.StatusCode, err)
+	}
+}
+
+// h2GetOn sends GET / as HTTP/2's first stream on c and reads its
+// answer, which must be 200. Frames by hand: x/net's client keeps a
+// connection used for one request in its pool for 5 s after it closed,
+// which would count as the dataplane's memory.
+func h2GetOn(t *testing.T, c net.Conn, scheme string) {
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", scheme}, {":authority", "a"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	status := ""
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after status %q: %v", status, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("%v", f)
+		}
+		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			break
+		}
+	}
+	if status != "200" {
+		t.Fatalf("status %q, want 200", status)
+	}
+}
+
+// liveHeap is the heap's live bytes after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC() // the second empties sync.Pools' victim caches
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
