@@ -25,8 +25,9 @@ import (
 )
 
 // TestEndedConnectionsLeaveNoMemory: what a connection held is free once
-// it ends, on every path, not when a timer it armed would have fallen
-// due. The relay loops once kept an ended connection (its Session, a
+// it ends, on every path (forwarded, TLS passed through or terminated,
+// HTTP/1.1 and HTTP/2 in clear and over TLS), not when a timer it armed
+// would have fallen due. The relay loops once kept an ended connection (its Session, a
 // kilobyte and more) in their timer heap until its probe deadline, dial
 // timeout or idle timeout came: an hour, for one that had lived past
 // 100 ms. A client opening and closing connections could make the
@@ -46,6 +47,12 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 	t.Cleanup(web.Close)
 	webAddr := strings.TrimPrefix(web.URL, "http://")
 	backend := echoBackend(t)
+	cert := peers.CertPair(t, "a.test")
+	tlsBackend := peers.NewTCPServer(t, func(c net.Conn) {
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert.TLS}})
+		_, _ = io.Copy(tc, tc)
+		_ = tc.Close()
+	}).Addr
 
 	srv := dataplane.NewServer(dataplane.Options{
 		RelayLoops: *relayLoops,
@@ -62,7 +69,9 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 	snap := snapshotOf(
 		listenerOn("tcp", routeTo("any", snapshot.Any, backend.Addr)),
 		listenerOn("web", httpRoute("web", webAddr)),
-		terminating("webtls", tlsOf([]string{"h2", "http/1.1"}, peers.CertPair(t, "a.test")), httpRoute("web", webAddr)),
+		listenerOn("pass", passTLS("pass", tlsBackend, "a.test")),
+		terminating("tcptls", tlsOf(nil, cert), routeTo("any", snapshot.Any, backend.Addr)),
+		terminating("webtls", tlsOf([]string{"h2", "http/1.1"}, cert), httpRoute("web", webAddr)),
 	)
 	if errs := srv.Apply(snap); len(errs) > 0 {
 		t.Fatalf("Apply: %v", errs)
@@ -73,13 +82,12 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		n              int // connections measured, after n/4 to warm up
 		conn           func(t *testing.T, c net.Conn)
 	}{
-		{"forwarded", "tcp", 2000, func(t *testing.T, c net.Conn) {
-			if _, err := io.WriteString(c, "SSH-2.0-x\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, make([]byte, 11)); err != nil {
-				t.Fatal(err)
-			}
+		{"forwarded", "tcp", 2000, sshBanner},
+		{"TLS passed through", "pass", 500, func(t *testing.T, c net.Conn) {
+			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
+		}},
+		{"TLS terminated, forwarded", "tcptls", 500, func(t *testing.T, c net.Conn) {
+			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
 		}},
 		{"http", "web", 2000, getOn},
 		{"h2c", "web", 2000, func(t *testing.T, c net.Conn) { h2GetOn(t, c, "http") }},
@@ -119,6 +127,17 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 					grown, n, grown/int64(n), perConn)
 			}
 		})
+	}
+}
+
+// sshBanner sends an SSH client's first line on c and reads it back
+// from the echo behind.
+func sshBanner(t *testing.T, c net.Conn) {
+	if _, err := io.WriteString(c, "SSH-2.0-x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 11)); err != nil {
+		t.Fatal(err)
 	}
 }
 
