@@ -1,0 +1,94 @@
+package tunnel_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portmux/portmux/dataplane/snapshot"
+	"github.com/portmux/portmux/test/peers"
+)
+
+// TestEndedTunnelsLeaveNoMemory: what a tunnel held, at both ends, is free
+// once it ends. Tunnels go one at a time, each carrying a few bytes both
+// ways and a half-close, after a warm-up that fills what the dataplane
+// and the client keep on purpose (buffer pools, metric series); the live
+// heap is compared after a collection (dataplane's
+// TestEndedConnectionsLeaveNoMemory does the same for the other paths).
+func TestEndedTunnelsLeaveNoMemory(t *testing.T) {
+	for _, scheme := range []string{"ws", "wss"} {
+		t.Run(scheme, func(t *testing.T) { endedTunnelsLeaveNoMemory(t, scheme) })
+	}
+}
+
+func endedTunnelsLeaveNoMemory(t *testing.T, scheme string) {
+	const (
+		n = 500
+		// perTunnel is the most the live heap may grow by per ended
+		// tunnel: noise, far below what one holds.
+		perTunnel = 100
+	)
+	tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}
+	var cert *peers.Cert
+	var tlsCert *tls.Certificate
+	if scheme == "wss" {
+		cert = peers.CertPair(t, "127.0.0.1")
+		tlsCert = cert.TLS
+	}
+	m := startMux(t, tun, tlsCert)
+	c := newClient(t, m.url)
+	if cert != nil {
+		c.TLS = &tls.Config{RootCAs: certPool(cert.Leaf)}
+	}
+	c.Log = logr.Discard() // a line a tunnel would be memory too
+	run := func(count int) {
+		for range count {
+			s, err := c.Dial(context.Background(), "echo:7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(s, make([]byte, 4)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAll(s); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !within(10*time.Second, func() bool { return m.srv.ActiveConnections() == 0 }) {
+			t.Fatalf("%d connections still open after every tunnel ended", m.srv.ActiveConnections())
+		}
+	}
+	run(n / 4)
+	before := liveHeap()
+	run(n)
+	after := liveHeap()
+	grown := int64(after) - int64(before)
+	t.Logf("live heap %d -> %d bytes over %d ended tunnels", before, after, n)
+	if grown > n*perTunnel {
+		t.Errorf("the live heap grew by %d bytes over %d ended tunnels (%d a tunnel), want at most %d a tunnel",
+			grown, n, grown/n, perTunnel)
+	}
+}
+
+// liveHeap is the heap's live bytes after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC() // the second empties sync.Pools' victim caches
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
