@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -26,12 +27,13 @@ import (
 
 // TestEndedConnectionsLeaveNoMemory: what a connection held is free once
 // it ends, on every path (forwarded, TLS passed through or terminated,
-// HTTP/1.1 and HTTP/2 in clear and over TLS), not when a timer it armed
-// would have fallen due. The relay loops once kept an ended connection (its Session, a
-// kilobyte and more) in their timer heap until its probe deadline, dial
-// timeout or idle timeout came: an hour, for one that had lived past
-// 100 ms. A client opening and closing connections could make the
-// dataplane hold as many as it liked, beyond every connection limit.
+// HTTP/1.1 and HTTP/2 in clear and over TLS, UDP sessions), not when a
+// timer it armed would have fallen due. The relay loops once kept an
+// ended connection (its Session, a kilobyte and more) in their timer heap
+// until its probe deadline, dial timeout or idle timeout came: an hour,
+// for one that had lived past 100 ms. A client opening and closing
+// connections could make the dataplane hold as many as it liked, beyond
+// every connection limit.
 //
 // Connections go one at a time, after a warm-up that fills what the
 // dataplane keeps on purpose (the loops' buffer free lists, the backend
@@ -128,6 +130,78 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 			}
 		})
 	}
+
+	// UDP: a session per client socket, one datagram each way, ended by
+	// its idle timeout (UDP has no close).
+	t.Run("udp", func(t *testing.T) {
+		const n = 500
+		r := routeTo("udp", snapshot.Any, plainUDPEcho(t))
+		r.IdleTimeout = 50 * time.Millisecond
+		if errs := srv.Apply(snapshotOf(append(snap.Listeners, udpListenerOn("udp", r))...)); len(errs) > 0 {
+			t.Fatalf("Apply: %v", errs)
+		}
+		addr := srv.Addr("udp").String()
+		run := func(count int) {
+			for range count {
+				c, err := net.Dial("udp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(ioTimeout))
+				if _, err := c.Write([]byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Read(make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.Close()
+			}
+			peers.Until(t, ioTimeout, "every UDP session to end", func() bool { return srv.UDPSessions() == 0 })
+		}
+		// Sessions outlive their client's socket by the idle timeout,
+		// so many are open at once: the warm-up opens as many, for the
+		// session table to reach the size the measured run needs (a Go
+		// map keeps its buckets after deletes).
+		run(n)
+		before := liveHeap()
+		run(n)
+		after := liveHeap()
+		grown := int64(after) - int64(before)
+		t.Logf("live heap %d -> %d bytes over %d ended UDP sessions", before, after, n)
+		if grown > n*perConn {
+			t.Errorf("the live heap grew by %d bytes over %d ended UDP sessions (%d a session), want at most %d a session",
+				grown, n, grown/n, perConn)
+		}
+	})
+}
+
+// plainUDPEcho is a UDP echo that keeps nothing of its clients
+// (peers.UDPEcho remembers every source address, the dataplane's socket
+// of each session), and returns its address.
+func plainUDPEcho(t *testing.T) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err == nil {
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = pc.Close()
+		<-done
+	})
+	return pc.LocalAddr().String()
 }
 
 // sshBanner sends an SSH client's first line on c and reads it back
