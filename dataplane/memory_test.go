@@ -26,14 +26,14 @@ import (
 )
 
 // TestEndedConnectionsLeaveNoMemory: what a connection held is free once
-// it ends, on every path (forwarded, TLS passed through or terminated,
-// HTTP/1.1 and HTTP/2 in clear and over TLS, UDP sessions), not when a
-// timer it armed would have fallen due. The relay loops once kept an
-// ended connection (its Session, a kilobyte and more) in their timer heap
-// until its probe deadline, dial timeout or idle timeout came: an hour,
-// for one that had lived past 100 ms. A client opening and closing
-// connections could make the dataplane hold as many as it liked, beyond
-// every connection limit.
+// it ends, on every path (forwarded, ended while probing or for want of
+// a route, TLS passed through or terminated, HTTP/1.1 and HTTP/2 in
+// clear and over TLS, UDP sessions), not when a timer it armed would
+// have fallen due. The relay loops once kept an ended connection (its
+// Session, a kilobyte and more) in their timer heap until its probe
+// deadline, dial timeout or idle timeout came: an hour, for one that had
+// lived past 100 ms. A client opening and closing connections could make
+// the dataplane hold as many as it liked, beyond every connection limit.
 //
 // Connections go one at a time, after a warm-up that fills what the
 // dataplane keeps on purpose (the loops' buffer free lists, the backend
@@ -85,6 +85,19 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		conn           func(t *testing.T, c net.Conn)
 	}{
 		{"forwarded", "tcp", 2000, sshBanner},
+		{"left while probing", "pass", 2000, func(t *testing.T, c net.Conn) {
+			if _, err := c.Write([]byte{0x16, 0x03, 0x01}); err != nil { // half a record header
+				t.Fatal(err)
+			}
+		}},
+		{"no route", "pass", 2000, func(t *testing.T, c net.Conn) {
+			if _, err := io.WriteString(c, "SSH-2.0-x\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, c); err != nil { // the dataplane closes it
+				t.Fatal(err)
+			}
+		}},
 		{"TLS passed through", "pass", 500, func(t *testing.T, c net.Conn) {
 			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
 		}},
