@@ -35,14 +35,11 @@ import (
 // lived past 100 ms. A client opening and closing connections could make
 // the dataplane hold as many as it liked, beyond every connection limit.
 //
-// Connections go one at a time, after a warm-up that fills what the
-// dataplane keeps on purpose (the loops' buffer free lists, the backend
-// pool, the metrics' series); the live heap is compared after a
-// collection.
+// Connections go one at a time (the next once the dataplane let go of
+// the last), after a warm-up that fills what the dataplane keeps on
+// purpose (the loops' buffer free lists, the backend pool, the metrics'
+// series); the live heap is compared after a collection.
 func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
-	// perConn is the most the live heap may grow by per ended
-	// connection: noise, far below what any connection holds.
-	const perConn = 100
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
@@ -106,6 +103,12 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		}},
 		{"http", "web", 2000, getOn},
 		{"h2c", "web", 2000, func(t *testing.T, c net.Conn) { h2GetOn(t, c, "http") }},
+		{"h2c, stream reset", "web", 2000, func(t *testing.T, c net.Conn) {
+			fr := h2Start(t, c, "http")
+			if err := fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"http over TLS", "webtls", 500, func(t *testing.T, c net.Conn) {
 			getOn(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}))
 		}},
@@ -125,22 +128,11 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 					_ = c.SetDeadline(time.Now().Add(ioTimeout))
 					p.conn(t, c)
 					_ = c.Close()
+					waitEnded(t, srv)
 				}
-				peers.Until(t, ioTimeout, "the dataplane to hold no connection", func() bool {
-					return srv.ActiveConnections() == 0
-				})
 			}
-			n := p.n
-			run(n / 4)
-			before := liveHeap()
-			run(n)
-			after := liveHeap()
-			grown := int64(after) - int64(before)
-			t.Logf("live heap %d -> %d bytes over %d ended connections", before, after, n)
-			if grown > int64(n*perConn) {
-				t.Errorf("the live heap grew by %d bytes over %d ended connections (%d a connection), want at most %d a connection",
-					grown, n, grown/int64(n), perConn)
-			}
+			run(p.n / 4)
+			heldAfter(t, p.n, "connections", run)
 		})
 	}
 
@@ -176,15 +168,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		// session table to reach the size the measured run needs (a Go
 		// map keeps its buckets after deletes).
 		run(n)
-		before := liveHeap()
-		run(n)
-		after := liveHeap()
-		grown := int64(after) - int64(before)
-		t.Logf("live heap %d -> %d bytes over %d ended UDP sessions", before, after, n)
-		if grown > n*perConn {
-			t.Errorf("the live heap grew by %d bytes over %d ended UDP sessions (%d a session), want at most %d a session",
-				grown, n, grown/n, perConn)
-		}
+		heldAfter(t, n, "UDP sessions", run)
 	})
 }
 
@@ -217,6 +201,47 @@ func plainUDPEcho(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
+// heldAfter fails the test when the live heap grows by more than
+// heldLimit bytes an ended connection over n of them (run). A leak grows
+// it every time; what a box busy with other work adds (a backend pool
+// that grew while the dataplane lagged) does not: a round within the
+// limit passes, and three rounds over it fail.
+func heldAfter(t *testing.T, n int, what string, run func(count int)) {
+	t.Helper()
+	var grown int64
+	for range 3 {
+		before := liveHeap()
+		run(n)
+		after := liveHeap()
+		grown = int64(after) - int64(before)
+		t.Logf("live heap %d -> %d bytes over %d ended %s", before, after, n, what)
+		if grown <= int64(n*heldLimit) {
+			return
+		}
+	}
+	t.Errorf("the live heap grew by %d bytes over %d ended %s (%d each) in each of three rounds, want at most %d each",
+		grown, n, what, grown/int64(n), heldLimit)
+}
+
+// heldLimit is the most the live heap may grow by per ended connection:
+// noise, far below what any connection holds. The relay loops' dead
+// timers held 1.2 KB and more.
+const heldLimit = 100
+
+// waitEnded waits until srv holds no connection. Each connection of the
+// test ends before the next starts: a dataplane that lags behind its
+// client would hold several at once, growing what it keeps on purpose
+// (the loops' buffer free lists) past what the warm-up grew.
+func waitEnded(t *testing.T, srv *dataplane.Server) {
+	deadline := time.Now().Add(ioTimeout)
+	for srv.ActiveConnections() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dataplane still holds %d connections", srv.ActiveConnections())
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
 // sshBanner sends an SSH client's first line on c and reads it back
 // from the echo behind.
 func sshBanner(t *testing.T, c net.Conn) {
@@ -247,22 +272,7 @@ func getOn(t *testing.T, c net.Conn) {
 // connection used for one request in its pool for 5 s after it closed,
 // which would count as the dataplane's memory.
 func h2GetOn(t *testing.T, c net.Conn, scheme string) {
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", scheme}, {":authority", "a"}, {":path", "/"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2Start(t, c, scheme)
 	status := ""
 	for {
 		f, err := fr.ReadFrame()
@@ -286,6 +296,27 @@ func h2GetOn(t *testing.T, c net.Conn, scheme string) {
 	if status != "200" {
 		t.Fatalf("status %q, want 200", status)
 	}
+}
+
+// h2Start opens HTTP/2 on c and sends GET / as its first stream.
+func h2Start(t *testing.T, c net.Conn, scheme string) *http2.Framer {
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", scheme}, {":authority", "a"}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }
 
 // liveHeap is the heap's live bytes after a full collection.

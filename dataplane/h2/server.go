@@ -209,6 +209,9 @@ type serverConn struct {
 	windowTimer   *time.Timer
 	windowDue     time.Time
 	windowWaiting bool
+	// unwatched: the connection has stopped (stopped), and neither timer
+	// may start again.
+	unwatched bool
 
 	streams map[uint32]*stream // open and half-closed streams
 	// baseDone: BaseContext is done, and so is every stream's context.
@@ -328,15 +331,22 @@ func (sc *serverConn) started() {
 	sc.stops = append(sc.stops, context.AfterFunc(sc.srv.BaseContext, sc.baseCancelled))
 }
 
+// stopped disarms what started armed, for good. A stream's handler may
+// return after the connection stopped, and the last one to do so used
+// to restart the idle timer (idleLaterLocked), which then held the whole
+// ended connection for IdleTimeout: a client that reset its stream and
+// left made the server hold 5-8 KB for a minute, whatever the
+// connection limits. unwatched keeps both timers stopped.
 func (sc *serverConn) stopped() {
-	for _, stop := range sc.stops {
-		stop()
-	}
 	sc.mu.Lock()
+	sc.unwatched = true
 	if sc.windowTimer != nil {
 		sc.windowTimer.Stop()
 	}
 	sc.mu.Unlock()
+	for _, stop := range sc.stops {
+		stop()
+	}
 }
 
 // waitForWindowLocked notes that st's response waits for the client to
@@ -351,6 +361,9 @@ func (sc *serverConn) waitForWindowLocked(st *stream) {
 	}
 	sc.windowWaiting = true
 	sc.windowDue = time.Now().Add(sc.srv.WriteTimeout)
+	if sc.unwatched {
+		return
+	}
 	if sc.windowTimer == nil {
 		sc.windowTimer = time.AfterFunc(sc.srv.WriteTimeout, sc.windowTimeout)
 	} else {

@@ -121,7 +121,7 @@ func (sc *serverConn) removeLocked(st *stream) {
 
 // idleLaterLocked starts the idle timeout once nothing is in flight.
 func (sc *serverConn) idleLaterLocked() {
-	if len(sc.streams) == 0 && sc.running == 0 && sc.idle != nil {
+	if len(sc.streams) == 0 && sc.running == 0 && sc.idle != nil && !sc.unwatched {
 		sc.idle.Reset(sc.srv.IdleTimeout)
 		putOutput(sc.spare)
 		sc.spare = nil
