@@ -28,17 +28,18 @@ import (
 // TestEndedConnectionsLeaveNoMemory: what a connection held is free once
 // it ends, on every path (forwarded, ended while probing or for want of
 // a route, TLS passed through or terminated, HTTP/1.1 and HTTP/2 in
-// clear and over TLS, UDP sessions), not when a timer it armed would
-// have fallen due. The relay loops once kept an ended connection (its
-// Session, a kilobyte and more) in their timer heap until its probe
-// deadline, dial timeout or idle timeout came: an hour, for one that had
-// lived past 100 ms. A client opening and closing connections could make
-// the dataplane hold as many as it liked, beyond every connection limit.
+// clear and over TLS, HTTP clients that leave mid-head or before the
+// answer, UDP sessions), not when a timer it armed would have fallen
+// due. The relay loops once kept an ended connection (its Session, a
+// kilobyte and more) in their timer heap until its probe deadline, dial
+// timeout or idle timeout came: an hour, for one that had lived past
+// 100 ms. A client opening and closing connections could make the
+// dataplane hold as many as it liked, beyond every connection limit.
 //
 // Connections go one at a time (the next once the dataplane let go of
-// the last), after a warm-up that fills what the dataplane keeps on
-// purpose (the loops' buffer free lists, the backend pool, the metrics'
-// series); the live heap is compared after a collection.
+// the last), after a warm-up of as many that fills what the dataplane
+// keeps on purpose (the loops' buffer free lists, the backend pool, the
+// metrics' series); the live heap is compared after a collection.
 func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok")
@@ -78,7 +79,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 
 	paths := []struct {
 		name, listener string
-		n              int // connections measured, after n/4 to warm up
+		n              int // connections measured, after as many to warm up
 		conn           func(t *testing.T, c net.Conn)
 	}{
 		{"forwarded", "tcp", 2000, sshBanner},
@@ -102,6 +103,16 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
 		}},
 		{"http", "web", 2000, getOn},
+		{"http, left mid-head", "web", 2000, func(t *testing.T, c net.Conn) {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Half: "); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"http, left before the answer", "web", 2000, func(t *testing.T, c net.Conn) {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"h2c", "web", 2000, func(t *testing.T, c net.Conn) { h2GetOn(t, c, "http") }},
 		{"h2c, stream reset", "web", 2000, func(t *testing.T, c net.Conn) {
 			fr := h2Start(t, c, "http")
@@ -131,7 +142,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 					waitEnded(t, srv)
 				}
 			}
-			run(p.n / 4)
+			run(p.n)
 			heldAfter(t, p.n, "connections", run)
 		})
 	}
