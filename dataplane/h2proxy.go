@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -159,6 +160,7 @@ func (h *httpConn) respondBodiless(w http.ResponseWriter, r *http.Request, dc *d
 func copyResponseFields(hd http.Header, rh *fasthttp.ResponseHeader, last *responseValues) {
 	var vals []string
 	for k, v := range rh.All() {
+		v = trimOWS(v)
 		key, i, common := commonResponseKey(k)
 		var val string
 		switch {
@@ -205,6 +207,7 @@ func appendEndToEndFields(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, 
 		if hopBit(k) != 0 {
 			continue
 		}
+		v = trimOWS(v)
 		_, i, common := commonResponseKey(k)
 		if w != nil && w.named(k) {
 			if i != commonContentLength {
@@ -225,6 +228,14 @@ func appendEndToEndFields(dst []hpack.HeaderField, rh *fasthttp.ResponseHeader, 
 		}
 	}
 	return dst
+}
+
+// trimOWS is a field value without the whitespace around it, which is
+// not part of it (RFC 9110 §5.5) and which HTTP/2 forbids at either end
+// (RFC 9113 §8.2.1). fasthttp trims a value on its own line but keeps
+// the space an obsolete line folding leaves ("8:0\r\n \r\n" gives "0 ").
+func trimOWS(v []byte) []byte {
+	return bytes.Trim(v, " \t")
 }
 
 // lowerName is k in lower case, in one allocation.
