@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +81,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		n              int // connections measured, after as many to warm up
 		conn           func(t *testing.T, c net.Conn)
 	}{
-		{"forwarded", "tcp", 2000, sshBanner},
+		{"forwarded", "tcp", 2000, sshEcho},
 		{"left while probing", "pass", 2000, func(t *testing.T, c net.Conn) {
 			if _, err := c.Write([]byte{0x16, 0x03, 0x01}); err != nil { // half a record header
 				t.Fatal(err)
@@ -97,10 +96,10 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 			}
 		}},
 		{"TLS passed through", "pass", 500, func(t *testing.T, c net.Conn) {
-			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
+			sshEcho(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
 		}},
 		{"TLS terminated, forwarded", "tcptls", 500, func(t *testing.T, c net.Conn) {
-			sshBanner(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
+			sshEcho(t, tls.Client(c, &tls.Config{ServerName: "a.test", InsecureSkipVerify: true}))
 		}},
 		{"http", "web", 2000, getOn},
 		{"http, left mid-head", "web", 2000, func(t *testing.T, c net.Conn) {
@@ -143,7 +142,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 				}
 			}
 			run(p.n)
-			heldAfter(t, p.n, "connections", run)
+			peers.HeldAfter(t, p.n, heldLimit, "connections", run)
 		})
 	}
 
@@ -179,7 +178,7 @@ func TestEndedConnectionsLeaveNoMemory(t *testing.T) {
 		// session table to reach the size the measured run needs (a Go
 		// map keeps its buckets after deletes).
 		run(n)
-		heldAfter(t, n, "UDP sessions", run)
+		peers.HeldAfter(t, n, heldLimit, "UDP sessions", run)
 	})
 }
 
@@ -212,28 +211,6 @@ func plainUDPEcho(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-// heldAfter fails the test when the live heap grows by more than
-// heldLimit bytes an ended connection over n of them (run). A leak grows
-// it every time; what a box busy with other work adds (a backend pool
-// that grew while the dataplane lagged) does not: a round within the
-// limit passes, and three rounds over it fail.
-func heldAfter(t *testing.T, n int, what string, run func(count int)) {
-	t.Helper()
-	var grown int64
-	for range 3 {
-		before := liveHeap()
-		run(n)
-		after := liveHeap()
-		grown = int64(after) - int64(before)
-		t.Logf("live heap %d -> %d bytes over %d ended %s", before, after, n, what)
-		if grown <= int64(n*heldLimit) {
-			return
-		}
-	}
-	t.Errorf("the live heap grew by %d bytes over %d ended %s (%d each) in each of three rounds, want at most %d each",
-		grown, n, what, grown/int64(n), heldLimit)
-}
-
 // heldLimit is the most the live heap may grow by per ended connection:
 // noise, far below what any connection holds. The relay loops' dead
 // timers held 1.2 KB and more.
@@ -253,28 +230,14 @@ func waitEnded(t *testing.T, srv *dataplane.Server) {
 	}
 }
 
-// sshBanner sends an SSH client's first line on c and reads it back
-// from the echo behind.
-func sshBanner(t *testing.T, c net.Conn) {
-	if _, err := io.WriteString(c, "SSH-2.0-x\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 11)); err != nil {
-		t.Fatal(err)
-	}
-}
+// sshEcho sends an SSH client's first line on c and reads it back from
+// the echo behind.
+func sshEcho(t *testing.T, c net.Conn) { roundTrip(t, c, "SSH-2.0-x\r\n") }
 
 // getOn sends a GET on c and reads its answer, which must be 200.
 func getOn(t *testing.T, c net.Conn) {
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("response %d, body: %v", resp.StatusCode, err)
+	if status, _ := exchange(t, c, bufio.NewReader(c), "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); status != http.StatusOK {
+		t.Fatalf("status %d, want 200", status)
 	}
 }
 
@@ -328,13 +291,4 @@ func h2Start(t *testing.T, c net.Conn, scheme string) *http2.Framer {
 		t.Fatal(err)
 	}
 	return fr
-}
-
-// liveHeap is the heap's live bytes after a full collection.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC() // the second empties sync.Pools' victim caches
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"runtime"
 	"testing"
 	"time"
 
@@ -73,28 +72,5 @@ func endedTunnelsLeaveNoMemory(t *testing.T, scheme string) {
 		}
 	}
 	run(n / 4)
-	// A leak grows the heap every round; what a busy box adds does not:
-	// a round within the limit passes, three over it fail.
-	var grown int64
-	for range 3 {
-		before := liveHeap()
-		run(n)
-		after := liveHeap()
-		grown = int64(after) - int64(before)
-		t.Logf("live heap %d -> %d bytes over %d ended tunnels", before, after, n)
-		if grown <= n*perTunnel {
-			return
-		}
-	}
-	t.Errorf("the live heap grew by %d bytes over %d ended tunnels (%d a tunnel) in each of three rounds, want at most %d a tunnel",
-		grown, n, grown/n, perTunnel)
-}
-
-// liveHeap is the heap's live bytes after a full collection.
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC() // the second empties sync.Pools' victim caches
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
+	peers.HeldAfter(t, n, perTunnel, "tunnels", run)
 }
