@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/test/peers"
@@ -63,13 +62,7 @@ func TestHTTPModeHTTP2Settings(t *testing.T) {
 	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
 	c := dial(t, m.addr("pub"))
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2Open(t, c)
 	got := map[http2.SettingID]uint32{}
 	for {
 		f, err := fr.ReadFrame()
@@ -333,19 +326,9 @@ func TestHTTPModeHTTP2WithheldWindow(t *testing.T) {
 	m.apply(snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
 	c := dial(t, m.addr("pub"))
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-		t.Fatal(err)
-	}
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "www.test"}, {":path", "/big"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	fr := h2Open(t, c, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	get := h2Block(":method", "GET", ":scheme", "http", ":authority", "www.test", ":path", "/big")
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: get, EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
 	peers.Until(t, ioTimeout, "the request to reach the backend", func() bool { return web.OpenConns() == 1 })

@@ -2,7 +2,6 @@ package dataplane_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/h1"
@@ -558,17 +556,10 @@ func TestHTTPModeBrokenRequestBodyIsTheClients(t *testing.T) {
 	// HTTP/2: content-length 10, and 5 bytes before the end of the stream.
 	c := dial(t, m.addr("plain"))
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "body.test"}, {":path", "/up"}, {"content-length", "10"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := errors.Join(fr.WriteSettings(),
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true}),
+	fr := h2Open(t, c)
+	post := h2Block(":method", "POST", ":scheme", "http", ":authority", "body.test", ":path", "/up", "content-length", "10")
+	if err := errors.Join(
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: post, EndHeaders: true}),
 		fr.WriteData(1, true, []byte("short"))); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -363,20 +362,14 @@ func TestRelayLoopsSkipStreamsResetInTheirBatch(t *testing.T) {
 	})
 	m := startMux(t, snapshotOf(listenerOn("pub", httpRoute("web", web.Addr))))
 	var out bytes.Buffer
-	out.WriteString(http2.ClientPreface)
-	fr := http2.NewFramer(&out, nil)
-	_ = fr.WriteSettings()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "www.test"}, {":path", "/"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
+	fr := h2Open(t, &out)
+	get := h2Block(":method", "GET", ":scheme", "http", ":authority", "www.test", ":path", "/")
 	id := uint32(1)
 	for ; id < 100; id += 2 { // 50 streams opened and reset
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: get, EndStream: true, EndHeaders: true})
 		_ = fr.WriteRSTStream(id, http2.ErrCodeCancel)
 	}
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: get, EndStream: true, EndHeaders: true})
 	c := dial(t, m.addr("pub"))
 	_ = c.SetDeadline(time.Now().Add(ioTimeout))
 	if _, err := c.Write(out.Bytes()); err != nil { // one write, one read of the loop

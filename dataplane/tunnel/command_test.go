@@ -14,6 +14,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // TestTunnelCommand runs the built `portmux tunnel` with a TCP and a UDP
@@ -21,10 +22,10 @@ import (
 func TestTunnelCommand(t *testing.T) {
 	t.Parallel()
 	bin := portmuxBinary(t)
-	up := udpEcho(t)
+	up := peers.UDPEcho(t)
 	m := startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{
 		echoTarget(t, "echo:7"),
-		target(true, []string{up.LocalAddr().String()}, "echo:7"),
+		target(true, []string{up.Addr}, "echo:7"),
 	}}, nil)
 	tokenFile := writeFile(t, "token", []byte(testToken))
 

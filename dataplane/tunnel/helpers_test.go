@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,33 +162,6 @@ func echo(c net.Conn) {
 	_, _ = io.Copy(c, c)
 	_ = c.(*net.TCPConn).CloseWrite()
 	_, _ = io.Copy(io.Discard, c)
-}
-
-// udpEcho is a UDP server that sends every datagram back to its sender.
-func udpEcho(t testing.TB) *net.UDPConn {
-	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = pc.SetReadBuffer(4 << 20)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, a, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if strings.Contains(err.Error(), "closed") {
-					return
-				}
-				continue
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], a)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
-	return pc
 }
 
 // echoTarget is a TCP target, known by names, whose one endpoint is a new

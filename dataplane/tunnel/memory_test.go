@@ -2,14 +2,11 @@ package tunnel_test
 
 import (
 	"context"
-	"crypto/tls"
-	"io"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 
-	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
 )
 
@@ -32,18 +29,7 @@ func endedTunnelsLeaveNoMemory(t *testing.T, scheme string) {
 		// tunnel: noise, far below what one holds.
 		perTunnel = 100
 	)
-	tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}
-	var cert *peers.Cert
-	var tlsCert *tls.Certificate
-	if scheme == "wss" {
-		cert = peers.CertPair(t, "127.0.0.1")
-		tlsCert = cert.TLS
-	}
-	m := startMux(t, tun, tlsCert)
-	c := newClient(t, m.url)
-	if cert != nil {
-		c.TLS = &tls.Config{RootCAs: certPool(cert.Leaf)}
-	}
+	m, c := echoMuxOver(t, scheme)
 	c.Log = logr.Discard() // a line a tunnel would be memory too
 	run := func(count int) {
 		for range count {
@@ -51,21 +37,7 @@ func endedTunnelsLeaveNoMemory(t *testing.T, scheme string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Write([]byte("ping")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(s, make([]byte, 4)); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadAll(s); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
+			pingThenEnd(t, s)
 		}
 		if !within(10*time.Second, func() bool { return m.srv.ActiveConnections() == 0 }) {
 			t.Fatalf("%d connections still open after every tunnel ended", m.srv.ActiveConnections())

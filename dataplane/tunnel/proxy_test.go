@@ -2,7 +2,6 @@ package tunnel_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"io"
 	"net"
@@ -20,20 +19,8 @@ func TestClientGoesOutThroughAnHTTPConnectProxy(t *testing.T) {
 	for _, scheme := range []string{"ws", "wss"} {
 		t.Run(scheme, func(t *testing.T) {
 			t.Parallel()
-			tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}
-			var cert *peers.Cert
-			var tlsCert *tls.Certificate
-			if scheme == "wss" {
-				cert = peers.CertPair(t, "127.0.0.1")
-				tlsCert = cert.TLS
-			}
-			m := startMux(t, tun, tlsCert)
+			m, c := echoMuxOver(t, scheme)
 			p := startConnectProxy(t)
-
-			c := newClient(t, m.url)
-			if cert != nil {
-				c.TLS = &tls.Config{RootCAs: certPool(cert.Leaf)}
-			}
 			withAuth := *p.url
 			withAuth.User = url.UserPassword("alice", "s3cret")
 			c.Proxy = tunnel.FixedProxy(&withAuth)

@@ -213,22 +213,7 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 	}
 
 	for _, s := range streams {
-		if _, err := s.Write([]byte("ping")); err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
-			t.Fatalf("echo through an idle tunnel: %q, %v", buf, err)
-		}
-		if err := s.CloseWrite(); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadAll(s); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		pingThenEnd(t, s)
 	}
 	m.waitTunnels(t, tunnel.OutcomeClosed, n)
 	if !within(5*time.Second, func() bool { return m.srv.ActiveConnections() == 0 }) {
@@ -240,7 +225,46 @@ func TestIdleTunnelHoldsOnlyItsOwnGoroutines(t *testing.T) {
 // "echo:7", an echo backend.
 func echoMux(t *testing.T) *mux {
 	t.Helper()
-	return startMux(t, &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}, nil)
+	m, _ := echoMuxOver(t, "ws")
+	return m
+}
+
+// echoMuxOver starts an echoMux that speaks scheme: "ws", or "wss" with a
+// certificate of its own, and a client that trusts it.
+func echoMuxOver(t *testing.T, scheme string) (*mux, *tunnel.Client) {
+	t.Helper()
+	tun := &snapshot.Tunnel{Token: []byte(testToken), Allow: []snapshot.TunnelTarget{echoTarget(t, "echo:7")}}
+	if scheme != "wss" {
+		m := startMux(t, tun, nil)
+		return m, newClient(t, m.url)
+	}
+	cert := peers.CertPair(t, "127.0.0.1")
+	m := startMux(t, tun, cert.TLS)
+	c := newClient(t, m.url)
+	c.TLS = &tls.Config{RootCAs: certPool(cert.Leaf)}
+	return m, c
+}
+
+// pingThenEnd uses a tunnel to "echo:7" as a user would: a few bytes
+// there and back, a half-close, the echo's end read, the stream closed.
+func pingThenEnd(t *testing.T, s *tunnel.Stream) {
+	t.Helper()
+	if _, err := s.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo through the tunnel: %q, %v", buf, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // echoTunnel opens a tunnel to "echo:7" through a new echoMux.

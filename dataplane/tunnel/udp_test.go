@@ -12,6 +12,7 @@ import (
 
 	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/dataplane/tunnel"
+	"github.com/portmux/portmux/test/peers"
 )
 
 // serveUDP runs c.ServeUDP on a new loopback socket until the test ends and
@@ -36,9 +37,9 @@ func serveUDP(t testing.TB, c *tunnel.Client, target string) *net.UDPConn {
 // dns:53, is a UDP echo server, allowed for UDP if udp.
 func dnsMux(t *testing.T, token []byte, udp bool) *mux {
 	t.Helper()
-	up := udpEcho(t)
+	up := peers.UDPEcho(t)
 	return startMux(t, &snapshot.Tunnel{Token: token, Allow: []snapshot.TunnelTarget{
-		target(udp, []string{up.LocalAddr().String()}, "dns:53"),
+		target(udp, []string{up.Addr}, "dns:53"),
 	}}, nil)
 }
 
