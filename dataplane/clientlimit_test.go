@@ -1,11 +1,16 @@
 package dataplane_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/portmux/portmux/dataplane"
 	"github.com/portmux/portmux/dataplane/snapshot"
@@ -141,5 +146,105 @@ func TestPerClientLimitUsesTheProxyHeader(t *testing.T) {
 	}
 	_ = a.Close()
 	_ = b.Close()
+	m.waitIdle()
+}
+
+// TestPerClientStreamCap: a client's HTTP/2 streams in flight, over all
+// its connections, are capped as its connections are. Each may hold a
+// backend connection, one of the listener's slots: at a hundred streams
+// a connection, one client within its connection cap could otherwise
+// take every slot (a stalled reader keeps them for the write timeout).
+// Past the cap a stream is answered 503 at once and counted; the
+// listener keeps room for other clients, and the client's next streams
+// go through once those in flight end.
+func TestPerClientStreamCap(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var holding, most atomic.Int64
+	web := peers.HTTPHandler(t, "web", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			n := holding.Add(1)
+			defer holding.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	l := listenerOn("pub", httpRoute("web", web.Addr))
+	l.MaxConnections = 8 // the hog's connection and 7 backend connections
+	l.MaxConnectionsPerClient = 2
+	m, _ := limitMux(t, l)
+	pub := m.addr("pub")
+
+	hog := dialFrom(t, "127.0.0.2", pub)
+	_ = hog.SetDeadline(time.Now().Add(ioTimeout))
+	fr := h2Open(t, hog)
+	get := func(id uint32, path string) {
+		t.Helper()
+		block := h2Block(":method", "GET", ":scheme", "http", ":authority", "www.test", ":path", path)
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// statuses reads the answers' heads until it has n of them.
+	statuses := func(n int) map[string]int {
+		t.Helper()
+		got := map[string]int{}
+		for seen := 0; seen < n; {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("after %v: %v", got, err)
+			}
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				got[f.PseudoValue("status")]++
+				seen++
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+				t.Fatalf("%v after %v", f, got)
+			}
+		}
+		return got
+	}
+	const streams = 10
+	for i := range uint32(streams) {
+		get(1+2*i, "/hold")
+	}
+	if got := statuses(streams - 2); got["503"] != streams-2 {
+		t.Fatalf("answers before any request ended: %v, want %d × 503", got, streams-2)
+	}
+	peers.Until(t, ioTimeout, "two requests to reach the backend", func() bool { return holding.Load() == 2 })
+	if n := m.httpRequestCount("pub", dataplane.RequestClientLimit); n != streams-2 {
+		t.Errorf("%d requests counted over the client limit, want %d", n, streams-2)
+	}
+
+	// Another client is served: the hog holds 3 of the listener's 8 slots.
+	other := dialFrom(t, "127.0.0.3", pub)
+	_ = other.SetDeadline(time.Now().Add(ioTimeout))
+	if status, _ := exchange(t, other, bufio.NewReader(other), "GET / HTTP/1.1\r\nHost: www.test\r\n\r\n"); status != http.StatusOK {
+		t.Errorf("another client's request: status %d, want 200", status)
+	}
+
+	close(release)
+	if got := statuses(2); got["200"] != 2 {
+		t.Fatalf("the requests in flight ended with %v, want 2 × 200", got)
+	}
+	// Their share is back: the hog's next stream goes through.
+	get(1+2*streams, "/")
+	if got := statuses(1); got["200"] != 1 {
+		t.Fatalf("a stream after the others ended: %v, want 200", got)
+	}
+	if n := most.Load(); n != 2 {
+		t.Errorf("the backend held %d of the client's requests at once, want 2", n)
+	}
+	_ = hog.Close()
+	_ = other.Close()
 	m.waitIdle()
 }

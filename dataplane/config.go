@@ -116,7 +116,12 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 		lc := &listenerConfig{
 			Listener: l, sniff: m.sniff.WithLabelValues(l.Name), clientSpeaksFirst: clientSpeaksFirst(l),
 			active: m.active.WithLabelValues(l.Name), ended: newOutcomeCounters(m.connections, l.Name, "", ""),
-			clientLimits: clientlimit.Limits{MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient},
+			clientLimits: clientlimit.Limits{
+				MaxConnections: l.MaxConnectionsPerClient, Rate: l.MaxConnectionRatePerClient,
+				// A client's HTTP/2 streams in flight, over all its
+				// connections, get as many as its connections.
+				MaxRequests: l.MaxConnectionsPerClient,
+			},
 		}
 		// A copy of its own: a configuration reused by later snapshots
 		// does not keep this one's listeners alive. The routes are the

@@ -144,6 +144,31 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 // c's requests takes (loopSlot is the relay loops').
 func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlot(c.bound, c.lc, c.cfg) }
 
+// admitStream counts an HTTP/2 stream of c's client in flight (h2.Server's
+// Admit; streamEnded is its Release), each of which may hold a backend
+// connection: the listener's per-client cap applies to a client's streams
+// over all its connections, as it does to the connections, so that one
+// client cannot take every slot of the listener a hundred streams at a
+// time. A refused stream is answered 503 and counted (client_limit).
+func (c *conn) admitStream() bool {
+	if !c.client.IsValid() {
+		return true // no client to charge: a PROXY header of LOCAL or UNKNOWN
+	}
+	if !c.bound.clients.Hold(c.client, c.lc.clientLimits) {
+		c.s.m.httpRequests.WithLabelValues(c.lc.Name, "", RequestClientLimit).Inc()
+		c.s.log.V(1).Info("request refused: client over its limit", "listener", c.lc.Name, "client", c.rep.client, "limit", "requests")
+		return false
+	}
+	return true
+}
+
+// streamEnded gives back what admitStream took for a stream.
+func (c *conn) streamEnded() {
+	if c.client.IsValid() {
+		c.bound.clients.Unhold(c.client)
+	}
+}
+
 // backendSlotEvicting is backendSlot for the relay loops' exchanges: at
 // the cap, the idle connections of the listener's goroutine pools give
 // their slots up first, one at a time (the loops evict their own before

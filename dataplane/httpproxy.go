@@ -88,6 +88,8 @@ func (s *Server) newH2Server(h *httpConn, slot takeSlot, idle time.Duration, rep
 		PrefaceTimeout:       lim.ReadHeaderTimeout,
 		WriteTimeout:         lim.WriteTimeout,
 		Drain:                drain,
+		Admit:                h.c.admitStream,
+		Release:              h.c.streamEnded,
 	}
 	if ls := h.loopStreamsOf(caller); ls != nil {
 		srv.Async, srv.ReadIdle = ls.take, ls.flush

@@ -93,6 +93,10 @@ const (
 	// answer), or that the dataplane stopped serving. The backend is not
 	// to blame: no dial error is counted.
 	RequestClientGone = "client_gone"
+	// RequestClientLimit is an HTTP/2 stream refused with 503 because its
+	// client had as many requests in flight, over all its connections,
+	// as the listener's maxConnectionsPerClient.
+	RequestClientLimit = "client_limit"
 )
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -131,7 +135,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Panics recovered while serving a connection (a bug; the connection was closed, the others served). The log has the stack.",
 		}),
 		httpRequests: promvec.Counter("portmux_http_requests_total",
-			"Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected) and outcome (proxied, misdirected, unavailable, bad_gateway, bad_request, client_gone).",
+			"Requests (HTTP/1.1 requests and HTTP/2 streams) on connections served in http mode, by listener, route (empty when misdirected or over the client limit) and outcome (proxied, misdirected, unavailable, bad_gateway, bad_request, client_gone, client_limit).",
 			"listener", "route", "outcome"),
 		httpBackendConns: promvec.Gauge("portmux_http_backend_connections",
 			"Backend connections open now (in use or pooled) for connections served in http mode, by the listener that accepted the clients: each takes one of its maxConnections.",

@@ -215,9 +215,12 @@ type Listener struct {
 	// maxConnections. A client is an IPv4 address or an IPv6 /64 (what one
 	// subscriber usually gets), the PROXY header's source on a listener with
 	// proxyProtocol. Past it, the client's new connections are closed at once
-	// (outcome client_limit). Default 512. Clients must reach the pod with
-	// their own addresses: behind a Service with externalTrafficPolicy
-	// Cluster, every client of a node shares the node's address.
+	// (outcome client_limit). In http mode it also caps the client's
+	// HTTP/2 streams in flight over all its connections, each of which may
+	// hold a backend connection: past it, a stream is answered 503. Default
+	// 512. Clients must reach the pod with their own addresses: behind a
+	// Service with externalTrafficPolicy Cluster, every client of a node
+	// shares the node's address.
 	//
 	// +optional
 	// +kubebuilder:validation:Minimum=1

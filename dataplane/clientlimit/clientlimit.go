@@ -29,6 +29,11 @@ type Limits struct {
 	// Rate caps a client's new connections per second, with bursts of
 	// twice that.
 	Rate int
+	// MaxRequests caps the requests a client has in flight over
+	// multiplexed connections (HTTP/2 streams), each of which may hold a
+	// backend connection: without it, a client within MaxConnections
+	// could still hold a hundred backend connections through each.
+	MaxRequests int
 }
 
 // Refusal says which limit refused a connection; "" admits it.
@@ -56,9 +61,13 @@ type Table struct {
 }
 
 type client struct {
-	open    int
-	limiter *rate.Limiter // nil without a rate limit
+	open     int
+	requests int           // in flight, held with Hold
+	limiter  *rate.Limiter // nil without a rate limit
 }
+
+// idle: the client has nothing open or in flight.
+func (c *client) idle() bool { return c.open == 0 && c.requests == 0 }
 
 // minSweep is the table size below which forgotten clients are kept.
 const minSweep = 1024
@@ -119,10 +128,46 @@ func (t *Table) Release(key netip.Prefix) {
 	defer t.mu.Unlock()
 	if c := t.clients[key]; c != nil && c.open > 0 {
 		c.open--
-		if c.open == 0 && c.limiter == nil {
-			delete(t.clients, key)
-			t.size.Store(int64(len(t.clients)))
-		}
+		t.forgetLocked(key, c)
+	}
+}
+
+// Hold counts a request of the client key in flight, or refuses it when
+// the client has l.MaxRequests in flight already. The client's
+// connection is open (Admit counted it), so its entry is there; a held
+// request must be given back with Unhold once it ends.
+func (t *Table) Hold(key netip.Prefix, l Limits) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.clients[key]
+	if c == nil {
+		c = &client{}
+		t.clients[key] = c
+		t.size.Store(int64(len(t.clients)))
+	}
+	if l.MaxRequests > 0 && c.requests >= l.MaxRequests {
+		return false
+	}
+	c.requests++
+	return true
+}
+
+// Unhold ends a request that Hold counted.
+func (t *Table) Unhold(key netip.Prefix) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.clients[key]; c != nil && c.requests > 0 {
+		c.requests--
+		t.forgetLocked(key, c)
+	}
+}
+
+// forgetLocked drops c, key's entry, once it holds nothing and has no
+// rate budget to remember. t.mu is held.
+func (t *Table) forgetLocked(key netip.Prefix, c *client) {
+	if c.idle() && c.limiter == nil {
+		delete(t.clients, key)
+		t.size.Store(int64(len(t.clients)))
 	}
 }
 
@@ -134,7 +179,7 @@ func (t *Table) Len() int { return int(t.size.Load()) }
 // refilled: for them a new entry would decide the same. t.mu is held.
 func (t *Table) sweep(now time.Time) {
 	for k, c := range t.clients {
-		if c.open == 0 && (c.limiter == nil || c.limiter.TokensAt(now) >= float64(c.limiter.Burst())) {
+		if c.idle() && (c.limiter == nil || c.limiter.TokensAt(now) >= float64(c.limiter.Burst())) {
 			delete(t.clients, k)
 		}
 	}

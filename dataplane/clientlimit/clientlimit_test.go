@@ -23,12 +23,14 @@ func TestKey(t *testing.T) {
 	}
 }
 
-// step is one admission or release in a scenario.
+// step is one admission or release in a scenario, of a connection or
+// (with request) of a request in flight.
 type step struct {
 	at      time.Duration // after t0
 	addr    string
-	release bool    // release this client's last admitted connection
-	want    Refusal // for admissions
+	release bool    // release this client's last admitted connection, or a request
+	request bool    // Hold (or, with release, Unhold) a request instead
+	want    Refusal // for admissions; for requests, Connections means refused
 }
 
 func TestTable(t *testing.T) {
@@ -64,6 +66,17 @@ func TestTable(t *testing.T) {
 		}},
 		{"no limits", Limits{}, []step{
 			{addr: "192.0.2.1"}, {addr: "192.0.2.1"}, {addr: "192.0.2.1"},
+			{addr: "192.0.2.1", request: true}, {addr: "192.0.2.1", request: true},
+		}},
+		{"requests in flight are capped apart from connections", Limits{MaxConnections: 1, MaxRequests: 2}, []step{
+			{addr: "192.0.2.1"},
+			{addr: "192.0.2.1", request: true}, {addr: "192.0.2.1", request: true},
+			{addr: "192.0.2.1", request: true, want: Connections},
+			{addr: "192.0.2.2"}, {addr: "192.0.2.2", request: true}, // another client is not affected
+			{addr: "192.0.2.1", want: Connections}, // requests take no connection
+			{addr: "192.0.2.1", request: true, release: true},
+			{addr: "192.0.2.1", request: true}, // a request ended: room for one
+			{addr: "192.0.2.1", request: true, want: Connections},
 		}},
 	}
 	for _, tt := range tests {
@@ -71,6 +84,15 @@ func TestTable(t *testing.T) {
 			tab := NewTable()
 			keys := map[string][]netip.Prefix{}
 			for i, s := range tt.steps {
+				if s.request {
+					key := Key(netip.MustParseAddr(s.addr))
+					if s.release {
+						tab.Unhold(key)
+					} else if held := tab.Hold(key, tt.limits); held != (s.want == Admitted) {
+						t.Fatalf("step %d (a request of %s): held %v, want %v", i, s.addr, held, s.want == Admitted)
+					}
+					continue
+				}
 				if s.release {
 					k := keys[s.addr]
 					tab.Release(k[len(k)-1])
@@ -114,4 +136,24 @@ func TestTableForgetsIdleClients(t *testing.T) {
 		t.Errorf("client with an open connection: %q, want it counted", r)
 	}
 	tab.Release(held)
+}
+
+// TestTableKeepsClientsWithRequestsInFlight: a client whose connection
+// ended while its requests run on (an HTTP/2 stream's handler outlives
+// its connection) is remembered until they end, then forgotten.
+func TestTableKeepsClientsWithRequestsInFlight(t *testing.T) {
+	tab := NewTable()
+	l := Limits{MaxConnections: 1, MaxRequests: 1}
+	key, r := tab.Admit(netip.MustParseAddr("192.0.2.1"), t0, l)
+	if r != Admitted || !tab.Hold(key, l) {
+		t.Fatal("the first connection and request were refused")
+	}
+	tab.Release(key)
+	if tab.Len() != 1 || tab.Hold(key, l) {
+		t.Fatalf("after the connection ended: %d clients, and a second request held; want the client and its request remembered", tab.Len())
+	}
+	tab.Unhold(key)
+	if n := tab.Len(); n != 0 {
+		t.Errorf("%d clients after the last request ended, want none", n)
+	}
 }

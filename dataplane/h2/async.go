@@ -168,7 +168,12 @@ func (sc *serverConn) streamDoneLocked(st *stream) {
 	}
 	sc.running--
 	sc.idleLaterLocked()
+	admitted := st.admitted
+	st.admitted = false
 	sc.mu.Unlock()
+	if admitted && sc.srv.Release != nil {
+		sc.srv.Release()
+	}
 	sc.handlers.Done()
 }
 

@@ -88,6 +88,16 @@ type Server struct {
 	// ErrorLog takes the panics of handlers ("panic serving ...") and the
 	// client's protocol errors; nil: discarded.
 	ErrorLog *log.Logger
+	// Admit, if set, is asked for each request stream the client opens,
+	// on the reading goroutine with the connection's lock held (so it
+	// must not block), for what the stream will hold beyond the
+	// connection: its client's share of backend connections, which a
+	// hundred streams on each of a client's connections would otherwise
+	// multiply. Refused, the stream is answered 503 at once, its body (if
+	// any) refused; admitted, Release is called once the stream has
+	// ended and its handler or owner is done with it.
+	Admit   func() bool
+	Release func()
 	// Drain, once done, drains every connection: GOAWAY (no error) tells
 	// the client to open no more streams here, those in flight finish,
 	// and the connection closes; a client that opens one anyway is
@@ -137,6 +147,10 @@ func (s *Server) withDefaults() Server {
 	}
 	return c
 }
+
+// retryLater is the head of a 503 for a stream Admit refused: the
+// client may try again in a second, when its other streams may be done.
+var retryLater = http.Header{"Retry-After": {"1"}}
 
 // errConnClosed is what a handler's writes and body reads return once the
 // connection is gone.
@@ -669,7 +683,14 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		sc.resetLocked(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	st := &stream{sc: sc, id: id}
+	if sc.srv.Admit != nil && !sc.srv.Admit() {
+		sc.writeHeadLocked(id, http.StatusServiceUnavailable, retryLater, true)
+		if !ended {
+			_ = sc.wfr.WriteRSTStream(id, http2.ErrCodeNo)
+		}
+		return sc.controlWrittenLocked()
+	}
+	st := &stream{sc: sc, id: id, admitted: sc.srv.Admit != nil}
 	sc.openStreamLocked(st, r.length, ended)
 	sc.opened++
 	sc.running++

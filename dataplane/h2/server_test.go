@@ -342,6 +342,63 @@ func TestConcurrentStreamsRefused(t *testing.T) {
 	}
 }
 
+// TestAdmitRefusesStreams: a stream that Admit refuses is answered 503
+// with Retry-After and starts no handler; an admitted one gives back
+// what it took once its handler is done, and the next stream is served.
+func TestAdmitRefusesStreams(t *testing.T) {
+	t.Parallel()
+	g := newGate(false)
+	var held, released atomic.Int64
+	admit := func() bool {
+		if held.Load()-released.Load() >= 1 {
+			return false
+		}
+		held.Add(1)
+		return true
+	}
+	s := serve(t, &h2.Server{Handler: g, Admit: admit, Release: func() { released.Add(1) }}, nil)
+	r := dialRaw(t, s.addr)
+	r.headers(1, true, "/a")
+	r.headers(3, false, "/b") // a body would follow: refused too
+	f := r.until(func(f http2.Frame) bool { return f.Header().StreamID == 3 && isHeaders(f) })
+	mh := f.(*http2.MetaHeadersFrame)
+	if st := mh.PseudoValue("status"); st != "503" || !mh.StreamEnded() {
+		t.Fatalf("stream 3: status %q (ended %v), want 503 and its end", st, mh.StreamEnded())
+	}
+	if v := fieldValue(mh, "retry-after"); v != "1" {
+		t.Errorf("stream 3: retry-after %q, want 1", v)
+	}
+	if n := g.peak.Load(); n != 1 {
+		t.Errorf("%d handlers ran at once, want the admitted stream's only", n)
+	}
+	close(g.open)
+	if st, code := r.status(1); st != "200" {
+		t.Fatalf("stream 1: %q %v, want 200", st, code)
+	}
+	deadline := time.Now().Add(ioTimeout)
+	for released.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := released.Load(); n != 1 {
+		t.Fatalf("released %d times after stream 1 ended, want once", n)
+	}
+	r.headers(5, true, "/c")
+	if st, code := r.status(5); st != "200" {
+		t.Errorf("stream 5 after stream 1 ended: %q %v, want 200", st, code)
+	}
+}
+
+// fieldValue is the value of a regular field of a header block, "" when
+// it has none.
+func fieldValue(mh *http2.MetaHeadersFrame, name string) string {
+	for _, f := range mh.RegularFields() {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
 // openAndReset opens n streams and resets each at once (rapid reset),
 // pausing every pair; it stops at the first write that fails. It runs
 // on a goroutine of its own.
