@@ -134,8 +134,8 @@ func (t *Table) Release(key netip.Prefix) {
 
 // Hold counts a request of the client key in flight, or refuses it when
 // the client has l.MaxRequests in flight already. The client's
-// connection is open (Admit counted it), so its entry is there; a held
-// request must be given back with Unhold once it ends.
+// connection is open (Admit counted it), so its entry is normally there
+// already. A held request must be given back with Unhold once it ends.
 func (t *Table) Hold(key netip.Prefix, l Limits) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

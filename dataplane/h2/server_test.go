@@ -368,12 +368,12 @@ func TestAdmitRefusesStreams(t *testing.T) {
 	if v := fieldValue(mh, "retry-after"); v != "1" {
 		t.Errorf("stream 3: retry-after %q, want 1", v)
 	}
-	if n := g.peak.Load(); n != 1 {
-		t.Errorf("%d handlers ran at once, want the admitted stream's only", n)
-	}
 	close(g.open)
 	if st, code := r.status(1); st != "200" {
 		t.Fatalf("stream 1: %q %v, want 200", st, code)
+	}
+	if n := g.peak.Load(); n != 1 {
+		t.Errorf("%d handlers ran at once, want the admitted stream's only", n)
 	}
 	deadline := time.Now().Add(ioTimeout)
 	for released.Load() != 1 && time.Now().Before(deadline) {
