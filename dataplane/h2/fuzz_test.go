@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,9 +37,10 @@ func seedFrames() []byte {
 }
 
 // FuzzServeConn feeds ServeConn a client's bytes after the preface, a
-// few at a time: any
-// input ends in ServeConn returning once the client has gone, without a
-// panic, and (TestMain) without a goroutine left behind.
+// few at a time: any input ends in ServeConn returning once the client
+// has gone, without a panic, (TestMain) without a goroutine left behind,
+// and with every stream Admit took given back once (Admit refuses every
+// third, which answers it 503).
 func FuzzServeConn(f *testing.F) {
 	seed := seedFrames()
 	f.Add(seed)
@@ -51,8 +53,18 @@ func FuzzServeConn(f *testing.F) {
 		_, _ = w.Write(body)
 		w.Header().Set("X-N", "1")
 	})
-	srv := &h2.Server{Handler: h, PrefaceTimeout: time.Second, WriteTimeout: time.Second}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		var asked, admitted, released atomic.Int64
+		srv := &h2.Server{Handler: h, PrefaceTimeout: time.Second, WriteTimeout: time.Second,
+			Admit: func() bool {
+				if asked.Add(1)%3 == 0 {
+					return false
+				}
+				admitted.Add(1)
+				return true
+			},
+			Release: func() { released.Add(1) },
+		}
 		client, server := net.Pipe()
 		ended := make(chan error, 1)
 		go func() { ended <- srv.ServeConn(server) }()
@@ -76,5 +88,8 @@ func FuzzServeConn(f *testing.F) {
 			t.Fatal("ServeConn did not return after the client closed")
 		}
 		<-drained
+		if a, r := admitted.Load(), released.Load(); a != r {
+			t.Fatalf("%d streams admitted, %d released", a, r)
+		}
 	})
 }
