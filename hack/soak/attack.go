@@ -64,8 +64,10 @@ func (c *attackCounts) mark(kind string) {
 
 func startAttack(ctx context.Context, o options, target string) *attack {
 	a := &attack{sizes: map[string]int{"slowloris": o.slowloris, "1MiB headers": o.bigHeaders, "keep-alive hogs": o.hogs,
-		"one-byte regex probes": o.dribblers, "garbage": o.garbage, "HTTP/2 floods": o.h2Floods}}
+		"one-byte regex probes": o.dribblers, "garbage": o.garbage, "HTTP/2 floods": o.h2Floods,
+		"HTTP/2 stream hogs": o.h2Hogs}}
 	hogAddr := &net.TCPAddr{IP: net.ParseIP("127.0.0.50")}
+	h2HogAddr := &net.TCPAddr{IP: net.ParseIP("127.0.0.51")}
 	spawn := func(kind string, n int, src func() *net.TCPAddr, f func(context.Context, net.Conn, *attackCounts) error) {
 		counts := a.countsOf(kind)
 		for i := range n {
@@ -90,6 +92,7 @@ func startAttack(ctx context.Context, o options, target string) *attack {
 	spawn("one-byte regex probes", o.dribblers, a.addr, dribble)
 	spawn("garbage", o.garbage, a.addr, garbage)
 	spawn("HTTP/2 floods", o.h2Floods, a.addr, h2Flood)
+	spawn("HTTP/2 stream hogs", o.h2Hogs, func() *net.TCPAddr { return h2HogAddr }, h2StallAlways)
 	return a
 }
 
@@ -333,6 +336,13 @@ func h2Flood(ctx context.Context, c net.Conn, counts *attackCounts) error {
 		}
 	}
 	return nil
+}
+
+// h2StallAlways is h2Flood's stalling variant on every connection: from
+// one address, each connection within its 100 streams, together past
+// what one client may have in flight.
+func h2StallAlways(ctx context.Context, c net.Conn, counts *attackCounts) error {
+	return h2Flood(withVariant(ctx, 1), c, counts)
 }
 
 // h2Read reads the server's frames until the connection ends, counting

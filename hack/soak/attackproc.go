@@ -34,7 +34,7 @@ func startAttackChild(o options, target string, d time.Duration) (*attackChild, 
 	a.cmd = exec.Command(self, "-attack", target, "-duration", d.String(),
 		"-slowloris", strconv.Itoa(o.slowloris), "-big-headers", strconv.Itoa(o.bigHeaders),
 		"-hogs", strconv.Itoa(o.hogs), "-dribblers", strconv.Itoa(o.dribblers), "-garbage", strconv.Itoa(o.garbage),
-		"-h2-floods", strconv.Itoa(o.h2Floods))
+		"-h2-floods", strconv.Itoa(o.h2Floods), "-h2-hogs", strconv.Itoa(o.h2Hogs))
 	a.cmd.Stdout, a.cmd.Stderr = &a.out, os.Stderr
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the attackers: %w", err)

@@ -13,7 +13,9 @@
 //     portmux's own memory budget (it reads the limit at start) is the real
 //     one;
 //   - goroutines and open files before, at the peak and after the attack
-//     has ended and every connection has closed: anything left is a leak.
+//     has ended and every connection has closed, and the live heap (right
+//     after a forced collection) before and after: anything left is a
+//     leak.
 //
 // The attack, from many source addresses in 127.1.0.0/16 (one per
 // attacker, as a botnet's would be: portmux's limits are per client):
@@ -22,7 +24,9 @@
 // hogs from one address, clients dribbling one byte per write at a regex
 // route, random garbage, and HTTP/2 clients that open and reset streams
 // as fast as they can (rapid reset) or open all the streams they may and
-// never take a byte of the answers. The legitimate clients come from
+// never take a byte of the answers, and HTTP/2 clients from one address
+// that stall more streams together than one client may have in flight
+// (maxConnectionsPerClient). The legitimate clients come from
 // 127.0.0.2.
 //
 // Usage (make soak builds portmux and runs this):
@@ -55,6 +59,7 @@ type options struct {
 	dribblers  int
 	garbage    int
 	h2Floods   int
+	h2Hogs     int
 	legit      int
 	legitRate  float64
 	pprof      string
@@ -70,16 +75,17 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the attack lasts")
 	flag.DurationVar(&o.drain, "drain", 90*time.Second, "how long to wait, after the attack, for every connection to close")
 	flag.StringVar(&o.limit, "limit", "512Mi", "memory limit of portmux's cgroup (the chart's default); empty: none")
-	flag.StringVar(&o.out, "out", "soak-results", "directory of the report (report.md, report.json, portmux.log)")
+	flag.StringVar(&o.out, "out", "soak-results", "directory of the report (report.md, report.json, portmux.log, heap-after.pb.gz)")
 	flag.IntVar(&o.slowloris, "slowloris", 2000, "slowloris clients")
 	flag.IntVar(&o.bigHeaders, "big-headers", 300, "clients sending 1 MiB header blocks")
 	flag.IntVar(&o.hogs, "hogs", 50, "keep-alive hogs, all from one address")
 	flag.IntVar(&o.dribblers, "dribblers", 50, "clients sending one byte per write to a regex route")
 	flag.IntVar(&o.garbage, "garbage", 20, "clients sending random garbage")
 	flag.IntVar(&o.h2Floods, "h2-floods", 20, "HTTP/2 clients: half reset every stream they open (rapid reset), half stall their windows")
+	flag.IntVar(&o.h2Hogs, "h2-hogs", 10, "HTTP/2 clients from one address that stall their windows: together they open 2,000 streams, past the client's cap of 512 in flight")
 	flag.IntVar(&o.legit, "legit", 8, "legitimate clients of each kind (SSH, TLS, HTTP), each from its own address")
 	flag.Float64Var(&o.legitRate, "legit-rate", 10, "operations per second of each legitimate client")
-	flag.StringVar(&o.pprof, "pprof", "", "pass --pprof-addr to portmux (e.g. 127.0.0.1:6060), to profile it during the attack")
+	flag.StringVar(&o.pprof, "pprof", "", "portmux's --pprof-addr (e.g. 127.0.0.1:6060), to profile it during the attack; empty: a free port (the live heap is read there)")
 	flag.StringVar(&o.attack, "attack", "", "internal: run only the attackers against this address (the harness starts itself so)")
 	flag.Parse()
 
@@ -138,6 +144,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	rep := &report{Limit: pm.limit, CgroupNote: pm.cgroupNote, Budget: pm.budgetLine()}
+	if rep.LiveHeapBefore, err = pm.liveHeap(); err != nil {
+		return fmt.Errorf("live heap: %w", err)
+	}
 	rep.Before, err = pm.sample()
 	if err != nil {
 		return fmt.Errorf("first sample: %w", err)
@@ -186,6 +195,12 @@ func run(ctx context.Context, o options) error {
 		rep.After, err = pm.sample()
 		if err != nil {
 			return fmt.Errorf("last sample: %w", err)
+		}
+		if rep.LiveHeapAfter, err = pm.liveHeap(); err != nil {
+			return fmt.Errorf("live heap: %w", err)
+		}
+		if err := pm.saveHeapProfile(filepath.Join(o.out, "heap-after.pb.gz")); err != nil {
+			return fmt.Errorf("heap profile: %w", err)
 		}
 	}
 	rep.Outcomes = samples.last().Outcomes

@@ -26,8 +26,10 @@ type portmux struct {
 	cmd     *exec.Cmd
 	log     string
 	metrics string
-	exited  atomic.Bool
-	done    chan struct{}
+	// pprof serves portmux's profiles: the live heap is read there.
+	pprof  string
+	exited atomic.Bool
+	done   chan struct{}
 
 	cgroup     string // directory of its memory cgroup, "" without one
 	cgroupV2   bool
@@ -55,10 +57,15 @@ func startPortmux(ctx context.Context, o options, cfg string) (*portmux, error) 
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "-f", cfg, "--bind-address", "127.0.0.1", "--metrics-addr", p.metrics, "--log-connections=false"}
-	if o.pprof != "" {
-		args = append(args, "--pprof-addr", o.pprof)
+	p.pprof = o.pprof
+	if p.pprof == "" {
+		pport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		p.pprof = fmt.Sprintf("127.0.0.1:%d", pport)
 	}
+	args := []string{"serve", "-f", cfg, "--bind-address", "127.0.0.1", "--metrics-addr", p.metrics, "--pprof-addr", p.pprof, "--log-connections=false"}
 	bin, err := filepath.Abs(o.portmux)
 	if err != nil {
 		return nil, err
@@ -262,6 +269,43 @@ func (p *portmux) sample() (sample, error) {
 	}
 	s.RSS, s.PeakRSS = procStatus(p.cmd.Process.Pid)
 	return s, nil
+}
+
+// liveHeap is what portmux's heap holds right after a collection, which
+// the request forces: the memory an attack left behind shows here, where
+// the RSS keeps what the runtime has not yet given back and the metrics'
+// heap figures count garbage not yet collected. It asks twice: what
+// sync.Pools held survives one collection (their victim caches).
+func (p *portmux) liveHeap() (int64, error) {
+	var body []byte
+	for range 2 {
+		var err error
+		if _, body, err = readBody(metricsClient.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1&debug=1")); err != nil {
+			return 0, err
+		}
+	}
+	return heapAlloc(body)
+}
+
+// saveHeapProfile writes portmux's heap profile, after a collection, to
+// path: where what liveHeap counts sits (go tool pprof -sample_index=inuse_space).
+func (p *portmux) saveHeapProfile(path string) error {
+	_, body, err := readBody(metricsClient.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1"))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
+}
+
+// heapAlloc reads runtime.MemStats' HeapAlloc from a heap profile in its
+// text form (debug=1), which ends with them as comments.
+func heapAlloc(profile []byte) (int64, error) {
+	for line := range strings.SplitSeq(string(profile), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("no HeapAlloc in the heap profile")
 }
 
 // metricLine splits a line of the Prometheus text format into its series

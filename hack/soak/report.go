@@ -78,6 +78,11 @@ type report struct {
 	CgroupFailcnt  int64              `json:"cgroupFailcnt"`
 	LegitBytesLost int                `json:"legitAnswersWrong"`
 	Died           bool               `json:"died"`
+	// LiveHeapBefore and LiveHeapAfter are the heap right after two
+	// forced collections, before the attack and once every connection has
+	// closed after it.
+	LiveHeapBefore int64 `json:"liveHeapBeforeBytes"`
+	LiveHeapAfter  int64 `json:"liveHeapAfterBytes"`
 	// PortmuxCores, ClientCores (the legitimate clients and the backends)
 	// and AttackerCores are the CPU each used during the attack, in cores:
 	// on a small machine they compete for it.
@@ -128,6 +133,8 @@ func (r *report) markdown() string {
 		r.PortmuxCores, r.ClientCores, r.AttackerCores, runtime.NumCPU())
 	fmt.Fprintf(&b, "- goroutines: %.0f before, %.0f at the peak, %.0f after; open files: %.0f before, %.0f at the peak, %.0f after\n",
 		r.Before.Goroutines, r.Peak.Goroutines, r.After.Goroutines, r.Before.OpenFDs, r.Peak.OpenFDs, r.After.OpenFDs)
+	fmt.Fprintf(&b, "- live heap right after two collections: %.1f MiB before the attack, %.1f MiB once every connection had closed after it (heap-after.pb.gz: where)\n",
+		mib(r.LiveHeapBefore), mib(r.LiveHeapAfter))
 	fmt.Fprintf(&b, "- connections at the peak: %.0f (and %.0f to http backends); every connection closed %v after the attack: %v\n",
 		r.Peak.Active, r.Peak.HTTPBackend, r.DrainTime, r.Drained)
 	fmt.Fprintf(&b, "- outcomes: %s\n- panics: %.0f; portmux died: %v; legitimate answers with wrong bytes: %d\n",

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"runtime/pprof"
 	"strings"
 	"testing"
 
@@ -19,6 +21,21 @@ func TestMetricLine(t *testing.T) {
 		if _, _, ok := metricLine(line); ok {
 			t.Errorf("metricLine(%q) parsed", line)
 		}
+	}
+}
+
+// TestHeapAlloc reads HeapAlloc from a heap profile in the form
+// portmux's /debug/pprof/heap?debug=1 serves: this process's own.
+func TestHeapAlloc(t *testing.T) {
+	var profile bytes.Buffer
+	if err := pprof.Lookup("heap").WriteTo(&profile, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := heapAlloc(profile.Bytes()); err != nil || n <= 0 {
+		t.Errorf("heapAlloc = %d, %v; want this process's heap", n, err)
+	}
+	if _, err := heapAlloc([]byte("heap profile: 0: 0 [0: 0] @ heap/1048576\n")); err == nil {
+		t.Error("heapAlloc of a profile without MemStats: no error")
 	}
 }
 
