@@ -49,7 +49,8 @@ const (
 // Table counts the clients of one listener. It is safe for concurrent use.
 // Its memory is bounded by the clients that have a connection open or
 // opened one recently: a client with nothing open is forgotten once its
-// rate budget has refilled.
+// rate budget has refilled, at the next sweep (when the table has doubled,
+// or a minute after the last).
 type Table struct {
 	mu      sync.Mutex
 	clients map[netip.Prefix]*client
@@ -58,6 +59,10 @@ type Table struct {
 	// sweepAt is the table size that triggers the next sweep of
 	// forgotten clients, so that sweeping costs O(1) per admission.
 	sweepAt int
+	// swept is when the last sweep ran: a table past minSweep is swept
+	// at least every sweepEvery too, so that the clients of an attack
+	// that has ended are not kept until the table grows again.
+	swept time.Time
 }
 
 type client struct {
@@ -71,6 +76,10 @@ func (c *client) idle() bool { return c.open == 0 && c.requests == 0 }
 
 // minSweep is the table size below which forgotten clients are kept.
 const minSweep = 1024
+
+// sweepEvery is how often a table past minSweep is swept whatever its
+// growth: a minute of admissions pays for one pass over it.
+const sweepEvery = time.Minute
 
 // NewTable returns an empty table.
 func NewTable() *Table {
@@ -95,11 +104,11 @@ func (t *Table) Admit(addr netip.Addr, now time.Time, l Limits) (netip.Prefix, R
 	key := Key(addr)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if n := len(t.clients); n >= t.sweepAt || (n > minSweep && now.Sub(t.swept) >= sweepEvery) {
+		t.sweep(now)
+	}
 	c := t.clients[key]
 	if c == nil {
-		if len(t.clients) >= t.sweepAt {
-			t.sweep(now)
-		}
 		c = &client{}
 		t.clients[key] = c
 		t.size.Store(int64(len(t.clients)))
@@ -184,5 +193,6 @@ func (t *Table) sweep(now time.Time) {
 		}
 	}
 	t.sweepAt = max(minSweep, 2*len(t.clients))
+	t.swept = now
 	t.size.Store(int64(len(t.clients)))
 }

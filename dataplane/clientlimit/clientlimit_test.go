@@ -138,6 +138,30 @@ func TestTableForgetsIdleClients(t *testing.T) {
 	tab.Release(held)
 }
 
+// TestTableForgetsAnAttackOnceOver: the clients of a burst that ended
+// are forgotten at the first admission a minute later, not kept until
+// the table doubles again.
+func TestTableForgetsAnAttackOnceOver(t *testing.T) {
+	tab := NewTable()
+	l := Limits{MaxConnections: 4, Rate: 10}
+	for i := range 50_000 { // within 50 ms: none has refilled yet
+		addr := netip.MustParseAddr(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		k, r := tab.Admit(addr, t0.Add(time.Duration(i)*time.Microsecond), l)
+		if r != Admitted {
+			t.Fatalf("client %d refused: %s", i, r)
+		}
+		tab.Release(k)
+	}
+	if n := tab.Len(); n < 50_000 {
+		t.Fatalf("%d clients during the burst, want all 50,000 remembered (their budgets are not refilled)", n)
+	}
+	k, _ := tab.Admit(netip.MustParseAddr("198.51.100.1"), t0.Add(2*time.Minute), l)
+	if n := tab.Len(); n != 1 {
+		t.Errorf("%d clients after the first admission two minutes later, want the new one only", n)
+	}
+	tab.Release(k)
+}
+
 // TestTableKeepsClientsWithRequestsInFlight: a client whose connection
 // ended while its requests run on (an HTTP/2 stream's handler outlives
 // its connection) is remembered until they end, then forgotten.
