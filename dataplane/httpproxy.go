@@ -167,12 +167,17 @@ func (h *httpConn) forHost(host string) *hostHeaders {
 // A client that retries a 421 on a new connection has that connection's
 // first bytes sniffed, so it reaches a tcp-mode route or a tunnel there.
 func (h *httpConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ws := sniff.IsWebSocketUpgrade(r)
 	if !h.handlers.enter() {
-		w.WriteHeader(http.StatusServiceUnavailable) // the connection is gone
+		// The connection ended before this stream's handler ran (a
+		// worker started it late, after a reset and the client's
+		// leaving): no one is there to answer, and it is still a
+		// request, whose client is gone.
+		h.count(h.route(r, ws), RequestClientGone)
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
 	defer h.handlers.leave()
-	ws := sniff.IsWebSocketUpgrade(r)
 	rc := h.route(r, ws)
 	if rc == nil {
 		h.count(nil, RequestMisdirected)
