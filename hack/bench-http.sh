@@ -306,27 +306,26 @@ load() {
   esac
 }
 
-failed=0
-for rep in $(seq "$REPS"); do
-  log "=== repeat $rep of $REPS"
-  for peer in $(peers_in_turn "$rep"); do
-    start_peer "$peer"
-    for scen in $SCEN; do
-      case $peer:$scen in go-loop:h1*) continue ;; esac # HTTP/2 only
-      u=$(url "$peer" "$scen")
-      load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
-      raw=$OUT/logs/http-$peer-$scen-$rep.txt
-      reqlog=$W/reqlog-$peer-$scen-$rep.tsv
-      perfdata=$OUT/logs/perf-$peer-$scen-$rep.data
-      if [ -n "$PERF" ]; then
-        perf record -g -F "$PERF" -o "$perfdata" -p "$PEER_PID" -- sleep "$secs" >/dev/null 2>&1 &
-        PERF_PID=$!
-      fi
-      before=$(cpu_ticks "$PEER_PID")
-      load "$scen" "$u" "$D" "$reqlog" >"$raw" 2>&1 || failed=1
-      after=$(cpu_ticks "$PEER_PID")
-      [ -n "$PERF" ] && { wait "$PERF_PID" || true; }
-      python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
+# run_peer PEER REP runs every scenario against PEER, started afresh.
+run_peer() {
+  local peer=$1 rep=$2 scen u raw reqlog perfdata before after
+  start_peer "$peer"
+  for scen in $SCEN; do
+    case $peer:$scen in go-loop:h1*) continue ;; esac # HTTP/2 only
+    u=$(url "$peer" "$scen")
+    load "$scen" "$u" 1s "" >/dev/null 2>&1 || true
+    raw=$OUT/logs/http-$peer-$scen-$rep.txt
+    reqlog=$W/reqlog-$peer-$scen-$rep.tsv
+    perfdata=$OUT/logs/perf-$peer-$scen-$rep.data
+    if [ -n "$PERF" ]; then
+      perf record -g -F "$PERF" -o "$perfdata" -p "$PEER_PID" -- sleep "$secs" >/dev/null 2>&1 &
+      PERF_PID=$!
+    fi
+    before=$(cpu_ticks "$PEER_PID")
+    load "$scen" "$u" "$D" "$reqlog" >"$raw" 2>&1 || failed=1
+    after=$(cpu_ticks "$PEER_PID")
+    [ -n "$PERF" ] && { wait "$PERF_PID" || true; }
+    python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
 import json, re, sys
 raw, reqlog, peer, scen, rep, ticks, hz = sys.argv[1:]
 text = open(raw).read()
@@ -371,21 +370,23 @@ else:  # h2load
 r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
 print(json.dumps(r))
 EOF
-      if [ -n "$REQLOGS" ] && [ -f "$reqlog" ]; then
-        mv "$reqlog" "$OUT/logs/"
-      fi
-      rm -f "$reqlog"
-      tail -n1 "$OUT/http-results.jsonl" >&2
-      if [ -n "$PERF" ]; then
-        perf script -i "$perfdata" -F ip,sym,dso 2>/dev/null |
-          python3 "$ROOT/hack/bench/perfsplit.py" "$peer" "$scen" "$rep" "$PERF" \
-            "$(tail -n1 "$OUT/http-results.jsonl")" >>"$OUT/http-perf.jsonl" || failed=1
-        rm -f "$perfdata"
-      fi
-    done
-    stop_peer "$peer"
+    if [ -n "$REQLOGS" ] && [ -f "$reqlog" ]; then
+      mv "$reqlog" "$OUT/logs/"
+    fi
+    rm -f "$reqlog"
+    tail -n1 "$OUT/http-results.jsonl" >&2
+    if [ -n "$PERF" ]; then
+      perf script -i "$perfdata" -F ip,sym,dso 2>/dev/null |
+        python3 "$ROOT/hack/bench/perfsplit.py" "$peer" "$scen" "$rep" "$PERF" \
+          "$(tail -n1 "$OUT/http-results.jsonl")" >>"$OUT/http-perf.jsonl" || failed=1
+      rm -f "$perfdata"
+    fi
   done
-done
+  stop_peer "$peer"
+}
+
+failed=0
+each_repeat run_peer
 
 python3 - "$OUT/http-results.jsonl" >"$OUT/http-results.md" <<'EOF'
 import collections, json, statistics, sys

@@ -180,16 +180,15 @@ run() { # peer streams scenarios
     *) echo "unknown peer $peer" >&2; exit 2 ;;
   esac
 }
-for rep in $(seq 1 "$REPS"); do
-  echo "=== repeat $rep of $REPS" >&2
-  for peer in $(peers_in_turn "$rep"); do
-    echo "--- $peer" >&2
-    scen=tput,conn-ssh
-    if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "${peer%-chain}" = "$peer" ]; then scen=$scen,idle-$IDLE; fi
-    run "$peer" 1 "$scen"
-    run "$peer" 16 tput
-  done
-done
+# run_peer PEER REP: one stream (tunnel set-up, idle tunnels), then 16.
+run_peer() {
+  local peer=$1 rep=$2 scen=tput,conn-ssh # run reads rep
+  echo "--- $peer" >&2
+  if [ -n "${IDLE:-}" ] && [ "$peer" != direct ] && [ "${peer%-chain}" = "$peer" ]; then scen=$scen,idle-$IDLE; fi
+  run "$peer" 1 "$scen"
+  run "$peer" 16 tput
+}
+each_repeat run_peer
 for s in 1 16; do
   echo
   echo "## tput with $s stream(s) per run; conn-ssh (tunnel set-up) in the 1-stream table"

@@ -159,31 +159,32 @@ if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}");
 
 if [ -n "$RELOAD" ]; then reload_configs; fi
 
+# run_peer PEER REP runs PEER's scenarios, then its reload cost.
+run_peer() {
+  local peer=$1 rep=$2
+  if [ -n "$SCEN" ]; then
+    peer_args "$peer"
+    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "$SCEN" \
+      -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
+      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+      -out results.jsonl -logdir logs || failed=1
+  fi
+  if [ -n "$RELOAD" ]; then
+    if ! reload_args "$peer"; then
+      [ "$rep" != 1 ] || echo "$peer reload-$RELOAD: skipped, no configuration reload" >&2
+      return 0
+    fi
+    "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "reload-$RELOAD" \
+      -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" -reload-baseline "$RELOAD_BASELINE" \
+      -reload-quiet "$RELOAD_QUIET" \
+      -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" \
+      -out results.jsonl -logdir logs || failed=1
+  fi
+}
+
 failed=0
 cd "$OUT_DIR"
-for rep in $(seq 1 "$REPS"); do
-  echo "=== repeat $rep of $REPS" >&2
-  for peer in $(peers_in_turn "$rep"); do
-    if [ -n "$SCEN" ]; then
-      peer_args "$peer"
-      "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "$SCEN" \
-        -d "$D" -warmup 1s -c "$C" -tput-bytes "$TPUT" -tput-streams "$STREAMS" \
-        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
-        -out results.jsonl -logdir logs || failed=1
-    fi
-    if [ -n "$RELOAD" ]; then
-      if ! reload_args "$peer"; then
-        [ "$rep" != 1 ] || echo "$peer reload-$RELOAD: skipped, no configuration reload" >&2
-        continue
-      fi
-      "${run[@]}" run -peer "$peer" -rep "$rep" -addr "$ADDR" -base-port "$BASE" "${args[@]}" -scenarios "reload-$RELOAD" \
-        -d "$RELOAD_D" -warmup 1s -c "$C" -reload-every "$RELOAD_EVERY" -reload-rate "$RELOAD_RATE" -reload-baseline "$RELOAD_BASELINE" \
-        -reload-quiet "$RELOAD_QUIET" \
-        -quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" \
-        -out results.jsonl -logdir logs || failed=1
-    fi
-  done
-done
+each_repeat run_peer
 "$OUT_DIR/muxload" table results.jsonl | tee results-table.md
 if [ "$failed" != 0 ]; then
   echo "some runs failed or were misrouted: see results.jsonl and logs/" >&2

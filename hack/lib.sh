@@ -151,29 +151,48 @@ peers_in_turn() {
 	fi
 }
 
+# each_repeat FN ARG... calls `FN PEER REP ARG...` for every peer of PEERS
+# in each of REPS repeats, the peers in turn (peers_in_turn), saying on
+# stderr which repeat starts. Every bench interleaves its peers so; FN
+# records its own failures.
+each_repeat() {
+	local fn=$1 rep peer
+	shift
+	for rep in $(seq 1 "$REPS"); do
+		echo "=== repeat $rep of $REPS" >&2
+		for peer in $(peers_in_turn "$rep"); do
+			"$fn" "$peer" "$rep" "$@"
+		done
+	done
+}
+
 # bench_repeats RESULTS FLAG... runs `$OUT_DIR/muxload run` REPS times
 # against each of PEERS, from $OUT_DIR, at priority NICE when root: each peer
 # with FLAG... and the flags the caller's `peer_args NAME` sets in args (no
 # flags: the peer is skipped). Results go to RESULTS.jsonl, logs to logs/,
 # the table to RESULTS-table.md. Returns 1 when a run failed or misrouted.
 bench_repeats() {
-	local results=$1 run=("$OUT_DIR/muxload") failed=0 rep peer
+	local results=$1
 	shift
-	if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
+	bench_failed=0
 	cd "$OUT_DIR"
-	for rep in $(seq 1 "$REPS"); do
-		echo "=== repeat $rep of $REPS" >&2
-		for peer in $(peers_in_turn "$rep"); do
-			peer_args "$peer"
-			[ ${#args[@]} -gt 0 ] || continue
-			"${run[@]}" run -peer "$peer" -rep "$rep" "${args[@]}" "$@" \
-				-quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
-				-out "$results.jsonl" -logdir logs || failed=1
-		done
-	done
+	each_repeat bench_run "$results" "$@"
 	"$OUT_DIR/muxload" table "$results.jsonl" | tee "$results-table.md"
-	if [ "$failed" != 0 ]; then
+	if [ "$bench_failed" != 0 ]; then
 		echo "some runs failed or were misrouted: see $results.jsonl and logs/" >&2
 	fi
-	return "$failed"
+	return "$bench_failed"
+}
+
+# bench_run PEER REP RESULTS FLAG... is one run of bench_repeats; a
+# failed or misrouted one sets bench_failed.
+bench_run() {
+	local peer=$1 rep=$2 results=$3 run=("$OUT_DIR/muxload")
+	shift 3
+	if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then run=(nice -n "$NICE" "${run[@]}"); fi
+	peer_args "$peer"
+	[ ${#args[@]} -gt 0 ] || return 0
+	"${run[@]}" run -peer "$peer" -rep "$rep" "${args[@]}" "$@" \
+		-quiet "${QUIET:-0.3}" -quiet-wait "${QUIET_WAIT:-30s}" -retries 1 \
+		-out "$results.jsonl" -logdir logs || bench_failed=1
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TLS termination: `portmux serve` against haproxy 2.6 (OpenSSL) with the
 # same certificates, in one interleaved run (repeat 1 of every peer and
-# certificate, then repeat 2, ...). Both terminate TLS on 127.0.0.1:17443
+# certificate, then repeat 2, ..., the peers' order reversed every other
+# repeat as in every bench here: peers_in_turn). Both terminate TLS on 127.0.0.1:17443
 # and forward the plain stream to one echo backend, so the difference is the
 # TLS work and the proxying.
 #
@@ -124,24 +125,26 @@ stop_peer() {
   wait_free $PORT
 }
 
-for rep in $(seq "$REPS"); do
+# run_peer PEER REP runs every scenario with every certificate against
+# PEER, started afresh for each.
+run_peer() {
+  local peer=$1 rep=$2 cert scen common
   for cert in $CERTS; do
-    for peer in $PEERS; do
-      for scen in $SCEN; do
-        start_peer "$peer" "$cert"
-        common=(-addr 127.0.0.1:$PORT -pid "$PEER_PID" -peer "$peer" -cert "$cert")
-        case $scen in
-          handshake) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" ;;
-          tls12) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -tls12 ;;
-          resume) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -resume ;;
-          bulk) "$OUT/tlsload" bulk "${common[@]}" -bytes "$BULK" ;;
-          idle) "$OUT/tlsload" idle "${common[@]}" -n "$IDLE" ;;
-        esac | sed "s/}\$/,\"rep\":$rep}/" >>"$OUT/results.jsonl"
-        stop_peer
-      done
+    for scen in $SCEN; do
+      start_peer "$peer" "$cert"
+      common=(-addr 127.0.0.1:$PORT -pid "$PEER_PID" -peer "$peer" -cert "$cert")
+      case $scen in
+        handshake) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" ;;
+        tls12) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -tls12 ;;
+        resume) "$OUT/tlsload" handshake "${common[@]}" -c "$C" -d "$D" -resume ;;
+        bulk) "$OUT/tlsload" bulk "${common[@]}" -bytes "$BULK" ;;
+        idle) "$OUT/tlsload" idle "${common[@]}" -n "$IDLE" ;;
+      esac | sed "s/}\$/,\"rep\":$rep}/" >>"$OUT/results.jsonl"
+      stop_peer
     done
   done
-done
+}
+each_repeat run_peer
 
 python3 - "$OUT/results.jsonl" >"$OUT/results.md" <<'EOF'
 import json, statistics, sys
