@@ -43,7 +43,7 @@
 // loop calls them on its own goroutine, so they must not block.
 //
 // A loop is shared fairly: a connection moves a bounded number of bytes
-// a turn (256 KiB a forwarded direction, 64 KiB an exchange, a served
+// a turn (128 KiB a forwarded direction, 64 KiB an exchange, a served
 // connection's read budget), then the loop comes back to it at the end of
 // the round (Conn.later), after the other connections' events; until
 // then its own events are only noted, so it moves once a round. A burst

@@ -49,8 +49,12 @@ const (
 	// bulk streams, 3 runs): with no budget 23-37 conn/s at p99 62-85
 	// ms; 1 MiB 35 at 66 ms; 256 KiB 82-102 at 32-35 ms, haproxy's
 	// 66-85 at 22-32 ms, for 0.80-0.93 s of CPU per GB forwarded
-	// against 0.51-0.60 (haproxy's 2.0).
-	moveBudget = 256 << 10
+	// against 0.51-0.60 (haproxy's 2.0). 128 KiB, two runs of 3 beside
+	// 256 KiB: 1.24x and 1.32x the connections at p99 0.79x and 0.88x
+	// (27.2 and 31.9 ms, haproxy's 27.8 and 34.6), the same throughput
+	// for 1.06x and 1.19x the CPU per GB (1.04 and 1.23 s, haproxy's
+	// 2.46 and 2.44).
+	moveBudget = 128 << 10
 	// exchangeBudget is moveBudget for an HTTP/1.1 exchange, its bytes
 	// both ways together. Its reads are copyChunk copies whatever the
 	// budget, so a small one costs no larger system calls, only turns:
