@@ -107,12 +107,7 @@ func (t *Table) Admit(addr netip.Addr, now time.Time, l Limits) (netip.Prefix, R
 	if n := len(t.clients); n >= t.sweepAt || (n > minSweep && now.Sub(t.swept) >= sweepEvery) {
 		t.sweep(now)
 	}
-	c := t.clients[key]
-	if c == nil {
-		c = &client{}
-		t.clients[key] = c
-		t.size.Store(int64(len(t.clients)))
-	}
+	c := t.entryLocked(key)
 	if l.MaxConnections > 0 && c.open >= l.MaxConnections {
 		return key, Connections
 	}
@@ -148,12 +143,7 @@ func (t *Table) Release(key netip.Prefix) {
 func (t *Table) Hold(key netip.Prefix, l Limits) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := t.clients[key]
-	if c == nil {
-		c = &client{}
-		t.clients[key] = c
-		t.size.Store(int64(len(t.clients)))
-	}
+	c := t.entryLocked(key)
 	if l.MaxRequests > 0 && c.requests >= l.MaxRequests {
 		return false
 	}
@@ -169,6 +159,17 @@ func (t *Table) Unhold(key netip.Prefix) {
 		c.requests--
 		t.forgetLocked(key, c)
 	}
+}
+
+// entryLocked is key's entry, made if the table has none. t.mu is held.
+func (t *Table) entryLocked(key netip.Prefix) *client {
+	c := t.clients[key]
+	if c == nil {
+		c = &client{}
+		t.clients[key] = c
+		t.size.Store(int64(len(t.clients)))
+	}
+	return c
 }
 
 // forgetLocked drops c, key's entry, once it holds nothing and has no

@@ -168,10 +168,8 @@ func (sc *serverConn) streamDoneLocked(st *stream) {
 	}
 	sc.running--
 	sc.idleLaterLocked()
-	admitted := st.admitted
-	st.admitted = false
 	sc.mu.Unlock()
-	if admitted && sc.srv.Release != nil {
+	if sc.srv.Admit != nil && sc.srv.Release != nil {
 		sc.srv.Release()
 	}
 	sc.handlers.Done()

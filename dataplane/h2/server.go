@@ -94,8 +94,9 @@ type Server struct {
 	// connection: its client's share of backend connections, which a
 	// hundred streams on each of a client's connections would otherwise
 	// multiply. Refused, the stream is answered 503 at once, its body (if
-	// any) refused; admitted, Release is called once the stream has
-	// ended and its handler or owner is done with it.
+	// any) refused; admitted, Release (which comes with Admit) is called
+	// once the stream has ended and its handler or owner is done with
+	// it: every stream is one Admit admitted.
 	Admit   func() bool
 	Release func()
 	// Drain, once done, drains every connection: GOAWAY (no error) tells
@@ -690,7 +691,7 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		return sc.controlWrittenLocked()
 	}
-	st := &stream{sc: sc, id: id, admitted: sc.srv.Admit != nil}
+	st := &stream{sc: sc, id: id}
 	sc.openStreamLocked(st, r.length, ended)
 	sc.opened++
 	sc.running++

@@ -63,9 +63,6 @@ type stream struct {
 	async  bool
 	owner  Owner
 	resume bool
-	// admitted: Server.Admit took something for the stream, which
-	// Server.Release gives back.
-	admitted bool
 }
 
 // body is a request body in flight: the bytes the client sent that the

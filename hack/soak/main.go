@@ -14,7 +14,7 @@
 //     one;
 //   - goroutines and open files before, at the peak and after the attack
 //     has ended and every connection has closed, and the live heap (right
-//     after a forced collection) before and after: anything left is a
+//     after two forced collections) before and after: anything left is a
 //     leak.
 //
 // The attack, from many source addresses in 127.1.0.0/16 (one per
