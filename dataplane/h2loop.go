@@ -125,7 +125,7 @@ func (ls *loopStreams) take(st *h2.Stream, r h2.Request) h2.Owner {
 	}
 	eps := *rc.httpEndpoints
 	sk := &loopStream{ls: ls, st: st, headMethod: r.Method == http.MethodHead, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
-	sk.target = rc.loopTarget(eps, ls.slot)
+	sk.target = rc.loopTarget(eps, ls.slot, h.c.bound)
 	sk.call = ls.caller.NewCall(relayloop.CallRequest{
 		Head:    head,
 		Target:  &sk.target,

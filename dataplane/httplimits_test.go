@@ -289,6 +289,69 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 	}
 }
 
+// TestHTTPModeFullListenerKeepsOthersIdle: a listener at its cap frees a
+// slot for a request by closing one of its own idle backend connections,
+// never another listener's, whose slots are not the ones it lacks. On the
+// relay loops a request at the cap used to close every idle connection of
+// the Set, so one tenant held at its cap cost every other tenant its
+// kept-alive backend connections, request after request.
+func TestHTTPModeFullListenerKeepsOthersIdle(t *testing.T) {
+	t.Parallel()
+	gated, other := newGateBackend(t), peers.HTTPBackend(t, "other")
+	full := listenerOn("full", httpRoute("web", gated.Addr))
+	full.MaxConnections = 2
+	m := startMux(t, snapshotOf(full, listenerOn("other", httpRoute("web", other.Addr))))
+
+	// The other tenant leaves one kept-alive connection in the pool.
+	if resp := getOnce(t, m.addr("other"), "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("the other listener: %q", resp)
+	}
+	m.waitIdle()
+	otherPooled := map[string]string{"listener": "other"}
+	if n := m.metricSum("portmux_http_backend_connections", otherPooled); n != 1 {
+		t.Fatalf("portmux_http_backend_connections{listener=other} %v, want 1 (pooled)", n)
+	}
+
+	// On the full listener the client's connection and one stream's
+	// backend connection take both slots; the other streams find none.
+	cc := h2Conn(t, m.addr("full"), "")
+	const streams = 5
+	statuses := make(chan int, streams)
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Go(func() {
+			status, _, err := h2Get(t, cc, "www.test", fmt.Sprintf("http://www.test/s%d", i))
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+			}
+			statuses <- status
+		})
+	}
+	for range streams - 1 {
+		select {
+		case s := <-statuses:
+			if s != http.StatusServiceUnavailable {
+				t.Errorf("a stream over the cap got %d, want 503", s)
+			}
+		case <-time.After(ioTimeout):
+			t.Fatal("the streams over the cap were not answered")
+		}
+	}
+	if n := m.metricSum("portmux_http_backend_connections", otherPooled); n != 1 {
+		t.Errorf("portmux_http_backend_connections{listener=other} %v after the full listener's requests, want 1: "+
+			"its idle connection does not hold the full listener's slots", n)
+	}
+	if open := other.OpenConns(); open != 1 {
+		t.Errorf("the other backend holds %d connections, want 1", open)
+	}
+	close(gated.gate)
+	wg.Wait()
+	if s := <-statuses; s != http.StatusOK {
+		t.Errorf("the stream holding the backend got %d, want 200", s)
+	}
+	_ = cc.Close()
+}
+
 // TestHTTPModeRouteIdleTimeout: the idleTimeout of the route a
 // connection's first request chose is its keep-alive idle time.
 func TestHTTPModeRouteIdleTimeout(t *testing.T) {

@@ -153,7 +153,7 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 	}
 	lh.toHead = req.IsHead()
 	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length, nil)
-	lh.target = rc.loopTarget(eps, lh.slot)
+	lh.target = rc.loopTarget(eps, lh.slot, lh.hc.c.bound)
 	m := req.Method()
 	retry := kind == h1.None && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS" || string(m) == "TRACE")
 	return relayloop.Step{Head: w.buf, Body: kind, Length: length, Target: &lh.target, Retry: retry, Close: req.ConnectionClose()}
@@ -162,8 +162,8 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 // loopTarget is where a request to rc's endpoints eps goes from the
 // relay loops (an exchange's or an HTTP/2 stream's call): the next
 // endpoint in turn, over the loops' pool kept per route transport, each
-// new backend connection taking a slot from slot.
-func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), bool)) relayloop.Target {
+// new backend connection taking a slot from slot, of the listener b.
+func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), bool), b *boundListener) relayloop.Target {
 	return relayloop.Target{
 		Endpoints:   eps,
 		First:       rc.dialer.Turn(len(eps)),
@@ -171,6 +171,7 @@ func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), boo
 		IdleTimeout: rc.idle,
 		Pool:        rc.transport,
 		Slot:        slot,
+		Slots:       b,
 		MaxIdle:     httpMaxIdleConnsPerEndpoint,
 		PoolIdle:    httpBackendIdleTimeout,
 	}

@@ -173,9 +173,15 @@ type Target struct {
 	// opened for requests with the same key (comparable; nil keys none).
 	// Slot, if set, is asked before a new backend connection is dialled;
 	// false fails the exchange with ErrNoSlot, and release is called
-	// once the connection is closed, pooled or not.
-	Pool any
-	Slot func() (release func(), ok bool)
+	// once the connection is closed, pooled or not. At the cap, idle
+	// connections give their slots up to a request one at a time, the
+	// longest idle first, but only those dialled for Targets with the
+	// same Slots (comparable; nil: any): what Slot takes from, so that
+	// a request at one listener's cap does not close the idle
+	// connections whose slots are another's.
+	Pool  any
+	Slot  func() (release func(), ok bool)
+	Slots any
 	// MaxIdle caps the idle connections kept per Pool key and endpoint
 	// over the Set (zero: 16); PoolIdle closes one idle for longer
 	// (zero: 90 s).

@@ -56,6 +56,7 @@ type backend struct {
 	fd      int
 	ep      netip.AddrPort
 	key     poolKey
+	slots   any       // Target.Slots
 	list    *idleList // key's, while open (nil: not pooled); the pool's mu
 	release func()
 	home    atomic.Pointer[loop]
@@ -339,7 +340,7 @@ func (l *loop) backendFor(t *Target, attempt *int, dialErrs *[]error, fresh, ret
 		if t.Slot != nil {
 			r, ok := t.Slot()
 			// At the cap, an idle connection gives its slot to a request.
-			for !ok && l.evictIdle() {
+			for !ok && l.evictIdle(t.Slots) {
 				r, ok = t.Slot()
 			}
 			if !ok {
@@ -402,7 +403,7 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 		sysClose(fd)
 		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err))
 	}
-	b := &backend{id: l.set.pool.nextID.Add(1), fd: fd, ep: ep, key: key, connecting: err != nil}
+	b := &backend{id: l.set.pool.nextID.Add(1), fd: fd, ep: ep, key: key, slots: t.Slots, connecting: err != nil}
 	b.home.Store(l)
 	b.poolIdle, b.maxIdle = int64(t.PoolIdle), t.MaxIdle
 	if b.poolIdle <= 0 {

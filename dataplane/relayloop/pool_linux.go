@@ -223,15 +223,19 @@ func (p *pool) remove(b *backend) bool {
 	return false
 }
 
-// evictIdle closes the connection idle the longest, whichever loop's and
-// whatever its key: at the cap, it gives its slot to a request. false
-// when none is idle.
-func (l *loop) evictIdle() bool {
+// evictIdle closes the connection idle the longest among those dialled
+// for slots (Target.Slots; nil: any), whichever loop's and whatever its
+// key: at the cap, it gives its slot to a request. false when none is
+// idle.
+func (l *loop) evictIdle(slots any) bool {
 	p := &l.set.pool
 	p.mu.Lock()
 	var oldest *backend
 	for _, lst := range p.lists {
 		for _, b := range lst.conns {
+			if slots != nil && b.slots != slots {
+				continue
+			}
 			if oldest == nil || b.idleSince < oldest.idleSince {
 				oldest = b
 			}

@@ -2,6 +2,7 @@ package relayloop
 
 import (
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -82,7 +83,7 @@ func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
 
 	// A is its home again; B evicts it for a slot.
 	var evicted bool
-	on(t, b, func() { evicted = b.evictIdle() })
+	on(t, b, func() { evicted = b.evictIdle(nil) })
 	if !evicted || released.Load() != 1 {
 		t.Fatalf("evicted %v, slots released %d", evicted, released.Load())
 	}
@@ -93,6 +94,47 @@ func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
 	on(t, a, func() { _, inA = a.backends[conn.id] })
 	if inA {
 		t.Error("the evicted connection is still in its old home's table")
+	}
+}
+
+// TestEvictIdleTakesOnlyItsSlots: at the cap a request closes only an
+// idle connection that holds a slot of the same kind as the one it
+// lacks (Target.Slots): another listener's stay pooled.
+func TestEvictIdleTakesOnlyItsSlots(t *testing.T) {
+	s, ep := poolSet(t, 1)
+	l := s.loops[0]
+	released := map[string]int{}
+	on(t, l, func() {
+		for _, slots := range []string{"a", "b"} {
+			conn, err := l.dialBackend(ep, poolKey{slots, ep}, &Target{Slots: slots})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conn.release = func() { released[slots]++ }
+			l.putIdle(conn)
+		}
+	})
+	for i, step := range []struct {
+		slots    any
+		evicted  bool
+		released map[string]int
+	}{
+		{"c", false, map[string]int{}},
+		{"a", true, map[string]int{"a": 1}},
+		{"a", false, map[string]int{"a": 1}},
+		{nil, true, map[string]int{"a": 1, "b": 1}},
+		{nil, false, map[string]int{"a": 1, "b": 1}},
+	} {
+		var evicted bool
+		var got map[string]int
+		on(t, l, func() {
+			evicted = l.evictIdle(step.slots)
+			got = maps.Clone(released)
+		})
+		if evicted != step.evicted || !maps.Equal(got, step.released) {
+			t.Errorf("step %d, evictIdle(%v): evicted %v, released %v; want %v, %v", i, step.slots, evicted, got, step.evicted, step.released)
+		}
 	}
 }
 
