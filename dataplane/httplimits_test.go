@@ -352,6 +352,43 @@ func TestHTTPModeFullListenerKeepsOthersIdle(t *testing.T) {
 	_ = cc.Close()
 }
 
+// TestHTTPModeIdleGivesItsSlotOnEveryPath: at the listener's cap, a
+// request that needs a new backend connection gets the slot of one of
+// the listener's idle ones, whichever pool holds it: the relay loops'
+// (bodiless requests on Linux) or the goroutines' (requests with a body,
+// and every request without loops). Two endpoints taken in turn make
+// every request need a connection the one before left idle elsewhere.
+// Before, only the loops evicted: a request on a goroutine got 503.
+func TestHTTPModeIdleGivesItsSlotOnEveryPath(t *testing.T) {
+	t.Parallel()
+	a, b := peers.HTTPBackend(t, "a"), peers.HTTPBackend(t, "b")
+	web := httpRoute("web", a.Addr)
+	web.Backend.Endpoints = append(web.Backend.Endpoints, b.Addr)
+	l := listenerOn("pub", web)
+	l.MaxConnections = 2 // the client's connection and one backend connection
+	m := startMux(t, snapshotOf(l))
+
+	cc := h2Conn(t, m.addr("pub"), "")
+	defer cc.Close()
+	for i := range 6 {
+		method, body := http.MethodGet, io.Reader(nil)
+		if i%2 == 1 {
+			method, body = http.MethodPost, strings.NewReader("a body")
+		}
+		req, err := http.NewRequest(method, fmt.Sprintf("http://www.test/r%d", i), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, got, err := peers.StatusBody(cc.RoundTrip(req))
+		if err != nil || status != http.StatusOK {
+			t.Errorf("request %d (%s): %d %q %v, want 200 through an idle connection's slot", i, method, status, got, err)
+		}
+	}
+	if n := m.httpRequestCount("pub", dataplane.RequestUnavailable); n != 0 {
+		t.Errorf("%d requests counted unavailable, want 0", n)
+	}
+}
+
 // TestHTTPModeRouteIdleTimeout: the idleTimeout of the route a
 // connection's first request chose is its keep-alive idle time.
 func TestHTTPModeRouteIdleTimeout(t *testing.T) {

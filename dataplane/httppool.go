@@ -141,8 +141,10 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 }
 
 // poolSlot is the slot a backend connection the goroutine pools dial for
-// c's requests takes (loopSlot is the relay loops').
-func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlot(c.bound, c.lc, c.cfg) }
+// c's requests takes (loopSlot is the relay loops'). Those dials run on
+// handler goroutines only, which may wait for a loop to evict an idle
+// connection.
+func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, true) }
 
 // admitStream counts an HTTP/2 stream of c's client in flight (h2.Server's
 // Admit; streamEnded is its Release), each of which may hold a backend
@@ -169,26 +171,53 @@ func (c *conn) streamEnded() {
 	}
 }
 
-// backendSlotEvicting is backendSlot for the relay loops' exchanges: at
-// the cap, the idle connections of the listener's goroutine pools give
-// their slots up first, one at a time (the loops evict their own before
-// they ask). A kept-alive idle connection is a cache; a request is not.
-func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config) (release func(), ok bool) {
-	if release, ok := s.backendSlot(b, lc, cfg); ok {
-		return release, true
+// backendSlotEvicting is backendSlot at the cap: the listener's idle
+// backend connections give their slots up, those of its goroutine pools
+// first (the direct pools' one at a time; net/http's Transport can only
+// close all its idle ones together, so it comes after), then, when loops
+// is set, the relay loops' one at a time. A kept-alive idle connection
+// is a cache; a request is not. Another listener's idle connections
+// stay: their slots are not the ones missing. A relay loop asks with
+// loops unset: it evicts the loops' own itself (relayloop.Target.Slots)
+// and must not wait on them.
+func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config, loops bool) (release func(), ok bool) {
+	std := true
+	for {
+		if release, ok := s.backendSlot(b, lc, cfg); ok {
+			return release, true
+		}
+		switch {
+		case lc.evictDirectIdle():
+		case std:
+			std = false
+			lc.closeStdIdle()
+		case loops && s.loops != nil && s.loops.EvictIdle(b):
+		default:
+			return nil, false
+		}
 	}
+}
+
+// evictDirectIdle closes one idle backend connection of lc's direct
+// pools, the longest idle of the first route that has one; false when
+// none has.
+func (lc *listenerConfig) evictDirectIdle() bool {
 	for i := range lc.routes {
-		t := lc.routes[i].transport
-		if t == nil {
-			continue
-		}
-		for t.direct.evictOne() {
-			if release, ok := s.backendSlot(b, lc, cfg); ok {
-				return release, true
-			}
+		if t := lc.routes[i].transport; t != nil && t.direct.evictOne() {
+			return true
 		}
 	}
-	return nil, false
+	return false
+}
+
+// closeStdIdle closes the idle connections of lc's routes' net/http
+// Transports (the reverse proxy's requests).
+func (lc *listenerConfig) closeStdIdle() {
+	for i := range lc.routes {
+		if t := lc.routes[i].transport; t != nil {
+			t.std.CloseIdleConnections()
+		}
+	}
 }
 
 // backendConns counts the backend connections http mode holds open, which

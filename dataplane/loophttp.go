@@ -179,7 +179,7 @@ func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), boo
 
 // loopSlot is the slot a backend connection the relay loops dial for c's
 // requests takes (backendSlotEvicting).
-func (c *conn) loopSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg) }
+func (c *conn) loopSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, false) }
 
 // handOffHTTP gives the connection to serveFront before the request in
 // hand, with a new probe deadline for the bytes it reads again.

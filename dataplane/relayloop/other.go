@@ -22,6 +22,9 @@ func (*Set) Stats() Stats { return Stats{} }
 // CloseIdle does nothing.
 func (*Set) CloseIdle(any) {}
 
+// EvictIdle returns false: there are no loops' connections.
+func (*Set) EvictIdle(any) bool { return false }
+
 // Close does nothing.
 func (*Set) Close() error { return nil }
 

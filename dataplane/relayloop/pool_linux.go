@@ -257,6 +257,38 @@ func (l *loop) evictIdle(slots any) bool {
 	return true
 }
 
+// EvictIdle is evictIdle for a goroutine that needs a slot: one of the
+// loops closes the connection idle the longest among those dialled for
+// slots (Target.Slots; nil: any), and EvictIdle returns once the slot is
+// given back. false when none is idle or the loops have stopped. A loop
+// must not call it: it would wait for itself.
+func (s *Set) EvictIdle(slots any) bool {
+	if !s.pool.holdsIdle(slots) {
+		return false // at the cap with nothing idle: no loop to bother
+	}
+	l := s.leastBusy()
+	done := make(chan bool, 1)
+	if !l.post(func() { done <- l.evictIdle(slots) }) {
+		return false
+	}
+	return <-done
+}
+
+// holdsIdle reports whether an idle connection dialled for slots (nil:
+// any) is pooled now.
+func (p *pool) holdsIdle(slots any) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, lst := range p.lists {
+		for _, b := range lst.conns {
+			if slots == nil || b.slots == slots {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // CloseIdle closes the idle backend connections of exchanges pooled
 // under key (Target.Pool), and those that come back to it from the
 // exchanges in flight for a minute: the key's pool is done with, as a

@@ -138,6 +138,36 @@ func TestEvictIdleTakesOnlyItsSlots(t *testing.T) {
 	}
 }
 
+// TestSetEvictIdleFromAGoroutine: a goroutine at the cap has a loop
+// evict an idle connection of its slots, and has the slot back when
+// EvictIdle returns.
+func TestSetEvictIdleFromAGoroutine(t *testing.T) {
+	s, ep := poolSet(t, 2)
+	l := s.loops[1]
+	var released atomic.Int64
+	on(t, l, func() {
+		conn, err := l.dialBackend(ep, poolKey{"k", ep}, &Target{Slots: "a"})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		conn.release = func() { released.Add(1) }
+		l.putIdle(conn)
+	})
+	if s.EvictIdle("b") || released.Load() != 0 {
+		t.Fatalf("another listener's slots: evicted, %d released", released.Load())
+	}
+	if !s.EvictIdle("a") || released.Load() != 1 {
+		t.Fatalf("its own slots: not evicted before EvictIdle returned (%d released)", released.Load())
+	}
+	if s.EvictIdle("a") || s.EvictIdle(nil) {
+		t.Error("evicted again with nothing idle")
+	}
+	if st := s.Stats(); st.Backends != 0 || st.Idle != 0 {
+		t.Errorf("after the eviction: %+v", st)
+	}
+}
+
 // TestPoolKeepsListsOfOpenKeysOnly: a key's idle list stays in the pool
 // while a connection of the key is open, idle or in use, and goes with
 // the last one, so that a pool whose endpoints come and go does not
