@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/portmux/portmux/dataplane"
+	"github.com/portmux/portmux/dataplane/snapshot"
 	"github.com/portmux/portmux/test/peers"
 )
 
@@ -387,6 +388,63 @@ func TestHTTPModeIdleGivesItsSlotOnEveryPath(t *testing.T) {
 	if n := m.httpRequestCount("pub", dataplane.RequestUnavailable); n != 0 {
 		t.Errorf("%d requests counted unavailable, want 0", n)
 	}
+}
+
+// TestIdleBackendGivesItsSlotToANewClient: a listener at its cap
+// because http mode keeps backend connections alive admits a new client
+// in the slot of one of them, as a request would get it: on a port that
+// carries SSH beside the web, the cache must not turn SSH users away.
+// Once nothing is idle, the cap refuses as before.
+func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
+	t.Parallel()
+	web, ssh := peers.HTTPBackend(t, "web"), echoBackend(t)
+	l := listenerOn("pub", routeTo("ssh", snapshot.SSH, ssh.Addr), httpRoute("web", web.Addr))
+	l.MaxConnections = 3
+	m := startMux(t, snapshotOf(l))
+	pub := m.addr("pub")
+
+	// Two kept-alive backend connections: one from a bodiless HTTP/1.1
+	// request (the loops' or the direct pool), one from an HTTP/2 POST
+	// (net/http's Transport).
+	if resp := getOnce(t, pub, "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("GET: %q", resp)
+	}
+	m.waitIdle() // its client's slot back: the POST below is not at the cap
+	cc := h2Conn(t, pub, "")
+	req, err := http.NewRequest(http.MethodPost, "http://www.test/post", strings.NewReader("a body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body, err := peers.StatusBody(cc.RoundTrip(req)); err != nil || status != http.StatusOK {
+		t.Fatalf("POST: %d %q %v", status, body, err)
+	}
+	_ = cc.Close()
+	m.waitIdle()
+	pooled := map[string]string{"listener": "pub"}
+	if n := m.metricSum("portmux_http_backend_connections", pooled); n != 2 {
+		t.Fatalf("portmux_http_backend_connections %v, want 2 (pooled)", n)
+	}
+
+	// Three SSH users: the first takes the free slot, the next two the
+	// idle connections'.
+	for i := range 3 {
+		c := dial(t, pub)
+		defer c.Close()
+		roundTrip(t, c, fmt.Sprintf("SSH-2.0-user%d\r\n", i))
+	}
+	if n := m.metricSum("portmux_http_backend_connections", pooled); n != 0 {
+		t.Errorf("portmux_http_backend_connections %v with three SSH users, want 0", n)
+	}
+	if n := m.outcomeCount("pub", dataplane.OutcomeRejected); n != 0 {
+		t.Errorf("%d connections rejected, want 0", n)
+	}
+	// A fourth finds the cap full of users, nothing to evict.
+	c := dial(t, pub)
+	defer c.Close()
+	if err := closedByPeer(c, ioTimeout); err != nil {
+		t.Errorf("a fourth SSH user at the cap: %v", err)
+	}
+	peers.Until(t, ioTimeout, "the fourth to be counted rejected", func() bool { return m.outcomeCount("pub", dataplane.OutcomeRejected) == 1 })
 }
 
 // TestHTTPModeRouteIdleTimeout: the idleTimeout of the route a

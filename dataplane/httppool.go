@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portmux/portmux/dataplane/forward"
+	"github.com/portmux/portmux/dataplane/relayloop"
 	"github.com/portmux/portmux/dataplane/slots"
 )
 
@@ -171,53 +172,71 @@ func (c *conn) streamEnded() {
 	}
 }
 
-// backendSlotEvicting is backendSlot at the cap: the listener's idle
-// backend connections give their slots up, those of its goroutine pools
-// first (the direct pools' one at a time; net/http's Transport can only
-// close all its idle ones together, so it comes after), then, when loops
-// is set, the relay loops' one at a time. A kept-alive idle connection
-// is a cache; a request is not. Another listener's idle connections
-// stay: their slots are not the ones missing. A relay loop asks with
-// loops unset: it evicts the loops' own itself (relayloop.Target.Slots)
-// and must not wait on them.
+// backendSlotEvicting is backendSlot at the cap: one of the listener's
+// idle backend connections gives its slot up (evictor). A relay loop
+// asks with loops unset: it evicts the loops' own itself
+// (relayloop.Target.Slots) and must not wait on them.
 func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config, loops bool) (release func(), ok bool) {
-	std := true
-	for {
+	if release, ok := s.backendSlot(b, lc, cfg); ok {
+		return release, true
+	}
+	e := evictor{lc: lc, slots: b}
+	if loops {
+		e.set = s.loops
+	}
+	for e.next() {
 		if release, ok := s.backendSlot(b, lc, cfg); ok {
 			return release, true
 		}
-		switch {
-		case lc.evictDirectIdle():
-		case std:
-			std = false
-			lc.closeStdIdle()
-		case loops && s.loops != nil && s.loops.EvictIdle(b):
-		default:
-			return nil, false
-		}
 	}
+	return nil, false
 }
 
-// evictDirectIdle closes one idle backend connection of lc's direct
-// pools, the longest idle of the first route that has one; false when
-// none has.
-func (lc *listenerConfig) evictDirectIdle() bool {
-	for i := range lc.routes {
-		if t := lc.routes[i].transport; t != nil && t.direct.evictOne() {
+// evictor frees slots of a listener at its cap, for a request or a new
+// client, by closing the listener's idle backend connections: a
+// kept-alive idle connection is a cache, a request or a client is not.
+// One at a time, the direct pools' go first, then the relay loops';
+// net/http's Transports come last, as they can only close all their idle
+// connections together. (A relay loop's own request evicts the loops'
+// after Slot has failed: after the Transports'.) Another
+// listener's idle connections stay: their slots are not the ones
+// missing, and one tenant at its cap must not cost the others their
+// kept-alive connections.
+type evictor struct {
+	lc *listenerConfig
+	// slots is the listener the loops' connections were dialled for
+	// (relayloop.Target.Slots). One of them is evicted on the loop
+	// that runs the caller (onLoop), or through set from a goroutine;
+	// with neither, none is.
+	slots   any
+	onLoop  *relayloop.Conn
+	set     *relayloop.Set
+	stdDone bool
+}
+
+// next closes one idle connection, or all of the Transports', and
+// reports whether it did: false once nothing of the listener is idle.
+func (e *evictor) next() bool {
+	for i := range e.lc.routes {
+		if t := e.lc.routes[i].transport; t != nil && t.direct.evictOne() {
 			return true
 		}
 	}
-	return false
-}
-
-// closeStdIdle closes the idle connections of lc's routes' net/http
-// Transports (the reverse proxy's requests).
-func (lc *listenerConfig) closeStdIdle() {
-	for i := range lc.routes {
-		if t := lc.routes[i].transport; t != nil {
-			t.std.CloseIdleConnections()
+	switch {
+	case e.onLoop != nil && e.onLoop.EvictIdle(e.slots):
+		return true
+	case e.set != nil && e.set.EvictIdle(e.slots):
+		return true
+	case !e.stdDone:
+		e.stdDone = true
+		for i := range e.lc.routes {
+			if t := e.lc.routes[i].transport; t != nil {
+				t.std.CloseIdleConnections()
+			}
 		}
+		return true
 	}
+	return false
 }
 
 // backendConns counts the backend connections http mode holds open, which

@@ -32,7 +32,7 @@ func (h loopListener) Accepted(rc *relayloop.Conn) relayloop.Session {
 		return nil // the listener is being removed
 	}
 	peer := rc.Peer()
-	client, ok := s.admitNew(b, lc, cfg, peer)
+	client, ok := s.admitNew(b, lc, cfg, peer, rc)
 	if !ok {
 		return nil
 	}

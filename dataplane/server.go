@@ -602,7 +602,7 @@ func (s *Server) acceptLoop(b *boundListener) {
 			_ = c.Close() // the listener is being removed
 			continue
 		}
-		client, ok := s.admitNew(b, lc, cfg, addrPortOf(c.RemoteAddr()))
+		client, ok := s.admitNew(b, lc, cfg, addrPortOf(c.RemoteAddr()), nil)
 		if !ok {
 			_ = c.Close()
 			continue
@@ -628,15 +628,18 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 
 // admitNew decides whether a new connection from peer may be served, and
 // takes its slots: the listener's and the server's caps, and, unless the
-// listener reads PROXY headers, its client's. A refused connection is
-// counted and logged here; the caller closes it.
-func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, peer netip.AddrPort) (netip.Prefix, bool) {
+// listener reads PROXY headers, its client's. At the cap the listener's
+// idle backend connections give their slots up first (evictor): on the
+// relay loop onLoop, which accepted the connection, or through the
+// loops from the accept loop's goroutine (onLoop nil). A refused
+// connection is counted and logged here; the caller closes it.
+func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, peer netip.AddrPort, onLoop *relayloop.Conn) (netip.Prefix, bool) {
 	if !lc.trusted(peer.Addr()) {
 		s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeProxyUntrusted).Inc()
 		s.log.V(1).Info("connection refused: not from a trusted PROXY header sender", "listener", lc.Name, "client", peer.String())
 		return netip.Prefix{}, false
 	}
-	if !s.admit(b, lc, cfg) {
+	if !s.admit(b, lc, cfg) && !s.admitEvicting(b, lc, cfg, onLoop) {
 		s.m.connections.WithLabelValues(lc.Name, "", "", OutcomeRejected).Inc()
 		s.log.V(1).Info("connection rejected: too many connections", "listener", lc.Name, "client", peer.String())
 		return netip.Prefix{}, false
@@ -655,6 +658,21 @@ func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, pee
 		return netip.Prefix{}, false
 	}
 	return client, true
+}
+
+// admitEvicting is admit at the cap: it retries after each idle backend
+// connection of the listener's the evictor closes.
+func (s *Server) admitEvicting(b *boundListener, lc *listenerConfig, cfg *config, onLoop *relayloop.Conn) bool {
+	e := evictor{lc: lc, slots: b, onLoop: onLoop}
+	if onLoop == nil {
+		e.set = s.loops
+	}
+	for e.next() {
+		if s.admit(b, lc, cfg) {
+			return true
+		}
+	}
+	return false
 }
 
 // unadmit gives back what admitNew took, for a connection that is not

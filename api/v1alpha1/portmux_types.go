@@ -606,7 +606,8 @@ type Backend struct {
 	// -Host, X-Real-IP and Forwarded are set from what the dataplane saw,
 	// never taken from the client; only WebSocket upgrades pass. Requests
 	// are spread over the endpoints one by one, on pooled connections that
-	// count against the listener's maxConnections.
+	// count against the listener's maxConnections; at the cap an idle one
+	// gives its slot to a request or a new client of the same listener.
 	//
 	// +optional
 	Mode BackendMode `json:"mode,omitempty"`

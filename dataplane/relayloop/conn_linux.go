@@ -104,6 +104,10 @@ func (c *Conn) Local() netip.AddrPort {
 	return addrPort(sa)
 }
 
+// EvictIdle is Set.EvictIdle for the Handler's Accepted, which runs on
+// the Conn's loop: the loop closes the idle connection itself.
+func (c *Conn) EvictIdle(slots any) bool { return c.l.evictIdle(slots) }
+
 // Abort ends the connection from any goroutine: its sockets are closed and
 // Done reports ErrClosed, unless it ended or was handed off first.
 func (c *Conn) Abort() {

@@ -49,6 +49,9 @@ func (*Conn) Local() netip.AddrPort { return netip.AddrPort{} }
 // Abort does nothing.
 func (*Conn) Abort() {}
 
+// EvictIdle returns false: there are no loops' connections.
+func (*Conn) EvictIdle(any) bool { return false }
+
 // Flush does nothing.
 func (*Conn) Flush() {}
 
