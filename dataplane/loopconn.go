@@ -44,7 +44,6 @@ func (h loopListener) Accepted(rc *relayloop.Conn) relayloop.Session {
 		s.unadmit(b, lc, client)
 		return nil
 	}
-	s.handlers.Add(1)
 	return &loopSession{c: c, rc: rc}
 }
 

@@ -613,7 +613,6 @@ func (s *Server) acceptLoop(b *boundListener) {
 			_ = c.Close()
 			continue
 		}
-		s.handlers.Add(1)
 		go cn.serve()
 	}
 }
@@ -703,6 +702,11 @@ func (s *Server) release(b *boundListener) {
 	s.active.Add(-1)
 }
 
+// track registers c, and counts it in handlers, unless the server is
+// closed. Both happen under s.mu, where Shutdown closes the server before
+// it waits for handlers: counted after the check, outside the lock, a
+// connection could be counted in while Shutdown's wait had already seen
+// none and returned.
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -710,6 +714,7 @@ func (s *Server) track(c *conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.handlers.Add(1)
 	return true
 }
 
