@@ -169,6 +169,24 @@ func TestHTTPModeBackendPoolKeyedByEndpoint(t *testing.T) {
 	}
 }
 
+// getStreams sends n GETs at once on cc, each on a stream of its own, and
+// returns their statuses as they come (0, and an error reported, for a
+// stream that failed) and a wait for the last of them.
+func getStreams(t testing.TB, cc *http.ClientConn, n int) (statuses chan int, wait func()) {
+	statuses = make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			status, _, err := h2Get(t, cc, "www.test", fmt.Sprintf("http://www.test/s%d", i))
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+			}
+			statuses <- status
+		})
+	}
+	return statuses, wg.Wait
+}
+
 // gateBackend is an HTTP backend whose handler answers only once the
 // test opens its gate, and that tracks how many connections it holds at
 // once and at most (PeakConns).
@@ -224,17 +242,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 
 			cc := h2Conn(t, pub, "")
 			const streams = 150
-			statuses := make(chan int, streams)
-			var wg sync.WaitGroup
-			for i := range streams {
-				wg.Go(func() {
-					status, _, err := h2Get(t, cc, "www.test", fmt.Sprintf("http://www.test/s%d", i))
-					if err != nil {
-						t.Errorf("stream %d: %v", i, err)
-					}
-					statuses <- status
-				})
-			}
+			statuses, wait := getStreams(t, cc, streams)
 			// Every stream but the one holding the backend connection is
 			// answered at once; open the gate then (or after ioTimeout,
 			// so that a dataplane with no bound still ends the test).
@@ -250,7 +258,7 @@ func TestHTTPModeBackendConnectionsTakeSlots(t *testing.T) {
 				}
 			}
 			close(backend.gate)
-			wg.Wait()
+			wait()
 			close(statuses)
 			for s := range statuses {
 				got[s]++
@@ -317,17 +325,7 @@ func TestHTTPModeFullListenerKeepsOthersIdle(t *testing.T) {
 	// backend connection take both slots; the other streams find none.
 	cc := h2Conn(t, m.addr("full"), "")
 	const streams = 5
-	statuses := make(chan int, streams)
-	var wg sync.WaitGroup
-	for i := range streams {
-		wg.Go(func() {
-			status, _, err := h2Get(t, cc, "www.test", fmt.Sprintf("http://www.test/s%d", i))
-			if err != nil {
-				t.Errorf("stream %d: %v", i, err)
-			}
-			statuses <- status
-		})
-	}
+	statuses, wait := getStreams(t, cc, streams)
 	for range streams - 1 {
 		select {
 		case s := <-statuses:
@@ -346,7 +344,7 @@ func TestHTTPModeFullListenerKeepsOthersIdle(t *testing.T) {
 		t.Errorf("the other backend holds %d connections, want 1", open)
 	}
 	close(gated.gate)
-	wg.Wait()
+	wait()
 	if s := <-statuses; s != http.StatusOK {
 		t.Errorf("the stream holding the backend got %d, want 200", s)
 	}

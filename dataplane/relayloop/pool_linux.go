@@ -230,17 +230,7 @@ func (p *pool) remove(b *backend) bool {
 func (l *loop) evictIdle(slots any) bool {
 	p := &l.set.pool
 	p.mu.Lock()
-	var oldest *backend
-	for _, lst := range p.lists {
-		for _, b := range lst.conns {
-			if slots != nil && b.slots != slots {
-				continue
-			}
-			if oldest == nil || b.idleSince < oldest.idleSince {
-				oldest = b
-			}
-		}
-	}
+	oldest := p.oldestLocked(slots)
 	if oldest == nil {
 		p.mu.Unlock()
 		return false
@@ -279,14 +269,24 @@ func (s *Set) EvictIdle(slots any) bool {
 func (p *pool) holdsIdle(slots any) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.oldestLocked(slots) != nil
+}
+
+// oldestLocked is the connection idle the longest among those dialled for
+// slots (nil: any), nil when none is idle. p.mu is held.
+func (p *pool) oldestLocked(slots any) *backend {
+	var oldest *backend
 	for _, lst := range p.lists {
 		for _, b := range lst.conns {
-			if slots == nil || b.slots == slots {
-				return true
+			if slots != nil && b.slots != slots {
+				continue
+			}
+			if oldest == nil || b.idleSince < oldest.idleSince {
+				oldest = b
 			}
 		}
 	}
-	return false
+	return oldest
 }
 
 // CloseIdle closes the idle backend connections of exchanges pooled
