@@ -34,7 +34,7 @@ import (
 type loopStreams struct {
 	h       *httpConn
 	caller  *relayloop.Caller
-	slot    func() (func(), bool)
+	slots   loopSlots
 	maxHead int
 	values  responseValues // the loop's alone
 	// batch holds the streams taken since the reader last waited for
@@ -57,7 +57,7 @@ func (h *httpConn) loopStreamsOf(caller *relayloop.Caller) *loopStreams {
 	return &loopStreams{
 		h:       h,
 		caller:  caller,
-		slot:    c.loopSlot,
+		slots:   c.loopSlots(),
 		maxHead: s.opt.HTTP.withDefaults(s.opt.IdleTimeout).MaxHeaderBytes,
 	}
 }
@@ -125,7 +125,7 @@ func (ls *loopStreams) take(st *h2.Stream, r h2.Request) h2.Owner {
 	}
 	eps := *rc.httpEndpoints
 	sk := &loopStream{ls: ls, st: st, headMethod: r.Method == http.MethodHead, rc: rc, w: loopHTTPWorks.Get().(*loopHTTPWork), hb: hb, head: head}
-	sk.target = rc.loopTarget(eps, ls.slot, h.c.bound)
+	sk.target = rc.loopTarget(eps, ls.slots)
 	sk.call = ls.caller.NewCall(relayloop.CallRequest{
 		Head:    head,
 		Target:  &sk.target,

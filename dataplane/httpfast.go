@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,13 +36,62 @@ type backendTransport struct {
 	// fronts are the fasthttp servers of the route's HTTP/1.x client
 	// connections (serveFront).
 	fronts frontServers
+	// stdOpen counts std's connections, and stdBusy its requests that
+	// may hold one (RoundTrip to the response body's Close), so that the
+	// evictor asks std to close idle connections only when some may be
+	// idle (mayHoldIdle): CloseIdleConnections also closes every
+	// connection that turns idle until std's next request looks for one,
+	// the very connection of the request that asked among them.
+	stdOpen, stdBusy atomic.Int64
 }
 
 // RoundTrip sends req through std: the reverse proxy's requests, which
 // the direct pool does not carry.
 func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.std.RoundTrip(req)
+	t.stdBusy.Add(1)
+	resp, err := t.std.RoundTrip(req)
+	if err != nil {
+		t.stdBusy.Add(-1)
+		return nil, err
+	}
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		// The reverse proxy takes an upgraded connection from the body.
+		resp.Body = &busyConn{busyBody: busyBody{ReadCloser: rwc, busy: &t.stdBusy}, w: rwc}
+	} else {
+		resp.Body = &busyBody{ReadCloser: resp.Body, busy: &t.stdBusy}
+	}
+	return resp, nil
 }
+
+// mayHoldIdle reports whether std may hold an idle connection: more are
+// open than its requests hold.
+func (t *backendTransport) mayHoldIdle() bool { return t.stdOpen.Load() > t.stdBusy.Load() }
+
+// busyBody is a response body of std's whose request counts in busy until
+// the body is closed, when its connection goes back to the pool.
+type busyBody struct {
+	io.ReadCloser
+	busy *atomic.Int64
+	done atomic.Bool
+}
+
+// Close closes the body and counts its request done, once.
+func (b *busyBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.done.CompareAndSwap(false, true) {
+		b.busy.Add(-1)
+	}
+	return err
+}
+
+// busyConn is the body of a 101 response, the upgraded connection,
+// busy until it is closed.
+type busyConn struct {
+	busyBody
+	w io.Writer
+}
+
+func (c *busyConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // CloseIdleConnections closes both pools' idle connections, giving their
 // slots back.

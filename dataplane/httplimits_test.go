@@ -409,11 +409,7 @@ func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
 	}
 	m.waitIdle() // its client's slot back: the POST below is not at the cap
 	cc := h2Conn(t, pub, "")
-	req, err := http.NewRequest(http.MethodPost, "http://www.test/post", strings.NewReader("a body"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status, body, err := peers.StatusBody(cc.RoundTrip(req)); err != nil || status != http.StatusOK {
+	if status, body, err := h2Post(t, cc, "http://www.test/post", "a body"); err != nil || status != http.StatusOK {
 		t.Fatalf("POST: %d %q %v", status, body, err)
 	}
 	_ = cc.Close()
@@ -443,6 +439,140 @@ func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
 		t.Errorf("a fourth SSH user at the cap: %v", err)
 	}
 	peers.Until(t, ioTimeout, "the fourth to be counted rejected", func() bool { return m.outcomeCount("pub", dataplane.OutcomeRejected) == 1 })
+}
+
+// TestGlobalCapTakesAnyListenersIdle: at the global maxConnections, the
+// idle backend connections any listener keeps alive give their slots up
+// to a new client or a request of another listener. They hold slots of
+// the cap that is full, and they are a cache: before, only the full
+// listener's own idle connections gave way, so one tenant's kept-alive
+// pool, up to 1,024 connections a route, could turn away every other
+// tenant's clients for as long as it stayed idle.
+func TestGlobalCapTakesAnyListenersIdle(t *testing.T) {
+	t.Parallel()
+	pooledOn := func(m *testMux, listener string) float64 {
+		return m.metricSum("portmux_http_backend_connections", map[string]string{"listener": listener})
+	}
+	// keepAlive leaves one idle backend connection of listener name's in
+	// the pool: a bodiless HTTP/1.1 request's (the loops' or a direct
+	// pool's), or an HTTP/2 POST's (net/http's Transport).
+	keepAlive := func(t *testing.T, m *testMux, name string, post bool) {
+		t.Helper()
+		addr := m.addr(name)
+		if !post {
+			if resp := getOnce(t, addr, "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+				t.Fatalf("GET on %s: %q", name, resp)
+			}
+			m.waitIdle()
+			return
+		}
+		cc := h2Conn(t, addr, "")
+		defer cc.Close()
+		if status, body, err := h2Post(t, cc, "http://www.test/post", "a body"); err != nil || status != http.StatusOK {
+			t.Fatalf("POST on %s: %d %q %v", name, status, body, err)
+		}
+	}
+
+	t.Run("new clients", func(t *testing.T) {
+		t.Parallel()
+		web, ssh := peers.HTTPBackend(t, "web"), echoBackend(t)
+		snap := snapshotOf(listenerOn("web", httpRoute("web", web.Addr)), listenerOn("ssh", routeTo("ssh", snapshot.SSH, ssh.Addr)))
+		snap.MaxConnections = 3
+		m := startMux(t, snap)
+		keepAlive(t, m, "web", false)
+		keepAlive(t, m, "web", true)
+		m.waitIdle()
+		if n := pooledOn(m, "web"); n != 2 {
+			t.Fatalf("portmux_http_backend_connections{listener=web} %v, want 2 (pooled)", n)
+		}
+
+		// Three SSH users on the other listener: the first takes the free
+		// slot, the next two the web listener's idle connections'.
+		for i := range 3 {
+			c := dial(t, m.addr("ssh"))
+			defer c.Close()
+			roundTrip(t, c, fmt.Sprintf("SSH-2.0-user%d\r\n", i))
+		}
+		if n := pooledOn(m, "web"); n != 0 {
+			t.Errorf("portmux_http_backend_connections{listener=web} %v with three SSH users, want 0", n)
+		}
+		if n := m.outcomeCount("ssh", dataplane.OutcomeRejected); n != 0 {
+			t.Errorf("%d connections rejected, want 0", n)
+		}
+		// A fourth finds the cap full of users, nothing to evict.
+		c := dial(t, m.addr("ssh"))
+		defer c.Close()
+		if err := closedByPeer(c, ioTimeout); err != nil {
+			t.Errorf("a fourth SSH user at the cap: %v", err)
+		}
+		peers.Until(t, ioTimeout, "the fourth to be counted rejected", func() bool { return m.outcomeCount("ssh", dataplane.OutcomeRejected) == 1 })
+	})
+
+	for _, tc := range []struct {
+		name string
+		post bool
+	}{
+		{"an HTTP/1.1 GET", false},
+		{"an HTTP/2 POST", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := peers.HTTPBackend(t, "a"), peers.HTTPBackend(t, "b")
+			snap := snapshotOf(listenerOn("a", httpRoute("a", a.Addr)), listenerOn("b", httpRoute("b", b.Addr)))
+			snap.MaxConnections = 2
+			m := startMux(t, snap)
+			keepAlive(t, m, "a", false)
+			if n := pooledOn(m, "a"); n != 1 {
+				t.Fatalf("portmux_http_backend_connections{listener=a} %v, want 1 (pooled)", n)
+			}
+			// b's client takes the last slot; its request needs another,
+			// which a's idle connection holds.
+			keepAlive(t, m, "b", tc.post)
+			if n := m.httpRequestCount("b", dataplane.RequestUnavailable); n != 0 {
+				t.Errorf("%d requests counted unavailable, want 0", n)
+			}
+			m.waitIdle()
+			if n, m := pooledOn(m, "a"), pooledOn(m, "b"); n != 0 || m != 1 {
+				t.Errorf("pooled backend connections: a %v, b %v; want 0 and 1", n, m)
+			}
+		})
+	}
+}
+
+// TestHTTPModeBusyTransportKeepsItsConnection: a request at the cap with
+// nothing idle to evict gets its 503 and leaves net/http's Transport
+// alone. Asking the Transport to close its idle connections, when it
+// had none, used to close its busy one too as soon as its request
+// ended: each request refused at the cap cost the next one a new dial.
+func TestHTTPModeBusyTransportKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	backend := newGateBackend(t)
+	l := listenerOn("pub", httpRoute("web", backend.Addr))
+	l.MaxConnections = 2 // the client's connection and one backend connection
+	m := startMux(t, snapshotOf(l))
+	cc := h2Conn(t, m.addr("pub"), "")
+	defer cc.Close()
+
+	first := make(chan int, 1)
+	go func() {
+		status, _, _ := h2Post(t, cc, "http://www.test/first", "a body")
+		first <- status
+	}()
+	peers.Until(t, ioTimeout, "the first POST at the backend", func() bool { return len(backend.Requests()) == 1 })
+	if status, _, err := h2Post(t, cc, "http://www.test/second", "a body"); err != nil || status != http.StatusServiceUnavailable {
+		t.Errorf("a POST at the cap: %d %v, want 503", status, err)
+	}
+	close(backend.gate)
+	if status := <-first; status != http.StatusOK {
+		t.Fatalf("the first POST: %d", status)
+	}
+	if status, _, err := h2Post(t, cc, "http://www.test/third", "a body"); err != nil || status != http.StatusOK {
+		t.Fatalf("the third POST: %d %v", status, err)
+	}
+	reqs := backend.Requests()
+	if len(reqs) != 2 || reqs[0].RemoteAddr != reqs[1].RemoteAddr {
+		t.Errorf("the backend saw %+v, want the first and third POSTs on one connection", reqs)
+	}
 }
 
 // TestHTTPModeRouteIdleTimeout: the idleTimeout of the route a

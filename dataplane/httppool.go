@@ -56,9 +56,21 @@ var errNoBackendSlot = errors.New("no connection slot for another backend connec
 // request's client connection (backendSlotKey) until it closes.
 // A response head larger than maxHead is an error (the client gets 502).
 func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backendTransport {
+	t := &backendTransport{}
 	std := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialBackend(ctx, d, endpoints, addr)
+			c, err := dialBackend(ctx, d, endpoints, addr)
+			if err != nil {
+				return nil, err
+			}
+			sc := c.(*slotConn)
+			t.stdOpen.Add(1)
+			release := sc.release
+			sc.release = func() {
+				t.stdOpen.Add(-1)
+				release()
+			}
+			return sc, nil
 		},
 		MaxConnsPerHost:        httpMaxConnsPerEndpoint,
 		MaxIdleConnsPerHost:    httpMaxIdleConnsPerEndpoint,
@@ -72,7 +84,8 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backe
 	direct := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
 		return dialBackend(ctx, d, endpoints, addr)
 	}, maxHead)
-	return &backendTransport{std: std, direct: direct}
+	t.std, t.direct = std, direct
+	return t
 }
 
 // backendSlotKey keys, in the contexts of a client connection's requests,
@@ -142,7 +155,7 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 }
 
 // poolSlot is the slot a backend connection the goroutine pools dial for
-// c's requests takes (loopSlot is the relay loops'). Those dials run on
+// c's requests takes (loopSlots is the relay loops'). Those dials run on
 // handler goroutines only, which may wait for a loop to evict an idle
 // connection.
 func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, true) }
@@ -172,15 +185,15 @@ func (c *conn) streamEnded() {
 	}
 }
 
-// backendSlotEvicting is backendSlot at the cap: one of the listener's
-// idle backend connections gives its slot up (evictor). A relay loop
-// asks with loops unset: it evicts the loops' own itself
-// (relayloop.Target.Slots) and must not wait on them.
+// backendSlotEvicting is backendSlot at the cap: one of the idle backend
+// connections gives its slot up (evictor). A relay loop asks with loops
+// unset: it evicts the loops' own itself (relayloop.Target.Slots) and
+// must not wait on them.
 func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config, loops bool) (release func(), ok bool) {
 	if release, ok := s.backendSlot(b, lc, cfg); ok {
 		return release, true
 	}
-	e := evictor{lc: lc, slots: b}
+	e := evictor{b: b, lc: lc, cfg: cfg}
 	if loops {
 		e.set = s.loops
 	}
@@ -192,51 +205,106 @@ func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *
 	return nil, false
 }
 
-// evictor frees slots of a listener at its cap, for a request or a new
-// client, by closing the listener's idle backend connections: a
-// kept-alive idle connection is a cache, a request or a client is not.
-// One at a time, the direct pools' go first, then the relay loops';
-// net/http's Transports come last, as they can only close all their idle
-// connections together. (A relay loop's own request evicts the loops'
-// after Slot has failed: after the Transports'.) Another
-// listener's idle connections stay: their slots are not the ones
-// missing, and one tenant at its cap must not cost the others their
-// kept-alive connections.
+// evictor frees slots at a cap, for a request or a new client, by
+// closing idle backend connections: a kept-alive idle connection is a
+// cache, a request or a client is not. At the listener's cap only the
+// listener's own give way: another listener's hold slots that are not
+// the ones missing, and one tenant at its cap must not cost the others
+// their kept-alive connections. At the global cap, once the listener's
+// own are gone, any listener's do, as each holds a slot of the cap that
+// is full. One at a time, the direct pools' go first, then the relay
+// loops'; net/http's Transports come last, as they can only close all
+// their idle connections together. (A relay loop's own request evicts
+// the loops' after Slot has failed: after the Transports'.)
 type evictor struct {
-	lc *listenerConfig
-	// slots is the listener the loops' connections were dialled for
-	// (relayloop.Target.Slots). One of them is evicted on the loop
-	// that runs the caller (onLoop), or through set from a goroutine;
-	// with neither, none is.
-	slots   any
-	onLoop  *relayloop.Conn
-	set     *relayloop.Set
-	stdDone bool
+	b   *boundListener
+	lc  *listenerConfig
+	cfg *config
+	// The loops' connections are evicted on the loop that runs the
+	// caller (onLoop), or through set from a goroutine; with neither,
+	// none is.
+	onLoop *relayloop.Conn
+	set    *relayloop.Set
+	// ownStd and allStd: the listener's Transports, then every
+	// listener's, have closed their idle connections.
+	ownStd, allStd bool
 }
 
-// next closes one idle connection, or all of the Transports', and
-// reports whether it did: false once nothing of the listener is idle.
+// next closes one idle connection, or all of some Transports', and
+// reports whether it did: false once nothing that may give way is idle.
 func (e *evictor) next() bool {
-	for i := range e.lc.routes {
-		if t := e.lc.routes[i].transport; t != nil && t.direct.evictOne() {
+	if e.evict(e.lc, e.b, &e.ownStd) {
+		return true
+	}
+	if !globalCapBinds(e.b, e.lc, e.cfg) {
+		return false
+	}
+	for _, lc := range e.cfg.listeners {
+		if lc != e.lc && lc.evictDirect() {
 			return true
 		}
 	}
+	return e.evict(nil, nil, &e.allStd)
+}
+
+// evict closes one idle connection of lc's (nil: any listener's), dialled
+// for slots (nil: any), or, once *stdDone is false no more, all the idle
+// connections of the Transports.
+func (e *evictor) evict(lc *listenerConfig, slots *boundListener, stdDone *bool) bool {
+	var loopSlots any // a nil *boundListener is not a nil any
+	if slots != nil {
+		loopSlots = slots
+	}
 	switch {
-	case e.onLoop != nil && e.onLoop.EvictIdle(e.slots):
+	case lc != nil && lc.evictDirect():
 		return true
-	case e.set != nil && e.set.EvictIdle(e.slots):
+	case e.onLoop != nil && e.onLoop.EvictIdle(loopSlots):
 		return true
-	case !e.stdDone:
-		e.stdDone = true
-		for i := range e.lc.routes {
-			if t := e.lc.routes[i].transport; t != nil {
-				t.std.CloseIdleConnections()
-			}
+	case e.set != nil && e.set.EvictIdle(loopSlots):
+		return true
+	case !*stdDone:
+		*stdDone = true
+		if lc != nil {
+			return lc.closeIdleStd()
 		}
-		return true
+		closed := false
+		for _, lc := range e.cfg.listeners {
+			closed = lc.closeIdleStd() || closed
+		}
+		return closed
 	}
 	return false
+}
+
+// evictDirect closes the longest-idle connection of one of lc's direct
+// pools, and reports whether there was one.
+func (lc *listenerConfig) evictDirect() bool {
+	for i := range lc.routes {
+		if t := lc.routes[i].transport; t != nil && t.direct.evictOne() {
+			return true
+		}
+	}
+	return false
+}
+
+// closeIdleStd closes the idle connections of those of lc's net/http
+// Transports that may hold some, and reports whether there were any.
+func (lc *listenerConfig) closeIdleStd() bool {
+	closed := false
+	for i := range lc.routes {
+		if t := lc.routes[i].transport; t != nil && t.mayHoldIdle() {
+			t.std.CloseIdleConnections()
+			closed = true
+		}
+	}
+	return closed
+}
+
+// globalCapBinds reports whether a slot b's listener (configured by lc,
+// within cfg) failed to take was the global cap's, not its own: at the
+// global cap any listener's idle connections may give way.
+func globalCapBinds(b *boundListener, lc *listenerConfig, cfg *config) bool {
+	return cfg.snap.MaxConnections > 0 && (lc.MaxConnections <= 0 || b.active.Load() < int64(lc.MaxConnections))
 }
 
 // backendConns counts the backend connections http mode holds open, which

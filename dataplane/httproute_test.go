@@ -213,6 +213,18 @@ func h2Get(t testing.TB, cc *http.ClientConn, host, url string) (int, string, er
 	return peers.StatusBody(cc.RoundTrip(req))
 }
 
+// h2Post sends POST url with body on cc and returns the status and body
+// of the response: a request with a body, which net/http's Transport
+// carries to the backend even on the relay loops.
+func h2Post(t testing.TB, cc *http.ClientConn, url, body string) (int, string, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peers.StatusBody(cc.RoundTrip(req))
+}
+
 // TestHTTPModeRoutesEveryHTTP2Stream: on one HTTP/2 connection (the TLS
 // server name chose the first route) each stream goes where its
 // :authority routes it, or gets 421.

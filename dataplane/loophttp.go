@@ -34,9 +34,9 @@ import (
 // loopHTTP is what a connection carried as exchanges keeps between
 // requests: nothing that grows with a request.
 type loopHTTP struct {
-	hc   *httpConn
-	slot func() (func(), bool)
-	opt  relayloop.Exchange
+	hc    *httpConn
+	slots loopSlots
+	opt   relayloop.Exchange
 	// The request in flight: its route (nil when answered here), whether
 	// it was counted, and what its response needs.
 	rc      *routeConfig
@@ -94,8 +94,8 @@ func (ls *loopSession) startHTTP(rc *routeConfig) relayloop.Verdict {
 	c.reportRoute(rc)
 	c.rep.backend = rc.Backend.Name
 	ls.http = &loopHTTP{
-		hc:   newHTTPConn(c, c.lc),
-		slot: c.loopSlot,
+		hc:    newHTTPConn(c, c.lc),
+		slots: c.loopSlots(),
 		opt: relayloop.Exchange{
 			MaxHead:     lim.MaxHeaderBytes,
 			HeadTimeout: lim.ReadHeaderTimeout,
@@ -153,7 +153,7 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 	}
 	lh.toHead = req.IsHead()
 	w.buf, w.scratch = appendFrontHead(w.buf[:0], w.scratch, lh.hc, req, t, kind, length, nil)
-	lh.target = rc.loopTarget(eps, lh.slot, lh.hc.c.bound)
+	lh.target = rc.loopTarget(eps, lh.slots)
 	m := req.Method()
 	retry := kind == h1.None && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS" || string(m) == "TRACE")
 	return relayloop.Step{Head: w.buf, Body: kind, Length: length, Target: &lh.target, Retry: retry, Close: req.ConnectionClose()}
@@ -162,24 +162,40 @@ func (ls *loopSession) Request(head []byte) relayloop.Step {
 // loopTarget is where a request to rc's endpoints eps goes from the
 // relay loops (an exchange's or an HTTP/2 stream's call): the next
 // endpoint in turn, over the loops' pool kept per route transport, each
-// new backend connection taking a slot from slot, of the listener b.
-func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slot func() (func(), bool), b *boundListener) relayloop.Target {
+// new backend connection taking a slot from slots.
+func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slots loopSlots) relayloop.Target {
 	return relayloop.Target{
 		Endpoints:   eps,
 		First:       rc.dialer.Turn(len(eps)),
 		DialTimeout: rc.Backend.DialTimeout,
 		IdleTimeout: rc.idle,
 		Pool:        rc.transport,
-		Slot:        slot,
-		Slots:       b,
+		Slot:        slots.take,
+		Slots:       slots.b,
+		SlotsShared: slots.shared,
 		MaxIdle:     httpMaxIdleConnsPerEndpoint,
 		PoolIdle:    httpBackendIdleTimeout,
 	}
 }
 
-// loopSlot is the slot a backend connection the relay loops dial for c's
-// requests takes (backendSlotEvicting).
-func (c *conn) loopSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, false) }
+// loopSlots is what the backend connections the relay loops dial for a
+// client connection's requests take their slots from (relayloop.Target's
+// Slot, Slots and SlotsShared), made once per connection.
+type loopSlots struct {
+	take   func() (func(), bool)
+	shared func() bool
+	b      *boundListener
+}
+
+// loopSlots is c's loopSlots: its listener's and the global cap
+// (backendSlotEvicting), and whether the global one is what is full.
+func (c *conn) loopSlots() loopSlots {
+	return loopSlots{
+		take:   func() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, false) },
+		shared: func() bool { return globalCapBinds(c.bound, c.lc, c.cfg) },
+		b:      c.bound,
+	}
+}
 
 // handOffHTTP gives the connection to serveFront before the request in
 // hand, with a new probe deadline for the bytes it reads again.

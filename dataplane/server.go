@@ -630,7 +630,8 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // listener reads PROXY headers, its client's. At the cap the listener's
 // idle backend connections give their slots up first (evictor): on the
 // relay loop onLoop, which accepted the connection, or through the
-// loops from the accept loop's goroutine (onLoop nil). A refused
+// loops from the accept loop's goroutine (onLoop nil); at the global cap,
+// then, every listener's. A refused
 // connection is counted and logged here; the caller closes it.
 func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, peer netip.AddrPort, onLoop *relayloop.Conn) (netip.Prefix, bool) {
 	if !lc.trusted(peer.Addr()) {
@@ -660,9 +661,9 @@ func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, pee
 }
 
 // admitEvicting is admit at the cap: it retries after each idle backend
-// connection of the listener's the evictor closes.
+// connection the evictor closes.
 func (s *Server) admitEvicting(b *boundListener, lc *listenerConfig, cfg *config, onLoop *relayloop.Conn) bool {
-	e := evictor{lc: lc, slots: b, onLoop: onLoop}
+	e := evictor{b: b, lc: lc, cfg: cfg, onLoop: onLoop}
 	if onLoop == nil {
 		e.set = s.loops
 	}

@@ -607,7 +607,8 @@ type Backend struct {
 	// never taken from the client; only WebSocket upgrades pass. Requests
 	// are spread over the endpoints one by one, on pooled connections that
 	// count against the listener's maxConnections; at the cap an idle one
-	// gives its slot to a request or a new client of the same listener.
+	// gives its slot to a request or a new client of the same listener,
+	// and at the dataplane's cap across all listeners any listener's does.
 	//
 	// +optional
 	Mode BackendMode `json:"mode,omitempty"`

@@ -178,10 +178,14 @@ type Target struct {
 	// longest idle first, but only those dialled for Targets with the
 	// same Slots (comparable; nil: any): what Slot takes from, so that
 	// a request at one listener's cap does not close the idle
-	// connections whose slots are another's.
-	Pool  any
-	Slot  func() (release func(), ok bool)
-	Slots any
+	// connections whose slots are another's. SlotsShared, if set,
+	// reports whether the cap Slot found full is one that every Slots
+	// shares (a server-wide one): then, once those with the same Slots
+	// are gone, any idle connection gives its slot up.
+	Pool        any
+	Slot        func() (release func(), ok bool)
+	Slots       any
+	SlotsShared func() bool
 	// MaxIdle caps the idle connections kept per Pool key and endpoint
 	// over the Set (zero: 16); PoolIdle closes one idle for longer
 	// (zero: 90 s).
