@@ -233,45 +233,51 @@ type evictor struct {
 // next closes one idle connection, or all of some Transports', and
 // reports whether it did: false once nothing that may give way is idle.
 func (e *evictor) next() bool {
-	if e.evict(e.lc, e.b, &e.ownStd) {
+	return e.evictOwn() || globalCapBinds(e.b, e.lc, e.cfg) && e.evictAny()
+}
+
+// evictOwn closes one of the listener's idle connections, or, once, all
+// its Transports'.
+func (e *evictor) evictOwn() bool {
+	switch {
+	case e.lc.evictDirect(), e.evictLoops(e.b):
 		return true
+	case !e.ownStd:
+		e.ownStd = true
+		return e.lc.closeIdleStd()
 	}
-	if !globalCapBinds(e.b, e.lc, e.cfg) {
-		return false
-	}
+	return false
+}
+
+// evictAny is evictOwn for every listener's idle connections.
+func (e *evictor) evictAny() bool {
 	for _, lc := range e.cfg.listeners {
-		if lc != e.lc && lc.evictDirect() {
+		if lc.evictDirect() {
 			return true
 		}
 	}
-	return e.evict(nil, nil, &e.allStd)
-}
-
-// evict closes one idle connection of lc's (nil: any listener's), dialled
-// for slots (nil: any), or, once *stdDone is false no more, all the idle
-// connections of the Transports.
-func (e *evictor) evict(lc *listenerConfig, slots *boundListener, stdDone *bool) bool {
-	var loopSlots any // a nil *boundListener is not a nil any
-	if slots != nil {
-		loopSlots = slots
-	}
 	switch {
-	case lc != nil && lc.evictDirect():
+	case e.evictLoops(nil):
 		return true
-	case e.onLoop != nil && e.onLoop.EvictIdle(loopSlots):
-		return true
-	case e.set != nil && e.set.EvictIdle(loopSlots):
-		return true
-	case !*stdDone:
-		*stdDone = true
-		if lc != nil {
-			return lc.closeIdleStd()
-		}
+	case !e.allStd:
+		e.allStd = true
 		closed := false
 		for _, lc := range e.cfg.listeners {
 			closed = lc.closeIdleStd() || closed
 		}
 		return closed
+	}
+	return false
+}
+
+// evictLoops closes one of the relay loops' idle connections dialled for
+// slots (relayloop.Target.Slots; nil: any).
+func (e *evictor) evictLoops(slots any) bool {
+	switch {
+	case e.onLoop != nil:
+		return e.onLoop.EvictIdle(slots)
+	case e.set != nil:
+		return e.set.EvictIdle(slots)
 	}
 	return false
 }
