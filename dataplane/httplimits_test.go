@@ -539,6 +539,44 @@ func TestGlobalCapTakesAnyListenersIdle(t *testing.T) {
 	}
 }
 
+// TestHTTPModeLoopsIdleGoBeforeTransports: at the cap one idle
+// connection gives its slot up, before net/http's Transport is asked to
+// close all of its idle connections together. A request on a relay loop
+// used to ask its Slot, which went to the Transports, before the loops
+// looked at their own idle connections.
+func TestHTTPModeLoopsIdleGoBeforeTransports(t *testing.T) {
+	t.Parallel()
+	a, b := peers.HTTPBackend(t, "a"), peers.HTTPBackend(t, "b")
+	l := listenerOn("pub", httpRoute("a", a.Addr, "a.test"), httpRoute("b", b.Addr))
+	l.MaxConnections = 3
+	m := startMux(t, snapshotOf(l))
+	pub := m.addr("pub")
+
+	// An idle connection to a, from a bodiless GET (the loops' pool, or
+	// a direct pool without loops), and one to b, from an HTTP/2 POST
+	// (the Transport's).
+	if resp := getOnce(t, pub, "a.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("GET a: %q", resp)
+	}
+	m.waitIdle()
+	cc := h2Conn(t, pub, "")
+	if status, body, err := h2Post(t, cc, "http://b.test/post", "a body"); err != nil || status != http.StatusOK {
+		t.Fatalf("POST b: %d %q %v", status, body, err)
+	}
+	_ = cc.Close()
+	m.waitIdle()
+
+	// A GET to b at the cap needs a new connection: a's idle one gives
+	// its slot, and the Transport keeps its own.
+	if resp := getOnce(t, pub, "b.test", "/again"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("GET b at the cap: %q", resp)
+	}
+	peers.Until(t, ioTimeout, "a's idle connection to close", func() bool { return a.OpenConns() == 0 })
+	if n := b.OpenConns(); n != 2 {
+		t.Errorf("b has %d connections open, want 2: the Transport's idle one and the GET's", n)
+	}
+}
+
 // TestHTTPModeBusyTransportKeepsItsConnection: a request at the cap with
 // nothing idle to evict gets its 503 and leaves net/http's Transport
 // alone. Asking the Transport to close its idle connections, when it

@@ -158,7 +158,18 @@ func (s *Server) backendSlot(b *boundListener, lc *listenerConfig, cfg *config) 
 // c's requests takes (loopSlots is the relay loops'). Those dials run on
 // handler goroutines only, which may wait for a loop to evict an idle
 // connection.
-func (c *conn) poolSlot() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, true) }
+func (c *conn) poolSlot() (func(), bool) {
+	return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, c.s.loopsEvictor())
+}
+
+// loopsEvictor evicts the relay loops' idle connections from a goroutine
+// (nil without loops).
+func (s *Server) loopsEvictor() relayloop.Evictor {
+	if s.loops == nil {
+		return nil
+	}
+	return s.loops
+}
 
 // admitStream counts an HTTP/2 stream of c's client in flight (h2.Server's
 // Admit; streamEnded is its Release), each of which may hold a backend
@@ -186,17 +197,12 @@ func (c *conn) streamEnded() {
 }
 
 // backendSlotEvicting is backendSlot at the cap: one of the idle backend
-// connections gives its slot up (evictor). A relay loop asks with loops
-// unset: it evicts the loops' own itself (relayloop.Target.Slots) and
-// must not wait on them.
-func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config, loops bool) (release func(), ok bool) {
+// connections gives its slot up (evictor), the loops' through loops.
+func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *config, loops relayloop.Evictor) (release func(), ok bool) {
 	if release, ok := s.backendSlot(b, lc, cfg); ok {
 		return release, true
 	}
-	e := evictor{b: b, lc: lc, cfg: cfg}
-	if loops {
-		e.set = s.loops
-	}
+	e := evictor{b: b, lc: lc, cfg: cfg, loops: loops}
 	for e.next() {
 		if release, ok := s.backendSlot(b, lc, cfg); ok {
 			return release, true
@@ -214,17 +220,14 @@ func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *
 // own are gone, any listener's do, as each holds a slot of the cap that
 // is full. One at a time, the direct pools' go first, then the relay
 // loops'; net/http's Transports come last, as they can only close all
-// their idle connections together. (A relay loop's own request evicts
-// the loops' after Slot has failed: after the Transports'.)
+// their idle connections together.
 type evictor struct {
 	b   *boundListener
 	lc  *listenerConfig
 	cfg *config
-	// The loops' connections are evicted on the loop that runs the
-	// caller (onLoop), or through set from a goroutine; with neither,
-	// none is.
-	onLoop *relayloop.Conn
-	set    *relayloop.Set
+	// loops evicts the relay loops' connections: on the loop that runs
+	// the caller, or from a goroutine through the Set; nil: none.
+	loops relayloop.Evictor
 	// ownStd and allStd: the listener's Transports, then every
 	// listener's, have closed their idle connections.
 	ownStd, allStd bool
@@ -272,15 +275,7 @@ func (e *evictor) evictAny() bool {
 
 // evictLoops closes one of the relay loops' idle connections dialled for
 // slots (relayloop.Target.Slots; nil: any).
-func (e *evictor) evictLoops(slots any) bool {
-	switch {
-	case e.onLoop != nil:
-		return e.onLoop.EvictIdle(slots)
-	case e.set != nil:
-		return e.set.EvictIdle(slots)
-	}
-	return false
-}
+func (e *evictor) evictLoops(slots any) bool { return e.loops != nil && e.loops.EvictIdle(slots) }
 
 // evictDirect closes the longest-idle connection of one of lc's direct
 // pools, and reports whether there was one.

@@ -172,7 +172,6 @@ func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slots loopSlots) relaylo
 		Pool:        rc.transport,
 		Slot:        slots.take,
 		Slots:       slots.b,
-		SlotsShared: slots.shared,
 		MaxIdle:     httpMaxIdleConnsPerEndpoint,
 		PoolIdle:    httpBackendIdleTimeout,
 	}
@@ -180,21 +179,22 @@ func (rc *routeConfig) loopTarget(eps []netip.AddrPort, slots loopSlots) relaylo
 
 // loopSlots is what the backend connections the relay loops dial for a
 // client connection's requests take their slots from (relayloop.Target's
-// Slot, Slots and SlotsShared), made once per connection.
+// Slot and Slots), made once per connection.
 type loopSlots struct {
-	take   func() (func(), bool)
-	shared func() bool
-	b      *boundListener
+	take func(loops relayloop.Evictor) (func(), bool)
+	b    *boundListener
 }
 
-// loopSlots is c's loopSlots: its listener's and the global cap
-// (backendSlotEvicting), and whether the global one is what is full.
+// loopSlots is c's loopSlots: its listener's and the global cap, at
+// which the loop that asks evicts (backendSlotEvicting).
 func (c *conn) loopSlots() loopSlots {
-	return loopSlots{
-		take:   func() (func(), bool) { return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, false) },
-		shared: func() bool { return globalCapBinds(c.bound, c.lc, c.cfg) },
-		b:      c.bound,
-	}
+	return loopSlots{take: c.loopSlot, b: c.bound}
+}
+
+// loopSlot is the slot a backend connection the relay loops dial for c's
+// requests takes.
+func (c *conn) loopSlot(loops relayloop.Evictor) (func(), bool) {
+	return c.s.backendSlotEvicting(c.bound, c.lc, c.cfg, loops)
 }
 
 // handOffHTTP gives the connection to serveFront before the request in

@@ -663,9 +663,9 @@ func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, pee
 // admitEvicting is admit at the cap: it retries after each idle backend
 // connection the evictor closes.
 func (s *Server) admitEvicting(b *boundListener, lc *listenerConfig, cfg *config, onLoop *relayloop.Conn) bool {
-	e := evictor{b: b, lc: lc, cfg: cfg, onLoop: onLoop}
-	if onLoop == nil {
-		e.set = s.loops
+	e := evictor{b: b, lc: lc, cfg: cfg, loops: s.loopsEvictor()}
+	if onLoop != nil {
+		e.loops = onLoop
 	}
 	for e.next() {
 		if s.admit(b, lc, cfg) {

@@ -173,19 +173,14 @@ type Target struct {
 	// opened for requests with the same key (comparable; nil keys none).
 	// Slot, if set, is asked before a new backend connection is dialled;
 	// false fails the exchange with ErrNoSlot, and release is called
-	// once the connection is closed, pooled or not. At the cap, idle
-	// connections give their slots up to a request one at a time, the
-	// longest idle first, but only those dialled for Targets with the
-	// same Slots (comparable; nil: any): what Slot takes from, so that
-	// a request at one listener's cap does not close the idle
-	// connections whose slots are another's. SlotsShared, if set,
-	// reports whether the cap Slot found full is one that every Slots
-	// shares (a server-wide one): then, once those with the same Slots
-	// are gone, any idle connection gives its slot up.
-	Pool        any
-	Slot        func() (release func(), ok bool)
-	Slots       any
-	SlotsShared func() bool
+	// once the connection is closed, pooled or not. At its cap Slot may
+	// have one of the loops' idle connections give its slot up through
+	// loops, which evicts on the loop that asks; Slots tags the
+	// connections dialled for the Target (comparable), so that Slot can
+	// choose those that hold the slots it lacks.
+	Pool  any
+	Slot  func(loops Evictor) (release func(), ok bool)
+	Slots any
 	// MaxIdle caps the idle connections kept per Pool key and endpoint
 	// over the Set (zero: 16); PoolIdle closes one idle for longer
 	// (zero: 90 s).
@@ -212,4 +207,14 @@ type Result struct {
 	// Err is what ended the connection other than both sides closing
 	// their streams: a read or write error, ErrClosed, a panic.
 	Err error
+}
+
+// Evictor closes the relay loops' idle backend connection that has been
+// idle the longest among those dialled for slots (Target.Slots; nil:
+// any), and reports whether there was one. At a cap, a kept-alive idle
+// connection is a cache that gives its slot to a request or a client;
+// which ones may give way, and in which order beside the caller's other
+// pools, is the caller's decision.
+type Evictor interface {
+	EvictIdle(slots any) bool
 }

@@ -108,6 +108,12 @@ func (c *Conn) Local() netip.AddrPort {
 // the Conn's loop: the loop closes the idle connection itself.
 func (c *Conn) EvictIdle(slots any) bool { return c.l.evictIdle(slots) }
 
+// loopEvictor is the Evictor a Target's Slot is given: it evicts on the
+// loop that asks.
+type loopEvictor loop
+
+func (e *loopEvictor) EvictIdle(slots any) bool { return (*loop)(e).evictIdle(slots) }
+
 // Abort ends the connection from any goroutine: its sockets are closed and
 // Done reports ErrClosed, unless it ended or was handed off first.
 func (c *Conn) Abort() {

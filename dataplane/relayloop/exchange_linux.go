@@ -338,11 +338,7 @@ func (l *loop) backendFor(t *Target, attempt *int, dialErrs *[]error, fresh, ret
 		}
 		var release func()
 		if t.Slot != nil {
-			r, ok := t.Slot()
-			// At the cap, an idle connection gives its slot to a request.
-			for !ok && (l.evictIdle(t.Slots) || t.SlotsShared != nil && t.SlotsShared() && l.evictIdle(nil)) {
-				r, ok = t.Slot()
-			}
+			r, ok := t.Slot((*loopEvictor)(l))
 			if !ok {
 				return nil, false, ErrNoSlot
 			}

@@ -357,7 +357,7 @@ func TestExchangeFailures(t *testing.T) {
 			name: "no slot",
 			target: func(t *testing.T) *relayloop.Target {
 				be, _ := httpBackend(t, echoHandler)
-				return &relayloop.Target{Endpoints: []netip.AddrPort{be}, Slot: func() (func(), bool) { return nil, false }}
+				return &relayloop.Target{Endpoints: []netip.AddrPort{be}, Slot: func(relayloop.Evictor) (func(), bool) { return nil, false }}
 			},
 			raw: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", status: 503, err: relayloop.ErrNoSlot,
 		},
@@ -631,7 +631,7 @@ func TestExchangeSlowReader(t *testing.T) {
 	var released atomic.Int64
 	addr, set, _ := serveExchanges(t, func() *exchanger {
 		return newExchanger(&relayloop.Target{Endpoints: []netip.AddrPort{be}, Pool: "p",
-			Slot: func() (func(), bool) { return func() { released.Add(1) }, true }})
+			Slot: func(relayloop.Evictor) (func(), bool) { return func() { released.Add(1) }, true }})
 	})
 	c := dial(t, addr)
 	_ = c.SetReadBuffer(64 << 10) // a window under the MSS would crawl
@@ -779,14 +779,17 @@ func TestExchangePoolSharedByLoops(t *testing.T) {
 }
 
 // TestExchangeSlotEviction: at the cap, a request whose pool has no idle
-// connection gets the slot of another pool's idle one, which is closed.
+// connection gets the slot of another pool's idle one, which its Slot
+// has the loops close (Evictor).
 func TestExchangeSlotEviction(t *testing.T) {
 	be, conns := httpBackend(t, echoHandler)
 	var held atomic.Int64
-	slot := func() (func(), bool) {
-		if held.Add(1) > 1 {
+	slot := func(loops relayloop.Evictor) (func(), bool) {
+		for held.Add(1) > 1 {
 			held.Add(-1)
-			return nil, false
+			if !loops.EvictIdle(nil) {
+				return nil, false
+			}
 		}
 		return func() { held.Add(-1) }, true
 	}

@@ -1,8 +1,6 @@
 package relayloop
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -137,59 +135,6 @@ func TestEvictIdleTakesOnlyItsSlots(t *testing.T) {
 		if evicted != step.evicted || !maps.Equal(got, step.released) {
 			t.Errorf("step %d, evictIdle(%v): evicted %v, released %v; want %v, %v", i, step.slots, evicted, got, step.evicted, step.released)
 		}
-	}
-}
-
-// TestSharedCapEvictsAnySlots: a request whose Slot fails at a cap that
-// every Slots shares (Target.SlotsShared) has another's idle connection
-// give its slot up once none of its own Slots is idle. At a cap of its
-// own, another's stays, as it holds no slot the request lacks.
-func TestSharedCapEvictsAnySlots(t *testing.T) {
-	for _, shared := range []bool{false, true} {
-		t.Run(fmt.Sprintf("shared %v", shared), func(t *testing.T) {
-			s, ep := poolSet(t, 1)
-			l := s.loops[0]
-			free := 0 // slots the evictions gave back
-			on(t, l, func() {
-				conn, err := l.dialBackend(ep, poolKey{"a", ep}, &Target{Slots: "a"})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				conn.release = func() { free++ }
-				l.putIdle(conn)
-			})
-			target := &Target{
-				Endpoints: []netip.AddrPort{ep},
-				Pool:      "b",
-				Slots:     "b",
-				Slot: func() (func(), bool) {
-					if free == 0 {
-						return nil, false
-					}
-					free--
-					return func() {}, true
-				},
-				SlotsShared: func() bool { return shared },
-			}
-			var err error
-			on(t, l, func() {
-				attempt := 0
-				var dialErrs []error
-				var b *backend
-				b, _, err = l.backendFor(target, &attempt, &dialErrs, false, false)
-				l.closeOwn(b)
-			})
-			if shared && err != nil {
-				t.Errorf("at a shared cap: %v, want a connection in the idle one's slot", err)
-			}
-			if !shared && !errors.Is(err, ErrNoSlot) {
-				t.Errorf("at its own cap: %v, want ErrNoSlot", err)
-			}
-			if idle, want := s.Stats().Idle, map[bool]int64{false: 1, true: 0}[shared]; idle != want {
-				t.Errorf("%d idle connections left, want %d", idle, want)
-			}
-		})
 	}
 }
 
