@@ -45,7 +45,9 @@
 # request (utime+stime from /proc/PID/stat of the process and its
 # children, over the measured run only); for HTTP/2, from h2load's log,
 # the stalls: gaps of a millisecond or more in which no response reached
-# the client at all, per second. Client, proxy and backend share
+# the client at all, per second; beside the peer's, the CPU per request
+# of the backend (nginx) and of the clients, and the share of the box's
+# CPU time that was busy. Client, proxy and backend share
 # the machine's cores: rates are "what this box does with all three on
 # it"; CPU per request is the less contended figure.
 #
@@ -227,6 +229,14 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
+# client_ticks PID prints the CPU clock ticks of shell PID's children that
+# have ended and been waited for: the load's clients (wrk, h2load, curl).
+# (In a command substitution $BASHPID is the substitution's own shell.)
+client_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"; }
+
+# box_ticks prints the clock ticks all CPUs spent busy and idle so far.
+box_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+
 start_peer() { # peer -> sets PEER_PID
   local log=$OUT/logs/http-$1.log
   case $1 in
@@ -308,7 +318,8 @@ load() {
 
 # run_peer PEER REP runs every scenario against PEER, started afresh.
 run_peer() {
-  local peer=$1 rep=$2 scen u raw reqlog perfdata before after
+  local peer=$1 rep=$2 scen u raw reqlog perfdata before after me
+  local backend_before backend_after client_before client_after box_before box_after
   start_peer "$peer"
   for scen in $SCEN; do
     case $peer:$scen in go-loop:h1*) continue ;; esac # HTTP/2 only
@@ -321,13 +332,18 @@ run_peer() {
       perf record -g -F "$PERF" -o "$perfdata" -p "$PEER_PID" -- sleep "$secs" >/dev/null 2>&1 &
       PERF_PID=$!
     fi
+    me=$BASHPID
     before=$(cpu_ticks "$PEER_PID")
+    backend_before=$(cpu_ticks "$NGINX_PID") client_before=$(client_ticks "$me") box_before=$(box_ticks)
     load "$scen" "$u" "$D" "$reqlog" >"$raw" 2>&1 || failed=1
     after=$(cpu_ticks "$PEER_PID")
+    backend_after=$(cpu_ticks "$NGINX_PID") client_after=$(client_ticks "$me") box_after=$(box_ticks)
     [ -n "$PERF" ] && { wait "$PERF_PID" || true; }
-    python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
+    python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" \
+      $((backend_after - backend_before)) $((client_after - client_before)) \
+      "$box_before" "$box_after" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
 import json, re, sys
-raw, reqlog, peer, scen, rep, ticks, hz = sys.argv[1:]
+raw, reqlog, peer, scen, rep, ticks, hz, backend_ticks, client_ticks, box_before, box_after = sys.argv[1:]
 text = open(raw).read()
 r = {"peer": peer, "scenario": scen, "rep": int(rep)}
 def dur_ms(v):
@@ -368,6 +384,14 @@ else:  # h2load
         stalls = sum(1 for a, b in zip(done, done[1:]) if b - a >= 1000)
         r["stalls_per_second"] = stalls / span if span else 0
 r["cpu_us_per_request"] = int(ticks) / int(hz) * 1e6 / max(r["requests"], 1)
+# What the rest of the box spent beside the peer: the backend (nginx; for
+# the nginx peer, the same processes) and the load's clients, per request,
+# and how much of all the CPUs' time was busy. A proxy that makes its
+# neighbours work harder, or leaves a core idle, shows here.
+r["backend_cpu_us_per_request"] = int(backend_ticks) / int(hz) * 1e6 / max(r["requests"], 1)
+r["client_cpu_us_per_request"] = int(client_ticks) / int(hz) * 1e6 / max(r["requests"], 1)
+(b0, i0), (b1, i1) = map(int, box_before.split()), map(int, box_after.split())
+r["box_busy_share"] = (b1 - b0) / max((b1 - b0) + (i1 - i0), 1)
 print(json.dumps(r))
 EOF
     if [ -n "$REQLOGS" ] && [ -f "$reqlog" ]; then
@@ -452,6 +476,9 @@ if pairs:
         print(f"| {scen} | {' | '.join(cells)} | {len(pairs[scen])} |")
 
 extra("stalls_per_second", "stalls of 1 ms or more with no response, per second", 1)
+extra("backend_cpu_us_per_request", "the backend's (nginx) CPU µs per request", 1)
+extra("client_cpu_us_per_request", "the clients' CPU µs per request", 1)
+extra("box_busy_share", "share of the box's CPU time busy", 3)
 extra("bulk_mb_per_second", "downloads beside it, MB/s", 0)
 EOF
 cat "$OUT/http-results.md"
