@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"iter"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -236,41 +238,32 @@ type evictor struct {
 // next closes one idle connection, or all of some Transports', and
 // reports whether it did: false once nothing that may give way is idle.
 func (e *evictor) next() bool {
-	return e.evictOwn() || globalCapBinds(e.b, e.lc, e.cfg) && e.evictAny()
+	own := func(yield func(*listenerConfig) bool) { yield(e.lc) }
+	return e.evictFrom(own, e.b, &e.ownStd) ||
+		globalCapBinds(e.b, e.lc, e.cfg) && e.evictFrom(maps.Values(e.cfg.listeners), nil, &e.allStd)
 }
 
-// evictOwn closes one of the listener's idle connections, or, once, all
-// its Transports'.
-func (e *evictor) evictOwn() bool {
-	switch {
-	case e.lc.evictDirect(), e.evictLoops(e.b):
-		return true
-	case !e.ownStd:
-		e.ownStd = true
-		return e.lc.closeIdleStd()
-	}
-	return false
-}
-
-// evictAny is evictOwn for every listener's idle connections.
-func (e *evictor) evictAny() bool {
-	for _, lc := range e.cfg.listeners {
+// evictFrom closes one idle connection of the listeners', in the
+// evictor's order: a direct pool's, else one of the loops' dialled for
+// slots (nil: any), else, once (*stdDone), all their Transports'.
+func (e *evictor) evictFrom(listeners iter.Seq[*listenerConfig], slots any, stdDone *bool) bool {
+	for lc := range listeners {
 		if lc.evictDirect() {
 			return true
 		}
 	}
-	switch {
-	case e.evictLoops(nil):
+	if e.evictLoops(slots) {
 		return true
-	case !e.allStd:
-		e.allStd = true
-		closed := false
-		for _, lc := range e.cfg.listeners {
-			closed = lc.closeIdleStd() || closed
-		}
-		return closed
 	}
-	return false
+	if *stdDone {
+		return false
+	}
+	*stdDone = true
+	closed := false
+	for lc := range listeners {
+		closed = lc.closeIdleStd() || closed
+	}
+	return closed
 }
 
 // evictLoops closes one of the relay loops' idle connections dialled for
