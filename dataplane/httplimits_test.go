@@ -388,6 +388,31 @@ func TestHTTPModeIdleGivesItsSlotOnEveryPath(t *testing.T) {
 	}
 }
 
+// keepAlive leaves one idle backend connection of listener name's in
+// the pool, its client gone: a bodiless HTTP/1.1 request's (the loops'
+// or a direct pool's), or an HTTP/2 POST's (net/http's Transport).
+func keepAlive(t testing.TB, m *testMux, name string, post bool) {
+	t.Helper()
+	addr := m.addr(name)
+	if post {
+		cc := h2Conn(t, addr, "")
+		status, body, err := h2Post(t, cc, "http://www.test/post", "a body")
+		_ = cc.Close()
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("POST on %s: %d %q %v", name, status, body, err)
+		}
+	} else if resp := getOnce(t, addr, "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
+		t.Fatalf("GET on %s: %q", name, resp)
+	}
+	m.waitIdle()
+}
+
+// pooledOn is listener's portmux_http_backend_connections: its open
+// backend connections, idle ones included.
+func pooledOn(m *testMux, listener string) float64 {
+	return m.metricSum("portmux_http_backend_connections", map[string]string{"listener": listener})
+}
+
 // TestIdleBackendGivesItsSlotToANewClient: a listener at its cap
 // because http mode keeps backend connections alive admits a new client
 // in the slot of one of them, as a request would get it: on a port that
@@ -401,21 +426,11 @@ func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
 	m := startMux(t, snapshotOf(l))
 	pub := m.addr("pub")
 
-	// Two kept-alive backend connections: one from a bodiless HTTP/1.1
-	// request (the loops' or the direct pool), one from an HTTP/2 POST
-	// (net/http's Transport).
-	if resp := getOnce(t, pub, "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
-		t.Fatalf("GET: %q", resp)
-	}
-	m.waitIdle() // its client's slot back: the POST below is not at the cap
-	cc := h2Conn(t, pub, "")
-	if status, body, err := h2Post(t, cc, "http://www.test/post", "a body"); err != nil || status != http.StatusOK {
-		t.Fatalf("POST: %d %q %v", status, body, err)
-	}
-	_ = cc.Close()
-	m.waitIdle()
-	pooled := map[string]string{"listener": "pub"}
-	if n := m.metricSum("portmux_http_backend_connections", pooled); n != 2 {
+	// Two kept-alive backend connections, the GET's client gone before
+	// the POST, which is thus not at the cap.
+	keepAlive(t, m, "pub", false)
+	keepAlive(t, m, "pub", true)
+	if n := pooledOn(m, "pub"); n != 2 {
 		t.Fatalf("portmux_http_backend_connections %v, want 2 (pooled)", n)
 	}
 
@@ -426,7 +441,7 @@ func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
 		defer c.Close()
 		roundTrip(t, c, fmt.Sprintf("SSH-2.0-user%d\r\n", i))
 	}
-	if n := m.metricSum("portmux_http_backend_connections", pooled); n != 0 {
+	if n := pooledOn(m, "pub"); n != 0 {
 		t.Errorf("portmux_http_backend_connections %v with three SSH users, want 0", n)
 	}
 	if n := m.outcomeCount("pub", dataplane.OutcomeRejected); n != 0 {
@@ -450,29 +465,6 @@ func TestIdleBackendGivesItsSlotToANewClient(t *testing.T) {
 // tenant's clients for as long as it stayed idle.
 func TestGlobalCapTakesAnyListenersIdle(t *testing.T) {
 	t.Parallel()
-	pooledOn := func(m *testMux, listener string) float64 {
-		return m.metricSum("portmux_http_backend_connections", map[string]string{"listener": listener})
-	}
-	// keepAlive leaves one idle backend connection of listener name's in
-	// the pool: a bodiless HTTP/1.1 request's (the loops' or a direct
-	// pool's), or an HTTP/2 POST's (net/http's Transport).
-	keepAlive := func(t *testing.T, m *testMux, name string, post bool) {
-		t.Helper()
-		addr := m.addr(name)
-		if !post {
-			if resp := getOnce(t, addr, "www.test", "/"); !strings.HasPrefix(resp, "HTTP/1.1 200") {
-				t.Fatalf("GET on %s: %q", name, resp)
-			}
-			m.waitIdle()
-			return
-		}
-		cc := h2Conn(t, addr, "")
-		defer cc.Close()
-		if status, body, err := h2Post(t, cc, "http://www.test/post", "a body"); err != nil || status != http.StatusOK {
-			t.Fatalf("POST on %s: %d %q %v", name, status, body, err)
-		}
-	}
-
 	t.Run("new clients", func(t *testing.T) {
 		t.Parallel()
 		web, ssh := peers.HTTPBackend(t, "web"), echoBackend(t)
@@ -481,7 +473,6 @@ func TestGlobalCapTakesAnyListenersIdle(t *testing.T) {
 		m := startMux(t, snap)
 		keepAlive(t, m, "web", false)
 		keepAlive(t, m, "web", true)
-		m.waitIdle()
 		if n := pooledOn(m, "web"); n != 2 {
 			t.Fatalf("portmux_http_backend_connections{listener=web} %v, want 2 (pooled)", n)
 		}
