@@ -181,9 +181,7 @@ func (s *Set) Stats() Stats {
 	}
 	st.Backends = s.pool.held.Load()
 	s.pool.mu.Lock()
-	for _, lst := range s.pool.lists {
-		st.Idle += int64(len(lst.conns))
-	}
+	st.Idle = int64(s.pool.idle)
 	s.pool.mu.Unlock()
 	return st
 }

@@ -26,6 +26,10 @@ type pool struct {
 	// retired Target.Pool values' connections are closed as they come
 	// back, and those dialled for them in the next minute too (CloseIdle).
 	retired map[any]struct{}
+	// idle counts the connections in lists, so that a loop or a
+	// goroutine at a cap finds nothing idle without walking every list
+	// (oldestLocked): a full server refusing connections did, for each.
+	idle int
 
 	held   atomic.Int64 // backend connections open, in use or idle
 	nextID atomic.Uint64
@@ -88,7 +92,7 @@ func (l *loop) takeIdle(key poolKey) *backend {
 			}
 		}
 		b := idle[i]
-		lst.cut(i)
+		p.cut(lst, i)
 		from := b.home.Load()
 		b.home.Store(l)
 		p.mu.Unlock()
@@ -123,12 +127,22 @@ func (l *loop) forget2(b *backend) {
 	}
 }
 
-// cut takes the i-th connection out of lst; the pool's mu is held.
-func (lst *idleList) cut(i int) {
+// cut takes the i-th connection out of lst; p.mu is held.
+func (p *pool) cut(lst *idleList, i int) {
 	idle := lst.conns
 	copy(idle[i:], idle[i+1:])
 	idle[len(idle)-1] = nil
 	lst.conns = idle[:len(idle)-1]
+	p.idle--
+}
+
+// keep leaves lst with kept, a prefix of its connections' slice that
+// holds those it keeps; p.mu is held.
+func (p *pool) keep(lst *idleList, kept []*backend) {
+	idle := lst.conns
+	clear(idle[len(kept):])
+	p.idle -= len(idle) - len(kept)
+	lst.conns = kept
 }
 
 // putIdle pools b, l's own, for the next request with its key, unless
@@ -146,6 +160,7 @@ func (l *loop) putIdle(b *backend) {
 	}
 	b.idleSince = l.clock
 	lst.conns = append(lst.conns, b)
+	p.idle++
 	p.mu.Unlock()
 	if !l.sweeping {
 		l.sweeping = true
@@ -178,8 +193,7 @@ func (l *loop) sweepPool() {
 				next = at
 			}
 		}
-		clear(idle[len(kept):])
-		lst.conns = kept
+		p.keep(lst, kept)
 	}
 	p.mu.Unlock()
 	for _, b := range expired {
@@ -216,7 +230,7 @@ func (l *loop) idleEvent(b *backend, events uint32) {
 func (p *pool) remove(b *backend) bool {
 	for i, o := range b.list.conns {
 		if o == b {
-			b.list.cut(i)
+			p.cut(b.list, i)
 			return true
 		}
 	}
@@ -275,6 +289,9 @@ func (p *pool) holdsIdle(slots any) bool {
 // oldestLocked is the connection idle the longest among those dialled for
 // slots (nil: any), nil when none is idle. p.mu is held.
 func (p *pool) oldestLocked(slots any) *backend {
+	if p.idle == 0 {
+		return nil
+	}
 	var oldest *backend
 	for _, lst := range p.lists {
 		for _, b := range lst.conns {
@@ -300,7 +317,7 @@ func (s *Set) CloseIdle(key any) {
 	for k, lst := range p.lists {
 		if k.pool == key {
 			closing = append(closing, lst.conns...)
-			clear(lst.conns)
+			p.keep(lst, lst.conns[:0])
 			lst.conns, lst.retired = nil, true
 		}
 	}
@@ -337,8 +354,7 @@ func (l *loop) closePool() {
 				kept = append(kept, b)
 			}
 		}
-		clear(idle[len(kept):])
-		lst.conns = kept
+		p.keep(lst, kept)
 	}
 	p.mu.Unlock()
 	for _, b := range mine {

@@ -22,6 +22,22 @@ func on(t *testing.T, l *loop, f func()) {
 	<-done
 }
 
+// checkIdleCount fails t unless the pool's count of idle connections
+// (which Stats reports and a cap's evictor asks first) is what its lists
+// hold.
+func checkIdleCount(t *testing.T, s *Set) {
+	t.Helper()
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	n := 0
+	for _, lst := range s.pool.lists {
+		n += len(lst.conns)
+	}
+	if s.pool.idle != n {
+		t.Errorf("the pool counts %d idle connections, its lists hold %d", s.pool.idle, n)
+	}
+}
+
 // poolSet starts a Set of that many loops, and a backend that takes
 // connections and reads what they send.
 func poolSet(t *testing.T, loops int) (*Set, netip.AddrPort) {
@@ -76,6 +92,7 @@ func TestPoolMovesIdleConnectionsBetweenLoops(t *testing.T) {
 		if inFrom || !inTo {
 			t.Errorf("hop %d: in the old home's table %v, in the new one's %v", i, inFrom, inTo)
 		}
+		checkIdleCount(t, s)
 	}
 	if st := s.Stats(); st.Backends != 1 || st.Idle != 1 {
 		t.Fatalf("after two moves: %+v", st)
@@ -135,6 +152,7 @@ func TestEvictIdleTakesOnlyItsSlots(t *testing.T) {
 		if evicted != step.evicted || !maps.Equal(got, step.released) {
 			t.Errorf("step %d, evictIdle(%v): evicted %v, released %v; want %v, %v", i, step.slots, evicted, got, step.evicted, step.released)
 		}
+		checkIdleCount(t, s)
 	}
 }
 
@@ -225,6 +243,7 @@ func TestPoolKeepsListsOfOpenKeysOnly(t *testing.T) {
 	if st := s.Stats(); st.Backends != 0 || st.Idle != 0 || lists() != 0 {
 		t.Errorf("a retired key's new connection was pooled: %+v, %d lists", st, lists())
 	}
+	checkIdleCount(t, s)
 }
 
 // waitFor waits up to 10 s for cond.
@@ -237,4 +256,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestPoolSweepsIdleConnections: a connection idle for longer than its
+// Target's PoolIdle is closed by its loop and counted out of the pool.
+func TestPoolSweepsIdleConnections(t *testing.T) {
+	s, ep := poolSet(t, 1)
+	l := s.loops[0]
+	on(t, l, func() {
+		for _, idle := range []time.Duration{20 * time.Millisecond, time.Hour} {
+			b, err := l.dialBackend(ep, poolKey{idle, ep}, &Target{PoolIdle: idle})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			l.putIdle(b)
+		}
+	})
+	if st := s.Stats(); st.Backends != 2 || st.Idle != 2 {
+		t.Fatalf("after pooling two: %+v", st)
+	}
+	waitFor(t, func() bool { return s.Stats().Backends == 1 })
+	if st := s.Stats(); st.Idle != 1 {
+		t.Errorf("after the sweep: %+v, want the hour-long one idle", st)
+	}
+	checkIdleCount(t, s)
 }
