@@ -3,6 +3,8 @@ package dataplane_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -194,5 +196,60 @@ func BenchmarkHTTPModeHTTP2Request(b *testing.B) {
 			b.Fatal(res.Status, err)
 		}
 		_ = res.Body.Close()
+	}
+}
+
+// BenchmarkRefusedAtGlobalCap measures a connection refused at the global
+// cap (--max-connections) with nothing idle to give way, beside listeners
+// more in http mode: at the global cap any listener's idle backend
+// connection may give way (evictor), so the cost of finding none is what
+// a client that fills the cap makes every later connection cost.
+func BenchmarkRefusedAtGlobalCap(b *testing.B) {
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
+			backend := benchEcho(b)
+			listeners := []snapshot.Listener{listenerOn("full", routeTo("ssh", snapshot.SSH, backend))}
+			for i := range n - 1 {
+				listeners = append(listeners, listenerOn(fmt.Sprintf("web-%d", i), httpRoute("web", backend)))
+			}
+			snap := snapshotOf(listeners...)
+			snap.MaxConnections = 1
+			srv := dataplane.NewServer(dataplane.Options{Log: logr.Discard()})
+			if errs := srv.Apply(snap); len(errs) > 0 {
+				b.Fatal(errs)
+			}
+			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			addr := srv.Addr("full").String()
+			holder, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer holder.Close()
+			banner := []byte("SSH-2.0-bench\r\n")
+			if _, err := holder.Write(banner); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 1)
+			if _, err := io.ReadFull(holder, buf); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			for b.Loop() {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				// A client speaks first: the listener defers the accept
+				// until it does (TCP_DEFER_ACCEPT).
+				if _, err := c.Write(banner); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Read(buf); err == nil {
+					b.Fatal("a connection past the global cap was served")
+				}
+				c.Close()
+			}
+		})
 	}
 }

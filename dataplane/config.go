@@ -95,15 +95,32 @@ func (rc *routeConfig) proxiedCounter(m *Metrics) prometheus.Counter {
 	return c
 }
 
-// newConfig builds the configuration of snap. idle is the idle timeout of
-// routes that set none (Options.IdleTimeout: negative for never); maxHead
-// bounds the response heads of http-mode backends; bufs
-// are the copy buffers its tunnels share with every other configuration's.
-// A listener that prev (nil: none) compiled from the same declaration
-// (sameListener) keeps its compiled configuration, the very object, with
-// its routes, TLS configuration and backend pools: a delta of one listener costs one listener's
-// compilation, not the snapshot's (issue 19).
-func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessionTickets, keepAlive, idle time.Duration, maxHead int, bufs *tunnel.Buffers) *config {
+// configShared is what every configuration's compiled listeners share
+// with the Server: its metrics, TLS session tickets, socket settings,
+// tunnel buffers and idle count.
+type configShared struct {
+	m       *Metrics
+	tickets *sessionTickets
+	// keepAlive is the TCP keepalive of dialled sockets (Server.keepAlive).
+	keepAlive time.Duration
+	// idle is the idle timeout of routes that set none
+	// (Options.IdleTimeout: negative for never).
+	idle time.Duration
+	// maxHead bounds the response heads of http-mode backends.
+	maxHead int
+	// bufs are the copy buffers the tunnels share.
+	bufs *tunnel.Buffers
+	// idleConns counts the http-mode pools' idle connections.
+	idleConns *idleConns
+}
+
+// newConfig builds the configuration of snap. A listener that prev (nil:
+// none) compiled from the same declaration (sameListener) keeps its
+// compiled configuration, the very object, with its routes, TLS
+// configuration and backend pools: a delta of one listener costs one
+// listener's compilation, not the snapshot's (issue 19).
+func newConfig(snap *snapshot.Snapshot, prev *config, sh configShared) *config {
+	m, idle := sh.m, sh.idle
 	c := &config{snap: snap, listeners: make(map[string]*listenerConfig, len(snap.Listeners))}
 	for i := range snap.Listeners {
 		l := &snap.Listeners[i]
@@ -131,7 +148,7 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 		l = lc.Listener
 		if l.TLS != nil {
 			lc.tls = serverTLSConfig(l.TLS)
-			tickets.bind(lc.tls, l.Name)
+			sh.tickets.bind(lc.tls, l.Name)
 		}
 		for j := range l.Routes {
 			r := &l.Routes[j]
@@ -145,18 +162,18 @@ func newConfig(snap *snapshot.Snapshot, prev *config, m *Metrics, tickets *sessi
 				idle:  cmp.Or(r.IdleTimeout, max(idle, 0)),
 			}
 			if r.Backend != nil {
-				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout, KeepAlive: keepAlive}
+				rc.dialer = &forward.Dialer{Timeout: r.Backend.DialTimeout, KeepAlive: sh.keepAlive}
 				if r.Backend.Mode != snapshot.ModeHTTP {
 					rc.endpoints = loopEndpoints(r.Backend.Endpoints)
 				}
 				if r.Backend.Mode == snapshot.ModeHTTP {
-					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer, maxHead)
+					rc.transport = newHTTPTransport(r.Backend.Endpoints, rc.dialer, sh.maxHead, sh.idleConns)
 					rc.proxied = new(atomic.Pointer[prometheus.Counter])
 					rc.httpEndpoints = loopEndpoints(r.Backend.Endpoints)
 				}
 			}
 			if r.Tunnel != nil {
-				rc.tunnel = newTunnelHandler(r, idle, bufs)
+				rc.tunnel = newTunnelHandler(r, idle, sh.bufs)
 			}
 			lc.routes = append(lc.routes, rc)
 		}

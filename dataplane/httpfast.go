@@ -36,42 +36,66 @@ type backendTransport struct {
 	// fronts are the fasthttp servers of the route's HTTP/1.x client
 	// connections (serveFront).
 	fronts frontServers
-	// stdOpen counts std's connections, and stdBusy its requests that
-	// may hold one (RoundTrip to the response body's Close), so that the
-	// evictor asks std to close idle connections only when some may be
-	// idle (mayHoldIdle): CloseIdleConnections also closes every
-	// connection that turns idle until std's next request looks for one,
-	// the very connection of the request that asked among them.
-	stdOpen, stdBusy atomic.Int64
+	// std's account: stdOpen counts its connections, and stdBusy its
+	// requests that may hold one (RoundTrip to the response body's
+	// Close), so that the evictor asks std to close idle connections
+	// only when some may be idle (mayHoldIdle): CloseIdleConnections
+	// also closes every connection that turns idle until std's next
+	// request looks for one, the very connection of the request that
+	// asked among them. idle is the server's count (idleConns.std), which
+	// stdMu keeps in step with the two.
+	stdMu            sync.Mutex
+	stdOpen, stdBusy int64
+	idle             *idleConns
 }
 
 // RoundTrip sends req through std: the reverse proxy's requests, which
 // the direct pool does not carry.
 func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.stdBusy.Add(1)
+	t.countStd(0, 1)
 	resp, err := t.std.RoundTrip(req)
 	if err != nil {
-		t.stdBusy.Add(-1)
+		t.countStd(0, -1)
 		return nil, err
 	}
 	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 		// The reverse proxy takes an upgraded connection from the body.
-		resp.Body = &busyConn{busyBody: busyBody{ReadCloser: rwc, busy: &t.stdBusy}, w: rwc}
+		resp.Body = &busyConn{busyBody: busyBody{ReadCloser: rwc, t: t}, w: rwc}
 	} else {
-		resp.Body = &busyBody{ReadCloser: resp.Body, busy: &t.stdBusy}
+		resp.Body = &busyBody{ReadCloser: resp.Body, t: t}
 	}
 	return resp, nil
 }
 
+// countStd adds to std's open connections and busy requests, and moves
+// the server's count of std's possibly idle connections by as many as
+// this Transport's moved: a request still waiting for its connection
+// (busy, none open yet) masks no other Transport's idle one.
+func (t *backendTransport) countStd(open, busy int64) {
+	t.stdMu.Lock()
+	before := max(t.stdOpen-t.stdBusy, 0)
+	t.stdOpen += open
+	t.stdBusy += busy
+	moved := max(t.stdOpen-t.stdBusy, 0) - before
+	t.stdMu.Unlock()
+	if moved != 0 {
+		t.idle.std.Add(moved)
+	}
+}
+
 // mayHoldIdle reports whether std may hold an idle connection: more are
 // open than its requests hold.
-func (t *backendTransport) mayHoldIdle() bool { return t.stdOpen.Load() > t.stdBusy.Load() }
+func (t *backendTransport) mayHoldIdle() bool {
+	t.stdMu.Lock()
+	defer t.stdMu.Unlock()
+	return t.stdOpen > t.stdBusy
+}
 
-// busyBody is a response body of std's whose request counts in busy until
+// busyBody is a response body of std's whose request counts busy until
 // the body is closed, when its connection goes back to the pool.
 type busyBody struct {
 	io.ReadCloser
-	busy *atomic.Int64
+	t    *backendTransport
 	done atomic.Bool
 }
 
@@ -79,7 +103,7 @@ type busyBody struct {
 func (b *busyBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.done.CompareAndSwap(false, true) {
-		b.busy.Add(-1)
+		b.t.countStd(0, -1)
 	}
 	return err
 }
@@ -143,6 +167,10 @@ type directPool struct {
 	maxIdle     int
 	idleTimeout time.Duration
 
+	// idle is the server's count of idle connections, which the pool
+	// keeps in step with its own under mu (idleConns.direct).
+	idle *idleConns
+
 	mu        sync.Mutex
 	endpoints map[string]*directEndpoint
 	sweeping  bool
@@ -189,10 +217,10 @@ type directConn struct {
 	values responseValues
 }
 
-func newDirectPool(dial func(ctx context.Context, addr string) (net.Conn, error), maxHead int) *directPool {
+func newDirectPool(dial func(ctx context.Context, addr string) (net.Conn, error), maxHead int, idle *idleConns) *directPool {
 	return &directPool{
 		dial: dial, maxHead: maxHead, maxConns: httpMaxConnsPerEndpoint, maxIdle: httpMaxIdleConnsPerEndpoint,
-		idleTimeout: httpBackendIdleTimeout, endpoints: map[string]*directEndpoint{},
+		idleTimeout: httpBackendIdleTimeout, endpoints: map[string]*directEndpoint{}, idle: idle,
 	}
 }
 
@@ -236,6 +264,7 @@ func (p *directPool) get(ctx context.Context, addr string) (c *directConn, reuse
 			c = e.idle[n-1]
 			e.idle[n-1] = nil
 			e.idle = e.idle[:n-1]
+			p.idle.direct.Add(-1)
 			p.mu.Unlock()
 			return c, true, nil
 		}
@@ -279,6 +308,7 @@ func (p *directPool) put(c *directConn) {
 		return
 	}
 	e.idle = append(e.idle, c)
+	p.idle.direct.Add(1)
 	e.signal()
 	if !p.sweeping {
 		p.sweeping = true
@@ -300,6 +330,7 @@ func (p *directPool) sweep() {
 		}
 		expired = append(expired, e.idle[:n]...)
 		e.idle = append(e.idle[:0], e.idle[n:]...)
+		p.idle.direct.Add(-int64(n))
 		left = left || len(e.idle) > 0
 	}
 	p.sweeping = left
@@ -322,6 +353,7 @@ func (p *directPool) closeIdle() {
 		idle = append(idle, e.idle...)
 		e.idle = nil
 	}
+	p.idle.direct.Add(-int64(len(idle)))
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.close()
@@ -346,6 +378,7 @@ func (p *directPool) evictOne() bool {
 	}
 	if oldest != nil {
 		from.idle = append(from.idle[:at], from.idle[at+1:]...)
+		p.idle.direct.Add(-1)
 	}
 	p.mu.Unlock()
 	if oldest == nil {

@@ -23,7 +23,7 @@ func testDirectPool(maxConns int, idle time.Duration) *directPool {
 	p := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
-	}, DefaultHTTPMaxHeaderBytes)
+	}, DefaultHTTPMaxHeaderBytes, new(idleConns))
 	p.maxConns, p.idleTimeout = maxConns, idle
 	return p
 }
@@ -110,6 +110,94 @@ func TestDirectPoolClosesIdleConnections(t *testing.T) {
 		t.Fatalf("the backend holds %d connections after one request, want 1 (pooled)", n)
 	}
 	peers.Until(t, 10*time.Second, "the idle connection to be closed", func() bool { return web.OpenConns() == 0 })
+}
+
+// TestIdleConnsFollowsTheDirectPool: the server's count of idle direct
+// connections is what lets the evictor skip every listener's pools at a
+// cap; a count too low leaves an idle connection holding a slot a client
+// is refused for, one too high walks every pool for nothing.
+func TestIdleConnsFollowsTheDirectPool(t *testing.T) {
+	t.Parallel()
+	web := peers.HTTPBackend(t, "web")
+	p := testDirectPool(4, time.Hour)
+	t.Cleanup(p.closeIdle)
+	url := "http://" + web.Addr + "/"
+	idle := func() int64 { return p.idle.direct.Load() }
+
+	// Two connections at once, both pooled after.
+	a, _, err := p.get(context.Background(), web.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := p.get(context.Background(), web.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := idle(); n != 0 {
+		t.Fatalf("idle %d with two connections in use, want 0", n)
+	}
+	p.put(a)
+	p.put(b)
+	if n := idle(); n != 2 {
+		t.Fatalf("idle %d after both came back, want 2", n)
+	}
+	if status, _ := directGet(t, p, url); status != 200 {
+		t.Fatalf("GET: %d", status)
+	}
+	if n := idle(); n != 2 {
+		t.Fatalf("idle %d after a request on a pooled connection, want 2", n)
+	}
+	if !p.evictOne() {
+		t.Fatal("evictOne found nothing idle")
+	}
+	if n := idle(); n != 1 {
+		t.Fatalf("idle %d after an eviction, want 1", n)
+	}
+	p.closeIdle()
+	if n := idle(); n != 0 {
+		t.Fatalf("idle %d after closeIdle, want 0", n)
+	}
+
+	// The sweep of expired connections counts them out too.
+	swept := testDirectPool(4, 50*time.Millisecond)
+	if status, _ := directGet(t, swept, url); status != 200 {
+		t.Fatalf("GET: %d", status)
+	}
+	if n := swept.idle.direct.Load(); n != 1 {
+		t.Fatalf("idle %d after a request, want 1", n)
+	}
+	peers.Until(t, 10*time.Second, "the sweep to count the expired connection out", func() bool { return swept.idle.direct.Load() == 0 })
+}
+
+// TestIdleConnsCountsEachTransportAlone: std's idle connections are
+// counted Transport by Transport, so that a request still waiting for its
+// connection on one (busy, nothing open) does not hide another's idle one.
+func TestIdleConnsCountsEachTransportAlone(t *testing.T) {
+	t.Parallel()
+	type step struct {
+		t          int // which Transport
+		open, busy int64
+		want       int64 // the server's count after the step
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"a request on a new connection", []step{{0, 0, 1, 0}, {0, 1, 0, 0}, {0, 0, -1, 1}, {0, -1, 0, 0}}},
+		{"a waiting request beside another's idle connection", []step{{0, 1, 0, 1}, {1, 0, 1, 1}, {1, 0, 1, 1}, {1, 1, 0, 1}, {1, 0, -2, 2}}},
+		{"a connection closed under its request", []step{{0, 1, 1, 0}, {0, -1, 0, 0}, {1, 1, 0, 1}, {0, 0, -1, 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idle := new(idleConns)
+			ts := []*backendTransport{{idle: idle}, {idle: idle}}
+			for i, s := range tc.steps {
+				ts[s.t].countStd(s.open, s.busy)
+				if got := idle.std.Load(); got != s.want {
+					t.Fatalf("step %d (%+v): std %d, want %d", i, s, got, s.want)
+				}
+			}
+		})
+	}
 }
 
 // TestDirectableRefusesInvalidFields: appendBodilessHead writes fields as

@@ -57,8 +57,8 @@ var errNoBackendSlot = errors.New("no connection slot for another backend connec
 // route does. A connection dialled for a request takes a slot from the
 // request's client connection (backendSlotKey) until it closes.
 // A response head larger than maxHead is an error (the client gets 502).
-func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backendTransport {
-	t := &backendTransport{}
+func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int, idle *idleConns) *backendTransport {
+	t := &backendTransport{idle: idle}
 	std := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			c, err := dialBackend(ctx, d, endpoints, addr)
@@ -66,10 +66,10 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backe
 				return nil, err
 			}
 			sc := c.(*slotConn)
-			t.stdOpen.Add(1)
+			t.countStd(1, 0)
 			release := sc.release
 			sc.release = func() {
-				t.stdOpen.Add(-1)
+				t.countStd(-1, 0)
 				release()
 			}
 			return sc, nil
@@ -85,7 +85,7 @@ func newHTTPTransport(endpoints []string, d *forward.Dialer, maxHead int) *backe
 	}
 	direct := newDirectPool(func(ctx context.Context, addr string) (net.Conn, error) {
 		return dialBackend(ctx, d, endpoints, addr)
-	}, maxHead)
+	}, maxHead, idle)
 	t.std, t.direct = std, direct
 	return t
 }
@@ -204,7 +204,7 @@ func (s *Server) backendSlotEvicting(b *boundListener, lc *listenerConfig, cfg *
 	if release, ok := s.backendSlot(b, lc, cfg); ok {
 		return release, true
 	}
-	e := evictor{b: b, lc: lc, cfg: cfg, loops: loops}
+	e := evictor{b: b, lc: lc, cfg: cfg, idle: &s.idle, loops: loops}
 	for e.next() {
 		if release, ok := s.backendSlot(b, lc, cfg); ok {
 			return release, true
@@ -227,6 +227,9 @@ type evictor struct {
 	b   *boundListener
 	lc  *listenerConfig
 	cfg *config
+	// idle is the server's count of idle connections: with none in a
+	// kind of pool, no listener's pools of that kind are looked at.
+	idle *idleConns
 	// loops evicts the relay loops' connections: on the loop that runs
 	// the caller, or from a goroutine through the Set; nil: none.
 	loops relayloop.Evictor
@@ -247,9 +250,11 @@ func (e *evictor) next() bool {
 // evictor's order: a direct pool's, else one of the loops' dialled for
 // slots (nil: any), else, once (*stdDone), all their Transports'.
 func (e *evictor) evictFrom(listeners iter.Seq[*listenerConfig], slots any, stdDone *bool) bool {
-	for lc := range listeners {
-		if lc.evictDirect() {
-			return true
+	if e.idle.direct.Load() > 0 {
+		for lc := range listeners {
+			if lc.evictDirect() {
+				return true
+			}
 		}
 	}
 	if e.evictLoops(slots) {
@@ -259,6 +264,9 @@ func (e *evictor) evictFrom(listeners iter.Seq[*listenerConfig], slots any, stdD
 		return false
 	}
 	*stdDone = true
+	if e.idle.std.Load() <= 0 {
+		return false
+	}
 	closed := false
 	for lc := range listeners {
 		closed = lc.closeIdleStd() || closed
@@ -299,6 +307,19 @@ func (lc *listenerConfig) closeIdleStd() bool {
 // global cap any listener's idle connections may give way.
 func globalCapBinds(b *boundListener, lc *listenerConfig, cfg *config) bool {
 	return cfg.snap.MaxConnections > 0 && (lc.MaxConnections <= 0 || b.active.Load() < int64(lc.MaxConnections))
+}
+
+// idleConns counts, over the whole server, the http-mode backend
+// connections that may be idle, by kind of pool: direct, those idle in
+// the direct pools; std, those open in each net/http Transport beyond
+// the requests that may hold one. At a cap the evictor looks in a kind
+// of pool only when some may be idle there: a full server walked every
+// listener's pools for each connection it refused, 3 ms a connection at
+// 10,000 listeners (BenchmarkRefusedAtGlobalCap), which made a client
+// that filled the cap a cheap way to burn a core. The relay loops' pool
+// keeps its own count (relayloop.Set.EvictIdle).
+type idleConns struct {
+	direct, std atomic.Int64
 }
 
 // backendConns counts the backend connections http mode holds open, which

@@ -121,8 +121,10 @@ type Server struct {
 	handlers sync.WaitGroup // connection handlers and accept loops
 	active   atomic.Int64   // open connections across listeners
 	// backends counts http mode's backend connections, which take slots
-	// of active (and of their client's listener) too.
+	// of active (and of their client's listener) too; idle those of them
+	// that may be idle, for the evictor.
 	backends backendConns
+	idle     idleConns
 
 	parker *forward.Parker // nil: directions stay on their goroutines
 	// workers run HTTP/2 streams' handlers.
@@ -228,7 +230,7 @@ func NewServer(opt Options) *Server {
 	if s.opt.IdleTimeout == 0 {
 		s.opt.IdleTimeout = snapshot.DefaultIdleTimeout
 	}
-	s.cfg.Store(newConfig(&snapshot.Snapshot{}, nil, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.maxHead(), s.tunnelBufs))
+	s.cfg.Store(newConfig(&snapshot.Snapshot{}, nil, s.configShared()))
 	return s
 }
 
@@ -278,7 +280,7 @@ func (s *Server) Apply(snap *snapshot.Snapshot) map[string]error {
 		}
 		return errs
 	}
-	cfg := newConfig(snap, prev, s.m, s.tickets, s.keepAlive(), s.opt.IdleTimeout, s.maxHead(), s.tunnelBufs)
+	cfg := newConfig(snap, prev, s.configShared())
 	want := map[string]*snapshot.Listener{}
 	errs := map[string]error{}
 	for i := range snap.Listeners {
@@ -560,6 +562,15 @@ func (b *boundListener) close() {
 	b.stopDrain()
 }
 
+// configShared is what the configurations the Server compiles share with
+// it.
+func (s *Server) configShared() configShared {
+	return configShared{
+		m: s.m, tickets: s.tickets, keepAlive: s.keepAlive(), idle: s.opt.IdleTimeout,
+		maxHead: s.maxHead(), bufs: s.tunnelBufs, idleConns: &s.idle,
+	}
+}
+
 // keepAlive is the TCP keepalive setting for accepted and dialled sockets:
 // off when the Parker turns it on for sockets that idle, Go's default
 // otherwise.
@@ -663,7 +674,7 @@ func (s *Server) admitNew(b *boundListener, lc *listenerConfig, cfg *config, pee
 // admitEvicting is admit at the cap: it retries after each idle backend
 // connection the evictor closes.
 func (s *Server) admitEvicting(b *boundListener, lc *listenerConfig, cfg *config, onLoop *relayloop.Conn) bool {
-	e := evictor{b: b, lc: lc, cfg: cfg, loops: s.loopsEvictor()}
+	e := evictor{b: b, lc: lc, cfg: cfg, idle: &s.idle, loops: s.loopsEvictor()}
 	if onLoop != nil {
 		e.loops = onLoop
 	}
