@@ -207,6 +207,10 @@ func BenchmarkHTTPModeHTTP2Request(b *testing.B) {
 func BenchmarkRefusedAtGlobalCap(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
+			var lim syscall.Rlimit
+			if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+256 {
+				b.Skipf("%d listeners need as many descriptors; the limit is %d", n, lim.Cur)
+			}
 			backend := benchEcho(b)
 			listeners := []snapshot.Listener{listenerOn("full", routeTo("ssh", snapshot.SSH, backend))}
 			for i := range n - 1 {
