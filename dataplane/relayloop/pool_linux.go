@@ -317,8 +317,8 @@ func (s *Set) CloseIdle(key any) {
 	for k, lst := range p.lists {
 		if k.pool == key {
 			closing = append(closing, lst.conns...)
-			p.keep(lst, lst.conns[:0])
-			lst.conns, lst.retired = nil, true
+			p.keep(lst, nil)
+			lst.retired = true
 		}
 	}
 	if p.retired == nil {
