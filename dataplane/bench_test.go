@@ -3,7 +3,6 @@ package dataplane_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,21 @@ import (
 func benchEcho(b *testing.B) string {
 	b.Helper()
 	return peers.NewTCPServer(b, func(c net.Conn) { _, _ = io.Copy(c, c) }).Addr
+}
+
+// dialAndSpeak connects to addr and sends first (an SSH client's
+// banner, say): the listeners defer an accept until the client speaks
+// (TCP_DEFER_ACCEPT).
+func dialAndSpeak(b *testing.B, addr string, first []byte) net.Conn {
+	b.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Write(first); err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 // BenchmarkConnSSH measures the whole life of one short SSH-routed
@@ -51,13 +65,7 @@ func BenchmarkConnSSH(b *testing.B) {
 	b.ReportAllocs()
 	defer reportCPU(b)()
 	for b.Loop() {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Write(banner); err != nil {
-			b.Fatal(err)
-		}
+		c := dialAndSpeak(b, addr, banner)
 		if _, err := io.ReadFull(bufio.NewReader(c), buf); err != nil {
 			b.Fatal(err)
 		}
@@ -222,17 +230,11 @@ func BenchmarkRefusedAtGlobalCap(b *testing.B) {
 			if errs := srv.Apply(snap); len(errs) > 0 {
 				b.Fatal(errs)
 			}
-			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			b.Cleanup(func() { _ = srv.Shutdown(b.Context()) })
 			addr := srv.Addr("full").String()
-			holder, err := net.Dial("tcp", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer holder.Close()
 			banner := []byte("SSH-2.0-bench\r\n")
-			if _, err := holder.Write(banner); err != nil {
-				b.Fatal(err)
-			}
+			holder := dialAndSpeak(b, addr, banner)
+			defer holder.Close()
 			buf := make([]byte, 1)
 			if _, err := io.ReadFull(holder, buf); err != nil {
 				b.Fatal(err)
@@ -240,15 +242,7 @@ func BenchmarkRefusedAtGlobalCap(b *testing.B) {
 			b.ReportAllocs()
 			defer reportCPU(b)()
 			for b.Loop() {
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				// A client speaks first: the listener defers the accept
-				// until it does (TCP_DEFER_ACCEPT).
-				if _, err := c.Write(banner); err != nil {
-					b.Fatal(err)
-				}
+				c := dialAndSpeak(b, addr, banner)
 				if _, err := c.Read(buf); err == nil {
 					b.Fatal("a connection past the global cap was served")
 				}
