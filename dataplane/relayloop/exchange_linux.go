@@ -56,8 +56,10 @@ type backend struct {
 	fd      int
 	ep      netip.AddrPort
 	key     poolKey
-	slots   any       // Target.Slots
-	list    *idleList // key's, while open (nil: not pooled); the pool's mu
+	list    *idleList  // key's, while open (nil: not pooled); the pool's mu
+	bySlots *slotsIdle // Target.Slots', with list; the pool's mu
+	// order links it in the pool's idle orders while idle; the pool's mu.
+	order   [2]orderLinks
 	release func()
 	home    atomic.Pointer[loop]
 	owner   atomic.Pointer[Conn]
@@ -399,7 +401,7 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 		sysClose(fd)
 		return nil, fmt.Errorf("dial tcp %s: %w", ep, os.NewSyscallError("connect", err))
 	}
-	b := &backend{id: l.set.pool.nextID.Add(1), fd: fd, ep: ep, key: key, slots: t.Slots, connecting: err != nil}
+	b := &backend{id: l.set.pool.nextID.Add(1), fd: fd, ep: ep, key: key, connecting: err != nil}
 	b.home.Store(l)
 	b.poolIdle, b.maxIdle = int64(t.PoolIdle), t.MaxIdle
 	if b.poolIdle <= 0 {
@@ -418,7 +420,7 @@ func (l *loop) dialBackend(ep netip.AddrPort, key poolKey, t *Target) (*backend,
 	p.held.Add(1)
 	if key.pool != nil {
 		p.mu.Lock()
-		b.list = p.listFor(key)
+		p.opened(b, key, t.Slots)
 		p.mu.Unlock()
 	}
 	return b, nil

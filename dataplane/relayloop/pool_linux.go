@@ -30,6 +30,11 @@ type pool struct {
 	// goroutine at a cap finds nothing idle without walking every list
 	// (oldestLocked): a full server refusing connections did, for each.
 	idle int
+	// all orders every idle connection by the time it went idle, and
+	// bySlots those of each Slots value with a connection open (made and
+	// dropped as lists are): at a cap the evictor closes the first.
+	all     idleOrder
+	bySlots map[any]*slotsIdle
 
 	held   atomic.Int64 // backend connections open, in use or idle
 	nextID atomic.Uint64
@@ -45,9 +50,10 @@ type idleList struct {
 	retired bool // its connections close as they come back
 }
 
-// listFor returns key's list, made if need be, and counts one more
-// connection of key open; p.mu is held.
-func (p *pool) listFor(key poolKey) *idleList {
+// opened gives b, just dialled for key and slots, its idle list and its
+// slots' idle order, made if need be, and counts it open in both; p.mu
+// is held.
+func (p *pool) opened(b *backend, key poolKey, slots any) {
 	lst := p.lists[key]
 	if lst == nil {
 		if p.lists == nil {
@@ -58,15 +64,103 @@ func (p *pool) listFor(key poolKey) *idleList {
 		p.lists[key] = lst
 	}
 	lst.open++
-	return lst
+	si := p.bySlots[slots]
+	if si == nil {
+		if p.bySlots == nil {
+			p.bySlots = map[any]*slotsIdle{}
+		}
+		si = &slotsIdle{idleOrder: idleOrder{links: bySlotsLinks}, slots: slots}
+		p.bySlots[slots] = si
+	}
+	si.open++
+	b.list, b.bySlots = lst, si
 }
 
-// closed counts one connection of lst's key fewer open; p.mu is held.
-func (p *pool) closed(lst *idleList) {
+// closed counts b, out of the idle lists, one connection fewer open in
+// its key's list and its slots' order, which leave the pool with their
+// last; p.mu is held.
+func (p *pool) closed(b *backend) {
+	lst, si := b.list, b.bySlots
+	b.list, b.bySlots = nil, nil
 	lst.open--
 	if lst.open == 0 && p.lists[lst.key] == lst {
 		delete(p.lists, lst.key)
 	}
+	si.open--
+	if si.open == 0 && p.bySlots[si.slots] == si {
+		delete(p.bySlots, si.slots)
+	}
+}
+
+// idleOrder lists idle connections in the order they went idle, through
+// links in the connections themselves (backend.order), so that the one
+// idle the longest is first. At a cap the evictor closes it at once: it
+// walked every idle connection, under the lock every request's take and
+// put take, for each client its listener's cap then refused, 3.4 ns an
+// idle connection (31 µs at 8,000: BenchmarkEvictIdleOthersIdle).
+type idleOrder struct {
+	first, last *backend
+	links       int // which of backend.order links this order
+}
+
+// The orders a pooled connection is in, by index of backend.order;
+// pool.all's is 0, so that a pool's zero value is ready.
+const (
+	allLinks     = iota // pool.all
+	bySlotsLinks        // its slots' (slotsIdle)
+)
+
+// orderLinks are a connection's neighbours in one idleOrder.
+type orderLinks struct{ prev, next *backend }
+
+// slotsIdle is the idle order of the connections dialled for one Slots
+// value; open counts those connections, idle or not.
+type slotsIdle struct {
+	idleOrder
+	slots any
+	open  int
+}
+
+// push puts b, just idle, last.
+func (o *idleOrder) push(b *backend) {
+	ln := &b.order[o.links]
+	ln.prev, ln.next = o.last, nil
+	if o.last != nil {
+		o.last.order[o.links].next = b
+	} else {
+		o.first = b
+	}
+	o.last = b
+}
+
+// unlink takes b out of the order; b must be in it.
+func (o *idleOrder) unlink(b *backend) {
+	ln := &b.order[o.links]
+	if ln.prev != nil {
+		ln.prev.order[o.links].next = ln.next
+	} else {
+		o.first = ln.next
+	}
+	if ln.next != nil {
+		ln.next.order[o.links].prev = ln.prev
+	} else {
+		o.last = ln.prev
+	}
+	*ln = orderLinks{}
+}
+
+// enter counts b, just put in its key's list, idle in the pool's orders;
+// leave, taken out of it, no longer. p.mu is held.
+func (p *pool) enter(b *backend) {
+	p.idle++
+	p.all.push(b)
+	b.bySlots.push(b)
+}
+
+func (p *pool) leave(b *backend) {
+	p.idle--
+	p.all.unlink(b)
+	b.bySlots.unlink(b)
 }
 
 // takeIdle takes an idle connection of key: the one used last among
@@ -130,19 +224,28 @@ func (l *loop) forget2(b *backend) {
 // cut takes the i-th connection out of lst; p.mu is held.
 func (p *pool) cut(lst *idleList, i int) {
 	idle := lst.conns
+	p.leave(idle[i])
 	copy(idle[i:], idle[i+1:])
 	idle[len(idle)-1] = nil
 	lst.conns = idle[:len(idle)-1]
-	p.idle--
 }
 
-// keep leaves lst with kept, a prefix of its connections' slice that
-// holds those it keeps; p.mu is held.
-func (p *pool) keep(lst *idleList, kept []*backend) {
+// drain takes out of lst the connections keep says not to keep, in
+// place, and returns out with them appended; p.mu is held.
+func (p *pool) drain(lst *idleList, out []*backend, keep func(*backend) bool) []*backend {
 	idle := lst.conns
+	kept := idle[:0]
+	for _, b := range idle {
+		if keep(b) {
+			kept = append(kept, b)
+			continue
+		}
+		p.leave(b)
+		out = append(out, b)
+	}
 	clear(idle[len(kept):])
-	p.idle -= len(idle) - len(kept)
 	lst.conns = kept
+	return out
 }
 
 // putIdle pools b, l's own, for the next request with its key, unless
@@ -160,7 +263,7 @@ func (l *loop) putIdle(b *backend) {
 	}
 	b.idleSince = l.clock
 	lst.conns = append(lst.conns, b)
-	p.idle++
+	p.enter(b)
 	p.mu.Unlock()
 	if !l.sweeping {
 		l.sweeping = true
@@ -177,23 +280,18 @@ func (l *loop) sweepPool() {
 	var expired []*backend
 	p.mu.Lock()
 	for _, lst := range p.lists {
-		idle := lst.conns
-		kept := idle[:0]
-		for _, b := range idle {
+		expired = p.drain(lst, expired, func(b *backend) bool {
 			if b.home.Load() != l {
-				kept = append(kept, b)
-				continue
+				return true
 			}
 			if l.clock-b.idleSince >= b.poolIdle {
-				expired = append(expired, b)
-				continue
+				return false
 			}
-			kept = append(kept, b)
 			if at := b.idleSince + b.poolIdle; next < 0 || at < next {
 				next = at
 			}
-		}
-		p.keep(lst, kept)
+			return true
+		})
 	}
 	p.mu.Unlock()
 	for _, b := range expired {
@@ -289,21 +387,16 @@ func (p *pool) holdsIdle(slots any) bool {
 // oldestLocked is the connection idle the longest among those dialled for
 // slots (nil: any), nil when none is idle. p.mu is held.
 func (p *pool) oldestLocked(slots any) *backend {
-	if p.idle == 0 {
+	switch {
+	case p.idle == 0:
 		return nil
+	case slots == nil:
+		return p.all.first
 	}
-	var oldest *backend
-	for _, lst := range p.lists {
-		for _, b := range lst.conns {
-			if slots != nil && b.slots != slots {
-				continue
-			}
-			if oldest == nil || b.idleSince < oldest.idleSince {
-				oldest = b
-			}
-		}
+	if si := p.bySlots[slots]; si != nil {
+		return si.first
 	}
-	return oldest
+	return nil
 }
 
 // CloseIdle closes the idle backend connections of exchanges pooled
@@ -316,8 +409,7 @@ func (s *Set) CloseIdle(key any) {
 	p.mu.Lock()
 	for k, lst := range p.lists {
 		if k.pool == key {
-			closing = append(closing, lst.conns...)
-			p.keep(lst, nil)
+			closing = p.drain(lst, closing, func(*backend) bool { return false })
 			lst.retired = true
 		}
 	}
@@ -345,16 +437,7 @@ func (l *loop) closePool() {
 	var mine []*backend
 	p.mu.Lock()
 	for _, lst := range p.lists {
-		idle := lst.conns
-		kept := idle[:0]
-		for _, b := range idle {
-			if b.home.Load() == l {
-				mine = append(mine, b)
-			} else {
-				kept = append(kept, b)
-			}
-		}
-		p.keep(lst, kept)
+		mine = p.drain(lst, mine, func(b *backend) bool { return b.home.Load() != l })
 	}
 	p.mu.Unlock()
 	for _, b := range mine {
@@ -384,8 +467,7 @@ func (b *backend) closeDetached() {
 	p.held.Add(-1)
 	if b.list != nil {
 		p.mu.Lock()
-		p.closed(b.list)
-		b.list = nil
+		p.closed(b)
 		p.mu.Unlock()
 	}
 	sysClose(b.fd)

@@ -1,11 +1,15 @@
 package relayloop
 
 import (
+	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,7 +17,7 @@ import (
 )
 
 // on runs f on loop l and waits for it.
-func on(t *testing.T, l *loop, f func()) {
+func on(t testing.TB, l *loop, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	if !l.post(func() { defer close(done); f() }) {
@@ -23,24 +27,61 @@ func on(t *testing.T, l *loop, f func()) {
 }
 
 // checkIdleCount fails t unless the pool's count of idle connections
-// (which Stats reports and a cap's evictor asks first) is what its lists
-// hold.
+// (which Stats reports and a cap's evictor asks first) and its idle
+// orders (which the evictor takes the first of) hold what its lists hold:
+// the order of all of them, and each Slots value's order those of its
+// own.
 func checkIdleCount(t *testing.T, s *Set) {
 	t.Helper()
-	s.pool.mu.Lock()
-	defer s.pool.mu.Unlock()
-	n := 0
-	for _, lst := range s.pool.lists {
-		n += len(lst.conns)
+	p := &s.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	listed := map[*backend]bool{}
+	for _, lst := range p.lists {
+		for _, b := range lst.conns {
+			listed[b] = true
+		}
 	}
-	if s.pool.idle != n {
-		t.Errorf("the pool counts %d idle connections, its lists hold %d", s.pool.idle, n)
+	if p.idle != len(listed) {
+		t.Errorf("the pool counts %d idle connections, its lists hold %d", p.idle, len(listed))
+	}
+	walk := func(name string, o *idleOrder, belongs func(*backend) bool) int {
+		n := 0
+		var prev *backend
+		for b := o.first; b != nil; b = b.order[o.links].next {
+			if b.order[o.links].prev != prev {
+				t.Errorf("%s: a connection's link back is broken", name)
+			}
+			if !listed[b] || !belongs(b) {
+				t.Errorf("%s holds a connection its lists do not, or of other slots", name)
+			}
+			prev = b
+			n++
+			if n > len(listed) {
+				t.Errorf("%s holds more than the lists: a cycle", name)
+				break
+			}
+		}
+		if o.last != prev {
+			t.Errorf("%s: its last is not the end of its links", name)
+		}
+		return n
+	}
+	if n := walk("the order of all", &p.all, func(*backend) bool { return true }); n != len(listed) {
+		t.Errorf("the order of all holds %d idle connections, the lists %d", n, len(listed))
+	}
+	n := 0
+	for slots, si := range p.bySlots {
+		n += walk(fmt.Sprintf("slots %v's order", slots), &si.idleOrder, func(b *backend) bool { return b.bySlots == si })
+	}
+	if n != len(listed) {
+		t.Errorf("the slots' orders hold %d idle connections, the lists %d", n, len(listed))
 	}
 }
 
 // poolSet starts a Set of that many loops, and a backend that takes
 // connections and reads what they send.
-func poolSet(t *testing.T, loops int) (*Set, netip.AddrPort) {
+func poolSet(t testing.TB, loops int) (*Set, netip.AddrPort) {
 	t.Helper()
 	srv := peers.NewTCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	s, err := New(Options{Loops: loops})
@@ -156,6 +197,83 @@ func TestEvictIdleTakesOnlyItsSlots(t *testing.T) {
 	}
 }
 
+// TestEvictIdleClosesTheLongestIdle: at a cap the connection that gives
+// way is the one idle the longest among those of the slots asked for
+// (nil: any), whatever its key or loop; one taken and pooled again is
+// idle since it came back.
+func TestEvictIdleClosesTheLongestIdle(t *testing.T) {
+	s, ep := poolSet(t, 2)
+	var mu sync.Mutex // the loops close what is left at the end, together
+	closed := map[string]bool{}
+	conns := map[string]*backend{}
+	// Pooled in this order, by the loops in turn, over two keys each.
+	for i, name := range []string{"a1", "b1", "a2", "b2", "a3"} {
+		l := s.loops[i%2]
+		on(t, l, func() {
+			slots := name[:1]
+			conn, err := l.dialBackend(ep, poolKey{slots + name[1:], ep}, &Target{Slots: slots})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conn.release = func() {
+				mu.Lock()
+				defer mu.Unlock()
+				closed[name] = true
+			}
+			conns[name] = conn
+			l.putIdle(conn)
+		})
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// a1 is taken for a request and comes back: now idle the shortest.
+	l := s.loops[0]
+	on(t, l, func() {
+		if got := l.takeIdle(poolKey{"a1", ep}); got != conns["a1"] {
+			t.Errorf("took %p, want a1's %p", got, conns["a1"])
+			return
+		}
+		l.putIdle(conns["a1"])
+	})
+	checkIdleCount(t, s)
+	for i, step := range []struct {
+		slots  any
+		closes string // "": none
+	}{
+		{"a", "a2"},
+		{nil, "b1"},
+		{"c", ""},
+		{"b", "b2"},
+		{"b", ""},
+		{nil, "a3"},
+		{"a", "a1"},
+		{nil, ""},
+	} {
+		mu.Lock()
+		before := maps.Clone(closed)
+		mu.Unlock()
+		var evicted bool
+		on(t, l, func() { evicted = l.evictIdle(step.slots) })
+		var got, want []string
+		mu.Lock()
+		for name := range closed {
+			if !before[name] {
+				got = append(got, name)
+			}
+		}
+		mu.Unlock()
+		if step.closes != "" {
+			want = []string{step.closes}
+		}
+		if evicted != (step.closes != "") || !slices.Equal(got, want) {
+			t.Errorf("step %d, evictIdle(%v): evicted %v, closed %v; want %v", i, step.slots, evicted, got, want)
+		}
+		checkIdleCount(t, s)
+	}
+}
+
 // TestSetEvictIdleFromAGoroutine: a goroutine at the cap has a loop
 // evict an idle connection of its slots, and has the slot back when
 // EvictIdle returns.
@@ -189,21 +307,27 @@ func TestSetEvictIdleFromAGoroutine(t *testing.T) {
 // TestPoolKeepsListsOfOpenKeysOnly: a key's idle list stays in the pool
 // while a connection of the key is open, idle or in use, and goes with
 // the last one, so that a pool whose endpoints come and go does not
-// grow. A retired key's connections close as they come back, and so do
+// grow; so does a Slots value's idle order. A retired key's connections close as they come back, and so do
 // those dialled for it after.
 func TestPoolKeepsListsOfOpenKeysOnly(t *testing.T) {
 	s, ep := poolSet(t, 1)
 	l := s.loops[0]
+	// lists counts the idle lists, and fails t unless each has its
+	// Slots value's order (the keys' Slots are their Pools).
 	lists := func() int {
+		t.Helper()
 		s.pool.mu.Lock()
 		defer s.pool.mu.Unlock()
+		if len(s.pool.bySlots) != len(s.pool.lists) {
+			t.Errorf("%d slots' idle orders for %d idle lists", len(s.pool.bySlots), len(s.pool.lists))
+		}
 		return len(s.pool.lists)
 	}
 	dial := func(key poolKey) *backend {
 		var b *backend
 		on(t, l, func() {
 			var err error
-			if b, err = l.dialBackend(ep, key, &Target{}); err != nil {
+			if b, err = l.dialBackend(ep, key, &Target{Slots: key.pool}); err != nil {
 				t.Error(err)
 			}
 		})
@@ -281,4 +405,40 @@ func TestPoolSweepsIdleConnections(t *testing.T) {
 		t.Errorf("after the sweep: %+v, want the hour-long one idle", st)
 	}
 	checkIdleCount(t, s)
+}
+
+// BenchmarkEvictIdleOthersIdle measures what a listener at its own cap
+// pays to find none of its connections idle while n connections of
+// other listeners are: a client refused there costs this, and takes the
+// pool's lock, which every request's take and put also take, for as long.
+func BenchmarkEvictIdleOthersIdle(b *testing.B) {
+	for _, n := range []int{10, 1000, 8000} {
+		b.Run(fmt.Sprintf("idle=%d", n), func(b *testing.B) {
+			var lim syscall.Rlimit
+			if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(2*n)+256 {
+				b.Skipf("%d idle connections need %d descriptors; the limit is %d", n, 2*n, lim.Cur)
+			}
+			s, ep := poolSet(b, 1)
+			l := s.loops[0]
+			on(b, l, func() {
+				for range n {
+					conn, err := l.dialBackend(ep, poolKey{"others", ep}, &Target{Slots: "others", MaxIdle: n})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					l.putIdle(conn)
+				}
+			})
+			if st := s.Stats(); st.Idle != int64(n) {
+				b.Fatalf("%d idle, want %d", st.Idle, n)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if s.EvictIdle("full") {
+					b.Fatal("evicted another listener's connection")
+				}
+			}
+		})
+	}
 }
