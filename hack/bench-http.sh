@@ -61,6 +61,13 @@
 #
 #   PERF=4000 PEERS="portmux haproxy go-loop" SCEN=h2c hack/bench-http.sh
 #
+# SCHED=1 records the kernel's scheduler (`perf sched record -a`) over
+# each measured run into bin/bench/logs/sched-PEER-SCEN-REP.data: which
+# threads of a peer did its work, and how long each waited for a core
+# once runnable (`perf sched latency -p -i FILE`). It showed portmux's
+# two relay loops running on three threads and waiting twice as long as
+# haproxy's two (h1: 0.10-0.14 against 0.06 ms on average).
+#
 # REQLOGS=1 keeps h2load's request logs (bin/bench/logs/reqlog-*.tsv:
 # start µs since the epoch, status, µs to the response's end) for a
 # closer look at a tail than p99.
@@ -93,6 +100,7 @@ fi
 SCEN=${SCEN:-h1 h1-tls h2c h2-tls h1-bulk h1-rate h2c-rate}
 PPROF=${PPROF:-}  # e.g. 127.0.0.1:6060: portmux serves pprof there
 PERF=${PERF:-}    # e.g. 4000: perf samples per second, see above
+SCHED=${SCHED:-}  # 1: record the scheduler, see above
 REQLOGS=${REQLOGS:-}
 PORTMUX_ARGS=${PORTMUX_ARGS:-} # more flags for portmux serve, e.g. --relay-loops=1
 # portmux's environment: the soft memory limit `portmux serve` sets itself
@@ -118,6 +126,10 @@ if [ "$(id -u)" = 0 ] && [ -n "$NICE" ]; then
   renice -n "$NICE" -p $$ >/dev/null # children inherit it
 fi
 secs=${D%s}
+if [ -n "$SCHED" ] && ! command -v perf >/dev/null; then
+  log "perf not found (apt-get install linux-perf): SCHED ignored"
+  SCHED=
+fi
 if [ -n "$PERF" ] && ! command -v perf >/dev/null; then
   log "perf not found (apt-get install linux-perf): PERF ignored"
   PERF=
@@ -332,6 +344,10 @@ run_peer() {
       perf record -g -F "$PERF" -o "$perfdata" -p "$PEER_PID" -- sleep "$secs" >/dev/null 2>&1 &
       PERF_PID=$!
     fi
+    if [ -n "$SCHED" ]; then
+      perf sched record -a -o "$OUT/logs/sched-$peer-$scen-$rep.data" -- sleep "$secs" >/dev/null 2>&1 &
+      SCHED_PID=$!
+    fi
     me=$BASHPID
     before=$(cpu_ticks "$PEER_PID")
     backend_before=$(cpu_ticks "$NGINX_PID") client_before=$(client_ticks "$me") box_before=$(box_ticks)
@@ -339,6 +355,7 @@ run_peer() {
     after=$(cpu_ticks "$PEER_PID")
     backend_after=$(cpu_ticks "$NGINX_PID") client_after=$(client_ticks "$me") box_after=$(box_ticks)
     [ -n "$PERF" ] && { wait "$PERF_PID" || true; }
+    [ -n "$SCHED" ] && { wait "$SCHED_PID" || true; }
     python3 - "$raw" "$reqlog" "$peer" "$scen" "$rep" $((after - before)) "$HZ" \
       $((backend_after - backend_before)) $((client_after - client_before)) \
       "$box_before" "$box_after" >>"$OUT/http-results.jsonl" <<'EOF' || failed=1
