@@ -377,7 +377,7 @@ func (h *httpConn) appendBodilessHead(b []byte, r *http.Request) ([]byte, error)
 // only say trailers (h2 refuses any other value); and Connection and
 // Upgrade never get this far (a malformed HTTP/2 request).
 func (h *httpConn) appendStreamHead(b []byte, r h2.Request) ([]byte, error) {
-	b, err := appendRequestLine(b, r.Method, r.Host, r.URL)
+	b, err := appendRequestLine(b, r.Method, r.Host, &r.URL)
 	if err != nil {
 		return b, err
 	}

@@ -284,7 +284,7 @@ func TestAppendStreamHead(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			r := h2.Request{Method: tc.method, Host: tc.host, URL: u, RequestURI: tc.path}
+			r := h2.Request{Method: tc.method, Host: tc.host, URL: *u, RequestURI: tc.path}
 			req := &http.Request{Method: tc.method, Host: tc.host, URL: u, RequestURI: tc.path, Header: http.Header{}}
 			var crumbs, order []string
 			for i := 0; i < len(tc.fields); i += 2 {
@@ -334,7 +334,7 @@ func TestAppendStreamHead(t *testing.T) {
 			}
 		})
 	}
-	if _, err := h.appendStreamHead(nil, h2.Request{Method: http.MethodGet, Host: "a b", URL: &neturl.URL{Path: "/"}}); err == nil {
+	if _, err := h.appendStreamHead(nil, h2.Request{Method: http.MethodGet, Host: "a b", URL: neturl.URL{Path: "/"}}); err == nil {
 		t.Error("a Host with a space was written")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"testing"
@@ -175,4 +176,82 @@ func TestStatusValue(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = statusValue(200) }); n != 0 {
 		t.Errorf("%v allocations for 200", n)
 	}
+}
+
+// TestParsePath: a :path parses as url.ParseRequestURI parses it, and
+// the paths most requests have take plainPath, which allocates nothing.
+func TestParsePath(t *testing.T) {
+	for _, tc := range []struct {
+		path  string
+		plain bool
+	}{
+		{"/", true},
+		{"/index.html", true},
+		{"/a/b-c_d.e~f/$&+,:;=@", true},
+		{"/x?y=1&z=%41+b", true},
+		{"/search?q=a/b?c", true},
+		{"//double/slash", true},
+		{"/a?", true},  // ForceQuery
+		{"/a??", true}, // a query of "?"
+		{"/a%41", false},
+		{"/a!b", false}, // url keeps it in RawPath
+		{"/a b", false},
+		{"/a#b", false},
+		{"/a?b#c", false},
+		{"/caf\xc3\xa9", false},
+		{"/a\tb", false},
+		{"/a?b\x7f", false},
+		{"*", false},
+		{"a/b", false},
+		{"", false},
+		{"http://a.test/x", false},
+	} {
+		want, wantErr := url.ParseRequestURI(tc.path)
+		got, err := parsePath(tc.path)
+		if (err != nil) != (wantErr != nil) || (err == nil && !sameURL(got, *want)) {
+			t.Errorf("parsePath(%q) = %#v, %v; url.ParseRequestURI: %#v, %v", tc.path, got, err, want, wantErr)
+		}
+		if _, plain := plainPath(tc.path); plain != tc.plain {
+			t.Errorf("plainPath(%q) took it: %v, want %v", tc.path, plain, tc.plain)
+		}
+	}
+}
+
+// TestReadRequestAllocatesNothing: reading a GET's head with a plain
+// path allocates nothing, as an Async taker on a relay loop gets it.
+func TestReadRequestAllocatesNothing(t *testing.T) {
+	fs := fields(with(get, "user-agent", "test", "accept", "*/*")...)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := readRequest(fs, true); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations a request", n)
+	}
+}
+
+// FuzzPlainPath holds plainPath to url.ParseRequestURI's result for
+// every path it takes, and parsePath to it for every path.
+func FuzzPlainPath(f *testing.F) {
+	for _, p := range []string{"/", "/x?y=1", "/a?", "/a??", "/a%41", "/a!b", "//a", "/a#b", "*", "/a?b\x7f"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		want, wantErr := url.ParseRequestURI(path)
+		if got, plain := plainPath(path); plain && (wantErr != nil || !sameURL(got, *want)) {
+			t.Fatalf("plainPath(%q) = %#v; url.ParseRequestURI: %#v, %v", path, got, want, wantErr)
+		}
+		got, err := parsePath(path)
+		if (err != nil) != (wantErr != nil) || (err == nil && !sameURL(got, *want)) {
+			t.Fatalf("parsePath(%q) = %#v, %v; url.ParseRequestURI: %#v, %v", path, got, err, want, wantErr)
+		}
+	})
+}
+
+// sameURL compares two URLs field by field, their user information by
+// what it says.
+func sameURL(a, b url.URL) bool {
+	ua, ub := a.User, b.User
+	a.User, b.User = nil, nil
+	return a == b && ua.String() == ub.String()
 }
