@@ -29,10 +29,8 @@ func (c *Conn) Caller() *Caller { return &Caller{l: c.l} }
 
 // Call is a request in flight on a loop.
 type Call struct {
-	l    *loop
-	req  CallRequest
-	opt  Exchange // MaxHead and ResponseTimeout, with their defaults
-	sink CallSink
+	l   *loop
+	req CallRequest // its MaxHead defaulted
 
 	started  bool // on the loop
 	ended    bool
@@ -65,8 +63,10 @@ type Call struct {
 // (to Resume it) before any of its methods runs, and so that calls made
 // together start together.
 func (cr *Caller) NewCall(req CallRequest) *Call {
-	k := &Call{l: cr.l, req: req, sink: req.Sink}
-	k.opt = Exchange{MaxHead: req.MaxHead, ResponseTimeout: req.ResponseTimeout}.withDefaults()
+	k := &Call{l: cr.l, req: req}
+	if k.req.MaxHead <= 0 {
+		k.req.MaxHead = defaultMaxHead
+	}
 	return k
 }
 
@@ -179,7 +179,7 @@ func (k *Call) step() bool {
 		return false
 	}
 	if len(k.pending) > 0 {
-		n := k.sink.Data(k.pending)
+		n := k.req.Sink.Data(k.pending)
 		k.res.Down += int64(n)
 		if k.pending = k.pending[n:]; len(k.pending) > 0 {
 			k.paused = true
@@ -216,7 +216,7 @@ func (k *Call) step() bool {
 		return true
 	}
 	if !k.headDone && k.roff < k.rn {
-		if end := headEnd(k.rbuf[k.roff:k.rn], k.opt.MaxHead); end > 0 {
+		if end := headEnd(k.rbuf[k.roff:k.rn], k.req.MaxHead); end > 0 {
 			return k.response(end)
 		}
 	}
@@ -231,7 +231,7 @@ func (k *Call) step() bool {
 
 // readHead reads the backend's bytes until a response head is whole.
 func (k *Call) readHead(b *backend) bool {
-	n, err := k.fill(k.l, b, k.opt.MaxHead)
+	n, err := k.fill(k.l, b, k.req.MaxHead)
 	if err != nil {
 		return k.backendFailed(err)
 	}
@@ -245,7 +245,7 @@ func (k *Call) readHead(b *backend) bool {
 
 // response takes the head that is the first end bytes read.
 func (k *Call) response(end int) bool {
-	st, err := k.sink.Response(k.rbuf[k.roff : k.roff+end])
+	st, err := k.req.Sink.Response(k.rbuf[k.roff : k.roff+end])
 	if err != nil {
 		return k.backendFailed(err)
 	}
@@ -306,7 +306,7 @@ func (k *Call) readBody(b *backend) bool {
 // take waits in pending, as does everything after it.
 func (k *Call) deliver(p []byte) {
 	if !k.paused {
-		n := k.sink.Data(p)
+		n := k.req.Sink.Data(p)
 		k.res.Down += int64(n)
 		if p = p[n:]; len(p) == 0 {
 			return
@@ -382,7 +382,7 @@ func (k *Call) end(err error) {
 	}
 	k.upQ = nil
 	k.res.Err = err
-	k.sink.Ended(k.res, k.trailer)
+	k.req.Sink.Ended(k.res, k.trailer)
 }
 
 // schedule sets the call's timer for what it waits on: a dial, the
@@ -400,8 +400,8 @@ func (k *Call) schedule() {
 		}
 		due = k.since + int64(d)
 	default:
-		if k.sent && !k.headDone && k.opt.ResponseTimeout > 0 {
-			due = k.since + int64(k.opt.ResponseTimeout)
+		if k.sent && !k.headDone && k.req.ResponseTimeout > 0 {
+			due = k.since + int64(k.req.ResponseTimeout)
 		}
 		if t.IdleTimeout > 0 {
 			if idle := max(k.last, k.since) + int64(t.IdleTimeout); due == 0 || idle < due {
@@ -479,7 +479,7 @@ func (k *Call) expired() {
 		k.be = nil
 		k.dialErrs = append(k.dialErrs, fmt.Errorf("dial tcp %s: %w", ep, os.ErrDeadlineExceeded))
 		k.acquire(true)
-	case k.sent && !k.headDone && k.opt.ResponseTimeout > 0 && k.l.clock >= k.since+int64(k.opt.ResponseTimeout):
+	case k.sent && !k.headDone && k.req.ResponseTimeout > 0 && k.l.clock >= k.since+int64(k.req.ResponseTimeout):
 		k.end(ErrResponseTimeout)
 		return
 	default:

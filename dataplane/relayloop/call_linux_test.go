@@ -466,3 +466,43 @@ func TestCallBodyThenJunk(t *testing.T) {
 		t.Errorf("backend accepted %d connections, want 2: the first is not to be trusted again", n)
 	}
 }
+
+// TestCallResponseHeadLimit: a call fails for a response head longer
+// than its MaxHead, 64 KiB when it names none, and takes one within it.
+func TestCallResponseHeadLimit(t *testing.T) {
+	backend := func(size int) netip.AddrPort {
+		return rawBackend(t, func(c net.Conn) {
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			pad := strings.Repeat("x", size)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Pad: "+pad+"\r\nContent-Length: 2\r\n\r\nok")
+		})
+	}
+	set := callSet(t)
+	cr := set.Caller()
+	for _, tc := range []struct {
+		maxHead, pad int
+		ok           bool
+	}{
+		{0, 60 << 10, true},
+		{0, 70 << 10, false},
+		{1 << 10, 900, true},
+		{1 << 10, 2 << 10, false},
+	} {
+		s := newCallSink()
+		call(t, cr, relayloop.CallRequest{
+			Head: get("/"), Target: &relayloop.Target{Endpoints: []netip.AddrPort{backend(tc.pad)}},
+			MaxHead: tc.maxHead, Sink: s,
+		})
+		x := s.wait(t)
+		s.mu.Lock()
+		body := s.body.String()
+		s.mu.Unlock()
+		if ok := x.Err == nil && body == "ok"; ok != tc.ok {
+			t.Errorf("MaxHead %d, a head with %d bytes of field: error %v, body %q; want it taken: %v", tc.maxHead, tc.pad, x.Err, body, tc.ok)
+		}
+		if !tc.ok && (x.Err == nil || !strings.Contains(x.Err.Error(), "too large")) {
+			t.Errorf("MaxHead %d, %d bytes: %v, want a head too large", tc.maxHead, tc.pad, x.Err)
+		}
+	}
+	waitStats(t, set, relayloop.Stats{})
+}
