@@ -187,7 +187,7 @@ func (r *Request) http(ctx context.Context, endStream bool, remoteAddr string) *
 	if len(cookies) > 0 {
 		header["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
-	u := r.URL
+	u := r.URL // a handler's request has its own, as net/http's do
 	req := http.Request{
 		Method:        r.Method,
 		Proto:         "HTTP/2.0",
@@ -203,7 +203,8 @@ func (r *Request) http(ctx context.Context, endStream bool, remoteAddr string) *
 		req.ContentLength = 0
 		req.Body = http.NoBody
 	}
-	// Built on the stack: WithContext's copy is the one allocation.
+	// Built on the stack: WithContext's copy and the URL are the
+	// allocations.
 	return req.WithContext(ctx)
 }
 
