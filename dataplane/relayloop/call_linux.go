@@ -64,9 +64,7 @@ type Call struct {
 // together start together.
 func (cr *Caller) NewCall(req CallRequest) *Call {
 	k := &Call{l: cr.l, req: req}
-	if k.req.MaxHead <= 0 {
-		k.req.MaxHead = defaultMaxHead
-	}
+	k.req.MaxHead = Exchange{MaxHead: req.MaxHead}.withDefaults().MaxHead
 	return k
 }
 

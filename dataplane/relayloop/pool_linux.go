@@ -26,9 +26,8 @@ type pool struct {
 	// retired Target.Pool values' connections are closed as they come
 	// back, and those dialled for them in the next minute too (CloseIdle).
 	retired map[any]struct{}
-	// idle counts the connections in lists, so that a loop or a
-	// goroutine at a cap finds nothing idle without walking every list
-	// (oldestLocked): a full server refusing connections did, for each.
+	// idle counts the connections in lists: what Stats reports, and a
+	// cap's quick answer when none is idle (oldestLocked).
 	idle int
 	// all orders every idle connection by the time it went idle, and
 	// bySlots those of each Slots value with a connection open (made and
